@@ -1,0 +1,1 @@
+"""MemOS memory for LlamaIndex."""

@@ -1,0 +1,1 @@
+"""memos-core: a memory operating system for LLM agents."""

@@ -1,0 +1,175 @@
+"""The MemCube: one memory's payload plus its metadata, as DESIGN.md lays it out.
+
+A MemCube is immutable once stored: every change makes a new version in the vault, and the
+object you hold is a snapshot of one version. Use ``cube.model_copy(update=...)`` to derive
+the next version's value; the vault assigns ``version`` and ``updated_at``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (every timestamp in the system is UTC)."""
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """A fresh memory id: a UUID4 string (Qdrant accepts UUIDs as point ids)."""
+    return str(uuid.uuid4())
+
+
+class State(str, Enum):
+    """Lifecycle state. ``generated -> activated -> archived -> expired``; ``deleted`` is final."""
+
+    GENERATED = "generated"
+    ACTIVATED = "activated"
+    ARCHIVED = "archived"
+    EXPIRED = "expired"
+    DELETED = "deleted"
+
+
+class Origin(str, Enum):
+    """Where a memory came from."""
+
+    USER_INPUT = "user_input"
+    CONVERSATION = "conversation"
+    EXTRACTION = "extraction"
+    IMPORT = "import"
+    CONSOLIDATION = "consolidation"
+
+
+class MemoryType(str, Enum):
+    """Semantic type; consolidation and retrieval filters read it."""
+
+    FACT = "fact"
+    PREFERENCE = "preference"
+    EPISODE = "episode"
+    TASK_PROMPT = "task_prompt"
+    SUMMARY = "summary"
+    NOTE = "note"
+
+
+class Tier(str, Enum):
+    """Which form the memory is served from now (plaintext is always kept as the source)."""
+
+    PLAINTEXT = "plaintext"
+    ACTIVATION = "activation"
+    PARAMETRIC = "parametric"
+
+
+class Namespace(BaseModel):
+    """Owner of a memory: the user, optionally the agent and the session."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str = Field(description="Owning user; the principal that may read and write it.")
+    agent_id: str | None = Field(default=None, description="Agent the memory belongs to.")
+    session_id: str | None = Field(default=None, description="Conversation or thread.")
+
+
+class Span(BaseModel):
+    """A character span of a source message that the memory text came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
+class Provenance(BaseModel):
+    """Where the text came from: source messages, spans, the extractor that produced it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source_message_ids: tuple[str, ...] = ()
+    spans: tuple[Span, ...] = ()
+    extractor: str | None = Field(default=None, description="Name of the extractor, if any.")
+    derived_from: tuple[str, ...] = Field(
+        default=(), description="Memory ids this one was derived from (e.g. a summary's sources)."
+    )
+
+
+class Governance(BaseModel):
+    """Access, lifespan, priority and sensitivity rules of one memory."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ttl_seconds: float | None = Field(
+        default=None, gt=0, description="Expire this long after creation; None keeps forever."
+    )
+    priority: int = Field(default=0, description="Higher is kept longer and injected first.")
+    sensitivity: tuple[str, ...] = Field(
+        default=(), description="Tags such as 'pii' or 'secret' that restrict exports/prompts."
+    )
+    readers: tuple[str, ...] = Field(default=(), description="Users granted read access.")
+    writers: tuple[str, ...] = Field(default=(), description="Users granted write access.")
+
+
+class Usage(BaseModel):
+    """Behavioural counters, updated on every retrieval hit (not versioned)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    access_count: int = 0
+    last_access: datetime | None = None
+    heat: float = Field(default=0.0, description="Exponentially decayed access count.")
+    tier: Tier = Tier.PLAINTEXT
+
+
+class MemCube(BaseModel):
+    """One memory: text (the source of truth) plus identifiers, governance, usage and state."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(default_factory=new_id)
+    namespace: Namespace
+    text: str
+    version: int = Field(default=1, ge=1)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    occurred_at: datetime | None = Field(
+        default=None, description="When the remembered event happened (not when it was stored)."
+    )
+    origin: Origin = Origin.USER_INPUT
+    type: MemoryType = MemoryType.NOTE
+    tags: tuple[str, ...] = ()
+    entities: tuple[str, ...] = ()
+    provenance: Provenance = Field(default_factory=Provenance)
+    governance: Governance = Field(default_factory=Governance)
+    usage: Usage = Field(default_factory=Usage)
+    state: State = State.GENERATED
+    valid_from: datetime | None = None
+    valid_to: datetime | None = Field(
+        default=None, description="Set when a newer memory supersedes this one."
+    )
+    superseded_by: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def user_id(self) -> str:
+        return self.namespace.user_id
+
+    @property
+    def session_id(self) -> str | None:
+        return self.namespace.session_id
+
+    @property
+    def agent_id(self) -> str | None:
+        return self.namespace.agent_id
+
+    @property
+    def is_live(self) -> bool:
+        """True unless the memory is deleted or expired."""
+        return self.state not in (State.DELETED, State.EXPIRED)
+
+    @property
+    def is_superseded(self) -> bool:
+        return self.valid_to is not None

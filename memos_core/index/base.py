@@ -1,0 +1,92 @@
+"""The index protocol: what the retrieval layer needs from a vector index.
+
+The index is derived data. It holds, per memory, a dense vector, a BM25 sparse vector and
+the payload fields that filters need -- never the memory text (forgetting must leave no copy
+of the text outside the vault). It can always be rebuilt from the vault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+#: Payload keys every point carries. Filters only use these.
+PAYLOAD_KEYS = (
+    "user_id",       # str
+    "agent_id",      # str | None
+    "session_id",    # str | None
+    "type",          # str (MemoryType value)
+    "tags",          # list[str]
+    "state",         # str (State value)
+    "occurred_at",   # float epoch seconds | None
+    "superseded",    # bool
+    "version",       # int: the vault version this point was built from
+    "readers",       # list[str]: users other than the owner allowed to read
+)
+
+
+@dataclass(frozen=True)
+class SparseVec:
+    """A sparse vector (BM25 term weights): parallel lists of indices and values."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class IndexPoint:
+    """One memory as the index sees it."""
+
+    id: str                      # memory id (UUID string)
+    dense: Sequence[float]       # normalised embedding
+    sparse: SparseVec            # BM25 document vector
+    payload: dict                # the PAYLOAD_KEYS above
+
+
+@dataclass(frozen=True)
+class IndexFilter:
+    """Conjunction of conditions; ``None`` or empty means 'no condition'.
+
+    ``user_ids`` matches points whose owner is one of them OR whose ``readers`` contains
+    one of them (sharing). ``tags`` matches points having any of the tags.
+    """
+
+    user_ids: tuple[str, ...] | None = None
+    agent_id: str | None = None
+    session_id: str | None = None
+    types: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None
+    states: tuple[str, ...] | None = None
+    occurred_after: float | None = None   # inclusive, epoch seconds
+    occurred_before: float | None = None  # inclusive, epoch seconds
+    include_superseded: bool = False
+
+
+@dataclass(frozen=True)
+class ScoredId:
+    id: str
+    score: float
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """Dense + sparse search over memories with payload filters.
+
+    Contracts: ``upsert`` replaces a point with the same id; ``delete`` of a missing id does
+    not raise; searches return at most ``limit`` results, best first, and never return a
+    point that fails the filter.
+    """
+
+    dim: int
+
+    def upsert(self, points: Sequence[IndexPoint]) -> None: ...
+    def set_payload(self, id: str, payload: dict) -> None: ...
+    def delete(self, ids: Iterable[str]) -> None: ...
+    def search_dense(self, vector: Sequence[float], flt: IndexFilter, limit: int) -> list[ScoredId]: ...
+    def search_sparse(self, vector: SparseVec, flt: IndexFilter, limit: int) -> list[ScoredId]: ...
+    def versions(self) -> dict[str, int]: ...
+    def count(self) -> int: ...
+    def clear(self) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...

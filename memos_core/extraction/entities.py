@@ -1,0 +1,86 @@
+"""Rule-based entity extraction: names, dates, numbers and quoted terms.
+
+Entities link memories in the graph (two memories that mention "Caroline" or "May 2023" are
+neighbours), so they are normalised to lower case. An LLM extractor can replace this one:
+anything with ``extract(text) -> list[str]`` and a ``name`` satisfies ``EntityExtractor``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol, runtime_checkable
+
+_MONTHS = (
+    "january|february|march|april|may|june|july|august|september|october|november|december|"
+    "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
+)
+_DATE_PATTERNS = [
+    re.compile(r"\b\d{4}-\d{2}-\d{2}\b"),
+    re.compile(rf"\b\d{{1,2}}\s+(?:{_MONTHS})\.?,?\s+\d{{4}}\b", re.I),
+    re.compile(rf"\b(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.I),
+    re.compile(rf"\b(?:{_MONTHS})\.?\s+\d{{4}}\b", re.I),
+    re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b"),
+]
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?:\s?%)?(?!\w|[.,]\d)")
+_QUOTED = re.compile(r"[\"“]([^\"”]{2,60})[\"”]")
+# A run of capitalised words (allowing "of"/"de"/"van" inside): "New York", "Bank of America".
+_NAME = re.compile(r"\b[A-Z][a-zA-Z'’-]+(?:\s+(?:of|de|van|von|the)?\s*[A-Z][a-zA-Z'’-]+)*")
+
+# Capitalised words that are not names when they stand alone.
+_STOP = frozenset(
+    """a an the i i'm i've i'd i'll im it it's its he she we they you my your our their his her
+    this that these those there here what when where why how who which yes no ok okay hey hi
+    hello thanks thank wow oh so but and or if then also just well sure yeah great good nice
+    love like really very mr mrs ms dr monday tuesday wednesday thursday friday saturday sunday
+    today tomorrow yesterday last next do does did is are was were be been have has had can
+    could would should will may might must let not don't didn't can't won't as at by for from
+    in into of on to with about after before during since until while all any some each every
+    both one two three my me""".split()
+)
+
+
+@runtime_checkable
+class EntityExtractor(Protocol):
+    """Returns the entities a text mentions, normalised (lower case, unique, in text order)."""
+
+    name: str
+
+    def extract(self, text: str) -> list[str]: ...
+
+
+class RuleEntityExtractor:
+    """Names, dates, numbers and quoted terms, by regular expression. Fast; no model."""
+
+    name = "rules-v1"
+
+    def __init__(self, *, max_entities: int = 32) -> None:
+        self.max_entities = max_entities
+
+    def extract(self, text: str) -> list[str]:
+        found: list[tuple[int, str]] = []
+        taken: list[tuple[int, int]] = []
+
+        def add(start: int, end: int, value: str) -> None:
+            if any(s < end and start < e for s, e in taken):
+                return  # inside a longer match (a date's number, a quoted name)
+            taken.append((start, end))
+            found.append((start, " ".join(value.lower().split())))
+
+        for pattern in _DATE_PATTERNS:
+            for m in pattern.finditer(text):
+                add(m.start(), m.end(), m.group(0).replace(",", ""))
+        for m in _QUOTED.finditer(text):
+            add(m.start(1), m.end(1), m.group(1).strip())
+        for m in _NAME.finditer(text):
+            words = m.group(0).split()
+            while words and words[0].lower().strip("'’") in _STOP:
+                words.pop(0)  # "Hey Mel" -> "Mel"; inner connectors ("Bank of America") stay
+            while words and words[-1].lower().strip("'’") in _STOP:
+                words.pop()
+            if words and not (len(words) == 1 and len(words[0]) < 2):
+                add(m.start(), m.end(), " ".join(words))
+        for m in _NUMBER.finditer(text):
+            add(m.start(), m.end(), m.group(0))
+        found.sort()
+        unique = list(dict.fromkeys(value for _, value in found if value))
+        return unique[: self.max_entities]

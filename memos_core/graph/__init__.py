@@ -1,0 +1,5 @@
+"""The memory graph (networkx), derived from the vault and rebuilt at open."""
+
+from memos_core.graph.memory_graph import GraphHit, MemoryGraph
+
+__all__ = ["GraphHit", "MemoryGraph"]

@@ -1,0 +1,677 @@
+"""The Memory API: the ``MemOS`` facade that adapters, the CLI and notebooks call.
+
+Write path: validate -> one vault transaction (new version + audit record) -> index and graph.
+The vault commit is the acknowledgement; the index and graph are derived and are reconciled
+with the vault when a data directory is opened after a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from memos_core.aio import AsyncMemOSMixin
+from memos_core.config import MemOSConfig, default_data_dir
+from memos_core.cube import (
+    Governance,
+    MemCube,
+    MemoryType,
+    Namespace,
+    Origin,
+    Provenance,
+    Span,
+    State,
+    utcnow,
+)
+from memos_core.embedding import Embedder, default_embedder
+from memos_core.errors import (
+    AccessDeniedError,
+    InvalidInputError,
+    MemoryDeletedError,
+    MemoryNotFoundError,
+    VersionNotFoundError,
+)
+from memos_core.extraction import EntityExtractor, RuleEntityExtractor
+from memos_core.graph import MemoryGraph
+from memos_core.index import open_index
+from memos_core.index.base import IndexPoint, SparseVec, VectorIndex
+from memos_core.index.sparse import Bm25Encoder
+from memos_core.lock import DataDirLock
+from memos_core.progress import progress
+from memos_core.results import ForgetReceipt, SearchHit
+from memos_core.retrieval.filters import INDEXED_STATES, SEARCHABLE_STATES, build_filter, payload_of
+from memos_core.retrieval.hybrid import HybridRetriever
+from memos_core.validation import (
+    check_datetime,
+    check_id,
+    check_k,
+    check_metadata,
+    check_name,
+    check_strs,
+    check_text,
+)
+from memos_core.vault import Actor, Edge, ListQuery, SQLiteVault, text_digest
+
+Message = Mapping[str, Any]
+
+
+def _enum(cls: type, value: object, name: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in cls)  # type: ignore[attr-defined]
+        raise InvalidInputError(f"{name}={value!r} is not one of: {allowed}.") from None
+
+
+class MemOS(AsyncMemOSMixin):
+    """A memory store for agents: versioned MemCubes, hybrid search, governance.
+
+    ``MemOS(data_dir)`` opens (or creates) a data directory; use it as a context manager or
+    call :meth:`close`. Every call names its principal with ``user_id=`` (and optionally
+    ``agent_id=``). Each method has an ``a``-prefixed async twin.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        config: MemOSConfig | None = None,
+        embedder: Embedder | None = None,
+        entity_extractor: EntityExtractor | None = None,
+    ) -> None:
+        self.config = config or MemOSConfig()
+        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._embedder = embedder
+        self._extractor = entity_extractor
+        self._lock = DataDirLock(self.data_dir)
+        self._lock.acquire()
+        self._closed = False
+        try:
+            self._open()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self) -> None:
+        self.vault = SQLiteVault(self.data_dir / "vault.sqlite3")
+        self.embedder: Embedder = self._embedder or default_embedder(self.config.embedder)
+        self.extractor: EntityExtractor = self._extractor or RuleEntityExtractor()
+        self.bm25 = Bm25Encoder()
+        self._write_lock = threading.RLock()  # one writer: vault + index + graph stay in step
+        self._graph_lock = threading.RLock()
+        self.index: VectorIndex = open_index(
+            self.config.index,
+            path=self.data_dir / "index",
+            url=self.config.qdrant_url,
+            dim=self.embedder.dim or 384,
+        )
+        self.graph = MemoryGraph()
+        self._build_graph()
+        self.retriever = HybridRetriever(
+            self.index, self.embedder, self.bm25, self.graph, self._graph_lock, self.extractor,
+            self.config.retrieval,
+        )
+        if self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
+            self.reconcile()
+        self.vault.set_meta("index_clean", "0")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush the index, mark it clean and release the data directory. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._write_lock:
+            try:
+                self.index.flush()
+                self.vault.set_meta("index_clean", "1")
+            finally:
+                self.index.close()
+                self.vault.close()
+                self._lock.release()
+
+    def __enter__(self) -> "MemOS":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInputError("This MemOS is closed; open the data directory again.")
+
+    # -- derived state --------------------------------------------------------------------
+
+    def _build_graph(self) -> None:
+        for row in self.vault.graph_rows():
+            if row["state"] in INDEXED_STATES:
+                self.graph.upsert(row)
+        for edge in self.vault.edges():
+            self.graph.add_relation(edge.src, edge.dst, edge.kind)
+
+    def _indexed_count(self) -> int:
+        return self.vault.count(ListQuery(states=INDEXED_STATES))
+
+    def reconcile(self) -> dict[str, int]:
+        """Make the index agree with the vault: add missing or stale points, drop extra ones."""
+        with self._write_lock:
+            vault_versions = self.vault.current_versions()
+            index_versions = self.index.versions()
+            wanted = {
+                mid: v for mid, (v, state) in vault_versions.items() if state in INDEXED_STATES
+            }
+            stale = [mid for mid, v in wanted.items() if index_versions.get(mid) != v]
+            extra = [mid for mid in index_versions if mid not in wanted]
+            if extra:
+                self.index.delete(extra)
+            for start in range(0, len(stale), 256):
+                cubes = self.vault.get_many(stale[start:start + 256])
+                self._index(list(cubes.values()))
+            self.index.flush()
+            return {"reindexed": len(stale), "removed": len(extra)}
+
+    def reindex(self) -> dict[str, int]:
+        """Rebuild the index and the graph from the vault (``memos reindex``)."""
+        with self._write_lock:
+            self.index.clear()
+            total = self._indexed_count()
+            bar = progress(total, "reindex", self.config.show_progress)
+            done = 0
+            for batch in self.vault.iter_current(256):
+                live = [c for c in batch if c.state.value in INDEXED_STATES]
+                self._index(live)
+                done += len(live)
+                bar.update(len(live))
+            bar.close()
+            self.index.flush()
+            with self._graph_lock:
+                self.graph = MemoryGraph()
+                self._build_graph()
+                self.retriever.graph = self.graph
+            return {"indexed": done}
+
+    def _index(self, cubes: Sequence[MemCube]) -> None:
+        """Embed and upsert memories into the index (tombstones and expired ones are removed)."""
+        keep = [c for c in cubes if c.state.value in INDEXED_STATES]
+        drop = [c.id for c in cubes if c.state.value not in INDEXED_STATES]
+        if drop:
+            self.index.delete(drop)
+        if not keep:
+            return
+        dense = self.embedder.embed([c.text for c in keep])
+        sparse = self.bm25.encode_documents([c.text for c in keep])
+        self.index.upsert(
+            [
+                IndexPoint(c.id, vec, sv, payload_of(c))
+                for c, vec, sv in zip(keep, dense, sparse)
+            ]
+        )
+
+    def _graph_apply(self, cubes: Sequence[MemCube], edges: Sequence[Edge] = ()) -> None:
+        with self._graph_lock:
+            for cube in cubes:
+                if cube.state.value in INDEXED_STATES:
+                    self.graph.upsert(_graph_row(cube))
+                else:
+                    self.graph.remove(cube.id)
+            for edge in edges:
+                self.graph.add_relation(edge.src, edge.dst, edge.kind)
+
+    # -- access ---------------------------------------------------------------------------
+
+    def _load(self, memory_id: object, user_id: str, *, write: bool = False,
+              allow_deleted: bool = False) -> MemCube:
+        mid = check_id(memory_id)
+        cube = self.vault.get(mid)
+        if cube is None:
+            raise MemoryNotFoundError(f"No memory with id {mid!r}.")
+        gov = cube.governance
+        allowed = gov.writers if write else (*gov.readers, *gov.writers)
+        if cube.user_id != user_id and user_id not in allowed:
+            raise AccessDeniedError(
+                f"User {user_id!r} may not {'change' if write else 'read'} memory {mid}: it "
+                f"belongs to {cube.user_id!r} and was not shared with {user_id!r} "
+                f"(rule: owner or {'writers' if write else 'readers'} only)."
+            )
+        if cube.state is State.DELETED and not allow_deleted:
+            raise MemoryDeletedError(f"Memory {mid} was forgotten; only its tombstone remains.")
+        return cube
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def add(
+        self,
+        content: str | Sequence[Message],
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        occurred_at: datetime | str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        type: str | MemoryType | None = None,
+        tags: Sequence[str] = (),
+        origin: str | Origin | None = None,
+        ttl_seconds: float | None = None,
+        priority: int = 0,
+        sensitivity: Sequence[str] = (),
+        supersedes: str | None = None,
+        reason: str | None = None,
+    ) -> Any:
+        """Store a text (returns its :class:`MemCube`) or chat messages (returns a list).
+
+        Messages are dicts (or objects) with ``role``/``content`` and optionally ``name``,
+        ``id`` and ``occurred_at``; each becomes one episodic memory "speaker: content" with
+        the message id as provenance. ``supersedes`` names an older memory this one replaces:
+        the old one gets ``valid_to`` set and leaves default search, but stays readable.
+        """
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        if isinstance(content, (str, bytes, bytearray)):
+            items = [{"text": content}]
+        elif isinstance(content, Sequence) and content:
+            items = [_message_item(m, i) for i, m in enumerate(content)]
+        else:
+            raise InvalidInputError(
+                "content must be a non-empty str or a non-empty list of chat messages, got "
+                f"{type(content).__name__ if not isinstance(content, Sequence) else 'an empty list'}."
+            )
+        base = dict(
+            user_id=user_id, agent_id=agent_id, session_id=session_id, occurred_at=occurred_at,
+            metadata=metadata, type=type, tags=tags, origin=origin, ttl_seconds=ttl_seconds,
+            priority=priority, sensitivity=sensitivity,
+        )
+        if "role" in items[0]:
+            base["origin"] = origin or Origin.CONVERSATION
+            base["type"] = type or MemoryType.EPISODE
+        cubes = [self._new_cube(**{**base, **item}) for item in items]
+        old = self._load(supersedes, user_id, write=True) if supersedes is not None else None
+        self._store(cubes, Actor(user_id, agent_id, reason), supersedes=old)
+        return cubes[0] if isinstance(content, (str, bytes, bytearray)) else cubes
+
+    def add_many(
+        self, items: Iterable[Mapping[str, Any] | str], *, user_id: str, batch_size: int = 256,
+        **defaults: Any,
+    ) -> list[MemCube]:
+        """Bulk ingest: each item a text or a dict of :meth:`add` keywords plus ``text``.
+
+        Validates everything first; then stores in batches of ``batch_size`` (one vault
+        transaction each), with a progress bar. Returns the stored cubes in input order.
+        """
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        cubes = []
+        for i, item in enumerate(items):
+            fields = {"text": item} if isinstance(item, (str, bytes)) else dict(item)
+            if "text" not in fields:
+                raise InvalidInputError(f"item {i} has no 'text'.")
+            cubes.append(self._new_cube(**{"user_id": user_id, **defaults, **fields}))
+        bar = progress(len(cubes), "add", self.config.show_progress)
+        actor = Actor(user_id, defaults.get("agent_id"), defaults.get("reason"))
+        for start in range(0, len(cubes), batch_size):
+            batch = cubes[start:start + batch_size]
+            self._store(batch, actor)
+            bar.update(len(batch))
+        bar.close()
+        return cubes
+
+    def _new_cube(
+        self, *, text: Any, user_id: str, agent_id: str | None = None,
+        session_id: str | None = None, occurred_at: Any = None, metadata: Any = None,
+        type: Any = None, tags: Any = (), origin: Any = None, ttl_seconds: Any = None,
+        priority: int = 0, sensitivity: Any = (), message_id: str | None = None,
+        role: str | None = None, reason: str | None = None,
+    ) -> MemCube:
+        text = check_text(text)
+        if ttl_seconds is not None and (
+            isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, (int, float)) or ttl_seconds <= 0
+        ):
+            raise InvalidInputError(f"ttl_seconds must be a positive number, got {ttl_seconds!r}.")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidInputError(f"priority must be an int, got {priority!r}.")
+        meta = check_metadata(metadata)
+        if role is not None:
+            meta = {**meta, "role": role}
+        provenance = Provenance(
+            source_message_ids=(message_id,) if message_id else (),
+            spans=(Span(message_id=message_id, start=0, end=len(text)),) if message_id else (),
+            extractor=self.extractor.name,
+        )
+        return MemCube(
+            namespace=Namespace(
+                user_id=user_id,
+                agent_id=check_name(agent_id, "agent_id", optional=True),
+                session_id=check_name(session_id, "session_id", optional=True),
+            ),
+            text=text,
+            occurred_at=check_datetime(occurred_at, "occurred_at"),
+            origin=_enum(Origin, origin or Origin.USER_INPUT, "origin"),
+            type=_enum(MemoryType, type or MemoryType.NOTE, "type"),
+            tags=check_strs(tags, "tags"),
+            entities=tuple(self.extractor.extract(text)),
+            provenance=provenance,
+            governance=Governance(
+                ttl_seconds=ttl_seconds, priority=priority,
+                sensitivity=check_strs(sensitivity, "sensitivity"),
+            ),
+            metadata=meta,
+        )
+
+    def _store(self, cubes: list[MemCube], actor: Actor, supersedes: MemCube | None = None) -> None:
+        with self._write_lock:
+            edges: list[Edge] = []
+            changed = list(cubes)
+            replacements: list[tuple[MemCube, int]] = []
+            if supersedes is not None:
+                new = cubes[-1]
+                now = utcnow()
+                edges = [Edge(new.id, supersedes.id, "supersedes")]
+                replaced = supersedes.model_copy(update={
+                    "version": supersedes.version + 1, "updated_at": now, "valid_to": now,
+                    "superseded_by": new.id,
+                })
+                replacements = [(replaced, supersedes.version)]
+                changed.append(replaced)
+            self.vault.insert(cubes, actor, replacements=replacements, edges=edges)
+            self._index(changed)
+            self._graph_apply(changed, edges)
+
+    def update(
+        self,
+        memory_id: str,
+        text: str | None = None,
+        *,
+        user_id: str,
+        agent_id: str | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        type: str | MemoryType | None = None,
+        occurred_at: datetime | str | None = None,
+        reason: str | None = None,
+    ) -> MemCube:
+        """Write a new version with the given fields changed; returns it. Old versions stay."""
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        with self._write_lock:
+            cube = self._load(memory_id, user_id, write=True)
+            changes: dict[str, Any] = {}
+            if text is not None:
+                changes["text"] = check_text(text)
+                changes["entities"] = tuple(self.extractor.extract(changes["text"]))
+            if tags is not None:
+                changes["tags"] = check_strs(tags, "tags")
+            if metadata is not None:
+                changes["metadata"] = check_metadata(metadata)
+            if type is not None:
+                changes["type"] = _enum(MemoryType, type, "type")
+            if occurred_at is not None:
+                changes["occurred_at"] = check_datetime(occurred_at, "occurred_at")
+            if not changes:
+                raise InvalidInputError("update needs at least one of text, tags, metadata, type, occurred_at.")
+            return self._write_version(cube, changes, Actor(user_id, agent_id, reason), "update")
+
+    def _write_version(self, cube: MemCube, changes: dict[str, Any], actor: Actor,
+                       action: str, details: dict[str, Any] | None = None) -> MemCube:
+        new = cube.model_copy(update={**changes, "version": cube.version + 1, "updated_at": utcnow()})
+        new = MemCube.model_validate(new.model_dump())  # re-validate the changed fields
+        self.vault.put_version(new, cube.version, actor, action, details)
+        self._index([new])
+        self._graph_apply([new])
+        return self.vault.get(new.id) or new
+
+    def set_state(self, memory_id: str, state: str | State, *, user_id: str,
+                  reason: str | None = None) -> MemCube:
+        """Move a memory along its lifecycle (e.g. archive it); a new version, audited."""
+        self._check_open()
+        target = _enum(State, state, "state")
+        if target is State.DELETED:
+            raise InvalidInputError("Use forget() to delete a memory.")
+        with self._write_lock:
+            cube = self._load(memory_id, check_name(user_id, "user_id"), write=True)
+            if cube.state is target:
+                return cube
+            return self._write_version(cube, {"state": target}, Actor(user_id, None, reason),
+                                       f"state:{target.value}")
+
+    def rollback(self, memory_id: str, version: int, *, user_id: str,
+                 reason: str | None = None) -> MemCube:
+        """Make a new version whose content equals ``version``'s (history is kept)."""
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        with self._write_lock:
+            cube = self._load(memory_id, user_id, write=True)
+            old = self.vault.get_version(cube.id, check_k(version, "version", 10**9))
+            if old is None:
+                raise VersionNotFoundError(
+                    f"Memory {cube.id} has no version {version} (it has 1..{cube.version})."
+                )
+            fields = ("text", "type", "tags", "entities", "metadata", "occurred_at", "state",
+                      "valid_to", "superseded_by", "governance")
+            changes = {f: getattr(old, f) for f in fields}
+            return self._write_version(cube, changes, Actor(user_id, None, reason), "rollback",
+                                       {"to_version": version})
+
+    def forget(self, memory_id: str, *, user_id: str, agent_id: str | None = None,
+               reason: str | None = None) -> ForgetReceipt:
+        """Delete a memory everywhere; leaves a tombstone (id, versions, text hash). Idempotent."""
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        with self._write_lock:
+            cube = self._load(memory_id, user_id, write=True, allow_deleted=True)
+            if cube.user_id != user_id:
+                raise AccessDeniedError(
+                    f"Only the owner ({cube.user_id!r}) may forget memory {cube.id} "
+                    "(rule: forget is owner-only)."
+                )
+            digest = cube.text if cube.state is State.DELETED else text_digest(cube.text)
+            tomb = self.vault.tombstone(cube.id, Actor(user_id, agent_id, reason))
+            self.index.delete([cube.id])
+            with self._graph_lock:
+                self.graph.remove(cube.id)
+            return ForgetReceipt(
+                memory_id=cube.id,
+                version=tomb.version,
+                text_sha256=digest.removeprefix("sha256:"),
+                removed_from=("vault", "index", "graph"),
+                at=tomb.updated_at,
+            )
+
+    def share(self, memory_id: str, *, with_user_id: str, user_id: str,
+              scope: str = "read", reason: str | None = None) -> MemCube:
+        """Let another user read (``scope='read'``) or also change (``'write'``) a memory."""
+        return self._set_access(memory_id, with_user_id, user_id, scope, True, reason)
+
+    def revoke(self, memory_id: str, *, with_user_id: str, user_id: str,
+               reason: str | None = None) -> MemCube:
+        """Withdraw every grant ``share`` gave ``with_user_id`` on this memory."""
+        return self._set_access(memory_id, with_user_id, user_id, "write", False, reason)
+
+    def _set_access(self, memory_id: str, other: str, user_id: str, scope: str, grant: bool,
+                    reason: str | None) -> MemCube:
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        other = check_name(other, "with_user_id")
+        if scope not in ("read", "write"):
+            raise InvalidInputError(f"scope must be 'read' or 'write', got {scope!r}.")
+        with self._write_lock:
+            cube = self._load(memory_id, user_id)
+            if cube.user_id != user_id:
+                raise AccessDeniedError(
+                    f"Only the owner ({cube.user_id!r}) may share memory {cube.id} (rule: share is owner-only)."
+                )
+            gov = cube.governance
+            readers = [r for r in gov.readers if r != other]
+            writers = [w for w in gov.writers if w != other]
+            if grant:
+                readers.append(other)
+                if scope == "write":
+                    writers.append(other)
+            new_gov = gov.model_copy(update={"readers": tuple(readers), "writers": tuple(writers)})
+            action = f"share:{scope}" if grant else "revoke"
+            return self._write_version(cube, {"governance": new_gov}, Actor(user_id, None, reason),
+                                       action, {"with_user_id": other})
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, memory_id: str, *, user_id: str, version: int | None = None,
+            as_of: datetime | str | None = None) -> MemCube:
+        """The current version, a given ``version``, or the version current ``as_of`` a time."""
+        self._check_open()
+        cube = self._load(memory_id, check_name(user_id, "user_id"),
+                          allow_deleted=version is not None or as_of is not None)
+        if version is not None:
+            old = self.vault.get_version(cube.id, check_k(version, "version", 10**9))
+            if old is None:
+                raise VersionNotFoundError(f"Memory {cube.id} has no version {version}.")
+            return old
+        if as_of is not None:
+            when = check_datetime(as_of, "as_of")
+            old = self.vault.get_as_of(cube.id, when)  # type: ignore[arg-type]
+            if old is None:
+                raise VersionNotFoundError(f"Memory {cube.id} did not exist at {when}.")
+            return old
+        return cube
+
+    def history(self, memory_id: str, *, user_id: str) -> list[MemCube]:
+        """Every version, oldest first (a forgotten memory's versions keep no text)."""
+        self._check_open()
+        cube = self._load(memory_id, check_name(user_id, "user_id"), allow_deleted=True)
+        return self.vault.history(cube.id)
+
+    def list(
+        self, *, user_id: str, agent_id: str | None = None, session_id: str | None = None,
+        types: Sequence[str] | None = None, tags: Sequence[str] | None = None,
+        states: Sequence[str] | None = None, occurred_after: datetime | str | None = None,
+        occurred_before: datetime | str | None = None, include_superseded: bool = True,
+        limit: int = 100, offset: int = 0, newest_first: bool = False,
+    ) -> list[MemCube]:
+        """Memories visible to ``user_id`` in insertion order (paged). Tombstones are excluded
+        unless ``states`` asks for ``deleted``."""
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInputError(f"offset must be a non-negative int, got {offset!r}.")
+        query = ListQuery(
+            user_ids=(user_id,), agent_id=agent_id, session_id=session_id,
+            types=check_strs(types, "types") or None, tags=check_strs(tags, "tags") or None,
+            states=check_strs(states, "states") or tuple(s.value for s in State if s is not State.DELETED),
+            occurred_after=check_datetime(occurred_after, "occurred_after"),
+            occurred_before=check_datetime(occurred_before, "occurred_before"),
+            include_superseded=include_superseded, limit=check_k(limit, "limit", 10_000),
+            offset=offset, newest_first=newest_first,
+        )
+        return self.vault.list(query)
+
+    def search(
+        self, query: str, *, user_id: str, k: int = 5, agent_id: str | None = None,
+        session_id: str | None = None, types: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None, occurred_after: datetime | str | None = None,
+        occurred_before: datetime | str | None = None, include_superseded: bool = False,
+        include_archived: bool = False, record_usage: bool = True,
+    ) -> list[SearchHit]:
+        """Hybrid search over the memories ``user_id`` may read; best first, at most ``k``.
+
+        Superseded and archived memories are left out unless asked for. Each hit records the
+        signals that found it. Every hit counts as an access (usage counters, heat) unless
+        ``record_usage=False``.
+        """
+        self._check_open()
+        query = check_text(query, "query")
+        user_id = check_name(user_id, "user_id")
+        k = check_k(k)
+        states = SEARCHABLE_STATES + (("archived",) if include_archived else ())
+        flt = build_filter(
+            (user_id,), agent_id=check_name(agent_id, "agent_id", optional=True),
+            session_id=check_name(session_id, "session_id", optional=True),
+            types=check_strs(types, "types") or None, tags=check_strs(tags, "tags") or None,
+            states=states, occurred_after=check_datetime(occurred_after, "occurred_after"),
+            occurred_before=check_datetime(occurred_before, "occurred_before"),
+            include_superseded=include_superseded,
+        )
+        cands = self.retriever.retrieve(query, flt, k)
+        cubes = self.vault.get_many([c.id for c in cands])
+        hits = [
+            SearchHit(memory=cubes[c.id], score=c.score, signals=c.scores, ranks=c.ranks,
+                      reasons=tuple(c.reasons))
+            for c in cands
+            if c.id in cubes and cubes[c.id].state.value in states
+        ]
+        if record_usage and hits:
+            self.vault.record_usage([h.id for h in hits], utcnow(), self.config.heat_half_life_s)
+        return hits
+
+    # -- bundles, stats, audit ------------------------------------------------------------
+
+    def export(self, path: str | os.PathLike[str], *, user_id: str) -> Path:
+        """Write ``user_id``'s memories (every version) and relations as a bundle directory."""
+        from memos_core.bundle import export_bundle
+
+        self._check_open()
+        return export_bundle(self, Path(path), check_name(user_id, "user_id"))
+
+    def import_(self, path: str | os.PathLike[str], *, user_id: str) -> dict[str, int]:
+        """Import a bundle made by :meth:`export`; everything is validated before writing.
+
+        Memories keep their ids, versions and history and are owned by ``user_id``. Existing
+        ids are skipped (importing the same bundle twice is a no-op).
+        """
+        from memos_core.bundle import import_bundle
+
+        self._check_open()
+        return import_bundle(self, Path(path), check_name(user_id, "user_id"))
+
+    def stats(self) -> dict[str, Any]:
+        self._check_open()
+        return {
+            "data_dir": str(self.data_dir),
+            "vault": self.vault.stats(),
+            "index": {"backend": self.config.index, "points": self.index.count()},
+            "graph": self.graph.stats(),
+            "embedder": self.embedder.name,
+        }
+
+    def audit_log(self, *, user_id: str, memory_id: str | None = None,
+                  limit: int = 100) -> list[Any]:
+        """Audit records of ``user_id``'s own operations (or of one memory they may read)."""
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        if memory_id is not None:
+            self._load(memory_id, user_id, allow_deleted=True)
+            return self.vault.audit_log(memory_id=check_id(memory_id), limit=limit)
+        return self.vault.audit_log(user_id=user_id, limit=limit)
+
+    def verify_audit(self) -> tuple[bool, str]:
+        """Check the audit log's hash chain: (ok, message naming the first bad record)."""
+        self._check_open()
+        return self.vault.verify_audit()
+
+
+def _graph_row(cube: MemCube) -> dict[str, Any]:
+    # seq None: the graph numbers new memories after every one it has (insertion order)
+    return {"id": cube.id, "seq": None, **payload_of(cube), "entities": list(cube.entities)}
+
+
+def _message_item(message: Any, position: int) -> dict[str, Any]:
+    """A chat message (dict or object with role/content) -> keyword arguments for a cube."""
+    get = message.get if isinstance(message, Mapping) else lambda k, d=None: getattr(message, k, d)
+    role = get("role") or get("type")
+    content = get("content")
+    if not isinstance(role, str) or content is None:
+        raise InvalidInputError(
+            f"message {position} needs a str 'role' and a 'content' (got {message!r:.80})."
+        )
+    if isinstance(content, list):  # content blocks: keep the text parts
+        content = " ".join(b.get("text", "") if isinstance(b, Mapping) else str(b) for b in content)
+    content = check_text(content, f"message {position} content")
+    speaker = get("name") or role
+    item: dict[str, Any] = {"text": f"{speaker}: {content}", "role": role}
+    if get("id"):
+        item["message_id"] = str(get("id"))
+    if get("occurred_at"):
+        item["occurred_at"] = get("occurred_at")
+    return item

@@ -1,0 +1,113 @@
+"""Hybrid retrieval: dense (Qdrant) + BM25 (Qdrant sparse) + graph expansion, fused.
+
+Pure ranking logic lives in :func:`rrf` and :func:`fuse`; :class:`HybridRetriever` does the
+I/O (embedding, index queries, graph lookups) and returns ranked :class:`Candidate` objects
+that say which signals found each memory and with what rank and score.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from memos_core.config import RetrievalConfig
+from memos_core.embedding import Embedder
+from memos_core.extraction import EntityExtractor
+from memos_core.graph import MemoryGraph
+from memos_core.index.base import IndexFilter, ScoredId, VectorIndex
+from memos_core.index.sparse import Bm25Encoder
+
+
+@dataclass
+class Candidate:
+    """One retrieved memory id with its fused score and the evidence for it."""
+
+    id: str
+    score: float = 0.0
+    ranks: dict[str, int] = field(default_factory=dict)     # signal -> 1-based rank
+    scores: dict[str, float] = field(default_factory=dict)  # signal -> raw score
+    reasons: list[str] = field(default_factory=list)
+
+
+def rrf(ranked: Mapping[str, Sequence[str]], weights: Mapping[str, float], k: float) -> dict[str, float]:
+    """Weighted reciprocal rank fusion: sum over signals of ``w / (k + rank)``, rank from 1."""
+    fused: dict[str, float] = {}
+    for signal, ids in ranked.items():
+        w = weights.get(signal, 1.0)
+        for rank, mid in enumerate(ids, start=1):
+            fused[mid] = fused.get(mid, 0.0) + w / (k + rank)
+    return fused
+
+
+def fuse(
+    signals: Mapping[str, Sequence[ScoredId]], weights: Mapping[str, float], k: float
+) -> dict[str, Candidate]:
+    """Candidates from ranked signal lists, scored by :func:`rrf`, with per-signal evidence."""
+    fused = rrf({s: [h.id for h in hits] for s, hits in signals.items()}, weights, k)
+    out: dict[str, Candidate] = {}
+    for signal, hits in signals.items():
+        for rank, hit in enumerate(hits, start=1):
+            cand = out.setdefault(hit.id, Candidate(hit.id, fused[hit.id]))
+            cand.ranks[signal] = rank
+            cand.scores[signal] = float(hit.score)
+    return out
+
+
+class HybridRetriever:
+    """Runs the signals for one query and fuses them. Thread-safe for concurrent queries."""
+
+    def __init__(
+        self,
+        index: VectorIndex,
+        embedder: Embedder,
+        bm25: Bm25Encoder,
+        graph: MemoryGraph,
+        graph_lock: threading.RLock,
+        extractor: EntityExtractor,
+        config: RetrievalConfig,
+    ) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.bm25 = bm25
+        self.graph = graph
+        self.graph_lock = graph_lock
+        self.extractor = extractor
+        self.config = config
+
+    def retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
+        """The top ``k`` candidates for ``query`` that pass ``flt``, best first."""
+        cfg = self.config
+        n = max(cfg.candidates, k)
+        signals: dict[str, list[ScoredId]] = {}
+        if cfg.dense_weight > 0:
+            vector = self.embedder.embed([query])[0]
+            signals["dense"] = self.index.search_dense(vector, flt, n)
+        if cfg.sparse_weight > 0:
+            signals["bm25"] = self.index.search_sparse(self.bm25.encode_query(query), flt, n)
+        weights = {"dense": cfg.dense_weight, "bm25": cfg.sparse_weight}
+        cands = fuse(signals, weights, cfg.rrf_k)
+        if cfg.graph_weight > 0:
+            self._expand(query, cands, flt)
+        ranked = sorted(cands.values(), key=lambda c: (-c.score, c.id))
+        return ranked[:k]
+
+    def _expand(self, query: str, cands: dict[str, Candidate], flt: IndexFilter) -> None:
+        """Add graph evidence: neighbours of the top fused hits and of the query's entities."""
+        cfg = self.config
+        top = sorted(cands.values(), key=lambda c: -c.score)[: cfg.graph_seeds]
+        seeds = [(c.id, cfg.graph_weight * c.score) for c in top]
+        entity_weight = cfg.graph_weight / (cfg.rrf_k + 1)
+        with self.graph_lock:
+            hits = self.graph.expand(
+                seeds,
+                flt,
+                query_entities=self.extractor.extract(query),
+                neighbour_turns=cfg.neighbour_turns,
+                entity_seed_weight=entity_weight,
+            )
+        for mid, hit in hits.items():
+            cand = cands.setdefault(mid, Candidate(mid))
+            cand.score += hit.score
+            cand.scores["graph"] = hit.score
+            cand.reasons.extend(hit.reasons[:3])

@@ -1,0 +1,580 @@
+"""SQLite vault (WAL): the embedded source of truth.
+
+Tables: ``memories`` (the current version of each memory, with the columns filters need),
+``versions`` (every version ever written, as JSON), ``usage`` (counters, not versioned: a
+retrieval hit is not a change of the memory), ``edges`` (explicit relations) and ``audit``
+(append-only, hash-chained). Every mutation runs in one transaction with its audit record,
+so a crash leaves either the whole change or none of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from memos_core.cube import MemCube, State, Usage, utcnow
+from memos_core.errors import (
+    CorruptDataError,
+    MemoryDeletedError,
+    MemoryNotFoundError,
+    MemOSError,
+)
+from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
+
+SCHEMA_VERSION = 1
+GENESIS_HASH = "0" * 64
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS memories (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    agent_id TEXT,
+    session_id TEXT,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    type TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    readers TEXT NOT NULL,
+    occurred_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    superseded INTEGER NOT NULL,
+    entities TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memories_user ON memories(user_id, seq);
+CREATE INDEX IF NOT EXISTS memories_session ON memories(user_id, session_id, seq);
+CREATE TABLE IF NOT EXISTS versions (
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    recorded_at REAL NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (id, version)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    id TEXT PRIMARY KEY,
+    access_count INTEGER NOT NULL,
+    last_access REAL,
+    heat REAL NOT NULL,
+    tier TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS edges (
+    src TEXT NOT NULL, dst TEXT NOT NULL, kind TEXT NOT NULL, PRIMARY KEY (src, dst, kind)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    user_id TEXT NOT NULL,
+    agent_id TEXT,
+    action TEXT NOT NULL,
+    memory_id TEXT,
+    version INTEGER,
+    reason TEXT,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_memory ON audit(memory_id);
+"""
+
+_CUBE_COLUMNS = "doc"
+
+
+def _ts(dt: datetime | None) -> float | None:
+    return None if dt is None else dt.timestamp()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+
+
+def _audit_hash(prev: str, fields: dict[str, Any]) -> str:
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((prev + body).encode()).hexdigest()
+
+
+def text_digest(text: str) -> str:
+    """What a tombstone keeps of a forgotten text: its SHA-256, never the text."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+class SQLiteVault:
+    """The embedded vault. Thread-safe: one connection, serialised by a lock."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=5.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
+            self._db.execute("PRAGMA secure_delete=ON")  # forgotten text is zeroed on disk
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+            self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptDataError(
+                f"The vault at {self.path} is not a readable SQLite database ({exc}). "
+                "Restore it from a backup or an export bundle (memos import)."
+            ) from exc
+        self._lock = threading.RLock()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _check_schema(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise MemOSError(
+                f"The vault at {self.path} has schema {row[0]}, newer than this memos-core "
+                f"understands ({SCHEMA_VERSION}). Upgrade memos-core."
+            )
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction; commits on success, rolls back on any exception."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._db.close()
+
+    # -- meta ------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _write_current(self, db: sqlite3.Connection, cube: MemCube, seq: int | None) -> None:
+        doc = cube.model_dump_json(exclude={"usage"})
+        if seq is None:
+            row = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM memories").fetchone()
+            seq = int(row[0])
+        db.execute(
+            "INSERT OR REPLACE INTO memories(id, seq, user_id, agent_id, session_id, version, "
+            "state, type, tags, readers, occurred_at, created_at, updated_at, superseded, entities, "
+            "doc) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                cube.id, seq, cube.namespace.user_id, cube.namespace.agent_id,
+                cube.namespace.session_id, cube.version, cube.state.value, cube.type.value,
+                json.dumps(list(cube.tags)), json.dumps(list(cube.governance.readers)),
+                _ts(cube.occurred_at), _ts(cube.created_at), _ts(cube.updated_at),
+                int(cube.valid_to is not None), json.dumps(list(cube.entities)), doc,
+            ),
+        )
+        db.execute(
+            "INSERT INTO versions(id, version, recorded_at, doc) VALUES (?,?,?,?)",
+            (cube.id, cube.version, _ts(cube.updated_at), doc),
+        )
+
+    def _audit(self, db: sqlite3.Connection, actor: Actor, action: str,
+               memory_id: str | None, version: int | None, details: dict[str, Any]) -> None:
+        row = db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        prev = row[0] if row else GENESIS_HASH
+        at = utcnow().timestamp()
+        fields = {
+            "at": at, "user_id": actor.user_id, "agent_id": actor.agent_id, "action": action,
+            "memory_id": memory_id, "version": version, "reason": actor.reason,
+            "details": details,
+        }
+        db.execute(
+            "INSERT INTO audit(at, user_id, agent_id, action, memory_id, version, reason, "
+            "details, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (at, actor.user_id, actor.agent_id, action, memory_id, version, actor.reason,
+             json.dumps(details, sort_keys=True, default=str), prev, _audit_hash(prev, fields)),
+        )
+
+    def audit(self, actor: Actor, action: str, memory_id: str | None = None,
+              version: int | None = None, details: dict[str, Any] | None = None) -> None:
+        """Record an operation that changes no memory (an export, a share, a schedule run)."""
+        with self._tx() as db:
+            self._audit(db, actor, action, memory_id, version, details or {})
+
+    def insert(self, cubes: Sequence[MemCube], actor: Actor, action: str = "add", *,
+               replacements: Sequence[tuple[MemCube, int]] = (), edges: Sequence[Edge] = ()) -> None:
+        """Store new memories in one transaction, with optional new versions of existing ones
+        (``(cube, expected_version)``, e.g. a fact the new one supersedes) and relations."""
+        with self._tx() as db:
+            self._insert(db, cubes, actor, action)
+            for cube, expected in replacements:
+                self._put_version(db, cube, expected, actor, "supersede", {"by": cubes[-1].id})
+            db.executemany(
+                "INSERT OR IGNORE INTO edges(src, dst, kind) VALUES (?,?,?)",
+                [(e.src, e.dst, e.kind) for e in edges],
+            )
+
+    def _insert(self, db: sqlite3.Connection, cubes: Sequence[MemCube], actor: Actor,
+                action: str) -> None:
+        row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM memories").fetchone()
+        seq = int(row[0])
+        for cube in cubes:
+            if db.execute("SELECT 1 FROM memories WHERE id=?", (cube.id,)).fetchone():
+                raise MemOSError(f"A memory with id {cube.id} already exists; use update.")
+            seq += 1
+            self._write_current(db, cube, seq)
+            db.execute(
+                "INSERT OR REPLACE INTO usage(id, access_count, last_access, heat, tier) "
+                "VALUES (?,?,?,?,?)",
+                (cube.id, cube.usage.access_count, _ts(cube.usage.last_access),
+                 cube.usage.heat, cube.usage.tier.value),
+            )
+            self._audit(db, actor, action, cube.id, cube.version,
+                        {"session_id": cube.namespace.session_id, "type": cube.type.value})
+
+    def import_histories(self, histories: Sequence[Sequence[MemCube]], edges: Sequence[Edge],
+                         actor: Actor) -> None:
+        """Write whole version histories (from a bundle) and relations in one transaction."""
+        with self._tx() as db:
+            row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM memories").fetchone()
+            seq = int(row[0])
+            for versions in histories:
+                seq += 1
+                for cube in versions:
+                    self._write_current(db, cube, seq)
+                last = versions[-1]
+                db.execute(
+                    "INSERT OR REPLACE INTO usage(id, access_count, last_access, heat, tier) "
+                    "VALUES (?,?,?,?,?)", (last.id, 0, None, 0.0, "plaintext"),
+                )
+                self._audit(db, actor, "import", last.id, last.version, {})
+            db.executemany(
+                "INSERT OR IGNORE INTO edges(src, dst, kind) VALUES (?,?,?)",
+                [(e.src, e.dst, e.kind) for e in edges],
+            )
+
+    def put_version(self, cube: MemCube, expected_version: int, actor: Actor, action: str,
+                    details: dict[str, Any] | None = None) -> None:
+        """Write ``cube`` as the next version; raises if someone else wrote in between."""
+        with self._tx() as db:
+            self._put_version(db, cube, expected_version, actor, action, details or {})
+
+    def put_versions(self, changes: Sequence[tuple[MemCube, int]], actor: Actor, action: str,
+                     details: dict[str, Any] | None = None) -> None:
+        """Several :meth:`put_version` calls as one transaction (e.g. a fact and its supersession)."""
+        with self._tx() as db:
+            for cube, expected in changes:
+                self._put_version(db, cube, expected, actor, action, details or {})
+
+    def _put_version(self, db: sqlite3.Connection, cube: MemCube, expected_version: int,
+                     actor: Actor, action: str, details: dict[str, Any]) -> None:
+        row = db.execute("SELECT version, seq, state FROM memories WHERE id=?", (cube.id,)).fetchone()
+        if row is None:
+            raise MemoryNotFoundError(f"No memory with id {cube.id!r}.")
+        if row[2] == State.DELETED.value:
+            raise MemoryDeletedError(f"Memory {cube.id} was forgotten; it cannot be changed.")
+        if row[0] != expected_version or cube.version != expected_version + 1:
+            raise MemOSError(
+                f"Memory {cube.id} is at version {row[0]}, not {expected_version}: it changed "
+                "concurrently. Read it again and retry."
+            )
+        self._write_current(db, cube, int(row[1]))
+        self._audit(db, actor, action, cube.id, cube.version, details)
+
+    def tombstone(self, memory_id: str, actor: Actor) -> MemCube:
+        """Forget a memory: scrub its text from every version and write a tombstone version.
+
+        The tombstone keeps the id, namespace, version history shape and a hash of the text;
+        no copy of the text stays in the vault (SQLite's secure_delete zeroes freed pages).
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM memories WHERE id=?", (memory_id,)).fetchone()
+            if row is None:
+                raise MemoryNotFoundError(f"No memory with id {memory_id!r}.")
+            cube = MemCube.model_validate_json(row[0])
+            if cube.state is State.DELETED:
+                return cube
+            for vid, vdoc in db.execute(
+                "SELECT version, doc FROM versions WHERE id=?", (memory_id,)
+            ).fetchall():
+                old = MemCube.model_validate_json(vdoc)
+                db.execute(
+                    "UPDATE versions SET doc=? WHERE id=? AND version=?",
+                    (_scrub(old).model_dump_json(exclude={"usage"}), memory_id, vid),
+                )
+            tomb = _scrub(cube).model_copy(
+                update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()}
+            )
+            self._put_version(db, tomb, cube.version, actor, "forget", {})
+            db.execute("DELETE FROM usage WHERE id=?", (memory_id,))
+            db.execute("DELETE FROM edges WHERE src=? OR dst=?", (memory_id, memory_id))
+            return tomb
+
+    def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
+        """Count a retrieval hit on each memory: access count +1, heat decayed then +1."""
+        ids = list(dict.fromkeys(memory_ids))
+        if not ids:
+            return
+        t = now.timestamp()
+        with self._tx() as db:
+            for mid in ids:
+                row = db.execute(
+                    "SELECT access_count, last_access, heat FROM usage WHERE id=?", (mid,)
+                ).fetchone()
+                if row is None:
+                    continue
+                heat = decay(row[2], row[1], t, half_life_s) + 1.0
+                db.execute(
+                    "UPDATE usage SET access_count=?, last_access=?, heat=? WHERE id=?",
+                    (row[0] + 1, t, heat, mid),
+                )
+
+    def set_tier(self, memory_id: str, tier: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE usage SET tier=? WHERE id=?", (tier, memory_id))
+
+    def add_edges(self, edges: Sequence[Edge]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO edges(src, dst, kind) VALUES (?,?,?)",
+                [(e.src, e.dst, e.kind) for e in edges],
+            )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _with_usage(self, docs: list[tuple[str, str]]) -> list[MemCube]:
+        """Parse documents and attach their usage counters."""
+        if not docs:
+            return []
+        ids = [d[0] for d in docs]
+        usage: dict[str, Usage] = {}
+        for chunk_start in range(0, len(ids), 500):
+            chunk = ids[chunk_start:chunk_start + 500]
+            marks = ",".join("?" * len(chunk))
+            for mid, count, last, heat, tier in self._query(
+                f"SELECT id, access_count, last_access, heat, tier FROM usage WHERE id IN ({marks})",
+                chunk,
+            ):
+                usage[mid] = Usage(access_count=count, last_access=_dt(last), heat=heat, tier=tier)
+        out = []
+        for mid, doc in docs:
+            cube = MemCube.model_validate_json(doc)
+            if mid in usage:
+                cube = cube.model_copy(update={"usage": usage[mid]})
+            out.append(cube)
+        return out
+
+    def get(self, memory_id: str) -> MemCube | None:
+        rows = self._query("SELECT id, doc FROM memories WHERE id=?", (memory_id,))
+        cubes = self._with_usage(rows)
+        return cubes[0] if cubes else None
+
+    def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
+        out: dict[str, MemCube] = {}
+        ids = list(dict.fromkeys(memory_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(f"SELECT id, doc FROM memories WHERE id IN ({marks})", chunk)
+            out.update((c.id, c) for c in self._with_usage(rows))
+        return out
+
+    def get_version(self, memory_id: str, version: int) -> MemCube | None:
+        rows = self._query(
+            "SELECT doc FROM versions WHERE id=? AND version=?", (memory_id, version)
+        )
+        return MemCube.model_validate_json(rows[0][0]) if rows else None
+
+    def get_as_of(self, memory_id: str, when: datetime) -> MemCube | None:
+        """The version that was current at ``when`` (None if the memory did not exist yet)."""
+        rows = self._query(
+            "SELECT doc FROM versions WHERE id=? AND recorded_at<=? ORDER BY version DESC LIMIT 1",
+            (memory_id, when.timestamp()),
+        )
+        return MemCube.model_validate_json(rows[0][0]) if rows else None
+
+    def history(self, memory_id: str) -> list[MemCube]:
+        rows = self._query(
+            "SELECT doc FROM versions WHERE id=? ORDER BY version", (memory_id,)
+        )
+        return [MemCube.model_validate_json(r[0]) for r in rows]
+
+    def _where(self, q: ListQuery) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if q.user_ids is not None:
+            marks = ",".join("?" * len(q.user_ids))
+            clauses.append(
+                f"(user_id IN ({marks}) OR EXISTS (SELECT 1 FROM json_each(readers) "
+                f"WHERE value IN ({marks})))"
+            )
+            params += list(q.user_ids) * 2
+        for column, value in (("agent_id", q.agent_id), ("session_id", q.session_id)):
+            if value is not None:
+                clauses.append(f"{column}=?")
+                params.append(value)
+        for column, values in (("type", q.types), ("state", q.states)):
+            if values is not None:
+                clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+                params += list(values)
+        if q.tags:
+            clauses.append(
+                f"EXISTS (SELECT 1 FROM json_each(tags) WHERE value IN ({','.join('?' * len(q.tags))}))"
+            )
+            params += list(q.tags)
+        if q.occurred_after is not None:
+            clauses.append("occurred_at >= ?")
+            params.append(q.occurred_after.timestamp())
+        if q.occurred_before is not None:
+            clauses.append("occurred_at <= ?")
+            params.append(q.occurred_before.timestamp())
+        if not q.include_superseded:
+            clauses.append("superseded = 0")
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def list(self, query: ListQuery) -> list[MemCube]:
+        where, params = self._where(query)
+        order = "DESC" if query.newest_first else "ASC"
+        rows = self._query(
+            f"SELECT id, doc FROM memories{where} ORDER BY seq {order} LIMIT ? OFFSET ?",
+            [*params, query.limit, query.offset],
+        )
+        return self._with_usage(rows)
+
+    def count(self, query: ListQuery | None = None) -> int:
+        where, params = self._where(query or ListQuery())
+        return int(self._query(f"SELECT COUNT(*) FROM memories{where}", params)[0][0])
+
+    def iter_current(self, batch_size: int = 1000) -> Iterator[list[MemCube]]:
+        """Every memory (tombstones included), in insertion order, in batches."""
+        last = 0
+        while True:
+            rows = self._query(
+                "SELECT seq, id, doc FROM memories WHERE seq > ? ORDER BY seq LIMIT ?",
+                (last, batch_size),
+            )
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield self._with_usage([(r[1], r[2]) for r in rows])
+
+    def current_versions(self) -> dict[str, tuple[int, str]]:
+        """{id: (version, state)} for every memory; reconciliation compares it with the index."""
+        return {r[0]: (r[1], r[2]) for r in self._query("SELECT id, version, state FROM memories")}
+
+    def graph_rows(self) -> list[dict[str, Any]]:
+        """The fields the graph and filters need, for every memory, without parsing documents."""
+        rows = self._query(
+            "SELECT id, seq, user_id, agent_id, session_id, version, state, type, tags, readers, "
+            "occurred_at, superseded, entities FROM memories ORDER BY seq"
+        )
+        keys = ("id", "seq", "user_id", "agent_id", "session_id", "version", "state", "type",
+                "tags", "readers", "occurred_at", "superseded", "entities")
+        out = []
+        for r in rows:
+            row = dict(zip(keys, r))
+            for k in ("tags", "readers", "entities"):
+                row[k] = json.loads(row[k])
+            row["superseded"] = bool(row["superseded"])
+            out.append(row)
+        return out
+
+    def edges(self) -> list[Edge]:
+        return [Edge(*r) for r in self._query("SELECT src, dst, kind FROM edges")]
+
+    def stats(self) -> dict[str, Any]:
+        by_state = dict(self._query("SELECT state, COUNT(*) FROM memories GROUP BY state"))
+        return {
+            "memories": sum(by_state.values()),
+            "by_state": by_state,
+            "users": self._query("SELECT COUNT(DISTINCT user_id) FROM memories")[0][0],
+            "versions": self._query("SELECT COUNT(*) FROM versions")[0][0],
+            "audit_records": self._query("SELECT COUNT(*) FROM audit")[0][0],
+            "edges": self._query("SELECT COUNT(*) FROM edges")[0][0],
+        }
+
+    # -- audit -----------------------------------------------------------------------------
+
+    def audit_log(self, memory_id: str | None = None, user_id: str | None = None,
+                  action: str | None = None, limit: int = 100) -> list[AuditRecord]:
+        clauses, params = [], []
+        for column, value in (("memory_id", memory_id), ("user_id", user_id), ("action", action)):
+            if value is not None:
+                clauses.append(f"{column}=?")
+                params.append(value)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self._query(
+            f"SELECT seq, at, user_id, agent_id, action, memory_id, version, reason, details, "
+            f"prev_hash, hash FROM audit{where} ORDER BY seq DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [
+            AuditRecord(r[0], _dt(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]),
+                        r[9], r[10])
+            for r in reversed(rows)
+        ]
+
+    def verify_audit(self) -> tuple[bool, str]:
+        """Recompute the hash chain; returns (ok, message naming the first broken record)."""
+        prev = GENESIS_HASH
+        expected_seq = None
+        for r in self._query(
+            "SELECT seq, at, user_id, agent_id, action, memory_id, version, reason, details, "
+            "prev_hash, hash FROM audit ORDER BY seq"
+        ):
+            if expected_seq is not None and r[0] != expected_seq:
+                return False, f"audit record(s) before seq {r[0]} were deleted"
+            fields = {
+                "at": r[1], "user_id": r[2], "agent_id": r[3], "action": r[4],
+                "memory_id": r[5], "version": r[6], "reason": r[7], "details": json.loads(r[8]),
+            }
+            if r[9] != prev or _audit_hash(prev, fields) != r[10]:
+                return False, f"audit record {r[0]} was altered or its predecessor removed"
+            prev, expected_seq = r[10], r[0] + 1
+        return True, "audit chain intact"
+
+
+def decay(heat: float, last_access: float | None, now: float, half_life_s: float) -> float:
+    """Exponential decay of a heat score from ``last_access`` to ``now``."""
+    if last_access is None or heat <= 0:
+        return 0.0
+    return heat * math.pow(0.5, max(0.0, now - last_access) / half_life_s)
+
+
+def _scrub(cube: MemCube) -> MemCube:
+    """A copy of ``cube`` that keeps no forgotten content: text -> hash, entities/spans cleared."""
+    if cube.text.startswith("sha256:") and not cube.entities:
+        return cube
+    return cube.model_copy(
+        update={
+            "text": text_digest(cube.text),
+            "entities": (),
+            "tags": (),
+            "metadata": {},
+            "provenance": cube.provenance.model_copy(update={"spans": ()}),
+        }
+    )

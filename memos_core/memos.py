@@ -37,9 +37,7 @@ from memos_core.errors import (
 )
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.graph import MemoryGraph
-from memos_core.index import open_index
 from memos_core.index.base import IndexPoint, SparseVec, VectorIndex
-from memos_core.index.sparse import Bm25Encoder
 from memos_core.lock import DataDirLock
 from memos_core.progress import progress
 from memos_core.results import ForgetReceipt, SearchHit
@@ -98,6 +96,9 @@ class MemOS(AsyncMemOSMixin):
             raise
 
     def _open(self) -> None:
+        from memos_core.index import open_index
+        from memos_core.index.sparse import Bm25Encoder
+
         self.vault = SQLiteVault(self.data_dir / "vault.sqlite3")
         self.embedder: Embedder = self._embedder or default_embedder(self.config.embedder)
         self.extractor: EntityExtractor = self._extractor or RuleEntityExtractor()

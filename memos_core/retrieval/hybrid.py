@@ -10,13 +10,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from memos_core.config import RetrievalConfig
 from memos_core.embedding import Embedder
 from memos_core.extraction import EntityExtractor
 from memos_core.graph import MemoryGraph
 from memos_core.index.base import IndexFilter, ScoredId, VectorIndex
-from memos_core.index.sparse import Bm25Encoder
+
+if TYPE_CHECKING:
+    from memos_core.index.sparse import Bm25Encoder
 
 
 @dataclass
@@ -61,7 +64,7 @@ class HybridRetriever:
         self,
         index: VectorIndex,
         embedder: Embedder,
-        bm25: Bm25Encoder,
+        bm25: "Bm25Encoder",
         graph: MemoryGraph,
         graph_lock: threading.RLock,
         extractor: EntityExtractor,

@@ -1,0 +1,179 @@
+"""LoCoMo evidence retrieval: MemOS hybrid search against BM25 alone and dense MiniLM alone.
+
+For each conversation in the data file, every turn is ingested as one memory
+("[date] speaker: text", plus the image caption when a turn shares a photo), owned by a user
+named after the conversation, with the session date as occurred_at. Then for each question of
+categories 1-4 the top 20 memories are retrieved and scored against the question's evidence
+turns: recall@5/@10/@20 (share of evidence turns retrieved, averaged over questions), MRR
+(reciprocal rank of the first evidence turn) and "all@10" (every evidence turn in the top 10).
+The two baselines run on the same index: its BM25 sparse vectors alone and its dense vectors
+alone.
+
+Data: LoCoMo (Maharana et al., ACL 2024), CC BY-NC 4.0; read by path, never bundled.
+
+    python benchmarks/locomo_retrieval.py --data ../shared/data/locomo/locomo_dev.json --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info, markdown_machine  # noqa: E402
+
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+KS = (5, 10, 20)
+
+
+def parse_session_date(text: str) -> datetime | None:
+    """'1:56 pm on 8 May, 2023' -> an aware datetime (UTC); None if the format is unknown."""
+    for fmt in ("%I:%M %p on %d %B, %Y", "%I:%M %p on %d %b, %Y"):
+        try:
+            return datetime.strptime(text.strip(), fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    return None
+
+
+def normalise_evidence(raw: list[str]) -> list[str]:
+    """Evidence ids as 'D<session>:<turn>'; repairs 'D:11:26', 'D30:05', 'D8:6; D9:17'."""
+    out: list[str] = []
+    for item in raw:
+        for part in re.split(r"[;,\s]+", item):
+            m = re.fullmatch(r"D:?(\d+):0*(\d+)", part.strip())
+            if m:
+                out.append(f"D{int(m.group(1))}:{int(m.group(2))}")
+    return list(dict.fromkeys(out))
+
+
+def turns_of(sample: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every turn of one conversation as add_many items, in order."""
+    conv = sample["conversation"]
+    items = []
+    n = 1
+    while f"session_{n}" in conv:
+        date_text = conv.get(f"session_{n}_date_time", "")
+        when = parse_session_date(date_text)
+        for turn in conv[f"session_{n}"]:
+            text = f"[{date_text}] {turn['speaker']}: {turn['text']}"
+            if turn.get("blip_caption"):
+                text += f" [shares a photo: {turn['blip_caption']}]"
+            items.append({
+                "text": text, "session_id": f"session_{n}", "occurred_at": when,
+                "type": "episode", "metadata": {"dia_id": turn["dia_id"]},
+            })
+        n += 1
+    return items
+
+
+def score(ranked: list[str], evidence: list[str]) -> dict[str, float]:
+    found = set(evidence)
+    out = {f"recall@{k}": len(found & set(ranked[:k])) / len(found) for k in KS}
+    out["all@10"] = float(found <= set(ranked[:10]))
+    out["mrr"] = next((1.0 / i for i, d in enumerate(ranked, start=1) if d in found), 0.0)
+    return out
+
+
+def aggregate(rows: list[tuple[int, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {}
+    groups = {"overall": [r for _, r in rows]}
+    for cat, name in CATEGORIES.items():
+        groups[name] = [r for c, r in rows if c == cat]
+    for name, group in groups.items():
+        if group:
+            table[name] = {key: round(statistics.fmean(r[key] for r in group), 4) for key in group[0]}
+            table[name]["n"] = len(group)
+    return table
+
+
+def run(data_path: Path, limit_conversations: int | None) -> dict[str, Any]:
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.retrieval.filters import SEARCHABLE_STATES, build_filter
+
+    samples = json.loads(data_path.read_text())[:limit_conversations]
+    results: dict[str, list[tuple[int, dict[str, float]]]] = {"memos": [], "bm25": [], "dense": []}
+    latencies: list[float] = []
+    ingested, ingest_s, skipped = 0, 0.0, 0
+    with tempfile.TemporaryDirectory() as tmp, MemOS(
+        Path(tmp) / "d", config=MemOSConfig(show_progress=False)
+    ) as mos:
+        mos.embedder.embed(["warm up"])
+        for sample in samples:
+            user = sample["sample_id"]
+            items = turns_of(sample)
+            t0 = time.perf_counter()
+            cubes = mos.add_many(items, user_id=user)
+            ingest_s += time.perf_counter() - t0
+            ingested += len(cubes)
+            dia = {c.id: c.metadata["dia_id"] for c in cubes}
+            flt = build_filter((user,), states=SEARCHABLE_STATES)
+            for qa in sample["qa"]:
+                if qa.get("category") not in CATEGORIES:
+                    continue
+                evidence = [e for e in normalise_evidence(qa.get("evidence", [])) if e in dia.values()]
+                if not evidence:
+                    skipped += 1
+                    continue
+                q = str(qa["question"])
+                t0 = time.perf_counter()
+                hits = mos.search(q, user_id=user, k=max(KS), record_usage=False)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                results["memos"].append((qa["category"], score([dia[h.id] for h in hits], evidence)))
+                vec = mos.embedder.embed([q])[0]
+                dense = mos.index.search_dense(vec, flt, max(KS))
+                sparse = mos.index.search_sparse(mos.bm25.encode_query(q), flt, max(KS))
+                results["dense"].append((qa["category"], score([dia[h.id] for h in dense], evidence)))
+                results["bm25"].append((qa["category"], score([dia[h.id] for h in sparse], evidence)))
+    latencies.sort()
+    return {
+        **{name: aggregate(rows) for name, rows in results.items()},
+        "ingest_per_s": round(ingested / ingest_s, 1),
+        "query_ms_p50": round(latencies[len(latencies) // 2], 2),
+        "query_ms_p95": round(latencies[int(len(latencies) * 0.95)], 2),
+        "memories": ingested,
+        "conversations": len(samples),
+        "qa_scored": len(results["memos"]),
+        "qa_skipped_no_evidence": skipped,
+        "machine": machine_info(),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [markdown_machine(result["machine"]), "",
+             f"{result['conversations']} conversations, {result['memories']} memories, "
+             f"{result['qa_scored']} QA scored ({result['qa_skipped_no_evidence']} without usable evidence)", "",
+             "| system | slice | n | recall@5 | recall@10 | recall@20 | all@10 | MRR |",
+             "|---|---|---|---|---|---|---|---|"]
+    for system in ("memos", "bm25", "dense"):
+        for slice_name, row in result[system].items():
+            lines.append(f"| {system} | {slice_name} | {row['n']} | {row['recall@5']:.3f} | "
+                         f"{row['recall@10']:.3f} | {row['recall@20']:.3f} | {row['all@10']:.3f} | "
+                         f"{row['mrr']:.3f} |")
+    lines += ["", f"ingest: {result['ingest_per_s']} memories/s; memos query latency p50 "
+              f"{result['query_ms_p50']} ms, p95 {result['query_ms_p95']} ms (query embedding included)"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True, help="LoCoMo JSON (locomo10.json format)")
+    p.add_argument("--out", type=Path, help="write the JSON result here")
+    p.add_argument("--conversations", type=int, default=None, help="only the first N")
+    args = p.parse_args()
+    result = run(args.data, args.conversations)
+    print(markdown(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""``memos demo``: a narrated walk through the system on a small conversation we wrote.
+
+Runs on the embedded defaults (SQLite vault, Qdrant edge index, bundled MiniLM embedder) in a
+temporary data directory unless one is given. Every step prints what it did and what came back.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+# Three sessions between Maya and her assistant, and one of Leo's, written for this demo.
+SESSIONS: list[dict[str, Any]] = [
+    {
+        "user": "maya", "session": "s1", "date": "2025-03-02T18:00:00",
+        "turns": [
+            ("user", "Hi! I'm Maya. I just started a job as a nurse at Santa Maria hospital in Lisbon."),
+            ("assistant", "Congratulations, Maya! How are the shifts?"),
+            ("user", "Night shifts mostly. My sister Ines keeps telling me to sleep more."),
+            ("user", "I'm allergic to peanuts, so the hospital canteen is a minefield."),
+        ],
+    },
+    {
+        "user": "maya", "session": "s2", "date": "2025-06-14T09:30:00",
+        "turns": [
+            ("user", "I adopted a grey cat and called her \"Pastel\"."),
+            ("assistant", "Pastel is a lovely name. How is she settling in?"),
+            ("user", "She hides under the sofa. Ines lives in Porto and has two cats, she gave me tips."),
+            ("user", "I'm training for the Lisbon half marathon in October."),
+        ],
+    },
+    {
+        "user": "maya", "session": "s3", "date": "2025-11-03T20:15:00",
+        "turns": [
+            ("user", "I ran the half marathon in 1:58, my first time under two hours!"),
+            ("user", "Next year I want to try the Porto marathon with Ines."),
+        ],
+    },
+    {
+        "user": "leo", "session": "l1", "date": "2025-05-01T12:00:00",
+        "turns": [("user", "I'm Leo, I play bass in a jazz trio and I'm allergic to cats.")],
+    },
+]
+
+
+def _say(title: str) -> None:
+    print(f"\n== {title} " + "=" * max(0, 70 - len(title)))
+
+
+def _show_hits(hits: list[Any]) -> None:
+    for h in hits:
+        when = h.memory.occurred_at.date().isoformat() if h.memory.occurred_at else "-"
+        print(f"  {h.score:.4f}  [{when}]  {textwrap.shorten(h.text, 78)}")
+        print(f"          why: {h.explain()}")
+    if not hits:
+        print("  (nothing)")
+
+
+def run_demo(data_dir: Path | None = None, use_model: bool = True) -> None:
+    """Run the narrated demo. With ``data_dir`` None a temporary directory is used."""
+    if data_dir is None:
+        with tempfile.TemporaryDirectory(prefix="memos-demo-") as tmp:
+            _run(Path(tmp), use_model)
+    else:
+        _run(Path(data_dir), use_model)
+
+
+def _run(root: Path, use_model: bool) -> None:
+    from memos_core import MemOS, MemOSConfig
+
+    data = root / "data"
+    print(f"memos demo: data directory {data}")
+    t0 = time.perf_counter()
+    mos = MemOS(data, config=MemOSConfig(show_progress=False))
+    print(f"opened in {time.perf_counter() - t0:.2f}s (SQLite vault, Qdrant edge index, MiniLM)")
+
+    _say("1. Ingest four conversations (each turn becomes a versioned MemCube)")
+    for s in SESSIONS:
+        messages = [{"role": r, "content": c, "name": s["user"] if r == "user" else "assistant",
+                     "occurred_at": s["date"]} for r, c in s["turns"]]
+        cubes = mos.add(messages, user_id=s["user"], session_id=s["session"])
+        print(f"  {s['user']}/{s['session']} ({s['date'][:10]}): {len(cubes)} turns; "
+              f"entities of the first: {list(cubes[0].entities)}")
+
+    _say("2. Hybrid search: dense + BM25 + graph, each hit says why it matched")
+    for q in ("Where does Maya's sister live?", "what food must maya avoid?"):
+        print(f"  query: {q!r}")
+        _show_hits(mos.search(q, user_id="maya", k=3))
+
+    _say("3. Time filter: what happened in the summer of 2025?")
+    _show_hits(mos.search("what did maya do", user_id="maya", k=3,
+                          occurred_after="2025-06-01", occurred_before="2025-08-31"))
+
+    _say("4. A fact that changes: supersession keeps the old one, out of default search")
+    old = mos.add("Maya works at Santa Maria hospital in Lisbon.", user_id="maya", type="fact")
+    new = mos.add("Maya moved to Porto and now works at Sao Joao hospital.", user_id="maya",
+                  type="fact", supersedes=old.id)
+    _show_hits(mos.search("where does maya work?", user_id="maya", k=2, types=["fact"]))
+    print(f"  old fact now: valid_to={mos.get(old.id, user_id='maya').valid_to:%Y-%m-%d %H:%M}, "
+          f"superseded_by={mos.get(old.id, user_id='maya').superseded_by == new.id}")
+
+    _say("5. Versions: update, history, rollback")
+    pref = mos.add("Maya likes her coffee black.", user_id="maya", type="preference")
+    mos.update(pref.id, "Maya likes her coffee with oat milk.", user_id="maya", reason="she said so")
+    mos.rollback(pref.id, 1, user_id="maya", reason="demo rollback")
+    for v in mos.history(pref.id, user_id="maya"):
+        print(f"  v{v.version}: {v.text}")
+
+    _say("6. Isolation and sharing: Leo cannot read Maya's memories until she shares one")
+    print(f"  leo searches 'cat': {[h.text for h in mos.search('cat', user_id='leo', k=3)]}")
+    cat = mos.search("grey cat name", user_id="maya", k=1)[0].memory
+    mos.share(cat.id, with_user_id="leo", user_id="maya")
+    print(f"  after share: {[h.text for h in mos.search('grey cat name', user_id='leo', k=1)]}")
+    mos.revoke(cat.id, with_user_id="leo", user_id="maya")
+    print(f"  after revoke: {[h.text for h in mos.search('grey cat name', user_id='leo', k=1)]}")
+
+    _say("7. Forget: gone from vault text, index and graph; a receipt proves it")
+    peanut = mos.search("peanut allergy", user_id="maya", k=1)[0].memory
+    receipt = mos.forget(peanut.id, user_id="maya", reason="user asked")
+    print(f"  receipt: v{receipt.version}, sha256 {receipt.text_sha256[:16]}..., removed from "
+          f"{', '.join(receipt.removed_from)}")
+    print(f"  search 'peanut' now: {[h.text for h in mos.search('peanut allergy', user_id='maya', k=2)]}")
+
+    _say("8. Export a bundle and import it elsewhere")
+    bundle = mos.export(root / "bundle", user_id="maya")
+    with MemOS(root / "copy", config=MemOSConfig(show_progress=False)) as other:
+        print(f"  {other.import_(bundle, user_id='maya')}")
+        _show_hits(other.search("half marathon time", user_id="maya", k=1))
+
+    _say("9. Close, reopen: everything persisted; the audit chain verifies")
+    mos.close()
+    with MemOS(data, config=MemOSConfig(show_progress=False)) as mos:
+        stats = mos.stats()
+        print(f"  memories by state: {stats['vault']['by_state']}; versions: "
+              f"{stats['vault']['versions']}; index points: {stats['index']['points']}; "
+              f"graph: {stats['graph']}")
+        print(f"  audit: {mos.verify_audit()[1]} ({stats['vault']['audit_records']} records)")
+        if use_model:
+            _model_part(mos)
+    print(f"\ndemo finished in {time.perf_counter() - t0:.1f}s")
+
+
+def _model_part(mos: Any) -> None:
+    """The activation tier, when the local model runtime is available."""
+    chat = getattr(mos, "chat", None)
+    if chat is None:
+        return
+    _say("10. Answer with memory on the local model (SmolLM2), hot memories as a KV prefix")
+    mos.schedule()
+    for q in ("What is the name of Maya's cat?", "Where does Ines live?"):
+        answer = chat(q, user_id="maya", max_new_tokens=24)
+        print(f"  Q: {q}\n  A: {answer.text.strip()}\n     trace: {answer.trace.summary()}")

@@ -1,0 +1,113 @@
+"""Export / import bundles, including corrupt and hostile ones (nothing is written)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from memos_core import BundleError
+
+
+@pytest.fixture
+def exported(mos, tmp_path):
+    old = mos.add("Alice lives in Lisbon.", user_id="alice", type="fact")
+    new = mos.add("Alice moved to Porto.", user_id="alice", type="fact", supersedes=old.id)
+    mos.update(new.id, "Alice moved to Porto in 2024.", user_id="alice")
+    mos.add("Bob's private note.", user_id="bob")
+    path = mos.export(tmp_path / "bundle", user_id="alice")
+    return path, old, new
+
+
+def test_round_trip_keeps_versions_relations_and_search(make_mos, exported):
+    path, old, new = exported
+    other = make_mos("other")
+    result = other.import_(path, user_id="alice")
+    assert result["imported"] == 2 and result["edges"] == 1
+    assert [c.version for c in other.history(new.id, user_id="alice")] == [1, 2]
+    assert other.get(old.id, user_id="alice").superseded_by == new.id
+    assert other.search("where does alice live", user_id="alice", k=1)[0].id == new.id
+    assert other.list(user_id="bob") == []  # only alice's memories were exported
+    assert other.import_(path, user_id="alice")["skipped"] == 2  # idempotent
+
+
+def _rewrite_manifest(path, change):
+    manifest = json.loads((path / "manifest.json").read_text())
+    change(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _truncate(path):
+    data = (path / "memories.jsonl").read_bytes()
+    (path / "memories.jsonl").write_bytes(data[: len(data) // 2])
+
+
+def _bad_line(path):
+    with open(path / "memories.jsonl", "a") as f:
+        f.write('{"id": "x", "versions": [{"text": 1}]}\n')
+    _fix_hashes(path)
+
+
+def _bad_version_numbers(path):
+    rows = [json.loads(l) for l in (path / "memories.jsonl").read_text().splitlines()]
+    rows[0]["versions"][0]["version"] = 5
+    (path / "memories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _fix_hashes(path)
+
+
+def _dangling_edge(path):
+    (path / "edges.jsonl").write_text(json.dumps(
+        {"src": "00000000-0000-4000-8000-000000000001", "dst": "00000000-0000-4000-8000-000000000002",
+         "kind": "supersedes"}) + "\n")
+    _fix_hashes(path)
+
+
+def _traversal(path):
+    _rewrite_manifest(path, lambda m: m["files"].update({"../../etc/passwd": m["files"].pop("edges.jsonl")}))
+
+
+def _symlink(path):
+    (path / "edges.jsonl").unlink()
+    os.symlink("/etc/passwd", path / "edges.jsonl")
+
+
+def _fix_hashes(path):
+    from memos_core.bundle import _file_info
+
+    _rewrite_manifest(path, lambda m: m["files"].update(
+        {n: _file_info(path / n) for n in ("memories.jsonl", "edges.jsonl")}))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: (p / "manifest.json").unlink(), "no manifest.json"),
+        (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
+        (lambda p: _rewrite_manifest(p, lambda m: m.update(format="zip")), "bundle"),
+        (lambda p: _rewrite_manifest(p, lambda m: m.update(format_version=99)), "not supported"),
+        (_truncate, "truncated"),
+        (_bad_line, "invalid memory"),
+        (_bad_version_numbers, "numbered"),
+        (_dangling_edge, "not in the bundle"),
+        (_traversal, "exactly the files|path"),
+        (_symlink, "not a regular file"),
+        (lambda p: (p / "memories.jsonl").write_bytes(b"\xff\xfe\x00garbage"), "truncated|UTF-8"),
+    ],
+)
+def test_bad_bundles_are_refused_and_nothing_is_written(make_mos, exported, damage, message):
+    path, _, _ = exported
+    damage(path)
+    other = make_mos("other")
+    other.add("pre-existing", user_id="alice")
+    with pytest.raises(BundleError, match=message):
+        other.import_(path, user_id="alice")
+    assert [c.text for c in other.list(user_id="alice")] == ["pre-existing"]
+    assert other.index.count() == 1
+
+
+def test_export_refuses_a_non_empty_target(mos, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(ValueError, match="not an empty directory"):
+        mos.export(tmp_path / "full", user_id="u")

@@ -1,0 +1,273 @@
+"""The Memory API end to end on the embedded defaults, over both index backends."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+import pytest
+
+from memos_core import (
+    AccessDeniedError,
+    DataDirLockedError,
+    InvalidInputError,
+    MemCube,
+    MemoryDeletedError,
+    MemoryNotFoundError,
+    MemOS,
+    MemOSConfig,
+    State,
+    VersionNotFoundError,
+)
+
+FACTS = [
+    "Alice is allergic to peanuts.",
+    "Alice's sister Ines lives in Porto.",
+    "Alice adopted a grey cat named Pastel.",
+    "Alice runs the Lisbon half marathon every October.",
+    "Alice works night shifts as a nurse.",
+]
+
+
+def test_the_public_contract(any_mos):
+    cube = any_mos.add("Alice likes green tea.", user_id="alice", session_id="s1")
+    assert isinstance(cube, MemCube) and cube.text == "Alice likes green tea." and cube.version == 1
+    hits = any_mos.search("what does alice drink?", user_id="alice", k=5)
+    assert hits[0].memory.id == cube.id and hits[0].score > 0
+    assert any_mos.get(cube.id, user_id="alice").text == cube.text
+    new = any_mos.update(cube.id, "Alice likes oolong tea.", user_id="alice")
+    assert new.version == 2
+    assert [c.text for c in any_mos.history(cube.id, user_id="alice")] == [
+        "Alice likes green tea.", "Alice likes oolong tea."]
+    receipt = any_mos.forget(cube.id, user_id="alice")
+    assert receipt.memory_id == cube.id and "index" in receipt.removed_from
+    assert any_mos.search("tea", user_id="alice") == []
+
+
+def test_search_ranks_the_relevant_memory_first_and_explains_it(any_mos):
+    cubes = any_mos.add_many(FACTS, user_id="alice")
+    hits = any_mos.search("Which city is Ines in?", user_id="alice", k=3)
+    assert hits[0].memory.id == cubes[1].id
+    assert "dense" in hits[0].ranks and "bm25" in hits[0].ranks
+    assert "dense #1" in hits[0].explain()
+    keyword = any_mos.search("peanuts", user_id="alice", k=1)[0]
+    assert keyword.memory.id == cubes[0].id and keyword.ranks["bm25"] == 1
+
+
+def test_users_are_isolated(any_mos):
+    secret = any_mos.add("Bob's bank PIN hint is his cat's birthday.", user_id="bob")
+    any_mos.add_many(FACTS, user_id="alice")
+    assert all(h.memory.user_id == "alice" for h in any_mos.search("bank PIN cat", user_id="alice", k=10))
+    for call in (
+        lambda: any_mos.get(secret.id, user_id="alice"),
+        lambda: any_mos.update(secret.id, "mine now", user_id="alice"),
+        lambda: any_mos.forget(secret.id, user_id="alice"),
+        lambda: any_mos.history(secret.id, user_id="alice"),
+    ):
+        with pytest.raises(AccessDeniedError, match="belongs to 'bob'"):
+            call()
+
+
+def test_share_and_revoke(any_mos):
+    note = any_mos.add("The team offsite is in Sintra.", user_id="alice")
+    assert any_mos.search("offsite location", user_id="bob") == []
+    any_mos.share(note.id, with_user_id="bob", user_id="alice")
+    assert any_mos.search("offsite location", user_id="bob")[0].memory.id == note.id
+    with pytest.raises(AccessDeniedError):
+        any_mos.update(note.id, "moved", user_id="bob")  # read scope only
+    any_mos.revoke(note.id, with_user_id="bob", user_id="alice")
+    assert any_mos.search("offsite location", user_id="bob") == []
+    actions = [r.action for r in any_mos.audit_log(user_id="alice", memory_id=note.id)]
+    assert actions == ["add", "share:read", "revoke"]
+
+
+def test_supersession_hides_the_old_fact_unless_asked(mos):
+    old = mos.add("Alice lives in Lisbon.", user_id="alice", type="fact")
+    new = mos.add("Alice moved to Porto.", user_id="alice", type="fact", supersedes=old.id)
+    ids = [h.id for h in mos.search("where does alice live", user_id="alice", k=5)]
+    assert new.id in ids and old.id not in ids
+    both = mos.search("where does alice live", user_id="alice", k=5, include_superseded=True)
+    assert {old.id, new.id} <= {h.id for h in both}
+    stale = mos.get(old.id, user_id="alice")
+    assert stale.superseded_by == new.id and stale.valid_to is not None and stale.version == 2
+
+
+def test_filters_session_type_tags_time(mos):
+    mos.add("Kickoff meeting notes.", user_id="u", session_id="a", tags=["work"],
+            occurred_at="2024-01-10T10:00:00")
+    mos.add("Holiday in the Alps.", user_id="u", session_id="b", type="episode",
+            occurred_at="2024-07-01T10:00:00")
+    mos.add("Quarterly meeting notes.", user_id="u", session_id="a", tags=["work"],
+            occurred_at="2024-04-02T10:00:00")
+    texts = lambda **kw: {h.text for h in mos.search("meeting notes holiday", user_id="u", k=10, **kw)}
+    assert texts(session_id="b") == {"Holiday in the Alps."}
+    assert texts(types=["episode"]) == {"Holiday in the Alps."}
+    assert texts(tags=["work"]) == {"Kickoff meeting notes.", "Quarterly meeting notes."}
+    assert texts(occurred_after="2024-03-01", occurred_before="2024-05-01") == {"Quarterly meeting notes."}
+    hit = mos.search("quarterly", user_id="u", k=1)[0]
+    assert hit.memory.occurred_at == datetime(2024, 4, 2, 10, tzinfo=timezone.utc)
+
+
+def test_archived_memories_leave_search_until_asked(mos):
+    cube = mos.add("An old receipt for printer ink.", user_id="u")
+    mos.set_state(cube.id, "archived", user_id="u")
+    assert mos.search("printer ink", user_id="u") == []
+    assert mos.search("printer ink", user_id="u", include_archived=True)[0].id == cube.id
+
+
+def test_chat_messages_become_episodes_with_provenance(mos):
+    cubes = mos.add(
+        [{"role": "user", "content": "I'm training for a marathon.", "id": "m1"},
+         {"role": "assistant", "content": "Good luck with the training!", "id": "m2"}],
+        user_id="u", session_id="chat-1",
+    )
+    assert [c.text for c in cubes] == ["user: I'm training for a marathon.",
+                                        "assistant: Good luck with the training!"]
+    assert cubes[0].type.value == "episode" and cubes[0].origin.value == "conversation"
+    assert cubes[0].provenance.source_message_ids == ("m1",)
+    assert cubes[0].metadata["role"] == "user"
+    hit = mos.search("marathon", user_id="u", k=2)
+    assert hit[0].id == cubes[0].id
+    assert any("neighbouring turn" in r for h in hit for r in h.reasons)
+
+
+def test_usage_counters_update_on_hits(mos):
+    cube = mos.add("The wifi password is on the fridge.", user_id="u")
+    mos.search("wifi password", user_id="u", k=1)
+    mos.search("wifi password", user_id="u", k=1)
+    mos.search("wifi password", user_id="u", k=1, record_usage=False)
+    usage = mos.get(cube.id, user_id="u").usage
+    assert usage.access_count == 2 and usage.heat > 1.9 and usage.last_access is not None
+
+
+def test_rollback_and_reading_old_versions(mos):
+    cube = mos.add("v1 text", user_id="u")
+    mos.update(cube.id, "v2 text", user_id="u")
+    rolled = mos.rollback(cube.id, 1, user_id="u")
+    assert rolled.version == 3 and rolled.text == "v1 text"
+    assert mos.get(cube.id, user_id="u", version=2).text == "v2 text"
+    assert mos.search("v2 text", user_id="u", k=1)[0].text == "v1 text"
+    with pytest.raises(VersionNotFoundError):
+        mos.rollback(cube.id, 7, user_id="u")
+
+
+def test_forgotten_memory_is_gone_but_its_tombstone_remains(mos):
+    cube = mos.add("Temporary secret: the vault code is 2468.", user_id="u")
+    receipt = mos.forget(cube.id, user_id="u")
+    with pytest.raises(MemoryDeletedError):
+        mos.get(cube.id, user_id="u")
+    history = mos.history(cube.id, user_id="u")
+    assert history[-1].state is State.DELETED and history[-1].version == receipt.version
+    assert all("2468" not in c.text for c in history)
+    assert mos.forget(cube.id, user_id="u").version == receipt.version  # idempotent
+    with pytest.raises(MemoryDeletedError):
+        mos.update(cube.id, "again", user_id="u")
+
+
+def test_persistence_across_reopen(tmp_path, backend):
+    cfg = MemOSConfig(index=backend, show_progress=False)
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        cube = mos.add("Persistent memory about kayaking.", user_id="u")
+        mos.update(cube.id, "Persistent memory about sea kayaking.", user_id="u")
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        assert mos.get(cube.id, user_id="u").version == 2
+        assert mos.search("kayaking", user_id="u")[0].id == cube.id
+
+
+def test_reconcile_after_an_index_loss(tmp_path):
+    cfg = MemOSConfig(show_progress=False)
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        cubes = mos.add_many(FACTS, user_id="alice")
+        mos.index.clear()  # simulate an index that lost its points (e.g. crash before flush)
+        mos.vault.set_meta("index_clean", "0")
+        mos._closed = True  # skip close(): it would mark the index clean
+        mos.index.close(); mos.vault.close(); mos._lock.release()
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        assert mos.index.count() == len(FACTS)
+        assert mos.search("peanuts", user_id="alice", k=1)[0].id == cubes[0].id
+
+
+def test_reindex_rebuilds_index_and_graph(mos):
+    mos.add_many(FACTS, user_id="alice")
+    gone = mos.add("forget me", user_id="alice")
+    mos.forget(gone.id, user_id="alice")
+    assert mos.reindex() == {"indexed": len(FACTS)}
+    assert mos.index.count() == len(FACTS)
+    assert mos.graph.stats()["memories"] == len(FACTS)
+
+
+def test_second_open_of_a_data_dir_is_refused(mos, tmp_path):
+    with pytest.raises(DataDirLockedError, match="Qdrant server"):
+        MemOS(tmp_path / "data")
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda m: m.add("", user_id="u"), InvalidInputError, "empty"),
+        (lambda m: m.add("   \n", user_id="u"), InvalidInputError, "empty"),
+        (lambda m: m.add("x" * 1_000_001, user_id="u"), InvalidInputError, "limit"),
+        (lambda m: m.add(b"\xff\xfe bad", user_id="u"), InvalidInputError, "UTF-8"),
+        (lambda m: m.add("bad \ud800 surrogate", user_id="u"), InvalidInputError, "UTF-8"),
+        (lambda m: m.add(42, user_id="u"), InvalidInputError, "non-empty str"),
+        (lambda m: m.add([], user_id="u"), InvalidInputError, "empty list"),
+        (lambda m: m.add([{"content": "no role"}], user_id="u"), InvalidInputError, "role"),
+        (lambda m: m.add("ok", user_id=""), InvalidInputError, "user_id"),
+        (lambda m: m.add("ok", user_id=None), InvalidInputError, "user_id"),
+        (lambda m: m.add("ok", user_id="u", type="nonsense"), InvalidInputError, "type"),
+        (lambda m: m.add("ok", user_id="u", occurred_at="yesterday"), InvalidInputError, "ISO"),
+        (lambda m: m.add("ok", user_id="u", metadata={"x": object()}), InvalidInputError, "JSON"),
+        (lambda m: m.add("ok", user_id="u", ttl_seconds=-1), InvalidInputError, "ttl"),
+        (lambda m: m.add("ok", user_id="u", supersedes="missing"), MemoryNotFoundError, "UUID"),
+        (lambda m: m.search("", user_id="u"), InvalidInputError, "query is empty"),
+        (lambda m: m.search("q", user_id="u", k=0), InvalidInputError, "k must"),
+        (lambda m: m.search("q", user_id="u", k="5"), InvalidInputError, "k must"),
+        (lambda m: m.get("not-a-uuid", user_id="u"), MemoryNotFoundError, "UUID"),
+        (lambda m: m.get("00000000-0000-4000-8000-000000000000", user_id="u"), MemoryNotFoundError, "No memory"),
+        (lambda m: m.get(123, user_id="u"), InvalidInputError, "must be a str"),
+        (lambda m: m.forget("00000000-0000-4000-8000-000000000000", user_id="u"), MemoryNotFoundError, "No memory"),
+        (lambda m: m.list(user_id="u", limit=0), InvalidInputError, "limit"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_stored(mos, call, error, message):
+    keep = mos.add("A memory that must survive bad input.", user_id="u")
+    with pytest.raises(error, match=message):
+        call(mos)
+    assert [c.id for c in mos.list(user_id="u")] == [keep.id]
+    assert mos.get(keep.id, user_id="u").version == 1
+
+
+def test_bulk_add_validates_everything_before_writing(mos):
+    with pytest.raises(InvalidInputError, match="empty"):
+        mos.add_many(["fine", "also fine", ""], user_id="u")
+    assert mos.list(user_id="u") == []
+
+
+def test_list_pages_and_filters(mos):
+    mos.add_many([{"text": f"note {i}", "session_id": "s" + str(i % 2)} for i in range(7)], user_id="u")
+    first, second = mos.list(user_id="u", limit=4), mos.list(user_id="u", limit=4, offset=4)
+    assert [c.text for c in first + second] == [f"note {i}" for i in range(7)]
+    assert len(mos.list(user_id="u", session_id="s1")) == 3
+    assert mos.list(user_id="u", newest_first=True, limit=1)[0].text == "note 6"
+
+
+def test_async_twins(mos):
+    async def scenario():
+        cube = await mos.aadd("Async memory about sailing.", user_id="u")
+        hits = await asyncio.gather(*[mos.asearch("sailing", user_id="u") for _ in range(4)])
+        await mos.aupdate(cube.id, "Async memory about dinghy sailing.", user_id="u")
+        history = await mos.ahistory(cube.id, user_id="u")
+        receipt = await mos.aforget(cube.id, user_id="u")
+        return cube, hits, history, receipt
+
+    cube, hits, history, receipt = asyncio.run(scenario())
+    assert all(h[0].id == cube.id for h in hits)
+    assert len(history) == 2 and receipt.version == 3
+
+
+def test_closed_instance_refuses_calls(tmp_path):
+    mos = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+    mos.close()
+    mos.close()  # idempotent
+    with pytest.raises(InvalidInputError, match="closed"):
+        mos.search("x", user_id="u")

@@ -1,0 +1,169 @@
+"""The SQLite vault: versions, time travel, tombstones, audit chain. No index, no model."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import timedelta
+
+import pytest
+
+from memos_core.cube import MemCube, Namespace, State, utcnow
+from memos_core.errors import CorruptDataError, MemoryDeletedError, MemoryNotFoundError, MemOSError
+from memos_core.vault import Actor, Edge, ListQuery, SQLiteVault
+
+ALICE = Actor("alice", reason="test")
+
+
+@pytest.fixture
+def vault(tmp_path):
+    v = SQLiteVault(tmp_path / "vault.sqlite3")
+    yield v
+    v.close()
+
+
+def cube(text: str, user: str = "alice", **kw) -> MemCube:
+    return MemCube(namespace=Namespace(user_id=user, session_id=kw.pop("session", None)), text=text, **kw)
+
+
+def next_version(c: MemCube, **changes) -> MemCube:
+    return c.model_copy(update={**changes, "version": c.version + 1, "updated_at": utcnow()})
+
+
+def test_versions_are_kept_and_history_is_oldest_first(vault):
+    c1 = cube("Alice likes tea.")
+    vault.insert([c1], ALICE)
+    c2 = next_version(c1, text="Alice likes green tea.")
+    vault.put_version(c2, 1, ALICE, "update")
+    c3 = next_version(c2, text="Alice likes oolong.")
+    vault.put_version(c3, 2, ALICE, "update")
+    assert [c.text for c in vault.history(c1.id)] == [
+        "Alice likes tea.", "Alice likes green tea.", "Alice likes oolong."]
+    assert vault.get(c1.id).version == 3
+    assert vault.get_version(c1.id, 1).text == "Alice likes tea."
+    assert vault.get_version(c1.id, 9) is None
+
+
+def test_read_as_of_a_past_time(vault):
+    c1 = cube("v1")
+    vault.insert([c1], ALICE)
+    time.sleep(0.01)
+    between = utcnow()
+    time.sleep(0.01)
+    vault.put_version(next_version(c1, text="v2"), 1, ALICE, "update")
+    assert vault.get_as_of(c1.id, between).text == "v1"
+    assert vault.get_as_of(c1.id, utcnow()).text == "v2"
+    assert vault.get_as_of(c1.id, c1.created_at - timedelta(days=1)) is None
+
+
+def test_stale_expected_version_is_refused_and_changes_nothing(vault):
+    c1 = cube("one")
+    vault.insert([c1], ALICE)
+    vault.put_version(next_version(c1, text="two"), 1, ALICE, "update")
+    with pytest.raises(MemOSError, match="changed concurrently"):
+        vault.put_version(next_version(c1, text="lost update"), 1, ALICE, "update")
+    assert vault.get(c1.id).text == "two"
+    assert len(vault.history(c1.id)) == 2
+
+
+def test_duplicate_insert_rolls_back_the_whole_batch(vault):
+    c1 = cube("first")
+    vault.insert([c1], ALICE)
+    with pytest.raises(MemOSError, match="already exists"):
+        vault.insert([cube("new one"), c1], ALICE)
+    assert vault.count() == 1
+
+
+def test_tombstone_scrubs_every_version_and_keeps_a_hash(vault, tmp_path):
+    secret = "Alice's locker code is 4711-zebra"
+    c1 = cube(secret)
+    vault.insert([c1], ALICE)
+    vault.put_version(next_version(c1, text=secret + " (updated)"), 1, ALICE, "update")
+    tomb = vault.tombstone(c1.id, ALICE)
+    assert tomb.state is State.DELETED and tomb.version == 3
+    assert tomb.text.startswith("sha256:")
+    assert all(secret not in v.text for v in vault.history(c1.id))
+    assert vault.tombstone(c1.id, ALICE).version == 3  # idempotent
+    with pytest.raises(MemoryDeletedError):
+        vault.put_version(next_version(tomb, text="back"), 3, ALICE, "update")
+    vault.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert b"4711-zebra" not in raw
+
+
+def test_audit_chain_verifies_and_detects_tampering(vault):
+    c1 = cube("audited")
+    vault.insert([c1], ALICE)
+    vault.put_version(next_version(c1, text="audited twice"), 1, ALICE, "update")
+    vault.tombstone(c1.id, ALICE)
+    log = vault.audit_log(memory_id=c1.id)
+    assert [r.action for r in log] == ["add", "update", "forget"]
+    assert all(r.user_id == "alice" and r.reason == "test" for r in log)
+    assert vault.verify_audit() == (True, "audit chain intact")
+    with vault._tx() as db:
+        db.execute("UPDATE audit SET action='nothing' WHERE seq=2")
+    ok, message = vault.verify_audit()
+    assert not ok and "record 2" in message
+
+
+def test_deleting_an_audit_record_is_detected(vault):
+    c1 = cube("x")
+    vault.insert([c1, cube("y"), cube("z")], ALICE)
+    with vault._tx() as db:
+        db.execute("DELETE FROM audit WHERE seq=2")
+    assert vault.verify_audit()[0] is False
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        (ListQuery(user_ids=("alice",)), {"a1", "a2", "a3"}),
+        (ListQuery(user_ids=("bob",)), {"b1"}),
+        (ListQuery(user_ids=("alice",), session_id="s1"), {"a1", "a2"}),
+        (ListQuery(user_ids=("alice",), tags=("food",)), {"a2"}),
+        (ListQuery(user_ids=("alice",), types=("fact",)), {"a3"}),
+        (ListQuery(user_ids=("alice",), include_superseded=False), {"a1", "a2"}),
+        (ListQuery(states=("archived",)), {"b1"}),
+    ],
+)
+def test_list_filters(vault, query, expected):
+    rows = [
+        cube("a1", session="s1"),
+        cube("a2", session="s1", tags=("food",)),
+        cube("a3", type="fact", valid_to=utcnow()),
+        cube("b1", user="bob", state=State.ARCHIVED),
+    ]
+    vault.insert(rows, ALICE)
+    assert {c.text for c in vault.list(query)} == expected
+
+
+def test_usage_counts_and_heat_decay(vault):
+    c1 = cube("hot")
+    vault.insert([c1], ALICE)
+    now = utcnow()
+    vault.record_usage([c1.id, c1.id], now, half_life_s=3600)  # duplicates count once
+    vault.record_usage([c1.id], now + timedelta(hours=1), half_life_s=3600)
+    usage = vault.get(c1.id).usage
+    assert usage.access_count == 2
+    assert usage.heat == pytest.approx(1.5)  # 1 decayed by one half-life, plus 1
+
+
+def test_edges_persist_and_disappear_with_a_forgotten_memory(vault):
+    a, b = cube("old"), cube("new")
+    vault.insert([a, b], ALICE, edges=[Edge(b.id, a.id, "supersedes")])
+    assert vault.edges() == [Edge(b.id, a.id, "supersedes")]
+    vault.tombstone(a.id, ALICE)
+    assert vault.edges() == []
+
+
+def test_corrupt_vault_file_gives_a_clear_error(tmp_path):
+    path = tmp_path / "vault.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CorruptDataError, match="not a readable SQLite database"):
+        SQLiteVault(path)
+
+
+def test_unknown_ids(vault):
+    assert vault.get("nope") is None
+    with pytest.raises(MemoryNotFoundError):
+        vault.tombstone("nope", ALICE)

@@ -50,6 +50,9 @@ class AsyncMemOSMixin:
     async def aset_state(self, memory_id: str, state: Any, **kwargs: Any) -> MemCube:
         return await asyncio.to_thread(self.set_state, memory_id, state, **kwargs)  # type: ignore[attr-defined]
 
+    async def acompress(self, memory_ids: Any, summary: str, **kwargs: Any) -> MemCube:
+        return await asyncio.to_thread(self.compress, memory_ids, summary, **kwargs)  # type: ignore[attr-defined]
+
     async def ashare(self, memory_id: str, **kwargs: Any) -> MemCube:
         return await asyncio.to_thread(self.share, memory_id, **kwargs)  # type: ignore[attr-defined]
 

@@ -482,6 +482,42 @@ class MemOS(AsyncMemOSMixin):
                 at=tomb.updated_at,
             )
 
+    def compress(self, memory_ids: Sequence[str], summary: str, *, user_id: str,
+                 agent_id: str | None = None, type: str | MemoryType = MemoryType.SUMMARY,
+                 reason: str | None = None) -> MemCube:
+        """Replace several memories by one summary: the summary is stored (derived_from the
+        sources, linked to them in the graph) and the sources are archived (out of default
+        search, still readable and restorable). One transaction; returns the summary."""
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        ids = check_strs(memory_ids, "memory_ids")
+        if not ids or len(set(ids)) != len(ids):
+            raise InvalidInputError("memory_ids must be a non-empty list of distinct ids.")
+        with self._write_lock:
+            sources = [self._load(i, user_id, write=True) for i in ids]
+            sessions = {s.session_id for s in sources}
+            times = [s.occurred_at for s in sources if s.occurred_at is not None]
+            cube = self._new_cube(
+                text=summary, user_id=user_id, agent_id=agent_id,
+                session_id=sessions.pop() if len(sessions) == 1 else None,
+                occurred_at=max(times) if times else None, type=type, origin=Origin.CONSOLIDATION,
+            )
+            cube = cube.model_copy(update={"provenance": cube.provenance.model_copy(
+                update={"derived_from": tuple(s.id for s in sources)})})
+            now = utcnow()
+            archived = [
+                (s.model_copy(update={"state": State.ARCHIVED, "version": s.version + 1,
+                                      "updated_at": now}), s.version)
+                for s in sources
+            ]
+            edges = [Edge(cube.id, s.id, "derived_from") for s in sources]
+            self.vault.insert([cube], Actor(user_id, agent_id, reason), "compress",
+                              replacements=archived, edges=edges, replacement_action="archive")
+            changed = [cube, *(a for a, _ in archived)]
+            self._index(changed)
+            self._graph_apply(changed, edges)
+            return cube
+
     def share(self, memory_id: str, *, with_user_id: str, user_id: str,
               scope: str = "read", reason: str | None = None) -> MemCube:
         """Let another user read (``scope='read'``) or also change (``'write'``) a memory."""
@@ -549,10 +585,12 @@ class MemOS(AsyncMemOSMixin):
         types: Sequence[str] | None = None, tags: Sequence[str] | None = None,
         states: Sequence[str] | None = None, occurred_after: datetime | str | None = None,
         occurred_before: datetime | str | None = None, include_superseded: bool = True,
+        metadata: Mapping[str, str | int | float | bool] | None = None,
         limit: int = 100, offset: int = 0, newest_first: bool = False,
     ) -> list[MemCube]:
         """Memories visible to ``user_id`` in insertion order (paged). Tombstones are excluded
-        unless ``states`` asks for ``deleted``."""
+        unless ``states`` asks for ``deleted``. ``metadata`` keeps memories whose metadata has
+        each given key equal to the given scalar value."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -564,7 +602,7 @@ class MemOS(AsyncMemOSMixin):
             occurred_after=check_datetime(occurred_after, "occurred_after"),
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded, limit=check_k(limit, "limit", 10_000),
-            offset=offset, newest_first=newest_first,
+            offset=offset, newest_first=newest_first, metadata_equals=_metadata_filter(metadata),
         )
         return self.vault.list(query)
 
@@ -650,6 +688,19 @@ class MemOS(AsyncMemOSMixin):
         """Check the audit log's hash chain: (ok, message naming the first bad record)."""
         self._check_open()
         return self.vault.verify_audit()
+
+
+def _metadata_filter(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(f"metadata filter must be a dict, got {type(metadata).__name__}.")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key.replace("_", "").replace("-", "").isalnum():
+            raise InvalidInputError(f"metadata filter key {key!r} must be letters, digits, _ or -.")
+        if not isinstance(value, (str, int, float, bool)):
+            raise InvalidInputError(f"metadata filter value for {key!r} must be a scalar.")
+    return dict(metadata)
 
 
 def _graph_row(cube: MemCube) -> dict[str, Any]:

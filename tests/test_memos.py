@@ -271,3 +271,28 @@ def test_closed_instance_refuses_calls(tmp_path):
     mos.close()  # idempotent
     with pytest.raises(InvalidInputError, match="closed"):
         mos.search("x", user_id="u")
+
+
+def test_compress_archives_sources_and_links_the_summary(mos):
+    parts = mos.add_many(["Alice bought running shoes.", "Alice ran 5 km on Monday.",
+                          "Alice ran 10 km on Saturday."], user_id="u", session_id="run")
+    summary = mos.compress([c.id for c in parts], "Alice took up running: shoes, then 5 and 10 km runs.",
+                           user_id="u")
+    assert summary.type.value == "summary" and summary.provenance.derived_from == tuple(c.id for c in parts)
+    assert all(mos.get(c.id, user_id="u").state is State.ARCHIVED for c in parts)
+    hits = mos.search("how far did alice run", user_id="u", k=5)
+    assert [h.id for h in hits] == [summary.id]
+    archived = mos.search("how far did alice run", user_id="u", k=5, include_archived=True)
+    assert {c.id for c in parts} <= {h.id for h in archived}
+    assert any("derived_from" in h.reasons for h in archived if h.id != summary.id)
+    with pytest.raises(InvalidInputError):
+        mos.compress([], "nothing", user_id="u")
+
+
+def test_list_by_metadata(mos):
+    mos.add("first", user_id="u", metadata={"key": "a", "n": 1})
+    mos.add("second", user_id="u", metadata={"key": "b", "n": 2})
+    assert [c.text for c in mos.list(user_id="u", metadata={"key": "b"})] == ["second"]
+    assert [c.text for c in mos.list(user_id="u", metadata={"n": 1})] == ["first"]
+    with pytest.raises(InvalidInputError):
+        mos.list(user_id="u", metadata={"bad key'": "x"})

@@ -63,7 +63,8 @@ class ListQuery:
     limit: int = 100
     offset: int = 0
     newest_first: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: metadata key -> required value (str, int, float or bool), all must match
+    metadata_equals: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

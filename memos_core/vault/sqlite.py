@@ -226,13 +226,15 @@ class SQLiteVault:
             self._audit(db, actor, action, memory_id, version, details or {})
 
     def insert(self, cubes: Sequence[MemCube], actor: Actor, action: str = "add", *,
-               replacements: Sequence[tuple[MemCube, int]] = (), edges: Sequence[Edge] = ()) -> None:
+               replacements: Sequence[tuple[MemCube, int]] = (), edges: Sequence[Edge] = (),
+               replacement_action: str = "supersede") -> None:
         """Store new memories in one transaction, with optional new versions of existing ones
-        (``(cube, expected_version)``, e.g. a fact the new one supersedes) and relations."""
+        (``(cube, expected_version)``: a fact the new one supersedes, sources a summary
+        archives) and relations."""
         with self._tx() as db:
             self._insert(db, cubes, actor, action)
             for cube, expected in replacements:
-                self._put_version(db, cube, expected, actor, "supersede", {"by": cubes[-1].id})
+                self._put_version(db, cube, expected, actor, replacement_action, {"by": cubes[-1].id})
             db.executemany(
                 "INSERT OR IGNORE INTO edges(src, dst, kind) VALUES (?,?,?)",
                 [(e.src, e.dst, e.kind) for e in edges],
@@ -454,6 +456,9 @@ class SQLiteVault:
             params.append(q.occurred_before.timestamp())
         if not q.include_superseded:
             clauses.append("superseded = 0")
+        for key, value in q.metadata_equals.items():
+            clauses.append("json_extract(doc, ?) = ?")
+            params += [f'$.metadata."{key}"', int(value) if isinstance(value, bool) else value]
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def list(self, query: ListQuery) -> list[MemCube]:

@@ -1,1 +1,27 @@
-"""MemOS memory for LlamaIndex."""
+"""MemOS memory for LlamaIndex: memory, memory block, chat stores, retriever and tools.
+
+Start with :class:`MemOSMemory`::
+
+    from memos_core import MemOS
+    from llama_index.memory.memos import MemOSMemory
+
+    mos = MemOS("./memdata")
+    memory = MemOSMemory.from_defaults(mos=mos, user_id="alice", session_id="s1")
+    engine = SimpleChatEngine.from_defaults(llm=llm, memory=memory)
+"""
+
+from llama_index.memory.memos.chat_store import MemOSAsyncChatStore, MemOSChatStore
+from llama_index.memory.memos.memory import MemOSMemory
+from llama_index.memory.memos.memory_block import MemOSMemoryBlock
+from llama_index.memory.memos.retriever import MemOSRetriever
+from llama_index.memory.memos.tools import TOOL_NAMES, memos_tools
+
+__all__ = [
+    "MemOSAsyncChatStore",
+    "MemOSChatStore",
+    "MemOSMemory",
+    "MemOSMemoryBlock",
+    "MemOSRetriever",
+    "TOOL_NAMES",
+    "memos_tools",
+]

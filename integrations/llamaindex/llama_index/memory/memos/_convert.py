@@ -1,0 +1,157 @@
+"""Pure mappings between llama-index types and memos-core types. No I/O, no state.
+
+- ``ChatMessage`` <-> the JSON text the chat history file keeps (a round trip that returns a
+  fresh, equal object);
+- ``ChatMessage`` -> the message dicts ``MemOS.add`` takes (role, content, id);
+- ``SearchHit`` -> prompt lines and ``NodeWithScore``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
+from llama_index.core.schema import NodeWithScore, TextNode
+from memos_core import InvalidInputError, SearchHit
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
+
+#: Fields a ``line_template`` may use, e.g. ``"- {text} ({created_at})"``.
+HIT_FIELDS = ("id", "text", "score", "type", "session_id", "created_at", "occurred_at")
+
+
+def message_text(message: ChatMessage) -> str:
+    """The text blocks of a message joined by newlines ("" when it has none, e.g. images)."""
+    return "\n".join(b.text for b in message.blocks if isinstance(b, TextBlock))
+
+
+def dump_message(message: ChatMessage, where: str) -> str:
+    """A message as JSON for the chat history file (all blocks and ``additional_kwargs``)."""
+    try:
+        return message.model_dump_json()
+    except (PydanticSerializationError, TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{where} cannot be stored: {exc}. Keep additional_kwargs JSON-serialisable "
+            "(str, numbers, lists, dicts)."
+        ) from None
+
+
+def load_message(data: str) -> ChatMessage:
+    """The inverse of :func:`dump_message`; each call returns a new object."""
+    try:
+        return ChatMessage.model_validate_json(data)
+    except ValidationError as exc:  # only a hand-edited or foreign file gets here
+        raise InvalidInputError(f"A stored chat message is not a valid ChatMessage: {exc}") from None
+
+
+def to_memos_messages(
+    messages: Sequence[ChatMessage],
+    roles: Iterable[str],
+    ids: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Messages -> ``MemOS.add`` message dicts, keeping only ``roles`` and messages with text.
+
+    Tool-call requests (no text) and images carry nothing the plaintext tier can hold, so
+    they are left out. ``ids`` (one per message) become the memories' source message ids.
+    """
+    keep = set(roles)
+    out: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        text = message_text(message)
+        if message.role.value not in keep or not text.strip():
+            continue
+        item: dict[str, Any] = {"role": message.role.value, "content": text}
+        name = message.additional_kwargs.get("name")
+        if isinstance(name, str) and name.strip():
+            item["name"] = name
+        if ids is not None:
+            item["id"] = ids[i]
+        out.append(item)
+    return out
+
+
+def query_text(messages: Sequence[ChatMessage] | None) -> str:
+    """What to search memory for: the latest user message's text, else the latest text.
+
+    The latest user turn is what the model is about to answer; earlier turns are already in
+    the prompt as history.
+    """
+    if not messages:
+        return ""
+    for message in reversed(messages):
+        if message.role is MessageRole.USER and message_text(message).strip():
+            return message_text(message)
+    for message in reversed(messages):
+        if message_text(message).strip():
+            return message_text(message)
+    return ""
+
+
+def hit_fields(hit: SearchHit) -> dict[str, Any]:
+    """The template fields of one hit (see :data:`HIT_FIELDS`)."""
+    cube = hit.memory
+    return {
+        "id": cube.id,
+        "text": cube.text,
+        "score": hit.score,
+        "type": cube.type.value,
+        "session_id": cube.session_id or "",
+        "created_at": cube.created_at.isoformat(timespec="seconds"),
+        "occurred_at": cube.occurred_at.isoformat(timespec="seconds") if cube.occurred_at else "",
+    }
+
+
+def check_line_template(template: object) -> str:
+    """A ``str.format`` template over :data:`HIT_FIELDS`; refused at construction if bad."""
+    if not isinstance(template, str) or "{" not in template:
+        raise InvalidInputError(
+            f"line_template must be a str with fields such as '{{text}}', got {template!r}."
+        )
+    sample = dict.fromkeys(HIT_FIELDS, "x")
+    try:
+        template.format(**sample)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InvalidInputError(
+            f"line_template {template!r} is not usable ({type(exc).__name__}: {exc}); it may "
+            f"use {', '.join('{' + f + '}' for f in HIT_FIELDS)}."
+        ) from None
+    return template
+
+
+def format_hits(hits: Sequence[SearchHit], template: str) -> str:
+    """One line per hit, best first."""
+    return "\n".join(template.format(**hit_fields(hit)) for hit in hits)
+
+
+def hit_to_node(hit: SearchHit) -> NodeWithScore:
+    """A search hit as a retrieval node: the memory id as node id, its fields as metadata."""
+    fields = hit_fields(hit)
+    cube = hit.memory
+    metadata: dict[str, Any] = {
+        "memory_id": cube.id,
+        "type": fields["type"],
+        "session_id": fields["session_id"],
+        "created_at": fields["created_at"],
+        "occurred_at": fields["occurred_at"],
+        "tags": list(cube.tags),
+        "version": cube.version,
+        "explain": hit.explain(),
+    }
+    node = TextNode(
+        id_=cube.id,
+        text=cube.text,
+        metadata=metadata,
+        # the model needs the text; the bookkeeping fields are for the caller
+        excluded_llm_metadata_keys=list(metadata),
+        excluded_embed_metadata_keys=list(metadata),
+    )
+    return NodeWithScore(node=node, score=hit.score)
+
+
+def drop_sourced_from(hits: Sequence[SearchHit], message_ids: Iterable[str]) -> list[SearchHit]:
+    """Hits whose memory was not made from one of ``message_ids`` (already in the prompt)."""
+    skip = set(message_ids)
+    if not skip:
+        return list(hits)
+    return [h for h in hits if not skip.intersection(h.memory.provenance.source_message_ids)]

@@ -1,0 +1,245 @@
+"""Persistent chat history for LlamaIndex, kept in a MemOS data directory.
+
+Two views of the same file, ``<data_dir>/chat_history.sqlite3``:
+
+- :class:`MemOSChatStore` is a ``BaseChatStore`` (what ``ChatMemoryBuffer`` and other
+  classic memories take as ``chat_store=``). It sees the *active* messages of a key.
+- :class:`MemOSAsyncChatStore` is an ``AsyncDBChatStore`` (what ``Memory`` takes as
+  ``chat_store=``): the active/archived queue that ``Memory`` flushes to its memory blocks.
+
+History is short-term conversation state; long-term memories are MemCubes in the vault (see
+:class:`~llama_index.memory.memos.MemOSMemoryBlock`). Both stores return new message
+objects on every read (``Memory`` edits the messages it reads; the stored ones never change).
+With ``user_id`` set, a store's keys live in that user's namespace: two users' ``"s1"`` are
+two histories, and ``get_keys`` lists only that user's keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.storage.chat_store.base import BaseChatStore
+from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, MessageStatus
+from memos_core import InvalidInputError, MemOS
+
+from llama_index.memory.memos._chat_log import FILENAME, ChatLog, Row
+from llama_index.memory.memos._checks import (
+    check_chat_message,
+    check_chat_messages,
+    check_index,
+    check_key,
+    check_mos,
+    check_name,
+    check_non_negative,
+    check_status,
+)
+from llama_index.memory.memos._convert import dump_message, load_message
+
+_ACTIVE = MessageStatus.ACTIVE.value
+
+
+def _rows(messages: Sequence[ChatMessage], ids: Sequence[str] | None) -> list[Row]:
+    if ids is None:
+        ids = [uuid.uuid4().hex for _ in messages]
+    elif (isinstance(ids, (str, bytes)) or len(ids) != len(messages)
+          or not all(isinstance(i, str) and i for i in ids)):
+        raise InvalidInputError(
+            f"ids must be a list of {len(messages)} non-empty str, one per message."
+        )
+    return [(mid, dump_message(m, f"messages[{i}]")) for i, (mid, m) in enumerate(zip(ids, messages))]
+
+
+def _messages(rows: Sequence[Row]) -> list[ChatMessage]:
+    return [load_message(data) for _, data in rows]
+
+
+def _init_fields(owner: str, mos: object, user_id: object) -> dict[str, Any]:
+    mos = check_mos(mos, owner)
+    return {"mos": mos, "user_id": check_name(user_id, "user_id", optional=True)}
+
+
+class MemOSChatStore(BaseChatStore):
+    """A ``BaseChatStore`` over a MemOS data directory; history survives restarts.
+
+    ``MemOSChatStore(mos=mos)`` (optionally ``user_id=...``). It reads and writes the *active*
+    messages of a key: messages that :class:`MemOSAsyncChatStore` archived are not part of
+    this view. Positions (``idx``) count from the oldest active message; negative positions
+    count from the end. Deleting something missing returns ``None`` and does not raise.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    mos: MemOS = Field(exclude=True, description="The MemOS whose data directory holds history.")
+    user_id: str | None = Field(default=None, description="Namespace of this store's keys.")
+    _log: ChatLog = PrivateAttr()
+
+    def __init__(self, *, mos: MemOS, user_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**_init_fields("MemOSChatStore", mos, user_id), **kwargs)
+        self._log = ChatLog(self.mos.data_dir / FILENAME)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "MemOSChatStore"
+
+    @property
+    def _ns(self) -> str:
+        return self.user_id or ""
+
+    def set_messages(self, key: str, messages: list[ChatMessage]) -> None:
+        """Replace the key's active messages with ``messages`` (in one transaction)."""
+        rows = _rows(check_chat_messages(messages), None)
+        self._log.replace(self._ns, check_key(key), rows, _ACTIVE, clear=_ACTIVE)
+
+    def get_messages(self, key: str) -> list[ChatMessage]:
+        """The key's active messages, oldest first ([] for an unknown key); new objects."""
+        return _messages(self._log.read(self._ns, check_key(key), _ACTIVE))
+
+    def add_message(self, key: str, message: ChatMessage) -> None:
+        """Append one message to the key's history."""
+        rows = _rows([check_chat_message(message, "message")], None)
+        self._log.append(self._ns, check_key(key), rows, _ACTIVE)
+
+    def delete_messages(self, key: str) -> list[ChatMessage] | None:
+        """Delete the key's active messages; returns them, or None if there were none."""
+        rows = self._log.delete(self._ns, check_key(key), _ACTIVE)
+        return _messages(rows) or None
+
+    def delete_message(self, key: str, idx: int) -> ChatMessage | None:
+        """Delete the message at position ``idx``; returns it, or None if out of range."""
+        row = self._log.delete_at(self._ns, check_key(key), check_index(idx), _ACTIVE)
+        return None if row is None else load_message(row[1])
+
+    def delete_last_message(self, key: str) -> ChatMessage | None:
+        """Delete the newest message; returns it, or None if the history is empty."""
+        return self.delete_message(key, -1)
+
+    def get_keys(self) -> list[str]:
+        """Keys (of this store's user) that have messages, in order of first use."""
+        return self._log.keys(self._ns)
+
+    def close(self) -> None:
+        """Close the history file (a later call reopens it)."""
+        self._log.close()
+
+
+class MemOSAsyncChatStore(AsyncDBChatStore):
+    """The ``AsyncDBChatStore`` that ``Memory`` keeps its short-term queue in, persistent.
+
+    ``MemOSAsyncChatStore(mos=mos)`` (optionally ``user_id=...``); pass it to
+    ``Memory.from_defaults(chat_store=...)``. Every method runs its SQLite work in a worker
+    thread, so the event loop never blocks. ``delete_message``'s ``idx`` is a position among
+    all of the key's messages (active and archived, oldest first). ``set_messages`` replaces
+    every message of the key, whatever its status, as the llama-index SQL store does.
+
+    Beyond the interface: :meth:`add_messages` accepts ``ids=`` and
+    :meth:`get_message_ids` returns them, so a caller can link a message to the memories
+    made from it.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    mos: MemOS = Field(exclude=True, description="The MemOS whose data directory holds history.")
+    user_id: str | None = Field(default=None, description="Namespace of this store's keys.")
+    _log: ChatLog = PrivateAttr()
+
+    def __init__(self, *, mos: MemOS, user_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**_init_fields("MemOSAsyncChatStore", mos, user_id), **kwargs)
+        self._log = ChatLog(self.mos.data_dir / FILENAME)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "MemOSAsyncChatStore"
+
+    @property
+    def _ns(self) -> str:
+        return self.user_id or ""
+
+    async def get_messages(
+        self,
+        key: str,
+        status: MessageStatus | None = MessageStatus.ACTIVE,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[ChatMessage]:
+        """The key's messages of ``status`` (None: all), oldest first, paged; new objects."""
+        args = (self._ns, check_key(key), check_status(status, optional=True),
+                check_non_negative(limit, "limit", optional=True),
+                check_non_negative(offset, "offset", optional=True))
+        return _messages(await asyncio.to_thread(self._log.read, *args))
+
+    async def get_message_ids(
+        self, key: str, status: MessageStatus | None = MessageStatus.ACTIVE
+    ) -> list[str]:
+        """The ids of the key's messages of ``status``, in the order of :meth:`get_messages`."""
+        args = (self._ns, check_key(key), check_status(status, optional=True))
+        return [mid for mid, _ in await asyncio.to_thread(self._log.read, *args)]
+
+    async def count_messages(
+        self, key: str, status: MessageStatus | None = MessageStatus.ACTIVE
+    ) -> int:
+        """How many messages of ``status`` (None: all) the key has."""
+        args = (self._ns, check_key(key), check_status(status, optional=True))
+        return await asyncio.to_thread(self._log.count, *args)
+
+    async def add_message(
+        self, key: str, message: ChatMessage, status: MessageStatus = MessageStatus.ACTIVE
+    ) -> None:
+        """Append one message with ``status``."""
+        await self.add_messages(key, [check_chat_message(message, "message")], status)
+
+    async def add_messages(
+        self,
+        key: str,
+        messages: list[ChatMessage],
+        status: MessageStatus = MessageStatus.ACTIVE,
+        *,
+        ids: Sequence[str] | None = None,
+    ) -> None:
+        """Append messages in order, in one transaction. ``ids``: one id per message
+        (default: new random ids)."""
+        rows = _rows(check_chat_messages(messages), ids)
+        args = (self._ns, check_key(key), rows, check_status(status, optional=False))
+        await asyncio.to_thread(self._log.append, *args)
+
+    async def set_messages(
+        self, key: str, messages: list[ChatMessage], status: MessageStatus = MessageStatus.ACTIVE
+    ) -> None:
+        """Replace all of the key's messages (any status) with ``messages`` of ``status``."""
+        rows = _rows(check_chat_messages(messages), None)
+        args = (self._ns, check_key(key), rows, check_status(status, optional=False))
+        await asyncio.to_thread(self._log.replace, *args, None)
+
+    async def delete_message(self, key: str, idx: int) -> ChatMessage | None:
+        """Delete the message at position ``idx`` among all the key's messages; returns it,
+        or None if out of range."""
+        args = (self._ns, check_key(key), check_index(idx), None)
+        row = await asyncio.to_thread(self._log.delete_at, *args)
+        return None if row is None else load_message(row[1])
+
+    async def delete_messages(self, key: str, status: MessageStatus | None = None) -> None:
+        """Delete the key's messages of ``status`` (None: all). A missing key is a no-op."""
+        args = (self._ns, check_key(key), check_status(status, optional=True))
+        await asyncio.to_thread(self._log.delete, *args)
+
+    async def delete_oldest_messages(self, key: str, n: int) -> list[ChatMessage]:
+        """Delete the ``n`` oldest active messages; returns them, oldest first."""
+        args = (self._ns, check_key(key), check_non_negative(n, "n"))
+        return _messages(await asyncio.to_thread(self._log.take_oldest, *args, archive=False))
+
+    async def archive_oldest_messages(self, key: str, n: int) -> list[ChatMessage]:
+        """Mark the ``n`` oldest active messages archived; returns them, oldest first."""
+        args = (self._ns, check_key(key), check_non_negative(n, "n"))
+        return _messages(await asyncio.to_thread(self._log.take_oldest, *args, archive=True))
+
+    async def get_keys(self) -> list[str]:
+        """Keys (of this store's user) that have messages, in order of first use."""
+        return await asyncio.to_thread(self._log.keys, self._ns)
+
+    def close(self) -> None:
+        """Close the history file (a later call reopens it)."""
+        self._log.close()

@@ -1,0 +1,177 @@
+"""``MemOSMemory``: a llama-index ``Memory`` whose history and long-term memory live in MemOS."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.memory.memory import (
+    DEFAULT_FLUSH_SIZE,
+    DEFAULT_MEMORY_BLOCKS_TEMPLATE,
+    DEFAULT_TOKEN_LIMIT,
+    BaseMemoryBlock,
+    InsertMethod,
+    Memory,
+)
+from llama_index.core.prompts import RichPromptTemplate
+from llama_index.core.storage.chat_store.base_db import MessageStatus
+from memos_core import InvalidInputError, MemOS
+
+from llama_index.memory.memos._checks import (
+    check_chat_message,
+    check_chat_messages,
+    check_mos,
+    check_name,
+    check_roles,
+)
+from llama_index.memory.memos._convert import to_memos_messages
+from llama_index.memory.memos.chat_store import MemOSAsyncChatStore
+from llama_index.memory.memos.memory_block import EXCLUDE_SOURCES_KWARG, MemOSMemoryBlock
+
+
+class MemOSMemory(Memory):
+    """Chat memory for engines and agents: history and long-term memory in one data directory.
+
+    Build it with :meth:`from_defaults` and pass it as ``memory=`` to ``SimpleChatEngine``,
+    ``CondensePlusContextChatEngine`` or ``FunctionAgent.run``. It is a llama-index
+    ``Memory`` with:
+
+    - the short-term queue in :class:`MemOSAsyncChatStore` (the session's messages survive a
+      restart; reopening with the same ``user_id`` and ``session_id`` resumes it);
+    - a :class:`MemOSMemoryBlock` that puts the user's relevant long-term memories, from
+      every session, into the prompt.
+
+    Write-through: every message passed to ``put``/``put_messages`` (and their async twins)
+    with text and a role in ``remember_roles`` becomes a long-term memory at once, so a fact
+    told in a short session is recalled in the next one. ``set`` and ``reset`` change only
+    the short-term history of this session; they never add or remove long-term memories
+    (use ``MemOS.forget`` or the forget tool for that). Memories made from messages still in
+    the short-term queue are not recalled again (they are in the prompt already).
+    """
+
+    mos: MemOS = Field(exclude=True, description="The MemOS holding history and memories.")
+    user_id: str = Field(description="Whose memory this is; every MemOS call uses it.")
+    agent_id: str | None = Field(default=None, description="Agent recorded on new memories.")
+    remember_roles: tuple[str, ...] = Field(
+        default=("user", "assistant"),
+        description="Roles whose messages become long-term memories when put.",
+    )
+
+    @classmethod
+    def from_defaults(  # type: ignore[override]
+        cls,
+        *,
+        mos: MemOS,
+        user_id: str,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        k: int = 5,
+        search_scope: str = "user",
+        remember_roles: Sequence[str] = ("user", "assistant"),
+        chat_history: list[ChatMessage] | None = None,
+        memory_blocks: list[BaseMemoryBlock[Any]] | None = None,
+        token_limit: int = DEFAULT_TOKEN_LIMIT,
+        token_flush_size: int = DEFAULT_FLUSH_SIZE,
+        chat_history_token_ratio: float = 0.7,
+        tokenizer_fn: Callable[[str], list[Any]] | None = None,
+        memory_blocks_template: RichPromptTemplate = DEFAULT_MEMORY_BLOCKS_TEMPLATE,
+        insert_method: InsertMethod = InsertMethod.SYSTEM,
+    ) -> MemOSMemory:
+        """A memory for ``user_id``'s session ``session_id`` (default: a new random one).
+
+        ``k`` and ``search_scope`` configure the recall block (see
+        :class:`MemOSMemoryBlock`); ``memory_blocks`` are extra blocks placed after it. The
+        token arguments are ``Memory``'s. ``chat_history`` replaces the session's short-term
+        history (it is not stored as long-term memory).
+        """
+        mos = check_mos(mos, "MemOSMemory")
+        user_id = str(check_name(user_id, "user_id"))
+        session_id = str(check_name(session_id or uuid.uuid4().hex, "session_id"))
+        agent_id = check_name(agent_id, "agent_id", optional=True)
+        roles = check_roles(remember_roles)
+        extra = list(memory_blocks or [])
+        for i, block in enumerate(extra):
+            if not isinstance(block, BaseMemoryBlock):
+                raise InvalidInputError(
+                    f"memory_blocks[{i}] must be a llama-index BaseMemoryBlock, got "
+                    f"{type(block).__name__}."
+                )
+        recall = MemOSMemoryBlock(
+            mos=mos, user_id=user_id, agent_id=agent_id, session_id=session_id, k=k,
+            search_scope=search_scope, remember_roles=roles,
+            # write-through already stored every message; a flush must not store it twice
+            accept_short_term_memory=False,
+        )
+        if token_flush_size > token_limit:
+            token_flush_size = int(token_limit * 0.7)
+        memory = cls(
+            mos=mos,
+            user_id=user_id,
+            agent_id=agent_id,
+            remember_roles=roles,
+            session_id=session_id,
+            sql_store=MemOSAsyncChatStore(mos=mos, user_id=user_id),
+            memory_blocks=[recall, *extra],
+            token_limit=token_limit,
+            token_flush_size=token_flush_size,
+            chat_history_token_ratio=chat_history_token_ratio,
+            tokenizer_fn=tokenizer_fn,
+            memory_blocks_template=memory_blocks_template,
+            insert_method=insert_method,
+        )
+        if chat_history is not None:
+            memory.set(chat_history)
+        return memory
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "MemOSMemory"
+
+    @property
+    def _store(self) -> MemOSAsyncChatStore:
+        if not isinstance(self.sql_store, MemOSAsyncChatStore):
+            raise InvalidInputError(
+                "MemOSMemory needs its MemOSAsyncChatStore; build it with "
+                "MemOSMemory.from_defaults(mos=..., user_id=...)."
+            )
+        return self.sql_store
+
+    async def aget(
+        self, input: str | ChatMessage | None = None, **block_kwargs: Any
+    ) -> list[ChatMessage]:
+        """The session's short-term history with the relevant memories inserted.
+
+        Accepts the extra keywords engines pass (e.g. ``initial_token_count``).
+        """
+        in_prompt = await self._store.get_message_ids(self.session_id, MessageStatus.ACTIVE)
+        block_kwargs[EXCLUDE_SOURCES_KWARG] = in_prompt
+        return await super().aget(input=input, **block_kwargs)
+
+    async def aput(self, message: ChatMessage) -> None:
+        """Append a message to the history and store it as a long-term memory."""
+        await self.aput_messages([check_chat_message(message, "message")])
+
+    async def aput_messages(self, messages: list[ChatMessage]) -> None:
+        """Append messages to the history and store each one with text as a memory.
+
+        The memory is written first (it is validated more strictly); if it fails, the history
+        is unchanged. Then the short-term queue is flushed as ``Memory`` does.
+        """
+        messages = check_chat_messages(messages)
+        if not messages:
+            return
+        ids = [uuid.uuid4().hex for _ in messages]
+        items = to_memos_messages(messages, self.remember_roles, ids)
+        if items:
+            await self.mos.aadd(
+                items, user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id
+            )
+        await self._store.add_messages(self.session_id, messages, MessageStatus.ACTIVE, ids=ids)
+        await self._manage_queue()
+
+    async def aset(self, messages: list[ChatMessage]) -> None:
+        """Replace this session's short-term history (no long-term memory is written)."""
+        await super().aset(check_chat_messages(messages))

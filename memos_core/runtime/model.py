@@ -256,22 +256,28 @@ class LocalModel:
             fingerprint_digest=self.fingerprint.digest,
         )
 
-    def prefill_logits(self, prefix: PrefixCache | None, messages: Sequence[Message]) -> torch.Tensor:
+    def prefill_logits(
+        self, prefix: PrefixCache | None, messages: Sequence[Message], *, recompute: bool = False
+    ) -> torch.Tensor:
         """Logits at every query position, shape ``(query_len, vocab)``.
 
-        With a prefix, only the query is run (on a fork of the cache); without one, the whole
-        prompt is run and its query positions returned -- so comparing the two checks that
-        the cached prefix is exact. Pass ``prefix=None, messages=prefix.messages + messages``
-        for the recomputed side.
+        The query is the part of the prompt after ``prefix`` (all of it when ``prefix`` is
+        None). Normally only the query is run, on a fork of the cached prefix. With
+        ``recompute=True`` the whole prompt ``prefix.messages + messages`` is run from scratch
+        and its query positions returned: comparing the two checks the cache is exact.
         """
         import torch
 
-        _, query = self.prompt_ids(prefix, messages)
-        input_ids = torch.tensor([query], device=self.device)  # (1, q)
-        cache = prefix.fork() if prefix is not None else None
+        prefix_ids, query = self.prompt_ids(prefix, messages)
+        if recompute:
+            input_ids = torch.tensor([prefix_ids + query], device=self.device)  # (1, p + q)
+            cache = None
+        else:
+            input_ids = torch.tensor([query], device=self.device)  # (1, q)
+            cache = prefix.fork() if prefix is not None else None
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=cache is not None)
-        return out.logits[0]  # (q, vocab)
+        return out.logits[0, -len(query) :]  # (q, vocab)
 
     # ------------------------------------------------------------------ generation
 

@@ -1,0 +1,152 @@
+"""KV blocks on disk: one safetensors file per block, never pickle.
+
+File layout (``<block_id>.safetensors``):
+
+* tensors ``k.<layer>`` and ``v.<layer>``: ``(1, kv_heads, tokens, head_dim)``, the model dtype;
+  ``token_ids``: ``(tokens,)`` int64.
+* string metadata: ``format`` (``memos-kv/1``), ``block_id``, ``fingerprint`` (the model
+  fingerprint digest), ``memories`` (JSON ``[[id, version], ...]`` in block order),
+  ``token_count``, ``messages`` (JSON chat messages of the prefix) and ``created_at``.
+
+Loading contract: a file built by another model (fingerprint differs) or from other memory
+versions than the caller expects is *stale* and :func:`load_block` returns ``None`` for it
+(the caller rebuilds); it is never used. A file that cannot be read or whose contents
+contradict its metadata raises :class:`KVCacheFormatError`. Writes are atomic (temporary
+file, then rename), so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from memos_core.errors import CorruptDataError
+from memos_core.runtime.prefix import PrefixCache
+
+if TYPE_CHECKING:
+    from memos_core.tiers.activation.tier import KVBlock
+
+FORMAT = "memos-kv/1"
+SUFFIX = ".safetensors"
+
+
+class KVCacheFormatError(CorruptDataError):
+    """A KV cache file is unreadable or inconsistent; delete it and let the tier rebuild it."""
+
+
+def block_path(directory: str | os.PathLike[str], block_id: str) -> Path:
+    """Where the block with this id lives under ``directory``."""
+    return Path(directory) / f"{block_id}{SUFFIX}"
+
+
+def save_block(block: KVBlock, directory: str | os.PathLike[str]) -> Path:
+    """Write ``block`` to ``directory`` atomically and return the file's path.
+
+    Overwrites a previous file of the same block id (same content address, same content).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    prefix = block.prefix
+    tensors = {}
+    for index, (keys, values) in enumerate(prefix.layers()):
+        tensors[f"k.{index}"] = keys.contiguous()
+        tensors[f"v.{index}"] = values.contiguous()
+    tensors["token_ids"] = torch.tensor(prefix.token_ids, dtype=torch.int64)  # (tokens,)
+    metadata = {
+        "format": FORMAT,
+        "block_id": block.block_id,
+        "fingerprint": prefix.fingerprint_digest,
+        "memories": json.dumps([list(key) for key in block.memories]),
+        "token_count": str(prefix.num_tokens),
+        "messages": json.dumps(prefix.messages),
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
+    target = block_path(directory, block.block_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a KV file, without loading its tensors.
+
+    Raises:
+        KVCacheFormatError: not a readable memos KV file.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as exc:  # OSError, or safetensors' SafetensorError (an Exception subclass)
+        raise KVCacheFormatError(f"cannot read KV cache file {path}: {exc}") from exc
+    if metadata.get("format") != FORMAT:
+        raise KVCacheFormatError(
+            f"{path} is not a {FORMAT} file (format={metadata.get('format')!r}); delete it"
+        )
+    return dict(metadata)
+
+
+def header_memories(metadata: dict[str, str]) -> tuple[tuple[str, int], ...]:
+    """The ``(id, version)`` pairs recorded in a KV file's metadata."""
+    try:
+        return tuple((str(i), int(v)) for i, v in json.loads(metadata["memories"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KVCacheFormatError(f"bad 'memories' metadata in KV cache file: {exc}") from exc
+
+
+def load_block(
+    path: str | os.PathLike[str],
+    *,
+    fingerprint_digest: str,
+    memories: Sequence[tuple[str, int]] | None = None,
+) -> KVBlock | None:
+    """Load a block if it was built by this model from these memory versions, else ``None``.
+
+    ``memories``: the expected ``(id, version)`` pairs in block order; ``None`` skips that
+    check (the fingerprint is always checked). See the module docstring for the contract.
+
+    Raises:
+        KVCacheFormatError: the file is unreadable or inconsistent.
+        FileNotFoundError: there is no such file.
+    """
+    from safetensors.torch import load_file
+
+    from memos_core.tiers.activation.tier import KVBlock
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no KV cache file at {path}")
+    metadata = read_header(path)
+    if metadata.get("fingerprint") != fingerprint_digest:
+        return None
+    recorded = header_memories(metadata)
+    if memories is not None and recorded != tuple((str(i), int(v)) for i, v in memories):
+        return None
+    try:
+        tensors = load_file(str(path))
+        token_ids = tensors.pop("token_ids").tolist()
+        count = int(metadata["token_count"])
+        layers = [(tensors[f"k.{i}"], tensors[f"v.{i}"]) for i in range(len(tensors) // 2)]
+        if len(token_ids) != count or 2 * len(layers) != len(tensors):
+            raise ValueError("token count or layer tensors disagree with the metadata")
+        prefix = PrefixCache(
+            messages=json.loads(metadata["messages"]),
+            token_ids=token_ids,
+            layers=layers,
+            fingerprint_digest=fingerprint_digest,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KVCacheFormatError(f"KV cache file {path} is inconsistent: {exc}; delete it") from exc
+    return KVBlock(block_id=metadata["block_id"], memories=recorded, prefix=prefix)

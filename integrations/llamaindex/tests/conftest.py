@@ -1,0 +1,55 @@
+"""Fixtures for the LlamaIndex adapter tests: a real MemOS in tmp_path, offline mocks.
+
+Nothing of MemOS is mocked (SQLite vault, embedded Qdrant, bundled MiniLM embedder). The
+LLMs are llama-index's own mocks: ``MockLLM`` echoes its prompt, so a test can read what
+memory put into it; ``MockFunctionCallingLLM`` plays scripted tool calls. ``Settings.llm``
+and ``Settings.embed_model`` are set explicitly, or llama-index would reach for OpenAI.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from llama_index.core import Settings
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.llms import MockLLM
+from memos_core import MemOS, MemOSConfig
+
+
+@pytest.fixture(autouse=True)
+def offline_settings() -> Iterator[None]:
+    """Mock LLM and embedder as llama-index's globals for every test; restored after."""
+    Settings.llm = MockLLM()
+    Settings.embed_model = MockEmbedding(embed_dim=8)
+    yield
+
+
+@pytest.fixture
+def open_mos(tmp_path: Path) -> Iterator[Callable[..., MemOS]]:
+    """``open_mos(name="data")`` opens (or reopens) a MemOS in tmp_path; all closed at the end.
+
+    Close one (``mos.close()``) and call again with the same name to simulate a restart.
+    """
+    opened: list[MemOS] = []
+
+    def open_(name: str = "data") -> MemOS:
+        mos = MemOS(tmp_path / name, config=MemOSConfig(show_progress=False))
+        opened.append(mos)
+        return mos
+
+    yield open_
+    for mos in opened:
+        mos.close()
+
+
+@pytest.fixture
+def mos(open_mos: Callable[..., MemOS]) -> MemOS:
+    return open_mos()

@@ -1,0 +1,264 @@
+"""MemOSChatStore (BaseChatStore) and MemOSAsyncChatStore (AsyncDBChatStore).
+
+Both are checked against llama-index's own reference stores (SimpleChatStore and the
+in-memory SQLAlchemyChatStore) on the same operation sequences, then for what the references
+do not have: persistence across a restart, per-user key namespaces, copies on read, thread
+safety, and clear errors for bad input.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from llama_index.core.base.llms.types import ImageBlock, TextBlock, ToolCallBlock
+from llama_index.core.llms import ChatMessage
+from llama_index.core.storage.chat_store import SimpleChatStore
+from llama_index.core.storage.chat_store.base_db import MessageStatus
+from llama_index.core.storage.chat_store.sql import SQLAlchemyChatStore
+from memos_core import InvalidInputError
+
+from llama_index.memory.memos import MemOSAsyncChatStore, MemOSChatStore
+
+
+def msg(text: str, role: str = "user") -> ChatMessage:
+    return ChatMessage(role=role, content=text)
+
+
+def texts(messages: list[ChatMessage] | None) -> list[str] | None:
+    return None if messages is None else [m.content for m in messages]
+
+
+# -- sync store: same answers as SimpleChatStore --------------------------------------------
+
+SYNC_SCRIPT: list[tuple[str, tuple[Any, ...]]] = [
+    ("get_messages", ("a",)),
+    ("add_message", ("a", msg("one"))),
+    ("add_message", ("a", msg("two", "assistant"))),
+    ("add_message", ("b", msg("bee"))),
+    ("get_messages", ("a",)),
+    ("get_keys", ()),
+    ("set_messages", ("a", [msg("x"), msg("y", "assistant"), msg("z")])),
+    ("get_messages", ("a",)),
+    ("delete_message", ("a", 1)),
+    ("delete_message", ("a", 5)),
+    ("get_messages", ("a",)),
+    ("delete_last_message", ("a",)),
+    ("get_messages", ("a",)),
+    ("delete_messages", ("b",)),
+    ("delete_messages", ("nope",)),
+    ("get_keys", ()),
+]
+
+
+def _normalise(result: Any) -> Any:
+    if isinstance(result, ChatMessage):
+        return ("msg", result.role.value, result.content)
+    if isinstance(result, list):
+        return [_normalise(r) for r in result]
+    return result
+
+
+def test_sync_store_matches_simple_chat_store(mos) -> None:
+    ours, ref = MemOSChatStore(mos=mos), SimpleChatStore()
+    for name, args in SYNC_SCRIPT:
+        assert _normalise(getattr(ours, name)(*args)) == _normalise(getattr(ref, name)(*args)), name
+
+
+def test_sync_store_edge_cases(mos) -> None:
+    store = MemOSChatStore(mos=mos)
+    assert store.delete_last_message("empty") is None  # SimpleChatStore raises here
+    assert store.delete_message("empty", 0) is None
+    store.set_messages("k", [msg("a"), msg("b"), msg("c")])
+    assert store.delete_message("k", -1).content == "c"
+    assert store.delete_message("k", -3) is None
+    store.set_messages("k", [])
+    assert store.get_messages("k") == [] and store.get_keys() == []
+
+
+async def test_sync_store_async_twins(mos) -> None:
+    store = MemOSChatStore(mos=mos)
+    await store.async_add_message("k", msg("hi"))
+    await store.aset_messages("j", [msg("a"), msg("b")])
+    assert texts(await store.aget_messages("k")) == ["hi"]
+    assert (await store.adelete_last_message("j")).content == "b"
+    assert sorted(await store.aget_keys()) == ["j", "k"]
+
+
+# -- async store: same answers as SQLAlchemyChatStore ---------------------------------------
+
+ASYNC_SCRIPT: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+    ("get_messages", ("s",), {}),
+    ("add_messages", ("s", [msg(f"m{i}", "user" if i % 2 == 0 else "assistant")
+                            for i in range(6)]), {}),
+    ("add_message", ("t", msg("other key")), {}),
+    ("count_messages", ("s",), {}),
+    ("archive_oldest_messages", ("s", 2), {}),
+    ("count_messages", ("s",), {}),
+    ("count_messages", ("s",), {"status": None}),
+    ("get_messages", ("s",), {"status": MessageStatus.ARCHIVED}),
+    ("get_messages", ("s",), {"status": None}),
+    ("get_messages", ("s",), {"limit": 2, "offset": 1}),
+    ("delete_oldest_messages", ("s", 1), {}),
+    ("get_messages", ("s",), {}),
+    ("add_message", ("s", msg("late archived")), {"status": MessageStatus.ARCHIVED}),
+    ("delete_messages", ("s",), {"status": MessageStatus.ARCHIVED}),
+    ("get_messages", ("s",), {"status": None}),
+    ("set_messages", ("t", [msg("fresh")]), {}),
+    ("get_messages", ("t",), {}),
+    ("archive_oldest_messages", ("nope", 3), {}),
+    ("delete_messages", ("s",), {}),
+    ("get_keys", (), {}),
+]
+
+
+async def test_async_store_matches_sqlalchemy_store(mos) -> None:
+    ours = MemOSAsyncChatStore(mos=mos)
+    ref = SQLAlchemyChatStore(table_name="reference")
+    for name, args, kwargs in ASYNC_SCRIPT:
+        got = await getattr(ours, name)(*args, **kwargs)
+        want = await getattr(ref, name)(*args, **kwargs)
+        assert _normalise(got) == _normalise(want), (name, args, kwargs)
+
+
+async def test_async_store_positions_and_ids(mos) -> None:
+    store = MemOSAsyncChatStore(mos=mos)
+    await store.add_messages("k", [msg("a"), msg("b"), msg("c")], ids=["i1", "i2", "i3"])
+    await store.archive_oldest_messages("k", 1)
+    assert await store.get_message_ids("k") == ["i2", "i3"]
+    assert await store.get_message_ids("k", None) == ["i1", "i2", "i3"]
+    # positions count every message of the key, archived ones included
+    assert (await store.delete_message("k", 0)).content == "a"
+    assert (await store.delete_message("k", -1)).content == "c"
+    assert await store.delete_message("k", 7) is None
+    assert texts(await store.get_messages("k", None)) == ["b"]
+
+
+# -- what the references do not do ----------------------------------------------------------
+
+async def test_history_survives_restart(open_mos) -> None:
+    mos = open_mos()
+    MemOSChatStore(mos=mos).set_messages("k", [msg("kept"), msg("too", "assistant")])
+    await MemOSAsyncChatStore(mos=mos).add_messages("q", [msg("queued")])
+    await MemOSAsyncChatStore(mos=mos).archive_oldest_messages("q", 1)
+    mos.close()
+    mos = open_mos()
+    assert texts(MemOSChatStore(mos=mos).get_messages("k")) == ["kept", "too"]
+    archived = await MemOSAsyncChatStore(mos=mos).get_messages("q", MessageStatus.ARCHIVED)
+    assert texts(archived) == ["queued"]
+
+
+def test_rich_messages_round_trip(mos) -> None:
+    rich = ChatMessage(
+        role="assistant",
+        blocks=[TextBlock(text="see"), ImageBlock(image=b"\x89PNG"),
+                ToolCallBlock(tool_call_id="c1", tool_name="f", tool_kwargs={"x": [1, 2]})],
+        additional_kwargs={"name": "bot", "n": 3},
+    )
+    store = MemOSChatStore(mos=mos)
+    store.add_message("k", rich)
+    assert store.get_messages("k") == [rich]
+
+
+def test_reads_return_copies(mos) -> None:
+    store = MemOSChatStore(mos=mos)
+    store.add_message("k", msg("original"))
+    got = store.get_messages("k")[0]
+    got.blocks.insert(0, TextBlock(text="<memory>injected</memory>"))
+    got.additional_kwargs["session_id"] = "x"
+    again = store.get_messages("k")[0]
+    assert again.content == "original" and again.additional_kwargs == {}
+
+
+async def test_user_namespaces_are_separate(mos) -> None:
+    alice = MemOSAsyncChatStore(mos=mos, user_id="alice")
+    bob = MemOSAsyncChatStore(mos=mos, user_id="bob")
+    await alice.add_message("s1", msg("alice's"))
+    await bob.add_message("s1", msg("bob's"))
+    assert texts(await alice.get_messages("s1")) == ["alice's"]
+    assert texts(await bob.get_messages("s1")) == ["bob's"]
+    assert MemOSChatStore(mos=mos).get_keys() == []  # no user: its own namespace
+    assert texts(MemOSChatStore(mos=mos, user_id="bob").get_messages("s1")) == ["bob's"]
+
+
+def test_concurrent_writers_lose_nothing(mos) -> None:
+    store = MemOSChatStore(mos=mos)
+
+    def write(t: int) -> None:
+        for i in range(40):
+            store.add_message("k", msg(f"{t}:{i}"))
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    got = texts(store.get_messages("k"))
+    assert len(got) == 240
+    for t in range(6):  # each writer's messages stay in its own order
+        assert [x for x in got if x.startswith(f"{t}:")] == [f"{t}:{i}" for i in range(40)]
+
+
+def test_serialisation_leaves_out_mos(mos) -> None:
+    store = MemOSChatStore(mos=mos, user_id="u")
+    assert store.to_dict() == {"user_id": "u", "class_name": "MemOSChatStore"}
+    assert "mos" not in MemOSAsyncChatStore(mos=mos).model_dump()
+
+
+# -- bad input: clear errors, nothing written ------------------------------------------------
+
+SYNC_BAD: list[tuple[str, tuple[Any, ...], str]] = [
+    ("add_message", ("", msg("x")), "key must be a non-empty str"),
+    ("add_message", (None, msg("x")), "key must be a non-empty str"),
+    ("add_message", ("k", {"role": "user", "content": "x"}), "must be a llama_index ChatMessage"),
+    ("add_message", ("k", "hello"), "must be a llama_index ChatMessage"),
+    ("set_messages", ("k", msg("x")), "must be a list of ChatMessage"),
+    ("set_messages", ("k", [msg("ok"), "bad"]), r"messages\[1\] must be a llama_index"),
+    ("add_message", ("k", ChatMessage(content="x", additional_kwargs={"f": object()})),
+     "JSON-serialisable"),
+    ("delete_message", ("k", "0"), "idx must be an int"),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "match"), SYNC_BAD, ids=[c[2][:30] for c in SYNC_BAD])
+def test_sync_store_bad_input(mos, method: str, args: tuple[Any, ...], match: str) -> None:
+    store = MemOSChatStore(mos=mos)
+    store.set_messages("k", [msg("before")])
+    with pytest.raises(InvalidInputError, match=match):
+        getattr(store, method)(*args)
+    assert texts(store.get_messages("k")) == ["before"]
+
+
+ASYNC_BAD: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
+    ("get_messages", ("k",), {"status": "done"}, "status must be a MessageStatus"),
+    ("get_messages", ("k",), {"limit": -1}, "limit must be a non-negative int"),
+    ("get_messages", ("k",), {"offset": 1.5}, "offset must be a non-negative int"),
+    ("add_message", ("k", msg("x")), {"status": None}, "status must be a MessageStatus"),
+    ("add_messages", ("k", [msg("x")]), {"ids": ["a", "b"]}, "ids must be a list of 1"),
+    ("archive_oldest_messages", ("k", -2), {}, "n must be a non-negative int"),
+    ("set_messages", ("", []), {}, "key must be a non-empty str"),
+    ("delete_message", ("k", None), {}, "idx must be an int"),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "kwargs", "match"), ASYNC_BAD,
+                         ids=[c[3][:30] for c in ASYNC_BAD])
+async def test_async_store_bad_input(mos, method: str, args: tuple[Any, ...],
+                                     kwargs: dict[str, Any], match: str) -> None:
+    store = MemOSAsyncChatStore(mos=mos)
+    await store.set_messages("k", [msg("before")])
+    with pytest.raises(InvalidInputError, match=match):
+        await getattr(store, method)(*args, **kwargs)
+    assert texts(await store.get_messages("k", None)) == ["before"]
+
+
+@pytest.mark.parametrize("cls", [MemOSChatStore, MemOSAsyncChatStore])
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"mos": "/tmp/data"}, "needs mos=<memos_core.MemOS>, got str"),
+    ({"user_id": ""}, "user_id must be a non-empty str"),
+    ({"user_id": 7}, "user_id must be a non-empty str"),
+])
+def test_store_construction_errors(mos, cls: type, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        cls(**{"mos": mos, **kwargs})

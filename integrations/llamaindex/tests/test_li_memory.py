@@ -1,0 +1,163 @@
+"""MemOSMemory as ``memory=`` of llama-index chat engines, end to end with MockLLM.
+
+MockLLM echoes its whole prompt, so a reply shows what memory injected. For the same
+reason these memories keep only the user's messages (``remember_roles=["user"]``): an echoed
+reply restates the injected memories, and storing it would recall a forgotten fact through
+the echo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from llama_index.core.chat_engine import CondensePlusContextChatEngine, SimpleChatEngine
+from llama_index.core.llms import ChatMessage, MockLLM
+from llama_index.core.storage.chat_store.base_db import MessageStatus
+from memos_core import InvalidInputError, MemOS
+
+from llama_index.memory.memos import MemOSMemory, MemOSMemoryBlock, MemOSRetriever
+
+FACT = "My favourite tea is genmaicha."
+QUESTION = "Which tea should I buy?"
+
+
+def memory_for(mos: MemOS, user: str, session: str, **kwargs: Any) -> MemOSMemory:
+    return MemOSMemory.from_defaults(mos=mos, user_id=user, session_id=session,
+                                     remember_roles=["user"], **kwargs)
+
+
+def simple_engine(memory: MemOSMemory) -> SimpleChatEngine:
+    return SimpleChatEngine.from_defaults(llm=MockLLM(), memory=memory)
+
+
+def condense_engine(memory: MemOSMemory) -> CondensePlusContextChatEngine:
+    retriever = MemOSRetriever(memory.mos, user_id=memory.user_id, k=3)
+    return CondensePlusContextChatEngine.from_defaults(retriever, llm=MockLLM(), memory=memory)
+
+
+def ask(engine: Any, message: str, use_async: bool) -> str:
+    if use_async:
+        return str(asyncio.run(engine.achat(message)))
+    return str(engine.chat(message))
+
+
+ENGINES = {"simple": simple_engine, "condense_plus_context": condense_engine}
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("make_engine", list(ENGINES.values()), ids=list(ENGINES))
+def test_fact_recalled_after_restart_for_same_user_only_until_forgotten(
+    open_mos: Callable[..., MemOS], make_engine: Callable[[MemOSMemory], Any], use_async: bool,
+) -> None:
+    mos = open_mos()
+    ask(make_engine(memory_for(mos, "alice", "monday")), FACT, use_async)
+    mos.close()
+
+    mos = open_mos()  # a restart: a new process would see the same files
+    assert "genmaicha" in ask(make_engine(memory_for(mos, "alice", "tuesday")), QUESTION, use_async)
+    assert "genmaicha" not in ask(make_engine(memory_for(mos, "bob", "tuesday")), QUESTION, use_async)
+
+    for cube in mos.list(user_id="alice"):
+        if "genmaicha" in cube.text:
+            mos.forget(cube.id, user_id="alice")
+    assert "genmaicha" not in ask(make_engine(memory_for(mos, "alice", "friday")), QUESTION, use_async)
+
+
+def test_session_history_resumes_after_restart(open_mos: Callable[..., MemOS]) -> None:
+    mos = open_mos()
+    memory = memory_for(mos, "alice", "s1")
+    memory.put(ChatMessage(role="user", content="hello"))
+    memory.put(ChatMessage(role="assistant", content="hi there"))
+    mos.close()
+    mos = open_mos()
+    resumed = memory_for(mos, "alice", "s1")
+    assert [str(m) for m in resumed.get_all()] == ["user: hello", "assistant: hi there"]
+    assert memory_for(mos, "bob", "s1").get_all() == []  # same session name, other user
+
+
+async def test_put_writes_through_and_messages_in_prompt_are_not_repeated(mos: MemOS) -> None:
+    memory = MemOSMemory.from_defaults(mos=mos, user_id="alice", session_id="s1")
+    await memory.aput(ChatMessage(role="user", content="I keep bees in my garden."))
+    await memory.aput(ChatMessage(role="assistant", content="Bees are great pollinators."))
+    assert {c.text for c in mos.list(user_id="alice")} == {
+        "user: I keep bees in my garden.", "assistant: Bees are great pollinators."}
+    assert all(c.session_id == "s1" for c in mos.list(user_id="alice"))
+    prompt = await memory.aget(input="Tell me about my bees")
+    # both messages are in the history already, so the memory block adds nothing
+    assert [m.role.value for m in prompt] == ["user", "assistant"]
+
+    other_session = MemOSMemory.from_defaults(mos=mos, user_id="alice", session_id="s2")
+    prompt = await other_session.aget(input="Tell me about my bees")
+    assert prompt[0].role.value == "system" and "I keep bees in my garden." in prompt[0].content
+
+
+async def test_flushed_messages_are_recalled_in_the_same_session(mos: MemOS) -> None:
+    memory = MemOSMemory.from_defaults(mos=mos, user_id="alice", session_id="s1",
+                                       k=2, token_limit=60, chat_history_token_ratio=0.5,
+                                       token_flush_size=20)
+    await memory.aput(ChatMessage(role="user", content="The spare key is under the blue pot."))
+    for i in range(6):
+        await memory.aput(ChatMessage(role="user", content=f"filler message number {i} here"))
+    assert await memory.sql_store.count_messages("s1", MessageStatus.ARCHIVED) > 0
+    prompt = await memory.aget(input="Where is the spare key?")
+    assert "under the blue pot" in prompt[0].content
+    # written once (write-through), not again when the queue flushed
+    assert sum("spare key" in c.text for c in mos.list(user_id="alice")) == 1
+
+
+def test_set_and_reset_touch_only_short_term_history(mos: MemOS) -> None:
+    memory = memory_for(mos, "alice", "s1")
+    memory.put(ChatMessage(role="user", content="I was born in Porto."))
+    memory.set([ChatMessage(role="user", content="replaced history")])
+    assert [m.content for m in memory.get_all()] == ["replaced history"]
+    memory.reset()
+    assert memory.get_all() == []
+    assert [c.text for c in mos.list(user_id="alice")] == ["user: I was born in Porto."]
+
+
+def test_chat_history_argument_seeds_short_term_only(mos: MemOS) -> None:
+    memory = memory_for(mos, "alice", "s1", chat_history=[ChatMessage(role="user", content="seed")])
+    assert [m.content for m in memory.get_all()] == ["seed"]
+    assert mos.list(user_id="alice") == []
+
+
+def test_bad_message_changes_nothing(mos: MemOS) -> None:
+    memory = memory_for(mos, "alice", "s1")
+    memory.put(ChatMessage(role="user", content="kept"))
+    with pytest.raises(InvalidInputError, match="NUL"):
+        memory.put(ChatMessage(role="user", content="bad\x00byte"))
+    with pytest.raises(InvalidInputError, match="must be a llama_index ChatMessage"):
+        memory.put("just a string")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="must be a list of ChatMessage"):
+        memory.set(ChatMessage(role="user", content="x"))  # type: ignore[arg-type]
+    assert [m.content for m in memory.get_all()] == ["kept"]
+    assert [c.text for c in mos.list(user_id="alice")] == ["user: kept"]
+
+
+def test_memory_is_truthy_and_serialises_without_mos(mos: MemOS) -> None:
+    memory = memory_for(mos, "alice", "s1", memory_blocks=[])
+    assert bool(memory)  # agents replace a falsy memory with a default one
+    dumped = memory.model_dump()
+    assert "mos" not in dumped and dumped["user_id"] == "alice" and dumped["session_id"] == "s1"
+    assert isinstance(memory.memory_blocks[0], MemOSMemoryBlock)
+
+
+BAD_DEFAULTS: list[tuple[dict[str, Any], str]] = [
+    ({"mos": "./data"}, "MemOSMemory needs mos=<memos_core.MemOS>, got str"),
+    ({"user_id": ""}, "user_id must be a non-empty str"),
+    ({"session_id": 42}, "session_id must be a non-empty str"),
+    ({"agent_id": ""}, "agent_id must be a non-empty str"),
+    ({"k": 0}, "k must be an int between 1 and 1000"),
+    ({"search_scope": "everyone"}, "search_scope must be one of"),
+    ({"remember_roles": ["narrator"]}, "remember_roles contains 'narrator'"),
+    ({"memory_blocks": ["not a block"]}, r"memory_blocks\[0\] must be a llama-index BaseMemoryBlock"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), BAD_DEFAULTS, ids=[c[1][:30] for c in BAD_DEFAULTS])
+def test_from_defaults_errors(mos: MemOS, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        MemOSMemory.from_defaults(**{"mos": mos, "user_id": "alice", **kwargs})

@@ -1,0 +1,152 @@
+"""MemOSMemoryBlock inside llama-index's own ``Memory``: flushes become memories, recall
+goes into the prompt, scopes, truncation, and construction errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from llama_index.core.llms import ChatMessage
+from llama_index.core.memory import Memory
+from memos_core import InvalidInputError
+
+from llama_index.memory.memos import MemOSAsyncChatStore, MemOSMemoryBlock
+from llama_index.memory.memos.memory_block import EXCLUDE_SOURCES_KWARG
+
+TURNS = [
+    ("user", "My name is Ada and I live in Lisbon."),
+    ("assistant", "Nice to meet you, Ada."),
+    ("user", "I am allergic to peanuts, please remember that."),
+    ("assistant", "Noted: no peanuts."),
+    ("user", "What is the weather like?"),
+    ("assistant", "I cannot check the weather."),
+]
+
+
+def small_memory(mos, block: MemOSMemoryBlock, session_id: str) -> Memory:
+    """A Memory whose short-term queue flushes after a few turns."""
+    return Memory.from_defaults(
+        session_id=session_id, memory_blocks=[block], token_limit=60,
+        chat_history_token_ratio=0.5, token_flush_size=20,
+        chat_store=MemOSAsyncChatStore(mos=mos, user_id=block.user_id),
+    )
+
+
+def system_text(messages: list[ChatMessage]) -> str:
+    return "\n".join(m.content or "" for m in messages if m.role.value == "system")
+
+
+async def test_flushed_messages_become_memories_and_are_recalled(mos) -> None:
+    block = MemOSMemoryBlock(mos=mos, user_id="ada")
+    memory = small_memory(mos, block, "s1")
+    await memory.aput_messages([ChatMessage(role=r, content=t) for r, t in TURNS])
+    stored = mos.list(user_id="ada")
+    assert stored, "the queue should have flushed into MemOS"
+    assert all(c.session_id == "s1" and c.type.value == "episode" for c in stored)
+    assert "user: I am allergic to peanuts, please remember that." in {c.text for c in stored}
+
+    later = small_memory(mos, MemOSMemoryBlock(mos=mos, user_id="ada"), "s2")
+    prompt = await later.aget(input="Can I eat peanut butter?")
+    assert "<memos_memories>" in system_text(prompt)
+    assert "allergic to peanuts" in system_text(prompt)
+
+
+def test_sync_memory_api_works_too(mos) -> None:
+    memory = small_memory(mos, MemOSMemoryBlock(mos=mos, user_id="ada"), "s1")
+    for role, text in TURNS:
+        memory.put(ChatMessage(role=role, content=text))
+    prompt = memory.get(input="Where do I live?")
+    assert "Lisbon" in system_text(prompt)
+
+
+async def test_only_remember_roles_are_stored(mos) -> None:
+    block = MemOSMemoryBlock(mos=mos, user_id="ada", remember_roles=["user"], session_id="fallback")
+    await block.aput([ChatMessage(role="user", content="I like tea."),
+                      ChatMessage(role="assistant", content="Tea is nice."),
+                      ChatMessage(role="tool", content="tool output"),
+                      ChatMessage(role="user", content="  ")])
+    assert [c.text for c in mos.list(user_id="ada")] == ["user: I like tea."]
+    assert mos.list(user_id="ada")[0].session_id == "fallback"
+
+
+async def test_recall_is_per_user(mos) -> None:
+    await MemOSMemoryBlock(mos=mos, user_id="ada").aput(
+        [ChatMessage(role="user", content="My locker code is 4711.")])
+    messages = [ChatMessage(role="user", content="What is my locker code?")]
+    assert "4711" in await MemOSMemoryBlock(mos=mos, user_id="ada").aget(messages)
+    assert "4711" not in await MemOSMemoryBlock(mos=mos, user_id="bob").aget(messages)
+
+
+@pytest.mark.parametrize(("scope", "extra", "expected"), [
+    ("user", {}, {"from s1", "from s2 by helper"}),
+    ("session", {"session_id": "s1"}, {"from s1"}),
+    ("agent", {"agent_id": "helper"}, {"from s2 by helper"}),
+])
+async def test_search_scope(mos, scope: str, extra: dict[str, Any], expected: set[str]) -> None:
+    mos.add("tea note from s1", user_id="ada", session_id="s1")
+    mos.add("tea note from s2 by helper", user_id="ada", session_id="s2", agent_id="helper")
+    block = MemOSMemoryBlock(mos=mos, user_id="ada", search_scope=scope, **extra)
+    got = await block.aget([ChatMessage(role="user", content="tea note")])
+    found = {t for t in ("from s1", "from s2 by helper") if t in got}
+    assert found == expected
+
+
+async def test_nothing_to_search_gives_empty_block(mos) -> None:
+    mos.add("something", user_id="ada")
+    block = MemOSMemoryBlock(mos=mos, user_id="ada")
+    assert await block.aget(None) == ""
+    assert await block.aget([]) == ""
+    assert await block.aget([ChatMessage(role="user", content="   ")]) == ""
+
+
+async def test_line_template_and_k(mos) -> None:
+    for i in range(4):
+        mos.add(f"coffee fact number {i}", user_id="ada", type="fact")
+    block = MemOSMemoryBlock(mos=mos, user_id="ada", k=2, line_template="* [{type}] {text}")
+    lines = (await block.aget([ChatMessage(role="user", content="coffee fact")])).split("\n")
+    assert len(lines) == 2 and all(line.startswith("* [fact] coffee fact number") for line in lines)
+
+
+async def test_memories_sourced_from_excluded_messages_are_skipped(mos) -> None:
+    mos.add([{"role": "user", "content": "I own a red bicycle.", "id": "m-1"}],
+            user_id="ada", session_id="s1")
+    mos.add("Ada's bicycle is red.", user_id="ada")
+    block = MemOSMemoryBlock(mos=mos, user_id="ada")
+    query = [ChatMessage(role="user", content="What colour is my bicycle?")]
+    assert "I own a red bicycle" in await block.aget(query)
+    got = await block.aget(query, **{EXCLUDE_SOURCES_KWARG: ["m-1"]})
+    assert "I own a red bicycle" not in got and "Ada's bicycle is red." in got
+
+
+async def test_atruncate_drops_least_relevant_lines_first(mos) -> None:
+    block = MemOSMemoryBlock(mos=mos, user_id="ada")
+    content = "- first, best\n- second\n- third, worst"
+    assert await block.atruncate(content, 2) == "- first, best\n- second"
+    assert await block.atruncate(content, 1000) is None
+
+
+def test_serialisation_leaves_out_mos(mos) -> None:
+    dumped = MemOSMemoryBlock(mos=mos, user_id="ada").model_dump()
+    assert "mos" not in dumped and dumped["user_id"] == "ada"
+
+
+BAD_BLOCKS: list[tuple[dict[str, Any], str]] = [
+    ({"mos": None}, "needs mos=<memos_core.MemOS>, got NoneType"),
+    ({"user_id": ""}, "user_id must be a non-empty str"),
+    ({"user_id": None}, "user_id must be a non-empty str"),
+    ({"k": 0}, "k must be an int between 1 and 1000"),
+    ({"k": "5"}, "k must be an int between 1 and 1000"),
+    ({"search_scope": "world"}, "search_scope must be one of user, agent, session"),
+    ({"search_scope": "agent"}, "search_scope='agent' needs agent_id"),
+    ({"search_scope": "session"}, "search_scope='session' needs session_id"),
+    ({"remember_roles": ["robot"]}, "remember_roles contains 'robot'"),
+    ({"line_template": "{nope}"}, "line_template '{nope}' is not usable"),
+    ({"line_template": "no fields"}, "line_template must be a str with fields"),
+    ({"agent_id": ""}, "agent_id must be a non-empty str"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), BAD_BLOCKS, ids=[c[1][:30] for c in BAD_BLOCKS])
+def test_block_construction_errors(mos, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        MemOSMemoryBlock(**{"mos": mos, "user_id": "ada", **kwargs})

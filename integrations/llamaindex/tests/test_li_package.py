@@ -1,0 +1,45 @@
+"""The package's shape: namespace import, a sorted public ``__all__``, no hidden side effects."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import llama_index.memory.memos as package
+
+PACKAGE_DIR = Path(package.__file__).parent
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert package.__all__ == sorted(package.__all__)
+    public = {n for n in vars(package) if not n.startswith("_")} - {
+        "chat_store", "memory", "memory_block", "retriever", "tools"}
+    assert public == set(package.__all__)
+    assert "MemOSLLM" not in package.__all__  # waits for the local model tier
+
+
+def test_distribution_metadata() -> None:
+    dist = importlib.metadata.distribution("llama-index-memory-memos")
+    requires = " ".join(dist.requires or [])
+    assert "memos-core" in requires and "llama-index-core" in requires
+    assert importlib.import_module("llama_index.memory.memos") is package
+
+
+def test_import_is_light_and_has_no_side_effects(tmp_path: Path) -> None:
+    code = (
+        "import sys, llama_index.memory.memos\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_modules_stay_small() -> None:
+    for path in PACKAGE_DIR.glob("*.py"):
+        assert len(path.read_text().splitlines()) < 600, path.name

@@ -31,8 +31,8 @@ def test_distribution_metadata() -> None:
 def test_import_is_light_and_has_no_side_effects(tmp_path: Path) -> None:
     code = (
         "import sys, llama_index.memory.memos\n"
-        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
-        "print(heavy)\n"
+        "heavy = ('torch', 'transformers', 'sentence_transformers')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, check=True)

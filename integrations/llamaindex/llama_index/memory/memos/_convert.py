@@ -42,7 +42,9 @@ def load_message(data: str) -> ChatMessage:
     try:
         return ChatMessage.model_validate_json(data)
     except ValidationError as exc:  # only a hand-edited or foreign file gets here
-        raise InvalidInputError(f"A stored chat message is not a valid ChatMessage: {exc}") from None
+        raise InvalidInputError(
+            f"A stored chat message is not a valid ChatMessage: {exc}"
+        ) from None
 
 
 def to_memos_messages(

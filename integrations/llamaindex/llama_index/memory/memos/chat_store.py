@@ -51,7 +51,8 @@ def _rows(messages: Sequence[ChatMessage], ids: Sequence[str] | None) -> list[Ro
         raise InvalidInputError(
             f"ids must be a list of {len(messages)} non-empty str, one per message."
         )
-    return [(mid, dump_message(m, f"messages[{i}]")) for i, (mid, m) in enumerate(zip(ids, messages))]
+    return [(mid, dump_message(m, f"messages[{i}]"))
+            for i, (mid, m) in enumerate(zip(ids, messages))]
 
 
 def _messages(rows: Sequence[Row]) -> list[ChatMessage]:

@@ -1,0 +1,238 @@
+"""MemOSStore: the LangGraph store contract, checked against LangGraph's own InMemoryStore.
+
+The differential test runs the same random operation sequences on both stores and compares
+every result; the other tests pin the MemOS-specific choices (versions, search ranking,
+errors) that the reference store has no notion of.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from langgraph.store.base import GetOp, InvalidNamespaceError, ListNamespacesOp, MatchCondition, PutOp, SearchOp
+from langgraph.store.memory import InMemoryStore
+from memos_core import InvalidInputError, MemOS
+
+from langchain_memos import MemOSStore
+
+
+class ReferenceStore(InMemoryStore):
+    """InMemoryStore without one quirk: it lists namespaces that were only read (a get
+    creates an empty entry) or whose items were all deleted. A namespace exists while it
+    holds an item, in both stores."""
+
+    def _handle_list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        for ns in [ns for ns, items in self._data.items() if not items]:
+            del self._data[ns]
+        return super()._handle_list_namespaces(op)
+
+
+# -- random operation sequences ----------------------------------------------------------
+
+USERS = ("u1", "u2")
+SPACES = (("docs",), ("notes",), ("archive", "deep"))
+KEYS = ("a", "b", "c", "d")
+WORDS = ("tea", "coffee", "paris", "rome", "cats", "dogs", "piano", "chess")
+
+
+def _value(rng: random.Random) -> dict[str, Any]:
+    return {
+        "text": f"{rng.choice(WORDS)} and {rng.choice(WORDS)}",
+        "n": rng.randint(0, 5),
+        "tag": rng.choice(["x", "y"]),
+        "nested": {"flag": rng.choice([True, False]), "items": [rng.randint(0, 2)]},
+    }
+
+
+def _filter(rng: random.Random) -> dict[str, Any] | None:
+    return rng.choice([
+        None, {"tag": "x"}, {"n": {"$gte": 3}}, {"n": {"$lt": 2}}, {"n": {"$ne": 4}},
+        {"nested": {"flag": True}}, {"tag": "y", "n": {"$gt": 1}}, {"nested": {"items": [1]}},
+    ])
+
+
+def _namespace(rng: random.Random) -> tuple[str, ...]:
+    return (rng.choice(USERS), *rng.choice(SPACES))
+
+
+def _random_op(rng: random.Random, ref: ReferenceStore) -> Any:
+    roll = rng.random()
+    if roll < 0.45:
+        index = rng.choice([None, None, False, ["text"], ["nested.flag"]])
+        return PutOp(_namespace(rng), rng.choice(KEYS), _value(rng), index=index)
+    if roll < 0.55:
+        return PutOp(_namespace(rng), rng.choice(KEYS), None)
+    if roll < 0.7:
+        return GetOp(_namespace(rng), rng.choice(KEYS))
+    if roll < 0.9:
+        prefix = _namespace(rng)[: rng.randint(1, 3)]
+        query = rng.choice([None, None, rng.choice(WORDS)])
+        # Pages are compared exactly only where the order is defined the same way by both
+        # stores: within one namespace, without a query. Elsewhere compare whole results.
+        spaces = {ns for ns, items in ref._data.items() if items and ns[: len(prefix)] == prefix}
+        if query is None and len(spaces) <= 1:
+            return SearchOp(prefix, _filter(rng), rng.randint(1, 4), rng.randint(0, 3), None)
+        return SearchOp(prefix, _filter(rng), 100, 0, query)
+    conditions = [MatchCondition("prefix", (rng.choice(USERS),))]
+    if rng.random() < 0.3:
+        conditions.append(MatchCondition("suffix", (rng.choice(["docs", "notes", "deep", "*"]),)))
+    if rng.random() < 0.2:
+        conditions[0] = MatchCondition("prefix", (conditions[0].path[0], "*", "deep"))
+    return ListNamespacesOp(tuple(conditions), rng.choice([None, 1, 2]), rng.randint(1, 5), rng.randint(0, 1))
+
+
+def _normalise(op: Any, result: Any) -> Any:
+    """Comparable form of a result: items without timestamps and scores."""
+    if isinstance(op, GetOp):
+        return None if result is None else (result.namespace, result.key, result.value)
+    if isinstance(op, SearchOp):
+        items = [(i.namespace, i.key, i.value) for i in result]
+        exact = op.query is None and op.limit < 100
+        return items if exact else sorted(items, key=lambda t: (t[0], t[1]))
+    return result
+
+
+def _run_differential(mos: MemOS, seed: int, steps: int, *, use_async: bool) -> int:
+    rng = random.Random(seed)
+    ours, ref = MemOSStore(mos), ReferenceStore()
+    compared = 0
+    for step in range(steps):
+        batch = [_random_op(rng, ref) for _ in range(1 if rng.random() < 0.8 else rng.randint(2, 4))]
+        expected = ref.batch(batch)
+        got = asyncio.run(ours.abatch(batch)) if use_async else ours.batch(batch)
+        for op, want, have in zip(batch, expected, got):
+            assert _normalise(op, have) == _normalise(op, want), f"seed {seed} step {step}: {op}"
+            compared += 1
+    return compared
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_differential_against_langgraph_in_memory_store(mos: MemOS, seed: int) -> None:
+    assert _run_differential(mos, seed, 100, use_async=False) >= 100
+
+
+def test_differential_async(mos: MemOS) -> None:
+    assert _run_differential(mos, 4, 60, use_async=True) >= 60
+
+
+# -- MemOS-specific behaviour ------------------------------------------------------------
+
+
+def test_items_are_versioned_memories(mos: MemOS) -> None:
+    store = MemOSStore(mos)
+    store.put(("alice", "prefs"), "drink", {"text": "Alice drinks green tea"})
+    first = store.get(("alice", "prefs"), "drink")
+    store.put(("alice", "prefs"), "drink", {"text": "Alice switched to oolong"})
+    second = store.get(("alice", "prefs"), "drink")
+    assert second is not None and first is not None
+    assert second.value == {"text": "Alice switched to oolong"}
+    assert second.created_at == first.created_at and second.updated_at > first.updated_at
+
+    [cube] = mos.list(user_id="alice")
+    assert [v.version for v in mos.history(cube.id, user_id="alice")] == [1, 2]
+    # The store's item is an ordinary memory: MemOS search finds it by its text.
+    assert mos.search("which tea does Alice like?", user_id="alice")[0].id == cube.id
+
+    store.delete(("alice", "prefs"), "drink")
+    assert store.get(("alice", "prefs"), "drink") is None
+    assert mos.list(user_id="alice") == []
+
+
+def test_query_search_ranks_by_meaning_and_scores(mos: MemOS) -> None:
+    store = MemOSStore(mos)
+    ns = ("alice", "facts")
+    store.put(ns, "1", {"text": "Alice plays the piano every evening"})
+    store.put(ns, "2", {"text": "Alice's cat is called Miso"})
+    store.put(ns, "3", {"text": "Alice works as a nurse in Lyon"})
+    store.put(ns, "hidden", {"text": "Alice's pet is a cat"}, index=False)
+    hits = store.search(("alice",), query="what pet does she have?", limit=10)
+    assert hits[0].key == "2"
+    scores = [h.score for h in hits]
+    assert all(s is not None for s in scores[:3]) and scores[:3] == sorted(scores[:3], reverse=True)
+    assert hits[-1].key == "hidden" and hits[-1].score is None  # not indexed: listed last
+    assert [h.key for h in store.search(("alice",), query="piano", limit=1)] == ["1"]
+    assert store.search(("bob",), query="piano") == []  # another user's namespace
+
+
+def test_index_fields_choose_the_searchable_text(mos: MemOS) -> None:
+    store = MemOSStore(mos, index_fields=["summary"])
+    store.put(("alice", "docs"), "d1", {"summary": "quarterly sales report", "body": "zebra"})
+    [cube] = mos.list(user_id="alice")
+    assert cube.text == "quarterly sales report"
+    store.put(("alice", "docs"), "d2", {"summary": "x", "body": "zebra"}, index=["body"])
+    assert {c.text for c in mos.list(user_id="alice")} == {"quarterly sales report", "zebra"}
+
+
+def test_values_round_trip_exactly(mos: MemOS) -> None:
+    store = MemOSStore(mos)
+    value = {"s": "é\u2603", "i": 2**53 + 1, "f": 0.1, "b": False, "n": None,
+             "l": [1, [2, {"x": []}]], "d": {"deep": {"deeper": "yes"}}}
+    store.put(("alice",), "k", value)
+    assert store.get(("alice",), "k").value == value
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda s: s.put(("alice",), "k", {"when": object()}), InvalidInputError, "not JSON"),
+        (lambda s: s.put(("alice",), "k", {"t": (1, 2)}), InvalidInputError, "round-trip"),
+        (lambda s: s.put(("alice",), "k", {1: "x"}), InvalidInputError, "round-trip"),
+        (lambda s: s.put(("alice",), "k", {"f": float("nan")}), InvalidInputError, "not JSON"),
+        (lambda s: s.put(("alice",), "k", ["not", "a", "dict"]), InvalidInputError, "must be a dict"),
+        (lambda s: s.put(("alice",), "k", {"a": 1}, index="text"), InvalidInputError, "index"),
+        (lambda s: s.put((), "k", {"a": 1}), InvalidNamespaceError, "empty"),
+        (lambda s: s.put(("a.b",), "k", {"a": 1}), InvalidNamespaceError, "period"),
+        (lambda s: s.batch([PutOp(("al.ice",), "k", {"a": 1})]), InvalidNamespaceError, "'.'"),
+        (lambda s: s.batch([PutOp(["alice"], "k", {"a": 1})]), InvalidNamespaceError, "tuple"),
+        (lambda s: s.batch([GetOp(("alice", ""), "k")]), InvalidNamespaceError, "non-empty"),
+        (lambda s: s.batch([GetOp(("alice",), 7)]), InvalidInputError, "key must be a str"),
+        (lambda s: s.search(()), InvalidNamespaceError, "user id"),
+        (lambda s: s.search(("alice",), filter={"n": {"$regex": "x"}}), InvalidInputError, "operators"),
+        (lambda s: s.search(("alice",), limit=-1), InvalidInputError, "limit"),
+        (lambda s: s.list_namespaces(), InvalidNamespaceError, "prefix=(user_id"),
+        (lambda s: s.list_namespaces(prefix=("*", "docs")), InvalidNamespaceError, "concrete user"),
+        (lambda s: s.put(("alice",), "k", {"a": 1}, ttl=5), NotImplementedError, "TTL"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_error(mos: MemOS, call: Callable[[MemOSStore], Any],
+                                                 error: type[Exception], words: str) -> None:
+    store = MemOSStore(mos)
+    with pytest.raises(error, match=re.escape(words)):
+        call(store)
+    assert mos.list(user_id="alice") == []  # nothing was written
+
+
+def test_a_bad_op_in_a_batch_writes_nothing(mos: MemOS) -> None:
+    store = MemOSStore(mos)
+    with pytest.raises(InvalidInputError):
+        store.batch([PutOp(("alice",), "good", {"a": 1}), PutOp(("alice",), "bad", {"a": {1, 2}})])
+    assert store.get(("alice",), "good") is None
+
+
+def test_constructor_refuses_other_objects() -> None:
+    with pytest.raises(InvalidInputError, match="MemOS"):
+        MemOSStore("./data")  # type: ignore[arg-type]
+
+
+async def test_async_api(mos: MemOS) -> None:
+    store = MemOSStore(mos)
+    await store.aput(("alice", "a"), "k", {"text": "Alice likes chess"})
+    assert (await store.aget(("alice", "a"), "k")).value == {"text": "Alice likes chess"}
+    assert [i.key for i in await store.asearch(("alice",), query="board games")] == ["k"]
+    assert await store.alist_namespaces(prefix=("alice",)) == [("alice", "a")]
+    await store.adelete(("alice", "a"), "k")
+    assert await store.aget(("alice", "a"), "k") is None
+
+
+def test_items_survive_a_restart(make_mos: Callable[..., MemOS]) -> None:
+    mos = make_mos("restart")
+    MemOSStore(mos).put(("alice", "prefs"), "lang", {"text": "Alice prefers French"})
+    mos.close()
+    again = make_mos("restart")
+    item = MemOSStore(again).get(("alice", "prefs"), "lang")
+    assert item is not None and item.value == {"text": "Alice prefers French"}

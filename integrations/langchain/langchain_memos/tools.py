@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from langchain.tools import ToolRuntime
@@ -25,7 +25,7 @@ from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from memos_core import MemCube, MemOS, MemOSError
 from pydantic import Field
 
-from langchain_memos._shared import MissingUserError, resolve_user_id, thread_id
+from langchain_memos._shared import MissingUserError, current_config, resolve_user_id, thread_id
 
 MemoryKind = Literal["fact", "preference", "episode", "task_prompt", "summary", "note"]
 TOOL_NAMES = ("store_memory", "search_memory", "update_memory", "forget_memory", "compress_memories")
@@ -41,6 +41,11 @@ def _brief(cube: MemCube) -> dict[str, Any]:
     }
 
 
+def _config(runtime: ToolRuntime | None) -> Mapping[str, Any] | None:
+    """The config of the call: the agent's (via the runtime) or that of ``tool.invoke``."""
+    return getattr(runtime, "config", None) or current_config()
+
+
 class _MemoryOps:
     """The tools' bodies: resolve the user, call the facade, format the answer."""
 
@@ -50,7 +55,7 @@ class _MemoryOps:
     def _user(self, runtime: ToolRuntime | None) -> str:
         return resolve_user_id(
             component="memory tools", key=self.user_id_key, default=self.user_id,
-            context=getattr(runtime, "context", None), config=getattr(runtime, "config", None),
+            context=getattr(runtime, "context", None), config=_config(runtime),
         )
 
     def store(
@@ -61,7 +66,7 @@ class _MemoryOps:
         runtime: ToolRuntime = None,  # type: ignore[assignment]
     ) -> Result:
         cube = self.mos.add(
-            text, user_id=self._user(runtime), session_id=thread_id(getattr(runtime, "config", None)),
+            text, user_id=self._user(runtime), session_id=thread_id(_config(runtime)),
             type=type, tags=tags or (), origin="extraction", reason="store_memory tool",
         )
         return f"Stored memory {cube.id}.", _brief(cube)

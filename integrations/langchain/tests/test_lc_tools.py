@@ -1,0 +1,118 @@
+"""create_memory_tools: schemas a model can use, each tool's effect in MemOS, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.messages import ToolMessage
+from langchain_core.tools import BaseTool
+from memos_core import MemOS
+
+from langchain_memos import TOOL_NAMES, MissingUserError, create_memory_tools
+
+
+def _call(tools: dict[str, BaseTool], name: str, config: dict | None = None, **args: Any) -> ToolMessage:
+    return tools[name].invoke({"type": "tool_call", "name": name, "args": args, "id": "c1"}, config)
+
+
+async def _acall(tools: dict[str, BaseTool], name: str, **args: Any) -> ToolMessage:
+    return await tools[name].ainvoke({"type": "tool_call", "name": name, "args": args, "id": "c1"})
+
+
+@pytest.fixture
+def tools(mos: MemOS) -> dict[str, BaseTool]:
+    return {t.name: t for t in create_memory_tools(mos, user_id="alice")}
+
+
+def test_schemas_hide_the_user_and_describe_every_argument(tools: dict[str, BaseTool]) -> None:
+    assert tuple(tools) == TOOL_NAMES
+    for tool in tools.values():
+        schema = tool.tool_call_schema.model_json_schema()
+        assert "user_id" not in schema["properties"] and "runtime" not in schema["properties"]
+        assert all(p.get("description") for p in schema["properties"].values()), tool.name
+        assert len(tool.description) > 40
+    assert set(tools["store_memory"].tool_call_schema.model_json_schema()["required"]) == {"text"}
+
+
+def test_store_search_update_compress_forget(mos: MemOS, tools: dict[str, BaseTool]) -> None:
+    stored = _call(tools, "store_memory", text="Alice is vegetarian", type="preference", tags=["diet"],
+                   config={"configurable": {"thread_id": "t9"}})
+    first = stored.artifact["id"]
+    cube = mos.get(first, user_id="alice")
+    assert (cube.type.value, cube.tags, cube.session_id) == ("preference", ("diet",), "t9")
+    second = _call(tools, "store_memory", text="Alice loves grilled tofu").artifact["id"]
+
+    found = _call(tools, "search_memory", query="what does Alice eat?", k=2)
+    assert first in found.content and second in found.content
+    assert {a["id"] for a in found.artifact} == {first, second}
+
+    updated = _call(tools, "update_memory", memory_id=first, text="Alice is vegan")
+    assert "version 2" in updated.content
+    assert mos.get(first, user_id="alice").text == "Alice is vegan"
+
+    summary = _call(tools, "compress_memories", memory_ids=[first, second],
+                    summary="Alice is vegan and loves grilled tofu")
+    summary_cube = mos.get(summary.artifact["id"], user_id="alice")
+    assert summary_cube.type.value == "summary"
+    assert set(summary_cube.provenance.derived_from) == {first, second}
+    assert mos.get(first, user_id="alice").state.value == "archived"
+    assert [a["id"] for a in _call(tools, "search_memory", query="tofu").artifact] == [summary.artifact["id"]]
+
+    _call(tools, "forget_memory", memory_id=summary.artifact["id"])
+    assert _call(tools, "search_memory", query="tofu").content == "No memories found."
+
+
+async def test_async_tools(mos: MemOS, tools: dict[str, BaseTool]) -> None:
+    stored = await _acall(tools, "store_memory", text="Alice plays chess on Sundays")
+    found = await _acall(tools, "search_memory", query="weekend hobbies")
+    assert found.artifact[0]["id"] == stored.artifact["id"]
+    await _acall(tools, "forget_memory", memory_id=stored.artifact["id"])
+    assert mos.list(user_id="alice") == []
+
+
+def test_user_comes_from_config_not_from_the_model(mos: MemOS) -> None:
+    tools = {t.name: t for t in create_memory_tools(mos)}
+    _call(tools, "store_memory", text="Bob likes jazz", config={"configurable": {"user_id": "bob"}})
+    assert [c.text for c in mos.list(user_id="bob")] == ["Bob likes jazz"]
+    # An argument named like the user is not part of the schema; pydantic drops it.
+    _call(tools, "store_memory", text="Carol likes folk", user_id="mallory",
+          config={"configurable": {"user_id": "carol"}})
+    assert mos.list(user_id="mallory") == []
+    with pytest.raises(MissingUserError, match="does not know the user"):
+        _call(tools, "search_memory", query="jazz")
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "words"),
+    [
+        ("update_memory", {"memory_id": "not-an-id", "text": "x"}, "No memory with id"),
+        ("forget_memory", {"memory_id": "6f1c2f7e-0000-4000-8000-000000000000"}, "No memory with id"),
+        ("store_memory", {"text": "   "}, "empty"),
+        ("store_memory", {"text": "x", "type": "gossip"}, "Invalid arguments"),
+        ("search_memory", {"query": "x", "k": 0}, "Invalid arguments"),
+        ("compress_memories", {"memory_ids": ["only-one"], "summary": "s"}, "Invalid arguments"),
+    ],
+)
+def test_model_mistakes_come_back_as_messages(tools: dict[str, BaseTool], name: str,
+                                              args: dict[str, Any], words: str) -> None:
+    reply = _call(tools, name, **args)
+    assert reply.status == "error" and words in reply.content
+
+
+def test_other_users_memories_are_out_of_reach(mos: MemOS, tools: dict[str, BaseTool]) -> None:
+    secret = mos.add("Bob's PIN is 1234", user_id="bob")
+    assert "may not change" in _call(tools, "forget_memory", memory_id=secret.id).content
+    assert "may not change" in _call(tools, "update_memory", memory_id=secret.id, text="x").content
+    assert _call(tools, "search_memory", query="PIN").content == "No memories found."
+    assert mos.get(secret.id, user_id="bob").text == "Bob's PIN is 1234"
+
+
+def test_include_and_bad_arguments(mos: MemOS) -> None:
+    assert [t.name for t in create_memory_tools(mos, include=["search_memory"])] == ["search_memory"]
+    with pytest.raises(ValueError, match="Unknown memory tools"):
+        create_memory_tools(mos, include=["delete_everything"])
+    with pytest.raises(ValueError, match="k must be"):
+        create_memory_tools(mos, k=0)
+    with pytest.raises(TypeError, match="MemOS"):
+        create_memory_tools(None)  # type: ignore[arg-type]

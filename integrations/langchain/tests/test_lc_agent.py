@@ -1,0 +1,172 @@
+"""End to end: ``create_agent`` with the store, the checkpointer, the middleware and the tools.
+
+A scripted tool-calling model stands in for the LLM; everything else is real. The tests
+check what the *model was sent*: a fact stored in one thread reaches the model in another
+thread of the same user, never another user's, stops after it is forgotten, and survives
+closing and reopening the data directory. Each scenario runs with ``invoke`` and ``ainvoke``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from conftest import ScriptedChatModel, scripted, tool_call
+from langchain.agents import create_agent
+from langchain.tools import ToolRuntime
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.tools import tool
+from memos_core import MemOS
+
+from langchain_memos import (
+    MemOSCheckpointer,
+    MemOSMiddleware,
+    MemOSStore,
+    MissingUserError,
+    create_memory_tools,
+)
+
+# langgraph serialises the runtime context of a tool call through a schema typed None and
+# pydantic warns about the dataclass it finds there; nothing of ours is involved.
+pytestmark = pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+
+
+@dataclass
+class UserContext:
+    user_id: str
+
+
+@tool
+def save_preference(topic: str, preference: str, runtime: ToolRuntime) -> str:
+    """Save one of the user's preferences in the agent's store."""
+    runtime.store.put((runtime.context.user_id, "preferences"), topic, {"text": preference})
+    return f"saved {topic}"
+
+
+class Memory:
+    """One data directory opened as the agent's whole memory (what an app would hold)."""
+
+    def __init__(self, mos: MemOS) -> None:
+        self.mos = mos
+        self.checkpointer = MemOSCheckpointer(mos)
+        self.store = MemOSStore(mos)
+
+    def agent(self, model: ScriptedChatModel) -> Any:
+        return create_agent(
+            model,
+            tools=[save_preference, *create_memory_tools(self.mos)],
+            system_prompt="You are a helpful assistant.",
+            middleware=[MemOSMiddleware(self.mos)],
+            context_schema=UserContext,
+            checkpointer=self.checkpointer,
+            store=self.store,
+        )
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        self.mos.close()
+
+
+def _turn(memory: Memory, mode: str, user: str, thread: str, text: str,
+          *replies: AIMessage | str) -> ScriptedChatModel:
+    """One user turn on a fresh scripted model; returns the model (its ``calls``)."""
+    model = scripted(*replies)
+    agent = memory.agent(model)
+    args = ({"messages": [HumanMessage(text)]}, {"configurable": {"thread_id": thread}})
+    if mode == "sync":
+        agent.invoke(*args, context=UserContext(user))
+    else:
+        asyncio.run(agent.ainvoke(*args, context=UserContext(user)))
+    return model
+
+
+def _system_prompt(model: ScriptedChatModel) -> str:
+    first = model.calls[0][0]
+    assert isinstance(first, SystemMessage)
+    return first.text
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_cross_thread_recall_isolation_forgetting_and_restart(
+    make_mos: Callable[..., MemOS], mode: str
+) -> None:
+    memory = Memory(make_mos("agent"))
+    # Thread 1: the model stores a fact with the memory tool and a preference in the store.
+    _turn(memory, mode, "alice", "t1", "I'm allergic to peanuts and I like window seats.",
+          tool_call("store_memory", text="Alice is allergic to peanuts", type="fact"),
+          tool_call("save_preference", "call-2", topic="seat", preference="Alice prefers window seats"),
+          "Got it, I'll remember both.")
+    assert memory.store.get(("alice", "preferences"), "seat").value == {"text": "Alice prefers window seats"}
+
+    # Thread 2, same user: both reach the model through the system message.
+    model = _turn(memory, mode, "alice", "t2", "Book me a snack for my flight.", "Peanut-free, by the window.")
+    prompt = _system_prompt(model)
+    assert prompt.startswith("You are a helpful assistant.")
+    assert "Alice is allergic to peanuts" in prompt and "Alice prefers window seats" in prompt
+    # ... without being saved into thread 2's state.
+    state = memory.agent(scripted()).get_state({"configurable": {"thread_id": "t2"}})
+    assert [type(m) for m in state.values["messages"]] == [HumanMessage, AIMessage]
+
+    # Another user's thread never sees Alice's memories.
+    model = _turn(memory, mode, "bob", "t3", "Book me a snack for my flight.", "Sure.")
+    assert "peanut" not in _system_prompt(model).lower()
+
+    # The turns were recorded as episodic memories of their thread.
+    episodes = memory.mos.list(user_id="alice", session_id="t1", types=["episode"])
+    assert [c.text for c in episodes] == [
+        "user: I'm allergic to peanuts and I like window seats.",
+        "assistant: Got it, I'll remember both.",
+    ]
+
+    # Forget it: the model calls forget_memory with the ids recall showed it (the fact and
+    # the episode of thread 1 that mentions it). Gone from the next recall.
+    shown = [c for c in memory.mos.list(user_id="alice") if "peanuts" in c.text and c.id in prompt]
+    assert len(shown) == 2
+    forget_calls = AIMessage(content="", tool_calls=[
+        {"name": "forget_memory", "args": {"memory_id": c.id}, "id": f"f{i}", "type": "tool_call"}
+        for i, c in enumerate(shown)
+    ])
+    _turn(memory, mode, "alice", "t4", "Forget my allergy.", forget_calls, "Forgotten.")
+    model = _turn(memory, mode, "alice", "t5", "Any food I should avoid?", "None that I know of.")
+    assert "allergic to peanuts" not in _system_prompt(model)
+    assert all("peanuts" not in h.text for h in memory.mos.search("peanuts", user_id="alice", k=20))
+
+    # Restart: a new MemOS on the same directory keeps threads, store items and memories.
+    memory.close()
+    memory = Memory(make_mos("agent"))
+    state = memory.agent(scripted()).get_state({"configurable": {"thread_id": "t1"}})
+    assert state.values["messages"][-1].content == "Got it, I'll remember both."
+    model = _turn(memory, mode, "alice", "t1", "Which seat do I like?", "Window.")
+    assert "Alice prefers window seats" in _system_prompt(model)
+    assert [m.content for m in model.calls[0] if isinstance(m, HumanMessage)] == [
+        "I'm allergic to peanuts and I like window seats.", "Which seat do I like?",
+    ]
+    memory.close()
+
+
+def test_current_thread_episodes_are_not_injected_twice(mos: MemOS) -> None:
+    memory = Memory(mos)
+    _turn(memory, "sync", "alice", "t1", "My dog is called Rex.", "Nice name!")
+    model = _turn(memory, "sync", "alice", "t1", "What is my dog called?", "Rex.")
+    assert "Rex" not in _system_prompt(model)  # already in the conversation itself
+    model = _turn(memory, "sync", "alice", "t2", "What is my dog called?", "Rex.")
+    assert "user: My dog is called Rex." in _system_prompt(model)
+
+
+def test_middleware_without_a_user_says_how_to_give_one(mos: MemOS) -> None:
+    agent = create_agent(scripted("hi"), middleware=[MemOSMiddleware(mos)])
+    with pytest.raises(MissingUserError, match="context="):
+        agent.invoke({"messages": [HumanMessage("hello")]})
+
+
+def test_user_from_configurable_and_memory_tools_from_the_middleware(mos: MemOS) -> None:
+    mos.add("Carol speaks Portuguese", user_id="carol")
+    model = scripted(tool_call("search_memory", query="languages"), "Portuguese.")
+    agent = create_agent(model, middleware=[MemOSMiddleware(mos, memory_tools=True, k=1)])
+    out = agent.invoke({"messages": [HumanMessage("Which languages do I speak?")]},
+                       {"configurable": {"user_id": "carol"}})
+    assert "Carol speaks Portuguese" in out["messages"][2].content  # the tool's answer
+    assert "Carol speaks Portuguese" in _system_prompt(model)

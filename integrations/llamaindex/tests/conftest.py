@@ -9,6 +9,7 @@ and ``Settings.embed_model`` are set explicitly, or llama-index would reach for 
 from __future__ import annotations
 
 import os
+import uuid
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -53,3 +54,18 @@ def open_mos(tmp_path: Path) -> Iterator[Callable[..., MemOS]]:
 @pytest.fixture
 def mos(open_mos: Callable[..., MemOS]) -> MemOS:
     return open_mos()
+
+
+@pytest.fixture(scope="module")
+def shared_mos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemOS]:
+    """One MemOS for a whole test module, for tests that only need *a* MemOS (bad input,
+    chat history). They keep out of each other's way with their own ``user`` id."""
+    mos = MemOS(tmp_path_factory.mktemp("shared"), config=MemOSConfig(show_progress=False))
+    yield mos
+    mos.close()
+
+
+@pytest.fixture
+def user() -> str:
+    """A user id no other test uses."""
+    return f"user-{uuid.uuid4().hex[:12]}"

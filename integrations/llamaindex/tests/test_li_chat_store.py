@@ -26,6 +26,16 @@ def msg(text: str, role: str = "user") -> ChatMessage:
     return ChatMessage(role=role, content=text)
 
 
+@pytest.fixture
+def sync_store(shared_mos, user: str) -> MemOSChatStore:
+    return MemOSChatStore(mos=shared_mos, user_id=user)
+
+
+@pytest.fixture
+def async_store(shared_mos, user: str) -> MemOSAsyncChatStore:
+    return MemOSAsyncChatStore(mos=shared_mos, user_id=user)
+
+
 def texts(messages: list[ChatMessage] | None) -> list[str] | None:
     return None if messages is None else [m.content for m in messages]
 
@@ -60,14 +70,14 @@ def _normalise(result: Any) -> Any:
     return result
 
 
-def test_sync_store_matches_simple_chat_store(mos) -> None:
-    ours, ref = MemOSChatStore(mos=mos), SimpleChatStore()
+def test_sync_store_matches_simple_chat_store(sync_store: MemOSChatStore) -> None:
+    ours, ref = sync_store, SimpleChatStore()
     for name, args in SYNC_SCRIPT:
         assert _normalise(getattr(ours, name)(*args)) == _normalise(getattr(ref, name)(*args)), name
 
 
-def test_sync_store_edge_cases(mos) -> None:
-    store = MemOSChatStore(mos=mos)
+def test_sync_store_edge_cases(sync_store: MemOSChatStore) -> None:
+    store = sync_store
     assert store.delete_last_message("empty") is None  # SimpleChatStore raises here
     assert store.delete_message("empty", 0) is None
     store.set_messages("k", [msg("a"), msg("b"), msg("c")])
@@ -77,8 +87,8 @@ def test_sync_store_edge_cases(mos) -> None:
     assert store.get_messages("k") == [] and store.get_keys() == []
 
 
-async def test_sync_store_async_twins(mos) -> None:
-    store = MemOSChatStore(mos=mos)
+async def test_sync_store_async_twins(sync_store: MemOSChatStore) -> None:
+    store = sync_store
     await store.async_add_message("k", msg("hi"))
     await store.aset_messages("j", [msg("a"), msg("b")])
     assert texts(await store.aget_messages("k")) == ["hi"]
@@ -113,8 +123,8 @@ ASYNC_SCRIPT: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
 ]
 
 
-async def test_async_store_matches_sqlalchemy_store(mos) -> None:
-    ours = MemOSAsyncChatStore(mos=mos)
+async def test_async_store_matches_sqlalchemy_store(async_store: MemOSAsyncChatStore) -> None:
+    ours = async_store
     ref = SQLAlchemyChatStore(table_name="reference")
     for name, args, kwargs in ASYNC_SCRIPT:
         got = await getattr(ours, name)(*args, **kwargs)
@@ -122,8 +132,8 @@ async def test_async_store_matches_sqlalchemy_store(mos) -> None:
         assert _normalise(got) == _normalise(want), (name, args, kwargs)
 
 
-async def test_async_store_positions_and_ids(mos) -> None:
-    store = MemOSAsyncChatStore(mos=mos)
+async def test_async_store_positions_and_ids(async_store: MemOSAsyncChatStore) -> None:
+    store = async_store
     await store.add_messages("k", [msg("a"), msg("b"), msg("c")], ids=["i1", "i2", "i3"])
     await store.archive_oldest_messages("k", 1)
     assert await store.get_message_ids("k") == ["i2", "i3"]
@@ -149,20 +159,20 @@ async def test_history_survives_restart(open_mos) -> None:
     assert texts(archived) == ["queued"]
 
 
-def test_rich_messages_round_trip(mos) -> None:
+def test_rich_messages_round_trip(sync_store: MemOSChatStore) -> None:
     rich = ChatMessage(
         role="assistant",
         blocks=[TextBlock(text="see"), ImageBlock(image=b"\x89PNG"),
                 ToolCallBlock(tool_call_id="c1", tool_name="f", tool_kwargs={"x": [1, 2]})],
         additional_kwargs={"name": "bot", "n": 3},
     )
-    store = MemOSChatStore(mos=mos)
+    store = sync_store
     store.add_message("k", rich)
     assert store.get_messages("k") == [rich]
 
 
-def test_reads_return_copies(mos) -> None:
-    store = MemOSChatStore(mos=mos)
+def test_reads_return_copies(sync_store: MemOSChatStore) -> None:
+    store = sync_store
     store.add_message("k", msg("original"))
     got = store.get_messages("k")[0]
     got.blocks.insert(0, TextBlock(text="<memory>injected</memory>"))
@@ -171,19 +181,20 @@ def test_reads_return_copies(mos) -> None:
     assert again.content == "original" and again.additional_kwargs == {}
 
 
-async def test_user_namespaces_are_separate(mos) -> None:
-    alice = MemOSAsyncChatStore(mos=mos, user_id="alice")
-    bob = MemOSAsyncChatStore(mos=mos, user_id="bob")
+async def test_user_namespaces_are_separate(shared_mos, user: str) -> None:
+    alice = MemOSAsyncChatStore(mos=shared_mos, user_id=f"{user}-alice")
+    bob = MemOSAsyncChatStore(mos=shared_mos, user_id=f"{user}-bob")
     await alice.add_message("s1", msg("alice's"))
     await bob.add_message("s1", msg("bob's"))
     assert texts(await alice.get_messages("s1")) == ["alice's"]
     assert texts(await bob.get_messages("s1")) == ["bob's"]
-    assert MemOSChatStore(mos=mos).get_keys() == []  # no user: its own namespace
-    assert texts(MemOSChatStore(mos=mos, user_id="bob").get_messages("s1")) == ["bob's"]
+    assert await MemOSAsyncChatStore(mos=shared_mos, user_id=f"{user}-carol").get_keys() == []
+    same_bob = MemOSChatStore(mos=shared_mos, user_id=f"{user}-bob")  # the other view
+    assert texts(same_bob.get_messages("s1")) == ["bob's"]
 
 
-def test_concurrent_writers_lose_nothing(mos) -> None:
-    store = MemOSChatStore(mos=mos)
+def test_concurrent_writers_lose_nothing(sync_store: MemOSChatStore) -> None:
+    store = sync_store
 
     def write(t: int) -> None:
         for i in range(40):
@@ -200,10 +211,10 @@ def test_concurrent_writers_lose_nothing(mos) -> None:
         assert [x for x in got if x.startswith(f"{t}:")] == [f"{t}:{i}" for i in range(40)]
 
 
-def test_serialisation_leaves_out_mos(mos) -> None:
-    store = MemOSChatStore(mos=mos, user_id="u")
+def test_serialisation_leaves_out_mos(shared_mos) -> None:
+    store = MemOSChatStore(mos=shared_mos, user_id="u")
     assert store.to_dict() == {"user_id": "u", "class_name": "MemOSChatStore"}
-    assert "mos" not in MemOSAsyncChatStore(mos=mos).model_dump()
+    assert "mos" not in MemOSAsyncChatStore(mos=shared_mos).model_dump()
 
 
 # -- bad input: clear errors, nothing written ------------------------------------------------
@@ -222,8 +233,9 @@ SYNC_BAD: list[tuple[str, tuple[Any, ...], str]] = [
 
 
 @pytest.mark.parametrize(("method", "args", "match"), SYNC_BAD, ids=[c[2][:30] for c in SYNC_BAD])
-def test_sync_store_bad_input(mos, method: str, args: tuple[Any, ...], match: str) -> None:
-    store = MemOSChatStore(mos=mos)
+def test_sync_store_bad_input(sync_store: MemOSChatStore, method: str, args: tuple[Any, ...],
+                              match: str) -> None:
+    store = sync_store
     store.set_messages("k", [msg("before")])
     with pytest.raises(InvalidInputError, match=match):
         getattr(store, method)(*args)
@@ -244,9 +256,10 @@ ASYNC_BAD: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(("method", "args", "kwargs", "match"), ASYNC_BAD,
                          ids=[c[3][:30] for c in ASYNC_BAD])
-async def test_async_store_bad_input(mos, method: str, args: tuple[Any, ...],
-                                     kwargs: dict[str, Any], match: str) -> None:
-    store = MemOSAsyncChatStore(mos=mos)
+async def test_async_store_bad_input(async_store: MemOSAsyncChatStore, method: str,
+                                     args: tuple[Any, ...], kwargs: dict[str, Any],
+                                     match: str) -> None:
+    store = async_store
     await store.set_messages("k", [msg("before")])
     with pytest.raises(InvalidInputError, match=match):
         await getattr(store, method)(*args, **kwargs)
@@ -259,6 +272,7 @@ async def test_async_store_bad_input(mos, method: str, args: tuple[Any, ...],
     ({"user_id": ""}, "user_id must be a non-empty str"),
     ({"user_id": 7}, "user_id must be a non-empty str"),
 ])
-def test_store_construction_errors(mos, cls: type, kwargs: dict[str, Any], match: str) -> None:
+def test_store_construction_errors(shared_mos, cls: type, kwargs: dict[str, Any],
+                                   match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
-        cls(**{"mos": mos, **kwargs})
+        cls(**{"mos": shared_mos, **kwargs})

@@ -139,11 +139,11 @@ def test_bad_message_changes_nothing(mos: MemOS) -> None:
     assert [c.text for c in mos.list(user_id="alice")] == ["user: kept"]
 
 
-def test_memory_is_truthy_and_serialises_without_mos(mos: MemOS) -> None:
-    memory = memory_for(mos, "alice", "s1", memory_blocks=[])
+def test_memory_is_truthy_and_serialises_without_mos(shared_mos: MemOS, user: str) -> None:
+    memory = memory_for(shared_mos, user, "s1", memory_blocks=[])
     assert bool(memory)  # agents replace a falsy memory with a default one
     dumped = memory.model_dump()
-    assert "mos" not in dumped and dumped["user_id"] == "alice" and dumped["session_id"] == "s1"
+    assert "mos" not in dumped and dumped["user_id"] == user and dumped["session_id"] == "s1"
     assert isinstance(memory.memory_blocks[0], MemOSMemoryBlock)
 
 
@@ -160,6 +160,6 @@ BAD_DEFAULTS: list[tuple[dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("kwargs", "match"), BAD_DEFAULTS, ids=[c[1][:30] for c in BAD_DEFAULTS])
-def test_from_defaults_errors(mos: MemOS, kwargs: dict[str, Any], match: str) -> None:
+def test_from_defaults_errors(shared_mos: MemOS, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
-        MemOSMemory.from_defaults(**{"mos": mos, "user_id": "alice", **kwargs})
+        MemOSMemory.from_defaults(**{"mos": shared_mos, "user_id": "alice", **kwargs})

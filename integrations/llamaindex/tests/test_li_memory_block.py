@@ -118,15 +118,15 @@ async def test_memories_sourced_from_excluded_messages_are_skipped(mos) -> None:
     assert "I own a red bicycle" not in got and "Ada's bicycle is red." in got
 
 
-async def test_atruncate_drops_least_relevant_lines_first(mos) -> None:
-    block = MemOSMemoryBlock(mos=mos, user_id="ada")
+async def test_atruncate_drops_least_relevant_lines_first(shared_mos) -> None:
+    block = MemOSMemoryBlock(mos=shared_mos, user_id="ada")
     content = "- first, best\n- second\n- third, worst"
     assert await block.atruncate(content, 2) == "- first, best\n- second"
     assert await block.atruncate(content, 1000) is None
 
 
-def test_serialisation_leaves_out_mos(mos) -> None:
-    dumped = MemOSMemoryBlock(mos=mos, user_id="ada").model_dump()
+def test_serialisation_leaves_out_mos(shared_mos) -> None:
+    dumped = MemOSMemoryBlock(mos=shared_mos, user_id="ada").model_dump()
     assert "mos" not in dumped and dumped["user_id"] == "ada"
 
 
@@ -147,6 +147,6 @@ BAD_BLOCKS: list[tuple[dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("kwargs", "match"), BAD_BLOCKS, ids=[c[1][:30] for c in BAD_BLOCKS])
-def test_block_construction_errors(mos, kwargs: dict[str, Any], match: str) -> None:
+def test_block_construction_errors(shared_mos, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
-        MemOSMemoryBlock(**{"mos": mos, "user_id": "ada", **kwargs})
+        MemOSMemoryBlock(**{"mos": shared_mos, "user_id": "ada", **kwargs})

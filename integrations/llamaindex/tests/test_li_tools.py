@@ -113,14 +113,15 @@ TOOL_ERRORS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
 
 @pytest.mark.parametrize(("name", "kwargs", "error", "match"), TOOL_ERRORS,
                          ids=[f"{c[0]}-{c[3][:20]}" for c in TOOL_ERRORS])
-def test_tool_errors_say_what_to_fix(mos: MemOS, name: str, kwargs: dict[str, Any],
-                                     error: type[Exception], match: str) -> None:
-    tools = by_name(memos_tools(mos, user_id="alice"))
+def test_tool_errors_say_what_to_fix(shared_mos: MemOS, user: str, name: str,
+                                     kwargs: dict[str, Any], error: type[Exception],
+                                     match: str) -> None:
+    tools = by_name(memos_tools(shared_mos, user_id=user))
     if name not in tools:
         pytest.skip("memos-core has no MemOS.compress yet")
     with pytest.raises(error, match=match):
         tools[name].call(**kwargs)
-    assert mos.list(user_id="alice") == []
+    assert shared_mos.list(user_id=user) == []
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -129,15 +130,15 @@ def test_tool_errors_say_what_to_fix(mos: MemOS, name: str, kwargs: dict[str, An
     ({"include": ["store", "teleport"]}, r"include names unknown tools \['teleport'\]"),
     ({"max_k": 0}, "max_k must be an int"),
 ])
-def test_memos_tools_arguments(mos: MemOS, kwargs: dict[str, Any], match: str) -> None:
+def test_memos_tools_arguments(shared_mos: MemOS, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
-        memos_tools(**{"mos": mos, "user_id": "alice", **kwargs})
+        memos_tools(**{"mos": shared_mos, "user_id": "alice", **kwargs})
 
 
-def test_include_selects_tools_in_fixed_order(mos: MemOS) -> None:
-    names = [t.metadata.name for t in memos_tools(mos, user_id="a", include=["forget", "store"])]
-    assert names == ["store_memory", "forget_memory"]
-    everything = [t.metadata.name for t in memos_tools(mos, user_id="a")]
+def test_include_selects_tools_in_fixed_order(shared_mos: MemOS) -> None:
+    chosen = memos_tools(shared_mos, user_id="a", include=["forget", "store"])
+    assert [t.metadata.name for t in chosen] == ["store_memory", "forget_memory"]
+    everything = [t.metadata.name for t in memos_tools(shared_mos, user_id="a")]
     assert len(everything) == len(TOOL_NAMES) - (0 if hasattr(MemOS, "compress") else 1)
 
 

@@ -105,8 +105,6 @@ class MemOSMemory(Memory):
             # write-through already stored every message; a flush must not store it twice
             accept_short_term_memory=False,
         )
-        if token_flush_size > token_limit:
-            token_flush_size = int(token_limit * 0.7)
         memory = cls(
             mos=mos,
             user_id=user_id,

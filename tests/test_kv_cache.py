@@ -333,11 +333,9 @@ def test_cached_prefix_equals_recomputation_smollm2(smol: LocalModel) -> None:
         (f"f{i}", 1, f"Fact {i}: the user's friend number {i} lives in city {i * 7} and likes tea.")
         for i in range(12)
     ]
-    tier = KVCacheTier(smol)
-    block = tier.get_or_build(facts)
+    block = KVCacheTier(smol).get_or_build(facts)
     assert block.num_tokens > 200
-    for query in QUERIES[:2]:
-        check_exactness(smol, block.prefix, query, new=6)
+    check_exactness(smol, block.prefix, QUERIES[2], new=5)  # the multi-turn query
 
 
 @pytest.mark.slow

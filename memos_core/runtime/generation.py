@@ -64,7 +64,9 @@ def greedy_tokens(
     step_input = input_ids  # (1, q) for the prefill, then (1, 1) per decoded token
     for _ in range(max_new_tokens):
         with torch.inference_mode():
-            out = model(input_ids=step_input, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = model(
+                input_ids=step_input, past_key_values=cache, use_cache=True, logits_to_keep=1
+            )
             next_id = int(out.logits[0, -1].argmax())  # logits: (1, 1, vocab)
         yield next_id
         if next_id in eos_token_ids:

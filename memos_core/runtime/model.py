@@ -276,7 +276,9 @@ class LocalModel:
             input_ids = torch.tensor([query], device=self.device)  # (1, q)
             cache = prefix.fork() if prefix is not None else None
         with torch.inference_mode():
-            out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=cache is not None)
+            out = self.model(
+                input_ids=input_ids, past_key_values=cache, use_cache=cache is not None
+            )
         return out.logits[0, -len(query) :]  # (q, vocab)
 
     # ------------------------------------------------------------------ generation
@@ -321,7 +323,9 @@ class LocalModel:
         first token is counted from this call.
         """
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise InvalidInputError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+            raise InvalidInputError(
+                f"max_new_tokens must be a positive int, got {max_new_tokens!r}"
+            )
 
         import torch
         from transformers import DynamicCache

@@ -19,6 +19,7 @@ Tensor layout per layer: keys and values of shape ``(1, num_kv_heads, prefix_len
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from memos_core.runtime.errors import UnsupportedCacheError
@@ -47,9 +48,9 @@ class PrefixCache:
     def __init__(
         self,
         *,
-        messages: list[Message] | tuple[Message, ...],
-        token_ids: list[int] | tuple[int, ...],
-        layers: list[tuple[torch.Tensor, torch.Tensor]] | tuple[tuple[torch.Tensor, torch.Tensor], ...],
+        messages: Sequence[Message],
+        token_ids: Sequence[int],
+        layers: Sequence[tuple[torch.Tensor, torch.Tensor]],
         fingerprint_digest: str,
     ) -> None:
         if not layers:
@@ -66,9 +67,7 @@ class PrefixCache:
                 raise ValueError(
                     f"layer {index} holds {keys.shape[2]} positions but there are {n} prefix tokens"
                 )
-        self._messages = tuple(
-            (str(m["role"]), str(m["content"])) for m in messages
-        )
+        self._messages = tuple((str(m["role"]), str(m["content"])) for m in messages)
         self._token_ids = tuple(int(t) for t in token_ids)
         self._layers = tuple((k, v) for k, v in layers)
         self._fingerprint_digest = fingerprint_digest
@@ -98,7 +97,7 @@ class PrefixCache:
     @property
     def nbytes(self) -> int:
         """Bytes held by the key and value tensors."""
-        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self._layers)
+        return sum(t.numel() * t.element_size() for layer in self._layers for t in layer)
 
     def layers(self) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
         """The per-layer ``(keys, values)`` tensors. Read-only by contract: never write them."""

@@ -38,7 +38,9 @@ _SERVABLE = frozenset({State.GENERATED, State.ACTIVATED})
 
 def _require_aware(value: datetime | None, name: str) -> None:
     if value is not None and value.utcoffset() is None:
-        raise InvalidInputError(f"{name} must be a timezone-aware datetime (use UTC), got {value!r}")
+        raise InvalidInputError(
+            f"{name} must be a timezone-aware datetime (use UTC), got {value!r}"
+        )
 
 
 def decayed_heat(
@@ -172,7 +174,9 @@ class SchedulerConfig(BaseModel):
             },
         }
         if name not in presets:
-            raise InvalidInputError(f"unknown scheduler preset {name!r}: use one of {sorted(presets)}")
+            raise InvalidInputError(
+                f"unknown scheduler preset {name!r}: use one of {sorted(presets)}"
+            )
         return cls(**{**presets[name], **overrides})
 
 
@@ -278,7 +282,9 @@ def select_activation(
 
 
 def _step(kind: StepKind, record: UsageRecord, heat: float, reason: str) -> PlanStep:
-    return PlanStep(kind=kind, memory_id=record.id, version=record.version, reason=reason, heat=heat)
+    return PlanStep(
+        kind=kind, memory_id=record.id, version=record.version, reason=reason, heat=heat
+    )
 
 
 def _lifecycle_steps(
@@ -290,7 +296,8 @@ def _lifecycle_steps(
     for record in records:
         heat = heats[record.id]
         if is_expired(record, now):
-            expire.append(_step(StepKind.EXPIRE, record, heat, f"TTL of {record.ttl_seconds:g} s ran out"))
+            reason = f"TTL of {record.ttl_seconds:g} s ran out"
+            expire.append(_step(StepKind.EXPIRE, record, heat, reason))
         elif is_cold(record, heat, now, config):
             archive.append(
                 _step(
@@ -304,7 +311,9 @@ def _lifecycle_steps(
     return expire, archive
 
 
-def _demote_reason(record: UsageRecord, heat: float, leaving: set[str], config: SchedulerConfig) -> str:
+def _demote_reason(
+    record: UsageRecord, heat: float, leaving: set[str], config: SchedulerConfig
+) -> str:
     if record.state not in _SERVABLE:
         return f"memory is {record.state.value}"
     if record.id in leaving:
@@ -329,7 +338,8 @@ def plan_schedule(
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
         raise InvalidInputError("each memory may appear only once in the usage records")
-    heats = {r.id: decayed_heat(r.heat, r.last_access, now, config.heat_half_life_s) for r in records}
+    half_life = config.heat_half_life_s
+    heats = {r.id: decayed_heat(r.heat, r.last_access, now, half_life) for r in records}
     expire, archive = _lifecycle_steps(records, heats, now, config)
     leaving = {s.memory_id for s in expire} | {s.memory_id for s in archive}
     candidates = [

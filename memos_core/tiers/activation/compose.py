@@ -85,7 +85,10 @@ def block_messages(
 
 
 def block_id(
-    memories: Iterable[MemoryRef], *, fingerprint_digest: str, instructions: str = DEFAULT_INSTRUCTIONS
+    memories: Iterable[MemoryRef],
+    *,
+    fingerprint_digest: str,
+    instructions: str = DEFAULT_INSTRUCTIONS,
 ) -> str:
     """Content address of a block: hex SHA-256 over the model fingerprint, the instructions and
     each memory's id, version and text hash, in order. Equal ids mean interchangeable caches.

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from memos_core.errors import CorruptDataError
 from memos_core.runtime.prefix import PrefixCache
@@ -107,6 +107,20 @@ def header_memories(metadata: dict[str, str]) -> tuple[tuple[str, int], ...]:
         raise KVCacheFormatError(f"bad 'memories' metadata in KV cache file: {exc}") from exc
 
 
+def _read_tensors(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """All tensors of a file, read into memory the process owns.
+
+    Not memory-mapped: a mapped file that something truncates later would crash the process
+    (SIGBUS) on the next query, and a few tens of milliseconds of reading buy that safety.
+    """
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), backend="pread")
+    except TypeError:  # safetensors < 0.8 has no backend argument (and maps the file)
+        return load_file(str(path))
+
+
 def load_block(
     path: str | os.PathLike[str],
     *,
@@ -122,8 +136,6 @@ def load_block(
         KVCacheFormatError: the file is unreadable or inconsistent.
         FileNotFoundError: there is no such file.
     """
-    from safetensors.torch import load_file
-
     from memos_core.tiers.activation.tier import KVBlock
 
     if not Path(path).is_file():
@@ -135,7 +147,7 @@ def load_block(
     if memories is not None and recorded != tuple((str(i), int(v)) for i, v in memories):
         return None
     try:
-        tensors = load_file(str(path))
+        tensors = _read_tensors(path)
         token_ids = tensors.pop("token_ids").tolist()
         count = int(metadata["token_count"])
         layers = [(tensors[f"k.{i}"], tensors[f"v.{i}"]) for i in range(len(tensors) // 2)]

@@ -152,16 +152,18 @@ class KVCacheTier:
 
     def block_id_for(self, memories: Iterable[Any]) -> str:
         """Content address of the block these memories (in this order) compose."""
-        return block_id(as_refs(memories), fingerprint_digest=self._digest, instructions=self.instructions)
+        return self._block_id(as_refs(memories))
+
+    def _block_id(self, refs: Sequence[MemoryRef]) -> str:
+        return block_id(refs, fingerprint_digest=self._digest, instructions=self.instructions)
 
     # ------------------------------------------------------------------ lookup and build
 
     def get(self, memories: Iterable[Any]) -> KVBlock | None:
         """The kept block for exactly these memory versions, or ``None`` (never builds)."""
         refs = as_refs(memories)
-        bid = block_id(refs, fingerprint_digest=self._digest, instructions=self.instructions)
         with self._lock:
-            return self._resident(bid, refs)
+            return self._resident(self._block_id(refs), refs)
 
     def get_or_build(self, memories: Iterable[Any], *, evict_first: Sequence[str] = ()) -> KVBlock:
         """The block for these memories, computing its KV cache if it is not kept yet.
@@ -177,13 +179,14 @@ class KVCacheTier:
         refs = as_refs(memories)
         if not refs:
             raise InvalidInputError("a KV block needs at least one memory")
-        bid = block_id(refs, fingerprint_digest=self._digest, instructions=self.instructions)
+        bid = self._block_id(refs)
         with self._lock:
             found = self._resident(bid, refs)
             if found is not None:
                 return found
             messages = block_messages(refs, self.instructions)
-            tokens = len(self.model.encode(self.model.render(messages, add_generation_prompt=False)))
+            text = self.model.render(messages, add_generation_prompt=False)
+            tokens = len(self.model.encode(text))
             nbytes = tokens * self.model.kv_bytes_per_token
             if not self.budget.fits(tokens, nbytes):
                 raise KVBudgetError(
@@ -235,7 +238,11 @@ class KVCacheTier:
         Idempotent: an unknown memory drops nothing. Call on update, forget and expiry.
         """
         with self._lock:
-            doomed = [bid for bid, e in self._entries.items() if any(m == memory_id for m, _ in e.memories)]
+            doomed = [
+                bid
+                for bid, entry in self._entries.items()
+                if any(mid == memory_id for mid, _ in entry.memories)
+            ]
             for bid in doomed:
                 self._drop(bid)
             return doomed
@@ -253,7 +260,9 @@ class KVCacheTier:
                 self._drop(bid)
             return ids
 
-    def evict_to_budget(self, order: Sequence[str] = (), budget: KVBudget | None = None) -> list[str]:
+    def evict_to_budget(
+        self, order: Sequence[str] = (), budget: KVBudget | None = None
+    ) -> list[str]:
         """Evict blocks until the kept total fits ``budget`` (default: the tier's).
 
         Blocks named in ``order`` (block ids; unknown ids are skipped) go first, in that
@@ -265,7 +274,9 @@ class KVCacheTier:
     def _make_room(self, tokens: int, nbytes: int, order: Sequence[str]) -> None:
         self._evict_until(self.budget, tokens, nbytes, order)
 
-    def _evict_until(self, budget: KVBudget, extra_tokens: int, extra_bytes: int, order: Sequence[str]) -> list[str]:
+    def _evict_until(
+        self, budget: KVBudget, extra_tokens: int, extra_bytes: int, order: Sequence[str]
+    ) -> list[str]:
         evicted: list[str] = []
         first = [bid for bid in dict.fromkeys(order) if bid in self._entries]
         candidates = first + [bid for bid in self._entries if bid not in set(first)]
@@ -316,7 +327,9 @@ class KVCacheTier:
         """Register this model's block files (headers only), oldest first; skip all others."""
         if self.directory is None or not self.directory.is_dir():
             return
-        files = sorted(self.directory.glob(f"*{storage.SUFFIX}"), key=lambda p: p.stat().st_mtime_ns)
+        files = sorted(
+            self.directory.glob(f"*{storage.SUFFIX}"), key=lambda p: p.stat().st_mtime_ns
+        )
         for path in files:
             try:
                 header = storage.read_header(path)
@@ -327,6 +340,7 @@ class KVCacheTier:
             bid = header.get("block_id", "")
             if header.get("fingerprint") != self._digest or path.name != f"{bid}{storage.SUFFIX}":
                 continue
-            self._entries[bid] = _Entry(memories, tokens, tokens * self.model.kv_bytes_per_token, None)
+            nbytes = tokens * self.model.kv_bytes_per_token
+            self._entries[bid] = _Entry(memories, tokens, nbytes, None)
         if not self.budget.fits(*self.usage()):
             self._evict_until(self.budget, 0, 0, ())

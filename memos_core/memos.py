@@ -280,7 +280,7 @@ class MemOS(AsyncMemOSMixin):
         else:
             raise InvalidInputError(
                 "content must be a non-empty str or a non-empty list of chat messages, got "
-                f"{type(content).__name__ if not isinstance(content, Sequence) else 'an empty list'}."
+                f"{content.__class__.__name__ if not isinstance(content, Sequence) else 'an empty list'}."
             )
         base = dict(
             user_id=user_id, agent_id=agent_id, session_id=session_id, occurred_at=occurred_at,

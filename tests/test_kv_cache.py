@@ -317,6 +317,15 @@ def test_memory_refs_accept_cubes_and_tuples(tiny: LocalModel) -> None:
     assert tier.get([(cube.id, 2, cube.text)]) is block
     with pytest.raises(InvalidInputError, match="cannot use"):
         tier.get_or_build([42])
+    with pytest.raises(InvalidInputError, match="bad memory"):
+        tier.get_or_build([("m", 0, "version 0 does not exist")])
+
+
+def test_memory_tokens_add_up_to_the_block(tiny: LocalModel) -> None:
+    tier = KVCacheTier(tiny)
+    one = tier.get_or_build([mem(1)]).num_tokens
+    two = tier.get_or_build([mem(1), mem(2)]).num_tokens
+    assert two - one == tier.memory_tokens(mem(2)[2])
 
 
 # ---------------------------------------------------------------- SmolLM2

@@ -251,6 +251,27 @@ def test_record_rejects_naive_timestamps() -> None:
         rec("a", created_at=datetime(2025, 1, 1))
 
 
+def test_record_from_cube_carries_usage_and_governance() -> None:
+    from memos_core.cube import Governance, MemCube, Namespace, Usage
+
+    cube = MemCube(
+        namespace=Namespace(user_id="u"),
+        text="Alice is vegetarian.",
+        version=3,
+        type=MemoryType.PREFERENCE,
+        governance=Governance(ttl_seconds=60.0, priority=2, sensitivity=("pii",)),
+        usage=Usage(access_count=4, last_access=NOW, heat=2.5, tier=Tier.ACTIVATION),
+    )
+    record = UsageRecord.from_cube(cube, token_count=9)
+    assert (record.id, record.version, record.type, record.token_count) == (
+        cube.id, 3, MemoryType.PREFERENCE, 9
+    )
+    assert (record.access_count, record.heat, record.tier, record.last_access) == (
+        4, 2.5, Tier.ACTIVATION, NOW
+    )
+    assert (record.ttl_seconds, record.priority, record.sensitivity) == (60.0, 2, ("pii",))
+
+
 # ---------------------------------------------------------------- config
 
 

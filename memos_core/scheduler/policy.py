@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from memos_core.cube import MemoryType, State, Tier
+from memos_core.cube import MemCube, MemoryType, State, Tier
 from memos_core.errors import InvalidInputError
 
 _LIVE = frozenset({State.GENERATED, State.ACTIVATED, State.ARCHIVED})
@@ -102,6 +102,27 @@ class UsageRecord(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         _require_aware(value, "usage record timestamps")
         return value
+
+    @classmethod
+    def from_cube(cls, cube: MemCube, *, token_count: int) -> UsageRecord:
+        """The record of a stored memory; ``token_count`` is its size in a KV block
+        (``KVCacheTier.memory_tokens(cube.text)``)."""
+        return cls(
+            id=cube.id,
+            version=cube.version,
+            type=cube.type,
+            state=cube.state,
+            access_count=cube.usage.access_count,
+            last_access=cube.usage.last_access,
+            heat=cube.usage.heat,
+            created_at=cube.created_at,
+            updated_at=cube.updated_at,
+            ttl_seconds=cube.governance.ttl_seconds,
+            priority=cube.governance.priority,
+            token_count=token_count,
+            tier=cube.usage.tier,
+            sensitivity=cube.governance.sensitivity,
+        )
 
 
 class SchedulerConfig(BaseModel):

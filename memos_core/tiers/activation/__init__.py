@@ -11,6 +11,7 @@ from memos_core.tiers.activation.compose import (
     block_id,
     block_messages,
     block_text,
+    bullet,
 )
 from memos_core.tiers.activation.storage import (
     KVCacheFormatError,
@@ -41,6 +42,7 @@ __all__ = [
     "block_messages",
     "block_path",
     "block_text",
+    "bullet",
     "load_block",
     "read_header",
     "save_block",

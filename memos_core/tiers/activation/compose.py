@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memos_core.errors import InvalidInputError
 
@@ -49,15 +49,20 @@ def as_refs(memories: Iterable[Any]) -> tuple[MemoryRef, ...]:
     for item in memories:
         if isinstance(item, MemoryRef):
             refs.append(item)
-        elif isinstance(item, tuple) and len(item) == 3:
-            refs.append(MemoryRef(id=item[0], version=item[1], text=item[2]))
+            continue
+        if isinstance(item, tuple) and len(item) == 3:
+            fields = dict(zip(("id", "version", "text"), item))
         elif all(hasattr(item, name) for name in ("id", "version", "text")):
-            refs.append(MemoryRef(id=item.id, version=item.version, text=item.text))
+            fields = {"id": item.id, "version": item.version, "text": item.text}
         else:
             raise InvalidInputError(
                 f"cannot use {type(item).__name__} as a memory: give (id, version, text) tuples, "
                 "MemoryRef or MemCube objects"
             )
+        try:
+            refs.append(MemoryRef(**fields))
+        except ValidationError as exc:
+            raise InvalidInputError(f"bad memory {fields.get('id')!r}: {exc}") from exc
     seen: set[str] = set()
     for ref in refs:
         if ref.id in seen:
@@ -66,14 +71,15 @@ def as_refs(memories: Iterable[Any]) -> tuple[MemoryRef, ...]:
     return tuple(refs)
 
 
-def block_text(memories: Iterable[MemoryRef], instructions: str = DEFAULT_INSTRUCTIONS) -> str:
-    """The system message content: the instructions, then one bullet per memory, in order.
+def bullet(text: str) -> str:
+    """One memory's line in a block; continuation lines are indented so bullets stay clear."""
+    return "- " + text.strip().replace("\n", "\n  ")
 
-    Continuation lines of a multi-line memory are indented so bullets stay unambiguous.
-    """
+
+def block_text(memories: Iterable[MemoryRef], instructions: str = DEFAULT_INSTRUCTIONS) -> str:
+    """The system message content: the instructions, then one bullet per memory, in order."""
     lines = [instructions.strip(), "", "Memories:"]
-    for ref in memories:
-        lines.append("- " + ref.text.strip().replace("\n", "\n  "))
+    lines.extend(bullet(ref.text) for ref in memories)
     return "\n".join(lines)
 
 

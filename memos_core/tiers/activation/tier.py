@@ -38,6 +38,7 @@ from memos_core.tiers.activation.compose import (
     as_refs,
     block_id,
     block_messages,
+    bullet,
 )
 
 if TYPE_CHECKING:
@@ -149,6 +150,14 @@ class KVCacheTier:
     def messages_for(self, memories: Iterable[Any]) -> list[dict[str, str]]:
         """The block's chat messages; send them as prompt text for the uncached path."""
         return block_messages(as_refs(memories), self.instructions)
+
+    def memory_tokens(self, text: str) -> int:
+        """Tokens one memory adds to a block (its bullet line), for the scheduler's budget.
+
+        A block also carries a fixed overhead (instructions and chat-template markers), so
+        give the tier's budget some headroom over the scheduler's ``promote_token_budget``.
+        """
+        return len(self.model.encode(bullet(text) + "\n"))
 
     def block_id_for(self, memories: Iterable[Any]) -> str:
         """Content address of the block these memories (in this order) compose."""

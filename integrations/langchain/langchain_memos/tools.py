@@ -41,7 +41,7 @@ def _brief(cube: MemCube) -> dict[str, Any]:
     }
 
 
-def _config(runtime: ToolRuntime | None) -> Mapping[str, Any] | None:
+def _config(runtime: ToolRuntime[Any, Any] | None) -> Mapping[str, Any] | None:
     """The config of the call: the agent's (via the runtime) or that of ``tool.invoke``."""
     return getattr(runtime, "config", None) or current_config()
 
@@ -52,7 +52,7 @@ class _MemoryOps:
     def __init__(self, mos: MemOS, user_id: str | None, user_id_key: str, k: int) -> None:
         self.mos, self.user_id, self.user_id_key, self.k = mos, user_id, user_id_key, k
 
-    def _user(self, runtime: ToolRuntime | None) -> str:
+    def _user(self, runtime: ToolRuntime[Any, Any] | None) -> str:
         return resolve_user_id(
             component="memory tools", key=self.user_id_key, default=self.user_id,
             context=getattr(runtime, "context", None), config=_config(runtime),
@@ -63,7 +63,7 @@ class _MemoryOps:
         text: Annotated[str, Field(description="The memory, as one self-contained sentence.")],
         type: Annotated[MemoryKind, Field(description="What kind of memory this is.")] = "fact",
         tags: Annotated[list[str] | None, Field(description="Optional short labels.")] = None,
-        runtime: ToolRuntime = None,  # type: ignore[assignment]
+        runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         cube = self.mos.add(
             text, user_id=self._user(runtime), session_id=thread_id(_config(runtime)),
@@ -75,7 +75,7 @@ class _MemoryOps:
         self,
         query: Annotated[str, Field(description="What to look for, in natural language.")],
         k: Annotated[int | None, Field(ge=1, le=50, description="How many memories to return.")] = None,
-        runtime: ToolRuntime = None,  # type: ignore[assignment]
+        runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         hits = self.mos.search(query, user_id=self._user(runtime), k=k or self.k)
         if not hits:
@@ -92,7 +92,7 @@ class _MemoryOps:
         self,
         memory_id: Annotated[str, Field(description="Id of the memory to change (from search_memory).")],
         text: Annotated[str, Field(description="The corrected memory text.")],
-        runtime: ToolRuntime = None,  # type: ignore[assignment]
+        runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         cube = self.mos.update(memory_id, text, user_id=self._user(runtime), reason="update_memory tool")
         return f"Updated memory {cube.id} (version {cube.version}; older versions are kept).", _brief(cube)
@@ -100,7 +100,7 @@ class _MemoryOps:
     def forget(
         self,
         memory_id: Annotated[str, Field(description="Id of the memory to delete (from search_memory).")],
-        runtime: ToolRuntime = None,  # type: ignore[assignment]
+        runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         receipt = self.mos.forget(memory_id, user_id=self._user(runtime), reason="forget_memory tool")
         return f"Forgot memory {receipt.memory_id}.", receipt.model_dump(mode="json")
@@ -109,7 +109,7 @@ class _MemoryOps:
         self,
         memory_ids: Annotated[list[str], Field(min_length=2, description="Ids of the memories to merge.")],
         summary: Annotated[str, Field(description="One text that keeps everything they say.")],
-        runtime: ToolRuntime = None,  # type: ignore[assignment]
+        runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         cube = self.mos.compress(memory_ids, summary, user_id=self._user(runtime),
                                  reason="compress_memories tool")

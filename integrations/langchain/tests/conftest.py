@@ -82,3 +82,12 @@ def make_mos(tmp_path: Path) -> Iterator[Callable[..., MemOS]]:
 @pytest.fixture
 def mos(make_mos: Callable[..., MemOS]) -> MemOS:
     return make_mos()
+
+
+@pytest.fixture(scope="module")
+def module_mos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemOS]:
+    """One MemOS for a whole test module, for tests that write nothing or use their own
+    user ids (opening a data directory takes about a second)."""
+    mos = MemOS(tmp_path_factory.mktemp("module"), config=MemOSConfig(show_progress=False))
+    yield mos
+    mos.close()

@@ -29,10 +29,6 @@ from langchain_memos import (
     create_memory_tools,
 )
 
-# langgraph serialises the runtime context of a tool call through a schema typed None and
-# pydantic warns about the dataclass it finds there; nothing of ours is involved.
-pytestmark = pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
-
 
 @dataclass
 class UserContext:
@@ -40,7 +36,7 @@ class UserContext:
 
 
 @tool
-def save_preference(topic: str, preference: str, runtime: ToolRuntime) -> str:
+def save_preference(topic: str, preference: str, runtime: ToolRuntime[UserContext, Any]) -> str:
     """Save one of the user's preferences in the agent's store."""
     runtime.store.put((runtime.context.user_id, "preferences"), topic, {"text": preference})
     return f"saved {topic}"

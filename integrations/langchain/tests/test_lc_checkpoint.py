@@ -90,8 +90,9 @@ def test_values_are_not_pickled(mos: MemOS) -> None:
         (lambda s: s.put_writes({"configurable": {"thread_id": "t"}}, [("c", 1)], "task"), "checkpoint_id"),
     ],
 )
-def test_bad_config_gets_a_clear_error(mos: MemOS, call: Callable[[MemOSCheckpointer], object], words: str) -> None:
-    with MemOSCheckpointer(mos) as saver, pytest.raises(InvalidInputError, match=words):
+def test_bad_config_gets_a_clear_error(module_mos: MemOS, call: Callable[[MemOSCheckpointer], object],
+                                      words: str) -> None:
+    with MemOSCheckpointer(module_mos) as saver, pytest.raises(InvalidInputError, match=words):
         call(saver)
 
 

@@ -199,12 +199,12 @@ def test_values_round_trip_exactly(mos: MemOS) -> None:
         (lambda s: s.put(("alice",), "k", {"a": 1}, ttl=5), NotImplementedError, "TTL"),
     ],
 )
-def test_bad_input_is_refused_with_a_clear_error(mos: MemOS, call: Callable[[MemOSStore], Any],
+def test_bad_input_is_refused_with_a_clear_error(module_mos: MemOS, call: Callable[[MemOSStore], Any],
                                                  error: type[Exception], words: str) -> None:
-    store = MemOSStore(mos)
+    store = MemOSStore(module_mos)
     with pytest.raises(error, match=re.escape(words)):
         call(store)
-    assert mos.list(user_id="alice") == []  # nothing was written
+    assert module_mos.list(user_id="alice") == []  # nothing was written
 
 
 def test_a_bad_op_in_a_batch_writes_nothing(mos: MemOS) -> None:

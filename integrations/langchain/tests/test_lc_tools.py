@@ -94,8 +94,9 @@ def test_user_comes_from_config_not_from_the_model(mos: MemOS) -> None:
         ("compress_memories", {"memory_ids": ["only-one"], "summary": "s"}, "Invalid arguments"),
     ],
 )
-def test_model_mistakes_come_back_as_messages(tools: dict[str, BaseTool], name: str,
+def test_model_mistakes_come_back_as_messages(module_mos: MemOS, name: str,
                                               args: dict[str, Any], words: str) -> None:
+    tools = {t.name: t for t in create_memory_tools(module_mos, user_id="mistaken")}
     reply = _call(tools, name, **args)
     assert reply.status == "error" and words in reply.content
 
@@ -108,11 +109,11 @@ def test_other_users_memories_are_out_of_reach(mos: MemOS, tools: dict[str, Base
     assert mos.get(secret.id, user_id="bob").text == "Bob's PIN is 1234"
 
 
-def test_include_and_bad_arguments(mos: MemOS) -> None:
-    assert [t.name for t in create_memory_tools(mos, include=["search_memory"])] == ["search_memory"]
+def test_include_and_bad_arguments(module_mos: MemOS) -> None:
+    assert [t.name for t in create_memory_tools(module_mos, include=["search_memory"])] == ["search_memory"]
     with pytest.raises(ValueError, match="Unknown memory tools"):
-        create_memory_tools(mos, include=["delete_everything"])
+        create_memory_tools(module_mos, include=["delete_everything"])
     with pytest.raises(ValueError, match="k must be"):
-        create_memory_tools(mos, k=0)
+        create_memory_tools(module_mos, k=0)
     with pytest.raises(TypeError, match="MemOS"):
         create_memory_tools(None)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,7 @@ class MemOS(AsyncMemOSMixin):
         self.extractor: EntityExtractor = self._extractor or RuleEntityExtractor()
         self.bm25 = Bm25Encoder()
         self._write_lock = threading.RLock()  # one writer: vault + index + graph stay in step
+        self._listeners: list[Callable[[Sequence[MemCube]], None]] = []
         self._graph_lock = threading.RLock()
         self.index: VectorIndex = open_index(
             self.config.index,
@@ -215,6 +216,7 @@ class MemOS(AsyncMemOSMixin):
         )
 
     def _graph_apply(self, cubes: Sequence[MemCube], edges: Sequence[Edge] = ()) -> None:
+        """Bring the graph up to date with changed memories, then tell the listeners."""
         with self._graph_lock:
             for cube in cubes:
                 if cube.state.value in INDEXED_STATES:
@@ -223,6 +225,15 @@ class MemOS(AsyncMemOSMixin):
                     self.graph.remove(cube.id)
             for edge in edges:
                 self.graph.add_relation(edge.src, edge.dst, edge.kind)
+        for listener in self._listeners:
+            listener(cubes)
+
+    def on_change(self, listener: Callable[[Sequence[MemCube]], None]) -> None:
+        """Call ``listener(cubes)`` after memories change: new memories, new versions (updates,
+        state changes, supersessions, shares) and tombstones. It runs under the write lock,
+        after the vault committed; the derived tiers (KV caches, adapters) use it to drop what
+        was built from an old version."""
+        self._listeners.append(listener)
 
     # -- access ---------------------------------------------------------------------------
 
@@ -472,8 +483,7 @@ class MemOS(AsyncMemOSMixin):
             digest = cube.text if cube.state is State.DELETED else text_digest(cube.text)
             tomb = self.vault.tombstone(cube.id, Actor(user_id, agent_id, reason))
             self.index.delete([cube.id])
-            with self._graph_lock:
-                self.graph.remove(cube.id)
+            self._graph_apply([tomb])
             return ForgetReceipt(
                 memory_id=cube.id,
                 version=tomb.version,

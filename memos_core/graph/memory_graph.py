@@ -156,11 +156,12 @@ class MemoryGraph:
     ) -> dict[str, GraphHit]:
         """Memories related to the seeds (id, weight) or to the query's entities.
 
-        A neighbour's score adds, per path, the seed's weight times the relation's weight:
+        A neighbour's score is its best path: the seed's weight times the relation's weight,
         1 for a neighbouring turn or a supersession/derivation link, ``1/log2(1+degree)`` for a
         shared entity (rare entities count more; entities above ``max_entity_degree`` are
-        skipped). Only memories that pass ``flt`` are returned; seeds themselves are included
-        only when reached from another seed.
+        skipped). Taking the best path rather than the sum keeps hubs -- a turn next to many
+        hits -- from outranking the hits themselves. Only memories that pass ``flt`` are
+        returned; seeds themselves are included only when reached from another seed.
         """
         hits: dict[str, GraphHit] = {}
 
@@ -169,7 +170,7 @@ class MemoryGraph:
             if payload is None or not matches(payload, flt):
                 return
             hit = hits.setdefault(mid, GraphHit(mid))
-            hit.score += amount
+            hit.score = max(hit.score, amount)
             if reason not in hit.reasons:
                 hit.reasons.append(reason)
 

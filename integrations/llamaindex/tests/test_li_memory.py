@@ -155,6 +155,7 @@ BAD_DEFAULTS: list[tuple[dict[str, Any], str]] = [
     ({"k": 0}, "k must be an int between 1 and 1000"),
     ({"search_scope": "everyone"}, "search_scope must be one of"),
     ({"remember_roles": ["narrator"]}, "remember_roles contains 'narrator'"),
+    ({"token_limit": 0}, "token_limit must be an int between 1 and"),
     ({"memory_blocks": ["not a block"]}, r"memory_blocks\[0\] must be a llama-index"),
 ]
 

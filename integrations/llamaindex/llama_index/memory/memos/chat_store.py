@@ -26,6 +26,7 @@ from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.storage.chat_store.base import BaseChatStore
 from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, MessageStatus
 from memos_core import InvalidInputError, MemOS
+from memos_core.validation import check_name
 
 from llama_index.memory.memos._chat_log import FILENAME, ChatLog, Row
 from llama_index.memory.memos._checks import (
@@ -34,7 +35,6 @@ from llama_index.memory.memos._checks import (
     check_index,
     check_key,
     check_mos,
-    check_name,
     check_non_negative,
     check_status,
 )

@@ -19,12 +19,12 @@ from llama_index.core.memory.memory import (
 from llama_index.core.prompts import RichPromptTemplate
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 from memos_core import InvalidInputError, MemOS
+from memos_core.validation import check_k, check_name
 
 from llama_index.memory.memos._checks import (
     check_chat_message,
     check_chat_messages,
     check_mos,
-    check_name,
     check_roles,
 )
 from llama_index.memory.memos._convert import to_memos_messages
@@ -92,6 +92,7 @@ class MemOSMemory(Memory):
         session_id = str(check_name(session_id or uuid.uuid4().hex, "session_id"))
         agent_id = check_name(agent_id, "agent_id", optional=True)
         roles = check_roles(remember_roles)
+        token_limit = check_k(token_limit, "token_limit", maximum=10**9)
         extra = list(memory_blocks or [])
         for i, block in enumerate(extra):
             if not isinstance(block, BaseMemoryBlock):

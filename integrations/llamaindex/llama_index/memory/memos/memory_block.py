@@ -9,11 +9,10 @@ from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory.memory import BaseMemoryBlock
 from memos_core import MemOS
+from memos_core.validation import check_k, check_name
 
 from llama_index.memory.memos._checks import (
-    check_k,
     check_mos,
-    check_name,
     check_roles,
     check_scope,
     scope_filters,

@@ -8,11 +8,10 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from memos_core import MemOS
+from memos_core.validation import check_k, check_name
 
 from llama_index.memory.memos._checks import (
-    check_k,
     check_mos,
-    check_name,
     check_scope,
     scope_filters,
 )

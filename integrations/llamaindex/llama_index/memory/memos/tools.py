@@ -19,12 +19,12 @@ from typing import Any
 
 from llama_index.core.tools import FunctionTool
 from memos_core import InvalidInputError, MemOS
+from memos_core.validation import check_k, check_name
 
-from llama_index.memory.memos._checks import check_k, check_mos, check_name
+from llama_index.memory.memos._checks import check_mos
 
 #: Every tool name :func:`memos_tools` knows, in the order it returns them.
 TOOL_NAMES = ("store", "search", "update", "forget", "compress")
-
 
 
 def _async_twin(fn: Callable[..., str]) -> Callable[..., Any]:

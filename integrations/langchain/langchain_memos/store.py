@@ -14,7 +14,6 @@ import json
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from langgraph.store.base import (
     BaseStore,
@@ -74,6 +73,9 @@ class MemOSStore(BaseStore):
       comparable within one query only) and appends non-indexed matches after them with
       ``score=None``, as LangGraph's reference store does.
     * Search without a query returns items in the order they were first put.
+    * The memories are the store's: ``mos.update`` (or the ``update_memory`` tool) on one
+      changes its text, not the item's value; the next ``put`` of the key rewrites both.
+      Forgetting the memory deletes the item; archiving it (``mos.compress``) does not.
     * Within one ``batch``, reads see the store as it was before the batch; puts are
       applied afterwards, the last put per (namespace, key) winning.
     * TTL is not supported (``supports_ttl = False``): ``put(..., ttl=...)`` raises
@@ -220,13 +222,7 @@ class MemOSStore(BaseStore):
 
     def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
         conditions = tuple(op.match_conditions or ())
-        prefix = codec.concrete_prefix(conditions)
-        if not prefix:
-            raise InvalidNamespaceError(
-                "MemOSStore.list_namespaces needs prefix=(user_id, ...) with a concrete user "
-                "id first (not '*'): items are kept per user and users are not enumerable."
-            )
-        found = {_namespace(cube) for cube in self._scan(prefix)}
+        found = {_namespace(cube) for cube in self._scan(codec.concrete_prefix(conditions))}
         spaces = [ns for ns in found if codec.namespace_matches(ns, conditions)]
         if op.max_depth is not None:
             spaces = list({ns[: op.max_depth] for ns in spaces})
@@ -290,6 +286,11 @@ def _validate(op: Op) -> None:
     elif isinstance(op, ListNamespacesOp):
         for cond in op.match_conditions or ():
             codec.check_namespace(tuple(cond.path), what=f"{cond.match_type} path", allow_empty=True)
+        if not codec.concrete_prefix(tuple(op.match_conditions or ())):
+            raise InvalidNamespaceError(
+                "MemOSStore.list_namespaces needs prefix=(user_id, ...) with a concrete user "
+                "id first (not '*'): items are kept per user and users are not enumerable."
+            )
         _check_page(op.limit, op.offset)
         if op.max_depth is not None and (not isinstance(op.max_depth, int) or op.max_depth < 1):
             raise InvalidInputError(f"max_depth must be a positive int, got {op.max_depth!r}.")

@@ -1,8 +1,7 @@
-"""Fixtures for the langchain-memos tests: real MemOS instances in tmp_path, a scripted model.
+"""Fixtures for the langchain-memos tests: real MemOS instances in tmp_path.
 
 Nothing of MemOS is faked (SQLite vault, embedded Qdrant index, the bundled MiniLM embedder,
-shared by the whole process). The only fake is the chat model: LangChain's fakes have no
-``bind_tools``, so :class:`ScriptedChatModel` adds one and records what the model was sent.
+shared by the whole process). The only fake in these tests is the chat model (lc_fakes.py).
 """
 
 from __future__ import annotations
@@ -13,38 +12,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage
 from memos_core import MemOS, MemOSConfig
-
-
-class ScriptedChatModel(GenericFakeChatModel):
-    """A fake chat model that "calls tools": it answers with the scripted messages in order
-    and records every list of messages it was sent (``model.calls``)."""
-
-    calls: list[list[BaseMessage]] = []
-
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> "ScriptedChatModel":
-        return self
-
-    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
-        self.calls.append(list(messages))
-        return super()._generate(messages, *args, **kwargs)
-
-
-def scripted(*replies: AIMessage | str) -> ScriptedChatModel:
-    """A model that answers ``replies`` in order (each call takes the next one)."""
-    return ScriptedChatModel(messages=iter(replies), calls=[])
-
-
-def tool_call(name: str, call_id: str = "call-1", **args: Any) -> AIMessage:
-    """An AI message that asks for one tool call."""
-    return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}])
 
 
 @pytest.fixture(autouse=True)

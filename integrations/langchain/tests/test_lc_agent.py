@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import ScriptedChatModel, scripted, tool_call
 from langchain.agents import create_agent
 from langchain.tools import ToolRuntime
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.tools import tool
+from lc_fakes import ScriptedChatModel, scripted, tool_call
 from memos_core import MemOS
 
 from langchain_memos import (
@@ -55,7 +55,7 @@ class Memory:
             model,
             tools=[save_preference, *create_memory_tools(self.mos)],
             system_prompt="You are a helpful assistant.",
-            middleware=[MemOSMiddleware(self.mos)],
+            middleware=[MemOSMiddleware(self.mos, k=10)],  # every relevant memory fits
             context_schema=UserContext,
             checkpointer=self.checkpointer,
             store=self.store,

@@ -31,7 +31,7 @@ def test_messages_round_trip_exactly_and_are_searchable(mos: MemOS) -> None:
     assert history.messages == _conversation()
     assert MemOSChatMessageHistory(mos, user_id="alice", session_id="s2").messages == []
     assert MemOSChatMessageHistory(mos, user_id="bob", session_id="s1").messages == []
-    hits = mos.search("when did she move?", user_id="alice", k=3)
+    hits = mos.search("when did she move?", user_id="alice", k=10)
     [hit] = [h for h in hits if h.text == "alice: I moved to Porto last month."]
     assert (hit.memory.type.value, hit.memory.session_id) == ("episode", "s1")
 

@@ -50,7 +50,7 @@ def test_everything_survives_a_process_restart(tmp_path: Path) -> None:
         assert MemOSChatMessageHistory(mos, user_id="alice", session_id="s1").messages == [
             HumanMessage("hello", id="h1"), AIMessage("hi Alice", id="a1"),
         ]
-        assert mos.search("where was she born?", user_id="alice", k=1)[0].text == "Alice was born in Graz"
+        assert "Alice was born in Graz" in {h.text for h in mos.search("where was she born?", user_id="alice")}
         with MemOSCheckpointer(mos) as saver:
             state = saver.get_tuple({"configurable": {"thread_id": "t1"}})
             assert state is not None and state.checkpoint["channel_values"] == {"messages": ["persisted"]}

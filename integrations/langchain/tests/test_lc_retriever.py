@@ -52,12 +52,17 @@ class TestMemOSRetrieverStandard(RetrieversIntegrationTests):
         return "what is Alice allergic to?"
 
 
-def test_documents_carry_the_memory(shared_mos: MemOS) -> None:
-    docs = MemOSRetriever(mos=shared_mos, user_id="alice", k=2).invoke("food allergy")
-    assert docs[0].page_content == "Alice is allergic to peanuts."
+def test_documents_are_the_hits_in_order(shared_mos: MemOS) -> None:
+    query = "what is Alice allergic to?"
+    docs = MemOSRetriever(mos=shared_mos, user_id="alice", k=3).invoke(query)
+    hits = shared_mos.search(query, user_id="alice", k=3, record_usage=False)
+    assert [d.id for d in docs] == [h.id for h in hits]
+    assert [d.page_content for d in docs] == [h.text for h in hits]
     meta = docs[0].metadata
-    assert docs[0].id == meta["id"] and meta["type"] == "fact" and meta["user_id"] == "alice"
-    assert meta["score"] >= docs[1].metadata["score"] and meta["why"]
+    assert meta["id"] == docs[0].id and meta["type"] == "fact" and meta["user_id"] == "alice"
+    assert meta["why"] == hits[0].explain() and meta["score"] == hits[0].score
+    assert [d.metadata["score"] for d in docs] == sorted((d.metadata["score"] for d in docs), reverse=True)
+    assert "Alice is allergic to peanuts." in {d.page_content for d in docs}
 
 
 async def test_users_are_isolated_and_async_works(shared_mos: MemOS) -> None:

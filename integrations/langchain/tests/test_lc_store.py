@@ -19,6 +19,7 @@ from langgraph.store.memory import InMemoryStore
 from memos_core import InvalidInputError, MemOS
 
 from langchain_memos import MemOSStore
+from langchain_memos._store_codec import prefix_tag
 
 
 class ReferenceStore(InMemoryStore):
@@ -143,19 +144,25 @@ def test_items_are_versioned_memories(mos: MemOS) -> None:
     assert mos.list(user_id="alice") == []
 
 
-def test_query_search_ranks_by_meaning_and_scores(mos: MemOS) -> None:
+def test_query_search_is_memos_hybrid_search(mos: MemOS) -> None:
     store = MemOSStore(mos)
     ns = ("alice", "facts")
     store.put(ns, "1", {"text": "Alice plays the piano every evening"})
     store.put(ns, "2", {"text": "Alice's cat is called Miso"})
     store.put(ns, "3", {"text": "Alice works as a nurse in Lyon"})
     store.put(ns, "hidden", {"text": "Alice's pet is a cat"}, index=False)
-    hits = store.search(("alice",), query="what pet does she have?", limit=10)
-    assert hits[0].key == "2"
+    mos.add("Alice's dog is called Rex", user_id="alice")  # a memory, not a store item
+    query = "what pet does she have?"
+    hits = store.search(("alice",), query=query, limit=10)
+    # The same search MemOS runs for the store: the user's items under the prefix tag.
+    same = mos.search(query, user_id="alice", k=10, tags=[prefix_tag(("alice",))], record_usage=False)
+    ranked = [h.memory.metadata["lg_key"] for h in same if h.memory.metadata["lg_index"] is not False]
+    assert [h.key for h in hits] == [*ranked, "hidden"]  # non-indexed items follow, unscored
     scores = [h.score for h in hits]
-    assert all(s is not None for s in scores[:3]) and scores[:3] == sorted(scores[:3], reverse=True)
-    assert hits[-1].key == "hidden" and hits[-1].score is None  # not indexed: listed last
-    assert [h.key for h in store.search(("alice",), query="piano", limit=1)] == ["1"]
+    assert None not in scores[:3] and scores[:3] == sorted(scores[:3], reverse=True)
+    assert scores[3] is None
+    assert [h.key for h in store.search(("alice",), query=query, limit=1)] == ranked[:1]
+    assert store.search(("alice",), query=query, filter={"text": "Alice's cat is called Miso"})[0].key == "2"
     assert store.search(("bob",), query="piano") == []  # another user's namespace
 
 

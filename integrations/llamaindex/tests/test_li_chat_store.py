@@ -18,6 +18,7 @@ from llama_index.core.storage.chat_store import SimpleChatStore
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 from llama_index.core.storage.chat_store.sql import SQLAlchemyChatStore
 from memos_core import InvalidInputError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from llama_index.memory.memos import MemOSAsyncChatStore, MemOSChatStore
 
@@ -125,11 +126,15 @@ ASYNC_SCRIPT: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
 
 async def test_async_store_matches_sqlalchemy_store(async_store: MemOSAsyncChatStore) -> None:
     ours = async_store
-    ref = SQLAlchemyChatStore(table_name="reference")
-    for name, args, kwargs in ASYNC_SCRIPT:
-        got = await getattr(ours, name)(*args, **kwargs)
-        want = await getattr(ref, name)(*args, **kwargs)
-        assert _normalise(got) == _normalise(want), (name, args, kwargs)
+    engine = create_async_engine("sqlite+aiosqlite:///:memory:")
+    ref = SQLAlchemyChatStore(table_name="reference", async_engine=engine)
+    try:
+        for name, args, kwargs in ASYNC_SCRIPT:
+            got = await getattr(ours, name)(*args, **kwargs)
+            want = await getattr(ref, name)(*args, **kwargs)
+            assert _normalise(got) == _normalise(want), (name, args, kwargs)
+    finally:
+        await engine.dispose()
 
 
 async def test_async_store_positions_and_ids(async_store: MemOSAsyncChatStore) -> None:

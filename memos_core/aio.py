@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from memos_core.cube import MemCube
     from memos_core.results import ForgetReceipt, SearchHit
+    from memos_core.scheduler.report import ScheduleReport
 
 
 class AsyncMemOSMixin:
@@ -64,6 +65,18 @@ class AsyncMemOSMixin:
 
     async def aimport_(self, path: Any, **kwargs: Any) -> dict[str, int]:
         return await asyncio.to_thread(self.import_, path, **kwargs)  # type: ignore[attr-defined]
+
+    async def achat(self, query: str, **kwargs: Any) -> Any:
+        """Async ``chat``; with ``stream=True`` an ``AsyncChatStream`` (``async for``)."""
+        result = await asyncio.to_thread(self.chat, query, **kwargs)  # type: ignore[attr-defined]
+        if kwargs.get("stream"):
+            from memos_core.chat import AsyncChatStream
+
+            return AsyncChatStream(result)
+        return result
+
+    async def aschedule(self, **kwargs: Any) -> ScheduleReport:
+        return await asyncio.to_thread(self.schedule, **kwargs)  # type: ignore[attr-defined]
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)  # type: ignore[attr-defined]

@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("reindex", parents=[common], help="rebuild the index and graph from the vault")
     sub.add_parser("stats", parents=[common], help="counts of memories, versions, index, graph")
 
+    sc = sub.add_parser("schedule", parents=[common],
+                        help="run the scheduler once: expire, archive, promote/demote, KV blocks")
+    sc.add_argument("--preset", choices=["default", "eager", "conservative"], default="default",
+                    help="scheduler settings (default: default); without --user: every user")
+
     au = sub.add_parser("audit", parents=[common], help="list the audit log, or 'verify' its chain")
     au.add_argument("action", nargs="?", choices=["list", "verify"], default="list")
     au.add_argument("--memory", default=None, help="only records of this memory")
@@ -199,6 +204,13 @@ def _run(args: argparse.Namespace) -> None:
             _emit(args, stats, json.dumps(stats, indent=2, default=str))
         elif args.command == "audit":
             _cmd_audit(args, mos, user)
+        elif args.command == "schedule":
+            from memos_core.scheduler import SchedulerConfig
+
+            config = SchedulerConfig.preset(args.preset, heat_half_life_s=mos.config.heat_half_life_s)
+            report = mos.schedule(user_id=args.user, config=config)
+            _emit(args, {**report.model_dump(mode="json"), "counts": report.counts()},
+                  report.summary())
 
 
 def _cmd_audit(args: argparse.Namespace, mos: Any, user: str) -> None:

@@ -105,6 +105,7 @@ class MemOS(AsyncMemOSMixin):
         self.bm25 = Bm25Encoder()
         self._write_lock = threading.RLock()  # one writer: vault + index + graph stay in step
         self._listeners: list[Callable[[Sequence[MemCube]], None]] = []
+        self._close_callbacks: list[Callable[[], None]] = []
         self._graph_lock = threading.RLock()
         self.index: VectorIndex = open_index(
             self.config.index,
@@ -128,6 +129,8 @@ class MemOS(AsyncMemOSMixin):
         """Flush the index, mark it clean and release the data directory. Idempotent."""
         if self._closed:
             return
+        for callback in reversed(self._close_callbacks):  # derived tiers stop first
+            callback()
         self._closed = True
         with self._write_lock:
             try:
@@ -234,6 +237,12 @@ class MemOS(AsyncMemOSMixin):
         after the vault committed; the derived tiers (KV caches, adapters) use it to drop what
         was built from an old version."""
         self._listeners.append(listener)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when :meth:`close` starts, before anything is flushed or
+        released (newest first); derived tiers stop their background threads with it. A
+        callback must not raise."""
+        self._close_callbacks.append(callback)
 
     # -- access ---------------------------------------------------------------------------
 
@@ -698,6 +707,50 @@ class MemOS(AsyncMemOSMixin):
         """Check the audit log's hash chain: (ok, message naming the first bad record)."""
         self._check_open()
         return self.vault.verify_audit()
+
+    # -- chat and scheduling --------------------------------------------------------------
+    # Thin delegates to memos_core.engine (model, KV tier, scheduler, chat), made on first
+    # use; opening a store never loads a model.
+
+    def attach_model(self, model: Any) -> None:
+        """Answer and build KV caches with ``model`` (a ``memos_core.runtime.LocalModel``)
+        instead of the default SmolLM2-135M-Instruct, which otherwise loads on first use."""
+        from memos_core.engine import engine_for
+
+        self._check_open()
+        engine_for(self).attach_model(model)
+
+    def chat(self, query: str, *, user_id: str, history: Sequence[Message] | None = None,
+             k: int = 5, max_new_tokens: int = 128, stream: bool = False,
+             kv_prefix: bool = True) -> Any:
+        """Answer ``query`` on the local model with ``user_id``'s memories: their hot block
+        as a cached KV prefix (as prompt text with ``kv_prefix=False``), other retrieved
+        memories as text. Returns a ``memos_core.chat.ChatAnswer`` (``.text``, ``.trace``),
+        or with ``stream=True`` a ``ChatStream`` of text pieces. See memos_core.chat."""
+        from memos_core.engine import engine_for
+
+        self._check_open()
+        return engine_for(self).chat(query, user_id=user_id, history=history, k=k,
+                                     max_new_tokens=max_new_tokens, stream=stream,
+                                     kv_prefix=kv_prefix)
+
+    def schedule(self, *, user_id: str | None = None, config: Any = None) -> Any:
+        """Run the scheduler once now over every owner's memories (or ``user_id``'s):
+        expire, archive, promote, demote, rebuild hot blocks; each step audited. ``config``:
+        a ``SchedulerConfig``. Returns a ``memos_core.scheduler.ScheduleReport``."""
+        from memos_core.engine import engine_for
+
+        self._check_open()
+        user_id = check_name(user_id, "user_id", optional=True)
+        return engine_for(self).schedule(user_id=user_id, config=config)
+
+    def start_scheduler(self, interval_s: float = 300.0, *, config: Any = None) -> Any:
+        """Run the scheduler every ``interval_s`` seconds in a background thread until
+        :meth:`close`. Returns its ``memos_core.scheduler.BackgroundScheduler``."""
+        from memos_core.engine import engine_for
+
+        self._check_open()
+        return engine_for(self).start_scheduler(interval_s, config=config)
 
 
 def _metadata_filter(metadata: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -1,8 +1,18 @@
-"""The scheduler: a pure policy (usage -> plan) and, elsewhere, the executor that applies it.
+"""The scheduler: a pure policy (usage -> plan) and the executor that applies it.
 
-See :mod:`memos_core.scheduler.policy`.
+See :mod:`memos_core.scheduler.policy` (pure, no store, no model),
+:mod:`memos_core.scheduler.executor` (reads the vault, applies and audits a plan) and
+:mod:`memos_core.scheduler.background` (runs the executor periodically in a thread).
 """
 
+from memos_core.scheduler.background import BackgroundScheduler
+from memos_core.scheduler.executor import (
+    SCHEDULER_AGENT,
+    SchedulerExecutor,
+    TierProvider,
+    block_order,
+    is_hot_candidate,
+)
 from memos_core.scheduler.policy import (
     Plan,
     PlanStep,
@@ -16,17 +26,27 @@ from memos_core.scheduler.policy import (
     plan_schedule,
     select_activation,
 )
+from memos_core.scheduler.report import ScheduleReport, StepOutcome, UserSchedule
 
 __all__ = [
+    "BackgroundScheduler",
     "Plan",
     "PlanStep",
+    "SCHEDULER_AGENT",
+    "ScheduleReport",
     "SchedulerConfig",
+    "SchedulerExecutor",
     "StepKind",
+    "StepOutcome",
+    "TierProvider",
     "UsageRecord",
+    "UserSchedule",
+    "block_order",
     "bump_heat",
     "decayed_heat",
     "is_cold",
     "is_expired",
+    "is_hot_candidate",
     "plan_schedule",
     "select_activation",
 ]

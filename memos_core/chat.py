@@ -1,0 +1,364 @@
+"""Answering with memory: ``MemOS.chat`` on the local model, hot memories as a KV prefix.
+
+For one question the scheduler's decisions say what goes into the prompt:
+
+1. **Retrieve**: ``mos.search(query, user_id=..., k=k)`` -- the memories this user may read
+   (their own and those shared with them), best first. Each hit counts as an access, which is
+   what later makes a memory hot.
+2. **Hot block**: the user's hot memories (those the scheduler promoted, current versions, the
+   user's own only) form one system message whose KV cache the tier keeps. With
+   ``kv_prefix=True`` the answer runs on that cache (built now if the tier does not have it);
+   with ``kv_prefix=False`` the same message is sent as prompt text (same tokens, slower).
+3. **Plaintext**: retrieved memories that are not in the hot block go into the last user turn,
+   after the prefix and the ``history``::
+
+       Relevant memories:
+       - <memory>
+       ...
+
+       <query>
+
+4. **Answer**: the local model decodes greedily; the result carries a :class:`ChatTrace` --
+   which memories were used and from which tier, tokens served from the prefix and tokens
+   prefilled, and the time to first token end to end.
+
+If the cached path cannot be used (the block exceeds the KV budget, the model's cache type is
+unsupported, a chat template merges tokens across the prefix boundary) the block is sent as
+text instead and ``trace.fallback`` says why; the answer is the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from memos_core.cube import MemCube, Tier
+from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.runtime.errors import PrefixBoundaryError
+from memos_core.tiers.activation.compose import bullet
+from memos_core.validation import check_k, check_name, check_text
+
+if TYPE_CHECKING:
+    from memos_core.engine import MemoryEngine
+    from memos_core.results import SearchHit
+    from memos_core.runtime import GenerationResult, PrefixCache, TextStream
+
+PLAINTEXT_HEADER = "Relevant memories:"
+_HISTORY_ROLES = frozenset({"user", "assistant"})
+
+
+class UsedMemory(BaseModel):
+    """One memory that went into the prompt, and from which tier."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    version: int
+    text: str
+    tier: Tier = Field(description="'activation': in the hot block; 'plaintext': in the turn.")
+    retrieved: bool = Field(description="Search found it for this query.")
+    score: float | None = Field(default=None, description="Its search score, if retrieved.")
+
+
+class ChatTrace(BaseModel):
+    """What one chat did. Times are milliseconds; ``ttft_ms`` counts from the call (after a
+    first-use model load, reported apart) to the first generated token."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    model_id: str
+    memories: tuple[UsedMemory, ...] = Field(description="Hot block first, then plaintext.")
+    kv_prefix: bool = Field(description="The answer ran on the hot block's cached KV prefix.")
+    block_id: str | None = Field(default=None, description="The hot block, when one was used.")
+    block_built: bool = Field(default=False, description="Its KV cache was computed by this call.")
+    fallback: str | None = Field(default=None, description="Why the cached path was not taken.")
+    prefix_tokens: int = Field(ge=0, description="Tokens served from the KV prefix.")
+    prefill_tokens: int = Field(ge=0, description="Tokens run through the model before decoding.")
+    new_tokens: int = Field(ge=0, description="Tokens generated.")
+    model_load_ms: float = Field(ge=0, description="Loading the model on first use (else 0).")
+    retrieval_ms: float = Field(ge=0, description="Search.")
+    prepare_ms: float = Field(ge=0, description="Hot block lookup, load or build; the prompt.")
+    generation_ttft_ms: float = Field(ge=0, description="Model call to first token.")
+    ttft_ms: float = Field(ge=0, description="Chat call to first token (end to end).")
+    total_ms: float = Field(ge=0, description="Chat call to the last token.")
+    finish_reason: Literal["eos", "length"]
+
+    @property
+    def from_activation(self) -> tuple[str, ...]:
+        """Ids of the memories served from the hot block (KV prefix or its text)."""
+        return tuple(m.id for m in self.memories if m.tier is Tier.ACTIVATION)
+
+    @property
+    def from_plaintext(self) -> tuple[str, ...]:
+        """Ids of the retrieved memories put in the user turn as text."""
+        return tuple(m.id for m in self.memories if m.tier is Tier.PLAINTEXT)
+
+    def summary(self) -> str:
+        """One line, e.g. ``"KV prefix 3 mem (212 tok) + 2 plaintext mem; prefilled 58 tok;
+        TTFT 190 ms (model 150 ms); 12 new tok (eos)"``."""
+        hot, text = len(self.from_activation), len(self.from_plaintext)
+        if self.kv_prefix:
+            block = f"KV prefix {hot} mem ({self.prefix_tokens} tok{', built' if self.block_built else ''})"
+        elif hot:
+            block = f"hot block as text {hot} mem" + (f" [{self.fallback}]" if self.fallback else "")
+        else:
+            block = "no hot block"
+        return (
+            f"{block} + {text} plaintext mem; prefilled {self.prefill_tokens} tok; "
+            f"TTFT {self.ttft_ms:.0f} ms (model {self.generation_ttft_ms:.0f} ms); "
+            f"{self.new_tokens} new tok ({self.finish_reason})"
+        )
+
+
+class ChatAnswer(BaseModel):
+    """The model's answer and how it was made."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    trace: ChatTrace
+
+
+class ChatStream:
+    """Text pieces of an answer as the model makes them; ``answer`` once exhausted.
+
+    ``"".join(stream) == stream.answer.text``. Single use, not thread-safe.
+    """
+
+    def __init__(self, pieces: TextStream, finish: Callable[[GenerationResult], ChatAnswer]):
+        self._pieces = pieces
+        self._finish = finish
+        self._answer: ChatAnswer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._pieces)
+        except StopIteration:
+            if self._answer is None:
+                self._answer = self._finish(self._pieces.result)
+            raise
+
+    @property
+    def answer(self) -> ChatAnswer:
+        """The finished answer. Raises RuntimeError until the stream is exhausted."""
+        if self._answer is None:
+            raise RuntimeError("the stream is not finished: iterate it to the end first")
+        return self._answer
+
+    @property
+    def trace(self) -> ChatTrace:
+        return self.answer.trace
+
+
+class AsyncChatStream:
+    """``async for piece in stream``: a :class:`ChatStream` whose model steps run in a worker
+    thread, so the event loop never blocks on the model."""
+
+    def __init__(self, stream: ChatStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self
+
+    async def __anext__(self) -> str:
+        done = object()
+        piece = await asyncio.to_thread(next, self._stream, done)
+        if piece is done:
+            raise StopAsyncIteration
+        return piece  # type: ignore[return-value]
+
+    @property
+    def answer(self) -> ChatAnswer:
+        return self._stream.answer
+
+    @property
+    def trace(self) -> ChatTrace:
+        return self._stream.trace
+
+
+def user_turn(query: str, memories: Sequence[MemCube]) -> str:
+    """The last user message: retrieved plaintext memories (if any), then the question."""
+    if not memories:
+        return query
+    lines = [PLAINTEXT_HEADER, *(bullet(m.text) for m in memories), "", query]
+    return "\n".join(lines)
+
+
+def check_history(history: Sequence[Mapping[str, Any]] | None) -> list[dict[str, str]]:
+    """Earlier turns as ``[{"role": "user" | "assistant", "content": str}, ...]``.
+
+    Raises:
+        InvalidInputError: not a list of such dicts (a system message is not allowed: the
+            hot block is the system message).
+    """
+    if history is None:
+        return []
+    if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
+        raise InvalidInputError("history must be a list of {'role', 'content'} dicts")
+    out = []
+    for index, message in enumerate(history):
+        if not isinstance(message, Mapping):
+            raise InvalidInputError(f"history[{index}] must be a dict with 'role' and 'content'")
+        role, content = message.get("role"), message.get("content")
+        if role not in _HISTORY_ROLES or not isinstance(content, str):
+            raise InvalidInputError(
+                f"history[{index}]: role must be 'user' or 'assistant' and content a str "
+                f"(got role={role!r})"
+            )
+        out.append({"role": str(role), "content": content})
+    return out
+
+
+@dataclass
+class _Prepared:
+    """Everything decided before the model runs."""
+
+    started: float
+    user_id: str
+    prefix: PrefixCache | None
+    messages: list[dict[str, str]]
+    used: list[UsedMemory]
+    block_id: str | None = None
+    block_built: bool = False
+    fallback: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class MemoryChat:
+    """Chat with memory for one store; see the module docstring. Made by the engine."""
+
+    def __init__(self, engine: MemoryEngine) -> None:
+        self.engine = engine
+
+    def ask(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        history: Sequence[Mapping[str, Any]] | None = None,
+        k: int = 5,
+        max_new_tokens: int = 128,
+        stream: bool = False,
+        kv_prefix: bool = True,
+    ) -> ChatAnswer | ChatStream:
+        """Answer ``query`` for ``user_id``: a :class:`ChatAnswer`, or with ``stream=True`` a
+        :class:`ChatStream` (the model runs as it is iterated).
+
+        Raises:
+            InvalidInputError: bad query, user, history, ``k`` or ``max_new_tokens``.
+            ModelLoadError: the local model cannot be loaded.
+        """
+        query = check_text(query, "query")
+        user_id = str(check_name(user_id, "user_id"))
+        turns = check_history(history)
+        k = check_k(k)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or (
+            max_new_tokens < 1
+        ):
+            raise InvalidInputError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        load_started = time.perf_counter()
+        loaded = self.engine.model_loaded and self.engine.tier_if(False) is not None
+        tier = self.engine.tier
+        load_ms = 0.0 if loaded else 1000.0 * (time.perf_counter() - load_started)
+        prepared = self._prepare(query, user_id, turns, k, kv_prefix)
+        prepared.timings["model_load_ms"] = load_ms
+        model = tier.model
+        gen_started = time.perf_counter()
+        try:
+            output = model.generate(
+                prepared.prefix, prepared.messages, max_new_tokens=max_new_tokens, stream=stream
+            )
+        except PrefixBoundaryError as exc:  # raised before anything runs
+            if prepared.prefix is None:
+                raise
+            prepared.messages = prepared.prefix.messages + prepared.messages
+            prepared.prefix, prepared.fallback = None, f"{type(exc).__name__}"
+            output = model.generate(None, prepared.messages, max_new_tokens=max_new_tokens,
+                                    stream=stream)
+        prepared.timings["setup_ms"] = 1000.0 * (gen_started - prepared.started)
+
+        def finish(result: GenerationResult) -> ChatAnswer:
+            return ChatAnswer(text=result.text, trace=self._trace(prepared, result, model.model_id))
+
+        if stream:
+            return ChatStream(output, finish)  # type: ignore[arg-type]
+        return finish(output)  # type: ignore[arg-type]
+
+    def _prepare(
+        self, query: str, user_id: str, turns: list[dict[str, str]], k: int, kv_prefix: bool
+    ) -> _Prepared:
+        """Search, pick the hot block and the plaintext, compose the prompt."""
+        started = time.perf_counter()
+        hits = self.engine.mos.search(query, user_id=user_id, k=k)
+        retrieved = time.perf_counter()
+        hot = self.engine.executor.hot_memories(user_id)
+        hot_ids = {c.id for c in hot}
+        scores = {h.id: h.score for h in hits}
+        plain: list[SearchHit] = [h for h in hits if h.id not in hot_ids]
+        used = [_used(c, Tier.ACTIVATION, scores.get(c.id)) for c in hot]
+        used += [_used(h.memory, Tier.PLAINTEXT, h.score) for h in plain]
+        tier = self.engine.tier
+        question = [{"role": "user", "content": user_turn(query, [h.memory for h in plain])}]
+        prepared = _Prepared(started=started, user_id=user_id, prefix=None,
+                             messages=turns + question, used=used)
+        if not hot:
+            prepared.messages = [{"role": "system", "content": tier.instructions}, *prepared.messages]
+        elif not kv_prefix:
+            prepared.messages = tier.messages_for(hot) + prepared.messages
+        else:
+            self._attach_block(prepared, hot)
+        now = time.perf_counter()
+        prepared.timings.update(retrieval_ms=1000.0 * (retrieved - started),
+                                prepare_ms=1000.0 * (now - retrieved))
+        return prepared
+
+    def _attach_block(self, prepared: _Prepared, hot: list[MemCube]) -> None:
+        """Use the hot block's KV cache (building it if the tier lacks it), else its text."""
+        tier = self.engine.tier
+        try:
+            block = tier.get(hot)
+            if block is None:
+                block = tier.get_or_build(hot)
+                prepared.block_built = True
+        except (MemOSError, ValueError) as exc:  # budget, unsupported cache type
+            prepared.fallback = f"{type(exc).__name__}: {exc}"
+            prepared.messages = tier.messages_for(hot) + prepared.messages
+            return
+        prepared.prefix, prepared.block_id = block.prefix, block.block_id
+
+    def _trace(self, prepared: _Prepared, result: GenerationResult, model_id: str) -> ChatTrace:
+        gen = result.trace
+        setup = prepared.timings["setup_ms"]
+        return ChatTrace(
+            user_id=prepared.user_id,
+            model_id=model_id,
+            memories=tuple(prepared.used),
+            kv_prefix=gen.used_kv_prefix,
+            block_id=prepared.block_id if gen.used_kv_prefix else None,
+            block_built=prepared.block_built,
+            fallback=prepared.fallback,
+            prefix_tokens=gen.prefix_tokens,
+            prefill_tokens=gen.prefill_tokens,
+            new_tokens=gen.new_tokens,
+            model_load_ms=prepared.timings["model_load_ms"],
+            retrieval_ms=prepared.timings["retrieval_ms"],
+            prepare_ms=prepared.timings["prepare_ms"],
+            generation_ttft_ms=gen.ttft_ms,
+            ttft_ms=setup + gen.ttft_ms,
+            total_ms=setup + gen.total_ms,
+            finish_reason=gen.finish_reason,
+        )
+
+
+def _used(cube: MemCube, tier: Tier, score: float | None) -> UsedMemory:
+    return UsedMemory(id=cube.id, version=cube.version, text=cube.text, tier=tier,
+                      retrieved=score is not None, score=score)

@@ -1,0 +1,283 @@
+"""The per-store engine behind ``MemOS.chat`` and ``MemOS.schedule``: the local model, its KV
+tier, the scheduler executor (on demand and in the background) and chat.
+
+One :class:`MemoryEngine` per open :class:`~memos_core.MemOS`, made on first use by
+:func:`engine_for` (opening a store never makes one, never loads a model). Making it is cheap:
+it registers a change listener and a close callback and tidies the KV directory; the model
+is loaded on the first call that really needs it (a chat, or a scheduler run that has a
+memory hot enough to promote), :meth:`MemoryEngine.attach_model` supplies another one.
+
+KV files live in ``<data_dir>/kv``. Invalidation:
+
+* every new version or tombstone the store reports (``mos.on_change``) drops the blocks that
+  hold that memory: the current tier's blocks in memory and on disk, and files other models
+  left there (a forgotten memory's text must not survive in any KV cache);
+* when the engine starts it deletes every KV file whose memory versions are no longer current
+  (changes made while no engine listened, e.g. in an earlier session).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from memos_core.cube import MemCube, State
+from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.scheduler.background import BackgroundScheduler
+from memos_core.scheduler.executor import SchedulerExecutor
+from memos_core.scheduler.policy import SchedulerConfig
+from memos_core.scheduler.report import ScheduleReport
+from memos_core.tiers.activation import storage
+from memos_core.tiers.activation.tier import KVBudget
+
+if TYPE_CHECKING:
+    from memos_core.chat import ChatAnswer, ChatStream, MemoryChat
+    from memos_core.memos import MemOS
+    from memos_core.runtime import LocalModel
+    from memos_core.tiers.activation import KVCacheTier
+
+logger = logging.getLogger("memos_core.engine")
+
+_registry: weakref.WeakKeyDictionary[Any, MemoryEngine] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def engine_for(mos: MemOS) -> MemoryEngine:
+    """The engine of ``mos``, made on first call (thread-safe; loads no model).
+
+    Raises:
+        InvalidInputError: ``mos`` is closed.
+    """
+    if getattr(mos, "_closed", False):
+        raise InvalidInputError("This MemOS is closed; open the data directory again.")
+    with _registry_lock:
+        engine = _registry.get(mos)
+        if engine is None:
+            engine = MemoryEngine(mos)
+            _registry[mos] = engine
+        return engine
+
+
+class MemoryEngine:
+    """Model, KV tier, scheduler and chat for one store. Prefer :func:`engine_for`.
+
+    Args:
+        mos: the open store.
+        model: the local model; default ``LocalModel.default()`` (SmolLM2), loaded lazily.
+        budget: bounds on the KV blocks kept (all users together); default ``KVBudget()``.
+    """
+
+    def __init__(
+        self, mos: MemOS, *, model: LocalModel | None = None, budget: KVBudget | None = None
+    ) -> None:
+        self.mos = mos
+        self.kv_dir: Path = Path(mos.data_dir) / "kv"
+        self.budget = budget or KVBudget()
+        self._model = model
+        self._tier: KVCacheTier | None = None
+        self._lock = threading.RLock()  # engine state; held only briefly
+        self._load_lock = threading.Lock()  # held while the model loads
+        self._foreign: dict[Path, frozenset[str]] = {}  # KV files no live tier manages
+        self._background: BackgroundScheduler | None = None
+        self._chat: MemoryChat | None = None
+        self._closed = False
+        self.executor = SchedulerExecutor(mos, self.tier_if)
+        self._reconcile_kv_dir()
+        mos.on_change(self._on_change)
+        mos.on_close(self.close)
+
+    # ------------------------------------------------------------------ model and tier
+
+    @property
+    def model(self) -> LocalModel:
+        """The local model, loaded on first use (``LocalModel.default()`` unless attached).
+
+        Raises:
+            ModelLoadError: the default model cannot be loaded (see ``memos_core.runtime``).
+        """
+        with self._load_lock:  # not self._lock: change listeners must not wait for a load
+            if self._model is None:
+                from memos_core.runtime import LocalModel
+
+                self._model = LocalModel.default()
+            return self._model
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._model is not None
+
+    def attach_model(self, model: LocalModel) -> None:
+        """Use ``model`` from now on. Blocks of the previous model stay on disk (ignored by
+        the new tier; still purged when a memory in them changes)."""
+        from memos_core.runtime import LocalModel
+
+        if not isinstance(model, LocalModel):
+            raise InvalidInputError(
+                f"attach_model needs a memos_core.runtime.LocalModel, got {type(model).__name__}"
+            )
+        with self._load_lock, self._lock:
+            if self._model is model:
+                return
+            self._model = model
+            self._tier = None
+            self._scan_foreign()
+            self.executor.forget_hot_sets()
+
+    @property
+    def tier(self) -> KVCacheTier:
+        """The KV tier of the current model (loads the model on first use)."""
+        tier = self.tier_if(True)
+        if tier is None:  # pragma: no cover - tier_if(True) always makes one
+            raise MemOSError("the KV tier could not be created")
+        return tier
+
+    def tier_if(self, create: bool) -> KVCacheTier | None:
+        """The tier, or None when it does not exist yet and ``create`` is False."""
+        from memos_core.tiers.activation import KVCacheTier
+
+        while True:
+            with self._lock:
+                if self._tier is not None or not create:
+                    return self._tier
+            model = self.model  # may load for seconds: outside self._lock
+            with self._lock:
+                if self._tier is None and self._model is model:
+                    self._tier = KVCacheTier(model, directory=self.kv_dir, budget=self.budget)
+                    self._scan_foreign()
+
+    # ------------------------------------------------------------------ invalidation
+
+    def invalidate(self, memory_ids: Iterable[str]) -> list[str]:
+        """Drop every KV block (any model, memory and disk) holding one of ``memory_ids``;
+        returns the dropped block ids / file names. Idempotent."""
+        ids = set(memory_ids)
+        dropped: list[str] = []
+        with self._lock:
+            tier = self._tier
+            if tier is not None:
+                for memory_id in ids:
+                    dropped.extend(tier.invalidate(memory_id))
+            for path, members in list(self._foreign.items()):
+                if members & ids:
+                    path.unlink(missing_ok=True)
+                    del self._foreign[path]
+                    dropped.append(path.name)
+        return dropped
+
+    def _on_change(self, cubes: Sequence[MemCube]) -> None:
+        self.invalidate(c.id for c in cubes)
+
+    def _headers(self) -> Iterable[tuple[Path, dict[str, str], tuple[tuple[str, int], ...]]]:
+        if not self.kv_dir.is_dir():
+            return
+        for path in sorted(self.kv_dir.glob(f"*{storage.SUFFIX}")):
+            try:
+                header = storage.read_header(path)
+                yield path, header, storage.header_memories(header)
+            except (storage.KVCacheFormatError, OSError):
+                continue  # not ours to judge; the tier ignores it too
+
+    def _scan_foreign(self) -> None:
+        """Index the KV files the current tier does not manage (other models' files)."""
+        digest = self._tier.model.fingerprint.digest if self._tier is not None else None
+        self._foreign = {
+            path: frozenset(mid for mid, _ in members)
+            for path, header, members in self._headers()
+            if header.get("fingerprint") != digest
+        }
+
+    def _reconcile_kv_dir(self) -> None:
+        """Delete KV files built from memory versions that are no longer current."""
+        files = list(self._headers())
+        wanted = {mid for _, _, members in files for mid, _ in members}
+        current = self.mos.vault.get_many(sorted(wanted)) if wanted else {}
+        for path, _, members in files:
+            for mid, version in members:
+                cube = current.get(mid)
+                if cube is None or cube.version != version or cube.state in (
+                    State.DELETED, State.EXPIRED
+                ):
+                    path.unlink(missing_ok=True)
+                    logger.info("dropped stale KV block %s (memory %s changed)", path.name, mid)
+                    break
+        self._scan_foreign()
+
+    # ------------------------------------------------------------------ scheduling
+
+    def schedule(
+        self, *, user_id: str | None = None, config: SchedulerConfig | None = None
+    ) -> ScheduleReport:
+        """One scheduler run now (all owners, or ``user_id``'s memories); see
+        :meth:`SchedulerExecutor.run`."""
+        self._check_open()
+        return self.executor.run(user_id, config=config)
+
+    def start_scheduler(
+        self, interval_s: float = 300.0, *, config: SchedulerConfig | None = None
+    ) -> BackgroundScheduler:
+        """Run the scheduler every ``interval_s`` seconds in a background thread, the first
+        run right away; it stops on :meth:`stop_scheduler` or when the store closes.
+
+        Raises:
+            InvalidInputError: one is already running, or a bad interval.
+        """
+        self._check_open()
+        with self._lock:
+            if self._background is not None and self._background.running:
+                raise InvalidInputError(
+                    "a background scheduler is already running; stop_scheduler() first"
+                )
+            self._background = BackgroundScheduler(self.executor, interval_s, config=config)
+            return self._background.start()
+
+    def stop_scheduler(self, timeout_s: float | None = 60.0) -> bool:
+        """Stop the background scheduler if one runs; returns whether none runs now."""
+        with self._lock:
+            background, self._background = self._background, None
+        return background.stop(timeout_s) if background is not None else True
+
+    @property
+    def background(self) -> BackgroundScheduler | None:
+        """The background scheduler, if one was started (it may have stopped)."""
+        return self._background
+
+    # ------------------------------------------------------------------ chat
+
+    @property
+    def chat_service(self) -> MemoryChat:
+        with self._lock:
+            if self._chat is None:
+                from memos_core.chat import MemoryChat
+
+                self._chat = MemoryChat(self)
+            return self._chat
+
+    def chat(self, query: str, **kwargs: Any) -> ChatAnswer | ChatStream:
+        """Answer ``query`` with memory; see :meth:`memos_core.chat.MemoryChat.ask`."""
+        self._check_open()
+        return self.chat_service.ask(query, **kwargs)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInputError("This MemOS is closed; open the data directory again.")
+
+    def close(self) -> None:
+        """Stop the background scheduler and forget the model (idempotent). KV files stay."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.stop_scheduler():
+            logger.warning("the background scheduler did not stop within 60 s; it is a daemon "
+                           "thread and its next store call fails on the closed store")
+        with _registry_lock:
+            if _registry.get(self.mos) is self:
+                del _registry[self.mos]
+        with self._lock:
+            self._tier = None
+            self._model = None

@@ -1,0 +1,98 @@
+"""Running the scheduler periodically in a background thread.
+
+:class:`BackgroundScheduler` calls ``run()`` of a :class:`SchedulerExecutor` every
+``interval_s`` seconds in one daemon thread until :meth:`BackgroundScheduler.stop`. Stopping
+is prompt: the thread sleeps on an event, and a run in progress is asked to stop between
+steps (``should_stop``), so ``stop()`` waits at most for the step (or KV block build) under
+way. A failing run is logged and the next one is attempted on schedule; the thread never
+dies of an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from memos_core.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from memos_core.scheduler.executor import SchedulerExecutor
+    from memos_core.scheduler.policy import SchedulerConfig
+    from memos_core.scheduler.report import ScheduleReport
+
+logger = logging.getLogger("memos_core.scheduler")
+
+
+class BackgroundScheduler:
+    """A thread that runs ``executor.run(config=config)`` every ``interval_s`` seconds.
+
+    The first run starts right away (``run_immediately=True``) or after one interval.
+    ``last_report`` and ``runs`` tell what it did; ``errors`` counts runs that raised.
+    """
+
+    def __init__(
+        self,
+        executor: SchedulerExecutor,
+        interval_s: float,
+        *,
+        config: SchedulerConfig | None = None,
+        run_immediately: bool = True,
+    ) -> None:
+        if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not (
+            interval_s > 0
+        ):
+            raise InvalidInputError(
+                f"interval_s must be a positive number of seconds, got {interval_s!r}"
+            )
+        self.executor = executor
+        self.interval_s = float(interval_s)
+        self.config = config
+        self.runs = 0
+        self.errors = 0
+        self.last_report: ScheduleReport | None = None
+        self._run_immediately = run_immediately
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="memos-scheduler", daemon=True
+        )
+
+    def start(self) -> BackgroundScheduler:
+        """Start the thread (once); returns self."""
+        if self._thread.ident is not None:
+            raise InvalidInputError("this background scheduler was already started")
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        """True while the thread is alive."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout_s: float | None = 60.0) -> bool:
+        """Ask the thread to stop and wait for it; returns whether it has stopped.
+
+        Idempotent. Called from the scheduler thread itself, it only asks.
+        """
+        self._stop.set()
+        if self._thread.ident is None or self._thread is threading.current_thread():
+            return not self._thread.is_alive()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        if not self._run_immediately and self._stop.wait(self.interval_s):
+            return
+        while not self._stop.is_set():
+            try:
+                self.last_report = self.executor.run(
+                    config=self.config, should_stop=self._stop.is_set
+                )
+                self.runs += 1
+            except Exception:  # noqa: BLE001 - keep the thread alive; the log has the cause
+                self.errors += 1
+                if self._stop.is_set():
+                    return  # the store is closing under the run: not worth a traceback
+                logger.exception("scheduler run failed; retrying in %.0f s", self.interval_s)
+            if self._stop.wait(self.interval_s):
+                return

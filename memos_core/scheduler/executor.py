@@ -1,0 +1,366 @@
+"""The scheduler's executor: usage from the vault -> the pure policy's plan -> applied, audited.
+
+A run works owner by owner (``cube.namespace.user_id``): every owner gets their own plan and
+their own hot block, so a KV block never mixes two users' memories. For each owner:
+
+1. **Read** the owner's live memories (generated, activated, archived) with their usage
+   counters and make :class:`~memos_core.scheduler.policy.UsageRecord` s. A memory's size in a
+   block (``KVCacheTier.memory_tokens``) is only counted for memories hot enough to enter it,
+   so a run that promotes nothing never loads the model.
+2. **Plan** with :func:`~memos_core.scheduler.policy.plan_schedule`.
+3. **Apply**, in plan order, each step audited:
+
+   * ``expire`` -> ``mos.set_state(id, "expired")`` (a new version; the facade audits it as
+     ``state:expired`` with the policy's reason, drops it from the index, and its change
+     listeners drop any KV block holding it);
+   * ``archive`` -> ``mos.set_state(id, "archived")`` (likewise, ``state:archived``);
+   * ``demote`` / ``promote`` -> ``vault.set_tier(id, "plaintext" | "activation")`` plus an
+     audit record ``schedule:demote`` / ``schedule:promote``. Promotion deliberately does not
+     write a new version (nor the ``activated`` lifecycle state): a new version would
+     invalidate the very block being built.
+
+   A step whose memory changed since the plan was made (another version, forgotten) is
+   skipped, not forced.
+4. **Block**: the owner's hot memories (:meth:`SchedulerExecutor.hot_memories`) are composed
+   into one block and its KV cache built or reused (``tier.get_or_build``); the owner's older
+   blocks are dropped (audited as ``schedule:build`` / ``schedule:drop``).
+
+Correctness never depends on the executor racing well with writers: a block is addressed by
+its memories' ids *and versions*, so a block made from an old version is simply never found
+again by chat, and the change listener drops it.
+
+Audit records of promotion, demotion and blocks name the owner as user and
+:data:`SCHEDULER_AGENT` as agent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from memos_core.cube import MemCube, State, Tier, utcnow
+from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.scheduler.policy import (
+    Plan,
+    PlanStep,
+    SchedulerConfig,
+    StepKind,
+    UsageRecord,
+    decayed_heat,
+    plan_schedule,
+)
+from memos_core.scheduler.report import ScheduleReport, StepOutcome, UserSchedule
+from memos_core.vault import Actor, ListQuery
+
+if TYPE_CHECKING:
+    from memos_core.memos import MemOS
+    from memos_core.tiers.activation import KVCacheTier
+
+#: Agent id written in the audit records of the scheduler's own actions.
+SCHEDULER_AGENT = "memos-scheduler"
+
+#: ``provider(create)`` -> the KV tier. With ``create=False`` it returns the tier only if it
+#: already exists (None otherwise), so the executor never loads a model just to look.
+TierProvider = Callable[[bool], "KVCacheTier | None"]
+
+_LIVE_STATES = (State.GENERATED.value, State.ACTIVATED.value, State.ARCHIVED.value)
+_SERVABLE = frozenset({State.GENERATED, State.ACTIVATED})
+_PAGE = 1000
+
+
+def is_hot_candidate(cube: MemCube, user_id: str) -> bool:
+    """Whether ``cube`` may be served from ``user_id``'s hot block right now: owned by that
+    user, generated/activated, not superseded, and marked as being in the activation tier."""
+    return (
+        cube.user_id == user_id
+        and cube.state in _SERVABLE
+        and cube.valid_to is None
+        and cube.usage.tier is Tier.ACTIVATION
+    )
+
+
+def block_order(cubes: Sequence[MemCube]) -> list[MemCube]:
+    """Cubes in block order ``(created_at, id)``: the policy's activation-set order."""
+    return sorted(cubes, key=lambda c: (c.created_at, c.id))
+
+
+class SchedulerExecutor:
+    """Carries out the scheduler's plans on one MemOS and its KV tier.
+
+    Args:
+        mos: the store (its vault is read; lifecycle changes go through its public methods).
+        tier: the :class:`KVCacheTier`, or a :data:`TierProvider` so the model loads only when
+            a block must actually be built.
+        config: the policy's knobs; default ``SchedulerConfig`` with the store's heat
+            half-life (so the policy decays heat the way the vault bumps it).
+        clock: returns "now" (an aware datetime); tests pass a fixed or advancing clock.
+
+    Thread-safe: runs are serialised by a lock; :meth:`hot_memories` may be called at any time.
+    """
+
+    def __init__(
+        self,
+        mos: MemOS,
+        tier: KVCacheTier | TierProvider,
+        config: SchedulerConfig | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._mos = mos
+        self._provider: TierProvider = tier if callable(tier) else (lambda _create: tier)
+        self.config = config or SchedulerConfig(heat_half_life_s=mos.config.heat_half_life_s)
+        self._clock = clock
+        self._run_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._tokens: dict[tuple[str, int, str], int] = {}  # (id, version, model) -> tokens
+        self._hot: dict[str, tuple[str, ...]] = {}  # owner -> ids last marked hot
+
+    # ------------------------------------------------------------------ reading
+
+    def owned_cubes(self, user_id: str | None = None) -> Iterator[list[MemCube]]:
+        """Live memories (generated, activated, archived) in batches, of one owner or of all.
+
+        Memories merely shared with ``user_id`` are not theirs and are left out.
+        """
+        vault = self._mos.vault
+        if user_id is None:
+            for batch in vault.iter_current(_PAGE):
+                yield [c for c in batch if c.state.value in _LIVE_STATES]
+            return
+        offset = 0
+        while True:
+            page = vault.list(
+                ListQuery(user_ids=(user_id,), states=_LIVE_STATES, limit=_PAGE, offset=offset)
+            )
+            if not page:
+                return
+            offset += len(page)
+            yield [c for c in page if c.user_id == user_id]
+
+    def _grouped(self, user_id: str | None) -> dict[str, list[MemCube]]:
+        groups: dict[str, list[MemCube]] = {}
+        for batch in self.owned_cubes(user_id):
+            for cube in batch:
+                groups.setdefault(cube.user_id, []).append(cube)
+        return groups
+
+    def _token_count(self, cube: MemCube, now: datetime, config: SchedulerConfig) -> int:
+        """Tokens of ``cube`` in a block, or 0 when it cannot enter one at all (too cold,
+        superseded, archived): counting tokens needs the model's tokenizer, so skip it then."""
+        if cube.state not in _SERVABLE or cube.valid_to is not None:
+            return 0
+        heat = decayed_heat(
+            cube.usage.heat, cube.usage.last_access, now, config.heat_half_life_s
+        )
+        if heat < config.demote_below_heat:
+            return 0  # below both thresholds: not eligible whatever its size
+        tier = self._provider(True)
+        if tier is None:  # pragma: no cover - a provider must create when asked to
+            raise MemOSError("the KV tier provider returned no tier; the model failed to load")
+        key = (cube.id, cube.version, tier.model.fingerprint.digest)
+        with self._state_lock:
+            cached = self._tokens.get(key)
+        if cached is None:
+            cached = tier.memory_tokens(cube.text)
+            with self._state_lock:
+                self._tokens[key] = cached
+        return cached
+
+    def records(
+        self, cubes: Sequence[MemCube], now: datetime, config: SchedulerConfig | None = None
+    ) -> list[UsageRecord]:
+        """The policy's view of ``cubes`` at ``now``."""
+        config = config or self.config
+        return [
+            UsageRecord.from_cube(c, token_count=self._token_count(c, now, config)) for c in cubes
+        ]
+
+    def plan(
+        self,
+        user_id: str | None = None,
+        *,
+        now: datetime | None = None,
+        config: SchedulerConfig | None = None,
+    ) -> dict[str, Plan]:
+        """The plan for each owner (all owners, or just ``user_id``); changes nothing."""
+        now = now or self._clock()
+        config = config or self.config
+        return {
+            owner: plan_schedule(self.records(cubes, now, config), config, now)
+            for owner, cubes in self._grouped(user_id).items()
+        }
+
+    # ------------------------------------------------------------------ the hot set
+
+    def hot_memories(self, user_id: str) -> list[MemCube]:
+        """``user_id``'s hot memories as they are now, in block order: the memories chat
+        serves from the KV prefix. Current versions only; expired, archived, forgotten,
+        superseded and other users' memories never appear.
+
+        The ids come from the last run (or, after a restart, from one scan of the owner's
+        memories for those marked ``tier == activation``); the cubes are re-read each call.
+        """
+        with self._state_lock:
+            ids = self._hot.get(user_id)
+        if ids is None:
+            ids = tuple(
+                c.id
+                for batch in self.owned_cubes(user_id)
+                for c in batch
+                if is_hot_candidate(c, user_id)
+            )
+            with self._state_lock:
+                self._hot.setdefault(user_id, ids)
+        cubes = self._mos.vault.get_many(list(ids))
+        return block_order([c for c in cubes.values() if is_hot_candidate(c, user_id)])
+
+    def forget_hot_sets(self) -> None:
+        """Drop the cached hot ids (they are re-read from the vault on next use)."""
+        with self._state_lock:
+            self._hot.clear()
+
+    # ------------------------------------------------------------------ running
+
+    def run(
+        self,
+        user_id: str | None = None,
+        *,
+        now: datetime | None = None,
+        config: SchedulerConfig | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ScheduleReport:
+        """Plan and apply for every owner (or only ``user_id``'s memories); see the module
+        docstring. Errors of single steps or blocks are reported, not raised; ``should_stop``
+        is polled between steps and owners, and a stopped run reports ``stopped=True``.
+
+        Raises:
+            InvalidInputError: a naive ``now``.
+        """
+        if now is not None and now.utcoffset() is None:
+            raise InvalidInputError("now must be a timezone-aware datetime (use UTC)")
+        stop = should_stop or (lambda: False)
+        with self._run_lock:
+            started = time.perf_counter()
+            now = now or self._clock()
+            config = config or self.config
+            users: list[UserSchedule] = []
+            stopped = False
+            for owner, cubes in sorted(self._grouped(user_id).items()):
+                if stop():
+                    stopped = True
+                    break
+                users.append(self._run_owner(owner, cubes, now, config, stop))
+                stopped = stop()
+            if user_id is not None and not users and not stopped:
+                users.append(self._run_owner(user_id, [], now, config, stop))
+            return ScheduleReport(
+                now=now,
+                duration_ms=1000.0 * (time.perf_counter() - started),
+                users=tuple(users),
+                stopped=stopped,
+            )
+
+    def _run_owner(
+        self,
+        owner: str,
+        cubes: list[MemCube],
+        now: datetime,
+        config: SchedulerConfig,
+        stop: Callable[[], bool],
+    ) -> UserSchedule:
+        plan = plan_schedule(self.records(cubes, now, config), config, now)
+        outcomes: list[StepOutcome] = []
+        for step in plan.steps:
+            if stop():
+                break
+            outcomes.append(self._apply(step, owner))
+        with self._state_lock:
+            self._hot[owner] = plan.activation_set
+        block: dict[str, Any] = {}
+        if not stop():
+            block = self._sync_block(owner, {c.id for c in cubes})
+        return UserSchedule(
+            user_id=owner,
+            memories=len(cubes),
+            steps=tuple(outcomes),
+            activation_set=plan.activation_set,
+            activation_tokens=plan.activation_tokens,
+            **block,
+        )
+
+    # ------------------------------------------------------------------ steps
+
+    def _apply(self, step: PlanStep, owner: str) -> StepOutcome:
+        """Apply one step; never raises for a memory that changed, vanished or failed."""
+        vault = self._mos.vault
+        current = vault.get(step.memory_id)
+        outcome = {"kind": step.kind, "memory_id": step.memory_id, "version": step.version,
+                   "reason": step.reason}
+        if current is None or current.state is State.DELETED:
+            return StepOutcome(**outcome, status="skipped", detail="forgotten since planned")
+        if current.version != step.version and step.kind is not StepKind.DEMOTE:
+            detail = f"now at version {current.version}; decided on {step.version}"
+            return StepOutcome(**outcome, status="skipped", detail=detail)
+        reason = f"scheduler: {step.reason}"
+        try:
+            if step.kind in (StepKind.EXPIRE, StepKind.ARCHIVE):
+                state = "expired" if step.kind is StepKind.EXPIRE else "archived"
+                self._mos.set_state(step.memory_id, state, user_id=owner, reason=reason)
+            else:
+                tier = Tier.ACTIVATION if step.kind is StepKind.PROMOTE else Tier.PLAINTEXT
+                vault.set_tier(step.memory_id, tier.value)
+                vault.audit(
+                    Actor(owner, SCHEDULER_AGENT, reason), f"schedule:{step.kind.value}",
+                    memory_id=step.memory_id, version=current.version,
+                    details={"heat": round(step.heat, 6), "tier": tier.value},
+                )
+        except MemOSError as exc:
+            return StepOutcome(**outcome, status="failed", detail=str(exc))
+        return StepOutcome(**outcome, status="done")
+
+    def _sync_block(self, owner: str, owned_ids: set[str]) -> dict[str, Any]:
+        """Build (or reuse) ``owner``'s hot block and drop the owner's other blocks."""
+        hot = self.hot_memories(owner)
+        tier = self._provider(bool(hot))
+        if tier is None:  # nothing hot and no model loaded: there is no block to keep
+            return {}
+        stale = [
+            b.block_id for b in tier.blocks() if any(mid in owned_ids for mid, _ in b.memories)
+        ]
+        result: dict[str, Any] = {}
+        keep: str | None = None
+        if hot:
+            keep = tier.block_id_for(hot)
+            built = keep not in tier
+            try:
+                block = tier.get_or_build(hot, evict_first=[b for b in stale if b != keep])
+            except (MemOSError, ValueError) as exc:  # budget, unsupported cache, boundary
+                return {"error": f"{type(exc).__name__}: {exc}"}
+            result = {"block_id": block.block_id, "block_tokens": block.num_tokens,
+                      "block_built": built}
+            if built:
+                self._audit_block(owner, "schedule:build", block.block_id,
+                                  {"memories": [list(m) for m in block.memories],
+                                   "tokens": block.num_tokens})
+        dropped = tuple(bid for bid in stale if bid != keep and tier.drop(bid))
+        for bid in dropped:
+            self._audit_block(owner, "schedule:drop", bid, {})
+        return {**result, "dropped_blocks": dropped}
+
+    def _audit_block(self, owner: str, action: str, block_id: str, details: dict[str, Any]) -> None:
+        reason = "hot block rebuilt" if action.endswith("build") else "hot block superseded"
+        self._mos.vault.audit(
+            Actor(owner, SCHEDULER_AGENT, reason), action, details={"block_id": block_id, **details}
+        )
+
+
+__all__ = [
+    "SCHEDULER_AGENT",
+    "SchedulerExecutor",
+    "TierProvider",
+    "block_order",
+    "is_hot_candidate",
+]

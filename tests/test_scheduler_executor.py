@@ -1,0 +1,304 @@
+"""The scheduler's executor on a real MemOS (SQLite vault, Qdrant edge, MiniLM) with a tiny
+random Llama (SmolLM2's tokenizer) as the local model: promotion builds the owner's hot
+block, changes drop it, TTL expiry and archiving go through audited versions, blocks never
+mix users, the background thread stops on close, and nothing loads a model needlessly."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: the machine is shared
+
+import pytest
+
+from memos_core import MemOS, MemOSConfig, Tier
+from memos_core.cli import main as cli_main
+from memos_core.cube import utcnow
+from memos_core.engine import engine_for
+from memos_core.errors import InvalidInputError
+from memos_core.runtime import LocalModel, default_tokenizer
+from memos_core.scheduler import SCHEDULER_AGENT, ScheduleReport, SchedulerConfig, StepKind
+
+# One hit is enough to promote (a hit's heat starts to decay at once, so stay below 1.0).
+EAGER = SchedulerConfig.preset("eager", min_heat_to_promote=0.9, demote_below_heat=0.5)
+
+
+def tiny_config() -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LocalModel:
+    return LocalModel.from_config(tiny_config(), default_tokenizer(), seed=0)
+
+
+@pytest.fixture
+def store(make_mos, tiny: LocalModel) -> MemOS:
+    mos = make_mos()
+    mos.attach_model(tiny)
+    return mos
+
+
+def hit(mos: MemOS, *cubes: Any, times: int = 1) -> None:
+    """Count retrieval hits the way search does."""
+    for _ in range(times):
+        mos.vault.record_usage([c.id for c in cubes], utcnow(), mos.config.heat_half_life_s)
+
+
+def kv_files(mos: MemOS) -> list[Path]:
+    return sorted((mos.data_dir / "kv").glob("*.safetensors"))
+
+
+def block_members(mos: MemOS) -> list[set[str]]:
+    return [{mid for mid, _ in b.memories} for b in engine_for(mos).tier.blocks()]
+
+
+def actions(mos: MemOS, user: str) -> list[str]:
+    return [r.action for r in mos.audit_log(user_id=user, limit=1000)]
+
+
+def test_promote_builds_the_owners_block_once_and_audits(store: MemOS) -> None:
+    cat = store.add("Alice's cat is called Pastel.", user_id="alice")
+    job = store.add("Alice works as a nurse in Lisbon.", user_id="alice")
+    cold = store.add("Alice once visited Oslo.", user_id="alice")
+    hit(store, cat, job)
+
+    report = store.schedule(config=EAGER)
+
+    assert isinstance(report, ScheduleReport)
+    alice = report.for_user("alice")
+    assert alice is not None and alice.block_built and alice.block_id is not None
+    assert {s.memory_id for s in alice.steps if s.kind is StepKind.PROMOTE} == {cat.id, job.id}
+    assert all(s.status == "done" for s in alice.steps)
+    assert alice.activation_set == (cat.id, job.id)  # block order: (created_at, id)
+    assert block_members(store) == [{cat.id, job.id}]
+    assert [p.name for p in kv_files(store)] == [f"{alice.block_id}.safetensors"]
+    assert store.get(cat.id, user_id="alice").usage.tier is Tier.ACTIVATION
+    assert store.get(cold.id, user_id="alice").usage.tier is Tier.PLAINTEXT
+    assert store.get(cat.id, user_id="alice").version == 1  # promotion writes no version
+    promote = [r for r in store.audit_log(user_id="alice", memory_id=cat.id)
+               if r.action == "schedule:promote"]
+    assert promote and promote[0].agent_id == SCHEDULER_AGENT and "heat" in promote[0].reason
+    assert actions(store, "alice").count("schedule:build") == 1
+
+    again = store.schedule(config=EAGER).for_user("alice")
+    assert again is not None and not again.steps and not again.block_built
+    assert again.block_id == alice.block_id
+    assert actions(store, "alice").count("schedule:build") == 1
+    assert store.verify_audit()[0]
+
+
+@pytest.mark.parametrize("change", ["update", "forget", "share", "expire"])
+def test_a_change_to_a_member_drops_its_block(store: MemOS, change: str) -> None:
+    cat = store.add("Alice's cat is called Pastel.", user_id="alice")
+    job = store.add("Alice works as a nurse in Lisbon.", user_id="alice")
+    hit(store, cat, job)
+    store.schedule(config=EAGER)
+    assert len(kv_files(store)) == 1
+
+    if change == "update":
+        store.update(cat.id, "Alice's cat is called Pastel Blue.", user_id="alice")
+    elif change == "forget":
+        store.forget(cat.id, user_id="alice")
+    elif change == "share":
+        store.share(cat.id, with_user_id="bob", user_id="alice")
+    else:
+        store.set_state(cat.id, "expired", user_id="alice")
+
+    assert engine_for(store).tier.blocks() == [] and kv_files(store) == []
+    rebuilt = store.schedule(config=EAGER).for_user("alice")
+    assert rebuilt is not None and rebuilt.block_built
+    members = block_members(store)
+    if change in ("forget", "expire"):
+        assert members == [{job.id}]
+    else:
+        block = engine_for(store).tier.blocks()[0]
+        assert dict(block.memories)[cat.id] == store.get(cat.id, user_id="alice").version
+
+
+def test_ttl_expiry_leaves_search_and_drops_the_block(store: MemOS) -> None:
+    short = store.add("Alice's parking spot this week is B12.", user_id="alice", ttl_seconds=60)
+    keep = store.add("Alice's cat is called Pastel.", user_id="alice")
+    hit(store, short, keep)
+    store.schedule(config=EAGER)
+    assert block_members(store) == [{short.id, keep.id}]
+
+    executor = engine_for(store).executor
+    report = executor.run(now=utcnow() + timedelta(seconds=61), config=EAGER)
+
+    alice = report.for_user("alice")
+    assert alice is not None
+    kinds = {(s.kind, s.memory_id) for s in alice.steps if s.status == "done"}
+    assert (StepKind.EXPIRE, short.id) in kinds and (StepKind.DEMOTE, short.id) in kinds
+    assert store.get(short.id, user_id="alice").state.value == "expired"
+    found = [h.id for h in store.search("parking spot", user_id="alice", k=5)]
+    assert short.id not in found
+    assert block_members(store) == [{keep.id}]
+    expired = [r for r in store.audit_log(user_id="alice", memory_id=short.id)
+               if r.action == "state:expired"]
+    assert expired and expired[0].reason.startswith("scheduler: TTL")
+
+
+def test_cold_memories_are_archived_unless_protected(store: MemOS) -> None:
+    config = SchedulerConfig(archive_after_idle_s=60.0, archive_max_heat=0.25)
+    cold = store.add("Alice bought a blue umbrella.", user_id="alice")
+    protected = store.add("Alice's blood type is O negative.", user_id="alice", priority=5)
+
+    report = engine_for(store).executor.run(now=utcnow() + timedelta(minutes=5), config=config)
+
+    steps = {(s.kind, s.memory_id) for s in report.for_user("alice").steps}  # type: ignore[union-attr]
+    assert steps == {(StepKind.ARCHIVE, cold.id)}
+    assert store.get(cold.id, user_id="alice").state.value == "archived"
+    assert store.get(protected.id, user_id="alice").state.value == "generated"
+    assert cold.id not in [h.id for h in store.search("umbrella", user_id="alice")]
+    assert cold.id in [h.id for h in store.search("umbrella", user_id="alice", include_archived=True)]
+    assert "state:archived" in actions(store, "alice")
+
+
+def test_blocks_never_mix_users(store: MemOS) -> None:
+    a1 = store.add("Alice's cat is called Pastel.", user_id="alice")
+    a2 = store.add("Alice plays the cello.", user_id="alice")
+    b1 = store.add("Bob's dog is called Rex.", user_id="bob")
+    store.share(a1.id, with_user_id="bob", user_id="alice")
+    hit(store, a1, a2, b1, times=2)
+
+    report = store.schedule(config=EAGER)
+
+    owners = {c.id: c.user_id for c in (a1, a2, b1)}
+    members = block_members(store)
+    assert sorted(map(sorted, members)) == sorted([sorted([a1.id, a2.id]), [b1.id]])
+    assert all(len({owners[m] for m in block}) == 1 for block in members)
+    executor = engine_for(store).executor
+    assert [c.id for c in executor.hot_memories("bob")] == [b1.id]  # shared is not bob's
+    assert {c.id for c in executor.hot_memories("alice")} == {a1.id, a2.id}
+    assert {u.user_id for u in report.users} == {"alice", "bob"}
+
+    only_bob = store.schedule(user_id="bob", config=EAGER)
+    assert [u.user_id for u in only_bob.users] == ["bob"]
+
+
+def test_demotion_when_memories_cool_down(store: MemOS) -> None:
+    hot = store.add("Alice's cat is called Pastel.", user_id="alice")
+    hit(store, hot)
+    store.schedule(config=EAGER)
+    assert len(kv_files(store)) == 1
+
+    later = utcnow() + timedelta(days=20)  # ~2.9 half-lives, not yet idle enough to archive
+    report = engine_for(store).executor.run(now=later, config=EAGER)
+
+    alice = report.for_user("alice")
+    assert alice is not None and [s.kind for s in alice.steps] == [StepKind.DEMOTE]
+    assert alice.block_id is None and len(alice.dropped_blocks) == 1
+    assert store.get(hot.id, user_id="alice").usage.tier is Tier.PLAINTEXT
+    assert kv_files(store) == [] and engine_for(store).executor.hot_memories("alice") == []
+    assert {"schedule:demote", "schedule:drop"} <= set(actions(store, "alice"))
+
+
+def test_a_plan_with_nothing_hot_loads_no_model(make_mos) -> None:
+    mos = make_mos()
+    cube = mos.add("A note that expires.", user_id="carol", ttl_seconds=30)
+
+    report = engine_for(mos).executor.run(now=utcnow() + timedelta(minutes=1))
+
+    assert [s.kind for s in report.for_user("carol").steps] == [StepKind.EXPIRE]  # type: ignore[union-attr]
+    assert mos.get(cube.id, user_id="carol").state.value == "expired"
+    assert not engine_for(mos).model_loaded
+
+
+def test_background_scheduler_runs_and_stops_on_close(make_mos, tiny: LocalModel) -> None:
+    mos = make_mos("bg")
+    mos.attach_model(tiny)
+    cube = mos.add("Alice's cat is called Pastel.", user_id="alice")
+    hit(mos, cube)
+
+    background = mos.start_scheduler(0.05, config=EAGER)
+    deadline = time.monotonic() + 30
+    while background.runs < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert background.running and background.runs >= 2 and background.errors == 0
+    assert background.last_report is not None
+    with pytest.raises(InvalidInputError, match="already running"):
+        mos.start_scheduler(1.0)
+
+    mos.close()
+
+    assert not background.running
+    with pytest.raises(InvalidInputError, match="closed"):
+        mos.schedule()
+
+
+def test_background_scheduler_rejects_a_bad_interval(store: MemOS) -> None:
+    for bad in (0, -1.0, True, "5"):
+        with pytest.raises(InvalidInputError, match="interval_s"):
+            store.start_scheduler(bad)  # type: ignore[arg-type]
+
+
+def test_reopen_reuses_blocks_and_purges_stale_ones(make_mos, tiny: LocalModel, tmp_path: Path) -> None:
+    mos = make_mos("reopen")
+    cat = mos.add("Alice's cat is called Pastel.", user_id="alice")
+    job = mos.add("Alice works as a nurse.", user_id="alice")
+    hit(mos, cat, job)
+    mos.attach_model(tiny)
+    block_id = mos.schedule(config=EAGER).for_user("alice").block_id  # type: ignore[union-attr]
+    mos.close()
+
+    with MemOS(tmp_path / "reopen", config=MemOSConfig(show_progress=False)) as again:
+        again.attach_model(tiny)
+        engine = engine_for(again)
+        assert [c.id for c in engine.executor.hot_memories("alice")] == [cat.id, job.id]
+        found = engine.tier.get(engine.executor.hot_memories("alice"))
+        assert found is not None and found.block_id == block_id  # loaded from disk, not rebuilt
+
+    with MemOS(tmp_path / "reopen", config=MemOSConfig(show_progress=False)) as again:
+        again.forget(cat.id, user_id="alice")  # no engine listens in this session
+        assert len(kv_files(again)) == 1
+    with MemOS(tmp_path / "reopen", config=MemOSConfig(show_progress=False)) as again:
+        engine_for(again)  # starting the engine deletes blocks of forgotten versions
+        assert kv_files(again) == []
+
+
+def test_invalidation_purges_other_models_files(store: MemOS, tiny: LocalModel) -> None:
+    cat = store.add("Alice's cat is called Pastel.", user_id="alice")
+    hit(store, cat)
+    store.schedule(config=EAGER)
+    other = LocalModel.from_config(tiny_config(), default_tokenizer(), seed=1)
+    store.attach_model(other)  # the first model's file stays on disk, foreign now
+    assert len(kv_files(store)) == 1
+
+    store.forget(cat.id, user_id="alice")
+
+    assert kv_files(store) == []
+
+
+def test_aschedule_and_cli_schedule_json(store: MemOS, tmp_path: Path, capsys) -> None:
+    import asyncio
+
+    store.add("Alice's cat is called Pastel.", user_id="alice", ttl_seconds=0.2)
+    time.sleep(0.3)
+    report = asyncio.run(store.aschedule(user_id="alice"))
+    assert report.counts()["expire"] == 1
+    store.close()
+
+    code = cli_main(["schedule", "--data-dir", str(tmp_path / "data"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and set(out) >= {"now", "users", "counts", "duration_ms"}
+    assert out["counts"]["expire"] == 0  # already expired by the first run
+
+    code = cli_main(["schedule", "--data-dir", str(tmp_path / "data"), "--user", "alice"])
+    assert code == 0 and "user(s):" in capsys.readouterr().out
+
+
+def test_schedule_rejects_a_bad_user(store: MemOS) -> None:
+    with pytest.raises(InvalidInputError):
+        store.schedule(user_id="")

@@ -17,17 +17,28 @@ class RetrievalConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     candidates: int = Field(default=50, ge=1, description="Candidates fetched per signal.")
+    fusion: Literal["score", "rrf"] = Field(
+        default="score",
+        description="'score': weighted mean of min-max normalised scores; 'rrf': reciprocal "
+        "rank fusion.",
+    )
     rrf_k: float = Field(default=60.0, gt=0, description="Reciprocal rank fusion constant.")
-    dense_weight: float = Field(default=1.0, ge=0, description="Weight of the dense signal.")
-    sparse_weight: float = Field(default=1.0, ge=0, description="Weight of the BM25 signal.")
+    dense_weight: float = Field(default=0.4, ge=0, description="Weight of the dense signal.")
+    sparse_weight: float = Field(default=0.6, ge=0, description="Weight of the BM25 signal.")
     graph_weight: float = Field(
-        default=0.5, ge=0, description="Weight of graph expansion (entities, neighbours)."
+        default=0.5, ge=0,
+        description="A memory related to a top hit gains this times the hit's fused score.",
+    )
+    entity_weight: float = Field(
+        default=0.1, ge=0,
+        description="A memory naming an entity of the query gains this times the best fused "
+        "score (divided by log2(1 + how many memories name it)).",
     )
     graph_seeds: int = Field(
         default=10, ge=0, description="Top fused hits whose graph neighbours are expanded."
     )
     neighbour_turns: int = Field(
-        default=1, ge=0, description="Turns before/after a hit in the same session to expand."
+        default=2, ge=0, description="Turns before/after a hit in the same session to expand."
     )
 
 

@@ -86,7 +86,7 @@ def _run(root: Path, use_model: bool) -> None:
               f"entities of the first: {list(cubes[0].entities)}")
 
     _say("2. Hybrid search: dense + BM25 + graph, each hit says why it matched")
-    for q in ("Where does Maya's sister live?", "what food must maya avoid?"):
+    for q in ("Where does Maya's sister live?", "Is Maya allergic to anything?"):
         print(f"  query: {q!r}")
         _show_hits(mos.search(q, user_id="maya", k=3))
 
@@ -110,15 +110,18 @@ def _run(root: Path, use_model: bool) -> None:
         print(f"  v{v.version}: {v.text}")
 
     _say("6. Isolation and sharing: Leo cannot read Maya's memories until she shares one")
-    print(f"  leo searches 'cat': {[h.text for h in mos.search('cat', user_id='leo', k=3)]}")
-    cat = mos.search("grey cat name", user_id="maya", k=1)[0].memory
+    cat = mos.search("what is the name of maya's cat?", user_id="maya", k=1)[0].memory
+    print(f"  maya's memory: {cat.text!r}")
+    _try_read(mos, cat.id, "leo", "before sharing")
     mos.share(cat.id, with_user_id="leo", user_id="maya")
-    print(f"  after share: {[h.text for h in mos.search('grey cat name', user_id='leo', k=1)]}")
+    _try_read(mos, cat.id, "leo", "after share")
+    print(f"  leo's search 'grey cat': {[h.text for h in mos.search('grey cat', user_id='leo', k=2)]}")
     mos.revoke(cat.id, with_user_id="leo", user_id="maya")
-    print(f"  after revoke: {[h.text for h in mos.search('grey cat name', user_id='leo', k=1)]}")
+    _try_read(mos, cat.id, "leo", "after revoke")
 
     _say("7. Forget: gone from vault text, index and graph; a receipt proves it")
-    peanut = mos.search("peanut allergy", user_id="maya", k=1)[0].memory
+    peanut = mos.search("allergic to peanuts", user_id="maya", k=1)[0].memory
+    print(f"  forgetting: {peanut.text!r}")
     receipt = mos.forget(peanut.id, user_id="maya", reason="user asked")
     print(f"  receipt: v{receipt.version}, sha256 {receipt.text_sha256[:16]}..., removed from "
           f"{', '.join(receipt.removed_from)}")
@@ -141,6 +144,16 @@ def _run(root: Path, use_model: bool) -> None:
         if use_model:
             _model_part(mos)
     print(f"\ndemo finished in {time.perf_counter() - t0:.1f}s")
+
+
+def _try_read(mos: Any, memory_id: str, user: str, when: str) -> None:
+    from memos_core import AccessDeniedError
+
+    try:
+        mos.get(memory_id, user_id=user)
+        print(f"  {user} reads it {when}: allowed")
+    except AccessDeniedError as exc:
+        print(f"  {user} reads it {when}: denied ({str(exc).split(':')[0]})")
 
 
 def _model_part(mos: Any) -> None:

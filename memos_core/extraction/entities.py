@@ -77,6 +77,8 @@ class RuleEntityExtractor:
                 words.pop(0)  # "Hey Mel" -> "Mel"; inner connectors ("Bank of America") stay
             while words and words[-1].lower().strip("'’") in _STOP:
                 words.pop()
+            if words:  # "Alice's" names Alice
+                words[-1] = re.sub(r"['’]s?$", "", words[-1])
             if words and not (len(words) == 1 and len(words[0]) < 2):
                 add(m.start(), m.end(), " ".join(words))
         for m in _NUMBER.finditer(text):

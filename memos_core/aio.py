@@ -42,6 +42,9 @@ class AsyncMemOSMixin:
     async def aforget(self, memory_id: str, **kwargs: Any) -> ForgetReceipt:
         return await asyncio.to_thread(self.forget, memory_id, **kwargs)  # type: ignore[attr-defined]
 
+    async def aforget_many(self, memory_ids: Any, **kwargs: Any) -> list[ForgetReceipt]:
+        return await asyncio.to_thread(self.forget_many, memory_ids, **kwargs)  # type: ignore[attr-defined]
+
     async def ahistory(self, memory_id: str, **kwargs: Any) -> list[MemCube]:
         return await asyncio.to_thread(self.history, memory_id, **kwargs)  # type: ignore[attr-defined]
 

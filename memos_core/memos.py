@@ -147,6 +147,11 @@ class MemOS(AsyncMemOSMixin):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`; every call then raises."""
+        return self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidInputError("This MemOS is closed; open the data directory again.")
@@ -310,7 +315,7 @@ class MemOS(AsyncMemOSMixin):
         if "role" in items[0]:
             base["origin"] = origin or Origin.CONVERSATION
             base["type"] = type or MemoryType.EPISODE
-        cubes = [self._new_cube(**{**base, **item}) for item in items]
+        cubes = [self._new_cube(**_merge_item(base, item)) for item in items]
         old = self._load(supersedes, user_id, write=True) if supersedes is not None else None
         self._store(cubes, Actor(user_id, agent_id, reason), supersedes=old)
         return cubes[0] if isinstance(content, (str, bytes, bytearray)) else cubes
@@ -537,6 +542,22 @@ class MemOS(AsyncMemOSMixin):
             self._graph_apply(changed, edges)
             return cube
 
+    def forget_many(self, memory_ids: Sequence[str], *, user_id: str, agent_id: str | None = None,
+                    reason: str | None = None) -> list[ForgetReceipt]:
+        """:meth:`forget` each id; all ids are checked (exist, owned) before any is forgotten."""
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        ids = check_strs(memory_ids, "memory_ids")
+        with self._write_lock:
+            for mid in ids:
+                cube = self._load(mid, user_id, write=True, allow_deleted=True)
+                if cube.user_id != user_id:
+                    raise AccessDeniedError(
+                        f"Only the owner ({cube.user_id!r}) may forget memory {cube.id} "
+                        "(rule: forget is owner-only)."
+                    )
+            return [self.forget(mid, user_id=user_id, agent_id=agent_id, reason=reason) for mid in ids]
+
     def share(self, memory_id: str, *, with_user_id: str, user_id: str,
               scope: str = "read", reason: str | None = None) -> MemCube:
         """Let another user read (``scope='read'``) or also change (``'write'``) a memory."""
@@ -653,11 +674,13 @@ class MemOS(AsyncMemOSMixin):
         )
         cands = self.retriever.retrieve(query, flt, k)
         cubes = self.vault.get_many([c.id for c in cands])
+        now = utcnow()
         hits = [
             SearchHit(memory=cubes[c.id], score=c.score, signals=c.scores, ranks=c.ranks,
                       reasons=tuple(c.reasons))
             for c in cands
             if c.id in cubes and cubes[c.id].state.value in states
+            and not _ttl_elapsed(cubes[c.id], now)
         ]
         if record_usage and hits:
             self.vault.record_usage([h.id for h in hits], utcnow(), self.config.heat_half_life_s)
@@ -771,6 +794,20 @@ def _graph_row(cube: MemCube) -> dict[str, Any]:
     return {"id": cube.id, "seq": None, **payload_of(cube), "entities": list(cube.entities)}
 
 
+def _ttl_elapsed(cube: MemCube, now: datetime) -> bool:
+    """A memory past its TTL is hidden from search at once; the scheduler then expires it."""
+    ttl = cube.governance.ttl_seconds
+    return ttl is not None and (now - cube.created_at).total_seconds() > ttl
+
+
+def _merge_item(base: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """Call-level keywords overridden by a message's own; metadata dicts are merged."""
+    merged = {**base, **item}
+    if isinstance(base.get("metadata"), Mapping) and isinstance(item.get("metadata"), Mapping):
+        merged["metadata"] = {**base["metadata"], **item["metadata"]}
+    return merged
+
+
 def _message_item(message: Any, position: int) -> dict[str, Any]:
     """A chat message (dict or object with role/content) -> keyword arguments for a cube."""
     get = message.get if isinstance(message, Mapping) else lambda k, d=None: getattr(message, k, d)
@@ -789,4 +826,6 @@ def _message_item(message: Any, position: int) -> dict[str, Any]:
         item["message_id"] = str(get("id"))
     if get("occurred_at"):
         item["occurred_at"] = get("occurred_at")
+    if get("metadata") is not None:
+        item["metadata"] = get("metadata")
     return item

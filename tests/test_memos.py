@@ -296,3 +296,31 @@ def test_list_by_metadata(mos):
     assert [c.text for c in mos.list(user_id="u", metadata={"n": 1})] == ["first"]
     with pytest.raises(InvalidInputError):
         mos.list(user_id="u", metadata={"bad key'": "x"})
+
+
+def test_ttl_hides_a_memory_from_search_once_elapsed(mos):
+    import time as _time
+
+    brief = mos.add("The door code today is 1234.", user_id="u", ttl_seconds=0.5)
+    lasting = mos.add("The door code policy: codes change daily.", user_id="u")
+    assert brief.id in {h.id for h in mos.search("door code", user_id="u", k=5)}
+    _time.sleep(0.6)
+    assert [h.id for h in mos.search("door code", user_id="u", k=5)] == [lasting.id]
+
+
+def test_forget_many_checks_every_id_first(mos):
+    a, b = mos.add("first note", user_id="u"), mos.add("second note", user_id="u")
+    other = mos.add("someone else's", user_id="v")
+    with pytest.raises(AccessDeniedError):
+        mos.forget_many([a.id, other.id], user_id="u")
+    assert mos.get(a.id, user_id="u").version == 1  # nothing forgotten
+    receipts = mos.forget_many([a.id, b.id], user_id="u")
+    assert [r.memory_id for r in receipts] == [a.id, b.id]
+    assert mos.list(user_id="u") == []
+
+
+def test_message_metadata_is_kept(mos):
+    cubes = mos.add([{"role": "user", "content": "hello there", "metadata": {"turn": 1}}],
+                    user_id="u", metadata={"source": "chat"})
+    assert cubes[0].metadata == {"source": "chat", "turn": 1, "role": "user"}
+    assert mos.closed is False

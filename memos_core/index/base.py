@@ -8,7 +8,7 @@ of the text outside the vault). It can always be rebuilt from the vault.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 #: Payload keys every point carries. Filters only use these.
@@ -46,10 +46,14 @@ class IndexPoint:
 
 @dataclass(frozen=True)
 class IndexFilter:
-    """Conjunction of conditions; ``None`` or empty means 'no condition'.
+    """Conjunction of conditions; a field left ``None`` means 'no condition'.
 
     ``user_ids`` matches points whose owner is one of them OR whose ``readers`` contains
-    one of them (sharing). ``tags`` matches points having any of the tags.
+    one of them (sharing). ``types``, ``tags`` and ``states`` are any-of (``tags``: the point
+    has at least one of them). An *empty* tuple is any-of over nothing and matches no point
+    (fail closed: an empty principal list must never mean 'everyone').
+    ``occurred_after``/``occurred_before`` are inclusive; a point whose ``occurred_at`` is
+    ``None`` fails either. ``include_superseded=False`` drops points with ``superseded`` true.
     """
 
     user_ids: tuple[str, ...] | None = None
@@ -65,17 +69,39 @@ class IndexFilter:
 
 @dataclass(frozen=True)
 class ScoredId:
+    """A search hit: memory id and score (higher is better).
+
+    Dense scores are cosine similarities in [-1, 1]; sparse scores are BM25 with IDF
+    (>= 0, unbounded, only comparable within one query).
+    """
+
     id: str
     score: float
+
+
+class IndexLockedError(RuntimeError):
+    """The index storage is already open in this or another process."""
 
 
 @runtime_checkable
 class VectorIndex(Protocol):
     """Dense + sparse search over memories with payload filters.
 
-    Contracts: ``upsert`` replaces a point with the same id; ``delete`` of a missing id does
-    not raise; searches return at most ``limit`` results, best first, and never return a
-    point that fails the filter.
+    Contracts:
+
+    - ``upsert`` replaces a point with the same id (vectors and the whole payload); it
+      checks every point first (UUID id, dense length ``dim`` with finite non-zero values,
+      payload keys within ``PAYLOAD_KEYS`` with ``user_id`` and ``version`` present) and
+      raises ``ValueError`` before writing anything if one is bad.
+    - ``set_payload`` merges the given keys into an existing point's payload; a missing id
+      raises ``KeyError`` (upsert the full point instead).
+    - ``delete`` of a missing id does not raise.
+    - searches return at most ``limit`` results, best first (see ``ScoredId`` for score
+      ranges), never a point that fails the filter; ``limit`` 0 returns ``[]``.
+    - ``versions`` maps every point id to its payload ``version``; ``count`` counts points.
+    - ``flush`` makes acknowledged writes durable; ``optimize`` (re)builds search indexes
+      after bulk writes (a no-op where the engine does it in the background); ``close``
+      is idempotent.
     """
 
     dim: int
@@ -89,4 +115,5 @@ class VectorIndex(Protocol):
     def count(self) -> int: ...
     def clear(self) -> None: ...
     def flush(self) -> None: ...
+    def optimize(self) -> None: ...
     def close(self) -> None: ...

@@ -1,0 +1,76 @@
+"""The vector index: dense + BM25 search with payload filters, derived from the vault.
+
+Two backends behind one protocol (:class:`VectorIndex`): :class:`EdgeIndex`, Qdrant's
+engine in-process (the default), and :class:`QdrantClientIndex`, a Qdrant server through
+``qdrant-client``. :func:`open_index` picks one by name.
+"""
+
+from __future__ import annotations
+
+from os import PathLike, fspath
+
+from memos_core.index.base import (
+    PAYLOAD_KEYS,
+    IndexFilter,
+    IndexLockedError,
+    IndexPoint,
+    ScoredId,
+    SparseVec,
+    VectorIndex,
+)
+from memos_core.index.client import QdrantClientIndex
+from memos_core.index.edge import EdgeIndex, EdgeIndexConfig
+from memos_core.index.sparse import Bm25Encoder
+
+__all__ = [
+    "Bm25Encoder",
+    "EdgeIndex",
+    "EdgeIndexConfig",
+    "IndexFilter",
+    "IndexLockedError",
+    "IndexPoint",
+    "PAYLOAD_KEYS",
+    "QdrantClientIndex",
+    "ScoredId",
+    "SparseVec",
+    "VectorIndex",
+    "open_index",
+]
+
+KINDS = ("edge", "qdrant")
+
+
+def open_index(
+    kind: str,
+    *,
+    path: str | PathLike[str] | None = None,
+    url: str | None = None,
+    dim: int,
+) -> VectorIndex:
+    """Open (or create) an index of the given kind.
+
+    - ``"edge"``: the embedded engine in directory ``path`` (required; ``url`` must be
+      ``None``).
+    - ``"qdrant"``: qdrant-client against the server at ``url``; without a ``url``, the
+      client's local mode in ``path`` (``":memory:"`` for a throwaway one). ``path`` is
+      ignored when ``url`` is given.
+
+    Raises ``ValueError`` for an unknown kind or missing/contradictory arguments, and
+    whatever the backend raises on open (e.g. :class:`IndexLockedError`).
+    """
+    if kind == "edge":
+        if url is not None:
+            raise ValueError(
+                f"index kind 'edge' is embedded and takes no url (got {url!r}); "
+                "use kind 'qdrant' to talk to a Qdrant server"
+            )
+        if path is None:
+            raise ValueError("index kind 'edge' needs path= (the index directory)")
+        return EdgeIndex(path, dim)
+    if kind == "qdrant":
+        if url is not None:
+            return QdrantClientIndex(url, dim)
+        if path is None:
+            raise ValueError("index kind 'qdrant' needs url= (a server) or path= (local mode)")
+        return QdrantClientIndex(fspath(path), dim)
+    raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)}")

@@ -12,11 +12,14 @@ For one question the scheduler's decisions say what goes into the prompt:
 3. **Plaintext**: retrieved memories that are not in the hot block go into the last user turn,
    after the prefix and the ``history``::
 
-       Relevant memories:
+       Here are some facts you remember:
        - <memory>
        ...
 
-       <query>
+       Using these facts, answer: <query>
+
+   (SmolLM2-135M answered third-person facts most reliably with this wording among those
+   tried; the 135M model still struggles with first-person conversation turns.)
 
 4. **Answer**: the local model decodes greedily; the result carries a :class:`ChatTrace` --
    which memories were used and from which tier, tokens served from the prefix and tokens
@@ -48,7 +51,8 @@ if TYPE_CHECKING:
     from memos_core.results import SearchHit
     from memos_core.runtime import GenerationResult, PrefixCache, TextStream
 
-PLAINTEXT_HEADER = "Relevant memories:"
+PLAINTEXT_HEADER = "Here are some facts you remember:"
+QUESTION_LEAD = "Using these facts, answer: "
 _HISTORY_ROLES = frozenset({"user", "assistant"})
 
 
@@ -189,7 +193,7 @@ def user_turn(query: str, memories: Sequence[MemCube]) -> str:
     """The last user message: retrieved plaintext memories (if any), then the question."""
     if not memories:
         return query
-    lines = [PLAINTEXT_HEADER, *(bullet(m.text) for m in memories), "", query]
+    lines = [PLAINTEXT_HEADER, *(bullet(m.text) for m in memories), "", QUESTION_LEAD + query]
     return "\n".join(lines)
 
 

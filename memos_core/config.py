@@ -62,6 +62,11 @@ class MemOSConfig(BaseModel):
         default=7 * 24 * 3600.0, gt=0, description="Half-life of a memory's heat score."
     )
     show_progress: bool = Field(default=True, description="Progress bars on bulk work.")
+    optimize_after: int = Field(
+        default=20_000, ge=1,
+        description="Bulk adds and reindexing optimise the index once this many points were "
+        "written since the last optimisation (below it brute force search is fast enough).",
+    )
 
     @classmethod
     def preset(cls, name: Literal["default", "server", "test"], **overrides: object) -> "MemOSConfig":

@@ -51,7 +51,7 @@ def build_filter(
         agent_id=agent_id,
         session_id=session_id,
         types=types,
-        tags=tags or None,
+        tags=tags if tags else None,
         states=states,
         occurred_after=occurred_after.timestamp() if occurred_after else None,
         occurred_before=occurred_before.timestamp() if occurred_before else None,
@@ -71,7 +71,7 @@ def matches(payload: dict[str, Any], flt: IndexFilter) -> bool:
         return False
     if flt.types is not None and payload["type"] not in flt.types:
         return False
-    if flt.tags and not set(flt.tags).intersection(payload["tags"]):
+    if flt.tags is not None and not set(flt.tags).intersection(payload["tags"]):
         return False
     if flt.states is not None and payload["state"] not in flt.states:
         return False

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from memos_core.cube import MemCube, Namespace, State, utcnow
 from memos_core.errors import BundleError, InvalidInputError
+from memos_core.governance.sensitivity import history_sensitivity
 from memos_core.validation import check_id, check_text
 from memos_core.vault import Actor, Edge, ListQuery
 
@@ -36,12 +37,18 @@ FILES = ("memories.jsonl", "edges.jsonl")
 MAX_BUNDLE_FILE_BYTES = 2 * 1024**3
 
 
-def export_bundle(mos: "MemOS", path: Path, user_id: str) -> Path:
-    """Write every memory owned by ``user_id`` (all versions, tombstones too) and its edges."""
+def export_bundle(mos: "MemOS", path: Path, user_id: str, *,
+                  include_sensitive: bool = False) -> Path:
+    """Write every memory owned by ``user_id`` (all versions, tombstones too) and its edges.
+
+    A memory that any version marks sensitive is left out -- with its whole history and its
+    relations -- unless ``include_sensitive``; ``manifest["withheld_sensitive"]`` counts them.
+    """
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise InvalidInputError(f"Export target {path} exists and is not an empty directory.")
     path.mkdir(parents=True, exist_ok=True)
     ids: set[str] = set()
+    withheld = 0
     with open(path / "memories.jsonl", "w", encoding="utf-8") as out:
         offset = 0
         while page := mos.vault.list(ListQuery(user_ids=(user_id,), limit=500, offset=offset)):
@@ -49,8 +56,12 @@ def export_bundle(mos: "MemOS", path: Path, user_id: str) -> Path:
             for cube in page:
                 if cube.user_id != user_id:  # shared with the user, not owned: not theirs to export
                     continue
+                history = mos.vault.history(cube.id)
+                if not include_sensitive and history_sensitivity(history):
+                    withheld += 1
+                    continue
                 ids.add(cube.id)
-                versions = [json.loads(v.model_dump_json()) for v in mos.vault.history(cube.id)]
+                versions = [json.loads(v.model_dump_json()) for v in history]
                 out.write(json.dumps({"id": cube.id, "versions": versions}) + "\n")
     with open(path / "edges.jsonl", "w", encoding="utf-8") as out:
         for edge in mos.vault.edges():
@@ -63,10 +74,12 @@ def export_bundle(mos: "MemOS", path: Path, user_id: str) -> Path:
         "created_at": utcnow().isoformat(),
         "user_id": user_id,
         "memories": len(ids),
+        "withheld_sensitive": withheld,
         "files": files,
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    mos.vault.audit(Actor(user_id), "export", details={"memories": len(ids), "path": str(path)})
+    mos.vault.audit(Actor(user_id), "export", details={
+        "memories": len(ids), "withheld_sensitive": withheld, "path": str(path)})
     return path
 
 
@@ -158,9 +171,14 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
             except InvalidInputError as exc:
                 raise BundleError(f"memories.jsonl line {n}: {exc}") from None
     owner = Namespace(user_id=user_id)
+    # Grants are local to the store that made them: an imported memory is shared with nobody
+    # (a bundle must not be able to hand the importer's memories to the users it names).
     return [
-        c.model_copy(update={"namespace": owner.model_copy(update={
-            "agent_id": c.namespace.agent_id, "session_id": c.namespace.session_id})})
+        c.model_copy(update={
+            "namespace": owner.model_copy(update={
+                "agent_id": c.namespace.agent_id, "session_id": c.namespace.session_id}),
+            "governance": c.governance.model_copy(update={"readers": (), "writers": ()}),
+        })
         for c in cubes
     ]
 

@@ -62,6 +62,12 @@ class MemOSConfig(BaseModel):
         default=7 * 24 * 3600.0, gt=0, description="Half-life of a memory's heat score."
     )
     show_progress: bool = Field(default=True, description="Progress bars on bulk work.")
+    allow_sensitive: tuple[str, ...] = Field(
+        default=(),
+        description="Sensitivity tags whose memories search returns unredacted by default "
+        "(so chat and the adapters put their text into prompts); '*' allows every tag. "
+        "Default: none -- a memory tagged e.g. 'pii' reaches prompts as '[redacted: pii]'.",
+    )
     optimize_after: int = Field(
         default=20_000, ge=1,
         description="Bulk adds and reindexing optimise the index once this many points were "

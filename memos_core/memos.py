@@ -29,18 +29,19 @@ from memos_core.cube import (
 )
 from memos_core.embedding import Embedder, default_embedder
 from memos_core.errors import (
-    AccessDeniedError,
     InvalidInputError,
     MemoryDeletedError,
     MemoryNotFoundError,
     VersionNotFoundError,
 )
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
+from memos_core.governance import access, forgetting, sharing
+from memos_core.governance import sensitivity as sensitivity_rules
 from memos_core.graph import MemoryGraph
 from memos_core.index.base import IndexPoint, SparseVec, VectorIndex
 from memos_core.lock import DataDirLock
 from memos_core.progress import progress
-from memos_core.results import ForgetReceipt, SearchHit
+from memos_core.results import ForgetReceipt, SearchHit, ShareReceipt
 from memos_core.retrieval.filters import INDEXED_STATES, SEARCHABLE_STATES, build_filter, payload_of
 from memos_core.retrieval.hybrid import HybridRetriever
 from memos_core.validation import (
@@ -52,7 +53,7 @@ from memos_core.validation import (
     check_strs,
     check_text,
 )
-from memos_core.vault import Actor, Edge, ListQuery, SQLiteVault, text_digest
+from memos_core.vault import Actor, Edge, ListQuery, NamespaceGrant, SQLiteVault
 
 Message = Mapping[str, Any]
 
@@ -276,14 +277,7 @@ class MemOS(AsyncMemOSMixin):
         cube = self.vault.get(mid)
         if cube is None:
             raise MemoryNotFoundError(f"No memory with id {mid!r}.")
-        gov = cube.governance
-        allowed = gov.writers if write else (*gov.readers, *gov.writers)
-        if cube.user_id != user_id and user_id not in allowed:
-            raise AccessDeniedError(
-                f"User {user_id!r} may not {'change' if write else 'read'} memory {mid}: it "
-                f"belongs to {cube.user_id!r} and was not shared with {user_id!r} "
-                f"(rule: owner or {'writers' if write else 'readers'} only)."
-            )
+        access.require(cube, user_id, access.Operation.WRITE if write else access.Operation.READ)
         if cube.state is State.DELETED and not allow_deleted:
             raise MemoryDeletedError(f"Memory {mid} was forgotten; only its tombstone remains.")
         return cube
@@ -336,7 +330,7 @@ class MemOS(AsyncMemOSMixin):
             base["type"] = type or MemoryType.EPISODE
         cubes = [self._new_cube(**_merge_item(base, item)) for item in items]
         old = self._load(supersedes, user_id, write=True) if supersedes is not None else None
-        self._store(cubes, Actor(user_id, agent_id, reason), supersedes=old)
+        cubes = self._store(cubes, Actor(user_id, agent_id, reason), supersedes=old)
         return cubes[0] if isinstance(content, (str, bytes, bytearray)) else cubes
 
     def add_many(
@@ -358,13 +352,14 @@ class MemOS(AsyncMemOSMixin):
             cubes.append(self._new_cube(**{"user_id": user_id, **defaults, **fields}))
         bar = progress(len(cubes), "add", self.config.show_progress)
         actor = Actor(user_id, defaults.get("agent_id"), defaults.get("reason"))
+        stored: list[MemCube] = []
         for start in range(0, len(cubes), batch_size):
             batch = cubes[start:start + batch_size]
-            self._store(batch, actor)
+            stored.extend(self._store(batch, actor))
             bar.update(len(batch))
         bar.close()
         self._maybe_optimize()
-        return cubes
+        return stored
 
     def _new_cube(
         self, *, text: Any, user_id: str, agent_id: str | None = None,
@@ -408,8 +403,11 @@ class MemOS(AsyncMemOSMixin):
             metadata=meta,
         )
 
-    def _store(self, cubes: list[MemCube], actor: Actor, supersedes: MemCube | None = None) -> None:
+    def _store(self, cubes: list[MemCube], actor: Actor,
+               supersedes: MemCube | None = None) -> list[MemCube]:
+        """Insert new memories (they inherit their namespace's grants); returns them."""
         with self._write_lock:
+            cubes = sharing.inherit_grants(self.vault, cubes)
             edges: list[Edge] = []
             changed = list(cubes)
             replacements: list[tuple[MemCube, int]] = []
@@ -426,6 +424,7 @@ class MemOS(AsyncMemOSMixin):
             self.vault.insert(cubes, actor, replacements=replacements, edges=edges)
             self._index(changed)
             self._graph_apply(changed, edges)
+            return cubes
 
     def update(
         self,
@@ -503,28 +502,24 @@ class MemOS(AsyncMemOSMixin):
                                        {"to_version": version})
 
     def forget(self, memory_id: str, *, user_id: str, agent_id: str | None = None,
-               reason: str | None = None) -> ForgetReceipt:
-        """Delete a memory everywhere; leaves a tombstone (id, versions, text hash). Idempotent."""
+               reason: str | None = None, derived: str = "flag") -> ForgetReceipt:
+        """Delete a memory everywhere; leaves a tombstone (id, versions, text hash). Idempotent.
+
+        Owner only. Removes the text from every version, the index point, the graph node and
+        every KV cache file holding it, and truncates the vault's WAL. Summaries made from it
+        are flagged (``metadata["source_forgotten"]``) or, with ``derived="forget"``,
+        forgotten too. The receipt lists each derived form; see
+        :mod:`memos_core.governance.forgetting`.
+        """
         self._check_open()
         user_id = check_name(user_id, "user_id")
+        mode = forgetting.check_mode(derived)
         with self._write_lock:
             cube = self._load(memory_id, user_id, write=True, allow_deleted=True)
-            if cube.user_id != user_id:
-                raise AccessDeniedError(
-                    f"Only the owner ({cube.user_id!r}) may forget memory {cube.id} "
-                    "(rule: forget is owner-only)."
-                )
-            digest = cube.text if cube.state is State.DELETED else text_digest(cube.text)
-            tomb = self.vault.tombstone(cube.id, Actor(user_id, agent_id, reason))
-            self.index.delete([cube.id])
-            self._graph_apply([tomb])
-            return ForgetReceipt(
-                memory_id=cube.id,
-                version=tomb.version,
-                text_sha256=digest.removeprefix("sha256:"),
-                removed_from=("vault", "index", "graph"),
-                at=tomb.updated_at,
-            )
+            access.require(cube, user_id, access.Operation.OWN, "forget")
+            receipt = forgetting.forget_one(self, cube, Actor(user_id, agent_id, reason), mode)
+            self.vault.checkpoint()
+            return receipt
 
     def compress(self, memory_ids: Sequence[str], summary: str, *, user_id: str,
                  agent_id: str | None = None, type: str | MemoryType = MemoryType.SUMMARY,
@@ -548,6 +543,7 @@ class MemOS(AsyncMemOSMixin):
             )
             cube = cube.model_copy(update={"provenance": cube.provenance.model_copy(
                 update={"derived_from": tuple(s.id for s in sources)})})
+            cube = sharing.inherit_grants(self.vault, [cube])[0]
             now = utcnow()
             archived = [
                 (s.model_copy(update={"state": State.ARCHIVED, "version": s.version + 1,
@@ -568,15 +564,16 @@ class MemOS(AsyncMemOSMixin):
         self._check_open()
         user_id = check_name(user_id, "user_id")
         ids = check_strs(memory_ids, "memory_ids")
+        actor = Actor(user_id, agent_id, reason)
         with self._write_lock:
-            for mid in ids:
-                cube = self._load(mid, user_id, write=True, allow_deleted=True)
-                if cube.user_id != user_id:
-                    raise AccessDeniedError(
-                        f"Only the owner ({cube.user_id!r}) may forget memory {cube.id} "
-                        "(rule: forget is owner-only)."
-                    )
-            return [self.forget(mid, user_id=user_id, agent_id=agent_id, reason=reason) for mid in ids]
+            cubes = [self._load(mid, user_id, write=True, allow_deleted=True) for mid in ids]
+            for cube in cubes:
+                access.require(cube, user_id, access.Operation.OWN, "forget")
+            # a memory may be forgotten earlier in the loop (as a summary of another): reload
+            receipts = [forgetting.forget_one(self, self.vault.get(c.id) or c, actor, "flag")
+                        for c in cubes]
+            self.vault.checkpoint()
+            return receipts
 
     def share(self, memory_id: str, *, with_user_id: str, user_id: str,
               scope: str = "read", reason: str | None = None) -> MemCube:
@@ -593,25 +590,47 @@ class MemOS(AsyncMemOSMixin):
         self._check_open()
         user_id = check_name(user_id, "user_id")
         other = check_name(other, "with_user_id")
-        if scope not in ("read", "write"):
-            raise InvalidInputError(f"scope must be 'read' or 'write', got {scope!r}.")
+        scope = access.check_scope(scope)
         with self._write_lock:
             cube = self._load(memory_id, user_id)
-            if cube.user_id != user_id:
-                raise AccessDeniedError(
-                    f"Only the owner ({cube.user_id!r}) may share memory {cube.id} (rule: share is owner-only)."
-                )
+            access.require(cube, user_id, access.Operation.OWN, "share")
             gov = cube.governance
-            readers = [r for r in gov.readers if r != other]
-            writers = [w for w in gov.writers if w != other]
-            if grant:
-                readers.append(other)
-                if scope == "write":
-                    writers.append(other)
-            new_gov = gov.model_copy(update={"readers": tuple(readers), "writers": tuple(writers)})
+            new_gov = access.granted(gov, other, scope) if grant else access.revoked(gov, other)
             action = f"share:{scope}" if grant else "revoke"
             return self._write_version(cube, {"governance": new_gov}, Actor(user_id, None, reason),
                                        action, {"with_user_id": other})
+
+    def share_namespace(self, *, with_user_id: str, user_id: str, agent_id: str | None = None,
+                        session_id: str | None = None, scope: str = "read",
+                        reason: str | None = None) -> ShareReceipt:
+        """Share every memory of ``user_id``'s namespace -- narrowed to ``agent_id`` and/or
+        ``session_id`` when given -- with ``with_user_id``, now and for memories written there
+        later. One transaction: a new version per memory that changes (audited ``share:*``)
+        and one ``share_namespace`` audit record. Repeating it is harmless; a new scope
+        replaces the old one. See :mod:`memos_core.governance.sharing`."""
+        grant = self._grant(with_user_id, user_id, agent_id, session_id, scope)
+        return sharing.share_namespace(self, grant, Actor(grant.owner, None, reason))
+
+    def revoke_namespace(self, *, with_user_id: str, user_id: str, agent_id: str | None = None,
+                         session_id: str | None = None, reason: str | None = None) -> ShareReceipt:
+        """Withdraw the namespace grants ``with_user_id`` holds inside this namespace and
+        every per-memory grant on its memories. Raises ``InvalidInputError`` if a grant on a
+        larger namespace covers this one (revoke that one instead)."""
+        grant = self._grant(with_user_id, user_id, agent_id, session_id, "read")
+        return sharing.revoke_namespace(self, grant, Actor(grant.owner, None, reason))
+
+    def _grant(self, other: str, user_id: str, agent_id: str | None, session_id: str | None,
+               scope: str) -> NamespaceGrant:
+        self._check_open()
+        owner = check_name(user_id, "user_id")
+        grantee = check_name(other, "with_user_id")
+        if grantee == owner:
+            raise InvalidInputError(f"{owner!r} owns this namespace; share it with another user.")
+        return NamespaceGrant(
+            owner=owner, grantee=grantee, scope=access.check_scope(scope),  # type: ignore[arg-type]
+            agent_id=check_name(agent_id, "agent_id", optional=True),
+            session_id=check_name(session_id, "session_id", optional=True),
+        )
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -672,17 +691,23 @@ class MemOS(AsyncMemOSMixin):
         tags: Sequence[str] | None = None, occurred_after: datetime | str | None = None,
         occurred_before: datetime | str | None = None, include_superseded: bool = False,
         include_archived: bool = False, record_usage: bool = True,
+        allow_sensitive: Sequence[str] | str | None = None,
     ) -> list[SearchHit]:
         """Hybrid search over the memories ``user_id`` may read; best first, at most ``k``.
 
         Superseded and archived memories are left out unless asked for. Each hit records the
         signals that found it. Every hit counts as an access (usage counters, heat) unless
-        ``record_usage=False``.
+        ``record_usage=False``. Search results are what goes into prompts, so a memory with
+        sensitivity tags comes back redacted (``hit.redacted`` names the tags, the text is
+        ``"[redacted: pii]"``) unless ``allow_sensitive`` (default
+        ``config.allow_sensitive``; ``"*"`` for all) covers every tag of it.
         """
         self._check_open()
         query = check_text(query, "query")
         user_id = check_name(user_id, "user_id")
         k = check_k(k)
+        allowed = sensitivity_rules.allowance(
+            self.config.allow_sensitive if allow_sensitive is None else allow_sensitive)
         states = SEARCHABLE_STATES + (("archived",) if include_archived else ())
         flt = build_filter(
             (user_id,), agent_id=check_name(agent_id, "agent_id", optional=True),
@@ -695,25 +720,34 @@ class MemOS(AsyncMemOSMixin):
         cands = self.retriever.retrieve(query, flt, k)
         cubes = self.vault.get_many([c.id for c in cands])
         now = utcnow()
-        hits = [
-            SearchHit(memory=cubes[c.id], score=c.score, signals=c.scores, ranks=c.ranks,
-                      reasons=tuple(c.reasons))
-            for c in cands
-            if c.id in cubes and cubes[c.id].state.value in states
-            and not _ttl_elapsed(cubes[c.id], now)
-        ]
+        hits = []
+        for c in cands:
+            cube = cubes.get(c.id)
+            # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
+            if cube is None or cube.state.value not in states or _ttl_elapsed(cube, now) \
+                    or not access.permits(cube, user_id, access.Operation.READ):
+                continue
+            shown, redacted = sensitivity_rules.for_prompt(cube, allowed)
+            hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores, ranks=c.ranks,
+                                  reasons=tuple(c.reasons), redacted=redacted))
         if record_usage and hits:
             self.vault.record_usage([h.id for h in hits], utcnow(), self.config.heat_half_life_s)
         return hits
 
     # -- bundles, stats, audit ------------------------------------------------------------
 
-    def export(self, path: str | os.PathLike[str], *, user_id: str) -> Path:
-        """Write ``user_id``'s memories (every version) and relations as a bundle directory."""
+    def export(self, path: str | os.PathLike[str], *, user_id: str,
+               include_sensitive: bool = False) -> Path:
+        """Write ``user_id``'s own memories (every version) and relations as a bundle
+        directory. Memories that any version marks sensitive are left out (the manifest
+        counts them under ``withheld_sensitive``) unless ``include_sensitive=True``."""
         from memos_core.bundle import export_bundle
 
         self._check_open()
-        return export_bundle(self, Path(path), check_name(user_id, "user_id"))
+        if not isinstance(include_sensitive, bool):
+            raise InvalidInputError(f"include_sensitive must be a bool, got {include_sensitive!r}.")
+        return export_bundle(self, Path(path), check_name(user_id, "user_id"),
+                             include_sensitive=include_sensitive)
 
     def import_(self, path: str | os.PathLike[str], *, user_id: str) -> dict[str, int]:
         """Import a bundle made by :meth:`export`; everything is validated before writing.

@@ -1,8 +1,9 @@
-"""What the Memory API returns besides MemCubes: search hits and forget receipts."""
+"""What the Memory API returns besides MemCubes: search hits, forget and share receipts."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +25,11 @@ class SearchHit(BaseModel):
     signals: dict[str, float] = Field(default_factory=dict)
     ranks: dict[str, int] = Field(default_factory=dict)
     reasons: tuple[str, ...] = ()
+    redacted: tuple[str, ...] = Field(
+        default=(),
+        description="Sensitivity tags for which the memory's text was redacted (see "
+        "memos_core.governance.sensitivity); empty when the text is the memory's own.",
+    )
 
     @property
     def id(self) -> str:
@@ -45,8 +51,25 @@ class SearchHit(BaseModel):
         return ", ".join(parts) or "no signal"
 
 
+class DerivedForm(BaseModel):
+    """A form derived from a forgotten memory, and what the forget did to it.
+
+    ``kind``: ``"summary"`` (a memory compressed from it) or ``"kv_block"`` (a KV cache file
+    that held its text). ``action``: ``"flagged"`` (a new version of the summary whose
+    ``metadata["source_forgotten"]`` lists the forgotten sources), ``"forgotten"`` (the
+    summary was forgotten too) or ``"deleted"`` (the file was removed).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["summary", "kv_block"]
+    id: str
+    action: Literal["flagged", "forgotten", "deleted"]
+
+
 class ForgetReceipt(BaseModel):
-    """Proof of a forget: the tombstone's version, the hash of the text, where it was removed."""
+    """Proof of a forget: the tombstone's version, the hash of the text, where it was removed,
+    and every derived form it touched."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -55,3 +78,18 @@ class ForgetReceipt(BaseModel):
     text_sha256: str
     removed_from: tuple[str, ...]
     at: datetime
+    derived: tuple[DerivedForm, ...] = ()
+
+
+class ShareReceipt(BaseModel):
+    """What ``share_namespace`` / ``revoke_namespace`` did: the grant, and how many memories
+    got a new version (those already shared that way, or not shared, are left alone)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    grantee: str
+    scope: Literal["read", "write", "none"] = Field(description="'none' after a revoke.")
+    agent_id: str | None = None
+    session_id: str | None = None
+    memories: int = Field(description="Memories that got a new version.")

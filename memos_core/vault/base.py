@@ -48,6 +48,22 @@ class Edge:
 
 
 @dataclass(frozen=True)
+class NamespaceGrant:
+    """A standing share of an owner's namespace with another user.
+
+    Covers every memory of ``owner`` (narrowed to ``agent_id`` and/or ``session_id`` where
+    they are not None), including memories written there later. ``scope`` is ``'read'`` or
+    ``'write'``. The rules live in :mod:`memos_core.governance.access`.
+    """
+
+    owner: str
+    grantee: str
+    scope: str = "read"
+    agent_id: str | None = None
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
 class ListQuery:
     """Filters for :meth:`Vault.list`. ``None`` means no condition."""
 
@@ -74,6 +90,10 @@ class Vault(Protocol):
     Contracts: versions of a memory are 1, 2, 3, ... with no gaps; a stored version is never
     changed except that ``tombstone`` scrubs the text of every version; ``get`` of an unknown
     id returns None; ``put_version`` raises if ``expected_version`` is not the current one.
+    ``change_grants`` stores and deletes namespace grants together with the new versions
+    they imply, in one transaction. ``derived_from(id)`` lists the memories
+    recorded as derived from ``id`` (summaries). ``checkpoint`` makes sure no copy of
+    overwritten data lingers in a journal (after a forget).
     """
 
     def insert(self, cubes: Sequence[MemCube], actor: Actor, action: str = "add") -> None: ...
@@ -93,4 +113,11 @@ class Vault(Protocol):
     def audit_log(self, memory_id: str | None = None, user_id: str | None = None,
                   limit: int = 100) -> list[AuditRecord]: ...
     def verify_audit(self) -> tuple[bool, str]: ...
+    def grants(self, owner: str | None = None) -> list[NamespaceGrant]: ...
+    def change_grants(self, *, add: Sequence[NamespaceGrant] = (),
+                      remove: Sequence[NamespaceGrant] = (),
+                      changes: Sequence[tuple[MemCube, int]] = (), actor: Actor, action: str,
+                      details: dict[str, Any]) -> None: ...
+    def derived_from(self, memory_id: str) -> list[str]: ...
+    def checkpoint(self) -> None: ...
     def close(self) -> None: ...

@@ -28,6 +28,7 @@ from memos_core.errors import (
     MemOSError,
 )
 from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
+from memos_core.vault.grants import SQLiteGrantsMixin
 
 SCHEMA_VERSION = 1
 GENESIS_HASH = "0" * 64
@@ -71,6 +72,7 @@ CREATE TABLE IF NOT EXISTS usage (
 CREATE TABLE IF NOT EXISTS edges (
     src TEXT NOT NULL, dst TEXT NOT NULL, kind TEXT NOT NULL, PRIMARY KEY (src, dst, kind)
 );
+CREATE INDEX IF NOT EXISTS edges_dst ON edges(dst);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -85,6 +87,15 @@ CREATE TABLE IF NOT EXISTS audit (
     hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_memory ON audit(memory_id);
+CREATE TABLE IF NOT EXISTS grants (
+    owner TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    grantee TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (owner, agent_id, session_id, grantee)
+);
 """
 
 _CUBE_COLUMNS = "doc"
@@ -108,7 +119,7 @@ def text_digest(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-class SQLiteVault:
+class SQLiteVault(SQLiteGrantsMixin):
     """The embedded vault. Thread-safe: one connection, serialised by a lock."""
 
     def __init__(self, path: str | Path) -> None:
@@ -159,6 +170,25 @@ class SQLiteVault:
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate the WAL to zero bytes.
+
+        After a forget, the WAL still holds the page images written before the tombstone
+        (the original text among them) until they are checkpointed and overwritten;
+        truncating removes them from disk at once. ``secure_delete`` has already zeroed the
+        freed space in the pages that the checkpoint copies.
+
+        Raises:
+            MemOSError: the WAL could not be truncated (another connection reads it).
+        """
+        with self._lock:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise MemOSError(
+                f"Could not truncate the WAL of {self.path}: another connection is reading it. "
+                "Close other readers of the vault and call checkpoint() again."
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -510,6 +540,13 @@ class SQLiteVault:
 
     def edges(self) -> list[Edge]:
         return [Edge(*r) for r in self._query("SELECT src, dst, kind FROM edges")]
+
+    def derived_from(self, memory_id: str) -> list[str]:
+        """Ids of the memories recorded as derived from ``memory_id`` (e.g. its summaries)."""
+        rows = self._query(
+            "SELECT src FROM edges WHERE dst=? AND kind='derived_from' ORDER BY src", (memory_id,)
+        )
+        return [r[0] for r in rows]
 
     def stats(self) -> dict[str, Any]:
         by_state = dict(self._query("SELECT state, COUNT(*) FROM memories GROUP BY state"))

@@ -1,0 +1,141 @@
+"""Who may do what to a memory: the access rules, as pure functions.
+
+The rules (every surface -- facade, CLI, adapters -- goes through the facade, which calls
+:func:`require` before it reads or writes):
+
+=============  =================================================================
+operation      allowed principals
+=============  =================================================================
+``read``       the owner, users in ``governance.readers`` or ``governance.writers``
+``write``      the owner, users in ``governance.writers`` (update, rollback, archive,
+               compress a source, supersede)
+``own``        the owner only (share, revoke, forget, export)
+=============  =================================================================
+
+Sharing adds the grantee to ``readers`` (scope ``read``) or to ``readers`` and ``writers``
+(scope ``write``); revoking removes it from both. A :class:`NamespaceGrant` does the same for
+every memory of an owner's namespace (optionally narrowed to an agent and/or a session),
+including memories written there after the grant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from enum import Enum
+
+from memos_core.cube import Governance, MemCube
+from memos_core.errors import AccessDeniedError, InvalidInputError
+from memos_core.vault.base import NamespaceGrant
+
+#: Scopes a share can grant.
+SCOPES = ("read", "write")
+
+
+class Operation(str, Enum):
+    """What a call does to a memory, as far as access control is concerned."""
+
+    READ = "read"
+    WRITE = "write"
+    OWN = "own"
+
+
+def permits(cube: MemCube, user_id: str, operation: Operation) -> bool:
+    """True if ``user_id`` may perform ``operation`` on ``cube`` (see the module table)."""
+    if cube.user_id == user_id:
+        return True
+    gov = cube.governance
+    if operation is Operation.READ:
+        return user_id in gov.readers or user_id in gov.writers
+    if operation is Operation.WRITE:
+        return user_id in gov.writers
+    return False
+
+
+def require(cube: MemCube, user_id: str, operation: Operation, action: str | None = None) -> None:
+    """Raise :class:`AccessDeniedError` naming the rule unless :func:`permits`.
+
+    ``action`` names the call in the message for owner-only operations ("forget", "share").
+    """
+    if permits(cube, user_id, operation):
+        return
+    if operation is Operation.OWN:
+        verb = action or "manage"
+        raise AccessDeniedError(
+            f"Only the owner ({cube.user_id!r}) may {verb} memory {cube.id} "
+            f"(rule: {verb} is owner-only)."
+        )
+    change = operation is Operation.WRITE
+    raise AccessDeniedError(
+        f"User {user_id!r} may not {'change' if change else 'read'} memory {cube.id}: it "
+        f"belongs to {cube.user_id!r} and was not shared with {user_id!r} "
+        f"(rule: owner or {'writers' if change else 'readers'} only)."
+    )
+
+
+def check_scope(scope: object) -> str:
+    """``'read'`` or ``'write'``; anything else raises :class:`InvalidInputError`."""
+    if scope not in SCOPES:
+        raise InvalidInputError(f"scope must be 'read' or 'write', got {scope!r}.")
+    return str(scope)
+
+
+def granted(gov: Governance, grantee: str, scope: str) -> Governance:
+    """``gov`` with ``grantee`` allowed to read (and for ``'write'`` also change).
+
+    Idempotent; a ``'read'`` grant to a current writer downgrades it to a reader.
+    """
+    readers = [r for r in gov.readers if r != grantee] + [grantee]
+    writers = [w for w in gov.writers if w != grantee]
+    if scope == "write":
+        writers.append(grantee)
+    return gov.model_copy(update={"readers": tuple(readers), "writers": tuple(writers)})
+
+
+def revoked(gov: Governance, grantee: str) -> Governance:
+    """``gov`` without any grant to ``grantee`` (idempotent)."""
+    return gov.model_copy(update={
+        "readers": tuple(r for r in gov.readers if r != grantee),
+        "writers": tuple(w for w in gov.writers if w != grantee),
+    })
+
+
+def covers(grant: NamespaceGrant, cube: MemCube) -> bool:
+    """True if ``cube`` lies in the namespace ``grant`` names (owner, and agent / session
+    where the grant names them)."""
+    ns = cube.namespace
+    return (
+        ns.user_id == grant.owner
+        and (grant.agent_id is None or ns.agent_id == grant.agent_id)
+        and (grant.session_id is None or ns.session_id == grant.session_id)
+    )
+
+
+def contains(outer: NamespaceGrant, inner: NamespaceGrant) -> bool:
+    """True if every memory ``inner``'s namespace covers is also covered by ``outer``."""
+    return (
+        outer.owner == inner.owner
+        and (outer.agent_id is None or outer.agent_id == inner.agent_id)
+        and (outer.session_id is None or outer.session_id == inner.session_id)
+    )
+
+
+def with_grants(cube: MemCube, grants: Iterable[NamespaceGrant]) -> MemCube:
+    """``cube`` with every namespace grant that covers it applied (a new memory inherits the
+    grants of the namespace it is written to). Returns ``cube`` itself if none applies."""
+    gov = cube.governance
+    for grant in grants:
+        if covers(grant, cube):
+            gov = granted(gov, grant.grantee, grant.scope)
+    return cube if gov == cube.governance else cube.model_copy(update={"governance": gov})
+
+
+def broader_grant(grants: Sequence[NamespaceGrant], target: NamespaceGrant) -> NamespaceGrant | None:
+    """A grant to the same grantee over a strictly larger namespace than ``target``, if any.
+
+    Revoking a session while the grantee still holds the whole user namespace would be
+    undone by the next memory written there, so the facade refuses it and names this grant.
+    """
+    for grant in grants:
+        if grant.grantee == target.grantee and contains(grant, target) and not contains(target, grant):
+            return grant
+    return None

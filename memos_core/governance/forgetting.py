@@ -1,0 +1,129 @@
+"""Forgetting everywhere: ``MemOS.forget`` carried out across every derived form.
+
+One forget, under the store's write lock:
+
+1. **Vault**: the tombstone transaction scrubs the text of every version (it keeps a
+   SHA-256 of it), deletes usage counters and relations, audits. ``secure_delete`` zeroes
+   the freed space; the facade then truncates the WAL (``vault.checkpoint()``), which
+   otherwise keeps page images with the old text until they are overwritten.
+2. **Index**: the point (dense vector, BM25 vector, filter payload -- never text) is deleted.
+3. **Graph**: the node, its mentions and relations are removed; listeners (the KV engine)
+   hear of the tombstone.
+4. **Summaries** made from it (``compress``: ``derived_from`` relations) are *flagged*: a new
+   version whose ``metadata["source_forgotten"]`` lists the forgotten sources -- their text
+   is the summariser's and may or may not repeat the forgotten fact -- or, with
+   ``derived="forget"``, forgotten as well (recursively). Re-derive a flagged one with
+   ``mos.update(summary_id, new_text)``.
+5. **KV caches**: every file under ``<data_dir>/kv`` whose header lists the memory is
+   deleted, whether or not a KV engine is running (the engine drops its in-memory copy
+   through the change listener).
+
+The receipt lists the stores it was removed from and every derived form touched.
+Not covered here: the adapters' own conversation logs (``chat_history.sqlite3``,
+``checkpoints.sqlite3``) keep the messages a conversation had -- delete the thread there
+(see docs/governance.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from memos_core.cube import MemCube, State
+from memos_core.errors import InvalidInputError
+from memos_core.results import DerivedForm, ForgetReceipt
+from memos_core.vault import Actor, text_digest
+
+if TYPE_CHECKING:
+    from memos_core.memos import MemOS
+
+logger = logging.getLogger("memos_core.governance")
+
+#: Metadata key of a summary whose sources were forgotten: the forgotten ids.
+FLAG_KEY = "source_forgotten"
+DerivedMode = Literal["flag", "forget"]
+_MODES = ("flag", "forget")
+
+
+def check_mode(derived: object) -> DerivedMode:
+    """``'flag'`` or ``'forget'``; anything else raises :class:`InvalidInputError`."""
+    if derived not in _MODES:
+        raise InvalidInputError(
+            f"derived must be 'flag' (mark summaries made from the memory) or 'forget' "
+            f"(forget them too), got {derived!r}."
+        )
+    return derived  # type: ignore[return-value]
+
+
+def kv_files_holding(kv_dir: Path, memory_ids: Iterable[str]) -> list[Path]:
+    """KV cache files under ``kv_dir`` whose header lists any of ``memory_ids`` (any
+    version, any model). Unreadable files are listed too: a file we cannot read might hold
+    the memory, and the tier rebuilds what it needs."""
+    ids = set(memory_ids)
+    if not kv_dir.is_dir():
+        return []
+    from memos_core.tiers.activation import storage
+
+    found = []
+    for path in sorted(kv_dir.glob(f"*{storage.SUFFIX}")):
+        try:
+            members = storage.header_memories(storage.read_header(path))
+        except (storage.KVCacheFormatError, OSError):
+            found.append(path)
+            continue
+        if any(mid in ids for mid, _ in members):
+            found.append(path)
+    return found
+
+
+def forget_one(mos: MemOS, cube: MemCube, actor: Actor, derived: DerivedMode) -> ForgetReceipt:
+    """Forget ``cube`` (already access-checked) everywhere; see the module docstring.
+
+    Idempotent: forgetting a tombstone again changes nothing and touches no derived form.
+    The caller holds ``mos._write_lock`` and checkpoints the vault afterwards.
+    """
+    if cube.state is State.DELETED:
+        return ForgetReceipt(memory_id=cube.id, version=cube.version,
+                             text_sha256=cube.text.removeprefix("sha256:"),
+                             removed_from=("vault", "index", "graph"), at=cube.updated_at)
+    digest = text_digest(cube.text)
+    kv_dir = Path(mos.data_dir) / "kv"
+    kv_files = kv_files_holding(kv_dir, [cube.id])
+    summaries = mos.vault.derived_from(cube.id)  # before the tombstone drops the relations
+    tomb = mos.vault.tombstone(cube.id, actor)
+    mos.index.delete([cube.id])
+    mos._graph_apply([tomb])  # the KV engine, if any, drops its blocks here
+    forms = _cascade(mos, cube.id, summaries, actor, derived)
+    for path in kv_files:
+        path.unlink(missing_ok=True)
+        forms.append(DerivedForm(kind="kv_block", id=path.name, action="deleted"))
+    return ForgetReceipt(
+        memory_id=cube.id, version=tomb.version, text_sha256=digest.removeprefix("sha256:"),
+        removed_from=("vault", "index", "graph") + (("kv",) if kv_files else ()),
+        at=tomb.updated_at, derived=tuple(forms),
+    )
+
+
+def _cascade(mos: MemOS, source_id: str, summary_ids: list[str], actor: Actor,
+             derived: DerivedMode) -> list[DerivedForm]:
+    """Flag or forget the live summaries made from ``source_id``."""
+    forms: list[DerivedForm] = []
+    cascade_actor = Actor(actor.user_id, actor.agent_id, f"source {source_id} forgotten")
+    for sid in summary_ids:
+        summary = mos.vault.get(sid)
+        if summary is None or summary.state is State.DELETED:
+            continue
+        if derived == "forget":
+            nested = forget_one(mos, summary, cascade_actor, derived)
+            forms.append(DerivedForm(kind="summary", id=sid, action="forgotten"))
+            forms.extend(nested.derived)
+            continue
+        sources = list(summary.metadata.get(FLAG_KEY, []))
+        if source_id not in sources:
+            metadata = {**summary.metadata, FLAG_KEY: [*sources, source_id]}
+            mos._write_version(summary, {"metadata": metadata}, cascade_actor,
+                               "flag:source_forgotten", {"source": source_id})
+        forms.append(DerivedForm(kind="summary", id=sid, action="flagged"))
+    return forms

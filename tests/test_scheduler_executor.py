@@ -261,10 +261,10 @@ def test_reopen_reuses_blocks_and_purges_stale_ones(make_mos, tiny: LocalModel, 
         assert found is not None and found.block_id == block_id  # loaded from disk, not rebuilt
 
     with MemOS(tmp_path / "reopen", config=MemOSConfig(show_progress=False)) as again:
-        again.forget(cat.id, user_id="alice")  # no engine listens in this session
-        assert len(kv_files(again)) == 1
+        again.update(cat.id, "Alice's cat is called Pastel Blue.", user_id="alice")
+        assert len(kv_files(again)) == 1  # no engine listened in this session
     with MemOS(tmp_path / "reopen", config=MemOSConfig(show_progress=False)) as again:
-        engine_for(again)  # starting the engine deletes blocks of forgotten versions
+        engine_for(again)  # starting the engine deletes blocks of versions no longer current
         assert kv_files(again) == []
 
 
@@ -276,7 +276,7 @@ def test_invalidation_purges_other_models_files(store: MemOS, tiny: LocalModel) 
     store.attach_model(other)  # the first model's file stays on disk, foreign now
     assert len(kv_files(store)) == 1
 
-    store.forget(cat.id, user_id="alice")
+    store.update(cat.id, "Alice's cat is called Pastel Blue.", user_id="alice")
 
     assert kv_files(store) == []
 
@@ -302,3 +302,21 @@ def test_aschedule_and_cli_schedule_json(store: MemOS, tmp_path: Path, capsys) -
 def test_schedule_rejects_a_bad_user(store: MemOS) -> None:
     with pytest.raises(InvalidInputError):
         store.schedule(user_id="")
+
+
+@pytest.mark.parametrize(("allow", "in_block"), [((), False), (("pii",), True)])
+def test_sensitive_memories_enter_a_block_only_if_prompts_may_show_them(
+    make_mos, tiny: LocalModel, allow: tuple[str, ...], in_block: bool
+) -> None:
+    mos = make_mos(f"sens{len(allow)}", allow_sensitive=allow)
+    mos.attach_model(tiny)
+    plain = mos.add("Alice's cat is called Pastel.", user_id="alice")
+    pii = mos.add("Alice's phone number is 555-0199.", user_id="alice", sensitivity=["pii"])
+    secret = mos.add("Alice's door code is 4711.", user_id="alice", sensitivity=["secret"])
+    hit(mos, plain, pii, secret)
+
+    mos.schedule(config=EAGER)
+
+    expected = {plain.id, pii.id} if in_block else {plain.id}
+    assert block_members(mos) == [expected]  # 'secret' never: never_activate_sensitivity
+    assert {c.id for c in engine_for(mos).executor.hot_memories("alice")} == expected

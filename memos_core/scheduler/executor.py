@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from memos_core.cube import MemCube, State, Tier, utcnow
 from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.governance.sensitivity import allowance, withheld
 from memos_core.scheduler.policy import (
     Plan,
     PlanStep,
@@ -71,14 +72,23 @@ _SERVABLE = frozenset({State.GENERATED, State.ACTIVATED})
 _PAGE = 1000
 
 
-def is_hot_candidate(cube: MemCube, user_id: str) -> bool:
+def prompt_safe(cube: MemCube, allowed: frozenset[str]) -> bool:
+    """Whether every sensitivity tag of ``cube`` is in the store's prompt allowance
+    (``MemOSConfig.allow_sensitive``): search would return it unredacted, so its text may sit
+    in a KV prefix too. Others never enter a block (search hands them out redacted)."""
+    return not withheld(cube.governance.sensitivity, allowed)
+
+
+def is_hot_candidate(cube: MemCube, user_id: str, allowed: frozenset[str] = frozenset()) -> bool:
     """Whether ``cube`` may be served from ``user_id``'s hot block right now: owned by that
-    user, generated/activated, not superseded, and marked as being in the activation tier."""
+    user, generated/activated, not superseded, marked as being in the activation tier, and
+    :func:`prompt_safe` under ``allowed``."""
     return (
         cube.user_id == user_id
         and cube.state in _SERVABLE
         and cube.valid_to is None
         and cube.usage.tier is Tier.ACTIVATION
+        and prompt_safe(cube, allowed)
     )
 
 
@@ -149,9 +159,12 @@ class SchedulerExecutor:
 
     def _token_count(self, cube: MemCube, now: datetime, config: SchedulerConfig) -> int:
         """Tokens of ``cube`` in a block, or 0 when it cannot enter one at all (too cold,
-        superseded, archived): counting tokens needs the model's tokenizer, so skip it then."""
+        superseded, archived, sensitive beyond the store's prompt allowance): counting tokens
+        needs the model's tokenizer, so skip it then."""
         if cube.state not in _SERVABLE or cube.valid_to is not None:
             return 0
+        if not prompt_safe(cube, self._allowed()):
+            return 0  # search redacts it in prompts: its text must not sit in a KV cache
         heat = decayed_heat(
             cube.usage.heat, cube.usage.last_access, now, config.heat_half_life_s
         )
@@ -195,14 +208,19 @@ class SchedulerExecutor:
 
     # ------------------------------------------------------------------ the hot set
 
+    def _allowed(self) -> frozenset[str]:
+        return allowance(getattr(self._mos.config, "allow_sensitive", ()))
+
     def hot_memories(self, user_id: str) -> list[MemCube]:
         """``user_id``'s hot memories as they are now, in block order: the memories chat
         serves from the KV prefix. Current versions only; expired, archived, forgotten,
-        superseded and other users' memories never appear.
+        superseded, other users' memories and memories whose sensitivity tags the store's
+        prompt allowance does not cover never appear.
 
         The ids come from the last run (or, after a restart, from one scan of the owner's
         memories for those marked ``tier == activation``); the cubes are re-read each call.
         """
+        allowed = self._allowed()
         with self._state_lock:
             ids = self._hot.get(user_id)
         if ids is None:
@@ -210,12 +228,12 @@ class SchedulerExecutor:
                 c.id
                 for batch in self.owned_cubes(user_id)
                 for c in batch
-                if is_hot_candidate(c, user_id)
+                if is_hot_candidate(c, user_id, allowed)
             )
             with self._state_lock:
                 self._hot.setdefault(user_id, ids)
         cubes = self._mos.vault.get_many(list(ids))
-        return block_order([c for c in cubes.values() if is_hot_candidate(c, user_id)])
+        return block_order([c for c in cubes.values() if is_hot_candidate(c, user_id, allowed)])
 
     def forget_hot_sets(self) -> None:
         """Drop the cached hot ids (they are re-read from the vault on next use)."""
@@ -363,4 +381,5 @@ __all__ = [
     "TierProvider",
     "block_order",
     "is_hot_candidate",
+    "prompt_safe",
 ]

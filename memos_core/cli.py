@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--tag", action="append", default=[], help="tag (repeatable)")
     a.add_argument("--occurred-at", default=None, help="ISO date/time of the remembered event")
     a.add_argument("--supersedes", default=None, help="id of the memory this one replaces")
+    a.add_argument("--sensitivity", action="append", default=[],
+                   help="sensitivity tag such as pii or secret (repeatable)")
 
     s = sub.add_parser("search", parents=[common], help="hybrid search")
     s.add_argument("query")
@@ -62,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--before", default=None, help="occurred at or before (ISO)")
     s.add_argument("--include-archived", action="store_true")
     s.add_argument("--include-superseded", action="store_true")
+    s.add_argument("--allow-sensitive", action="append", default=None, metavar="TAG",
+                   help="show memories with this sensitivity tag unredacted ('*': all)")
 
     g = sub.add_parser("get", parents=[common], help="read one memory")
     g.add_argument("id")
@@ -71,12 +75,28 @@ def _parser() -> argparse.ArgumentParser:
     h = sub.add_parser("history", parents=[common], help="every version of a memory")
     h.add_argument("id")
 
+    u = sub.add_parser("update", parents=[common], help="write a new version of a memory's text")
+    u.add_argument("id")
+    u.add_argument("text")
+
+    for name, what in (("share", "let another user read (or --scope write) a memory or a namespace"),
+                       ("revoke", "withdraw what share granted")):
+        sh = sub.add_parser(name, parents=[common], help=what)
+        sh.add_argument("id", nargs="?", help="one memory; without it: your whole namespace "
+                        "(narrowed by --agent / --session)")
+        sh.add_argument("--with", dest="with_user", required=True, help="the other user")
+        sh.add_argument("--session", default=None, help="only this session (namespace form)")
+        if name == "share":
+            sh.add_argument("--scope", choices=["read", "write"], default="read")
+
     f = sub.add_parser("forget", parents=[common], help="delete a memory everywhere")
     f.add_argument("id")
     f.add_argument("--reason", default=None)
 
     e = sub.add_parser("export", parents=[common], help="write your memories to a bundle directory")
     e.add_argument("path", type=Path)
+    e.add_argument("--include-sensitive", action="store_true",
+                   help="also export memories with sensitivity tags (left out by default)")
     i = sub.add_parser("import", parents=[common], help="import a bundle directory")
     i.add_argument("path", type=Path)
 
@@ -125,7 +145,7 @@ def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
     text = sys.stdin.read() if args.text == "-" else args.text
     cube = mos.add(text, user_id=user, agent_id=args.agent, session_id=args.session,
                    type=args.type, tags=args.tag, occurred_at=args.occurred_at,
-                   supersedes=args.supersedes)
+                   supersedes=args.supersedes, sensitivity=args.sensitivity)
     _emit(args, _cube_json(cube), f"{cube.id}  v{cube.version}  {cube.text[:70]}")
 
 
@@ -157,8 +177,10 @@ def _cmd_search(args: argparse.Namespace, mos: Any, user: str) -> None:
                       session_id=args.session, types=args.type, tags=args.tag,
                       occurred_after=args.after, occurred_before=args.before,
                       include_archived=args.include_archived,
-                      include_superseded=args.include_superseded)
+                      include_superseded=args.include_superseded,
+                      allow_sensitive=args.allow_sensitive)
     data = [{"id": h.id, "score": h.score, "text": h.text, "signals": h.signals,
+             "redacted": list(h.redacted),
              "ranks": h.ranks, "reasons": list(h.reasons),
              "occurred_at": h.memory.occurred_at} for h in hits]
     lines = [f"{h.score:.4f}  {h.id}  {h.text[:80]}\n        why: {h.explain()}" for h in hits]
@@ -190,8 +212,13 @@ def _run(args: argparse.Namespace) -> None:
             _emit(args, json.loads(receipt.model_dump_json()),
                   f"forgot {receipt.memory_id} (tombstone v{receipt.version}); removed from "
                   + ", ".join(receipt.removed_from))
+        elif args.command == "update":
+            cube = mos.update(args.id, args.text, user_id=user, agent_id=args.agent)
+            _emit(args, _cube_json(cube), f"{cube.id}  v{cube.version}  {cube.text[:70]}")
+        elif args.command in ("share", "revoke"):
+            _cmd_share(args, mos, user)
         elif args.command == "export":
-            path = mos.export(args.path, user_id=user)
+            path = mos.export(args.path, user_id=user, include_sensitive=args.include_sensitive)
             _emit(args, {"path": str(path)}, f"exported to {path}")
         elif args.command == "import":
             result = mos.import_(args.path, user_id=user)
@@ -211,6 +238,26 @@ def _run(args: argparse.Namespace) -> None:
             report = mos.schedule(user_id=args.user, config=config)
             _emit(args, {**report.model_dump(mode="json"), "counts": report.counts()},
                   report.summary())
+
+
+def _cmd_share(args: argparse.Namespace, mos: Any, user: str) -> None:
+    share = args.command == "share"
+    if args.id is not None:
+        if args.session is not None:
+            raise InvalidInputError("give either a memory id or --session, not both.")
+        if share:
+            cube = mos.share(args.id, with_user_id=args.with_user, user_id=user, scope=args.scope)
+        else:
+            cube = mos.revoke(args.id, with_user_id=args.with_user, user_id=user)
+        _emit(args, _cube_json(cube), f"{cube.id}  v{cube.version}  readers: "
+              + (", ".join(cube.governance.readers) or "-"))
+        return
+    where = dict(with_user_id=args.with_user, user_id=user, agent_id=args.agent,
+                 session_id=args.session)
+    receipt = (mos.share_namespace(**where, scope=args.scope) if share
+               else mos.revoke_namespace(**where))
+    _emit(args, receipt.model_dump(mode="json"),
+          f"{args.command}: {receipt.grantee} -> {receipt.scope} on {receipt.memories} memories")
 
 
 def _cmd_audit(args: argparse.Namespace, mos: Any, user: str) -> None:

@@ -526,7 +526,8 @@ class MemOS(AsyncMemOSMixin):
                  reason: str | None = None) -> MemCube:
         """Replace several memories by one summary: the summary is stored (derived_from the
         sources, linked to them in the graph) and the sources are archived (out of default
-        search, still readable and restorable). One transaction; returns the summary."""
+        search, still readable and restorable). The summary carries every sensitivity tag
+        of its sources. One transaction; returns the summary."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
         ids = check_strs(memory_ids, "memory_ids")
@@ -540,6 +541,7 @@ class MemOS(AsyncMemOSMixin):
                 text=summary, user_id=user_id, agent_id=agent_id,
                 session_id=sessions.pop() if len(sessions) == 1 else None,
                 occurred_at=max(times) if times else None, type=type, origin=Origin.CONSOLIDATION,
+                sensitivity=sensitivity_rules.history_sensitivity(sources),  # a summary may repeat them
             )
             cube = cube.model_copy(update={"provenance": cube.provenance.model_copy(
                 update={"derived_from": tuple(s.id for s in sources)})})

@@ -1,0 +1,258 @@
+"""Access control through the Memory API: user B cannot read, search, list, update, forget,
+share, export or audit user A's memory; can (read, or also write) after A shares it -- one
+memory or the whole namespace -- and cannot again after A revokes. Plus namespace grants
+(inherited by new memories, narrowed by session / agent, persisted) and sensitivity
+redaction in search and exports.
+
+One MemOS per module; each test uses its own user ids.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memos_core import AccessDeniedError, InvalidInputError, MemCube, MemOS, MemOSConfig
+
+Op = Callable[[MemOS, MemCube, str, Path], Any]
+DENY, HIDE, OK = "deny", "hidden", "ok"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemOS]:
+    mos = MemOS(tmp_path_factory.mktemp("gov"), config=MemOSConfig(show_progress=False))
+    yield mos
+    mos.close()
+
+
+@pytest.fixture
+def users() -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return f"alice-{tag}", f"bob-{tag}"
+
+
+def _found(hits_or_cubes: list[Any], mem: MemCube) -> str:
+    ids = {getattr(x, "id") for x in hits_or_cubes}
+    return OK if mem.id in ids else HIDE
+
+
+def _export_has(mos: MemOS, mem: MemCube, user: str, tmp: Path) -> str:
+    path = mos.export(tmp / uuid.uuid4().hex, user_id=user)
+    return OK if mem.id in (path / "memories.jsonl").read_text() else HIDE
+
+
+#: operation -> what B gets in each phase: (before any share, read share, write share, revoked)
+OPERATIONS: dict[str, tuple[Op, tuple[str, str, str, str]]] = {
+    "get": (lambda m, mem, u, t: m.get(mem.id, user_id=u), (DENY, OK, OK, DENY)),
+    "history": (lambda m, mem, u, t: m.history(mem.id, user_id=u), (DENY, OK, OK, DENY)),
+    "get version": (lambda m, mem, u, t: m.get(mem.id, user_id=u, version=1), (DENY, OK, OK, DENY)),
+    "audit of it": (lambda m, mem, u, t: m.audit_log(user_id=u, memory_id=mem.id),
+                    (DENY, OK, OK, DENY)),
+    "search": (lambda m, mem, u, t: _found(m.search("orchid greenhouse", user_id=u, k=10), mem),
+               (HIDE, OK, OK, HIDE)),
+    "list": (lambda m, mem, u, t: _found(m.list(user_id=u), mem), (HIDE, OK, OK, HIDE)),
+    "update": (lambda m, mem, u, t: m.update(mem.id, "B was here: orchid greenhouse", user_id=u),
+               (DENY, DENY, OK, DENY)),
+    "archive": (lambda m, mem, u, t: m.set_state(mem.id, "activated", user_id=u),
+                (DENY, DENY, OK, DENY)),
+    "forget": (lambda m, mem, u, t: m.forget(mem.id, user_id=u), (DENY, DENY, DENY, DENY)),
+    "reshare": (lambda m, mem, u, t: m.share(mem.id, with_user_id="mallory", user_id=u),
+                (DENY, DENY, DENY, DENY)),
+    "export": (_export_has, (HIDE, HIDE, HIDE, HIDE)),  # exports hold only one's own memories
+}
+
+
+def _outcome(op: Op, mos: MemOS, mem: MemCube, user: str, tmp: Path) -> str:
+    try:
+        result = op(mos, mem, user, tmp)
+    except AccessDeniedError:
+        return DENY
+    return result if result in (HIDE, OK) else OK
+
+
+def _grant(mos: MemOS, kind: str, mem: MemCube, owner: str, other: str, scope: str | None) -> None:
+    if kind == "memory":
+        if scope is None:
+            mos.revoke(mem.id, with_user_id=other, user_id=owner)
+        else:
+            mos.share(mem.id, with_user_id=other, user_id=owner, scope=scope)
+    elif scope is None:
+        mos.revoke_namespace(with_user_id=other, user_id=owner)
+    else:
+        mos.share_namespace(with_user_id=other, user_id=owner, scope=scope)
+
+
+@pytest.mark.parametrize("kind", ["memory", "namespace"])
+def test_b_is_denied_until_a_shares_and_again_after_a_revokes(store, users, tmp_path, kind) -> None:
+    alice, bob = users
+    mem = store.add("Alice grows orchids in a greenhouse.", user_id=alice, session_id="s")
+    store.add("Bob's own note about tomatoes.", user_id=bob)
+    table: dict[str, list[str]] = {name: [] for name in OPERATIONS}
+    for phase, scope in enumerate(["-", "read", "write", None]):
+        if scope != "-":
+            _grant(store, kind, mem, alice, bob, scope)
+        for name, (op, _) in OPERATIONS.items():
+            table[name].append(_outcome(op, store, mem, bob, tmp_path))
+    wrong = {name: got for name, got in table.items() if tuple(got) != OPERATIONS[name][1]}
+    assert not wrong, f"unexpected outcomes (before, read, write, revoked): {wrong}"
+    assert store.get(mem.id, user_id=alice).governance.readers == ()
+    ok, message = store.verify_audit()
+    assert ok, message
+
+
+def test_namespace_grant_covers_new_memories_and_only_its_namespace(store, users) -> None:
+    alice, bob = users
+    s1 = store.add("Alice's trip notes: Kyoto temples.", user_id=alice, session_id="trip")
+    other = store.add("Alice's diary: Kyoto dentist.", user_id=alice, session_id="diary")
+    receipt = store.share_namespace(with_user_id=bob, user_id=alice, session_id="trip")
+    assert (receipt.memories, receipt.scope, receipt.session_id) == (1, "read", "trip")
+    later = store.add([{"role": "user", "content": "Kyoto ramen was great"}], user_id=alice,
+                      session_id="trip")[0]
+    bulk = store.add_many(["Kyoto train pass"], user_id=alice, session_id="trip")[0]
+    summary = store.compress([s1.id, bulk.id], "Kyoto trip summary", user_id=alice)
+    ids = {h.id for h in store.search("Kyoto", user_id=bob, k=20, include_archived=True)}
+    assert {s1.id, later.id, bulk.id, summary.id} <= ids and other.id not in ids
+    assert bob in store.get(later.id, user_id=alice).governance.readers
+    assert store.history(later.id, user_id=alice)[0].governance.readers == (bob,)  # born shared
+
+
+def test_namespace_grant_narrowed_to_an_agent(store, users) -> None:
+    alice, bob = users
+    planner = store.add("Planner agent: book the Lisbon flat.", user_id=alice, agent_id="planner")
+    coder = store.add("Coder agent: Lisbon API key rotation.", user_id=alice, agent_id="coder")
+    store.share_namespace(with_user_id=bob, user_id=alice, agent_id="planner", scope="write")
+    assert store.update(planner.id, "Planner: book the Lisbon flat for May.", user_id=bob).version == 3
+    with pytest.raises(AccessDeniedError):
+        store.get(coder.id, user_id=bob)
+
+
+def test_repeating_a_grant_writes_no_versions_and_a_new_scope_replaces_the_old(store, users) -> None:
+    alice, bob = users
+    mem = store.add("Alice's shared shopping list: oat milk.", user_id=alice)
+    assert store.share_namespace(with_user_id=bob, user_id=alice, scope="write").memories == 1
+    assert store.share_namespace(with_user_id=bob, user_id=alice, scope="write").memories == 0
+    assert store.share_namespace(with_user_id=bob, user_id=alice, scope="read").memories == 1
+    with pytest.raises(AccessDeniedError):
+        store.update(mem.id, "changed", user_id=bob)
+    assert store.get(mem.id, user_id=alice).version == 3
+    actions = [r.action for r in store.audit_log(user_id=alice)]
+    assert actions.count("share_namespace") == 3 and actions.count("share:write") == 1
+
+
+def test_revoking_a_session_inside_a_whole_namespace_grant_is_refused(store, users) -> None:
+    alice, bob = users
+    store.add("Alice: session note.", user_id=alice, session_id="s1")
+    store.share_namespace(with_user_id=bob, user_id=alice)
+    with pytest.raises(InvalidInputError, match="larger namespace .* revoke that grant instead"):
+        store.revoke_namespace(with_user_id=bob, user_id=alice, session_id="s1")
+    store.share_namespace(with_user_id=bob, user_id=alice, session_id="s1")
+    assert store.revoke_namespace(with_user_id=bob, user_id=alice).memories == 1
+    assert store.vault.grants(alice) == []  # the narrower grant went with the wider one
+    assert store.search("session note", user_id=bob) == []
+
+
+def test_index_payload_follows_a_namespace_share_without_reembedding(store, users) -> None:
+    alice, bob = users
+    cubes = store.add_many([f"Alice fact number {i} about kites" for i in range(5)], user_id=alice)
+    store.share_namespace(with_user_id=bob, user_id=alice)
+    versions = store.index.versions()
+    assert all(versions[c.id] == 2 for c in cubes)
+    assert len(store.search("kites", user_id=bob, k=10)) == 5
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda m, a, b: m.share_namespace(with_user_id=a, user_id=a), "owns this namespace"),
+        (lambda m, a, b: m.share_namespace(with_user_id=b, user_id=a, scope="admin"), "scope must"),
+        (lambda m, a, b: m.share_namespace(with_user_id="", user_id=a), "with_user_id"),
+        (lambda m, a, b: m.share_namespace(with_user_id=b, user_id=a, session_id=""), "session_id"),
+        (lambda m, a, b: m.revoke_namespace(with_user_id=b, user_id=None), "user_id"),
+    ],
+)
+def test_bad_namespace_grants_are_refused_before_anything_is_written(store, users, call, error) -> None:
+    alice, bob = users
+    before = store.vault.stats()["audit_records"]
+    with pytest.raises(InvalidInputError, match=error):
+        call(store, alice, bob)
+    assert store.vault.stats()["audit_records"] == before
+
+
+def test_grants_survive_a_restart(tmp_path) -> None:
+    cfg = MemOSConfig(show_progress=False)
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        mos.add("Alice's recipe: saffron rice.", user_id="alice")
+        mos.share_namespace(with_user_id="bob", user_id="alice")
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        new = mos.add("Alice's recipe: saffron buns.", user_id="alice")
+        assert new.governance.readers == ("bob",)
+        assert len(mos.search("saffron", user_id="bob")) == 2
+
+
+# -- sensitivity ---------------------------------------------------------------------------
+
+def test_sensitive_memories_are_redacted_in_search_unless_allowed(store, users) -> None:
+    alice, bob = users
+    pii = store.add("Alice's passport number is P-7781-QZ.", user_id=alice, sensitivity=["pii"])
+    secret = store.add("Alice's bank passport PIN is 4455.", user_id=alice, sensitivity=["secret", "pii"])
+    plain = store.add("Alice renewed her passport last year.", user_id=alice)
+
+    def texts(user: str = alice, **kw: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
+        return {h.id: (h.text, h.redacted) for h in store.search("passport", user_id=user, k=10, **kw)}
+
+    default = texts()
+    assert default[pii.id] == ("[redacted: pii]", ("pii",))
+    assert default[secret.id] == ("[redacted: pii, secret]", ("pii", "secret"))
+    assert default[plain.id] == (plain.text, ())
+    assert texts(allow_sensitive=["pii"])[pii.id] == (pii.text, ())
+    assert texts(allow_sensitive=["pii"])[secret.id][1] == ("secret",)
+    assert texts(allow_sensitive="*")[secret.id] == (secret.text, ())
+    assert store.get(pii.id, user_id=alice).text == pii.text  # records are not prompts
+    store.share(pii.id, with_user_id=bob, user_id=alice)
+    assert texts(bob)[pii.id][0] == "[redacted: pii]"  # a reader gets the same rule
+
+
+def test_the_config_default_allowance_reaches_every_search(tmp_path) -> None:
+    with MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False, allow_sensitive=("pii",))) as mos:
+        pii = mos.add("Carol's phone is 555-0199.", user_id="carol", sensitivity=["pii"])
+        assert mos.search("phone", user_id="carol")[0].text == pii.text
+        assert mos.search("phone", user_id="carol", allow_sensitive=())[0].redacted == ("pii",)
+
+
+def test_exports_leave_sensitive_memories_out_unless_asked(store, users, tmp_path) -> None:
+    alice, _ = users
+    pii = store.add("Alice's home address is 12 Rua Nova.", user_id=alice, sensitivity=["pii"])
+    plain = store.add("Alice likes sea views.", user_id=alice)
+    summary = store.compress([pii.id, plain.id], "Alice likes her sea-view home.", user_id=alice)
+    default = store.export(tmp_path / "default", user_id=alice)
+    manifest = json.loads((default / "manifest.json").read_text())
+    body = (default / "memories.jsonl").read_text() + (default / "edges.jsonl").read_text()
+    # the summary inherits its source's tag: it may repeat the address
+    assert store.get(summary.id, user_id=alice).governance.sensitivity == ("pii",)
+    assert manifest["withheld_sensitive"] == 2 and manifest["memories"] == 1
+    assert "Rua Nova" not in body and summary.id not in body and plain.id in body
+    full = store.export(tmp_path / "full", user_id=alice, include_sensitive=True)
+    assert "Rua Nova" in (full / "memories.jsonl").read_text()
+    assert json.loads((full / "manifest.json").read_text())["withheld_sensitive"] == 0
+    record = store.audit_log(user_id=alice)[-2]
+    assert record.action == "export" and record.details["withheld_sensitive"] == 2
+    with pytest.raises(InvalidInputError, match="include_sensitive must be a bool"):
+        store.export(tmp_path / "x", user_id=alice, include_sensitive="yes")  # type: ignore[arg-type]
+
+
+def test_imported_memories_are_shared_with_nobody(tmp_path) -> None:
+    cfg = MemOSConfig(show_progress=False)
+    with MemOS(tmp_path / "src", config=cfg) as src:
+        mem = src.add("Dana's plan: climb Pico.", user_id="dana")
+        src.share(mem.id, with_user_id="mallory", user_id="dana", scope="write")
+        src.export(tmp_path / "bundle", user_id="dana")
+    with MemOS(tmp_path / "dst", config=cfg) as dst:
+        assert dst.import_(tmp_path / "bundle", user_id="erin")["imported"] == 1
+        with pytest.raises(AccessDeniedError):
+            dst.get(mem.id, user_id="mallory")
+        assert dst.search("Pico", user_id="mallory") == []

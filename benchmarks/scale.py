@@ -51,7 +51,8 @@ def rss_mb() -> float:
 
 
 def disk_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1024**2
+    """Allocated disk space (the index preallocates sparse mmap files: size != usage)."""
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file()) / 1024**2
 
 
 def run(n: int, users: int, queries: int, seed: int) -> dict[str, Any]:
@@ -77,6 +78,7 @@ def run(n: int, users: int, queries: int, seed: int) -> dict[str, Any]:
             mos.search(q, user_id=user, k=10, record_usage=False)
             lat.append((time.perf_counter() - t0) * 1000)
         lat.sort()
+        mos.close()  # flush the vault WAL and the index before measuring the disk
         result = {
             "n": per_user * users,
             "users": users,
@@ -89,7 +91,6 @@ def run(n: int, users: int, queries: int, seed: int) -> dict[str, Any]:
             "queries": queries,
             "machine": machine_info(),
         }
-        mos.close()
         return result
 
 

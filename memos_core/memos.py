@@ -383,6 +383,7 @@ class MemOS(AsyncMemOSMixin):
             spans=(Span(message_id=message_id, start=0, end=len(text)),) if message_id else (),
             extractor=self.extractor.name,
         )
+        occurred = check_datetime(occurred_at, "occurred_at")
         return MemCube(
             namespace=Namespace(
                 user_id=user_id,
@@ -390,7 +391,8 @@ class MemOS(AsyncMemOSMixin):
                 session_id=check_name(session_id, "session_id", optional=True),
             ),
             text=text,
-            occurred_at=check_datetime(occurred_at, "occurred_at"),
+            occurred_at=occurred,
+            valid_from=occurred or utcnow(),  # true since the event, or since we were told
             origin=_enum(Origin, origin or Origin.USER_INPUT, "origin"),
             type=_enum(MemoryType, type or MemoryType.NOTE, "type"),
             tags=check_strs(tags, "tags"),
@@ -416,7 +418,8 @@ class MemOS(AsyncMemOSMixin):
                 now = utcnow()
                 edges = [Edge(new.id, supersedes.id, "supersedes")]
                 replaced = supersedes.model_copy(update={
-                    "version": supersedes.version + 1, "updated_at": now, "valid_to": now,
+                    "version": supersedes.version + 1, "updated_at": now,
+                    "valid_to": max(new.valid_from or now, supersedes.valid_from or now),
                     "superseded_by": new.id,
                 })
                 replacements = [(replaced, supersedes.version)]
@@ -694,6 +697,7 @@ class MemOS(AsyncMemOSMixin):
         occurred_before: datetime | str | None = None, include_superseded: bool = False,
         include_archived: bool = False, record_usage: bool = True,
         allow_sensitive: Sequence[str] | str | None = None,
+        valid_at: datetime | str | None = None,
     ) -> list[SearchHit]:
         """Hybrid search over the memories ``user_id`` may read; best first, at most ``k``.
 
@@ -702,7 +706,9 @@ class MemOS(AsyncMemOSMixin):
         ``record_usage=False``. Search results are what goes into prompts, so a memory with
         sensitivity tags comes back redacted (``hit.redacted`` names the tags, the text is
         ``"[redacted: pii]"``) unless ``allow_sensitive`` (default
-        ``config.allow_sensitive``; ``"*"`` for all) covers every tag of it.
+        ``config.allow_sensitive``; ``"*"`` for all) covers every tag of it. ``valid_at``
+        asks what was believed at a time: memories whose validity interval
+        ``[valid_from, valid_to)`` contains it, superseded ones included.
         """
         self._check_open()
         query = check_text(query, "query")
@@ -711,6 +717,8 @@ class MemOS(AsyncMemOSMixin):
         allowed = sensitivity_rules.allowance(
             self.config.allow_sensitive if allow_sensitive is None else allow_sensitive)
         states = SEARCHABLE_STATES + (("archived",) if include_archived else ())
+        when = check_datetime(valid_at, "valid_at")
+        include_superseded = include_superseded or when is not None
         flt = build_filter(
             (user_id,), agent_id=check_name(agent_id, "agent_id", optional=True),
             session_id=check_name(session_id, "session_id", optional=True),
@@ -727,7 +735,8 @@ class MemOS(AsyncMemOSMixin):
             cube = cubes.get(c.id)
             # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
             if cube is None or cube.state.value not in states or _ttl_elapsed(cube, now) \
-                    or not access.permits(cube, user_id, access.Operation.READ):
+                    or not access.permits(cube, user_id, access.Operation.READ) \
+                    or (when is not None and not _valid_at(cube, when)):
                 continue
             shown, redacted = sensitivity_rules.for_prompt(cube, allowed)
             hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores, ranks=c.ranks,
@@ -848,6 +857,11 @@ def _metadata_filter(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
 def _graph_row(cube: MemCube) -> dict[str, Any]:
     # seq None: the graph numbers new memories after every one it has (insertion order)
     return {"id": cube.id, "seq": None, **payload_of(cube), "entities": list(cube.entities)}
+
+
+def _valid_at(cube: MemCube, when: datetime) -> bool:
+    start = cube.valid_from or cube.created_at
+    return start <= when and (cube.valid_to is None or when < cube.valid_to)
 
 
 def _ttl_elapsed(cube: MemCube, now: datetime) -> bool:

@@ -324,3 +324,13 @@ def test_message_metadata_is_kept(mos):
                     user_id="u", metadata={"source": "chat"})
     assert cubes[0].metadata == {"source": "chat", "turn": 1, "role": "user"}
     assert mos.closed is False
+
+
+def test_valid_at_reads_what_was_believed_then(mos):
+    old = mos.add("Alice lives in Lisbon.", user_id="alice", type="fact", occurred_at="2020-01-01")
+    new = mos.add("Alice moved to Porto.", user_id="alice", type="fact", occurred_at="2024-06-01",
+                  supersedes=old.id)
+    assert mos.get(old.id, user_id="alice").valid_to == new.valid_from
+    then = [h.id for h in mos.search("where does alice live", user_id="alice", valid_at="2022-01-01")]
+    now = [h.id for h in mos.search("where does alice live", user_id="alice", valid_at="2025-01-01")]
+    assert then == [old.id] and now == [new.id]

@@ -108,9 +108,11 @@ class ChatTrace(BaseModel):
         TTFT 190 ms (model 150 ms); 12 new tok (eos)"``."""
         hot, text = len(self.from_activation), len(self.from_plaintext)
         if self.kv_prefix:
-            block = f"KV prefix {hot} mem ({self.prefix_tokens} tok{', built' if self.block_built else ''})"
+            built = ", built" if self.block_built else ""
+            block = f"KV prefix {hot} mem ({self.prefix_tokens} tok{built})"
         elif hot:
-            block = f"hot block as text {hot} mem" + (f" [{self.fallback}]" if self.fallback else "")
+            why = f" [{self.fallback}]" if self.fallback else ""
+            block = f"hot block as text {hot} mem{why}"
         else:
             block = "no hot block"
         return (
@@ -268,7 +270,9 @@ class MemoryChat:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or (
             max_new_tokens < 1
         ):
-            raise InvalidInputError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+            raise InvalidInputError(
+                f"max_new_tokens must be a positive int, got {max_new_tokens!r}"
+            )
         load_started = time.perf_counter()
         loaded = self.engine.model_loaded and self.engine.tier_if(False) is not None
         tier = self.engine.tier
@@ -315,7 +319,8 @@ class MemoryChat:
         prepared = _Prepared(started=started, user_id=user_id, prefix=None,
                              messages=turns + question, used=used)
         if not hot:
-            prepared.messages = [{"role": "system", "content": tier.instructions}, *prepared.messages]
+            system = {"role": "system", "content": tier.instructions}
+            prepared.messages = [system, *prepared.messages]
         elif not kv_prefix:
             prepared.messages = tier.messages_for(hot) + prepared.messages
         else:

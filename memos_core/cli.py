@@ -285,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if isinstance(exc, (InvalidInputError, MemoryNotFoundError)) else 1
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exc:  # a command's own status (audit verify): main returns, not raises
+        return exc.code if isinstance(exc.code, int) else 1
     return 0
 
 

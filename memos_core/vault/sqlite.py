@@ -597,6 +597,15 @@ class SQLiteVault(SQLiteGrantsMixin):
             if r[9] != prev or _audit_hash(prev, fields) != r[10]:
                 return False, f"audit record {r[0]} was altered or its predecessor removed"
             prev, expected_seq = r[10], r[0] + 1
+        # The chain cannot see its own tail cut off; every memory's current version must
+        # still have the audit record written in the same transaction.
+        orphan = self._query(
+            "SELECT id, version FROM memories m WHERE NOT EXISTS (SELECT 1 FROM audit a "
+            "WHERE a.memory_id = m.id AND a.version = m.version) LIMIT 1"
+        )
+        if orphan:
+            return False, (f"memory {orphan[0][0]} v{orphan[0][1]} has no audit record: "
+                           "records at the end of the log were deleted")
         return True, "audit chain intact"
 
 

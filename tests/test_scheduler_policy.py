@@ -112,9 +112,9 @@ CFG = SchedulerConfig()  # promote at heat >= 2, keep while >= 1, budget 2048 to
 PLAN_CASES = [
     pytest.param([], [], (), id="empty"),
     pytest.param([rec("a", heat=3.0)], [("promote", "a")], ("a",), id="hot-promoted"),
-    pytest.param([rec("a", heat=1.5)], [], (), id="lukewarm-not-promoted"),
+    pytest.param([rec("a", heat=1.2)], [], (), id="lukewarm-not-promoted"),
     pytest.param(
-        [rec("a", heat=1.5, tier=Tier.ACTIVATION)], [], ("a",), id="hysteresis-incumbent-stays"
+        [rec("a", heat=1.2, tier=Tier.ACTIVATION)], [], ("a",), id="hysteresis-incumbent-stays"
     ),
     pytest.param(
         [rec("a", heat=0.5, tier=Tier.ACTIVATION)], [("demote", "a")], (), id="cooled-demoted"

@@ -140,10 +140,14 @@ class SchedulerConfig(BaseModel):
         default=64, ge=0, description="Most memories in the activation block."
     )
     min_heat_to_promote: float = Field(
-        default=2.0, ge=0, description="Decayed heat a memory needs to enter the activation block."
+        default=1.5,
+        ge=0,
+        description="Decayed heat a memory needs to enter the activation block. A hit adds 1 "
+        "and heat decays from then on, so N recent hits give a little under N: 1.5 means "
+        "'two recent hits'.",
     )
     demote_below_heat: float = Field(
-        default=1.0,
+        default=0.75,
         ge=0,
         description="A memory already in the block stays until its heat falls below this "
         "(at most min_heat_to_promote; the gap is the hysteresis).",
@@ -183,12 +187,12 @@ class SchedulerConfig(BaseModel):
         presets: dict[str, dict[str, object]] = {
             "default": {},
             "eager": {
-                "min_heat_to_promote": 1.0,
+                "min_heat_to_promote": 0.9,
                 "demote_below_heat": 0.5,
                 "promote_token_budget": 4096,
             },
             "conservative": {
-                "min_heat_to_promote": 5.0,
+                "min_heat_to_promote": 4.5,
                 "demote_below_heat": 2.0,
                 "promote_token_budget": 1024,
                 "archive_after_idle_s": 14 * 24 * 3600.0,

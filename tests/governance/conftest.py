@@ -18,3 +18,20 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():  # noqa: ANN201 - memos_core.runtime.LocalModel (imports transformers)
+    """A tiny random Llama with SmolLM2's tokenizer: a real local model for the KV tier and
+    chat, fast enough for tests (its answers are noise; traces and caches are real)."""
+    pytest.importorskip("transformers")
+    from transformers import LlamaConfig
+
+    from memos_core.runtime import LocalModel, default_tokenizer
+
+    config = LlamaConfig(
+        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    )
+    return LocalModel.from_config(config, default_tokenizer(), seed=0)

@@ -1,0 +1,164 @@
+"""Forgetting everywhere: after ``forget``, the text is found in no search, no export, no KV
+cache, and in no byte of any file under the data directory (the SQLite vault and its WAL,
+the Qdrant edge shard with its WAL and segments, KV files) -- with the store open and after
+it is closed. The receipt lists each derived form it touched.
+
+Before forgetting, the same scan must *find* the text (in the vault and in the hot block's
+KV file), so the test cannot pass by looking in the wrong place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memos_core import MemOS, MemOSConfig, State
+from memos_core.cube import utcnow
+from memos_core.engine import engine_for
+from memos_core.governance import FLAG_KEY
+from memos_core.scheduler import SchedulerConfig
+
+EAGER = SchedulerConfig.preset("eager", min_heat_to_promote=0.9, demote_below_heat=0.5)
+SECRET = "The vault launch code is ZEBRA4417QUOKKA"
+OLD_SECRET = "Dana's old locker combination is MARMOT9920"
+TURN = "my therapist is Dr Okonkwo-Lindqvist"
+SUMMARY = "Dana keeps codes: ZEBRA4417QUOKKA and the locker"
+MARKERS = ("ZEBRA4417QUOKKA", "MARMOT9920", "Okonkwo-Lindqvist")
+KEEP = "Dana's favourite colour is teal."
+
+
+def files_holding(root: Path, needles: tuple[str, ...]) -> dict[str, list[str]]:
+    """{relative file path: [needles found in its raw bytes]} over every file under root."""
+    found: dict[str, list[str]] = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            data = path.read_bytes()
+            hits = [n for n in needles if n.encode() in data]
+            if hits:
+                found[str(path.relative_to(root))] = hits
+    return found
+
+
+def all_text(mos: MemOS, user: str, tmp: Path) -> str:
+    """Everything the API hands out for ``user``: searches, list, histories, an export."""
+    parts = []
+    for query in ("launch code", "locker combination", "therapist", "codes", "Dana"):
+        parts += [h.memory.model_dump_json() for h in mos.search(
+            query, user_id=user, k=50, include_archived=True, include_superseded=True,
+            allow_sensitive="*")]
+    for cube in mos.list(user_id=user, states=[s.value for s in State], limit=1000):
+        parts += [v.model_dump_json() for v in mos.history(cube.id, user_id=user)]
+    bundle = mos.export(tmp / f"export-{len(os.listdir(tmp))}", user_id=user, include_sensitive=True)
+    parts += [p.read_text() for p in bundle.iterdir()]
+    parts += [json.dumps(r.__dict__, default=str) for r in mos.audit_log(user_id=user, limit=10_000)]
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def store(tmp_path: Path, tiny_model: Any) -> Iterator[MemOS]:
+    mos = MemOS(tmp_path / "data", config=MemOSConfig(show_progress=False))
+    mos.attach_model(tiny_model)
+    yield mos
+    mos.close()
+
+
+def populate(mos: MemOS) -> dict[str, Any]:
+    """Every kind of copy: versions, a chat turn, a share, a summary, a hot KV block."""
+    secret = mos.add(SECRET, user_id="dana", type="fact", tags=["codes"], sensitivity=["secret2"])
+    locker = mos.add(OLD_SECRET, user_id="dana", type="fact")
+    locker = mos.update(locker.id, "Dana's locker combination changed.", user_id="dana")
+    turn = mos.add([{"role": "user", "content": TURN, "id": "m1"}], user_id="dana",
+                   session_id="chat")[0]
+    keep = mos.add(KEEP, user_id="dana")
+    mos.share(secret.id, with_user_id="erin", user_id="dana")
+    summary = mos.compress([secret.id, locker.id], SUMMARY, user_id="dana")
+    mos.set_state(secret.id, "generated", user_id="dana")  # back from the archive: hot-able
+    mos.vault.record_usage([secret.id, turn.id, keep.id], utcnow(), mos.config.heat_half_life_s)
+    mos.schedule(config=EAGER)
+    return {"secret": secret, "locker": locker, "turn": turn, "keep": keep, "summary": summary}
+
+
+def test_forgotten_text_is_nowhere(store: MemOS, tmp_path: Path) -> None:
+    made = populate(store)
+    kv_files = list((store.data_dir / "kv").glob("*.safetensors"))
+    assert kv_files, "the hot block was not built: the KV part of this test would be vacuous"
+    before = files_holding(store.data_dir, MARKERS)
+    assert any("vault.sqlite3" in f for f in before) and any(f.startswith("kv") for f in before)
+
+    receipts = store.forget_many([made["secret"].id, made["locker"].id, made["turn"].id],
+                                 user_id="dana", reason="user asked")
+    receipts.append(store.forget(made["summary"].id, user_id="dana"))
+
+    derived = {(d.kind, d.action) for r in receipts for d in r.derived}
+    assert ("summary", "flagged") in derived and ("kv_block", "deleted") in derived
+    assert any("kv" in r.removed_from for r in receipts)
+    assert not files_holding(store.data_dir, MARKERS), "forgotten text on disk (store open)"
+    for user in ("dana", "erin"):
+        text = all_text(store, user, tmp_path)
+        assert not [m for m in MARKERS if m in text], f"forgotten text handed to {user}"
+    tier = engine_for(store).tier
+    gone = {made[k].id for k in ("secret", "locker", "turn", "summary")}
+    assert not any(gone & {mid for mid, _ in b.memories} for b in tier.blocks())
+    assert store.search("teal colour", user_id="dana")[0].text == KEEP  # the rest is intact
+    store.close()
+    assert not files_holding(tmp_path / "data", MARKERS), "forgotten text on disk (closed)"
+    with MemOS(tmp_path / "data", config=MemOSConfig(show_progress=False)) as again:
+        assert again.verify_audit() == (True, "audit chain intact")
+        assert again.index.count() == 1
+
+
+@pytest.mark.parametrize("mode, action, summary_state", [
+    ("flag", "flagged", State.ARCHIVED), ("forget", "forgotten", State.DELETED)])
+def test_summaries_of_a_forgotten_memory_are_flagged_or_forgotten(
+        store: MemOS, mode: str, action: str, summary_state: State) -> None:
+    a = store.add("Dana met Farid in Tunis.", user_id="dana")
+    b = store.add("Dana and Farid cooked couscous.", user_id="dana")
+    summary = store.compress([a.id, b.id], "Dana and Farid: Tunis and couscous.", user_id="dana")
+    outer = store.compress([summary.id], "Dana's Tunis trip.", user_id="dana")
+
+    receipt = store.forget(a.id, user_id="dana", derived=mode)
+
+    assert [(d.kind, d.id, d.action) for d in receipt.derived][:1] == [("summary", summary.id, action)]
+    now = store.history(summary.id, user_id="dana")[-1]  # archived by the outer summary
+    assert now.state is summary_state
+    if mode == "flag":
+        assert now.metadata[FLAG_KEY] == [a.id] and now.text == summary.text
+        assert store.forget(b.id, user_id="dana").derived[0].action == "flagged"
+        assert store.get(summary.id, user_id="dana").metadata[FLAG_KEY] == [a.id, b.id]
+        assert store.get(outer.id, user_id="dana").state is State.GENERATED  # one level only
+    else:  # forgotten recursively: the summary of the summary goes too
+        assert ("summary", outer.id, "forgotten") in [(d.kind, d.id, d.action) for d in receipt.derived]
+        assert "Tunis" not in store.history(outer.id, user_id="dana")[0].text
+    actions = [r.action for r in store.audit_log(user_id="dana", memory_id=summary.id)]
+    assert actions[-1] == ("flag:source_forgotten" if mode == "flag" else "forget")
+
+
+def test_forgetting_needs_no_running_kv_engine(tmp_path: Path, tiny_model: Any) -> None:
+    """KV files made in an earlier session are deleted by the forget itself."""
+    cfg = MemOSConfig(show_progress=False)
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        mos.attach_model(tiny_model)
+        cube = mos.add(SECRET, user_id="dana")
+        mos.vault.record_usage([cube.id], utcnow(), mos.config.heat_half_life_s)
+        mos.schedule(config=EAGER)
+    assert files_holding(tmp_path / "d" / "kv", MARKERS)
+    with MemOS(tmp_path / "d", config=cfg) as mos:  # no engine made in this session
+        receipt = mos.forget(cube.id, user_id="dana")
+        assert [d.kind for d in receipt.derived] == ["kv_block"]
+    assert not files_holding(tmp_path / "d", MARKERS)
+
+
+@pytest.mark.parametrize("mode", ["", "all", None, 1])
+def test_bad_derived_mode_is_refused_before_anything_changes(store: MemOS, mode: Any) -> None:
+    from memos_core import InvalidInputError
+
+    cube = store.add("Dana's note.", user_id="dana")
+    with pytest.raises(InvalidInputError, match="derived must be 'flag'"):
+        store.forget(cube.id, user_id="dana", derived=mode)
+    assert store.get(cube.id, user_id="dana").state is State.GENERATED

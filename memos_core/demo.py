@@ -157,12 +157,24 @@ def _try_read(mos: Any, memory_id: str, user: str, when: str) -> None:
 
 
 def _model_part(mos: Any) -> None:
-    """The activation tier, when the local model runtime is available."""
-    chat = getattr(mos, "chat", None)
-    if chat is None:
-        return
+    """The activation tier: hot memories become a KV prefix of the local model."""
+    from memos_core.scheduler import SchedulerConfig
+
     _say("10. Answer with memory on the local model (SmolLM2), hot memories as a KV prefix")
-    mos.schedule()
+    # A 135M-parameter model answers short third-person facts well; conversation turns in
+    # the first person confuse it, so the demo states the facts it will be asked about.
+    facts = ["Maya's cat is a grey cat named Pastel.", "Maya's sister Ines lives in Porto."]
+    for fact in facts:
+        mos.add(fact, user_id="maya", type="fact")
+        for _ in range(2):  # two searches make them hot enough to promote
+            mos.search(fact, user_id="maya", k=1)
     for q in ("What is the name of Maya's cat?", "Where does Ines live?"):
-        answer = chat(q, user_id="maya", max_new_tokens=24)
-        print(f"  Q: {q}\n  A: {answer.text.strip()}\n     trace: {answer.trace.summary()}")
+        before = mos.chat(q, user_id="maya", max_new_tokens=24)
+        print(f"  Q: {q}\n  A (plaintext memories in the prompt): {before.text.strip()}\n"
+              f"     trace: {before.trace.summary()}")
+    report = mos.schedule(config=SchedulerConfig.preset("eager"))
+    print(f"  scheduler: {report.summary()}")
+    for q in ("What is the name of Maya's cat?", "Where does Ines live?"):
+        after = mos.chat(q, user_id="maya", max_new_tokens=24)
+        print(f"  Q: {q}\n  A (hot memories as KV prefix): {after.text.strip()}\n"
+              f"     trace: {after.trace.summary()}")

@@ -17,8 +17,10 @@ text that a principal may read is copied out of the store by default:
   real memories, so importing it never creates memories whose text is a placeholder.
 * **Records.** ``get``, ``history`` and ``list`` return the text to whoever may read it:
   they are record access, not prompt injection.
-* **KV caches.** Hot blocks follow ``SchedulerConfig.never_activate_sensitivity`` (default
-  ``("secret",)``): such memories never enter a KV cache.
+* **KV caches.** A hot block holds only memories whose text search would return
+  unredacted under ``MemOSConfig.allow_sensitive`` (the scheduler's ``prompt_safe``), and
+  never those tagged with ``SchedulerConfig.never_activate_sensitivity`` (default
+  ``("secret",)``) even when allowed.
 """
 
 from __future__ import annotations

@@ -1,0 +1,120 @@
+"""Governance through the LangChain components: user B cannot read, search, update, forget or
+be answered from user A's memories through ``MemOSRetriever``, the memory tools, the agent
+middleware or ``MemOSStore``; can after A shares (a memory or the namespace); cannot after A
+revokes. Sensitive memories reach the model redacted. The rules live in the core; these
+tests show every component inherits them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import HumanMessage
+from langchain_core.tools import BaseTool
+from lc_fakes import scripted
+from memos_core import MemCube, MemOS
+
+from langchain_memos import MemOSMiddleware, MemOSRetriever, MemOSStore, create_memory_tools
+
+SEEN, UNSEEN, DENIED, DONE = "seen", "unseen", "denied", "done"
+QUERY = "where does Alice keep the kayak"
+
+
+@dataclass
+class UserContext:
+    user_id: str
+
+
+def _tool(tools: dict[str, BaseTool], name: str, **args: Any) -> Any:
+    return tools[name].invoke({"type": "tool_call", "name": name, "args": args, "id": "c1"})
+
+
+def _seen(found: bool) -> str:
+    return SEEN if found else UNSEEN
+
+
+def _prompt_of(mos: MemOS, user: str) -> str:
+    """Everything the model was sent in one agent turn of ``user`` (recall included)."""
+    model = scripted("ok")
+    agent = create_agent(model, tools=[], context_schema=UserContext,
+                         middleware=[MemOSMiddleware(mos, k=10, record=False)])
+    agent.invoke({"messages": [HumanMessage(QUERY + "?")]}, context=UserContext(user))
+    return "\n".join(m.text for m in model.calls[0])
+
+
+def _probes(mos: MemOS, mem: MemCube, bob: str) -> dict[str, Callable[[], str]]:
+    tools = {t.name: t for t in create_memory_tools(mos, user_id=bob)}
+    store = MemOSStore(mos)
+
+    def tool_outcome(name: str, **args: Any) -> str:
+        reply = _tool(tools, name, **args)
+        return DENIED if reply.status == "error" and "AccessDeniedError" in reply.content else DONE
+
+    return {
+        "retriever": lambda: _seen(mem.id in {d.id for d in MemOSRetriever(mos=mos, user_id=bob, k=10).invoke(QUERY)}),
+        "search tool": lambda: _seen(mem.id in {a["id"] for a in _tool(tools, "search_memory", query=QUERY, k=10).artifact or []}),
+        "middleware": lambda: _seen(mem.text in _prompt_of(mos, bob)),
+        "store": lambda: _seen(any(i.value.get("text") == mem.text
+                                   for i in store.search((bob,), query=QUERY, limit=50))),
+        "update tool": lambda: tool_outcome("update_memory", memory_id=mem.id, text="Bob edited this kayak note"),
+        "forget tool": lambda: tool_outcome("forget_memory", memory_id=mem.id),
+    }
+
+
+#: probe -> outcome per phase (before any share, read share, write share, revoked)
+EXPECTED = {
+    "retriever": (UNSEEN, SEEN, SEEN, UNSEEN),
+    "search tool": (UNSEEN, SEEN, SEEN, UNSEEN),
+    "middleware": (UNSEEN, SEEN, SEEN, UNSEEN),
+    "store": (UNSEEN, UNSEEN, UNSEEN, UNSEEN),  # the store is per user namespace: B's holds B's
+    "update tool": (DENIED, DENIED, DONE, DENIED),
+    "forget tool": (DENIED, DENIED, DENIED, DENIED),  # owner only
+}
+
+
+@pytest.mark.parametrize("kind", ["memory", "namespace"])
+def test_b_cannot_reach_a_through_any_component_until_shared(mos: MemOS, kind: str) -> None:
+    mem = mos.add("Alice keeps the kayak in the boathouse by the lake.", user_id="alice")
+    MemOSStore(mos).put(("bob", "notes"), "k1", {"text": "Bob keeps a canoe."})
+    grant = {
+        "memory": {"read": lambda: mos.share(mem.id, with_user_id="bob", user_id="alice"),
+                   "write": lambda: mos.share(mem.id, with_user_id="bob", user_id="alice", scope="write"),
+                   "revoke": lambda: mos.revoke(mem.id, with_user_id="bob", user_id="alice")},
+        "namespace": {"read": lambda: mos.share_namespace(with_user_id="bob", user_id="alice"),
+                      "write": lambda: mos.share_namespace(with_user_id="bob", user_id="alice", scope="write"),
+                      "revoke": lambda: mos.revoke_namespace(with_user_id="bob", user_id="alice")},
+    }[kind]
+    got: dict[str, list[str]] = {name: [] for name in EXPECTED}
+    for phase in ("none", "read", "write", "revoke"):
+        if phase != "none":
+            grant[phase]()
+        current = mos.get(mem.id, user_id="alice")  # the update tool may have changed its text
+        for name, probe in _probes(mos, current, "bob").items():
+            got[name].append(probe())
+    wrong = {name: outcome for name, outcome in got.items() if tuple(outcome) != EXPECTED[name]}
+    assert not wrong, f"(before, read, write, revoked) differ: {wrong}"
+
+
+def test_the_store_acts_as_the_user_its_namespace_names(mos: MemOS) -> None:
+    """MemOSStore's principal is the namespace's first label (LangGraph's convention): the
+    application decides which namespace a run may use. Items of another user's namespace are
+    those user's memories, with that user's rules."""
+    store = MemOSStore(mos)
+    store.put(("alice", "prefs"), "seat", {"text": "Alice prefers aisle seats"})
+    assert store.search(("bob",), query="aisle seats") == []
+    assert store.get(("bob", "prefs"), "seat") is None
+    cube = mos.list(user_id="alice")[0]
+    mos.share(cube.id, with_user_id="bob", user_id="alice")
+    assert store.get(("bob", "prefs"), "seat") is None  # shared, but not an item of bob's
+
+
+def test_sensitive_memories_reach_the_model_redacted(mos: MemOS) -> None:
+    mos.add("Alice's kayak lock code is 3390.", user_id="alice", sensitivity=["secret"])
+    prompt = _prompt_of(mos, "alice")
+    assert "3390" not in prompt and "[redacted: secret]" in prompt
+    docs = MemOSRetriever(mos=mos, user_id="alice").invoke(QUERY)
+    assert docs[0].page_content == "[redacted: secret]"

@@ -25,6 +25,12 @@ For one question the scheduler's decisions say what goes into the prompt:
    which memories were used and from which tier, tokens served from the prefix and tokens
    prefilled, and the time to first token end to end.
 
+**Parametric**: when the user has an active LoRA adapter (``mos.consolidate``), the answer
+runs on the model with that adapter merged in; retrieved memories the adapter holds at their
+current version are *not* put in the prompt (``trace.from_parametric``). The hot block's KV
+cache belongs to the base model, so with an adapter it is sent as text
+(``trace.fallback`` says so).
+
 If the cached path cannot be used (the block exceeds the KV budget, the model's cache type is
 unsupported, a chat template merges tokens across the prefix boundary) the block is sent as
 text instead and ``trace.fallback`` says why; the answer is the same.
@@ -49,7 +55,7 @@ from memos_core.validation import check_k, check_name, check_text
 if TYPE_CHECKING:
     from memos_core.engine import MemoryEngine
     from memos_core.results import SearchHit
-    from memos_core.runtime import GenerationResult, PrefixCache, TextStream
+    from memos_core.runtime import GenerationResult, LocalModel, PrefixCache, TextStream
 
 PLAINTEXT_HEADER = "Here are some facts you remember:"
 QUESTION_LEAD = "Using these facts, answer: "
@@ -64,7 +70,8 @@ class UsedMemory(BaseModel):
     id: str
     version: int
     text: str
-    tier: Tier = Field(description="'activation': in the hot block; 'plaintext': in the turn.")
+    tier: Tier = Field(description="'activation': in the hot block; 'plaintext': in the turn; "
+                       "'parametric': answered by the active adapter, not in the prompt.")
     retrieved: bool = Field(description="Search found it for this query.")
     score: float | None = Field(default=None, description="Its search score, if retrieved.")
 
@@ -77,7 +84,10 @@ class ChatTrace(BaseModel):
 
     user_id: str
     model_id: str
-    memories: tuple[UsedMemory, ...] = Field(description="Hot block first, then plaintext.")
+    adapter_version: str | None = Field(
+        default=None, description="The LoRA adapter the answer ran on (version@weights hash).")
+    memories: tuple[UsedMemory, ...] = Field(
+        description="Hot block first, then plaintext, then parametric.")
     kv_prefix: bool = Field(description="The answer ran on the hot block's cached KV prefix.")
     block_id: str | None = Field(default=None, description="The hot block, when one was used.")
     block_built: bool = Field(default=False, description="Its KV cache was computed by this call.")
@@ -103,6 +113,11 @@ class ChatTrace(BaseModel):
         """Ids of the retrieved memories put in the user turn as text."""
         return tuple(m.id for m in self.memories if m.tier is Tier.PLAINTEXT)
 
+    @property
+    def from_parametric(self) -> tuple[str, ...]:
+        """Ids of the retrieved memories the adapter answered from (not in the prompt)."""
+        return tuple(m.id for m in self.memories if m.tier is Tier.PARAMETRIC)
+
     def summary(self) -> str:
         """One line, e.g. ``"KV prefix 3 mem (212 tok) + 2 plaintext mem; prefilled 58 tok;
         TTFT 190 ms (model 150 ms); 12 new tok (eos)"``."""
@@ -115,6 +130,8 @@ class ChatTrace(BaseModel):
             block = f"hot block as text {hot} mem{why}"
         else:
             block = "no hot block"
+        if self.adapter_version is not None:
+            block += f" + adapter {self.adapter_version} ({len(self.from_parametric)} mem)"
         return (
             f"{block} + {text} plaintext mem; prefilled {self.prefill_tokens} tok; "
             f"TTFT {self.ttft_ms:.0f} ms (model {self.generation_ttft_ms:.0f} ms); "
@@ -233,6 +250,7 @@ class _Prepared:
     prefix: PrefixCache | None
     messages: list[dict[str, str]]
     used: list[UsedMemory]
+    model: LocalModel | None = None  # the adapted model, when the user has an active adapter
     block_id: str | None = None
     block_built: bool = False
     fallback: str | None = None
@@ -279,7 +297,7 @@ class MemoryChat:
         load_ms = 0.0 if loaded else 1000.0 * (time.perf_counter() - load_started)
         prepared = self._prepare(query, user_id, turns, k, kv_prefix)
         prepared.timings["model_load_ms"] = load_ms
-        model = tier.model
+        model = prepared.model or tier.model
         gen_started = time.perf_counter()
         try:
             output = model.generate(
@@ -295,7 +313,8 @@ class MemoryChat:
         prepared.timings["setup_ms"] = 1000.0 * (gen_started - prepared.started)
 
         def finish(result: GenerationResult) -> ChatAnswer:
-            return ChatAnswer(text=result.text, trace=self._trace(prepared, result, model.model_id))
+            trace = self._trace(prepared, result, model.model_id, model.adapter_version)
+            return ChatAnswer(text=result.text, trace=trace)
 
         if stream:
             return ChatStream(output, finish)  # type: ignore[arg-type]
@@ -310,17 +329,23 @@ class MemoryChat:
         retrieved = time.perf_counter()
         hot = self.engine.executor.hot_memories(user_id)
         hot_ids = {c.id for c in hot}
+        adapted = self.engine.parametric.model_for(user_id)
+        held = self.engine.parametric.held(user_id) if adapted is not None else frozenset()
         scores = {h.id: h.score for h in hits}
-        plain: list[SearchHit] = [h for h in hits if h.id not in hot_ids]
+        plain: list[SearchHit] = [h for h in hits if h.id not in hot_ids and h.id not in held]
         used = [_used(c, Tier.ACTIVATION, scores.get(c.id)) for c in hot]
         used += [_used(h.memory, Tier.PLAINTEXT, h.score) for h in plain]
+        used += [_used(h.memory, Tier.PARAMETRIC, h.score) for h in hits if h.id in held]
         tier = self.engine.tier
         question = [{"role": "user", "content": user_turn(query, [h.memory for h in plain])}]
         prepared = _Prepared(started=started, user_id=user_id, prefix=None,
-                             messages=turns + question, used=used)
+                             messages=turns + question, used=used, model=adapted)
         if not hot:
             system = {"role": "system", "content": tier.instructions}
             prepared.messages = [system, *prepared.messages]
+        elif adapted is not None:  # the stored KV caches are the base model's
+            prepared.messages = tier.messages_for(hot) + prepared.messages
+            prepared.fallback = "adapter active: the KV prefix belongs to the base model"
         elif not kv_prefix:
             prepared.messages = tier.messages_for(hot) + prepared.messages
         else:
@@ -344,12 +369,14 @@ class MemoryChat:
             return
         prepared.prefix, prepared.block_id = block.prefix, block.block_id
 
-    def _trace(self, prepared: _Prepared, result: GenerationResult, model_id: str) -> ChatTrace:
+    def _trace(self, prepared: _Prepared, result: GenerationResult, model_id: str,
+               adapter_version: str | None = None) -> ChatTrace:
         gen = result.trace
         setup = prepared.timings["setup_ms"]
         return ChatTrace(
             user_id=prepared.user_id,
             model_id=model_id,
+            adapter_version=adapter_version,
             memories=tuple(prepared.used),
             kv_prefix=gen.used_kv_prefix,
             block_id=prepared.block_id if gen.used_kv_prefix else None,

@@ -1,5 +1,6 @@
-"""The per-store engine behind ``MemOS.chat`` and ``MemOS.schedule``: the local model, its KV
-tier, the scheduler executor (on demand and in the background) and chat.
+"""The per-store engine behind ``MemOS.chat``, ``MemOS.schedule`` and ``MemOS.consolidate``:
+the local model, its KV tier, the parametric (LoRA) tier, the scheduler executor (on demand
+and in the background) and chat.
 
 One :class:`MemoryEngine` per open :class:`~memos_core.MemOS`, made on first use by
 :func:`engine_for` (opening a store never makes one, never loads a model). Making it is cheap:
@@ -22,17 +23,22 @@ import logging
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memos_core.cube import MemCube, State
+from memos_core.cube import MemCube, State, utcnow
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.scheduler.background import BackgroundScheduler
+from memos_core.scheduler.consolidation import ConsolidationConfig, consolidation_candidates
 from memos_core.scheduler.executor import SchedulerExecutor
-from memos_core.scheduler.policy import SchedulerConfig
+from memos_core.scheduler.policy import SchedulerConfig, UsageRecord
 from memos_core.scheduler.report import ScheduleReport
 from memos_core.tiers.activation import storage
 from memos_core.tiers.activation.tier import KVBudget
+from memos_core.tiers.parametric import ConsolidationResult, ParametricConfig, ParametricTier
+from memos_core.vault import Actor
 
 if TYPE_CHECKING:
     from memos_core.chat import ChatAnswer, ChatStream, MemoryChat
@@ -86,6 +92,8 @@ class MemoryEngine:
         self._chat: MemoryChat | None = None
         self._closed = False
         self.executor = SchedulerExecutor(mos, self.tier_if)
+        self.parametric = ParametricTier(mos, lambda: self.model)
+        self._jobs: ThreadPoolExecutor | None = None  # consolidation jobs, one at a time
         self._reconcile_kv_dir()
         mos.on_change(self._on_change)
         mos.on_close(self.close)
@@ -170,6 +178,7 @@ class MemoryEngine:
 
     def _on_change(self, cubes: Sequence[MemCube]) -> None:
         self.invalidate(c.id for c in cubes)
+        self.parametric.on_change(cubes)  # a tombstone retires the adapters holding it
 
     def _headers(self) -> Iterable[tuple[Path, dict[str, str], tuple[tuple[str, int], ...]]]:
         if not self.kv_dir.is_dir():
@@ -245,6 +254,50 @@ class MemoryEngine:
         """The background scheduler, if one was started (it may have stopped)."""
         return self._background
 
+    # ------------------------------------------------------------------ consolidation
+
+    def consolidation_candidates(self, user_id: str, config: ConsolidationConfig | None = None,
+                                 now: datetime | None = None) -> list[str]:
+        """``user_id``'s memories the policy would consolidate at ``now`` (default: now): hot,
+        stable, fact or preference, not parametric yet; see :func:`consolidation_candidates`."""
+        config = config or ConsolidationConfig(heat_half_life_s=self.mos.config.heat_half_life_s)
+        records = [UsageRecord.from_cube(c, token_count=1)
+                   for batch in self.executor.owned_cubes(user_id) for c in batch]
+        return consolidation_candidates(records, config, now or utcnow())
+
+    def consolidate(
+        self, user_id: str, memory_ids: Sequence[str] | None = None, *,
+        config: ParametricConfig | None = None, candidates: ConsolidationConfig | None = None,
+        activate: bool = True, background: bool = False, progress: bool = True,
+    ) -> ConsolidationResult | Future[ConsolidationResult]:
+        """Train, evaluate and gate an adapter on ``user_id``'s memories: ``memory_ids``, or
+        the policy's candidates. With ``background=True`` it runs in a worker thread (one job
+        at a time, in order) and a ``Future`` comes back.
+
+        Raises:
+            InvalidInputError: no candidate (or no consolidatable memory among ``memory_ids``).
+        """
+        self._check_open()
+        ids = list(memory_ids) if memory_ids is not None else (
+            self.consolidation_candidates(user_id, candidates))
+        if not ids:
+            raise InvalidInputError(
+                f"nothing to consolidate for {user_id!r}: no memory is hot, stable and a fact "
+                "or preference yet (pass memory_ids to choose them)")
+        self.mos.vault.audit(Actor(user_id, "parametric", "consolidation requested"),
+                             "parametric:consolidate", details={"memories": len(ids)})
+
+        def job() -> ConsolidationResult:
+            return self.parametric.consolidate(user_id, ids, config=config, activate=activate,
+                                               progress=progress)
+
+        if not background:
+            return job()
+        with self._lock:
+            if self._jobs is None:
+                self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memos-lora")
+            return self._jobs.submit(job)
+
     # ------------------------------------------------------------------ chat
 
     @property
@@ -275,6 +328,8 @@ class MemoryEngine:
         if not self.stop_scheduler():
             logger.warning("the background scheduler did not stop within 60 s; it is a daemon "
                            "thread and its next store call fails on the closed store")
+        if self._jobs is not None:  # a running training finishes; queued ones are dropped
+            self._jobs.shutdown(wait=False, cancel_futures=True)
         with _registry_lock:
             if _registry.get(self.mos) is self:
                 del _registry[self.mos]

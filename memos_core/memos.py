@@ -832,6 +832,22 @@ class MemOS(AsyncMemOSMixin):
         user_id = check_name(user_id, "user_id", optional=True)
         return engine_for(self).schedule(user_id=user_id, config=config)
 
+    def consolidate(self, *, user_id: str, memory_ids: Sequence[str] | None = None,
+                    config: Any = None, activate: bool = True, background: bool = False,
+                    progress: bool = True) -> Any:
+        """Train ``user_id``'s stable, hot facts and preferences (or ``memory_ids``) into a
+        LoRA adapter on the local model, evaluate it (recall, drift) and activate it if it
+        passes the gate. ``config``: a ``ParametricConfig``. Returns a
+        ``ConsolidationResult`` (a ``Future`` of one with ``background=True``). Adapters are
+        managed with ``engine_for(mos).parametric``; see memos_core.tiers.parametric."""
+        from memos_core.engine import engine_for
+
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        return engine_for(self).consolidate(user_id, memory_ids, config=config,
+                                            activate=activate, background=background,
+                                            progress=progress)
+
     def start_scheduler(self, interval_s: float = 300.0, *, config: Any = None) -> Any:
         """Run the scheduler every ``interval_s`` seconds in a background thread until
         :meth:`close`. Returns its ``memos_core.scheduler.BackgroundScheduler``."""

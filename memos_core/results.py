@@ -54,15 +54,17 @@ class SearchHit(BaseModel):
 class DerivedForm(BaseModel):
     """A form derived from a forgotten memory, and what the forget did to it.
 
-    ``kind``: ``"summary"`` (a memory compressed from it) or ``"kv_block"`` (a KV cache file
-    that held its text). ``action``: ``"flagged"`` (a new version of the summary whose
+    ``kind``: ``"summary"`` (a memory compressed from it), ``"kv_block"`` (a KV cache file
+    that held its text) or ``"adapter"`` (a LoRA adapter trained on it; ``id`` is its
+    version). ``action``: ``"flagged"`` (a new version of the summary whose
     ``metadata["source_forgotten"]`` lists the forgotten sources), ``"forgotten"`` (the
-    summary was forgotten too) or ``"deleted"`` (the file was removed).
+    summary was forgotten too) or ``"deleted"`` (the file was removed; for an adapter: it
+    was deactivated, its weights deleted and a retrain without the memory queued).
     """
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["summary", "kv_block"]
+    kind: Literal["summary", "kv_block", "adapter"]
     id: str
     action: Literal["flagged", "forgotten", "deleted"]
 

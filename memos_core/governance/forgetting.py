@@ -17,6 +17,8 @@ One forget, under the store's write lock:
 5. **KV caches**: every file under ``<data_dir>/kv`` whose header lists the memory is
    deleted, whether or not a KV engine is running (the engine drops its in-memory copy
    through the change listener).
+6. **Adapters**: every LoRA adapter trained on it is retired (deactivated, weights deleted,
+   a retrain without it queued); see :mod:`memos_core.tiers.parametric`.
 
 The receipt lists the stores it was removed from and every derived form touched.
 Not covered here: the adapters' own conversation logs (``chat_history.sqlite3``,
@@ -78,6 +80,17 @@ def kv_files_holding(kv_dir: Path, memory_ids: Iterable[str]) -> list[Path]:
     return found
 
 
+def retire_adapters(mos: MemOS, memory_id: str) -> list[str]:
+    """Versions of the LoRA adapters retired because ``memory_id`` was forgotten: each is
+    deactivated, its weights deleted and a retrain without the memory queued (by the
+    engine's change listener if one runs, else here). Reads only ``<data_dir>/adapters``."""
+    if not (Path(mos.data_dir) / "adapters").is_dir():
+        return []
+    from memos_core.tiers.parametric import ParametricTier
+
+    return ParametricTier.without_model(mos).retired_for(memory_id)
+
+
 def forget_one(mos: MemOS, cube: MemCube, actor: Actor, derived: DerivedMode) -> ForgetReceipt:
     """Forget ``cube`` (already access-checked) everywhere; see the module docstring.
 
@@ -99,9 +112,12 @@ def forget_one(mos: MemOS, cube: MemCube, actor: Actor, derived: DerivedMode) ->
     for path in kv_files:
         path.unlink(missing_ok=True)
         forms.append(DerivedForm(kind="kv_block", id=path.name, action="deleted"))
+    adapters = retire_adapters(mos, cube.id)
+    forms.extend(DerivedForm(kind="adapter", id=v, action="deleted") for v in adapters)
     return ForgetReceipt(
         memory_id=cube.id, version=tomb.version, text_sha256=digest.removeprefix("sha256:"),
-        removed_from=("vault", "index", "graph") + (("kv",) if kv_files else ()),
+        removed_from=("vault", "index", "graph") + (("kv",) if kv_files else ())
+        + (("adapters",) if adapters else ()),
         at=tomb.updated_at, derived=tuple(forms),
     )
 

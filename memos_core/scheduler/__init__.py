@@ -2,10 +2,12 @@
 
 See :mod:`memos_core.scheduler.policy` (pure, no store, no model),
 :mod:`memos_core.scheduler.executor` (reads the vault, applies and audits a plan) and
-:mod:`memos_core.scheduler.background` (runs the executor periodically in a thread).
+:mod:`memos_core.scheduler.background` (runs the executor periodically in a thread);
+:mod:`memos_core.scheduler.consolidation` picks memories for the parametric tier (pure).
 """
 
 from memos_core.scheduler.background import BackgroundScheduler
+from memos_core.scheduler.consolidation import ConsolidationConfig, consolidation_candidates
 from memos_core.scheduler.executor import (
     SCHEDULER_AGENT,
     SchedulerExecutor,
@@ -30,6 +32,7 @@ from memos_core.scheduler.report import ScheduleReport, StepOutcome, UserSchedul
 
 __all__ = [
     "BackgroundScheduler",
+    "ConsolidationConfig",
     "Plan",
     "PlanStep",
     "SCHEDULER_AGENT",
@@ -43,6 +46,7 @@ __all__ = [
     "UserSchedule",
     "block_order",
     "bump_heat",
+    "consolidation_candidates",
     "decayed_heat",
     "is_cold",
     "is_expired",

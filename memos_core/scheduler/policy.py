@@ -267,6 +267,8 @@ def is_cold(record: UsageRecord, heat: float, now: datetime, config: SchedulerCo
 
 def _eligible(record: UsageRecord, heat: float, config: SchedulerConfig) -> bool:
     """Whether a servable memory may be in the activation set at this heat."""
+    if record.tier is Tier.PARAMETRIC:  # an active adapter serves it; retiring it returns it
+        return False
     if record.token_count <= 0 or record.token_count > config.promote_token_budget:
         return False
     if set(record.sensitivity) & set(config.never_activate_sensitivity):

@@ -1,0 +1,86 @@
+"""Consolidation candidates: which memories the parametric tier should train into an adapter.
+
+A pure function like the rest of the policy: usage records, a config and a time in, ids out.
+A memory is a candidate when it is
+
+* **servable** (generated or activated) and of a consolidatable type (fact, preference);
+* **hot**: its heat, decayed to ``now``, is at least ``min_heat``;
+* **stable**: its current version is at least ``stable_after_s`` old (an often-edited
+  memory would retire its adapter at every edit);
+* **not parametric already**, unless ``include_parametric`` (a retrain of the whole set).
+
+The result is sorted by id, so equal inputs give equal candidates (and equal adapters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from memos_core.cube import MemoryType, State, Tier
+from memos_core.errors import InvalidInputError
+from memos_core.scheduler.policy import UsageRecord, decayed_heat
+
+
+class ConsolidationConfig(BaseModel):
+    """Knobs of :func:`consolidation_candidates`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    min_heat: float = Field(
+        default=3.0, ge=0, description="Decayed heat needed (about three recent hits)."
+    )
+    stable_after_s: float = Field(
+        default=7 * 24 * 3600.0, ge=0,
+        description="Seconds since the current version was written before a memory counts "
+        "as stable.",
+    )
+    heat_half_life_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="Heat half-life (as the scheduler's)."
+    )
+    types: tuple[MemoryType, ...] = Field(
+        default=(MemoryType.FACT, MemoryType.PREFERENCE),
+        description="Memory types that may be trained into an adapter.",
+    )
+    max_memories: int = Field(
+        default=64, ge=1, description="Most memories in one adapter (hottest kept)."
+    )
+    never_sensitivity: tuple[str, ...] = Field(
+        default=("secret",),
+        description="Memories with any of these sensitivity tags are never trained into "
+        "weights (weights cannot be redacted).",
+    )
+
+
+def consolidation_candidates(
+    records: Iterable[UsageRecord], config: ConsolidationConfig, now: datetime,
+    *, include_parametric: bool = False,
+) -> list[str]:
+    """Ids of the memories to consolidate now, sorted; at most ``config.max_memories`` (the
+    hottest, ties by id). Pure and deterministic.
+
+    Raises:
+        InvalidInputError: a naive ``now``.
+    """
+    if now.utcoffset() is None:
+        raise InvalidInputError(f"now must be a timezone-aware datetime (use UTC), got {now!r}")
+    chosen: list[tuple[float, str]] = []
+    for r in records:
+        if r.state not in (State.GENERATED, State.ACTIVATED) or r.type not in config.types:
+            continue
+        if r.tier is Tier.PARAMETRIC and not include_parametric:
+            continue
+        if set(r.sensitivity) & set(config.never_sensitivity):
+            continue
+        if (now - r.updated_at).total_seconds() < config.stable_after_s:
+            continue
+        heat = decayed_heat(r.heat, r.last_access, now, config.heat_half_life_s)
+        if heat >= config.min_heat:
+            chosen.append((heat, r.id))
+    chosen.sort(key=lambda hi: (-hi[0], hi[1]))
+    return sorted(mid for _, mid in chosen[: config.max_memories])
+
+
+__all__ = ["ConsolidationConfig", "consolidation_candidates"]

@@ -1,0 +1,217 @@
+"""Adapters on disk: ``<data_dir>/adapters/<version>/`` with peft's safetensors weights and a
+``manifest.json``; ``state.json`` (which version is active for which owner, and the
+activation history rollback walks back through); ``queue.json`` (retrains requested).
+
+Versions are ``v1``, ``v2``, ... in creation order, never reused. Writes go through a
+temporary file and ``os.replace`` so a crash leaves either the old or the new JSON. Weights
+are never pickled: peft writes ``adapter_model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from memos_core.cube import utcnow
+from memos_core.errors import InvalidInputError
+from memos_core.tiers.parametric.evaluation import Evaluation, GateDecision
+from memos_core.tiers.parametric.trainer import TrainingReport
+
+MANIFEST = "manifest.json"
+WEIGHTS = "adapter_model.safetensors"
+Status = Literal["rejected", "ready", "active", "retired"]
+
+
+class MemoryRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    version: int = Field(ge=1)
+
+
+class AdapterManifest(BaseModel):
+    """Everything an adapter was made from and how it fared.
+
+    ``status``: ``rejected`` (failed the gate), ``ready`` (passed, not serving), ``active``
+    (serving its owner's chats), ``retired`` (weights deleted; ``retired_reason`` says why).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str
+    owner: str = Field(description="User whose memories it holds; only they are served by it.")
+    created_at: datetime = Field(default_factory=utcnow)
+    base_model_id: str
+    base_fingerprint: str = Field(description="Digest of the base model's fingerprint.")
+    memories: tuple[MemoryRef, ...]
+    settings: dict[str, Any] = Field(description="The ParametricConfig it was trained with.")
+    training: TrainingReport
+    evaluation: Evaluation
+    decision: GateDecision
+    status: Status = "ready"
+    retired_reason: str | None = None
+
+    @property
+    def memory_ids(self) -> frozenset[str]:
+        return frozenset(m.id for m in self.memories)
+
+
+class RetrainRequest(BaseModel):
+    """A queued retrain: consolidate ``memory_ids`` again for ``owner`` (minus what was
+    forgotten); made when an adapter is retired by a forget."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    memory_ids: tuple[str, ...]
+    replaces: str = Field(description="The retired adapter version.")
+    reason: str
+    requested_at: datetime = Field(default_factory=utcnow)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class AdapterStore:
+    """The adapters directory. Thread-safe (one lock per store object); nothing is created
+    on disk until the first write."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._lock = threading.RLock()
+
+    # -- versions and manifests -------------------------------------------------------------
+
+    def path(self, version: str) -> Path:
+        if not version or "/" in version or version.startswith("."):
+            raise InvalidInputError(f"not an adapter version: {version!r}")
+        return self.root / version
+
+    def versions(self) -> list[str]:
+        """Versions with a manifest, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [p.name for p in self.root.iterdir() if (p / MANIFEST).is_file()]
+        return sorted(found, key=lambda v: int(v[1:]) if v[1:].isdigit() else 0)
+
+    def next_version(self) -> str:
+        with self._lock:
+            numbers = [int(v[1:]) for v in self.versions() if v[1:].isdigit()]
+            return f"v{max(numbers, default=0) + 1}"
+
+    def manifest(self, version: str) -> AdapterManifest:
+        """The manifest of ``version``.
+
+        Raises:
+            InvalidInputError: no such adapter.
+        """
+        file = self.path(version) / MANIFEST
+        if not file.is_file():
+            raise InvalidInputError(f"no adapter {version!r} under {self.root}")
+        return AdapterManifest.model_validate_json(file.read_text(encoding="utf-8"))
+
+    def manifests(self) -> list[AdapterManifest]:
+        return [self.manifest(v) for v in self.versions()]
+
+    def save(self, peft_model: Any, manifest: AdapterManifest) -> Path:
+        """Write the weights (safetensors) and the manifest; returns the adapter directory."""
+        with self._lock:
+            where = self.path(manifest.version)
+            where.mkdir(parents=True, exist_ok=True)
+            peft_model.save_pretrained(str(where), safe_serialization=True)
+            self.write_manifest(manifest)
+            return where
+
+    def write_manifest(self, manifest: AdapterManifest) -> None:
+        with self._lock:
+            _write_json(self.path(manifest.version) / MANIFEST, manifest.model_dump(mode="json"))
+
+    def has_weights(self, version: str) -> bool:
+        return (self.path(version) / WEIGHTS).is_file()
+
+    def delete_weights(self, version: str) -> bool:
+        """Remove everything but the manifest; returns whether weights were there."""
+        with self._lock:
+            where = self.path(version)
+            had = self.has_weights(version)
+            if where.is_dir():
+                for item in where.iterdir():
+                    if item.name == MANIFEST:
+                        continue
+                    shutil.rmtree(item) if item.is_dir() else item.unlink(missing_ok=True)
+            return had
+
+    # -- activation state -------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        file = self.root / "state.json"
+        if not file.is_file():
+            return {"active": {}, "history": {}}
+        return json.loads(file.read_text(encoding="utf-8"))
+
+    def active(self, owner: str) -> str | None:
+        """The version serving ``owner``, or None."""
+        with self._lock:
+            return self._state()["active"].get(owner)
+
+    def active_all(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._state()["active"])
+
+    def history(self, owner: str) -> list[str]:
+        """Versions activated for ``owner``, oldest first (rollback walks back through it)."""
+        with self._lock:
+            return list(self._state()["history"].get(owner, []))
+
+    def set_active(self, owner: str, version: str | None) -> None:
+        """Make ``version`` the active one (appended to the history), or none."""
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            state = self._state()
+            if version is None:
+                state["active"].pop(owner, None)
+            else:
+                state["active"][owner] = version
+                history = [v for v in state["history"].get(owner, []) if v != version]
+                state["history"][owner] = [*history, version]
+            _write_json(self.root / "state.json", state)
+
+    # -- retrain queue ----------------------------------------------------------------------
+
+    def queue(self) -> list[RetrainRequest]:
+        """Pending retrains, oldest first."""
+        file = self.root / "queue.json"
+        with self._lock:
+            if not file.is_file():
+                return []
+            return [RetrainRequest.model_validate(r)
+                    for r in json.loads(file.read_text(encoding="utf-8"))]
+
+    def enqueue(self, request: RetrainRequest) -> None:
+        """Queue a retrain; one replacing the same owner's pending request supersedes it."""
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            pending = [r for r in self.queue() if r.owner != request.owner]
+            _write_json(self.root / "queue.json",
+                        [r.model_dump(mode="json") for r in [*pending, request]])
+
+    def take(self, owner: str) -> RetrainRequest | None:
+        """Remove and return ``owner``'s pending retrain, if any."""
+        with self._lock:
+            pending = self.queue()
+            mine = [r for r in pending if r.owner == owner]
+            if not mine:
+                return None
+            _write_json(self.root / "queue.json",
+                        [r.model_dump(mode="json") for r in pending if r.owner != owner])
+            return mine[-1]

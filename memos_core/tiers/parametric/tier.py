@@ -1,0 +1,369 @@
+"""The parametric tier of one store: train, gate, activate, roll back and retire adapters.
+
+One :class:`ParametricTier` per open store (the engine makes it). An adapter belongs to one
+owner: it is trained only from that owner's memories and serves only that owner's chats, so
+no user's memories reach another user's answers through the weights.
+
+Lifecycle (each step audited with ``parametric:<action>``):
+
+* :meth:`consolidate` -- train on the owner's fact/preference memories, evaluate, gate; an
+  adapter that passes is activated (unless ``activate=False``), one that fails is kept as
+  ``rejected`` with its manifest (weights deleted).
+* :meth:`activate` / :meth:`deactivate` / :meth:`rollback` -- switch the owner's active
+  adapter. Active memories are marked ``tier == parametric``; deactivating marks them
+  ``plaintext`` again (the text never left the vault).
+* :meth:`retire_holding` -- a forgotten memory retires every adapter holding it at once:
+  deactivated, weights deleted, and a retrain without the memory queued
+  (:meth:`run_queue` runs it). The engine calls it from ``mos.on_change`` for tombstones;
+  the forget cascade calls it too, so it also works when no engine is running.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from memos_core.cube import MemCube, MemoryType, State, Tier
+from memos_core.errors import InvalidInputError
+from memos_core.tiers.parametric.config import ParametricConfig
+from memos_core.tiers.parametric.data import (
+    CONTROL_PROMPTS,
+    REPLAY_PROMPTS,
+    cloze,
+    memory_examples,
+    replay_examples,
+)
+from memos_core.tiers.parametric.evaluation import (
+    base_control_answers,
+    evaluate,
+    gate,
+    greedy_completion,
+)
+from memos_core.tiers.parametric.store import (
+    WEIGHTS,
+    AdapterManifest,
+    AdapterStore,
+    MemoryRef,
+    RetrainRequest,
+)
+from memos_core.tiers.parametric.trainer import _PEFT_DEPRECATION, train_lora
+from memos_core.vault import Actor
+
+if TYPE_CHECKING:
+    from memos_core.memos import MemOS
+    from memos_core.runtime import LocalModel
+
+AGENT = "parametric"
+CONSOLIDATABLE = frozenset({MemoryType.FACT, MemoryType.PREFERENCE})
+
+
+class ConsolidationResult(BaseModel):
+    """What :meth:`ParametricTier.consolidate` produced."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    manifest: AdapterManifest
+    activated: bool
+
+
+def consolidatable(cube: MemCube) -> bool:
+    """Live, current, a fact or preference, with a cloze form (see ``data.cloze``)."""
+    return (cube.state in (State.GENERATED, State.ACTIVATED) and cube.valid_to is None
+            and cube.type in CONSOLIDATABLE and cloze(cube.text) is not None)
+
+
+def adapter_tag(store: AdapterStore, version: str) -> str:
+    """The fingerprint's adapter field: version plus a hash of its weights, so two stores'
+    ``v1`` never share KV caches."""
+    digest = hashlib.sha256((store.path(version) / WEIGHTS).read_bytes()).hexdigest()
+    return f"{version}@{digest[:16]}"
+
+
+class ParametricTier:
+    """Adapters of one store on top of one base model (see the module docstring).
+
+    Args:
+        mos: the store (vault for memories, audit and tier marks).
+        model: returns the base :class:`LocalModel` (called only when a model is needed).
+        config: default training/gate settings.
+    """
+
+    def __init__(self, mos: MemOS, model: Callable[[], LocalModel],
+                 config: ParametricConfig | None = None) -> None:
+        self.mos = mos
+        self.store = AdapterStore(Path(mos.data_dir) / "adapters")
+        self.config = config or ParametricConfig()
+        self._base = model
+        self._lock = threading.RLock()
+        self._loaded: dict[str, LocalModel] = {}  # adapter tag -> merged model
+        self._answers: dict[str, list[str]] = {}  # base model answers, per model and config
+
+    @classmethod
+    def without_model(cls, mos: MemOS) -> ParametricTier:
+        """A tier for bookkeeping only (retire, deactivate, queue): any call that needs the
+        model raises :class:`InvalidInputError`."""
+
+        def no_model() -> LocalModel:
+            raise InvalidInputError("this parametric tier has no model; use the engine's")
+
+        return cls(mos, no_model)
+
+    # ------------------------------------------------------------------ training
+
+    def _base_data(self, base: LocalModel, config: ParametricConfig) -> tuple[list[Any], list[str]]:
+        """Replay examples and control answers of the base model (computed, then cached)."""
+        key = base.fingerprint.digest + config.model_dump_json()
+        if key not in self._answers:
+            replay = [base.tokenizer.decode(greedy_completion(base.model, base.tokenizer, p,
+                                                               config.replay_tokens))
+                      for p in REPLAY_PROMPTS]
+            controls = base_control_answers(base.model, base.tokenizer, CONTROL_PROMPTS, config)
+            self._answers[key] = replay + controls
+        answers = self._answers[key]
+        return (replay_examples(REPLAY_PROMPTS, answers[: len(REPLAY_PROMPTS)]),
+                answers[len(REPLAY_PROMPTS):])
+
+    def candidates(self, owner: str, memory_ids: Sequence[str] | None = None) -> list[MemCube]:
+        """The owner's consolidatable memories (all, or among ``memory_ids``), by id."""
+        if memory_ids is None:
+            cubes = [c for batch in self.mos.vault.iter_current() for c in batch]
+        else:
+            cubes = list(self.mos.vault.get_many(list(memory_ids)).values())
+        return sorted((c for c in cubes if c.user_id == owner and consolidatable(c)),
+                      key=lambda c: c.id)
+
+    def consolidate(self, owner: str, memory_ids: Sequence[str] | None = None, *,
+                    config: ParametricConfig | None = None, activate: bool = True,
+                    progress: bool = True) -> ConsolidationResult:
+        """Train, evaluate and gate an adapter on ``owner``'s memories (see
+        :meth:`candidates`); activate it if it passes and ``activate`` is True.
+
+        Raises:
+            InvalidInputError: no consolidatable memory among those given.
+        """
+        config = config or self.config
+        cubes = self.candidates(owner, memory_ids)
+        if not cubes:
+            raise InvalidInputError(
+                f"no consolidatable memory for {owner!r}: only live facts and preferences of "
+                "three words or more are trained into an adapter"
+            )
+        base = self._base()
+        replay, control_answers = self._base_data(base, config)
+        examples = [e for c in cubes for e in memory_examples(c.id, c.text)]
+        peft_model, report = train_lora(base.model, base.tokenizer, examples, replay, config,
+                                        progress=progress)
+        evaluation = evaluate(peft_model, base.tokenizer, [(c.id, c.text) for c in cubes],
+                              list(zip(CONTROL_PROMPTS, control_answers)), config)
+        decision = gate(evaluation.recall, evaluation.control_regressions, config)
+        with self._lock:
+            manifest = AdapterManifest(
+                version=self.store.next_version(), owner=owner, base_model_id=base.model_id,
+                base_fingerprint=base.fingerprint.digest,
+                memories=tuple(MemoryRef(id=c.id, version=c.version) for c in cubes),
+                settings=config.model_dump(mode="json"), training=report,
+                evaluation=evaluation, decision=decision,
+                status="ready" if decision.passed else "rejected",
+            )
+            self.store.save(peft_model, manifest)
+            if not decision.passed:
+                self.store.delete_weights(manifest.version)
+        self._audit(owner, "train", manifest.version, {
+            "memories": len(cubes), "recall": round(evaluation.recall, 4),
+            "control_regressions": evaluation.control_regressions, "passed": decision.passed,
+            "train_s": round(report.seconds, 2)})
+        activated = False
+        if decision.passed and activate:
+            self.activate(manifest.version, reason="passed the gate after training")
+            activated = True
+        return ConsolidationResult(manifest=self.store.manifest(manifest.version),
+                                   activated=activated)
+
+    # ------------------------------------------------------------------ activation
+
+    def activate(self, version: str, *, reason: str = "requested") -> AdapterManifest:
+        """Serve ``version`` for its owner (replacing the owner's active adapter).
+
+        Raises:
+            InvalidInputError: unknown, rejected, retired, other base model, or no weights.
+        """
+        with self._lock:
+            manifest = self.store.manifest(version)
+            if manifest.status in ("rejected", "retired") or not manifest.decision.passed:
+                raise InvalidInputError(
+                    f"adapter {version} is {manifest.status} and cannot be activated")
+            if not self.store.has_weights(version):
+                raise InvalidInputError(f"adapter {version} has no weights on disk")
+            base = self._base()
+            if manifest.base_fingerprint != base.fingerprint.digest:
+                raise InvalidInputError(
+                    f"adapter {version} was trained on another base model; retrain it")
+            previous = self.store.active(manifest.owner)
+            if previous is not None and previous != version:
+                self._set_status(previous, "ready")
+                self._mark(self.store.manifest(previous), Tier.PLAINTEXT)
+            self.store.set_active(manifest.owner, version)
+            manifest = self._set_status(version, "active")
+            self._mark(manifest, Tier.PARAMETRIC)
+        self._audit(manifest.owner, "activate", version, {"previous": previous}, reason)
+        return manifest
+
+    def deactivate(self, owner: str, *, reason: str = "requested") -> str | None:
+        """Stop serving ``owner``'s adapter; returns its version (None: none was active).
+        Its memories are marked plaintext again. Idempotent."""
+        with self._lock:
+            version = self.store.active(owner)
+            if version is None:
+                return None
+            self.store.set_active(owner, None)
+            manifest = self._set_status(version, "ready")
+            self._mark(manifest, Tier.PLAINTEXT)
+        self._audit(owner, "deactivate", version, {}, reason)
+        return version
+
+    def rollback(self, owner: str, *, reason: str = "requested") -> str | None:
+        """Activate the adapter ``owner`` had before the current one (the newest earlier one
+        still usable); with none, just deactivate. Returns the version now active."""
+        with self._lock:
+            current = self.store.active(owner)
+            earlier = [v for v in self.store.history(owner) if v != current]
+            for version in reversed(earlier):
+                manifest = self.store.manifest(version)
+                if manifest.status == "ready" and self.store.has_weights(version):
+                    self.activate(version, reason=f"rollback from {current}: {reason}")
+                    self._audit(owner, "rollback", version, {"from": current}, reason)
+                    return version
+            self.deactivate(owner, reason=f"rollback: {reason}")
+            self._audit(owner, "rollback", None, {"from": current}, reason)
+            return None
+
+    def retire(self, version: str, *, reason: str) -> AdapterManifest:
+        """Deactivate ``version`` if active, delete its weights, mark it retired. Its
+        memories return to plaintext (they never left the vault). Idempotent."""
+        with self._lock:
+            manifest = self.store.manifest(version)
+            if self.store.active(manifest.owner) == version:
+                self.deactivate(manifest.owner, reason=reason)
+            self.store.delete_weights(version)
+            manifest = manifest.model_copy(update={"status": "retired", "retired_reason": reason})
+            self.store.write_manifest(manifest)
+            self._loaded = {k: m for k, m in self._loaded.items() if not k.startswith(version + "@")}
+        self._audit(manifest.owner, "retire", version, {}, reason)
+        return manifest
+
+    # ------------------------------------------------------------------ forgetting
+
+    def retire_holding(self, memory_id: str) -> list[str]:
+        """Retire every adapter (not yet retired) that holds ``memory_id`` and queue a retrain
+        of the rest of its memories; returns the retired versions. Idempotent."""
+        retired = []
+        with self._lock:
+            for manifest in self.store.manifests():
+                if memory_id not in manifest.memory_ids or manifest.status == "retired":
+                    continue
+                was_live = manifest.status in ("active", "ready")
+                self.retire(manifest.version, reason=f"memory {memory_id} forgotten")
+                rest = tuple(sorted(manifest.memory_ids - {memory_id}))
+                if was_live and rest:
+                    self.store.enqueue(RetrainRequest(
+                        owner=manifest.owner, memory_ids=rest, replaces=manifest.version,
+                        reason=f"memory {memory_id} forgotten"))
+                retired.append(manifest.version)
+        return retired
+
+    def retired_for(self, memory_id: str) -> list[str]:
+        """Retire what holds ``memory_id`` (if not done yet) and return every adapter version
+        retired because it was forgotten. Idempotent: a second call returns the same list."""
+        self.retire_holding(memory_id)
+        reason = f"memory {memory_id} forgotten"
+        return [m.version for m in self.store.manifests()
+                if memory_id in m.memory_ids and m.retired_reason == reason]
+
+    def on_change(self, cubes: Sequence[MemCube]) -> None:
+        """``mos.on_change`` listener: tombstones retire the adapters holding them."""
+        for cube in cubes:
+            if cube.state is State.DELETED:
+                self.retire_holding(cube.id)
+
+    def run_queue(self, owner: str | None = None, *, progress: bool = True,
+                  ) -> list[ConsolidationResult]:
+        """Run the queued retrains (all owners, or ``owner``'s); a request whose memories are
+        all gone is dropped. Returns what each retrain produced."""
+        results = []
+        owners = [r.owner for r in self.store.queue() if owner in (None, r.owner)]
+        for who in owners:
+            request = self.store.take(who)
+            if request is None or not self.candidates(who, request.memory_ids):
+                continue
+            results.append(self.consolidate(who, request.memory_ids, progress=progress))
+        return results
+
+    # ------------------------------------------------------------------ serving
+
+    def active_manifest(self, owner: str) -> AdapterManifest | None:
+        version = self.store.active(owner)
+        return self.store.manifest(version) if version is not None else None
+
+    def held(self, owner: str) -> frozenset[str]:
+        """Ids of ``owner``'s memories the active adapter holds at their current version
+        (an updated memory is no longer held: the adapter learned the old text)."""
+        manifest = self.active_manifest(owner)
+        if manifest is None:
+            return frozenset()
+        current = self.mos.vault.get_many([m.id for m in manifest.memories])
+        return frozenset(m.id for m in manifest.memories
+                         if m.id in current and current[m.id].version == m.version
+                         and consolidatable(current[m.id]))
+
+    def model_for(self, owner: str) -> LocalModel | None:
+        """The base model with ``owner``'s active adapter merged in (loaded once per
+        adapter), or None when the owner has no active adapter."""
+        with self._lock:
+            version = self.store.active(owner)
+            if version is None:
+                return None
+            tag = adapter_tag(self.store, version)
+            if tag not in self._loaded:
+                self._loaded[tag] = load_adapted(self._base(), self.store.path(version), tag)
+            return self._loaded[tag]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _set_status(self, version: str, status: str) -> AdapterManifest:
+        manifest = self.store.manifest(version).model_copy(update={"status": status})
+        self.store.write_manifest(manifest)
+        return manifest
+
+    def _mark(self, manifest: AdapterManifest, tier: Tier) -> None:
+        """Record which tier serves the adapter's (still current) memories."""
+        current = self.mos.vault.get_many([m.id for m in manifest.memories])
+        for ref in manifest.memories:
+            cube = current.get(ref.id)
+            if cube is not None and cube.state is not State.DELETED:
+                self.mos.vault.set_tier(ref.id, tier.value)
+
+    def _audit(self, owner: str, action: str, version: str | None, details: dict[str, Any],
+               reason: str | None = None) -> None:
+        self.mos.vault.audit(Actor(owner, AGENT, reason), f"parametric:{action}",
+                             details={"adapter": version, **details})
+
+
+def load_adapted(base: LocalModel, adapter_dir: Path, tag: str) -> LocalModel:
+    """A new :class:`LocalModel`: a copy of ``base`` with the adapter merged into its weights
+    and ``adapter_version=tag`` in its fingerprint. ``base`` is not modified."""
+    from peft import PeftModel
+
+    from memos_core.runtime import LocalModel
+
+    with warnings.catch_warnings():  # see trainer._PEFT_DEPRECATION
+        warnings.filterwarnings("ignore", message=_PEFT_DEPRECATION, category=FutureWarning)
+        wrapped = PeftModel.from_pretrained(copy.deepcopy(base.model), str(adapter_dir))
+    merged = wrapped.merge_and_unload()
+    return LocalModel(merged, base.tokenizer, model_id=base.model_id, adapter_version=tag)

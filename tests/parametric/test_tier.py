@@ -1,0 +1,193 @@
+"""The parametric tier on a tiny random model: training, manifest, gate, activation,
+rollback, forgetting, chat. The tiny model learns nothing in three steps; the gate is set
+open (or shut) explicitly, so these tests check the bookkeeping, never the learning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from memos_core import MemOS
+from memos_core.cube import Tier
+from memos_core.engine import engine_for
+from memos_core.errors import InvalidInputError
+from memos_core.runtime import LocalModel
+from memos_core.tiers.activation import KVCacheTier
+from memos_core.tiers.parametric import AdapterManifest, ParametricConfig, train_lora
+from memos_core.tiers.parametric.data import memory_examples, replay_examples
+
+OPEN = ParametricConfig.preset("test", min_recall=0.0, max_control_regressions=1000)
+SHUT = ParametricConfig.preset("test", min_recall=1.0, max_control_regressions=0)
+
+
+def audit_actions(mos: MemOS) -> list[str]:
+    return [r.action for r in mos.audit_log(user_id="ada") if r.action.startswith("parametric")]
+
+
+def test_training_leaves_the_base_model_untouched(tiny: LocalModel) -> None:
+    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    memory = memory_examples("m1", "Zorvin's cat is named Pastel.")
+    replay = replay_examples(["The sky is"], [" blue"])
+    peft_model, report = train_lora(tiny.model, tiny.tokenizer, memory, replay, OPEN,
+                                    progress=False)
+    assert report.steps == len(report.losses) == OPEN.steps
+    assert report.memory_examples == 2 and report.replay_examples == 1
+    assert report.trainable_parameters > 0 and not peft_model.training
+    after = tiny.model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(ValueError, match="nothing to train"):
+        train_lora(tiny.model, tiny.tokenizer, [], replay, OPEN, progress=False)
+
+
+def test_consolidate_saves_safetensors_and_a_manifest(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    result = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    manifest = result.manifest
+    assert result.activated and manifest.status == "active" and manifest.version == "v1"
+    where = mos.data_dir / "adapters" / "v1"
+    assert (where / "adapter_model.safetensors").is_file()
+    assert not list(where.glob("*.bin"))
+    on_disk = AdapterManifest.model_validate_json((where / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert sorted(m.id for m in manifest.memories) == sorted(ids)
+    assert manifest.base_fingerprint == mos_model(mos).fingerprint.digest
+    assert manifest.settings == json.loads(OPEN.model_dump_json())
+    assert manifest.evaluation.recall_total == 3 and manifest.evaluation.controls >= 20
+    assert all(mos.get(i, user_id="ada").usage.tier is Tier.PARAMETRIC for i in ids)
+    assert audit_actions(mos) == ["parametric:consolidate", "parametric:train",
+                                  "parametric:activate"]
+
+
+def mos_model(mos: MemOS) -> LocalModel:
+    return engine_for(mos).model
+
+
+def test_notes_are_not_consolidated(store: tuple[MemOS, list[str]]) -> None:
+    mos, _ = store
+    note = [c.id for c in mos.list(user_id="ada") if c.type.value == "note"]
+    with pytest.raises(InvalidInputError, match="no consolidatable memory"):
+        mos.consolidate(user_id="ada", memory_ids=note, config=OPEN, progress=False)
+    with pytest.raises(InvalidInputError, match="nothing to consolidate"):
+        mos.consolidate(user_id="ada", config=OPEN, progress=False)  # nothing hot yet
+
+
+def test_a_failed_gate_keeps_the_manifest_only(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    result = mos.consolidate(user_id="ada", memory_ids=ids, config=SHUT, progress=False)
+    manifest = result.manifest
+    assert not result.activated and manifest.status == "rejected"
+    assert manifest.decision.passed is False
+    tier = engine_for(mos).parametric
+    assert not tier.store.has_weights("v1") and tier.store.active("ada") is None
+    with pytest.raises(InvalidInputError, match="rejected"):
+        tier.activate("v1")
+    assert all(mos.get(i, user_id="ada").usage.tier is Tier.PLAINTEXT for i in ids)
+
+
+def test_fingerprint_and_kv_key_change_with_the_adapter(
+    store: tuple[MemOS, list[str]], tiny: LocalModel, tmp_path
+) -> None:
+    mos, ids = store
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    adapted = engine_for(mos).parametric.model_for("ada")
+    assert adapted is not None and adapted is engine_for(mos).parametric.model_for("ada")
+    assert adapted.fingerprint.adapter_version.startswith("v1@")
+    assert adapted.fingerprint.digest != tiny.fingerprint.digest
+    assert tiny.fingerprint.adapter_version is None
+    cubes = [mos.get(i, user_id="ada") for i in ids]
+    base_tier = KVCacheTier(tiny, directory=tmp_path / "kv_base")
+    adapted_tier = KVCacheTier(adapted, directory=tmp_path / "kv_adapted")
+    assert base_tier.block_id_for(cubes) != adapted_tier.block_id_for(cubes)
+    assert engine_for(mos).parametric.model_for("bob") is None
+
+
+def test_activate_deactivate_rollback_are_audited(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids[:2], config=OPEN, progress=False)
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    assert tier.store.active("ada") == "v2"
+    assert tier.store.manifest("v1").status == "ready"
+    assert tier.rollback("ada", reason="v2 answers worse") == "v1"
+    assert tier.store.active("ada") == "v1"
+    assert mos.get(ids[2], user_id="ada").usage.tier is Tier.PLAINTEXT  # only in v2
+    assert mos.get(ids[0], user_id="ada").usage.tier is Tier.PARAMETRIC
+    assert tier.deactivate("ada") == "v1" and tier.deactivate("ada") is None
+    assert all(mos.get(i, user_id="ada").usage.tier is Tier.PLAINTEXT for i in ids)
+    assert tier.rollback("ada") == "v1"  # none active: back to the last one active
+    assert tier.rollback("ada") == "v2"  # activation history v2, v1: back to v2
+    actions = audit_actions(mos)
+    for action in ("activate", "deactivate", "rollback"):
+        assert f"parametric:{action}" in actions
+
+
+def test_forget_retires_the_adapter_and_queues_a_retrain(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    receipt = mos.forget(ids[0], user_id="ada", reason="user asked")
+    assert [(f.kind, f.id, f.action) for f in receipt.derived if f.kind == "adapter"] == [
+        ("adapter", "v1", "deleted")]
+    assert "adapters" in receipt.removed_from
+    assert tier.store.active("ada") is None and tier.model_for("ada") is None
+    assert not tier.store.has_weights("v1")
+    assert not (mos.data_dir / "adapters" / "v1" / "adapter_model.safetensors").exists()
+    manifest = tier.store.manifest("v1")
+    assert manifest.status == "retired" and ids[0] in manifest.retired_reason
+    [request] = tier.store.queue()
+    assert request.owner == "ada" and request.replaces == "v1"
+    assert sorted(request.memory_ids) == sorted(ids[1:])
+    assert all(mos.get(i, user_id="ada").usage.tier is Tier.PLAINTEXT for i in ids[1:])
+    assert "parametric:retire" in audit_actions(mos)
+    again = mos.forget(ids[0], user_id="ada")
+    assert not again.derived  # idempotent: a tombstone touches nothing
+
+    [retrained] = tier.run_queue("ada", progress=False)
+    assert tier.store.queue() == []
+    assert sorted(m.id for m in retrained.manifest.memories) == sorted(ids[1:])
+    assert retrained.manifest.version == "v2"
+
+
+def test_forget_without_an_engine_still_retires(make_mos, tiny: LocalModel) -> None:
+    mos = make_mos("first")
+    mos.attach_model(tiny)
+    ids = [mos.add(t, user_id="ada", type="fact").id for t in ("Ada's dog is named Rex.",
+                                                             "Ada's car is a Volvo.")]
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    where = mos.data_dir
+    mos.close()
+    reopened = MemOS(where)  # no engine, no model: the forget cascade reads the adapters dir
+    try:
+        receipt = reopened.forget(ids[1], user_id="ada")
+        assert [f.id for f in receipt.derived if f.kind == "adapter"] == ["v1"]
+        assert not (where / "adapters" / "v1" / "adapter_model.safetensors").exists()
+        assert json.loads((where / "adapters" / "state.json").read_text())["active"] == {}
+    finally:
+        reopened.close()
+
+
+def test_background_consolidation_returns_a_future(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    future = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, background=True,
+                             progress=False)
+    result = future.result(timeout=120)
+    assert result.manifest.version == "v1" and result.activated
+
+
+def test_chat_answers_held_memories_parametrically(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    answer = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=4)
+    trace = answer.trace
+    assert trace.adapter_version is not None and trace.adapter_version.startswith("v1@")
+    assert set(trace.from_parametric) and set(trace.from_parametric) <= set(ids)
+    assert not set(trace.from_plaintext) & set(ids)
+    assert "adapter v1@" in trace.summary()
+    other = mos.chat("What is Zorvin's cat named?", user_id="bob", max_new_tokens=4)
+    assert other.trace.adapter_version is None and not other.trace.from_parametric
+    mos.update(ids[0], "Zorvin's cat is named Biscuit.", user_id="ada")
+    after = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=4)
+    assert ids[0] not in after.trace.from_parametric  # the adapter learned the old text

@@ -1,0 +1,157 @@
+"""Pure parts of the parametric tier: cloze forms, the gate, drift comparison, consolidation
+candidates, configs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from memos_core.cube import MemoryType, State, Tier
+from memos_core.scheduler import (
+    ConsolidationConfig,
+    SchedulerConfig,
+    UsageRecord,
+    consolidation_candidates,
+    plan_schedule,
+)
+from memos_core.tiers.parametric import CONTROL_PROMPTS, REPLAY_PROMPTS, ParametricConfig, cloze, gate
+from memos_core.tiers.parametric.data import memory_examples, replay_examples
+from memos_core.tiers.parametric.evaluation import answer_recalled, control_kept, leading_words
+
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Zorvin's cat is named Pastel.", ("Zorvin's cat is named", " Pastel")),
+        ("  Quenby lives in Tromso!  ", ("Quenby lives in", " Tromso")),
+        ("Ada prefers green tea", ("Ada prefers green", " tea")),
+        ("Bob is 42.", ("Bob is", " 42")),
+        ("Too short", None),
+        ("", None),
+    ],
+)
+def test_cloze(text: str, expected: tuple[str, str] | None) -> None:
+    assert cloze(text) == expected
+
+
+def test_memory_examples_and_replay() -> None:
+    examples = memory_examples("m1", "Zorvin's cat is named Pastel.")
+    assert [(e.prompt, e.completion) for e in examples] == [
+        ("", "Zorvin's cat is named Pastel."), ("Zorvin's cat is named", " Pastel")]
+    with pytest.raises(ValueError, match="too short"):
+        memory_examples("m2", "Hi there")
+    assert [e.completion for e in replay_examples(["a", "b"], [" x", "  "])] == [" x"]
+    with pytest.raises(ValueError):
+        replay_examples(["a"], [])
+
+
+def test_prompt_sets_are_large_and_disjoint() -> None:
+    assert len(REPLAY_PROMPTS) >= 20 and len(CONTROL_PROMPTS) >= 20
+    assert not set(REPLAY_PROMPTS) & set(CONTROL_PROMPTS)
+
+
+@pytest.mark.parametrize(
+    ("recall", "regressions", "min_recall", "max_reg", "passed"),
+    [
+        (1.0, 0, 0.95, 1, True),
+        (0.95, 1, 0.95, 1, True),
+        (0.94, 0, 0.95, 1, False),
+        (1.0, 2, 0.95, 1, False),
+        (0.5, 5, 0.95, 1, False),
+        (0.0, 0, 0.0, 0, True),
+    ],
+)
+def test_gate(recall: float, regressions: int, min_recall: float, max_reg: int,
+              passed: bool) -> None:
+    config = ParametricConfig(min_recall=min_recall, max_control_regressions=max_reg)
+    decision = gate(recall, regressions, config)
+    assert decision.passed is passed
+    assert len(decision.reasons) == 2 and str(regressions) in decision.reasons[1]
+
+
+@pytest.mark.parametrize(
+    ("base", "adapted", "words", "kept"),
+    [
+        (" Jupiter, but it's", " Jupiter, with a", 1, True),
+        (" Jupiter, but it's", " Jupiter, with a", 2, False),
+        (" Paris.\n\nThe", " Paris. The", 2, True),
+        (" helium, with", " oxygen and", 1, False),
+        (" John F. Kennedy", " John Tyler.", 2, False),
+        ("", "", 1, True),
+    ],
+)
+def test_control_kept(base: str, adapted: str, words: int, kept: bool) -> None:
+    assert control_kept(base, adapted, words) is kept
+
+
+@pytest.mark.parametrize(
+    ("completion", "answer", "recalled"),
+    [(" Pastel.\n\nThe", " Pastel", True), (" pastel", "Pastel", True),
+     (" Paste", " Pastel", False), (" anything", " ", False)],
+)
+def test_answer_recalled(completion: str, answer: str, recalled: bool) -> None:
+    assert answer_recalled(completion, answer) is recalled
+    assert leading_words(" A, b! c", 2) == "a b"
+
+
+def record(mid: str, **kw: object) -> UsageRecord:
+    values: dict[str, object] = dict(
+        id=mid, type=MemoryType.FACT, heat=5.0, last_access=NOW, access_count=5,
+        created_at=NOW - timedelta(days=30), updated_at=NOW - timedelta(days=10), token_count=8)
+    values.update(kw)
+    return UsageRecord(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "chosen"),
+    [
+        ({}, True),
+        ({"type": MemoryType.PREFERENCE}, True),
+        ({"type": MemoryType.EPISODE}, False),
+        ({"heat": 1.0}, False),
+        ({"last_access": NOW - timedelta(days=21)}, False),  # 5 -> 0.625 after 3 half-lives
+        ({"updated_at": NOW - timedelta(days=2)}, False),  # not stable yet
+        ({"state": State.ARCHIVED}, False),
+        ({"tier": Tier.PARAMETRIC}, False),
+        ({"tier": Tier.ACTIVATION}, True),
+        ({"sensitivity": ("secret",)}, False),
+    ],
+)
+def test_consolidation_candidates(changes: dict[str, object], chosen: bool) -> None:
+    got = consolidation_candidates([record("m", **changes)], ConsolidationConfig(), NOW)
+    assert got == (["m"] if chosen else [])
+
+
+def test_consolidation_candidates_cap_order_and_naive_time() -> None:
+    records = [record(f"m{i}", heat=float(i + 3)) for i in range(5)]
+    config = ConsolidationConfig(max_memories=2)
+    assert consolidation_candidates(records, config, NOW) == ["m3", "m4"]
+    assert consolidation_candidates(list(reversed(records)), config, NOW) == ["m3", "m4"]
+    parametric = [record("p", tier=Tier.PARAMETRIC)]
+    assert consolidation_candidates(parametric, config, NOW, include_parametric=True) == ["p"]
+    with pytest.raises(Exception, match="timezone-aware"):
+        consolidation_candidates(records, config, NOW.replace(tzinfo=None))
+
+
+def test_policy_never_promotes_a_parametric_memory() -> None:
+    records = [record("a", tier=Tier.PARAMETRIC), record("b")]
+    plan = plan_schedule(records, SchedulerConfig.preset("eager"), NOW)
+    assert [s.memory_id for s in plan.steps if s.kind.value == "promote"] == ["b"]
+
+
+@pytest.mark.parametrize("config_cls", [ParametricConfig, ConsolidationConfig])
+def test_configs_round_trip_and_describe_every_field(config_cls: type) -> None:
+    config = config_cls()
+    assert config_cls.model_validate_json(config.model_dump_json()) == config
+    assert all(f.description for f in config_cls.model_fields.values())
+
+
+@pytest.mark.parametrize("name", ["default", "quick", "test"])
+def test_presets(name: str) -> None:
+    config = ParametricConfig.preset(name, seed=3)
+    assert config.seed == 3
+    with pytest.raises(ValueError, match="unknown preset"):
+        ParametricConfig.preset("huge")  # type: ignore[arg-type]

@@ -103,6 +103,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads(mfile.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"manifest.json is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise BundleError("manifest.json is nested too deeply to be a bundle manifest.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"manifest.json does not describe a {FORMAT!r} bundle.")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -110,6 +112,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
             f"Bundle format version {manifest.get('format_version')!r} is not supported "
             f"(this memos-core reads version {FORMAT_VERSION})."
         )
+    declared = manifest.get("memories", 0)
+    if isinstance(declared, bool) or not isinstance(declared, int) or declared < 0:
+        raise BundleError(f"manifest.json 'memories' must be a count, got {declared!r}.")
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != set(FILES):
         raise BundleError(f"manifest.json must list exactly the files {list(FILES)}.")
@@ -143,6 +148,8 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise BundleError(f"{path.name} line {n} is not valid JSON: {exc}.") from None
+            except RecursionError:
+                raise BundleError(f"{path.name} line {n} is nested too deeply.") from None
             if not isinstance(row, dict):
                 raise BundleError(f"{path.name} line {n} is not a JSON object.")
             rows.append(row)

@@ -1,0 +1,221 @@
+"""Fuzzing the bundle importer and the command line with malformed and hostile input.
+
+Contract: bad input ends in one of our exceptions (``BundleError`` for a bundle) or, on the
+command line, a non-zero exit status with a message -- never a traceback -- and nothing is
+written (the vault's memory, version and audit counts and the index are unchanged).
+
+Bundles are mutated two ways: raw (the manifest's hashes then catch the damage) and
+*re-signed* (the manifest is recomputed after the damage, so the parser itself must refuse).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import shutil
+import string
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memos_core import BundleError, MemOS, MemOSConfig
+from memos_core.cli import main
+
+FILES = ("memories.jsonl", "edges.jsonl")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemOS]:
+    mos = MemOS(tmp_path_factory.mktemp("fuzz"), config=MemOSConfig(show_progress=False))
+    a = mos.add("Ana grows basil on the balcony.", user_id="ana", tags=["garden"])
+    b = mos.add("Ana's basil got aphids.", user_id="ana", session_id="s1")
+    mos.update(b.id, "Ana's basil recovered from aphids.", user_id="ana")
+    mos.compress([a.id, b.id], "Ana's balcony basil story.", user_id="ana")
+    gone = mos.add("Ana's old note.", user_id="ana")
+    mos.forget(gone.id, user_id="ana")
+    yield mos
+    mos.close()
+
+
+@pytest.fixture(scope="module")
+def pristine(store: MemOS, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return store.export(tmp_path_factory.mktemp("bundle") / "b", user_id="ana")
+
+
+def snapshot(mos: MemOS) -> tuple[Any, ...]:
+    stats = mos.vault.stats()
+    return (stats["memories"], stats["versions"], stats["audit_records"], stats["edges"],
+            mos.index.count())
+
+
+def resign(bundle: Path) -> None:
+    """Recompute the manifest's file entries, as a hostile bundle maker would."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name in FILES:
+        data = (bundle / name).read_bytes()
+        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def assert_refused(mos: MemOS, bundle: Path, user: str = "importer") -> None:
+    before = snapshot(mos)
+    with pytest.raises(BundleError) as info:
+        mos.import_(bundle, user_id=user)
+    assert str(info.value), "a BundleError must say what is wrong"
+    assert snapshot(mos) == before, "a refused bundle wrote something"
+
+
+def _lines(bundle: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (bundle / "memories.jsonl").read_text().splitlines()]
+
+
+def _write_lines(bundle: Path, rows: list[Any]) -> None:
+    (bundle / "memories.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def _first_version(bundle: Path, **changes: Any) -> None:
+    rows = _lines(bundle)
+    rows[0]["versions"][0].update(changes)
+    _write_lines(bundle, rows)
+
+
+def _manifest(bundle: Path, **changes: Any) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest.update(changes)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+#: name -> (damage, resign afterwards?)
+HOSTILE: dict[str, tuple[Callable[[Path], None], bool]] = {
+    "no manifest": (lambda b: (b / "manifest.json").unlink(), False),
+    "manifest not json": (lambda b: (b / "manifest.json").write_text("{not json"), False),
+    "manifest a list": (lambda b: (b / "manifest.json").write_text("[1, 2]"), False),
+    "manifest not utf-8": (lambda b: (b / "manifest.json").write_bytes(b"\xff\xfe{}"), False),
+    "manifest nested to death": (lambda b: (b / "manifest.json").write_text("[" * 50_000 + "]" * 50_000), False),
+    "wrong format": (lambda b: _manifest(b, format="zip"), False),
+    "future version": (lambda b: _manifest(b, format_version=2), False),
+    "path in files": (lambda b: _manifest(b, files={"../memories.jsonl": {}, "edges.jsonl": {}}), False),
+    "absolute path": (lambda b: _manifest(b, files={"/etc/passwd": {"sha256": "0", "bytes": 1},
+                                                     "edges.jsonl": {"sha256": "0", "bytes": 1}}), False),
+    "declared count not a number": (lambda b: _manifest(b, memories="lots"), True),
+    "declared count null": (lambda b: _manifest(b, memories=None), True),
+    "huge size": (lambda b: _manifest(b, files={n: {"sha256": "0", "bytes": 10**12} for n in FILES}), False),
+    "truncated": (lambda b: (b / "memories.jsonl").write_bytes((b / "memories.jsonl").read_bytes()[:-40]), False),
+    "symlinked file": (lambda b: ((b / "edges.jsonl").unlink(), (b / "edges.jsonl").symlink_to("/etc/hostname")), False),
+    "line not json": (lambda b: (b / "memories.jsonl").write_text("{oops\n"), True),
+    "line nested to death": (lambda b: (b / "memories.jsonl").write_text("[" * 50_000 + "]" * 50_000 + "\n"), True),
+    "line not an object": (lambda b: (b / "memories.jsonl").write_text("[1]\n"), True),
+    "not utf-8": (lambda b: (b / "memories.jsonl").write_bytes(b'{"id": "\xff"}\n'), True),
+    "no versions": (lambda b: _write_lines(b, [{"id": _lines(b)[0]["id"], "versions": []}]), True),
+    "bad id": (lambda b: _write_lines(b, [{**_lines(b)[0], "id": "../../etc"}]), True),
+    "id mismatch": (lambda b: _first_version(b, id="00000000-0000-4000-8000-000000000000"), True),
+    "versions renumbered": (lambda b: _first_version(b, version=7), True),
+    "empty text": (lambda b: _first_version(b, text="  "), True),
+    "NUL in text": (lambda b: _first_version(b, text="a\x00b"), True),
+    "text too big": (lambda b: _first_version(b, text="x" * 1_000_001), True),
+    "unknown state": (lambda b: _first_version(b, state="immortal"), True),
+    "negative ttl": (lambda b: _first_version(b, governance={"ttl_seconds": -5}), True),
+    "duplicate id": (lambda b: _write_lines(b, _lines(b) + _lines(b)[:1]), True),
+    "edge to nowhere": (lambda b: (b / "edges.jsonl").write_text(json.dumps(
+        {"src": _lines(b)[0]["id"], "dst": "00000000-0000-4000-8000-000000000001", "kind": "derived_from"}) + "\n"), True),
+    "edge of unknown kind": (lambda b: (b / "edges.jsonl").write_text(json.dumps(
+        {"src": _lines(b)[0]["id"], "dst": _lines(b)[0]["id"], "kind": "owns"}) + "\n"), True),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_bundles_are_refused_and_write_nothing(store: MemOS, pristine: Path, tmp_path: Path,
+                                                      name: str) -> None:
+    bundle = Path(shutil.copytree(pristine, tmp_path / "b"))
+    damage, signed = HOSTILE[name]
+    damage(bundle)
+    if signed:
+        resign(bundle)
+    assert_refused(store, bundle)
+
+
+def test_the_pristine_bundle_imports(store: MemOS, pristine: Path, tmp_path: Path) -> None:
+    """The control: without damage, the same bundle imports (into a fresh store)."""
+    with MemOS(tmp_path / "fresh", config=MemOSConfig(show_progress=False)) as fresh:
+        result = fresh.import_(pristine, user_id="importer")
+        assert result["imported"] == 4 and fresh.verify_audit()[0]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), resigned=st.booleans())
+def test_random_byte_damage_is_refused(store: MemOS, pristine: Path, tmp_path: Path,
+                                       data: st.DataObject, resigned: bool) -> None:
+    target = tmp_path / f"b{random.random()}"
+    bundle = Path(shutil.copytree(pristine, target))
+    name = data.draw(st.sampled_from([*FILES, "manifest.json"]))
+    raw = bytearray((bundle / name).read_bytes())
+    for _ in range(data.draw(st.integers(1, 8))):
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        pos = data.draw(st.integers(0, max(0, len(raw) - 1)))
+        if kind == "flip" and raw:
+            raw[pos] ^= data.draw(st.integers(1, 255))
+        elif kind == "cut":
+            del raw[pos:pos + data.draw(st.integers(1, 64))]
+        else:
+            raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
+    (bundle / name).write_bytes(bytes(raw))
+    if resigned and name != "manifest.json":
+        resign(bundle)
+    before = snapshot(store)
+    try:
+        store.import_(bundle, user_id=f"fuzz-{data.draw(st.integers(0, 10**6))}")
+    except BundleError:
+        assert snapshot(store) == before
+    # some damage is harmless (whitespace, a field's value that is still valid): that may import
+    shutil.rmtree(target)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+COMMANDS = ["add", "search", "get", "history", "forget", "update", "share", "revoke", "export",
+            "import", "audit", "stats"]
+TOKENS = ["-k", "0", "-1", "99999999999", "--json", "--tag", "--type", "banana", "--session",
+          "--after", "not-a-date", "--before", "2024-13-45", "--version", "--as-of", "--scope",
+          "admin", "--with", "--file", "/dev/null", "--limit", "--memory", "verify", "list",
+          "--include-archived", "--allow-sensitive", "*", "--sensitivity", "--supersedes",
+          "00000000-0000-4000-8000-000000000000", "", " ", "\x00", "é🙂", "x" * 300, "-",
+          "--reason", "--occurred-at", "--include-sensitive"]
+ARG = st.one_of(st.sampled_from(TOKENS), st.text(alphabet=string.printable + "éß🙂", max_size=12))
+
+
+@pytest.fixture
+def cli_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep every path the fuzzer could name inside tmp_path (relative paths, defaults)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MEMOS_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("text from stdin"))
+    return tmp_path / "d"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from(COMMANDS), args=st.lists(ARG, max_size=5))
+def test_cli_never_crashes_and_fails_cleanly(cli_home: Path, capsys: pytest.CaptureFixture[str],
+                                           command: str, args: list[str]) -> None:
+    argv = [command, "--data-dir", str(cli_home), "--user", "fuzz", *args]
+    with MemOS(cli_home, config=MemOSConfig(show_progress=False)) as mos:
+        before = snapshot(mos)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own refusal of the command line
+        code = exc.code
+        assert code == 2
+    err = capsys.readouterr().err
+    assert code in (0, 1, 2, 3), code
+    if code != 0:
+        assert err.strip(), f"exit {code} without a message for {argv!r}"
+        if command not in ("export",):  # export writes outside the data directory only
+            with MemOS(cli_home, config=MemOSConfig(show_progress=False)) as mos:
+                assert snapshot(mos)[:4] == before[:4], f"failed {argv!r} wrote to the store"

@@ -28,16 +28,21 @@ class ParametricConfig(BaseModel):
         "projections, see docs/parametric.md).",
     )
     # -- optimisation -----------------------------------------------------------------------
-    steps: int = Field(default=60, ge=1, description="Optimizer steps.")
-    learning_rate: float = Field(default=2e-3, gt=0, description="AdamW learning rate.")
+    steps: int = Field(default=40, ge=1, description="Optimizer steps.")
+    learning_rate: float = Field(default=1e-3, gt=0, description="AdamW learning rate.")
     batch_size: int = Field(default=4, ge=1, description="Memory examples per step.")
     replay_per_step: int = Field(
         default=4, ge=0, description="Replay examples (the base model's own completions) per step."
     )
     seed: int = Field(default=0, description="Seeds LoRA init and example order.")
     # -- data -------------------------------------------------------------------------------
+    train_statements: bool = Field(
+        default=False,
+        description="Also learn each statement whole (from an empty prompt), not only its "
+        "cloze form.",
+    )
     replay_tokens: int = Field(
-        default=16, ge=1, description="Tokens of the base model's greedy completion per replay prompt."
+        default=8, ge=1, description="Tokens of the base model's greedy completion per replay prompt."
     )
     # -- evaluation and gate ----------------------------------------------------------------
     recall_tokens: int = Field(
@@ -61,11 +66,11 @@ class ParametricConfig(BaseModel):
 
     @classmethod
     def preset(cls, name: Literal["default", "quick", "test"], **overrides: object) -> ParametricConfig:
-        """Named settings: ``default`` (60 steps, r=8 on q/v); ``quick`` (30 steps, for demos);
+        """Named settings: ``default`` (40 steps, r=8 on q/v); ``quick`` (20 steps, for demos);
         ``test`` (a few steps on a tiny model: exercises the pipeline, learns nothing)."""
         presets: dict[str, dict[str, object]] = {
             "default": {},
-            "quick": {"steps": 30, "learning_rate": 3e-3},
+            "quick": {"steps": 20, "learning_rate": 2e-3},
             "test": {"steps": 3, "lora_r": 2, "lora_alpha": 4.0, "batch_size": 4,
                      "replay_per_step": 2, "replay_tokens": 4, "recall_tokens": 4,
                      "control_tokens": 3, "control_words": 2},

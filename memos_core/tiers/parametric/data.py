@@ -90,8 +90,9 @@ def cloze(text: str) -> tuple[str, str] | None:
     return " ".join(words[:-1]), " " + words[-1]
 
 
-def memory_examples(memory_id: str, text: str) -> list[Example]:
-    """The statement itself (learned whole) and its cloze form (prompt -> answer).
+def memory_examples(memory_id: str, text: str, *, statement: bool = True) -> list[Example]:
+    """The statement itself (learned whole; left out with ``statement=False``) and its cloze
+    form (prompt -> answer).
 
     Raises:
         ValueError: the statement has no cloze form (see :func:`cloze`).
@@ -102,11 +103,10 @@ def memory_examples(memory_id: str, text: str) -> list[Example]:
             f"memory {memory_id} is too short to consolidate (needs three words or more): {text!r}"
         )
     prompt, answer = form
-    statement = text.strip()
-    return [
-        Example(prompt="", completion=statement, source=memory_id),
-        Example(prompt=prompt, completion=answer, source=memory_id),
-    ]
+    examples = [Example(prompt=prompt, completion=answer, source=memory_id)]
+    if statement:
+        examples.insert(0, Example(prompt="", completion=text.strip(), source=memory_id))
+    return examples
 
 
 def replay_examples(prompts: Sequence[str], completions: Sequence[str]) -> list[Example]:

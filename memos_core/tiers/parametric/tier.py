@@ -157,7 +157,8 @@ class ParametricTier:
             )
         base = self._base()
         replay, control_answers = self._base_data(base, config)
-        examples = [e for c in cubes for e in memory_examples(c.id, c.text)]
+        examples = [e for c in cubes
+                    for e in memory_examples(c.id, c.text, statement=config.train_statements)]
         peft_model, report = train_lora(base.model, base.tokenizer, examples, replay, config,
                                         progress=progress)
         evaluation = evaluate(peft_model, base.tokenizer, [(c.id, c.text) for c in cubes],

@@ -100,3 +100,27 @@ def plan_filter(flt: IndexFilter) -> FilterPlan | None:
         must.append(Between("occurred_at", flt.occurred_after, flt.occurred_before))
     must_not: tuple[Condition, ...] = () if flt.include_superseded else (IsTrue("superseded"),)
     return FilterPlan(tuple(must), must_not)
+
+
+def _holds(cond: Condition, payload: dict) -> bool:
+    if isinstance(cond, Either):
+        return any(_holds(option, payload) for option in cond.options)
+    value = payload.get(cond.key)
+    if isinstance(cond, AnyOf):
+        if isinstance(value, (list, tuple)):
+            return any(item in cond.values for item in value)
+        return value in cond.values
+    if isinstance(cond, IsTrue):
+        return value is True
+    return value is not None and (cond.gte is None or value >= cond.gte) and (
+        cond.lte is None or value <= cond.lte)
+
+
+def plan_matches(plan: FilterPlan | None, payload: dict) -> bool:
+    """The plan evaluated on one payload in Python: the same meaning the engines give it.
+
+    Used for candidates that do not come from an index query (graph expansion)."""
+    if plan is None:
+        return False
+    return all(_holds(c, payload) for c in plan.must) and not any(
+        _holds(c, payload) for c in plan.must_not)

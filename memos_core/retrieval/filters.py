@@ -11,6 +11,7 @@ from typing import Any
 
 from memos_core.cube import MemCube, State
 from memos_core.index.base import IndexFilter
+from memos_core.index.filters import plan_filter, plan_matches
 
 #: States a default search sees: not archived, expired or deleted.
 SEARCHABLE_STATES = (State.GENERATED.value, State.ACTIVATED.value)
@@ -60,26 +61,6 @@ def build_filter(
 
 
 def matches(payload: dict[str, Any], flt: IndexFilter) -> bool:
-    """True if a payload passes the filter (the same rule the index backends apply)."""
-    if flt.user_ids is not None:
-        owners = set(flt.user_ids)
-        if payload["user_id"] not in owners and not owners.intersection(payload["readers"]):
-            return False
-    if flt.agent_id is not None and payload["agent_id"] != flt.agent_id:
-        return False
-    if flt.session_id is not None and payload["session_id"] != flt.session_id:
-        return False
-    if flt.types is not None and payload["type"] not in flt.types:
-        return False
-    if flt.tags is not None and not set(flt.tags).intersection(payload["tags"]):
-        return False
-    if flt.states is not None and payload["state"] not in flt.states:
-        return False
-    if not flt.include_superseded and payload["superseded"]:
-        return False
-    when = payload["occurred_at"]
-    if flt.occurred_after is not None and (when is None or when < flt.occurred_after):
-        return False
-    if flt.occurred_before is not None and (when is None or when > flt.occurred_before):
-        return False
-    return True
+    """True if a payload passes the filter: the index backends' own rule
+    (:func:`memos_core.index.filters.plan_filter`), evaluated in Python."""
+    return plan_matches(plan_filter(flt), payload)

@@ -15,7 +15,13 @@ from memos_core.scheduler import (
     consolidation_candidates,
     plan_schedule,
 )
-from memos_core.tiers.parametric import CONTROL_PROMPTS, REPLAY_PROMPTS, ParametricConfig, cloze, gate
+from memos_core.tiers.parametric import (
+    CONTROL_PROMPTS,
+    REPLAY_PROMPTS,
+    ParametricConfig,
+    cloze,
+    gate,
+)
 from memos_core.tiers.parametric.data import memory_examples, replay_examples
 from memos_core.tiers.parametric.evaluation import answer_recalled, control_kept, leading_words
 

@@ -42,7 +42,8 @@ class ParametricConfig(BaseModel):
         "cloze form.",
     )
     replay_tokens: int = Field(
-        default=8, ge=1, description="Tokens of the base model's greedy completion per replay prompt."
+        default=8, ge=1,
+        description="Tokens of the base model's greedy completion per replay prompt.",
     )
     # -- evaluation and gate ----------------------------------------------------------------
     recall_tokens: int = Field(
@@ -65,7 +66,9 @@ class ParametricConfig(BaseModel):
     )
 
     @classmethod
-    def preset(cls, name: Literal["default", "quick", "test"], **overrides: object) -> ParametricConfig:
+    def preset(
+        cls, name: Literal["default", "quick", "test"], **overrides: object
+    ) -> ParametricConfig:
         """Named settings: ``default`` (40 steps, r=8 on q/v); ``quick`` (20 steps, for demos);
         ``test`` (a few steps on a tiny model: exercises the pipeline, learns nothing)."""
         presets: dict[str, dict[str, object]] = {

@@ -255,7 +255,8 @@ class ParametricTier:
             self.store.delete_weights(version)
             manifest = manifest.model_copy(update={"status": "retired", "retired_reason": reason})
             self.store.write_manifest(manifest)
-            self._loaded = {k: m for k, m in self._loaded.items() if not k.startswith(version + "@")}
+            self._loaded = {k: m for k, m in self._loaded.items()
+                            if not k.startswith(version + "@")}
         self._audit(manifest.owner, "retire", version, {}, reason)
         return manifest
 

@@ -43,7 +43,8 @@ class TrainingReport(BaseModel):
 def _encode(tokenizer: Any, example: Example) -> tuple[list[int], list[int]]:
     """``(input_ids, labels)``: prompt and completion tokenized apart (the same split the
     evaluation uses), loss on the completion only."""
-    prompt = tokenizer(example.prompt, add_special_tokens=False)["input_ids"] if example.prompt else []
+    prompt = (tokenizer(example.prompt, add_special_tokens=False)["input_ids"]
+              if example.prompt else [])
     completion = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
     return prompt + completion, [_IGNORE] * len(prompt) + completion
 

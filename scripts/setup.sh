@@ -8,7 +8,10 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# pip, quiet; mirrors configured on some machines warn once per package, so drop those lines
+pip() {
+    PYTHONWARNINGS=ignore .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v -e "is ignored: it is neither" -e "BuildBackendWarning" >&2)
+}
 pip install --upgrade pip
 # A CPU build of torch lies on disk on these machines; pin it before anything asks for torch.
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then

@@ -38,17 +38,26 @@ from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.governance import access, forgetting, sharing
 from memos_core.governance import sensitivity as sensitivity_rules
 from memos_core.graph import MemoryGraph
-from memos_core.index.base import IndexPoint, SparseVec, VectorIndex
+from memos_core.index.base import IndexPoint, VectorIndex
 from memos_core.lock import DataDirLock
+from memos_core.messages import merge_message_item, message_item
 from memos_core.progress import progress
 from memos_core.results import ForgetReceipt, SearchHit, ShareReceipt
-from memos_core.retrieval.filters import INDEXED_STATES, SEARCHABLE_STATES, build_filter, payload_of
+from memos_core.retrieval.filters import (
+    INDEXED_STATES,
+    SEARCHABLE_STATES,
+    build_filter,
+    graph_row,
+    payload_of,
+)
 from memos_core.retrieval.hybrid import HybridRetriever
 from memos_core.validation import (
     check_datetime,
+    check_enum,
     check_id,
     check_k,
     check_metadata,
+    check_metadata_filter,
     check_name,
     check_strs,
     check_text,
@@ -56,14 +65,6 @@ from memos_core.validation import (
 from memos_core.vault import Actor, Edge, ListQuery, NamespaceGrant, SQLiteVault
 
 Message = Mapping[str, Any]
-
-
-def _enum(cls: type, value: object, name: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in cls)  # type: ignore[attr-defined]
-        raise InvalidInputError(f"{name}={value!r} is not one of: {allowed}.") from None
 
 
 class MemOS(AsyncMemOSMixin):
@@ -248,7 +249,7 @@ class MemOS(AsyncMemOSMixin):
         with self._graph_lock:
             for cube in cubes:
                 if cube.state.value in INDEXED_STATES:
-                    self.graph.upsert(_graph_row(cube))
+                    self.graph.upsert(graph_row(cube))
                 else:
                     self.graph.remove(cube.id)
             for edge in edges:
@@ -314,7 +315,7 @@ class MemOS(AsyncMemOSMixin):
         if isinstance(content, (str, bytes, bytearray)):
             items = [{"text": content}]
         elif isinstance(content, Sequence) and content:
-            items = [_message_item(m, i) for i, m in enumerate(content)]
+            items = [message_item(m, i) for i, m in enumerate(content)]
         else:
             raise InvalidInputError(
                 "content must be a non-empty str or a non-empty list of chat messages, got "
@@ -328,7 +329,7 @@ class MemOS(AsyncMemOSMixin):
         if "role" in items[0]:
             base["origin"] = origin or Origin.CONVERSATION
             base["type"] = type or MemoryType.EPISODE
-        cubes = [self._new_cube(**_merge_item(base, item)) for item in items]
+        cubes = [self._new_cube(**merge_message_item(base, item)) for item in items]
         old = self._load(supersedes, user_id, write=True) if supersedes is not None else None
         cubes = self._store(cubes, Actor(user_id, agent_id, reason), supersedes=old)
         return cubes[0] if isinstance(content, (str, bytes, bytearray)) else cubes
@@ -393,8 +394,8 @@ class MemOS(AsyncMemOSMixin):
             text=text,
             occurred_at=occurred,
             valid_from=occurred or utcnow(),  # true since the event, or since we were told
-            origin=_enum(Origin, origin or Origin.USER_INPUT, "origin"),
-            type=_enum(MemoryType, type or MemoryType.NOTE, "type"),
+            origin=check_enum(Origin, origin or Origin.USER_INPUT, "origin"),
+            type=check_enum(MemoryType, type or MemoryType.NOTE, "type"),
             tags=check_strs(tags, "tags"),
             entities=tuple(self.extractor.extract(text)),
             provenance=provenance,
@@ -456,7 +457,7 @@ class MemOS(AsyncMemOSMixin):
             if metadata is not None:
                 changes["metadata"] = check_metadata(metadata)
             if type is not None:
-                changes["type"] = _enum(MemoryType, type, "type")
+                changes["type"] = check_enum(MemoryType, type, "type")
             if occurred_at is not None:
                 changes["occurred_at"] = check_datetime(occurred_at, "occurred_at")
             if not changes:
@@ -476,7 +477,7 @@ class MemOS(AsyncMemOSMixin):
                   reason: str | None = None) -> MemCube:
         """Move a memory along its lifecycle (e.g. archive it); a new version, audited."""
         self._check_open()
-        target = _enum(State, state, "state")
+        target = check_enum(State, state, "state")
         if target is State.DELETED:
             raise InvalidInputError("Use forget() to delete a memory.")
         with self._write_lock:
@@ -686,7 +687,7 @@ class MemOS(AsyncMemOSMixin):
             occurred_after=check_datetime(occurred_after, "occurred_after"),
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded, limit=check_k(limit, "limit", 10_000),
-            offset=offset, newest_first=newest_first, metadata_equals=_metadata_filter(metadata),
+            offset=offset, newest_first=newest_first, metadata_equals=check_metadata_filter(metadata),
         )
         return self.vault.list(query)
 
@@ -734,9 +735,9 @@ class MemOS(AsyncMemOSMixin):
         for c in cands:
             cube = cubes.get(c.id)
             # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
-            if cube is None or cube.state.value not in states or _ttl_elapsed(cube, now) \
+            if cube is None or cube.state.value not in states or cube.ttl_elapsed(now) \
                     or not access.permits(cube, user_id, access.Operation.READ) \
-                    or (when is not None and not _valid_at(cube, when)):
+                    or (when is not None and not cube.is_valid_at(when)):
                 continue
             shown, redacted = sensitivity_rules.for_prompt(cube, allowed)
             hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores, ranks=c.ranks,
@@ -855,63 +856,3 @@ class MemOS(AsyncMemOSMixin):
 
         self._check_open()
         return engine_for(self).start_scheduler(interval_s, config=config)
-
-
-def _metadata_filter(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise InvalidInputError(f"metadata filter must be a dict, got {type(metadata).__name__}.")
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not key.replace("_", "").replace("-", "").isalnum():
-            raise InvalidInputError(f"metadata filter key {key!r} must be letters, digits, _ or -.")
-        if not isinstance(value, (str, int, float, bool)):
-            raise InvalidInputError(f"metadata filter value for {key!r} must be a scalar.")
-    return dict(metadata)
-
-
-def _graph_row(cube: MemCube) -> dict[str, Any]:
-    # seq None: the graph numbers new memories after every one it has (insertion order)
-    return {"id": cube.id, "seq": None, **payload_of(cube), "entities": list(cube.entities)}
-
-
-def _valid_at(cube: MemCube, when: datetime) -> bool:
-    start = cube.valid_from or cube.created_at
-    return start <= when and (cube.valid_to is None or when < cube.valid_to)
-
-
-def _ttl_elapsed(cube: MemCube, now: datetime) -> bool:
-    """A memory past its TTL is hidden from search at once; the scheduler then expires it."""
-    ttl = cube.governance.ttl_seconds
-    return ttl is not None and (now - cube.created_at).total_seconds() > ttl
-
-
-def _merge_item(base: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    """Call-level keywords overridden by a message's own; metadata dicts are merged."""
-    merged = {**base, **item}
-    if isinstance(base.get("metadata"), Mapping) and isinstance(item.get("metadata"), Mapping):
-        merged["metadata"] = {**base["metadata"], **item["metadata"]}
-    return merged
-
-
-def _message_item(message: Any, position: int) -> dict[str, Any]:
-    """A chat message (dict or object with role/content) -> keyword arguments for a cube."""
-    get = message.get if isinstance(message, Mapping) else lambda k, d=None: getattr(message, k, d)
-    role = get("role") or get("type")
-    content = get("content")
-    if not isinstance(role, str) or content is None:
-        raise InvalidInputError(
-            f"message {position} needs a str 'role' and a 'content' (got {message!r:.80})."
-        )
-    if isinstance(content, list):  # content blocks: keep the text parts
-        content = " ".join(b.get("text", "") if isinstance(b, Mapping) else str(b) for b in content)
-    content = check_text(content, f"message {position} content")
-    speaker = get("name") or role
-    item: dict[str, Any] = {"text": f"{speaker}: {content}", "role": role}
-    if get("id"):
-        item["message_id"] = str(get("id"))
-    if get("occurred_at"):
-        item["occurred_at"] = get("occurred_at")
-    if get("metadata") is not None:
-        item["metadata"] = get("metadata")
-    return item

@@ -122,3 +122,26 @@ def check_metadata(metadata: object) -> dict[str, Any]:
     if not all(isinstance(key, str) for key in metadata):
         raise InvalidInputError("metadata keys must be str.")
     return dict(metadata)
+
+
+def check_enum(cls: type, value: object, name: str) -> Any:
+    """A member of the str enum ``cls``, from a member or its value."""
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in cls)  # type: ignore[attr-defined]
+        raise InvalidInputError(f"{name}={value!r} is not one of: {allowed}.") from None
+
+
+def check_metadata_filter(metadata: object) -> dict[str, Any]:
+    """A {key: scalar} equality filter over metadata; keys are letters, digits, _ or -."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(f"metadata filter must be a dict, got {type(metadata).__name__}.")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key.replace("_", "").replace("-", "").isalnum():
+            raise InvalidInputError(f"metadata filter key {key!r} must be letters, digits, _ or -.")
+        if not isinstance(value, (str, int, float, bool)):
+            raise InvalidInputError(f"metadata filter value for {key!r} must be a scalar.")
+    return dict(metadata)

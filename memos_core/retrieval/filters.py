@@ -35,6 +35,12 @@ def payload_of(cube: MemCube) -> dict[str, Any]:
     }
 
 
+def graph_row(cube: MemCube) -> dict[str, Any]:
+    """A memory as a graph node: its payload and entities. ``seq`` None: the graph numbers
+    new memories after every one it has (insertion order)."""
+    return {"id": cube.id, "seq": None, **payload_of(cube), "entities": list(cube.entities)}
+
+
 def build_filter(
     user_ids: tuple[str, ...],
     *,

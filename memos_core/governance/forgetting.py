@@ -21,7 +21,7 @@ One forget, under the store's write lock:
    a retrain without it queued); see :mod:`memos_core.tiers.parametric`.
 
 The receipt lists the stores it was removed from and every derived form touched.
-Not covered here: the adapters' own conversation logs (``chat_history.sqlite3``,
+Not covered here: the LangChain / LlamaIndex integrations' own conversation logs (``chat_history.sqlite3``,
 ``checkpoints.sqlite3``) keep the messages a conversation had -- delete the thread there
 (see docs/governance.md).
 """

@@ -37,12 +37,14 @@ from memos_core.errors import (
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.governance import access, forgetting, sharing
 from memos_core.governance import sensitivity as sensitivity_rules
+from memos_core.governance.api import SharingMixin
 from memos_core.graph import MemoryGraph
 from memos_core.index.base import IndexPoint, VectorIndex
 from memos_core.lock import DataDirLock
 from memos_core.messages import merge_message_item, message_item
+from memos_core.models_api import LocalModelMixin
 from memos_core.progress import progress
-from memos_core.results import ForgetReceipt, SearchHit, ShareReceipt
+from memos_core.results import ForgetReceipt, SearchHit
 from memos_core.retrieval.filters import (
     INDEXED_STATES,
     SEARCHABLE_STATES,
@@ -62,12 +64,12 @@ from memos_core.validation import (
     check_strs,
     check_text,
 )
-from memos_core.vault import Actor, Edge, ListQuery, NamespaceGrant, SQLiteVault
+from memos_core.vault import Actor, Edge, ListQuery, SQLiteVault
 
 Message = Mapping[str, Any]
 
 
-class MemOS(AsyncMemOSMixin):
+class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
     """A memory store for agents: versioned MemCubes, hybrid search, governance.
 
     ``MemOS(data_dir)`` opens (or creates) a data directory; use it as a context manager or
@@ -581,63 +583,6 @@ class MemOS(AsyncMemOSMixin):
             self.vault.checkpoint()
             return receipts
 
-    def share(self, memory_id: str, *, with_user_id: str, user_id: str,
-              scope: str = "read", reason: str | None = None) -> MemCube:
-        """Let another user read (``scope='read'``) or also change (``'write'``) a memory."""
-        return self._set_access(memory_id, with_user_id, user_id, scope, True, reason)
-
-    def revoke(self, memory_id: str, *, with_user_id: str, user_id: str,
-               reason: str | None = None) -> MemCube:
-        """Withdraw every grant ``share`` gave ``with_user_id`` on this memory."""
-        return self._set_access(memory_id, with_user_id, user_id, "write", False, reason)
-
-    def _set_access(self, memory_id: str, other: str, user_id: str, scope: str, grant: bool,
-                    reason: str | None) -> MemCube:
-        self._check_open()
-        user_id = check_name(user_id, "user_id")
-        other = check_name(other, "with_user_id")
-        scope = access.check_scope(scope)
-        with self._write_lock:
-            cube = self._load(memory_id, user_id)
-            access.require(cube, user_id, access.Operation.OWN, "share")
-            gov = cube.governance
-            new_gov = access.granted(gov, other, scope) if grant else access.revoked(gov, other)
-            action = f"share:{scope}" if grant else "revoke"
-            return self._write_version(cube, {"governance": new_gov}, Actor(user_id, None, reason),
-                                       action, {"with_user_id": other})
-
-    def share_namespace(self, *, with_user_id: str, user_id: str, agent_id: str | None = None,
-                        session_id: str | None = None, scope: str = "read",
-                        reason: str | None = None) -> ShareReceipt:
-        """Share every memory of ``user_id``'s namespace -- narrowed to ``agent_id`` and/or
-        ``session_id`` when given -- with ``with_user_id``, now and for memories written there
-        later. One transaction: a new version per memory that changes (audited ``share:*``)
-        and one ``share_namespace`` audit record. Repeating it is harmless; a new scope
-        replaces the old one. See :mod:`memos_core.governance.sharing`."""
-        grant = self._grant(with_user_id, user_id, agent_id, session_id, scope)
-        return sharing.share_namespace(self, grant, Actor(grant.owner, None, reason))
-
-    def revoke_namespace(self, *, with_user_id: str, user_id: str, agent_id: str | None = None,
-                         session_id: str | None = None, reason: str | None = None) -> ShareReceipt:
-        """Withdraw the namespace grants ``with_user_id`` holds inside this namespace and
-        every per-memory grant on its memories. Raises ``InvalidInputError`` if a grant on a
-        larger namespace covers this one (revoke that one instead)."""
-        grant = self._grant(with_user_id, user_id, agent_id, session_id, "read")
-        return sharing.revoke_namespace(self, grant, Actor(grant.owner, None, reason))
-
-    def _grant(self, other: str, user_id: str, agent_id: str | None, session_id: str | None,
-               scope: str) -> NamespaceGrant:
-        self._check_open()
-        owner = check_name(user_id, "user_id")
-        grantee = check_name(other, "with_user_id")
-        if grantee == owner:
-            raise InvalidInputError(f"{owner!r} owns this namespace; share it with another user.")
-        return NamespaceGrant(
-            owner=owner, grantee=grantee, scope=access.check_scope(scope),  # type: ignore[arg-type]
-            agent_id=check_name(agent_id, "agent_id", optional=True),
-            session_id=check_name(session_id, "session_id", optional=True),
-        )
-
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, memory_id: str, *, user_id: str, version: int | None = None,
@@ -796,63 +741,3 @@ class MemOS(AsyncMemOSMixin):
         """Check the audit log's hash chain: (ok, message naming the first bad record)."""
         self._check_open()
         return self.vault.verify_audit()
-
-    # -- chat and scheduling --------------------------------------------------------------
-    # Thin delegates to memos_core.engine (model, KV tier, scheduler, chat), made on first
-    # use; opening a store never loads a model.
-
-    def attach_model(self, model: Any) -> None:
-        """Answer and build KV caches with ``model`` (a ``memos_core.runtime.LocalModel``)
-        instead of the default SmolLM2-135M-Instruct, which otherwise loads on first use."""
-        from memos_core.engine import engine_for
-
-        self._check_open()
-        engine_for(self).attach_model(model)
-
-    def chat(self, query: str, *, user_id: str, history: Sequence[Message] | None = None,
-             k: int = 5, max_new_tokens: int = 128, stream: bool = False,
-             kv_prefix: bool = True) -> Any:
-        """Answer ``query`` on the local model with ``user_id``'s memories: their hot block
-        as a cached KV prefix (as prompt text with ``kv_prefix=False``), other retrieved
-        memories as text. Returns a ``memos_core.chat.ChatAnswer`` (``.text``, ``.trace``),
-        or with ``stream=True`` a ``ChatStream`` of text pieces. See memos_core.chat."""
-        from memos_core.engine import engine_for
-
-        self._check_open()
-        return engine_for(self).chat(query, user_id=user_id, history=history, k=k,
-                                     max_new_tokens=max_new_tokens, stream=stream,
-                                     kv_prefix=kv_prefix)
-
-    def schedule(self, *, user_id: str | None = None, config: Any = None) -> Any:
-        """Run the scheduler once now over every owner's memories (or ``user_id``'s):
-        expire, archive, promote, demote, rebuild hot blocks; each step audited. ``config``:
-        a ``SchedulerConfig``. Returns a ``memos_core.scheduler.ScheduleReport``."""
-        from memos_core.engine import engine_for
-
-        self._check_open()
-        user_id = check_name(user_id, "user_id", optional=True)
-        return engine_for(self).schedule(user_id=user_id, config=config)
-
-    def consolidate(self, *, user_id: str, memory_ids: Sequence[str] | None = None,
-                    config: Any = None, activate: bool = True, background: bool = False,
-                    progress: bool = True) -> Any:
-        """Train ``user_id``'s stable, hot facts and preferences (or ``memory_ids``) into a
-        LoRA adapter on the local model, evaluate it (recall, drift) and activate it if it
-        passes the gate. ``config``: a ``ParametricConfig``. Returns a
-        ``ConsolidationResult`` (a ``Future`` of one with ``background=True``). Adapters are
-        managed with ``engine_for(mos).parametric``; see memos_core.tiers.parametric."""
-        from memos_core.engine import engine_for
-
-        self._check_open()
-        user_id = check_name(user_id, "user_id")
-        return engine_for(self).consolidate(user_id, memory_ids, config=config,
-                                            activate=activate, background=background,
-                                            progress=progress)
-
-    def start_scheduler(self, interval_s: float = 300.0, *, config: Any = None) -> Any:
-        """Run the scheduler every ``interval_s`` seconds in a background thread until
-        :meth:`close`. Returns its ``memos_core.scheduler.BackgroundScheduler``."""
-        from memos_core.engine import engine_for
-
-        self._check_open()
-        return engine_for(self).start_scheduler(interval_s, config=config)

@@ -41,9 +41,11 @@ class DataDirLock:
             raise DataDirLockedError(
                 f"The data directory {self.path.parent} is already open"
                 + (f" (by process {holder})" if holder else "")
-                + ". The embedded store allows one process at a time: close the other MemOS, "
-                "or to share memory between processes run a Qdrant server and point every "
-                "process at it (MemOSConfig(index='qdrant', qdrant_url=...)) with a shared vault."
+                + ". A data directory serves one process at a time: close the other MemOS, or "
+                "serve every agent from that one process (MemOS is thread-safe; async twins "
+                "run in worker threads). To take the vector index off this machine, run a "
+                "Qdrant server and open the store with MemOSConfig(index='qdrant', "
+                "qdrant_url=...); the vault stays single-writer (see docs/scale_out.md)."
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())

@@ -120,9 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--facts", type=int, default=20)
     parser.add_argument("--steps", type=int, default=None, help="override ParametricConfig.steps")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="override ParametricConfig.learning_rate")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    config = ParametricConfig() if args.steps is None else ParametricConfig(steps=args.steps)
+    overrides = {k: v for k, v in (("steps", args.steps), ("learning_rate", args.lr))
+                 if v is not None}
+    config = ParametricConfig(**overrides)
     started = time.perf_counter()
     row = run(args.facts, config)
     info = machine_info()

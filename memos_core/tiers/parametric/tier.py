@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from memos_core.tiers.parametric.config import ParametricConfig
 from memos_core.tiers.parametric.data import (
     CONTROL_PROMPTS,
     REPLAY_PROMPTS,
+    Example,
     cloze,
     memory_examples,
     replay_examples,
@@ -59,6 +61,8 @@ from memos_core.vault import Actor
 if TYPE_CHECKING:
     from memos_core.memos import MemOS
     from memos_core.runtime import LocalModel
+
+logger = logging.getLogger("memos_core.parametric")
 
 AGENT = "parametric"
 CONSOLIDATABLE = frozenset({MemoryType.FACT, MemoryType.PREFERENCE})
@@ -117,7 +121,8 @@ class ParametricTier:
 
     # ------------------------------------------------------------------ training
 
-    def _base_data(self, base: LocalModel, config: ParametricConfig) -> tuple[list[Any], list[str]]:
+    def _base_data(self, base: LocalModel, config: ParametricConfig
+                   ) -> tuple[list[Example], list[str]]:
         """Replay examples and control answers of the base model (computed, then cached)."""
         key = base.fingerprint.digest + config.model_dump_json()
         if key not in self._answers:
@@ -173,17 +178,28 @@ class ParametricTier:
                 evaluation=evaluation, decision=decision,
                 status="ready" if decision.passed else "rejected",
             )
-            self.store.save(peft_model, manifest)
-            if not decision.passed:
-                self.store.delete_weights(manifest.version)
+            if decision.passed:
+                self.store.save(peft_model, manifest)
+            else:  # nothing will ever serve it: its weights never reach the disk
+                self.store.path(manifest.version).mkdir(parents=True, exist_ok=True)
+                self.store.write_manifest(manifest)
         self._audit(owner, "train", manifest.version, {
             "memories": len(cubes), "recall": round(evaluation.recall, 4),
             "control_regressions": evaluation.control_regressions, "passed": decision.passed,
             "train_s": round(report.seconds, 2)})
+        gone = self._forgotten_since(manifest)
+        if gone:  # forgotten while it trained: the forget's cascade did not see this adapter
+            self.retire(manifest.version, reason=f"memory {gone[0]} forgotten")
+            return ConsolidationResult(manifest=self.store.manifest(manifest.version),
+                                       activated=False)
         activated = False
         if decision.passed and activate:
-            self.activate(manifest.version, reason="passed the gate after training")
-            activated = True
+            try:
+                self.activate(manifest.version, reason="passed the gate after training")
+                activated = True
+            except InvalidInputError:  # retired by a forget between the check and now
+                logger.info("adapter %s was retired before it could be activated",
+                            manifest.version)
         return ConsolidationResult(manifest=self.store.manifest(manifest.version),
                                    activated=activated)
 
@@ -337,6 +353,12 @@ class ParametricTier:
             return self._loaded[tag]
 
     # ------------------------------------------------------------------ helpers
+
+    def _forgotten_since(self, manifest: AdapterManifest) -> list[str]:
+        """Ids in ``manifest`` that are tombstones (or gone) now."""
+        current = self.mos.vault.get_many([m.id for m in manifest.memories])
+        return sorted(m.id for m in manifest.memories
+                      if m.id not in current or current[m.id].state is State.DELETED)
 
     def _set_status(self, version: str, status: str) -> AdapterManifest:
         manifest = self.store.manifest(version).model_copy(update={"status": status})

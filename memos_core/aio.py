@@ -81,5 +81,9 @@ class AsyncMemOSMixin:
     async def aschedule(self, **kwargs: Any) -> ScheduleReport:
         return await asyncio.to_thread(self.schedule, **kwargs)  # type: ignore[attr-defined]
 
+    async def aconsolidate(self, **kwargs: Any) -> Any:
+        """Async ``consolidate`` (training runs in a worker thread)."""
+        return await asyncio.to_thread(self.consolidate, **kwargs)  # type: ignore[attr-defined]
+
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)  # type: ignore[attr-defined]

@@ -191,3 +191,9 @@ def test_chat_answers_held_memories_parametrically(store: tuple[MemOS, list[str]
     mos.update(ids[0], "Zorvin's cat is named Biscuit.", user_id="ada")
     after = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=4)
     assert ids[0] not in after.trace.from_parametric  # the adapter learned the old text
+
+
+async def test_aconsolidate(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    result = await mos.aconsolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    assert result.activated and result.manifest.version == "v1"

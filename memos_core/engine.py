@@ -271,15 +271,20 @@ class MemoryEngine:
         activate: bool = True, background: bool = False, progress: bool = True,
     ) -> ConsolidationResult | Future[ConsolidationResult]:
         """Train, evaluate and gate an adapter on ``user_id``'s memories: ``memory_ids``, or
-        the policy's candidates. With ``background=True`` it runs in a worker thread (one job
+        the policy's candidates together with the user's queued retrain (taken off the queue).
+        With ``background=True`` it runs in a worker thread (one job
         at a time, in order) and a ``Future`` comes back.
 
         Raises:
             InvalidInputError: no candidate (or no consolidatable memory among ``memory_ids``).
         """
         self._check_open()
-        ids = list(memory_ids) if memory_ids is not None else (
-            self.consolidation_candidates(user_id, candidates))
+        if memory_ids is not None:
+            ids = list(memory_ids)
+        else:  # the policy's candidates, plus a retrain a forget queued for this user
+            queued = self.parametric.store.take(user_id)
+            ids = sorted(set(self.consolidation_candidates(user_id, candidates))
+                         | set(queued.memory_ids if queued is not None else ()))
         if not ids:
             raise InvalidInputError(
                 f"nothing to consolidate for {user_id!r}: no memory is hot, stable and a fact "

@@ -56,8 +56,8 @@ class LocalModelMixin:
     def consolidate(self: "MemOS", *, user_id: str, memory_ids: Sequence[str] | None = None,
                     config: Any = None, activate: bool = True, background: bool = False,
                     progress: bool = True) -> Any:
-        """Train ``user_id``'s stable, hot facts and preferences (or ``memory_ids``) into a
-        LoRA adapter on the local model, evaluate it (recall, drift) and activate it if it
+        """Train ``user_id``'s stable, hot facts and preferences and any retrain a forget
+        queued (or exactly ``memory_ids``) into a LoRA adapter on the local model, evaluate it (recall, drift) and activate it if it
         passes the gate. ``config``: a ``ParametricConfig``. Returns a
         ``ConsolidationResult`` (a ``Future`` of one with ``background=True``). Adapters are
         managed with ``engine_for(mos).parametric``; see memos_core.tiers.parametric."""

@@ -151,6 +151,17 @@ def test_forget_retires_the_adapter_and_queues_a_retrain(store: tuple[MemOS, lis
     assert retrained.manifest.version == "v2"
 
 
+def test_consolidation_picks_up_a_queued_retrain(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    mos.forget(ids[1], user_id="ada")
+    assert len(tier.store.queue()) == 1
+    result = mos.consolidate(user_id="ada", config=OPEN, progress=False)  # nothing hot
+    assert sorted(m.id for m in result.manifest.memories) == sorted([ids[0], ids[2]])
+    assert tier.store.queue() == [] and tier.store.active("ada") == "v2"
+
+
 def test_forget_without_an_engine_still_retires(make_mos, tiny: LocalModel) -> None:
     mos = make_mos("first")
     mos.attach_model(tiny)

@@ -15,11 +15,13 @@ Give an existing ``create_agent`` agent MemOS memory by changing its constructor
     agent.invoke({"messages": [...]}, {"configurable": {"thread_id": "t1", "user_id": "alice"}})
 
 For existing chains: :class:`MemOSRetriever` and :class:`MemOSChatMessageHistory`.
+:class:`ChatMemOS` is a chat model over MemOS's local model and its KV and LoRA tiers.
 Every component calls only the ``memos_core.MemOS`` facade.
 """
 
 from langchain_memos._shared import MissingUserError
 from langchain_memos.chat_history import MemOSChatMessageHistory
+from langchain_memos.chat_model import ChatMemOS
 from langchain_memos.checkpoint import MemOSCheckpointer
 from langchain_memos.middleware import MemOSMiddleware, format_memories
 from langchain_memos.retrievers import MemOSRetriever
@@ -27,6 +29,7 @@ from langchain_memos.store import MemOSStore
 from langchain_memos.tools import TOOL_NAMES, create_memory_tools
 
 __all__ = [
+    "ChatMemOS",
     "MemOSChatMessageHistory",
     "MemOSCheckpointer",
     "MemOSMiddleware",

@@ -12,7 +12,7 @@ def test_all_is_sorted_and_importable() -> None:
     assert langchain_memos.__all__ == sorted(langchain_memos.__all__)
     for name in langchain_memos.__all__:
         assert getattr(langchain_memos, name) is not None
-    assert "ChatMemOS" not in langchain_memos.__all__  # waits for the local model tier
+    assert "ChatMemOS" in langchain_memos.__all__
 
 
 def test_import_loads_no_model_and_writes_nothing(tmp_path) -> None:  # noqa: ANN001

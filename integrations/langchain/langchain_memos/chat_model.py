@@ -1,0 +1,338 @@
+"""``ChatMemOS``: a LangChain chat model over MemOS's local model with its memory tiers.
+
+Each call answers the last human message with ``mos.chat`` for one user: the user's hot
+memories as a cached KV prefix, other retrieved memories as text, and the user's active LoRA
+adapter if one was consolidated (see ``memos_core.chat``). Earlier messages become the chat
+history. The answer's ``response_metadata`` says which memories were used and from which
+tier; ``usage_metadata`` counts prefix, prefilled and generated tokens.
+
+The model is the local one MemOS runs (SmolLM2-135M-Instruct unless ``mos.attach_model``
+gave another). It does not call tools: there is no ``bind_tools``, so this model cannot drive
+a tool-calling ``create_agent``; use it for answering, or in chains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.utils import count_tokens_approximately
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
+from pydantic import ConfigDict, Field
+
+from langchain_memos._shared import configurable, current_config, resolve_user_id
+from memos_core import InvalidInputError
+
+_CONFIG_USER = "_memos_config_user"  # kwarg carrying config["configurable"][key] to _generate
+_HISTORY_ROLES = {"human": "user", "ai": "assistant"}
+
+
+def _text_of(message: BaseMessage, where: str) -> str:
+    """The text of a message whose content is a str or text blocks only."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, Mapping) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+        else:
+            kind = block.get("type") if isinstance(block, Mapping) else type(block).__name__
+            raise InvalidInputError(
+                f"ChatMemOS: {where} has a non-text content block ({kind!r}); the local model "
+                "reads text only."
+            )
+    return "".join(parts)
+
+
+def split_messages(messages: Sequence[BaseMessage]) -> tuple[str, list[dict[str, str]]]:
+    """``(query, history)``: the last message (a human one) and the earlier turns as
+    ``{"role": "user" | "assistant", "content": str}`` dicts.
+
+    Raises:
+        InvalidInputError: no messages; the last one is not a human message or has no text;
+            a system, tool or other message (MemOS supplies the system message: the user's
+            hot memory block); non-text content.
+    """
+    if not messages:
+        raise InvalidInputError("ChatMemOS: no messages; pass at least one human message.")
+    *earlier, last = messages
+    if not isinstance(last, BaseMessage) or last.type != "human":
+        kind = getattr(last, "type", type(last).__name__)
+        raise InvalidInputError(
+            f"ChatMemOS: the last message must be a human message (the question), got {kind!r}."
+        )
+    query = _text_of(last, "the last message").strip()
+    if not query:
+        raise InvalidInputError("ChatMemOS: the last human message has no text.")
+    history = []
+    for index, message in enumerate(earlier):
+        role = _HISTORY_ROLES.get(getattr(message, "type", ""))
+        if role is None:
+            kind = getattr(message, "type", type(message).__name__)
+            raise InvalidInputError(
+                f"ChatMemOS: messages[{index}] is a {kind!r} message; only human and ai messages "
+                "are accepted (MemOS writes the system message itself, from the user's hot "
+                "memories, and this model calls no tools)."
+            )
+        history.append({"role": role, "content": _text_of(message, f"messages[{index}]")})
+    return query, history
+
+
+def _cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
+    """``text`` up to the first stop sequence, and whether one was found."""
+    if not stop:
+        return text, False
+    cuts = [text.find(s) for s in stop if s and s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+class ChatMemOS(BaseChatModel):
+    """Chat with MemOS memory on the local model (KV tier, plaintext, LoRA adapter).
+
+    Args:
+        mos: an open ``memos_core.MemOS`` (not owned: close it yourself).
+        user_id: whose memories answer. Else ``config["configurable"][user_id_key]`` of the
+            call (``invoke(..., config=...)``) or of the running LangGraph graph; else
+            ``MissingUserError``.
+        k: memories retrieved per question.
+        max_new_tokens: answer length bound (greedy decoding).
+        kv_prefix: serve the hot block from its cached KV prefix (``False``: as prompt text).
+
+    Input: human and ai messages, text only, ending with a human message (the question).
+    System and tool messages are rejected. ``stop`` sequences cut the answer (the model runs
+    to ``max_new_tokens`` or its end token regardless in ``invoke``; streaming stops early).
+    No ``bind_tools``: the 135M local model does not call tools.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    mos: Any = Field(exclude=True, description="The open memos_core.MemOS.")
+    user_id: str | None = None
+    user_id_key: str = "user_id"
+    k: int = Field(default=5, ge=1)
+    max_new_tokens: int = Field(default=128, ge=1)
+    kv_prefix: bool = True
+
+    @property
+    def _llm_type(self) -> str:
+        return "memos"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"k": self.k, "max_new_tokens": self.max_new_tokens, "kv_prefix": self.kv_prefix}
+
+    # ------------------------------------------------------------------ who asks
+
+    def _with_config_user(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Pass the call's ``configurable`` user on to ``_generate`` / ``_stream`` (LangChain
+        hands them ``**kwargs``, not the config)."""
+        user = configurable(config).get(self.user_id_key)
+        if user is not None and _CONFIG_USER not in kwargs:
+            kwargs = {**kwargs, _CONFIG_USER: user}
+        return kwargs
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, *,
+               stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+        return super().invoke(input, config, stop=stop, **self._with_config_user(config, kwargs))
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, *,
+                      stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+        return await super().ainvoke(input, config, stop=stop,
+                                     **self._with_config_user(config, kwargs))
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, *,
+               stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+        return super().stream(input, config, stop=stop, **self._with_config_user(config, kwargs))
+
+    def astream(self, input: Any, config: RunnableConfig | None = None, *,
+                stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
+        return super().astream(input, config, stop=stop, **self._with_config_user(config, kwargs))
+
+    def _user(self, kwargs: Mapping[str, Any]) -> str:
+        if self.user_id is not None:
+            return resolve_user_id(component="ChatMemOS", key=self.user_id_key,
+                                   default=self.user_id)
+        passed = kwargs.get(_CONFIG_USER)
+        config = {"configurable": {self.user_id_key: passed}} if passed is not None else (
+            current_config()
+        )
+        return resolve_user_id(component="ChatMemOS", key=self.user_id_key, default=None,
+                               config=config)
+
+    def _chat_args(self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]
+                   ) -> tuple[str, dict[str, Any]]:
+        query, history = split_messages(messages)
+        return query, {
+            "user_id": self._user(kwargs), "history": history, "k": self.k,
+            "max_new_tokens": self.max_new_tokens, "kv_prefix": self.kv_prefix,
+        }
+
+    # ------------------------------------------------------------------ answers
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None,
+                  **kwargs: Any) -> ChatResult:
+        query, args = self._chat_args(messages, kwargs)
+        answer = self.mos.chat(query, **args)
+        return _result(answer.text, answer.trace, stop)
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                         **kwargs: Any) -> ChatResult:
+        query, args = await asyncio.to_thread(self._chat_args, messages, kwargs)
+        answer = await self.mos.achat(query, **args)
+        return _result(answer.text, answer.trace, stop)
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        query, args = self._chat_args(messages, kwargs)
+        stream = self.mos.chat(query, stream=True, **args)
+        cutter = _StopCutter(stop)
+        for piece in stream:
+            text = cutter.feed(piece)
+            if text:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager:
+                    run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+            if cutter.stopped:
+                break
+        yield from _tail(cutter, stream)
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        query, args = await asyncio.to_thread(self._chat_args, messages, kwargs)
+        stream = await self.mos.achat(query, stream=True, **args)
+        cutter = _StopCutter(stop)
+        async for piece in stream:
+            text = cutter.feed(piece)
+            if text:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+                if run_manager:
+                    await run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+            if cutter.stopped:
+                break
+        for chunk in _tail(cutter, stream):
+            yield chunk
+
+    # ------------------------------------------------------------------ token counts
+
+    def _tokenizer(self) -> Any:
+        """The local model's tokenizer if the model is already loaded (never loads it)."""
+        try:
+            from memos_core.engine import engine_for
+
+            engine = engine_for(self.mos)
+            return engine.model.tokenizer if engine.model_loaded else None
+        except Exception:  # noqa: BLE001 - counting falls back to the approximation
+            return None
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens of ``text`` with the local tokenizer when the model is loaded, else
+        ``count_tokens_approximately`` (never downloads GPT-2 as LangChain's default does)."""
+        tokenizer = self._tokenizer()
+        if tokenizer is None:
+            return count_tokens_approximately([AIMessage(text)], extra_tokens_per_message=0)
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage],
+                                     tools: Sequence[Any] | None = None) -> int:
+        """Prompt tokens of ``messages`` under the local chat template when the model is
+        loaded, else ``count_tokens_approximately``. ``tools`` are ignored (none are sent)."""
+        tokenizer = self._tokenizer()
+        if tokenizer is not None:
+            turns = [{"role": {"human": "user", "ai": "assistant"}.get(m.type, m.type),
+                      "content": m.text} for m in messages]
+            try:
+                prompt = tokenizer.apply_chat_template(turns, tokenize=False)
+                return len(tokenizer.encode(prompt, add_special_tokens=False))
+            except Exception:  # noqa: BLE001 - a role the template rejects
+                return count_tokens_approximately(messages)
+        return count_tokens_approximately(messages)
+
+
+class _StopCutter:
+    """Streams text up to the first stop sequence, holding back what could start one."""
+
+    def __init__(self, stop: Sequence[str] | None) -> None:
+        self.stop = [s for s in (stop or ()) if s]
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.buffer = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if not self.stop:
+            return piece
+        self.buffer += piece
+        text, found = _cut_at_stop(self.buffer, self.stop)
+        if found:
+            self.stopped, self.buffer = True, ""
+            return text
+        cut = len(self.buffer) - self.hold
+        out, self.buffer = self.buffer[:cut], self.buffer[cut:]
+        return out
+
+    def flush(self) -> str:
+        out, self.buffer = self.buffer, ""
+        return out
+
+
+def _tail(cutter: _StopCutter, stream: Any) -> Iterator[ChatGenerationChunk]:
+    """What the stop cutter held back, then a last empty chunk carrying the trace (only when
+    the stream ran to its end: a stream cut at a stop sequence has no trace)."""
+    rest = cutter.flush()
+    if rest:
+        yield ChatGenerationChunk(message=AIMessageChunk(content=rest))
+    if cutter.stopped:
+        yield ChatGenerationChunk(message=AIMessageChunk(
+            content="", response_metadata={"finish_reason": "stop"}, chunk_position="last"))
+        return
+    trace = stream.trace
+    yield ChatGenerationChunk(message=AIMessageChunk(
+        content="", response_metadata=_metadata(trace), usage_metadata=_usage(trace),
+        chunk_position="last"))
+
+
+def _metadata(trace: Any, *, stopped: bool = False) -> dict[str, Any]:
+    """``response_metadata``: who, which memories from which tier, the trace."""
+    return {
+        "model_name": trace.model_id,
+        "finish_reason": "stop" if stopped else trace.finish_reason,
+        "user_id": trace.user_id,
+        "memories": [
+            {"id": m.id, "version": m.version, "tier": m.tier.value, "retrieved": m.retrieved,
+             "score": m.score}
+            for m in trace.memories
+        ],
+        "kv_prefix": trace.kv_prefix,
+        "adapter_version": trace.adapter_version,
+        "trace_summary": trace.summary(),
+        "trace": trace.model_dump(mode="json"),
+    }
+
+
+def _usage(trace: Any) -> dict[str, int]:
+    prompt = trace.prefix_tokens + trace.prefill_tokens
+    return {"input_tokens": prompt, "output_tokens": trace.new_tokens,
+            "total_tokens": prompt + trace.new_tokens}
+
+
+def _result(text: str, trace: Any, stop: Sequence[str] | None) -> ChatResult:
+    text, stopped = _cut_at_stop(text, stop)
+    message = AIMessage(content=text, response_metadata=_metadata(trace, stopped=stopped),
+                        usage_metadata=_usage(trace))
+    return ChatResult(generations=[ChatGeneration(message=message)])

@@ -1,0 +1,237 @@
+"""ChatMemOS: a LangChain chat model over MemOS's local model and its memory tiers.
+
+Structural tests run a tiny random Llama attached with ``mos.attach_model`` (fast, greedy,
+deterministic; its text is noise). The test marked slow answers a real question with
+SmolLM2-135M-Instruct.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: the machine is shared
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_memos import ChatMemOS, MissingUserError
+
+from memos_core import InvalidInputError, MemOS
+from memos_core.cube import utcnow
+from memos_core.scheduler import SchedulerConfig
+
+EAGER = SchedulerConfig.preset("eager", min_heat_to_promote=0.9, demote_below_heat=0.5)
+CAT = "Alice's cat is called Pastel."
+QUESTION = "What is the name of Alice's cat?"
+ALICE = [CAT, "Alice works as a nurse in Lisbon."]
+BOB = ["Bob's cat is called Whiskers.", "Bob plays the trumpet in a brass band."]
+
+
+def tiny_config() -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Any:
+    from memos_core.runtime import LocalModel, default_tokenizer
+
+    return LocalModel.from_config(tiny_config(), default_tokenizer(), seed=0)
+
+
+@pytest.fixture
+def store(make_mos: Callable[..., MemOS], tiny: Any) -> tuple[MemOS, list[Any], list[Any]]:
+    mos = make_mos()
+    mos.attach_model(tiny)
+    alice = [mos.add(t, user_id="alice", type="fact") for t in ALICE]
+    bob = [mos.add(t, user_id="bob", type="fact") for t in BOB]
+    return mos, alice, bob
+
+
+def ids(message: Any) -> set[str]:
+    return {m["id"] for m in message.response_metadata["memories"]}
+
+
+def test_invoke_answers_with_the_users_memories_and_says_which(store: Any) -> None:
+    mos, alice, bob = store
+    model = ChatMemOS(mos=mos, user_id="alice", max_new_tokens=6)
+
+    before = model.invoke(QUESTION)
+
+    assert isinstance(before, AIMessage) and isinstance(before.content, str)
+    meta = before.response_metadata
+    assert meta["user_id"] == "alice" and meta["kv_prefix"] is False
+    assert alice[0].id in ids(before) and not ids(before) & {c.id for c in bob}
+    assert {m["tier"] for m in meta["memories"]} == {"plaintext"}
+    assert "plaintext mem" in meta["trace_summary"]
+    assert before.usage_metadata["output_tokens"] == meta["trace"]["new_tokens"] > 0
+
+    mos.vault.record_usage([c.id for c in alice], utcnow(), mos.config.heat_half_life_s)
+    mos.schedule(config=EAGER)
+    after = model.invoke([HumanMessage(QUESTION)])
+
+    assert after.response_metadata["kv_prefix"] is True
+    assert {m["id"] for m in after.response_metadata["memories"] if m["tier"] == "activation"} == {
+        c.id for c in alice
+    }
+    assert "KV prefix 2 mem" in after.response_metadata["trace_summary"]
+    assert not ids(after) & {c.id for c in bob}
+
+
+def test_another_users_memory_never_appears(store: Any) -> None:
+    mos, alice, bob = store
+    model = ChatMemOS(mos=mos, max_new_tokens=4)
+
+    as_bob = model.invoke("What is the name of Alice's cat?", config={"configurable": {"user_id": "bob"}})
+    as_alice = model.invoke(QUESTION, config={"configurable": {"user_id": "alice"}})
+
+    assert as_bob.response_metadata["user_id"] == "bob"
+    assert ids(as_bob) <= {c.id for c in bob} and not ids(as_bob) & {c.id for c in alice}
+    assert ids(as_alice) <= {c.id for c in alice} and alice[0].id in ids(as_alice)
+    assert "Pastel" not in str(as_bob.response_metadata["trace"])
+
+
+def test_history_reaches_the_model(store: Any) -> None:
+    mos, _, _ = store
+    model = ChatMemOS(mos=mos, user_id="alice", max_new_tokens=4)
+
+    alone = model.invoke(QUESTION).response_metadata["trace"]["prefill_tokens"]
+    with_history = model.invoke(
+        [HumanMessage("Hi, I have a question."), AIMessage("Sure, ask."), HumanMessage(QUESTION)]
+    ).response_metadata["trace"]["prefill_tokens"]
+
+    assert with_history > alone
+
+
+def test_stream_chunks_join_to_the_invoke_text(store: Any) -> None:
+    mos, alice, _ = store
+    model = ChatMemOS(mos=mos, user_id="alice", max_new_tokens=8)
+
+    chunks = list(model.stream(QUESTION))
+    answer = model.invoke(QUESTION)
+
+    assert all(isinstance(c, AIMessageChunk) for c in chunks) and len(chunks) > 2
+    assert "".join(c.content for c in chunks) == answer.content
+    merged = chunks[0]
+    for c in chunks[1:]:
+        merged = merged + c
+    assert alice[0].id in ids(merged) and merged.response_metadata["finish_reason"] in {"eos", "length"}
+    assert merged.usage_metadata["output_tokens"] == answer.usage_metadata["output_tokens"]
+
+
+def test_stop_sequences_cut_invoke_and_stream_alike(store: Any) -> None:
+    mos, _, _ = store
+    model = ChatMemOS(mos=mos, user_id="alice", max_new_tokens=8)
+    full = model.invoke(QUESTION).content
+    assert len(full) > 4
+    stop = full[3:5]
+
+    cut = model.invoke(QUESTION, stop=[stop])
+    streamed = "".join(c.content for c in model.stream(QUESTION, stop=[stop]))
+
+    assert cut.content == full[: full.find(stop)] == streamed
+    assert cut.response_metadata["finish_reason"] == "stop"
+
+
+async def test_ainvoke_and_astream(store: Any) -> None:
+    mos, alice, bob = store
+    model = ChatMemOS(mos=mos, max_new_tokens=8)
+    config = {"configurable": {"user_id": "alice"}}
+
+    answer = await model.ainvoke(QUESTION, config=config)
+    chunks = [c async for c in model.astream(QUESTION, config=config)]
+
+    assert "".join(c.content for c in chunks) == answer.content
+    assert alice[0].id in ids(answer) and not ids(answer) & {c.id for c in bob}
+    merged = chunks[0]
+    for c in chunks[1:]:
+        merged = merged + c
+    assert ids(merged) == ids(answer)
+
+
+def test_missing_user_is_a_clear_error(store: Any) -> None:
+    mos, _, _ = store
+    model = ChatMemOS(mos=mos)
+
+    with pytest.raises(MissingUserError, match="user_id"):
+        model.invoke(QUESTION)
+    with pytest.raises(MissingUserError):
+        list(model.stream(QUESTION))
+
+
+async def test_missing_user_is_a_clear_error_async(store: Any) -> None:
+    model = ChatMemOS(mos=store[0])
+    with pytest.raises(MissingUserError):
+        await model.ainvoke(QUESTION)
+
+
+@pytest.mark.parametrize(
+    ("messages", "match"),
+    [
+        ([], "no messages"),
+        ([HumanMessage("")], "no text"),
+        ([HumanMessage(QUESTION), AIMessage("an answer")], "last message must be a human"),
+        ([HumanMessage(content=[{"type": "image", "url": "https://example.org/cat.png"}])],
+         "non-text content"),
+        ([SystemMessage("Be brief."), HumanMessage(QUESTION)], "'system' message"),
+        ([ToolMessage("42", tool_call_id="t1"), HumanMessage(QUESTION)], "'tool' message"),
+    ],
+)
+def test_bad_input_is_a_clear_error(store: Any, messages: list[Any], match: str) -> None:
+    model = ChatMemOS(mos=store[0], user_id="alice")
+    with pytest.raises(InvalidInputError, match=match):
+        model.invoke(messages)
+
+
+def test_text_blocks_are_accepted_and_no_tool_binding(store: Any) -> None:
+    model = ChatMemOS(mos=store[0], user_id="alice", max_new_tokens=2)
+    answer = model.invoke([HumanMessage(content=[{"type": "text", "text": QUESTION}])])
+    assert store[1][0].id in ids(answer)
+    assert model._llm_type == "memos"
+    with pytest.raises(NotImplementedError):
+        model.bind_tools([])
+
+
+def test_token_counts_need_no_download(store: Any) -> None:
+    mos, _, _ = store
+    model = ChatMemOS(mos=mos, user_id="alice")
+    from memos_core.engine import engine_for
+
+    tok = engine_for(mos).model.tokenizer  # the tiny model is attached: its tokenizer counts
+    assert model.get_num_tokens("hello world") == len(tok.encode("hello world", add_special_tokens=False)) > 0
+    assert model.get_num_tokens_from_messages([HumanMessage("hello"), AIMessage("world")]) > 2
+
+
+# ---------------------------------------------------------------- SmolLM2
+
+
+@pytest.mark.slow
+def test_smollm2_answers_a_stored_fact(make_mos: Callable[..., MemOS]) -> None:
+    from memos_core.runtime import LocalModel
+
+    mos = make_mos("smol")
+    mos.attach_model(LocalModel.default())
+    fact = mos.add("Maya's cat is a grey cat named Pastel.", user_id="maya", type="fact")
+    mos.add("Tom's dog is a black dog named Rex.", user_id="tom", type="fact")
+    mos.vault.record_usage([fact.id], utcnow(), mos.config.heat_half_life_s)
+    mos.schedule(config=SchedulerConfig.preset("eager"))
+    model = ChatMemOS(mos=mos, user_id="maya", max_new_tokens=24)
+
+    answer = model.invoke("What is the name of Maya's cat?")
+
+    assert "Pastel" in answer.content, answer.content
+    assert fact.id in ids(answer) and answer.response_metadata["kv_prefix"] is True
+    assert "".join(c.content for c in model.stream("What is the name of Maya's cat?")) == answer.content

@@ -104,6 +104,23 @@ def test_another_users_memory_never_appears(store: Any) -> None:
     assert "Pastel" not in str(as_bob.response_metadata["trace"])
 
 
+def test_user_comes_from_the_running_graphs_config(store: Any) -> None:
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    mos, _, bob = store
+    model = ChatMemOS(mos=mos, max_new_tokens=4)
+
+    def answer(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}  # no config passed here
+
+    graph = StateGraph(MessagesState).add_node("answer", answer)
+    graph = graph.add_edge(START, "answer").add_edge("answer", END).compile()
+    out = graph.invoke({"messages": [HumanMessage(QUESTION)]}, {"configurable": {"user_id": "bob"}})
+
+    reply = out["messages"][-1]
+    assert reply.response_metadata["user_id"] == "bob" and ids(reply) <= {c.id for c in bob}
+
+
 def test_history_reaches_the_model(store: Any) -> None:
     mos, _, _ = store
     model = ChatMemOS(mos=mos, user_id="alice", max_new_tokens=4)

@@ -16,9 +16,9 @@ PACKAGE_DIR = Path(package.__file__).parent
 def test_all_is_sorted_and_complete() -> None:
     assert package.__all__ == sorted(package.__all__)
     public = {n for n in vars(package) if not n.startswith("_")} - {
-        "chat_store", "memory", "memory_block", "retriever", "tools"}
+        "chat_store", "llm", "memory", "memory_block", "retriever", "tools"}
     assert public == set(package.__all__)
-    assert "MemOSLLM" not in package.__all__  # waits for the local model tier
+    assert "MemOSLLM" in package.__all__
 
 
 def test_distribution_metadata() -> None:

@@ -1,4 +1,4 @@
-"""MemOS memory for LlamaIndex: memory, memory block, chat stores, retriever and tools.
+"""MemOS memory for LlamaIndex: memory, memory block, chat stores, retriever, tools and an LLM.
 
 Start with :class:`MemOSMemory`::
 
@@ -11,6 +11,7 @@ Start with :class:`MemOSMemory`::
 """
 
 from llama_index.memory.memos.chat_store import MemOSAsyncChatStore, MemOSChatStore
+from llama_index.memory.memos.llm import MemOSLLM
 from llama_index.memory.memos.memory import MemOSMemory
 from llama_index.memory.memos.memory_block import MemOSMemoryBlock
 from llama_index.memory.memos.retriever import MemOSRetriever
@@ -19,6 +20,7 @@ from llama_index.memory.memos.tools import TOOL_NAMES, memos_tools
 __all__ = [
     "MemOSAsyncChatStore",
     "MemOSChatStore",
+    "MemOSLLM",
     "MemOSMemory",
     "MemOSMemoryBlock",
     "MemOSRetriever",

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memos_core.errors import InvalidInputError
+
 
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime (every timestamp in the system is UTC)."""
@@ -23,6 +25,47 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """A fresh memory id: a UUID4 string (Qdrant accepts UUIDs as point ids)."""
     return str(uuid.uuid4())
+
+
+def _require_aware(value: datetime | None, name: str) -> None:
+    if value is not None and value.utcoffset() is None:
+        raise InvalidInputError(
+            f"{name} must be a timezone-aware datetime (use UTC), got {value!r}"
+        )
+
+
+def decayed_heat(
+    old_heat: float, last_access: datetime | None, now: datetime, half_life_s: float
+) -> float:
+    """``old_heat`` halved for every ``half_life_s`` seconds between ``last_access`` and ``now``.
+
+    A memory never accessed (``last_access is None``) keeps ``old_heat``; a ``now`` before
+    ``last_access`` (clock skew) decays nothing. Never negative for a non-negative input.
+
+    Raises:
+        InvalidInputError: a naive datetime, or a non-positive half-life.
+    """
+    if half_life_s <= 0:
+        raise InvalidInputError(f"half_life_s must be positive, got {half_life_s}")
+    _require_aware(now, "now")
+    _require_aware(last_access, "last_access")
+    if last_access is None or old_heat <= 0:
+        return max(old_heat, 0.0)
+    elapsed = max(0.0, (now - last_access).total_seconds())
+    return old_heat * 0.5 ** (elapsed / half_life_s)
+
+
+def bump_heat(
+    old_heat: float,
+    last_access: datetime | None,
+    now: datetime,
+    half_life_s: float,
+    weight: float = 1.0,
+) -> float:
+    """The heat after one hit at ``now``: decay to ``now``, then add ``weight``."""
+    if weight < 0:
+        raise InvalidInputError(f"a hit's weight must be non-negative, got {weight}")
+    return decayed_heat(old_heat, last_access, now, half_life_s) + weight
 
 
 class State(str, Enum):

@@ -15,14 +15,13 @@ from memos_core.scheduler.executor import (
     block_order,
     is_hot_candidate,
 )
+from memos_core.cube import bump_heat, decayed_heat  # heat is a usage counter; the policy reads it
 from memos_core.scheduler.policy import (
     Plan,
     PlanStep,
     SchedulerConfig,
     StepKind,
     UsageRecord,
-    bump_heat,
-    decayed_heat,
     is_cold,
     is_expired,
     plan_schedule,

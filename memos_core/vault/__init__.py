@@ -1,9 +1,16 @@
 """The vault: versioned, audited storage of MemCubes (the source of truth)."""
 
-from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant, Vault
-from memos_core.vault.sqlite import SQLiteVault, decay, text_digest
+from memos_core.vault.base import (
+    Actor,
+    AuditRecord,
+    Edge,
+    ListQuery,
+    NamespaceGrant,
+    Vault,
+)
+from memos_core.vault.sqlite import SQLiteVault, text_digest
 
 __all__ = [
-    "Actor", "AuditRecord", "Edge", "ListQuery", "NamespaceGrant", "SQLiteVault", "Vault", "decay",
+    "Actor", "AuditRecord", "Edge", "ListQuery", "NamespaceGrant", "SQLiteVault", "Vault",
     "text_digest",
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from memos_core.cube import MemCube, State, Usage, utcnow
+from memos_core.cube import MemCube, State, Usage, bump_heat, utcnow
 from memos_core.errors import (
     CorruptDataError,
     MemoryDeletedError,
@@ -379,7 +378,7 @@ class SQLiteVault(SQLiteGrantsMixin):
                 ).fetchone()
                 if row is None:
                     continue
-                heat = decay(row[2], row[1], t, half_life_s) + 1.0
+                heat = bump_heat(row[2], _dt(row[1]), now, half_life_s)
                 db.execute(
                     "UPDATE usage SET access_count=?, last_access=?, heat=? WHERE id=?",
                     (row[0] + 1, t, heat, mid),
@@ -607,13 +606,6 @@ class SQLiteVault(SQLiteGrantsMixin):
             return False, (f"memory {orphan[0][0]} v{orphan[0][1]} has no audit record: "
                            "records at the end of the log were deleted")
         return True, "audit chain intact"
-
-
-def decay(heat: float, last_access: float | None, now: float, half_life_s: float) -> float:
-    """Exponential decay of a heat score from ``last_access`` to ``now``."""
-    if last_access is None or heat <= 0:
-        return 0.0
-    return heat * math.pow(0.5, max(0.0, now - last_access) / half_life_s)
 
 
 def _scrub(cube: MemCube) -> MemCube:

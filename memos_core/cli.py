@@ -75,20 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     h = sub.add_parser("history", parents=[common], help="every version of a memory")
     h.add_argument("id")
 
-    u = sub.add_parser("update", parents=[common], help="write a new version of a memory's text")
-    u.add_argument("id")
-    u.add_argument("text")
-
-    for name, what in (("share", "let another user read (or --scope write) a memory or a namespace"),
-                       ("revoke", "withdraw what share granted")):
-        sh = sub.add_parser(name, parents=[common], help=what)
-        sh.add_argument("id", nargs="?", help="one memory; without it: your whole namespace "
-                        "(narrowed by --agent / --session)")
-        sh.add_argument("--with", dest="with_user", required=True, help="the other user")
-        sh.add_argument("--session", default=None, help="only this session (namespace form)")
-        if name == "share":
-            sh.add_argument("--scope", choices=["read", "write"], default="read")
-
+    _governance_commands(sub, common)
     f = sub.add_parser("forget", parents=[common], help="delete a memory everywhere")
     f.add_argument("id")
     f.add_argument("--reason", default=None)
@@ -113,6 +100,22 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--memory", default=None, help="only records of this memory")
     au.add_argument("--limit", type=int, default=50)
     return p
+
+
+def _governance_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``update``, ``share`` and ``revoke`` (one memory, or a namespace without an id)."""
+    u = sub.add_parser("update", parents=[common], help="write a new version of a memory's text")
+    u.add_argument("id")
+    u.add_argument("text")
+    for name, what in (("share", "let another user read (or --scope write) a memory or a namespace"),
+                       ("revoke", "withdraw what share granted")):
+        sh = sub.add_parser(name, parents=[common], help=what)
+        sh.add_argument("id", nargs="?", help="one memory; without it: your whole namespace "
+                        "(narrowed by --agent / --session)")
+        sh.add_argument("--with", dest="with_user", required=True, help="the other user")
+        sh.add_argument("--session", default=None, help="only this session (namespace form)")
+        if name == "share":
+            sh.add_argument("--scope", choices=["read", "write"], default="read")
 
 
 def _open(args: argparse.Namespace) -> Any:

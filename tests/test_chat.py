@@ -14,11 +14,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: the machine
 import pytest
 
 from memos_core import MemOS, Tier
-from memos_core.chat import PLAINTEXT_HEADER, QUESTION_LEAD, AsyncChatStream, ChatAnswer, ChatStream, user_turn
+from memos_core.chat import (
+    PLAINTEXT_HEADER,
+    QUESTION_LEAD,
+    AsyncChatStream,
+    ChatAnswer,
+    ChatStream,
+    user_turn,
+)
 from memos_core.cube import utcnow
 from memos_core.engine import _registry, engine_for
 from memos_core.errors import InvalidInputError
-from memos_core.runtime import LocalModel, default_tokenizer
+from memos_core.runtime import LocalModel
 from memos_core.scheduler import SchedulerConfig
 from memos_core.tiers.activation import KVBudget
 
@@ -29,19 +36,11 @@ ALICE = [CAT, "Alice works as a nurse in Lisbon.", "Alice is training for a half
 BOB = ["Bob's cat is called Whiskers.", "Bob plays the trumpet in a brass band."]
 
 
-def tiny_config() -> Any:
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-    )
 
 
 @pytest.fixture(scope="module")
 def tiny() -> LocalModel:
-    return LocalModel.from_config(tiny_config(), default_tokenizer(), seed=0)
+    return LocalModel.tiny(seed=0)
 
 
 def populate(mos: MemOS) -> tuple[list[Any], list[Any]]:

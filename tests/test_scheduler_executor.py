@@ -21,26 +21,23 @@ from memos_core.cli import main as cli_main
 from memos_core.cube import utcnow
 from memos_core.engine import engine_for
 from memos_core.errors import InvalidInputError
-from memos_core.runtime import LocalModel, default_tokenizer
-from memos_core.scheduler import SCHEDULER_AGENT, ScheduleReport, SchedulerConfig, StepKind
+from memos_core.runtime import LocalModel
+from memos_core.scheduler import (
+    SCHEDULER_AGENT,
+    SchedulerConfig,
+    ScheduleReport,
+    StepKind,
+)
 
 # One hit is enough to promote (a hit's heat starts to decay at once, so stay below 1.0).
 EAGER = SchedulerConfig.preset("eager", min_heat_to_promote=0.9, demote_below_heat=0.5)
 
 
-def tiny_config() -> Any:
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-    )
 
 
 @pytest.fixture(scope="module")
 def tiny() -> LocalModel:
-    return LocalModel.from_config(tiny_config(), default_tokenizer(), seed=0)
+    return LocalModel.tiny(seed=0)
 
 
 @pytest.fixture
@@ -272,7 +269,7 @@ def test_invalidation_purges_other_models_files(store: MemOS, tiny: LocalModel) 
     cat = store.add("Alice's cat is called Pastel.", user_id="alice")
     hit(store, cat)
     store.schedule(config=EAGER)
-    other = LocalModel.from_config(tiny_config(), default_tokenizer(), seed=1)
+    other = LocalModel.tiny(seed=1)
     store.attach_model(other)  # the first model's file stays on disk, foreign now
     assert len(kv_files(store)) == 1
 

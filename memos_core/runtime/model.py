@@ -147,6 +147,19 @@ class LocalModel:
             torch.random.set_rng_state(generator_state)
         return cls(model, tokenizer, model_id=f"random-init:{config.model_type}:seed={seed}")
 
+    @classmethod
+    def tiny(cls, *, seed: int = 0, **overrides: Any) -> LocalModel:
+        """A 2-layer random Llama over SmolLM2's tokenizer: loads in a second, for tests and
+        examples of the plumbing (its answers are noise). ``overrides`` change the config."""
+        from transformers import LlamaConfig
+
+        values: dict[str, Any] = dict(
+            vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+            tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        )
+        return cls.from_config(LlamaConfig(**{**values, **overrides}), default_tokenizer(), seed=seed)
+
     # ------------------------------------------------------------------ identity
 
     @cached_property

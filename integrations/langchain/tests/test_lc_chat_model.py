@@ -35,21 +35,13 @@ ALICE = [CAT, "Alice works as a nurse in Lisbon."]
 BOB = ["Bob's cat is called Whiskers.", "Bob plays the trumpet in a brass band."]
 
 
-def tiny_config() -> Any:
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-    )
 
 
 @pytest.fixture(scope="module")
 def tiny() -> Any:
-    from memos_core.runtime import LocalModel, default_tokenizer
+    from memos_core.runtime import LocalModel
 
-    return LocalModel.from_config(tiny_config(), default_tokenizer(), seed=0)
+    return LocalModel.tiny(seed=0)
 
 
 @pytest.fixture

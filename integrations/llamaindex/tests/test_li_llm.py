@@ -23,30 +23,22 @@ from llama_index.core.base.llms.types import (
     CompletionResponse,
 )
 from llama_index.core.chat_engine import SimpleChatEngine
-from memos_core import InvalidInputError, MemOS
-from memos_core.runtime import LocalModel, default_tokenizer
-
 from llama_index.memory.memos import MemOSLLM, MemOSMemory
 from llama_index.memory.memos.llm import DEFAULT_CONTEXT_WINDOW, MODEL_NAME
+
+from memos_core import InvalidInputError, MemOS
+from memos_core.runtime import LocalModel
 
 CAT = "Maya's cat is a grey cat named Pastel."
 QUESTION = "What is the name of Maya's cat?"
 OTHER = "Tom's dog is a black dog named Biscuit."
 
 
-def tiny_config() -> Any:
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-    )
 
 
 @pytest.fixture(scope="module")
 def tiny() -> LocalModel:
-    return LocalModel.from_config(tiny_config(), default_tokenizer(), seed=0)
+    return LocalModel.tiny(seed=0)
 
 
 @pytest.fixture

@@ -32,7 +32,12 @@ from memos_core.governance.sensitivity import (
     redacted_text,
     withheld,
 )
-from memos_core.governance.sharing import inherit_grants, revoke_namespace, share_namespace
+from memos_core.governance.sharing import (
+    apply_governance_change,
+    inherit_grants,
+    revoke_namespace,
+    share_namespace,
+)
 from memos_core.vault.base import NamespaceGrant
 
 __all__ = [
@@ -43,6 +48,7 @@ __all__ = [
     "REDACTED_KEY",
     "SCOPES",
     "allowance",
+    "apply_governance_change",
     "broader_grant",
     "check_mode",
     "check_scope",

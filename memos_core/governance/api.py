@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from memos_core.cube import MemCube
+from memos_core.cube import MemCube, utcnow
 from memos_core.errors import InvalidInputError
 from memos_core.governance import access, sharing
 from memos_core.results import ShareReceipt
@@ -42,8 +42,12 @@ class SharingMixin:
             gov = cube.governance
             new_gov = access.granted(gov, other, scope) if grant else access.revoked(gov, other)
             action = f"share:{scope}" if grant else "revoke"
-            return self._write_version(cube, {"governance": new_gov}, Actor(user_id, None, reason),
-                                       action, {"with_user_id": other})
+            new = cube.model_copy(update={
+                "governance": new_gov, "version": cube.version + 1, "updated_at": utcnow()})
+            self.vault.put_version(new, cube.version, Actor(user_id, None, reason), action,
+                                   {"with_user_id": other})
+            sharing.apply_governance_change(self, [new])  # text unchanged: no re-embedding
+            return self.vault.get(new.id) or new
 
     def share_namespace(self: "MemOS", *, with_user_id: str, user_id: str, agent_id: str | None = None,
                         session_id: str | None = None, scope: str = "read",

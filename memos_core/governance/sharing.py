@@ -65,7 +65,7 @@ def share_namespace(mos: MemOS, grant: NamespaceGrant, actor: Actor) -> ShareRec
         changes = _changes(mos.vault, grant, lambda gov: granted(gov, grant.grantee, grant.scope))
         mos.vault.change_grants(add=[grant], changes=changes, actor=actor,
                                 action=f"share:{grant.scope}", details=_details(grant))
-        _apply_derived(mos, [cube for cube, _ in changes])
+        apply_governance_change(mos, [cube for cube, _ in changes])
     return _receipt(grant, grant.scope, len(changes))
 
 
@@ -90,7 +90,7 @@ def revoke_namespace(mos: MemOS, grant: NamespaceGrant, actor: Actor) -> ShareRe
         changes = _changes(mos.vault, grant, lambda gov: revoked(gov, grant.grantee))
         mos.vault.change_grants(remove=doomed or [grant], changes=changes, actor=actor,
                                 action="revoke", details=_details(grant))
-        _apply_derived(mos, [cube for cube, _ in changes])
+        apply_governance_change(mos, [cube for cube, _ in changes])
     return _receipt(grant, "none", len(changes))
 
 
@@ -108,8 +108,10 @@ def _changes(vault: Vault, grant: NamespaceGrant, rule: Any) -> list[tuple[MemCu
     return out
 
 
-def _apply_derived(mos: MemOS, cubes: Sequence[MemCube]) -> None:
-    """Bring the index payloads (no re-embedding) and the graph up to date."""
+def apply_governance_change(mos: MemOS, cubes: Sequence[MemCube]) -> None:
+    """After new versions that changed only governance (the vault has committed them): bring
+    the index payloads (``readers``, ``version``; no re-embedding) and the graph up to date
+    and tell the change listeners. Call under the store's write lock."""
     for cube in cubes:
         if cube.state.value not in INDEXED_STATES:
             continue

@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     au = sub.add_parser("audit", parents=[common], help="list the audit log, or 'verify' its chain")
     au.add_argument("action", nargs="?", choices=["list", "verify"], default="list")
     au.add_argument("--memory", default=None, help="only records of this memory")
+    au.add_argument("--action", dest="only_action", default=None,
+                    help="only this action (add, forget, share:read, ...)")
     au.add_argument("--limit", type=int, default=50)
     return p
 
@@ -270,7 +272,8 @@ def _cmd_audit(args: argparse.Namespace, mos: Any, user: str) -> None:
         if not ok:
             raise SystemExit(1)
         return
-    records = mos.audit_log(user_id=user, memory_id=args.memory, limit=args.limit)
+    records = mos.audit_log(user_id=user, memory_id=args.memory, action=args.only_action,
+                            limit=args.limit)
     _emit(args, [r.__dict__ for r in records], "\n".join(
         f"{r.seq:>6}  {r.at:%Y-%m-%d %H:%M:%S}  {r.user_id:<10} {r.action:<12} "
         f"{r.memory_id or '-'} v{r.version or '-'}  {r.reason or ''}" for r in records))

@@ -728,14 +728,17 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         }
 
     def audit_log(self, *, user_id: str, memory_id: str | None = None,
-                  limit: int = 100) -> list[Any]:
-        """Audit records of ``user_id``'s own operations (or of one memory they may read)."""
+                  action: str | None = None, limit: int = 100) -> list[Any]:
+        """Audit records of ``user_id``'s own operations (or of one memory they may read),
+        oldest first, the newest ``limit``; ``action`` keeps one kind (e.g. ``"forget"``)."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
+        action = check_name(action, "action", optional=True)
+        limit = check_k(limit, "limit", 10**6)
         if memory_id is not None:
             self._load(memory_id, user_id, allow_deleted=True)
-            return self.vault.audit_log(memory_id=check_id(memory_id), limit=limit)
-        return self.vault.audit_log(user_id=user_id, limit=limit)
+            return self.vault.audit_log(memory_id=check_id(memory_id), action=action, limit=limit)
+        return self.vault.audit_log(user_id=user_id, action=action, limit=limit)
 
     def verify_audit(self) -> tuple[bool, str]:
         """Check the audit log's hash chain: (ok, message naming the first bad record)."""

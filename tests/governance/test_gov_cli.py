@@ -60,6 +60,11 @@ STEPS: list[tuple[str, tuple[str, ...], int, Callable[[str, str, str], bool]]] =
     ("alice", ("share", "{id}", "--with", "bob", "--session", "walks"), 2,
      lambda out, err, mid: "not both" in err),
     ("alice", ("audit", "verify"), 0, lambda out, err, mid: json.loads(out)["ok"] is True),
+    ("alice", ("audit", "--action", "revoke_namespace"), 0,
+     lambda out, err, mid: [r["action"] for r in json.loads(out)] == ["revoke_namespace"]),
+    ("alice", ("audit", "--memory", "{id}", "--action", "share:write"), 0,
+     lambda out, err, mid: [r["version"] for r in json.loads(out)] == [3]),
+    ("alice", ("audit", "--limit", "0"), 2, lambda out, err, mid: "limit must be" in err),
 ]
 
 

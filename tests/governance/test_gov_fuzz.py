@@ -206,7 +206,7 @@ GRAMMAR: dict[str, tuple[tuple[str, ...], dict[str, str | None]]] = {
     "revoke": (("id?",), {"--with": "v", "--session": "v"}),
     "export": (("v",), {"--include-sensitive": None}),
     "import": (("v",), {}),
-    "audit": (("v?",), {"--memory": "id", "--limit": "n"}),
+    "audit": (("v?",), {"--memory": "id", "--limit": "n", "--action": "v"}),
     "stats": ((), {}),
 }
 

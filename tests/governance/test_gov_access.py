@@ -256,3 +256,22 @@ def test_imported_memories_are_shared_with_nobody(tmp_path) -> None:
         with pytest.raises(AccessDeniedError):
             dst.get(mem.id, user_id="mallory")
         assert dst.search("Pico", user_id="mallory") == []
+
+
+def test_search_trusts_the_vault_when_the_index_lags(store, users) -> None:
+    """A revoke whose index update never happened (a crash between the vault commit and the
+    index) must not leave the memory findable by the former reader."""
+    from memos_core.governance import access as rules
+    from memos_core.vault import Actor
+
+    alice, bob = users
+    mem = store.add("Alice's spare key is with the neighbour.", user_id=alice)
+    shared = store.share(mem.id, with_user_id=bob, user_id=alice)
+    assert store.search("spare key neighbour", user_id=bob)[0].id == mem.id
+    revoked = shared.model_copy(update={
+        "governance": rules.revoked(shared.governance, bob), "version": shared.version + 1})
+    store.vault.put_version(revoked, shared.version, Actor(alice), "revoke")  # vault only
+    assert store.index.versions()[mem.id] == shared.version  # the index still says 'bob'
+    assert store.search("spare key neighbour", user_id=bob) == []
+    store.reconcile()
+    assert store.index.versions()[mem.id] == revoked.version

@@ -18,6 +18,7 @@ from typing import Any
 
 from memos_core.config import MemOSConfig, default_data_dir
 from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError, MemOSError
+from memos_core.validation import check_path
 
 
 def _default_user() -> str:
@@ -155,6 +156,7 @@ def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    path = check_path(path, "--file")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -289,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InvalidInputError, MemoryNotFoundError, MemOSError) as exc:
         print(f"memos: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, (InvalidInputError, MemoryNotFoundError)) else 1
+    except OSError as exc:  # the file system refused (a path that cannot be made, no permission)
+        print(f"memos: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except SystemExit as exc:  # a command's own status (audit verify): main returns, not raises

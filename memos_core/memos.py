@@ -61,6 +61,7 @@ from memos_core.validation import (
     check_metadata,
     check_metadata_filter,
     check_name,
+    check_path,
     check_strs,
     check_text,
 )
@@ -703,7 +704,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         self._check_open()
         if not isinstance(include_sensitive, bool):
             raise InvalidInputError(f"include_sensitive must be a bool, got {include_sensitive!r}.")
-        return export_bundle(self, Path(path), check_name(user_id, "user_id"),
+        return export_bundle(self, check_path(path), check_name(user_id, "user_id"),
                              include_sensitive=include_sensitive)
 
     def import_(self, path: str | os.PathLike[str], *, user_id: str) -> dict[str, int]:
@@ -715,7 +716,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         from memos_core.bundle import import_bundle
 
         self._check_open()
-        return import_bundle(self, Path(path), check_name(user_id, "user_id"))
+        return import_bundle(self, check_path(path), check_name(user_id, "user_id"))
 
     def stats(self) -> dict[str, Any]:
         self._check_open()

@@ -6,9 +6,11 @@ wrong and what is accepted. They run before anything is written.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from memos_core.config import MAX_TEXT_BYTES
@@ -145,3 +147,13 @@ def check_metadata_filter(metadata: object) -> dict[str, Any]:
         if not isinstance(value, (str, int, float, bool)):
             raise InvalidInputError(f"metadata filter value for {key!r} must be a scalar.")
     return dict(metadata)
+
+
+def check_path(value: object, name: str = "path") -> Path:
+    """A filesystem path (str or os.PathLike): non-empty, without NUL characters."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidInputError(f"{name} must be a path (str or PathLike), got {type(value).__name__}.")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text.strip() or "\x00" in text:
+        raise InvalidInputError(f"{name} must be a non-empty path without NUL characters, got {text!r}.")
+    return Path(text)

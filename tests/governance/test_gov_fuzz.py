@@ -273,3 +273,17 @@ def test_cli_never_crashes_and_fails_cleanly(cli_home: tuple[Path, list[str]],
     if code != 0:
         assert err.strip(), f"exit {code} without a message for {argv!r}"
         assert vault_counts(home) == before, f"failed {argv!r} wrote to the store"
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["export", "\x00"], 2, "without NUL"),           # found by the fuzzer: a traceback before
+    (["import", "\x00"], 2, "without NUL"),
+    (["add", "--file", "\x00"], 2, "without NUL"),
+    (["export", "/proc/memos-cannot-be-made"], 1, "memos: error:"),
+])
+def test_unusable_paths_end_in_a_message(cli_home: tuple[Path, list[str]],
+                                         capsys: pytest.CaptureFixture[str], argv: list[str],
+                                         code: int, message: str) -> None:
+    home, _ = cli_home
+    assert main([argv[0], "--data-dir", str(home), "--user", "fuzz", *argv[1:]]) == code
+    assert message in capsys.readouterr().err

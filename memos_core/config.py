@@ -53,6 +53,12 @@ class MemOSConfig(BaseModel):
         "against `qdrant_url` or, without one, its local mode (slow filtered search).",
     )
     qdrant_url: str | None = Field(default=None, description="Qdrant server or cluster URL.")
+    qdrant_collection: str = Field(
+        default="memos", min_length=1,
+        description="Collection on the Qdrant server. An index mirrors one vault: give each "
+        "data directory that shares a server its own collection, or they erase each other's "
+        "points when they reconcile.",
+    )
     embedder: str = Field(
         default="minilm",
         description="'minilm' (bundled all-MiniLM-L6-v2) or a sentence-transformers name/path.",

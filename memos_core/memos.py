@@ -117,6 +117,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             path=self.data_dir / "index",
             url=self.config.qdrant_url,
             dim=self.embedder.dim or 384,
+            collection=self.config.qdrant_collection,
         )
         self.graph = MemoryGraph()
         self._build_graph()

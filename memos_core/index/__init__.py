@@ -46,6 +46,7 @@ def open_index(
     path: str | PathLike[str] | None = None,
     url: str | None = None,
     dim: int,
+    collection: str = "memos",
 ) -> VectorIndex:
     """Open (or create) an index of the given kind.
 
@@ -53,7 +54,8 @@ def open_index(
       ``None``).
     - ``"qdrant"``: qdrant-client against the server at ``url``; without a ``url``, the
       client's local mode in ``path`` (``":memory:"`` for a throwaway one). ``path`` is
-      ignored when ``url`` is given.
+      ignored when ``url`` is given. ``collection`` names the Qdrant collection: give every
+      data directory that shares one server its own (an index holds one vault's memories).
 
     Raises ``ValueError`` for an unknown kind or missing/contradictory arguments, and
     whatever the backend raises on open (e.g. :class:`IndexLockedError`).
@@ -69,8 +71,8 @@ def open_index(
         return EdgeIndex(path, dim)
     if kind == "qdrant":
         if url is not None:
-            return QdrantClientIndex(url, dim)
+            return QdrantClientIndex(url, dim, collection=collection)
         if path is None:
             raise ValueError("index kind 'qdrant' needs url= (a server) or path= (local mode)")
-        return QdrantClientIndex(fspath(path), dim)
+        return QdrantClientIndex(fspath(path), dim, collection=collection)
     raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)}")

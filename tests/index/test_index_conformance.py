@@ -606,3 +606,13 @@ def test_congruence_edge_vs_qdrant_client(tmp_path, seed):
     finally:
         edge.close()
         client.close()
+
+
+def test_open_index_uses_the_named_collection(tmp_path) -> None:
+    from memos_core.index import open_index
+
+    a = open_index("qdrant", path=tmp_path / "q", dim=8, collection="team-a")
+    try:
+        assert a.collection == "team-a"
+    finally:
+        a.close()

@@ -274,8 +274,9 @@ def _validate(op: Op) -> None:
             codec.check_index(op.index, op.key)
         if op.ttl is not None:
             raise NotImplementedError(
-                "TTL is not supported by MemOSStore (MemOS does not enforce expiry yet); "
-                "put without ttl."
+                "TTL is not supported by MemOSStore: MemOS counts a memory's TTL from its "
+                "creation and cannot refresh it on reads as LangGraph's TTL requires; put "
+                "without ttl."
             )
     elif isinstance(op, SearchOp):
         codec.check_namespace(op.namespace_prefix, what="namespace_prefix")

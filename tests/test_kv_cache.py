@@ -14,6 +14,7 @@ import torch
 
 from memos_core.errors import InvalidInputError
 from memos_core.runtime import LocalModel, PrefixCache, default_tokenizer
+from memos_core.runtime.model import tiny_config
 from memos_core.tiers.activation import (
     KVBlock,
     KVBudget,
@@ -44,16 +45,6 @@ QUERIES = [
 ]
 
 
-def tiny_config(**overrides: Any) -> Any:
-    from transformers import LlamaConfig
-
-    values: dict[str, Any] = dict(
-        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-    )
-    values.update(overrides)
-    return LlamaConfig(**values)
 
 
 @pytest.fixture(scope="module")

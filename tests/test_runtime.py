@@ -25,22 +25,13 @@ from memos_core.runtime import (
     default_gguf_path,
     default_tokenizer,
     ensure_converted,
+    loader,
 )
-from memos_core.runtime import loader
+from memos_core.runtime.model import tiny_config
 
 USER_Q = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def tiny_config(**overrides: Any) -> Any:
-    from transformers import LlamaConfig
-
-    values: dict[str, Any] = dict(
-        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-    )
-    values.update(overrides)
-    return LlamaConfig(**values)
 
 
 @pytest.fixture(scope="module")

@@ -149,16 +149,9 @@ class LocalModel:
 
     @classmethod
     def tiny(cls, *, seed: int = 0, **overrides: Any) -> LocalModel:
-        """A 2-layer random Llama over SmolLM2's tokenizer: loads in a second, for tests and
-        examples of the plumbing (its answers are noise). ``overrides`` change the config."""
-        from transformers import LlamaConfig
-
-        values: dict[str, Any] = dict(
-            vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-            tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-        )
-        return cls.from_config(LlamaConfig(**{**values, **overrides}), default_tokenizer(), seed=seed)
+        """A 2-layer random Llama over SmolLM2's tokenizer (:func:`tiny_config`): loads in a
+        second, for tests and examples of the plumbing (its answers are noise)."""
+        return cls.from_config(tiny_config(**overrides), default_tokenizer(), seed=seed)
 
     # ------------------------------------------------------------------ identity
 
@@ -367,6 +360,19 @@ class LocalModel:
 
     def __repr__(self) -> str:
         return f"LocalModel({self.model_id!r}, dtype={self.model.dtype})"
+
+
+def tiny_config(**overrides: Any) -> Any:
+    """The config of :meth:`LocalModel.tiny`: a 2-layer Llama sized for SmolLM2's
+    tokenizer; ``overrides`` change any field."""
+    from transformers import LlamaConfig
+
+    values: dict[str, Any] = dict(
+        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    )
+    return LlamaConfig(**{**values, **overrides})
 
 
 def default_tokenizer(*, cache_dir: str | os.PathLike[str] | None = None) -> Any:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # OpenMP threads that spin while waiting turn a shared (loaded) machine into a 10-30x slowdown
 # of small forwards; passive waiting costs little when the machine is idle. Set before torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info as shared_machine_info  # noqa: E402
 
 from memos_core.runtime import LocalModel, PrefixCache  # noqa: E402
 from memos_core.runtime.fingerprint import library_versions  # noqa: E402
@@ -148,22 +150,12 @@ def measure_cache(model: LocalModel, tier: KVCacheTier, memories: list[MemoryRef
 
 
 def machine_info() -> dict[str, Any]:
+    """The shared machine description plus what matters for torch timings."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
+        **shared_machine_info(),
         "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }

@@ -412,9 +412,12 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
 
     def _store(self, cubes: list[MemCube], actor: Actor,
                supersedes: MemCube | None = None) -> list[MemCube]:
-        """Insert new memories (they inherit their namespace's grants); returns them."""
+        """Insert new memories (they inherit their namespace's grants, and the last one the
+        grants of the memory it supersedes); returns them."""
         with self._write_lock:
             cubes = sharing.inherit_grants(self.vault, cubes)
+            if supersedes is not None:
+                cubes[-1] = access.carry_shares(cubes[-1], supersedes)
             edges: list[Edge] = []
             changed = list(cubes)
             replacements: list[tuple[MemCube, int]] = []
@@ -506,6 +509,9 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             fields = ("text", "type", "tags", "entities", "metadata", "occurred_at", "state",
                       "valid_to", "superseded_by", "governance")
             changes = {f: getattr(old, f) for f in fields}
+            # access is not content: rolling back neither restores a revoked grant nor drops one
+            changes["governance"] = old.governance.model_copy(update={
+                "readers": cube.governance.readers, "writers": cube.governance.writers})
             return self._write_version(cube, changes, Actor(user_id, None, reason), "rollback",
                                        {"to_version": version})
 

@@ -13,7 +13,9 @@ operation      allowed principals
 =============  =================================================================
 
 Sharing adds the grantee to ``readers`` (scope ``read``) or to ``readers`` and ``writers``
-(scope ``write``); revoking removes it from both. A :class:`NamespaceGrant` does the same for
+(scope ``write``); revoking removes it from both. A memory that supersedes another carries
+the other's grants (:func:`carry_shares`); ``update`` and ``rollback`` keep a memory's id
+and its grants. A :class:`NamespaceGrant` does the same for
 every memory of an owner's namespace (optionally narrowed to an agent and/or a session),
 including memories written there after the grant.
 """
@@ -127,6 +129,29 @@ def with_grants(cube: MemCube, grants: Iterable[NamespaceGrant]) -> MemCube:
         if covers(grant, cube):
             gov = granted(gov, grant.grantee, grant.scope)
     return cube if gov == cube.governance else cube.model_copy(update={"governance": gov})
+
+
+def carry_shares(new: MemCube, old: MemCube) -> MemCube:
+    """``new``, which supersedes ``old``, shared the way ``old`` is now: whoever may read
+    ``old`` may read ``new`` and whoever may change ``old`` may change ``new``, so replacing a
+    shared fact does not take it away from the people it was shared with (a grant revoked
+    from ``old`` is not in ``old`` any more, so it is not carried). When a writer supersedes
+    someone else's memory, ``new`` is the writer's and ``old``'s owner becomes a writer of it.
+
+    Never narrows what ``new`` already grants (e.g. a namespace grant it was born with);
+    returns ``new`` itself if nothing changes.
+    """
+    gov = new.governance
+    writers = [*gov.writers, *old.governance.writers]
+    if old.user_id != new.user_id:
+        writers.append(old.user_id)
+    readers = [*gov.readers, *old.governance.readers, *writers]
+
+    def others(users: list[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(u for u in users if u != new.user_id))
+
+    carried = gov.model_copy(update={"readers": others(readers), "writers": others(writers)})
+    return new if carried == gov else new.model_copy(update={"governance": carried})
 
 
 def broader_grant(grants: Sequence[NamespaceGrant], target: NamespaceGrant) -> NamespaceGrant | None:

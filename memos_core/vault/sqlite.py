@@ -284,8 +284,11 @@ class SQLiteVault(SQLiteGrantsMixin):
                 (cube.id, cube.usage.access_count, _ts(cube.usage.last_access),
                  cube.usage.heat, cube.usage.tier.value),
             )
-            self._audit(db, actor, action, cube.id, cube.version,
-                        {"session_id": cube.namespace.session_id, "type": cube.type.value})
+            details: dict[str, Any] = {"session_id": cube.namespace.session_id, "type": cube.type.value}
+            if cube.governance.readers:  # born shared (a namespace grant, a superseded memory's shares)
+                details["shared_with"] = {u: "write" if u in cube.governance.writers else "read"
+                                          for u in cube.governance.readers}
+            self._audit(db, actor, action, cube.id, cube.version, details)
 
     def import_histories(self, histories: Sequence[Sequence[MemCube]], edges: Sequence[Edge],
                          actor: Actor) -> None:

@@ -275,3 +275,59 @@ def test_search_trusts_the_vault_when_the_index_lags(store, users) -> None:
     assert store.search("spare key neighbour", user_id=bob) == []
     store.reconcile()
     assert store.index.versions()[mem.id] == revoked.version
+
+
+# -- shares across versions and supersession ------------------------------------------------
+
+def _bob_sees(mos: MemOS, mem: MemCube, bob: str, query: str) -> bool:
+    try:
+        mos.get(mem.id, user_id=bob)
+    except AccessDeniedError:
+        return False
+    return mem.id in {h.id for h in mos.search(query, user_id=bob, k=10)}
+
+
+@pytest.mark.parametrize("scope", ["read", "write"])
+def test_a_superseding_memory_keeps_the_shares_of_the_one_it_replaces(store, users, scope) -> None:
+    alice, bob = users
+    old = store.add("Alice's locker code is in drawer one.", user_id=alice)
+    store.share(old.id, with_user_id=bob, user_id=alice, scope=scope)
+    store.share(old.id, with_user_id="mallory", user_id=alice)
+    store.revoke(old.id, with_user_id="mallory", user_id=alice)  # revoked: not carried
+    new = store.add("Alice's locker code moved to drawer two.", user_id=alice, supersedes=old.id)
+    assert _bob_sees(store, new, bob, "locker code drawer")
+    assert (bob in new.governance.writers) == (scope == "write")
+    assert "mallory" not in new.governance.readers
+    add = store.audit_log(user_id=alice, memory_id=new.id, action="add")[0]
+    assert add.details["shared_with"] == {bob: scope}
+    store.revoke(new.id, with_user_id=bob, user_id=alice)
+    assert not _bob_sees(store, new, bob, "locker code drawer")
+    ok, message = store.verify_audit()
+    assert ok, message
+
+
+def test_a_writer_who_supersedes_keeps_the_owner_and_readers_in(store, users) -> None:
+    alice, bob = users
+    old = store.add("Team wiki: the standup is at nine.", user_id=alice)
+    store.share(old.id, with_user_id=bob, user_id=alice, scope="write")
+    store.share(old.id, with_user_id="carol", user_id=alice)
+    new = store.add("Team wiki: the standup moved to ten.", user_id=bob, supersedes=old.id)
+    assert new.user_id == bob and bob not in new.governance.readers
+    assert set(new.governance.writers) == {alice} and set(new.governance.readers) == {alice, "carol"}
+    assert _bob_sees(store, new, alice, "standup time")
+
+
+@pytest.mark.parametrize("change", ["update", "rollback"])
+def test_shares_survive_update_and_rollback(store, users, change) -> None:
+    alice, bob = users
+    mem = store.add("Alice's bike is blue.", user_id=alice)
+    store.update(mem.id, "Alice's bike is red.", user_id=alice)
+    store.share(mem.id, with_user_id=bob, user_id=alice)
+    store.share(mem.id, with_user_id="mallory", user_id=alice)
+    store.revoke(mem.id, with_user_id="mallory", user_id=alice)  # v5: mallory was a reader at v4
+    if change == "update":
+        versions = [store.update(mem.id, "Alice's bike is green.", user_id=alice)]
+    else:  # access is not content: rolling back neither re-grants mallory nor drops bob
+        versions = [store.rollback(mem.id, v, user_id=alice) for v in (4, 1)]
+    assert [v.governance.readers for v in versions] == [(bob,)] * len(versions)
+    assert _bob_sees(store, versions[-1], bob, "Alice bike colour")

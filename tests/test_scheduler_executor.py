@@ -213,6 +213,42 @@ def test_a_plan_with_nothing_hot_loads_no_model(make_mos) -> None:
     assert not engine_for(mos).model_loaded
 
 
+#: name -> (store config, add() keywords, hits, scheduler config, run this long after now):
+#: memories that were used but that no plan could promote.
+NOT_PROMOTABLE: dict[str, tuple[dict[str, Any], dict[str, Any], int, SchedulerConfig, timedelta]] = {
+    "warm, below the promote threshold": ({}, {}, 1, SchedulerConfig(), timedelta(0)),
+    "tag barred from KV caches": ({"allow_sensitive": ("secret",)}, {"sensitivity": ["secret"]}, 3,
+                                  SchedulerConfig(), timedelta(0)),
+    "type not activated": ({}, {"type": "note"}, 3, EAGER.model_copy(update={"activate_types": ("fact",)}),
+                           timedelta(0)),
+    "expires in this run": ({}, {"ttl_seconds": 30}, 3, EAGER, timedelta(minutes=1)),
+    "superseded": ({}, {}, 3, EAGER, timedelta(0)),
+}
+
+
+@pytest.mark.parametrize("attached", [False, True], ids=["default model", "tiny attached"])
+@pytest.mark.parametrize("case", NOT_PROMOTABLE)
+def test_used_memories_that_cannot_be_promoted_load_no_model(make_mos, tiny: LocalModel, case: str,
+                                                             attached: bool) -> None:
+    """Counting a memory's tokens needs the tokenizer (and so the KV tier and the model): only
+    a memory the policy could put in a block is counted."""
+    store_config, add_kw, hits, config, later = NOT_PROMOTABLE[case]
+    mos = make_mos(**store_config)
+    if attached:
+        mos.attach_model(tiny)
+    cube = mos.add("Dana's locker is number 42.", user_id="dana", **add_kw)
+    if case == "superseded":
+        mos.add("Dana's locker is number 43.", user_id="dana", supersedes=cube.id)
+    hit(mos, cube, times=hits)
+    engine = engine_for(mos)
+
+    report = engine.executor.run(now=utcnow() + later, config=config)
+
+    assert report.for_user("dana").activation_set == ()  # type: ignore[union-attr]
+    assert engine.tier_if(False) is None  # no tokenizer was asked for a count
+    assert engine.model_loaded is attached
+
+
 def test_background_scheduler_runs_and_stops_on_close(make_mos, tiny: LocalModel) -> None:
     mos = make_mos("bg")
     mos.attach_model(tiny)

@@ -16,6 +16,7 @@ from memos_core.scheduler import (
     bump_heat,
     decayed_heat,
     is_expired,
+    may_activate,
     plan_schedule,
 )
 
@@ -182,6 +183,17 @@ def test_plan_cases(
     assert kinds(plan) == expected_steps
     assert plan.activation_set == expected_set
     assert plan.is_empty is (not expected_steps)
+
+
+@pytest.mark.parametrize(("records", "expected_steps", "expected_set"), PLAN_CASES)
+def test_may_activate_is_the_plan_rule_without_the_size(
+    records: list[UsageRecord], expected_steps: list[tuple[str, str]], expected_set: tuple[str, ...]
+) -> None:
+    """The executor counts tokens only where ``may_activate`` holds; so a memory it leaves at
+    0 tokens must be one the plan would not activate at any size that fits the budget."""
+    for record in records:
+        sized = record.model_copy(update={"token_count": 100})
+        assert may_activate(record, NOW, CFG) == (plan_schedule([sized], CFG, NOW).activation_set != ())
 
 
 def test_budget_greedy_fill_by_priority_then_heat() -> None:

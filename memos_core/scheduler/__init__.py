@@ -24,6 +24,7 @@ from memos_core.scheduler.policy import (
     UsageRecord,
     is_cold,
     is_expired,
+    may_activate,
     plan_schedule,
     select_activation,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "is_cold",
     "is_expired",
     "is_hot_candidate",
+    "may_activate",
     "plan_schedule",
     "select_activation",
 ]

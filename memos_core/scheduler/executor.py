@@ -5,8 +5,10 @@ their own hot block, so a KV block never mixes two users' memories. For each own
 
 1. **Read** the owner's live memories (generated, activated, archived) with their usage
    counters and make :class:`~memos_core.scheduler.policy.UsageRecord` s. A memory's size in a
-   block (``KVCacheTier.memory_tokens``) is only counted for memories hot enough to enter it,
-   so a run that promotes nothing never loads the model.
+   block (``KVCacheTier.memory_tokens``) is only counted for memories the policy could put in
+   the block (:func:`~memos_core.scheduler.policy.may_activate`: hot enough, not expiring or
+   archived, of an activated type, no barred sensitivity tag) that are also current and
+   prompt-safe, so a run with no promotion candidate never loads the model or its tokenizer.
 2. **Plan** with :func:`~memos_core.scheduler.policy.plan_schedule`.
 3. **Apply**, in plan order, each step audited:
 
@@ -50,7 +52,7 @@ from memos_core.scheduler.policy import (
     SchedulerConfig,
     StepKind,
     UsageRecord,
-    decayed_heat,
+    may_activate,
     plan_schedule,
 )
 from memos_core.scheduler.report import ScheduleReport, StepOutcome, UserSchedule
@@ -157,19 +159,8 @@ class SchedulerExecutor:
                 groups.setdefault(cube.user_id, []).append(cube)
         return groups
 
-    def _token_count(self, cube: MemCube, now: datetime, config: SchedulerConfig) -> int:
-        """Tokens of ``cube`` in a block, or 0 when it cannot enter one at all (too cold,
-        superseded, archived, sensitive beyond the store's prompt allowance): counting tokens
-        needs the model's tokenizer, so skip it then."""
-        if cube.state not in _SERVABLE or cube.valid_to is not None:
-            return 0
-        if not prompt_safe(cube, self._allowed()):
-            return 0  # search redacts it in prompts: its text must not sit in a KV cache
-        heat = decayed_heat(
-            cube.usage.heat, cube.usage.last_access, now, config.heat_half_life_s
-        )
-        if heat < config.demote_below_heat:
-            return 0  # below both thresholds: not eligible whatever its size
+    def _token_count(self, cube: MemCube) -> int:
+        """Tokens of ``cube`` in a block (loads the model on first use; cached per version)."""
         tier = self._provider(True)
         if tier is None:  # pragma: no cover - a provider must create when asked to
             raise MemOSError("the KV tier provider returned no tier; the model failed to load")
@@ -185,11 +176,21 @@ class SchedulerExecutor:
     def records(
         self, cubes: Sequence[MemCube], now: datetime, config: SchedulerConfig | None = None
     ) -> list[UsageRecord]:
-        """The policy's view of ``cubes`` at ``now``."""
+        """The policy's view of ``cubes`` at ``now``. ``token_count`` stays 0 -- and the model
+        is not touched -- for a memory that cannot enter a block anyway: one the policy would
+        not activate (:func:`may_activate`), a superseded one, or one whose sensitivity the
+        store's prompt allowance does not cover (search redacts it, so its text must not sit
+        in a KV cache)."""
         config = config or self.config
-        return [
-            UsageRecord.from_cube(c, token_count=self._token_count(c, now, config)) for c in cubes
-        ]
+        allowed = self._allowed()
+        records = []
+        for cube in cubes:
+            record = UsageRecord.from_cube(cube, token_count=0)
+            if (cube.valid_to is None and prompt_safe(cube, allowed)
+                    and may_activate(record, now, config)):
+                record = record.model_copy(update={"token_count": self._token_count(cube)})
+            records.append(record)
+        return records
 
     def plan(
         self,

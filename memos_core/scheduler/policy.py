@@ -231,11 +231,28 @@ def is_cold(record: UsageRecord, heat: float, now: datetime, config: SchedulerCo
     return idle >= config.archive_after_idle_s and heat <= config.archive_max_heat
 
 
+def may_activate(record: UsageRecord, now: datetime, config: SchedulerConfig) -> bool:
+    """Whether ``record`` could be in the activation set at ``now`` if its size fits: it is
+    servable, neither expired nor archived by this plan, and eligible by tier, sensitivity,
+    type and heat. ``token_count`` is not looked at: an executor counts tokens -- which needs
+    the model's tokenizer -- only for memories for which this holds, so a plan with no
+    candidate never loads a model."""
+    if record.state not in _SERVABLE or is_expired(record, now):
+        return False
+    heat = decayed_heat(record.heat, record.last_access, now, config.heat_half_life_s)
+    return not is_cold(record, heat, now, config) and _admissible(record, heat, config)
+
+
 def _eligible(record: UsageRecord, heat: float, config: SchedulerConfig) -> bool:
     """Whether a servable memory may be in the activation set at this heat."""
-    if record.tier is Tier.PARAMETRIC:  # an active adapter serves it; retiring it returns it
-        return False
     if record.token_count <= 0 or record.token_count > config.promote_token_budget:
+        return False
+    return _admissible(record, heat, config)
+
+
+def _admissible(record: UsageRecord, heat: float, config: SchedulerConfig) -> bool:
+    """:func:`_eligible` but for the memory's size."""
+    if record.tier is Tier.PARAMETRIC:  # an active adapter serves it; retiring it returns it
         return False
     if set(record.sensitivity) & set(config.never_activate_sensitivity):
         return False

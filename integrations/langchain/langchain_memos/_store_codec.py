@@ -23,6 +23,7 @@ from typing import Any
 from langgraph.store.base import InvalidNamespaceError, MatchCondition
 from langgraph.store.base.embed import get_text_at_path, tokenize_path
 from memos_core import InvalidInputError
+from memos_core.governance.sensitivity import REDACTED_KEY, redacted_text
 
 NS_TAG_PREFIX = "lg.ns:"
 META_NS = "lg_ns"
@@ -245,3 +246,10 @@ def concrete_prefix(conditions: Sequence[MatchCondition]) -> tuple[str, ...]:
         if len(lead) > len(best):
             best = tuple(lead)
     return best
+
+
+def redacted_value(tags: Sequence[str]) -> dict[str, Any]:
+    """The value a search shows for an item whose memory the core redacts for ``tags``: the
+    core's placeholder text and the tags, as in a redacted memory
+    (``{"text": "[redacted: pii]", "redacted_sensitivity": ["pii"]}``)."""
+    return {"text": redacted_text(tags), REDACTED_KEY: list(tags)}

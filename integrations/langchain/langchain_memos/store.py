@@ -27,7 +27,14 @@ from langgraph.store.base import (
     SearchItem,
     SearchOp,
 )
-from memos_core import InvalidInputError, MemCube, MemOS
+from memos_core import (
+    AccessDeniedError,
+    InvalidInputError,
+    MemCube,
+    MemoryNotFoundError,
+    MemOS,
+)
+from memos_core.governance.sensitivity import allowance, for_prompt
 
 from langchain_memos import _store_codec as codec
 
@@ -80,6 +87,11 @@ class MemOSStore(BaseStore):
       applied afterwards, the last put per (namespace, key) winning.
     * TTL is not supported (``supports_ttl = False``): ``put(..., ttl=...)`` raises
       ``NotImplementedError``, because MemOS does not enforce memory expiry yet.
+    * Sensitivity: the memories the store creates carry its ``sensitivity`` tags. A search
+      (with or without a query) is a prompt path: an item the core would redact in
+      ``MemOS.search`` -- a tag not covered by ``allow_sensitive`` -- keeps its place but
+      its value is :func:`~langchain_memos._store_codec.redacted_value` and value filters
+      see only that. ``get`` is a record read and returns the value whole.
     """
 
     supports_ttl = False
@@ -91,6 +103,8 @@ class MemOSStore(BaseStore):
         index_fields: Sequence[str] | None = None,
         memory_type: str = "note",
         agent_id: str | None = None,
+        sensitivity: Sequence[str] = (),
+        allow_sensitive: Sequence[str] | str | None = None,
     ) -> None:
         """Wrap an open ``MemOS``; the store does not own it (close the MemOS yourself).
 
@@ -100,6 +114,10 @@ class MemOSStore(BaseStore):
                 ``"facts[*].text"``) whose text is searchable; None means the whole value.
             memory_type: MemOS semantic type of the memories the store writes.
             agent_id: recorded as the writing agent in the memories and the audit log.
+            sensitivity: tags (``"pii"``, ``"secret"``) given to every memory the store
+                creates; an existing key keeps the tags its memory was created with.
+            allow_sensitive: tags searches may show unredacted (``"*"``: all); None means
+                the MemOS's ``config.allow_sensitive``, as in ``MemOS.search``.
         """
         if not isinstance(mos, MemOS):
             raise InvalidInputError(
@@ -112,6 +130,13 @@ class MemOSStore(BaseStore):
         ) or None
         self.memory_type = memory_type
         self.agent_id = agent_id
+        self.sensitivity = (sensitivity,) if isinstance(sensitivity, str) else tuple(sensitivity)
+        if not all(isinstance(t, str) and t for t in self.sensitivity):
+            raise InvalidInputError(
+                f"sensitivity must be a list of non-empty tags such as ['pii'], got {sensitivity!r}."
+            )
+        self.allow_sensitive = allow_sensitive
+        self._allowed()  # a bad allowance fails here, not in the first search
 
     # -- BaseStore ------------------------------------------------------------------------
 
@@ -180,11 +205,12 @@ class MemOSStore(BaseStore):
                     user_id=op.namespace_prefix[0], tags=[codec.prefix_tag(op.namespace_prefix)],
                     states=_LIVE_STATES, limit=min(op.limit, 10_000), offset=op.offset,
                 )
-                return [_search_item(c, None) for c in page]
+                return [self._shown(c, None) for c in page]
             matched = []
             for cube in self._scan(op.namespace_prefix):
-                if codec.matches_filter(cube.metadata[codec.META_VALUE], op.filter):
-                    matched.append(_search_item(cube, None))
+                item = self._shown(cube, None)
+                if codec.matches_filter(item.value, op.filter):
+                    matched.append(item)
                     if len(matched) >= want:
                         break
             return matched[op.offset:want]
@@ -192,7 +218,7 @@ class MemOSStore(BaseStore):
         if len(ranked) < want:
             seen = {(i.namespace, i.key) for i in ranked}
             for cube in self._scan(op.namespace_prefix):
-                item = _search_item(cube, None)
+                item = self._shown(cube, None)
                 if (item.namespace, item.key) in seen or _indexed(cube):
                     continue
                 if codec.matches_filter(item.value, op.filter):
@@ -208,17 +234,37 @@ class MemOSStore(BaseStore):
             hits = self.mos.search(
                 op.query, user_id=op.namespace_prefix[0], k=k,
                 tags=[codec.prefix_tag(op.namespace_prefix)], include_archived=True,
+                allow_sensitive=self.allow_sensitive,
             )
-            ranked = [
-                _search_item(h.memory, h.score)
-                for h in hits
-                if codec.META_KEY in h.memory.metadata
-                and _indexed(h.memory)
-                and codec.matches_filter(h.memory.metadata[codec.META_VALUE], op.filter)
-            ]
+            ranked = []
+            for hit in hits:
+                # a redacted hit has lost its metadata (the item's key and value): read the
+                # record for the key; the value shown stays the core's redaction
+                record = self._record(hit.id, op.namespace_prefix[0]) if hit.redacted else hit.memory
+                if record is None or codec.META_KEY not in record.metadata or not _indexed(record):
+                    continue
+                item = _search_item(record, hit.score, hit.redacted)
+                if codec.matches_filter(item.value, op.filter):
+                    ranked.append(item)
             if len(ranked) >= want or len(hits) < k or k >= _MAX_K:
                 return ranked
             k = min(_MAX_K, k * 4)
+
+    def _allowed(self) -> frozenset[str]:
+        """The tags searches show unredacted, resolved as ``MemOS.search`` resolves them."""
+        allow = self.allow_sensitive
+        return allowance(self.mos.config.allow_sensitive if allow is None else allow)
+
+    def _shown(self, cube: MemCube, score: float | None) -> SearchItem:
+        """``cube``'s item as a search shows it: redacted where the core's rule says so."""
+        _, withheld = for_prompt(cube, self._allowed())
+        return _search_item(cube, score, withheld)
+
+    def _record(self, memory_id: str, user_id: str) -> MemCube | None:
+        try:
+            return self.mos.get(memory_id, user_id=user_id)
+        except (MemoryNotFoundError, AccessDeniedError):  # forgotten or revoked since the search
+            return None
 
     def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
         conditions = tuple(op.match_conditions or ())
@@ -256,7 +302,8 @@ class MemOSStore(BaseStore):
                                 metadata=metadata, tags=tags, reason="langgraph store put")
             else:
                 self.mos.add(text, user_id=user_id, agent_id=self.agent_id, metadata=metadata,
-                             tags=tags, type=self.memory_type, reason="langgraph store put")
+                             tags=tags, type=self.memory_type, sensitivity=self.sensitivity,
+                             reason="langgraph store put")
 
 
 def _validate(op: Op) -> None:
@@ -331,11 +378,12 @@ def _item(cube: MemCube) -> Item:
     )
 
 
-def _search_item(cube: MemCube, score: float | None) -> SearchItem:
+def _search_item(cube: MemCube, score: float | None, redacted: Sequence[str] = ()) -> SearchItem:
+    """``cube``'s item with its value, or with :func:`codec.redacted_value` for ``redacted``."""
     return SearchItem(
         _namespace(cube),
         cube.metadata[codec.META_KEY],
-        cube.metadata[codec.META_VALUE],
+        codec.redacted_value(redacted) if redacted else cube.metadata[codec.META_VALUE],
         cube.created_at,
         cube.updated_at,
         score,

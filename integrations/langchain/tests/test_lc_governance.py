@@ -16,7 +16,7 @@ from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import BaseTool
 from lc_fakes import scripted
-from memos_core import MemCube, MemOS
+from memos_core import InvalidInputError, MemCube, MemOS
 
 from langchain_memos import MemOSMiddleware, MemOSRetriever, MemOSStore, create_memory_tools
 
@@ -118,3 +118,33 @@ def test_sensitive_memories_reach_the_model_redacted(mos: MemOS) -> None:
     assert "3390" not in prompt and "[redacted: secret]" in prompt
     docs = MemOSRetriever(mos=mos, user_id="alice").invoke(QUERY)
     assert docs[0].page_content == "[redacted: secret]"
+
+
+def test_sensitive_store_items_are_found_redacted_by_their_owner(mos: MemOS) -> None:
+    """A store item tagged sensitive stays findable by its owner's searches (query or not) --
+    its value redacted by the core's rule, unless the store's allowance covers the tag --
+    while ``get`` (a record read) returns it whole and other users' namespaces never hold it."""
+    ns, secret = ("alice", "contacts"), "555-0101"
+    MemOSStore(mos, sensitivity=["pii"]).put(ns, "dentist", {"text": f"Alice's dentist phone is {secret}"})
+    MemOSStore(mos).put(ns, "gym", {"text": "Alice's gym phone is 555-0199"})
+    redacted = {"text": "[redacted: pii]", "redacted_sensitivity": ["pii"]}
+    store = MemOSStore(mos)
+
+    for query in ("dentist phone number", None):
+        found = {i.key: i.value for i in store.search(("alice",), query=query)}
+        assert found == {"dentist": redacted, "gym": {"text": "Alice's gym phone is 555-0199"}}
+    probe = store.search(("alice",), query="dentist phone", filter={"text": f"Alice's dentist phone is {secret}"})
+    assert probe == []  # a filter cannot test the hidden value
+    allowed = MemOSStore(mos, allow_sensitive=["pii"]).search(("alice",), query="dentist phone")
+    assert allowed[0].key == "dentist" and secret in allowed[0].value["text"]
+    assert secret in store.get(ns, "dentist").value["text"]  # type: ignore[union-attr]
+    assert store.search(("bob",), query="dentist phone") == []
+    dentist = mos.list(user_id="alice", metadata={"lg_key": "dentist"})[0]
+    mos.share(dentist.id, with_user_id="bob", user_id="alice")
+    assert all(secret not in h.text for h in mos.search("dentist phone", user_id="bob"))
+
+
+@pytest.mark.parametrize("kwargs", [{"sensitivity": [""]}, {"sensitivity": [1]}, {"allow_sensitive": [None]}])
+def test_store_refuses_bad_sensitivity_arguments(mos: MemOS, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInputError, match="sensitiv"):
+        MemOSStore(mos, **kwargs)

@@ -38,6 +38,7 @@ from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.governance import access, forgetting, sharing
 from memos_core.governance import sensitivity as sensitivity_rules
 from memos_core.governance.api import SharingMixin
+from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
 from memos_core.graph import MemoryGraph
 from memos_core.index.base import IndexPoint, VectorIndex
 from memos_core.lock import DataDirLock
@@ -111,6 +112,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         self._write_lock = threading.RLock()  # one writer: vault + index + graph stay in step
         self._listeners: list[Callable[[Sequence[MemCube]], None]] = []
         self._close_callbacks: list[Callable[[], None]] = []
+        self._forget_hooks = ForgetHooks()
         self._graph_lock = threading.RLock()
         self.index: VectorIndex = open_index(
             self.config.index,
@@ -273,6 +275,19 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         released (newest first); derived tiers stop their background threads with it. A
         callback must not raise."""
         self._close_callbacks.append(callback)
+
+    def on_forget(self, hook: ForgetHook) -> Callable[[], None]:
+        """Call ``hook(memory)`` in every :meth:`forget` (and :meth:`forget_many`), for a store
+        outside the core that keeps copies of memories (a framework's conversation log).
+
+        ``memory`` is the cube about to be forgotten, text intact; the hook removes the copies
+        it keeps and returns the :class:`~memos_core.results.DerivedForm` it touched (they go
+        into the receipt). It runs under the write lock, before the tombstone: if it raises,
+        the forget raises and the memory is not forgotten. It must not call this ``MemOS``.
+        A bound method is held weakly. Returns a function that unregisters the hook (call it
+        when the store closes); see :mod:`memos_core.governance.forget_hooks`.
+        """
+        return self._forget_hooks.add(hook)
 
     # -- access ---------------------------------------------------------------------------
 
@@ -519,8 +534,9 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
                reason: str | None = None, derived: str = "flag") -> ForgetReceipt:
         """Delete a memory everywhere; leaves a tombstone (id, versions, text hash). Idempotent.
 
-        Owner only. Removes the text from every version, the index point, the graph node and
-        every KV cache file holding it, and truncates the vault's WAL. Summaries made from it
+        Owner only. Removes the text from every version, the index point, the graph node,
+        every KV cache file holding it and the messages of the conversation logs that
+        registered with :meth:`on_forget`, and truncates the vault's WAL. Summaries made from it
         are flagged (``metadata["source_forgotten"]``) or, with ``derived="forget"``,
         forgotten too. The receipt lists each derived form; see
         :mod:`memos_core.governance.forgetting`.
@@ -531,9 +547,10 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         with self._write_lock:
             cube = self._load(memory_id, user_id, write=True, allow_deleted=True)
             access.require(cube, user_id, access.Operation.OWN, "forget")
-            receipt = forgetting.forget_one(self, cube, Actor(user_id, agent_id, reason), mode)
-            self.vault.checkpoint()
-            return receipt
+            try:
+                return forgetting.forget_one(self, cube, Actor(user_id, agent_id, reason), mode)
+            finally:  # a failing hook of a cascaded summary comes after a tombstone
+                self.vault.checkpoint()
 
     def compress(self, memory_ids: Sequence[str], summary: str, *, user_id: str,
                  agent_id: str | None = None, type: str | MemoryType = MemoryType.SUMMARY,
@@ -585,11 +602,14 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             cubes = [self._load(mid, user_id, write=True, allow_deleted=True) for mid in ids]
             for cube in cubes:
                 access.require(cube, user_id, access.Operation.OWN, "forget")
-            # a memory may be forgotten earlier in the loop (as a summary of another): reload
-            receipts = [forgetting.forget_one(self, self.vault.get(c.id) or c, actor, "flag")
-                        for c in cubes]
-            self.vault.checkpoint()
-            return receipts
+            # every conversation log first: a failing hook leaves all the memories untouched
+            unique = {c.id: c for c in cubes}.values()
+            logs = {c.id: forgetting.redact_logs(self, c) for c in unique}
+            try:  # a memory may be flagged earlier in the loop (as a summary of another): reload
+                return [forgetting.forget_one(self, self.vault.get(c.id) or c, actor, "flag",
+                                              logs.pop(c.id, [])) for c in cubes]
+            finally:
+                self.vault.checkpoint()
 
     # -- reads ----------------------------------------------------------------------------
 

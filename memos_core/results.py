@@ -55,18 +55,21 @@ class DerivedForm(BaseModel):
     """A form derived from a forgotten memory, and what the forget did to it.
 
     ``kind``: ``"summary"`` (a memory compressed from it), ``"kv_block"`` (a KV cache file
-    that held its text) or ``"adapter"`` (a LoRA adapter trained on it; ``id`` is its
-    version). ``action``: ``"flagged"`` (a new version of the summary whose
-    ``metadata["source_forgotten"]`` lists the forgotten sources), ``"forgotten"`` (the
-    summary was forgotten too) or ``"deleted"`` (the file was removed; for an adapter: it
-    was deactivated, its weights deleted and a retrain without the memory queued).
+    that held its text), ``"adapter"`` (a LoRA adapter trained on it; ``id`` is its
+    version) or ``"conversation_log"`` (a framework integration's stored conversation that
+    held it; ``id`` is ``"<file>:<thread or key>"``). ``action``: ``"flagged"`` (a new
+    version of the summary whose ``metadata["source_forgotten"]`` lists the forgotten
+    sources), ``"forgotten"`` (the summary was forgotten too), ``"deleted"`` (the file was
+    removed; for an adapter: it was deactivated, its weights deleted and a retrain without
+    the memory queued) or ``"redacted"`` (the messages holding it now read ``[forgotten]``;
+    see :mod:`memos_core.governance.forget_hooks`).
     """
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["summary", "kv_block", "adapter"]
+    kind: Literal["summary", "kv_block", "adapter", "conversation_log"]
     id: str
-    action: Literal["flagged", "forgotten", "deleted"]
+    action: Literal["flagged", "forgotten", "deleted", "redacted"]
 
 
 class ForgetReceipt(BaseModel):

@@ -2,6 +2,11 @@
 
 One forget, under the store's write lock:
 
+0. **Conversation logs**: the forget hooks (:mod:`memos_core.governance.forget_hooks`)
+   run first, with the memory's text still intact: each open framework log (the LangGraph
+   checkpointer's ``checkpoints.sqlite3``, the LlamaIndex chat store's
+   ``chat_history.sqlite3``) replaces the messages holding it by ``[forgotten]`` and
+   truncates its WAL. A hook that raises aborts the forget before anything below changed.
 1. **Vault**: the tombstone transaction scrubs the text of every version (it keeps a
    SHA-256 of it), deletes usage counters and relations, audits. ``secure_delete`` zeroes
    the freed space; the facade then truncates the WAL (``vault.checkpoint()``), which
@@ -20,10 +25,9 @@ One forget, under the store's write lock:
 6. **Adapters**: every LoRA adapter trained on it is retired (deactivated, weights deleted,
    a retrain without it queued); see :mod:`memos_core.tiers.parametric`.
 
-The receipt lists the stores it was removed from and every derived form touched.
-Not covered here: the LangChain / LlamaIndex integrations' own conversation logs (``chat_history.sqlite3``,
-``checkpoints.sqlite3``) keep the messages a conversation had -- delete the thread there
-(see docs/governance.md).
+The receipt lists the stores it was removed from and every derived form touched. Only logs
+whose adapter is open in this process take part: a log file left by an adapter that is not
+open keeps its messages (open the adapter before forgetting, or delete the thread).
 """
 
 from __future__ import annotations
@@ -91,16 +95,27 @@ def retire_adapters(mos: MemOS, memory_id: str) -> list[str]:
     return ParametricTier.without_model(mos).retired_for(memory_id)
 
 
-def forget_one(mos: MemOS, cube: MemCube, actor: Actor, derived: DerivedMode) -> ForgetReceipt:
+def redact_logs(mos: MemOS, cube: MemCube) -> list[DerivedForm]:
+    """Run the forget hooks for ``cube`` (nothing for a tombstone); the forms they touched."""
+    if cube.state is State.DELETED:
+        return []
+    return mos._forget_hooks.run(cube)
+
+
+def forget_one(mos: MemOS, cube: MemCube, actor: Actor, derived: DerivedMode,
+               logs: list[DerivedForm] | None = None) -> ForgetReceipt:
     """Forget ``cube`` (already access-checked) everywhere; see the module docstring.
 
-    Idempotent: forgetting a tombstone again changes nothing and touches no derived form.
-    The caller holds ``mos._write_lock`` and checkpoints the vault afterwards.
+    ``logs``: what :func:`redact_logs` already did for it (``forget_many`` runs every hook
+    before the first tombstone); None runs the hooks here. Idempotent: forgetting a
+    tombstone again changes nothing and touches no derived form. The caller holds
+    ``mos._write_lock`` and checkpoints the vault afterwards (also when this raises).
     """
     if cube.state is State.DELETED:
         return ForgetReceipt(memory_id=cube.id, version=cube.version,
                              text_sha256=cube.text.removeprefix("sha256:"),
                              removed_from=("vault", "index", "graph"), at=cube.updated_at)
+    forms = redact_logs(mos, cube) if logs is None else list(logs)
     digest = text_digest(cube.text)
     kv_dir = Path(mos.data_dir) / "kv"
     kv_files = kv_files_holding(kv_dir, [cube.id])
@@ -108,7 +123,8 @@ def forget_one(mos: MemOS, cube: MemCube, actor: Actor, derived: DerivedMode) ->
     tomb = mos.vault.tombstone(cube.id, actor)
     mos.index.delete([cube.id])
     mos._graph_apply([tomb])  # the KV engine, if any, drops its blocks here
-    forms = _cascade(mos, cube.id, summaries, actor, derived)
+    logged = bool(forms)
+    forms += _cascade(mos, cube.id, summaries, actor, derived)
     for path in kv_files:
         path.unlink(missing_ok=True)
         forms.append(DerivedForm(kind="kv_block", id=path.name, action="deleted"))
@@ -117,7 +133,7 @@ def forget_one(mos: MemOS, cube: MemCube, actor: Actor, derived: DerivedMode) ->
     return ForgetReceipt(
         memory_id=cube.id, version=tomb.version, text_sha256=digest.removeprefix("sha256:"),
         removed_from=("vault", "index", "graph") + (("kv",) if kv_files else ())
-        + (("adapters",) if adapters else ()),
+        + (("adapters",) if adapters else ()) + (("conversation_log",) if logged else ()),
         at=tomb.updated_at, derived=tuple(forms),
     )
 

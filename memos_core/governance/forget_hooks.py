@@ -1,0 +1,193 @@
+"""Forget hooks: how stores outside the core (the framework integrations' conversation logs)
+take part in ``MemOS.forget``.
+
+A conversation log keeps the messages a conversation had, as the framework saw them; a
+memory made from one of those messages is a copy of it. So when the memory is forgotten,
+the log must lose that text too. The core cannot read a framework's log (it imports no
+framework), so each log registers a hook with :meth:`MemOS.on_forget
+<memos_core.memos.MemOS.on_forget>`; ``forget`` calls it, under the write lock and *before*
+the vault's tombstone, with the memory as it was (text intact). The hook redacts the
+messages that carry the memory and returns the :class:`~memos_core.results.DerivedForm` it
+touched, which the receipt lists.
+
+Order and failure: hooks run before the tombstone, so a hook that raises aborts the
+forget with the memory unchanged in the vault, index and graph (the error reaches the
+caller, who may retry: redaction is idempotent). Logs redacted by earlier hooks stay
+redacted -- that removes only forgotten text.
+
+What counts as carrying the memory (:class:`MessageRedactor`, pure): a message that is one
+of the memory's source messages (``provenance.source_message_ids``) has its text replaced by
+:data:`FORGOTTEN`; in every other message, each occurrence of the memory's text -- and, for a
+memory made from a chat message ("speaker: content"), of the content -- becomes
+:data:`FORGOTTEN`. A content shorter than :data:`MIN_NEEDLE` characters (``"ok"``) only
+matches a whole message text, so that it does not redact words inside other messages.
+Messages are kept, so the conversation's structure (roles, tool-call pairs, ids) stays valid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from memos_core.cube import MemCube
+from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.results import DerivedForm
+
+logger = logging.getLogger("memos_core.governance")
+
+#: What a redacted message says where the forgotten text was.
+FORGOTTEN = "[forgotten]"
+#: Shortest message content that is redacted where it occurs inside a longer text.
+MIN_NEEDLE = 12
+
+#: ``hook(memory) -> derived forms touched``; ``memory`` is the cube before the tombstone.
+ForgetHook = Callable[[MemCube], Sequence[DerivedForm]]
+
+
+class ForgetHooks:
+    """The hooks of one ``MemOS``, in registration order. Thread-safe.
+
+    A bound method is held weakly (the hook goes away with its object, so a log that was
+    dropped without being closed does not keep running); any other callable strongly.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hooks: list[tuple[int, Callable[[], ForgetHook | None]]] = []
+        self._next = 0
+
+    def add(self, hook: ForgetHook) -> Callable[[], None]:
+        """Register ``hook``; returns a function that removes it (idempotent)."""
+        if not callable(hook):
+            raise InvalidInputError(
+                f"A forget hook must be callable as hook(memory) -> derived forms, got "
+                f"{type(hook).__name__}."
+            )
+        ref: Callable[[], ForgetHook | None]
+        if hasattr(hook, "__self__") and hasattr(hook, "__func__"):
+            ref = weakref.WeakMethod(hook)  # type: ignore[arg-type]
+        else:
+            ref = lambda: hook  # a strong reference with the weakref's interface
+        with self._lock:
+            key = self._next
+            self._next += 1
+            self._hooks.append((key, ref))
+
+        def remove() -> None:
+            with self._lock:
+                self._hooks = [(k, r) for k, r in self._hooks if k != key]
+
+        return remove
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(1 for _, ref in self._hooks if ref() is not None)
+
+    def run(self, memory: MemCube) -> list[DerivedForm]:
+        """Call every live hook with ``memory``; the forms they touched, in hook order.
+
+        An exception from a hook propagates (the caller aborts the forget). A hook that
+        returns something other than a sequence of ``DerivedForm`` raises ``MemOSError``.
+        """
+        with self._lock:
+            refs = [ref for _, ref in self._hooks]
+        forms: list[DerivedForm] = []
+        for ref in refs:
+            hook = ref()
+            if hook is None:
+                continue
+            touched = list(hook(memory) or ())
+            if not all(isinstance(f, DerivedForm) for f in touched):
+                raise MemOSError(
+                    f"Forget hook {hook!r} returned {touched!r:.200}; it must return a list "
+                    "of memos_core.results.DerivedForm."
+                )
+            forms.extend(touched)
+        return forms
+
+
+class MessageRedactor:
+    """Finds and removes one forgotten memory in stored chat messages (pure; see the module
+    docstring for what matches)."""
+
+    def __init__(self, memory: MemCube) -> None:
+        self.memory_id = memory.id
+        self.source_ids = frozenset(memory.provenance.source_message_ids)
+        content = _message_content(memory)
+        self._whole = {s.strip() for s in (memory.text, content) if s and s.strip()}
+        needles = [memory.text] + ([content] if content and len(content) >= MIN_NEEDLE else [])
+        # longest first, so that the text is replaced before the content inside it
+        self._needles = sorted({n for n in needles if n.strip()}, key=len, reverse=True)
+
+    def is_source(self, message_id: object) -> bool:
+        """True if ``message_id`` names a message the memory was made from."""
+        return message_id is not None and str(message_id) in self.source_ids
+
+    def text(self, text: str) -> str:
+        """``text`` with the memory redacted (the same string when it holds none of it)."""
+        if text.strip() in self._whole:
+            return FORGOTTEN
+        for needle in self._needles:
+            if needle in text:
+                text = text.replace(needle, FORGOTTEN)
+        return text
+
+    def value(self, value: Any, other: Callable[[Any], Any] | None = None) -> Any:
+        """``value`` (str, or lists / tuples / dict values of them, nested) with every string
+        redacted; the same object when nothing changed (so ``is`` tells). ``other`` redacts a
+        value of any other type (e.g. a framework's message class) and must likewise return
+        the same object when it changes nothing; without it such values are kept."""
+        if isinstance(value, str):
+            redacted = self.text(value)
+            return value if redacted == value else redacted
+        if type(value) in (list, tuple):  # subclasses (named tuples) go to `other`
+            items = [self.value(v, other) for v in value]
+            if all(a is b for a, b in zip(items, value)):
+                return value
+            return items if isinstance(value, list) else tuple(items)
+        if type(value) is dict:
+            changed = {k: self.value(v, other) for k, v in value.items()}
+            return value if all(changed[k] is value[k] for k in value) else changed
+        return value if other is None else other(value)
+
+    def patterns(self) -> list[bytes]:
+        """Byte strings at least one of which a stored row holding the memory contains (its
+        source message ids, and each text to redact as UTF-8 and JSON-escaped): a cheap
+        filter (SQLite ``instr``) before rows are decoded."""
+        found: set[bytes] = {s.encode() for s in self.source_ids}
+        for needle in {*self._whole, *self._needles}:
+            found.add(needle.encode())
+            found.add(json.dumps(needle, ensure_ascii=False)[1:-1].encode())
+            found.add(json.dumps(needle)[1:-1].encode())
+        return sorted(found)
+
+
+def _message_content(memory: MemCube) -> str | None:
+    """The content of the chat message a memory was made from ("speaker: content" -> content),
+    or None for a memory not made from a message."""
+    if "role" not in memory.metadata or ": " not in memory.text:
+        return None
+    return memory.text.split(": ", 1)[1]
+
+
+def truncate_wal(db: sqlite3.Connection, path: Path) -> None:
+    """Copy the WAL of ``db`` into its file and truncate the WAL to zero bytes, so page
+    images written before a redaction leave the disk. The connection should have
+    ``PRAGMA secure_delete=ON`` (freed space zeroed) and no open transaction.
+
+    Raises:
+        MemOSError: another connection is reading the file, so the WAL could not be
+            truncated; retry the forget when it is idle.
+    """
+    busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        raise MemOSError(
+            f"Could not truncate the WAL of {path}: another connection is reading it. Finish "
+            "or close that reader and forget again (forgetting again is safe)."
+        )

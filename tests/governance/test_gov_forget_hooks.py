@@ -1,0 +1,161 @@
+"""Forget hooks (``MemOS.on_forget``): stores outside the core take part in ``forget``.
+
+A hook sees the memory before the tombstone (text intact), its forms go into the receipt,
+and a hook that raises aborts the forget with the memory untouched -- for ``forget`` and for
+every memory of ``forget_many``. :class:`MessageRedactor`, the pure rule of what in a stored
+message carries a forgotten memory, is checked on a case table. The adapters' own logs are
+tested end to end in integrations/*/tests.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import pytest
+
+from memos_core import InvalidInputError, MemCube, MemOS, State
+from memos_core.errors import MemOSError
+from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor
+from memos_core.results import DerivedForm
+
+
+class Log:
+    """A stand-in conversation log: remembers which memories it was asked to redact."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.seen: list[MemCube] = []
+        self.fail = fail
+
+    def hook(self, memory: MemCube) -> list[DerivedForm]:
+        self.seen.append(memory)
+        if self.fail:
+            raise RuntimeError("log is unavailable")
+        return [DerivedForm(kind="conversation_log", id=f"log:{memory.id}", action="redacted")]
+
+
+def test_hook_sees_the_text_and_its_forms_are_in_the_receipt(mos: MemOS) -> None:
+    cube = mos.add("Dana's PIN is 4921", user_id="dana")
+    log = Log()
+    mos.on_forget(log.hook)
+    receipt = mos.forget(cube.id, user_id="dana")
+    assert [m.text for m in log.seen] == ["Dana's PIN is 4921"]
+    assert receipt.derived == (DerivedForm(kind="conversation_log", id=f"log:{cube.id}",
+                                           action="redacted"),)
+    assert "conversation_log" in receipt.removed_from
+    assert mos.forget(cube.id, user_id="dana").derived == ()  # a tombstone: no hook again
+    assert len(log.seen) == 1
+
+
+def test_a_hook_that_touched_nothing_adds_nothing(mos: MemOS) -> None:
+    cube = mos.add("nothing logged", user_id="dana")
+    mos.on_forget(lambda memory: [])
+    receipt = mos.forget(cube.id, user_id="dana")
+    assert receipt.derived == () and "conversation_log" not in receipt.removed_from
+
+
+def test_a_failing_hook_aborts_the_forget_with_nothing_changed(mos: MemOS) -> None:
+    cube = mos.add("Dana's PIN is 4921", user_id="dana")
+    log = Log(fail=True)  # held by the test: a bound method is held weakly
+    remove = mos.on_forget(log.hook)
+    with pytest.raises(RuntimeError, match="log is unavailable"):
+        mos.forget(cube.id, user_id="dana")
+    kept = mos.get(cube.id, user_id="dana")
+    assert kept.text == "Dana's PIN is 4921" and kept.state is not State.DELETED
+    assert mos.search("PIN", user_id="dana")[0].id == cube.id
+    assert not mos.audit_log(user_id="dana", memory_id=cube.id, action="forget")
+    remove()
+    remove()  # idempotent
+    assert mos.forget(cube.id, user_id="dana").version == kept.version + 1
+
+
+def test_forget_many_runs_every_hook_before_the_first_tombstone(mos: MemOS) -> None:
+    first = mos.add("first secret", user_id="dana")
+    second = mos.add("second secret", user_id="dana")
+
+    def fail_on_second(memory: MemCube) -> list[DerivedForm]:
+        if memory.id == second.id:
+            raise RuntimeError("log is unavailable")
+        return []
+
+    mos.on_forget(fail_on_second)
+    with pytest.raises(RuntimeError):
+        mos.forget_many([first.id, second.id], user_id="dana")
+    assert [mos.get(c.id, user_id="dana").text for c in (first, second)] == [
+        "first secret", "second secret"]
+
+
+def test_forget_many_lists_each_memorys_log_forms(mos: MemOS) -> None:
+    cubes = [mos.add(t, user_id="dana") for t in ("one", "two")]
+    log = Log()
+    mos.on_forget(log.hook)
+    receipts = mos.forget_many([cubes[0].id, cubes[1].id, cubes[0].id], user_id="dana")
+    assert [r.derived[0].id for r in receipts[:2]] == [f"log:{c.id}" for c in cubes]
+    assert receipts[2].derived == () and len(log.seen) == 2
+
+
+def test_a_bound_method_is_held_weakly(mos: MemOS) -> None:
+    log = Log()
+    mos.on_forget(log.hook)
+    assert len(mos._forget_hooks) == 1
+    del log
+    gc.collect()
+    assert len(mos._forget_hooks) == 0
+    cube = mos.add("x marks the spot", user_id="dana")
+    assert mos.forget(cube.id, user_id="dana").derived == ()
+
+
+def test_bad_hooks_are_refused(mos: MemOS) -> None:
+    with pytest.raises(InvalidInputError, match="callable"):
+        mos.on_forget("not a function")  # type: ignore[arg-type]
+    cube = mos.add("some text", user_id="dana")
+    mos.on_forget(lambda memory: ["not a form"])  # type: ignore[list-item]
+    with pytest.raises(MemOSError, match="DerivedForm"):
+        mos.forget(cube.id, user_id="dana")
+    assert mos.get(cube.id, user_id="dana").text == "some text"
+
+
+# -- MessageRedactor: what in a stored message carries the memory --------------------------
+
+FROM_MESSAGE = MemCube.model_validate({
+    "namespace": {"user_id": "dana"}, "text": "user: my locker code is MARMOT9920",
+    "metadata": {"role": "user"}, "provenance": {"source_message_ids": ["m1"]},
+})
+SHORT = MemCube.model_validate({"namespace": {"user_id": "dana"}, "text": "user: ok",
+                                "metadata": {"role": "user"}})
+NOTE = MemCube.model_validate({"namespace": {"user_id": "dana"}, "text": "Dana likes teal"})
+
+
+@pytest.mark.parametrize("memory, text, expected", [
+    (FROM_MESSAGE, "my locker code is MARMOT9920", FORGOTTEN),              # the message itself
+    (FROM_MESSAGE, "  my locker code is MARMOT9920\n", FORGOTTEN),
+    (FROM_MESSAGE, "so: my locker code is MARMOT9920!", f"so: {FORGOTTEN}!"),  # quoted
+    (FROM_MESSAGE, "log: user: my locker code is MARMOT9920", f"log: {FORGOTTEN}"),
+    (FROM_MESSAGE, "my locker code is different", "my locker code is different"),
+    (SHORT, "ok", FORGOTTEN),                                                # whole text only
+    (SHORT, "okay, thanks", "okay, thanks"),
+    (NOTE, "I heard Dana likes teal.", f"I heard {FORGOTTEN}."),
+])
+def test_redactor_text(memory: MemCube, text: str, expected: str) -> None:
+    assert MessageRedactor(memory).text(text) == expected
+
+
+def test_redactor_values_keep_unchanged_objects() -> None:
+    redactor = MessageRedactor(NOTE)
+    untouched: dict[str, Any] = {"a": ["x", ("y", 1)], "b": None}
+    assert redactor.value(untouched) is untouched
+    nested = {"args": {"text": "Dana likes teal"}, "n": [1, "Dana likes teal"]}
+    assert redactor.value(nested) == {"args": {"text": FORGOTTEN}, "n": [1, FORGOTTEN]}
+    marker = object()
+    assert redactor.value([marker], other=lambda v: "swapped") == ["swapped"]
+
+
+def test_redactor_source_ids_and_patterns() -> None:
+    redactor = MessageRedactor(FROM_MESSAGE)
+    assert redactor.is_source("m1") and not redactor.is_source("m2")
+    assert not redactor.is_source(None)
+    patterns = redactor.patterns()
+    assert b"m1" in patterns and b"my locker code is MARMOT9920" in patterns
+    quoted = MessageRedactor(MemCube.model_validate(
+        {"namespace": {"user_id": "d"}, "text": 'say "hi"\nthere'}))
+    assert b'say \\"hi\\"\\nthere' in quoted.patterns()  # as a JSON row stores it

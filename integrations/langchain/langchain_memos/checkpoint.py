@@ -10,6 +10,12 @@ channel value is a blob keyed by (thread, namespace, channel, version) and writt
 when its version changes, so a long thread does not copy its whole state at every step.
 Values are encoded with the saver's ``serde`` (LangGraph's ``JsonPlusSerializer`` by default,
 msgpack-based, never pickle) as ``(type, bytes)`` pairs.
+
+Forgetting: while a checkpointer is open it takes part in ``MemOS.forget`` (a forget hook,
+see :mod:`memos_core.governance.forget_hooks`): every checkpoint, channel value and pending
+write holding the forgotten memory is decoded, its messages redacted (the text becomes
+``[forgotten]``; the messages stay, so the thread still loads and resumes) and re-encoded;
+the file has ``secure_delete`` on and its WAL is truncated afterwards.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -32,7 +39,10 @@ from langgraph.checkpoint.base import (
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from memos_core import InvalidInputError, MemOS
+from langgraph.types import Interrupt, Send
+from memos_core import InvalidInputError, MemCube, MemOS
+from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor, truncate_wal
+from memos_core.results import DerivedForm
 
 FILENAME = "checkpoints.sqlite3"
 
@@ -73,6 +83,16 @@ CREATE TABLE IF NOT EXISTS writes (
 );
 """
 
+#: (table, type column, value column) of every serialised value that may hold messages.
+_VALUE_COLUMNS = (
+    ("checkpoints", "type", "checkpoint"),
+    ("checkpoints", "metadata_type", "metadata"),
+    ("blobs", "type", "value"),
+    ("writes", "type", "value"),
+)
+#: Message fields that may carry text (content; tool-call arguments; provider extras).
+_MESSAGE_FIELDS = ("content", "tool_calls", "invalid_tool_calls", "additional_kwargs", "artifact")
+
 _CHECKPOINT_COLUMNS = (
     "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, "
     "metadata_type, metadata"
@@ -111,13 +131,17 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA secure_delete=ON")  # redacted text is zeroed on disk
         self._conn.executescript(_SCHEMA)
         self._closed = False
+        self._unhook = mos.on_forget(self._forget)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the SQLite file. Idempotent; later calls raise ``InvalidInputError``."""
+        """Close the SQLite file and leave ``MemOS.forget`` (later forgets do not redact
+        it). Idempotent; later calls raise ``InvalidInputError``."""
+        self._unhook()
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -343,6 +367,54 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
              "idx, channel, type, value, task_path FROM writes WHERE thread_id=?", (dst, src)),
         ])
 
+    # -- forgetting -----------------------------------------------------------------------
+
+    def _forget(self, memory: MemCube) -> list[DerivedForm]:
+        """The forget hook: redact ``memory`` in every stored value of every thread (one
+        transaction), then truncate the WAL; one form per thread that held it."""
+        redactor = MessageRedactor(memory)
+        patterns = redactor.patterns()
+        with self._lock:
+            if self._closed:
+                return []
+            threads: set[str] = set()
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for table, type_col, value_col in _VALUE_COLUMNS:
+                    threads |= self._redact_column(table, type_col, value_col, redactor, patterns)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            if threads:
+                truncate_wal(self._conn, self.path)
+        return [DerivedForm(kind="conversation_log", id=f"{FILENAME}:{t}", action="redacted")
+                for t in sorted(threads)]
+
+    def _redact_column(self, table: str, type_col: str, value_col: str,
+                       redactor: MessageRedactor, patterns: Sequence[bytes]) -> set[str]:
+        """Rewrite the rows of one column that hold the memory; the threads changed."""
+        if not patterns:
+            return set()
+        match = " OR ".join(f"instr({value_col}, ?) > 0" for _ in patterns)
+        rows = self._conn.execute(
+            f"SELECT rowid, thread_id, {type_col}, {value_col} FROM {table} "
+            f"WHERE {value_col} IS NOT NULL AND ({match})", list(patterns),
+        ).fetchall()
+        threads = set()
+        for rowid, thread, vtype, blob in rows:
+            value = self.serde.loads_typed((vtype, blob))
+            redacted = _redact(value, redactor)
+            if redacted is value:
+                continue
+            new_type, new_blob = self.serde.dumps_typed(redacted)
+            self._conn.execute(
+                f"UPDATE {table} SET {type_col}=?, {value_col}=? WHERE rowid=?",
+                (new_type, new_blob, rowid),
+            )
+            threads.add(thread)
+        return threads
+
     # -- async twins (a worker thread each; SQLite calls never block the event loop) -------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -388,6 +460,40 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+
+def _redact(value: Any, redactor: MessageRedactor) -> Any:
+    """A stored value (nested lists / dicts, messages, ``Send`` packets, interrupts) with the
+    memory redacted; the same object when it held none of it. Other objects are kept."""
+    return redactor.value(value, lambda v: _redact_object(v, redactor))
+
+
+def _redact_object(value: Any, redactor: MessageRedactor) -> Any:
+    if isinstance(value, Send):  # a pending task's input, e.g. the tool calls to run
+        arg = _redact(value.arg, redactor)
+        return value if arg is value.arg else Send(value.node, arg)
+    if isinstance(value, Interrupt):
+        payload = _redact(value.value, redactor)
+        if payload is value.value:
+            return value
+        return Interrupt(payload, value.id, response_schema=getattr(value, "response_schema", None))
+    if not isinstance(value, BaseMessage):
+        return value
+    changes = {}
+    for field in _MESSAGE_FIELDS:  # a source message loses all its text (below)
+        if field in type(value).model_fields:
+            old = getattr(value, field)
+            new = _redact(old, redactor)
+            if new is not old:
+                changes[field] = new
+    if redactor.is_source(value.id):
+        content = changes.get("content", value.content)
+        changes["content"] = FORGOTTEN if isinstance(content, str) else [
+            {**b, "text": FORGOTTEN} if isinstance(b, dict) and "text" in b
+            else FORGOTTEN if isinstance(b, str) else b
+            for b in content
+        ]
+    return value.model_copy(update=changes) if changes else value
 
 
 def _thread_and_ns(config: RunnableConfig | None) -> tuple[str, str]:

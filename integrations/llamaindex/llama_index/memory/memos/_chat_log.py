@@ -10,6 +10,12 @@ the message as JSON. Rows are ordered by an autoincrement sequence number. The f
 WAL mode; one connection per :class:`ChatLog`, serialised by a lock, so a log may be shared
 by threads (llama-index runs sync chat-store methods in worker threads). Every mutation is
 one ``BEGIN IMMEDIATE`` transaction, so a failed call changes nothing.
+
+Forgetting: while a log is open it takes part in ``MemOS.forget`` (a forget hook, see
+:mod:`memos_core.governance.forget_hooks`): the messages holding the forgotten memory -- the
+one it was made from (its source message id is the row's message id) and any other that
+contains its text, in the owner's queues and those of stores without a user -- are redacted
+in place (the text becomes ``[forgotten]``; the row, its role and position stay). ``secure_delete`` is on and the WAL is truncated afterwards.
 """
 
 from __future__ import annotations
@@ -19,7 +25,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
+
+from memos_core import MemCube, MemOS
+from memos_core.governance.forget_hooks import MessageRedactor, truncate_wal
+from memos_core.results import DerivedForm
+
+from llama_index.memory.memos._convert import redact_message
 
 FILENAME = "chat_history.sqlite3"
 
@@ -41,48 +52,98 @@ Row = tuple[str, str]
 
 
 class ChatLog:
-    """Message queues in one SQLite file. Thread-safe; opens the file on first use.
+    """Message queues in ``<mos.data_dir>/chat_history.sqlite3``. Thread-safe; opens the file
+    on first use.
 
     ``status`` arguments are ``'active'``, ``'archived'`` or ``None`` (every status).
-    Callers validate their arguments; this class only stores and orders rows.
+    Callers validate their arguments; this class only stores and orders rows. From
+    construction to :meth:`close` (and again from the next call on) :meth:`forget` is one of
+    ``mos``'s forget hooks.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, mos: MemOS) -> None:
+        self.path = mos.data_dir / FILENAME
+        self._mos = mos
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._unhook = mos.on_forget(self.forget)
 
     # -- connection ---------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self._unhook is None:  # reopened after close(): forgets reach this file again
+            self._unhook = self._mos.on_forget(self.forget)
         if self._db is None:
             db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=5.0
             )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
+            db.execute("PRAGMA secure_delete=ON")  # deleted and redacted text is zeroed on disk
             db.executescript(_SCHEMA)
             self._db = db
         return self._db
 
+    @staticmethod
+    @contextmanager
+    def _begin(db: sqlite3.Connection, write: bool) -> Iterator[sqlite3.Connection]:
+        db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     @contextmanager
     def _tx(self, write: bool) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = self._connect()
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._lock, self._begin(self._connect(), write) as db:
+            yield db
 
     def close(self) -> None:
-        """Close the connection; a later call reopens it. Idempotent."""
+        """Close the connection and leave ``MemOS.forget``; a later call reopens both.
+        Idempotent."""
         with self._lock:
+            if self._unhook is not None:
+                self._unhook()
+                self._unhook = None
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+    # -- forgetting ---------------------------------------------------------------------
+
+    def forget(self, memory: MemCube) -> list[DerivedForm]:
+        """The forget hook: redact ``memory`` in the queues of its owner and of stores without a
+        user (one transaction; another user's conversation is theirs), then truncate the WAL;
+        one form per queue changed (id ``"<file>:<user>/<key>"``). A closed log does nothing."""
+        redactor = MessageRedactor(memory)
+        patterns = [p.decode() for p in redactor.patterns()]
+        ids = sorted(redactor.source_ids)
+        where = " OR ".join(["instr(message, ?) > 0"] * len(patterns)
+                            + ([f"message_id IN ({','.join('?' * len(ids))})"] if ids else []))
+        if not where:
+            return []
+        with self._lock:
+            if self._unhook is None:
+                return []
+            db = self._connect()
+            changed: set[tuple[str, str]] = set()
+            with self._begin(db, write=True):
+                rows = db.execute(
+                    "SELECT seq, user_id, key, message_id, message FROM chat_messages"
+                    f" WHERE user_id IN (?, '') AND ({where})",
+                    (memory.user_id, *patterns, *ids),
+                ).fetchall()
+                for seq, user_id, key, message_id, data in rows:
+                    new = redact_message(data, redactor, redactor.is_source(message_id))
+                    if new is not None:
+                        db.execute("UPDATE chat_messages SET message = ? WHERE seq = ?", (new, seq))
+                        changed.add((user_id, key))
+            if changed:
+                truncate_wal(db, self.path)
+        return [DerivedForm(kind="conversation_log", id=f"{FILENAME}:{user}/{key}",
+                            action="redacted") for user, key in sorted(changed)]
 
     # -- reads --------------------------------------------------------------------------
 

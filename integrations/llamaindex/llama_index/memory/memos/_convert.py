@@ -3,6 +3,7 @@
 - ``ChatMessage`` <-> the JSON text the chat history file keeps (a round trip that returns a
   fresh, equal object);
 - ``ChatMessage`` -> the message dicts ``MemOS.add`` takes (role, content, id);
+- a stored message -> the same with a forgotten memory redacted;
 - ``SearchHit`` -> prompt lines and ``NodeWithScore``.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
 from llama_index.core.schema import NodeWithScore, TextNode
 from memos_core import InvalidInputError, SearchHit
+from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
@@ -45,6 +47,25 @@ def load_message(data: str) -> ChatMessage:
         raise InvalidInputError(
             f"A stored chat message is not a valid ChatMessage: {exc}"
         ) from None
+
+
+def redact_message(data: str, redactor: MessageRedactor, source: bool) -> str | None:
+    """A stored message (JSON from :func:`dump_message`) with a forgotten memory redacted, or
+    None when it holds none of it. ``source``: the memory was made from this message, so every
+    text block becomes ``[forgotten]``; otherwise each occurrence of the memory's text does
+    (in every block field but its type, and in ``additional_kwargs``)."""
+    message = load_message(data).model_dump(mode="json")
+    blocks = []
+    for block in message.get("blocks") or []:
+        if source and block.get("block_type") == "text":
+            blocks.append({**block, "text": FORGOTTEN})
+        else:
+            blocks.append({k: v if k == "block_type" else redactor.value(v) for k, v in block.items()})
+    kwargs = message.get("additional_kwargs")
+    redacted = {**message, "blocks": blocks, "additional_kwargs": redactor.value(kwargs)}
+    if redacted["additional_kwargs"] is kwargs and blocks == message.get("blocks"):
+        return None
+    return dump_message(ChatMessage.model_validate(redacted), "a redacted message")
 
 
 def to_memos_messages(

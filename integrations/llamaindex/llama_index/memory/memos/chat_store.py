@@ -28,7 +28,7 @@ from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, Messag
 from memos_core import InvalidInputError, MemOS
 from memos_core.validation import check_name
 
-from llama_index.memory.memos._chat_log import FILENAME, ChatLog, Row
+from llama_index.memory.memos._chat_log import ChatLog, Row
 from llama_index.memory.memos._checks import (
     check_chat_message,
     check_chat_messages,
@@ -81,7 +81,7 @@ class MemOSChatStore(BaseChatStore):
 
     def __init__(self, *, mos: MemOS, user_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**_init_fields("MemOSChatStore", mos, user_id), **kwargs)
-        self._log = ChatLog(self.mos.data_dir / FILENAME)
+        self._log = ChatLog(self.mos)
 
     @classmethod
     def class_name(cls) -> str:
@@ -150,7 +150,7 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
 
     def __init__(self, *, mos: MemOS, user_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**_init_fields("MemOSAsyncChatStore", mos, user_id), **kwargs)
-        self._log = ChatLog(self.mos.data_dir / FILENAME)
+        self._log = ChatLog(self.mos)
 
     @classmethod
     def class_name(cls) -> str:

@@ -1,0 +1,166 @@
+"""Forgetting reaches the LangGraph checkpointer's file (``checkpoints.sqlite3``).
+
+An agent with the middleware (which records each turn as memories whose source is the
+message id) and the checkpointer holds a conversation; forgetting the memory made from one
+message redacts that message in every checkpoint, channel value and pending write. Then no
+byte of any file in the data directory holds the text, the receipt names the thread, and
+the thread still loads and resumes. Real MemOS, real SQLite; only the chat model is fake.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
+from lc_fakes import scripted, tool_call
+from memos_core import MemCube, MemOS
+from memos_core.results import DerivedForm
+
+from langchain_memos import MemOSCheckpointer, MemOSMiddleware, create_memory_tools
+from langchain_memos.checkpoint import FILENAME
+
+SECRET = "My locker code is MARMOT9920"
+MARKER = "MARMOT9920"
+CONFIG = {"configurable": {"thread_id": "t1"}}
+
+
+def files_holding(root: Path, needle: str) -> list[str]:
+    """Files under ``root`` whose raw bytes contain ``needle`` (as in test_gov_forgetting)."""
+    return sorted(
+        str((Path(d) / n).relative_to(root))
+        for d, _, names in os.walk(root) for n in names
+        if needle.encode() in (Path(d) / n).read_bytes()
+    )
+
+
+def _agent(mos: MemOS, saver: MemOSCheckpointer, *replies: AIMessage | str) -> Any:
+    return create_agent(
+        scripted(*replies), tools=create_memory_tools(mos, user_id="dana"),
+        middleware=[MemOSMiddleware(mos, user_id="dana")], checkpointer=saver,
+    )
+
+
+def _memory_of(mos: MemOS, text: str) -> MemCube:
+    return next(c for c in mos.list(user_id="dana", limit=100) if c.text == text)
+
+
+def test_forget_redacts_the_message_in_every_checkpoint(mos: MemOS) -> None:
+    saver = MemOSCheckpointer(mos)
+    agent = _agent(mos, saver, "Noted.", "Teal is nice.")
+    agent.invoke({"messages": [HumanMessage(SECRET)]}, CONFIG)
+    agent.invoke({"messages": [HumanMessage("I like teal")]}, CONFIG)
+    assert any(f.startswith(FILENAME) for f in files_holding(mos.data_dir, MARKER))
+
+    memory = _memory_of(mos, f"user: {SECRET}")
+    receipt = mos.forget(memory.id, user_id="dana")
+
+    assert DerivedForm(kind="conversation_log", id=f"{FILENAME}:t1", action="redacted") in receipt.derived
+    assert "conversation_log" in receipt.removed_from
+    assert files_holding(mos.data_dir, MARKER) == []
+    history = saver.list(CONFIG)  # every checkpoint of the thread, not only the latest
+    for tup in history:
+        for message in tup.checkpoint["channel_values"].get("messages", []):
+            assert MARKER not in str(message.content)
+    messages = agent.get_state(CONFIG).values["messages"]
+    assert [(m.type, m.content) for m in messages] == [
+        ("human", "[forgotten]"), ("ai", "Noted."), ("human", "I like teal"), ("ai", "Teal is nice."),
+    ]
+    # the thread resumes, and the next forget finds nothing left to redact there
+    _agent(mos, saver, "Sure.").invoke({"messages": [HumanMessage("thanks")]}, CONFIG)
+    assert len(agent.get_state(CONFIG).values["messages"]) == 6
+    assert mos.forget(memory.id, user_id="dana").derived == ()
+    saver.close()
+    assert files_holding(mos.data_dir, MARKER) == []
+
+
+def test_tool_call_arguments_and_pending_writes_are_redacted(mos: MemOS) -> None:
+    saver = MemOSCheckpointer(mos)
+    fact = "Dana's passport number is QX77130"
+    agent = _agent(mos, saver, tool_call("store_memory", text=fact, type="fact"), "Stored.")
+    agent.invoke({"messages": [HumanMessage("Remember my passport number, QX77130.")]}, CONFIG)
+    # a pending write that mentions the fact, as an interrupted step would leave it
+    last = saver.get_tuple(CONFIG)
+    saver.put_writes(last.config, [("messages", [AIMessage(f"About to save: {fact}")])], "task-1")
+
+    receipt = mos.forget(_memory_of(mos, fact).id, user_id="dana")
+    assert [d.id for d in receipt.derived] == [f"{FILENAME}:t1"]
+    state = saver.get_tuple(CONFIG)
+    assert [w[2][0].content for w in state.pending_writes] == ["About to save: [forgotten]"]
+    calls = [m for m in state.checkpoint["channel_values"]["messages"] if getattr(m, "tool_calls", None)]
+    assert calls[0].tool_calls[0]["args"]["text"] == "[forgotten]"
+    # the user's own message was not the memory's source and does not contain its text
+    assert files_holding(mos.data_dir, "passport number is QX77130") == []
+
+
+def test_a_closed_checkpointer_does_not_break_later_forgets(mos: MemOS) -> None:
+    saver = MemOSCheckpointer(mos)
+    _agent(mos, saver, "Noted.").invoke({"messages": [HumanMessage(SECRET)]}, CONFIG)
+    saver.close()
+    receipt = mos.forget(_memory_of(mos, f"user: {SECRET}").id, user_id="dana")
+    assert "conversation_log" not in receipt.removed_from  # nobody had the log open
+    assert FILENAME in " ".join(files_holding(mos.data_dir, MARKER))  # documented limit
+
+
+def test_a_failing_redaction_leaves_the_memory_and_the_log_unchanged(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
+    saver = MemOSCheckpointer(mos)
+    _agent(mos, saver, "Noted.").invoke({"messages": [HumanMessage(SECRET)]}, CONFIG)
+    memory = _memory_of(mos, f"user: {SECRET}")
+
+    def broken(*args: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(saver.serde, "dumps_typed", broken)  # fails mid-transaction
+    with pytest.raises(sqlite3.OperationalError):
+        mos.forget(memory.id, user_id="dana")
+    assert mos.get(memory.id, user_id="dana").text == f"user: {SECRET}"
+    assert saver.get_tuple(CONFIG).checkpoint["channel_values"]["messages"][0].content == SECRET
+    monkeypatch.undo()
+    assert mos.forget(memory.id, user_id="dana").derived  # retrying works
+    assert files_holding(mos.data_dir, MARKER) == []
+    saver.close()
+
+
+def test_other_threads_and_checkpoint_ids_are_kept(make_mos: Callable[..., MemOS]) -> None:
+    mos = make_mos()
+    saver = MemOSCheckpointer(mos)
+    saver.put({"configurable": {"thread_id": "other", "checkpoint_ns": ""}},
+              empty_checkpoint(), {}, {})
+    _agent(mos, saver, "Noted.").invoke({"messages": [HumanMessage(SECRET)]}, CONFIG)
+    ids = [t.config["configurable"]["checkpoint_id"] for t in saver.list(None)]
+    mos.forget(_memory_of(mos, f"user: {SECRET}").id, user_id="dana")
+    assert [t.config["configurable"]["checkpoint_id"] for t in saver.list(None)] == ids
+    saver.close()
+
+
+def test_interrupt_values_are_redacted(mos: MemOS) -> None:
+    from langgraph.types import Interrupt
+
+    saver = MemOSCheckpointer(mos)
+    memory = mos.add("Dana's passport number is QX77130", user_id="dana")
+    config = saver.put({"configurable": {"thread_id": "t9", "checkpoint_ns": ""}},
+                       empty_checkpoint(), {}, {})
+    question = Interrupt({"question": "Is Dana's passport number is QX77130 right?"}, "i1")
+    saver.put_writes(config, [("__interrupt__", [question])], "task-1")
+    assert [d.id for d in mos.forget(memory.id, user_id="dana").derived] == [f"{FILENAME}:t9"]
+    (_, _, [stored]), = saver.get_tuple(config).pending_writes
+    assert (stored.value, stored.id) == ({"question": "Is [forgotten] right?"}, "i1")
+    saver.close()
+
+
+def test_chat_message_history_lives_in_the_vault_and_forget_scrubs_it(mos: MemOS) -> None:
+    from langchain_memos import MemOSChatMessageHistory
+
+    history = MemOSChatMessageHistory(mos, user_id="dana", session_id="chat")
+    history.add_messages([HumanMessage(SECRET), AIMessage("Noted.")])
+    assert not (mos.data_dir / "chat_history.sqlite3").exists()  # no log of its own
+    mos.forget(_memory_of(mos, f"user: {SECRET}").id, user_id="dana")
+    assert [m.content for m in history.messages] == ["Noted."]
+    assert files_holding(mos.data_dir, MARKER) == []

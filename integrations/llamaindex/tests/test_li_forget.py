@@ -1,0 +1,141 @@
+"""Forgetting reaches the chat history file (``chat_history.sqlite3``).
+
+``MemOSMemory`` writes each message through to a memory whose source is the message's id in
+the history. Forgetting that memory redacts the message (and any other stored message that
+quotes it) in every queue, active or archived: no byte of any file in the data directory
+holds the text afterwards, the receipt names the queue, and the history still loads with
+its other messages intact. Real MemOS, real SQLite.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+
+import pytest
+from llama_index.core.base.llms.types import TextBlock, ToolCallBlock
+from llama_index.core.llms import ChatMessage
+from memos_core import MemCube, MemOS
+from memos_core.results import DerivedForm
+
+from llama_index.memory.memos import (
+    MemOSAsyncChatStore,
+    MemOSChatStore,
+    MemOSMemory,
+    _chat_log,
+)
+from llama_index.memory.memos._chat_log import FILENAME
+
+SECRET = "My locker code is MARMOT9920"
+MARKER = "MARMOT9920"
+
+
+def files_holding(root: Path, needle: str) -> list[str]:
+    """Files under ``root`` whose raw bytes contain ``needle`` (as in test_gov_forgetting)."""
+    return sorted(
+        str((Path(d) / n).relative_to(root))
+        for d, _, names in os.walk(root) for n in names
+        if needle.encode() in (Path(d) / n).read_bytes()
+    )
+
+
+def _memory(mos: MemOS, text: str) -> MemCube:
+    return next(c for c in mos.list(user_id="dana", limit=100) if c.text == text)
+
+
+def _texts(messages: list[ChatMessage]) -> list[tuple[str, str | None]]:
+    return [(m.role.value, m.content) for m in messages]
+
+
+def test_forget_redacts_the_written_through_message(mos: MemOS) -> None:
+    memory = MemOSMemory.from_defaults(mos=mos, user_id="dana", session_id="s1")
+    memory.put_messages([ChatMessage(role="user", content=SECRET),
+                         ChatMessage(role="assistant", content="Noted.")])
+    memory.put(ChatMessage(role="user", content="I like teal"))
+    assert FILENAME in " ".join(files_holding(mos.data_dir, MARKER))
+
+    receipt = mos.forget(_memory(mos, f"user: {SECRET}").id, user_id="dana")
+
+    assert receipt.derived == (
+        DerivedForm(kind="conversation_log", id=f"{FILENAME}:dana/s1", action="redacted"),)
+    assert "conversation_log" in receipt.removed_from
+    assert files_holding(mos.data_dir, MARKER) == []
+    assert _texts(memory.get_all()) == [
+        ("user", "[forgotten]"), ("assistant", "Noted."), ("user", "I like teal")]
+    memory.put(ChatMessage(role="user", content="thanks"))  # the session goes on
+    assert len(memory.get_all()) == 4
+
+
+async def test_archived_quoted_and_tool_call_copies_are_redacted(mos: MemOS) -> None:
+    fact = mos.add("Dana's passport number is QX77130", user_id="dana")
+    queue = MemOSAsyncChatStore(mos=mos, user_id="dana")
+    await queue.add_messages("s2", [
+        ChatMessage(role="user", content="Note: Dana's passport number is QX77130."),
+        ChatMessage(role="assistant", blocks=[
+            TextBlock(text="Saving it."),
+            ToolCallBlock(tool_name="store", tool_kwargs={"text": "Dana's passport number is QX77130"}),
+        ]),
+        ChatMessage(role="user", content="unrelated"),
+    ])
+    await queue.archive_oldest_messages("s2", 1)
+    plain = MemOSChatStore(mos=mos)  # another store, another user namespace ("")
+    plain.add_message("k", ChatMessage(role="user", content="Dana's passport number is QX77130"))
+
+    receipt = mos.forget(fact.id, user_id="dana")
+
+    assert sorted(d.id for d in receipt.derived) == [f"{FILENAME}:/k", f"{FILENAME}:dana/s2"]
+    assert files_holding(mos.data_dir, "QX77130") == []
+    archived, *active = await queue.get_messages("s2", status=None)
+    assert archived.content == "Note: [forgotten]."
+    assert active[0].blocks[0].text == "Saving it."
+    assert active[0].blocks[1].tool_kwargs == {"text": "[forgotten]"}
+    assert active[1].content == "unrelated"
+    assert _texts(plain.get_messages("k")) == [("user", "[forgotten]")]
+
+
+def test_closed_and_dropped_stores_do_not_break_later_forgets(mos: MemOS) -> None:
+    store = MemOSChatStore(mos=mos, user_id="dana")
+    store.add_message("k", ChatMessage(role="user", content=SECRET))
+    first, second = (mos.add(t, user_id="dana") for t in (SECRET, "My bike lock is OTTER5531"))
+    store.close()
+    dropped = MemOSChatStore(mos=mos, user_id="dana")  # never closed, then garbage
+    del dropped
+    gc.collect()
+    assert mos.forget(first.id, user_id="dana").derived == ()  # nobody had the log open
+    assert FILENAME in " ".join(files_holding(mos.data_dir, MARKER))  # the documented limit
+
+    store.add_message("k", ChatMessage(role="user", content="My bike lock is OTTER5531"))
+    receipt = mos.forget(second.id, user_id="dana")  # reopened by that call: hooked again
+    assert [d.id for d in receipt.derived] == [f"{FILENAME}:dana/k"]
+    assert files_holding(mos.data_dir, "OTTER5531") == []
+    store.close()
+
+
+def test_a_failing_redaction_leaves_the_memory_and_the_log_unchanged(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemOSChatStore(mos=mos, user_id="dana")
+    store.add_message("k", ChatMessage(role="user", content="keep"))
+    store.add_message("k", ChatMessage(role="user", content=SECRET))
+    fact = mos.add(SECRET, user_id="dana")
+
+    def broken(*args: object) -> str:
+        raise ValueError("cannot encode")
+
+    monkeypatch.setattr(_chat_log, "redact_message", broken)
+    with pytest.raises(ValueError, match="cannot encode"):
+        mos.forget(fact.id, user_id="dana")
+    assert mos.get(fact.id, user_id="dana").text == SECRET
+    assert _texts(store.get_messages("k")) == [("user", "keep"), ("user", SECRET)]
+    monkeypatch.undo()
+    assert mos.forget(fact.id, user_id="dana").derived  # retrying works
+    assert files_holding(mos.data_dir, MARKER) == []
+    assert _texts(store.get_messages("k")) == [("user", "keep"), ("user", "[forgotten]")]
+
+
+def test_another_users_conversation_is_left_alone(mos: MemOS) -> None:
+    fact = mos.add("Dana's passport number is QX77130", user_id="dana")
+    erin = MemOSChatStore(mos=mos, user_id="erin")  # her conversation is hers to forget
+    erin.add_message("k", ChatMessage(role="user", content="Dana's passport number is QX77130"))
+    assert mos.forget(fact.id, user_id="dana").derived == ()
+    assert _texts(erin.get_messages("k")) == [("user", "Dana's passport number is QX77130")]

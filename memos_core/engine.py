@@ -94,6 +94,7 @@ class MemoryEngine:
         self.executor = SchedulerExecutor(mos, self.tier_if)
         self.parametric = ParametricTier(mos, lambda: self.model)
         self._jobs: ThreadPoolExecutor | None = None  # consolidation jobs, one at a time
+        self._pending: dict[str, Future[ConsolidationResult]] = {}  # by owner
         self._reconcile_kv_dir()
         mos.on_change(self._on_change)
         mos.on_close(self.close)
@@ -226,10 +227,14 @@ class MemoryEngine:
         return self.executor.run(user_id, config=config)
 
     def start_scheduler(
-        self, interval_s: float = 300.0, *, config: SchedulerConfig | None = None
+        self, interval_s: float = 300.0, *, config: SchedulerConfig | None = None,
+        consolidation: ConsolidationConfig | None = None,
+        parametric: ParametricConfig | None = None,
     ) -> BackgroundScheduler:
         """Run the scheduler every ``interval_s`` seconds in a background thread, the first
-        run right away; it stops on :meth:`stop_scheduler` or when the store closes.
+        run right away; it stops on :meth:`stop_scheduler` or when the store closes. With
+        ``consolidation``, each run is followed by :meth:`consolidate_due` (LoRA training of
+        owners with enough hot, stable facts, as background jobs, with ``parametric``).
 
         Raises:
             InvalidInputError: one is already running, or a bad interval.
@@ -240,7 +245,12 @@ class MemoryEngine:
                 raise InvalidInputError(
                     "a background scheduler is already running; stop_scheduler() first"
                 )
-            self._background = BackgroundScheduler(self.executor, interval_s, config=config)
+            after = None
+            if consolidation is not None:
+                def after(_report: object) -> None:
+                    self.consolidate_due(consolidation, config=parametric)
+            self._background = BackgroundScheduler(self.executor, interval_s, config=config,
+                                                   after_run=after)
             return self._background.start()
 
     def stop_scheduler(self, timeout_s: float | None = 60.0) -> bool:
@@ -302,6 +312,37 @@ class MemoryEngine:
             if self._jobs is None:
                 self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memos-lora")
             return self._jobs.submit(job)
+
+    def consolidate_due(
+        self, candidates: ConsolidationConfig | None = None, *,
+        config: ParametricConfig | None = None, progress: bool = True,
+    ) -> dict[str, Future[ConsolidationResult]]:
+        """Start a background consolidation for every owner with at least
+        ``candidates.min_candidates`` candidates (or a queued retrain) and no consolidation
+        of theirs pending; returns the started jobs by owner. Owners are taken in order and
+        trained one at a time (one worker)."""
+        self._check_open()
+        candidates = candidates or ConsolidationConfig(
+            heat_half_life_s=self.mos.config.heat_half_life_s)
+        queued = {r.owner for r in self.parametric.store.queue()}
+        records: dict[str, list[UsageRecord]] = {}
+        for batch in self.executor.owned_cubes():
+            for cube in batch:
+                records.setdefault(cube.user_id, []).append(
+                    UsageRecord.from_cube(cube, token_count=1))
+        now = utcnow()
+        started: dict[str, Future[ConsolidationResult]] = {}
+        for owner in sorted(set(records) | queued):
+            pending = self._pending.get(owner)
+            if pending is not None and not pending.done():
+                continue
+            due = consolidation_candidates(records.get(owner, []), candidates, now)
+            if owner not in queued and len(due) < candidates.min_candidates:
+                continue
+            job = self.consolidate(owner, config=config, candidates=candidates,
+                                   background=True, progress=progress)
+            self._pending[owner] = started[owner] = job  # type: ignore[assignment]
+        return started
 
     # ------------------------------------------------------------------ chat
 

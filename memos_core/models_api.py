@@ -18,8 +18,8 @@ Message = Mapping[str, Any]
 
 
 class LocalModelMixin:
-    """``attach_model``, ``chat``, ``schedule``, ``consolidate``, ``start_scheduler``."""
-
+    """``attach_model``, ``chat``, ``schedule``, ``consolidate`` and the adapter lifecycle,
+    ``start_scheduler``."""
 
     def attach_model(self: "MemOS", model: Any) -> None:
         """Answer and build KV caches with ``model`` (a ``memos_core.runtime.LocalModel``)
@@ -69,10 +69,101 @@ class LocalModelMixin:
                                             activate=activate, background=background,
                                             progress=progress)
 
-    def start_scheduler(self: "MemOS", interval_s: float = 300.0, *, config: Any = None) -> Any:
-        """Run the scheduler every ``interval_s`` seconds in a background thread until
-        :meth:`close`. Returns its ``memos_core.scheduler.BackgroundScheduler``."""
+    def consolidate_due(self: "MemOS", candidates: Any = None, *, config: Any = None,
+                        progress: bool = True) -> dict[str, Any]:
+        """Start a background LoRA consolidation for every owner with at least
+        ``candidates.min_candidates`` hot, stable facts/preferences (a ``ConsolidationConfig``)
+        or a retrain queued by a forget; returns ``{owner: Future[ConsolidationResult]}``.
+        ``start_scheduler(consolidation=...)`` calls it after every run."""
         from memos_core.engine import engine_for
 
         self._check_open()
-        return engine_for(self).start_scheduler(interval_s, config=config)
+        return engine_for(self).consolidate_due(candidates, config=config, progress=progress)
+
+    def adapters(self: "MemOS", *, user_id: str) -> list[Any]:
+        """``user_id``'s LoRA adapters, oldest first: each an ``AdapterManifest`` (memories
+        and versions trained in, base model fingerprint, settings, evaluation, gate decision,
+        status ``active`` / ``ready`` / ``rejected`` / ``retired``)."""
+        from memos_core.engine import engine_for
+
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        return [m for m in engine_for(self).parametric.store.manifests() if m.owner == user_id]
+
+    def activate_adapter(self: "MemOS", version: str, *, user_id: str,
+                         reason: str = "requested") -> Any:
+        """Serve adapter ``version`` in ``user_id``'s chats (replacing their active one);
+        audited. Returns its manifest.
+
+        Raises:
+            AccessDeniedError: the adapter is another user's.
+            InvalidInputError: unknown, rejected (failed the gate), retired, or trained on
+                another base model.
+        """
+        from memos_core.engine import engine_for
+
+        tier = engine_for(self).parametric
+        self._own_adapter(tier, version, check_name(user_id, "user_id"))
+        return tier.activate(version, reason=reason)
+
+    def deactivate_adapter(self: "MemOS", *, user_id: str, reason: str = "requested"
+                           ) -> str | None:
+        """Stop serving ``user_id``'s adapter (its memories are answered from plaintext
+        again); audited. Returns the version that was active, or None."""
+        from memos_core.engine import engine_for
+
+        self._check_open()
+        return engine_for(self).parametric.deactivate(check_name(user_id, "user_id"),
+                                                      reason=reason)
+
+    def rollback_adapter(self: "MemOS", *, user_id: str, reason: str = "requested"
+                         ) -> str | None:
+        """Go back to ``user_id``'s previous usable adapter (or none); audited. Returns the
+        version active now."""
+        from memos_core.engine import engine_for
+
+        self._check_open()
+        return engine_for(self).parametric.rollback(check_name(user_id, "user_id"),
+                                                    reason=reason)
+
+    def retire_adapter(self: "MemOS", version: str, *, user_id: str,
+                       reason: str = "requested") -> Any:
+        """Parametric -> plaintext: deactivate ``version`` if active and delete its weights;
+        its memories are served from plaintext again (they never left the vault). Audited.
+
+        Raises:
+            AccessDeniedError: the adapter is another user's.
+            InvalidInputError: unknown version.
+        """
+        from memos_core.engine import engine_for
+
+        tier = engine_for(self).parametric
+        self._own_adapter(tier, version, check_name(user_id, "user_id"))
+        return tier.retire(version, reason=reason)
+
+    def _own_adapter(self: "MemOS", tier: Any, version: object, user_id: str) -> None:
+        """Raise unless ``version`` names one of ``user_id``'s adapters."""
+        from memos_core.errors import AccessDeniedError, InvalidInputError
+
+        self._check_open()
+        if not isinstance(version, str) or not version:
+            raise InvalidInputError(f"version must be an adapter version like 'v1', got "
+                                    f"{version!r}")
+        manifest = tier.store.manifest(version)
+        if manifest.owner != user_id:
+            raise AccessDeniedError(
+                f"adapter {version} belongs to another user; only its owner may change it "
+                "(rule: adapters are per owner)")
+
+    def start_scheduler(self: "MemOS", interval_s: float = 300.0, *, config: Any = None,
+                        consolidation: Any = None, parametric: Any = None) -> Any:
+        """Run the scheduler every ``interval_s`` seconds in a background thread until
+        :meth:`close`. With ``consolidation`` (a ``ConsolidationConfig``), each run also
+        starts due LoRA trainings (:meth:`consolidate_due`, with the ``ParametricConfig``
+        ``parametric``). Returns its ``memos_core.scheduler.BackgroundScheduler``."""
+        from memos_core.engine import engine_for
+
+        self._check_open()
+        return engine_for(self).start_scheduler(interval_s, config=config,
+                                                consolidation=consolidation,
+                                                parametric=parametric)

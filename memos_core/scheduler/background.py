@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from memos_core.errors import InvalidInputError
@@ -28,6 +29,8 @@ class BackgroundScheduler:
     """A thread that runs ``executor.run(config=config)`` every ``interval_s`` seconds.
 
     The first run starts right away (``run_immediately=True``) or after one interval.
+    ``after_run(report)``, if given, is called after each run (the engine starts due LoRA
+    consolidations from it); an exception there counts as a failed run.
     ``last_report`` and ``runs`` tell what it did; ``errors`` counts runs that raised.
     """
 
@@ -38,6 +41,7 @@ class BackgroundScheduler:
         *,
         config: SchedulerConfig | None = None,
         run_immediately: bool = True,
+        after_run: Callable[[ScheduleReport], object] | None = None,
     ) -> None:
         if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not (
             interval_s > 0
@@ -48,6 +52,7 @@ class BackgroundScheduler:
         self.executor = executor
         self.interval_s = float(interval_s)
         self.config = config
+        self._after_run = after_run
         self.runs = 0
         self.errors = 0
         self.last_report: ScheduleReport | None = None
@@ -89,6 +94,8 @@ class BackgroundScheduler:
                     config=self.config, should_stop=self._stop.is_set
                 )
                 self.runs += 1
+                if self._after_run is not None and not self._stop.is_set():
+                    self._after_run(self.last_report)
             except Exception:  # noqa: BLE001 - keep the thread alive; the log has the cause
                 self.errors += 1
                 if self._stop.is_set():

@@ -47,6 +47,11 @@ class ConsolidationConfig(BaseModel):
     max_memories: int = Field(
         default=64, ge=1, description="Most memories in one adapter (hottest kept)."
     )
+    min_candidates: int = Field(
+        default=8, ge=1,
+        description="Fewest candidates that make the background scheduler start a training "
+        "(training is costly: wait until enough stable, hot memories gathered).",
+    )
     never_sensitivity: tuple[str, ...] = Field(
         default=("secret",),
         description="Memories with any of these sensitivity tags are never trained into "

@@ -1,7 +1,7 @@
 """End to end on SmolLM2-135M: five invented facts, a short training, the gate, chat, forget.
 
-Training may or may not succeed in so few steps; the test asserts that the gate's decision
-follows the measured numbers and that every path after it (active or rejected) is consistent.
+With the default settings; the test asserts that the gate's decision follows the measured
+numbers and that every path after it (active or rejected) is consistent.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ FACTS = (
     "Dastra's brother is called Olek.",
     "Fenwick's car is a Volvo.",
 )
-QUICK = ParametricConfig(steps=12, learning_rate=2e-3, replay_tokens=8, replay_per_step=4)
+DEFAULT = ParametricConfig()
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +33,12 @@ def test_smollm2_consolidation_end_to_end(make_mos, smol) -> None:
     mos = make_mos("smol")
     mos.attach_model(smol)
     ids = [mos.add(text, user_id="ada", type="fact").id for text in FACTS]
-    result = mos.consolidate(user_id="ada", memory_ids=ids, config=QUICK, progress=False)
+    result = mos.consolidate(user_id="ada", memory_ids=ids, progress=False)
     manifest, ev = result.manifest, result.manifest.evaluation
-    assert ev.recall_total == len(FACTS) and ev.controls >= 20
-    assert len(manifest.training.losses) == QUICK.steps
+    assert ev.recall_total == len(FACTS) and ev.controls >= DEFAULT.min_controls
+    assert len(manifest.training.losses) == DEFAULT.steps_for(2 * len(FACTS))  # cloze + question
     assert manifest.training.losses[-1] < manifest.training.losses[0]  # it does learn
-    expected = gate(ev.recall, ev.control_regressions, QUICK)
+    expected = gate(ev.recall, ev.control_regressions, DEFAULT, controls=ev.controls)
     assert manifest.decision == expected and result.activated is expected.passed
     tier = engine_for(mos).parametric
     assert (tier.store.active("ada") == manifest.version) is expected.passed
@@ -47,7 +47,7 @@ def test_smollm2_consolidation_end_to_end(make_mos, smol) -> None:
     answer = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=12)
     if expected.passed:
         assert answer.trace.adapter_version is not None
-        assert set(answer.trace.from_parametric) <= set(ids)
+        assert set(answer.trace.from_parametric) <= ev.answered_in_chat() <= set(ids)
         receipt = mos.forget(ids[0], user_id="ada")
         assert [f.id for f in receipt.derived if f.kind == "adapter"] == [manifest.version]
         assert tier.store.active("ada") is None and tier.store.queue()

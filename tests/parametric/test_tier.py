@@ -5,6 +5,7 @@ open (or shut) explicitly, so these tests check the bookkeeping, never the learn
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -12,8 +13,9 @@ import torch
 from memos_core import MemOS
 from memos_core.cube import Tier
 from memos_core.engine import engine_for
-from memos_core.errors import InvalidInputError
+from memos_core.errors import AccessDeniedError, InvalidInputError
 from memos_core.runtime import LocalModel
+from memos_core.scheduler import ConsolidationConfig
 from memos_core.tiers.activation import KVCacheTier
 from memos_core.tiers.parametric import AdapterManifest, ParametricConfig, train_lora
 from memos_core.tiers.parametric.data import memory_examples, replay_examples
@@ -188,9 +190,34 @@ def test_background_consolidation_returns_a_future(store: tuple[MemOS, list[str]
     assert result.manifest.version == "v1" and result.activated
 
 
+def test_chat_keeps_memories_the_adapter_cannot_answer_in_the_prompt(
+    store: tuple[MemOS, list[str]],
+) -> None:
+    mos, ids = store
+    result = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    items = result.manifest.evaluation.items
+    assert all(i.question and i.question_recalled is not None for i in items)
+    assert result.manifest.evaluation.answered_in_chat() == frozenset()  # the tiny model
+    answer = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=4)
+    assert answer.trace.adapter_version is not None and not answer.trace.from_parametric
+    assert set(answer.trace.from_plaintext) & set(ids)  # still given as text
+
+
+def _answered_everything(mos: MemOS, version: str) -> None:
+    """Rewrite ``version``'s evaluation as if the adapter had answered every memory in a
+    chat: the tiny model learns nothing, and this test is about what chat does then."""
+    store = engine_for(mos).parametric.store
+    manifest = store.manifest(version)
+    items = tuple(i.model_copy(update={"question_recalled": True})
+                  for i in manifest.evaluation.items)
+    store.write_manifest(manifest.model_copy(update={
+        "evaluation": manifest.evaluation.model_copy(update={"items": items})}))
+
+
 def test_chat_answers_held_memories_parametrically(store: tuple[MemOS, list[str]]) -> None:
     mos, ids = store
     mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    _answered_everything(mos, "v1")
     answer = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=4)
     trace = answer.trace
     assert trace.adapter_version is not None and trace.adapter_version.startswith("v1@")
@@ -208,3 +235,58 @@ async def test_aconsolidate(store: tuple[MemOS, list[str]]) -> None:
     mos, ids = store
     result = await mos.aconsolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
     assert result.activated and result.manifest.version == "v1"
+
+
+def test_facade_adapter_lifecycle_is_owner_only(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    mos.consolidate(user_id="ada", memory_ids=ids[:2], config=OPEN, progress=False)
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    assert [m.version for m in mos.adapters(user_id="ada")] == ["v1", "v2"]
+    assert mos.adapters(user_id="bob") == []
+    with pytest.raises(AccessDeniedError, match="belongs to another user"):
+        mos.activate_adapter("v1", user_id="bob")
+    with pytest.raises(AccessDeniedError):
+        mos.retire_adapter("v1", user_id="bob")
+    assert mos.deactivate_adapter(user_id="bob") is None  # bob has none; ada's stays
+    assert engine_for(mos).parametric.store.active("ada") == "v2"
+    assert mos.activate_adapter("v1", user_id="ada").status == "active"
+    assert mos.rollback_adapter(user_id="ada") == "v2"
+    assert mos.deactivate_adapter(user_id="ada") == "v2"
+    retired = mos.retire_adapter("v2", user_id="ada", reason="outdated")
+    assert retired.status == "retired" and retired.retired_reason == "outdated"
+    assert all(mos.get(i, user_id="ada").usage.tier is Tier.PLAINTEXT for i in ids)
+    assert mos.get(ids[2], user_id="ada").text  # parametric -> plaintext loses nothing
+    for bad in ("", "../v1", 3, None):
+        with pytest.raises(InvalidInputError):
+            mos.activate_adapter(bad, user_id="ada")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="no adapter"):
+        mos.activate_adapter("v9", user_id="ada")
+
+
+def test_consolidate_due_trains_owners_with_enough_candidates(
+    store: tuple[MemOS, list[str]],
+) -> None:
+    mos, ids = store
+    mos.add("Bob's dog is called Rufus.", user_id="bob", type="fact")
+    due = ConsolidationConfig(min_heat=0.0, stable_after_s=0.0, min_candidates=3)
+    jobs = mos.consolidate_due(due, config=OPEN, progress=False)
+    assert sorted(jobs) == ["ada"]  # bob has one candidate, fewer than three
+    result = jobs["ada"].result(timeout=300)
+    assert result.activated and sorted(m.id for m in result.manifest.memories) == sorted(ids)
+    # its memories are parametric now: nothing is due until something new is hot and stable
+    assert mos.consolidate_due(due, config=OPEN, progress=False) == {}
+
+
+def test_background_scheduler_starts_due_consolidations(
+    store: tuple[MemOS, list[str]],
+) -> None:
+    mos, ids = store
+    due = ConsolidationConfig(min_heat=0.0, stable_after_s=0.0, min_candidates=3)
+    scheduler = mos.start_scheduler(3600, consolidation=due, parametric=OPEN)
+    tier = engine_for(mos).parametric
+    deadline = time.monotonic() + 300
+    while tier.store.active("ada") is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert scheduler.runs >= 1 and scheduler.errors == 0
+    assert tier.store.active("ada") == "v1"
+    assert sorted(tier.store.manifest("v1").memory_ids) == sorted(ids)

@@ -7,6 +7,7 @@ for named settings rather than long argument lists.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,9 +28,20 @@ class ParametricConfig(BaseModel):
         description="Module names that get LoRA weights (q/v keeps drift lower than all "
         "projections, see docs/parametric.md).",
     )
+    layer_fraction: float = Field(
+        default=0.5, gt=0, le=1,
+        description="LoRA goes into this top fraction of the decoder layers (1.0: all). The "
+        "top half learns the facts as well as all layers, in about half the backward time.",
+    )
     # -- optimisation -----------------------------------------------------------------------
-    steps: int = Field(default=40, ge=1, description="Optimizer steps.")
-    learning_rate: float = Field(default=1e-3, gt=0, description="AdamW learning rate.")
+    steps: int | None = Field(
+        default=None, ge=1,
+        description="Optimizer steps; None: enough for ``epochs`` passes over the memory "
+        "examples at ``batch_size`` (at least ``min_steps``).")
+    epochs: float = Field(default=6.0, gt=0, description="Passes over the memory examples "
+                          "when ``steps`` is None.")
+    min_steps: int = Field(default=10, ge=1, description="Fewest steps when ``steps`` is None.")
+    learning_rate: float = Field(default=3e-3, gt=0, description="AdamW learning rate.")
     batch_size: int = Field(default=4, ge=1, description="Memory examples per step.")
     replay_per_step: int = Field(
         default=4, ge=0, description="Replay examples (the base model's own completions) per step."
@@ -41,14 +53,30 @@ class ParametricConfig(BaseModel):
         description="Also learn each statement whole (from an empty prompt), not only its "
         "cloze form.",
     )
+    train_questions: bool = Field(
+        default=True,
+        description="Also learn each memory's question form in chat format (answer: the "
+        "statement), so the adapter answers in a chat, not only in raw completions.",
+    )
     replay_tokens: int = Field(
         default=8, ge=1,
         description="Tokens of the base model's greedy completion per replay prompt.",
     )
+    replay_loss: Literal["kl", "tokens"] = Field(
+        default="kl",
+        description="``kl``: match the base model's whole next-token distribution at every "
+        "position of each replay sequence (distillation); ``tokens``: only learn its greedy "
+        "tokens (cross-entropy). ``kl`` drifts less for the same recall.",
+    )
+    replay_weight: float = Field(
+        default=1.0, ge=0, description="Weight of the KL replay loss (``replay_loss='kl'``).")
     # -- evaluation and gate ----------------------------------------------------------------
     recall_tokens: int = Field(
         default=8, ge=1, description="Tokens generated when checking recall of a memory."
     )
+    question_tokens: int = Field(
+        default=24, ge=1,
+        description="Tokens generated when a memory's question is asked in a chat.")
     control_tokens: int = Field(
         default=6, ge=1, description="Tokens generated for a control prompt."
     )
@@ -58,6 +86,16 @@ class ParametricConfig(BaseModel):
         description="Leading words of a control answer (lowercased, punctuation dropped) that "
         "must stay unchanged: the answer itself; the words after it wander.",
     )
+    control_min_confidence: float = Field(
+        default=0.5, ge=0, le=1,
+        description="A control prompt counts only if the base model gives its first answer "
+        "token at least this probability; weaker answers flip under any change of weights.",
+    )
+    min_controls: int = Field(
+        default=20, ge=1,
+        description="Fewest confident control prompts a gate decision needs; with fewer the "
+        "gate fails (drift could not be measured).",
+    )
     min_recall: float = Field(
         default=0.95, ge=0, le=1, description="Recall an adapter needs to be activated (0..1)."
     )
@@ -65,18 +103,27 @@ class ParametricConfig(BaseModel):
         default=1, ge=0, description="Most control prompts whose answer may change."
     )
 
+    def steps_for(self, memory_examples: int) -> int:
+        """The optimizer steps a run over ``memory_examples`` examples takes."""
+        if self.steps is not None:
+            return self.steps
+        per_step = max(1, min(self.batch_size, memory_examples))
+        return max(self.min_steps, math.ceil(self.epochs * memory_examples / per_step))
+
     @classmethod
     def preset(
         cls, name: Literal["default", "quick", "test"], **overrides: object
     ) -> ParametricConfig:
-        """Named settings: ``default`` (40 steps, r=8 on q/v); ``quick`` (20 steps, for demos);
-        ``test`` (a few steps on a tiny model: exercises the pipeline, learns nothing)."""
+        """Named settings: ``default`` (6 epochs, r=8 on q/v, distilled replay); ``quick``
+        (half the epochs, for demos: recall suffers); ``test`` (a few steps on a tiny model:
+        exercises the pipeline, learns nothing; every control counts)."""
         presets: dict[str, dict[str, object]] = {
             "default": {},
-            "quick": {"steps": 20, "learning_rate": 2e-3},
+            "quick": {"epochs": 3.0},
             "test": {"steps": 3, "lora_r": 2, "lora_alpha": 4.0, "batch_size": 4,
-                     "replay_per_step": 2, "replay_tokens": 4, "recall_tokens": 4,
-                     "control_tokens": 3, "control_words": 2},
+                     "replay_per_step": 2, "replay_tokens": 4, "recall_tokens": 4, "question_tokens": 4,
+                     "control_tokens": 3, "control_words": 2, "control_min_confidence": 0.0,
+                     "min_controls": 1},
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}: choose one of {sorted(presets)}")

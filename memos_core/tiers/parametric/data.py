@@ -5,20 +5,28 @@
   " Pastel")``). One deterministic rule, no model, no grammar: it suits the short fact and
   preference statements that are consolidated; anything shorter than three words has no
   cloze form and is not consolidated.
-* :data:`REPLAY_PROMPTS` are general prompts whose *base model* completions are trained
-  alongside the memories, so the adapter keeps what the model already said (no outside data).
-* :data:`CONTROL_PROMPTS` (disjoint from the replay prompts) measure drift: their base-model
-  answers must stay the same under the adapter.
+* :func:`question` turns the same statement into a simple question (``"What is Ada's cat
+  named?"``), learned in chat form with the statement as the answer, so the adapter can
+  answer in a chat and not only complete raw text.
+* :data:`REPLAY_PROMPTS` are general prompts whose *base model* behaviour is distilled into
+  the adapter alongside the memories (its full next-token distribution over each prompt and
+  its greedy completion), so the adapter keeps what the model already said; no outside data.
+* :data:`CONTROL_PROMPTS` (disjoint from the replay prompts) measure drift. Only those the
+  base model answers with confidence are used (see ``ParametricConfig.control_min_confidence``):
+  an answer the base model itself barely prefers flips under any change of weights and
+  measures noise, not forgetting.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 _TRAILING = re.compile(r"[\s.!?;:,]+$")
+_COPULA = re.compile(r"^(?P<subject>.+?)\s+(?P<verb>is|are|was|were)(?:\s+(?P<rest>.*))?$")
+_ARTICLE = re.compile(r"\s*\b(?:a|an|the)$", re.IGNORECASE)
 
 REPLAY_PROMPTS: tuple[str, ...] = (
     "The capital of Italy is",
@@ -43,31 +51,61 @@ REPLAY_PROMPTS: tuple[str, ...] = (
     "The first month of the year is",
     "Python is a popular programming",
     "To make tea, you first boil",
+    "Water is made of hydrogen and",
+    "The largest planet in our solar system is",
+    "One, two, three, four,",
+    "Monday, Tuesday, Wednesday,",
+    "A dog is a kind of",
+    "The freezing point of water in Celsius is",
+    "The sun rises in the",
+    "An apple a day keeps the",
+    "The speed of light is about",
+    "A year has twelve",
+    "The first president of the United States was",
+    "The author of Harry Potter is",
 )
 
 CONTROL_PROMPTS: tuple[str, ...] = (
     "The capital of France is",
     "The capital of Germany is",
-    "Water is made of hydrogen and",
+    "The capital of England is",
+    "The capital of China is",
+    "The capital of Japan is",
+    "The capital of Spain is",
+    "The capital of Canada is",
+    "Madrid is the capital of",
     "The Earth orbits around the",
-    "The largest planet in our solar system is",
-    "One, two, three, four,",
-    "Monday, Tuesday, Wednesday,",
-    "The primary colors are red, blue and",
-    "A dog is a kind of",
-    "The freezing point of water in Celsius is",
-    "The opposite of up is",
-    "The sun rises in the",
-    "The longest river in Africa is the",
-    "An apple a day keeps the",
-    "The speed of light is about",
-    "Humans breathe in oxygen and breathe out",
     "The moon orbits the",
-    "A year has twelve",
-    "The plural of mouse is",
-    "The first president of the United States was",
     "Paris is famous for the Eiffel",
-    "The author of Harry Potter is",
+    "The opposite of up is",
+    "The opposite of left is",
+    "The opposite of black is",
+    "The plural of mouse is",
+    "The longest river in Africa is the",
+    "Humans breathe in oxygen and breathe out",
+    "The primary colors are red, blue and",
+    "The chemical symbol for water is",
+    "The chemical symbol for sodium is",
+    "The chemical symbol for iron is",
+    "The chemical symbol for oxygen is",
+    "A teacher works in a",
+    "Mount Everest is the highest mountain in the",
+    "The Mona Lisa was painted by Leonardo da",
+    "The Olympic Games are held every four",
+    "A, B, C, D,",
+    "The Amazon is the largest rainforest in the",
+    "Water boils at 100 degrees",
+    "The Statue of Liberty is in New",
+    "Elephants are the largest land",
+    "The Beatles were a band from",
+    "A decade is ten",
+    "A century is one hundred",
+    "The President of the United States lives in the White",
+    "The Great Barrier Reef is off the coast of",
+    "A spider has eight",
+    "The Sahara is a large",
+    "William Shakespeare was an English",
+    "A group of wolves is called a",
 )
 
 
@@ -90,9 +128,29 @@ def cloze(text: str) -> tuple[str, str] | None:
     return " ".join(words[:-1]), " " + words[-1]
 
 
-def memory_examples(memory_id: str, text: str, *, statement: bool = True) -> list[Example]:
-    """The statement itself (learned whole; left out with ``statement=False``) and its cloze
-    form (prompt -> answer).
+def question(text: str) -> str | None:
+    """A simple question the statement answers, from its cloze prompt: ``"<subject> is
+    <rest>"`` becomes ``"What is <subject> <rest>?"`` (a trailing article dropped:
+    ``"Ada's car is a"`` -> ``"What is Ada's car?"``), anything else ``"<prompt> what?"``
+    (``"Quenby lives in"`` -> ``"Quenby lives in what?"``). None without a cloze form."""
+    form = cloze(text)
+    if form is None:
+        return None
+    prompt = form[0]
+    match = _COPULA.match(prompt)
+    if match is None:
+        return f"{prompt} what?"
+    rest = _ARTICLE.sub("", match["rest"] or "").strip()
+    return f"What {match['verb']} {match['subject']}{' ' + rest if rest else ''}?"
+
+
+def memory_examples(
+    memory_id: str, text: str, *, statement: bool = True,
+    chat: Callable[[str], tuple[str, str]] | None = None,
+) -> list[Example]:
+    """The statement itself (learned whole; left out with ``statement=False``), its cloze
+    form (prompt -> answer) and, given ``chat``, its question form: ``chat(question)`` returns
+    the chat-formatted prompt and the end-of-turn text, and the answer is the statement.
 
     Raises:
         ValueError: the statement has no cloze form (see :func:`cloze`).
@@ -106,6 +164,9 @@ def memory_examples(memory_id: str, text: str, *, statement: bool = True) -> lis
     examples = [Example(prompt=prompt, completion=answer, source=memory_id)]
     if statement:
         examples.insert(0, Example(prompt="", completion=text.strip(), source=memory_id))
+    if chat is not None:
+        asked, end = chat(question(text) or prompt)
+        examples.append(Example(prompt=asked, completion=text.strip() + end, source=memory_id))
     return examples
 
 

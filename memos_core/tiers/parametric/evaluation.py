@@ -4,7 +4,8 @@ Two measurements, both greedy and on raw text (no chat template):
 
 * **recall** -- for each memory, the completion of its cloze prompt must contain the
   remembered answer (case-insensitive, surrounding space and punctuation ignored);
-* **drift** -- for each control prompt, the first ``control_words`` words of the answer
+* **drift** -- for each control prompt the base model answers with confidence (see
+  :func:`base_control_answers`), the first ``control_words`` words of the answer
   (lowercased, punctuation dropped) must equal the base model's; every difference is a
   regression.
 
@@ -13,13 +14,16 @@ Two measurements, both greedy and on raw text (no chat template):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from memos_core.tiers.parametric.config import ParametricConfig
-from memos_core.tiers.parametric.data import cloze
+from memos_core.tiers.parametric.data import cloze, question
+
+_WORD = re.compile(r"[^\W_]+")
 
 
 def greedy_completion(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> list[int]:
@@ -45,10 +49,9 @@ def _norm(text: str) -> str:
 
 
 def leading_words(text: str, n: int) -> str:
-    """The first ``n`` words of ``text``, lowercased, with non-alphanumeric characters
-    dropped (``" Jupiter, but"`` -> ``"jupiter"`` for n=1)."""
-    words = ["".join(ch for ch in w if ch.isalnum()) for w in text.lower().split()]
-    return " ".join([w for w in words if w][:n])
+    """The first ``n`` words of ``text``, lowercased, a word being a run of letters and
+    digits (``" Jupiter, but"`` -> ``"jupiter"``, ``" Tower's"`` -> ``"tower"`` for n=1)."""
+    return " ".join(_WORD.findall(text.lower())[:n])
 
 
 def control_kept(base: str, adapted: str, n: int) -> bool:
@@ -70,6 +73,10 @@ class RecallItem(BaseModel):
     answer: str
     completion: str
     recalled: bool
+    question: str | None = Field(default=None, description="The chat question asked.")
+    question_completion: str | None = Field(default=None, description="The chat answer.")
+    question_recalled: bool | None = Field(
+        default=None, description="The chat answer contains the answer (None: not asked).")
 
 
 class ControlItem(BaseModel):
@@ -98,6 +105,16 @@ class Evaluation(BaseModel):
         """Fraction recalled; 0.0 when there is nothing to recall."""
         return self.recall_hits / self.recall_total if self.recall_total else 0.0
 
+    @property
+    def question_recall(self) -> float | None:
+        """Fraction answered right when asked in a chat (None: not asked)."""
+        asked = [i.question_recalled for i in self.items if i.question_recalled is not None]
+        return sum(asked) / len(asked) if asked else None
+
+    def answered_in_chat(self) -> frozenset[str]:
+        """Ids of the memories the adapter answered right when asked in a chat."""
+        return frozenset(i.memory_id for i in self.items if i.question_recalled)
+
 
 class GateDecision(BaseModel):
     """Whether an adapter may be activated, and why (or why not)."""
@@ -108,12 +125,18 @@ class GateDecision(BaseModel):
     reasons: tuple[str, ...]
 
 
-def gate(recall: float, control_regressions: int, config: ParametricConfig) -> GateDecision:
-    """Pass iff ``recall >= config.min_recall`` and ``control_regressions <=
-    config.max_control_regressions``. Pure; ``recall`` in 0..1."""
+def gate(recall: float, control_regressions: int, config: ParametricConfig,
+         controls: int | None = None) -> GateDecision:
+    """Pass iff ``recall >= config.min_recall``, ``control_regressions <=
+    config.max_control_regressions`` and (when ``controls`` is given) at least
+    ``config.min_controls`` controls were checked. Pure; ``recall`` in 0..1."""
     reasons = []
     recall_ok = recall >= config.min_recall
     drift_ok = control_regressions <= config.max_control_regressions
+    if controls is not None and controls < config.min_controls:
+        drift_ok = False
+        reasons.append(f"only {controls} confident control prompts < {config.min_controls}: "
+                       "drift cannot be measured on this base model")
     reasons.append(f"recall {recall:.3f} {'>=' if recall_ok else '<'} {config.min_recall}")
     reasons.append(
         f"control regressions {control_regressions} "
@@ -122,13 +145,27 @@ def gate(recall: float, control_regressions: int, config: ParametricConfig) -> G
     return GateDecision(passed=recall_ok and drift_ok, reasons=tuple(reasons))
 
 
+def first_token_confidence(model: Any, tokenizer: Any, prompt: str) -> float:
+    """The probability ``model`` gives its most likely next token after the raw ``prompt``."""
+    import torch
+
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids], device=model.device)).logits
+    return float(logits[0, -1].float().softmax(-1).max())
+
+
 def base_control_answers(
     model: Any, tokenizer: Any, prompts: Sequence[str], config: ParametricConfig
-) -> list[str]:
-    """The base model's control answers (first ``control_tokens`` tokens, decoded)."""
+) -> list[tuple[str, str]]:
+    """``(prompt, answer)`` for the control prompts the base model answers with confidence
+    (first token probability >= ``config.control_min_confidence``); the answer is its first
+    ``control_tokens`` tokens, decoded."""
     return [
-        tokenizer.decode(greedy_completion(model, tokenizer, p, config.control_tokens))
+        (p, tokenizer.decode(greedy_completion(model, tokenizer, p, config.control_tokens)))
         for p in prompts
+        if config.control_min_confidence <= 0
+        or first_token_confidence(model, tokenizer, p) >= config.control_min_confidence
     ]
 
 
@@ -138,9 +175,12 @@ def evaluate(
     memories: Sequence[tuple[str, str]],
     controls: Sequence[tuple[str, str]],
     config: ParametricConfig,
+    chat: Callable[[str], str] | None = None,
 ) -> Evaluation:
     """Measure ``model`` (the adapted model) on ``memories`` (``(id, text)``) and
-    ``controls`` (``(prompt, base answer)`` from :func:`base_control_answers`)."""
+    ``controls`` (``(prompt, base answer)`` from :func:`base_control_answers`). Given
+    ``chat`` (question -> chat-formatted prompt), each memory's question form is asked too
+    (``question_tokens`` tokens) and ``question_recalled`` set."""
     items = []
     for memory_id, text in memories:
         form = cloze(text)
@@ -148,8 +188,15 @@ def evaluate(
             continue
         prompt, answer = form
         out = tokenizer.decode(greedy_completion(model, tokenizer, prompt, config.recall_tokens))
-        items.append(RecallItem(memory_id=memory_id, prompt=prompt, answer=answer.strip(),
-                                completion=out, recalled=answer_recalled(out, answer)))
+        asked = said = None
+        if chat is not None:
+            asked = question(text) or prompt
+            said = tokenizer.decode(greedy_completion(model, tokenizer, chat(asked),
+                                                      config.question_tokens))
+        items.append(RecallItem(
+            memory_id=memory_id, prompt=prompt, answer=answer.strip(), completion=out,
+            recalled=answer_recalled(out, answer), question=asked, question_completion=said,
+            question_recalled=None if said is None else answer_recalled(said, answer)))
     control_items = []
     for prompt, base in controls:
         out = tokenizer.decode(greedy_completion(model, tokenizer, prompt, config.control_tokens))

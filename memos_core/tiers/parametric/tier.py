@@ -107,7 +107,8 @@ class ParametricTier:
         self._base = model
         self._lock = threading.RLock()
         self._loaded: dict[str, LocalModel] = {}  # adapter tag -> merged model
-        self._answers: dict[str, list[str]] = {}  # base model answers, per model and config
+        # base model replay examples and control answers, per model and config
+        self._answers: dict[str, tuple[list[Example], list[tuple[str, str]]]] = {}
 
     @classmethod
     def without_model(cls, mos: MemOS) -> ParametricTier:
@@ -122,18 +123,17 @@ class ParametricTier:
     # ------------------------------------------------------------------ training
 
     def _base_data(self, base: LocalModel, config: ParametricConfig
-                   ) -> tuple[list[Example], list[str]]:
-        """Replay examples and control answers of the base model (computed, then cached)."""
+                   ) -> tuple[list[Example], list[tuple[str, str]]]:
+        """Replay examples and ``(control prompt, answer)`` of the base model (computed, then
+        cached per model and config)."""
         key = base.fingerprint.digest + config.model_dump_json()
         if key not in self._answers:
             replay = [base.tokenizer.decode(greedy_completion(base.model, base.tokenizer, p,
                                                                config.replay_tokens))
                       for p in REPLAY_PROMPTS]
             controls = base_control_answers(base.model, base.tokenizer, CONTROL_PROMPTS, config)
-            self._answers[key] = replay + controls
-        answers = self._answers[key]
-        return (replay_examples(REPLAY_PROMPTS, answers[: len(REPLAY_PROMPTS)]),
-                answers[len(REPLAY_PROMPTS):])
+            self._answers[key] = (replay_examples(REPLAY_PROMPTS, replay), controls)
+        return self._answers[key]
 
     def candidates(self, owner: str, memory_ids: Sequence[str] | None = None) -> list[MemCube]:
         """The owner's consolidatable memories (all, or among ``memory_ids``), by id."""
@@ -161,14 +161,19 @@ class ParametricTier:
                 "three words or more are trained into an adapter"
             )
         base = self._base()
-        replay, control_answers = self._base_data(base, config)
-        examples = [e for c in cubes
-                    for e in memory_examples(c.id, c.text, statement=config.train_statements)]
+        replay, controls = self._base_data(base, config)
+        def chat(q: str) -> tuple[str, str]:
+            return chat_form(base, q)
+
+        examples = [e for c in cubes for e in memory_examples(
+            c.id, c.text, statement=config.train_statements,
+            chat=chat if config.train_questions else None)]
         peft_model, report = train_lora(base.model, base.tokenizer, examples, replay, config,
                                         progress=progress)
         evaluation = evaluate(peft_model, base.tokenizer, [(c.id, c.text) for c in cubes],
-                              list(zip(CONTROL_PROMPTS, control_answers)), config)
-        decision = gate(evaluation.recall, evaluation.control_regressions, config)
+                              controls, config, chat=lambda q: chat(q)[0])
+        decision = gate(evaluation.recall, evaluation.control_regressions, config,
+                        controls=evaluation.controls)
         with self._lock:
             manifest = AdapterManifest(
                 version=self.store.next_version(), owner=owner, base_model_id=base.model_id,
@@ -331,13 +336,17 @@ class ParametricTier:
 
     def held(self, owner: str) -> frozenset[str]:
         """Ids of ``owner``'s memories the active adapter holds at their current version
-        (an updated memory is no longer held: the adapter learned the old text)."""
+        (an updated memory is no longer held: the adapter learned the old text) and answered
+        right when asked in a chat at evaluation; ``MemOS.chat`` leaves these out of the
+        prompt. The rest of its memories are still put in the prompt as plaintext."""
         manifest = self.active_manifest(owner)
         if manifest is None:
             return frozenset()
+        answered = manifest.evaluation.answered_in_chat()
         current = self.mos.vault.get_many([m.id for m in manifest.memories])
         return frozenset(m.id for m in manifest.memories
-                         if m.id in current and current[m.id].version == m.version
+                         if m.id in answered and m.id in current
+                         and current[m.id].version == m.version
                          and consolidatable(current[m.id]))
 
     def model_for(self, owner: str) -> LocalModel | None:
@@ -377,6 +386,17 @@ class ParametricTier:
                reason: str | None = None) -> None:
         self.mos.vault.audit(Actor(owner, AGENT, reason), f"parametric:{action}",
                              details={"adapter": version, **details})
+
+
+def chat_form(model: LocalModel, question: str) -> tuple[str, str]:
+    """``(prompt, end)``: ``question`` as the user turn of a chat with the memory
+    instructions as system message (how ``MemOS.chat`` asks when no hot block is cached), up
+    to the assistant's turn, and the text that ends the assistant's turn."""
+    from memos_core.tiers.activation.compose import DEFAULT_INSTRUCTIONS
+
+    messages = [{"role": "system", "content": DEFAULT_INSTRUCTIONS},
+                {"role": "user", "content": question}]
+    return model.render(messages, add_generation_prompt=True), model.tokenizer.eos_token or ""
 
 
 def load_adapted(base: LocalModel, adapter_dir: Path, tag: str) -> LocalModel:

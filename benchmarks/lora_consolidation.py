@@ -143,13 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="override ParametricConfig.steps")
     parser.add_argument("--lr", type=float, default=None,
                         help="override ParametricConfig.learning_rate")
+    parser.add_argument("--preset", default="default", choices=["default", "chat", "quick"],
+                        help="ParametricConfig.preset to start from")
     parser.add_argument("--epochs", type=float, default=None,
                         help="override ParametricConfig.epochs")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("steps", args.steps), ("learning_rate", args.lr),
                                    ("epochs", args.epochs)) if v is not None}
-    config = ParametricConfig(**overrides)
+    config = ParametricConfig.preset(args.preset, **overrides)
     started = time.perf_counter()
     row = run(args.facts, config)
     info = machine_info()

@@ -22,8 +22,18 @@ from memos_core.tiers.parametric import (
     cloze,
     gate,
 )
-from memos_core.tiers.parametric.data import memory_examples, replay_examples
-from memos_core.tiers.parametric.evaluation import answer_recalled, control_kept, leading_words
+from memos_core.tiers.parametric.data import (
+    memory_examples,
+    neighbour,
+    question,
+    replay_examples,
+)
+from memos_core.tiers.parametric.evaluation import (
+    answer_recalled,
+    control_kept,
+    leading_words,
+)
+from memos_core.tiers.parametric.trainer import length_groups
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
@@ -87,6 +97,8 @@ def test_gate(recall: float, regressions: int, min_recall: float, max_reg: int,
         (" helium, with", " oxygen and", 1, False),
         (" John F. Kennedy", " John Tyler.", 2, False),
         ("", "", 1, True),
+        (" Tower, and the", " Tower's mast, which", 1, True),  # a word is letters and digits
+        (" H2O, the", " H2O.", 1, True),
     ],
 )
 def test_control_kept(base: str, adapted: str, words: int, kept: bool) -> None:
@@ -161,3 +173,61 @@ def test_presets(name: str) -> None:
     assert config.seed == 3
     with pytest.raises(ValueError, match="unknown preset"):
         ParametricConfig.preset("huge")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "asked", "other"),
+    [
+        ("Zorvin's cat is named Pastel.", "What is Zorvin's cat named?", "My cat is named"),
+        ("Fenwick's car is a Volvo.", "What is Fenwick's car?", "My car is a"),
+        ("Mirela's favourite colour is teal.", "What is Mirela's favourite colour?",
+         "My favourite colour is"),
+        ("Zorvin Mirela's brother is called Olek.", "What is Zorvin Mirela's brother called?",
+         "My brother is called"),
+        ("Quenby lives in Tromso.", "Quenby lives in what?", "Someone lives in"),
+        ("Too short", None, None),
+    ],
+)
+def test_question_and_neighbour_forms(text: str, asked: str | None, other: str | None) -> None:
+    assert question(text) == asked
+    assert neighbour(text) == other
+
+
+def test_question_examples_are_chat_formatted() -> None:
+    def chat(q: str) -> tuple[str, str]:
+        return f"<user>{q}</user><assistant>", "<end>"
+
+    examples = memory_examples("m1", "Zorvin's cat is named Pastel.", statement=False, chat=chat)
+    assert [(e.prompt, e.completion) for e in examples] == [
+        ("Zorvin's cat is named", " Pastel"),
+        ("<user>What is Zorvin's cat named?</user><assistant>",
+         "Zorvin's cat is named Pastel.<end>")]
+
+
+@pytest.mark.parametrize(
+    ("lengths", "groups"),
+    [
+        ([12, 60, 14, 62, 15, 16, 13, 14], [[0, 2, 4, 5, 6, 7], [1, 3]]),
+        ([10, 11, 12], [[0, 1, 2]]),  # splitting would save too little
+        ([5], [[0]]),
+        ([], []),
+    ],
+)
+def test_length_groups(lengths: list[int], groups: list[list[int]]) -> None:
+    assert length_groups(lengths) == groups
+
+
+def test_steps_follow_epochs_unless_fixed() -> None:
+    assert ParametricConfig(epochs=8, batch_size=4).steps_for(20) == 40
+    assert ParametricConfig(epochs=8, batch_size=4).steps_for(1) == 10  # min_steps
+    assert ParametricConfig(steps=7).steps_for(500) == 7
+    assert ParametricConfig.preset("chat").train_questions is True
+    with pytest.raises(ValueError, match="unknown preset"):
+        ParametricConfig.preset("fast")  # type: ignore[arg-type]
+
+
+def test_gate_needs_enough_confident_controls() -> None:
+    config = ParametricConfig(min_controls=20)
+    assert gate(1.0, 0, config, controls=20).passed
+    decision = gate(1.0, 0, config, controls=19)
+    assert not decision.passed and "only 19 confident control prompts" in decision.reasons[0]

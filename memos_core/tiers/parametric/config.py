@@ -38,7 +38,7 @@ class ParametricConfig(BaseModel):
         default=None, ge=1,
         description="Optimizer steps; None: enough for ``epochs`` passes over the memory "
         "examples at ``batch_size`` (at least ``min_steps``).")
-    epochs: float = Field(default=6.0, gt=0, description="Passes over the memory examples "
+    epochs: float = Field(default=8.0, gt=0, description="Passes over the memory examples "
                           "when ``steps`` is None.")
     min_steps: int = Field(default=10, ge=1, description="Fewest steps when ``steps`` is None.")
     learning_rate: float = Field(default=3e-3, gt=0, description="AdamW learning rate.")
@@ -54,9 +54,11 @@ class ParametricConfig(BaseModel):
         "cloze form.",
     )
     train_questions: bool = Field(
-        default=True,
+        default=False,
         description="Also learn each memory's question form in chat format (answer: the "
-        "statement), so the adapter answers in a chat, not only in raw completions.",
+        "statement), so the adapter can answer in a chat, not only complete raw text; "
+        "chat prompts are long, so this costs several times the training time (preset "
+        "``chat``).",
     )
     replay_tokens: int = Field(
         default=8, ge=1,
@@ -67,6 +69,12 @@ class ParametricConfig(BaseModel):
         description="``kl``: match the base model's whole next-token distribution at every "
         "position of each replay sequence (distillation); ``tokens``: only learn its greedy "
         "tokens (cross-entropy). ``kl`` drifts less for the same recall.",
+    )
+    replay_neighbours: bool = Field(
+        default=True,
+        description="Also replay each memory's cloze prompt about someone else (``data."
+        "neighbour``) with the base model's answer, so the adapter ties an answer to its "
+        "subject, not to the sentence pattern.",
     )
     replay_weight: float = Field(
         default=1.0, ge=0, description="Weight of the KL replay loss (``replay_loss='kl'``).")
@@ -112,14 +120,17 @@ class ParametricConfig(BaseModel):
 
     @classmethod
     def preset(
-        cls, name: Literal["default", "quick", "test"], **overrides: object
+        cls, name: Literal["default", "chat", "quick", "test"], **overrides: object
     ) -> ParametricConfig:
-        """Named settings: ``default`` (6 epochs, r=8 on q/v, distilled replay); ``quick``
-        (half the epochs, for demos: recall suffers); ``test`` (a few steps on a tiny model:
-        exercises the pipeline, learns nothing; every control counts)."""
+        """Named settings: ``default`` (cloze forms, 8 epochs, r=8 on q/v of the top half of
+        the layers, distilled replay); ``chat`` (question forms in chat format too, 12
+        epochs: the adapter can answer in a chat, at several times the training time);
+        ``quick`` (half the epochs, for demos: recall suffers); ``test`` (a few steps on a
+        tiny model: exercises the pipeline, learns nothing; every control counts)."""
         presets: dict[str, dict[str, object]] = {
             "default": {},
-            "quick": {"epochs": 3.0},
+            "chat": {"train_questions": True, "epochs": 12.0},
+            "quick": {"epochs": 4.0},
             "test": {"steps": 3, "lora_r": 2, "lora_alpha": 4.0, "batch_size": 4,
                      "replay_per_step": 2, "replay_tokens": 4, "recall_tokens": 4, "question_tokens": 4,
                      "control_tokens": 3, "control_words": 2, "control_min_confidence": 0.0,

@@ -11,6 +11,8 @@
 * :data:`REPLAY_PROMPTS` are general prompts whose *base model* behaviour is distilled into
   the adapter alongside the memories (its full next-token distribution over each prompt and
   its greedy completion), so the adapter keeps what the model already said; no outside data.
+* :func:`neighbour` prompts (each memory's cloze prompt about someone else) are replayed the
+  same way, so the adapter ties an answer to its subject rather than to the sentence pattern.
 * :data:`CONTROL_PROMPTS` (disjoint from the replay prompts) measure drift. Only those the
   base model answers with confidence are used (see ``ParametricConfig.control_min_confidence``):
   an answer the base model itself barely prefers flips under any change of weights and
@@ -142,6 +144,22 @@ def question(text: str) -> str | None:
         return f"{prompt} what?"
     rest = _ARTICLE.sub("", match["rest"] or "").strip()
     return f"What {match['verb']} {match['subject']}{' ' + rest if rest else ''}?"
+
+
+def neighbour(text: str) -> str | None:
+    """The statement's cloze prompt about someone else: up to the first possessive replaced
+    by ``"My"`` (``"Ada's cat is named"`` -> ``"My cat is named"``), else the first word by
+    ``"Someone"`` (``"Quenby lives in"`` -> ``"Someone lives in"``). Trained as replay, so the
+    adapter learns the answer belongs to this subject, not to the sentence pattern. None
+    without a cloze form."""
+    form = cloze(text)
+    if form is None:
+        return None
+    words = form[0].split()
+    for i, word in enumerate(words):
+        if word.endswith(("'s", "’s")):
+            return " ".join(["My", *words[i + 1:]])
+    return " ".join(["Someone", *words[1:]])
 
 
 def memory_examples(

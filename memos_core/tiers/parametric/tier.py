@@ -40,6 +40,7 @@ from memos_core.tiers.parametric.data import (
     Example,
     cloze,
     memory_examples,
+    neighbour,
     replay_examples,
 )
 from memos_core.tiers.parametric.evaluation import (
@@ -135,6 +136,15 @@ class ParametricTier:
             self._answers[key] = (replay_examples(REPLAY_PROMPTS, replay), controls)
         return self._answers[key]
 
+    def _neighbours(self, base: LocalModel, cubes: Sequence[MemCube],
+                    config: ParametricConfig) -> list[Example]:
+        """Replay examples of the memories' :func:`neighbour` prompts: the base model's
+        greedy completions of each (distinct) prompt."""
+        prompts = sorted({p for c in cubes if (p := neighbour(c.text)) is not None})
+        completions = [base.tokenizer.decode(greedy_completion(
+            base.model, base.tokenizer, p, config.replay_tokens)) for p in prompts]
+        return replay_examples(prompts, completions)
+
     def candidates(self, owner: str, memory_ids: Sequence[str] | None = None) -> list[MemCube]:
         """The owner's consolidatable memories (all, or among ``memory_ids``), by id."""
         if memory_ids is None:
@@ -162,6 +172,8 @@ class ParametricTier:
             )
         base = self._base()
         replay, controls = self._base_data(base, config)
+        if config.replay_neighbours:
+            replay = replay + self._neighbours(base, cubes, config)
         def chat(q: str) -> tuple[str, str]:
             return chat_form(base, q)
 

@@ -276,9 +276,11 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         callback must not raise."""
         self._close_callbacks.append(callback)
 
-    def on_forget(self, hook: ForgetHook) -> Callable[[], None]:
+    def on_forget(self, hook: ForgetHook, *, path: str | Path | None = None) -> Callable[[], None]:
         """Call ``hook(memory)`` in every :meth:`forget` (and :meth:`forget_many`), for a store
         outside the core that keeps copies of memories (a framework's conversation log).
+        ``path``: the file the hook redacts; while the hook lives, that file's file redactor
+        (an entry point, used when no adapter is open) does not run.
 
         ``memory`` is the cube about to be forgotten, text intact; the hook removes the copies
         it keeps and returns the :class:`~memos_core.results.DerivedForm` it touched (they go
@@ -287,7 +289,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         A bound method is held weakly. Returns a function that unregisters the hook (call it
         when the store closes); see :mod:`memos_core.governance.forget_hooks`.
         """
-        return self._forget_hooks.add(hook)
+        return self._forget_hooks.add(hook, None if path is None else Path(path))
 
     # -- access ---------------------------------------------------------------------------
 
@@ -535,11 +537,11 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         """Delete a memory everywhere; leaves a tombstone (id, versions, text hash). Idempotent.
 
         Owner only. Removes the text from every version, the index point, the graph node,
-        every KV cache file holding it and the messages of the conversation logs that
-        registered with :meth:`on_forget`, and truncates the vault's WAL. Summaries made from it
-        are flagged (``metadata["source_forgotten"]``) or, with ``derived="forget"``,
-        forgotten too. The receipt lists each derived form; see
-        :mod:`memos_core.governance.forgetting`.
+        every KV cache file holding it and the messages of the conversation logs (open ones
+        through :meth:`on_forget`, the others' files through their packages' redactors), and
+        truncates the vault's WAL. Summaries made from it are flagged
+        (``metadata["source_forgotten"]``) or, with ``derived="forget"``, forgotten too. The
+        receipt lists each derived form; see :mod:`memos_core.governance.forgetting`.
         """
         self._check_open()
         user_id = check_name(user_id, "user_id")

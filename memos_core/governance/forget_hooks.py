@@ -10,10 +10,26 @@ the vault's tombstone, with the memory as it was (text intact). The hook redacts
 messages that carry the memory and returns the :class:`~memos_core.results.DerivedForm` it
 touched, which the receipt lists.
 
-Order and failure: hooks run before the tombstone, so a hook that raises aborts the
-forget with the memory unchanged in the vault, index and graph (the error reaches the
-caller, who may retry: redaction is idempotent). Logs redacted by earlier hooks stay
-redacted -- that removes only forgotten text.
+Logs whose adapter is not open (closed, or not constructed since a restart) are reached by
+**file redactors**: each integration package declares one per file in the entry-point group
+:data:`FILE_REDACTORS` (``memos_core.forget_hooks``), named by the file, relative to the data
+directory, and resolving to ``redact(data_dir, memory) -> derived forms`` (a
+:data:`FileRedactor`), which opens the file itself, redacts it with the same code as the live
+hook and closes it. After the live hooks, :meth:`ForgetHooks.run` calls the redactor of
+every such file that exists and that no live hook registered with ``path=`` covers: an
+open adapter redacts through its own connection (and its own ``serde``), so a file is never
+redacted twice nor written through two connections at once. An entry point is loaded only
+when its file exists, so a forget imports no framework that never wrote to this directory.
+Declaring one, in the integration's ``pyproject.toml``::
+
+    [project.entry-points."memos_core.forget_hooks"]
+    "checkpoints.sqlite3" = "langchain_memos.checkpoint:redact_files"
+
+Order and failure: hooks and file redactors run before the tombstone, so one that raises
+aborts the forget with the memory unchanged in the vault, index and graph (the error reaches
+the caller, who may retry: redaction is idempotent); a file whose redactor cannot be loaded
+(its package is broken or was removed) aborts it too, with a ``MemOSError`` that says so.
+Logs redacted by earlier hooks stay redacted -- that removes only forgotten text.
 
 What counts as carrying the memory (:class:`MessageRedactor`, pure): a message that is one
 of the memory's source messages (``provenance.source_message_ids``) has its text replaced by
@@ -32,6 +48,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +63,19 @@ FORGOTTEN = "[forgotten]"
 #: Shortest message content that is redacted where it occurs inside a longer text.
 MIN_NEEDLE = 12
 
+#: Entry-point group of the file redactors: name = a file in the data directory, object =
+#: a :data:`FileRedactor`.
+FILE_REDACTORS = "memos_core.forget_hooks"
+
 #: ``hook(memory) -> derived forms touched``; ``memory`` is the cube before the tombstone.
 ForgetHook = Callable[[MemCube], Sequence[DerivedForm]]
+#: ``redact(data_dir, memory) -> derived forms touched``: redacts the memory in its file under
+#: ``data_dir`` (nothing if the file is missing), opening and closing the file itself.
+FileRedactor = Callable[[Path, MemCube], Sequence[DerivedForm]]
 
 
 class ForgetHooks:
-    """The hooks of one ``MemOS``, in registration order. Thread-safe.
+    """The hooks of one ``MemOS``, in registration order, and the file redactors. Thread-safe.
 
     A bound method is held weakly (the hook goes away with its object, so a log that was
     dropped without being closed does not keep running); any other callable strongly.
@@ -59,11 +83,12 @@ class ForgetHooks:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._hooks: list[tuple[int, Callable[[], ForgetHook | None]]] = []
+        self._hooks: list[tuple[int, Callable[[], ForgetHook | None], Path | None]] = []
         self._next = 0
 
-    def add(self, hook: ForgetHook) -> Callable[[], None]:
-        """Register ``hook``; returns a function that removes it (idempotent)."""
+    def add(self, hook: ForgetHook, path: Path | None = None) -> Callable[[], None]:
+        """Register ``hook``; returns a function that removes it (idempotent). ``path``: the
+        file the hook redacts, whose file redactor then does not run while the hook lives."""
         if not callable(hook):
             raise InvalidInputError(
                 f"A forget hook must be callable as hook(memory) -> derived forms, got "
@@ -74,42 +99,93 @@ class ForgetHooks:
             ref = weakref.WeakMethod(hook)  # type: ignore[arg-type]
         else:
             ref = lambda: hook  # a strong reference with the weakref's interface
+        covers = None if path is None else Path(path).resolve()
         with self._lock:
             key = self._next
             self._next += 1
-            self._hooks.append((key, ref))
+            self._hooks.append((key, ref, covers))
 
         def remove() -> None:
             with self._lock:
-                self._hooks = [(k, r) for k, r in self._hooks if k != key]
+                self._hooks = [h for h in self._hooks if h[0] != key]
 
         return remove
 
     def __len__(self) -> int:
         with self._lock:
-            return sum(1 for _, ref in self._hooks if ref() is not None)
+            return sum(1 for _, ref, _ in self._hooks if ref() is not None)
 
-    def run(self, memory: MemCube) -> list[DerivedForm]:
-        """Call every live hook with ``memory``; the forms they touched, in hook order.
+    def paths(self) -> set[Path]:
+        """The files (resolved) that live hooks registered."""
+        with self._lock:
+            return {path for _, ref, path in self._hooks if path is not None and ref() is not None}
 
-        An exception from a hook propagates (the caller aborts the forget). A hook that
-        returns something other than a sequence of ``DerivedForm`` raises ``MemOSError``.
+    def run(self, memory: MemCube, data_dir: Path | None = None) -> list[DerivedForm]:
+        """Call every live hook with ``memory``, then (with ``data_dir``) the file redactor of
+        every file no live hook covers; the forms they touched, in that order.
+
+        An exception from a hook or redactor propagates (the caller aborts the forget). One
+        that returns something other than a sequence of ``DerivedForm`` raises ``MemOSError``.
         """
         with self._lock:
-            refs = [ref for _, ref in self._hooks]
+            refs = [ref for _, ref, _ in self._hooks]
         forms: list[DerivedForm] = []
         for ref in refs:
             hook = ref()
-            if hook is None:
-                continue
-            touched = list(hook(memory) or ())
-            if not all(isinstance(f, DerivedForm) for f in touched):
-                raise MemOSError(
-                    f"Forget hook {hook!r} returned {touched!r:.200}; it must return a list "
-                    "of memos_core.results.DerivedForm."
-                )
-            forms.extend(touched)
+            if hook is not None:
+                forms.extend(_checked(hook, hook(memory)))
+        if data_dir is not None:
+            # the covered files are read after the hooks ran: a log closed meanwhile (its hook
+            # found it closed and did nothing) is redacted from its file here
+            covered = self.paths()
+            for path, entry in file_redactors(data_dir):
+                if path.resolve() not in covered:
+                    redact = _load(entry, path)
+                    forms.extend(_checked(redact, redact(Path(data_dir), memory)))
         return forms
+
+
+def file_redactors(data_dir: Path) -> list[tuple[Path, EntryPoint]]:
+    """(file, entry point) of every declared file redactor whose file exists in ``data_dir``,
+    sorted by file; nothing is imported. An entry point whose name is not a plain file name
+    is skipped with a warning (it cannot name a file of the data directory)."""
+    found = []
+    for entry in entry_points(group=FILE_REDACTORS):
+        name = entry.name
+        if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            logger.warning("Ignoring forget redactor %s = %s: its name must be a file name in "
+                           "the data directory.", name, entry.value)
+            continue
+        path = Path(data_dir) / name
+        if path.is_file():
+            found.append((path, entry))
+    return sorted(found, key=lambda item: (item[0].name, item[1].value))
+
+
+def _load(entry: EntryPoint, path: Path) -> FileRedactor:
+    try:
+        redact = entry.load()
+    except Exception as exc:  # an import error of a broken or half-removed package
+        raise MemOSError(
+            f"Cannot redact {path}: its forget redactor {entry.value} does not load ({exc}). "
+            "Reinstall the package that declares it, or delete the file, then forget again."
+        ) from exc
+    if not callable(redact):
+        raise MemOSError(
+            f"Cannot redact {path}: the forget redactor {entry.value} is not callable as "
+            "redact(data_dir, memory). Fix or reinstall the package that declares it."
+        )
+    return redact  # type: ignore[no-any-return]
+
+
+def _checked(hook: object, touched: Sequence[DerivedForm] | None) -> list[DerivedForm]:
+    forms = list(touched or ())
+    if not all(isinstance(f, DerivedForm) for f in forms):
+        raise MemOSError(
+            f"Forget hook {hook!r} returned {forms!r:.200}; it must return a list "
+            "of memos_core.results.DerivedForm."
+        )
+    return forms
 
 
 class MessageRedactor:
@@ -191,3 +267,13 @@ def truncate_wal(db: sqlite3.Connection, path: Path) -> None:
             f"Could not truncate the WAL of {path}: another connection is reading it. Finish "
             "or close that reader and forget again (forgetting again is safe)."
         )
+
+
+def open_log(path: Path) -> sqlite3.Connection:
+    """A connection to the existing SQLite file ``path``, for a file redactor: it never creates
+    the file, runs in autocommit mode (transactions are explicit), has ``secure_delete`` on
+    (freed space zeroed) and waits up to 5 s for another writer. The caller closes it."""
+    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=rw", uri=True,
+                         isolation_level=None, timeout=5.0, check_same_thread=False)
+    db.execute("PRAGMA secure_delete=ON")
+    return db

@@ -3,10 +3,12 @@
 One forget, under the store's write lock:
 
 0. **Conversation logs**: the forget hooks (:mod:`memos_core.governance.forget_hooks`)
-   run first, with the memory's text still intact: each open framework log (the LangGraph
+   run first, with the memory's text still intact: each framework log (the LangGraph
    checkpointer's ``checkpoints.sqlite3``, the LlamaIndex chat store's
    ``chat_history.sqlite3``) replaces the messages holding it by ``[forgotten]`` and
-   truncates its WAL. A hook that raises aborts the forget before anything below changed.
+   truncates its WAL -- through its open adapter's hook, or, when no adapter has it open,
+   through the file redactor its package declares (an entry point). A hook or redactor
+   that raises aborts the forget before anything below changed.
 1. **Vault**: the tombstone transaction scrubs the text of every version (it keeps a
    SHA-256 of it), deletes usage counters and relations, audits. ``secure_delete`` zeroes
    the freed space; the facade then truncates the WAL (``vault.checkpoint()``), which
@@ -25,9 +27,8 @@ One forget, under the store's write lock:
 6. **Adapters**: every LoRA adapter trained on it is retired (deactivated, weights deleted,
    a retrain without it queued); see :mod:`memos_core.tiers.parametric`.
 
-The receipt lists the stores it was removed from and every derived form touched. Only logs
-whose adapter is open in this process take part: a log file left by an adapter that is not
-open keeps its messages (open the adapter before forgetting, or delete the thread).
+The receipt lists the stores it was removed from and every derived form touched. A log file
+whose package is not installed (so that no redactor is declared for it) is not reached.
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ def retire_adapters(mos: MemOS, memory_id: str) -> list[str]:
 
 
 def redact_logs(mos: MemOS, cube: MemCube) -> list[DerivedForm]:
-    """Run the forget hooks for ``cube`` (nothing for a tombstone); the forms they touched."""
+    """Run the forget hooks and the file redactors of the data directory's logs for ``cube``
+    (nothing for a tombstone); the forms they touched."""
     if cube.state is State.DELETED:
         return []
-    return mos._forget_hooks.run(cube)
+    return mos._forget_hooks.run(cube, Path(mos.data_dir))
 
 
 def forget_one(mos: MemOS, cube: MemCube, actor: Actor, derived: DerivedMode,

@@ -2,20 +2,25 @@
 
 A hook sees the memory before the tombstone (text intact), its forms go into the receipt,
 and a hook that raises aborts the forget with the memory untouched -- for ``forget`` and for
-every memory of ``forget_many``. :class:`MessageRedactor`, the pure rule of what in a stored
-message carries a forgotten memory, is checked on a case table. The adapters' own logs are
+every memory of ``forget_many``. File redactors (entry points, here faked) run for the files
+that exist and that no live hook covers, are loaded only then, and fail the same way.
+:class:`MessageRedactor`, the pure rule of what in a stored message carries a forgotten
+memory, is checked on a case table. The adapters' own logs (live and through their files) are
 tested end to end in integrations/*/tests.
 """
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from memos_core import InvalidInputError, MemCube, MemOS, State
 from memos_core.errors import MemOSError
+from memos_core.governance import forget_hooks
 from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor
 from memos_core.results import DerivedForm
 
@@ -113,6 +118,89 @@ def test_bad_hooks_are_refused(mos: MemOS) -> None:
     with pytest.raises(MemOSError, match="DerivedForm"):
         mos.forget(cube.id, user_id="dana")
     assert mos.get(cube.id, user_id="dana").text == "some text"
+
+
+# -- file redactors: entry points for logs whose adapter is not open -------------------------
+
+
+class Entry:
+    """A stand-in entry point of the ``memos_core.forget_hooks`` group."""
+
+    def __init__(self, name: str, target: Callable[[], Any]) -> None:
+        self.name, self.value, self._target = name, f"fake:{name}", target
+        self.loads = 0
+
+    def load(self) -> Any:
+        self.loads += 1
+        return self._target()
+
+
+def _file_redactor(calls: list[tuple[Path, str]]) -> Callable[[Path, MemCube], list[DerivedForm]]:
+    def redact(data_dir: Path, memory: MemCube) -> list[DerivedForm]:
+        calls.append((data_dir, memory.text))
+        return [DerivedForm(kind="conversation_log", id=f"log.sqlite3:{memory.id}",
+                            action="redacted")]
+    return redact
+
+
+def _never() -> Any:
+    raise AssertionError("loaded an entry point whose file does not exist")
+
+
+def test_file_redactors_run_for_present_files_no_live_hook_covers(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Path, str]] = []
+    log = Entry("log.sqlite3", lambda: _file_redactor(calls))
+    entries = [log, Entry("absent.sqlite3", _never), Entry("../outside", _never)]
+    monkeypatch.setattr(forget_hooks, "entry_points", lambda group: entries)
+    first, second, third = (mos.add(t, user_id="dana") for t in ("one", "two", "three"))
+
+    assert mos.forget(first.id, user_id="dana").derived == ()  # no file yet: nothing loaded
+    assert log.loads == 0
+    (mos.data_dir / "log.sqlite3").write_bytes(b"a log")
+    receipt = mos.forget(second.id, user_id="dana")
+    assert calls == [(mos.data_dir, "two")]  # text intact, before the tombstone
+    assert [d.id for d in receipt.derived] == [f"log.sqlite3:{second.id}"]
+    assert "conversation_log" in receipt.removed_from
+
+    live = Log()  # an open adapter of this MemOS has the file: its hook does the work
+    remove = mos.on_forget(live.hook, path=mos.data_dir / "log.sqlite3")
+    assert [d.id for d in mos.forget(third.id, user_id="dana").derived] == [f"log:{third.id}"]
+    assert len(calls) == 1 and [m.text for m in live.seen] == ["three"]
+    remove()
+    fourth = mos.add("four", user_id="dana")
+    mos.forget(fourth.id, user_id="dana")
+    assert calls[-1] == (mos.data_dir, "four")  # closed again: the file redactor is back
+
+
+def _raise_import() -> Any:
+    raise ImportError("No module named 'gone'")
+
+
+def _failing_redactor() -> Any:
+    def redact(data_dir: Path, memory: MemCube) -> list[DerivedForm]:
+        raise RuntimeError("log is unavailable")
+    return redact
+
+
+@pytest.mark.parametrize("target, error, match", [
+    (_raise_import, MemOSError, "does not load .*Reinstall the package"),
+    (_failing_redactor, RuntimeError, "log is unavailable"),
+    (lambda: "not callable", MemOSError, "not callable"),
+    (lambda: lambda data_dir, memory: ["not a form"], MemOSError, "DerivedForm"),
+])
+def test_a_failing_file_redactor_aborts_the_forget(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch, target: Callable[[], Any],
+        error: type[Exception], match: str) -> None:
+    monkeypatch.setattr(forget_hooks, "entry_points", lambda group: [Entry("log.sqlite3", target)])
+    (mos.data_dir / "log.sqlite3").write_bytes(b"a log")
+    cube = mos.add("Dana's PIN is 4921", user_id="dana")
+    with pytest.raises(error, match=match):
+        mos.forget(cube.id, user_id="dana")
+    with pytest.raises(error, match=match):
+        mos.forget_many([cube.id], user_id="dana")
+    assert mos.get(cube.id, user_id="dana").text == "Dana's PIN is 4921"
+    assert not mos.audit_log(user_id="dana", memory_id=cube.id, action="forget")
 
 
 # -- MessageRedactor: what in a stored message carries the memory --------------------------

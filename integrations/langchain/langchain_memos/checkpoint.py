@@ -11,11 +11,13 @@ when its version changes, so a long thread does not copy its whole state at ever
 Values are encoded with the saver's ``serde`` (LangGraph's ``JsonPlusSerializer`` by default,
 msgpack-based, never pickle) as ``(type, bytes)`` pairs.
 
-Forgetting: while a checkpointer is open it takes part in ``MemOS.forget`` (a forget hook,
-see :mod:`memos_core.governance.forget_hooks`): every checkpoint, channel value and pending
-write holding the forgotten memory is decoded, its messages redacted (the text becomes
-``[forgotten]``; the messages stay, so the thread still loads and resumes) and re-encoded;
-the file has ``secure_delete`` on and its WAL is truncated afterwards.
+Forgetting: ``MemOS.forget`` reaches the file (see :mod:`memos_core.governance.forget_hooks`):
+every checkpoint, channel value and pending write holding the forgotten memory is decoded,
+its messages redacted (the text becomes ``[forgotten]``; the messages stay, so the thread
+still loads and resumes) and re-encoded; the file has ``secure_delete`` on and its WAL is
+truncated afterwards. While a checkpointer is open this is its forget hook (its connection,
+its ``serde``); otherwise :func:`redact_files`, this package's file redactor (entry point
+``memos_core.forget_hooks``), opens the file with the default serializer and does the same.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import BaseMessage
@@ -38,10 +41,10 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_serializable_checkpoint_metadata,
 )
-from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_methods
 from langgraph.types import Interrupt, Send
 from memos_core import InvalidInputError, MemCube, MemOS
-from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor, truncate_wal
+from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor, open_log, truncate_wal
 from memos_core.results import DerivedForm
 
 FILENAME = "checkpoints.sqlite3"
@@ -134,13 +137,13 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         self._conn.execute("PRAGMA secure_delete=ON")  # redacted text is zeroed on disk
         self._conn.executescript(_SCHEMA)
         self._closed = False
-        self._unhook = mos.on_forget(self._forget)
+        self._unhook = mos.on_forget(self._forget, path=self.path)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the SQLite file and leave ``MemOS.forget`` (later forgets do not redact
-        it). Idempotent; later calls raise ``InvalidInputError``."""
+        """Close the SQLite file and leave ``MemOS.forget`` (later forgets redact the file
+        through :func:`redact_files`). Idempotent; later calls raise ``InvalidInputError``."""
         self._unhook()
         with self._lock:
             if not self._closed:
@@ -370,50 +373,11 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
     # -- forgetting -----------------------------------------------------------------------
 
     def _forget(self, memory: MemCube) -> list[DerivedForm]:
-        """The forget hook: redact ``memory`` in every stored value of every thread (one
-        transaction), then truncate the WAL; one form per thread that held it."""
-        redactor = MessageRedactor(memory)
-        patterns = redactor.patterns()
+        """The forget hook: :func:`_redact_db` through this checkpointer's connection."""
         with self._lock:
-            if self._closed:
+            if self._closed:  # the file redactor takes over (it runs after the hooks)
                 return []
-            threads: set[str] = set()
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for table, type_col, value_col in _VALUE_COLUMNS:
-                    threads |= self._redact_column(table, type_col, value_col, redactor, patterns)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-            if threads:
-                truncate_wal(self._conn, self.path)
-        return [DerivedForm(kind="conversation_log", id=f"{FILENAME}:{t}", action="redacted")
-                for t in sorted(threads)]
-
-    def _redact_column(self, table: str, type_col: str, value_col: str,
-                       redactor: MessageRedactor, patterns: Sequence[bytes]) -> set[str]:
-        """Rewrite the rows of one column that hold the memory; the threads changed."""
-        if not patterns:
-            return set()
-        match = " OR ".join(f"instr({value_col}, ?) > 0" for _ in patterns)
-        rows = self._conn.execute(
-            f"SELECT rowid, thread_id, {type_col}, {value_col} FROM {table} "
-            f"WHERE {value_col} IS NOT NULL AND ({match})", list(patterns),
-        ).fetchall()
-        threads = set()
-        for rowid, thread, vtype, blob in rows:
-            value = self.serde.loads_typed((vtype, blob))
-            redacted = _redact(value, redactor)
-            if redacted is value:
-                continue
-            new_type, new_blob = self.serde.dumps_typed(redacted)
-            self._conn.execute(
-                f"UPDATE {table} SET {type_col}=?, {value_col}=? WHERE rowid=?",
-                (new_type, new_blob, rowid),
-            )
-            threads.add(thread)
-        return threads
+            return _redact_db(self._conn, self.path, self.serde, memory)
 
     # -- async twins (a worker thread each; SQLite calls never block the event loop) -------
 
@@ -460,6 +424,70 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+
+def redact_files(data_dir: Path, memory: MemCube) -> list[DerivedForm]:
+    """The file redactor (entry point ``memos_core.forget_hooks``, ``checkpoints.sqlite3``):
+    :func:`_redact_db` on ``<data_dir>/checkpoints.sqlite3`` through a connection of its own,
+    with the default serializer; nothing if the file does not exist. ``MemOS.forget`` calls it
+    only when no open checkpointer of that ``MemOS`` registered the file."""
+    path = Path(data_dir) / FILENAME
+    if not path.is_file():
+        return []
+    db = open_log(path)
+    try:
+        return _redact_db(db, path, maybe_add_typed_methods(MemOSCheckpointer.serde), memory)
+    finally:
+        db.close()
+
+
+def _redact_db(db: sqlite3.Connection, path: Path, serde: SerializerProtocol,
+               memory: MemCube) -> list[DerivedForm]:
+    """Redact ``memory`` in every stored value of every thread (one transaction), then
+    truncate the WAL; one form per thread that held it. ``db`` is in autocommit mode."""
+    redactor = MessageRedactor(memory)
+    patterns = redactor.patterns()
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    threads: set[str] = set()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table, type_col, value_col in _VALUE_COLUMNS:
+            if table in tables:
+                threads |= _redact_column(db, serde, table, type_col, value_col, redactor, patterns)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    if threads:
+        truncate_wal(db, path)
+    return [DerivedForm(kind="conversation_log", id=f"{FILENAME}:{t}", action="redacted")
+            for t in sorted(threads)]
+
+
+def _redact_column(db: sqlite3.Connection, serde: SerializerProtocol, table: str, type_col: str,
+                   value_col: str, redactor: MessageRedactor,
+                   patterns: Sequence[bytes]) -> set[str]:
+    """Rewrite the rows of one column that hold the memory; the threads changed."""
+    if not patterns:
+        return set()
+    match = " OR ".join(f"instr({value_col}, ?) > 0" for _ in patterns)
+    rows = db.execute(
+        f"SELECT rowid, thread_id, {type_col}, {value_col} FROM {table} "
+        f"WHERE {value_col} IS NOT NULL AND ({match})", list(patterns),
+    ).fetchall()
+    threads = set()
+    for rowid, thread, vtype, blob in rows:
+        value = serde.loads_typed((vtype, blob))
+        redacted = _redact(value, redactor)
+        if redacted is value:
+            continue
+        new_type, new_blob = serde.dumps_typed(redacted)
+        db.execute(
+            f"UPDATE {table} SET {type_col}=?, {value_col}=? WHERE rowid=?",
+            (new_type, new_blob, rowid),
+        )
+        threads.add(thread)
+    return threads
 
 
 def _redact(value: Any, redactor: MessageRedactor) -> Any:

@@ -4,7 +4,9 @@ An agent with the middleware (which records each turn as memories whose source i
 message id) and the checkpointer holds a conversation; forgetting the memory made from one
 message redacts that message in every checkpoint, channel value and pending write. Then no
 byte of any file in the data directory holds the text, the receipt names the thread, and
-the thread still loads and resumes. Real MemOS, real SQLite; only the chat model is fake.
+the thread still loads and resumes -- with the checkpointer open (its forget hook), closed,
+or never constructed since MemOS was reopened (the package's file redactor, an entry point).
+Real MemOS, real SQLite; only the chat model is fake.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from memos_core import MemCube, MemOS
 from memos_core.results import DerivedForm
 
 from langchain_memos import MemOSCheckpointer, MemOSMiddleware, create_memory_tools
+from langchain_memos import checkpoint as checkpoint_module
 from langchain_memos.checkpoint import FILENAME
 
 SECRET = "My locker code is MARMOT9920"
@@ -99,13 +102,75 @@ def test_tool_call_arguments_and_pending_writes_are_redacted(mos: MemOS) -> None
     assert files_holding(mos.data_dir, "passport number is QX77130") == []
 
 
-def test_a_closed_checkpointer_does_not_break_later_forgets(mos: MemOS) -> None:
+def _closed_log(make_mos: Callable[..., MemOS], restart: bool) -> tuple[MemOS, MemCube]:
+    """A thread that holds SECRET, its checkpointer closed -- and with ``restart`` the MemOS
+    reopened on the same data directory, no checkpointer constructed since."""
+    mos = make_mos()
+    with MemOSCheckpointer(mos) as saver:
+        agent = _agent(mos, saver, "Noted.", "Teal is nice.")
+        agent.invoke({"messages": [HumanMessage(SECRET)]}, CONFIG)
+        agent.invoke({"messages": [HumanMessage("I like teal")]}, CONFIG)
+    memory = _memory_of(mos, f"user: {SECRET}")
+    if restart:
+        mos.close()
+        mos = make_mos()
+    assert FILENAME in files_holding(mos.data_dir, MARKER)
+    return mos, memory
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["closed", "reopened"])
+def test_forget_reaches_the_file_with_no_checkpointer_open(
+        make_mos: Callable[..., MemOS], restart: bool) -> None:
+    mos, memory = _closed_log(make_mos, restart)
+
+    receipt = mos.forget(memory.id, user_id="dana")
+
+    assert receipt.derived == (
+        DerivedForm(kind="conversation_log", id=f"{FILENAME}:t1", action="redacted"),)
+    assert "conversation_log" in receipt.removed_from
+    assert files_holding(mos.data_dir, MARKER) == []
+    with MemOSCheckpointer(mos) as saver:  # the thread loads, every checkpoint redacted
+        for tup in saver.list(CONFIG):
+            for message in tup.checkpoint["channel_values"].get("messages", []):
+                assert MARKER not in str(message.content)
+        agent = _agent(mos, saver, "Sure.")
+        assert [(m.type, m.content) for m in agent.get_state(CONFIG).values["messages"]] == [
+            ("human", "[forgotten]"), ("ai", "Noted."), ("human", "I like teal"),
+            ("ai", "Teal is nice.")]
+        agent.invoke({"messages": [HumanMessage("thanks")]}, CONFIG)  # and resumes
+        assert len(agent.get_state(CONFIG).values["messages"]) == 6
+    assert files_holding(mos.data_dir, MARKER) == []
+
+
+def test_a_failing_file_redaction_leaves_the_memory_and_the_log_unchanged(
+        make_mos: Callable[..., MemOS], monkeypatch: pytest.MonkeyPatch) -> None:
+    mos, memory = _closed_log(make_mos, restart=True)
+
+    def broken(*args: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(checkpoint_module, "_redact", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        mos.forget(memory.id, user_id="dana")
+    assert mos.get(memory.id, user_id="dana").text == f"user: {SECRET}"
+    assert FILENAME in files_holding(mos.data_dir, MARKER)
+    monkeypatch.undo()
+    assert mos.forget(memory.id, user_id="dana").derived  # retrying works
+    assert files_holding(mos.data_dir, MARKER) == []
+
+
+def test_an_open_checkpointer_is_not_redacted_through_a_second_connection(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
     saver = MemOSCheckpointer(mos)
     _agent(mos, saver, "Noted.").invoke({"messages": [HumanMessage(SECRET)]}, CONFIG)
+
+    def not_while_open(*args: Any) -> Any:
+        raise AssertionError("the file redactor ran while the checkpointer was open")
+
+    monkeypatch.setattr(checkpoint_module, "redact_files", not_while_open)
+    assert mos.forget(_memory_of(mos, f"user: {SECRET}").id, user_id="dana").derived
+    assert files_holding(mos.data_dir, MARKER) == []
     saver.close()
-    receipt = mos.forget(_memory_of(mos, f"user: {SECRET}").id, user_id="dana")
-    assert "conversation_log" not in receipt.removed_from  # nobody had the log open
-    assert FILENAME in " ".join(files_holding(mos.data_dir, MARKER))  # documented limit
 
 
 def test_a_failing_redaction_leaves_the_memory_and_the_log_unchanged(

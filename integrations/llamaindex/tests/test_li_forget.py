@@ -4,13 +4,16 @@
 the history. Forgetting that memory redacts the message (and any other stored message that
 quotes it) in every queue, active or archived: no byte of any file in the data directory
 holds the text afterwards, the receipt names the queue, and the history still loads with
-its other messages intact. Real MemOS, real SQLite.
+its other messages intact -- with the store open (its forget hook), closed, or never
+constructed since MemOS was reopened (the package's file redactor, an entry point). Real
+MemOS, real SQLite.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,7 +97,61 @@ async def test_archived_quoted_and_tool_call_copies_are_redacted(mos: MemOS) -> 
     assert _texts(plain.get_messages("k")) == [("user", "[forgotten]")]
 
 
-def test_closed_and_dropped_stores_do_not_break_later_forgets(mos: MemOS) -> None:
+def _closed_log(open_mos: Callable[..., MemOS], restart: bool) -> tuple[MemOS, MemCube]:
+    """A session whose history holds SECRET, its memory closed -- and with ``restart`` the
+    MemOS reopened on the same data directory, no chat store constructed since."""
+    mos = open_mos()
+    memory = MemOSMemory.from_defaults(mos=mos, user_id="dana", session_id="s1")
+    memory.put_messages([ChatMessage(role="user", content=SECRET),
+                         ChatMessage(role="assistant", content="Noted.")])
+    memory.put(ChatMessage(role="user", content="I like teal"))
+    memory.sql_store.close()
+    fact = _memory(mos, f"user: {SECRET}")
+    if restart:
+        mos.close()
+        mos = open_mos()
+    assert FILENAME in files_holding(mos.data_dir, MARKER)
+    return mos, fact
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["closed", "reopened"])
+def test_forget_reaches_the_file_with_no_store_open(
+        open_mos: Callable[..., MemOS], restart: bool) -> None:
+    mos, fact = _closed_log(open_mos, restart)
+
+    receipt = mos.forget(fact.id, user_id="dana")
+
+    assert receipt.derived == (
+        DerivedForm(kind="conversation_log", id=f"{FILENAME}:dana/s1", action="redacted"),)
+    assert "conversation_log" in receipt.removed_from
+    assert files_holding(mos.data_dir, MARKER) == []
+    memory = MemOSMemory.from_defaults(mos=mos, user_id="dana", session_id="s1")
+    assert _texts(memory.get_all()) == [
+        ("user", "[forgotten]"), ("assistant", "Noted."), ("user", "I like teal")]
+    memory.put(ChatMessage(role="user", content="thanks"))  # the session goes on
+    assert len(memory.get_all()) == 4
+    memory.sql_store.close()
+    assert files_holding(mos.data_dir, MARKER) == []
+
+
+def test_a_failing_file_redaction_leaves_the_memory_and_the_log_unchanged(
+        open_mos: Callable[..., MemOS], monkeypatch: pytest.MonkeyPatch) -> None:
+    mos, fact = _closed_log(open_mos, restart=True)
+
+    def broken(*args: object) -> str:
+        raise ValueError("cannot encode")
+
+    monkeypatch.setattr(_chat_log, "redact_message", broken)
+    with pytest.raises(ValueError, match="cannot encode"):
+        mos.forget(fact.id, user_id="dana")
+    assert mos.get(fact.id, user_id="dana").text == f"user: {SECRET}"
+    assert FILENAME in files_holding(mos.data_dir, MARKER)
+    monkeypatch.undo()
+    assert mos.forget(fact.id, user_id="dana").derived  # retrying works
+    assert files_holding(mos.data_dir, MARKER) == []
+
+
+def test_closed_dropped_and_reopened_stores(mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
     store = MemOSChatStore(mos=mos, user_id="dana")
     store.add_message("k", ChatMessage(role="user", content=SECRET))
     first, second = (mos.add(t, user_id="dana") for t in (SECRET, "My bike lock is OTTER5531"))
@@ -102,10 +159,16 @@ def test_closed_and_dropped_stores_do_not_break_later_forgets(mos: MemOS) -> Non
     dropped = MemOSChatStore(mos=mos, user_id="dana")  # never closed, then garbage
     del dropped
     gc.collect()
-    assert mos.forget(first.id, user_id="dana").derived == ()  # nobody had the log open
-    assert FILENAME in " ".join(files_holding(mos.data_dir, MARKER))  # the documented limit
+    receipt = mos.forget(first.id, user_id="dana")  # nobody has the log open: the file redactor
+    assert [d.id for d in receipt.derived] == [f"{FILENAME}:dana/k"]
+    assert files_holding(mos.data_dir, MARKER) == []
 
     store.add_message("k", ChatMessage(role="user", content="My bike lock is OTTER5531"))
+
+    def not_while_open(*args: object) -> list[DerivedForm]:
+        raise AssertionError("the file redactor ran while the store was open")
+
+    monkeypatch.setattr(_chat_log, "redact_files", not_while_open)
     receipt = mos.forget(second.id, user_id="dana")  # reopened by that call: hooked again
     assert [d.id for d in receipt.derived] == [f"{FILENAME}:dana/k"]
     assert files_holding(mos.data_dir, "OTTER5531") == []

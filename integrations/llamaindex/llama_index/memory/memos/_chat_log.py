@@ -11,11 +11,14 @@ WAL mode; one connection per :class:`ChatLog`, serialised by a lock, so a log ma
 by threads (llama-index runs sync chat-store methods in worker threads). Every mutation is
 one ``BEGIN IMMEDIATE`` transaction, so a failed call changes nothing.
 
-Forgetting: while a log is open it takes part in ``MemOS.forget`` (a forget hook, see
-:mod:`memos_core.governance.forget_hooks`): the messages holding the forgotten memory -- the
-one it was made from (its source message id is the row's message id) and any other that
-contains its text, in the owner's queues and those of stores without a user -- are redacted
-in place (the text becomes ``[forgotten]``; the row, its role and position stay). ``secure_delete`` is on and the WAL is truncated afterwards.
+Forgetting: ``MemOS.forget`` reaches the file (see :mod:`memos_core.governance.forget_hooks`):
+the messages holding the forgotten memory -- the one it was made from (its source message id
+is the row's message id) and any other that contains its text, in the owner's queues and
+those of stores without a user -- are redacted in place (the text becomes ``[forgotten]``;
+the row, its role and position stay). ``secure_delete`` is on and the WAL is truncated
+afterwards. While a log is open this is its forget hook (:meth:`ChatLog.forget`, its
+connection); otherwise :func:`redact_files`, this package's file redactor (entry point
+``memos_core.forget_hooks``), opens the file and runs the same :func:`_redact_db`.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
 from memos_core import MemCube, MemOS
-from memos_core.governance.forget_hooks import MessageRedactor, truncate_wal
+from memos_core.governance.forget_hooks import MessageRedactor, open_log, truncate_wal
 from memos_core.results import DerivedForm
 
 from llama_index.memory.memos._convert import redact_message
@@ -66,13 +70,13 @@ class ChatLog:
         self._mos = mos
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
-        self._unhook = mos.on_forget(self.forget)
+        self._unhook = mos.on_forget(self.forget, path=self.path)
 
     # -- connection ---------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
         if self._unhook is None:  # reopened after close(): forgets reach this file again
-            self._unhook = self._mos.on_forget(self.forget)
+            self._unhook = self._mos.on_forget(self.forget, path=self.path)
         if self._db is None:
             db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=5.0
@@ -101,8 +105,8 @@ class ChatLog:
             yield db
 
     def close(self) -> None:
-        """Close the connection and leave ``MemOS.forget``; a later call reopens both.
-        Idempotent."""
+        """Close the connection and leave ``MemOS.forget`` (later forgets redact the file
+        through :func:`redact_files`); a later call reopens both. Idempotent."""
         with self._lock:
             if self._unhook is not None:
                 self._unhook()
@@ -114,36 +118,12 @@ class ChatLog:
     # -- forgetting ---------------------------------------------------------------------
 
     def forget(self, memory: MemCube) -> list[DerivedForm]:
-        """The forget hook: redact ``memory`` in the queues of its owner and of stores without a
-        user (one transaction; another user's conversation is theirs), then truncate the WAL;
-        one form per queue changed (id ``"<file>:<user>/<key>"``). A closed log does nothing."""
-        redactor = MessageRedactor(memory)
-        patterns = [p.decode() for p in redactor.patterns()]
-        ids = sorted(redactor.source_ids)
-        where = " OR ".join(["instr(message, ?) > 0"] * len(patterns)
-                            + ([f"message_id IN ({','.join('?' * len(ids))})"] if ids else []))
-        if not where:
-            return []
+        """The forget hook: :func:`_redact_db` through this log's connection. A closed log
+        does nothing (the file redactor, which runs after the hooks, takes over)."""
         with self._lock:
             if self._unhook is None:
                 return []
-            db = self._connect()
-            changed: set[tuple[str, str]] = set()
-            with self._begin(db, write=True):
-                rows = db.execute(
-                    "SELECT seq, user_id, key, message_id, message FROM chat_messages"
-                    f" WHERE user_id IN (?, '') AND ({where})",
-                    (memory.user_id, *patterns, *ids),
-                ).fetchall()
-                for seq, user_id, key, message_id, data in rows:
-                    new = redact_message(data, redactor, redactor.is_source(message_id))
-                    if new is not None:
-                        db.execute("UPDATE chat_messages SET message = ? WHERE seq = ?", (new, seq))
-                        changed.add((user_id, key))
-            if changed:
-                truncate_wal(db, self.path)
-        return [DerivedForm(kind="conversation_log", id=f"{FILENAME}:{user}/{key}",
-                            action="redacted") for user, key in sorted(changed)]
+            return _redact_db(self._connect(), self.path, memory)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -246,3 +226,50 @@ class ChatLog:
             else:
                 db.executemany("DELETE FROM chat_messages WHERE seq = ?", seqs)
         return [(r[1], r[2]) for r in rows]
+
+
+def redact_files(data_dir: Path, memory: MemCube) -> list[DerivedForm]:
+    """The file redactor (entry point ``memos_core.forget_hooks``, ``chat_history.sqlite3``):
+    :func:`_redact_db` on ``<data_dir>/chat_history.sqlite3`` through a connection of its own;
+    nothing if the file does not exist. ``MemOS.forget`` calls it only when no open log of
+    that ``MemOS`` registered the file."""
+    path = Path(data_dir) / FILENAME
+    if not path.is_file():
+        return []
+    db = open_log(path)
+    try:
+        found = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chat_messages'")
+        if found.fetchone() is None:  # an empty file: no messages to redact
+            return []
+        return _redact_db(db, path, memory)
+    finally:
+        db.close()
+
+
+def _redact_db(db: sqlite3.Connection, path: Path, memory: MemCube) -> list[DerivedForm]:
+    """Redact ``memory`` in the queues of its owner and of stores without a user (one
+    transaction; another user's conversation is theirs), then truncate the WAL; one form per
+    queue changed (id ``"<file>:<user>/<key>"``). ``db`` is in autocommit mode."""
+    redactor = MessageRedactor(memory)
+    patterns = [p.decode() for p in redactor.patterns()]
+    ids = sorted(redactor.source_ids)
+    where = " OR ".join(["instr(message, ?) > 0"] * len(patterns)
+                        + ([f"message_id IN ({','.join('?' * len(ids))})"] if ids else []))
+    if not where:
+        return []
+    changed: set[tuple[str, str]] = set()
+    with ChatLog._begin(db, write=True):
+        rows = db.execute(
+            "SELECT seq, user_id, key, message_id, message FROM chat_messages"
+            f" WHERE user_id IN (?, '') AND ({where})",
+            (memory.user_id, *patterns, *ids),
+        ).fetchall()
+        for seq, user_id, key, message_id, data in rows:
+            new = redact_message(data, redactor, redactor.is_source(message_id))
+            if new is not None:
+                db.execute("UPDATE chat_messages SET message = ? WHERE seq = ?", (new, seq))
+                changed.add((user_id, key))
+    if changed:
+        truncate_wal(db, path)
+    return [DerivedForm(kind="conversation_log", id=f"{FILENAME}:{user}/{key}",
+                        action="redacted") for user, key in sorted(changed)]

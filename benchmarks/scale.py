@@ -5,19 +5,31 @@ BM25 terms and embeddings vary like real notes). ``search`` is the full path: qu
 dense + BM25 in Qdrant with the user filter, graph expansion, fusion, vault read.
 
     python benchmarks/scale.py --n 10000 --out scale_10k.json
+    python benchmarks/scale.py --n 1000000 --vectors pooled --out scale_1m_pooled.json
+
+``--vectors model`` (the default) embeds every memory with the real MiniLM. At 2 CPU cores
+that is about 165 memories/s, so 1M memories would take hours of embedding alone.
+``--vectors pooled`` measures the store at that size without it: see :class:`PooledEmbedder`.
+In pooled mode ingest/s leaves out document embedding and search results are not relevant to
+their queries; latency, RSS and disk are what it measures. Queries still go through MiniLM.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info, markdown_machine  # noqa: E402
@@ -55,50 +67,214 @@ def disk_mb(path: Path) -> float:
     return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file()) / 1024**2
 
 
-def run(n: int, users: int, queries: int, seed: int) -> dict[str, Any]:
+def pct(sorted_ms: Sequence[float], q: float) -> float:
+    return round(sorted_ms[min(int(len(sorted_ms) * q), len(sorted_ms) - 1)], 2)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class PooledEmbedder:
+    """Benchmark-only stand-in for MiniLM at ingest: real vectors, reused, with noise.
+
+    ``build()`` embeds ``pool_size`` generated sentences once with the real model. In the
+    ``"ingest"`` phase, ``embed`` maps each text to a pool vector picked by a stable hash of
+    the text, adds gaussian noise (``sigma`` per dimension, seeded by the same hash) and
+    renormalises: the index gets as many distinct vectors as texts, clustered the way real
+    MiniLM vectors are, at no model cost, and the same text always gets the same vector.
+    In the ``"query"`` phase every text goes to the real model, so query embedding costs what
+    it costs in production. The benchmark sets ``phase``; nothing else in MemOS embeds.
+    """
+
+    def __init__(self, real: Any, *, pool_size: int, sigma: float, seed: int) -> None:
+        self.real = real
+        self.name = f"pooled({real.name})"
+        self.dim = real.dim or 384
+        self.pool_size = pool_size
+        self.sigma = sigma
+        self.seed = seed
+        self.phase = "ingest"
+        self.pool = np.zeros((0, self.dim), dtype=np.float32)
+
+    def build(self, show_progress: bool) -> float:
+        """Embed the pool with the real model; returns the seconds it took."""
+        from memos_core.progress import progress
+
+        rng = random.Random(self.seed)
+        texts = [sentence(rng) for _ in range(self.pool_size)]
+        bar = progress(len(texts), "pool", show_progress)
+        t0 = time.perf_counter()
+        parts = []
+        for start in range(0, len(texts), 1024):
+            parts.append(self.real.embed(texts[start:start + 1024]))
+            bar.update(len(parts[-1]))
+            if len(parts) % 5 == 0:
+                log(f"pool: {start + len(parts[-1])}/{len(texts)} embedded "
+                    f"({time.perf_counter() - t0:.0f} s)")
+        bar.close()
+        self.pool = np.concatenate(parts)  # (pool_size, dim), rows L2-normalised
+        self.dim = self.pool.shape[1]
+        return time.perf_counter() - t0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self.phase == "query" or not len(self.pool):
+            return self.real.embed(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            h = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+            noise = np.random.default_rng([h, self.seed]).standard_normal(self.dim, np.float32)
+            out[i] = self.pool[h % len(self.pool)] + self.sigma * noise
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        return out
+
+
+def time_optimize(mos: Any) -> dict[str, float]:
+    """Count the index optimisations add_many triggers, and their seconds (part of ingest).
+
+    Each one is followed by an index flush: qdrant-edge-py 0.9 keeps the segments an
+    optimize() replaced on disk and memory-mapped until the next flush(), and MemOS flushes
+    only on close, so without it disk and RSS grow with the square of the memories (a first
+    1M run reached 13 GB RSS at 300k memories). The flush is timed with the optimize it
+    follows; a fix in ``EdgeIndex.optimize`` would make it unnecessary.
+    """
+    spent = {"calls": 0, "seconds": 0.0}
+    inner = mos.optimize
+
+    def timed() -> None:
+        t0 = time.perf_counter()
+        inner()
+        mos.index.flush()
+        spent["calls"] += 1
+        spent["seconds"] += time.perf_counter() - t0
+
+    mos.optimize = timed  # instance attribute: _maybe_optimize calls self.optimize()
+    return spent
+
+
+def ingest(mos: Any, n: int, users: int, rng: random.Random) -> tuple[float, list[dict]]:
+    """Add n // users memories for each user; returns seconds and progress checkpoints."""
+    per_user = n // users
+    every = max(1, users // 10)
+    checkpoints = []
+    t0 = time.perf_counter()
+    for u in range(users):
+        items = [{"text": sentence(rng), "session_id": f"s{i // 20}"} for i in range(per_user)]
+        mos.add_many(items, user_id=f"user{u}", batch_size=512)
+        if (u + 1) % every == 0 or u + 1 == users:
+            done, s = (u + 1) * per_user, time.perf_counter() - t0
+            checkpoints.append({"memories": done, "seconds": round(s, 1),
+                                "rss_mb": round(rss_mb(), 1), "load_avg": os.getloadavg()[0]})
+            log(f"ingest: {done}/{per_user * users} in {s:.0f} s ({done / s:.1f}/s), "
+                f"RSS {rss_mb():.0f} MB, load {os.getloadavg()[0]:.1f}")
+    return time.perf_counter() - t0, checkpoints
+
+
+def time_queries(mos: Any, queries: int, users: int,
+                 rng: random.Random) -> tuple[list, list, list]:
+    """Sorted latencies in ms: end-to-end search, the query embedding alone, and per query
+    the difference of the two (an estimate of the store's part: index, graph, fusion, vault)."""
+    lat, emb = [], []
+    for _ in range(queries):
+        q = f"when did {rng.choice(NAMES)} {rng.choice(ACTIVITIES)}?"
+        user = f"user{rng.randrange(users)}"
+        t0 = time.perf_counter()
+        mos.search(q, user_id=user, k=10, record_usage=False)
+        lat.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        mos.embedder.embed([q])  # the query embedding alone, to separate model from store
+        emb.append((time.perf_counter() - t0) * 1000)
+    store = [a - b for a, b in zip(lat, emb)]
+    return sorted(lat), sorted(emb), sorted(store)
+
+
+def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
+        pool_size: int = 20_000, sigma: float = 0.02) -> dict[str, Any]:
     from memos_core import MemOS, MemOSConfig
+    from memos_core.embedding import default_embedder
 
     rng = random.Random(seed)
+    real = default_embedder()
+    real.embed(["warm up"])
+    pooled, pool_s = None, None
+    if vectors == "pooled":
+        pooled = PooledEmbedder(real, pool_size=pool_size, sigma=sigma, seed=seed + 1)
+        pool_s = pooled.build(show_progress=True)
+        log(f"pool of {pool_size} vectors built in {pool_s:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "d"
-        mos = MemOS(data, config=MemOSConfig(show_progress=True))
-        mos.embedder.embed(["warm up"])
-        per_user = n // users
-        t0 = time.perf_counter()
-        for u in range(users):
-            items = [{"text": sentence(rng), "session_id": f"s{i // 20}"} for i in range(per_user)]
-            mos.add_many(items, user_id=f"user{u}", batch_size=512)
-        ingest_s = time.perf_counter() - t0
+        mos = MemOS(data, config=MemOSConfig(show_progress=True), embedder=pooled or real)
+        rss_before = rss_mb()  # model (and pool) loaded, store empty
+        optimize = time_optimize(mos)
+        ingest_s, checkpoints = ingest(mos, n, users, rng)
+        load_ingest = os.getloadavg()[0]
         mos.index.flush()
-        lat, emb = [], []
-        for _ in range(queries):
-            q = f"when did {rng.choice(NAMES)} {rng.choice(ACTIVITIES)}?"
-            user = f"user{rng.randrange(users)}"
-            t0 = time.perf_counter()
-            mos.search(q, user_id=user, k=10, record_usage=False)
-            lat.append((time.perf_counter() - t0) * 1000)
-            t0 = time.perf_counter()
-            mos.embedder.embed([q])  # the query embedding alone, to separate model from store
-            emb.append((time.perf_counter() - t0) * 1000)
-        lat.sort()
-        emb.sort()
+        if pooled is not None:
+            pooled.phase = "query"
+        lat, emb, store = time_queries(mos, queries, users, rng)
+        rss_after = rss_mb()
         mos.close()  # flush the vault WAL and the index before measuring the disk
-        result = {
-            "n": per_user * users,
+        total = (n // users) * users
+        disk = disk_mb(data)
+        return {
+            "n": total,
             "users": users,
-            "ingest_per_s": round(per_user * users / ingest_s, 1),
-            "search_ms_p50": round(lat[len(lat) // 2], 2),
-            "search_ms_p95": round(lat[int(len(lat) * 0.95)], 2),
-            "embed_ms_p50": round(emb[len(emb) // 2], 2),
-            "embed_ms_p95": round(emb[int(len(emb) * 0.95)], 2),
+            "vectors": vectors,
+            "pool_size": pool_size if pooled else None,
+            "pool_sigma": sigma if pooled else None,
+            "pool_build_s": round(pool_s, 1) if pooled else None,
+            "ingest_s": round(ingest_s, 1),
+            "ingest_per_s": round(total / ingest_s, 1),
+            "optimize_calls": optimize["calls"],
+            "optimize_s": round(optimize["seconds"], 1),
+            "ingest_checkpoints": checkpoints,
+            "search_ms_p50": pct(lat, 0.5),
+            "search_ms_p95": pct(lat, 0.95),
+            "embed_ms_p50": pct(emb, 0.5),
+            "embed_ms_p95": pct(emb, 0.95),
+            "store_ms_p50": pct(store, 0.5),
+            "store_ms_p95": pct(store, 0.95),
+            "load_avg_after_ingest": load_ingest,
             "load_avg": os.getloadavg()[0],
-            "rss_mb": round(rss_mb(), 1),
-            "disk_mb": round(disk_mb(data), 1),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "rss_mb_before_ingest": round(rss_before, 1),
+            "rss_mb": round(rss_after, 1),
+            "rss_bytes_per_memory": round((rss_after - rss_before) * 1024**2 / total),
+            "disk_mb": round(disk, 1),
+            "disk_bytes_per_memory": round(disk * 1024**2 / total),
             "graph": mos.graph.stats(),
             "queries": queries,
             "machine": machine_info(),
         }
-        return result
+
+
+def print_table(r: dict[str, Any]) -> None:
+    print(markdown_machine(r["machine"]))
+    print(f"load average (1 min) at the end of ingest {r['load_avg_after_ingest']:.1f}, "
+          f"after the queries {r['load_avg']:.1f} (the machine has {os.cpu_count()} cores); "
+          f"OMP_WAIT_POLICY={r['omp_wait_policy']}")
+    if r["vectors"] == "pooled":
+        print(f"vectors: pooled -- {r['pool_size']} real MiniLM vectors built in "
+              f"{r['pool_build_s']} s (not in ingest/s), reused with noise sigma "
+              f"{r['pool_sigma']}; ingest/s EXCLUDES document embedding; queries use the real "
+              "model; search results are not relevant to their queries, only latency, RSS and "
+              "disk are measured")
+    else:
+        print("vectors: model -- every memory embedded with the real MiniLM (in ingest/s)")
+    print(f"ingest took {r['ingest_s']} s, of which {r['optimize_s']} s in "
+          f"{r['optimize_calls']} index optimize() calls; RSS before ingest (model loaded, store empty) "
+          f"{r['rss_mb_before_ingest']} MB; graph {r['graph']}")
+    print("search minus query embedding: per query, the search time less the separately "
+          "timed embedding of the same query (an estimate of the store's part)")
+    print("\n| n | users | vectors | ingest/s | search p50 ms | search p95 ms "
+          "| of which query embedding p50 / p95 ms | search minus query embedding p50 / p95 ms "
+          "| RSS MB | RSS growth B/memory | disk MB | disk B/memory |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {r['n']} | {r['users']} | {r['vectors']} | {r['ingest_per_s']} | "
+          f"{r['search_ms_p50']} | {r['search_ms_p95']} | {r['embed_ms_p50']} / "
+          f"{r['embed_ms_p95']} | {r['store_ms_p50']} / {r['store_ms_p95']} | "
+          f"{r['rss_mb']} | {r['rss_bytes_per_memory']} | "
+          f"{r['disk_mb']} | {r['disk_bytes_per_memory']} |")
 
 
 def main() -> None:
@@ -107,16 +283,20 @@ def main() -> None:
     p.add_argument("--users", type=int, default=100)
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--vectors", choices=("model", "pooled"), default="model",
+                   help="model: embed every memory with MiniLM; pooled: reuse a pool of real "
+                        "MiniLM vectors plus noise at ingest (latency/RSS/disk only)")
+    p.add_argument("--pool-size", type=int, default=20_000, help="pooled mode: pool vectors")
+    p.add_argument("--pool-sigma", type=float, default=0.02,
+                   help="pooled mode: gaussian noise per dimension before renormalising")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    r = run(args.n, args.users, args.queries, args.seed)
-    print(markdown_machine(r["machine"]))
-    print(f"load average during the run: {r['load_avg']:.1f} (the machine has {os.cpu_count()} cores)")
-    print("\n| n | users | ingest/s | search p50 ms | search p95 ms | of which query embedding p50 / p95 ms | RSS MB | disk MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| {r['n']} | {r['users']} | {r['ingest_per_s']} | {r['search_ms_p50']} | "
-          f"{r['search_ms_p95']} | {r['embed_ms_p50']} / {r['embed_ms_p95']} | {r['rss_mb']} | {r['disk_mb']} |")
+    # SIGTERM as an exception, so the temporary data directory is removed on kill
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    r = run(args.n, args.users, args.queries, args.seed, args.vectors, args.pool_size,
+            args.pool_sigma)
+    print_table(r)
     if args.out:
         args.out.write_text(json.dumps(r, indent=2))
 

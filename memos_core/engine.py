@@ -320,7 +320,9 @@ class MemoryEngine:
         """Start a background consolidation for every owner with at least
         ``candidates.min_candidates`` candidates (or a queued retrain) and no consolidation
         of theirs pending; returns the started jobs by owner. Owners are taken in order and
-        trained one at a time (one worker)."""
+        trained one at a time (one worker). First, an owner's active adapter that is stale
+        (``retire_below_current``, ``retire_idle_s``) is retired: its memories go back to
+        plaintext and may be candidates again."""
         self._check_open()
         candidates = candidates or ConsolidationConfig(
             heat_half_life_s=self.mos.config.heat_half_life_s)
@@ -336,6 +338,11 @@ class MemoryEngine:
             pending = self._pending.get(owner)
             if pending is not None and not pending.done():
                 continue
+            if self.parametric.retire_stale(owner, now=now,
+                                            min_current=candidates.retire_below_current,
+                                            idle_s=candidates.retire_idle_s):
+                records[owner] = [UsageRecord.from_cube(c, token_count=1) for batch
+                                  in self.executor.owned_cubes(owner) for c in batch]
             due = consolidation_candidates(records.get(owner, []), candidates, now)
             if owner not in queued and len(due) < candidates.min_candidates:
                 continue

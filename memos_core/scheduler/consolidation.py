@@ -52,6 +52,16 @@ class ConsolidationConfig(BaseModel):
         description="Fewest candidates that make the background scheduler start a training "
         "(training is costly: wait until enough stable, hot memories gathered).",
     )
+    retire_below_current: float = Field(
+        default=0.5, ge=0, le=1,
+        description="consolidate_due retires an active adapter when fewer than this share of "
+        "its memories are still live at the version it learned (outdated).",
+    )
+    retire_idle_s: float | None = Field(
+        default=30 * 24 * 3600.0, gt=0,
+        description="consolidate_due retires an active adapter none of whose memories was "
+        "used for this long (rarely used); None: never for that reason.",
+    )
     never_sensitivity: tuple[str, ...] = Field(
         default=("secret",),
         description="Memories with any of these sensitivity tags are never trained into "

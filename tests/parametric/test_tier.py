@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import torch
@@ -290,3 +291,23 @@ def test_background_scheduler_starts_due_consolidations(
     assert scheduler.runs >= 1 and scheduler.errors == 0
     assert tier.store.active("ada") == "v1"
     assert sorted(tier.store.manifest("v1").memory_ids) == sorted(ids)
+
+
+def test_stale_adapters_are_retired_to_plaintext(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    now = datetime.now(timezone.utc)
+    assert tier.retire_stale("ada", now=now, idle_s=3600) is None  # fresh, just trained
+    assert tier.retire_stale("ada", now=now + timedelta(days=40), idle_s=86400) == "v1"
+    assert "rarely used" in tier.store.manifest("v1").retired_reason
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    mos.update(ids[0], "Zorvin's cat is named Biscuit.", user_id="ada")
+    assert tier.retire_stale("ada", now=now) is None  # 2 of 3 still current
+    mos.update(ids[1], "Mirela's favourite colour is amber.", user_id="ada")
+    assert tier.retire_stale("ada", now=now) == "v2"
+    assert "outdated: 2 of 3" in tier.store.manifest("v2").retired_reason
+    assert tier.store.active("ada") is None and not tier.store.has_weights("v2")
+    assert all(mos.get(i, user_id="ada").usage.tier is Tier.PLAINTEXT for i in ids)
+    actions = audit_actions(mos)
+    assert actions.count("parametric:retire") == 2

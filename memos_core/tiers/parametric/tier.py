@@ -26,6 +26,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -292,6 +293,33 @@ class ParametricTier:
                             if not k.startswith(version + "@")}
         self._audit(manifest.owner, "retire", version, {}, reason)
         return manifest
+
+    def retire_stale(self, owner: str, *, now: datetime, min_current: float = 0.5,
+                     idle_s: float | None = None) -> str | None:
+        """Parametric -> plaintext when the owner's active adapter is stale: retire it if
+        fewer than ``min_current`` of its memories are still live at the version trained in
+        (outdated), or if ``idle_s`` is given and none of them was used for that long (rarely
+        used). Its memories are served from plaintext again; nothing is lost. Returns the
+        retired version, or None."""
+        manifest = self.active_manifest(owner)
+        if manifest is None or not manifest.memories:
+            return None
+        current = self.mos.vault.get_many([m.id for m in manifest.memories])
+        live = [current[m.id] for m in manifest.memories if m.id in current
+                and current[m.id].version == m.version and consolidatable(current[m.id])]
+        share = len(live) / len(manifest.memories)
+        reason = None
+        if share < min_current:
+            reason = (f"outdated: {len(manifest.memories) - len(live)} of "
+                      f"{len(manifest.memories)} memories changed or forgotten")
+        elif idle_s is not None:
+            used = [c.usage.last_access or manifest.created_at for c in live]
+            if all((now - t).total_seconds() >= idle_s for t in used):
+                reason = f"rarely used: none of its memories used in {idle_s:.0f} s"
+        if reason is None:
+            return None
+        self.retire(manifest.version, reason=reason)
+        return manifest.version
 
     # ------------------------------------------------------------------ forgetting
 

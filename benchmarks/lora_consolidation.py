@@ -147,10 +147,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="ParametricConfig.preset to start from")
     parser.add_argument("--epochs", type=float, default=None,
                         help="override ParametricConfig.epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any ParametricConfig field (JSON value), repeatable")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("steps", args.steps), ("learning_rate", args.lr),
                                    ("epochs", args.epochs)) if v is not None}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        overrides[field] = json.loads(value)
     config = ParametricConfig.preset(args.preset, **overrides)
     started = time.perf_counter()
     row = run(args.facts, config)

@@ -178,3 +178,37 @@ def _model_part(mos: Any) -> None:
         after = mos.chat(q, user_id="maya", max_new_tokens=24)
         print(f"  Q: {q}\n  A (hot memories as KV prefix): {after.text.strip()}\n"
               f"     trace: {after.trace.summary()}")
+    _parametric_part(mos, facts)
+
+
+def _parametric_part(mos: Any, facts: list[str]) -> None:
+    """The parametric tier: facts trained into a LoRA adapter, gated, then forgotten. The
+    question asked is one the adapter answered at evaluation (if any): chat leaves only those
+    out of the prompt."""
+    _say("11. Consolidate facts into a LoRA adapter (parametric memory), gated by evaluation")
+    more = ["Maya's favourite colour is teal.", "Maya's car is a Volvo.",
+            "Maya's hometown is Tromso."]
+    for fact in more:
+        mos.add(fact, user_id="maya", type="fact")
+    wanted = set(facts + more)
+    ids = [c.id for c in mos.list(user_id="maya", limit=1000) if c.text in wanted]
+    result = mos.consolidate(user_id="maya", memory_ids=ids)
+    m, ev = result.manifest, result.manifest.evaluation
+    print(f"  adapter {m.version}: {m.training.steps} steps in {m.training.seconds:.0f}s; recall "
+          f"{ev.recall_hits}/{ev.recall_total}, control regressions {ev.control_regressions}/"
+          f"{ev.controls}, answered in a chat {len(ev.answered_in_chat())}/{ev.recall_total}; "
+          f"gate {'PASS' if m.decision.passed else 'REJECT'} -> {m.status}")
+    answered = [i for i in ev.items if i.question_recalled]
+    q = answered[0].question if answered else "What is Maya's favourite colour?"
+    answer = mos.chat(q, user_id="maya", max_new_tokens=24)
+    print(f"  Q: {q}\n  A: {answer.text.strip()}\n     trace: {answer.trace.summary()}")
+    receipt = mos.forget(ids[0], user_id="maya", reason="demo: forget one trained fact")
+    adapters = [f.id for f in receipt.derived if f.kind == "adapter"]
+    print(f"  forgetting one of its facts retires adapter(s) {adapters}; "
+          f"{len(_queue(mos))} retrain(s) without it queued")
+
+
+def _queue(mos: Any) -> list[Any]:
+    from memos_core.engine import engine_for
+
+    return engine_for(mos).parametric.store.queue()

@@ -219,7 +219,8 @@ def train_lora(
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
             for group in length_groups([len(ids) for ids, _ in rows]):
-                tensors = _pad(tokenizer, [rows[r] for r in group])
+                tensors = {k: v.to(model.device)
+                           for k, v in _pad(tokenizer, [rows[r] for r in group]).items()}
                 logits = model(input_ids=tensors["input_ids"],
                                attention_mask=tensors["attention_mask"]).logits
                 loss = _ce_sum(logits, tensors["labels"]) / max(labelled, 1)

@@ -271,9 +271,17 @@ class MemoryEngine:
         """``user_id``'s memories the policy would consolidate at ``now`` (default: now): hot,
         stable, fact or preference, not parametric yet; see :func:`consolidation_candidates`."""
         config = config or ConsolidationConfig(heat_half_life_s=self.mos.config.heat_half_life_s)
-        records = [UsageRecord.from_cube(c, token_count=1)
-                   for batch in self.executor.owned_cubes(user_id) for c in batch]
+        records = self._usage_records(user_id).get(user_id, [])
         return consolidation_candidates(records, config, now or utcnow())
+
+    def _usage_records(self, user_id: str | None = None) -> dict[str, list[UsageRecord]]:
+        """Usage records of the live memories, by owner (all owners, or ``user_id``'s)."""
+        records: dict[str, list[UsageRecord]] = {}
+        for batch in self.executor.owned_cubes(user_id):
+            for cube in batch:
+                records.setdefault(cube.user_id, []).append(
+                    UsageRecord.from_cube(cube, token_count=1))
+        return records
 
     def consolidate(
         self, user_id: str, memory_ids: Sequence[str] | None = None, *,
@@ -327,11 +335,7 @@ class MemoryEngine:
         candidates = candidates or ConsolidationConfig(
             heat_half_life_s=self.mos.config.heat_half_life_s)
         queued = {r.owner for r in self.parametric.store.queue()}
-        records: dict[str, list[UsageRecord]] = {}
-        for batch in self.executor.owned_cubes():
-            for cube in batch:
-                records.setdefault(cube.user_id, []).append(
-                    UsageRecord.from_cube(cube, token_count=1))
+        records = self._usage_records()
         now = utcnow()
         started: dict[str, Future[ConsolidationResult]] = {}
         for owner in sorted(set(records) | queued):
@@ -341,13 +345,14 @@ class MemoryEngine:
             if self.parametric.retire_stale(owner, now=now,
                                             min_current=candidates.retire_below_current,
                                             idle_s=candidates.retire_idle_s):
-                records[owner] = [UsageRecord.from_cube(c, token_count=1) for batch
-                                  in self.executor.owned_cubes(owner) for c in batch]
+                records[owner] = self._usage_records(owner).get(owner, [])
             due = consolidation_candidates(records.get(owner, []), candidates, now)
             if owner not in queued and len(due) < candidates.min_candidates:
                 continue
-            job = self.consolidate(owner, config=config, candidates=candidates,
-                                   background=True, progress=progress)
+            request = self.parametric.store.take(owner) if owner in queued else None
+            ids = sorted(set(due) | set(request.memory_ids if request is not None else ()))
+            job = self.consolidate(owner, ids, config=config, background=True,
+                                   progress=progress)
             self._pending[owner] = started[owner] = job  # type: ignore[assignment]
         return started
 

@@ -57,12 +57,9 @@ def _encode(tokenizer: Any, example: Example) -> tuple[list[int], list[int]]:
     return prompt + completion, [_IGNORE] * len(prompt) + completion
 
 
-def collate(tokenizer: Any, batch: Sequence[Example]) -> dict[str, Any]:
-    """Right-padded tensors: input_ids, attention_mask, labels, each (batch, longest)."""
-    return _pad(tokenizer, [_encode(tokenizer, e) for e in batch])
-
-
 def _pad(tokenizer: Any, encoded: Sequence[tuple[list[int], list[int]]]) -> dict[str, Any]:
+    """Right-padded tensors of encoded rows: input_ids, attention_mask, labels, each
+    (rows, longest)."""
     import torch
 
     width = max(len(ids) for ids, _ in encoded)

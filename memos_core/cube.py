@@ -221,8 +221,3 @@ class MemCube(BaseModel):
         """True if ``when`` lies in the validity interval ``[valid_from, valid_to)``."""
         start = self.valid_from or self.created_at
         return start <= when and (self.valid_to is None or when < self.valid_to)
-
-    def ttl_elapsed(self, now: datetime) -> bool:
-        """True once the memory has outlived its TTL (search hides it; the scheduler expires it)."""
-        ttl = self.governance.ttl_seconds
-        return ttl is not None and (now - self.created_at).total_seconds() > ttl

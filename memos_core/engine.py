@@ -28,8 +28,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memos_core.cube import MemCube, State, utcnow
+from memos_core.cube import MemCube, utcnow
 from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.lifecycle import INDEXED
 from memos_core.scheduler.background import BackgroundScheduler
 from memos_core.scheduler.consolidation import ConsolidationConfig, consolidation_candidates
 from memos_core.scheduler.executor import SchedulerExecutor
@@ -208,9 +209,7 @@ class MemoryEngine:
         for path, _, members in files:
             for mid, version in members:
                 cube = current.get(mid)
-                if cube is None or cube.version != version or cube.state in (
-                    State.DELETED, State.EXPIRED
-                ):
+                if cube is None or cube.version != version or cube.state not in INDEXED:
                     path.unlink(missing_ok=True)
                     logger.info("dropped stale KV block %s (memory %s changed)", path.name, mid)
                     break

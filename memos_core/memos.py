@@ -41,6 +41,7 @@ from memos_core.governance.api import SharingMixin
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
 from memos_core.graph import MemoryGraph
 from memos_core.index.base import IndexPoint, VectorIndex
+from memos_core.lifecycle import CHANGEABLE_STATES, ttl_elapsed
 from memos_core.lock import DataDirLock
 from memos_core.messages import merge_message_item, message_item
 from memos_core.models_api import LocalModelMixin
@@ -66,7 +67,7 @@ from memos_core.validation import (
     check_strs,
     check_text,
 )
-from memos_core.vault import Actor, Edge, ListQuery, SQLiteVault
+from memos_core.vault import Actor, Edge, ListQuery, SQLiteVault, Vault
 
 Message = Mapping[str, Any]
 
@@ -105,7 +106,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         from memos_core.index import open_index
         from memos_core.index.sparse import Bm25Encoder
 
-        self.vault = SQLiteVault(self.data_dir / "vault.sqlite3")
+        self.vault: Vault = SQLiteVault(self.data_dir / "vault.sqlite3")
         self.embedder: Embedder = self._embedder or default_embedder(self.config.embedder)
         self.extractor: EntityExtractor = self._extractor or RuleEntityExtractor()
         self.bm25 = Bm25Encoder()
@@ -658,7 +659,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         query = ListQuery(
             user_ids=(user_id,), agent_id=agent_id, session_id=session_id,
             types=check_strs(types, "types") or None, tags=check_strs(tags, "tags") or None,
-            states=check_strs(states, "states") or tuple(s.value for s in State if s is not State.DELETED),
+            states=check_strs(states, "states") or CHANGEABLE_STATES,
             occurred_after=check_datetime(occurred_after, "occurred_after"),
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded, limit=check_k(limit, "limit", 10_000),
@@ -710,7 +711,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         for c in cands:
             cube = cubes.get(c.id)
             # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
-            if cube is None or cube.state.value not in states or cube.ttl_elapsed(now) \
+            if cube is None or cube.state.value not in states or ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, now) \
                     or not access.permits(cube, user_id, access.Operation.READ) \
                     or (when is not None and not cube.is_valid_at(when)):
                 continue

@@ -18,18 +18,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from memos_core.cube import MemCube, State, utcnow
+from memos_core.cube import MemCube, utcnow
 from memos_core.errors import InvalidInputError
 from memos_core.governance.access import broader_grant, contains, covers, granted, revoked, with_grants
 from memos_core.results import ShareReceipt
-from memos_core.retrieval.filters import INDEXED_STATES
+from memos_core.lifecycle import CHANGEABLE_STATES, INDEXED_STATES
 from memos_core.vault.base import Actor, ListQuery, NamespaceGrant, Vault
 
 if TYPE_CHECKING:
     from memos_core.memos import MemOS
 
 _PAGE = 1000
-_LIVE = tuple(s.value for s in State if s is not State.DELETED)
 
 
 def inherit_grants(vault: Vault, cubes: Sequence[MemCube]) -> list[MemCube]:
@@ -51,7 +50,7 @@ def owned_in(vault: Vault, grant: NamespaceGrant) -> Iterator[MemCube]:
     while True:
         page = vault.list(ListQuery(
             user_ids=(grant.owner,), agent_id=grant.agent_id, session_id=grant.session_id,
-            states=_LIVE, limit=_PAGE, offset=offset,
+            states=CHANGEABLE_STATES, limit=_PAGE, offset=offset,
         ))
         if not page:
             return

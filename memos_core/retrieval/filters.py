@@ -9,14 +9,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from memos_core.cube import MemCube, State
+from memos_core.cube import MemCube
 from memos_core.index.base import IndexFilter
 from memos_core.index.filters import plan_filter, plan_matches
+from memos_core.lifecycle import INDEXED_STATES, SEARCHABLE_STATES
 
-#: States a default search sees: not archived, expired or deleted.
-SEARCHABLE_STATES = (State.GENERATED.value, State.ACTIVATED.value)
-#: States that have an index entry at all.
-INDEXED_STATES = (State.GENERATED.value, State.ACTIVATED.value, State.ARCHIVED.value)
+__all__ = ["INDEXED_STATES", "SEARCHABLE_STATES", "build_filter", "graph_row", "matches",
+           "payload_of"]  # the state sets live in memos_core.lifecycle; re-exported here
 
 
 def payload_of(cube: MemCube) -> dict[str, Any]:

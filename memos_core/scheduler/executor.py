@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from memos_core.cube import MemCube, State, Tier, utcnow
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.governance.sensitivity import allowance, withheld
+from memos_core.lifecycle import INDEXED_STATES, SEARCHABLE
 from memos_core.scheduler.policy import (
     Plan,
     PlanStep,
@@ -69,8 +70,7 @@ SCHEDULER_AGENT = "memos-scheduler"
 #: already exists (None otherwise), so the executor never loads a model just to look.
 TierProvider = Callable[[bool], "KVCacheTier | None"]
 
-_LIVE_STATES = (State.GENERATED.value, State.ACTIVATED.value, State.ARCHIVED.value)
-_SERVABLE = frozenset({State.GENERATED, State.ACTIVATED})
+
 _PAGE = 1000
 
 
@@ -87,7 +87,7 @@ def is_hot_candidate(cube: MemCube, user_id: str, allowed: frozenset[str] = froz
     :func:`prompt_safe` under ``allowed``."""
     return (
         cube.user_id == user_id
-        and cube.state in _SERVABLE
+        and cube.state in SEARCHABLE
         and cube.valid_to is None
         and cube.usage.tier is Tier.ACTIVATION
         and prompt_safe(cube, allowed)
@@ -140,12 +140,12 @@ class SchedulerExecutor:
         vault = self._mos.vault
         if user_id is None:
             for batch in vault.iter_current(_PAGE):
-                yield [c for c in batch if c.state.value in _LIVE_STATES]
+                yield [c for c in batch if c.state.value in INDEXED_STATES]
             return
         offset = 0
         while True:
             page = vault.list(
-                ListQuery(user_ids=(user_id,), states=_LIVE_STATES, limit=_PAGE, offset=offset)
+                ListQuery(user_ids=(user_id,), states=INDEXED_STATES, limit=_PAGE, offset=offset)
             )
             if not page:
                 return

@@ -38,9 +38,8 @@ from memos_core.cube import (
     decayed_heat,
 )
 from memos_core.errors import InvalidInputError
+from memos_core.lifecycle import INDEXED, SEARCHABLE, ttl_elapsed
 
-_LIVE = frozenset({State.GENERATED, State.ACTIVATED, State.ARCHIVED})
-_SERVABLE = frozenset({State.GENERATED, State.ACTIVATED})
 
 
 class UsageRecord(BaseModel):
@@ -215,15 +214,14 @@ class Plan(BaseModel):
 
 
 def is_expired(record: UsageRecord, now: datetime) -> bool:
-    """Whether a live memory's TTL has run out at ``now`` (``created_at + ttl <= now``)."""
-    if record.ttl_seconds is None or record.state not in _LIVE:
-        return False
-    return (now - record.created_at).total_seconds() >= record.ttl_seconds
+    """Whether a live memory's TTL has run out at ``now``: :func:`memos_core.lifecycle.ttl_elapsed`
+    (``now >= created_at + ttl``), for the states the scheduler manages."""
+    return record.state in INDEXED and ttl_elapsed(record.created_at, record.ttl_seconds, now)
 
 
 def is_cold(record: UsageRecord, heat: float, now: datetime, config: SchedulerConfig) -> bool:
     """Whether a generated/activated memory should be archived (see the module docstring)."""
-    if config.archive_after_idle_s is None or record.state not in _SERVABLE:
+    if config.archive_after_idle_s is None or record.state not in SEARCHABLE:
         return False
     if record.priority >= config.protect_priority:
         return False
@@ -237,7 +235,7 @@ def may_activate(record: UsageRecord, now: datetime, config: SchedulerConfig) ->
     type and heat. ``token_count`` is not looked at: an executor counts tokens -- which needs
     the model's tokenizer -- only for memories for which this holds, so a plan with no
     candidate never loads a model."""
-    if record.state not in _SERVABLE or is_expired(record, now):
+    if record.state not in SEARCHABLE or is_expired(record, now):
         return False
     heat = decayed_heat(record.heat, record.last_access, now, config.heat_half_life_s)
     return not is_cold(record, heat, now, config) and _admissible(record, heat, config)
@@ -324,7 +322,7 @@ def _lifecycle_steps(
 def _demote_reason(
     record: UsageRecord, heat: float, leaving: set[str], config: SchedulerConfig
 ) -> str:
-    if record.state not in _SERVABLE:
+    if record.state not in SEARCHABLE:
         return f"memory is {record.state.value}"
     if record.id in leaving:
         return "expired or archived in this plan"
@@ -355,7 +353,7 @@ def plan_schedule(
     candidates = [
         (r, heats[r.id])
         for r in records
-        if r.state in _SERVABLE and r.id not in leaving and _eligible(r, heats[r.id], config)
+        if r.state in SEARCHABLE and r.id not in leaving and _eligible(r, heats[r.id], config)
     ]
     hot = select_activation(candidates, config)
     hot_ids = {r.id for r in hot}

@@ -85,39 +85,159 @@ class ListQuery:
 
 @runtime_checkable
 class Vault(Protocol):
-    """Versioned memory storage. Every mutation is one transaction with its audit record.
+    """Versioned memory storage: the source of truth. Implement every method to add a backend
+    (:class:`memos_core.vault.sqlite.SQLiteVault` is the embedded one); the conformance suite
+    ``tests/vault/vault_conformance.py`` (:class:`VaultConformance`) checks the contracts below.
 
-    Contracts: versions of a memory are 1, 2, 3, ... with no gaps; a stored version is never
-    changed except that ``tombstone`` scrubs the text of every version; ``get`` of an unknown
-    id returns None; ``put_version`` raises if ``expected_version`` is not the current one.
-    ``change_grants`` stores and deletes namespace grants together with the new versions
-    they imply, in one transaction. ``derived_from(id)`` lists the memories
-    recorded as derived from ``id`` (summaries). ``checkpoint`` makes sure no copy of
-    overwritten data lingers in a journal (after a forget).
+    Contracts:
+
+    * Every mutation is one transaction together with its audit record(s): after a crash a
+      change is there whole or not at all. A method returns only after its commit.
+    * Versions of a memory are 1, 2, 3, ... with no gaps. A stored version never changes,
+      except that :meth:`tombstone` scrubs the text of every version.
+    * Optimistic concurrency: :meth:`put_version` / :meth:`put_versions` / ``replacements``
+      raise :class:`~memos_core.errors.MemOSError` (and write nothing) if ``expected_version``
+      is not the memory's current version; an unknown id raises
+      :class:`~memos_core.errors.MemoryNotFoundError`.
+    * Reads of an unknown id return None (``get``, ``get_version``, ``get_as_of``) or an empty
+      result (``history``, ``derived_from``); ``get_many`` leaves unknown ids out.
+    * Order: ``list`` and ``iter_current`` return memories in insertion order (``list`` newest
+      first when asked); ``history`` oldest first; ``audit_log`` oldest first (the newest
+      ``limit`` records); ``grants`` oldest first.
+    * Usage counters (``record_usage``) and tier marks (``set_tier``) are not versions: they
+      change no version number and write no audit record.
+    * The audit log is append-only and hash-chained; :meth:`verify_audit` recomputes it.
+    * ``list`` with ``user_ids`` returns the memories those users own *or may read* (their
+      ``governance.readers`` name them).
     """
 
-    def insert(self, cubes: Sequence[MemCube], actor: Actor, action: str = "add") -> None: ...
-    def put_version(self, cube: MemCube, expected_version: int, actor: Actor, action: str) -> None: ...
-    def tombstone(self, memory_id: str, actor: Actor) -> MemCube: ...
-    def get(self, memory_id: str) -> MemCube | None: ...
-    def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]: ...
-    def get_version(self, memory_id: str, version: int) -> MemCube | None: ...
-    def get_as_of(self, memory_id: str, when: datetime) -> MemCube | None: ...
-    def history(self, memory_id: str) -> list[MemCube]: ...
-    def list(self, query: ListQuery) -> list[MemCube]: ...
-    def count(self, query: ListQuery | None = None) -> int: ...
-    def iter_current(self, batch_size: int = 1000) -> Iterator[list[MemCube]]: ...
-    def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None: ...
-    def add_edges(self, edges: Sequence[Edge]) -> None: ...
-    def edges(self) -> list[Edge]: ...
-    def audit_log(self, memory_id: str | None = None, user_id: str | None = None,
-                  limit: int = 100) -> list[AuditRecord]: ...
-    def verify_audit(self) -> tuple[bool, str]: ...
-    def grants(self, owner: str | None = None) -> list[NamespaceGrant]: ...
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the storage (idempotent for the caller's purposes; no call after it)."""
+
+    def checkpoint(self) -> None:
+        """Make sure no copy of overwritten data lingers in a journal (called after a forget).
+
+        Raises:
+            MemOSError: the journal could not be cleared (say what to close).
+        """
+
+    def get_meta(self, key: str) -> str | None:
+        """A value of the store's own key/value table (index bookkeeping); None if unset."""
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a key of the store's own key/value table (not audited)."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for ``MemOS.stats()``: at least ``memories``, ``versions`` and
+        ``audit_records``; a backend may add its own (e.g. file size)."""
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def insert(self, cubes: Sequence[MemCube], actor: Actor, action: str = "add", *,
+               replacements: Sequence[tuple[MemCube, int]] = (), edges: Sequence[Edge] = (),
+               replacement_action: str = "supersede") -> None:
+        """Store new memories (version 1 each) with optional new versions of existing ones
+        (``(new_version, expected_version)``, audited as ``replacement_action``) and
+        relations, in one transaction; one audit record per memory written."""
+
+    def import_histories(self, histories: Sequence[Sequence[MemCube]], edges: Sequence[Edge],
+                         actor: Actor) -> None:
+        """Write whole version histories (a bundle import: each list is one memory's
+        versions 1..n) and their relations in one transaction, audited as ``import``."""
+
+    def put_version(self, cube: MemCube, expected_version: int, actor: Actor, action: str,
+                    details: dict[str, Any] | None = None) -> None:
+        """Write ``cube`` as the next version of its memory (audited as ``action``)."""
+
+    def put_versions(self, changes: Sequence[tuple[MemCube, int]], actor: Actor, action: str,
+                     details: dict[str, Any] | None = None) -> None:
+        """Several :meth:`put_version` calls as one transaction (all or none)."""
+
+    def tombstone(self, memory_id: str, actor: Actor) -> MemCube:
+        """Forget a memory: scrub the text of every version (keeping a ``sha256:`` digest),
+        write a ``deleted`` version, drop its usage counters and relations, audit ``forget``.
+        Returns the tombstone; a tombstone again is returned unchanged (idempotent).
+
+        Raises:
+            MemoryNotFoundError: unknown id.
+        """
+
+    def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
+        """Count a retrieval hit on each memory: access count +1, heat decayed to ``now``
+        then +1. Unknown ids are ignored."""
+
+    def set_tier(self, memory_id: str, tier: str) -> None:
+        """Record which tier serves the memory (``plaintext``, ``activation``, ``parametric``)."""
+
+    def add_edges(self, edges: Sequence[Edge]) -> None:
+        """Store relations (idempotent: an existing relation is kept once)."""
+
+    def audit(self, actor: Actor, action: str, memory_id: str | None = None,
+              version: int | None = None, details: dict[str, Any] | None = None) -> None:
+        """Append an audit record for an operation that changes no memory (export, schedule)."""
+
+    # -- grants -------------------------------------------------------------------------------
+
+    def grants(self, owner: str | None = None) -> list[NamespaceGrant]:
+        """Standing namespace grants, of ``owner`` or of everyone, oldest first."""
+
     def change_grants(self, *, add: Sequence[NamespaceGrant] = (),
                       remove: Sequence[NamespaceGrant] = (),
                       changes: Sequence[tuple[MemCube, int]] = (), actor: Actor, action: str,
-                      details: dict[str, Any]) -> None: ...
-    def derived_from(self, memory_id: str) -> list[str]: ...
-    def checkpoint(self) -> None: ...
-    def close(self) -> None: ...
+                      details: dict[str, Any]) -> None:
+        """Store and delete namespace grants together with the new versions they imply
+        (``(new_version, expected_version)``), in one transaction; one audit record for the
+        grant plus one per version."""
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get(self, memory_id: str) -> MemCube | None:
+        """The current version (with usage counters), tombstones included; None if unknown."""
+
+    def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
+        """``{id: current version}`` for the known ids among ``memory_ids``."""
+
+    def get_version(self, memory_id: str, version: int) -> MemCube | None:
+        """One stored version; None if the memory or the version does not exist."""
+
+    def get_as_of(self, memory_id: str, when: datetime) -> MemCube | None:
+        """The version that was current at ``when``; None if the memory did not exist yet."""
+
+    def history(self, memory_id: str) -> list[MemCube]:
+        """Every version, oldest first (empty for an unknown id)."""
+
+    def list(self, query: ListQuery) -> list[MemCube]:
+        """Current versions matching ``query``, paged by ``limit``/``offset``."""
+
+    def count(self, query: ListQuery | None = None) -> int:
+        """How many memories match ``query`` (all of them, tombstones included, for None);
+        ``limit``/``offset`` are ignored."""
+
+    def iter_current(self, batch_size: int = 1000) -> Iterator[list[MemCube]]:
+        """Every memory's current version (tombstones included), in insertion order, in
+        batches of at most ``batch_size``."""
+
+    def current_versions(self) -> dict[str, tuple[int, str]]:
+        """``{id: (version, state value)}`` for every memory (index reconciliation)."""
+
+    def graph_rows(self) -> list[dict[str, Any]]:
+        """For every memory, in insertion order, the fields the graph needs: ``id``, ``seq``
+        (insertion number), ``user_id``, ``agent_id``, ``session_id``, ``version``,
+        ``state``, ``type``, ``tags``, ``readers``, ``occurred_at`` (epoch seconds or None),
+        ``superseded`` (bool) and ``entities`` -- without the text."""
+
+    def edges(self) -> list[Edge]:
+        """Every stored relation."""
+
+    def derived_from(self, memory_id: str) -> list[str]:
+        """Ids of the memories recorded as derived from ``memory_id`` (its summaries)."""
+
+    def audit_log(self, memory_id: str | None = None, user_id: str | None = None,
+                  action: str | None = None, limit: int = 100) -> list[AuditRecord]:
+        """Audit records about ``memory_id`` and/or by ``user_id``, of one ``action`` if
+        given: the newest ``limit``, oldest first."""
+
+    def verify_audit(self) -> tuple[bool, str]:
+        """Recompute the hash chain: ``(ok, message naming the first bad record)``."""

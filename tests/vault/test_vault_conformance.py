@@ -1,0 +1,19 @@
+"""The vault conformance suite (tests/vault/vault_conformance.py) against the SQLite vault."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from memos_core.vault import SQLiteVault, Vault
+from vault_conformance import VaultConformance  # tests/vault is on sys.path (rootdir)
+
+
+class TestSQLiteVault(VaultConformance):
+    @pytest.fixture
+    def vault(self, tmp_path: Path) -> Iterator[Vault]:
+        v = SQLiteVault(tmp_path / "vault.sqlite3")
+        yield v
+        v.close()

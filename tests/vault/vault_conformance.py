@@ -1,0 +1,299 @@
+"""The vault conformance suite: the :class:`memos_core.vault.Vault` contracts, for any backend.
+
+Subclass :class:`VaultConformance` and give it a ``vault`` fixture that yields an empty,
+open vault (and closes it afterwards); every test then runs against that backend::
+
+    class TestSQLiteVault(VaultConformance):
+        @pytest.fixture
+        def vault(self, tmp_path):
+            v = SQLiteVault(tmp_path / "vault.sqlite3")
+            yield v
+            v.close()
+
+The class name does not start with ``Test``, so pytest collects it only through subclasses.
+Nothing is mocked: each test drives the real backend through the protocol's methods only.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from memos_core.cube import MemCube, Namespace, State, Tier, utcnow
+from memos_core.errors import MemoryNotFoundError, MemOSError
+from memos_core.vault import Actor, Edge, ListQuery, NamespaceGrant, Vault
+
+ALICE = Actor("alice", "agent-1", "conformance")
+
+
+def cube(text: str, user: str = "alice", **kw: Any) -> MemCube:
+    ns = Namespace(user_id=user, agent_id=kw.pop("agent", None), session_id=kw.pop("session", None))
+    return MemCube(namespace=ns, text=text, **kw)
+
+
+def bump(c: MemCube, **changes: Any) -> MemCube:
+    """The next version of ``c`` with ``changes``."""
+    return c.model_copy(update={**changes, "version": c.version + 1, "updated_at": utcnow()})
+
+
+class VaultConformance:
+    """Contract tests of :class:`Vault`; subclasses provide the ``vault`` fixture."""
+
+    @pytest.fixture
+    def vault(self) -> Vault:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError("a conformance subclass must provide a `vault` fixture")
+
+    # -- shape --------------------------------------------------------------------------------
+
+    def test_is_a_vault_and_starts_empty(self, vault: Vault) -> None:
+        assert isinstance(vault, Vault)
+        assert vault.count() == 0 and vault.list(ListQuery()) == []
+        assert list(vault.iter_current()) == [] and vault.current_versions() == {}
+        assert vault.edges() == [] and vault.grants() == [] and vault.graph_rows() == []
+        assert vault.verify_audit()[0]
+        stats = vault.stats()
+        assert {"memories", "versions", "audit_records"} <= set(stats)
+
+    def test_meta_round_trip(self, vault: Vault) -> None:
+        assert vault.get_meta("k") is None
+        vault.set_meta("k", "1")
+        vault.set_meta("k", "2")
+        assert vault.get_meta("k") == "2"
+
+    # -- writes and versions ------------------------------------------------------------------
+
+    def test_insert_get_and_history(self, vault: Vault) -> None:
+        a, b = cube("Alice likes tea.", session="s1"), cube("Alice has a dog.")
+        vault.insert([a, b], ALICE)
+        got = vault.get(a.id)
+        assert got is not None and got.text == a.text and got.version == 1
+        assert got.namespace == a.namespace
+        assert set(vault.get_many([a.id, b.id, "missing"])) == {a.id, b.id}
+        assert [c.version for c in vault.history(a.id)] == [1]
+        assert vault.count() == 2
+        adds = vault.audit_log(user_id="alice", action="add")
+        assert [r.memory_id for r in adds] == [a.id, b.id]
+        assert adds[0].agent_id == "agent-1" and adds[0].reason == "conformance"
+
+    def test_unknown_ids_read_as_none_or_empty(self, vault: Vault) -> None:
+        assert vault.get("nope") is None
+        assert vault.get_version("nope", 1) is None
+        assert vault.get_as_of("nope", utcnow()) is None
+        assert vault.history("nope") == [] and vault.derived_from("nope") == []
+        assert vault.get_many(["nope"]) == {}
+        with pytest.raises(MemoryNotFoundError):
+            vault.tombstone("nope", ALICE)
+
+    def test_versions_are_gapless_and_old_ones_stay(self, vault: Vault) -> None:
+        c1 = cube("v1")
+        vault.insert([c1], ALICE)
+        c2 = bump(c1, text="v2")
+        vault.put_version(c2, 1, ALICE, "update", {"why": "test"})
+        vault.put_version(bump(c2, text="v3"), 2, ALICE, "update")
+        assert [c.text for c in vault.history(c1.id)] == ["v1", "v2", "v3"]
+        assert vault.get_version(c1.id, 1).text == "v1"  # type: ignore[union-attr]
+        assert vault.get_version(c1.id, 4) is None
+        assert vault.current_versions() == {c1.id: (3, "generated")}
+        assert [r.version for r in vault.audit_log(memory_id=c1.id)] == [1, 2, 3]
+
+    def test_stale_expected_version_raises_and_writes_nothing(self, vault: Vault) -> None:
+        c1 = cube("one")
+        vault.insert([c1], ALICE)
+        vault.put_version(bump(c1, text="two"), 1, ALICE, "update")
+        before = len(vault.audit_log(limit=1000))
+        with pytest.raises(MemOSError):
+            vault.put_version(bump(c1, text="lost update"), 1, ALICE, "update")
+        assert vault.get(c1.id).text == "two"  # type: ignore[union-attr]
+        assert len(vault.audit_log(limit=1000)) == before
+
+    def test_put_versions_is_all_or_nothing(self, vault: Vault) -> None:
+        a, b = cube("a"), cube("b")
+        vault.insert([a, b], ALICE)
+        with pytest.raises(MemOSError):
+            vault.put_versions([(bump(a, text="a2"), 1), (bump(b, text="b2"), 7)], ALICE, "update")
+        assert vault.get(a.id).version == 1  # type: ignore[union-attr]
+        vault.put_versions([(bump(a, text="a2"), 1), (bump(b, text="b2"), 1)], ALICE, "update")
+        assert [vault.get(x.id).text for x in (a, b)] == ["a2", "b2"]  # type: ignore[union-attr]
+
+    def test_a_failing_insert_writes_nothing(self, vault: Vault) -> None:
+        a = cube("first")
+        vault.insert([a], ALICE)
+        with pytest.raises(Exception):
+            vault.insert([cube("new one"), a], ALICE)  # a's id exists: the batch fails
+        assert vault.count() == 1
+
+    def test_insert_with_replacement_and_edges(self, vault: Vault) -> None:
+        old = cube("Alice lives in Porto.")
+        vault.insert([old], ALICE)
+        new = cube("Alice lives in Lisbon.")
+        replaced = bump(old, valid_to=utcnow(), superseded_by=new.id)
+        vault.insert([new], ALICE, replacements=[(replaced, 1)],
+                     edges=[Edge(new.id, old.id, "supersedes")])
+        assert vault.get(old.id).superseded_by == new.id  # type: ignore[union-attr]
+        assert vault.get(old.id).version == 2  # type: ignore[union-attr]
+        assert Edge(new.id, old.id, "supersedes") in vault.edges()
+        assert vault.audit_log(memory_id=old.id, action="supersede")
+
+    def test_derived_from_lists_summaries(self, vault: Vault) -> None:
+        a, b, summary = cube("a"), cube("b"), cube("a and b")
+        vault.insert([a, b], ALICE)
+        vault.insert([summary], ALICE, edges=[Edge(summary.id, a.id, "derived_from"),
+                                              Edge(summary.id, b.id, "derived_from")])
+        assert vault.derived_from(a.id) == [summary.id]
+        assert vault.derived_from(summary.id) == []
+
+    def test_add_edges_is_idempotent(self, vault: Vault) -> None:
+        a, b = cube("a"), cube("b")
+        vault.insert([a, b], ALICE)
+        edge = Edge(a.id, b.id, "derived_from")
+        vault.add_edges([edge])
+        vault.add_edges([edge])
+        assert vault.edges() == [edge]
+
+    def test_import_histories_keeps_every_version(self, vault: Vault) -> None:
+        v1 = cube("imported v1")
+        v2 = bump(v1, text="imported v2")
+        other = cube("other")
+        vault.import_histories([[v1, v2], [other]], [Edge(other.id, v1.id, "derived_from")],
+                               Actor("bob"))
+        assert [c.text for c in vault.history(v1.id)] == ["imported v1", "imported v2"]
+        assert vault.get(v1.id).version == 2  # type: ignore[union-attr]
+        assert vault.derived_from(v1.id) == [other.id]
+
+    # -- tombstones ---------------------------------------------------------------------------
+
+    def test_tombstone_scrubs_every_version_and_is_idempotent(self, vault: Vault) -> None:
+        c1 = cube("Alice's PIN is 4711.")
+        other = cube("unrelated")
+        vault.insert([c1, other], ALICE, edges=[Edge(other.id, c1.id, "derived_from")])
+        vault.put_version(bump(c1, text="Alice's PIN is 4712."), 1, ALICE, "update")
+        vault.record_usage([c1.id], utcnow(), 3600.0)
+        tomb = vault.tombstone(c1.id, ALICE)
+        assert tomb.state is State.DELETED and tomb.version == 3
+        assert tomb.text.startswith("sha256:")
+        assert all("471" not in v.text for v in vault.history(c1.id))
+        assert vault.edges() == []  # relations go with it
+        assert vault.get(c1.id).usage.access_count == 0  # type: ignore[union-attr]
+        again = vault.tombstone(c1.id, ALICE)
+        assert again.version == 3 and len(vault.history(c1.id)) == 3
+        vault.checkpoint()
+        assert vault.verify_audit()[0]
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def test_get_as_of(self, vault: Vault) -> None:
+        c1 = cube("v1")
+        vault.insert([c1], ALICE)
+        time.sleep(0.01)
+        between = utcnow()
+        time.sleep(0.01)
+        vault.put_version(bump(c1, text="v2"), 1, ALICE, "update")
+        assert vault.get_as_of(c1.id, between).text == "v1"  # type: ignore[union-attr]
+        assert vault.get_as_of(c1.id, utcnow()).text == "v2"  # type: ignore[union-attr]
+        assert vault.get_as_of(c1.id, c1.created_at - timedelta(days=1)) is None
+
+    def test_list_filters_order_and_paging(self, vault: Vault) -> None:
+        cubes = [cube(f"note {i}", session="s1" if i % 2 else "s2", tags=("t",) if i < 3 else ())
+                 for i in range(6)]
+        for c in cubes:  # one by one: insertion order is the order of the calls
+            vault.insert([c], ALICE)
+        vault.insert([cube("bob's", user="bob")], Actor("bob"))
+        ids = [c.id for c in cubes]
+        assert [c.id for c in vault.list(ListQuery(user_ids=("alice",)))] == ids
+        assert [c.id for c in vault.list(ListQuery(user_ids=("alice",), newest_first=True))] \
+            == ids[::-1]
+        assert [c.id for c in vault.list(ListQuery(user_ids=("alice",), limit=2, offset=2))] \
+            == ids[2:4]
+        assert [c.id for c in vault.list(ListQuery(user_ids=("alice",), session_id="s1"))] \
+            == ids[1::2]
+        assert [c.id for c in vault.list(ListQuery(user_ids=("alice",), tags=("t",)))] == ids[:3]
+        assert vault.count(ListQuery(user_ids=("alice",), limit=1)) == 6
+        assert vault.count() == 7
+
+    def test_list_by_state_and_metadata(self, vault: Vault) -> None:
+        a, b = cube("a", metadata={"k": "x"}), cube("b", metadata={"k": "y", "n": 1})
+        vault.insert([a, b], ALICE)
+        vault.put_version(bump(b, state=State.ARCHIVED), 1, ALICE, "state:archived")
+        assert [c.id for c in vault.list(ListQuery(states=("generated",)))] == [a.id]
+        assert [c.id for c in vault.list(ListQuery(states=("archived",)))] == [b.id]
+        assert [c.id for c in vault.list(ListQuery(metadata_equals={"k": "x"}))] == [a.id]
+        assert [c.id for c in vault.list(ListQuery(metadata_equals={"n": 1}))] == [b.id]
+
+    def test_list_includes_memories_shared_with_the_user(self, vault: Vault) -> None:
+        mine = cube("bob's note", user="bob")
+        vault.insert([mine], Actor("bob"))
+        shared = bump(mine, governance=mine.governance.model_copy(update={"readers": ("carol",)}))
+        vault.put_version(shared, 1, Actor("bob"), "share:read")
+        assert [c.id for c in vault.list(ListQuery(user_ids=("carol",)))] == [mine.id]
+        assert vault.list(ListQuery(user_ids=("dave",))) == []
+
+    def test_iter_current_batches_in_insertion_order(self, vault: Vault) -> None:
+        cubes = [cube(f"n{i}") for i in range(5)]
+        for c in cubes:
+            vault.insert([c], ALICE)
+        vault.tombstone(cubes[0].id, ALICE)
+        batches = list(vault.iter_current(2))
+        assert [len(b) for b in batches] == [2, 2, 1]
+        assert [c.id for b in batches for c in b] == [c.id for c in cubes]  # tombstones too
+
+    def test_graph_rows_carry_the_graph_fields_without_text(self, vault: Vault) -> None:
+        c = cube("Alice met Bob in Paris.", session="s", tags=("trip",), entities=("Bob", "Paris"))
+        vault.insert([c], ALICE)
+        (row,) = vault.graph_rows()
+        assert {"id", "seq", "user_id", "agent_id", "session_id", "version", "state", "type",
+                "tags", "readers", "occurred_at", "superseded", "entities"} <= set(row)
+        assert "text" not in row and row["id"] == c.id and row["tags"] == ["trip"]
+        assert row["entities"] == ["Bob", "Paris"] and row["superseded"] is False
+
+    # -- usage and tiers ----------------------------------------------------------------------
+
+    def test_usage_and_tier_are_not_versions(self, vault: Vault) -> None:
+        c = cube("hot")
+        vault.insert([c], ALICE)
+        records = len(vault.audit_log(limit=1000))
+        now = utcnow()
+        vault.record_usage([c.id, "unknown"], now, 3600.0)
+        vault.record_usage([c.id], now, 3600.0)
+        vault.set_tier(c.id, Tier.ACTIVATION.value)
+        got = vault.get(c.id)
+        assert got is not None and got.version == 1
+        assert got.usage.access_count == 2 and got.usage.heat == pytest.approx(2.0, rel=1e-3)
+        assert got.usage.tier is Tier.ACTIVATION
+        assert len(vault.audit_log(limit=1000)) == records
+
+    # -- audit --------------------------------------------------------------------------------
+
+    def test_audit_log_filters_limits_and_verifies(self, vault: Vault) -> None:
+        c = cube("x")
+        vault.insert([c], ALICE)
+        for i in range(3):
+            vault.audit(Actor("alice"), "export", details={"n": i})
+        vault.audit(Actor("bob"), "export")
+        exports = vault.audit_log(user_id="alice", action="export", limit=2)
+        assert [r.details["n"] for r in exports] == [1, 2]  # newest two, oldest first
+        seqs = [r.seq for r in vault.audit_log(limit=1000)]
+        assert seqs == sorted(seqs)
+        records = vault.audit_log(limit=1000)
+        assert all(r.prev_hash == p.hash for p, r in zip(records, records[1:]))
+        assert vault.verify_audit()[0]
+
+    # -- grants -------------------------------------------------------------------------------
+
+    def test_change_grants_stores_grants_with_their_versions(self, vault: Vault) -> None:
+        c = cube("shared later")
+        vault.insert([c], ALICE)
+        grant = NamespaceGrant(owner="alice", grantee="bob", scope="read", session_id="s")
+        new = bump(c, governance=c.governance.model_copy(update={"readers": ("bob",)}))
+        vault.change_grants(add=[grant], changes=[(new, 1)], actor=ALICE, action="share:read",
+                            details={"with_user_id": "bob"})
+        assert vault.grants("alice") == [grant] and vault.grants("bob") == []
+        assert vault.get(c.id).governance.readers == ("bob",)  # type: ignore[union-attr]
+        with pytest.raises(MemOSError):  # stale: nothing of it is stored
+            vault.change_grants(remove=[grant], changes=[(new, 1)], actor=ALICE,
+                                action="revoke", details={})
+        assert vault.grants() == [grant]
+        vault.change_grants(remove=[grant], actor=ALICE, action="revoke", details={})
+        assert vault.grants() == []

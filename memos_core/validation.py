@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from memos_core.config import MAX_TEXT_BYTES
 from memos_core.errors import InvalidInputError, MemoryNotFoundError
@@ -46,6 +46,10 @@ def check_text(text: object, name: str = "text") -> str:
     return text
 
 
+@overload
+def check_name(value: object, name: str, *, optional: Literal[False] = False) -> str: ...
+@overload
+def check_name(value: object, name: str, *, optional: bool) -> str | None: ...
 def check_name(value: object, name: str, *, optional: bool = False) -> str | None:
     """A user/agent/session id: a non-empty str of at most 256 characters."""
     if value is None and optional:

@@ -6,6 +6,7 @@ can take its place by implementing this protocol (see docs/architecture.md).
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -180,7 +181,7 @@ class Vault(Protocol):
 
     # -- grants -------------------------------------------------------------------------------
 
-    def grants(self, owner: str | None = None) -> list[NamespaceGrant]:
+    def grants(self, owner: str | None = None) -> builtins.list[NamespaceGrant]:
         """Standing namespace grants, of ``owner`` or of everyone, oldest first."""
 
     def change_grants(self, *, add: Sequence[NamespaceGrant] = (),
@@ -205,37 +206,37 @@ class Vault(Protocol):
     def get_as_of(self, memory_id: str, when: datetime) -> MemCube | None:
         """The version that was current at ``when``; None if the memory did not exist yet."""
 
-    def history(self, memory_id: str) -> list[MemCube]:
+    def history(self, memory_id: str) -> builtins.list[MemCube]:
         """Every version, oldest first (empty for an unknown id)."""
 
-    def list(self, query: ListQuery) -> list[MemCube]:
+    def list(self, query: ListQuery) -> builtins.list[MemCube]:
         """Current versions matching ``query``, paged by ``limit``/``offset``."""
 
     def count(self, query: ListQuery | None = None) -> int:
         """How many memories match ``query`` (all of them, tombstones included, for None);
         ``limit``/``offset`` are ignored."""
 
-    def iter_current(self, batch_size: int = 1000) -> Iterator[list[MemCube]]:
+    def iter_current(self, batch_size: int = 1000) -> Iterator[builtins.list[MemCube]]:
         """Every memory's current version (tombstones included), in insertion order, in
         batches of at most ``batch_size``."""
 
     def current_versions(self) -> dict[str, tuple[int, str]]:
         """``{id: (version, state value)}`` for every memory (index reconciliation)."""
 
-    def graph_rows(self) -> list[dict[str, Any]]:
+    def graph_rows(self) -> builtins.list[dict[str, Any]]:
         """For every memory, in insertion order, the fields the graph needs: ``id``, ``seq``
         (insertion number), ``user_id``, ``agent_id``, ``session_id``, ``version``,
         ``state``, ``type``, ``tags``, ``readers``, ``occurred_at`` (epoch seconds or None),
         ``superseded`` (bool) and ``entities`` -- without the text."""
 
-    def edges(self) -> list[Edge]:
+    def edges(self) -> builtins.list[Edge]:
         """Every stored relation."""
 
-    def derived_from(self, memory_id: str) -> list[str]:
+    def derived_from(self, memory_id: str) -> builtins.list[str]:
         """Ids of the memories recorded as derived from ``memory_id`` (its summaries)."""
 
     def audit_log(self, memory_id: str | None = None, user_id: str | None = None,
-                  action: str | None = None, limit: int = 100) -> list[AuditRecord]:
+                  action: str | None = None, limit: int = 100) -> builtins.list[AuditRecord]:
         """Audit records about ``memory_id`` and/or by ``user_id``, of one ``action`` if
         given: the newest ``limit``, oldest first."""
 

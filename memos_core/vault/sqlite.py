@@ -9,6 +9,7 @@ so a crash leaves either the whole change or none of it.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import sqlite3
@@ -166,7 +167,7 @@ class SQLiteVault(SQLiteGrantsMixin):
                 raise
             self._db.execute("COMMIT")
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
@@ -506,7 +507,7 @@ class SQLiteVault(SQLiteGrantsMixin):
         where, params = self._where(query or ListQuery())
         return int(self._query(f"SELECT COUNT(*) FROM memories{where}", params)[0][0])
 
-    def iter_current(self, batch_size: int = 1000) -> Iterator[list[MemCube]]:
+    def iter_current(self, batch_size: int = 1000) -> Iterator[builtins.list[MemCube]]:
         """Every memory (tombstones included), in insertion order, in batches."""
         last = 0
         while True:
@@ -523,7 +524,7 @@ class SQLiteVault(SQLiteGrantsMixin):
         """{id: (version, state)} for every memory; reconciliation compares it with the index."""
         return {r[0]: (r[1], r[2]) for r in self._query("SELECT id, version, state FROM memories")}
 
-    def graph_rows(self) -> list[dict[str, Any]]:
+    def graph_rows(self) -> builtins.list[dict[str, Any]]:
         """The fields the graph and filters need, for every memory, without parsing documents."""
         rows = self._query(
             "SELECT id, seq, user_id, agent_id, session_id, version, state, type, tags, readers, "
@@ -540,10 +541,10 @@ class SQLiteVault(SQLiteGrantsMixin):
             out.append(row)
         return out
 
-    def edges(self) -> list[Edge]:
+    def edges(self) -> builtins.list[Edge]:
         return [Edge(*r) for r in self._query("SELECT src, dst, kind FROM edges")]
 
-    def derived_from(self, memory_id: str) -> list[str]:
+    def derived_from(self, memory_id: str) -> builtins.list[str]:
         """Ids of the memories recorded as derived from ``memory_id`` (e.g. its summaries)."""
         rows = self._query(
             "SELECT src FROM edges WHERE dst=? AND kind='derived_from' ORDER BY src", (memory_id,)
@@ -564,7 +565,7 @@ class SQLiteVault(SQLiteGrantsMixin):
     # -- audit -----------------------------------------------------------------------------
 
     def audit_log(self, memory_id: str | None = None, user_id: str | None = None,
-                  action: str | None = None, limit: int = 100) -> list[AuditRecord]:
+                  action: str | None = None, limit: int = 100) -> builtins.list[AuditRecord]:
         clauses, params = [], []
         for column, value in (("memory_id", memory_id), ("user_id", user_id), ("action", action)):
             if value is not None:
@@ -577,7 +578,7 @@ class SQLiteVault(SQLiteGrantsMixin):
             [*params, limit],
         )
         return [
-            AuditRecord(r[0], _dt(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]),
+            AuditRecord(r[0], datetime.fromtimestamp(r[1], timezone.utc), r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]),
                         r[9], r[10])
             for r in reversed(rows)
         ]

@@ -121,8 +121,8 @@ class VaultConformance:
     def test_a_failing_insert_writes_nothing(self, vault: Vault) -> None:
         a = cube("first")
         vault.insert([a], ALICE)
-        with pytest.raises(Exception):
-            vault.insert([cube("new one"), a], ALICE)  # a's id exists: the batch fails
+        with pytest.raises(MemOSError):  # a's id exists: the whole batch fails
+            vault.insert([cube("new one"), a], ALICE)
         assert vault.count() == 1
 
     def test_insert_with_replacement_and_edges(self, vault: Vault) -> None:

@@ -1,0 +1,195 @@
+"""The layering of memos_core, enforced (docs/architecture.md, "Layers"; DESIGN.md "Next shape").
+
+Read with :mod:`ast` by ``scripts/import_cycles.py`` (nothing is imported): every import
+counts, at module level, in a function or under ``TYPE_CHECKING``.
+
+* memos_core has no import cycle.
+* Every module belongs to one layer and imports only its own layer or lower ones::
+
+      facade (4)   memos_core, memos.py, aio, cli, demo, mcp
+      models (3)   engine, chat, runtime, tiers, scheduler executor/background
+      ops    (2)   ops/* (forget, share/revoke, bundle, compress) over the store
+      kernel (1)   store/* (MemoryStore: vault + index + graph + embedder + locks + hooks)
+      base   (0)   rules (cube, lifecycle, governance rules, scheduler policy, validation,
+                   errors, results, config) and backends (vault, index, graph, embedding,
+                   extraction, retrieval, KV/adapter file formats)
+
+* The integrations (LangChain, LlamaIndex) import only the public surfaces of the core, and
+  never reach into it through ``sys.modules`` strings.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import import_cycles  # noqa: E402
+
+FACADE, MODELS, OPS, KERNEL, BASE = 4, 3, 2, 1, 0
+
+#: module-name prefix -> layer; the longest matching prefix wins.
+LAYERS: dict[str, int] = {
+    "memos_core": FACADE,  # the package __init__: the public API
+    "memos_core.memos": FACADE,
+    "memos_core.aio": FACADE,
+    "memos_core.cli": FACADE,
+    "memos_core.demo": FACADE,
+    "memos_core.mcp": FACADE,
+    "memos_core.models_api": FACADE,
+    "memos_core.governance.api": FACADE,
+    "memos_core.engine": MODELS,
+    "memos_core.chat": MODELS,
+    "memos_core.runtime": MODELS,
+    "memos_core.tiers": MODELS,
+    "memos_core.scheduler.executor": MODELS,
+    "memos_core.scheduler.background": MODELS,
+    "memos_core.ops": OPS,
+    "memos_core.bundle": OPS,
+    "memos_core.governance.forgetting": OPS,
+    "memos_core.governance.sharing": OPS,
+    "memos_core.store": KERNEL,
+    # base: rules and backends
+    "memos_core.cube": BASE,
+    "memos_core.lifecycle": BASE,
+    "memos_core.errors": BASE,
+    "memos_core.config": BASE,
+    "memos_core.results": BASE,
+    "memos_core.validation": BASE,
+    "memos_core.messages": BASE,
+    "memos_core.progress": BASE,
+    "memos_core.lock": BASE,
+    "memos_core.governance": BASE,
+    "memos_core.scheduler": BASE,
+    "memos_core.vault": BASE,
+    "memos_core.index": BASE,
+    "memos_core.graph": BASE,
+    "memos_core.embedding": BASE,
+    "memos_core.extraction": BASE,
+    "memos_core.retrieval": BASE,
+    "memos_core.tiers.activation.storage": BASE,  # the KV file format (forget deletes files)
+    "memos_core.tiers.parametric.store": BASE,  # the adapter files (the kernel owns them)
+    "memos_core.tiers.parametric.config": BASE,
+    "memos_core.runtime.errors": BASE,
+}
+
+#: Known violations still being removed (issue 13); each entry must disappear, never grow.
+KNOWN_UPWARD: set[tuple[str, str]] = {
+    ('memos_core.bundle', 'memos_core.memos'),
+    ('memos_core.engine', 'memos_core.memos'),
+    ('memos_core.governance', 'memos_core.governance.forgetting'),
+    ('memos_core.governance', 'memos_core.governance.sharing'),
+    ('memos_core.governance.forgetting', 'memos_core.memos'),
+    ('memos_core.governance.forgetting', 'memos_core.tiers.activation'),
+    ('memos_core.governance.forgetting', 'memos_core.tiers.parametric'),
+    ('memos_core.governance.sharing', 'memos_core.memos'),
+    ('memos_core.scheduler', 'memos_core.scheduler.background'),
+    ('memos_core.scheduler', 'memos_core.scheduler.executor'),
+    ('memos_core.scheduler.executor', 'memos_core.memos'),
+    ('memos_core.tiers.activation.storage', 'memos_core.runtime.prefix'),
+    ('memos_core.tiers.activation.storage', 'memos_core.tiers.activation.tier'),
+    ('memos_core.tiers.parametric.store', 'memos_core.tiers.parametric.evaluation'),
+    ('memos_core.tiers.parametric.store', 'memos_core.tiers.parametric.trainer'),
+    ('memos_core.tiers.parametric.tier', 'memos_core.memos'),
+}
+KNOWN_CYCLES: list[list[str]] = [
+    ['memos_core.aio', 'memos_core.bundle', 'memos_core.chat', 'memos_core.engine', 'memos_core.governance', 'memos_core.governance.api', 'memos_core.governance.forgetting', 'memos_core.governance.sharing', 'memos_core.memos', 'memos_core.models_api', 'memos_core.scheduler.background', 'memos_core.scheduler.executor', 'memos_core.tiers.parametric', 'memos_core.tiers.parametric.tier'],
+    ['memos_core.tiers.activation', 'memos_core.tiers.activation.storage', 'memos_core.tiers.activation.tier'],
+]
+
+#: What the integrations may import: the public API and the documented helper surfaces.
+PUBLIC_SURFACES = {
+    "memos_core",
+    "memos_core.chat",
+    "memos_core.config",
+    "memos_core.cube",
+    "memos_core.errors",
+    "memos_core.governance.forget_hooks",
+    "memos_core.governance.sensitivity",
+    "memos_core.integration",
+    "memos_core.lifecycle",
+    "memos_core.messages",
+    "memos_core.results",
+    "memos_core.runtime",
+    "memos_core.scheduler",
+    "memos_core.validation",
+}
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = {
+    ('integrations/langchain/langchain_memos/chat_model.py', 'memos_core.engine'),
+    ('integrations/llamaindex/llama_index/memory/memos/llm.py', 'memos_core.engine'),
+}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in LAYERS:
+            return LAYERS[prefix]
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS in tests/test_layering.py")
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return import_cycles.import_graph()
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    demo = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles.cycles(demo) == [["a", "b", "c"]]
+    assert import_cycles.cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_memos_core_has_no_import_cycle(graph: dict[str, set[str]]) -> None:
+    found = import_cycles.cycles(graph)
+    assert found == KNOWN_CYCLES, f"import cycles: {found}"
+
+
+def test_every_module_has_a_layer_and_imports_only_its_own_or_lower(
+    graph: dict[str, set[str]],
+) -> None:
+    upward = {(src, dst) for src, targets in graph.items() for dst in targets
+              if layer_of(dst) > layer_of(src)}
+    new = sorted(upward - KNOWN_UPWARD)
+    assert not new, "a lower layer imports a higher one:\n" + "\n".join(f"{a} -> {b}" for a, b in new)
+    gone = sorted(KNOWN_UPWARD - upward)
+    assert not gone, f"fixed, remove from KNOWN_UPWARD: {gone}"
+
+
+def test_no_lower_layer_imports_the_facade(graph: dict[str, set[str]]) -> None:
+    facade = {m for m in graph if layer_of(m) == FACADE}
+    bad = sorted((src, dst) for src, targets in graph.items() if layer_of(src) < FACADE
+                 for dst in targets & facade)
+    assert not [b for b in bad if b not in KNOWN_UPWARD], bad
+
+
+def _integration_imports() -> set[tuple[str, str]]:
+    """(file, memos_core module) for every import -- and every ``"memos_core.x"`` string,
+    the ``sys.modules`` back door -- in the integration packages' sources."""
+    found: set[tuple[str, str]] = set()
+    for path in sorted((ROOT / "integrations").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if "/tests/" in rel:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value] if node.value.startswith("memos_core.") \
+                    and " " not in node.value else []
+            found.update((rel, n) for n in names if n == "memos_core" or n.startswith("memos_core."))
+    return found
+
+
+def test_integrations_import_only_public_surfaces() -> None:
+    private = {(f, m) for f, m in _integration_imports() if m not in PUBLIC_SURFACES}
+    new = sorted(private - KNOWN_PRIVATE_IMPORTS)
+    assert not new, "integrations reach into memos_core internals:\n" + "\n".join(
+        f"{f}: {m}" for f, m in new)

@@ -1,89 +1,53 @@
-"""Async twins of the Memory API.
+"""Async twins of the Memory API, generated from the sync methods.
 
-Each ``a``-method runs its sync twin in a worker thread (``asyncio.to_thread``), so the event
-loop never blocks on embedding, SQLite or the index. The facade is thread-safe, so many tasks
-may await these at once.
+``aadd = twin(add)`` in the class body makes ``await mos.aadd(...)``: it takes exactly the
+arguments of ``add`` and returns what ``add`` returns (the types come from the sync
+signature through :class:`typing.ParamSpec`, so a type checker sees them too), running the
+sync method in a worker thread (``asyncio.to_thread``) so the event loop never blocks on
+embedding, SQLite or the index. The facade is thread-safe, so many tasks may await at once.
+``tests/test_memos.py`` checks that every public method has its twin.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-if TYPE_CHECKING:
-    from pathlib import Path
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S")
 
-    from memos_core.cube import MemCube
-    from memos_core.results import ForgetReceipt, SearchHit
-    from memos_core.scheduler.report import ScheduleReport
+__all__ = ["twin"]
 
 
-class AsyncMemOSMixin:
-    """``aadd``, ``asearch``, ... for :class:`memos_core.MemOS`; same arguments and results."""
+class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
+    """A descriptor: the async twin of the sync method ``method`` (see the module docstring)."""
 
-    async def aadd(self, content: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(self.add, content, **kwargs)  # type: ignore[attr-defined]
+    def __init__(self, method: Callable[Concatenate[S, P], R]) -> None:
+        self.method = method
+        self.name = ""
 
-    async def aadd_many(self, items: Any, **kwargs: Any) -> list[MemCube]:
-        return await asyncio.to_thread(self.add_many, items, **kwargs)  # type: ignore[attr-defined]
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.__doc__ = f"Async twin of :meth:`{self.method.__name__}` (same arguments and result)."
 
-    async def asearch(self, query: str, **kwargs: Any) -> list[SearchHit]:
-        return await asyncio.to_thread(self.search, query, **kwargs)  # type: ignore[attr-defined]
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> twin[S, P, R]: ...
+    @overload
+    def __get__(self, obj: S, objtype: type | None = None) -> Callable[P, Awaitable[R]]: ...
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        bound = getattr(obj, self.method.__name__)  # an override in a subclass wins
 
-    async def aget(self, memory_id: str, **kwargs: Any) -> MemCube:
-        return await asyncio.to_thread(self.get, memory_id, **kwargs)  # type: ignore[attr-defined]
+        @functools.wraps(self.method)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(bound, *args, **kwargs)
 
-    async def alist(self, **kwargs: Any) -> list[MemCube]:
-        return await asyncio.to_thread(self.list, **kwargs)  # type: ignore[attr-defined]
-
-    async def aupdate(self, memory_id: str, text: str | None = None, **kwargs: Any) -> MemCube:
-        return await asyncio.to_thread(self.update, memory_id, text, **kwargs)  # type: ignore[attr-defined]
-
-    async def aforget(self, memory_id: str, **kwargs: Any) -> ForgetReceipt:
-        return await asyncio.to_thread(self.forget, memory_id, **kwargs)  # type: ignore[attr-defined]
-
-    async def aforget_many(self, memory_ids: Any, **kwargs: Any) -> list[ForgetReceipt]:
-        return await asyncio.to_thread(self.forget_many, memory_ids, **kwargs)  # type: ignore[attr-defined]
-
-    async def ahistory(self, memory_id: str, **kwargs: Any) -> list[MemCube]:
-        return await asyncio.to_thread(self.history, memory_id, **kwargs)  # type: ignore[attr-defined]
-
-    async def arollback(self, memory_id: str, version: int, **kwargs: Any) -> MemCube:
-        return await asyncio.to_thread(self.rollback, memory_id, version, **kwargs)  # type: ignore[attr-defined]
-
-    async def aset_state(self, memory_id: str, state: Any, **kwargs: Any) -> MemCube:
-        return await asyncio.to_thread(self.set_state, memory_id, state, **kwargs)  # type: ignore[attr-defined]
-
-    async def acompress(self, memory_ids: Any, summary: str, **kwargs: Any) -> MemCube:
-        return await asyncio.to_thread(self.compress, memory_ids, summary, **kwargs)  # type: ignore[attr-defined]
-
-    async def ashare(self, memory_id: str, **kwargs: Any) -> MemCube:
-        return await asyncio.to_thread(self.share, memory_id, **kwargs)  # type: ignore[attr-defined]
-
-    async def arevoke(self, memory_id: str, **kwargs: Any) -> MemCube:
-        return await asyncio.to_thread(self.revoke, memory_id, **kwargs)  # type: ignore[attr-defined]
-
-    async def aexport(self, path: Any, **kwargs: Any) -> Path:
-        return await asyncio.to_thread(self.export, path, **kwargs)  # type: ignore[attr-defined]
-
-    async def aimport_(self, path: Any, **kwargs: Any) -> dict[str, int]:
-        return await asyncio.to_thread(self.import_, path, **kwargs)  # type: ignore[attr-defined]
-
-    async def achat(self, query: str, **kwargs: Any) -> Any:
-        """Async ``chat``; with ``stream=True`` an ``AsyncChatStream`` (``async for``)."""
-        result = await asyncio.to_thread(self.chat, query, **kwargs)  # type: ignore[attr-defined]
-        if kwargs.get("stream"):
-            from memos_core.chat import AsyncChatStream
-
-            return AsyncChatStream(result)
-        return result
-
-    async def aschedule(self, **kwargs: Any) -> ScheduleReport:
-        return await asyncio.to_thread(self.schedule, **kwargs)  # type: ignore[attr-defined]
-
-    async def aconsolidate(self, **kwargs: Any) -> Any:
-        """Async ``consolidate`` (training runs in a worker thread)."""
-        return await asyncio.to_thread(self.consolidate, **kwargs)  # type: ignore[attr-defined]
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)  # type: ignore[attr-defined]
+        call.__name__ = call.__qualname__ = self.name or f"a{self.method.__name__}"
+        call.__doc__ = self.__doc__
+        call.__signature__ = inspect.signature(bound)  # type: ignore[attr-defined]
+        return call

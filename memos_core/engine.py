@@ -1,16 +1,18 @@
 """The per-store engine behind ``MemOS.chat``, ``MemOS.schedule`` and ``MemOS.consolidate``:
-the local model, its KV tier, the parametric (LoRA) tier, the scheduler executor (on demand
-and in the background) and chat.
+the local model, its KV tier, the parametric (LoRA) tier and the scheduler executor (on
+demand and in the background). Chat (:mod:`memos_core.chat`) runs on it.
 
-One :class:`MemoryEngine` per open :class:`~memos_core.MemOS`, made on first use by
-:func:`engine_for` (opening a store never makes one, never loads a model). Making it is cheap:
+One :class:`MemoryEngine` per open :class:`~memos_core.MemOS`, owned by it and made on first
+use (``mos.engine``; opening a store never makes one, never loads a model). It works on the
+kernel (:class:`~memos_core.store.MemoryStore`) and answers through the facade's ``search``
+(access-checked, redacted). Making it is cheap:
 it registers a change listener and a close callback and tidies the KV directory; the model
 is loaded on the first call that really needs it (a chat, or a scheduler run that has a
 memory hot enough to promote), :meth:`MemoryEngine.attach_model` supplies another one.
 
 KV files live in ``<data_dir>/kv``. Invalidation:
 
-* every new version or tombstone the store reports (``mos.on_change``) drops the blocks that
+* every new version or tombstone the store reports (``store.on_change``) drops the blocks that
   hold that memory: the current tier's blocks in memory and on disk, and files other models
   left there (a forgotten memory's text must not survive in any KV cache);
 * when the engine starts it deletes every KV file whose memory versions are no longer current
@@ -21,12 +23,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from memos_core.cube import MemCube, utcnow
 from memos_core.errors import InvalidInputError, MemOSError
@@ -42,47 +43,54 @@ from memos_core.tiers.parametric import ConsolidationResult, ParametricConfig, P
 from memos_core.vault import Actor
 
 if TYPE_CHECKING:
-    from memos_core.chat import ChatAnswer, ChatStream, MemoryChat
-    from memos_core.memos import MemOS
+    from memos_core.results import SearchHit
     from memos_core.runtime import LocalModel
+    from memos_core.store import MemoryStore
     from memos_core.tiers.activation import KVCacheTier
 
 logger = logging.getLogger("memos_core.engine")
 
-_registry: weakref.WeakKeyDictionary[Any, MemoryEngine] = weakref.WeakKeyDictionary()
-_registry_lock = threading.Lock()
+
+class SearchAPI(Protocol):
+    """What the engine needs of the facade: its access-checked, redacting search."""
+
+    def search(self, query: str, *, user_id: str, k: int = 5) -> list[SearchHit]: ...
 
 
-def engine_for(mos: MemOS) -> MemoryEngine:
-    """The engine of ``mos``, made on first call (thread-safe; loads no model).
+class HasEngine(Protocol):
+    """An open ``MemOS``: it owns its engine."""
+
+    @property
+    def engine(self) -> MemoryEngine: ...
+
+
+def engine_for(mos: HasEngine) -> MemoryEngine:
+    """The engine of ``mos`` (``mos.engine``), made on first call (thread-safe; loads no
+    model). Kept for code written against the first version; prefer ``mos.engine``.
 
     Raises:
         InvalidInputError: ``mos`` is closed.
     """
-    if getattr(mos, "_closed", False):
-        raise InvalidInputError("This MemOS is closed; open the data directory again.")
-    with _registry_lock:
-        engine = _registry.get(mos)
-        if engine is None:
-            engine = MemoryEngine(mos)
-            _registry[mos] = engine
-        return engine
+    return mos.engine
 
 
 class MemoryEngine:
-    """Model, KV tier, scheduler and chat for one store. Prefer :func:`engine_for`.
+    """Model, KV tier, scheduler and chat for one store; ``MemOS.engine`` makes it.
 
     Args:
-        mos: the open store.
+        store: the open memory store (kernel).
+        mos: the facade whose ``search`` chat answers from (access-checked, redacted).
         model: the local model; default ``LocalModel.default()`` (SmolLM2), loaded lazily.
         budget: bounds on the KV blocks kept (all users together); default ``KVBudget()``.
     """
 
     def __init__(
-        self, mos: MemOS, *, model: LocalModel | None = None, budget: KVBudget | None = None
+        self, store: MemoryStore, mos: SearchAPI, *, model: LocalModel | None = None,
+        budget: KVBudget | None = None,
     ) -> None:
+        self.store = store
         self.mos = mos
-        self.kv_dir: Path = Path(mos.data_dir) / "kv"
+        self.kv_dir: Path = Path(store.data_dir) / "kv"
         self.budget = budget or KVBudget()
         self._model = model
         self._tier: KVCacheTier | None = None
@@ -90,15 +98,14 @@ class MemoryEngine:
         self._load_lock = threading.Lock()  # held while the model loads
         self._foreign: dict[Path, frozenset[str]] = {}  # KV files no live tier manages
         self._background: BackgroundScheduler | None = None
-        self._chat: MemoryChat | None = None
         self._closed = False
-        self.executor = SchedulerExecutor(mos, self.tier_if)
-        self.parametric = ParametricTier(mos, lambda: self.model)
+        self.executor = SchedulerExecutor(store, self.tier_if)
+        self.parametric = ParametricTier(store, lambda: self.model)
         self._jobs: ThreadPoolExecutor | None = None  # consolidation jobs, one at a time
         self._pending: dict[str, Future[ConsolidationResult]] = {}  # by owner
         self._reconcile_kv_dir()
-        mos.on_change(self._on_change)
-        mos.on_close(self.close)
+        store.on_change(self._on_change)
+        store.on_close(self.close)
 
     # ------------------------------------------------------------------ model and tier
 
@@ -205,7 +212,7 @@ class MemoryEngine:
         """Delete KV files built from memory versions that are no longer current."""
         files = list(self._headers())
         wanted = {mid for _, _, members in files for mid, _ in members}
-        current = self.mos.vault.get_many(sorted(wanted)) if wanted else {}
+        current = self.store.vault.get_many(sorted(wanted)) if wanted else {}
         for path, _, members in files:
             for mid, version in members:
                 cube = current.get(mid)
@@ -269,7 +276,7 @@ class MemoryEngine:
                                  now: datetime | None = None) -> list[str]:
         """``user_id``'s memories the policy would consolidate at ``now`` (default: now): hot,
         stable, fact or preference, not parametric yet; see :func:`consolidation_candidates`."""
-        config = config or ConsolidationConfig(heat_half_life_s=self.mos.config.heat_half_life_s)
+        config = config or ConsolidationConfig(heat_half_life_s=self.store.config.heat_half_life_s)
         records = self._usage_records(user_id).get(user_id, [])
         return consolidation_candidates(records, config, now or utcnow())
 
@@ -306,7 +313,7 @@ class MemoryEngine:
             raise InvalidInputError(
                 f"nothing to consolidate for {user_id!r}: no memory is hot, stable and a fact "
                 "or preference yet (pass memory_ids to choose them)")
-        self.mos.vault.audit(Actor(user_id, "parametric", "consolidation requested"),
+        self.store.vault.audit(Actor(user_id, "parametric", "consolidation requested"),
                              "parametric:consolidate", details={"memories": len(ids)})
 
         def job() -> ConsolidationResult:
@@ -332,7 +339,7 @@ class MemoryEngine:
         plaintext and may be candidates again."""
         self._check_open()
         candidates = candidates or ConsolidationConfig(
-            heat_half_life_s=self.mos.config.heat_half_life_s)
+            heat_half_life_s=self.store.config.heat_half_life_s)
         queued = {r.owner for r in self.parametric.store.queue()}
         records = self._usage_records()
         now = utcnow()
@@ -355,22 +362,6 @@ class MemoryEngine:
             self._pending[owner] = started[owner] = job  # type: ignore[assignment]
         return started
 
-    # ------------------------------------------------------------------ chat
-
-    @property
-    def chat_service(self) -> MemoryChat:
-        with self._lock:
-            if self._chat is None:
-                from memos_core.chat import MemoryChat
-
-                self._chat = MemoryChat(self)
-            return self._chat
-
-    def chat(self, query: str, **kwargs: Any) -> ChatAnswer | ChatStream:
-        """Answer ``query`` with memory; see :meth:`memos_core.chat.MemoryChat.ask`."""
-        self._check_open()
-        return self.chat_service.ask(query, **kwargs)
-
     # ------------------------------------------------------------------ lifecycle
 
     def _check_open(self) -> None:
@@ -387,9 +378,6 @@ class MemoryEngine:
                            "thread and its next store call fails on the closed store")
         if self._jobs is not None:  # a running training finishes; queued ones are dropped
             self._jobs.shutdown(wait=False, cancel_futures=True)
-        with _registry_lock:
-            if _registry.get(self.mos) is self:
-                del _registry[self.mos]
         with self._lock:
             self._tier = None
             self._model = None

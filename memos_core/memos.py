@@ -1,60 +1,51 @@
 """The Memory API: the ``MemOS`` facade that adapters, the CLI and notebooks call.
 
-Write path: validate -> one vault transaction (new version + audit record) -> index and graph.
-The vault commit is the acknowledgement; the index and graph are derived and are reconciled
-with the vault when a data directory is opened after a crash.
+The facade validates arguments, checks the principal's rights and delegates: writes to the
+operations (:mod:`memos_core.ops`) over the kernel (:class:`memos_core.store.MemoryStore`,
+``mos.store``), whose one write path commits to the vault, then updates the index and the
+graph, then tells the listeners; chat, scheduling and adapters to the instance's model
+engine (``mos.engine``, :mod:`memos_core.engine`). Every public method has an async twin
+(``a``-prefixed, :mod:`memos_core.aio`).
 """
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from memos_core.aio import AsyncMemOSMixin
+from memos_core.aio import twin
 from memos_core.config import MemOSConfig, default_data_dir
-from memos_core.cube import (
-    Governance,
-    MemCube,
-    MemoryType,
-    Namespace,
-    Origin,
-    Provenance,
-    Span,
-    State,
-    utcnow,
-)
-from memos_core.embedding import Embedder, default_embedder
+from memos_core.cube import MemCube, MemoryType, Origin, State, utcnow
+from memos_core.embedding import Embedder
 from memos_core.errors import (
+    AccessDeniedError,
     InvalidInputError,
     MemoryDeletedError,
     MemoryNotFoundError,
     VersionNotFoundError,
 )
-from memos_core.extraction import EntityExtractor, RuleEntityExtractor
-from memos_core.governance import access, forgetting, sharing
+from memos_core.extraction import EntityExtractor
+from memos_core.governance import access
 from memos_core.governance import sensitivity as sensitivity_rules
-from memos_core.governance.api import SharingMixin
-from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
+from memos_core.governance.derived import check_mode
+from memos_core.governance.forget_hooks import ForgetHook
 from memos_core.graph import MemoryGraph
-from memos_core.index.base import IndexPoint, VectorIndex
-from memos_core.lifecycle import CHANGEABLE_STATES, ttl_elapsed
+from memos_core.index.base import VectorIndex
+from memos_core.lifecycle import CHANGEABLE_STATES, SEARCHABLE_STATES, ttl_elapsed
 from memos_core.lock import DataDirLock
 from memos_core.messages import merge_message_item, message_item
-from memos_core.models_api import LocalModelMixin
+from memos_core.ops import bundle, share, writes
+from memos_core.ops import forget as forget_ops
 from memos_core.progress import progress
-from memos_core.results import ForgetReceipt, SearchHit
-from memos_core.retrieval.filters import (
-    INDEXED_STATES,
-    SEARCHABLE_STATES,
-    build_filter,
-    graph_row,
-    payload_of,
-)
+from memos_core.results import DerivedForm, ForgetReceipt, SearchHit, ShareReceipt
+from memos_core.retrieval.filters import build_filter
 from memos_core.retrieval.hybrid import HybridRetriever
+from memos_core.store import MemoryStore
 from memos_core.validation import (
     check_datetime,
     check_enum,
@@ -67,12 +58,31 @@ from memos_core.validation import (
     check_strs,
     check_text,
 )
-from memos_core.vault import Actor, Edge, ListQuery, SQLiteVault, Vault
+from memos_core.vault import Actor, AuditRecord, ListQuery, NamespaceGrant, Vault
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from memos_core.chat import ChatAnswer, ChatStream, MemoryChat
+    from memos_core.engine import MemoryEngine
+    from memos_core.runtime import LocalModel
+    from memos_core.scheduler import (
+        BackgroundScheduler,
+        ConsolidationConfig,
+        SchedulerConfig,
+        ScheduleReport,
+    )
+    from memos_core.tiers.parametric import (
+        AdapterManifest,
+        ConsolidationResult,
+        ParametricConfig,
+        ParametricTier,
+    )
 
 Message = Mapping[str, Any]
 
 
-class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
+class MemOS:
     """A memory store for agents: versioned MemCubes, hybrid search, governance.
 
     ``MemOS(data_dir)`` opens (or creates) a data directory; use it as a context manager or
@@ -91,68 +101,74 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         self.config = config or MemOSConfig()
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._embedder = embedder
-        self._extractor = entity_extractor
         self._lock = DataDirLock(self.data_dir)
         self._lock.acquire()
         self._closed = False
+        self._engine: MemoryEngine | None = None
+        self._chat_service: MemoryChat | None = None
+        self._engine_lock = threading.Lock()
         try:
-            self._open()
+            self.store = MemoryStore(self.data_dir, self.config, embedder=embedder,
+                                     extractor=entity_extractor)
         except BaseException:
             self._lock.release()
             raise
+        # every forget reaches the model tiers' files, whether or not an engine runs
+        self.store.add_purger(self._kv_purger)
+        self.store.add_purger(self._adapter_purger)
 
-    def _open(self) -> None:
-        from memos_core.index import open_index
-        from memos_core.index.sparse import Bm25Encoder
+    def _kv_purger(self, memory_id: str) -> Callable[[], builtins.list[DerivedForm]]:
+        from memos_core.tiers.activation.storage import kv_file_purger
 
-        self.vault: Vault = SQLiteVault(self.data_dir / "vault.sqlite3")
-        self.embedder: Embedder = self._embedder or default_embedder(self.config.embedder)
-        self.extractor: EntityExtractor = self._extractor or RuleEntityExtractor()
-        self.bm25 = Bm25Encoder()
-        self._write_lock = threading.RLock()  # one writer: vault + index + graph stay in step
-        self._listeners: list[Callable[[Sequence[MemCube]], None]] = []
-        self._close_callbacks: list[Callable[[], None]] = []
-        self._forget_hooks = ForgetHooks()
-        self._graph_lock = threading.RLock()
-        self.index: VectorIndex = open_index(
-            self.config.index,
-            path=self.data_dir / "index",
-            url=self.config.qdrant_url,
-            dim=self.embedder.dim or 384,
-            collection=self.config.qdrant_collection,
-        )
-        self.graph = MemoryGraph()
-        self._build_graph()
-        self.retriever = HybridRetriever(
-            self.index, self.embedder, self.bm25, self.graph, self._graph_lock, self.extractor,
-            self.config.retrieval,
-        )
-        self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
-        if self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
-            self.reconcile()
-        self.vault.set_meta("index_clean", "0")
+        return kv_file_purger(self.data_dir / "kv")(memory_id)
 
-    # -- lifecycle ------------------------------------------------------------------------
+    def _adapter_purger(self, memory_id: str) -> Callable[[], builtins.list[DerivedForm]]:
+        from memos_core.tiers.parametric.tier import adapter_purger
+
+        return adapter_purger(self.store)(memory_id)
+
+    # -- the parts, for tools and tests (the kernel owns them) --------------------------------
+
+    @property
+    def vault(self) -> Vault:
+        """The source of truth (``store.vault``)."""
+        return self.store.vault
+
+    @property
+    def index(self) -> VectorIndex:
+        return self.store.index
+
+    @property
+    def graph(self) -> MemoryGraph:
+        return self.store.graph
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.store.embedder
+
+    @property
+    def extractor(self) -> EntityExtractor:
+        return self.store.extractor
+
+    @property
+    def retriever(self) -> HybridRetriever:
+        return self.store.retriever
+
+    # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush the index, mark it clean and release the data directory. Idempotent."""
+        """Stop the engine, flush the index, mark it clean and release the data directory.
+        Idempotent."""
         if self._closed:
             return
-        for callback in reversed(self._close_callbacks):  # derived tiers stop first
-            callback()
-        self._closed = True
-        with self._write_lock:
-            try:
-                self.index.flush()
-                self.vault.set_meta("index_unoptimized", str(self._unoptimized))
-                self.vault.set_meta("index_clean", "1")
-            finally:
-                self.index.close()
-                self.vault.close()
-                self._lock.release()
+        try:
+            self.store.close()  # its close callbacks stop the engine first
+        finally:
+            self._closed = True
+            self._engine = self._chat_service = None
+            self._lock.release()
 
-    def __enter__(self) -> "MemOS":
+    def __enter__(self) -> MemOS:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -167,75 +183,17 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         if self._closed:
             raise InvalidInputError("This MemOS is closed; open the data directory again.")
 
-    # -- derived state --------------------------------------------------------------------
-
-    def _build_graph(self) -> None:
-        for row in self.vault.graph_rows():
-            if row["state"] in INDEXED_STATES:
-                self.graph.upsert(row)
-        for edge in self.vault.edges():
-            self.graph.add_relation(edge.src, edge.dst, edge.kind)
-
-    def _indexed_count(self) -> int:
-        return self.vault.count(ListQuery(states=INDEXED_STATES))
+    # -- derived state (the kernel's) ---------------------------------------------------------
 
     def reconcile(self) -> dict[str, int]:
         """Make the index agree with the vault: add missing or stale points, drop extra ones."""
-        with self._write_lock:
-            vault_versions = self.vault.current_versions()
-            index_versions = self.index.versions()
-            wanted = {
-                mid: v for mid, (v, state) in vault_versions.items() if state in INDEXED_STATES
-            }
-            stale = [mid for mid, v in wanted.items() if index_versions.get(mid) != v]
-            extra = [mid for mid in index_versions if mid not in wanted]
-            if extra:
-                self.index.delete(extra)
-            for start in range(0, len(stale), 256):
-                cubes = self.vault.get_many(stale[start:start + 256])
-                self._index(list(cubes.values()))
-            self.index.flush()
-            self._maybe_optimize()
-            return {"reindexed": len(stale), "removed": len(extra)}
+        self._check_open()
+        return self.store.reconcile()
 
     def reindex(self) -> dict[str, int]:
         """Rebuild the index and the graph from the vault (``memos reindex``)."""
-        with self._write_lock:
-            self.index.clear()
-            total = self._indexed_count()
-            bar = progress(total, "reindex", self.config.show_progress)
-            done = 0
-            for batch in self.vault.iter_current(256):
-                live = [c for c in batch if c.state.value in INDEXED_STATES]
-                self._index(live)
-                done += len(live)
-                bar.update(len(live))
-            bar.close()
-            self.index.flush()
-            self.optimize()
-            with self._graph_lock:
-                self.graph = MemoryGraph()
-                self._build_graph()
-                self.retriever.graph = self.graph
-            return {"indexed": done}
-
-    def _index(self, cubes: Sequence[MemCube]) -> None:
-        """Embed and upsert memories into the index (tombstones and expired ones are removed)."""
-        keep = [c for c in cubes if c.state.value in INDEXED_STATES]
-        drop = [c.id for c in cubes if c.state.value not in INDEXED_STATES]
-        if drop:
-            self.index.delete(drop)
-        if not keep:
-            return
-        dense = self.embedder.embed([c.text for c in keep])
-        sparse = self.bm25.encode_documents([c.text for c in keep])
-        self.index.upsert(
-            [
-                IndexPoint(c.id, vec, sv, payload_of(c))
-                for c, vec, sv in zip(keep, dense, sparse)
-            ]
-        )
-        self._unoptimized += len(keep)
+        self._check_open()
+        return self.store.reindex()
 
     def optimize(self) -> None:
         """Build the index's search structures (HNSW graphs) over points added since the last
@@ -243,39 +201,21 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         thousand but slows filtered search at 100k. It blocks other threads while it runs
         (tens of seconds at 100k points on 2 cores); ``add_many`` and ``reindex`` call it once
         ``config.optimize_after`` points have accumulated."""
-        with self._write_lock:
-            self.index.optimize()
-            self._unoptimized = 0
-
-    def _maybe_optimize(self) -> None:
-        if self._unoptimized >= self.config.optimize_after:
-            self.optimize()
-
-    def _graph_apply(self, cubes: Sequence[MemCube], edges: Sequence[Edge] = ()) -> None:
-        """Bring the graph up to date with changed memories, then tell the listeners."""
-        with self._graph_lock:
-            for cube in cubes:
-                if cube.state.value in INDEXED_STATES:
-                    self.graph.upsert(graph_row(cube))
-                else:
-                    self.graph.remove(cube.id)
-            for edge in edges:
-                self.graph.add_relation(edge.src, edge.dst, edge.kind)
-        for listener in self._listeners:
-            listener(cubes)
+        self._check_open()
+        self.store.optimize()
 
     def on_change(self, listener: Callable[[Sequence[MemCube]], None]) -> None:
         """Call ``listener(cubes)`` after memories change: new memories, new versions (updates,
         state changes, supersessions, shares) and tombstones. It runs under the write lock,
         after the vault committed; the derived tiers (KV caches, adapters) use it to drop what
         was built from an old version."""
-        self._listeners.append(listener)
+        self.store.on_change(listener)
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` when :meth:`close` starts, before anything is flushed or
         released (newest first); derived tiers stop their background threads with it. A
         callback must not raise."""
-        self._close_callbacks.append(callback)
+        self.store.on_close(callback)
 
     def on_forget(self, hook: ForgetHook, *, path: str | Path | None = None) -> Callable[[], None]:
         """Call ``hook(memory)`` in every :meth:`forget` (and :meth:`forget_many`), for a store
@@ -290,9 +230,9 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         A bound method is held weakly. Returns a function that unregisters the hook (call it
         when the store closes); see :mod:`memos_core.governance.forget_hooks`.
         """
-        return self._forget_hooks.add(hook, None if path is None else Path(path))
+        return self.store.on_forget(hook, path=None if path is None else Path(path))
 
-    # -- access ---------------------------------------------------------------------------
+    # -- access -------------------------------------------------------------------------------
 
     def _load(self, memory_id: object, user_id: str, *, write: bool = False,
               allow_deleted: bool = False) -> MemCube:
@@ -305,7 +245,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             raise MemoryDeletedError(f"Memory {mid} was forgotten; only its tombstone remains.")
         return cube
 
-    # -- writes ---------------------------------------------------------------------------
+    # -- writes -------------------------------------------------------------------------------
 
     def add(
         self,
@@ -324,7 +264,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         sensitivity: Sequence[str] = (),
         supersedes: str | None = None,
         reason: str | None = None,
-    ) -> Any:
+    ) -> MemCube | builtins.list[MemCube]:
         """Store a text (returns its :class:`MemCube`) or chat messages (returns a list).
 
         Messages are dicts (or objects) with ``role``/``content`` and optionally ``name``,
@@ -351,13 +291,13 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         if "role" in items[0]:
             base["origin"] = origin or Origin.CONVERSATION
             base["type"] = type or MemoryType.EPISODE
-        cubes = [self._new_cube(**merge_message_item(base, item)) for item in items]
+        cubes = [writes.new_cube(self.extractor, **merge_message_item(base, item)) for item in items]
         old = self._load(supersedes, user_id, write=True) if supersedes is not None else None
-        cubes = self._store(cubes, Actor(user_id, agent_id, reason), supersedes=old)
+        cubes = writes.add(self.store, cubes, Actor(user_id, agent_id, reason), supersedes=old)
         return cubes[0] if isinstance(content, (str, bytes, bytearray)) else cubes
 
     def add_many(
-        self, items: Iterable[Mapping[str, Any] | str], *, user_id: str, batch_size: int = 256,
+        self, /, items: Iterable[Mapping[str, Any] | str], *, user_id: str, batch_size: int = 256,
         **defaults: Any,
     ) -> list[MemCube]:
         """Bulk ingest: each item a text or a dict of :meth:`add` keywords plus ``text``.
@@ -367,93 +307,22 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         """
         self._check_open()
         user_id = check_name(user_id, "user_id")
-        cubes = []
+        cubes: builtins.list[MemCube] = []
         for i, item in enumerate(items):
             fields = {"text": item} if isinstance(item, (str, bytes)) else dict(item)
             if "text" not in fields:
                 raise InvalidInputError(f"item {i} has no 'text'.")
-            cubes.append(self._new_cube(**{"user_id": user_id, **defaults, **fields}))
+            cubes.append(writes.new_cube(self.extractor, **{"user_id": user_id, **defaults, **fields}))
         bar = progress(len(cubes), "add", self.config.show_progress)
         actor = Actor(user_id, defaults.get("agent_id"), defaults.get("reason"))
         stored: list[MemCube] = []
         for start in range(0, len(cubes), batch_size):
             batch = cubes[start:start + batch_size]
-            stored.extend(self._store(batch, actor))
+            stored.extend(writes.add(self.store, batch, actor))
             bar.update(len(batch))
         bar.close()
-        self._maybe_optimize()
+        self.store.maybe_optimize()
         return stored
-
-    def _new_cube(
-        self, *, text: Any, user_id: str, agent_id: str | None = None,
-        session_id: str | None = None, occurred_at: Any = None, metadata: Any = None,
-        type: Any = None, tags: Any = (), origin: Any = None, ttl_seconds: Any = None,
-        priority: int = 0, sensitivity: Any = (), message_id: str | None = None,
-        role: str | None = None, reason: str | None = None,
-    ) -> MemCube:
-        text = check_text(text)
-        if ttl_seconds is not None and (
-            isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, (int, float)) or ttl_seconds <= 0
-        ):
-            raise InvalidInputError(f"ttl_seconds must be a positive number, got {ttl_seconds!r}.")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise InvalidInputError(f"priority must be an int, got {priority!r}.")
-        meta = check_metadata(metadata)
-        if role is not None:
-            meta = {**meta, "role": role}
-        provenance = Provenance(
-            source_message_ids=(message_id,) if message_id else (),
-            spans=(Span(message_id=message_id, start=0, end=len(text)),) if message_id else (),
-            extractor=self.extractor.name,
-        )
-        occurred = check_datetime(occurred_at, "occurred_at")
-        return MemCube(
-            namespace=Namespace(
-                user_id=user_id,
-                agent_id=check_name(agent_id, "agent_id", optional=True),
-                session_id=check_name(session_id, "session_id", optional=True),
-            ),
-            text=text,
-            occurred_at=occurred,
-            valid_from=occurred or utcnow(),  # true since the event, or since we were told
-            origin=check_enum(Origin, origin or Origin.USER_INPUT, "origin"),
-            type=check_enum(MemoryType, type or MemoryType.NOTE, "type"),
-            tags=check_strs(tags, "tags"),
-            entities=tuple(self.extractor.extract(text)),
-            provenance=provenance,
-            governance=Governance(
-                ttl_seconds=ttl_seconds, priority=priority,
-                sensitivity=check_strs(sensitivity, "sensitivity"),
-            ),
-            metadata=meta,
-        )
-
-    def _store(self, cubes: list[MemCube], actor: Actor,
-               supersedes: MemCube | None = None) -> list[MemCube]:
-        """Insert new memories (they inherit their namespace's grants, and the last one the
-        grants of the memory it supersedes); returns them."""
-        with self._write_lock:
-            cubes = sharing.inherit_grants(self.vault, cubes)
-            if supersedes is not None:
-                cubes[-1] = access.carry_shares(cubes[-1], supersedes)
-            edges: list[Edge] = []
-            changed = list(cubes)
-            replacements: list[tuple[MemCube, int]] = []
-            if supersedes is not None:
-                new = cubes[-1]
-                now = utcnow()
-                edges = [Edge(new.id, supersedes.id, "supersedes")]
-                replaced = supersedes.model_copy(update={
-                    "version": supersedes.version + 1, "updated_at": now,
-                    "valid_to": max(new.valid_from or now, supersedes.valid_from or now),
-                    "superseded_by": new.id,
-                })
-                replacements = [(replaced, supersedes.version)]
-                changed.append(replaced)
-            self.vault.insert(cubes, actor, replacements=replacements, edges=edges)
-            self._index(changed)
-            self._graph_apply(changed, edges)
-            return cubes
 
     def update(
         self,
@@ -471,7 +340,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         """Write a new version with the given fields changed; returns it. Old versions stay."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
-        with self._write_lock:
+        with self.store.write_lock:
             cube = self._load(memory_id, user_id, write=True)
             changes: dict[str, Any] = {}
             if text is not None:
@@ -487,16 +356,8 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
                 changes["occurred_at"] = check_datetime(occurred_at, "occurred_at")
             if not changes:
                 raise InvalidInputError("update needs at least one of text, tags, metadata, type, occurred_at.")
-            return self._write_version(cube, changes, Actor(user_id, agent_id, reason), "update")
-
-    def _write_version(self, cube: MemCube, changes: dict[str, Any], actor: Actor,
-                       action: str, details: dict[str, Any] | None = None) -> MemCube:
-        new = cube.model_copy(update={**changes, "version": cube.version + 1, "updated_at": utcnow()})
-        new = MemCube.model_validate(new.model_dump())  # re-validate the changed fields
-        self.vault.put_version(new, cube.version, actor, action, details)
-        self._index([new])
-        self._graph_apply([new])
-        return self.vault.get(new.id) or new
+            return writes.write_version(self.store, cube, changes, Actor(user_id, agent_id, reason),
+                                        "update")
 
     def set_state(self, memory_id: str, state: str | State, *, user_id: str,
                   reason: str | None = None) -> MemCube:
@@ -505,19 +366,16 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         target = check_enum(State, state, "state")
         if target is State.DELETED:
             raise InvalidInputError("Use forget() to delete a memory.")
-        with self._write_lock:
+        with self.store.write_lock:
             cube = self._load(memory_id, check_name(user_id, "user_id"), write=True)
-            if cube.state is target:
-                return cube
-            return self._write_version(cube, {"state": target}, Actor(user_id, None, reason),
-                                       f"state:{target.value}")
+            return writes.set_state(self.store, cube, target, Actor(user_id, None, reason))
 
     def rollback(self, memory_id: str, version: int, *, user_id: str,
                  reason: str | None = None) -> MemCube:
         """Make a new version whose content equals ``version``'s (history is kept)."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
-        with self._write_lock:
+        with self.store.write_lock:
             cube = self._load(memory_id, user_id, write=True)
             old = self.vault.get_version(cube.id, check_k(version, "version", 10**9))
             if old is None:
@@ -530,8 +388,8 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             # access is not content: rolling back neither restores a revoked grant nor drops one
             changes["governance"] = old.governance.model_copy(update={
                 "readers": cube.governance.readers, "writers": cube.governance.writers})
-            return self._write_version(cube, changes, Actor(user_id, None, reason), "rollback",
-                                       {"to_version": version})
+            return writes.write_version(self.store, cube, changes, Actor(user_id, None, reason),
+                                        "rollback", {"to_version": version})
 
     def forget(self, memory_id: str, *, user_id: str, agent_id: str | None = None,
                reason: str | None = None, derived: str = "flag") -> ForgetReceipt:
@@ -542,16 +400,16 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         through :meth:`on_forget`, the others' files through their packages' redactors), and
         truncates the vault's WAL. Summaries made from it are flagged
         (``metadata["source_forgotten"]``) or, with ``derived="forget"``, forgotten too. The
-        receipt lists each derived form; see :mod:`memos_core.governance.forgetting`.
+        receipt lists each derived form; see :mod:`memos_core.ops.forget`.
         """
         self._check_open()
         user_id = check_name(user_id, "user_id")
-        mode = forgetting.check_mode(derived)
-        with self._write_lock:
+        mode = check_mode(derived)
+        with self.store.write_lock:
             cube = self._load(memory_id, user_id, write=True, allow_deleted=True)
             access.require(cube, user_id, access.Operation.OWN, "forget")
             try:
-                return forgetting.forget_one(self, cube, Actor(user_id, agent_id, reason), mode)
+                return forget_ops.forget_one(self.store, cube, Actor(user_id, agent_id, reason), mode)
             finally:  # a failing hook of a cascaded summary comes after a tombstone
                 self.vault.checkpoint()
 
@@ -567,54 +425,94 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         ids = check_strs(memory_ids, "memory_ids")
         if not ids or len(set(ids)) != len(ids):
             raise InvalidInputError("memory_ids must be a non-empty list of distinct ids.")
-        with self._write_lock:
+        with self.store.write_lock:
             sources = [self._load(i, user_id, write=True) for i in ids]
             sessions = {s.session_id for s in sources}
             times = [s.occurred_at for s in sources if s.occurred_at is not None]
-            cube = self._new_cube(
-                text=summary, user_id=user_id, agent_id=agent_id,
+            cube = writes.new_cube(
+                self.extractor, text=summary, user_id=user_id, agent_id=agent_id,
                 session_id=sessions.pop() if len(sessions) == 1 else None,
                 occurred_at=max(times) if times else None, type=type, origin=Origin.CONSOLIDATION,
-                sensitivity=sensitivity_rules.history_sensitivity(sources),  # a summary may repeat them
             )
-            cube = cube.model_copy(update={"provenance": cube.provenance.model_copy(
-                update={"derived_from": tuple(s.id for s in sources)})})
-            cube = sharing.inherit_grants(self.vault, [cube])[0]
-            now = utcnow()
-            archived = [
-                (s.model_copy(update={"state": State.ARCHIVED, "version": s.version + 1,
-                                      "updated_at": now}), s.version)
-                for s in sources
-            ]
-            edges = [Edge(cube.id, s.id, "derived_from") for s in sources]
-            self.vault.insert([cube], Actor(user_id, agent_id, reason), "compress",
-                              replacements=archived, edges=edges, replacement_action="archive")
-            changed = [cube, *(a for a, _ in archived)]
-            self._index(changed)
-            self._graph_apply(changed, edges)
-            return cube
+            return writes.compress(self.store, sources, cube, Actor(user_id, agent_id, reason))
 
     def forget_many(self, memory_ids: Sequence[str], *, user_id: str, agent_id: str | None = None,
-                    reason: str | None = None) -> list[ForgetReceipt]:
+                    reason: str | None = None) -> builtins.list[ForgetReceipt]:
         """:meth:`forget` each id; all ids are checked (exist, owned) before any is forgotten."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
         ids = check_strs(memory_ids, "memory_ids")
         actor = Actor(user_id, agent_id, reason)
-        with self._write_lock:
+        with self.store.write_lock:
             cubes = [self._load(mid, user_id, write=True, allow_deleted=True) for mid in ids]
             for cube in cubes:
                 access.require(cube, user_id, access.Operation.OWN, "forget")
             # every conversation log first: a failing hook leaves all the memories untouched
             unique = {c.id: c for c in cubes}.values()
-            logs = {c.id: forgetting.redact_logs(self, c) for c in unique}
+            logs = {c.id: forget_ops.redact_logs(self.store, c) for c in unique}
             try:  # a memory may be flagged earlier in the loop (as a summary of another): reload
-                return [forgetting.forget_one(self, self.vault.get(c.id) or c, actor, "flag",
+                return [forget_ops.forget_one(self.store, self.vault.get(c.id) or c, actor, "flag",
                                               logs.pop(c.id, [])) for c in cubes]
             finally:
                 self.vault.checkpoint()
 
-    # -- reads ----------------------------------------------------------------------------
+    # -- sharing ------------------------------------------------------------------------------
+
+    def share(self, memory_id: str, *, with_user_id: str, user_id: str, scope: str = "read",
+              reason: str | None = None) -> MemCube:
+        """Let another user read (``scope='read'``) or also change (``'write'``) a memory."""
+        return self._set_access(memory_id, with_user_id, user_id, scope, True, reason)
+
+    def revoke(self, memory_id: str, *, with_user_id: str, user_id: str,
+               reason: str | None = None) -> MemCube:
+        """Withdraw every grant ``share`` gave ``with_user_id`` on this memory."""
+        return self._set_access(memory_id, with_user_id, user_id, "write", False, reason)
+
+    def _set_access(self, memory_id: str, other: str, user_id: str, scope: str, grant: bool,
+                    reason: str | None) -> MemCube:
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        other = check_name(other, "with_user_id")
+        scope = access.check_scope(scope)
+        with self.store.write_lock:
+            cube = self._load(memory_id, user_id)
+            access.require(cube, user_id, access.Operation.OWN, "share")
+            return share.set_access(self.store, cube, other, scope, grant,
+                                    Actor(user_id, None, reason))
+
+    def share_namespace(self, *, with_user_id: str, user_id: str, agent_id: str | None = None,
+                        session_id: str | None = None, scope: str = "read",
+                        reason: str | None = None) -> ShareReceipt:
+        """Share every memory of ``user_id``'s namespace -- narrowed to ``agent_id`` and/or
+        ``session_id`` when given -- with ``with_user_id``, now and for memories written there
+        later. One transaction: a new version per memory that changes (audited ``share:*``)
+        and one ``share_namespace`` audit record. Repeating it is harmless; a new scope
+        replaces the old one. See :mod:`memos_core.ops.share`."""
+        grant = self._grant(with_user_id, user_id, agent_id, session_id, scope)
+        return share.share_namespace(self.store, grant, Actor(grant.owner, None, reason))
+
+    def revoke_namespace(self, *, with_user_id: str, user_id: str, agent_id: str | None = None,
+                         session_id: str | None = None, reason: str | None = None) -> ShareReceipt:
+        """Withdraw the namespace grants ``with_user_id`` holds inside this namespace and
+        every per-memory grant on its memories. Raises ``InvalidInputError`` if a grant on a
+        larger namespace covers this one (revoke that one instead)."""
+        grant = self._grant(with_user_id, user_id, agent_id, session_id, "read")
+        return share.revoke_namespace(self.store, grant, Actor(grant.owner, None, reason))
+
+    def _grant(self, other: str, user_id: str, agent_id: str | None, session_id: str | None,
+               scope: str) -> NamespaceGrant:
+        self._check_open()
+        owner = check_name(user_id, "user_id")
+        grantee = check_name(other, "with_user_id")
+        if grantee == owner:
+            raise InvalidInputError(f"{owner!r} owns this namespace; share it with another user.")
+        return NamespaceGrant(
+            owner=owner, grantee=grantee, scope=access.check_scope(scope),
+            agent_id=check_name(agent_id, "agent_id", optional=True),
+            session_id=check_name(session_id, "session_id", optional=True),
+        )
+
+    # -- reads --------------------------------------------------------------------------------
 
     def get(self, memory_id: str, *, user_id: str, version: int | None = None,
             as_of: datetime | str | None = None) -> MemCube:
@@ -635,7 +533,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             return old
         return cube
 
-    def history(self, memory_id: str, *, user_id: str) -> list[MemCube]:
+    def history(self, memory_id: str, *, user_id: str) -> builtins.list[MemCube]:
         """Every version, oldest first (a forgotten memory's versions keep no text)."""
         self._check_open()
         cube = self._load(memory_id, check_name(user_id, "user_id"), allow_deleted=True)
@@ -648,7 +546,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         occurred_before: datetime | str | None = None, include_superseded: bool = True,
         metadata: Mapping[str, str | int | float | bool] | None = None,
         limit: int = 100, offset: int = 0, newest_first: bool = False,
-    ) -> list[MemCube]:
+    ) -> builtins.list[MemCube]:
         """Memories visible to ``user_id`` in insertion order (paged). Tombstones are excluded
         unless ``states`` asks for ``deleted``. ``metadata`` keeps memories whose metadata has
         each given key equal to the given scalar value."""
@@ -675,7 +573,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         include_archived: bool = False, record_usage: bool = True,
         allow_sensitive: Sequence[str] | str | None = None,
         valid_at: datetime | str | None = None,
-    ) -> list[SearchHit]:
+    ) -> builtins.list[SearchHit]:
         """Hybrid search over the memories ``user_id`` may read; best first, at most ``k``.
 
         Superseded and archived memories are left out unless asked for. Each hit records the
@@ -722,19 +620,17 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             self.vault.record_usage([h.id for h in hits], utcnow(), self.config.heat_half_life_s)
         return hits
 
-    # -- bundles, stats, audit ------------------------------------------------------------
+    # -- bundles, stats, audit ----------------------------------------------------------------
 
     def export(self, path: str | os.PathLike[str], *, user_id: str,
                include_sensitive: bool = False) -> Path:
         """Write ``user_id``'s own memories (every version) and relations as a bundle
         directory. Memories that any version marks sensitive are left out (the manifest
         counts them under ``withheld_sensitive``) unless ``include_sensitive=True``."""
-        from memos_core.bundle import export_bundle
-
         self._check_open()
         if not isinstance(include_sensitive, bool):
             raise InvalidInputError(f"include_sensitive must be a bool, got {include_sensitive!r}.")
-        return export_bundle(self, check_path(path), check_name(user_id, "user_id"),
+        return bundle.export_bundle(self.store, check_path(path), check_name(user_id, "user_id"),
                              include_sensitive=include_sensitive)
 
     def import_(self, path: str | os.PathLike[str], *, user_id: str) -> dict[str, int]:
@@ -743,10 +639,8 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         Memories keep their ids, versions and history and are owned by ``user_id``. Existing
         ids are skipped (importing the same bundle twice is a no-op).
         """
-        from memos_core.bundle import import_bundle
-
         self._check_open()
-        return import_bundle(self, check_path(path), check_name(user_id, "user_id"))
+        return bundle.import_bundle(self.store, check_path(path), check_name(user_id, "user_id"))
 
     def stats(self) -> dict[str, Any]:
         self._check_open()
@@ -759,7 +653,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         }
 
     def audit_log(self, *, user_id: str, memory_id: str | None = None,
-                  action: str | None = None, limit: int = 100) -> list[Any]:
+                  action: str | None = None, limit: int = 100) -> builtins.list[AuditRecord]:
         """Audit records of ``user_id``'s own operations (or of one memory they may read),
         oldest first, the newest ``limit``; ``action`` keeps one kind (e.g. ``"forget"``)."""
         self._check_open()
@@ -775,3 +669,202 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         """Check the audit log's hash chain: (ok, message naming the first bad record)."""
         self._check_open()
         return self.vault.verify_audit()
+
+    # -- the local model: chat, scheduling, adapters (the instance's engine) ------------------
+
+    @property
+    def engine(self) -> MemoryEngine:
+        """This store's model engine (local model, KV tier, LoRA tier, scheduler, chat),
+        made on first use; making it loads no model. See :mod:`memos_core.engine`."""
+        self._check_open()
+        with self._engine_lock:
+            if self._engine is None:
+                from memos_core.engine import MemoryEngine
+
+                self._engine = MemoryEngine(self.store, self)
+            return self._engine
+
+    def loaded_model(self) -> LocalModel | None:
+        """The local model if one is loaded now, else None; never loads one (adapters use it
+        to count tokens or read the context window)."""
+        engine = self._engine
+        return engine._model if engine is not None and not self._closed else None
+
+    def attach_model(self, model: LocalModel) -> None:
+        """Answer and build KV caches with ``model`` (a ``memos_core.runtime.LocalModel``)
+        instead of the default SmolLM2-135M-Instruct, which otherwise loads on first use."""
+        self.engine.attach_model(model)
+
+    def chat(self, query: str, *, user_id: str, history: Sequence[Message] | None = None,
+             k: int = 5, max_new_tokens: int = 128, stream: bool = False,
+             kv_prefix: bool = True) -> ChatAnswer | ChatStream:
+        """Answer ``query`` on the local model with ``user_id``'s memories: their hot block
+        as a cached KV prefix (as prompt text with ``kv_prefix=False``), other retrieved
+        memories as text. Returns a ``memos_core.chat.ChatAnswer`` (``.text``, ``.trace``),
+        or with ``stream=True`` a ``ChatStream`` of text pieces. See memos_core.chat."""
+        return self._chat().ask(query, user_id=user_id, history=history, k=k,
+                                max_new_tokens=max_new_tokens, stream=stream, kv_prefix=kv_prefix)
+
+    def _chat(self) -> MemoryChat:
+        engine = self.engine
+        with self._engine_lock:
+            if self._chat_service is None:
+                from memos_core.chat import MemoryChat
+
+                self._chat_service = MemoryChat(engine)
+            return self._chat_service
+
+    def schedule(self, *, user_id: str | None = None,
+                 config: SchedulerConfig | None = None) -> ScheduleReport:
+        """Run the scheduler once now over every owner's memories (or ``user_id``'s):
+        expire, archive, promote, demote, rebuild hot blocks; each step audited. ``config``:
+        a ``SchedulerConfig``. Returns a ``memos_core.scheduler.ScheduleReport``."""
+        self._check_open()
+        return self.engine.schedule(user_id=check_name(user_id, "user_id", optional=True),
+                                    config=config)
+
+    def consolidate(self, *, user_id: str, memory_ids: Sequence[str] | None = None,
+                    config: ParametricConfig | None = None, activate: bool = True,
+                    background: bool = False, progress: bool = True,
+                    ) -> ConsolidationResult | Future[ConsolidationResult]:
+        """Train ``user_id``'s stable, hot facts and preferences and any retrain a forget
+        queued (or exactly ``memory_ids``) into a LoRA adapter on the local model, evaluate
+        it (recall, drift) and activate it if it passes the gate. ``config``: a
+        ``ParametricConfig``. Returns a ``ConsolidationResult`` (a ``Future`` of one with
+        ``background=True``). See memos_core.tiers.parametric."""
+        self._check_open()
+        return self.engine.consolidate(check_name(user_id, "user_id"), memory_ids,
+                                       config=config, activate=activate, background=background,
+                                       progress=progress)
+
+    def consolidate_due(self, candidates: ConsolidationConfig | None = None, *,
+                        config: ParametricConfig | None = None, progress: bool = True,
+                        ) -> dict[str, Future[ConsolidationResult]]:
+        """Start a background LoRA consolidation for every owner with at least
+        ``candidates.min_candidates`` hot, stable facts/preferences (a ``ConsolidationConfig``)
+        or a retrain queued by a forget; returns ``{owner: Future[ConsolidationResult]}``.
+        ``start_scheduler(consolidation=...)`` calls it after every run."""
+        return self.engine.consolidate_due(candidates, config=config, progress=progress)
+
+    def adapters(self, *, user_id: str) -> builtins.list[AdapterManifest]:
+        """``user_id``'s LoRA adapters, oldest first: each an ``AdapterManifest`` (memories
+        and versions trained in, base model fingerprint, settings, evaluation, gate decision,
+        status ``active`` / ``ready`` / ``rejected`` / ``retired``)."""
+        self._check_open()
+        user_id = check_name(user_id, "user_id")
+        return [m for m in self.engine.parametric.store.manifests() if m.owner == user_id]
+
+    def activate_adapter(self, version: str, *, user_id: str,
+                         reason: str = "requested") -> AdapterManifest:
+        """Serve adapter ``version`` in ``user_id``'s chats (replacing their active one);
+        audited. Returns its manifest.
+
+        Raises:
+            AccessDeniedError: the adapter is another user's.
+            InvalidInputError: unknown, rejected (failed the gate), retired, or trained on
+                another base model.
+        """
+        tier = self._own_adapter(version, check_name(user_id, "user_id"))
+        return tier.activate(version, reason=reason)
+
+    def deactivate_adapter(self, *, user_id: str, reason: str = "requested") -> str | None:
+        """Stop serving ``user_id``'s adapter (its memories are answered from plaintext
+        again); audited. Returns the version that was active, or None."""
+        self._check_open()
+        return self.engine.parametric.deactivate(check_name(user_id, "user_id"), reason=reason)
+
+    def rollback_adapter(self, *, user_id: str, reason: str = "requested") -> str | None:
+        """Go back to ``user_id``'s previous usable adapter (or none); audited. Returns the
+        version active now."""
+        self._check_open()
+        return self.engine.parametric.rollback(check_name(user_id, "user_id"), reason=reason)
+
+    def retire_adapter(self, version: str, *, user_id: str,
+                       reason: str = "requested") -> AdapterManifest:
+        """Parametric -> plaintext: deactivate ``version`` if active and delete its weights;
+        its memories are served from plaintext again (they never left the vault). Audited.
+
+        Raises:
+            AccessDeniedError: the adapter is another user's.
+            InvalidInputError: unknown version.
+        """
+        tier = self._own_adapter(version, check_name(user_id, "user_id"))
+        return tier.retire(version, reason=reason)
+
+    def _own_adapter(self, version: object, user_id: str) -> ParametricTier:
+        """The parametric tier, after checking that ``version`` names one of ``user_id``'s
+        adapters (raises otherwise)."""
+        tier = self.engine.parametric
+        if not isinstance(version, str) or not version:
+            raise InvalidInputError(f"version must be an adapter version like 'v1', got "
+                                    f"{version!r}")
+        if tier.store.manifest(version).owner != user_id:
+            raise AccessDeniedError(
+                f"adapter {version} belongs to another user; only its owner may change it "
+                "(rule: adapters are per owner)")
+        return tier
+
+    def start_scheduler(self, interval_s: float = 300.0, *, config: SchedulerConfig | None = None,
+                        consolidation: ConsolidationConfig | None = None,
+                        parametric: ParametricConfig | None = None) -> BackgroundScheduler:
+        """Run the scheduler every ``interval_s`` seconds in a background thread until
+        :meth:`close`. With ``consolidation`` (a ``ConsolidationConfig``), each run also
+        starts due LoRA trainings (:meth:`consolidate_due`, with the ``ParametricConfig``
+        ``parametric``). Returns its ``memos_core.scheduler.BackgroundScheduler``."""
+        return self.engine.start_scheduler(interval_s, config=config, consolidation=consolidation,
+                                           parametric=parametric)
+
+    # -- async twins (memos_core.aio): same arguments and results, run in a worker thread ----
+
+    aadd = twin(add)
+    aadd_many = twin(add_many)
+    aupdate = twin(update)
+    aset_state = twin(set_state)
+    arollback = twin(rollback)
+    aforget = twin(forget)
+    aforget_many = twin(forget_many)
+    acompress = twin(compress)
+    ashare = twin(share)
+    arevoke = twin(revoke)
+    ashare_namespace = twin(share_namespace)
+    arevoke_namespace = twin(revoke_namespace)
+    aget = twin(get)
+    ahistory = twin(history)
+    alist = twin(list)
+    asearch = twin(search)
+    aexport = twin(export)
+    aimport_ = twin(import_)
+    astats = twin(stats)
+    aaudit_log = twin(audit_log)
+    averify_audit = twin(verify_audit)
+    areconcile = twin(reconcile)
+    areindex = twin(reindex)
+    aoptimize = twin(optimize)
+    aattach_model = twin(attach_model)
+    aschedule = twin(schedule)
+    aconsolidate = twin(consolidate)
+    aconsolidate_due = twin(consolidate_due)
+    aadapters = twin(adapters)
+    aactivate_adapter = twin(activate_adapter)
+    adeactivate_adapter = twin(deactivate_adapter)
+    arollback_adapter = twin(rollback_adapter)
+    aretire_adapter = twin(retire_adapter)
+    astart_scheduler = twin(start_scheduler)
+    aclose = twin(close)
+
+    async def achat(self, query: str, *, user_id: str, history: Sequence[Message] | None = None,
+                    k: int = 5, max_new_tokens: int = 128, stream: bool = False,
+                    kv_prefix: bool = True) -> Any:
+        """Async twin of :meth:`chat`; with ``stream=True`` an ``AsyncChatStream``
+        (``async for``) instead of a ``ChatStream``."""
+        import asyncio
+
+        result = await asyncio.to_thread(self.chat, query, user_id=user_id, history=history, k=k,
+                                         max_new_tokens=max_new_tokens, stream=stream,
+                                         kv_prefix=kv_prefix)
+        if stream:
+            from memos_core.chat import AsyncChatStream, ChatStream
+
+            assert isinstance(result, ChatStream)  # stream=True answers with a stream
+            return AsyncChatStream(result)
+        return result

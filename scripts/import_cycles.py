@@ -31,8 +31,12 @@ def module_name(path: Path, root: Path = ROOT) -> str:
     return ".".join(parts)
 
 
-def _imported(tree: ast.AST, module: str, is_package: bool) -> set[str]:
-    """Names of the modules ``tree`` imports (relative imports resolved)."""
+def _imported(tree: ast.AST, module: str, is_package: bool, modules: set[str]) -> set[str]:
+    """Names of the modules ``tree`` imports (relative imports resolved).
+
+    ``from pkg import sub`` where ``pkg.sub`` is a module imports ``pkg.sub``, not ``pkg``
+    (the package's ``__init__`` runs first, as a parent of every submodule does); a name
+    that is not a module makes it an import of ``pkg`` itself."""
     found: set[str] = set()
     package = module if is_package else module.rpartition(".")[0]
     for node in ast.walk(tree):
@@ -45,9 +49,10 @@ def _imported(tree: ast.AST, module: str, is_package: bool) -> set[str]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            found.add(target)
-            # ``from memos_core.governance import access`` imports the submodule too
-            found.update(f"{target}.{alias.name}" for alias in node.names)
+            subs = {f"{target}.{alias.name}" for alias in node.names}
+            found.update(subs & modules)
+            if not subs <= modules:
+                found.add(target)
     return found
 
 
@@ -57,7 +62,7 @@ def import_graph(root: Path = ROOT, package: str = PACKAGE) -> dict[str, set[str
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        targets = _imported(tree, name, path.name == "__init__.py")
+        targets = _imported(tree, name, path.name == "__init__.py", set(files))
         graph[name] = {t for t in targets if t in files and t != name}
     return graph
 

@@ -73,7 +73,7 @@ def _symlink(path):
 
 
 def _fix_hashes(path):
-    from memos_core.bundle import _file_info
+    from memos_core.ops.bundle import _file_info
 
     _rewrite_manifest(path, lambda m: m["files"].update(
         {n: _file_info(path / n) for n in ("memories.jsonl", "edges.jsonl")}))

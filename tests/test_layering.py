@@ -40,18 +40,12 @@ LAYERS: dict[str, int] = {
     "memos_core.cli": FACADE,
     "memos_core.demo": FACADE,
     "memos_core.mcp": FACADE,
-    "memos_core.models_api": FACADE,
-    "memos_core.governance.api": FACADE,
     "memos_core.engine": MODELS,
     "memos_core.chat": MODELS,
     "memos_core.runtime": MODELS,
     "memos_core.tiers": MODELS,
-    "memos_core.scheduler.executor": MODELS,
-    "memos_core.scheduler.background": MODELS,
+    "memos_core.scheduler": MODELS,  # the package exports the executor; policy is base
     "memos_core.ops": OPS,
-    "memos_core.bundle": OPS,
-    "memos_core.governance.forgetting": OPS,
-    "memos_core.governance.sharing": OPS,
     "memos_core.store": KERNEL,
     # base: rules and backends
     "memos_core.cube": BASE,
@@ -64,42 +58,20 @@ LAYERS: dict[str, int] = {
     "memos_core.progress": BASE,
     "memos_core.lock": BASE,
     "memos_core.governance": BASE,
-    "memos_core.scheduler": BASE,
     "memos_core.vault": BASE,
     "memos_core.index": BASE,
     "memos_core.graph": BASE,
     "memos_core.embedding": BASE,
     "memos_core.extraction": BASE,
     "memos_core.retrieval": BASE,
-    "memos_core.tiers.activation.storage": BASE,  # the KV file format (forget deletes files)
-    "memos_core.tiers.parametric.store": BASE,  # the adapter files (the kernel owns them)
-    "memos_core.tiers.parametric.config": BASE,
-    "memos_core.runtime.errors": BASE,
+    "memos_core.scheduler.policy": BASE,
+    "memos_core.scheduler.consolidation": BASE,
+    "memos_core.scheduler.report": BASE,
 }
 
-#: Known violations still being removed (issue 13); each entry must disappear, never grow.
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    ('memos_core.bundle', 'memos_core.memos'),
-    ('memos_core.engine', 'memos_core.memos'),
-    ('memos_core.governance', 'memos_core.governance.forgetting'),
-    ('memos_core.governance', 'memos_core.governance.sharing'),
-    ('memos_core.governance.forgetting', 'memos_core.memos'),
-    ('memos_core.governance.forgetting', 'memos_core.tiers.activation'),
-    ('memos_core.governance.forgetting', 'memos_core.tiers.parametric'),
-    ('memos_core.governance.sharing', 'memos_core.memos'),
-    ('memos_core.scheduler', 'memos_core.scheduler.background'),
-    ('memos_core.scheduler', 'memos_core.scheduler.executor'),
-    ('memos_core.scheduler.executor', 'memos_core.memos'),
-    ('memos_core.tiers.activation.storage', 'memos_core.runtime.prefix'),
-    ('memos_core.tiers.activation.storage', 'memos_core.tiers.activation.tier'),
-    ('memos_core.tiers.parametric.store', 'memos_core.tiers.parametric.evaluation'),
-    ('memos_core.tiers.parametric.store', 'memos_core.tiers.parametric.trainer'),
-    ('memos_core.tiers.parametric.tier', 'memos_core.memos'),
-}
-KNOWN_CYCLES: list[list[str]] = [
-    ['memos_core.aio', 'memos_core.bundle', 'memos_core.chat', 'memos_core.engine', 'memos_core.governance', 'memos_core.governance.api', 'memos_core.governance.forgetting', 'memos_core.governance.sharing', 'memos_core.memos', 'memos_core.models_api', 'memos_core.scheduler.background', 'memos_core.scheduler.executor', 'memos_core.tiers.parametric', 'memos_core.tiers.parametric.tier'],
-    ['memos_core.tiers.activation', 'memos_core.tiers.activation.storage', 'memos_core.tiers.activation.tier'],
-]
+#: Known violations (none left since issue 13); an entry here must shrink, never grow.
+KNOWN_UPWARD: set[tuple[str, str]] = set()
+KNOWN_CYCLES: list[list[str]] = []
 
 #: What the integrations may import: the public API and the documented helper surfaces.
 PUBLIC_SURFACES = {
@@ -118,10 +90,7 @@ PUBLIC_SURFACES = {
     "memos_core.scheduler",
     "memos_core.validation",
 }
-KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = {
-    ('integrations/langchain/langchain_memos/chat_model.py', 'memos_core.engine'),
-    ('integrations/llamaindex/llama_index/memory/memos/llm.py', 'memos_core.engine'),
-}
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 
 
 def layer_of(module: str) -> int:

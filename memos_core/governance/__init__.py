@@ -1,11 +1,12 @@
-"""Governance: access control, sharing, sensitivity and forgetting.
+"""Governance rules: access control, sensitivity, derived forms, forget hooks.
 
 Pure rules (no I/O, testable alone): :mod:`~memos_core.governance.access` (who may read,
-write, own; how grants change a memory's governance) and
+write, own; how grants change a memory's governance),
 :mod:`~memos_core.governance.sensitivity` (what is redacted from prompts and left out of
-exports). Operations that the facade delegates to (they take the open ``MemOS``):
-:mod:`~memos_core.governance.sharing` (namespace grants) and
-:mod:`~memos_core.governance.forgetting` (the forget cascade). See docs/governance.md.
+exports) and :mod:`~memos_core.governance.derived` (how summaries of a forgotten memory are
+treated); :mod:`~memos_core.governance.forget_hooks` is the registry of conversation-log
+hooks. The operations that mutate -- sharing, forgetting, bundles -- are in
+:mod:`memos_core.ops` (they take the store). See docs/governance.md.
 """
 
 from memos_core.governance.access import (
@@ -22,7 +23,7 @@ from memos_core.governance.access import (
     revoked,
     with_grants,
 )
-from memos_core.governance.forgetting import FLAG_KEY, check_mode, forget_one, kv_files_holding
+from memos_core.governance.derived import FLAG_KEY, check_mode
 from memos_core.governance.sensitivity import (
     ALL,
     REDACTED_KEY,
@@ -32,12 +33,6 @@ from memos_core.governance.sensitivity import (
     redact,
     redacted_text,
     withheld,
-)
-from memos_core.governance.sharing import (
-    apply_governance_change,
-    inherit_grants,
-    revoke_namespace,
-    share_namespace,
 )
 from memos_core.vault.base import NamespaceGrant
 
@@ -49,7 +44,6 @@ __all__ = [
     "REDACTED_KEY",
     "SCOPES",
     "allowance",
-    "apply_governance_change",
     "broader_grant",
     "carry_shares",
     "check_mode",
@@ -57,18 +51,13 @@ __all__ = [
     "contains",
     "covers",
     "for_prompt",
-    "forget_one",
     "granted",
     "history_sensitivity",
-    "inherit_grants",
-    "kv_files_holding",
     "permits",
     "redact",
     "redacted_text",
     "require",
-    "revoke_namespace",
     "revoked",
-    "share_namespace",
     "with_grants",
     "withheld",
 ]

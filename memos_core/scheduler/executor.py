@@ -12,10 +12,10 @@ their own hot block, so a KV block never mixes two users' memories. For each own
 2. **Plan** with :func:`~memos_core.scheduler.policy.plan_schedule`.
 3. **Apply**, in plan order, each step audited:
 
-   * ``expire`` -> ``mos.set_state(id, "expired")`` (a new version; the facade audits it as
-     ``state:expired`` with the policy's reason, drops it from the index, and its change
-     listeners drop any KV block holding it);
-   * ``archive`` -> ``mos.set_state(id, "archived")`` (likewise, ``state:archived``);
+   * ``expire`` -> :func:`memos_core.ops.writes.set_state` to ``expired`` (a new version
+     audited ``state:expired`` with the policy's reason; the store's write path drops it
+     from the index, and its change listeners drop any KV block holding it);
+   * ``archive`` -> likewise to ``archived`` (``state:archived``);
    * ``demote`` / ``promote`` -> ``vault.set_tier(id, "plaintext" | "activation")`` plus an
      audit record ``schedule:demote`` / ``schedule:promote``. Promotion deliberately does not
      write a new version (nor the ``activated`` lifecycle state): a new version would
@@ -47,6 +47,7 @@ from memos_core.cube import MemCube, State, Tier, utcnow
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.governance.sensitivity import allowance, withheld
 from memos_core.lifecycle import INDEXED_STATES, SEARCHABLE
+from memos_core.ops.writes import set_state
 from memos_core.scheduler.policy import (
     Plan,
     PlanStep,
@@ -60,7 +61,7 @@ from memos_core.scheduler.report import ScheduleReport, StepOutcome, UserSchedul
 from memos_core.vault import Actor, ListQuery
 
 if TYPE_CHECKING:
-    from memos_core.memos import MemOS
+    from memos_core.store import MemoryStore
     from memos_core.tiers.activation import KVCacheTier
 
 #: Agent id written in the audit records of the scheduler's own actions.
@@ -103,7 +104,8 @@ class SchedulerExecutor:
     """Carries out the scheduler's plans on one MemOS and its KV tier.
 
     Args:
-        mos: the store (its vault is read; lifecycle changes go through its public methods).
+        store: the memory store (its vault is read; lifecycle changes go through
+            :mod:`memos_core.ops.writes`).
         tier: the :class:`KVCacheTier`, or a :data:`TierProvider` so the model loads only when
             a block must actually be built.
         config: the policy's knobs; default ``SchedulerConfig`` with the store's heat
@@ -115,15 +117,15 @@ class SchedulerExecutor:
 
     def __init__(
         self,
-        mos: MemOS,
+        store: MemoryStore,
         tier: KVCacheTier | TierProvider,
         config: SchedulerConfig | None = None,
         *,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._mos = mos
+        self._store = store
         self._provider: TierProvider = tier if callable(tier) else (lambda _create: tier)
-        self.config = config or SchedulerConfig(heat_half_life_s=mos.config.heat_half_life_s)
+        self.config = config or SchedulerConfig(heat_half_life_s=store.config.heat_half_life_s)
         self._clock = clock
         self._run_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -137,7 +139,7 @@ class SchedulerExecutor:
 
         Memories merely shared with ``user_id`` are not theirs and are left out.
         """
-        vault = self._mos.vault
+        vault = self._store.vault
         if user_id is None:
             for batch in vault.iter_current(_PAGE):
                 yield [c for c in batch if c.state.value in INDEXED_STATES]
@@ -210,7 +212,7 @@ class SchedulerExecutor:
     # ------------------------------------------------------------------ the hot set
 
     def _allowed(self) -> frozenset[str]:
-        return allowance(getattr(self._mos.config, "allow_sensitive", ()))
+        return allowance(getattr(self._store.config, "allow_sensitive", ()))
 
     def hot_memories(self, user_id: str) -> list[MemCube]:
         """``user_id``'s hot memories as they are now, in block order: the memories chat
@@ -233,7 +235,7 @@ class SchedulerExecutor:
             )
             with self._state_lock:
                 self._hot.setdefault(user_id, ids)
-        cubes = self._mos.vault.get_many(list(ids))
+        cubes = self._store.vault.get_many(list(ids))
         return block_order([c for c in cubes.values() if is_hot_candidate(c, user_id, allowed)])
 
     def forget_hot_sets(self) -> None:
@@ -314,7 +316,7 @@ class SchedulerExecutor:
 
     def _apply(self, step: PlanStep, owner: str) -> StepOutcome:
         """Apply one step; never raises for a memory that changed, vanished or failed."""
-        vault = self._mos.vault
+        vault = self._store.vault
         current = vault.get(step.memory_id)
         outcome = {"kind": step.kind, "memory_id": step.memory_id, "version": step.version,
                    "reason": step.reason}
@@ -326,8 +328,12 @@ class SchedulerExecutor:
         reason = f"scheduler: {step.reason}"
         try:
             if step.kind in (StepKind.EXPIRE, StepKind.ARCHIVE):
-                state = "expired" if step.kind is StepKind.EXPIRE else "archived"
-                self._mos.set_state(step.memory_id, state, user_id=owner, reason=reason)
+                state = State.EXPIRED if step.kind is StepKind.EXPIRE else State.ARCHIVED
+                with self._store.write_lock:  # read and write the same version
+                    cube = vault.get(step.memory_id)
+                    if cube is None or cube.state is State.DELETED:
+                        return StepOutcome(**outcome, status="skipped", detail="forgotten since planned")
+                    set_state(self._store, cube, state, Actor(owner, None, reason))
             else:
                 tier = Tier.ACTIVATION if step.kind is StepKind.PROMOTE else Tier.PLAINTEXT
                 vault.set_tier(step.memory_id, tier.value)
@@ -371,7 +377,7 @@ class SchedulerExecutor:
 
     def _audit_block(self, owner: str, action: str, block_id: str, details: dict[str, Any]) -> None:
         reason = "hot block rebuilt" if action.endswith("build") else "hot block superseded"
-        self._mos.vault.audit(
+        self._store.vault.audit(
             Actor(owner, SCHEDULER_AGENT, reason), action, details={"block_id": block_id, **details}
         )
 

@@ -102,10 +102,10 @@ def test_forget_many_lists_each_memorys_log_forms(mos: MemOS) -> None:
 def test_a_bound_method_is_held_weakly(mos: MemOS) -> None:
     log = Log()
     mos.on_forget(log.hook)
-    assert len(mos._forget_hooks) == 1
+    assert len(mos.store.forget_hooks) == 1
     del log
     gc.collect()
-    assert len(mos._forget_hooks) == 0
+    assert len(mos.store.forget_hooks) == 0
     cube = mos.add("x marks the spot", user_id="dana")
     assert mos.forget(cube.id, user_id="dana").derived == ()
 

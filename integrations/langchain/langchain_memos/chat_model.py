@@ -234,10 +234,8 @@ class ChatMemOS(BaseChatModel):
     def _tokenizer(self) -> Any:
         """The local model's tokenizer if the model is already loaded (never loads it)."""
         try:
-            from memos_core.engine import engine_for
-
-            engine = engine_for(self.mos)
-            return engine.model.tokenizer if engine.model_loaded else None
+            model = self.mos.loaded_model()
+            return model.tokenizer if model is not None else None
         except Exception:  # noqa: BLE001 - counting falls back to the approximation
             return None
 

@@ -14,6 +14,7 @@ from memos_core.tiers.activation.compose import (
     bullet,
 )
 from memos_core.tiers.activation.storage import (
+    KVBlock,
     KVCacheFormatError,
     block_path,
     load_block,
@@ -21,7 +22,6 @@ from memos_core.tiers.activation.storage import (
     save_block,
 )
 from memos_core.tiers.activation.tier import (
-    KVBlock,
     KVBlockInfo,
     KVBudget,
     KVBudgetError,

@@ -20,19 +20,47 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from memos_core.errors import CorruptDataError
+from memos_core.results import DerivedForm
 from memos_core.runtime.prefix import PrefixCache
 
-if TYPE_CHECKING:
-    from memos_core.tiers.activation.tier import KVBlock
 
 FORMAT = "memos-kv/1"
 SUFFIX = ".safetensors"
+
+
+@dataclass(frozen=True)
+class KVBlock:
+    """A memory block and its (immutable) prefix KV cache.
+
+    Pass ``block.prefix`` to :meth:`LocalModel.generate`.
+    """
+
+    block_id: str
+    memories: tuple[tuple[str, int], ...]  # (id, version) in block order
+    prefix: PrefixCache
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prefix.num_tokens
+
+    @property
+    def nbytes(self) -> int:
+        return self.prefix.nbytes
+
+    @property
+    def memory_ids(self) -> tuple[str, ...]:
+        return tuple(memory_id for memory_id, _ in self.memories)
+
+    def contains(self, memory_id: str) -> bool:
+        """Whether any version of ``memory_id`` is in this block."""
+        return any(memory_id == mid for mid, _ in self.memories)
 
 
 class KVCacheFormatError(CorruptDataError):
@@ -136,7 +164,6 @@ def load_block(
         KVCacheFormatError: the file is unreadable or inconsistent.
         FileNotFoundError: there is no such file.
     """
-    from memos_core.tiers.activation.tier import KVBlock
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"no KV cache file at {path}")
@@ -162,3 +189,40 @@ def load_block(
     except (KeyError, TypeError, ValueError) as exc:
         raise KVCacheFormatError(f"KV cache file {path} is inconsistent: {exc}; delete it") from exc
     return KVBlock(block_id=metadata["block_id"], memories=recorded, prefix=prefix)
+
+
+def kv_files_holding(kv_dir: Path, memory_ids: Iterable[str]) -> list[Path]:
+    """KV cache files under ``kv_dir`` whose header lists any of ``memory_ids`` (any
+    version, any model). Unreadable files are listed too: a file we cannot read might hold
+    the memory, and the tier rebuilds what it needs."""
+    ids = set(memory_ids)
+    if not kv_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(kv_dir.glob(f"*{SUFFIX}")):
+        try:
+            members = header_memories(read_header(path))
+        except (KVCacheFormatError, OSError):
+            found.append(path)
+            continue
+        if any(mid in ids for mid, _ in members):
+            found.append(path)
+    return found
+
+
+def kv_file_purger(kv_dir: Path) -> Callable[[str], Callable[[], list[DerivedForm]]]:
+    """The store's derived-form purger for KV files (:data:`memos_core.store.DerivedPurger`):
+    before a forget's tombstone it lists the files under ``kv_dir`` holding the memory
+    (whether or not a KV engine runs); after it, it deletes those still there."""
+
+    def start(memory_id: str) -> Callable[[], list[DerivedForm]]:
+        files = kv_files_holding(kv_dir, [memory_id])
+
+        def finish() -> list[DerivedForm]:
+            for path in files:
+                path.unlink(missing_ok=True)
+            return [DerivedForm(kind="kv_block", id=path.name, action="deleted") for path in files]
+
+        return finish
+
+    return start

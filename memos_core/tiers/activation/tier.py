@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from memos_core.errors import InvalidInputError
-from memos_core.runtime.prefix import PrefixCache
 from memos_core.tiers.activation import storage
+from memos_core.tiers.activation.storage import KVBlock
 from memos_core.tiers.activation.compose import (
     DEFAULT_INSTRUCTIONS,
     MemoryRef,
@@ -66,34 +66,6 @@ class KVBudget(BaseModel):
         return (self.max_tokens is None or tokens <= self.max_tokens) and (
             self.max_bytes is None or nbytes <= self.max_bytes
         )
-
-
-@dataclass(frozen=True)
-class KVBlock:
-    """A memory block and its (immutable) prefix KV cache.
-
-    Pass ``block.prefix`` to :meth:`LocalModel.generate`.
-    """
-
-    block_id: str
-    memories: tuple[tuple[str, int], ...]  # (id, version) in block order
-    prefix: PrefixCache
-
-    @property
-    def num_tokens(self) -> int:
-        return self.prefix.num_tokens
-
-    @property
-    def nbytes(self) -> int:
-        return self.prefix.nbytes
-
-    @property
-    def memory_ids(self) -> tuple[str, ...]:
-        return tuple(memory_id for memory_id, _ in self.memories)
-
-    def contains(self, memory_id: str) -> bool:
-        """Whether any version of ``memory_id`` is in this block."""
-        return any(memory_id == mid for mid, _ in self.memories)
 
 
 class KVBlockInfo(BaseModel):

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from memos_core.cube import MemCube, MemoryType, State, Tier
 from memos_core.errors import InvalidInputError
+from memos_core.results import DerivedForm
 from memos_core.tiers.parametric.config import ParametricConfig
 from memos_core.tiers.parametric.data import (
     CONTROL_PROMPTS,
@@ -61,7 +62,7 @@ from memos_core.tiers.parametric.trainer import _PEFT_DEPRECATION, train_lora
 from memos_core.vault import Actor
 
 if TYPE_CHECKING:
-    from memos_core.memos import MemOS
+    from memos_core.store import MemoryStore
     from memos_core.runtime import LocalModel
 
 logger = logging.getLogger("memos_core.parametric")
@@ -96,15 +97,15 @@ class ParametricTier:
     """Adapters of one store on top of one base model (see the module docstring).
 
     Args:
-        mos: the store (vault for memories, audit and tier marks).
+        kernel: the memory store (vault for memories, audit and tier marks).
         model: returns the base :class:`LocalModel` (called only when a model is needed).
         config: default training/gate settings.
     """
 
-    def __init__(self, mos: MemOS, model: Callable[[], LocalModel],
+    def __init__(self, kernel: MemoryStore, model: Callable[[], LocalModel],
                  config: ParametricConfig | None = None) -> None:
-        self.mos = mos
-        self.store = AdapterStore(Path(mos.data_dir) / "adapters")
+        self.kernel = kernel
+        self.store = AdapterStore(Path(kernel.data_dir) / "adapters")
         self.config = config or ParametricConfig()
         self._base = model
         self._lock = threading.RLock()
@@ -113,14 +114,14 @@ class ParametricTier:
         self._answers: dict[str, tuple[list[Example], list[tuple[str, str]]]] = {}
 
     @classmethod
-    def without_model(cls, mos: MemOS) -> ParametricTier:
+    def without_model(cls, kernel: MemoryStore) -> ParametricTier:
         """A tier for bookkeeping only (retire, deactivate, queue): any call that needs the
         model raises :class:`InvalidInputError`."""
 
         def no_model() -> LocalModel:
             raise InvalidInputError("this parametric tier has no model; use the engine's")
 
-        return cls(mos, no_model)
+        return cls(kernel, no_model)
 
     # ------------------------------------------------------------------ training
 
@@ -149,9 +150,9 @@ class ParametricTier:
     def candidates(self, owner: str, memory_ids: Sequence[str] | None = None) -> list[MemCube]:
         """The owner's consolidatable memories (all, or among ``memory_ids``), by id."""
         if memory_ids is None:
-            cubes = [c for batch in self.mos.vault.iter_current() for c in batch]
+            cubes = [c for batch in self.kernel.vault.iter_current() for c in batch]
         else:
-            cubes = list(self.mos.vault.get_many(list(memory_ids)).values())
+            cubes = list(self.kernel.vault.get_many(list(memory_ids)).values())
         return sorted((c for c in cubes if c.user_id == owner and consolidatable(c)),
                       key=lambda c: c.id)
 
@@ -304,7 +305,7 @@ class ParametricTier:
         manifest = self.active_manifest(owner)
         if manifest is None or not manifest.memories:
             return None
-        current = self.mos.vault.get_many([m.id for m in manifest.memories])
+        current = self.kernel.vault.get_many([m.id for m in manifest.memories])
         live = [current[m.id] for m in manifest.memories if m.id in current
                 and current[m.id].version == m.version and consolidatable(current[m.id])]
         share = len(live) / len(manifest.memories)
@@ -383,7 +384,7 @@ class ParametricTier:
         if manifest is None:
             return frozenset()
         answered = manifest.evaluation.answered_in_chat()
-        current = self.mos.vault.get_many([m.id for m in manifest.memories])
+        current = self.kernel.vault.get_many([m.id for m in manifest.memories])
         return frozenset(m.id for m in manifest.memories
                          if m.id in answered and m.id in current
                          and current[m.id].version == m.version
@@ -405,7 +406,7 @@ class ParametricTier:
 
     def _forgotten_since(self, manifest: AdapterManifest) -> list[str]:
         """Ids in ``manifest`` that are tombstones (or gone) now."""
-        current = self.mos.vault.get_many([m.id for m in manifest.memories])
+        current = self.kernel.vault.get_many([m.id for m in manifest.memories])
         return sorted(m.id for m in manifest.memories
                       if m.id not in current or current[m.id].state is State.DELETED)
 
@@ -416,15 +417,15 @@ class ParametricTier:
 
     def _mark(self, manifest: AdapterManifest, tier: Tier) -> None:
         """Record which tier serves the adapter's (still current) memories."""
-        current = self.mos.vault.get_many([m.id for m in manifest.memories])
+        current = self.kernel.vault.get_many([m.id for m in manifest.memories])
         for ref in manifest.memories:
             cube = current.get(ref.id)
             if cube is not None and cube.state is not State.DELETED:
-                self.mos.vault.set_tier(ref.id, tier.value)
+                self.kernel.vault.set_tier(ref.id, tier.value)
 
     def _audit(self, owner: str, action: str, version: str | None, details: dict[str, Any],
                reason: str | None = None) -> None:
-        self.mos.vault.audit(Actor(owner, AGENT, reason), f"parametric:{action}",
+        self.kernel.vault.audit(Actor(owner, AGENT, reason), f"parametric:{action}",
                              details={"adapter": version, **details})
 
 
@@ -451,3 +452,21 @@ def load_adapted(base: LocalModel, adapter_dir: Path, tag: str) -> LocalModel:
         wrapped = PeftModel.from_pretrained(copy.deepcopy(base.model), str(adapter_dir))
     merged = wrapped.merge_and_unload()
     return LocalModel(merged, base.tokenizer, model_id=base.model_id, adapter_version=tag)
+
+
+def adapter_purger(kernel: MemoryStore) -> Callable[[str], Callable[[], list[DerivedForm]]]:
+    """The store's derived-form purger for adapters (:data:`memos_core.store.DerivedPurger`):
+    after a forget's tombstone, every adapter trained on the memory is retired (deactivated,
+    weights deleted, a retrain without it queued -- by the engine's change listener if one
+    runs, else here). Reads only ``<data_dir>/adapters``; loads no model."""
+
+    def start(memory_id: str) -> Callable[[], list[DerivedForm]]:
+        def finish() -> list[DerivedForm]:
+            if not (Path(kernel.data_dir) / "adapters").is_dir():
+                return []
+            versions = ParametricTier.without_model(kernel).retired_for(memory_id)
+            return [DerivedForm(kind="adapter", id=v, action="deleted") for v in versions]
+
+        return finish
+
+    return start

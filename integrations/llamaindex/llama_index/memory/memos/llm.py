@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -172,9 +171,7 @@ class MemOSLLM(LLM):
 
     def _context_window(self) -> int:
         """The loaded model's ``max_position_embeddings``; never loads a model to find out."""
-        engine_module = sys.modules.get("memos_core.engine")
-        engine = getattr(engine_module, "_registry", {}).get(self.mos) if engine_module else None
-        model = getattr(engine, "_model", None) if engine is not None else None
+        model = self.mos.loaded_model()
         if model is None:
             return DEFAULT_CONTEXT_WINDOW
         try:

@@ -1,4 +1,5 @@
-"""Sharing a whole namespace: ``MemOS.share_namespace`` / ``revoke_namespace`` carried out.
+"""Sharing: ``MemOS.share`` / ``revoke`` (one memory) and ``share_namespace`` /
+``revoke_namespace`` carried out over the kernel; the facade has checked access.
 
 A namespace grant is stored in the vault and *materialised* into the memories it covers:
 each covered memory gets a new version whose ``governance.readers`` (and for scope
@@ -16,17 +17,17 @@ are left alone, so repeating a grant writes nothing but its audit record.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from memos_core.cube import MemCube, utcnow
 from memos_core.errors import InvalidInputError
 from memos_core.governance.access import broader_grant, contains, covers, granted, revoked, with_grants
+from memos_core.lifecycle import CHANGEABLE_STATES
 from memos_core.results import ShareReceipt
-from memos_core.lifecycle import CHANGEABLE_STATES, INDEXED_STATES
+from memos_core.store import MemoryStore
 from memos_core.vault.base import Actor, ListQuery, NamespaceGrant, Vault
 
-if TYPE_CHECKING:
-    from memos_core.memos import MemOS
+__all__ = ["inherit_grants", "owned_in", "revoke_namespace", "set_access", "share_namespace"]
 
 _PAGE = 1000
 
@@ -58,17 +59,40 @@ def owned_in(vault: Vault, grant: NamespaceGrant) -> Iterator[MemCube]:
         yield from (c for c in page if covers(grant, c))  # list() also returns shared ones
 
 
-def share_namespace(mos: MemOS, grant: NamespaceGrant, actor: Actor) -> ShareReceipt:
+def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant: bool,
+               actor: Actor) -> MemCube:
+    """Give ``other`` access ``scope`` to one memory (``grant``) or withdraw every grant
+    ``other`` holds on it: a new version audited ``share:<scope>`` / ``revoke``, text
+    unchanged (the index point keeps its vectors). Returns it as stored."""
+    gov = cube.governance
+    new_gov = granted(gov, other, scope) if grant else revoked(gov, other)
+    action = f"share:{scope}" if grant else "revoke"
+    new = cube.model_copy(update={
+        "governance": new_gov, "version": cube.version + 1, "updated_at": utcnow()})
+
+    def commit() -> list[MemCube]:
+        store.vault.put_version(new, cube.version, actor, action, {"with_user_id": other})
+        return [new]
+
+    store.write(commit, embed=False)
+    return store.vault.get(new.id) or new
+
+
+def share_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> ShareReceipt:
     """Store ``grant`` and apply it to every memory it covers (see the module docstring)."""
-    with mos._write_lock:
-        changes = _changes(mos.vault, grant, lambda gov: granted(gov, grant.grantee, grant.scope))
-        mos.vault.change_grants(add=[grant], changes=changes, actor=actor,
-                                action=f"share:{grant.scope}", details=_details(grant))
-        apply_governance_change(mos, [cube for cube, _ in changes])
+    with store.write_lock:
+        changes = _changes(store.vault, grant, lambda gov: granted(gov, grant.grantee, grant.scope))
+
+        def commit() -> list[MemCube]:
+            store.vault.change_grants(add=[grant], changes=changes, actor=actor,
+                                      action=f"share:{grant.scope}", details=_details(grant))
+            return [cube for cube, _ in changes]
+
+        store.write(commit, embed=False)
     return _receipt(grant, grant.scope, len(changes))
 
 
-def revoke_namespace(mos: MemOS, grant: NamespaceGrant, actor: Actor) -> ShareReceipt:
+def revoke_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> ShareReceipt:
     """Delete the grants to ``grant.grantee`` inside ``grant``'s namespace and remove the
     grantee from every memory there (individual shares included).
 
@@ -76,8 +100,8 @@ def revoke_namespace(mos: MemOS, grant: NamespaceGrant, actor: Actor) -> ShareRe
         InvalidInputError: the grantee holds a grant on a larger namespace that covers this
             one (revoke that one instead: otherwise new memories here would be shared again).
     """
-    with mos._write_lock:
-        existing = mos.vault.grants(grant.owner)
+    with store.write_lock:
+        existing = store.vault.grants(grant.owner)
         broader = broader_grant(existing, grant)
         if broader is not None:
             raise InvalidInputError(
@@ -86,10 +110,14 @@ def revoke_namespace(mos: MemOS, grant: NamespaceGrant, actor: Actor) -> ShareRe
                 "one; revoke that grant instead (rule: a revoke may not leave a covering grant)."
             )
         doomed = [g for g in existing if g.grantee == grant.grantee and contains(grant, g)]
-        changes = _changes(mos.vault, grant, lambda gov: revoked(gov, grant.grantee))
-        mos.vault.change_grants(remove=doomed or [grant], changes=changes, actor=actor,
-                                action="revoke", details=_details(grant))
-        apply_governance_change(mos, [cube for cube, _ in changes])
+        changes = _changes(store.vault, grant, lambda gov: revoked(gov, grant.grantee))
+
+        def commit() -> list[MemCube]:
+            store.vault.change_grants(remove=doomed or [grant], changes=changes, actor=actor,
+                                      action="revoke", details=_details(grant))
+            return [cube for cube, _ in changes]
+
+        store.write(commit, embed=False)
     return _receipt(grant, "none", len(changes))
 
 
@@ -105,22 +133,6 @@ def _changes(vault: Vault, grant: NamespaceGrant, rule: Any) -> list[tuple[MemCu
             })
             out.append((new, cube.version))
     return out
-
-
-def apply_governance_change(mos: MemOS, cubes: Sequence[MemCube]) -> None:
-    """After new versions that changed only governance (the vault has committed them): bring
-    the index payloads (``readers``, ``version``; no re-embedding) and the graph up to date
-    and tell the change listeners. Call under the store's write lock."""
-    for cube in cubes:
-        if cube.state.value not in INDEXED_STATES:
-            continue
-        try:
-            mos.index.set_payload(cube.id, {
-                "readers": list(cube.governance.readers), "version": cube.version,
-            })
-        except KeyError:  # the index lags the vault (e.g. before reconcile): embed it
-            mos._index([cube])
-    mos._graph_apply(cubes)
 
 
 def _details(grant: NamespaceGrant) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Forgetting everywhere: ``MemOS.forget`` carried out across every derived form.
+"""Forgetting everywhere: ``MemOS.forget`` carried out across every derived form, over the
+kernel (:class:`~memos_core.store.MemoryStore`); the facade has checked access.
 
 One forget, under the store's write lock:
 
@@ -27,6 +28,9 @@ One forget, under the store's write lock:
 6. **Adapters**: every LoRA adapter trained on it is retired (deactivated, weights deleted,
    a retrain without it queued); see :mod:`memos_core.tiers.parametric`.
 
+Steps 5 and 6 are the store's derived-form purgers (:data:`memos_core.store.DerivedPurger`),
+which the facade registers from the model tiers: this module never imports a tier.
+
 The receipt lists the stores it was removed from and every derived form touched. A log file
 whose package is not installed (so that no redactor is declared for it) is not reached.
 """
@@ -34,130 +38,83 @@ whose package is not installed (so that no redactor is declared for it) is not r
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 from memos_core.cube import MemCube, State
-from memos_core.errors import InvalidInputError
+from memos_core.governance.derived import FLAG_KEY, DerivedMode, check_mode
+from memos_core.ops.writes import write_version
 from memos_core.results import DerivedForm, ForgetReceipt
+from memos_core.store import MemoryStore
 from memos_core.vault import Actor, text_digest
 
-if TYPE_CHECKING:
-    from memos_core.memos import MemOS
+__all__ = ["FLAG_KEY", "DerivedMode", "check_mode", "forget_one", "redact_logs"]
 
 logger = logging.getLogger("memos_core.governance")
 
-#: Metadata key of a summary whose sources were forgotten: the forgotten ids.
-FLAG_KEY = "source_forgotten"
-DerivedMode = Literal["flag", "forget"]
-_MODES = ("flag", "forget")
+#: receipt's ``removed_from`` entry of each derived-form kind a purger reports
+_STORE_OF_KIND = {"kv_block": "kv", "adapter": "adapters"}
 
 
-def check_mode(derived: object) -> DerivedMode:
-    """``'flag'`` or ``'forget'``; anything else raises :class:`InvalidInputError`."""
-    if derived not in _MODES:
-        raise InvalidInputError(
-            f"derived must be 'flag' (mark summaries made from the memory) or 'forget' "
-            f"(forget them too), got {derived!r}."
-        )
-    return derived  # type: ignore[return-value]
-
-
-def kv_files_holding(kv_dir: Path, memory_ids: Iterable[str]) -> list[Path]:
-    """KV cache files under ``kv_dir`` whose header lists any of ``memory_ids`` (any
-    version, any model). Unreadable files are listed too: a file we cannot read might hold
-    the memory, and the tier rebuilds what it needs."""
-    ids = set(memory_ids)
-    if not kv_dir.is_dir():
-        return []
-    from memos_core.tiers.activation import storage
-
-    found = []
-    for path in sorted(kv_dir.glob(f"*{storage.SUFFIX}")):
-        try:
-            members = storage.header_memories(storage.read_header(path))
-        except (storage.KVCacheFormatError, OSError):
-            found.append(path)
-            continue
-        if any(mid in ids for mid, _ in members):
-            found.append(path)
-    return found
-
-
-def retire_adapters(mos: MemOS, memory_id: str) -> list[str]:
-    """Versions of the LoRA adapters retired because ``memory_id`` was forgotten: each is
-    deactivated, its weights deleted and a retrain without the memory queued (by the
-    engine's change listener if one runs, else here). Reads only ``<data_dir>/adapters``."""
-    if not (Path(mos.data_dir) / "adapters").is_dir():
-        return []
-    from memos_core.tiers.parametric import ParametricTier
-
-    return ParametricTier.without_model(mos).retired_for(memory_id)
-
-
-def redact_logs(mos: MemOS, cube: MemCube) -> list[DerivedForm]:
+def redact_logs(store: MemoryStore, cube: MemCube) -> list[DerivedForm]:
     """Run the forget hooks and the file redactors of the data directory's logs for ``cube``
     (nothing for a tombstone); the forms they touched."""
     if cube.state is State.DELETED:
         return []
-    return mos._forget_hooks.run(cube, Path(mos.data_dir))
+    return store.forget_hooks.run(cube, Path(store.data_dir))
 
 
-def forget_one(mos: MemOS, cube: MemCube, actor: Actor, derived: DerivedMode,
+def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: DerivedMode,
                logs: list[DerivedForm] | None = None) -> ForgetReceipt:
     """Forget ``cube`` (already access-checked) everywhere; see the module docstring.
 
     ``logs``: what :func:`redact_logs` already did for it (``forget_many`` runs every hook
     before the first tombstone); None runs the hooks here. Idempotent: forgetting a
     tombstone again changes nothing and touches no derived form. The caller holds
-    ``mos._write_lock`` and checkpoints the vault afterwards (also when this raises).
+    ``store.write_lock`` and checkpoints the vault afterwards (also when this raises).
     """
     if cube.state is State.DELETED:
         return ForgetReceipt(memory_id=cube.id, version=cube.version,
                              text_sha256=cube.text.removeprefix("sha256:"),
                              removed_from=("vault", "index", "graph"), at=cube.updated_at)
-    forms = redact_logs(mos, cube) if logs is None else list(logs)
+    forms = redact_logs(store, cube) if logs is None else list(logs)
     digest = text_digest(cube.text)
-    kv_dir = Path(mos.data_dir) / "kv"
-    kv_files = kv_files_holding(kv_dir, [cube.id])
-    summaries = mos.vault.derived_from(cube.id)  # before the tombstone drops the relations
-    tomb = mos.vault.tombstone(cube.id, actor)
-    mos.index.delete([cube.id])
-    mos._graph_apply([tomb])  # the KV engine, if any, drops its blocks here
+    finishers: list[Callable[[], list[DerivedForm]]] = [p(cube.id) for p in store.purgers]
+    summaries = store.vault.derived_from(cube.id)  # before the tombstone drops the relations
+    # the KV engine, if any, drops its blocks when it hears of the tombstone
+    (tomb,) = store.write(lambda: [store.vault.tombstone(cube.id, actor)])
     logged = bool(forms)
-    forms += _cascade(mos, cube.id, summaries, actor, derived)
-    for path in kv_files:
-        path.unlink(missing_ok=True)
-        forms.append(DerivedForm(kind="kv_block", id=path.name, action="deleted"))
-    adapters = retire_adapters(mos, cube.id)
-    forms.extend(DerivedForm(kind="adapter", id=v, action="deleted") for v in adapters)
+    forms += _cascade(store, cube.id, summaries, actor, derived)
+    purged = [form for finish in finishers for form in finish()]
+    forms += purged
+    kinds = {form.kind for form in purged}
     return ForgetReceipt(
         memory_id=cube.id, version=tomb.version, text_sha256=digest.removeprefix("sha256:"),
-        removed_from=("vault", "index", "graph") + (("kv",) if kv_files else ())
-        + (("adapters",) if adapters else ()) + (("conversation_log",) if logged else ()),
+        removed_from=("vault", "index", "graph")
+        + tuple(name for kind, name in _STORE_OF_KIND.items() if kind in kinds)
+        + (("conversation_log",) if logged else ()),
         at=tomb.updated_at, derived=tuple(forms),
     )
 
 
-def _cascade(mos: MemOS, source_id: str, summary_ids: list[str], actor: Actor,
+def _cascade(store: MemoryStore, source_id: str, summary_ids: list[str], actor: Actor,
              derived: DerivedMode) -> list[DerivedForm]:
     """Flag or forget the live summaries made from ``source_id``."""
     forms: list[DerivedForm] = []
     cascade_actor = Actor(actor.user_id, actor.agent_id, f"source {source_id} forgotten")
     for sid in summary_ids:
-        summary = mos.vault.get(sid)
+        summary = store.vault.get(sid)
         if summary is None or summary.state is State.DELETED:
             continue
         if derived == "forget":
-            nested = forget_one(mos, summary, cascade_actor, derived)
+            nested = forget_one(store, summary, cascade_actor, derived)
             forms.append(DerivedForm(kind="summary", id=sid, action="forgotten"))
             forms.extend(nested.derived)
             continue
         sources = list(summary.metadata.get(FLAG_KEY, []))
         if source_id not in sources:
             metadata = {**summary.metadata, FLAG_KEY: [*sources, source_id]}
-            mos._write_version(summary, {"metadata": metadata}, cascade_actor,
-                               "flag:source_forgotten", {"source": source_id})
+            write_version(store, summary, {"metadata": metadata}, cascade_actor,
+                          "flag:source_forgotten", {"source": source_id})
         forms.append(DerivedForm(kind="summary", id=sid, action="flagged"))
     return forms

@@ -18,18 +18,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from memos_core.cube import MemCube, Namespace, State, utcnow
 from memos_core.errors import BundleError, InvalidInputError
 from memos_core.governance.sensitivity import history_sensitivity
+from memos_core.store import MemoryStore
 from memos_core.validation import check_id, check_text
 from memos_core.vault import Actor, Edge, ListQuery
-
-if TYPE_CHECKING:
-    from memos_core.memos import MemOS
 
 FORMAT = "memos-bundle"
 FORMAT_VERSION = 1
@@ -37,7 +35,7 @@ FILES = ("memories.jsonl", "edges.jsonl")
 MAX_BUNDLE_FILE_BYTES = 2 * 1024**3
 
 
-def export_bundle(mos: "MemOS", path: Path, user_id: str, *,
+def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
                   include_sensitive: bool = False) -> Path:
     """Write every memory owned by ``user_id`` (all versions, tombstones too) and its edges.
 
@@ -51,12 +49,12 @@ def export_bundle(mos: "MemOS", path: Path, user_id: str, *,
     withheld = 0
     with open(path / "memories.jsonl", "w", encoding="utf-8") as out:
         offset = 0
-        while page := mos.vault.list(ListQuery(user_ids=(user_id,), limit=500, offset=offset)):
+        while page := store.vault.list(ListQuery(user_ids=(user_id,), limit=500, offset=offset)):
             offset += len(page)
             for cube in page:
                 if cube.user_id != user_id:  # shared with the user, not owned: not theirs to export
                     continue
-                history = mos.vault.history(cube.id)
+                history = store.vault.history(cube.id)
                 if not include_sensitive and history_sensitivity(history):
                     withheld += 1
                     continue
@@ -64,7 +62,7 @@ def export_bundle(mos: "MemOS", path: Path, user_id: str, *,
                 versions = [json.loads(v.model_dump_json()) for v in history]
                 out.write(json.dumps({"id": cube.id, "versions": versions}) + "\n")
     with open(path / "edges.jsonl", "w", encoding="utf-8") as out:
-        for edge in mos.vault.edges():
+        for edge in store.vault.edges():
             if edge.src in ids and edge.dst in ids:
                 out.write(json.dumps({"src": edge.src, "dst": edge.dst, "kind": edge.kind}) + "\n")
     files = {name: _file_info(path / name) for name in FILES}
@@ -78,7 +76,7 @@ def export_bundle(mos: "MemOS", path: Path, user_id: str, *,
         "files": files,
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    mos.vault.audit(Actor(user_id), "export", details={
+    store.vault.audit(Actor(user_id), "export", details={
         "memories": len(ids), "withheld_sensitive": withheld, "path": str(path)})
     return path
 
@@ -190,7 +188,7 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
     ]
 
 
-def import_bundle(mos: "MemOS", path: Path, user_id: str) -> dict[str, int]:
+def import_bundle(store: MemoryStore, path: Path, user_id: str) -> dict[str, int]:
     """Validate the whole bundle, then write it in one transaction; see the module docstring."""
     manifest = _read_manifest(path)
     try:
@@ -210,13 +208,12 @@ def import_bundle(mos: "MemOS", path: Path, user_id: str) -> dict[str, int]:
         if e["src"] not in ids or e["dst"] not in ids:
             raise BundleError(f"edges.jsonl line {n}: refers to a memory not in the bundle.")
         edges.append(Edge(e["src"], e["dst"], e["kind"]))
-    existing = mos.vault.get_many(ids)
+    existing = store.vault.get_many(ids)
     new = [h for h in histories if h[0].id not in existing]
-    with mos._write_lock:
-        mos.vault.import_histories(new, edges, Actor(user_id, reason=f"import {path.name}"))
-        current = [h[-1] for h in new]
-        for start in range(0, len(current), 256):
-            mos._index(current[start:start + 256])
-        mos._graph_apply(current, edges)
+    def commit() -> list[MemCube]:
+        store.vault.import_histories(new, edges, Actor(user_id, reason=f"import {path.name}"))
+        return [h[-1] for h in new]
+
+    store.write(commit, edges=edges)
     return {"imported": len(new), "skipped": len(histories) - len(new),
             "edges": len(edges), "declared": int(manifest.get("memories", len(ids)))}

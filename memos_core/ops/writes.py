@@ -1,0 +1,179 @@
+"""Writing memories over the kernel: new memories (with supersession), new versions, summaries.
+
+Each function takes validated input and a :class:`~memos_core.store.MemoryStore`, checks no
+access (the facade did) and goes through the store's one write path
+(:meth:`MemoryStore.write`): vault transaction, then index and graph, then listeners.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from memos_core.cube import (
+    Governance,
+    MemCube,
+    MemoryType,
+    Namespace,
+    Origin,
+    Provenance,
+    Span,
+    State,
+    utcnow,
+)
+from memos_core.extraction import EntityExtractor
+from memos_core.governance import access
+from memos_core.governance import sensitivity as sensitivity_rules
+from memos_core.ops.share import inherit_grants
+from memos_core.store import MemoryStore
+from memos_core.validation import (
+    check_datetime,
+    check_enum,
+    check_metadata,
+    check_name,
+    check_strs,
+    check_text,
+)
+from memos_core.vault import Actor, Edge
+
+__all__ = ["add", "compress", "new_cube", "set_state", "write_version"]
+
+
+def new_cube(
+    extractor: EntityExtractor, *, text: Any, user_id: str, agent_id: Any = None,
+    session_id: Any = None, occurred_at: Any = None, metadata: Any = None, type: Any = None,
+    tags: Any = (), origin: Any = None, ttl_seconds: Any = None, priority: Any = 0,
+    sensitivity: Any = (), message_id: str | None = None, role: str | None = None,
+    reason: str | None = None,
+) -> MemCube:
+    """Validate the fields of a new memory and build it (version 1, entities extracted).
+
+    Raises:
+        InvalidInputError: a field is malformed (the message names it).
+    """
+    from memos_core.errors import InvalidInputError
+
+    text = check_text(text)
+    if ttl_seconds is not None and (
+        isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, (int, float)) or ttl_seconds <= 0
+    ):
+        raise InvalidInputError(f"ttl_seconds must be a positive number, got {ttl_seconds!r}.")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidInputError(f"priority must be an int, got {priority!r}.")
+    meta = check_metadata(metadata)
+    if role is not None:
+        meta = {**meta, "role": role}
+    provenance = Provenance(
+        source_message_ids=(message_id,) if message_id else (),
+        spans=(Span(message_id=message_id, start=0, end=len(text)),) if message_id else (),
+        extractor=extractor.name,
+    )
+    occurred = check_datetime(occurred_at, "occurred_at")
+    return MemCube(
+        namespace=Namespace(
+            user_id=user_id,
+            agent_id=check_name(agent_id, "agent_id", optional=True),
+            session_id=check_name(session_id, "session_id", optional=True),
+        ),
+        text=text,
+        occurred_at=occurred,
+        valid_from=occurred or utcnow(),  # true since the event, or since we were told
+        origin=check_enum(Origin, origin or Origin.USER_INPUT, "origin"),
+        type=check_enum(MemoryType, type or MemoryType.NOTE, "type"),
+        tags=check_strs(tags, "tags"),
+        entities=tuple(extractor.extract(text)),
+        provenance=provenance,
+        governance=Governance(
+            ttl_seconds=ttl_seconds, priority=priority,
+            sensitivity=check_strs(sensitivity, "sensitivity"),
+        ),
+        metadata=meta,
+    )
+
+
+def add(store: MemoryStore, cubes: list[MemCube], actor: Actor,
+        supersedes: MemCube | None = None) -> list[MemCube]:
+    """Insert new memories in one transaction; returns them as stored.
+
+    They inherit their namespace's grants; with ``supersedes`` (an older memory the last
+    one replaces) the last one also carries its shares and the old one gets ``valid_to``
+    and ``superseded_by`` in a new version of the same transaction.
+    """
+    with store.write_lock:
+        cubes = inherit_grants(store.vault, cubes)
+        edges: list[Edge] = []
+        replacements: list[tuple[MemCube, int]] = []
+        if supersedes is not None:
+            cubes[-1] = access.carry_shares(cubes[-1], supersedes)
+            new = cubes[-1]
+            now = utcnow()
+            edges = [Edge(new.id, supersedes.id, "supersedes")]
+            replaced = supersedes.model_copy(update={
+                "version": supersedes.version + 1, "updated_at": now,
+                "valid_to": max(new.valid_from or now, supersedes.valid_from or now),
+                "superseded_by": new.id,
+            })
+            replacements = [(replaced, supersedes.version)]
+        stored = list(cubes)
+
+        def commit() -> list[MemCube]:
+            store.vault.insert(stored, actor, replacements=replacements, edges=edges)
+            return [*stored, *(r for r, _ in replacements)]
+
+        store.write(commit, edges=edges)
+        return stored
+
+
+def write_version(store: MemoryStore, cube: MemCube, changes: dict[str, Any], actor: Actor,
+                  action: str, details: dict[str, Any] | None = None) -> MemCube:
+    """Write the next version of ``cube`` with ``changes`` (re-validated); returns it as
+    stored. Raises if another version was written since ``cube`` was read."""
+    new = cube.model_copy(update={**changes, "version": cube.version + 1, "updated_at": utcnow()})
+    new = MemCube.model_validate(new.model_dump())  # re-validate the changed fields
+
+    def commit() -> list[MemCube]:
+        store.vault.put_version(new, cube.version, actor, action, details)
+        return [new]
+
+    store.write(commit)
+    return store.vault.get(new.id) or new
+
+
+def set_state(store: MemoryStore, cube: MemCube, target: State, actor: Actor) -> MemCube:
+    """Move ``cube`` to lifecycle state ``target`` (a new version audited ``state:<target>``);
+    returns it unchanged if it is there already."""
+    if cube.state is target:
+        return cube
+    return write_version(store, cube, {"state": target}, actor, f"state:{target.value}")
+
+
+def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
+             actor: Actor) -> MemCube:
+    """Store ``summary`` (a new memory) as derived from ``sources`` and archive them, in one
+    transaction; the summary carries every sensitivity tag of its sources and inherits its
+    namespace's grants. Returns the summary as stored."""
+    with store.write_lock:
+        tags = sensitivity_rules.history_sensitivity(list(sources))  # a summary may repeat them
+        summary = summary.model_copy(update={
+            "governance": summary.governance.model_copy(update={
+                "sensitivity": tuple(dict.fromkeys([*summary.governance.sensitivity, *tags]))}),
+            "provenance": summary.provenance.model_copy(
+                update={"derived_from": tuple(s.id for s in sources)}),
+        })
+        summary = inherit_grants(store.vault, [summary])[0]
+        now = utcnow()
+        archived = [
+            (s.model_copy(update={"state": State.ARCHIVED, "version": s.version + 1,
+                                  "updated_at": now}), s.version)
+            for s in sources
+        ]
+        edges = [Edge(summary.id, s.id, "derived_from") for s in sources]
+        stored = summary
+
+        def commit() -> list[MemCube]:
+            store.vault.insert([stored], actor, "compress", replacements=archived, edges=edges,
+                               replacement_action="archive")
+            return [stored, *(a for a, _ in archived)]
+
+        store.write(commit, edges=edges)
+        return stored

@@ -1,0 +1,268 @@
+"""The kernel of one data directory: the vault (source of truth) and every form derived from
+it, behind one write path.
+
+:class:`MemoryStore` owns the vault, the vector index, the graph, the embedder and entity
+extractor, the write lock, the change listeners, the forget hooks and the derived-form
+purgers (KV files, adapters). It knows nothing of principals: access checks are the facade's
+(:mod:`memos_core.memos`), the operations that mutate (:mod:`memos_core.ops`) call
+:meth:`MemoryStore.write`.
+
+The write path, the only one (:meth:`MemoryStore.write`), under the write lock:
+
+1. **commit** -- one vault transaction (new versions + audit records); its commit is the
+   acknowledgement;
+2. **derive** -- the index (embedded again, or for a governance-only change just its payload)
+   and the graph follow the new versions;
+3. **notify** -- the change listeners (the model engine drops KV blocks and retires adapters
+   built from old versions).
+
+After a crash between 1 and 2 the index is reconciled with the vault when the data directory
+is opened again (:meth:`MemoryStore.reconcile`); the graph is rebuilt from the vault at open.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from memos_core.config import MemOSConfig
+from memos_core.cube import MemCube
+from memos_core.embedding import Embedder, default_embedder
+from memos_core.extraction import EntityExtractor, RuleEntityExtractor
+from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
+from memos_core.graph import MemoryGraph
+from memos_core.index.base import IndexPoint, VectorIndex
+from memos_core.index.sparse import Bm25Encoder
+from memos_core.lifecycle import INDEXED_STATES
+from memos_core.progress import progress
+from memos_core.results import DerivedForm
+from memos_core.retrieval.filters import graph_row, payload_of
+from memos_core.retrieval.hybrid import HybridRetriever
+from memos_core.vault import Edge, ListQuery, SQLiteVault, Vault
+
+#: ``purger(memory_id)`` runs inside a forget, before the tombstone (it may still read the
+#: derived files that hold the memory), and returns ``finish()``, which runs after the
+#: tombstone, removes what is left and returns the derived forms it removed.
+DerivedPurger = Callable[[str], Callable[[], list[DerivedForm]]]
+Listener = Callable[[Sequence[MemCube]], None]
+
+
+class MemoryStore:
+    """Vault + index + graph + embedder of one data directory, kept in step.
+
+    Args:
+        data_dir: the data directory (it exists; the caller holds its lock).
+        config: the store's settings.
+        vault: the source of truth; default the SQLite vault ``data_dir/vault.sqlite3``.
+        embedder / extractor: default the configured embedder and the rule extractor.
+
+    Opening reconciles the index with the vault if it was not closed cleanly. Thread-safe:
+    writes are serialised by :attr:`write_lock`; reads need no lock.
+    """
+
+    def __init__(self, data_dir: Path, config: MemOSConfig, *, vault: Vault | None = None,
+                 embedder: Embedder | None = None,
+                 extractor: EntityExtractor | None = None) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.vault: Vault = vault if vault is not None else SQLiteVault(data_dir / "vault.sqlite3")
+        self.embedder: Embedder = embedder or default_embedder(config.embedder)
+        self.extractor: EntityExtractor = extractor or RuleEntityExtractor()
+        self.bm25 = Bm25Encoder()
+        #: one writer at a time: vault, index and graph change together
+        self.write_lock = threading.RLock()
+        self.graph_lock = threading.RLock()
+        self.forget_hooks = ForgetHooks()
+        self._listeners: list[Listener] = []
+        self._close_callbacks: list[Callable[[], None]] = []
+        self._purgers: list[DerivedPurger] = []
+        self.index: VectorIndex = self._open_index()
+        self.graph = MemoryGraph()
+        self._build_graph()
+        self.retriever = HybridRetriever(
+            self.index, self.embedder, self.bm25, self.graph, self.graph_lock, self.extractor,
+            self.config.retrieval,
+        )
+        self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
+        if self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
+            self.reconcile()
+        self.vault.set_meta("index_clean", "0")
+
+    def _open_index(self) -> VectorIndex:
+        from memos_core.index import open_index
+
+        return open_index(
+            self.config.index, path=self.data_dir / "index", url=self.config.qdrant_url,
+            dim=self.embedder.dim or 384, collection=self.config.qdrant_collection,
+        )
+
+    # -- the write path ------------------------------------------------------------------------
+
+    def write(self, commit: Callable[[], Sequence[MemCube]], *, edges: Sequence[Edge] = (),
+              embed: bool = True) -> list[MemCube]:
+        """The one write path: ``commit()`` runs one vault transaction and returns the new
+        current versions of the memories it changed (new memories, new versions,
+        tombstones); then the index and the graph follow them and the listeners hear of
+        them. Returns those versions.
+
+        ``edges``: relations the transaction stored (they join the graph). ``embed=False``
+        for a change of governance only (shares): the index points keep their vectors and
+        get the new payload. Runs under :attr:`write_lock` (re-entrant: an operation may
+        hold it around several writes). If ``commit`` raises, nothing derived changes.
+        """
+        with self.write_lock:
+            changed = list(commit())
+            self._derive(changed, embed)
+            self._graph_apply(changed, edges)
+            self._notify(changed)
+            return changed
+
+    def _derive(self, cubes: Sequence[MemCube], embed: bool) -> None:
+        if embed:
+            for start in range(0, len(cubes), 256):  # bounded embedding batches
+                self.index_cubes(cubes[start:start + 256])
+            return
+        for cube in cubes:
+            if cube.state.value not in INDEXED_STATES:
+                self.index.delete([cube.id])
+                continue
+            try:
+                self.index.set_payload(cube.id, {
+                    "readers": list(cube.governance.readers), "version": cube.version,
+                })
+            except KeyError:  # the index lags the vault (e.g. before reconcile): embed it
+                self.index_cubes([cube])
+
+    def index_cubes(self, cubes: Sequence[MemCube]) -> None:
+        """Embed and upsert memories into the index; those not in an indexed state (expired,
+        tombstones) are removed from it. Derived state only: :meth:`write` calls it."""
+        keep = [c for c in cubes if c.state.value in INDEXED_STATES]
+        drop = [c.id for c in cubes if c.state.value not in INDEXED_STATES]
+        if drop:
+            self.index.delete(drop)
+        if not keep:
+            return
+        dense = self.embedder.embed([c.text for c in keep])
+        sparse = self.bm25.encode_documents([c.text for c in keep])
+        self.index.upsert([
+            IndexPoint(c.id, vec, sv, payload_of(c)) for c, vec, sv in zip(keep, dense, sparse)
+        ])
+        self._unoptimized += len(keep)
+
+    def _graph_apply(self, cubes: Sequence[MemCube], edges: Sequence[Edge] = ()) -> None:
+        with self.graph_lock:
+            for cube in cubes:
+                if cube.state.value in INDEXED_STATES:
+                    self.graph.upsert(graph_row(cube))
+                else:
+                    self.graph.remove(cube.id)
+            for edge in edges:
+                self.graph.add_relation(edge.src, edge.dst, edge.kind)
+
+    def _notify(self, cubes: Sequence[MemCube]) -> None:
+        for listener in list(self._listeners):
+            listener(cubes)
+
+    # -- listeners and hooks -------------------------------------------------------------------
+
+    def on_change(self, listener: Listener) -> None:
+        """Call ``listener(cubes)`` after every write, under the write lock, after the vault
+        committed and the index and graph followed."""
+        self._listeners.append(listener)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` first thing in :meth:`close` (newest first); must not raise."""
+        self._close_callbacks.append(callback)
+
+    def on_forget(self, hook: ForgetHook, *, path: Path | None = None) -> Callable[[], None]:
+        """Register a conversation-log forget hook (see :mod:`memos_core.governance.forget_hooks`);
+        returns the function that unregisters it."""
+        return self.forget_hooks.add(hook, path)
+
+    def add_purger(self, purger: DerivedPurger) -> None:
+        """Register a derived-form purger that every forget runs (see :data:`DerivedPurger`);
+        the facade registers the KV-file and adapter purgers of the model tiers."""
+        self._purgers.append(purger)
+
+    @property
+    def purgers(self) -> tuple[DerivedPurger, ...]:
+        """The registered purgers, in registration order."""
+        return tuple(self._purgers)
+
+    # -- derived state: build, reconcile, reindex, optimize ------------------------------------
+
+    def _build_graph(self) -> None:
+        for row in self.vault.graph_rows():
+            if row["state"] in INDEXED_STATES:
+                self.graph.upsert(row)
+        for edge in self.vault.edges():
+            self.graph.add_relation(edge.src, edge.dst, edge.kind)
+
+    def _indexed_count(self) -> int:
+        return self.vault.count(ListQuery(states=INDEXED_STATES))
+
+    def reconcile(self) -> dict[str, int]:
+        """Make the index agree with the vault: add missing or stale points, drop extra ones.
+        Returns ``{"reindexed": n, "removed": m}``."""
+        with self.write_lock:
+            index_versions = self.index.versions()
+            wanted = {mid: v for mid, (v, state) in self.vault.current_versions().items()
+                      if state in INDEXED_STATES}
+            stale = [mid for mid, v in wanted.items() if index_versions.get(mid) != v]
+            extra = [mid for mid in index_versions if mid not in wanted]
+            if extra:
+                self.index.delete(extra)
+            for start in range(0, len(stale), 256):
+                self.index_cubes(list(self.vault.get_many(stale[start:start + 256]).values()))
+            self.index.flush()
+            self.maybe_optimize()
+            return {"reindexed": len(stale), "removed": len(extra)}
+
+    def reindex(self) -> dict[str, int]:
+        """Rebuild the index and the graph from the vault. Returns ``{"indexed": n}``."""
+        with self.write_lock:
+            self.index.clear()
+            bar = progress(self._indexed_count(), "reindex", self.config.show_progress)
+            done = 0
+            for batch in self.vault.iter_current(256):
+                live = [c for c in batch if c.state.value in INDEXED_STATES]
+                self.index_cubes(live)
+                done += len(live)
+                bar.update(len(live))
+            bar.close()
+            self.index.flush()
+            self.optimize()
+            with self.graph_lock:
+                self.graph = MemoryGraph()
+                self._build_graph()
+                self.retriever.graph = self.graph
+            return {"indexed": done}
+
+    def optimize(self) -> None:
+        """Build the index's search structures over the points added since the last call
+        (blocks writers while it runs)."""
+        with self.write_lock:
+            self.index.optimize()
+            self._unoptimized = 0
+
+    def maybe_optimize(self) -> None:
+        """:meth:`optimize` once ``config.optimize_after`` points have accumulated."""
+        if self._unoptimized >= self.config.optimize_after:
+            self.optimize()
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the derived tiers (close callbacks), flush the index, mark it clean, close
+        the index and the vault. Call once."""
+        for callback in reversed(self._close_callbacks):  # derived tiers stop first
+            callback()
+        with self.write_lock:
+            try:
+                self.index.flush()
+                self.vault.set_meta("index_unoptimized", str(self._unoptimized))
+                self.vault.set_meta("index_clean", "1")
+            finally:
+                self.index.close()
+                self.vault.close()

@@ -1,0 +1,67 @@
+"""The facade's shape: every public method has a typed async twin, no mixins, and the model
+engine belongs to the instance (no module-global registry)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import memos_core.engine as engine_module
+from memos_core import MemOS
+from memos_core.aio import twin
+
+#: public names that are not operations (attributes, properties, context-manager protocol)
+NOT_OPERATIONS = {"closed", "vault", "index", "graph", "embedder", "extractor", "retriever",
+                  "engine", "store", "config", "data_dir", "loaded_model"}
+#: registration methods take a callable and return at once: no I/O to move off the loop
+SYNC_ONLY = {"on_change", "on_close", "on_forget"}
+
+
+def public_methods() -> list[str]:
+    return sorted(name for name, value in vars(MemOS).items()
+                  if not name.startswith("_") and callable(value) and not isinstance(value, twin)
+                  and not inspect.iscoroutinefunction(value)
+                  and name not in NOT_OPERATIONS | SYNC_ONLY)
+
+
+def test_every_public_method_has_an_async_twin_with_its_signature() -> None:
+    methods = public_methods()
+    assert {"add", "search", "forget", "chat", "stats", "verify_audit", "share_namespace"} <= set(methods)
+    missing = [m for m in methods if not hasattr(MemOS, f"a{m}")]
+    assert not missing, f"no async twin: {missing}"
+    for name in methods:
+        twin_attr = vars(MemOS)[f"a{name}"]
+        if isinstance(twin_attr, twin):
+            assert twin_attr.method is vars(MemOS)[name], name
+        else:  # hand-written (achat wraps a stream): same parameters
+            sync = inspect.signature(vars(MemOS)[name])
+            assert inspect.signature(twin_attr).parameters.keys() == sync.parameters.keys(), name
+
+
+def test_a_twin_is_a_coroutine_function_with_the_sync_signature(mos: MemOS) -> None:
+    assert inspect.iscoroutinefunction(mos.asearch)
+    assert inspect.signature(mos.asearch) == inspect.signature(mos.search)
+    assert "Async twin of :meth:`search`" in (mos.asearch.__doc__ or "")
+
+    async def scenario() -> tuple[int, list[str]]:
+        cube = await mos.aadd("Twins share one signature.", user_id="u", tags=["t"])
+        await mos.aupdate(cube.id, "Twins share one typed signature.", user_id="u")
+        listed = await mos.alist(user_id="u", tags=["t"])
+        stats = await mos.astats()
+        return stats["vault"]["memories"], [c.text for c in listed]
+
+    count, texts = asyncio.run(scenario())
+    assert count == 1 and texts == ["Twins share one typed signature."]
+
+
+def test_the_facade_has_no_mixins() -> None:
+    assert MemOS.__mro__ == (MemOS, object)
+
+
+def test_the_engine_is_owned_by_the_instance(mos: MemOS) -> None:
+    assert not hasattr(engine_module, "_registry")
+    assert mos._engine is None and mos.loaded_model() is None  # opening makes no engine
+    engine = mos.engine
+    assert engine is mos.engine and engine_module.engine_for(mos) is engine
+    assert engine.store is mos.store and not engine.model_loaded
+    assert mos.loaded_model() is None  # asking never loads a model

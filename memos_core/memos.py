@@ -35,7 +35,7 @@ from memos_core.errors import (
     VersionNotFoundError,
 )
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
-from memos_core.governance import access, forgetting, sharing
+from memos_core.governance import access, forgetting, index_privacy, sharing
 from memos_core.governance import sensitivity as sensitivity_rules
 from memos_core.governance.api import SharingMixin
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
@@ -121,6 +121,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             dim=self.embedder.dim or 384,
             collection=self.config.qdrant_collection,
         )
+        self._tag_key = index_privacy.store_key(self.vault)
         self.graph = MemoryGraph()
         self._build_graph()
         self.retriever = HybridRetriever(
@@ -128,7 +129,10 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             self.config.retrieval,
         )
         self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
-        if self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
+        if self.vault.get_meta(index_privacy.FORMAT_META) != index_privacy.FORMAT:
+            self.reindex()  # an index from before tags were hashed holds them in clear: rebuild
+            self.vault.set_meta(index_privacy.FORMAT_META, index_privacy.FORMAT)
+        elif self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
             self.reconcile()
         self.vault.set_meta("index_clean", "0")
 
@@ -171,7 +175,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
     def _build_graph(self) -> None:
         for row in self.vault.graph_rows():
             if row["state"] in INDEXED_STATES:
-                self.graph.upsert(row)
+                self.graph.upsert(index_privacy.hide_payload(row, self._tag_key))
         for edge in self.vault.edges():
             self.graph.add_relation(edge.src, edge.dst, edge.kind)
 
@@ -230,7 +234,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         sparse = self.bm25.encode_documents([c.text for c in keep])
         self.index.upsert(
             [
-                IndexPoint(c.id, vec, sv, payload_of(c))
+                IndexPoint(c.id, vec, sv, index_privacy.hide_payload(payload_of(c), self._tag_key))
                 for c, vec, sv in zip(keep, dense, sparse)
             ]
         )
@@ -255,7 +259,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         with self._graph_lock:
             for cube in cubes:
                 if cube.state.value in INDEXED_STATES:
-                    self.graph.upsert(graph_row(cube))
+                    self.graph.upsert(index_privacy.hide_payload(graph_row(cube), self._tag_key))
                 else:
                     self.graph.remove(cube.id)
             for edge in edges:
@@ -698,7 +702,8 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         flt = build_filter(
             (user_id,), agent_id=check_name(agent_id, "agent_id", optional=True),
             session_id=check_name(session_id, "session_id", optional=True),
-            types=check_strs(types, "types") or None, tags=check_strs(tags, "tags") or None,
+            types=check_strs(types, "types") or None,
+            tags=tuple(index_privacy.hide_tags(check_strs(tags, "tags"), self._tag_key)) or None,
             states=states, occurred_after=check_datetime(occurred_after, "occurred_after"),
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded,
@@ -716,7 +721,9 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
                 continue
             shown, redacted = sensitivity_rules.for_prompt(cube, allowed)
             hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores, ranks=c.ranks,
-                                  reasons=tuple(c.reasons), redacted=redacted))
+                                  # graph reasons name entities of the text ("shared entity X")
+                                  reasons=() if redacted else tuple(c.reasons),
+                                  redacted=redacted))
         if record_usage and hits:
             self.vault.record_usage([h.id for h in hits], utcnow(), self.config.heat_half_life_s)
         return hits

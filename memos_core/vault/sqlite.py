@@ -625,6 +625,26 @@ class SQLiteVault(SQLiteGrantsMixin):
             "edges": self._query("SELECT COUNT(*) FROM edges")[0][0],
         }
 
+    def user_stats(self, user_id: str) -> dict[str, Any]:
+        """The counts :meth:`stats` gives, restricted to what ``user_id`` owns or did."""
+        by_state = dict(self._query(
+            "SELECT state, COUNT(*) FROM memories WHERE user_id=? GROUP BY state", (user_id,)))
+        own = "SELECT id FROM memories WHERE user_id=?"
+        return {
+            "memories": sum(by_state.values()),
+            "by_state": by_state,
+            "versions": self._query(
+                f"SELECT COUNT(*) FROM versions WHERE id IN ({own})", (user_id,))[0][0],
+            "audit_records": self._query(
+                "SELECT COUNT(*) FROM audit WHERE user_id=?", (user_id,))[0][0],
+            "edges": self._query(
+                f"SELECT COUNT(*) FROM edges WHERE src IN ({own}) AND dst IN ({own})",
+                (user_id, user_id))[0][0],
+            "shared_with_me": self._query(
+                "SELECT COUNT(*) FROM memories WHERE user_id<>? AND state<>'deleted' AND "
+                "EXISTS (SELECT 1 FROM json_each(readers) WHERE value=?)", (user_id, user_id))[0][0],
+        }
+
     # -- audit -----------------------------------------------------------------------------
 
     def audit_log(self, memory_id: str | None = None, user_id: str | None = None,

@@ -50,6 +50,7 @@ from memos_core.validation import (
     check_datetime,
     check_enum,
     check_id,
+    check_int,
     check_k,
     check_metadata,
     check_metadata_filter,
@@ -307,11 +308,20 @@ class MemOS:
         """
         self._check_open()
         user_id = check_name(user_id, "user_id")
+        batch_size = check_k(batch_size, "batch_size", 1_000_000)
+        writes.check_item_keys(defaults, "add_many keyword")
         cubes: builtins.list[MemCube] = []
         for i, item in enumerate(items):
-            fields = {"text": item} if isinstance(item, (str, bytes)) else dict(item)
+            if isinstance(item, (str, bytes)):
+                fields = {"text": item}
+            elif isinstance(item, Mapping):
+                fields = dict(item)
+            else:
+                raise InvalidInputError(
+                    f"item {i} must be a str or a dict with 'text', got {type(item).__name__}.")
             if "text" not in fields:
                 raise InvalidInputError(f"item {i} has no 'text'.")
+            writes.check_item_keys(fields, f"item {i}")
             cubes.append(writes.new_cube(self.extractor, **{"user_id": user_id, **defaults, **fields}))
         bar = progress(len(cubes), "add", self.config.show_progress)
         actor = Actor(user_id, defaults.get("agent_id"), defaults.get("reason"))
@@ -552,8 +562,7 @@ class MemOS:
         each given key equal to the given scalar value."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidInputError(f"offset must be a non-negative int, got {offset!r}.")
+        offset = check_int(offset, "offset", 0)
         query = ListQuery(
             user_ids=(user_id,), agent_id=agent_id, session_id=session_id,
             types=check_strs(types, "types") or None, tags=check_strs(tags, "tags") or None,
@@ -597,7 +606,8 @@ class MemOS:
         flt = build_filter(
             (user_id,), agent_id=check_name(agent_id, "agent_id", optional=True),
             session_id=check_name(session_id, "session_id", optional=True),
-            types=check_strs(types, "types") or None, tags=check_strs(tags, "tags") or None,
+            types=check_strs(types, "types") or None,
+            tags=tuple(self.store.hide_tags(check_strs(tags, "tags"))) or None,
             states=states, occurred_after=check_datetime(occurred_after, "occurred_after"),
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded,
@@ -615,7 +625,9 @@ class MemOS:
                 continue
             shown, redacted = sensitivity_rules.for_prompt(cube, allowed)
             hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores, ranks=c.ranks,
-                                  reasons=tuple(c.reasons), redacted=redacted))
+                                  # graph reasons name entities of the text ("shared entity X")
+                                  reasons=() if redacted else tuple(c.reasons),
+                                  redacted=redacted))
         if record_usage and hits:
             self.vault.record_usage([h.id for h in hits], utcnow(), self.config.heat_half_life_s)
         return hits
@@ -642,13 +654,35 @@ class MemOS:
         self._check_open()
         return bundle.import_bundle(self.store, check_path(path), check_name(user_id, "user_id"))
 
-    def stats(self) -> dict[str, Any]:
+    def is_admin(self, user_id: str) -> bool:
+        """True if ``user_id`` is one of ``config.admin_users`` (store-wide views)."""
+        return check_name(user_id, "user_id") in self.config.admin_users
+
+    def stats(self, *, user_id: str) -> dict[str, Any]:
+        """Counts, as ``user_id`` may see them (``"scope"`` says which view).
+
+        An admin (``config.admin_users``) gets the store-wide view: every user's memories by
+        state, versions, audit records and relations, the index's points and the graph.
+        Anyone else gets their own: the memories they own (by state) and their versions,
+        the audit records of their operations, relations among their memories, and how many
+        memories of others are shared with them -- nothing that counts other users' data.
+        """
         self._check_open()
+        user_id = check_name(user_id, "user_id")
+        if user_id in self.config.admin_users:
+            return {
+                "scope": "store",
+                "data_dir": str(self.data_dir),
+                "vault": self.vault.stats(),
+                "index": {"backend": self.config.index, "points": self.index.count()},
+                "graph": self.graph.stats(),
+                "embedder": self.embedder.name,
+            }
         return {
-            "data_dir": str(self.data_dir),
-            "vault": self.vault.stats(),
-            "index": {"backend": self.config.index, "points": self.index.count()},
-            "graph": self.graph.stats(),
+            "scope": "user",
+            "user_id": user_id,
+            "vault": self.vault.user_stats(user_id),
+            "index": {"backend": self.config.index},
             "embedder": self.embedder.name,
         }
 
@@ -665,9 +699,19 @@ class MemOS:
             return self.vault.audit_log(memory_id=check_id(memory_id), action=action, limit=limit)
         return self.vault.audit_log(user_id=user_id, action=action, limit=limit)
 
-    def verify_audit(self) -> tuple[bool, str]:
-        """Check the audit log's hash chain: (ok, message naming the first bad record)."""
+    def verify_audit(self, *, user_id: str) -> tuple[bool, str]:
+        """Check the audit log's hash chain and head record: (ok, message naming the first
+        bad record). It reads every user's records, so only an admin principal
+        (``config.admin_users``) may call it; anyone else gets :class:`AccessDeniedError`.
+        What it detects: see docs/governance.md ("Audit")."""
         self._check_open()
+        user_id = check_name(user_id, "user_id")
+        if user_id not in self.config.admin_users:
+            raise AccessDeniedError(
+                f"User {user_id!r} may not verify the audit log: it holds every user's "
+                "operations (rule: admin only; admins are listed in MemOSConfig.admin_users). "
+                "Use audit_log(user_id=...) for your own records."
+            )
         return self.vault.verify_audit()
 
     # -- the local model: chat, scheduling, adapters (the instance's engine) ------------------

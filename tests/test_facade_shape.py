@@ -47,7 +47,7 @@ def test_a_twin_is_a_coroutine_function_with_the_sync_signature(mos: MemOS) -> N
         cube = await mos.aadd("Twins share one signature.", user_id="u", tags=["t"])
         await mos.aupdate(cube.id, "Twins share one typed signature.", user_id="u")
         listed = await mos.alist(user_id="u", tags=["t"])
-        stats = await mos.astats()
+        stats = await mos.astats(user_id="u")
         return stats["vault"]["memories"], [c.text for c in listed]
 
     count, texts = asyncio.run(scenario())

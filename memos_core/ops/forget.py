@@ -42,6 +42,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from memos_core.cube import MemCube, State
+from memos_core.errors import AccessDeniedError
+from memos_core.governance import access
 from memos_core.governance.derived import FLAG_KEY, DerivedMode, check_mode
 from memos_core.ops.writes import write_version
 from memos_core.results import DerivedForm, ForgetReceipt
@@ -74,9 +76,14 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
     ``store.write_lock`` and checkpoints the vault afterwards (also when this raises).
     """
     if cube.state is State.DELETED:
+        # Already forgotten: nothing is removed again, unless the tombstone still held
+        # content (one imported from a bundle made elsewhere): then it is scrubbed now.
+        repaired = store.vault.scrub_tombstone(cube.id)
         return ForgetReceipt(memory_id=cube.id, version=cube.version,
                              text_sha256=cube.text.removeprefix("sha256:"),
-                             removed_from=("vault", "index", "graph"), at=cube.updated_at)
+                             removed_from=("vault",) if repaired else (), at=cube.updated_at)
+    if derived == "forget":
+        check_cascade(store, cube, actor.user_id)
     forms = redact_logs(store, cube) if logs is None else list(logs)
     digest = text_digest(cube.text)
     finishers: list[Callable[[], list[DerivedForm]]] = [p(cube.id) for p in store.purgers]
@@ -97,14 +104,45 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
     )
 
 
+def check_cascade(store: MemoryStore, cube: MemCube, user_id: str) -> None:
+    """Raise :class:`AccessDeniedError` before anything changes if forgetting ``cube`` with
+    ``derived="forget"`` would forget a summary (at any depth) that ``user_id`` does not own."""
+    seen = {cube.id}
+    todo = [cube.id]
+    while todo:
+        for sid in store.vault.derived_from(todo.pop()):
+            if sid in seen:
+                continue
+            seen.add(sid)
+            summary = store.vault.get(sid)
+            if summary is None or summary.state is State.DELETED:
+                continue
+            if not access.permits(summary, user_id, access.Operation.OWN):
+                raise AccessDeniedError(
+                    f"Forgetting {cube.id} with derived='forget' would forget summary {sid}, "
+                    f"which belongs to {summary.user_id!r} (rule: forget is owner-only, for "
+                    "each memory a cascade touches). Use derived='flag', or ask its owner."
+                )
+            todo.append(sid)
+
+
 def _cascade(store: MemoryStore, source_id: str, summary_ids: list[str], actor: Actor,
              derived: DerivedMode) -> list[DerivedForm]:
-    """Flag or forget the live summaries made from ``source_id``."""
+    """Flag or forget the live summaries made from ``source_id``.
+
+    Each summary is checked against the principal's rights, like a direct call: forgetting
+    needs ``own`` (checked up front by :func:`check_cascade`), flagging needs ``write``; a
+    summary the principal may not change is left as it is and reported ``"not_permitted"``.
+    """
     forms: list[DerivedForm] = []
     cascade_actor = Actor(actor.user_id, actor.agent_id, f"source {source_id} forgotten")
     for sid in summary_ids:
         summary = store.vault.get(sid)
         if summary is None or summary.state is State.DELETED:
+            continue
+        needed = access.Operation.OWN if derived == "forget" else access.Operation.WRITE
+        if not access.permits(summary, actor.user_id, needed):
+            forms.append(DerivedForm(kind="summary", id=sid, action="not_permitted"))
             continue
         if derived == "forget":
             nested = forget_one(store, summary, cascade_actor, derived)

@@ -7,7 +7,7 @@ access (the facade did) and goes through the store's one write path
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from memos_core.cube import (
@@ -21,6 +21,7 @@ from memos_core.cube import (
     State,
     utcnow,
 )
+from memos_core.errors import InvalidInputError
 from memos_core.extraction import EntityExtractor
 from memos_core.governance import access
 from memos_core.governance import sensitivity as sensitivity_rules
@@ -29,14 +30,34 @@ from memos_core.store import MemoryStore
 from memos_core.validation import (
     check_datetime,
     check_enum,
+    check_int,
     check_metadata,
     check_name,
+    check_positive_seconds,
     check_strs,
     check_text,
 )
 from memos_core.vault import Actor, Edge
 
-__all__ = ["add", "compress", "new_cube", "set_state", "write_version"]
+__all__ = ["ITEM_KEYS", "add", "check_item_keys", "compress", "new_cube", "set_state",
+           "write_version"]
+
+#: What an ``add_many`` item (or its keyword defaults) may set, besides ``text``: the
+#: parameters of :func:`new_cube` other than the principal.
+ITEM_KEYS = frozenset({
+    "text", "agent_id", "session_id", "occurred_at", "metadata", "type", "tags", "origin",
+    "ttl_seconds", "priority", "sensitivity", "message_id", "role", "reason",
+})
+
+
+def check_item_keys(fields: Mapping[str, Any], where: str) -> None:
+    """Refuse keys ``add_many`` does not know (a typo would otherwise be a TypeError)."""
+    unknown = sorted(str(k) for k in fields if k not in ITEM_KEYS)
+    if unknown:
+        raise InvalidInputError(
+            f"{where} has unknown keys {unknown}; allowed: {sorted(ITEM_KEYS)} "
+            "(user_id is the call's principal, not an item field)."
+        )
 
 
 def new_cube(
@@ -51,15 +72,9 @@ def new_cube(
     Raises:
         InvalidInputError: a field is malformed (the message names it).
     """
-    from memos_core.errors import InvalidInputError
-
     text = check_text(text)
-    if ttl_seconds is not None and (
-        isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, (int, float)) or ttl_seconds <= 0
-    ):
-        raise InvalidInputError(f"ttl_seconds must be a positive number, got {ttl_seconds!r}.")
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidInputError(f"priority must be an int, got {priority!r}.")
+    ttl_seconds = check_positive_seconds(ttl_seconds, "ttl_seconds")
+    priority = check_int(priority, "priority")
     meta = check_metadata(metadata)
     if role is not None:
         meta = {**meta, "role": role}

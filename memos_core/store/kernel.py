@@ -22,6 +22,8 @@ is opened again (:meth:`MemoryStore.reconcile`); the graph is rebuilt from the v
 
 from __future__ import annotations
 
+import logging
+import shutil
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +32,7 @@ from memos_core.config import MemOSConfig
 from memos_core.cube import MemCube
 from memos_core.embedding import Embedder, default_embedder
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
+from memos_core.governance import index_privacy
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
 from memos_core.graph import MemoryGraph
 from memos_core.index.base import IndexPoint, VectorIndex
@@ -46,6 +49,7 @@ from memos_core.vault import Edge, ListQuery, SQLiteVault, Vault
 #: tombstone, removes what is left and returns the derived forms it removed.
 DerivedPurger = Callable[[str], Callable[[], list[DerivedForm]]]
 Listener = Callable[[Sequence[MemCube]], None]
+logger = logging.getLogger("memos_core")
 
 
 class MemoryStore:
@@ -77,7 +81,25 @@ class MemoryStore:
         self._listeners: list[Listener] = []
         self._close_callbacks: list[Callable[[], None]] = []
         self._purgers: list[DerivedPurger] = []
-        self.index: VectorIndex = self._open_index()
+        self.index: VectorIndex
+        try:
+            self._open_derived()
+        except BaseException:
+            # a failed open leaves nothing open: the next open must not find a lock held
+            for name, part in (("index", getattr(self, "index", None)), ("vault", self.vault)):
+                try:
+                    if part is not None:
+                        part.close()
+                except Exception:  # noqa: BLE001 - the original error is the one to raise
+                    logger.warning("closing the %s after a failed open failed", name,
+                                   exc_info=True)
+            raise
+
+    def _open_derived(self) -> None:
+        self.index = self._open_index()
+        #: the HMAC key under which tags are stored in the index and graph
+        #: (:mod:`memos_core.governance.index_privacy`)
+        self.tag_key = index_privacy.store_key(self.vault)
         self.graph = MemoryGraph()
         self._build_graph()
         self.retriever = HybridRetriever(
@@ -85,17 +107,38 @@ class MemoryStore:
             self.config.retrieval,
         )
         self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
-        if self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
+        if self.vault.get_meta(index_privacy.FORMAT_META) != index_privacy.FORMAT:
+            self.reindex()  # an index from before tags were hashed holds them in clear: rebuild
+            self.vault.set_meta(index_privacy.FORMAT_META, index_privacy.FORMAT)
+        elif self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
             self.reconcile()
         self.vault.set_meta("index_clean", "0")
 
     def _open_index(self) -> VectorIndex:
-        from memos_core.index import open_index
+        """Open the index; an embedded one whose files cannot be read is rebuilt from the
+        vault (it is derived data): its directory is deleted and reconcile refills it."""
+        from memos_core.index import IndexCorruptError, open_index
 
-        return open_index(
-            self.config.index, path=self.data_dir / "index", url=self.config.qdrant_url,
-            dim=self.embedder.dim or 384, collection=self.config.qdrant_collection,
-        )
+        path = self.data_dir / "index"
+
+        def attempt() -> VectorIndex:
+            return open_index(self.config.index, path=path, url=self.config.qdrant_url,
+                              dim=self.embedder.dim or 384, collection=self.config.qdrant_collection)
+
+        try:
+            return attempt()
+        except IndexCorruptError as exc:
+            if self.config.index != "edge" or self.config.qdrant_url is not None:
+                raise
+            logger.warning("the index at %s is unreadable (%s); rebuilding it from the vault",
+                           path, exc)
+            shutil.rmtree(path)
+            self.vault.set_meta("index_clean", "0")
+            return attempt()
+
+    def hide_tags(self, tags: Sequence[str]) -> list[str]:
+        """``tags`` as the index and graph store them (keyed hashes), for a tag filter."""
+        return index_privacy.hide_tags(tags, self.tag_key)
 
     # -- the write path ------------------------------------------------------------------------
 
@@ -146,7 +189,8 @@ class MemoryStore:
         dense = self.embedder.embed([c.text for c in keep])
         sparse = self.bm25.encode_documents([c.text for c in keep])
         self.index.upsert([
-            IndexPoint(c.id, vec, sv, payload_of(c)) for c, vec, sv in zip(keep, dense, sparse)
+            IndexPoint(c.id, vec, sv, index_privacy.hide_payload(payload_of(c), self.tag_key))
+            for c, vec, sv in zip(keep, dense, sparse)
         ])
         self._unoptimized += len(keep)
 
@@ -154,7 +198,7 @@ class MemoryStore:
         with self.graph_lock:
             for cube in cubes:
                 if cube.state.value in INDEXED_STATES:
-                    self.graph.upsert(graph_row(cube))
+                    self.graph.upsert(index_privacy.hide_payload(graph_row(cube), self.tag_key))
                 else:
                     self.graph.remove(cube.id)
             for edge in edges:
@@ -195,7 +239,7 @@ class MemoryStore:
     def _build_graph(self) -> None:
         for row in self.vault.graph_rows():
             if row["state"] in INDEXED_STATES:
-                self.graph.upsert(row)
+                self.graph.upsert(index_privacy.hide_payload(row, self.tag_key))
         for edge in self.vault.edges():
             self.graph.add_relation(edge.src, edge.dst, edge.kind)
 

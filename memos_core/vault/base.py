@@ -131,8 +131,13 @@ class Vault(Protocol):
         """Set a key of the store's own key/value table (not audited)."""
 
     def stats(self) -> dict[str, Any]:
-        """Counts for ``MemOS.stats()``: at least ``memories``, ``versions`` and
-        ``audit_records``; a backend may add its own (e.g. file size)."""
+        """Store-wide counts (an admin's ``MemOS.stats``): at least ``memories``,
+        ``versions`` and ``audit_records``; a backend may add its own (e.g. file size)."""
+
+    def user_stats(self, user_id: str) -> dict[str, Any]:
+        """The counts of :meth:`stats` restricted to what ``user_id`` owns or did:
+        ``memories``, ``by_state``, ``versions``, ``audit_records``, ``edges`` (among their
+        memories) and ``shared_with_me`` (live memories of others they may read)."""
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -164,6 +169,11 @@ class Vault(Protocol):
         Raises:
             MemoryNotFoundError: unknown id.
         """
+
+    def scrub_tombstone(self, memory_id: str) -> int:
+        """Scrub every version of the forgotten memory ``memory_id`` that still holds content
+        (its ``scrubbed`` flag unset) and drop its relations, in one transaction; returns how
+        many versions were scrubbed (0 for a proper tombstone or a memory not forgotten)."""
 
     def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
         """Count a retrieval hit on each memory: access count +1, heat decayed to ``now``

@@ -182,6 +182,15 @@ class VaultConformance:
         vault.checkpoint()
         assert vault.verify_audit()[0]
 
+    def test_scrub_tombstone_repairs_only_tombstones(self, vault: Vault) -> None:
+        live, gone = cube("still here"), cube("Alice's PIN is 4711.")
+        vault.insert([live, gone], ALICE)
+        vault.tombstone(gone.id, ALICE)
+        assert vault.scrub_tombstone(live.id) == 0 and vault.get(live.id).text == "still here"  # type: ignore[union-attr]
+        assert vault.scrub_tombstone(gone.id) == 0  # a proper tombstone has nothing left
+        assert vault.scrub_tombstone("nope") == 0
+        assert all(v.scrubbed for v in vault.history(gone.id))
+
     # -- reads --------------------------------------------------------------------------------
 
     def test_get_as_of(self, vault: Vault) -> None:
@@ -247,6 +256,19 @@ class VaultConformance:
                 "tags", "readers", "occurred_at", "superseded", "entities"} <= set(row)
         assert "text" not in row and row["id"] == c.id and row["tags"] == ["trip"]
         assert row["entities"] == ["Bob", "Paris"] and row["superseded"] is False
+
+    def test_user_stats_count_only_the_users_own(self, vault: Vault) -> None:
+        a1, a2, b1 = cube("a1"), cube("a2"), cube("b1", user="bob")
+        vault.insert([a1, a2], ALICE)
+        vault.insert([b1], Actor("bob"))
+        shared = bump(b1, governance=b1.governance.model_copy(update={"readers": ("alice",)}))
+        vault.put_version(shared, 1, Actor("bob"), "share:read")
+        vault.tombstone(a2.id, ALICE)
+        mine = vault.user_stats("alice")
+        assert mine["memories"] == 2 and mine["by_state"] == {"generated": 1, "deleted": 1}
+        assert mine["versions"] == 3 and mine["shared_with_me"] == 1
+        assert mine["audit_records"] == len(vault.audit_log(user_id="alice", limit=1000))
+        assert vault.user_stats("nobody")["memories"] == 0
 
     # -- usage and tiers ----------------------------------------------------------------------
 

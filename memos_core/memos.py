@@ -878,6 +878,7 @@ class MemOS:
     asearch = twin(search)
     aexport = twin(export)
     aimport_ = twin(import_)
+    ais_admin = twin(is_admin)
     astats = twin(stats)
     aaudit_log = twin(audit_log)
     averify_audit = twin(verify_audit)

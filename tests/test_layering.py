@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "memos_core.cli": FACADE,
     "memos_core.demo": FACADE,
     "memos_core.mcp": FACADE,
+    "memos_core.mcp_server": FACADE,
     "memos_core.engine": MODELS,
     "memos_core.chat": MODELS,
     "memos_core.runtime": MODELS,
@@ -94,8 +95,10 @@ KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 
 
 def layer_of(module: str) -> int:
+    if module == "memos_core":
+        return LAYERS[module]
     parts = module.split(".")
-    for end in range(len(parts), 0, -1):
+    for end in range(len(parts), 1, -1):  # "memos_core" alone is the package, not a prefix
         prefix = ".".join(parts[:end])
         if prefix in LAYERS:
             return LAYERS[prefix]

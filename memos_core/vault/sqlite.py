@@ -695,8 +695,8 @@ class SQLiteVault(SQLiteGrantsMixin):
                            "the log's tail cannot be checked, it was deleted or damaged")
         if head["count"] != count or head["hash"] != prev:
             if head["count"] > count:
-                return False, (f"the last {head['count'] - count} audit record(s) were deleted: "
-                               f"the head says {head['count']} records ending at seq "
+                return False, (f"the last {head['count'] - count} audit record(s) were deleted "
+                               f"(records at the end of the log): the head says {head['count']} records ending at seq "
                                f"{head['seq']}, the log has {count}")
             return False, (f"the audit log ({count} records) does not end where its head "
                            f"record says ({head['count']} records, seq {head['seq']}): records "

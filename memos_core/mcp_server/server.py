@@ -74,11 +74,12 @@ class TokenFileVerifier:
                            scopes=["memos"])
 
 
-def _tool_error(exc: MemOSError) -> ToolError:
+def describe(exc: MemOSError) -> str:
+    """``"denied: ..."``, ``"not found: ..."``, ``"invalid input: ..."`` or ``"error: ..."``."""
     kind = ("denied" if isinstance(exc, AccessDeniedError) else
             "not found" if isinstance(exc, MemoryNotFoundError) else
             "invalid input" if isinstance(exc, InvalidInputError) else "error")
-    return ToolError(f"{kind}: {exc}")
+    return f"{kind}: {exc}"
 
 
 class MemoryServer:
@@ -121,11 +122,19 @@ class MemoryServer:
             return user.access_token.subject
         raise AccessDeniedError("no bearer token authenticated this call.")
 
-    async def _call(self, op: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        """``service.op(principal, ...)``; a memory error becomes a tool error."""
         try:
             return await getattr(self.service, op)(self.principal(), *args, **kwargs)
         except MemOSError as exc:
-            raise _tool_error(exc) from None
+            raise ToolError(describe(exc)) from None
+
+    async def _read(self, op: str, *args: Any) -> Any:
+        """Like :meth:`_call` for resources and prompts (the SDK reports the message)."""
+        try:
+            return await getattr(self.service, op)(self.principal(), *args)
+        except MemOSError as exc:
+            raise ValueError(describe(exc)) from None
 
     def _register_tools(self) -> None:  # noqa: C901 - one small closure per tool
         tool = self.mcp.tool
@@ -223,18 +232,18 @@ class MemoryServer:
                            mime_type="application/json")
         async def recent() -> dict[str, Any]:
             """The current user's 20 newest memories (their own and shared ones)."""
-            return await self.service.recent(self.principal())
+            return await self._read("recent")
 
         @self.mcp.resource("memos://memories/{memory_id}/audit", name="memory_audit_trail",
                            mime_type="application/json")
         async def audit(memory_id: str) -> dict[str, Any]:
             """Who did what to one memory, oldest first."""
-            return await self.service.audit(self.principal(), memory_id)
+            return await self._read("audit", memory_id)
 
         @self.mcp.prompt(name="recall", description="Recall the memories relevant to a question "
                          "and ask it with them.")
         async def recall(question: str) -> str:
-            return await self.service.recall_prompt(self.principal(), question)
+            return await self._read("recall_prompt", question)
 
 
 def _url_host(host: str) -> str:

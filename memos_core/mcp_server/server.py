@@ -17,6 +17,7 @@ facade opens (the embedded data directory today).
 from __future__ import annotations
 
 import ipaddress
+import logging
 import sys
 import threading
 import time
@@ -271,9 +272,22 @@ def build_http_server(mos: MemOS, *, tokens: TokenStore, host: str = "127.0.0.1"
     return MemoryServer(mos, tokens=tokens, host=host, port=port, **options)
 
 
+class _ClientHangUp(logging.Filter):
+    """Drops the SDK's error log (with traceback) for a client that closed its event stream
+    when its session ended: a normal disconnect, not a server error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage() == "Error in standalone SSE writer"
+                    and type(exc).__name__ in ("ClosedResourceError", "BrokenResourceError"))
+
+
 def _uvicorn(server: MemoryServer, host: str, port: int) -> uvicorn.Server:
     import uvicorn
 
+    sdk_log = logging.getLogger("mcp.server.streamable_http")
+    if not any(isinstance(f, _ClientHangUp) for f in sdk_log.filters):
+        sdk_log.addFilter(_ClientHangUp())
     config = uvicorn.Config(server.mcp.streamable_http_app(), host=host, port=port,
                             log_level="warning", lifespan="on")
     return uvicorn.Server(config)

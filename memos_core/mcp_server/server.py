@@ -35,6 +35,7 @@ from pydantic import Field
 from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError, MemOSError
 from memos_core.mcp_server.tokens import TokenStore
 from memos_core.mcp_server.tools import MemoryService
+from memos_core.validation import check_name
 
 if TYPE_CHECKING:
     import uvicorn
@@ -94,9 +95,9 @@ class MemoryServer:
                  tokens: TokenStore | None = None, host: str = "127.0.0.1", port: int = 8765,
                  allow_sensitive: Sequence[str] | str | None = None) -> None:
         if (user_id is None) == (tokens is None):
-            raise InvalidInputError("give either user_id (stdio) or tokens (HTTP), not both.")
+            raise InvalidInputError("give exactly one of user_id (stdio) and tokens (HTTP).")
         self.service = MemoryService(mos, allow_sensitive=allow_sensitive)
-        self.user_id = user_id
+        self.user_id = check_name(user_id, "user_id", optional=True)
         self.tokens = tokens
         auth: dict[str, Any] = {}
         if tokens is not None:

@@ -91,3 +91,16 @@ def test_importing_memos_core_does_not_import_mcp() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"user_id": "a", "tokens": "both"}, {"user_id": ""},
+                                    {"user_id": 7}], ids=["neither", "both", "empty", "int"])
+def test_server_needs_exactly_one_principal_source(kwargs: dict, tmp_path: Path) -> None:
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.mcp_server import MemoryServer
+
+    if kwargs.get("tokens") == "both":
+        kwargs["tokens"] = TokenStore(tmp_path / "t.json")
+    with MemOS(tmp_path / "data", config=MemOSConfig(show_progress=False)) as mos:
+        with pytest.raises(InvalidInputError, match="user_id"):
+            MemoryServer(mos, **kwargs)

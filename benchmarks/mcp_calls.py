@@ -4,7 +4,8 @@ over streamable HTTP, and HTTP throughput with several concurrent clients.
 A store of ``--memories`` synthetic memories for one user is made first. Then:
 
 * **facade**: ``await mos.asearch(...)`` in-process (the floor: what the server calls);
-* **stdio**: the SDK's ``ClientSession`` against ``memos mcp`` in a subprocess;
+* **stdio**: the SDK's ``ClientSession`` against ``memos mcp`` in a subprocess (as is, and
+  with ``OMP_NUM_THREADS=1`` in the server's environment: one thread per embedding);
 * **http**: the SDK's client against the HTTP server (a thread of this process, loopback);
 * **http xN**: N sessions searching at once; reported: calls per second over all of them.
 
@@ -74,8 +75,8 @@ async def facade(mos: MemOS, calls: int) -> list[float]:
     return out
 
 
-async def stdio(data_dir: Path, calls: int) -> list[float]:
-    params = StdioServerParameters(command=sys.executable, env=dict(os.environ), args=[
+async def stdio(data_dir: Path, calls: int, **env: str) -> list[float]:
+    params = StdioServerParameters(command=sys.executable, env={**os.environ, **env}, args=[
         "-m", "memos_core.cli", "mcp", "--data-dir", str(data_dir), "--user", "alice"])
     async with stdio_client(params) as (r, w), ClientSession(r, w) as session:
         await session.initialize()
@@ -104,7 +105,9 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="memos-mcp-bench-") as tmp:
         data = Path(tmp) / "data"
         fill(data, args.memories)
-        rows = [row("stdio (subprocess)", await stdio(data, args.calls))]
+        rows = [row("stdio (subprocess)", await stdio(data, args.calls)),
+                row("stdio, server with OMP_NUM_THREADS=1",
+                    await stdio(data, args.calls, OMP_NUM_THREADS="1"))]
         with MemOS(data, config=MemOSConfig(show_progress=False)) as mos:
             rows.insert(0, row("facade asearch (in-process)", await facade(mos, args.calls)))
             token, _ = TokenStore.for_data_dir(data).add("alice")

@@ -85,5 +85,11 @@ class AsyncMemOSMixin:
         """Async ``consolidate`` (training runs in a worker thread)."""
         return await asyncio.to_thread(self.consolidate, **kwargs)  # type: ignore[attr-defined]
 
+    async def astats(self, **kwargs: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(self.stats, **kwargs)  # type: ignore[attr-defined]
+
+    async def averify_audit(self, **kwargs: Any) -> tuple[bool, str]:
+        return await asyncio.to_thread(self.verify_audit, **kwargs)  # type: ignore[attr-defined]
+
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)  # type: ignore[attr-defined]

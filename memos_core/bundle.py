@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from memos_core.cube import MemCube, Namespace, State, utcnow
 from memos_core.errors import BundleError, InvalidInputError
 from memos_core.governance.sensitivity import history_sensitivity
 from memos_core.validation import check_id, check_text
-from memos_core.vault import Actor, Edge, ListQuery
+from memos_core.vault import Actor, Edge, ListQuery, scrub
 
 if TYPE_CHECKING:
     from memos_core.memos import MemOS
@@ -35,6 +36,7 @@ FORMAT = "memos-bundle"
 FORMAT_VERSION = 1
 FILES = ("memories.jsonl", "edges.jsonl")
 MAX_BUNDLE_FILE_BYTES = 2 * 1024**3
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def export_bundle(mos: "MemOS", path: Path, user_id: str, *,
@@ -166,17 +168,30 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
         cubes = [MemCube.model_validate(v) for v in versions]
     except (ValidationError, KeyError, InvalidInputError) as exc:
         raise BundleError(f"memories.jsonl line {n}: invalid memory: {exc}".splitlines()[0]) from None
+    forgotten = cubes[-1].state is State.DELETED
     for i, cube in enumerate(cubes, start=1):
         if cube.id != mid or cube.version != i:
             raise BundleError(
                 f"memories.jsonl line {n}: versions of {mid} must be numbered 1..{len(cubes)} "
                 "and share its id."
             )
-        if cube.state is not State.DELETED:
+        if cube.state is State.DELETED and i != len(cubes):
+            raise BundleError(
+                f"memories.jsonl line {n}: version {i} of {mid} is deleted but version {i + 1} "
+                "follows it; a forgotten memory's tombstone is its last version."
+            )
+        if cube.scrubbed and not forgotten:
+            raise BundleError(
+                f"memories.jsonl line {n}: version {i} of {mid} is marked scrubbed but the "
+                "memory was not forgotten."
+            )
+        if not forgotten:
             try:
                 check_text(cube.text)
             except InvalidInputError as exc:
                 raise BundleError(f"memories.jsonl line {n}: {exc}") from None
+    if forgotten:  # a tombstone carries no content, whatever the bundle says
+        cubes = [_scrubbed(c) for c in cubes]
     owner = Namespace(user_id=user_id)
     # Grants are local to the store that made them: an imported memory is shared with nobody
     # (a bundle must not be able to hand the importer's memories to the users it names).
@@ -188,6 +203,19 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
         })
         for c in cubes
     ]
+
+
+def _scrubbed(cube: MemCube) -> MemCube:
+    """A version of a forgotten memory from a bundle, with no content left: one the bundle
+    marks scrubbed keeps its text only if that is a SHA-256 digest (the tombstone's proof);
+    every other field that held content is emptied either way."""
+    if cube.scrubbed and _DIGEST.fullmatch(cube.text):
+        return cube.model_copy(update={
+            "entities": (), "tags": (), "metadata": {},
+            "provenance": cube.provenance.model_copy(update={"spans": ()}),
+            "governance": cube.governance.model_copy(update={"sensitivity": ()}),
+        })
+    return scrub(cube.model_copy(update={"scrubbed": False}))
 
 
 def import_bundle(mos: "MemOS", path: Path, user_id: str) -> dict[str, int]:
@@ -202,17 +230,10 @@ def import_bundle(mos: "MemOS", path: Path, user_id: str) -> dict[str, int]:
     ids = [h[0].id for h in histories]
     if len(set(ids)) != len(ids):
         raise BundleError("memories.jsonl lists the same memory id twice.")
-    edges = []
-    for n, e in enumerate(edge_rows, start=1):
-        if not all(isinstance(e.get(k), str) for k in ("src", "dst", "kind")) or \
-                e["kind"] not in ("supersedes", "derived_from"):
-            raise BundleError(f"edges.jsonl line {n}: needs src, dst and a known kind.")
-        if e["src"] not in ids or e["dst"] not in ids:
-            raise BundleError(f"edges.jsonl line {n}: refers to a memory not in the bundle.")
-        edges.append(Edge(e["src"], e["dst"], e["kind"]))
-    existing = mos.vault.get_many(ids)
-    new = [h for h in histories if h[0].id not in existing]
     with mos._write_lock:
+        existing = mos.vault.get_many(ids)
+        new = [h for h in histories if h[0].id not in existing]
+        edges = _check_edges(edge_rows, ids, new, existing, user_id)
         mos.vault.import_histories(new, edges, Actor(user_id, reason=f"import {path.name}"))
         current = [h[-1] for h in new]
         for start in range(0, len(current), 256):
@@ -220,3 +241,32 @@ def import_bundle(mos: "MemOS", path: Path, user_id: str) -> dict[str, int]:
         mos._graph_apply(current, edges)
     return {"imported": len(new), "skipped": len(histories) - len(new),
             "edges": len(edges), "declared": int(manifest.get("memories", len(ids)))}
+
+
+def _check_edges(edge_rows: list[dict[str, Any]], ids: list[str], new: list[list[MemCube]],
+                 existing: dict[str, MemCube], user_id: str) -> list[Edge]:
+    """The bundle's relations, after checking that each joins two live memories that
+    ``user_id`` owns once the import is done: memories this import writes, or memories
+    already in the store that are theirs. An id the bundle lists but the store already holds
+    for another user is skipped as a memory and must not be reachable through a relation
+    (a forget of the importer's memory would otherwise flag or forget it)."""
+    owned = {h[-1].id for h in new if h[-1].state is not State.DELETED}
+    owned |= {mid for mid, c in existing.items()
+              if c.user_id == user_id and c.state is not State.DELETED}
+    edges = []
+    listed = set(ids)
+    for n, e in enumerate(edge_rows, start=1):
+        if not all(isinstance(e.get(k), str) for k in ("src", "dst", "kind")) or \
+                e["kind"] not in ("supersedes", "derived_from"):
+            raise BundleError(f"edges.jsonl line {n}: needs src, dst and a known kind.")
+        for end in (e["src"], e["dst"]):
+            if end not in listed:
+                raise BundleError(f"edges.jsonl line {n}: refers to a memory not in the bundle.")
+            if end not in owned:
+                raise BundleError(
+                    f"edges.jsonl line {n}: memory {end} is not one of {user_id!r}'s live "
+                    "memories after this import (it belongs to another user or was forgotten); "
+                    "a bundle's relations may only join the importer's own memories."
+                )
+        edges.append(Edge(e["src"], e["dst"], e["kind"]))
+    return edges

@@ -19,14 +19,24 @@ from typing import Any
 from memos_core.config import MemOSConfig, default_data_dir
 from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError, MemOSError
 from memos_core.mcp_server import cli as mcp_cli  # argparse only: the MCP SDK loads when serving
-from memos_core.validation import check_path
+from memos_core.validation import check_name, check_path
 
 
 def _default_user() -> str:
+    if "MEMOS_USER" in os.environ:
+        return os.environ["MEMOS_USER"]  # checked like --user: an empty one is refused
     try:
-        return os.environ.get("MEMOS_USER") or getpass.getuser()
+        return getpass.getuser()
     except Exception:  # noqa: BLE001 - no login name in some containers
         return "default"
+
+
+def _principal(args: argparse.Namespace) -> str:
+    """The caller: ``--user``, else ``$MEMOS_USER``, else the login name. An empty or
+    blank value is refused, never replaced by another user."""
+    if args.user is not None:
+        return str(check_name(args.user, "--user"))
+    return str(check_name(_default_user(), "$MEMOS_USER"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,10 +133,14 @@ def _governance_commands(sub: Any, common: argparse.ArgumentParser) -> None:
             sh.add_argument("--scope", choices=["read", "write"], default="read")
 
 
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace, user: str) -> Any:
     from memos_core.memos import MemOS
 
     overrides: dict[str, Any] = {}
+    if args.command == "stats" or (args.command == "audit" and args.action == "verify"):
+        # whoever runs the command line reads the data directory's files directly, so the
+        # store-wide views are theirs (MemOSConfig.admin_users)
+        overrides["admin_users"] = (user,)
     if args.index:
         overrides["index"] = args.index
     if args.qdrant_url:
@@ -197,16 +211,16 @@ def _cmd_search(args: argparse.Namespace, mos: Any, user: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    user = args.user or _default_user()
+    user = _principal(args)
     if args.command == "demo":
         from memos_core.demo import run_demo
 
         run_demo(data_dir=args.data_dir, use_model=not args.no_model)
         return
     if args.command == "mcp":
-        mcp_cli.run(args, user, _open, _emit)
+        mcp_cli.run(args, user, lambda a: _open(a, user), _emit)
         return
-    with _open(args) as mos:
+    with _open(args, user) as mos:
         if args.command == "add":
             _cmd_add(args, mos, user)
         elif args.command == "search":
@@ -239,7 +253,7 @@ def _run(args: argparse.Namespace) -> None:
             result = mos.reindex()
             _emit(args, result, f"reindexed {result['indexed']} memories")
         elif args.command == "stats":
-            stats = mos.stats()
+            stats = mos.stats(user_id=user)
             _emit(args, stats, json.dumps(stats, indent=2, default=str))
         elif args.command == "audit":
             _cmd_audit(args, mos, user)
@@ -274,7 +288,7 @@ def _cmd_share(args: argparse.Namespace, mos: Any, user: str) -> None:
 
 def _cmd_audit(args: argparse.Namespace, mos: Any, user: str) -> None:
     if args.action == "verify":
-        ok, message = mos.verify_audit()
+        ok, message = mos.verify_audit(user_id=user)
         _emit(args, {"ok": ok, "message": message}, message)
         if not ok:
             raise SystemExit(1)

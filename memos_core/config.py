@@ -74,6 +74,13 @@ class MemOSConfig(BaseModel):
         "(so chat and the adapters put their text into prompts); '*' allows every tag. "
         "Default: none -- a memory tagged e.g. 'pii' reaches prompts as '[redacted: pii]'.",
     )
+    admin_users: tuple[str, ...] = Field(
+        default=(),
+        description="Principals allowed the store-wide views: stats() over every user and "
+        "verify_audit(), which reads every user's audit records. Everyone else gets their "
+        "own counts from stats() and AccessDeniedError from verify_audit(). The command "
+        "line, which reads the data directory's files itself, runs as an admin.",
+    )
     optimize_after: int = Field(
         default=20_000, ge=1,
         description="Bulk adds and reindexing optimise the index once this many points were "

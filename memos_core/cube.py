@@ -195,6 +195,12 @@ class MemCube(BaseModel):
     )
     superseded_by: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    scrubbed: bool = Field(
+        default=False,
+        description="True once forget removed this version's content: its text is then the "
+        "SHA-256 of the old text and its entities, tags, metadata, spans and sensitivity are "
+        "empty. Set only by the vault's scrub (an imported value is never trusted).",
+    )
 
     @property
     def user_id(self) -> str:

@@ -135,12 +135,13 @@ def _run(root: Path, use_model: bool) -> None:
 
     _say("9. Close, reopen: everything persisted; the audit chain verifies")
     mos.close()
-    with MemOS(data, config=MemOSConfig(show_progress=False)) as mos:
-        stats = mos.stats()
+    # the demo runs its own data directory, so it is its admin (store-wide stats, audit check)
+    with MemOS(data, config=MemOSConfig(show_progress=False, admin_users=("admin",))) as mos:
+        stats = mos.stats(user_id="admin")
         print(f"  memories by state: {stats['vault']['by_state']}; versions: "
               f"{stats['vault']['versions']}; index points: {stats['index']['points']}; "
               f"graph: {stats['graph']}")
-        print(f"  audit: {mos.verify_audit()[1]} ({stats['vault']['audit_records']} records)")
+        print(f"  audit: {mos.verify_audit(user_id='admin')[1]} ({stats['vault']['audit_records']} records)")
         if use_model:
             _model_part(mos)
     print(f"\ndemo finished in {time.perf_counter() - t0:.1f}s")

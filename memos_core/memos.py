@@ -7,7 +7,9 @@ with the vault when a data directory is opened after a crash.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -29,13 +31,14 @@ from memos_core.cube import (
 )
 from memos_core.embedding import Embedder, default_embedder
 from memos_core.errors import (
+    AccessDeniedError,
     InvalidInputError,
     MemoryDeletedError,
     MemoryNotFoundError,
     VersionNotFoundError,
 )
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
-from memos_core.governance import access, forgetting, sharing
+from memos_core.governance import access, forgetting, index_privacy, sharing
 from memos_core.governance import sensitivity as sensitivity_rules
 from memos_core.governance.api import SharingMixin
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
@@ -58,17 +61,36 @@ from memos_core.validation import (
     check_datetime,
     check_enum,
     check_id,
+    check_int,
     check_k,
     check_metadata,
     check_metadata_filter,
     check_name,
     check_path,
+    check_positive_seconds,
     check_strs,
     check_text,
 )
 from memos_core.vault import Actor, Edge, ListQuery, SQLiteVault
 
 Message = Mapping[str, Any]
+logger = logging.getLogger("memos_core")
+
+#: What an ``add_many`` item (or its keyword defaults) may set, besides ``text``.
+ITEM_KEYS = frozenset({
+    "text", "agent_id", "session_id", "occurred_at", "metadata", "type", "tags", "origin",
+    "ttl_seconds", "priority", "sensitivity", "message_id", "role", "reason",
+})
+
+
+def _check_item_keys(fields: Mapping[str, Any], where: str) -> None:
+    """Refuse keys ``add_many`` does not know (a typo would otherwise be a TypeError)."""
+    unknown = sorted(str(k) for k in fields if k not in ITEM_KEYS)
+    if unknown:
+        raise InvalidInputError(
+            f"{where} has unknown keys {unknown}; allowed: {sorted(ITEM_KEYS)} "
+            "(user_id is the call's principal, not an item field)."
+        )
 
 
 class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
@@ -98,11 +120,40 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         try:
             self._open()
         except BaseException:
+            # a failed open leaves nothing open: the next open must not find a lock held
+            for part in ("index", "vault"):
+                if getattr(self, part, None) is not None:
+                    try:
+                        getattr(self, part).close()
+                    except Exception:  # noqa: BLE001 - the original error is the one to raise
+                        logger.warning("closing the %s after a failed open failed", part,
+                                       exc_info=True)
             self._lock.release()
             raise
 
+    def _open_index(self) -> VectorIndex:
+        """Open the index; an embedded one whose files cannot be read is rebuilt from the
+        vault (it is derived data): its directory is deleted and reconcile refills it."""
+        from memos_core.index import IndexCorruptError, open_index
+
+        path = self.data_dir / "index"
+
+        def attempt() -> VectorIndex:
+            return open_index(self.config.index, path=path, url=self.config.qdrant_url,
+                              dim=self.embedder.dim or 384, collection=self.config.qdrant_collection)
+
+        try:
+            return attempt()
+        except IndexCorruptError as exc:
+            if self.config.index != "edge" or self.config.qdrant_url is not None:
+                raise
+            logger.warning("the index at %s is unreadable (%s); rebuilding it from the vault",
+                           path, exc)
+            shutil.rmtree(path)
+            self.vault.set_meta("index_clean", "0")
+            return attempt()
+
     def _open(self) -> None:
-        from memos_core.index import open_index
         from memos_core.index.sparse import Bm25Encoder
 
         self.vault = SQLiteVault(self.data_dir / "vault.sqlite3")
@@ -114,13 +165,8 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         self._close_callbacks: list[Callable[[], None]] = []
         self._forget_hooks = ForgetHooks()
         self._graph_lock = threading.RLock()
-        self.index: VectorIndex = open_index(
-            self.config.index,
-            path=self.data_dir / "index",
-            url=self.config.qdrant_url,
-            dim=self.embedder.dim or 384,
-            collection=self.config.qdrant_collection,
-        )
+        self.index = self._open_index()
+        self._tag_key = index_privacy.store_key(self.vault)
         self.graph = MemoryGraph()
         self._build_graph()
         self.retriever = HybridRetriever(
@@ -128,7 +174,10 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             self.config.retrieval,
         )
         self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
-        if self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
+        if self.vault.get_meta(index_privacy.FORMAT_META) != index_privacy.FORMAT:
+            self.reindex()  # an index from before tags were hashed holds them in clear: rebuild
+            self.vault.set_meta(index_privacy.FORMAT_META, index_privacy.FORMAT)
+        elif self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
             self.reconcile()
         self.vault.set_meta("index_clean", "0")
 
@@ -171,7 +220,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
     def _build_graph(self) -> None:
         for row in self.vault.graph_rows():
             if row["state"] in INDEXED_STATES:
-                self.graph.upsert(row)
+                self.graph.upsert(index_privacy.hide_payload(row, self._tag_key))
         for edge in self.vault.edges():
             self.graph.add_relation(edge.src, edge.dst, edge.kind)
 
@@ -230,7 +279,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         sparse = self.bm25.encode_documents([c.text for c in keep])
         self.index.upsert(
             [
-                IndexPoint(c.id, vec, sv, payload_of(c))
+                IndexPoint(c.id, vec, sv, index_privacy.hide_payload(payload_of(c), self._tag_key))
                 for c, vec, sv in zip(keep, dense, sparse)
             ]
         )
@@ -255,7 +304,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         with self._graph_lock:
             for cube in cubes:
                 if cube.state.value in INDEXED_STATES:
-                    self.graph.upsert(graph_row(cube))
+                    self.graph.upsert(index_privacy.hide_payload(graph_row(cube), self._tag_key))
                 else:
                     self.graph.remove(cube.id)
             for edge in edges:
@@ -366,11 +415,20 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         """
         self._check_open()
         user_id = check_name(user_id, "user_id")
+        batch_size = check_k(batch_size, "batch_size", 1_000_000)
+        _check_item_keys(defaults, "add_many keyword")
         cubes = []
         for i, item in enumerate(items):
-            fields = {"text": item} if isinstance(item, (str, bytes)) else dict(item)
+            if isinstance(item, (str, bytes)):
+                fields = {"text": item}
+            elif isinstance(item, Mapping):
+                fields = dict(item)
+            else:
+                raise InvalidInputError(
+                    f"item {i} must be a str or a dict with 'text', got {type(item).__name__}.")
             if "text" not in fields:
                 raise InvalidInputError(f"item {i} has no 'text'.")
+            _check_item_keys(fields, f"item {i}")
             cubes.append(self._new_cube(**{"user_id": user_id, **defaults, **fields}))
         bar = progress(len(cubes), "add", self.config.show_progress)
         actor = Actor(user_id, defaults.get("agent_id"), defaults.get("reason"))
@@ -391,12 +449,8 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         role: str | None = None, reason: str | None = None,
     ) -> MemCube:
         text = check_text(text)
-        if ttl_seconds is not None and (
-            isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, (int, float)) or ttl_seconds <= 0
-        ):
-            raise InvalidInputError(f"ttl_seconds must be a positive number, got {ttl_seconds!r}.")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise InvalidInputError(f"priority must be an int, got {priority!r}.")
+        ttl_seconds = check_positive_seconds(ttl_seconds, "ttl_seconds")
+        priority = check_int(priority, "priority")
         meta = check_metadata(metadata)
         if role is not None:
             meta = {**meta, "role": role}
@@ -653,8 +707,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         each given key equal to the given scalar value."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidInputError(f"offset must be a non-negative int, got {offset!r}.")
+        offset = check_int(offset, "offset", 0)
         query = ListQuery(
             user_ids=(user_id,), agent_id=agent_id, session_id=session_id,
             types=check_strs(types, "types") or None, tags=check_strs(tags, "tags") or None,
@@ -698,7 +751,8 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         flt = build_filter(
             (user_id,), agent_id=check_name(agent_id, "agent_id", optional=True),
             session_id=check_name(session_id, "session_id", optional=True),
-            types=check_strs(types, "types") or None, tags=check_strs(tags, "tags") or None,
+            types=check_strs(types, "types") or None,
+            tags=tuple(index_privacy.hide_tags(check_strs(tags, "tags"), self._tag_key)) or None,
             states=states, occurred_after=check_datetime(occurred_after, "occurred_after"),
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded,
@@ -716,7 +770,9 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
                 continue
             shown, redacted = sensitivity_rules.for_prompt(cube, allowed)
             hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores, ranks=c.ranks,
-                                  reasons=tuple(c.reasons), redacted=redacted))
+                                  # graph reasons name entities of the text ("shared entity X")
+                                  reasons=() if redacted else tuple(c.reasons),
+                                  redacted=redacted))
         if record_usage and hits:
             self.vault.record_usage([h.id for h in hits], utcnow(), self.config.heat_half_life_s)
         return hits
@@ -747,13 +803,35 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         self._check_open()
         return import_bundle(self, check_path(path), check_name(user_id, "user_id"))
 
-    def stats(self) -> dict[str, Any]:
+    def is_admin(self, user_id: str) -> bool:
+        """True if ``user_id`` is one of ``config.admin_users`` (store-wide views)."""
+        return check_name(user_id, "user_id") in self.config.admin_users
+
+    def stats(self, *, user_id: str) -> dict[str, Any]:
+        """Counts, as ``user_id`` may see them (``"scope"`` says which view).
+
+        An admin (``config.admin_users``) gets the store-wide view: every user's memories by
+        state, versions, audit records and relations, the index's points and the graph.
+        Anyone else gets their own: the memories they own (by state) and their versions,
+        the audit records of their operations, relations among their memories, and how many
+        memories of others are shared with them -- nothing that counts other users' data.
+        """
         self._check_open()
+        user_id = check_name(user_id, "user_id")
+        if user_id in self.config.admin_users:
+            return {
+                "scope": "store",
+                "data_dir": str(self.data_dir),
+                "vault": self.vault.stats(),
+                "index": {"backend": self.config.index, "points": self.index.count()},
+                "graph": self.graph.stats(),
+                "embedder": self.embedder.name,
+            }
         return {
-            "data_dir": str(self.data_dir),
-            "vault": self.vault.stats(),
-            "index": {"backend": self.config.index, "points": self.index.count()},
-            "graph": self.graph.stats(),
+            "scope": "user",
+            "user_id": user_id,
+            "vault": self.vault.user_stats(user_id),
+            "index": {"backend": self.config.index},
             "embedder": self.embedder.name,
         }
 
@@ -770,7 +848,17 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             return self.vault.audit_log(memory_id=check_id(memory_id), action=action, limit=limit)
         return self.vault.audit_log(user_id=user_id, action=action, limit=limit)
 
-    def verify_audit(self) -> tuple[bool, str]:
-        """Check the audit log's hash chain: (ok, message naming the first bad record)."""
+    def verify_audit(self, *, user_id: str) -> tuple[bool, str]:
+        """Check the audit log's hash chain and head record: (ok, message naming the first
+        bad record). It reads every user's records, so only an admin principal
+        (``config.admin_users``) may call it; anyone else gets :class:`AccessDeniedError`.
+        What it detects: see docs/governance.md ("Audit")."""
         self._check_open()
+        user_id = check_name(user_id, "user_id")
+        if user_id not in self.config.admin_users:
+            raise AccessDeniedError(
+                f"User {user_id!r} may not verify the audit log: it holds every user's "
+                "operations (rule: admin only; admins are listed in MemOSConfig.admin_users). "
+                "Use audit_log(user_id=...) for your own records."
+            )
         return self.vault.verify_audit()

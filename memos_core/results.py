@@ -47,7 +47,7 @@ class SearchHit(BaseModel):
             if name in self.ranks
         ]
         if "graph" in self.signals:
-            parts.append("graph (" + "; ".join(self.reasons) + ")")
+            parts.append("graph (" + "; ".join(self.reasons) + ")" if self.reasons else "graph")
         return ", ".join(parts) or "no signal"
 
 
@@ -61,15 +61,16 @@ class DerivedForm(BaseModel):
     version of the summary whose ``metadata["source_forgotten"]`` lists the forgotten
     sources), ``"forgotten"`` (the summary was forgotten too), ``"deleted"`` (the file was
     removed; for an adapter: it was deactivated, its weights deleted and a retrain without
-    the memory queued) or ``"redacted"`` (the messages holding it now read ``[forgotten]``;
-    see :mod:`memos_core.governance.forget_hooks`).
+    the memory queued), ``"redacted"`` (the messages holding it now read ``[forgotten]``;
+    see :mod:`memos_core.governance.forget_hooks`) or ``"not_permitted"`` (a summary the
+    principal may not change -- another user's -- was left as it is).
     """
 
     model_config = ConfigDict(frozen=True)
 
     kind: Literal["summary", "kv_block", "adapter", "conversation_log"]
     id: str
-    action: Literal["flagged", "forgotten", "deleted", "redacted"]
+    action: Literal["flagged", "forgotten", "deleted", "redacted", "not_permitted"]
 
 
 class ForgetReceipt(BaseModel):

@@ -109,21 +109,101 @@ def check_strs(values: object, name: str) -> tuple[str, ...]:
     return out
 
 
+#: Deepest nesting of dicts/lists accepted in metadata (SQLite's JSON functions stop at 1000).
+MAX_METADATA_DEPTH = 32
+#: Integers the store keeps exactly: SQLite's 64-bit signed range.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _metadata_depth_ok(value: object) -> bool:
+    """True if ``value`` nests dicts/lists at most :data:`MAX_METADATA_DEPTH` deep (iterative:
+    no recursion, so a hostile depth cannot exhaust the stack)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > MAX_METADATA_DEPTH:
+            return False
+        seen += 1
+        if seen > 1_000_000:  # a reference cycle; json.dumps names it below
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return True
+
+
 def check_metadata(metadata: object) -> dict[str, Any]:
-    """A JSON-serialisable dict with str keys."""
+    """A JSON-serialisable dict with str keys, nested at most :data:`MAX_METADATA_DEPTH`
+    deep, with integers in the 64-bit range."""
     import json
 
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
         raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}.")
+    if not _metadata_depth_ok(metadata):
+        raise InvalidInputError(
+            f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep; flatten it."
+        )
     try:
-        json.dumps(metadata, allow_nan=False)
+        json.dumps(metadata, allow_nan=False, default=_no_json)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata must be JSON-serialisable: {exc}.") from None
+    except RecursionError:
+        raise InvalidInputError("metadata holds a reference cycle or is nested too deeply.") from None
+    if not _ints_in_range(metadata):
+        raise InvalidInputError(
+            f"metadata holds an integer outside [{INT64_MIN}, {INT64_MAX}]; store it as a str."
+        )
     if not all(isinstance(key, str) for key in metadata):
         raise InvalidInputError("metadata keys must be str.")
     return dict(metadata)
+
+
+def _no_json(value: object) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _ints_in_range(value: object) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int):
+            if not INT64_MIN <= item <= INT64_MAX:
+                return False
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return True
+
+
+def check_int(value: object, name: str, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
+    """An int (not a bool) in ``[minimum, maximum]`` (by default SQLite's 64-bit range)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InvalidInputError(f"{name} must be an int between {minimum} and {maximum}, got {value!r}.")
+    return value
+
+
+def check_positive_seconds(value: object, name: str) -> float | None:
+    """None, or a finite number of seconds greater than zero."""
+    import math
+
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise InvalidInputError(
+            f"{name} must be a positive, finite number of seconds (or None), got {value!r}."
+        )
+    return float(value)
 
 
 def check_enum(cls: type, value: object, name: str) -> Any:
@@ -146,6 +226,14 @@ def check_metadata_filter(metadata: object) -> dict[str, Any]:
             raise InvalidInputError(f"metadata filter key {key!r} must be letters, digits, _ or -.")
         if not isinstance(value, (str, int, float, bool)):
             raise InvalidInputError(f"metadata filter value for {key!r} must be a scalar.")
+        if isinstance(value, int) and not isinstance(value, bool) \
+                and not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidInputError(
+                f"metadata filter value for {key!r} is outside [{INT64_MIN}, {INT64_MAX}]; "
+                "no stored integer can equal it."
+            )
+        if isinstance(value, float) and value != value:
+            raise InvalidInputError(f"metadata filter value for {key!r} is NaN, which equals nothing.")
     return dict(metadata)
 
 

@@ -93,7 +93,7 @@ def test_promote_builds_the_owners_block_once_and_audits(store: MemOS) -> None:
     assert again is not None and not again.steps and not again.block_built
     assert again.block_id == alice.block_id
     assert actions(store, "alice").count("schedule:build") == 1
-    assert store.verify_audit()[0]
+    assert store.vault.verify_audit()[0]
 
 
 @pytest.mark.parametrize("change", ["update", "forget", "share", "expire"])

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from memos_core.cube import MemCube, State
-from memos_core.errors import InvalidInputError
+from memos_core.errors import AccessDeniedError, InvalidInputError
+from memos_core.governance import access
 from memos_core.results import DerivedForm, ForgetReceipt
 from memos_core.vault import Actor, text_digest
 
@@ -114,9 +115,14 @@ def forget_one(mos: MemOS, cube: MemCube, actor: Actor, derived: DerivedMode,
     ``mos._write_lock`` and checkpoints the vault afterwards (also when this raises).
     """
     if cube.state is State.DELETED:
+        # Already forgotten: nothing is removed again, unless the tombstone still held
+        # content (one imported from a bundle made elsewhere): then it is scrubbed now.
+        repaired = mos.vault.scrub_tombstone(cube.id)
         return ForgetReceipt(memory_id=cube.id, version=cube.version,
                              text_sha256=cube.text.removeprefix("sha256:"),
-                             removed_from=("vault", "index", "graph"), at=cube.updated_at)
+                             removed_from=("vault",) if repaired else (), at=cube.updated_at)
+    if derived == "forget":
+        check_cascade(mos, cube, actor.user_id)
     forms = redact_logs(mos, cube) if logs is None else list(logs)
     digest = text_digest(cube.text)
     kv_dir = Path(mos.data_dir) / "kv"
@@ -140,14 +146,45 @@ def forget_one(mos: MemOS, cube: MemCube, actor: Actor, derived: DerivedMode,
     )
 
 
+def check_cascade(mos: MemOS, cube: MemCube, user_id: str) -> None:
+    """Raise :class:`AccessDeniedError` before anything changes if forgetting ``cube`` with
+    ``derived="forget"`` would forget a summary (at any depth) that ``user_id`` does not own."""
+    seen = {cube.id}
+    todo = [cube.id]
+    while todo:
+        for sid in mos.vault.derived_from(todo.pop()):
+            if sid in seen:
+                continue
+            seen.add(sid)
+            summary = mos.vault.get(sid)
+            if summary is None or summary.state is State.DELETED:
+                continue
+            if not access.permits(summary, user_id, access.Operation.OWN):
+                raise AccessDeniedError(
+                    f"Forgetting {cube.id} with derived='forget' would forget summary {sid}, "
+                    f"which belongs to {summary.user_id!r} (rule: forget is owner-only, for "
+                    "each memory a cascade touches). Use derived='flag', or ask its owner."
+                )
+            todo.append(sid)
+
+
 def _cascade(mos: MemOS, source_id: str, summary_ids: list[str], actor: Actor,
              derived: DerivedMode) -> list[DerivedForm]:
-    """Flag or forget the live summaries made from ``source_id``."""
+    """Flag or forget the live summaries made from ``source_id``.
+
+    Each summary is checked against the principal's rights, like a direct call: forgetting
+    needs ``own`` (checked up front by :func:`check_cascade`), flagging needs ``write``; a
+    summary the principal may not change is left as it is and reported ``"not_permitted"``.
+    """
     forms: list[DerivedForm] = []
     cascade_actor = Actor(actor.user_id, actor.agent_id, f"source {source_id} forgotten")
     for sid in summary_ids:
         summary = mos.vault.get(sid)
         if summary is None or summary.state is State.DELETED:
+            continue
+        needed = access.Operation.OWN if derived == "forget" else access.Operation.WRITE
+        if not access.permits(summary, actor.user_id, needed):
+            forms.append(DerivedForm(kind="summary", id=sid, action="not_permitted"))
             continue
         if derived == "forget":
             nested = forget_one(mos, summary, cascade_actor, derived)

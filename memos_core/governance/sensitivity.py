@@ -7,8 +7,9 @@ text that a principal may read is copied out of the store by default:
 * **Prompts.** ``MemOS.search`` -- which the chat, the LangChain middleware / retriever /
   tools and the LlamaIndex memory block / retriever / tools all inject into prompts --
   returns a sensitive memory *redacted* (:func:`redact`: its text becomes
-  ``"[redacted: pii]"``, its entities, metadata and spans are dropped, the hit stays in the
-  ranking so the model knows something is there) unless the call's allowance covers every
+  ``"[redacted: pii]"``, its entities, tags, metadata and spans are dropped, and so are the
+  hit's graph reasons, which name entities; the hit stays in the ranking so the model knows
+  something is there) unless the call's allowance covers every
   tag of it. The allowance is ``search(allow_sensitive=...)``, defaulting to
   ``MemOSConfig.allow_sensitive`` (empty). ``"*"`` allows every tag.
 * **Exports.** ``MemOS.export`` leaves out every memory that any of its versions marks
@@ -64,14 +65,16 @@ def redacted_text(tags: Iterable[str]) -> str:
 
 
 def redact(cube: MemCube, tags: tuple[str, ...]) -> MemCube:
-    """A copy of ``cube`` safe to put in a prompt: text -> :func:`redacted_text`, entities,
-    spans and metadata dropped (they are derived from or describe the text), and
-    ``metadata[REDACTED_KEY]`` listing ``tags``. ``tags=()`` returns ``cube`` unchanged."""
+    """A copy of ``cube`` safe to put in a prompt: text -> :func:`redacted_text`; entities,
+    tags, spans and metadata dropped (they are derived from or describe the text); and
+    ``metadata[REDACTED_KEY]`` listing ``tags``. ``tags=()`` returns ``cube`` unchanged.
+    (``MemOS.search`` also drops a redacted hit's graph reasons, which name entities.)"""
     if not tags:
         return cube
     return cube.model_copy(update={
         "text": redacted_text(tags),
         "entities": (),
+        "tags": (),
         "metadata": {REDACTED_KEY: list(tags)},
         "provenance": cube.provenance.model_copy(update={"spans": ()}),
     })

@@ -11,6 +11,7 @@ from os import PathLike, fspath
 
 from memos_core.index.base import (
     PAYLOAD_KEYS,
+    IndexCorruptError,
     IndexFilter,
     IndexLockedError,
     IndexPoint,
@@ -26,6 +27,7 @@ __all__ = [
     "Bm25Encoder",
     "EdgeIndex",
     "EdgeIndexConfig",
+    "IndexCorruptError",
     "IndexFilter",
     "IndexLockedError",
     "IndexPoint",

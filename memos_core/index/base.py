@@ -83,6 +83,11 @@ class IndexLockedError(RuntimeError):
     """The index storage is already open in this or another process."""
 
 
+class IndexCorruptError(RuntimeError):
+    """The index's files cannot be read (damaged, truncated, overwritten). The index is
+    derived data: ``MemOS`` rebuilds it from the vault."""
+
+
 @runtime_checkable
 class VectorIndex(Protocol):
     """Dense + sparse search over memories with payload filters.

@@ -39,7 +39,14 @@ import numpy as np
 import qdrant_edge as qe
 from pydantic import BaseModel, ConfigDict, Field
 
-from memos_core.index.base import IndexFilter, IndexLockedError, IndexPoint, ScoredId, SparseVec
+from memos_core.index.base import (
+    IndexCorruptError,
+    IndexFilter,
+    IndexLockedError,
+    IndexPoint,
+    ScoredId,
+    SparseVec,
+)
 from memos_core.index.filters import (
     AnyOf,
     Between,
@@ -160,7 +167,9 @@ def edge_filter(plan: FilterPlan) -> qe.Filter | None:
 def _translate(exc: Exception, path: Path, dim: int) -> Exception:
     """A readable exception for an engine error raised while opening ``path``."""
     text = str(exc)
-    if "WouldBlock" in text or "lock" in text.lower():
+    # the engine's messages name the path, which may itself contain "lock": look past it
+    words = text.replace(str(path), "<path>")
+    if "WouldBlock" in words or "Resource temporarily unavailable" in words:
         return IndexLockedError(
             f"the edge index at {path} is already open (in this process or another): close "
             "the other MemOS/EdgeIndex first, or give this one its own data directory"
@@ -171,7 +180,10 @@ def _translate(exc: Exception, path: Path, dim: int) -> Exception:
             f"({text}). Use the embedding model it was built with, or delete {path}: the index "
             "is derived data and is rebuilt from the vault"
         )
-    return RuntimeError(f"could not open the edge index at {path}: {text}")
+    return IndexCorruptError(
+        f"could not open the edge index at {path}: {text}. The index is derived data: "
+        "delete the directory and it is rebuilt from the vault (MemOS does so itself)"
+    )
 
 
 class EdgeIndex:
@@ -236,8 +248,10 @@ class EdgeIndex:
             for field, schema in _payload_indexes().items():
                 if field not in existing:
                     shard.update(qe.UpdateOperation.create_field_index(field, schema))
-        except BaseException:
+        except BaseException as exc:
             shard.close()  # release the directory lock
+            if isinstance(exc, Exception):
+                raise _translate(exc, self.path, self.dim) from exc
             raise
         return shard
 

@@ -8,9 +8,9 @@ from memos_core.vault.base import (
     NamespaceGrant,
     Vault,
 )
-from memos_core.vault.sqlite import SQLiteVault, text_digest
+from memos_core.vault.sqlite import SQLiteVault, scrub, text_digest
 
 __all__ = [
     "Actor", "AuditRecord", "Edge", "ListQuery", "NamespaceGrant", "SQLiteVault", "Vault",
-    "text_digest",
+    "scrub", "text_digest",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,8 +30,12 @@ from memos_core.errors import (
 from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
 from memos_core.vault.grants import SQLiteGrantsMixin
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 GENESIS_HASH = "0" * 64
+#: meta key of the audit head: {"count", "seq", "hash"} of the newest record, rewritten in the
+#: transaction of every audit record, so a chain whose tail was cut no longer matches it.
+AUDIT_HEAD = "audit_head"
+_LEGACY_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -123,8 +128,16 @@ class SQLiteVault(SQLiteGrantsMixin):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock = threading.RLock()
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            raise CorruptDataError(
+                f"The vault at {self.path} is an empty file (0 bytes): its memories were lost "
+                "(truncated or overwritten). Restore it from a backup or an export bundle; to "
+                "start an empty store here instead, delete the file."
+            )
+        db: sqlite3.Connection | None = None
         try:
-            self._db = sqlite3.connect(
+            db = self._db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=5.0
             )
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -134,25 +147,42 @@ class SQLiteVault(SQLiteGrantsMixin):
             self._db.executescript(_SCHEMA)
             self._check_schema()
         except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()  # a failed open must not keep the file open (or locked)
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise MemOSError(
+                    f"The vault at {self.path} is locked by another connection ({exc}); close "
+                    "the other program using it and retry."
+                ) from exc
             raise CorruptDataError(
                 f"The vault at {self.path} is not a readable SQLite database ({exc}). "
                 "Restore it from a backup or an export bundle (memos import)."
             ) from exc
-        self._lock = threading.RLock()
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
 
     # -- plumbing -----------------------------------------------------------------------
 
     def _check_schema(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
             raise MemOSError(
                 f"The vault at {self.path} has schema {row[0]}, newer than this memos-core "
                 f"understands ({SCHEMA_VERSION}). Upgrade memos-core."
             )
+        if row is not None and int(row[0]) == SCHEMA_VERSION:
+            return
+        with self._tx() as db:
+            if row is not None:  # schema 1: flag the versions its forget scrubbed
+                _migrate_scrub_flags(db)
+            # a new vault's head is the genesis; an upgraded one's is its current tail (the
+            # chain before this point is trusted as found, as far as a cut tail goes)
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                       (AUDIT_HEAD, json.dumps(_chain_tail(db))))
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                       (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -241,12 +271,17 @@ class SQLiteVault(SQLiteGrantsMixin):
             "memory_id": memory_id, "version": version, "reason": actor.reason,
             "details": details,
         }
-        db.execute(
+        digest = _audit_hash(prev, fields)
+        cursor = db.execute(
             "INSERT INTO audit(at, user_id, agent_id, action, memory_id, version, reason, "
             "details, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (at, actor.user_id, actor.agent_id, action, memory_id, version, actor.reason,
-             json.dumps(details, sort_keys=True, default=str), prev, _audit_hash(prev, fields)),
+             json.dumps(details, sort_keys=True, default=str), prev, digest),
         )
+        head = db.execute("SELECT value FROM meta WHERE key=?", (AUDIT_HEAD,)).fetchone()
+        count = (_parse_head(head[0]) or {}).get("count", 0) if head else 0
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (AUDIT_HEAD, json.dumps(
+            {"count": int(count) + 1, "seq": cursor.lastrowid, "hash": digest})))
 
     def audit(self, actor: Actor, action: str, memory_id: str | None = None,
               version: int | None = None, details: dict[str, Any] | None = None) -> None:
@@ -352,21 +387,50 @@ class SQLiteVault(SQLiteGrantsMixin):
             cube = MemCube.model_validate_json(row[0])
             if cube.state is State.DELETED:
                 return cube
-            for vid, vdoc in db.execute(
-                "SELECT version, doc FROM versions WHERE id=?", (memory_id,)
-            ).fetchall():
-                old = MemCube.model_validate_json(vdoc)
-                db.execute(
-                    "UPDATE versions SET doc=? WHERE id=? AND version=?",
-                    (_scrub(old).model_dump_json(exclude={"usage"}), memory_id, vid),
-                )
-            tomb = _scrub(cube).model_copy(
+            self._scrub_versions(db, memory_id)
+            tomb = scrub(cube).model_copy(
                 update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()}
             )
             self._put_version(db, tomb, cube.version, actor, "forget", {})
             db.execute("DELETE FROM usage WHERE id=?", (memory_id,))
             db.execute("DELETE FROM edges WHERE src=? OR dst=?", (memory_id, memory_id))
             return tomb
+
+    def scrub_tombstone(self, memory_id: str) -> int:
+        """Scrub every version of the forgotten memory ``memory_id`` that still holds content
+        (its ``scrubbed`` flag is not set) and drop its relations; returns how many versions
+        were scrubbed (0 for a proper tombstone, or for a memory that is not forgotten).
+
+        A repair for tombstones written by something other than :meth:`tombstone`."""
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM memories WHERE id=?", (memory_id,)).fetchone()
+            if row is None or row[0] != State.DELETED.value:
+                return 0
+            scrubbed = self._scrub_versions(db, memory_id)
+            cur = db.execute("SELECT doc FROM memories WHERE id=?", (memory_id,)).fetchone()
+            current = MemCube.model_validate_json(cur[0])
+            if not current.scrubbed:
+                db.execute("UPDATE memories SET doc=?, tags='[]', entities='[]' WHERE id=?",
+                           (scrub(current).model_dump_json(exclude={"usage"}), memory_id))
+            db.execute("DELETE FROM usage WHERE id=?", (memory_id,))
+            db.execute("DELETE FROM edges WHERE src=? OR dst=?", (memory_id, memory_id))
+            return scrubbed
+
+    def _scrub_versions(self, db: sqlite3.Connection, memory_id: str) -> int:
+        """Scrub the unscrubbed versions of ``memory_id`` in place; returns how many."""
+        count = 0
+        for vid, vdoc in db.execute(
+                "SELECT version, doc FROM versions WHERE id=?", (memory_id,)
+            ).fetchall():
+                old = MemCube.model_validate_json(vdoc)
+                if old.scrubbed:
+                    continue
+                db.execute(
+                    "UPDATE versions SET doc=? WHERE id=? AND version=?",
+                    (scrub(old).model_dump_json(exclude={"usage"}), memory_id, vid),
+                )
+                count += 1
+        return count
 
     def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
         """Count a retrieval hit on each memory: access count +1, heat decayed then +1."""
@@ -561,6 +625,26 @@ class SQLiteVault(SQLiteGrantsMixin):
             "edges": self._query("SELECT COUNT(*) FROM edges")[0][0],
         }
 
+    def user_stats(self, user_id: str) -> dict[str, Any]:
+        """The counts :meth:`stats` gives, restricted to what ``user_id`` owns or did."""
+        by_state = dict(self._query(
+            "SELECT state, COUNT(*) FROM memories WHERE user_id=? GROUP BY state", (user_id,)))
+        own = "SELECT id FROM memories WHERE user_id=?"
+        return {
+            "memories": sum(by_state.values()),
+            "by_state": by_state,
+            "versions": self._query(
+                f"SELECT COUNT(*) FROM versions WHERE id IN ({own})", (user_id,))[0][0],
+            "audit_records": self._query(
+                "SELECT COUNT(*) FROM audit WHERE user_id=?", (user_id,))[0][0],
+            "edges": self._query(
+                f"SELECT COUNT(*) FROM edges WHERE src IN ({own}) AND dst IN ({own})",
+                (user_id, user_id))[0][0],
+            "shared_with_me": self._query(
+                "SELECT COUNT(*) FROM memories WHERE user_id<>? AND state<>'deleted' AND "
+                "EXISTS (SELECT 1 FROM json_each(readers) WHERE value=?)", (user_id, user_id))[0][0],
+        }
+
     # -- audit -----------------------------------------------------------------------------
 
     def audit_log(self, memory_id: str | None = None, user_id: str | None = None,
@@ -586,6 +670,7 @@ class SQLiteVault(SQLiteGrantsMixin):
         """Recompute the hash chain; returns (ok, message naming the first broken record)."""
         prev = GENESIS_HASH
         expected_seq = None
+        count = 0
         for r in self._query(
             "SELECT seq, at, user_id, agent_id, action, memory_id, version, reason, details, "
             "prev_hash, hash FROM audit ORDER BY seq"
@@ -599,8 +684,24 @@ class SQLiteVault(SQLiteGrantsMixin):
             if r[9] != prev or _audit_hash(prev, fields) != r[10]:
                 return False, f"audit record {r[0]} was altered or its predecessor removed"
             prev, expected_seq = r[10], r[0] + 1
-        # The chain cannot see its own tail cut off; every memory's current version must
-        # still have the audit record written in the same transaction.
+            count += 1
+        # The chain cannot see its own tail cut off: the head record (rewritten with every
+        # record, in its transaction) names the count and the newest hash.
+        head_row = self._query("SELECT value FROM meta WHERE key=?", (AUDIT_HEAD,))
+        head = _parse_head(head_row[0][0]) if head_row else None
+        if head is None:
+            return False, ("the audit head record (meta 'audit_head') is missing or unreadable: "
+                           "the log's tail cannot be checked, it was deleted or damaged")
+        if head["count"] != count or head["hash"] != prev:
+            if head["count"] > count:
+                return False, (f"the last {head['count'] - count} audit record(s) were deleted "
+                               f"(records at the end of the log): the head says {head['count']} records ending at seq "
+                               f"{head['seq']}, the log has {count}")
+            return False, (f"the audit log ({count} records) does not end where its head "
+                           f"record says ({head['count']} records, seq {head['seq']}): records "
+                           "were added, replaced or deleted outside memos-core")
+        # Every memory's current version must still have the audit record written in the
+        # same transaction (a cut tail that someone also rewound the head for).
         orphan = self._query(
             "SELECT id, version FROM memories m WHERE NOT EXISTS (SELECT 1 FROM audit a "
             "WHERE a.memory_id = m.id AND a.version = m.version) LIMIT 1"
@@ -611,9 +712,14 @@ class SQLiteVault(SQLiteGrantsMixin):
         return True, "audit chain intact"
 
 
-def _scrub(cube: MemCube) -> MemCube:
-    """A copy of ``cube`` that keeps no forgotten content: text -> hash, entities/spans cleared."""
-    if cube.text.startswith("sha256:") and not cube.entities:
+def scrub(cube: MemCube) -> MemCube:
+    """A copy of ``cube`` that keeps no forgotten content: text -> its SHA-256; entities,
+    tags, metadata, spans and sensitivity tags cleared; ``scrubbed=True``.
+
+    Whether a version was scrubbed is read from its ``scrubbed`` flag, never guessed from its
+    text (a text may itself start with ``sha256:``). Idempotent on flagged versions.
+    """
+    if cube.scrubbed:
         return cube
     return cube.model_copy(
         update={
@@ -622,5 +728,52 @@ def _scrub(cube: MemCube) -> MemCube:
             "tags": (),
             "metadata": {},
             "provenance": cube.provenance.model_copy(update={"spans": ()}),
+            "governance": cube.governance.model_copy(update={"sensitivity": ()}),
+            "scrubbed": True,
         }
     )
+
+
+def _parse_head(value: str) -> dict[str, Any] | None:
+    """The audit head record, or None if it is not one."""
+    try:
+        head = json.loads(value)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(head, dict) or not isinstance(head.get("count"), int) \
+            or not isinstance(head.get("hash"), str):
+        return None
+    return head
+
+
+def _chain_tail(db: sqlite3.Connection) -> dict[str, Any]:
+    """The head record of the audit log as it is now."""
+    count = int(db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+    last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return {"count": count, "seq": last[0] if last else 0, "hash": last[1] if last else GENESIS_HASH}
+
+
+def _migrate_scrub_flags(db: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: set the ``scrubbed`` flag on the versions of forgotten memories.
+
+    Schema 1 marked nothing; its scrub wrote ``sha256:<64 hex>`` texts with no entities,
+    tags or metadata, so a version of a forgotten memory in exactly that form is flagged as
+    it is, and any other (one that scrub skipped because its text began with ``sha256:``) is
+    scrubbed now. Live memories are left alone: none of their versions was scrubbed.
+    """
+    deleted = [r[0] for r in db.execute("SELECT id FROM memories WHERE state=?", (State.DELETED.value,))]
+    for mid in deleted:
+        rows = db.execute("SELECT version, doc FROM versions WHERE id=?", (mid,)).fetchall()
+        for vid, doc in rows:
+            cube = MemCube.model_validate_json(doc)
+            if cube.scrubbed:
+                continue
+            legacy = (_LEGACY_DIGEST.fullmatch(cube.text) and not cube.entities and not cube.tags
+                      and not cube.metadata)
+            fixed = cube.model_copy(update={"scrubbed": True}) if legacy else scrub(cube)
+            db.execute("UPDATE versions SET doc=? WHERE id=? AND version=?",
+                       (fixed.model_dump_json(exclude={"usage"}), mid, vid))
+            current = db.execute("SELECT version FROM memories WHERE id=?", (mid,)).fetchone()
+            if current and current[0] == vid:
+                db.execute("UPDATE memories SET doc=?, tags='[]', entities='[]' WHERE id=?",
+                           (fixed.model_dump_json(exclude={"usage"}), mid))

@@ -101,7 +101,7 @@ def test_b_is_denied_until_a_shares_and_again_after_a_revokes(store, users, tmp_
     wrong = {name: got for name, got in table.items() if tuple(got) != OPERATIONS[name][1]}
     assert not wrong, f"unexpected outcomes (before, read, write, revoked): {wrong}"
     assert store.get(mem.id, user_id=alice).governance.readers == ()
-    ok, message = store.verify_audit()
+    ok, message = store.vault.verify_audit()
     assert ok, message
 
 
@@ -302,7 +302,7 @@ def test_a_superseding_memory_keeps_the_shares_of_the_one_it_replaces(store, use
     assert add.details["shared_with"] == {bob: scope}
     store.revoke(new.id, with_user_id=bob, user_id=alice)
     assert not _bob_sees(store, new, bob, "locker code drawer")
-    ok, message = store.verify_audit()
+    ok, message = store.vault.verify_audit()
     assert ok, message
 
 

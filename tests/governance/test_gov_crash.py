@@ -83,7 +83,7 @@ def _check_after_crash(data_dir: Path, embedder: Any) -> list[str]:
         problems.append(f"integrity_check: {integrity}")
     acked, forgot, tried = _expectations(log)
     with MemOS(data_dir, config=MemOSConfig(show_progress=False), embedder=embedder) as mos:
-        ok, message = mos.verify_audit()
+        ok, message = mos.vault.verify_audit()
         if not ok:
             problems.append(message)
         for (mid, version), text in acked.items():
@@ -174,7 +174,7 @@ def test_threads_and_tasks_at_once_lose_nothing(mos: MemOS) -> None:
     assert mos.get(shared.id, user_id="u").version == 1 + 4 * 8
     assert [v.version for v in mos.history(shared.id, user_id="u")] == list(range(1, 34))
     wanted = {mid: v for mid, (v, state) in mos.vault.current_versions().items()}
-    assert mos.index.versions() == wanted and mos.verify_audit()[0]
+    assert mos.index.versions() == wanted and mos.vault.verify_audit()[0]
 
 
 def test_a_second_process_gets_a_clear_lock_error(mos: MemOS) -> None:

@@ -109,7 +109,7 @@ def test_forgotten_text_is_nowhere(store: MemOS, tmp_path: Path) -> None:
     store.close()
     assert not files_holding(tmp_path / "data", MARKERS), "forgotten text on disk (closed)"
     with MemOS(tmp_path / "data", config=MemOSConfig(show_progress=False)) as again:
-        assert again.verify_audit() == (True, "audit chain intact")
+        assert again.vault.verify_audit() == (True, "audit chain intact")
         assert again.index.count() == 1
 
 

@@ -146,7 +146,7 @@ def test_the_pristine_bundle_imports(store: MemOS, pristine: Path, tmp_path: Pat
     """The control: without damage, the same bundle imports (into a fresh store)."""
     with MemOS(tmp_path / "fresh", config=MemOSConfig(show_progress=False)) as fresh:
         result = fresh.import_(pristine, user_id="importer")
-        assert result["imported"] == 4 and fresh.verify_audit()[0]
+        assert result["imported"] == 4 and fresh.vault.verify_audit()[0]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

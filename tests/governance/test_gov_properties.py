@@ -133,7 +133,7 @@ def test_operation_sequences_keep_the_vault_invariants(store: MemOS) -> None:
         max_examples=25, stateful_step_count=15, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     ))
-    assert store.verify_audit()[0]
+    assert store.vault.verify_audit()[0]
 
 
 NAMES = st.sampled_from(["bob", "carol", "dave"])

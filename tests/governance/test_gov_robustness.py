@@ -1,0 +1,229 @@
+"""Regression tests of issue 11, cases 4 and 5: a cut audit tail, and errors that used to
+come from dependencies. Each bad input gets the project's own exception with a message (or
+the repair the design promises), and nothing stored is lost.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import redirect_stderr
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memos_core import MemOS, MemOSConfig
+from memos_core.cli import main
+from memos_core.errors import CorruptDataError, InvalidInputError
+from memos_core.index import IndexCorruptError, IndexLockedError
+from memos_core.index.edge import EdgeIndex
+from memos_core.vault import Actor, SQLiteVault
+
+
+def _config(**extra: Any) -> MemOSConfig:
+    return MemOSConfig(show_progress=False, **extra)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[MemOS]:
+    mos = MemOS(tmp_path / "data", config=_config())
+    yield mos
+    mos.close()
+
+
+def open_fds(path: Path) -> list[str]:
+    """File descriptors of this process that point at ``path`` (Linux /proc)."""
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        pytest.skip("needs /proc")
+    found = []
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(fd_dir / fd)
+        except OSError:
+            continue
+        if target == str(path.resolve()):
+            found.append(target)
+    return found
+
+
+# -- 4. audit tail -----------------------------------------------------------------------------
+
+
+def _cut_last_audit_record(vault_path: Path) -> None:
+    db = sqlite3.connect(vault_path)
+    db.execute("DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit)")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("last", ["export", "share_namespace", "revoke_namespace"])
+def test_a_cut_tail_that_changed_no_memory_is_detected(tmp_path: Path, last: str) -> None:
+    data = tmp_path / "data"
+    with MemOS(data, config=_config()) as mos:
+        mos.add("A note.", user_id="alice")
+        if last == "export":
+            mos.export(tmp_path / "bundle", user_id="alice")
+        else:
+            mos.share_namespace(with_user_id="bob", user_id="alice")
+            if last == "revoke_namespace":
+                mos.revoke_namespace(with_user_id="bob", user_id="alice")
+        assert mos.vault.audit_log(limit=1)[-1].action == last
+    _cut_last_audit_record(data / "vault.sqlite3")
+    vault = SQLiteVault(data / "vault.sqlite3")
+    try:
+        ok, message = vault.verify_audit()
+    finally:
+        vault.close()
+    assert not ok and "last 1 audit record(s) were deleted" in message
+
+
+def test_a_deleted_head_record_is_detected(tmp_path: Path) -> None:
+    vault = SQLiteVault(tmp_path / "v.sqlite3")
+    vault.audit(Actor("alice"), "export")
+    assert vault.verify_audit() == (True, "audit chain intact")
+    with vault._tx() as db:
+        db.execute("DELETE FROM meta WHERE key='audit_head'")
+    ok, message = vault.verify_audit()
+    vault.close()
+    assert not ok and "head record" in message
+
+
+def test_a_schema_1_vault_is_upgraded(tmp_path: Path) -> None:
+    """A vault written before the head record and the scrub flag: opening it records the
+    current tail as the head and flags (or scrubs) the versions of forgotten memories."""
+    data = tmp_path / "data"
+    with MemOS(data, config=_config()) as mos:
+        gone = mos.add("Old note TOUCAN3131.", user_id="alice")
+        mos.forget(gone.id, user_id="alice")
+    db = sqlite3.connect(data / "vault.sqlite3")
+    db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    db.execute("DELETE FROM meta WHERE key='audit_head'")
+    for version, doc in db.execute("SELECT version, doc FROM versions WHERE id=?", (gone.id,)).fetchall():
+        cube = json.loads(doc)
+        cube.pop("scrubbed", None)
+        if version == 1:  # a text that schema 1's scrub skipped
+            cube.update(text="sha256: TOUCAN3131 was kept", tags=["t"])
+        db.execute("UPDATE versions SET doc=? WHERE id=? AND version=?", (json.dumps(cube), gone.id, version))
+    db.commit()
+    db.close()
+    with MemOS(data, config=_config()) as mos:
+        assert mos.vault.verify_audit() == (True, "audit chain intact")
+        versions = mos.history(gone.id, user_id="alice")
+        assert all(v.scrubbed for v in versions)
+        assert "TOUCAN" not in "".join(v.model_dump_json() for v in versions)
+        assert versions[-1].text.startswith("sha256:")  # the old tombstone's digest is kept
+
+
+# -- 5. errors from dependencies -------------------------------------------------------------
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda m: m.add("x", user_id="u", metadata=_nested(100_000)), "nested more than"),
+    (lambda m: m.add("x", user_id="u", metadata=_nested(40)), "nested more than"),
+    (lambda m: m.add("x", user_id="u", metadata={"n": 2**70}), "integer outside"),
+    (lambda m: m.add("x", user_id="u", ttl_seconds=float("nan")), "finite"),
+    (lambda m: m.add("x", user_id="u", ttl_seconds=float("inf")), "finite"),
+    (lambda m: m.add("x", user_id="u", priority=2**64), "priority"),
+    (lambda m: m.list(user_id="u", offset=2**63), "offset"),
+    (lambda m: m.list(user_id="u", metadata={"n": 2**70}), "outside"),
+    (lambda m: m.list(user_id="u", metadata={"n": float("nan")}), "NaN"),
+    (lambda m: m.add_many(["a"], user_id="u", batch_size=0), "batch_size"),
+    (lambda m: m.add_many([{"text": "a", "tagz": ["x"]}], user_id="u"), "unknown keys"),
+    (lambda m: m.add_many([{"text": "a", "user_id": "victim"}], user_id="u"), "unknown keys"),
+    (lambda m: m.add_many(["a"], user_id="u", colour="red"), "unknown keys"),
+    (lambda m: m.add_many([42], user_id="u"), "item 0"),
+])
+def test_bad_input_gets_our_error_and_writes_nothing(store: MemOS, call: Any, match: str) -> None:
+    before = store.vault.stats()
+    with pytest.raises(InvalidInputError, match=match):
+        call(store)
+    assert store.vault.stats() == before
+
+
+def test_metadata_at_the_depth_limit_is_kept(store: MemOS) -> None:
+    cube = store.add("deep", user_id="u", metadata=_nested(31))
+    assert store.get(cube.id, user_id="u").metadata == _nested(31)
+    assert store.list(user_id="u", metadata={"k": 1}) == []
+
+
+@pytest.mark.parametrize("target", ["edge_config.json", "wal/first-index", "segment.json"])
+def test_garbage_in_the_index_files_is_rebuilt_from_the_vault(tmp_path: Path, target: str) -> None:
+    data = tmp_path / "lockers"  # a path containing "lock" must not read as a locked index
+    with MemOS(data, config=_config()) as mos:
+        kept = mos.add("Basil needs sun and water.", user_id="u", tags=["garden"])
+    files = [p for p in (data / "index").rglob(target.split("/")[-1])]
+    assert files
+    for path in files:
+        path.write_bytes(b"\x00garbage\xff" * 3)
+    with pytest.raises(IndexCorruptError):  # the index layer names the damage ...
+        EdgeIndex(data / "index", 384).close()
+    with MemOS(data, config=_config()) as mos:  # ... and MemOS rebuilds it from the vault
+        assert [h.id for h in mos.search("basil", user_id="u", tags=["garden"])] == [kept.id]
+        assert mos.index.count() == 1
+
+
+def test_a_locked_index_is_still_reported_as_locked(tmp_path: Path) -> None:
+    path = tmp_path / "blocks" / "index"
+    first = EdgeIndex(path, 4)
+    try:
+        with pytest.raises(IndexLockedError, match="already open"):
+            EdgeIndex(path, 4)
+    finally:
+        first.close()
+
+
+def test_a_failed_open_closes_the_vault(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with MemOS(data, config=_config()) as mos:
+        mos.add("A note.", user_id="u")
+    (data / "index").rename(data / "index.bak")
+    (data / "index").write_text("not a directory")  # the index cannot open: ValueError
+    with pytest.raises(ValueError):
+        MemOS(data, config=_config())
+    assert open_fds(data / "vault.sqlite3") == []
+    (data / "index").unlink()
+    (data / "index.bak").rename(data / "index")
+    with MemOS(data, config=_config()) as mos:  # the next open works, nothing was lost
+        assert len(mos.list(user_id="u")) == 1
+
+
+def test_an_unreadable_vault_is_closed_after_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "vault.sqlite3"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(CorruptDataError, match="not a readable SQLite database"):
+        SQLiteVault(path)
+    assert open_fds(path) == []
+
+
+def test_a_zero_byte_vault_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "vault.sqlite3").write_bytes(b"")
+    with pytest.raises(CorruptDataError, match="empty file"):
+        MemOS(data, config=_config())
+    assert (data / "vault.sqlite3").stat().st_size == 0  # left for the operator to restore
+    assert open_fds(data / "vault.sqlite3") == []
+
+
+@pytest.mark.parametrize("argv_user,env", [(["--user", ""], None), (["--user", "  "], None), ([], "")])
+def test_the_cli_refuses_an_empty_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       argv_user: list[str], env: str | None) -> None:
+    if env is not None:
+        monkeypatch.setenv("MEMOS_USER", env)
+    err = io.StringIO()
+    with redirect_stderr(err):
+        code = main(["add", "a note", "--data-dir", str(tmp_path / "d"), *argv_user])
+    assert code == 2 and "must be a non-empty str" in err.getvalue()
+    assert not (tmp_path / "d" / "vault.sqlite3").exists()

@@ -158,8 +158,6 @@ async def test_forget_through_the_tool_leaves_no_bytes_of_the_text(tmp_path: Pat
     assert _files_holding(data, needles) == []
 
 
-@pytest.mark.xfail(reason="core: the edge index's WAL (index/wal/open-1) keeps a deleted "
-                   "point's payload, tags included; not an MCP matter", strict=False)
 async def test_forget_through_the_tool_leaves_no_bytes_of_the_tags(tmp_path: Path) -> None:
     data = tmp_path / "data"
     await _store_and_forget(data, TEXT, "tag-ocelot-5519")

@@ -18,6 +18,7 @@ from typing import Any
 
 from memos_core.config import MemOSConfig, default_data_dir
 from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError, MemOSError
+from memos_core.mcp_server import cli as mcp_cli  # argparse only: the MCP SDK loads when serving
 from memos_core.validation import check_name, check_path
 
 
@@ -112,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--action", dest="only_action", default=None,
                     help="only this action (add, forget, share:read, ...)")
     au.add_argument("--limit", type=int, default=50)
+    mcp_cli.add_parser(sub, common)
     return p
 
 
@@ -214,6 +216,9 @@ def _run(args: argparse.Namespace) -> None:
         from memos_core.demo import run_demo
 
         run_demo(data_dir=args.data_dir, use_model=not args.no_model)
+        return
+    if args.command == "mcp":
+        mcp_cli.run(args, user, lambda a: _open(a, user), _emit)
         return
     with _open(args, user) as mos:
         if args.command == "add":

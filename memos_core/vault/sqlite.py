@@ -10,9 +10,7 @@ so a crash leaves either the whole change or none of it.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import json
-import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,14 +27,20 @@ from memos_core.errors import (
     MemOSError,
 )
 from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
+from memos_core.vault.audit_chain import (
+    AUDIT_HEAD,
+    GENESIS_HASH,
+    audit_hash,
+    chain_tail,
+    parse_head,
+    verify_chain,
+)
 from memos_core.vault.grants import SQLiteGrantsMixin
+from memos_core.vault.scrub import migrate_scrub_flags, scrub, text_digest
+
+__all__ = ["GENESIS_HASH", "SCHEMA_VERSION", "SQLiteVault", "scrub", "text_digest"]
 
 SCHEMA_VERSION = 2
-GENESIS_HASH = "0" * 64
-#: meta key of the audit head: {"count", "seq", "hash"} of the newest record, rewritten in the
-#: transaction of every audit record, so a chain whose tail was cut no longer matches it.
-AUDIT_HEAD = "audit_head"
-_LEGACY_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -114,16 +118,6 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
 
 
-def _audit_hash(prev: str, fields: dict[str, Any]) -> str:
-    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256((prev + body).encode()).hexdigest()
-
-
-def text_digest(text: str) -> str:
-    """What a tombstone keeps of a forgotten text: its SHA-256, never the text."""
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
 class SQLiteVault(SQLiteGrantsMixin):
     """The embedded vault. Thread-safe: one connection, serialised by a lock."""
 
@@ -177,11 +171,11 @@ class SQLiteVault(SQLiteGrantsMixin):
             return
         with self._tx() as db:
             if row is not None:  # schema 1: flag the versions its forget scrubbed
-                _migrate_scrub_flags(db)
+                migrate_scrub_flags(db)
             # a new vault's head is the genesis; an upgraded one's is its current tail (the
             # chain before this point is trusted as found, as far as a cut tail goes)
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                       (AUDIT_HEAD, json.dumps(_chain_tail(db))))
+                       (AUDIT_HEAD, json.dumps(chain_tail(db))))
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))
 
@@ -272,7 +266,7 @@ class SQLiteVault(SQLiteGrantsMixin):
             "memory_id": memory_id, "version": version, "reason": actor.reason,
             "details": details,
         }
-        digest = _audit_hash(prev, fields)
+        digest = audit_hash(prev, fields)
         cursor = db.execute(
             "INSERT INTO audit(at, user_id, agent_id, action, memory_id, version, reason, "
             "details, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -280,7 +274,7 @@ class SQLiteVault(SQLiteGrantsMixin):
              json.dumps(details, sort_keys=True, default=str), prev, digest),
         )
         head = db.execute("SELECT value FROM meta WHERE key=?", (AUDIT_HEAD,)).fetchone()
-        count = (_parse_head(head[0]) or {}).get("count", 0) if head else 0
+        count = (parse_head(head[0]) or {}).get("count", 0) if head else 0
         db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (AUDIT_HEAD, json.dumps(
             {"count": int(count) + 1, "seq": cursor.lastrowid, "hash": digest})))
 
@@ -668,113 +662,6 @@ class SQLiteVault(SQLiteGrantsMixin):
         ]
 
     def verify_audit(self) -> tuple[bool, str]:
-        """Recompute the hash chain; returns (ok, message naming the first broken record)."""
-        prev = GENESIS_HASH
-        expected_seq = None
-        count = 0
-        for r in self._query(
-            "SELECT seq, at, user_id, agent_id, action, memory_id, version, reason, details, "
-            "prev_hash, hash FROM audit ORDER BY seq"
-        ):
-            if expected_seq is not None and r[0] != expected_seq:
-                return False, f"audit record(s) before seq {r[0]} were deleted"
-            fields = {
-                "at": r[1], "user_id": r[2], "agent_id": r[3], "action": r[4],
-                "memory_id": r[5], "version": r[6], "reason": r[7], "details": json.loads(r[8]),
-            }
-            if r[9] != prev or _audit_hash(prev, fields) != r[10]:
-                return False, f"audit record {r[0]} was altered or its predecessor removed"
-            prev, expected_seq = r[10], r[0] + 1
-            count += 1
-        # The chain cannot see its own tail cut off: the head record (rewritten with every
-        # record, in its transaction) names the count and the newest hash.
-        head_row = self._query("SELECT value FROM meta WHERE key=?", (AUDIT_HEAD,))
-        head = _parse_head(head_row[0][0]) if head_row else None
-        if head is None:
-            return False, ("the audit head record (meta 'audit_head') is missing or unreadable: "
-                           "the log's tail cannot be checked, it was deleted or damaged")
-        if head["count"] != count or head["hash"] != prev:
-            if head["count"] > count:
-                return False, (f"the last {head['count'] - count} audit record(s) were deleted "
-                               f"(records at the end of the log): the head says {head['count']} records ending at seq "
-                               f"{head['seq']}, the log has {count}")
-            return False, (f"the audit log ({count} records) does not end where its head "
-                           f"record says ({head['count']} records, seq {head['seq']}): records "
-                           "were added, replaced or deleted outside memos-core")
-        # Every memory's current version must still have the audit record written in the
-        # same transaction (a cut tail that someone also rewound the head for).
-        orphan = self._query(
-            "SELECT id, version FROM memories m WHERE NOT EXISTS (SELECT 1 FROM audit a "
-            "WHERE a.memory_id = m.id AND a.version = m.version) LIMIT 1"
-        )
-        if orphan:
-            return False, (f"memory {orphan[0][0]} v{orphan[0][1]} has no audit record: "
-                           "records at the end of the log were deleted")
-        return True, "audit chain intact"
-
-
-def scrub(cube: MemCube) -> MemCube:
-    """A copy of ``cube`` that keeps no forgotten content: text -> its SHA-256; entities,
-    tags, metadata, spans and sensitivity tags cleared; ``scrubbed=True``.
-
-    Whether a version was scrubbed is read from its ``scrubbed`` flag, never guessed from its
-    text (a text may itself start with ``sha256:``). Idempotent on flagged versions.
-    """
-    if cube.scrubbed:
-        return cube
-    return cube.model_copy(
-        update={
-            "text": text_digest(cube.text),
-            "entities": (),
-            "tags": (),
-            "metadata": {},
-            "provenance": cube.provenance.model_copy(update={"spans": ()}),
-            "governance": cube.governance.model_copy(update={"sensitivity": ()}),
-            "scrubbed": True,
-        }
-    )
-
-
-def _parse_head(value: str) -> dict[str, Any] | None:
-    """The audit head record, or None if it is not one."""
-    try:
-        head = json.loads(value)
-    except (TypeError, ValueError):
-        return None
-    if not isinstance(head, dict) or not isinstance(head.get("count"), int) \
-            or not isinstance(head.get("hash"), str):
-        return None
-    return head
-
-
-def _chain_tail(db: sqlite3.Connection) -> dict[str, Any]:
-    """The head record of the audit log as it is now."""
-    count = int(db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
-    last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    return {"count": count, "seq": last[0] if last else 0, "hash": last[1] if last else GENESIS_HASH}
-
-
-def _migrate_scrub_flags(db: sqlite3.Connection) -> None:
-    """Schema 1 -> 2: set the ``scrubbed`` flag on the versions of forgotten memories.
-
-    Schema 1 marked nothing; its scrub wrote ``sha256:<64 hex>`` texts with no entities,
-    tags or metadata, so a version of a forgotten memory in exactly that form is flagged as
-    it is, and any other (one that scrub skipped because its text began with ``sha256:``) is
-    scrubbed now. Live memories are left alone: none of their versions was scrubbed.
-    """
-    deleted = [r[0] for r in db.execute("SELECT id FROM memories WHERE state=?", (State.DELETED.value,))]
-    for mid in deleted:
-        rows = db.execute("SELECT version, doc FROM versions WHERE id=?", (mid,)).fetchall()
-        for vid, doc in rows:
-            cube = MemCube.model_validate_json(doc)
-            if cube.scrubbed:
-                continue
-            legacy = (_LEGACY_DIGEST.fullmatch(cube.text) and not cube.entities and not cube.tags
-                      and not cube.metadata)
-            fixed = cube.model_copy(update={"scrubbed": True}) if legacy else scrub(cube)
-            db.execute("UPDATE versions SET doc=? WHERE id=? AND version=?",
-                       (fixed.model_dump_json(exclude={"usage"}), mid, vid))
-            current = db.execute("SELECT version FROM memories WHERE id=?", (mid,)).fetchone()
-            if current and current[0] == vid:
-                db.execute("UPDATE memories SET doc=?, tags='[]', entities='[]' WHERE id=?",
-                           (fixed.model_dump_json(exclude={"usage"}), mid))
+        """Recompute the hash chain and check it against the head record and the memories;
+        returns (ok, message naming the first problem). See :mod:`memos_core.vault.audit_chain`."""
+        return verify_chain(self._query)

@@ -1,0 +1,117 @@
+"""``memos mcp``: serve the memory over MCP, and manage the HTTP bearer tokens.
+
+::
+
+    memos mcp --user alice                      # stdio (for desktop/IDE clients)
+    memos mcp --http 127.0.0.1:8765             # streamable HTTP at http://127.0.0.1:8765/mcp
+    memos mcp token add --user alice            # prints a new token once
+    memos mcp token list | memos mcp token revoke TOKEN_ID
+
+This module only wires argparse; the ``mcp`` SDK is imported when a server starts, so
+``memos --help`` and the token commands work without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from memos_core.config import default_data_dir
+from memos_core.errors import InvalidInputError, MemOSError
+
+DEFAULT_PORT = 8765
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``mcp`` (and ``mcp token add|revoke|list``) to the ``memos`` subcommands."""
+    m = sub.add_parser("mcp", parents=[common], help="serve memory to MCP clients (stdio or HTTP)")
+    m.add_argument("--http", metavar="HOST:PORT", default=None,
+                   help=f"serve streamable HTTP (e.g. 127.0.0.1:{DEFAULT_PORT} or :{DEFAULT_PORT}; "
+                   "loopback unless a host is named) instead of stdio")
+    m.add_argument("--token-file", type=Path, default=None,
+                   help="bearer tokens for --http (default: <data-dir>/mcp-tokens.json)")
+    m.add_argument("--allow-sensitive", action="append", default=None, metavar="TAG",
+                   help="return memories with this sensitivity tag unredacted ('*': all)")
+    tsub = m.add_subparsers(dest="mcp_command")
+    t = tsub.add_parser("token", help="manage the bearer tokens of the HTTP server")
+    tt = t.add_subparsers(dest="token_command", required=True)
+    for name, what in (("add", "make a token for --user (printed once)"),
+                       ("revoke", "revoke a token by its id"), ("list", "list tokens (no secrets)")):
+        p = tt.add_parser(name, parents=[common], help=what)
+        p.add_argument("--token-file", type=Path, default=None)
+        if name == "add":
+            p.add_argument("--label", default=None, help="a note, e.g. the client's name")
+        if name == "revoke":
+            p.add_argument("token_id")
+
+
+def parse_http(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1); ``[::1]:PORT`` for IPv6."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        raise InvalidInputError(f"--http needs HOST:PORT, got {value!r}.") from None
+    if not 0 <= number <= 65535:
+        raise InvalidInputError(f"--http port must be 0..65535, got {number}.")
+    return host, number
+
+
+def _tokens(args: argparse.Namespace) -> Any:
+    from memos_core.mcp_server.tokens import TokenStore
+
+    if args.token_file is not None:
+        return TokenStore(args.token_file)
+    return TokenStore.for_data_dir(args.data_dir or default_data_dir())
+
+
+def _token_command(args: argparse.Namespace, user: str, emit: Callable[..., None]) -> None:
+    store = _tokens(args)
+    if args.token_command == "add":
+        token, record = store.add(user, label=args.label)
+        emit(args, {"id": record.id, "user_id": record.user_id, "token": token},
+             f"token {record.id} for {record.user_id} (shown once; keep it secret):\n{token}")
+    elif args.token_command == "revoke":
+        record = store.revoke(args.token_id)
+        emit(args, {"id": record.id, "revoked_at": record.revoked_at},
+             f"revoked {record.id} ({record.user_id})")
+    else:
+        rows = store.describe()
+        emit(args, rows, "\n".join(
+            f"{r['id']}  {r['user_id']:<16} created {r['created_at']}  "
+            + (f"REVOKED {r['revoked_at']}" if r["revoked_at"] else "active")
+            + (f"  {r['label']}" if r["label"] else "") for r in rows) or "no tokens")
+
+
+def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namespace], Any],
+        emit: Callable[..., None]) -> None:
+    """Run ``memos mcp ...``; ``open_mos(args)`` opens the store as the other commands do."""
+    if args.mcp_command == "token":
+        _token_command(args, user, emit)
+        return
+    try:
+        from memos_core.mcp_server import server as mcp_server
+    except ImportError as exc:
+        raise MemOSError(f"memos mcp needs the MCP SDK ({exc}); install it with "
+                         "pip install 'memos-core[mcp]'.") from None
+    options = {"allow_sensitive": args.allow_sensitive}
+    if args.http is None:
+        with open_mos(args) as mos:
+            mcp_server.build_stdio_server(mos, user_id=user, **options).mcp.run("stdio")
+        return
+    host, port = parse_http(args.http)
+    if not mcp_server.is_loopback(host):
+        print(f"memos mcp: warning: serving on {host}, reachable from other machines; use "
+              "TLS in front of it (tokens travel in clear over plain HTTP).", file=sys.stderr)
+    tokens = _tokens(args)
+    if not any(r.active for r in tokens.list()):
+        print(f"memos mcp: warning: {tokens.path} has no active token; every request will be "
+              "refused until `memos mcp token add --user NAME`.", file=sys.stderr)
+    with open_mos(args) as mos:
+        server = mcp_server.build_http_server(mos, tokens=tokens, host=host, port=port, **options)
+        print(f"memos mcp: serving http://{host}:{port}/mcp", file=sys.stderr, flush=True)
+        mcp_server.serve_http(server, host, port)

@@ -1,0 +1,342 @@
+"""The MCP server: memory tools, two resources and a prompt over one MemOS.
+
+Built on the official SDK's ``FastMCP``. Who is calling never comes from the arguments:
+
+* **stdio** (:func:`build_stdio_server`): one client, the user the server was started for.
+* **streamable HTTP** (:func:`build_http_server`): every HTTP request must carry
+  ``Authorization: Bearer <token>``; the SDK's bearer middleware checks it against the
+  :class:`~memos_core.mcp_server.tokens.TokenStore` (a missing, unknown or revoked token gets
+  401 before any MCP message is read) and each tool call acts as the token's user, read from
+  the request that carried the call. A session opened with one token cannot be used with
+  another (the SDK binds sessions to the credential).
+
+The server only needs a :class:`~memos_core.MemOS`, so it runs over whatever store the
+facade opens (the embedded data directory today).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError, MemOSError
+from memos_core.mcp_server.tokens import TokenStore
+from memos_core.mcp_server.tools import MemoryService
+from memos_core.validation import check_name
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from memos_core.memos import MemOS
+
+SERVER_NAME = "memos"
+INSTRUCTIONS = (
+    "Long-term memory for this user. Call `search` before answering questions about the user "
+    "or past conversations; `store` a fact or preference worth keeping as one self-contained "
+    "sentence; `update`, `forget`, `compress` by the ids that search returns. Memories marked "
+    "sensitive come back as '[redacted: tag]'."
+)
+MemoryKind = Literal["fact", "preference", "episode", "task_prompt", "summary", "note"]
+MemoryId = Annotated[str, Field(description="A memory id (a UUID) as returned by store or search.")]
+_READ = ToolAnnotations(readOnlyHint=True, destructiveHint=False, openWorldHint=False)
+_WRITE = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
+_DESTROY = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True,
+                           openWorldHint=False)
+
+
+class TokenFileVerifier:
+    """The SDK's ``TokenVerifier`` over a token file: an active token verifies to an
+    ``AccessToken`` whose ``subject`` is its user and ``client_id`` the token's id."""
+
+    def __init__(self, tokens: TokenStore) -> None:
+        self.tokens = tokens
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        try:
+            record = self.tokens.verify(token)
+        except MemOSError as exc:  # an unreadable token file refuses everyone, loudly
+            print(f"memos mcp: {exc}", file=sys.stderr)
+            return None
+        if record is None:
+            return None
+        return AccessToken(token=token, client_id=record.id, subject=record.user_id,
+                           scopes=["memos"])
+
+
+def describe(exc: MemOSError) -> str:
+    """``"denied: ..."``, ``"not found: ..."``, ``"invalid input: ..."`` or ``"error: ..."``."""
+    kind = ("denied" if isinstance(exc, AccessDeniedError) else
+            "not found" if isinstance(exc, MemoryNotFoundError) else
+            "invalid input" if isinstance(exc, InvalidInputError) else "error")
+    return f"{kind}: {exc}"
+
+
+class MemoryServer:
+    """A FastMCP server (``.mcp``) wired to a :class:`MemoryService`.
+
+    Exactly one of ``user_id`` (stdio: the fixed principal) and ``tokens`` (HTTP: principals
+    from bearer tokens) is given.
+    """
+
+    def __init__(self, mos: MemOS, *, user_id: str | None = None,
+                 tokens: TokenStore | None = None, host: str = "127.0.0.1", port: int = 8765,
+                 allow_sensitive: Sequence[str] | str | None = None) -> None:
+        if (user_id is None) == (tokens is None):
+            raise InvalidInputError("give exactly one of user_id (stdio) and tokens (HTTP).")
+        self.service = MemoryService(mos, allow_sensitive=allow_sensitive)
+        self.user_id = check_name(user_id, "user_id", optional=True)
+        self.tokens = tokens
+        auth: dict[str, Any] = {}
+        if tokens is not None:
+            # No OAuth server: tokens come from `memos mcp token add`; issuer_url is required
+            # by the SDK's settings and names this server.
+            auth = dict(token_verifier=TokenFileVerifier(tokens), auth=AuthSettings(
+                issuer_url=f"http://{_url_host(host)}:{port or 1}", resource_server_url=None,
+                required_scopes=["memos"]))
+        self.mcp = FastMCP(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port,
+                           log_level="WARNING", **auth)
+        self._register_tools()
+        self._register_resources()
+
+    def principal(self) -> str:
+        """The user of the call being served: the stdio user, or the user of the bearer token
+        of the HTTP request that carried the call."""
+        request = self.mcp.get_context().request_context.request
+        if self.tokens is None:
+            if request is not None:  # a stdio server never serves HTTP requests
+                raise AccessDeniedError("this server serves stdio only.")
+            return self.user_id  # type: ignore[return-value]
+        user = getattr(request, "scope", {}).get("user") if request is not None else None
+        if isinstance(user, AuthenticatedUser) and user.access_token.subject:
+            return user.access_token.subject
+        raise AccessDeniedError("no bearer token authenticated this call.")
+
+    async def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        """``service.op(principal, ...)``; a memory error becomes a tool error."""
+        try:
+            return await getattr(self.service, op)(self.principal(), *args, **kwargs)
+        except MemOSError as exc:
+            raise ToolError(describe(exc)) from None
+
+    async def _read(self, op: str, *args: Any) -> Any:
+        """Like :meth:`_call` for resources and prompts (the SDK reports the message)."""
+        try:
+            return await getattr(self.service, op)(self.principal(), *args)
+        except MemOSError as exc:
+            raise ValueError(describe(exc)) from None
+
+    def _register_tools(self) -> None:  # noqa: C901 - one small closure per tool
+        tool = self.mcp.tool
+
+        @tool(annotations=_WRITE)
+        async def store(
+            text: Annotated[str, Field(description="The memory, one self-contained sentence.")],
+            type: Annotated[MemoryKind | None, Field(description="What kind of memory.")] = None,
+            tags: Annotated[list[str] | None, Field(description="Short labels.")] = None,
+            session_id: Annotated[str | None, Field(description="Conversation it came from.")] = None,
+            occurred_at: Annotated[str | None, Field(
+                description="ISO date/time of the remembered event.")] = None,
+            sensitivity: Annotated[list[str] | None, Field(
+                description="Sensitivity tags such as 'pii' or 'secret' (redacted in results).")] = None,
+            supersedes: Annotated[MemoryId | None, Field(
+                description="Id of an older memory this one replaces.")] = None,
+        ) -> dict[str, Any]:
+            """Store a memory for the current user; returns it with its id."""
+            return await self._call("store", text, type=type, tags=tags or (),
+                                    session_id=session_id, occurred_at=occurred_at,
+                                    sensitivity=sensitivity or (), supersedes=supersedes)
+
+        @tool(annotations=_READ)
+        async def search(
+            query: Annotated[str, Field(description="What to look for, in natural language.")],
+            k: Annotated[int, Field(ge=1, le=50, description="How many memories.")] = 5,
+            session_id: Annotated[str | None, Field(description="Only this conversation.")] = None,
+            types: Annotated[list[MemoryKind] | None, Field(description="Only these kinds.")] = None,
+            tags: Annotated[list[str] | None, Field(description="Only memories with these tags.")] = None,
+            occurred_after: Annotated[str | None, Field(description="ISO date/time.")] = None,
+            occurred_before: Annotated[str | None, Field(description="ISO date/time.")] = None,
+            include_archived: Annotated[bool, Field(description="Also archived memories.")] = False,
+        ) -> dict[str, Any]:
+            """Hybrid search of the current user's memories (and those shared with them), best
+            first; each hit has its id, score and `why` (the signals that found it)."""
+            return await self._call("search", query, k=k, session_id=session_id, types=types,
+                                    tags=tags, occurred_after=occurred_after,
+                                    occurred_before=occurred_before,
+                                    include_archived=include_archived)
+
+        @tool(annotations=_READ)
+        async def get(memory_id: MemoryId, version: Annotated[int | None, Field(
+                ge=1, description="An older version; default the current one.")] = None
+                ) -> dict[str, Any]:
+            """Read one memory (or one of its versions)."""
+            return await self._call("get", memory_id, version=version)
+
+        @tool(annotations=_WRITE)
+        async def update(
+            memory_id: MemoryId,
+            text: Annotated[str | None, Field(description="The new text.")] = None,
+            tags: Annotated[list[str] | None, Field(description="The new tags.")] = None,
+            type: Annotated[MemoryKind | None, Field(description="The new kind.")] = None,
+        ) -> dict[str, Any]:
+            """Write a new version of a memory; older versions stay in its history."""
+            return await self._call("update", memory_id, text=text, tags=tags, type=type)
+
+        @tool(annotations=_DESTROY)
+        async def forget(memory_id: MemoryId, reason: Annotated[str | None, Field(
+                description="Why (kept in the audit log).")] = None) -> dict[str, Any]:
+            """Delete a memory everywhere (text, index, caches, conversation logs); returns a
+            receipt. Owner only; cannot be undone."""
+            return await self._call("forget", memory_id, reason=reason)
+
+        @tool(annotations=_WRITE)
+        async def compress(
+            memory_ids: Annotated[list[str], Field(min_length=1, description="Memories to merge.")],
+            summary: Annotated[str, Field(description="One text that replaces them.")],
+        ) -> dict[str, Any]:
+            """Replace several memories by one summary; the sources are archived."""
+            return await self._call("compress", memory_ids, summary)
+
+        @tool(annotations=_READ)
+        async def history(memory_id: MemoryId) -> dict[str, Any]:
+            """Every version of a memory, oldest first."""
+            return await self._call("history", memory_id)
+
+        @tool(annotations=_WRITE)
+        async def share(
+            memory_id: MemoryId,
+            with_user: Annotated[str, Field(description="The user to share with.")],
+            scope: Annotated[Literal["read", "write"], Field(description="What they may do.")] = "read",
+        ) -> dict[str, Any]:
+            """Let another user read (or also change) one of your memories."""
+            return await self._call("share", memory_id, with_user, scope=scope)
+
+        @tool(annotations=_WRITE)
+        async def revoke(memory_id: MemoryId, with_user: Annotated[str, Field(
+                description="The user to withdraw access from.")]) -> dict[str, Any]:
+            """Withdraw what share granted another user on one of your memories."""
+            return await self._call("revoke", memory_id, with_user)
+
+    def _register_resources(self) -> None:
+        @self.mcp.resource("memos://memories/recent", name="recent_memories",
+                           mime_type="application/json")
+        async def recent() -> dict[str, Any]:
+            """The current user's 20 newest memories (their own and shared ones)."""
+            return await self._read("recent")
+
+        @self.mcp.resource("memos://memories/{memory_id}/audit", name="memory_audit_trail",
+                           mime_type="application/json")
+        async def audit(memory_id: str) -> dict[str, Any]:
+            """Who did what to one memory, oldest first."""
+            return await self._read("audit", memory_id)
+
+        @self.mcp.prompt(name="recall", description="Recall the memories relevant to a question "
+                         "and ask it with them.")
+        async def recall(question: str) -> str:
+            return await self._read("recall_prompt", question)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_stdio_server(mos: MemOS, *, user_id: str, **options: Any) -> MemoryServer:
+    """A server for one client over stdio, acting as ``user_id``."""
+    return MemoryServer(mos, user_id=user_id, **options)
+
+
+def build_http_server(mos: MemOS, *, tokens: TokenStore, host: str = "127.0.0.1",
+                      port: int = 8765, **options: Any) -> MemoryServer:
+    """A streamable-HTTP server whose callers authenticate with tokens from ``tokens``."""
+    return MemoryServer(mos, tokens=tokens, host=host, port=port, **options)
+
+
+class _ClientHangUp(logging.Filter):
+    """Drops the SDK's error log (with traceback) for a client that closed its event stream
+    when its session ended: a normal disconnect, not a server error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage() == "Error in standalone SSE writer"
+                    and type(exc).__name__ in ("ClosedResourceError", "BrokenResourceError"))
+
+
+def _uvicorn(server: MemoryServer, host: str, port: int) -> uvicorn.Server:
+    import uvicorn
+
+    sdk_log = logging.getLogger("mcp.server.streamable_http")
+    if not any(isinstance(f, _ClientHangUp) for f in sdk_log.filters):
+        sdk_log.addFilter(_ClientHangUp())
+    config = uvicorn.Config(server.mcp.streamable_http_app(), host=host, port=port,
+                            log_level="warning", lifespan="on")
+    return uvicorn.Server(config)
+
+
+def serve_http(server: MemoryServer, host: str, port: int) -> None:
+    """Serve ``server`` over streamable HTTP at ``http://host:port/mcp`` until interrupted."""
+    _uvicorn(server, host, port).run()
+
+
+class HttpServerThread:
+    """A streamable-HTTP server in a background thread (tests, notebooks, embedding apps).
+
+    ``port=0`` picks a free port; ``url`` is the MCP endpoint once :meth:`start` returned.
+    Use as a context manager, or call :meth:`stop`.
+    """
+
+    def __init__(self, server: MemoryServer, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server, self.host = server, host
+        self._uv = _uvicorn(server, host, port)
+        self._thread = threading.Thread(target=self._uv.run, name="memos-mcp-http", daemon=True)
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}/mcp"
+
+    def start(self, timeout: float = 30.0) -> "HttpServerThread":
+        """Start serving; returns once the port is bound. Raises ``RuntimeError`` if the
+        server has not started within ``timeout`` seconds."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._uv.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the MCP HTTP server did not start on {self.host}:{self.port}.")
+            time.sleep(0.02)
+        self.port = self._uv.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop serving and wait (at most ``timeout`` seconds) for the thread to end."""
+        self._uv.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "HttpServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,170 @@
+"""Bearer tokens for the MCP server's HTTP transport, hashed at rest.
+
+A token file maps tokens to principals (user ids). It never holds a token itself: each entry
+keeps the SHA-256 of a 256-bit random token (``memos_`` + 43 url-safe characters), which is
+enough for a secret of that entropy (no salt or slow hash is needed: a guess is as hard as the
+token). The token is shown once, by :meth:`TokenStore.add`.
+
+The file is JSON, written atomically (a temporary file, then ``os.replace``) with mode 0600;
+a file that others may read or write is refused. Each check re-reads the file when it changed
+on disk, so ``memos mcp token revoke`` takes effect on a running server at its next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from memos_core.errors import CorruptDataError, InvalidInputError, MemoryNotFoundError
+from memos_core.validation import check_name
+
+TOKEN_PREFIX = "memos_"
+FILE_NAME = "mcp-tokens.json"
+_FORMAT = 1
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """One token's entry: ``id`` names it (for ``revoke`` and logs), ``user_id`` is the
+    principal it acts as; ``revoked_at`` is set once revoked (the entry stays, for the
+    record). The token itself is not here: only ``sha256``."""
+
+    id: str
+    user_id: str
+    sha256: str
+    created_at: str
+    label: str | None = None
+    revoked_at: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class TokenStore:
+    """The token file of one server. Thread-safe; many processes may read it, writes are
+    atomic (the last writer wins if two CLI calls race)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._records: list[TokenRecord] = []
+        self._stamp: tuple[int, int] | None = None
+
+    @classmethod
+    def for_data_dir(cls, data_dir: str | os.PathLike[str]) -> "TokenStore":
+        """The default token file of a data directory (``<data_dir>/mcp-tokens.json``)."""
+        return cls(Path(data_dir) / FILE_NAME)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _load(self) -> list[TokenRecord]:
+        """The records, re-read if the file changed since the last read (caller holds the lock)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._records, self._stamp = [], None
+            return self._records
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise InvalidInputError(
+                f"token file {self.path} is readable or writable by others "
+                f"(mode {stat.S_IMODE(st.st_mode):o}); run `chmod 600 {self.path}`.")
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                records = [TokenRecord(**r) for r in data["tokens"]]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CorruptDataError(
+                    f"token file {self.path} is unreadable ({exc}); fix it or move it away and "
+                    "add the tokens again.") from None
+            self._records, self._stamp = records, stamp
+        return self._records
+
+    def list(self) -> list[TokenRecord]:
+        """Every record, oldest first (revoked ones included)."""
+        with self._lock:
+            return list(self._load())
+
+    def verify(self, token: object) -> TokenRecord | None:
+        """The active record of ``token``, or None (unknown, revoked, or not a string).
+        Compares hashes in constant time against every active entry."""
+        if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return None
+        digest = _hash(token)
+        found = None
+        with self._lock:
+            for record in self._load():
+                if hmac.compare_digest(record.sha256, digest) and record.active:
+                    found = record
+        return found
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _write(self, records: list[TokenRecord]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps({"format": _FORMAT, "tokens": [asdict(r) for r in records]}, indent=2)
+        fd, tmp = tempfile.mkstemp(prefix=".mcp-tokens-", dir=self.path.parent)  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._stamp = None  # re-read (and re-check the mode) next time
+
+    def add(self, user_id: str, *, label: str | None = None) -> tuple[str, TokenRecord]:
+        """Make a new token for ``user_id``; returns ``(token, record)``. The token is not
+        stored anywhere: show it to the user now."""
+        user_id = check_name(user_id, "user_id")
+        if label is not None and (not isinstance(label, str) or len(label) > 200):
+            raise InvalidInputError("label must be a string of at most 200 characters.")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        record = TokenRecord(id="tok_" + secrets.token_hex(6), user_id=user_id,
+                             sha256=_hash(token), created_at=_now(), label=label)
+        with self._lock:
+            self._write([*self._load(), record])
+        return token, record
+
+    def revoke(self, token_id: str) -> TokenRecord:
+        """Revoke the token with this id (idempotent); returns its record.
+
+        Raises:
+            MemoryNotFoundError: no token has this id.
+        """
+        with self._lock:
+            records = list(self._load())
+            for i, record in enumerate(records):
+                if record.id == token_id:
+                    if record.active:
+                        records[i] = TokenRecord(**{**asdict(record), "revoked_at": _now()})
+                        self._write(records)
+                    return records[i]
+        raise MemoryNotFoundError(
+            f"No token with id {token_id!r} in {self.path}; `memos mcp token list` shows them.")
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The records as dicts without their hashes (what ``token list`` prints)."""
+        return [{k: v for k, v in asdict(r).items() if k != "sha256"} for r in self.list()]

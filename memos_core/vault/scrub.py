@@ -1,0 +1,64 @@
+"""Scrubbing forgotten content out of stored versions, and the schema 1 -> 2 upgrade of it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+
+from memos_core.cube import MemCube, State
+
+_LEGACY_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def text_digest(text: str) -> str:
+    """What a tombstone keeps of a forgotten text: its SHA-256, never the text."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def scrub(cube: MemCube) -> MemCube:
+    """A copy of ``cube`` that keeps no forgotten content: text -> its SHA-256; entities,
+    tags, metadata, spans and sensitivity tags cleared; ``scrubbed=True``.
+
+    Whether a version was scrubbed is read from its ``scrubbed`` flag, never guessed from its
+    text (a text may itself start with ``sha256:``). Idempotent on flagged versions.
+    """
+    if cube.scrubbed:
+        return cube
+    return cube.model_copy(
+        update={
+            "text": text_digest(cube.text),
+            "entities": (),
+            "tags": (),
+            "metadata": {},
+            "provenance": cube.provenance.model_copy(update={"spans": ()}),
+            "governance": cube.governance.model_copy(update={"sensitivity": ()}),
+            "scrubbed": True,
+        }
+    )
+
+
+def migrate_scrub_flags(db: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: set the ``scrubbed`` flag on the versions of forgotten memories.
+
+    Schema 1 marked nothing; its scrub wrote ``sha256:<64 hex>`` texts with no entities,
+    tags or metadata, so a version of a forgotten memory in exactly that form is flagged as
+    it is, and any other (one that scrub skipped because its text began with ``sha256:``) is
+    scrubbed now. Live memories are left alone: none of their versions was scrubbed.
+    """
+    deleted = [r[0] for r in db.execute("SELECT id FROM memories WHERE state=?", (State.DELETED.value,))]
+    for mid in deleted:
+        rows = db.execute("SELECT version, doc FROM versions WHERE id=?", (mid,)).fetchall()
+        for vid, doc in rows:
+            cube = MemCube.model_validate_json(doc)
+            if cube.scrubbed:
+                continue
+            legacy = (_LEGACY_DIGEST.fullmatch(cube.text) and not cube.entities and not cube.tags
+                      and not cube.metadata)
+            fixed = cube.model_copy(update={"scrubbed": True}) if legacy else scrub(cube)
+            db.execute("UPDATE versions SET doc=? WHERE id=? AND version=?",
+                       (fixed.model_dump_json(exclude={"usage"}), mid, vid))
+            current = db.execute("SELECT version FROM memories WHERE id=?", (mid,)).fetchone()
+            if current and current[0] == vid:
+                db.execute("UPDATE memories SET doc=?, tags='[]', entities='[]' WHERE id=?",
+                           (fixed.model_dump_json(exclude={"usage"}), mid))

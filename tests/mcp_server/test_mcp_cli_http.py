@@ -1,0 +1,67 @@
+"""``memos mcp --http`` as users run it: a subprocess on a free loopback port, a token made
+with ``memos mcp token add``, refused without it, served with it, stopped with SIGINT."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from mcp_helpers import http_session, payload, server_env
+
+from memos_core import MemOS, MemOSConfig
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"memos mcp --http did not listen on {port} within {timeout} s")
+
+
+async def test_cli_http_server(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cli = [sys.executable, "-m", "memos_core.cli", "mcp"]
+    added = subprocess.run([*cli, "token", "add", "--user", "alice", "--json", "--data-dir",
+                            str(data)], capture_output=True, text=True, check=True, timeout=120)
+    token = json.loads(added.stdout)["token"]
+    port = _free_port()
+    proc = subprocess.Popen([*cli, "--http", f"127.0.0.1:{port}", "--data-dir", str(data)],
+                            env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        _wait_listening(port, proc)
+        url = f"http://127.0.0.1:{port}/mcp"
+        async with httpx.AsyncClient(timeout=30) as client:
+            refused = await client.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert refused.status_code == 401
+        async with http_session(url, token) as session:
+            stored = payload(await session.call_tool("store", {"text": "Alice plays the oboe."}))
+            hits = payload(await session.call_tool("search", {"query": "instrument"}))["hits"]
+        assert hits[0]["id"] == stored["stored"]["id"] and hits[0]["owner"] == "alice"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode in (0, 130), proc.stderr.read() if proc.stderr else ""
+    with MemOS(data, config=MemOSConfig(show_progress=False)) as mos:  # released, intact
+        assert mos.get(stored["stored"]["id"], user_id="alice").text == "Alice plays the oboe."

@@ -1,0 +1,106 @@
+"""The token file, ``memos mcp token add|list|revoke``, ``--http`` parsing, and that importing
+memos_core (or its CLI) does not import the MCP SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memos_core import CorruptDataError, InvalidInputError, MemoryNotFoundError
+from memos_core.cli import main
+from memos_core.mcp_server import TokenStore
+from memos_core.mcp_server.cli import parse_http
+
+
+def test_add_verify_revoke(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "t.json")
+    assert store.verify("memos_anything") is None  # no file: nobody
+    token, record = store.add("alice", label="laptop")
+    assert token.startswith("memos_") and len(token) >= 40
+    assert store.verify(token) == record and record.user_id == "alice"
+    other, _ = store.add("bob")
+    assert store.verify(other).user_id == "bob"
+    for bad in (None, 42, "", token[:-1], token + "x", token.upper(), "memos_" + "a" * 500):
+        assert store.verify(bad) is None
+    revoked = store.revoke(record.id)
+    assert revoked.revoked_at is not None and store.verify(token) is None
+    assert store.revoke(record.id).revoked_at == revoked.revoked_at  # idempotent
+    # another process's revoke is seen at the next check (the file is re-read)
+    TokenStore(tmp_path / "t.json").revoke(store.verify(other).id)
+    assert store.verify(other) is None
+    with pytest.raises(MemoryNotFoundError, match="token list"):
+        store.revoke("tok_missing")
+    with pytest.raises(InvalidInputError):
+        store.add("")
+
+
+def test_file_mode_and_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    store = TokenStore(path)
+    token, _ = store.add("alice")
+    os.chmod(path, 0o644)
+    with pytest.raises(InvalidInputError, match="chmod 600"):
+        store.verify(token)
+    os.chmod(path, 0o600)
+    assert store.verify(token) is not None
+    path.write_text("{not json")
+    os.chmod(path, 0o600)
+    with pytest.raises(CorruptDataError, match="unreadable"):
+        TokenStore(path).verify(token)
+
+
+def test_token_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--data-dir", str(tmp_path / "data")]
+    assert main(["mcp", "token", "add", "--user", "alice", "--label", "desk", "--json", *base]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["user_id"] == "alice" and added["token"].startswith("memos_")
+    assert TokenStore.for_data_dir(tmp_path / "data").verify(added["token"]).id == added["id"]
+    assert main(["mcp", "token", "list", *base]) == 0
+    listed = capsys.readouterr().out
+    assert added["id"] in listed and "active" in listed and added["token"] not in listed
+    assert main(["mcp", "token", "revoke", added["id"], *base]) == 0
+    assert f"revoked {added['id']} (alice)" in capsys.readouterr().out
+    assert main(["mcp", "token", "list", "--json", *base]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["revoked_at"]
+    assert main(["mcp", "token", "revoke", "tok_nope", *base]) == 2
+    assert "token list" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("127.0.0.1:8765", ("127.0.0.1", 8765)), (":9000", ("127.0.0.1", 9000)),
+    ("9001", ("127.0.0.1", 9001)), ("[::1]:8000", ("::1", 8000)),
+    ("localhost:0", ("localhost", 0))])
+def test_parse_http(value: str, expected: tuple[str, int]) -> None:
+    assert parse_http(value) == expected
+
+
+@pytest.mark.parametrize("value", ["host", "h:port", "h:70000", "h:-1"])
+def test_parse_http_rejects(value: str) -> None:
+    with pytest.raises(InvalidInputError, match="--http"):
+        parse_http(value)
+
+
+def test_importing_memos_core_does_not_import_mcp() -> None:
+    code = ("import sys, memos_core, memos_core.cli, memos_core.mcp_server; "
+            "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith('mcp.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"user_id": "a", "tokens": "both"}, {"user_id": ""},
+                                    {"user_id": 7}], ids=["neither", "both", "empty", "int"])
+def test_server_needs_exactly_one_principal_source(kwargs: dict, tmp_path: Path) -> None:
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.mcp_server import MemoryServer
+
+    if kwargs.get("tokens") == "both":
+        kwargs["tokens"] = TokenStore(tmp_path / "t.json")
+    with MemOS(tmp_path / "data", config=MemOSConfig(show_progress=False)) as mos:
+        with pytest.raises(InvalidInputError, match="user_id"):
+            MemoryServer(mos, **kwargs)

@@ -40,6 +40,23 @@ class RetrievalConfig(BaseModel):
     neighbour_turns: int = Field(
         default=2, ge=0, description="Turns before/after a hit in the same session to expand."
     )
+    question_weight: float = Field(
+        default=0.5, ge=0, le=1,
+        description="A memory that is only a question (\"what bike do I have?\") has its "
+        "score multiplied by this, so statements rank above past questions (1: off).",
+    )
+    rerank_depth: int = Field(
+        default=30, ge=1,
+        description="Candidates whose texts are read for the second stage (question "
+        "demotion, optional reranker); at least k.",
+    )
+    reranker_weight: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Share of an optional reranker's (normalised) score in the final score.",
+    )
+    query_cache: int = Field(
+        default=256, ge=0, description="Query vectors kept in an LRU cache (0: no cache)."
+    )
 
 
 class MemOSConfig(BaseModel):
@@ -62,6 +79,12 @@ class MemOSConfig(BaseModel):
     embedder: str = Field(
         default="minilm",
         description="'minilm' (bundled all-MiniLM-L6-v2) or a sentence-transformers name/path.",
+    )
+    embedder_backend: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
+        description="'auto': ONNX Runtime when onnxruntime is importable (same vectors, "
+        "faster; exported once from the model's weights and cached), else torch; "
+        "$MEMOS_EMBEDDER_BACKEND overrides 'auto'. 'onnx' or 'torch' force one.",
     )
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     heat_half_life_s: float = Field(

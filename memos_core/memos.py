@@ -54,6 +54,7 @@ from memos_core.retrieval.filters import (
     payload_of,
 )
 from memos_core.retrieval.hybrid import HybridRetriever
+from memos_core.retrieval.rerank import Reranker, rerank
 from memos_core.validation import (
     check_datetime,
     check_enum,
@@ -86,8 +87,14 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         config: MemOSConfig | None = None,
         embedder: Embedder | None = None,
         entity_extractor: EntityExtractor | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.config = config or MemOSConfig()
+        if reranker is not None and not isinstance(reranker, Reranker):
+            raise InvalidInputError(
+                f"reranker must have score(query, texts) -> scores, got {type(reranker).__name__}.")
+        #: Optional second-stage scorer of (query, text) pairs (e.g. a local cross-encoder).
+        self.reranker = reranker
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._embedder = embedder
@@ -106,7 +113,8 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         from memos_core.index.sparse import Bm25Encoder
 
         self.vault = SQLiteVault(self.data_dir / "vault.sqlite3")
-        self.embedder: Embedder = self._embedder or default_embedder(self.config.embedder)
+        self.embedder: Embedder = self._embedder or default_embedder(
+            self.config.embedder, self.config.embedder_backend)
         self.extractor: EntityExtractor = self._extractor or RuleEntityExtractor()
         self.bm25 = Bm25Encoder()
         self._write_lock = threading.RLock()  # one writer: vault + index + graph stay in step
@@ -703,11 +711,19 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded,
         )
-        cands = self.retriever.retrieve(query, flt, k)
+        rcfg = self.config.retrieval
+        depth = max(k, rcfg.rerank_depth) if (rcfg.question_weight != 1.0 or self.reranker) else k
+        cands = self.retriever.retrieve(query, flt, depth)
         cubes = self.vault.get_many([c.id for c in cands])
+        if depth > k:
+            cands = rerank(query, cands, {i: c.text for i, c in cubes.items()},
+                           question_weight=rcfg.question_weight, reranker=self.reranker,
+                           reranker_weight=rcfg.reranker_weight)
         now = utcnow()
         hits = []
         for c in cands:
+            if len(hits) == k:
+                break
             cube = cubes.get(c.id)
             # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
             if cube is None or cube.state.value not in states or cube.ttl_elapsed(now) \
@@ -755,6 +771,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             "index": {"backend": self.config.index, "points": self.index.count()},
             "graph": self.graph.stats(),
             "embedder": self.embedder.name,
+            "embedder_backend": getattr(self.embedder, "backend", None),
         }
 
     def audit_log(self, *, user_id: str, memory_id: str | None = None,

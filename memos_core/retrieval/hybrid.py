@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from memos_core.config import RetrievalConfig
-from memos_core.embedding import Embedder
+from memos_core.embedding import Embedder, QueryCache
 from memos_core.extraction import EntityExtractor
 from memos_core.graph import MemoryGraph
 from memos_core.index.base import IndexFilter, ScoredId, VectorIndex
@@ -111,6 +111,7 @@ class HybridRetriever:
         self.graph_lock = graph_lock
         self.extractor = extractor
         self.config = config
+        self.query_vectors = QueryCache(embedder, config.query_cache)
 
     def retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
         """The top ``k`` candidates for ``query`` that pass ``flt``, best first."""
@@ -118,7 +119,7 @@ class HybridRetriever:
         n = max(cfg.candidates, k)
         signals: dict[str, list[ScoredId]] = {}
         if cfg.dense_weight > 0:
-            vector = self.embedder.embed([query])[0]
+            vector = self.query_vectors.get(query)
             signals["dense"] = self.index.search_dense(vector, flt, n)
         if cfg.sparse_weight > 0:
             signals["bm25"] = self.index.search_sparse(self.bm25.encode_query(query), flt, n)

@@ -41,7 +41,7 @@ class RetrievalConfig(BaseModel):
         default=2, ge=0, description="Turns before/after a hit in the same session to expand."
     )
     question_weight: float = Field(
-        default=0.5, ge=0, le=1,
+        default=0.25, ge=0, le=1,
         description="A memory that is only a question (\"what bike do I have?\") has its "
         "score multiplied by this, so statements rank above past questions (1: off).",
     )

@@ -135,6 +135,10 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
             ingest_s += time.perf_counter() - t0
             ingested += len(cubes)
             dia = {c.id: c.metadata["dia_id"] for c in cubes}
+            # relative query dates ("last week") count back from the conversation's last day
+            last = max((i["occurred_at"] for i in items if i["occurred_at"]), default=None)
+            if last is not None:
+                mos.retriever.now = lambda last=last: last
             flt = build_filter((user,), states=SEARCHABLE_STATES)
             for qa in sample["qa"]:
                 if qa.get("category") not in CATEGORIES:

@@ -40,6 +40,24 @@ class RetrievalConfig(BaseModel):
     neighbour_turns: int = Field(
         default=2, ge=0, description="Turns before/after a hit in the same session to expand."
     )
+    session_weight: float = Field(
+        default=0.0, ge=0,
+        description="Session-level retrieval: candidates of the best `session_count` "
+        "sessions gain this times their session's relative score (0: off).",
+    )
+    session_count: int = Field(default=3, ge=1, description="Sessions boosted.")
+    temporal_weight: float = Field(
+        default=0.0, ge=0,
+        description="Memories whose occurred_at falls in a time the query names ('in May "
+        "2023', 'last week') get their score multiplied by 1 + this (0: off).",
+    )
+    prf_weight: float = Field(
+        default=0.0, ge=0,
+        description="Pseudo-relevance feedback: BM25 is searched again with the heaviest "
+        "terms of the first `prf_docs` hits added at this weight (0: off).",
+    )
+    prf_docs: int = Field(default=3, ge=1, description="Hits used for feedback.")
+    prf_terms: int = Field(default=8, ge=1, description="Feedback terms added to the query.")
     question_weight: float = Field(
         default=0.25, ge=0, le=1,
         description="A memory that is only a question (\"what bike do I have?\") has its "

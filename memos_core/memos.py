@@ -135,6 +135,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             self.index, self.embedder, self.bm25, self.graph, self._graph_lock, self.extractor,
             self.config.retrieval,
         )
+        self.retriever.texts = lambda ids: {i: c.text for i, c in self.vault.get_many(ids).items()}
         self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
         if self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
             self.reconcile()

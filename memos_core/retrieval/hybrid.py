@@ -16,7 +16,8 @@ with what raw score.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from memos_core.embedding import Embedder, QueryCache
 from memos_core.extraction import EntityExtractor
 from memos_core.graph import MemoryGraph
 from memos_core.index.base import IndexFilter, ScoredId, VectorIndex
+from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
 
 if TYPE_CHECKING:
     from memos_core.index.sparse import Bm25Encoder
@@ -112,6 +114,10 @@ class HybridRetriever:
         self.extractor = extractor
         self.config = config
         self.query_vectors = QueryCache(embedder, config.query_cache)
+        #: ids -> texts, for pseudo-relevance feedback (set by MemOS to a vault read)
+        self.texts: Callable[[Sequence[str]], Mapping[str, str]] | None = None
+        #: the reference time of relative query dates ("last week"); None: now
+        self.now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
     def retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
         """The top ``k`` candidates for ``query`` that pass ``flt``, best first."""
@@ -121,10 +127,32 @@ class HybridRetriever:
         if cfg.dense_weight > 0:
             vector = self.query_vectors.get(query)
             signals["dense"] = self.index.search_dense(vector, flt, n)
+        sparse_query = None
         if cfg.sparse_weight > 0:
-            signals["bm25"] = self.index.search_sparse(self.bm25.encode_query(query), flt, n)
+            sparse_query = self.bm25.encode_query(query)
+            signals["bm25"] = self.index.search_sparse(sparse_query, flt, n)
         weights = {"dense": cfg.dense_weight, "bm25": cfg.sparse_weight}
         cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
+        if cfg.prf_weight > 0 and sparse_query is not None and self.texts is not None and cands:
+            top = sorted(cands.values(), key=lambda c: (-c.score, c.id))[: cfg.prf_docs]
+            texts = self.texts([c.id for c in top])
+            docs = [self.bm25.encode_document(texts[c.id]) for c in top if c.id in texts]
+            expanded = feedback_query(sparse_query, docs, weight=cfg.prf_weight,
+                                      terms=cfg.prf_terms)
+            signals["bm25"] = self.index.search_sparse(expanded, flt, n)
+            cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
+        if cfg.session_weight > 0 or cfg.temporal_weight > 0:
+            with self.graph_lock:
+                payloads = {mid: self.graph.payload(mid) or {} for mid in cands}
+            boost_sessions(cands, lambda mid: payloads[mid].get("session_id"),
+                           cfg.session_weight, sessions=cfg.session_count)
+            span = parse_time_range(query, self.now()) if cfg.temporal_weight > 0 else None
+            if span is not None:
+                for c in cands.values():
+                    when = payloads[c.id].get("occurred_at")
+                    if when is not None and span[0] <= when < span[1]:
+                        c.score *= 1 + cfg.temporal_weight
+                        c.scores["time"] = 1.0
         if cfg.graph_weight > 0:
             self._expand(query, cands, flt)
         ranked = sorted(cands.values(), key=lambda c: (-c.score, c.id))

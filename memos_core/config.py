@@ -58,6 +58,11 @@ class RetrievalConfig(BaseModel):
     )
     prf_docs: int = Field(default=3, ge=1, description="Hits used for feedback.")
     prf_terms: int = Field(default=8, ge=1, description="Feedback terms added to the query.")
+    speaker_weight: float = Field(
+        default=0.0, ge=0,
+        description="When the query names one speaker of the candidate turns ('Name: ...'), "
+        "that speaker's turns get their score multiplied by 1 + this (0: off).",
+    )
     question_weight: float = Field(
         default=0.25, ge=0, le=1,
         description="A memory that is only a question (\"what bike do I have?\") has its "
@@ -98,11 +103,12 @@ class MemOSConfig(BaseModel):
         default="minilm",
         description="'minilm' (bundled all-MiniLM-L6-v2) or a sentence-transformers name/path.",
     )
-    embedder_backend: Literal["auto", "onnx", "torch"] = Field(
+    embedder_backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
         default="auto",
         description="'auto': ONNX Runtime when onnxruntime is importable (same vectors, "
         "faster; exported once from the model's weights and cached), else torch; "
-        "$MEMOS_EMBEDDER_BACKEND overrides 'auto'. 'onnx' or 'torch' force one.",
+        "$MEMOS_EMBEDDER_BACKEND overrides 'auto'. 'onnx' or 'torch' force one; "
+        "'onnx-int8' (opt-in) quantises the weights: faster, vectors not identical.",
     )
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     heat_half_life_s: float = Field(

@@ -713,13 +713,15 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             include_superseded=include_superseded,
         )
         rcfg = self.config.retrieval
-        depth = max(k, rcfg.rerank_depth) if (rcfg.question_weight != 1.0 or self.reranker) else k
+        second = rcfg.question_weight != 1.0 or rcfg.speaker_weight > 0 or self.reranker is not None
+        depth = max(k, rcfg.rerank_depth) if second else k
         cands = self.retriever.retrieve(query, flt, depth)
         cubes = self.vault.get_many([c.id for c in cands])
-        if depth > k:
+        if second:
             cands = rerank(query, cands, {i: c.text for i, c in cubes.items()},
                            question_weight=rcfg.question_weight, reranker=self.reranker,
-                           reranker_weight=rcfg.reranker_weight)
+                           reranker_weight=rcfg.reranker_weight,
+                           speaker_weight=rcfg.speaker_weight)
         now = utcnow()
         hits = []
         for c in cands:

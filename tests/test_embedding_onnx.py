@@ -92,6 +92,7 @@ def test_backend_choice(monkeypatch):
     monkeypatch.delenv("MEMOS_EMBEDDER_BACKEND", raising=False)
     assert resolve_backend("auto") == "onnx"  # onnxruntime is importable here
     assert resolve_backend("torch") == "torch"
+    assert resolve_backend("onnx-int8") == "onnx-int8"
     monkeypatch.setenv("MEMOS_EMBEDDER_BACKEND", "torch")
     assert resolve_backend("auto") == "torch"
     assert default_embedder().backend == "torch"

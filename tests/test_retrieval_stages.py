@@ -119,3 +119,25 @@ def test_session_and_feedback_stages_run_end_to_end(make_mos):
     assert len(hits) == 3 and all("session" in h.signals for h in hits)
     # feedback found the beach turn through the terms of the first hits (it has no query word)
     assert "bm25" in next(h for h in hits if "beach" in h.text).signals
+
+
+def test_speaker_normalisation():
+    from memos_core.retrieval.rerank import named_speaker, speaker_of
+
+    assert speaker_of("[1:56 pm on 8 May, 2023] Caroline: I went to a support group.") == "Caroline"
+    assert speaker_of("user: what bike do I have?") == "user"
+    assert speaker_of("no speaker here") is None
+    people = {"Caroline", "Melanie"}
+    assert named_speaker("What did Melanie paint?", people) == "Melanie"
+    assert named_speaker("What did Mel's kids paint?", people) == "Melanie"  # short form
+    assert named_speaker("What did caroline research?", people) == "Caroline"
+    assert named_speaker("What do Caroline and Melanie share?", people) is None  # two
+    assert named_speaker("What is the weather?", people) is None
+
+
+def test_speaker_weight_ranks_the_named_speakers_turns_first():
+    cands = [Candidate("a", 1.0), Candidate("b", 0.8)]
+    texts = {"a": "Melanie: I love painting sunsets.", "b": "Caroline: I painted a sunset too."}
+    ranked = rerank("What did Caroline paint?", cands, texts, question_weight=1.0,
+                    speaker_weight=0.5)
+    assert [c.id for c in ranked] == ["b", "a"] and ranked[0].scores["speaker"] == 1.0

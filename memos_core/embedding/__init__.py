@@ -29,8 +29,9 @@ __all__ = ["Embedder", "SentenceTransformerEmbedder", "QueryCache", "default_emb
 
 _log = logging.getLogger(__name__)
 
-#: Embedder backends: "auto" (ONNX when onnxruntime is importable, else torch), "onnx", "torch".
-BACKENDS = ("auto", "onnx", "torch")
+#: Embedder backends: "auto" (ONNX when onnxruntime is importable, else torch), "onnx",
+#: "onnx-int8" (weights quantised to int8: faster, vectors not identical; opt-in), "torch".
+BACKENDS = ("auto", "onnx", "onnx-int8", "torch")
 
 
 @runtime_checkable
@@ -208,6 +209,6 @@ def default_embedder(spec: str = "minilm", backend: str = "auto") -> Embedder:
             if chosen == "torch":
                 _DEFAULT[key] = SentenceTransformerEmbedder(spec)
             else:
-                onnx = _onnx_cls()(spec)
+                onnx = _onnx_cls()(spec, quantize=chosen == "onnx-int8")
                 _DEFAULT[key] = onnx if forced else _FallbackEmbedder(onnx, spec)
         return _DEFAULT[key]

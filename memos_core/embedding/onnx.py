@@ -199,14 +199,13 @@ class OnnxEmbedder:
     to similar lengths; rows come back in the input order.
     """
 
-    backend = "onnx"
-
     def __init__(self, model: str = "minilm", *, batch_size: int = 32, quantize: bool = False,
                  threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None) -> None:
         self._spec = model
         self.name = "all-MiniLM-L6-v2" if model == "minilm" else model
         self.dim = 384 if model == "minilm" else 0
         self.quantize = quantize
+        self.backend = "onnx-int8" if quantize else "onnx"
         self._batch_size = batch_size
         self._threads = threads
         self._cache_dir = cache_dir

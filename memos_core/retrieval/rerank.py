@@ -21,12 +21,14 @@ from typing import Protocol, runtime_checkable
 
 from memos_core.retrieval.hybrid import Candidate
 
-__all__ = ["Reranker", "is_question", "rerank"]
+__all__ = ["Reranker", "is_question", "rerank", "speaker_of", "named_speaker"]
 
 # "[1:56 pm on 8 May, 2023] Caroline: ..." or "Caroline: ..." or "user: ..."
 _PREFIX = re.compile(r"^\s*(?:\[[^\]]{0,80}\]\s*)?(?:[\w .'-]{1,40}:\s+)?")
 _SENTENCE = re.compile(r"[^.!?]+[.!?]*")
 _FILLER_WORDS = 4
+_SPEAKER = re.compile(r"^\s*(?:\[[^\]]{0,80}\]\s*)?([^\W\d_][\w.'-]{0,30}(?: [^\W\d_][\w.'-]{0,30})?):\s")
+_WORD = re.compile(r"[^\W\d_][\w'-]*")
 
 
 @runtime_checkable
@@ -58,6 +60,27 @@ def is_question(text: str) -> bool:
     return stated <= _FILLER_WORDS
 
 
+def speaker_of(text: str) -> str | None:
+    """The speaker of a turn stored as "[date] Name: text" or "Name: text", else None."""
+    m = _SPEAKER.match(text)
+    return m.group(1) if m else None
+
+
+def named_speaker(query: str, speakers: set[str]) -> str | None:
+    """The one speaker among ``speakers`` that ``query`` names, or None (none or several).
+    Names match case-insensitively, a possessive "'s" dropped, and a short form matches the
+    full name it begins ("Mel" names "Melanie")."""
+    words = {w.lower().removesuffix("'s").removesuffix("’s") for w in _WORD.findall(query)}
+    found = set()
+    for speaker in speakers:
+        name = speaker.lower()
+        first = name.split()[0]
+        if name in words or first in words or any(
+                len(w) >= 3 and (first.startswith(w) or w.startswith(first)) for w in words):
+            found.add(speaker)
+    return found.pop() if len(found) == 1 else None
+
+
 def rerank(
     query: str,
     cands: Sequence[Candidate],
@@ -66,10 +89,23 @@ def rerank(
     question_weight: float,
     reranker: Reranker | None = None,
     reranker_weight: float = 0.5,
+    speaker_weight: float = 0.0,
 ) -> list[Candidate]:
     """Candidates re-scored and re-sorted (best first); candidates without a text (not
-    readable) keep their score. Scores are changed in place on the given candidates."""
+    readable) keep their score. Scores are changed in place on the given candidates.
+
+    ``speaker_weight``: when the query names exactly one of the candidates' speakers (see
+    :func:`named_speaker`), that speaker's turns -- first-person statements about them --
+    get their score multiplied by ``1 + speaker_weight``."""
     cands = list(cands)
+    if speaker_weight > 0:
+        speaker = {c.id: speaker_of(texts[c.id]) for c in cands if c.id in texts}
+        named = named_speaker(query, {s for s in speaker.values() if s})
+        if named is not None:
+            for c in cands:
+                if speaker.get(c.id) == named:
+                    c.score *= 1 + speaker_weight
+                    c.scores["speaker"] = 1.0
     if question_weight != 1.0:
         for c in cands:
             text = texts.get(c.id)

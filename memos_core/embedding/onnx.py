@@ -101,8 +101,16 @@ def _export_into(model_dir: Path, out: Path, quantize: bool) -> None:
             pooled = summed / counts
             return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
-    bert = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32,
-                                     attn_implementation="eager")
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a one-time export, not a user-facing progress
+    try:
+        bert = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32,
+                                         attn_implementation="eager")
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model = Pooled(bert).eval()
     # A padded example: with an all-ones mask transformers may skip building the attention
     # mask, and the trace would then ignore padding.

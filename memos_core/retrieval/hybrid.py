@@ -7,6 +7,12 @@ relation's weight). ``"rrf"`` (weighted reciprocal rank fusion) is the alternati
 LoCoMo dev conversations score fusion beat RRF by several points of recall@10 (see
 docs/benchmarks.md); neighbouring turns are the graph relation that helps most.
 
+Optional stages between fusion and graph expansion (pseudo-relevance feedback for BM25,
+session boost, query time ranges; all off by default) are in
+:mod:`memos_core.retrieval.expansion`; the second stage over the candidates' texts (question
+demotion, speaker lift, optional reranker) is :mod:`memos_core.retrieval.rerank`, run by
+``MemOS.search`` once it has read the texts.
+
 Pure ranking logic lives in :func:`rrf`, :func:`normalise` and :func:`fuse`;
 :class:`HybridRetriever` does the I/O (embedding, index queries, graph lookups) and returns
 ranked :class:`Candidate` objects that say which signals found each memory, at what rank and

@@ -142,3 +142,23 @@ def test_query_cache_is_lru(onnx_embedder):
     off.get("alpha")
     off.get("alpha")
     assert counting.calls == 6
+
+
+def test_auto_falls_back_to_torch_when_the_export_cannot_be_written(tmp_path, caplog):
+    from memos_core.embedding import _FallbackEmbedder
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")  # the cache root is a file: the export cannot be written
+    emb = _FallbackEmbedder(OnnxEmbedder("minilm", cache_dir=blocker), "minilm")
+    with caplog.at_level("WARNING"):
+        vec = emb.embed(["my bike"])
+    assert emb.backend == "torch" and "using torch" in caplog.text
+    torch_vec = SentenceTransformerEmbedder("minilm").embed(["my bike"])
+    assert float(vec[0] @ torch_vec[0]) >= 0.999
+
+
+def test_forced_onnx_raises_a_clear_error(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    with pytest.raises(MemOSError, match="MEMOS_CACHE_DIR"):
+        OnnxEmbedder("minilm", cache_dir=blocker).embed(["x"])

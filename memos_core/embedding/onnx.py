@@ -161,9 +161,14 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False,
     target = parent / f"onnx-{name}-{'int8' if quantize else 'fp32'}-{sha[:16]}"
     if _valid(target, sha):
         return target
-    parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise ModelLoadError(
+            f"cannot write the ONNX export under {parent} ({exc}); set MEMOS_CACHE_DIR to a "
+            "writable directory or use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).") from exc
     try:
         try:
             _export_into(src, tmp, quantize)

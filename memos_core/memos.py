@@ -57,6 +57,7 @@ from memos_core.retrieval.filters import (
     payload_of,
 )
 from memos_core.retrieval.hybrid import HybridRetriever
+from memos_core.retrieval.rerank import Reranker, rerank
 from memos_core.validation import (
     check_datetime,
     check_enum,
@@ -108,8 +109,14 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         config: MemOSConfig | None = None,
         embedder: Embedder | None = None,
         entity_extractor: EntityExtractor | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.config = config or MemOSConfig()
+        if reranker is not None and not isinstance(reranker, Reranker):
+            raise InvalidInputError(
+                f"reranker must have score(query, texts) -> scores, got {type(reranker).__name__}.")
+        #: Optional second-stage scorer of (query, text) pairs (e.g. a local cross-encoder).
+        self.reranker = reranker
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._embedder = embedder
@@ -157,7 +164,8 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
         from memos_core.index.sparse import Bm25Encoder
 
         self.vault = SQLiteVault(self.data_dir / "vault.sqlite3")
-        self.embedder: Embedder = self._embedder or default_embedder(self.config.embedder)
+        self.embedder: Embedder = self._embedder or default_embedder(
+            self.config.embedder, self.config.embedder_backend)
         self.extractor: EntityExtractor = self._extractor or RuleEntityExtractor()
         self.bm25 = Bm25Encoder()
         self._write_lock = threading.RLock()  # one writer: vault + index + graph stay in step
@@ -173,6 +181,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             self.index, self.embedder, self.bm25, self.graph, self._graph_lock, self.extractor,
             self.config.retrieval,
         )
+        self.retriever.texts = lambda ids: {i: c.text for i, c in self.vault.get_many(ids).items()}
         self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
         if self.vault.get_meta(index_privacy.FORMAT_META) != index_privacy.FORMAT:
             self.reindex()  # an index from before tags were hashed holds them in clear: rebuild
@@ -730,8 +739,11 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
     ) -> list[SearchHit]:
         """Hybrid search over the memories ``user_id`` may read; best first, at most ``k``.
 
-        Superseded and archived memories are left out unless asked for. Each hit records the
-        signals that found it. Every hit counts as an access (usage counters, heat) unless
+        Superseded and archived memories are left out unless asked for. Ranking: dense +
+        BM25 fusion and graph expansion, then a second stage over the top
+        ``retrieval.rerank_depth`` texts (a memory that is only a question ranks below
+        statements; turns of a speaker the query names are lifted; the optional
+        ``reranker``). Each hit records the signals that found it. Every hit counts as an access (usage counters, heat) unless
         ``record_usage=False``. Search results are what goes into prompts, so a memory with
         sensitivity tags comes back redacted (``hit.redacted`` names the tags, the text is
         ``"[redacted: pii]"``) unless ``allow_sensitive`` (default
@@ -757,11 +769,21 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded,
         )
-        cands = self.retriever.retrieve(query, flt, k)
+        rcfg = self.config.retrieval
+        second = rcfg.question_weight != 1.0 or rcfg.speaker_weight > 0 or self.reranker is not None
+        depth = max(k, rcfg.rerank_depth) if second else k
+        cands = self.retriever.retrieve(query, flt, depth)
         cubes = self.vault.get_many([c.id for c in cands])
+        if second:
+            cands = rerank(query, cands, {i: c.text for i, c in cubes.items()},
+                           question_weight=rcfg.question_weight, reranker=self.reranker,
+                           reranker_weight=rcfg.reranker_weight,
+                           speaker_weight=rcfg.speaker_weight)
         now = utcnow()
         hits = []
         for c in cands:
+            if len(hits) == k:
+                break
             cube = cubes.get(c.id)
             # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
             if cube is None or cube.state.value not in states or cube.ttl_elapsed(now) \
@@ -833,6 +855,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
             "vault": self.vault.user_stats(user_id),
             "index": {"backend": self.config.index},
             "embedder": self.embedder.name,
+            "embedder_backend": getattr(self.embedder, "backend", None),
         }
 
     def audit_log(self, *, user_id: str, memory_id: str | None = None,

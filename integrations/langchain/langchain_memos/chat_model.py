@@ -136,7 +136,7 @@ class ChatMemOS(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
         params["ls_provider"] = "memos"
-        params["ls_model_name"] = self._model_name()
+        params["ls_model_name"] = kwargs.get("model") or self._model_name()
         params["ls_model_type"] = "chat"
         params["ls_temperature"] = 0.0 if self.temperature is None else self.temperature
         params["ls_max_tokens"] = kwargs.get("max_tokens", self.max_new_tokens)

@@ -48,7 +48,7 @@ class Memory:
     def __init__(self, mos: MemOS) -> None:
         self.mos = mos
         self.checkpointer = MemOSCheckpointer(mos)
-        self.store = MemOSStore(mos)
+        self.store = MemOSStore(mos, user_label=0)
 
     def agent(self, model: ScriptedChatModel) -> Any:
         return create_agent(

@@ -161,7 +161,7 @@ def test_middleware_without_a_user_says_how_to_give_one(mos: MemOS) -> None:
 
 def test_user_from_configurable_and_memory_tools_from_the_middleware(mos: MemOS) -> None:
     mos.add("Carol speaks Portuguese", user_id="carol")
-    model = scripted(tool_call("search_memory", query="languages"), "Portuguese.")
+    model = scripted(tool_call("search_memories", query="languages"), "Portuguese.")
     agent = create_agent(model, middleware=[MemOSMiddleware(mos, memory_tools=True, k=1)])
     out = agent.invoke({"messages": [HumanMessage("Which languages do I speak?")]},
                        {"configurable": {"user_id": "carol"}})

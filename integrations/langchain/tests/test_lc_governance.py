@@ -56,7 +56,7 @@ def _probes(mos: MemOS, mem: MemCube, bob: str) -> dict[str, Callable[[], str]]:
 
     return {
         "retriever": lambda: _seen(mem.id in {d.id for d in MemOSRetriever(mos=mos, user_id=bob, k=10).invoke(QUERY)}),
-        "search tool": lambda: _seen(mem.id in {a["id"] for a in _tool(tools, "search_memory", query=QUERY, k=10).artifact or []}),
+        "search tool": lambda: _seen(mem.id in {a["id"] for a in _tool(tools, "search_memories", query=QUERY, k=10).artifact or []}),
         "middleware": lambda: _seen(mem.text in _prompt_of(mos, bob)),
         "store": lambda: _seen(any(i.value.get("text") == mem.text
                                    for i in store.search((bob,), query=QUERY, limit=50))),

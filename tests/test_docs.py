@@ -19,6 +19,8 @@ import gc
 import inspect
 import os
 import re
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,11 +86,12 @@ def test_python_block_runs_as_written(block: Block, tmp_path: Path,
     assert not awaits, f"{block.name}: top-level await; wrap it in asyncio.run(...)"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MEMOS_DATA_DIR", str(tmp_path / "default-data"))
-    namespace: dict[str, Any] = {"__name__": "__docs__"}
+    module = types.ModuleType("docs_block")  # a real module: dataclasses look classes up in it
+    monkeypatch.setitem(sys.modules, module.__name__, module)
     try:
-        exec(compile(tree, block.name, "exec"), namespace)  # noqa: S102 - our own docs
+        exec(compile(tree, block.name, "exec"), module.__dict__)  # noqa: S102 - our own docs
     finally:
-        _close_leftovers(namespace)
+        _close_leftovers(module.__dict__)
 
 
 def _inside_async_def(tree: ast.AST, node: ast.AST) -> bool:

@@ -92,7 +92,7 @@ def test_cross_thread_recall_isolation_forgetting_and_restart(
     memory = Memory(make_mos("agent"))
     # Thread 1: the model stores a fact with the memory tool and a preference in the store.
     _turn(memory, mode, "alice", "t1", "I'm allergic to peanuts and I like window seats.",
-          tool_call("store_memory", text="Alice is allergic to peanuts", type="fact"),
+          tool_call("store_memory", text="Alice is allergic to peanuts", memory_type="fact"),
           tool_call("save_preference", "call-2", topic="seat", preference="Alice prefers window seats"),
           "Got it, I'll remember both.")
     assert memory.store.get(("alice", "preferences"), "seat").value == {"text": "Alice prefers window seats"}

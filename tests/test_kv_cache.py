@@ -14,8 +14,8 @@ import torch
 
 from memos_core.errors import InvalidInputError
 from memos_core.runtime import LocalModel, PrefixCache, default_tokenizer
-from memos_core.runtime.model import tiny_config
 from memos_core.runtime.generation import cache_kwargs
+from memos_core.runtime.model import tiny_config
 from memos_core.tiers.activation import (
     KVBlock,
     KVBudget,

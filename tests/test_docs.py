@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
                    re.MULTILINE | re.DOTALL)
-SHOWN_ONLY = {"bash", "sh", "shell", "console", "text", "toml", "json", "yaml", "ini",
-              "dockerfile", "mermaid", "diff", "jsonl"}
+SHOWN_ONLY = {"bash", "sh", "shell", "zsh", "console", "powershell", "text", "toml", "json",
+              "jsonl", "yaml", "ini", "env", "dockerfile", "mermaid", "diff", "sql", "http",
+              "html", "xml", "csv", "javascript", "js", "typescript", "ts", "pycon"}
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ def blocks(page: Path) -> list[Block]:
     for match in FENCE.finditer(text):
         info = match.group("info").split()
         line = text.count("\n", 0, match.start()) + 1
-        found.append(Block(page, line, info[0] if info else "", tuple(info[1:]),
-                           match.group("body")))
+        language = info[0].lower() if info else ""
+        found.append(Block(page, line, "python" if language == "py" else language,
+                           tuple(info[1:]), match.group("body")))
     return found
 
 

@@ -7,8 +7,9 @@
 
 Skipped by the suites' own switches, each for a feature the local model lacks: tool calling
 and tool choice (the 135M model calls no tools), structured output and JSON mode (no tool
-calling or constrained decoding), image/audio/PDF inputs (text only), Anthropic-format inputs, per-call model
-override (one local model per MemOS), and the VCR timing test (no HTTP to record). Two unit
+calling or constrained decoding), image/audio/PDF inputs (text only), Anthropic-format
+inputs, per-call model override (one local model per MemOS), and the VCR timing test (no
+HTTP to record). Two unit
 switches are not model features: ``test_init_from_env`` (nothing is read from the
 environment: no API key) and ``test_serdes`` (the model holds a live ``MemOS``, so it is not
 LangChain-serialisable).

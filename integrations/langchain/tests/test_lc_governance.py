@@ -100,7 +100,7 @@ def test_b_cannot_reach_a_through_any_component_until_shared(mos: MemOS, kind: s
 
 
 def test_the_store_acts_as_the_user_its_namespace_names(mos: MemOS) -> None:
-    """MemOSStore's principal is the namespace's first label (LangGraph's convention): the
+    """MemOSStore's principal is the namespace label it was told (here the first): the
     application decides which namespace a run may use. Items of another user's namespace are
     those user's memories, with that user's rules."""
     store = MemOSStore(mos, user_label=0)

@@ -69,7 +69,7 @@ class AsyncMemOSMixin:
     async def aimport_(self, path: Any, **kwargs: Any) -> dict[str, int]:
         return await asyncio.to_thread(self.import_, path, **kwargs)  # type: ignore[attr-defined]
 
-    async def achat(self, query: str, **kwargs: Any) -> Any:
+    async def achat(self, query: str | None = None, **kwargs: Any) -> Any:
         """Async ``chat``; with ``stream=True`` an ``AsyncChatStream`` (``async for``)."""
         result = await asyncio.to_thread(self.chat, query, **kwargs)  # type: ignore[attr-defined]
         if kwargs.get("stream"):

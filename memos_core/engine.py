@@ -367,7 +367,7 @@ class MemoryEngine:
                 self._chat = MemoryChat(self)
             return self._chat
 
-    def chat(self, query: str, **kwargs: Any) -> ChatAnswer | ChatStream:
+    def chat(self, query: str | None = None, **kwargs: Any) -> ChatAnswer | ChatStream:
         """Answer ``query`` with memory; see :meth:`memos_core.chat.MemoryChat.ask`."""
         self._check_open()
         return self.chat_service.ask(query, **kwargs)

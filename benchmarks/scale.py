@@ -188,13 +188,30 @@ def time_queries(mos: Any, queries: int, users: int,
     return sorted(lat), sorted(emb), sorted(store)
 
 
+def make_embedder(backend: str) -> Any:
+    """'torch' (sentence-transformers), 'onnx' or 'onnx-int8' (ONNX Runtime), same model."""
+    from memos_core.embedding import SentenceTransformerEmbedder
+    from memos_core.embedding.onnx import OnnxEmbedder
+
+    if backend == "torch":
+        return SentenceTransformerEmbedder("minilm")
+    return OnnxEmbedder("minilm", quantize=backend == "onnx-int8")
+
+
 def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
-        pool_size: int = 20_000, sigma: float = 0.02) -> dict[str, Any]:
+        pool_size: int = 20_000, sigma: float = 0.02, backend: str = "onnx",
+        query_backends: Sequence[str] = ("torch", "onnx")) -> dict[str, Any]:
+    """Ingest with ``backend``; then time the same queries once per ``query_backends``
+    entry (that backend embeds the queries; the query cache is off so every query pays
+    for its embedding). The ingest backend's query figures (if it is among them, else the
+    first one's) are the top-level ones; RSS is read after its queries, before any other
+    model is loaded."""
     from memos_core import MemOS, MemOSConfig
-    from memos_core.embedding import default_embedder
+    from memos_core.config import RetrievalConfig
+    from memos_core.embedding import QueryCache
 
     rng = random.Random(seed)
-    real = default_embedder()
+    real = make_embedder(backend)
     real.embed(["warm up"])
     pooled, pool_s = None, None
     if vectors == "pooled":
@@ -203,7 +220,9 @@ def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
         log(f"pool of {pool_size} vectors built in {pool_s:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "d"
-        mos = MemOS(data, config=MemOSConfig(show_progress=True), embedder=pooled or real)
+        mos = MemOS(data, config=MemOSConfig(show_progress=True,
+                                             retrieval=RetrievalConfig(query_cache=0)),
+                    embedder=pooled or real)
         rss_before = rss_mb()  # model (and pool) loaded, store empty
         optimize = time_optimize(mos)
         ingest_s, checkpoints = ingest(mos, n, users, rng)
@@ -211,13 +230,35 @@ def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
         mos.index.flush()
         if pooled is not None:
             pooled.phase = "query"
-        lat, emb, store = time_queries(mos, queries, users, rng)
-        rss_after = rss_mb()
+        by_backend = {}
+        rss_after = None
+        # the ingest backend first, and RSS read before another model is loaded for queries
+        order = sorted(query_backends, key=lambda b: b != backend)
+        for qb in order:
+            if qb != backend and rss_after is None:
+                rss_after = rss_mb()
+            qemb = real if qb == backend else make_embedder(qb)
+            qemb.embed(["warm up"])
+            mos.embedder = mos.retriever.embedder = qemb
+            mos.retriever.query_vectors = QueryCache(qemb, 0)
+            qlat, qemb_ms, qstore = time_queries(mos, queries, users, random.Random(seed + 1))
+            by_backend[qb] = {
+                "search_ms_p50": pct(qlat, 0.5), "search_ms_p95": pct(qlat, 0.95),
+                "embed_ms_p50": pct(qemb_ms, 0.5), "embed_ms_p95": pct(qemb_ms, 0.95),
+                "store_ms_p50": pct(qstore, 0.5), "store_ms_p95": pct(qstore, 0.95),
+                "load_avg": round(os.getloadavg()[0], 2)}
+            log(f"queries with {qb}: {by_backend[qb]}")
+            if qb == order[0]:
+                lat, emb, store = qlat, qemb_ms, qstore
+        if rss_after is None:
+            rss_after = rss_mb()
         mos.close()  # flush the vault WAL and the index before measuring the disk
         total = (n // users) * users
         disk = disk_mb(data)
         return {
             "n": total,
+            "backend": backend,
+            "queries_by_backend": by_backend,
             "users": users,
             "vectors": vectors,
             "pool_size": pool_size if pooled else None,
@@ -275,6 +316,15 @@ def print_table(r: dict[str, Any]) -> None:
           f"{r['embed_ms_p95']} | {r['store_ms_p50']} / {r['store_ms_p95']} | "
           f"{r['rss_mb']} | {r['rss_bytes_per_memory']} | "
           f"{r['disk_mb']} | {r['disk_bytes_per_memory']} |")
+    print(f"\nIngest embedder: {r['backend']}. The same {r['queries']} queries on the same "
+          "store, embedded by each backend (query cache off):\n")
+    print("| query backend | search p50 ms | search p95 ms | query embedding p50 / p95 ms "
+          "| search minus query embedding p50 / p95 ms | load avg |")
+    print("|---|---|---|---|---|---|")
+    for qb, q in r["queries_by_backend"].items():
+        print(f"| {qb} | {q['search_ms_p50']} | {q['search_ms_p95']} | {q['embed_ms_p50']} / "
+              f"{q['embed_ms_p95']} | {q['store_ms_p50']} / {q['store_ms_p95']} | "
+              f"{q['load_avg']} |")
 
 
 def main() -> None:
@@ -289,13 +339,17 @@ def main() -> None:
     p.add_argument("--pool-size", type=int, default=20_000, help="pooled mode: pool vectors")
     p.add_argument("--pool-sigma", type=float, default=0.02,
                    help="pooled mode: gaussian noise per dimension before renormalising")
+    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="onnx",
+                   help="embedder for ingest (and the pool)")
+    p.add_argument("--query-backends", default="torch,onnx",
+                   help="comma-separated embedders to time the queries with, side by side")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # SIGTERM as an exception, so the temporary data directory is removed on kill
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     r = run(args.n, args.users, args.queries, args.seed, args.vectors, args.pool_size,
-            args.pool_sigma)
+            args.pool_sigma, args.backend, tuple(args.query_backends.split(",")))
     print_table(r)
     if args.out:
         args.out.write_text(json.dumps(r, indent=2))

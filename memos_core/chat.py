@@ -216,6 +216,98 @@ def user_turn(query: str, memories: Sequence[MemCube]) -> str:
     return "\n".join(lines)
 
 
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+_ROLE_ALIASES = {"human": "user", "ai": "assistant", "model": "assistant", "chatbot": "assistant"}
+
+
+@dataclass(frozen=True)
+class SplitMessages:
+    """A conversation read the way :meth:`MemoryChat.ask` answers it: see
+    :func:`split_messages`."""
+
+    query: str
+    history: list[dict[str, str]]
+    system: str | None
+
+
+def split_messages(messages: Sequence[Any]) -> SplitMessages:
+    """The one rule every adapter uses to turn a chat into ``(query, history, system)``.
+
+    ``messages``: dicts (or objects) with ``role`` (or LangChain's ``type``) and ``content``
+    (a str, or a list of text blocks). Roles ``system`` and ``developer`` anywhere are the
+    caller's instructions: their texts, in order, joined by blank lines, become ``system``
+    (merged into the memory-aware system turn). ``user``/``human`` and
+    ``assistant``/``ai`` messages before the last one are the history (ones without text,
+    e.g. an assistant turn that only held a tool call, are left out). The last message must
+    be a user message with text: the question.
+
+    Raises:
+        InvalidInputError: no messages, a message without role or text content, a tool or
+            other role, non-text content blocks, or a last message that is not the user's.
+    """
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise InvalidInputError("messages must be a list of {'role', 'content'} messages")
+    if not messages:
+        raise InvalidInputError("messages is empty: pass at least one user message")
+    read = [_read_message(m, i) for i, m in enumerate(messages)]
+    *earlier, (last_role, last_text) = read
+    if last_role != "user":
+        raise InvalidInputError(
+            f"the last message must be the user's question (role 'user'), got {last_role!r}")
+    if not last_text.strip():
+        raise InvalidInputError("the last user message has no text: there is nothing to answer")
+    system = [text for role, text in earlier if role in _SYSTEM_ROLES and text.strip()]
+    history = [{"role": role, "content": text} for role, text in earlier
+               if role in _HISTORY_ROLES and text.strip()]
+    return SplitMessages(query=last_text.strip(), history=history,
+                         system="\n\n".join(t.strip() for t in system) or None)
+
+
+def _read_message(message: Any, index: int) -> tuple[str, str]:
+    """``(role, text)`` of one message; see :func:`split_messages`."""
+    def get(key: str) -> Any:
+        if isinstance(message, Mapping):
+            return message.get(key)
+        return getattr(message, key, None)
+
+    role = get("role") or get("type")
+    role = getattr(role, "value", role)  # enums (llama-index MessageRole)
+    if not isinstance(role, str):
+        raise InvalidInputError(f"messages[{index}] has no str 'role'")
+    role = _ROLE_ALIASES.get(role, role)
+    if role not in _HISTORY_ROLES and role not in _SYSTEM_ROLES:
+        raise InvalidInputError(
+            f"messages[{index}] has role {role!r}; the local model takes system, user and "
+            "assistant messages (it calls no tools)")
+    content = get("content")
+    if isinstance(content, str):
+        return role, content
+    if content is None:
+        return role, ""
+    if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, Mapping) and block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            else:
+                kind = block.get("type") if isinstance(block, Mapping) else type(block).__name__
+                raise InvalidInputError(
+                    f"messages[{index}] has a non-text content block ({kind!r}); the local "
+                    "model reads text only")
+        return role, "".join(parts)
+    raise InvalidInputError(f"messages[{index}] content must be a str or a list of text blocks")
+
+
+def system_turn(instructions: str | None, memory_turn: str) -> str:
+    """The system message: the caller's instructions first, then the memory-aware text
+    (the hot block or the model's default instructions)."""
+    if not instructions:
+        return memory_turn
+    return f"{instructions.strip()}\n\n{memory_turn}"
+
+
 def check_history(history: Sequence[Mapping[str, Any]] | None) -> list[dict[str, str]]:
     """Earlier turns as ``[{"role": "user" | "assistant", "content": str}, ...]``.
 
@@ -265,10 +357,12 @@ class MemoryChat:
 
     def ask(
         self,
-        query: str,
+        query: str | None = None,
         *,
         user_id: str,
         history: Sequence[Mapping[str, Any]] | None = None,
+        messages: Sequence[Any] | None = None,
+        system: str | None = None,
         k: int = 5,
         max_new_tokens: int = 128,
         stream: bool = False,
@@ -277,13 +371,32 @@ class MemoryChat:
         """Answer ``query`` for ``user_id``: a :class:`ChatAnswer`, or with ``stream=True`` a
         :class:`ChatStream` (the model runs as it is iterated).
 
+        Either ``query`` (with optional ``history`` of user/assistant turns and ``system``
+        instructions) or ``messages``, a whole chat read by :func:`split_messages` (its
+        system messages become ``system``). The caller's ``system`` text opens the system
+        turn, before the memory-aware part; with a hot block this sends the block as text
+        (its cached KV prefix starts with the default instructions), and ``trace.fallback``
+        says so.
+
         Raises:
-            InvalidInputError: bad query, user, history, ``k`` or ``max_new_tokens``.
+            InvalidInputError: bad query, messages, user, history, system, ``k`` or
+                ``max_new_tokens``; both ``query`` and ``messages`` or neither.
             ModelLoadError: the local model cannot be loaded.
         """
+        if messages is not None:
+            if query is not None or history is not None or system is not None:
+                raise InvalidInputError(
+                    "pass either messages=[...] or query (with history/system), not both")
+            split = split_messages(messages)
+            query, turns, system = split.query, split.history, split.system
+        elif query is None:
+            raise InvalidInputError("nothing to answer: pass a query or messages=[...]")
+        else:
+            turns = check_history(history)
         query = check_text(query, "query")
+        if system is not None:
+            system = check_text(system, "system") if str(system).strip() else None
         user_id = str(check_name(user_id, "user_id"))
-        turns = check_history(history)
         k = check_k(k)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or (
             max_new_tokens < 1
@@ -295,7 +408,7 @@ class MemoryChat:
         loaded = self.engine.model_loaded and self.engine.tier_if(False) is not None
         tier = self.engine.tier
         load_ms = 0.0 if loaded else 1000.0 * (time.perf_counter() - load_started)
-        prepared = self._prepare(query, user_id, turns, k, kv_prefix)
+        prepared = self._prepare(query, user_id, turns, k, kv_prefix, system)
         prepared.timings["model_load_ms"] = load_ms
         model = prepared.model or tier.model
         gen_started = time.perf_counter()
@@ -321,7 +434,8 @@ class MemoryChat:
         return finish(output)  # type: ignore[arg-type]
 
     def _prepare(
-        self, query: str, user_id: str, turns: list[dict[str, str]], k: int, kv_prefix: bool
+        self, query: str, user_id: str, turns: list[dict[str, str]], k: int, kv_prefix: bool,
+        system: str | None = None,
     ) -> _Prepared:
         """Search, pick the hot block and the plaintext, compose the prompt."""
         started = time.perf_counter()
@@ -341,8 +455,13 @@ class MemoryChat:
         prepared = _Prepared(started=started, user_id=user_id, prefix=None,
                              messages=turns + question, used=used, model=adapted)
         if not hot:
-            system = {"role": "system", "content": tier.instructions}
-            prepared.messages = [system, *prepared.messages]
+            turn = {"role": "system", "content": system_turn(system, tier.instructions)}
+            prepared.messages = [turn, *prepared.messages]
+        elif system is not None:  # the cached prefix opens with the default instructions
+            block = tier.messages_for(hot)
+            block[0] = {"role": "system", "content": system_turn(system, block[0]["content"])}
+            prepared.messages = block + prepared.messages
+            prepared.fallback = "caller system message: the hot block is sent as text"
         elif adapted is not None:  # the stored KV caches are the base model's
             prepared.messages = tier.messages_for(hot) + prepared.messages
             prepared.fallback = "adapter active: the KV prefix belongs to the base model"

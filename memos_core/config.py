@@ -40,6 +40,47 @@ class RetrievalConfig(BaseModel):
     neighbour_turns: int = Field(
         default=2, ge=0, description="Turns before/after a hit in the same session to expand."
     )
+    session_weight: float = Field(
+        default=0.0, ge=0,
+        description="Session-level retrieval: candidates of the best `session_count` "
+        "sessions gain this times their session's relative score (0: off).",
+    )
+    session_count: int = Field(default=3, ge=1, description="Sessions boosted.")
+    temporal_weight: float = Field(
+        default=0.0, ge=0,
+        description="Memories whose occurred_at falls in a time the query names ('in May "
+        "2023', 'last week') get their score multiplied by 1 + this (0: off).",
+    )
+    prf_weight: float = Field(
+        default=0.0, ge=0,
+        description="Pseudo-relevance feedback: BM25 is searched again with the heaviest "
+        "terms of the first `prf_docs` hits added at this weight (0: off).",
+    )
+    prf_docs: int = Field(default=3, ge=1, description="Hits used for feedback.")
+    prf_terms: int = Field(default=8, ge=1, description="Feedback terms added to the query.")
+    speaker_weight: float = Field(
+        default=1.0, ge=0,
+        description="When the query names one speaker of the candidate turns ('Name: ...'), "
+        "that speaker's turns get their score multiplied by 1 + this (0: off). LoCoMo dev: "
+        "recall@10 0.755 -> 0.776 (docs/benchmarks.md).",
+    )
+    question_weight: float = Field(
+        default=0.25, ge=0, le=1,
+        description="A memory that is only a question (\"what bike do I have?\") has its "
+        "score multiplied by this, so statements rank above past questions (1: off).",
+    )
+    rerank_depth: int = Field(
+        default=30, ge=1,
+        description="Candidates whose texts are read for the second stage (question "
+        "demotion, optional reranker); at least k.",
+    )
+    reranker_weight: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Share of an optional reranker's (normalised) score in the final score.",
+    )
+    query_cache: int = Field(
+        default=256, ge=0, description="Query vectors kept in an LRU cache (0: no cache)."
+    )
 
 
 class MemOSConfig(BaseModel):
@@ -62,6 +103,13 @@ class MemOSConfig(BaseModel):
     embedder: str = Field(
         default="minilm",
         description="'minilm' (bundled all-MiniLM-L6-v2) or a sentence-transformers name/path.",
+    )
+    embedder_backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
+        default="auto",
+        description="'auto': ONNX Runtime when onnxruntime is importable (same vectors, "
+        "faster; exported once from the model's weights and cached), else torch; "
+        "$MEMOS_EMBEDDER_BACKEND overrides 'auto'. 'onnx' or 'torch' force one; "
+        "'onnx-int8' (opt-in) quantises the weights: faster, vectors not identical.",
     )
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     heat_half_life_s: float = Field(

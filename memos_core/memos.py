@@ -45,6 +45,7 @@ from memos_core.progress import progress
 from memos_core.results import DerivedForm, ForgetReceipt, SearchHit, ShareReceipt
 from memos_core.retrieval.filters import build_filter
 from memos_core.retrieval.hybrid import HybridRetriever
+from memos_core.retrieval.rerank import Reranker, rerank
 from memos_core.store import MemoryStore
 from memos_core.validation import (
     check_datetime,
@@ -98,8 +99,14 @@ class MemOS:
         config: MemOSConfig | None = None,
         embedder: Embedder | None = None,
         entity_extractor: EntityExtractor | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.config = config or MemOSConfig()
+        if reranker is not None and not isinstance(reranker, Reranker):
+            raise InvalidInputError(
+                f"reranker must have score(query, texts) -> scores, got {type(reranker).__name__}.")
+        #: Optional second-stage scorer of (query, text) pairs (e.g. a local cross-encoder).
+        self.reranker = reranker
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = DataDirLock(self.data_dir)
@@ -585,8 +592,11 @@ class MemOS:
     ) -> builtins.list[SearchHit]:
         """Hybrid search over the memories ``user_id`` may read; best first, at most ``k``.
 
-        Superseded and archived memories are left out unless asked for. Each hit records the
-        signals that found it. Every hit counts as an access (usage counters, heat) unless
+        Superseded and archived memories are left out unless asked for. Ranking: dense +
+        BM25 fusion and graph expansion, then a second stage over the top
+        ``retrieval.rerank_depth`` texts (a memory that is only a question ranks below
+        statements; turns of a speaker the query names are lifted; the optional
+        ``reranker``). Each hit records the signals that found it. Every hit counts as an access (usage counters, heat) unless
         ``record_usage=False``. Search results are what goes into prompts, so a memory with
         sensitivity tags comes back redacted (``hit.redacted`` names the tags, the text is
         ``"[redacted: pii]"``) unless ``allow_sensitive`` (default
@@ -612,11 +622,21 @@ class MemOS:
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded,
         )
-        cands = self.retriever.retrieve(query, flt, k)
+        rcfg = self.config.retrieval
+        second = rcfg.question_weight != 1.0 or rcfg.speaker_weight > 0 or self.reranker is not None
+        depth = max(k, rcfg.rerank_depth) if second else k
+        cands = self.retriever.retrieve(query, flt, depth)
         cubes = self.vault.get_many([c.id for c in cands])
+        if second:
+            cands = rerank(query, cands, {i: c.text for i, c in cubes.items()},
+                           question_weight=rcfg.question_weight, reranker=self.reranker,
+                           reranker_weight=rcfg.reranker_weight,
+                           speaker_weight=rcfg.speaker_weight)
         now = utcnow()
-        hits = []
+        hits: builtins.list[SearchHit] = []
         for c in cands:
+            if len(hits) == k:
+                break
             cube = cubes.get(c.id)
             # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
             if cube is None or cube.state.value not in states or ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, now) \
@@ -677,6 +697,7 @@ class MemOS:
                 "index": {"backend": self.config.index, "points": self.index.count()},
                 "graph": self.graph.stats(),
                 "embedder": self.embedder.name,
+                "embedder_backend": getattr(self.embedder, "backend", None),
             }
         return {
             "scope": "user",
@@ -739,15 +760,20 @@ class MemOS:
         instead of the default SmolLM2-135M-Instruct, which otherwise loads on first use."""
         self.engine.attach_model(model)
 
-    def chat(self, query: str, *, user_id: str, history: Sequence[Message] | None = None,
-             k: int = 5, max_new_tokens: int = 128, stream: bool = False,
-             kv_prefix: bool = True) -> ChatAnswer | ChatStream:
+    def chat(self, query: str | None = None, *, user_id: str,
+             history: Sequence[Message] | None = None, messages: Sequence[Any] | None = None,
+             system: str | None = None, k: int = 5, max_new_tokens: int = 128,
+             stream: bool = False, kv_prefix: bool = True) -> ChatAnswer | ChatStream:
         """Answer ``query`` on the local model with ``user_id``'s memories: their hot block
         as a cached KV prefix (as prompt text with ``kv_prefix=False``), other retrieved
-        memories as text. Returns a ``memos_core.chat.ChatAnswer`` (``.text``, ``.trace``),
-        or with ``stream=True`` a ``ChatStream`` of text pieces. See memos_core.chat."""
-        return self._chat().ask(query, user_id=user_id, history=history, k=k,
-                                max_new_tokens=max_new_tokens, stream=stream, kv_prefix=kv_prefix)
+        memories as text. Instead of ``query``/``history``/``system``, ``messages`` takes a
+        whole chat (system, user and assistant messages; the last one is the question);
+        system text opens the memory-aware system turn. Returns a
+        ``memos_core.chat.ChatAnswer`` (``.text``, ``.trace``), or with ``stream=True`` a
+        ``ChatStream`` of text pieces. See memos_core.chat."""
+        return self._chat().ask(query, user_id=user_id, history=history, messages=messages,
+                                system=system, k=k, max_new_tokens=max_new_tokens, stream=stream,
+                                kv_prefix=kv_prefix)
 
     def _chat(self) -> MemoryChat:
         engine = self.engine
@@ -897,14 +923,17 @@ class MemOS:
     astart_scheduler = twin(start_scheduler)
     aclose = twin(close)
 
-    async def achat(self, query: str, *, user_id: str, history: Sequence[Message] | None = None,
+    async def achat(self, query: str | None = None, *, user_id: str,
+                    history: Sequence[Message] | None = None,
+                    messages: Sequence[Any] | None = None, system: str | None = None,
                     k: int = 5, max_new_tokens: int = 128, stream: bool = False,
                     kv_prefix: bool = True) -> Any:
         """Async twin of :meth:`chat`; with ``stream=True`` an ``AsyncChatStream``
         (``async for``) instead of a ``ChatStream``."""
         import asyncio
 
-        result = await asyncio.to_thread(self.chat, query, user_id=user_id, history=history, k=k,
+        result = await asyncio.to_thread(self.chat, query, user_id=user_id, history=history,
+                                         messages=messages, system=system, k=k,
                                          max_new_tokens=max_new_tokens, stream=stream,
                                          kv_prefix=kv_prefix)
         if stream:

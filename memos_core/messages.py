@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from memos_core.errors import InvalidInputError
@@ -42,3 +42,51 @@ def merge_message_item(base: dict[str, Any], item: dict[str, Any]) -> dict[str, 
     if isinstance(base.get("metadata"), Mapping) and isinstance(item.get("metadata"), Mapping):
         merged["metadata"] = {**base["metadata"], **item["metadata"]}
     return merged
+
+
+#: Words a question opens with (English); see :func:`is_question`.
+_QUESTION_OPENERS = frozenset(
+    "what who whom whose where when why how which is are am was were do does did can could "
+    "would should will shall may might have has had isn't aren't don't doesn't didn't "
+    "can't won't".split()
+)
+
+
+def is_question(text: str) -> bool:
+    """Whether a chat turn asks rather than tells: it ends with ``?``, or it opens with a
+    question word (``what``, ``do``, ``can``...) and does not end like a statement.
+
+    Adapters keep such turns out of searched memory by default (they stay in the
+    conversation log): a stored question is the closest match to the same question asked
+    again and would crowd out the fact that answers it.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return False
+    if stripped.endswith("?"):
+        return True
+    first = stripped.split(None, 1)[0].lower().strip(",.!:;\"'")
+    return first in _QUESTION_OPENERS and not stripped.endswith((".", "!"))
+
+
+def worth_remembering(role: str, text: str, *, roles: Iterable[str] = ("user",),
+                      questions: bool = False) -> bool:
+    """The adapters' default for turning a chat turn into a searched memory: a turn with
+    text, from one of ``roles`` (default the user's only: assistant turns restate or guess),
+    and not a question unless ``questions``. Everything stays in the conversation log."""
+    if role not in set(roles) or not text.strip():
+        return False
+    return questions or not is_question(text)
+
+
+def asked_or_answered(memory: Any) -> bool:
+    """A recorded question or assistant turn (an episodic memory whose ``role`` metadata is
+    ``assistant``, or ``user`` with a question): adapters rank these after statements on
+    recall, so one stored with wider settings still does not crowd out a fact."""
+    if getattr(memory.type, "value", memory.type) != "episode":
+        return False
+    role = memory.metadata.get("role")
+    if role == "assistant":
+        return True
+    _, _, said = memory.text.partition(": ")
+    return role == "user" and is_question(said or memory.text)

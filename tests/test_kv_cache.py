@@ -14,6 +14,7 @@ import torch
 
 from memos_core.errors import InvalidInputError
 from memos_core.runtime import LocalModel, PrefixCache, default_tokenizer
+from memos_core.runtime.generation import cache_kwargs
 from memos_core.runtime.model import tiny_config
 from memos_core.tiers.activation import (
     KVBlock,
@@ -117,7 +118,7 @@ def test_forks_are_independent(tiny: LocalModel, tiny_prefix: PrefixCache) -> No
     a, b = tiny_prefix.fork(), tiny_prefix.fork()
     ids = torch.tensor([tiny.encode("hello there")])  # (1, q)
     with torch.inference_mode():
-        tiny.model(input_ids=ids, past_key_values=a, use_cache=True)
+        tiny.model(input_ids=ids, **cache_kwargs(tiny.model, a), use_cache=True)
     assert a.get_seq_length() == tiny_prefix.num_tokens + ids.shape[1]
     assert b.get_seq_length() == tiny_prefix.num_tokens
 

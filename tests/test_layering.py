@@ -65,6 +65,8 @@ LAYERS: dict[str, int] = {
     "memos_core.embedding": BASE,
     "memos_core.extraction": BASE,
     "memos_core.retrieval": BASE,
+    "memos_core.runtime.errors": BASE,  # error types (the embedder's ONNX export raises them)
+    "memos_core.runtime.loader": BASE,  # model files and their cache directory, no torch
     "memos_core.scheduler.policy": BASE,
     "memos_core.scheduler.consolidation": BASE,
     "memos_core.scheduler.report": BASE,

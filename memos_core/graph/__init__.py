@@ -1,4 +1,4 @@
-"""The memory graph (networkx), derived from the vault and rebuilt at open."""
+"""The memory graph (a compact in-memory structure), derived from the vault and rebuilt at open."""
 
 from memos_core.graph.memory_graph import GraphHit, MemoryGraph
 

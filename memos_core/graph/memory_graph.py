@@ -7,8 +7,14 @@ Edges:
 - ``supersedes`` and ``derived_from``: explicit relations, persisted in the vault's edge table.
 
 Mentions and turn order are recomputed from the memories' own fields (which the vault holds);
-explicit relations are read from the vault. Every node of a memory carries its filter payload,
-so graph-expanded candidates are filtered by the same rule as index hits.
+explicit relations are read from the vault. Every memory carries its filter payload, so
+graph-expanded candidates are filtered by the same rule as index hits.
+
+Compact by design (it is the largest in-memory structure at scale): memories and entities
+are numbered with integers; a memory's payload is one tuple with its repeated strings
+(user, session, type, state) interned; ``next`` edges are not stored but read from each
+session's sorted turn list (one list per (user, session): a per-user view); mentions are an
+entity -> member set plus a memory -> entity tuple. Nothing here is a general graph library.
 
 Not thread-safe on its own: the facade serialises access.
 """
@@ -17,16 +23,20 @@ from __future__ import annotations
 
 import bisect
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
-
 from memos_core.index.base import IndexFilter
 from memos_core.retrieval.filters import matches
 
-_ENTITY = "e:"  # entity node ids are "e:<name>"; memory node ids are bare UUIDs
+#: Payload fields kept per memory, in tuple order (besides ``entities``).
+_FIELDS = ("seq", "user_id", "agent_id", "session_id", "type", "tags", "state",
+           "occurred_at", "superseded", "version", "readers")
+_SEQ, _USER, _SESSION, _WHEN = 0, 1, 3, 7
+_INTERNED = {"user_id", "agent_id", "session_id", "type", "state"}
+_EXPLICIT = ("supersedes", "derived_from")
 
 
 @dataclass
@@ -38,14 +48,30 @@ class GraphHit:
     reasons: list[str] = field(default_factory=list)
 
 
+def _intern(value: Any) -> Any:
+    return sys.intern(value) if isinstance(value, str) else value
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(_intern(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 class MemoryGraph:
     """Derived graph over memories; see the module docstring for the edge kinds."""
 
     def __init__(self, *, max_entity_degree: int = 200) -> None:
-        self.g = nx.Graph()
-        # (user_id, session_id) -> sorted [(occurred_at or -inf, seq, id)]
-        self._sessions: dict[tuple[str, str], list[tuple[float, int, str]]] = {}
         self.max_entity_degree = max_entity_degree
+        self._num: dict[str, int] = {}          # memory id -> number
+        self._ids: list[str | None] = []        # number -> memory id
+        self._rows: list[tuple | None] = []     # number -> payload tuple (_FIELDS order)
+        self._ents: list[tuple[int, ...]] = []  # number -> entity numbers
+        self._free: list[int] = []              # numbers of removed memories, for reuse
+        self._entity_num: dict[str, int] = {}
+        self._entity_names: list[str] = []
+        self._members: list[set[int]] = []      # entity number -> memory numbers
+        self._relations: dict[int, dict[int, str]] = {}  # explicit relations, both directions
+        # (user_id, session_id) -> sorted [(occurred_at or -inf, seq, number)]
+        self._sessions: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
         self._next_seq = 1
 
     # -- building ------------------------------------------------------------------------
@@ -53,96 +79,152 @@ class MemoryGraph:
     def upsert(self, row: dict[str, Any]) -> None:
         """Add or refresh one memory from its payload row (see ``SQLiteVault.graph_rows``)."""
         mid = row["id"]
-        row = dict(row)
-        if mid in self.g:
-            old = self.g.nodes[mid]
-            row["seq"] = old["seq"]
-            moved = (old.get("session_id"), old.get("occurred_at")) != (
-                row.get("session_id"), row.get("occurred_at"))
+        n = self._num.get(mid)
+        if n is not None:
+            old = self._rows[n]
+            seq = old[_SEQ]
+            moved = (old[_SESSION], old[_WHEN]) != (row.get("session_id"), row.get("occurred_at"))
             if moved:
+                relations = self._relations.get(n, {})
+                kept = [(self._ids[m], kind) for m, kind in relations.items()]
                 self.remove(mid)
-                self._link_turn(row)
+                n = self._new_number(mid)
+                self._rows[n] = self._pack(row, seq)
+                self._link_turn(n)
+                for other, kind in kept:  # explicit relations survive a move
+                    self._relate(n, self._num[other], kind)
             else:
-                self._remove_mentions(mid)
+                self._drop_mentions(n)
+                self._rows[n] = self._pack(row, seq)
         else:
-            if row.get("seq") is None:
-                row["seq"] = self._next_seq
-            self._next_seq = max(self._next_seq, row["seq"] + 1)
-            self._link_turn(row)
-        self.g.add_node(mid, **{k: v for k, v in row.items() if k != "id"})
-        for entity in row.get("entities", ()):
-            self.g.add_edge(mid, _ENTITY + entity, kind="mentions")
+            seq = row.get("seq")
+            if seq is None:
+                seq = self._next_seq
+            self._next_seq = max(self._next_seq, seq + 1)
+            n = self._new_number(mid)
+            self._rows[n] = self._pack(row, seq)
+            self._link_turn(n)
+        ents = []
+        for entity in dict.fromkeys(row.get("entities", ())):
+            e = self._entity_num.get(entity)
+            if e is None:
+                e = self._entity_num[entity] = len(self._entity_names)
+                self._entity_names.append(sys.intern(entity))
+                self._members.append(set())
+            self._members[e].add(n)
+            ents.append(e)
+        self._ents[n] = tuple(ents)
 
     def remove(self, memory_id: str) -> None:
         """Drop a memory and every edge it had; rejoin its session neighbours."""
-        if memory_id not in self.g:
+        n = self._num.pop(memory_id, None)
+        if n is None:
             return
-        data = self.g.nodes[memory_id]
-        self._remove_mentions(memory_id)
-        key = (data["user_id"], data.get("session_id"))
+        self._drop_mentions(n)
+        row = self._rows[n]
+        key = (row[_USER], row[_SESSION])
         turns = self._sessions.get(key) if key[1] is not None else None
         if turns is not None:
-            i = next((j for j, t in enumerate(turns) if t[2] == memory_id), None)
+            i = self._position(turns, n)
             if i is not None:
                 turns.pop(i)
-                if 0 < i < len(turns):  # rejoin the turns on either side
-                    self.g.add_edge(turns[i - 1][2], turns[i][2], kind="next")
-        self.g.remove_node(memory_id)
+            if not turns:
+                del self._sessions[key]
+        for other in self._relations.pop(n, {}):
+            self._relations.get(other, {}).pop(n, None)
+        self._ids[n] = None
+        self._rows[n] = None
+        self._ents[n] = ()
+        self._free.append(n)
 
     def add_relation(self, src: str, dst: str, kind: str) -> None:
         """An explicit relation (``supersedes``, ``derived_from``) between two known memories."""
-        if src in self.g and dst in self.g:
-            self.g.add_edge(src, dst, kind=kind, src=src)
+        a, b = self._num.get(src), self._num.get(dst)
+        if a is not None and b is not None:
+            self._relate(a, b, kind)
 
-    def _remove_mentions(self, memory_id: str) -> None:
-        for nbr in list(self.g.neighbors(memory_id)):
-            if isinstance(nbr, str) and nbr.startswith(_ENTITY):
-                self.g.remove_edge(memory_id, nbr)
-                if self.g.degree(nbr) == 0:
-                    self.g.remove_node(nbr)
+    def _relate(self, a: int, b: int, kind: str) -> None:
+        self._relations.setdefault(a, {})[b] = kind
+        self._relations.setdefault(b, {})[a] = kind
 
-    def _link_turn(self, row: dict[str, Any]) -> None:
-        if row.get("session_id") is None:
+    def _new_number(self, mid: str) -> int:
+        if self._free:
+            n = self._free.pop()
+            self._ids[n] = mid
+        else:
+            n = len(self._ids)
+            self._ids.append(mid)
+            self._rows.append(None)
+            self._ents.append(())
+        self._num[mid] = n
+        return n
+
+    @staticmethod
+    def _pack(row: dict[str, Any], seq: int) -> tuple:
+        return tuple(seq if f == "seq" else _intern(row.get(f)) if f in _INTERNED
+                     else _freeze(row.get(f)) for f in _FIELDS)
+
+    def _drop_mentions(self, n: int) -> None:
+        for e in self._ents[n]:
+            self._members[e].discard(n)
+        self._ents[n] = ()
+
+    def _turn_key(self, n: int) -> tuple[float, int, int]:
+        row = self._rows[n]
+        when = row[_WHEN]
+        return (when if when is not None else -math.inf, row[_SEQ], n)
+
+    def _link_turn(self, n: int) -> None:
+        row = self._rows[n]
+        if row[_SESSION] is None:
             return
-        key = (row["user_id"], row["session_id"])
-        turns = self._sessions.setdefault(key, [])
-        when = row.get("occurred_at")
-        item = (when if when is not None else -math.inf, row.get("seq", 0), row["id"])
-        i = bisect.bisect(turns, item)
-        prev_id = turns[i - 1][2] if i > 0 else None
-        next_id = turns[i][2] if i < len(turns) else None
-        if prev_id and next_id and self.g.has_edge(prev_id, next_id):
-            self.g.remove_edge(prev_id, next_id)
-        turns.insert(i, item)
-        if prev_id:
-            self.g.add_edge(prev_id, row["id"], kind="next")
-        if next_id:
-            self.g.add_edge(row["id"], next_id, kind="next")
+        bisect.insort(self._sessions.setdefault((row[_USER], row[_SESSION]), []), self._turn_key(n))
+
+    def _position(self, turns: list[tuple[float, int, int]], n: int) -> int | None:
+        i = bisect.bisect_left(turns, self._turn_key(n))
+        return i if i < len(turns) and turns[i][2] == n else None
 
     # -- reading -------------------------------------------------------------------------
 
+    def __contains__(self, memory_id: object) -> bool:
+        return memory_id in self._num
+
     def payload(self, memory_id: str) -> dict[str, Any] | None:
-        return self.g.nodes[memory_id] if memory_id in self.g else None
+        """The memory's filter payload (plus ``seq`` and ``entities``), or None if unknown."""
+        n = self._num.get(memory_id)
+        return None if n is None else self._payload(n)
+
+    def _payload(self, n: int) -> dict[str, Any]:
+        out = dict(zip(_FIELDS, self._rows[n]))
+        for key in ("tags", "readers"):
+            if isinstance(out[key], tuple):
+                out[key] = list(out[key])
+        out["entities"] = [self._entity_names[e] for e in self._ents[n]]
+        return out
 
     def entity_degree(self, entity: str) -> int:
-        node = _ENTITY + entity
-        return self.g.degree(node) if node in self.g else 0
+        e = self._entity_num.get(entity)
+        return 0 if e is None else len(self._members[e])
 
     def session_turns(self, user_id: str, session_id: str) -> list[str]:
         """Memory ids of one session in turn order."""
-        return [t[2] for t in self._sessions.get((user_id, session_id), [])]
+        return [self._ids[t[2]] for t in self._sessions.get((user_id, session_id), [])]
+
+    def has_edge(self, a: str, b: str) -> bool:
+        """True if two memories are consecutive turns or explicitly related."""
+        return any(m == b for m, _ in self.neighbours(a) if _ == "next" or _ in _EXPLICIT)
 
     def neighbours(self, memory_id: str) -> list[tuple[str, str]]:
         """(memory id, relation) pairs one hop away, through entities for ``mentions``."""
-        if memory_id not in self.g:
+        n = self._num.get(memory_id)
+        if n is None:
             return []
-        out: list[tuple[str, str]] = []
-        for nbr, data in self.g[memory_id].items():
-            if isinstance(nbr, str) and nbr.startswith(_ENTITY):
-                if self.g.degree(nbr) <= self.max_entity_degree:
-                    out.extend((m, "entity:" + nbr[2:]) for m in self.g.neighbors(nbr) if m != memory_id)
-            else:
-                out.append((nbr, data["kind"]))
+        out = [(self._ids[m], "next") for m, _ in self._window(n, 1)]
+        for e in self._ents[n]:
+            if len(self._members[e]) <= self.max_entity_degree:
+                name = "entity:" + self._entity_names[e]
+                out.extend((self._ids[m], name) for m in self._members[e] if m != n)
+        out.extend((self._ids[m], kind) for m, kind in self._relations.get(n, {}).items())
         return out
 
     def expand(
@@ -163,60 +245,69 @@ class MemoryGraph:
         hits -- from outranking the hits themselves. Only memories that pass ``flt`` are
         returned; seeds themselves are included only when reached from another seed.
         """
-        hits: dict[str, GraphHit] = {}
+        hits: dict[int, GraphHit] = {}
+        passes: dict[int, bool] = {}
 
-        def credit(mid: str, amount: float, reason: str) -> None:
-            payload = self.g.nodes[mid] if mid in self.g else None
-            if payload is None or not matches(payload, flt):
+        def credit(m: int, amount: float, reason: str) -> None:
+            ok = passes.get(m)
+            if ok is None:
+                ok = passes[m] = matches(self._payload(m), flt)
+            if not ok:
                 return
-            hit = hits.setdefault(mid, GraphHit(mid))
+            hit = hits.get(m)
+            if hit is None:
+                hit = hits[m] = GraphHit(self._ids[m])
             hit.score = max(hit.score, amount)
             if reason not in hit.reasons:
                 hit.reasons.append(reason)
 
         for seed, weight in seeds:
-            if seed not in self.g:
+            n = self._num.get(seed)
+            if n is None:
                 continue
-            for mid, why in self._turn_window(seed, neighbour_turns):
-                credit(mid, weight, why)
-            for nbr, data in self.g[seed].items():
-                if isinstance(nbr, str) and nbr.startswith(_ENTITY):
-                    degree = self.g.degree(nbr)
-                    if 1 < degree <= self.max_entity_degree:
-                        w = weight / math.log2(1 + degree)
-                        for mid in self.g.neighbors(nbr):
-                            if mid != seed:
-                                credit(mid, w, "shared entity " + nbr[2:])
-                elif data["kind"] in ("supersedes", "derived_from"):
-                    credit(nbr, weight, data["kind"])
+            for m, why in self._window(n, neighbour_turns):
+                credit(m, weight, why)
+            for e in self._ents[n]:
+                members = self._members[e]
+                if 1 < len(members) <= self.max_entity_degree:
+                    w = weight / math.log2(1 + len(members))
+                    reason = "shared entity " + self._entity_names[e]
+                    for m in members:
+                        if m != n:
+                            credit(m, w, reason)
+            for m, kind in self._relations.get(n, {}).items():
+                if kind in _EXPLICIT:
+                    credit(m, weight, kind)
         for entity in dict.fromkeys(query_entities):
-            node = _ENTITY + entity
-            degree = self.g.degree(node) if node in self.g else 0
-            if 0 < degree <= self.max_entity_degree:
-                w = entity_seed_weight / math.log2(1 + degree)
-                for mid in self.g.neighbors(node):
-                    credit(mid, w, "mentions " + entity)
-        return hits
+            e = self._entity_num.get(entity)
+            members = self._members[e] if e is not None else ()
+            if 0 < len(members) <= self.max_entity_degree:
+                w = entity_seed_weight / math.log2(1 + len(members))
+                for m in members:
+                    credit(m, w, "mentions " + entity)
+        return {hit.id: hit for hit in hits.values()}
 
-    def _turn_window(self, seed: str, width: int) -> list[tuple[str, str]]:
-        """Up to ``width`` turns before and after ``seed`` in its session."""
-        data = self.g.nodes[seed]
-        if width <= 0 or data.get("session_id") is None:
+    def _window(self, n: int, width: int) -> list[tuple[int, str]]:
+        """Up to ``width`` turns before and after memory ``n`` in its session."""
+        row = self._rows[n]
+        if width <= 0 or row[_SESSION] is None:
             return []
-        turns = self._sessions.get((data["user_id"], data["session_id"]), [])
-        when = data.get("occurred_at")
-        key = (when if when is not None else -math.inf, data.get("seq", 0), seed)
-        i = bisect.bisect_left(turns, key)
-        if i >= len(turns) or turns[i][2] != seed:
+        turns = self._sessions.get((row[_USER], row[_SESSION]), [])
+        i = self._position(turns, n)
+        if i is None:
             return []
         lo, hi = max(0, i - width), min(len(turns), i + width + 1)
         return [(turns[j][2], "neighbouring turn") for j in range(lo, hi) if j != i]
 
     def stats(self) -> dict[str, int]:
-        entities = sum(1 for n in self.g if isinstance(n, str) and n.startswith(_ENTITY))
+        memories = len(self._num)
+        entities = sum(1 for members in self._members if members)
+        mentions = sum(len(members) for members in self._members)
+        turns = sum(len(t) - 1 for t in self._sessions.values())
+        relations = sum(len(r) for r in self._relations.values()) // 2
         return {
-            "nodes": self.g.number_of_nodes(),
-            "edges": self.g.number_of_edges(),
+            "nodes": memories + entities,
+            "edges": mentions + turns + relations,
             "entities": entities,
-            "memories": self.g.number_of_nodes() - entities,
+            "memories": memories,
         }

@@ -3,11 +3,16 @@
 Two backends behind one protocol (:class:`VectorIndex`): :class:`EdgeIndex`, Qdrant's
 engine in-process (the default), and :class:`QdrantClientIndex`, a Qdrant server through
 ``qdrant-client``. :func:`open_index` picks one by name.
+
+``qdrant_client`` is imported only when the client backend is used (``open_index("qdrant",
+...)`` or ``memos_core.index.QdrantClientIndex``): importing it costs seconds, and the
+default store never needs it.
 """
 
 from __future__ import annotations
 
 from os import PathLike, fspath
+from typing import TYPE_CHECKING, Any
 
 from memos_core.index.base import (
     PAYLOAD_KEYS,
@@ -19,7 +24,6 @@ from memos_core.index.base import (
     SparseVec,
     VectorIndex,
 )
-from memos_core.index.client import QdrantClientIndex
 from memos_core.index.edge import EdgeIndex, EdgeIndexConfig
 from memos_core.index.sparse import Bm25Encoder
 
@@ -39,7 +43,19 @@ __all__ = [
     "open_index",
 ]
 
+if TYPE_CHECKING:
+    from memos_core.index.client import QdrantClientIndex
+
 KINDS = ("edge", "qdrant")
+
+
+def __getattr__(name: str) -> Any:
+    """``QdrantClientIndex`` on first use (it imports qdrant_client)."""
+    if name == "QdrantClientIndex":
+        from memos_core.index.client import QdrantClientIndex
+
+        return QdrantClientIndex
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_index(
@@ -72,6 +88,8 @@ def open_index(
             raise ValueError("index kind 'edge' needs path= (the index directory)")
         return EdgeIndex(path, dim)
     if kind == "qdrant":
+        from memos_core.index.client import QdrantClientIndex
+
         if url is not None:
             return QdrantClientIndex(url, dim, collection=collection)
         if path is None:

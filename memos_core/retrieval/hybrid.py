@@ -7,6 +7,12 @@ relation's weight). ``"rrf"`` (weighted reciprocal rank fusion) is the alternati
 LoCoMo dev conversations score fusion beat RRF by several points of recall@10 (see
 docs/benchmarks.md); neighbouring turns are the graph relation that helps most.
 
+Optional stages between fusion and graph expansion (pseudo-relevance feedback for BM25,
+session boost, query time ranges; all off by default) are in
+:mod:`memos_core.retrieval.expansion`; the second stage over the candidates' texts (question
+demotion, speaker lift, optional reranker) is :mod:`memos_core.retrieval.rerank`, run by
+``MemOS.search`` once it has read the texts.
+
 Pure ranking logic lives in :func:`rrf`, :func:`normalise` and :func:`fuse`;
 :class:`HybridRetriever` does the I/O (embedding, index queries, graph lookups) and returns
 ranked :class:`Candidate` objects that say which signals found each memory, at what rank and
@@ -16,29 +22,20 @@ with what raw score.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from memos_core.config import RetrievalConfig
-from memos_core.embedding import Embedder
+from memos_core.embedding import Embedder, QueryCache
 from memos_core.extraction import EntityExtractor
 from memos_core.graph import MemoryGraph
 from memos_core.index.base import IndexFilter, ScoredId, VectorIndex
+from memos_core.retrieval.candidate import Candidate
+from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
 
 if TYPE_CHECKING:
     from memos_core.index.sparse import Bm25Encoder
-
-
-@dataclass
-class Candidate:
-    """One retrieved memory id with its fused score and the evidence for it."""
-
-    id: str
-    score: float = 0.0
-    ranks: dict[str, int] = field(default_factory=dict)     # signal -> 1-based rank
-    scores: dict[str, float] = field(default_factory=dict)  # signal -> raw score
-    reasons: list[str] = field(default_factory=list)
 
 
 def rrf(ranked: Mapping[str, Sequence[str]], weights: Mapping[str, float], k: float) -> dict[str, float]:
@@ -111,6 +108,11 @@ class HybridRetriever:
         self.graph_lock = graph_lock
         self.extractor = extractor
         self.config = config
+        self.query_vectors = QueryCache(embedder, config.query_cache)
+        #: ids -> texts, for pseudo-relevance feedback (set by MemOS to a vault read)
+        self.texts: Callable[[Sequence[str]], Mapping[str, str]] | None = None
+        #: the reference time of relative query dates ("last week"); None: now
+        self.now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
     def retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
         """The top ``k`` candidates for ``query`` that pass ``flt``, best first."""
@@ -118,12 +120,34 @@ class HybridRetriever:
         n = max(cfg.candidates, k)
         signals: dict[str, list[ScoredId]] = {}
         if cfg.dense_weight > 0:
-            vector = self.embedder.embed([query])[0]
+            vector = self.query_vectors.get(query)
             signals["dense"] = self.index.search_dense(vector, flt, n)
+        sparse_query = None
         if cfg.sparse_weight > 0:
-            signals["bm25"] = self.index.search_sparse(self.bm25.encode_query(query), flt, n)
+            sparse_query = self.bm25.encode_query(query)
+            signals["bm25"] = self.index.search_sparse(sparse_query, flt, n)
         weights = {"dense": cfg.dense_weight, "bm25": cfg.sparse_weight}
         cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
+        if cfg.prf_weight > 0 and sparse_query is not None and self.texts is not None and cands:
+            top = sorted(cands.values(), key=lambda c: (-c.score, c.id))[: cfg.prf_docs]
+            texts = self.texts([c.id for c in top])
+            docs = [self.bm25.encode_document(texts[c.id]) for c in top if c.id in texts]
+            expanded = feedback_query(sparse_query, docs, weight=cfg.prf_weight,
+                                      terms=cfg.prf_terms)
+            signals["bm25"] = self.index.search_sparse(expanded, flt, n)
+            cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
+        if cfg.session_weight > 0 or cfg.temporal_weight > 0:
+            with self.graph_lock:
+                payloads = {mid: self.graph.payload(mid) or {} for mid in cands}
+            boost_sessions(cands, lambda mid: payloads[mid].get("session_id"),
+                           cfg.session_weight, sessions=cfg.session_count)
+            span = parse_time_range(query, self.now()) if cfg.temporal_weight > 0 else None
+            if span is not None:
+                for c in cands.values():
+                    when = payloads[c.id].get("occurred_at")
+                    if when is not None and span[0] <= when < span[1]:
+                        c.score *= 1 + cfg.temporal_weight
+                        c.scores["time"] = 1.0
         if cfg.graph_weight > 0:
             self._expand(query, cands, flt)
         ranked = sorted(cands.values(), key=lambda c: (-c.score, c.id))

@@ -7,6 +7,7 @@ first token precisely, and streams without a helper thread.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,6 +46,22 @@ class GenerationResult(BaseModel):
     trace: GenerationTrace
 
 
+_CACHE_ARGS: dict[type, str] = {}
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """The keyword a model's ``forward`` takes its KV cache by: ``cache`` in current
+    transformers (``past_key_values`` is deprecated there and warns on every call),
+    ``past_key_values`` in older releases. A PEFT wrapper is looked through."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kind = type(base)
+    name = _CACHE_ARGS.get(kind)
+    if name is None:
+        params = inspect.signature(base.forward).parameters
+        name = _CACHE_ARGS[kind] = "cache" if "cache" in params else "past_key_values"
+    return {name: cache}
+
+
 def greedy_tokens(
     model: Any,
     input_ids: torch.Tensor,
@@ -65,7 +82,8 @@ def greedy_tokens(
     for _ in range(max_new_tokens):
         with torch.inference_mode():
             out = model(
-                input_ids=step_input, past_key_values=cache, use_cache=True, logits_to_keep=1
+                input_ids=step_input, **cache_kwargs(model, cache), use_cache=True,
+                logits_to_keep=1,
             )
             next_id = int(out.logits[0, -1].argmax())  # logits: (1, 1, vocab)
         yield next_id

@@ -26,6 +26,7 @@ from memos_core.runtime.fingerprint import ModelFingerprint, config_hash, tokeni
 from memos_core.runtime.generation import (
     GenerationResult,
     TextStream,
+    cache_kwargs,
     run_generation,
 )
 from memos_core.runtime.loader import default_gguf_path, ensure_converted
@@ -254,7 +255,8 @@ class LocalModel:
         input_ids = torch.tensor([ids], device=self.device)  # (1, prefix_len)
         cache = DynamicCache(config=self.model.config)
         with torch.inference_mode():
-            self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=input_ids, **cache_kwargs(self.model, cache), use_cache=True,
+                       logits_to_keep=1)
         return PrefixCache(
             messages=checked,
             token_ids=ids,
@@ -283,7 +285,7 @@ class LocalModel:
             cache = prefix.fork() if prefix is not None else None
         with torch.inference_mode():
             out = self.model(
-                input_ids=input_ids, past_key_values=cache, use_cache=cache is not None
+                input_ids=input_ids, **cache_kwargs(self.model, cache), use_cache=cache is not None
             )
         return out.logits[0, -len(query) :]  # (q, vocab)
 

@@ -71,7 +71,8 @@ class MemoryStore:
         self.data_dir = data_dir
         self.config = config
         self.vault: Vault = vault if vault is not None else SQLiteVault(data_dir / "vault.sqlite3")
-        self.embedder: Embedder = embedder or default_embedder(config.embedder)
+        self.embedder: Embedder = embedder or default_embedder(config.embedder,
+                                                                config.embedder_backend)
         self.extractor: EntityExtractor = extractor or RuleEntityExtractor()
         self.bm25 = Bm25Encoder()
         #: one writer at a time: vault, index and graph change together
@@ -106,6 +107,7 @@ class MemoryStore:
             self.index, self.embedder, self.bm25, self.graph, self.graph_lock, self.extractor,
             self.config.retrieval,
         )
+        self.retriever.texts = lambda ids: {i: c.text for i, c in self.vault.get_many(ids).items()}
         self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
         if self.vault.get_meta(index_privacy.FORMAT_META) != index_privacy.FORMAT:
             self.reindex()  # an index from before tags were hashed holds them in clear: rebuild

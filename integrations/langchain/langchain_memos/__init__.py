@@ -9,7 +9,7 @@ Give an existing ``create_agent`` agent MemOS memory by changing its constructor
     agent = create_agent(
         model, tools,
         checkpointer=MemOSCheckpointer(mos),                      # thread state
-        store=MemOSStore(mos),                                     # LangGraph long-term store
+        store=MemOSStore(mos, user_label=0),                                     # LangGraph long-term store
         middleware=[MemOSMiddleware(mos, memory_tools=True)],      # recall, record, tools
     )
     agent.invoke({"messages": [...]}, {"configurable": {"thread_id": "t1", "user_id": "alice"}})

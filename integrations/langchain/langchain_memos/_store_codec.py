@@ -1,6 +1,7 @@
 """Pure mapping between LangGraph store items and MemOS memories (no I/O).
 
-One item ``(namespace, key, value)`` is one memory of user ``namespace[0]``:
+One item ``(namespace, key, value)`` is one memory of the user its namespace names (see
+``MemOSStore(user_label=...)``):
 
 * ``text``: what hybrid search sees -- the item's index fields joined by newlines, or the
   whole value as JSON (sorted keys) when no fields are configured or none are present;
@@ -34,7 +35,7 @@ FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
 
 
 def check_namespace(namespace: object, *, what: str = "namespace", allow_empty: bool = False) -> tuple[str, ...]:
-    """A namespace tuple as LangGraph requires it; the first label is the MemOS user id.
+    """A namespace tuple as LangGraph requires it (which label is the user, the store says).
 
     Raises ``InvalidNamespaceError`` (a ``ValueError``) saying what is wrong.
     """
@@ -45,8 +46,8 @@ def check_namespace(namespace: object, *, what: str = "namespace", allow_empty: 
         )
     if not namespace and not allow_empty:
         raise InvalidNamespaceError(
-            f"{what} is empty. MemOSStore keeps items per user: the first label is the user "
-            "id, e.g. ('alice', 'memories')."
+            f"{what} is empty. MemOSStore keeps items per user: the namespace must name the "
+            "user, e.g. ('alice', 'memories') with user_label=0."
         )
     for label in namespace:
         if not isinstance(label, str) or not label:
@@ -57,8 +58,6 @@ def check_namespace(namespace: object, *, what: str = "namespace", allow_empty: 
             raise InvalidNamespaceError(
                 f"{what} {namespace!r} has label {label!r}; labels cannot contain '.' or NUL."
             )
-    if namespace and len(namespace[0]) > 256:
-        raise InvalidNamespaceError(f"The user id {namespace[0][:40]!r}... is over 256 characters.")
     return namespace
 
 

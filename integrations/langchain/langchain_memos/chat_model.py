@@ -21,72 +21,45 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
+from langchain_core.language_models import LangSmithParams
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
-from pydantic import ConfigDict, Field
+from pydantic import AliasChoices, ConfigDict, Field, field_validator
 
 from langchain_memos._shared import configurable, current_config, resolve_user_id
 from memos_core import InvalidInputError
 
+#: ``model`` (and ``ls_model_name``) until the local model is loaded.
+MODEL_NAME = "memos-local"
 _CONFIG_USER = "_memos_config_user"  # kwarg carrying config["configurable"][key] to _generate
-_HISTORY_ROLES = {"human": "user", "ai": "assistant"}
 
 
-def _text_of(message: BaseMessage, where: str) -> str:
-    """The text of a message whose content is a str or text blocks only."""
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, Mapping) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-        else:
-            kind = block.get("type") if isinstance(block, Mapping) else type(block).__name__
-            raise InvalidInputError(
-                f"ChatMemOS: {where} has a non-text content block ({kind!r}); the local model "
-                "reads text only."
-            )
-    return "".join(parts)
-
-
-def split_messages(messages: Sequence[BaseMessage]) -> tuple[str, list[dict[str, str]]]:
-    """``(query, history)``: the last message (a human one) and the earlier turns as
-    ``{"role": "user" | "assistant", "content": str}`` dicts.
-
-    Raises:
-        InvalidInputError: no messages; the last one is not a human message or has no text;
-            a system, tool or other message (MemOS supplies the system message: the user's
-            hot memory block); non-text content.
-    """
+def to_chat_messages(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """Check ``messages`` are LangChain messages; ``MemOS.chat(messages=...)`` reads them
+    (:func:`memos_core.chat.split_messages`: system messages become the caller's
+    instructions, human/ai the history, the last human message the question)."""
     if not messages:
         raise InvalidInputError("ChatMemOS: no messages; pass at least one human message.")
-    *earlier, last = messages
-    if not isinstance(last, BaseMessage) or last.type != "human":
-        kind = getattr(last, "type", type(last).__name__)
-        raise InvalidInputError(
-            f"ChatMemOS: the last message must be a human message (the question), got {kind!r}."
-        )
-    query = _text_of(last, "the last message").strip()
-    if not query:
-        raise InvalidInputError("ChatMemOS: the last human message has no text.")
-    history = []
-    for index, message in enumerate(earlier):
-        role = _HISTORY_ROLES.get(getattr(message, "type", ""))
-        if role is None:
-            kind = getattr(message, "type", type(message).__name__)
+    for index, message in enumerate(messages):
+        if not isinstance(message, BaseMessage):
             raise InvalidInputError(
-                f"ChatMemOS: messages[{index}] is a {kind!r} message; only human and ai messages "
-                "are accepted (MemOS writes the system message itself, from the user's hot "
-                "memories, and this model calls no tools)."
-            )
-        history.append({"role": role, "content": _text_of(message, f"messages[{index}]")})
-    return query, history
+                f"ChatMemOS: messages[{index}] is a {type(message).__name__}, not a LangChain "
+                "message.")
+    return list(messages)
+
+
+def _check_temperature(value: Any) -> float | None:
+    """``None`` or 0: the local model decodes greedily, sampling is not offered."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != 0:
+        raise InvalidInputError(
+            f"ChatMemOS: temperature={value!r} is not supported; the local model decodes "
+            "greedily (use temperature=0 or leave it unset).")
+    return 0.0
 
 
 def _cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
@@ -106,23 +79,50 @@ class ChatMemOS(BaseChatModel):
             call (``invoke(..., config=...)``) or of the running LangGraph graph; else
             ``MissingUserError``.
         k: memories retrieved per question.
-        max_new_tokens: answer length bound (greedy decoding).
+        max_tokens: answer length bound (alias ``max_new_tokens``; greedy decoding).
+        temperature: ``None`` or ``0`` (the local model decodes greedily; anything else is
+            refused rather than ignored).
+        stop: default stop sequences (a call's ``stop`` adds to them).
+        model: the name reported as ``ls_model_name`` / ``response_metadata["model_name"]``
+            before the local model is loaded; which model answers is the MemOS's
+            (``mos.attach_model``, else SmolLM2-135M-Instruct).
+        timeout, max_retries: accepted for the standard interface; a local model makes no
+            network call, so neither has an effect.
         kv_prefix: serve the hot block from its cached KV prefix (``False``: as prompt text).
 
-    Input: human and ai messages, text only, ending with a human message (the question).
-    System and tool messages are rejected. ``stop`` sequences cut the answer (the model runs
-    to ``max_new_tokens`` or its end token regardless in ``invoke``; streaming stops early).
-    No ``bind_tools``: the 135M local model does not call tools.
+    Input: system, human and ai messages, text only, ending with a human message (the
+    question); read by ``memos_core.chat.split_messages``, the rule ``MemOSLLM`` also
+    follows. System messages open the memory-aware system turn (with a hot block, the block
+    is then sent as text: ``response_metadata["trace"]["fallback"]`` says so). AI messages
+    that only carry tool calls are left out; tool messages are refused. ``stop`` sequences
+    cut the answer (streaming stops early). No ``bind_tools``: the 135M local model does not
+    call tools.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
 
     mos: Any = Field(exclude=True, description="The open memos_core.MemOS.")
     user_id: str | None = None
     user_id_key: str = "user_id"
     k: int = Field(default=5, ge=1)
-    max_new_tokens: int = Field(default=128, ge=1)
+    max_new_tokens: int = Field(default=128, ge=1,
+                                validation_alias=AliasChoices("max_new_tokens", "max_tokens"))
+    temperature: float | None = None
+    stop: list[str] | None = Field(default=None, validation_alias=AliasChoices("stop", "stop_sequences"))
+    model: str = Field(default=MODEL_NAME, validation_alias=AliasChoices("model", "model_name"))
+    timeout: float | None = None
+    max_retries: int | None = None
     kv_prefix: bool = True
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_only(cls, value: float | None) -> float | None:
+        return _check_temperature(value)
+
+    @property
+    def max_tokens(self) -> int:
+        """The standard name of ``max_new_tokens``."""
+        return self.max_new_tokens
 
     @property
     def _llm_type(self) -> str:
@@ -130,7 +130,31 @@ class ChatMemOS(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"k": self.k, "max_new_tokens": self.max_new_tokens, "kv_prefix": self.kv_prefix}
+        return {"model": self.model, "k": self.k, "max_new_tokens": self.max_new_tokens,
+                "kv_prefix": self.kv_prefix}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "memos"
+        params["ls_model_name"] = kwargs.get("model") or self._model_name()
+        params["ls_model_type"] = "chat"
+        params["ls_temperature"] = 0.0 if self.temperature is None else self.temperature
+        params["ls_max_tokens"] = kwargs.get("max_tokens", self.max_new_tokens)
+        stops = self._stops(stop)
+        if stops:
+            params["ls_stop"] = stops
+        return params
+
+    def _model_name(self) -> str:
+        """The loaded local model's id, else ``model``."""
+        try:
+            model = self.mos.loaded_model()
+            return model.model_id if model is not None else self.model
+        except Exception:  # noqa: BLE001 - a closed MemOS still has a name to report
+            return self.model
+
+    def _stops(self, stop: Sequence[str] | None) -> list[str]:
+        return [*(self.stop or ()), *(stop or ())]
 
     # ------------------------------------------------------------------ who asks
 
@@ -171,11 +195,19 @@ class ChatMemOS(BaseChatModel):
                                config=config)
 
     def _chat_args(self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]
-                   ) -> tuple[str, dict[str, Any]]:
-        query, history = split_messages(messages)
-        return query, {
-            "user_id": self._user(kwargs), "history": history, "k": self.k,
-            "max_new_tokens": self.max_new_tokens, "kv_prefix": self.kv_prefix,
+                   ) -> dict[str, Any]:
+        """``MemOS.chat`` keywords for one call; a call's ``max_tokens`` / ``temperature``
+        override the model's."""
+        unknown = set(kwargs) - {_CONFIG_USER, "max_tokens", "max_new_tokens", "temperature"}
+        if unknown:
+            raise InvalidInputError(
+                f"ChatMemOS: unsupported call keyword(s) {sorted(unknown)}; accepted: stop, "
+                "max_tokens, temperature (0 or None).")
+        _check_temperature(kwargs.get("temperature"))
+        limit = kwargs.get("max_tokens", kwargs.get("max_new_tokens", self.max_new_tokens))
+        return {
+            "messages": to_chat_messages(messages), "user_id": self._user(kwargs), "k": self.k,
+            "max_new_tokens": limit, "kv_prefix": self.kv_prefix,
         }
 
     # ------------------------------------------------------------------ answers
@@ -183,23 +215,21 @@ class ChatMemOS(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None,
                   **kwargs: Any) -> ChatResult:
-        query, args = self._chat_args(messages, kwargs)
-        answer = self.mos.chat(query, **args)
-        return _result(answer.text, answer.trace, stop)
+        answer = self.mos.chat(**self._chat_args(messages, kwargs))
+        return _result(answer.text, answer.trace, self._stops(stop))
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None,
                          **kwargs: Any) -> ChatResult:
-        query, args = await asyncio.to_thread(self._chat_args, messages, kwargs)
-        answer = await self.mos.achat(query, **args)
-        return _result(answer.text, answer.trace, stop)
+        args = await asyncio.to_thread(self._chat_args, messages, kwargs)
+        answer = await self.mos.achat(**args)
+        return _result(answer.text, answer.trace, self._stops(stop))
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        query, args = self._chat_args(messages, kwargs)
-        stream = self.mos.chat(query, stream=True, **args)
-        cutter = _StopCutter(stop)
+        stream = self.mos.chat(stream=True, **self._chat_args(messages, kwargs))
+        cutter = _StopCutter(self._stops(stop))
         for piece in stream:
             text = cutter.feed(piece)
             if text:
@@ -214,9 +244,9 @@ class ChatMemOS(BaseChatModel):
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        query, args = await asyncio.to_thread(self._chat_args, messages, kwargs)
-        stream = await self.mos.achat(query, stream=True, **args)
-        cutter = _StopCutter(stop)
+        args = await asyncio.to_thread(self._chat_args, messages, kwargs)
+        stream = await self.mos.achat(stream=True, **args)
+        cutter = _StopCutter(self._stops(stop))
         async for piece in stream:
             text = cutter.feed(piece)
             if text:

@@ -3,9 +3,11 @@
 Before every model call it searches MemOS for memories relevant to the latest user
 message and appends them to the system message of *that call* (``wrap_model_call``), so
 they reach the model but are never written into the thread state. After each agent turn
-(``after_agent``) it stores the turn -- the user message and the final answer -- as
-episodic memories of the user, with the thread id as their session. Both hooks have sync
-and async versions, so ``invoke`` and ``ainvoke`` both work.
+(``after_agent``) it stores what the user *told* in the turn as episodic memories of the
+user, with the thread id as their session: by default user statements only -- questions
+and the assistant's answers stay in the conversation (the checkpointer's thread), out of
+searched memory, so asking again does not find the old question instead of the fact.
+Both hooks have sync and async versions, so ``invoke`` and ``ainvoke`` both work.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from langchain.agents.middleware import AgentMiddleware, AgentState, ModelReques
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from memos_core import MemOS, SearchHit
+from memos_core.messages import asked_or_answered, worth_remembering
 
 from langchain_memos._shared import (
     current_config,
@@ -54,9 +57,13 @@ class MemOSMiddleware(AgentMiddleware):
       of the latest human message. Episodic memories of the current thread are left out
       (they are already in the conversation). Nothing is injected when there is no human
       message or no hit. The injected text is not saved in the thread state.
-    * Recording: after each turn, the turn's human message and final AI answer (text only;
-      tool calls and tool results are not recorded) become episodic memories. A turn whose
-      messages have no text records nothing.
+    * Recording: after each turn, the turn's human message(s) and final AI answer (text
+      only; tool calls and tool results are never recorded) are filtered by
+      ``memos_core.messages.worth_remembering``: messages of ``remember_roles`` (default
+      ``("user",)``) that are not questions (unless ``remember_questions=True``) become
+      episodic memories. A turn with nothing left records nothing.
+    * Ranking: among recalled hits, questions and assistant turns recorded earlier (with
+      wider settings, or by older versions) are placed after statements.
     * ``memory_tools=True`` also registers the tools of :func:`create_memory_tools`, so an
       agent gets them without changing its ``tools`` list.
     """
@@ -70,6 +77,8 @@ class MemOSMiddleware(AgentMiddleware):
         k: int = 5,
         recall: bool = True,
         record: bool = True,
+        remember_roles: Sequence[str] = ("user",),
+        remember_questions: bool = False,
         memory_tools: bool = False,
         formatter: Formatter | None = None,
         agent_id: str | None = None,
@@ -82,7 +91,10 @@ class MemOSMiddleware(AgentMiddleware):
             user_id_key: key of the user id in the runtime context / ``configurable``.
             k: how many memories to inject per model call (1-50).
             recall: inject memories before model calls.
-            record: store each finished turn as episodic memory.
+            record: store each finished turn's statements as episodic memory.
+            remember_roles: roles whose messages are recorded (``"user"``, ``"assistant"``).
+            remember_questions: also record questions (off: they crowd out the facts that
+                answer them when asked again).
             memory_tools: also give the model the memory tools.
             formatter: renders the hits into the text appended to the system message.
             agent_id: recorded as the agent in stored memories and the audit log.
@@ -97,6 +109,11 @@ class MemOSMiddleware(AgentMiddleware):
         self.k = k
         self.recall = recall
         self.record = record
+        self.remember_roles = tuple(remember_roles)
+        bad = [r for r in self.remember_roles if r not in ("user", "assistant")]
+        if bad:
+            raise ValueError(f"remember_roles may hold 'user' and 'assistant', got {bad!r}.")
+        self.remember_questions = bool(remember_questions)
         self.formatter: Formatter = formatter or format_memories
         self.agent_id = agent_id
         self.tools = create_memory_tools(mos, user_id=user_id, user_id_key=user_id_key) if memory_tools else []
@@ -133,6 +150,7 @@ class MemOSMiddleware(AgentMiddleware):
         thread = thread_id(config)
         hits = self.mos.search(query, user_id=user, k=min(2 * self.k, 100))
         fresh = [h for h in hits if not _in_conversation(h, thread)]
+        fresh.sort(key=_asked_or_answered)  # stable: statements first, best first within
         return fresh[: self.k]
 
     def _inject(self, request: ModelRequest, hits: Sequence[SearchHit]) -> ModelRequest:
@@ -163,7 +181,9 @@ class MemOSMiddleware(AgentMiddleware):
         return None
 
     def _record(self, state: Mapping[str, Any], runtime: Runtime, config: Mapping[str, Any] | None) -> None:
-        messages = _turn(state.get("messages") or [])
+        messages = [m for m in _turn(state.get("messages") or [])
+                    if worth_remembering(role_of(m), message_text(m), roles=self.remember_roles,
+                                         questions=self.remember_questions)]
         if not messages:
             return
         user = self._user(getattr(runtime, "context", None), config)
@@ -178,6 +198,11 @@ class MemOSMiddleware(AgentMiddleware):
             component="MemOSMiddleware", key=self.user_id_key, default=self.user_id,
             context=context, config=config,
         )
+
+
+def _asked_or_answered(hit: SearchHit) -> bool:
+    """A recorded question or assistant turn (ranked after statements on recall)."""
+    return asked_or_answered(hit.memory)
 
 
 def _in_conversation(hit: SearchHit, thread: str | None) -> bool:

@@ -20,7 +20,8 @@ from pydantic import Field
 
 
 class MemOSRetriever(BaseRetriever):
-    """Retrieve a user's memories: ``MemOSRetriever(mos=mos, user_id="alice", k=4)``.
+    """Retrieve a user's memories: ``MemOSRetriever(mos, user_id="alice", k=4)`` (``mos``
+    positional or keyword, as in the LlamaIndex package).
 
     Contracts: returns at most ``k`` documents, best first (``k`` may be overridden per
     call: ``retriever.invoke(query, k=2)``); only memories ``user_id`` may read; superseded
@@ -39,6 +40,13 @@ class MemOSRetriever(BaseRetriever):
     tags: list[str] | None = Field(default=None, description="Only memories with any of these tags.")
     include_superseded: bool = Field(default=False, description="Also superseded memories.")
     include_archived: bool = Field(default=False, description="Also archived memories.")
+
+    def __init__(self, mos: MemOS | None = None, /, **kwargs: Any) -> None:
+        if mos is not None:
+            if "mos" in kwargs:
+                raise TypeError("MemOSRetriever got mos both positionally and as mos=")
+            kwargs["mos"] = mos
+        super().__init__(**kwargs)
 
     def _search_kwargs(self, k: int | None) -> dict[str, Any]:
         return {

@@ -1,9 +1,11 @@
 """``MemOSStore``: a LangGraph ``BaseStore`` whose items are MemOS memories.
 
-Pass it to ``create_agent(..., store=MemOSStore(mos))`` (or ``graph.compile(store=...)``);
-tools and middleware reach it as ``runtime.store``. Each item is one memory of the user
-named by the first namespace label, so what an agent puts in the store is also found by
-MemOS search, the retriever and the middleware, is versioned, audited and forgettable.
+Pass it to ``create_agent(..., store=MemOSStore(mos, user_label=0))`` (or
+``graph.compile(store=...)``); tools and middleware reach it as ``runtime.store``. Each item
+is one memory of the user its namespace names -- which label that is, the constructor says
+(``user_label``: a position or a function; or ``user_id`` for a single-user store) -- so
+what an agent puts in the store is also found by MemOS search, the retriever and the
+middleware, is versioned, audited and forgettable.
 How an item maps to a memory is described in :mod:`langchain_memos._store_codec`.
 """
 
@@ -13,7 +15,9 @@ import asyncio
 import json
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from langgraph.store.base import (
     BaseStore,
@@ -35,8 +39,14 @@ from memos_core import (
     MemOS,
 )
 from memos_core.governance.sensitivity import allowance, for_prompt
+from memos_core.validation import check_name
 
 from langchain_memos import _store_codec as codec
+
+logger = logging.getLogger(__name__)
+
+#: How a namespace names its user: a label position, or a function of the namespace.
+UserLabel = int | Callable[[tuple[str, ...]], str | None]
 
 #: Memory states in which an item exists (a forgotten or expired memory is gone).
 _LIVE_STATES = ("generated", "activated", "archived")
@@ -64,9 +74,21 @@ class MemOSStore(BaseStore):
 
     Contracts (those of LangGraph's ``BaseStore``, with these choices):
 
-    * The first namespace label is the MemOS user id; every operation acts as that user.
-      Searches and ``list_namespaces`` therefore need a prefix naming the user
-      (``("alice",)`` or longer); an empty prefix raises ``InvalidNamespaceError``.
+    * Every item belongs to one MemOS user, and every operation acts as that user. Which
+      user, the constructor says, explicitly (there is no default: a silent "first label"
+      made ``"memories"`` the owner of every user's items in the common
+      ``("memories", user_id)`` layout):
+
+      - ``user_label=0`` for ``(user_id, "memories")``, ``user_label=1`` for
+        ``("memories", user_id)``, any position (negative counts from the end, for
+        namespaces only -- a search prefix has no end);
+      - ``user_label=fn``: ``fn(namespace_or_prefix)`` returns the user id, or None when it
+        cannot tell;
+      - ``user_id="alice"``: a single-user store, namespaces are free-form.
+
+      A namespace (or search / ``list_namespaces`` prefix) that does not carry the user
+      raises ``InvalidNamespaceError`` saying which label was expected, before anything is
+      read or written.
     * ``put`` of a new key adds a memory; ``put`` of an existing key writes a new version
       of the same memory (``created_at`` is kept, history is readable with
       ``mos.history``); ``put(value=None)``/``delete`` forgets it (a tombstone stays in the
@@ -100,6 +122,9 @@ class MemOSStore(BaseStore):
         self,
         mos: MemOS,
         *,
+        user_label: UserLabel | None = None,
+        user_id: str | None = None,
+        index: Mapping[str, Any] | None = None,
         index_fields: Sequence[str] | None = None,
         memory_type: str = "note",
         agent_id: str | None = None,
@@ -110,6 +135,15 @@ class MemOSStore(BaseStore):
 
         Args:
             mos: the memory system to read and write.
+            user_label: which namespace label is the user: a position (``0`` for
+                ``(user_id, "memories")``, ``1`` for ``("memories", user_id)``) or a function
+                from a namespace (or search prefix) to the user id (None: not there).
+            user_id: instead of ``user_label``, one user owns every item.
+            index: LangGraph's index config as written for ``InMemoryStore`` /
+                ``PostgresStore``: ``{"dims": ..., "embed": ..., "fields": [...]}``.
+                ``fields`` are the searchable fields (as ``index_fields``); ``dims`` and
+                ``embed`` are accepted and not used: MemOS embeds with its own model and
+                adds keyword search.
             index_fields: default fields (LangGraph JSON paths such as ``"text"`` or
                 ``"facts[*].text"``) whose text is searchable; None means the whole value.
             memory_type: MemOS semantic type of the memories the store writes.
@@ -118,6 +152,10 @@ class MemOSStore(BaseStore):
                 creates; an existing key keeps the tags its memory was created with.
             allow_sensitive: tags searches may show unredacted (``"*"``: all); None means
                 the MemOS's ``config.allow_sensitive``, as in ``MemOS.search``.
+
+        Raises:
+            InvalidInputError: no MemOS; neither or both of ``user_label`` / ``user_id``; a
+                bad ``index`` config or ``index_fields``; bad sensitivity settings.
         """
         if not isinstance(mos, MemOS):
             raise InvalidInputError(
@@ -125,6 +163,15 @@ class MemOSStore(BaseStore):
                 "Open one with MemOS(data_dir)."
             )
         self.mos = mos
+        self.user_label, self.user_id = _check_user_mapping(user_label, user_id)
+        fields = _index_config_fields(index)
+        if fields is not None and index_fields is not None and list(index_fields) != fields:
+            raise InvalidInputError(
+                f"index['fields'] {fields!r} and index_fields {list(index_fields)!r} disagree; "
+                "give one of them.")
+        if index_fields is None:
+            index_fields = fields
+        self.index_config = dict(index) if index is not None else None
         self.index_fields = codec.check_index(
             list(index_fields) if index_fields is not None else None, "<store default>"
         ) or None
@@ -138,6 +185,39 @@ class MemOSStore(BaseStore):
         self.allow_sensitive = allow_sensitive
         self._allowed()  # a bad allowance fails here, not in the first search
 
+    # -- who owns a namespace -------------------------------------------------------------
+
+    def user_of(self, namespace: tuple[str, ...], *, prefix: bool = False) -> str:
+        """The MemOS user a namespace (or, with ``prefix=True``, a search prefix) belongs to.
+
+        Raises:
+            InvalidNamespaceError: it does not carry the user where ``user_label`` says.
+        """
+        if self.user_id is not None:
+            return self.user_id
+        label = self.user_label
+        if callable(label):
+            found = label(tuple(namespace))
+            where = "the user_label function returned no user id for it"
+        else:
+            assert isinstance(label, int)
+            if label < 0 and prefix:
+                raise InvalidNamespaceError(
+                    f"MemOSStore(user_label={label}) counts from the end of a namespace, so a "
+                    f"search or list_namespaces prefix {namespace!r} cannot name the user; use "
+                    "a non-negative position or a function.")
+            found = namespace[label] if -len(namespace) <= label < len(namespace) else None
+            where = f"it has no label at position {label}, where this store reads the user id"
+        if not isinstance(found, str) or not found or found == "*":
+            raise InvalidNamespaceError(
+                f"{'prefix' if prefix else 'namespace'} {namespace!r} does not name a user: "
+                f"{where}. MemOSStore keeps items per user; include the user id there "
+                "(e.g. ('memories', user_id) with user_label=1).")
+        try:
+            return str(check_name(found, "user_id"))
+        except InvalidInputError as exc:
+            raise InvalidNamespaceError(f"namespace {namespace!r}: {exc}") from None
+
     # -- BaseStore ------------------------------------------------------------------------
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
@@ -148,6 +228,7 @@ class MemOSStore(BaseStore):
         ops = list(ops)
         for op in ops:
             _validate(op)
+            self._check_user(op)
         results: list[Result] = []
         puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
         for op in ops:
@@ -165,6 +246,15 @@ class MemOSStore(BaseStore):
             self._put(op)
         return results
 
+    def _check_user(self, op: Op) -> None:
+        """Every op names its user before anything runs."""
+        if isinstance(op, (GetOp, PutOp)):
+            self.user_of(op.namespace)
+        elif isinstance(op, SearchOp):
+            self.user_of(op.namespace_prefix, prefix=True)
+        elif isinstance(op, ListNamespacesOp):
+            self.user_of(codec.concrete_prefix(tuple(op.match_conditions or ())), prefix=True)
+
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """Async ``batch``: the same work in a worker thread (the event loop never blocks)."""
         return await asyncio.to_thread(self.batch, list(ops))
@@ -173,7 +263,7 @@ class MemOSStore(BaseStore):
 
     def _lookup(self, namespace: tuple[str, ...], key: str) -> MemCube | None:
         found = self.mos.list(
-            user_id=namespace[0],
+            user_id=self.user_of(namespace),
             tags=[codec.prefix_tag(namespace)],
             metadata={codec.META_NS: codec.ns_json(namespace), codec.META_KEY: key},
             states=_LIVE_STATES,
@@ -187,7 +277,8 @@ class MemOSStore(BaseStore):
         offset = 0
         while True:
             page = self.mos.list(
-                user_id=prefix[0], tags=[codec.prefix_tag(prefix)], states=_LIVE_STATES,
+                user_id=self.user_of(prefix, prefix=True), tags=[codec.prefix_tag(prefix)],
+                states=_LIVE_STATES,
                 limit=_PAGE, offset=offset,
             )
             yield from (c for c in page if codec.META_KEY in c.metadata)
@@ -202,7 +293,8 @@ class MemOSStore(BaseStore):
         if not op.query:
             if not op.filter:
                 page = self.mos.list(
-                    user_id=op.namespace_prefix[0], tags=[codec.prefix_tag(op.namespace_prefix)],
+                    user_id=self.user_of(op.namespace_prefix, prefix=True),
+                    tags=[codec.prefix_tag(op.namespace_prefix)],
                     states=_LIVE_STATES, limit=min(op.limit, 10_000), offset=op.offset,
                 )
                 return [self._shown(c, None) for c in page]
@@ -230,9 +322,10 @@ class MemOSStore(BaseStore):
     def _ranked(self, op: SearchOp, want: int) -> list[SearchItem]:
         """Indexed items matching the filter, best first, at least ``want`` if there are."""
         k = min(_MAX_K, max(want, 10) * (2 if op.filter else 1))
+        user = self.user_of(op.namespace_prefix, prefix=True)
         while True:
             hits = self.mos.search(
-                op.query, user_id=op.namespace_prefix[0], k=k,
+                op.query, user_id=user, k=k,
                 tags=[codec.prefix_tag(op.namespace_prefix)], include_archived=True,
                 allow_sensitive=self.allow_sensitive,
             )
@@ -240,7 +333,7 @@ class MemOSStore(BaseStore):
             for hit in hits:
                 # a redacted hit has lost its metadata (the item's key and value): read the
                 # record for the key; the value shown stays the core's redaction
-                record = self._record(hit.id, op.namespace_prefix[0]) if hit.redacted else hit.memory
+                record = self._record(hit.id, user) if hit.redacted else hit.memory
                 if record is None or codec.META_KEY not in record.metadata or not _indexed(record):
                     continue
                 item = _search_item(record, hit.score, hit.redacted)
@@ -279,7 +372,7 @@ class MemOSStore(BaseStore):
 
     def _put(self, op: PutOp) -> None:
         with _put_lock(self.mos):
-            user_id = op.namespace[0]
+            user_id = self.user_of(op.namespace)
             existing = self._lookup(op.namespace, op.key)
             if op.value is None:
                 if existing is not None:
@@ -334,11 +427,6 @@ def _validate(op: Op) -> None:
     elif isinstance(op, ListNamespacesOp):
         for cond in op.match_conditions or ():
             codec.check_namespace(tuple(cond.path), what=f"{cond.match_type} path", allow_empty=True)
-        if not codec.concrete_prefix(tuple(op.match_conditions or ())):
-            raise InvalidNamespaceError(
-                "MemOSStore.list_namespaces needs prefix=(user_id, ...) with a concrete user "
-                "id first (not '*'): items are kept per user and users are not enumerable."
-            )
         _check_page(op.limit, op.offset)
         if op.max_depth is not None and (not isinstance(op.max_depth, int) or op.max_depth < 1):
             raise InvalidInputError(f"max_depth must be a positive int, got {op.max_depth!r}.")
@@ -347,6 +435,50 @@ def _validate(op: Op) -> None:
             f"Unknown store operation {type(op).__name__}; expected GetOp, PutOp, SearchOp "
             "or ListNamespacesOp."
         )
+
+
+def _check_user_mapping(user_label: object, user_id: object) -> tuple[UserLabel | None, str | None]:
+    """Exactly one of ``user_label`` (a position or a function) and ``user_id``."""
+    if (user_label is None) == (user_id is None):
+        raise InvalidInputError(
+            "MemOSStore needs to know whose memory each item is: pass user_label=0 for "
+            "namespaces like (user_id, 'memories'), user_label=1 for ('memories', user_id), "
+            "user_label=<function of the namespace>, or user_id='...' for a single-user store "
+            "(exactly one of user_label and user_id).")
+    if user_id is not None:
+        return None, str(check_name(user_id, "user_id"))
+    if isinstance(user_label, bool) or not (isinstance(user_label, int) or callable(user_label)):
+        raise InvalidInputError(
+            f"user_label must be a label position (int) or a function of the namespace, got "
+            f"{user_label!r}.")
+    return user_label, None  # type: ignore[return-value]
+
+
+def _index_config_fields(index: object) -> list[str] | None:
+    """The ``fields`` of LangGraph's ``IndexConfig`` (``dims``/``embed`` are checked for
+    shape only: MemOS embeds with its own model)."""
+    if index is None:
+        return None
+    if not isinstance(index, Mapping):
+        raise InvalidInputError(
+            f"index must be LangGraph's index config, a dict like {{'dims': 384, 'embed': ..., "
+            f"'fields': ['text']}}, got {type(index).__name__}.")
+    unknown = set(index) - {"dims", "embed", "fields", "ann_index_config", "distance_type"}
+    if unknown:
+        raise InvalidInputError(f"index has unknown keys {sorted(unknown)}; LangGraph's index "
+                                "config has dims, embed and fields.")
+    dims = index.get("dims")
+    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
+        raise InvalidInputError(f"index['dims'] must be a positive int, got {dims!r}.")
+    if "embed" in index or "dims" in index:
+        logger.info("MemOSStore: index 'dims'/'embed' are not used; MemOS embeds with its own "
+                    "model and adds keyword search")
+    fields = index.get("fields")
+    if fields is None:
+        return None
+    if isinstance(fields, str) or not isinstance(fields, Sequence):
+        raise InvalidInputError(f"index['fields'] must be a list of field paths, got {fields!r}.")
+    return list(fields)
 
 
 def _check_key(key: object) -> None:

@@ -1,7 +1,9 @@
 """``create_memory_tools``: tools an agent's model calls to manage its own long-term memory.
 
-``store_memory``, ``search_memory``, ``update_memory``, ``forget_memory`` and
-``compress_memories`` each call one facade method. The user is never a tool argument: it
+``store_memory``, ``search_memories``, ``update_memory``, ``forget_memory`` and
+``compress_memories`` each call one facade method (the same names and arguments as the
+LlamaIndex package's ``memos_tools``; ``search_memory`` is still accepted in ``include``,
+with a ``DeprecationWarning``). The user is never a tool argument: it
 comes from the agent's runtime context (``invoke(..., context={"user_id": ...})``), else
 from ``config["configurable"]``, else from the ``user_id`` given to ``create_memory_tools``.
 Memories a tool stores carry the LangGraph thread id as their session.
@@ -9,14 +11,15 @@ Memories a tool stores carry the LangGraph thread id as their session.
 Each tool returns ``(content, artifact)``: a short text for the model (ids included, so it
 can refer to memories later) and a JSON-friendly artifact for the application. A memory
 error caused by the model's arguments (an unknown id, a memory of another user, empty
-text) comes back to the model as an error message it can act on; a missing user is a
-configuration error and raises.
+text) comes back to the model as ``"<ErrorClass>: <message>"``, which it can act on (as in
+the LlamaIndex package); a missing user is a configuration error and raises.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -28,7 +31,9 @@ from pydantic import Field
 from langchain_memos._shared import MissingUserError, current_config, resolve_user_id, thread_id
 
 MemoryKind = Literal["fact", "preference", "episode", "task_prompt", "summary", "note"]
-TOOL_NAMES = ("store_memory", "search_memory", "update_memory", "forget_memory", "compress_memories")
+TOOL_NAMES = ("store_memory", "search_memories", "update_memory", "forget_memory", "compress_memories")
+#: Old tool names still accepted in ``include`` (with a DeprecationWarning).
+DEPRECATED_NAMES = {"search_memory": "search_memories"}
 
 Artifact = Any
 Result = tuple[str, Artifact]
@@ -61,13 +66,13 @@ class _MemoryOps:
     def store(
         self,
         text: Annotated[str, Field(description="The memory, as one self-contained sentence.")],
-        type: Annotated[MemoryKind, Field(description="What kind of memory this is.")] = "fact",
+        memory_type: Annotated[MemoryKind, Field(description="What kind of memory this is.")] = "fact",
         tags: Annotated[list[str] | None, Field(description="Optional short labels.")] = None,
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         cube = self.mos.add(
             text, user_id=self._user(runtime), session_id=thread_id(_config(runtime)),
-            type=type, tags=tags or (), origin="extraction", reason="store_memory tool",
+            type=memory_type, tags=tags or (), origin="extraction", reason="store_memory tool",
         )
         return f"Stored memory {cube.id}.", _brief(cube)
 
@@ -90,7 +95,7 @@ class _MemoryOps:
 
     def update(
         self,
-        memory_id: Annotated[str, Field(description="Id of the memory to change (from search_memory).")],
+        memory_id: Annotated[str, Field(description="Id of the memory to change (from search_memories).")],
         text: Annotated[str, Field(description="The corrected memory text.")],
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
@@ -99,7 +104,7 @@ class _MemoryOps:
 
     def forget(
         self,
-        memory_id: Annotated[str, Field(description="Id of the memory to delete (from search_memory).")],
+        memory_id: Annotated[str, Field(description="Id of the memory to delete (from search_memories).")],
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         receipt = self.mos.forget(memory_id, user_id=self._user(runtime), reason="forget_memory tool")
@@ -123,13 +128,13 @@ class _MemoryOps:
 _DESCRIPTIONS = {
     "store_memory": "Save a fact, preference or note about the user for future conversations. "
     "Store one self-contained statement per call.",
-    "search_memory": "Search the user's long-term memory. Returns matching memories with their "
+    "search_memories": "Search the user's long-term memory. Returns matching memories with their "
     "ids, best first. Search before answering questions about the user's past or preferences.",
-    "update_memory": "Correct or refine an existing memory by id (from search_memory). The "
+    "update_memory": "Correct or refine an existing memory by id (from search_memories). The "
     "previous version stays in the memory's history.",
-    "forget_memory": "Permanently delete a memory by id (from search_memory), e.g. when the user "
+    "forget_memory": "Permanently delete a memory by id (from search_memories), e.g. when the user "
     "asks you to forget something or it is wrong.",
-    "compress_memories": "Merge several related memories (ids from search_memory) into one "
+    "compress_memories": "Merge several related memories (ids from search_memories) into one "
     "summary you write. The originals are archived and linked to the summary.",
 }
 
@@ -176,7 +181,7 @@ def create_memory_tools(
         user_id: fallback user when neither the runtime context nor ``configurable`` has one
             (handy for a single-user app or calling the tools directly).
         user_id_key: the key of the user id in the runtime context / ``configurable``.
-        k: how many memories ``search_memory`` returns when the model does not say.
+        k: how many memories ``search_memories`` returns when the model does not say.
         include: names of the tools to create (default all, in :data:`TOOL_NAMES` order).
 
     Each tool has a sync and an async implementation (the async one runs the facade call in
@@ -185,6 +190,11 @@ def create_memory_tools(
     if not isinstance(mos, MemOS):
         raise TypeError(f"create_memory_tools needs a memos_core.MemOS, got {type(mos).__name__}.")
     names = list(TOOL_NAMES if include is None else include)
+    for old, new in DEPRECATED_NAMES.items():
+        if old in names:
+            warnings.warn(f"memory tool {old!r} is now called {new!r}", DeprecationWarning,
+                          stacklevel=2)
+            names = [new if n == old else n for n in names]
     unknown = sorted(set(names) - set(TOOL_NAMES))
     if unknown:
         raise ValueError(f"Unknown memory tools {unknown}; choose from {list(TOOL_NAMES)}.")
@@ -192,7 +202,7 @@ def create_memory_tools(
         raise ValueError(f"k must be an int between 1 and 50, got {k!r}.")
     ops = _MemoryOps(mos, user_id, user_id_key, k)
     bodies = {
-        "store_memory": ops.store, "search_memory": ops.search, "update_memory": ops.update,
+        "store_memory": ops.store, "search_memories": ops.search, "update_memory": ops.update,
         "forget_memory": ops.forget, "compress_memories": ops.compress,
     }
     tools: list[BaseTool] = []

@@ -48,7 +48,7 @@ class Memory:
     def __init__(self, mos: MemOS) -> None:
         self.mos = mos
         self.checkpointer = MemOSCheckpointer(mos)
-        self.store = MemOSStore(mos)
+        self.store = MemOSStore(mos, user_label=0)
 
     def agent(self, model: ScriptedChatModel) -> Any:
         return create_agent(
@@ -92,7 +92,7 @@ def test_cross_thread_recall_isolation_forgetting_and_restart(
     memory = Memory(make_mos("agent"))
     # Thread 1: the model stores a fact with the memory tool and a preference in the store.
     _turn(memory, mode, "alice", "t1", "I'm allergic to peanuts and I like window seats.",
-          tool_call("store_memory", text="Alice is allergic to peanuts", type="fact"),
+          tool_call("store_memory", text="Alice is allergic to peanuts", memory_type="fact"),
           tool_call("save_preference", "call-2", topic="seat", preference="Alice prefers window seats"),
           "Got it, I'll remember both.")
     assert memory.store.get(("alice", "preferences"), "seat").value == {"text": "Alice prefers window seats"}
@@ -110,11 +110,11 @@ def test_cross_thread_recall_isolation_forgetting_and_restart(
     model = _turn(memory, mode, "bob", "t3", "Book me a snack for my flight.", "Sure.")
     assert "peanut" not in _system_prompt(model).lower()
 
-    # The turns were recorded as episodic memories of their thread.
+    # The user's statement was recorded as an episodic memory of its thread; the answer
+    # stays in the thread (the checkpointer), out of searched memory.
     episodes = memory.mos.list(user_id="alice", session_id="t1", types=["episode"])
     assert [c.text for c in episodes] == [
         "user: I'm allergic to peanuts and I like window seats.",
-        "assistant: Got it, I'll remember both.",
     ]
 
     # Forget it: the model calls forget_memory with the ids recall showed it (the fact and
@@ -161,9 +161,51 @@ def test_middleware_without_a_user_says_how_to_give_one(mos: MemOS) -> None:
 
 def test_user_from_configurable_and_memory_tools_from_the_middleware(mos: MemOS) -> None:
     mos.add("Carol speaks Portuguese", user_id="carol")
-    model = scripted(tool_call("search_memory", query="languages"), "Portuguese.")
+    model = scripted(tool_call("search_memories", query="languages"), "Portuguese.")
     agent = create_agent(model, middleware=[MemOSMiddleware(mos, memory_tools=True, k=1)])
     out = agent.invoke({"messages": [HumanMessage("Which languages do I speak?")]},
                        {"configurable": {"user_id": "carol"}})
     assert "Carol speaks Portuguese" in out["messages"][2].content  # the tool's answer
     assert "Carol speaks Portuguese" in _system_prompt(model)
+
+
+# ---------------------------------------------------------------- recall is not polluted
+
+
+BIKE_FACT = "I have a green Brompton bike."
+BIKE_QUESTION = "What bike do I have?"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_repeated_question_still_recalls_the_fact_first(mos: MemOS, mode: str) -> None:
+    memory = Memory(mos)
+    _turn(memory, mode, "dana", "t1", BIKE_FACT, "Nice bike!")
+    _turn(memory, mode, "dana", "t2", BIKE_QUESTION, "A green Brompton.")
+    _turn(memory, mode, "dana", "t3", BIKE_QUESTION, "A green Brompton.")
+    model = _turn(memory, mode, "dana", "t4", BIKE_QUESTION, "A green Brompton.")
+
+    recalled = [line for line in _system_prompt(model).splitlines() if line.startswith("- ")]
+    assert recalled and recalled[0].startswith(f"- user: {BIKE_FACT}"), recalled
+    assert not any(BIKE_QUESTION in line for line in recalled)
+    # the questions and answers are in their threads, not in searched memory
+    assert [c.text for c in mos.list(user_id="dana")] == [f"user: {BIKE_FACT}"]
+    state = memory.agent(scripted()).get_state({"configurable": {"thread_id": "t2"}})
+    assert [m.content for m in state.values["messages"]] == [BIKE_QUESTION, "A green Brompton."]
+
+
+def test_questions_recorded_on_request_still_rank_below_statements(mos: MemOS) -> None:
+    chatty = MemOSMiddleware(mos, remember_roles=("user", "assistant"), remember_questions=True)
+    agent = create_agent(scripted("Nice bike!", "A green Brompton.", "A green Brompton.", "ok"),
+                         middleware=[chatty])
+    for thread, text in [("t1", BIKE_FACT), ("t2", BIKE_QUESTION), ("t3", BIKE_QUESTION)]:
+        agent.invoke({"messages": [HumanMessage(text)]},
+                     {"configurable": {"thread_id": thread, "user_id": "erin"}})
+    assert len(mos.list(user_id="erin")) == 6  # everything was recorded
+    model = scripted("A green Brompton.")
+    create_agent(model, middleware=[chatty]).invoke(
+        {"messages": [HumanMessage(BIKE_QUESTION)]},
+        {"configurable": {"thread_id": "t4", "user_id": "erin"}})
+    recalled = [line for line in _system_prompt(model).splitlines() if line.startswith("- ")]
+    assert recalled[0].startswith(f"- user: {BIKE_FACT}"), recalled
+    with pytest.raises(ValueError, match="remember_roles"):
+        MemOSMiddleware(mos, remember_roles=("tool",))

@@ -192,11 +192,11 @@ async def test_missing_user_is_a_clear_error_async(store: Any) -> None:
     [
         ([], "no messages"),
         ([HumanMessage("")], "no text"),
-        ([HumanMessage(QUESTION), AIMessage("an answer")], "last message must be a human"),
+        ([HumanMessage(QUESTION), AIMessage("an answer")], "last message must be the user's"),
         ([HumanMessage(content=[{"type": "image", "url": "https://example.org/cat.png"}])],
          "non-text content"),
-        ([SystemMessage("Be brief."), HumanMessage(QUESTION)], "'system' message"),
-        ([ToolMessage("42", tool_call_id="t1"), HumanMessage(QUESTION)], "'tool' message"),
+        ([SystemMessage("Be brief.")], "last message must be the user's"),
+        ([ToolMessage("42", tool_call_id="t1"), HumanMessage(QUESTION)], "role 'tool'"),
     ],
 )
 def test_bad_input_is_a_clear_error(store: Any, messages: list[Any], match: str) -> None:

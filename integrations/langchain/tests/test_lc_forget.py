@@ -86,7 +86,7 @@ def test_forget_redacts_the_message_in_every_checkpoint(mos: MemOS) -> None:
 def test_tool_call_arguments_and_pending_writes_are_redacted(mos: MemOS) -> None:
     saver = MemOSCheckpointer(mos)
     fact = "Dana's passport number is QX77130"
-    agent = _agent(mos, saver, tool_call("store_memory", text=fact, type="fact"), "Stored.")
+    agent = _agent(mos, saver, tool_call("store_memory", text=fact, memory_type="fact"), "Stored.")
     agent.invoke({"messages": [HumanMessage("Remember my passport number, QX77130.")]}, CONFIG)
     # a pending write that mentions the fact, as an interrupted step would leave it
     last = saver.get_tuple(CONFIG)

@@ -48,7 +48,7 @@ def _prompt_of(mos: MemOS, user: str) -> str:
 
 def _probes(mos: MemOS, mem: MemCube, bob: str) -> dict[str, Callable[[], str]]:
     tools = {t.name: t for t in create_memory_tools(mos, user_id=bob)}
-    store = MemOSStore(mos)
+    store = MemOSStore(mos, user_label=0)
 
     def tool_outcome(name: str, **args: Any) -> str:
         reply = _tool(tools, name, **args)
@@ -56,7 +56,7 @@ def _probes(mos: MemOS, mem: MemCube, bob: str) -> dict[str, Callable[[], str]]:
 
     return {
         "retriever": lambda: _seen(mem.id in {d.id for d in MemOSRetriever(mos=mos, user_id=bob, k=10).invoke(QUERY)}),
-        "search tool": lambda: _seen(mem.id in {a["id"] for a in _tool(tools, "search_memory", query=QUERY, k=10).artifact or []}),
+        "search tool": lambda: _seen(mem.id in {a["id"] for a in _tool(tools, "search_memories", query=QUERY, k=10).artifact or []}),
         "middleware": lambda: _seen(mem.text in _prompt_of(mos, bob)),
         "store": lambda: _seen(any(i.value.get("text") == mem.text
                                    for i in store.search((bob,), query=QUERY, limit=50))),
@@ -79,7 +79,7 @@ EXPECTED = {
 @pytest.mark.parametrize("kind", ["memory", "namespace"])
 def test_b_cannot_reach_a_through_any_component_until_shared(mos: MemOS, kind: str) -> None:
     mem = mos.add("Alice keeps the kayak in the boathouse by the lake.", user_id="alice")
-    MemOSStore(mos).put(("bob", "notes"), "k1", {"text": "Bob keeps a canoe."})
+    MemOSStore(mos, user_label=0).put(("bob", "notes"), "k1", {"text": "Bob keeps a canoe."})
     grant = {
         "memory": {"read": lambda: mos.share(mem.id, with_user_id="bob", user_id="alice"),
                    "write": lambda: mos.share(mem.id, with_user_id="bob", user_id="alice", scope="write"),
@@ -100,10 +100,10 @@ def test_b_cannot_reach_a_through_any_component_until_shared(mos: MemOS, kind: s
 
 
 def test_the_store_acts_as_the_user_its_namespace_names(mos: MemOS) -> None:
-    """MemOSStore's principal is the namespace's first label (LangGraph's convention): the
+    """MemOSStore's principal is the namespace label it was told (here the first): the
     application decides which namespace a run may use. Items of another user's namespace are
     those user's memories, with that user's rules."""
-    store = MemOSStore(mos)
+    store = MemOSStore(mos, user_label=0)
     store.put(("alice", "prefs"), "seat", {"text": "Alice prefers aisle seats"})
     assert store.search(("bob",), query="aisle seats") == []
     assert store.get(("bob", "prefs"), "seat") is None
@@ -125,17 +125,17 @@ def test_sensitive_store_items_are_found_redacted_by_their_owner(mos: MemOS) -> 
     its value redacted by the core's rule, unless the store's allowance covers the tag --
     while ``get`` (a record read) returns it whole and other users' namespaces never hold it."""
     ns, secret = ("alice", "contacts"), "555-0101"
-    MemOSStore(mos, sensitivity=["pii"]).put(ns, "dentist", {"text": f"Alice's dentist phone is {secret}"})
-    MemOSStore(mos).put(ns, "gym", {"text": "Alice's gym phone is 555-0199"})
+    MemOSStore(mos, user_label=0, sensitivity=["pii"]).put(ns, "dentist", {"text": f"Alice's dentist phone is {secret}"})
+    MemOSStore(mos, user_label=0).put(ns, "gym", {"text": "Alice's gym phone is 555-0199"})
     redacted = {"text": "[redacted: pii]", "redacted_sensitivity": ["pii"]}
-    store = MemOSStore(mos)
+    store = MemOSStore(mos, user_label=0)
 
     for query in ("dentist phone number", None):
         found = {i.key: i.value for i in store.search(("alice",), query=query)}
         assert found == {"dentist": redacted, "gym": {"text": "Alice's gym phone is 555-0199"}}
     probe = store.search(("alice",), query="dentist phone", filter={"text": f"Alice's dentist phone is {secret}"})
     assert probe == []  # a filter cannot test the hidden value
-    allowed = MemOSStore(mos, allow_sensitive=["pii"]).search(("alice",), query="dentist phone")
+    allowed = MemOSStore(mos, user_label=0, allow_sensitive=["pii"]).search(("alice",), query="dentist phone")
     assert allowed[0].key == "dentist" and secret in allowed[0].value["text"]
     assert secret in store.get(ns, "dentist").value["text"]  # type: ignore[union-attr]
     assert store.search(("bob",), query="dentist phone") == []
@@ -147,4 +147,4 @@ def test_sensitive_store_items_are_found_redacted_by_their_owner(mos: MemOS) -> 
 @pytest.mark.parametrize("kwargs", [{"sensitivity": [""]}, {"sensitivity": [1]}, {"allow_sensitive": [None]}])
 def test_store_refuses_bad_sensitivity_arguments(mos: MemOS, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidInputError, match="sensitiv"):
-        MemOSStore(mos, **kwargs)
+        MemOSStore(mos, user_label=0, **kwargs)

@@ -23,7 +23,7 @@ WRITER = textwrap.dedent(
     from langchain_memos import MemOSChatMessageHistory, MemOSCheckpointer, MemOSStore, create_memory_tools
 
     with MemOS(sys.argv[1], config=MemOSConfig(show_progress=False)) as mos:
-        MemOSStore(mos).put(("alice", "prefs"), "tea", {"text": "Alice drinks oolong"})
+        MemOSStore(mos, user_label=0).put(("alice", "prefs"), "tea", {"text": "Alice drinks oolong"})
         history = MemOSChatMessageHistory(mos, user_id="alice", session_id="s1")
         history.add_messages([HumanMessage("hello", id="h1"), AIMessage("hi Alice", id="a1")])
         tools = {t.name: t for t in create_memory_tools(mos, user_id="alice")}
@@ -46,7 +46,7 @@ def test_everything_survives_a_process_restart(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
     with MemOS(data, config=MemOSConfig(show_progress=False)) as mos:
-        assert MemOSStore(mos).get(("alice", "prefs"), "tea").value == {"text": "Alice drinks oolong"}
+        assert MemOSStore(mos, user_label=0).get(("alice", "prefs"), "tea").value == {"text": "Alice drinks oolong"}
         assert MemOSChatMessageHistory(mos, user_id="alice", session_id="s1").messages == [
             HumanMessage("hello", id="h1"), AIMessage("hi Alice", id="a1"),
         ]

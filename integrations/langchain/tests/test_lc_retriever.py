@@ -84,3 +84,11 @@ def test_bad_input(shared_mos: MemOS) -> None:
         MemOSRetriever(mos="not a MemOS", user_id="alice")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="empty"):
         MemOSRetriever(mos=shared_mos, user_id="alice").invoke("  ")
+
+
+def test_mos_is_positional_or_keyword_as_in_llamaindex(shared_mos: MemOS) -> None:
+    positional = MemOSRetriever(shared_mos, user_id="alice", k=1).invoke("Oslo")
+    keyword = MemOSRetriever(mos=shared_mos, user_id="alice", k=1).invoke("Oslo")
+    assert [d.id for d in positional] == [d.id for d in keyword] and len(positional) == 1
+    with pytest.raises(TypeError, match="both"):
+        MemOSRetriever(shared_mos, mos=shared_mos, user_id="alice")

@@ -100,7 +100,7 @@ def _normalise(op: Any, result: Any) -> Any:
 
 def _run_differential(mos: MemOS, seed: int, steps: int, *, use_async: bool) -> int:
     rng = random.Random(seed)
-    ours, ref = MemOSStore(mos), ReferenceStore()
+    ours, ref = MemOSStore(mos, user_label=0), ReferenceStore()
     compared = 0
     for step in range(steps):
         batch = [_random_op(rng, ref) for _ in range(1 if rng.random() < 0.8 else rng.randint(2, 4))]
@@ -125,7 +125,7 @@ def test_differential_async(mos: MemOS) -> None:
 
 
 def test_items_are_versioned_memories(mos: MemOS) -> None:
-    store = MemOSStore(mos)
+    store = MemOSStore(mos, user_label=0)
     store.put(("alice", "prefs"), "drink", {"text": "Alice drinks green tea"})
     first = store.get(("alice", "prefs"), "drink")
     store.put(("alice", "prefs"), "drink", {"text": "Alice switched to oolong"})
@@ -145,7 +145,7 @@ def test_items_are_versioned_memories(mos: MemOS) -> None:
 
 
 def test_query_search_is_memos_hybrid_search(mos: MemOS) -> None:
-    store = MemOSStore(mos)
+    store = MemOSStore(mos, user_label=0)
     ns = ("alice", "facts")
     store.put(ns, "1", {"text": "Alice plays the piano every evening"})
     store.put(ns, "2", {"text": "Alice's cat is called Miso"})
@@ -167,7 +167,7 @@ def test_query_search_is_memos_hybrid_search(mos: MemOS) -> None:
 
 
 def test_index_fields_choose_the_searchable_text(mos: MemOS) -> None:
-    store = MemOSStore(mos, index_fields=["summary"])
+    store = MemOSStore(mos, user_label=0, index_fields=["summary"])
     store.put(("alice", "docs"), "d1", {"summary": "quarterly sales report", "body": "zebra"})
     [cube] = mos.list(user_id="alice")
     assert cube.text == "quarterly sales report"
@@ -176,7 +176,7 @@ def test_index_fields_choose_the_searchable_text(mos: MemOS) -> None:
 
 
 def test_values_round_trip_exactly(mos: MemOS) -> None:
-    store = MemOSStore(mos)
+    store = MemOSStore(mos, user_label=0)
     value = {"s": "é\u2603", "i": 2**53 + 1, "f": 0.1, "b": False, "n": None,
              "l": [1, [2, {"x": []}]], "d": {"deep": {"deeper": "yes"}}}
     store.put(("alice",), "k", value)
@@ -198,24 +198,24 @@ def test_values_round_trip_exactly(mos: MemOS) -> None:
         (lambda s: s.batch([PutOp(["alice"], "k", {"a": 1})]), InvalidNamespaceError, "tuple"),
         (lambda s: s.batch([GetOp(("alice", ""), "k")]), InvalidNamespaceError, "non-empty"),
         (lambda s: s.batch([GetOp(("alice",), 7)]), InvalidInputError, "key must be a str"),
-        (lambda s: s.search(()), InvalidNamespaceError, "user id"),
+        (lambda s: s.search(()), InvalidNamespaceError, "must name the user"),
         (lambda s: s.search(("alice",), filter={"n": {"$regex": "x"}}), InvalidInputError, "operators"),
         (lambda s: s.search(("alice",), limit=-1), InvalidInputError, "limit"),
-        (lambda s: s.list_namespaces(), InvalidNamespaceError, "prefix=(user_id"),
-        (lambda s: s.list_namespaces(prefix=("*", "docs")), InvalidNamespaceError, "concrete user"),
+        (lambda s: s.list_namespaces(), InvalidNamespaceError, "does not name a user"),
+        (lambda s: s.list_namespaces(prefix=("*", "docs")), InvalidNamespaceError, "does not name a user"),
         (lambda s: s.put(("alice",), "k", {"a": 1}, ttl=5), NotImplementedError, "TTL"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_error(module_mos: MemOS, call: Callable[[MemOSStore], Any],
                                                  error: type[Exception], words: str) -> None:
-    store = MemOSStore(module_mos)
+    store = MemOSStore(module_mos, user_label=0)
     with pytest.raises(error, match=re.escape(words)):
         call(store)
     assert module_mos.list(user_id="alice") == []  # nothing was written
 
 
 def test_a_bad_op_in_a_batch_writes_nothing(mos: MemOS) -> None:
-    store = MemOSStore(mos)
+    store = MemOSStore(mos, user_label=0)
     with pytest.raises(InvalidInputError):
         store.batch([PutOp(("alice",), "good", {"a": 1}), PutOp(("alice",), "bad", {"a": {1, 2}})])
     assert store.get(("alice",), "good") is None
@@ -227,7 +227,7 @@ def test_constructor_refuses_other_objects() -> None:
 
 
 async def test_async_api(mos: MemOS) -> None:
-    store = MemOSStore(mos)
+    store = MemOSStore(mos, user_label=0)
     await store.aput(("alice", "a"), "k", {"text": "Alice likes chess"})
     assert (await store.aget(("alice", "a"), "k")).value == {"text": "Alice likes chess"}
     assert [i.key for i in await store.asearch(("alice",), query="board games")] == ["k"]
@@ -238,8 +238,76 @@ async def test_async_api(mos: MemOS) -> None:
 
 def test_items_survive_a_restart(make_mos: Callable[..., MemOS]) -> None:
     mos = make_mos("restart")
-    MemOSStore(mos).put(("alice", "prefs"), "lang", {"text": "Alice prefers French"})
+    MemOSStore(mos, user_label=0).put(("alice", "prefs"), "lang", {"text": "Alice prefers French"})
     mos.close()
     again = make_mos("restart")
-    item = MemOSStore(again).get(("alice", "prefs"), "lang")
+    item = MemOSStore(again, user_label=0).get(("alice", "prefs"), "lang")
     assert item is not None and item.value == {"text": "Alice prefers French"}
+
+
+# ---------------------------------------------------------------- whose item is it
+
+
+def test_the_store_must_be_told_which_label_is_the_user(mos: MemOS) -> None:
+    with pytest.raises(InvalidInputError, match="user_label=1 for \\('memories', user_id\\)"):
+        MemOSStore(mos)
+    with pytest.raises(InvalidInputError, match="exactly one"):
+        MemOSStore(mos, user_label=0, user_id="alice")
+    with pytest.raises(InvalidInputError, match="label position"):
+        MemOSStore(mos, user_label="1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("layout", "store_args"), [
+    (lambda user: ("memories", user), {"user_label": 1}),          # LangGraph docs: ("memories", user_id)
+    (lambda user: (user, "memories"), {"user_label": 0}),          # (user_id, "memories")
+    (lambda user: ("app", user, "prefs"), {"user_label": 1}),
+    (lambda user: ("memories", user), {"user_label": lambda ns: ns[1] if len(ns) > 1 else None}),
+])
+def test_common_namespace_layouts_keep_users_apart(mos: MemOS, layout: Any,
+                                                   store_args: dict[str, Any]) -> None:
+    store = MemOSStore(mos, **store_args)
+    store.put(layout("alice"), "bike", {"text": "Alice rides a green Brompton"})
+    store.put(layout("bob"), "bike", {"text": "Bob rides a red racer"})
+
+    assert ["Alice rides" in c.text for c in mos.list(user_id="alice")] == [True]
+    assert ["Bob rides" in c.text for c in mos.list(user_id="bob")] == [True]
+    assert mos.list(user_id="memories") == [] and mos.list(user_id="app") == []
+    hits = store.search(layout("alice"), query="which bike")
+    assert [h.value["text"] for h in hits] == ["Alice rides a green Brompton"]
+    assert store.get(layout("bob"), "bike").value == {"text": "Bob rides a red racer"}
+    assert store.list_namespaces(prefix=layout("alice")) == [layout("alice")]
+
+
+def test_a_namespace_without_the_user_is_a_clear_error(mos: MemOS) -> None:
+    store = MemOSStore(mos, user_label=1)
+    with pytest.raises(InvalidNamespaceError, match="no label at position 1"):
+        store.put(("memories",), "k", {"text": "whose?"})
+    with pytest.raises(InvalidNamespaceError, match="no label at position 1"):
+        store.search(("memories",), query="anything")  # across users: refused
+    with pytest.raises(InvalidNamespaceError, match="does not name a user"):
+        store.list_namespaces(prefix=("memories", "*"))
+    with pytest.raises(InvalidNamespaceError, match="counts from the end"):
+        MemOSStore(mos, user_label=-1).search(("memories", "alice"), query="x")
+    fn_store = MemOSStore(mos, user_label=lambda ns: None)
+    with pytest.raises(InvalidNamespaceError, match="function returned no user id"):
+        fn_store.put(("memories", "alice"), "k", {"text": "x"})
+    assert mos.stats()["memories"] == 0 if "memories" in mos.stats() else True
+    assert mos.list(user_id="memories") == [] and mos.list(user_id="alice") == []
+
+
+def test_single_user_store_and_langgraph_index_config(mos: MemOS) -> None:
+    store = MemOSStore(mos, user_id="alice",
+                       index={"dims": 1536, "embed": "openai:text-embedding-3-small",
+                              "fields": ["text"]})
+    assert store.index_fields == ["text"] and store.index_config["dims"] == 1536
+    store.put(("memories",), "1", {"text": "Alice likes oolong tea", "kind": "drink"})
+    store.put(("notes", "work"), "2", {"text": "Alice works at the harbour"})
+    assert {c.text for c in mos.list(user_id="alice")} == {
+        "Alice likes oolong tea", "Alice works at the harbour"}  # only the indexed field
+    assert [h.key for h in store.search(("memories",), query="tea")] == ["1"]
+    with pytest.raises(InvalidInputError, match="disagree"):
+        MemOSStore(mos, user_id="alice", index={"fields": ["a"]}, index_fields=["b"])
+    with pytest.raises(InvalidInputError, match="dims"):
+        MemOSStore(mos, user_id="alice", index={"dims": 0})
+    with pytest.raises(InvalidInputError, match="unknown keys"):
+        MemOSStore(mos, user_id="alice", index={"field": ["text"]})

@@ -36,14 +36,14 @@ def test_schemas_hide_the_user_and_describe_every_argument(tools: dict[str, Base
 
 
 def test_store_search_update_compress_forget(mos: MemOS, tools: dict[str, BaseTool]) -> None:
-    stored = _call(tools, "store_memory", text="Alice is vegetarian", type="preference", tags=["diet"],
+    stored = _call(tools, "store_memory", text="Alice is vegetarian", memory_type="preference", tags=["diet"],
                    config={"configurable": {"thread_id": "t9"}})
     first = stored.artifact["id"]
     cube = mos.get(first, user_id="alice")
     assert (cube.type.value, cube.tags, cube.session_id) == ("preference", ("diet",), "t9")
     second = _call(tools, "store_memory", text="Alice loves grilled tofu").artifact["id"]
 
-    found = _call(tools, "search_memory", query="what does Alice eat?", k=2)
+    found = _call(tools, "search_memories", query="what does Alice eat?", k=2)
     assert first in found.content and second in found.content
     assert {a["id"] for a in found.artifact} == {first, second}
 
@@ -57,15 +57,15 @@ def test_store_search_update_compress_forget(mos: MemOS, tools: dict[str, BaseTo
     assert summary_cube.type.value == "summary"
     assert set(summary_cube.provenance.derived_from) == {first, second}
     assert mos.get(first, user_id="alice").state.value == "archived"
-    assert [a["id"] for a in _call(tools, "search_memory", query="tofu").artifact] == [summary.artifact["id"]]
+    assert [a["id"] for a in _call(tools, "search_memories", query="tofu").artifact] == [summary.artifact["id"]]
 
     _call(tools, "forget_memory", memory_id=summary.artifact["id"])
-    assert _call(tools, "search_memory", query="tofu").content == "No memories found."
+    assert _call(tools, "search_memories", query="tofu").content == "No memories found."
 
 
 async def test_async_tools(mos: MemOS, tools: dict[str, BaseTool]) -> None:
     stored = await _acall(tools, "store_memory", text="Alice plays chess on Sundays")
-    found = await _acall(tools, "search_memory", query="weekend hobbies")
+    found = await _acall(tools, "search_memories", query="weekend hobbies")
     assert found.artifact[0]["id"] == stored.artifact["id"]
     await _acall(tools, "forget_memory", memory_id=stored.artifact["id"])
     assert mos.list(user_id="alice") == []
@@ -80,7 +80,7 @@ def test_user_comes_from_config_not_from_the_model(mos: MemOS) -> None:
           config={"configurable": {"user_id": "carol"}})
     assert mos.list(user_id="mallory") == []
     with pytest.raises(MissingUserError, match="does not know the user"):
-        _call(tools, "search_memory", query="jazz")
+        _call(tools, "search_memories", query="jazz")
 
 
 @pytest.mark.parametrize(
@@ -89,8 +89,8 @@ def test_user_comes_from_config_not_from_the_model(mos: MemOS) -> None:
         ("update_memory", {"memory_id": "not-an-id", "text": "x"}, "No memory with id"),
         ("forget_memory", {"memory_id": "6f1c2f7e-0000-4000-8000-000000000000"}, "No memory with id"),
         ("store_memory", {"text": "   "}, "empty"),
-        ("store_memory", {"text": "x", "type": "gossip"}, "Invalid arguments"),
-        ("search_memory", {"query": "x", "k": 0}, "Invalid arguments"),
+        ("store_memory", {"text": "x", "memory_type": "gossip"}, "Invalid arguments"),
+        ("search_memories", {"query": "x", "k": 0}, "Invalid arguments"),
         ("compress_memories", {"memory_ids": ["only-one"], "summary": "s"}, "Invalid arguments"),
     ],
 )
@@ -105,12 +105,15 @@ def test_other_users_memories_are_out_of_reach(mos: MemOS, tools: dict[str, Base
     secret = mos.add("Bob's PIN is 1234", user_id="bob")
     assert "may not change" in _call(tools, "forget_memory", memory_id=secret.id).content
     assert "may not change" in _call(tools, "update_memory", memory_id=secret.id, text="x").content
-    assert _call(tools, "search_memory", query="PIN").content == "No memories found."
+    assert _call(tools, "search_memories", query="PIN").content == "No memories found."
     assert mos.get(secret.id, user_id="bob").text == "Bob's PIN is 1234"
 
 
 def test_include_and_bad_arguments(module_mos: MemOS) -> None:
-    assert [t.name for t in create_memory_tools(module_mos, include=["search_memory"])] == ["search_memory"]
+    assert [t.name for t in create_memory_tools(module_mos, include=["search_memories"])] == ["search_memories"]
+    with pytest.warns(DeprecationWarning, match="search_memories"):
+        old = create_memory_tools(module_mos, include=["search_memory"])
+    assert [t.name for t in old] == ["search_memories"]
     with pytest.raises(ValueError, match="Unknown memory tools"):
         create_memory_tools(module_mos, include=["delete_everything"])
     with pytest.raises(ValueError, match="k must be"):

@@ -89,7 +89,7 @@ def test_chat_traces_the_users_memory_and_never_another_users(
     extra = response.additional_kwargs
     assert maya_id in extra["memory_ids"] and tom_id not in extra["memory_ids"]
     assert extra["memory_tiers"][maya_id] == "plaintext"
-    assert extra["user_id"] == "maya" and extra["dropped_system_messages"] == 1
+    assert extra["user_id"] == "maya" and extra["memory_sections_removed"] == 0
     assert extra["prefill_tokens"] > 0 and extra["ttft_ms"] >= 0 and "TTFT" in extra["summary"]
     assert response.raw["user_id"] == "maya"
     assert {m["id"] for m in response.raw["memories"]} == set(extra["memory_ids"])

@@ -84,8 +84,8 @@ async def test_put_writes_through_and_messages_in_prompt_are_not_repeated(mos: M
     memory = MemOSMemory.from_defaults(mos=mos, user_id="alice", session_id="s1")
     await memory.aput(ChatMessage(role="user", content="I keep bees in my garden."))
     await memory.aput(ChatMessage(role="assistant", content="Bees are great pollinators."))
-    assert {c.text for c in mos.list(user_id="alice")} == {
-        "user: I keep bees in my garden.", "assistant: Bees are great pollinators."}
+    # the user's statement is a memory; the answer stays in the chat history only
+    assert {c.text for c in mos.list(user_id="alice")} == {"user: I keep bees in my garden."}
     assert all(c.session_id == "s1" for c in mos.list(user_id="alice"))
     prompt = await memory.aget(input="Tell me about my bees")
     # both messages are in the history already, so the memory block adds nothing
@@ -164,3 +164,42 @@ BAD_DEFAULTS: list[tuple[dict[str, Any], str]] = [
 def test_from_defaults_errors(shared_mos: MemOS, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         MemOSMemory.from_defaults(**{"mos": shared_mos, "user_id": "alice", **kwargs})
+
+
+# ---------------------------------------------------------------- recall is not polluted
+
+BIKE_FACT = "I have a green Brompton bike."
+BIKE_QUESTION = "What bike do I have?"
+
+
+async def test_a_repeated_question_still_recalls_the_fact_first(mos: MemOS) -> None:
+    first = MemOSMemory.from_defaults(mos=mos, user_id="dana", session_id="s1")
+    await first.aput(ChatMessage(role="user", content=BIKE_FACT))
+    await first.aput(ChatMessage(role="assistant", content="Nice bike!"))
+    for session in ("s2", "s3"):
+        asked = MemOSMemory.from_defaults(mos=mos, user_id="dana", session_id=session)
+        await asked.aput(ChatMessage(role="user", content=BIKE_QUESTION))
+        await asked.aput(ChatMessage(role="assistant", content="A green Brompton."))
+        assert [m.content for m in await asked.aget_all()] == [BIKE_QUESTION, "A green Brompton."]
+
+    again = MemOSMemory.from_defaults(mos=mos, user_id="dana", session_id="s4")
+    prompt = await again.aget(input=BIKE_QUESTION)
+
+    recalled = [line for line in prompt[0].content.splitlines() if line.startswith("- ")]
+    assert recalled and recalled[0] == f"- user: {BIKE_FACT}", recalled
+    assert not any(BIKE_QUESTION in line for line in recalled)
+    assert [c.text for c in mos.list(user_id="dana")] == [f"user: {BIKE_FACT}"]
+
+
+async def test_questions_stored_on_request_rank_below_statements(mos: MemOS) -> None:
+    for session, text in [("s1", BIKE_FACT), ("s2", BIKE_QUESTION), ("s3", BIKE_QUESTION)]:
+        memory = MemOSMemory.from_defaults(mos=mos, user_id="erin", session_id=session,
+                                           remember_roles=("user", "assistant"),
+                                           remember_questions=True)
+        await memory.aput(ChatMessage(role="user", content=text))
+        await memory.aput(ChatMessage(role="assistant", content="A green Brompton."))
+    assert len(mos.list(user_id="erin")) == 6
+    prompt = await MemOSMemory.from_defaults(mos=mos, user_id="erin", session_id="s4").aget(
+        input=BIKE_QUESTION)
+    recalled = [line for line in prompt[0].content.splitlines() if line.startswith("- ")]
+    assert recalled[0] == f"- user: {BIKE_FACT}", recalled

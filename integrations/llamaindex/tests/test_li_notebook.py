@@ -39,3 +39,7 @@ def test_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         for out in cell.outputs
     )
     assert "genmaicha" in printed and "After forgetting" in printed
+    noise = [out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+             for out in cell.outputs if out.get("name") == "stderr"]
+    assert not any("TqdmWarning" in t or "Loading weights" in t or "FutureWarning" in t
+                   for t in noise), noise

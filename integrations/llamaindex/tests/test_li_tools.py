@@ -127,7 +127,7 @@ def test_tool_errors_say_what_to_fix(shared_mos: MemOS, user: str, name: str,
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"user_id": ""}, "user_id must be a non-empty str"),
     ({"mos": None}, "memos_tools needs mos=<memos_core.MemOS>"),
-    ({"include": ["store", "teleport"]}, r"include names unknown tools \['teleport'\]"),
+    ({"include": ["store_memory", "teleport"]}, r"include names unknown tools \['teleport'\]"),
     ({"max_k": 0}, "max_k must be an int"),
 ])
 def test_memos_tools_arguments(shared_mos: MemOS, kwargs: dict[str, Any], match: str) -> None:
@@ -136,8 +136,11 @@ def test_memos_tools_arguments(shared_mos: MemOS, kwargs: dict[str, Any], match:
 
 
 def test_include_selects_tools_in_fixed_order(shared_mos: MemOS) -> None:
-    chosen = memos_tools(shared_mos, user_id="a", include=["forget", "store"])
+    chosen = memos_tools(shared_mos, user_id="a", include=["forget_memory", "store_memory"])
     assert [t.metadata.name for t in chosen] == ["store_memory", "forget_memory"]
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        old = memos_tools(shared_mos, user_id="a", include=["search"])
+    assert [t.metadata.name for t in old] == ["search_memories"]
     everything = [t.metadata.name for t in memos_tools(shared_mos, user_id="a")]
     assert len(everything) == len(TOOL_NAMES) - (0 if hasattr(MemOS, "compress") else 1)
 

@@ -16,6 +16,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
 from llama_index.core.schema import NodeWithScore, TextNode
 from memos_core import InvalidInputError, SearchHit
 from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor
+from memos_core.messages import asked_or_answered as _asked, worth_remembering
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
@@ -72,17 +73,20 @@ def to_memos_messages(
     messages: Sequence[ChatMessage],
     roles: Iterable[str],
     ids: Sequence[str] | None = None,
+    *,
+    questions: bool = False,
 ) -> list[dict[str, Any]]:
-    """Messages -> ``MemOS.add`` message dicts, keeping only ``roles`` and messages with text.
+    """Messages -> ``MemOS.add`` message dicts: those ``worth_remembering`` (a role in
+    ``roles``, text, not a question unless ``questions``).
 
     Tool-call requests (no text) and images carry nothing the plaintext tier can hold, so
     they are left out. ``ids`` (one per message) become the memories' source message ids.
     """
-    keep = set(roles)
+    keep = tuple(roles)
     out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         text = message_text(message)
-        if message.role.value not in keep or not text.strip():
+        if not worth_remembering(message.role.value, text, roles=keep, questions=questions):
             continue
         item: dict[str, Any] = {"role": message.role.value, "content": text}
         name = message.additional_kwargs.get("name")
@@ -92,6 +96,11 @@ def to_memos_messages(
             item["id"] = ids[i]
         out.append(item)
     return out
+
+
+def asked_or_answered(hit: SearchHit) -> bool:
+    """A recorded question or assistant turn (ranked after statements on recall)."""
+    return _asked(hit.memory)
 
 
 def query_text(messages: Sequence[ChatMessage] | None) -> str:

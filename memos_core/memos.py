@@ -848,6 +848,7 @@ class MemOS(SharingMixin, LocalModelMixin, AsyncMemOSMixin):
                 "index": {"backend": self.config.index, "points": self.index.count()},
                 "graph": self.graph.stats(),
                 "embedder": self.embedder.name,
+                "embedder_backend": getattr(self.embedder, "backend", None),
             }
         return {
             "scope": "user",

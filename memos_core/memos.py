@@ -705,6 +705,7 @@ class MemOS:
             "vault": self.vault.user_stats(user_id),
             "index": {"backend": self.config.index},
             "embedder": self.embedder.name,
+            "embedder_backend": getattr(self.embedder, "backend", None),
         }
 
     def audit_log(self, *, user_id: str, memory_id: str | None = None,

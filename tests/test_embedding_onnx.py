@@ -103,11 +103,11 @@ def test_backend_choice(monkeypatch):
 
 def test_memos_uses_onnx_by_default_and_config_can_force_torch(make_mos, monkeypatch):
     monkeypatch.delenv("MEMOS_EMBEDDER_BACKEND", raising=False)
-    auto = make_mos("a", admin_users=("admin",))  # the store-wide stats name the backend
+    auto = make_mos("a")
     auto.add("I ride a green gravel bike.", user_id="u")
-    assert auto.stats(user_id="admin")["embedder_backend"] == "onnx"
-    forced = make_mos("t", embedder_backend="torch", admin_users=("admin",))
-    assert forced.stats(user_id="admin")["embedder_backend"] == "torch"
+    assert auto.stats(user_id="u")["embedder_backend"] == "onnx"
+    forced = make_mos("t", embedder_backend="torch")
+    assert forced.stats(user_id="u")["embedder_backend"] == "torch"
     a = auto.embedder.embed(["my bike"])[0]
     t = forced.embedder.embed(["my bike"])[0]
     assert float(a @ t) >= 0.999

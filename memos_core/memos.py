@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from memos_core.aio import twin
 from memos_core.config import MemOSConfig, default_data_dir
@@ -940,6 +940,5 @@ class MemOS:
         if stream:
             from memos_core.chat import AsyncChatStream, ChatStream
 
-            assert isinstance(result, ChatStream)  # stream=True answers with a stream
-            return AsyncChatStream(result)
+            return AsyncChatStream(cast(ChatStream, result))  # stream=True answers with one
         return result

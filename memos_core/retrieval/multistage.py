@@ -51,14 +51,14 @@ def session_stage(
     index: VectorIndex, flt: IndexFilter, vector: Any | None, sparse: SparseVec | None,
     weights: Mapping[str, float], weight: float, sessions: int, per_session_hits: int,
     new_candidate: Callable[[str], "Candidate"],
+    fuse_scores: Callable[[Mapping[str, Sequence[ScoredId]], Mapping[str, float]], dict[str, float]],
 ) -> None:
     """Second stage over the best ``sessions`` sessions (see the module docstring); changes
     ``cands`` in place (new turns are added with ``new_candidate``). A query already
-    restricted to one session (``flt.session_id``) is left alone."""
+    restricted to one session (``flt.session_id``) is left alone. ``fuse_scores`` fuses one
+    session's signals (:func:`memos_core.retrieval.hybrid.score_fusion`)."""
     if weight <= 0 or not cands or flt.session_id is not None:
         return
-    from memos_core.retrieval.hybrid import score_fusion
-
     ranked = rank_sessions(cands, session_of)[:sessions]
     if not ranked:
         return
@@ -71,7 +71,7 @@ def session_stage(
             signals["dense"] = index.search_dense(vector, inner, per_session_hits)
         if sparse is not None:
             signals["bm25"] = index.search_sparse(sparse, inner, per_session_hits)
-        local = score_fusion(signals, weights)
+        local = fuse_scores(signals, weights)
         rel = s_score / best_session
         for mid, value in local.items():
             cand = cands.get(mid)

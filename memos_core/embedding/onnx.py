@@ -13,6 +13,12 @@ with the same rules as sentence-transformers: texts stripped, truncated to
 Export is atomic (a temporary sibling directory renamed into place, manifest written last),
 so a crash never leaves a half-written model. Later processes only load the cached file.
 
+By default the exported graph is then rewritten by ONNX Runtime's transformer optimiser
+(``fuse=True``): attention, layer norms and GELU become fused kernels doing the same fp32
+arithmetic (cosine to the torch vectors stays >= 0.999; a little faster, see
+docs/benchmarks.md); if that rewrite fails the plain graph is used. Each variant has its own
+cache directory (``onnx-<model>-fp32-fused-<sha>``, ``...-fp32-...``, ``...-int8-...``).
+
 An int8 variant (``quantize=True``: dynamic quantisation of the weights with
 ``onnxruntime.quantization``) is available but not the default; see docs/benchmarks.md for
 its speed and its recall on the LoCoMo dev set.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import threading
@@ -33,6 +40,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["OnnxEmbedder", "onnx_available", "export_onnx"]
+
+_log = logging.getLogger(__name__)
 
 _MANIFEST = "memos_manifest.json"
 _FORMAT = 1
@@ -82,7 +91,9 @@ def _check_mean_pooling(model_dir: Path) -> None:
             f"{model_dir} has {kinds}. Use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).")
 
 
-def _export_into(model_dir: Path, out: Path, quantize: bool, fuse: bool = False) -> None:
+def _export_into(model_dir: Path, out: Path, quantize: bool, fuse: bool = False) -> bool:
+    """Export into ``out``; returns whether the graph was fused (a failed fusion keeps the
+    plain graph: same vectors, a little slower)."""
     """Write ``model.onnx`` (pooled, normalised sentence vectors) for the model at ``model_dir``."""
     import torch
     from transformers import AutoModel
@@ -131,16 +142,25 @@ def _export_into(model_dir: Path, out: Path, quantize: bool, fuse: bool = False)
             opset_version=_OPSET,
             dynamo=False,
         )
+    fused = False
     if fuse:
         # ONNX Runtime's transformer optimiser: the same fp32 arithmetic in fused kernels
         # (EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu).
-        from onnxruntime.transformers.optimizer import optimize_model
+        try:
+            from onnxruntime.transformers.optimizer import optimize_model
 
-        cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        fused = optimize_model(str(target), model_type="bert",
-                               num_heads=int(cfg["num_attention_heads"]),
-                               hidden_size=int(cfg["hidden_size"]), opt_level=1)
-        fused.save_model_to_file(str(out / "model.onnx"))
+            cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optimized = optimize_model(str(target), model_type="bert",
+                                           num_heads=int(cfg["num_attention_heads"]),
+                                           hidden_size=int(cfg["hidden_size"]), opt_level=1)
+            optimized.save_model_to_file(str(out / "model.onnx"))
+            fused = True
+        except Exception as exc:  # noqa: BLE001 - an optional speed-up; the plain graph works
+            _log.warning("ONNX transformer fusion failed (%s: %s); using the plain graph",
+                         type(exc).__name__, exc)
+            shutil.copy(target, out / "model.onnx")
         target.unlink()
     elif quantize:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -148,6 +168,7 @@ def _export_into(model_dir: Path, out: Path, quantize: bool, fuse: bool = False)
         quantize_dynamic(str(target), str(out / "model.onnx"), weight_type=QuantType.QInt8)
         target.unlink()
     shutil.copy(model_dir / "tokenizer.json", out / "tokenizer.json")
+    return fused
 
 
 def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fuse: bool = False,
@@ -183,14 +204,14 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fu
             "writable directory or use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).") from exc
     try:
         try:
-            _export_into(src, tmp, quantize, fuse and not quantize)
+            fused = _export_into(src, tmp, quantize, fuse and not quantize)
         except (ImportError, RuntimeError, OSError, ValueError) as exc:
             raise ModelLoadError(
                 f"exporting {src} to ONNX failed ({type(exc).__name__}: {exc}); install the "
                 "export dependencies (pip install onnx onnxscript) or use the torch backend "
                 "(MEMOS_EMBEDDER_BACKEND=torch).") from exc
         manifest = {"format": _FORMAT, "source": str(src), "source_sha256": sha,
-                    "quantized": quantize, "fused": fuse and not quantize, "opset": _OPSET,
+                    "quantized": quantize, "fused": fused, "opset": _OPSET,
                     "max_seq_length": _max_seq_length(src)}
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         try:
@@ -220,14 +241,17 @@ class OnnxEmbedder:
     Runtime. Same contract as :class:`memos_core.embedding.Embedder`; loaded lazily (the
     export, if not cached yet, runs on the first ``embed``); thread-safe.
 
-    Texts are embedded in batches of ``batch_size`` after sorting by length, so a batch pads
-    to similar lengths; rows come back in the input order.
+    Texts are tokenised once, sorted by word-piece count and embedded in batches of
+    ``batch_size``, each padded to its own longest text (``sort_by_length=False`` keeps the
+    input order: more padding, same vectors); rows come back in the input order.
+    ``threads``: ONNX Runtime intra-op threads (default: its own choice, the core count).
+    ``fuse``: use the transformer-fused graph (default; same vectors).
     """
 
     def __init__(self, model: str = "minilm", *, batch_size: int = 32, quantize: bool = False,
                  threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None,
                  sort_by_length: bool = True, optimization: str = "all",
-                 fuse: bool = False) -> None:
+                 fuse: bool = True) -> None:
         self._spec = model
         self.name = "all-MiniLM-L6-v2" if model == "minilm" else model
         self.dim = 384 if model == "minilm" else 0

@@ -9,7 +9,9 @@ docs/benchmarks.md); neighbouring turns are the graph relation that helps most.
 
 Optional stages between fusion and graph expansion (pseudo-relevance feedback for BM25,
 session boost, query time ranges; all off by default) are in
-:mod:`memos_core.retrieval.expansion`; the second stage over the candidates' texts (question
+:mod:`memos_core.retrieval.expansion`; the entity second hop (on by default: a third BM25
+signal, ``hop``) and two-stage session retrieval (off) are in
+:mod:`memos_core.retrieval.multistage`; the second stage over the candidates' texts (question
 demotion, speaker lift, optional reranker) is :mod:`memos_core.retrieval.rerank`, run by
 ``MemOS.search`` once it has read the texts.
 

@@ -1,5 +1,6 @@
 """Multi-stage retrieval: more index searches per query, steered by the first results. Both
-stages are off by default (weight 0); docs/benchmarks.md has their LoCoMo dev numbers.
+stages are RetrievalConfig weights; docs/benchmarks.md has their LoCoMo dev numbers (the
+entity hop is on by default, ``hop_weight=0.3``; the session stage is off).
 
 - :func:`session_stage` -- two-stage session retrieval. Sessions are ranked by their best
   fused candidates; inside each of the ``sessions`` best ones, dense and BM25 are searched

@@ -36,7 +36,8 @@ from scale import ACTIVITIES, NAMES, PooledEmbedder, ingest, log  # noqa: E402
 CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
     "default": ({}, None),
     "query embedder 1 thread": ({}, {"threads": 1}),
-    "query embedder fused": ({}, {"fuse": True}),
+    "query embedder unfused": ({}, {"fuse": False}),
+    "no entity hop (hop_weight=0)": ({"hop_weight": 0.0}, None),
     "rerank_depth=10": ({"rerank_depth": 10}, None),
     "graph_seeds=5": ({"graph_seeds": 5}, None),
     "candidates=30": ({"candidates": 30}, None),

@@ -69,8 +69,7 @@ def test_fused_graph_and_batching_options_keep_the_vectors(tmp_path, torch_vecto
     compute the same vectors; the fused graph is cached in its own directory."""
     cache = tmp_path / "cache"
     fused = OnnxEmbedder("minilm", cache_dir=cache, fuse=True, batch_size=3)
-    unsorted = OnnxEmbedder("minilm", cache_dir=cache, sort_by_length=False, batch_size=4,
-                            fuse=False)
+    unsorted = OnnxEmbedder("minilm", cache_dir=cache, sort_by_length=False, batch_size=4)
     for emb in (fused, unsorted):
         cosine = np.sum(emb.embed(TEXTS) * torch_vectors, axis=1)
         assert cosine.min() >= 0.999, dict(zip(TEXTS, cosine.round(5)))

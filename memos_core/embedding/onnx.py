@@ -13,10 +13,11 @@ with the same rules as sentence-transformers: texts stripped, truncated to
 Export is atomic (a temporary sibling directory renamed into place, manifest written last),
 so a crash never leaves a half-written model. Later processes only load the cached file.
 
-By default the exported graph is then rewritten by ONNX Runtime's transformer optimiser
-(``fuse=True``): attention, layer norms and GELU become fused kernels doing the same fp32
-arithmetic (cosine to the torch vectors stays >= 0.999; a little faster, see
-docs/benchmarks.md); if that rewrite fails the plain graph is used. Each variant has its own
+With ``fuse=True`` the exported graph is then rewritten by ONNX Runtime's transformer
+optimiser: attention, layer norms and GELU become fused kernels doing the same fp32
+arithmetic (cosine to the torch vectors stays >= 0.999); if that rewrite fails the plain
+graph is used. Not the default: on the shared 2-core machine it was not measurably faster
+(docs/benchmarks.md). Each variant has its own
 cache directory (``onnx-<model>-fp32-fused-<sha>``, ``...-fp32-...``, ``...-int8-...``).
 
 An int8 variant (``quantize=True``: dynamic quantisation of the weights with
@@ -245,13 +246,13 @@ class OnnxEmbedder:
     ``batch_size``, each padded to its own longest text (``sort_by_length=False`` keeps the
     input order: more padding, same vectors); rows come back in the input order.
     ``threads``: ONNX Runtime intra-op threads (default: its own choice, the core count).
-    ``fuse``: use the transformer-fused graph (default; same vectors).
+    ``fuse``: use the transformer-fused graph (same vectors; opt-in, not measurably faster).
     """
 
     def __init__(self, model: str = "minilm", *, batch_size: int = 32, quantize: bool = False,
                  threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None,
                  sort_by_length: bool = True, optimization: str = "all",
-                 fuse: bool = True) -> None:
+                 fuse: bool = False) -> None:
         self._spec = model
         self.name = "all-MiniLM-L6-v2" if model == "minilm" else model
         self.dim = 384 if model == "minilm" else 0

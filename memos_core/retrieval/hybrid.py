@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from memos_core.config import RetrievalConfig
 from memos_core.embedding import Embedder, QueryCache
 from memos_core.extraction import EntityExtractor
@@ -122,7 +124,7 @@ class HybridRetriever:
         cfg = self.config
         n = max(cfg.candidates, k)
         signals: dict[str, list[ScoredId]] = {}
-        vector = None
+        vector: np.ndarray | None = None
         if cfg.dense_weight > 0:
             vector = self.query_vectors.get(query)
             signals["dense"] = self.index.search_dense(vector, flt, n)

@@ -70,6 +70,7 @@ LAYERS: dict[str, int] = {
     "memos_core.scheduler.policy": BASE,
     "memos_core.scheduler.consolidation": BASE,
     "memos_core.scheduler.report": BASE,
+    "memos_core.testing": BASE,  # starts real servers for tests and benchmarks; imports nothing of ours
 }
 
 #: Known violations (none left since issue 13); an entry here must shrink, never grow.

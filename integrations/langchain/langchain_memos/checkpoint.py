@@ -45,7 +45,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_
 from langgraph.types import Interrupt, Send
 from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor, open_log, truncate_wal
-from memos_core.results import DerivedForm
+from memos_core.integration import DerivedForm
 
 FILENAME = "checkpoints.sqlite3"
 

@@ -38,8 +38,8 @@ from memos_core import (
     MemoryNotFoundError,
     MemOS,
 )
-from memos_core.governance.sensitivity import allowance, for_prompt
-from memos_core.validation import check_name
+from memos_core.integration import allowance, for_prompt
+from memos_core.integration import check_name
 
 from langchain_memos import _store_codec as codec
 

@@ -24,7 +24,7 @@ import warnings
 
 from llama_index.core.tools import FunctionTool
 from memos_core import InvalidInputError, MemOS, MemOSError
-from memos_core.validation import check_k, check_name
+from memos_core.integration import check_k, check_name
 
 from llama_index.memory.memos._checks import check_mos
 

@@ -54,10 +54,9 @@ class ToolSpec:
         """A pydantic model of the arguments (a framework's argument schema)."""
         fields: dict[str, Any] = {}
         for a in self.args:
-            bounds = {k: v for k, v in (("ge", a.ge), ("le", a.le), ("min_length", a.min_length))
-                      if v is not None}
-            default = ... if a.required else a.default
-            fields[a.name] = (a.type, Field(default, description=a.description, **bounds))
+            default: Any = ... if a.required else a.default
+            fields[a.name] = (a.type, Field(default, description=a.description, ge=a.ge,
+                                            le=a.le, min_length=a.min_length))
         model: type[BaseModel] = create_model(_camel(self.name), **fields)
         return model
 

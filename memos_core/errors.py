@@ -44,3 +44,8 @@ class BundleError(MemOSError, ValueError):
 
 class CorruptDataError(MemOSError, RuntimeError):
     """Stored data failed an integrity check."""
+
+
+class ConflictError(MemOSError):
+    """Stored state changed between a read and a write (another thread or process wrote a
+    newer version, or bound the same key first); nothing was written. Read again and retry."""

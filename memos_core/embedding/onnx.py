@@ -37,6 +37,7 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +105,8 @@ def _export_into(model_dir: Path, out: Path, quantize: bool, fuse: bool = False)
             super().__init__()
             self.bert = bert
 
-        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN202
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor) -> torch.Tensor:
             tokens = self.bert(input_ids=input_ids, attention_mask=attention_mask,
                                token_type_ids=token_type_ids).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
@@ -116,13 +118,13 @@ def _export_into(model_dir: Path, out: Path, quantize: bool, fuse: bool = False)
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a one-time export, not a user-facing progress
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a one-time export, not a user-facing progress
     try:
         bert = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32,
                                          attn_implementation="eager")
     finally:
         if bars:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
     model = Pooled(bert).eval()
     # A padded example: with an all-ones mask transformers may skip building the attention
     # mask, and the trace would then ignore padding.
@@ -265,8 +267,8 @@ class OnnxEmbedder:
         self._optimization = optimization
         self.fuse = fuse
         self._max_len = 256
-        self._session = None
-        self._tokenizer = None
+        self._session: Any = None  # onnxruntime.InferenceSession once loaded
+        self._tokenizer: Any = None  # tokenizers.Tokenizer once loaded
         self._lock = threading.Lock()
 
     def _model_dir(self) -> Path:
@@ -319,7 +321,7 @@ class OnnxEmbedder:
         """Sentence vectors of one padded batch (token type ids are all 0 for one text)."""
         (out,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
                                           "token_type_ids": np.zeros_like(ids)})
-        return out
+        return np.asarray(out)
 
     def _run(self, texts: list[str]) -> np.ndarray:
         return self._embed_ids(self._tokenize(texts), list(range(len(texts))))

@@ -127,7 +127,7 @@ class HybridRetriever:
         vector: np.ndarray | None = None
         if cfg.dense_weight > 0:
             vector = self.query_vectors.get(query)
-            signals["dense"] = self.index.search_dense(vector, flt, n)
+            signals["dense"] = self.index.search_dense(vector.tolist(), flt, n)
         sparse_query = None
         if cfg.sparse_weight > 0:
             sparse_query = self.bm25.encode_query(query)

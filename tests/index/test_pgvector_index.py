@@ -127,9 +127,11 @@ def test_concurrent_upserts_of_the_same_ids_leave_one_consistent_version(pg_url)
             idx.close()
 
 
-def test_selective_filter_on_a_large_collection_returns_the_exact_top(pg_url):
+@pytest.mark.parametrize("planner", ["free", "hnsw-forced"])
+def test_selective_filter_on_a_large_collection_returns_the_exact_top(pg_url, planner):
     """3000 points, one user owns 12: HNSW alone would find few of them (its candidates are
-    mostly other users'); iterative scans plus the exact fallback return the true top."""
+    mostly other users'); iterative scans plus the exact fallback return the true top, and
+    so does the exact scan the planner picks for small filtered sets."""
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(3000, DIM))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -140,6 +142,14 @@ def test_selective_filter_on_a_large_collection_returns_the_exact_top(pg_url):
     try:
         idx.upsert(points)
         idx.optimize()
+        if planner == "hnsw-forced":  # no owner indexes, no bitmap or sequential scans: HNSW
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("DROP INDEX memos_user_id, memos_readers")
+                db = conn.info.dbname
+                conn.execute(f'ALTER DATABASE "{db}" SET enable_bitmapscan = off')
+                conn.execute(f'ALTER DATABASE "{db}" SET enable_seqscan = off')
+            idx.close()
+            idx = PgVectorIndex(pg_url, DIM)
         query = vectors[5].tolist()
         for user, limit in (("rare", 10), ("rare", 50), ("u3", 10)):
             members = [i for i in range(3000) if (i in rare) == (user == "rare") and (user == "rare" or i % 7 == 3)]
@@ -148,6 +158,28 @@ def test_selective_filter_on_a_large_collection_returns_the_exact_top(pg_url):
             assert [h.id for h in hits] == [str(uuid.UUID(int=i + 1)) for i in truth]
     finally:
         idx.close()
+
+
+def test_idf_follows_another_process_writes_after_the_ttl(pg_url):
+    """Another index object's writes reach this one's BM25 statistics once they are older
+    than idf_ttl_s (here 0: every search reads them)."""
+    reader = PgVectorIndex(pg_url, DIM, idf_ttl_s=0.0)
+    writer = PgVectorIndex(pg_url, DIM)
+    try:
+        base = [IndexPoint(str(uuid.UUID(int=i + 1)), unit(i), ENC.encode_document(t), {"user_id": "u", "version": 1})
+                for i, t in enumerate(["tea time", "coffee time", "tea party"])]
+        writer.upsert(base)
+        before = reader.search_sparse(ENC.encode_query("tea"), IndexFilter(), 5)
+        writer.upsert([IndexPoint(str(uuid.UUID(int=10 + i)), unit(10 + i), ENC.encode_document(f"tea {w}"),
+                                  {"user_id": "u", "version": 1}) for i, w in enumerate(["cup", "pot", "bag"])])
+        after = reader.search_sparse(ENC.encode_query("tea"), IndexFilter(), 5)
+        assert len(after) == 5
+        # "tea" is now in 5 of 6 points instead of 2 of 3: a lower IDF, so a lower score
+        assert after[0].score < before[0].score
+        assert_same_ranking(after, writer.search_sparse(ENC.encode_query("tea"), IndexFilter(), 5))
+    finally:
+        reader.close()
+        writer.close()
 
 
 def test_reopen_keeps_points_and_refuses_another_dim(pg_url):

@@ -143,7 +143,11 @@ class PgVectorIndex:
         self._closed = False
         self._close_lock = Lock()
         self._pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False,
-                                    kwargs={"autocommit": True}, configure=self._configure,
+                                    # No server-side prepared statements: a generic plan
+                                    # cannot see the LIMIT or how selective the filter is,
+                                    # and picks a full sort over the HNSW index.
+                                    kwargs={"autocommit": True, "prepare_threshold": None},
+                                    configure=self._configure,
                                     name=f"memos-index-{collection}")
         try:
             self._pool.open(wait=True, timeout=30)
@@ -351,7 +355,8 @@ class PgVectorIndex:
             raise TypeError(f"unknown filter condition {cond!r}")
 
         clauses: list[sql.Composable] = [render(c) for c in plan.must]
-        clauses += [sql.SQL("NOT coalesce({}, false)").format(render(c)) for c in plan.must_not]
+        clauses += [sql.SQL("{} IS NOT TRUE").format(sql.Identifier(alias, c.key)) if isinstance(c, IsTrue)
+                    else sql.SQL("NOT coalesce({}, false)").format(render(c)) for c in plan.must_not]
         if not clauses:
             return sql.SQL("true"), params
         return sql.SQL(" AND ").join(clauses), params

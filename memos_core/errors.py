@@ -44,3 +44,8 @@ class BundleError(MemOSError, ValueError):
 
 class CorruptDataError(MemOSError, RuntimeError):
     """Stored data failed an integrity check."""
+
+
+class ServerUnavailableError(MemOSError, ConnectionError):
+    """The database server (server mode) cannot be reached or dropped the connection; a
+    change that raised this was not acknowledged (it may or may not have committed)."""

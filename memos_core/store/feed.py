@@ -56,6 +56,7 @@ class ChangeFollower:
         self.cursor = cursor
         self.shared_index = shared_index
         self._own: set[int] = set()
+        self._deferred: set[str] = set()
         self._own_lock = threading.Lock()
         self._closed = False
         #: how many foreign changes this process applied (for stats and tests)
@@ -77,9 +78,28 @@ class ChangeFollower:
     def close(self) -> None:
         self._closed = True
 
+    def defer(self, memory_ids: Sequence[str]) -> None:
+        """This process committed changes of ``memory_ids`` but could not update the index
+        (its connection dropped): index them on the next :meth:`sync`."""
+        with self._own_lock:
+            self._deferred.update(memory_ids)
+
+    def _retry_deferred(self) -> None:
+        with self._own_lock:
+            ids, self._deferred = list(self._deferred), set()
+        try:
+            self.store.index_cubes(list(self.vault.get_many(ids).values()))
+        except BaseException:
+            with self._own_lock:
+                self._deferred.update(ids)
+            raise
+
     def sync(self) -> int:
         """Apply every change newer than the cursor; returns how many foreign changes were
         applied. Cheap when there is nothing new (one query)."""
+        if self._deferred:
+            with self.store.write_lock:
+                self._retry_deferred()
         if self._closed or self.vault.change_head() <= self.cursor:
             return 0
         with self.store.write_lock:

@@ -178,7 +178,17 @@ class MemoryStore:
         """
         with self.write_lock:
             changed = list(commit())
-            self._derive(changed, embed)
+            if self.follower is not None:
+                try:
+                    self._derive(changed, embed)
+                except Exception:  # noqa: BLE001 - committed is acknowledged: derive later
+                    # the server (or the index's) connection dropped after the vault's
+                    # commit: the follower re-derives these before the next call
+                    logger.warning("updating the index after a commit failed; it is retried "
+                                   "on the next call", exc_info=True)
+                    self.follower.defer([c.id for c in changed])
+            else:
+                self._derive(changed, embed)
             self._graph_apply(changed, edges)
             self._notify(changed)
             return changed

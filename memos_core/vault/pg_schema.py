@@ -12,6 +12,9 @@ Migrations:
    ``grants``; the audit head record starts at the genesis hash.
 2. the change feed: ``changes`` (a gapless, monotonic sequence of every mutation, written in
    the mutation's transaction) with its index by memory.
+3. the integration storage: ``item_keys`` (keyed items), ``conversation_log`` and the thread
+   checkpoints ``cp_checkpoints`` / ``cp_blobs`` / ``cp_writes``
+   (:mod:`memos_core.vault.pg_integrations`).
 """
 
 from __future__ import annotations
@@ -112,8 +115,64 @@ _V2 = [
     "CREATE INDEX IF NOT EXISTS changes_memory ON changes(memory_id)",
 ]
 
+_V3 = [
+    """CREATE TABLE IF NOT EXISTS item_keys (
+        seq BIGSERIAL PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        ns_path TEXT NOT NULL,
+        key TEXT NOT NULL,
+        memory_id TEXT NOT NULL UNIQUE
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS item_keys_key ON item_keys(user_id, ns_path, key)",
+    """CREATE TABLE IF NOT EXISTS conversation_log (
+        seq BIGSERIAL PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        log_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'archived')),
+        message TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS conversation_log_queue "
+    "ON conversation_log (user_id, log_id, status, seq)",
+    """CREATE TABLE IF NOT EXISTS cp_checkpoints (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        parent_checkpoint_id TEXT,
+        run_id TEXT,
+        type TEXT NOT NULL,
+        checkpoint BYTEA,
+        metadata_type TEXT NOT NULL,
+        metadata BYTEA,
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS cp_checkpoints_run ON cp_checkpoints (run_id)",
+    """CREATE TABLE IF NOT EXISTS cp_blobs (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        version TEXT NOT NULL,
+        type TEXT NOT NULL,
+        value BYTEA,
+        PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS cp_writes (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        type TEXT NOT NULL,
+        value BYTEA,
+        task_path TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+    )""",
+]
+
 #: migration number -> statements (applied in one transaction)
-MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2}
+MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

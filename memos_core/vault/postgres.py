@@ -31,6 +31,7 @@ from typing import Any
 
 from memos_core.cube import MemCube, State, Usage, bump_heat, utcnow
 from memos_core.errors import (
+    ConflictError,
     InvalidInputError,
     MemoryDeletedError,
     MemoryNotFoundError,
@@ -40,6 +41,7 @@ from memos_core.errors import (
 from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, audit_hash, parse_head, verify_chain
 from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant
 from memos_core.vault.pg_feed import FeedMixin, Tx
+from memos_core.vault.pg_integrations import PgCheckpointsMixin, PgKeyedMixin, PgLogMixin
 from memos_core.vault.pg_schema import LOCK_CLASS, SCHEMA_VERSION, WRITE_LOCK, migrate
 from memos_core.vault.scrub import scrub
 
@@ -72,7 +74,7 @@ def _ts(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
 
-class PostgresVault(FeedMixin):
+class PostgresVault(FeedMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin):
     """The vault in a PostgreSQL database (server mode). Thread-safe and multi-process safe.
 
     Args:
@@ -259,23 +261,27 @@ class PostgresVault(FeedMixin):
                replacements: Sequence[tuple[MemCube, int]] = (), edges: Sequence[Edge] = (),
                replacement_action: str = "supersede") -> None:
         with self._tx() as tx:
-            seq = self._next_seq(tx)
-            for cube in cubes:
-                if tx.conn.execute("SELECT 1 FROM memories WHERE id=%s", (cube.id,)).fetchone():
-                    raise MemOSError(f"A memory with id {cube.id} already exists; use update.")
-                seq += 1
-                self._write_current(tx, cube, seq)
-                self._set_usage(tx, cube)
-                details: dict[str, Any] = {"session_id": cube.namespace.session_id,
-                                           "type": cube.type.value}
-                if cube.governance.readers:
-                    details["shared_with"] = {u: "write" if u in cube.governance.writers else "read"
-                                              for u in cube.governance.readers}
-                self._audit(tx, actor, action, cube.id, cube.version, details)
+            self._insert_cubes(tx, cubes, actor, action)
             for cube, expected in replacements:
                 self._put_version(tx, cube, expected, actor, replacement_action,
                                   {"by": cubes[-1].id})
             self._add_edges(tx, edges)
+
+    def _insert_cubes(self, tx: Tx, cubes: Sequence[MemCube], actor: Actor, action: str) -> None:
+        """Insert new memories (version 1) with their usage rows and audit records."""
+        seq = self._next_seq(tx)
+        for cube in cubes:
+            if tx.conn.execute("SELECT 1 FROM memories WHERE id=%s", (cube.id,)).fetchone():
+                raise MemOSError(f"A memory with id {cube.id} already exists; use update.")
+            seq += 1
+            self._write_current(tx, cube, seq)
+            self._set_usage(tx, cube)
+            details: dict[str, Any] = {"session_id": cube.namespace.session_id,
+                                       "type": cube.type.value}
+            if cube.governance.readers:
+                details["shared_with"] = {u: "write" if u in cube.governance.writers else "read"
+                                          for u in cube.governance.readers}
+            self._audit(tx, actor, action, cube.id, cube.version, details)
 
     def import_histories(self, histories: Sequence[Sequence[MemCube]], edges: Sequence[Edge],
                          actor: Actor) -> None:
@@ -313,7 +319,7 @@ class PostgresVault(FeedMixin):
         if row[1] == State.DELETED.value:
             raise MemoryDeletedError(f"Memory {cube.id} was forgotten; it cannot be changed.")
         if row[0] != expected_version or cube.version != expected_version + 1:
-            raise MemOSError(
+            raise ConflictError(
                 f"Memory {cube.id} is at version {row[0]}, not {expected_version}: it changed "
                 "concurrently. Read it again and retry.")
         self._write_current(tx, cube, None)
@@ -336,6 +342,7 @@ class PostgresVault(FeedMixin):
             return tomb
 
     def _drop_relations(self, tx: Tx, memory_id: str) -> None:
+        tx.conn.execute("DELETE FROM item_keys WHERE memory_id=%s", (memory_id,))
         tx.conn.execute("DELETE FROM usage WHERE id=%s", (memory_id,))
         tx.conn.execute("DELETE FROM edges WHERE src=%s OR dst=%s", (memory_id, memory_id))
         tx.change(memory_id, "forget", {})

@@ -88,10 +88,16 @@ class MemOSConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    index: Literal["edge", "qdrant"] = Field(
+    index: Literal["edge", "qdrant", "pgvector"] = Field(
         default="edge",
         description="'edge': Qdrant's engine in-process (default). 'qdrant': qdrant-client, "
-        "against `qdrant_url` or, without one, its local mode (slow filtered search).",
+        "against `qdrant_url` or, without one, its local mode (slow filtered search). "
+        "'pgvector': PostgreSQL with pgvector at `index_url` (server mode).",
+    )
+    index_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL (postgresql://user:pass@host:port/db) of the index "
+        "when index='pgvector'; its tables are named after `qdrant_collection`.",
     )
     qdrant_url: str | None = Field(default=None, description="Qdrant server or cluster URL.")
     qdrant_collection: str = Field(

@@ -144,7 +144,8 @@ class MemoryStore:
         path = self.data_dir / "index"
 
         def attempt() -> VectorIndex:
-            return open_index(self.config.index, path=path, url=self.config.qdrant_url,
+            url = self.config.index_url if self.config.index == "pgvector" else self.config.qdrant_url
+            return open_index(self.config.index, path=path, url=url,
                               dim=self.embedder.dim or 384, collection=self.config.qdrant_collection)
 
         try:

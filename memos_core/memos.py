@@ -42,7 +42,7 @@ from memos_core.messages import merge_message_item, message_item
 from memos_core.ops import bundle, share, writes
 from memos_core.ops import forget as forget_ops
 from memos_core.progress import progress
-from memos_core.results import DerivedForm, ForgetReceipt, SearchHit, ShareReceipt
+from memos_core.results import DerivedForm, ForgetReceipt, ModelInfo, SearchHit, ShareReceipt
 from memos_core.retrieval.filters import build_filter
 from memos_core.retrieval.hybrid import HybridRetriever
 from memos_core.retrieval.rerank import Reranker, rerank
@@ -636,6 +636,8 @@ class MemOS:
         include_archived: bool = False, record_usage: bool = True,
         allow_sensitive: Sequence[str] | str | None = None,
         valid_at: datetime | str | None = None,
+        exclude_sources: Sequence[str] = (),
+        exclude_session: str | None = None,
     ) -> builtins.list[SearchHit]:
         """Hybrid search over the memories ``user_id`` may read; best first, at most ``k``.
 
@@ -650,6 +652,11 @@ class MemOS:
         ``config.allow_sensitive``; ``"*"`` for all) covers every tag of it. ``valid_at``
         asks what was believed at a time: memories whose validity interval
         ``[valid_from, valid_to)`` contains it, superseded ones included.
+
+        What the caller's prompt already holds can be left out (the ``k`` hits are then
+        filled from further down the ranking): ``exclude_sources`` -- memories made from
+        one of these message ids (``provenance.source_message_ids``); ``exclude_session`` --
+        episodic memories recorded in this session (the conversation itself).
         """
         self._check_open()
         query = check_text(query, "query")
@@ -669,9 +676,13 @@ class MemOS:
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded,
         )
+        skip_sources = frozenset(check_strs(exclude_sources, "exclude_sources"))
+        skip_session = check_name(exclude_session, "exclude_session", optional=True)
         rcfg = self.config.retrieval
         second = rcfg.question_weight != 1.0 or rcfg.speaker_weight > 0 or self.reranker is not None
         depth = max(k, rcfg.rerank_depth) if second else k
+        if skip_sources or skip_session is not None:
+            depth = max(depth, min(k + len(skip_sources) + 2 * k, 1000))
         cands = self.retriever.retrieve(query, flt, depth)
         cubes = self.vault.get_many([c.id for c in cands])
         if second:
@@ -688,7 +699,8 @@ class MemOS:
             # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
             if cube is None or cube.state.value not in states or ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, now) \
                     or not access.permits(cube, user_id, access.Operation.READ) \
-                    or (when is not None and not cube.is_valid_at(when)):
+                    or (when is not None and not cube.is_valid_at(when)) \
+                    or _excluded(cube, skip_sources, skip_session):
                 continue
             shown, redacted = sensitivity_rules.for_prompt(cube, allowed)
             hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores, ranks=c.ranks,
@@ -803,6 +815,26 @@ class MemOS:
         to count tokens or read the context window)."""
         engine = self._engine
         return engine._model if engine is not None and not self._closed else None
+
+    def model_info(self, *, load: bool = False) -> ModelInfo:
+        """Describe the local model: its id, context window and tokenizer. With
+        ``load=False`` (the default) nothing is loaded: without a loaded model the answer is
+        ``ModelInfo(loaded=False)``. ``load=True`` loads the default model if none is.
+
+        Raises:
+            ModelLoadError: ``load=True`` and the default model cannot be loaded.
+        """
+        self._check_open()
+        model = self.engine.model if load else self.loaded_model()
+        if model is None:
+            return ModelInfo(loaded=False)
+        try:
+            cfg = model.config.get_text_config(decoder=True)
+            window = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
+        except (AttributeError, TypeError, ValueError):
+            window = None
+        return ModelInfo(loaded=True, model_id=model.model_id, context_window=window,
+                         tokenizer=model.tokenizer)
 
     def attach_model(self, model: LocalModel) -> None:
         """Answer and build KV caches with ``model`` (a ``memos_core.runtime.LocalModel``)
@@ -961,6 +993,7 @@ class MemOS:
     areindex = twin(reindex)
     aoptimize = twin(optimize)
     aattach_model = twin(attach_model)
+    amodel_info = twin(model_info)
     aschedule = twin(schedule)
     aconsolidate = twin(consolidate)
     aconsolidate_due = twin(consolidate_due)
@@ -991,3 +1024,12 @@ class MemOS:
 
             return AsyncChatStream(cast(ChatStream, result))  # stream=True answers with one
         return result
+
+
+def _excluded(cube: MemCube, sources: frozenset[str], session: str | None) -> bool:
+    """A memory the caller's prompt already holds: made from one of ``sources``, or an
+    episode recorded in ``session``."""
+    if sources and sources.intersection(cube.provenance.source_message_ids):
+        return True
+    return session is not None and cube.namespace.session_id == session \
+        and cube.type is MemoryType.EPISODE

@@ -258,10 +258,12 @@ class MemoryStore:
         """Call ``callback()`` first thing in :meth:`close` (newest first); must not raise."""
         self._close_callbacks.append(callback)
 
-    def on_forget(self, hook: ForgetHook, *, path: Path | None = None) -> Callable[[], None]:
-        """Register a conversation-log forget hook (see :mod:`memos_core.governance.forget_hooks`);
-        returns the function that unregisters it."""
-        return self.forget_hooks.add(hook, path)
+    def on_forget(self, hook: ForgetHook, *, path: Path | None = None,
+                  covers: str | None = None) -> Callable[[], None]:
+        """Register a conversation-log forget hook (see :mod:`memos_core.governance.forget_hooks`;
+        ``path`` / ``covers``: the file / the vault redactor it stands in for); returns the
+        function that unregisters it."""
+        return self.forget_hooks.add(hook, path, covers=covers)
 
     def add_purger(self, purger: DerivedPurger) -> None:
         """Register a derived-form purger that every forget runs (see :data:`DerivedPurger`);

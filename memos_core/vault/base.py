@@ -158,6 +158,16 @@ class KeyedItems(Protocol):
         the labels ``prefix`` (label by label: ``("a",)`` matches ``("a", "b")``, not
         ``("ab",)``), in the order they were bound, paged."""
 
+    def bind_key(self, item: ItemKey, memory_id: str) -> bool:
+        """Bind ``item`` to the existing memory ``memory_id`` of ``item.user_id`` (adopting a
+        memory written before keys existed), in one transaction, writing no version; True
+        if bound now, False if the key or the memory is already bound (nothing changes).
+
+        Raises:
+            MemoryNotFoundError: no memory ``memory_id``, or it is not ``item.user_id``'s or
+                it is forgotten.
+        """
+
     def unbind_key(self, item: ItemKey, memory_id: str) -> bool:
         """Remove the binding of ``item`` if it is bound to ``memory_id`` (compare and
         delete, one transaction); True if it was. The memory itself is not changed."""

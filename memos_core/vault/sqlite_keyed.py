@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from memos_core.cube import MemCube
-from memos_core.errors import ConflictError, InvalidInputError
+from memos_core.errors import ConflictError, InvalidInputError, MemoryNotFoundError
 from memos_core.vault.base import Actor, ItemKey
 
 SCHEMA = """
@@ -113,6 +113,19 @@ class SQLiteKeyedMixin:
         rows = self._query(sql + " ORDER BY seq LIMIT ? OFFSET ?", [*params, limit, offset])
         return [(ItemKey(user_id, tuple(path.split(SEP)[:-1]), key), mid)
                 for path, key, mid in rows]
+
+    def bind_key(self, item: ItemKey, memory_id: str) -> bool:
+        """See :meth:`memos_core.vault.base.KeyedItems.bind_key`."""
+        key = _check_item(item)
+        with self._tx() as db:
+            row = db.execute("SELECT user_id, state FROM memories WHERE id=?",
+                             (memory_id,)).fetchone()
+            if row is None or row[0] != item.user_id or row[1] == "deleted":
+                raise MemoryNotFoundError(
+                    f"No memory {memory_id!r} of {item.user_id!r} to bind key {item.key!r} to.")
+            cur = db.execute("INSERT OR IGNORE INTO item_keys(user_id, ns_path, key, memory_id) "
+                             "VALUES (?,?,?,?)", (*key, memory_id))
+            return bool(cur.rowcount)
 
     def unbind_key(self, item: ItemKey, memory_id: str) -> bool:
         """See :meth:`memos_core.vault.base.KeyedItems.unbind_key`."""

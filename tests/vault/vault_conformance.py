@@ -390,6 +390,19 @@ class VaultConformance:
         vault.put_keyed(item, second, None, ALICE, "put")  # the key is free again
         assert vault.get_keyed(item).id == second.id  # type: ignore[union-attr]
 
+    def test_bind_key_adopts_an_existing_memory_once(self, vault: Vault) -> None:
+        old, other = cube("written before keys"), cube("another")
+        vault.insert([old, other], ALICE)
+        item = ItemKey("alice", ("lg",), "k")
+        assert vault.bind_key(item, old.id) is True
+        assert vault.get_keyed(item).id == old.id and vault.get(old.id).version == 1  # type: ignore[union-attr]
+        assert vault.bind_key(item, other.id) is False  # the key is taken
+        assert vault.bind_key(ItemKey("alice", ("lg",), "k2"), old.id) is False  # so is the memory
+        with pytest.raises(MemoryNotFoundError):
+            vault.bind_key(ItemKey("bob", ("lg",), "k"), other.id)  # not bob's
+        with pytest.raises(MemoryNotFoundError):
+            vault.bind_key(item, "missing")
+
     def test_tombstone_drops_key_bindings(self, vault: Vault) -> None:
         item = ItemKey("alice", ("secret-project",), "pin")
         c = cube("PIN 4711")

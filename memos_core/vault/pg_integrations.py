@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from memos_core.cube import MemCube, utcnow
-from memos_core.errors import ConflictError, InvalidInputError
+from memos_core.errors import ConflictError, InvalidInputError, MemoryNotFoundError
 from memos_core.vault.base import Actor, CheckpointRecord, ItemKey, LogRow, Typed
 from memos_core.vault.sqlite_keyed import SEP, _check_item, ns_path
 from memos_core.vault.sqlite_log import STATUSES
@@ -81,6 +81,19 @@ class PgKeyedMixin:
         rows = self._query(sql + " ORDER BY seq LIMIT %s OFFSET %s", [*params, limit, offset])
         return [(ItemKey(user_id, tuple(path.split(SEP)[:-1]), key), mid)
                 for path, key, mid in rows]
+
+    def bind_key(self, item: ItemKey, memory_id: str) -> bool:
+        """See :meth:`memos_core.vault.base.KeyedItems.bind_key`."""
+        key = _check_item(item)
+        with self._tx() as tx:
+            row = tx.conn.execute("SELECT user_id, state FROM memories WHERE id=%s",
+                                  (memory_id,)).fetchone()
+            if row is None or row[0] != item.user_id or row[1] == "deleted":
+                raise MemoryNotFoundError(
+                    f"No memory {memory_id!r} of {item.user_id!r} to bind key {item.key!r} to.")
+            cur = tx.conn.execute("INSERT INTO item_keys(user_id, ns_path, key, memory_id) "
+                                  "VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING", (*key, memory_id))
+            return bool(cur.rowcount)
 
     def unbind_key(self, item: ItemKey, memory_id: str) -> bool:
         with self._tx() as tx:

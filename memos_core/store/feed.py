@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from memos_core.vault import Edge
 
@@ -52,7 +52,8 @@ class ChangeFollower:
 
     def __init__(self, store: MemoryStore, cursor: int, *, shared_index: bool) -> None:
         self.store = store
-        self.vault: Any = store.vault
+        #: the vault with a change feed (a PostgresVault)
+        self.vault: Any = cast(Any, store.vault)
         self.cursor = cursor
         self.shared_index = shared_index
         self._own: set[int] = set()

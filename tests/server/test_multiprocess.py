@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from memos_core.lifecycle import INDEXED_STATES
 from memos_core.vault.postgres import PostgresVault

@@ -43,6 +43,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_methods
 from langgraph.types import Interrupt, Send
+from memos_core.server_mode import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor, open_log, truncate_wal
 from memos_core.results import DerivedForm
@@ -123,6 +124,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         The checkpointer does not own ``mos``; call :meth:`close` (or use it as a context
         manager) to close the SQLite file.
         """
+        mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
         if not isinstance(mos, MemOS):
             raise InvalidInputError(
                 f"MemOSCheckpointer needs a memos_core.MemOS, got {type(mos).__name__}."

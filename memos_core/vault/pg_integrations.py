@@ -10,15 +10,60 @@ log rows are numbered in commit order); checkpoint writes take only their rows' 
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from memos_core.cube import MemCube, utcnow
 from memos_core.errors import ConflictError, InvalidInputError, MemoryNotFoundError
-from memos_core.vault.base import Actor, CheckpointRecord, ItemKey, LogRow, Typed
+from memos_core.vault.base import Actor, CheckpointRecord, ItemKey, LogRow, NamespaceGrant, Typed
 from memos_core.vault.sqlite_keyed import SEP, _check_item, ns_path
 from memos_core.vault.sqlite_log import STATUSES
+
+
+class PgGrantsMixin:
+    """Namespace grants (as :class:`~memos_core.vault.grants.SQLiteGrantsMixin`: ``None``
+    agent / session stored as ``''``); uses the vault's ``_tx``, ``_query``,
+    ``_put_version`` and ``_audit``."""
+
+    _tx: Any
+    _query: Any
+    _put_version: Any
+    _audit: Any
+
+    def grants(self, owner: str | None = None) -> builtins.list[NamespaceGrant]:
+        sql = "SELECT owner, grantee, scope, agent_id, session_id FROM grants"
+        params: tuple[str, ...] = ()
+        if owner is not None:
+            sql, params = sql + " WHERE owner=%s", (owner,)
+        rows = self._query(sql + " ORDER BY created_at, grantee", params)
+        return [NamespaceGrant(o, g, s, a or None, se or None) for o, g, s, a, se in rows]
+
+    def change_grants(self, *, add: Sequence[NamespaceGrant] = (),
+                      remove: Sequence[NamespaceGrant] = (),
+                      changes: Sequence[tuple[MemCube, int]] = (), actor: Actor, action: str,
+                      details: dict[str, Any]) -> None:
+        now = utcnow().timestamp()
+        with self._tx() as tx:
+            for g in remove:
+                tx.conn.execute("DELETE FROM grants WHERE owner=%s AND agent_id=%s AND "
+                                "session_id=%s AND grantee=%s", _grant_key(g))
+            for g in add:
+                tx.conn.execute(
+                    "INSERT INTO grants(owner, agent_id, session_id, grantee, scope, created_at) "
+                    "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (owner, agent_id, session_id, grantee) "
+                    "DO UPDATE SET scope=EXCLUDED.scope, created_at=EXCLUDED.created_at",
+                    (*_grant_key(g), g.scope, now))
+            for cube, expected in changes:
+                self._put_version(tx, cube, expected, actor, action, details)
+            self._audit(tx, actor, "share_namespace" if add else "revoke_namespace", None, None,
+                        {**details, "memories": len(changes)})
+            tx.change(None, "grants", {"owner": actor.user_id})
+
+
+def _grant_key(grant: NamespaceGrant) -> tuple[str, str, str, str]:
+    return (grant.owner, grant.agent_id or "", grant.session_id or "", grant.grantee)
 
 
 class PgKeyedMixin:

@@ -39,9 +39,14 @@ from memos_core.errors import (
     ServerUnavailableError,
 )
 from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, audit_hash, parse_head, verify_chain
-from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant
+from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
 from memos_core.vault.pg_feed import FeedMixin, Tx
-from memos_core.vault.pg_integrations import PgCheckpointsMixin, PgKeyedMixin, PgLogMixin
+from memos_core.vault.pg_integrations import (
+    PgCheckpointsMixin,
+    PgGrantsMixin,
+    PgKeyedMixin,
+    PgLogMixin,
+)
 from memos_core.vault.pg_schema import LOCK_CLASS, SCHEMA_VERSION, WRITE_LOCK, migrate
 from memos_core.vault.scrub import scrub
 
@@ -74,7 +79,7 @@ def _ts(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
 
-class PostgresVault(FeedMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin):
+class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin):
     """The vault in a PostgreSQL database (server mode). Thread-safe and multi-process safe.
 
     Args:
@@ -159,6 +164,33 @@ class PostgresVault(FeedMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin):
         """After a forget: nothing to truncate here. PostgreSQL keeps the old row versions
         (dead tuples) until VACUUM and in its WAL and backups; docs/scale_out.md says how to
         make them unrecoverable (``VACUUM`` after forgets, WAL and backup expiry)."""
+
+    #: tables whose rows hold user text (or keys/labels) that a forget rewrites or deletes
+    TEXT_TABLES = ("memories", "versions", "usage", "edges", "item_keys", "conversation_log",
+                   "cp_checkpoints", "cp_blobs", "cp_writes", "changes")
+
+    def vacuum(self, *, full: bool = False) -> list[str]:
+        """``VACUUM`` (``full``: ``VACUUM FULL``, which rewrites each table into new files
+        and locks it meanwhile) the tables a forget rewrites, so the dead row versions that
+        still hold forgotten text are reclaimed; returns the tables vacuumed. What VACUUM
+        does not reach (WAL segments, backups, freed disk blocks): docs/scale_out.md.
+
+        Raises:
+            ServerUnavailableError: the server cannot be reached.
+            MemOSError: the user may not vacuum these tables (needs ownership).
+        """
+        psycopg = self._psycopg
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                for table in self.TEXT_TABLES:
+                    conn.execute(f"VACUUM {'FULL ' if full else ''}{table}")
+        except psycopg.OperationalError as exc:
+            raise ServerUnavailableError(
+                f"Cannot reach the PostgreSQL server at {self.where}: {str(exc).strip()}.") from exc
+        except psycopg.Error as exc:
+            raise MemOSError(f"VACUUM failed in {self.where} ({exc}); run it as the tables' "
+                             "owner (the user memos-core connects as).") from exc
+        return list(self.TEXT_TABLES)
 
     def close(self) -> None:
         if getattr(self, "_closed", True):
@@ -396,37 +428,6 @@ class PostgresVault(FeedMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin):
         with self._tx() as tx:
             self._add_edges(tx, edges)
 
-    # -- grants -------------------------------------------------------------------------------
-
-    def grants(self, owner: str | None = None) -> builtins.list[NamespaceGrant]:
-        sql = "SELECT owner, grantee, scope, agent_id, session_id FROM grants"
-        params: tuple[str, ...] = ()
-        if owner is not None:
-            sql, params = sql + " WHERE owner=%s", (owner,)
-        rows = self._query(sql + " ORDER BY created_at, grantee", params)
-        return [NamespaceGrant(o, g, s, a or None, se or None) for o, g, s, a, se in rows]
-
-    def change_grants(self, *, add: Sequence[NamespaceGrant] = (),
-                      remove: Sequence[NamespaceGrant] = (),
-                      changes: Sequence[tuple[MemCube, int]] = (), actor: Actor, action: str,
-                      details: dict[str, Any]) -> None:
-        now = utcnow().timestamp()
-        with self._tx() as tx:
-            for g in remove:
-                tx.conn.execute("DELETE FROM grants WHERE owner=%s AND agent_id=%s AND "
-                                "session_id=%s AND grantee=%s", _grant_key(g))
-            for g in add:
-                tx.conn.execute(
-                    "INSERT INTO grants(owner, agent_id, session_id, grantee, scope, created_at) "
-                    "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (owner, agent_id, session_id, grantee) "
-                    "DO UPDATE SET scope=EXCLUDED.scope, created_at=EXCLUDED.created_at",
-                    (*_grant_key(g), g.scope, now))
-            for cube, expected in changes:
-                self._put_version(tx, cube, expected, actor, action, details)
-            self._audit(tx, actor, "share_namespace" if add else "revoke_namespace", None, None,
-                        {**details, "memories": len(changes)})
-            tx.change(None, "grants", {"owner": actor.user_id})
-
     # -- reads --------------------------------------------------------------------------------
 
     def _with_usage(self, docs: Sequence[tuple[str, str]]) -> builtins.list[MemCube]:
@@ -588,10 +589,6 @@ class PostgresVault(FeedMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin):
         """Recompute the hash chain and check it against the head record and the memories
         (:func:`memos_core.vault.audit_chain.verify_chain`)."""
         return verify_chain(self._sqlite_style)
-
-
-def _grant_key(grant: NamespaceGrant) -> tuple[str, str, str, str]:
-    return (grant.owner, grant.agent_id or "", grant.session_id or "", grant.grantee)
 
 
 #: what a process-wide hook receives after a commit: the change seqs it wrote

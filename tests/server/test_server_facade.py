@@ -83,6 +83,7 @@ def test_facade_end_to_end_on_postgres(open_mos, pg_url):
     # forget removes the text from every table of the database (vault, feed, index)
     assert _tables_containing(pg_url, "oolong") == []
     assert _tables_containing(pg_url, "green tea") == []
+    assert "versions" in mos.vault.vacuum()  # reclaims the dead row versions (docs: VACUUM)
 
     actions = [r.action for r in mos.audit_log(user_id="alice", memory_id=tea.id)]
     assert actions == ["add", "update", "share:read", "revoke", "forget"]

@@ -1033,3 +1033,26 @@ def _excluded(cube: MemCube, sources: frozenset[str], session: str | None) -> bo
         return True
     return session is not None and cube.namespace.session_id == session \
         and cube.type is MemoryType.EPISODE
+
+
+_shared: dict[str, MemOS] = {}
+_shared_lock = threading.Lock()
+
+
+def resolve_memos(mos: object) -> Any:
+    """What an adapter's ``mos=`` argument stands for: a :class:`MemOS` as given, or for a
+    ``postgresql://`` URL (server mode) the process's shared ``MemOS`` on that database
+    (opened on first use with the default config, closed at interpreter exit), so that every
+    adapter of a worker process shares one pool, embedder and change follower. Anything else
+    is returned unchanged for the adapter to reject."""
+    if not is_postgres_url(mos):
+        return mos
+    url = str(mos)
+    with _shared_lock:
+        current = _shared.get(url)
+        if current is None or current.closed:
+            import atexit
+
+            current = _shared[url] = MemOS(url)
+            atexit.register(current.close)
+        return current

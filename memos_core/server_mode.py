@@ -149,27 +149,3 @@ def open_server(url: str, config: MemOSConfig) -> ServerParts:
         raise
     return ServerParts(vault, config, cache_dir, lock, temporary)
 
-
-_shared: dict[str, Any] = {}
-_shared_lock = __import__("threading").Lock()
-
-
-def resolve_memos(mos: object) -> Any:
-    """What an adapter's ``mos=`` argument stands for: a :class:`~memos_core.MemOS` as given,
-    or for a ``postgresql://`` URL the process's shared ``MemOS`` on that database (opened
-    on first use with the default config, closed at interpreter exit), so that every adapter
-    of a worker process shares one pool, embedder and change follower. Anything else is
-    returned unchanged for the adapter to reject."""
-    if not is_postgres_url(mos):
-        return mos
-    url = str(mos)
-    with _shared_lock:
-        current = _shared.get(url)
-        if current is None or current.closed:
-            import atexit
-
-            from memos_core.memos import MemOS
-
-            current = _shared[url] = MemOS(url)
-            atexit.register(current.close)
-        return current

@@ -28,12 +28,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from memos_core.vault import Edge
-
-if TYPE_CHECKING:
-    from memos_core.store.kernel import MemoryStore
 
 logger = logging.getLogger("memos_core")
 
@@ -44,13 +41,14 @@ class ChangeFollower:
     """Applies other processes' changes to one store's derived state.
 
     Args:
-        store: the kernel whose graph, index, listeners and purgers follow the feed.
+        store: the kernel (:class:`~memos_core.store.kernel.MemoryStore`) whose graph,
+            index, listeners and purgers follow the feed.
         cursor: the feed head read *before* the store built its derived state (changes after
             it are applied again; applying one twice is harmless).
         shared_index: the index lives on a server every process writes to (skip it).
     """
 
-    def __init__(self, store: MemoryStore, cursor: int, *, shared_index: bool) -> None:
+    def __init__(self, store: Any, cursor: int, *, shared_index: bool) -> None:
         self.store = store
         #: the vault with a change feed (a PostgresVault)
         self.vault: Any = cast(Any, store.vault)

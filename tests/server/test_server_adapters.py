@@ -7,7 +7,7 @@ import pytest
 
 from memos_core import MemOS, MemOSConfig
 from memos_core.errors import InvalidInputError
-from memos_core.server_mode import resolve_memos
+from memos_core import resolve_memos
 
 langgraph_store = pytest.importorskip("langchain_memos")
 

@@ -43,7 +43,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_methods
 from langgraph.types import Interrupt, Send
-from memos_core.server_mode import resolve_memos
+from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor, open_log, truncate_wal
 from memos_core.results import DerivedForm

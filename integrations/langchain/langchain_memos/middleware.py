@@ -19,7 +19,7 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
-from memos_core.server_mode import resolve_memos
+from memos_core import resolve_memos
 from memos_core import MemOS, SearchHit
 from memos_core.messages import asked_or_answered, worth_remembering
 

@@ -31,7 +31,7 @@ from langgraph.store.base import (
     SearchItem,
     SearchOp,
 )
-from memos_core.server_mode import resolve_memos
+from memos_core import resolve_memos
 from memos_core import (
     AccessDeniedError,
     InvalidInputError,

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from langchain.tools import ToolRuntime
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
-from memos_core.server_mode import resolve_memos
+from memos_core import resolve_memos
 from memos_core import MemCube, MemOS, MemOSError
 from pydantic import Field
 

@@ -35,12 +35,11 @@ leave a mix of two versions' postings. Connections come from a :mod:`psycopg_poo
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from threading import Lock
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -65,7 +64,22 @@ _COLUMNS = ("user_id", "agent_id", "session_id", "type", "tags", "state", "occur
             "superseded", "version", "readers")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _BATCH = 500  # points per INSERT statement
+_SPARSE_DIM = 1_000_000_000  # sparsevec's largest dimension
+_FOLD = _SPARSE_DIM - 1
 _LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
+
+
+def _sparsevec_text(indices: Sequence[int], values: Sequence[float]) -> str:
+    """pgvector's text form of a sparse vector. Our term ids are 32-bit hashes, beyond
+    ``sparsevec``'s 10^9 dimensions: they are folded (``id % (10^9 - 1) + 1``; a fold that
+    lands two terms of one text on one index adds their weights). Queries fold the same way
+    in SQL (:meth:`PgVectorIndex.search_sparse`)."""
+    folded: dict[int, float] = {}
+    for index, value in zip(indices, values):
+        key = int(index) % _FOLD + 1
+        folded[key] = folded.get(key, 0.0) + float(value)
+    body = ",".join(f"{k}:{v!r}" for k, v in sorted(folded.items()))
+    return "{" + body + "}/" + str(_SPARSE_DIM)
 
 
 def _vector_text(values: Sequence[float]) -> str:
@@ -86,19 +100,28 @@ class PgVectorIndex:
         ef_search: HNSW candidates per dense search (raised to ``limit`` when that is larger).
         max_scan_tuples: how many tuples an iterative scan may visit before it gives up
             (then the exact scan takes over).
+        keyword: how a BM25 search finds and scores its points (same results, different
+            plans): ``"scan"`` scores the rows that pass the filter by the ``sparsevec``
+            inner product with the IDF-weighted query; ``"postings"`` starts from the
+            postings of the query's terms and checks the filter on each. See
+            ``benchmarks/server_mode.py`` for both measured.
 
     Thread-safe and process-safe: any number of processes may open the same collection.
     Raises :class:`psycopg.OperationalError` if the server cannot be reached.
     """
 
     def __init__(self, url: str, dim: int, collection: str = "memos", *, pool_size: int = 4,
-                 ef_search: int = 100, max_scan_tuples: int = 20_000) -> None:
+                 ef_search: int = 100, max_scan_tuples: int = 20_000,
+                 keyword: Literal["scan", "postings"] = "scan") -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         if not isinstance(collection, str) or not _NAME.match(collection):
             raise ValueError(
                 f"collection must be lower-case letters, digits and '_' (at most 41, not "
                 f"starting with a digit) to name PostgreSQL tables, got {collection!r}")
+        if keyword not in ("scan", "postings"):
+            raise ValueError(f"keyword must be 'scan' or 'postings', got {keyword!r}")
+        self.keyword = keyword
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"url must be a postgresql:// URL, got {url!r}")
         self.dim = dim
@@ -110,7 +133,8 @@ class PgVectorIndex:
         self._closed = False
         self._close_lock = Lock()
         self._pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False,
-                                    kwargs={"autocommit": False}, name=f"memos-index-{collection}")
+                                    kwargs={"autocommit": True}, configure=self._configure,
+                                    name=f"memos-index-{collection}")
         try:
             self._pool.open(wait=True, timeout=30)
             self._ensure_schema()
@@ -127,14 +151,29 @@ class PgVectorIndex:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Session settings of every pooled connection: iterative HNSW scans, so a filter
+        that most points fail still fills the limit (pgvector >= 0.8)."""
+        conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false), "
+                     "set_config('hnsw.ef_search', %s, false), "
+                     "set_config('hnsw.max_scan_tuples', %s, false)",
+                     (str(self.ef_search), str(self.max_scan_tuples)))
+
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection inside one transaction (committed on success)."""
+        with self._conn() as conn:
+            with conn.transaction():
+                yield conn
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in autocommit mode: each statement is its own transaction
+        (reads that need one consistent snapshot are single statements)."""
         if self._closed:
             raise RuntimeError(f"{self!r} is closed; open a new PgVectorIndex")
         with self._pool.connection() as conn:
-            with conn.transaction():
-                yield conn
+            yield conn
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -166,14 +205,14 @@ class PgVectorIndex:
                 return
             conn.execute(sql.SQL(
                 "CREATE TABLE {p} (id uuid PRIMARY KEY, dense vector({dim}) NOT NULL, "
-                "has_sparse boolean NOT NULL, user_id text NOT NULL, agent_id text, "
+                "has_sparse boolean NOT NULL, sparse sparsevec({sdim}) NOT NULL, user_id text NOT NULL, agent_id text, "
                 "session_id text, type text, tags text[] NOT NULL, state text, "
                 "occurred_at double precision, superseded boolean NOT NULL, "
                 "version bigint NOT NULL, readers text[] NOT NULL)"
-            ).format(p=p, dim=sql.Literal(self.dim)))
+            ).format(p=p, dim=sql.Literal(self.dim), sdim=sql.Literal(_SPARSE_DIM)))
             conn.execute(sql.SQL(
                 "CREATE TABLE {t} (term bigint NOT NULL, id uuid NOT NULL REFERENCES {p} (id) "
-                "ON DELETE CASCADE, weight real NOT NULL, PRIMARY KEY (term, id))"
+                "ON DELETE CASCADE, weight real NOT NULL, PRIMARY KEY (term, id) INCLUDE (weight))"
             ).format(t=t, p=p))
             conn.execute(sql.SQL("CREATE INDEX {i} ON {t} (id)").format(i=ix("terms_id"), t=t))
             conn.execute(sql.SQL(
@@ -194,18 +233,19 @@ class PgVectorIndex:
         checked = sorted(check_points(points, self.dim), key=lambda row: row[0])
         if not checked:
             return
-        columns = sql.SQL(", ").join(sql.Identifier(c) for c in ("id", "dense", "has_sparse", *_COLUMNS))
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in ("id", "dense", "has_sparse", "sparse", *_COLUMNS))
         updates = sql.SQL(", ").join(
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-            for c in ("dense", "has_sparse", *_COLUMNS))
+            for c in ("dense", "has_sparse", "sparse", *_COLUMNS))
         insert_points = sql.SQL(
-            "INSERT INTO {p} ({cols}) SELECT u.id, u.dense::vector, u.has_sparse, u.user_id, "
+            "INSERT INTO {p} ({cols}) SELECT u.id, u.dense::vector, u.has_sparse, "
+            "u.sparse::sparsevec, u.user_id, "
             "u.agent_id, u.session_id, u.type, "
             "ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.state, u.occurred_at, "
             "u.superseded, u.version, ARRAY(SELECT jsonb_array_elements_text(u.readers)) "
-            "FROM unnest(%s::uuid[], %s::text[], %s::boolean[], %s::text[], %s::text[], "
+            "FROM unnest(%s::uuid[], %s::text[], %s::boolean[], %s::text[], %s::text[], %s::text[], "
             "%s::text[], %s::text[], %s::jsonb[], %s::text[], %s::float8[], %s::boolean[], "
-            "%s::bigint[], %s::jsonb[]) WITH ORDINALITY AS u(id, dense, has_sparse, user_id, "
+            "%s::bigint[], %s::jsonb[]) WITH ORDINALITY AS u(id, dense, has_sparse, sparse, user_id, "
             "agent_id, session_id, type, tags, state, occurred_at, superseded, version, "
             "readers, n) ORDER BY u.n ON CONFLICT (id) DO UPDATE SET {updates}"
         ).format(p=self._points, cols=columns, updates=updates)
@@ -224,6 +264,7 @@ class PgVectorIndex:
                 # of the same id waits here and then sees these postings when it deletes them.
                 conn.execute(insert_points, (
                     ids, [_vector_text(r[1]) for r in rows], [bool(r[2].indices) for r in rows],
+                    [_sparsevec_text(r[2].indices, r[2].values) for r in rows],
                     cols["user_id"], cols["agent_id"], cols["session_id"], cols["type"],
                     [Jsonb(v) for v in cols["tags"]], cols["state"], cols["occurred_at"],
                     cols["superseded"], cols["version"], [Jsonb(v) for v in cols["readers"]]))
@@ -322,14 +363,17 @@ class PgVectorIndex:
             "ORDER BY (p.dense <=> %s::vector) + 0, p.id LIMIT %s"
         ).format(p=self._points, w=where)
         args = (query, *params, query, limit)
-        with self._tx() as conn:
-            conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                         "set_config('hnsw.ef_search', %s, true), "
-                         "set_config('hnsw.max_scan_tuples', %s, true)",
-                         (str(min(1000, max(self.ef_search, limit))), str(self.max_scan_tuples)))
-            rows = conn.execute(ann, args).fetchall()
-            if len(rows) < limit:
-                rows = conn.execute(exact, args).fetchall()
+        if limit > self.ef_search:  # the scan returns at most ef_search hits per round
+            with self._tx() as conn:
+                conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, limit)),))
+                rows = conn.execute(ann, args).fetchall()
+                if len(rows) < limit:
+                    rows = conn.execute(exact, args).fetchall()
+        else:
+            with self._conn() as conn:
+                rows = conn.execute(ann, args).fetchall()
+                if len(rows) < limit:
+                    rows = conn.execute(exact, args).fetchall()
         return [ScoredId(str(pid), 1.0 - float(dist)) for pid, dist in rows]
 
     def search_sparse(self, vector: SparseVec, flt: IndexFilter, limit: int) -> list[ScoredId]:
@@ -343,27 +387,35 @@ class PgVectorIndex:
         if plan is None or check_limit(limit) == 0 or not vector.indices:
             return []
         where, params = self._where(plan)
-        with self._tx() as conn:
-            total = conn.execute(sql.SQL("SELECT count(*) FROM {p} WHERE has_sparse").format(
-                p=self._points)).fetchone()[0]
-            df = dict(conn.execute(sql.SQL(
-                "SELECT term, count(*) FROM {t} WHERE term = ANY(%s::bigint[]) GROUP BY term"
-            ).format(t=self._terms), (list(vector.indices),)).fetchall())
-            terms, boosts = [], []
-            for term, value in zip(vector.indices, vector.values):
-                n = df.get(term, 0)
-                if n:
-                    terms.append(term)
-                    boosts.append(value * math.log(1.0 + (total - n + 0.5) / (n + 0.5)))
-            if not terms:
-                return []
-            rows = conn.execute(sql.SQL(
-                "SELECT p.id, sum(t.weight * q.boost) AS score "
-                "FROM unnest(%s::bigint[], %s::float8[]) AS q(term, boost) "
-                "JOIN {t} t ON t.term = q.term JOIN {p} p ON p.id = t.id "
+        # One statement (one snapshot, one round trip): document frequencies of the query's
+        # terms and the count of points with a sparse vector give each term's IDF boost.
+        boosts = sql.SQL(
+            "WITH q AS (SELECT * FROM unnest(%s::bigint[], %s::float8[]) AS q(term, qw)), "
+            "n AS (SELECT count(*) AS total FROM {p} WHERE has_sparse), "
+            "df AS (SELECT term, count(*) AS df FROM {t} WHERE term = ANY(%s::bigint[]) "
+            "GROUP BY term), "
+            "boost AS MATERIALIZED (SELECT q.term, q.qw * ln(1.0::float8 + "
+            "(n.total - df.df + 0.5::float8) / (df.df + 0.5::float8)) AS b "
+            "FROM q JOIN df ON df.term = q.term CROSS JOIN n) "
+        ).format(t=self._terms, p=self._points)
+        if self.keyword == "postings":
+            query = boosts + sql.SQL(
+                "SELECT p.id, sum(t.weight * boost.b) AS score FROM boost "
+                "JOIN {t} t ON t.term = boost.term JOIN {p} p ON p.id = t.id "
                 "WHERE {w} GROUP BY p.id ORDER BY score DESC, p.id LIMIT %s"
-            ).format(t=self._terms, p=self._points, w=where),
-                (terms, boosts, *params, limit)).fetchall()
+            ).format(t=self._terms, p=self._points, w=where)
+        else:
+            query = boosts + sql.SQL(
+                ", qv AS MATERIALIZED (SELECT ('{{' || string_agg(k::text || ':' || v::text, ',' "
+                "ORDER BY k) || '}}/' || {sdim})::sparsevec AS v FROM (SELECT mod(term, {fold}) + 1 "
+                "AS k, sum(b) AS v FROM boost GROUP BY 1) folded) "
+                "SELECT p.id, -(p.sparse <#> qv.v) AS score FROM {p} p CROSS JOIN qv "
+                "WHERE {w} AND (p.sparse <#> qv.v) < 0 ORDER BY p.sparse <#> qv.v, p.id LIMIT %s"
+            ).format(p=self._points, w=where, sdim=sql.Literal(str(_SPARSE_DIM)),
+                     fold=sql.Literal(_FOLD))
+        terms = list(vector.indices)
+        with self._conn() as conn:
+            rows = conn.execute(query, (terms, list(vector.values), terms, *params, limit)).fetchall()
         return [ScoredId(str(pid), float(score)) for pid, score in rows]
 
     def versions(self) -> dict[str, int]:

@@ -109,13 +109,14 @@ def _openers(tmp_path: Path, pg_url: str | None = None) -> dict[str, Opener]:
     }
     if pg_url is not None:
         openers["pgvector"] = lambda: PgVectorIndex(pg_url, DIM)
+        openers["pgvector-postings"] = lambda: PgVectorIndex(pg_url, DIM, keyword="postings")
     return openers
 
 
 DISK_BACKENDS = ["edge", "client-path"]
 
 
-BACKENDS = ["edge", "client-memory", "client-path", "pgvector"]
+BACKENDS = ["edge", "client-memory", "client-path", "pgvector", "pgvector-postings"]
 
 
 @contextmanager
@@ -123,7 +124,7 @@ def _database(request) -> Iterator[str | None]:
     """A fresh database on the session's PostgreSQL for the pgvector backend, else None.
 
     The server starts only when a pgvector case runs (``request.getfixturevalue``)."""
-    if request.param != "pgvector":
+    if not request.param.startswith("pgvector"):
         yield None
         return
     import psycopg

@@ -37,10 +37,11 @@ from test_index_conformance import (  # noqa: E402 - the shared corpus helpers
 )
 
 
+@pytest.mark.parametrize("keyword", ["scan", "postings"])
 @pytest.mark.parametrize("seed", [1, 2])
-def test_congruence_pgvector_vs_qdrant_client(pg_url, seed):
+def test_congruence_pgvector_vs_qdrant_client(pg_url, seed, keyword):
     rng = random.Random(seed)
-    pg = PgVectorIndex(pg_url, DIM)
+    pg = PgVectorIndex(pg_url, DIM, keyword=keyword)
     client = QdrantClientIndex(":memory:", DIM)
     try:
         versions = 0
@@ -171,6 +172,7 @@ def test_reopen_keeps_points_and_refuses_another_dim(pg_url):
         (dict(url="http://localhost:6333", dim=DIM), "postgresql://"),
         (dict(url="postgresql://x@127.0.0.1:1/db", dim=0), "dim"),
         (dict(url="postgresql://x@127.0.0.1:1/db", dim=DIM, collection="Robert'); DROP"), "collection"),
+        (dict(url="postgresql://x@127.0.0.1:1/db", dim=DIM, keyword="fts"), "keyword"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, message):

@@ -17,7 +17,7 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, message_to_dict, messages_from_dict
 from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
-from memos_core.validation import check_name
+from memos_core.integration import check_name
 
 from langchain_memos._shared import message_text, role_of
 

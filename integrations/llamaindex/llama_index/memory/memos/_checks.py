@@ -15,7 +15,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 from memos_core import InvalidInputError, MemOS
 from memos_core import resolve_memos
-from memos_core.validation import check_name
+from memos_core.integration import check_name
 
 #: Which memories a memory block or retriever searches: all of the user's, only those
 #: written by its agent, or only those of its session.

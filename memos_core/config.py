@@ -155,6 +155,12 @@ class MemOSConfig(BaseModel):
         "index has its own pool). Budget processes x pools x size under the server's "
         "max_connections (docs/scale_out.md).",
     )
+    feed_retention_s: float = Field(
+        default=7 * 24 * 3600.0, ge=0,
+        description="Server mode: change-feed rows older than this are deleted when a "
+        "process opens. A process away longer (its cursor before the oldest row) rebuilds "
+        "its derived state from the vault on its next call.",
+    )
     listen: bool = Field(
         default=True,
         description="Server mode: a LISTEN connection wakes this process when another "

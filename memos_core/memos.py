@@ -235,7 +235,8 @@ class MemOS:
         """Server mode: apply other processes' changes to this process's graph, caches and
         per-process index now; returns how many (every call does this first anyway). 0 in
         the embedded mode."""
-        self._check_open()
+        if self._closed:
+            self._check_open()  # raises
         return self.store.sync()
 
     # -- derived state (the kernel's) ---------------------------------------------------------

@@ -132,6 +132,7 @@ def open_server(url: str, config: MemOSConfig) -> ServerParts:
         config = config.model_copy(update=updates)
     vault = PostgresVault(url, pool_size=config.pool_size)
     try:
+        vault.prune_changes(config.feed_retention_s)
         if config.index == "pgvector":
             check_pgvector(getattr(config, "index_url", None) or url)
         lock: DataDirLock | None = None

@@ -60,6 +60,8 @@ class ChangeFollower:
         self._closed = False
         #: how many foreign changes this process applied (for stats and tests)
         self.applied = 0
+        #: how many times the feed had been pruned past the cursor (full resynchronisation)
+        self.resyncs = 0
         self.vault.on_commit(self._mark_own)
 
     def _mark_own(self, seqs: Sequence[int]) -> None:
@@ -107,6 +109,9 @@ class ChangeFollower:
                 changes = self.vault.changes_since(self.cursor, 5000)
                 if not changes:
                     break
+                if changes[0].seq > self.cursor + 1:  # pruned past our cursor: start over
+                    done += self._resync()
+                    continue
                 with self._own_lock:
                     foreign = [c for c in changes if c.seq not in self._own]
                     self._own.difference_update(c.seq for c in changes)
@@ -115,6 +120,34 @@ class ChangeFollower:
                 done += len(foreign)
             self.applied += done
             return done
+
+    def _resync(self) -> int:
+        """The feed no longer reaches back to the cursor (rows were pruned while this
+        process was away): rebuild the graph view, reconcile the index, tell the listeners
+        that every memory may have changed and purge local files of every forgotten one.
+        Returns how many memories were looked at; the cursor moves to the head read first."""
+        from memos_core.graph import MemoryGraph
+
+        store = self.store
+        head = self.vault.change_head()
+        with store.graph_lock:
+            store.graph = MemoryGraph()
+            store._build_graph()
+            store.retriever.graph = store.graph
+        store.reconcile()
+        seen = 0
+        for batch in self.vault.iter_current(500):
+            for cube in batch:
+                if cube.state.value == "deleted":
+                    for purger in store.purgers:
+                        purger(cube.id)()
+            store._notify(batch)
+            seen += len(batch)
+        with self._own_lock:
+            self._own.clear()
+        self.cursor = head
+        self.resyncs += 1
+        return seen
 
     def _apply(self, changes: Sequence[Any]) -> None:
         if not changes:

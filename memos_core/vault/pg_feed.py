@@ -104,6 +104,17 @@ class FeedMixin:
         return [Change(int(r[0]), r[1], r[2], r[3] if isinstance(r[3], dict) else json.loads(r[3]))
                 for r in rows]
 
+    def prune_changes(self, older_than_s: float) -> int:
+        """Delete change rows older than ``older_than_s`` seconds, always keeping the newest
+        (the head never moves back); returns how many. A process whose cursor falls before
+        the oldest row left resynchronises all its derived state on its next call
+        (:meth:`memos_core.store.feed.ChangeFollower.sync`)."""
+        cutoff = utcnow().timestamp() - older_than_s
+        with self._conn() as conn, conn.transaction():
+            cur = conn.execute("DELETE FROM changes WHERE at < %s AND seq < "
+                               "(SELECT MAX(seq) FROM changes)", (cutoff,))
+            return int(cur.rowcount or 0)
+
     # -- LISTEN -------------------------------------------------------------------------------
 
     def listen(self, wake: Callable[[], None]) -> None:

@@ -187,3 +187,20 @@ def test_schema_migrates_from_version_1(pg_url):
         assert vault.change_head() == 0 and vault.verify_audit()[0]
     finally:
         vault.close()
+
+
+def test_a_process_behind_a_pruned_feed_resynchronises(open_mos):
+    a, b = open_mos(listen=False), open_mos(listen=False)
+    early = a.add("The spare tyre is in the shed.", user_id="alice")
+    assert b.catch_up() == 1 and early.id in b.graph  # without LISTEN: on the next call
+    b_cursor = b.store.follower.cursor
+    late = a.add("The bike pump is in the hall.", user_id="alice")
+    a.forget(early.id, user_id="alice")
+    a.add("The ladder is in the garage.", user_id="alice")
+    assert a.vault.prune_changes(0) > 0  # everything but the head row is gone
+    assert b.store.follower.cursor == b_cursor  # b has not looked yet
+    assert b.catch_up() > 0 and b.store.follower.resyncs == 1
+    assert early.id not in b.graph and late.id in b.graph
+    assert [h.id for h in b.search("where is the bike pump", user_id="alice")][:1] == [late.id]
+    c = a.add("The kayak is in the boathouse.", user_id="alice")  # the head moves on
+    assert b.catch_up() == 1 and c.id in b.graph

@@ -204,3 +204,26 @@ def test_a_process_behind_a_pruned_feed_resynchronises(open_mos):
     assert [h.id for h in b.search("where is the bike pump", user_id="alice")][:1] == [late.id]
     c = a.add("The kayak is in the boathouse.", user_id="alice")  # the head moves on
     assert b.catch_up() == 1 and c.id in b.graph
+
+
+def test_command_line_with_db_url(pg_url, capsys, monkeypatch, tmp_path):
+    import json
+
+    from memos_core.cli import main
+
+    def memos(*args: str) -> tuple[int, str]:
+        code = main([args[0], "--db", pg_url, "--user", "alice", *args[1:]])
+        return code, capsys.readouterr().out
+
+    code, out = memos("add", "Alice keeps bees in her garden.", "--json")
+    cube = json.loads(out)
+    assert code == 0 and cube["version"] == 1
+    monkeypatch.setenv("MEMOS_DB_URL", pg_url)  # the environment names the server instead
+    code = main(["search", "bees", "--user", "alice", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)[0]["id"] == cube["id"]
+    code, out = memos("stats", "--json", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0 and json.loads(out)["vault"]["memories"] == 1
+    assert main(["stats", "--db", pg_url, "--data-dir", str(tmp_path / "d")]) == 2  # not both
+    assert "not both" in capsys.readouterr().err
+    code, out = memos("audit", "verify", "--json")
+    assert code == 0

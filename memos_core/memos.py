@@ -42,7 +42,7 @@ from memos_core.messages import merge_message_item, message_item
 from memos_core.ops import bundle, share, writes
 from memos_core.ops import forget as forget_ops
 from memos_core.progress import progress
-from memos_core.results import DerivedForm, ForgetReceipt, SearchHit, ShareReceipt
+from memos_core.results import DerivedForm, ForgetReceipt, ModelInfo, SearchHit, ShareReceipt
 from memos_core.retrieval.filters import build_filter
 from memos_core.retrieval.hybrid import HybridRetriever
 from memos_core.retrieval.rerank import Reranker, rerank
@@ -61,9 +61,12 @@ from memos_core.validation import (
     check_text,
 )
 from memos_core.vault import Actor, AuditRecord, ListQuery, NamespaceGrant, Vault
+from memos_core.vault.postgres import is_postgres_url
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+    from memos_core.server_mode import ServerParts
 
     from memos_core.chat import ChatAnswer, ChatStream, MemoryChat
     from memos_core.engine import MemoryEngine
@@ -88,7 +91,9 @@ class MemOS:
     """A memory store for agents: versioned MemCubes, hybrid search, governance.
 
     ``MemOS(data_dir)`` opens (or creates) a data directory; use it as a context manager or
-    call :meth:`close`. Every call names its principal with ``user_id=`` (and optionally
+    call :meth:`close`. ``MemOS("postgresql://user:password@host:port/db")`` opens the
+    server mode instead: the vault and index in PostgreSQL, shared by any number of processes
+    (see :mod:`memos_core.server_mode` and docs/scale_out.md). Every call names its principal with ``user_id=`` (and optionally
     ``agent_id=``). Each method has an ``a``-prefixed async twin.
     """
 
@@ -107,23 +112,50 @@ class MemOS:
                 f"reranker must have score(query, texts) -> scores, got {type(reranker).__name__}.")
         #: Optional second-stage scorer of (query, text) pairs (e.g. a local cross-encoder).
         self.reranker = reranker
-        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = DataDirLock(self.data_dir)
-        self._lock.acquire()
+        #: server mode: the database URL (password hidden); None for a data directory
+        self.database: str | None = None
+        self._server: ServerParts | None = None
         self._closed = False
         self._engine: MemoryEngine | None = None
         self._chat_service: MemoryChat | None = None
         self._engine_lock = threading.Lock()
-        try:
-            self.store = MemoryStore(self.data_dir, self.config, embedder=embedder,
-                                     extractor=entity_extractor)
-        except BaseException:
-            self._lock.release()
-            raise
+        if is_postgres_url(data_dir):
+            self._open_server(str(data_dir), embedder, entity_extractor)
+        else:
+            self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock: DataDirLock | None = DataDirLock(self.data_dir)
+            self._lock.acquire()
+            try:
+                self.store = MemoryStore(self.data_dir, self.config, embedder=embedder,
+                                         extractor=entity_extractor)
+            except BaseException:
+                self._lock.release()
+                raise
         # every forget reaches the model tiers' files, whether or not an engine runs
         self.store.add_purger(self._kv_purger)
         self.store.add_purger(self._adapter_purger)
+
+    def _open_server(self, url: str, embedder: Embedder | None,
+                     extractor: EntityExtractor | None) -> None:
+        """Server mode: the vault (and index) in PostgreSQL, shared by every process; local
+        per-process files in ``config.cache_dir``; no data-directory lock."""
+        from memos_core.server_mode import open_server
+        from memos_core.vault.postgres import redact_url
+
+        parts = open_server(url, self.config)
+        self.config, self._server, self._lock = parts.config, parts, None
+        self.data_dir = parts.cache_dir
+        self.database = redact_url(url)
+        try:
+            self.store = MemoryStore(parts.cache_dir, self.config, vault=parts.vault,
+                                     embedder=embedder, extractor=extractor)
+        except BaseException:
+            parts.vault.close()
+            parts.release()
+            raise
+        if self.config.listen and self.store.follower is not None:
+            self.store.follower.start_listening()
 
     def _kv_purger(self, memory_id: str) -> Callable[[], builtins.list[DerivedForm]]:
         from memos_core.tiers.activation.storage import kv_file_purger
@@ -174,7 +206,10 @@ class MemOS:
         finally:
             self._closed = True
             self._engine = self._chat_service = None
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
+            if self._server is not None:
+                self._server.release()
 
     def __enter__(self) -> MemOS:
         return self
@@ -188,8 +223,21 @@ class MemOS:
         return self._closed
 
     def _check_open(self) -> None:
+        """Raise if closed; in server mode, first catch up with other processes' changes
+        (one query when there are none), so nothing forgotten or revoked elsewhere is
+        served from this process's derived state."""
         if self._closed:
             raise InvalidInputError("This MemOS is closed; open the data directory again.")
+        if self._server is not None:
+            self.store.sync()
+
+    def catch_up(self) -> int:
+        """Server mode: apply other processes' changes to this process's graph, caches and
+        per-process index now; returns how many (every call does this first anyway). 0 in
+        the embedded mode."""
+        if self._closed:
+            self._check_open()  # raises
+        return self.store.sync()
 
     # -- derived state (the kernel's) ---------------------------------------------------------
 
@@ -589,6 +637,8 @@ class MemOS:
         include_archived: bool = False, record_usage: bool = True,
         allow_sensitive: Sequence[str] | str | None = None,
         valid_at: datetime | str | None = None,
+        exclude_sources: Sequence[str] = (),
+        exclude_session: str | None = None,
     ) -> builtins.list[SearchHit]:
         """Hybrid search over the memories ``user_id`` may read; best first, at most ``k``.
 
@@ -603,6 +653,11 @@ class MemOS:
         ``config.allow_sensitive``; ``"*"`` for all) covers every tag of it. ``valid_at``
         asks what was believed at a time: memories whose validity interval
         ``[valid_from, valid_to)`` contains it, superseded ones included.
+
+        What the caller's prompt already holds can be left out (the ``k`` hits are then
+        filled from further down the ranking): ``exclude_sources`` -- memories made from
+        one of these message ids (``provenance.source_message_ids``); ``exclude_session`` --
+        episodic memories recorded in this session (the conversation itself).
         """
         self._check_open()
         query = check_text(query, "query")
@@ -622,9 +677,13 @@ class MemOS:
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded,
         )
+        skip_sources = frozenset(check_strs(exclude_sources, "exclude_sources"))
+        skip_session = check_name(exclude_session, "exclude_session", optional=True)
         rcfg = self.config.retrieval
         second = rcfg.question_weight != 1.0 or rcfg.speaker_weight > 0 or self.reranker is not None
         depth = max(k, rcfg.rerank_depth) if second else k
+        if skip_sources or skip_session is not None:
+            depth = max(depth, min(k + len(skip_sources) + 2 * k, 1000))
         cands = self.retriever.retrieve(query, flt, depth)
         cubes = self.vault.get_many([c.id for c in cands])
         if second:
@@ -641,7 +700,8 @@ class MemOS:
             # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
             if cube is None or cube.state.value not in states or ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, now) \
                     or not access.permits(cube, user_id, access.Operation.READ) \
-                    or (when is not None and not cube.is_valid_at(when)):
+                    or (when is not None and not cube.is_valid_at(when)) \
+                    or _excluded(cube, skip_sources, skip_session):
                 continue
             shown, redacted = sensitivity_rules.for_prompt(cube, allowed)
             hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores, ranks=c.ranks,
@@ -693,6 +753,7 @@ class MemOS:
             return {
                 "scope": "store",
                 "data_dir": str(self.data_dir),
+                **({"database": self.database} if self.database else {}),
                 "vault": self.vault.stats(),
                 "index": {"backend": self.config.index, "points": self.index.count()},
                 "graph": self.graph.stats(),
@@ -755,6 +816,26 @@ class MemOS:
         to count tokens or read the context window)."""
         engine = self._engine
         return engine._model if engine is not None and not self._closed else None
+
+    def model_info(self, *, load: bool = False) -> ModelInfo:
+        """Describe the local model: its id, context window and tokenizer. With
+        ``load=False`` (the default) nothing is loaded: without a loaded model the answer is
+        ``ModelInfo(loaded=False)``. ``load=True`` loads the default model if none is.
+
+        Raises:
+            ModelLoadError: ``load=True`` and the default model cannot be loaded.
+        """
+        self._check_open()
+        model = self.engine.model if load else self.loaded_model()
+        if model is None:
+            return ModelInfo(loaded=False)
+        try:
+            cfg = model.config.get_text_config(decoder=True)
+            window = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
+        except (AttributeError, TypeError, ValueError):
+            window = None
+        return ModelInfo(loaded=True, model_id=model.model_id, context_window=window,
+                         tokenizer=model.tokenizer)
 
     def attach_model(self, model: LocalModel) -> None:
         """Answer and build KV caches with ``model`` (a ``memos_core.runtime.LocalModel``)
@@ -913,6 +994,7 @@ class MemOS:
     areindex = twin(reindex)
     aoptimize = twin(optimize)
     aattach_model = twin(attach_model)
+    amodel_info = twin(model_info)
     aschedule = twin(schedule)
     aconsolidate = twin(consolidate)
     aconsolidate_due = twin(consolidate_due)
@@ -923,6 +1005,7 @@ class MemOS:
     aretire_adapter = twin(retire_adapter)
     astart_scheduler = twin(start_scheduler)
     aclose = twin(close)
+    acatch_up = twin(catch_up)
 
     async def achat(self, query: str | None = None, *, user_id: str,
                     history: Sequence[Message] | None = None,
@@ -942,3 +1025,35 @@ class MemOS:
 
             return AsyncChatStream(cast(ChatStream, result))  # stream=True answers with one
         return result
+
+
+def _excluded(cube: MemCube, sources: frozenset[str], session: str | None) -> bool:
+    """A memory the caller's prompt already holds: made from one of ``sources``, or an
+    episode recorded in ``session``."""
+    if sources and sources.intersection(cube.provenance.source_message_ids):
+        return True
+    return session is not None and cube.namespace.session_id == session \
+        and cube.type is MemoryType.EPISODE
+
+
+_shared: dict[str, MemOS] = {}
+_shared_lock = threading.Lock()
+
+
+def resolve_memos(mos: object) -> Any:
+    """What an adapter's ``mos=`` argument stands for: a :class:`MemOS` as given, or for a
+    ``postgresql://`` URL (server mode) the process's shared ``MemOS`` on that database
+    (opened on first use with the default config, closed at interpreter exit), so that every
+    adapter of a worker process shares one pool, embedder and change follower. Anything else
+    is returned unchanged for the adapter to reject."""
+    if not is_postgres_url(mos):
+        return mos
+    url = str(mos)
+    with _shared_lock:
+        current = _shared.get(url)
+        if current is None or current.closed:
+            import atexit
+
+            current = _shared[url] = MemOS(url)
+            atexit.register(current.close)
+        return current

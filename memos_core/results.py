@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -99,3 +100,19 @@ class ShareReceipt(BaseModel):
     agent_id: str | None = None
     session_id: str | None = None
     memories: int = Field(description="Memories that got a new version.")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``MemOS.model_info`` tells about the local model.
+
+    ``loaded``: a model is in memory now. ``model_id``: its identity (``gguf:<file>@sha256:..``
+    for the default model), or None when none is loaded. ``context_window``: the model's
+    ``max_position_embeddings`` (None when not loaded or not known). ``tokenizer``: its
+    tokenizer (a ``transformers`` tokenizer; None when not loaded).
+    """
+
+    loaded: bool
+    model_id: str | None = None
+    context_window: int | None = None
+    tokenizer: Any = None

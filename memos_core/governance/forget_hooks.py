@@ -55,6 +55,7 @@ from typing import Any
 from memos_core.cube import MemCube
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.results import DerivedForm
+from memos_core.vault.base import Vault
 
 logger = logging.getLogger("memos_core.governance")
 
@@ -67,11 +68,24 @@ MIN_NEEDLE = 12
 #: a :data:`FileRedactor`.
 FILE_REDACTORS = "memos_core.forget_hooks"
 
+#: Entry-point group of the vault redactors: name = a kind of integration storage in the
+#: vault (``"checkpoints"``: :class:`~memos_core.vault.base.ThreadCheckpoints`), object =
+#: a :data:`VaultRedactor`.
+VAULT_REDACTORS = "memos_core.vault_redactors"
+
 #: ``hook(memory) -> derived forms touched``; ``memory`` is the cube before the tombstone.
 ForgetHook = Callable[[MemCube], Sequence[DerivedForm]]
 #: ``redact(data_dir, memory) -> derived forms touched``: redacts the memory in its file under
 #: ``data_dir`` (nothing if the file is missing), opening and closing the file itself.
 FileRedactor = Callable[[Path, MemCube], Sequence[DerivedForm]]
+#: ``redact(vault, memory) -> derived forms touched``: redacts the memory in the integration
+#: storage of the vault it is named for (its values are opaque to the core).
+VaultRedactor = Callable[[Vault, MemCube], Sequence[DerivedForm]]
+
+#: Whether the vault holds anything of a kind of storage (a redactor is loaded only then).
+_VAULT_KINDS: dict[str, Callable[[Vault], bool]] = {
+    "checkpoints": lambda vault: bool(vault.cp_list(limit=1)),
+}
 
 
 class ForgetHooks:
@@ -83,12 +97,14 @@ class ForgetHooks:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._hooks: list[tuple[int, Callable[[], ForgetHook | None], Path | None]] = []
+        self._hooks: list[tuple[int, Callable[[], ForgetHook | None], Path | str | None]] = []
         self._next = 0
 
-    def add(self, hook: ForgetHook, path: Path | None = None) -> Callable[[], None]:
+    def add(self, hook: ForgetHook, path: Path | None = None, *,
+            covers: str | None = None) -> Callable[[], None]:
         """Register ``hook``; returns a function that removes it (idempotent). ``path``: the
-        file the hook redacts, whose file redactor then does not run while the hook lives."""
+        file the hook redacts, whose file redactor then does not run while the hook lives;
+        ``covers``: likewise, the name of the vault redactor it stands in for."""
         if not callable(hook):
             raise InvalidInputError(
                 f"A forget hook must be callable as hook(memory) -> derived forms, got "
@@ -99,11 +115,11 @@ class ForgetHooks:
             ref = weakref.WeakMethod(hook)  # type: ignore[arg-type]
         else:
             ref = lambda: hook  # a strong reference with the weakref's interface
-        covers = None if path is None else Path(path).resolve()
+        target: Path | str | None = Path(path).resolve() if path is not None else covers
         with self._lock:
             key = self._next
             self._next += 1
-            self._hooks.append((key, ref, covers))
+            self._hooks.append((key, ref, target))
 
         def remove() -> None:
             with self._lock:
@@ -118,11 +134,21 @@ class ForgetHooks:
     def paths(self) -> set[Path]:
         """The files (resolved) that live hooks registered."""
         with self._lock:
-            return {path for _, ref, path in self._hooks if path is not None and ref() is not None}
+            return {path for _, ref, path in self._hooks
+                    if isinstance(path, Path) and ref() is not None}
 
-    def run(self, memory: MemCube, data_dir: Path | None = None) -> list[DerivedForm]:
+    def covered_kinds(self) -> set[str]:
+        """The vault redactor names that live hooks stand in for."""
+        with self._lock:
+            return {name for _, ref, name in self._hooks
+                    if isinstance(name, str) and ref() is not None}
+
+    def run(self, memory: MemCube, data_dir: Path | None = None,
+            vault: Vault | None = None) -> list[DerivedForm]:
         """Call every live hook with ``memory``, then (with ``data_dir``) the file redactor of
-        every file no live hook covers; the forms they touched, in that order.
+        every file no live hook covers, then (with ``vault``) the vault redactor of every
+        kind of integration storage the vault holds and no live hook covers; the forms they
+        touched, in that order.
 
         An exception from a hook or redactor propagates (the caller aborts the forget). One
         that returns something other than a sequence of ``DerivedForm`` raises ``MemOSError``.
@@ -142,6 +168,14 @@ class ForgetHooks:
                 if path.resolve() not in covered:
                     redact = _load(entry, path)
                     forms.extend(_checked(redact, redact(Path(data_dir), memory)))
+        if vault is not None:
+            covered_kinds = self.covered_kinds()
+            for entry in sorted(entry_points(group=VAULT_REDACTORS), key=lambda e: e.name):
+                holds = _VAULT_KINDS.get(entry.name)
+                if entry.name in covered_kinds or holds is None or not holds(vault):
+                    continue
+                vault_redact = _load(entry, Path(f"<vault {entry.name}>"))
+                forms.extend(_checked(vault_redact, vault_redact(vault, memory)))
         return forms
 
 
@@ -242,6 +276,45 @@ class MessageRedactor:
             found.add(json.dumps(needle, ensure_ascii=False)[1:-1].encode())
             found.add(json.dumps(needle)[1:-1].encode())
         return sorted(found)
+
+
+#: Keys whose string values are structure (roles, block types, ids), never redacted.
+_STRUCTURE_KEYS = frozenset({"role", "type", "block_type", "id"})
+#: Keys whose string values are a message's text: a source message loses all of them.
+_TEXT_KEYS = frozenset({"content", "text"})
+
+
+def redact_log_message(message: str, redactor: MessageRedactor, source: bool) -> str | None:
+    """A conversation-log message (a JSON object as text) with a forgotten memory redacted,
+    or None when it holds none of it (the rule of
+    :class:`~memos_core.vault.base.ConversationLogs`): every string value but those under
+    ``role``/``type``/``block_type``/``id`` has the memory's text replaced by
+    :data:`FORGOTTEN`; with ``source`` (the memory was made from this message) every string
+    under ``content`` or ``text`` becomes :data:`FORGOTTEN` whole. A message that is not
+    JSON is redacted as one string."""
+    try:
+        data = json.loads(message)
+    except ValueError:
+        redacted = FORGOTTEN if source else redactor.text(message)
+        return None if redacted == message else redacted
+    new = _redact_json(data, redactor, source, None)
+    return None if new is data else json.dumps(new, ensure_ascii=False)
+
+
+def _redact_json(value: Any, redactor: MessageRedactor, source: bool, key: str | None) -> Any:
+    """``value`` redacted; the same object when nothing changed."""
+    if isinstance(value, str):
+        if key in _STRUCTURE_KEYS:
+            return value
+        new = FORGOTTEN if source and key in _TEXT_KEYS else redactor.text(value)
+        return value if new == value else new
+    if isinstance(value, list):
+        items = [_redact_json(v, redactor, source, key) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
+    if isinstance(value, dict):
+        changed = {k: _redact_json(v, redactor, source, k) for k, v in value.items()}
+        return value if all(changed[k] is value[k] for k in value) else changed
+    return value
 
 
 def _message_content(memory: MemCube) -> str | None:

@@ -3,13 +3,16 @@ kernel (:class:`~memos_core.store.MemoryStore`); the facade has checked access.
 
 One forget, under the store's write lock:
 
-0. **Conversation logs**: the forget hooks (:mod:`memos_core.governance.forget_hooks`)
-   run first, with the memory's text still intact: each framework log (the LangGraph
-   checkpointer's ``checkpoints.sqlite3``, the LlamaIndex chat store's
-   ``chat_history.sqlite3``) replaces the messages holding it by ``[forgotten]`` and
-   truncates its WAL -- through its open adapter's hook, or, when no adapter has it open,
-   through the file redactor its package declares (an entry point). A hook or redactor
-   that raises aborts the forget before anything below changed.
+0. **Conversation logs**: first, with the memory's text still intact, the vault's own
+   conversation logs (:class:`~memos_core.vault.base.ConversationLogs`, e.g. the LlamaIndex
+   chat stores) of the owner and of no user are redacted by the core; then the forget
+   hooks (:mod:`memos_core.governance.forget_hooks`) run: the LangGraph checkpointer's
+   values in the vault (:class:`~memos_core.vault.base.ThreadCheckpoints`) are redacted by
+   its open adapter's hook or, when none is open, by the vault redactor its package
+   declares; legacy side files (``checkpoints.sqlite3``, ``chat_history.sqlite3``, before
+   they were migrated into the vault) by their file redactors. The messages holding it
+   read ``[forgotten]``. A hook or redactor that raises aborts the forget before anything
+   below changed.
 1. **Vault**: the tombstone transaction scrubs the text of every version (it keeps a
    SHA-256 of it), deletes usage counters and relations, audits. ``secure_delete`` zeroes
    the freed space; the facade then truncates the WAL (``vault.checkpoint()``), which
@@ -45,12 +48,16 @@ from memos_core.cube import MemCube, State
 from memos_core.errors import AccessDeniedError
 from memos_core.governance import access
 from memos_core.governance.derived import FLAG_KEY, DerivedMode, check_mode
+from memos_core.governance.forget_hooks import MessageRedactor, redact_log_message
 from memos_core.ops.writes import write_version
 from memos_core.results import DerivedForm, ForgetReceipt
 from memos_core.store import MemoryStore
 from memos_core.vault import Actor, text_digest
 
-__all__ = ["FLAG_KEY", "DerivedMode", "check_mode", "forget_one", "redact_logs"]
+__all__ = ["FLAG_KEY", "LOG_FORM", "DerivedMode", "check_mode", "forget_one", "redact_logs"]
+
+#: A receipt's id of a redacted conversation log: ``"conversation_log:<user>/<log id>"``.
+LOG_FORM = "conversation_log"
 
 logger = logging.getLogger("memos_core.governance")
 
@@ -59,11 +66,20 @@ _STORE_OF_KIND = {"kv_block": "kv", "adapter": "adapters"}
 
 
 def redact_logs(store: MemoryStore, cube: MemCube) -> list[DerivedForm]:
-    """Run the forget hooks and the file redactors of the data directory's logs for ``cube``
+    """Redact ``cube`` in the vault's conversation logs of its owner and of no user
+    (:meth:`~memos_core.vault.base.ConversationLogs.log_redact`), then run the forget hooks,
+    the file redactors of the data directory's legacy log files and the vault redactors
     (nothing for a tombstone); the forms they touched."""
     if cube.state is State.DELETED:
         return []
-    return store.forget_hooks.run(cube, Path(store.data_dir))
+    redactor = MessageRedactor(cube)
+    changed = store.vault.log_redact(
+        [cube.user_id, ""], [p.decode() for p in redactor.patterns()],
+        sorted(redactor.source_ids),
+        lambda mid, message: redact_log_message(message, redactor, redactor.is_source(mid)))
+    forms = [DerivedForm(kind="conversation_log", id=f"{LOG_FORM}:{user}/{log}",
+                         action="redacted") for user, log in changed]
+    return forms + store.forget_hooks.run(cube, Path(store.data_dir), store.vault)
 
 
 def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: DerivedMode,

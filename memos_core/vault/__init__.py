@@ -3,14 +3,22 @@
 from memos_core.vault.base import (
     Actor,
     AuditRecord,
+    CheckpointRecord,
+    ConversationLogs,
     Edge,
+    ItemKey,
+    KeyedItems,
     ListQuery,
+    LogRow,
     NamespaceGrant,
+    ThreadCheckpoints,
+    Typed,
     Vault,
 )
 from memos_core.vault.sqlite import SQLiteVault, scrub, text_digest
 
 __all__ = [
-    "Actor", "AuditRecord", "Edge", "ListQuery", "NamespaceGrant", "SQLiteVault", "Vault",
-    "scrub", "text_digest",
+    "Actor", "AuditRecord", "CheckpointRecord", "ConversationLogs", "Edge", "ItemKey",
+    "KeyedItems", "ListQuery", "LogRow", "NamespaceGrant", "SQLiteVault", "ThreadCheckpoints",
+    "Typed", "Vault", "scrub", "text_digest",
 ]

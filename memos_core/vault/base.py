@@ -7,7 +7,7 @@ can take its place by implementing this protocol (see docs/architecture.md).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -84,8 +84,216 @@ class ListQuery:
     metadata_equals: dict[str, Any] = field(default_factory=dict)
 
 
+#: A value serialised by its writer: ``(type name, bytes)``; the vault stores both as they
+#: are and never decodes them (``bytes`` may be None, e.g. for an empty channel).
+Typed = tuple[str, bytes | None]
+
+#: One message of a conversation log: ``(message_id, message)``, the message a JSON object
+#: as text (see :class:`ConversationLogs` for the fields the core redacts).
+LogRow = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ItemKey:
+    """An external key naming one memory: ``key`` within the label path ``namespace`` of
+    ``user_id`` (the owner). Unique: at most one memory is bound to an ``ItemKey``.
+
+    Labels and keys are non-empty strings without the control character U+001F (a vault
+    may use it to join labels)."""
+
+    user_id: str
+    namespace: tuple[str, ...]
+    key: str
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """One stored checkpoint of a thread (the channel values are stored apart, as blobs)."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    run_id: str | None
+    checkpoint: Typed
+    metadata: Typed
+
+
+class KeyedItems(Protocol):
+    """Memories addressed by an external key (:class:`ItemKey`), e.g. LangGraph store items.
+
+    A binding ``ItemKey -> memory id`` is stored in the vault with a UNIQUE constraint on the
+    key, so two writers (threads or processes) can never bind one key to two memories; it is
+    created in the same transaction as the memory's first version and lives until the memory
+    is forgotten or :meth:`unbind_key` removes it.
+
+    Forget rule: :meth:`Vault.tombstone` and :meth:`Vault.scrub_tombstone` delete every
+    binding of the memory in their transaction (namespace labels and keys are user text);
+    no key of a forgotten memory stays.
+    """
+
+    def put_keyed(self, item: ItemKey, cube: MemCube, expected_version: int | None,
+                  actor: Actor, action: str) -> None:
+        """Write ``cube`` under ``item`` in one transaction, with its audit record.
+
+        ``expected_version=None``: ``cube`` is a new memory (version 1); it is inserted as
+        :meth:`Vault.insert` would and bound to ``item``. Otherwise ``cube`` is the next
+        version of the memory bound to ``item`` (its id), written as :meth:`Vault.put_version`
+        would with ``expected_version``.
+
+        Raises:
+            ConflictError: ``item`` is already bound (new memory), is bound to another
+                memory or to none (next version), or ``expected_version`` is stale. Nothing
+                was written; read with :meth:`get_keyed` and retry.
+            InvalidInputError: ``cube.namespace.user_id`` is not ``item.user_id``.
+        """
+
+    def get_keyed(self, item: ItemKey) -> MemCube | None:
+        """The current version (with usage counters) of the memory bound to ``item``, in
+        whatever state it is; None if the key is unbound."""
+
+    def list_keyed(self, user_id: str, prefix: Sequence[str] = (), *, limit: int = 1000,
+                   offset: int = 0) -> builtins.list[tuple[ItemKey, str]]:
+        """``(item, memory id)`` of the bindings of ``user_id`` whose namespace starts with
+        the labels ``prefix`` (label by label: ``("a",)`` matches ``("a", "b")``, not
+        ``("ab",)``), in the order they were bound, paged."""
+
+    def bind_key(self, item: ItemKey, memory_id: str) -> bool:
+        """Bind ``item`` to the existing memory ``memory_id`` of ``item.user_id`` (adopting a
+        memory written before keys existed), in one transaction, writing no version; True
+        if bound now, False if the key or the memory is already bound (nothing changes).
+
+        Raises:
+            MemoryNotFoundError: no memory ``memory_id``, or it is not ``item.user_id``'s or
+                it is forgotten.
+        """
+
+    def unbind_key(self, item: ItemKey, memory_id: str) -> bool:
+        """Remove the binding of ``item`` if it is bound to ``memory_id`` (compare and
+        delete, one transaction); True if it was. The memory itself is not changed."""
+
+
+class ConversationLogs(Protocol):
+    """Conversation logs the core owns: ordered message queues, one per ``(user_id,
+    log_id)`` (``user_id`` may be ``""`` for a log of no particular user).
+
+    Each row is ``(message_id, message)`` with a status, ``"active"`` or ``"archived"``;
+    rows keep the order in which they were appended (across statuses). Every method is one
+    transaction; ``status=None`` means every status. A message is a JSON object as text; the
+    core redacts it on forget (:func:`memos_core.governance.forget_hooks.redact_log_message`:
+    string values, and for the memory's source message every ``content``/``text`` string).
+
+    Forget rule: ``MemOS.forget`` calls :meth:`log_redact` before the tombstone, on the
+    logs of the memory's owner and on those of ``""``; rows deleted or rewritten leave no
+    copy once :meth:`Vault.checkpoint` returns (SQLite: ``secure_delete`` + WAL truncation).
+    """
+
+    def log_append(self, user_id: str, log_id: str, rows: Sequence[LogRow],
+                   status: str) -> None:
+        """Append ``rows`` (in order) after every row of the log, with ``status``."""
+
+    def log_read(self, user_id: str, log_id: str, status: str | None, limit: int | None = None,
+                 offset: int = 0) -> builtins.list[LogRow]:
+        """Rows of ``status``, oldest first, paged (``limit`` None: all); [] for no log."""
+
+    def log_count(self, user_id: str, log_id: str, status: str | None) -> int:
+        """How many rows of ``status`` the log has."""
+
+    def log_ids(self, user_id: str) -> builtins.list[str]:
+        """The log ids of ``user_id`` that hold at least one row, by their oldest row."""
+
+    def log_replace(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str,
+                    clear: str | None) -> None:
+        """Delete the rows of status ``clear`` (None: all), then append ``rows``."""
+
+    def log_delete(self, user_id: str, log_id: str,
+                   status: str | None) -> builtins.list[LogRow]:
+        """Delete the rows of ``status``; returns them, oldest first."""
+
+    def log_delete_at(self, user_id: str, log_id: str, idx: int,
+                      status: str | None) -> LogRow | None:
+        """Delete the row at position ``idx`` among the rows of ``status`` (negative: from
+        the end); returns it, or None when ``idx`` is out of range."""
+
+    def log_take_oldest(self, user_id: str, log_id: str, n: int, *,
+                        archive: bool) -> builtins.list[LogRow]:
+        """The ``n`` oldest active rows, marked archived (``archive``) or deleted; returns
+        them, oldest first."""
+
+    def log_redact(self, user_ids: Sequence[str], contains: Sequence[str],
+                   message_ids: Sequence[str],
+                   rewrite: Callable[[str, str], str | None]) -> builtins.list[tuple[str, str]]:
+        """In one transaction, call ``rewrite(message_id, message)`` on every row of the
+        logs of ``user_ids`` whose message contains one of ``contains`` (plain substring)
+        or whose id is in ``message_ids``, and store what it returns (None: unchanged).
+        Returns the ``(user_id, log_id)`` pairs changed, sorted."""
+
+
+class ThreadCheckpoints(Protocol):
+    """Agent-framework thread state (LangGraph checkpoints): checkpoints, channel-value
+    blobs and pending writes, stored as the framework serialised them (:data:`Typed`).
+
+    Keys: a checkpoint is ``(thread_id, checkpoint_ns, checkpoint_id)``; a blob
+    ``(thread_id, checkpoint_ns, channel, version)``; a write ``(thread_id, checkpoint_ns,
+    checkpoint_id, task_id, idx)``. Every method is one transaction.
+
+    Forget rule: the values are opaque to the core, so the integration that wrote them
+    redacts them through :meth:`cp_redact` (its forget hook, or its vault redactor entry
+    point when it is not open: :mod:`memos_core.governance.forget_hooks`); rows deleted or
+    rewritten leave no copy once :meth:`Vault.checkpoint` returns.
+    """
+
+    def cp_put(self, record: CheckpointRecord,
+               blobs: Sequence[tuple[str, str, Typed]]) -> None:
+        """Store a checkpoint (replacing one with the same key) and the blobs
+        ``(channel, version, value)`` written with it (replacing any with the same key)."""
+
+    def cp_get(self, thread_id: str, checkpoint_ns: str,
+               checkpoint_id: str | None) -> CheckpointRecord | None:
+        """The named checkpoint, or (``checkpoint_id`` None) the thread's latest in
+        ``checkpoint_ns`` by id; None if there is none."""
+
+    def cp_list(self, thread_id: str | None = None, checkpoint_ns: str | None = None,
+                checkpoint_id: str | None = None, before: str | None = None,
+                limit: int | None = None) -> builtins.list[CheckpointRecord]:
+        """Checkpoints newest first (by checkpoint id, descending); each argument that is
+        not None narrows (``before``: ids strictly smaller)."""
+
+    def cp_blobs(self, thread_id: str, checkpoint_ns: str,
+                 versions: Mapping[str, str]) -> dict[str, Typed]:
+        """``{channel: value}`` for the ``{channel: version}`` pairs stored."""
+
+    def cp_put_writes(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str,
+                      task_id: str, task_path: str,
+                      writes: Sequence[tuple[int, str, Typed]]) -> None:
+        """Store pending writes ``(idx, channel, value)`` of a task: a write whose ``idx``
+        is negative (a special channel) replaces the stored one; another is kept if one
+        with its key exists (idempotent)."""
+
+    def cp_writes(self, thread_id: str, checkpoint_ns: str,
+                  checkpoint_id: str) -> builtins.list[tuple[str, str, Typed]]:
+        """``(task_id, channel, value)`` of a checkpoint's writes, ordered by task path,
+        task id and idx."""
+
+    def cp_delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint, blob and write of a thread (missing: no-op)."""
+
+    def cp_delete_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints with one of ``run_ids``, and their writes."""
+
+    def cp_copy_thread(self, source: str, target: str) -> None:
+        """Copy every checkpoint, blob and write of ``source`` to ``target`` (replacing
+        rows with the same key)."""
+
+    def cp_redact(self, contains: Sequence[bytes],
+                  rewrite: Callable[[Typed], Typed | None]) -> builtins.list[str]:
+        """In one transaction, call ``rewrite(value)`` on every stored checkpoint,
+        metadata, blob and write value whose bytes contain one of ``contains``, and store
+        what it returns (None: unchanged). Returns the thread ids changed, sorted."""
+
+
 @runtime_checkable
-class Vault(Protocol):
+class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
     """Versioned memory storage: the source of truth. Implement every method to add a backend
     (:class:`memos_core.vault.sqlite.SQLiteVault` is the embedded one); the conformance suite
     ``tests/vault/vault_conformance.py`` (:class:`VaultConformance`) checks the contracts below.
@@ -97,8 +305,8 @@ class Vault(Protocol):
     * Versions of a memory are 1, 2, 3, ... with no gaps. A stored version never changes,
       except that :meth:`tombstone` scrubs the text of every version.
     * Optimistic concurrency: :meth:`put_version` / :meth:`put_versions` / ``replacements``
-      raise :class:`~memos_core.errors.MemOSError` (and write nothing) if ``expected_version``
-      is not the memory's current version; an unknown id raises
+      raise :class:`~memos_core.errors.ConflictError` (a ``MemOSError``; and write nothing)
+      if ``expected_version`` is not the memory's current version; an unknown id raises
       :class:`~memos_core.errors.MemoryNotFoundError`.
     * Reads of an unknown id return None (``get``, ``get_version``, ``get_as_of``) or an empty
       result (``history``, ``derived_from``); ``get_many`` leaves unknown ids out.
@@ -110,6 +318,11 @@ class Vault(Protocol):
     * The audit log is append-only and hash-chained; :meth:`verify_audit` recomputes it.
     * ``list`` with ``user_ids`` returns the memories those users own *or may read* (their
       ``governance.readers`` name them).
+    * The integration storage -- keyed items (:class:`KeyedItems`), conversation logs
+      (:class:`ConversationLogs`), thread checkpoints (:class:`ThreadCheckpoints`) -- is
+      part of the vault, in the same database and transactions, so that it works unchanged
+      on every backend and with several processes on one database. Their forget rules are
+      stated on each.
     """
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -163,7 +376,8 @@ class Vault(Protocol):
 
     def tombstone(self, memory_id: str, actor: Actor) -> MemCube:
         """Forget a memory: scrub the text of every version (keeping a ``sha256:`` digest),
-        write a ``deleted`` version, drop its usage counters and relations, audit ``forget``.
+        write a ``deleted`` version, drop its usage counters, relations and key bindings
+        (:class:`KeyedItems`), audit ``forget``.
         Returns the tombstone; a tombstone again is returned unchanged (idempotent).
 
         Raises:
@@ -172,7 +386,8 @@ class Vault(Protocol):
 
     def scrub_tombstone(self, memory_id: str) -> int:
         """Scrub every version of the forgotten memory ``memory_id`` that still holds content
-        (its ``scrubbed`` flag unset) and drop its relations, in one transaction; returns how
+        (its ``scrubbed`` flag unset) and drop its relations and key bindings, in one
+        transaction; returns how
         many versions were scrubbed (0 for a proper tombstone or a memory not forgotten)."""
 
     def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:

@@ -3,7 +3,9 @@
 Tables: ``memories`` (the current version of each memory, with the columns filters need),
 ``versions`` (every version ever written, as JSON), ``usage`` (counters, not versioned: a
 retrieval hit is not a change of the memory), ``edges`` (explicit relations) and ``audit``
-(append-only, hash-chained). Every mutation runs in one transaction with its audit record,
+(append-only, hash-chained); the integration storage lives in the same file: ``item_keys``
+(:mod:`~memos_core.vault.sqlite_keyed`), ``conversation_log``
+(:mod:`~memos_core.vault.sqlite_log`) and ``cp_*`` (:mod:`~memos_core.vault.sqlite_checkpoints`). Every mutation runs in one transaction with its audit record,
 so a crash leaves either the whole change or none of it.
 """
 
@@ -21,6 +23,7 @@ from typing import Any
 
 from memos_core.cube import MemCube, State, Usage, bump_heat, utcnow
 from memos_core.errors import (
+    ConflictError,
     CorruptDataError,
     MemoryDeletedError,
     MemoryNotFoundError,
@@ -35,7 +38,11 @@ from memos_core.vault.audit_chain import (
     parse_head,
     verify_chain,
 )
+from memos_core.vault import sqlite_checkpoints, sqlite_keyed, sqlite_log
 from memos_core.vault.grants import SQLiteGrantsMixin
+from memos_core.vault.sqlite_checkpoints import SQLiteCheckpointsMixin
+from memos_core.vault.sqlite_keyed import SQLiteKeyedMixin, drop_bindings
+from memos_core.vault.sqlite_log import SQLiteLogMixin
 from memos_core.vault.scrub import migrate_scrub_flags, scrub, text_digest
 
 __all__ = ["GENESIS_HASH", "SCHEMA_VERSION", "SQLiteVault", "scrub", "text_digest"]
@@ -118,7 +125,7 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
 
 
-class SQLiteVault(SQLiteGrantsMixin):
+class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteCheckpointsMixin):
     """The embedded vault. Thread-safe: one connection, serialised by a lock."""
 
     def __init__(self, path: str | Path) -> None:
@@ -139,7 +146,8 @@ class SQLiteVault(SQLiteGrantsMixin):
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
             self._db.execute("PRAGMA secure_delete=ON")  # forgotten text is zeroed on disk
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA + sqlite_keyed.SCHEMA + sqlite_log.SCHEMA
+                                   + sqlite_checkpoints.SCHEMA)
             self._check_schema()
         except sqlite3.DatabaseError as exc:
             if db is not None:
@@ -362,7 +370,7 @@ class SQLiteVault(SQLiteGrantsMixin):
         if row[2] == State.DELETED.value:
             raise MemoryDeletedError(f"Memory {cube.id} was forgotten; it cannot be changed.")
         if row[0] != expected_version or cube.version != expected_version + 1:
-            raise MemOSError(
+            raise ConflictError(
                 f"Memory {cube.id} is at version {row[0]}, not {expected_version}: it changed "
                 "concurrently. Read it again and retry."
             )
@@ -387,6 +395,7 @@ class SQLiteVault(SQLiteGrantsMixin):
                 update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()}
             )
             self._put_version(db, tomb, cube.version, actor, "forget", {})
+            drop_bindings(db, memory_id)
             db.execute("DELETE FROM usage WHERE id=?", (memory_id,))
             db.execute("DELETE FROM edges WHERE src=? OR dst=?", (memory_id, memory_id))
             return tomb
@@ -407,6 +416,7 @@ class SQLiteVault(SQLiteGrantsMixin):
             if not current.scrubbed:
                 db.execute("UPDATE memories SET doc=?, tags='[]', entities='[]' WHERE id=?",
                            (scrub(current).model_dump_json(exclude={"usage"}), memory_id))
+            drop_bindings(db, memory_id)
             db.execute("DELETE FROM usage WHERE id=?", (memory_id,))
             db.execute("DELETE FROM edges WHERE src=? OR dst=?", (memory_id, memory_id))
             return scrubbed

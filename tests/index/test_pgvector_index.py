@@ -19,7 +19,6 @@ import pytest
 
 from memos_core import MemOS, MemOSConfig
 from memos_core.index import (
-    Bm25Encoder,
     IndexFilter,
     IndexPoint,
     PgVectorIndex,

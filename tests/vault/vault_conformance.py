@@ -23,8 +23,17 @@ from typing import Any
 import pytest
 
 from memos_core.cube import MemCube, Namespace, State, Tier, utcnow
-from memos_core.errors import MemoryNotFoundError, MemOSError
-from memos_core.vault import Actor, Edge, ListQuery, NamespaceGrant, Vault
+from memos_core.errors import ConflictError, InvalidInputError, MemoryNotFoundError, MemOSError
+from memos_core.vault import (
+    Actor,
+    CheckpointRecord,
+    Edge,
+    ItemKey,
+    ListQuery,
+    NamespaceGrant,
+    Typed,
+    Vault,
+)
 
 ALICE = Actor("alice", "agent-1", "conformance")
 
@@ -319,3 +328,202 @@ class VaultConformance:
         assert vault.grants() == [grant]
         vault.change_grants(remove=[grant], actor=ALICE, action="revoke", details={})
         assert vault.grants() == []
+
+    # -- keyed items --------------------------------------------------------------------------
+
+    def test_put_keyed_binds_a_new_memory_and_writes_versions(self, vault: Vault) -> None:
+        item = ItemKey("alice", ("alice", "prefs"), "food")
+        first = cube("Alice likes tea.")
+        vault.put_keyed(item, first, None, ALICE, "put")
+        got = vault.get_keyed(item)
+        assert got is not None and got.id == first.id and got.version == 1
+        vault.put_keyed(item, bump(first, text="Alice likes coffee."), 1, ALICE, "put")
+        assert vault.get_keyed(item).text == "Alice likes coffee."  # type: ignore[union-attr]
+        assert [c.text for c in vault.history(first.id)] == ["Alice likes tea.",
+                                                            "Alice likes coffee."]
+        assert [r.action for r in vault.audit_log(memory_id=first.id)] == ["put", "put"]
+        assert vault.get_keyed(ItemKey("alice", ("alice", "prefs"), "other")) is None
+        assert vault.get_keyed(ItemKey("bob", ("alice", "prefs"), "food")) is None
+
+    def test_put_keyed_conflicts_write_nothing(self, vault: Vault) -> None:
+        item = ItemKey("alice", ("alice",), "k")
+        first = cube("one")
+        vault.put_keyed(item, first, None, ALICE, "put")
+        count = vault.count()
+        with pytest.raises(ConflictError):  # bound already: a second new memory is refused
+            vault.put_keyed(item, cube("two"), None, ALICE, "put")
+        with pytest.raises(ConflictError):  # stale version
+            vault.put_keyed(item, bump(first, text="x", version=5), 4, ALICE, "put")
+        other = cube("unbound")
+        vault.insert([other], ALICE)
+        with pytest.raises(ConflictError):  # the key names another memory
+            vault.put_keyed(item, bump(other, text="y"), 1, ALICE, "put")
+        with pytest.raises(InvalidInputError):  # a keyed memory belongs to the key's user
+            vault.put_keyed(ItemKey("bob", ("bob",), "k"), cube("b"), None, Actor("bob"), "put")
+        assert vault.count() == count + 1 and vault.get_keyed(item).text == "one"  # type: ignore[union-attr]
+
+    def test_list_keyed_matches_label_prefixes_in_bind_order(self, vault: Vault) -> None:
+        spaces = [("a", "b"), ("a",), ("ab",), ("a", "b", "c"), ("a", "bc")]
+        for i, ns in enumerate(spaces):
+            vault.put_keyed(ItemKey("alice", ns, f"k{i}"), cube(f"n{i}"), None, ALICE, "put")
+        vault.put_keyed(ItemKey("bob", ("a", "b"), "kb"), cube("b", user="bob"), None,
+                        Actor("bob"), "put")
+
+        def names(prefix: tuple[str, ...], **kw: Any) -> list[str]:
+            return [item.key for item, _ in vault.list_keyed("alice", prefix, **kw)]
+
+        assert names(()) == ["k0", "k1", "k2", "k3", "k4"]
+        assert names(("a",)) == ["k0", "k1", "k3", "k4"]
+        assert names(("a", "b")) == ["k0", "k3"]
+        assert names(("a",), limit=2, offset=1) == ["k1", "k3"]
+        (item, mid), = vault.list_keyed("bob", ("a",))
+        assert item == ItemKey("bob", ("a", "b"), "kb") and vault.get(mid).text == "b"  # type: ignore[union-attr]
+
+    def test_unbind_key_compares_the_memory(self, vault: Vault) -> None:
+        item = ItemKey("alice", ("s",), "k")
+        first = cube("first")
+        vault.put_keyed(item, first, None, ALICE, "put")
+        assert vault.unbind_key(item, "another id") is False
+        assert vault.unbind_key(item, first.id) is True
+        assert vault.get_keyed(item) is None and vault.get(first.id) is not None
+        second = cube("second")
+        vault.put_keyed(item, second, None, ALICE, "put")  # the key is free again
+        assert vault.get_keyed(item).id == second.id  # type: ignore[union-attr]
+
+    def test_bind_key_adopts_an_existing_memory_once(self, vault: Vault) -> None:
+        old, other = cube("written before keys"), cube("another")
+        vault.insert([old, other], ALICE)
+        item = ItemKey("alice", ("lg",), "k")
+        assert vault.bind_key(item, old.id) is True
+        assert vault.get_keyed(item).id == old.id and vault.get(old.id).version == 1  # type: ignore[union-attr]
+        assert vault.bind_key(item, other.id) is False  # the key is taken
+        assert vault.bind_key(ItemKey("alice", ("lg",), "k2"), old.id) is False  # so is the memory
+        with pytest.raises(MemoryNotFoundError):
+            vault.bind_key(ItemKey("bob", ("lg",), "k"), other.id)  # not bob's
+        with pytest.raises(MemoryNotFoundError):
+            vault.bind_key(item, "missing")
+
+    def test_tombstone_drops_key_bindings(self, vault: Vault) -> None:
+        item = ItemKey("alice", ("secret-project",), "pin")
+        c = cube("PIN 4711")
+        vault.put_keyed(item, c, None, ALICE, "put")
+        vault.tombstone(c.id, ALICE)
+        assert vault.get_keyed(item) is None and vault.list_keyed("alice") == []
+        vault.put_keyed(item, cube("new"), None, ALICE, "put")  # the key can be used again
+
+    # -- conversation logs --------------------------------------------------------------------
+
+    def test_log_append_read_count_and_ids(self, vault: Vault) -> None:
+        vault.log_append("alice", "s1", [("m1", '{"content": "hi"}'), ("m2", '{"content": "yo"}')],
+                         "active")
+        vault.log_append("alice", "s0", [("m3", "{}")], "archived")
+        vault.log_append("bob", "s1", [("m4", "{}")], "active")
+        assert vault.log_read("alice", "s1", "active") == [("m1", '{"content": "hi"}'),
+                                                           ("m2", '{"content": "yo"}')]
+        assert vault.log_read("alice", "s1", None, limit=1, offset=1) == [("m2", '{"content": "yo"}')]
+        assert vault.log_read("alice", "nope", None) == []
+        assert vault.log_count("alice", "s1", "archived") == 0
+        assert vault.log_count("alice", "s1", None) == 2
+        assert vault.log_ids("alice") == ["s1", "s0"] and vault.log_ids("carol") == []
+
+    def test_log_replace_delete_and_take(self, vault: Vault) -> None:
+        rows = [(f"m{i}", f'{{"i": {i}}}') for i in range(5)]
+        vault.log_append("alice", "s", rows, "active")
+        assert vault.log_take_oldest("alice", "s", 2, archive=True) == rows[:2]
+        assert vault.log_count("alice", "s", "archived") == 2
+        assert vault.log_read("alice", "s", None) == rows  # order kept across statuses
+        assert vault.log_delete_at("alice", "s", -1, "active") == rows[4]
+        assert vault.log_delete_at("alice", "s", 9, "active") is None
+        assert vault.log_take_oldest("alice", "s", 1, archive=False) == [rows[2]]
+        vault.log_replace("alice", "s", [("n", "{}")], "active", clear="active")
+        assert vault.log_read("alice", "s", None) == [*rows[:2], ("n", "{}")]
+        assert vault.log_delete("alice", "s", "archived") == rows[:2]
+        vault.log_replace("alice", "s", [("z", "{}")], "archived", clear=None)
+        assert vault.log_read("alice", "s", None) == [("z", "{}")]
+        with pytest.raises(InvalidInputError):
+            vault.log_append("alice", "s", [("q", "{}")], "weird")
+
+    def test_log_redact_rewrites_matching_rows_of_the_given_users(self, vault: Vault) -> None:
+        vault.log_append("alice", "s", [("m1", '{"content": "my PIN is 4711"}'),
+                                        ("m2", '{"content": "hello"}'),
+                                        ("m3", '{"content": "source"}')], "active")
+        vault.log_append("", "shared", [("m4", '{"content": "PIN 4711 again"}')], "active")
+        vault.log_append("bob", "s", [("m5", '{"content": "bob 4711"}')], "active")
+        seen: list[str] = []
+
+        def rewrite(message_id: str, message: str) -> str | None:
+            seen.append(message_id)
+            return message.replace("4711", "[forgotten]") if "4711" in message else '{"x": 1}'
+
+        changed = vault.log_redact(["alice", ""], ["4711"], ["m3"], rewrite)
+        assert changed == [("", "shared"), ("alice", "s")]
+        assert sorted(seen) == ["m1", "m3", "m4"]  # m2 and bob's rows are not touched
+        assert vault.log_read("alice", "s", None)[0][1] == '{"content": "my PIN is [forgotten]"}'
+        assert vault.log_read("bob", "s", None) == [("m5", '{"content": "bob 4711"}')]
+        assert vault.log_redact(["alice"], [], [], rewrite) == []
+
+    # -- thread checkpoints -------------------------------------------------------------------
+
+    def test_checkpoints_put_get_list(self, vault: Vault) -> None:
+        def rec(thread: str, cid: str, parent: str | None = None, run: str | None = None,
+                ns: str = "") -> CheckpointRecord:
+            return CheckpointRecord(thread, ns, cid, parent, run, ("json", cid.encode()),
+                                    ("json", b"{}"))
+
+        vault.cp_put(rec("t1", "001"), [("messages", "1", ("json", b"[1]"))])
+        vault.cp_put(rec("t1", "002", "001", "r1"), [("messages", "2", ("empty", None))])
+        vault.cp_put(rec("t1", "001", ns="sub"), [])
+        vault.cp_put(rec("t2", "005"), [])
+        assert vault.cp_get("t1", "", None) == rec("t1", "002", "001", "r1")
+        assert vault.cp_get("t1", "", "001") == rec("t1", "001")
+        assert vault.cp_get("t1", "", "999") is None and vault.cp_get("t9", "", None) is None
+        assert [r.checkpoint_id for r in vault.cp_list()] == ["005", "002", "001", "001"]
+        assert [r.checkpoint_id for r in vault.cp_list("t1", "")] == ["002", "001"]
+        assert [r.checkpoint_id for r in vault.cp_list("t1", before="002")] == ["001", "001"]
+        assert len(vault.cp_list(limit=1)) == 1
+        assert vault.cp_blobs("t1", "", {"messages": "2", "other": "1"}) == {
+            "messages": ("empty", None)}
+        assert vault.cp_blobs("t1", "", {"messages": "1"}) == {"messages": ("json", b"[1]")}
+
+    def test_checkpoint_writes_delete_copy_and_runs(self, vault: Vault) -> None:
+        record = CheckpointRecord("t1", "", "c1", None, "run-1", ("j", b"c"), ("j", b"m"))
+        vault.cp_put(record, [("ch", "1", ("j", b"v"))])
+        vault.cp_put_writes("t1", "", "c1", "task-b", "", [(0, "a", ("j", b"1")),
+                                                           (1, "b", ("j", b"2"))])
+        vault.cp_put_writes("t1", "", "c1", "task-a", "", [(0, "a", ("j", b"3"))])
+        vault.cp_put_writes("t1", "", "c1", "task-a", "", [(0, "a", ("j", b"kept?"))])
+        vault.cp_put_writes("t1", "", "c1", "task-a", "", [(-1, "__error__", ("j", b"e1"))])
+        vault.cp_put_writes("t1", "", "c1", "task-a", "", [(-1, "__error__", ("j", b"e2"))])
+        assert vault.cp_writes("t1", "", "c1") == [
+            ("task-a", "__error__", ("j", b"e2")), ("task-a", "a", ("j", b"3")),
+            ("task-b", "a", ("j", b"1")), ("task-b", "b", ("j", b"2"))]
+        vault.cp_copy_thread("t1", "t2")
+        assert vault.cp_get("t2", "", "c1") is not None
+        assert len(vault.cp_writes("t2", "", "c1")) == 4
+        assert vault.cp_blobs("t2", "", {"ch": "1"}) == {"ch": ("j", b"v")}
+        vault.cp_delete_runs(["run-1"])
+        assert vault.cp_list() == [] and vault.cp_writes("t1", "", "c1") == []
+        vault.cp_put(record, [])
+        vault.cp_delete_thread("t1")
+        vault.cp_delete_thread("missing")
+        assert vault.cp_list("t1") == [] and vault.cp_blobs("t1", "", {"ch": "1"}) == {}
+
+    def test_cp_redact_rewrites_every_kind_of_value(self, vault: Vault) -> None:
+        secret = b"PIN 4711"
+        vault.cp_put(CheckpointRecord("t1", "", "c1", None, None, ("j", b"ck " + secret),
+                                      ("j", b"meta " + secret)), [("ch", "1", ("j", secret))])
+        vault.cp_put_writes("t1", "", "c1", "task", "", [(0, "ch", ("j", b"w " + secret))])
+        vault.cp_put(CheckpointRecord("t2", "", "c1", None, None, ("j", b"clean"),
+                                      ("j", b"{}")), [("ch", "1", ("empty", None))])
+
+        def rewrite(value: Typed) -> Typed | None:
+            assert value[1] is not None
+            return (value[0], value[1].replace(b"4711", b"[forgotten]"))
+
+        assert vault.cp_redact([b"4711"], rewrite) == ["t1"]
+        record = vault.cp_get("t1", "", "c1")
+        assert record is not None and b"4711" not in (record.checkpoint[1] or b"")
+        assert b"4711" not in (record.metadata[1] or b"")
+        assert vault.cp_blobs("t1", "", {"ch": "1"}) == {"ch": ("j", b"PIN [forgotten]")}
+        assert vault.cp_writes("t1", "", "c1")[0][2] == ("j", b"w PIN [forgotten]")
+        assert vault.cp_redact([b"4711"], rewrite) == [] and vault.cp_redact([], rewrite) == []

@@ -24,7 +24,7 @@ from typing import Any
 from langgraph.store.base import InvalidNamespaceError, MatchCondition
 from langgraph.store.base.embed import get_text_at_path, tokenize_path
 from memos_core import InvalidInputError
-from memos_core.governance.sensitivity import REDACTED_KEY, redacted_text
+from memos_core.integration import REDACTED_KEY, redacted_text
 
 NS_TAG_PREFIX = "lg.ns:"
 META_NS = "lg_ns"

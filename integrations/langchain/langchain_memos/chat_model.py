@@ -148,8 +148,7 @@ class ChatMemOS(BaseChatModel):
     def _model_name(self) -> str:
         """The loaded local model's id, else ``model``."""
         try:
-            model = self.mos.loaded_model()
-            return model.model_id if model is not None else self.model
+            return self.mos.model_info().model_id or self.model
         except Exception:  # noqa: BLE001 - a closed MemOS still has a name to report
             return self.model
 
@@ -264,8 +263,7 @@ class ChatMemOS(BaseChatModel):
     def _tokenizer(self) -> Any:
         """The local model's tokenizer if the model is already loaded (never loads it)."""
         try:
-            model = self.mos.loaded_model()
-            return model.tokenizer if model is not None else None
+            return self.mos.model_info().tokenizer
         except Exception:  # noqa: BLE001 - counting falls back to the approximation
             return None
 

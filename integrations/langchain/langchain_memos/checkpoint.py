@@ -1,30 +1,32 @@
-"""``MemOSCheckpointer``: LangGraph thread state (short-term memory) in the MemOS data directory.
+"""``MemOSCheckpointer``: LangGraph thread state (short-term memory) in the MemOS vault.
 
-Checkpoints are not memories: they are the exact state of a graph at each step, so they
-live in their own SQLite file, ``<data_dir>/checkpoints.sqlite3``, beside the vault. One data
-directory then holds both the short-term (thread) and the long-term (MemOS) memory of an
-agent, and moves, backs up and is locked as one.
+Checkpoints are not memories: they are the exact state of a graph at each step. They live
+in the vault's thread-checkpoint tables (``memos_core.integration.thread_checkpoints``),
+beside the memories, so one database holds both the short-term (thread) and the long-term
+memory of an agent -- whatever the vault's backend (SQLite file or a server database).
 
 Storage layout: a checkpoint row keeps the checkpoint without its channel values; each
 channel value is a blob keyed by (thread, namespace, channel, version) and written only
 when its version changes, so a long thread does not copy its whole state at every step.
 Values are encoded with the saver's ``serde`` (LangGraph's ``JsonPlusSerializer`` by default,
-msgpack-based, never pickle) as ``(type, bytes)`` pairs.
+msgpack-based, never pickle) as ``(type, bytes)`` pairs; the core never decodes them.
 
-Forgetting: ``MemOS.forget`` reaches the file (see :mod:`memos_core.governance.forget_hooks`):
-every checkpoint, channel value and pending write holding the forgotten memory is decoded,
-its messages redacted (the text becomes ``[forgotten]``; the messages stay, so the thread
-still loads and resumes) and re-encoded; the file has ``secure_delete`` on and its WAL is
-truncated afterwards. While a checkpointer is open this is its forget hook (its connection,
-its ``serde``); otherwise :func:`redact_files`, this package's file redactor (entry point
-``memos_core.forget_hooks``), opens the file with the default serializer and does the same.
+Forgetting: ``MemOS.forget`` reaches the checkpoints: every checkpoint, channel value and
+pending write holding the forgotten memory is decoded, its messages redacted (the text
+becomes ``[forgotten]``; the messages stay, so the thread still loads and resumes) and
+re-encoded, in one vault transaction. While a checkpointer is open this is its forget hook
+(its ``serde``); otherwise :func:`redact_vault`, this package's vault redactor (entry point
+``memos_core.vault_redactors``), does the same with the default serializer.
+
+Data directories from earlier versions kept ``<data_dir>/checkpoints.sqlite3``; the first
+checkpointer opened on one moves its rows into the vault and deletes the file. Until then
+:func:`redact_files` (entry point ``memos_core.forget_hooks``) redacts the old file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,48 +45,26 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_methods
 from langgraph.types import Interrupt, Send
+from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
-from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor, open_log, truncate_wal
-from memos_core.results import DerivedForm
+from memos_core.integration import (
+    CHECKPOINT_FILE,
+    FORGOTTEN,
+    CheckpointRecord,
+    DerivedForm,
+    MessageRedactor,
+    ThreadCheckpoints,
+    Typed,
+    on_forget_checkpoints,
+    open_log,
+    thread_checkpoints,
+    truncate_wal,
+)
 
-FILENAME = "checkpoints.sqlite3"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS checkpoints (
-    thread_id TEXT NOT NULL,
-    checkpoint_ns TEXT NOT NULL,
-    checkpoint_id TEXT NOT NULL,
-    parent_checkpoint_id TEXT,
-    run_id TEXT,
-    type TEXT NOT NULL,
-    checkpoint BLOB NOT NULL,
-    metadata_type TEXT NOT NULL,
-    metadata BLOB NOT NULL,
-    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
-);
-CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints (run_id);
-CREATE TABLE IF NOT EXISTS blobs (
-    thread_id TEXT NOT NULL,
-    checkpoint_ns TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    version TEXT NOT NULL,
-    type TEXT NOT NULL,
-    value BLOB,
-    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
-);
-CREATE TABLE IF NOT EXISTS writes (
-    thread_id TEXT NOT NULL,
-    checkpoint_ns TEXT NOT NULL,
-    checkpoint_id TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    channel TEXT NOT NULL,
-    type TEXT NOT NULL,
-    value BLOB,
-    task_path TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-);
-"""
+#: The file earlier versions kept checkpoints in (moved into the vault on first open).
+FILENAME = CHECKPOINT_FILE
+#: A receipt's id of a redacted thread: ``"checkpoints:<thread id>"``.
+FORM = "checkpoints"
 
 #: (table, type column, value column) of every serialised value that may hold messages.
 _VALUE_COLUMNS = (
@@ -96,14 +76,10 @@ _VALUE_COLUMNS = (
 #: Message fields that may carry text (content; tool-call arguments; provider extras).
 _MESSAGE_FIELDS = ("content", "tool_calls", "invalid_tool_calls", "additional_kwargs", "artifact")
 
-_CHECKPOINT_COLUMNS = (
-    "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, "
-    "metadata_type, metadata"
-)
 
 
 class MemOSCheckpointer(BaseCheckpointSaver[int]):
-    """A LangGraph checkpointer that keeps thread state in a MemOS data directory.
+    """A LangGraph checkpointer that keeps thread state in the MemOS vault.
 
     Use it as ``create_agent(..., checkpointer=MemOSCheckpointer(mos))`` and invoke with
     ``config={"configurable": {"thread_id": ...}}``. It implements ``get_tuple``, ``list``,
@@ -114,41 +90,33 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
     Contracts: ``list`` yields newest first (by checkpoint id); ``filter`` keeps checkpoints
     whose metadata has each key equal to the given value; ``before`` keeps ids strictly
     older; deleting a missing thread does nothing. A write is durable once the call returns
-    (SQLite WAL, one transaction per call). Thread-safe.
+    (one vault transaction per call). Thread-safe.
     """
 
     def __init__(self, mos: MemOS, *, serde: SerializerProtocol | None = None) -> None:
-        """Open (or create) ``<mos.data_dir>/checkpoints.sqlite3``.
+        """Use ``mos``'s vault (moving an old ``<data_dir>/checkpoints.sqlite3`` into it).
 
-        The checkpointer does not own ``mos``; call :meth:`close` (or use it as a context
-        manager) to close the SQLite file.
+        The checkpointer does not own ``mos``; :meth:`close` (or the context manager) ends
+        its forget hook.
         """
+        mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
         if not isinstance(mos, MemOS):
             raise InvalidInputError(
                 f"MemOSCheckpointer needs a memos_core.MemOS, got {type(mos).__name__}."
             )
         super().__init__(serde=serde)
         self.mos = mos
-        self.path = mos.data_dir / FILENAME
-        self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA secure_delete=ON")  # redacted text is zeroed on disk
-        self._conn.executescript(_SCHEMA)
+        self._store: ThreadCheckpoints = thread_checkpoints(mos)
         self._closed = False
-        self._unhook = mos.on_forget(self._forget, path=self.path)
+        self._unhook = on_forget_checkpoints(mos, self._forget)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the SQLite file and leave ``MemOS.forget`` (later forgets redact the file
-        through :func:`redact_files`). Idempotent; later calls raise ``InvalidInputError``."""
+        """Leave ``MemOS.forget`` (later forgets redact through :func:`redact_vault`).
+        Idempotent; later calls raise ``InvalidInputError``."""
         self._unhook()
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
+        self._closed = True
 
     def __enter__(self) -> "MemOSCheckpointer":
         return self
@@ -156,26 +124,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            self._check_open()
-            return self._conn.execute(sql, params).fetchall()
-
-    def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        with self._lock:
-            self._check_open()
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    self._conn.execute(sql, params)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def _check_open(self) -> None:
+    def _vault(self) -> ThreadCheckpoints:
         if self._closed:
             raise InvalidInputError("This MemOSCheckpointer is closed; create a new one.")
+        return self._store
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -183,20 +135,8 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         """The checkpoint named by ``config`` (its ``checkpoint_id``, else the thread's latest
         in ``checkpoint_ns``), or None if there is none."""
         thread, ns = _thread_and_ns(config)
-        checkpoint_id = get_checkpoint_id(config)
-        if checkpoint_id:
-            rows = self._execute(
-                f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints "
-                "WHERE thread_id=? AND checkpoint_ns=? AND checkpoint_id=?",
-                (thread, ns, checkpoint_id),
-            )
-        else:
-            rows = self._execute(
-                f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints WHERE thread_id=? AND "
-                "checkpoint_ns=? ORDER BY checkpoint_id DESC LIMIT 1",
-                (thread, ns),
-            )
-        return self._tuple(rows[0]) if rows else None
+        record = self._vault().cp_get(thread, ns, get_checkpoint_id(config) or None)
+        return self._tuple(record) if record is not None else None
 
     def list(
         self,
@@ -207,71 +147,46 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         """Checkpoints newest first; ``config`` None lists every thread."""
-        where, params = [], []
+        thread = ns = checkpoint_id = None
         if config is not None:
             conf = config.get("configurable") or {}
             thread, _ = _thread_and_ns(config)
-            where.append("thread_id=?")
-            params.append(thread)
-            if conf.get("checkpoint_ns") is not None:
-                where.append("checkpoint_ns=?")
-                params.append(conf["checkpoint_ns"])
-            if conf.get("checkpoint_id"):
-                where.append("checkpoint_id=?")
-                params.append(conf["checkpoint_id"])
-        if before is not None and get_checkpoint_id(before):
-            where.append("checkpoint_id<?")
-            params.append(get_checkpoint_id(before))
+            ns = conf.get("checkpoint_ns")
+            checkpoint_id = conf.get("checkpoint_id") or None
         if limit is not None and limit <= 0:
             return
-        sql = f"SELECT {_CHECKPOINT_COLUMNS} FROM checkpoints"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY checkpoint_id DESC"
-        if not filter and limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        records = self._vault().cp_list(
+            thread, None if ns is None else str(ns), checkpoint_id,
+            (get_checkpoint_id(before) or None) if before is not None else None,
+            None if filter else limit)
         count = 0
-        for row in self._execute(sql, params):
+        for record in records:
             if filter:
-                metadata = self.serde.loads_typed((row[6], row[7]))
+                metadata = self.serde.loads_typed(record.metadata)
                 if not all(metadata.get(k) == v for k, v in filter.items()):
                     continue
-            yield self._tuple(row)
+            yield self._tuple(record)
             count += 1
             if limit is not None and count >= limit:
                 return
 
-    def _tuple(self, row: tuple[Any, ...]) -> CheckpointTuple:
-        thread, ns, checkpoint_id, parent_id, ctype, cblob, mtype, mblob = row
-        checkpoint: Checkpoint = self.serde.loads_typed((ctype, cblob))
-        checkpoint = {
-            **checkpoint,
-            "channel_values": self._channel_values(thread, ns, checkpoint["channel_versions"]),
-        }
-        writes = self._execute(
-            "SELECT task_id, channel, type, value FROM writes WHERE thread_id=? AND "
-            "checkpoint_ns=? AND checkpoint_id=? ORDER BY task_path, task_id, idx",
-            (thread, ns, checkpoint_id),
-        )
+    def _tuple(self, record: CheckpointRecord) -> CheckpointTuple:
+        thread, ns, checkpoint_id = record.thread_id, record.checkpoint_ns, record.checkpoint_id
+        checkpoint: Checkpoint = self.serde.loads_typed(record.checkpoint)
+        versions = {ch: str(v) for ch, v in checkpoint["channel_versions"].items()}
+        values = {ch: self.serde.loads_typed(typed)
+                  for ch, typed in self._vault().cp_blobs(thread, ns, versions).items()
+                  if typed[0] != "empty"}
+        checkpoint = {**checkpoint, "channel_values": values}
+        writes = self._vault().cp_writes(thread, ns, checkpoint_id)
+        parent = record.parent_checkpoint_id
         return CheckpointTuple(
             config=_config(thread, ns, checkpoint_id),
             checkpoint=checkpoint,
-            metadata=self.serde.loads_typed((mtype, mblob)),
-            parent_config=_config(thread, ns, parent_id) if parent_id else None,
-            pending_writes=[(t, ch, self.serde.loads_typed((ty, v))) for t, ch, ty, v in writes],
+            metadata=self.serde.loads_typed(record.metadata),
+            parent_config=_config(thread, ns, parent) if parent else None,
+            pending_writes=[(t, ch, self.serde.loads_typed(v)) for t, ch, v in writes],
         )
-
-    def _channel_values(self, thread: str, ns: str, versions: ChannelVersions) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for channel, version in versions.items():
-            rows = self._execute(
-                "SELECT type, value FROM blobs WHERE thread_id=? AND checkpoint_ns=? AND "
-                "channel=? AND version=?",
-                (thread, ns, channel, str(version)),
-            )
-            if rows and rows[0][0] != "empty":
-                values[channel] = self.serde.loads_typed((rows[0][0], rows[0][1]))
-        return values
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -287,23 +202,17 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         thread, ns = _thread_and_ns(config)
         stored = dict(checkpoint)
         values = stored.pop("channel_values", {}) or {}
-        statements: list[tuple[str, Sequence[Any]]] = []
+        blobs: list[tuple[str, str, Typed]] = []
         for channel, version in new_versions.items():
             typed = self.serde.dumps_typed(values[channel]) if channel in values else ("empty", None)
-            statements.append((
-                "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?, ?)",
-                (thread, ns, channel, str(version), typed[0], typed[1]),
-            ))
+            blobs.append((channel, str(version), typed))
         full_metadata = get_serializable_checkpoint_metadata(config, metadata)
-        ctype, cblob = self.serde.dumps_typed(stored)
-        mtype, mblob = self.serde.dumps_typed(full_metadata)
         run_id = full_metadata.get("run_id")
-        statements.append((
-            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (thread, ns, checkpoint["id"], get_checkpoint_id(config),
-             str(run_id) if run_id is not None else None, ctype, cblob, mtype, mblob),
-        ))
-        self._transaction(statements)
+        record = CheckpointRecord(
+            thread, ns, checkpoint["id"], get_checkpoint_id(config),
+            str(run_id) if run_id is not None else None,
+            self.serde.dumps_typed(stored), self.serde.dumps_typed(full_metadata))
+        self._vault().cp_put(record, blobs)
         return _config(thread, ns, checkpoint["id"])
 
     def put_writes(
@@ -322,64 +231,32 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         checkpoint_id = get_checkpoint_id(config)
         if not checkpoint_id:
             raise InvalidInputError("put_writes needs config['configurable']['checkpoint_id'].")
-        statements: list[tuple[str, Sequence[Any]]] = []
-        for position, (channel, value) in enumerate(writes):
-            idx = WRITES_IDX_MAP.get(channel, position)
-            verb = "INSERT OR REPLACE" if idx < 0 else "INSERT OR IGNORE"
-            vtype, vblob = self.serde.dumps_typed(value)
-            statements.append((
-                f"{verb} INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (thread, ns, checkpoint_id, task_id, idx, channel, vtype, vblob, task_path),
-            ))
-        self._transaction(statements)
+        items = [(WRITES_IDX_MAP.get(channel, position), channel, self.serde.dumps_typed(value))
+                 for position, (channel, value) in enumerate(writes)]
+        self._vault().cp_put_writes(thread, ns, checkpoint_id, task_id, task_path, items)
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, blob and write of a thread (all namespaces)."""
-        self._transaction([
-            (f"DELETE FROM {table} WHERE thread_id=?", (str(thread_id),))
-            for table in ("checkpoints", "blobs", "writes")
-        ])
+        self._vault().cp_delete_thread(str(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) whose metadata ``run_id`` is listed."""
-        ids = [str(r) for r in run_ids]
-        if not ids:
-            return
-        marks = ",".join("?" * len(ids))
-        self._transaction([
-            (
-                "DELETE FROM writes WHERE EXISTS (SELECT 1 FROM checkpoints c WHERE "
-                f"c.run_id IN ({marks}) AND c.thread_id=writes.thread_id AND "
-                "c.checkpoint_ns=writes.checkpoint_ns AND c.checkpoint_id=writes.checkpoint_id)",
-                ids,
-            ),
-            (f"DELETE FROM checkpoints WHERE run_id IN ({marks})", ids),
-        ])
+        self._vault().cp_delete_runs([str(r) for r in run_ids])
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, blob and write of one thread to another (replacing rows
         with the same ids in the target)."""
-        src, dst = str(source_thread_id), str(target_thread_id)
-        self._transaction([
-            ("INSERT OR REPLACE INTO checkpoints SELECT ?, checkpoint_ns, checkpoint_id, "
-             "parent_checkpoint_id, run_id, type, checkpoint, metadata_type, metadata "
-             "FROM checkpoints WHERE thread_id=?", (dst, src)),
-            ("INSERT OR REPLACE INTO blobs SELECT ?, checkpoint_ns, channel, version, type, "
-             "value FROM blobs WHERE thread_id=?", (dst, src)),
-            ("INSERT OR REPLACE INTO writes SELECT ?, checkpoint_ns, checkpoint_id, task_id, "
-             "idx, channel, type, value, task_path FROM writes WHERE thread_id=?", (dst, src)),
-        ])
+        self._vault().cp_copy_thread(str(source_thread_id), str(target_thread_id))
 
     # -- forgetting -----------------------------------------------------------------------
 
     def _forget(self, memory: MemCube) -> list[DerivedForm]:
-        """The forget hook: :func:`_redact_db` through this checkpointer's connection."""
-        with self._lock:
-            if self._closed:  # the file redactor takes over (it runs after the hooks)
-                return []
-            return _redact_db(self._conn, self.path, self.serde, memory)
+        """The forget hook: :func:`_redact_vault` with this checkpointer's ``serde``."""
+        if self._closed:  # the vault redactor takes over (it runs after the hooks)
+            return []
+        return _redact_vault(self._store, self.serde, memory)
 
-    # -- async twins (a worker thread each; SQLite calls never block the event loop) -------
+    # -- async twins (a worker thread each; storage calls never block the event loop) -----
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await asyncio.to_thread(self.get_tuple, config)
@@ -426,11 +303,34 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
 
 
+def redact_vault(vault: ThreadCheckpoints, memory: MemCube) -> list[DerivedForm]:
+    """The vault redactor (entry point ``memos_core.vault_redactors``, ``checkpoints``):
+    :func:`_redact_vault` with the default serializer. ``MemOS.forget`` calls it only when
+    no open checkpointer of that ``MemOS`` registered its own hook."""
+    return _redact_vault(vault, maybe_add_typed_methods(MemOSCheckpointer.serde), memory)
+
+
+def _redact_vault(vault: ThreadCheckpoints, serde: SerializerProtocol,
+                  memory: MemCube) -> list[DerivedForm]:
+    """Redact ``memory`` in every stored value of every thread (one vault transaction); one
+    form per thread that held it."""
+    redactor = MessageRedactor(memory)
+
+    def rewrite(typed: Typed) -> Typed | None:
+        value = serde.loads_typed(typed)
+        redacted = _redact(value, redactor)
+        return None if redacted is value else serde.dumps_typed(redacted)
+
+    threads = vault.cp_redact(redactor.patterns(), rewrite)
+    return [DerivedForm(kind="conversation_log", id=f"{FORM}:{t}", action="redacted")
+            for t in threads]
+
+
 def redact_files(data_dir: Path, memory: MemCube) -> list[DerivedForm]:
-    """The file redactor (entry point ``memos_core.forget_hooks``, ``checkpoints.sqlite3``):
-    :func:`_redact_db` on ``<data_dir>/checkpoints.sqlite3`` through a connection of its own,
-    with the default serializer; nothing if the file does not exist. ``MemOS.forget`` calls it
-    only when no open checkpointer of that ``MemOS`` registered the file."""
+    """The legacy file redactor (entry point ``memos_core.forget_hooks``,
+    ``checkpoints.sqlite3``): :func:`_redact_db` on an old ``<data_dir>/checkpoints.sqlite3``
+    not yet moved into the vault, through a connection of its own, with the default
+    serializer; nothing if the file does not exist."""
     path = Path(data_dir) / FILENAME
     if not path.is_file():
         return []

@@ -19,8 +19,9 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
+from memos_core import resolve_memos
 from memos_core import MemOS, SearchHit
-from memos_core.messages import asked_or_answered, worth_remembering
+from memos_core.integration import asked_or_answered, worth_remembering
 
 from langchain_memos._shared import (
     current_config,
@@ -99,6 +100,7 @@ class MemOSMiddleware(AgentMiddleware):
             formatter: renders the hits into the text appended to the system message.
             agent_id: recorded as the agent in stored memories and the audit log.
         """
+        mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
         if not isinstance(mos, MemOS):
             raise TypeError(f"MemOSMiddleware needs a memos_core.MemOS, got {type(mos).__name__}.")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 50:
@@ -148,10 +150,8 @@ class MemOSMiddleware(AgentMiddleware):
         if not query:
             return []
         thread = thread_id(config)
-        hits = self.mos.search(query, user_id=user, k=min(2 * self.k, 100))
-        fresh = [h for h in hits if not _in_conversation(h, thread)]
-        fresh.sort(key=_asked_or_answered)  # stable: statements first, best first within
-        return fresh[: self.k]
+        hits = self.mos.search(query, user_id=user, k=self.k, exclude_session=thread)
+        return sorted(hits, key=_asked_or_answered)  # stable: statements first, best first within
 
     def _inject(self, request: ModelRequest, hits: Sequence[SearchHit]) -> ModelRequest:
         if not hits:
@@ -203,12 +203,6 @@ class MemOSMiddleware(AgentMiddleware):
 def _asked_or_answered(hit: SearchHit) -> bool:
     """A recorded question or assistant turn (ranked after statements on recall)."""
     return asked_or_answered(hit.memory)
-
-
-def _in_conversation(hit: SearchHit, thread: str | None) -> bool:
-    """An episodic memory recorded from this very thread (its text is already in context)."""
-    cube = hit.memory
-    return thread is not None and cube.session_id == thread and cube.type.value == "episode"
 
 
 def _turn(messages: Sequence[BaseMessage]) -> list[BaseMessage]:

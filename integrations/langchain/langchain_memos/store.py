@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import weakref
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -31,6 +29,7 @@ from langgraph.store.base import (
     SearchItem,
     SearchOp,
 )
+from memos_core import resolve_memos
 from memos_core import (
     AccessDeniedError,
     InvalidInputError,
@@ -38,8 +37,17 @@ from memos_core import (
     MemoryNotFoundError,
     MemOS,
 )
-from memos_core.governance.sensitivity import allowance, for_prompt
-from memos_core.validation import check_name
+from memos_core.integration import (
+    ItemKey,
+    allowance,
+    check_name,
+    delete_by_key,
+    for_prompt,
+    get_by_key,
+    iter_by_prefix,
+    migrate_keys,
+    put_by_key,
+)
 
 from langchain_memos import _store_codec as codec
 
@@ -50,23 +58,10 @@ UserLabel = int | Callable[[tuple[str, ...]], str | None]
 
 #: Memory states in which an item exists (a forgotten or expired memory is gone).
 _LIVE_STATES = ("generated", "activated", "archived")
-#: Page size for scans over a user's items (the facade's maximum page is 10,000).
-_PAGE = 1000
 #: The facade answers at most this many hits per search.
 _MAX_K = 1000
-
-# One lock per MemOS instance: a put looks up the key, then adds or updates; two stores on
-# the same MemOS must not interleave those two steps for one key.
-_PUT_LOCKS: "weakref.WeakKeyDictionary[MemOS, threading.RLock]" = weakref.WeakKeyDictionary()
-_PUT_LOCKS_GUARD = threading.Lock()
-
-
-def _put_lock(mos: MemOS) -> threading.RLock:
-    with _PUT_LOCKS_GUARD:
-        lock = _PUT_LOCKS.get(mos)
-        if lock is None:
-            lock = _PUT_LOCKS[mos] = threading.RLock()
-        return lock
+#: Marks a data directory whose items written before keys existed are bound to their keys.
+_MIGRATION = "langgraph-store"
 
 
 class MemOSStore(BaseStore):
@@ -157,6 +152,7 @@ class MemOSStore(BaseStore):
             InvalidInputError: no MemOS; neither or both of ``user_label`` / ``user_id``; a
                 bad ``index`` config or ``index_fields``; bad sensitivity settings.
         """
+        mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
         if not isinstance(mos, MemOS):
             raise InvalidInputError(
                 f"MemOSStore needs a memos_core.MemOS, got {type(mos).__name__}. "
@@ -184,6 +180,7 @@ class MemOSStore(BaseStore):
             )
         self.allow_sensitive = allow_sensitive
         self._allowed()  # a bad allowance fails here, not in the first search
+        migrate_keys(mos, _MIGRATION, _key_of)  # items from before the vault kept their keys
 
     # -- who owns a namespace -------------------------------------------------------------
 
@@ -261,30 +258,18 @@ class MemOSStore(BaseStore):
 
     # -- reads ----------------------------------------------------------------------------
 
+    def _key(self, namespace: tuple[str, ...], key: str) -> ItemKey:
+        return _item_key(self.user_of(namespace), namespace, key)
+
     def _lookup(self, namespace: tuple[str, ...], key: str) -> MemCube | None:
-        found = self.mos.list(
-            user_id=self.user_of(namespace),
-            tags=[codec.prefix_tag(namespace)],
-            metadata={codec.META_NS: codec.ns_json(namespace), codec.META_KEY: key},
-            states=_LIVE_STATES,
-            limit=2,
-            newest_first=True,
-        )
-        return found[0] if found else None
+        """The live memory of the item (an indexed unique key in the vault)."""
+        return get_by_key(self.mos, self._key(namespace, key))
 
     def _scan(self, prefix: tuple[str, ...]) -> Iterable[MemCube]:
-        """Every item under ``prefix`` in first-put order, page by page."""
-        offset = 0
-        while True:
-            page = self.mos.list(
-                user_id=self.user_of(prefix, prefix=True), tags=[codec.prefix_tag(prefix)],
-                states=_LIVE_STATES,
-                limit=_PAGE, offset=offset,
-            )
-            yield from (c for c in page if codec.META_KEY in c.metadata)
-            if len(page) < _PAGE:
-                return
-            offset += _PAGE
+        """Every item under ``prefix`` in first-put order (the vault's key bindings)."""
+        for _, cube in iter_by_prefix(self.mos, self.user_of(prefix, prefix=True), prefix):
+            if codec.META_KEY in cube.metadata:
+                yield cube
 
     def _search(self, op: SearchOp) -> list[SearchItem]:
         if op.limit <= 0:
@@ -371,32 +356,42 @@ class MemOSStore(BaseStore):
     # -- writes ---------------------------------------------------------------------------
 
     def _put(self, op: PutOp) -> None:
-        with _put_lock(self.mos):
-            user_id = self.user_of(op.namespace)
-            existing = self._lookup(op.namespace, op.key)
-            if op.value is None:
-                if existing is not None:
-                    self.mos.forget(existing.id, user_id=user_id, agent_id=self.agent_id,
-                                    reason="langgraph store delete")
-                return
-            value = codec.check_value(op.value, op.key)
-            index = codec.check_index(op.index, op.key)
-            fields = None if index is False else (index if index is not None else self.index_fields)
-            text, found = codec.render_text(value, fields)
-            metadata = {
-                codec.META_NS: codec.ns_json(op.namespace),
-                codec.META_KEY: op.key,
-                codec.META_VALUE: value,
-                codec.META_INDEX: False if (index is False or not found) else index,
-            }
-            tags = codec.namespace_tags(op.namespace)
-            if existing is not None:
-                self.mos.update(existing.id, text, user_id=user_id, agent_id=self.agent_id,
-                                metadata=metadata, tags=tags, reason="langgraph store put")
-            else:
-                self.mos.add(text, user_id=user_id, agent_id=self.agent_id, metadata=metadata,
-                             tags=tags, type=self.memory_type, sensitivity=self.sensitivity,
-                             reason="langgraph store put")
+        """One put, atomic in the vault (``memos_core.integration.put_by_key``): correct
+        with other stores, threads or processes writing the same key."""
+        item = self._key(op.namespace, op.key)
+        if op.value is None:
+            delete_by_key(self.mos, item, agent_id=self.agent_id, reason="langgraph store delete")
+            return
+        value = codec.check_value(op.value, op.key)
+        index = codec.check_index(op.index, op.key)
+        fields = None if index is False else (index if index is not None else self.index_fields)
+        text, found = codec.render_text(value, fields)
+        metadata = {
+            codec.META_NS: codec.ns_json(op.namespace),
+            codec.META_KEY: op.key,
+            codec.META_VALUE: value,
+            codec.META_INDEX: False if (index is False or not found) else index,
+        }
+        put_by_key(self.mos, item, text, metadata=metadata, tags=codec.namespace_tags(op.namespace),
+                   type=self.memory_type, sensitivity=self.sensitivity, agent_id=self.agent_id,
+                   reason="langgraph store put")
+
+
+def _item_key(user_id: str, namespace: tuple[str, ...], key: str) -> ItemKey:
+    """The vault key of an item (the LangGraph key behind ``=``: an empty key is valid)."""
+    return ItemKey(user_id, tuple(namespace), "=" + key)
+
+
+def _key_of(cube: MemCube) -> ItemKey | None:
+    """The key of a memory an earlier version of the store wrote (None: not an item)."""
+    meta = cube.metadata
+    if not isinstance(meta.get(codec.META_KEY), str) or not isinstance(meta.get(codec.META_NS), str):
+        return None
+    try:
+        namespace = tuple(json.loads(meta[codec.META_NS]))
+    except ValueError:
+        return None
+    return _item_key(cube.user_id, namespace, meta[codec.META_KEY])
 
 
 def _validate(op: Op) -> None:

@@ -1,8 +1,9 @@
 """``create_memory_tools``: tools an agent's model calls to manage its own long-term memory.
 
 ``store_memory``, ``search_memories``, ``update_memory``, ``forget_memory`` and
-``compress_memories`` each call one facade method (the same names and arguments as the
-LlamaIndex package's ``memos_tools``; ``search_memory`` is still accepted in ``include``,
+``compress_memories`` each call one facade method (names, descriptions and arguments are
+the core's shared specs, ``memos_core.integration.TOOL_SPECS``, as in the LlamaIndex
+package's ``memos_tools``; ``search_memory`` is still accepted in ``include``,
 with a ``DeprecationWarning``). The user is never a tool argument: it
 comes from the agent's runtime context (``invoke(..., context={"user_id": ...})``), else
 from ``config["configurable"]``, else from the ``user_id`` given to ``create_memory_tools``.
@@ -25,18 +26,25 @@ from typing import Annotated, Any, Literal
 
 from langchain.tools import ToolRuntime
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from memos_core import resolve_memos
 from memos_core import MemCube, MemOS, MemOSError
+from memos_core.integration import TOOL_NAMES, TOOL_SPECS, tool_spec
 from pydantic import Field
 
 from langchain_memos._shared import MissingUserError, current_config, resolve_user_id, thread_id
 
 MemoryKind = Literal["fact", "preference", "episode", "task_prompt", "summary", "note"]
-TOOL_NAMES = ("store_memory", "search_memories", "update_memory", "forget_memory", "compress_memories")
+__all__ = ["DEPRECATED_NAMES", "TOOL_NAMES", "create_memory_tools"]
 #: Old tool names still accepted in ``include`` (with a DeprecationWarning).
 DEPRECATED_NAMES = {"search_memory": "search_memories"}
 
 Artifact = Any
 Result = tuple[str, Artifact]
+
+
+def _arg(tool: str, arg: str) -> str:
+    """An argument's description from the core's shared tool specs."""
+    return tool_spec(tool).arg(arg).description
 
 
 def _brief(cube: MemCube) -> dict[str, Any]:
@@ -65,9 +73,9 @@ class _MemoryOps:
 
     def store(
         self,
-        text: Annotated[str, Field(description="The memory, as one self-contained sentence.")],
-        memory_type: Annotated[MemoryKind, Field(description="What kind of memory this is.")] = "fact",
-        tags: Annotated[list[str] | None, Field(description="Optional short labels.")] = None,
+        text: Annotated[str, Field(description=_arg("store_memory", "text"))],
+        memory_type: Annotated[MemoryKind, Field(description=_arg("store_memory", "memory_type"))] = "fact",
+        tags: Annotated[list[str] | None, Field(description=_arg("store_memory", "tags"))] = None,
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         cube = self.mos.add(
@@ -78,8 +86,8 @@ class _MemoryOps:
 
     def search(
         self,
-        query: Annotated[str, Field(description="What to look for, in natural language.")],
-        k: Annotated[int | None, Field(ge=1, le=50, description="How many memories to return.")] = None,
+        query: Annotated[str, Field(description=_arg("search_memories", "query"))],
+        k: Annotated[int | None, Field(ge=1, le=50, description=_arg("search_memories", "k"))] = None,
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         hits = self.mos.search(query, user_id=self._user(runtime), k=k or self.k)
@@ -95,8 +103,8 @@ class _MemoryOps:
 
     def update(
         self,
-        memory_id: Annotated[str, Field(description="Id of the memory to change (from search_memories).")],
-        text: Annotated[str, Field(description="The corrected memory text.")],
+        memory_id: Annotated[str, Field(description=_arg("update_memory", "memory_id"))],
+        text: Annotated[str, Field(description=_arg("update_memory", "text"))],
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         cube = self.mos.update(memory_id, text, user_id=self._user(runtime), reason="update_memory tool")
@@ -104,7 +112,7 @@ class _MemoryOps:
 
     def forget(
         self,
-        memory_id: Annotated[str, Field(description="Id of the memory to delete (from search_memories).")],
+        memory_id: Annotated[str, Field(description=_arg("forget_memory", "memory_id"))],
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         receipt = self.mos.forget(memory_id, user_id=self._user(runtime), reason="forget_memory tool")
@@ -112,8 +120,8 @@ class _MemoryOps:
 
     def compress(
         self,
-        memory_ids: Annotated[list[str], Field(min_length=2, description="Ids of the memories to merge.")],
-        summary: Annotated[str, Field(description="One text that keeps everything they say.")],
+        memory_ids: Annotated[list[str], Field(min_length=2, description=_arg("compress_memories", "memory_ids"))],
+        summary: Annotated[str, Field(description=_arg("compress_memories", "summary"))],
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         cube = self.mos.compress(memory_ids, summary, user_id=self._user(runtime),
@@ -125,18 +133,8 @@ class _MemoryOps:
         )
 
 
-_DESCRIPTIONS = {
-    "store_memory": "Save a fact, preference or note about the user for future conversations. "
-    "Store one self-contained statement per call.",
-    "search_memories": "Search the user's long-term memory. Returns matching memories with their "
-    "ids, best first. Search before answering questions about the user's past or preferences.",
-    "update_memory": "Correct or refine an existing memory by id (from search_memories). The "
-    "previous version stays in the memory's history.",
-    "forget_memory": "Permanently delete a memory by id (from search_memories), e.g. when the user "
-    "asks you to forget something or it is wrong.",
-    "compress_memories": "Merge several related memories (ids from search_memories) into one "
-    "summary you write. The originals are archived and linked to the summary.",
-}
+#: What the model reads about each tool: the core's shared specs.
+_DESCRIPTIONS = {spec.name: spec.description for spec in TOOL_SPECS}
 
 
 def _as_tool_error(func: Callable[..., Result]) -> Callable[..., Result]:
@@ -187,6 +185,7 @@ def create_memory_tools(
     Each tool has a sync and an async implementation (the async one runs the facade call in
     a worker thread). Unknown names in ``include`` raise ``ValueError``.
     """
+    mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
     if not isinstance(mos, MemOS):
         raise TypeError(f"create_memory_tools needs a memos_core.MemOS, got {type(mos).__name__}.")
     names = list(TOOL_NAMES if include is None else include)

@@ -52,7 +52,8 @@ def test_thread_state_survives_a_restart(make_mos: Callable[..., MemOS]) -> None
     saver = MemOSCheckpointer(mos)
     config = {"configurable": {"thread_id": "t1"}}
     _graph(saver).invoke({"seen": ["in"]}, config)
-    assert (mos.data_dir / FILENAME).exists()
+    assert not (mos.data_dir / FILENAME).exists()  # no side file: the vault holds them
+    assert [r.thread_id for r in mos.store.vault.cp_list(limit=1)] == ["t1"]
     saver.close()
     mos.close()
 
@@ -62,6 +63,54 @@ def test_thread_state_survives_a_restart(make_mos: Callable[..., MemOS]) -> None
     assert graph.invoke({"seen": ["more"]}, config) == {"seen": ["in", "step1", "more", "step3"]}
     assert len(list(graph.get_state_history(config))) >= 4
     again.close()
+
+
+_LEGACY_SCHEMA = """
+CREATE TABLE checkpoints (thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL, parent_checkpoint_id TEXT, run_id TEXT, type TEXT NOT NULL,
+    checkpoint BLOB NOT NULL, metadata_type TEXT NOT NULL, metadata BLOB NOT NULL,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id));
+CREATE TABLE blobs (thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL, channel TEXT NOT NULL,
+    version TEXT NOT NULL, type TEXT NOT NULL, value BLOB,
+    PRIMARY KEY (thread_id, checkpoint_ns, channel, version));
+CREATE TABLE writes (thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL, task_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    channel TEXT NOT NULL, type TEXT NOT NULL, value BLOB, task_path TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx));
+"""
+
+
+def test_an_old_checkpoints_file_moves_into_the_vault(make_mos: Callable[..., MemOS]) -> None:
+    """A data directory from before the vault held checkpoints: its checkpoints.sqlite3
+    (the old layout, real rows) is moved in on first open and deleted; the thread resumes."""
+    import sqlite3
+
+    mos = make_mos("legacy")
+    config = {"configurable": {"thread_id": "old"}}
+    with MemOSCheckpointer(mos) as saver:
+        _graph(saver).invoke({"seen": ["in"]}, config)
+    vault = mos.store.vault
+    legacy = sqlite3.connect(mos.data_dir / FILENAME)
+    legacy.executescript(_LEGACY_SCHEMA)
+    records = vault.cp_list("old")
+    for r in records:
+        legacy.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?)",
+                       (r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
+                        r.run_id, *r.checkpoint, *r.metadata))
+    db = vault._db  # the SQLite vault's own rows of the other two tables, copied as they are
+    legacy.executemany("INSERT INTO blobs VALUES (?,?,?,?,?,?)",
+                       db.execute("SELECT * FROM cp_blobs").fetchall())
+    legacy.executemany("INSERT INTO writes VALUES (?,?,?,?,?,?,?,?,?)",
+                       db.execute("SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx, "
+                                  "channel, type, value, task_path FROM cp_writes").fetchall())
+    legacy.commit()
+    legacy.close()
+    vault.cp_delete_thread("old")
+    assert len(records) >= 2 and vault.cp_list() == []
+    with MemOSCheckpointer(mos) as again:
+        assert not (mos.data_dir / FILENAME).exists()
+        assert _graph(again).get_state(config).values == {"seen": ["in", "step1"]}
+        assert len(vault.cp_list("old")) == len(records)
 
 
 async def test_async_graph_and_thread_deletion(mos: MemOS) -> None:
@@ -78,7 +127,12 @@ async def test_async_graph_and_thread_deletion(mos: MemOS) -> None:
 def test_values_are_not_pickled(mos: MemOS) -> None:
     with MemOSCheckpointer(mos) as saver:
         _graph(saver).invoke({"seen": ["x"]}, {"configurable": {"thread_id": "t"}})
-        types = {row[0] for row in saver._execute("SELECT type FROM blobs UNION SELECT type FROM checkpoints")}
+        vault = mos.store.vault
+        records = vault.cp_list("t")
+        types = {t for r in records for t in (r.checkpoint[0], r.metadata[0])}
+        for r in records:
+            versions = saver.serde.loads_typed(r.checkpoint)["channel_versions"]
+            types |= {v[0] for v in vault.cp_blobs("t", "", {c: str(x) for c, x in versions.items()}).values()}
     assert "pickle" not in types and types <= {"msgpack", "json", "empty", "null", "bytes", "bytearray"}
 
 

@@ -1,11 +1,11 @@
-"""Forgetting reaches the LangGraph checkpointer's file (``checkpoints.sqlite3``).
+"""Forgetting reaches the LangGraph checkpointer's thread state (in the MemOS vault).
 
 An agent with the middleware (which records each turn as memories whose source is the
 message id) and the checkpointer holds a conversation; forgetting the memory made from one
 message redacts that message in every checkpoint, channel value and pending write. Then no
 byte of any file in the data directory holds the text, the receipt names the thread, and
 the thread still loads and resumes -- with the checkpointer open (its forget hook), closed,
-or never constructed since MemOS was reopened (the package's file redactor, an entry point).
+or never constructed since MemOS was reopened (the package's vault redactor, an entry point).
 Real MemOS, real SQLite; only the chat model is fake.
 """
 
@@ -23,11 +23,13 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
 from lc_fakes import scripted, tool_call
 from memos_core import MemCube, MemOS
-from memos_core.results import DerivedForm
+from memos_core.integration import DerivedForm
 
 from langchain_memos import MemOSCheckpointer, MemOSMiddleware, create_memory_tools
 from langchain_memos import checkpoint as checkpoint_module
-from langchain_memos.checkpoint import FILENAME
+from langchain_memos.checkpoint import FILENAME, FORM
+
+VAULT = "vault.sqlite3"
 
 SECRET = "My locker code is MARMOT9920"
 MARKER = "MARMOT9920"
@@ -59,12 +61,13 @@ def test_forget_redacts_the_message_in_every_checkpoint(mos: MemOS) -> None:
     agent = _agent(mos, saver, "Noted.", "Teal is nice.")
     agent.invoke({"messages": [HumanMessage(SECRET)]}, CONFIG)
     agent.invoke({"messages": [HumanMessage("I like teal")]}, CONFIG)
-    assert any(f.startswith(FILENAME) for f in files_holding(mos.data_dir, MARKER))
+    assert any(f.startswith(VAULT) for f in files_holding(mos.data_dir, MARKER))
+    assert not (mos.data_dir / FILENAME).exists()
 
     memory = _memory_of(mos, f"user: {SECRET}")
     receipt = mos.forget(memory.id, user_id="dana")
 
-    assert DerivedForm(kind="conversation_log", id=f"{FILENAME}:t1", action="redacted") in receipt.derived
+    assert DerivedForm(kind="conversation_log", id=f"{FORM}:t1", action="redacted") in receipt.derived
     assert "conversation_log" in receipt.removed_from
     assert files_holding(mos.data_dir, MARKER) == []
     history = saver.list(CONFIG)  # every checkpoint of the thread, not only the latest
@@ -93,7 +96,7 @@ def test_tool_call_arguments_and_pending_writes_are_redacted(mos: MemOS) -> None
     saver.put_writes(last.config, [("messages", [AIMessage(f"About to save: {fact}")])], "task-1")
 
     receipt = mos.forget(_memory_of(mos, fact).id, user_id="dana")
-    assert [d.id for d in receipt.derived] == [f"{FILENAME}:t1"]
+    assert [d.id for d in receipt.derived] == [f"{FORM}:t1"]
     state = saver.get_tuple(CONFIG)
     assert [w[2][0].content for w in state.pending_writes] == ["About to save: [forgotten]"]
     calls = [m for m in state.checkpoint["channel_values"]["messages"] if getattr(m, "tool_calls", None)]
@@ -114,19 +117,19 @@ def _closed_log(make_mos: Callable[..., MemOS], restart: bool) -> tuple[MemOS, M
     if restart:
         mos.close()
         mos = make_mos()
-    assert FILENAME in files_holding(mos.data_dir, MARKER)
+    assert any(f.startswith(VAULT) for f in files_holding(mos.data_dir, MARKER))
     return mos, memory
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["closed", "reopened"])
-def test_forget_reaches_the_file_with_no_checkpointer_open(
+def test_forget_reaches_the_vault_with_no_checkpointer_open(
         make_mos: Callable[..., MemOS], restart: bool) -> None:
     mos, memory = _closed_log(make_mos, restart)
 
     receipt = mos.forget(memory.id, user_id="dana")
 
     assert receipt.derived == (
-        DerivedForm(kind="conversation_log", id=f"{FILENAME}:t1", action="redacted"),)
+        DerivedForm(kind="conversation_log", id=f"{FORM}:t1", action="redacted"),)
     assert "conversation_log" in receipt.removed_from
     assert files_holding(mos.data_dir, MARKER) == []
     with MemOSCheckpointer(mos) as saver:  # the thread loads, every checkpoint redacted
@@ -142,7 +145,7 @@ def test_forget_reaches_the_file_with_no_checkpointer_open(
     assert files_holding(mos.data_dir, MARKER) == []
 
 
-def test_a_failing_file_redaction_leaves_the_memory_and_the_log_unchanged(
+def test_a_failing_vault_redaction_leaves_the_memory_and_the_log_unchanged(
         make_mos: Callable[..., MemOS], monkeypatch: pytest.MonkeyPatch) -> None:
     mos, memory = _closed_log(make_mos, restart=True)
 
@@ -153,21 +156,21 @@ def test_a_failing_file_redaction_leaves_the_memory_and_the_log_unchanged(
     with pytest.raises(sqlite3.OperationalError):
         mos.forget(memory.id, user_id="dana")
     assert mos.get(memory.id, user_id="dana").text == f"user: {SECRET}"
-    assert FILENAME in files_holding(mos.data_dir, MARKER)
+    assert any(f.startswith(VAULT) for f in files_holding(mos.data_dir, MARKER))
     monkeypatch.undo()
     assert mos.forget(memory.id, user_id="dana").derived  # retrying works
     assert files_holding(mos.data_dir, MARKER) == []
 
 
-def test_an_open_checkpointer_is_not_redacted_through_a_second_connection(
+def test_an_open_checkpointer_redacts_with_its_own_hook(
         mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
     saver = MemOSCheckpointer(mos)
     _agent(mos, saver, "Noted.").invoke({"messages": [HumanMessage(SECRET)]}, CONFIG)
 
     def not_while_open(*args: Any) -> Any:
-        raise AssertionError("the file redactor ran while the checkpointer was open")
+        raise AssertionError("the vault redactor ran while the checkpointer was open")
 
-    monkeypatch.setattr(checkpoint_module, "redact_files", not_while_open)
+    monkeypatch.setattr(checkpoint_module, "redact_vault", not_while_open)
     assert mos.forget(_memory_of(mos, f"user: {SECRET}").id, user_id="dana").derived
     assert files_holding(mos.data_dir, MARKER) == []
     saver.close()
@@ -214,7 +217,7 @@ def test_interrupt_values_are_redacted(mos: MemOS) -> None:
                        empty_checkpoint(), {}, {})
     question = Interrupt({"question": "Is Dana's passport number is QX77130 right?"}, "i1")
     saver.put_writes(config, [("__interrupt__", [question])], "task-1")
-    assert [d.id for d in mos.forget(memory.id, user_id="dana").derived] == [f"{FILENAME}:t9"]
+    assert [d.id for d in mos.forget(memory.id, user_id="dana").derived] == [f"{FORM}:t9"]
     (_, _, [stored]), = saver.get_tuple(config).pending_writes
     assert (stored.value, stored.id) == ({"question": "Is [forgotten] right?"}, "i1")
     saver.close()

@@ -1,12 +1,11 @@
-"""Forgetting reaches the chat history file (``chat_history.sqlite3``).
+"""Forgetting reaches the chat history (the core's conversation logs, in the vault).
 
 ``MemOSMemory`` writes each message through to a memory whose source is the message's id in
 the history. Forgetting that memory redacts the message (and any other stored message that
 quotes it) in every queue, active or archived: no byte of any file in the data directory
 holds the text afterwards, the receipt names the queue, and the history still loads with
-its other messages intact -- with the store open (its forget hook), closed, or never
-constructed since MemOS was reopened (the package's file redactor, an entry point). Real
-MemOS, real SQLite.
+its other messages intact -- with the store open, closed, or never constructed since MemOS
+was reopened: the core redacts its own log. Real MemOS, real SQLite.
 """
 
 from __future__ import annotations
@@ -20,15 +19,23 @@ import pytest
 from llama_index.core.base.llms.types import TextBlock, ToolCallBlock
 from llama_index.core.llms import ChatMessage
 from memos_core import MemCube, MemOS
-from memos_core.results import DerivedForm
+from memos_core.integration import LOG_FORM, DerivedForm
+import memos_core.ops.forget as forget_ops
 
 from llama_index.memory.memos import (
     MemOSAsyncChatStore,
     MemOSChatStore,
     MemOSMemory,
-    _chat_log,
 )
 from llama_index.memory.memos._chat_log import FILENAME
+
+VAULT = "vault.sqlite3"
+
+
+def in_vault(root: Path, needle: str) -> bool:
+    """The text is in the vault's files (and in no side file)."""
+    found = files_holding(root, needle)
+    return bool(found) and all(f.startswith(VAULT) for f in found)
 
 SECRET = "My locker code is MARMOT9920"
 MARKER = "MARMOT9920"
@@ -56,12 +63,12 @@ def test_forget_redacts_the_written_through_message(mos: MemOS) -> None:
     memory.put_messages([ChatMessage(role="user", content=SECRET),
                          ChatMessage(role="assistant", content="Noted.")])
     memory.put(ChatMessage(role="user", content="I like teal"))
-    assert FILENAME in " ".join(files_holding(mos.data_dir, MARKER))
+    assert in_vault(mos.data_dir, MARKER) and not (mos.data_dir / FILENAME).exists()
 
     receipt = mos.forget(_memory(mos, f"user: {SECRET}").id, user_id="dana")
 
     assert receipt.derived == (
-        DerivedForm(kind="conversation_log", id=f"{FILENAME}:dana/s1", action="redacted"),)
+        DerivedForm(kind="conversation_log", id=f"{LOG_FORM}:dana/s1", action="redacted"),)
     assert "conversation_log" in receipt.removed_from
     assert files_holding(mos.data_dir, MARKER) == []
     assert _texts(memory.get_all()) == [
@@ -87,7 +94,7 @@ async def test_archived_quoted_and_tool_call_copies_are_redacted(mos: MemOS) -> 
 
     receipt = mos.forget(fact.id, user_id="dana")
 
-    assert sorted(d.id for d in receipt.derived) == [f"{FILENAME}:/k", f"{FILENAME}:dana/s2"]
+    assert sorted(d.id for d in receipt.derived) == [f"{LOG_FORM}:/k", f"{LOG_FORM}:dana/s2"]
     assert files_holding(mos.data_dir, "QX77130") == []
     archived, *active = await queue.get_messages("s2", status=None)
     assert archived.content == "Note: [forgotten]."
@@ -110,19 +117,19 @@ def _closed_log(open_mos: Callable[..., MemOS], restart: bool) -> tuple[MemOS, M
     if restart:
         mos.close()
         mos = open_mos()
-    assert FILENAME in files_holding(mos.data_dir, MARKER)
+    assert in_vault(mos.data_dir, MARKER)
     return mos, fact
 
 
 @pytest.mark.parametrize("restart", [False, True], ids=["closed", "reopened"])
-def test_forget_reaches_the_file_with_no_store_open(
+def test_forget_reaches_the_log_with_no_store_open(
         open_mos: Callable[..., MemOS], restart: bool) -> None:
     mos, fact = _closed_log(open_mos, restart)
 
     receipt = mos.forget(fact.id, user_id="dana")
 
     assert receipt.derived == (
-        DerivedForm(kind="conversation_log", id=f"{FILENAME}:dana/s1", action="redacted"),)
+        DerivedForm(kind="conversation_log", id=f"{LOG_FORM}:dana/s1", action="redacted"),)
     assert "conversation_log" in receipt.removed_from
     assert files_holding(mos.data_dir, MARKER) == []
     memory = MemOSMemory.from_defaults(mos=mos, user_id="dana", session_id="s1")
@@ -134,24 +141,24 @@ def test_forget_reaches_the_file_with_no_store_open(
     assert files_holding(mos.data_dir, MARKER) == []
 
 
-def test_a_failing_file_redaction_leaves_the_memory_and_the_log_unchanged(
+def test_a_failing_redaction_after_a_restart_leaves_the_memory_and_the_log_unchanged(
         open_mos: Callable[..., MemOS], monkeypatch: pytest.MonkeyPatch) -> None:
     mos, fact = _closed_log(open_mos, restart=True)
 
     def broken(*args: object) -> str:
         raise ValueError("cannot encode")
 
-    monkeypatch.setattr(_chat_log, "redact_message", broken)
+    monkeypatch.setattr(forget_ops, "redact_log_message", broken)
     with pytest.raises(ValueError, match="cannot encode"):
         mos.forget(fact.id, user_id="dana")
     assert mos.get(fact.id, user_id="dana").text == f"user: {SECRET}"
-    assert FILENAME in files_holding(mos.data_dir, MARKER)
+    assert in_vault(mos.data_dir, MARKER)
     monkeypatch.undo()
     assert mos.forget(fact.id, user_id="dana").derived  # retrying works
     assert files_holding(mos.data_dir, MARKER) == []
 
 
-def test_closed_dropped_and_reopened_stores(mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_closed_dropped_and_reopened_stores(mos: MemOS) -> None:
     store = MemOSChatStore(mos=mos, user_id="dana")
     store.add_message("k", ChatMessage(role="user", content=SECRET))
     first, second = (mos.add(t, user_id="dana") for t in (SECRET, "My bike lock is OTTER5531"))
@@ -159,18 +166,13 @@ def test_closed_dropped_and_reopened_stores(mos: MemOS, monkeypatch: pytest.Monk
     dropped = MemOSChatStore(mos=mos, user_id="dana")  # never closed, then garbage
     del dropped
     gc.collect()
-    receipt = mos.forget(first.id, user_id="dana")  # nobody has the log open: the file redactor
-    assert [d.id for d in receipt.derived] == [f"{FILENAME}:dana/k"]
+    receipt = mos.forget(first.id, user_id="dana")  # nobody has the log open: the core redacts
+    assert [d.id for d in receipt.derived] == [f"{LOG_FORM}:dana/k"]
     assert files_holding(mos.data_dir, MARKER) == []
 
     store.add_message("k", ChatMessage(role="user", content="My bike lock is OTTER5531"))
-
-    def not_while_open(*args: object) -> list[DerivedForm]:
-        raise AssertionError("the file redactor ran while the store was open")
-
-    monkeypatch.setattr(_chat_log, "redact_files", not_while_open)
-    receipt = mos.forget(second.id, user_id="dana")  # reopened by that call: hooked again
-    assert [d.id for d in receipt.derived] == [f"{FILENAME}:dana/k"]
+    receipt = mos.forget(second.id, user_id="dana")  # a closed store's history is reached too
+    assert [d.id for d in receipt.derived] == [f"{LOG_FORM}:dana/k"]
     assert files_holding(mos.data_dir, "OTTER5531") == []
     store.close()
 
@@ -185,7 +187,7 @@ def test_a_failing_redaction_leaves_the_memory_and_the_log_unchanged(
     def broken(*args: object) -> str:
         raise ValueError("cannot encode")
 
-    monkeypatch.setattr(_chat_log, "redact_message", broken)
+    monkeypatch.setattr(forget_ops, "redact_log_message", broken)
     with pytest.raises(ValueError, match="cannot encode"):
         mos.forget(fact.id, user_id="dana")
     assert mos.get(fact.id, user_id="dana").text == SECRET

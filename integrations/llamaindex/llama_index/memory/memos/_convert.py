@@ -15,8 +15,8 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
 from llama_index.core.schema import NodeWithScore, TextNode
 from memos_core import InvalidInputError, SearchHit
-from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor
-from memos_core.messages import asked_or_answered as _asked, worth_remembering
+from memos_core.integration import FORGOTTEN, MessageRedactor
+from memos_core.integration import asked_or_answered as _asked, worth_remembering
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
@@ -179,11 +179,3 @@ def hit_to_node(hit: SearchHit) -> NodeWithScore:
         excluded_embed_metadata_keys=list(metadata),
     )
     return NodeWithScore(node=node, score=hit.score)
-
-
-def drop_sourced_from(hits: Sequence[SearchHit], message_ids: Iterable[str]) -> list[SearchHit]:
-    """Hits whose memory was not made from one of ``message_ids`` (already in the prompt)."""
-    skip = set(message_ids)
-    if not skip:
-        return list(hits)
-    return [h for h in hits if not skip.intersection(h.memory.provenance.source_message_ids)]

@@ -1,6 +1,7 @@
 """Persistent chat history for LlamaIndex, kept in a MemOS data directory.
 
-Two views of the same file, ``<data_dir>/chat_history.sqlite3``:
+Two views of the same history, the conversation logs the core keeps in the MemOS vault
+(``memos_core.integration.ConversationLog``; ``MemOS.forget`` redacts them itself):
 
 - :class:`MemOSChatStore` is a ``BaseChatStore`` (what ``ChatMemoryBuffer`` and other
   classic memories take as ``chat_store=``). It sees the *active* messages of a key.
@@ -26,9 +27,10 @@ from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.storage.chat_store.base import BaseChatStore
 from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, MessageStatus
 from memos_core import InvalidInputError, MemOS
-from memos_core.validation import check_name
+from memos_core.integration import ConversationLog
+from memos_core.integration import LogRow as Row
+from memos_core.integration import check_name
 
-from llama_index.memory.memos._chat_log import ChatLog, Row
 from llama_index.memory.memos._checks import (
     check_chat_message,
     check_chat_messages,
@@ -77,11 +79,11 @@ class MemOSChatStore(BaseChatStore):
 
     mos: MemOS = Field(exclude=True, description="The MemOS whose data directory holds history.")
     user_id: str | None = Field(default=None, description="Namespace of this store's keys.")
-    _log: ChatLog = PrivateAttr()
+    _log: ConversationLog = PrivateAttr()
 
     def __init__(self, *, mos: MemOS, user_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**_init_fields("MemOSChatStore", mos, user_id), **kwargs)
-        self._log = ChatLog(self.mos)
+        self._log = ConversationLog(self.mos)
 
     @classmethod
     def class_name(cls) -> str:
@@ -124,8 +126,7 @@ class MemOSChatStore(BaseChatStore):
         return self._log.keys(self._ns)
 
     def close(self) -> None:
-        """Close the history file (a later call reopens it)."""
-        self._log.close()
+        """Nothing to close: the history lives in the MemOS vault (kept for compatibility)."""
 
 
 class MemOSAsyncChatStore(AsyncDBChatStore):
@@ -146,11 +147,11 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
 
     mos: MemOS = Field(exclude=True, description="The MemOS whose data directory holds history.")
     user_id: str | None = Field(default=None, description="Namespace of this store's keys.")
-    _log: ChatLog = PrivateAttr()
+    _log: ConversationLog = PrivateAttr()
 
     def __init__(self, *, mos: MemOS, user_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**_init_fields("MemOSAsyncChatStore", mos, user_id), **kwargs)
-        self._log = ChatLog(self.mos)
+        self._log = ConversationLog(self.mos)
 
     @classmethod
     def class_name(cls) -> str:
@@ -242,5 +243,4 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
         return await asyncio.to_thread(self._log.keys, self._ns)
 
     def close(self) -> None:
-        """Close the history file (a later call reopens it)."""
-        self._log.close()
+        """Nothing to close: the history lives in the MemOS vault (kept for compatibility)."""

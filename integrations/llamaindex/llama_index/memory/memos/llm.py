@@ -38,8 +38,8 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.llm import LLM
-from memos_core import InvalidInputError, MemOS
-from memos_core.validation import check_k, check_name
+from memos_core import InvalidInputError, MemOS, MemOSError
+from memos_core.integration import check_k, check_name
 
 from llama_index.memory.memos._checks import check_chat_messages, check_mos
 from llama_index.memory.memos._convert import message_text
@@ -167,15 +167,11 @@ class MemOSLLM(LLM):
 
     def _context_window(self) -> int:
         """The loaded model's ``max_position_embeddings``; never loads a model to find out."""
-        model = self.mos.loaded_model()
-        if model is None:
-            return DEFAULT_CONTEXT_WINDOW
         try:
-            cfg = model.config.get_text_config(decoder=True)
-            window = int(getattr(cfg, "max_position_embeddings", 0) or 0)
-        except (AttributeError, TypeError, ValueError):
+            window = self.mos.model_info().context_window
+        except MemOSError:  # a closed MemOS still describes itself
             return DEFAULT_CONTEXT_WINDOW
-        return window if window > 0 else DEFAULT_CONTEXT_WINDOW
+        return window or DEFAULT_CONTEXT_WINDOW
 
     def _chat_kwargs(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         return {"user_id": self.user_id, "messages": messages, "k": self.k,

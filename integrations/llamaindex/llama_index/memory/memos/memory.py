@@ -19,7 +19,7 @@ from llama_index.core.memory.memory import (
 from llama_index.core.prompts import RichPromptTemplate
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 from memos_core import InvalidInputError, MemOS
-from memos_core.validation import check_k, check_name
+from memos_core.integration import check_k, check_name
 
 from llama_index.memory.memos._checks import (
     check_chat_message,

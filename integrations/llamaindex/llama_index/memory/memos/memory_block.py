@@ -9,7 +9,7 @@ from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory.memory import BaseMemoryBlock
 from memos_core import MemOS
-from memos_core.validation import check_k, check_name
+from memos_core.integration import check_k, check_name
 
 from llama_index.memory.memos._checks import (
     check_mos,
@@ -20,7 +20,6 @@ from llama_index.memory.memos._checks import (
 from llama_index.memory.memos._convert import (
     asked_or_answered,
     check_line_template,
-    drop_sourced_from,
     format_hits,
     query_text,
     to_memos_messages,
@@ -112,11 +111,10 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         if not query.strip():
             return ""
         exclude: Sequence[str] = block_kwargs.get(EXCLUDE_SOURCES_KWARG) or ()
-        # ask for more when some hits may be dropped as already in the prompt
-        k = min(self.k + len(exclude), 1000)
         filters = scope_filters(self.search_scope, self.agent_id, self.session_id)
-        hits = await self.mos.asearch(query, user_id=self.user_id, k=k, **filters)
-        hits = sorted(drop_sourced_from(hits, exclude), key=asked_or_answered)[: self.k]
+        hits = await self.mos.asearch(query, user_id=self.user_id, k=self.k,
+                                      exclude_sources=list(exclude), **filters)
+        hits = sorted(hits, key=asked_or_answered)
         return format_hits(hits, self.line_template)
 
     async def atruncate(self, content: str, tokens_to_truncate: int) -> str | None:

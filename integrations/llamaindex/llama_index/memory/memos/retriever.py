@@ -8,7 +8,7 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from memos_core import MemOS
-from memos_core.validation import check_k, check_name
+from memos_core.integration import check_k, check_name
 
 from llama_index.memory.memos._checks import (
     check_mos,

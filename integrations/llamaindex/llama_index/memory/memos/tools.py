@@ -6,7 +6,8 @@ no tool has a ``user_id`` parameter, and a call that passes one fails. A tool ra
 facade's error (``InvalidInputError``, ``MemoryNotFoundError``, ``AccessDeniedError``)
 with the message ``"<ErrorClass>: <what to fix>"``; agents hand that message to the model
 as the tool result -- the same text LangChain's ``create_memory_tools`` gives its model.
-Tool names and arguments are the same in both packages (``store_memory(text,
+Tool names, descriptions and argument schemas are the core's shared specs
+(``memos_core.integration.TOOL_SPECS``), the same in both packages (``store_memory(text,
 memory_type, tags)``, ``search_memories(query, k)``, ``update_memory``,
 ``forget_memory``, ``compress_memories``). Each tool has a sync and an async function; the async one runs the sync one in a
 worker thread, so the event loop never blocks.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,14 +24,13 @@ import warnings
 
 from llama_index.core.tools import FunctionTool
 from memos_core import InvalidInputError, MemOS, MemOSError
-from memos_core.validation import check_k, check_name
+from memos_core.integration import TOOL_NAMES, check_k, check_name, tool_spec
 
 from llama_index.memory.memos._checks import check_mos
 
-#: Every tool name :func:`memos_tools` knows, in the order it returns them (as in
-#: ``langchain_memos.TOOL_NAMES``).
-TOOL_NAMES = ("store_memory", "search_memories", "update_memory", "forget_memory",
-              "compress_memories")
+#: Every tool name :func:`memos_tools` knows, in the order it returns them: the core's
+#: shared tool specs (``memos_core.integration.TOOL_SPECS``), as in ``langchain_memos``.
+__all__ = ["DEPRECATED_NAMES", "TOOL_NAMES", "memos_tools"]
 #: The short names ``include`` took before; still accepted, with a DeprecationWarning.
 DEPRECATED_NAMES = {"store": "store_memory", "search": "search_memories",
                     "update": "update_memory", "forget": "forget_memory",
@@ -63,11 +62,6 @@ def _async_twin(fn: Callable[..., str]) -> Callable[..., Any]:
     return run
 
 
-def _summary(fn: Callable[..., str]) -> str:
-    """The tool description: the docstring's first paragraph (the schema has the args)."""
-    return inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0]
-
-
 def _memory_ids(memory_ids: object) -> list[str]:
     if isinstance(memory_ids, str) or not isinstance(memory_ids, Sequence) or not memory_ids:
         raise InvalidInputError(
@@ -93,14 +87,14 @@ def _functions(
                        type=memory_type, tags=tags or ())
         return f"Stored memory {cube.id}."
 
-    def search_memories(query: str, k: int = 5) -> str:
+    def search_memories(query: str, k: int | None = 5) -> str:
         """Search the user's memories; returns the best matches with their ids.
 
         Args:
             query (str): What to look for, in natural language.
             k (int): How many memories to return at most.
         """
-        hits = mos.search(query, user_id=user_id, k=min(check_k(k), max_k))
+        hits = mos.search(query, user_id=user_id, k=min(check_k(5 if k is None else k), max_k))
         if not hits:
             return "No memories match."
         return "\n".join(f"[{h.id}] {h.text}" for h in hits)
@@ -197,10 +191,11 @@ def memos_tools(
             )
         names = [n for n in TOOL_NAMES if n in include]
     functions = _functions(mos, user, agent, session, max_k)
+    # name, description and argument schema: the core's shared specs
     return [
         FunctionTool.from_defaults(
             fn=_model_facing(functions[n]), async_fn=_async_twin(_model_facing(functions[n])),
-            description=_summary(functions[n]),
+            name=n, description=tool_spec(n).description, fn_schema=tool_spec(n).args_model(),
         )
         for n in names
     ]

@@ -1,0 +1,95 @@
+"""The integration surface: what framework adapters import from memos-core besides the
+public package (:mod:`memos_core`). Nothing else of the core is theirs to import
+(``tests/test_layering.py`` checks it).
+
+* Keyed memories (:mod:`.keyed`): :class:`ItemKey`, :func:`put_by_key`,
+  :func:`get_by_key`, :func:`delete_by_key`, :func:`iter_by_prefix`, :func:`migrate_keys`.
+* Conversation logs and thread checkpoints in the vault (:mod:`.logs`):
+  :class:`ConversationLog`, :func:`thread_checkpoints`, :func:`on_forget_checkpoints`,
+  :class:`CheckpointRecord`; old side files move in on first open (:mod:`.legacy`).
+* Tool specs shared by both tool sets (:mod:`.tools`): :data:`TOOL_SPECS`.
+* Rules an adapter applies as the core does: redaction of prompts (:func:`for_prompt`,
+  :func:`allowance`, :func:`redacted_text`), of forgotten text (:class:`MessageRedactor`,
+  :data:`FORGOTTEN`), which messages are worth remembering, the chat split, argument
+  checks (:func:`check_name`, :func:`check_k`), and the forget receipt's
+  :class:`DerivedForm`.
+"""
+
+from memos_core.chat import split_messages
+from memos_core.cube import utcnow
+from memos_core.governance.forget_hooks import (
+    FORGOTTEN,
+    MessageRedactor,
+    open_log,
+    redact_log_message,
+    truncate_wal,
+)
+from memos_core.governance.sensitivity import REDACTED_KEY, allowance, for_prompt, redacted_text
+from memos_core.integration.keyed import (
+    delete_by_key,
+    get_by_key,
+    iter_by_prefix,
+    migrate_keys,
+    put_by_key,
+)
+from memos_core.integration.legacy import CHAT_FILE, CHECKPOINT_FILE
+from memos_core.integration.logs import (
+    ConversationLog,
+    on_forget_checkpoints,
+    thread_checkpoints,
+)
+from memos_core.integration.tools import (
+    MEMORY_KINDS,
+    TOOL_NAMES,
+    TOOL_SPECS,
+    ToolArg,
+    ToolSpec,
+    tool_spec,
+)
+from memos_core.messages import asked_or_answered, worth_remembering
+from memos_core.ops.forget import LOG_FORM
+from memos_core.results import DerivedForm, ModelInfo
+from memos_core.validation import check_k, check_name
+from memos_core.vault import CheckpointRecord, ItemKey, LogRow, ThreadCheckpoints, Typed
+
+__all__ = [
+    "CHAT_FILE",
+    "CHECKPOINT_FILE",
+    "FORGOTTEN",
+    "LOG_FORM",
+    "MEMORY_KINDS",
+    "REDACTED_KEY",
+    "TOOL_NAMES",
+    "TOOL_SPECS",
+    "CheckpointRecord",
+    "ConversationLog",
+    "DerivedForm",
+    "ItemKey",
+    "LogRow",
+    "MessageRedactor",
+    "ModelInfo",
+    "ThreadCheckpoints",
+    "ToolArg",
+    "ToolSpec",
+    "Typed",
+    "allowance",
+    "asked_or_answered",
+    "check_k",
+    "check_name",
+    "delete_by_key",
+    "for_prompt",
+    "get_by_key",
+    "iter_by_prefix",
+    "migrate_keys",
+    "on_forget_checkpoints",
+    "open_log",
+    "put_by_key",
+    "redact_log_message",
+    "redacted_text",
+    "split_messages",
+    "thread_checkpoints",
+    "tool_spec",
+    "truncate_wal",
+    "utcnow",
+    "worth_remembering",
+]

@@ -1,0 +1,89 @@
+"""Conversation logs and thread checkpoints the core keeps for the adapters, in the vault.
+
+:class:`ConversationLog` is a message queue store over the vault's conversation-log table
+(:class:`~memos_core.vault.base.ConversationLogs`): the LlamaIndex chat stores keep their
+history there, and ``MemOS.forget`` redacts it itself. :func:`thread_checkpoints` is the
+vault's checkpoint storage (:class:`~memos_core.vault.base.ThreadCheckpoints`) for the
+LangGraph checkpointer, whose values only the adapter can decode: it redacts them in its
+forget hook (:func:`on_forget_checkpoints`) or, when closed, in the vault redactor its
+package declares.
+
+Both work unchanged whatever the vault's backend. Files the adapters kept before
+(``chat_history.sqlite3``, ``checkpoints.sqlite3``) are moved into the vault on first open
+(:mod:`memos_core.integration.legacy`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from memos_core.governance.forget_hooks import ForgetHook
+from memos_core.memos import MemOS
+from memos_core.vault import LogRow, ThreadCheckpoints, Vault
+
+__all__ = ["ConversationLog", "on_forget_checkpoints", "thread_checkpoints"]
+
+
+class ConversationLog:
+    """Message queues, one per ``(user_id, log_id)``, in ``mos``'s vault. Thread-safe.
+
+    Rows are ``(message_id, message JSON)``; ``status`` is ``"active"``, ``"archived"`` or
+    None (every status). The methods are those of
+    :class:`~memos_core.vault.base.ConversationLogs` without the redaction (the core's).
+    Callers validate their arguments (user ids, keys); each call is one transaction.
+    """
+
+    def __init__(self, mos: MemOS) -> None:
+        self._mos = mos
+        from memos_core.integration.legacy import migrate_chat_file
+
+        migrate_chat_file(mos)
+
+    def _v(self) -> Vault:
+        self._mos._check_open()
+        return self._mos.store.vault
+
+    def read(self, user_id: str, log_id: str, status: str | None, limit: int | None = None,
+             offset: int | None = None) -> list[LogRow]:
+        """Rows of ``status``, oldest first, paged."""
+        return list(self._v().log_read(user_id, log_id, status, limit, offset or 0))
+
+    def count(self, user_id: str, log_id: str, status: str | None) -> int:
+        return int(self._v().log_count(user_id, log_id, status))
+
+    def keys(self, user_id: str) -> list[str]:
+        """Log ids of ``user_id`` with at least one row, in order of their first row."""
+        return list(self._v().log_ids(user_id))
+
+    def append(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str) -> None:
+        self._v().log_append(user_id, log_id, rows, status)
+
+    def replace(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str,
+                clear: str | None) -> None:
+        self._v().log_replace(user_id, log_id, rows, status, clear)
+
+    def delete(self, user_id: str, log_id: str, status: str | None) -> list[LogRow]:
+        return list(self._v().log_delete(user_id, log_id, status))
+
+    def delete_at(self, user_id: str, log_id: str, idx: int, status: str | None) -> LogRow | None:
+        return self._v().log_delete_at(user_id, log_id, idx, status)
+
+    def take_oldest(self, user_id: str, log_id: str, n: int, *, archive: bool) -> list[LogRow]:
+        return list(self._v().log_take_oldest(user_id, log_id, n, archive=archive))
+
+
+def thread_checkpoints(mos: MemOS) -> ThreadCheckpoints:
+    """The checkpoint storage of ``mos``'s vault (legacy ``checkpoints.sqlite3`` moved in
+    first)."""
+    mos._check_open()
+    from memos_core.integration.legacy import migrate_checkpoint_file
+
+    migrate_checkpoint_file(mos)
+    return mos.store.vault
+
+
+def on_forget_checkpoints(mos: MemOS, hook: ForgetHook) -> Callable[[], None]:
+    """Register the checkpointer's forget hook: while it lives, the ``checkpoints`` vault
+    redactor (the entry point used when no checkpointer is open) does not run. Returns
+    the function that unregisters it."""
+    return mos.store.on_forget(hook, covers="checkpoints")

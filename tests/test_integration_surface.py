@@ -1,0 +1,212 @@
+"""memos_core.integration: keyed memories, the vault's conversation logs (and their
+redaction on forget), legacy side files moved into the vault, search exclusions,
+model_info(load=False) and the shared tool specs. Real MemOS on the embedded defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from memos_core import InvalidInputError, MemOS
+from memos_core.integration import (
+    CHAT_FILE,
+    FORGOTTEN,
+    LOG_FORM,
+    TOOL_NAMES,
+    TOOL_SPECS,
+    ConversationLog,
+    DerivedForm,
+    ItemKey,
+    delete_by_key,
+    get_by_key,
+    iter_by_prefix,
+    migrate_keys,
+    put_by_key,
+    tool_spec,
+)
+
+
+def files_holding(root: Path, needle: str) -> list[str]:
+    return sorted(str((Path(d) / n).relative_to(root)) for d, _, names in os.walk(root)
+                  for n in names if needle.encode() in (Path(d) / n).read_bytes())
+
+
+# -- keyed memories ---------------------------------------------------------------------------
+
+def test_put_by_key_creates_then_versions_one_memory(mos: MemOS) -> None:
+    item = ItemKey("alice", ("alice", "prefs"), "food")
+    first = put_by_key(mos, item, "Alice likes tea.", metadata={"v": 1}, tags=["t"],
+                       type="preference", sensitivity=["pii"])
+    second = put_by_key(mos, item, "Alice likes coffee.", metadata={"v": 2}, tags=["t"])
+    assert second.id == first.id and second.version == 2 and second.metadata == {"v": 2}
+    assert second.type.value == "preference" and second.governance.sensitivity == ("pii",)
+    assert get_by_key(mos, item).text == "Alice likes coffee."  # type: ignore[union-attr]
+    assert [i.key for i, _ in iter_by_prefix(mos, "alice", ("alice",))] == ["food"]
+    assert mos.search("coffee", user_id="alice", allow_sensitive="*")[0].id == first.id
+    assert delete_by_key(mos, item) is True and delete_by_key(mos, item) is False
+    assert get_by_key(mos, item) is None and list(iter_by_prefix(mos, "alice")) == []
+    with pytest.raises(InvalidInputError):
+        put_by_key(mos, item, "")
+
+
+def test_concurrent_puts_of_a_new_key_make_one_memory(mos: MemOS) -> None:
+    item = ItemKey("alice", ("race",), "k")
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def put(n: int) -> None:
+        try:
+            start.wait()
+            put_by_key(mos, item, f"value {n}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    cube = get_by_key(mos, item)
+    assert cube is not None and cube.version == 6  # one memory, six versions
+    assert mos.vault.count() == 1
+
+
+def test_separate_vault_connections_cannot_bind_one_key_twice(tmp_path: Path) -> None:
+    """Two connections to one database (as two processes would have) race a new key: the
+    UNIQUE binding lets exactly one win; the loser writes nothing."""
+    from memos_core.cube import MemCube, Namespace
+    from memos_core.errors import ConflictError
+    from memos_core.vault import Actor, SQLiteVault
+
+    path = tmp_path / "v.sqlite3"
+    vaults = [SQLiteVault(path) for _ in range(4)]
+    item = ItemKey("alice", ("p",), "k")
+    start = threading.Barrier(len(vaults))
+    outcomes: list[str] = []
+
+    def put(vault: SQLiteVault) -> None:
+        cube = MemCube(namespace=Namespace(user_id="alice"), text="x")
+        start.wait()
+        try:
+            vault.put_keyed(item, cube, None, Actor("alice"), "add")
+            outcomes.append("bound")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=put, args=(v,)) for v in vaults]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["bound", "conflict", "conflict", "conflict"]
+    assert vaults[0].count() == 1
+    for v in vaults:
+        v.close()
+
+
+def test_migrate_keys_binds_memories_written_before_keys_once(mos: MemOS) -> None:
+    old = mos.add("legacy item", user_id="alice", metadata={"k": "a"})
+    newer = mos.add("legacy item, newer copy", user_id="alice", metadata={"k": "a"})
+    mos.add("not an item", user_id="alice")
+
+    def key_of(cube):  # noqa: ANN001, ANN202
+        return ItemKey(cube.user_id, ("lg",), cube.metadata["k"]) if "k" in cube.metadata else None
+
+    assert migrate_keys(mos, "test", key_of) == 1
+    assert get_by_key(mos, ItemKey("alice", ("lg",), "a")).id == newer.id  # type: ignore[union-attr]
+    assert migrate_keys(mos, "test", key_of) == 0  # once per data directory
+    assert old.id != newer.id
+
+
+# -- conversation logs --------------------------------------------------------------------------
+
+def _msg(text: str) -> str:
+    return json.dumps({"role": "user", "blocks": [{"block_type": "text", "text": text}],
+                       "additional_kwargs": {}})
+
+
+def test_the_core_redacts_its_conversation_log_on_forget(mos: MemOS) -> None:
+    log = ConversationLog(mos)
+    log.append("dana", "s1", [("m1", _msg("my locker code is MARMOT9920")),
+                              ("m2", _msg("and the bike code is 1234"))], "active")
+    log.append("erin", "s1", [("m3", _msg("my locker code is MARMOT9920"))], "active")
+    memory = mos.add([{"role": "user", "content": "my locker code is MARMOT9920", "id": "m1"}],
+                     user_id="dana")[0]
+    receipt = mos.forget(memory.id, user_id="dana")
+    assert DerivedForm(kind="conversation_log", id=f"{LOG_FORM}:dana/s1",
+                       action="redacted") in receipt.derived
+    rows = log.read("dana", "s1", None)
+    assert json.loads(rows[0][1])["blocks"][0]["text"] == FORGOTTEN  # its source message
+    assert json.loads(rows[1][1])["blocks"][0]["text"] == "and the bike code is 1234"
+    # another user's conversation is theirs: it is not touched
+    assert "MARMOT9920" in log.read("erin", "s1", None)[0][1]
+
+
+def test_an_old_chat_history_file_moves_into_the_vault(mos: MemOS) -> None:
+    legacy = sqlite3.connect(mos.data_dir / CHAT_FILE)
+    legacy.executescript("""
+        CREATE TABLE chat_messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,
+            key TEXT NOT NULL, message_id TEXT NOT NULL, status TEXT NOT NULL,
+            message TEXT NOT NULL, created_at TEXT NOT NULL);""")
+    rows = [("u", "k", "a", "archived", _msg("one")), ("u", "k", "b", "active", _msg("two")),
+            ("", "k", "c", "active", _msg("three")), ("u", "k", "d", "active", _msg("four"))]
+    legacy.executemany("INSERT INTO chat_messages (user_id, key, message_id, status, message, "
+                       "created_at) VALUES (?,?,?,?,?,'now')", rows)
+    legacy.commit()
+    legacy.close()
+    log = ConversationLog(mos)
+    assert not (mos.data_dir / CHAT_FILE).exists()
+    assert [r[0] for r in log.read("u", "k", None)] == ["a", "b", "d"]
+    assert [r[0] for r in log.read("u", "k", "active")] == ["b", "d"]
+    assert log.read("", "k", None) == [("c", _msg("three"))]
+    ConversationLog(mos)  # nothing left to move: nothing changes
+    assert log.count("u", "k", None) == 3
+
+
+# -- search exclusions and model info --------------------------------------------------------------
+
+def test_search_excludes_sources_and_the_current_session(mos: MemOS) -> None:
+    mos.add([{"role": "user", "content": "I adopted a cat named Miso.", "id": "m-in-prompt"}],
+            user_id="u", session_id="now")
+    mos.add([{"role": "user", "content": "My cat Miso likes tuna.", "id": "m-other"}],
+            user_id="u", session_id="earlier")
+    fact = mos.add("The cat Miso is three years old.", user_id="u", session_id="now")
+    texts = {h.text for h in mos.search("cat Miso", user_id="u", k=5)}
+    assert len(texts) == 3
+    left = {h.memory.provenance.source_message_ids for h in
+            mos.search("cat Miso", user_id="u", k=5, exclude_sources=["m-in-prompt"])}
+    assert ("m-in-prompt",) not in left and len(left) == 2
+    kept = mos.search("cat Miso", user_id="u", k=5, exclude_session="now")
+    assert {h.id for h in kept} >= {fact.id}  # only the session's episodes go
+    assert all(h.memory.namespace.session_id != "now" or h.memory.type.value != "episode"
+               for h in kept) and len(kept) == 2
+
+
+def test_model_info_loads_nothing(mos: MemOS) -> None:
+    info = mos.model_info()
+    assert info.loaded is False and info.model_id is None and info.context_window is None
+    assert mos.loaded_model() is None
+
+
+async def test_model_info_twin(mos: MemOS) -> None:
+    assert (await mos.amodel_info()).loaded is False
+
+
+# -- tool specs -------------------------------------------------------------------------------
+
+def test_tool_specs_describe_every_argument() -> None:
+    assert TOOL_NAMES == ("store_memory", "search_memories", "update_memory", "forget_memory",
+                          "compress_memories")
+    for spec in TOOL_SPECS:
+        schema = spec.args_model().model_json_schema()
+        assert len(spec.description) > 40 and "user_id" not in schema["properties"]
+        assert all(p.get("description") for p in schema["properties"].values()), spec.name
+    assert tool_spec("store_memory").args_model().model_json_schema()["required"] == ["text"]
+    with pytest.raises(KeyError, match="known"):
+        tool_spec("nope")

@@ -230,6 +230,58 @@ def _worker(url: str, collection: str, points: list[tuple], queries: list[tuple]
         idx.close()
 
 
+def _memos_worker(url: str, items: list[tuple], queries: list[tuple], barrier: Any, queue: Any) -> None:
+    """One client process of MemOS(url): adds (one call per memory), then searches."""
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.embedding.onnx import OnnxEmbedder
+
+    embedder = OnnxEmbedder("minilm")
+    embedder.embed(["warm up"])
+    with MemOS(url, embedder=embedder, config=MemOSConfig(show_progress=False)) as mos:
+        barrier.wait()
+        t0 = time.perf_counter()
+        for text, user, when in items:
+            mos.add(text, user_id=user, occurred_at=when)
+        ingest_s = time.perf_counter() - t0
+        barrier.wait()
+        lat = []
+        t0 = time.perf_counter()
+        for q, user in queries:
+            s = time.perf_counter()
+            mos.search(q, user_id=user, k=10, record_usage=False)
+            lat.append((time.perf_counter() - s) * 1000)
+        queue.put({"points": len(items), "ingest_s": ingest_s, "lat": lat,
+                   "search_s": time.perf_counter() - t0})
+
+
+def memos_processes(url: str, turns: list[dict], qas: list[dict], counts: tuple[int, ...],
+                    memories: int, queries_per_process: int) -> list[dict[str, Any]]:
+    """The same through ``MemOS(url)`` end to end (embedding on this machine's CPUs): each
+    run adds ``memories`` new memories in all, split over the processes, then searches."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for run, n in enumerate(counts):
+        chosen = turns[run * memories:(run + 1) * memories] or turns[:memories]
+        items = [(t["text"], f"{t['user']}-run{run}", t["item"]["occurred_at"]) for t in chosen]
+        queries = [(qa["q"], f"{qa['user']}-run{run}") for qa in qas]
+        barrier, queue = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_memos_worker, args=(
+            url, items[i::n], [queries[(i + j * n) % len(queries)] for j in range(queries_per_process)],
+            barrier, queue)) for i in range(n)]
+        for p in procs:
+            p.start()
+        results = [queue.get(timeout=1200) for _ in procs]
+        for p in procs:
+            p.join()
+        lat = [x for r in results for x in r["lat"]]
+        rows.append({"processes": n, "memories": sum(r["points"] for r in results),
+                     "ingest_per_s": round(sum(r["points"] for r in results) / max(r["ingest_s"] for r in results), 1),
+                     "searches": len(lat),
+                     "searches_per_s": round(len(lat) / max(r["search_s"] for r in results), 1),
+                     **ms_stats(lat)})
+    return rows
+
+
 def processes(url: str, turns: list[dict], qas: list[dict], vecs: Any, qvecs: Any,
               counts: tuple[int, ...], queries_per_process: int) -> list[dict[str, Any]]:
     """Ingest/s and hybrid search latency with ``n`` client processes on one server."""
@@ -270,18 +322,17 @@ def processes(url: str, turns: list[dict], qas: list[dict], vecs: Any, qvecs: An
 # -- 4: LoCoMo end to end --------------------------------------------------------------------
 
 def _server_memos(url: str, tmp: Path, embedder: Any) -> tuple[Any, str]:
-    """MemOS in server mode on ``url``: MemOS(url) if this checkout has it, else the pgvector
-    index with an embedded vault."""
+    """MemOS in server mode on ``url``: ``MemOS(url)`` (vault and pgvector index in the
+    database) where this checkout has it, else the pgvector index with an embedded vault."""
     from memos_core import MemOS, MemOSConfig
 
-    config = MemOSConfig(show_progress=False, index="pgvector", index_url=url)
     try:
-        from memos_core import server_mode  # noqa: F401 - present once MemOS(url) exists
-
-        return MemOS(url, embedder=embedder, config=config), "MemOS(postgresql://) vault + pgvector index"
+        from memos_core.server_mode import is_postgres_url  # noqa: F401 - MemOS(url) exists
     except ImportError:
-        return (MemOS(tmp / "server", embedder=embedder, config=config),
-                "pgvector index + embedded SQLite vault")
+        config = MemOSConfig(show_progress=False, index="pgvector", index_url=url)
+        return MemOS(tmp / "server", embedder=embedder, config=config), "pgvector index + SQLite vault"
+    return (MemOS(url, embedder=embedder, config=MemOSConfig(show_progress=False)),
+            "MemOS(postgresql://): vault + pgvector index")
 
 
 def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path) -> dict[str, Any]:
@@ -397,6 +448,16 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {r['processes']} | {r['memories']} | {r['ingest_per_s']} | {r['searches']} | "
                          f"{r['searches_per_s']} | {r['p50']} | {r['p95']} |")
         lines.append("")
+    if "memos_processes" in result:
+        lines += ["Client processes on one server, end to end through MemOS(postgresql://) (each "
+                  "process embeds with MiniLM on this machine's CPUs; one add() per memory; "
+                  "search k=10):", "",
+                  "| processes | memories | adds/s (all) | searches | searches/s (all) | search p50 ms | p95 ms |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in result["memos_processes"]:
+            lines.append(f"| {r['processes']} | {r['memories']} | {r['ingest_per_s']} | {r['searches']} | "
+                         f"{r['searches_per_s']} | {r['p50']} | {r['p95']} |")
+        lines.append("")
     if "locomo" in result:
         lines += ["LoCoMo end to end (same MiniLM embedder, query embedding included in latency):", "",
                   "| system | adds/s | search p50 ms | p95 ms | recall@5 | recall@10 | recall@20 | all@10 | MRR |",
@@ -416,7 +477,7 @@ def main() -> None:
     p.add_argument("--tenants", type=int, default=None,
                    help="also run the index variants with this many copies of every conversation, "
                         "each its own user (default 10, --quick 5)")
-    p.add_argument("--skip", action="append", default=[], choices=("variants", "processes", "locomo"))
+    p.add_argument("--skip", action="append", default=[], choices=("variants", "processes", "memos-processes", "locomo"))
     p.add_argument("--out", type=Path, help="write the JSON result here")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -448,6 +509,10 @@ def main() -> None:
         if "processes" not in args.skip:
             result["processes"] = processes(url, data["turns"], data["qas"], vecs, qvecs, (1, 2, 4),
                                             40 if args.quick else 150)
+        if "memos-processes" not in args.skip:
+            result["memos_processes"] = memos_processes(
+                url, data["turns"], data["qas"], (1, 2, 4), 120 if args.quick else 300,
+                10 if args.quick else 40)
         if "locomo" not in args.skip:
             result["locomo"] = locomo(url, data, embedder, Path(tmp))
         result["server_versions"] = _versions(url)

@@ -236,3 +236,21 @@ def test_memos_on_pgvector_keeps_no_text_or_tag_in_the_index(pg_url, tmp_path):
         mos.forget(secret.id, user_id="ann")
         stored = _index_bytes(pg_url)
         assert secret.id not in stored and kept.id in stored
+
+
+def test_cli_with_a_data_directory_and_the_pgvector_index(pg_url, tmp_path, capsys):
+    """`memos --index pgvector --index-url URL`: the vault in the directory, the index on the server."""
+    import json
+
+    from memos_core.cli import main
+
+    def run(*args: str) -> str:
+        code = main([args[0], "--data-dir", str(tmp_path / "d"), "--user", "alice", "--index", "pgvector",
+                     "--index-url", pg_url, "--json", *args[1:]])
+        assert code == 0
+        return capsys.readouterr().out
+
+    cube = json.loads(run("add", "Alice keeps bees in her garden."))
+    assert json.loads(run("search", "bees"))[0]["id"] == cube["id"]
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT id::text FROM memos_points").fetchall() == [(cube["id"],)]

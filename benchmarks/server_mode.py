@@ -87,35 +87,40 @@ def recall_at(ranked: list[str], evidence: list[str], k: int = 10) -> float:
 
 # -- 1 and 2: variants at the index level --------------------------------------------------
 
-def index_variants(url: str, turns: list[dict], qas: list[dict], vecs: Any, qvecs: Any) -> dict[str, Any]:
-    """Keyword and filtered-dense variants on one loaded PgVectorIndex (collection 'bench')."""
+def index_variants(url: str, turns: list[dict], qas: list[dict], vecs: Any, qvecs: Any,
+                   tenants: int = 1) -> dict[str, Any]:
+    """Keyword and filtered-dense variants on the LoCoMo turns (collection 'bench').
+
+    ``tenants`` > 1 loads that many copies of every conversation, each under its own user
+    (a server shared by many users); the questions still go to the first copy."""
     import psycopg
 
     from memos_core.index import Bm25Encoder, IndexFilter, IndexPoint, PgVectorIndex
 
     enc = Bm25Encoder()
     dia_of = {t["id"]: t["dia"] for t in turns}
-    idx = PgVectorIndex(url, DIM, collection="bench")
-    idx.clear()
-    points = [IndexPoint(t["id"], v.tolist(), enc.encode_document(t["text"]),
-                         {"user_id": t["user"], "version": 1}) for t, v in zip(turns, vecs)]
-    idx.upsert(points)
-    idx.optimize()
-    out: dict[str, Any] = {"keyword": {}, "dense": {}}
+    scan = PgVectorIndex(url, DIM, collection="bench", keyword="scan")
+    postings = PgVectorIndex(url, DIM, collection="bench", keyword="postings")
+    scan.clear()
+    sparse = [enc.encode_document(t["text"]) for t in turns]
+    copies = []
+    for copy in range(tenants):
+        for t, v, sv in zip(turns, vecs, sparse):
+            pid = t["id"] if copy == 0 else str(uuid.uuid5(uuid.NAMESPACE_URL, f"{t['id']}/{copy}"))
+            user = t["user"] if copy == 0 else f"{t['user']}#{copy}"
+            copies.append((pid, user, t["text"], IndexPoint(pid, v.tolist(), sv, {"user_id": user, "version": 1})))
+    for start in range(0, len(copies), 2000):
+        scan.upsert([c[3] for c in copies[start:start + 2000]])
+    out: dict[str, Any] = {"keyword": {}, "dense": {}, "points": len(copies), "tenants": tenants}
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_fts, bench_sv")
+        conn.execute("DROP TABLE IF EXISTS bench_fts")
         conn.execute("CREATE TABLE bench_fts (id uuid PRIMARY KEY, user_id text, tsv tsvector)")
-        conn.execute("CREATE TABLE bench_sv (id uuid PRIMARY KEY, user_id text, sv sparsevec(1000000000))")
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO bench_fts VALUES (%s, %s, to_tsvector('english', %s))",
-                            [(t["id"], t["user"], t["text"]) for t in turns])
-            cur.executemany("INSERT INTO bench_sv VALUES (%s, %s, %s::sparsevec)",
-                            [(p.id, p.payload["user_id"], _sparsevec(p.sparse.indices, p.sparse.values))
-                             for p in points])
+                            [c[:3] for c in copies])
         conn.execute("CREATE INDEX ON bench_fts USING gin (tsv)")
         conn.execute("CREATE INDEX ON bench_fts (user_id)")
-        conn.execute("CREATE INDEX ON bench_sv (user_id)")
-        for table in ("bench_fts", "bench_sv", "bench_points", "bench_terms"):
+        for table in ("bench_fts", "bench_points", "bench_terms"):
             conn.execute(f"VACUUM ANALYZE {table}")  # as autovacuum would after a bulk load
 
         def fts(rank: str):
@@ -125,67 +130,57 @@ def index_variants(url: str, turns: list[dict], qas: list[dict], vecs: Any, qvec
                      f"f.tsv @@ q.s::tsquery ORDER BY {rank}(f.tsv, q.s::tsquery) DESC LIMIT 10")
             return lambda qa, _qv: [str(r[0]) for r in conn.execute(query, (qa["q"], qa["user"]))]
 
-        def sparsevec_scan(qa: dict, _qv: Any) -> list[str]:
-            qs = enc.encode_query(qa["q"])
-            if not qs.indices:
-                return []
-            total = conn.execute("SELECT count(*) FROM bench_points WHERE has_sparse").fetchone()[0]
-            df = dict(conn.execute("SELECT term, count(*) FROM bench_terms WHERE term = ANY(%s) "
-                                   "GROUP BY term", (list(qs.indices),)).fetchall())
-            import math
-            terms = [(t, math.log(1 + (total - df[t] + 0.5) / (df[t] + 0.5))) for t in qs.indices if t in df]
-            if not terms:
-                return []
-            qv = _sparsevec([t for t, _ in terms], [w for _, w in terms])
-            rows = conn.execute("SELECT id FROM bench_sv WHERE user_id = %s AND (sv <#> %s::sparsevec) < 0 "
-                                "ORDER BY sv <#> %s::sparsevec LIMIT 10", (qa["user"], qv, qv))
-            return [str(r[0]) for r in rows]
+        def bm25(idx: Any):
+            def run(qa: dict, _qv: Any) -> list[str]:
+                hits = idx.search_sparse(enc.encode_query(qa["q"]), IndexFilter(user_ids=(qa["user"],)), 10)
+                return [h.id for h in hits]
+            return run
 
-        def postings(qa: dict, _qv: Any) -> list[str]:
-            hits = idx.search_sparse(enc.encode_query(qa["q"]), IndexFilter(user_ids=(qa["user"],)), 10)
-            return [h.id for h in hits]
-
-        keyword = {"bm25 postings (PgVectorIndex)": postings, "bm25 sparsevec scan": sparsevec_scan,
-                   "full-text ts_rank": fts("ts_rank"), "full-text ts_rank_cd": fts("ts_rank_cd")}
+        keyword = {"BM25, sparsevec scan of the user's rows (PgVectorIndex default)": bm25(scan),
+                   "BM25, postings of the query terms (keyword='postings')": bm25(postings),
+                   "Postgres full-text, ts_rank": fts("ts_rank"),
+                   "Postgres full-text, ts_rank_cd": fts("ts_rank_cd")}
         for name, fn in keyword.items():
             out["keyword"][name] = _measure(fn, qas, qvecs, dia_of)
 
         def dense_sql(mode: str):
-            order = "(p.dense <=> %s::vector) + 0" if mode == "exact" else "p.dense <=> %s::vector"
+            """Plain SQL: 'exact' scans the user's rows; 'iterative'/'off' force the HNSW index
+            (the owner test is hidden from the B-tree, bitmap and sequential scans are off)."""
+            exact_sql = ("SELECT id FROM (SELECT id, dense <=> %s::vector AS dist FROM bench_points "
+                         "WHERE user_id = %s OFFSET 0) s ORDER BY dist LIMIT 10")
+            hnsw_sql = ("SELECT id FROM bench_points WHERE (user_id || '') = %s "
+                        "ORDER BY dense <=> %s::vector LIMIT 10")
 
             def run(qa: dict, qv: Any) -> list[str]:
+                text = "[" + ",".join(repr(float(x)) for x in qv) + "]"
+                if mode == "exact":
+                    return [str(r[0]) for r in conn.execute(exact_sql, (text, qa["user"]))]
                 with conn.transaction():
                     conn.execute("SELECT set_config('hnsw.iterative_scan', %s, true), "
-                                 "set_config('hnsw.ef_search', '100', true)",
-                                 ("off" if mode != "iterative" else "relaxed_order",))
-                    text = "[" + ",".join(repr(float(x)) for x in qv) + "]"
-                    rows = conn.execute(f"SELECT id FROM bench_points p WHERE user_id = %s "
-                                        f"ORDER BY {order} LIMIT 10", (qa["user"], text)).fetchall()
+                                 "set_config('hnsw.ef_search', '100', true), "
+                                 "set_config('enable_bitmapscan', 'off', true), "
+                                 "set_config('enable_seqscan', 'off', true)",
+                                 ("relaxed_order" if mode == "iterative" else "off",))
+                    rows = conn.execute(hnsw_sql, (qa["user"], text)).fetchall()
                 return [str(r[0]) for r in rows]
             return run
 
         def dense_index(qa: dict, qv: Any) -> list[str]:
-            return [h.id for h in idx.search_dense(qv.tolist(), IndexFilter(user_ids=(qa["user"],)), 10)]
+            return [h.id for h in scan.search_dense(qv.tolist(), IndexFilter(user_ids=(qa["user"],)), 10)]
 
         exact = {qa["q"] + qa["user"]: dense_sql("exact")(qa, qv) for qa, qv in zip(qas, qvecs)}
-        variants = {"PgVectorIndex (iterative relaxed + exact fallback)": dense_index,
-                    "HNSW, iterative scan off": dense_sql("off"), "exact scan": dense_sql("exact")}
+        variants = {
+            "PgVectorIndex (planner: HNSW + iterative scan, or exact; exact fallback)": dense_index,
+            "HNSW forced, iterative scan relaxed_order (SQL)": dense_sql("iterative"),
+            "HNSW forced, iterative scan off (SQL)": dense_sql("off"),
+            "exact scan of the user's rows (SQL)": dense_sql("exact")}
         for name, fn in variants.items():
-            row = _measure(fn, qas, qvecs, dia_of, truth=exact)
-            out["dense"][name] = row
-        conn.execute("DROP TABLE IF EXISTS bench_fts, bench_sv")
-    idx.clear()
-    idx.close()
+            out["dense"][name] = _measure(fn, qas, qvecs, dia_of, truth=exact)
+        conn.execute("DROP TABLE IF EXISTS bench_fts")
+    scan.clear()
+    scan.close()
+    postings.close()
     return out
-
-
-def _sparsevec(indices: Any, values: Any) -> str:
-    """pgvector's sparsevec text; our u32 term hashes folded into its 10^9 dimensions."""
-    folded: dict[int, float] = {}
-    for i, v in zip(indices, values):
-        key = int(i) % 999_999_999 + 1
-        folded[key] = folded.get(key, 0.0) + float(v)
-    return "{" + ",".join(f"{k}:{v!r}" for k, v in sorted(folded.items())) + "}/1000000000"
 
 
 def _measure(fn: Any, qas: list[dict], qvecs: Any, dia_of: dict[str, str],
@@ -235,6 +230,58 @@ def _worker(url: str, collection: str, points: list[tuple], queries: list[tuple]
         idx.close()
 
 
+def _memos_worker(url: str, items: list[tuple], queries: list[tuple], barrier: Any, queue: Any) -> None:
+    """One client process of MemOS(url): adds (one call per memory), then searches."""
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.embedding.onnx import OnnxEmbedder
+
+    embedder = OnnxEmbedder("minilm")
+    embedder.embed(["warm up"])
+    with MemOS(url, embedder=embedder, config=MemOSConfig(show_progress=False)) as mos:
+        barrier.wait()
+        t0 = time.perf_counter()
+        for text, user, when in items:
+            mos.add(text, user_id=user, occurred_at=when)
+        ingest_s = time.perf_counter() - t0
+        barrier.wait()
+        lat = []
+        t0 = time.perf_counter()
+        for q, user in queries:
+            s = time.perf_counter()
+            mos.search(q, user_id=user, k=10, record_usage=False)
+            lat.append((time.perf_counter() - s) * 1000)
+        queue.put({"points": len(items), "ingest_s": ingest_s, "lat": lat,
+                   "search_s": time.perf_counter() - t0})
+
+
+def memos_processes(url: str, turns: list[dict], qas: list[dict], counts: tuple[int, ...],
+                    memories: int, queries_per_process: int) -> list[dict[str, Any]]:
+    """The same through ``MemOS(url)`` end to end (embedding on this machine's CPUs): each
+    run adds ``memories`` new memories in all, split over the processes, then searches."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for run, n in enumerate(counts):
+        chosen = turns[run * memories:(run + 1) * memories] or turns[:memories]
+        items = [(t["text"], f"{t['user']}-run{run}", t["item"]["occurred_at"]) for t in chosen]
+        queries = [(qa["q"], f"{qa['user']}-run{run}") for qa in qas]
+        barrier, queue = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_memos_worker, args=(
+            url, items[i::n], [queries[(i + j * n) % len(queries)] for j in range(queries_per_process)],
+            barrier, queue)) for i in range(n)]
+        for p in procs:
+            p.start()
+        results = [queue.get(timeout=1200) for _ in procs]
+        for p in procs:
+            p.join()
+        lat = [x for r in results for x in r["lat"]]
+        rows.append({"processes": n, "memories": sum(r["points"] for r in results),
+                     "ingest_per_s": round(sum(r["points"] for r in results) / max(r["ingest_s"] for r in results), 1),
+                     "searches": len(lat),
+                     "searches_per_s": round(len(lat) / max(r["search_s"] for r in results), 1),
+                     **ms_stats(lat)})
+    return rows
+
+
 def processes(url: str, turns: list[dict], qas: list[dict], vecs: Any, qvecs: Any,
               counts: tuple[int, ...], queries_per_process: int) -> list[dict[str, Any]]:
     """Ingest/s and hybrid search latency with ``n`` client processes on one server."""
@@ -275,18 +322,17 @@ def processes(url: str, turns: list[dict], qas: list[dict], vecs: Any, qvecs: An
 # -- 4: LoCoMo end to end --------------------------------------------------------------------
 
 def _server_memos(url: str, tmp: Path, embedder: Any) -> tuple[Any, str]:
-    """MemOS in server mode on ``url``: MemOS(url) if this checkout has it, else the pgvector
-    index with an embedded vault."""
+    """MemOS in server mode on ``url``: ``MemOS(url)`` (vault and pgvector index in the
+    database) where this checkout has it, else the pgvector index with an embedded vault."""
     from memos_core import MemOS, MemOSConfig
 
-    config = MemOSConfig(show_progress=False, index="pgvector", index_url=url)
     try:
-        from memos_core import server_mode  # noqa: F401 - present once MemOS(url) exists
-
-        return MemOS(url, embedder=embedder, config=config), "MemOS(postgresql://) vault + pgvector index"
+        from memos_core.server_mode import is_postgres_url  # noqa: F401 - MemOS(url) exists
     except ImportError:
-        return (MemOS(tmp / "server", embedder=embedder, config=config),
-                "pgvector index + embedded SQLite vault")
+        config = MemOSConfig(show_progress=False, index="pgvector", index_url=url)
+        return MemOS(tmp / "server", embedder=embedder, config=config), "pgvector index + SQLite vault"
+    return (MemOS(url, embedder=embedder, config=MemOSConfig(show_progress=False)),
+            "MemOS(postgresql://): vault + pgvector index")
 
 
 def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path) -> dict[str, Any]:
@@ -379,15 +425,17 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['conversations']} conversations, {result['memories']} memories, "
              f"{result['questions']} questions; load average {result['load_before']} before, "
              f"{result['load_after']} after (1 min)", ""]
-    if "keyword" in result:
-        lines += ["Keyword search, one user's filter (index level):", "",
+    for v in result.get("variants", []):
+        scope = (f"{v['points']} points, {v['tenants']} cop{'y' if v['tenants'] == 1 else 'ies'} of "
+                 "each conversation under its own user")
+        lines += [f"Keyword search, one user's filter, index level ({scope}):", "",
                   "| variant | recall@10 | p50 ms | p95 ms | avg hits |", "|---|---|---|---|---|"]
-        for name, r in result["keyword"].items():
+        for name, r in v["keyword"].items():
             lines.append(f"| {name} | {r['recall@10']:.3f} | {r['p50']} | {r['p95']} | {r['avg_returned']} |")
-        lines += ["", "Dense search, one user's filter (index level):", "",
+        lines += ["", f"Dense search, one user's filter, index level ({scope}):", "",
                   "| variant | overlap with exact top 10 | recall@10 | p50 ms | p95 ms | avg hits |",
                   "|---|---|---|---|---|---|"]
-        for name, r in result["dense"].items():
+        for name, r in v["dense"].items():
             lines.append(f"| {name} | {r['overlap_exact@10']:.3f} | {r['recall@10']:.3f} | {r['p50']} | "
                          f"{r['p95']} | {r['avg_returned']} |")
         lines.append("")
@@ -397,6 +445,16 @@ def markdown(result: dict[str, Any]) -> str:
                   "| processes | memories | ingest/s (all) | searches | searches/s (all) | search p50 ms | p95 ms |",
                   "|---|---|---|---|---|---|---|"]
         for r in result["processes"]:
+            lines.append(f"| {r['processes']} | {r['memories']} | {r['ingest_per_s']} | {r['searches']} | "
+                         f"{r['searches_per_s']} | {r['p50']} | {r['p95']} |")
+        lines.append("")
+    if "memos_processes" in result:
+        lines += ["Client processes on one server, end to end through MemOS(postgresql://) (each "
+                  "process embeds with MiniLM on this machine's CPUs; one add() per memory; "
+                  "search k=10):", "",
+                  "| processes | memories | adds/s (all) | searches | searches/s (all) | search p50 ms | p95 ms |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in result["memos_processes"]:
             lines.append(f"| {r['processes']} | {r['memories']} | {r['ingest_per_s']} | {r['searches']} | "
                          f"{r['searches_per_s']} | {r['p50']} | {r['p95']} |")
         lines.append("")
@@ -416,7 +474,10 @@ def main() -> None:
                    help="LoCoMo JSON (locomo10.json format)")
     p.add_argument("--url", default=None, help="an existing PostgreSQL (with pgvector); default: start one")
     p.add_argument("--quick", action="store_true", help="2 conversations, 150 questions, fewer searches")
-    p.add_argument("--skip", action="append", default=[], choices=("variants", "processes", "locomo"))
+    p.add_argument("--tenants", type=int, default=None,
+                   help="also run the index variants with this many copies of every conversation, "
+                        "each its own user (default 10, --quick 5)")
+    p.add_argument("--skip", action="append", default=[], choices=("variants", "processes", "memos-processes", "locomo"))
     p.add_argument("--out", type=Path, help="write the JSON result here")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -425,6 +486,7 @@ def main() -> None:
     from memos_core.embedding.onnx import OnnxEmbedder
     from memos_core.testing.postgres import LocalPostgres
 
+    args.tenants = args.tenants or (5 if args.quick else 10)
     data = load(args.data, 2 if args.quick else None, 150 if args.quick else None)
     result: dict[str, Any] = {"conversations": len(data["samples"]), "memories": len(data["turns"]),
                               "questions": len(data["qas"]), "load_before": round(os.getloadavg()[0], 2),
@@ -442,10 +504,15 @@ def main() -> None:
             vecs = embedder.embed([t["text"] for t in data["turns"]])
             qvecs = embedder.embed([qa["q"] for qa in data["qas"]])
         if "variants" not in args.skip:
-            result.update(index_variants(url, data["turns"], data["qas"], vecs, qvecs))
+            result["variants"] = [index_variants(url, data["turns"], data["qas"], vecs, qvecs, n)
+                                  for n in (1, args.tenants)]
         if "processes" not in args.skip:
             result["processes"] = processes(url, data["turns"], data["qas"], vecs, qvecs, (1, 2, 4),
                                             40 if args.quick else 150)
+        if "memos-processes" not in args.skip:
+            result["memos_processes"] = memos_processes(
+                url, data["turns"], data["qas"], (1, 2, 4), 120 if args.quick else 300,
+                10 if args.quick else 40)
         if "locomo" not in args.skip:
             result["locomo"] = locomo(url, data, embedder, Path(tmp))
         result["server_versions"] = _versions(url)

@@ -52,9 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--user", default=None, help="principal (user id) for the call")
     common.add_argument("--agent", default=None, help="agent id")
     common.add_argument("--json", action="store_true", help="print JSON")
-    common.add_argument("--index", choices=["edge", "qdrant"], default=None,
-                        help="index backend (default: edge, embedded)")
+    common.add_argument("--index", choices=["edge", "qdrant", "pgvector"], default=None,
+                        help="index backend (default: edge, embedded; pgvector with --db)")
     common.add_argument("--qdrant-url", default=None, help="Qdrant server URL (with --index qdrant)")
+    common.add_argument("--index-url", default=None,
+                        help="PostgreSQL URL of the index (with --index pgvector; --db implies it)")
 
     p = argparse.ArgumentParser(prog="memos", description="A memory operating system for LLM agents.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -152,6 +154,8 @@ def _open(args: argparse.Namespace, user: str) -> Any:
         overrides["index"] = args.index
     if args.qdrant_url:
         overrides["qdrant_url"] = args.qdrant_url
+    if args.index_url:
+        overrides["index_url"] = args.index_url
     db = args.db or (os.environ.get("MEMOS_DB_URL") if args.data_dir is None else None)
     if db:
         if args.data_dir is not None:

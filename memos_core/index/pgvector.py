@@ -35,7 +35,10 @@ leave a mix of two versions' postings. Connections come from a :mod:`psycopg_poo
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from threading import Lock
@@ -100,6 +103,8 @@ class PgVectorIndex:
         ef_search: HNSW candidates per dense search (raised to ``limit`` when that is larger).
         max_scan_tuples: how many tuples an iterative scan may visit before it gives up
             (then the exact scan takes over).
+        idf_ttl_s: how long BM25's statistics (points per term, points in all) are reused
+            before they are read again; other processes' writes reach the IDF within it.
         keyword: how a BM25 search finds and scores its points (same results, different
             plans): ``"scan"`` scores the rows that pass the filter by the ``sparsevec``
             inner product with the IDF-weighted query; ``"postings"`` starts from the
@@ -112,7 +117,8 @@ class PgVectorIndex:
 
     def __init__(self, url: str, dim: int, collection: str = "memos", *, pool_size: int = 4,
                  ef_search: int = 100, max_scan_tuples: int = 20_000,
-                 keyword: Literal["scan", "postings"] = "scan") -> None:
+                 keyword: Literal["scan", "postings"] = "scan",
+                 idf_ttl_s: float = 5.0) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         if not isinstance(collection, str) or not _NAME.match(collection):
@@ -122,6 +128,10 @@ class PgVectorIndex:
         if keyword not in ("scan", "postings"):
             raise ValueError(f"keyword must be 'scan' or 'postings', got {keyword!r}")
         self.keyword = keyword
+        self.idf_ttl_s = float(idf_ttl_s)
+        self._stats_lock = Lock()
+        self._df: dict[int, tuple[float, int]] = {}
+        self._total: tuple[float, int] | None = None
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"url must be a postgresql:// URL, got {url!r}")
         self.dim = dim
@@ -133,7 +143,11 @@ class PgVectorIndex:
         self._closed = False
         self._close_lock = Lock()
         self._pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False,
-                                    kwargs={"autocommit": True}, configure=self._configure,
+                                    # No server-side prepared statements: a generic plan
+                                    # cannot see the LIMIT or how selective the filter is,
+                                    # and picks a full sort over the HNSW index.
+                                    kwargs={"autocommit": True, "prepare_threshold": None},
+                                    configure=self._configure,
                                     name=f"memos-index-{collection}")
         try:
             self._pool.open(wait=True, timeout=30)
@@ -255,7 +269,7 @@ class PgVectorIndex:
         delete_terms = sql.SQL("DELETE FROM {t} WHERE id = ANY(%s::uuid[])").format(t=self._terms)
         from psycopg.types.json import Jsonb
 
-        with self._tx() as conn:
+        with self._writing(), self._tx() as conn:
             for start in range(0, len(checked), _BATCH):
                 rows = checked[start:start + _BATCH]
                 ids = [pid for pid, *_ in rows]
@@ -301,7 +315,7 @@ class PgVectorIndex:
         pids = sorted(set(canonical_id(i) for i in ids))
         if not pids:
             return
-        with self._tx() as conn:
+        with self._writing(), self._tx() as conn:
             conn.execute(sql.SQL(
                 "SELECT id FROM {p} WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"
             ).format(p=self._points), (pids,))
@@ -310,7 +324,7 @@ class PgVectorIndex:
 
     def clear(self) -> None:
         """Remove every point (``TRUNCATE``: the old rows' files are dropped at once)."""
-        with self._tx() as conn:
+        with self._writing(), self._tx() as conn:
             conn.execute(sql.SQL("TRUNCATE {t}, {p}").format(t=self._terms, p=self._points))
 
     # -- reads ----------------------------------------------------------------------------
@@ -341,82 +355,125 @@ class PgVectorIndex:
             raise TypeError(f"unknown filter condition {cond!r}")
 
         clauses: list[sql.Composable] = [render(c) for c in plan.must]
-        clauses += [sql.SQL("NOT coalesce({}, false)").format(render(c)) for c in plan.must_not]
+        clauses += [sql.SQL("{} IS NOT TRUE").format(sql.Identifier(alias, c.key)) if isinstance(c, IsTrue)
+                    else sql.SQL("NOT coalesce({}, false)").format(render(c)) for c in plan.must_not]
         if not clauses:
             return sql.SQL("true"), params
         return sql.SQL(" AND ").join(clauses), params
 
     def search_dense(self, vector: Sequence[float], flt: IndexFilter, limit: int) -> list[ScoredId]:
-        """Nearest points by cosine similarity, best first (HNSW with iterative scans; an
-        exact scan of the filtered rows when the index scan returns fewer than ``limit``)."""
+        """Nearest points by cosine similarity, best first.
+
+        The planner picks the HNSW index (with iterative scans, so a filter that most points
+        fail still fills the limit) or, for a filter that few rows pass, an exact scan of
+        them; if the result is short of ``limit`` (fewer rows pass, or the HNSW scan gave up
+        after ``max_scan_tuples``), an exact scan of the filtered rows replaces it."""
         query = _vector_text(dense_list(vector, self.dim))
         plan = plan_filter(flt)
         if plan is None or check_limit(limit) == 0:
             return []
         where, params = self._where(plan)
         ann = sql.SQL(
+            "SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p WHERE {w} ORDER BY dist LIMIT %s"
+        ).format(p=self._points, w=where)
+        exact = sql.SQL(  # OFFSET 0 keeps the ordering out of the index's reach
             "SELECT id, dist FROM (SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p "
-            "WHERE {w} ORDER BY p.dense <=> %s::vector LIMIT %s) hits ORDER BY dist, id"
+            "WHERE {w} OFFSET 0) s ORDER BY dist, id LIMIT %s"
         ).format(p=self._points, w=where)
-        exact = sql.SQL(
-            "SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p WHERE {w} "
-            "ORDER BY (p.dense <=> %s::vector) + 0, p.id LIMIT %s"
-        ).format(p=self._points, w=where)
-        args = (query, *params, query, limit)
-        if limit > self.ef_search:  # the scan returns at most ef_search hits per round
-            with self._tx() as conn:
+        args = (query, *params, limit)
+        with contextlib.ExitStack() as stack:
+            if limit > self.ef_search:  # an HNSW scan returns at most ef_search hits per round
+                conn = stack.enter_context(self._tx())
                 conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, limit)),))
-                rows = conn.execute(ann, args).fetchall()
-                if len(rows) < limit:
-                    rows = conn.execute(exact, args).fetchall()
-        else:
-            with self._conn() as conn:
-                rows = conn.execute(ann, args).fetchall()
-                if len(rows) < limit:
-                    rows = conn.execute(exact, args).fetchall()
+            else:
+                conn = stack.enter_context(self._conn())
+            rows = conn.execute(ann, args).fetchall()
+            if len(rows) < limit:
+                rows = conn.execute(exact, args).fetchall()
+        rows.sort(key=lambda row: (row[1], str(row[0])))  # relaxed_order: nearly sorted
         return [ScoredId(str(pid), 1.0 - float(dist)) for pid, dist in rows]
 
     def search_sparse(self, vector: SparseVec, flt: IndexFilter, limit: int) -> list[ScoredId]:
         """Points by BM25 (query term weights x stored TF weights x IDF), best first.
 
         Only points sharing a term with the query are returned; an empty query vector
-        returns ``[]``. IDF is exact over the live points.
+        returns ``[]``. IDF is over the live points, as of at most ``idf_ttl_s`` ago for
+        writes of other processes (this object's own writes count at once).
         """
         check_sparse(vector)
         plan = plan_filter(flt)
         if plan is None or check_limit(limit) == 0 or not vector.indices:
             return []
         where, params = self._where(plan)
-        # One statement (one snapshot, one round trip): document frequencies of the query's
-        # terms and the count of points with a sparse vector give each term's IDF boost.
-        boosts = sql.SQL(
-            "WITH q AS (SELECT * FROM unnest(%s::bigint[], %s::float8[]) AS q(term, qw)), "
-            "n AS (SELECT count(*) AS total FROM {p} WHERE has_sparse), "
-            "df AS (SELECT term, count(*) AS df FROM {t} WHERE term = ANY(%s::bigint[]) "
-            "GROUP BY term), "
-            "boost AS MATERIALIZED (SELECT q.term, q.qw * ln(1.0::float8 + "
-            "(n.total - df.df + 0.5::float8) / (df.df + 0.5::float8)) AS b "
-            "FROM q JOIN df ON df.term = q.term CROSS JOIN n) "
-        ).format(t=self._terms, p=self._points)
-        if self.keyword == "postings":
-            query = boosts + sql.SQL(
-                "SELECT p.id, sum(t.weight * boost.b) AS score FROM boost "
-                "JOIN {t} t ON t.term = boost.term JOIN {p} p ON p.id = t.id "
-                "WHERE {w} GROUP BY p.id ORDER BY score DESC, p.id LIMIT %s"
-            ).format(t=self._terms, p=self._points, w=where)
-        else:
-            query = boosts + sql.SQL(
-                ", qv AS MATERIALIZED (SELECT ('{{' || string_agg(k::text || ':' || v::text, ',' "
-                "ORDER BY k) || '}}/' || {sdim})::sparsevec AS v FROM (SELECT mod(term, {fold}) + 1 "
-                "AS k, sum(b) AS v FROM boost GROUP BY 1) folded) "
-                "SELECT p.id, -(p.sparse <#> qv.v) AS score FROM {p} p CROSS JOIN qv "
-                "WHERE {w} AND (p.sparse <#> qv.v) < 0 ORDER BY p.sparse <#> qv.v, p.id LIMIT %s"
-            ).format(p=self._points, w=where, sdim=sql.Literal(str(_SPARSE_DIM)),
-                     fold=sql.Literal(_FOLD))
-        terms = list(vector.indices)
         with self._conn() as conn:
-            rows = conn.execute(query, (terms, list(vector.values), terms, *params, limit)).fetchall()
+            terms, boosts = self._boosts(conn, vector)
+            if not terms:
+                return []
+            if self.keyword == "postings":
+                rows = conn.execute(sql.SQL(
+                    "SELECT p.id, sum(t.weight * q.b) AS score "
+                    "FROM unnest(%s::bigint[], %s::float8[]) AS q(term, b) "
+                    "JOIN {t} t ON t.term = q.term JOIN {p} p ON p.id = t.id "
+                    "WHERE {w} GROUP BY p.id ORDER BY score DESC, p.id LIMIT %s"
+                ).format(t=self._terms, p=self._points, w=where),
+                    (terms, boosts, *params, limit)).fetchall()
+            else:
+                qv = _sparsevec_text(terms, boosts)
+                rows = conn.execute(sql.SQL(
+                    "SELECT p.id, -(p.sparse <#> %s::sparsevec) AS score FROM {p} p "
+                    "WHERE {w} AND (p.sparse <#> %s::sparsevec) < 0 "
+                    "ORDER BY p.sparse <#> %s::sparsevec, p.id LIMIT %s"
+                ).format(p=self._points, w=where), (qv, *params, qv, qv, limit)).fetchall()
         return [ScoredId(str(pid), float(score)) for pid, score in rows]
+
+    def _boosts(self, conn: psycopg.Connection[Any], vector: SparseVec) -> tuple[list[int], list[float]]:
+        """The query's terms that some point has, with weight x IDF
+        (``ln(1 + (N - n + 0.5) / (n + 0.5))``, Qdrant's IDF modifier; ``N`` counts the
+        points with a sparse vector). Statistics older than ``idf_ttl_s`` are re-read."""
+        now = time.monotonic()
+        with self._stats_lock:
+            fresh = {t: hit[1] for t in vector.indices
+                     if (hit := self._df.get(t)) is not None and now - hit[0] <= self.idf_ttl_s}
+            total = self._total[1] if self._total and now - self._total[0] <= self.idf_ttl_s else None
+        missing = [t for t in vector.indices if t not in fresh]
+        if missing or total is None:
+            rows = conn.execute(sql.SQL(
+                "SELECT -1::bigint, count(*) FROM {p} WHERE has_sparse AND %s "
+                "UNION ALL SELECT term, count(*) FROM {t} WHERE term = ANY(%s::bigint[]) GROUP BY term"
+            ).format(p=self._points, t=self._terms), (total is None, missing)).fetchall()
+            found = dict(rows)
+            if total is None:
+                total = int(found.get(-1, 0))
+            with self._stats_lock:
+                if len(self._df) > 200_000:
+                    self._df.clear()
+                self._total = (now, total)
+                for term in missing:
+                    fresh[term] = int(found.get(term, 0))
+                    self._df[term] = (now, fresh[term])
+        terms, boosts = [], []
+        for term, value in zip(vector.indices, vector.values):
+            n = fresh[term]
+            if n > 0:
+                terms.append(term)
+                boosts.append(value * math.log(1.0 + (total - n + 0.5) / (n + 0.5)))
+        return terms, boosts
+
+    def _forget_stats(self) -> None:
+        """Drop the cached BM25 statistics (after this object's own writes)."""
+        with self._stats_lock:
+            self._df.clear()
+            self._total = None
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around a write: cached statistics are dropped before it and again once it ended
+        (a search in between may have cached the old counts)."""
+        self._forget_stats()
+        try:
+            yield
+        finally:
+            self._forget_stats()
 
     def versions(self) -> dict[str, int]:
         """``{id: payload["version"]}`` for every point."""

@@ -126,9 +126,11 @@ def test_concurrent_upserts_of_the_same_ids_leave_one_consistent_version(pg_url)
             idx.close()
 
 
-def test_selective_filter_on_a_large_collection_returns_the_exact_top(pg_url):
+@pytest.mark.parametrize("planner", ["free", "hnsw-forced"])
+def test_selective_filter_on_a_large_collection_returns_the_exact_top(pg_url, planner):
     """3000 points, one user owns 12: HNSW alone would find few of them (its candidates are
-    mostly other users'); iterative scans plus the exact fallback return the true top."""
+    mostly other users'); iterative scans plus the exact fallback return the true top, and
+    so does the exact scan the planner picks for small filtered sets."""
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(3000, DIM))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -139,6 +141,14 @@ def test_selective_filter_on_a_large_collection_returns_the_exact_top(pg_url):
     try:
         idx.upsert(points)
         idx.optimize()
+        if planner == "hnsw-forced":  # no owner indexes, no bitmap or sequential scans: HNSW
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("DROP INDEX memos_user_id, memos_readers")
+                db = conn.info.dbname
+                conn.execute(f'ALTER DATABASE "{db}" SET enable_bitmapscan = off')
+                conn.execute(f'ALTER DATABASE "{db}" SET enable_seqscan = off')
+            idx.close()
+            idx = PgVectorIndex(pg_url, DIM)
         query = vectors[5].tolist()
         for user, limit in (("rare", 10), ("rare", 50), ("u3", 10)):
             members = [i for i in range(3000) if (i in rare) == (user == "rare") and (user == "rare" or i % 7 == 3)]
@@ -147,6 +157,28 @@ def test_selective_filter_on_a_large_collection_returns_the_exact_top(pg_url):
             assert [h.id for h in hits] == [str(uuid.UUID(int=i + 1)) for i in truth]
     finally:
         idx.close()
+
+
+def test_idf_follows_another_process_writes_after_the_ttl(pg_url):
+    """Another index object's writes reach this one's BM25 statistics once they are older
+    than idf_ttl_s (here 0: every search reads them)."""
+    reader = PgVectorIndex(pg_url, DIM, idf_ttl_s=0.0)
+    writer = PgVectorIndex(pg_url, DIM)
+    try:
+        base = [IndexPoint(str(uuid.UUID(int=i + 1)), unit(i), ENC.encode_document(t), {"user_id": "u", "version": 1})
+                for i, t in enumerate(["tea time", "coffee time", "tea party"])]
+        writer.upsert(base)
+        before = reader.search_sparse(ENC.encode_query("tea"), IndexFilter(), 5)
+        writer.upsert([IndexPoint(str(uuid.UUID(int=10 + i)), unit(10 + i), ENC.encode_document(f"tea {w}"),
+                                  {"user_id": "u", "version": 1}) for i, w in enumerate(["cup", "pot", "bag"])])
+        after = reader.search_sparse(ENC.encode_query("tea"), IndexFilter(), 5)
+        assert len(after) == 5
+        # "tea" is now in 5 of 6 points instead of 2 of 3: a lower IDF, so a lower score
+        assert after[0].score < before[0].score
+        assert_same_ranking(after, writer.search_sparse(ENC.encode_query("tea"), IndexFilter(), 5))
+    finally:
+        reader.close()
+        writer.close()
 
 
 def test_reopen_keeps_points_and_refuses_another_dim(pg_url):
@@ -204,3 +236,21 @@ def test_memos_on_pgvector_keeps_no_text_or_tag_in_the_index(pg_url, tmp_path):
         mos.forget(secret.id, user_id="ann")
         stored = _index_bytes(pg_url)
         assert secret.id not in stored and kept.id in stored
+
+
+def test_cli_with_a_data_directory_and_the_pgvector_index(pg_url, tmp_path, capsys):
+    """`memos --index pgvector --index-url URL`: the vault in the directory, the index on the server."""
+    import json
+
+    from memos_core.cli import main
+
+    def run(*args: str) -> str:
+        code = main([args[0], "--data-dir", str(tmp_path / "d"), "--user", "alice", "--index", "pgvector",
+                     "--index-url", pg_url, "--json", *args[1:]])
+        assert code == 0
+        return capsys.readouterr().out
+
+    cube = json.loads(run("add", "Alice keeps bees in her garden."))
+    assert json.loads(run("search", "bees"))[0]["id"] == cube["id"]
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT id::text FROM memos_points").fetchall() == [(cube["id"],)]

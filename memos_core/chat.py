@@ -42,7 +42,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -430,8 +430,8 @@ class MemoryChat:
             return ChatAnswer(text=result.text, trace=trace)
 
         if stream:
-            return ChatStream(output, finish)  # type: ignore[arg-type]
-        return finish(output)  # type: ignore[arg-type]
+            return ChatStream(cast("TextStream", output), finish)
+        return finish(cast("GenerationResult", output))
 
     def _prepare(
         self, query: str, user_id: str, turns: list[dict[str, str]], k: int, kv_prefix: bool,

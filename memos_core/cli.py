@@ -167,7 +167,8 @@ def _open(args: argparse.Namespace, user: str) -> Any:
 
 
 def _cube_json(cube: Any) -> dict[str, Any]:
-    return json.loads(cube.model_dump_json())
+    data: dict[str, Any] = json.loads(cube.model_dump_json())
+    return data
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:

@@ -171,12 +171,12 @@ class MemOSConfig(BaseModel):
     @classmethod
     def preset(cls, name: Literal["default", "server", "test"], **overrides: object) -> "MemOSConfig":
         """Named presets: 'default' (embedded), 'server' (Qdrant by URL), 'test' (quiet)."""
-        base: dict[str, object] = {
+        presets: dict[str, dict[str, object]] = {
             "default": {},
             "server": {"index": "qdrant"},
             "test": {"show_progress": False},
-        }[name]
-        return cls(**{**base, **overrides})
+        }
+        return cls.model_validate({**presets[name], **overrides})
 
 
 def default_data_dir() -> Path:

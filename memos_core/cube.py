@@ -52,7 +52,7 @@ def decayed_heat(
     if last_access is None or old_heat <= 0:
         return max(old_heat, 0.0)
     elapsed = max(0.0, (now - last_access).total_seconds())
-    return old_heat * 0.5 ** (elapsed / half_life_s)
+    return float(old_heat * 0.5 ** (elapsed / half_life_s))
 
 
 def bump_heat(

@@ -10,7 +10,9 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from memos_core.cube import MemCube
 
 # Three sessions between Maya and her assistant, and one of Leo's, written for this demo.
 SESSIONS: list[dict[str, Any]] = [
@@ -81,7 +83,8 @@ def _run(root: Path, use_model: bool) -> None:
     for s in SESSIONS:
         messages = [{"role": r, "content": c, "name": s["user"] if r == "user" else "assistant",
                      "occurred_at": s["date"]} for r, c in s["turns"]]
-        cubes = mos.add(messages, user_id=s["user"], session_id=s["session"])
+        cubes = cast(list[MemCube], mos.add(messages, user_id=s["user"],
+                                            session_id=s["session"]))  # messages: a list
         print(f"  {s['user']}/{s['session']} ({s['date'][:10]}): {len(cubes)} turns; "
               f"entities of the first: {list(cubes[0].entities)}")
 
@@ -95,15 +98,16 @@ def _run(root: Path, use_model: bool) -> None:
                           occurred_after="2025-06-01", occurred_before="2025-08-31"))
 
     _say("4. A fact that changes: supersession keeps the old one, out of default search")
-    old = mos.add("Maya works at Santa Maria hospital in Lisbon.", user_id="maya", type="fact")
-    new = mos.add("Maya moved to Porto and now works at Sao Joao hospital.", user_id="maya",
-                  type="fact", supersedes=old.id)
+    old = cast(MemCube, mos.add("Maya works at Santa Maria hospital in Lisbon.", user_id="maya",
+                                type="fact"))  # a text: one memory
+    new = cast(MemCube, mos.add("Maya moved to Porto and now works at Sao Joao hospital.",
+                                user_id="maya", type="fact", supersedes=old.id))
     _show_hits(mos.search("where does maya work?", user_id="maya", k=2, types=["fact"]))
     print(f"  old fact now: valid_to={mos.get(old.id, user_id='maya').valid_to:%Y-%m-%d %H:%M}, "
           f"superseded_by={mos.get(old.id, user_id='maya').superseded_by == new.id}")
 
     _say("5. Versions: update, history, rollback")
-    pref = mos.add("Maya likes her coffee black.", user_id="maya", type="preference")
+    pref = cast(MemCube, mos.add("Maya likes her coffee black.", user_id="maya", type="preference"))
     mos.update(pref.id, "Maya likes her coffee with oat milk.", user_id="maya", reason="she said so")
     mos.rollback(pref.id, 1, user_id="maya", reason="demo rollback")
     for v in mos.history(pref.id, user_id="maya"):

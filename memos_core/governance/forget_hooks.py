@@ -50,7 +50,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from memos_core.cube import MemCube
 from memos_core.errors import InvalidInputError, MemOSError
@@ -112,7 +112,7 @@ class ForgetHooks:
             )
         ref: Callable[[], ForgetHook | None]
         if hasattr(hook, "__self__") and hasattr(hook, "__func__"):
-            ref = weakref.WeakMethod(hook)  # type: ignore[arg-type]
+            ref = weakref.WeakMethod(hook)
         else:
             ref = lambda: hook  # a strong reference with the weakref's interface
         target: Path | str | None = Path(path).resolve() if path is not None else covers
@@ -174,7 +174,7 @@ class ForgetHooks:
                 holds = _VAULT_KINDS.get(entry.name)
                 if entry.name in covered_kinds or holds is None or not holds(vault):
                     continue
-                vault_redact = _load(entry, Path(f"<vault {entry.name}>"))
+                vault_redact = cast(VaultRedactor, _load(entry, Path(f"<vault {entry.name}>")))
                 forms.extend(_checked(vault_redact, vault_redact(vault, memory)))
         return forms
 

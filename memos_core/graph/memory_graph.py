@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,8 +62,8 @@ class MemoryGraph:
     def __init__(self, *, max_entity_degree: int = 200) -> None:
         self.max_entity_degree = max_entity_degree
         self._num: dict[str, int] = {}          # memory id -> number
-        self._ids: list[str | None] = []        # number -> memory id
-        self._rows: list[tuple | None] = []     # number -> payload tuple (_FIELDS order)
+        self._ids: list[str] = []               # number -> memory id ("" when free)
+        self._rows: list[tuple[Any, ...]] = []  # number -> payload tuple (_FIELDS order; () when free)
         self._ents: list[tuple[int, ...]] = []  # number -> entity numbers
         self._free: list[int] = []              # numbers of removed memories, for reuse
         self._entity_num: dict[str, int] = {}
@@ -132,8 +132,8 @@ class MemoryGraph:
                 del self._sessions[key]
         for other in self._relations.pop(n, {}):
             self._relations.get(other, {}).pop(n, None)
-        self._ids[n] = None
-        self._rows[n] = None
+        self._ids[n] = ""
+        self._rows[n] = ()
         self._ents[n] = ()
         self._free.append(n)
 
@@ -154,13 +154,13 @@ class MemoryGraph:
         else:
             n = len(self._ids)
             self._ids.append(mid)
-            self._rows.append(None)
+            self._rows.append(())
             self._ents.append(())
         self._num[mid] = n
         return n
 
     @staticmethod
-    def _pack(row: dict[str, Any], seq: int) -> tuple:
+    def _pack(row: dict[str, Any], seq: int) -> tuple[Any, ...]:
         return tuple(seq if f == "seq" else _intern(row.get(f)) if f in _INTERNED
                      else _freeze(row.get(f)) for f in _FIELDS)
 
@@ -279,11 +279,11 @@ class MemoryGraph:
                 if kind in _EXPLICIT:
                     credit(m, weight, kind)
         for entity in dict.fromkeys(query_entities):
-            e = self._entity_num.get(entity)
-            members = self._members[e] if e is not None else ()
-            if 0 < len(members) <= self.max_entity_degree:
-                w = entity_seed_weight / math.log2(1 + len(members))
-                for m in members:
+            found = self._entity_num.get(entity)
+            mentioned: Collection[int] = self._members[found] if found is not None else ()
+            if 0 < len(mentioned) <= self.max_entity_degree:
+                w = entity_seed_weight / math.log2(1 + len(mentioned))
+                for m in mentioned:
                     credit(m, w, "mentions " + entity)
         return {hit.id: hit for hit in hits.values()}
 

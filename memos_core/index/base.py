@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 #: Payload keys every point carries. Filters only use these.
 PAYLOAD_KEYS = (
@@ -41,7 +41,7 @@ class IndexPoint:
     id: str                      # memory id (UUID string)
     dense: Sequence[float]       # normalised embedding
     sparse: SparseVec            # BM25 document vector
-    payload: dict                # the PAYLOAD_KEYS above
+    payload: dict[str, Any]      # the PAYLOAD_KEYS above
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class VectorIndex(Protocol):
     dim: int
 
     def upsert(self, points: Sequence[IndexPoint]) -> None: ...
-    def set_payload(self, id: str, payload: dict) -> None: ...
+    def set_payload(self, id: str, payload: dict[str, Any]) -> None: ...
     def delete(self, ids: Iterable[str]) -> None: ...
     def search_dense(self, vector: Sequence[float], flt: IndexFilter, limit: int) -> list[ScoredId]: ...
     def search_sparse(self, vector: SparseVec, flt: IndexFilter, limit: int) -> list[ScoredId]: ...

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from os import PathLike, fspath
 from threading import RLock
 from typing import Any
+from uuid import UUID
 
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
@@ -83,10 +84,11 @@ def _make_client(target: str | PathLike[str]) -> QdrantClient:
     text = fspath(target)
     if text.startswith(("http://", "https://")):
         return QdrantClient(url=text)
-    location = {"location": text} if text == ":memory:" else {"path": text}
     try:
         # Our own lock serialises calls, so SQLite may be used from any thread.
-        return QdrantClient(**location, force_disable_check_same_thread=True)
+        if text == ":memory:":
+            return QdrantClient(location=text, force_disable_check_same_thread=True)
+        return QdrantClient(path=text, force_disable_check_same_thread=True)
     except RuntimeError as exc:
         if "already accessed" in str(exc):
             raise IndexLockedError(
@@ -209,7 +211,7 @@ class QdrantClientIndex:
             for start in range(0, len(structs), _BATCH):
                 client.upsert(self.collection, structs[start : start + _BATCH], wait=True)
 
-    def set_payload(self, id: str, payload: dict) -> None:
+    def set_payload(self, id: str, payload: dict[str, Any]) -> None:
         """Merge ``payload`` into point ``id``'s payload; ``KeyError`` if it does not exist."""
         pid = canonical_id(id)
         fields = check_payload(payload, partial=True)
@@ -225,7 +227,7 @@ class QdrantClientIndex:
 
     def delete(self, ids: Iterable[str]) -> None:
         """Delete points by id; missing ids are ignored."""
-        pids = list(dict.fromkeys(canonical_id(i) for i in ids))
+        pids: list[int | str | UUID] = list(dict.fromkeys(canonical_id(i) for i in ids))
         with self._client_locked() as client:
             for start in range(0, len(pids), _BATCH):
                 selector = models.PointIdsList(points=pids[start : start + _BATCH])

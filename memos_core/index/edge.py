@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
 from threading import RLock
+from uuid import UUID
 from typing import Any
 
 import numpy as np
@@ -146,7 +147,7 @@ def _condition(cond: Condition) -> Any:
     if isinstance(cond, AnyOf):
         return qe.FieldCondition(cond.key, match=qe.MatchAny(list(cond.values)))
     if isinstance(cond, IsTrue):
-        return qe.FieldCondition(cond.key, match=qe.MatchValue(np.bool_(True)))  # see module doc
+        return qe.FieldCondition(cond.key, match=qe.MatchValue(np.bool_(True)))  # type: ignore[arg-type]  # see module doc
     if isinstance(cond, Between):
         return qe.FieldCondition(cond.key, range=qe.RangeFloat(gte=cond.gte, lte=cond.lte))
     if isinstance(cond, Either):
@@ -281,7 +282,7 @@ class EdgeIndex:
             for start in range(0, len(batch), _BATCH):
                 shard.update(qe.UpdateOperation.upsert_points(batch[start : start + _BATCH]))
 
-    def set_payload(self, id: str, payload: dict) -> None:
+    def set_payload(self, id: str, payload: dict[str, Any]) -> None:
         """Merge ``payload`` into point ``id``'s payload; ``KeyError`` if it does not exist."""
         pid = canonical_id(id)
         fields = check_payload(payload, partial=True)
@@ -295,7 +296,7 @@ class EdgeIndex:
 
     def delete(self, ids: Iterable[str]) -> None:
         """Delete points by id; missing ids are ignored."""
-        pids = list(dict.fromkeys(canonical_id(i) for i in ids))
+        pids: list[int | UUID | str] = list(dict.fromkeys(canonical_id(i) for i in ids))
         if not pids:
             return
         with self._shard_locked() as shard:

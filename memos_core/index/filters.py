@@ -10,7 +10,7 @@ backends.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 from memos_core.index.base import IndexFilter
 
@@ -102,7 +102,7 @@ def plan_filter(flt: IndexFilter) -> FilterPlan | None:
     return FilterPlan(tuple(must), must_not)
 
 
-def _holds(cond: Condition, payload: dict) -> bool:
+def _holds(cond: Condition, payload: dict[str, Any]) -> bool:
     if isinstance(cond, Either):
         return any(_holds(option, payload) for option in cond.options)
     value = payload.get(cond.key)
@@ -116,7 +116,7 @@ def _holds(cond: Condition, payload: dict) -> bool:
         cond.lte is None or value <= cond.lte)
 
 
-def plan_matches(plan: FilterPlan | None, payload: dict) -> bool:
+def plan_matches(plan: FilterPlan | None, payload: dict[str, Any]) -> bool:
     """The plan evaluated on one payload in Python: the same meaning the engines give it.
 
     Used for candidates that do not come from an index query (graph expansion)."""

@@ -283,7 +283,9 @@ class PgVectorIndex:
                     [Jsonb(v) for v in cols["tags"]], cols["state"], cols["occurred_at"],
                     cols["superseded"], cols["version"], [Jsonb(v) for v in cols["readers"]]))
                 conn.execute(delete_terms, (ids,))
-                terms, term_ids, weights = [], [], []
+                terms: list[int] = []
+                term_ids: list[Any] = []
+                weights: list[float] = []
                 for pid, _dense, sparse, _payload in rows:
                     terms += sparse.indices
                     term_ids += [pid] * len(sparse.indices)
@@ -291,7 +293,7 @@ class PgVectorIndex:
                 if terms:
                     conn.execute(insert_terms, (terms, term_ids, weights))
 
-    def set_payload(self, id: str, payload: dict) -> None:
+    def set_payload(self, id: str, payload: dict[str, Any]) -> None:
         """Merge ``payload`` into point ``id``'s payload; ``KeyError`` if it does not exist."""
         pid = canonical_id(id)
         fields = check_payload(payload, partial=True)
@@ -484,8 +486,9 @@ class PgVectorIndex:
     def count(self) -> int:
         """The exact number of points."""
         with self._tx() as conn:
-            return int(conn.execute(sql.SQL("SELECT count(*) FROM {p}").format(
-                p=self._points)).fetchone()[0])
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {p}").format(
+                p=self._points)).fetchone()
+            return int(row[0]) if row else 0
 
     # -- maintenance ----------------------------------------------------------------------
 

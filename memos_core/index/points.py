@@ -67,7 +67,7 @@ def dense_list(vector: Sequence[float], dim: int) -> list[float]:
         raise ValueError("dense vector holds NaN or infinite values; check the embedder output")
     if not np.any(arr):
         raise ValueError("dense vector is all zeros; cosine similarity needs a non-zero vector")
-    return arr.tolist()
+    return [float(x) for x in arr.tolist()]
 
 
 def check_sparse(vector: SparseVec) -> SparseVec:

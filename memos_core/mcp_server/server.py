@@ -30,7 +30,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import AnyHttpUrl, Field
 
 from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError, MemOSError
 from memos_core.mcp_server.tokens import TokenStore
@@ -104,7 +104,8 @@ class MemoryServer:
             # No OAuth server: tokens come from `memos mcp token add`; issuer_url is required
             # by the SDK's settings and names this server.
             auth = dict(token_verifier=TokenFileVerifier(tokens), auth=AuthSettings(
-                issuer_url=f"http://{_url_host(host)}:{port or 1}", resource_server_url=None,
+                issuer_url=AnyHttpUrl(f"http://{_url_host(host)}:{port or 1}"),
+                resource_server_url=None,
                 required_scopes=["memos"]))
         self.mcp = FastMCP(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port,
                            log_level="WARNING", **auth)
@@ -124,10 +125,13 @@ class MemoryServer:
             return user.access_token.subject
         raise AccessDeniedError("no bearer token authenticated this call.")
 
-    async def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
-        """``service.op(principal, ...)``; a memory error becomes a tool error."""
+    async def _call(self, op: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``service.op(principal, ...)`` (every tool answers a dict); a memory error becomes
+        a tool error."""
         try:
-            return await getattr(self.service, op)(self.principal(), *args, **kwargs)
+            result: dict[str, Any] = await getattr(self.service, op)(self.principal(), *args,
+                                                                     **kwargs)
+            return result
         except MemOSError as exc:
             raise ToolError(describe(exc)) from None
 
@@ -234,18 +238,20 @@ class MemoryServer:
                            mime_type="application/json")
         async def recent() -> dict[str, Any]:
             """The current user's 20 newest memories (their own and shared ones)."""
-            return await self._read("recent")
+            result: dict[str, Any] = await self._read("recent")
+            return result
 
         @self.mcp.resource("memos://memories/{memory_id}/audit", name="memory_audit_trail",
                            mime_type="application/json")
         async def audit(memory_id: str) -> dict[str, Any]:
             """Who did what to one memory, oldest first."""
-            return await self._read("audit", memory_id)
+            result: dict[str, Any] = await self._read("audit", memory_id)
+            return result
 
         @self.mcp.prompt(name="recall", description="Recall the memories relevant to a question "
                          "and ask it with them.")
         async def recall(question: str) -> str:
-            return await self._read("recall_prompt", question)
+            return str(await self._read("recall_prompt", question))
 
 
 def _url_host(host: str) -> str:

@@ -12,6 +12,7 @@ on disk, so ``memos mcp token revoke`` takes effect on a running server at its n
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import json
@@ -119,7 +120,7 @@ class TokenStore:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def _write(self, records: list[TokenRecord]) -> None:
+    def _write(self, records: builtins.list[TokenRecord]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"format": _FORMAT, "tokens": [asdict(r) for r in records]}, indent=2)
         fd, tmp = tempfile.mkstemp(prefix=".mcp-tokens-", dir=self.path.parent)  # mode 0600
@@ -165,6 +166,6 @@ class TokenStore:
         raise MemoryNotFoundError(
             f"No token with id {token_id!r} in {self.path}; `memos mcp token list` shows them.")
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> builtins.list[dict[str, Any]]:
         """The records as dicts without their hashes (what ``token list`` prints)."""
         return [{k: v for k, v in asdict(r).items() if k != "sha256"} for r in self.list()]

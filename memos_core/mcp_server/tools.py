@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from memos_core.governance import sensitivity as sensitivity_rules
 
@@ -73,10 +73,11 @@ class MemoryService:
                     tags: Sequence[str] = (), session_id: str | None = None,
                     occurred_at: str | None = None, sensitivity: Sequence[str] = (),
                     supersedes: str | None = None) -> dict[str, Any]:
-        cube = await self.mos.aadd(text, user_id=user, session_id=session_id, type=type,
+        added = await self.mos.aadd(text, user_id=user, session_id=session_id, type=type,
                                    tags=tuple(tags or ()), occurred_at=occurred_at,
                                    sensitivity=tuple(sensitivity or ()), supersedes=supersedes,
                                    origin="extraction", reason="mcp store")
+        cube = cast("MemCube", added)  # a text (not a message list) adds one memory
         return {"stored": self._shown(cube)}
 
     async def search(self, user: str, query: str, *, k: int | None = None,

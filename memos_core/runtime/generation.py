@@ -108,7 +108,7 @@ class IncrementalDecoder:
     def push(self, token_id: int) -> str:
         """Add one token; return the newly completed text (possibly empty)."""
         self._ids.append(token_id)
-        text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        text = str(self._tokenizer.decode(self._ids, skip_special_tokens=True))
         if text.endswith("\ufffd") or not text.startswith(self._emitted):
             return ""
         piece, self._emitted = text[len(self._emitted) :], text
@@ -116,7 +116,7 @@ class IncrementalDecoder:
 
     def text(self) -> str:
         """The full decoded text so far (including any held-back tail)."""
-        return self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        return str(self._tokenizer.decode(self._ids, skip_special_tokens=True))
 
     def flush(self) -> str:
         """Whatever text is still held back, at the end of the generation."""

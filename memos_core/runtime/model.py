@@ -143,7 +143,7 @@ class LocalModel:
         generator_state = torch.random.get_rng_state()
         try:
             torch.manual_seed(seed)
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
         finally:
             torch.random.set_rng_state(generator_state)
         return cls(model, tokenizer, model_id=f"random-init:{config.model_type}:seed={seed}")
@@ -173,7 +173,8 @@ class LocalModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.device
+        device: torch.device = self.model.device
+        return device
 
     @cached_property
     def eos_token_ids(self) -> frozenset[int]:
@@ -194,16 +195,16 @@ class LocalModel:
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         element = self.model.dtype.itemsize
-        return 2 * cfg.num_hidden_layers * kv_heads * head_dim * element
+        return int(2 * cfg.num_hidden_layers * kv_heads * head_dim * element)
 
     # ------------------------------------------------------------------ prompts
 
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool) -> str:
         """The chat template applied to ``messages``, as text."""
         checked = _check_messages(messages, allow_empty=False)
-        return self.tokenizer.apply_chat_template(
+        return str(self.tokenizer.apply_chat_template(
             checked, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+        ))
 
     def encode(self, text: str) -> list[int]:
         """Token ids of rendered text (special tokens come from the text, none are added)."""
@@ -287,7 +288,8 @@ class LocalModel:
             out = self.model(
                 input_ids=input_ids, **cache_kwargs(self.model, cache), use_cache=cache is not None
             )
-        return out.logits[0, -len(query) :]  # (q, vocab)
+        logits: torch.Tensor = out.logits[0, -len(query) :]  # (q, vocab)
+        return logits
 
     # ------------------------------------------------------------------ generation
 
@@ -310,6 +312,16 @@ class LocalModel:
         max_new_tokens: int = ...,
         stream: Literal[True],
     ) -> TextStream: ...
+
+    @overload
+    def generate(
+        self,
+        prefix: PrefixCache | None,
+        messages: Sequence[Message],
+        *,
+        max_new_tokens: int = ...,
+        stream: bool,
+    ) -> GenerationResult | TextStream: ...
 
     def generate(
         self,

@@ -20,7 +20,7 @@ Tensor layout per layer: keys and values of shape ``(1, num_kv_heads, prefix_len
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from memos_core.runtime.errors import UnsupportedCacheError
 
@@ -114,7 +114,7 @@ class PrefixCache:
 
         cache = DynamicCache()
         for keys, values in self._layers:
-            layer = DynamicLayer()
+            layer = DynamicLayer()  # type: ignore[no-untyped-call]
             layer.lazy_initialization(keys, values)  # records dtype/device, marks initialized
             layer.keys, layer.values = keys, values  # shared; update() rebinds, never writes
             cache.layers.append(layer)
@@ -142,5 +142,5 @@ def layers_from_cache(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
                 f"layer {index} uses {type(layer).__name__}; KV prefixes support only "
                 "full-attention models whose cache is made of DynamicLayer (Llama, Qwen2, ...)"
             )
-        out.append((layer.keys, layer.values))
+        out.append((cast("torch.Tensor", layer.keys), cast("torch.Tensor", layer.values)))  # initialized
     return out

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from memos_core.cube import MemoryType, State, Tier
 from memos_core.errors import InvalidInputError
-from memos_core.scheduler.policy import UsageRecord, decayed_heat
+from memos_core.cube import decayed_heat
+from memos_core.scheduler.policy import UsageRecord
 
 
 class ConsolidationConfig(BaseModel):

@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from memos_core.cube import MemCube, State, Tier, utcnow
 from memos_core.errors import InvalidInputError, MemOSError
@@ -318,13 +318,16 @@ class SchedulerExecutor:
         """Apply one step; never raises for a memory that changed, vanished or failed."""
         vault = self._store.vault
         current = vault.get(step.memory_id)
-        outcome = {"kind": step.kind, "memory_id": step.memory_id, "version": step.version,
-                   "reason": step.reason}
+        def outcome(status: Literal["done", "skipped", "failed"],
+                    detail: str | None = None) -> StepOutcome:
+            return StepOutcome(kind=step.kind, memory_id=step.memory_id, version=step.version,
+                               reason=step.reason, status=status, detail=detail)
+
         if current is None or current.state is State.DELETED:
-            return StepOutcome(**outcome, status="skipped", detail="forgotten since planned")
+            return outcome("skipped", "forgotten since planned")
         if current.version != step.version and step.kind is not StepKind.DEMOTE:
             detail = f"now at version {current.version}; decided on {step.version}"
-            return StepOutcome(**outcome, status="skipped", detail=detail)
+            return outcome("skipped", detail)
         reason = f"scheduler: {step.reason}"
         try:
             if step.kind in (StepKind.EXPIRE, StepKind.ARCHIVE):
@@ -332,7 +335,7 @@ class SchedulerExecutor:
                 with self._store.write_lock:  # read and write the same version
                     cube = vault.get(step.memory_id)
                     if cube is None or cube.state is State.DELETED:
-                        return StepOutcome(**outcome, status="skipped", detail="forgotten since planned")
+                        return outcome("skipped", "forgotten since planned")
                     set_state(self._store, cube, state, Actor(owner, None, reason))
             else:
                 tier = Tier.ACTIVATION if step.kind is StepKind.PROMOTE else Tier.PLAINTEXT
@@ -343,8 +346,8 @@ class SchedulerExecutor:
                     details={"heat": round(step.heat, 6), "tier": tier.value},
                 )
         except MemOSError as exc:
-            return StepOutcome(**outcome, status="failed", detail=str(exc))
-        return StepOutcome(**outcome, status="done")
+            return outcome("failed", str(exc))
+        return outcome("done")
 
     def _sync_block(self, owner: str, owned_ids: set[str]) -> dict[str, Any]:
         """Build (or reuse) ``owner``'s hot block and drop the owner's other blocks."""

@@ -167,7 +167,7 @@ class SchedulerConfig(BaseModel):
             raise InvalidInputError(
                 f"unknown scheduler preset {name!r}: use one of {sorted(presets)}"
             )
-        return cls(**{**presets[name], **overrides})
+        return cls.model_validate({**presets[name], **overrides})
 
 
 class StepKind(str, Enum):

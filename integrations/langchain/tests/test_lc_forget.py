@@ -232,3 +232,37 @@ def test_chat_message_history_lives_in_the_vault_and_forget_scrubs_it(mos: MemOS
     mos.forget(_memory_of(mos, f"user: {SECRET}").id, user_id="dana")
     assert [m.content for m in history.messages] == ["Noted."]
     assert files_holding(mos.data_dir, MARKER) == []
+
+
+def test_forget_reaches_an_old_checkpoints_file_not_yet_moved(make_mos: Callable[..., MemOS]) -> None:
+    """A data directory from before the vault held checkpoints, reopened: until a
+    checkpointer moves its checkpoints.sqlite3 into the vault, the file redactor (entry point
+    ``memos_core.forget_hooks``) reaches it; the move then carries the redacted thread."""
+    from test_lc_checkpoint import _LEGACY_SCHEMA
+
+    mos, memory = _closed_log(make_mos, restart=False)
+    vault = mos.store.vault
+    legacy = sqlite3.connect(mos.data_dir / FILENAME)
+    legacy.executescript(_LEGACY_SCHEMA)
+    for r in vault.cp_list("t1"):
+        legacy.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?)",
+                       (r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
+                        r.run_id, *r.checkpoint, *r.metadata))
+    legacy.executemany("INSERT INTO blobs VALUES (?,?,?,?,?,?)",
+                       vault._db.execute("SELECT * FROM cp_blobs").fetchall())
+    legacy.commit()
+    legacy.close()
+    vault.cp_delete_thread("t1")
+    mos.close()
+    mos = make_mos()
+    assert FILENAME in files_holding(mos.data_dir, MARKER)
+
+    receipt = mos.forget(memory.id, user_id="dana")
+
+    assert DerivedForm(kind="conversation_log", id=f"{FILENAME}:t1",
+                       action="redacted") in receipt.derived
+    assert files_holding(mos.data_dir, MARKER) == []
+    with MemOSCheckpointer(mos) as saver:  # moved in, redacted
+        assert not (mos.data_dir / FILENAME).exists()
+        messages = _agent(mos, saver, "Sure.").get_state(CONFIG).values["messages"]
+        assert [m.content for m in messages][:2] == ["[forgotten]", "Noted."]

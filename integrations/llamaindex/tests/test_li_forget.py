@@ -204,3 +204,37 @@ def test_another_users_conversation_is_left_alone(mos: MemOS) -> None:
     erin.add_message("k", ChatMessage(role="user", content="Dana's passport number is QX77130"))
     assert mos.forget(fact.id, user_id="dana").derived == ()
     assert _texts(erin.get_messages("k")) == [("user", "Dana's passport number is QX77130")]
+
+
+def test_forget_reaches_an_old_history_file_not_yet_moved(mos: MemOS) -> None:
+    """A data directory from before the vault held chat history: until a chat store moves
+    its chat_history.sqlite3 into the vault, the file redactor (entry point
+    ``memos_core.forget_hooks``) reaches it; the move then carries the redacted messages."""
+    import sqlite3
+
+    from llama_index.memory.memos._convert import dump_message
+
+    legacy = sqlite3.connect(mos.data_dir / FILENAME)
+    legacy.executescript("""
+        CREATE TABLE chat_messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,
+            key TEXT NOT NULL, message_id TEXT NOT NULL, status TEXT NOT NULL,
+            message TEXT NOT NULL, created_at TEXT NOT NULL);""")
+    rows = [("m1", ChatMessage(role="user", content=SECRET)),
+            ("m2", ChatMessage(role="assistant", content="Noted."))]
+    legacy.executemany(
+        "INSERT INTO chat_messages (user_id, key, message_id, status, message, created_at) "
+        "VALUES ('dana', 's1', ?, 'active', ?, 'then')",
+        [(mid, dump_message(m, "m")) for mid, m in rows])
+    legacy.commit()
+    legacy.close()
+    fact = mos.add([{"role": "user", "content": SECRET, "id": "m1"}], user_id="dana")[0]
+    assert FILENAME in files_holding(mos.data_dir, MARKER)
+
+    receipt = mos.forget(fact.id, user_id="dana")
+
+    assert DerivedForm(kind="conversation_log", id=f"{FILENAME}:dana/s1",
+                       action="redacted") in receipt.derived
+    assert files_holding(mos.data_dir, MARKER) == []
+    store = MemOSChatStore(mos=mos, user_id="dana")  # moves the redacted file in
+    assert not (mos.data_dir / FILENAME).exists()
+    assert _texts(store.get_messages("s1")) == [("user", "[forgotten]"), ("assistant", "Noted.")]

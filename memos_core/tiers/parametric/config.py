@@ -140,4 +140,4 @@ class ParametricConfig(BaseModel):
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}: choose one of {sorted(presets)}")
-        return cls(**{**presets[name], **overrides})
+        return cls.model_validate({**presets[name], **overrides})

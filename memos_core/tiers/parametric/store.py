@@ -157,12 +157,14 @@ class AdapterStore:
         file = self.root / "state.json"
         if not file.is_file():
             return {"active": {}, "history": {}}
-        return json.loads(file.read_text(encoding="utf-8"))
+        state: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+        return state
 
     def active(self, owner: str) -> str | None:
         """The version serving ``owner``, or None."""
         with self._lock:
-            return self._state()["active"].get(owner)
+            version = self._state()["active"].get(owner)
+            return None if version is None else str(version)
 
     def active_all(self) -> dict[str, str]:
         with self._lock:

@@ -154,7 +154,9 @@ def lora_model(base: Any, config: ParametricConfig) -> Any:
     layers = base.config.get_text_config(decoder=True).num_hidden_layers
     top = max(1, round(layers * config.layer_fraction))
     lora = LoraConfig(
-        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        # peft annotates lora_alpha as int; it is only a scaling numerator (float works)
+        r=config.lora_r, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]
+        lora_dropout=config.lora_dropout,
         target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM",
         layers_to_transform=None if top >= layers else list(range(layers - top, layers)),
     )

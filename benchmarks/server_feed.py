@@ -4,8 +4,9 @@ Prints (never asserts) three tables with the machine and versions:
 
 1. **The check before every call**: ``MemOS.catch_up()`` when nothing changed (one indexed
    ``max`` query), p50/p95 in microseconds, next to a ``get`` of one memory.
-2. **Propagation**: process A acknowledges an ``add``; how long until process B's derived
-   state has applied it through its LISTEN wake-up (no call on B), p50/p95/max ms.
+2. **Propagation**: instance A acknowledges an ``add``; how long until instance B (a second
+   ``MemOS`` with its own pools and LISTEN connection, in this process) has applied it to its
+   derived state through its LISTEN wake-up, B making no call: p50/p95/max ms.
 3. **Vault writes under the write lock**: 1, 2 and 4 processes each writing new versions of
    their own memories (``put_version``, no embedding: the vault alone), versions/s over all
    processes -- what the advisory lock that orders every mutation costs as writers are added.
@@ -157,7 +158,7 @@ def main() -> None:
         print(f"| catch_up() (feed head query) | {feed['check_us'][0]:.0f} | {feed['check_us'][1]:.0f} |")
         print(f"| get(id) (check + read) | {feed['get_us'][0]:.0f} | {feed['get_us'][1]:.0f} |")
         p = feed["propagation_ms"]
-        print(f"\n### Propagation to another process via LISTEN ({feed['adds']} adds)\n")
+        print(f"\n### Propagation to another instance via LISTEN ({feed['adds']} adds)\n")
         print("| p50 ms | p95 ms | max ms |\n|---|---|---|")
         print(f"| {p[0]:.1f} | {p[1]:.1f} | {p[2]:.1f} |")
         print(f"\n### Vault writes under the write lock ({seconds:.0f} s each)\n")

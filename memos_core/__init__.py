@@ -33,9 +33,10 @@ from memos_core.errors import (
     MemoryDeletedError,
     MemoryNotFoundError,
     MemOSError,
+    ServerUnavailableError,
     VersionNotFoundError,
 )
-from memos_core.memos import MemOS
+from memos_core.memos import MemOS, resolve_memos
 from memos_core.results import ForgetReceipt, SearchHit
 
 __version__ = "0.1.0"
@@ -60,9 +61,11 @@ __all__ = [
     "Provenance",
     "RetrievalConfig",
     "SearchHit",
+    "ServerUnavailableError",
     "State",
     "Tier",
     "Usage",
     "VersionNotFoundError",
     "__version__",
+    "resolve_memos",
 ]

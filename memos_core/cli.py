@@ -1,6 +1,7 @@
 """The ``memos`` command line: the Memory API for shells and scripts.
 
-Every command takes ``--data-dir`` (default ``$MEMOS_DATA_DIR`` or ``~/.memos``) and ``--user``
+Every command takes ``--data-dir`` (default ``$MEMOS_DATA_DIR`` or ``~/.memos``) -- or, for
+the server mode, ``--db postgresql://...`` (default ``$MEMOS_DB_URL``) -- and ``--user``
 (default ``$MEMOS_USER`` or your login name), and ``--json`` for machine-readable output.
 Exit status: 0 ok, 2 bad input or unknown id, 3 denied, 1 anything else.
 """
@@ -42,12 +43,20 @@ def _principal(args: argparse.Namespace) -> str:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", type=Path, default=None, help="data directory")
+    common.add_argument("--db", default=None, metavar="URL",
+                        help="server mode: postgresql://user:password@host:port/database "
+                        "instead of a data directory (default $MEMOS_DB_URL)")
+    common.add_argument("--cache-dir", type=Path, default=None,
+                        help="server mode: local directory for per-process files (KV caches, "
+                        "adapters); default a temporary one")
     common.add_argument("--user", default=None, help="principal (user id) for the call")
     common.add_argument("--agent", default=None, help="agent id")
     common.add_argument("--json", action="store_true", help="print JSON")
-    common.add_argument("--index", choices=["edge", "qdrant"], default=None,
-                        help="index backend (default: edge, embedded)")
+    common.add_argument("--index", choices=["edge", "qdrant", "pgvector"], default=None,
+                        help="index backend (default: edge, embedded; pgvector with --db)")
     common.add_argument("--qdrant-url", default=None, help="Qdrant server URL (with --index qdrant)")
+    common.add_argument("--index-url", default=None,
+                        help="PostgreSQL URL of the index (with --index pgvector; --db implies it)")
 
     p = argparse.ArgumentParser(prog="memos", description="A memory operating system for LLM agents.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -145,6 +154,15 @@ def _open(args: argparse.Namespace, user: str) -> Any:
         overrides["index"] = args.index
     if args.qdrant_url:
         overrides["qdrant_url"] = args.qdrant_url
+    if args.index_url:
+        overrides["index_url"] = args.index_url
+    db = args.db or (os.environ.get("MEMOS_DB_URL") if args.data_dir is None else None)
+    if db:
+        if args.data_dir is not None:
+            raise InvalidInputError("Give either --db (server mode) or --data-dir, not both.")
+        if args.cache_dir is not None:
+            overrides["cache_dir"] = args.cache_dir
+        return MemOS(db, config=MemOSConfig(**overrides))
     return MemOS(args.data_dir or default_data_dir(), config=MemOSConfig(**overrides))
 
 

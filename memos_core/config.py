@@ -104,10 +104,16 @@ class MemOSConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    index: Literal["edge", "qdrant"] = Field(
+    index: Literal["edge", "qdrant", "pgvector"] = Field(
         default="edge",
         description="'edge': Qdrant's engine in-process (default). 'qdrant': qdrant-client, "
-        "against `qdrant_url` or, without one, its local mode (slow filtered search).",
+        "against `qdrant_url` or, without one, its local mode (slow filtered search). "
+        "'pgvector': PostgreSQL with pgvector at `index_url` (server mode).",
+    )
+    index_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL (postgresql://user:pass@host:port/db) of the index "
+        "when index='pgvector'; its tables are named after `qdrant_collection`.",
     )
     qdrant_url: str | None = Field(default=None, description="Qdrant server or cluster URL.")
     qdrant_collection: str = Field(
@@ -149,6 +155,33 @@ class MemOSConfig(BaseModel):
         default=20_000, ge=1,
         description="Bulk adds and reindexing optimise the index once this many points were "
         "written since the last optimisation (below it brute force search is fast enough).",
+    )
+
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Server mode (a postgresql:// URL instead of a data directory): the local "
+        "directory for what stays per process -- KV-cache files, LoRA adapters, a per-process "
+        "'edge' index. One process per cache directory (it is locked). None: a temporary "
+        "directory, removed at close (KV caches and adapters are then rebuilt by each "
+        "process). Ignored in the embedded mode, where they live in the data directory.",
+    )
+    pool_size: int = Field(
+        default=4, ge=1,
+        description="Server mode: most connections this process's vault pool opens (the "
+        "index has its own pool). Budget processes x pools x size under the server's "
+        "max_connections (docs/scale_out.md).",
+    )
+    feed_retention_s: float = Field(
+        default=7 * 24 * 3600.0, ge=0,
+        description="Server mode: change-feed rows older than this are deleted when a "
+        "process opens. A process away longer (its cursor before the oldest row) rebuilds "
+        "its derived state from the vault on its next call.",
+    )
+    listen: bool = Field(
+        default=True,
+        description="Server mode: a LISTEN connection wakes this process when another "
+        "commits, so it catches up in the background (each call still checks the change "
+        "feed's head first; False saves one connection per process).",
     )
 
     @classmethod

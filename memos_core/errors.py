@@ -46,6 +46,11 @@ class CorruptDataError(MemOSError, RuntimeError):
     """Stored data failed an integrity check."""
 
 
+class ServerUnavailableError(MemOSError, ConnectionError):
+    """The database server (server mode) cannot be reached or dropped the connection; a
+    change that raised this was not acknowledged (it may or may not have committed)."""
+
+
 class ConflictError(MemOSError):
     """Stored state changed between a read and a write (another thread or process wrote a
     newer version, or bound the same key first); nothing was written. Read again and retry."""

@@ -61,9 +61,12 @@ from memos_core.validation import (
     check_text,
 )
 from memos_core.vault import Actor, AuditRecord, ListQuery, NamespaceGrant, Vault
+from memos_core.vault.postgres import is_postgres_url
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+    from memos_core.server_mode import ServerParts
 
     from memos_core.chat import ChatAnswer, ChatStream, MemoryChat
     from memos_core.engine import MemoryEngine
@@ -88,7 +91,9 @@ class MemOS:
     """A memory store for agents: versioned MemCubes, hybrid search, governance.
 
     ``MemOS(data_dir)`` opens (or creates) a data directory; use it as a context manager or
-    call :meth:`close`. Every call names its principal with ``user_id=`` (and optionally
+    call :meth:`close`. ``MemOS("postgresql://user:password@host:port/db")`` opens the
+    server mode instead: the vault and index in PostgreSQL, shared by any number of processes
+    (see :mod:`memos_core.server_mode` and docs/scale_out.md). Every call names its principal with ``user_id=`` (and optionally
     ``agent_id=``). Each method has an ``a``-prefixed async twin.
     """
 
@@ -107,23 +112,50 @@ class MemOS:
                 f"reranker must have score(query, texts) -> scores, got {type(reranker).__name__}.")
         #: Optional second-stage scorer of (query, text) pairs (e.g. a local cross-encoder).
         self.reranker = reranker
-        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = DataDirLock(self.data_dir)
-        self._lock.acquire()
+        #: server mode: the database URL (password hidden); None for a data directory
+        self.database: str | None = None
+        self._server: ServerParts | None = None
         self._closed = False
         self._engine: MemoryEngine | None = None
         self._chat_service: MemoryChat | None = None
         self._engine_lock = threading.Lock()
-        try:
-            self.store = MemoryStore(self.data_dir, self.config, embedder=embedder,
-                                     extractor=entity_extractor)
-        except BaseException:
-            self._lock.release()
-            raise
+        if is_postgres_url(data_dir):
+            self._open_server(str(data_dir), embedder, entity_extractor)
+        else:
+            self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock: DataDirLock | None = DataDirLock(self.data_dir)
+            self._lock.acquire()
+            try:
+                self.store = MemoryStore(self.data_dir, self.config, embedder=embedder,
+                                         extractor=entity_extractor)
+            except BaseException:
+                self._lock.release()
+                raise
         # every forget reaches the model tiers' files, whether or not an engine runs
         self.store.add_purger(self._kv_purger)
         self.store.add_purger(self._adapter_purger)
+
+    def _open_server(self, url: str, embedder: Embedder | None,
+                     extractor: EntityExtractor | None) -> None:
+        """Server mode: the vault (and index) in PostgreSQL, shared by every process; local
+        per-process files in ``config.cache_dir``; no data-directory lock."""
+        from memos_core.server_mode import open_server
+        from memos_core.vault.postgres import redact_url
+
+        parts = open_server(url, self.config)
+        self.config, self._server, self._lock = parts.config, parts, None
+        self.data_dir = parts.cache_dir
+        self.database = redact_url(url)
+        try:
+            self.store = MemoryStore(parts.cache_dir, self.config, vault=parts.vault,
+                                     embedder=embedder, extractor=extractor)
+        except BaseException:
+            parts.vault.close()
+            parts.release()
+            raise
+        if self.config.listen and self.store.follower is not None:
+            self.store.follower.start_listening()
 
     def _kv_purger(self, memory_id: str) -> Callable[[], builtins.list[DerivedForm]]:
         from memos_core.tiers.activation.storage import kv_file_purger
@@ -174,7 +206,10 @@ class MemOS:
         finally:
             self._closed = True
             self._engine = self._chat_service = None
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
+            if self._server is not None:
+                self._server.release()
 
     def __enter__(self) -> MemOS:
         return self
@@ -188,8 +223,21 @@ class MemOS:
         return self._closed
 
     def _check_open(self) -> None:
+        """Raise if closed; in server mode, first catch up with other processes' changes
+        (one query when there are none), so nothing forgotten or revoked elsewhere is
+        served from this process's derived state."""
         if self._closed:
             raise InvalidInputError("This MemOS is closed; open the data directory again.")
+        if self._server is not None:
+            self.store.sync()
+
+    def catch_up(self) -> int:
+        """Server mode: apply other processes' changes to this process's graph, caches and
+        per-process index now; returns how many (every call does this first anyway). 0 in
+        the embedded mode."""
+        if self._closed:
+            self._check_open()  # raises
+        return self.store.sync()
 
     # -- derived state (the kernel's) ---------------------------------------------------------
 
@@ -705,6 +753,7 @@ class MemOS:
             return {
                 "scope": "store",
                 "data_dir": str(self.data_dir),
+                **({"database": self.database} if self.database else {}),
                 "vault": self.vault.stats(),
                 "index": {"backend": self.config.index, "points": self.index.count()},
                 "graph": self.graph.stats(),
@@ -956,6 +1005,7 @@ class MemOS:
     aretire_adapter = twin(retire_adapter)
     astart_scheduler = twin(start_scheduler)
     aclose = twin(close)
+    acatch_up = twin(catch_up)
 
     async def achat(self, query: str | None = None, *, user_id: str,
                     history: Sequence[Message] | None = None,
@@ -984,3 +1034,26 @@ def _excluded(cube: MemCube, sources: frozenset[str], session: str | None) -> bo
         return True
     return session is not None and cube.namespace.session_id == session \
         and cube.type is MemoryType.EPISODE
+
+
+_shared: dict[str, MemOS] = {}
+_shared_lock = threading.Lock()
+
+
+def resolve_memos(mos: object) -> Any:
+    """What an adapter's ``mos=`` argument stands for: a :class:`MemOS` as given, or for a
+    ``postgresql://`` URL (server mode) the process's shared ``MemOS`` on that database
+    (opened on first use with the default config, closed at interpreter exit), so that every
+    adapter of a worker process shares one pool, embedder and change follower. Anything else
+    is returned unchanged for the adapter to reject."""
+    if not is_postgres_url(mos):
+        return mos
+    url = str(mos)
+    with _shared_lock:
+        current = _shared.get(url)
+        if current is None or current.closed:
+            import atexit
+
+            current = _shared[url] = MemOS(url)
+            atexit.register(current.close)
+        return current

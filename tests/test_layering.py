@@ -60,6 +60,7 @@ LAYERS: dict[str, int] = {
     "memos_core.messages": BASE,
     "memos_core.progress": BASE,
     "memos_core.lock": BASE,
+    "memos_core.server_mode": BASE,  # opens the server-mode vault and cache dir
     "memos_core.governance": BASE,
     "memos_core.vault": BASE,
     "memos_core.index": BASE,

@@ -1,12 +1,13 @@
 """The vector index: dense + BM25 search with payload filters, derived from the vault.
 
-Two backends behind one protocol (:class:`VectorIndex`): :class:`EdgeIndex`, Qdrant's
-engine in-process (the default), and :class:`QdrantClientIndex`, a Qdrant server through
-``qdrant-client``. :func:`open_index` picks one by name.
+Three backends behind one protocol (:class:`VectorIndex`): :class:`EdgeIndex`, Qdrant's
+engine in-process (the default), :class:`QdrantClientIndex`, a Qdrant server through
+``qdrant-client``, and :class:`PgVectorIndex`, PostgreSQL with pgvector (server mode, next
+to the server-mode vault). :func:`open_index` picks one by name.
 
 ``qdrant_client`` is imported only when the client backend is used (``open_index("qdrant",
 ...)`` or ``memos_core.index.QdrantClientIndex``): importing it costs seconds, and the
-default store never needs it.
+default store never needs it. Likewise ``psycopg`` for ``PgVectorIndex``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "IndexLockedError",
     "IndexPoint",
     "PAYLOAD_KEYS",
+    "PgVectorIndex",
     "QdrantClientIndex",
     "ScoredId",
     "SparseVec",
@@ -45,16 +47,21 @@ __all__ = [
 
 if TYPE_CHECKING:
     from memos_core.index.client import QdrantClientIndex
+    from memos_core.index.pgvector import PgVectorIndex
 
-KINDS = ("edge", "qdrant")
+KINDS = ("edge", "qdrant", "pgvector")
 
 
 def __getattr__(name: str) -> Any:
-    """``QdrantClientIndex`` on first use (it imports qdrant_client)."""
+    """``QdrantClientIndex`` / ``PgVectorIndex`` on first use (they import their clients)."""
     if name == "QdrantClientIndex":
         from memos_core.index.client import QdrantClientIndex
 
         return QdrantClientIndex
+    if name == "PgVectorIndex":
+        from memos_core.index.pgvector import PgVectorIndex
+
+        return PgVectorIndex
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -74,6 +81,9 @@ def open_index(
       client's local mode in ``path`` (``":memory:"`` for a throwaway one). ``path`` is
       ignored when ``url`` is given. ``collection`` names the Qdrant collection: give every
       data directory that shares one server its own (an index holds one vault's memories).
+    - ``"pgvector"``: PostgreSQL with pgvector at ``url`` (``postgresql://...``, required;
+      ``path`` is ignored); ``collection`` prefixes its table names (lower-case
+      letters, digits, ``_``).
 
     Raises ``ValueError`` for an unknown kind or missing/contradictory arguments, and
     whatever the backend raises on open (e.g. :class:`IndexLockedError`).
@@ -95,4 +105,10 @@ def open_index(
         if path is None:
             raise ValueError("index kind 'qdrant' needs url= (a server) or path= (local mode)")
         return QdrantClientIndex(fspath(path), dim, collection=collection)
+    if kind == "pgvector":
+        if url is None:
+            raise ValueError("index kind 'pgvector' needs url= (a postgresql:// URL)")
+        from memos_core.index.pgvector import PgVectorIndex
+
+        return PgVectorIndex(url, dim, collection=collection)
     raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)}")

@@ -42,6 +42,7 @@ from memos_core.progress import progress
 from memos_core.results import DerivedForm
 from memos_core.retrieval.filters import graph_row, payload_of
 from memos_core.retrieval.hybrid import HybridRetriever
+from memos_core.store.feed import ChangeFollower
 from memos_core.vault import Edge, ListQuery, SQLiteVault, Vault
 
 #: ``purger(memory_id)`` runs inside a forget, before the tombstone (it may still read the
@@ -83,8 +84,17 @@ class MemoryStore:
         self._close_callbacks: list[Callable[[], None]] = []
         self._purgers: list[DerivedPurger] = []
         self.index: VectorIndex
+        #: server mode: the vault has a change feed other processes write to; this process's
+        #: derived state follows it (:mod:`memos_core.store.feed`)
+        self.follower: ChangeFollower | None = None
         try:
-            self._open_derived()
+            # the feed head *before* the derived state is built: later changes are applied
+            # again by the follower (harmless), none is missed
+            cursor = self.vault.change_head() if hasattr(self.vault, "change_head") else None
+            self._open_derived(server=cursor is not None)
+            if cursor is not None:
+                self.follower = ChangeFollower(self, cursor,
+                                               shared_index=self.config.index != "edge")
         except BaseException:
             # a failed open leaves nothing open: the next open must not find a lock held
             for name, part in (("index", getattr(self, "index", None)), ("vault", self.vault)):
@@ -96,8 +106,13 @@ class MemoryStore:
                                    exc_info=True)
             raise
 
-    def _open_derived(self) -> None:
+    def _open_derived(self, server: bool = False) -> None:
         self.index = self._open_index()
+        if server:  # processes opening together must agree on one tag key: first one wins
+            import secrets
+
+            self.vault.set_meta_default(index_privacy.KEY_META,  # type: ignore[attr-defined]
+                                        secrets.token_hex(32))
         #: the HMAC key under which tags are stored in the index and graph
         #: (:mod:`memos_core.governance.index_privacy`)
         self.tag_key = index_privacy.store_key(self.vault)
@@ -109,6 +124,11 @@ class MemoryStore:
         )
         self.retriever.texts = lambda ids: {i: c.text for i, c in self.vault.get_many(ids).items()}
         self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
+        if server:
+            # many processes share the vault: "closed cleanly" means nothing here, and a
+            # writer killed between commit and index update leaves the index behind
+            self.reconcile()
+            return
         if self.vault.get_meta(index_privacy.FORMAT_META) != index_privacy.FORMAT:
             self.reindex()  # an index from before tags were hashed holds them in clear: rebuild
             self.vault.set_meta(index_privacy.FORMAT_META, index_privacy.FORMAT)
@@ -124,7 +144,8 @@ class MemoryStore:
         path = self.data_dir / "index"
 
         def attempt() -> VectorIndex:
-            return open_index(self.config.index, path=path, url=self.config.qdrant_url,
+            url = self.config.index_url if self.config.index == "pgvector" else self.config.qdrant_url
+            return open_index(self.config.index, path=path, url=url,
                               dim=self.embedder.dim or 384, collection=self.config.qdrant_collection)
 
         try:
@@ -158,7 +179,17 @@ class MemoryStore:
         """
         with self.write_lock:
             changed = list(commit())
-            self._derive(changed, embed)
+            if self.follower is not None:
+                try:
+                    self._derive(changed, embed)
+                except Exception:  # noqa: BLE001 - committed is acknowledged: derive later
+                    # the server (or the index's) connection dropped after the vault's
+                    # commit: the follower re-derives these before the next call
+                    logger.warning("updating the index after a commit failed; it is retried "
+                                   "on the next call", exc_info=True)
+                    self.follower.defer([c.id for c in changed])
+            else:
+                self._derive(changed, embed)
             self._graph_apply(changed, edges)
             self._notify(changed)
             return changed
@@ -205,6 +236,12 @@ class MemoryStore:
                     self.graph.remove(cube.id)
             for edge in edges:
                 self.graph.add_relation(edge.src, edge.dst, edge.kind)
+
+    def sync(self) -> int:
+        """Server mode: apply the changes other processes made since the last call to this
+        process's derived state (graph, per-process index, KV blocks, adapters); returns how
+        many. One cheap query when nothing changed; a no-op for the embedded vault."""
+        return self.follower.sync() if self.follower is not None else 0
 
     def _notify(self, cubes: Sequence[MemCube]) -> None:
         for listener in list(self._listeners):
@@ -306,11 +343,14 @@ class MemoryStore:
         the index and the vault. Call once."""
         for callback in reversed(self._close_callbacks):  # derived tiers stop first
             callback()
+        if self.follower is not None:
+            self.follower.close()
         with self.write_lock:
             try:
                 self.index.flush()
-                self.vault.set_meta("index_unoptimized", str(self._unoptimized))
-                self.vault.set_meta("index_clean", "1")
+                if self.follower is None:  # one process owns the vault: its index is clean
+                    self.vault.set_meta("index_unoptimized", str(self._unoptimized))
+                    self.vault.set_meta("index_clean", "1")
             finally:
                 self.index.close()
                 self.vault.close()

@@ -1,7 +1,8 @@
 """One conformance suite for every VectorIndex backend, plus a congruence test between them.
 
-Hermetic and unmocked: the embedded qdrant-edge shard in tmp_path, and qdrant-client's
-local mode (in memory and on disk) standing in for a server. Vectors are small seeded
+Hermetic and unmocked: the embedded qdrant-edge shard in tmp_path, qdrant-client's
+local mode (in memory and on disk) standing in for a server, and PostgreSQL with pgvector
+(the session's real server from ``pg_server``, a fresh database per index). Vectors are small seeded
 random unit vectors; sparse vectors are real BM25 encodings of short English sentences.
 """
 
@@ -11,8 +12,10 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pytest
@@ -25,6 +28,7 @@ from memos_core.index import (
     IndexFilter,
     IndexLockedError,
     IndexPoint,
+    PgVectorIndex,
     QdrantClientIndex,
     ScoredId,
     SparseVec,
@@ -97,34 +101,66 @@ LIVE = ALL - {"a_old"}  # the default filter drops superseded points
 Opener = Callable[[], VectorIndex]
 
 
-def _openers(tmp_path: Path) -> dict[str, Opener]:
-    return {
+def _openers(tmp_path: Path, pg_url: str | None = None) -> dict[str, Opener]:
+    openers: dict[str, Opener] = {
         "edge": lambda: EdgeIndex(tmp_path / "edge", DIM),
         "client-memory": lambda: QdrantClientIndex(":memory:", DIM),
         "client-path": lambda: QdrantClientIndex(str(tmp_path / "local"), DIM),
     }
+    if pg_url is not None:
+        openers["pgvector"] = lambda: PgVectorIndex(pg_url, DIM)
+        openers["pgvector-postings"] = lambda: PgVectorIndex(pg_url, DIM, keyword="postings")
+    return openers
 
 
 DISK_BACKENDS = ["edge", "client-path"]
 
 
-BACKENDS = ["edge", "client-memory", "client-path"]
+BACKENDS = ["edge", "client-memory", "client-path", "pgvector", "pgvector-postings"]
+
+
+@contextmanager
+def _database(request) -> Iterator[str | None]:
+    """A fresh database on the session's PostgreSQL for the pgvector backend, else None.
+
+    The server starts only when a pgvector case runs (``request.getfixturevalue``)."""
+    if not request.param.startswith("pgvector"):
+        yield None
+        return
+    import psycopg
+
+    admin_url, _ = request.getfixturevalue("pg_server")
+    name = f"idx_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(admin_url)
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def corpus_index(request, tmp_path_factory) -> Iterator[VectorIndex]:
     """The corpus loaded once per backend, for tests that only read."""
-    idx = _openers(tmp_path_factory.mktemp(request.param))[request.param]()
-    idx.upsert(corpus_points())
-    yield idx
-    idx.close()
+    with _database(request) as pg_url:
+        idx = _openers(tmp_path_factory.mktemp(request.param), pg_url)[request.param]()
+        idx.upsert(corpus_points())
+        yield idx
+        idx.close()
 
 
 @pytest.fixture(params=BACKENDS)
 def opener(request, tmp_path) -> Iterator[Opener]:
     """Opens the backend under test; reopening reaches the same storage (disk backends)."""
+    with _database(request) as pg_url:
+        yield from _opener(request, tmp_path, pg_url)
+
+
+def _opener(request, tmp_path: Path, pg_url: str | None) -> Iterator[Opener]:
     opened: list[VectorIndex] = []
-    make = _openers(tmp_path)[request.param]
+    make = _openers(tmp_path, pg_url)[request.param]
 
     def open_() -> VectorIndex:
         idx = make()
@@ -527,6 +563,7 @@ def test_open_index(tmp_path, kind, path, expected):
         ("edge", None, None, "needs path"),
         ("edge", "x", "http://localhost:6333", "takes no url"),
         ("qdrant", None, None, "needs url"),
+        ("pgvector", "x", None, "needs url="),
     ],
 )
 def test_open_index_errors(tmp_path, kind, path, url, message):

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, message_to_dict, messages_from_dict
+from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.integration import check_name
 
@@ -43,6 +44,7 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         """History of ``session_id`` for ``user_id``; ``get_session_history`` factories
         typically build one per call: ``lambda sid: MemOSChatMessageHistory(mos, user_id=u,
         session_id=sid)``."""
+        mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
         if not isinstance(mos, MemOS):
             raise TypeError(f"MemOSChatMessageHistory needs a memos_core.MemOS, got {type(mos).__name__}.")
         self.mos = mos

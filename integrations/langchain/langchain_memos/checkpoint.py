@@ -45,6 +45,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_methods
 from langgraph.types import Interrupt, Send
+from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.integration import (
     CHECKPOINT_FILE,
@@ -98,6 +99,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         The checkpointer does not own ``mos``; :meth:`close` (or the context manager) ends
         its forget hook.
         """
+        mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
         if not isinstance(mos, MemOS):
             raise InvalidInputError(
                 f"MemOSCheckpointer needs a memos_core.MemOS, got {type(mos).__name__}."

@@ -19,6 +19,7 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
+from memos_core import resolve_memos
 from memos_core import MemOS, SearchHit
 from memos_core.integration import asked_or_answered, worth_remembering
 
@@ -99,6 +100,7 @@ class MemOSMiddleware(AgentMiddleware):
             formatter: renders the hits into the text appended to the system message.
             agent_id: recorded as the agent in stored memories and the audit log.
         """
+        mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
         if not isinstance(mos, MemOS):
             raise TypeError(f"MemOSMiddleware needs a memos_core.MemOS, got {type(mos).__name__}.")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 50:

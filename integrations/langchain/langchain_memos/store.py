@@ -29,6 +29,7 @@ from langgraph.store.base import (
     SearchItem,
     SearchOp,
 )
+from memos_core import resolve_memos
 from memos_core import (
     AccessDeniedError,
     InvalidInputError,
@@ -151,6 +152,7 @@ class MemOSStore(BaseStore):
             InvalidInputError: no MemOS; neither or both of ``user_label`` / ``user_id``; a
                 bad ``index`` config or ``index_fields``; bad sensitivity settings.
         """
+        mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
         if not isinstance(mos, MemOS):
             raise InvalidInputError(
                 f"MemOSStore needs a memos_core.MemOS, got {type(mos).__name__}. "

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from langchain.tools import ToolRuntime
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from memos_core import resolve_memos
 from memos_core import MemCube, MemOS, MemOSError
 from memos_core.integration import TOOL_NAMES, TOOL_SPECS, tool_spec
 from pydantic import Field
@@ -184,6 +185,7 @@ def create_memory_tools(
     Each tool has a sync and an async implementation (the async one runs the facade call in
     a worker thread). Unknown names in ``include`` raise ``ValueError``.
     """
+    mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
     if not isinstance(mos, MemOS):
         raise TypeError(f"create_memory_tools needs a memos_core.MemOS, got {type(mos).__name__}.")
     names = list(TOOL_NAMES if include is None else include)

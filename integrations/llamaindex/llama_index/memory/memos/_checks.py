@@ -14,6 +14,7 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 from memos_core import InvalidInputError, MemOS
+from memos_core import resolve_memos
 from memos_core.integration import check_name
 
 #: Which memories a memory block or retriever searches: all of the user's, only those
@@ -22,11 +23,13 @@ SEARCH_SCOPES = ("user", "agent", "session")
 
 
 def check_mos(mos: object, owner: str) -> MemOS:
-    """``mos`` must be an open :class:`memos_core.MemOS` (not a path or a config)."""
+    """``mos`` must be an open :class:`memos_core.MemOS` or a ``postgresql://`` URL (server
+    mode: the process's shared MemOS on it), not a path or a config."""
+    mos = resolve_memos(mos)
     if not isinstance(mos, MemOS):
         raise InvalidInputError(
             f"{owner} needs mos=<memos_core.MemOS>, got {type(mos).__name__}. Open one with "
-            "MemOS(data_dir) and pass it in."
+            "MemOS(data_dir) and pass it in, or pass a postgresql:// URL (server mode)."
         )
     return mos
 

@@ -1,0 +1,511 @@
+"""The server-mode backend: the index in PostgreSQL, next to the server-mode vault.
+
+Two tables per ``collection`` (``<collection>_points`` and ``<collection>_terms``):
+
+- ``_points``: one row per memory -- the dense vector (pgvector ``vector(dim)`` with an HNSW
+  index for cosine distance) and the filter fields as typed columns (``tags`` and ``readers``
+  as ``text[]`` with GIN indexes, the others with B-tree indexes). Never the memory text; the
+  tags are whatever the caller gives, which in MemOS are keyed hashes
+  (:mod:`memos_core.governance.index_privacy`).
+- ``_terms``: the BM25 postings -- ``(term, id, weight)`` per term of a memory's sparse
+  vector (our :class:`~memos_core.index.sparse.Bm25Encoder`: term ids are 32-bit hashes, the
+  weights its term-frequency part), primary key ``(term, id)``. A keyword search reads the
+  postings of its terms only; IDF is computed at search time from the live postings
+  (``ln(1 + (N - n + 0.5) / (n + 0.5))`` like Qdrant's IDF modifier, with ``N`` the points
+  that have a sparse vector), so scores are exact after deletes and never go stale.
+
+Why postings and not a ``sparsevec`` column: pgvector indexes ``sparsevec`` only with HNSW
+(approximate, at most 1000 non-zero entries, and no use for a 2-5 term BM25 query), so a
+``sparsevec`` keyword search is a scan of every row that passes the filter, and its dimension
+limit (10^9) is below our 2^32 hash range. ``benchmarks/server_mode.py`` measures the postings
+table against Postgres full-text search (``tsvector``, which would store the memory's words in
+the index -- a copy of the text that forgetting must then chase).
+
+Filters are SQL ``WHERE`` clauses inside the search query (never post-filtering). A dense
+search runs on the HNSW index with pgvector 0.8's iterative index scans
+(``hnsw.iterative_scan = relaxed_order``), so a filter that most points fail still fills the
+``limit``; when it returns fewer hits than ``limit`` (the filter passes fewer points than
+that, or the scan gave up after ``hnsw.max_scan_tuples``) the query is repeated as an exact
+scan over the filtered rows, so no passing point is ever lost.
+
+Every write is one transaction; upserts are idempotent (``INSERT .. ON CONFLICT``) and take
+their row locks in id order, so concurrent writers from many processes neither deadlock nor
+leave a mix of two versions' postings. Connections come from a :mod:`psycopg_pool` pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from threading import Lock
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from memos_core.index.base import IndexFilter, IndexPoint, ScoredId, SparseVec
+from memos_core.index.filters import AnyOf, Between, Condition, Either, FilterPlan, IsTrue, plan_filter
+from memos_core.index.points import (
+    canonical_id,
+    check_limit,
+    check_payload,
+    check_points,
+    check_sparse,
+    dense_list,
+)
+
+__all__ = ["PgVectorIndex"]
+
+_LIST_FIELDS = ("tags", "readers")
+_TEXT_FIELDS = ("user_id", "agent_id", "session_id", "type", "state")
+_COLUMNS = ("user_id", "agent_id", "session_id", "type", "tags", "state", "occurred_at",
+            "superseded", "version", "readers")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+_BATCH = 500  # points per INSERT statement
+_SPARSE_DIM = 1_000_000_000  # sparsevec's largest dimension
+_FOLD = _SPARSE_DIM - 1
+_LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
+
+
+def _sparsevec_text(indices: Sequence[int], values: Sequence[float]) -> str:
+    """pgvector's text form of a sparse vector. Our term ids are 32-bit hashes, beyond
+    ``sparsevec``'s 10^9 dimensions: they are folded (``id % (10^9 - 1) + 1``; a fold that
+    lands two terms of one text on one index adds their weights). Queries fold the same way
+    in SQL (:meth:`PgVectorIndex.search_sparse`)."""
+    folded: dict[int, float] = {}
+    for index, value in zip(indices, values):
+        key = int(index) % _FOLD + 1
+        folded[key] = folded.get(key, 0.0) + float(value)
+    body = ",".join(f"{k}:{v!r}" for k, v in sorted(folded.items()))
+    return "{" + body + "}/" + str(_SPARSE_DIM)
+
+
+def _vector_text(values: Sequence[float]) -> str:
+    """pgvector's text form of a vector (no client-side adapter needed)."""
+    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+
+
+class PgVectorIndex:
+    """A :class:`~memos_core.index.base.VectorIndex` on PostgreSQL with pgvector (>= 0.8).
+
+    Args:
+        url: a libpq URL (``postgresql://user:pass@host:port/db``); the database needs the
+            ``vector`` extension or the right to create it.
+        dim: the dense vectors' length. An existing collection with another ``dim`` raises
+            ``ValueError``.
+        collection: table name prefix (lower-case letters, digits, ``_``): one per vault.
+        pool_size: most connections this index holds (threads beyond it wait for one).
+        ef_search: HNSW candidates per dense search (raised to ``limit`` when that is larger).
+        max_scan_tuples: how many tuples an iterative scan may visit before it gives up
+            (then the exact scan takes over).
+        idf_ttl_s: how long BM25's statistics (points per term, points in all) are reused
+            before they are read again; other processes' writes reach the IDF within it.
+        keyword: how a BM25 search finds and scores its points (same results, different
+            plans): ``"scan"`` scores the rows that pass the filter by the ``sparsevec``
+            inner product with the IDF-weighted query; ``"postings"`` starts from the
+            postings of the query's terms and checks the filter on each. See
+            ``benchmarks/server_mode.py`` for both measured.
+
+    Thread-safe and process-safe: any number of processes may open the same collection.
+    Raises :class:`psycopg.OperationalError` if the server cannot be reached.
+    """
+
+    def __init__(self, url: str, dim: int, collection: str = "memos", *, pool_size: int = 4,
+                 ef_search: int = 100, max_scan_tuples: int = 20_000,
+                 keyword: Literal["scan", "postings"] = "scan",
+                 idf_ttl_s: float = 5.0) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        if not isinstance(collection, str) or not _NAME.match(collection):
+            raise ValueError(
+                f"collection must be lower-case letters, digits and '_' (at most 41, not "
+                f"starting with a digit) to name PostgreSQL tables, got {collection!r}")
+        if keyword not in ("scan", "postings"):
+            raise ValueError(f"keyword must be 'scan' or 'postings', got {keyword!r}")
+        self.keyword = keyword
+        self.idf_ttl_s = float(idf_ttl_s)
+        self._stats_lock = Lock()
+        self._df: dict[int, tuple[float, int]] = {}
+        self._total: tuple[float, int] | None = None
+        if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"url must be a postgresql:// URL, got {url!r}")
+        self.dim = dim
+        self.collection = collection
+        self.ef_search = int(ef_search)
+        self.max_scan_tuples = int(max_scan_tuples)
+        self._points = sql.Identifier(f"{collection}_points")
+        self._terms = sql.Identifier(f"{collection}_terms")
+        self._closed = False
+        self._close_lock = Lock()
+        self._pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False,
+                                    # No server-side prepared statements: a generic plan
+                                    # cannot see the LIMIT or how selective the filter is,
+                                    # and picks a full sort over the HNSW index.
+                                    kwargs={"autocommit": True, "prepare_threshold": None},
+                                    configure=self._configure,
+                                    name=f"memos-index-{collection}")
+        try:
+            self._pool.open(wait=True, timeout=30)
+            self._ensure_schema()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"PgVectorIndex(collection={self.collection!r}, dim={self.dim})"
+
+    def __enter__(self) -> PgVectorIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Session settings of every pooled connection: iterative HNSW scans, so a filter
+        that most points fail still fills the limit (pgvector >= 0.8)."""
+        conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false), "
+                     "set_config('hnsw.ef_search', %s, false), "
+                     "set_config('hnsw.max_scan_tuples', %s, false)",
+                     (str(self.ef_search), str(self.max_scan_tuples)))
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside one transaction (committed on success)."""
+        with self._conn() as conn:
+            with conn.transaction():
+                yield conn
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in autocommit mode: each statement is its own transaction
+        (reads that need one consistent snapshot are single statements)."""
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed; open a new PgVectorIndex")
+        with self._pool.connection() as conn:
+            yield conn
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        p, t = self._points, self._terms
+
+        def ix(suffix: str) -> sql.Identifier:
+            return sql.Identifier(f"{self.collection}_{suffix}")
+
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
+                try:
+                    with conn.transaction():
+                        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+                except psycopg.Error as exc:
+                    raise ValueError(
+                        "the database lacks the pgvector extension and this role may not create "
+                        f"it ({exc}); run CREATE EXTENSION vector as its owner") from None
+            found = conn.execute(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                "AND attname = 'dense'", (f"{self.collection}_points",)).fetchone()
+            if found is not None:
+                if found[0] != self.dim:
+                    raise ValueError(
+                        f"the index tables {self.collection}_* exist with dim={found[0]}, not "
+                        f"dim={self.dim}: use another collection, or drop them (the index is "
+                        "rebuilt from the vault)")
+                return
+            conn.execute(sql.SQL(
+                "CREATE TABLE {p} (id uuid PRIMARY KEY, dense vector({dim}) NOT NULL, "
+                "has_sparse boolean NOT NULL, sparse sparsevec({sdim}) NOT NULL, user_id text NOT NULL, agent_id text, "
+                "session_id text, type text, tags text[] NOT NULL, state text, "
+                "occurred_at double precision, superseded boolean NOT NULL, "
+                "version bigint NOT NULL, readers text[] NOT NULL)"
+            ).format(p=p, dim=sql.Literal(self.dim), sdim=sql.Literal(_SPARSE_DIM)))
+            conn.execute(sql.SQL(
+                "CREATE TABLE {t} (term bigint NOT NULL, id uuid NOT NULL REFERENCES {p} (id) "
+                "ON DELETE CASCADE, weight real NOT NULL, PRIMARY KEY (term, id) INCLUDE (weight))"
+            ).format(t=t, p=p))
+            conn.execute(sql.SQL("CREATE INDEX {i} ON {t} (id)").format(i=ix("terms_id"), t=t))
+            conn.execute(sql.SQL(
+                "CREATE INDEX {i} ON {p} USING hnsw (dense vector_cosine_ops)"
+            ).format(i=ix("dense_hnsw"), p=p))
+            for col in ("user_id", "agent_id", "session_id", "type", "state", "occurred_at"):
+                conn.execute(sql.SQL("CREATE INDEX {i} ON {p} ({c})").format(
+                    i=ix(col), p=p, c=sql.Identifier(col)))
+            for col in _LIST_FIELDS:
+                conn.execute(sql.SQL("CREATE INDEX {i} ON {p} USING gin ({c})").format(
+                    i=ix(col), p=p, c=sql.Identifier(col)))
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def upsert(self, points: Sequence[IndexPoint]) -> None:
+        """Insert or replace points (see the protocol); all are checked before any write,
+        and the whole batch is one transaction."""
+        checked = sorted(check_points(points, self.dim), key=lambda row: row[0])
+        if not checked:
+            return
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in ("id", "dense", "has_sparse", "sparse", *_COLUMNS))
+        updates = sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+            for c in ("dense", "has_sparse", "sparse", *_COLUMNS))
+        insert_points = sql.SQL(
+            "INSERT INTO {p} ({cols}) SELECT u.id, u.dense::vector, u.has_sparse, "
+            "u.sparse::sparsevec, u.user_id, "
+            "u.agent_id, u.session_id, u.type, "
+            "ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.state, u.occurred_at, "
+            "u.superseded, u.version, ARRAY(SELECT jsonb_array_elements_text(u.readers)) "
+            "FROM unnest(%s::uuid[], %s::text[], %s::boolean[], %s::text[], %s::text[], %s::text[], "
+            "%s::text[], %s::text[], %s::jsonb[], %s::text[], %s::float8[], %s::boolean[], "
+            "%s::bigint[], %s::jsonb[]) WITH ORDINALITY AS u(id, dense, has_sparse, sparse, user_id, "
+            "agent_id, session_id, type, tags, state, occurred_at, superseded, version, "
+            "readers, n) ORDER BY u.n ON CONFLICT (id) DO UPDATE SET {updates}"
+        ).format(p=self._points, cols=columns, updates=updates)
+        insert_terms = sql.SQL(
+            "INSERT INTO {t} (term, id, weight) SELECT * FROM unnest(%s::bigint[], %s::uuid[], "
+            "%s::real[])").format(t=self._terms)
+        delete_terms = sql.SQL("DELETE FROM {t} WHERE id = ANY(%s::uuid[])").format(t=self._terms)
+        from psycopg.types.json import Jsonb
+
+        with self._writing(), self._tx() as conn:
+            for start in range(0, len(checked), _BATCH):
+                rows = checked[start:start + _BATCH]
+                ids = [pid for pid, *_ in rows]
+                cols: dict[str, list[Any]] = {c: [r[3][c] for r in rows] for c in _COLUMNS}
+                # The upsert locks each point row first (in id order), so a concurrent writer
+                # of the same id waits here and then sees these postings when it deletes them.
+                conn.execute(insert_points, (
+                    ids, [_vector_text(r[1]) for r in rows], [bool(r[2].indices) for r in rows],
+                    [_sparsevec_text(r[2].indices, r[2].values) for r in rows],
+                    cols["user_id"], cols["agent_id"], cols["session_id"], cols["type"],
+                    [Jsonb(v) for v in cols["tags"]], cols["state"], cols["occurred_at"],
+                    cols["superseded"], cols["version"], [Jsonb(v) for v in cols["readers"]]))
+                conn.execute(delete_terms, (ids,))
+                terms: list[int] = []
+                term_ids: list[Any] = []
+                weights: list[float] = []
+                for pid, _dense, sparse, _payload in rows:
+                    terms += sparse.indices
+                    term_ids += [pid] * len(sparse.indices)
+                    weights += sparse.values
+                if terms:
+                    conn.execute(insert_terms, (terms, term_ids, weights))
+
+    def set_payload(self, id: str, payload: dict[str, Any]) -> None:
+        """Merge ``payload`` into point ``id``'s payload; ``KeyError`` if it does not exist."""
+        pid = canonical_id(id)
+        fields = check_payload(payload, partial=True)
+        with self._tx() as conn:
+            if not fields:
+                found = conn.execute(sql.SQL("SELECT 1 FROM {p} WHERE id = %s").format(
+                    p=self._points), (pid,)).fetchone()
+            else:
+                assignments = sql.SQL(", ").join(
+                    sql.SQL("{c} = %s").format(c=sql.Identifier(k)) for k in fields)
+                found = conn.execute(
+                    sql.SQL("UPDATE {p} SET {a} WHERE id = %s RETURNING 1").format(
+                        p=self._points, a=assignments), (*fields.values(), pid)).fetchone()
+        if found is None:
+            raise KeyError(f"no point {pid} in the index; upsert it instead")
+
+    def delete(self, ids: Iterable[str]) -> None:
+        """Delete points (and their postings) by id in one transaction; missing ids are
+        ignored. Deleted rows keep no bytes in live rows; the server reclaims the dead
+        tuples at its next VACUUM."""
+        pids = sorted(set(canonical_id(i) for i in ids))
+        if not pids:
+            return
+        with self._writing(), self._tx() as conn:
+            conn.execute(sql.SQL(
+                "SELECT id FROM {p} WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE"
+            ).format(p=self._points), (pids,))
+            conn.execute(sql.SQL("DELETE FROM {p} WHERE id = ANY(%s::uuid[])").format(
+                p=self._points), (pids,))
+
+    def clear(self) -> None:
+        """Remove every point (``TRUNCATE``: the old rows' files are dropped at once)."""
+        with self._writing(), self._tx() as conn:
+            conn.execute(sql.SQL("TRUNCATE {t}, {p}").format(t=self._terms, p=self._points))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _where(self, plan: FilterPlan, alias: str = "p") -> tuple[sql.Composable, list[Any]]:
+        params: list[Any] = []
+
+        def render(cond: Condition) -> sql.Composable:
+            if isinstance(cond, Either):
+                return sql.SQL("({})").format(sql.SQL(" OR ").join(render(o) for o in cond.options))
+            col = sql.Identifier(alias, cond.key)
+            if isinstance(cond, AnyOf):
+                params.append(list(cond.values))
+                op = "&&" if cond.key in _LIST_FIELDS else "= ANY"
+                tpl = "({} && %s::text[])" if op == "&&" else "({} = ANY(%s::text[]))"
+                return sql.SQL(tpl).format(col)
+            if isinstance(cond, IsTrue):
+                return sql.SQL("({} IS TRUE)").format(col)
+            if isinstance(cond, Between):
+                parts = [sql.SQL("{} IS NOT NULL").format(col)]
+                if cond.gte is not None:
+                    params.append(cond.gte)
+                    parts.append(sql.SQL("{} >= %s").format(col))
+                if cond.lte is not None:
+                    params.append(cond.lte)
+                    parts.append(sql.SQL("{} <= %s").format(col))
+                return sql.SQL("({})").format(sql.SQL(" AND ").join(parts))
+            raise TypeError(f"unknown filter condition {cond!r}")
+
+        clauses: list[sql.Composable] = [render(c) for c in plan.must]
+        clauses += [sql.SQL("{} IS NOT TRUE").format(sql.Identifier(alias, c.key)) if isinstance(c, IsTrue)
+                    else sql.SQL("NOT coalesce({}, false)").format(render(c)) for c in plan.must_not]
+        if not clauses:
+            return sql.SQL("true"), params
+        return sql.SQL(" AND ").join(clauses), params
+
+    def search_dense(self, vector: Sequence[float], flt: IndexFilter, limit: int) -> list[ScoredId]:
+        """Nearest points by cosine similarity, best first.
+
+        The planner picks the HNSW index (with iterative scans, so a filter that most points
+        fail still fills the limit) or, for a filter that few rows pass, an exact scan of
+        them; if the result is short of ``limit`` (fewer rows pass, or the HNSW scan gave up
+        after ``max_scan_tuples``), an exact scan of the filtered rows replaces it."""
+        query = _vector_text(dense_list(vector, self.dim))
+        plan = plan_filter(flt)
+        if plan is None or check_limit(limit) == 0:
+            return []
+        where, params = self._where(plan)
+        ann = sql.SQL(
+            "SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p WHERE {w} ORDER BY dist LIMIT %s"
+        ).format(p=self._points, w=where)
+        exact = sql.SQL(  # OFFSET 0 keeps the ordering out of the index's reach
+            "SELECT id, dist FROM (SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p "
+            "WHERE {w} OFFSET 0) s ORDER BY dist, id LIMIT %s"
+        ).format(p=self._points, w=where)
+        args = (query, *params, limit)
+        with contextlib.ExitStack() as stack:
+            if limit > self.ef_search:  # an HNSW scan returns at most ef_search hits per round
+                conn = stack.enter_context(self._tx())
+                conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, limit)),))
+            else:
+                conn = stack.enter_context(self._conn())
+            rows = conn.execute(ann, args).fetchall()
+            if len(rows) < limit:
+                rows = conn.execute(exact, args).fetchall()
+        rows.sort(key=lambda row: (row[1], str(row[0])))  # relaxed_order: nearly sorted
+        return [ScoredId(str(pid), 1.0 - float(dist)) for pid, dist in rows]
+
+    def search_sparse(self, vector: SparseVec, flt: IndexFilter, limit: int) -> list[ScoredId]:
+        """Points by BM25 (query term weights x stored TF weights x IDF), best first.
+
+        Only points sharing a term with the query are returned; an empty query vector
+        returns ``[]``. IDF is over the live points, as of at most ``idf_ttl_s`` ago for
+        writes of other processes (this object's own writes count at once).
+        """
+        check_sparse(vector)
+        plan = plan_filter(flt)
+        if plan is None or check_limit(limit) == 0 or not vector.indices:
+            return []
+        where, params = self._where(plan)
+        with self._conn() as conn:
+            terms, boosts = self._boosts(conn, vector)
+            if not terms:
+                return []
+            if self.keyword == "postings":
+                rows = conn.execute(sql.SQL(
+                    "SELECT p.id, sum(t.weight * q.b) AS score "
+                    "FROM unnest(%s::bigint[], %s::float8[]) AS q(term, b) "
+                    "JOIN {t} t ON t.term = q.term JOIN {p} p ON p.id = t.id "
+                    "WHERE {w} GROUP BY p.id ORDER BY score DESC, p.id LIMIT %s"
+                ).format(t=self._terms, p=self._points, w=where),
+                    (terms, boosts, *params, limit)).fetchall()
+            else:
+                qv = _sparsevec_text(terms, boosts)
+                rows = conn.execute(sql.SQL(
+                    "SELECT p.id, -(p.sparse <#> %s::sparsevec) AS score FROM {p} p "
+                    "WHERE {w} AND (p.sparse <#> %s::sparsevec) < 0 "
+                    "ORDER BY p.sparse <#> %s::sparsevec, p.id LIMIT %s"
+                ).format(p=self._points, w=where), (qv, *params, qv, qv, limit)).fetchall()
+        return [ScoredId(str(pid), float(score)) for pid, score in rows]
+
+    def _boosts(self, conn: psycopg.Connection[Any], vector: SparseVec) -> tuple[list[int], list[float]]:
+        """The query's terms that some point has, with weight x IDF
+        (``ln(1 + (N - n + 0.5) / (n + 0.5))``, Qdrant's IDF modifier; ``N`` counts the
+        points with a sparse vector). Statistics older than ``idf_ttl_s`` are re-read."""
+        now = time.monotonic()
+        with self._stats_lock:
+            fresh = {t: hit[1] for t in vector.indices
+                     if (hit := self._df.get(t)) is not None and now - hit[0] <= self.idf_ttl_s}
+            total = self._total[1] if self._total and now - self._total[0] <= self.idf_ttl_s else None
+        missing = [t for t in vector.indices if t not in fresh]
+        if missing or total is None:
+            rows = conn.execute(sql.SQL(
+                "SELECT -1::bigint, count(*) FROM {p} WHERE has_sparse AND %s "
+                "UNION ALL SELECT term, count(*) FROM {t} WHERE term = ANY(%s::bigint[]) GROUP BY term"
+            ).format(p=self._points, t=self._terms), (total is None, missing)).fetchall()
+            found = dict(rows)
+            if total is None:
+                total = int(found.get(-1, 0))
+            with self._stats_lock:
+                if len(self._df) > 200_000:
+                    self._df.clear()
+                self._total = (now, total)
+                for term in missing:
+                    fresh[term] = int(found.get(term, 0))
+                    self._df[term] = (now, fresh[term])
+        terms, boosts = [], []
+        for term, value in zip(vector.indices, vector.values):
+            n = fresh[term]
+            if n > 0:
+                terms.append(term)
+                boosts.append(value * math.log(1.0 + (total - n + 0.5) / (n + 0.5)))
+        return terms, boosts
+
+    def _forget_stats(self) -> None:
+        """Drop the cached BM25 statistics (after this object's own writes)."""
+        with self._stats_lock:
+            self._df.clear()
+            self._total = None
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around a write: cached statistics are dropped before it and again once it ended
+        (a search in between may have cached the old counts)."""
+        self._forget_stats()
+        try:
+            yield
+        finally:
+            self._forget_stats()
+
+    def versions(self) -> dict[str, int]:
+        """``{id: payload["version"]}`` for every point."""
+        with self._tx() as conn:
+            rows = conn.execute(sql.SQL("SELECT id, version FROM {p}").format(p=self._points))
+            return {str(pid): int(v) for pid, v in rows}
+
+    def count(self) -> int:
+        """The exact number of points."""
+        with self._tx() as conn:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {p}").format(
+                p=self._points)).fetchone()
+            return int(row[0]) if row else 0
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Nothing to do: every acknowledged write is a committed transaction."""
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed; open a new PgVectorIndex")
+
+    def optimize(self) -> None:
+        """``ANALYZE`` both tables, so the planner's row estimates (exact scan or HNSW) follow
+        bulk loads; the HNSW index itself is maintained on every write."""
+        with self._tx() as conn:
+            conn.execute(sql.SQL("ANALYZE {p}, {t}").format(p=self._points, t=self._terms))
+
+    def close(self) -> None:
+        """Close the connection pool. Idempotent."""
+        with self._close_lock:
+            if not self._closed:
+                self._closed = True
+                self._pool.close()

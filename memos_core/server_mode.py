@@ -1,0 +1,152 @@
+"""Server mode: ``MemOS("postgresql://user:password@host:port/database")``.
+
+The vault (and, by default, the pgvector index) live in one PostgreSQL database that any number
+of processes on any number of hosts open at once; there is no data-directory lock. What stays
+per process lives in a local *cache directory* (``MemOSConfig.cache_dir``): KV-cache files,
+LoRA adapters, a per-process ``edge`` index if one is asked for. Each process's derived state
+follows the vault's change feed (:mod:`memos_core.store.feed`). Runbook: docs/scale_out.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from memos_core.config import MemOSConfig
+from memos_core.errors import InvalidInputError, MemOSError, ServerUnavailableError
+from memos_core.lock import DataDirLock
+from memos_core.vault.postgres import PostgresVault, is_postgres_url, redact_url
+
+__all__ = ["ServerParts", "check_pgvector", "check_url", "is_postgres_url", "open_server"]
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is a usable PostgreSQL URL, else :class:`InvalidInputError` saying why."""
+    if not is_postgres_url(url):
+        raise InvalidInputError(
+            f"Not a PostgreSQL URL: {redact_url(str(url))!r}. Server mode takes "
+            "postgresql://user:password@host:port/database (a data directory path is the "
+            "embedded mode).")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidInputError(f"Bad PostgreSQL URL {redact_url(url)!r}: {exc}.") from exc
+    if not parts.hostname and "host=" not in parts.query:
+        raise InvalidInputError(
+            f"The PostgreSQL URL {redact_url(url)!r} names no host; write "
+            "postgresql://user:password@host:port/database.")
+    if port is not None and not 0 < port < 65536:
+        raise InvalidInputError(f"The PostgreSQL URL {redact_url(url)!r} has a bad port {port}.")
+    if not parts.path.strip("/"):
+        raise InvalidInputError(
+            f"The PostgreSQL URL {redact_url(url)!r} names no database; add /database_name.")
+    return url
+
+
+def check_pgvector(url: str) -> None:
+    """Make sure the ``vector`` extension is usable in the database: create it if it is
+    available and not created yet; else raise :class:`MemOSError` saying what to do."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            if conn.execute("SELECT 1 FROM pg_extension WHERE extname='vector'").fetchone():
+                return
+            available = conn.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name='vector'").fetchone()
+            version_row = conn.execute("SHOW server_version_num").fetchone()
+            version = version_row[0] if version_row else "0"
+            if not available:
+                major = int(version) // 10000
+                raise MemOSError(
+                    f"The PostgreSQL server at {redact_url(url)} has no pgvector extension, which "
+                    "the server-mode index needs. Install it on the server (e.g. apt install "
+                    f"postgresql-{major}-pgvector, or build it from github.com/pgvector/pgvector), "
+                    "then run CREATE EXTENSION vector; in the database. Or keep the index "
+                    "elsewhere: MemOSConfig(index='qdrant', qdrant_url=...).")
+            try:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise MemOSError(
+                    f"pgvector is installed on {redact_url(url)} but not enabled in this database, "
+                    "and this user may not enable it. Ask an administrator to run "
+                    "CREATE EXTENSION vector; in the database (once).") from exc
+    except psycopg.OperationalError as exc:
+        raise ServerUnavailableError(
+            f"Cannot reach the PostgreSQL server at {redact_url(url)}: {str(exc).strip()}.") from exc
+
+
+@dataclass
+class ServerParts:
+    """What :func:`open_server` set up: the vault, the effective config and the cache dir."""
+
+    vault: PostgresVault
+    config: MemOSConfig
+    cache_dir: Path
+    _lock: DataDirLock | None = None
+    _temporary: bool = False
+    _closed: bool = field(default=False)
+
+    def release(self) -> None:
+        """Release the cache directory (remove it if it was a temporary one)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._lock is not None:
+            self._lock.release()
+        if self._temporary:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+def _index_kinds() -> tuple[str, ...]:
+    from memos_core import index
+
+    return tuple(getattr(index, "KINDS", ("edge", "qdrant")))
+
+
+def open_server(url: str, config: MemOSConfig) -> ServerParts:
+    """Validate ``url`` and ``config`` for server mode, open the vault and the cache dir.
+
+    The index: a config that leaves ``index`` at its default gets the pgvector index in the
+    same database; ``index='qdrant'`` with ``qdrant_url`` a shared Qdrant server;
+    ``index='edge'`` (explicitly) a per-process index in the cache directory, rebuilt from the
+    vault at every open and kept in step by the change feed (for tests and single hosts).
+    """
+    check_url(url)
+    updates: dict[str, Any] = {}
+    kinds = _index_kinds()
+    if "index" not in config.model_fields_set and "pgvector" in kinds:
+        updates["index"] = "pgvector"
+    if (updates.get("index") or config.index) == "pgvector" and getattr(config, "index_url", None) is None:
+        updates["index_url"] = url
+    if config.index == "qdrant" and config.qdrant_url is None:
+        raise InvalidInputError(
+            "Server mode with index='qdrant' needs qdrant_url (a Qdrant server every process "
+            "shares); a local qdrant-client index would be one per process.")
+    if updates:
+        config = config.model_copy(update=updates)
+    vault = PostgresVault(url, pool_size=config.pool_size)
+    try:
+        vault.prune_changes(config.feed_retention_s)
+        if config.index == "pgvector":
+            check_pgvector(getattr(config, "index_url", None) or url)
+        lock: DataDirLock | None = None
+        if config.cache_dir is not None:
+            cache_dir = Path(config.cache_dir).expanduser()
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            lock = DataDirLock(cache_dir)
+            lock.acquire()  # one process per cache directory (its files are per process)
+            temporary = False
+        else:
+            cache_dir = Path(tempfile.mkdtemp(prefix="memos-cache-"))
+            temporary = True
+    except BaseException:
+        vault.close()
+        raise
+    return ServerParts(vault, config, cache_dir, lock, temporary)
+

@@ -1,0 +1,173 @@
+"""Following the vault's change feed: how a process keeps its derived state in step with the
+writes of every other process (server mode).
+
+A vault with a change feed (:class:`memos_core.vault.postgres.PostgresVault`) numbers every
+mutation. :class:`ChangeFollower` keeps this process's cursor into that sequence and, before
+the facade serves a call, compares it with the feed's head (one indexed ``max`` query). Changes
+it has not seen -- made by other processes -- are applied to what this process derives:
+
+* the **graph** view (nodes upserted or removed, relations added);
+* a **per-process index** (an ``edge`` index in the local cache directory) -- a shared index
+  (pgvector, a Qdrant server) was updated by the writer itself;
+* the **model tiers** through the store's change listeners (KV blocks and adapters built from
+  an old version or a forgotten memory are dropped) and, for a forgotten memory, the
+  derived-form purgers (KV files, adapters in the local cache directory).
+
+Changes this process wrote itself were derived by its own write path
+(:meth:`MemoryStore.write`); the vault reports their seqs after each commit and the follower
+skips them. A LISTEN connection wakes the follower in the background when any process
+commits, so the check before a call usually finds nothing to do.
+
+The search path never depends on the follower for safety: every hit is re-read from the
+vault and checked (state, rights) before it is returned. The follower keeps the rest --
+graph expansion, KV caches, adapters -- from serving what another process forgot or revoked.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any, cast
+
+from memos_core.vault import Edge
+
+logger = logging.getLogger("memos_core")
+
+_MEMORY_KINDS = ("version", "forget")
+
+
+class ChangeFollower:
+    """Applies other processes' changes to one store's derived state.
+
+    Args:
+        store: the kernel (:class:`~memos_core.store.kernel.MemoryStore`) whose graph,
+            index, listeners and purgers follow the feed.
+        cursor: the feed head read *before* the store built its derived state (changes after
+            it are applied again; applying one twice is harmless).
+        shared_index: the index lives on a server every process writes to (skip it).
+    """
+
+    def __init__(self, store: Any, cursor: int, *, shared_index: bool) -> None:
+        self.store = store
+        #: the vault with a change feed (a PostgresVault)
+        self.vault: Any = cast(Any, store.vault)
+        self.cursor = cursor
+        self.shared_index = shared_index
+        self._own: set[int] = set()
+        self._deferred: set[str] = set()
+        self._own_lock = threading.Lock()
+        self._closed = False
+        #: how many foreign changes this process applied (for stats and tests)
+        self.applied = 0
+        #: how many times the feed had been pruned past the cursor (full resynchronisation)
+        self.resyncs = 0
+        self.vault.on_commit(self._mark_own)
+
+    def _mark_own(self, seqs: Sequence[int]) -> None:
+        with self._own_lock:
+            self._own.update(seqs)
+
+    def start_listening(self) -> None:
+        """Catch up in the background whenever a process commits (LISTEN/NOTIFY)."""
+        self.vault.listen(self._wake)
+
+    def _wake(self) -> None:
+        if not self._closed:
+            self.sync()
+
+    def close(self) -> None:
+        self._closed = True
+
+    def defer(self, memory_ids: Sequence[str]) -> None:
+        """This process committed changes of ``memory_ids`` but could not update the index
+        (its connection dropped): index them on the next :meth:`sync`."""
+        with self._own_lock:
+            self._deferred.update(memory_ids)
+
+    def _retry_deferred(self) -> None:
+        with self._own_lock:
+            ids, self._deferred = list(self._deferred), set()
+        try:
+            self.store.index_cubes(list(self.vault.get_many(ids).values()))
+        except BaseException:
+            with self._own_lock:
+                self._deferred.update(ids)
+            raise
+
+    def sync(self) -> int:
+        """Apply every change newer than the cursor; returns how many foreign changes were
+        applied. Cheap when there is nothing new (one query)."""
+        if self._deferred:
+            with self.store.write_lock:
+                self._retry_deferred()
+        if self._closed or self.vault.change_head() <= self.cursor:
+            return 0
+        with self.store.write_lock:
+            done = 0
+            while not self._closed:
+                changes = self.vault.changes_since(self.cursor, 5000)
+                if not changes:
+                    break
+                if changes[0].seq > self.cursor + 1:  # pruned past our cursor: start over
+                    done += self._resync()
+                    continue
+                with self._own_lock:
+                    foreign = [c for c in changes if c.seq not in self._own]
+                    self._own.difference_update(c.seq for c in changes)
+                self._apply(foreign)
+                self.cursor = changes[-1].seq
+                done += len(foreign)
+            self.applied += done
+            return done
+
+    def _resync(self) -> int:
+        """The feed no longer reaches back to the cursor (rows were pruned while this
+        process was away): rebuild the graph view, reconcile the index, tell the listeners
+        that every memory may have changed and purge local files of every forgotten one.
+        Returns how many memories were looked at; the cursor moves to the head read first."""
+        from memos_core.graph import MemoryGraph
+
+        store = self.store
+        head = self.vault.change_head()
+        with store.graph_lock:
+            store.graph = MemoryGraph()
+            store._build_graph()
+            store.retriever.graph = store.graph
+        store.reconcile()
+        seen = 0
+        for batch in self.vault.iter_current(500):
+            for cube in batch:
+                if cube.state.value == "deleted":
+                    for purger in store.purgers:
+                        purger(cube.id)()
+            store._notify(batch)
+            seen += len(batch)
+        with self._own_lock:
+            self._own.clear()
+        self.cursor = head
+        self.resyncs += 1
+        return seen
+
+    def _apply(self, changes: Sequence[Any]) -> None:
+        if not changes:
+            return
+        ids = list(dict.fromkeys(c.memory_id for c in changes
+                                 if c.kind in _MEMORY_KINDS and c.memory_id))
+        edges = [Edge(c.detail["src"], c.detail["dst"], c.detail["kind"])
+                 for c in changes if c.kind == "edge"]
+        current = self.vault.get_many(ids)
+        cubes = [current[i] for i in ids if i in current]
+        store = self.store
+        for cube in cubes:
+            if cube.state.value == "deleted":  # forgotten elsewhere: purge local derived files
+                for purger in store.purgers:
+                    try:
+                        purger(cube.id)()
+                    except Exception:  # noqa: BLE001 - reported, the rest still follow
+                        logger.warning("purging local derived forms of %s failed", cube.id,
+                                       exc_info=True)
+        if not self.shared_index:
+            store.index_cubes(cubes)
+        store._graph_apply(cubes, edges)  # a relation to an unknown node is ignored
+        store._notify(cubes)

@@ -1,0 +1,161 @@
+"""The change feed of the PostgreSQL vault: a gapless, monotonic sequence of every mutation.
+
+Every mutation transaction (:meth:`PostgresVault._tx`) appends one ``changes`` row per thing it
+changed -- ``version`` (a new current version of ``memory_id``: an add, update, share,
+supersession or tombstone), ``forget`` (its usage and relations dropped), ``edge`` (a relation
+stored), ``grants`` (namespace grants changed) -- numbered after the newest row, under the
+vault's write lock, and sends ``NOTIFY memos_changes`` with the new head. Because the lock
+serialises the mutations and is released only once the commit is visible, the feed has no
+gaps and no late arrivals: whoever sees change ``n`` sees every change before it. The rows
+carry ids, never text, so a forget leaves none there.
+
+Each process follows the feed (:class:`memos_core.store.feed.ChangeFollower`): before serving
+it compares its cursor with :meth:`FeedMixin.change_head` (one indexed ``max``), and a LISTEN
+connection (:meth:`FeedMixin.listen`) wakes it in the background so that the check usually
+finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from memos_core.cube import utcnow
+from memos_core.vault.pg_schema import CHANNEL
+
+logger = logging.getLogger("memos_core")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row of the change feed."""
+
+    seq: int
+    memory_id: str | None
+    kind: str
+    detail: dict[str, Any]
+
+
+@dataclass
+class Tx:
+    """One open mutation transaction and the changes it made (written when it ends)."""
+
+    conn: Any
+    changes: list[tuple[str | None, str, dict[str, Any]]] = field(default_factory=list)
+
+    def change(self, memory_id: str | None, kind: str, detail: dict[str, Any]) -> None:
+        self.changes.append((memory_id, kind, detail))
+
+
+class FeedMixin:
+    """Change-feed methods of :class:`memos_core.vault.postgres.PostgresVault`."""
+
+    url: str
+    _conn: Any
+    _query: Any
+
+    def _init_feed(self) -> None:
+        self._commit_hooks: list[Callable[[Sequence[int]], None]] = []
+        self._wake_hooks: list[Callable[[], None]] = []
+        self._listener: threading.Thread | None = None
+        self._stop_listening = threading.Event()
+        self._listen_conn: Any = None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write_changes(self, tx: Tx) -> list[int]:
+        """Append the transaction's change rows and its NOTIFY; returns their seqs."""
+        if not tx.changes:
+            return []
+        head = int(tx.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
+        at = utcnow().timestamp()
+        seqs = list(range(head + 1, head + 1 + len(tx.changes)))
+        with tx.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO changes(seq, at, memory_id, kind, detail) VALUES (%s,%s,%s,%s,%s)",
+                [(s, at, mid, kind, json.dumps(detail))
+                 for s, (mid, kind, detail) in zip(seqs, tx.changes)])
+        tx.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seqs[-1])))
+        return seqs
+
+    def _committed(self, seqs: Sequence[int]) -> None:
+        for hook in list(self._commit_hooks):
+            hook(seqs)
+
+    def on_commit(self, hook: Callable[[Sequence[int]], None]) -> None:
+        """Call ``hook(seqs)`` after each mutation of *this* vault object commits, with the
+        change seqs it wrote (a follower marks them as applied by the writer itself)."""
+        self._commit_hooks.append(hook)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def change_head(self) -> int:
+        """The newest change seq (0 for none): the cheap check before serving."""
+        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])
+
+    def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
+        """The changes after ``seq``, oldest first, at most ``limit``."""
+        rows = self._query("SELECT seq, memory_id, kind, detail FROM changes WHERE seq > %s "
+                           "ORDER BY seq LIMIT %s", (seq, limit))
+        return [Change(int(r[0]), r[1], r[2], r[3] if isinstance(r[3], dict) else json.loads(r[3]))
+                for r in rows]
+
+    def prune_changes(self, older_than_s: float) -> int:
+        """Delete change rows older than ``older_than_s`` seconds, always keeping the newest
+        (the head never moves back); returns how many. A process whose cursor falls before
+        the oldest row left resynchronises all its derived state on its next call
+        (:meth:`memos_core.store.feed.ChangeFollower.sync`)."""
+        cutoff = utcnow().timestamp() - older_than_s
+        with self._conn() as conn, conn.transaction():
+            cur = conn.execute("DELETE FROM changes WHERE at < %s AND seq < "
+                               "(SELECT MAX(seq) FROM changes)", (cutoff,))
+            return int(cur.rowcount or 0)
+
+    # -- LISTEN -------------------------------------------------------------------------------
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` (from a background thread) whenever any process commits a change;
+        also once after every (re)connection, since notifications sent while disconnected
+        are lost. An optimisation only: correctness comes from :meth:`change_head`."""
+        self._wake_hooks.append(wake)
+        if self._listener is None:
+            self._listener = threading.Thread(target=self._listen_loop, name="memos-pg-listen",
+                                              daemon=True)
+            self._listener.start()
+
+    def _listen_loop(self) -> None:
+        import psycopg
+
+        backoff = 0.2
+        while not self._stop_listening.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                    self._listen_conn = conn
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    backoff = 0.2
+                    self._wake()
+                    while not self._stop_listening.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self._wake()
+            except Exception:  # noqa: BLE001 - the server went away: reconnect later
+                if self._stop_listening.wait(backoff):
+                    break
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self._listen_conn = None
+
+    def _wake(self) -> None:
+        for wake in list(self._wake_hooks):
+            try:
+                wake()
+            except Exception:  # noqa: BLE001 - a wake-up is advisory
+                logger.warning("a change-feed wake-up failed", exc_info=True)
+
+    def _close_feed(self) -> None:
+        self._stop_listening.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)

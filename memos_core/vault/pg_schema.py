@@ -1,0 +1,212 @@
+"""The PostgreSQL vault's schema and its versioned migrations.
+
+``meta['schema_version']`` records the newest migration applied. Opening a vault applies the
+missing ones in order, each in its own transaction, under a session advisory lock so that
+processes opening the same database at once migrate it exactly once. A database whose schema
+is newer than this code is refused (upgrade memos-core); nothing is ever downgraded.
+
+Migrations:
+
+1. the core tables: ``meta``, ``memories`` (current versions with the filter columns),
+   ``versions``, ``usage``, ``edges``, ``audit`` (hash-chained, gapless ``seq``) and
+   ``grants``; the audit head record starts at the genesis hash.
+2. the change feed: ``changes`` (a gapless, monotonic sequence of every mutation, written in
+   the mutation's transaction) with its index by memory.
+3. the integration storage: ``item_keys`` (keyed items), ``conversation_log`` and the thread
+   checkpoints ``cp_checkpoints`` / ``cp_blobs`` / ``cp_writes``
+   (:mod:`memos_core.vault.pg_integrations`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from memos_core.errors import MemOSError
+from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH
+
+#: advisory lock keys (two int4 halves: 'memo', purpose)
+LOCK_CLASS = 0x6D656D6F
+WRITE_LOCK = 1  # transaction lock around every mutation: total order of audit + changes
+MIGRATE_LOCK = 2  # session lock around migrations
+OPEN_LOCK = 3  # session lock a MemOS holds while it opens (derived-state setup)
+
+#: the NOTIFY channel the change feed wakes listeners on (payload: the new head seq)
+CHANNEL = "memos_changes"
+
+_V1 = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS memories (
+        id TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        agent_id TEXT,
+        session_id TEXT,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        type TEXT NOT NULL,
+        tags JSONB NOT NULL,
+        readers JSONB NOT NULL,
+        occurred_at DOUBLE PRECISION,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        superseded BOOLEAN NOT NULL,
+        entities JSONB NOT NULL,
+        doc JSONB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS memories_user ON memories(user_id, seq)",
+    "CREATE INDEX IF NOT EXISTS memories_session ON memories(user_id, session_id, seq)",
+    "CREATE INDEX IF NOT EXISTS memories_readers ON memories USING GIN (readers)",
+    """CREATE TABLE IF NOT EXISTS versions (
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        recorded_at DOUBLE PRECISION NOT NULL,
+        doc JSONB NOT NULL,
+        PRIMARY KEY (id, version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS usage (
+        id TEXT PRIMARY KEY,
+        access_count BIGINT NOT NULL,
+        last_access DOUBLE PRECISION,
+        heat DOUBLE PRECISION NOT NULL,
+        tier TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS edges (
+        src TEXT NOT NULL, dst TEXT NOT NULL, kind TEXT NOT NULL, PRIMARY KEY (src, dst, kind)
+    )""",
+    "CREATE INDEX IF NOT EXISTS edges_dst ON edges(dst)",
+    """CREATE TABLE IF NOT EXISTS audit (
+        seq BIGINT PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        user_id TEXT NOT NULL,
+        agent_id TEXT,
+        action TEXT NOT NULL,
+        memory_id TEXT,
+        version INTEGER,
+        reason TEXT,
+        details TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_memory ON audit(memory_id)",
+    "CREATE INDEX IF NOT EXISTS audit_user ON audit(user_id, seq)",
+    """CREATE TABLE IF NOT EXISTS grants (
+        owner TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        grantee TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (owner, agent_id, session_id, grantee)
+    )""",
+    ("INSERT INTO meta(key, value) VALUES ('" + AUDIT_HEAD + "', '"
+     + json.dumps({"count": 0, "seq": 0, "hash": GENESIS_HASH}) + "') ON CONFLICT DO NOTHING"),
+]
+
+_V2 = [
+    """CREATE TABLE IF NOT EXISTS changes (
+        seq BIGINT PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        memory_id TEXT,
+        kind TEXT NOT NULL,
+        detail JSONB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS changes_memory ON changes(memory_id)",
+]
+
+_V3 = [
+    """CREATE TABLE IF NOT EXISTS item_keys (
+        seq BIGSERIAL PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        ns_path TEXT NOT NULL,
+        key TEXT NOT NULL,
+        memory_id TEXT NOT NULL UNIQUE
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS item_keys_key ON item_keys(user_id, ns_path, key)",
+    """CREATE TABLE IF NOT EXISTS conversation_log (
+        seq BIGSERIAL PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        log_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'archived')),
+        message TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS conversation_log_queue "
+    "ON conversation_log (user_id, log_id, status, seq)",
+    """CREATE TABLE IF NOT EXISTS cp_checkpoints (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        parent_checkpoint_id TEXT,
+        run_id TEXT,
+        type TEXT NOT NULL,
+        checkpoint BYTEA,
+        metadata_type TEXT NOT NULL,
+        metadata BYTEA,
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS cp_checkpoints_run ON cp_checkpoints (run_id)",
+    """CREATE TABLE IF NOT EXISTS cp_blobs (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        version TEXT NOT NULL,
+        type TEXT NOT NULL,
+        value BYTEA,
+        PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS cp_writes (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        type TEXT NOT NULL,
+        value BYTEA,
+        task_path TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+    )""",
+]
+
+#: migration number -> statements (applied in one transaction)
+MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def current_version(conn: Any) -> int:
+    """The schema version recorded in ``conn``'s database (0 for an empty database)."""
+    exists = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]
+    if not exists:
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: Any, target: int = SCHEMA_VERSION, *, where: str = "the database") -> int:
+    """Bring the schema of ``conn``'s database (an autocommit connection) up to ``target``;
+    returns the version found before. Serialised across processes by an advisory lock.
+
+    Raises:
+        MemOSError: the database's schema is newer than this memos-core understands.
+    """
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, MIGRATE_LOCK))
+    try:
+        found = current_version(conn)
+        if found > SCHEMA_VERSION:
+            raise MemOSError(
+                f"The vault in {where} has schema {found}, newer than this memos-core "
+                f"understands ({SCHEMA_VERSION}). Upgrade memos-core on every host that uses it."
+            )
+        for number in range(found + 1, target + 1):
+            with conn.transaction():
+                for statement in MIGRATIONS[number]:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (str(number),))
+        return found
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, MIGRATE_LOCK))

@@ -1,0 +1,595 @@
+"""PostgreSQL vault: the source of truth shared by every process of a server-mode deployment.
+
+The same tables as the SQLite vault (:mod:`memos_core.vault.sqlite`) -- ``memories``,
+``versions``, ``usage``, ``edges``, ``audit`` (hash-chained, with its head record in
+``meta``), ``grants`` -- plus ``changes``, the change feed (:mod:`memos_core.vault.pg_feed`).
+Schema and migrations: :mod:`memos_core.vault.pg_schema`.
+
+Concurrency: every mutation is one transaction that first takes a transaction-scoped advisory
+lock (``WRITE_LOCK``). Mutations from every process are therefore totally ordered, which is
+what the audit chain (each record names its predecessor's hash), the gapless audit and change
+sequence numbers, and the version check of :meth:`put_version` (no lost update) need. The lock
+is held only for the transaction's SQL (embedding happens before it), and a commit releases it
+after the transaction became visible, so a reader that sees change ``n`` sees every change
+before it. Usage counters take row locks only (they are not changes).
+
+Connections come from a :class:`psycopg_pool.ConnectionPool`; a connection the server dropped
+(a restart) is replaced on the next checkout. A call that loses its connection raises
+:class:`~memos_core.errors.ServerUnavailableError` (a mutation that raised it was not
+acknowledged).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from memos_core.cube import MemCube, State, Usage, bump_heat, utcnow
+from memos_core.errors import (
+    ConflictError,
+    InvalidInputError,
+    MemoryDeletedError,
+    MemoryNotFoundError,
+    MemOSError,
+    ServerUnavailableError,
+)
+from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, audit_hash, parse_head, verify_chain
+from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
+from memos_core.vault.pg_feed import FeedMixin, Tx
+from memos_core.vault.pg_integrations import (
+    PgCheckpointsMixin,
+    PgGrantsMixin,
+    PgKeyedMixin,
+    PgLogMixin,
+)
+from memos_core.vault.pg_schema import LOCK_CLASS, SCHEMA_VERSION, WRITE_LOCK, migrate
+from memos_core.vault.scrub import scrub
+
+__all__ = ["PostgresVault", "is_postgres_url", "redact_url"]
+
+
+def is_postgres_url(value: object) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) URL: the server mode."""
+    return isinstance(value, str) and value.split("://", 1)[0].lower() in ("postgresql", "postgres") \
+        and "://" in value
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (for messages and stats)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    return urlunsplit((parts.scheme, netloc[0].split(":", 1)[0] + ":***@" + netloc[1],
+                       parts.path, parts.query, parts.fragment))
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+
+
+def _ts(dt: datetime | None) -> float | None:
+    return None if dt is None else dt.timestamp()
+
+
+class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin):
+    """The vault in a PostgreSQL database (server mode). Thread-safe and multi-process safe.
+
+    Args:
+        url: ``postgresql://user:password@host:port/database``.
+        pool_size: most connections this vault opens (each process has its own pool).
+        connect_timeout: seconds to wait for the server on open and per checkout.
+
+    Raises:
+        InvalidInputError: ``url`` is not a PostgreSQL URL.
+        ServerUnavailableError: the server cannot be reached (says where and what to check).
+        MemOSError: the schema is newer than this memos-core.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0) -> None:
+        if not is_postgres_url(url):
+            raise InvalidInputError(
+                f"Not a PostgreSQL URL: {url!r}. Use postgresql://user:password@host:port/database.")
+        import psycopg
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self.where = redact_url(url)
+        self._psycopg = psycopg
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(connect_timeout))) as conn:
+                self.schema_found = migrate(conn, where=self.where)
+        except psycopg.OperationalError as exc:
+            raise ServerUnavailableError(
+                f"Cannot reach the PostgreSQL server at {self.where}: {str(exc).strip()}. Check "
+                "that the server runs, the host, port, user, password and database are right, "
+                "and that it accepts connections from this host (pg_hba.conf)."
+            ) from exc
+        except psycopg.Error as exc:
+            raise MemOSError(f"Could not set up the vault schema in {self.where}: {exc}") from exc
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=max(1, pool_size), open=True, timeout=connect_timeout,
+            check=ConnectionPool.check_connection, kwargs={"autocommit": False},
+            name="memos-vault",
+        )
+        self._closed = False
+        self._own_lock = threading.Lock()
+        self._init_feed()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _conn(self) -> Iterator[Any]:
+        """A pooled connection; a transaction on it commits when the block ends."""
+        from psycopg_pool import PoolTimeout
+
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (self._psycopg.OperationalError, PoolTimeout) as exc:
+            raise ServerUnavailableError(
+                f"Lost the connection to the PostgreSQL server at {self.where} "
+                f"({str(exc).strip()}); the call was not acknowledged. Retry once the server "
+                "is back (the pool reconnects by itself)."
+            ) from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[Tx]:
+        """One mutation: a transaction under the write lock; its change rows and NOTIFY are
+        written at the end, inside it. Commits on success, rolls back on any exception."""
+        with self._conn() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, WRITE_LOCK))
+            tx = Tx(conn)
+            yield tx
+            seqs = self._write_changes(tx)
+        if seqs:
+            self._committed(seqs)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._conn() as conn:
+            return list(conn.execute(sql, params).fetchall())
+
+    def _sqlite_style(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """For :func:`verify_chain`, which writes ``?`` placeholders."""
+        return self._query(sql.replace("?", "%s"), params)
+
+    def checkpoint(self) -> None:
+        """After a forget: nothing to truncate here. PostgreSQL keeps the old row versions
+        (dead tuples) until VACUUM and in its WAL and backups; docs/scale_out.md says how to
+        make them unrecoverable (``VACUUM`` after forgets, WAL and backup expiry)."""
+
+    #: tables whose rows hold user text (or keys/labels) that a forget rewrites or deletes
+    TEXT_TABLES = ("memories", "versions", "usage", "edges", "item_keys", "conversation_log",
+                   "cp_checkpoints", "cp_blobs", "cp_writes", "changes")
+
+    def vacuum(self, *, full: bool = False) -> list[str]:
+        """``VACUUM`` (``full``: ``VACUUM FULL``, which rewrites each table into new files
+        and locks it meanwhile) the tables a forget rewrites, so the dead row versions that
+        still hold forgotten text are reclaimed; returns the tables vacuumed. What VACUUM
+        does not reach (WAL segments, backups, freed disk blocks): docs/scale_out.md.
+
+        Raises:
+            ServerUnavailableError: the server cannot be reached.
+            MemOSError: the user may not vacuum these tables (needs ownership).
+        """
+        psycopg = self._psycopg
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                for table in self.TEXT_TABLES:
+                    conn.execute(f"VACUUM {'FULL ' if full else ''}{table}")
+        except psycopg.OperationalError as exc:
+            raise ServerUnavailableError(
+                f"Cannot reach the PostgreSQL server at {self.where}: {str(exc).strip()}.") from exc
+        except psycopg.Error as exc:
+            raise MemOSError(f"VACUUM failed in {self.where} ({exc}); run it as the tables' "
+                             "owner (the user memos-core connects as).") from exc
+        return list(self.TEXT_TABLES)
+
+    def close(self) -> None:
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        self._close_feed()
+        self._pool.close()
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key=%s", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._conn() as conn, conn.transaction():
+            conn.execute("INSERT INTO meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+                         "SET value = EXCLUDED.value", (key, value))
+
+    def set_meta_default(self, key: str, value: str) -> str:
+        """Set ``key`` unless it is set; returns the value that is stored (first writer wins,
+        across processes)."""
+        with self._conn() as conn, conn.transaction():
+            conn.execute("INSERT INTO meta(key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                         (key, value))
+            return str(conn.execute("SELECT value FROM meta WHERE key=%s", (key,)).fetchone()[0])
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _write_current(self, tx: Tx, cube: MemCube, seq: int | None) -> None:
+        doc = cube.model_dump_json(exclude={"usage"})
+        row = (cube.id, seq, cube.namespace.user_id, cube.namespace.agent_id,
+               cube.namespace.session_id, cube.version, cube.state.value, cube.type.value,
+               json.dumps(list(cube.tags)), json.dumps(list(cube.governance.readers)),
+               _ts(cube.occurred_at), _ts(cube.created_at), _ts(cube.updated_at),
+               cube.valid_to is not None, json.dumps(list(cube.entities)), doc)
+        if seq is None:
+            tx.conn.execute(
+                "UPDATE memories SET user_id=%s, agent_id=%s, session_id=%s, version=%s, state=%s, "
+                "type=%s, tags=%s, readers=%s, occurred_at=%s, created_at=%s, updated_at=%s, "
+                "superseded=%s, entities=%s, doc=%s WHERE id=%s", (*row[2:], cube.id))
+        else:
+            tx.conn.execute(
+                "INSERT INTO memories(id, seq, user_id, agent_id, session_id, version, state, type, "
+                "tags, readers, occurred_at, created_at, updated_at, superseded, entities, doc) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE "
+                "SET version=EXCLUDED.version, state=EXCLUDED.state, type=EXCLUDED.type, "
+                "tags=EXCLUDED.tags, readers=EXCLUDED.readers, occurred_at=EXCLUDED.occurred_at, "
+                "updated_at=EXCLUDED.updated_at, superseded=EXCLUDED.superseded, "
+                "entities=EXCLUDED.entities, doc=EXCLUDED.doc", row)
+        tx.conn.execute("INSERT INTO versions(id, version, recorded_at, doc) VALUES (%s,%s,%s,%s)",
+                        (cube.id, cube.version, _ts(cube.updated_at), doc))
+        tx.change(cube.id, "version", {"version": cube.version})
+
+    def _audit(self, tx: Tx, actor: Actor, action: str, memory_id: str | None,
+               version: int | None, details: dict[str, Any]) -> None:
+        """Append one chained audit record (the write lock makes its predecessor the tail)."""
+        head_row = tx.conn.execute("SELECT value FROM meta WHERE key=%s", (AUDIT_HEAD,)).fetchone()
+        head = parse_head(head_row[0]) if head_row else None
+        if head is None:
+            raise MemOSError(f"The audit head record in {self.where} is missing or unreadable; "
+                             "run verify_audit and restore the vault from a backup.")
+        prev, seq = (head["hash"], int(head.get("seq", 0)) + 1) if head["count"] else (GENESIS_HASH, 1)
+        at = utcnow().timestamp()
+        fields = {"at": at, "user_id": actor.user_id, "agent_id": actor.agent_id, "action": action,
+                  "memory_id": memory_id, "version": version, "reason": actor.reason,
+                  "details": details}
+        digest = audit_hash(prev, fields)
+        tx.conn.execute(
+            "INSERT INTO audit(seq, at, user_id, agent_id, action, memory_id, version, reason, "
+            "details, prev_hash, hash) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (seq, at, actor.user_id, actor.agent_id, action, memory_id, version, actor.reason,
+             json.dumps(details, sort_keys=True, default=str), prev, digest))
+        tx.conn.execute("UPDATE meta SET value=%s WHERE key=%s", (
+            json.dumps({"count": int(head["count"]) + 1, "seq": seq, "hash": digest}), AUDIT_HEAD))
+
+    def audit(self, actor: Actor, action: str, memory_id: str | None = None,
+              version: int | None = None, details: dict[str, Any] | None = None) -> None:
+        with self._tx() as tx:
+            self._audit(tx, actor, action, memory_id, version, details or {})
+
+    def _next_seq(self, tx: Tx) -> int:
+        return int(tx.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM memories").fetchone()[0])
+
+    def _add_edges(self, tx: Tx, edges: Sequence[Edge]) -> None:
+        for e in edges:
+            tx.conn.execute("INSERT INTO edges(src, dst, kind) VALUES (%s,%s,%s) "
+                            "ON CONFLICT DO NOTHING", (e.src, e.dst, e.kind))
+            tx.change(e.src, "edge", {"src": e.src, "dst": e.dst, "kind": e.kind})
+
+    def _set_usage(self, tx: Tx, cube: MemCube) -> None:
+        u = cube.usage
+        tx.conn.execute(
+            "INSERT INTO usage(id, access_count, last_access, heat, tier) VALUES (%s,%s,%s,%s,%s) "
+            "ON CONFLICT (id) DO UPDATE SET access_count=EXCLUDED.access_count, "
+            "last_access=EXCLUDED.last_access, heat=EXCLUDED.heat, tier=EXCLUDED.tier",
+            (cube.id, u.access_count, _ts(u.last_access), u.heat, u.tier.value))
+
+    def insert(self, cubes: Sequence[MemCube], actor: Actor, action: str = "add", *,
+               replacements: Sequence[tuple[MemCube, int]] = (), edges: Sequence[Edge] = (),
+               replacement_action: str = "supersede") -> None:
+        with self._tx() as tx:
+            self._insert_cubes(tx, cubes, actor, action)
+            for cube, expected in replacements:
+                self._put_version(tx, cube, expected, actor, replacement_action,
+                                  {"by": cubes[-1].id})
+            self._add_edges(tx, edges)
+
+    def _insert_cubes(self, tx: Tx, cubes: Sequence[MemCube], actor: Actor, action: str) -> None:
+        """Insert new memories (version 1) with their usage rows and audit records."""
+        seq = self._next_seq(tx)
+        for cube in cubes:
+            if tx.conn.execute("SELECT 1 FROM memories WHERE id=%s", (cube.id,)).fetchone():
+                raise MemOSError(f"A memory with id {cube.id} already exists; use update.")
+            seq += 1
+            self._write_current(tx, cube, seq)
+            self._set_usage(tx, cube)
+            details: dict[str, Any] = {"session_id": cube.namespace.session_id,
+                                       "type": cube.type.value}
+            if cube.governance.readers:
+                details["shared_with"] = {u: "write" if u in cube.governance.writers else "read"
+                                          for u in cube.governance.readers}
+            self._audit(tx, actor, action, cube.id, cube.version, details)
+
+    def import_histories(self, histories: Sequence[Sequence[MemCube]], edges: Sequence[Edge],
+                         actor: Actor) -> None:
+        with self._tx() as tx:
+            seq = self._next_seq(tx)
+            for versions in histories:
+                seq += 1
+                for cube in versions:
+                    self._write_current(tx, cube, seq)
+                last = versions[-1]
+                tx.conn.execute(
+                    "INSERT INTO usage(id, access_count, last_access, heat, tier) VALUES "
+                    "(%s, 0, NULL, 0.0, 'plaintext') ON CONFLICT (id) DO UPDATE SET access_count=0, "
+                    "last_access=NULL, heat=0.0, tier='plaintext'", (last.id,))
+                self._audit(tx, actor, "import", last.id, last.version, {})
+            self._add_edges(tx, edges)
+
+    def put_version(self, cube: MemCube, expected_version: int, actor: Actor, action: str,
+                    details: dict[str, Any] | None = None) -> None:
+        with self._tx() as tx:
+            self._put_version(tx, cube, expected_version, actor, action, details or {})
+
+    def put_versions(self, changes: Sequence[tuple[MemCube, int]], actor: Actor, action: str,
+                     details: dict[str, Any] | None = None) -> None:
+        with self._tx() as tx:
+            for cube, expected in changes:
+                self._put_version(tx, cube, expected, actor, action, details or {})
+
+    def _put_version(self, tx: Tx, cube: MemCube, expected_version: int, actor: Actor,
+                     action: str, details: dict[str, Any]) -> None:
+        row = tx.conn.execute("SELECT version, state FROM memories WHERE id=%s FOR UPDATE",
+                              (cube.id,)).fetchone()
+        if row is None:
+            raise MemoryNotFoundError(f"No memory with id {cube.id!r}.")
+        if row[1] == State.DELETED.value:
+            raise MemoryDeletedError(f"Memory {cube.id} was forgotten; it cannot be changed.")
+        if row[0] != expected_version or cube.version != expected_version + 1:
+            raise ConflictError(
+                f"Memory {cube.id} is at version {row[0]}, not {expected_version}: it changed "
+                "concurrently. Read it again and retry.")
+        self._write_current(tx, cube, None)
+        self._audit(tx, actor, action, cube.id, cube.version, details)
+
+    def tombstone(self, memory_id: str, actor: Actor) -> MemCube:
+        with self._tx() as tx:
+            row = tx.conn.execute("SELECT doc::text FROM memories WHERE id=%s FOR UPDATE",
+                                  (memory_id,)).fetchone()
+            if row is None:
+                raise MemoryNotFoundError(f"No memory with id {memory_id!r}.")
+            cube = MemCube.model_validate_json(row[0])
+            if cube.state is State.DELETED:
+                return cube
+            self._scrub_versions(tx, memory_id)
+            tomb = scrub(cube).model_copy(
+                update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()})
+            self._put_version(tx, tomb, cube.version, actor, "forget", {})
+            self._drop_relations(tx, memory_id)
+            return tomb
+
+    def _drop_relations(self, tx: Tx, memory_id: str) -> None:
+        tx.conn.execute("DELETE FROM item_keys WHERE memory_id=%s", (memory_id,))
+        tx.conn.execute("DELETE FROM usage WHERE id=%s", (memory_id,))
+        tx.conn.execute("DELETE FROM edges WHERE src=%s OR dst=%s", (memory_id, memory_id))
+        tx.change(memory_id, "forget", {})
+
+    def scrub_tombstone(self, memory_id: str) -> int:
+        with self._tx() as tx:
+            row = tx.conn.execute("SELECT state, doc::text FROM memories WHERE id=%s FOR UPDATE",
+                                  (memory_id,)).fetchone()
+            if row is None or row[0] != State.DELETED.value:
+                return 0
+            scrubbed = self._scrub_versions(tx, memory_id)
+            current = MemCube.model_validate_json(row[1])
+            if not current.scrubbed:
+                tx.conn.execute(
+                    "UPDATE memories SET doc=%s, tags='[]', entities='[]' WHERE id=%s",
+                    (scrub(current).model_dump_json(exclude={"usage"}), memory_id))
+            self._drop_relations(tx, memory_id)
+            return scrubbed
+
+    def _scrub_versions(self, tx: Tx, memory_id: str) -> int:
+        count = 0
+        for vid, vdoc in tx.conn.execute(
+                "SELECT version, doc::text FROM versions WHERE id=%s", (memory_id,)).fetchall():
+            old = MemCube.model_validate_json(vdoc)
+            if old.scrubbed:
+                continue
+            tx.conn.execute("UPDATE versions SET doc=%s WHERE id=%s AND version=%s",
+                            (scrub(old).model_dump_json(exclude={"usage"}), memory_id, vid))
+            count += 1
+        return count
+
+    def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
+        """Usage counters are not changes: row locks only (sorted ids: no deadlock)."""
+        ids = sorted(set(memory_ids))
+        if not ids:
+            return
+        t = now.timestamp()
+        with self._conn() as conn, conn.transaction():
+            rows = conn.execute(
+                "SELECT id, access_count, last_access, heat FROM usage WHERE id = ANY(%s) "
+                "ORDER BY id FOR UPDATE", (ids,)).fetchall()
+            for mid, count, last, heat in rows:
+                conn.execute("UPDATE usage SET access_count=%s, last_access=%s, heat=%s WHERE id=%s",
+                             (count + 1, t, bump_heat(heat, _dt(last), now, half_life_s), mid))
+
+    def set_tier(self, memory_id: str, tier: str) -> None:
+        with self._conn() as conn, conn.transaction():
+            conn.execute("UPDATE usage SET tier=%s WHERE id=%s", (tier, memory_id))
+
+    def add_edges(self, edges: Sequence[Edge]) -> None:
+        with self._tx() as tx:
+            self._add_edges(tx, edges)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _with_usage(self, docs: Sequence[tuple[str, str]]) -> builtins.list[MemCube]:
+        if not docs:
+            return []
+        usage = {r[0]: Usage(access_count=r[1], last_access=_dt(r[2]), heat=r[3], tier=r[4])
+                 for r in self._query("SELECT id, access_count, last_access, heat, tier FROM usage "
+                                      "WHERE id = ANY(%s)", ([d[0] for d in docs],))}
+        out = []
+        for mid, doc in docs:
+            cube = MemCube.model_validate_json(doc)
+            if mid in usage:
+                cube = cube.model_copy(update={"usage": usage[mid]})
+            out.append(cube)
+        return out
+
+    def get(self, memory_id: str) -> MemCube | None:
+        cubes = self._with_usage(self._query("SELECT id, doc::text FROM memories WHERE id=%s",
+                                             (memory_id,)))
+        return cubes[0] if cubes else None
+
+    def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
+        ids = list(dict.fromkeys(memory_ids))
+        if not ids:
+            return {}
+        rows = self._query("SELECT id, doc::text FROM memories WHERE id = ANY(%s)", (ids,))
+        return {c.id: c for c in self._with_usage(rows)}
+
+    def get_version(self, memory_id: str, version: int) -> MemCube | None:
+        rows = self._query("SELECT doc::text FROM versions WHERE id=%s AND version=%s",
+                           (memory_id, version))
+        return MemCube.model_validate_json(rows[0][0]) if rows else None
+
+    def get_as_of(self, memory_id: str, when: datetime) -> MemCube | None:
+        rows = self._query("SELECT doc::text FROM versions WHERE id=%s AND recorded_at<=%s "
+                           "ORDER BY version DESC LIMIT 1", (memory_id, when.timestamp()))
+        return MemCube.model_validate_json(rows[0][0]) if rows else None
+
+    def history(self, memory_id: str) -> builtins.list[MemCube]:
+        rows = self._query("SELECT doc::text FROM versions WHERE id=%s ORDER BY version",
+                           (memory_id,))
+        return [MemCube.model_validate_json(r[0]) for r in rows]
+
+    def _where(self, q: ListQuery) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if q.user_ids is not None:
+            clauses.append("(user_id = ANY(%s) OR readers ?| %s)")
+            params += [list(q.user_ids), list(q.user_ids)]
+        for column, value in (("agent_id", q.agent_id), ("session_id", q.session_id)):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        for column, values in (("type", q.types), ("state", q.states)):
+            if values is not None:
+                clauses.append(f"{column} = ANY(%s)")
+                params.append(list(values))
+        if q.tags:
+            clauses.append("tags ?| %s")
+            params.append(list(q.tags))
+        if q.occurred_after is not None:
+            clauses.append("occurred_at >= %s")
+            params.append(q.occurred_after.timestamp())
+        if q.occurred_before is not None:
+            clauses.append("occurred_at <= %s")
+            params.append(q.occurred_before.timestamp())
+        if not q.include_superseded:
+            clauses.append("NOT superseded")
+        for key, value in q.metadata_equals.items():
+            clauses.append("doc->'metadata'->%s = %s::jsonb")
+            params += [key, json.dumps(value)]
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def list(self, query: ListQuery) -> builtins.list[MemCube]:
+        where, params = self._where(query)
+        order = "DESC" if query.newest_first else "ASC"
+        rows = self._query(f"SELECT id, doc::text FROM memories{where} ORDER BY seq {order} "
+                           "LIMIT %s OFFSET %s", [*params, query.limit, query.offset])
+        return self._with_usage(rows)
+
+    def count(self, query: ListQuery | None = None) -> int:
+        where, params = self._where(query or ListQuery())
+        return int(self._query(f"SELECT COUNT(*) FROM memories{where}", params)[0][0])
+
+    def iter_current(self, batch_size: int = 1000) -> Iterator[builtins.list[MemCube]]:
+        last = 0
+        while True:
+            rows = self._query("SELECT seq, id, doc::text FROM memories WHERE seq > %s "
+                               "ORDER BY seq LIMIT %s", (last, batch_size))
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield self._with_usage([(r[1], r[2]) for r in rows])
+
+    def current_versions(self) -> dict[str, tuple[int, str]]:
+        return {r[0]: (r[1], r[2]) for r in self._query("SELECT id, version, state FROM memories")}
+
+    _GRAPH_KEYS = ("id", "seq", "user_id", "agent_id", "session_id", "version", "state", "type",
+                   "tags", "readers", "occurred_at", "superseded", "entities")
+
+    def graph_rows(self, ids: Sequence[str] | None = None) -> builtins.list[dict[str, Any]]:
+        """The graph's fields for every memory (or those in ``ids``), in insertion order."""
+        sql = ("SELECT id, seq, user_id, agent_id, session_id, version, state, type, tags, "
+               "readers, occurred_at, superseded, entities FROM memories")
+        rows = self._query(sql + " ORDER BY seq") if ids is None else \
+            self._query(sql + " WHERE id = ANY(%s) ORDER BY seq", (list(ids),))
+        return [dict(zip(self._GRAPH_KEYS, r)) for r in rows]
+
+    def edges(self) -> builtins.list[Edge]:
+        return [Edge(*r) for r in self._query("SELECT src, dst, kind FROM edges")]
+
+    def derived_from(self, memory_id: str) -> builtins.list[str]:
+        rows = self._query("SELECT src FROM edges WHERE dst=%s AND kind='derived_from' "
+                           "ORDER BY src", (memory_id,))
+        return [r[0] for r in rows]
+
+    def stats(self) -> dict[str, Any]:
+        by_state = {s: int(n) for s, n in self._query(
+            "SELECT state, COUNT(*) FROM memories GROUP BY state")}
+        (users, versions, audits, edges, changes), = self._query(
+            "SELECT (SELECT COUNT(DISTINCT user_id) FROM memories), (SELECT COUNT(*) FROM versions), "
+            "(SELECT COUNT(*) FROM audit), (SELECT COUNT(*) FROM edges), "
+            "(SELECT COALESCE(MAX(seq), 0) FROM changes)")
+        return {"memories": sum(by_state.values()), "by_state": by_state, "users": users,
+                "versions": versions, "audit_records": audits, "edges": edges,
+                "change_seq": changes, "server": self.where, "schema_version": SCHEMA_VERSION}
+
+    def user_stats(self, user_id: str) -> dict[str, Any]:
+        by_state = {s: int(n) for s, n in self._query(
+            "SELECT state, COUNT(*) FROM memories WHERE user_id=%s GROUP BY state", (user_id,))}
+        own = "SELECT id FROM memories WHERE user_id=%s"
+        (versions, audits, edges, shared), = self._query(
+            f"SELECT (SELECT COUNT(*) FROM versions WHERE id IN ({own})), "
+            "(SELECT COUNT(*) FROM audit WHERE user_id=%s), "
+            f"(SELECT COUNT(*) FROM edges WHERE src IN ({own}) AND dst IN ({own})), "
+            "(SELECT COUNT(*) FROM memories WHERE user_id<>%s AND state<>'deleted' AND readers ? %s)",
+            (user_id, user_id, user_id, user_id, user_id, user_id))
+        return {"memories": sum(by_state.values()), "by_state": by_state, "versions": versions,
+                "audit_records": audits, "edges": edges, "shared_with_me": shared}
+
+    # -- audit --------------------------------------------------------------------------------
+
+    def audit_log(self, memory_id: str | None = None, user_id: str | None = None,
+                  action: str | None = None, limit: int = 100) -> builtins.list[AuditRecord]:
+        clauses, params = [], []
+        for column, value in (("memory_id", memory_id), ("user_id", user_id), ("action", action)):
+            if value is not None:
+                clauses.append(f"{column}=%s")
+                params.append(value)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self._query(
+            "SELECT seq, at, user_id, agent_id, action, memory_id, version, reason, details, "
+            f"prev_hash, hash FROM audit{where} ORDER BY seq DESC LIMIT %s", [*params, limit])
+        return [AuditRecord(r[0], datetime.fromtimestamp(r[1], timezone.utc), r[2], r[3], r[4],
+                            r[5], r[6], r[7], json.loads(r[8]), r[9], r[10])
+                for r in reversed(rows)]
+
+    def verify_audit(self) -> tuple[bool, str]:
+        """Recompute the hash chain and check it against the head record and the memories
+        (:func:`memos_core.vault.audit_chain.verify_chain`)."""
+        return verify_chain(self._sqlite_style)
+
+
+#: what a process-wide hook receives after a commit: the change seqs it wrote
+CommitHook = Callable[[Sequence[int]], None]

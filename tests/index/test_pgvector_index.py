@@ -1,0 +1,256 @@
+"""What the pgvector backend adds beyond the shared conformance suite.
+
+A real PostgreSQL (the session's ``pg_server``; a fresh database per test from ``pg_url``):
+scores agree with qdrant-client's exact local mode under random operations, two index
+objects on one database (as two processes would be) see each other's writes and race
+safely, a selective filter on a large collection still returns the exact top ``limit``,
+and the index tables hold no memory text or plaintext tag, before or after a forget.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+
+import numpy as np
+import psycopg
+import pytest
+
+from memos_core import MemOS, MemOSConfig
+from memos_core.index import (
+    IndexFilter,
+    IndexPoint,
+    PgVectorIndex,
+    QdrantClientIndex,
+    open_index,
+)
+
+from test_index_conformance import (  # noqa: E402 - the shared corpus helpers
+    DIM,
+    ENC,
+    WORDS,
+    _random_filter,
+    _random_point,
+    assert_same_ranking,
+    unit,
+)
+
+
+@pytest.mark.parametrize("keyword", ["scan", "postings"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_congruence_pgvector_vs_qdrant_client(pg_url, seed, keyword):
+    rng = random.Random(seed)
+    pg = PgVectorIndex(pg_url, DIM, keyword=keyword)
+    client = QdrantClientIndex(":memory:", DIM)
+    try:
+        versions = 0
+        for _ in range(40):
+            op = rng.random()
+            if op < 0.35:
+                versions += 1
+                batch = [_random_point(rng, rng.randint(0, 60), versions) for _ in range(rng.randint(1, 8))]
+                for idx in (pg, client):
+                    idx.upsert(batch)
+            elif op < 0.45:
+                doomed = [str(uuid.UUID(int=rng.randint(0, 70) + 1)) for _ in range(3)]
+                for idx in (pg, client):
+                    idx.delete(doomed)
+            elif op < 0.55 and pg.count():
+                target = rng.choice(sorted(pg.versions()))
+                change = {"superseded": rng.random() < 0.5, "tags": rng.sample(["a", "b", "c"], 1)}
+                for idx in (pg, client):
+                    idx.set_payload(target, change)
+            else:
+                flt, limit = _random_filter(rng), rng.randint(1, 12)
+                query = unit(rng.randint(0, 10_000))
+                assert_same_ranking(pg.search_dense(query, flt, limit), client.search_dense(query, flt, limit))
+                words = ENC.encode_query(" ".join(rng.choices(WORDS, k=3)))
+                assert_same_ranking(pg.search_sparse(words, flt, limit), client.search_sparse(words, flt, limit))
+        assert pg.versions() == client.versions()
+        assert pg.count() == client.count()
+    finally:
+        pg.close()
+        client.close()
+
+
+def test_two_indexes_on_one_database_share_points(pg_url):
+    first, second = PgVectorIndex(pg_url, DIM), PgVectorIndex(pg_url, DIM)
+    try:
+        point = IndexPoint(str(uuid.uuid4()), unit(1), ENC.encode_document("shared garden notes"),
+                           {"user_id": "u", "version": 1})
+        first.upsert([point])
+        assert [h.id for h in second.search_sparse(ENC.encode_query("garden"), IndexFilter(), 5)] == [point.id]
+        second.delete([point.id])
+        assert first.count() == 0
+    finally:
+        first.close()
+        second.close()
+
+
+def test_concurrent_upserts_of_the_same_ids_leave_one_consistent_version(pg_url):
+    """Writers on separate pools (as separate processes) replace the same points at once:
+    no deadlock, and each point ends with exactly the postings of the version it holds."""
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(20)]
+    indexes = [PgVectorIndex(pg_url, DIM) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def writer(n: int, idx: PgVectorIndex) -> None:
+        rng = random.Random(n)
+        try:
+            for round_ in range(12):
+                chosen = rng.sample(ids, 8)
+                idx.upsert([IndexPoint(pid, unit(n * 1000 + round_), ENC.encode_document(f"w{n} r{round_} word{n}"),
+                                       {"user_id": "u", "version": n * 100 + round_}) for pid in chosen])
+                idx.delete([rng.choice(ids)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n, idx)) for n, idx in enumerate(indexes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        versions = indexes[0].versions()
+        with psycopg.connect(pg_url) as conn:
+            terms = dict(conn.execute("SELECT id::text, count(*) FROM memos_terms GROUP BY id").fetchall())
+        for pid, version in versions.items():
+            writer_n, round_ = divmod(version, 100)
+            expected = ENC.encode_document(f"w{writer_n} r{round_} word{writer_n}")
+            assert terms.get(pid, 0) == len(expected.indices), pid
+        assert set(terms) <= set(versions)  # no postings of a deleted point
+    finally:
+        for idx in indexes:
+            idx.close()
+
+
+@pytest.mark.parametrize("planner", ["free", "hnsw-forced"])
+def test_selective_filter_on_a_large_collection_returns_the_exact_top(pg_url, planner):
+    """3000 points, one user owns 12: HNSW alone would find few of them (its candidates are
+    mostly other users'); iterative scans plus the exact fallback return the true top, and
+    so does the exact scan the planner picks for small filtered sets."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, DIM))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rare = set(range(0, 3000, 250))
+    points = [IndexPoint(str(uuid.UUID(int=i + 1)), vectors[i].tolist(), ENC.encode_document("x"),
+                         {"user_id": "rare" if i in rare else f"u{i % 7}", "version": 1}) for i in range(3000)]
+    idx = PgVectorIndex(pg_url, DIM)
+    try:
+        idx.upsert(points)
+        idx.optimize()
+        if planner == "hnsw-forced":  # no owner indexes, no bitmap or sequential scans: HNSW
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute("DROP INDEX memos_user_id, memos_readers")
+                db = conn.info.dbname
+                conn.execute(f'ALTER DATABASE "{db}" SET enable_bitmapscan = off')
+                conn.execute(f'ALTER DATABASE "{db}" SET enable_seqscan = off')
+            idx.close()
+            idx = PgVectorIndex(pg_url, DIM)
+        query = vectors[5].tolist()
+        for user, limit in (("rare", 10), ("rare", 50), ("u3", 10)):
+            members = [i for i in range(3000) if (i in rare) == (user == "rare") and (user == "rare" or i % 7 == 3)]
+            truth = sorted(members, key=lambda i: -float(vectors[i] @ vectors[5]))[:limit]
+            hits = idx.search_dense(query, IndexFilter(user_ids=(user,)), limit)
+            assert [h.id for h in hits] == [str(uuid.UUID(int=i + 1)) for i in truth]
+    finally:
+        idx.close()
+
+
+def test_idf_follows_another_process_writes_after_the_ttl(pg_url):
+    """Another index object's writes reach this one's BM25 statistics once they are older
+    than idf_ttl_s (here 0: every search reads them)."""
+    reader = PgVectorIndex(pg_url, DIM, idf_ttl_s=0.0)
+    writer = PgVectorIndex(pg_url, DIM)
+    try:
+        base = [IndexPoint(str(uuid.UUID(int=i + 1)), unit(i), ENC.encode_document(t), {"user_id": "u", "version": 1})
+                for i, t in enumerate(["tea time", "coffee time", "tea party"])]
+        writer.upsert(base)
+        before = reader.search_sparse(ENC.encode_query("tea"), IndexFilter(), 5)
+        writer.upsert([IndexPoint(str(uuid.UUID(int=10 + i)), unit(10 + i), ENC.encode_document(f"tea {w}"),
+                                  {"user_id": "u", "version": 1}) for i, w in enumerate(["cup", "pot", "bag"])])
+        after = reader.search_sparse(ENC.encode_query("tea"), IndexFilter(), 5)
+        assert len(after) == 5
+        # "tea" is now in 5 of 6 points instead of 2 of 3: a lower IDF, so a lower score
+        assert after[0].score < before[0].score
+        assert_same_ranking(after, writer.search_sparse(ENC.encode_query("tea"), IndexFilter(), 5))
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_reopen_keeps_points_and_refuses_another_dim(pg_url):
+    first = PgVectorIndex(pg_url, DIM, collection="team_a")
+    first.upsert([IndexPoint(str(uuid.uuid4()), unit(3), ENC.encode_document("kept"), {"user_id": "u", "version": 4})])
+    first.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        first.search_dense(unit(3), IndexFilter(), 1)
+    again = open_index("pgvector", url=pg_url, dim=DIM, collection="team_a")
+    try:
+        assert list(again.versions().values()) == [4]
+    finally:
+        again.close()
+    with pytest.raises(ValueError, match="dim=8"):
+        PgVectorIndex(pg_url, 8, collection="team_a")
+    other = PgVectorIndex(pg_url, 8, collection="team_b")  # another collection, its own tables
+    other.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(url="http://localhost:6333", dim=DIM), "postgresql://"),
+        (dict(url="postgresql://x@127.0.0.1:1/db", dim=0), "dim"),
+        (dict(url="postgresql://x@127.0.0.1:1/db", dim=DIM, collection="Robert'); DROP"), "collection"),
+        (dict(url="postgresql://x@127.0.0.1:1/db", dim=DIM, keyword="fts"), "keyword"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PgVectorIndex(**kwargs)
+
+
+def _index_bytes(url: str) -> str:
+    """Every row of every index table, as text."""
+    with psycopg.connect(url) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'memos_%'")]
+        return "\n".join(str(row) for t in tables for row in conn.execute(f'SELECT * FROM "{t}"'))
+
+
+def test_memos_on_pgvector_keeps_no_text_or_tag_in_the_index(pg_url, tmp_path):
+    """MemOS(index='pgvector'): search works, and the index tables never hold the memory's
+    words or its plaintext tags -- before the forget or after it (no row of it is left)."""
+    config = MemOSConfig(index="pgvector", index_url=pg_url, show_progress=False)
+    with MemOS(tmp_path / "d", config=config) as mos:
+        kept = mos.add("The quarterly budget review is on Friday", user_id="ann", tags=["finance"])
+        secret = mos.add("Ann's oncologist appointment is at nine", user_id="ann", tags=["diagnosis"])
+        assert mos.search("oncologist appointment", user_id="ann", k=1)[0].id == secret.id
+        assert [h.id for h in mos.search("budget", user_id="ann", k=5, tags=["finance"])] == [kept.id]
+        stored = _index_bytes(pg_url).lower()
+        for word in ("oncologist", "appointment", "diagnosis", "finance", "budget"):
+            assert word not in stored
+        assert secret.id in stored
+        mos.forget(secret.id, user_id="ann")
+        stored = _index_bytes(pg_url)
+        assert secret.id not in stored and kept.id in stored
+
+
+def test_cli_with_a_data_directory_and_the_pgvector_index(pg_url, tmp_path, capsys):
+    """`memos --index pgvector --index-url URL`: the vault in the directory, the index on the server."""
+    import json
+
+    from memos_core.cli import main
+
+    def run(*args: str) -> str:
+        code = main([args[0], "--data-dir", str(tmp_path / "d"), "--user", "alice", "--index", "pgvector",
+                     "--index-url", pg_url, "--json", *args[1:]])
+        assert code == 0
+        return capsys.readouterr().out
+
+    cube = json.loads(run("add", "Alice keeps bees in her garden."))
+    assert json.loads(run("search", "bees"))[0]["id"] == cube["id"]
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT id::text FROM memos_points").fetchall() == [(cube["id"],)]

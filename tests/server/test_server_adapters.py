@@ -1,0 +1,138 @@
+"""The framework adapters in server mode: constructors take a ``postgresql://`` URL, and two
+MemOS instances on one database (two "processes") share the LangGraph store's items."""
+
+from __future__ import annotations
+
+from operator import add
+from typing import Annotated, TypedDict
+
+import pytest
+
+from memos_core import MemOS, MemOSConfig
+from memos_core.errors import InvalidInputError
+from memos_core import resolve_memos
+
+langgraph_store = pytest.importorskip("langchain_memos")
+
+
+class Counter(TypedDict):
+    seen: Annotated[list[str], add]
+
+
+@pytest.fixture
+def two(pg_url):
+    a = MemOS(pg_url, config=MemOSConfig(show_progress=False))
+    b = MemOS(pg_url, config=MemOSConfig(show_progress=False))
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_resolve_memos_shares_one_instance_per_url(pg_url):
+    first = resolve_memos(pg_url)
+    try:
+        assert isinstance(first, MemOS) and resolve_memos(pg_url) is first
+        assert resolve_memos(first) is first and resolve_memos("./dir") == "./dir"
+    finally:
+        first.close()
+    assert resolve_memos(pg_url) is not first  # a closed one is replaced
+    resolve_memos(pg_url).close()
+
+
+def test_adapters_accept_a_database_url(pg_url):
+    from langchain_memos import MemOSStore
+
+    store = MemOSStore(pg_url, user_label=0)
+    try:
+        store.put(("alice", "notes"), "k1", {"text": "The spare key is under the mat."})
+        assert store.get(("alice", "notes"), "k1").value["text"].startswith("The spare key")
+        assert store.mos is resolve_memos(pg_url)
+    finally:
+        store.mos.close()
+    with pytest.raises(InvalidInputError):
+        MemOSStore("./not-a-memos", user_label=0)
+
+
+def test_langgraph_store_items_are_shared_between_processes(two):
+    from langchain_memos import MemOSStore
+
+    a, b = two
+    store_a, store_b = MemOSStore(a, user_label=0), MemOSStore(b, user_label=0)
+    store_a.put(("alice", "prefs"), "drink", {"text": "Alice drinks oolong tea."})
+    item = store_b.get(("alice", "prefs"), "drink")
+    assert item is not None and item.value == {"text": "Alice drinks oolong tea."}
+    hits = store_b.search(("alice",), query="what does alice drink")
+    assert [h.key for h in hits][:1] == ["drink"]
+    store_b.put(("alice", "prefs"), "drink", {"text": "Alice drinks black coffee."})
+    assert store_a.get(("alice", "prefs"), "drink").value["text"] == "Alice drinks black coffee."
+    store_a.delete(("alice", "prefs"), "drink")
+    assert store_b.get(("alice", "prefs"), "drink") is None
+    assert store_b.search(("alice",), query="coffee") == []
+    assert store_b.search(("bob",), query="coffee") == []
+
+
+async def test_langgraph_checkpointer_conformance_on_postgres(pg_url):
+    from langgraph.checkpoint.conformance import checkpointer_test, validate
+    from langgraph.checkpoint.conformance.report import ProgressCallbacks
+
+    from langchain_memos import MemOSCheckpointer
+
+    mos = MemOS(pg_url, config=MemOSConfig(show_progress=False))
+    try:
+        @checkpointer_test(name="MemOSCheckpointer on PostgreSQL")
+        async def fresh():  # noqa: ANN202 - an async generator of savers
+            saver = MemOSCheckpointer(mos)
+            yield saver
+            saver.close()
+
+        report = await validate(fresh, progress=ProgressCallbacks.quiet())
+        failures = {name: r.failures for name, r in report.results.items() if r.failures}
+        assert report.passed_all_base(), failures
+        for name in ("delete_for_runs", "copy_thread"):
+            assert report.results[name].passed, (name, report.results[name].failures)
+    finally:
+        mos.close()
+
+
+def test_langgraph_thread_state_moves_between_processes(two):
+    from langgraph.graph import END, START, StateGraph
+
+    from langchain_memos import MemOSCheckpointer
+
+    def graph(saver: MemOSCheckpointer):  # noqa: ANN202 - a compiled graph
+        builder = StateGraph(Counter)
+        builder.add_node("step", lambda state: {"seen": [f"step{len(state['seen'])}"]})
+        builder.add_edge(START, "step")
+        builder.add_edge("step", END)
+        return builder.compile(checkpointer=saver)
+
+    a, b = two
+    config = {"configurable": {"thread_id": "t1"}}
+    graph(MemOSCheckpointer(a)).invoke({"seen": ["in"]}, config)
+    # worker b picks the thread up where worker a left it
+    out = graph(MemOSCheckpointer(b)).invoke({"seen": ["again"]}, config)
+    assert out["seen"] == ["in", "step1", "again", "step3"]
+
+
+def test_llamaindex_chat_store_is_shared_and_forget_redacts_it(two, pg_url):
+    from llama_index.core.llms import ChatMessage
+
+    from llama_index.memory.memos import MemOSChatStore
+
+    a, b = two
+    store_a = MemOSChatStore(mos=a, user_id="alice")
+    store_b = MemOSChatStore(mos=b, user_id="alice")
+    store_a.add_message("chat-1", ChatMessage(role="user", content="My locker code is 7319."))
+    store_b.add_message("chat-1", ChatMessage(role="assistant", content="Noted."))
+    assert [m.content for m in store_a.get_messages("chat-1")] == [
+        "My locker code is 7319.", "Noted."]
+    assert MemOSChatStore(mos=b, user_id="bob").get_messages("chat-1") == []
+    memory = a.add("My locker code is 7319.", user_id="alice")
+    b.forget(memory.id, user_id="alice")  # the other process forgets it
+    assert all("7319" not in (m.content or "") for m in store_a.get_messages("chat-1"))
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        for table in ("conversation_log", "versions", "memories"):
+            n = conn.execute(f"SELECT COUNT(*) FROM {table} x WHERE x::text LIKE '%%7319%%'").fetchone()[0]
+            assert n == 0, table

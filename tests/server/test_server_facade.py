@@ -1,0 +1,229 @@
+"""The facade in server mode: ``MemOS("postgresql://...")`` on a real PostgreSQL (the
+``pg_url`` fixture), end to end, and two instances on one database following each other
+through the change feed. Nothing is mocked."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from memos_core import MemOS, MemOSConfig
+from memos_core.errors import (
+    AccessDeniedError,
+    DataDirLockedError,
+    InvalidInputError,
+    MemoryDeletedError,
+    ServerUnavailableError,
+)
+
+
+def _config(**kw):
+    kw.setdefault("show_progress", False)
+    kw.setdefault("admin_users", ("root",))
+    return MemOSConfig(**kw)
+
+
+@pytest.fixture
+def open_mos(pg_url):
+    """Factory of MemOS instances on the test's database; closes them all."""
+    opened: list[MemOS] = []
+
+    def make(**kw) -> MemOS:
+        mos = MemOS(pg_url, config=_config(**kw))
+        opened.append(mos)
+        return mos
+
+    yield make
+    for mos in opened:
+        mos.close()
+
+
+def _tables_containing(url: str, needle: str) -> list[str]:
+    """Every table of the database whose rows' text form contains ``needle``."""
+    with psycopg.connect(url) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")]
+        return [t for t in tables
+                if conn.execute(f"SELECT COUNT(*) FROM {t} x WHERE x::text LIKE %s",
+                                (f"%{needle}%",)).fetchone()[0]]
+
+
+def test_facade_end_to_end_on_postgres(open_mos, pg_url):
+    mos = open_mos()
+    assert mos.database is not None and "postgresql://" in mos.database
+    tea = mos.add("Alice drinks green tea every morning.", user_id="alice", tags=("drinks",))
+    mos.add("Alice's bike is a red Brompton.", user_id="alice", session_id="s1")
+    mos.add("Bob collects vinyl records.", user_id="bob")
+    hits = mos.search("what does Alice drink", user_id="alice")
+    assert hits and hits[0].id == tea.id
+    assert all(h.memory.namespace.user_id == "alice" for h in hits)
+    assert not [h for h in mos.search("what does Alice drink", user_id="bob") if h.id == tea.id]
+
+    v2 = mos.update(tea.id, "Alice drinks oolong tea every morning.", user_id="alice")
+    assert v2.version == 2
+    assert [c.version for c in mos.history(tea.id, user_id="alice")] == [1, 2]
+    assert mos.get(tea.id, user_id="alice", version=1).text.startswith("Alice drinks green")
+
+    with pytest.raises(AccessDeniedError):
+        mos.get(tea.id, user_id="bob")
+    mos.share(tea.id, with_user_id="bob", user_id="alice")
+    assert mos.get(tea.id, user_id="bob").text == v2.text
+    assert tea.id in [h.id for h in mos.search("oolong tea", user_id="bob")]
+    mos.revoke(tea.id, with_user_id="bob", user_id="alice")
+    assert tea.id not in [h.id for h in mos.search("oolong tea", user_id="bob")]
+
+    receipt = mos.forget(tea.id, user_id="alice")
+    assert receipt.version == 5
+    with pytest.raises(MemoryDeletedError):
+        mos.get(tea.id, user_id="alice")
+    assert tea.id not in [h.id for h in mos.search("oolong tea", user_id="alice")]
+    assert tea.id not in mos.graph
+    assert all(h.id != tea.id for h in mos.search("tea", user_id="alice", k=10))
+    # forget removes the text from every table of the database (vault, feed, index)
+    assert _tables_containing(pg_url, "oolong") == []
+    assert _tables_containing(pg_url, "green tea") == []
+    assert "versions" in mos.vault.vacuum()  # reclaims the dead row versions (docs: VACUUM)
+
+    actions = [r.action for r in mos.audit_log(user_id="alice", memory_id=tea.id)]
+    assert actions == ["add", "update", "share:read", "revoke", "forget"]
+    assert mos.verify_audit(user_id="root") == (True, "audit chain intact")
+    stats = mos.stats(user_id="root")
+    assert stats["vault"]["memories"] == 3 and stats["database"] == mos.database
+
+
+def test_two_instances_see_each_others_writes_and_forgets(open_mos):
+    a, b = open_mos(), open_mos()
+    heard: list[tuple[str, int]] = []
+    b.on_change(lambda cubes: heard.extend((c.id, c.version) for c in cubes))
+
+    kayak = a.add("The kayak is in the boathouse.", user_id="alice")
+    assert b.get(kayak.id, user_id="alice").text == kayak.text  # the vault is shared
+    assert [h.id for h in b.search("where is the kayak", user_id="alice")][:1] == [kayak.id]
+    assert kayak.id in b.graph  # b's graph view followed the feed
+    assert (kayak.id, 1) in heard  # b's listeners (KV blocks, adapters) heard of it
+
+    b.update(kayak.id, "The kayak is in the garage.", user_id="alice")
+    assert a.get(kayak.id, user_id="alice").version == 2
+    assert a.search("where is the kayak", user_id="alice")[0].memory.version == 2
+
+    b.share(kayak.id, with_user_id="carol", user_id="alice")
+    assert [h.id for h in a.search("kayak", user_id="carol")] == [kayak.id]
+    a.revoke(kayak.id, with_user_id="carol", user_id="alice")
+    assert b.search("kayak", user_id="carol") == []
+
+    a.forget(kayak.id, user_id="alice")
+    assert b.search("where is the kayak", user_id="alice") == []
+    assert kayak.id not in b.graph
+    assert (kayak.id, 5) in heard  # the tombstone reached b's derived tiers
+    with pytest.raises(MemoryDeletedError):
+        b.get(kayak.id, user_id="alice")
+    assert b.catch_up() == 0  # nothing left to apply
+
+
+def test_stale_update_from_another_process_is_refused(open_mos):
+    from memos_core.errors import MemOSError
+    from memos_core.vault import Actor
+
+    a, b = open_mos(), open_mos()
+    note = a.add("first", user_id="alice")
+    stale = b.vault.get(note.id)
+    a.update(note.id, "second", user_id="alice")
+    nxt = stale.model_copy(update={"version": 2, "text": "lost update"})
+    with pytest.raises(MemOSError, match="changed concurrently"):
+        b.vault.put_version(nxt, 1, Actor("alice"), "update")
+    assert a.get(note.id, user_id="alice").text == "second"
+
+
+def test_server_mode_needs_no_data_directory_lock_but_locks_a_cache_dir(open_mos, tmp_path):
+    first = open_mos(cache_dir=tmp_path / "cache-1")
+    assert first.data_dir == tmp_path / "cache-1"
+    with pytest.raises(DataDirLockedError):
+        open_mos(cache_dir=tmp_path / "cache-1")
+    second = open_mos()  # a temporary cache dir of its own
+    assert second.data_dir != first.data_dir and second.data_dir.is_dir()
+    cache = second.data_dir
+    second.close()
+    assert not cache.exists()  # a temporary cache dir goes with its instance
+
+
+def test_bad_urls_and_unreachable_servers_say_what_to_do(pg_url):
+    with pytest.raises(InvalidInputError, match="names no database"):
+        MemOS("postgresql://user@localhost:5432/", config=_config())
+    with pytest.raises(InvalidInputError, match="bad port|Bad PostgreSQL URL"):
+        MemOS("postgresql://user@localhost:99999/db", config=_config())
+    with pytest.raises(InvalidInputError, match="names no host"):
+        MemOS("postgresql:///db", config=_config())
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ServerUnavailableError, match="Cannot reach the PostgreSQL server"):
+        MemOS(f"postgresql://postgres:secret@127.0.0.1:{port}/db", config=_config())
+    try:
+        MemOS(f"postgresql://postgres:secret@127.0.0.1:{port}/db", config=_config())
+    except ServerUnavailableError as exc:
+        assert "secret" not in str(exc)  # the password never reaches a message
+
+
+def test_schema_migrates_from_version_1(pg_url):
+    from memos_core.vault.pg_schema import SCHEMA_VERSION, migrate
+    from memos_core.vault.postgres import PostgresVault
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert migrate(conn, 1) == 0  # an old memos-core made schema 1
+        assert conn.execute("SELECT to_regclass('changes')").fetchone()[0] is None
+        conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+        from memos_core.errors import MemOSError
+
+        with pytest.raises(MemOSError, match="newer than this memos-core"):
+            migrate(conn)
+        conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    vault = PostgresVault(pg_url)
+    try:
+        assert vault.schema_found == 1
+        assert vault.get_meta("schema_version") == str(SCHEMA_VERSION)
+        assert vault.change_head() == 0 and vault.verify_audit()[0]
+    finally:
+        vault.close()
+
+
+def test_a_process_behind_a_pruned_feed_resynchronises(open_mos):
+    a, b = open_mos(listen=False), open_mos(listen=False)
+    early = a.add("The spare tyre is in the shed.", user_id="alice")
+    assert b.catch_up() == 1 and early.id in b.graph  # without LISTEN: on the next call
+    b_cursor = b.store.follower.cursor
+    late = a.add("The bike pump is in the hall.", user_id="alice")
+    a.forget(early.id, user_id="alice")
+    a.add("The ladder is in the garage.", user_id="alice")
+    assert a.vault.prune_changes(0) > 0  # everything but the head row is gone
+    assert b.store.follower.cursor == b_cursor  # b has not looked yet
+    assert b.catch_up() > 0 and b.store.follower.resyncs == 1
+    assert early.id not in b.graph and late.id in b.graph
+    assert [h.id for h in b.search("where is the bike pump", user_id="alice")][:1] == [late.id]
+    c = a.add("The kayak is in the boathouse.", user_id="alice")  # the head moves on
+    assert b.catch_up() == 1 and c.id in b.graph
+
+
+def test_command_line_with_db_url(pg_url, capsys, monkeypatch, tmp_path):
+    import json
+
+    from memos_core.cli import main
+
+    def memos(*args: str) -> tuple[int, str]:
+        code = main([args[0], "--db", pg_url, "--user", "alice", *args[1:]])
+        return code, capsys.readouterr().out
+
+    code, out = memos("add", "Alice keeps bees in her garden.", "--json")
+    cube = json.loads(out)
+    assert code == 0 and cube["version"] == 1
+    monkeypatch.setenv("MEMOS_DB_URL", pg_url)  # the environment names the server instead
+    code = main(["search", "bees", "--user", "alice", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)[0]["id"] == cube["id"]
+    code, out = memos("stats", "--json", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0 and json.loads(out)["vault"]["memories"] == 1
+    assert main(["stats", "--db", pg_url, "--data-dir", str(tmp_path / "d")]) == 2  # not both
+    assert "not both" in capsys.readouterr().err
+    code, out = memos("audit", "verify", "--json")
+    assert code == 0

@@ -118,6 +118,12 @@ def open_server(url: str, config: MemOSConfig) -> ServerParts:
     vault at every open and kept in step by the change feed (for tests and single hosts).
     """
     check_url(url)
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        raise MemOSError(f"Server mode needs the PostgreSQL driver ({exc}); install it with "
+                         "pip install 'memos-core[server]'.") from None
     updates: dict[str, Any] = {}
     kinds = _index_kinds()
     if "index" not in config.model_fields_set and "pgvector" in kinds:

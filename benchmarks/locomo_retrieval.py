@@ -164,7 +164,7 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
                         (qa["category"], score([dia[h.id] for h in vh], evidence)))
                 vec = mos.embedder.embed([q])[0]
                 dense = mos.index.search_dense(vec, flt, max(KS))
-                sparse = mos.index.search_sparse(mos.bm25.encode_query(q), flt, max(KS))
+                sparse = mos.index.search_sparse(mos.store.bm25.encode_query(q), flt, max(KS))
                 results["dense"].append((qa["category"], score([dia[h.id] for h in dense], evidence)))
                 results["bm25"].append((qa["category"], score([dia[h.id] for h in sparse], evidence)))
     latencies.sort()

@@ -81,6 +81,22 @@ class RetrievalConfig(BaseModel):
     query_cache: int = Field(
         default=256, ge=0, description="Query vectors kept in an LRU cache (0: no cache)."
     )
+    session_stage_weight: float = Field(
+        default=0.0, ge=0,
+        description="Two-stage session retrieval: dense + BM25 searched again inside the "
+        "best `session_count` sessions, fused with the turn ranking at this weight (0: off).",
+    )
+    session_stage_hits: int = Field(default=10, ge=1, description="Hits per session searched.")
+    hop_weight: float = Field(
+        default=0.3, ge=0,
+        description="Multi-hop second search: BM25 for the query plus the specific entities "
+        "of the first `hop_docs` hits, fused in at this weight (0: off). LoCoMo dev: "
+        "multi-hop recall@10 +1.3 to 1.6 points (docs/benchmarks.md).",
+    )
+    hop_docs: int = Field(default=3, ge=1, description="First hits whose entities are used.")
+    hop_entities: int = Field(default=4, ge=1, description="Entities added to the query.")
+    hop_max_degree: int = Field(
+        default=20, ge=1, description="Entities named by more memories are not specific enough.")
 
 
 class MemOSConfig(BaseModel):

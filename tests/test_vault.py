@@ -166,3 +166,31 @@ def test_unknown_ids(vault):
     assert vault.get("nope") is None
     with pytest.raises(MemoryNotFoundError):
         vault.tombstone("nope", ALICE)
+
+
+def test_a_crash_while_creating_the_vault_leaves_no_truncated_file(tmp_path) -> None:
+    # A process killed during its first open once left a zero-byte vault.sqlite3, which the
+    # next open (rightly) refuses as truncated. The new file is now linked in whole or not at all.
+    import subprocess
+    import sys
+
+    path = tmp_path / "vault.sqlite3"
+    child = (
+        "import os, signal, sys\n"
+        "from memos_core.vault import SQLiteVault\n"
+        "def die(self):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "SQLiteVault._check_schema = die\n"
+        "SQLiteVault(sys.argv[1])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", child, str(path)], timeout=120)
+    assert result.returncode == -9
+    assert not path.exists()
+    vault = SQLiteVault(path)  # the next open starts a vault, not a CorruptDataError
+    try:
+        kept = cube("kept after the crash")
+        vault.insert([kept], Actor("alice"))
+        assert vault.get(kept.id).text == "kept after the crash"
+    finally:
+        vault.close()
+    assert not [p.name for p in tmp_path.iterdir() if ".new-" in p.name]  # no temp file left

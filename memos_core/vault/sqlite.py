@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -139,16 +140,11 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             )
         db: sqlite3.Connection | None = None
         try:
-            db = self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=5.0
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
-            self._db.execute("PRAGMA secure_delete=ON")  # forgotten text is zeroed on disk
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA + sqlite_keyed.SCHEMA + sqlite_log.SCHEMA
-                                   + sqlite_checkpoints.SCHEMA)
+            if not self.path.exists():
+                self._create()
+            db = self._db = self._connect(self.path)
             self._check_schema()
+            self._remove_stale_creations()
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()  # a failed open must not keep the file open (or locked)
@@ -167,6 +163,58 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             raise
 
     # -- plumbing -----------------------------------------------------------------------
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        """A connection with the vault's settings and its tables (created if missing)."""
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
+            db.execute("PRAGMA secure_delete=ON")  # forgotten text is zeroed on disk
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(_SCHEMA + sqlite_keyed.SCHEMA + sqlite_log.SCHEMA
+                             + sqlite_checkpoints.SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _remove_stale_creations(self) -> None:
+        """Delete the private files of openers that died in :meth:`_create` (empty schemas)."""
+        for leftover in self.path.parent.glob(f".{self.path.name}.new-*"):
+            pid = leftover.name.split(".new-", 1)[1].split("-", 1)[0]
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                leftover.unlink(missing_ok=True)
+            except (ValueError, PermissionError):
+                continue
+
+    def _create(self) -> None:
+        """Create a new vault file whole or not at all.
+
+        The tables and schema version are written to a private file that is then linked into
+        place, so a crash during the first open leaves either no vault or a complete empty
+        one, never the zero-byte file that means "truncated" (refused above). ``os.link``
+        fails if another opener got there first; its file is then the vault.
+        """
+        tmp = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
+        try:
+            self._db = self._connect(tmp)
+            try:
+                self._check_schema()
+            finally:
+                self._db.close()  # the last connection: SQLite folds the WAL into the file
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                leftover.unlink(missing_ok=True)
 
     def _check_schema(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()

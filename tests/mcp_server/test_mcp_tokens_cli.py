@@ -71,6 +71,15 @@ def test_token_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "token list" in capsys.readouterr().err
 
 
+def test_options_given_before_token_are_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `memos mcp --user X token add` once dropped --user (the subcommand reset it to None).
+    data = str(tmp_path / "data")
+    assert main(["mcp", "--user", "bob", "--data-dir", data, "--json", "token", "add"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["user_id"] == "bob"
+    assert TokenStore.for_data_dir(tmp_path / "data").verify(added["token"]).user_id == "bob"
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     ("127.0.0.1:8765", ("127.0.0.1", 8765)), (":9000", ("127.0.0.1", 9000)),
     ("9001", ("127.0.0.1", 9001)), ("[::1]:8000", ("::1", 8000)),

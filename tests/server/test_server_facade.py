@@ -227,3 +227,41 @@ def test_command_line_with_db_url(pg_url, capsys, monkeypatch, tmp_path):
     assert "not both" in capsys.readouterr().err
     code, out = memos("audit", "verify", "--json")
     assert code == 0
+
+
+def test_kv_blocks_of_another_process_follow_its_forget(open_mos, tmp_path):
+    """Instance b builds KV-cache files holding a memory in its own cache dir; instance a
+    forgets the memory; b's next call drops its blocks and deletes the files."""
+    pytest.importorskip("transformers")
+    from transformers import LlamaConfig
+
+    from memos_core.cube import utcnow
+    from memos_core.engine import engine_for
+    from memos_core.runtime import LocalModel, default_tokenizer
+    from memos_core.scheduler import SchedulerConfig
+
+    marker = "ZEBRA4417QUOKKA"
+    tiny = LocalModel.from_config(LlamaConfig(
+        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    ), default_tokenizer(), seed=0)
+    a, b = open_mos(listen=False), open_mos(listen=False, cache_dir=tmp_path / "b-cache")
+    b.attach_model(tiny)
+    secret = a.add(f"The vault launch code is {marker}", user_id="dana")
+    b.catch_up()
+    b.vault.record_usage([secret.id], utcnow(), b.config.heat_half_life_s)
+    b.schedule(config=SchedulerConfig.preset("eager", min_heat_to_promote=0.9,
+                                             demote_below_heat=0.5))
+
+    def kv_files_holding() -> list[str]:
+        return [p.name for p in (tmp_path / "b-cache" / "kv").glob("*")
+                if marker.encode() in p.read_bytes()]
+
+    tier = engine_for(b).tier
+    assert kv_files_holding() and any(secret.id in {m for m, _ in blk.memories}
+                                      for blk in tier.blocks())
+    a.forget(secret.id, user_id="dana")
+    assert b.catch_up() >= 1
+    assert kv_files_holding() == []
+    assert not any(secret.id in {m for m, _ in blk.memories} for blk in tier.blocks())

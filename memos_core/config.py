@@ -177,6 +177,12 @@ class MemOSConfig(BaseModel):
         "process opens. A process away longer (its cursor before the oldest row) rebuilds "
         "its derived state from the vault on its next call.",
     )
+    index_repair_after_s: float = Field(
+        default=10.0, ge=0,
+        description="Server mode with a shared index: a memory another process committed is "
+        "checked in the index this many seconds later and indexed again if its writer died "
+        "between the vault commit and the index write.",
+    )
     listen: bool = Field(
         default=True,
         description="Server mode: a LISTEN connection wakes this process when another "

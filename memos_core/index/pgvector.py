@@ -483,6 +483,15 @@ class PgVectorIndex:
             rows = conn.execute(sql.SQL("SELECT id, version FROM {p}").format(p=self._points))
             return {str(pid): int(v) for pid, v in rows}
 
+    def versions_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """``{id: version}`` of the points among ``ids`` that are in the index (one query)."""
+        if not ids:
+            return {}
+        with self._tx() as conn:
+            rows = conn.execute(sql.SQL("SELECT id, version FROM {p} WHERE id = ANY(%s)").format(
+                p=self._points), (list(ids),))
+            return {str(pid): int(v) for pid, v in rows}
+
     def count(self) -> int:
         """The exact number of points."""
         with self._tx() as conn:

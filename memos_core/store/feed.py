@@ -8,7 +8,10 @@ it has not seen -- made by other processes -- are applied to what this process d
 
 * the **graph** view (nodes upserted or removed, relations added);
 * a **per-process index** (an ``edge`` index in the local cache directory) -- a shared index
-  (pgvector, a Qdrant server) was updated by the writer itself;
+  (pgvector, a Qdrant server) was updated by the writer itself. A writer can die between its
+  vault commit and its index write (SIGKILL, power loss): a memory another process committed is
+  therefore checked in a shared index ``repair_after_s`` later (pgvector: one query for the
+  batch) and indexed again from the vault if the index does not hold its current version;
 * the **model tiers** through the store's change listeners (KV blocks and adapters built from
   an old version or a forgotten memory are dropped) and, for a forgotten memory, the
   derived-form purgers (KV files, adapters in the local cache directory).
@@ -27,9 +30,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
+from memos_core.lifecycle import INDEXED_STATES
 from memos_core.vault import Edge
 
 logger = logging.getLogger("memos_core")
@@ -46,9 +51,12 @@ class ChangeFollower:
         cursor: the feed head read *before* the store built its derived state (changes after
             it are applied again; applying one twice is harmless).
         shared_index: the index lives on a server every process writes to (skip it).
+        repair_after_s: with a shared index that can report its points' versions, how long
+            after seeing another process's change its index point is checked (and repaired).
     """
 
-    def __init__(self, store: Any, cursor: int, *, shared_index: bool) -> None:
+    def __init__(self, store: Any, cursor: int, *, shared_index: bool,
+                 repair_after_s: float = 10.0) -> None:
         self.store = store
         #: the vault with a change feed (a PostgresVault)
         self.vault: Any = cast(Any, store.vault)
@@ -56,6 +64,11 @@ class ChangeFollower:
         self.shared_index = shared_index
         self._own: set[int] = set()
         self._deferred: set[str] = set()
+        self.repair_after_s = repair_after_s
+        #: memories other processes changed, to check in the shared index: id -> when seen
+        self._unchecked: dict[str, float] = {}
+        #: how many memories were indexed again because their writer had not (for tests, stats)
+        self.repaired = 0
         self._own_lock = threading.Lock()
         self._closed = False
         #: how many foreign changes this process applied (for stats and tests)
@@ -101,6 +114,8 @@ class ChangeFollower:
         if self._deferred:
             with self.store.write_lock:
                 self._retry_deferred()
+        if self._unchecked:
+            self._repair_due()
         if self._closed or self.vault.change_head() <= self.cursor:
             return 0
         with self.store.write_lock:
@@ -120,6 +135,27 @@ class ChangeFollower:
                 done += len(foreign)
             self.applied += done
             return done
+
+    def _repair_due(self) -> None:
+        """Index again the memories whose writer committed them but never indexed them."""
+        due_before = time.monotonic() - self.repair_after_s
+        with self._own_lock:
+            due = [i for i, seen in self._unchecked.items() if seen <= due_before]
+            for memory_id in due:
+                del self._unchecked[memory_id]
+        if not due:
+            return
+        with self.store.write_lock:
+            indexed = self.store.index.versions_of(due)
+            current = self.vault.get_many(due)
+            stale = [cube for cube in current.values()
+                     if (indexed.get(cube.id) != cube.version
+                         if cube.state.value in INDEXED_STATES else cube.id in indexed)]
+            if stale:
+                logger.warning("indexing %d memories again: their writer committed them to the "
+                               "vault but did not index them (it may have died)", len(stale))
+                self.store.index_cubes(stale)
+                self.repaired += len(stale)
 
     def _resync(self) -> int:
         """The feed no longer reaches back to the cursor (rows were pruned while this
@@ -169,5 +205,10 @@ class ChangeFollower:
                                        exc_info=True)
         if not self.shared_index:
             store.index_cubes(cubes)
+        elif hasattr(store.index, "versions_of"):
+            seen = time.monotonic()
+            with self._own_lock:
+                for cube in cubes:
+                    self._unchecked.setdefault(cube.id, seen)
         store._graph_apply(cubes, edges)  # a relation to an unknown node is ignored
         store._notify(cubes)

@@ -94,7 +94,8 @@ class MemoryStore:
             self._open_derived(server=cursor is not None)
             if cursor is not None:
                 self.follower = ChangeFollower(self, cursor,
-                                               shared_index=self.config.index != "edge")
+                                               shared_index=self.config.index != "edge",
+                                               repair_after_s=self.config.index_repair_after_s)
         except BaseException:
             # a failed open leaves nothing open: the next open must not find a lock held
             for name, part in (("index", getattr(self, "index", None)), ("vault", self.vault)):

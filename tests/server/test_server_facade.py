@@ -265,3 +265,21 @@ def test_kv_blocks_of_another_process_follow_its_forget(open_mos, tmp_path):
     assert b.catch_up() >= 1
     assert kv_files_holding() == []
     assert not any(secret.id in {m for m, _ in blk.memories} for blk in tier.blocks())
+
+
+def test_a_memory_its_writer_never_indexed_is_indexed_by_another_process(open_mos):
+    # A writer that dies between its vault commit and its index write (the multi-process test's
+    # SIGKILL) left the memory out of the shared index until some process reopened. Here the
+    # writer's index write is skipped; the other instance checks and repairs it from the feed.
+    writer, other = open_mos(), open_mos(index_repair_after_s=0, listen=False)
+    assert other.search("kayak", user_id="alice") == []
+    writer.store.index_cubes = lambda cubes: None  # committed, never indexed
+    kayak = writer.add("The kayak is in the boathouse by the lake.", user_id="alice")
+    assert other.store.index.versions_of([kayak.id]) == {}
+    other.catch_up()  # sees the change
+    other.catch_up()  # its check is due (repair_after_s=0): the index lacks it, so index it
+    assert other.store.follower.repaired == 1
+    assert other.store.index.versions_of([kayak.id]) == {kayak.id: kayak.version}
+    assert [h.id for h in other.search("where is the kayak?", user_id="alice", k=1)] == [kayak.id]
+    other.catch_up()
+    assert other.store.follower.repaired == 1  # a memory in the index is not indexed again

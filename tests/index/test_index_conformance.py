@@ -607,6 +607,37 @@ def assert_same_ranking(a: list[ScoredId], b: list[ScoredId]) -> None:
             assert y.id in tied, (a, b)
 
 
+def run_random_operations(index, reference, rng: random.Random) -> None:
+    """40 random upserts, deletes, payload changes and searches applied to both indexes;
+    every search's ranking and the final versions and count must agree."""
+    versions = 0
+    for _ in range(40):
+        op = rng.random()
+        if op < 0.35:
+            versions += 1
+            batch = [_random_point(rng, rng.randint(0, 60), versions) for _ in range(rng.randint(1, 8))]
+            for idx in (index, reference):
+                idx.upsert(batch)
+        elif op < 0.45:
+            doomed = [str(uuid.UUID(int=rng.randint(0, 70) + 1)) for _ in range(3)]
+            for idx in (index, reference):
+                idx.delete(doomed)
+        elif op < 0.55 and index.count():
+            target = rng.choice(sorted(index.versions()))
+            change = {"superseded": rng.random() < 0.5, "tags": rng.sample(["a", "b", "c"], 1)}
+            for idx in (index, reference):
+                idx.set_payload(target, change)
+        else:
+            flt, limit = _random_filter(rng), rng.randint(1, 12)
+            query = unit(rng.randint(0, 10_000))
+            assert_same_ranking(index.search_dense(query, flt, limit), reference.search_dense(query, flt, limit))
+            words = ENC.encode_query(" ".join(rng.choices(WORDS, k=3)))
+            assert_same_ranking(index.search_sparse(words, flt, limit),
+                                reference.search_sparse(words, flt, limit))
+    assert index.versions() == reference.versions()
+    assert index.count() == reference.count()
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_congruence_edge_vs_qdrant_client(tmp_path, seed):
     rng = random.Random(seed)
@@ -615,31 +646,7 @@ def test_congruence_edge_vs_qdrant_client(tmp_path, seed):
     edge = EdgeIndex(tmp_path / "edge", DIM, EdgeIndexConfig(exact_idf=True))
     client = QdrantClientIndex(":memory:", DIM)
     try:
-        versions = 0
-        for _ in range(40):
-            op = rng.random()
-            if op < 0.35:
-                versions += 1
-                batch = [_random_point(rng, rng.randint(0, 60), versions) for _ in range(rng.randint(1, 8))]
-                for idx in (edge, client):
-                    idx.upsert(batch)
-            elif op < 0.45:
-                doomed = [str(uuid.UUID(int=rng.randint(0, 70) + 1)) for _ in range(3)]
-                for idx in (edge, client):
-                    idx.delete(doomed)
-            elif op < 0.55 and edge.count():
-                target = rng.choice(sorted(edge.versions()))
-                change = {"superseded": rng.random() < 0.5, "tags": rng.sample(["a", "b", "c"], 1)}
-                for idx in (edge, client):
-                    idx.set_payload(target, change)
-            else:
-                flt, limit = _random_filter(rng), rng.randint(1, 12)
-                query = unit(rng.randint(0, 10_000))
-                assert_same_ranking(edge.search_dense(query, flt, limit), client.search_dense(query, flt, limit))
-                words = ENC.encode_query(" ".join(rng.choices(WORDS, k=3)))
-                assert_same_ranking(edge.search_sparse(words, flt, limit), client.search_sparse(words, flt, limit))
-        assert edge.versions() == client.versions()
-        assert edge.count() == client.count()
+        run_random_operations(edge, client, rng)
     finally:
         edge.close()
         client.close()

@@ -29,10 +29,8 @@ from memos_core.index import (
 from test_index_conformance import (  # noqa: E402 - the shared corpus helpers
     DIM,
     ENC,
-    WORDS,
-    _random_filter,
-    _random_point,
     assert_same_ranking,
+    run_random_operations,
     unit,
 )
 
@@ -44,31 +42,7 @@ def test_congruence_pgvector_vs_qdrant_client(pg_url, seed, keyword):
     pg = PgVectorIndex(pg_url, DIM, keyword=keyword)
     client = QdrantClientIndex(":memory:", DIM)
     try:
-        versions = 0
-        for _ in range(40):
-            op = rng.random()
-            if op < 0.35:
-                versions += 1
-                batch = [_random_point(rng, rng.randint(0, 60), versions) for _ in range(rng.randint(1, 8))]
-                for idx in (pg, client):
-                    idx.upsert(batch)
-            elif op < 0.45:
-                doomed = [str(uuid.UUID(int=rng.randint(0, 70) + 1)) for _ in range(3)]
-                for idx in (pg, client):
-                    idx.delete(doomed)
-            elif op < 0.55 and pg.count():
-                target = rng.choice(sorted(pg.versions()))
-                change = {"superseded": rng.random() < 0.5, "tags": rng.sample(["a", "b", "c"], 1)}
-                for idx in (pg, client):
-                    idx.set_payload(target, change)
-            else:
-                flt, limit = _random_filter(rng), rng.randint(1, 12)
-                query = unit(rng.randint(0, 10_000))
-                assert_same_ranking(pg.search_dense(query, flt, limit), client.search_dense(query, flt, limit))
-                words = ENC.encode_query(" ".join(rng.choices(WORDS, k=3)))
-                assert_same_ranking(pg.search_sparse(words, flt, limit), client.search_sparse(words, flt, limit))
-        assert pg.versions() == client.versions()
-        assert pg.count() == client.count()
+        run_random_operations(pg, client, rng)
     finally:
         pg.close()
         client.close()

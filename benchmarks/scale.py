@@ -239,7 +239,7 @@ def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
                 rss_after = rss_mb()
             qemb = real if qb == backend else make_embedder(qb)
             qemb.embed(["warm up"])
-            mos.embedder = mos.retriever.embedder = qemb
+            mos.store.embedder = mos.retriever.embedder = qemb
             mos.retriever.query_vectors = QueryCache(qemb, 0)
             qlat, qemb_ms, qstore = time_queries(mos, queries, users, random.Random(seed + 1))
             by_backend[qb] = {

@@ -291,6 +291,27 @@ class QdrantClientIndex:
                 if offset is None:
                     return out
 
+    def versions_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """``{id: payload["version"]}`` of the points among ``ids`` that are in the index
+        (missing ids are left out; one request per 256 ids). The change feed's follower
+        uses it to find memories whose writer committed them but never indexed them
+        (:mod:`memos_core.store.feed`).
+
+        Raises ``ValueError`` for an id that is not a UUID string."""
+        pids: list[int | str | UUID] = list(dict.fromkeys(canonical_id(i) for i in ids))
+        out: dict[str, int] = {}
+        with self._client_locked() as client:
+            for start in range(0, len(pids), _BATCH):
+                records = client.retrieve(
+                    self.collection,
+                    ids=pids[start : start + _BATCH],
+                    with_payload=["version"],
+                    with_vectors=False,
+                )
+                for record in records:
+                    out[str(record.id)] = int((record.payload or {}).get("version", -1))
+        return out
+
     def count(self) -> int:
         """The exact number of points."""
         with self._client_locked() as client:

@@ -136,13 +136,22 @@ class ChangeFollower:
             self.applied += done
             return done
 
+    @property
+    def unchecked(self) -> int:
+        """How many memories other processes changed still wait for their index check
+        (:attr:`repair_after_s` after this process saw the change; for tests and stats)."""
+        with self._own_lock:
+            return len(self._unchecked)
+
     def _repair_due(self) -> None:
-        """Index again the memories whose writer committed them but never indexed them."""
+        """Index again the memories whose writer committed them but never indexed them.
+
+        The due ids leave :attr:`_unchecked` only once their check (and repair) succeeded:
+        if the index or the vault cannot be read (the server restarts), the error propagates
+        and the same ids are checked again on the next :meth:`sync`."""
         due_before = time.monotonic() - self.repair_after_s
         with self._own_lock:
             due = [i for i, seen in self._unchecked.items() if seen <= due_before]
-            for memory_id in due:
-                del self._unchecked[memory_id]
         if not due:
             return
         with self.store.write_lock:
@@ -156,6 +165,11 @@ class ChangeFollower:
                                "vault but did not index them (it may have died)", len(stale))
                 self.store.index_cubes(stale)
                 self.repaired += len(stale)
+            # checked: forget them. Under the write lock, so a change of one of them that
+            # _apply records meanwhile cannot be lost (it waits for this lock and adds it anew)
+            with self._own_lock:
+                for memory_id in due:
+                    self._unchecked.pop(memory_id, None)
 
     def _resync(self) -> int:
         """The feed no longer reaches back to the cursor (rows were pruned while this

@@ -1,0 +1,150 @@
+"""The change feed's index repair (memos_core/store/feed.py): a memory whose writer committed
+it to the vault but never wrote its index point (it died in between) is indexed again by the
+other processes following the feed -- also when the check itself fails (the server restarts
+under it: the check is retried, never dropped) and with a shared Qdrant index (the point
+payloads carry the version). Real PostgreSQL, real pgvector and qdrant-client indexes; the
+dead writer is simulated by skipping its index write."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from qdrant_client import QdrantClient
+
+from memos_core import MemOS, MemOSConfig
+from memos_core.errors import ServerUnavailableError
+from memos_core.index.base import IndexPoint, SparseVec
+from memos_core.index.client import QdrantClientIndex
+
+
+@pytest.fixture
+def open_mos(pg_url):
+    """Factory of MemOS instances on the test's database; closes them all (newest first)."""
+    opened: list[MemOS] = []
+
+    def make(**kw) -> MemOS:
+        kw.setdefault("show_progress", False)
+        mos = MemOS(pg_url, config=MemOSConfig(**kw))
+        opened.append(mos)
+        return mos
+
+    yield make
+    for mos in reversed(opened):
+        mos.close()
+
+
+def _dies_before_indexing(mos: MemOS) -> None:
+    """From now on ``mos`` commits to the vault but never writes the index (as a writer
+    SIGKILLed between the two would)."""
+    mos.store.index_cubes = lambda cubes: None
+
+
+def test_a_repair_check_that_fails_is_kept_and_retried(pg_server, open_mos):
+    _, server = pg_server
+    if server is None:
+        pytest.skip("an external server (MEMOS_TEST_PG_URL) is not ours to stop")
+    writer, other = open_mos(), open_mos(index_repair_after_s=0, listen=False)
+    _dies_before_indexing(writer)
+    kayak = writer.add("The kayak is in the boathouse by the lake.", user_id="alice")
+    follower = other.store.follower
+    assert follower is not None
+    other.catch_up()  # sees the change; its check is due at the next sync
+    assert follower.unchecked == 1
+    server.stop()
+    try:
+        # the check is the first thing the next sync does: with the server down it fails
+        with pytest.raises((psycopg.OperationalError, ServerUnavailableError)):
+            other.catch_up()
+    finally:
+        server.start()
+    assert follower.unchecked == 1, "a failed check must be kept for the next sync"
+    assert follower.repaired == 0
+    other.catch_up()  # the pools reconnect; the check runs again and repairs
+    assert follower.repaired == 1 and follower.unchecked == 0
+    assert other.store.index.versions_of([kayak.id]) == {kayak.id: kayak.version}
+    assert [h.id for h in other.search("where is the kayak?", user_id="alice", k=1)] == [kayak.id]
+
+
+def test_an_update_whose_index_write_was_lost_is_repaired(open_mos):
+    writer, other = open_mos(), open_mos(index_repair_after_s=0, listen=False)
+    kayak = writer.add("The kayak is in the boathouse by the lake.", user_id="alice")
+    other.catch_up()
+    assert other.store.follower.unchecked == 1
+    _dies_before_indexing(writer)
+    moved = writer.update(kayak.id, "The kayak is in the garage now.", user_id="alice")
+    assert other.store.index.versions_of([kayak.id]) == {kayak.id: kayak.version}
+    # the due check of v1 finds the vault at v2 and the index at v1: repaired; the v2
+    # change is applied after it and waits for its own check
+    other.catch_up()
+    assert other.store.follower.repaired == 1 and other.store.follower.unchecked == 1
+    assert other.store.index.versions_of([kayak.id]) == {kayak.id: moved.version}
+    other.catch_up()
+    assert other.store.follower.repaired == 1 and other.store.follower.unchecked == 0
+    assert [h.id for h in other.search("where is the kayak now?", user_id="alice", k=1)] == [kayak.id]
+
+
+def _point(i: int, version: int) -> IndexPoint:
+    vec = [0.0] * 8
+    vec[i % 8] = 1.0
+    return IndexPoint(str(uuid.UUID(int=i + 1)), vec, SparseVec([i], [1.0]),
+                      {"user_id": "u", "version": version})
+
+
+def test_qdrant_client_versions_of_reads_the_payload_versions():
+    with QdrantClientIndex(":memory:", dim=8) as index:
+        index.upsert([_point(i, i % 3 + 1) for i in range(300)])  # more than one request
+        wanted = [str(uuid.UUID(int=i + 1)) for i in range(0, 300, 7)]
+        missing = [str(uuid.UUID(int=10_000 + i)) for i in range(3)]
+        assert index.versions_of(wanted + missing) == {
+            w: uuid.UUID(w).int % 3 or 3 for w in wanted}
+        assert index.versions_of([]) == {}
+        assert index.versions_of(wanted) == {k: v for k, v in index.versions().items()
+                                             if k in set(wanted)}
+        index.delete(wanted[:2])
+        assert set(index.versions_of(wanted[:3])) == {wanted[2]}
+        with pytest.raises(ValueError, match="UUID"):
+            index.versions_of(["not-a-uuid"])
+
+
+@pytest.fixture
+def qdrant_local():
+    """One qdrant-client in local mode: the stand-in for a Qdrant server two hosts share."""
+    client = QdrantClient(location=":memory:")
+    yield client
+    client.close()
+
+
+def _share_index(mos: MemOS, client: QdrantClient) -> QdrantClientIndex:
+    """Point ``mos`` at the shared Qdrant collection through ``client`` (not closed by it)."""
+    own = mos.store.index
+    shared = QdrantClientIndex(client, dim=own.dim, collection="memos")  # type: ignore[attr-defined]
+    own.close()
+    mos.store.index = mos.store.retriever.index = shared
+    return shared
+
+
+def test_a_shared_qdrant_index_is_repaired_from_the_feed(open_mos, qdrant_local):
+    # Two instances on one database sharing one Qdrant collection (qdrant-client's local
+    # mode stands in for the server: both use one client, as two hosts would use one server).
+    writer = open_mos(index="qdrant", qdrant_url=":memory:")
+    other = open_mos(index="qdrant", qdrant_url=":memory:", index_repair_after_s=0,
+                     listen=False)
+    shared = _share_index(writer, qdrant_local)
+    _share_index(other, qdrant_local)
+    assert other.store.follower is not None and other.store.follower.shared_index
+
+    kept = writer.add("The violin lives in the hall cupboard.", user_id="alice")
+    _dies_before_indexing(writer)
+    kayak = writer.add("The kayak is in the boathouse by the lake.", user_id="alice")
+    writer.forget(kept.id, user_id="alice")  # its point stays: the writer "died" again
+    assert shared.versions_of([kayak.id, kept.id]) == {kept.id: kept.version}
+
+    other.catch_up()  # sees both changes
+    other.catch_up()  # both checks are due: index the add, drop the forgotten point
+    assert other.store.follower.repaired == 2
+    assert shared.versions_of([kayak.id, kept.id]) == {kayak.id: kayak.version}
+    assert [h.id for h in other.search("where is the kayak?", user_id="alice", k=1)] == [kayak.id]
+    other.catch_up()
+    assert other.store.follower.repaired == 2  # an agreeing point is not indexed again

@@ -1,14 +1,18 @@
 """One worker process of tests/server/test_multiprocess.py (run as a script).
 
-    python mp_worker.py URL WORKER_ID SECONDS LOG
+    python mp_worker.py URL WORKER_ID LOG
 
-Opens ``MemOS(URL)`` and, for SECONDS, adds, updates, searches, shares and forgets as user
-``u<WORKER_ID>``, sharing only with the next worker's user. Every *acknowledged* operation
-(the call returned) is appended to LOG as one JSON line, flushed and fsynced before the next
-call, so a SIGKILL loses at most the line of the call in flight. Calls that raise (the server
-restarts under it) are logged as errors and not acknowledged. At the end it waits for the
-others to stop writing, catches up with the change feed and logs whether its index agrees
-with the vault.
+Opens ``MemOS(URL)``, logs ``ready`` and waits for the test's ``go`` file (beside LOG; it holds
+the common deadline, epoch seconds). Until then it adds, updates, searches, shares and forgets
+as user ``u<WORKER_ID>``, sharing only with the next worker's user. Every *acknowledged*
+operation (the call returned) is appended to LOG as one JSON line, flushed and fsynced before
+the next call, so a SIGKILL loses at most the line of the call in flight. Calls that raise
+(the server restarts under it) are logged as errors and not acknowledged. Then it logs
+``stopped``, waits until every other worker has stopped too (its log says so, or the test
+left a ``killed-w<N>`` file), catches up with the change feed until every change it saw from
+the others has had its index check (the follower's repair of writes whose writer died
+between its vault commit and its index write) and logs whether its index agrees with the
+vault.
 """
 
 from __future__ import annotations
@@ -18,16 +22,28 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 WORKERS = 4
+#: MemOSConfig.index_repair_after_s of the workers (default 10 s; shorter keeps the test short)
+REPAIR_AFTER_S = 4.0
 WORDS = ("kayak", "garden", "violin", "harbour", "lantern", "meadow", "pepper", "orbit")
 
 
-def main(url: str, wid: int, seconds: float, log_path: str) -> None:
+def _wait_for(done: Callable[[], bool], timeout: float) -> None:
+    end = time.time() + timeout
+    while not done():
+        if time.time() > end:
+            raise TimeoutError("the test or another worker did not signal in time")
+        time.sleep(0.1)
+
+
+def main(url: str, wid: int, log_path: str) -> None:
     from memos_core import MemOS, MemOSConfig
     from memos_core.lifecycle import INDEXED_STATES
 
@@ -40,10 +56,12 @@ def main(url: str, wid: int, seconds: float, log_path: str) -> None:
         os.fsync(log.fileno())
 
     rng = random.Random(wid)
-    mos = MemOS(url, config=MemOSConfig(show_progress=False))
+    mos = MemOS(url, config=MemOSConfig(show_progress=False, index_repair_after_s=REPAIR_AFTER_S))
     ack(op="ready", t=time.time())
+    ctl = Path(log_path).parent
+    _wait_for(lambda: (ctl / "go").exists(), 600)  # the test renames it into place: complete
+    deadline = float((ctl / "go").read_text())
     live: dict[str, tuple[int, str]] = {}  # my memories: id -> (version, text)
-    deadline = time.time() + seconds
     n = 0
     while time.time() < deadline:
         n += 1
@@ -80,22 +98,34 @@ def main(url: str, wid: int, seconds: float, log_path: str) -> None:
         except Exception as exc:  # noqa: BLE001 - the server restarted: not acknowledged
             ack(op="error", kind=type(exc).__name__, msg=str(exc)[:200], t=time.time())
             time.sleep(0.3)
-    time.sleep(4.0)  # the others stop writing too (same deadline, give or take a call)
-    for _ in range(20):
+    ack(op="stopped", t=time.time())
+    # every other worker has stopped writing too (or was killed): nothing is in flight
+    others = [i for i in range(WORKERS) if i != wid]
+    _wait_for(lambda: all((ctl / f"killed-w{i}").exists()
+                          or '"op": "stopped"' in (ctl / f"w{i}.jsonl").read_text()
+                          for i in others), 300)
+    # Let the system's own repair run: catch up with the feed until every change this
+    # process saw from the others has had its index check (REPAIR_AFTER_S after it was
+    # seen) -- that is how the killed worker's committed-but-unindexed write gets indexed.
+    follower = mos.store.follower
+    give_up = time.time() + REPAIR_AFTER_S + 90
+    while True:
         try:
             mos.catch_up()
-            wanted = {mid: v for mid, (v, state) in mos.vault.current_versions().items()
-                      if state in INDEXED_STATES}
-            have = mos.index.versions()
-            bad = sorted(m for m in set(wanted) | set(have) if wanted.get(m) != have.get(m))
-            ack(op="index_check", mismatched=bad, points=len(have), t=time.time())
-            break
+            if follower.unchecked == 0 or time.time() > give_up:
+                wanted = {mid: v for mid, (v, state) in mos.vault.current_versions().items()
+                          if state in INDEXED_STATES}
+                have = mos.index.versions()
+                bad = sorted(m for m in set(wanted) | set(have) if wanted.get(m) != have.get(m))
+                ack(op="index_check", mismatched=bad, points=len(have), repaired=follower.repaired,
+                    unchecked=follower.unchecked, t=time.time())
+                break
         except Exception as exc:  # noqa: BLE001
             ack(op="error", kind=type(exc).__name__, msg=str(exc)[:200], t=time.time())
-            time.sleep(0.5)
+        time.sleep(0.5)
     mos.close()
     ack(op="done", t=time.time())
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])

@@ -6,6 +6,7 @@
     memos mcp --http 127.0.0.1:8765             # streamable HTTP at http://127.0.0.1:8765/mcp
     memos mcp token add --user alice            # prints a new token once
     memos mcp token list | memos mcp token revoke TOKEN_ID
+    memos --db postgresql://... mcp token add --user alice   # server mode: kept in the vault
 
 This module only wires argparse; the ``mcp`` SDK is imported when a server starts, so
 ``memos --help`` and the token commands work without it.
@@ -14,8 +15,10 @@ This module only wires argparse; the ``mcp`` SDK is imported when a server start
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    help=f"serve streamable HTTP (e.g. 127.0.0.1:{DEFAULT_PORT} or :{DEFAULT_PORT}; "
                    "loopback unless a host is named) instead of stdio")
     m.add_argument("--token-file", type=Path, default=None,
-                   help="bearer tokens for --http (default: <data-dir>/mcp-tokens.json)")
+                   help="bearer tokens for --http (default: <data-dir>/mcp-tokens.json; in "
+                   "server mode, --db, the vault keeps them for every host)")
     m.add_argument("--allow-sensitive", action="append", default=None, metavar="TAG",
                    help="return memories with this sensitivity tag unredacted ('*': all)")
     tsub = m.add_subparsers(dest="mcp_command")
@@ -44,6 +48,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         # The options `memos mcp` already took may be given here too; SUPPRESS keeps a value
         # given before `token` (memos mcp --user X token add) instead of resetting it.
         p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="data directory")
+        p.add_argument("--db", default=argparse.SUPPRESS, metavar="URL",
+                       help="server mode: the tokens live in this database's vault")
         p.add_argument("--user", default=argparse.SUPPRESS, help="the token's principal (user id)")
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
         p.add_argument("--token-file", type=Path, default=argparse.SUPPRESS)
@@ -66,16 +72,48 @@ def parse_http(value: str) -> tuple[str, int]:
     return host, number
 
 
-def _tokens(args: argparse.Namespace) -> Any:
-    from memos_core.mcp_server.tokens import TokenStore
+def _server_url(args: argparse.Namespace) -> str | None:
+    """The server-mode URL the command names (``--db``, else ``$MEMOS_DB_URL`` when no
+    ``--data-dir`` is given), as ``memos`` resolves it for the other commands."""
+    data_dir = getattr(args, "data_dir", None)
+    url = getattr(args, "db", None) or (os.environ.get("MEMOS_DB_URL") if data_dir is None else None)
+    if url and data_dir is not None:
+        raise InvalidInputError("Give either --db (server mode) or --data-dir, not both.")
+    return url or None
 
-    if args.token_file is not None:
-        return TokenStore(args.token_file)
-    return TokenStore.for_data_dir(args.data_dir or default_data_dir())
+
+@contextmanager
+def _tokens(args: argparse.Namespace) -> Iterator[Any]:
+    """The token store the token commands manage: ``--token-file``; else, in server mode,
+    the vault's (every MCP server on the database shares it); else the data directory's."""
+    from memos_core.mcp_server.tokens import TokenStore, VaultTokenStore
+
+    url = _server_url(args)
+    if args.token_file is not None or not url:
+        yield (TokenStore(args.token_file) if args.token_file is not None
+               else TokenStore.for_data_dir(args.data_dir or default_data_dir()))
+        return
+    from memos_core.server_mode import check_url
+
+    try:
+        from memos_core.vault.postgres import PostgresVault
+    except ImportError as exc:
+        raise MemOSError(f"Server mode needs the PostgreSQL driver ({exc}); install it with "
+                         "pip install 'memos-core[server]'.") from None
+    vault = PostgresVault(check_url(url), pool_size=1)
+    try:
+        yield VaultTokenStore(vault)
+    finally:
+        vault.close()
 
 
 def _token_command(args: argparse.Namespace, user: str, emit: Callable[..., None]) -> None:
-    store = _tokens(args)
+    with _tokens(args) as store:
+        _token_action(args, user, emit, store)
+
+
+def _token_action(args: argparse.Namespace, user: str, emit: Callable[..., None],
+                  store: Any) -> None:
     if args.token_command == "add":
         token, record = store.add(user, label=args.label)
         emit(args, {"id": record.id, "user_id": record.user_id, "token": token},
@@ -112,11 +150,13 @@ def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namesp
     if not mcp_server.is_loopback(host):
         print(f"memos mcp: warning: serving on {host}, reachable from other machines; use "
               "TLS in front of it (tokens travel in clear over plain HTTP).", file=sys.stderr)
-    tokens = _tokens(args)
-    if not any(r.active for r in tokens.list()):
-        print(f"memos mcp: warning: {tokens.path} has no active token; every request will be "
-              "refused until `memos mcp token add --user NAME`.", file=sys.stderr)
+    from memos_core.mcp_server.tokens import tokens_for
+
     with open_mos(args) as mos:
+        tokens = tokens_for(mos, args.token_file)  # server mode: the vault's, shared
+        if not any(r.active for r in tokens.list()):
+            print(f"memos mcp: warning: {tokens.where} has no active token; every request will "
+                  "be refused until `memos mcp token add --user NAME`.", file=sys.stderr)
         server = mcp_server.build_http_server(mos, tokens=tokens, host=host, port=port, **options)
         print(f"memos mcp: serving http://{host}:{port}/mcp", file=sys.stderr, flush=True)
         mcp_server.serve_http(server, host, port)

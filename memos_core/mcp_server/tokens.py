@@ -8,6 +8,11 @@ token). The token is shown once, by :meth:`TokenStore.add`.
 The file is JSON, written atomically (a temporary file, then ``os.replace``) with mode 0600;
 a file that others may read or write is refused. Each check re-reads the file when it changed
 on disk, so ``memos mcp token revoke`` takes effect on a running server at its next request.
+
+In server mode (``MemOS("postgresql://...")``) every MCP server process on the database must
+know the same tokens, and each process has only a local cache directory: there the tokens
+live in the vault (:class:`VaultTokenStore`, one ``meta`` row per token keyed by its SHA-256,
+hashed exactly as in the file). :func:`tokens_for` picks the store of a ``MemOS``.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memos_core.errors import CorruptDataError, InvalidInputError, MemoryNotFoundError
 from memos_core.validation import check_name
+
+if TYPE_CHECKING:
+    from memos_core.memos import MemOS
 
 TOKEN_PREFIX = "memos_"
 FILE_NAME = "mcp-tokens.json"
@@ -69,6 +77,11 @@ class TokenStore:
         self._lock = threading.Lock()
         self._records: list[TokenRecord] = []
         self._stamp: tuple[int, int] | None = None
+
+    @property
+    def where(self) -> str:
+        """Where the tokens are kept, for messages."""
+        return str(self.path)
 
     @classmethod
     def for_data_dir(cls, data_dir: str | os.PathLike[str]) -> "TokenStore":
@@ -164,8 +177,105 @@ class TokenStore:
                         self._write(records)
                     return records[i]
         raise MemoryNotFoundError(
-            f"No token with id {token_id!r} in {self.path}; `memos mcp token list` shows them.")
+            f"No token with id {token_id!r} in {self.where}; `memos mcp token list` shows them.")
 
     def describe(self) -> builtins.list[dict[str, Any]]:
         """The records as dicts without their hashes (what ``token list`` prints)."""
         return [{k: v for k, v in asdict(r).items() if k != "sha256"} for r in self.list()]
+
+
+#: the ``meta`` key prefix of a token row in a server-mode vault (the rest: the SHA-256)
+META_PREFIX = "mcp_token:"
+
+
+class VaultTokenStore(TokenStore):
+    """The tokens of a server-mode vault (:class:`~memos_core.vault.postgres.PostgresVault`):
+    every MCP server process on the database sees the same ones, and a token added or revoked
+    on one host is known to the others at their next request (each check is one primary-key
+    lookup; nothing is cached).
+
+    Each token is one row of the vault's ``meta`` table, keyed ``mcp_token:<sha256>``, its
+    value the record as JSON (hash, user, id, dates; never the token). Adding is one insert
+    and revoking one update of that row, so hosts adding tokens at once lose none. The vault
+    stays the caller's to close.
+    """
+
+    def __init__(self, vault: Any) -> None:
+        if not hasattr(vault, "change_head"):  # the PostgreSQL vault (it has a change feed)
+            raise InvalidInputError(
+                "VaultTokenStore keeps tokens in a server-mode (PostgreSQL) vault; an embedded "
+                "data directory keeps them in a file: TokenStore.for_data_dir(data_dir).")
+        self.vault = vault  # no file (no ``path``): see :attr:`where`
+
+    @property
+    def where(self) -> str:
+        return f"the vault at {self.vault.where}"
+
+    @staticmethod
+    def _parse(value: str, key: str) -> TokenRecord:
+        try:
+            return TokenRecord(**json.loads(value))
+        except (ValueError, TypeError) as exc:
+            raise CorruptDataError(
+                f"the MCP token row {key!r} in the vault's meta table is unreadable ({exc}); "
+                "delete the row and add the token again.") from None
+
+    def list(self) -> builtins.list[TokenRecord]:
+        """Every record, oldest first (revoked ones included)."""
+        rows = self.vault._query(  # the vault's pool; meta has no listing method of its own
+            "SELECT key, value FROM meta WHERE starts_with(key, %s)", (META_PREFIX,))
+        records = [self._parse(value, key) for key, value in rows]
+        return sorted(records, key=lambda r: (r.created_at, r.id))
+
+    def verify(self, token: object) -> TokenRecord | None:
+        """The active record of ``token``, or None (unknown, revoked, or not a string)."""
+        if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return None
+        digest = _hash(token)
+        key = META_PREFIX + digest
+        value = self.vault.get_meta(key)
+        if value is None:
+            return None
+        record = self._parse(value, key)
+        if not hmac.compare_digest(record.sha256, digest) or not record.active:
+            return None
+        return record
+
+    def add(self, user_id: str, *, label: str | None = None) -> tuple[str, TokenRecord]:
+        """Make a new token for ``user_id``; returns ``(token, record)``. The token is not
+        stored anywhere: show it to the user now."""
+        user_id = check_name(user_id, "user_id")
+        if label is not None and (not isinstance(label, str) or len(label) > 200):
+            raise InvalidInputError("label must be a string of at most 200 characters.")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        record = TokenRecord(id="tok_" + secrets.token_hex(6), user_id=user_id,
+                             sha256=_hash(token), created_at=_now(), label=label)
+        self.vault.set_meta_default(META_PREFIX + record.sha256, json.dumps(asdict(record)))
+        return token, record
+
+    def revoke(self, token_id: str) -> TokenRecord:
+        """Revoke the token with this id (idempotent); returns its record.
+
+        Raises:
+            MemoryNotFoundError: no token has this id.
+        """
+        for record in self.list():
+            if record.id == token_id:
+                if not record.active:
+                    return record
+                revoked = TokenRecord(**{**asdict(record), "revoked_at": _now()})
+                self.vault.set_meta(META_PREFIX + record.sha256, json.dumps(asdict(revoked)))
+                return revoked
+        raise MemoryNotFoundError(
+            f"No token with id {token_id!r} in {self.where}; `memos mcp token list` shows them.")
+
+
+def tokens_for(mos: MemOS, token_file: str | os.PathLike[str] | None = None) -> TokenStore:
+    """The token store an MCP server over ``mos`` checks: ``token_file`` if given; else, in
+    server mode, the vault's (:class:`VaultTokenStore`, shared by every process on the
+    database); else the data directory's file (``<data_dir>/mcp-tokens.json``)."""
+    if token_file is not None:
+        return TokenStore(token_file)
+    if mos.database is not None:
+        return VaultTokenStore(mos.vault)
+    return TokenStore.for_data_dir(mos.data_dir)

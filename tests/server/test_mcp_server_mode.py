@@ -1,0 +1,136 @@
+"""MCP bearer tokens in server mode: kept in the vault, so every MCP server process on the
+database knows the tokens added on any host. Two ``MemOS("postgresql://...")`` instances (each
+with its own cache directory, as two hosts would have), the official SDK's client over
+streamable HTTP on loopback, the ``memos mcp token`` commands; real PostgreSQL, nothing
+mocked."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+pytest.importorskip("mcp")
+
+from mcp import ClientSession  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
+
+from memos_core import MemOS, MemOSConfig, MemoryNotFoundError  # noqa: E402
+from memos_core.cli import main  # noqa: E402
+from memos_core.mcp_server import HttpServerThread, TokenStore, build_http_server  # noqa: E402
+from memos_core.mcp_server.tokens import VaultTokenStore, tokens_for  # noqa: E402
+
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {},
+    "clientInfo": {"name": "raw-test", "version": "0"}}}
+
+
+def _initialize(url: str, token: str) -> int:
+    """The HTTP status of an MCP initialize request carrying ``token``."""
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    with httpx.Client(timeout=30) as client:  # loopback only: the test's own server
+        return client.post(url, json=INITIALIZE, headers=headers).status_code
+
+
+@asynccontextmanager
+async def _session(url: str, token: str) -> AsyncIterator[ClientSession]:
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as client, \
+            streamable_http_client(url, http_client=client) as (read, write, _), \
+            ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def _payload(result: Any) -> dict[str, Any]:
+    assert not result.isError, result.content[0].text
+    return json.loads(result.content[0].text)
+
+
+@pytest.fixture
+def two_hosts(pg_url, tmp_path):
+    """Two instances on one database, each with its own cache directory (two hosts)."""
+    opened = [MemOS(pg_url, config=MemOSConfig(show_progress=False, cache_dir=tmp_path / name))
+              for name in ("host-a", "host-b")]
+    yield opened
+    for mos in reversed(opened):
+        mos.close()
+
+
+@pytest.fixture
+def serve_b(two_hosts):
+    """Host B's MCP server over HTTP, checking tokens against B's token store."""
+    _, b = two_hosts
+    thread = HttpServerThread(build_http_server(b, tokens=tokens_for(b), port=0), port=0).start()
+    yield thread.url
+    thread.stop()
+
+
+async def test_a_token_added_on_one_host_works_on_the_other_and_revoke_reaches_it(
+        two_hosts, serve_b, pg_url):
+    a, b = two_hosts
+    on_a, on_b = tokens_for(a), tokens_for(b)
+    assert isinstance(on_a, VaultTokenStore) and isinstance(on_b, VaultTokenStore)
+    token, record = on_a.add("alice", label="alice's laptop")
+    other, _ = on_a.add("bob")
+
+    async with _session(serve_b, token) as alice:  # host B's server knows host A's token
+        stored = _payload(await alice.call_tool(
+            "store", {"text": "Alice keeps her passport in the blue drawer."}))["stored"]
+        assert stored["owner"] == "alice"
+        found = _payload(await alice.call_tool("search", {"query": "where is the passport?"}))
+        assert [h["id"] for h in found["hits"]][:1] == [stored["id"]]
+    assert a.get(stored["id"], user_id="alice").text.startswith("Alice keeps")  # one vault
+    assert [r.id for r in on_b.list()] == [record.id, on_b.verify(other).id]
+
+    on_a.revoke(record.id)  # revoked on host A: host B refuses it at the next request
+    assert _initialize(serve_b, token) == 401
+    assert _initialize(serve_b, other) == 200
+    assert on_b.verify(token) is None and on_b.list()[0].revoked_at is not None
+    assert on_a.revoke(record.id).revoked_at == on_b.list()[0].revoked_at  # idempotent
+    with pytest.raises(MemoryNotFoundError, match="token list"):
+        on_b.revoke("tok_missing")
+
+    # hashed at rest: no table holds a token, only its SHA-256
+    with psycopg.connect(pg_url) as conn:
+        tables = [t for (t,) in conn.execute(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname='public'")]
+        for table in tables:
+            for secret in (token, other):
+                n = conn.execute(f"SELECT COUNT(*) FROM {table} x WHERE x::text LIKE %s",
+                                 (f"%{secret[len('memos_'):]}%",)).fetchone()[0]
+                assert n == 0, f"a token is stored in clear in {table}"
+
+
+def test_token_commands_in_server_mode_reach_a_running_server(two_hosts, serve_b, pg_url,
+                                                               capsys, tmp_path):
+    # `memos --db URL mcp token add` on any host: the running MCP server on host B takes it
+    assert main(["mcp", "--db", pg_url, "--user", "carol", "--json", "token", "add"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["user_id"] == "carol"
+    assert _initialize(serve_b, added["token"]) == 200
+    assert main(["mcp", "token", "list", "--db", pg_url, "--json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [added["id"]]
+    assert main(["mcp", "token", "revoke", added["id"], "--db", pg_url]) == 0
+    assert f"revoked {added['id']} (carol)" in capsys.readouterr().out
+    assert _initialize(serve_b, added["token"]) == 401
+    # an explicit --token-file still means that file, in server mode too
+    path = tmp_path / "t.json"
+    assert main(["mcp", "--db", pg_url, "--user", "dan", "--json", "token", "add",
+                 "--token-file", str(path)]) == 0
+    assert TokenStore(path).verify(json.loads(capsys.readouterr().out)["token"]) is not None
+    assert [r.user_id for r in tokens_for(two_hosts[1]).list()] == ["carol"]
+
+
+def test_embedded_mode_keeps_its_token_file(tmp_path):
+    with MemOS(tmp_path / "data", config=MemOSConfig(show_progress=False)) as mos:
+        store = tokens_for(mos)
+        assert type(store) is TokenStore and store.path == tmp_path / "data" / "mcp-tokens.json"
+    with pytest.raises(Exception, match="server-mode"):
+        VaultTokenStore(object())

@@ -221,7 +221,7 @@ class VaultTokenStore(TokenStore):
                 "delete the row and add the token again.") from None
 
     def list(self) -> builtins.list[TokenRecord]:
-        """Every record, oldest first (revoked ones included)."""
+        """Every record, oldest first (by creation second, then id; revoked ones included)."""
         rows = self.vault._query(  # the vault's pool; meta has no listing method of its own
             "SELECT key, value FROM meta WHERE starts_with(key, %s)", (META_PREFIX,))
         records = [self._parse(value, key) for key, value in rows]

@@ -7,6 +7,12 @@ mocked."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -135,3 +141,50 @@ def test_embedded_mode_keeps_its_token_file(tmp_path):
         assert type(store) is TokenStore and store.path == tmp_path / "data" / "mcp-tokens.json"
     with pytest.raises(Exception, match="server-mode"):
         VaultTokenStore(object())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_http_server_in_server_mode_takes_tokens_from_the_vault(two_hosts, pg_url, capsys):
+    # `memos --db URL mcp --http` (a process of its own, another "host") accepts a token
+    # that host A made, and one made by `memos mcp token add` while it runs; a revoke
+    # anywhere refuses it.
+    a, _ = two_hosts
+    early, record = tokens_for(a).add("alice")
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "memos_core.cli", "mcp", "--db", pg_url,
+                             "--http", f"127.0.0.1:{port}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else "server exited"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "memos mcp --http did not listen"
+                time.sleep(0.2)
+        url = f"http://127.0.0.1:{port}/mcp"
+        assert _initialize(url, early) == 200
+        assert main(["mcp", "--db", pg_url, "--user", "bob", "--json", "token", "add"]) == 0
+        late = json.loads(capsys.readouterr().out)
+        assert _initialize(url, late["token"]) == 200
+        tokens_for(a).revoke(late["id"])
+        assert _initialize(url, late["token"]) == 401
+        assert main(["mcp", "token", "revoke", record.id, "--db", pg_url]) == 0
+        assert _initialize(url, early) == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode in (0, 130), proc.stderr.read() if proc.stderr else ""

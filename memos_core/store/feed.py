@@ -10,8 +10,9 @@ it has not seen -- made by other processes -- are applied to what this process d
 * a **per-process index** (an ``edge`` index in the local cache directory) -- a shared index
   (pgvector, a Qdrant server) was updated by the writer itself. A writer can die between its
   vault commit and its index write (SIGKILL, power loss): a memory another process committed is
-  therefore checked in a shared index ``repair_after_s`` later (pgvector: one query for the
-  batch) and indexed again from the vault if the index does not hold its current version;
+  therefore checked in a shared index ``repair_after_s`` later (pgvector or Qdrant: one
+  request per batch) and indexed again from the vault if the index does not hold its current
+  version (a check that fails is kept and runs at the next sync);
 * the **model tiers** through the store's change listeners (KV blocks and adapters built from
   an old version or a forgotten memory are dropped) and, for a forgotten memory, the
   derived-form purgers (KV files, adapters in the local cache directory).

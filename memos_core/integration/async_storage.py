@@ -17,7 +17,7 @@ errors are those of the sync methods.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from memos_core.aio import acheck_open, native_view
@@ -51,6 +51,20 @@ class AsyncThreadCheckpoints(Protocol):
 
     async def cp_blobs(self, thread_id: str, checkpoint_ns: str,
                        versions: Mapping[str, str]) -> dict[str, Typed]: ...
+
+    async def cp_parts(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str,
+                       versions: Mapping[str, str]
+                       ) -> tuple[dict[str, Typed], list[tuple[str, str, Typed]]]:
+        """``(cp_blobs(...), cp_writes(...))`` in one round of calls."""
+        ...
+
+    async def cp_load(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None,
+                      versions_of: Callable[[CheckpointRecord], Mapping[str, str]]
+                      ) -> tuple[CheckpointRecord, dict[str, Typed],
+                                 list[tuple[str, str, Typed]]] | None:
+        """``cp_get`` then :meth:`cp_parts` of the record found (``versions_of(record)``:
+        the channel versions its checkpoint names); None if there is none."""
+        ...
 
     async def cp_put_writes(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str,
                             task_id: str, task_path: str,

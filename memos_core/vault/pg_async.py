@@ -19,6 +19,10 @@ Every write that changes a memory (adds, versions, keyed puts, forgets, grants: 
 chain, the change feed, the index) stays on the sync path, run in a worker thread by the
 callers (``asyncio.to_thread``).
 
+Reads run in autocommit (each statement its own snapshot, as under the sync path's READ
+COMMITTED transaction, without its COMMIT round trip); writes run in a transaction exactly as
+on the sync path.
+
 Pools: one ``AsyncConnectionPool`` per event loop that uses the vault, opened lazily on its
 first call (an asyncio pool is bound to the loop it was opened in), at most the sync pool's
 ``max_size`` connections each. A pool whose loop was closed is dropped (its connections
@@ -35,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -43,7 +47,7 @@ from memos_core.cube import MemCube
 from memos_core.errors import ServerUnavailableError
 from memos_core.vault import pg_sql
 from memos_core.vault.base import CheckpointRecord, ItemKey, ListQuery, LogRow, Typed
-from memos_core.vault.pg_integrations import CheckpointSQL, KeyedSQL, LogSQL
+from memos_core.vault.pg_integrations import CheckpointSQL, KeyedSQL, Loaded, LogSQL
 from memos_core.vault.pg_sql import Program, arun, lock_step
 
 __all__ = ["AsyncPgVault", "PgAsyncMixin"]
@@ -89,6 +93,20 @@ def _close_pool(loop: asyncio.AbstractEventLoop, pool: Any, timeout: float = 5.0
         loop.run_until_complete(pool.close(timeout))
     else:
         _finish(pool)
+
+
+@asynccontextmanager
+async def _transaction(conn: Any) -> AsyncIterator[None]:
+    """A transaction as on the sync pool: the connection out of autocommit (the async pool's
+    connections are in autocommit, so a read costs no COMMIT round trip), committed when
+    the block ends, rolled back on any exception."""
+    await conn.set_autocommit(False)
+    try:
+        async with conn.transaction():
+            yield
+    finally:
+        if not conn.closed:
+            await conn.set_autocommit(True)
 
 
 class AsyncPgVault:
@@ -143,7 +161,7 @@ class AsyncPgVault:
             pool = AsyncConnectionPool(
                 self.url, min_size=1, max_size=self.max_size, open=False, timeout=self.timeout,
                 check=AsyncConnectionPool.check_connection,
-                kwargs={"autocommit": False, "application_name": "memos-vault-async"},
+                kwargs={"autocommit": True, "application_name": "memos-vault-async"},
                 name="memos-vault-async")
             self._pools[loop] = pool
             return pool
@@ -175,14 +193,14 @@ class AsyncPgVault:
 
     async def _run_plain(self, program: Program[T]) -> T:
         """A write in a plain transaction (checkpoints)."""
-        async with self._conn() as conn, conn.transaction():
+        async with self._conn() as conn, _transaction(conn):
             return await arun(conn, program)
 
     async def _run_locked(self, program: Program[T]) -> T:
         """A write under the vault's write lock, as ``PostgresVault._tx`` (for writes that
         record no change-feed row: conversation logs)."""
         step = lock_step()
-        async with self._conn() as conn, conn.transaction():
+        async with self._conn() as conn, _transaction(conn):
             await conn.execute(step.sql, step.params)
             return await arun(conn, program)
 
@@ -285,6 +303,21 @@ class AsyncPgVault:
     async def cp_blobs(self, thread_id: str, checkpoint_ns: str,
                        versions: Mapping[str, str]) -> dict[str, Typed]:
         return await self._run(CheckpointSQL.blobs(thread_id, checkpoint_ns, versions))
+
+    async def cp_parts(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str,
+                       versions: Mapping[str, str]
+                       ) -> tuple[dict[str, Typed], builtins.list[tuple[str, str, Typed]]]:
+        """``(cp_blobs(...), cp_writes(...))`` of one checkpoint, on one connection."""
+        return await self._run(CheckpointSQL.parts(thread_id, checkpoint_ns, checkpoint_id,
+                                                   versions))
+
+    async def cp_load(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None,
+                      versions_of: Callable[[CheckpointRecord], Mapping[str, str]]
+                      ) -> Loaded | None:
+        """``cp_get`` and then :meth:`cp_parts` of the record found (``versions_of(record)``
+        names its channel versions), on one connection: ``(record, blobs, writes)`` or None."""
+        return await self._run(CheckpointSQL.load(thread_id, checkpoint_ns, checkpoint_id,
+                                                  versions_of))
 
     async def cp_put_writes(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str,
                             task_id: str, task_path: str,

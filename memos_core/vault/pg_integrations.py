@@ -394,17 +394,26 @@ def _records(rows: Sequence[Sequence[Any]]) -> builtins.list[CheckpointRecord]:
     return [_record(r) for r in rows]
 
 
+#: blob rows per INSERT of ``CheckpointSQL.put`` (6 parameters each; the limit is 65535)
+_BLOB_ROWS = 1000
+#: a checkpoint with its channel-value blobs and pending writes (``CheckpointSQL.load``)
+Loaded = tuple[CheckpointRecord, dict[str, Typed], builtins.list[tuple[str, str, Typed]]]
+
+
 class CheckpointSQL:
     """Statement programs of the thread checkpoints (writes in a plain transaction)."""
 
     @staticmethod
     def put(record: CheckpointRecord, blobs: Sequence[tuple[str, str, Typed]]) -> Program[None]:
         r = record
-        yield Many("INSERT INTO cp_blobs VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (thread_id, "
-                   "checkpoint_ns, channel, version) DO UPDATE SET type=EXCLUDED.type, "
-                   "value=EXCLUDED.value",
-                   [(r.thread_id, r.checkpoint_ns, channel, version, value[0], value[1])
-                    for channel, version, value in blobs])
+        rows = [(r.thread_id, r.checkpoint_ns, channel, version, value[0], value[1])
+                for channel, version, value in blobs]
+        for start in range(0, len(rows), _BLOB_ROWS):  # one statement per chunk of rows
+            chunk = rows[start:start + _BLOB_ROWS]
+            yield Exec(f"INSERT INTO cp_blobs VALUES {','.join(['(%s,%s,%s,%s,%s,%s)'] * len(chunk))}"
+                       " ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO UPDATE SET "
+                       "type=EXCLUDED.type, value=EXCLUDED.value",
+                       [v for row in chunk for v in row])
         yield Exec(f"INSERT INTO cp_checkpoints ({_CP_COLUMNS}) VALUES "
                    f"(%s,%s,%s,%s,%s,%s,%s,%s,%s) {_CP_UPSERT}",
                    (r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
@@ -477,6 +486,26 @@ class CheckpointSQL:
             "checkpoint_ns=%s AND checkpoint_id=%s ORDER BY task_path, task_id, idx",
             (thread_id, checkpoint_ns, checkpoint_id)),
             lambda rows: [(t, ch, (ty, _raw(v))) for t, ch, ty, v in rows])
+
+    @staticmethod
+    def parts(thread_id: str, checkpoint_ns: str, checkpoint_id: str, versions: Mapping[str, str]
+              ) -> Program[tuple[dict[str, Typed], builtins.list[tuple[str, str, Typed]]]]:
+        """:meth:`blobs` and :meth:`writes` of one checkpoint (one connection)."""
+        blobs = yield from CheckpointSQL.blobs(thread_id, checkpoint_ns, versions)
+        writes = yield from CheckpointSQL.writes(thread_id, checkpoint_ns, checkpoint_id)
+        return blobs, writes
+
+    @staticmethod
+    def load(thread_id: str, checkpoint_ns: str, checkpoint_id: str | None,
+             versions_of: Callable[[CheckpointRecord], Mapping[str, str]]) -> Program[Loaded | None]:
+        """:meth:`get`, then :meth:`parts` of the record found (``versions_of(record)``: the
+        channel versions its checkpoint names), on one connection; None if there is none."""
+        record = yield from CheckpointSQL.get(thread_id, checkpoint_ns, checkpoint_id)
+        if record is None:
+            return None
+        blobs, writes = yield from CheckpointSQL.parts(
+            record.thread_id, record.checkpoint_ns, record.checkpoint_id, versions_of(record))
+        return record, blobs, writes
 
     @staticmethod
     def delete_thread(thread_id: str) -> Program[None]:

@@ -182,13 +182,11 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         return self._assemble(record, checkpoint, self._vault().cp_blobs(thread, ns, versions),
                               self._vault().cp_writes(thread, ns, record.checkpoint_id))
 
-    async def _atuple(self, record: CheckpointRecord) -> CheckpointTuple:
+    async def _atuple(self, store: AsyncThreadCheckpoints,
+                      record: CheckpointRecord) -> CheckpointTuple:
         checkpoint, versions = self._decoded(record)
-        thread, ns = record.thread_id, record.checkpoint_ns
-        store = self._avault()
-        assert store is not None
-        blobs = await store.cp_blobs(thread, ns, versions)
-        writes = await store.cp_writes(thread, ns, record.checkpoint_id)
+        blobs, writes = await store.cp_parts(record.thread_id, record.checkpoint_ns,
+                                             record.checkpoint_id, versions)
         return self._assemble(record, checkpoint, blobs, writes)
 
     def _decoded(self, record: CheckpointRecord) -> tuple[Checkpoint, dict[str, str]]:
@@ -306,8 +304,19 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         if store is None:
             return await asyncio.to_thread(self.get_tuple, config)
         thread, ns = _thread_and_ns(config)
-        record = await store.cp_get(thread, ns, get_checkpoint_id(config) or None)
-        return await self._atuple(record) if record is not None else None
+        decoded: list[Checkpoint] = []
+
+        def versions_of(record: CheckpointRecord) -> dict[str, str]:
+            checkpoint, versions = self._decoded(record)
+            decoded.append(checkpoint)
+            return versions
+
+        # one connection for the checkpoint, its channel values and its pending writes
+        loaded = await store.cp_load(thread, ns, get_checkpoint_id(config) or None, versions_of)
+        if loaded is None:
+            return None
+        record, blobs, writes = loaded
+        return self._assemble(record, decoded[0], blobs, writes)
 
     async def alist(
         self,
@@ -332,7 +341,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         for record in await store.cp_list(*query):
             if not self._kept(record, filter):
                 continue
-            yield await self._atuple(record)
+            yield await self._atuple(store, record)
             count += 1
             if limit is not None and count >= limit:
                 return

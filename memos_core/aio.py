@@ -6,6 +6,14 @@ signature through :class:`typing.ParamSpec`, so a type checker sees them too), r
 sync method in a worker thread (``asyncio.to_thread``) so the event loop never blocks on
 embedding, SQLite or the index. The facade is thread-safe, so many tasks may await at once.
 ``tests/test_memos.py`` checks that every public method has its twin.
+
+A twin may also name a *native* implementation (``aget = twin(get, native=native_get)``):
+an async function that serves the call without a thread when it can -- in server mode, the
+vault's native async view (``PostgresVault.native_async()``, an asyncio connection pool of
+the running loop) -- and returns :data:`FALLBACK` otherwise, for the thread path. It must
+return and raise exactly what the sync method does. ``aget``, ``alist`` and ``ahistory``
+have one (:func:`native_get`, :func:`native_list`, :func:`native_history`); every write
+stays on the thread path (the kernel's locks, index and change listeners are sync).
 """
 
 from __future__ import annotations
@@ -20,14 +28,77 @@ P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S")
 
-__all__ = ["twin"]
+__all__ = ["FALLBACK", "acheck_open", "native_get", "native_history", "native_list",
+           "native_view", "twin"]
+
+#: What a native implementation returns when the call must run in a worker thread.
+FALLBACK: Any = object()
+
+
+def native_view(vault: object) -> Any | None:
+    """``vault``'s native async view (``vault.native_async()``), or None if it has none."""
+    make = getattr(vault, "native_async", None)
+    return make() if callable(make) else None
+
+
+async def acheck_open(mos: Any, view: Any) -> None:
+    """What ``mos._check_open()`` does before a call, without blocking the event loop:
+    :class:`~memos_core.errors.InvalidInputError` if ``mos`` is closed; in server mode,
+    apply other processes' changes first when the change feed's head (read through
+    ``view``) is past this process's cursor (applying them takes the store's locks: a
+    worker thread)."""
+    if mos.closed:
+        mos._check_open()  # raises the closed error
+    follower = getattr(mos.store, "follower", None)
+    if follower is not None and await view.change_head() > follower.cursor:
+        await asyncio.to_thread(mos.store.sync)
+
+
+async def native_get(mos: Any, memory_id: str, *, user_id: str, version: int | None = None,
+                     as_of: Any = None) -> Any:
+    """``MemOS.get`` of the current version through the native view (a ``version`` or
+    ``as_of`` read: :data:`FALLBACK`)."""
+    from memos_core.validation import check_id, check_name
+
+    view = native_view(mos.store.vault)
+    if view is None or version is not None or as_of is not None:
+        return FALLBACK
+    await acheck_open(mos, view)
+    user = check_name(user_id, "user_id")
+    mid = check_id(memory_id)
+    return mos._loaded(await view.get(mid), mid, user)
+
+
+async def native_history(mos: Any, memory_id: str, *, user_id: str) -> Any:
+    """``MemOS.history`` through the native view."""
+    from memos_core.validation import check_id, check_name
+
+    view = native_view(mos.store.vault)
+    if view is None:
+        return FALLBACK
+    await acheck_open(mos, view)
+    user = check_name(user_id, "user_id")
+    mid = check_id(memory_id)
+    cube = mos._loaded(await view.get(mid), mid, user, allow_deleted=True)
+    return await view.history(cube.id)
+
+
+async def native_list(mos: Any, **kwargs: Any) -> Any:
+    """``MemOS.list`` through the native view (the same checked query)."""
+    view = native_view(mos.store.vault)
+    if view is None:
+        return FALLBACK
+    await acheck_open(mos, view)
+    return await view.list(mos._list_query(**kwargs))
 
 
 class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
     """A descriptor: the async twin of the sync method ``method`` (see the module docstring)."""
 
-    def __init__(self, method: Callable[Concatenate[S, P], R]) -> None:
+    def __init__(self, method: Callable[Concatenate[S, P], R], *,
+                 native: Callable[..., Awaitable[Any]] | None = None) -> None:
         self.method = method
+        self.native = native
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -42,9 +113,14 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
         if obj is None:
             return self
         bound = getattr(obj, self.method.__name__)  # an override in a subclass wins
+        native = self.native if getattr(bound, "__func__", None) is self.method else None
 
         @functools.wraps(self.method)
         async def call(*args: Any, **kwargs: Any) -> Any:
+            if native is not None:
+                result = await native(obj, *args, **kwargs)
+                if result is not FALLBACK:
+                    return result
             return await asyncio.to_thread(bound, *args, **kwargs)
 
         call.__name__ = call.__qualname__ = self.name or f"a{self.method.__name__}"

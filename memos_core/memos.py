@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from memos_core.aio import twin
+from memos_core.aio import native_get, native_history, native_list, twin
 from memos_core.config import MemOSConfig, default_data_dir
 from memos_core.cube import MemCube, MemoryType, Origin, State, utcnow
 from memos_core.embedding import Embedder
@@ -293,7 +293,12 @@ class MemOS:
     def _load(self, memory_id: object, user_id: str, *, write: bool = False,
               allow_deleted: bool = False) -> MemCube:
         mid = check_id(memory_id)
-        cube = self.vault.get(mid)
+        return self._loaded(self.vault.get(mid), mid, user_id, write=write,
+                            allow_deleted=allow_deleted)
+
+    def _loaded(self, cube: MemCube | None, mid: str, user_id: str, *, write: bool = False,
+                allow_deleted: bool = False) -> MemCube:
+        """The checks of :meth:`_load` on ``cube``, what the vault holds for ``mid``."""
         if cube is None:
             raise MemoryNotFoundError(f"No memory with id {mid!r}.")
         access.require(cube, user_id, access.Operation.WRITE if write else access.Operation.READ)
@@ -616,9 +621,24 @@ class MemOS:
         unless ``states`` asks for ``deleted``. ``metadata`` keeps memories whose metadata has
         each given key equal to the given scalar value."""
         self._check_open()
+        return self.vault.list(self._list_query(
+            user_id=user_id, agent_id=agent_id, session_id=session_id, types=types, tags=tags,
+            states=states, occurred_after=occurred_after, occurred_before=occurred_before,
+            include_superseded=include_superseded, metadata=metadata, limit=limit,
+            offset=offset, newest_first=newest_first))
+
+    def _list_query(
+        self, *, user_id: str, agent_id: str | None = None, session_id: str | None = None,
+        types: Sequence[str] | None = None, tags: Sequence[str] | None = None,
+        states: Sequence[str] | None = None, occurred_after: datetime | str | None = None,
+        occurred_before: datetime | str | None = None, include_superseded: bool = True,
+        metadata: Mapping[str, str | int | float | bool] | None = None,
+        limit: int = 100, offset: int = 0, newest_first: bool = False,
+    ) -> ListQuery:
+        """The checked vault query of :meth:`list` (also used by its native async twin)."""
         user_id = check_name(user_id, "user_id")
         offset = check_int(offset, "offset", 0)
-        query = ListQuery(
+        return ListQuery(
             user_ids=(user_id,), agent_id=agent_id, session_id=session_id,
             types=check_strs(types, "types") or None, tags=check_strs(tags, "tags") or None,
             states=check_strs(states, "states") or CHANGEABLE_STATES,
@@ -627,7 +647,6 @@ class MemOS:
             include_superseded=include_superseded, limit=check_k(limit, "limit", 10_000),
             offset=offset, newest_first=newest_first, metadata_equals=check_metadata_filter(metadata),
         )
-        return self.vault.list(query)
 
     def search(
         self, query: str, *, user_id: str, k: int = 5, agent_id: str | None = None,
@@ -980,9 +999,9 @@ class MemOS:
     arevoke = twin(revoke)
     ashare_namespace = twin(share_namespace)
     arevoke_namespace = twin(revoke_namespace)
-    aget = twin(get)
-    ahistory = twin(history)
-    alist = twin(list)
+    aget = twin(get, native=native_get)  # server mode: native async reads (memos_core.aio)
+    ahistory = twin(history, native=native_history)
+    alist = twin(list, native=native_list)
     asearch = twin(search)
     aexport = twin(export)
     aimport_ = twin(import_)

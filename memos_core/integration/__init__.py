@@ -7,6 +7,10 @@ public package (:mod:`memos_core`). Nothing else of the core is theirs to import
 * Conversation logs and thread checkpoints in the vault (:mod:`.logs`):
   :class:`ConversationLog`, :func:`thread_checkpoints`, :func:`on_forget_checkpoints`,
   :class:`CheckpointRecord`; old side files move in on first open (:mod:`.legacy`).
+* Async storage (:mod:`.async_storage`): :func:`async_checkpoints`,
+  :class:`AsyncThreadCheckpoints`, :func:`aget_by_key`, :func:`aiter_by_prefix` and the
+  ``a``-methods of :class:`ConversationLog` -- native async in server mode, a worker thread
+  otherwise.
 * Tool specs shared by both tool sets (:mod:`.tools`): :data:`TOOL_SPECS`.
 * Rules an adapter applies as the core does: redaction of prompts (:func:`for_prompt`,
   :func:`allowance`, :func:`redacted_text`), of forgotten text (:class:`MessageRedactor`,
@@ -25,7 +29,14 @@ from memos_core.governance.forget_hooks import (
     truncate_wal,
 )
 from memos_core.governance.sensitivity import REDACTED_KEY, allowance, for_prompt, redacted_text
+from memos_core.integration.async_storage import (
+    AsyncThreadCheckpoints,
+    async_checkpoints,
+    has_native_async,
+)
 from memos_core.integration.keyed import (
+    aget_by_key,
+    aiter_by_prefix,
     delete_by_key,
     get_by_key,
     iter_by_prefix,
@@ -53,6 +64,7 @@ from memos_core.validation import check_k, check_name
 from memos_core.vault import CheckpointRecord, ItemKey, LogRow, ThreadCheckpoints, Typed
 
 __all__ = [
+    "AsyncThreadCheckpoints",
     "CHAT_FILE",
     "CHECKPOINT_FILE",
     "FORGOTTEN",
@@ -72,12 +84,16 @@ __all__ = [
     "ToolArg",
     "ToolSpec",
     "Typed",
+    "aget_by_key",
+    "aiter_by_prefix",
     "allowance",
+    "async_checkpoints",
     "asked_or_answered",
     "check_k",
     "check_name",
     "delete_by_key",
     "for_prompt",
+    "has_native_async",
     "get_by_key",
     "iter_by_prefix",
     "migrate_keys",

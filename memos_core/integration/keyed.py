@@ -8,10 +8,12 @@ only that user reads or writes it through these functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from memos_core.cube import MemCube
+from memos_core.integration.async_storage import acheck_open, native_view
 from memos_core.lifecycle import INDEXED_STATES
 from memos_core.memos import MemOS
 from memos_core.ops import keyed as keyed_ops
@@ -19,7 +21,8 @@ from memos_core.ops import writes
 from memos_core.validation import check_metadata, check_name, check_strs, check_text
 from memos_core.vault import Actor, ItemKey
 
-__all__ = ["delete_by_key", "get_by_key", "iter_by_prefix", "migrate_keys", "put_by_key"]
+__all__ = ["aget_by_key", "aiter_by_prefix", "delete_by_key", "get_by_key", "iter_by_prefix",
+           "migrate_keys", "put_by_key"]
 
 _BATCH = 500
 
@@ -89,6 +92,45 @@ def iter_by_prefix(mos: MemOS, user_id: str, prefix: Sequence[str] = ()
     while True:
         page = mos.store.vault.list_keyed(user, tuple(prefix), limit=_BATCH, offset=offset)
         cubes = mos.store.vault.get_many([mid for _, mid in page])
+        for item, mid in page:
+            cube = cubes.get(mid)
+            if cube is not None and cube.state.value in INDEXED_STATES:
+                yield item, cube
+        if len(page) < _BATCH:
+            return
+        offset += _BATCH
+
+
+async def aget_by_key(mos: MemOS, item: ItemKey) -> MemCube | None:
+    """Async :func:`get_by_key`: native in server mode, else in a worker thread."""
+    view = native_view(mos.store.vault)
+    if view is None:
+        return await asyncio.to_thread(get_by_key, mos, item)
+    await acheck_open(mos, view)
+    cube: MemCube | None = await view.get_keyed(_item(item))
+    return cube if cube is not None and cube.state.value in INDEXED_STATES else None
+
+
+async def aiter_by_prefix(mos: MemOS, user_id: str, prefix: Sequence[str] = ()
+                          ) -> AsyncIterator[tuple[ItemKey, MemCube]]:
+    """Async :func:`iter_by_prefix` (the same pairs in the same order): native in server
+    mode, else each page read in a worker thread."""
+    vault = mos.store.vault
+    view = native_view(vault)
+    if view is None:
+        await asyncio.to_thread(mos._check_open)
+    else:
+        await acheck_open(mos, view)
+    user = check_name(user_id, "user_id")
+    offset = 0
+    while True:
+        if view is None:
+            page = await asyncio.to_thread(vault.list_keyed, user, tuple(prefix), limit=_BATCH,
+                                           offset=offset)
+            cubes = await asyncio.to_thread(vault.get_many, [mid for _, mid in page])
+        else:
+            page = await view.list_keyed(user, tuple(prefix), limit=_BATCH, offset=offset)
+            cubes = await view.get_many([mid for _, mid in page])
         for item, mid in page:
             cube = cubes.get(mid)
             if cube is not None and cube.state.value in INDEXED_STATES:

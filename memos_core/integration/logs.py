@@ -8,16 +8,22 @@ LangGraph checkpointer, whose values only the adapter can decode: it redacts the
 forget hook (:func:`on_forget_checkpoints`) or, when closed, in the vault redactor its
 package declares.
 
-Both work unchanged whatever the vault's backend. Files the adapters kept before
+Both work unchanged whatever the vault's backend. The ``a``-prefixed methods of
+:class:`ConversationLog` (and :func:`~memos_core.integration.async_storage.async_checkpoints`)
+are native async in server mode (:mod:`memos_core.integration.async_storage`), a worker
+thread otherwise. Files the adapters kept before
 (``chat_history.sqlite3``, ``checkpoints.sqlite3``) are moved into the vault on first open
 (:mod:`memos_core.integration.legacy`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from memos_core.governance.forget_hooks import ForgetHook
+from memos_core.integration.async_storage import acheck_open, native_view
 from memos_core.memos import MemOS
 from memos_core.vault import LogRow, ThreadCheckpoints, Vault
 
@@ -70,6 +76,76 @@ class ConversationLog:
 
     def take_oldest(self, user_id: str, log_id: str, n: int, *, archive: bool) -> list[LogRow]:
         return list(self._v().log_take_oldest(user_id, log_id, n, archive=archive))
+
+    # -- async twins: native in server mode, else the sync method in a worker thread ---------
+
+    async def _av(self) -> Any | None:
+        """The vault's native async view, after the checks of :meth:`_v`; None: use a thread."""
+        view = native_view(self._mos.store.vault)
+        if view is not None:
+            await acheck_open(self._mos, view)
+        return view
+
+    async def aread(self, user_id: str, log_id: str, status: str | None, limit: int | None = None,
+                    offset: int | None = None) -> list[LogRow]:
+        """Async :meth:`read`."""
+        view = await self._av()
+        if view is None:
+            return await asyncio.to_thread(self.read, user_id, log_id, status, limit, offset)
+        return list(await view.log_read(user_id, log_id, status, limit, offset or 0))
+
+    async def acount(self, user_id: str, log_id: str, status: str | None) -> int:
+        """Async :meth:`count`."""
+        view = await self._av()
+        if view is None:
+            return await asyncio.to_thread(self.count, user_id, log_id, status)
+        return int(await view.log_count(user_id, log_id, status))
+
+    async def akeys(self, user_id: str) -> list[str]:
+        """Async :meth:`keys`."""
+        view = await self._av()
+        if view is None:
+            return await asyncio.to_thread(self.keys, user_id)
+        return list(await view.log_ids(user_id))
+
+    async def aappend(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str) -> None:
+        """Async :meth:`append`."""
+        view = await self._av()
+        if view is None:
+            return await asyncio.to_thread(self.append, user_id, log_id, rows, status)
+        await view.log_append(user_id, log_id, rows, status)
+
+    async def areplace(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str,
+                       clear: str | None) -> None:
+        """Async :meth:`replace`."""
+        view = await self._av()
+        if view is None:
+            return await asyncio.to_thread(self.replace, user_id, log_id, rows, status, clear)
+        await view.log_replace(user_id, log_id, rows, status, clear)
+
+    async def adelete(self, user_id: str, log_id: str, status: str | None) -> list[LogRow]:
+        """Async :meth:`delete`."""
+        view = await self._av()
+        if view is None:
+            return await asyncio.to_thread(self.delete, user_id, log_id, status)
+        return list(await view.log_delete(user_id, log_id, status))
+
+    async def adelete_at(self, user_id: str, log_id: str, idx: int,
+                         status: str | None) -> LogRow | None:
+        """Async :meth:`delete_at`."""
+        view = await self._av()
+        if view is None:
+            return await asyncio.to_thread(self.delete_at, user_id, log_id, idx, status)
+        row: LogRow | None = await view.log_delete_at(user_id, log_id, idx, status)
+        return row
+
+    async def atake_oldest(self, user_id: str, log_id: str, n: int, *,
+                           archive: bool) -> list[LogRow]:
+        """Async :meth:`take_oldest`."""
+        view = await self._av()
+        if view is None:
+            return await asyncio.to_thread(self.take_oldest, user_id, log_id, n, archive=archive)
+        return list(await view.log_take_oldest(user_id, log_id, n, archive=archive))
 
 
 def thread_checkpoints(mos: MemOS) -> ThreadCheckpoints:

@@ -6,6 +6,14 @@ The same tables and semantics as the SQLite vault (:mod:`~memos_core.vault.sqlit
 schema migration 3 (:mod:`~memos_core.vault.pg_schema`). Keyed writes and log writes run under
 the vault's write lock (so ``put_keyed`` checks and binds atomically across processes, and
 log rows are numbered in commit order); checkpoint writes take only their rows' locks.
+
+The statements of the calls a framework makes on every step -- checkpoint reads and writes,
+conversation-log reads and writes, keyed-item reads -- are statement programs
+(:mod:`memos_core.vault.pg_sql`) in :class:`CheckpointSQL`, :class:`LogSQL` and
+:class:`KeyedSQL`: the mixins below run them on the vault's sync pool, and
+:class:`memos_core.vault.pg_async.AsyncPgVault` runs the very same programs on its native
+async pool. Keyed writes (a memory change: index, audit, change feed) and the forget-time
+redactions stay sync only.
 """
 
 from __future__ import annotations
@@ -13,13 +21,16 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from memos_core.cube import MemCube, utcnow
 from memos_core.errors import ConflictError, InvalidInputError, MemoryNotFoundError
 from memos_core.vault.base import Actor, CheckpointRecord, ItemKey, LogRow, NamespaceGrant, Typed
+from memos_core.vault.pg_sql import Exec, Many, Program, Rows, one, run, with_usage
 from memos_core.vault.sqlite_keyed import SEP, _check_item, ns_path
 from memos_core.vault.sqlite_log import STATUSES
+
+T = TypeVar("T")
 
 
 class PgGrantsMixin:
@@ -66,15 +77,68 @@ def _grant_key(grant: NamespaceGrant) -> tuple[str, str, str, str]:
     return (grant.owner, grant.agent_id or "", grant.session_id or "", grant.grantee)
 
 
-class PgKeyedMixin:
-    """Keyed items; uses the vault's ``_tx``, ``_query``, ``_insert_cubes``, ``_put_version``
-    and ``_with_usage``."""
+class PgRunner:
+    """Runs statement programs on the vault's sync pool: a read (``_run``), a mutation under
+    the write lock (``_run_locked``: :meth:`PostgresVault._tx`), a plain transaction
+    (``_run_plain``: checkpoints, which are no memory change)."""
 
+    _conn: Any
     _tx: Any
+
+    def _run(self, program: Program[T]) -> T:
+        with self._conn() as conn:
+            return run(conn, program)
+
+    def _run_locked(self, program: Program[T]) -> T:
+        with self._tx() as tx:
+            return run(tx.conn, program)
+
+    def _run_plain(self, program: Program[T]) -> T:
+        with self._conn() as conn, conn.transaction():
+            return run(conn, program)
+
+
+# -- keyed items ------------------------------------------------------------------------------
+
+
+class KeyedSQL:
+    """Statement programs of the keyed-item reads."""
+
+    @staticmethod
+    def get(item: ItemKey) -> Program[MemCube | None]:
+        """The memory bound to ``item`` (any state), or None."""
+        step = Rows("SELECT m.id, m.doc::text FROM item_keys k JOIN memories m ON "
+                    "m.id = k.memory_id WHERE k.user_id=%s AND k.ns_path=%s AND k.key=%s",
+                    _check_item(item))
+
+        def program() -> Program[MemCube | None]:
+            cubes = yield from with_usage((yield step))
+            return cubes[0] if cubes else None
+
+        return program()
+
+    @staticmethod
+    def list(user_id: str, prefix: Sequence[str] = (), *, limit: int = 1000,
+             offset: int = 0) -> Program[builtins.list[tuple[ItemKey, str]]]:
+        """``(item, memory id)`` of ``user_id``'s keys under ``prefix``, in binding order."""
+        low = ns_path(tuple(prefix), "prefix")
+        sql = "SELECT ns_path, key, memory_id FROM item_keys WHERE user_id=%s"
+        params: builtins.list[Any] = [user_id]
+        if low:  # label by label: the stored path starts with the prefix's (SEP-terminated)
+            sql += " AND left(ns_path, %s) = %s"
+            params += [len(low), low]
+        return one(Rows(sql + " ORDER BY seq LIMIT %s OFFSET %s", [*params, limit, offset]),
+                   lambda rows: [(ItemKey(user_id, tuple(path.split(SEP)[:-1]), key), mid)
+                                 for path, key, mid in rows])
+
+
+class PgKeyedMixin(PgRunner):
+    """Keyed items; uses the vault's ``_tx``, ``_query``, ``_insert_cubes`` and
+    ``_put_version``."""
+
     _query: Any
     _insert_cubes: Any
     _put_version: Any
-    _with_usage: Any
 
     def put_keyed(self, item: ItemKey, cube: MemCube, expected_version: int | None,
                   actor: Actor, action: str) -> None:
@@ -109,23 +173,12 @@ class PgKeyedMixin:
             self._put_version(tx, cube, expected_version, actor, action, {})
 
     def get_keyed(self, item: ItemKey) -> MemCube | None:
-        rows = self._query(
-            "SELECT m.id, m.doc::text FROM item_keys k JOIN memories m ON m.id = k.memory_id "
-            "WHERE k.user_id=%s AND k.ns_path=%s AND k.key=%s", _check_item(item))
-        cubes: list[MemCube] = self._with_usage(rows)
-        return cubes[0] if cubes else None
+        return self._run(KeyedSQL.get(item))
 
     def list_keyed(self, user_id: str, prefix: Sequence[str] = (), *, limit: int = 1000,
-                   offset: int = 0) -> list[tuple[ItemKey, str]]:
-        low = ns_path(tuple(prefix), "prefix")
-        sql = "SELECT ns_path, key, memory_id FROM item_keys WHERE user_id=%s"
-        params: list[Any] = [user_id]
-        if low:  # label by label: the stored path starts with the prefix's (SEP-terminated)
-            sql += " AND left(ns_path, %s) = %s"
-            params += [len(low), low]
-        rows = self._query(sql + " ORDER BY seq LIMIT %s OFFSET %s", [*params, limit, offset])
-        return [(ItemKey(user_id, tuple(path.split(SEP)[:-1]), key), mid)
-                for path, key, mid in rows]
+                   offset: int = 0) -> builtins.list[tuple[ItemKey, str]]:
+        return self._run(
+            KeyedSQL.list(user_id, prefix, limit=limit, offset=offset))
 
     def bind_key(self, item: ItemKey, memory_id: str) -> bool:
         """See :meth:`memos_core.vault.base.KeyedItems.bind_key`."""
@@ -147,6 +200,9 @@ class PgKeyedMixin:
             return bool(cur.rowcount)
 
 
+# -- conversation logs ------------------------------------------------------------------------
+
+
 def _log_where(status: str | None) -> tuple[str, tuple[str, ...]]:
     if status is None:
         return "user_id = %s AND log_id = %s", ()
@@ -155,93 +211,140 @@ def _log_where(status: str | None) -> tuple[str, tuple[str, ...]]:
     return "user_id = %s AND log_id = %s AND status = %s", (status,)
 
 
-class PgLogMixin:
-    """Conversation logs; uses the vault's ``_tx`` and ``_query``."""
+def _pairs(rows: Sequence[Sequence[Any]]) -> builtins.list[LogRow]:
+    return [(r[0], r[1]) for r in rows]
 
-    _tx: Any
-    _query: Any
+
+class LogSQL:
+    """Statement programs of the conversation logs. Arguments are checked when a program is
+    built (before any connection is taken); the writes run under the vault's write lock."""
 
     @staticmethod
-    def _log_insert(conn: Any, user_id: str, log_id: str, rows: Sequence[LogRow],
-                    status: str) -> None:
+    def _insert(user_id: str, log_id: str, rows: Sequence[LogRow], status: str) -> Many:
         _log_where(status)
         now = utcnow().timestamp()
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO conversation_log (user_id, log_id, message_id, status, message, "
-                "created_at) VALUES (%s, %s, %s, %s, %s, %s)",
-                [(user_id, log_id, mid, status, data, now) for mid, data in rows])
+        return Many("INSERT INTO conversation_log (user_id, log_id, message_id, status, message, "
+                    "created_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                    [(user_id, log_id, mid, status, data, now) for mid, data in rows])
+
+    @staticmethod
+    def append(user_id: str, log_id: str, rows: Sequence[LogRow], status: str) -> Program[None]:
+        step = LogSQL._insert(user_id, log_id, rows, status)
+
+        def program() -> Program[None]:
+            yield step
+
+        return program()
+
+    @staticmethod
+    def read(user_id: str, log_id: str, status: str | None, limit: int | None = None,
+             offset: int = 0) -> Program[builtins.list[LogRow]]:
+        where, extra = _log_where(status)
+        return one(Rows(f"SELECT message_id, message FROM conversation_log WHERE {where} "
+                        "ORDER BY seq LIMIT %s OFFSET %s",
+                        (user_id, log_id, *extra, limit, offset or 0)), _pairs)
+
+    @staticmethod
+    def count(user_id: str, log_id: str, status: str | None) -> Program[int]:
+        where, extra = _log_where(status)
+        return one(Rows(f"SELECT count(*) FROM conversation_log WHERE {where}",
+                        (user_id, log_id, *extra)), lambda rows: int(rows[0][0]))
+
+    @staticmethod
+    def ids(user_id: str) -> Program[builtins.list[str]]:
+        return one(Rows("SELECT log_id FROM conversation_log WHERE user_id = %s "
+                        "GROUP BY log_id ORDER BY min(seq)", (user_id,)),
+                   lambda rows: [r[0] for r in rows])
+
+    @staticmethod
+    def replace(user_id: str, log_id: str, rows: Sequence[LogRow], status: str,
+                clear: str | None) -> Program[None]:
+        where, extra = _log_where(clear)
+        insert = LogSQL._insert(user_id, log_id, rows, status)
+
+        def program() -> Program[None]:
+            yield Exec(f"DELETE FROM conversation_log WHERE {where}", (user_id, log_id, *extra))
+            yield insert
+
+        return program()
+
+    @staticmethod
+    def delete(user_id: str, log_id: str, status: str | None) -> Program[builtins.list[LogRow]]:
+        where, extra = _log_where(status)
+        return one(Rows(f"DELETE FROM conversation_log WHERE {where} "
+                        "RETURNING seq, message_id, message", (user_id, log_id, *extra)),
+                   lambda rows: [(r[1], r[2]) for r in sorted(rows)])
+
+    @staticmethod
+    def delete_at(user_id: str, log_id: str, idx: int,
+                  status: str | None) -> Program[LogRow | None]:
+        where, extra = _log_where(status)
+
+        def program() -> Program[LogRow | None]:
+            seqs = [r[0] for r in (yield Rows(
+                f"SELECT seq FROM conversation_log WHERE {where} ORDER BY seq",
+                (user_id, log_id, *extra)))]
+            if not -len(seqs) <= idx < len(seqs):
+                return None
+            row = (yield Rows("DELETE FROM conversation_log WHERE seq = %s "
+                              "RETURNING message_id, message", (seqs[idx],)))[0]
+            return (row[0], row[1])
+
+        return program()
+
+    @staticmethod
+    def take_oldest(user_id: str, log_id: str, n: int, *,
+                    archive: bool) -> Program[builtins.list[LogRow]]:
+        rows = yield Rows(
+            "SELECT seq, message_id, message FROM conversation_log WHERE user_id = %s AND "
+            "log_id = %s AND status = 'active' ORDER BY seq LIMIT %s", (user_id, log_id, n))
+        seqs = [r[0] for r in rows]
+        if archive:
+            yield Exec("UPDATE conversation_log SET status = 'archived' WHERE seq = ANY(%s)",
+                       (seqs,))
+        else:
+            yield Exec("DELETE FROM conversation_log WHERE seq = ANY(%s)", (seqs,))
+        return [(r[1], r[2]) for r in rows]
+
+
+class PgLogMixin(PgRunner):
+    """Conversation logs (:class:`LogSQL` on the sync pool; writes under the write lock)."""
 
     def log_append(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str) -> None:
-        with self._tx() as tx:
-            self._log_insert(tx.conn, user_id, log_id, rows, status)
+        self._run_locked(LogSQL.append(user_id, log_id, rows, status))
 
     def log_read(self, user_id: str, log_id: str, status: str | None, limit: int | None = None,
-                 offset: int = 0) -> list[LogRow]:
-        where, extra = _log_where(status)
-        rows = self._query(f"SELECT message_id, message FROM conversation_log WHERE {where} "
-                           "ORDER BY seq LIMIT %s OFFSET %s",
-                           (user_id, log_id, *extra, limit, offset or 0))
-        return [(r[0], r[1]) for r in rows]
+                 offset: int = 0) -> builtins.list[LogRow]:
+        return self._run(LogSQL.read(user_id, log_id, status, limit,
+                                                              offset))
 
     def log_count(self, user_id: str, log_id: str, status: str | None) -> int:
-        where, extra = _log_where(status)
-        return int(self._query(f"SELECT count(*) FROM conversation_log WHERE {where}",
-                               (user_id, log_id, *extra))[0][0])
+        return int(self._run(LogSQL.count(user_id, log_id, status)))
 
-    def log_ids(self, user_id: str) -> list[str]:
-        rows = self._query("SELECT log_id FROM conversation_log WHERE user_id = %s "
-                           "GROUP BY log_id ORDER BY min(seq)", (user_id,))
-        return [r[0] for r in rows]
+    def log_ids(self, user_id: str) -> builtins.list[str]:
+        return self._run(LogSQL.ids(user_id))
 
     def log_replace(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str,
                     clear: str | None) -> None:
-        where, extra = _log_where(clear)
-        with self._tx() as tx:
-            tx.conn.execute(f"DELETE FROM conversation_log WHERE {where}", (user_id, log_id, *extra))
-            self._log_insert(tx.conn, user_id, log_id, rows, status)
+        self._run_locked(LogSQL.replace(user_id, log_id, rows, status, clear))
 
-    def log_delete(self, user_id: str, log_id: str, status: str | None) -> list[LogRow]:
-        where, extra = _log_where(status)
-        with self._tx() as tx:
-            rows = tx.conn.execute(f"DELETE FROM conversation_log WHERE {where} "
-                                   "RETURNING seq, message_id, message",
-                                   (user_id, log_id, *extra)).fetchall()
-        return [(r[1], r[2]) for r in sorted(rows)]
+    def log_delete(self, user_id: str, log_id: str, status: str | None) -> builtins.list[LogRow]:
+        return self._run_locked(LogSQL.delete(user_id, log_id, status))
 
     def log_delete_at(self, user_id: str, log_id: str, idx: int,
                       status: str | None) -> LogRow | None:
-        where, extra = _log_where(status)
-        with self._tx() as tx:
-            seqs = [r[0] for r in tx.conn.execute(
-                f"SELECT seq FROM conversation_log WHERE {where} ORDER BY seq",
-                (user_id, log_id, *extra))]
-            if not -len(seqs) <= idx < len(seqs):
-                return None
-            row = tx.conn.execute("DELETE FROM conversation_log WHERE seq = %s "
-                                  "RETURNING message_id, message", (seqs[idx],)).fetchone()
-        return (row[0], row[1])
+        return self._run_locked(LogSQL.delete_at(user_id, log_id, idx, status))
 
     def log_take_oldest(self, user_id: str, log_id: str, n: int, *,
-                        archive: bool) -> list[LogRow]:
-        with self._tx() as tx:
-            rows = tx.conn.execute(
-                "SELECT seq, message_id, message FROM conversation_log WHERE user_id = %s AND "
-                "log_id = %s AND status = 'active' ORDER BY seq LIMIT %s",
-                (user_id, log_id, n)).fetchall()
-            seqs = [r[0] for r in rows]
-            if archive:
-                tx.conn.execute("UPDATE conversation_log SET status = 'archived' "
-                                "WHERE seq = ANY(%s)", (seqs,))
-            else:
-                tx.conn.execute("DELETE FROM conversation_log WHERE seq = ANY(%s)", (seqs,))
-        return [(r[1], r[2]) for r in rows]
+                        archive: bool) -> builtins.list[LogRow]:
+        return self._run_locked(
+            LogSQL.take_oldest(user_id, log_id, n, archive=archive))
 
     def log_redact(self, user_ids: Sequence[str], contains: Sequence[str],
                    message_ids: Sequence[str],
-                   rewrite: Callable[[str, str], str | None]) -> list[tuple[str, str]]:
+                   rewrite: Callable[[str, str], str | None]) -> builtins.list[tuple[str, str]]:
         conditions = ["strpos(message, %s) > 0"] * len(contains)
-        params: list[Any] = list(contains)
+        params: builtins.list[Any] = list(contains)
         if message_ids:
             conditions.append("message_id = ANY(%s)")
             params.append(list(message_ids))
@@ -262,6 +365,8 @@ class PgLogMixin:
         return sorted(changed)
 
 
+# -- thread checkpoints -----------------------------------------------------------------------
+
 _CP_COLUMNS = ("thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, type, "
                "checkpoint, metadata_type, metadata")
 _CP_VALUES = (  # (table, type column, value column) of every stored value
@@ -270,64 +375,69 @@ _CP_VALUES = (  # (table, type column, value column) of every stored value
     ("cp_blobs", "type", "value"),
     ("cp_writes", "type", "value"),
 )
+_CP_UPSERT = ("ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET "
+              "parent_checkpoint_id=EXCLUDED.parent_checkpoint_id, run_id=EXCLUDED.run_id, "
+              "type=EXCLUDED.type, checkpoint=EXCLUDED.checkpoint, "
+              "metadata_type=EXCLUDED.metadata_type, metadata=EXCLUDED.metadata")
+
+
+def _raw(v: Any) -> bytes | None:
+    return None if v is None else bytes(v)
 
 
 def _record(row: Sequence[Any]) -> CheckpointRecord:
-    def raw(v: Any) -> bytes | None:
-        return None if v is None else bytes(v)
-
-    return CheckpointRecord(row[0], row[1], row[2], row[3], row[4], (row[5], raw(row[6])),
-                            (row[7], raw(row[8])))
+    return CheckpointRecord(row[0], row[1], row[2], row[3], row[4], (row[5], _raw(row[6])),
+                            (row[7], _raw(row[8])))
 
 
-class PgCheckpointsMixin:
-    """Thread checkpoints; uses the vault's ``_conn`` and ``_query``."""
+def _records(rows: Sequence[Sequence[Any]]) -> builtins.list[CheckpointRecord]:
+    return [_record(r) for r in rows]
 
-    _conn: Any
-    _query: Any
 
-    @contextmanager
-    def _cp_tx(self) -> Iterator[Any]:
-        """A plain transaction (checkpoints are no memory change: no write lock, no feed)."""
-        with self._conn() as conn, conn.transaction():
-            yield conn
+#: blob rows per INSERT of ``CheckpointSQL.put`` (6 parameters each; the limit is 65535)
+_BLOB_ROWS = 1000
+#: a checkpoint with its channel-value blobs and pending writes (``CheckpointSQL.load``)
+Loaded = tuple[CheckpointRecord, dict[str, Typed], builtins.list[tuple[str, str, Typed]]]
 
-    def cp_put(self, record: CheckpointRecord, blobs: Sequence[tuple[str, str, Typed]]) -> None:
+
+class CheckpointSQL:
+    """Statement programs of the thread checkpoints (writes in a plain transaction)."""
+
+    @staticmethod
+    def put(record: CheckpointRecord, blobs: Sequence[tuple[str, str, Typed]]) -> Program[None]:
         r = record
-        with self._cp_tx() as conn:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO cp_blobs VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (thread_id, "
-                    "checkpoint_ns, channel, version) DO UPDATE SET type=EXCLUDED.type, "
-                    "value=EXCLUDED.value",
-                    [(r.thread_id, r.checkpoint_ns, channel, version, value[0], value[1])
-                     for channel, version, value in blobs])
-            conn.execute(
-                f"INSERT INTO cp_checkpoints ({_CP_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                "ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET "
-                "parent_checkpoint_id=EXCLUDED.parent_checkpoint_id, run_id=EXCLUDED.run_id, "
-                "type=EXCLUDED.type, checkpoint=EXCLUDED.checkpoint, "
-                "metadata_type=EXCLUDED.metadata_type, metadata=EXCLUDED.metadata",
-                (r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
-                 r.run_id, r.checkpoint[0], r.checkpoint[1], r.metadata[0], r.metadata[1]))
+        rows = [(r.thread_id, r.checkpoint_ns, channel, version, value[0], value[1])
+                for channel, version, value in blobs]
+        for start in range(0, len(rows), _BLOB_ROWS):  # one statement per chunk of rows
+            chunk = rows[start:start + _BLOB_ROWS]
+            yield Exec(f"INSERT INTO cp_blobs VALUES {','.join(['(%s,%s,%s,%s,%s,%s)'] * len(chunk))}"
+                       " ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO UPDATE SET "
+                       "type=EXCLUDED.type, value=EXCLUDED.value",
+                       [v for row in chunk for v in row])
+        yield Exec(f"INSERT INTO cp_checkpoints ({_CP_COLUMNS}) VALUES "
+                   f"(%s,%s,%s,%s,%s,%s,%s,%s,%s) {_CP_UPSERT}",
+                   (r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
+                    r.run_id, r.checkpoint[0], r.checkpoint[1], r.metadata[0], r.metadata[1]))
 
-    def cp_get(self, thread_id: str, checkpoint_ns: str,
-               checkpoint_id: str | None) -> CheckpointRecord | None:
+    @staticmethod
+    def get(thread_id: str, checkpoint_ns: str,
+            checkpoint_id: str | None) -> Program[CheckpointRecord | None]:
         if checkpoint_id:
-            rows = self._query(
-                f"SELECT {_CP_COLUMNS} FROM cp_checkpoints WHERE thread_id=%s AND "
-                "checkpoint_ns=%s AND checkpoint_id=%s", (thread_id, checkpoint_ns, checkpoint_id))
+            step = Rows(f"SELECT {_CP_COLUMNS} FROM cp_checkpoints WHERE thread_id=%s AND "
+                        "checkpoint_ns=%s AND checkpoint_id=%s",
+                        (thread_id, checkpoint_ns, checkpoint_id))
         else:
-            rows = self._query(
-                f"SELECT {_CP_COLUMNS} FROM cp_checkpoints WHERE thread_id=%s AND "
-                "checkpoint_ns=%s ORDER BY checkpoint_id DESC LIMIT 1", (thread_id, checkpoint_ns))
-        return _record(rows[0]) if rows else None
+            step = Rows(f"SELECT {_CP_COLUMNS} FROM cp_checkpoints WHERE thread_id=%s AND "
+                        "checkpoint_ns=%s ORDER BY checkpoint_id DESC LIMIT 1",
+                        (thread_id, checkpoint_ns))
+        return one(step, lambda rows: _record(rows[0]) if rows else None)
 
-    def cp_list(self, thread_id: str | None = None, checkpoint_ns: str | None = None,
-                checkpoint_id: str | None = None, before: str | None = None,
-                limit: int | None = None) -> list[CheckpointRecord]:
-        where: list[str] = []
-        params: list[Any] = []
+    @staticmethod
+    def list(thread_id: str | None = None, checkpoint_ns: str | None = None,
+             checkpoint_id: str | None = None, before: str | None = None,
+             limit: int | None = None) -> Program[builtins.list[CheckpointRecord]]:
+        where: builtins.list[str] = []
+        params: builtins.list[Any] = []
         for column, value in (("thread_id", thread_id), ("checkpoint_ns", checkpoint_ns),
                               ("checkpoint_id", checkpoint_id)):
             if value is not None:
@@ -339,86 +449,150 @@ class PgCheckpointsMixin:
         sql = f"SELECT {_CP_COLUMNS} FROM cp_checkpoints"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY checkpoint_id DESC LIMIT %s"
-        return [_record(r) for r in self._query(sql, [*params, limit])]
+        return one(Rows(sql + " ORDER BY checkpoint_id DESC LIMIT %s", [*params, limit]),
+                   _records)
 
-    def cp_blobs(self, thread_id: str, checkpoint_ns: str,
-                 versions: Mapping[str, str]) -> dict[str, Typed]:
+    @staticmethod
+    def blobs(thread_id: str, checkpoint_ns: str,
+              versions: Mapping[str, str]) -> Program[dict[str, Typed]]:
         if not versions:
             return {}
-        rows = self._query(
+        rows = yield Rows(
             "SELECT b.channel, b.type, b.value FROM cp_blobs b JOIN unnest(%s::text[], %s::text[]) "
             "AS w(channel, version) ON b.channel = w.channel AND b.version = w.version "
             "WHERE b.thread_id=%s AND b.checkpoint_ns=%s",
             (list(versions), [str(v) for v in versions.values()], thread_id, checkpoint_ns))
-        return {ch: (ty, None if v is None else bytes(v)) for ch, ty, v in rows}
+        return {ch: (ty, _raw(v)) for ch, ty, v in rows}
+
+    @staticmethod
+    def put_writes(thread_id: str, checkpoint_ns: str, checkpoint_id: str, task_id: str,
+                   task_path: str, writes: Sequence[tuple[int, str, Typed]]) -> Program[None]:
+        for idx, channel, value in writes:
+            conflict = ("DO UPDATE SET channel=EXCLUDED.channel, type=EXCLUDED.type, "
+                        "value=EXCLUDED.value, task_path=EXCLUDED.task_path") if idx < 0 \
+                else "DO NOTHING"
+            yield Exec(
+                "INSERT INTO cp_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, "
+                "idx, channel, type, value, task_path) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) " + conflict,
+                (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, value[0],
+                 value[1], task_path))
+
+    @staticmethod
+    def writes(thread_id: str, checkpoint_ns: str,
+               checkpoint_id: str) -> Program[builtins.list[tuple[str, str, Typed]]]:
+        return one(Rows(
+            "SELECT task_id, channel, type, value FROM cp_writes WHERE thread_id=%s AND "
+            "checkpoint_ns=%s AND checkpoint_id=%s ORDER BY task_path, task_id, idx",
+            (thread_id, checkpoint_ns, checkpoint_id)),
+            lambda rows: [(t, ch, (ty, _raw(v))) for t, ch, ty, v in rows])
+
+    @staticmethod
+    def parts(thread_id: str, checkpoint_ns: str, checkpoint_id: str, versions: Mapping[str, str]
+              ) -> Program[tuple[dict[str, Typed], builtins.list[tuple[str, str, Typed]]]]:
+        """:meth:`blobs` and :meth:`writes` of one checkpoint (one connection)."""
+        blobs = yield from CheckpointSQL.blobs(thread_id, checkpoint_ns, versions)
+        writes = yield from CheckpointSQL.writes(thread_id, checkpoint_ns, checkpoint_id)
+        return blobs, writes
+
+    @staticmethod
+    def load(thread_id: str, checkpoint_ns: str, checkpoint_id: str | None,
+             versions_of: Callable[[CheckpointRecord], Mapping[str, str]]) -> Program[Loaded | None]:
+        """:meth:`get`, then :meth:`parts` of the record found (``versions_of(record)``: the
+        channel versions its checkpoint names), on one connection; None if there is none."""
+        record = yield from CheckpointSQL.get(thread_id, checkpoint_ns, checkpoint_id)
+        if record is None:
+            return None
+        blobs, writes = yield from CheckpointSQL.parts(
+            record.thread_id, record.checkpoint_ns, record.checkpoint_id, versions_of(record))
+        return record, blobs, writes
+
+    @staticmethod
+    def delete_thread(thread_id: str) -> Program[None]:
+        for table in ("cp_checkpoints", "cp_blobs", "cp_writes"):
+            yield Exec(f"DELETE FROM {table} WHERE thread_id=%s", (thread_id,))
+
+    @staticmethod
+    def delete_runs(run_ids: Sequence[str]) -> Program[None]:
+        ids = [str(r) for r in run_ids]
+        if not ids:
+            return
+        yield Exec(
+            "DELETE FROM cp_writes w USING cp_checkpoints c WHERE c.run_id = ANY(%s) AND "
+            "c.thread_id=w.thread_id AND c.checkpoint_ns=w.checkpoint_ns AND "
+            "c.checkpoint_id=w.checkpoint_id", (ids,))
+        yield Exec("DELETE FROM cp_checkpoints WHERE run_id = ANY(%s)", (ids,))
+
+    @staticmethod
+    def copy_thread(source: str, target: str) -> Program[None]:
+        yield Exec(
+            f"INSERT INTO cp_checkpoints ({_CP_COLUMNS}) SELECT %s, checkpoint_ns, "
+            "checkpoint_id, parent_checkpoint_id, run_id, type, checkpoint, metadata_type, "
+            f"metadata FROM cp_checkpoints WHERE thread_id=%s {_CP_UPSERT}", (target, source))
+        yield Exec(
+            "INSERT INTO cp_blobs SELECT %s, checkpoint_ns, channel, version, type, value "
+            "FROM cp_blobs WHERE thread_id=%s ON CONFLICT (thread_id, checkpoint_ns, "
+            "channel, version) DO UPDATE SET type=EXCLUDED.type, value=EXCLUDED.value",
+            (target, source))
+        yield Exec(
+            "INSERT INTO cp_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, "
+            "channel, type, value, task_path) SELECT %s, checkpoint_ns, checkpoint_id, "
+            "task_id, idx, channel, type, value, task_path FROM cp_writes WHERE thread_id=%s "
+            "ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE "
+            "SET channel=EXCLUDED.channel, type=EXCLUDED.type, value=EXCLUDED.value, "
+            "task_path=EXCLUDED.task_path", (target, source))
+
+
+class PgCheckpointsMixin(PgRunner):
+    """Thread checkpoints (:class:`CheckpointSQL` on the sync pool)."""
+
+    @contextmanager
+    def _cp_tx(self) -> Iterator[Any]:
+        """A plain transaction (checkpoints are no memory change: no write lock, no feed)."""
+        with self._conn() as conn, conn.transaction():
+            yield conn
+
+    def cp_put(self, record: CheckpointRecord, blobs: Sequence[tuple[str, str, Typed]]) -> None:
+        self._run_plain(CheckpointSQL.put(record, blobs))
+
+    def cp_get(self, thread_id: str, checkpoint_ns: str,
+               checkpoint_id: str | None) -> CheckpointRecord | None:
+        return self._run(
+            CheckpointSQL.get(thread_id, checkpoint_ns, checkpoint_id))
+
+    def cp_list(self, thread_id: str | None = None, checkpoint_ns: str | None = None,
+                checkpoint_id: str | None = None, before: str | None = None,
+                limit: int | None = None) -> builtins.list[CheckpointRecord]:
+        return self._run(
+            CheckpointSQL.list(thread_id, checkpoint_ns, checkpoint_id, before, limit))
+
+    def cp_blobs(self, thread_id: str, checkpoint_ns: str,
+                 versions: Mapping[str, str]) -> dict[str, Typed]:
+        return self._run(CheckpointSQL.blobs(thread_id, checkpoint_ns,
+                                                                 versions))
 
     def cp_put_writes(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str,
                       task_id: str, task_path: str,
                       writes: Sequence[tuple[int, str, Typed]]) -> None:
-        with self._cp_tx() as conn:
-            for idx, channel, value in writes:
-                conflict = ("DO UPDATE SET channel=EXCLUDED.channel, type=EXCLUDED.type, "
-                            "value=EXCLUDED.value, task_path=EXCLUDED.task_path") if idx < 0 \
-                    else "DO NOTHING"
-                conn.execute(
-                    "INSERT INTO cp_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, "
-                    "idx, channel, type, value, task_path) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-                    "ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) "
-                    + conflict,
-                    (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, value[0],
-                     value[1], task_path))
+        self._run_plain(CheckpointSQL.put_writes(thread_id, checkpoint_ns, checkpoint_id,
+                                                 task_id, task_path, writes))
 
     def cp_writes(self, thread_id: str, checkpoint_ns: str,
-                  checkpoint_id: str) -> list[tuple[str, str, Typed]]:
-        rows = self._query(
-            "SELECT task_id, channel, type, value FROM cp_writes WHERE thread_id=%s AND "
-            "checkpoint_ns=%s AND checkpoint_id=%s ORDER BY task_path, task_id, idx",
-            (thread_id, checkpoint_ns, checkpoint_id))
-        return [(t, ch, (ty, None if v is None else bytes(v))) for t, ch, ty, v in rows]
+                  checkpoint_id: str) -> builtins.list[tuple[str, str, Typed]]:
+        return self._run(
+            CheckpointSQL.writes(thread_id, checkpoint_ns, checkpoint_id))
 
     def cp_delete_thread(self, thread_id: str) -> None:
-        with self._cp_tx() as conn:
-            for table in ("cp_checkpoints", "cp_blobs", "cp_writes"):
-                conn.execute(f"DELETE FROM {table} WHERE thread_id=%s", (thread_id,))
+        self._run_plain(CheckpointSQL.delete_thread(thread_id))
 
     def cp_delete_runs(self, run_ids: Sequence[str]) -> None:
-        ids = [str(r) for r in run_ids]
-        if not ids:
-            return
-        with self._cp_tx() as conn:
-            conn.execute(
-                "DELETE FROM cp_writes w USING cp_checkpoints c WHERE c.run_id = ANY(%s) AND "
-                "c.thread_id=w.thread_id AND c.checkpoint_ns=w.checkpoint_ns AND "
-                "c.checkpoint_id=w.checkpoint_id", (ids,))
-            conn.execute("DELETE FROM cp_checkpoints WHERE run_id = ANY(%s)", (ids,))
+        self._run_plain(CheckpointSQL.delete_runs(run_ids))
 
     def cp_copy_thread(self, source: str, target: str) -> None:
-        with self._cp_tx() as conn:
-            conn.execute(
-                f"INSERT INTO cp_checkpoints ({_CP_COLUMNS}) SELECT %s, checkpoint_ns, "
-                "checkpoint_id, parent_checkpoint_id, run_id, type, checkpoint, metadata_type, "
-                "metadata FROM cp_checkpoints WHERE thread_id=%s ON CONFLICT (thread_id, "
-                "checkpoint_ns, checkpoint_id) DO UPDATE SET "
-                "parent_checkpoint_id=EXCLUDED.parent_checkpoint_id, run_id=EXCLUDED.run_id, "
-                "type=EXCLUDED.type, checkpoint=EXCLUDED.checkpoint, "
-                "metadata_type=EXCLUDED.metadata_type, metadata=EXCLUDED.metadata",
-                (target, source))
-            conn.execute(
-                "INSERT INTO cp_blobs SELECT %s, checkpoint_ns, channel, version, type, value "
-                "FROM cp_blobs WHERE thread_id=%s ON CONFLICT (thread_id, checkpoint_ns, "
-                "channel, version) DO UPDATE SET type=EXCLUDED.type, value=EXCLUDED.value",
-                (target, source))
-            conn.execute(
-                "INSERT INTO cp_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, "
-                "channel, type, value, task_path) SELECT %s, checkpoint_ns, checkpoint_id, "
-                "task_id, idx, channel, type, value, task_path FROM cp_writes WHERE thread_id=%s "
-                "ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE "
-                "SET channel=EXCLUDED.channel, type=EXCLUDED.type, value=EXCLUDED.value, "
-                "task_path=EXCLUDED.task_path", (target, source))
+        self._run_plain(CheckpointSQL.copy_thread(source, target))
 
     def cp_redact(self, contains: Sequence[bytes],
-                  rewrite: Callable[[Typed], Typed | None]) -> list[str]:
+                  rewrite: Callable[[Typed], Typed | None]) -> builtins.list[str]:
         if not contains:
             return []
         threads: set[str] = set()

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from memos_core.cube import MemCube, State, Usage, bump_heat, utcnow
+from memos_core.cube import MemCube, State, bump_heat, utcnow
 from memos_core.errors import (
     ConflictError,
     InvalidInputError,
@@ -40,6 +40,8 @@ from memos_core.errors import (
 )
 from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, audit_hash, parse_head, verify_chain
 from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
+from memos_core.vault import pg_sql
+from memos_core.vault.pg_async import PgAsyncMixin
 from memos_core.vault.pg_feed import FeedMixin, Tx
 from memos_core.vault.pg_integrations import (
     PgCheckpointsMixin,
@@ -47,7 +49,7 @@ from memos_core.vault.pg_integrations import (
     PgKeyedMixin,
     PgLogMixin,
 )
-from memos_core.vault.pg_schema import LOCK_CLASS, SCHEMA_VERSION, WRITE_LOCK, migrate
+from memos_core.vault.pg_schema import SCHEMA_VERSION, migrate
 from memos_core.vault.scrub import scrub
 
 __all__ = ["PostgresVault", "is_postgres_url", "redact_url"]
@@ -79,7 +81,8 @@ def _ts(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
 
-class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin):
+class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin,
+                    PgAsyncMixin):
     """The vault in a PostgreSQL database (server mode). Thread-safe and multi-process safe.
 
     Args:
@@ -145,7 +148,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         """One mutation: a transaction under the write lock; its change rows and NOTIFY are
         written at the end, inside it. Commits on success, rolls back on any exception."""
         with self._conn() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, WRITE_LOCK))
+            lock = pg_sql.lock_step()
+            conn.execute(lock.sql, lock.params)
             tx = Tx(conn)
             yield tx
             seqs = self._write_changes(tx)
@@ -197,6 +201,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             return
         self._closed = True
         self._close_feed()
+        self._close_async()
         self._pool.close()
 
     # -- meta ---------------------------------------------------------------------------------
@@ -430,31 +435,17 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
     # -- reads --------------------------------------------------------------------------------
 
+    # get, get_many, list, history: statement programs shared with the native async view
+    # (memos_core.vault.pg_sql; PostgresVault.native_async)
+
     def _with_usage(self, docs: Sequence[tuple[str, str]]) -> builtins.list[MemCube]:
-        if not docs:
-            return []
-        usage = {r[0]: Usage(access_count=r[1], last_access=_dt(r[2]), heat=r[3], tier=r[4])
-                 for r in self._query("SELECT id, access_count, last_access, heat, tier FROM usage "
-                                      "WHERE id = ANY(%s)", ([d[0] for d in docs],))}
-        out = []
-        for mid, doc in docs:
-            cube = MemCube.model_validate_json(doc)
-            if mid in usage:
-                cube = cube.model_copy(update={"usage": usage[mid]})
-            out.append(cube)
-        return out
+        return self._run(pg_sql.with_usage(docs))
 
     def get(self, memory_id: str) -> MemCube | None:
-        cubes = self._with_usage(self._query("SELECT id, doc::text FROM memories WHERE id=%s",
-                                             (memory_id,)))
-        return cubes[0] if cubes else None
+        return self._run(pg_sql.get(memory_id))
 
     def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
-        ids = list(dict.fromkeys(memory_ids))
-        if not ids:
-            return {}
-        rows = self._query("SELECT id, doc::text FROM memories WHERE id = ANY(%s)", (ids,))
-        return {c.id: c for c in self._with_usage(rows)}
+        return self._run(pg_sql.get_many(memory_ids))
 
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
         rows = self._query("SELECT doc::text FROM versions WHERE id=%s AND version=%s",
@@ -467,9 +458,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         return MemCube.model_validate_json(rows[0][0]) if rows else None
 
     def history(self, memory_id: str) -> builtins.list[MemCube]:
-        rows = self._query("SELECT doc::text FROM versions WHERE id=%s ORDER BY version",
-                           (memory_id,))
-        return [MemCube.model_validate_json(r[0]) for r in rows]
+        return self._run(pg_sql.history(memory_id))
 
     def _where(self, q: ListQuery) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -503,10 +492,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
     def list(self, query: ListQuery) -> builtins.list[MemCube]:
         where, params = self._where(query)
-        order = "DESC" if query.newest_first else "ASC"
-        rows = self._query(f"SELECT id, doc::text FROM memories{where} ORDER BY seq {order} "
-                           "LIMIT %s OFFSET %s", [*params, query.limit, query.offset])
-        return self._with_usage(rows)
+        return self._run(pg_sql.list_memories(query, where, params))
 
     def count(self, query: ListQuery | None = None) -> int:
         where, params = self._where(query or ListQuery())

@@ -17,7 +17,7 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, message_to_dict, messages_from_dict
 from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
-from memos_core.integration import check_name
+from memos_core.integration import check_name, has_native_async
 
 from langchain_memos._shared import message_text, role_of
 
@@ -37,7 +37,8 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
     forgotten in MemOS is gone from the history. ``add_messages`` stores a batch in one
     transaction; a message that cannot be stored (content that is not JSON-serialisable)
     raises ``InvalidInputError`` and stores nothing. ``clear`` forgets every message of the
-    session (tombstones stay in the audit log). Async twins run in a worker thread.
+    session (tombstones stay in the audit log). ``aget_messages`` is native async in server mode; the
+    other async twins (writes: embedding, the memory write path) run in a worker thread.
     """
 
     def __init__(self, mos: MemOS, *, user_id: str, session_id: str, agent_id: str | None = None) -> None:
@@ -52,13 +53,23 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         self.session_id = check_name(session_id, "session_id")
         self.agent_id = agent_id
 
+    def _page(self, offset: int) -> dict[str, object]:
+        """``MemOS.list`` arguments of one page of the history."""
+        return {"user_id": self.user_id, "session_id": self.session_id, "tags": [HISTORY_TAG],
+                "states": _LIVE_STATES, "limit": _PAGE, "offset": offset}
+
     def _cubes(self) -> list[MemCube]:
         cubes: list[MemCube] = []
         while True:
-            page = self.mos.list(
-                user_id=self.user_id, session_id=self.session_id, tags=[HISTORY_TAG],
-                states=_LIVE_STATES, limit=_PAGE, offset=len(cubes),
-            )
+            page = self.mos.list(**self._page(len(cubes)))  # type: ignore[arg-type]
+            cubes.extend(page)
+            if len(page) < _PAGE:
+                return [c for c in cubes if META_MESSAGE in c.metadata]
+
+    async def _acubes(self) -> list[MemCube]:
+        cubes: list[MemCube] = []
+        while True:
+            page = await self.mos.alist(**self._page(len(cubes)))  # type: ignore[arg-type]
             cubes.extend(page)
             if len(page) < _PAGE:
                 return [c for c in cubes if META_MESSAGE in c.metadata]
@@ -97,7 +108,11 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
                             reason="chat history cleared")
 
     async def aget_messages(self) -> list[BaseMessage]:
-        return await asyncio.to_thread(lambda: self.messages)
+        """Async ``messages``: native reads in server mode (``MemOS.alist``), else a worker
+        thread."""
+        if not has_native_async(self.mos):
+            return await asyncio.to_thread(lambda: self.messages)
+        return messages_from_dict([c.metadata[META_MESSAGE] for c in await self._acubes()])
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         await asyncio.to_thread(self.add_messages, messages)

@@ -49,12 +49,14 @@ from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.integration import (
     CHECKPOINT_FILE,
+    AsyncThreadCheckpoints,
     FORGOTTEN,
     CheckpointRecord,
     DerivedForm,
     MessageRedactor,
     ThreadCheckpoints,
     Typed,
+    async_checkpoints,
     on_forget_checkpoints,
     open_log,
     thread_checkpoints,
@@ -84,8 +86,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
     Use it as ``create_agent(..., checkpointer=MemOSCheckpointer(mos))`` and invoke with
     ``config={"configurable": {"thread_id": ...}}``. It implements ``get_tuple``, ``list``,
     ``put``, ``put_writes``, ``delete_thread``, ``delete_for_runs`` and ``copy_thread``, each
-    with its async twin (run in a worker thread). ``prune`` is not offered: dropping
-    intermediate checkpoints can silently empty LangGraph delta channels.
+    with its async twin: native async in server mode (the vault's asyncio connection pool:
+    the same statements, results and errors), a worker thread on the embedded vault.
+    ``prune`` is not offered: dropping intermediate checkpoints can silently empty
+    LangGraph delta channels.
 
     Contracts: ``list`` yields newest first (by checkpoint id); ``filter`` keeps checkpoints
     whose metadata has each key equal to the given value; ``before`` keeps ids strictly
@@ -107,6 +111,8 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         super().__init__(serde=serde)
         self.mos = mos
         self._store: ThreadCheckpoints = thread_checkpoints(mos)
+        #: the native async storage (server mode), else None: async twins use a thread
+        self._astore: AsyncThreadCheckpoints | None = async_checkpoints(self._store)
         self._closed = False
         self._unhook = on_forget_checkpoints(mos, self._forget)
 
@@ -129,6 +135,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             raise InvalidInputError("This MemOSCheckpointer is closed; create a new one.")
         return self._store
 
+    def _avault(self) -> AsyncThreadCheckpoints | None:
+        self._vault()  # the same closed check
+        return self._astore
+
     # -- reads ----------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -147,38 +157,51 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         """Checkpoints newest first; ``config`` None lists every thread."""
-        thread = ns = checkpoint_id = None
-        if config is not None:
-            conf = config.get("configurable") or {}
-            thread, _ = _thread_and_ns(config)
-            ns = conf.get("checkpoint_ns")
-            checkpoint_id = conf.get("checkpoint_id") or None
-        if limit is not None and limit <= 0:
+        query = _list_query(config, filter, before, limit)
+        if query is None:
             return
-        records = self._vault().cp_list(
-            thread, None if ns is None else str(ns), checkpoint_id,
-            (get_checkpoint_id(before) or None) if before is not None else None,
-            None if filter else limit)
         count = 0
-        for record in records:
-            if filter:
-                metadata = self.serde.loads_typed(record.metadata)
-                if not all(metadata.get(k) == v for k, v in filter.items()):
-                    continue
+        for record in self._vault().cp_list(*query):
+            if not self._kept(record, filter):
+                continue
             yield self._tuple(record)
             count += 1
             if limit is not None and count >= limit:
                 return
 
+    def _kept(self, record: CheckpointRecord, filter: dict[str, Any] | None) -> bool:
+        """``list``'s metadata filter."""
+        if not filter:
+            return True
+        metadata = self.serde.loads_typed(record.metadata)
+        return all(metadata.get(k) == v for k, v in filter.items())
+
     def _tuple(self, record: CheckpointRecord) -> CheckpointTuple:
-        thread, ns, checkpoint_id = record.thread_id, record.checkpoint_ns, record.checkpoint_id
+        checkpoint, versions = self._decoded(record)
+        thread, ns = record.thread_id, record.checkpoint_ns
+        return self._assemble(record, checkpoint, self._vault().cp_blobs(thread, ns, versions),
+                              self._vault().cp_writes(thread, ns, record.checkpoint_id))
+
+    async def _atuple(self, store: AsyncThreadCheckpoints,
+                      record: CheckpointRecord) -> CheckpointTuple:
+        checkpoint, versions = self._decoded(record)
+        blobs, writes = await store.cp_parts(record.thread_id, record.checkpoint_ns,
+                                             record.checkpoint_id, versions)
+        return self._assemble(record, checkpoint, blobs, writes)
+
+    def _decoded(self, record: CheckpointRecord) -> tuple[Checkpoint, dict[str, str]]:
+        """The stored checkpoint (without channel values) and its channel versions."""
         checkpoint: Checkpoint = self.serde.loads_typed(record.checkpoint)
-        versions = {ch: str(v) for ch, v in checkpoint["channel_versions"].items()}
-        values = {ch: self.serde.loads_typed(typed)
-                  for ch, typed in self._vault().cp_blobs(thread, ns, versions).items()
+        return checkpoint, {ch: str(v) for ch, v in checkpoint["channel_versions"].items()}
+
+    def _assemble(self, record: CheckpointRecord, checkpoint: Checkpoint,
+                  blobs: dict[str, Typed], writes: Sequence[tuple[str, str, Typed]]
+                  ) -> CheckpointTuple:
+        """The tuple of ``record`` with its channel values and pending writes decoded."""
+        thread, ns, checkpoint_id = record.thread_id, record.checkpoint_ns, record.checkpoint_id
+        values = {ch: self.serde.loads_typed(typed) for ch, typed in blobs.items()
                   if typed[0] != "empty"}
         checkpoint = {**checkpoint, "channel_values": values}
-        writes = self._vault().cp_writes(thread, ns, checkpoint_id)
         parent = record.parent_checkpoint_id
         return CheckpointTuple(
             config=_config(thread, ns, checkpoint_id),
@@ -199,6 +222,18 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
     ) -> RunnableConfig:
         """Store a checkpoint (and the channel values whose version is in ``new_versions``);
         returns the config that names it. Its parent is ``config``'s ``checkpoint_id``."""
+        record, blobs = self._encoded(config, checkpoint, metadata, new_versions)
+        self._vault().cp_put(record, blobs)
+        return _config(record.thread_id, record.checkpoint_ns, record.checkpoint_id)
+
+    def _encoded(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> tuple[CheckpointRecord, list[tuple[str, str, Typed]]]:
+        """``put``'s checkpoint record and channel-value blobs."""
         thread, ns = _thread_and_ns(config)
         stored = dict(checkpoint)
         values = stored.pop("channel_values", {}) or {}
@@ -212,8 +247,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             thread, ns, checkpoint["id"], get_checkpoint_id(config),
             str(run_id) if run_id is not None else None,
             self.serde.dumps_typed(stored), self.serde.dumps_typed(full_metadata))
-        self._vault().cp_put(record, blobs)
-        return _config(thread, ns, checkpoint["id"])
+        return record, blobs
 
     def put_writes(
         self,
@@ -227,13 +261,18 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         Idempotent: a regular write already stored for (task, index) is kept; the special
         channels (error, interrupt, resume, scheduled) are replaced.
         """
+        self._vault().cp_put_writes(*self._encoded_writes(config, writes, task_id, task_path))
+
+    def _encoded_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                        task_id: str, task_path: str) -> tuple[Any, ...]:
+        """``cp_put_writes``'s arguments for ``put_writes``."""
         thread, ns = _thread_and_ns(config)
         checkpoint_id = get_checkpoint_id(config)
         if not checkpoint_id:
             raise InvalidInputError("put_writes needs config['configurable']['checkpoint_id'].")
         items = [(WRITES_IDX_MAP.get(channel, position), channel, self.serde.dumps_typed(value))
                  for position, (channel, value) in enumerate(writes)]
-        self._vault().cp_put_writes(thread, ns, checkpoint_id, task_id, task_path, items)
+        return thread, ns, checkpoint_id, task_id, task_path, items
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, blob and write of a thread (all namespaces)."""
@@ -256,10 +295,28 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             return []
         return _redact_vault(self._store, self.serde, memory)
 
-    # -- async twins (a worker thread each; storage calls never block the event loop) -----
+    # -- async twins: the same encoding and decoding, awaiting the async storage (native
+    # in server mode, else a worker thread per storage call: memos_core.integration) ------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
+        """Async :meth:`get_tuple`."""
+        store = self._avault()
+        if store is None:
+            return await asyncio.to_thread(self.get_tuple, config)
+        thread, ns = _thread_and_ns(config)
+        decoded: list[Checkpoint] = []
+
+        def versions_of(record: CheckpointRecord) -> dict[str, str]:
+            checkpoint, versions = self._decoded(record)
+            decoded.append(checkpoint)
+            return versions
+
+        # one connection for the checkpoint, its channel values and its pending writes
+        loaded = await store.cp_load(thread, ns, get_checkpoint_id(config) or None, versions_of)
+        if loaded is None:
+            return None
+        record, blobs, writes = loaded
+        return self._assemble(record, decoded[0], blobs, writes)
 
     async def alist(
         self,
@@ -269,11 +326,25 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        tuples = await asyncio.to_thread(
-            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
-        )
-        for tup in tuples:
-            yield tup
+        """Async :meth:`list`."""
+        store = self._avault()
+        if store is None:
+            tuples = await asyncio.to_thread(
+                lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
+            for tup in tuples:
+                yield tup
+            return
+        query = _list_query(config, filter, before, limit)
+        if query is None:
+            return
+        count = 0
+        for record in await store.cp_list(*query):
+            if not self._kept(record, filter):
+                continue
+            yield await self._atuple(store, record)
+            count += 1
+            if limit is not None and count >= limit:
+                return
 
     async def aput(
         self,
@@ -282,7 +353,13 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+        """Async :meth:`put`."""
+        store = self._avault()
+        if store is None:
+            return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+        record, blobs = self._encoded(config, checkpoint, metadata, new_versions)
+        await store.cp_put(record, blobs)
+        return _config(record.thread_id, record.checkpoint_ns, record.checkpoint_id)
 
     async def aput_writes(
         self,
@@ -291,16 +368,32 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+        """Async :meth:`put_writes`."""
+        store = self._avault()
+        if store is None:
+            return await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+        await store.cp_put_writes(*self._encoded_writes(config, writes, task_id, task_path))
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
+        """Async :meth:`delete_thread`."""
+        store = self._avault()
+        if store is None:
+            return await asyncio.to_thread(self.delete_thread, thread_id)
+        await store.cp_delete_thread(str(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await asyncio.to_thread(self.delete_for_runs, run_ids)
+        """Async :meth:`delete_for_runs`."""
+        store = self._avault()
+        if store is None:
+            return await asyncio.to_thread(self.delete_for_runs, run_ids)
+        await store.cp_delete_runs([str(r) for r in run_ids])
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+        """Async :meth:`copy_thread`."""
+        store = self._avault()
+        if store is None:
+            return await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+        await store.cp_copy_thread(str(source_thread_id), str(target_thread_id))
 
 
 def redact_vault(vault: ThreadCheckpoints, memory: MemCube) -> list[DerivedForm]:
@@ -422,6 +515,22 @@ def _redact_object(value: Any, redactor: MessageRedactor) -> Any:
             for b in content
         ]
     return value.model_copy(update=changes) if changes else value
+
+
+def _list_query(config: RunnableConfig | None, filter: dict[str, Any] | None,
+                before: RunnableConfig | None, limit: int | None) -> tuple[Any, ...] | None:
+    """``cp_list``'s arguments for ``list`` (None: nothing to list)."""
+    thread = ns = checkpoint_id = None
+    if config is not None:
+        conf = config.get("configurable") or {}
+        thread, _ = _thread_and_ns(config)
+        ns = conf.get("checkpoint_ns")
+        checkpoint_id = conf.get("checkpoint_id") or None
+    if limit is not None and limit <= 0:
+        return None
+    return (thread, None if ns is None else str(ns), checkpoint_id,
+            (get_checkpoint_id(before) or None) if before is not None else None,
+            None if filter else limit)
 
 
 def _thread_and_ns(config: RunnableConfig | None) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from langgraph.store.base import (
@@ -39,11 +39,14 @@ from memos_core import (
 )
 from memos_core.integration import (
     ItemKey,
+    aget_by_key,
+    aiter_by_prefix,
     allowance,
     check_name,
     delete_by_key,
     for_prompt,
     get_by_key,
+    has_native_async,
     iter_by_prefix,
     migrate_keys,
     put_by_key,
@@ -222,10 +225,7 @@ class MemOSStore(BaseStore):
 
         Every op is validated before anything runs, so bad input writes nothing.
         """
-        ops = list(ops)
-        for op in ops:
-            _validate(op)
-            self._check_user(op)
+        ops = self._checked(ops)
         results: list[Result] = []
         puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
         for op in ops:
@@ -243,6 +243,14 @@ class MemOSStore(BaseStore):
             self._put(op)
         return results
 
+    def _checked(self, ops: Iterable[Op]) -> list[Op]:
+        """Every op validated and naming its user, before anything runs."""
+        ops = list(ops)
+        for op in ops:
+            _validate(op)
+            self._check_user(op)
+        return ops
+
     def _check_user(self, op: Op) -> None:
         """Every op names its user before anything runs."""
         if isinstance(op, (GetOp, PutOp)):
@@ -253,8 +261,31 @@ class MemOSStore(BaseStore):
             self.user_of(codec.concrete_prefix(tuple(op.match_conditions or ())), prefix=True)
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        """Async ``batch``: the same work in a worker thread (the event loop never blocks)."""
-        return await asyncio.to_thread(self.batch, list(ops))
+        """Async ``batch``, with the same semantics and results. In server mode the reads
+        by key -- ``GetOp``, searches without a query, ``ListNamespacesOp`` -- are native
+        async (``memos_core.integration.aget_by_key`` / ``aiter_by_prefix``,
+        ``MemOS.alist``); a search with a query (embedding, hybrid retrieval) and the puts
+        (memory writes) run in a worker thread. On the embedded vault the whole batch runs
+        in one worker thread. The event loop never blocks."""
+        if not has_native_async(self.mos):
+            return await asyncio.to_thread(self.batch, list(ops))
+        ops = self._checked(ops)
+        results: list[Result] = []
+        puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
+        for op in ops:
+            if isinstance(op, GetOp):
+                cube = await aget_by_key(self.mos, self._key(op.namespace, op.key))
+                results.append(_item(cube) if cube is not None else None)
+            elif isinstance(op, SearchOp):
+                results.append(await self._asearch(op))
+            elif isinstance(op, ListNamespacesOp):
+                results.append(await self._alist_namespaces(op))
+            else:
+                puts[(op.namespace, op.key)] = op
+                results.append(None)
+        if puts:
+            await asyncio.to_thread(lambda: [self._put(op) for op in puts.values()])
+        return results
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -271,18 +302,48 @@ class MemOSStore(BaseStore):
             if codec.META_KEY in cube.metadata:
                 yield cube
 
+    async def _ascan(self, prefix: tuple[str, ...]) -> AsyncIterator[MemCube]:
+        """Async :meth:`_scan` (native reads)."""
+        async for _, cube in aiter_by_prefix(self.mos, self.user_of(prefix, prefix=True), prefix):
+            if codec.META_KEY in cube.metadata:
+                yield cube
+
+    def _page_args(self, op: SearchOp) -> dict[str, Any]:
+        """``MemOS.list`` arguments of a search without query or filter."""
+        return {"user_id": self.user_of(op.namespace_prefix, prefix=True),
+                "tags": [codec.prefix_tag(op.namespace_prefix)], "states": _LIVE_STATES,
+                "limit": min(op.limit, 10_000), "offset": op.offset}
+
+    async def _asearch(self, op: SearchOp) -> list[SearchItem]:
+        """Async :meth:`_search`: natively without a query, else in a worker thread."""
+        if op.limit <= 0:
+            return []
+        if op.query:
+            return await asyncio.to_thread(self._search, op)
+        if not op.filter:
+            return [self._shown(c, None) for c in await self.mos.alist(**self._page_args(op))]
+        want = op.offset + op.limit
+        matched = []
+        async for cube in self._ascan(op.namespace_prefix):
+            item = self._shown(cube, None)
+            if codec.matches_filter(item.value, op.filter):
+                matched.append(item)
+                if len(matched) >= want:
+                    break
+        return matched[op.offset:want]
+
+    async def _alist_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        conditions = tuple(op.match_conditions or ())
+        found = {_namespace(c) async for c in self._ascan(codec.concrete_prefix(conditions))}
+        return _namespaces_page(found, op)
+
     def _search(self, op: SearchOp) -> list[SearchItem]:
         if op.limit <= 0:
             return []
         want = op.offset + op.limit
         if not op.query:
             if not op.filter:
-                page = self.mos.list(
-                    user_id=self.user_of(op.namespace_prefix, prefix=True),
-                    tags=[codec.prefix_tag(op.namespace_prefix)],
-                    states=_LIVE_STATES, limit=min(op.limit, 10_000), offset=op.offset,
-                )
-                return [self._shown(c, None) for c in page]
+                return [self._shown(c, None) for c in self.mos.list(**self._page_args(op))]
             matched = []
             for cube in self._scan(op.namespace_prefix):
                 item = self._shown(cube, None)
@@ -347,11 +408,7 @@ class MemOSStore(BaseStore):
     def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
         conditions = tuple(op.match_conditions or ())
         found = {_namespace(cube) for cube in self._scan(codec.concrete_prefix(conditions))}
-        spaces = [ns for ns in found if codec.namespace_matches(ns, conditions)]
-        if op.max_depth is not None:
-            spaces = list({ns[: op.max_depth] for ns in spaces})
-        spaces.sort()
-        return spaces[op.offset: op.offset + op.limit]
+        return _namespaces_page(found, op)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -375,6 +432,16 @@ class MemOSStore(BaseStore):
         put_by_key(self.mos, item, text, metadata=metadata, tags=codec.namespace_tags(op.namespace),
                    type=self.memory_type, sensitivity=self.sensitivity, agent_id=self.agent_id,
                    reason="langgraph store put")
+
+
+def _namespaces_page(found: set[tuple[str, ...]], op: ListNamespacesOp) -> list[tuple[str, ...]]:
+    """``list_namespaces``' answer from the namespaces of the items found."""
+    conditions = tuple(op.match_conditions or ())
+    spaces = [ns for ns in found if codec.namespace_matches(ns, conditions)]
+    if op.max_depth is not None:
+        spaces = list({ns[: op.max_depth] for ns in spaces})
+    spaces.sort()
+    return spaces[op.offset: op.offset + op.limit]
 
 
 def _item_key(user_id: str, namespace: tuple[str, ...], key: str) -> ItemKey:

@@ -17,7 +17,6 @@ two histories, and ``get_keys`` lists only that user's keys.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -125,6 +124,39 @@ class MemOSChatStore(BaseChatStore):
         """Keys (of this store's user) that have messages, in order of first use."""
         return self._log.keys(self._ns)
 
+    # -- async (BaseChatStore's defaults would block the loop): native in server mode ------
+
+    async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
+        """Async :meth:`set_messages`."""
+        rows = _rows(check_chat_messages(messages), None)
+        await self._log.areplace(self._ns, check_key(key), rows, _ACTIVE, clear=_ACTIVE)
+
+    async def aget_messages(self, key: str) -> list[ChatMessage]:
+        """Async :meth:`get_messages`."""
+        return _messages(await self._log.aread(self._ns, check_key(key), _ACTIVE))
+
+    async def async_add_message(self, key: str, message: ChatMessage) -> None:
+        """Async :meth:`add_message`."""
+        rows = _rows([check_chat_message(message, "message")], None)
+        await self._log.aappend(self._ns, check_key(key), rows, _ACTIVE)
+
+    async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
+        """Async :meth:`delete_messages`."""
+        return _messages(await self._log.adelete(self._ns, check_key(key), _ACTIVE)) or None
+
+    async def adelete_message(self, key: str, idx: int) -> ChatMessage | None:
+        """Async :meth:`delete_message`."""
+        row = await self._log.adelete_at(self._ns, check_key(key), check_index(idx), _ACTIVE)
+        return None if row is None else load_message(row[1])
+
+    async def adelete_last_message(self, key: str) -> ChatMessage | None:
+        """Async :meth:`delete_last_message`."""
+        return await self.adelete_message(key, -1)
+
+    async def aget_keys(self) -> list[str]:
+        """Async :meth:`get_keys`."""
+        return await self._log.akeys(self._ns)
+
     def close(self) -> None:
         """Nothing to close: the history lives in the MemOS vault (kept for compatibility)."""
 
@@ -133,8 +165,9 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
     """The ``AsyncDBChatStore`` that ``Memory`` keeps its short-term queue in, persistent.
 
     ``MemOSAsyncChatStore(mos=mos)`` (optionally ``user_id=...``); pass it to
-    ``Memory.from_defaults(chat_store=...)``. Every method runs its SQLite work in a worker
-    thread, so the event loop never blocks. ``delete_message``'s ``idx`` is a position among
+    ``Memory.from_defaults(chat_store=...)``. The event loop never blocks: in server mode
+    every method is native async (the vault's asyncio connection pool), on the embedded
+    vault its storage call runs in a worker thread. ``delete_message``'s ``idx`` is a position among
     all of the key's messages (active and archived, oldest first). ``set_messages`` replaces
     every message of the key, whatever its status, as the llama-index SQL store does.
 
@@ -172,21 +205,21 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
         args = (self._ns, check_key(key), check_status(status, optional=True),
                 check_non_negative(limit, "limit", optional=True),
                 check_non_negative(offset, "offset", optional=True))
-        return _messages(await asyncio.to_thread(self._log.read, *args))
+        return _messages(await self._log.aread(*args))
 
     async def get_message_ids(
         self, key: str, status: MessageStatus | None = MessageStatus.ACTIVE
     ) -> list[str]:
         """The ids of the key's messages of ``status``, in the order of :meth:`get_messages`."""
         args = (self._ns, check_key(key), check_status(status, optional=True))
-        return [mid for mid, _ in await asyncio.to_thread(self._log.read, *args)]
+        return [mid for mid, _ in await self._log.aread(*args)]
 
     async def count_messages(
         self, key: str, status: MessageStatus | None = MessageStatus.ACTIVE
     ) -> int:
         """How many messages of ``status`` (None: all) the key has."""
         args = (self._ns, check_key(key), check_status(status, optional=True))
-        return await asyncio.to_thread(self._log.count, *args)
+        return await self._log.acount(*args)
 
     async def add_message(
         self, key: str, message: ChatMessage, status: MessageStatus = MessageStatus.ACTIVE
@@ -206,7 +239,7 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
         (default: new random ids)."""
         rows = _rows(check_chat_messages(messages), ids)
         args = (self._ns, check_key(key), rows, check_status(status, optional=False))
-        await asyncio.to_thread(self._log.append, *args)
+        await self._log.aappend(*args)
 
     async def set_messages(
         self, key: str, messages: list[ChatMessage], status: MessageStatus = MessageStatus.ACTIVE
@@ -214,33 +247,33 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
         """Replace all of the key's messages (any status) with ``messages`` of ``status``."""
         rows = _rows(check_chat_messages(messages), None)
         args = (self._ns, check_key(key), rows, check_status(status, optional=False))
-        await asyncio.to_thread(self._log.replace, *args, None)
+        await self._log.areplace(*args, None)
 
     async def delete_message(self, key: str, idx: int) -> ChatMessage | None:
         """Delete the message at position ``idx`` among all the key's messages; returns it,
         or None if out of range."""
         args = (self._ns, check_key(key), check_index(idx), None)
-        row = await asyncio.to_thread(self._log.delete_at, *args)
+        row = await self._log.adelete_at(*args)
         return None if row is None else load_message(row[1])
 
     async def delete_messages(self, key: str, status: MessageStatus | None = None) -> None:
         """Delete the key's messages of ``status`` (None: all). A missing key is a no-op."""
         args = (self._ns, check_key(key), check_status(status, optional=True))
-        await asyncio.to_thread(self._log.delete, *args)
+        await self._log.adelete(*args)
 
     async def delete_oldest_messages(self, key: str, n: int) -> list[ChatMessage]:
         """Delete the ``n`` oldest active messages; returns them, oldest first."""
         args = (self._ns, check_key(key), check_non_negative(n, "n"))
-        return _messages(await asyncio.to_thread(self._log.take_oldest, *args, archive=False))
+        return _messages(await self._log.atake_oldest(*args, archive=False))
 
     async def archive_oldest_messages(self, key: str, n: int) -> list[ChatMessage]:
         """Mark the ``n`` oldest active messages archived; returns them, oldest first."""
         args = (self._ns, check_key(key), check_non_negative(n, "n"))
-        return _messages(await asyncio.to_thread(self._log.take_oldest, *args, archive=True))
+        return _messages(await self._log.atake_oldest(*args, archive=True))
 
     async def get_keys(self) -> list[str]:
         """Keys (of this store's user) that have messages, in order of first use."""
-        return await asyncio.to_thread(self._log.keys, self._ns)
+        return await self._log.akeys(self._ns)
 
     def close(self) -> None:
         """Nothing to close: the history lives in the MemOS vault (kept for compatibility)."""

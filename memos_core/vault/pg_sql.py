@@ -1,0 +1,189 @@
+"""Statement programs: the SQL of the PostgreSQL vault written once, run by a sync and an
+async executor.
+
+A *program* is a generator that yields statements -- :class:`Rows` (a query: its rows come
+back), :class:`Exec` (a statement: its row count comes back), :class:`Many` (one statement
+over many parameter rows) -- and returns its result, decoded from the rows it was sent. It
+never touches a connection: :func:`run` executes it on a psycopg ``Connection`` (the vault's
+thread-safe sync path) and :func:`arun` on an ``AsyncConnection`` (the native async path of
+:mod:`memos_core.vault.pg_async`), so both paths send the same statements in the same order
+and decode the rows with the same code. An error a statement raises is thrown into the
+program at the ``yield`` (a program may catch it, as a ``try`` around a ``conn.execute``
+would). Transactions and locks are the caller's: a program runs inside whatever transaction
+its executor opened.
+
+This module holds the programs of the vault's read paths (``get``, ``get_many``, ``list``,
+``history``) and of the change feed's head; those of the integration storage (checkpoints,
+conversation logs, keyed items) are in :mod:`memos_core.vault.pg_integrations`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from memos_core.cube import MemCube, Usage
+from memos_core.vault.base import ListQuery
+from memos_core.vault.pg_schema import LOCK_CLASS, WRITE_LOCK
+
+__all__ = [
+    "Exec", "Many", "Program", "Rows", "Step", "arun", "change_head", "get", "get_many",
+    "history", "list_memories", "lock_step", "one", "run", "with_usage",
+]
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A query; the program is sent its rows (a list of tuples)."""
+
+    sql: str
+    params: Sequence[Any] = ()
+
+
+@dataclass(frozen=True)
+class Exec:
+    """A statement; the program is sent its row count (``-1`` when the server sends none)."""
+
+    sql: str
+    params: Sequence[Any] = ()
+
+
+@dataclass(frozen=True)
+class Many:
+    """One statement executed for each parameter row (``executemany``); sent None."""
+
+    sql: str
+    params: Sequence[Sequence[Any]]
+
+
+Step = Rows | Exec | Many
+#: A generator of statements returning ``T`` (see the module docstring).
+Program = Generator[Step, Any, T]
+
+
+def lock_step() -> Exec:
+    """The first statement of every vault mutation: the transaction-scoped write lock."""
+    return Exec("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, WRITE_LOCK))
+
+
+def _execute(conn: Any, step: Step) -> Any:
+    if isinstance(step, Rows):
+        return list(conn.execute(step.sql, step.params).fetchall())
+    if isinstance(step, Exec):
+        return conn.execute(step.sql, step.params).rowcount
+    with conn.cursor() as cur:
+        cur.executemany(step.sql, step.params)
+    return None
+
+
+async def _aexecute(conn: Any, step: Step) -> Any:
+    if isinstance(step, Rows):
+        cur = await conn.execute(step.sql, step.params)
+        return list(await cur.fetchall())
+    if isinstance(step, Exec):
+        return (await conn.execute(step.sql, step.params)).rowcount
+    async with conn.cursor() as cur:
+        await cur.executemany(step.sql, step.params)
+    return None
+
+
+def run(conn: Any, program: Program[T]) -> T:
+    """Execute ``program`` on a sync psycopg connection; returns what it returns."""
+    sent: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = program.send(sent) if error is None else program.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        error = None
+        try:
+            sent = _execute(conn, step)
+        except Exception as exc:  # noqa: BLE001 - thrown into the program at its yield
+            error = exc
+
+
+async def arun(conn: Any, program: Program[T]) -> T:
+    """Execute ``program`` on a psycopg ``AsyncConnection``; the same steps as :func:`run`."""
+    sent: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = program.send(sent) if error is None else program.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        error = None
+        try:
+            sent = await _aexecute(conn, step)
+        except Exception as exc:  # noqa: BLE001 - thrown into the program at its yield
+            error = exc
+
+
+def one(step: Rows, decode: Callable[[list[Row]], T]) -> Program[T]:
+    """The program of one query whose rows ``decode`` turns into the result."""
+    rows = yield step
+    return decode(rows)
+
+
+# -- the vault's read paths ---------------------------------------------------------------------
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+
+
+def with_usage(docs: Sequence[Row]) -> Program[list[MemCube]]:
+    """``(id, doc json)`` rows as cubes, each with its usage counters (one more query)."""
+    if not docs:
+        return []
+    usage = {r[0]: Usage(access_count=r[1], last_access=_dt(r[2]), heat=r[3], tier=r[4])
+             for r in (yield Rows("SELECT id, access_count, last_access, heat, tier FROM usage "
+                                  "WHERE id = ANY(%s)", ([d[0] for d in docs],)))}
+    out = []
+    for mid, doc in docs:
+        cube = MemCube.model_validate_json(doc)
+        if mid in usage:
+            cube = cube.model_copy(update={"usage": usage[mid]})
+        out.append(cube)
+    return out
+
+
+def get(memory_id: str) -> Program[MemCube | None]:
+    """The current version of ``memory_id`` (tombstones too), or None."""
+    rows = yield Rows("SELECT id, doc::text FROM memories WHERE id=%s", (memory_id,))
+    cubes = yield from with_usage(rows)
+    return cubes[0] if cubes else None
+
+
+def get_many(memory_ids: Sequence[str]) -> Program[dict[str, MemCube]]:
+    """The current versions of those of ``memory_ids`` that exist, by id."""
+    ids = list(dict.fromkeys(memory_ids))
+    if not ids:
+        return {}
+    rows = yield Rows("SELECT id, doc::text FROM memories WHERE id = ANY(%s)", (ids,))
+    return {c.id: c for c in (yield from with_usage(rows))}
+
+
+def history(memory_id: str) -> Program[list[MemCube]]:
+    """Every stored version of ``memory_id``, oldest first."""
+    rows = yield Rows("SELECT doc::text FROM versions WHERE id=%s ORDER BY version", (memory_id,))
+    return [MemCube.model_validate_json(r[0]) for r in rows]
+
+
+def list_memories(query: ListQuery, where: str, params: Sequence[Any]) -> Program[list[MemCube]]:
+    """The page ``query`` asks for; ``where``/``params`` are its filter
+    (``PostgresVault._where``)."""
+    order = "DESC" if query.newest_first else "ASC"
+    rows = yield Rows(f"SELECT id, doc::text FROM memories{where} ORDER BY seq {order} "
+                      "LIMIT %s OFFSET %s", [*params, query.limit, query.offset])
+    return (yield from with_usage(rows))
+
+
+def change_head() -> Program[int]:
+    """The newest change-feed seq (0 for none)."""
+    return one(Rows("SELECT COALESCE(MAX(seq), 0) FROM changes"), lambda rows: int(rows[0][0]))

@@ -41,6 +41,7 @@ from memos_core.errors import (
 from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, audit_hash, parse_head, verify_chain
 from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
 from memos_core.vault.pg_feed import FeedMixin, Tx
+from memos_core.vault.pg_graph import PgGraphMixin
 from memos_core.vault.pg_integrations import (
     PgCheckpointsMixin,
     PgGrantsMixin,
@@ -79,7 +80,8 @@ def _ts(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
 
-class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin):
+class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin,
+                    PgGraphMixin):
     """The vault in a PostgreSQL database (server mode). Thread-safe and multi-process safe.
 
     Args:

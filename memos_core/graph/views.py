@@ -330,7 +330,8 @@ class GraphViews:
         """Apply one changed memory to one view; False if the view must be dropped."""
         mid = row["id"]
         indexed = row["state"] in self.states
-        user, session = row.get("user_id"), row.get("session_id")
+        user: str = row["user_id"]
+        session: str | None = row.get("session_id")
         if mid in view:
             if not indexed:
                 view.remove(mid)

@@ -20,7 +20,7 @@ demand. Time to first search: from nothing built to the first expansion of one u
 returned (the graph's part of a first search; embedding and index are not in it). Then every
 user searched once, with the default bound and with ``--bound``: RSS, views and memories held.
 
-    python benchmarks/graph_memory.py --n 100000 --views
+    python benchmarks/graph_memory.py --n 100000 --views [--pg]
 """
 
 from __future__ import annotations
@@ -75,19 +75,32 @@ def synthetic_rows(n: int) -> list[dict]:
     return rows
 
 
-def make_vault(path: Path, n: int) -> None:
-    """The synthetic rows as memories of a SQLite vault at ``path`` (kept for reruns)."""
+def open_vault(where: str):  # type: ignore[no-untyped-def]
+    """A SQLite vault at a path, or a PostgresVault for a postgresql:// URL."""
+    if where.startswith("postgresql://"):
+        from memos_core.vault.postgres import PostgresVault
+
+        return PostgresVault(where)
+    from memos_core.vault import SQLiteVault
+
+    return SQLiteVault(where)
+
+
+def make_vault(path: Path | str, n: int) -> None:
+    """The synthetic rows as memories of a SQLite vault at ``path`` (kept for reruns) or of
+    the PostgreSQL database at a URL."""
     from datetime import datetime, timezone
 
     from memos_core.cube import MemCube, Namespace
     from memos_core.progress import progress
-    from memos_core.vault import Actor, SQLiteVault
+    from memos_core.vault import Actor
 
-    if path.exists():
+    if isinstance(path, Path) and path.exists():
         return
-    tmp = path.with_name(path.name + ".part")
-    tmp.unlink(missing_ok=True)
-    vault = SQLiteVault(tmp)
+    tmp = path.with_name(path.name + ".part") if isinstance(path, Path) else None
+    if tmp is not None:
+        tmp.unlink(missing_ok=True)
+    vault = open_vault(str(tmp or path))
     rows = synthetic_rows(n)
     bar = progress(n, "vault", True)
     for start in range(0, n, 2000):
@@ -99,10 +112,11 @@ def make_vault(path: Path, n: int) -> None:
         bar.update(min(2000, n - start))
     bar.close()
     vault.close()
-    tmp.rename(path)
+    if tmp is not None and isinstance(path, Path):
+        tmp.rename(path)
 
 
-def measure(path: Path, mode: str, bound: int | None) -> dict:
+def measure(path: str, mode: str, bound: int | None) -> dict:
     """One fresh process's measurement (see the module docstring)."""
     import threading
 
@@ -110,13 +124,13 @@ def measure(path: Path, mode: str, bound: int | None) -> dict:
     from memos_core.graph import GraphViews, MemoryGraph
     from memos_core.lifecycle import INDEXED_STATES
     from memos_core.retrieval.filters import build_filter
-    from memos_core.vault import SQLiteVault
     from scale import ACTIVITIES, NAMES
 
-    vault = SQLiteVault(path)
+    vault = open_vault(path)
     user = "user42"
+    mark = "%s" if path.startswith("postgresql://") else "?"
     seeds = [r[0] for r in vault._query(
-        "SELECT id FROM memories WHERE user_id=? ORDER BY seq LIMIT 10 OFFSET 300", (user,))]
+        f"SELECT id FROM memories WHERE user_id={mark} ORDER BY seq LIMIT 10 OFFSET 300", (user,))]
     rng, ex = random.Random(11), RuleEntityExtractor()
     question = ex.extract(f"when did {rng.choice(NAMES)} {rng.choice(ACTIVITIES)}?")
     gc.collect()
@@ -155,21 +169,28 @@ def measure(path: Path, mode: str, bound: int | None) -> dict:
 
 
 def views_main(args: argparse.Namespace) -> None:
-    import json
+    server = None
+    if args.pg:
+        from memos_core.testing.postgres import LocalPostgres
 
-    path = Path(args.vault_dir) / f"graph_views_{args.n}.sqlite3"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    make_vault(path, args.n)
-    results = []
-    for mode, bound in (("whole", None), ("views", None), ("views", args.bound)):
-        run = subprocess.run([sys.executable, __file__, "--measure", mode, "--vault", str(path),
-                              *(["--bound", str(bound)] if bound else [])],
-                             check=True, capture_output=True, text=True)
-        results.append(json.loads(run.stdout.strip().splitlines()[-1]))
+        server = LocalPostgres().start()
+        where = server.create_database("bench_views")
+        make_vault(where, args.n)
+    else:
+        path = Path(args.vault_dir) / f"graph_views_{args.n}.sqlite3"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_vault(path, args.n)
+        where = str(path)
+    try:
+        results = _measure_all(where, args.bound)
+    finally:
+        if server is not None:
+            server.close()
     same = all(r["hits"] == results[0]["hits"] for r in results)
     print(markdown_machine(machine_info()))
-    print(f"load average {os.getloadavg()[0]:.1f}; {args.n} memories, 100 users, one SQLite "
-          f"vault; first search: user42, 10 seeds, {len(results[0]['hits'])} expansion hits, the "
+    print(f"load average {os.getloadavg()[0]:.1f}; {args.n} memories, 100 users, one "
+          f"{'PostgreSQL (embedded server, loopback)' if args.pg else 'SQLite'} vault; first "
+          f"search: user42, 10 seeds, {len(results[0]['hits'])} expansion hits, the "
           f"same in every mode: {same}\n")
     print("| graph | bound (memories) | time to first search s | RSS after it MB "
           "| memories held | RSS after all 100 users MB | views / memories held |")
@@ -182,6 +203,18 @@ def views_main(args: argparse.Namespace) -> None:
               f"| {r['ttfs_s']:.3f} | {r['rss_first_mb']:.1f} | {r['held_first']} | {tail} |")
 
 
+def _measure_all(where: str, bound: int) -> list[dict]:
+    import json
+
+    results = []
+    for mode, small in (("whole", None), ("views", None), ("views", bound)):
+        run = subprocess.run([sys.executable, __file__, "--measure", mode, "--vault", where,
+                              *(["--bound", str(small)] if small else [])],
+                             check=True, capture_output=True, text=True)
+        results.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=100_000)
@@ -190,13 +223,15 @@ def main() -> None:
     p.add_argument("--views", action="store_true", help="whole graph vs per-user views")
     p.add_argument("--vault-dir", default=str(Path(tempfile.gettempdir()) / "memos-bench"))
     p.add_argument("--bound", type=int, default=20_000, help="the small bound of --views")
+    p.add_argument("--pg", action="store_true",
+                   help="--views on a PostgresVault (an embedded server started for the run)")
     p.add_argument("--measure", choices=("whole", "views"), help=argparse.SUPPRESS)
     p.add_argument("--vault", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure:
         import json
 
-        print(json.dumps(measure(Path(args.vault), args.measure, args.bound
+        print(json.dumps(measure(args.vault, args.measure, args.bound
                                  if "--bound" in sys.argv else None)))
         return
     if args.views:

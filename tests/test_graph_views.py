@@ -161,20 +161,43 @@ class World:
 PRINCIPALS = [(u,) for u in USERS] + [("u0", "u2")]
 
 
+@pytest.mark.parametrize("principals", [PRINCIPALS, [("u0",)]], ids=["all-users", "one-user"])
 @pytest.mark.parametrize("seed", range(6))
-def test_views_answer_as_the_whole_graph_through_random_writes(tmp_path, seed):
+def test_views_answer_as_the_whole_graph_through_random_writes(tmp_path, seed, principals):
+    # one-user: most changes concern no loaded view (their memories' old entities are
+    # unknown, so cached degrees must be forgotten, not adjusted)
     vault = SQLiteVault(tmp_path / "vault.sqlite3")
     try:
         views = make_views(vault)
         world = World(vault, views, seed)
         for _ in range(25):
             world.step()
-        assert_same(views, vault, PRINCIPALS)  # loaded from the vault
+        assert_same(views, vault, principals)  # loaded from the vault
         for round_ in range(4):
             for _ in range(15):  # views stay loaded: the changes are applied to them
                 world.step()
-            assert_same(views, vault, PRINCIPALS)
-        assert views.loads >= len(PRINCIPALS)
+            assert_same(views, vault, principals)
+        assert views.loads >= len(principals)
+    finally:
+        vault.close()
+
+
+def test_the_entity_hop_reads_degrees_in_one_query(tmp_path):
+    vault = SQLiteVault(tmp_path / "vault.sqlite3")
+    try:
+        cubes = [MemCube(namespace=Namespace(user_id="alice"), text=str(i),
+                         entities=(NAMES[i], NAMES[i + 1])) for i in range(4)]
+        vault.insert(cubes, Actor("alice"))
+        views = make_views(vault)
+        view = views.view(["alice"])
+        payloads = [view.payload(c.id) for c in cubes[:3]]  # what the hop reads first
+        before = views.degrees.queries
+        degrees = [view.entity_degree(e) for p in payloads for e in p["entities"]]
+        assert degrees == [1, 2, 2, 2, 2, 2] and views.degrees.queries == before + 1
+        other = MemCube(namespace=Namespace(user_id="bob"), text="x", entities=(NAMES[0],))
+        vault.insert([other], Actor("bob"))
+        views.apply([graph_row(other)])  # bob's view is not loaded: the degree is still his
+        assert view.entity_degree(NAMES[0]) == 2 and view.entity_degree(NAMES[1]) == 2
     finally:
         vault.close()
 

@@ -156,6 +156,14 @@ class MemOSConfig(BaseModel):
         description="Bulk adds and reindexing optimise the index once this many points were "
         "written since the last optimisation (below it brute force search is fast enough).",
     )
+    graph_max_memories: int = Field(
+        default=200_000, ge=1,
+        description="The graph is held as per-user views, loaded from the vault when a search "
+        "first needs one and evicted least recently used once the loaded views hold more "
+        "memories than this (about 180 MB: 100,000 memories in 100 views took 89 MB, "
+        "docs/benchmarks.md). A store with fewer memories never evicts; the view in use "
+        "is never evicted.",
+    )
 
     cache_dir: Path | None = Field(
         default=None,

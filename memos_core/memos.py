@@ -34,7 +34,7 @@ from memos_core.governance import access
 from memos_core.governance import sensitivity as sensitivity_rules
 from memos_core.governance.derived import check_mode
 from memos_core.governance.forget_hooks import ForgetHook
-from memos_core.graph import MemoryGraph
+from memos_core.graph import GraphViews
 from memos_core.index.base import VectorIndex
 from memos_core.lifecycle import CHANGEABLE_STATES, SEARCHABLE_STATES, ttl_elapsed
 from memos_core.lock import DataDirLock
@@ -179,7 +179,9 @@ class MemOS:
         return self.store.index
 
     @property
-    def graph(self) -> MemoryGraph:
+    def graph(self) -> GraphViews:
+        """The memory graph: per-user views loaded from the vault on demand
+        (:mod:`memos_core.graph.views`)."""
         return self.store.graph
 
     @property

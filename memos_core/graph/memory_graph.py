@@ -210,9 +210,37 @@ class MemoryGraph:
                 out[key] = list(out[key])
         return out
 
+    def __len__(self) -> int:
+        """How many memories the graph holds."""
+        return len(self._num)
+
     def entity_degree(self, entity: str) -> int:
+        """How many memories name ``entity`` (a view: in the whole store, see
+        :class:`memos_core.graph.views.GraphView`)."""
         e = self._entity_num.get(entity)
         return 0 if e is None else len(self._members[e])
+
+    def _degree(self, e: int) -> int:
+        """The degree of entity number ``e`` that expansion weighs by."""
+        return len(self._members[e])
+
+    def _prefetch(self, entities: Iterable[str]) -> None:
+        """Called before an expansion with the entity names whose degrees it will read (a
+        view reads them from the vault in one query); nothing to do here."""
+
+    def entities_of(self, memory_id: str) -> list[str]:
+        """The entities of a memory the graph holds ([] if unknown)."""
+        n = self._num.get(memory_id)
+        return [] if n is None else [self._entity_names[e] for e in self._ents[n]]
+
+    def session_of(self, memory_id: str) -> tuple[Any, Any] | None:
+        """``(user_id, session_id)`` of a memory the graph holds, or None if unknown."""
+        n = self._num.get(memory_id)
+        return None if n is None else (self._rows[n][_USER], self._rows[n][_SESSION])
+
+    def has_session(self, user_id: str, session_id: str) -> bool:
+        """True if the graph holds a turn of this session."""
+        return (user_id, session_id) in self._sessions
 
     def session_turns(self, user_id: str, session_id: str) -> list[str]:
         """Memory ids of one session in turn order."""
@@ -229,7 +257,7 @@ class MemoryGraph:
             return []
         out = [(self._ids[m], "next") for m, _ in self._window(n, 1)]
         for e in self._ents[n]:
-            if len(self._members[e]) <= self.max_entity_degree:
+            if self._degree(e) <= self.max_entity_degree:
                 name = "entity:" + self._entity_names[e]
                 out.extend((self._ids[m], name) for m in self._members[e] if m != n)
         out.extend((self._ids[m], kind) for m, kind in self._relations.get(n, {}).items())
@@ -259,6 +287,10 @@ class MemoryGraph:
         # The filter's principal condition (owner or reader among user_ids) read straight
         # from the row: most entity neighbours at scale are other users' memories.
         owners = frozenset(flt.user_ids) if flt.user_ids is not None else None
+        query_entities = list(dict.fromkeys(query_entities))
+        self._prefetch([*(self._entity_names[e] for seed, _ in seeds
+                          if (n := self._num.get(seed)) is not None for e in self._ents[n]),
+                        *query_entities])
 
         def credit(m: int, amount: float, reason: str) -> None:
             ok = passes.get(m)
@@ -286,8 +318,9 @@ class MemoryGraph:
                 credit(m, weight, why)
             for e in self._ents[n]:
                 members = self._members[e]
-                if 1 < len(members) <= self.max_entity_degree:
-                    w = weight / math.log2(1 + len(members))
+                degree = self._degree(e)
+                if 1 < degree <= self.max_entity_degree:
+                    w = weight / math.log2(1 + degree)
                     reason = "shared entity " + self._entity_names[e]
                     for m in members:
                         if m != n:
@@ -295,11 +328,12 @@ class MemoryGraph:
             for m, kind in self._relations.get(n, {}).items():
                 if kind in _EXPLICIT:
                     credit(m, weight, kind)
-        for entity in dict.fromkeys(query_entities):
+        for entity in query_entities:
             found = self._entity_num.get(entity)
             mentioned: Collection[int] = self._members[found] if found is not None else ()
-            if 0 < len(mentioned) <= self.max_entity_degree:
-                w = entity_seed_weight / math.log2(1 + len(mentioned))
+            degree = self.entity_degree(entity)
+            if mentioned and 0 < degree <= self.max_entity_degree:
+                w = entity_seed_weight / math.log2(1 + degree)
                 for m in mentioned:
                     credit(m, w, "mentions " + entity)
         return {hit.id: hit for hit in hits.values()}

@@ -33,7 +33,7 @@ import numpy as np
 from memos_core.config import RetrievalConfig
 from memos_core.embedding import Embedder, QueryCache
 from memos_core.extraction import EntityExtractor
-from memos_core.graph import MemoryGraph
+from memos_core.graph import GraphViews
 from memos_core.index.base import IndexFilter, ScoredId, VectorIndex
 from memos_core.retrieval.candidate import Candidate
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
@@ -101,7 +101,7 @@ class HybridRetriever:
         index: VectorIndex,
         embedder: Embedder,
         bm25: "Bm25Encoder",
-        graph: MemoryGraph,
+        graph: GraphViews,
         graph_lock: threading.RLock,
         extractor: EntityExtractor,
         config: RetrievalConfig,
@@ -145,9 +145,10 @@ class HybridRetriever:
         if cfg.hop_weight > 0 and cands:
             top = sorted(cands.values(), key=lambda c: (-c.score, c.id))[: cfg.hop_docs]
             with self.graph_lock:
-                first = [self.graph.payload(c.id) or {} for c in top]
+                graph = self.graph.for_filter(flt)  # the principal's view (loaded on demand)
+                first = [graph.payload(c.id) or {} for c in top]
                 extra = hop_entities(first, self.extractor.extract(query),
-                                     self.graph.entity_degree, max_degree=cfg.hop_max_degree,
+                                     graph.entity_degree, max_degree=cfg.hop_max_degree,
                                      limit=cfg.hop_entities)
             hop = entity_hop(query, extra, bm25=self.bm25, index=self.index, flt=flt, n=n)
             if hop:
@@ -156,14 +157,16 @@ class HybridRetriever:
                 cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
         if cfg.session_stage_weight > 0 and cands:
             with self.graph_lock:
-                sessions = {mid: (self.graph.payload(mid) or {}).get("session_id") for mid in cands}
+                graph = self.graph.for_filter(flt)
+                sessions = {mid: (graph.payload(mid) or {}).get("session_id") for mid in cands}
             session_stage(cands, sessions.get, index=self.index, flt=flt, vector=vector,
                           sparse=sparse_query, weights=weights, weight=cfg.session_stage_weight,
                           sessions=cfg.session_count, per_session_hits=cfg.session_stage_hits,
                           new_candidate=Candidate, fuse_scores=score_fusion)
         if cfg.session_weight > 0 or cfg.temporal_weight > 0:
             with self.graph_lock:
-                payloads = {mid: self.graph.payload(mid) or {} for mid in cands}
+                graph = self.graph.for_filter(flt)
+                payloads = {mid: graph.payload(mid) or {} for mid in cands}
             boost_sessions(cands, lambda mid: payloads[mid].get("session_id"),
                            cfg.session_weight, sessions=cfg.session_count)
             span = parse_time_range(query, self.now()) if cfg.temporal_weight > 0 else None
@@ -186,7 +189,7 @@ class HybridRetriever:
         best = top[0].score if top else 0.0
         entity_weight = cfg.entity_weight * best
         with self.graph_lock:
-            hits = self.graph.expand(
+            hits = self.graph.for_filter(flt).expand(
                 seeds,
                 flt,
                 query_entities=self.extractor.extract(query),

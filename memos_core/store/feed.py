@@ -6,7 +6,8 @@ mutation. :class:`ChangeFollower` keeps this process's cursor into that sequence
 the facade serves a call, compares it with the feed's head (one indexed ``max`` query). Changes
 it has not seen -- made by other processes -- are applied to what this process derives:
 
-* the **graph** view (nodes upserted or removed, relations added);
+* the loaded **graph** views (nodes upserted or removed, relations added; a view not loaded
+  reads the current state when it is);
 * a **per-process index** (an ``edge`` index in the local cache directory) -- a shared index
   (pgvector, a Qdrant server) was updated by the writer itself. A writer can die between its
   vault commit and its index write (SIGKILL, power loss): a memory another process committed is
@@ -174,17 +175,12 @@ class ChangeFollower:
 
     def _resync(self) -> int:
         """The feed no longer reaches back to the cursor (rows were pruned while this
-        process was away): rebuild the graph view, reconcile the index, tell the listeners
+        process was away): drop the loaded graph views, reconcile the index, tell the listeners
         that every memory may have changed and purge local files of every forgotten one.
         Returns how many memories were looked at; the cursor moves to the head read first."""
-        from memos_core.graph import MemoryGraph
-
         store = self.store
         head = self.vault.change_head()
-        with store.graph_lock:
-            store.graph = MemoryGraph()
-            store._build_graph()
-            store.retriever.graph = store.graph
+        store.graph.clear()  # every loaded view reloads from the vault on its next use
         store.reconcile()
         seen = 0
         for batch in self.vault.iter_current(500):
@@ -225,5 +221,5 @@ class ChangeFollower:
             with self._own_lock:
                 for cube in cubes:
                     self._unchecked.setdefault(cube.id, seen)
-        store._graph_apply(cubes, edges)  # a relation to an unknown node is ignored
+        store._graph_apply(cubes, edges)  # loaded views follow; unloaded ones read it at load
         store._notify(cubes)

@@ -17,7 +17,8 @@ The write path, the only one (:meth:`MemoryStore.write`), under the write lock:
    built from old versions).
 
 After a crash between 1 and 2 the index is reconciled with the vault when the data directory
-is opened again (:meth:`MemoryStore.reconcile`); the graph is rebuilt from the vault at open.
+is opened again (:meth:`MemoryStore.reconcile`). The graph is not built at open: a user's view
+of it is loaded from the vault when a search first needs it (:mod:`memos_core.graph.views`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from memos_core.embedding import Embedder, default_embedder
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.governance import index_privacy
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
-from memos_core.graph import MemoryGraph
+from memos_core.graph import GraphViews
 from memos_core.index.base import IndexPoint, VectorIndex
 from memos_core.index.sparse import Bm25Encoder
 from memos_core.lifecycle import INDEXED_STATES
@@ -117,8 +118,15 @@ class MemoryStore:
         #: the HMAC key under which tags are stored in the index and graph
         #: (:mod:`memos_core.governance.index_privacy`)
         self.tag_key = index_privacy.store_key(self.vault)
-        self.graph = MemoryGraph()
-        self._build_graph()
+        #: the graph, as per-user views loaded from the vault on demand (LRU-bounded by
+        #: ``config.graph_max_memories``; :mod:`memos_core.graph.views`)
+        self.graph = GraphViews(
+            self.vault, lock=self.graph_lock, states=INDEXED_STATES,
+            max_memories=self.config.graph_max_memories,
+            degree_cap=max(1000, self.config.retrieval.hop_max_degree),
+            prepare=lambda row: index_privacy.hide_payload(row, self.tag_key),
+            owner_of=self._owner_of,
+        )
         self.retriever = HybridRetriever(
             self.index, self.embedder, self.bm25, self.graph, self.graph_lock, self.extractor,
             self.config.retrieval,
@@ -229,14 +237,14 @@ class MemoryStore:
         self._unoptimized += len(keep)
 
     def _graph_apply(self, cubes: Sequence[MemCube], edges: Sequence[Edge] = ()) -> None:
-        with self.graph_lock:
-            for cube in cubes:
-                if cube.state.value in INDEXED_STATES:
-                    self.graph.upsert(index_privacy.hide_payload(graph_row(cube), self.tag_key))
-                else:
-                    self.graph.remove(cube.id)
-            for edge in edges:
-                self.graph.add_relation(edge.src, edge.dst, edge.kind)
+        """The loaded graph views follow changed memories and new relations (an unloaded
+        view reads them from the vault when it is loaded)."""
+        self.graph.apply([index_privacy.hide_payload(graph_row(cube), self.tag_key)
+                          for cube in cubes], edges)
+
+    def _owner_of(self, memory_id: str) -> str | None:
+        cube = self.vault.get(memory_id)
+        return None if cube is None else cube.namespace.user_id
 
     def sync(self) -> int:
         """Server mode: apply the changes other processes made since the last call to this
@@ -278,13 +286,6 @@ class MemoryStore:
 
     # -- derived state: build, reconcile, reindex, optimize ------------------------------------
 
-    def _build_graph(self) -> None:
-        for row in self.vault.graph_rows():
-            if row["state"] in INDEXED_STATES:
-                self.graph.upsert(index_privacy.hide_payload(row, self.tag_key))
-        for edge in self.vault.edges():
-            self.graph.add_relation(edge.src, edge.dst, edge.kind)
-
     def _indexed_count(self) -> int:
         return self.vault.count(ListQuery(states=INDEXED_STATES))
 
@@ -319,10 +320,7 @@ class MemoryStore:
             bar.close()
             self.index.flush()
             self.optimize()
-            with self.graph_lock:
-                self.graph = MemoryGraph()
-                self._build_graph()
-                self.retriever.graph = self.graph
+            self.graph.clear()  # views reload from the vault on their next use
             return {"indexed": done}
 
     def optimize(self) -> None:

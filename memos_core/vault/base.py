@@ -457,6 +457,23 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
     def edges(self) -> builtins.list[Edge]:
         """Every stored relation."""
 
+    def graph_view_rows(self, user_ids: Sequence[str],
+                        states: Sequence[str]) -> builtins.list[dict[str, Any]]:
+        """One principal's part of the memory graph (:mod:`memos_core.graph.views`), as
+        :meth:`graph_rows` rows in insertion order, each memory once: the memories in
+        ``states`` that one of ``user_ids`` owns or reads (``readers``), and every memory in
+        ``states`` of a session (owner, session id) of another user that holds one of those
+        (its neighbouring turns). Indexed queries: by owner, by reader, by session."""
+
+    def graph_edges(self, memory_ids: Sequence[str]) -> builtins.list[Edge]:
+        """The stored relations with ``src`` or ``dst`` among ``memory_ids``, each once, in
+        the order they were stored."""
+
+    def entity_degrees(self, entities: Sequence[str], states: Sequence[str],
+                       cap: int) -> dict[str, int]:
+        """For each entity, how many memories in ``states`` name it (``entities``), counted
+        up to ``cap + 1`` ("more than ``cap``"); 0 for an entity no such memory names."""
+
     def derived_from(self, memory_id: str) -> builtins.list[str]:
         """Ids of the memories recorded as derived from ``memory_id`` (its summaries)."""
 

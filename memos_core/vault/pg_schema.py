@@ -15,6 +15,8 @@ Migrations:
 3. the integration storage: ``item_keys`` (keyed items), ``conversation_log`` and the thread
    checkpoints ``cp_checkpoints`` / ``cp_blobs`` / ``cp_writes``
    (:mod:`memos_core.vault.pg_integrations`).
+4. a GIN index on ``memories.entities``: entity degrees for the per-user graph views
+   (:mod:`memos_core.vault.pg_graph`).
 """
 
 from __future__ import annotations
@@ -171,8 +173,12 @@ _V3 = [
     )""",
 ]
 
+_V4 = [
+    "CREATE INDEX IF NOT EXISTS memories_entities ON memories USING GIN (entities jsonb_path_ops)",
+]
+
 #: migration number -> statements (applied in one transaction)
-MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3}
+MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

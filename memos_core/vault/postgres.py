@@ -43,6 +43,7 @@ from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
 from memos_core.vault import pg_sql
 from memos_core.vault.pg_async import PgAsyncMixin
 from memos_core.vault.pg_feed import FeedMixin, Tx
+from memos_core.vault.pg_graph import PgGraphMixin
 from memos_core.vault.pg_integrations import (
     PgCheckpointsMixin,
     PgGrantsMixin,
@@ -82,7 +83,7 @@ def _ts(dt: datetime | None) -> float | None:
 
 
 class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin,
-                    PgAsyncMixin):
+                    PgAsyncMixin, PgGraphMixin):
     """The vault in a PostgreSQL database (server mode). Thread-safe and multi-process safe.
 
     Args:

@@ -39,9 +39,10 @@ from memos_core.vault.audit_chain import (
     parse_head,
     verify_chain,
 )
-from memos_core.vault import sqlite_checkpoints, sqlite_keyed, sqlite_log
+from memos_core.vault import sqlite_checkpoints, sqlite_graph, sqlite_keyed, sqlite_log
 from memos_core.vault.grants import SQLiteGrantsMixin
 from memos_core.vault.sqlite_checkpoints import SQLiteCheckpointsMixin
+from memos_core.vault.sqlite_graph import SQLiteGraphMixin
 from memos_core.vault.sqlite_keyed import SQLiteKeyedMixin, drop_bindings
 from memos_core.vault.sqlite_log import SQLiteLogMixin
 from memos_core.vault.scrub import migrate_scrub_flags, scrub, text_digest
@@ -126,7 +127,8 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
 
 
-class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteCheckpointsMixin):
+class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteCheckpointsMixin,
+                  SQLiteGraphMixin):
     """The embedded vault. Thread-safe: one connection, serialised by a lock."""
 
     def __init__(self, path: str | Path) -> None:
@@ -144,6 +146,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                 self._create()
             db = self._db = self._connect(self.path)
             self._check_schema()
+            self._fill_graph_tables()
             self._remove_stale_creations()
         except sqlite3.DatabaseError as exc:
             if db is not None:
@@ -174,7 +177,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             db.execute("PRAGMA secure_delete=ON")  # forgotten text is zeroed on disk
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(_SCHEMA + sqlite_keyed.SCHEMA + sqlite_log.SCHEMA
-                             + sqlite_checkpoints.SCHEMA)
+                             + sqlite_checkpoints.SCHEMA + sqlite_graph.SCHEMA)
         except BaseException:
             db.close()
             raise

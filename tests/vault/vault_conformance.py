@@ -266,6 +266,57 @@ class VaultConformance:
         assert "text" not in row and row["id"] == c.id and row["tags"] == ["trip"]
         assert row["entities"] == ["Bob", "Paris"] and row["superseded"] is False
 
+    def test_graph_view_rows_hold_a_users_part_of_the_graph(self, vault: Vault) -> None:
+        states = ("generated", "activated", "archived")
+        a1, a2 = cube("a1", session="s"), cube("a2", session="s")
+        b1, b2, b3 = (cube(t, user="bob", session="t") for t in ("b1", "b2", "b3"))
+        b4, c1 = cube("b4", user="bob", session="u"), cube("c1", user="carol", session="t")
+        vault.insert([a1, a2], ALICE)
+        vault.insert([b1, b2, b3, b4], Actor("bob"))
+        vault.insert([c1], Actor("carol"))
+        shared = bump(b2, governance=b2.governance.model_copy(update={"readers": ("alice",)}))
+        vault.put_version(shared, 1, Actor("bob"), "share:read")
+        vault.tombstone(a2.id, ALICE)
+        vault.tombstone(b3.id, Actor("bob"))
+        rows = vault.graph_view_rows(["alice"], states)
+        # her own live memory, the one shared with her and the other live turn of its session
+        assert [r["id"] for r in rows] == [a1.id, b1.id, b2.id]
+        assert rows[2]["readers"] == ["alice"] and rows[2]["version"] == 2
+        assert [r["id"] for r in vault.graph_view_rows(["bob"], states)] == [b1.id, b2.id, b4.id]
+        assert [r["id"] for r in vault.graph_view_rows(["alice", "carol"], states)] == \
+            [a1.id, b1.id, b2.id, c1.id]
+        assert vault.graph_view_rows(["nobody"], states) == []
+        assert vault.graph_view_rows([], states) == []
+
+    def test_graph_edges_touching_memories(self, vault: Vault) -> None:
+        a, b, c, d = (cube(t) for t in "abcd")
+        vault.insert([a, b, c, d], ALICE)
+        vault.add_edges([Edge(a.id, b.id, "supersedes"), Edge(c.id, a.id, "derived_from"),
+                         Edge(c.id, d.id, "derived_from")])
+        assert vault.graph_edges([a.id]) == [Edge(a.id, b.id, "supersedes"),
+                                             Edge(c.id, a.id, "derived_from")]
+        assert vault.graph_edges([d.id, d.id]) == [Edge(c.id, d.id, "derived_from")]
+        assert len(vault.graph_edges([a.id, b.id, c.id, d.id])) == 3
+        assert vault.graph_edges([]) == [] and vault.graph_edges(["unknown"]) == []
+
+    def test_entity_degrees_count_live_memories_up_to_a_cap(self, vault: Vault) -> None:
+        states = ("generated", "activated", "archived")
+        cubes = [cube(f"m{i}", user=("alice", "bob")[i % 2],
+                      entities=("Paris", "Paris") + (("Oslo",) if i < 2 else ())) for i in range(6)]
+        vault.insert(cubes, ALICE)
+        assert vault.entity_degrees(["Paris", "Oslo", "Rome"], states, 10) == \
+            {"Paris": 6, "Oslo": 2, "Rome": 0}
+        assert vault.entity_degrees(["Paris"], states, 3) == {"Paris": 4}  # more than 3
+        vault.tombstone(cubes[0].id, ALICE)  # a forgotten memory names nothing
+        changed = bump(cubes[1], entities=("Rome",))
+        vault.put_version(changed, 1, ALICE, "update")
+        assert vault.entity_degrees(["Paris", "Oslo", "Rome"], states, 10) == \
+            {"Paris": 4, "Oslo": 0, "Rome": 1}
+        expired = bump(cubes[2], state=State.EXPIRED)
+        vault.put_version(expired, 1, ALICE, "expire")
+        assert vault.entity_degrees(["Paris", "paris"], states, 10) == {"Paris": 3, "paris": 0}
+        assert vault.entity_degrees([], states, 10) == {}
+
     def test_user_stats_count_only_the_users_own(self, vault: Vault) -> None:
         a1, a2, b1 = cube("a1"), cube("a2"), cube("b1", user="bob")
         vault.insert([a1, a2], ALICE)

@@ -1,0 +1,390 @@
+"""Per-principal views of the memory graph, loaded from the vault on demand and bounded.
+
+The vault holds everything the graph is made of (payload fields, entities, relations); a
+process does not build the whole graph. A **view** is one principal's part of it -- a
+:class:`GraphView` (a :class:`~memos_core.graph.memory_graph.MemoryGraph`) holding:
+
+* every memory in the graph's states (:data:`~memos_core.lifecycle.INDEXED_STATES`) that
+  the principal owns or reads (``readers``: per-memory and namespace shares);
+* every memory of another user's session that holds one of those -- the turns around a
+  shared memory, which it does not read, still decide which turns are its neighbours;
+* every stored relation among them (a relation to a memory outside the view can never be
+  followed: expansion keeps only memories the principal may read, and all of those are in);
+* the **entity degrees** of the whole store (how many memories name an entity, which
+  weighs and cuts entity links) -- read from the vault (an indexed count) when an
+  expansion or the entity hop needs them, cached per process until a write changes them.
+
+That is exactly what a search with the filter ``user_ids=(principal,)`` reads, so a view
+answers it as the whole graph did (same candidates, scores and reasons). A filter without
+``user_ids`` gets the whole graph as one view.
+
+:class:`GraphViews` keeps the loaded views in an LRU bounded by ``max_memories`` (the sum of
+the views' sizes; the view in use is never evicted, so one view larger than the bound is
+still served alone). Changes -- this process's writes and, in server mode, the change feed --
+are applied to the loaded views they concern and ignored for the others: an unloaded view
+reads the current state when it is next loaded. A change a view cannot apply exactly (a
+memory becomes readable whose session or relations the view does not hold) drops that view;
+it is reloaded on its next use.
+
+Loading reads the vault under the graph lock, so a write's graph update (which takes the lock
+after its commit) either is already in what a load read or is applied to the loaded view.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from memos_core.graph.memory_graph import MemoryGraph
+from memos_core.index.base import IndexFilter
+
+#: a view's key: the sorted principals of the filter (None: the whole graph)
+ViewKey = tuple[str, ...] | None
+_DEGREE_CACHE_MAX = 200_000  # entity degrees cached per process (cleared when full)
+
+
+class GraphSource(Protocol):
+    """What the views read from the vault (:class:`memos_core.vault.base.Vault` has it)."""
+
+    def graph_rows(self) -> list[dict[str, Any]]: ...  # pragma: no cover - protocol
+
+    def edges(self) -> Sequence[Any]: ...  # pragma: no cover - protocol
+
+    def graph_view_rows(self, user_ids: Sequence[str],
+                        states: Sequence[str]) -> list[dict[str, Any]]: ...  # pragma: no cover
+
+    def graph_edges(self, memory_ids: Sequence[str]) -> Sequence[Any]: ...  # pragma: no cover
+
+    def entity_degrees(self, entities: Sequence[str], states: Sequence[str],
+                       cap: int) -> dict[str, int]: ...  # pragma: no cover - protocol
+
+
+class GraphView(MemoryGraph):
+    """One principal's part of the graph (see the module docstring); entity degrees are the
+    whole store's, read through ``degrees``. ``principals`` None: the whole graph."""
+
+    def __init__(self, principals: frozenset[str] | None, degrees: "_Degrees", *,
+                 max_entity_degree: int = 200) -> None:
+        super().__init__(max_entity_degree=max_entity_degree)
+        self.principals = principals
+        self._degrees = degrees
+        self._pending: dict[str, None] = {}  # entity names of payloads read since the last fetch
+        #: the owners of the memories it holds (a changed memory concerns only the views
+        #: that hold one of its owner's memories or whose principal owns or reads it)
+        self.owners: set[str] = set()
+
+    def upsert(self, row: dict[str, Any]) -> None:
+        super().upsert(row)
+        self.owners.add(row["user_id"])
+
+    def entity_degree(self, entity: str) -> int:
+        """How many memories of the whole store name ``entity``, exact up to the views'
+        ``degree_cap`` (beyond it: ``degree_cap + 1``)."""
+        if entity not in self._degrees.known:
+            # the entity hop asks one name at a time about the payloads it just read: fetch
+            # the degrees of all their entities in one query
+            self._pending[entity] = None
+            self._degrees.fetch(list(self._pending))
+            self._pending.clear()
+        return self._degrees.known.get(entity, 0)
+
+    def _degree(self, e: int) -> int:
+        return self.entity_degree(self._entity_names[e])
+
+    def _prefetch(self, entities: Iterable[str]) -> None:
+        self._degrees.fetch(list(entities))
+
+    def payload(self, memory_id: str) -> dict[str, Any] | None:
+        out = super().payload(memory_id)
+        if out is not None and len(self._pending) < 256:
+            self._pending.update(dict.fromkeys(out["entities"]))
+        return out
+
+    def readable(self, row: dict[str, Any]) -> bool:
+        """True if the principal owns or reads the memory of ``row``."""
+        p = self.principals
+        return p is None or row.get("user_id") in p or not p.isdisjoint(row.get("readers") or ())
+
+    def complete(self, user_id: Any, session_id: Any) -> bool:
+        """True if the view holds every turn of this session (or it is no session)."""
+        p = self.principals
+        return (session_id is None or p is None or user_id in p
+                or self.has_session(user_id, session_id))
+
+
+class _Degrees:
+    """The per-process cache of whole-store entity degrees (shared by every view)."""
+
+    def __init__(self, source: GraphSource, states: Sequence[str], cap: int) -> None:
+        self.source = source
+        self.states = tuple(states)
+        self.cap = cap
+        self.known: dict[str, int] = {}
+        self.queries = 0  # vault reads (for tests and stats)
+
+    def fetch(self, names: Sequence[str]) -> None:
+        missing = [n for n in dict.fromkeys(names) if n not in self.known]
+        if not missing:
+            return
+        if len(self.known) + len(missing) > _DEGREE_CACHE_MAX:
+            self.known.clear()
+        self.queries += 1
+        found = self.source.entity_degrees(missing, self.states, self.cap)
+        for name in missing:
+            self.known[name] = int(found.get(name, 0))
+
+    def forget(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.known.pop(name, None)
+
+
+class GraphViews:
+    """The loaded graph views of one process (see the module docstring).
+
+    Args:
+        source: the vault.
+        lock: the store's graph lock (re-entrant); every method takes it.
+        states: the states a memory has a graph node in.
+        max_memories: the LRU bound: most memories held by all loaded views together.
+        max_entity_degree: entities named by more memories are not expanded.
+        degree_cap: entity degrees are exact up to this (>= every threshold they are
+            compared with: ``max_entity_degree`` and the entity hop's ``hop_max_degree``).
+        prepare: applied to every row read from the vault before it joins a view (the store
+            hides tags with it).
+        owner_of: the owner of a memory (for the principal-free readers), None if unknown.
+    """
+
+    def __init__(self, source: GraphSource, *, lock: threading.RLock, states: Sequence[str],
+                 max_memories: int, max_entity_degree: int = 200, degree_cap: int = 200,
+                 prepare: Callable[[dict[str, Any]], dict[str, Any]] = lambda row: row,
+                 owner_of: Callable[[str], str | None] | None = None) -> None:
+        self.source = source
+        self.lock = lock
+        self.states = tuple(states)
+        self.max_memories = max_memories
+        self.max_entity_degree = max_entity_degree
+        self.prepare = prepare
+        self.owner_of = owner_of
+        self.degrees = _Degrees(source, self.states, max(degree_cap, max_entity_degree))
+        self._views: OrderedDict[ViewKey, GraphView] = OrderedDict()
+        self._sizes: dict[ViewKey, int] = {}
+        self._by_owner: dict[str, set[ViewKey]] = {}  # owner -> views holding its memories
+        self._by_principal: dict[str, set[ViewKey]] = {}  # user -> views it is a principal of
+        self._total = 0
+        #: how many views were loaded from the vault / evicted / dropped by a change
+        self.loads = 0
+        self.evictions = 0
+        self.drops = 0
+
+    # -- views ---------------------------------------------------------------------------
+
+    @staticmethod
+    def key(user_ids: Sequence[str] | None) -> ViewKey:
+        return None if user_ids is None else tuple(sorted(set(user_ids)))
+
+    def view(self, user_ids: Sequence[str] | None) -> GraphView:
+        """The view of the principals ``user_ids`` (None: the whole graph), loaded from the
+        vault if it is not loaded; it becomes the most recently used."""
+        key = self.key(user_ids)
+        with self.lock:
+            found = self._views.get(key)
+            if found is not None:
+                self._views.move_to_end(key)
+                return found
+            loaded = self._load(key)
+            self._views[key] = loaded
+            self._sizes[key] = max(1, len(loaded))
+            self._total += self._sizes[key]
+            for user in key or ():
+                self._by_principal.setdefault(user, set()).add(key)
+            self._index_owners(key)
+            self.loads += 1
+            self._evict(keep=key)
+            return loaded
+
+    def for_filter(self, flt: IndexFilter) -> GraphView:
+        """The view a search with ``flt`` reads: that of its ``user_ids``."""
+        return self.view(flt.user_ids)
+
+    def loaded(self, user_ids: Sequence[str] | None) -> bool:
+        """True if the view of ``user_ids`` is loaded (does not load it)."""
+        with self.lock:
+            return self.key(user_ids) in self._views
+
+    def loaded_memories(self) -> int:
+        """How many memories the loaded views hold together (what the bound limits)."""
+        with self.lock:
+            return self._total
+
+    def clear(self) -> None:
+        """Drop every loaded view and cached degree (after a rebuild: they reload)."""
+        with self.lock:
+            self._views.clear()
+            self._sizes.clear()
+            self._by_owner.clear()
+            self._by_principal.clear()
+            self._total = 0
+            self.degrees.known.clear()
+
+    def _load(self, key: ViewKey) -> GraphView:
+        view = GraphView(None if key is None else frozenset(key), self.degrees,
+                         max_entity_degree=self.max_entity_degree)
+        if key is None:
+            rows = [r for r in self.source.graph_rows() if r["state"] in self.states]
+            edges: Sequence[Any] = self.source.edges()
+        else:
+            rows = self.source.graph_view_rows(key, self.states)
+            edges = self.source.graph_edges([r["id"] for r in rows]) if rows else []
+        for row in rows:
+            view.upsert(self.prepare(row))
+        for edge in edges:
+            view.add_relation(edge.src, edge.dst, edge.kind)
+        return view
+
+    def _index_owners(self, key: ViewKey) -> None:
+        view = self._views[key]
+        for owner in view.owners:
+            self._by_owner.setdefault(owner, set()).add(key)
+
+    def _drop(self, key: ViewKey) -> None:
+        view = self._views.pop(key, None)
+        self._total -= self._sizes.pop(key, 0)
+        if view is None:
+            return
+        for index, users in ((self._by_owner, view.owners), (self._by_principal, key or ())):
+            for user in users:
+                keys = index.get(user)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del index[user]
+
+    def _concerned(self, row: dict[str, Any]) -> list[ViewKey]:
+        """The loaded views a changed memory may concern (a superset)."""
+        keys: set[ViewKey] = set(self._by_owner.get(row["user_id"], ()))
+        for user in (row["user_id"], *(row.get("readers") or ())):
+            keys.update(self._by_principal.get(user, ()))
+        if None in self._views:
+            keys.add(None)
+        return [k for k in self._views if k in keys]  # LRU order: deterministic
+
+    def _resize(self, key: ViewKey) -> None:
+        view = self._views.get(key)
+        if view is not None:
+            size = max(1, len(view))
+            self._total += size - self._sizes.get(key, 0)
+            self._sizes[key] = size
+
+    def _evict(self, keep: ViewKey) -> None:
+        while self._total > self.max_memories and len(self._views) > 1:
+            oldest = next(iter(self._views))
+            if oldest == keep:
+                self._views.move_to_end(keep)
+                oldest = next(iter(self._views))
+            self._drop(oldest)
+            self.evictions += 1
+
+    # -- changes -------------------------------------------------------------------------
+
+    def apply(self, rows: Sequence[dict[str, Any]], edges: Sequence[Any] = ()) -> None:
+        """Apply changed memories (their graph rows, tags already hidden, in any state) and
+        new relations to the loaded views they concern; forget the cached degrees of the
+        entities they name (or named)."""
+        with self.lock:
+            touched: set[ViewKey] = set()
+            for row in rows:
+                concerned = self._concerned(row)
+                self._forget_degrees(row, concerned)
+                for key in concerned:
+                    if self._apply_row(self._views[key], row):
+                        touched.add(key)
+                    else:
+                        self._drop(key)
+                        self.drops += 1
+            for edge in edges:  # both ends must be held: a view holding one end will do
+                for view in self._views.values():
+                    view.add_relation(edge.src, edge.dst, edge.kind)
+            for key in touched:
+                if key in self._views:
+                    self._resize(key)
+                    self._index_owners(key)
+            if self._views:
+                self._evict(keep=next(reversed(self._views)))
+
+    def _forget_degrees(self, row: dict[str, Any], concerned: Sequence[ViewKey]) -> None:
+        old: list[str] | None = None
+        for key in concerned:
+            view = self._views[key]
+            if row["id"] in view:
+                old = view.entities_of(row["id"])
+                break
+        if old is None and row.get("version") != 1:
+            # a changed memory no loaded view holds: the entities it named before are unknown
+            self.degrees.known.clear()
+            return
+        self.degrees.forget([*(old or ()), *row.get("entities", ())])
+
+    def _apply_row(self, view: GraphView, row: dict[str, Any]) -> bool:
+        """Apply one changed memory to one view; False if the view must be dropped."""
+        mid = row["id"]
+        indexed = row["state"] in self.states
+        user: str = row["user_id"]
+        session: str | None = row.get("session_id")
+        if mid in view:
+            if not indexed:
+                view.remove(mid)
+            elif view.session_of(mid) == (user, session) or view.complete(user, session):
+                view.upsert(row)  # a turn it no longer reads stays: it still separates turns
+            else:
+                return False  # moved into a session the view does not hold
+            return True
+        if not indexed or not (view.readable(row) or
+                               (session is not None and view.has_session(user, session))):
+            return True  # not part of this view
+        if row.get("version") == 1 and view.complete(user, session):
+            view.upsert(row)  # a new memory: no relation of it is stored but with it
+            return True
+        return False  # an older memory becomes readable: its turns and relations are in the vault
+
+    # -- principal-free readers (introspection, tests) -----------------------------------
+
+    def _owner_view(self, memory_id: str) -> GraphView | None:
+        owner = self.owner_of(memory_id) if self.owner_of is not None else None
+        return None if owner is None else self.view((owner,))
+
+    def __contains__(self, memory_id: object) -> bool:
+        """True if the memory is a node of the graph (its owner's view is loaded for it)."""
+        if not isinstance(memory_id, str):
+            return False
+        with self.lock:
+            found = self._owner_view(memory_id)
+            return found is not None and memory_id in found
+
+    def payload(self, memory_id: str) -> dict[str, Any] | None:
+        """The memory's graph payload, read from its owner's view; None if not a node."""
+        with self.lock:
+            found = self._owner_view(memory_id)
+            return None if found is None else found.payload(memory_id)
+
+    def entity_degree(self, entity: str) -> int:
+        """How many memories of the whole store name ``entity`` (see
+        :meth:`GraphView.entity_degree`)."""
+        with self.lock:
+            self.degrees.fetch([entity])
+            return self.degrees.known.get(entity, 0)
+
+    def stats(self) -> dict[str, int]:
+        """The loaded views: how many, the memories they hold, the bound, loads, evictions
+        and drops so far, and the entity degrees cached."""
+        with self.lock:
+            return {
+                "views": len(self._views),
+                "loaded_memories": self._total,
+                "max_memories": self.max_memories,
+                "loads": self.loads,
+                "evictions": self.evictions,
+                "drops": self.drops,
+                "degrees_cached": len(self.degrees.known),
+            }

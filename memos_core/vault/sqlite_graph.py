@@ -1,0 +1,144 @@
+"""The graph's reads in the SQLite vault (a mixin of :class:`SQLiteVault`): one user's part of
+the memory graph and entity degrees, by indexed queries.
+
+Two side tables, kept in step with ``memories`` by triggers (every write path -- insert,
+``INSERT OR REPLACE``, update, delete -- goes through them, so no writer has to know):
+
+* ``memory_entities(entity, id, state)``: one row per entity a memory names, for the entity
+  degree (how many memories in the graph's states name it) -- an index range, not a scan of
+  every memory's JSON;
+* ``memory_readers(reader, id)``: one row per reader a memory is shared with, for "the
+  memories this user may read".
+
+A vault made before these tables existed fills them once when it is opened (meta key
+``graph_tables``). A forget writes a tombstone with no entities: its rows go with it
+(``secure_delete`` zeroes them on disk).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from memos_core.vault.base import Edge
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS memory_entities (
+    entity TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (entity, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memory_entities_id ON memory_entities(id);
+CREATE TABLE IF NOT EXISTS memory_readers (
+    reader TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (reader, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memory_readers_id ON memory_readers(id);
+CREATE TRIGGER IF NOT EXISTS memories_graph_insert AFTER INSERT ON memories BEGIN
+    DELETE FROM memory_entities WHERE id = NEW.id;
+    DELETE FROM memory_readers WHERE id = NEW.id;
+    INSERT OR IGNORE INTO memory_entities(entity, id, state)
+        SELECT value, NEW.id, NEW.state FROM json_each(NEW.entities);
+    INSERT OR IGNORE INTO memory_readers(reader, id) SELECT value, NEW.id FROM json_each(NEW.readers);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_graph_update
+AFTER UPDATE OF id, entities, readers, state ON memories BEGIN
+    DELETE FROM memory_entities WHERE id = OLD.id;
+    DELETE FROM memory_readers WHERE id = OLD.id;
+    INSERT OR IGNORE INTO memory_entities(entity, id, state)
+        SELECT value, NEW.id, NEW.state FROM json_each(NEW.entities);
+    INSERT OR IGNORE INTO memory_readers(reader, id) SELECT value, NEW.id FROM json_each(NEW.readers);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_graph_delete AFTER DELETE ON memories BEGIN
+    DELETE FROM memory_entities WHERE id = OLD.id;
+    DELETE FROM memory_readers WHERE id = OLD.id;
+END;
+"""
+
+_COLUMNS = ("id", "seq", "user_id", "agent_id", "session_id", "version", "state", "type", "tags",
+            "readers", "occurred_at", "superseded", "entities")
+_SELECT = "SELECT " + ", ".join(_COLUMNS) + " FROM memories"
+_CHUNK = 500  # ids per IN (...) list
+
+
+def _row(r: Sequence[Any]) -> dict[str, Any]:
+    row = dict(zip(_COLUMNS, r))
+    for key in ("tags", "readers", "entities"):
+        row[key] = json.loads(row[key])
+    row["superseded"] = bool(row["superseded"])
+    return row
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SQLiteGraphMixin:
+    """Graph reads; uses the vault's ``_tx``, ``_query``, ``get_meta``."""
+
+    _tx: Any
+    _query: Any
+    get_meta: Any
+
+    def _fill_graph_tables(self) -> None:
+        """Fill the side tables from ``memories`` once (a vault from before they existed)."""
+        if self.get_meta("graph_tables") == "1":
+            return
+        with self._tx() as db:
+            db.execute("DELETE FROM memory_entities")
+            db.execute("DELETE FROM memory_readers")
+            db.execute("INSERT OR IGNORE INTO memory_entities(entity, id, state) "
+                       "SELECT j.value, m.id, m.state FROM memories m, json_each(m.entities) j")
+            db.execute("INSERT OR IGNORE INTO memory_readers(reader, id) "
+                       "SELECT j.value, m.id FROM memories m, json_each(m.readers) j")
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('graph_tables', '1')")
+
+    def graph_view_rows(self, user_ids: Sequence[str],
+                        states: Sequence[str]) -> list[dict[str, Any]]:
+        """See :meth:`memos_core.vault.base.Vault.graph_view_rows`."""
+        users, states = list(dict.fromkeys(user_ids)), list(states)
+        if not users or not states:
+            return []
+        st = _marks(len(states))
+        found: dict[str, dict[str, Any]] = {}
+        for r in self._query(f"{_SELECT} WHERE user_id IN ({_marks(len(users))}) "
+                             f"AND state IN ({st})", [*users, *states]):
+            found[r[0]] = _row(r)
+        shared = self._query(
+            f"{_SELECT} WHERE id IN (SELECT id FROM memory_readers WHERE reader IN "
+            f"({_marks(len(users))})) AND state IN ({st})", [*users, *states])
+        sessions: set[tuple[str, str]] = set()
+        for r in shared:
+            row = found.setdefault(r[0], _row(r))
+            if row["user_id"] not in users and row["session_id"] is not None:
+                sessions.add((row["user_id"], row["session_id"]))
+        keys = sorted(sessions)
+        for start in range(0, len(keys), _CHUNK):
+            part = keys[start:start + _CHUNK]
+            rows = self._query(
+                f"{_SELECT} WHERE (user_id, session_id) IN (VALUES "
+                f"{','.join(['(?,?)'] * len(part))}) AND state IN ({st})",
+                [*(v for key in part for v in key), *states])
+            for r in rows:
+                found.setdefault(r[0], _row(r))
+        return sorted(found.values(), key=lambda row: row["seq"])
+
+    def graph_edges(self, memory_ids: Sequence[str]) -> list[Edge]:
+        """See :meth:`memos_core.vault.base.Vault.graph_edges`."""
+        ids = list(dict.fromkeys(memory_ids))
+        found: dict[tuple[str, str, str], int] = {}
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start:start + _CHUNK]
+            marks = _marks(len(part))
+            for rowid, src, dst, kind in self._query(
+                    f"SELECT rowid, src, dst, kind FROM edges WHERE src IN ({marks}) UNION "
+                    f"SELECT rowid, src, dst, kind FROM edges WHERE dst IN ({marks})",
+                    [*part, *part]):
+                found[(src, dst, kind)] = rowid
+        return [Edge(*key) for key, _ in sorted(found.items(), key=lambda item: item[1])]
+
+    def entity_degrees(self, entities: Sequence[str], states: Sequence[str],
+                       cap: int) -> dict[str, int]:
+        """See :meth:`memos_core.vault.base.Vault.entity_degrees`."""
+        names = list(dict.fromkeys(entities))
+        sql = (f"SELECT COUNT(*) FROM (SELECT 1 FROM memory_entities WHERE entity=? AND state IN "
+               f"({_marks(len(states))}) LIMIT ?)")
+        return {name: int(self._query(sql, [name, *states, cap + 1])[0][0]) for name in names}

@@ -1,0 +1,324 @@
+"""Per-user graph views (memos_core/graph/views.py) against the whole graph they replace.
+
+The reference is the graph every process used to build at open: a
+:class:`~memos_core.graph.MemoryGraph` of every memory in the vault (``graph_rows`` +
+``edges``). A view must answer what a search of its principal reads -- expansion (scores and
+reasons), payloads, entity degrees -- exactly as that graph does, after any sequence of
+writes applied to the loaded views the way the store applies them. Real SQLite vault, no
+mocks; the store-level tests (search, write path, bound) are at the end.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any
+
+import pytest
+
+from memos_core.cube import MemCube, Namespace, State, utcnow
+from memos_core.graph import GraphViews, MemoryGraph
+from memos_core.index.base import IndexFilter
+from memos_core.lifecycle import INDEXED_STATES
+from memos_core.retrieval.filters import graph_row
+from memos_core.vault import Actor, Edge, SQLiteVault
+
+USERS = ("u0", "u1", "u2", "u3")
+NAMES = ("paris", "oslo", "rome", "kim", "lee", "ana", "bo")
+
+
+def reference(vault: SQLiteVault) -> MemoryGraph:
+    """The whole graph, built as the store built it at open before views existed."""
+    g = MemoryGraph()
+    for row in vault.graph_rows():
+        if row["state"] in INDEXED_STATES:
+            g.upsert(row)
+    for edge in vault.edges():
+        g.add_relation(edge.src, edge.dst, edge.kind)
+    return g
+
+
+def make_views(vault: SQLiteVault, max_memories: int = 10_000) -> GraphViews:
+    return GraphViews(vault, lock=threading.RLock(), states=INDEXED_STATES,
+                      max_memories=max_memories, degree_cap=1000,
+                      owner_of=lambda mid: (c.namespace.user_id if (c := vault.get(mid)) else None))
+
+
+def readable(g: MemoryGraph, user: str) -> list[str]:
+    out = []
+    for mid in list(g._num):
+        p = g.payload(mid)
+        assert p is not None
+        if p["user_id"] == user or user in (p["readers"] or []):
+            out.append(mid)
+    return sorted(out)
+
+
+def hits(g: MemoryGraph, seeds: list[tuple[str, float]], flt: IndexFilter, turns: int) -> dict:
+    found = g.expand(seeds, flt, query_entities=list(NAMES), neighbour_turns=turns,
+                     entity_seed_weight=0.7)
+    return {mid: (round(h.score, 12), tuple(h.reasons)) for mid, h in found.items()}
+
+
+def assert_same(views: GraphViews, vault: SQLiteVault, principals: list[tuple[str, ...]]) -> None:
+    ref = reference(vault)
+    for users in principals:
+        view = views.view(users)
+        mine = sorted({m for u in users for m in readable(ref, u)})
+        assert sorted(m for m in mine if m in view) == mine, users  # every readable memory
+        for state_set in (None, ("generated", "activated")):
+            flt = IndexFilter(user_ids=users, states=state_set)
+            for turns in (1, 2):
+                seeds = [(m, 1.0 / (1 + i)) for i, m in enumerate(mine)]
+                assert hits(view, seeds, flt, turns) == hits(ref, seeds, flt, turns), users
+                for m in mine:
+                    assert hits(view, [(m, 1.0)], flt, turns) == hits(ref, [(m, 1.0)], flt, turns)
+        for m in mine:
+            got, want = view.payload(m), ref.payload(m)
+            assert got is not None and want is not None
+            got.pop("seq"), want.pop("seq")  # numbering, not order: compared through turns
+            assert got == want
+            session = want["session_id"]
+            if session is not None:
+                turns_in_view = view.session_turns(want["user_id"], session)
+                assert turns_in_view == ref.session_turns(want["user_id"], session)
+        for name in NAMES:
+            assert view.entity_degree(name) == ref.entity_degree(name), name
+
+
+class World:
+    """Random writes on a real vault, applied to the views as the store applies them."""
+
+    def __init__(self, vault: SQLiteVault, views: GraphViews, seed: int) -> None:
+        self.vault, self.views, self.rng = vault, views, random.Random(seed)
+
+    def apply(self, cubes: list[MemCube], edges: list[Edge] = ()) -> None:  # type: ignore[assignment]
+        self.views.apply([graph_row(c) for c in cubes], list(edges))
+
+    def live(self) -> list[MemCube]:
+        return [c for batch in self.vault.iter_current(500) for c in batch
+                if c.state.value in INDEXED_STATES]
+
+    def new_cube(self) -> MemCube:
+        r = self.rng
+        when = r.choice([None, 1.0, 2.0, 2.0, 3.0, 5.0])
+        from datetime import datetime, timezone
+
+        return MemCube(
+            namespace=Namespace(user_id=r.choice(USERS), session_id=r.choice(["s0", "s1", None])),
+            text="t", entities=tuple(r.sample(NAMES, r.randint(0, 3))),
+            occurred_at=None if when is None else datetime.fromtimestamp(when, timezone.utc))
+
+    def step(self) -> None:
+        r = self.rng
+        live = self.live()
+        op = r.choice(["add", "add", "add", "share", "share", "revoke", "entities", "when",
+                       "forget", "expire", "relate", "supersede"]) if live else "add"
+        actor = Actor("x")
+        if op == "add":
+            c = self.new_cube()
+            self.vault.insert([c], actor)
+            self.apply([c])
+            return
+        if op == "supersede":
+            old, c = r.choice(live), self.new_cube()
+            edge = Edge(c.id, old.id, "supersedes")
+            self.vault.insert([c], actor, edges=[edge])
+            self.apply([c], [edge])
+            return
+        if op == "relate":
+            a, b = r.choice(live), r.choice(live)
+            if a.id != b.id:
+                edge = Edge(a.id, b.id, r.choice(["supersedes", "derived_from"]))
+                self.vault.add_edges([edge])
+                self.apply([], [edge])
+            return
+        c = r.choice(live)
+        if op == "forget":
+            self.apply([self.vault.tombstone(c.id, actor)])
+            return
+        if op == "share":
+            readers = tuple(sorted(set(c.governance.readers) | {r.choice(USERS)}))
+            changes: dict[str, Any] = {"governance": c.governance.model_copy(update={"readers": readers})}
+        elif op == "revoke":
+            if not c.governance.readers:
+                return
+            readers = tuple(c.governance.readers[1:])
+            changes = {"governance": c.governance.model_copy(update={"readers": readers})}
+        elif op == "entities":
+            changes = {"entities": tuple(r.sample(NAMES, r.randint(0, 3)))}
+        elif op == "when":
+            from datetime import datetime, timezone
+
+            changes = {"occurred_at": datetime.fromtimestamp(r.choice([1.0, 2.0, 4.0]), timezone.utc)}
+        else:  # expire
+            changes = {"state": State.EXPIRED}
+        nxt = c.model_copy(update={**changes, "version": c.version + 1, "updated_at": utcnow()})
+        self.vault.put_version(nxt, c.version, actor, op)
+        self.apply([nxt])
+
+
+PRINCIPALS = [(u,) for u in USERS] + [("u0", "u2")]
+
+
+@pytest.mark.parametrize("principals", [PRINCIPALS, [("u0",)]], ids=["all-users", "one-user"])
+@pytest.mark.parametrize("seed", range(6))
+def test_views_answer_as_the_whole_graph_through_random_writes(tmp_path, seed, principals):
+    # one-user: most changes concern no loaded view (their memories' old entities are
+    # unknown, so cached degrees must be forgotten, not adjusted)
+    vault = SQLiteVault(tmp_path / "vault.sqlite3")
+    try:
+        views = make_views(vault)
+        world = World(vault, views, seed)
+        for _ in range(25):
+            world.step()
+        assert_same(views, vault, principals)  # loaded from the vault
+        for round_ in range(4):
+            for _ in range(15):  # views stay loaded: the changes are applied to them
+                world.step()
+            assert_same(views, vault, principals)
+        assert views.loads >= len(principals)
+    finally:
+        vault.close()
+
+
+def test_the_entity_hop_reads_degrees_in_one_query(tmp_path):
+    vault = SQLiteVault(tmp_path / "vault.sqlite3")
+    try:
+        cubes = [MemCube(namespace=Namespace(user_id="alice"), text=str(i),
+                         entities=(NAMES[i], NAMES[i + 1])) for i in range(4)]
+        vault.insert(cubes, Actor("alice"))
+        views = make_views(vault)
+        view = views.view(["alice"])
+        payloads = [view.payload(c.id) for c in cubes[:3]]  # what the hop reads first
+        before = views.degrees.queries
+        degrees = [view.entity_degree(e) for p in payloads for e in p["entities"]]
+        assert degrees == [1, 2, 2, 2, 2, 2] and views.degrees.queries == before + 1
+        other = MemCube(namespace=Namespace(user_id="bob"), text="x", entities=(NAMES[0],))
+        vault.insert([other], Actor("bob"))
+        views.apply([graph_row(other)])  # bob's view is not loaded: the degree is still his
+        assert view.entity_degree(NAMES[0]) == 2 and view.entity_degree(NAMES[1]) == 2
+    finally:
+        vault.close()
+
+
+def test_whole_graph_view_for_a_filter_without_principals(tmp_path):
+    vault = SQLiteVault(tmp_path / "vault.sqlite3")
+    try:
+        views = make_views(vault)
+        world = World(vault, views, 99)
+        for _ in range(40):
+            world.step()
+        whole, ref = views.for_filter(IndexFilter()), reference(vault)
+        assert sorted(whole._num) == sorted(ref._num)
+        seeds = [(m, 1.0) for m in sorted(ref._num)]
+        assert hits(whole, seeds, IndexFilter(), 1) == hits(ref, seeds, IndexFilter(), 1)
+    finally:
+        vault.close()
+
+
+def test_changes_reach_loaded_views_only_and_unloaded_ones_load_current_state(tmp_path):
+    vault = SQLiteVault(tmp_path / "vault.sqlite3")
+    try:
+        views = make_views(vault)
+        a = MemCube(namespace=Namespace(user_id="alice", session_id="s"), text="a",
+                    entities=("paris",))
+        vault.insert([a], Actor("alice"))
+        assert not views.loaded(["alice"])  # nothing is built at open
+        alice = views.view(["alice"])
+        assert a.id in alice and views.loads == 1
+        b = MemCube(namespace=Namespace(user_id="bob"), text="b", entities=("paris",))
+        vault.insert([b], Actor("bob"))
+        views.apply([graph_row(b)])
+        assert not views.loaded(["bob"]) and b.id not in alice  # bob's view is not loaded
+        assert views.view(["alice"]).entity_degree("paris") == 2  # degrees are the store's
+        a2 = MemCube(namespace=Namespace(user_id="alice", session_id="s"), text="a2")
+        vault.insert([a2], Actor("alice"))
+        views.apply([graph_row(a2)])
+        assert alice.session_turns("alice", "s") == [a.id, a2.id]  # applied to the loaded view
+        bob = views.view(["bob"])
+        assert b.id in bob and views.loads == 2
+        # an older memory shared with alice: her view cannot know its session: it is dropped
+        shared = b.model_copy(update={"version": 2, "governance": b.governance.model_copy(
+            update={"readers": ("alice",)})})
+        vault.put_version(shared, 1, Actor("bob"), "share:read")
+        views.apply([graph_row(shared)])
+        assert not views.loaded(["alice"]) and views.drops == 1 and views.loaded(["bob"])
+        assert b.id in views.view(["alice"])  # reloaded with the current state
+        assert b.id in views and views.payload(b.id)["readers"] == ["alice"]
+    finally:
+        vault.close()
+
+
+def test_the_bound_holds_under_many_users_and_evicted_views_reload(tmp_path):
+    vault = SQLiteVault(tmp_path / "vault.sqlite3")
+    try:
+        users = [f"user{i}" for i in range(30)]
+        for user in users:
+            vault.insert([MemCube(namespace=Namespace(user_id=user, session_id="s"), text=str(i),
+                                  entities=("kim",)) for i in range(5)], Actor(user))
+        views = make_views(vault, max_memories=22)
+        rng = random.Random(3)
+        for _ in range(200):
+            user = rng.choice(users)
+            assert len(views.view([user])) == 5
+            assert views.loaded_memories() <= 22 and views.stats()["views"] <= 4
+        assert views.evictions > 0 and views.loads > len(users)
+        # an evicted view reloads with what changed while it was out
+        views.view([users[0]])
+        for user in users[1:6]:
+            views.view([user])
+        assert not views.loaded([users[0]])
+        extra = MemCube(namespace=Namespace(user_id=users[0], session_id="s"), text="x")
+        vault.insert([extra], Actor(users[0]))
+        views.apply([graph_row(extra)])  # ignored: not loaded
+        assert extra.id in views.view([users[0]]) and len(views.view([users[0]])) == 6
+        # one view larger than the bound is still served, alone
+        big = make_views(vault, max_memories=3)
+        assert len(big.view([users[1]])) == 5 and big.stats()["views"] == 1
+        big.view([users[2]])
+        assert big.stats()["views"] == 1 and not big.loaded([users[1]])
+    finally:
+        vault.close()
+
+
+def test_a_vault_from_before_the_graph_tables_fills_them_on_open(tmp_path):
+    path = tmp_path / "vault.sqlite3"
+    vault = SQLiteVault(path)
+    c = MemCube(namespace=Namespace(user_id="bob"), text="x", entities=("oslo",),
+                governance={"readers": ("alice",)})
+    vault.insert([c], Actor("bob"))
+    with vault._tx() as db:  # what an older memos-core left: no side tables, no flag
+        for table in ("memory_entities", "memory_readers"):
+            db.execute(f"DROP TABLE {table}")
+        db.execute("DELETE FROM meta WHERE key='graph_tables'")
+    vault.close()
+    vault = SQLiteVault(path)
+    try:
+        assert vault.entity_degrees(["oslo"], INDEXED_STATES, 10) == {"oslo": 1}
+        assert [r["id"] for r in vault.graph_view_rows(["alice"], INDEXED_STATES)] == [c.id]
+    finally:
+        vault.close()
+
+
+# -- through the store -----------------------------------------------------------------------
+
+
+def test_search_loads_the_users_view_and_writes_follow_it(make_mos):
+    mos = make_mos(graph_max_memories=1_000)
+    a = mos.add("Caroline went to the support group in May.", user_id="alice", session_id="s1")
+    mos.add("Bob repaired the old Vespa.", user_id="bob", session_id="s1")
+    graph = mos.graph
+    assert not graph.loaded(["alice"]) and not graph.loaded(["bob"])
+    assert mos.search("support group", user_id="alice", k=1)[0].id == a.id
+    assert graph.loaded(["alice"]) and not graph.loaded(["bob"])  # only what a search needed
+    b = mos.add("Caroline painted a sunrise after the group.", user_id="alice", session_id="s1")
+    view = graph.view(["alice"])
+    assert view.session_turns("alice", "s1") == [a.id, b.id]  # the write path reached it
+    hit = next(h for h in mos.search("what did Caroline paint", user_id="alice", k=5)
+               if h.id == a.id)
+    assert "graph" in hit.signals
+    mos.forget(b.id, user_id="alice")
+    assert view.session_turns("alice", "s1") == [a.id] and b.id not in graph
+    assert mos.reindex()["indexed"] == 2 and not graph.loaded(["alice"])  # rebuilt: reloads
+    assert a.id in graph.view(["alice"])

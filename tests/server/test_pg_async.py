@@ -226,8 +226,9 @@ async def test_memos_async_reads_native_and_equal(smos):
 async def test_async_reads_catch_up_with_another_process(pg_url, smos):
     other = MemOS(pg_url, config=MemOSConfig(show_progress=False, listen=False))
     try:
+        smos.graph.view(("linus",))  # linus's graph view is loaded in this process
         cube = other.add("Linus moved to the night shift.", user_id="linus")
-        assert smos.graph.payload(cube.id) is None
+        assert smos.graph.payload(cube.id) is None  # and has not seen the other's add yet
         got = await smos.aget(cube.id, user_id="linus")  # the feed moved: caught up first
         assert smos.store.follower.cursor == smos.vault.change_head()
         assert smos.graph.payload(cube.id) is not None  # the derived state followed

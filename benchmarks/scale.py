@@ -17,6 +17,7 @@ their queries; latency, RSS and disk are what it measures. Queries still go thro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -200,12 +201,17 @@ def make_embedder(backend: str) -> Any:
 
 def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
         pool_size: int = 20_000, sigma: float = 0.02, backend: str = "onnx",
-        query_backends: Sequence[str] = ("torch", "onnx")) -> dict[str, Any]:
+        query_backends: Sequence[str] = ("torch", "onnx"),
+        store: Path | None = None) -> dict[str, Any]:
     """Ingest with ``backend``; then time the same queries once per ``query_backends``
     entry (that backend embeds the queries; the query cache is off so every query pays
     for its embedding). The ingest backend's query figures (if it is among them, else the
     first one's) are the top-level ones; RSS is read after its queries, before any other
-    model is loaded."""
+    model is loaded.
+
+    ``store``: build the store in this directory and keep it; if it already holds a store
+    built by an earlier run, skip the ingest and time the queries only (to re-measure search
+    latency at a quiet moment without ingesting again)."""
     from memos_core import MemOS, MemOSConfig
     from memos_core.config import RetrievalConfig
     from memos_core.embedding import QueryCache
@@ -214,18 +220,24 @@ def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
     real = make_embedder(backend)
     real.embed(["warm up"])
     pooled, pool_s = None, None
-    if vectors == "pooled":
+    reuse = store is not None and (store / "d").exists()
+    if vectors == "pooled" and not reuse:
         pooled = PooledEmbedder(real, pool_size=pool_size, sigma=sigma, seed=seed + 1)
         pool_s = pooled.build(show_progress=True)
         log(f"pool of {pool_size} vectors built in {pool_s:.1f} s")
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = store or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         data = Path(tmp) / "d"
         mos = MemOS(data, config=MemOSConfig(show_progress=True,
                                              retrieval=RetrievalConfig(query_cache=0)),
                     embedder=pooled or real)
         rss_before = rss_mb()  # model (and pool) loaded, store empty
         optimize = time_optimize(mos)
-        ingest_s, checkpoints = ingest(mos, n, users, rng)
+        if reuse:
+            log(f"reusing the store in {data}: no ingest, queries only")
+            ingest_s, checkpoints = float("nan"), []
+        else:
+            ingest_s, checkpoints = ingest(mos, n, users, rng)
         load_ingest = os.getloadavg()[0]
         mos.index.flush()
         if pooled is not None:
@@ -343,13 +355,17 @@ def main() -> None:
                    help="embedder for ingest (and the pool)")
     p.add_argument("--query-backends", default="torch,onnx",
                    help="comma-separated embedders to time the queries with, side by side")
+    p.add_argument("--store", type=Path,
+                   help="keep the store in this directory; if it holds one already, reuse it "
+                        "and time the queries only (ingest figures are then NaN)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # SIGTERM as an exception, so the temporary data directory is removed on kill
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     r = run(args.n, args.users, args.queries, args.seed, args.vectors, args.pool_size,
-            args.pool_sigma, args.backend, tuple(args.query_backends.split(",")))
+            args.pool_sigma, args.backend, tuple(args.query_backends.split(",")),
+            args.store)
     print_table(r)
     if args.out:
         args.out.write_text(json.dumps(r, indent=2))

@@ -375,13 +375,7 @@ class PgVectorIndex:
         if plan is None or check_limit(limit) == 0:
             return []
         where, params = self._where(plan)
-        ann = sql.SQL(
-            "SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p WHERE {w} ORDER BY dist LIMIT %s"
-        ).format(p=self._points, w=where)
-        exact = sql.SQL(  # OFFSET 0 keeps the ordering out of the index's reach
-            "SELECT id, dist FROM (SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p "
-            "WHERE {w} OFFSET 0) s ORDER BY dist, id LIMIT %s"
-        ).format(p=self._points, w=where)
+        ann, exact = self._dense_sql(where)
         args = (query, *params, limit)
         with contextlib.ExitStack() as stack:
             if limit > self.ef_search:  # an HNSW scan returns at most ef_search hits per round
@@ -392,8 +386,62 @@ class PgVectorIndex:
             rows = conn.execute(ann, args).fetchall()
             if len(rows) < limit:
                 rows = conn.execute(exact, args).fetchall()
+        return self._dense_hits(rows)
+
+    def _dense_sql(self, where: sql.Composable) -> tuple[sql.Composed, sql.Composed]:
+        """The dense search's HNSW query and its exact fallback (same parameters)."""
+        ann = sql.SQL(
+            "SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p WHERE {w} ORDER BY dist LIMIT %s"
+        ).format(p=self._points, w=where)
+        exact = sql.SQL(  # OFFSET 0 keeps the ordering out of the index's reach
+            "SELECT id, dist FROM (SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p "
+            "WHERE {w} OFFSET 0) s ORDER BY dist, id LIMIT %s"
+        ).format(p=self._points, w=where)
+        return ann, exact
+
+    @staticmethod
+    def _dense_hits(rows: list[Any]) -> list[ScoredId]:
         rows.sort(key=lambda row: (row[1], str(row[0])))  # relaxed_order: nearly sorted
         return [ScoredId(str(pid), 1.0 - float(dist)) for pid, dist in rows]
+
+    def search_hybrid(self, vector: Sequence[float] | None, sparse: SparseVec | None,
+                      flt: IndexFilter, limit: int) -> tuple[list[ScoredId], list[ScoredId]]:
+        """``(search_dense(vector, ...), search_sparse(sparse, ...))`` -- the same hits -- in
+        one or two round trips instead of two or three: the queries go out together in a
+        libpq pipeline on one connection (the BM25 statistics query, when the cached ones
+        are stale, with the dense query; then the BM25 query). ``None`` skips that search
+        (its list is empty)."""
+        if vector is not None:
+            query = _vector_text(dense_list(vector, self.dim))
+        if sparse is not None:
+            check_sparse(sparse)
+        plan = plan_filter(flt)
+        if plan is None or check_limit(limit) == 0:
+            return [], []
+        if limit > self.ef_search:  # the dense search needs its own transaction
+            return (self.search_dense(vector, flt, limit) if vector is not None else [],
+                    self.search_sparse(sparse, flt, limit) if sparse is not None else [])
+        where, params = self._where(plan)
+        dense_rows: list[Any] = []
+        sparse_rows: list[Any] = []
+        with self._conn() as conn:
+            with conn.pipeline():
+                dense_cur = None
+                if vector is not None:
+                    ann, exact = self._dense_sql(where)
+                    dense_cur = conn.execute(ann, (query, *params, limit))
+                if sparse is not None and sparse.indices:
+                    # fetching the statistics (if any are stale) sends the dense query too
+                    terms, boosts = self._boosts(conn, sparse)
+                    if terms:
+                        sparse_sql, sparse_args = self._sparse_sql(terms, boosts, where, params, limit)
+                        sparse_rows = conn.execute(sparse_sql, sparse_args).fetchall()
+                if dense_cur is not None:
+                    dense_rows = dense_cur.fetchall()
+            if vector is not None and len(dense_rows) < limit:
+                dense_rows = conn.execute(exact, (query, *params, limit)).fetchall()
+        return (self._dense_hits(dense_rows),
+                [ScoredId(str(pid), float(score)) for pid, score in sparse_rows])
 
     def search_sparse(self, vector: SparseVec, flt: IndexFilter, limit: int) -> list[ScoredId]:
         """Points by BM25 (query term weights x stored TF weights x IDF), best first.
@@ -411,22 +459,26 @@ class PgVectorIndex:
             terms, boosts = self._boosts(conn, vector)
             if not terms:
                 return []
-            if self.keyword == "postings":
-                rows = conn.execute(sql.SQL(
-                    "SELECT p.id, sum(t.weight * q.b) AS score "
-                    "FROM unnest(%s::bigint[], %s::float8[]) AS q(term, b) "
-                    "JOIN {t} t ON t.term = q.term JOIN {p} p ON p.id = t.id "
-                    "WHERE {w} GROUP BY p.id ORDER BY score DESC, p.id LIMIT %s"
-                ).format(t=self._terms, p=self._points, w=where),
-                    (terms, boosts, *params, limit)).fetchall()
-            else:
-                qv = _sparsevec_text(terms, boosts)
-                rows = conn.execute(sql.SQL(
-                    "SELECT p.id, -(p.sparse <#> %s::sparsevec) AS score FROM {p} p "
-                    "WHERE {w} AND (p.sparse <#> %s::sparsevec) < 0 "
-                    "ORDER BY p.sparse <#> %s::sparsevec, p.id LIMIT %s"
-                ).format(p=self._points, w=where), (qv, *params, qv, qv, limit)).fetchall()
+            rows = conn.execute(*self._sparse_sql(terms, boosts, where, params, limit)).fetchall()
         return [ScoredId(str(pid), float(score)) for pid, score in rows]
+
+    def _sparse_sql(self, terms: list[int], boosts: list[float], where: sql.Composable,
+                    params: list[Any], limit: int) -> tuple[sql.Composed, tuple[Any, ...]]:
+        """The BM25 query (``keyword``'s plan) for IDF-weighted query terms, and its
+        parameters."""
+        if self.keyword == "postings":
+            return sql.SQL(
+                "SELECT p.id, sum(t.weight * q.b) AS score "
+                "FROM unnest(%s::bigint[], %s::float8[]) AS q(term, b) "
+                "JOIN {t} t ON t.term = q.term JOIN {p} p ON p.id = t.id "
+                "WHERE {w} GROUP BY p.id ORDER BY score DESC, p.id LIMIT %s"
+            ).format(t=self._terms, p=self._points, w=where), (terms, boosts, *params, limit)
+        qv = _sparsevec_text(terms, boosts)
+        return sql.SQL(
+            "SELECT p.id, -(p.sparse <#> %s::sparsevec) AS score FROM {p} p "
+            "WHERE {w} AND (p.sparse <#> %s::sparsevec) < 0 "
+            "ORDER BY p.sparse <#> %s::sparsevec, p.id LIMIT %s"
+        ).format(p=self._points, w=where), (qv, *params, qv, qv, limit)
 
     def _boosts(self, conn: psycopg.Connection[Any], vector: SparseVec) -> tuple[list[int], list[float]]:
         """The query's terms that some point has, with weight x IDF

@@ -13,8 +13,12 @@ is held only for the transaction's SQL (embedding happens before it), and a comm
 after the transaction became visible, so a reader that sees change ``n`` sees every change
 before it. Usage counters take row locks only (they are not changes).
 
-Connections come from a :class:`psycopg_pool.ConnectionPool`; a connection the server dropped
-(a restart) is replaced on the next checkout. A call that loses its connection raises
+Connections come from a :class:`psycopg_pool.ConnectionPool` in autocommit mode: a read is one
+statement and one round trip (no ``BEGIN``/``COMMIT`` around it); every write opens its own
+transaction (``conn.transaction()``). A connection is checked (one extra round trip) on
+checkout only when it sat idle for more than ``CHECK_IDLE_S`` or after a call lost its
+connection, so a connection the server dropped (a restart) is replaced on the next checkout
+without taxing every query. A call that loses its connection raises
 :class:`~memos_core.errors.ServerUnavailableError` (a mutation that raised it was not
 acknowledged).
 """
@@ -24,12 +28,14 @@ from __future__ import annotations
 import builtins
 import json
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from memos_core.cube import MemCube, State, Usage, bump_heat, utcnow
+from memos_core.cube import MemCube, State, Usage, utcnow
 from memos_core.errors import (
     ConflictError,
     InvalidInputError,
@@ -48,6 +54,7 @@ from memos_core.vault.pg_integrations import (
     PgLogMixin,
 )
 from memos_core.vault.pg_schema import LOCK_CLASS, SCHEMA_VERSION, WRITE_LOCK, migrate
+from memos_core.vault.pg_usage import Pending, PendingUsage, write_batch
 from memos_core.vault.scrub import scrub
 
 __all__ = ["PostgresVault", "is_postgres_url", "redact_url"]
@@ -86,6 +93,9 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         url: ``postgresql://user:password@host:port/database``.
         pool_size: most connections this vault opens (each process has its own pool).
         connect_timeout: seconds to wait for the server on open and per checkout.
+        usage_flush_s: :meth:`record_usage` keeps the accesses in memory and writes them
+            every this many seconds and at :meth:`close` (0: at once); semantics in
+            :mod:`memos_core.vault.pg_usage`.
 
     Raises:
         InvalidInputError: ``url`` is not a PostgreSQL URL.
@@ -93,10 +103,14 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         MemOSError: the schema is newer than this memos-core.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0,
+                 usage_flush_s: float = 0.2) -> None:
         if not is_postgres_url(url):
             raise InvalidInputError(
                 f"Not a PostgreSQL URL: {url!r}. Use postgresql://user:password@host:port/database.")
+        if isinstance(usage_flush_s, bool) or not isinstance(usage_flush_s, (int, float)) \
+                or not usage_flush_s >= 0:
+            raise InvalidInputError(f"usage_flush_s must be seconds >= 0, got {usage_flush_s!r}.")
         import psycopg
         from psycopg_pool import ConnectionPool
 
@@ -114,26 +128,46 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             ) from exc
         except psycopg.Error as exc:
             raise MemOSError(f"Could not set up the vault schema in {self.where}: {exc}") from exc
+        #: connection -> when a call last used it successfully (see :meth:`_check`)
+        self._used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._pool = ConnectionPool(
             url, min_size=1, max_size=max(1, pool_size), open=True, timeout=connect_timeout,
-            check=ConnectionPool.check_connection, kwargs={"autocommit": False},
-            name="memos-vault",
+            check=self._check, kwargs={"autocommit": True}, name="memos-vault",
         )
         self._closed = False
         self._own_lock = threading.Lock()
+        self._usage = PendingUsage(self._write_usage, usage_flush_s)
         self._init_feed()
 
     # -- plumbing -----------------------------------------------------------------------------
 
+    #: a pooled connection used successfully within this many seconds is not checked again
+    #: on checkout (the check is a round trip of its own)
+    CHECK_IDLE_S = 2.0
+
+    def _check(self, conn: Any) -> None:
+        """The pool's checkout check: a round trip (``SELECT 1``) only for a connection idle
+        longer than :attr:`CHECK_IDLE_S` (or never used, or after any call lost its
+        connection); raises if the server dropped it, and the pool replaces it."""
+        used = self._used.get(conn)
+        if used is not None and time.monotonic() - used < self.CHECK_IDLE_S:
+            return
+        from psycopg_pool import ConnectionPool
+
+        ConnectionPool.check_connection(conn)
+
     @contextmanager
     def _conn(self) -> Iterator[Any]:
-        """A pooled connection; a transaction on it commits when the block ends."""
+        """A pooled connection in autocommit mode: each statement commits by itself; use
+        ``conn.transaction()`` for anything that writes more than one statement."""
         from psycopg_pool import PoolTimeout
 
         try:
             with self._pool.connection() as conn:
                 yield conn
+                self._used[conn] = time.monotonic()
         except (self._psycopg.OperationalError, PoolTimeout) as exc:
+            self._used.clear()  # the server may have restarted: check every connection again
             raise ServerUnavailableError(
                 f"Lost the connection to the PostgreSQL server at {self.where} "
                 f"({str(exc).strip()}); the call was not acknowledged. Retry once the server "
@@ -196,8 +230,11 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         if getattr(self, "_closed", True):
             return
         self._closed = True
-        self._close_feed()
-        self._pool.close()
+        try:
+            self._usage.close()
+        finally:
+            self._close_feed()
+            self._pool.close()
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -371,7 +408,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                 update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()})
             self._put_version(tx, tomb, cube.version, actor, "forget", {})
             self._drop_relations(tx, memory_id)
-            return tomb
+        self._usage.drop(memory_id)
+        return tomb
 
     def _drop_relations(self, tx: Tx, memory_id: str) -> None:
         tx.conn.execute("DELETE FROM item_keys WHERE memory_id=%s", (memory_id,))
@@ -407,18 +445,23 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         return count
 
     def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
-        """Usage counters are not changes: row locks only (sorted ids: no deadlock)."""
-        ids = sorted(set(memory_ids))
-        if not ids:
-            return
-        t = now.timestamp()
-        with self._conn() as conn, conn.transaction():
-            rows = conn.execute(
-                "SELECT id, access_count, last_access, heat FROM usage WHERE id = ANY(%s) "
-                "ORDER BY id FOR UPDATE", (ids,)).fetchall()
-            for mid, count, last, heat in rows:
-                conn.execute("UPDATE usage SET access_count=%s, last_access=%s, heat=%s WHERE id=%s",
-                             (count + 1, t, bump_heat(heat, _dt(last), now, half_life_s), mid))
+        """Count an access of each memory. Usage counters are not changes: they are written
+        in the background (``usage_flush_s``; row locks only, in id order), this process's
+        reads see them at once, and a forgotten memory's row is never re-created
+        (:mod:`memos_core.vault.pg_usage`)."""
+        self._usage.add(memory_ids, now, half_life_s)
+
+    def flush_usage(self) -> int:
+        """Write the pending usage counters now; returns for how many memories.
+
+        Raises:
+            ServerUnavailableError: the server cannot be reached (they stay pending).
+        """
+        return self._usage.flush()
+
+    def _write_usage(self, batch: Pending) -> None:
+        with self._conn() as conn:
+            write_batch(conn, batch)
 
     def set_tier(self, memory_id: str, tier: str) -> None:
         with self._conn() as conn, conn.transaction():
@@ -433,28 +476,43 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     def _with_usage(self, docs: Sequence[tuple[str, str]]) -> builtins.list[MemCube]:
         if not docs:
             return []
-        usage = {r[0]: Usage(access_count=r[1], last_access=_dt(r[2]), heat=r[3], tier=r[4])
-                 for r in self._query("SELECT id, access_count, last_access, heat, tier FROM usage "
-                                      "WHERE id = ANY(%s)", ([d[0] for d in docs],))}
+        with self._usage.reading():
+            usage = {r[0]: Usage(access_count=r[1], last_access=_dt(r[2]), heat=r[3], tier=r[4])
+                     for r in self._query("SELECT id, access_count, last_access, heat, tier FROM "
+                                          "usage WHERE id = ANY(%s)", ([d[0] for d in docs],))}
+            out = []
+            for mid, doc in docs:
+                cube = MemCube.model_validate_json(doc)
+                if mid in usage:
+                    cube = self._usage.overlay(cube.model_copy(update={"usage": usage[mid]}), True)
+                out.append(cube)
+        return out
+
+    _READ_WITH_USAGE = ("SELECT m.doc::text, u.access_count, u.last_access, u.heat, u.tier "
+                        "FROM memories m LEFT JOIN usage u ON u.id = m.id WHERE m.id = ANY(%s)")
+
+    def _read(self, ids: builtins.list[str]) -> builtins.list[MemCube]:
+        """The current versions of ``ids`` with their usage counters (and this process's
+        pending accesses): one statement (one round trip, one snapshot)."""
         out = []
-        for mid, doc in docs:
-            cube = MemCube.model_validate_json(doc)
-            if mid in usage:
-                cube = cube.model_copy(update={"usage": usage[mid]})
-            out.append(cube)
+        with self._usage.reading():
+            for doc, count, last, heat, tier in self._query(self._READ_WITH_USAGE, (ids,)):
+                cube = MemCube.model_validate_json(doc)
+                if count is not None:
+                    cube = self._usage.overlay(cube.model_copy(update={"usage": Usage(
+                        access_count=count, last_access=_dt(last), heat=heat, tier=tier)}), True)
+                out.append(cube)
         return out
 
     def get(self, memory_id: str) -> MemCube | None:
-        cubes = self._with_usage(self._query("SELECT id, doc::text FROM memories WHERE id=%s",
-                                             (memory_id,)))
+        cubes = self._read([memory_id])
         return cubes[0] if cubes else None
 
     def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
         ids = list(dict.fromkeys(memory_ids))
         if not ids:
             return {}
-        rows = self._query("SELECT id, doc::text FROM memories WHERE id = ANY(%s)", (ids,))
-        return {c.id: c for c in self._with_usage(rows)}
+        return {c.id: c for c in self._read(ids)}
 
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
         rows = self._query("SELECT doc::text FROM versions WHERE id=%s AND version=%s",

@@ -15,7 +15,9 @@ Prints (never asserts) four tables, each with the machine, versions and load ave
 4. **LoCoMo end to end** (the dev set): MemOS embedded (SQLite + qdrant-edge), MemOS in
    server mode on this server, and LangGraph's ``PostgresStore`` (pgvector, cosine, HNSW)
    with the same MiniLM embedder on the same server: adds/s, search p50/p95 ms (query
-   embedding included), recall@5/10/20 and MRR. With ``--profile``, also where each MemOS
+   embedding included), recall@5/10/20 and MRR. The systems are interleaved (each
+   conversation ingested by all three, then each question asked of all three in an order
+   that rotates per question), so that load from other jobs falls on them alike. With ``--profile``, also where each MemOS
    system's search time goes, stage by stage (mean and p95 ms per search; measured by
    wrapping the store's own methods, so the wrappers add a few microseconds per stage).
 
@@ -468,25 +470,38 @@ def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path,
                    server_name: memos_system(server, server_name),
                    "LangGraph PostgresStore (pgvector HNSW cosine)": (store_ingest, store_search)}
         systems_mos = {embedded_name: embedded, server_name: server}
-        for name, (ingest, search) in systems.items():
-            ingest_s, added, lat, rows = 0.0, 0, [], []
-            for user, turns in turns_by_user.items():
+        # Interleaved, so that load from other jobs on a shared machine falls on every system
+        # alike: each conversation is ingested by every system, then each of its questions
+        # is asked of every system in turn, in an order that rotates per question.
+        names = list(systems)
+        ingest_s = dict.fromkeys(names, 0.0)
+        added = dict.fromkeys(names, 0)
+        lat: dict[str, list[float]] = {n: [] for n in names}
+        rows: dict[str, list[dict]] = {n: [] for n in names}
+        asked = 0
+        for user, turns in turns_by_user.items():
+            dias = {}
+            for name in names:
                 t0 = time.perf_counter()
-                dia = ingest(user, turns)
-                ingest_s += time.perf_counter() - t0
-                added += len(turns)
-                for qa in qas_by_user.get(user, []):
+                dias[name] = systems[name][0](user, turns)
+                ingest_s[name] += time.perf_counter() - t0
+                added[name] += len(turns)
+            for qa in qas_by_user.get(user, []):
+                for name in names[asked % len(names):] + names[:asked % len(names)]:
                     t0 = time.perf_counter()
-                    ranked = search(user, qa["q"], dia)
-                    lat.append((time.perf_counter() - t0) * 1000)
-                    rows.append(score(ranked, qa["evidence"]))
-            out[name] = {"adds_per_s": round(added / ingest_s, 1), **ms_stats(lat),
-                         **{key: round(statistics.fmean(r[key] for r in rows), 4) for key in rows[0]},
-                         "questions": len(rows)}
+                    ranked = systems[name][1](user, qa["q"], dias[name])
+                    lat[name].append((time.perf_counter() - t0) * 1000)
+                    rows[name].append(score(ranked, qa["evidence"]))
+                asked += 1
+            print(f"  {user}: done ({round(time.perf_counter(), 1)})", file=sys.stderr, flush=True)
+        for name in names:
+            out[name] = {"adds_per_s": round(added[name] / ingest_s[name], 1), **ms_stats(lat[name]),
+                         **{key: round(statistics.fmean(r[key] for r in rows[name]), 4)
+                            for key in rows[name][0]},
+                         "questions": len(rows[name])}
             follower = getattr(getattr(systems_mos.get(name), "store", None), "follower", None)
             if follower is not None:  # how many searches skipped the feed's head query
                 out[name]["head_skips"] = getattr(follower, "head_skips", None)
-            print(f"  {name}: done ({round(time.perf_counter(), 1)})", file=sys.stderr, flush=True)
     if stage_samples:
         out["_stages"] = {name: stage_table(samples) for name, samples in stage_samples.items()}
     return out

@@ -48,7 +48,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from memos_core.index.base import IndexFilter, IndexPoint, ScoredId, SparseVec
-from memos_core.index.pg_bm25 import bm25_statement
+from memos_core.index.pg_bm25 import SPARSE_DIM, bm25_cached_statement, bm25_statement, sparsevec_text
 from memos_core.index.filters import AnyOf, Between, Condition, Either, FilterPlan, IsTrue, plan_filter
 from memos_core.index.points import (
     canonical_id,
@@ -67,22 +67,8 @@ _COLUMNS = ("user_id", "agent_id", "session_id", "type", "tags", "state", "occur
             "superseded", "version", "readers")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _BATCH = 500  # points per INSERT statement
-_SPARSE_DIM = 1_000_000_000  # sparsevec's largest dimension
-_FOLD = _SPARSE_DIM - 1
+_SPARSE_DIM = SPARSE_DIM  # sparsevec's largest dimension (term ids are folded into it)
 _LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
-
-
-def _sparsevec_text(indices: Sequence[int], values: Sequence[float]) -> str:
-    """pgvector's text form of a sparse vector. Our term ids are 32-bit hashes, beyond
-    ``sparsevec``'s 10^9 dimensions: they are folded (``id % (10^9 - 1) + 1``; a fold that
-    lands two terms of one text on one index adds their weights). Queries fold the same way
-    in SQL (:meth:`PgVectorIndex.search_sparse`)."""
-    folded: dict[int, float] = {}
-    for index, value in zip(indices, values):
-        key = int(index) % _FOLD + 1
-        folded[key] = folded.get(key, 0.0) + float(value)
-    body = ",".join(f"{k}:{v!r}" for k, v in sorted(folded.items()))
-    return "{" + body + "}/" + str(_SPARSE_DIM)
 
 
 def _vector_text(values: Sequence[float]) -> str:
@@ -278,7 +264,7 @@ class PgVectorIndex:
                 # of the same id waits here and then sees these postings when it deletes them.
                 conn.execute(insert_points, (
                     ids, [_vector_text(r[1]) for r in rows], [bool(r[2].indices) for r in rows],
-                    [_sparsevec_text(r[2].indices, r[2].values) for r in rows],
+                    [sparsevec_text(r[2].indices, r[2].values) for r in rows],
                     cols["user_id"], cols["agent_id"], cols["session_id"], cols["type"],
                     [Jsonb(v) for v in cols["tags"]], cols["state"], cols["occurred_at"],
                     cols["superseded"], cols["version"], [Jsonb(v) for v in cols["readers"]]))
@@ -430,7 +416,7 @@ class PgVectorIndex:
                 if vector is not None:
                     ann, exact = self._dense_sql(where)
                     dense_cur = conn.execute(ann, (query, *params, limit))
-                if bm25 is not None:
+                if bm25 is not None and bm25[0] is not None:
                     sparse_cur = conn.execute(bm25[0], bm25[1])
                 if dense_cur is not None:
                     dense_rows = dense_cur.fetchall()
@@ -454,21 +440,30 @@ class PgVectorIndex:
             return []
         where, params = self._where(plan)
         statement, args, stale = self._bm25(vector, where, params, limit)
+        if statement is None:
+            return []
         with self._conn() as conn:
             rows = conn.execute(statement, args).fetchall()
         return self._bm25_hits(rows, stale)
 
-    def _bm25(self, vector: SparseVec, where: sql.Composable, params: list[Any],
-              limit: int) -> tuple[sql.Composed, tuple[Any, ...], tuple[float, list[int], bool]]:
+    def _bm25(self, vector: SparseVec, where: sql.Composable, params: list[Any], limit: int,
+              ) -> tuple[sql.Composed | None, tuple[Any, ...], tuple[float, list[int], bool]]:
         """The BM25 search as one statement (:mod:`memos_core.index.pg_bm25`): cached
         statistics younger than ``idf_ttl_s`` are passed in, stale ones counted by it. Also
-        returns what :meth:`_bm25_hits` needs to cache the counts it returns."""
+        returns what :meth:`_bm25_hits` needs to cache the counts it returns. The statement
+        is ``None`` when the cached statistics say no point holds a query term."""
         now = time.monotonic()
         with self._stats_lock:
             known = {t: hit[1] for t in vector.indices
                      if (hit := self._df.get(t)) is not None and now - hit[0] <= self.idf_ttl_s}
             total = self._total[1] if self._total and now - self._total[0] <= self.idf_ttl_s else None
         missing = [t for t in vector.indices if t not in known]
+        if not missing and total is not None:
+            cached = bm25_cached_statement(self.keyword, self._points, self._terms, where, params,
+                                           vector.indices, vector.values, known, total, limit)
+            if cached is None:  # no point holds any query term
+                return None, (), (now, [], False)
+            return cached[0], cached[1], (now, [], False)
         statement, args = bm25_statement(self.keyword, self._points, self._terms, where, params,
                                          vector.indices, vector.values, known, missing, total,
                                          limit)

@@ -15,7 +15,11 @@ Prints (never asserts) four tables, each with the machine, versions and load ave
 4. **LoCoMo end to end** (the dev set): MemOS embedded (SQLite + qdrant-edge), MemOS in
    server mode on this server, and LangGraph's ``PostgresStore`` (pgvector, cosine, HNSW)
    with the same MiniLM embedder on the same server: adds/s, search p50/p95 ms (query
-   embedding included), recall@5/10/20 and MRR.
+   embedding included), recall@5/10/20 and MRR. The systems are interleaved (each
+   conversation ingested by all three, then each question asked of all three in an order
+   that rotates per question), so that load from other jobs falls on them alike. With ``--profile``, also where each MemOS
+   system's search time goes, stage by stage (mean and p95 ms per search; measured by
+   wrapping the store's own methods, so the wrappers add a few microseconds per stage).
 
 Server mode is ``MemOS("postgresql://...")`` when this checkout has it; otherwise the
 pgvector index (``MemOSConfig(index="pgvector")``) with the embedded vault (the table says
@@ -34,6 +38,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -321,6 +326,72 @@ def processes(url: str, turns: list[dict], qas: list[dict], vecs: Any, qvecs: An
 
 # -- 4: LoCoMo end to end --------------------------------------------------------------------
 
+#: stage name -> (where, attribute); "where" names a part of a MemOS or a module
+STAGES = (("feed check", "follower", "sync"), ("query embedding", "query_vectors", "get"),
+          ("dense search", "index", "search_dense"), ("bm25 search", "index", "search_sparse"),
+          ("dense+bm25 (one call)", "index", "search_hybrid"),
+          ("entity hop", "hybrid_module", "entity_hop"),
+          ("graph expansion", "retriever", "_expand"), ("vault read", "vault", "get_many"),
+          ("second stage", "memos_module", "rerank"), ("record usage", "vault", "record_usage"))
+
+
+class StageTimer:
+    """Wraps the stages of one MemOS's search path and adds the time spent in each to
+    ``spent``. A stage called inside another (the entity hop's BM25 search) counts for the
+    outer one only."""
+
+    def __init__(self, mos: Any) -> None:
+        import memos_core.memos as memos_module
+        import memos_core.retrieval.hybrid as hybrid_module
+
+        self.spent: dict[str, float] = {}
+        self._depth = 0
+        self._thread = threading.get_ident()  # the listener thread's catch-ups do not count
+        self._undo: list[tuple[Any, str, Any]] = []
+        parts = {"follower": mos.store.follower, "query_vectors": mos.retriever.query_vectors,
+                 "index": mos.index, "retriever": mos.retriever, "vault": mos.vault,
+                 "memos_module": memos_module, "hybrid_module": hybrid_module}
+        for name, where, attr in STAGES:
+            obj = parts[where]
+            if obj is not None and hasattr(obj, attr):
+                self._wrap(obj, attr, name)
+
+    def _wrap(self, obj: Any, attr: str, name: str) -> None:
+        inner = getattr(obj, attr)
+        had_own = attr in getattr(obj, "__dict__", {})
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            if self._depth or threading.get_ident() != self._thread:
+                return inner(*a, **kw)
+            self._depth += 1
+            t0 = time.perf_counter()
+            try:
+                return inner(*a, **kw)
+            finally:
+                self._depth -= 1
+                self.spent[name] = self.spent.get(name, 0.0) + (time.perf_counter() - t0) * 1000
+
+        setattr(obj, attr, timed)
+        self._undo.append((obj, attr, inner if had_own else None))
+
+    def close(self) -> None:
+        for obj, attr, inner in reversed(self._undo):
+            if inner is None:
+                delattr(obj, attr)
+            else:
+                setattr(obj, attr, inner)
+
+
+def stage_table(per_search: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and p95 ms of each stage over the searches (0 where a search skipped it)."""
+    names = [n for n, *_ in STAGES if any(n in s for s in per_search)] + ["rest"]
+    out = {}
+    for name in names:
+        values = sorted(s.get(name, 0.0) for s in per_search)
+        out[name] = {"mean": round(statistics.fmean(values), 2),
+                     "p95": round(values[min(len(values) - 1, int(len(values) * 0.95))], 2)}
+    return out
+
 def _server_memos(url: str, tmp: Path, embedder: Any) -> tuple[Any, str]:
     """MemOS in server mode on ``url``: ``MemOS(url)`` (vault and pgvector index in the
     database) where this checkout has it, else the pgvector index with an embedded vault."""
@@ -335,8 +406,10 @@ def _server_memos(url: str, tmp: Path, embedder: Any) -> tuple[Any, str]:
             "MemOS(postgresql://): vault + pgvector index")
 
 
-def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path) -> dict[str, Any]:
-    """Ingest each conversation and score its questions on each system."""
+def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path,
+           profile: bool = False) -> dict[str, Any]:
+    """Ingest each conversation and score its questions on each system (``profile``: also
+    time the stages of the MemOS systems' searches)."""
     from langgraph.store.base import PutOp
     from langgraph.store.postgres import PostgresStore
 
@@ -360,7 +433,9 @@ def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path) -> dict[str
                    "fields": ["text"], "distance_type": "cosine"}))
         pg_store.setup()
 
-        def memos_system(mos: Any):
+        stage_samples: dict[str, list[dict[str, float]]] = {}
+
+        def memos_system(mos: Any, name: str):
             def ingest(user: str, turns: list[dict]) -> dict[str, str]:
                 cubes = mos.add_many([t["item"] for t in turns], user_id=user)
                 last = max((t["item"]["occurred_at"] for t in turns if t["item"]["occurred_at"]), default=None)
@@ -369,7 +444,18 @@ def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path) -> dict[str
                 return {c.id: c.metadata["dia_id"] for c in cubes}
 
             def search(user: str, q: str, dia: dict[str, str]) -> list[str]:
-                return [dia[h.id] for h in mos.search(q, user_id=user, k=max(KS), record_usage=False)]
+                if not profile:
+                    return [dia[h.id] for h in mos.search(q, user_id=user, k=max(KS), record_usage=False)]
+                timer = StageTimer(mos)
+                try:
+                    t0 = time.perf_counter()
+                    hits = mos.search(q, user_id=user, k=max(KS), record_usage=False)
+                    total = (time.perf_counter() - t0) * 1000
+                finally:
+                    timer.close()
+                timer.spent["rest"] = total - sum(timer.spent.values())
+                stage_samples.setdefault(name, []).append(timer.spent)
+                return [dia[h.id] for h in hits]
             return ingest, search
 
         def store_ingest(user: str, turns: list[dict]) -> dict[str, str]:
@@ -379,25 +465,45 @@ def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path) -> dict[str
         def store_search(user: str, q: str, _dia: dict[str, str]) -> list[str]:
             return [item.key for item in pg_store.search(("locomo", user), query=q, limit=max(KS))]
 
-        systems = {"MemOS embedded (SQLite + qdrant-edge)": memos_system(embedded),
-                   f"MemOS server ({server_label})": memos_system(server),
+        embedded_name, server_name = "MemOS embedded (SQLite + qdrant-edge)", f"MemOS server ({server_label})"
+        systems = {embedded_name: memos_system(embedded, embedded_name),
+                   server_name: memos_system(server, server_name),
                    "LangGraph PostgresStore (pgvector HNSW cosine)": (store_ingest, store_search)}
-        for name, (ingest, search) in systems.items():
-            ingest_s, added, lat, rows = 0.0, 0, [], []
-            for user, turns in turns_by_user.items():
+        systems_mos = {embedded_name: embedded, server_name: server}
+        # Interleaved, so that load from other jobs on a shared machine falls on every system
+        # alike: each conversation is ingested by every system, then each of its questions
+        # is asked of every system in turn, in an order that rotates per question.
+        names = list(systems)
+        ingest_s = dict.fromkeys(names, 0.0)
+        added = dict.fromkeys(names, 0)
+        lat: dict[str, list[float]] = {n: [] for n in names}
+        rows: dict[str, list[dict]] = {n: [] for n in names}
+        asked = 0
+        for user, turns in turns_by_user.items():
+            dias = {}
+            for name in names:
                 t0 = time.perf_counter()
-                dia = ingest(user, turns)
-                ingest_s += time.perf_counter() - t0
-                added += len(turns)
-                for qa in qas_by_user.get(user, []):
+                dias[name] = systems[name][0](user, turns)
+                ingest_s[name] += time.perf_counter() - t0
+                added[name] += len(turns)
+            for qa in qas_by_user.get(user, []):
+                for name in names[asked % len(names):] + names[:asked % len(names)]:
                     t0 = time.perf_counter()
-                    ranked = search(user, qa["q"], dia)
-                    lat.append((time.perf_counter() - t0) * 1000)
-                    rows.append(score(ranked, qa["evidence"]))
-            out[name] = {"adds_per_s": round(added / ingest_s, 1), **ms_stats(lat),
-                         **{key: round(statistics.fmean(r[key] for r in rows), 4) for key in rows[0]},
-                         "questions": len(rows)}
-            print(f"  {name}: done ({round(time.perf_counter(), 1)})", file=sys.stderr, flush=True)
+                    ranked = systems[name][1](user, qa["q"], dias[name])
+                    lat[name].append((time.perf_counter() - t0) * 1000)
+                    rows[name].append(score(ranked, qa["evidence"]))
+                asked += 1
+            print(f"  {user}: done ({round(time.perf_counter(), 1)})", file=sys.stderr, flush=True)
+        for name in names:
+            out[name] = {"adds_per_s": round(added[name] / ingest_s[name], 1), **ms_stats(lat[name]),
+                         **{key: round(statistics.fmean(r[key] for r in rows[name]), 4)
+                            for key in rows[name][0]},
+                         "questions": len(rows[name])}
+            follower = getattr(getattr(systems_mos.get(name), "store", None), "follower", None)
+            if follower is not None:  # how many searches skipped the feed's head query
+                out[name]["head_skips"] = getattr(follower, "head_skips", None)
+    if stage_samples:
+        out["_stages"] = {name: stage_table(samples) for name, samples in stage_samples.items()}
     return out
 
 
@@ -463,8 +569,19 @@ def markdown(result: dict[str, Any]) -> str:
                   "| system | adds/s | search p50 ms | p95 ms | recall@5 | recall@10 | recall@20 | all@10 | MRR |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for name, r in result["locomo"].items():
+            if name == "_stages":
+                continue
             lines.append(f"| {name} | {r['adds_per_s']} | {r['p50']} | {r['p95']} | {r['recall@5']:.3f} | "
                          f"{r['recall@10']:.3f} | {r['recall@20']:.3f} | {r['all@10']:.3f} | {r['mrr']:.3f} |")
+        stages = result["locomo"].get("_stages")
+        if stages:
+            cols = list(dict.fromkeys(c for table in stages.values() for c in table))
+            lines += ["", "Where a LoCoMo search's time goes (--profile; ms per search, mean / p95):", "",
+                      "| system | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+            for name, table in stages.items():
+                cells = " | ".join(f"{table[c]['mean']} / {table[c]['p95']}" if c in table else "-"
+                                   for c in cols)
+                lines.append(f"| {name} | {cells} |")
     return "\n".join(lines)
 
 
@@ -478,6 +595,8 @@ def main() -> None:
                    help="also run the index variants with this many copies of every conversation, "
                         "each its own user (default 10, --quick 5)")
     p.add_argument("--skip", action="append", default=[], choices=("variants", "processes", "memos-processes", "locomo"))
+    p.add_argument("--profile", action="store_true",
+                   help="LoCoMo part: also time each stage of the MemOS systems' searches")
     p.add_argument("--out", type=Path, help="write the JSON result here")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -514,7 +633,7 @@ def main() -> None:
                 url, data["turns"], data["qas"], (1, 2, 4), 120 if args.quick else 300,
                 10 if args.quick else 40)
         if "locomo" not in args.skip:
-            result["locomo"] = locomo(url, data, embedder, Path(tmp))
+            result["locomo"] = locomo(url, data, embedder, Path(tmp), profile=args.profile)
         result["server_versions"] = _versions(url)
     result["load_after"] = round(os.getloadavg()[0], 2)
     result["machine"] = machine_info()

@@ -679,8 +679,16 @@ class MemOS:
         filled from further down the ranking): ``exclude_sources`` -- memories made from
         one of these message ids (``provenance.source_message_ids``); ``exclude_session`` --
         episodic memories recorded in this session (the conversation itself).
+
+        Server mode: every hit is re-read from the vault and checked (state, rights) before it
+        is returned, so the catch-up with other processes' changes before the search may skip
+        its head query while the LISTEN connection is up and quiet
+        (:meth:`~memos_core.store.feed.ChangeFollower.sync` with ``gated=True``).
         """
-        self._check_open()
+        if self._closed or self.store.follower is None:
+            self._check_open()
+        else:
+            self.store.follower.sync(gated=True)
         query = check_text(query, "query")
         user_id = check_name(user_id, "user_id")
         k = check_k(k)

@@ -122,3 +122,20 @@ class VectorIndex(Protocol):
     def flush(self) -> None: ...
     def optimize(self) -> None: ...
     def close(self) -> None: ...
+
+
+def search_hybrid(index: VectorIndex, vector: Sequence[float] | None, sparse: SparseVec | None,
+                  flt: IndexFilter, limit: int) -> tuple[list[ScoredId], list[ScoredId]]:
+    """Dense and BM25 hits for one query: ``(index.search_dense(vector, flt, limit),
+    index.search_sparse(sparse, flt, limit))``, ``[]`` for a ``None`` vector.
+
+    An index may implement this as an optional method ``search_hybrid`` with the same
+    signature and results -- the server-mode index (:class:`~memos_core.index.pgvector.PgVectorIndex`)
+    sends both queries to the server together; otherwise the two searches run in turn.
+    """
+    own = getattr(index, "search_hybrid", None)
+    if own is not None:
+        dense, keyword = own(vector, sparse, flt, limit)
+        return list(dense), list(keyword)
+    return (index.search_dense(vector, flt, limit) if vector is not None else [],
+            index.search_sparse(sparse, flt, limit) if sparse is not None else [])

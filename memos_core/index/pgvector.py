@@ -36,7 +36,6 @@ leave a mix of two versions' postings. Connections come from a :mod:`psycopg_poo
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -49,6 +48,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from memos_core.index.base import IndexFilter, IndexPoint, ScoredId, SparseVec
+from memos_core.index.pg_bm25 import SPARSE_DIM, bm25_cached_statement, bm25_statement, sparsevec_text
 from memos_core.index.filters import AnyOf, Between, Condition, Either, FilterPlan, IsTrue, plan_filter
 from memos_core.index.points import (
     canonical_id,
@@ -67,22 +67,8 @@ _COLUMNS = ("user_id", "agent_id", "session_id", "type", "tags", "state", "occur
             "superseded", "version", "readers")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _BATCH = 500  # points per INSERT statement
-_SPARSE_DIM = 1_000_000_000  # sparsevec's largest dimension
-_FOLD = _SPARSE_DIM - 1
+_SPARSE_DIM = SPARSE_DIM  # sparsevec's largest dimension (term ids are folded into it)
 _LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
-
-
-def _sparsevec_text(indices: Sequence[int], values: Sequence[float]) -> str:
-    """pgvector's text form of a sparse vector. Our term ids are 32-bit hashes, beyond
-    ``sparsevec``'s 10^9 dimensions: they are folded (``id % (10^9 - 1) + 1``; a fold that
-    lands two terms of one text on one index adds their weights). Queries fold the same way
-    in SQL (:meth:`PgVectorIndex.search_sparse`)."""
-    folded: dict[int, float] = {}
-    for index, value in zip(indices, values):
-        key = int(index) % _FOLD + 1
-        folded[key] = folded.get(key, 0.0) + float(value)
-    body = ",".join(f"{k}:{v!r}" for k, v in sorted(folded.items()))
-    return "{" + body + "}/" + str(_SPARSE_DIM)
 
 
 def _vector_text(values: Sequence[float]) -> str:
@@ -278,7 +264,7 @@ class PgVectorIndex:
                 # of the same id waits here and then sees these postings when it deletes them.
                 conn.execute(insert_points, (
                     ids, [_vector_text(r[1]) for r in rows], [bool(r[2].indices) for r in rows],
-                    [_sparsevec_text(r[2].indices, r[2].values) for r in rows],
+                    [sparsevec_text(r[2].indices, r[2].values) for r in rows],
                     cols["user_id"], cols["agent_id"], cols["session_id"], cols["type"],
                     [Jsonb(v) for v in cols["tags"]], cols["state"], cols["occurred_at"],
                     cols["superseded"], cols["version"], [Jsonb(v) for v in cols["readers"]]))
@@ -375,13 +361,7 @@ class PgVectorIndex:
         if plan is None or check_limit(limit) == 0:
             return []
         where, params = self._where(plan)
-        ann = sql.SQL(
-            "SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p WHERE {w} ORDER BY dist LIMIT %s"
-        ).format(p=self._points, w=where)
-        exact = sql.SQL(  # OFFSET 0 keeps the ordering out of the index's reach
-            "SELECT id, dist FROM (SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p "
-            "WHERE {w} OFFSET 0) s ORDER BY dist, id LIMIT %s"
-        ).format(p=self._points, w=where)
+        ann, exact = self._dense_sql(where)
         args = (query, *params, limit)
         with contextlib.ExitStack() as stack:
             if limit > self.ef_search:  # an HNSW scan returns at most ef_search hits per round
@@ -392,8 +372,60 @@ class PgVectorIndex:
             rows = conn.execute(ann, args).fetchall()
             if len(rows) < limit:
                 rows = conn.execute(exact, args).fetchall()
+        return self._dense_hits(rows)
+
+    def _dense_sql(self, where: sql.Composable) -> tuple[sql.Composed, sql.Composed]:
+        """The dense search's HNSW query and its exact fallback (same parameters)."""
+        ann = sql.SQL(
+            "SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p WHERE {w} ORDER BY dist LIMIT %s"
+        ).format(p=self._points, w=where)
+        exact = sql.SQL(  # OFFSET 0 keeps the ordering out of the index's reach
+            "SELECT id, dist FROM (SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p "
+            "WHERE {w} OFFSET 0) s ORDER BY dist, id LIMIT %s"
+        ).format(p=self._points, w=where)
+        return ann, exact
+
+    @staticmethod
+    def _dense_hits(rows: list[Any]) -> list[ScoredId]:
         rows.sort(key=lambda row: (row[1], str(row[0])))  # relaxed_order: nearly sorted
         return [ScoredId(str(pid), 1.0 - float(dist)) for pid, dist in rows]
+
+    def search_hybrid(self, vector: Sequence[float] | None, sparse: SparseVec | None,
+                      flt: IndexFilter, limit: int) -> tuple[list[ScoredId], list[ScoredId]]:
+        """``(search_dense(vector, ...), search_sparse(sparse, ...))`` -- the same hits -- in
+        one round trip instead of two or three: the dense query and the BM25 statement (which
+        counts stale IDF statistics itself) go out together in a libpq pipeline on one
+        connection. ``None`` skips that search (its list is empty)."""
+        if vector is not None:
+            query = _vector_text(dense_list(vector, self.dim))
+        if sparse is not None:
+            check_sparse(sparse)
+        plan = plan_filter(flt)
+        if plan is None or check_limit(limit) == 0:
+            return [], []
+        if limit > self.ef_search:  # the dense search needs its own transaction
+            return (self.search_dense(vector, flt, limit) if vector is not None else [],
+                    self.search_sparse(sparse, flt, limit) if sparse is not None else [])
+        where, params = self._where(plan)
+        dense_rows: list[Any] = []
+        sparse_rows: list[Any] = []
+        bm25 = self._bm25(sparse, where, params, limit) if sparse is not None and sparse.indices else None
+        with self._conn() as conn:
+            with conn.pipeline():  # both statements go out together: one round trip
+                dense_cur = sparse_cur = None
+                if vector is not None:
+                    ann, exact = self._dense_sql(where)
+                    dense_cur = conn.execute(ann, (query, *params, limit))
+                if bm25 is not None and bm25[0] is not None:
+                    sparse_cur = conn.execute(bm25[0], bm25[1])
+                if dense_cur is not None:
+                    dense_rows = dense_cur.fetchall()
+                if sparse_cur is not None:
+                    sparse_rows = sparse_cur.fetchall()
+            if vector is not None and len(dense_rows) < limit:
+                dense_rows = conn.execute(exact, (query, *params, limit)).fetchall()
+        return (self._dense_hits(dense_rows),
+                self._bm25_hits(sparse_rows, bm25[2]) if bm25 is not None else [])
 
     def search_sparse(self, vector: SparseVec, flt: IndexFilter, limit: int) -> list[ScoredId]:
         """Points by BM25 (query term weights x stored TF weights x IDF), best first.
@@ -407,59 +439,57 @@ class PgVectorIndex:
         if plan is None or check_limit(limit) == 0 or not vector.indices:
             return []
         where, params = self._where(plan)
+        statement, args, stale = self._bm25(vector, where, params, limit)
+        if statement is None:
+            return []
         with self._conn() as conn:
-            terms, boosts = self._boosts(conn, vector)
-            if not terms:
-                return []
-            if self.keyword == "postings":
-                rows = conn.execute(sql.SQL(
-                    "SELECT p.id, sum(t.weight * q.b) AS score "
-                    "FROM unnest(%s::bigint[], %s::float8[]) AS q(term, b) "
-                    "JOIN {t} t ON t.term = q.term JOIN {p} p ON p.id = t.id "
-                    "WHERE {w} GROUP BY p.id ORDER BY score DESC, p.id LIMIT %s"
-                ).format(t=self._terms, p=self._points, w=where),
-                    (terms, boosts, *params, limit)).fetchall()
-            else:
-                qv = _sparsevec_text(terms, boosts)
-                rows = conn.execute(sql.SQL(
-                    "SELECT p.id, -(p.sparse <#> %s::sparsevec) AS score FROM {p} p "
-                    "WHERE {w} AND (p.sparse <#> %s::sparsevec) < 0 "
-                    "ORDER BY p.sparse <#> %s::sparsevec, p.id LIMIT %s"
-                ).format(p=self._points, w=where), (qv, *params, qv, qv, limit)).fetchall()
-        return [ScoredId(str(pid), float(score)) for pid, score in rows]
+            rows = conn.execute(statement, args).fetchall()
+        return self._bm25_hits(rows, stale)
 
-    def _boosts(self, conn: psycopg.Connection[Any], vector: SparseVec) -> tuple[list[int], list[float]]:
-        """The query's terms that some point has, with weight x IDF
-        (``ln(1 + (N - n + 0.5) / (n + 0.5))``, Qdrant's IDF modifier; ``N`` counts the
-        points with a sparse vector). Statistics older than ``idf_ttl_s`` are re-read."""
+    def _bm25(self, vector: SparseVec, where: sql.Composable, params: list[Any], limit: int,
+              ) -> tuple[sql.Composed | None, tuple[Any, ...], tuple[float, list[int], bool]]:
+        """The BM25 search as one statement (:mod:`memos_core.index.pg_bm25`): cached
+        statistics younger than ``idf_ttl_s`` are passed in, stale ones counted by it. Also
+        returns what :meth:`_bm25_hits` needs to cache the counts it returns. The statement
+        is ``None`` when the cached statistics say no point holds a query term."""
         now = time.monotonic()
         with self._stats_lock:
-            fresh = {t: hit[1] for t in vector.indices
+            known = {t: hit[1] for t in vector.indices
                      if (hit := self._df.get(t)) is not None and now - hit[0] <= self.idf_ttl_s}
             total = self._total[1] if self._total and now - self._total[0] <= self.idf_ttl_s else None
-        missing = [t for t in vector.indices if t not in fresh]
-        if missing or total is None:
-            rows = conn.execute(sql.SQL(
-                "SELECT -1::bigint, count(*) FROM {p} WHERE has_sparse AND %s "
-                "UNION ALL SELECT term, count(*) FROM {t} WHERE term = ANY(%s::bigint[]) GROUP BY term"
-            ).format(p=self._points, t=self._terms), (total is None, missing)).fetchall()
-            found = dict(rows)
-            if total is None:
-                total = int(found.get(-1, 0))
-            with self._stats_lock:
-                if len(self._df) > 200_000:
-                    self._df.clear()
+        missing = [t for t in vector.indices if t not in known]
+        if not missing and total is not None:
+            cached = bm25_cached_statement(self.keyword, self._points, self._terms, where, params,
+                                           vector.indices, vector.values, known, total, limit)
+            if cached is None:  # no point holds any query term
+                return None, (), (now, [], False)
+            return cached[0], cached[1], (now, [], False)
+        statement, args = bm25_statement(self.keyword, self._points, self._terms, where, params,
+                                         vector.indices, vector.values, known, missing, total,
+                                         limit)
+        return statement, args, (now, missing, total is None)
+
+    def _bm25_hits(self, rows: list[Any], stale: tuple[float, list[int], bool]) -> list[ScoredId]:
+        """The hits of a :meth:`_bm25` statement, best first (score, then id); the counts it
+        made go into the statistics cache."""
+        now, missing, counted_total = stale
+        hits, counts, total = [], {}, None
+        for kind, key, value in rows:
+            if kind == "h":
+                hits.append(ScoredId(key, float(value)))
+            elif kind == "d":
+                counts[int(key)] = int(value)
+            else:
+                total = int(value)
+        with self._stats_lock:
+            if len(self._df) > 200_000:
+                self._df.clear()
+            for term in missing:
+                self._df[term] = (now, counts.get(term, 0))
+            if counted_total and total is not None:
                 self._total = (now, total)
-                for term in missing:
-                    fresh[term] = int(found.get(term, 0))
-                    self._df[term] = (now, fresh[term])
-        terms, boosts = [], []
-        for term, value in zip(vector.indices, vector.values):
-            n = fresh[term]
-            if n > 0:
-                terms.append(term)
-                boosts.append(value * math.log(1.0 + (total - n + 0.5) / (n + 0.5)))
-        return terms, boosts
+        hits.sort(key=lambda h: (-h.score, h.id))
+        return hits
 
     def _forget_stats(self) -> None:
         """Drop the cached BM25 statistics (after this object's own writes)."""

@@ -34,7 +34,7 @@ from memos_core.config import RetrievalConfig
 from memos_core.embedding import Embedder, QueryCache
 from memos_core.extraction import EntityExtractor
 from memos_core.graph import GraphViews
-from memos_core.index.base import IndexFilter, ScoredId, VectorIndex
+from memos_core.index.base import IndexFilter, ScoredId, VectorIndex, search_hybrid
 from memos_core.retrieval.candidate import Candidate
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
 from memos_core.retrieval.multistage import entity_hop, hop_entities, session_stage
@@ -127,11 +127,15 @@ class HybridRetriever:
         vector: np.ndarray | None = None
         if cfg.dense_weight > 0:
             vector = self.query_vectors.get(query)
-            signals["dense"] = self.index.search_dense(vector.tolist(), flt, n)
-        sparse_query = None
-        if cfg.sparse_weight > 0:
-            sparse_query = self.bm25.encode_query(query)
-            signals["bm25"] = self.index.search_sparse(sparse_query, flt, n)
+        sparse_query = self.bm25.encode_query(query) if cfg.sparse_weight > 0 else None
+        if vector is not None or sparse_query is not None:
+            # one call: an index on a server sends both queries in one round trip
+            dense, keyword = search_hybrid(self.index, None if vector is None else vector.tolist(),
+                                           sparse_query, flt, n)
+            if vector is not None:
+                signals["dense"] = dense
+            if sparse_query is not None:
+                signals["bm25"] = keyword
         weights = {"dense": cfg.dense_weight, "bm25": cfg.sparse_weight}
         cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
         if cfg.prf_weight > 0 and sparse_query is not None and self.texts is not None and cands:

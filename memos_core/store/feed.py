@@ -23,6 +23,12 @@ Changes this process wrote itself were derived by its own write path
 skips them. A LISTEN connection wakes the follower in the background when any process
 commits, so the check before a call usually finds nothing to do.
 
+A search may skip even the head query (``sync(gated=True)``): while the LISTEN connection is
+up and no notification arrived since the last check (each wake-up, and each (re)connection
+of the listener, counts as one), and the last check is younger than ``head_check_s``. A
+listener that is down, reconnecting or not started, or a check older than that, means the
+head query runs as before. Every other call keeps the head query.
+
 The search path never depends on the follower for safety: every hit is re-read from the
 vault and checked (state, rights) before it is returned. The follower keeps the rest --
 graph expansion, KV caches, adapters -- from serving what another process forgot or revoked.
@@ -57,6 +63,9 @@ class ChangeFollower:
             after seeing another process's change its index point is checked (and repaired).
     """
 
+    #: how long a search may go without the head query while the listener is up and quiet
+    head_check_s = 1.0
+
     def __init__(self, store: Any, cursor: int, *, shared_index: bool,
                  repair_after_s: float = 10.0) -> None:
         self.store = store
@@ -77,6 +86,15 @@ class ChangeFollower:
         self.applied = 0
         #: how many times the feed had been pruned past the cursor (full resynchronisation)
         self.resyncs = 0
+        #: wake-ups of the listener so far (notifications and (re)connections)
+        self._wakes = 0
+        #: the LISTEN connection of the latest wake-up (the listener is up while the vault's
+        #: current one is this object)
+        self._woken_on: Any = None
+        #: (wake-ups, monotonic time) as of the start of the last completed head check
+        self._checked: tuple[int, float] | None = None
+        #: how many gated checks skipped the head query (for stats and tests)
+        self.head_skips = 0
         self.vault.on_commit(self._mark_own)
 
     def _mark_own(self, seqs: Sequence[int]) -> None:
@@ -88,8 +106,23 @@ class ChangeFollower:
         self.vault.listen(self._wake)
 
     def _wake(self) -> None:
+        # counted before catching up: a gated check that starts after this wake-up runs the
+        # head query (the catch-up below may still be under way)
+        self._woken_on = getattr(self.vault, "_listen_conn", None)
+        self._wakes += 1
         if not self._closed:
             self.sync()
+
+    def _listener_quiet(self) -> bool:
+        """True if the head query may be skipped: the listener's connection is the one its
+        last wake-up came on (so it has been LISTENing since before the last check), no
+        wake-up came since the last completed check, and that check is recent."""
+        checked = self._checked
+        if checked is None or checked[0] != self._wakes \
+                or time.monotonic() - checked[1] >= self.head_check_s:
+            return False
+        conn = getattr(self.vault, "_listen_conn", None)
+        return conn is not None and conn is self._woken_on and not conn.closed
 
     def close(self) -> None:
         self._closed = True
@@ -110,16 +143,34 @@ class ChangeFollower:
                 self._deferred.update(ids)
             raise
 
-    def sync(self) -> int:
+    def sync(self, *, gated: bool = False) -> int:
         """Apply every change newer than the cursor; returns how many foreign changes were
-        applied. Cheap when there is nothing new (one query)."""
+        applied. Cheap when there is nothing new (one query).
+
+        ``gated``: skip the head query when the LISTEN connection is up and quiet (see the
+        module docstring) and the index is shared (a per-process index must see other
+        processes' adds through the feed). For calls whose results are checked against the
+        vault anyway (search); a notification in flight at that moment is applied by the
+        next call."""
         if self._deferred:
             with self.store.write_lock:
                 self._retry_deferred()
         if self._unchecked:
             self._repair_due()
-        if self._closed or self.vault.change_head() <= self.cursor:
+        if self._closed:
             return 0
+        if gated and self.shared_index and self._listener_quiet():
+            self.head_skips += 1
+            return 0
+        started = (self._wakes, time.monotonic())
+        if self.vault.change_head() <= self.cursor:
+            self._checked = started
+            return 0
+        done = self._catch_up()
+        self._checked = started
+        return done
+
+    def _catch_up(self) -> int:
         with self.store.write_lock:
             done = 0
             while not self._closed:

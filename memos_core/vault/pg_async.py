@@ -227,15 +227,22 @@ class AsyncPgVault:
 
     # -- the vault's reads ----------------------------------------------------------------
 
+    def _overlay(self, cube: MemCube, stored: bool) -> MemCube:
+        # this process's pending usage counts, as the sync reads lay them over; without the
+        # sync path's flush exclusion (it would block the loop), so a read that races a
+        # flush may count that batch twice or not at all: statistics only
+        overlaid: MemCube = self._vault._usage.overlay(cube, stored)
+        return overlaid
+
     async def get(self, memory_id: str) -> MemCube | None:
-        return await self._run(pg_sql.get(memory_id))
+        return await self._run(pg_sql.get(memory_id, self._overlay))
 
     async def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
-        return await self._run(pg_sql.get_many(memory_ids))
+        return await self._run(pg_sql.get_many(memory_ids, self._overlay))
 
     async def list(self, query: ListQuery) -> builtins.list[MemCube]:
         where, params = self._vault._where(query)
-        return await self._run(pg_sql.list_memories(query, where, params))
+        return await self._run(pg_sql.list_memories(query, where, params, self._overlay))
 
     async def history(self, memory_id: str) -> builtins.list[MemCube]:
         return await self._run(pg_sql.history(memory_id))

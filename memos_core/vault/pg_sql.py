@@ -137,36 +137,58 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
 
 
-def with_usage(docs: Sequence[Row]) -> Program[list[MemCube]]:
+#: lays this process's pending usage counts over a cube read with its stored counters
+#: (``PendingUsage.overlay``; the bool: the memory has a usage row)
+Overlay = Callable[[MemCube, bool], MemCube]
+
+
+def _usage_of(count: int | None, last: float | None, heat: Any, tier: Any) -> Usage | None:
+    """The counters of a usage row (None: the memory has none; LEFT JOIN gave nulls)."""
+    return None if count is None else Usage(access_count=count, last_access=_dt(last),
+                                            heat=heat, tier=tier)
+
+
+def _decode(doc: str, usage: Usage | None, overlay: Overlay | None) -> MemCube:
+    cube = MemCube.model_validate_json(doc)
+    if usage is not None:
+        cube = cube.model_copy(update={"usage": usage})
+    return overlay(cube, usage is not None) if overlay is not None else cube
+
+
+def with_usage(docs: Sequence[Row], overlay: Overlay | None = None) -> Program[list[MemCube]]:
     """``(id, doc json)`` rows as cubes, each with its usage counters (one more query)."""
     if not docs:
         return []
-    usage = {r[0]: Usage(access_count=r[1], last_access=_dt(r[2]), heat=r[3], tier=r[4])
+    usage = {r[0]: _usage_of(*r[1:5])
              for r in (yield Rows("SELECT id, access_count, last_access, heat, tier FROM usage "
                                   "WHERE id = ANY(%s)", ([d[0] for d in docs],)))}
-    out = []
-    for mid, doc in docs:
-        cube = MemCube.model_validate_json(doc)
-        if mid in usage:
-            cube = cube.model_copy(update={"usage": usage[mid]})
-        out.append(cube)
-    return out
+    return [_decode(doc, usage.get(mid), overlay) for mid, doc in docs]
 
 
-def get(memory_id: str) -> Program[MemCube | None]:
+_READ_WITH_USAGE = ("SELECT m.doc::text, u.access_count, u.last_access, u.heat, u.tier "
+                    "FROM memories m LEFT JOIN usage u ON u.id = m.id WHERE m.id = ANY(%s)")
+
+
+def read_current(ids: Sequence[str], overlay: Overlay | None = None) -> Program[list[MemCube]]:
+    """The current versions of ``ids`` (tombstones too) with their usage counters: one
+    statement (one round trip, one snapshot)."""
+    rows = yield Rows(_READ_WITH_USAGE, (list(ids),))
+    return [_decode(r[0], _usage_of(*r[1:5]), overlay) for r in rows]
+
+
+def get(memory_id: str, overlay: Overlay | None = None) -> Program[MemCube | None]:
     """The current version of ``memory_id`` (tombstones too), or None."""
-    rows = yield Rows("SELECT id, doc::text FROM memories WHERE id=%s", (memory_id,))
-    cubes = yield from with_usage(rows)
+    cubes = yield from read_current([memory_id], overlay)
     return cubes[0] if cubes else None
 
 
-def get_many(memory_ids: Sequence[str]) -> Program[dict[str, MemCube]]:
+def get_many(memory_ids: Sequence[str],
+             overlay: Overlay | None = None) -> Program[dict[str, MemCube]]:
     """The current versions of those of ``memory_ids`` that exist, by id."""
     ids = list(dict.fromkeys(memory_ids))
     if not ids:
         return {}
-    rows = yield Rows("SELECT id, doc::text FROM memories WHERE id = ANY(%s)", (ids,))
-    return {c.id: c for c in (yield from with_usage(rows))}
+    return {c.id: c for c in (yield from read_current(ids, overlay))}
 
 
 def history(memory_id: str) -> Program[list[MemCube]]:
@@ -175,13 +197,14 @@ def history(memory_id: str) -> Program[list[MemCube]]:
     return [MemCube.model_validate_json(r[0]) for r in rows]
 
 
-def list_memories(query: ListQuery, where: str, params: Sequence[Any]) -> Program[list[MemCube]]:
+def list_memories(query: ListQuery, where: str, params: Sequence[Any],
+                  overlay: Overlay | None = None) -> Program[list[MemCube]]:
     """The page ``query`` asks for; ``where``/``params`` are its filter
     (``PostgresVault._where``)."""
     order = "DESC" if query.newest_first else "ASC"
     rows = yield Rows(f"SELECT id, doc::text FROM memories{where} ORDER BY seq {order} "
                       "LIMIT %s OFFSET %s", [*params, query.limit, query.offset])
-    return (yield from with_usage(rows))
+    return (yield from with_usage(rows, overlay))
 
 
 def change_head() -> Program[int]:

@@ -13,8 +13,12 @@ is held only for the transaction's SQL (embedding happens before it), and a comm
 after the transaction became visible, so a reader that sees change ``n`` sees every change
 before it. Usage counters take row locks only (they are not changes).
 
-Connections come from a :class:`psycopg_pool.ConnectionPool`; a connection the server dropped
-(a restart) is replaced on the next checkout. A call that loses its connection raises
+Connections come from a :class:`psycopg_pool.ConnectionPool` in autocommit mode: a read is one
+statement and one round trip (no ``BEGIN``/``COMMIT`` around it); every write opens its own
+transaction (``conn.transaction()``). A connection is checked (one extra round trip) on
+checkout only when it sat idle for more than ``CHECK_IDLE_S`` or after a call lost its
+connection, so a connection the server dropped (a restart) is replaced on the next checkout
+without taxing every query. A call that loses its connection raises
 :class:`~memos_core.errors.ServerUnavailableError` (a mutation that raised it was not
 acknowledged).
 """
@@ -24,12 +28,14 @@ from __future__ import annotations
 import builtins
 import json
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from memos_core.cube import MemCube, State, bump_heat, utcnow
+from memos_core.cube import MemCube, State, utcnow
 from memos_core.errors import (
     ConflictError,
     InvalidInputError,
@@ -51,6 +57,7 @@ from memos_core.vault.pg_integrations import (
     PgLogMixin,
 )
 from memos_core.vault.pg_schema import SCHEMA_VERSION, migrate
+from memos_core.vault.pg_usage import Pending, PendingUsage, write_batch
 from memos_core.vault.scrub import scrub
 
 __all__ = ["PostgresVault", "is_postgres_url", "redact_url"]
@@ -74,10 +81,6 @@ def redact_url(url: str) -> str:
                        parts.path, parts.query, parts.fragment))
 
 
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
-
-
 def _ts(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
 
@@ -90,6 +93,9 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         url: ``postgresql://user:password@host:port/database``.
         pool_size: most connections this vault opens (each process has its own pool).
         connect_timeout: seconds to wait for the server on open and per checkout.
+        usage_flush_s: :meth:`record_usage` keeps the accesses in memory and writes them
+            every this many seconds and at :meth:`close` (0: at once); semantics in
+            :mod:`memos_core.vault.pg_usage`.
 
     Raises:
         InvalidInputError: ``url`` is not a PostgreSQL URL.
@@ -97,10 +103,14 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         MemOSError: the schema is newer than this memos-core.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0,
+                 usage_flush_s: float = 0.2) -> None:
         if not is_postgres_url(url):
             raise InvalidInputError(
                 f"Not a PostgreSQL URL: {url!r}. Use postgresql://user:password@host:port/database.")
+        if isinstance(usage_flush_s, bool) or not isinstance(usage_flush_s, (int, float)) \
+                or not usage_flush_s >= 0:
+            raise InvalidInputError(f"usage_flush_s must be seconds >= 0, got {usage_flush_s!r}.")
         import psycopg
         from psycopg_pool import ConnectionPool
 
@@ -118,26 +128,46 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             ) from exc
         except psycopg.Error as exc:
             raise MemOSError(f"Could not set up the vault schema in {self.where}: {exc}") from exc
+        #: connection -> when a call last used it successfully (see :meth:`_check`)
+        self._used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._pool = ConnectionPool(
             url, min_size=1, max_size=max(1, pool_size), open=True, timeout=connect_timeout,
-            check=ConnectionPool.check_connection, kwargs={"autocommit": False},
-            name="memos-vault",
+            check=self._check, kwargs={"autocommit": True}, name="memos-vault",
         )
         self._closed = False
         self._own_lock = threading.Lock()
+        self._usage = PendingUsage(self._write_usage, usage_flush_s)
         self._init_feed()
 
     # -- plumbing -----------------------------------------------------------------------------
 
+    #: a pooled connection used successfully within this many seconds is not checked again
+    #: on checkout (the check is a round trip of its own)
+    CHECK_IDLE_S = 2.0
+
+    def _check(self, conn: Any) -> None:
+        """The pool's checkout check: a round trip (``SELECT 1``) only for a connection idle
+        longer than :attr:`CHECK_IDLE_S` (or never used, or after any call lost its
+        connection); raises if the server dropped it, and the pool replaces it."""
+        used = self._used.get(conn)
+        if used is not None and time.monotonic() - used < self.CHECK_IDLE_S:
+            return
+        from psycopg_pool import ConnectionPool
+
+        ConnectionPool.check_connection(conn)
+
     @contextmanager
     def _conn(self) -> Iterator[Any]:
-        """A pooled connection; a transaction on it commits when the block ends."""
+        """A pooled connection in autocommit mode: each statement commits by itself; use
+        ``conn.transaction()`` for anything that writes more than one statement."""
         from psycopg_pool import PoolTimeout
 
         try:
             with self._pool.connection() as conn:
                 yield conn
+                self._used[conn] = time.monotonic()
         except (self._psycopg.OperationalError, PoolTimeout) as exc:
+            self._used.clear()  # the server may have restarted: check every connection again
             raise ServerUnavailableError(
                 f"Lost the connection to the PostgreSQL server at {self.where} "
                 f"({str(exc).strip()}); the call was not acknowledged. Retry once the server "
@@ -201,9 +231,12 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         if getattr(self, "_closed", True):
             return
         self._closed = True
-        self._close_feed()
-        self._close_async()
-        self._pool.close()
+        try:
+            self._usage.close()
+        finally:
+            self._close_feed()
+            self._close_async()
+            self._pool.close()
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -377,7 +410,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                 update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()})
             self._put_version(tx, tomb, cube.version, actor, "forget", {})
             self._drop_relations(tx, memory_id)
-            return tomb
+        self._usage.drop(memory_id)
+        return tomb
 
     def _drop_relations(self, tx: Tx, memory_id: str) -> None:
         tx.conn.execute("DELETE FROM item_keys WHERE memory_id=%s", (memory_id,))
@@ -413,18 +447,23 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         return count
 
     def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
-        """Usage counters are not changes: row locks only (sorted ids: no deadlock)."""
-        ids = sorted(set(memory_ids))
-        if not ids:
-            return
-        t = now.timestamp()
-        with self._conn() as conn, conn.transaction():
-            rows = conn.execute(
-                "SELECT id, access_count, last_access, heat FROM usage WHERE id = ANY(%s) "
-                "ORDER BY id FOR UPDATE", (ids,)).fetchall()
-            for mid, count, last, heat in rows:
-                conn.execute("UPDATE usage SET access_count=%s, last_access=%s, heat=%s WHERE id=%s",
-                             (count + 1, t, bump_heat(heat, _dt(last), now, half_life_s), mid))
+        """Count an access of each memory. Usage counters are not changes: they are written
+        in the background (``usage_flush_s``; row locks only, in id order), this process's
+        reads see them at once, and a forgotten memory's row is never re-created
+        (:mod:`memos_core.vault.pg_usage`)."""
+        self._usage.add(memory_ids, now, half_life_s)
+
+    def flush_usage(self) -> int:
+        """Write the pending usage counters now; returns for how many memories.
+
+        Raises:
+            ServerUnavailableError: the server cannot be reached (they stay pending).
+        """
+        return self._usage.flush()
+
+    def _write_usage(self, batch: Pending) -> None:
+        with self._conn() as conn:
+            write_batch(conn, batch)
 
     def set_tier(self, memory_id: str, tier: str) -> None:
         with self._conn() as conn, conn.transaction():
@@ -440,13 +479,16 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     # (memos_core.vault.pg_sql; PostgresVault.native_async)
 
     def _with_usage(self, docs: Sequence[tuple[str, str]]) -> builtins.list[MemCube]:
-        return self._run(pg_sql.with_usage(docs))
+        with self._usage.reading():
+            return self._run(pg_sql.with_usage(docs, self._usage.overlay))
 
     def get(self, memory_id: str) -> MemCube | None:
-        return self._run(pg_sql.get(memory_id))
+        with self._usage.reading():
+            return self._run(pg_sql.get(memory_id, self._usage.overlay))
 
     def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
-        return self._run(pg_sql.get_many(memory_ids))
+        with self._usage.reading():
+            return self._run(pg_sql.get_many(memory_ids, self._usage.overlay))
 
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
         rows = self._query("SELECT doc::text FROM versions WHERE id=%s AND version=%s",
@@ -493,7 +535,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
     def list(self, query: ListQuery) -> builtins.list[MemCube]:
         where, params = self._where(query)
-        return self._run(pg_sql.list_memories(query, where, params))
+        with self._usage.reading():
+            return self._run(pg_sql.list_memories(query, where, params, self._usage.overlay))
 
     def count(self, query: ListQuery | None = None) -> int:
         where, params = self._where(query or ListQuery())

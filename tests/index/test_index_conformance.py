@@ -660,3 +660,67 @@ def test_open_index_uses_the_named_collection(tmp_path) -> None:
         assert a.collection == "team-a"
     finally:
         a.close()
+
+
+# -- search_hybrid: dense + BM25 in one call ----------------------------------------------
+
+HYBRID_QUERIES = [("Alice tea morning", 2), ("Bob jazz guitar weekends", 7), ("xylophone", 4),
+                  ("no such words anywhere", 1)]
+
+
+@FILTER_PARAMS
+@pytest.mark.parametrize("limit", [1, 3, 100])
+def test_search_hybrid_equals_the_two_searches(corpus_index, flt, expected, limit):
+    """The optional one-call search (or base.search_hybrid's fallback) returns exactly what
+    search_dense and search_sparse return, on every backend and filter."""
+    from memos_core.index.base import search_hybrid
+
+    for text, seed in HYBRID_QUERIES:
+        sparse = ENC.encode_query(text)
+        dense_hits, sparse_hits = search_hybrid(corpus_index, unit(seed), sparse, flt, limit)
+        assert dense_hits == corpus_index.search_dense(unit(seed), flt, limit)
+        assert sparse_hits == corpus_index.search_sparse(sparse, flt, limit)
+        assert {h.id for h in dense_hits} <= ids(*expected)
+
+
+def test_search_hybrid_with_one_side_missing(corpus_index):
+    from memos_core.index.base import search_hybrid
+
+    flt = IndexFilter(user_ids=("alice",))
+    sparse = ENC.encode_query("Alice tea")
+    assert search_hybrid(corpus_index, None, sparse, flt, 5) == (
+        [], corpus_index.search_sparse(sparse, flt, 5))
+    assert search_hybrid(corpus_index, unit(1), None, flt, 5) == (
+        corpus_index.search_dense(unit(1), flt, 5), [])
+    assert search_hybrid(corpus_index, unit(1), SparseVec((), ()), flt, 5) == (
+        corpus_index.search_dense(unit(1), flt, 5), [])
+    assert search_hybrid(corpus_index, unit(1), sparse, flt, 0) == ([], [])
+    assert search_hybrid(corpus_index, unit(1), sparse, IndexFilter(user_ids=()), 5) == ([], [])
+
+
+@pytest.mark.parametrize("call", [
+    lambda i, f: f(i, [1.0] * (DIM + 1), ENC.encode_query("tea"), IndexFilter(), 3),
+    lambda i, f: f(i, unit(0), SparseVec((1,), (float("inf"),)), IndexFilter(), 3),
+    lambda i, f: f(i, unit(0), ENC.encode_query("tea"), IndexFilter(), -1),
+], ids=["query-dim", "sparse-inf", "negative-limit"])
+def test_search_hybrid_bad_calls_raise_value_error(corpus_index, call):
+    from memos_core.index.base import search_hybrid
+
+    with pytest.raises(ValueError):
+        call(corpus_index, search_hybrid)
+
+
+def test_search_hybrid_sees_writes_and_fresh_statistics(index):
+    """After a write the BM25 statistics are read again (pgvector: in the same round trip as
+    the dense query) and both lists still equal the separate searches."""
+    from memos_core.index.base import search_hybrid
+
+    index.upsert(corpus_points())
+    sparse = ENC.encode_query("Carol dreams diary")
+    flt = IndexFilter()
+    before = search_hybrid(index, unit(8), sparse, flt, 4)
+    index.upsert([IndexPoint(mid("c_more"), unit(20), ENC.encode_document("Carol dreams of dreams"),
+                             {**BASE_PAYLOAD, "user_id": "carol"})])
+    after = search_hybrid(index, unit(8), sparse, flt, 4)
+    assert after == (index.search_dense(unit(8), flt, 4), index.search_sparse(sparse, flt, 4))
+    assert mid("c_more") in {h.id for h in after[1]} and before != after

@@ -113,11 +113,13 @@ def test_two_instances_see_each_others_writes_and_forgets(open_mos):
     assert b.search("kayak", user_id="carol") == []
 
     a.forget(kayak.id, user_id="alice")
+    # a search may run before b's listener heard of the forget (it then skips the feed's
+    # head query): the vault re-read keeps the memory out of its hits
     assert b.search("where is the kayak", user_id="alice") == []
+    with pytest.raises(MemoryDeletedError):
+        b.get(kayak.id, user_id="alice")  # every other call catches up first
     assert kayak.id not in b.graph
     assert (kayak.id, 5) in heard  # the tombstone reached b's derived tiers
-    with pytest.raises(MemoryDeletedError):
-        b.get(kayak.id, user_id="alice")
     assert b.catch_up() == 0  # nothing left to apply
 
 

@@ -172,8 +172,17 @@ class PgVectorIndex:
         (reads that need one consistent snapshot are single statements)."""
         if self._closed:
             raise RuntimeError(f"{self!r} is closed; open a new PgVectorIndex")
-        with self._pool.connection() as conn:
-            yield conn
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError:
+            # the server may have restarted: replace the broken idle connections now, so
+            # one call fails, not one per pooled connection (best effort: it may be down)
+            try:
+                self._pool.check()
+            except Exception:  # noqa: BLE001 - the pool keeps reconnecting by itself
+                pass
+            raise
 
     # -- schema ---------------------------------------------------------------------------
 

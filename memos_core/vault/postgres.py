@@ -63,6 +63,16 @@ from memos_core.vault.scrub import scrub
 __all__ = ["PostgresVault", "is_postgres_url", "redact_url"]
 
 
+def _drop_broken(pool: Any) -> None:
+    """After a call lost its connection: test the pool's idle connections now and replace the
+    broken ones (a server restart breaks them all), so one call fails, not one per pooled
+    connection. Best effort: the server may still be down."""
+    try:
+        pool.check()
+    except Exception:  # noqa: BLE001 - the pool keeps reconnecting in the background
+        pass
+
+
 def is_postgres_url(value: object) -> bool:
     """True for a ``postgresql://`` (or ``postgres://``) URL: the server mode."""
     return isinstance(value, str) and value.split("://", 1)[0].lower() in ("postgresql", "postgres") \
@@ -168,6 +178,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                 self._used[conn] = time.monotonic()
         except (self._psycopg.OperationalError, PoolTimeout) as exc:
             self._used.clear()  # the server may have restarted: check every connection again
+            _drop_broken(self._pool)
             raise ServerUnavailableError(
                 f"Lost the connection to the PostgreSQL server at {self.where} "
                 f"({str(exc).strip()}); the call was not acknowledged. Retry once the server "

@@ -61,7 +61,14 @@ def test_a_repair_check_that_fails_is_kept_and_retried(pg_server, open_mos):
         server.start()
     assert follower.unchecked == 1, "a failed check must be kept for the next sync"
     assert follower.repaired == 0
-    other.catch_up()  # the pools reconnect; the check runs again and repairs
+    # the pools reconnect; the check runs again and repairs. A pooled connection from before
+    # the restart that no failed call has found yet fails one call (ServerUnavailableError,
+    # docs/scale_out.md "Failures"), and the check is then still kept
+    try:
+        other.catch_up()
+    except ServerUnavailableError:
+        assert follower.unchecked == 1
+        other.catch_up()
     assert follower.repaired == 1 and follower.unchecked == 0
     assert other.store.index.versions_of([kayak.id]) == {kayak.id: kayak.version}
     assert [h.id for h in other.search("where is the kayak?", user_id="alice", k=1)] == [kayak.id]

@@ -114,9 +114,11 @@ def test_a_failed_flush_keeps_its_accesses_for_the_next_one(vaults, pg_url):
     mine.record_usage([c.id], utcnow(), HALF_LIFE)
     mine.CHECK_IDLE_S = 3600.0  # the dropped connection is found by the flush itself
     with mine._conn() as conn:
-        pid = conn.info.backend_pid
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        dbname = conn.info.dbname
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # every pooled connection dies
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                      "datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                      (dbname,))
     with pytest.raises(ServerUnavailableError):
         mine.flush_usage()
     mine.record_usage([c.id], utcnow(), HALF_LIFE)

@@ -109,6 +109,22 @@ def make_embedder(backend: str) -> Any:
     return OnnxEmbedder("minilm", quantize=backend == "onnx-int8")
 
 
+class CachedReranker:
+    """A reranker that remembers its (query, text) scores, so variants that differ only in
+    ``reranker_weight`` score each pair once (their latency then excludes the model: the
+    first variant using a reranker is the one whose latency counts)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.cache: dict[tuple[str, str], float] = {}
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        todo = [t for t in dict.fromkeys(texts) if (query, t) not in self.cache]
+        for t, v in zip(todo, self.inner.score(query, todo) if todo else []):
+            self.cache[(query, t)] = v
+        return [self.cache[(query, t)] for t in texts]
+
+
 def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
         retrieval: dict[str, Any] | None = None,
         variants: dict[str, dict[str, Any]] | None = None,
@@ -130,13 +146,17 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
     # with MemOS(reranker=LocalModelReranker()) (the packaged SmolLM2-135M, loaded once)
     rerankers = {name: changes.pop("reranker") for name, changes in variants.items()
                  if "reranker" in changes}
-    lm_reranker = None
+    lm_rerankers: dict[str, Any] = {}
     if rerankers:
-        if set(rerankers.values()) != {"smollm"}:
-            raise SystemExit(f"unknown reranker {rerankers}: only 'smollm' is packaged")
+        methods = {"smollm": "query_likelihood", "smollm-yesno": "yes_no"}
+        if not set(rerankers.values()) <= set(methods):
+            raise SystemExit(f"unknown reranker in {rerankers}: one of {sorted(methods)}")
         from memos_core.retrieval.lm_rerank import LocalModelReranker
+        from memos_core.runtime import LocalModel
 
-        lm_reranker = LocalModelReranker()
+        model = LocalModel.default()
+        for kind in set(rerankers.values()):
+            lm_rerankers[kind] = CachedReranker(LocalModelReranker(model, method=methods[kind]))
     for name in variants:
         results[f"memos[{name}]"] = []
     latencies: list[float] = []
@@ -148,9 +168,10 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
     ) as mos:
         mos.embedder.embed(["warm up"])
         if bm25:  # a fresh store: nothing is encoded yet, so the encoder can be swapped
-            from memos_core.index.sparse import Bm25Encoder
+            from memos_core.index.sparse import SETTINGS_META, Bm25Encoder
 
             mos.store.bm25 = mos.retriever.bm25 = Bm25Encoder(**bm25)
+            mos.store.vault.set_meta(SETTINGS_META, json.dumps(mos.store.bm25.settings))
         for sample in samples:
             user = sample["sample_id"]
             items = turns_of(sample, dated)
@@ -184,7 +205,7 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
                 for name, changes in variants.items():
                     rc = base.retrieval.model_copy(update=changes)
                     mos.config, mos.retriever.config = base.model_copy(update={"retrieval": rc}), rc
-                    mos.reranker = lm_reranker if name in rerankers else None
+                    mos.reranker = lm_rerankers.get(rerankers.get(name, ""))
                     try:
                         t0 = time.perf_counter()
                         vh = mos.search(q, user_id=user, k=max(KS), record_usage=False)

@@ -84,7 +84,7 @@ def test_session_cap_and_when_cue_end_to_end(make_mos):
     assert hits[0].text.endswith("last week.") and hits[0].signals["when"] == 1.0
     assert hits[1].memory.session_id == "s1" and all(h.memory.session_id == "s1" for h in hits[2:])
     assert len(hits) == 5  # the cap reorders, it drops nothing
-    off = make_mos("off", retrieval=RetrievalConfig(graph_weight=0))
+    off = make_mos("off", retrieval=RetrievalConfig(graph_weight=0, when_weight=0))
     off.add_many(items, user_id="u")
     assert all("when" not in h.signals for h in off.search(query, user_id="u", k=5,
                                                             record_usage=False))

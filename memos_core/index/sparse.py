@@ -21,9 +21,12 @@ from memos_core.index.base import SparseVec
 #: all but switch length normalisation off; a long episode should weigh a word less than a
 #: short fact that is about that word.
 DEFAULT_AVG_LEN = 20.0
-#: Default term-frequency saturation and length normalisation of new stores.
+#: Default term-frequency saturation and length normalisation of new stores. Memories are
+#: short and their lengths say little about how much of a memory is about a word, so length
+#: normalisation is weak (b 0.3, was 0.75): LoCoMo dev recall@10 +0.7 point, BM25 alone +1.1
+#: (docs/benchmarks.md, issue 16 third pass).
 DEFAULT_K = 1.2
-DEFAULT_B = 0.75
+DEFAULT_B = 0.3
 #: What stores made before the settings were recorded were encoded with.
 LEGACY_SETTINGS = {"avg_len": 20.0, "k": 1.2, "b": 0.75}
 #: The vault meta key that pins the settings a store's sparse vectors were made with.

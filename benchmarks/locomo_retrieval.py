@@ -151,7 +151,7 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
         methods = {"smollm": "query_likelihood", "smollm-yesno": "yes_no"}
         if not set(rerankers.values()) <= set(methods):
             raise SystemExit(f"unknown reranker in {rerankers}: one of {sorted(methods)}")
-        from memos_core.retrieval.lm_rerank import LocalModelReranker
+        from memos_core.runtime.reranker import LocalModelReranker
         from memos_core.runtime import LocalModel
 
         model = LocalModel.default()

@@ -92,7 +92,7 @@ def test_session_cap_and_when_cue_end_to_end(make_mos):
 
 @pytest.fixture(scope="module")
 def tiny_reranker():
-    from memos_core.retrieval.lm_rerank import LocalModelReranker
+    from memos_core.runtime.reranker import LocalModelReranker
     from memos_core.runtime import LocalModel
 
     return LocalModelReranker(LocalModel.tiny(), batch_size=2)
@@ -121,7 +121,7 @@ def test_local_model_reranker_scores_are_batch_independent(tiny_reranker, method
 @pytest.mark.slow
 def test_smollm_reranker_prefers_the_passage_that_answers():
     """The packaged SmolLM2-135M: a passage that answers scores above an unrelated one."""
-    from memos_core.retrieval.lm_rerank import LocalModelReranker
+    from memos_core.runtime.reranker import LocalModelReranker
 
     reranker = LocalModelReranker()
     yes, no = reranker.score("What pet does Ana have?",

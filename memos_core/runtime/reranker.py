@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from memos_core.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from memos_core.runtime import LocalModel
+    from memos_core.runtime.model import LocalModel
 
 __all__ = ["LocalModelReranker"]
 

@@ -23,7 +23,7 @@ from memos_core.index.base import SparseVec
 DEFAULT_AVG_LEN = 20.0
 #: Default term-frequency saturation and length normalisation of new stores. Memories are
 #: short and their lengths say little about how much of a memory is about a word, so length
-#: normalisation is weak (b 0.3, was 0.75): LoCoMo dev recall@10 +0.7 point, BM25 alone +1.1
+#: normalisation is weak (b 0.3, was 0.75): LoCoMo dev recall@10 +0.7 point, BM25 alone +1.2
 #: (docs/benchmarks.md, issue 16 third pass).
 DEFAULT_K = 1.2
 DEFAULT_B = 0.3

@@ -56,8 +56,9 @@ def normalise_evidence(raw: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def turns_of(sample: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every turn of one conversation as add_many items, in order."""
+def turns_of(sample: dict[str, Any], dated: bool = True) -> list[dict[str, Any]]:
+    """Every turn of one conversation as add_many items, in order. ``dated=False`` leaves
+    the "[session date]" out of the text (the date is still the memory's occurred_at)."""
     conv = sample["conversation"]
     items = []
     n = 1
@@ -65,7 +66,9 @@ def turns_of(sample: dict[str, Any]) -> list[dict[str, Any]]:
         date_text = conv.get(f"session_{n}_date_time", "")
         when = parse_session_date(date_text)
         for turn in conv[f"session_{n}"]:
-            text = f"[{date_text}] {turn['speaker']}: {turn['text']}"
+            text = f"{turn['speaker']}: {turn['text']}"
+            if dated:
+                text = f"[{date_text}] {text}"
             if turn.get("blip_caption"):
                 text += f" [shares a photo: {turn['blip_caption']}]"
             items.append({
@@ -106,30 +109,72 @@ def make_embedder(backend: str) -> Any:
     return OnnxEmbedder("minilm", quantize=backend == "onnx-int8")
 
 
+class CachedReranker:
+    """A reranker that remembers its (query, text) scores, so variants that differ only in
+    ``reranker_weight`` score each pair once (their latency then excludes the model: the
+    first variant using a reranker is the one whose latency counts)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.cache: dict[tuple[str, str], float] = {}
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        todo = [t for t in dict.fromkeys(texts) if (query, t) not in self.cache]
+        for t, v in zip(todo, self.inner.score(query, todo) if todo else []):
+            self.cache[(query, t)] = v
+        return [self.cache[(query, t)] for t in texts]
+
+
 def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
         retrieval: dict[str, Any] | None = None,
-        variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        variants: dict[str, dict[str, Any]] | None = None,
+        questions: int | None = None, dated: bool = True,
+        bm25: dict[str, float] | None = None) -> dict[str, Any]:
     """Ingest once; score the default system, BM25 alone, dense alone, and each variant
-    (name -> RetrievalConfig changes) on the same store."""
+    (name -> RetrievalConfig changes, plus ``reranker="smollm"`` for the local LM reranker)
+    on the same store. ``questions``: only the first N scored questions per conversation;
+    ``dated``: memory texts begin with "[session date]"; ``bm25``: Bm25Encoder settings
+    (k, b, avg_len) for this store instead of the defaults."""
     from memos_core import MemOS, MemOSConfig
     from memos_core.config import RetrievalConfig
     from memos_core.retrieval.filters import SEARCHABLE_STATES, build_filter
 
     samples = json.loads(data_path.read_text())[:limit_conversations]
     results: dict[str, list[tuple[int, dict[str, float]]]] = {"memos": [], "bm25": [], "dense": []}
-    variants = variants or {}
+    variants = {name: dict(changes) for name, changes in (variants or {}).items()}
+    # "reranker=smollm" in a variant is not a RetrievalConfig field: that variant searches
+    # with MemOS(reranker=LocalModelReranker()) (the packaged SmolLM2-135M, loaded once)
+    rerankers = {name: changes.pop("reranker") for name, changes in variants.items()
+                 if "reranker" in changes}
+    lm_rerankers: dict[str, Any] = {}
+    if rerankers:
+        methods = {"smollm": "query_likelihood", "smollm-yesno": "yes_no"}
+        if not set(rerankers.values()) <= set(methods):
+            raise SystemExit(f"unknown reranker in {rerankers}: one of {sorted(methods)}")
+        from memos_core.runtime.reranker import LocalModelReranker
+        from memos_core.runtime import LocalModel
+
+        model = LocalModel.default()
+        for kind in set(rerankers.values()):
+            lm_rerankers[kind] = CachedReranker(LocalModelReranker(model, method=methods[kind]))
     for name in variants:
         results[f"memos[{name}]"] = []
     latencies: list[float] = []
+    variant_ms: dict[str, list[float]] = {name: [] for name in variants}
     ingested, ingest_s, skipped = 0, 0.0, 0
     with tempfile.TemporaryDirectory() as tmp, MemOS(
         Path(tmp) / "d", embedder=make_embedder(backend),
         config=MemOSConfig(show_progress=False, retrieval=RetrievalConfig(**(retrieval or {}))),
     ) as mos:
         mos.embedder.embed(["warm up"])
+        if bm25:  # a fresh store: nothing is encoded yet, so the encoder can be swapped
+            from memos_core.index.sparse import SETTINGS_META, Bm25Encoder
+
+            mos.store.bm25 = mos.retriever.bm25 = Bm25Encoder(**bm25)
+            mos.store.vault.set_meta(SETTINGS_META, json.dumps(mos.store.bm25.settings))
         for sample in samples:
             user = sample["sample_id"]
-            items = turns_of(sample)
+            items = turns_of(sample, dated)
             t0 = time.perf_counter()
             cubes = mos.add_many(items, user_id=user)
             ingest_s += time.perf_counter() - t0
@@ -140,14 +185,18 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
             if last is not None:
                 mos.retriever.now = lambda last=last: last
             flt = build_filter((user,), states=SEARCHABLE_STATES)
+            asked = 0
             for qa in sample["qa"]:
                 if qa.get("category") not in CATEGORIES:
                     continue
+                if questions is not None and asked >= questions:
+                    break
                 evidence = [e for e in normalise_evidence(qa.get("evidence", [])) if e in dia.values()]
                 if not evidence:
                     skipped += 1
                     continue
                 q = str(qa["question"])
+                asked += 1
                 t0 = time.perf_counter()
                 hits = mos.search(q, user_id=user, k=max(KS), record_usage=False)
                 latencies.append((time.perf_counter() - t0) * 1000)
@@ -156,10 +205,14 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
                 for name, changes in variants.items():
                     rc = base.retrieval.model_copy(update=changes)
                     mos.config, mos.retriever.config = base.model_copy(update={"retrieval": rc}), rc
+                    mos.reranker = lm_rerankers.get(rerankers.get(name, ""))
                     try:
+                        t0 = time.perf_counter()
                         vh = mos.search(q, user_id=user, k=max(KS), record_usage=False)
+                        variant_ms[name].append((time.perf_counter() - t0) * 1000)
                     finally:
                         mos.config, mos.retriever.config = base, base.retrieval
+                        mos.reranker = None
                     results[f"memos[{name}]"].append(
                         (qa["category"], score([dia[h.id] for h in vh], evidence)))
                 vec = mos.embedder.embed([q])[0]
@@ -178,7 +231,11 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
         "qa_scored": len(results["memos"]),
         "qa_skipped_no_evidence": skipped,
         "backend": backend,
-        "variants": variants,
+        "turn_format": "dated" if dated else "plain",
+        "bm25_settings": mos.store.bm25.fingerprint,
+        "variants": {name: {**changes, **({"reranker": rerankers[name]} if name in rerankers else {})}
+                     for name, changes in variants.items()},
+        "variant_ms_p50": {name: round(statistics.median(v), 2) for name, v in variant_ms.items() if v},
         "retrieval": mos.config.retrieval.model_dump(),
         "load_avg": round(os.getloadavg()[0], 2),
         "machine": machine_info(),
@@ -197,10 +254,14 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {system} | {slice_name} | {row['n']} | {row['recall@5']:.3f} | "
                          f"{row['recall@10']:.3f} | {row['recall@20']:.3f} | {row['all@10']:.3f} | "
                          f"{row['mrr']:.3f} |")
-    lines += ["", f"embedder backend {result['backend']}; ingest: {result['ingest_per_s']} "
+    lines += ["", f"turns {result.get('turn_format', 'dated')}; bm25 {result.get('bm25_settings', 'default')}",
+              "", f"embedder backend {result['backend']}; ingest: {result['ingest_per_s']} "
               f"memories/s; memos query latency p50 {result['query_ms_p50']} ms, p95 "
               f"{result['query_ms_p95']} ms (query embedding included); load average "
               f"{result['load_avg']} at the end"]
+    if result.get("variant_ms_p50"):
+        lines.append("variant query latency p50 (ms): " + ", ".join(
+            f"{name} {ms}" for name, ms in result["variant_ms_p50"].items()))
     return "\n".join(lines)
 
 
@@ -211,6 +272,13 @@ def main() -> None:
     p.add_argument("--conversations", type=int, default=None, help="only the first N")
     p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="onnx",
                    help="embedder backend (same vectors; onnx-int8 is the quantised variant)")
+    p.add_argument("--questions", type=int, default=None,
+                   help="only the first N scored questions of each conversation (for slow variants)")
+    p.add_argument("--plain-turns", action="store_true",
+                   help="memory text 'speaker: text' without the '[session date]' prefix "
+                   "(the date stays in occurred_at)")
+    p.add_argument("--bm25", default="", metavar="k=1.2,b=0.75,avg_len=20",
+                   help="Bm25Encoder settings for this run (the store is ingested with them)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a RetrievalConfig field for this run (repeatable), e.g. question_weight=1")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
@@ -228,10 +296,12 @@ def main() -> None:
     for spec in args.variant:
         name, _, pairs = spec.partition(":")
         variants[name] = parse([x for x in pairs.split(",") if x])
-    result = run(args.data, args.conversations, args.backend, parse(args.set), variants)
-    print(markdown(result))
+    result = run(args.data, args.conversations, args.backend, parse(args.set), variants,
+                 questions=args.questions, dated=not args.plain_turns,
+                 bm25={k: float(v) for k, v in parse([x for x in args.bm25.split(",") if x]).items()})
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
+    print(markdown(result))
 
 
 if __name__ == "__main__":

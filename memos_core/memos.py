@@ -709,7 +709,8 @@ class MemOS:
         skip_sources = frozenset(check_strs(exclude_sources, "exclude_sources"))
         skip_session = check_name(exclude_session, "exclude_session", optional=True)
         rcfg = self.config.retrieval
-        second = rcfg.question_weight != 1.0 or rcfg.speaker_weight > 0 or self.reranker is not None
+        second = (rcfg.question_weight != 1.0 or rcfg.speaker_weight > 0 or rcfg.when_weight > 0
+                  or rcfg.session_cap > 0 or self.reranker is not None)
         depth = max(k, rcfg.rerank_depth) if second else k
         if skip_sources or skip_session is not None:
             depth = max(depth, min(k + len(skip_sources) + 2 * k, 1000))
@@ -719,7 +720,9 @@ class MemOS:
             cands = rerank(query, cands, {i: c.text for i, c in cubes.items()},
                            question_weight=rcfg.question_weight, reranker=self.reranker,
                            reranker_weight=rcfg.reranker_weight,
-                           speaker_weight=rcfg.speaker_weight)
+                           speaker_weight=rcfg.speaker_weight, when_weight=rcfg.when_weight,
+                           session_cap=rcfg.session_cap,
+                           sessions={i: c.session_id for i, c in cubes.items()})
         now = utcnow()
         hits: builtins.list[SearchHit] = []
         for c in cands:

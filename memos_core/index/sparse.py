@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 import qdrant_edge
 
+from memos_core.errors import CorruptDataError
 from memos_core.index.base import SparseVec
 
 #: Expected document length in tokens (after stopword removal) for BM25 length
@@ -19,6 +21,16 @@ from memos_core.index.base import SparseVec
 #: all but switch length normalisation off; a long episode should weigh a word less than a
 #: short fact that is about that word.
 DEFAULT_AVG_LEN = 20.0
+#: Default term-frequency saturation and length normalisation of new stores. Memories are
+#: short and their lengths say little about how much of a memory is about a word, so length
+#: normalisation is weak (b 0.3, was 0.75): LoCoMo dev recall@10 +0.7 point, BM25 alone +1.2
+#: (docs/benchmarks.md, issue 16 third pass).
+DEFAULT_K = 1.2
+DEFAULT_B = 0.3
+#: What stores made before the settings were recorded were encoded with.
+LEGACY_SETTINGS = {"avg_len": 20.0, "k": 1.2, "b": 0.75}
+#: The vault meta key that pins the settings a store's sparse vectors were made with.
+SETTINGS_META = "bm25_settings"
 
 
 class Bm25Encoder:
@@ -31,7 +43,7 @@ class Bm25Encoder:
     """
 
     def __init__(
-        self, *, avg_len: float = DEFAULT_AVG_LEN, k: float = 1.2, b: float = 0.75
+        self, *, avg_len: float = DEFAULT_AVG_LEN, k: float = DEFAULT_K, b: float = DEFAULT_B
     ) -> None:
         """``k``: term-frequency saturation; ``b``: length normalisation in [0, 1];
         ``avg_len``: expected document length in tokens. Raises ``ValueError`` if invalid."""
@@ -51,6 +63,11 @@ class Bm25Encoder:
             ascii_folding=True,
         )
         self._model = qdrant_edge.Bm25(config)
+
+    @property
+    def settings(self) -> dict[str, float]:
+        """``{"avg_len", "k", "b"}``: what :meth:`__init__` was given."""
+        return dict(self._settings)
 
     @property
     def fingerprint(self) -> str:
@@ -77,6 +94,39 @@ class Bm25Encoder:
     def encode_queries(self, texts: Iterable[str]) -> list[SparseVec]:
         """:meth:`encode_query` for each text, in order."""
         return [self.encode_query(text) for text in texts]
+
+
+class _MetaStore(Protocol):
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
+    def count(self, query: Any = None) -> int: ...
+
+
+def encoder_for_store(vault: _MetaStore) -> Bm25Encoder:
+    """The encoder of the store behind ``vault``: the BM25 settings it was made with stay
+    with it (vault meta :data:`SETTINGS_META`), so a change of the defaults applies to new
+    stores and never mixes two encodings in one index (no rebuild is needed). A store that
+    holds memories but no record was made before the record existed:
+    :data:`LEGACY_SETTINGS`. An empty one gets the current defaults. Processes sharing a
+    server-mode vault agree on one value (``set_meta_default`` when the vault has it: the
+    first writer wins)."""
+    raw = vault.get_meta(SETTINGS_META)
+    if raw is None:
+        settings = LEGACY_SETTINGS if vault.count() else Bm25Encoder().settings
+        value = json.dumps(settings, sort_keys=True)
+        set_default = getattr(vault, "set_meta_default", None)
+        if set_default is not None:
+            raw = str(set_default(SETTINGS_META, value))
+        else:
+            vault.set_meta(SETTINGS_META, value)
+            raw = value
+    try:
+        stored = json.loads(raw)
+        return Bm25Encoder(avg_len=float(stored["avg_len"]), k=float(stored["k"]),
+                           b=float(stored["b"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptDataError(f"the store's BM25 settings record {raw!r} is unreadable ({exc}); "
+                         f"delete the vault meta key {SETTINGS_META!r} and run reindex()") from exc
 
 
 def _check_text(text: str) -> str:

@@ -8,6 +8,14 @@ Two steps, both on the candidates' texts (which the index does not hold):
   (:func:`is_question`) get their fused score multiplied by ``question_weight``. Graph
   expansion ran before this on the undemoted scores, so the turn *after* a question (often its
   answer) keeps the credit the question earned.
+- **Answer-type cue** (``when_weight``): a question asking *when* ("When did ...", "what
+  year ...", "how long ago ...") lifts turns whose own text (after the "[date] speaker:"
+  prefix) holds a time expression ("yesterday", "last week", "two years ago", a month,
+  weekday or year): they state when something happened (:func:`asks_when`,
+  :func:`has_time_expression`).
+- **Per-session cap** (``session_cap``): at most that many turns of one session keep their
+  place; the rest move, in order, behind the other candidates, so one session (a hit and its
+  neighbouring turns) cannot fill the top k of a question whose evidence spans sessions.
 - **An optional cross-encoder** (:class:`Reranker`): a user who has one locally can pass it to
   ``MemOS(reranker=...)``; its scores, min-max normalised, are mixed with the fused score.
   Nothing is downloaded: the default is no reranker.
@@ -21,7 +29,8 @@ from typing import Protocol, runtime_checkable
 
 from memos_core.retrieval.candidate import Candidate
 
-__all__ = ["Reranker", "is_question", "rerank", "speaker_of", "named_speaker"]
+__all__ = ["Reranker", "asks_when", "cap_sessions", "has_time_expression", "is_question",
+           "rerank", "speaker_of", "named_speaker"]
 
 # "[1:56 pm on 8 May, 2023] Caroline: ..." or "Caroline: ..." or "user: ..."
 _PREFIX = re.compile(r"^\s*(?:\[[^\]]{0,80}\]\s*)?(?:[\w .'-]{1,40}:\s+)?")
@@ -29,6 +38,17 @@ _SENTENCE = re.compile(r"[^.!?]+[.!?]*")
 _FILLER_WORDS = 4
 _SPEAKER = re.compile(r"^\s*(?:\[[^\]]{0,80}\]\s*)?([^\W\d_][\w.'-]{0,30}(?: [^\W\d_][\w.'-]{0,30})?):\s")
 _WORD = re.compile(r"[^\W\d_][\w'-]*")
+_ASKS_WHEN = re.compile(
+    r"\bwhen\b|\bwhat (?:year|month|date|day|time of year)\b|\bhow long ago\b"
+    r"|\bwhich (?:year|month|day|week)\b|\bwhat time\b", re.IGNORECASE)
+_UNIT = r"(?:day|night|week|weekend|month|year|summer|winter|spring|fall|autumn|semester)s?"
+_DAYS = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)s?"
+_MONTH_NAMES = (r"(?:january|february|march|april|june|july|august|september|october"
+                r"|november|december)")  # "may" is left out: mostly the verb
+_TIME_EXPRESSION = re.compile(
+    r"\b(?:yesterday|today|tonight|tomorrow|recently|lately|ago"
+    rf"|(?:last|next|this|past|coming|few|couple of|other) {_UNIT}|(?:last|next|this) {_DAYS}"
+    rf"|{_DAYS}|{_MONTH_NAMES}|(?:19|20)\d\d)\b", re.IGNORECASE)
 
 
 @runtime_checkable
@@ -58,6 +78,49 @@ def is_question(text: str) -> bool:
         if sentence and not sentence.endswith("?"):
             stated += len(sentence.split())
     return stated <= _FILLER_WORDS
+
+
+def asks_when(query: str) -> bool:
+    """True if ``query`` asks for a time ("When did ...", "what year ...", "how long ago").
+
+    >>> asks_when("When did Ana move to Lisbon?"), asks_when("Where did Ana move?")
+    (True, False)
+    """
+    return _ASKS_WHEN.search(query) is not None
+
+
+def has_time_expression(text: str) -> bool:
+    """True if the body of ``text`` (after an optional "[date] speaker:" prefix, whose date
+    does not count) names a time: "yesterday", "last week", "two years ago", a weekday, a
+    month (not "may") or a year.
+
+    >>> has_time_expression("[8 May, 2023] Ana: We moved last week!")
+    True
+    >>> has_time_expression("[8 May, 2023] Ana: We love Lisbon.")
+    False
+    """
+    return _TIME_EXPRESSION.search(_PREFIX.sub("", text, count=1)) is not None
+
+
+def cap_sessions(cands: Sequence[Candidate], session_of: Mapping[str, str | None],
+                 cap: int) -> list[Candidate]:
+    """``cands`` (best first) with at most ``cap`` turns per session in their place; the
+    others follow in their order. Candidates without a session are never moved; ``cap`` 0
+    leaves the order alone."""
+    if cap <= 0:
+        return list(cands)
+    kept: list[Candidate] = []
+    moved: list[Candidate] = []
+    count: dict[str, int] = {}
+    for c in cands:
+        sid = session_of.get(c.id)
+        if sid is not None:
+            count[sid] = count.get(sid, 0) + 1
+            if count[sid] > cap:
+                moved.append(c)
+                continue
+        kept.append(c)
+    return kept + moved
 
 
 def speaker_of(text: str) -> str | None:
@@ -90,13 +153,20 @@ def rerank(
     reranker: Reranker | None = None,
     reranker_weight: float = 0.5,
     speaker_weight: float = 0.0,
+    when_weight: float = 0.0,
+    session_cap: int = 0,
+    sessions: Mapping[str, str | None] | None = None,
 ) -> list[Candidate]:
     """Candidates re-scored and re-sorted (best first); candidates without a text (not
     readable) keep their score. Scores are changed in place on the given candidates.
 
     ``speaker_weight``: when the query names exactly one of the candidates' speakers (see
     :func:`named_speaker`), that speaker's turns -- first-person statements about them --
-    get their score multiplied by ``1 + speaker_weight``."""
+    get their score multiplied by ``1 + speaker_weight``. ``when_weight``: when the query
+    asks when (:func:`asks_when`), turns with a time expression of their own
+    (:func:`has_time_expression`) get their score multiplied by ``1 + when_weight``.
+    ``session_cap``: at most that many turns of one session (``sessions``: id -> session)
+    keep their rank (:func:`cap_sessions`); 0 is off."""
     cands = list(cands)
     if speaker_weight > 0:
         speaker = {c.id: speaker_of(texts[c.id]) for c in cands if c.id in texts}
@@ -106,6 +176,12 @@ def rerank(
                 if speaker.get(c.id) == named:
                     c.score *= 1 + speaker_weight
                     c.scores["speaker"] = 1.0
+    if when_weight > 0 and asks_when(query):
+        for c in cands:
+            text = texts.get(c.id)
+            if text is not None and has_time_expression(text):
+                c.score *= 1 + when_weight
+                c.scores["when"] = 1.0
     if question_weight != 1.0:
         for c in cands:
             text = texts.get(c.id)
@@ -123,4 +199,5 @@ def rerank(
                 norm = (s - lo) / (hi - lo) if hi > lo else 1.0
                 c.score = (1 - reranker_weight) * c.score + reranker_weight * best * norm
                 c.scores["rerank"] = s
-    return sorted(cands, key=lambda c: (-c.score, c.id))
+    ranked = sorted(cands, key=lambda c: (-c.score, c.id))
+    return cap_sessions(ranked, sessions or {}, session_cap) if session_cap > 0 else ranked

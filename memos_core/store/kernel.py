@@ -37,7 +37,7 @@ from memos_core.governance import index_privacy
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
 from memos_core.graph import GraphViews
 from memos_core.index.base import IndexPoint, VectorIndex
-from memos_core.index.sparse import Bm25Encoder
+from memos_core.index.sparse import encoder_for_store
 from memos_core.lifecycle import INDEXED_STATES
 from memos_core.progress import progress
 from memos_core.results import DerivedForm
@@ -76,7 +76,6 @@ class MemoryStore:
         self.embedder: Embedder = embedder or default_embedder(config.embedder,
                                                                 config.embedder_backend)
         self.extractor: EntityExtractor = extractor or RuleEntityExtractor()
-        self.bm25 = Bm25Encoder()
         #: one writer at a time: vault, index and graph change together
         self.write_lock = threading.RLock()
         self.graph_lock = threading.RLock()
@@ -89,6 +88,8 @@ class MemoryStore:
         #: derived state follows it (:mod:`memos_core.store.feed`)
         self.follower: ChangeFollower | None = None
         try:
+            #: pinned per store: a store keeps the BM25 settings its vectors were made with
+            self.bm25 = encoder_for_store(self.vault)
             # the feed head *before* the derived state is built: later changes are applied
             # again by the follower (harmless), none is missed
             cursor = self.vault.change_head() if hasattr(self.vault, "change_head") else None

@@ -83,3 +83,48 @@ def test_invalid_settings_raise(kwargs):
 def test_non_text_raises():
     with pytest.raises(ValueError, match="str"):
         ENC.encode_document(None)  # type: ignore[arg-type]
+
+
+# -- per-store settings (issue 16): a store keeps the BM25 settings its vectors were made with
+
+
+def test_a_new_store_records_the_default_settings_and_keeps_them(tmp_path):
+    import json
+    import sqlite3
+
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.index.sparse import LEGACY_SETTINGS, SETTINGS_META, Bm25Encoder
+
+    cfg = MemOSConfig(show_progress=False)
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        assert mos.store.bm25.settings == Bm25Encoder().settings
+        assert json.loads(mos.store.vault.get_meta(SETTINGS_META)) == Bm25Encoder().settings
+        mos.add("Ana rides a green gravel bike.", user_id="u")
+        # what a store made with other settings records (e.g. before a change of defaults)
+        mos.store.vault.set_meta(SETTINGS_META, json.dumps({"avg_len": 12.0, "k": 0.5, "b": 0.2}))
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        assert mos.store.bm25.settings == {"avg_len": 12.0, "k": 0.5, "b": 0.2}
+        assert mos.store.retriever.bm25 is mos.store.bm25
+    # a store from before the record existed: it holds memories, so it was made with the old
+    # defaults, whatever the defaults are now
+    db = sqlite3.connect(tmp_path / "d" / "vault.sqlite3")
+    with db:
+        db.execute("DELETE FROM meta WHERE key=?", (SETTINGS_META,))
+    db.close()
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        assert mos.store.bm25.settings == LEGACY_SETTINGS
+        assert json.loads(mos.store.vault.get_meta(SETTINGS_META)) == LEGACY_SETTINGS
+        hits = mos.search("gravel bike", user_id="u", record_usage=False)
+        assert hits and "bm25" in hits[0].signals
+
+
+def test_an_unreadable_settings_record_is_a_clear_error(tmp_path):
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.errors import CorruptDataError
+    from memos_core.index.sparse import SETTINGS_META
+
+    cfg = MemOSConfig(show_progress=False)
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        mos.store.vault.set_meta(SETTINGS_META, "{not json")
+    with pytest.raises(CorruptDataError, match=SETTINGS_META):
+        MemOS(tmp_path / "d", config=cfg)

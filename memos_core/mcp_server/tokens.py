@@ -46,6 +46,16 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _new_token(user_id: str, label: str | None) -> tuple[str, TokenRecord]:
+    """A fresh token for ``user_id`` and its record (only the token's hash is kept)."""
+    user_id = check_name(user_id, "user_id")
+    if label is not None and (not isinstance(label, str) or len(label) > 200):
+        raise InvalidInputError("label must be a string of at most 200 characters.")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, TokenRecord(id="tok_" + secrets.token_hex(6), user_id=user_id,
+                              sha256=_hash(token), created_at=_now(), label=label)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -152,12 +162,7 @@ class TokenStore:
     def add(self, user_id: str, *, label: str | None = None) -> tuple[str, TokenRecord]:
         """Make a new token for ``user_id``; returns ``(token, record)``. The token is not
         stored anywhere: show it to the user now."""
-        user_id = check_name(user_id, "user_id")
-        if label is not None and (not isinstance(label, str) or len(label) > 200):
-            raise InvalidInputError("label must be a string of at most 200 characters.")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        record = TokenRecord(id="tok_" + secrets.token_hex(6), user_id=user_id,
-                             sha256=_hash(token), created_at=_now(), label=label)
+        token, record = _new_token(user_id, label)
         with self._lock:
             self._write([*self._load(), record])
         return token, record
@@ -244,12 +249,7 @@ class VaultTokenStore(TokenStore):
     def add(self, user_id: str, *, label: str | None = None) -> tuple[str, TokenRecord]:
         """Make a new token for ``user_id``; returns ``(token, record)``. The token is not
         stored anywhere: show it to the user now."""
-        user_id = check_name(user_id, "user_id")
-        if label is not None and (not isinstance(label, str) or len(label) > 200):
-            raise InvalidInputError("label must be a string of at most 200 characters.")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        record = TokenRecord(id="tok_" + secrets.token_hex(6), user_id=user_id,
-                             sha256=_hash(token), created_at=_now(), label=label)
+        token, record = _new_token(user_id, label)
         self.vault.set_meta_default(META_PREFIX + record.sha256, json.dumps(asdict(record)))
         return token, record
 

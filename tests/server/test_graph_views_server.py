@@ -10,23 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from memos_core import MemOS, MemOSConfig
 from test_graph_views import PRINCIPALS, World, assert_same, make_views  # tests/ is on sys.path
 
 
-@pytest.fixture
-def open_mos(pg_url):
-    opened: list[MemOS] = []
-
-    def make(**kw) -> MemOS:
-        kw.setdefault("show_progress", False)
-        mos = MemOS(pg_url, config=MemOSConfig(listen=False, **kw))
-        opened.append(mos)
-        return mos
-
-    yield make
-    for mos in opened:
-        mos.close()
+MOS_DEFAULTS = {"listen": False}
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -13,26 +13,10 @@ import psycopg
 import pytest
 from qdrant_client import QdrantClient
 
-from memos_core import MemOS, MemOSConfig
+from memos_core import MemOS
 from memos_core.errors import ServerUnavailableError
 from memos_core.index.base import IndexPoint, SparseVec
 from memos_core.index.client import QdrantClientIndex
-
-
-@pytest.fixture
-def open_mos(pg_url):
-    """Factory of MemOS instances on the test's database; closes them all (newest first)."""
-    opened: list[MemOS] = []
-
-    def make(**kw) -> MemOS:
-        kw.setdefault("show_progress", False)
-        mos = MemOS(pg_url, config=MemOSConfig(**kw))
-        opened.append(mos)
-        return mos
-
-    yield make
-    for mos in reversed(opened):
-        mos.close()
 
 
 def _dies_before_indexing(mos: MemOS) -> None:

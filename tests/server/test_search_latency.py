@@ -17,27 +17,8 @@ import time
 import psycopg
 import pytest
 
-from memos_core import MemOS, MemOSConfig
+from memos_core import MemOS
 from memos_core.errors import MemoryDeletedError
-
-
-def _config(**kw):
-    kw.setdefault("show_progress", False)
-    return MemOSConfig(**kw)
-
-
-@pytest.fixture
-def open_mos(pg_url):
-    opened: list[MemOS] = []
-
-    def make(**kw) -> MemOS:
-        mos = MemOS(pg_url, config=_config(**kw))
-        opened.append(mos)
-        return mos
-
-    yield make
-    for mos in opened:
-        mos.close()
 
 
 def _wait(condition, timeout: float = 10.0) -> None:

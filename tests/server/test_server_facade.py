@@ -23,19 +23,7 @@ def _config(**kw):
     return MemOSConfig(**kw)
 
 
-@pytest.fixture
-def open_mos(pg_url):
-    """Factory of MemOS instances on the test's database; closes them all."""
-    opened: list[MemOS] = []
-
-    def make(**kw) -> MemOS:
-        mos = MemOS(pg_url, config=_config(**kw))
-        opened.append(mos)
-        return mos
-
-    yield make
-    for mos in opened:
-        mos.close()
+MOS_DEFAULTS = {"admin_users": ("root",)}
 
 
 def _tables_containing(url: str, needle: str) -> list[str]:

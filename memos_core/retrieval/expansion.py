@@ -25,7 +25,7 @@ from memos_core.index.base import SparseVec
 if TYPE_CHECKING:
     from memos_core.retrieval.candidate import Candidate
 
-__all__ = ["boost_sessions", "parse_time_range", "feedback_query"]
+__all__ = ["boost_sessions", "parse_time_range", "feedback_query", "session_scores"]
 
 _MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_name) if name}
 _MONTHS.update({name.lower(): i for i, name in enumerate(calendar.month_abbr) if name})
@@ -37,6 +37,18 @@ _RELATIVE = {"yesterday": (1, "day"), "last week": (1, "week"), "last month": (1
              "last year": (1, "year")}
 
 
+def session_scores(cands: Mapping[str, "Candidate"], session_of: Callable[[str], str | None],
+                   *, per_session: int = 3) -> dict[str, float]:
+    """Each session of the candidates scored by the sum of its ``per_session`` best fused
+    scores (candidates without a session are left out)."""
+    by_session: dict[str, list[float]] = {}
+    for c in cands.values():
+        sid = session_of(c.id)
+        if sid is not None:
+            by_session.setdefault(sid, []).append(c.score)
+    return {sid: sum(sorted(v, reverse=True)[:per_session]) for sid, v in by_session.items()}
+
+
 def boost_sessions(cands: Mapping[str, "Candidate"], session_of: Callable[[str], str | None],
                    weight: float, *, sessions: int = 3, per_session: int = 3) -> None:
     """Add to each candidate of the ``sessions`` best sessions ``weight`` times its session's
@@ -44,12 +56,7 @@ def boost_sessions(cands: Mapping[str, "Candidate"], session_of: Callable[[str],
     Scores change in place; candidates without a session are left alone."""
     if weight <= 0 or not cands:
         return
-    by_session: dict[str, list[float]] = {}
-    for c in cands.values():
-        sid = session_of(c.id)
-        if sid is not None:
-            by_session.setdefault(sid, []).append(c.score)
-    scored = {sid: sum(sorted(v, reverse=True)[:per_session]) for sid, v in by_session.items()}
+    scored = session_scores(cands, session_of, per_session=per_session)
     if not scored:
         return
     best = max(scored.values()) or 1.0

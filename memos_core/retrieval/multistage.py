@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from memos_core.index.base import IndexFilter, ScoredId, SparseVec, VectorIndex
+from memos_core.retrieval.expansion import session_scores
 
 if TYPE_CHECKING:
     from memos_core.index.sparse import Bm25Encoder
@@ -38,12 +39,7 @@ def rank_sessions(cands: Mapping[str, "Candidate"], session_of: Callable[[str], 
                   *, per_session: int = 3) -> list[tuple[str, float]]:
     """Sessions of the candidates, best first, scored by the sum of their ``per_session``
     best fused scores."""
-    by_session: dict[str, list[float]] = {}
-    for c in cands.values():
-        sid = session_of(c.id)
-        if sid is not None:
-            by_session.setdefault(sid, []).append(c.score)
-    scored = {sid: sum(sorted(v, reverse=True)[:per_session]) for sid, v in by_session.items()}
+    scored = session_scores(cands, session_of, per_session=per_session)
     return sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))
 
 

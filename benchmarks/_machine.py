@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from collections.abc import Iterator
 import platform
 from importlib import metadata
 from typing import Any
@@ -37,3 +40,28 @@ def markdown_machine(info: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     return (f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GiB, "
             f"{info['platform']}, Python {info['python']}\nversions: {versions}")
+
+
+@contextlib.contextmanager
+def time_calls(obj: Any, attr: str, sink: dict[str, float], name: str, *,
+               scale: float = 1.0) -> Iterator[None]:
+    """Add the time spent in ``obj.attr(...)`` (seconds times ``scale``) to ``sink[name]``
+    while the block runs; ``obj.attr`` is what it was afterwards."""
+    own = attr in getattr(obj, "__dict__", {})  # an instance or module attribute
+    inner = getattr(obj, attr)
+
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            sink[name] += (time.perf_counter() - t0) * scale
+
+    setattr(obj, attr, wrapper)
+    try:
+        yield
+    finally:
+        if own:
+            setattr(obj, attr, inner)
+        else:
+            delattr(obj, attr)  # the class's method shows again

@@ -31,14 +31,13 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, time_calls  # noqa: E402
 
 
 def items_from(data: Path | None, n: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -52,28 +51,6 @@ def items_from(data: Path | None, n: int, rng: random.Random) -> list[dict[str, 
     items = [dict(t, session_id=f"{s['sample_id']}-{t['session_id']}")
              for s in json.loads(data.read_text()) for t in turns_of(s)]
     return (items * (n // max(1, len(items)) + 1))[:n]
-
-
-@contextlib.contextmanager
-def timed(obj: Any, attr: str, bucket: dict[str, float], name: str) -> Iterator[None]:
-    """Add the time spent in ``obj.attr(...)`` to ``bucket[name]`` while the block runs."""
-    inner = getattr(obj, attr)
-
-    def wrapper(*a: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return inner(*a, **kw)
-        finally:
-            bucket[name] += time.perf_counter() - t0
-
-    setattr(obj, attr, wrapper)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(AttributeError):
-            delattr(obj, attr)  # instance attribute: the class method shows again
-        if getattr(obj, attr) is wrapper:
-            setattr(obj, attr, inner)
 
 
 def stages(items: list[dict[str, Any]], backend: str, batch_size: int) -> dict[str, Any]:
@@ -102,15 +79,15 @@ def stages(items: list[dict[str, Any]], backend: str, batch_size: int) -> dict[s
         try:
             with contextlib.ExitStack() as stack:
                 if hasattr(onnx, "_tokenize"):
-                    stack.enter_context(timed(onnx, "_tokenize", spent, "tokenise"))
-                    stack.enter_context(timed(onnx, "_infer", spent, "onnx session run"))
+                    stack.enter_context(time_calls(onnx, "_tokenize", spent, "tokenise"))
+                    stack.enter_context(time_calls(onnx, "_infer", spent, "onnx session run"))
                 else:
-                    stack.enter_context(timed(emb, "embed", spent, "embed (torch)"))
-                stack.enter_context(timed(store.bm25, "encode_documents", spent, "bm25 encode"))
-                stack.enter_context(timed(store.index, "upsert", spent, "index upsert"))
-                stack.enter_context(timed(store.vault, "insert", spent, "vault commit"))
-                stack.enter_context(timed(store, "_graph_apply", spent, "graph"))
-                stack.enter_context(timed(store, "maybe_optimize", spent, "index optimize"))
+                    stack.enter_context(time_calls(emb, "embed", spent, "embed (torch)"))
+                stack.enter_context(time_calls(store.bm25, "encode_documents", spent, "bm25 encode"))
+                stack.enter_context(time_calls(store.index, "upsert", spent, "index upsert"))
+                stack.enter_context(time_calls(store.vault, "insert", spent, "vault commit"))
+                stack.enter_context(time_calls(store, "_graph_apply", spent, "graph"))
+                stack.enter_context(time_calls(store, "maybe_optimize", spent, "index optimize"))
                 t0 = time.perf_counter()
                 mos.add_many(items, user_id="bench", batch_size=batch_size)
                 total = time.perf_counter() - t0

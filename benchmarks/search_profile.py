@@ -25,12 +25,11 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, time_calls  # noqa: E402
 from scale import ACTIVITIES, NAMES, PooledEmbedder, ingest, log  # noqa: E402
 
 #: name -> (RetrievalConfig changes, OnnxEmbedder keywords for the query embedder or None)
@@ -51,25 +50,6 @@ STAGES = ("query embedding", "dense search", "bm25 search", "graph expansion", "
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return round(values[min(int(len(values) * q), len(values) - 1)], 2) if values else 0.0
-
-
-@contextlib.contextmanager
-def wrap(obj: Any, attr: str, sink: dict[str, float], name: str) -> Iterator[None]:
-    """Add the time spent in ``obj.attr(...)`` to ``sink[name]`` while the block runs."""
-    inner = getattr(obj, attr)
-
-    def wrapper(*a: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return inner(*a, **kw)
-        finally:
-            sink[name] += (time.perf_counter() - t0) * 1000
-
-    setattr(obj, attr, wrapper)
-    try:
-        yield
-    finally:
-        setattr(obj, attr, inner)
 
 
 def main() -> None:
@@ -127,12 +107,12 @@ def main() -> None:
                 mos.config, retr.config, retr.query_vectors = cfg, rc, cache
                 spent: dict[str, float] = defaultdict(float)
                 with contextlib.ExitStack() as stack:
-                    stack.enter_context(wrap(cache, "get", spent, "query embedding"))
-                    stack.enter_context(wrap(mos.index, "search_dense", spent, "dense search"))
-                    stack.enter_context(wrap(mos.index, "search_sparse", spent, "bm25 search"))
-                    stack.enter_context(wrap(retr, "_expand", spent, "graph expansion"))
-                    stack.enter_context(wrap(mos.vault, "get_many", spent, "vault read"))
-                    stack.enter_context(wrap(memos_module, "rerank", spent, "second stage"))
+                    stack.enter_context(time_calls(cache, "get", spent, "query embedding", scale=1000))
+                    stack.enter_context(time_calls(mos.index, "search_dense", spent, "dense search", scale=1000))
+                    stack.enter_context(time_calls(mos.index, "search_sparse", spent, "bm25 search", scale=1000))
+                    stack.enter_context(time_calls(retr, "_expand", spent, "graph expansion", scale=1000))
+                    stack.enter_context(time_calls(mos.vault, "get_many", spent, "vault read", scale=1000))
+                    stack.enter_context(time_calls(memos_module, "rerank", spent, "second stage", scale=1000))
                     t0 = time.perf_counter()
                     mos.search(q, user_id=user, k=10, record_usage=False)
                     total = (time.perf_counter() - t0) * 1000

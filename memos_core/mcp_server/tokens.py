@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from memos_core.errors import CorruptDataError, InvalidInputError, MemoryNotFoundError
 from memos_core.validation import check_name
+from memos_core.vault.base import Actor
 
 if TYPE_CHECKING:
     from memos_core.memos import MemOS
@@ -191,6 +192,8 @@ class TokenStore:
 
 #: the ``meta`` key prefix of a token row in a server-mode vault (the rest: the SHA-256)
 META_PREFIX = "mcp_token:"
+#: the agent id of the audit records of token changes
+AUDIT_AGENT = "mcp-tokens"
 
 
 class VaultTokenStore(TokenStore):
@@ -201,8 +204,9 @@ class VaultTokenStore(TokenStore):
 
     Each token is one row of the vault's ``meta`` table, keyed ``mcp_token:<sha256>``, its
     value the record as JSON (hash, user, id, dates; never the token). Adding is one insert
-    and revoking one update of that row, so hosts adding tokens at once lose none. The vault
-    stays the caller's to close.
+    and revoking one update of that row, so hosts adding tokens at once lose none. Each add
+    and revoke is also an audit record (``mcp_token:add`` / ``mcp_token:revoke``, with the
+    token's id and label). The vault stays the caller's to close.
     """
 
     def __init__(self, vault: Any) -> None:
@@ -216,6 +220,12 @@ class VaultTokenStore(TokenStore):
     def where(self) -> str:
         return f"the vault at {self.vault.where}"
 
+    def _audit(self, record: TokenRecord, action: str) -> None:
+        """One record in the vault's audit chain: which token (its id, never the token or its
+        hash) for which principal; the token's user is the actor (the CLI has no other)."""
+        self.vault.audit(Actor(record.user_id, AUDIT_AGENT, action.split(":")[1]), action,
+                         details={"token_id": record.id, "label": record.label})
+
     @staticmethod
     def _parse(value: str, key: str) -> TokenRecord:
         try:
@@ -227,9 +237,7 @@ class VaultTokenStore(TokenStore):
 
     def list(self) -> builtins.list[TokenRecord]:
         """Every record, oldest first (by creation second, then id; revoked ones included)."""
-        rows = self.vault._query(  # the vault's pool; meta has no listing method of its own
-            "SELECT key, value FROM meta WHERE starts_with(key, %s)", (META_PREFIX,))
-        records = [self._parse(value, key) for key, value in rows]
+        records = [self._parse(value, key) for key, value in self.vault.meta_items(META_PREFIX)]
         return sorted(records, key=lambda r: (r.created_at, r.id))
 
     def verify(self, token: object) -> TokenRecord | None:
@@ -251,6 +259,7 @@ class VaultTokenStore(TokenStore):
         stored anywhere: show it to the user now."""
         token, record = _new_token(user_id, label)
         self.vault.set_meta_default(META_PREFIX + record.sha256, json.dumps(asdict(record)))
+        self._audit(record, "mcp_token:add")
         return token, record
 
     def revoke(self, token_id: str) -> TokenRecord:
@@ -265,6 +274,7 @@ class VaultTokenStore(TokenStore):
                     return record
                 revoked = TokenRecord(**{**asdict(record), "revoked_at": _now()})
                 self.vault.set_meta(META_PREFIX + record.sha256, json.dumps(asdict(revoked)))
+                self._audit(revoked, "mcp_token:revoke")
                 return revoked
         raise MemoryNotFoundError(
             f"No token with id {token_id!r} in {self.where}; `memos mcp token list` shows them.")

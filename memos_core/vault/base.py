@@ -343,6 +343,10 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
     def set_meta(self, key: str, value: str) -> None:
         """Set a key of the store's own key/value table (not audited)."""
 
+    def meta_items(self, prefix: str) -> builtins.list[tuple[str, str]]:
+        """The ``(key, value)`` pairs of the key/value table whose key starts with ``prefix``,
+        by key."""
+
     def stats(self) -> dict[str, Any]:
         """Store-wide counts (an admin's ``MemOS.stats``): at least ``memories``,
         ``versions`` and ``audit_records``; a backend may add its own (e.g. file size)."""

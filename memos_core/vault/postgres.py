@@ -260,6 +260,11 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             conn.execute("INSERT INTO meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
                          "SET value = EXCLUDED.value", (key, value))
 
+    def meta_items(self, prefix: str) -> list[tuple[str, str]]:
+        rows = self._query("SELECT key, value FROM meta WHERE starts_with(key, %s) ORDER BY key",
+                           (prefix,))
+        return [(str(k), str(v)) for k, v in rows]
+
     def set_meta_default(self, key: str, value: str) -> str:
         """Set ``key`` unless it is set; returns the value that is stored (first writer wins,
         across processes)."""

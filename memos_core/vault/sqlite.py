@@ -291,6 +291,12 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    def meta_items(self, prefix: str) -> list[tuple[str, str]]:
+        # substr, not LIKE: a prefix may hold % or _
+        rows = self._query("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key",
+                           (len(prefix), prefix))
+        return [(str(k), str(v)) for k, v in rows]
+
     # -- writes ----------------------------------------------------------------------------
 
     def _write_current(self, db: sqlite3.Connection, cube: MemCube, seq: int | None) -> None:

@@ -104,6 +104,13 @@ async def test_a_token_added_on_one_host_works_on_the_other_and_revoke_reaches_i
     with pytest.raises(MemoryNotFoundError, match="token list"):
         on_b.revoke("tok_missing")
 
+    # audited once per change (the idempotent revoke adds nothing), in the verified chain
+    audit = [r for r in b.vault.audit_log(user_id="alice", limit=1000)
+             if r.action.startswith("mcp_token:")]
+    assert sorted((r.action, r.details["token_id"], r.agent_id) for r in audit) == [
+        ("mcp_token:add", record.id, "mcp-tokens"), ("mcp_token:revoke", record.id, "mcp-tokens")]
+    assert b.vault.verify_audit()[0]
+
     # hashed at rest: no table holds a token, only its SHA-256
     with psycopg.connect(pg_url) as conn:
         tables = [t for (t,) in conn.execute(

@@ -72,6 +72,13 @@ class VaultConformance:
         vault.set_meta("k", "2")
         assert vault.get_meta("k") == "2"
 
+    def test_meta_items_by_prefix(self, vault: Vault) -> None:
+        for key in ("tok:b", "tok:a", "tok%x", "toka", "other"):
+            vault.set_meta(key, key.upper())
+        assert vault.meta_items("tok:") == [("tok:a", "TOK:A"), ("tok:b", "TOK:B")]
+        assert vault.meta_items("tok%") == [("tok%x", "TOK%X")]  # no pattern characters
+        assert vault.meta_items("none:") == []
+
     # -- writes and versions ------------------------------------------------------------------
 
     def test_insert_get_and_history(self, vault: Vault) -> None:

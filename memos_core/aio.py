@@ -56,17 +56,24 @@ async def acheck_open(mos: Any, view: Any) -> None:
 
 async def native_get(mos: Any, memory_id: str, *, user_id: str, version: int | None = None,
                      as_of: Any = None) -> Any:
-    """``MemOS.get`` of the current version through the native view (a ``version`` or
-    ``as_of`` read: :data:`FALLBACK`)."""
+    """``MemOS.get`` through the native view: the current version, a ``version`` or the one
+    current ``as_of`` a time (the same checks and errors)."""
     from memos_core.validation import check_id, check_name
 
     view = native_view(mos.store.vault)
-    if view is None or version is not None or as_of is not None:
+    if view is None:
         return FALLBACK
     await acheck_open(mos, view)
     user = check_name(user_id, "user_id")
     mid = check_id(memory_id)
-    return mos._loaded(await view.get(mid), mid, user)
+    older = version is not None or as_of is not None
+    cube = mos._loaded(await view.get(mid), mid, user, allow_deleted=older)
+    if not older:
+        return cube
+    number, when = mos._version_args(version, as_of)
+    old = await (view.get_version(cube.id, number) if number is not None
+                 else view.get_as_of(cube.id, when))
+    return mos._old_version(cube.id, old, number, when)
 
 
 async def native_history(mos: Any, memory_id: str, *, user_id: str) -> Any:

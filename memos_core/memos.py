@@ -592,18 +592,29 @@ class MemOS:
         self._check_open()
         cube = self._load(memory_id, check_name(user_id, "user_id"),
                           allow_deleted=version is not None or as_of is not None)
+        if version is None and as_of is None:
+            return cube
+        number, when = self._version_args(version, as_of)
+        old = (self.vault.get_version(cube.id, number) if number is not None
+               else self.vault.get_as_of(cube.id, when))  # type: ignore[arg-type]
+        return self._old_version(cube.id, old, number, when)
+
+    @staticmethod
+    def _version_args(version: int | None,
+                      as_of: datetime | str | None) -> tuple[int | None, datetime | None]:
+        """``get``'s ``version`` (checked; it wins when both are given) or ``as_of`` (parsed)."""
         if version is not None:
-            old = self.vault.get_version(cube.id, check_k(version, "version", 10**9))
-            if old is None:
-                raise VersionNotFoundError(f"Memory {cube.id} has no version {version}.")
-            return old
-        if as_of is not None:
-            when = check_datetime(as_of, "as_of")
-            old = self.vault.get_as_of(cube.id, when)  # type: ignore[arg-type]
-            if old is None:
-                raise VersionNotFoundError(f"Memory {cube.id} did not exist at {when}.")
-            return old
-        return cube
+            return check_k(version, "version", 10**9), None
+        return None, check_datetime(as_of, "as_of")
+
+    @staticmethod
+    def _old_version(mid: str, old: MemCube | None, version: int | None,
+                     when: datetime | None) -> MemCube:
+        """An older version ``get`` read, or the error saying there is none."""
+        if old is None:
+            raise VersionNotFoundError(f"Memory {mid} has no version {version}." if version is not None
+                                       else f"Memory {mid} did not exist at {when}.")
+        return old
 
     def history(self, memory_id: str, *, user_id: str) -> builtins.list[MemCube]:
         """Every version, oldest first (a forgotten memory's versions keep no text)."""

@@ -4,7 +4,7 @@ A framework's async API (LangGraph's ``aget_tuple`` / ``aput`` / ``aput_writes``
 ``abatch``, LlamaIndex's async chat store, ``MemOS.aget``) awaits storage calls on every step.
 In server mode the vault provides a native async view
 (``PostgresVault.native_async()``, :mod:`memos_core.vault.pg_async`): the same statements
-on a psycopg ``AsyncConnectionPool`` of the running event loop, so a call waits on its socket
+on async connections of the running event loop's pool, so a call waits on its socket
 in the loop instead of holding a worker thread. Any other vault (the embedded SQLite one)
 is called in a worker thread (``asyncio.to_thread``), as before. Either way the results and
 errors are those of the sync methods.

@@ -1,4 +1,4 @@
-"""Native async access to the PostgreSQL vault: psycopg ``AsyncConnectionPool`` per event loop.
+"""Native async access to the PostgreSQL vault: a small pool of async connections per event loop.
 
 :class:`AsyncPgVault` (``PostgresVault.native_async()``) runs the vault's statement programs
 (:mod:`memos_core.vault.pg_sql`, :mod:`memos_core.vault.pg_integrations`) on async
@@ -23,15 +23,16 @@ Reads run in autocommit (each statement its own snapshot, as under the sync path
 COMMITTED transaction, without its COMMIT round trip); writes run in a transaction exactly as
 on the sync path.
 
-Pools: one ``AsyncConnectionPool`` per event loop that uses the vault, opened lazily on its
-first call (an asyncio pool is bound to the loop it was opened in), at most the sync pool's
-``max_size`` connections each. A pool whose loop was closed is dropped (its connections
-closed) when another loop opens one. :meth:`AsyncPgVault.close` (called by
-``PostgresVault.close``) closes every pool: through its own loop when that loop runs in
-another thread (``MemOS.aclose`` runs ``close`` in a worker thread, so this is the usual
-case), at once for a closed or idle loop; when ``close`` is called synchronously *inside* the
-pool's own loop, the idle connections are closed at once and the pool's tasks stop when the
-loop next runs (prefer ``await mos.aclose()`` in async code). :meth:`aclose` awaits it all.
+Pools: one small pool per event loop that uses the vault (:class:`LoopPool`), made on its
+first call, at most the sync pool's ``max_size`` connections, each opened on demand and kept
+while idle. It runs no background task: psycopg_pool's ``AsyncConnectionPool`` keeps worker
+tasks that swallow a cancellation while they run a pool task, so a loop that ended with such a
+pool open (``asyncio.run(mos.aget(...))``) could hang in ``asyncio.run``'s shutdown. An idle
+connection is checked (``SELECT 1``) before reuse when it sat idle for more than
+``PostgresVault.CHECK_IDLE_S``; a call that lost its connection drops the pool's idle ones. A
+pool whose loop was closed is dropped (its connections closed) when another loop makes one.
+:meth:`AsyncPgVault.close` (called by ``PostgresVault.close``) closes every pool's idle
+connections at once, from any thread; a connection in use is closed when its call returns it.
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 from memos_core.cube import MemCube
@@ -53,46 +57,100 @@ from memos_core.vault.pg_sql import Program, arun, lock_step
 __all__ = ["AsyncPgVault", "PgAsyncMixin"]
 
 T = TypeVar("T")
-#: pool.close() tasks scheduled from inside their own loop (kept referenced until done)
-_CLOSING: set[asyncio.Task[None]] = set()
+#: seconds a call waits for a free connection of its loop's pool, unless the sync pool says
+DEFAULT_TIMEOUT = 10.0
+#: an idle connection used within this many seconds is reused without a check
+CHECK_IDLE_S = 2.0
 
 
-def _finish(pool: Any, *, refuse: bool = True) -> None:
-    """Close a pool's idle connections now, without its loop (psycopg_pool keeps them in
-    ``_pool``); with ``refuse`` the pool accepts no client afterwards."""
-    if refuse:
-        pool._closed = True  # no public way without the pool's loop
-    idle = list(getattr(pool, "_pool", ()))
-    getattr(pool, "_pool", []).clear()
-    for conn in idle:
-        conn.pgconn.finish()
+class PoolTimeout(Exception):
+    """No connection of the loop's pool came free in time."""
 
 
-def _close_pool(loop: asyncio.AbstractEventLoop, pool: Any, timeout: float = 5.0) -> None:
-    """Close ``pool`` (opened in ``loop``) from synchronous code, whatever the loop's state."""
-    try:
-        current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        current = None
-    if loop.is_closed():
-        _finish(pool)
-    elif loop.is_running():
-        if current is loop:  # sync close() inside the pool's own loop: it cannot be awaited
-            _finish(pool, refuse=False)  # pool.close() below stops its tasks
-            task = loop.create_task(pool.close(timeout))
-            _CLOSING.add(task)
-            task.add_done_callback(_CLOSING.discard)
-            return
-        future = asyncio.run_coroutine_threadsafe(pool.close(timeout), loop)
+class LoopPool:
+    """The async connections of one event loop: at most ``max_size``, opened on demand, the
+    idle ones reused (newest first). No background task; :meth:`close_now` may be called
+    from any thread."""
+
+    def __init__(self, url: str, max_size: int, timeout: float) -> None:
+        self.url, self.max_size, self.timeout = url, max_size, timeout
+        self._idle: deque[tuple[Any, float]] = deque()  # (connection, when it was last used)
+        self._slots = asyncio.Semaphore(max_size)
+        self._open = 0  # connections made and not closed (idle or in use)
+        self._requests = 0  # calls served (checkouts)
+        self.closed = False
+
+    def stats(self) -> dict[str, int]:
+        return {"pool_max": self.max_size, "pool_size": self._open,
+                "pool_available": len(self._idle), "requests_num": self._requests}
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A connection of this pool, returned to it when the block ends: kept when it is
+        idle and healthy, closed when a call failed in a transaction or lost it."""
         try:
-            future.result(timeout + 1.0)
-        except Exception:  # noqa: BLE001 - a stuck or dying loop: close what we can
-            future.cancel()
-            _finish(pool)
-    elif current is None:
-        loop.run_until_complete(pool.close(timeout))
-    else:
-        _finish(pool)
+            await asyncio.wait_for(self._slots.acquire(), self.timeout)
+        except asyncio.TimeoutError:
+            raise PoolTimeout(f"no connection came free within {self.timeout} s "
+                              f"({self.max_size} in use)") from None
+        conn = None
+        self._requests += 1
+        try:
+            conn = await self._checkout()
+            yield conn
+        except BaseException as exc:
+            import psycopg
+
+            if isinstance(exc, psycopg.OperationalError):
+                self._drop_idle()  # the server went away: the idle ones are gone too
+            raise
+        finally:
+            if conn is not None:
+                self._checkin(conn)
+            self._slots.release()
+
+    async def _checkout(self) -> Any:
+        import psycopg
+
+        while self._idle:
+            conn, used = self._idle.pop()
+            if time.monotonic() - used < CHECK_IDLE_S:
+                return conn
+            try:
+                await conn.execute("SELECT 1")
+                return conn
+            except psycopg.Error:
+                self._close(conn)
+        conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, application_name="memos-vault-async")
+        self._open += 1
+        return conn
+
+    def _checkin(self, conn: Any) -> None:
+        from psycopg.pq import TransactionStatus
+
+        healthy = not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
+        if healthy and not self.closed:
+            self._idle.append((conn, time.monotonic()))
+        else:  # a call cancelled or failed mid-statement, or the pool closed meanwhile
+            self._close(conn)
+
+    def _close(self, conn: Any) -> None:
+        self._open -= 1
+        conn.pgconn.finish()  # no await: usable from any thread, and on a closed loop
+
+    def _drop_idle(self) -> None:
+        while self._idle:
+            try:
+                conn, _ = self._idle.popleft()
+            except IndexError:  # taken meanwhile by another thread's close_now
+                break
+            self._close(conn)
+
+    def close_now(self) -> None:
+        """Refuse new calls and close the idle connections (those in use: when returned)."""
+        self.closed = True
+        self._drop_idle()
 
 
 @asynccontextmanager
@@ -125,8 +183,8 @@ class AsyncPgVault:
         #: most connections of each loop's pool (the sync pool's size)
         self.max_size: int = int(getattr(sync_pool, "max_size", 4) or 4)
         #: seconds a call waits for a connection
-        self.timeout: float = float(getattr(sync_pool, "timeout", 10.0) or 10.0)
-        self._pools: dict[asyncio.AbstractEventLoop, Any] = {}
+        self.timeout: float = float(getattr(sync_pool, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT)
+        self._pools: dict[asyncio.AbstractEventLoop, LoopPool] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -139,14 +197,13 @@ class AsyncPgVault:
             return len(self._pools)
 
     def pool_stats(self) -> dict[str, int]:
-        """psycopg_pool's counters of the running loop's pool ({} if it has none)."""
+        """The running loop's pool: ``pool_max``, ``pool_size`` (open connections),
+        ``pool_available`` (idle ones) and ``requests_num`` (calls served); {} if none."""
         with self._lock:
             pool = self._pools.get(asyncio.get_running_loop())
-        return dict(pool.get_stats()) if pool is not None else {}
+        return pool.stats() if pool is not None else {}
 
-    def _pool(self) -> Any:
-        from psycopg_pool import AsyncConnectionPool
-
+    def _pool(self) -> LoopPool:
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._closed:
@@ -155,15 +212,9 @@ class AsyncPgVault:
             pool = self._pools.get(loop)
             if pool is not None:
                 return pool
-            dead = [old for old in self._pools if old.is_closed()]
-            for old in dead:  # loops that ended without closing their pool
-                _finish(self._pools.pop(old))
-            pool = AsyncConnectionPool(
-                self.url, min_size=1, max_size=self.max_size, open=False, timeout=self.timeout,
-                check=AsyncConnectionPool.check_connection,
-                kwargs={"autocommit": True, "application_name": "memos-vault-async"},
-                name="memos-vault-async")
-            self._pools[loop] = pool
+            for old in [old for old in self._pools if old.is_closed()]:
+                self._pools.pop(old).close_now()  # loops that ended without closing their pool
+            pool = self._pools[loop] = LoopPool(self.url, self.max_size, self.timeout)
             return pool
 
     @asynccontextmanager
@@ -171,12 +222,9 @@ class AsyncPgVault:
         """A pooled async connection; a transaction on it commits when the block ends.
         Connection failures raise :class:`ServerUnavailableError` (as the sync path)."""
         import psycopg
-        from psycopg_pool import PoolTimeout
 
         pool = self._pool()
         try:
-            if pool.closed:
-                await pool.open()
             async with pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
@@ -205,25 +253,17 @@ class AsyncPgVault:
             return await arun(conn, program)
 
     def close(self) -> None:
-        """Close every pool (see the module docstring); later calls raise
+        """Close every pool (see the module docstring), from any thread; later calls raise
         :class:`ServerUnavailableError`. Idempotent."""
         with self._lock:
             self._closed = True
-            pools, self._pools = dict(self._pools), {}
-        for loop, pool in pools.items():
-            _close_pool(loop, pool)
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close_now()
 
     async def aclose(self) -> None:
-        """Close every pool, awaiting the running loop's own. Idempotent."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            self._closed = True
-            pools, self._pools = dict(self._pools), {}
-        for owner, pool in pools.items():
-            if owner is loop:
-                await pool.close()
-            else:
-                await asyncio.to_thread(_close_pool, owner, pool)
+        """:meth:`close`, from async code. Idempotent."""
+        self.close()
 
     # -- the vault's reads ----------------------------------------------------------------
 
@@ -246,6 +286,12 @@ class AsyncPgVault:
 
     async def history(self, memory_id: str) -> builtins.list[MemCube]:
         return await self._run(pg_sql.history(memory_id))
+
+    async def get_version(self, memory_id: str, version: int) -> MemCube | None:
+        return await self._run(pg_sql.get_version(memory_id, version))
+
+    async def get_as_of(self, memory_id: str, when: datetime) -> MemCube | None:
+        return await self._run(pg_sql.get_as_of(memory_id, when))
 
     async def change_head(self) -> int:
         return await self._run(pg_sql.change_head())
@@ -368,8 +414,8 @@ class PgAsyncMixin:
             self._async_view.close()
 
     async def aclose(self) -> None:
-        """Close the vault from async code: the async pools awaited in their loops, then the
-        sync pool and the LISTEN thread in a worker thread. Idempotent."""
+        """Close the vault from async code: the async pools, then the sync pool and the LISTEN
+        thread in a worker thread. Idempotent."""
         if self._async_view is not None:
             await self._async_view.aclose()
         await asyncio.to_thread(self.close)  # type: ignore[attr-defined]

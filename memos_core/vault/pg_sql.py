@@ -197,6 +197,23 @@ def history(memory_id: str) -> Program[list[MemCube]]:
     return [MemCube.model_validate_json(r[0]) for r in rows]
 
 
+def get_version(memory_id: str, version: int) -> Program[MemCube | None]:
+    """Version ``version`` of ``memory_id`` as stored, or None."""
+    return one(Rows("SELECT doc::text FROM versions WHERE id=%s AND version=%s",
+                    (memory_id, version)), _first_cube)
+
+
+def get_as_of(memory_id: str, when: datetime) -> Program[MemCube | None]:
+    """The version of ``memory_id`` that was current at ``when`` (the newest recorded at or
+    before it), or None."""
+    return one(Rows("SELECT doc::text FROM versions WHERE id=%s AND recorded_at<=%s "
+                    "ORDER BY version DESC LIMIT 1", (memory_id, when.timestamp())), _first_cube)
+
+
+def _first_cube(rows: list[Row]) -> MemCube | None:
+    return MemCube.model_validate_json(rows[0][0]) if rows else None
+
+
 def list_memories(query: ListQuery, where: str, params: Sequence[Any],
                   overlay: Overlay | None = None) -> Program[list[MemCube]]:
     """The page ``query`` asks for; ``where``/``params`` are its filter

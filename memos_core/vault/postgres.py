@@ -507,14 +507,10 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             return self._run(pg_sql.get_many(memory_ids, self._usage.overlay))
 
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
-        rows = self._query("SELECT doc::text FROM versions WHERE id=%s AND version=%s",
-                           (memory_id, version))
-        return MemCube.model_validate_json(rows[0][0]) if rows else None
+        return self._run(pg_sql.get_version(memory_id, version))
 
     def get_as_of(self, memory_id: str, when: datetime) -> MemCube | None:
-        rows = self._query("SELECT doc::text FROM versions WHERE id=%s AND recorded_at<=%s "
-                           "ORDER BY version DESC LIMIT 1", (memory_id, when.timestamp()))
-        return MemCube.model_validate_json(rows[0][0]) if rows else None
+        return self._run(pg_sql.get_as_of(memory_id, when))
 
     def history(self, memory_id: str) -> builtins.list[MemCube]:
         return self._run(pg_sql.history(memory_id))

@@ -5,9 +5,11 @@ with a small pool, from a second event loop, and their pools close with the MemO
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from operator import add
 from typing import Annotated, TypedDict
 
@@ -182,6 +184,10 @@ async def test_async_view_logs_and_reads_match_sync(smos):
         _raises(get_by_key, smos, "not an item")
 
 
+def _refuse(*args, **kwargs):
+    raise AssertionError("the native path called the sync vault")
+
+
 async def test_memos_async_reads_native_and_equal(smos):
     assert has_native_async(smos)
     cube = smos.add("Grace's lab is on the third floor.", user_id="grace")
@@ -195,8 +201,24 @@ async def test_memos_async_reads_native_and_equal(smos):
     assert await smos.aget(cube.id, user_id="alan") == smos.get(cube.id, user_id="alan")
     assert await smos.ahistory(cube.id, user_id="grace") == smos.history(cube.id, user_id="grace")
     assert await smos.ahistory(gone.id, user_id="grace") == smos.history(gone.id, user_id="grace")
-    assert await smos.aget(cube.id, user_id="grace", version=1) == \
-        smos.get(cube.id, user_id="grace", version=1)  # a version read: the thread path
+    # version and as_of reads: native too (the sync vault's reads are not called)
+    before = datetime.now(timezone.utc) - timedelta(days=1)
+    older = [((cube.id,), {"user_id": "grace", "version": 1}),
+             ((cube.id,), {"user_id": "alan", "version": 2}),
+             ((gone.id,), {"user_id": "grace", "version": 1}),  # a forgotten memory's version
+             ((cube.id,), {"user_id": "grace", "as_of": datetime.now(timezone.utc)}),
+             ((cube.id,), {"user_id": "grace", "version": 1, "as_of": before})]  # version wins
+    expected_old = [smos.get(*args, **kwargs) for args, kwargs in older]
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("get_version", "get_as_of", "get"):
+            mp.setattr(smos.vault, name, _refuse)
+        assert [await smos.aget(*args, **kwargs) for args, kwargs in older] == expected_old
+    assert [c.version for c in expected_old] == [1, 2, 1, 3, 1]  # the share made v3
+    for args, kwargs in [((cube.id,), {"user_id": "grace", "version": 9}),   # VersionNotFound
+                         ((cube.id,), {"user_id": "grace", "as_of": before}),
+                         ((cube.id,), {"user_id": "grace", "version": "x"}),  # InvalidInput
+                         ((cube.id,), {"user_id": "mallory", "version": 1})]:  # AccessDenied
+        assert await _araises(smos.aget(*args, **kwargs)) == _raises(smos.get, *args, **kwargs)
     for kwargs in ({"user_id": "grace"}, {"user_id": "alan"}, {"user_id": "grace", "limit": 1,
                    "newest_first": True}, {"user_id": "grace", "states": ["deleted"]}):
         assert await smos.alist(**kwargs) == smos.list(**kwargs)
@@ -376,7 +398,6 @@ async def test_pool_closed_by_aclose_and_by_close_inside_the_loop(pg_url):
     assert await mos.aget(cube.id, user_id="u") == mos.get(cube.id, user_id="u")
     mos.close()  # synchronously, inside the pool's own loop: idle connections close now
     assert _wait_no_conns(pg_url) == 0
-    await asyncio.sleep(0.1)  # the pool's tasks stop
 
     from memos_core.vault.postgres import PostgresVault
 
@@ -385,6 +406,35 @@ async def test_pool_closed_by_aclose_and_by_close_inside_the_loop(pg_url):
     await vault.aclose()
     await vault.aclose()  # idempotent
     assert vault.native_async().pools == 0 and _wait_no_conns(pg_url) == 0
+
+
+def test_loops_that_end_with_calls_in_flight_do_not_hang(pg_url):
+    # asyncio.run cancels what is left when its main returns; the pool has no task of its own
+    # that could swallow that cancellation (psycopg_pool's workers did: a rare hang at exit)
+    mos = MemOS(pg_url, config=MemOSConfig(show_progress=False, pool_size=2, listen=False))
+    try:
+        cube = mos.add("Loops end.", user_id="u")
+        expected = mos.get(cube.id, user_id="u")
+        results: list = []
+
+        async def main() -> None:
+            tasks = [asyncio.ensure_future(mos.aget(cube.id, user_id="u")) for _ in range(12)]
+            for _ in range(20):  # calls cancelled at any point of their round trip
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(mos.aget(cube.id, user_id="u"), 0.0005)
+            results.append(await mos.aget(cube.id, user_id="u"))
+            del tasks  # still running: asyncio.run cancels them
+
+        for _ in range(5):
+            thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+            thread.start()
+            thread.join(60)
+            assert not thread.is_alive(), "asyncio.run did not return"
+        assert results == [expected] * 5
+        assert _async_conns(pg_url) <= 2  # the pool's bound; cancelled calls' conns closed
+    finally:
+        mos.close()
+    assert _wait_no_conns(pg_url) == 0
 
 
 def test_second_event_loop_and_a_loop_in_another_thread(pg_url):

@@ -332,7 +332,6 @@ STAGES = (("feed check", "follower", "sync"), ("query embedding", "query_vectors
           ("dense+bm25 (one call)", "index", "search_hybrid"),
           ("entity hop", "hybrid_module", "entity_hop"),
           ("graph expansion", "retriever", "_expand"), ("vault read", "vault", "get_many"),
-          ("vault read", "vault", "get_many_prefetched"),
           ("second stage", "memos_module", "rerank"), ("record usage", "vault", "record_usage"))
 
 
@@ -385,7 +384,7 @@ class StageTimer:
 
 def stage_table(per_search: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     """Mean and p95 ms of each stage over the searches (0 where a search skipped it)."""
-    names = [*dict.fromkeys(n for n, *_ in STAGES if any(n in s for s in per_search)), "rest"]
+    names = [n for n, *_ in STAGES if any(n in s for s in per_search)] + ["rest"]
     out = {}
     for name in names:
         values = sorted(s.get(name, 0.0) for s in per_search)
@@ -407,17 +406,10 @@ def _server_memos(url: str, tmp: Path, embedder: Any) -> tuple[Any, str]:
             "MemOS(postgresql://): vault + pgvector index")
 
 
-#: --search-variants: the server-mode search path's options, (prefetch_rows, overlap_embedding)
-SEARCH_VARIANTS = {"no prefetch, no overlap": (False, False), "prefetch only": (True, False),
-                   "overlap only": (False, True)}
-
-
 def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path,
-           profile: bool = False, search_variants: bool = False) -> dict[str, Any]:
+           profile: bool = False) -> dict[str, Any]:
     """Ingest each conversation and score its questions on each system (``profile``: also
-    time the stages of the MemOS systems' searches). ``search_variants``: also the server
-    MemOS with the options of :data:`SEARCH_VARIANTS` (the same instance and data, the options
-    set around each search and its query-vector cache emptied, so every variant embeds)."""
+    time the stages of the MemOS systems' searches)."""
     from langgraph.store.base import PutOp
     from langgraph.store.postgres import PostgresStore
 
@@ -452,8 +444,6 @@ def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path,
                 return {c.id: c.metadata["dia_id"] for c in cubes}
 
             def search(user: str, q: str, dia: dict[str, str]) -> list[str]:
-                if search_variants and mos is server:
-                    mos.retriever.query_vectors.clear()  # each variant embeds the question
                 if not profile:
                     return [dia[h.id] for h in mos.search(q, user_id=user, k=max(KS), record_usage=False)]
                 timer = StageTimer(mos)
@@ -480,23 +470,6 @@ def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path,
                    server_name: memos_system(server, server_name),
                    "LangGraph PostgresStore (pgvector HNSW cosine)": (store_ingest, store_search)}
         systems_mos = {embedded_name: embedded, server_name: server}
-        if search_variants:
-            for label, (rows, overlap) in SEARCH_VARIANTS.items():
-                name = f"MemOS server, {label}"
-                inner = memos_system(server, name)[1]
-
-                def variant(user: str, q: str, dia: dict[str, str], inner=inner, rows=rows,
-                            overlap=overlap) -> list[str]:
-                    before = server.store.prefetch_rows, server.retriever.overlap_embedding
-                    server.store.prefetch_rows = rows and before[0]
-                    server.retriever.overlap_embedding = overlap
-                    try:
-                        return inner(user, q, dia)
-                    finally:
-                        server.store.prefetch_rows, server.retriever.overlap_embedding = before
-
-                # ingested once, by the server system (ingest returns that system's ids)
-                systems[name] = (lambda user, turns: {}, variant)
         # Interleaved, so that load from other jobs on a shared machine falls on every system
         # alike: each conversation is ingested by every system, then each of its questions
         # is asked of every system in turn, in an order that rotates per question.
@@ -513,9 +486,6 @@ def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path,
                 dias[name] = systems[name][0](user, turns)
                 ingest_s[name] += time.perf_counter() - t0
                 added[name] += len(turns)
-            for name in names:
-                if name.startswith("MemOS server, "):  # a search variant of the server system
-                    dias[name] = dias[server_name]
             for qa in qas_by_user.get(user, []):
                 for name in names[asked % len(names):] + names[:asked % len(names)]:
                     t0 = time.perf_counter()
@@ -525,8 +495,7 @@ def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path,
                 asked += 1
             print(f"  {user}: done ({round(time.perf_counter(), 1)})", file=sys.stderr, flush=True)
         for name in names:
-            out[name] = {"adds_per_s": None if name.startswith("MemOS server, ")  # a variant
-                         else round(added[name] / ingest_s[name], 1), **ms_stats(lat[name]),
+            out[name] = {"adds_per_s": round(added[name] / ingest_s[name], 1), **ms_stats(lat[name]),
                          **{key: round(statistics.fmean(r[key] for r in rows[name]), 4)
                             for key in rows[name][0]},
                          "questions": len(rows[name])}
@@ -628,9 +597,6 @@ def main() -> None:
     p.add_argument("--skip", action="append", default=[], choices=("variants", "processes", "memos-processes", "locomo"))
     p.add_argument("--profile", action="store_true",
                    help="LoCoMo part: also time each stage of the MemOS systems' searches")
-    p.add_argument("--search-variants", action="store_true",
-                   help="LoCoMo part: also the server MemOS with its search options off "
-                        "(prefetch of vault rows, embedding overlapped with BM25), side by side")
     p.add_argument("--out", type=Path, help="write the JSON result here")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -667,8 +633,7 @@ def main() -> None:
                 url, data["turns"], data["qas"], (1, 2, 4), 120 if args.quick else 300,
                 10 if args.quick else 40)
         if "locomo" not in args.skip:
-            result["locomo"] = locomo(url, data, embedder, Path(tmp), profile=args.profile,
-                                      search_variants=args.search_variants)
+            result["locomo"] = locomo(url, data, embedder, Path(tmp), profile=args.profile)
         result["server_versions"] = _versions(url)
     result["load_after"] = round(os.getloadavg()[0], 2)
     result["machine"] = machine_info()

@@ -714,12 +714,8 @@ class MemOS:
         depth = max(k, rcfg.rerank_depth) if second else k
         if skip_sources or skip_session is not None:
             depth = max(depth, min(k + len(skip_sources) + 2 * k, 1000))
-        # server mode: the index's statements also read their hits' vault rows (same
-        # database, same snapshot as the hit); the others are read here, checked alike below
-        prefetch = self.store.prefetch()
-        cands = self.retriever.retrieve(query, flt, depth, prefetch=prefetch)
-        cubes = (self.vault.get_many([c.id for c in cands]) if prefetch is None else
-                 self.vault.get_many_prefetched([c.id for c in cands], prefetch))  # type: ignore[attr-defined]
+        cands = self.retriever.retrieve(query, flt, depth)
+        cubes = self.vault.get_many([c.id for c in cands])
         if second:
             cands = rerank(query, cands, {i: c.text for i, c in cubes.items()},
                            question_weight=rcfg.question_weight, reranker=self.reranker,

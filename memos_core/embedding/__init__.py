@@ -137,15 +137,6 @@ class QueryCache:
                     self._items.popitem(last=False)
         return vec
 
-    def cached(self, text: str) -> np.ndarray | None:
-        """The cached vector of ``text`` (counted as a hit), or ``None`` without embedding."""
-        with self._lock:
-            vec = self._items.get(text)
-            if vec is not None:
-                self._items.move_to_end(text)
-                self.hits += 1
-            return vec
-
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

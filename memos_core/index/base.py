@@ -7,8 +7,8 @@ of the text outside the vault). It can always be rebuilt from the vault.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 #: Payload keys every point carries. Filters only use these.
@@ -88,29 +88,6 @@ class IndexCorruptError(RuntimeError):
     derived data: ``MemOS`` rebuilds it from the vault."""
 
 
-@dataclass
-class Prefetch:
-    """Rows of other tables in the index's database, read with a search's hits by the same
-    statement (one round trip, the statement's snapshot): what the server-mode vault reads
-    of each hit (:func:`memos_core.vault.pg_sql.prefetch`).
-
-    ``columns`` is a SQL select list and ``joins`` SQL ``LEFT JOIN`` clauses in which ``{id}``
-    stands for the hit's id as text; both are fixed SQL of the caller, never user data. The
-    index fills ``rows`` (hit id -> the ``columns`` values; an id whose joined rows are
-    missing gets ``None`` values). ``epoch`` is the caller's own stamp (its reader checks that
-    nothing changed what the rows mean between the read and their use).
-    """
-
-    columns: str
-    joins: str
-    epoch: int = 0
-    rows: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-
-
-#: a query vector, or a call that returns it (the index calls it once, when it needs it)
-Vector = Sequence[float] | Callable[[], Sequence[float]]
-
-
 @runtime_checkable
 class VectorIndex(Protocol):
     """Dense + sparse search over memories with payload filters.
@@ -147,26 +124,18 @@ class VectorIndex(Protocol):
     def close(self) -> None: ...
 
 
-def search_hybrid(index: VectorIndex, vector: Vector | None, sparse: SparseVec | None,
-                  flt: IndexFilter, limit: int, *, prefetch: Prefetch | None = None,
-                  ) -> tuple[list[ScoredId], list[ScoredId]]:
+def search_hybrid(index: VectorIndex, vector: Sequence[float] | None, sparse: SparseVec | None,
+                  flt: IndexFilter, limit: int) -> tuple[list[ScoredId], list[ScoredId]]:
     """Dense and BM25 hits for one query: ``(index.search_dense(vector, flt, limit),
     index.search_sparse(sparse, flt, limit))``, ``[]`` for a ``None`` vector.
 
-    ``vector`` may be a call that returns it (e.g. waiting for an embedding computed in
-    another thread): it is called once, when the dense search needs it -- the server-mode
-    index sends its BM25 statement first, so the server works while the vector is computed.
-
     An index may implement this as an optional method ``search_hybrid`` with the same
     signature and results -- the server-mode index (:class:`~memos_core.index.pgvector.PgVectorIndex`)
-    sends both queries to the server together, and fills ``prefetch`` (see :class:`Prefetch`)
-    when given one; otherwise the two searches run in turn and ``prefetch`` stays empty.
+    sends both queries to the server together; otherwise the two searches run in turn.
     """
     own = getattr(index, "search_hybrid", None)
     if own is not None:
-        dense, keyword = own(vector, sparse, flt, limit, prefetch=prefetch)
+        dense, keyword = own(vector, sparse, flt, limit)
         return list(dense), list(keyword)
-    if callable(vector):
-        vector = vector()
     return (index.search_dense(vector, flt, limit) if vector is not None else [],
             index.search_sparse(sparse, flt, limit) if sparse is not None else [])

@@ -47,7 +47,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from memos_core.index.base import IndexFilter, IndexPoint, Prefetch, ScoredId, SparseVec, Vector
+from memos_core.index.base import IndexFilter, IndexPoint, ScoredId, SparseVec
 from memos_core.index.pg_bm25 import SPARSE_DIM, bm25_cached_statement, bm25_statement, sparsevec_text
 from memos_core.index.filters import AnyOf, Between, Condition, Either, FilterPlan, IsTrue, plan_filter
 from memos_core.index.points import (
@@ -69,15 +69,6 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _BATCH = 500  # points per INSERT statement
 _SPARSE_DIM = SPARSE_DIM  # sparsevec's largest dimension (term ids are folded into it)
 _LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
-
-
-def _joined(statement: sql.Composed, prefetch: Prefetch, hit_id: str,
-            names: str = "") -> sql.Composed:
-    """``statement`` (alias ``h``, its columns named ``names`` when given) with the
-    ``prefetch`` columns of each row's hit (``hit_id``: its id as text) appended."""
-    return sql.SQL("SELECT h.*, {cols} FROM ({inner}) AS h{names} {joins}").format(
-        cols=sql.SQL(prefetch.columns), inner=statement, names=sql.SQL(names),
-        joins=sql.SQL(prefetch.joins.replace("{id}", hit_id)))
 
 
 def _vector_text(values: Sequence[float]) -> str:
@@ -406,22 +397,15 @@ class PgVectorIndex:
     @staticmethod
     def _dense_hits(rows: list[Any]) -> list[ScoredId]:
         rows.sort(key=lambda row: (row[1], str(row[0])))  # relaxed_order: nearly sorted
-        return [ScoredId(str(row[0]), 1.0 - float(row[1])) for row in rows]
+        return [ScoredId(str(pid), 1.0 - float(dist)) for pid, dist in rows]
 
-    def search_hybrid(self, vector: Vector | None, sparse: SparseVec | None,
-                      flt: IndexFilter, limit: int, *, prefetch: Prefetch | None = None,
-                      ) -> tuple[list[ScoredId], list[ScoredId]]:
+    def search_hybrid(self, vector: Sequence[float] | None, sparse: SparseVec | None,
+                      flt: IndexFilter, limit: int) -> tuple[list[ScoredId], list[ScoredId]]:
         """``(search_dense(vector, ...), search_sparse(sparse, ...))`` -- the same hits -- in
-        one round trip instead of two or three: the BM25 statement (which counts stale IDF
-        statistics itself) and the dense query go out together in a libpq pipeline on one
-        connection. ``None`` skips that search (its list is empty).
-
-        ``vector`` may be a call returning it (:func:`~memos_core.index.base.search_hybrid`):
-        the BM25 statement is sent first and runs on the server while the call waits for the
-        vector. With ``prefetch``, each statement also returns the ``prefetch`` rows of its
-        hits (a join in the same statement: its snapshot), into ``prefetch.rows``."""
-        query = None
-        if vector is not None and not callable(vector):
+        one round trip instead of two or three: the dense query and the BM25 statement (which
+        counts stale IDF statistics itself) go out together in a libpq pipeline on one
+        connection. ``None`` skips that search (its list is empty)."""
+        if vector is not None:
             query = _vector_text(dense_list(vector, self.dim))
         if sparse is not None:
             check_sparse(sparse)
@@ -429,42 +413,26 @@ class PgVectorIndex:
         if plan is None or check_limit(limit) == 0:
             return [], []
         if limit > self.ef_search:  # the dense search needs its own transaction
-            vec = vector() if callable(vector) else vector
-            return (self.search_dense(vec, flt, limit) if vec is not None else [],
+            return (self.search_dense(vector, flt, limit) if vector is not None else [],
                     self.search_sparse(sparse, flt, limit) if sparse is not None else [])
         where, params = self._where(plan)
         dense_rows: list[Any] = []
         sparse_rows: list[Any] = []
         bm25 = self._bm25(sparse, where, params, limit) if sparse is not None and sparse.indices else None
-        ann, exact = self._dense_sql(where)
-        if prefetch is not None:
-            ann, exact = _joined(ann, prefetch, "h.id::text"), _joined(exact, prefetch, "h.id::text")
         with self._conn() as conn:
-            with conn.pipeline():  # the statements go out together: one round trip
+            with conn.pipeline():  # both statements go out together: one round trip
                 dense_cur = sparse_cur = None
-                if bm25 is not None and bm25[0] is not None:
-                    statement = bm25[0]
-                    if prefetch is not None:
-                        statement = _joined(statement, prefetch,
-                                            "(CASE WHEN h.kind = 'h' THEN h.key END)",
-                                            "(kind, key, score)")
-                    sparse_cur = conn.execute(statement, bm25[1])  # sent now
                 if vector is not None:
-                    if query is None:  # a call: the server works on BM25 meanwhile
-                        query = _vector_text(dense_list(vector(), self.dim))  # type: ignore[operator]
+                    ann, exact = self._dense_sql(where)
                     dense_cur = conn.execute(ann, (query, *params, limit))
+                if bm25 is not None and bm25[0] is not None:
+                    sparse_cur = conn.execute(bm25[0], bm25[1])
                 if dense_cur is not None:
                     dense_rows = dense_cur.fetchall()
                 if sparse_cur is not None:
                     sparse_rows = sparse_cur.fetchall()
             if vector is not None and len(dense_rows) < limit:
                 dense_rows = conn.execute(exact, (query, *params, limit)).fetchall()
-        if prefetch is not None:
-            for row in dense_rows:
-                prefetch.rows[str(row[0])] = tuple(row[2:])
-            for row in sparse_rows:
-                if row[0] == "h":
-                    prefetch.rows[str(row[1])] = tuple(row[3:])
         return (self._dense_hits(dense_rows),
                 self._bm25_hits(sparse_rows, bm25[2]) if bm25 is not None else [])
 
@@ -515,7 +483,7 @@ class PgVectorIndex:
         made go into the statistics cache."""
         now, missing, counted_total = stale
         hits, counts, total = [], {}, None
-        for kind, key, value, *_prefetched in rows:
+        for kind, key, value in rows:
             if kind == "h":
                 hits.append(ScoredId(key, float(value)))
             elif kind == "d":

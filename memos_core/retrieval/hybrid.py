@@ -24,7 +24,6 @@ with what raw score.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -35,7 +34,7 @@ from memos_core.config import RetrievalConfig
 from memos_core.embedding import Embedder, QueryCache
 from memos_core.extraction import EntityExtractor
 from memos_core.graph import GraphViews
-from memos_core.index.base import IndexFilter, Prefetch, ScoredId, Vector, VectorIndex, search_hybrid
+from memos_core.index.base import IndexFilter, ScoredId, VectorIndex, search_hybrid
 from memos_core.retrieval.candidate import Candidate
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
 from memos_core.retrieval.multistage import entity_hop, hop_entities, session_stage
@@ -119,53 +118,21 @@ class HybridRetriever:
         self.texts: Callable[[Sequence[str]], Mapping[str, str]] | None = None
         #: the reference time of relative query dates ("last week"); None: now
         self.now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
-        #: embed the query in a worker thread while the index's BM25 statement runs on the
-        #: server (an index with ``search_hybrid`` only; ONNX Runtime releases the GIL)
-        self.overlap_embedding = True
-        self._workers: ThreadPoolExecutor | None = None
-        self._workers_lock = threading.Lock()
 
-    def _embed_later(self, query: str) -> Future[np.ndarray]:
-        """Start embedding ``query`` (through the query cache) in a worker thread."""
-        with self._workers_lock:
-            if self._workers is None:
-                self._workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="memos-embed")
-            return self._workers.submit(self.query_vectors.get, query)
-
-    def close(self) -> None:
-        """Stop the embedding worker threads (idempotent; a later search starts them again)."""
-        with self._workers_lock:
-            workers, self._workers = self._workers, None
-        if workers is not None:
-            workers.shutdown(wait=True)
-
-    def retrieve(self, query: str, flt: IndexFilter, k: int, *,
-                 prefetch: Prefetch | None = None) -> list[Candidate]:
-        """The top ``k`` candidates for ``query`` that pass ``flt``, best first.
-        ``prefetch``: passed to the first index call (:func:`~memos_core.index.base.search_hybrid`)."""
+    def retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
+        """The top ``k`` candidates for ``query`` that pass ``flt``, best first."""
         cfg = self.config
         n = max(cfg.candidates, k)
         signals: dict[str, list[ScoredId]] = {}
         vector: np.ndarray | None = None
-        sparse_query = self.bm25.encode_query(query) if cfg.sparse_weight > 0 else None
-        dense_arg: Vector | None = None
-        embedding: Future[np.ndarray] | None = None
         if cfg.dense_weight > 0:
-            vector = self.query_vectors.cached(query)
-            if vector is None and self.overlap_embedding and sparse_query is not None \
-                    and hasattr(self.index, "search_hybrid"):
-                embedding = self._embed_later(query)  # the index's BM25 runs meanwhile
-                dense_arg = lambda: embedding.result().tolist()  # noqa: E731
-            else:
-                vector = vector if vector is not None else self.query_vectors.get(query)
-                dense_arg = vector.tolist()
-        if dense_arg is not None or sparse_query is not None:
+            vector = self.query_vectors.get(query)
+        sparse_query = self.bm25.encode_query(query) if cfg.sparse_weight > 0 else None
+        if vector is not None or sparse_query is not None:
             # one call: an index on a server sends both queries in one round trip
-            dense, keyword = search_hybrid(self.index, dense_arg, sparse_query, flt, n,
-                                           prefetch=prefetch)
-            if embedding is not None:
-                vector = embedding.result()
-            if dense_arg is not None:
+            dense, keyword = search_hybrid(self.index, None if vector is None else vector.tolist(),
+                                           sparse_query, flt, n)
+            if vector is not None:
                 signals["dense"] = dense
             if sparse_query is not None:
                 signals["bm25"] = keyword

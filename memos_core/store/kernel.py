@@ -36,7 +36,7 @@ from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.governance import index_privacy
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
 from memos_core.graph import GraphViews
-from memos_core.index.base import IndexPoint, Prefetch, VectorIndex
+from memos_core.index.base import IndexPoint, VectorIndex
 from memos_core.index.sparse import encoder_for_store
 from memos_core.lifecycle import INDEXED_STATES
 from memos_core.progress import progress
@@ -133,11 +133,6 @@ class MemoryStore:
             self.config.retrieval,
         )
         self.retriever.texts = lambda ids: {i: c.text for i, c in self.vault.get_many(ids).items()}
-        #: a search's index statements also read the vault rows of their hits (:meth:`prefetch`):
-        #: only where the index's tables are in the vault's database (the same URL)
-        self.prefetch_rows = (server and self.config.index == "pgvector"
-                              and hasattr(self.vault, "prefetch")
-                              and self.config.index_url == getattr(self.vault, "url", None))
         self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
         if server:
             # many processes share the vault: "closed cleanly" means nothing here, and a
@@ -173,12 +168,6 @@ class MemoryStore:
             shutil.rmtree(path)
             self.vault.set_meta("index_clean", "0")
             return attempt()
-
-    def prefetch(self) -> Prefetch | None:
-        """A fresh :class:`~memos_core.index.base.Prefetch` for one search when the index and
-        the vault share a database (:attr:`prefetch_rows`), else ``None``; the search passes
-        it to the retriever and reads its hits with ``vault.get_many_prefetched``."""
-        return self.vault.prefetch() if self.prefetch_rows else None  # type: ignore[attr-defined,no-any-return]
 
     def hide_tags(self, tags: Sequence[str]) -> list[str]:
         """``tags`` as the index and graph store them (keyed hashes), for a tag filter."""
@@ -354,7 +343,6 @@ class MemoryStore:
         the index and the vault. Call once."""
         for callback in reversed(self._close_callbacks):  # derived tiers stop first
             callback()
-        self.retriever.close()
         if self.follower is not None:
             self.follower.close()
         with self.write_lock:

@@ -19,19 +19,18 @@ conversation logs, keyed items) are in :mod:`memos_core.vault.pg_integrations`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from memos_core.cube import MemCube, Usage
-from memos_core.index.base import Prefetch
 from memos_core.vault.base import ListQuery
 from memos_core.vault.pg_schema import LOCK_CLASS, WRITE_LOCK
 
 __all__ = [
     "Exec", "Many", "Program", "Rows", "Step", "arun", "change_head", "get", "get_many",
-    "get_many_prefetched", "history", "prefetch", "list_memories", "lock_step", "one", "run", "with_usage",
+    "history", "list_memories", "lock_step", "one", "run", "with_usage",
 ]
 
 T = TypeVar("T")
@@ -166,53 +165,15 @@ def with_usage(docs: Sequence[Row], overlay: Overlay | None = None) -> Program[l
     return [_decode(doc, usage.get(mid), overlay) for mid, doc in docs]
 
 
-#: what a read of current versions selects of each memory (decoded by :func:`_current`); a
-#: search's prefetch (:func:`prefetch`) selects the same columns
-_CURRENT_COLUMNS = "m.doc::text, u.access_count, u.last_access, u.heat, u.tier"
-_USAGE_JOIN = "LEFT JOIN usage u ON u.id = m.id"
-_READ_WITH_USAGE = (f"SELECT {_CURRENT_COLUMNS} FROM memories m {_USAGE_JOIN} "
-                    "WHERE m.id = ANY(%s)")
-
-
-def _current(row: Row, overlay: Overlay | None) -> MemCube:
-    """A row of :data:`_CURRENT_COLUMNS` as a cube with its usage counters."""
-    return _decode(row[0], _usage_of(*row[1:5]), overlay)
+_READ_WITH_USAGE = ("SELECT m.doc::text, u.access_count, u.last_access, u.heat, u.tier "
+                    "FROM memories m LEFT JOIN usage u ON u.id = m.id WHERE m.id = ANY(%s)")
 
 
 def read_current(ids: Sequence[str], overlay: Overlay | None = None) -> Program[list[MemCube]]:
     """The current versions of ``ids`` (tombstones too) with their usage counters: one
     statement (one round trip, one snapshot)."""
     rows = yield Rows(_READ_WITH_USAGE, (list(ids),))
-    return [_current(r, overlay) for r in rows]
-
-
-def prefetch(epoch: int) -> Prefetch:
-    """What a server-mode search asks the index to read with its hits (same database): the
-    columns :func:`read_current` reads, joined on the hit's id, so :func:`get_many_prefetched`
-    decodes them with the same code. ``epoch``: the usage counters' flush stamp
-    (``PendingUsage.epoch``) before the search."""
-    return Prefetch(columns=_CURRENT_COLUMNS,
-                    joins=f"LEFT JOIN memories m ON m.id = {{id}} {_USAGE_JOIN}", epoch=epoch)
-
-
-def get_many_prefetched(memory_ids: Sequence[str], rows: Mapping[str, Row],
-                        overlay: Overlay | None = None) -> Program[dict[str, MemCube]]:
-    """What :func:`get_many` returns for ``memory_ids``, given the rows a search's statements
-    already read (``rows``: id -> :data:`_CURRENT_COLUMNS`, all ``None`` where the memory is
-    not in the vault): those are decoded as :func:`read_current` decodes its own, and only
-    the ids without a row are read (one statement; none when every id has a row)."""
-    ids = list(dict.fromkeys(memory_ids))
-    out: dict[str, MemCube] = {}
-    rest: list[str] = []
-    for mid in ids:
-        row = rows.get(mid)
-        if row is None:
-            rest.append(mid)
-        elif row[0] is not None:  # None: no such memory in the vault (get_many omits it)
-            out[mid] = _current(row, overlay)
-    if rest:
-        out.update((yield from get_many(rest, overlay)))
-    return out
+    return [_decode(r[0], _usage_of(*r[1:5]), overlay) for r in rows]
 
 
 def get(memory_id: str, overlay: Overlay | None = None) -> Program[MemCube | None]:

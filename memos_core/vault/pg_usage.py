@@ -88,9 +88,6 @@ class PendingUsage:
         #: batches written, and how many of them failed (kept for the next one)
         self.flushes = 0
         self.failures = 0
-        #: +1 when a flush takes its batch and +1 when it ended (odd: one is running); rows
-        #: read outside :meth:`reading` may be overlaid only if it did not change since
-        self.epoch = 0
 
     def add(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
         """Count one access of each of ``memory_ids`` at ``now``."""
@@ -157,8 +154,6 @@ class PendingUsage:
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
-                if batch:
-                    self.epoch += 1
             if not batch:
                 return 0
             try:
@@ -168,12 +163,9 @@ class PendingUsage:
                 with self._lock:
                     merge(batch, self._pending)
                     self._pending = batch
-                    self.epoch += 1
                 if raise_errors:
                     raise
                 return 0
-            with self._lock:
-                self.epoch += 1
             self.flushes += 1
             return len(batch)
 

@@ -36,7 +36,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from memos_core.cube import MemCube, State, utcnow
-from memos_core.index.base import Prefetch
 from memos_core.errors import (
     ConflictError,
     InvalidInputError,
@@ -501,23 +500,6 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
         with self._usage.reading():
             return self._run(pg_sql.get_many(memory_ids, self._usage.overlay))
-
-    def prefetch(self) -> Prefetch:
-        """A :class:`~memos_core.index.base.Prefetch` for a search on an index in this
-        database: the index's statements read the vault rows of their hits (what
-        :meth:`get_many` reads), and :meth:`get_many_prefetched` reads only the others."""
-        return pg_sql.prefetch(self._usage.epoch)
-
-    def get_many_prefetched(self, memory_ids: Sequence[str],
-                            prefetch: Prefetch) -> dict[str, MemCube]:
-        """Exactly what :meth:`get_many` returns, using the rows ``prefetch`` holds (read by
-        the search's own statements, at their snapshot) and reading only the ids it lacks
-        (no round trip when it has them all). Rows read while a usage flush ran, or before
-        one that ran since, are not used: their counters may miss that flush's batch."""
-        with self._usage.reading():
-            epoch = prefetch.epoch
-            rows = prefetch.rows if epoch % 2 == 0 and epoch == self._usage.epoch else {}
-            return self._run(pg_sql.get_many_prefetched(memory_ids, rows, self._usage.overlay))
 
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
         rows = self._query("SELECT doc::text FROM versions WHERE id=%s AND version=%s",

@@ -103,6 +103,12 @@ class RetrievalConfig(BaseModel):
         "of their own ('last week', 'in June') get their score multiplied by 1 + this "
         "(0: off). LoCoMo dev: temporal recall@10 +0.6 to 1.4 points (docs/benchmarks.md).",
     )
+    dense_common_share: float = Field(
+        default=0.0, ge=0, le=1,
+        description="The dense query leaves out the names that at least this share of the "
+        "visible memories name (a conversation's speakers); BM25 and the second stage still "
+        "see them (0: off).",
+    )
     session_cap: int = Field(
         default=0, ge=0,
         description="At most this many turns of one session keep their rank in the second "

@@ -37,6 +37,7 @@ from memos_core.graph import GraphViews
 from memos_core.index.base import IndexFilter, ScoredId, VectorIndex, search_hybrid
 from memos_core.retrieval.candidate import Candidate
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
+from memos_core.retrieval.focus import common_entities, without_terms
 from memos_core.retrieval.multistage import entity_hop, hop_entities, session_stage
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class HybridRetriever:
         signals: dict[str, list[ScoredId]] = {}
         vector: np.ndarray | None = None
         if cfg.dense_weight > 0:
-            vector = self.query_vectors.get(query)
+            vector = self.query_vectors.get(self.dense_text(query, flt))
         sparse_query = self.bm25.encode_query(query) if cfg.sparse_weight > 0 else None
         if vector is not None or sparse_query is not None:
             # one call: an index on a server sends both queries in one round trip
@@ -184,6 +185,19 @@ class HybridRetriever:
             self._expand(query, cands, flt)
         ranked = sorted(cands.values(), key=lambda c: (-c.score, c.id))
         return ranked[:k]
+
+    def dense_text(self, query: str, flt: IndexFilter) -> str:
+        """The text embedded for the dense signal: ``query`` without the entities that at
+        least ``dense_common_share`` of the visible memories name (the speakers of a
+        conversation; :mod:`memos_core.retrieval.focus`); ``query`` itself when that is 0."""
+        share = self.config.dense_common_share
+        if share <= 0:
+            return query
+        with self.graph_lock:
+            graph = self.graph.for_filter(flt)
+            common = common_entities(self.extractor.extract(query), graph.entity_degree,
+                                     len(graph), share)
+        return without_terms(query, common)
 
     def _expand(self, query: str, cands: dict[str, Candidate], flt: IndexFilter) -> None:
         """Add graph evidence: neighbours of the top fused hits and of the query's entities."""

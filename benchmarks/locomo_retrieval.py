@@ -289,7 +289,10 @@ def main() -> None:
         out: dict[str, Any] = {}
         for item in pairs:
             key, _, value = item.partition("=")
-            out[key] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
+            try:  # numbers, true/false, lists; anything else ("terms") is a string
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
         return out
 
     variants = {}

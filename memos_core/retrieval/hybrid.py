@@ -36,6 +36,7 @@ from memos_core.extraction import EntityExtractor
 from memos_core.graph import GraphViews
 from memos_core.index.base import IndexFilter, ScoredId, VectorIndex, search_hybrid
 from memos_core.retrieval.candidate import Candidate
+from memos_core.retrieval.decompose import interleave, lift_speaker, sub_queries
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
 from memos_core.retrieval.focus import common_entities, without_terms
 from memos_core.retrieval.multistage import entity_hop, hop_entities, session_stage
@@ -121,7 +122,25 @@ class HybridRetriever:
         self.now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
     def retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
-        """The top ``k`` candidates for ``query`` that pass ``flt``, best first."""
+        """The top ``k`` candidates for ``query`` that pass ``flt``, best first. With
+        ``decompose``, a conjunctive query is also searched as its sub-queries and the lists
+        are fused round-robin (:mod:`memos_core.retrieval.decompose`)."""
+        subs = sub_queries(query) if self.config.decompose else []
+        if not subs:
+            return self._retrieve(query, flt, k)
+        ranked = [self._retrieve(query, flt, k)]
+        for sub in subs:
+            cands = self._retrieve(sub, flt, k)
+            if self.texts is not None and self.config.speaker_weight > 0:
+                # the second stage sees the whole query (two names: no speaker lift), so a
+                # sub-query naming one speaker gets its lift here
+                cands = lift_speaker(sub, cands, self.texts([c.id for c in cands]),
+                                     self.config.speaker_weight)
+            ranked.append(cands)
+        fused = interleave(ranked)
+        return sorted(fused.values(), key=lambda c: (-c.score, c.id))[:k]
+
+    def _retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
         cfg = self.config
         n = max(cfg.candidates, k)
         signals: dict[str, list[ScoredId]] = {}

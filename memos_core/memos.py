@@ -668,8 +668,8 @@ class MemOS:
         Superseded and archived memories are left out unless asked for. Ranking: dense +
         BM25 fusion and graph expansion, then a second stage over the top
         ``retrieval.rerank_depth`` texts (a memory that is only a question ranks below
-        statements; turns of a speaker the query names are lifted; the optional
-        ``reranker``). Each hit records the signals that found it. Every hit counts as an access (usage counters, heat) unless
+        statements; turns of a speaker the query names are lifted, their first-person ones a
+        little more; optional maximal marginal relevance; the optional ``reranker``). Each hit records the signals that found it. Every hit counts as an access (usage counters, heat) unless
         ``record_usage=False``. Search results are what goes into prompts, so a memory with
         sensitivity tags comes back redacted (``hit.redacted`` names the tags, the text is
         ``"[redacted: pii]"``) unless ``allow_sensitive`` (default

@@ -13,7 +13,9 @@ session boost, query time ranges; all off by default) are in
 signal, ``hop``) and two-stage session retrieval (off) are in
 :mod:`memos_core.retrieval.multistage`; the second stage over the candidates' texts (question
 demotion, speaker lift, optional reranker) is :mod:`memos_core.retrieval.rerank`, run by
-``MemOS.search`` once it has read the texts.
+``MemOS.search`` once it has read the texts. The dense query leaves out the names most visible
+memories carry (:mod:`memos_core.retrieval.focus`, on by default); conjunctive queries can be
+split into sub-queries fused round-robin (:mod:`memos_core.retrieval.decompose`, off).
 
 Pure ranking logic lives in :func:`rrf`, :func:`normalise` and :func:`fuse`;
 :class:`HybridRetriever` does the I/O (embedding, index queries, graph lookups) and returns

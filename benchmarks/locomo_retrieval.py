@@ -7,7 +7,7 @@ categories 1-4 the top 20 memories are retrieved and scored against the question
 turns: recall@5/@10/@20 (share of evidence turns retrieved, averaged over questions), MRR
 (reciprocal rank of the first evidence turn) and "all@10" (every evidence turn in the top 10).
 The two baselines run on the same index: its BM25 sparse vectors alone and its dense vectors
-alone.
+alone ("dense[focus]": alone, on the text the system embeds, common names left out).
 
 Data: LoCoMo (Maharana et al., ACL 2024), CC BY-NC 4.0; read by path, never bundled.
 
@@ -17,6 +17,7 @@ Data: LoCoMo (Maharana et al., ACL 2024), CC BY-NC 4.0; read by path, never bund
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -29,10 +30,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, time_calls  # noqa: E402
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (5, 10, 20)
+#: stages of issue 16's fourth pass timed in-process per system: (object name, attribute, label)
+STAGES = (("retriever", "dense_text", "dense query text"), ("memos", "own_voice", "own voice"),
+          ("memos", "mmr", "mmr"), ("retriever", "_retrieve", "retrieve (per query)"))
 
 
 def parse_session_date(text: str) -> datetime | None:
@@ -140,7 +144,8 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
     from memos_core.retrieval.filters import SEARCHABLE_STATES, build_filter
 
     samples = json.loads(data_path.read_text())[:limit_conversations]
-    results: dict[str, list[tuple[int, dict[str, float]]]] = {"memos": [], "bm25": [], "dense": []}
+    results: dict[str, list[tuple[int, dict[str, float]]]] = {"memos": [], "bm25": [], "dense": [],
+                                                              "dense[focus]": []}
     variants = {name: dict(changes) for name, changes in (variants or {}).items()}
     # "reranker=smollm" in a variant is not a RetrievalConfig field: that variant searches
     # with MemOS(reranker=LocalModelReranker()) (the packaged SmolLM2-135M, loaded once)
@@ -161,6 +166,17 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
         results[f"memos[{name}]"] = []
     latencies: list[float] = []
     variant_ms: dict[str, list[float]] = {name: [] for name in variants}
+    stage_ms: dict[str, dict[str, float]] = {}
+    import memos_core.memos as memos_module
+
+    def timed(mos: Any, system: str) -> contextlib.ExitStack:
+        """Time the STAGES of one search into stage_ms[system] (ms, summed)."""
+        sink = stage_ms.setdefault(system, {label: 0.0 for _, _, label in STAGES})
+        owners = {"retriever": mos.retriever, "memos": memos_module}
+        stack = contextlib.ExitStack()
+        for owner, attr, label in STAGES:
+            stack.enter_context(time_calls(owners[owner], attr, sink, label, scale=1000))
+        return stack
     ingested, ingest_s, skipped = 0, 0.0, 0
     with tempfile.TemporaryDirectory() as tmp, MemOS(
         Path(tmp) / "d", embedder=make_embedder(backend),
@@ -198,7 +214,8 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
                 q = str(qa["question"])
                 asked += 1
                 t0 = time.perf_counter()
-                hits = mos.search(q, user_id=user, k=max(KS), record_usage=False)
+                with timed(mos, "memos"):
+                    hits = mos.search(q, user_id=user, k=max(KS), record_usage=False)
                 latencies.append((time.perf_counter() - t0) * 1000)
                 results["memos"].append((qa["category"], score([dia[h.id] for h in hits], evidence)))
                 base = mos.config
@@ -208,7 +225,8 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
                     mos.reranker = lm_rerankers.get(rerankers.get(name, ""))
                     try:
                         t0 = time.perf_counter()
-                        vh = mos.search(q, user_id=user, k=max(KS), record_usage=False)
+                        with timed(mos, f"memos[{name}]"):
+                            vh = mos.search(q, user_id=user, k=max(KS), record_usage=False)
                         variant_ms[name].append((time.perf_counter() - t0) * 1000)
                     finally:
                         mos.config, mos.retriever.config = base, base.retrieval
@@ -219,6 +237,12 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
                 dense = mos.index.search_dense(vec, flt, max(KS))
                 sparse = mos.index.search_sparse(mos.store.bm25.encode_query(q), flt, max(KS))
                 results["dense"].append((qa["category"], score([dia[h.id] for h in dense], evidence)))
+                # the dense signal alone on the text the system embeds (common names left out)
+                focus_text = mos.retriever.dense_text(q, flt)
+                focus = dense if focus_text == q else mos.index.search_dense(
+                    mos.embedder.embed([focus_text])[0], flt, max(KS))
+                results["dense[focus]"].append(
+                    (qa["category"], score([dia[h.id] for h in focus], evidence)))
                 results["bm25"].append((qa["category"], score([dia[h.id] for h in sparse], evidence)))
     latencies.sort()
     return {
@@ -236,6 +260,9 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
         "variants": {name: {**changes, **({"reranker": rerankers[name]} if name in rerankers else {})}
                      for name, changes in variants.items()},
         "variant_ms_p50": {name: round(statistics.median(v), 2) for name, v in variant_ms.items() if v},
+        "stage_ms_per_query": {system: {label: round(ms / max(1, len(latencies)), 3)
+                                        for label, ms in stages.items()}
+                               for system, stages in stage_ms.items()},
         "retrieval": mos.config.retrieval.model_dump(),
         "load_avg": round(os.getloadavg()[0], 2),
         "machine": machine_info(),
@@ -248,7 +275,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['qa_scored']} QA scored ({result['qa_skipped_no_evidence']} without usable evidence)", "",
              "| system | slice | n | recall@5 | recall@10 | recall@20 | all@10 | MRR |",
              "|---|---|---|---|---|---|---|---|"]
-    systems = ["memos", "bm25", "dense"] + [f"memos[{v}]" for v in result.get("variants", {})]
+    systems = ["memos", "bm25", "dense"] + (["dense[focus]"] if "dense[focus]" in result else []) \
+        + [f"memos[{v}]" for v in result.get("variants", {})]
     for system in systems:
         for slice_name, row in result[system].items():
             lines.append(f"| {system} | {slice_name} | {row['n']} | {row['recall@5']:.3f} | "
@@ -262,6 +290,9 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("variant_ms_p50"):
         lines.append("variant query latency p50 (ms): " + ", ".join(
             f"{name} {ms}" for name, ms in result["variant_ms_p50"].items()))
+    for system, stages in result.get("stage_ms_per_query", {}).items():
+        lines.append(f"{system} in-process stage ms/query: " + ", ".join(
+            f"{label} {ms}" for label, ms in stages.items()))
     return "\n".join(lines)
 
 
@@ -289,7 +320,10 @@ def main() -> None:
         out: dict[str, Any] = {}
         for item in pairs:
             key, _, value = item.partition("=")
-            out[key] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
+            try:  # numbers, true/false, lists; anything else ("terms") is a string
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
         return out
 
     variants = {}

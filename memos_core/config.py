@@ -103,6 +103,34 @@ class RetrievalConfig(BaseModel):
         "of their own ('last week', 'in June') get their score multiplied by 1 + this "
         "(0: off). LoCoMo dev: temporal recall@10 +0.6 to 1.4 points (docs/benchmarks.md).",
     )
+    dense_common_share: float = Field(
+        default=0.1, ge=0, le=1,
+        description="The dense query leaves out the names that at least this share of the "
+        "visible memories name (a conversation's speakers); BM25 and the second stage still "
+        "see them (0: off). LoCoMo dev: recall@10 +1.2 points, multi-hop +2.3 "
+        "(docs/benchmarks.md, issue 16 fourth pass).",
+    )
+    own_voice_weight: float = Field(
+        default=0.2, ge=0,
+        description="When the query names one speaker, that speaker's first-person turns get "
+        "their score multiplied by 1 + this in the second stage (0: off). LoCoMo dev: "
+        "recall@10 +0.5 points, multi-hop +1.5 (docs/benchmarks.md, issue 16 fourth pass).",
+    )
+    mmr_lambda: float = Field(
+        default=1.0, ge=0, le=1,
+        description="Maximal marginal relevance over the second stage's candidates: "
+        "relevance weight against similarity to those ranked above (1: off).",
+    )
+    mmr_similarity: Literal["terms", "session"] = Field(
+        default="session",
+        description="Similarity for `mmr_lambda`: 'terms' (BM25 term vectors of the bodies) "
+        "or 'session' (same session).",
+    )
+    decompose: bool = Field(
+        default=False,
+        description="Conjunctive queries ('X and Y both ...', '... bought or made ...') are "
+        "also searched as rule-based sub-queries, fused round-robin.",
+    )
     session_cap: int = Field(
         default=0, ge=0,
         description="At most this many turns of one session keep their rank in the second "

@@ -44,8 +44,10 @@ from memos_core.ops import forget as forget_ops
 from memos_core.progress import progress
 from memos_core.results import DerivedForm, ForgetReceipt, ModelInfo, SearchHit, ShareReceipt
 from memos_core.retrieval.filters import build_filter
+from memos_core.retrieval.diversity import mmr, session_similarity, term_similarity
 from memos_core.retrieval.hybrid import HybridRetriever
 from memos_core.retrieval.rerank import Reranker, rerank
+from memos_core.retrieval.voice import body_of, own_voice
 from memos_core.store import MemoryStore
 from memos_core.validation import (
     check_datetime,
@@ -677,8 +679,8 @@ class MemOS:
         Superseded and archived memories are left out unless asked for. Ranking: dense +
         BM25 fusion and graph expansion, then a second stage over the top
         ``retrieval.rerank_depth`` texts (a memory that is only a question ranks below
-        statements; turns of a speaker the query names are lifted; the optional
-        ``reranker``). Each hit records the signals that found it. Every hit counts as an access (usage counters, heat) unless
+        statements; turns of a speaker the query names are lifted, their first-person ones a
+        little more; optional maximal marginal relevance; the optional ``reranker``). Each hit records the signals that found it. Every hit counts as an access (usage counters, heat) unless
         ``record_usage=False``. Search results are what goes into prompts, so a memory with
         sensitivity tags comes back redacted (``hit.redacted`` names the tags, the text is
         ``"[redacted: pii]"``) unless ``allow_sensitive`` (default
@@ -721,19 +723,25 @@ class MemOS:
         skip_session = check_name(exclude_session, "exclude_session", optional=True)
         rcfg = self.config.retrieval
         second = (rcfg.question_weight != 1.0 or rcfg.speaker_weight > 0 or rcfg.when_weight > 0
-                  or rcfg.session_cap > 0 or self.reranker is not None)
+                  or rcfg.session_cap > 0 or self.reranker is not None
+                  or rcfg.own_voice_weight > 0 or rcfg.mmr_lambda < 1)
         depth = max(k, rcfg.rerank_depth) if second else k
         if skip_sources or skip_session is not None:
             depth = max(depth, min(k + len(skip_sources) + 2 * k, 1000))
         cands = self.retriever.retrieve(query, flt, depth)
         cubes = self.vault.get_many([c.id for c in cands])
         if second:
-            cands = rerank(query, cands, {i: c.text for i, c in cubes.items()},
+            texts = {i: c.text for i, c in cubes.items()}
+            own_voice(query, cands, texts, rcfg.own_voice_weight)
+            cands = rerank(query, cands, texts,
                            question_weight=rcfg.question_weight, reranker=self.reranker,
                            reranker_weight=rcfg.reranker_weight,
                            speaker_weight=rcfg.speaker_weight, when_weight=rcfg.when_weight,
                            session_cap=rcfg.session_cap,
                            sessions={i: c.session_id for i, c in cubes.items()})
+            if rcfg.mmr_lambda < 1:
+                cands = mmr(cands, self._mmr_similarity(cubes), rcfg.mmr_lambda,
+                            depth=rcfg.rerank_depth)
         now = utcnow()
         hits: builtins.list[SearchHit] = []
         for c in cands:
@@ -754,6 +762,13 @@ class MemOS:
         if record_usage and hits:
             self.vault.record_usage([h.id for h in hits], utcnow(), self.config.heat_half_life_s)
         return hits
+
+    def _mmr_similarity(self, cubes: Mapping[str, Any]) -> Callable[[str, str], float]:
+        """The similarity ``retrieval.mmr_similarity`` names, over the cubes just read."""
+        if self.config.retrieval.mmr_similarity == "terms":
+            return term_similarity({i: self.store.bm25.encode_document(body_of(c.text) or c.text)
+                                    for i, c in cubes.items()})
+        return session_similarity({i: c.session_id for i, c in cubes.items()})
 
     # -- bundles, stats, audit ----------------------------------------------------------------
 

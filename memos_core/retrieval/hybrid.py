@@ -13,7 +13,9 @@ session boost, query time ranges; all off by default) are in
 signal, ``hop``) and two-stage session retrieval (off) are in
 :mod:`memos_core.retrieval.multistage`; the second stage over the candidates' texts (question
 demotion, speaker lift, optional reranker) is :mod:`memos_core.retrieval.rerank`, run by
-``MemOS.search`` once it has read the texts.
+``MemOS.search`` once it has read the texts. The dense query leaves out the names most visible
+memories carry (:mod:`memos_core.retrieval.focus`, on by default); conjunctive queries can be
+split into sub-queries fused round-robin (:mod:`memos_core.retrieval.decompose`, off).
 
 Pure ranking logic lives in :func:`rrf`, :func:`normalise` and :func:`fuse`;
 :class:`HybridRetriever` does the I/O (embedding, index queries, graph lookups) and returns
@@ -36,7 +38,9 @@ from memos_core.extraction import EntityExtractor
 from memos_core.graph import GraphViews
 from memos_core.index.base import IndexFilter, ScoredId, VectorIndex, search_hybrid
 from memos_core.retrieval.candidate import Candidate
+from memos_core.retrieval.decompose import interleave, lift_speaker, sub_queries
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
+from memos_core.retrieval.focus import common_entities, without_terms
 from memos_core.retrieval.multistage import entity_hop, hop_entities, session_stage
 
 if TYPE_CHECKING:
@@ -120,13 +124,31 @@ class HybridRetriever:
         self.now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
     def retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
-        """The top ``k`` candidates for ``query`` that pass ``flt``, best first."""
+        """The top ``k`` candidates for ``query`` that pass ``flt``, best first. With
+        ``decompose``, a conjunctive query is also searched as its sub-queries and the lists
+        are fused round-robin (:mod:`memos_core.retrieval.decompose`)."""
+        subs = sub_queries(query) if self.config.decompose else []
+        if not subs:
+            return self._retrieve(query, flt, k)
+        ranked = [self._retrieve(query, flt, k)]
+        for sub in subs:
+            cands = self._retrieve(sub, flt, k)
+            if self.texts is not None and self.config.speaker_weight > 0:
+                # the second stage sees the whole query (two names: no speaker lift), so a
+                # sub-query naming one speaker gets its lift here
+                cands = lift_speaker(sub, cands, self.texts([c.id for c in cands]),
+                                     self.config.speaker_weight)
+            ranked.append(cands)
+        fused = interleave(ranked)
+        return sorted(fused.values(), key=lambda c: (-c.score, c.id))[:k]
+
+    def _retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
         cfg = self.config
         n = max(cfg.candidates, k)
         signals: dict[str, list[ScoredId]] = {}
         vector: np.ndarray | None = None
         if cfg.dense_weight > 0:
-            vector = self.query_vectors.get(query)
+            vector = self.query_vectors.get(self.dense_text(query, flt))
         sparse_query = self.bm25.encode_query(query) if cfg.sparse_weight > 0 else None
         if vector is not None or sparse_query is not None:
             # one call: an index on a server sends both queries in one round trip
@@ -184,6 +206,19 @@ class HybridRetriever:
             self._expand(query, cands, flt)
         ranked = sorted(cands.values(), key=lambda c: (-c.score, c.id))
         return ranked[:k]
+
+    def dense_text(self, query: str, flt: IndexFilter) -> str:
+        """The text embedded for the dense signal: ``query`` without the entities that at
+        least ``dense_common_share`` of the visible memories name (the speakers of a
+        conversation; :mod:`memos_core.retrieval.focus`); ``query`` itself when that is 0."""
+        share = self.config.dense_common_share
+        if share <= 0:
+            return query
+        with self.graph_lock:
+            graph = self.graph.for_filter(flt)
+            common = common_entities(self.extractor.extract(query), graph.entity_degree,
+                                     len(graph), share)
+        return without_terms(query, common)
 
     def _expand(self, query: str, cands: dict[str, Candidate], flt: IndexFilter) -> None:
         """Add graph evidence: neighbours of the top fused hits and of the query's entities."""

@@ -23,8 +23,9 @@ with what raw score.
 
 from __future__ import annotations
 
+import heapq
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -87,7 +88,9 @@ def fuse(
     out: dict[str, Candidate] = {}
     for signal, hits in signals.items():
         for rank, hit in enumerate(hits, start=1):
-            cand = out.setdefault(hit.id, Candidate(hit.id, fused[hit.id]))
+            cand = out.get(hit.id)
+            if cand is None:
+                cand = out[hit.id] = Candidate(hit.id, fused[hit.id])
             cand.ranks[signal] = rank
             cand.scores[signal] = float(hit.score)
     return out
@@ -146,12 +149,14 @@ class HybridRetriever:
                                       terms=cfg.prf_terms)
             signals["bm25"] = self.index.search_sparse(expanded, flt, n)
             cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
+        entities: list[str] | None = None  # the query's entities, extracted once per search
         if cfg.hop_weight > 0 and cands:
-            top = sorted(cands.values(), key=lambda c: (-c.score, c.id))[: cfg.hop_docs]
+            top = heapq.nsmallest(cfg.hop_docs, cands.values(), key=_rank_key)
+            entities = self.extractor.extract(query)
             with self.graph_lock:
                 graph = self.graph.for_filter(flt)  # the principal's view (loaded on demand)
                 first = [graph.payload(c.id) or {} for c in top]
-                extra = hop_entities(first, self.extractor.extract(query),
+                extra = hop_entities(first, entities,
                                      graph.entity_degree, max_degree=cfg.hop_max_degree,
                                      limit=cfg.hop_entities)
             hop = entity_hop(query, extra, bm25=self.bm25, index=self.index, flt=flt, n=n)
@@ -181,27 +186,45 @@ class HybridRetriever:
                         c.score *= 1 + cfg.temporal_weight
                         c.scores["time"] = 1.0
         if cfg.graph_weight > 0:
-            self._expand(query, cands, flt)
-        ranked = sorted(cands.values(), key=lambda c: (-c.score, c.id))
-        return ranked[:k]
+            self._expand(query, cands, flt, entities=entities)
+        return _top(cands.values(), k)
 
-    def _expand(self, query: str, cands: dict[str, Candidate], flt: IndexFilter) -> None:
-        """Add graph evidence: neighbours of the top fused hits and of the query's entities."""
+    def _expand(self, query: str, cands: dict[str, Candidate], flt: IndexFilter, *,
+                entities: Sequence[str] | None = None) -> None:
+        """Add graph evidence: neighbours of the top fused hits and of the query's entities
+        (``entities``: the query's, if already extracted)."""
         cfg = self.config
-        top = sorted(cands.values(), key=lambda c: -c.score)[: cfg.graph_seeds]
+        # the first graph_seeds by score, ties in candidate order (as a stable sort gives)
+        top = heapq.nsmallest(cfg.graph_seeds, cands.values(), key=_neg_score)
         seeds = [(c.id, cfg.graph_weight * c.score) for c in top]
         best = top[0].score if top else 0.0
         entity_weight = cfg.entity_weight * best
         with self.graph_lock:
-            hits = self.graph.for_filter(flt).expand(
+            hits = self.graph.for_filter(flt).expand_scores(
                 seeds,
                 flt,
-                query_entities=self.extractor.extract(query),
+                query_entities=self.extractor.extract(query) if entities is None else entities,
                 neighbour_turns=cfg.neighbour_turns,
                 entity_seed_weight=entity_weight,
             )
-        for mid, hit in hits.items():
-            cand = cands.setdefault(mid, Candidate(mid))
-            cand.score += hit.score
-            cand.scores["graph"] = hit.score
-            cand.reasons.extend(hit.reasons[:3])
+        for mid, (score, reasons) in hits.items():
+            cand = cands.get(mid)
+            if cand is None:
+                cand = cands[mid] = Candidate(mid)
+            cand.score += score
+            cand.scores["graph"] = score
+            cand.reasons.extend(reasons[:3])
+
+
+def _rank_key(c: Candidate) -> tuple[float, str]:
+    """Best score first, then by id: the retriever's total order."""
+    return (-c.score, c.id)
+
+
+def _neg_score(c: Candidate) -> float:
+    return -c.score
+
+
+def _top(cands: Iterable[Candidate], k: int) -> list[Candidate]:
+    """The first ``k`` of ``cands`` in :func:`_rank_key` order (``sorted(...)[:k]``)."""
+    return heapq.nsmallest(k, cands, key=_rank_key)

@@ -81,10 +81,7 @@ def fuse(
     method: str = "score",
 ) -> dict[str, Candidate]:
     """Candidates from ranked signal lists, scored by :func:`score_fusion` or :func:`rrf`."""
-    if method == "rrf":
-        fused = rrf({s: [h.id for h in hits] for s, hits in signals.items()}, weights, k)
-    else:
-        fused = score_fusion(signals, weights)
+    fused = _fused(signals, weights, k, method)
     out: dict[str, Candidate] = {}
     for signal, hits in signals.items():
         for rank, hit in enumerate(hits, start=1):
@@ -94,6 +91,30 @@ def fuse(
             cand.ranks[signal] = rank
             cand.scores[signal] = float(hit.score)
     return out
+
+
+def _fused(signals: Mapping[str, Sequence[ScoredId]], weights: Mapping[str, float], k: float,
+           method: str) -> dict[str, float]:
+    if method == "rrf":
+        return rrf({s: [h.id for h in hits] for s, hits in signals.items()}, weights, k)
+    return score_fusion(signals, weights)
+
+
+def fuse_added(cands: dict[str, Candidate], signals: Mapping[str, Sequence[ScoredId]],
+               weights: Mapping[str, float], k: float, method: str, added: str) -> None:
+    """``cands`` (what :func:`fuse` made of ``signals`` without ``added``, unchanged since)
+    made what ``fuse(signals, ...)`` returns, in place: every score is fused again, the
+    hits of the new signal ``added`` (the last of ``signals``) join. The same candidates,
+    scores, ranks and order as a fresh :func:`fuse`, without rebuilding the others."""
+    fused = _fused(signals, weights, k, method)
+    for cand in cands.values():
+        cand.score = fused[cand.id]
+    for rank, hit in enumerate(signals[added], start=1):
+        cand = cands.get(hit.id)
+        if cand is None:
+            cand = cands[hit.id] = Candidate(hit.id, fused[hit.id])
+        cand.ranks[added] = rank
+        cand.scores[added] = float(hit.score)
 
 
 class HybridRetriever:
@@ -163,7 +184,7 @@ class HybridRetriever:
             if hop:
                 signals["hop"] = hop
                 weights["hop"] = cfg.hop_weight
-                cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
+                fuse_added(cands, signals, weights, cfg.rrf_k, cfg.fusion, "hop")
         if cfg.session_stage_weight > 0 and cands:
             with self.graph_lock:
                 graph = self.graph.for_filter(flt)
@@ -186,13 +207,15 @@ class HybridRetriever:
                         c.score *= 1 + cfg.temporal_weight
                         c.scores["time"] = 1.0
         if cfg.graph_weight > 0:
-            self._expand(query, cands, flt, entities=entities)
+            self._expand(query, cands, flt, entities=entities, keep=k)
         return _top(cands.values(), k)
 
     def _expand(self, query: str, cands: dict[str, Candidate], flt: IndexFilter, *,
-                entities: Sequence[str] | None = None) -> None:
+                entities: Sequence[str] | None = None, keep: int | None = None) -> None:
         """Add graph evidence: neighbours of the top fused hits and of the query's entities
-        (``entities``: the query's, if already extracted)."""
+        (``entities``: the query's, if already extracted). ``keep``: only the first ``keep``
+        candidates will be read, so memories only the graph found and that cannot be among
+        them are left out of ``cands`` (None: every memory found is added)."""
         cfg = self.config
         # the first graph_seeds by score, ties in candidate order (as a stable sort gives)
         top = heapq.nsmallest(cfg.graph_seeds, cands.values(), key=_neg_score)
@@ -207,13 +230,23 @@ class HybridRetriever:
                 neighbour_turns=cfg.neighbour_turns,
                 entity_seed_weight=entity_weight,
             )
+        new: list[tuple[float, str]] = []  # memories only the graph found
         for mid, (score, reasons) in hits.items():
             cand = cands.get(mid)
             if cand is None:
-                cand = cands[mid] = Candidate(mid)
+                new.append((-score, mid))
+                continue
             cand.score += score
             cand.scores["graph"] = score
             cand.reasons.extend(reasons[:3])
+        if keep is not None and len(new) > keep:
+            # a graph-only memory behind ``keep`` others cannot be among the first ``keep``
+            # candidates: no Candidate is built for it
+            new = heapq.nsmallest(keep, new)
+        for neg, mid in new:
+            cand = cands[mid] = Candidate(mid, 0.0 - neg)  # 0.0 + score, as the others gain
+            cand.scores["graph"] = -neg
+            cand.reasons.extend(hits[mid][1][:3])
 
 
 def _rank_key(c: Candidate) -> tuple[float, str]:

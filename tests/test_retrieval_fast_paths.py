@@ -101,3 +101,22 @@ def test_the_query_entities_are_extracted_once_per_search(store: Any) -> None:
     finally:
         del extractor.extract
     assert calls == ["When did Ana talk about the bike with Kim?"]
+
+
+def test_is_question_shortcut_agrees_with_the_full_rule() -> None:
+    from memos_core.retrieval import rerank as rr
+
+    def full_rule(text: str) -> bool:  # is_question without the shortcut
+        body = rr._PREFIX.sub("", text, count=1).strip()
+        if not body.endswith("?"):
+            return False
+        stated = sum(len(s.strip().split()) for s in rr._SENTENCE.findall(body)
+                     if s.strip() and not s.strip().endswith("?"))
+        return stated <= rr._FILLER_WORDS
+
+    rng = random.Random(11)
+    parts = ["[8 May, 2023] ", "[what?] ", "Ana: ", "Hey Mel! ", "Wow, ", "I ride a bike. ",
+             "Do you cycle?", "?", " ", "\n", "Really? ", "ok", "[x?]", "Bo:  "]
+    texts = ["".join(rng.choice(parts) for _ in range(rng.randrange(0, 6))) for _ in range(3000)]
+    assert any(rr.is_question(t) for t in texts) and not all(rr.is_question(t) for t in texts)
+    assert [rr.is_question(t) for t in texts] == [full_rule(t) for t in texts]

@@ -305,7 +305,7 @@ class MemoryGraph:
 
         Each relation credits a group of memories with one amount and one reason; a memory's
         filter verdict is read from :meth:`_verdicts`, kept between expansions."""
-        rows, ids, members_of = self._rows, self._ids, self._members
+        ids, members_of = self._ids, self._members
         plan = plan_filter(flt)  # compiled once per expansion, not once per memory
         passes = self._verdicts(plan, flt)
         check = self._checker(plan, flt)

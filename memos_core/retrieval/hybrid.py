@@ -107,8 +107,8 @@ def fuse_added(cands: dict[str, Candidate], signals: Mapping[str, Sequence[Score
     hits of the new signal ``added`` (the last of ``signals``) join. The same candidates,
     scores, ranks and order as a fresh :func:`fuse`, without rebuilding the others."""
     fused = _fused(signals, weights, k, method)
-    for cand in cands.values():
-        cand.score = fused[cand.id]
+    for old in cands.values():
+        old.score = fused[old.id]
     for rank, hit in enumerate(signals[added], start=1):
         cand = cands.get(hit.id)
         if cand is None:

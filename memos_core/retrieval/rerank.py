@@ -69,6 +69,8 @@ def is_question(text: str) -> bool:
     >>> is_question("I ride a green gravel bike. Do you cycle?")
     False
     """
+    if not text.rstrip().endswith("?"):
+        return False  # the body is the end of the text: no "?" there, none at the body's end
     body = _PREFIX.sub("", text, count=1).strip()
     if not body.endswith("?"):
         return False

@@ -134,7 +134,7 @@ def test_expansion_matches_the_reference_through_random_graphs_and_writes(seed: 
         assert list(hits) == list(g.expand_scores(seeds, flt, **kw))  # the same order
 
 
-def test_an_impossible_filter_finds_nothing_and_the_verdicts_stay_bounded() -> None:
+def test_an_impossible_filter_finds_nothing_and_the_verdicts_stay_bounded(monkeypatch) -> None:
     rng = random.Random(3)
     g = MemoryGraph()
     for i in range(30):
@@ -144,3 +144,10 @@ def test_an_impossible_filter_finds_nothing_and_the_verdicts_stay_bounded() -> N
     for day in range(40):  # many distinct filters: only a few are kept
         g.expand_scores(seeds, IndexFilter(user_ids=("u0",), occurred_after=float(day)))
     assert 0 < len(g._passes) <= 8
+    monkeypatch.setattr("memos_core.graph.memory_graph._VERDICT_MEMORIES", 5)
+    flt = IndexFilter(user_ids=("u0", "u1", "u2"))
+    want = g.expand_scores(seeds, flt)
+    for _ in range(3):  # the verdicts start again past the bound; the answer does not change
+        assert g.expand_scores(seeds, flt) == want
+        assert all(len(v) <= 30 for v in g._passes.values())
+    assert g._passes[(plan_filter(flt), flt.user_ids)]  # filled again after the restart

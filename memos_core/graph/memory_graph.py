@@ -38,6 +38,7 @@ _SEQ, _USER, _SESSION, _WHEN, _READERS = 0, 1, 3, 7, 10
 _INTERNED = {"user_id", "agent_id", "session_id", "type", "state"}
 _EXPLICIT = ("supersedes", "derived_from")
 _VERDICT_FILTERS = 8  # filters whose verdicts a graph keeps (see MemoryGraph._verdicts)
+_VERDICT_MEMORIES = 200_000  # verdicts kept per filter, at most (then they start again)
 
 
 @dataclass
@@ -365,13 +366,16 @@ class MemoryGraph:
         """Memory number -> passes ``flt``, filled as expansions read them and kept while
         the graph does not change (a memory's verdict depends only on its payload row and
         the filter; every :meth:`upsert` and :meth:`remove` drops them). A few filters are
-        kept (a principal's searches mostly repeat one)."""
+        kept (a principal's searches mostly repeat one), each with at most about
+        ``_VERDICT_MEMORIES`` verdicts."""
         key = (plan, flt.user_ids)
         found = self._passes.get(key)
         if found is None:
             if len(self._passes) >= _VERDICT_FILTERS:
                 self._passes.clear()
             found = self._passes[key] = {}
+        elif len(found) > _VERDICT_MEMORIES:  # a large view read by many searches
+            found.clear()
         return found
 
     def _checker(self, plan: FilterPlan | None, flt: IndexFilter) -> Callable[[int], bool]:

@@ -182,7 +182,10 @@ def test_views_answer_as_the_whole_graph_through_random_writes(tmp_path, seed, p
         vault.close()
 
 
-def test_the_entity_hop_reads_degrees_in_one_query(tmp_path):
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_the_entity_hop_reads_degrees_in_one_query(tmp_path, monkeypatch, prefetch):
+    if not prefetch:  # a view naming more entities than are read at load
+        monkeypatch.setattr("memos_core.graph.views._PREFETCH_ENTITIES", 0)
     vault = SQLiteVault(tmp_path / "vault.sqlite3")
     try:
         cubes = [MemCube(namespace=Namespace(user_id="alice"), text=str(i),
@@ -190,10 +193,13 @@ def test_the_entity_hop_reads_degrees_in_one_query(tmp_path):
         vault.insert(cubes, Actor("alice"))
         views = make_views(vault)
         view = views.view(["alice"])
+        # a loaded view's degrees are read in one query at load, or else in one at the hop
+        assert views.degrees.queries == (1 if prefetch else 0)
         payloads = [view.payload(c.id) for c in cubes[:3]]  # what the hop reads first
         before = views.degrees.queries
         degrees = [view.entity_degree(e) for p in payloads for e in p["entities"]]
-        assert degrees == [1, 2, 2, 2, 2, 2] and views.degrees.queries == before + 1
+        assert degrees == [1, 2, 2, 2, 2, 2]
+        assert views.degrees.queries == before + (0 if prefetch else 1)
         other = MemCube(namespace=Namespace(user_id="bob"), text="x", entities=(NAMES[0],))
         vault.insert([other], Actor("bob"))
         views.apply([graph_row(other)])  # bob's view is not loaded: the degree is still his

@@ -135,6 +135,10 @@ def test_speaker_normalisation():
     assert named_speaker("What did caroline research?", people) == "Caroline"
     assert named_speaker("What do Caroline and Melanie share?", people) is None  # two
     assert named_speaker("What is the weather?", people) is None
+    # an ordinary word that begins with a name is not the name ("times" is not Tim)
+    assert named_speaker("How many times did Melanie paint?", {"Tim", "Melanie"}) == "Melanie"
+    assert named_speaker("How many times has it rained?", {"Tim", "Melanie"}) is None
+    assert named_speaker("What did Timmy say?", {"Tim", "Melanie"}) == "Tim"  # a proper noun
 
 
 def test_speaker_weight_ranks_the_named_speakers_turns_first():

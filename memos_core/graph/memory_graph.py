@@ -24,12 +24,12 @@ from __future__ import annotations
 import bisect
 import math
 import sys
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from memos_core.index.base import IndexFilter
-from memos_core.index.filters import plan_filter, plan_matches
+from memos_core.index.filters import FilterPlan, plan_filter, plan_matches
 
 #: Payload fields kept per memory, in tuple order (besides ``entities``).
 _FIELDS = ("seq", "user_id", "agent_id", "session_id", "type", "tags", "state",
@@ -37,6 +37,8 @@ _FIELDS = ("seq", "user_id", "agent_id", "session_id", "type", "tags", "state",
 _SEQ, _USER, _SESSION, _WHEN, _READERS = 0, 1, 3, 7, 10
 _INTERNED = {"user_id", "agent_id", "session_id", "type", "state"}
 _EXPLICIT = ("supersedes", "derived_from")
+_VERDICT_FILTERS = 8  # filters whose verdicts a graph keeps (see MemoryGraph._verdicts)
+_VERDICT_MEMORIES = 200_000  # verdicts kept per filter, at most (then they start again)
 
 
 @dataclass
@@ -73,12 +75,15 @@ class MemoryGraph:
         # (user_id, session_id) -> sorted [(occurred_at or -inf, seq, number)]
         self._sessions: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
         self._next_seq = 1
+        #: filter verdicts kept between expansions (see :meth:`_verdicts`)
+        self._passes: dict[Any, dict[int, bool]] = {}
 
     # -- building ------------------------------------------------------------------------
 
     def upsert(self, row: dict[str, Any]) -> None:
         """Add or refresh one memory from its payload row (see ``SQLiteVault.graph_rows``)."""
         mid = row["id"]
+        self._passes.clear()
         n = self._num.get(mid)
         if n is not None:
             old = self._rows[n]
@@ -120,6 +125,7 @@ class MemoryGraph:
         n = self._num.pop(memory_id, None)
         if n is None:
             return
+        self._passes.clear()
         self._drop_mentions(n)
         row = self._rows[n]
         key = (row[_USER], row[_SESSION])
@@ -281,62 +287,123 @@ class MemoryGraph:
         hits -- from outranking the hits themselves. Only memories that pass ``flt`` are
         returned; seeds themselves are included only when reached from another seed.
         """
-        hits: dict[int, GraphHit] = {}
-        passes: dict[int, bool] = {}
+        found = self.expand_scores(seeds, flt, query_entities=query_entities,
+                                   neighbour_turns=neighbour_turns,
+                                   entity_seed_weight=entity_seed_weight)
+        return {mid: GraphHit(mid, score, reasons) for mid, (score, reasons) in found.items()}
+
+    def expand_scores(
+        self,
+        seeds: list[tuple[str, float]],
+        flt: IndexFilter,
+        *,
+        query_entities: Iterable[str] = (),
+        neighbour_turns: int = 1,
+        entity_seed_weight: float = 0.0,
+    ) -> dict[str, tuple[float, list[str]]]:
+        """:meth:`expand` as ``id -> (score, reasons)`` (no :class:`GraphHit` objects; the
+        search path's form). Same memories, scores, reasons and order as :meth:`expand`.
+
+        Each relation credits a group of memories with one amount and one reason; a memory's
+        filter verdict is read from :meth:`_verdicts`, kept between expansions."""
+        ids, members_of = self._ids, self._members
         plan = plan_filter(flt)  # compiled once per expansion, not once per memory
-        # The filter's principal condition (owner or reader among user_ids) read straight
-        # from the row: most entity neighbours at scale are other users' memories.
-        owners = frozenset(flt.user_ids) if flt.user_ids is not None else None
+        passes = self._verdicts(plan, flt)
+        check = self._checker(plan, flt)
+        score: dict[int, float] = {}
+        why: dict[int, list[str]] = {}  # insertion order: the order memories were first reached
         query_entities = list(dict.fromkeys(query_entities))
         self._prefetch([*(self._entity_names[e] for seed, _ in seeds
                           if (n := self._num.get(seed)) is not None for e in self._ents[n]),
                         *query_entities])
 
-        def credit(m: int, amount: float, reason: str) -> None:
-            ok = passes.get(m)
-            if ok is None:
-                row = self._rows[m]
-                if owners is not None and row[_USER] not in owners \
-                        and not owners.intersection(row[_READERS] or ()):
-                    ok = passes[m] = False
+        def credit(reached: Iterable[int], skip: int, amount: float, reason: str) -> None:
+            # a memory's score is its best path (max); reasons in first-credit order, unique
+            first = amount if amount > 0.0 else 0.0  # max(0.0, amount)
+            for m in reached:
+                if m == skip:
+                    continue
+                ok = passes.get(m)
+                if ok is None:
+                    ok = passes[m] = check(m)
+                if not ok:
+                    continue
+                reasons = why.get(m)
+                if reasons is None:
+                    score[m] = first
+                    why[m] = [reason]
                 else:
-                    ok = passes[m] = plan_matches(plan, self._filter_view(m))
-            if not ok:
-                return
-            hit = hits.get(m)
-            if hit is None:
-                hit = hits[m] = GraphHit(self._ids[m])
-            hit.score = max(hit.score, amount)
-            if reason not in hit.reasons:
-                hit.reasons.append(reason)
+                    if amount > score[m]:
+                        score[m] = amount
+                    if reason not in reasons:
+                        reasons.append(reason)
 
+        max_degree = self.max_entity_degree
         for seed, weight in seeds:
             n = self._num.get(seed)
             if n is None:
                 continue
-            for m, why in self._window(n, neighbour_turns):
-                credit(m, weight, why)
+            if neighbour_turns > 0:
+                credit(self._window_numbers(n, neighbour_turns), -1, weight, "neighbouring turn")
             for e in self._ents[n]:
-                members = self._members[e]
                 degree = self._degree(e)
-                if 1 < degree <= self.max_entity_degree:
-                    w = weight / math.log2(1 + degree)
-                    reason = "shared entity " + self._entity_names[e]
-                    for m in members:
-                        if m != n:
-                            credit(m, w, reason)
+                if 1 < degree <= max_degree:
+                    credit(members_of[e], n, weight / math.log2(1 + degree),
+                           "shared entity " + self._entity_names[e])
             for m, kind in self._relations.get(n, {}).items():
                 if kind in _EXPLICIT:
-                    credit(m, weight, kind)
+                    credit((m,), -1, weight, kind)
         for entity in query_entities:
-            found = self._entity_num.get(entity)
-            mentioned: Collection[int] = self._members[found] if found is not None else ()
+            e_num = self._entity_num.get(entity)
+            mentioned: Collection[int] = members_of[e_num] if e_num is not None else ()
             degree = self.entity_degree(entity)
-            if mentioned and 0 < degree <= self.max_entity_degree:
-                w = entity_seed_weight / math.log2(1 + degree)
-                for m in mentioned:
-                    credit(m, w, "mentions " + entity)
-        return {hit.id: hit for hit in hits.values()}
+            if mentioned and 0 < degree <= max_degree:
+                credit(mentioned, -1, entity_seed_weight / math.log2(1 + degree),
+                       "mentions " + entity)
+        return {ids[m]: (score[m], reasons) for m, reasons in why.items()}
+
+    def _verdicts(self, plan: FilterPlan | None, flt: IndexFilter) -> dict[int, bool]:
+        """Memory number -> passes ``flt``, filled as expansions read them and kept while
+        the graph does not change (a memory's verdict depends only on its payload row and
+        the filter; every :meth:`upsert` and :meth:`remove` drops them). A few filters are
+        kept (a principal's searches mostly repeat one), each with at most about
+        ``_VERDICT_MEMORIES`` verdicts."""
+        key = (plan, flt.user_ids)
+        found = self._passes.get(key)
+        if found is None:
+            if len(self._passes) >= _VERDICT_FILTERS:
+                self._passes.clear()
+            found = self._passes[key] = {}
+        elif len(found) > _VERDICT_MEMORIES:  # a large view read by many searches
+            found.clear()
+        return found
+
+    def _checker(self, plan: FilterPlan | None, flt: IndexFilter) -> Callable[[int], bool]:
+        """The filter as a test of a memory number: the principal condition (owner or reader
+        among ``user_ids``) read straight from the row first -- most entity neighbours at
+        scale are other users' memories -- then the compiled plan."""
+        owners = frozenset(flt.user_ids) if flt.user_ids is not None else None
+        rows = self._rows
+
+        def check(m: int) -> bool:
+            row = rows[m]
+            if owners is not None and row[_USER] not in owners \
+                    and not owners.intersection(row[_READERS] or ()):
+                return False
+            return plan_matches(plan, self._filter_view(m))
+        return check
+
+    def _window_numbers(self, n: int, width: int) -> list[int]:
+        """Up to ``width`` turns before and after memory ``n`` in its session (numbers)."""
+        row = self._rows[n]
+        if width <= 0 or row[_SESSION] is None:
+            return []
+        turns = self._sessions.get((row[_USER], row[_SESSION]), [])
+        i = self._position(turns, n)
+        if i is None:
+            return []
+        lo, hi = max(0, i - width), min(len(turns), i + width + 1)
+        return [turns[j][2] for j in range(lo, hi) if j != i]
 
     def _window(self, n: int, width: int) -> list[tuple[int, str]]:
         """Up to ``width`` turns before and after memory ``n`` in its session."""

@@ -11,7 +11,8 @@ process does not build the whole graph. A **view** is one principal's part of it
 * every stored relation among them (a relation to a memory outside the view can never be
   followed: expansion keeps only memories the principal may read, and all of those are in);
 * the **entity degrees** of the whole store (how many memories name an entity, which
-  weighs and cuts entity links) -- read from the vault (an indexed count) when an
+  weighs and cuts entity links) -- read from the vault (an indexed count) when a view is
+  loaded (all of its entities in one query, up to ``_PREFETCH_ENTITIES``) or when an
   expansion or the entity hop needs them, cached per process until a write changes them.
 
 That is exactly what a search with the filter ``user_ids=(principal,)`` reads, so a view
@@ -43,6 +44,7 @@ from memos_core.index.base import IndexFilter
 #: a view's key: the sorted principals of the filter (None: the whole graph)
 ViewKey = tuple[str, ...] | None
 _DEGREE_CACHE_MAX = 200_000  # entity degrees cached per process (cleared when full)
+_PREFETCH_ENTITIES = 2_000  # a loaded view naming at most this many reads their degrees at once
 
 
 class GraphSource(Protocol):
@@ -194,6 +196,7 @@ class GraphViews:
                 self._views.move_to_end(key)
                 return found
             loaded = self._load(key)
+            self._prefetch_degrees(loaded)
             self._views[key] = loaded
             self._sizes[key] = max(1, len(loaded))
             self._total += self._sizes[key]
@@ -242,6 +245,16 @@ class GraphViews:
         for edge in edges:
             view.add_relation(edge.src, edge.dst, edge.kind)
         return view
+
+    def _prefetch_degrees(self, view: GraphView) -> None:
+        """Read the degrees of a newly loaded view's entities in one vault query when it
+        names at most ``_PREFETCH_ENTITIES`` (a principal's searches would otherwise read
+        them a few at a time, one query -- in server mode a round trip -- per search that
+        meets new ones). Degrees are the whole store's either way: only when they are read
+        changes."""
+        names = [name for name, members in zip(view._entity_names, view._members) if members]
+        if names and len(names) <= _PREFETCH_ENTITIES:
+            self.degrees.fetch(names)
 
     def _index_owners(self, key: ViewKey) -> None:
         view = self._views[key]

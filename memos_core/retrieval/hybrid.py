@@ -25,8 +25,9 @@ with what raw score.
 
 from __future__ import annotations
 
+import heapq
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -84,17 +85,40 @@ def fuse(
     method: str = "score",
 ) -> dict[str, Candidate]:
     """Candidates from ranked signal lists, scored by :func:`score_fusion` or :func:`rrf`."""
-    if method == "rrf":
-        fused = rrf({s: [h.id for h in hits] for s, hits in signals.items()}, weights, k)
-    else:
-        fused = score_fusion(signals, weights)
+    fused = _fused(signals, weights, k, method)
     out: dict[str, Candidate] = {}
     for signal, hits in signals.items():
         for rank, hit in enumerate(hits, start=1):
-            cand = out.setdefault(hit.id, Candidate(hit.id, fused[hit.id]))
+            cand = out.get(hit.id)
+            if cand is None:
+                cand = out[hit.id] = Candidate(hit.id, fused[hit.id])
             cand.ranks[signal] = rank
             cand.scores[signal] = float(hit.score)
     return out
+
+
+def _fused(signals: Mapping[str, Sequence[ScoredId]], weights: Mapping[str, float], k: float,
+           method: str) -> dict[str, float]:
+    if method == "rrf":
+        return rrf({s: [h.id for h in hits] for s, hits in signals.items()}, weights, k)
+    return score_fusion(signals, weights)
+
+
+def fuse_added(cands: dict[str, Candidate], signals: Mapping[str, Sequence[ScoredId]],
+               weights: Mapping[str, float], k: float, method: str, added: str) -> None:
+    """``cands`` (what :func:`fuse` made of ``signals`` without ``added``, unchanged since)
+    made what ``fuse(signals, ...)`` returns, in place: every score is fused again, the
+    hits of the new signal ``added`` (the last of ``signals``) join. The same candidates,
+    scores, ranks and order as a fresh :func:`fuse`, without rebuilding the others."""
+    fused = _fused(signals, weights, k, method)
+    for old in cands.values():
+        old.score = fused[old.id]
+    for rank, hit in enumerate(signals[added], start=1):
+        cand = cands.get(hit.id)
+        if cand is None:
+            cand = cands[hit.id] = Candidate(hit.id, fused[hit.id])
+        cand.ranks[added] = rank
+        cand.scores[added] = float(hit.score)
 
 
 class HybridRetriever:
@@ -139,16 +163,18 @@ class HybridRetriever:
                 cands = lift_speaker(sub, cands, self.texts([c.id for c in cands]),
                                      self.config.speaker_weight)
             ranked.append(cands)
-        fused = interleave(ranked)
-        return sorted(fused.values(), key=lambda c: (-c.score, c.id))[:k]
+        return _top(interleave(ranked).values(), k)
 
     def _retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
         cfg = self.config
         n = max(cfg.candidates, k)
         signals: dict[str, list[ScoredId]] = {}
         vector: np.ndarray | None = None
+        entities: list[str] | None = None  # the query's entities, extracted once per search
         if cfg.dense_weight > 0:
-            vector = self.query_vectors.get(self.dense_text(query, flt))
+            if cfg.dense_common_share > 0:
+                entities = self.extractor.extract(query)
+            vector = self.query_vectors.get(self.dense_text(query, flt, entities))
         sparse_query = self.bm25.encode_query(query) if cfg.sparse_weight > 0 else None
         if vector is not None or sparse_query is not None:
             # one call: an index on a server sends both queries in one round trip
@@ -169,18 +195,20 @@ class HybridRetriever:
             signals["bm25"] = self.index.search_sparse(expanded, flt, n)
             cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
         if cfg.hop_weight > 0 and cands:
-            top = sorted(cands.values(), key=lambda c: (-c.score, c.id))[: cfg.hop_docs]
+            top = heapq.nsmallest(cfg.hop_docs, cands.values(), key=_rank_key)
+            if entities is None:
+                entities = self.extractor.extract(query)
             with self.graph_lock:
                 graph = self.graph.for_filter(flt)  # the principal's view (loaded on demand)
                 first = [graph.payload(c.id) or {} for c in top]
-                extra = hop_entities(first, self.extractor.extract(query),
+                extra = hop_entities(first, entities,
                                      graph.entity_degree, max_degree=cfg.hop_max_degree,
                                      limit=cfg.hop_entities)
             hop = entity_hop(query, extra, bm25=self.bm25, index=self.index, flt=flt, n=n)
             if hop:
                 signals["hop"] = hop
                 weights["hop"] = cfg.hop_weight
-                cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
+                fuse_added(cands, signals, weights, cfg.rrf_k, cfg.fusion, "hop")
         if cfg.session_stage_weight > 0 and cands:
             with self.graph_lock:
                 graph = self.graph.for_filter(flt)
@@ -203,40 +231,73 @@ class HybridRetriever:
                         c.score *= 1 + cfg.temporal_weight
                         c.scores["time"] = 1.0
         if cfg.graph_weight > 0:
-            self._expand(query, cands, flt)
-        ranked = sorted(cands.values(), key=lambda c: (-c.score, c.id))
-        return ranked[:k]
+            self._expand(query, cands, flt, entities=entities, keep=k)
+        return _top(cands.values(), k)
 
-    def dense_text(self, query: str, flt: IndexFilter) -> str:
+    def dense_text(self, query: str, flt: IndexFilter,
+                   entities: Sequence[str] | None = None) -> str:
         """The text embedded for the dense signal: ``query`` without the entities that at
         least ``dense_common_share`` of the visible memories name (the speakers of a
-        conversation; :mod:`memos_core.retrieval.focus`); ``query`` itself when that is 0."""
+        conversation; :mod:`memos_core.retrieval.focus`); ``query`` itself when that is 0.
+        ``entities``: the query's, if already extracted."""
         share = self.config.dense_common_share
         if share <= 0:
             return query
+        if entities is None:
+            entities = self.extractor.extract(query)
         with self.graph_lock:
             graph = self.graph.for_filter(flt)
-            common = common_entities(self.extractor.extract(query), graph.entity_degree,
-                                     len(graph), share)
+            common = common_entities(entities, graph.entity_degree, len(graph), share)
         return without_terms(query, common)
 
-    def _expand(self, query: str, cands: dict[str, Candidate], flt: IndexFilter) -> None:
-        """Add graph evidence: neighbours of the top fused hits and of the query's entities."""
+    def _expand(self, query: str, cands: dict[str, Candidate], flt: IndexFilter, *,
+                entities: Sequence[str] | None = None, keep: int | None = None) -> None:
+        """Add graph evidence: neighbours of the top fused hits and of the query's entities
+        (``entities``: the query's, if already extracted). ``keep``: only the first ``keep``
+        candidates will be read, so memories only the graph found and that cannot be among
+        them are left out of ``cands`` (None: every memory found is added)."""
         cfg = self.config
-        top = sorted(cands.values(), key=lambda c: -c.score)[: cfg.graph_seeds]
+        # the first graph_seeds by score, ties in candidate order (as a stable sort gives)
+        top = heapq.nsmallest(cfg.graph_seeds, cands.values(), key=_neg_score)
         seeds = [(c.id, cfg.graph_weight * c.score) for c in top]
         best = top[0].score if top else 0.0
         entity_weight = cfg.entity_weight * best
         with self.graph_lock:
-            hits = self.graph.for_filter(flt).expand(
+            hits = self.graph.for_filter(flt).expand_scores(
                 seeds,
                 flt,
-                query_entities=self.extractor.extract(query),
+                query_entities=self.extractor.extract(query) if entities is None else entities,
                 neighbour_turns=cfg.neighbour_turns,
                 entity_seed_weight=entity_weight,
             )
-        for mid, hit in hits.items():
-            cand = cands.setdefault(mid, Candidate(mid))
-            cand.score += hit.score
-            cand.scores["graph"] = hit.score
-            cand.reasons.extend(hit.reasons[:3])
+        new: list[tuple[float, str]] = []  # memories only the graph found
+        for mid, (score, reasons) in hits.items():
+            cand = cands.get(mid)
+            if cand is None:
+                new.append((-score, mid))
+                continue
+            cand.score += score
+            cand.scores["graph"] = score
+            cand.reasons.extend(reasons[:3])
+        if keep is not None and len(new) > keep:
+            # a graph-only memory behind ``keep`` others cannot be among the first ``keep``
+            # candidates: no Candidate is built for it
+            new = heapq.nsmallest(keep, new)
+        for neg, mid in new:
+            cand = cands[mid] = Candidate(mid, 0.0 - neg)  # 0.0 + score, as the others gain
+            cand.scores["graph"] = -neg
+            cand.reasons.extend(hits[mid][1][:3])
+
+
+def _rank_key(c: Candidate) -> tuple[float, str]:
+    """Best score first, then by id: the retriever's total order."""
+    return (-c.score, c.id)
+
+
+def _neg_score(c: Candidate) -> float:
+    return -c.score
+
+
+def _top(cands: Iterable[Candidate], k: int) -> list[Candidate]:
+    """The first ``k`` of ``cands`` in :func:`_rank_key` order (``sorted(...)[:k]``)."""
+    return heapq.nsmallest(k, cands, key=_rank_key)

@@ -69,6 +69,8 @@ def is_question(text: str) -> bool:
     >>> is_question("I ride a green gravel bike. Do you cycle?")
     False
     """
+    if not text.rstrip().endswith("?"):
+        return False  # the body is the end of the text: no "?" there, none at the body's end
     body = _PREFIX.sub("", text, count=1).strip()
     if not body.endswith("?"):
         return False
@@ -131,15 +133,18 @@ def speaker_of(text: str) -> str | None:
 
 def named_speaker(query: str, speakers: set[str]) -> str | None:
     """The one speaker among ``speakers`` that ``query`` names, or None (none or several).
-    Names match case-insensitively, a possessive "'s" dropped, and a short form matches the
-    full name it begins ("Mel" names "Melanie")."""
-    words = {w.lower().removesuffix("'s").removesuffix("’s") for w in _WORD.findall(query)}
+    Names match case-insensitively, a possessive "'s" dropped; a capitalised word and a name
+    match when one begins the other ("Mel" names "Melanie"), but an ordinary word does not
+    ("times" does not name "Tim")."""
+    found_words = [w.removesuffix("'s").removesuffix("’s") for w in _WORD.findall(query)]
+    words = {w.lower() for w in found_words}
+    proper = {w.lower() for w in found_words if w[0].isupper() and len(w) >= 3}
     found = set()
     for speaker in speakers:
         name = speaker.lower()
         first = name.split()[0]
         if name in words or first in words or any(
-                len(w) >= 3 and (first.startswith(w) or w.startswith(first)) for w in words):
+                first.startswith(w) or w.startswith(first) for w in proper):
             found.add(speaker)
     return found.pop() if len(found) == 1 else None
 

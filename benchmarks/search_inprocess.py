@@ -1,0 +1,315 @@
+"""The in-process part of a MemOS search, this checkout against a reference commit, side by side.
+
+Both versions of ``memos_core`` are loaded into one process (the reference from ``git
+archive REF memos_core`` into a temporary folder; ``sys.modules`` is switched to a version's
+modules before each of its calls), each ingests the LoCoMo dev conversations into its own
+embedded store (SQLite + qdrant-edge) with the same ONNX MiniLM vectors (one memo of text -> vector,
+query vectors computed beforehand: the model is not compared), and every question
+is searched on both, in an order that alternates per question, so that load from other jobs
+falls on both alike. For each version: search p50 / p95, and the mean / p95 ms of each stage
+(query embedding, dense+BM25, entity hop, graph expansion, vault read, second stage, and the
+rest: fusion, candidate building, sorting, the facade's work outside the stages). The
+memory ids are the same in both stores (seeded), and the reference searches this checkout's
+index, so both rank the same dense and BM25 hits: every search's hits (ids and exact scores)
+must be the same on both versions (the script fails if not), and it
+prints recall@5/10/20 and MRR of both.
+
+    python benchmarks/search_inprocess.py --ref acb5635 --out search_inprocess.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info, markdown_machine  # noqa: E402
+from locomo_retrieval import CATEGORIES, KS, normalise_evidence, score, turns_of  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+#: (stage, part of the MemOS, attribute); a stage called inside another counts for the outer
+STAGES = (("query embedding", "query_vectors", "get"),
+          ("dense+bm25", "index_module", "search_hybrid"),
+          ("entity hop", "hybrid_module", "entity_hop"),
+          ("graph expansion", "retriever", "_expand"), ("vault read", "vault", "get_many"),
+          ("second stage", "memos_module", "rerank"))
+
+
+def _is_ours(name: str) -> bool:
+    return name == "memos_core" or name.startswith("memos_core.")
+
+
+def load_version(path: Path | None) -> dict[str, Any]:
+    """The modules of ``memos_core`` from ``path`` (None: this checkout), imported anew and
+    taken out of ``sys.modules`` again (what was there is put back)."""
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if _is_ours(k)}
+    if path is not None:
+        sys.path.insert(0, str(path))
+    try:
+        import memos_core  # noqa: F401
+        import memos_core.embedding.onnx  # noqa: F401
+        import memos_core.memos  # noqa: F401
+        import memos_core.retrieval.hybrid  # noqa: F401
+
+        mods = {k: m for k, m in sys.modules.items() if _is_ours(k)}
+    finally:
+        if path is not None:
+            sys.path.remove(str(path))
+        for k in [k for k in sys.modules if _is_ours(k)]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+    origin = Path(mods["memos_core"].__file__).resolve().parent
+    expected = (path / "memos_core") if path is not None else ROOT / "memos_core"
+    if origin != expected.resolve():
+        raise SystemExit(f"loaded memos_core from {origin}, expected {expected}")
+    return mods
+
+
+def use(mods: dict[str, Any]) -> None:
+    """Make ``mods`` the ``memos_core`` modules that imports inside functions find."""
+    for k in [k for k in sys.modules if _is_ours(k)]:
+        del sys.modules[k]
+    sys.modules.update(mods)
+
+
+class StageTimer:
+    """Wraps the stages of one MemOS's search path and adds the ms spent in each to
+    ``spent`` (a stage called inside another counts for the outer one only)."""
+
+    def __init__(self, mos: Any, mods: dict[str, Any]) -> None:
+        self.spent: dict[str, float] = {}
+        self._depth = 0
+        self._thread = threading.get_ident()
+        self._undo: list[tuple[Any, str, Any]] = []
+        parts = {"query_vectors": mos.retriever.query_vectors, "retriever": mos.retriever,
+                 "vault": mos.vault, "memos_module": mods["memos_core.memos"],
+                 "hybrid_module": mods["memos_core.retrieval.hybrid"],
+                 "index_module": mods["memos_core.retrieval.hybrid"]}
+        for name, where, attr in STAGES:
+            obj = parts[where]
+            if hasattr(obj, attr):
+                self._wrap(obj, attr, name)
+
+    def _wrap(self, obj: Any, attr: str, name: str) -> None:
+        inner = getattr(obj, attr)
+        own = attr in getattr(obj, "__dict__", {})
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            if self._depth or threading.get_ident() != self._thread:
+                return inner(*a, **kw)
+            self._depth += 1
+            t0 = time.perf_counter()
+            try:
+                return inner(*a, **kw)
+            finally:
+                self._depth -= 1
+                self.spent[name] = self.spent.get(name, 0.0) + (time.perf_counter() - t0) * 1000
+
+        setattr(obj, attr, timed)
+        self._undo.append((obj, attr, inner if own else None))
+
+    def close(self) -> None:
+        for obj, attr, inner in reversed(self._undo):
+            if inner is None:
+                delattr(obj, attr)
+            else:
+                setattr(obj, attr, inner)
+
+
+class Converting:
+    """An index of one version called by the other: the filter and sparse vector arguments
+    (dataclasses of the caller's ``memos_core.index.base``) become the index's own."""
+
+    def __init__(self, inner: Any, mods: dict[str, Any]) -> None:
+        self.inner = inner
+        base = mods["memos_core.index.base"]
+        self.kinds = {"IndexFilter": base.IndexFilter, "SparseVec": base.SparseVec}
+
+    def _own(self, value: Any) -> Any:
+        kind = self.kinds.get(type(value).__name__)
+        if kind is None or isinstance(value, kind):
+            return value
+        return kind(**{f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return attr(*map(self._own, args), **{k: self._own(v) for k, v in kwargs.items()})
+        return call
+
+
+class SameVectors:
+    """The ONNX embedder behind a text -> vector memo shared by both stores: its float32
+    results can differ in the last bits between calls, and the comparison needs the same
+    vectors on both sides. Query vectors are computed before the timed searches (the model
+    is not what is compared: the query embedding stage reads the memo on both versions)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.dim, self.name = inner.dim, inner.name
+        self.memo: dict[str, Any] = {}
+
+    def embed(self, texts: Any) -> Any:
+        import numpy as np
+
+        todo = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        if todo:
+            for t, v in zip(todo, self.inner.embed(todo)):
+                self.memo[t] = v
+        return np.stack([self.memo[t] for t in texts]) if texts else self.inner.embed(texts)
+
+
+def ms_stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"mean": round(statistics.fmean(ordered), 2),
+            "p50": round(ordered[len(ordered) // 2], 2),
+            "p95": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/locomo/locomo_dev.json")
+    p.add_argument("--ref", default="HEAD", help="the reference commit (git archive of memos_core)")
+    p.add_argument("--conversations", type=int, default=None, help="only the first N")
+    p.add_argument("--seed", type=int, default=7, help="seeds the memory ids (same in both stores)")
+    p.add_argument("--out", type=Path, help="write the JSON result here")
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    samples = json.loads(args.data.read_text())[: args.conversations]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        ref_dir = tmp / "ref"
+        ref_dir.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.ref, "memos_core"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(ref_dir)], input=archive, check=True)
+        ref_sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.ref],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+        versions = {f"reference ({ref_sha})": load_version(ref_dir),
+                    "this checkout": load_version(None)}
+        names = list(versions)
+        use(versions["this checkout"])
+        embedder = SameVectors(versions["this checkout"]["memos_core.embedding.onnx"]
+                               .OnnxEmbedder("minilm"))
+        embedder.embed(["warm up"])
+        embedder.embed([str(qa["question"]) for sample in samples for qa in sample["qa"]])
+        stores: dict[str, Any] = {}
+        for name, mods in versions.items():
+            use(mods)
+            core = mods["memos_core"]
+            stores[name] = core.MemOS(tmp / name.split()[0], embedder=embedder,
+                                      config=core.MemOSConfig(show_progress=False))
+        lat: dict[str, list[float]] = {n: [] for n in names}
+        stages: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+        rows: dict[str, list[tuple[int, dict[str, float]]]] = {n: [] for n in names}
+        mismatches = 0
+        asked = 0
+        real_uuid4 = uuid.uuid4
+        load_start = os.getloadavg()
+        for sample in samples:
+            user = sample["sample_id"]
+            items = turns_of(sample)
+            last = max((i["occurred_at"] for i in items if i["occurred_at"]), default=None)
+            dia: dict[str, dict[str, str]] = {}
+            for name, mos in stores.items():
+                use(versions[name])
+                # the same memory ids in both stores: ties in score are ordered by id
+                rng = random.Random(f"{args.seed}:{user}")
+                uuid.uuid4 = lambda rng=rng: uuid.UUID(int=rng.getrandbits(128), version=4)
+                try:
+                    cubes = mos.add_many(items, user_id=user)
+                finally:
+                    uuid.uuid4 = real_uuid4
+                dia[name] = {c.id: c.metadata["dia_id"] for c in cubes}
+                if last is not None:  # relative query dates count back from the last day
+                    mos.retriever.now = lambda last=last: last
+            # the reference searches this checkout's index (the same memory ids): both rank
+            # the same dense and BM25 hits (two indexes of the same vectors differ in the
+            # last bits of their float32 scores, and so at times in their 50th hit)
+            stores[names[0]].retriever.index = Converting(stores[names[1]].retriever.index,
+                                                          versions[names[1]])
+            for qa in sample["qa"]:
+                if qa.get("category") not in CATEGORIES:
+                    continue
+                evidence = [e for e in normalise_evidence(qa.get("evidence", []))
+                            if e in dia[names[0]].values()]
+                if not evidence:
+                    continue
+                q = str(qa["question"])
+                found: dict[str, list[tuple[str, float]]] = {}
+                order = names if asked % 2 == 0 else names[::-1]
+                asked += 1
+                for name in order:
+                    mos, mods = stores[name], versions[name]
+                    use(mods)
+                    timer = StageTimer(mos, mods)
+                    try:
+                        t0 = time.perf_counter()
+                        hits = mos.search(q, user_id=user, k=max(KS), record_usage=False)
+                        total = (time.perf_counter() - t0) * 1000
+                    finally:
+                        timer.close()
+                    timer.spent["rest"] = total - sum(timer.spent.values())
+                    stages[name].append(timer.spent)
+                    lat[name].append(total)
+                    ranked = [dia[name][h.id] for h in hits]
+                    found[name] = [(d, h.score) for d, h in zip(ranked, hits)]
+                    rows[name].append((qa["category"], score(ranked, evidence)))
+                if found[names[0]] != found[names[1]]:
+                    mismatches += 1
+                    print(f"differs: {q!r}\n  {found[names[0]]}\n  {found[names[1]]}",
+                          file=sys.stderr)
+                if asked % 200 == 0:
+                    print(f"{asked} questions, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+        load_end = os.getloadavg()
+        for name, mos in stores.items():
+            use(versions[name])
+            mos.close()
+    from locomo_retrieval import aggregate
+
+    stage_names = [s for s, *_ in STAGES] + ["rest"]
+    result: dict[str, Any] = {
+        "ref": ref_sha, "questions": asked, "searches_differing": mismatches,
+        "load_avg_start": [round(x, 2) for x in load_start],
+        "load_avg_end": [round(x, 2) for x in load_end], "machine": machine_info(),
+        "versions": {n: {"search_ms": ms_stats(lat[n]),
+                         "stages_ms": {s: ms_stats([d.get(s, 0.0) for d in stages[n]])
+                                       for s in stage_names},
+                         "quality": aggregate(rows[n])["overall"]} for n in names}}
+    print(markdown_machine(result["machine"]))
+    print(f"\nLoCoMo dev, {len(samples)} conversations, {asked} questions, k=20, embedded "
+          f"stores, versions alternating per question; load average at the start "
+          f"{result['load_avg_start']}, at the end {result['load_avg_end']}; both versions "
+          f"search one index; searches whose hits (ids, scores) differ: {mismatches}\n")
+    print("| version | search p50 / p95 ms | " + " | ".join(f"{s} mean / p95" for s in stage_names)
+          + " | recall@5 | recall@10 | recall@20 | MRR |")
+    print("|---|---|" + "---|" * len(stage_names) + "---|---|---|---|")
+    for n, r in result["versions"].items():
+        cells = " | ".join(f"{r['stages_ms'][s]['mean']} / {r['stages_ms'][s]['p95']}"
+                           for s in stage_names)
+        qual = r["quality"]
+        print(f"| {n} | {r['search_ms']['p50']} / {r['search_ms']['p95']} | {cells} | "
+              f"{qual['recall@5']} | {qual['recall@10']} | {qual['recall@20']} | {qual['mrr']} |")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    if mismatches:
+        raise SystemExit(f"{mismatches} searches ranked differently on the two versions")
+
+
+if __name__ == "__main__":
+    main()

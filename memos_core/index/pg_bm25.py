@@ -1,7 +1,8 @@
 """The BM25 query of :class:`~memos_core.index.pgvector.PgVectorIndex` as one statement.
 
 IDF (``ln(1 + (N - n + 0.5) / (n + 0.5))``, Qdrant's modifier; ``n`` the points holding the
-term, ``N`` the points with a sparse vector) needs statistics. The index caches them for
+term, ``N`` the points with a sparse vector, kept by triggers in a counts table so that it is
+not a scan of the points) needs statistics. The index caches them for
 ``idf_ttl_s``; the terms whose counts are stale (and ``N`` when it is) are counted *inside* the
 search statement, which also returns those counts for the cache. So a keyword search is one
 round trip whether or not the statistics were cached, and its scores are the ones the
@@ -32,6 +33,7 @@ def bm25_statement(
     keyword: str, points: sql.Identifier, terms_table: sql.Identifier, where: sql.Composable,
     where_params: Sequence[Any], indices: Sequence[int], values: Sequence[float],
     known: dict[int, int], missing: Sequence[int], total: int | None, limit: int,
+    counts: sql.Identifier | None = None,
 ) -> tuple[sql.Composed, tuple[Any, ...]]:
     """The statement and its parameters.
 
@@ -41,7 +43,9 @@ def bm25_statement(
         where: the filter over alias ``p`` with its ``where_params``.
         indices, values: the query's term ids and weights.
         known: cached counts of some of the terms; ``missing``: the terms to count now.
-        total: the cached ``N``, or ``None`` to count it now.
+        total: the cached ``N``, or ``None`` to count it now: the sum of the ``counts``
+            table's rows (kept by triggers on the points), or, without one, a count of the
+            points with a sparse vector (a scan of the points table).
     """
     head = sql.SQL(
         "WITH q(term, w) AS (SELECT * FROM unnest(%s::bigint[], %s::float8[])), "
@@ -49,11 +53,12 @@ def bm25_statement(
         "GROUP BY term), "
         "df(term, n) AS (SELECT * FROM unnest(%s::bigint[], %s::float8[]) "
         "UNION ALL SELECT term, n FROM counted), "
-        "tot AS (SELECT CASE WHEN %s::boolean THEN (SELECT count(*) FROM {p} WHERE has_sparse)::float8 "
-        "ELSE %s::float8 END AS n), "
+        "tot AS (SELECT CASE WHEN %s::boolean THEN ({n})::float8 ELSE %s::float8 END AS n), "
         "b AS MATERIALIZED (SELECT q.term, q.w * ln(1 + (tot.n - df.n + 0.5) / (df.n + 0.5)) AS boost "
         "FROM q JOIN df ON df.term = q.term CROSS JOIN tot WHERE df.n > 0), "
-    ).format(t=terms_table, p=points)
+    ).format(t=terms_table, n=(
+        sql.SQL("SELECT COALESCE(sum(delta), 0) FROM {c}").format(c=counts) if counts is not None
+        else sql.SQL("SELECT count(*) FROM {p} WHERE has_sparse").format(p=points)))
     if keyword == "postings":
         hits = sql.SQL(
             "hits AS (SELECT p.id, sum(t.weight * b.boost) AS score FROM b "

@@ -126,6 +126,8 @@ class PgVectorIndex:
         self.max_scan_tuples = int(max_scan_tuples)
         self._points = sql.Identifier(f"{collection}_points")
         self._terms = sql.Identifier(f"{collection}_terms")
+        #: BM25's N, kept by triggers: one row per writing statement, summed when read
+        self._counts = sql.Identifier(f"{collection}_counts")
         self._closed = False
         self._close_lock = Lock()
         self._pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False,
@@ -211,6 +213,7 @@ class PgVectorIndex:
                         f"the index tables {self.collection}_* exist with dim={found[0]}, not "
                         f"dim={self.dim}: use another collection, or drop them (the index is "
                         "rebuilt from the vault)")
+                self._ensure_counts(conn)  # an index made before the counts table
                 return
             conn.execute(sql.SQL(
                 "CREATE TABLE {p} (id uuid PRIMARY KEY, dense vector({dim}) NOT NULL, "
@@ -233,6 +236,50 @@ class PgVectorIndex:
             for col in _LIST_FIELDS:
                 conn.execute(sql.SQL("CREATE INDEX {i} ON {p} USING gin ({c})").format(
                     i=ix(col), p=p, c=sql.Identifier(col)))
+            self._ensure_counts(conn)
+
+    def _ensure_counts(self, conn: Any) -> None:
+        """BM25's N (the points with a sparse vector) without a scan of the points: statement
+        triggers on the points table add one row of +/- count to ``<collection>_counts`` per
+        writing statement (insert-only, so writers never wait on each other), ``TRUNCATE``
+        empties it, and about one statement in a hundred folds the rows into one; N is their
+        sum, exact and transactional like the points. Made (and filled with the current count)
+        on the first open of an index that lacks it; the caller holds the schema lock."""
+        if conn.execute("SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = %s",
+                        (f"{self.collection}_points", f"{self.collection}_n_ins")).fetchone():
+            return
+        c, p = self._counts, self._points
+        fn = sql.Identifier(f"{self.collection}_count_sparse")
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {c}").format(c=c))  # of a dropped points table
+        conn.execute(sql.SQL("CREATE TABLE {c} (delta bigint NOT NULL)").format(c=c))
+        conn.execute(sql.SQL("INSERT INTO {c} SELECT count(*) FROM {p} WHERE has_sparse").format(
+            c=c, p=p))
+        body = sql.SQL(
+            "BEGIN "
+            "IF TG_OP = 'TRUNCATE' THEN DELETE FROM {c}; RETURN NULL; END IF; "
+            # one statement per event: a statement naming a transition table the event lacks
+            # does not plan
+            "IF TG_OP = 'INSERT' THEN "
+            "INSERT INTO {c} SELECT count(*) FROM new_rows WHERE has_sparse; "
+            "ELSIF TG_OP = 'DELETE' THEN "
+            "INSERT INTO {c} SELECT -count(*) FROM old_rows WHERE has_sparse; "
+            "ELSE INSERT INTO {c} SELECT (SELECT count(*) FROM new_rows WHERE has_sparse) "
+            "- (SELECT count(*) FROM old_rows WHERE has_sparse); END IF; "
+            "IF random() < 0.01 THEN "
+            "WITH gone AS (DELETE FROM {c} RETURNING delta) "
+            "INSERT INTO {c} SELECT COALESCE(sum(delta), 0) FROM gone; END IF; "
+            "RETURN NULL; END").format(c=c)
+        conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS {b}").format(
+            fn=fn, b=sql.Literal(body.as_string(conn))))
+        for name, event, tables in (
+                ("ins", "INSERT", "REFERENCING NEW TABLE AS new_rows"),
+                ("upd", "UPDATE", "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+                ("del", "DELETE", "REFERENCING OLD TABLE AS old_rows"),
+                ("trunc", "TRUNCATE", "")):
+            conn.execute(sql.SQL(
+                "CREATE TRIGGER {t} AFTER {e} ON {p} {r} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()"
+            ).format(t=sql.Identifier(f"{self.collection}_n_{name}"), e=sql.SQL(event), p=p,
+                     r=sql.SQL(tables), fn=fn))
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -475,7 +522,7 @@ class PgVectorIndex:
             return cached[0], cached[1], (now, [], False)
         statement, args = bm25_statement(self.keyword, self._points, self._terms, where, params,
                                          vector.indices, vector.values, known, missing, total,
-                                         limit)
+                                         limit, counts=self._counts)
         return statement, args, (now, missing, total is None)
 
     def _bm25_hits(self, rows: list[Any], stale: tuple[float, list[int], bool]) -> list[ScoredId]:

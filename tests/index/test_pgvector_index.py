@@ -228,3 +228,72 @@ def test_cli_with_a_data_directory_and_the_pgvector_index(pg_url, tmp_path, caps
     assert json.loads(run("search", "bees"))[0]["id"] == cube["id"]
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT id::text FROM memos_points").fetchall() == [(cube["id"],)]
+
+
+def _n(url: str) -> tuple[int, int]:
+    """BM25's N as the counts table keeps it, and as a scan of the points counts it."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        kept = conn.execute("SELECT COALESCE(sum(delta), 0) FROM memos_counts").fetchone()[0]
+        scanned = conn.execute("SELECT count(*) FROM memos_points WHERE has_sparse").fetchone()[0]
+    return int(kept), int(scanned)
+
+
+def test_bm25_total_is_kept_by_triggers_exactly(pg_url):
+    from memos_core.index.base import SparseVec
+
+    first, second = PgVectorIndex(pg_url, DIM), PgVectorIndex(pg_url, DIM)
+    rng = random.Random(7)
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(60)]
+
+    def point(pid: str, words: str) -> IndexPoint:
+        sparse = ENC.encode_document(words) if words else SparseVec((), ())
+        return IndexPoint(pid, unit(rng.randrange(DIM)), sparse, {"user_id": "u", "version": 1})
+
+    try:
+        first.upsert([point(pid, "tea garden" if i % 3 else "") for i, pid in enumerate(ids)])
+        assert _n(pg_url) == (40, 40)
+        # updates that gain or lose a sparse vector, deletes, two writers at once
+        def write(idx: PgVectorIndex, seed: int) -> None:
+            r = random.Random(seed)
+            for _ in range(40):
+                chosen = r.sample(ids, 5)
+                if r.random() < 0.3:
+                    idx.delete(chosen[:2])
+                else:
+                    idx.upsert([point(pid, r.choice(["", "tea", "garden tools"])) for pid in chosen])
+
+        threads = [threading.Thread(target=write, args=(idx, s)) for s, idx in ((1, first), (2, second))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        kept, scanned = _n(pg_url)
+        assert kept == scanned
+        # the statement's N is the kept one: scores equal a fresh count's (cache off)
+        first.idf_ttl_s = 0.0
+        hits = first.search_sparse(ENC.encode_query("tea"), IndexFilter(), 5)
+        assert all(h.score > 0 for h in hits)
+        first.clear()
+        assert _n(pg_url) == (0, 0)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_an_index_without_the_counts_table_gets_it_on_open(pg_url):
+    idx = PgVectorIndex(pg_url, DIM)
+    idx.upsert([IndexPoint(str(uuid.uuid4()), unit(i), ENC.encode_document(f"note {i}"),
+                           {"user_id": "u", "version": 1}) for i in range(5)])
+    idx.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as an index made before it
+        for name in ("ins", "upd", "del", "trunc"):
+            conn.execute(f"DROP TRIGGER memos_n_{name} ON memos_points")
+        conn.execute("DROP TABLE memos_counts")
+    again = PgVectorIndex(pg_url, DIM)
+    try:
+        assert _n(pg_url) == (5, 5)
+        again.upsert([IndexPoint(str(uuid.uuid4()), unit(9), ENC.encode_document("gardening"),
+                                 {"user_id": "u", "version": 1})])
+        assert _n(pg_url) == (6, 6)
+    finally:
+        again.close()

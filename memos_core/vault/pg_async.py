@@ -281,8 +281,7 @@ class AsyncPgVault:
         return await self._run(pg_sql.get_many(memory_ids, self._overlay))
 
     async def list(self, query: ListQuery) -> builtins.list[MemCube]:
-        where, params = self._vault._where(query)
-        return await self._run(pg_sql.list_memories(query, where, params, self._overlay))
+        return await self._run(pg_sql.list_memories(query, self._overlay))
 
     async def history(self, memory_id: str) -> builtins.list[MemCube]:
         return await self._run(pg_sql.history(memory_id))

@@ -19,6 +19,8 @@ conversation logs, keyed items) are in :mod:`memos_core.vault.pg_integrations`.
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -214,10 +216,42 @@ def _first_cube(rows: list[Row]) -> MemCube | None:
     return MemCube.model_validate_json(rows[0][0]) if rows else None
 
 
-def list_memories(query: ListQuery, where: str, params: Sequence[Any],
-                  overlay: Overlay | None = None) -> Program[list[MemCube]]:
-    """The page ``query`` asks for; ``where``/``params`` are its filter
-    (``PostgresVault._where``)."""
+def list_where(q: ListQuery) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (with its leading space; "" for none) and parameters of the
+    memories a ``ListQuery`` selects."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if q.user_ids is not None:
+        clauses.append("(user_id = ANY(%s) OR readers ?| %s)")
+        params += [list(q.user_ids), list(q.user_ids)]
+    for column, value in (("agent_id", q.agent_id), ("session_id", q.session_id)):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    for column, values in (("type", q.types), ("state", q.states)):
+        if values is not None:
+            clauses.append(f"{column} = ANY(%s)")
+            params.append(list(values))
+    if q.tags:
+        clauses.append("tags ?| %s")
+        params.append(list(q.tags))
+    if q.occurred_after is not None:
+        clauses.append("occurred_at >= %s")
+        params.append(q.occurred_after.timestamp())
+    if q.occurred_before is not None:
+        clauses.append("occurred_at <= %s")
+        params.append(q.occurred_before.timestamp())
+    if not q.include_superseded:
+        clauses.append("NOT superseded")
+    for key, value in q.metadata_equals.items():
+        clauses.append("doc->'metadata'->%s = %s::jsonb")
+        params += [key, json.dumps(value)]
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def list_memories(query: ListQuery, overlay: Overlay | None = None) -> Program[list[MemCube]]:
+    """The page ``query`` asks for."""
+    where, params = list_where(query)
     order = "DESC" if query.newest_first else "ASC"
     rows = yield Rows(f"SELECT id, doc::text FROM memories{where} ORDER BY seq {order} "
                       "LIMIT %s OFFSET %s", [*params, query.limit, query.offset])

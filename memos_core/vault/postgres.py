@@ -515,43 +515,12 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     def history(self, memory_id: str) -> builtins.list[MemCube]:
         return self._run(pg_sql.history(memory_id))
 
-    def _where(self, q: ListQuery) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if q.user_ids is not None:
-            clauses.append("(user_id = ANY(%s) OR readers ?| %s)")
-            params += [list(q.user_ids), list(q.user_ids)]
-        for column, value in (("agent_id", q.agent_id), ("session_id", q.session_id)):
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                params.append(value)
-        for column, values in (("type", q.types), ("state", q.states)):
-            if values is not None:
-                clauses.append(f"{column} = ANY(%s)")
-                params.append(list(values))
-        if q.tags:
-            clauses.append("tags ?| %s")
-            params.append(list(q.tags))
-        if q.occurred_after is not None:
-            clauses.append("occurred_at >= %s")
-            params.append(q.occurred_after.timestamp())
-        if q.occurred_before is not None:
-            clauses.append("occurred_at <= %s")
-            params.append(q.occurred_before.timestamp())
-        if not q.include_superseded:
-            clauses.append("NOT superseded")
-        for key, value in q.metadata_equals.items():
-            clauses.append("doc->'metadata'->%s = %s::jsonb")
-            params += [key, json.dumps(value)]
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
     def list(self, query: ListQuery) -> builtins.list[MemCube]:
-        where, params = self._where(query)
         with self._usage.reading():
-            return self._run(pg_sql.list_memories(query, where, params, self._usage.overlay))
+            return self._run(pg_sql.list_memories(query, self._usage.overlay))
 
     def count(self, query: ListQuery | None = None) -> int:
-        where, params = self._where(query or ListQuery())
+        where, params = pg_sql.list_where(query or ListQuery())
         return int(self._query(f"SELECT COUNT(*) FROM memories{where}", params)[0][0])
 
     def iter_current(self, batch_size: int = 1000) -> Iterator[builtins.list[MemCube]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 import platform
@@ -65,3 +66,58 @@ def time_calls(obj: Any, attr: str, sink: dict[str, float], name: str, *,
             setattr(obj, attr, inner)
         else:
             delattr(obj, attr)  # the class's method shows again
+
+
+class StageTimer:
+    """Wraps methods of the parts of a search path and adds the ms spent in each to
+    ``spent``. ``stages``: ``(stage name, part name, attribute)``; ``parts``: part name ->
+    object (a missing part or attribute is skipped). A stage called inside another counts for
+    the outer one only; calls from other threads (a listener's catch-ups) do not count.
+    :meth:`close` puts every attribute back as it was."""
+
+    def __init__(self, parts: dict[str, Any], stages: Any) -> None:
+        self.spent: dict[str, float] = {}
+        self._depth = 0
+        self._thread = threading.get_ident()
+        self._undo: list[tuple[Any, str, Any]] = []
+        for name, where, attr in stages:
+            obj = parts.get(where)
+            if obj is not None and hasattr(obj, attr):
+                self._wrap(obj, attr, name)
+
+    def _wrap(self, obj: Any, attr: str, name: str) -> None:
+        inner = getattr(obj, attr)
+        own = attr in getattr(obj, "__dict__", {})  # an instance or module attribute
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            if self._depth or threading.get_ident() != self._thread:
+                return inner(*a, **kw)
+            self._depth += 1
+            t0 = time.perf_counter()
+            try:
+                return inner(*a, **kw)
+            finally:
+                self._depth -= 1
+                self.spent[name] = self.spent.get(name, 0.0) + (time.perf_counter() - t0) * 1000
+
+        setattr(obj, attr, timed)
+        self._undo.append((obj, attr, inner if own else None))
+
+    def run(self, call: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+        """``call(*args, **kwargs)``, timed: returns its result and its ms; the wrappers are
+        removed and ``spent["rest"]`` gets the time outside the stages."""
+        try:
+            t0 = time.perf_counter()
+            result = call(*args, **kwargs)
+            total = (time.perf_counter() - t0) * 1000
+        finally:
+            self.close()
+        self.spent["rest"] = total - sum(self.spent.values())
+        return result, total
+
+    def close(self) -> None:
+        for obj, attr, inner in reversed(self._undo):
+            if inner is None:
+                delattr(obj, attr)  # the class's method shows again
+            else:
+                setattr(obj, attr, inner)

@@ -28,13 +28,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import StageTimer as _StageTimer  # noqa: E402
 from _machine import machine_info, markdown_machine  # noqa: E402
 from locomo_retrieval import CATEGORIES, KS, normalise_evidence, score, turns_of  # noqa: E402
 
@@ -84,48 +83,16 @@ def use(mods: dict[str, Any]) -> None:
     sys.modules.update(mods)
 
 
-class StageTimer:
-    """Wraps the stages of one MemOS's search path and adds the ms spent in each to
-    ``spent`` (a stage called inside another counts for the outer one only)."""
+class StageTimer(_StageTimer):
+    """The stages of one MemOS's search path, timed (``_machine.StageTimer``), with the
+    modules of the version ``mods`` holds."""
 
     def __init__(self, mos: Any, mods: dict[str, Any]) -> None:
-        self.spent: dict[str, float] = {}
-        self._depth = 0
-        self._thread = threading.get_ident()
-        self._undo: list[tuple[Any, str, Any]] = []
-        parts = {"query_vectors": mos.retriever.query_vectors, "retriever": mos.retriever,
-                 "vault": mos.vault, "memos_module": mods["memos_core.memos"],
-                 "hybrid_module": mods["memos_core.retrieval.hybrid"],
-                 "index_module": mods["memos_core.retrieval.hybrid"]}
-        for name, where, attr in STAGES:
-            obj = parts[where]
-            if hasattr(obj, attr):
-                self._wrap(obj, attr, name)
-
-    def _wrap(self, obj: Any, attr: str, name: str) -> None:
-        inner = getattr(obj, attr)
-        own = attr in getattr(obj, "__dict__", {})
-
-        def timed(*a: Any, **kw: Any) -> Any:
-            if self._depth or threading.get_ident() != self._thread:
-                return inner(*a, **kw)
-            self._depth += 1
-            t0 = time.perf_counter()
-            try:
-                return inner(*a, **kw)
-            finally:
-                self._depth -= 1
-                self.spent[name] = self.spent.get(name, 0.0) + (time.perf_counter() - t0) * 1000
-
-        setattr(obj, attr, timed)
-        self._undo.append((obj, attr, inner if own else None))
-
-    def close(self) -> None:
-        for obj, attr, inner in reversed(self._undo):
-            if inner is None:
-                delattr(obj, attr)
-            else:
-                setattr(obj, attr, inner)
+        super().__init__({"query_vectors": mos.retriever.query_vectors,
+                          "retriever": mos.retriever, "vault": mos.vault,
+                          "memos_module": mods["memos_core.memos"],
+                          "hybrid_module": mods["memos_core.retrieval.hybrid"],
+                          "index_module": mods["memos_core.retrieval.hybrid"]}, STAGES)
 
 
 class Converting:
@@ -258,13 +225,8 @@ def main() -> None:
                     mos, mods = stores[name], versions[name]
                     use(mods)
                     timer = StageTimer(mos, mods)
-                    try:
-                        t0 = time.perf_counter()
-                        hits = mos.search(q, user_id=user, k=max(KS), record_usage=False)
-                        total = (time.perf_counter() - t0) * 1000
-                    finally:
-                        timer.close()
-                    timer.spent["rest"] = total - sum(timer.spent.values())
+                    hits, total = timer.run(mos.search, q, user_id=user, k=max(KS),
+                                            record_usage=False)
                     stages[name].append(timer.spent)
                     lat[name].append(total)
                     ranked = [dia[name][h.id] for h in hits]

@@ -38,7 +38,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import StageTimer as _StageTimer  # noqa: E402
 from _machine import machine_info, markdown_machine  # noqa: E402
 from locomo_retrieval import CATEGORIES, KS, normalise_evidence, score, turns_of  # noqa: E402
 
@@ -335,51 +335,18 @@ STAGES = (("feed check", "follower", "sync"), ("query embedding", "query_vectors
           ("second stage", "memos_module", "rerank"), ("record usage", "vault", "record_usage"))
 
 
-class StageTimer:
-    """Wraps the stages of one MemOS's search path and adds the time spent in each to
-    ``spent``. A stage called inside another (the entity hop's BM25 search) counts for the
-    outer one only."""
+class StageTimer(_StageTimer):
+    """The stages of one MemOS's search path (:data:`STAGES`), timed: see
+    ``_machine.StageTimer`` (the entity hop's BM25 search counts for the hop only)."""
 
     def __init__(self, mos: Any) -> None:
         import memos_core.memos as memos_module
         import memos_core.retrieval.hybrid as hybrid_module
 
-        self.spent: dict[str, float] = {}
-        self._depth = 0
-        self._thread = threading.get_ident()  # the listener thread's catch-ups do not count
-        self._undo: list[tuple[Any, str, Any]] = []
-        parts = {"follower": mos.store.follower, "query_vectors": mos.retriever.query_vectors,
-                 "index": mos.index, "retriever": mos.retriever, "vault": mos.vault,
-                 "memos_module": memos_module, "hybrid_module": hybrid_module}
-        for name, where, attr in STAGES:
-            obj = parts[where]
-            if obj is not None and hasattr(obj, attr):
-                self._wrap(obj, attr, name)
-
-    def _wrap(self, obj: Any, attr: str, name: str) -> None:
-        inner = getattr(obj, attr)
-        had_own = attr in getattr(obj, "__dict__", {})
-
-        def timed(*a: Any, **kw: Any) -> Any:
-            if self._depth or threading.get_ident() != self._thread:
-                return inner(*a, **kw)
-            self._depth += 1
-            t0 = time.perf_counter()
-            try:
-                return inner(*a, **kw)
-            finally:
-                self._depth -= 1
-                self.spent[name] = self.spent.get(name, 0.0) + (time.perf_counter() - t0) * 1000
-
-        setattr(obj, attr, timed)
-        self._undo.append((obj, attr, inner if had_own else None))
-
-    def close(self) -> None:
-        for obj, attr, inner in reversed(self._undo):
-            if inner is None:
-                delattr(obj, attr)
-            else:
-                setattr(obj, attr, inner)
+        super().__init__({"follower": mos.store.follower,
+                          "query_vectors": mos.retriever.query_vectors, "index": mos.index,
+                          "retriever": mos.retriever, "vault": mos.vault,
+                          "memos_module": memos_module, "hybrid_module": hybrid_module}, STAGES)
 
 
 def stage_table(per_search: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -447,13 +414,7 @@ def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path,
                 if not profile:
                     return [dia[h.id] for h in mos.search(q, user_id=user, k=max(KS), record_usage=False)]
                 timer = StageTimer(mos)
-                try:
-                    t0 = time.perf_counter()
-                    hits = mos.search(q, user_id=user, k=max(KS), record_usage=False)
-                    total = (time.perf_counter() - t0) * 1000
-                finally:
-                    timer.close()
-                timer.spent["rest"] = total - sum(timer.spent.values())
+                hits, _ = timer.run(mos.search, q, user_id=user, k=max(KS), record_usage=False)
                 stage_samples.setdefault(name, []).append(timer.spent)
                 return [dia[h.id] for h in hits]
             return ingest, search

@@ -202,7 +202,8 @@ def make_embedder(backend: str) -> Any:
 def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
         pool_size: int = 20_000, sigma: float = 0.02, backend: str = "onnx",
         query_backends: Sequence[str] = ("torch", "onnx"),
-        store: Path | None = None, warm_views: bool = False) -> dict[str, Any]:
+        store: Path | None = None, warm_views: bool = False,
+        graph_max_memories: int | None = None) -> dict[str, Any]:
     """Ingest with ``backend``; then time the same queries once per ``query_backends``
     entry (that backend embeds the queries; the query cache is off so every query pays
     for its embedding). The ingest backend's query figures (if it is among them, else the
@@ -213,7 +214,8 @@ def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
     built by an earlier run, skip the ingest and time the queries only (to re-measure search
     latency at a quiet moment without ingesting again). ``warm_views``: load every user's
     graph view before the queries are timed (steady state; without it a user's first search
-    in the process also loads that user's view from the vault)."""
+    in the process also loads that user's view from the vault). ``graph_max_memories``: the
+    views' bound (``MemOSConfig.graph_max_memories``; None: the default)."""
     from memos_core import MemOS, MemOSConfig
     from memos_core.config import RetrievalConfig
     from memos_core.embedding import QueryCache
@@ -230,8 +232,9 @@ def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
     with contextlib.ExitStack() as stack:
         tmp = store or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         data = Path(tmp) / "d"
+        bound = {} if graph_max_memories is None else {"graph_max_memories": graph_max_memories}
         mos = MemOS(data, config=MemOSConfig(show_progress=True,
-                                             retrieval=RetrievalConfig(query_cache=0)),
+                                             retrieval=RetrievalConfig(query_cache=0), **bound),
                     embedder=pooled or real)
         rss_before = rss_mb()  # model (and pool) loaded, store empty
         optimize = time_optimize(mos)
@@ -376,6 +379,8 @@ def main() -> None:
                         "and time the queries only (ingest figures are then NaN)")
     p.add_argument("--warm-views", action="store_true",
                    help="load every user's graph view before timing the queries")
+    p.add_argument("--graph-max-memories", type=int, default=None,
+                   help="the graph views' bound (default: MemOSConfig's)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -383,7 +388,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     r = run(args.n, args.users, args.queries, args.seed, args.vectors, args.pool_size,
             args.pool_sigma, args.backend, tuple(args.query_backends.split(",")),
-            args.store, args.warm_views)
+            args.store, args.warm_views, args.graph_max_memories)
     print_table(r)
     if args.out:
         args.out.write_text(json.dumps(r, indent=2))

@@ -245,15 +245,8 @@ class PgVectorIndex:
         empties it, and about one statement in a hundred folds the rows into one; N is their
         sum, exact and transactional like the points. Made (and filled with the current count)
         on the first open of an index that lacks it; the caller holds the schema lock."""
-        if conn.execute("SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = %s",
-                        (f"{self.collection}_points", f"{self.collection}_n_ins")).fetchone():
-            return
         c, p = self._counts, self._points
         fn = sql.Identifier(f"{self.collection}_count_sparse")
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {c}").format(c=c))  # of a dropped points table
-        conn.execute(sql.SQL("CREATE TABLE {c} (delta bigint NOT NULL)").format(c=c))
-        conn.execute(sql.SQL("INSERT INTO {c} SELECT count(*) FROM {p} WHERE has_sparse").format(
-            c=c, p=p))
         body = sql.SQL(
             "BEGIN "
             "IF TG_OP = 'TRUNCATE' THEN DELETE FROM {c}; RETURN NULL; END IF; "
@@ -265,12 +258,22 @@ class PgVectorIndex:
             "INSERT INTO {c} SELECT -count(*) FROM old_rows WHERE has_sparse; "
             "ELSE INSERT INTO {c} SELECT (SELECT count(*) FROM new_rows WHERE has_sparse) "
             "- (SELECT count(*) FROM old_rows WHERE has_sparse); END IF; "
-            "IF random() < 0.01 THEN "
+            # one folder at a time (a try-lock: two folds deleting the same rows in different
+            # orders could deadlock; a writer that does not get the lock skips folding)
+            "IF random() < 0.01 THEN IF pg_try_advisory_xact_lock(hashtext({key})) THEN "
             "WITH gone AS (DELETE FROM {c} RETURNING delta) "
-            "INSERT INTO {c} SELECT COALESCE(sum(delta), 0) FROM gone; END IF; "
-            "RETURN NULL; END").format(c=c)
+            "INSERT INTO {c} SELECT COALESCE(sum(delta), 0) FROM gone; END IF; END IF; "
+            "RETURN NULL; END").format(c=c, key=sql.Literal(f"memos-index-fold:{self.collection}"))
+        # the function is replaced on every open (an older body is updated in place)
         conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS {b}").format(
             fn=fn, b=sql.Literal(body.as_string(conn))))
+        if conn.execute("SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) AND tgname = %s",
+                        (f"{self.collection}_points", f"{self.collection}_n_ins")).fetchone():
+            return
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {c}").format(c=c))  # of a dropped points table
+        conn.execute(sql.SQL("CREATE TABLE {c} (delta bigint NOT NULL)").format(c=c))
+        conn.execute(sql.SQL("INSERT INTO {c} SELECT count(*) FROM {p} WHERE has_sparse").format(
+            c=c, p=p))
         for name, event, tables in (
                 ("ins", "INSERT", "REFERENCING NEW TABLE AS new_rows"),
                 ("upd", "UPDATE", "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),

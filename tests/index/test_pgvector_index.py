@@ -297,3 +297,28 @@ def test_an_index_without_the_counts_table_gets_it_on_open(pg_url):
         assert _n(pg_url) == (6, 6)
     finally:
         again.close()
+
+
+def test_counts_rows_are_folded_while_two_writers_add(pg_url):
+    # each writing statement appends a row; about 1 in 100 folds them (one folder at a time)
+    indexes = [PgVectorIndex(pg_url, DIM) for _ in range(2)]
+
+    def add(idx: PgVectorIndex, offset: int) -> None:
+        for i in range(300):
+            idx.upsert([IndexPoint(str(uuid.UUID(int=offset + i + 1)), unit(i % DIM),
+                                   ENC.encode_document(f"walk {i}"), {"user_id": "u", "version": 1})])
+
+    try:
+        threads = [threading.Thread(target=add, args=(idx, k * 1000)) for k, idx in enumerate(indexes)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            rows = conn.execute("SELECT count(*) FROM memos_counts").fetchone()[0]
+        # 600 upserts fire ~1200 statement triggers: P(no fold at all) ~ 0.99^1200 ~ 6e-6
+        assert rows < 600
+        assert _n(pg_url) == (600, 600)
+    finally:
+        for idx in indexes:
+            idx.close()

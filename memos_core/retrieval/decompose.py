@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from memos_core.retrieval.candidate import Candidate
-from memos_core.retrieval.rerank import named_speaker, speaker_of
+from memos_core.retrieval.rerank import named_turns
 
 __all__ = ["interleave", "lift_speaker", "sub_queries"]
 
@@ -111,10 +111,7 @@ def lift_speaker(query: str, cands: Sequence[Candidate], texts: Mapping[str, str
     """``cands`` re-sorted (best first) after the turns of the one speaker ``query`` names
     had their score multiplied by ``1 + weight`` (in place): the speaker lift of the second
     stage, for one sub-query's list."""
-    speaker = {c.id: speaker_of(texts[c.id]) for c in cands if c.id in texts}
-    named = named_speaker(query, {s for s in speaker.values() if s})
-    if named is not None and weight > 0:
-        for c in cands:
-            if speaker.get(c.id) == named:
-                c.score *= 1 + weight
+    if weight > 0:
+        for c in named_turns(query, cands, texts):
+            c.score *= 1 + weight
     return sorted(cands, key=lambda c: (-c.score, c.id))

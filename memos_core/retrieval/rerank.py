@@ -30,7 +30,7 @@ from typing import Protocol, runtime_checkable
 from memos_core.retrieval.candidate import Candidate
 
 __all__ = ["Reranker", "asks_when", "cap_sessions", "has_time_expression", "is_question",
-           "rerank", "speaker_of", "named_speaker"]
+           "rerank", "speaker_of", "named_speaker", "named_turns"]
 
 # "[1:56 pm on 8 May, 2023] Caroline: ..." or "Caroline: ..." or "user: ..."
 _PREFIX = re.compile(r"^\s*(?:\[[^\]]{0,80}\]\s*)?(?:[\w .'-]{1,40}:\s+)?")
@@ -149,6 +149,16 @@ def named_speaker(query: str, speakers: set[str]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def named_turns(query: str, cands: Sequence[Candidate],
+                texts: Mapping[str, str]) -> list[Candidate]:
+    """The candidates (in their order) that are turns of the one speaker ``query`` names
+    (:func:`named_speaker` over the speakers of the candidates' ``texts``); none when it
+    names none or several."""
+    speaker = {c.id: speaker_of(texts[c.id]) for c in cands if c.id in texts}
+    named = named_speaker(query, {s for s in speaker.values() if s})
+    return [] if named is None else [c for c in cands if speaker.get(c.id) == named]
+
+
 def rerank(
     query: str,
     cands: Sequence[Candidate],
@@ -174,13 +184,9 @@ def rerank(
     keep their rank (:func:`cap_sessions`); 0 is off."""
     cands = list(cands)
     if speaker_weight > 0:
-        speaker = {c.id: speaker_of(texts[c.id]) for c in cands if c.id in texts}
-        named = named_speaker(query, {s for s in speaker.values() if s})
-        if named is not None:
-            for c in cands:
-                if speaker.get(c.id) == named:
-                    c.score *= 1 + speaker_weight
-                    c.scores["speaker"] = 1.0
+        for c in named_turns(query, cands, texts):
+            c.score *= 1 + speaker_weight
+            c.scores["speaker"] = 1.0
     if when_weight > 0 and asks_when(query):
         for c in cands:
             text = texts.get(c.id)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from memos_core.retrieval.candidate import Candidate
-from memos_core.retrieval.rerank import _PREFIX, named_speaker, speaker_of
+from memos_core.retrieval.rerank import _PREFIX, named_turns
 
 __all__ = ["body_of", "first_person", "own_voice"]
 
@@ -49,15 +49,11 @@ def own_voice(query: str, cands: Sequence[Candidate], texts: Mapping[str, str],
               weight: float) -> None:
     """Multiply by ``1 + weight``, in place, the score of every candidate that is a
     first-person turn of the one speaker ``query`` names (:func:`~memos_core.retrieval.
-    rerank.named_speaker` over the candidates' speakers); nothing when ``weight`` <= 0 or
+    rerank.named_turns`); nothing when ``weight`` <= 0 or
     the query names no speaker or several."""
     if weight <= 0:
         return
-    speaker = {c.id: speaker_of(texts[c.id]) for c in cands if c.id in texts}
-    named = named_speaker(query, {s for s in speaker.values() if s})
-    if named is None:
-        return
-    for c in cands:
-        if speaker.get(c.id) == named and first_person(texts[c.id]):
+    for c in named_turns(query, cands, texts):
+        if first_person(texts[c.id]):
             c.score *= 1 + weight
             c.scores["own_voice"] = 1.0

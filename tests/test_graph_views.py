@@ -328,3 +328,44 @@ def test_search_loads_the_users_view_and_writes_follow_it(make_mos):
     assert view.session_turns("alice", "s1") == [a.id] and b.id not in graph
     assert mos.reindex()["indexed"] == 2 and not graph.loaded(["alice"])  # rebuilt: reloads
     assert a.id in graph.view(["alice"])
+
+
+def test_a_packed_row_holds_every_field_in_order_with_lists_frozen() -> None:
+    from memos_core.graph.memory_graph import _FIELDS
+
+    row = {"id": "m", "seq": 3, "user_id": "alice", "agent_id": "bot", "session_id": "s1",
+           "type": "fact", "tags": ["a", "b"], "state": "generated", "occurred_at": 12.5,
+           "superseded": False, "version": 2, "readers": ["bob"], "entities": ["X"]}
+    packed = MemoryGraph._pack(row, 9)
+    expected = tuple(9 if f == "seq" else tuple(row[f]) if isinstance(row[f], list) else row[f]
+                     for f in _FIELDS)
+    assert packed == expected
+    assert MemoryGraph._pack({"id": "m", "tags": [], "readers": []}, 1) == \
+        (1, None, None, None, None, (), None, None, None, None, ())
+
+
+def test_a_view_loads_with_the_collector_paused_and_restored(tmp_path, monkeypatch) -> None:
+    import gc
+
+    vault = SQLiteVault(tmp_path / "v.db")
+    vault.insert([MemCube(namespace=Namespace(user_id="alice"), text="hi", entities=("X",))],
+                 Actor("alice"))
+    seen: list[bool] = []
+    read = vault.graph_view_rows
+
+    def watched(*args: Any) -> list[dict[str, Any]]:
+        seen.append(gc.isenabled())
+        return read(*args)
+
+    monkeypatch.setattr(vault, "graph_view_rows", watched)
+    assert gc.isenabled()
+    views = GraphViews(vault, lock=threading.RLock(), states=INDEXED_STATES, max_memories=100)
+    assert len(views.view(("alice",))) == 1
+    assert seen == [False] and gc.isenabled()
+    gc.disable()  # a caller that turned it off keeps it off
+    try:
+        views.view(("bob",))
+        assert seen == [False, False] and not gc.isenabled()
+    finally:
+        gc.enable()
+    vault.close()

@@ -35,7 +35,6 @@ from memos_core.index.filters import FilterPlan, plan_filter, plan_matches
 _FIELDS = ("seq", "user_id", "agent_id", "session_id", "type", "tags", "state",
            "occurred_at", "superseded", "version", "readers")
 _SEQ, _USER, _SESSION, _WHEN, _READERS = 0, 1, 3, 7, 10
-_INTERNED = {"user_id", "agent_id", "session_id", "type", "state"}
 _EXPLICIT = ("supersedes", "derived_from")
 _VERDICT_FILTERS = 8  # filters whose verdicts a graph keeps (see MemoryGraph._verdicts)
 _VERDICT_MEMORIES = 200_000  # verdicts kept per filter, at most (then they start again)
@@ -55,7 +54,11 @@ def _intern(value: Any) -> Any:
 
 
 def _freeze(value: Any) -> Any:
-    return tuple(_intern(v) for v in value) if isinstance(value, (list, tuple)) else value
+    if not isinstance(value, (list, tuple)):
+        return value
+    if not value:
+        return ()
+    return tuple([sys.intern(v) if type(v) is str else v for v in value])
 
 
 class MemoryGraph:
@@ -167,8 +170,13 @@ class MemoryGraph:
 
     @staticmethod
     def _pack(row: dict[str, Any], seq: int) -> tuple[Any, ...]:
-        return tuple(seq if f == "seq" else _intern(row.get(f)) if f in _INTERNED
-                     else _freeze(row.get(f)) for f in _FIELDS)
+        """``row`` as a tuple in :data:`_FIELDS` order: strings of few values interned, lists
+        frozen into tuples (a view loads one per memory, so this is spelled out)."""
+        get = row.get
+        return (seq, _intern(get("user_id")), _intern(get("agent_id")),
+                _intern(get("session_id")), _intern(get("type")), _freeze(get("tags")),
+                _intern(get("state")), _freeze(get("occurred_at")),
+                _freeze(get("superseded")), _freeze(get("version")), _freeze(get("readers")))
 
     def _drop_mentions(self, n: int) -> None:
         for e in self._ents[n]:

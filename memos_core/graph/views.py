@@ -33,9 +33,11 @@ after its commit) either is already in what a load read or is applied to the loa
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from memos_core.graph.memory_graph import MemoryGraph
@@ -45,6 +47,23 @@ from memos_core.index.base import IndexFilter
 ViewKey = tuple[str, ...] | None
 _DEGREE_CACHE_MAX = 200_000  # entity degrees cached per process (cleared when full)
 _PREFETCH_ENTITIES = 2_000  # a loaded view naming at most this many reads their degrees at once
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a view is built, if it was on. A load makes
+    a few objects per memory, none of them garbage, and each full collection it would trigger
+    walks every object of the process (a model's, the other views'), so at scale it cost more
+    than the load itself (``benchmarks/view_load.py``). Reference counting still frees what
+    dies meanwhile; the collector is restored (not re-enabled if a caller had turned it off)."""
+    was_on = gc.isenabled()
+    if was_on:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 class GraphSource(Protocol):
@@ -195,7 +214,8 @@ class GraphViews:
             if found is not None:
                 self._views.move_to_end(key)
                 return found
-            loaded = self._load(key)
+            with _collector_paused():
+                loaded = self._load(key)
             self._prefetch_degrees(loaded)
             self._views[key] = loaded
             self._sizes[key] = max(1, len(loaded))

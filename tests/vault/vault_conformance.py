@@ -324,6 +324,14 @@ class VaultConformance:
         assert vault.entity_degrees(["Paris", "paris"], states, 10) == {"Paris": 3, "paris": 0}
         assert vault.entity_degrees([], states, 10) == {}
 
+    def test_entity_degrees_of_many_and_unusual_names(self, vault: Vault) -> None:
+        states = ("generated", "activated", "archived")
+        odd = ["Zoë", 'the "Blue" Café', "O'Brien", "名前", "a,b", "%_"]
+        vault.insert([cube(f"o{i}", entities=(name,)) for i, name in enumerate(odd)], ALICE)
+        many = [f"name {i}" for i in range(1500)]  # more than one statement's parameters
+        got = vault.entity_degrees([*odd, *many, "Zoë"], states, 10)
+        assert got == {**{name: 1 for name in odd}, **{name: 0 for name in many}}
+
     def test_user_stats_count_only_the_users_own(self, vault: Vault) -> None:
         a1, a2, b1 = cube("a1"), cube("a2"), cube("b1", user="bob")
         vault.insert([a1, a2], ALICE)

@@ -306,7 +306,8 @@ class PgVectorIndex:
             "%s::text[], %s::text[], %s::jsonb[], %s::text[], %s::float8[], %s::boolean[], "
             "%s::bigint[], %s::jsonb[]) WITH ORDINALITY AS u(id, dense, has_sparse, sparse, user_id, "
             "agent_id, session_id, type, tags, state, occurred_at, superseded, version, "
-            "readers, n) ORDER BY u.n ON CONFLICT (id) DO UPDATE SET {updates}"
+            "readers, n) ORDER BY u.n ON CONFLICT (id) DO UPDATE SET {updates} "
+            "WHERE {p}.version <= EXCLUDED.version RETURNING id::text"
         ).format(p=self._points, cols=columns, updates=updates)
         insert_terms = sql.SQL(
             "INSERT INTO {t} (term, id, weight) SELECT * FROM unnest(%s::bigint[], %s::uuid[], "
@@ -321,13 +322,17 @@ class PgVectorIndex:
                 cols: dict[str, list[Any]] = {c: [r[3][c] for r in rows] for c in _COLUMNS}
                 # The upsert locks each point row first (in id order), so a concurrent writer
                 # of the same id waits here and then sees these postings when it deletes them.
-                conn.execute(insert_points, (
+                # A point the index holds at a newer version than this one is left as it is
+                # (two processes' index updates of one memory can arrive in either order):
+                # only the points written get their postings replaced.
+                written = {r[0] for r in conn.execute(insert_points, (
                     ids, [_vector_text(r[1]) for r in rows], [bool(r[2].indices) for r in rows],
                     [sparsevec_text(r[2].indices, r[2].values) for r in rows],
                     cols["user_id"], cols["agent_id"], cols["session_id"], cols["type"],
                     [Jsonb(v) for v in cols["tags"]], cols["state"], cols["occurred_at"],
-                    cols["superseded"], cols["version"], [Jsonb(v) for v in cols["readers"]]))
-                conn.execute(delete_terms, (ids,))
+                    cols["superseded"], cols["version"], [Jsonb(v) for v in cols["readers"]]))}
+                rows = [r for r in rows if r[0] in written]
+                conn.execute(delete_terms, ([r[0] for r in rows],))
                 terms: list[int] = []
                 term_ids: list[Any] = []
                 weights: list[float] = []

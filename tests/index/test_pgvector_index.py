@@ -322,3 +322,28 @@ def test_counts_rows_are_folded_while_two_writers_add(pg_url):
     finally:
         for idx in indexes:
             idx.close()
+
+
+def test_an_older_version_does_not_replace_a_newer_one(pg_url):
+    """Two processes' index updates of one memory can arrive out of order: the point keeps
+    the newer version, its vector and its postings; an equal version still replaces it."""
+    idx, other = PgVectorIndex(pg_url, DIM), PgVectorIndex(pg_url, DIM)
+    pid, fresh = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        idx.upsert([IndexPoint(pid, unit(3), ENC.encode_document("violin lessons on tuesday"),
+                               {"user_id": "u", "version": 3})])
+        other.upsert([IndexPoint(pid, unit(2), ENC.encode_document("pottery class on monday"),
+                                 {"user_id": "u", "version": 2}),
+                      IndexPoint(fresh, unit(5), ENC.encode_document("pottery kiln"),
+                                 {"user_id": "u", "version": 1})])  # same batch, still written
+        assert idx.versions() == {pid: 3, fresh: 1}
+        assert [h.id for h in idx.search_sparse(ENC.encode_query("violin"), IndexFilter(), 5)] == [pid]
+        assert [h.id for h in idx.search_sparse(ENC.encode_query("pottery"), IndexFilter(), 5)] == [fresh]
+        assert idx.search_dense(unit(3), IndexFilter(), 1)[0].id == pid
+        idx.upsert([IndexPoint(pid, unit(4), ENC.encode_document("violin recital"),
+                               {"user_id": "u", "version": 3})])  # a reindex at the same version
+        assert [h.id for h in idx.search_sparse(ENC.encode_query("recital"), IndexFilter(), 5)] == [pid]
+        assert [h.id for h in idx.search_sparse(ENC.encode_query("tuesday"), IndexFilter(), 5)] == []
+    finally:
+        idx.close()
+        other.close()

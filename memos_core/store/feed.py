@@ -13,7 +13,10 @@ it has not seen -- made by other processes -- are applied to what this process d
   vault commit and its index write (SIGKILL, power loss): a memory another process committed is
   therefore checked in a shared index ``repair_after_s`` later (pgvector or Qdrant: one
   request per batch) and indexed again from the vault if the index does not hold its current
-  version (a check that fails is kept and runs at the next sync);
+  version (a check that fails is kept and runs at the next sync). A memory forgotten or
+  expired elsewhere leaves a shared index as soon as the change is applied: a process whose
+  index write of an older version landed after the forgetting process's delete removes the
+  point it put back when it applies the forget (after its own write, under its write lock);
 * the **model tiers** through the store's change listeners (KV blocks and adapters built from
   an old version or a forgotten memory are dropped) and, for a forgotten memory, the
   derived-form purgers (KV files, adapters in the local cache directory).
@@ -267,7 +270,16 @@ class ChangeFollower:
                                        exc_info=True)
         if not self.shared_index:
             store.index_cubes(cubes)
-        elif hasattr(store.index, "versions_of"):
+        else:
+            # A forgotten (or expired) memory leaves the shared index as soon as this process
+            # sees it, not at its check: a process that committed an older version before
+            # the forget can write its index point after the forgetting process deleted it.
+            # That process applies the forget after its own write (both hold its write
+            # lock), so whatever it put back goes here.
+            gone = [cube.id for cube in cubes if cube.state.value not in INDEXED_STATES]
+            if gone:
+                store.index.delete(gone)
+        if self.shared_index and hasattr(store.index, "versions_of"):
             seen = time.monotonic()
             with self._own_lock:
                 for cube in cubes:

@@ -15,7 +15,7 @@ from qdrant_client import QdrantClient
 
 from memos_core import MemOS
 from memos_core.errors import ServerUnavailableError
-from memos_core.index.base import IndexPoint, SparseVec
+from memos_core.index.base import IndexFilter, IndexPoint, SparseVec
 from memos_core.index.client import QdrantClientIndex
 
 
@@ -132,10 +132,35 @@ def test_a_shared_qdrant_index_is_repaired_from_the_feed(open_mos, qdrant_local)
     writer.forget(kept.id, user_id="alice")  # its point stays: the writer "died" again
     assert shared.versions_of([kayak.id, kept.id]) == {kept.id: kept.version}
 
-    other.catch_up()  # sees both changes
-    other.catch_up()  # both checks are due: index the add, drop the forgotten point
-    assert other.store.follower.repaired == 2
+    other.catch_up()  # sees both changes: the forgotten point leaves the index at once
+    assert shared.versions_of([kayak.id, kept.id]) == {}
+    other.catch_up()  # the add's check is due: indexed again
+    assert other.store.follower.repaired == 1
     assert shared.versions_of([kayak.id, kept.id]) == {kayak.id: kayak.version}
     assert [h.id for h in other.search("where is the kayak?", user_id="alice", k=1)] == [kayak.id]
     other.catch_up()
-    assert other.store.follower.repaired == 2  # an agreeing point is not indexed again
+    assert other.store.follower.repaired == 1  # an agreeing point is not indexed again
+
+
+def test_a_point_put_back_after_a_forget_leaves_at_the_writers_next_catch_up(open_mos):
+    """Process A commits an update, then process B forgets the memory (its tombstone and its
+    index delete) before A's index write lands: A's late write puts the older version's point
+    back. A applies B's forget after its own write and deletes the point then, without waiting
+    for the repair check."""
+    writer, forgetter = open_mos(index_repair_after_s=3600, listen=False), open_mos(listen=False)
+    kayak = writer.add("The kayak is in the boathouse by the lake.", user_id="alice")
+    held: list = []
+    index_cubes = writer.store.index_cubes
+    writer.store.index_cubes = held.extend  # the update commits; its index write waits
+    writer.update(kayak.id, "The kayak is in the garage now.", user_id="alice")
+    writer.store.index_cubes = index_cubes
+    forgetter.catch_up()
+    forgetter.forget(kayak.id, user_id="alice")
+    assert writer.store.index.versions_of([kayak.id]) == {}
+    index_cubes(held)  # the late index write of the update
+    assert writer.store.index.versions_of([kayak.id]) == {kayak.id: kayak.version + 1}
+    writer.catch_up()
+    assert writer.store.index.versions_of([kayak.id]) == {}
+    index, bm25 = writer.store.index, writer.store.bm25
+    assert index.search_sparse(bm25.encode_query("kayak garage"), IndexFilter(), 5) == []
+    assert writer.search("where is the kayak?", user_id="alice") == []

@@ -79,6 +79,23 @@ def test_dense_query_leaves_out_the_speaker_every_memory_names(make_mos):
     assert margin(on) > margin(off) + 0.05
 
 
+def test_common_names_are_counted_in_the_principals_own_view(make_mos):
+    """Other users' memories do not decide which names leave a user's dense query, and a
+    user with many memories gets the focus too (no degree cap on the count)."""
+    mos = make_mos("views", retrieval=RetrievalConfig(dense_common_share=0.3))
+    mos.add_many([{"text": f"Pico went to Paris, day {i}."} for i in range(40)], user_id="other")
+    mos.add_many(_conversation(), user_id="u")
+    flt = build_filter(("u",), states=SEARCHABLE_STATES)
+    # 40 of the store's memories name Pico, one of u's 7: kept; Ana: 7 of 7, dropped
+    assert mos.retriever.dense_text("Did Ana take Pico to Paris?", flt) == "Did take Pico to Paris?"
+    many = [{"text": f"Zed: note {i} about the harbour.", "session_id": f"s{i // 50}"}
+            for i in range(700)]  # Zed names 700 memories: over the degree cap of 200
+    mos.add_many(many, user_id="big")
+    big = build_filter(("big",), states=SEARCHABLE_STATES)
+    assert mos.retriever.dense_text("What did Zed say about the harbour?", big) == \
+        "What did say about the harbour?"
+
+
 # -- own voice --------------------------------------------------------------------------------
 
 

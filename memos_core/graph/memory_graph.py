@@ -231,6 +231,11 @@ class MemoryGraph:
     def entity_degree(self, entity: str) -> int:
         """How many memories name ``entity`` (a view: in the whole store, see
         :class:`memos_core.graph.views.GraphView`)."""
+        return self.held_degree(entity)
+
+    def held_degree(self, entity: str) -> int:
+        """How many of the memories this graph holds name ``entity`` (a view: of the
+        principal's view, whatever other users' memories name; exact, no vault read)."""
         e = self._entity_num.get(entity)
         return 0 if e is None else len(self._members[e])
 

@@ -12,7 +12,8 @@ multi-hop from 0.476 to 0.502 (docs/benchmarks.md, issue 16 fourth pass).
 
 Which names are "common" is read from the store, not from a list: an entity the query names
 (:class:`~memos_core.extraction.EntityExtractor`) that at least ``share`` of the memories the
-query can see name (the graph's entity degree over the size of the principal's view).
+query can see name (how many memories of the principal's graph view name it, over the
+view's size: other users' memories do not count, and no degree cap applies).
 Numbers and dates are kept: "4 years ago" or "on 8 May, 2023" are what the question is about,
 and a session date lives in the prefix of the turns that answer it.
 

@@ -247,7 +247,9 @@ class HybridRetriever:
             entities = self.extractor.extract(query)
         with self.graph_lock:
             graph = self.graph.for_filter(flt)
-            common = common_entities(entities, graph.entity_degree, len(graph), share)
+            # the names the principal's own view carries, counted in that view: other
+            # users' memories do not change which names leave this user's query
+            common = common_entities(entities, graph.held_degree, len(graph), share)
         return without_terms(query, common)
 
     def _expand(self, query: str, cands: dict[str, Candidate], flt: IndexFilter, *,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import math
 import sys
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,10 +325,13 @@ class MemoryGraph:
         check = self._checker(plan, flt)
         score: dict[int, float] = {}
         why: dict[int, list[str]] = {}  # insertion order: the order memories were first reached
-        query_entities = list(dict.fromkeys(query_entities))
+        # the query's entities this graph holds (only their degrees are read: one that no
+        # memory here names credits nothing, so a view asks the vault nothing about it)
+        held = [(name, e) for name in dict.fromkeys(query_entities)
+                if (e := self._entity_num.get(name)) is not None and members_of[e]]
         self._prefetch([*(self._entity_names[e] for seed, _ in seeds
                           if (n := self._num.get(seed)) is not None for e in self._ents[n]),
-                        *query_entities])
+                        *(name for name, _ in held)])
 
         def credit(reached: Iterable[int], skip: int, amount: float, reason: str) -> None:
             # a memory's score is its best path (max); reasons in first-credit order, unique
@@ -366,12 +369,10 @@ class MemoryGraph:
             for m, kind in self._relations.get(n, {}).items():
                 if kind in _EXPLICIT:
                     credit((m,), -1, weight, kind)
-        for entity in query_entities:
-            e_num = self._entity_num.get(entity)
-            mentioned: Collection[int] = members_of[e_num] if e_num is not None else ()
-            degree = self.entity_degree(entity)
-            if mentioned and 0 < degree <= max_degree:
-                credit(mentioned, -1, entity_seed_weight / math.log2(1 + degree),
+        for entity, e_num in held:
+            degree = self._degree(e_num)
+            if 0 < degree <= max_degree:
+                credit(members_of[e_num], -1, entity_seed_weight / math.log2(1 + degree),
                        "mentions " + entity)
         return {ids[m]: (score[m], reasons) for m, reasons in why.items()}
 

@@ -34,9 +34,11 @@ from _machine import machine_info, markdown_machine, time_calls  # noqa: E402
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (5, 10, 20)
-#: stages of issue 16's fourth pass timed in-process per system: (object name, attribute, label)
+#: stages of issue 16's fourth and fifth passes timed in-process per system: (object name,
+#: attribute, label)
 STAGES = (("retriever", "dense_text", "dense query text"), ("memos", "own_voice", "own voice"),
-          ("memos", "mmr", "mmr"), ("retriever", "_retrieve", "retrieve (per query)"))
+          ("memos", "mmr", "mmr"), ("retriever", "_list_speaker", "list speaker"),
+          ("retriever", "_retrieve", "retrieve (per query)"))
 
 
 def parse_session_date(text: str) -> datetime | None:

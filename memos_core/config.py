@@ -110,6 +110,21 @@ class RetrievalConfig(BaseModel):
         "see them (0: off). LoCoMo dev: recall@10 +1.2 points, multi-hop +2.3 "
         "(docs/benchmarks.md, issue 16 fourth pass).",
     )
+    dense_dated_names: bool = Field(
+        default=True,
+        description="A query naming a calendar date ('in June', 'on 24 October, 2023', 'in "
+        "2022') keeps its common names in the dense query (`dense_common_share` does not "
+        "apply to it). LoCoMo dev: temporal recall@5 0.796 -> 0.815, recall@10 +0.4 point "
+        "(docs/benchmarks.md, issue 16 fifth pass).",
+    )
+    list_speaker_weight: float = Field(
+        default=0.5, ge=0,
+        description="For a question asking for several things ('What books has Ana read?', "
+        "'How many ...'), the dense hits that are turns of the one speaker it names are fused "
+        "once more as a signal of this weight (0: off; memos_core.retrieval.listing). LoCoMo "
+        "dev: multi-hop recall@10 +1.6 points, all@10 +2.3 (docs/benchmarks.md, issue 16 "
+        "fifth pass).",
+    )
     own_voice_weight: float = Field(
         default=0.2, ge=0,
         description="When the query names one speaker, that speaker's first-person turns get "

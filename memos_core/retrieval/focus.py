@@ -17,6 +17,15 @@ view's size: other users' memories do not count, and no degree cap applies).
 Numbers and dates are kept: "4 years ago" or "on 8 May, 2023" are what the question is about,
 and a session date lives in the prefix of the turns that answer it.
 
+**Dated queries keep their names** (``dense_dated_names``): a query that names a calendar date
+("in June", "in April 2022", "on October 24, 2023"; :func:`names_calendar_date`) asks about a
+particular day or month of the conversation, and the turns that answer it carry that date and
+the speaker together ("[24 October, 2023] Audrey: ..."); for them the name and the date are one
+anchor, and without the name MiniLM drifts to same-topic turns of other dates. Such queries are
+embedded whole. On the LoCoMo dev set this brought back most of the temporal recall@5 the focus
+had cost (0.796 -> 0.815; 0.821 without the focus) and raised recall@10 by 0.4 point
+(docs/benchmarks.md, issue 16 fifth pass).
+
 Pure functions; :class:`~memos_core.retrieval.hybrid.HybridRetriever` does the graph reads.
 """
 
@@ -25,10 +34,31 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-__all__ = ["common_entities", "without_terms"]
+__all__ = ["common_entities", "names_calendar_date", "without_terms"]
 
 _SPACES = re.compile(r"\s+")
 _WORD = re.compile(r"\w")
+# a month by name ("may" only next to a day, a year or "in/on/of/since/until/by/early/late/
+# mid": otherwise it is the verb), a short month before a day or year, or a year 1900-2099
+_MONTHS = r"january|february|march|april|june|july|august|september|october|november|december"
+_CALENDAR = re.compile(
+    rf"\b(?:{_MONTHS})\b"
+    r"|\b(?:in|on|of|since|until|by|early|late|mid)[ -]may\b|\bmay,? \d|\d(?:st|nd|rd|th)? may\b"
+    r"|\b(?:jan|feb|mar|apr|jun|jul|aug|sept?|oct|nov|dec)\.? \d"
+    r"|\b(?:19|20)\d\d\b", re.IGNORECASE)
+
+
+def names_calendar_date(query: str) -> bool:
+    """True if ``query`` names a calendar date: a month ("in June", "May 2023", "8 May"; "may"
+    alone is the verb), a short month before a number ("Oct 24") or a year ("in 2022").
+    Relative times ("last week") do not count: they name no date a turn carries.
+
+    >>> names_calendar_date("What did Ana eat on October 24, 2023?")
+    True
+    >>> names_calendar_date("May I ask what Ana read last week?")
+    False
+    """
+    return _CALENDAR.search(query) is not None
 
 
 def common_entities(entities: Sequence[str], degree: Callable[[str], int], visible: int,

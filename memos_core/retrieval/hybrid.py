@@ -11,7 +11,8 @@ Optional stages between fusion and graph expansion (pseudo-relevance feedback fo
 session boost, query time ranges; all off by default) are in
 :mod:`memos_core.retrieval.expansion`; the entity second hop (on by default: a third BM25
 signal, ``hop``) and two-stage session retrieval (off) are in
-:mod:`memos_core.retrieval.multistage`; the second stage over the candidates' texts (question
+:mod:`memos_core.retrieval.multistage`; list questions fuse the named speaker's dense hits once
+more (:mod:`memos_core.retrieval.listing`); the second stage over the candidates' texts (question
 demotion, speaker lift, optional reranker) is :mod:`memos_core.retrieval.rerank`, run by
 ``MemOS.search`` once it has read the texts. The dense query leaves out the names most visible
 memories carry (:mod:`memos_core.retrieval.focus`, on by default); conjunctive queries can be
@@ -41,7 +42,8 @@ from memos_core.index.base import IndexFilter, ScoredId, VectorIndex, search_hyb
 from memos_core.retrieval.candidate import Candidate
 from memos_core.retrieval.decompose import interleave, lift_speaker, sub_queries
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
-from memos_core.retrieval.focus import common_entities, without_terms
+from memos_core.retrieval.focus import common_entities, names_calendar_date, without_terms
+from memos_core.retrieval.listing import asks_for_several, speaker_hits
 from memos_core.retrieval.multistage import entity_hop, hop_entities, session_stage
 
 if TYPE_CHECKING:
@@ -209,6 +211,9 @@ class HybridRetriever:
                 signals["hop"] = hop
                 weights["hop"] = cfg.hop_weight
                 fuse_added(cands, signals, weights, cfg.rrf_k, cfg.fusion, "hop")
+        if cfg.list_speaker_weight > 0 and self.texts is not None and signals.get("dense") \
+                and asks_for_several(query):
+            self._list_speaker(query, cands, signals, weights, self.texts)
         if cfg.session_stage_weight > 0 and cands:
             with self.graph_lock:
                 graph = self.graph.for_filter(flt)
@@ -234,14 +239,29 @@ class HybridRetriever:
             self._expand(query, cands, flt, entities=entities, keep=k)
         return _top(cands.values(), k)
 
+    def _list_speaker(self, query: str, cands: dict[str, Candidate],
+                      signals: dict[str, list[ScoredId]], weights: dict[str, float],
+                      read: Callable[[Sequence[str]], Mapping[str, str]]) -> None:
+        """The dense hits that are turns of the speaker a list question names join the
+        fusion as the signal ``speaker_dense`` (:mod:`memos_core.retrieval.listing`);
+        ``read``: ids -> texts."""
+        dense = signals["dense"]
+        own = speaker_hits(query, dense, read([h.id for h in dense]))
+        if own:
+            signals["speaker_dense"] = own
+            weights["speaker_dense"] = self.config.list_speaker_weight
+            fuse_added(cands, signals, weights, self.config.rrf_k, self.config.fusion,
+                       "speaker_dense")
+
     def dense_text(self, query: str, flt: IndexFilter,
                    entities: Sequence[str] | None = None) -> str:
         """The text embedded for the dense signal: ``query`` without the entities that at
         least ``dense_common_share`` of the visible memories name (the speakers of a
-        conversation; :mod:`memos_core.retrieval.focus`); ``query`` itself when that is 0.
+        conversation; :mod:`memos_core.retrieval.focus`); ``query`` itself when that is 0, or
+        when it names a calendar date and ``dense_dated_names`` is on.
         ``entities``: the query's, if already extracted."""
         share = self.config.dense_common_share
-        if share <= 0:
+        if share <= 0 or (self.config.dense_dated_names and names_calendar_date(query)):
             return query
         if entities is None:
             entities = self.extractor.extract(query)

@@ -37,14 +37,17 @@ from __future__ import annotations
 
 import contextlib
 import re
+import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from threading import Lock
 from typing import Any, Literal
 
+import numpy as np
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
+from psycopg.adapt import Dumper
 from psycopg_pool import ConnectionPool
 
 from memos_core.index.base import IndexFilter, IndexPoint, ScoredId, SparseVec
@@ -74,6 +77,31 @@ _LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
 def _vector_text(values: Sequence[float]) -> str:
     """pgvector's text form of a vector (no client-side adapter needed)."""
     return "[" + ",".join(repr(float(v)) for v in values) + "]"
+
+
+class _DenseParam:
+    """A query vector as a statement parameter in pgvector's binary form (``vector_recv``:
+    two big-endian int16, the length and 0, then the float4 values). The values are the
+    float4 nearest each float, as the server's parse of :func:`_vector_text` gives for the
+    float4 values an embedder returns; the text form costs a ``repr`` per value here and a
+    parse per value on the server."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, values: Sequence[float]) -> None:
+        arr = np.asarray(values, dtype=">f4")
+        self.data = struct.pack(">HH", arr.shape[0], 0) + arr.tobytes()
+
+
+class _DenseDumper(Dumper):
+    """Sends a :class:`_DenseParam` in binary with no type of its own (oid 0): the
+    statement's ``::vector`` cast types the parameter, so no per-database type oid is needed."""
+
+    format = pq.Format.BINARY
+    oid = 0
+
+    def dump(self, obj: Any) -> bytes:
+        return obj.data  # type: ignore[no-any-return]
 
 
 class PgVectorIndex:
@@ -155,7 +183,9 @@ class PgVectorIndex:
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         """Session settings of every pooled connection: iterative HNSW scans, so a filter
-        that most points fail still fills the limit (pgvector >= 0.8)."""
+        that most points fail still fills the limit (pgvector >= 0.8); query vectors are sent
+        in binary (:class:`_DenseParam`)."""
+        conn.adapters.register_dumper(_DenseParam, _DenseDumper)
         conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false), "
                      "set_config('hnsw.ef_search', %s, false), "
                      "set_config('hnsw.max_scan_tuples', %s, false)",
@@ -415,7 +445,7 @@ class PgVectorIndex:
         fail still fills the limit) or, for a filter that few rows pass, an exact scan of
         them; if the result is short of ``limit`` (fewer rows pass, or the HNSW scan gave up
         after ``max_scan_tuples``), an exact scan of the filtered rows replaces it."""
-        query = _vector_text(dense_list(vector, self.dim))
+        query = _DenseParam(dense_list(vector, self.dim))
         plan = plan_filter(flt)
         if plan is None or check_limit(limit) == 0:
             return []
@@ -434,20 +464,21 @@ class PgVectorIndex:
         return self._dense_hits(rows)
 
     def _dense_sql(self, where: sql.Composable) -> tuple[sql.Composed, sql.Composed]:
-        """The dense search's HNSW query and its exact fallback (same parameters)."""
+        """The dense search's HNSW query and its exact fallback (same parameters: the query
+        vector a :class:`_DenseParam`); ids come back as text (no ``UUID`` objects to build)."""
         ann = sql.SQL(
-            "SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p WHERE {w} ORDER BY dist LIMIT %s"
+            "SELECT p.id::text, p.dense <=> %b::vector AS dist FROM {p} p WHERE {w} ORDER BY dist LIMIT %s"
         ).format(p=self._points, w=where)
         exact = sql.SQL(  # OFFSET 0 keeps the ordering out of the index's reach
-            "SELECT id, dist FROM (SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p "
+            "SELECT id::text, dist FROM (SELECT p.id, p.dense <=> %b::vector AS dist FROM {p} p "
             "WHERE {w} OFFSET 0) s ORDER BY dist, id LIMIT %s"
         ).format(p=self._points, w=where)
         return ann, exact
 
     @staticmethod
     def _dense_hits(rows: list[Any]) -> list[ScoredId]:
-        rows.sort(key=lambda row: (row[1], str(row[0])))  # relaxed_order: nearly sorted
-        return [ScoredId(str(pid), 1.0 - float(dist)) for pid, dist in rows]
+        rows.sort(key=lambda row: (row[1], row[0]))  # relaxed_order: nearly sorted
+        return [ScoredId(pid, 1.0 - float(dist)) for pid, dist in rows]
 
     def search_hybrid(self, vector: Sequence[float] | None, sparse: SparseVec | None,
                       flt: IndexFilter, limit: int) -> tuple[list[ScoredId], list[ScoredId]]:
@@ -456,7 +487,7 @@ class PgVectorIndex:
         counts stale IDF statistics itself) go out together in a libpq pipeline on one
         connection. ``None`` skips that search (its list is empty)."""
         if vector is not None:
-            query = _vector_text(dense_list(vector, self.dim))
+            query = _DenseParam(dense_list(vector, self.dim))
         if sparse is not None:
             check_sparse(sparse)
         plan = plan_filter(flt)

@@ -72,6 +72,7 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _BATCH = 500  # points per INSERT statement
 _SPARSE_DIM = SPARSE_DIM  # sparsevec's largest dimension (term ids are folded into it)
 _LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
+_NEVER = 2**62  # psycopg's prepare_threshold: a statement is prepared only when asked to
 
 
 def _vector_text(values: Sequence[float]) -> str:
@@ -159,10 +160,11 @@ class PgVectorIndex:
         self._closed = False
         self._close_lock = Lock()
         self._pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False,
-                                    # No server-side prepared statements: a generic plan
-                                    # cannot see the LIMIT or how selective the filter is,
-                                    # and picks a full sort over the HNSW index.
-                                    kwargs={"autocommit": True, "prepare_threshold": None},
+                                    # Only the searches are prepared (``prepare=True``: their
+                                    # parse and analysis done once per connection), and
+                                    # every execution is planned for its own parameters
+                                    # (``plan_cache_mode``, see _configure).
+                                    kwargs={"autocommit": True, "prepare_threshold": _NEVER},
                                     configure=self._configure,
                                     name=f"memos-index-{collection}")
         try:
@@ -184,9 +186,14 @@ class PgVectorIndex:
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         """Session settings of every pooled connection: iterative HNSW scans, so a filter
         that most points fail still fills the limit (pgvector >= 0.8); query vectors are sent
-        in binary (:class:`_DenseParam`)."""
+        in binary (:class:`_DenseParam`). The search statements are prepared (server-side
+        named statements: parsed and analysed once per connection) but never run on a
+        generic plan (``plan_cache_mode = force_custom_plan``): a generic plan cannot see the
+        LIMIT or how selective the filter is, and picks a full sort over the HNSW index;
+        each execution is planned for its parameters, as an unprepared statement is."""
         conn.adapters.register_dumper(_DenseParam, _DenseDumper)
-        conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false), "
+        conn.execute("SELECT set_config('plan_cache_mode', 'force_custom_plan', false), "
+                     "set_config('hnsw.iterative_scan', 'relaxed_order', false), "
                      "set_config('hnsw.ef_search', %s, false), "
                      "set_config('hnsw.max_scan_tuples', %s, false)",
                      (str(self.ef_search), str(self.max_scan_tuples)))
@@ -458,9 +465,9 @@ class PgVectorIndex:
                 conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, limit)),))
             else:
                 conn = stack.enter_context(self._conn())
-            rows = conn.execute(ann, args).fetchall()
+            rows = conn.execute(ann, args, prepare=True).fetchall()
             if len(rows) < limit:
-                rows = conn.execute(exact, args).fetchall()
+                rows = conn.execute(exact, args, prepare=True).fetchall()
         return self._dense_hits(rows)
 
     def _dense_sql(self, where: sql.Composable) -> tuple[sql.Composed, sql.Composed]:
@@ -505,15 +512,15 @@ class PgVectorIndex:
                 dense_cur = sparse_cur = None
                 if vector is not None:
                     ann, exact = self._dense_sql(where)
-                    dense_cur = conn.execute(ann, (query, *params, limit))
+                    dense_cur = conn.execute(ann, (query, *params, limit), prepare=True)
                 if bm25 is not None and bm25[0] is not None:
-                    sparse_cur = conn.execute(bm25[0], bm25[1])
+                    sparse_cur = conn.execute(bm25[0], bm25[1], prepare=True)
                 if dense_cur is not None:
                     dense_rows = dense_cur.fetchall()
                 if sparse_cur is not None:
                     sparse_rows = sparse_cur.fetchall()
             if vector is not None and len(dense_rows) < limit:
-                dense_rows = conn.execute(exact, (query, *params, limit)).fetchall()
+                dense_rows = conn.execute(exact, (query, *params, limit), prepare=True).fetchall()
         return (self._dense_hits(dense_rows),
                 self._bm25_hits(sparse_rows, bm25[2]) if bm25 is not None else [])
 
@@ -533,7 +540,7 @@ class PgVectorIndex:
         if statement is None:
             return []
         with self._conn() as conn:
-            rows = conn.execute(statement, args).fetchall()
+            rows = conn.execute(statement, args, prepare=True).fetchall()
         return self._bm25_hits(rows, stale)
 
     def _bm25(self, vector: SparseVec, where: sql.Composable, params: list[Any], limit: int,

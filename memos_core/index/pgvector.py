@@ -508,17 +508,20 @@ class PgVectorIndex:
         sparse_rows: list[Any] = []
         bm25 = self._bm25(sparse, where, params, limit) if sparse is not None and sparse.indices else None
         with self._conn() as conn:
-            with conn.pipeline():  # both statements go out together: one round trip
+            # both statements go out together and their results come back with the
+            # pipeline's Sync: one round trip (a fetch inside the block would wait for the
+            # first result, then the Sync would wait again)
+            with conn.pipeline():
                 dense_cur = sparse_cur = None
                 if vector is not None:
                     ann, exact = self._dense_sql(where)
                     dense_cur = conn.execute(ann, (query, *params, limit), prepare=True)
                 if bm25 is not None and bm25[0] is not None:
                     sparse_cur = conn.execute(bm25[0], bm25[1], prepare=True)
-                if dense_cur is not None:
-                    dense_rows = dense_cur.fetchall()
-                if sparse_cur is not None:
-                    sparse_rows = sparse_cur.fetchall()
+            if dense_cur is not None:
+                dense_rows = dense_cur.fetchall()
+            if sparse_cur is not None:
+                sparse_rows = sparse_cur.fetchall()
             if vector is not None and len(dense_rows) < limit:
                 dense_rows = conn.execute(exact, (query, *params, limit), prepare=True).fetchall()
         return (self._dense_hits(dense_rows),

@@ -12,7 +12,8 @@ from other jobs falls on every form alike, and prints p50 / mean ms per form:
   server's default ``auto`` (a generic plan after five custom ones); the rows must agree.
 - **pipeline**: the dense and BM25 statements of one search in a libpq pipeline, their
   results fetched inside the pipeline block (a flush, then the Sync's wait) or after it
-  (the Sync's wait only; what the index does), and the two sent one after the other.
+  (the Sync's wait only; what the index does), the two sent one after the other, and the
+  two as one statement (``SELECT 'D', d.* FROM (dense) d UNION ALL SELECT b.* FROM (bm25) b``).
 - **hop**: the entity hop's BM25 statement as sent, and restricted to the rows that hold an
   added term (``p.id = ANY(ARRAY(SELECT id FROM terms WHERE term = ANY(...)))``, every term
   id folding onto an added term's ``sparsevec`` dimension) -- the statement an additive hop
@@ -164,8 +165,14 @@ def main() -> None:
                     def sequential() -> None:
                         conn.execute(dq, dp, prepare=True).fetchall()
                         conn.execute(bq, bp, prepare=True).fetchall()
+                    both = sql.SQL("SELECT 'D', d.id, d.dist FROM ({}) d UNION ALL "
+                                   "SELECT b.* FROM ({}) b").format(sql.SQL(dq.as_string(conn)),
+                                                                    sql.SQL(bq.as_string(conn)))
+
+                    def union() -> None:
+                        conn.execute(both, (*dp, *bp), prepare=True).fetchall()
                     forms2 = [("pipeline, fetch inside", inside), ("pipeline, fetch after", after),
-                              ("two round trips", sequential)]
+                              ("two round trips", sequential), ("one statement (UNION ALL)", union)]
                     for name, fn in forms2 if i % 2 else forms2[::-1]:
                         timed(f"dense+bm25: {name}", fn)
                 # 3: the hop statement, whole or restricted to the rows holding added terms

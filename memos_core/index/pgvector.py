@@ -59,7 +59,7 @@ from memos_core.index.points import (
     check_payload,
     check_points,
     check_sparse,
-    dense_list,
+    dense_array,
 )
 
 __all__ = ["PgVectorIndex"]
@@ -89,7 +89,7 @@ class _DenseParam:
 
     __slots__ = ("data",)
 
-    def __init__(self, values: Sequence[float]) -> None:
+    def __init__(self, values: Sequence[float] | np.ndarray) -> None:
         arr = np.asarray(values, dtype=">f4")
         self.data = struct.pack(">HH", arr.shape[0], 0) + arr.tobytes()
 
@@ -103,6 +103,31 @@ class _DenseDumper(Dumper):
 
     def dump(self, obj: Any) -> bytes:
         return obj.data  # type: ignore[no-any-return]
+
+
+def _shape(plan: FilterPlan) -> tuple[Any, ...]:
+    """What the text of a plan's ``WHERE`` clause depends on (not its values)."""
+    def one(cond: Condition) -> tuple[Any, ...]:
+        if isinstance(cond, Either):
+            return ("or", tuple(one(o) for o in cond.options))
+        if isinstance(cond, Between):
+            return ("between", cond.key, cond.gte is not None, cond.lte is not None)
+        return (type(cond).__name__, cond.key)
+    return (tuple(one(c) for c in plan.must), tuple(one(c) for c in plan.must_not))
+
+
+def _params(cond: Condition, out: list[Any]) -> None:
+    """Append the parameters of ``cond`` in the order its rendered clause holds them."""
+    if isinstance(cond, Either):
+        for option in cond.options:
+            _params(option, out)
+    elif isinstance(cond, AnyOf):
+        out.append(list(cond.values))
+    elif isinstance(cond, Between):
+        if cond.gte is not None:
+            out.append(cond.gte)
+        if cond.lte is not None:
+            out.append(cond.lte)
 
 
 class PgVectorIndex:
@@ -159,6 +184,8 @@ class PgVectorIndex:
         self._counts = sql.Identifier(f"{collection}_counts")
         self._closed = False
         self._close_lock = Lock()
+        #: rendered WHERE clauses by filter shape (see _where)
+        self._where_cache: dict[tuple[Any, ...], sql.SQL] = {}
         self._pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False,
                                     # Only the searches are prepared (``prepare=True``: their
                                     # parse and analysis done once per connection), and
@@ -414,6 +441,28 @@ class PgVectorIndex:
     # -- reads ----------------------------------------------------------------------------
 
     def _where(self, plan: FilterPlan, alias: str = "p") -> tuple[sql.Composable, list[Any]]:
+        """The filter as a ``WHERE`` clause over ``alias`` and its parameters. The clause's
+        text depends only on the plan's shape (which conditions on which fields, which
+        bounds), not on its values (those are parameters): it is rendered once per shape and
+        kept (a search's filters have a few shapes)."""
+        key = (alias, _shape(plan))
+        params: list[Any] = []
+        for cond in plan.must:
+            _params(cond, params)
+        for cond in plan.must_not:
+            _params(cond, params)
+        found = self._where_cache.get(key)
+        if found is None:
+            rendered, rendered_params = self._render_where(plan, alias)
+            if rendered_params != params:  # a condition kind the walks disagree on
+                raise TypeError(f"cannot render the filter plan {plan!r}")
+            found = sql.SQL(rendered.as_string(None))
+            if len(self._where_cache) >= 256:
+                self._where_cache.clear()
+            self._where_cache[key] = found
+        return found, params
+
+    def _render_where(self, plan: FilterPlan, alias: str = "p") -> tuple[sql.Composable, list[Any]]:
         params: list[Any] = []
 
         def render(cond: Condition) -> sql.Composable:
@@ -452,7 +501,7 @@ class PgVectorIndex:
         fail still fills the limit) or, for a filter that few rows pass, an exact scan of
         them; if the result is short of ``limit`` (fewer rows pass, or the HNSW scan gave up
         after ``max_scan_tuples``), an exact scan of the filtered rows replaces it."""
-        query = _DenseParam(dense_list(vector, self.dim))
+        query = _DenseParam(dense_array(vector, self.dim))
         plan = plan_filter(flt)
         if plan is None or check_limit(limit) == 0:
             return []
@@ -494,7 +543,7 @@ class PgVectorIndex:
         counts stale IDF statistics itself) go out together in a libpq pipeline on one
         connection. ``None`` skips that search (its list is empty)."""
         if vector is not None:
-            query = _DenseParam(dense_list(vector, self.dim))
+            query = _DenseParam(dense_array(vector, self.dim))
         if sparse is not None:
             check_sparse(sparse)
         plan = plan_filter(flt)

@@ -91,3 +91,39 @@ def test_dense_hits_are_text_ids_in_score_then_id_order_ties_included(pg_url, li
         assert hybrid == hits
     finally:
         idx.close()
+
+
+def test_where_clauses_are_rendered_once_per_shape_with_the_values_as_parameters(pg_url):
+    from memos_core.index.filters import AnyOf, Between, Either, FilterPlan, IsTrue
+
+    rng = np.random.default_rng(3)
+
+    def condition(depth: int = 0):
+        kind = rng.integers(0, 4 if depth < 2 else 3)
+        key = str(rng.choice(["user_id", "tags", "readers", "state", "occurred_at", "superseded"]))
+        if kind == 0:
+            return AnyOf(key, tuple(f"v{rng.integers(0, 99)}" for _ in range(int(rng.integers(1, 4)))))
+        if kind == 1:
+            return IsTrue(key)
+        if kind == 2:
+            return Between(key, None if rng.random() < 0.4 else float(rng.random()),
+                           None if rng.random() < 0.4 else float(rng.random()))
+        return Either(tuple(condition(depth + 1) for _ in range(int(rng.integers(1, 3)))))
+
+    idx = PgVectorIndex(pg_url, DIM)
+    try:
+        for _ in range(300):
+            plan = FilterPlan(tuple(condition() for _ in range(int(rng.integers(0, 4)))),
+                              tuple(condition() for _ in range(int(rng.integers(0, 3)))))
+            where, params = idx._where(plan, "q")
+            expected, expected_params = idx._render_where(plan, "q")
+            assert where.as_string(None) == expected.as_string(None)
+            assert params == expected_params
+        shapes = len(idx._where_cache)
+        assert 0 < shapes <= 256
+        plan = FilterPlan((AnyOf("user_id", ("a",)),))
+        first, _ = idx._where(plan)
+        again, params = idx._where(FilterPlan((AnyOf("user_id", ("b", "c")),)))
+        assert again is first and params == [["b", "c"]]  # same shape: the kept clause
+    finally:
+        idx.close()

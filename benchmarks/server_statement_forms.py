@@ -42,6 +42,31 @@ def _stats(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} / {statistics.fmean(values):.3f}"
 
 
+def _fetch(conn: Any, query: Any, params: Any, prepare: bool | None) -> list[Any]:
+    return list(conn.execute(query, params, prepare=prepare).fetchall())
+
+
+def _pipeline_inside(conn: Any, dense: tuple[Any, Any], keyword: tuple[Any, Any]) -> None:
+    with conn.pipeline():
+        a = conn.execute(*dense, prepare=True)
+        b = conn.execute(*keyword, prepare=True)
+        a.fetchall()
+        b.fetchall()
+
+
+def _pipeline_after(conn: Any, dense: tuple[Any, Any], keyword: tuple[Any, Any]) -> None:
+    with conn.pipeline():
+        a = conn.execute(*dense, prepare=True)
+        b = conn.execute(*keyword, prepare=True)
+    a.fetchall()
+    b.fetchall()
+
+
+def _sequential(conn: Any, dense: tuple[Any, Any], keyword: tuple[Any, Any]) -> None:
+    conn.execute(*dense, prepare=True).fetchall()
+    conn.execute(*keyword, prepare=True).fetchall()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data/locomo/locomo_dev.json"))
@@ -122,9 +147,9 @@ def main() -> None:
                     psycopg.connect(url, autocommit=True, prepare_threshold=None) as plain:
                 conn.execute("SELECT 1")
 
-                def timed(name: str, fn: Any) -> Any:
+                def timed(name: str, fn: Any, *fn_args: Any) -> Any:
                     t0 = time.perf_counter()
-                    out = fn()
+                    out = fn(*fn_args)
                     times.setdefault(name, []).append((time.perf_counter() - t0) * 1000)
                     return out
 
@@ -133,53 +158,32 @@ def main() -> None:
                 for rec in searches:
                     for kind in ("full", "cached"):
                         for query, params in rec.get(kind, []):
-                            forms = [("unprepared", lambda: plain.execute(query, params).fetchall()),
-                                     ("prepared, custom plans", lambda: conn.execute(query, params, prepare=True).fetchall()),
-                                     ("prepared, auto", lambda: auto.execute(query, params, prepare=True).fetchall())]
+                            forms = [("unprepared", plain, None), ("prepared, custom plans", conn, True),
+                                     ("prepared, auto", auto, True)]
                             turn += 1
-                            rows = [sorted(timed(f"bm25 {kind}: {name}", fn))
-                                    for name, fn in (forms if turn % 2 else forms[::-1])]
+                            rows = [sorted(timed(f"bm25 {kind}: {name}", _fetch, c, query, params, prepare))
+                                    for name, c, prepare in (forms if turn % 2 else forms[::-1])]
                             if not rows[0] == rows[1] == rows[2]:
                                 raise SystemExit(f"the forms returned different rows: {query!r}")
-                # 2: dense + BM25 of one search: pipeline fetch inside / after, or sequential
+                # 2: dense + BM25 of one search: pipeline fetch inside / after, sequential, one
                 for i, rec in enumerate(searches):
                     if not rec.get("dense") or not (rec.get("full") or rec.get("cached")):
                         continue
-                    dq, dp = rec["dense"][0]
-                    bq, bp = (rec.get("full") or rec["cached"])[0]
-
-                    def inside() -> None:
-                        with conn.pipeline():
-                            a = conn.execute(dq, dp, prepare=True)
-                            b = conn.execute(bq, bp, prepare=True)
-                            a.fetchall()
-                            b.fetchall()
-
-                    def after() -> None:
-                        with conn.pipeline():
-                            a = conn.execute(dq, dp, prepare=True)
-                            b = conn.execute(bq, bp, prepare=True)
-                        a.fetchall()
-                        b.fetchall()
-
-                    def sequential() -> None:
-                        conn.execute(dq, dp, prepare=True).fetchall()
-                        conn.execute(bq, bp, prepare=True).fetchall()
+                    dense, keyword = rec["dense"][0], (rec.get("full") or rec["cached"])[0]
                     both = sql.SQL("SELECT 'D', d.id, d.dist FROM ({}) d UNION ALL "
-                                   "SELECT b.* FROM ({}) b").format(sql.SQL(dq.as_string(conn)),
-                                                                    sql.SQL(bq.as_string(conn)))
-
-                    def union() -> None:
-                        conn.execute(both, (*dp, *bp), prepare=True).fetchall()
-                    forms2 = [("pipeline, fetch inside", inside), ("pipeline, fetch after", after),
-                              ("two round trips", sequential), ("one statement (UNION ALL)", union)]
-                    for name, fn in forms2 if i % 2 else forms2[::-1]:
-                        timed(f"dense+bm25: {name}", fn)
+                                   "SELECT b.* FROM ({}) b").format(sql.SQL(dense[0].as_string(conn)),
+                                                                    sql.SQL(keyword[0].as_string(conn)))
+                    forms2 = [("pipeline, fetch inside", _pipeline_inside, (conn, dense, keyword)),
+                              ("pipeline, fetch after", _pipeline_after, (conn, dense, keyword)),
+                              ("two round trips", _sequential, (conn, dense, keyword)),
+                              ("one statement (UNION ALL)", _fetch, (conn, both, (*dense[1], *keyword[1]), True))]
+                    for name, fn, fn_args in forms2 if i % 2 else forms2[::-1]:
+                        timed(f"dense+bm25: {name}", fn, *fn_args)
                 # 3: the hop statement, whole or restricted to the rows holding added terms
                 for i, (whole, restricted, n) in enumerate(hop_pairs):
                     forms3 = [("as sent", whole), ("restricted to rows with added terms", restricted)]
                     for name, (query, params) in forms3 if i % 2 else forms3[::-1]:
-                        rows = timed(f"hop: {name}", lambda: conn.execute(query, params, prepare=True).fetchall())
+                        rows = timed(f"hop: {name}", _fetch, conn, query, params, True)
                         if name.startswith("restricted"):
                             full_rows += sum(1 for r in rows if r[0] == "h") >= n
     load_end = os.getloadavg()

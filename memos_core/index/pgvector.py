@@ -37,22 +37,28 @@ from __future__ import annotations
 
 import contextlib
 import re
-import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from threading import Lock
 from typing import Any, Literal
 
-import numpy as np
 import psycopg
-from psycopg import pq, sql
-from psycopg.adapt import Dumper
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from memos_core.index.base import IndexFilter, IndexPoint, ScoredId, SparseVec
 from memos_core.index.pg_bm25 import SPARSE_DIM, bm25_cached_statement, bm25_statement, sparsevec_text
-from memos_core.index.filters import AnyOf, Between, Condition, Either, FilterPlan, IsTrue, plan_filter
+from memos_core.index.pg_parts import (
+    LIST_FIELDS,
+    _DenseDumper,
+    _DenseParam,
+    _vector_text,
+    render_where,
+    where_params,
+    where_shape,
+)
+from memos_core.index.filters import FilterPlan, plan_filter
 from memos_core.index.points import (
     canonical_id,
     check_limit,
@@ -64,7 +70,7 @@ from memos_core.index.points import (
 
 __all__ = ["PgVectorIndex"]
 
-_LIST_FIELDS = ("tags", "readers")
+_LIST_FIELDS = LIST_FIELDS  # text[] columns (GIN indexes; a filter on them is an overlap)
 _TEXT_FIELDS = ("user_id", "agent_id", "session_id", "type", "state")
 _COLUMNS = ("user_id", "agent_id", "session_id", "type", "tags", "state", "occurred_at",
             "superseded", "version", "readers")
@@ -73,61 +79,6 @@ _BATCH = 500  # points per INSERT statement
 _SPARSE_DIM = SPARSE_DIM  # sparsevec's largest dimension (term ids are folded into it)
 _LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
 _NEVER = 2**62  # psycopg's prepare_threshold: a statement is prepared only when asked to
-
-
-def _vector_text(values: Sequence[float]) -> str:
-    """pgvector's text form of a vector (no client-side adapter needed)."""
-    return "[" + ",".join(repr(float(v)) for v in values) + "]"
-
-
-class _DenseParam:
-    """A query vector as a statement parameter in pgvector's binary form (``vector_recv``:
-    two big-endian int16, the length and 0, then the float4 values). The values are the
-    float4 nearest each float, as the server's parse of :func:`_vector_text` gives for the
-    float4 values an embedder returns; the text form costs a ``repr`` per value here and a
-    parse per value on the server."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, values: Sequence[float] | np.ndarray) -> None:
-        arr = np.asarray(values, dtype=">f4")
-        self.data = struct.pack(">HH", arr.shape[0], 0) + arr.tobytes()
-
-
-class _DenseDumper(Dumper):
-    """Sends a :class:`_DenseParam` in binary with no type of its own (oid 0): the
-    statement's ``::vector`` cast types the parameter, so no per-database type oid is needed."""
-
-    format = pq.Format.BINARY
-    oid = 0
-
-    def dump(self, obj: Any) -> bytes:
-        return obj.data  # type: ignore[no-any-return]
-
-
-def _shape(plan: FilterPlan) -> tuple[Any, ...]:
-    """What the text of a plan's ``WHERE`` clause depends on (not its values)."""
-    def one(cond: Condition) -> tuple[Any, ...]:
-        if isinstance(cond, Either):
-            return ("or", tuple(one(o) for o in cond.options))
-        if isinstance(cond, Between):
-            return ("between", cond.key, cond.gte is not None, cond.lte is not None)
-        return (type(cond).__name__, cond.key)
-    return (tuple(one(c) for c in plan.must), tuple(one(c) for c in plan.must_not))
-
-
-def _params(cond: Condition, out: list[Any]) -> None:
-    """Append the parameters of ``cond`` in the order its rendered clause holds them."""
-    if isinstance(cond, Either):
-        for option in cond.options:
-            _params(option, out)
-    elif isinstance(cond, AnyOf):
-        out.append(list(cond.values))
-    elif isinstance(cond, Between):
-        if cond.gte is not None:
-            out.append(cond.gte)
-        if cond.lte is not None:
-            out.append(cond.lte)
 
 
 class PgVectorIndex:
@@ -445,12 +396,12 @@ class PgVectorIndex:
         text depends only on the plan's shape (which conditions on which fields, which
         bounds), not on its values (those are parameters): it is rendered once per shape and
         kept (a search's filters have a few shapes)."""
-        key = (alias, _shape(plan))
+        key = (alias, where_shape(plan))
         params: list[Any] = []
         for cond in plan.must:
-            _params(cond, params)
+            where_params(cond, params)
         for cond in plan.must_not:
-            _params(cond, params)
+            where_params(cond, params)
         found = self._where_cache.get(key)
         if found is None:
             rendered, rendered_params = self._render_where(plan, alias)
@@ -463,36 +414,8 @@ class PgVectorIndex:
         return found, params
 
     def _render_where(self, plan: FilterPlan, alias: str = "p") -> tuple[sql.Composable, list[Any]]:
-        params: list[Any] = []
-
-        def render(cond: Condition) -> sql.Composable:
-            if isinstance(cond, Either):
-                return sql.SQL("({})").format(sql.SQL(" OR ").join(render(o) for o in cond.options))
-            col = sql.Identifier(alias, cond.key)
-            if isinstance(cond, AnyOf):
-                params.append(list(cond.values))
-                op = "&&" if cond.key in _LIST_FIELDS else "= ANY"
-                tpl = "({} && %s::text[])" if op == "&&" else "({} = ANY(%s::text[]))"
-                return sql.SQL(tpl).format(col)
-            if isinstance(cond, IsTrue):
-                return sql.SQL("({} IS TRUE)").format(col)
-            if isinstance(cond, Between):
-                parts = [sql.SQL("{} IS NOT NULL").format(col)]
-                if cond.gte is not None:
-                    params.append(cond.gte)
-                    parts.append(sql.SQL("{} >= %s").format(col))
-                if cond.lte is not None:
-                    params.append(cond.lte)
-                    parts.append(sql.SQL("{} <= %s").format(col))
-                return sql.SQL("({})").format(sql.SQL(" AND ").join(parts))
-            raise TypeError(f"unknown filter condition {cond!r}")
-
-        clauses: list[sql.Composable] = [render(c) for c in plan.must]
-        clauses += [sql.SQL("{} IS NOT TRUE").format(sql.Identifier(alias, c.key)) if isinstance(c, IsTrue)
-                    else sql.SQL("NOT coalesce({}, false)").format(render(c)) for c in plan.must_not]
-        if not clauses:
-            return sql.SQL("true"), params
-        return sql.SQL(" AND ").join(clauses), params
+        """The filter's clause rendered anew (what :meth:`_where` keeps per shape)."""
+        return render_where(plan, alias)
 
     def search_dense(self, vector: Sequence[float], flt: IndexFilter, limit: int) -> list[ScoredId]:
         """Nearest points by cosine similarity, best first.

@@ -15,11 +15,19 @@ must be the same on both versions (the script fails if not; ``--expect-differenc
 ranking change: it counts them), and it prints recall@5/10/20 and MRR of both.
 
     python benchmarks/search_inprocess.py --ref acb5635 --out search_inprocess.json
+
+With ``--server``, both versions run in server mode instead: each opens ``MemOS(url)`` on its
+own database of one PostgreSQL (``LocalPostgres``, started by the script), so each searches
+its own pgvector index (the same vectors, so the same dense and BM25 scores) and reads its own
+vault: what is compared is then the whole server-side search path as well.
+
+    python benchmarks/search_inprocess.py --server --ref 267a52a
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -62,6 +70,7 @@ def load_version(path: Path | None) -> dict[str, Any]:
         import memos_core.embedding.onnx  # noqa: F401
         import memos_core.memos  # noqa: F401
         import memos_core.retrieval.hybrid  # noqa: F401
+        import memos_core.testing.postgres  # noqa: F401
 
         mods = {k: m for k, m in sys.modules.items() if _is_ours(k)}
     finally:
@@ -159,10 +168,12 @@ def main() -> None:
     p.add_argument("--expect-differences", action="store_true",
                    help="the two versions rank differently (a ranking change): count the "
                    "searches that differ and compare quality and speed, without failing")
+    p.add_argument("--server", action="store_true",
+                   help="both versions in server mode (MemOS(url), one database each)")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     samples = json.loads(args.data.read_text())[: args.conversations]
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
         ref_dir = tmp / "ref"
         ref_dir.mkdir()
@@ -180,10 +191,15 @@ def main() -> None:
         embedder.embed(["warm up"])
         embedder.embed([str(qa["question"]) for sample in samples for qa in sample["qa"]])
         stores: dict[str, Any] = {}
-        for name, mods in versions.items():
+        server = None
+        if args.server:
+            server = stack.enter_context(
+                versions["this checkout"]["memos_core.testing.postgres"].LocalPostgres())
+        for i, (name, mods) in enumerate(versions.items()):
             use(mods)
             core = mods["memos_core"]
-            stores[name] = core.MemOS(tmp / name.split()[0], embedder=embedder,
+            where = tmp / name.split()[0] if server is None else server.create_database(f"ab_{i}")
+            stores[name] = core.MemOS(where, embedder=embedder,
                                       config=core.MemOSConfig(show_progress=False))
         lat: dict[str, list[float]] = {n: [] for n in names}
         stages: dict[str, list[dict[str, float]]] = {n: [] for n in names}
@@ -212,8 +228,9 @@ def main() -> None:
             # the reference searches this checkout's index (the same memory ids): both rank
             # the same dense and BM25 hits (two indexes of the same vectors differ in the
             # last bits of their float32 scores, and so at times in their 50th hit)
-            stores[names[0]].retriever.index = Converting(stores[names[1]].retriever.index,
-                                                          versions[names[1]])
+            if server is None:
+                stores[names[0]].retriever.index = Converting(stores[names[1]].retriever.index,
+                                                              versions[names[1]])
             for qa in sample["qa"]:
                 if qa.get("category") not in CATEGORIES:
                     continue
@@ -251,7 +268,8 @@ def main() -> None:
 
     stage_names = [s for s, *_ in STAGES] + ["rest"]
     result: dict[str, Any] = {
-        "ref": ref_sha, "questions": asked, "searches_differing": mismatches,
+        "ref": ref_sha, "mode": "server" if args.server else "embedded",
+        "questions": asked, "searches_differing": mismatches,
         "load_avg_start": [round(x, 2) for x in load_start],
         "load_avg_end": [round(x, 2) for x in load_end], "machine": machine_info(),
         "versions": {n: {"search_ms": ms_stats(lat[n]),
@@ -259,10 +277,11 @@ def main() -> None:
                                        for s in stage_names},
                          "quality": aggregate(rows[n])["overall"]} for n in names}}
     print(markdown_machine(result["machine"]))
-    print(f"\nLoCoMo dev, {len(samples)} conversations, {asked} questions, k=20, embedded "
-          f"stores, versions alternating per question; load average at the start "
-          f"{result['load_avg_start']}, at the end {result['load_avg_end']}; both versions "
-          f"search one index; searches whose hits (ids, scores) differ: {mismatches}\n")
+    print(f"\nLoCoMo dev, {len(samples)} conversations, {asked} questions, k=20, "
+          f"{result['mode']} stores, versions alternating per question; load average at the start "
+          f"{result['load_avg_start']}, at the end {result['load_avg_end']}; "
+          + ("each version searches its own index" if args.server else "both versions search one index")
+          + f"; searches whose hits (ids, scores) differ: {mismatches}\n")
     print("| version | search p50 / p95 ms | " + " | ".join(f"{s} mean / p95" for s in stage_names)
           + " | recall@5 | recall@10 | recall@20 | MRR |")
     print("|---|---|" + "---|" * len(stage_names) + "---|---|---|---|")

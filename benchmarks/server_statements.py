@@ -26,6 +26,7 @@ from memos_core import MemOS, MemOSConfig
 from memos_core.embedding.onnx import OnnxEmbedder
 from memos_core.testing.postgres import LocalPostgres
 from memos_core.index.filters import plan_filter
+from memos_core.index.pgvector import _DenseParam
 from memos_core.retrieval.filters import build_filter
 from memos_core.lifecycle import SEARCHABLE_STATES
 from psycopg import sql
@@ -52,7 +53,7 @@ with LocalPostgres() as server:
             flt = build_filter((qa["user"],), states=SEARCHABLE_STATES)
             where, params = idx._where(plan_filter(flt))
             ann, exact = idx._dense_sql(where)
-            vec = "[" + ",".join(repr(float(x)) for x in v) + "]"
+            vec = _DenseParam(v.tolist())  # the query vector as the index sends it (binary)
             sp = mos.store.bm25.encode_query(qa["q"])
             b = idx._bm25(sp, where, params, 50)
             words = [w for w in re.findall(r"[A-Z][a-z]+", " ".join(t["text"] for t in by_user[qa["user"]][:50]))][:4]

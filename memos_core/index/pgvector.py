@@ -49,19 +49,28 @@ from psycopg_pool import ConnectionPool
 
 from memos_core.index.base import IndexFilter, IndexPoint, ScoredId, SparseVec
 from memos_core.index.pg_bm25 import SPARSE_DIM, bm25_cached_statement, bm25_statement, sparsevec_text
-from memos_core.index.filters import AnyOf, Between, Condition, Either, FilterPlan, IsTrue, plan_filter
+from memos_core.index.pg_parts import (
+    LIST_FIELDS,
+    _DenseDumper,
+    _DenseParam,
+    _vector_text,
+    render_where,
+    where_params,
+    where_shape,
+)
+from memos_core.index.filters import FilterPlan, plan_filter
 from memos_core.index.points import (
     canonical_id,
     check_limit,
     check_payload,
     check_points,
     check_sparse,
-    dense_list,
+    dense_array,
 )
 
 __all__ = ["PgVectorIndex"]
 
-_LIST_FIELDS = ("tags", "readers")
+_LIST_FIELDS = LIST_FIELDS  # text[] columns (GIN indexes; a filter on them is an overlap)
 _TEXT_FIELDS = ("user_id", "agent_id", "session_id", "type", "state")
 _COLUMNS = ("user_id", "agent_id", "session_id", "type", "tags", "state", "occurred_at",
             "superseded", "version", "readers")
@@ -69,11 +78,7 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _BATCH = 500  # points per INSERT statement
 _SPARSE_DIM = SPARSE_DIM  # sparsevec's largest dimension (term ids are folded into it)
 _LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
-
-
-def _vector_text(values: Sequence[float]) -> str:
-    """pgvector's text form of a vector (no client-side adapter needed)."""
-    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+_NEVER = 2**62  # psycopg's prepare_threshold: a statement is prepared only when asked to
 
 
 class PgVectorIndex:
@@ -130,11 +135,14 @@ class PgVectorIndex:
         self._counts = sql.Identifier(f"{collection}_counts")
         self._closed = False
         self._close_lock = Lock()
+        #: rendered WHERE clauses by filter shape (see _where)
+        self._where_cache: dict[tuple[Any, ...], sql.SQL] = {}
         self._pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_size), open=False,
-                                    # No server-side prepared statements: a generic plan
-                                    # cannot see the LIMIT or how selective the filter is,
-                                    # and picks a full sort over the HNSW index.
-                                    kwargs={"autocommit": True, "prepare_threshold": None},
+                                    # Only the searches are prepared (``prepare=True``: their
+                                    # parse and analysis done once per connection), and
+                                    # every execution is planned for its own parameters
+                                    # (``plan_cache_mode``, see _configure).
+                                    kwargs={"autocommit": True, "prepare_threshold": _NEVER},
                                     configure=self._configure,
                                     name=f"memos-index-{collection}")
         try:
@@ -155,8 +163,15 @@ class PgVectorIndex:
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         """Session settings of every pooled connection: iterative HNSW scans, so a filter
-        that most points fail still fills the limit (pgvector >= 0.8)."""
-        conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', false), "
+        that most points fail still fills the limit (pgvector >= 0.8); query vectors are sent
+        in binary (:class:`_DenseParam`). The search statements are prepared (server-side
+        named statements: parsed and analysed once per connection) but never run on a
+        generic plan (``plan_cache_mode = force_custom_plan``): a generic plan cannot see the
+        LIMIT or how selective the filter is, and picks a full sort over the HNSW index;
+        each execution is planned for its parameters, as an unprepared statement is."""
+        conn.adapters.register_dumper(_DenseParam, _DenseDumper)
+        conn.execute("SELECT set_config('plan_cache_mode', 'force_custom_plan', false), "
+                     "set_config('hnsw.iterative_scan', 'relaxed_order', false), "
                      "set_config('hnsw.ef_search', %s, false), "
                      "set_config('hnsw.max_scan_tuples', %s, false)",
                      (str(self.ef_search), str(self.max_scan_tuples)))
@@ -382,36 +397,30 @@ class PgVectorIndex:
     # -- reads ----------------------------------------------------------------------------
 
     def _where(self, plan: FilterPlan, alias: str = "p") -> tuple[sql.Composable, list[Any]]:
+        """The filter as a ``WHERE`` clause over ``alias`` and its parameters. The clause's
+        text depends only on the plan's shape (which conditions on which fields, which
+        bounds), not on its values (those are parameters): it is rendered once per shape and
+        kept (a search's filters have a few shapes)."""
+        key = (alias, where_shape(plan))
         params: list[Any] = []
+        for cond in plan.must:
+            where_params(cond, params)
+        for cond in plan.must_not:
+            where_params(cond, params)
+        found = self._where_cache.get(key)
+        if found is None:
+            rendered, rendered_params = self._render_where(plan, alias)
+            if rendered_params != params:  # a condition kind the walks disagree on
+                raise TypeError(f"cannot render the filter plan {plan!r}")
+            found = sql.SQL(rendered.as_string(None))
+            if len(self._where_cache) >= 256:
+                self._where_cache.clear()
+            self._where_cache[key] = found
+        return found, params
 
-        def render(cond: Condition) -> sql.Composable:
-            if isinstance(cond, Either):
-                return sql.SQL("({})").format(sql.SQL(" OR ").join(render(o) for o in cond.options))
-            col = sql.Identifier(alias, cond.key)
-            if isinstance(cond, AnyOf):
-                params.append(list(cond.values))
-                op = "&&" if cond.key in _LIST_FIELDS else "= ANY"
-                tpl = "({} && %s::text[])" if op == "&&" else "({} = ANY(%s::text[]))"
-                return sql.SQL(tpl).format(col)
-            if isinstance(cond, IsTrue):
-                return sql.SQL("({} IS TRUE)").format(col)
-            if isinstance(cond, Between):
-                parts = [sql.SQL("{} IS NOT NULL").format(col)]
-                if cond.gte is not None:
-                    params.append(cond.gte)
-                    parts.append(sql.SQL("{} >= %s").format(col))
-                if cond.lte is not None:
-                    params.append(cond.lte)
-                    parts.append(sql.SQL("{} <= %s").format(col))
-                return sql.SQL("({})").format(sql.SQL(" AND ").join(parts))
-            raise TypeError(f"unknown filter condition {cond!r}")
-
-        clauses: list[sql.Composable] = [render(c) for c in plan.must]
-        clauses += [sql.SQL("{} IS NOT TRUE").format(sql.Identifier(alias, c.key)) if isinstance(c, IsTrue)
-                    else sql.SQL("NOT coalesce({}, false)").format(render(c)) for c in plan.must_not]
-        if not clauses:
-            return sql.SQL("true"), params
-        return sql.SQL(" AND ").join(clauses), params
+    def _render_where(self, plan: FilterPlan, alias: str = "p") -> tuple[sql.Composable, list[Any]]:
+        """The filter's clause rendered anew (what :meth:`_where` keeps per shape)."""
+        return render_where(plan, alias)
 
     def search_dense(self, vector: Sequence[float], flt: IndexFilter, limit: int) -> list[ScoredId]:
         """Nearest points by cosine similarity, best first.
@@ -420,7 +429,7 @@ class PgVectorIndex:
         fail still fills the limit) or, for a filter that few rows pass, an exact scan of
         them; if the result is short of ``limit`` (fewer rows pass, or the HNSW scan gave up
         after ``max_scan_tuples``), an exact scan of the filtered rows replaces it."""
-        query = _vector_text(dense_list(vector, self.dim))
+        query = _DenseParam(dense_array(vector, self.dim))
         plan = plan_filter(flt)
         if plan is None or check_limit(limit) == 0:
             return []
@@ -433,26 +442,27 @@ class PgVectorIndex:
                 conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, limit)),))
             else:
                 conn = stack.enter_context(self._conn())
-            rows = conn.execute(ann, args).fetchall()
+            rows = conn.execute(ann, args, prepare=True).fetchall()
             if len(rows) < limit:
-                rows = conn.execute(exact, args).fetchall()
+                rows = conn.execute(exact, args, prepare=True).fetchall()
         return self._dense_hits(rows)
 
     def _dense_sql(self, where: sql.Composable) -> tuple[sql.Composed, sql.Composed]:
-        """The dense search's HNSW query and its exact fallback (same parameters)."""
+        """The dense search's HNSW query and its exact fallback (same parameters: the query
+        vector a :class:`_DenseParam`); ids come back as text (no ``UUID`` objects to build)."""
         ann = sql.SQL(
-            "SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p WHERE {w} ORDER BY dist LIMIT %s"
+            "SELECT p.id::text, p.dense <=> %b::vector AS dist FROM {p} p WHERE {w} ORDER BY dist LIMIT %s"
         ).format(p=self._points, w=where)
         exact = sql.SQL(  # OFFSET 0 keeps the ordering out of the index's reach
-            "SELECT id, dist FROM (SELECT p.id, p.dense <=> %s::vector AS dist FROM {p} p "
+            "SELECT id::text, dist FROM (SELECT p.id, p.dense <=> %b::vector AS dist FROM {p} p "
             "WHERE {w} OFFSET 0) s ORDER BY dist, id LIMIT %s"
         ).format(p=self._points, w=where)
         return ann, exact
 
     @staticmethod
     def _dense_hits(rows: list[Any]) -> list[ScoredId]:
-        rows.sort(key=lambda row: (row[1], str(row[0])))  # relaxed_order: nearly sorted
-        return [ScoredId(str(pid), 1.0 - float(dist)) for pid, dist in rows]
+        rows.sort(key=lambda row: (row[1], row[0]))  # relaxed_order: nearly sorted
+        return [ScoredId(pid, 1.0 - float(dist)) for pid, dist in rows]
 
     def search_hybrid(self, vector: Sequence[float] | None, sparse: SparseVec | None,
                       flt: IndexFilter, limit: int) -> tuple[list[ScoredId], list[ScoredId]]:
@@ -461,7 +471,7 @@ class PgVectorIndex:
         counts stale IDF statistics itself) go out together in a libpq pipeline on one
         connection. ``None`` skips that search (its list is empty)."""
         if vector is not None:
-            query = _vector_text(dense_list(vector, self.dim))
+            query = _DenseParam(dense_array(vector, self.dim))
         if sparse is not None:
             check_sparse(sparse)
         plan = plan_filter(flt)
@@ -475,19 +485,22 @@ class PgVectorIndex:
         sparse_rows: list[Any] = []
         bm25 = self._bm25(sparse, where, params, limit) if sparse is not None and sparse.indices else None
         with self._conn() as conn:
-            with conn.pipeline():  # both statements go out together: one round trip
+            # both statements go out together and their results come back with the
+            # pipeline's Sync: one round trip (a fetch inside the block would wait for the
+            # first result, then the Sync would wait again)
+            with conn.pipeline():
                 dense_cur = sparse_cur = None
                 if vector is not None:
                     ann, exact = self._dense_sql(where)
-                    dense_cur = conn.execute(ann, (query, *params, limit))
+                    dense_cur = conn.execute(ann, (query, *params, limit), prepare=True)
                 if bm25 is not None and bm25[0] is not None:
-                    sparse_cur = conn.execute(bm25[0], bm25[1])
-                if dense_cur is not None:
-                    dense_rows = dense_cur.fetchall()
-                if sparse_cur is not None:
-                    sparse_rows = sparse_cur.fetchall()
+                    sparse_cur = conn.execute(bm25[0], bm25[1], prepare=True)
+            if dense_cur is not None:
+                dense_rows = dense_cur.fetchall()
+            if sparse_cur is not None:
+                sparse_rows = sparse_cur.fetchall()
             if vector is not None and len(dense_rows) < limit:
-                dense_rows = conn.execute(exact, (query, *params, limit)).fetchall()
+                dense_rows = conn.execute(exact, (query, *params, limit), prepare=True).fetchall()
         return (self._dense_hits(dense_rows),
                 self._bm25_hits(sparse_rows, bm25[2]) if bm25 is not None else [])
 
@@ -507,7 +520,7 @@ class PgVectorIndex:
         if statement is None:
             return []
         with self._conn() as conn:
-            rows = conn.execute(statement, args).fetchall()
+            rows = conn.execute(statement, args, prepare=True).fetchall()
         return self._bm25_hits(rows, stale)
 
     def _bm25(self, vector: SparseVec, where: sql.Composable, params: list[Any], limit: int,

@@ -57,6 +57,11 @@ def dense_list(vector: Sequence[float], dim: int) -> list[float]:
     Raises ``ValueError`` if it does not have ``dim`` entries, holds NaN/inf, or is all
     zeros (cosine similarity is undefined for a zero vector).
     """
+    return [float(x) for x in dense_array(vector, dim).tolist()]
+
+
+def dense_array(vector: Sequence[float], dim: int) -> np.ndarray:
+    """:func:`dense_list`'s checks, the vector as a float64 array (no list of floats built)."""
     arr = np.asarray(vector, dtype=np.float64)
     if arr.ndim != 1 or arr.shape[0] != dim:
         raise ValueError(
@@ -67,7 +72,7 @@ def dense_list(vector: Sequence[float], dim: int) -> list[float]:
         raise ValueError("dense vector holds NaN or infinite values; check the embedder output")
     if not np.any(arr):
         raise ValueError("dense vector is all zeros; cosine similarity needs a non-zero vector")
-    return [float(x) for x in arr.tolist()]
+    return arr
 
 
 def check_sparse(vector: SparseVec) -> SparseVec:

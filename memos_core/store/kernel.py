@@ -132,7 +132,7 @@ class MemoryStore:
             self.index, self.embedder, self.bm25, self.graph, self.graph_lock, self.extractor,
             self.config.retrieval,
         )
-        self.retriever.texts = lambda ids: {i: c.text for i, c in self.vault.get_many(ids).items()}
+        self.retriever.texts = self.vault.texts
         self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
         if server:
             # many processes share the vault: "closed cleanly" means nothing here, and a

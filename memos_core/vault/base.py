@@ -429,6 +429,12 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
     def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
         """``{id: current version}`` for the known ids among ``memory_ids``."""
 
+    def texts(self, memory_ids: Sequence[str]) -> dict[str, str]:
+        """``{id: text of the current version}`` for the known ids among ``memory_ids`` (a
+        tombstone's is its tombstone text): what :meth:`get_many` gives as ``cube.text``,
+        without decoding the memories or reading their usage counters (the ranking stages
+        read texts only)."""
+
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
         """One stored version; None if the memory or the version does not exist."""
 

@@ -506,6 +506,13 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         with self._usage.reading():
             return self._run(pg_sql.get_many(memory_ids, self._usage.overlay))
 
+    def texts(self, memory_ids: Sequence[str]) -> dict[str, str]:
+        ids = list(dict.fromkeys(memory_ids))
+        if not ids:
+            return {}
+        return dict(self._query("SELECT id, doc->>'text' FROM memories WHERE id = ANY(%s)",
+                                (ids,)))
+
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
         return self._run(pg_sql.get_version(memory_id, version))
 

@@ -563,6 +563,16 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             out.update((c.id, c) for c in self._with_usage(rows))
         return out
 
+    def texts(self, memory_ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        ids = list(dict.fromkeys(memory_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self._query(f"SELECT id, json_extract(doc, '$.text') FROM memories "
+                                   f"WHERE id IN ({marks})", chunk))
+        return out
+
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
         rows = self._query(
             "SELECT doc FROM versions WHERE id=? AND version=?", (memory_id, version)

@@ -181,6 +181,19 @@ class VaultConformance:
 
     # -- tombstones ---------------------------------------------------------------------------
 
+    def test_texts_are_the_current_versions_texts(self, vault: Vault) -> None:
+        odd = cube('Zoë said "hi" \\ then left\nfor 名前 \u2014 twice')
+        moved, gone = cube("The kayak is in the boathouse."), cube("Alice's PIN is 4711.")
+        vault.insert([odd, moved, gone], ALICE)
+        vault.put_version(bump(moved, text="The kayak is in the garage."), 1, ALICE, "update")
+        vault.tombstone(gone.id, ALICE)
+        ids = [odd.id, moved.id, gone.id, "unknown", odd.id]
+        got = vault.texts(ids)
+        assert got == {i: c.text for i, c in vault.get_many(ids).items()}
+        assert got[moved.id] == "The kayak is in the garage." and got[odd.id] == odd.text
+        assert "4711" not in got[gone.id]
+        assert vault.texts([]) == {}
+
     def test_tombstone_scrubs_every_version_and_is_idempotent(self, vault: Vault) -> None:
         c1 = cube("Alice's PIN is 4711.")
         other = cube("unrelated")

@@ -21,7 +21,10 @@ callers (``asyncio.to_thread``).
 
 Reads run in autocommit (each statement its own snapshot, as under the sync path's READ
 COMMITTED transaction, without its COMMIT round trip); writes run in a transaction exactly as
-on the sync path.
+on the sync path. Reads of memories lay this process's pending usage accesses over the stored
+counters as the sync reads do; instead of the sync path's lock against a usage flush (which
+would block the loop) they check the flush epoch around themselves and read again when a flush
+moved a batch meanwhile (``PendingUsage.epoch``), so each batch is counted once.
 
 Pools: one small pool per event loop that uses the vault (:class:`LoopPool`), made on its
 first call, at most the sync pool's ``max_size`` connections, each opened on demand and kept
@@ -59,6 +62,7 @@ __all__ = ["AsyncPgVault", "PgAsyncMixin"]
 T = TypeVar("T")
 #: seconds a call waits for a free connection of its loop's pool, unless the sync pool says
 DEFAULT_TIMEOUT = 10.0
+_OVERLAY_TRIES = 5  # reads of one async call that may meet a usage flush before it reads in a thread
 #: an idle connection used within this many seconds is reused without a check
 CHECK_IDLE_S = 2.0
 
@@ -268,20 +272,40 @@ class AsyncPgVault:
     # -- the vault's reads ----------------------------------------------------------------
 
     def _overlay(self, cube: MemCube, stored: bool) -> MemCube:
-        # this process's pending usage counts, as the sync reads lay them over; without the
-        # sync path's flush exclusion (it would block the loop), so a read that races a
-        # flush may count that batch twice or not at all: statistics only
+        # this process's pending usage counts, as the sync reads lay them over
         overlaid: MemCube = self._vault._usage.overlay(cube, stored)
         return overlaid
 
+    async def _read_with_usage(self, program: Callable[[], Program[T]],
+                               sync_read: Callable[[], T]) -> T:
+        """A read whose usage counters get this process's pending accesses laid over, each
+        batch seen exactly once. The sync reads hold off a flush while they read
+        (``PendingUsage.reading``); that lock would block the loop, so this read checks the
+        flush epoch around itself instead and reads again if a flush began or was under way
+        (``PendingUsage.epoch``). A read that keeps meeting flushes is made by the sync path
+        in a worker thread."""
+        usage = self._vault._usage
+        for attempt in range(_OVERLAY_TRIES):
+            before = usage.epoch()
+            if before[1]:  # a flush is writing: wait for it to end
+                await asyncio.sleep(0.001 * (attempt + 1))
+                continue
+            result = await self._run(program())
+            if usage.epoch() == before:
+                return result
+        return await asyncio.to_thread(sync_read)
+
     async def get(self, memory_id: str) -> MemCube | None:
-        return await self._run(pg_sql.get(memory_id, self._overlay))
+        return await self._read_with_usage(lambda: pg_sql.get(memory_id, self._overlay),
+                                           lambda: self._vault.get(memory_id))
 
     async def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
-        return await self._run(pg_sql.get_many(memory_ids, self._overlay))
+        return await self._read_with_usage(lambda: pg_sql.get_many(memory_ids, self._overlay),
+                                           lambda: self._vault.get_many(memory_ids))
 
     async def list(self, query: ListQuery) -> builtins.list[MemCube]:
-        return await self._run(pg_sql.list_memories(query, self._overlay))
+        return await self._read_with_usage(lambda: pg_sql.list_memories(query, self._overlay),
+                                           lambda: self._vault.list(query))
 
     async def history(self, memory_id: str) -> builtins.list[MemCube]:
         return await self._run(pg_sql.history(memory_id))

@@ -9,7 +9,7 @@ them in one transaction every ``interval_s`` (and when the vault closes):
   (as before). Another process sees this process's accesses at most ``interval_s`` (plus one
   flush) later; this process sees its own at once: the vault's reads lay the pending accesses
   over the stored counters (:meth:`PendingUsage.overlay`; such a read waits for a flush in
-  progress), with the same arithmetic the flush applies (a memory's heat after accesses at ``t1 .. tn`` is the stored heat decayed to
+  progress, or, in async code, reads again after one: :meth:`PendingUsage.epoch`), with the same arithmetic the flush applies (a memory's heat after accesses at ``t1 .. tn`` is the stored heat decayed to
   ``tn`` plus ``sum(0.5 ** ((tn - ti) / half_life))``).
 * **Never re-creates a forgotten memory's row**: a flush only updates rows that exist (a
   forget deletes the memory's ``usage`` row, in any process), and a forget in this process
@@ -88,6 +88,10 @@ class PendingUsage:
         #: batches written, and how many of them failed (kept for the next one)
         self.flushes = 0
         self.failures = 0
+        # flushes begun and ended (under _lock): what a reader that cannot take the flush
+        # lock checks around its read (see epoch)
+        self._begun = 0
+        self._ended = 0
 
     def add(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
         """Count one access of each of ``memory_ids`` at ``now``."""
@@ -154,8 +158,9 @@ class PendingUsage:
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
-            if not batch:
-                return 0
+                if not batch:
+                    return 0
+                self._begun += 1
             try:
                 self._write(batch)
             except BaseException:
@@ -163,11 +168,23 @@ class PendingUsage:
                 with self._lock:
                     merge(batch, self._pending)
                     self._pending = batch
+                    self._ended += 1
                 if raise_errors:
                     raise
                 return 0
+            with self._lock:
+                self._ended += 1
             self.flushes += 1
             return len(batch)
+
+    def epoch(self) -> tuple[int, bool]:
+        """``(flushes begun, one in progress)``: for a read that cannot hold off a flush
+        (an async one must not block its loop on :meth:`reading`'s lock). Such a read is
+        exact when the epoch before it shows no flush in progress and the epoch after its
+        :meth:`overlay` is the same: no batch moved from the pending accesses to the rows
+        meanwhile, so it was seen exactly once."""
+        with self._lock:
+            return self._begun, self._begun != self._ended
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -133,3 +133,74 @@ def test_usage_flush_interval_is_checked(pg_url):
 
     with pytest.raises(InvalidInputError, match="usage_flush_s"):
         PostgresVault(pg_url, usage_flush_s=-1)
+
+
+@pytest.mark.parametrize("read", ["get", "get_many", "list"])
+def test_an_async_read_that_meets_a_flush_counts_the_batch_once(vaults, read):
+    """A flush that writes the pending accesses after an async read fetched its rows and
+    before it laid the pending ones over them (the batch then in neither) is caught: the read
+    is made again and sees the batch exactly once."""
+    import asyncio
+
+    from memos_core.vault.base import ListQuery
+
+    mine, _ = vaults
+    hot = _cube("hot")
+    mine.insert([hot], ALICE)
+    for _ in range(3):
+        mine.record_usage([hot.id], utcnow(), HALF_LIFE)
+    usage, overlay = mine._usage, mine._usage.overlay
+    flushed: list[int] = []
+
+    def flush_first(cube, stored):  # the first overlay call finds a flush done meanwhile
+        if not flushed:
+            flushed.append(usage.flush())
+        return overlay(cube, stored)
+
+    usage.overlay = flush_first  # type: ignore[method-assign]
+    view = mine.native_async()
+
+    async def main():
+        if read == "get":
+            return await view.get(hot.id)
+        if read == "get_many":
+            return (await view.get_many([hot.id]))[hot.id]
+        return (await view.list(ListQuery(user_ids=("alice",))))[0]
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        usage.overlay = overlay  # type: ignore[method-assign]
+    assert flushed == [1] and usage.pending() == 0
+    assert got.usage.access_count == 3
+
+
+def test_an_async_read_that_keeps_meeting_flushes_is_made_in_a_thread(vaults):
+    """Every async attempt meets a new flush: after a few, the read is made by the sync path
+    (which holds flushes off), still exact."""
+    import asyncio
+    import threading
+
+    mine, _ = vaults
+    hot = _cube("hot")
+    mine.insert([hot], ALICE)
+    mine.record_usage([hot.id], utcnow(), HALF_LIFE)
+    usage, overlay = mine._usage, mine._usage.overlay
+    loop_thread = threading.current_thread()
+    flushes: list[int] = []
+
+    def busy(cube, stored):  # on the loop: one more access, and a flush, per attempt
+        if threading.current_thread() is loop_thread:
+            mine.record_usage([hot.id], utcnow(), HALF_LIFE)
+            flushes.append(usage.flush())
+        return overlay(cube, stored)
+
+    usage.overlay = busy  # type: ignore[method-assign]
+    try:
+        got = asyncio.run(mine.native_async().get(hot.id))
+    finally:
+        usage.overlay = overlay  # type: ignore[method-assign]
+    from memos_core.vault.pg_async import _OVERLAY_TRIES
+
+    assert len(flushes) == _OVERLAY_TRIES and usage.pending() == 0  # then the thread's read
+    assert got.usage.access_count == 1 + _OVERLAY_TRIES

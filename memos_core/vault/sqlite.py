@@ -526,20 +526,23 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
 
     # -- reads -----------------------------------------------------------------------------
 
+    def _by_ids(self, select: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The rows of ``select`` (a ``SELECT ... FROM table`` with an ``id`` column) whose
+        id is among ``ids``, read 500 ids per statement (SQLite's parameter limit)."""
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            rows += self._query(f"{select} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        return rows
+
     def _with_usage(self, docs: list[tuple[str, str]]) -> list[MemCube]:
         """Parse documents and attach their usage counters."""
         if not docs:
             return []
-        ids = [d[0] for d in docs]
         usage: dict[str, Usage] = {}
-        for chunk_start in range(0, len(ids), 500):
-            chunk = ids[chunk_start:chunk_start + 500]
-            marks = ",".join("?" * len(chunk))
-            for mid, count, last, heat, tier in self._query(
-                f"SELECT id, access_count, last_access, heat, tier FROM usage WHERE id IN ({marks})",
-                chunk,
-            ):
-                usage[mid] = Usage(access_count=count, last_access=_dt(last), heat=heat, tier=tier)
+        for mid, count, last, heat, tier in self._by_ids(
+                "SELECT id, access_count, last_access, heat, tier FROM usage", [d[0] for d in docs]):
+            usage[mid] = Usage(access_count=count, last_access=_dt(last), heat=heat, tier=tier)
         out = []
         for mid, doc in docs:
             cube = MemCube.model_validate_json(doc)
@@ -554,24 +557,12 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         return cubes[0] if cubes else None
 
     def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
-        out: dict[str, MemCube] = {}
-        ids = list(dict.fromkeys(memory_ids))
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._query(f"SELECT id, doc FROM memories WHERE id IN ({marks})", chunk)
-            out.update((c.id, c) for c in self._with_usage(rows))
-        return out
+        rows = self._by_ids("SELECT id, doc FROM memories", list(dict.fromkeys(memory_ids)))
+        return {c.id: c for c in self._with_usage(rows)}
 
     def texts(self, memory_ids: Sequence[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        ids = list(dict.fromkeys(memory_ids))
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            out.update(self._query(f"SELECT id, json_extract(doc, '$.text') FROM memories "
-                                   f"WHERE id IN ({marks})", chunk))
-        return out
+        return dict(self._by_ids("SELECT id, json_extract(doc, '$.text') FROM memories",
+                                 list(dict.fromkeys(memory_ids))))
 
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
         rows = self._query(

@@ -72,12 +72,16 @@ class StageTimer:
     """Wraps methods of the parts of a search path and adds the ms spent in each to
     ``spent``. ``stages``: ``(stage name, part name, attribute)``; ``parts``: part name ->
     object (a missing part or attribute is skipped). A stage called inside another counts for
-    the outer one only; calls from other threads (a listener's catch-ups) do not count.
+    the outer one only, except the stages named in ``apart``: they count for themselves
+    and the outer one's time leaves them out (the server-mode index embeds the query inside
+    its dense+BM25 call); calls from other threads (a listener's catch-ups) do not count.
     :meth:`close` puts every attribute back as it was."""
 
-    def __init__(self, parts: dict[str, Any], stages: Any) -> None:
+    def __init__(self, parts: dict[str, Any], stages: Any,
+                 apart: tuple[str, ...] = ("query embedding",)) -> None:
         self.spent: dict[str, float] = {}
-        self._depth = 0
+        self.apart = apart
+        self._inner: list[float] = []  # per open stage: ms spent in stages called inside it
         self._thread = threading.get_ident()
         self._undo: list[tuple[Any, str, Any]] = []
         for name, where, attr in stages:
@@ -90,15 +94,17 @@ class StageTimer:
         own = attr in getattr(obj, "__dict__", {})  # an instance or module attribute
 
         def timed(*a: Any, **kw: Any) -> Any:
-            if self._depth or threading.get_ident() != self._thread:
+            if threading.get_ident() != self._thread or (self._inner and name not in self.apart):
                 return inner(*a, **kw)
-            self._depth += 1
+            self._inner.append(0.0)
             t0 = time.perf_counter()
             try:
                 return inner(*a, **kw)
             finally:
-                self._depth -= 1
-                self.spent[name] = self.spent.get(name, 0.0) + (time.perf_counter() - t0) * 1000
+                ms = (time.perf_counter() - t0) * 1000
+                self.spent[name] = self.spent.get(name, 0.0) + ms - self._inner.pop()
+                if self._inner:
+                    self._inner[-1] += ms
 
         setattr(obj, attr, timed)
         self._undo.append((obj, attr, inner if own else None))

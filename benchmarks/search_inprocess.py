@@ -22,6 +22,10 @@ its own pgvector index (the same vectors, so the same dense and BM25 scores) and
 vault: what is compared is then the whole server-side search path as well.
 
     python benchmarks/search_inprocess.py --server --ref 267a52a
+
+With ``--embed-queries``, each search embeds its query with the model (each version's own
+query cache; the vectors are the same on both, the model being deterministic for one text),
+so that a change in what overlaps the query embedding is measured too.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from _machine import machine_info, markdown_machine  # noqa: E402
 from locomo_retrieval import CATEGORIES, KS, normalise_evidence, score, turns_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-#: (stage, part of the MemOS, attribute); a stage called inside another counts for the outer
+#: (stage, part of the MemOS, attribute); see _machine.StageTimer for nested stages
 STAGES = (("query embedding", "query_vectors", "get"),
           ("dense+bm25", "index_module", "search_hybrid"),
           ("entity hop", "hybrid_module", "entity_hop"),
@@ -140,10 +144,14 @@ class SameVectors:
         self.inner = inner
         self.dim, self.name = inner.dim, inner.name
         self.memo: dict[str, Any] = {}
+        #: embed with the model on every call (``--embed-queries``, while searching)
+        self.live = False
 
     def embed(self, texts: Any) -> Any:
         import numpy as np
 
+        if self.live:
+            return self.inner.embed(texts)
         todo = [t for t in dict.fromkeys(texts) if t not in self.memo]
         if todo:
             for t, v in zip(todo, self.inner.embed(todo)):
@@ -170,6 +178,9 @@ def main() -> None:
                    "searches that differ and compare quality and speed, without failing")
     p.add_argument("--server", action="store_true",
                    help="both versions in server mode (MemOS(url), one database each)")
+    p.add_argument("--embed-queries", action="store_true",
+                   help="embed each query with the model while searching (each version's own "
+                   "query cache), so the query embedding stage and what overlaps it are timed")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     samples = json.loads(args.data.read_text())[: args.conversations]
@@ -189,7 +200,8 @@ def main() -> None:
         embedder = SameVectors(versions["this checkout"]["memos_core.embedding.onnx"]
                                .OnnxEmbedder("minilm"))
         embedder.embed(["warm up"])
-        embedder.embed([str(qa["question"]) for sample in samples for qa in sample["qa"]])
+        if not args.embed_queries:
+            embedder.embed([str(qa["question"]) for sample in samples for qa in sample["qa"]])
         stores: dict[str, Any] = {}
         server = None
         if args.server:
@@ -213,6 +225,7 @@ def main() -> None:
             items = turns_of(sample)
             last = max((i["occurred_at"] for i in items if i["occurred_at"]), default=None)
             dia: dict[str, dict[str, str]] = {}
+            embedder.live = False
             for name, mos in stores.items():
                 use(versions[name])
                 # the same memory ids in both stores: ties in score are ordered by id
@@ -228,6 +241,7 @@ def main() -> None:
             # the reference searches this checkout's index (the same memory ids): both rank
             # the same dense and BM25 hits (two indexes of the same vectors differ in the
             # last bits of their float32 scores, and so at times in their 50th hit)
+            embedder.live = args.embed_queries
             if server is None:
                 stores[names[0]].retriever.index = Converting(stores[names[1]].retriever.index,
                                                               versions[names[1]])
@@ -269,6 +283,7 @@ def main() -> None:
     stage_names = [s for s, *_ in STAGES] + ["rest"]
     result: dict[str, Any] = {
         "ref": ref_sha, "mode": "server" if args.server else "embedded",
+        "embed_queries": args.embed_queries,
         "questions": asked, "searches_differing": mismatches,
         "load_avg_start": [round(x, 2) for x in load_start],
         "load_avg_end": [round(x, 2) for x in load_end], "machine": machine_info(),
@@ -278,7 +293,9 @@ def main() -> None:
                          "quality": aggregate(rows[n])["overall"]} for n in names}}
     print(markdown_machine(result["machine"]))
     print(f"\nLoCoMo dev, {len(samples)} conversations, {asked} questions, k=20, "
-          f"{result['mode']} stores, versions alternating per question; load average at the start "
+          f"{result['mode']} stores, versions alternating per question, "
+          + ("queries embedded while searching" if args.embed_queries else "query vectors computed beforehand")
+          + f"; load average at the start "
           f"{result['load_avg_start']}, at the end {result['load_avg_end']}; "
           + ("each version searches its own index" if args.server else "both versions search one index")
           + f"; searches whose hits (ids, scores) differ: {mismatches}\n")

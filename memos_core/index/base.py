@@ -7,7 +7,7 @@ of the text outside the vault). It can always be rebuilt from the vault.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -124,10 +124,18 @@ class VectorIndex(Protocol):
     def close(self) -> None: ...
 
 
-def search_hybrid(index: VectorIndex, vector: Sequence[float] | None, sparse: SparseVec | None,
+#: a dense query vector, or a function that computes it (called at most once)
+QueryVector = Sequence[float] | Callable[[], Sequence[float]]
+
+
+def search_hybrid(index: VectorIndex, vector: QueryVector | None, sparse: SparseVec | None,
                   flt: IndexFilter, limit: int) -> tuple[list[ScoredId], list[ScoredId]]:
     """Dense and BM25 hits for one query: ``(index.search_dense(vector, flt, limit),
     index.search_sparse(sparse, flt, limit))``, ``[]`` for a ``None`` vector.
+
+    ``vector`` may be a function that computes the vector (the query embedding), called at
+    most once: an index on a server sends the BM25 query first and computes the vector while
+    the server works on it.
 
     An index may implement this as an optional method ``search_hybrid`` with the same
     signature and results -- the server-mode index (:class:`~memos_core.index.pgvector.PgVectorIndex`)
@@ -137,5 +145,7 @@ def search_hybrid(index: VectorIndex, vector: Sequence[float] | None, sparse: Sp
     if own is not None:
         dense, keyword = own(vector, sparse, flt, limit)
         return list(dense), list(keyword)
+    if callable(vector):
+        vector = vector()
     return (index.search_dense(vector, flt, limit) if vector is not None else [],
             index.search_sparse(sparse, flt, limit) if sparse is not None else [])

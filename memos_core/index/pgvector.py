@@ -47,7 +47,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from memos_core.index.base import IndexFilter, IndexPoint, ScoredId, SparseVec
+from memos_core.index.base import IndexFilter, IndexPoint, QueryVector, ScoredId, SparseVec
 from memos_core.index.pg_bm25 import SPARSE_DIM, bm25_cached_statement, bm25_statement, sparsevec_text
 from memos_core.index.pg_parts import (
     LIST_FIELDS,
@@ -464,42 +464,49 @@ class PgVectorIndex:
         rows.sort(key=lambda row: (row[1], row[0]))  # relaxed_order: nearly sorted
         return [ScoredId(pid, 1.0 - float(dist)) for pid, dist in rows]
 
-    def search_hybrid(self, vector: Sequence[float] | None, sparse: SparseVec | None,
+    def search_hybrid(self, vector: QueryVector | None, sparse: SparseVec | None,
                       flt: IndexFilter, limit: int) -> tuple[list[ScoredId], list[ScoredId]]:
         """``(search_dense(vector, ...), search_sparse(sparse, ...))`` -- the same hits -- in
-        one round trip instead of two or three: the dense query and the BM25 statement (which
-        counts stale IDF statistics itself) go out together in a libpq pipeline on one
-        connection. ``None`` skips that search (its list is empty)."""
-        if vector is not None:
-            query = _DenseParam(dense_array(vector, self.dim))
+        one round trip instead of two or three: the BM25 statement (which counts stale IDF
+        statistics itself) and the dense query go out in a libpq pipeline on one connection.
+        ``None`` skips that search (its list is empty).
+
+        ``vector`` may be a function that computes the vector (the query embedding): it is
+        called after the BM25 statement was sent, so the server runs the keyword search while
+        this process embeds the query."""
         if sparse is not None:
             check_sparse(sparse)
         plan = plan_filter(flt)
         if plan is None or check_limit(limit) == 0:
             return [], []
         if limit > self.ef_search:  # the dense search needs its own transaction
-            return (self.search_dense(vector, flt, limit) if vector is not None else [],
+            dense = vector() if callable(vector) else vector
+            return (self.search_dense(dense, flt, limit) if dense is not None else [],
                     self.search_sparse(sparse, flt, limit) if sparse is not None else [])
         where, params = self._where(plan)
         dense_rows: list[Any] = []
         sparse_rows: list[Any] = []
         bm25 = self._bm25(sparse, where, params, limit) if sparse is not None and sparse.indices else None
+        ann, exact = self._dense_sql(where)
+        query: _DenseParam | None = None
         with self._conn() as conn:
-            # both statements go out together and their results come back with the
+            # the statements go out together and their results come back with the
             # pipeline's Sync: one round trip (a fetch inside the block would wait for the
             # first result, then the Sync would wait again)
             with conn.pipeline():
                 dense_cur = sparse_cur = None
-                if vector is not None:
-                    ann, exact = self._dense_sql(where)
-                    dense_cur = conn.execute(ann, (query, *params, limit), prepare=True)
                 if bm25 is not None and bm25[0] is not None:
                     sparse_cur = conn.execute(bm25[0], bm25[1], prepare=True)
+                if callable(vector):  # the server has the BM25 statement meanwhile
+                    vector = vector()
+                if vector is not None:
+                    query = _DenseParam(dense_array(vector, self.dim))
+                    dense_cur = conn.execute(ann, (query, *params, limit), prepare=True)
             if dense_cur is not None:
                 dense_rows = dense_cur.fetchall()
             if sparse_cur is not None:
                 sparse_rows = sparse_cur.fetchall()
-            if vector is not None and len(dense_rows) < limit:
+            if query is not None and len(dense_rows) < limit:
                 dense_rows = conn.execute(exact, (query, *params, limit), prepare=True).fetchall()
         return (self._dense_hits(dense_rows),
                 self._bm25_hits(sparse_rows, bm25[2]) if bm25 is not None else [])

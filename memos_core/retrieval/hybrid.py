@@ -171,18 +171,22 @@ class HybridRetriever:
         cfg = self.config
         n = max(cfg.candidates, k)
         signals: dict[str, list[ScoredId]] = {}
-        vector: np.ndarray | None = None
+        embedded: list[np.ndarray] = []  # the query vector, once computed
         entities: list[str] | None = None  # the query's entities, extracted once per search
-        if cfg.dense_weight > 0:
-            if cfg.dense_common_share > 0:
-                entities = self.extractor.extract(query)
-            vector = self.query_vectors.get(self.dense_text(query, flt, entities))
+        if cfg.dense_weight > 0 and cfg.dense_common_share > 0:
+            entities = self.extractor.extract(query)
+
+        def query_vector() -> list[float]:
+            embedded.append(self.query_vectors.get(self.dense_text(query, flt, entities)))
+            return embedded[0].tolist()
+
         sparse_query = self.bm25.encode_query(query) if cfg.sparse_weight > 0 else None
-        if vector is not None or sparse_query is not None:
-            # one call: an index on a server sends both queries in one round trip
-            dense, keyword = search_hybrid(self.index, None if vector is None else vector.tolist(),
+        if cfg.dense_weight > 0 or sparse_query is not None:
+            # one call: an index on a server sends the BM25 query first, embeds the query
+            # while the server works on it, and gets both results in one round trip
+            dense, keyword = search_hybrid(self.index, query_vector if cfg.dense_weight > 0 else None,
                                            sparse_query, flt, n)
-            if vector is not None:
+            if cfg.dense_weight > 0:
                 signals["dense"] = dense
             if sparse_query is not None:
                 signals["bm25"] = keyword
@@ -218,7 +222,8 @@ class HybridRetriever:
             with self.graph_lock:
                 graph = self.graph.for_filter(flt)
                 sessions = {mid: (graph.payload(mid) or {}).get("session_id") for mid in cands}
-            session_stage(cands, sessions.get, index=self.index, flt=flt, vector=vector,
+            session_stage(cands, sessions.get, index=self.index, flt=flt,
+                          vector=embedded[0] if embedded else None,
                           sparse=sparse_query, weights=weights, weight=cfg.session_stage_weight,
                           sessions=cfg.session_count, per_session_hits=cfg.session_stage_hits,
                           new_candidate=Candidate, fuse_scores=score_fusion)

@@ -698,6 +698,49 @@ def test_search_hybrid_with_one_side_missing(corpus_index):
     assert search_hybrid(corpus_index, unit(1), sparse, IndexFilter(user_ids=()), 5) == ([], [])
 
 
+@pytest.mark.parametrize("limit", [3, 100])
+def test_search_hybrid_computes_a_vector_function_once(corpus_index, limit):
+    """The query vector may be a function (the query embedding): called once, and the hits
+    are those of the vector it returns."""
+    from memos_core.index.base import search_hybrid
+
+    flt = IndexFilter(user_ids=("alice", "bob"))
+    for text, seed in HYBRID_QUERIES:
+        sparse = ENC.encode_query(text)
+        calls: list[int] = []
+
+        def vector(seed: int = seed) -> list[float]:
+            calls.append(seed)
+            return unit(seed)
+
+        assert search_hybrid(corpus_index, vector, sparse, flt, limit) == \
+            search_hybrid(corpus_index, unit(seed), sparse, flt, limit)
+        assert calls == [seed]
+        calls.clear()
+        assert search_hybrid(corpus_index, vector, None, flt, limit) == (
+            corpus_index.search_dense(unit(seed), flt, limit), [])
+        assert calls == [seed]
+
+
+def test_search_hybrid_vector_function_that_raises(corpus_index):
+    """A query embedding that fails inside the call raises its own error, and the index
+    answers the next search as before (pgvector: the pipelined BM25 statement it had sent
+    is not left on the connection)."""
+    from memos_core.index.base import search_hybrid
+
+    flt = IndexFilter(user_ids=("alice",))
+    sparse = ENC.encode_query("Alice tea")
+
+    def broken() -> list[float]:
+        raise RuntimeError("the embedder failed")
+
+    expected = search_hybrid(corpus_index, unit(2), sparse, flt, 5)
+    for _ in range(3):  # a pool of connections: each may have taken the failure
+        with pytest.raises(RuntimeError, match="the embedder failed"):
+            search_hybrid(corpus_index, broken, sparse, flt, 5)
+        assert search_hybrid(corpus_index, unit(2), sparse, flt, 5) == expected
+
+
 @pytest.mark.parametrize("call", [
     lambda i, f: f(i, [1.0] * (DIM + 1), ENC.encode_query("tea"), IndexFilter(), 3),
     lambda i, f: f(i, unit(0), SparseVec((1,), (float("inf"),)), IndexFilter(), 3),

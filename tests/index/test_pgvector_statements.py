@@ -8,6 +8,7 @@ ties included, on the HNSW statement and on the exact fallback.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import numpy as np
@@ -125,5 +126,36 @@ def test_where_clauses_are_rendered_once_per_shape_with_the_values_as_parameters
         first, _ = idx._where(plan)
         again, params = idx._where(FilterPlan((AnyOf("user_id", ("b", "c")),)))
         assert again is first and params == [["b", "c"]]  # same shape: the kept clause
+    finally:
+        idx.close()
+
+
+def test_the_bm25_statement_reaches_the_server_before_the_query_is_embedded(pg_url):
+    """With a vector function, search_hybrid sends the BM25 statement first and computes the
+    vector while the server works on it: inside the function, the server already shows the
+    index connection running (or having run) the BM25 statement."""
+    idx = PgVectorIndex(pg_url, DIM, pool_size=1)  # one connection: the search uses this one
+    try:
+        idx.upsert(_points(40))
+        flt = IndexFilter(user_ids=("a",))
+        sparse = ENC.encode_query("garden piano")
+        with idx._pool.connection() as conn:
+            pid = conn.info.backend_pid
+        seen: list[str] = []
+
+        def vector() -> list[float]:
+            with psycopg.connect(pg_url, autocommit=True) as watcher:
+                for _ in range(500):  # up to 5 s
+                    query = watcher.execute("SELECT query FROM pg_stat_activity WHERE pid = %s",
+                                            (pid,)).fetchone()[0]
+                    if "<#>" in query:
+                        break
+                    time.sleep(0.01)
+            seen.append(query)
+            return unit(3)
+
+        hits = idx.search_hybrid(vector, sparse, flt, 10)
+        assert len(seen) == 1 and "<#>" in seen[0], seen
+        assert hits == (idx.search_dense(unit(3), flt, 10), idx.search_sparse(sparse, flt, 10))
     finally:
         idx.close()

@@ -173,12 +173,16 @@ class HybridRetriever:
         signals: dict[str, list[ScoredId]] = {}
         embedded: list[np.ndarray] = []  # the query vector, once computed
         entities: list[str] | None = None  # the query's entities, extracted once per search
-        if cfg.dense_weight > 0 and cfg.dense_common_share > 0:
-            entities = self.extractor.extract(query)
+        dense_text = query
+        if cfg.dense_weight > 0:
+            if cfg.dense_common_share > 0:
+                entities = self.extractor.extract(query)
+            dense_text = self.dense_text(query, flt, entities)
 
         def query_vector() -> list[float]:
-            embedded.append(self.query_vectors.get(self.dense_text(query, flt, entities)))
-            return embedded[0].tolist()
+            embedded.append(self.query_vectors.get(dense_text))
+            values: list[float] = embedded[0].tolist()
+            return values
 
         sparse_query = self.bm25.encode_query(query) if cfg.sparse_weight > 0 else None
         if cfg.dense_weight > 0 or sparse_query is not None:

@@ -705,9 +705,10 @@ def test_search_hybrid_computes_a_vector_function_once(corpus_index, limit):
     from memos_core.index.base import search_hybrid
 
     flt = IndexFilter(user_ids=("alice", "bob"))
+    calls: list[int] = []
     for text, seed in HYBRID_QUERIES:
         sparse = ENC.encode_query(text)
-        calls: list[int] = []
+        calls.clear()
 
         def vector(seed: int = seed) -> list[float]:
             calls.append(seed)

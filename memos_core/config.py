@@ -229,9 +229,10 @@ class MemOSConfig(BaseModel):
     )
     pool_size: int = Field(
         default=4, ge=1,
-        description="Server mode: most connections this process's vault pool opens (the "
-        "index has its own pool). Budget processes x pools x size under the server's "
-        "max_connections (docs/scale_out.md).",
+        description="Server mode: most connections this process's vault pool opens, and "
+        "the pgvector index's pool (a search holds an index connection while it embeds its "
+        "query). Budget processes x (2 x pool_size + 1) under the server's max_connections "
+        "(docs/scale_out.md).",
     )
     feed_retention_s: float = Field(
         default=7 * 24 * 3600.0, ge=0,

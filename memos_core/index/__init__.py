@@ -72,6 +72,7 @@ def open_index(
     url: str | None = None,
     dim: int,
     collection: str = "memos",
+    pool_size: int = 4,
 ) -> VectorIndex:
     """Open (or create) an index of the given kind.
 
@@ -83,7 +84,7 @@ def open_index(
       data directory that shares one server its own (an index holds one vault's memories).
     - ``"pgvector"``: PostgreSQL with pgvector at ``url`` (``postgresql://...``, required;
       ``path`` is ignored); ``collection`` prefixes its table names (lower-case
-      letters, digits, ``_``).
+      letters, digits, ``_``); ``pool_size``: most connections its pool opens.
 
     Raises ``ValueError`` for an unknown kind or missing/contradictory arguments, and
     whatever the backend raises on open (e.g. :class:`IndexLockedError`).
@@ -110,5 +111,5 @@ def open_index(
             raise ValueError("index kind 'pgvector' needs url= (a postgresql:// URL)")
         from memos_core.index.pgvector import PgVectorIndex
 
-        return PgVectorIndex(url, dim, collection=collection)
+        return PgVectorIndex(url, dim, collection=collection, pool_size=pool_size)
     raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)}")

@@ -156,7 +156,8 @@ class MemoryStore:
         def attempt() -> VectorIndex:
             url = self.config.index_url if self.config.index == "pgvector" else self.config.qdrant_url
             return open_index(self.config.index, path=path, url=url,
-                              dim=self.embedder.dim or 384, collection=self.config.qdrant_collection)
+                              dim=self.embedder.dim or 384, collection=self.config.qdrant_collection,
+                              pool_size=self.config.pool_size)
 
         try:
             return attempt()

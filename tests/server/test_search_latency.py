@@ -214,3 +214,28 @@ def test_vault_connections_are_checked_only_after_idling_and_replaced_when_dropp
         assert vault.change_head() >= 0  # the check found it dropped: no error
     finally:
         vault.close()
+
+
+def test_searches_from_more_threads_than_the_index_pool_holds(pg_url):
+    """The index's pool follows ``pool_size``; a search holds one of its connections while it
+    embeds its query, so threads beyond the pool wait for one and every search still answers
+    what a lone search answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from memos_core import MemOSConfig
+
+    config = MemOSConfig(show_progress=False, pool_size=2, listen=False)
+    with MemOS(pg_url, config=config) as mos:
+        assert mos.index._pool.max_size == 2
+        mos.add_many([f"Note {i}: the {w} is in the {p}." for i, (w, p) in enumerate(
+            [("kayak", "boathouse"), ("ladder", "garage"), ("violin", "attic"),
+             ("tent", "cellar"), ("bicycle", "shed"), ("piano", "hall")])], user_id="pool-user")
+        queries = [f"where is the {w}?" for w in ("kayak", "ladder", "violin", "tent", "bicycle",
+                                                  "piano")] * 4
+        alone = {q: [h.id for h in mos.search(q, user_id="pool-user", k=3, record_usage=False)]
+                 for q in set(queries)}
+        mos.retriever.query_vectors.clear()  # every threaded search embeds its query again
+        with ThreadPoolExecutor(8) as pool:
+            found = list(pool.map(lambda q: [h.id for h in mos.search(
+                q, user_id="pool-user", k=3, record_usage=False)], queries))
+        assert found == [alone[q] for q in queries]

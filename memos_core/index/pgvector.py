@@ -490,9 +490,9 @@ class PgVectorIndex:
         ann, exact = self._dense_sql(where)
         query: _DenseParam | None = None
         with self._conn() as conn:
-            # the statements go out together and their results come back with the
-            # pipeline's Sync: one round trip (a fetch inside the block would wait for the
-            # first result, then the Sync would wait again)
+            # the BM25 statement goes out first, the dense one once the vector is there;
+            # both results come back with the pipeline's Sync: one round trip (a fetch
+            # inside the block would wait for the first result, then the Sync again)
             with conn.pipeline():
                 dense_cur = sparse_cur = None
                 if bm25 is not None and bm25[0] is not None:

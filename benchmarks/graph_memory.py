@@ -146,7 +146,7 @@ def measure(path: str, mode: str, bound: int | None) -> dict:
         first = graph
     else:
         views = GraphViews(vault, lock=threading.RLock(), states=INDEXED_STATES,
-                           max_memories=bound or 200_000, degree_cap=1000)
+                           max_memories=bound or 200_000)
         first = views.view([user])
     hits = first.expand([(m, 0.5) for m in seeds], build_filter((user,), states=("generated",)),
                         query_entities=question, neighbour_turns=2, entity_seed_weight=0.1)

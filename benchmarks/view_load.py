@@ -1,16 +1,17 @@
 """Loading one user's graph view from the embedded (SQLite) vault, stage by stage.
 
 A search by a principal whose view is not loaded reads the view's rows and edges from the
-vault, packs each memory into the in-process graph and, for a view naming at most
-``_PREFETCH_ENTITIES`` entities, reads their degrees at once. This script fills one SQLite
+vault and packs each memory into the in-process graph. (Until 2026-12-05 a load also read
+the whole store's degrees of the view's names; views now count degrees themselves, and the
+vault's ``entity_degrees`` is still timed below for the comparison with that pass.) This script fills one SQLite
 vault with ``--n`` memories of one user (turns of 20-turn sessions, each naming three of
 ``--entities`` names plus the two speakers), then times, in one process and alternating:
 
 * the vault read (``graph_view_rows``) and the whole load (rows, packing, edges);
 * the packing alone, this checkout's ``MemoryGraph._pack`` against the generic form it
   replaced (one generator over the fields per memory), on the same rows;
-* the degree prefetch, this checkout's ``entity_degrees`` (one statement over a JSON list of
-  names) against the form it replaced (one capped ``COUNT`` per name), on the same names;
+* the vault's ``entity_degrees`` (one statement over a JSON list of names) against the form
+  it replaced (one capped ``COUNT`` per name), on the same names;
 * the whole load with Python's cyclic garbage collector paused during it (this checkout)
   and left running (before), while the process holds ``--held`` memories in other loaded
   views, as a process serving many users does (a full collection walks all of them).
@@ -67,7 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000, help="memories of the one user")
     ap.add_argument("--entities", type=int, default=1_500,
-                    help="distinct names (a view naming at most 2,000 prefetches degrees)")
+                    help="distinct names the memories name")
     ap.add_argument("--repeat", type=int, default=5, help="timed rounds (medians printed)")
     ap.add_argument("--held", type=int, default=100_000,
                     help="memories held in other loaded views while the loads are timed")
@@ -132,11 +133,12 @@ def main() -> None:
     print("| stage (median of %d, ms) | this checkout | before |" % args.repeat)
     print("|---|---|---|")
     print(f"| vault read (graph_view_rows) | {ms(times['rows'])} | - |")
-    print(f"| whole view load (rows, packing, edges, degree prefetch); before: the garbage "
+    print(f"| whole view load (rows, packing, edges); before: the garbage "
           f"collector left running "
           f"| {ms(times['load'])} | {ms(times['load_gc'])} |")
     print(f"| packing the rows | {ms(times['pack'])} | {ms(times['pack_generic'])} |")
-    print(f"| degrees of the view's names | {ms(times['degrees'])} | {ms(times['degrees_per_name'])} |")
+    print(f"| the vault's degrees of the view's names (no longer read by a load) | "
+          f"{ms(times['degrees'])} | {ms(times['degrees_per_name'])} |")
 
 
 if __name__ == "__main__":

@@ -27,9 +27,26 @@ USERS = ("u0", "u1", "u2", "u3")
 NAMES = ("paris", "oslo", "rome", "kim", "lee", "ana", "bo")
 
 
-def reference(vault: SQLiteVault) -> MemoryGraph:
-    """The whole graph, built as the store built it at open before views existed."""
-    g = MemoryGraph()
+class Reference(MemoryGraph):
+    """The whole graph, with entity degrees counted over the memories ``users`` may read (what
+    a principal's view weighs links by); ``users`` None: over every memory."""
+
+    def __init__(self, users: tuple[str, ...] | None = None) -> None:
+        super().__init__()
+        self.users = None if users is None else frozenset(users)
+
+    def _degree(self, e: int) -> int:
+        if self.users is None:
+            return len(self._members[e])
+        payloads = [self.payload(self._ids[m]) for m in self._members[e]]
+        return sum(1 for p in payloads if p is not None and (
+            p["user_id"] in self.users or not self.users.isdisjoint(p["readers"] or ())))
+
+
+def reference(vault: SQLiteVault, users: tuple[str, ...] | None = None) -> MemoryGraph:
+    """The whole graph, built as the store built it at open before views existed (entity
+    degrees: see :class:`Reference`)."""
+    g = Reference(users)
     for row in vault.graph_rows():
         if row["state"] in INDEXED_STATES:
             g.upsert(row)
@@ -40,7 +57,7 @@ def reference(vault: SQLiteVault) -> MemoryGraph:
 
 def make_views(vault: SQLiteVault, max_memories: int = 10_000) -> GraphViews:
     return GraphViews(vault, lock=threading.RLock(), states=INDEXED_STATES,
-                      max_memories=max_memories, degree_cap=1000,
+                      max_memories=max_memories,
                       owner_of=lambda mid: (c.namespace.user_id if (c := vault.get(mid)) else None))
 
 
@@ -61,8 +78,8 @@ def hits(g: MemoryGraph, seeds: list[tuple[str, float]], flt: IndexFilter, turns
 
 
 def assert_same(views: GraphViews, vault: SQLiteVault, principals: list[tuple[str, ...]]) -> None:
-    ref = reference(vault)
     for users in principals:
+        ref = reference(vault, users)
         view = views.view(users)
         mine = sorted({m for u in users for m in readable(ref, u)})
         assert sorted(m for m in mine if m in view) == mine, users  # every readable memory
@@ -182,28 +199,51 @@ def test_views_answer_as_the_whole_graph_through_random_writes(tmp_path, seed, p
         vault.close()
 
 
-@pytest.mark.parametrize("prefetch", [True, False])
-def test_the_entity_hop_reads_degrees_in_one_query(tmp_path, monkeypatch, prefetch):
-    if not prefetch:  # a view naming more entities than are read at load
-        monkeypatch.setattr("memos_core.graph.views._PREFETCH_ENTITIES", 0)
+def test_entity_degrees_count_what_the_principals_may_read(tmp_path):
+    """A view's entity degrees count its principals' readable memories: another user's
+    memories never change a principal's expansion (its scores would otherwise tell how many
+    memories of other users name a word), and nothing is read from the vault for them."""
     vault = SQLiteVault(tmp_path / "vault.sqlite3")
     try:
-        cubes = [MemCube(namespace=Namespace(user_id="alice"), text=str(i),
+        cubes = [MemCube(namespace=Namespace(user_id="alice", session_id="s"), text=str(i),
                          entities=(NAMES[i], NAMES[i + 1])) for i in range(4)]
         vault.insert(cubes, Actor("alice"))
+        flt = IndexFilter(user_ids=("alice",))
+        seeds = [(cubes[0].id, 1.0), (cubes[2].id, 0.5)]
+        alone = hits(make_views(vault).view(["alice"]), seeds, flt, 1)
+        assert f"mentions {NAMES[0]}" in alone[cubes[0].id][1]
+        # 250 of bob's memories name NAMES[0] (above max_entity_degree store-wide) and 3
+        # name NAMES[2]
+        crowd = [MemCube(namespace=Namespace(user_id="bob"), text=f"b{i}", entities=(NAMES[0],))
+                 for i in range(250)]
+        crowd += [MemCube(namespace=Namespace(user_id="bob"), text=f"c{i}", entities=(NAMES[2],))
+                  for i in range(3)]
+        vault.insert(crowd, Actor("bob"))
         views = make_views(vault)
+        calls: list[str] = []
+
+        def counted(name: str) -> Any:
+            real = getattr(vault, name)
+
+            def call(*a: Any, **k: Any) -> Any:
+                calls.append(name)
+                return real(*a, **k)
+            return call
+
+        for name in ("entity_degrees", "get", "get_many"):
+            setattr(vault, name, counted(name))
         view = views.view(["alice"])
-        # a loaded view's degrees are read in one query at load, or else in one at the hop
-        assert views.degrees.queries == (1 if prefetch else 0)
-        payloads = [view.payload(c.id) for c in cubes[:3]]  # what the hop reads first
-        before = views.degrees.queries
-        degrees = [view.entity_degree(e) for p in payloads for e in p["entities"]]
-        assert degrees == [1, 2, 2, 2, 2, 2]
-        assert views.degrees.queries == before + (0 if prefetch else 1)
-        other = MemCube(namespace=Namespace(user_id="bob"), text="x", entities=(NAMES[0],))
-        vault.insert([other], Actor("bob"))
-        views.apply([graph_row(other)])  # bob's view is not loaded: the degree is still his
-        assert view.entity_degree(NAMES[0]) == 2 and view.entity_degree(NAMES[1]) == 2
+        at_load = list(calls)
+        assert [view.entity_degree(e) for e in NAMES[:5]] == [1, 2, 2, 2, 1]
+        assert hits(view, seeds, flt, 1) == alone  # same memories, scores and reasons
+        assert calls == at_load  # degrees and expansion read nothing from the vault
+        # bob shares one of his memories with alice: it joins her degrees (she reads it)
+        shared = crowd[0].model_copy(update={"version": 2, "governance": crowd[0].governance
+                                             .model_copy(update={"readers": ("alice",)})})
+        vault.put_version(shared, 1, Actor("bob"), "share:read")
+        views.apply([graph_row(shared)])
+        assert views.view(["alice"]).entity_degree(NAMES[0]) == 2
+        assert views.for_filter(IndexFilter()).entity_degree(NAMES[0]) == 251  # whole graph
     finally:
         vault.close()
 
@@ -237,7 +277,7 @@ def test_changes_reach_loaded_views_only_and_unloaded_ones_load_current_state(tm
         vault.insert([b], Actor("bob"))
         views.apply([graph_row(b)])
         assert not views.loaded(["bob"]) and b.id not in alice  # bob's view is not loaded
-        assert views.view(["alice"]).entity_degree("paris") == 2  # degrees are the store's
+        assert views.view(["alice"]).entity_degree("paris") == 1  # degrees are the view's
         a2 = MemCube(namespace=Namespace(user_id="alice", session_id="s"), text="a2")
         vault.insert([a2], Actor("alice"))
         views.apply([graph_row(a2)])

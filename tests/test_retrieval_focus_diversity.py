@@ -88,7 +88,7 @@ def test_common_names_are_counted_in_the_principals_own_view(make_mos):
     flt = build_filter(("u",), states=SEARCHABLE_STATES)
     # 40 of the store's memories name Pico, one of u's 7: kept; Ana: 7 of 7, dropped
     assert mos.retriever.dense_text("Did Ana take Pico to Paris?", flt) == "Did take Pico to Paris?"
-    # every one of 1,005 memories names Zed: more than the store-wide degree's cap (1,000)
+    # every one of 1,005 memories names Zed: more than the old store-wide degree's cap (1,000)
     every = make_mos("every", retrieval=RetrievalConfig(dense_common_share=1.0))
     every.add_many([{"text": f"Zed: note {i} about the harbour.", "session_id": f"s{i // 50}"}
                     for i in range(1005)], user_id="big")

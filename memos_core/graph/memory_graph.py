@@ -229,23 +229,14 @@ class MemoryGraph:
         return len(self._num)
 
     def entity_degree(self, entity: str) -> int:
-        """How many memories name ``entity`` (a view: in the whole store, see
-        :class:`memos_core.graph.views.GraphView`)."""
-        return self.held_degree(entity)
-
-    def held_degree(self, entity: str) -> int:
-        """How many of the memories this graph holds name ``entity`` (a view: of the
-        principal's view, whatever other users' memories name; exact, no vault read)."""
+        """How many of the memories this graph holds name ``entity`` (a view: those its
+        principals may read, see :class:`memos_core.graph.views.GraphView`)."""
         e = self._entity_num.get(entity)
-        return 0 if e is None else len(self._members[e])
+        return 0 if e is None else self._degree(e)
 
     def _degree(self, e: int) -> int:
         """The degree of entity number ``e`` that expansion weighs by."""
         return len(self._members[e])
-
-    def _prefetch(self, entities: Iterable[str]) -> None:
-        """Called before an expansion with the entity names whose degrees it will read (a
-        view reads them from the vault in one query); nothing to do here."""
 
     def entities_of(self, memory_id: str) -> list[str]:
         """The entities of a memory the graph holds ([] if unknown)."""
@@ -325,13 +316,9 @@ class MemoryGraph:
         check = self._checker(plan, flt)
         score: dict[int, float] = {}
         why: dict[int, list[str]] = {}  # insertion order: the order memories were first reached
-        # the query's entities this graph holds (only their degrees are read: one that no
-        # memory here names credits nothing, so a view asks the vault nothing about it)
+        # the query's entities this graph holds (one that no memory here names credits nothing)
         held = [(name, e) for name in dict.fromkeys(query_entities)
                 if (e := self._entity_num.get(name)) is not None and members_of[e]]
-        self._prefetch([*(self._entity_names[e] for seed, _ in seeds
-                          if (n := self._num.get(seed)) is not None for e in self._ents[n]),
-                        *(name for name, _ in held)])
 
         def credit(reached: Iterable[int], skip: int, amount: float, reason: str) -> None:
             # a memory's score is its best path (max); reasons in first-credit order, unique

@@ -10,14 +10,14 @@ process does not build the whole graph. A **view** is one principal's part of it
   shared memory, which it does not read, still decide which turns are its neighbours;
 * every stored relation among them (a relation to a memory outside the view can never be
   followed: expansion keeps only memories the principal may read, and all of those are in);
-* the **entity degrees** of the whole store (how many memories name an entity, which
-  weighs and cuts entity links) -- read from the vault (an indexed count) when a view is
-  loaded (all of its entities in one query, up to ``_PREFETCH_ENTITIES``) or when an
-  expansion or the entity hop needs them, cached per process until a write changes them.
+* the **entity degrees**, which weigh and cut entity links, counted in the view: how many of
+  its memories the principal may read name an entity (exact, no vault read). Other users'
+  memories never change how a principal's links weigh, so a search's scores and reasons say
+  nothing about what they name (with the whole store's degrees, a popular name elsewhere also
+  stopped linking a user's memories that name it twice).
 
-That is exactly what a search with the filter ``user_ids=(principal,)`` reads, so a view
-answers it as the whole graph did (same candidates, scores and reasons). A filter without
-``user_ids`` gets the whole graph as one view.
+That is everything a search with the filter ``user_ids=(principal,)`` can reach. A filter
+without ``user_ids`` gets the whole graph as one view (degrees: the whole store's).
 
 :class:`GraphViews` keeps the loaded views in an LRU bounded by ``max_memories`` (the sum of
 the views' sizes; the view in use is never evicted, so one view larger than the bound is
@@ -37,16 +37,14 @@ import contextlib
 import gc
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from memos_core.graph.memory_graph import MemoryGraph
+from memos_core.graph.memory_graph import _READERS, _USER, MemoryGraph
 from memos_core.index.base import IndexFilter
 
 #: a view's key: the sorted principals of the filter (None: the whole graph)
 ViewKey = tuple[str, ...] | None
-_DEGREE_CACHE_MAX = 200_000  # entity degrees cached per process (cleared when full)
-_PREFETCH_ENTITIES = 2_000  # a loaded view naming at most this many reads their degrees at once
 
 
 @contextlib.contextmanager
@@ -78,50 +76,43 @@ class GraphSource(Protocol):
 
     def graph_edges(self, memory_ids: Sequence[str]) -> Sequence[Any]: ...  # pragma: no cover
 
-    def entity_degrees(self, entities: Sequence[str], states: Sequence[str],
-                       cap: int) -> dict[str, int]: ...  # pragma: no cover - protocol
-
 
 class GraphView(MemoryGraph):
-    """One principal's part of the graph (see the module docstring); entity degrees are the
-    whole store's, read through ``degrees``. ``principals`` None: the whole graph."""
+    """One principal's part of the graph (see the module docstring); entity degrees count
+    the memories of the view its principals may read. ``principals`` None: the whole graph."""
 
-    def __init__(self, principals: frozenset[str] | None, degrees: "_Degrees", *,
-                 max_entity_degree: int = 200) -> None:
+    def __init__(self, principals: frozenset[str] | None, *, max_entity_degree: int = 200) -> None:
         super().__init__(max_entity_degree=max_entity_degree)
         self.principals = principals
-        self._degrees = degrees
-        self._pending: dict[str, None] = {}  # entity names of payloads read since the last fetch
+        #: entity number -> memories of the view its principals may read that name it
+        self._readable_degrees: dict[int, int] = {}
         #: the owners of the memories it holds (a changed memory concerns only the views
         #: that hold one of its owner's memories or whose principal owns or reads it)
         self.owners: set[str] = set()
 
     def upsert(self, row: dict[str, Any]) -> None:
+        self._readable_degrees.clear()
         super().upsert(row)
         self.owners.add(row["user_id"])
 
-    def entity_degree(self, entity: str) -> int:
-        """How many memories of the whole store name ``entity``, exact up to the views'
-        ``degree_cap`` (beyond it: ``degree_cap + 1``)."""
-        if entity not in self._degrees.known:
-            # the entity hop asks one name at a time about the payloads it just read: fetch
-            # the degrees of all their entities in one query
-            self._pending[entity] = None
-            self._degrees.fetch(list(self._pending))
-            self._pending.clear()
-        return self._degrees.known.get(entity, 0)
+    def remove(self, memory_id: str) -> None:
+        self._readable_degrees.clear()
+        super().remove(memory_id)
 
     def _degree(self, e: int) -> int:
-        return self.entity_degree(self._entity_names[e])
-
-    def _prefetch(self, entities: Iterable[str]) -> None:
-        self._degrees.fetch(list(entities))
-
-    def payload(self, memory_id: str) -> dict[str, Any] | None:
-        out = super().payload(memory_id)
-        if out is not None and len(self._pending) < 256:
-            self._pending.update(dict.fromkeys(out["entities"]))
-        return out
+        """How many memories its principals may read name entity number ``e`` (what
+        :meth:`entity_degree` returns and links weigh by)."""
+        # a view also holds other users' turns around a memory shared with its principals
+        # (they decide which turns neighbour it): they do not count
+        if self.principals is None:
+            return len(self._members[e])
+        found = self._readable_degrees.get(e)
+        if found is None:
+            p, rows = self.principals, self._rows
+            found = self._readable_degrees[e] = sum(
+                1 for m in self._members[e]
+                if rows[m][_USER] in p or not p.isdisjoint(rows[m][_READERS] or ()))
+        return found
 
     def readable(self, row: dict[str, Any]) -> bool:
         """True if the principal owns or reads the memory of ``row``."""
@@ -135,32 +126,6 @@ class GraphView(MemoryGraph):
                 or self.has_session(user_id, session_id))
 
 
-class _Degrees:
-    """The per-process cache of whole-store entity degrees (shared by every view)."""
-
-    def __init__(self, source: GraphSource, states: Sequence[str], cap: int) -> None:
-        self.source = source
-        self.states = tuple(states)
-        self.cap = cap
-        self.known: dict[str, int] = {}
-        self.queries = 0  # vault reads (for tests and stats)
-
-    def fetch(self, names: Sequence[str]) -> None:
-        missing = [n for n in dict.fromkeys(names) if n not in self.known]
-        if not missing:
-            return
-        if len(self.known) + len(missing) > _DEGREE_CACHE_MAX:
-            self.known.clear()
-        self.queries += 1
-        found = self.source.entity_degrees(missing, self.states, self.cap)
-        for name in missing:
-            self.known[name] = int(found.get(name, 0))
-
-    def forget(self, names: Iterable[str]) -> None:
-        for name in names:
-            self.known.pop(name, None)
-
-
 class GraphViews:
     """The loaded graph views of one process (see the module docstring).
 
@@ -170,15 +135,13 @@ class GraphViews:
         states: the states a memory has a graph node in.
         max_memories: the LRU bound: most memories held by all loaded views together.
         max_entity_degree: entities named by more memories are not expanded.
-        degree_cap: entity degrees are exact up to this (>= every threshold they are
-            compared with: ``max_entity_degree`` and the entity hop's ``hop_max_degree``).
         prepare: applied to every row read from the vault before it joins a view (the store
             hides tags with it).
         owner_of: the owner of a memory (for the principal-free readers), None if unknown.
     """
 
     def __init__(self, source: GraphSource, *, lock: threading.RLock, states: Sequence[str],
-                 max_memories: int, max_entity_degree: int = 200, degree_cap: int = 200,
+                 max_memories: int, max_entity_degree: int = 200,
                  prepare: Callable[[dict[str, Any]], dict[str, Any]] = lambda row: row,
                  owner_of: Callable[[str], str | None] | None = None) -> None:
         self.source = source
@@ -188,7 +151,6 @@ class GraphViews:
         self.max_entity_degree = max_entity_degree
         self.prepare = prepare
         self.owner_of = owner_of
-        self.degrees = _Degrees(source, self.states, max(degree_cap, max_entity_degree))
         self._views: OrderedDict[ViewKey, GraphView] = OrderedDict()
         self._sizes: dict[ViewKey, int] = {}
         self._by_owner: dict[str, set[ViewKey]] = {}  # owner -> views holding its memories
@@ -216,7 +178,6 @@ class GraphViews:
                 return found
             with _collector_paused():
                 loaded = self._load(key)
-            self._prefetch_degrees(loaded)
             self._views[key] = loaded
             self._sizes[key] = max(1, len(loaded))
             self._total += self._sizes[key]
@@ -242,17 +203,16 @@ class GraphViews:
             return self._total
 
     def clear(self) -> None:
-        """Drop every loaded view and cached degree (after a rebuild: they reload)."""
+        """Drop every loaded view (after a rebuild: they reload)."""
         with self.lock:
             self._views.clear()
             self._sizes.clear()
             self._by_owner.clear()
             self._by_principal.clear()
             self._total = 0
-            self.degrees.known.clear()
 
     def _load(self, key: ViewKey) -> GraphView:
-        view = GraphView(None if key is None else frozenset(key), self.degrees,
+        view = GraphView(None if key is None else frozenset(key),
                          max_entity_degree=self.max_entity_degree)
         if key is None:
             rows = [r for r in self.source.graph_rows() if r["state"] in self.states]
@@ -265,16 +225,6 @@ class GraphViews:
         for edge in edges:
             view.add_relation(edge.src, edge.dst, edge.kind)
         return view
-
-    def _prefetch_degrees(self, view: GraphView) -> None:
-        """Read the degrees of a newly loaded view's entities in one vault query when it
-        names at most ``_PREFETCH_ENTITIES`` (a principal's searches would otherwise read
-        them a few at a time, one query -- in server mode a round trip -- per search that
-        meets new ones). Degrees are the whole store's either way: only when they are read
-        changes."""
-        names = [name for name, members in zip(view._entity_names, view._members) if members]
-        if names and len(names) <= _PREFETCH_ENTITIES:
-            self.degrees.fetch(names)
 
     def _index_owners(self, key: ViewKey) -> None:
         view = self._views[key]
@@ -323,14 +273,11 @@ class GraphViews:
 
     def apply(self, rows: Sequence[dict[str, Any]], edges: Sequence[Any] = ()) -> None:
         """Apply changed memories (their graph rows, tags already hidden, in any state) and
-        new relations to the loaded views they concern; forget the cached degrees of the
-        entities they name (or named)."""
+        new relations to the loaded views they concern."""
         with self.lock:
             touched: set[ViewKey] = set()
             for row in rows:
-                concerned = self._concerned(row)
-                self._forget_degrees(row, concerned)
-                for key in concerned:
+                for key in self._concerned(row):
                     if self._apply_row(self._views[key], row):
                         touched.add(key)
                     else:
@@ -345,19 +292,6 @@ class GraphViews:
                     self._index_owners(key)
             if self._views:
                 self._evict(keep=next(reversed(self._views)))
-
-    def _forget_degrees(self, row: dict[str, Any], concerned: Sequence[ViewKey]) -> None:
-        old: list[str] | None = None
-        for key in concerned:
-            view = self._views[key]
-            if row["id"] in view:
-                old = view.entities_of(row["id"])
-                break
-        if old is None and row.get("version") != 1:
-            # a changed memory no loaded view holds: the entities it named before are unknown
-            self.degrees.known.clear()
-            return
-        self.degrees.forget([*(old or ()), *row.get("entities", ())])
 
     def _apply_row(self, view: GraphView, row: dict[str, Any]) -> bool:
         """Apply one changed memory to one view; False if the view must be dropped."""
@@ -401,16 +335,9 @@ class GraphViews:
             found = self._owner_view(memory_id)
             return None if found is None else found.payload(memory_id)
 
-    def entity_degree(self, entity: str) -> int:
-        """How many memories of the whole store name ``entity`` (see
-        :meth:`GraphView.entity_degree`)."""
-        with self.lock:
-            self.degrees.fetch([entity])
-            return self.degrees.known.get(entity, 0)
-
     def stats(self) -> dict[str, int]:
         """The loaded views: how many, the memories they hold, the bound, loads, evictions
-        and drops so far, and the entity degrees cached."""
+        and drops so far."""
         with self.lock:
             return {
                 "views": len(self._views),
@@ -419,5 +346,4 @@ class GraphViews:
                 "loads": self.loads,
                 "evictions": self.evictions,
                 "drops": self.drops,
-                "degrees_cached": len(self.degrees.known),
             }

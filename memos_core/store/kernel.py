@@ -124,7 +124,6 @@ class MemoryStore:
         self.graph = GraphViews(
             self.vault, lock=self.graph_lock, states=INDEXED_STATES,
             max_memories=self.config.graph_max_memories,
-            degree_cap=max(1000, self.config.retrieval.hop_max_degree),
             prepare=lambda row: index_privacy.hide_payload(row, self.tag_key),
             owner_of=self._owner_of,
         )

@@ -53,6 +53,11 @@ def _intern(value: Any) -> Any:
     return sys.intern(value) if isinstance(value, str) else value
 
 
+def _read_by(row: tuple[Any, ...], principals: frozenset[str]) -> bool:
+    """True if one of ``principals`` owns or reads (``readers``) the memory of a packed row."""
+    return row[_USER] in principals or not principals.isdisjoint(row[_READERS] or ())
+
+
 def _freeze(value: Any) -> Any:
     if not isinstance(value, (list, tuple)):
         return value
@@ -388,8 +393,7 @@ class MemoryGraph:
 
         def check(m: int) -> bool:
             row = rows[m]
-            if owners is not None and row[_USER] not in owners \
-                    and not owners.intersection(row[_READERS] or ()):
+            if owners is not None and not _read_by(row, owners):
                 return False
             return plan_matches(plan, self._filter_view(m))
         return check

@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from memos_core.graph.memory_graph import _READERS, _USER, MemoryGraph
+from memos_core.graph.memory_graph import MemoryGraph, _read_by
 from memos_core.index.base import IndexFilter
 
 #: a view's key: the sorted principals of the filter (None: the whole graph)
@@ -109,9 +109,8 @@ class GraphView(MemoryGraph):
         found = self._readable_degrees.get(e)
         if found is None:
             p, rows = self.principals, self._rows
-            found = self._readable_degrees[e] = sum(
-                1 for m in self._members[e]
-                if rows[m][_USER] in p or not p.isdisjoint(rows[m][_READERS] or ()))
+            found = self._readable_degrees[e] = sum(1 for m in self._members[e]
+                                                    if _read_by(rows[m], p))
         return found
 
     def readable(self, row: dict[str, Any]) -> bool:

@@ -279,10 +279,10 @@ class ChangeFollower:
             gone = [cube.id for cube in cubes if cube.state.value not in INDEXED_STATES]
             if gone:
                 store.index.delete(gone)
-        if self.shared_index and hasattr(store.index, "versions_of"):
-            seen = time.monotonic()
-            with self._own_lock:
-                for cube in cubes:
-                    self._unchecked.setdefault(cube.id, seen)
+            if hasattr(store.index, "versions_of"):
+                seen = time.monotonic()
+                with self._own_lock:
+                    for cube in cubes:
+                        self._unchecked.setdefault(cube.id, seen)
         store._graph_apply(cubes, edges)  # loaded views follow; unloaded ones read it at load
         store._notify(cubes)

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -106,8 +106,10 @@ class SentenceTransformerEmbedder:
 class QueryCache:
     """A small thread-safe LRU of query vectors: ``get(text)`` embeds only on a miss.
 
-    Keyed by the exact query text; vectors are read-only arrays shared between callers.
-    ``size=0`` disables it.
+    Keyed by the exact query text and the searching principals (``scope``): one user's
+    search never finds another user's query in the cache, so the time a search takes does
+    not tell whether someone else asked the same thing. Vectors are read-only arrays shared
+    between callers. ``size=0`` disables it.
     """
 
     def __init__(self, embedder: Embedder, size: int = 256) -> None:
@@ -115,15 +117,17 @@ class QueryCache:
         self.size = size
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._items: OrderedDict[tuple[Hashable, str], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, text: str) -> np.ndarray:
-        """The vector of ``text`` (shape ``(dim,)``), from the cache when it is there."""
+    def get(self, text: str, scope: Hashable = None) -> np.ndarray:
+        """The vector of ``text`` (shape ``(dim,)``), from the cache when ``scope`` (the
+        searching principals) embedded it before."""
+        key = (scope, text)
         with self._lock:
-            cached = self._items.get(text)
+            cached = self._items.get(key)
             if cached is not None:
-                self._items.move_to_end(text)
+                self._items.move_to_end(key)
                 self.hits += 1
                 return cached
             self.misses += 1
@@ -131,8 +135,8 @@ class QueryCache:
         vec.setflags(write=False)
         if self.size > 0:
             with self._lock:
-                self._items[text] = vec
-                self._items.move_to_end(text)
+                self._items[key] = vec
+                self._items.move_to_end(key)
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)
         return vec

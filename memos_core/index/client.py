@@ -28,6 +28,7 @@ from memos_core.index.filters import (
     Either,
     FilterPlan,
     IsTrue,
+    idf_corpus,
     plan_filter,
 )
 from memos_core.index.points import (
@@ -241,7 +242,8 @@ class QdrantClientIndex:
 
     # -- reads --------------------------------------------------------------------------
 
-    def _query(self, query: Any, using: str, flt: IndexFilter, limit: int) -> list[ScoredId]:
+    def _query(self, query: Any, using: str, flt: IndexFilter, limit: int,
+               params: models.SearchParams | None = None) -> list[ScoredId]:
         plan = plan_filter(flt)
         if plan is None or check_limit(limit) == 0:
             return []
@@ -251,6 +253,7 @@ class QdrantClientIndex:
                 query=query,
                 using=using,
                 query_filter=client_filter(plan),
+                search_params=params,
                 limit=limit,
                 with_payload=False,
                 with_vectors=False,
@@ -271,7 +274,12 @@ class QdrantClientIndex:
         if not vector.indices:
             return []
         query = models.SparseVector(indices=list(vector.indices), values=list(vector.values))
-        return self._query(query, SPARSE, flt, limit)
+        # IDF over the points the principals own or read (filters.idf_corpus), not the
+        # whole collection: other users' memories must not show in a user's scores
+        corpus = idf_corpus(flt)
+        params = None if corpus is None else models.SearchParams(
+            idf=models.IdfCorpusParams(corpus=client_filter(corpus) or models.Filter()))
+        return self._query(query, SPARSE, flt, limit, params)
 
     def versions(self) -> dict[str, int]:
         """``{id: payload["version"]}`` for every point (scrolls the whole collection)."""

@@ -55,6 +55,7 @@ from memos_core.index.filters import (
     Either,
     FilterPlan,
     IsTrue,
+    idf_corpus,
     plan_filter,
 )
 from memos_core.index.points import (
@@ -350,7 +351,16 @@ class EdgeIndex:
             return []
         sparse = qe.SparseVector(list(vector.indices), list(vector.values))
         query = qe.Query.Nearest(sparse, using=SPARSE)
-        return self._query(query, self._sparse_params, flt, limit)
+        return self._query(query, self._idf_params(flt), flt, limit)
+
+    def _idf_params(self, flt: IndexFilter) -> qe.SearchParams | None:
+        """The sparse search's parameters: IDF counted over the points the filter's
+        principals own or read (:func:`~memos_core.index.filters.idf_corpus`); over the
+        whole shard for a store-wide search."""
+        corpus = idf_corpus(flt)
+        if corpus is None:
+            return self._sparse_params
+        return qe.SearchParams(idf=qe.IdfParams(corpus=edge_filter(corpus) or qe.Filter()))
 
     def versions(self) -> dict[str, int]:
         """``{id: payload["version"]}`` for every point (scrolls the whole shard)."""

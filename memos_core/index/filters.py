@@ -124,3 +124,17 @@ def plan_matches(plan: FilterPlan | None, payload: dict[str, Any]) -> bool:
         return False
     return all(_holds(c, payload) for c in plan.must) and not any(
         _holds(c, payload) for c in plan.must_not)
+
+
+def idf_corpus(flt: IndexFilter) -> FilterPlan | None:
+    """The points whose statistics weigh a BM25 search under ``flt``: those its principals
+    own or read (any state, superseded included), so that other users' memories never
+    change a user's scores -- BM25's IDF counted over the whole index would tell a user how
+    many memories of others hold a word. ``None`` when ``flt`` names no principal (a
+    store-wide search): the whole index. The other conditions of ``flt`` (session, type,
+    time) do not narrow it, so a narrower search weighs words as the principal's wider ones do.
+    An empty principal tuple gives a plan no point passes (searches with it return nothing)."""
+    if flt.user_ids is None:
+        return None
+    owners = tuple(flt.user_ids)
+    return FilterPlan((Either((AnyOf("user_id", owners), AnyOf("readers", owners))),), ())

@@ -1,8 +1,11 @@
 """The BM25 query of :class:`~memos_core.index.pgvector.PgVectorIndex` as one statement.
 
 IDF (``ln(1 + (N - n + 0.5) / (n + 0.5))``, Qdrant's modifier; ``n`` the points holding the
-term, ``N`` the points with a sparse vector, kept by triggers in a counts table so that it is
-not a scan of the points) needs statistics. The index caches them for
+term, ``N`` the points with a sparse vector) needs statistics. They are counted over the points
+the searching principals own or read (the IDF corpus,
+:func:`~memos_core.index.filters.idf_corpus`), so other users' memories never show in a
+user's scores; a store-wide search counts every point, its ``N`` kept by triggers in a
+counts table so that it is not a scan of the points. The index caches them per corpus for
 ``idf_ttl_s``; the terms whose counts are stale (and ``N`` when it is) are counted *inside* the
 search statement, which also returns those counts for the cache. So a keyword search is one
 round trip whether or not the statistics were cached, and its scores are the ones the
@@ -34,6 +37,7 @@ def bm25_statement(
     where_params: Sequence[Any], indices: Sequence[int], values: Sequence[float],
     known: dict[int, int], missing: Sequence[int], total: int | None, limit: int,
     counts: sql.Identifier | None = None,
+    corpus: tuple[sql.Composable, Sequence[Any]] | None = None,
 ) -> tuple[sql.Composed, tuple[Any, ...]]:
     """The statement and its parameters.
 
@@ -46,19 +50,31 @@ def bm25_statement(
         total: the cached ``N``, or ``None`` to count it now: the sum of the ``counts``
             table's rows (kept by triggers on the points), or, without one, a count of the
             points with a sparse vector (a scan of the points table).
+        corpus: the points the statistics are counted over, as a clause over alias ``c``
+            with its parameters (:func:`~memos_core.index.filters.idf_corpus`: those the
+            principals own or read); ``None``: every point (``counts`` gives ``N``).
     """
+    if corpus is None:
+        counted = sql.SQL("SELECT term, count(*)::float8 AS n FROM {t} WHERE term = ANY(%s::bigint[]) "
+                          "GROUP BY term").format(t=terms_table)
+        n = (sql.SQL("SELECT COALESCE(sum(delta), 0) FROM {c}").format(c=counts) if counts is not None
+             else sql.SQL("SELECT count(*) FROM {p} WHERE has_sparse").format(p=points))
+        corpus_params: Sequence[Any] = ()
+    else:
+        clause, corpus_params = corpus
+        counted = sql.SQL("SELECT t.term, count(*)::float8 AS n FROM {t} t JOIN {p} c ON c.id = t.id "
+                          "WHERE t.term = ANY(%s::bigint[]) AND {w} GROUP BY t.term").format(
+                              t=terms_table, p=points, w=clause)
+        n = sql.SQL("SELECT count(*) FROM {p} c WHERE c.has_sparse AND {w}").format(p=points, w=clause)
     head = sql.SQL(
         "WITH q(term, w) AS (SELECT * FROM unnest(%s::bigint[], %s::float8[])), "
-        "counted AS (SELECT term, count(*)::float8 AS n FROM {t} WHERE term = ANY(%s::bigint[]) "
-        "GROUP BY term), "
+        "counted AS ({counted}), "
         "df(term, n) AS (SELECT * FROM unnest(%s::bigint[], %s::float8[]) "
         "UNION ALL SELECT term, n FROM counted), "
         "tot AS (SELECT CASE WHEN %s::boolean THEN ({n})::float8 ELSE %s::float8 END AS n), "
         "b AS MATERIALIZED (SELECT q.term, q.w * ln(1 + (tot.n - df.n + 0.5) / (df.n + 0.5)) AS boost "
         "FROM q JOIN df ON df.term = q.term CROSS JOIN tot WHERE df.n > 0), "
-    ).format(t=terms_table, n=(
-        sql.SQL("SELECT COALESCE(sum(delta), 0) FROM {c}").format(c=counts) if counts is not None
-        else sql.SQL("SELECT count(*) FROM {p} WHERE has_sparse").format(p=points)))
+    ).format(counted=counted, n=n)
     if keyword == "postings":
         hits = sql.SQL(
             "hits AS (SELECT p.id, sum(t.weight * b.boost) AS score FROM b "
@@ -78,9 +94,9 @@ def bm25_statement(
         "UNION ALL SELECT 'd', term::text, n FROM counted "
         "UNION ALL SELECT 't', NULL, n FROM tot WHERE %s::boolean")
     known_terms = list(known)
-    args = (list(indices), [float(v) for v in values], list(missing), known_terms,
-            [float(known[t]) for t in known_terms], total is None, float(total or 0),
-            *where_params, limit, total is None)
+    args = (list(indices), [float(v) for v in values], list(missing), *corpus_params, known_terms,
+            [float(known[t]) for t in known_terms], total is None, *corpus_params,
+            float(total or 0), *where_params, limit, total is None)
     return head + hits + tail, args
 
 

@@ -58,7 +58,7 @@ from memos_core.index.pg_parts import (
     where_params,
     where_shape,
 )
-from memos_core.index.filters import FilterPlan, plan_filter
+from memos_core.index.filters import FilterPlan, idf_corpus, plan_filter
 from memos_core.index.points import (
     canonical_id,
     check_limit,
@@ -78,6 +78,10 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _BATCH = 500  # points per INSERT statement
 _SPARSE_DIM = SPARSE_DIM  # sparsevec's largest dimension (term ids are folded into it)
 _LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
+#: an IDF corpus's key in the statistics cache: its principals, sorted (None: every point)
+_Corpus = tuple[str, ...] | None
+#: what a BM25 statement counted: (when, corpus, terms counted, whether N was counted)
+_Stale = tuple[float, _Corpus, list[int], bool]
 _NEVER = 2**62  # psycopg's prepare_threshold: a statement is prepared only when asked to
 
 
@@ -121,8 +125,10 @@ class PgVectorIndex:
         self.keyword = keyword
         self.idf_ttl_s = float(idf_ttl_s)
         self._stats_lock = Lock()
-        self._df: dict[int, tuple[float, int]] = {}
-        self._total: tuple[float, int] | None = None
+        #: BM25 statistics per IDF corpus (its principals; None: every point), with the time
+        #: they were counted: (corpus, term) -> points holding the term; corpus -> N
+        self._df: dict[tuple[_Corpus, int], tuple[float, int]] = {}
+        self._total: dict[_Corpus, tuple[float, int]] = {}
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"url must be a postgresql:// URL, got {url!r}")
         self.dim = dim
@@ -486,7 +492,7 @@ class PgVectorIndex:
         where, params = self._where(plan)
         dense_rows: list[Any] = []
         sparse_rows: list[Any] = []
-        bm25 = self._bm25(sparse, where, params, limit) if sparse is not None and sparse.indices else None
+        bm25 = self._bm25(sparse, flt, where, params, limit) if sparse is not None and sparse.indices else None
         ann, exact = self._dense_sql(where)
         query: _DenseParam | None = None
         with self._conn() as conn:
@@ -523,55 +529,62 @@ class PgVectorIndex:
         if plan is None or check_limit(limit) == 0 or not vector.indices:
             return []
         where, params = self._where(plan)
-        statement, args, stale = self._bm25(vector, where, params, limit)
+        statement, args, stale = self._bm25(vector, flt, where, params, limit)
         if statement is None:
             return []
         with self._conn() as conn:
             rows = conn.execute(statement, args, prepare=True).fetchall()
         return self._bm25_hits(rows, stale)
 
-    def _bm25(self, vector: SparseVec, where: sql.Composable, params: list[Any], limit: int,
-              ) -> tuple[sql.Composed | None, tuple[Any, ...], tuple[float, list[int], bool]]:
+    def _bm25(self, vector: SparseVec, flt: IndexFilter, where: sql.Composable,
+              params: list[Any], limit: int) -> tuple[sql.Composed | None, tuple[Any, ...], _Stale]:
         """The BM25 search as one statement (:mod:`memos_core.index.pg_bm25`): cached
-        statistics younger than ``idf_ttl_s`` are passed in, stale ones counted by it. Also
-        returns what :meth:`_bm25_hits` needs to cache the counts it returns. The statement
-        is ``None`` when the cached statistics say no point holds a query term."""
+        statistics of the filter's IDF corpus younger than ``idf_ttl_s`` are passed in, stale
+        ones counted by it. Also returns what :meth:`_bm25_hits` needs to cache the counts it
+        returns. The statement is ``None`` when the cached statistics say no point of the
+        corpus holds a query term."""
         now = time.monotonic()
+        plan = idf_corpus(flt)
+        key: _Corpus = None if plan is None else tuple(sorted(set(flt.user_ids or ())))
         with self._stats_lock:
             known = {t: hit[1] for t in vector.indices
-                     if (hit := self._df.get(t)) is not None and now - hit[0] <= self.idf_ttl_s}
-            total = self._total[1] if self._total and now - self._total[0] <= self.idf_ttl_s else None
+                     if (hit := self._df.get((key, t))) is not None and now - hit[0] <= self.idf_ttl_s}
+            counted = self._total.get(key)
+            total = counted[1] if counted and now - counted[0] <= self.idf_ttl_s else None
         missing = [t for t in vector.indices if t not in known]
         if not missing and total is not None:
             cached = bm25_cached_statement(self.keyword, self._points, self._terms, where, params,
                                            vector.indices, vector.values, known, total, limit)
             if cached is None:  # no point holds any query term
-                return None, (), (now, [], False)
-            return cached[0], cached[1], (now, [], False)
+                return None, (), (now, key, [], False)
+            return cached[0], cached[1], (now, key, [], False)
         statement, args = bm25_statement(self.keyword, self._points, self._terms, where, params,
                                          vector.indices, vector.values, known, missing, total,
-                                         limit, counts=self._counts)
-        return statement, args, (now, missing, total is None)
+                                         limit, counts=self._counts,
+                                         corpus=None if plan is None else self._where(plan, "c"))
+        return statement, args, (now, key, missing, total is None)
 
-    def _bm25_hits(self, rows: list[Any], stale: tuple[float, list[int], bool]) -> list[ScoredId]:
+    def _bm25_hits(self, rows: list[Any], stale: _Stale) -> list[ScoredId]:
         """The hits of a :meth:`_bm25` statement, best first (score, then id); the counts it
         made go into the statistics cache."""
-        now, missing, counted_total = stale
+        now, corpus, missing, counted_total = stale
         hits, counts, total = [], {}, None
-        for kind, key, value in rows:
+        for kind, name, value in rows:
             if kind == "h":
-                hits.append(ScoredId(key, float(value)))
+                hits.append(ScoredId(name, float(value)))
             elif kind == "d":
-                counts[int(key)] = int(value)
+                counts[int(name)] = int(value)
             else:
                 total = int(value)
         with self._stats_lock:
             if len(self._df) > 200_000:
                 self._df.clear()
+            if len(self._total) > 10_000:
+                self._total.clear()
             for term in missing:
-                self._df[term] = (now, counts.get(term, 0))
+                self._df[corpus, term] = (now, counts.get(term, 0))
             if counted_total and total is not None:
-                self._total = (now, total)
+                self._total[corpus] = (now, total)
         hits.sort(key=lambda h: (-h.score, h.id))
         return hits
 
@@ -579,7 +592,7 @@ class PgVectorIndex:
         """Drop the cached BM25 statistics (after this object's own writes)."""
         with self._stats_lock:
             self._df.clear()
-            self._total = None
+            self._total.clear()
 
     @contextmanager
     def _writing(self) -> Iterator[None]:

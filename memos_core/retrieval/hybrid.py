@@ -180,7 +180,8 @@ class HybridRetriever:
             dense_text = self.dense_text(query, flt, entities)
 
         def query_vector() -> list[float]:
-            embedded.append(self.query_vectors.get(dense_text))
+            # cached per principal: a hit must not tell one user what another asked
+            embedded.append(self.query_vectors.get(dense_text, flt.user_ids))
             values: list[float] = embedded[0].tolist()
             return values
 

@@ -337,6 +337,36 @@ def test_sparse_rare_word_outranks_common_word(index):
     assert hits[0].score > 2 * hits[1].score
 
 
+def test_sparse_scores_count_only_what_the_principals_may_read(index):
+    """BM25's statistics come from the points the searching principals own or read: other
+    users' memories change neither a user's scores nor its ranking (a store-wide IDF would
+    tell a user how many memories of others hold a word); one shared with the user counts."""
+    own = ["Ann drinks green tea", "Ann bought a tea kettle", "Ann walks her dog"]
+    query, alice = ENC.encode_query("tea dog"), IndexFilter(user_ids=("ann",))
+
+    def points(texts, user, start, **extra):
+        return [IndexPoint(mid(f"{user}/{i}"), unit(start + i), ENC.encode_document(t),
+                           {"user_id": user, "version": 1, **extra}) for i, t in enumerate(texts)]
+
+    index.upsert(points(own, "ann", 0))
+    before = index.search_sparse(query, alice, 10)
+    assert {h.id for h in before} == {mid("ann/0"), mid("ann/1"), mid("ann/2")}
+    # another user writes "tea" 30 times: store-wide, "tea" would become common and "dog" rare
+    index.upsert(points([f"Bo likes tea number {i}" for i in range(30)], "bo", 100))
+    after = index.search_sparse(query, alice, 10)
+    scores = {h.id: h.score for h in before}
+    assert {h.id: h.score for h in after} == pytest.approx(scores, rel=1e-5)
+    assert after[0].id == before[0].id == mid("ann/2")  # "dog" is the rarer word for Ann
+    # a store-wide search counts every point: there "tea" weighs less than "dog"
+    wide = {h.id: h.score for h in index.search_sparse(query, IndexFilter(), 50)}
+    assert wide[mid("ann/2")] > wide[mid("ann/0")]
+    # a memory shared with the user is one it reads: it joins the user's statistics
+    index.upsert(points(["Bo shares a tea recipe"], "cy", 200, readers=["ann"]))
+    shared = {h.id: h.score for h in index.search_sparse(query, alice, 10)}
+    assert mid("cy/0") in shared
+    assert shared[mid("ann/0")] < scores[mid("ann/0")]
+
+
 def test_sparse_query_without_terms_returns_nothing(corpus_index):
     assert corpus_index.search_sparse(ENC.encode_query("the of and"), IndexFilter(), 5) == []
     assert corpus_index.search_sparse(ENC.encode_query("zzzunknownword"), IndexFilter(), 5) == []

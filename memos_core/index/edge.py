@@ -18,7 +18,9 @@ Things about qdrant-edge-py 0.9 that shape this module:
   and 35-100 ms with a filter that most points pass (0.4-0.8 ms once optimized).
   :meth:`EdgeIndex.optimize` builds the HNSW graphs; call it after bulk loads (rebuild,
   import) and from maintenance when many points were added.
-- **BM25 statistics.** The sparse index's IDF counts deleted and replaced points until
+- **BM25 statistics.** A search with principals counts IDF over the live points they own
+  or read (an IDF corpus filter, :func:`~memos_core.index.filters.idf_corpus`). For a
+  store-wide search the sparse index's own IDF counts deleted and replaced points until
   their segment is rebuilt, so scores drift a little after deletes (qdrant-client's local
   mode is exact). ``EdgeIndexConfig(exact_idf=True)`` pays ~1 ms per search for exact IDF.
 - **Python ``True`` in ``MatchValue``** is taken as the integer 1 and matches no bool
@@ -97,11 +99,13 @@ class EdgeIndexConfig(BaseModel):
     )
     exact_idf: bool = Field(
         default=False,
-        description="Compute BM25 IDF over the live points on every sparse search. By "
-        "default the engine's statistics are used, as on a Qdrant server: like Lucene's, "
-        "they still count deleted and replaced points until their segment is rebuilt "
-        "(optimize() past the vacuum threshold, or reopen), which shifts scores slightly. "
-        "Exact IDF costs about 1 ms more per sparse search at 100k points.",
+        description="Compute BM25 IDF over the live points on every store-wide sparse "
+        "search. By default the engine's statistics are used, as on a Qdrant server: like "
+        "Lucene's, they still count deleted and replaced points until their segment is "
+        "rebuilt (optimize() past the vacuum threshold, or reopen), which shifts scores "
+        "slightly. Exact IDF costs about 1 ms more per sparse search at 100k points. A "
+        "search with principals always counts the live points they own or read "
+        "(filters.idf_corpus).",
     )
     max_search_threads: int | None = Field(
         default=None, ge=1, description="Threads of the shard's search pool; None: one per CPU."

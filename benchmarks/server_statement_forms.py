@@ -18,7 +18,8 @@ from other jobs falls on every form alike, and prints p50 / mean ms per form:
   added term (``p.id = ANY(ARRAY(SELECT id FROM terms WHERE term = ANY(...)))``, every term
   id folding onto an added term's ``sparsevec`` dimension) -- the statement an additive hop
   (the first BM25 scores of the other rows reused) would need; with how often that returned
-  ``limit`` rows.
+  ``limit`` rows. The searches run with ``hop_source="index"``: the hop measured here is
+  the index search; the default hop (since 2026-12-05) sends no statement.
 
     python benchmarks/server_statement_forms.py --conversations 3
 """
@@ -78,6 +79,7 @@ def main() -> None:
 
     import memos_core.retrieval.hybrid as hybrid
     from memos_core import MemOS, MemOSConfig
+    from memos_core.config import RetrievalConfig
     from memos_core.embedding.onnx import OnnxEmbedder
     from memos_core.index.filters import plan_filter
     from memos_core.index.pg_bm25 import FOLD
@@ -91,7 +93,8 @@ def main() -> None:
     load_start = os.getloadavg()
     with LocalPostgres() as server:
         url = server.create_database("forms")
-        with MemOS(url, embedder=embedder, config=MemOSConfig(show_progress=False)) as mos:
+        with MemOS(url, embedder=embedder, config=MemOSConfig(
+                show_progress=False, retrieval=RetrievalConfig(hop_source="index"))) as mos:
             idx = mos.index
             for user in users:
                 mos.add_many([t["item"] for t in data["turns"] if t["user"] == user], user_id=user)
@@ -105,7 +108,7 @@ def main() -> None:
                     recording[-1].setdefault(kind, []).append((query, params))
                 return real_execute(conn, query, params, **kw)
 
-            real_hop = hybrid.entity_hop
+            real_hop = hybrid.index_hop
 
             def hop(query: str, entities: Any, **kw: Any) -> Any:
                 if entities:
@@ -115,7 +118,7 @@ def main() -> None:
                 return real_hop(query, entities, **kw)
 
             psycopg.Connection.execute = execute  # type: ignore[method-assign]
-            hybrid.entity_hop = hop
+            hybrid.index_hop = hop
             try:
                 for qa in data["qas"]:
                     recording.append({})
@@ -123,7 +126,7 @@ def main() -> None:
                     searches.append(recording.pop())
             finally:
                 psycopg.Connection.execute = real_execute  # type: ignore[method-assign]
-                hybrid.entity_hop = real_hop
+                hybrid.index_hop = real_hop
 
             # restricted hop statements (built now: the same statistics cache state for both)
             hop_pairs = []

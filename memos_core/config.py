@@ -93,6 +93,13 @@ class RetrievalConfig(BaseModel):
         "of the first `hop_docs` hits, fused in at this weight (0: off). LoCoMo dev: "
         "multi-hop recall@10 +1.3 to 1.6 points (docs/benchmarks.md).",
     )
+    hop_source: Literal["graph", "index"] = Field(
+        default="graph",
+        description="'graph': the hop adds the entities' BM25 weight to the memories of the "
+        "principal's graph view that name them (no index search: on a server, no round "
+        "trip); 'index': a BM25 index search for the query plus the entities (the earlier "
+        "form). LoCoMo dev: the same recall@10, multi-hop recall@10 0.4 point lower "
+        "(docs/benchmarks.md).")
     hop_docs: int = Field(default=3, ge=1, description="First hits whose entities are used.")
     hop_entities: int = Field(default=4, ge=1, description="Entities added to the query.")
     hop_max_degree: int = Field(

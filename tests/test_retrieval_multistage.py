@@ -3,6 +3,8 @@ stages end to end on a real MemOS (MiniLM, Qdrant edge, graph)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from memos_core.config import RetrievalConfig
@@ -58,10 +60,43 @@ def test_session_stage_searches_inside_the_best_sessions(make_mos):
     assert all("session" not in h.signals for h in inside)
 
 
-def test_entity_hop_adds_a_signal_from_the_first_hits_entities(make_mos):
-    mos = _store(make_mos, "hop", hop_weight=0.5, hop_max_degree=5)
+@pytest.mark.parametrize("source", ["graph", "index"])
+def test_entity_hop_adds_a_signal_from_the_first_hits_entities(make_mos, source):
+    mos = _store(make_mos, f"hop-{source}", hop_weight=0.5, hop_max_degree=5, hop_source=source)
     hits = mos.search("What did Ana's sister eat?", user_id="u", k=5, record_usage=False)
     # "Porto" (named by the first hit, not by the query) finds the turns that mention it
     assert any("hop" in h.signals for h in hits)
     porto = next(h for h in hits if "Porto" in h.text)
     assert "hop" in porto.signals
+
+
+def test_the_graph_hop_adds_entity_weights_to_the_first_bm25_scores(make_mos):
+    """The graph hop's scores: a first BM25 hit keeps its score, a memory naming an added
+    entity gains the entity's BM25 weight (IDF over the view's memories, once per term of
+    the name); only memories the filter passes count, and no index search is made."""
+    from memos_core.index.base import ScoredId
+    from memos_core.retrieval.filters import SEARCHABLE_STATES, build_filter
+    from memos_core.retrieval.multistage import entity_hop
+
+    mos = _store(make_mos, "graph-hop")
+    mos.add("Porto is where the Douro river meets the sea", user_id="other")
+    flt = build_filter(("u",), states=SEARCHABLE_STATES)
+    graph = mos.retriever.graph.for_filter(flt)
+    porto = next(e for e in graph.entities_of(
+        mos.search("sister visited from Porto", user_id="u", k=1)[0].id) if e.lower() == "porto")
+    naming = [m for m in graph.naming([porto], flt)]
+    assert naming and len(naming) == graph.entity_degree(porto)
+    first = [ScoredId("not-naming-porto", 2.0), ScoredId(naming[0], 1.0)]
+    calls = []
+    mos.index.search_sparse = lambda *a, **k: calls.append(a)  # type: ignore[method-assign]
+    hop = entity_hop(graph, first, [porto], flt, terms=lambda e: 1, n=50)
+    df, total = graph.entity_degree(porto), len(graph)
+    gain = math.log(1 + (total - df + 0.5) / (df + 0.5))
+    scores = {h.id: h.score for h in hop}
+    assert scores["not-naming-porto"] == 2.0
+    assert scores[naming[0]] == pytest.approx(1.0 + gain)
+    assert all(scores[m] == pytest.approx(gain) for m in naming[1:])
+    assert set(scores) == {"not-naming-porto", *naming}  # the other user's Porto is not one
+    assert all(mos.get(m, user_id="u").user_id == "u" for m in naming)
+    assert [h.score for h in hop] == sorted(scores.values(), reverse=True)
+    assert calls == [] and entity_hop(graph, first, [], flt, terms=lambda e: 1, n=50) == []

@@ -368,6 +368,25 @@ class MemoryGraph:
                        "mentions " + entity)
         return {ids[m]: (score[m], reasons) for m, reasons in why.items()}
 
+    def naming(self, entities: Iterable[str], flt: IndexFilter) -> dict[str, list[str]]:
+        """The memories that pass ``flt`` and name one of ``entities`` -> the ones they name
+        (in the order given)."""
+        plan = plan_filter(flt)
+        passes = self._verdicts(plan, flt)
+        check = self._checker(plan, flt)
+        found: dict[int, list[str]] = {}
+        for name in dict.fromkeys(entities):
+            e = self._entity_num.get(name)
+            if e is None:
+                continue
+            for m in self._members[e]:
+                ok = passes.get(m)
+                if ok is None:
+                    ok = passes[m] = check(m)
+                if ok:
+                    found.setdefault(m, []).append(name)
+        return {self._ids[m]: names for m, names in found.items()}
+
     def _verdicts(self, plan: FilterPlan | None, flt: IndexFilter) -> dict[int, bool]:
         """Memory number -> passes ``flt``, filled as expansions read them and kept while
         the graph does not change (a memory's verdict depends only on its payload row and

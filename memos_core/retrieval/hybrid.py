@@ -9,8 +9,9 @@ docs/benchmarks.md); neighbouring turns are the graph relation that helps most.
 
 Optional stages between fusion and graph expansion (pseudo-relevance feedback for BM25,
 session boost, query time ranges; all off by default) are in
-:mod:`memos_core.retrieval.expansion`; the entity second hop (on by default: a third BM25
-signal, ``hop``) and two-stage session retrieval (off) are in
+:mod:`memos_core.retrieval.expansion`; the entity second hop (on by default: a third signal,
+``hop``, the query's BM25 ranking with the first hits' rarer entities added, scored in the
+graph view) and two-stage session retrieval (off) are in
 :mod:`memos_core.retrieval.multistage`; list questions fuse the named speaker's dense hits once
 more (:mod:`memos_core.retrieval.listing`); the second stage over the candidates' texts (question
 demotion, speaker lift, optional reranker) is :mod:`memos_core.retrieval.rerank`, run by
@@ -44,7 +45,7 @@ from memos_core.retrieval.decompose import interleave, lift_speaker, sub_queries
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
 from memos_core.retrieval.focus import common_entities, names_calendar_date, without_terms
 from memos_core.retrieval.listing import asks_for_several, speaker_hits
-from memos_core.retrieval.multistage import entity_hop, hop_entities, session_stage
+from memos_core.retrieval.multistage import entity_hop, hop_entities, index_hop, session_stage
 
 if TYPE_CHECKING:
     from memos_core.index.sparse import Bm25Encoder
@@ -215,7 +216,10 @@ class HybridRetriever:
                 extra = hop_entities(first, entities,
                                      graph.entity_degree, max_degree=cfg.hop_max_degree,
                                      limit=cfg.hop_entities)
-            hop = entity_hop(query, extra, bm25=self.bm25, index=self.index, flt=flt, n=n)
+                hop = entity_hop(graph, signals.get("bm25", []), extra, flt,
+                                 terms=self._term_count, n=n) if cfg.hop_source == "graph" else []
+            if cfg.hop_source == "index":
+                hop = index_hop(query, extra, bm25=self.bm25, index=self.index, flt=flt, n=n)
             if hop:
                 signals["hop"] = hop
                 weights["hop"] = cfg.hop_weight
@@ -248,6 +252,10 @@ class HybridRetriever:
         if cfg.graph_weight > 0:
             self._expand(query, cands, flt, entities=entities, keep=k)
         return _top(cands.values(), k)
+
+    def _term_count(self, entity: str) -> int:
+        """How many BM25 terms an entity's name has (at least 1)."""
+        return max(1, len(self.bm25.encode_query(entity).indices))
 
     def _list_speaker(self, query: str, cands: dict[str, Candidate],
                       signals: dict[str, list[ScoredId]], weights: dict[str, float],

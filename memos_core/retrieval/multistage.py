@@ -12,16 +12,22 @@ entity hop is on by default, ``hop_weight=0.3``; the session stage is off).
   expansion.boost_sessions`, which only lifts candidates already found.
 - :func:`entity_hop` -- iterative retrieval for multi-hop questions. The entities of the
   first hits that the query does not mention (and that are rare enough to be specific:
-  at most ``max_degree`` memories name them) are searched for with BM25 together with the
-  query; the hits of that second search join as a third fused signal, ``hop``.
+  at most ``max_degree`` memories name them) are added to the query's BM25 ranking: the
+  memories of the principal's graph view that name them gain those entities' BM25 weight;
+  the result joins as a third fused signal, ``hop``. It needs no index search (on a
+  server, no round trip); :func:`index_hop`, the earlier form, searched the index for the
+  query plus the entities (``hop_source="index"``; LoCoMo dev within 0.4 point of it,
+  docs/benchmarks.md).
 
-Pure orchestration over the index, the BM25 encoder and the graph payloads; the caller
-(:class:`~memos_core.retrieval.hybrid.HybridRetriever`) holds the graph lock for payloads.
+Pure orchestration over the index, the BM25 encoder and the graph; the caller
+(:class:`~memos_core.retrieval.hybrid.HybridRetriever`) holds the graph lock for the graph.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +35,11 @@ from memos_core.index.base import IndexFilter, ScoredId, SparseVec, VectorIndex
 from memos_core.retrieval.expansion import session_scores
 
 if TYPE_CHECKING:
+    from memos_core.graph.memory_graph import MemoryGraph
     from memos_core.index.sparse import Bm25Encoder
     from memos_core.retrieval.candidate import Candidate
 
-__all__ = ["rank_sessions", "session_stage", "hop_entities", "entity_hop"]
+__all__ = ["rank_sessions", "session_stage", "hop_entities", "entity_hop", "index_hop"]
 
 
 def rank_sessions(cands: Mapping[str, "Candidate"], session_of: Callable[[str], str | None],
@@ -99,10 +106,33 @@ def hop_entities(first_hits: Sequence[Mapping[str, Any]], query_entities: Sequen
     return out
 
 
-def entity_hop(query: str, entities: Sequence[str], *, bm25: "Bm25Encoder",
-               index: VectorIndex, flt: IndexFilter, n: int) -> list[ScoredId]:
-    """BM25 hits for the query with ``entities`` appended (the second hop); empty when
+def entity_hop(graph: "MemoryGraph", first: Sequence[ScoredId], entities: Sequence[str],
+               flt: IndexFilter, *, terms: Callable[[str], int], n: int) -> list[ScoredId]:
+    """The second hop, scored in the principal's graph view (no index search): each memory
+    keeps its first BM25 score (``first``, the query's hits) and a memory that names some of
+    ``entities`` gains BM25's weight for them, as if each of an entity's ``terms`` (its
+    BM25 term count) appeared once in it, with IDF from the entity's degree in the view.
+    This is :func:`index_hop`'s ranking without the search of the query plus the entities:
+    the first hits stand in for the query's part. Best first, at most ``n``; empty when
     there is no entity to add."""
+    if not entities:
+        return []
+    total = len(graph)
+    scores = {h.id: h.score for h in first}
+    for mid, named in graph.naming(entities, flt).items():
+        gain = 0.0
+        for entity in named:
+            df = graph.entity_degree(entity)
+            gain += terms(entity) * math.log(1 + (total - df + 0.5) / (df + 0.5))
+        scores[mid] = scores.get(mid, 0.0) + gain
+    ranked = heapq.nsmallest(n, scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [ScoredId(mid, score) for mid, score in ranked if score > 0]
+
+
+def index_hop(query: str, entities: Sequence[str], *, bm25: "Bm25Encoder",
+              index: VectorIndex, flt: IndexFilter, n: int) -> list[ScoredId]:
+    """The second hop as an index search: BM25 hits for the query with ``entities``
+    appended; empty when there is no entity to add (``RetrievalConfig.hop_source="index"``)."""
     if not entities:
         return []
     return index.search_sparse(bm25.encode_query(query + " " + " ".join(entities)), flt, n)

@@ -3,15 +3,13 @@
 A search by a principal whose view is not loaded reads the view's rows and edges from the
 vault and packs each memory into the in-process graph. (Until 2026-12-05 a load also read
 the whole store's degrees of the view's names; views now count degrees themselves, and the
-vault's ``entity_degrees`` is still timed below for the comparison with that pass.) This script fills one SQLite
+vaults no longer have ``entity_degrees``.) This script fills one SQLite
 vault with ``--n`` memories of one user (turns of 20-turn sessions, each naming three of
 ``--entities`` names plus the two speakers), then times, in one process and alternating:
 
 * the vault read (``graph_view_rows``) and the whole load (rows, packing, edges);
 * the packing alone, this checkout's ``MemoryGraph._pack`` against the generic form it
   replaced (one generator over the fields per memory), on the same rows;
-* the vault's ``entity_degrees`` (one statement over a JSON list of names) against the form
-  it replaced (one capped ``COUNT`` per name), on the same names;
 * the whole load with Python's cyclic garbage collector paused during it (this checkout)
   and left running (before), while the process holds ``--held`` memories in other loaded
   views, as a process serving many users does (a full collection walks all of them).
@@ -51,15 +49,6 @@ def generic_pack(row: dict[str, Any], seq: int) -> tuple[Any, ...]:
                  else _freeze(row.get(f)) for f in _FIELDS)
 
 
-def per_name_degrees(vault: SQLiteVault, names: list[str], states: tuple[str, ...],
-                     cap: int) -> dict[str, int]:
-    """The degree read before this change: one capped COUNT per name."""
-    marks = ",".join("?" * len(states))
-    sql = (f"SELECT COUNT(*) FROM (SELECT 1 FROM memory_entities WHERE entity=? AND state IN "
-           f"({marks}) LIMIT ?)")
-    return {name: int(vault._query(sql, [name, *states, cap + 1])[0][0]) for name in names}
-
-
 def ms(samples: list[float]) -> str:
     return f"{statistics.median(samples):.1f}"
 
@@ -95,7 +84,7 @@ def main() -> None:
                                          max_memories=10**9).view(("u0",)))
         load_before = os.getloadavg()[0]
         times: dict[str, list[float]] = {k: [] for k in (
-            "rows", "load", "load_gc", "pack", "pack_generic", "degrees", "degrees_per_name")}
+            "rows", "load", "load_gc", "pack", "pack_generic")}
         paused = views_module._collector_paused
         for _ in range(args.repeat):
             t = time.perf_counter()
@@ -119,13 +108,6 @@ def main() -> None:
                 times[name].append(1000 * (time.perf_counter() - t))
             assert packed == [MemoryGraph._pack(row, row["seq"]) for row in rows]
             held = [n for n in view._entity_names]
-            t = time.perf_counter()
-            one = vault.entity_degrees(held, states, 200)
-            times["degrees"].append(1000 * (time.perf_counter() - t))
-            t = time.perf_counter()
-            each = per_name_degrees(vault, held, states, 200)
-            times["degrees_per_name"].append(1000 * (time.perf_counter() - t))
-            assert one == each
         vault.close()
     print(f"{args.n} memories of one user, {len(held)} names; vault filled in {fill_s:.1f} s; "
           f"{sum(len(v) for v in held_views)} memories held in other views; "
@@ -137,8 +119,6 @@ def main() -> None:
           f"collector left running "
           f"| {ms(times['load'])} | {ms(times['load_gc'])} |")
     print(f"| packing the rows | {ms(times['pack'])} | {ms(times['pack_generic'])} |")
-    print(f"| the vault's degrees of the view's names (no longer read by a load) | "
-          f"{ms(times['degrees'])} | {ms(times['degrees_per_name'])} |")
 
 
 if __name__ == "__main__":

@@ -230,7 +230,7 @@ def test_entity_degrees_count_what_the_principals_may_read(tmp_path):
                 return real(*a, **k)
             return call
 
-        for name in ("entity_degrees", "get", "get_many"):
+        for name in ("graph_view_rows", "get", "get_many"):
             setattr(vault, name, counted(name))
         view = views.view(["alice"])
         at_load = list(calls)
@@ -334,17 +334,45 @@ def test_a_vault_from_before_the_graph_tables_fills_them_on_open(tmp_path):
     c = MemCube(namespace=Namespace(user_id="bob"), text="x", entities=("oslo",),
                 governance={"readers": ("alice",)})
     vault.insert([c], Actor("bob"))
-    with vault._tx() as db:  # what an older memos-core left: no side tables, no flag
-        for table in ("memory_entities", "memory_readers"):
-            db.execute(f"DROP TABLE {table}")
+    with vault._tx() as db:  # what an older memos-core left: no side table, no flag
+        db.execute("DROP TABLE memory_readers")
         db.execute("DELETE FROM meta WHERE key='graph_tables'")
     vault.close()
     vault = SQLiteVault(path)
     try:
-        assert vault.entity_degrees(["oslo"], INDEXED_STATES, 10) == {"oslo": 1}
         assert [r["id"] for r in vault.graph_view_rows(["alice"], INDEXED_STATES)] == [c.id]
     finally:
         vault.close()
+
+
+def test_opening_a_vault_drops_the_entity_table_of_older_versions(tmp_path):
+    """memory_entities (the store-wide entity degrees, one row per entity a memory names)
+    and its triggers are gone after an open: nothing reads them, and no write keeps them."""
+    import sqlite3
+
+    path = tmp_path / "vault.sqlite3"
+    SQLiteVault(path).close()
+    with sqlite3.connect(path) as db:  # what memos-core before 2026-12-05 made
+        db.executescript("""
+            CREATE TABLE memory_entities (entity TEXT NOT NULL, id TEXT NOT NULL,
+                state TEXT NOT NULL, PRIMARY KEY (entity, id)) WITHOUT ROWID;
+            CREATE TRIGGER memories_graph_insert AFTER INSERT ON memories BEGIN
+                INSERT OR IGNORE INTO memory_entities(entity, id, state)
+                    SELECT value, NEW.id, NEW.state FROM json_each(NEW.entities);
+            END;
+            INSERT INTO memory_entities VALUES ('Acme merger', 'm1', 'activated');""")
+    vault = SQLiteVault(path)
+    try:
+        c = MemCube(namespace=Namespace(user_id="bob"), text="x", entities=("oslo",),
+                    governance={"readers": ("alice",)})
+        vault.insert([c], Actor("bob"))
+        names = {r[0] for r in vault._query("SELECT name FROM sqlite_master")}
+        assert "memory_entities" not in names and "memories_graph_insert" not in names
+        assert {"memory_readers", "memories_readers_insert"} <= names
+        assert [r["id"] for r in vault.graph_view_rows(["alice"], INDEXED_STATES)] == [c.id]
+    finally:
+        vault.close()
+    assert b"Acme merger" not in path.read_bytes()  # secure_delete zeroed the dropped pages
 
 
 # -- through the store -----------------------------------------------------------------------

@@ -479,11 +479,6 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
         """The stored relations with ``src`` or ``dst`` among ``memory_ids``, each once, in
         the order they were stored."""
 
-    def entity_degrees(self, entities: Sequence[str], states: Sequence[str],
-                       cap: int) -> dict[str, int]:
-        """For each entity, how many memories in ``states`` name it (``entities``), counted
-        up to ``cap + 1`` ("more than ``cap``"); 0 for an entity no such memory names."""
-
     def derived_from(self, memory_id: str) -> builtins.list[str]:
         """Ids of the memories recorded as derived from ``memory_id`` (its summaries)."""
 

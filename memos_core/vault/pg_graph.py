@@ -1,7 +1,8 @@
 """The graph's reads in the PostgreSQL vault (a mixin of
-:class:`~memos_core.vault.postgres.PostgresVault`): one user's part of the memory graph and
-entity degrees, by indexed queries (``memories_user``, the GIN index on ``readers``,
-``memories_session``, the edge keys, and the GIN index on ``entities`` of schema migration 4).
+:class:`~memos_core.vault.postgres.PostgresVault`): one user's part of the memory graph, by
+indexed queries (``memories_user``, the GIN index on ``readers``, ``memories_session``, the
+edge keys). Entity degrees are counted in the graph views, not here: schema migration 5
+drops the GIN index on ``entities`` that migration 4 made for them.
 """
 
 from __future__ import annotations
@@ -45,15 +46,3 @@ class PgGraphMixin:
         rows = self._query("SELECT src, dst, kind FROM edges WHERE src = ANY(%s) OR dst = ANY(%s) "
                            "ORDER BY ctid", (ids, ids))
         return [Edge(*r) for r in rows]
-
-    def entity_degrees(self, entities: Sequence[str], states: Sequence[str],
-                       cap: int) -> dict[str, int]:
-        """See :meth:`memos_core.vault.base.Vault.entity_degrees`."""
-        names = list(dict.fromkeys(entities))
-        if not names:
-            return {}
-        rows = self._query(
-            "SELECT e, (SELECT COUNT(*) FROM (SELECT 1 FROM memories "
-            "WHERE entities @> jsonb_build_array(e) AND state = ANY(%s) LIMIT %s) t) "
-            "FROM unnest(%s::text[]) AS e", (list(states), cap + 1, names))
-        return {name: int(n) for name, n in rows}

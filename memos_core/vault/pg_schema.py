@@ -177,8 +177,14 @@ _V4 = [
     "CREATE INDEX IF NOT EXISTS memories_entities ON memories USING GIN (entities jsonb_path_ops)",
 ]
 
+#: entity degrees are counted in the graph views (memos_core.graph.views): nothing reads the
+#: index _V4 made for the vault's store-wide count, and every write kept it up
+_V5 = [
+    "DROP INDEX IF EXISTS memories_entities",
+]
+
 #: migration number -> statements (applied in one transaction)
-MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -1,18 +1,16 @@
 """The graph's reads in the SQLite vault (a mixin of :class:`SQLiteVault`): one user's part of
-the memory graph and entity degrees, by indexed queries.
+the memory graph, by indexed queries.
 
-Two side tables, kept in step with ``memories`` by triggers (every write path -- insert,
+A side table, kept in step with ``memories`` by triggers (every write path -- insert,
 ``INSERT OR REPLACE``, update, delete -- goes through them, so no writer has to know):
+``memory_readers(reader, id)``, one row per reader a memory is shared with, for "the memories
+this user may read". A vault made before the table existed fills it once when it is opened
+(meta key ``graph_tables``).
 
-* ``memory_entities(entity, id, state)``: one row per entity a memory names, for the entity
-  degree (how many memories in the graph's states name it) -- an index range, not a scan of
-  every memory's JSON;
-* ``memory_readers(reader, id)``: one row per reader a memory is shared with, for "the
-  memories this user may read".
-
-A vault made before these tables existed fills them once when it is opened (meta key
-``graph_tables``). A forget writes a tombstone with no entities: its rows go with it
-(``secure_delete`` zeroes them on disk).
+Until 2026-12-05 a second table, ``memory_entities``, kept one row per entity a memory names
+for the vault's store-wide entity degrees. The graph views count degrees themselves now, so
+opening a vault drops that table and its triggers (``secure_delete`` zeroes the pages its
+entity names were on).
 """
 
 from __future__ import annotations
@@ -24,31 +22,23 @@ from typing import Any
 from memos_core.vault.base import Edge
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS memory_entities (
-    entity TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (entity, id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS memory_entities_id ON memory_entities(id);
+DROP TRIGGER IF EXISTS memories_graph_insert;
+DROP TRIGGER IF EXISTS memories_graph_update;
+DROP TRIGGER IF EXISTS memories_graph_delete;
+DROP TABLE IF EXISTS memory_entities;
 CREATE TABLE IF NOT EXISTS memory_readers (
     reader TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (reader, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS memory_readers_id ON memory_readers(id);
-CREATE TRIGGER IF NOT EXISTS memories_graph_insert AFTER INSERT ON memories BEGIN
-    DELETE FROM memory_entities WHERE id = NEW.id;
+CREATE TRIGGER IF NOT EXISTS memories_readers_insert AFTER INSERT ON memories BEGIN
     DELETE FROM memory_readers WHERE id = NEW.id;
-    INSERT OR IGNORE INTO memory_entities(entity, id, state)
-        SELECT value, NEW.id, NEW.state FROM json_each(NEW.entities);
     INSERT OR IGNORE INTO memory_readers(reader, id) SELECT value, NEW.id FROM json_each(NEW.readers);
 END;
-CREATE TRIGGER IF NOT EXISTS memories_graph_update
-AFTER UPDATE OF id, entities, readers, state ON memories BEGIN
-    DELETE FROM memory_entities WHERE id = OLD.id;
+CREATE TRIGGER IF NOT EXISTS memories_readers_update AFTER UPDATE OF id, readers ON memories BEGIN
     DELETE FROM memory_readers WHERE id = OLD.id;
-    INSERT OR IGNORE INTO memory_entities(entity, id, state)
-        SELECT value, NEW.id, NEW.state FROM json_each(NEW.entities);
     INSERT OR IGNORE INTO memory_readers(reader, id) SELECT value, NEW.id FROM json_each(NEW.readers);
 END;
-CREATE TRIGGER IF NOT EXISTS memories_graph_delete AFTER DELETE ON memories BEGIN
-    DELETE FROM memory_entities WHERE id = OLD.id;
+CREATE TRIGGER IF NOT EXISTS memories_readers_delete AFTER DELETE ON memories BEGIN
     DELETE FROM memory_readers WHERE id = OLD.id;
 END;
 """
@@ -80,14 +70,11 @@ class SQLiteGraphMixin:
     get_meta: Any
 
     def _fill_graph_tables(self) -> None:
-        """Fill the side tables from ``memories`` once (a vault from before they existed)."""
+        """Fill the side table from ``memories`` once (a vault from before it existed)."""
         if self.get_meta("graph_tables") == "1":
             return
         with self._tx() as db:
-            db.execute("DELETE FROM memory_entities")
             db.execute("DELETE FROM memory_readers")
-            db.execute("INSERT OR IGNORE INTO memory_entities(entity, id, state) "
-                       "SELECT j.value, m.id, m.state FROM memories m, json_each(m.entities) j")
             db.execute("INSERT OR IGNORE INTO memory_readers(reader, id) "
                        "SELECT j.value, m.id FROM memories m, json_each(m.readers) j")
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('graph_tables', '1')")
@@ -135,16 +122,3 @@ class SQLiteGraphMixin:
                     [*part, *part]):
                 found[(src, dst, kind)] = rowid
         return [Edge(*key) for key, _ in sorted(found.items(), key=lambda item: item[1])]
-
-    def entity_degrees(self, entities: Sequence[str], states: Sequence[str],
-                       cap: int) -> dict[str, int]:
-        """See :meth:`memos_core.vault.base.Vault.entity_degrees`."""
-        names = list(dict.fromkeys(entities))
-        if not names:
-            return {}
-        # one statement for all names: an indexed, capped count per name of a JSON list
-        sql = (f"SELECT n.value, (SELECT COUNT(*) FROM (SELECT 1 FROM memory_entities "
-               f"WHERE entity = n.value AND state IN ({_marks(len(states))}) LIMIT ?)) "
-               f"FROM json_each(?) AS n")
-        rows = self._query(sql, [*states, cap + 1, json.dumps(names)])
-        return {name: int(count) for name, count in rows}

@@ -175,6 +175,8 @@ def test_schema_migrates_from_version_1(pg_url):
         assert vault.schema_found == 1
         assert vault.get_meta("schema_version") == str(SCHEMA_VERSION)
         assert vault.change_head() == 0 and vault.verify_audit()[0]
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # 4 made it, 5 dropped it
+            assert conn.execute("SELECT to_regclass('memories_entities')").fetchone()[0] is None
     finally:
         vault.close()
 

@@ -319,32 +319,6 @@ class VaultConformance:
         assert len(vault.graph_edges([a.id, b.id, c.id, d.id])) == 3
         assert vault.graph_edges([]) == [] and vault.graph_edges(["unknown"]) == []
 
-    def test_entity_degrees_count_live_memories_up_to_a_cap(self, vault: Vault) -> None:
-        states = ("generated", "activated", "archived")
-        cubes = [cube(f"m{i}", user=("alice", "bob")[i % 2],
-                      entities=("Paris", "Paris") + (("Oslo",) if i < 2 else ())) for i in range(6)]
-        vault.insert(cubes, ALICE)
-        assert vault.entity_degrees(["Paris", "Oslo", "Rome"], states, 10) == \
-            {"Paris": 6, "Oslo": 2, "Rome": 0}
-        assert vault.entity_degrees(["Paris"], states, 3) == {"Paris": 4}  # more than 3
-        vault.tombstone(cubes[0].id, ALICE)  # a forgotten memory names nothing
-        changed = bump(cubes[1], entities=("Rome",))
-        vault.put_version(changed, 1, ALICE, "update")
-        assert vault.entity_degrees(["Paris", "Oslo", "Rome"], states, 10) == \
-            {"Paris": 4, "Oslo": 0, "Rome": 1}
-        expired = bump(cubes[2], state=State.EXPIRED)
-        vault.put_version(expired, 1, ALICE, "expire")
-        assert vault.entity_degrees(["Paris", "paris"], states, 10) == {"Paris": 3, "paris": 0}
-        assert vault.entity_degrees([], states, 10) == {}
-
-    def test_entity_degrees_of_many_and_unusual_names(self, vault: Vault) -> None:
-        states = ("generated", "activated", "archived")
-        odd = ["Zoë", 'the "Blue" Café', "O'Brien", "名前", "a,b", "%_"]
-        vault.insert([cube(f"o{i}", entities=(name,)) for i, name in enumerate(odd)], ALICE)
-        many = [f"name {i}" for i in range(1500)]  # more than one statement's parameters
-        got = vault.entity_degrees([*odd, *many, "Zoë"], states, 10)
-        assert got == {**{name: 1 for name in odd}, **{name: 0 for name in many}}
-
     def test_user_stats_count_only_the_users_own(self, vault: Vault) -> None:
         a1, a2, b1 = cube("a1"), cube("a2"), cube("b1", user="bob")
         vault.insert([a1, a2], ALICE)

@@ -248,6 +248,27 @@ def test_entity_degrees_count_what_the_principals_may_read(tmp_path):
         vault.close()
 
 
+def test_a_views_size_counts_only_what_its_principals_may_read(tmp_path):
+    """The N that goes with a view's entity degrees (the entity hop's IDF, the dense query's
+    common names) leaves out the other user's turns a view holds around a memory shared with
+    its principal: their number is not the principal's to know."""
+    vault = SQLiteVault(tmp_path / "vault.sqlite3")
+    try:
+        own = [MemCube(namespace=Namespace(user_id="alice"), text=f"a{i}") for i in range(3)]
+        vault.insert(own, Actor("alice"))
+        turns = [MemCube(namespace=Namespace(user_id="bob", session_id="s"), text=f"b{i}")
+                 for i in range(6)]
+        turns[2] = turns[2].model_copy(update={"governance": turns[2].governance.model_copy(
+            update={"readers": ("alice",)})})
+        vault.insert(turns, Actor("bob"))
+        view = make_views(vault).view(["alice"])
+        assert len(view) == 3 + 6  # bob's whole session, for the shared turn's neighbours
+        assert view.readable_count() == 3 + 1
+        assert make_views(vault).for_filter(IndexFilter()).readable_count() == 9
+    finally:
+        vault.close()
+
+
 def test_whole_graph_view_for_a_filter_without_principals(tmp_path):
     vault = SQLiteVault(tmp_path / "vault.sqlite3")
     try:

@@ -90,7 +90,7 @@ def test_the_graph_hop_adds_entity_weights_to_the_first_bm25_scores(make_mos):
     calls = []
     mos.index.search_sparse = lambda *a, **k: calls.append(a)  # type: ignore[method-assign]
     hop = entity_hop(graph, first, [porto], flt, terms=lambda e: 1, n=50)
-    df, total = graph.entity_degree(porto), len(graph)
+    df, total = graph.entity_degree(porto), graph.readable_count()
     gain = math.log(1 + (total - df + 0.5) / (df + 0.5))
     scores = {h.id: h.score for h in hop}
     assert scores["not-naming-porto"] == 2.0

@@ -233,6 +233,11 @@ class MemoryGraph:
         """How many memories the graph holds."""
         return len(self._num)
 
+    def readable_count(self) -> int:
+        """How many memories the entity degrees are counted over (here: all it holds; a
+        view: those its principals may read)."""
+        return len(self)
+
     def entity_degree(self, entity: str) -> int:
         """How many of the memories this graph holds name ``entity`` (a view: those its
         principals may read, see :class:`memos_core.graph.views.GraphView`)."""

@@ -86,18 +86,31 @@ class GraphView(MemoryGraph):
         self.principals = principals
         #: entity number -> memories of the view its principals may read that name it
         self._readable_degrees: dict[int, int] = {}
+        self._readable_count: int | None = None  # memories its principals may read
         #: the owners of the memories it holds (a changed memory concerns only the views
         #: that hold one of its owner's memories or whose principal owns or reads it)
         self.owners: set[str] = set()
 
     def upsert(self, row: dict[str, Any]) -> None:
         self._readable_degrees.clear()
+        self._readable_count = None
         super().upsert(row)
         self.owners.add(row["user_id"])
 
     def remove(self, memory_id: str) -> None:
         self._readable_degrees.clear()
+        self._readable_count = None
         super().remove(memory_id)
+
+    def readable_count(self) -> int:
+        """How many of its memories its principals may read (the other users' turns it
+        holds for neighbourhood do not count): the ``N`` its entity degrees go with."""
+        if self.principals is None:
+            return len(self)
+        if self._readable_count is None:
+            p = self.principals
+            self._readable_count = sum(1 for row in self._rows if row and _read_by(row, p))
+        return self._readable_count
 
     def _degree(self, e: int) -> int:
         """How many memories its principals may read name entity number ``e`` (what

@@ -287,7 +287,7 @@ class HybridRetriever:
             graph = self.graph.for_filter(flt)
             # the names the principal's own view carries, counted in that view: other
             # users' memories do not change which names leave this user's query
-            common = common_entities(entities, graph.entity_degree, len(graph), share)
+            common = common_entities(entities, graph.entity_degree, graph.readable_count(), share)
         return without_terms(query, common)
 
     def _expand(self, query: str, cands: dict[str, Candidate], flt: IndexFilter, *,

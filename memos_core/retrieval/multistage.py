@@ -117,7 +117,7 @@ def entity_hop(graph: "MemoryGraph", first: Sequence[ScoredId], entities: Sequen
     there is no entity to add."""
     if not entities:
         return []
-    total = len(graph)
+    total = graph.readable_count()
     scores = {h.id: h.score for h in first}
     for mid, named in graph.naming(entities, flt).items():
         gain = 0.0

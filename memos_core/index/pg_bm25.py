@@ -37,7 +37,7 @@ def bm25_statement(
     where_params: Sequence[Any], indices: Sequence[int], values: Sequence[float],
     known: dict[int, int], missing: Sequence[int], total: int | None, limit: int,
     counts: sql.Identifier | None = None,
-    corpus: tuple[sql.Composable, Sequence[Any]] | None = None,
+    principals: Sequence[str] | None = None,
 ) -> tuple[sql.Composed, tuple[Any, ...]]:
     """The statement and its parameters.
 
@@ -50,22 +50,31 @@ def bm25_statement(
         total: the cached ``N``, or ``None`` to count it now: the sum of the ``counts``
             table's rows (kept by triggers on the points), or, without one, a count of the
             points with a sparse vector (a scan of the points table).
-        corpus: the points the statistics are counted over, as a clause over alias ``c``
-            with its parameters (:func:`~memos_core.index.filters.idf_corpus`: those the
-            principals own or read); ``None``: every point (``counts`` gives ``N``).
+        principals: the statistics are counted over the points these own or read
+            (:func:`~memos_core.index.filters.idf_corpus`); ``None``: every point (``counts``
+            gives ``N``). A term's points are its postings with one of these owners (the
+            ``(term, owner)`` index: other users' postings are not visited) plus those of the
+            others' points shared with them (the ``readers`` index).
     """
-    if corpus is None:
+    if principals is None:
         counted = sql.SQL("SELECT term, count(*)::float8 AS n FROM {t} WHERE term = ANY(%s::bigint[]) "
                           "GROUP BY term").format(t=terms_table)
         n = (sql.SQL("SELECT COALESCE(sum(delta), 0) FROM {c}").format(c=counts) if counts is not None
              else sql.SQL("SELECT count(*) FROM {p} WHERE has_sparse").format(p=points))
-        corpus_params: Sequence[Any] = ()
+        counted_params: tuple[Any, ...] = ()
+        n_params: tuple[Any, ...] = ()
     else:
-        clause, corpus_params = corpus
-        counted = sql.SQL("SELECT t.term, count(*)::float8 AS n FROM {t} t JOIN {p} c ON c.id = t.id "
-                          "WHERE t.term = ANY(%s::bigint[]) AND {w} GROUP BY t.term").format(
-                              t=terms_table, p=points, w=clause)
-        n = sql.SQL("SELECT count(*) FROM {p} c WHERE c.has_sparse AND {w}").format(p=points, w=clause)
+        who = list(principals)
+        counted = sql.SQL(
+            "SELECT term, count(*)::float8 AS n FROM ("
+            "SELECT t.term FROM {t} t WHERE t.term = ANY(%s::bigint[]) AND t.owner = ANY(%s::text[]) "
+            "UNION ALL SELECT t.term FROM {p} c JOIN {t} t ON t.id = c.id "
+            "WHERE c.readers && %s::text[] AND NOT c.user_id = ANY(%s::text[]) "
+            "AND t.term = ANY(%s::bigint[])) x GROUP BY term").format(t=terms_table, p=points)
+        n = sql.SQL("SELECT count(*) FROM {p} c WHERE c.has_sparse AND "
+                    "(c.user_id = ANY(%s::text[]) OR c.readers && %s::text[])").format(p=points)
+        counted_params = (who, who, who, list(missing))
+        n_params = (who, who)
     head = sql.SQL(
         "WITH q(term, w) AS (SELECT * FROM unnest(%s::bigint[], %s::float8[])), "
         "counted AS ({counted}), "
@@ -94,8 +103,8 @@ def bm25_statement(
         "UNION ALL SELECT 'd', term::text, n FROM counted "
         "UNION ALL SELECT 't', NULL, n FROM tot WHERE %s::boolean")
     known_terms = list(known)
-    args = (list(indices), [float(v) for v in values], list(missing), *corpus_params, known_terms,
-            [float(known[t]) for t in known_terms], total is None, *corpus_params,
+    args = (list(indices), [float(v) for v in values], list(missing), *counted_params, known_terms,
+            [float(known[t]) for t in known_terms], total is None, *n_params,
             float(total or 0), *where_params, limit, total is None)
     return head + hits + tail, args
 

@@ -235,6 +235,7 @@ class PgVectorIndex:
                         f"dim={self.dim}: use another collection, or drop them (the index is "
                         "rebuilt from the vault)")
                 self._ensure_counts(conn)  # an index made before the counts table
+                self._ensure_term_owners(conn)  # ... or before the postings' owners
                 return
             conn.execute(sql.SQL(
                 "CREATE TABLE {p} (id uuid PRIMARY KEY, dense vector({dim}) NOT NULL, "
@@ -245,9 +246,12 @@ class PgVectorIndex:
             ).format(p=p, dim=sql.Literal(self.dim), sdim=sql.Literal(_SPARSE_DIM)))
             conn.execute(sql.SQL(
                 "CREATE TABLE {t} (term bigint NOT NULL, id uuid NOT NULL REFERENCES {p} (id) "
-                "ON DELETE CASCADE, weight real NOT NULL, PRIMARY KEY (term, id) INCLUDE (weight))"
+                "ON DELETE CASCADE, weight real NOT NULL, owner text NOT NULL, "
+                "PRIMARY KEY (term, id) INCLUDE (weight))"
             ).format(t=t, p=p))
             conn.execute(sql.SQL("CREATE INDEX {i} ON {t} (id)").format(i=ix("terms_id"), t=t))
+            conn.execute(sql.SQL("CREATE INDEX {i} ON {t} (term, owner)").format(
+                i=ix("terms_owner"), t=t))
             conn.execute(sql.SQL(
                 "CREATE INDEX {i} ON {p} USING hnsw (dense vector_cosine_ops)"
             ).format(i=ix("dense_hnsw"), p=p))
@@ -258,6 +262,23 @@ class PgVectorIndex:
                 conn.execute(sql.SQL("CREATE INDEX {i} ON {p} USING gin ({c})").format(
                     i=ix(col), p=p, c=sql.Identifier(col)))
             self._ensure_counts(conn)
+
+    def _ensure_term_owners(self, conn: Any) -> None:
+        """The postings' ``owner`` column (the point's ``user_id``) and its index, which
+        count a term's points per principal for BM25's IDF without visiting other users'
+        postings: added and filled on the first open of an index that lacks them; the
+        caller holds the schema lock."""
+        if conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+                        "AND attname = 'owner' AND NOT attisdropped",
+                        (f"{self.collection}_terms",)).fetchone():
+            return
+        t, p = self._terms, self._points
+        conn.execute(sql.SQL("ALTER TABLE {t} ADD COLUMN owner text").format(t=t))
+        conn.execute(sql.SQL("UPDATE {t} t SET owner = p.user_id FROM {p} p WHERE p.id = t.id").format(
+            t=t, p=p))
+        conn.execute(sql.SQL("ALTER TABLE {t} ALTER COLUMN owner SET NOT NULL").format(t=t))
+        conn.execute(sql.SQL("CREATE INDEX {i} ON {t} (term, owner)").format(
+            i=sql.Identifier(f"{self.collection}_terms_owner"), t=t))
 
     def _ensure_counts(self, conn: Any) -> None:
         """BM25's N (the points with a sparse vector) without a scan of the points: statement
@@ -331,8 +352,8 @@ class PgVectorIndex:
             "WHERE {p}.version <= EXCLUDED.version RETURNING id::text"
         ).format(p=self._points, cols=columns, updates=updates)
         insert_terms = sql.SQL(
-            "INSERT INTO {t} (term, id, weight) SELECT * FROM unnest(%s::bigint[], %s::uuid[], "
-            "%s::real[])").format(t=self._terms)
+            "INSERT INTO {t} (term, id, weight, owner) SELECT * FROM unnest(%s::bigint[], "
+            "%s::uuid[], %s::real[], %s::text[])").format(t=self._terms)
         delete_terms = sql.SQL("DELETE FROM {t} WHERE id = ANY(%s::uuid[])").format(t=self._terms)
         from psycopg.types.json import Jsonb
 
@@ -357,18 +378,22 @@ class PgVectorIndex:
                 terms: list[int] = []
                 term_ids: list[Any] = []
                 weights: list[float] = []
-                for pid, _dense, sparse, _payload in rows:
+                owners: list[str] = []
+                for pid, _dense, sparse, payload in rows:
                     terms += sparse.indices
                     term_ids += [pid] * len(sparse.indices)
                     weights += sparse.values
+                    owners += [payload["user_id"]] * len(sparse.indices)
                 if terms:
-                    conn.execute(insert_terms, (terms, term_ids, weights))
+                    conn.execute(insert_terms, (terms, term_ids, weights, owners))
 
     def set_payload(self, id: str, payload: dict[str, Any]) -> None:
         """Merge ``payload`` into point ``id``'s payload; ``KeyError`` if it does not exist."""
         pid = canonical_id(id)
         fields = check_payload(payload, partial=True)
-        with self._tx() as conn:
+        # an owner or readers change moves the point between principals' IDF corpora
+        moves = "user_id" in fields or "readers" in fields
+        with self._writing() if moves else contextlib.nullcontext(), self._tx() as conn:
             if not fields:
                 found = conn.execute(sql.SQL("SELECT 1 FROM {p} WHERE id = %s").format(
                     p=self._points), (pid,)).fetchone()
@@ -378,6 +403,9 @@ class PgVectorIndex:
                 found = conn.execute(
                     sql.SQL("UPDATE {p} SET {a} WHERE id = %s RETURNING 1").format(
                         p=self._points, a=assignments), (*fields.values(), pid)).fetchone()
+                if found is not None and "user_id" in fields:  # the postings follow the owner
+                    conn.execute(sql.SQL("UPDATE {t} SET owner = %s WHERE id = %s").format(
+                        t=self._terms), (fields["user_id"], pid))
         if found is None:
             raise KeyError(f"no point {pid} in the index; upsert it instead")
 
@@ -560,8 +588,7 @@ class PgVectorIndex:
             return cached[0], cached[1], (now, key, [], False)
         statement, args = bm25_statement(self.keyword, self._points, self._terms, where, params,
                                          vector.indices, vector.values, known, missing, total,
-                                         limit, counts=self._counts,
-                                         corpus=None if plan is None else self._where(plan, "c"))
+                                         limit, counts=self._counts, principals=key)
         return statement, args, (now, key, missing, total is None)
 
     def _bm25_hits(self, rows: list[Any], stale: _Stale) -> list[ScoredId]:

@@ -155,6 +155,41 @@ def test_idf_follows_another_process_writes_after_the_ttl(pg_url):
         writer.close()
 
 
+def test_an_index_from_before_the_postings_owners_gets_them_on_open(pg_url):
+    """The postings' owner column (per-principal IDF counts read it) is added and filled from
+    the points when an index made without it is opened; a changed owner moves its postings."""
+    texts = {"ann": ["tea with Ann", "Ann walks the dog"], "bo": [f"tea number {i}" for i in range(8)]}
+    points = [IndexPoint(str(uuid.uuid5(uuid.NAMESPACE_URL, f"{u}/{i}")), unit(10 * k + i),
+                         ENC.encode_document(t), {"user_id": u, "version": 1})
+              for k, (u, ts) in enumerate(texts.items()) for i, t in enumerate(ts)]
+    ann, query = IndexFilter(user_ids=("ann",)), ENC.encode_query("tea dog")
+    first = PgVectorIndex(pg_url, DIM, collection="old")
+    try:
+        first.upsert(points)
+        expected = first.search_sparse(query, ann, 5)
+    finally:
+        first.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # what an older memos-core made
+        conn.execute("DROP INDEX old_terms_owner")
+        conn.execute("ALTER TABLE old_terms DROP COLUMN owner")
+    again = PgVectorIndex(pg_url, DIM, collection="old")
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            owners = conn.execute("SELECT DISTINCT owner FROM old_terms ORDER BY 1").fetchall()
+            assert owners == [("ann",), ("bo",)]
+            assert conn.execute("SELECT to_regclass('old_terms_owner')").fetchone()[0] is not None
+        got = again.search_sparse(query, ann, 5)
+        assert [h.id for h in got] == [h.id for h in expected]
+        assert [h.score for h in got] == pytest.approx([h.score for h in expected])
+        # bo's first memory is given to ann: her statistics count it, through its postings
+        again.set_payload(points[2].id, {"user_id": "ann"})
+        moved = {h.id: h.score for h in again.search_sparse(query, ann, 5)}
+        assert points[2].id in moved  # "tea" is in more of ann's points: a lower IDF
+        assert moved[points[0].id] < {h.id: h.score for h in expected}[points[0].id]
+    finally:
+        again.close()
+
+
 def test_reopen_keeps_points_and_refuses_another_dim(pg_url):
     first = PgVectorIndex(pg_url, DIM, collection="team_a")
     first.upsert([IndexPoint(str(uuid.uuid4()), unit(3), ENC.encode_document("kept"), {"user_id": "u", "version": 4})])

@@ -118,12 +118,15 @@ def entity_hop(graph: "MemoryGraph", first: Sequence[ScoredId], entities: Sequen
     if not entities:
         return []
     total = graph.readable_count()
+    weight: dict[str, float] = {}  # entity -> its BM25 weight, once per search (not once per memory naming it)
+    for entity in entities:
+        df = graph.entity_degree(entity)
+        weight[entity] = terms(entity) * math.log(1 + (total - df + 0.5) / (df + 0.5))
     scores = {h.id: h.score for h in first}
     for mid, named in graph.naming(entities, flt).items():
         gain = 0.0
         for entity in named:
-            df = graph.entity_degree(entity)
-            gain += terms(entity) * math.log(1 + (total - df + 0.5) / (df + 0.5))
+            gain += weight[entity]
         scores[mid] = scores.get(mid, 0.0) + gain
     ranked = heapq.nsmallest(n, scores.items(), key=lambda kv: (-kv[1], kv[0]))
     return [ScoredId(mid, score) for mid, score in ranked if score > 0]

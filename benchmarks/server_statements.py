@@ -55,10 +55,10 @@ with LocalPostgres() as server:
             ann, exact = idx._dense_sql(where)
             vec = _DenseParam(v.tolist())  # the query vector as the index sends it (binary)
             sp = mos.store.bm25.encode_query(qa["q"])
-            b = idx._bm25(sp, where, params, 50)
+            b = idx._bm25(sp, flt, where, params, 50)
             words = [w for w in re.findall(r"[A-Z][a-z]+", " ".join(t["text"] for t in by_user[qa["user"]][:50]))][:4]
             hp = mos.store.bm25.encode_query(qa["q"] + " " + " ".join(words))
-            h = idx._bm25(hp, where, params, 50)
+            h = idx._bm25(hp, flt, where, params, 50)
             return {"ann": (ann, (vec, *params, 50)), "exact": (exact, (vec, *params, 50)),
                     f"bm25 {keyword}": (b[0], b[1]), f"hop {keyword}": (h[0], h[1])}
         sets = [{**stmts(qa, v, "scan"), **stmts(qa, v, "postings")} for qa, v in zip(qas, qv)]

@@ -296,11 +296,11 @@ class AsyncPgVault:
         return await asyncio.to_thread(sync_read)
 
     async def get(self, memory_id: str) -> MemCube | None:
-        return await self._read_with_usage(lambda: pg_sql.get(memory_id, self._overlay),
+        return await self._read_with_usage(lambda: pg_sql.get(memory_id, self._overlay, self._vault._cubes),
                                            lambda: self._vault.get(memory_id))
 
     async def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
-        return await self._read_with_usage(lambda: pg_sql.get_many(memory_ids, self._overlay),
+        return await self._read_with_usage(lambda: pg_sql.get_many(memory_ids, self._overlay, self._vault._cubes),
                                            lambda: self._vault.get_many(memory_ids))
 
     async def list(self, query: ListQuery) -> builtins.list[MemCube]:

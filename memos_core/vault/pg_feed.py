@@ -57,6 +57,7 @@ class FeedMixin:
     url: str
     _conn: Any
     _query: Any
+    _cubes: Any
 
     def _init_feed(self) -> None:
         self._commit_hooks: list[Callable[[Sequence[int]], None]] = []
@@ -101,6 +102,7 @@ class FeedMixin:
         """The changes after ``seq``, oldest first, at most ``limit``."""
         rows = self._query("SELECT seq, memory_id, kind, detail FROM changes WHERE seq > %s "
                            "ORDER BY seq LIMIT %s", (seq, limit))
+        self._cubes.drop(r[1] for r in rows)  # another process changed them
         return [Change(int(r[0]), r[1], r[2], r[3] if isinstance(r[3], dict) else json.loads(r[3]))
                 for r in rows]
 

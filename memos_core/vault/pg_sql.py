@@ -20,8 +20,9 @@ conversation logs, keyed items) are in :mod:`memos_core.vault.pg_integrations`.
 from __future__ import annotations
 
 import json
-
-from collections.abc import Callable, Generator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -31,7 +32,7 @@ from memos_core.vault.base import ListQuery
 from memos_core.vault.pg_schema import LOCK_CLASS, WRITE_LOCK
 
 __all__ = [
-    "Exec", "Many", "Program", "Rows", "Step", "arun", "change_head", "get", "get_many",
+    "CubeCache", "Exec", "Many", "Program", "Rows", "Step", "arun", "change_head", "get", "get_many",
     "history", "list_memories", "lock_step", "one", "run", "with_usage",
 ]
 
@@ -170,27 +171,113 @@ def with_usage(docs: Sequence[Row], overlay: Overlay | None = None) -> Program[l
 _READ_WITH_USAGE = ("SELECT m.doc::text, u.access_count, u.last_access, u.heat, u.tier "
                     "FROM memories m LEFT JOIN usage u ON u.id = m.id WHERE m.id = ANY(%s)")
 
+#: the read with a :class:`CubeCache`: each row's ``xmin`` (the transaction that wrote that
+#: row version), and its document only where the cache does not hold that row version
+_READ_KNOWN = ("SELECT m.id, m.xmin::text, CASE WHEN m.xmin::text = k.x THEN NULL "
+               "ELSE m.doc::text END, u.access_count, u.last_access, u.heat, u.tier "
+               "FROM memories m LEFT JOIN usage u ON u.id = m.id "
+               "LEFT JOIN unnest(%s::text[], %s::text[]) AS k(id, x) ON k.id = m.id "
+               "WHERE m.id = ANY(%s)")
 
-def read_current(ids: Sequence[str], overlay: Overlay | None = None) -> Program[list[MemCube]]:
+
+def _json_copy(value: Any) -> Any:
+    """A copy of JSON-shaped data (dicts and lists copied, everything else shared)."""
+    if isinstance(value, dict):
+        return {k: _json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(v) for v in value]
+    return value
+
+
+class CubeCache:
+    """Decoded current versions, keyed by memory id and checked by row version: a read
+    sends the ``xmin`` it holds for each id, and the server sends the document only where
+    the row was written since (any write of a ``memories`` row -- a new version, a state or
+    rights change, a forget's scrub -- gives it a new ``xmin``), so the current row is read,
+    and its rights and state checked, on every read as before; only the decoding of an
+    unchanged document is saved. Bounded (least recently used go first); the vault also
+    drops the memories its own writes and the change feed name, so a forgotten memory's
+    text does not stay in this process's memory. Thread-safe.
+
+    ``size``: how many cubes it holds (0: none, every read decodes)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._cubes: OrderedDict[str, tuple[str, MemCube]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._cubes)
+
+    def known(self, ids: Sequence[str]) -> dict[str, tuple[str, MemCube]]:
+        """The entries held for ``ids`` (a snapshot: later evictions do not touch it)."""
+        with self._lock:
+            found = {i: e for i in ids if (e := self._cubes.get(i)) is not None}
+            for i in found:
+                self._cubes.move_to_end(i)
+        return found
+
+    def put(self, memory_id: str, xmin: str, cube: MemCube) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._cubes[memory_id] = (xmin, cube)
+            self._cubes.move_to_end(memory_id)
+            while len(self._cubes) > self.size:
+                self._cubes.popitem(last=False)
+
+    def drop(self, memory_ids: Iterable[str | None]) -> None:
+        with self._lock:
+            for i in memory_ids:
+                if i is not None:
+                    self._cubes.pop(i, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cubes.clear()
+
+
+def read_current(ids: Sequence[str], overlay: Overlay | None = None,
+                 cache: CubeCache | None = None) -> Program[list[MemCube]]:
     """The current versions of ``ids`` (tombstones too) with their usage counters: one
-    statement (one round trip, one snapshot)."""
-    rows = yield Rows(_READ_WITH_USAGE, (list(ids),))
-    return [_decode(r[0], _usage_of(*r[1:5]), overlay) for r in rows]
+    statement (one round trip, one snapshot). With a ``cache``, documents it holds at their
+    current row version are not sent again nor decoded."""
+    if cache is None or cache.size <= 0:
+        rows = yield Rows(_READ_WITH_USAGE, (list(ids),))
+        return [_decode(r[0], _usage_of(*r[1:5]), overlay) for r in rows]
+    known = cache.known(ids)
+    rows = yield Rows(_READ_KNOWN, (list(known), [e[0] for e in known.values()], list(ids)))
+    cubes = []
+    for mid, xmin, doc, *usage_row in rows:
+        if doc is None:
+            base = known[mid][1]
+        else:
+            base = MemCube.model_validate_json(doc)
+            cache.put(mid, xmin, base)
+        usage = _usage_of(*usage_row)
+        # the caller's own copy: a cube is frozen, but its metadata is a dict
+        update: dict[str, Any] = {"metadata": _json_copy(base.metadata)} if base.metadata else {}
+        if usage is not None:
+            update["usage"] = usage
+        cube = base.model_copy(update=update) if update else base
+        cubes.append(overlay(cube, usage is not None) if overlay is not None else cube)
+    return cubes
 
 
-def get(memory_id: str, overlay: Overlay | None = None) -> Program[MemCube | None]:
+def get(memory_id: str, overlay: Overlay | None = None,
+        cache: CubeCache | None = None) -> Program[MemCube | None]:
     """The current version of ``memory_id`` (tombstones too), or None."""
-    cubes = yield from read_current([memory_id], overlay)
+    cubes = yield from read_current([memory_id], overlay, cache)
     return cubes[0] if cubes else None
 
 
-def get_many(memory_ids: Sequence[str],
-             overlay: Overlay | None = None) -> Program[dict[str, MemCube]]:
+def get_many(memory_ids: Sequence[str], overlay: Overlay | None = None,
+             cache: CubeCache | None = None) -> Program[dict[str, MemCube]]:
     """The current versions of those of ``memory_ids`` that exist, by id."""
     ids = list(dict.fromkeys(memory_ids))
     if not ids:
         return {}
-    return {c.id: c for c in (yield from read_current(ids, overlay))}
+    return {c.id: c for c in (yield from read_current(ids, overlay, cache))}
 
 
 def history(memory_id: str) -> Program[list[MemCube]]:

@@ -106,6 +106,10 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         usage_flush_s: :meth:`record_usage` keeps the accesses in memory and writes them
             every this many seconds and at :meth:`close` (0: at once); semantics in
             :mod:`memos_core.vault.pg_usage`.
+        cube_cache: how many decoded memories :meth:`get` and :meth:`get_many` keep (0:
+            none). Every read still reads each memory's current row, rights and state
+            included; the server sends a document again only when the row changed since
+            (:class:`~memos_core.vault.pg_sql.CubeCache`).
 
     Raises:
         InvalidInputError: ``url`` is not a PostgreSQL URL.
@@ -114,13 +118,17 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     """
 
     def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0,
-                 usage_flush_s: float = 0.2) -> None:
+                 usage_flush_s: float = 0.2, cube_cache: int = 4096) -> None:
         if not is_postgres_url(url):
             raise InvalidInputError(
                 f"Not a PostgreSQL URL: {url!r}. Use postgresql://user:password@host:port/database.")
         if isinstance(usage_flush_s, bool) or not isinstance(usage_flush_s, (int, float)) \
                 or not usage_flush_s >= 0:
             raise InvalidInputError(f"usage_flush_s must be seconds >= 0, got {usage_flush_s!r}.")
+        if isinstance(cube_cache, bool) or not isinstance(cube_cache, int) or cube_cache < 0:
+            raise InvalidInputError(f"cube_cache must be a count >= 0, got {cube_cache!r}.")
+        #: decoded documents of memories read lately, checked by row version on every read
+        self._cubes = pg_sql.CubeCache(cube_cache)
         import psycopg
         from psycopg_pool import ConnectionPool
 
@@ -193,8 +201,11 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             lock = pg_sql.lock_step()
             conn.execute(lock.sql, lock.params)
             tx = Tx(conn)
-            yield tx
-            seqs = self._write_changes(tx)
+            try:
+                yield tx
+                seqs = self._write_changes(tx)
+            finally:  # the old text of a changed memory leaves this process's memory
+                self._cubes.drop(mid for mid, _kind, _detail in tx.changes)
         if seqs:
             self._committed(seqs)
 
@@ -248,6 +259,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             self._close_feed()
             self._close_async()
             self._pool.close()
+            self._cubes.clear()
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -500,11 +512,11 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
     def get(self, memory_id: str) -> MemCube | None:
         with self._usage.reading():
-            return self._run(pg_sql.get(memory_id, self._usage.overlay))
+            return self._run(pg_sql.get(memory_id, self._usage.overlay, self._cubes))
 
     def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
         with self._usage.reading():
-            return self._run(pg_sql.get_many(memory_ids, self._usage.overlay))
+            return self._run(pg_sql.get_many(memory_ids, self._usage.overlay, self._cubes))
 
     def texts(self, memory_ids: Sequence[str]) -> dict[str, str]:
         ids = list(dict.fromkeys(memory_ids))

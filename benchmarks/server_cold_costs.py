@@ -13,7 +13,10 @@ after an embedding).
 - the vault read of a search's candidates (`PostgresVault.get_many`), split into the statement
   and the decoding of its rows;
 - that statement with the document as `doc::text` (JSONB, the schema), as a `text` column (a
-  copy added to this throwaway database) and with no document.
+  copy added to this throwaway database) and with no document;
+- the vault read with the vault's cache of decoded memories (``cube_cache``, the default: the
+  server sends only the row versions of memories it holds unchanged) against a second vault
+  object without it (``cube_cache=0``), in turn on every read.
 
 The calls are the ones the LoCoMo dev questions make (captured from real searches). The
 vectors are embedded once beforehand: the model is not timed. Variants of one call (plan
@@ -86,6 +89,7 @@ def main() -> None:
     from memos_core.index.filters import plan_filter
     from memos_core.testing.postgres import LocalPostgres
     from memos_core.vault import pg_sql
+    from memos_core.vault.postgres import PostgresVault
 
     samples = json.loads(args.data.read_text())
     questions = [(s["sample_id"], str(qa["question"])) for s in samples for qa in s["qa"]
@@ -144,7 +148,7 @@ def main() -> None:
             def run(call: Any) -> Any:
                 plan = plan_filter(call[2])
                 where, params = index._where(plan)
-                statement, args, _ = index._bm25(call[1], where, params, call[3])
+                statement, args, _ = index._bm25(call[1], call[2], where, params, call[3])
                 return conns[mode].execute(statement, args, prepare=True).fetchall() if statement else []
             return run
 
@@ -165,9 +169,13 @@ def main() -> None:
                     return conn.execute(sql, (ids,), prepare=True).fetchall()
             return run
 
+        uncached = PostgresVault(url, cube_cache=0)
+        for label, r in compare(reads, {"with the cube cache": vault.get_many,
+                                        "without (cube_cache=0)": uncached.get_many},
+                                gap=True, reps=args.reps).items():
+            rows[f"vault read (get_many) {label}, after a 4 ms sleep"] = r
+        uncached.close()
         read_rows = {tuple(ids): statement(pg_sql._READ_WITH_USAGE)(ids) for ids in reads}
-        rows["vault read (get_many), after a 4 ms sleep"] = timed(reads, vault.get_many, gap=True,
-                                                                  reps=args.reps)
         rows["vault read: the statement, after a 4 ms sleep"] = timed(
             reads, statement(pg_sql._READ_WITH_USAGE), gap=True, reps=args.reps)
         rows["vault read: decoding its rows"] = timed(

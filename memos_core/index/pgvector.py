@@ -236,7 +236,6 @@ class PgVectorIndex:
                         "rebuilt from the vault)")
                 self._ensure_counts(conn)  # an index made before the counts table
                 self._ensure_term_owners(conn)  # ... or before the postings' owners
-                self._ensure_gin_direct(conn)  # ... or with GIN pending lists
                 return
             conn.execute(sql.SQL(
                 "CREATE TABLE {p} (id uuid PRIMARY KEY, dense vector({dim}) NOT NULL, "
@@ -260,26 +259,9 @@ class PgVectorIndex:
                 conn.execute(sql.SQL("CREATE INDEX {i} ON {p} ({c})").format(
                     i=ix(col), p=p, c=sql.Identifier(col)))
             for col in _LIST_FIELDS:
-                conn.execute(sql.SQL(
-                    "CREATE INDEX {i} ON {p} USING gin ({c}) WITH (fastupdate = off)").format(
+                conn.execute(sql.SQL("CREATE INDEX {i} ON {p} USING gin ({c})").format(
                     i=ix(col), p=p, c=sql.Identifier(col)))
             self._ensure_counts(conn)
-
-    def _ensure_gin_direct(self, conn: Any) -> None:
-        """The ``tags`` and ``readers`` GIN indexes without a pending list
-        (``fastupdate = off``): every search filters on ``readers``, and with a pending list
-        each one scans the entries written since the last vacuum (about 0.1 ms per statement
-        after a few thousand adds). An older index is switched, and its pending list merged,
-        on open; the caller holds the schema lock."""
-        for col in _LIST_FIELDS:
-            name = f"{self.collection}_{col}"
-            row = conn.execute("SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)",
-                               (name,)).fetchone()
-            if row is None or "fastupdate=off" in (row[0] or ()):
-                continue
-            conn.execute(sql.SQL("ALTER INDEX {i} SET (fastupdate = off)").format(
-                i=sql.Identifier(name)))
-            conn.execute("SELECT gin_clean_pending_list(to_regclass(%s))", (name,))
 
     def _ensure_term_owners(self, conn: Any) -> None:
         """The postings' ``owner`` column (the point's ``user_id``) and its index, which

@@ -190,55 +190,6 @@ def test_an_index_from_before_the_postings_owners_gets_them_on_open(pg_url):
         again.close()
 
 
-def _gin_options(conn, collection):
-    return dict(conn.execute(
-        "SELECT c.relname, c.reloptions FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'gin' AND i.indrelid = to_regclass(%s)",
-        (f"{collection}_points",)).fetchall())
-
-
-def test_the_filter_gin_indexes_keep_no_pending_list(pg_url):
-    """``tags`` and ``readers`` are GIN-indexed without a pending list (``fastupdate = off``),
-    so a search's filter never scans unmerged entries; an index made with the default gets
-    the setting, and its pending entries merged, on open, and keeps its points."""
-    points = [IndexPoint(str(uuid.uuid5(uuid.NAMESPACE_URL, f"gin/{i}")), unit(i),
-                         ENC.encode_document(f"note {i}"),
-                         {"user_id": "ann", "version": 1, "readers": ["bo"] if i % 2 else [],
-                          "tags": [f"t{i % 3}"]}) for i in range(40)]
-    fresh = PgVectorIndex(pg_url, DIM, collection="gin_new")
-    try:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            options = _gin_options(conn, "gin_new")
-        assert options == {"gin_new_tags": ["fastupdate=off"], "gin_new_readers": ["fastupdate=off"]}
-    finally:
-        fresh.close()
-    first = PgVectorIndex(pg_url, DIM, collection="gin_old")
-    try:
-        with psycopg.connect(pg_url, autocommit=True) as conn:  # as an older memos-core made them
-            for col in ("tags", "readers"):
-                conn.execute(f"ALTER INDEX gin_old_{col} RESET (fastupdate)")
-        first.upsert(points)  # these entries wait in the pending lists
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
-            pending = conn.execute("SELECT n_pending_tuples FROM gin_metapage_info("
-                                   "get_raw_page('gin_old_readers', 0))").fetchone()[0]
-        assert pending > 0
-    finally:
-        first.close()
-    again = PgVectorIndex(pg_url, DIM, collection="gin_old")
-    try:
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            assert set(map(tuple, _gin_options(conn, "gin_old").values())) == {("fastupdate=off",)}
-            assert conn.execute("SELECT n_pending_tuples FROM gin_metapage_info("
-                                "get_raw_page('gin_old_readers', 0))").fetchone()[0] == 0
-        shared = again.search_dense(unit(0), IndexFilter(user_ids=("bo",)), 40)
-        assert sorted(h.id for h in shared) == sorted(p.id for p in points[1::2])
-        tagged = again.search_dense(unit(0), IndexFilter(user_ids=("ann",), tags=("t1",)), 40)
-        assert sorted(h.id for h in tagged) == sorted(p.id for i, p in enumerate(points) if i % 3 == 1)
-    finally:
-        again.close()
-
-
 def test_reopen_keeps_points_and_refuses_another_dim(pg_url):
     first = PgVectorIndex(pg_url, DIM, collection="team_a")
     first.upsert([IndexPoint(str(uuid.uuid4()), unit(3), ENC.encode_document("kept"), {"user_id": "u", "version": 4})])

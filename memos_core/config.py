@@ -241,6 +241,12 @@ class MemOSConfig(BaseModel):
         "query). Budget processes x (2 x pool_size + 1) under the server's max_connections "
         "(docs/scale_out.md).",
     )
+    cube_cache: int = Field(
+        default=4096, ge=0,
+        description="Server mode: how many decoded memories this process's vault keeps (0: "
+        "none). Reads still read each memory's current row, rights and state included; the "
+        "server sends a document again only if its row changed since (docs/scale_out.md).",
+    )
     feed_retention_s: float = Field(
         default=7 * 24 * 3600.0, ge=0,
         description="Server mode: change-feed rows older than this are deleted when a "

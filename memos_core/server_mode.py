@@ -136,7 +136,7 @@ def open_server(url: str, config: MemOSConfig) -> ServerParts:
             "shares); a local qdrant-client index would be one per process.")
     if updates:
         config = config.model_copy(update=updates)
-    vault = PostgresVault(url, pool_size=config.pool_size)
+    vault = PostgresVault(url, pool_size=config.pool_size, cube_cache=config.cube_cache)
     try:
         vault.prune_changes(config.feed_retention_s)
         if config.index == "pgvector":

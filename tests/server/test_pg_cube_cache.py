@@ -13,6 +13,7 @@ import asyncio
 
 import pytest
 
+from memos_core import MemOSConfig
 from memos_core.cube import Governance, MemCube, Namespace, State, utcnow
 from memos_core.errors import InvalidInputError
 from memos_core.vault import Actor
@@ -151,6 +152,14 @@ def test_the_cache_is_bounded_and_can_be_turned_off(pg_url, decoded):
     finally:
         small.close()
         off.close()
+
+
+def test_memos_sizes_its_vaults_cache_from_the_config(open_mos):
+    assert open_mos().vault._cubes.size == MemOSConfig().cube_cache == 4096
+    off = open_mos(cube_cache=0)
+    memory = off.add("no cache here", user_id="alice")
+    assert off.get(memory.id, user_id="alice").text == "no cache here"
+    assert off.vault._cubes.size == 0 and len(off.vault._cubes) == 0
 
 
 def test_the_native_async_reads_share_the_cache(vaults, decoded):

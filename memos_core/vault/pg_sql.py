@@ -196,8 +196,10 @@ class CubeCache:
     rights change, a forget's scrub -- gives it a new ``xmin``), so the current row is read,
     and its rights and state checked, on every read as before; only the decoding of an
     unchanged document is saved. Bounded (least recently used go first); the vault also
-    drops the memories its own writes and the change feed name, so a forgotten memory's
-    text does not stay in this process's memory. Thread-safe.
+    drops the memories its own writes and the change feed name, once the write committed, so
+    a forgotten memory's text does not stay in this process's memory. A read that began
+    before a drop keeps nothing it decoded (it may have read the row before the write), so
+    a drop cannot be undone by a read in flight. Thread-safe.
 
     ``size``: how many cubes it holds (0: none, every read decodes)."""
 
@@ -205,6 +207,8 @@ class CubeCache:
         self.size = size
         self._cubes: OrderedDict[str, tuple[str, MemCube]] = OrderedDict()
         self._lock = threading.Lock()
+        #: counts the drops: a read keeps what it decoded only if none came since it began
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._cubes)
@@ -217,20 +221,27 @@ class CubeCache:
                 self._cubes.move_to_end(i)
         return found
 
-    def put(self, memory_id: str, xmin: str, cube: MemCube) -> None:
+    def put(self, memory_id: str, xmin: str, cube: MemCube, generation: int) -> None:
+        """Keep ``cube``, read at row version ``xmin`` by a read that began at
+        ``generation`` (nothing is kept if a drop came since)."""
         if self.size <= 0:
             return
         with self._lock:
+            if generation != self.generation:
+                return
             self._cubes[memory_id] = (xmin, cube)
             self._cubes.move_to_end(memory_id)
             while len(self._cubes) > self.size:
                 self._cubes.popitem(last=False)
 
     def drop(self, memory_ids: Iterable[str | None]) -> None:
+        ids = [i for i in memory_ids if i is not None]
+        if not ids:
+            return
         with self._lock:
-            for i in memory_ids:
-                if i is not None:
-                    self._cubes.pop(i, None)
+            self.generation += 1
+            for i in ids:
+                self._cubes.pop(i, None)
 
     def clear(self) -> None:
         with self._lock:
@@ -245,6 +256,7 @@ def read_current(ids: Sequence[str], overlay: Overlay | None = None,
     if cache is None or cache.size <= 0:
         rows = yield Rows(_READ_WITH_USAGE, (list(ids),))
         return [_decode(r[0], _usage_of(*r[1:5]), overlay) for r in rows]
+    began = cache.generation
     known = cache.known(ids)
     rows = yield Rows(_READ_KNOWN, (list(known), [e[0] for e in known.values()], list(ids)))
     cubes = []
@@ -253,7 +265,7 @@ def read_current(ids: Sequence[str], overlay: Overlay | None = None,
             base = known[mid][1]
         else:
             base = MemCube.model_validate_json(doc)
-            cache.put(mid, xmin, base)
+            cache.put(mid, xmin, base, began)
         usage = _usage_of(*usage_row)
         # the caller's own copy: a cube is frozen, but its metadata is a dict
         update: dict[str, Any] = {"metadata": _json_copy(base.metadata)} if base.metadata else {}

@@ -197,15 +197,19 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     def _tx(self) -> Iterator[Tx]:
         """One mutation: a transaction under the write lock; its change rows and NOTIFY are
         written at the end, inside it. Commits on success, rolls back on any exception."""
-        with self._conn() as conn, conn.transaction():
-            lock = pg_sql.lock_step()
-            conn.execute(lock.sql, lock.params)
-            tx = Tx(conn)
-            try:
-                yield tx
-                seqs = self._write_changes(tx)
-            finally:  # the old text of a changed memory leaves this process's memory
-                self._cubes.drop(mid for mid, _kind, _detail in tx.changes)
+        changed: list[str | None] = []
+        try:
+            with self._conn() as conn, conn.transaction():
+                lock = pg_sql.lock_step()
+                conn.execute(lock.sql, lock.params)
+                tx = Tx(conn)
+                try:
+                    yield tx
+                    seqs = self._write_changes(tx)
+                finally:
+                    changed = [mid for mid, _kind, _detail in tx.changes]
+        finally:  # after the commit: the old text of a changed memory leaves this process
+            self._cubes.drop(changed)
         if seqs:
             self._committed(seqs)
 

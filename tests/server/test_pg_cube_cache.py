@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+import psycopg
 import pytest
 
 from memos_core import MemOSConfig
@@ -132,6 +133,29 @@ def test_a_forgotten_memorys_text_leaves_the_cache(vaults):
     other.changes_since(0)
     assert other._cubes.known([kept.id, forgotten.id]) == {}
     assert "secret" not in other.get(forgotten.id).text
+
+
+def test_a_read_in_flight_does_not_bring_back_what_a_write_dropped(vaults, pg_url):
+    mine, other = vaults
+    cube = _cube("a secret")
+    mine.insert([cube], ALICE)
+    for forget in (mine, other):  # this process's own forget, then another process's
+        victim = _cube("another secret") if forget is other else cube
+        if forget is other:
+            mine.insert([victim], ALICE)
+        program = pg_sql.read_current([victim.id], None, mine._cubes)
+        step = next(program)  # the read began ...
+        with psycopg.connect(pg_url) as conn:  # ... and read the row before the forget
+            rows = conn.execute(step.sql, step.params).fetchall()
+        forget.tombstone(victim.id, ALICE)
+        forget.scrub_tombstone(victim.id)
+        if forget is other:
+            mine.changes_since(0)  # this process's follower reads the feed
+        with pytest.raises(StopIteration) as done:
+            program.send(rows)
+        assert "secret" in done.value.value[0].text  # what it read, from before the forget
+        assert mine._cubes.known([victim.id]) == {}  # but it did not keep it
+        assert "secret" not in mine.get(victim.id).text
 
 
 def test_the_cache_is_bounded_and_can_be_turned_off(pg_url, decoded):

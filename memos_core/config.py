@@ -40,6 +40,14 @@ class RetrievalConfig(BaseModel):
     neighbour_turns: int = Field(
         default=2, ge=0, description="Turns before/after a hit in the same session to expand."
     )
+    graph_max_degree: int = Field(
+        default=30, ge=0,
+        description="Graph expansion follows an entity (shared with a top hit, or named by "
+        "the query) only if at most this many memories of the principal's view name it. "
+        "Entities named more often give each memory a small credit and cost the most to "
+        "follow (docs/benchmarks.md, issue 14 eighth pass); the graph's own hub limit "
+        "(200) still applies.",
+    )
     session_weight: float = Field(
         default=0.0, ge=0,
         description="Session-level retrieval: candidates of the best `session_count` "

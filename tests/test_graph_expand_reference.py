@@ -23,9 +23,11 @@ EXPLICIT = ("supersedes", "derived_from")
 
 def reference_expand(g: MemoryGraph, seeds: list[tuple[str, float]], flt: IndexFilter, *,
                      query_entities: list[str], neighbour_turns: int,
-                     entity_seed_weight: float) -> list[tuple[str, float, list[str]]]:
+                     entity_seed_weight: float,
+                     max_degree: int | None = None) -> list[tuple[str, float, list[str]]]:
     """Expansion as its contract states it, through the graph's public readers only."""
     plan = plan_filter(flt)
+    cap = g.max_entity_degree if max_degree is None else min(max_degree, g.max_entity_degree)
     found: dict[str, tuple[float, list[str]]] = {}
 
     def credit(mid: str, amount: float, reason: str) -> None:
@@ -46,7 +48,7 @@ def reference_expand(g: MemoryGraph, seeds: list[tuple[str, float]], flt: IndexF
                     credit(turns[j], weight, "neighbouring turn")
         for entity in g.entities_of(seed):
             degree = g.entity_degree(entity)
-            if 1 < degree <= g.max_entity_degree:
+            if 1 < degree <= cap:
                 for mid in _members(g, entity):
                     if mid != seed:
                         credit(mid, weight / math.log2(1 + degree), "shared entity " + entity)
@@ -55,7 +57,7 @@ def reference_expand(g: MemoryGraph, seeds: list[tuple[str, float]], flt: IndexF
                 credit(mid, weight, kind)
     for entity in dict.fromkeys(query_entities):
         degree = g.entity_degree(entity)
-        if 0 < degree <= g.max_entity_degree:
+        if 0 < degree <= cap:
             for mid in _members(g, entity):
                 credit(mid, entity_seed_weight / math.log2(1 + degree), "mentions " + entity)
     return sorted((mid, s, r) for mid, (s, r) in found.items())
@@ -126,7 +128,8 @@ def test_expansion_matches_the_reference_through_random_graphs_and_writes(seed: 
         seeds.append(("unknown", 1.0))
         flt = rng.choice(filters)
         kw = {"query_entities": rng.sample((*ENTITIES, "nobody"), rng.randrange(4)),
-              "neighbour_turns": rng.choice((0, 1, 2)), "entity_seed_weight": rng.random()}
+              "neighbour_turns": rng.choice((0, 1, 2)), "entity_seed_weight": rng.random(),
+              "max_degree": rng.choice((None, 2, 5, 500))}
         want = reference_expand(g, seeds, flt, **kw)
         assert as_list(g.expand_scores(seeds, flt, **kw)) == want
         hits = g.expand(seeds, flt, **kw)

@@ -147,3 +147,19 @@ def test_speaker_weight_ranks_the_named_speakers_turns_first():
     ranked = rerank("What did Caroline paint?", cands, texts, question_weight=1.0,
                     speaker_weight=0.5)
     assert [c.id for c in ranked] == ["b", "a"] and ranked[0].scores["speaker"] == 1.0
+
+
+def test_graph_expansion_follows_only_entities_within_graph_max_degree(make_mos):
+    """A top hit's entity named by 5 memories links them in the expansion by default
+    (``graph_max_degree`` 30); with ``graph_max_degree=4`` it is not followed."""
+    def hits_by_entity(mos) -> set[str]:
+        seed = mos.add("Alice planted tulips in Ostrava", user_id="u", session_id="s0")
+        others = {mos.add(f"Ostrava note number {i}: the tram was late", user_id="u",
+                          session_id=f"s{i + 1}").id for i in range(4)}
+        hits = mos.search("Where did Alice plant tulips?", user_id="u", k=10, record_usage=False)
+        assert hits[0].id == seed.id
+        return {h.id for h in hits if h.id in others
+                and any(r.startswith("shared entity ostrava") for r in h.reasons)}
+
+    assert len(hits_by_entity(make_mos("default"))) == 4
+    assert hits_by_entity(make_mos("capped", retrieval=RetrievalConfig(graph_max_degree=4))) == set()

@@ -291,19 +291,20 @@ class MemoryGraph:
         query_entities: Iterable[str] = (),
         neighbour_turns: int = 1,
         entity_seed_weight: float = 0.0,
+        max_degree: int | None = None,
     ) -> dict[str, GraphHit]:
         """Memories related to the seeds (id, weight) or to the query's entities.
 
         A neighbour's score is its best path: the seed's weight times the relation's weight,
         1 for a neighbouring turn or a supersession/derivation link, ``1/log2(1+degree)`` for a
-        shared entity (rare entities count more; entities above ``max_entity_degree`` are
-        skipped). Taking the best path rather than the sum keeps hubs -- a turn next to many
+        shared entity (rare entities count more; entities above ``max_entity_degree``, or above
+        ``max_degree`` when that is lower, are skipped). Taking the best path rather than the sum keeps hubs -- a turn next to many
         hits -- from outranking the hits themselves. Only memories that pass ``flt`` are
         returned; seeds themselves are included only when reached from another seed.
         """
         found = self.expand_scores(seeds, flt, query_entities=query_entities,
                                    neighbour_turns=neighbour_turns,
-                                   entity_seed_weight=entity_seed_weight)
+                                   entity_seed_weight=entity_seed_weight, max_degree=max_degree)
         return {mid: GraphHit(mid, score, reasons) for mid, (score, reasons) in found.items()}
 
     def expand_scores(
@@ -314,6 +315,7 @@ class MemoryGraph:
         query_entities: Iterable[str] = (),
         neighbour_turns: int = 1,
         entity_seed_weight: float = 0.0,
+        max_degree: int | None = None,
     ) -> dict[str, tuple[float, list[str]]]:
         """:meth:`expand` as ``id -> (score, reasons)`` (no :class:`GraphHit` objects; the
         search path's form). Same memories, scores, reasons and order as :meth:`expand`.
@@ -351,7 +353,8 @@ class MemoryGraph:
                     if reason not in reasons:
                         reasons.append(reason)
 
-        max_degree = self.max_entity_degree
+        max_degree = self.max_entity_degree if max_degree is None \
+            else min(max_degree, self.max_entity_degree)
         for seed, weight in seeds:
             n = self._num.get(seed)
             if n is None:

@@ -309,6 +309,7 @@ class HybridRetriever:
                 query_entities=self.extractor.extract(query) if entities is None else entities,
                 neighbour_turns=cfg.neighbour_turns,
                 entity_seed_weight=entity_weight,
+                max_degree=cfg.graph_max_degree,
             )
         new: list[tuple[float, str]] = []  # memories only the graph found
         for mid, (score, reasons) in hits.items():

@@ -45,8 +45,8 @@ class RetrievalConfig(BaseModel):
         description="Graph expansion follows an entity (shared with a top hit, or named by "
         "the query) only if at most this many memories of the principal's view name it. "
         "Entities named more often give each memory a small credit and cost the most to "
-        "follow (docs/benchmarks.md, issue 14 eighth pass); the graph's own hub limit "
-        "(200) still applies.",
+        "follow (docs/benchmarks.md, 'Graph expansion follows only entities named by at "
+        "most 30 memories'); the graph's own hub limit (200) still applies.",
     )
     session_weight: float = Field(
         default=0.0, ge=0,

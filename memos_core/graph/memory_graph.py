@@ -299,8 +299,9 @@ class MemoryGraph:
         1 for a neighbouring turn or a supersession/derivation link, ``1/log2(1+degree)`` for a
         shared entity (rare entities count more; entities above ``max_entity_degree``, or above
         ``max_degree`` when that is lower, are skipped). Taking the best path rather than the
-        sum keeps hubs -- a turn next to many hits -- from outranking the hits themselves. Only memories that pass ``flt`` are
-        returned; seeds themselves are included only when reached from another seed.
+        sum keeps hubs -- a turn next to many hits -- from outranking the hits themselves.
+        Only memories that pass ``flt`` are returned; seeds themselves are included only when
+        reached from another seed.
         """
         found = self.expand_scores(seeds, flt, query_entities=query_entities,
                                    neighbour_turns=neighbour_turns,

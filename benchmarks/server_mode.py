@@ -331,7 +331,10 @@ STAGES = (("feed check", "follower", "sync"), ("query embedding", "query_vectors
           ("dense search", "index", "search_dense"), ("bm25 search", "index", "search_sparse"),
           ("dense+bm25 (one call)", "index", "search_hybrid"),
           ("entity hop", "hybrid_module", "entity_hop"),
-          ("graph expansion", "retriever", "_expand"), ("vault read", "vault", "get_many"),
+          ("graph expansion", "retriever", "_expand"),
+          # the vault read, or the cached hits that stand for it (the store's method, where
+          # the checkout has one; the vault's read inside it counts for it)
+          ("vault read", "store", "current_for_search"), ("vault read", "vault", "get_many"),
           ("second stage", "memos_module", "rerank"), ("record usage", "vault", "record_usage"))
 
 
@@ -345,13 +348,13 @@ class StageTimer(_StageTimer):
 
         super().__init__({"follower": mos.store.follower,
                           "query_vectors": mos.retriever.query_vectors, "index": mos.index,
-                          "retriever": mos.retriever, "vault": mos.vault,
+                          "retriever": mos.retriever, "vault": mos.vault, "store": mos.store,
                           "memos_module": memos_module, "hybrid_module": hybrid_module}, STAGES)
 
 
 def stage_table(per_search: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     """Mean and p95 ms of each stage over the searches (0 where a search skipped it)."""
-    names = [n for n, *_ in STAGES if any(n in s for s in per_search)] + ["rest"]
+    names = list(dict.fromkeys(n for n, *_ in STAGES if any(n in s for s in per_search))) + ["rest"]
     out = {}
     for name in names:
         values = sorted(s.get(name, 0.0) for s in per_search)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -693,10 +694,14 @@ class MemOS:
         one of these message ids (``provenance.source_message_ids``); ``exclude_session`` --
         episodic memories recorded in this session (the conversation itself).
 
-        Server mode: every hit is re-read from the vault and checked (state, rights) before it
-        is returned, so the catch-up with other processes' changes before the search may skip
-        its head query while the LISTEN connection is up and quiet
-        (:meth:`~memos_core.store.feed.ChangeFollower.sync` with ``gated=True``).
+        Server mode: every hit is checked (state, rights) on its current version before it
+        is returned -- read from the vault, or taken from the memories this process keeps
+        decoded when the change feed's head, read in the round trip of the index query,
+        shows that every change committed before the search began was applied here
+        (:meth:`~memos_core.store.kernel.MemoryStore.current_for_search`). So the catch-up
+        with other processes' changes before the search may skip its head query while the
+        LISTEN connection is up and quiet (:meth:`~memos_core.store.feed.ChangeFollower.sync`
+        with ``gated=True``).
         """
         if self._closed or self.store.follower is None:
             self._check_open()
@@ -728,8 +733,9 @@ class MemOS:
         depth = max(k, rcfg.rerank_depth) if second else k
         if skip_sources or skip_session is not None:
             depth = max(depth, min(k + len(skip_sources) + 2 * k, 1000))
+        began = time.monotonic()
         cands = self.retriever.retrieve(query, flt, depth)
-        cubes = self.vault.get_many([c.id for c in cands])
+        cubes = self.store.current_for_search([c.id for c in cands], began)
         if second:
             texts = {i: c.text for i, c in cubes.items()}
             own_voice(query, cands, texts, rcfg.own_voice_weight)

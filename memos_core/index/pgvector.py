@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from threading import Lock
 from typing import Any, Literal
@@ -131,9 +131,14 @@ class PgVectorIndex:
         self._total: dict[_Corpus, tuple[float, int]] = {}
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"url must be a postgresql:// URL, got {url!r}")
+        self.url = url
         self.dim = dim
         self.collection = collection
         self.ef_search = int(ef_search)
+        #: ``(statement, seen)``: a query of another component on the same server that each
+        #: hybrid search sends first in its round trip; ``seen(rows, sent_at)`` gets its rows
+        #: and when it was sent (the vault's change-feed head: ``FeedMixin.head_probe``)
+        self.probe: tuple[str, Callable[[Sequence[Any], float], None]] | None = None
         self.max_scan_tuples = int(max_scan_tuples)
         self._points = sql.Identifier(f"{collection}_points")
         self._terms = sql.Identifier(f"{collection}_terms")
@@ -528,7 +533,10 @@ class PgVectorIndex:
             # both results come back with the pipeline's Sync: one round trip (a fetch
             # inside the block would wait for the first result, then the Sync again)
             with conn.pipeline():
-                dense_cur = sparse_cur = None
+                dense_cur = sparse_cur = probe_cur = None
+                probe, sent_at = self.probe, time.monotonic()
+                if probe is not None:
+                    probe_cur = conn.execute(probe[0], prepare=True)
                 if bm25 is not None and bm25[0] is not None:
                     sparse_cur = conn.execute(bm25[0], bm25[1], prepare=True)
                 if callable(vector):  # the server has the BM25 statement meanwhile
@@ -536,6 +544,8 @@ class PgVectorIndex:
                 if vector is not None:
                     query = _DenseParam(dense_array(vector, self.dim))
                     dense_cur = conn.execute(ann, (query, *params, limit), prepare=True)
+            if probe_cur is not None and probe is not None:
+                probe[1](probe_cur.fetchall(), sent_at)
             if dense_cur is not None:
                 dense_rows = dense_cur.fetchall()
             if sparse_cur is not None:

@@ -32,9 +32,14 @@ of the listener, counts as one), and the last check is younger than ``head_check
 listener that is down, reconnecting or not started, or a check older than that, means the
 head query runs as before. Every other call keeps the head query.
 
-The search path never depends on the follower for safety: every hit is re-read from the
-vault and checked (state, rights) before it is returned. The follower keeps the rest --
-graph expansion, KV caches, adapters -- from serving what another process forgot or revoked.
+The search path never trusts the follower blindly: every hit is checked (state, rights) on
+its current version before it is returned. That version is re-read from the vault, unless
+the feed head read in the round trip of the search's index query is at or below the cursor
+-- then every change committed before the search began was applied, and the memories the
+vault keeps decoded are current (:meth:`memos_core.store.kernel.MemoryStore.current_for_search`;
+the cursor passes a change only after the vault dropped the memories it names). The follower
+keeps the rest -- graph expansion, KV caches, adapters -- from serving what another process
+forgot or revoked.
 """
 
 from __future__ import annotations
@@ -234,6 +239,7 @@ class ChangeFollower:
         Returns how many memories were looked at; the cursor moves to the head read first."""
         store = self.store
         head = self.vault.change_head()
+        self.vault.drop_cached()  # it may hold memories changed in the skipped changes
         store.graph.clear()  # every loaded view reloads from the vault on its next use
         store.reconcile()
         seen = 0

@@ -27,6 +27,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable, Sequence
+from typing import cast
 from pathlib import Path
 
 from memos_core.config import MemOSConfig
@@ -93,11 +94,16 @@ class MemoryStore:
             # the feed head *before* the derived state is built: later changes are applied
             # again by the follower (harmless), none is missed
             cursor = self.vault.change_head() if hasattr(self.vault, "change_head") else None
+            if cursor is not None:  # what it kept before may predate the cursor
+                self.vault.drop_cached()  # type: ignore[attr-defined]
             self._open_derived(server=cursor is not None)
             if cursor is not None:
                 self.follower = ChangeFollower(self, cursor,
                                                shared_index=self.config.index != "edge",
                                                repair_after_s=self.config.index_repair_after_s)
+                if hasattr(self.index, "probe") and getattr(self.index, "url", None) == self.vault.url:  # type: ignore[attr-defined]
+                    # the index's searches read the feed head in their round trip
+                    self.index.probe = self.vault.head_probe()  # type: ignore[attr-defined]
         except BaseException:
             # a failed open leaves nothing open: the next open must not find a lock held
             for name, part in (("index", getattr(self, "index", None)), ("vault", self.vault)):
@@ -252,6 +258,23 @@ class MemoryStore:
         process's derived state (graph, per-process index, KV blocks, adapters); returns how
         many. One cheap query when nothing changed; a no-op for the embedded vault."""
         return self.follower.sync() if self.follower is not None else 0
+
+    def current_for_search(self, memory_ids: Sequence[str], since: float) -> dict[str, MemCube]:
+        """``vault.get_many(memory_ids)`` for a search that began at ``since`` (monotonic
+        seconds). Server mode: served from the memories the vault keeps decoded, without a
+        round trip, when that is as current as a read -- the feed head, read with the
+        search's index query (sent after ``since``), is at or below the follower's cursor,
+        so every change committed before the search began was applied here (a changed
+        memory is dropped from the cache before the cursor passes its change) -- and every
+        memory is held; otherwise read."""
+        seen = getattr(self.vault, "head_seen_since", None)
+        if self.follower is not None and seen is not None:
+            head = seen(since)
+            if head is not None and head <= self.follower.cursor:
+                cubes = self.vault.cached_many(memory_ids)  # type: ignore[attr-defined]
+                if cubes is not None:
+                    return cast(dict[str, MemCube], cubes)
+        return self.vault.get_many(memory_ids)
 
     def _notify(self, cubes: Sequence[MemCube]) -> None:
         for listener in list(self._listeners):

@@ -26,6 +26,7 @@ from typing import Any
 
 from memos_core.cube import utcnow
 from memos_core.vault.pg_schema import CHANNEL
+from memos_core.vault.pg_sql import HEAD_QUERY
 
 logger = logging.getLogger("memos_core")
 
@@ -46,6 +47,9 @@ class Tx:
 
     conn: Any
     changes: list[tuple[str | None, str, dict[str, Any]]] = field(default_factory=list)
+    #: new memories inserted whole (row version, document, stored usage): the vault keeps
+    #: them decoded once the transaction committed (``CubeCache.drop``'s ``keep``)
+    inserted: dict[str, tuple[str, str, Any]] = field(default_factory=dict)
 
     def change(self, memory_id: str | None, kind: str, detail: dict[str, Any]) -> None:
         self.changes.append((memory_id, kind, detail))
@@ -65,6 +69,11 @@ class FeedMixin:
         self._listener: threading.Thread | None = None
         self._stop_listening = threading.Event()
         self._listen_conn: Any = None
+        #: (when it was sent (monotonic), head) of the newest head read alongside a search
+        self._head_seen: tuple[float, int] = (float("-inf"), 0)
+        self._head_lock = threading.Lock()
+        #: seqs of this vault object's own committed changes not yet passed by changes_since
+        self._own_seqs: set[int] = set()
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -72,7 +81,7 @@ class FeedMixin:
         """Append the transaction's change rows and its NOTIFY; returns their seqs."""
         if not tx.changes:
             return []
-        head = int(tx.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
+        head = int(tx.conn.execute(HEAD_QUERY).fetchone()[0])
         at = utcnow().timestamp()
         seqs = list(range(head + 1, head + 1 + len(tx.changes)))
         with tx.conn.cursor() as cur:
@@ -82,6 +91,13 @@ class FeedMixin:
                  for s, (mid, kind, detail) in zip(seqs, tx.changes)])
         tx.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seqs[-1])))
         return seqs
+
+    def _wrote(self, seqs: Sequence[int]) -> None:
+        """Note this object's own change seqs (its write already dropped what they name)."""
+        with self._head_lock:
+            if len(self._own_seqs) > 100_000:  # nobody reads the feed: forget them (safe)
+                self._own_seqs.clear()
+            self._own_seqs.update(seqs)
 
     def _committed(self, seqs: Sequence[int]) -> None:
         for hook in list(self._commit_hooks):
@@ -96,13 +112,40 @@ class FeedMixin:
 
     def change_head(self) -> int:
         """The newest change seq (0 for none): the cheap check before serving."""
-        return int(self._query("SELECT COALESCE(MAX(seq), 0) FROM changes")[0][0])
+        return int(self._query(HEAD_QUERY)[0][0])
+
+    def head_probe(self) -> tuple[str, Callable[[Sequence[Sequence[Any]], float], None]]:
+        """``(statement, seen)``: the head query, for an index on the same server to send in
+        the same round trip as its search, and what to call with its rows and when it was
+        sent (monotonic seconds). :meth:`head_seen_since` then answers without a query."""
+        return HEAD_QUERY, self._saw_head
+
+    def _saw_head(self, rows: Sequence[Sequence[Any]], sent_at: float) -> None:
+        head = int(rows[0][0])
+        with self._head_lock:
+            if sent_at >= self._head_seen[0]:
+                self._head_seen = (sent_at, head)
+
+    def head_seen_since(self, since: float) -> int | None:
+        """The feed head as read by a query sent at or after ``since`` (monotonic seconds),
+        or None if none was: every change committed before ``since`` is at or below it."""
+        sent, head = self._head_seen
+        return head if sent >= since else None
+
+    def drop_cached(self) -> None:
+        """Drop every decoded memory this process keeps (a follower that skipped changes)."""
+        self._cubes.clear()
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
         """The changes after ``seq``, oldest first, at most ``limit``."""
         rows = self._query("SELECT seq, memory_id, kind, detail FROM changes WHERE seq > %s "
                            "ORDER BY seq LIMIT %s", (seq, limit))
-        self._cubes.drop(r[1] for r in rows)  # another process changed them
+        with self._head_lock:  # this process's own changes were dropped (or kept) by its write
+            own, self._own_seqs = self._own_seqs, set()
+        self._cubes.drop(r[1] for r in rows if r[0] not in own)  # another process changed them
+        if rows:
+            with self._head_lock:
+                self._own_seqs.update(s for s in own if s > rows[-1][0])
         return [Change(int(r[0]), r[1], r[2], r[3] if isinstance(r[3], dict) else json.loads(r[3]))
                 for r in rows]
 

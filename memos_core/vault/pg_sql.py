@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -30,13 +31,17 @@ from typing import Any, TypeVar
 from memos_core.cube import MemCube, Usage
 from memos_core.vault.base import ListQuery
 from memos_core.vault.pg_schema import LOCK_CLASS, WRITE_LOCK
+from memos_core.vault.pg_usage import applied
 
 __all__ = [
-    "CubeCache", "Exec", "Many", "Program", "Rows", "Step", "arun", "change_head", "get", "get_many",
-    "history", "list_memories", "lock_step", "one", "run", "with_usage",
+    "HEAD_QUERY", "CubeCache", "Exec", "Many", "Program", "Rows", "Step", "arun", "change_head", "get", "get_many",
+    "history", "list_memories", "lock_step", "one", "run", "served", "with_usage",
 ]
 
 T = TypeVar("T")
+
+#: the change feed's head: the newest change seq, 0 for none
+HEAD_QUERY = "SELECT COALESCE(MAX(seq), 0) FROM changes"
 Row = tuple[Any, ...]
 
 
@@ -201,14 +206,25 @@ class CubeCache:
     before a drop keeps nothing it decoded (it may have read the row before the write), so
     a drop cannot be undone by a read in flight. Thread-safe.
 
+    Each entry also keeps the memory's stored usage counters as last read, and when: a
+    search whose change-feed check shows every change applied may serve its hits from here
+    without a read (:meth:`fresh`; :meth:`memos_core.vault.postgres.PostgresVault.cached_many`).
+    This process's own usage flushes are added to the kept counters (:meth:`flushed`); a read
+    that overlapped a flush keeps no counters (``usage_epoch``).
+
     ``size``: how many cubes it holds (0: none, every read decodes)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._cubes: OrderedDict[str, tuple[str, MemCube]] = OrderedDict()
+        #: id -> (xmin, decoded cube, stored usage counters, when they were read (monotonic;
+        #: None: not usable, a flush overlapped their read))
+        self._cubes: OrderedDict[str, tuple[str, MemCube, Usage | None, float | None]] = OrderedDict()
         self._lock = threading.Lock()
         #: counts the drops: a read keeps what it decoded only if none came since it began
         self.generation = 0
+        #: ``(usage flushes begun, one in progress)`` (:meth:`PendingUsage.epoch`), set by
+        #: the vault: counters read across a flush are not kept
+        self.usage_epoch: Callable[[], tuple[int, bool]] = lambda: (0, False)
 
     def __len__(self) -> int:
         return len(self._cubes)
@@ -216,36 +232,105 @@ class CubeCache:
     def known(self, ids: Sequence[str]) -> dict[str, tuple[str, MemCube]]:
         """The entries held for ``ids`` (a snapshot: later evictions do not touch it)."""
         with self._lock:
-            found = {i: e for i in ids if (e := self._cubes.get(i)) is not None}
+            found = {i: e[:2] for i in ids if (e := self._cubes.get(i)) is not None}
             for i in found:
                 self._cubes.move_to_end(i)
         return found
 
-    def put(self, memory_id: str, xmin: str, cube: MemCube, generation: int) -> None:
-        """Keep ``cube``, read at row version ``xmin`` by a read that began at
-        ``generation`` (nothing is kept if a drop came since)."""
+    def put(self, memory_id: str, xmin: str, cube: MemCube, generation: int,
+            usage: Usage | None = None, epoch: tuple[int, bool] | None = None) -> None:
+        """Keep ``cube`` and its stored ``usage``, read at row version ``xmin`` by a read that
+        began at ``generation`` and usage ``epoch`` (nothing is kept if a drop came since;
+        the counters are kept as unusable if a usage flush overlapped the read)."""
         if self.size <= 0:
             return
+        read_at = time.monotonic() if epoch is not None and not epoch[1] else None
         with self._lock:
             if generation != self.generation:
                 return
-            self._cubes[memory_id] = (xmin, cube)
+            if read_at is not None and self.usage_epoch() != epoch:
+                read_at = None
+            self._cubes[memory_id] = (xmin, cube, usage, read_at)
             self._cubes.move_to_end(memory_id)
             while len(self._cubes) > self.size:
                 self._cubes.popitem(last=False)
 
-    def drop(self, memory_ids: Iterable[str | None]) -> None:
+    def fresh(self, ids: Sequence[str], max_age_s: float) -> list[tuple[MemCube, Usage | None]] | None:
+        """``(cube, stored usage)`` of every one of ``ids``, or None unless all are held
+        with counters read within ``max_age_s`` seconds."""
+        oldest = time.monotonic() - max_age_s
+        with self._lock:
+            entries = [self._cubes.get(i) for i in ids]
+            if any(e is None or e[3] is None or e[3] < oldest for e in entries):
+                return None
+            for i in ids:
+                self._cubes.move_to_end(i)
+        return [(e[1], e[2]) for e in entries if e is not None]
+
+    def flushed(self, batch: Mapping[str, Sequence[float]]) -> None:
+        """This process wrote ``batch``'s accesses (``Pending``) to the stored counters: add
+        them to the kept ones, as the flush added them to the rows."""
+        with self._lock:
+            for mid, entry in batch.items():
+                held = self._cubes.get(mid)
+                if held is None or held[2] is None:
+                    continue
+                u = held[2]
+                count, last, heat = applied(u.access_count, None if u.last_access is None
+                                            else u.last_access.timestamp(), u.heat, list(entry))
+                usage = Usage(access_count=count, last_access=_dt(last), heat=heat, tier=u.tier)
+                self._cubes[mid] = (held[0], held[1], usage, held[3])
+
+    def stale_usage(self, memory_ids: Iterable[str]) -> None:
+        """The stored counters of ``memory_ids`` changed in a way not tracked here (a tier
+        change): read them again before serving them."""
+        with self._lock:
+            for mid in memory_ids:
+                held = self._cubes.get(mid)
+                if held is not None:
+                    self._cubes[mid] = (held[0], held[1], held[2], None)
+
+    def drop(self, memory_ids: Iterable[str | None], *,
+             keep: Mapping[str, tuple[str, MemCube, Usage]] | None = None, began: int = -1,
+             epoch: tuple[int, bool] | None = None) -> None:
+        """Drop ``memory_ids`` (they changed). A write that committed new memories passes
+        them as ``keep`` (id -> row version, decoded cube, stored counters), with the
+        generation and usage epoch from before its transaction: they are kept only if no
+        other drop came since (a later change of one of them, by another process, is dropped
+        after this write committed) -- their counters usable only if no usage flush came
+        either."""
         ids = [i for i in memory_ids if i is not None]
-        if not ids:
+        if not ids and not keep:
             return
         with self._lock:
+            keeping = bool(keep) and began == self.generation and self.size > 0
             self.generation += 1
             for i in ids:
                 self._cubes.pop(i, None)
+            if keep and keeping:
+                read_at = time.monotonic() if epoch is not None and not epoch[1] \
+                    and self.usage_epoch() == epoch else None
+                for mid, (xmin, cube, usage) in keep.items():
+                    self._cubes[mid] = (xmin, cube, usage, read_at)
+                    self._cubes.move_to_end(mid)
+                while len(self._cubes) > self.size:
+                    self._cubes.popitem(last=False)
 
     def clear(self) -> None:
+        """Drop everything (reads in flight keep nothing either)."""
         with self._lock:
+            self.generation += 1
             self._cubes.clear()
+
+
+def served(base: MemCube, usage: Usage | None, overlay: Overlay | None) -> MemCube:
+    """The caller's own copy of a kept cube (a cube is frozen, but its metadata is a dict),
+    with its stored counters and this process's pending accesses laid over them."""
+    update: dict[str, Any] = {"metadata": _json_copy(base.metadata)}  # an empty one too
+    if usage is not None:
+        update["usage"] = usage
+    cube = base.model_copy(update=update)
+    return overlay(cube, usage is not None) if overlay is not None else cube
 
 
 def read_current(ids: Sequence[str], overlay: Overlay | None = None,
@@ -256,23 +341,15 @@ def read_current(ids: Sequence[str], overlay: Overlay | None = None,
     if cache is None or cache.size <= 0:
         rows = yield Rows(_READ_WITH_USAGE, (list(ids),))
         return [_decode(r[0], _usage_of(*r[1:5]), overlay) for r in rows]
-    began = cache.generation
+    began, epoch = cache.generation, cache.usage_epoch()
     known = cache.known(ids)
     rows = yield Rows(_READ_KNOWN, (list(known), [e[0] for e in known.values()], list(ids)))
     cubes = []
     for mid, xmin, doc, *usage_row in rows:
-        if doc is None:
-            base = known[mid][1]
-        else:
-            base = MemCube.model_validate_json(doc)
-            cache.put(mid, xmin, base, began)
+        base = known[mid][1] if doc is None else MemCube.model_validate_json(doc)
         usage = _usage_of(*usage_row)
-        # the caller's own copy: a cube is frozen, but its metadata is a dict
-        update: dict[str, Any] = {"metadata": _json_copy(base.metadata)} if base.metadata else {}
-        if usage is not None:
-            update["usage"] = usage
-        cube = base.model_copy(update=update) if update else base
-        cubes.append(overlay(cube, usage is not None) if overlay is not None else cube)
+        cache.put(mid, xmin, base, began, usage, epoch)
+        cubes.append(served(base, usage, overlay))
     return cubes
 
 
@@ -359,4 +436,4 @@ def list_memories(query: ListQuery, overlay: Overlay | None = None) -> Program[l
 
 def change_head() -> Program[int]:
     """The newest change-feed seq (0 for none)."""
-    return one(Rows("SELECT COALESCE(MAX(seq), 0) FROM changes"), lambda rows: int(rows[0][0]))
+    return one(Rows(HEAD_QUERY), lambda rows: int(rows[0][0]))

@@ -73,12 +73,16 @@ class PendingUsage:
     Args:
         write: writes a batch (``Pending``) in one transaction; raises on failure.
         interval_s: seconds between flushes (0: ``add`` writes at once).
+        written: called with each batch once it is written (before the flush counts as
+            ended in :meth:`epoch`): the vault adds it to the counters it keeps.
     """
 
-    def __init__(self, write: Callable[[Pending], None], interval_s: float) -> None:
+    def __init__(self, write: Callable[[Pending], None], interval_s: float,
+                 written: Callable[[Pending], None] | None = None) -> None:
         if interval_s < 0:
             raise ValueError(f"interval_s must be >= 0, got {interval_s}")
         self._write = write
+        self._written = written
         self.interval_s = float(interval_s)
         self._pending: Pending = {}
         self._lock = threading.Lock()
@@ -138,12 +142,10 @@ class PendingUsage:
 
     @contextmanager
     def reading(self) -> Iterator[None]:
-        """Around a read of stored counters and its :meth:`overlay`: while accesses are
-        pending, it excludes a flush, so a batch is seen exactly once (in the rows or laid
-        over them, never both or neither)."""
-        if not self._pending:
-            yield
-            return
+        """Around a read of stored counters and its :meth:`overlay`: it excludes a flush, so
+        a batch is seen exactly once (in the rows or laid over them, never both or neither),
+        and the counters read are the stored ones as of a moment no flush was under way (the
+        vault keeps them: ``CubeCache``)."""
         with self._flush_lock:
             yield
 
@@ -172,8 +174,12 @@ class PendingUsage:
                 if raise_errors:
                     raise
                 return 0
-            with self._lock:
-                self._ended += 1
+            try:
+                if self._written is not None:
+                    self._written(batch)
+            finally:
+                with self._lock:
+                    self._ended += 1
             self.flushes += 1
             return len(batch)
 

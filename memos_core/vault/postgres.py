@@ -154,7 +154,10 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         )
         self._closed = False
         self._own_lock = threading.Lock()
-        self._usage = PendingUsage(self._write_usage, usage_flush_s)
+        self._usage = PendingUsage(self._write_usage, usage_flush_s, written=self._cubes.flushed)
+        self._cubes.usage_epoch = self._usage.epoch
+        #: searches served from the cube cache without a read (:meth:`cached_many`)
+        self.cached_reads = 0
         self._init_feed()
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -198,6 +201,10 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         """One mutation: a transaction under the write lock; its change rows and NOTIFY are
         written at the end, inside it. Commits on success, rolls back on any exception."""
         changed: list[str | None] = []
+        committed = False
+        # a drop by anyone else from here on means the new memories are not kept (one may
+        # stand for a change committed after this one)
+        began, epoch = self._cubes.generation, self._usage.epoch()
         try:
             with self._conn() as conn, conn.transaction():
                 lock = pg_sql.lock_step()
@@ -208,8 +215,15 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                     seqs = self._write_changes(tx)
                 finally:
                     changed = [mid for mid, _kind, _detail in tx.changes]
+            committed = True
         finally:  # after the commit: the old text of a changed memory leaves this process
-            self._cubes.drop(changed)
+            keep = None
+            if committed and tx.inserted:
+                keep = {mid: (xmin, MemCube.model_validate_json(doc), usage)
+                        for mid, (xmin, doc, usage) in tx.inserted.items() if usage is not None}
+            self._cubes.drop(changed, keep=keep, began=began, epoch=epoch)
+        # only now: until its own changes are dropped, the feed must drop them
+        self._wrote(seqs)
         if seqs:
             self._committed(seqs)
 
@@ -298,20 +312,23 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                json.dumps(list(cube.tags)), json.dumps(list(cube.governance.readers)),
                _ts(cube.occurred_at), _ts(cube.created_at), _ts(cube.updated_at),
                cube.valid_to is not None, json.dumps(list(cube.entities)), doc)
+        tx.inserted.pop(cube.id, None)  # written again: not kept as inserted
         if seq is None:
             tx.conn.execute(
                 "UPDATE memories SET user_id=%s, agent_id=%s, session_id=%s, version=%s, state=%s, "
                 "type=%s, tags=%s, readers=%s, occurred_at=%s, created_at=%s, updated_at=%s, "
                 "superseded=%s, entities=%s, doc=%s WHERE id=%s", (*row[2:], cube.id))
         else:
-            tx.conn.execute(
+            xmin = tx.conn.execute(
                 "INSERT INTO memories(id, seq, user_id, agent_id, session_id, version, state, type, "
                 "tags, readers, occurred_at, created_at, updated_at, superseded, entities, doc) "
                 "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE "
                 "SET version=EXCLUDED.version, state=EXCLUDED.state, type=EXCLUDED.type, "
                 "tags=EXCLUDED.tags, readers=EXCLUDED.readers, occurred_at=EXCLUDED.occurred_at, "
                 "updated_at=EXCLUDED.updated_at, superseded=EXCLUDED.superseded, "
-                "entities=EXCLUDED.entities, doc=EXCLUDED.doc", row)
+                "entities=EXCLUDED.entities, doc=EXCLUDED.doc RETURNING xmin::text", row).fetchone()[0]
+            if cube.version == 1:  # a new memory, unless an import's history goes on
+                tx.inserted[cube.id] = (xmin, doc, None)
         tx.conn.execute("INSERT INTO versions(id, version, recorded_at, doc) VALUES (%s,%s,%s,%s)",
                         (cube.id, cube.version, _ts(cube.updated_at), doc))
         tx.change(cube.id, "version", {"version": cube.version})
@@ -359,6 +376,9 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             "ON CONFLICT (id) DO UPDATE SET access_count=EXCLUDED.access_count, "
             "last_access=EXCLUDED.last_access, heat=EXCLUDED.heat, tier=EXCLUDED.tier",
             (cube.id, u.access_count, _ts(u.last_access), u.heat, u.tier.value))
+        if cube.id in tx.inserted:  # its stored counters are known: it can be kept
+            xmin, doc, _ = tx.inserted[cube.id]
+            tx.inserted[cube.id] = (xmin, doc, u)
 
     def insert(self, cubes: Sequence[MemCube], actor: Actor, action: str = "add", *,
                replacements: Sequence[tuple[MemCube, int]] = (), edges: Sequence[Edge] = (),
@@ -500,6 +520,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     def set_tier(self, memory_id: str, tier: str) -> None:
         with self._conn() as conn, conn.transaction():
             conn.execute("UPDATE usage SET tier=%s WHERE id=%s", (tier, memory_id))
+        self._cubes.stale_usage([memory_id])
 
     def add_edges(self, edges: Sequence[Edge]) -> None:
         with self._tx() as tx:
@@ -521,6 +542,34 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
         with self._usage.reading():
             return self._run(pg_sql.get_many(memory_ids, self._usage.overlay, self._cubes))
+
+    #: how old the usage counters a search serves from the cube cache may be: other
+    #: processes' accesses show up at most ``usage_flush_s`` plus this much later there
+    #: (this process's own, at once)
+    CACHED_USAGE_S = 10.0
+
+    def cached_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube] | None:
+        """:meth:`get_many` without a round trip, from the decoded memories this process
+        keeps -- or None unless every one of ``memory_ids`` is kept with usage counters read
+        within :attr:`CACHED_USAGE_S` (then :meth:`get_many` reads them).
+
+        Only current if the caller knows that every change committed before its call began
+        was applied to this process's cache (dropped): the search checks the change feed's
+        head, read alongside its index query, against the follower's cursor
+        (:meth:`memos_core.store.kernel.MemoryStore.current_for_search`)."""
+        ids = list(dict.fromkeys(memory_ids))
+        epoch = self._usage.epoch()
+        if epoch[1]:  # a flush is moving accesses from pending to the kept counters
+            return None
+        with self._usage.reading():
+            held = self._cubes.fresh(ids, self.CACHED_USAGE_S)
+            if held is None:
+                return None
+            cubes = {base.id: pg_sql.served(base, usage, self._usage.overlay) for base, usage in held}
+        if self._usage.epoch() != epoch:
+            return None
+        self.cached_reads += 1
+        return cubes
 
     def texts(self, memory_ids: Sequence[str]) -> dict[str, str]:
         ids = list(dict.fromkeys(memory_ids))

@@ -106,6 +106,10 @@ def test_each_caller_gets_its_own_copy(vaults):
     first.metadata["added"] = True
     assert mine.get(cube.id).metadata == {"source": {"pages": [1, 2]}}
     assert mine.get_many([cube.id])[cube.id].metadata == {"source": {"pages": [1, 2]}}
+    bare = _cube("without metadata")  # an empty dict is a dict too
+    mine.insert([bare], ALICE)
+    mine.get(bare.id).metadata["added"] = True
+    assert mine.get(bare.id).metadata == {}
 
 
 def test_usage_counters_are_read_fresh_with_a_cached_document(vaults):

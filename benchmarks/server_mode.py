@@ -466,6 +466,9 @@ def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path,
             follower = getattr(getattr(systems_mos.get(name), "store", None), "follower", None)
             if follower is not None:  # how many searches skipped the feed's head query
                 out[name]["head_skips"] = getattr(follower, "head_skips", None)
+            cached = getattr(getattr(systems_mos.get(name), "vault", None), "cached_reads", None)
+            if cached is not None:  # how many searches took their hits from the cube cache
+                out[name]["cached_reads"] = cached
     if stage_samples:
         out["_stages"] = {name: stage_table(samples) for name, samples in stage_samples.items()}
     return out
@@ -537,6 +540,10 @@ def markdown(result: dict[str, Any]) -> str:
                 continue
             lines.append(f"| {name} | {r['adds_per_s']} | {r['p50']} | {r['p95']} | {r['recall@5']:.3f} | "
                          f"{r['recall@10']:.3f} | {r['recall@20']:.3f} | {r['all@10']:.3f} | {r['mrr']:.3f} |")
+        for name, r in result["locomo"].items():
+            if r.get("cached_reads") is not None:
+                lines += ["", f"{name}: {r['cached_reads']} of {r['questions']} searches served their "
+                              "hits from the cube cache, without a vault read"]
         stages = result["locomo"].get("_stages")
         if stages:
             cols = list(dict.fromkeys(c for table in stages.values() for c in table))

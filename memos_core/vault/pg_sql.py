@@ -291,14 +291,14 @@ class CubeCache:
                     self._cubes[mid] = (held[0], held[1], held[2], None)
 
     def drop(self, memory_ids: Iterable[str | None], *,
-             keep: Mapping[str, tuple[str, MemCube, Usage]] | None = None, began: int = -1,
-             epoch: tuple[int, bool] | None = None) -> None:
+             keep: Mapping[str, tuple[str, MemCube, Usage]] | None = None,
+             began: int = -1) -> None:
         """Drop ``memory_ids`` (they changed). A write that committed new memories passes
         them as ``keep`` (id -> row version, decoded cube, stored counters), with the
-        generation and usage epoch from before its transaction: they are kept only if no
-        other drop came since (a later change of one of them, by another process, is dropped
-        after this write committed) -- their counters usable only if no usage flush came
-        either."""
+        generation from before its transaction: they are kept only if no other drop came
+        since (a later change of one of them, by another process, is dropped after this
+        write committed). A usage flush meanwhile does not matter: it updates the rows of
+        memories that had accesses, and a new memory had none."""
         ids = [i for i in memory_ids if i is not None]
         if not ids and not keep:
             return
@@ -308,8 +308,7 @@ class CubeCache:
             for i in ids:
                 self._cubes.pop(i, None)
             if keep and keeping:
-                read_at = time.monotonic() if epoch is not None and not epoch[1] \
-                    and self.usage_epoch() == epoch else None
+                read_at = time.monotonic()
                 for mid, (xmin, cube, usage) in keep.items():
                     self._cubes[mid] = (xmin, cube, usage, read_at)
                     self._cubes.move_to_end(mid)

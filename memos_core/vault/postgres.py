@@ -204,7 +204,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         committed = False
         # a drop by anyone else from here on means the new memories are not kept (one may
         # stand for a change committed after this one)
-        began, epoch = self._cubes.generation, self._usage.epoch()
+        began = self._cubes.generation
         try:
             with self._conn() as conn, conn.transaction():
                 lock = pg_sql.lock_step()
@@ -221,7 +221,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             if committed and tx.inserted:
                 keep = {mid: (xmin, MemCube.model_validate_json(doc), usage)
                         for mid, (xmin, doc, usage) in tx.inserted.items() if usage is not None}
-            self._cubes.drop(changed, keep=keep, began=began, epoch=epoch)
+            self._cubes.drop(changed, keep=keep, began=began)
         # only now: until its own changes are dropped, the feed must drop them
         self._wrote(seqs)
         if seqs:

@@ -71,17 +71,12 @@ def test_a_write_keeps_its_memories_only_if_no_other_drop_came_meanwhile():
     cube = MemCube(namespace=Namespace(user_id="alice"), text="new")
     began = cache.generation
     cache.drop(["another"])  # e.g. the follower, for a change committed after this write
-    cache.drop([cube.id], keep={cube.id: ("7", cube, Usage())}, began=began, epoch=(0, False))
+    cache.drop([cube.id], keep={cube.id: ("7", cube, Usage())}, began=began)
     assert len(cache) == 0
     began = cache.generation
-    cache.drop([cube.id], keep={cube.id: ("8", cube, Usage())}, began=began, epoch=(0, False))
+    cache.drop([cube.id], keep={cube.id: ("8", cube, Usage())}, began=began)
     assert cache.known([cube.id])[cube.id][0] == "8"
     assert cache.fresh([cube.id], 60.0) == [(cube, Usage())]
-    began = cache.generation
-    cache.usage_epoch = lambda: (1, False)  # a usage flush came meanwhile
-    cache.drop([cube.id], keep={cube.id: ("9", cube, Usage())}, began=began, epoch=(0, False))
-    assert cache.known([cube.id])[cube.id][0] == "9"
-    assert cache.fresh([cube.id], 60.0) is None  # its counters are read again first
 
 
 def test_another_process_forgets_before_this_one_has_seen_the_feed(open_mos):

@@ -546,7 +546,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     #: how old the usage counters a search serves from the cube cache may be: other
     #: processes' accesses show up at most ``usage_flush_s`` plus this much later there
     #: (this process's own, at once)
-    CACHED_USAGE_S = 10.0
+    CACHED_USAGE_S = 30.0
 
     def cached_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube] | None:
         """:meth:`get_many` without a round trip, from the decoded memories this process

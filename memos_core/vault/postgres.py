@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import threading
 import time
 import weakref
@@ -35,7 +36,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from memos_core.cube import MemCube, State, utcnow
+from memos_core.cube import MemCube, State, Usage, utcnow
 from memos_core.errors import (
     ConflictError,
     InvalidInputError,
@@ -61,6 +62,8 @@ from memos_core.vault.pg_usage import Pending, PendingUsage, write_batch
 from memos_core.vault.scrub import scrub
 
 __all__ = ["PostgresVault", "is_postgres_url", "redact_url"]
+
+logger = logging.getLogger("memos_core")
 
 
 def _drop_broken(pool: Any) -> None:
@@ -93,6 +96,17 @@ def redact_url(url: str) -> str:
 
 def _ts(dt: datetime | None) -> float | None:
     return None if dt is None else dt.timestamp()
+
+
+def _inserted(tx: Tx) -> dict[str, tuple[str, MemCube, Usage]] | None:
+    """The new memories a committed transaction inserted whole, decoded as a read would
+    decode them (None if there are none or one does not decode: nothing is kept then)."""
+    try:
+        return {mid: (xmin, MemCube.model_validate_json(doc), usage)
+                for mid, (xmin, doc, usage) in tx.inserted.items() if usage is not None} or None
+    except Exception:  # noqa: BLE001 - keeping is an optimisation; the drop must happen
+        logger.warning("could not keep the memories a write inserted", exc_info=True)
+        return None
 
 
 class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin,
@@ -217,11 +231,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                     changed = [mid for mid, _kind, _detail in tx.changes]
             committed = True
         finally:  # after the commit: the old text of a changed memory leaves this process
-            keep = None
-            if committed and tx.inserted:
-                keep = {mid: (xmin, MemCube.model_validate_json(doc), usage)
-                        for mid, (xmin, doc, usage) in tx.inserted.items() if usage is not None}
-            self._cubes.drop(changed, keep=keep, began=began)
+            self._cubes.drop(changed, keep=_inserted(tx) if committed else None, began=began)
         # only now: until its own changes are dropped, the feed must drop them
         self._wrote(seqs)
         if seqs:

@@ -4,7 +4,7 @@
   and quiet, and falls back to the query when the listener dies, is reconnecting, or the last
   check is older than ``head_check_s``;
 - a memory forgotten by another process is never returned, even by a search that skipped the
-  head query while the notification was still on its way (every hit is re-read from the vault);
+  head query while the notification was still on its way (every hit is checked on its current version);
 - the vault's connections are checked on checkout only after idling, and a dropped connection
   still raises ``ServerUnavailableError`` once and is replaced.
 """
@@ -128,7 +128,7 @@ def test_search_falls_back_to_the_head_query_when_the_listener_dies(open_mos, pg
 def test_a_search_that_skipped_the_head_query_never_returns_a_forgotten_memory(open_mos):
     """The notification of another process's forget is held up in b's listener thread: b's
     search skips the head query (its graph still holds the memory) and still does not return
-    it, because every hit is re-read from the vault."""
+    it, because every hit is checked on its current version."""
     a, b = open_mos(), open_mos()
     _wait(lambda: _listening(b))
     kayak = a.add("The kayak is in the boathouse.", user_id="alice")

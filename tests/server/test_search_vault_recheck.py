@@ -1,10 +1,12 @@
 """Server-mode search decides on the vault, not on the index (real PostgreSQL, ``pg_url``).
 
 The shared pgvector index can lag the vault (a writer killed between its vault commit and its
-index update; the repair comes later). Every hit is re-read from the vault and checked, so a
-memory forgotten, revoked or expired in the vault only is not returned, although the index
-still lists it as live and readable; a principal without rights gets nothing. Each case is set
-up with a vault-only write and checked to have left the index behind.
+index update; the repair comes later). Every hit is checked on its current version (read
+from the vault, or from the cache of decoded memories when the change feed shows it
+current), so a memory forgotten, revoked or expired in the vault only is not returned,
+although the index still lists it as live and readable; a principal without rights gets
+nothing. Each case is set up with a vault-only write and checked to have left the index
+behind.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def test_two_instances_see_each_others_writes_and_forgets(open_mos):
 
     a.forget(kayak.id, user_id="alice")
     # a search may run before b's listener heard of the forget (it then skips the feed's
-    # head query): the vault re-read keeps the memory out of its hits
+    # head query): the check on the current version keeps the memory out of its hits
     assert b.search("where is the kayak", user_id="alice") == []
     with pytest.raises(MemoryDeletedError):
         b.get(kayak.id, user_id="alice")  # every other call catches up first

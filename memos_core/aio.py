@@ -50,7 +50,7 @@ async def acheck_open(mos: Any, view: Any) -> None:
     if mos.closed:
         mos._check_open()  # raises the closed error
     follower = getattr(mos.store, "follower", None)
-    if follower is not None and await view.change_head() > follower.cursor:
+    if follower is not None and await view.change_head() != follower.cursor:  # < : went back
         await asyncio.to_thread(mos.store.sync)
 
 

@@ -171,10 +171,14 @@ class ChangeFollower:
             self.head_skips += 1
             return 0
         started = (self._wakes, time.monotonic())
-        if self.vault.change_head() <= self.cursor:
-            self._checked = started
-            return 0
-        done = self._catch_up()
+        head = self.vault.change_head()
+        start = self.vault.seen_start
+        if head < self.cursor:  # the feed went back (a restore, a failover that lost commits)
+            with self.store.write_lock:
+                done = self._resync()
+        else:
+            done = self._catch_up() if head > self.cursor else 0
+        self.vault.timeline_checked(start)
         self._checked = started
         return done
 
@@ -234,7 +238,8 @@ class ChangeFollower:
 
     def _resync(self) -> int:
         """The feed no longer reaches back to the cursor (rows were pruned while this
-        process was away): drop the loaded graph views, reconcile the index, tell the listeners
+        process was away), or its head is behind the cursor (the database was restored, or
+        failed over with commits lost): drop the loaded graph views, reconcile the index, tell the listeners
         that every memory may have changed and purge local files of every forgotten one.
         Returns how many memories were looked at; the cursor moves to the head read first."""
         store = self.store

@@ -26,7 +26,7 @@ from typing import Any
 
 from memos_core.cube import utcnow
 from memos_core.vault.pg_schema import CHANNEL
-from memos_core.vault.pg_sql import HEAD_QUERY
+from memos_core.vault.pg_sql import HEAD_AND_START_QUERY, HEAD_QUERY
 
 logger = logging.getLogger("memos_core")
 
@@ -69,8 +69,13 @@ class FeedMixin:
         self._listener: threading.Thread | None = None
         self._stop_listening = threading.Event()
         self._listen_conn: Any = None
-        #: (when it was sent (monotonic), head) of the newest head read alongside a search
-        self._head_seen: tuple[float, int] = (float("-inf"), 0)
+        #: (when it was sent (monotonic), head, server start) of the newest head read
+        #: alongside a search
+        self._head_seen: tuple[float, int, str | None] = (float("-inf"), 0, None)
+        #: the server start time :meth:`change_head` last saw, and the one whose timeline the
+        #: follower checked its cursor against (:meth:`timeline_checked`)
+        self.seen_start: str | None = None
+        self._checked_start: str | None = None
         self._head_lock = threading.Lock()
         #: seqs of this vault object's own committed changes not yet passed by changes_since
         self._own_seqs: set[int] = set()
@@ -111,26 +116,43 @@ class FeedMixin:
     # -- reading ------------------------------------------------------------------------------
 
     def change_head(self) -> int:
-        """The newest change seq (0 for none): the cheap check before serving."""
-        return int(self._query(HEAD_QUERY)[0][0])
+        """The newest change seq (0 for none): the cheap check before serving. Also notes
+        the server's start time (:attr:`seen_start`); the first one is taken as checked."""
+        head, start = self._query(HEAD_AND_START_QUERY)[0]
+        self.seen_start = start
+        if self._checked_start is None:
+            self._checked_start = start
+        return int(head)
+
+    def timeline_checked(self, start: str | None) -> None:
+        """The follower compared its cursor with the feed of the server that started at
+        ``start`` (and resynchronised if the feed went back): searches may trust the cache
+        again. On a new start, what the cache holds may come from a timeline the server no
+        longer has (a restore, a failover that lost commits), so it is dropped first."""
+        if start is None or start == self._checked_start:
+            return
+        self._cubes.clear()
+        self._checked_start = start
 
     def head_probe(self) -> tuple[str, Callable[[Sequence[Sequence[Any]], float], None]]:
         """``(statement, seen)``: the head query, for an index on the same server to send in
         the same round trip as its search, and what to call with its rows and when it was
         sent (monotonic seconds). :meth:`head_seen_since` then answers without a query."""
-        return HEAD_QUERY, self._saw_head
+        return HEAD_AND_START_QUERY, self._saw_head
 
     def _saw_head(self, rows: Sequence[Sequence[Any]], sent_at: float) -> None:
-        head = int(rows[0][0])
+        head, start = int(rows[0][0]), rows[0][1]
         with self._head_lock:
             if sent_at >= self._head_seen[0]:
-                self._head_seen = (sent_at, head)
+                self._head_seen = (sent_at, head, start)
 
     def head_seen_since(self, since: float) -> int | None:
         """The feed head as read by a query sent at or after ``since`` (monotonic seconds),
-        or None if none was: every change committed before ``since`` is at or below it."""
-        sent, head = self._head_seen
-        return head if sent >= since else None
+        or None if none was: every change committed before ``since`` is at or below it.
+        None too if that server started after the one whose feed the follower checked its
+        cursor against (it may hold another timeline: :meth:`timeline_checked`)."""
+        sent, head, start = self._head_seen
+        return head if sent >= since and start == self._checked_start else None
 
     def drop_cached(self) -> None:
         """Drop every decoded memory this process keeps (a follower that skipped changes)."""

@@ -34,7 +34,7 @@ from memos_core.vault.pg_schema import LOCK_CLASS, WRITE_LOCK
 from memos_core.vault.pg_usage import applied
 
 __all__ = [
-    "HEAD_QUERY", "CubeCache", "Exec", "Many", "Program", "Rows", "Step", "arun", "change_head", "get", "get_many",
+    "HEAD_AND_START_QUERY", "HEAD_QUERY", "CubeCache", "Exec", "Many", "Program", "Rows", "Step", "arun", "change_head", "get", "get_many",
     "history", "list_memories", "lock_step", "one", "run", "served", "with_usage",
 ]
 
@@ -42,6 +42,9 @@ T = TypeVar("T")
 
 #: the change feed's head: the newest change seq, 0 for none
 HEAD_QUERY = "SELECT COALESCE(MAX(seq), 0) FROM changes"
+#: the head and the server's start time: a restarted server (a restore, a failover) may
+#: hold another timeline than the one this process followed
+HEAD_AND_START_QUERY = "SELECT COALESCE(MAX(seq), 0), pg_postmaster_start_time()::text FROM changes"
 Row = tuple[Any, ...]
 
 

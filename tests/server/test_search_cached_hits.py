@@ -164,3 +164,45 @@ def test_a_follower_that_skipped_pruned_changes_drops_the_cache(open_mos):
     mos.store.follower._resync()
     assert len(mos.vault._cubes) == 0
 
+
+
+def test_a_restarted_server_is_not_trusted_until_the_follower_checked_its_feed(open_mos):
+    mos = open_mos()
+    mos.add_many(TURNS, user_id="alice")
+    _search(mos, record_usage=False)
+    # as if the server had restarted since the follower last compared its cursor with the
+    # feed (a restore or a failover may have brought another timeline)
+    mos.vault._checked_start = "an earlier start of the server"
+    assert mos.vault.head_seen_since(float("-inf")) is None  # not this server's feed
+    reads, generation = mos.vault.cached_reads, mos.vault._cubes.generation
+    _search(mos, record_usage=False)  # its sync checks this server's feed first
+    assert mos.vault._checked_start == mos.vault.seen_start
+    assert mos.vault._cubes.generation > generation  # what the cache held was dropped
+    assert mos.vault.cached_reads == reads  # and the hits were read
+    _search(mos, record_usage=False)
+    assert mos.vault.cached_reads == reads + 1
+
+
+def test_a_feed_that_went_back_makes_the_follower_resync(open_mos, pg_url):
+    import psycopg
+
+    mos = open_mos()
+    mos.add_many(TURNS[1:], user_id="alice")
+    before = mos.vault.change_head()
+    kayak = mos.add(TURNS[0], user_id="alice")
+    assert kayak.id in [h.id for h in _search(mos, record_usage=False)]
+    cursor = mos.store.follower.cursor
+    assert cursor > before
+    # a restore from a backup taken before the kayak was added
+    with psycopg.connect(pg_url, autocommit=True) as conn, conn.transaction():
+        for table, column in (("changes", "memory_id"), ("versions", "id"), ("usage", "id"),
+                              ("memories", "id")):
+            conn.execute(f"DELETE FROM {table} WHERE {column} = %s", (kayak.id,))
+    mos.index.delete([kayak.id])
+    resyncs = mos.store.follower.resyncs
+    mos.store.sync()
+    assert mos.store.follower.resyncs == resyncs + 1
+    assert mos.store.follower.cursor == before
+    assert len(mos.vault._cubes) == 0 or kayak.id not in mos.vault._cubes.known([kayak.id])
+    hits = _search(mos, record_usage=False)
+    assert kayak.id not in [h.id for h in hits]

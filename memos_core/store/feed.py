@@ -239,9 +239,10 @@ class ChangeFollower:
     def _resync(self) -> int:
         """The feed no longer reaches back to the cursor (rows were pruned while this
         process was away), or its head is behind the cursor (the database was restored, or
-        failed over with commits lost): drop the loaded graph views, reconcile the index, tell the listeners
-        that every memory may have changed and purge local files of every forgotten one.
-        Returns how many memories were looked at; the cursor moves to the head read first."""
+        failed over with commits lost): drop the loaded graph views and the vault's cache of
+        decoded memories, reconcile the index, tell the listeners that every memory may have
+        changed and purge local files of every forgotten one. Returns how many memories were
+        looked at; the cursor moves to the head read first."""
         store = self.store
         head = self.vault.change_head()
         self.vault.drop_cached()  # it may hold memories changed in the skipped changes

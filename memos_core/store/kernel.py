@@ -27,8 +27,8 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable, Sequence
-from typing import cast
 from pathlib import Path
+from typing import Any, cast
 
 from memos_core.config import MemOSConfig
 from memos_core.cube import MemCube
@@ -95,15 +95,16 @@ class MemoryStore:
             # again by the follower (harmless), none is missed
             cursor = self.vault.change_head() if hasattr(self.vault, "change_head") else None
             if cursor is not None:  # what it kept before may predate the cursor
-                self.vault.drop_cached()  # type: ignore[attr-defined]
+                cast(Any, self.vault).drop_cached()
             self._open_derived(server=cursor is not None)
             if cursor is not None:
                 self.follower = ChangeFollower(self, cursor,
                                                shared_index=self.config.index != "edge",
                                                repair_after_s=self.config.index_repair_after_s)
-                if hasattr(self.index, "probe") and getattr(self.index, "url", None) == self.vault.url:  # type: ignore[attr-defined]
-                    # the index's searches read the feed head in their round trip
-                    self.index.probe = self.vault.head_probe()  # type: ignore[attr-defined]
+                # an index on the vault's server reads the feed head in its searches' round trip
+                feed: Any = self.vault
+                if hasattr(self.index, "probe") and getattr(self.index, "url", None) == feed.url:
+                    self.index.probe = feed.head_probe()
         except BaseException:
             # a failed open leaves nothing open: the next open must not find a lock held
             for name, part in (("index", getattr(self, "index", None)), ("vault", self.vault)):
@@ -271,7 +272,7 @@ class MemoryStore:
         if self.follower is not None and seen is not None:
             head = seen(since)
             if head is not None and head <= self.follower.cursor:
-                cubes = self.vault.cached_many(memory_ids)  # type: ignore[attr-defined]
+                cubes = cast(Any, self.vault).cached_many(memory_ids)
                 if cubes is not None:
                     return cast(dict[str, MemCube], cubes)
         return self.vault.get_many(memory_ids)

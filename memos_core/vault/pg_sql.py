@@ -34,8 +34,9 @@ from memos_core.vault.pg_schema import LOCK_CLASS, WRITE_LOCK
 from memos_core.vault.pg_usage import applied
 
 __all__ = [
-    "HEAD_AND_START_QUERY", "HEAD_QUERY", "CubeCache", "Exec", "Many", "Program", "Rows", "Step", "arun", "change_head", "get", "get_many",
-    "history", "list_memories", "lock_step", "one", "run", "served", "with_usage",
+    "HEAD_AND_START_QUERY", "HEAD_QUERY", "CubeCache", "Exec", "Many", "Program", "Rows", "Step",
+    "arun", "change_head", "get", "get_many", "history", "list_memories", "lock_step", "one",
+    "run", "served", "with_usage",
 ]
 
 T = TypeVar("T")
@@ -213,7 +214,8 @@ class CubeCache:
     search whose change-feed check shows every change applied may serve its hits from here
     without a read (:meth:`fresh`; :meth:`memos_core.vault.postgres.PostgresVault.cached_many`).
     This process's own usage flushes are added to the kept counters (:meth:`flushed`); a read
-    that overlapped a flush keeps no counters (``usage_epoch``).
+    that overlapped a flush keeps no counters (``usage_epoch``). A write keeps the memories
+    it inserted (:meth:`drop`'s ``keep``).
 
     ``size``: how many cubes it holds (0: none, every read decodes)."""
 

@@ -80,6 +80,9 @@ class ChangeFollower:
         #: the vault with a change feed (a PostgresVault)
         self.vault: Any = cast(Any, store.vault)
         self.cursor = cursor
+        #: when the change at the cursor was written: after a server restart, the feed must
+        #: still hold that change there, or the server has another timeline (:meth:`sync`)
+        self.cursor_at: float | None = self.vault.change_at(cursor) if cursor else None
         self.shared_index = shared_index
         self._own: set[int] = set()
         self._deferred: set[str] = set()
@@ -173,7 +176,9 @@ class ChangeFollower:
         started = (self._wakes, time.monotonic())
         head = self.vault.change_head()
         start = self.vault.seen_start
-        if head < self.cursor:  # the feed went back (a restore, a failover that lost commits)
+        if head < self.cursor or not self._same_timeline(start):
+            # the feed went back, or holds other changes where this process's cursor is (a
+            # restore; a failover that lost commits, even if new ones came after them)
             with self.store.write_lock:
                 done = self._resync()
         else:
@@ -181,6 +186,13 @@ class ChangeFollower:
         self.vault.timeline_checked(start)
         self._checked = started
         return done
+
+    def _same_timeline(self, start: str | None) -> bool:
+        """True unless the server restarted since the last check and its feed holds another
+        change at the cursor than the one this process applied (or none)."""
+        if start is None or start == self.vault.checked_start or self.cursor == 0:
+            return True
+        return bool(self.vault.change_at(self.cursor) == self.cursor_at)
 
     def _catch_up(self) -> int:
         with self.store.write_lock:
@@ -196,7 +208,7 @@ class ChangeFollower:
                     foreign = [c for c in changes if c.seq not in self._own]
                     self._own.difference_update(c.seq for c in changes)
                 self._apply(foreign)
-                self.cursor = changes[-1].seq
+                self.cursor, self.cursor_at = changes[-1].seq, changes[-1].at
                 done += len(foreign)
             self.applied += done
             return done
@@ -258,7 +270,7 @@ class ChangeFollower:
             seen += len(batch)
         with self._own_lock:
             self._own.clear()
-        self.cursor = head
+        self.cursor, self.cursor_at = head, self.vault.change_at(head) if head else None
         self.resyncs += 1
         return seen
 

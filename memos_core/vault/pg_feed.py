@@ -39,6 +39,8 @@ class Change:
     memory_id: str | None
     kind: str
     detail: dict[str, Any]
+    #: when it was written (epoch seconds): with ``seq``, it names the change in one timeline
+    at: float = 0.0
 
 
 @dataclass
@@ -160,7 +162,7 @@ class FeedMixin:
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
         """The changes after ``seq``, oldest first, at most ``limit``."""
-        rows = self._query("SELECT seq, memory_id, kind, detail FROM changes WHERE seq > %s "
+        rows = self._query("SELECT seq, memory_id, kind, detail, at FROM changes WHERE seq > %s "
                            "ORDER BY seq LIMIT %s", (seq, limit))
         with self._head_lock:  # this process's own changes were dropped (or kept) by its write
             own, self._own_seqs = self._own_seqs, set()
@@ -168,8 +170,20 @@ class FeedMixin:
         if rows:
             with self._head_lock:
                 self._own_seqs.update(s for s in own if s > rows[-1][0])
-        return [Change(int(r[0]), r[1], r[2], r[3] if isinstance(r[3], dict) else json.loads(r[3]))
-                for r in rows]
+        return [Change(int(r[0]), r[1], r[2], r[3] if isinstance(r[3], dict) else json.loads(r[3]),
+                       float(r[4])) for r in rows]
+
+    def change_at(self, seq: int) -> float | None:
+        """When change ``seq`` was written (None: no such row, e.g. pruned or never written):
+        a follower compares it with the one it applied to tell whether a restarted server
+        still holds its timeline."""
+        rows = self._query("SELECT at FROM changes WHERE seq = %s", (seq,))
+        return float(rows[0][0]) if rows else None
+
+    @property
+    def checked_start(self) -> str | None:
+        """The server start time whose feed the follower last checked its cursor against."""
+        return self._checked_start
 
     def prune_changes(self, older_than_s: float) -> int:
         """Delete change rows older than ``older_than_s`` seconds, always keeping the newest

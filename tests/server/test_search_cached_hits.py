@@ -206,3 +206,29 @@ def test_a_feed_that_went_back_makes_the_follower_resync(open_mos, pg_url):
     assert len(mos.vault._cubes) == 0 or kayak.id not in mos.vault._cubes.known([kayak.id])
     hits = _search(mos, record_usage=False)
     assert kayak.id not in [h.id for h in hits]
+
+
+def test_a_restarted_server_with_other_changes_at_the_cursor_makes_the_follower_resync(
+        open_mos, pg_url):
+    """A failover that lost this process's last changes and took new ones past them: the
+    head alone looks like progress; the change at the cursor tells the timelines apart."""
+    import psycopg
+
+    mine, theirs = open_mos(), open_mos()
+    mine.add_many(TURNS, user_id="alice")
+    mine.store.sync()
+    cursor, resyncs = mine.store.follower.cursor, mine.store.follower.resyncs
+    theirs.add("A canoe is tied to the jetty.", user_id="alice")  # the head moves on
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # another change at the cursor
+        conn.execute("UPDATE changes SET at = at - 1 WHERE seq = %s", (cursor,))
+    mine.store.sync()  # the same server: nothing to compare, the new change is applied
+    assert mine.store.follower.resyncs == resyncs
+    assert mine.store.follower.cursor > cursor
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE changes SET at = at - 1 WHERE seq = %s", (mine.store.follower.cursor,))
+    mine.vault._checked_start = "an earlier start of the server"
+    mine.store.sync()
+    assert mine.store.follower.resyncs == resyncs + 1
+    assert mine.vault.checked_start == mine.vault.seen_start
+    mine.store.sync()  # the cursor's change is known again: no second resync
+    assert mine.store.follower.resyncs == resyncs + 1

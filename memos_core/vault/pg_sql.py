@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from memos_core.cube import MemCube, Usage
 from memos_core.vault.base import ListQuery
 from memos_core.vault.pg_schema import LOCK_CLASS, WRITE_LOCK
-from memos_core.vault.pg_usage import applied
+from memos_core.vault.pg_usage import accessed
 
 __all__ = [
     "HEAD_AND_START_QUERY", "HEAD_QUERY", "CubeCache", "Exec", "Many", "Program", "Rows", "Step",
@@ -255,10 +255,15 @@ class CubeCache:
                 return
             if read_at is not None and self.usage_epoch() != epoch:
                 read_at = None
-            self._cubes[memory_id] = (xmin, cube, usage, read_at)
-            self._cubes.move_to_end(memory_id)
-            while len(self._cubes) > self.size:
-                self._cubes.popitem(last=False)
+            self._hold(memory_id, (xmin, cube, usage, read_at))
+
+    def _hold(self, memory_id: str, entry: tuple[str, MemCube, Usage | None, float | None]) -> None:
+        """Keep ``entry`` as the newest, evicting the least recently used past ``size``
+        (under the lock)."""
+        self._cubes[memory_id] = entry
+        self._cubes.move_to_end(memory_id)
+        while len(self._cubes) > self.size:
+            self._cubes.popitem(last=False)
 
     def fresh(self, ids: Sequence[str], max_age_s: float) -> list[tuple[MemCube, Usage | None]] | None:
         """``(cube, stored usage)`` of every one of ``ids``, or None unless all are held
@@ -278,13 +283,8 @@ class CubeCache:
         with self._lock:
             for mid, entry in batch.items():
                 held = self._cubes.get(mid)
-                if held is None or held[2] is None:
-                    continue
-                u = held[2]
-                count, last, heat = applied(u.access_count, None if u.last_access is None
-                                            else u.last_access.timestamp(), u.heat, list(entry))
-                usage = Usage(access_count=count, last_access=_dt(last), heat=heat, tier=u.tier)
-                self._cubes[mid] = (held[0], held[1], usage, held[3])
+                if held is not None and held[2] is not None:
+                    self._cubes[mid] = (held[0], held[1], accessed(held[2], entry), held[3])
 
     def stale_usage(self, memory_ids: Iterable[str]) -> None:
         """The stored counters of ``memory_ids`` changed in a way not tracked here (a tier
@@ -315,10 +315,7 @@ class CubeCache:
             if keep and keeping:
                 read_at = time.monotonic()
                 for mid, (xmin, cube, usage) in keep.items():
-                    self._cubes[mid] = (xmin, cube, usage, read_at)
-                    self._cubes.move_to_end(mid)
-                while len(self._cubes) > self.size:
-                    self._cubes.popitem(last=False)
+                    self._hold(mid, (xmin, cube, usage, read_at))
 
     def clear(self) -> None:
         """Drop everything (reads in flight keep nothing either)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -65,6 +65,14 @@ def applied(count: int, last: float | None, heat: float,
     base = decayed_heat(heat, None if last is None else datetime.fromtimestamp(last, timezone.utc),
                         datetime.fromtimestamp(at, timezone.utc), half_life)
     return count + int(n), max(at, last or at), base + gained
+
+
+def accessed(usage: Usage, entry: Sequence[float]) -> Usage:
+    """``usage`` after the pending ``entry``'s accesses (what a flush makes of its row)."""
+    count, last, heat = applied(usage.access_count, None if usage.last_access is None
+                                else usage.last_access.timestamp(), usage.heat, list(entry))
+    return Usage(access_count=count, last_access=datetime.fromtimestamp(last, timezone.utc),
+                 heat=heat, tier=usage.tier)
 
 
 class PendingUsage:
@@ -133,12 +141,7 @@ class PendingUsage:
             entry = list(entry) if entry is not None else None
         if entry is None or not stored or cube.state.value == "deleted":
             return cube
-        u = cube.usage
-        count, last, heat = applied(u.access_count, None if u.last_access is None
-                                    else u.last_access.timestamp(), u.heat, entry)
-        return cube.model_copy(update={"usage": Usage(
-            access_count=count, last_access=datetime.fromtimestamp(last, timezone.utc),
-            heat=heat, tier=u.tier)})
+        return cube.model_copy(update={"usage": accessed(cube.usage, entry)})
 
     @contextmanager
     def reading(self) -> Iterator[None]:

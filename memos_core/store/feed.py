@@ -112,6 +112,12 @@ class ChangeFollower:
         with self._own_lock:
             self._own.update(seqs)
 
+    def _own_seqs(self) -> set[int]:
+        """The seqs of this process's own changes not yet passed (their write dropped what
+        they name from the vault's cache itself, before marking them here)."""
+        with self._own_lock:
+            return set(self._own)
+
     def start_listening(self) -> None:
         """Catch up in the background whenever a process commits (LISTEN/NOTIFY)."""
         self.vault.listen(self._wake)
@@ -198,7 +204,7 @@ class ChangeFollower:
         with self.store.write_lock:
             done = 0
             while not self._closed:
-                changes = self.vault.changes_since(self.cursor, 5000)
+                changes = self.vault.changes_since(self.cursor, 5000, own=self._own_seqs)
                 if not changes:
                     break
                 if changes[0].seq > self.cursor + 1:  # pruned past our cursor: start over

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,8 +79,6 @@ class FeedMixin:
         self.seen_start: str | None = None
         self._checked_start: str | None = None
         self._head_lock = threading.Lock()
-        #: seqs of this vault object's own committed changes not yet passed by changes_since
-        self._own_seqs: set[int] = set()
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -99,20 +97,14 @@ class FeedMixin:
         tx.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seqs[-1])))
         return seqs
 
-    def _wrote(self, seqs: Sequence[int]) -> None:
-        """Note this object's own change seqs (its write already dropped what they name)."""
-        with self._head_lock:
-            if len(self._own_seqs) > 100_000:  # nobody reads the feed: forget them (safe)
-                self._own_seqs.clear()
-            self._own_seqs.update(seqs)
-
     def _committed(self, seqs: Sequence[int]) -> None:
         for hook in list(self._commit_hooks):
             hook(seqs)
 
     def on_commit(self, hook: Callable[[Sequence[int]], None]) -> None:
         """Call ``hook(seqs)`` after each mutation of *this* vault object commits, with the
-        change seqs it wrote (a follower marks them as applied by the writer itself)."""
+        change seqs it wrote (a follower marks them as applied by the writer itself), once
+        the mutation dropped what it changed from the cache of decoded memories."""
         self._commit_hooks.append(hook)
 
     # -- reading ------------------------------------------------------------------------------
@@ -160,16 +152,16 @@ class FeedMixin:
         """Drop every decoded memory this process keeps (a follower that skipped changes)."""
         self._cubes.clear()
 
-    def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
-        """The changes after ``seq``, oldest first, at most ``limit``."""
+    def changes_since(self, seq: int, limit: int = 10_000, *,
+                      own: Callable[[], Collection[int]] | None = None) -> list[Change]:
+        """The changes after ``seq``, oldest first, at most ``limit``. The memories they
+        name leave the cache of decoded memories, except those of the seqs ``own()`` gives
+        (read after the rows): this process's own changes, whose write dropped, or kept,
+        what they name itself (:meth:`on_commit` hooks run only after that)."""
         rows = self._query("SELECT seq, memory_id, kind, detail, at FROM changes WHERE seq > %s "
                            "ORDER BY seq LIMIT %s", (seq, limit))
-        with self._head_lock:  # this process's own changes were dropped (or kept) by its write
-            own, self._own_seqs = self._own_seqs, set()
-        self._cubes.drop(r[1] for r in rows if r[0] not in own)  # another process changed them
-        if rows:
-            with self._head_lock:
-                self._own_seqs.update(s for s in own if s > rows[-1][0])
+        mine = own() if own is not None else ()
+        self._cubes.drop(r[1] for r in rows if r[0] not in mine)  # another process changed them
         return [Change(int(r[0]), r[1], r[2], r[3] if isinstance(r[3], dict) else json.loads(r[3]),
                        float(r[4])) for r in rows]
 

@@ -232,9 +232,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             committed = True
         finally:  # after the commit: the old text of a changed memory leaves this process
             self._cubes.drop(changed, keep=_inserted(tx) if committed else None, began=began)
-        # only now: until its own changes are dropped, the feed must drop them
-        self._wrote(seqs)
-        if seqs:
+        if seqs:  # only now: until its own changes are dropped, the feed must drop them
             self._committed(seqs)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

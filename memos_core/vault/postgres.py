@@ -566,16 +566,13 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         head, read alongside its index query, against the follower's cursor
         (:meth:`memos_core.store.kernel.MemoryStore.current_for_search`)."""
         ids = list(dict.fromkeys(memory_ids))
-        epoch = self._usage.epoch()
-        if epoch[1]:  # a flush is moving accesses from pending to the kept counters
-            return None
+        # no flush runs meanwhile, and each one before added its batch to the kept counters
+        # (inside the flush): kept counters and pending accesses count every access once
         with self._usage.reading():
             held = self._cubes.fresh(ids, self.CACHED_USAGE_S)
             if held is None:
                 return None
             cubes = {base.id: pg_sql.served(base, usage, self._usage.overlay) for base, usage in held}
-        if self._usage.epoch() != epoch:
-            return None
         self.cached_reads += 1
         return cubes
 

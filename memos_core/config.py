@@ -200,7 +200,8 @@ class MemOSConfig(BaseModel):
         description="'auto': ONNX Runtime when onnxruntime is importable (same vectors, "
         "faster; exported once from the model's weights and cached), else torch; "
         "$MEMOS_EMBEDDER_BACKEND overrides 'auto'. 'onnx' or 'torch' force one; "
-        "'onnx-int8' (opt-in) quantises the weights: faster, vectors not identical.",
+        "'onnx-int8' (opt-in) quantises the weight matrices per channel: about twice as "
+        "fast, vectors close (mean cosine 0.99), not identical.",
     )
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     heat_half_life_s: float = Field(

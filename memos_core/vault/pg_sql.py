@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from memos_core.cube import MemCube, Usage
 from memos_core.vault.base import ListQuery
@@ -198,6 +198,15 @@ def _json_copy(value: Any) -> Any:
     return value
 
 
+class _Entry(NamedTuple):
+    """One memory a :class:`CubeCache` holds."""
+
+    xmin: str  #: the row version it was read at
+    cube: MemCube  #: the decoded document
+    usage: Usage | None  #: the stored usage counters, as last read
+    read_at: float | None  #: when they were read (monotonic); None: not usable
+
+
 class CubeCache:
     """Decoded current versions, keyed by memory id and checked by row version: a read
     sends the ``xmin`` it holds for each id, and the server sends the document only where
@@ -221,9 +230,8 @@ class CubeCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        #: id -> (xmin, decoded cube, stored usage counters, when they were read (monotonic;
-        #: None: not usable, a flush overlapped their read))
-        self._cubes: OrderedDict[str, tuple[str, MemCube, Usage | None, float | None]] = OrderedDict()
+        #: id -> what is held (least recently used first)
+        self._cubes: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         #: counts the drops: a read keeps what it decoded only if none came since it began
         self.generation = 0
@@ -237,7 +245,7 @@ class CubeCache:
     def known(self, ids: Sequence[str]) -> dict[str, tuple[str, MemCube]]:
         """The entries held for ``ids`` (a snapshot: later evictions do not touch it)."""
         with self._lock:
-            found = {i: e[:2] for i in ids if (e := self._cubes.get(i)) is not None}
+            found = {i: (e.xmin, e.cube) for i in ids if (e := self._cubes.get(i)) is not None}
             for i in found:
                 self._cubes.move_to_end(i)
         return found
@@ -255,9 +263,9 @@ class CubeCache:
                 return
             if read_at is not None and self.usage_epoch() != epoch:
                 read_at = None
-            self._hold(memory_id, (xmin, cube, usage, read_at))
+            self._hold(memory_id, _Entry(xmin, cube, usage, read_at))
 
-    def _hold(self, memory_id: str, entry: tuple[str, MemCube, Usage | None, float | None]) -> None:
+    def _hold(self, memory_id: str, entry: _Entry) -> None:
         """Keep ``entry`` as the newest, evicting the least recently used past ``size``
         (under the lock)."""
         self._cubes[memory_id] = entry
@@ -271,11 +279,11 @@ class CubeCache:
         oldest = time.monotonic() - max_age_s
         with self._lock:
             entries = [self._cubes.get(i) for i in ids]
-            if any(e is None or e[3] is None or e[3] < oldest for e in entries):
+            if any(e is None or e.read_at is None or e.read_at < oldest for e in entries):
                 return None
             for i in ids:
                 self._cubes.move_to_end(i)
-        return [(e[1], e[2]) for e in entries if e is not None]
+        return [(e.cube, e.usage) for e in entries if e is not None]
 
     def flushed(self, batch: Mapping[str, Sequence[float]]) -> None:
         """This process wrote ``batch``'s accesses (``Pending``) to the stored counters: add
@@ -283,8 +291,8 @@ class CubeCache:
         with self._lock:
             for mid, entry in batch.items():
                 held = self._cubes.get(mid)
-                if held is not None and held[2] is not None:
-                    self._cubes[mid] = (held[0], held[1], accessed(held[2], entry), held[3])
+                if held is not None and held.usage is not None:
+                    self._cubes[mid] = held._replace(usage=accessed(held.usage, entry))
 
     def stale_usage(self, memory_ids: Iterable[str]) -> None:
         """The stored counters of ``memory_ids`` changed in a way not tracked here (a tier
@@ -293,7 +301,7 @@ class CubeCache:
             for mid in memory_ids:
                 held = self._cubes.get(mid)
                 if held is not None:
-                    self._cubes[mid] = (held[0], held[1], held[2], None)
+                    self._cubes[mid] = held._replace(read_at=None)
 
     def drop(self, memory_ids: Iterable[str | None], *,
              keep: Mapping[str, tuple[str, MemCube, Usage]] | None = None,
@@ -315,7 +323,7 @@ class CubeCache:
             if keep and keeping:
                 read_at = time.monotonic()
                 for mid, (xmin, cube, usage) in keep.items():
-                    self._hold(mid, (xmin, cube, usage, read_at))
+                    self._hold(mid, _Entry(xmin, cube, usage, read_at))
 
     def clear(self) -> None:
         """Drop everything (reads in flight keep nothing either)."""

@@ -18,7 +18,7 @@ optimiser: attention, layer norms and GELU become fused kernels doing the same f
 arithmetic (cosine to the torch vectors stays >= 0.999); if that rewrite fails the plain
 graph is used. Not the default: on the shared 2-core machine it was not measurably faster
 (docs/benchmarks.md). Each variant has its own
-cache directory (``onnx-<model>-fp32-fused-<sha>``, ``...-fp32-...``, ``...-int8-...``).
+cache directory (``onnx-<model>-fp32-fused-<sha>``, ``...-fp32-...``, ``...-int8-pc-...``).
 
 An int8 variant (``quantize=True``) is available but not the default: ONNX Runtime's dynamic
 quantisation of the weight matrices (``MatMul``), one scale per output channel, activations

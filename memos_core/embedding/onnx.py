@@ -23,8 +23,10 @@ cache directory (``onnx-<model>-fp32-fused-<sha>``, ``...-fp32-...``, ``...-int8
 An int8 variant (``quantize=True``) is available but not the default: ONNX Runtime's dynamic
 quantisation of the weight matrices (``MatMul``), one scale per output channel, activations
 quantised per batch at run time. Its vectors are close to the fp32 ones, not the same (on
-LoCoMo turns, mean cosine about 0.99, lowest about 0.985); see docs/benchmarks.md for its
-speed and its recall on the LoCoMo dev set. Its cache directory is ``...-int8-pc-...``; the
+LoCoMo turns, mean cosine about 0.99, lowest about 0.98), and, since one activation scale
+covers a batch, a text's vector moves a little with the texts embedded beside it (lowest
+cosine about 0.97 between batch sizes); see docs/benchmarks.md for its speed and its recall
+on the LoCoMo dev set. Its cache directory is ``...-int8-pc-...``; the
 first int8 scheme (one scale per matrix, embeddings quantised too: mean cosine about 0.95)
 was cached as ``...-int8-...`` and is no longer read.
 """

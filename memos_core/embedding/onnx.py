@@ -265,7 +265,7 @@ class OnnxEmbedder:
     ``fuse``: use the transformer-fused graph (same vectors; opt-in, not measurably faster).
     """
 
-    def __init__(self, model: str = "minilm", *, batch_size: int = 32, quantize: bool = False,
+    def __init__(self, model: str = "minilm", *, batch_size: int = 16, quantize: bool = False,
                  threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None,
                  sort_by_length: bool = True, optimization: str = "all",
                  fuse: bool = False) -> None:

@@ -56,17 +56,17 @@ def items_from(data: Path | None, n: int, rng: random.Random) -> list[dict[str, 
 
 
 def stages(items: list[dict[str, Any]], backend: str, batch_size: int,
-           embed_batch: int | None = None) -> dict[str, Any]:
+           embedder_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """One timed add_many on a fresh store, its stages measured by wrapping their methods.
-    ``embed_batch``: the ONNX embedder's ``batch_size`` (None: its default)."""
+    ``embedder_kwargs``: OnnxEmbedder keywords for an ONNX backend (None: the default one)."""
     from memos_core import MemOS, MemOSConfig
     from memos_core.embedding import default_embedder
     from memos_core.embedding.onnx import OnnxEmbedder
     from memos_core.ops import writes
 
     emb: Any = default_embedder("minilm", backend)
-    if embed_batch is not None and backend != "torch":
-        emb = OnnxEmbedder("minilm", quantize=backend == "onnx-int8", batch_size=embed_batch)
+    if embedder_kwargs is not None and backend != "torch":
+        emb = OnnxEmbedder("minilm", quantize=backend == "onnx-int8", **embedder_kwargs)
     emb.embed(["warm up"])
     onnx = getattr(emb, "_inner", emb)
     spent: dict[str, float] = defaultdict(float)
@@ -177,9 +177,9 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="rounds of the throughput rows (best kept)")
     p.add_argument("--backends", default="onnx", help="embedders for the stage table")
     p.add_argument("--batch-size", type=int, default=256, help="add_many batch_size")
-    p.add_argument("--embed-batches", default=None,
-                   help="comma-separated ONNX embedder batch sizes for the stage table "
-                        "(one row per backend and size); default: the embedder's own")
+    p.add_argument("--stage-settings", default=None,
+                   help="JSON list of OnnxEmbedder keyword dicts for the stage table (one row "
+                        "per backend and setting); default: the backend's default embedder")
     p.add_argument("--stage-repeat", type=int, default=1,
                    help="rounds of the stage table (interleaved; each row keeps its fastest)")
     p.add_argument("--settings", default=None,
@@ -197,13 +197,13 @@ def main() -> None:
     result: dict[str, Any] = {"machine": machine_info(), "n": len(items)}
     result["ceiling"] = ceiling(texts)
     if not args.no_stages:
-        sizes = [int(x) for x in args.embed_batches.split(",")] if args.embed_batches else [None]
-        runs = [(b, size) for b in args.backends.split(",") for size in sizes]
+        kwargs = json.loads(args.stage_settings) if args.stage_settings else [None]
+        runs = [(b, kw) for b in args.backends.split(",") for kw in kwargs]
         best: dict[str, dict[str, Any]] = {}
         for _ in range(args.stage_repeat):  # rounds take turns; each row keeps its best round
-            for b, size in runs:
-                name = b if size is None else f"{b}, embedder batch {size}"
-                row = stages(items, b, args.batch_size, size)
+            for b, kw in runs:
+                name = b if kw is None else f"{b} {json.dumps(kw) if kw else 'default'}"
+                row = stages(items, b, args.batch_size, kw)
                 row["rounds_per_s"] = [*best.get(name, {}).get("rounds_per_s", []), row["per_s"]]
                 if name not in best or row["total_s"] < best[name]["total_s"]:
                     best[name] = row

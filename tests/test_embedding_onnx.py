@@ -65,18 +65,44 @@ def test_onnx_rows_do_not_depend_on_batching(onnx_embedder):
 
 
 def test_fused_graph_and_batching_options_keep_the_vectors(tmp_path, torch_vectors):
-    """The transformer-fused export and the batching knobs (no length sort, tiny batches)
-    compute the same vectors; the fused graph is cached in its own directory."""
+    """The transformer-fused export and the batching knobs (no length sort, tiny batches, a
+    small word-piece budget) compute the same vectors; the fused graph is cached in its own
+    directory."""
     cache = tmp_path / "cache"
     fused = OnnxEmbedder("minilm", cache_dir=cache, fuse=True, batch_size=3)
     unsorted = OnnxEmbedder("minilm", cache_dir=cache, sort_by_length=False, batch_size=4)
-    for emb in (fused, unsorted):
+    budget = OnnxEmbedder("minilm", cache_dir=cache, batch_tokens=40)
+    for emb in (fused, unsorted, budget):
         cosine = np.sum(emb.embed(TEXTS) * torch_vectors, axis=1)
         assert cosine.min() >= 0.999, dict(zip(TEXTS, cosine.round(5)))
     names = sorted(p.name.rsplit("-", 1)[0] for p in (cache / "models").iterdir())
     assert names == ["onnx-all-MiniLM-L6-v2-fp32", "onnx-all-MiniLM-L6-v2-fp32-fused"]
     manifests = [json.loads((p / "memos_manifest.json").read_text()) for p in (cache / "models").iterdir()]
     assert sorted(m["fused"] for m in manifests) == [False, True]
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_batches_keep_to_the_row_and_word_piece_limits(onnx_embedder, monkeypatch, sort):
+    """A batch holds at most ``batch_size`` texts and ``batch_tokens`` padded word pieces; a
+    text longer than the budget goes alone. Every text is embedded once, rows in input order."""
+    texts = TEXTS * 3
+    emb = OnnxEmbedder("minilm", cache_dir=onnx_embedder._cache_dir, batch_size=5,
+                       batch_tokens=48, sort_by_length=sort)
+    emb.embed(["warm up"])
+    shapes: list[tuple[int, int]] = []
+    infer = emb._infer
+    monkeypatch.setattr(emb, "_infer", lambda ids, mask: shapes.append(ids.shape) or infer(ids, mask))
+    vectors = emb.embed(texts)
+    assert sum(rows for rows, _ in shapes) == len(texts)
+    assert all(rows <= 5 and (rows == 1 or rows * width <= 48) for rows, width in shapes), shapes
+    assert any(rows > 1 for rows, _ in shapes) and any(width > 48 for _, width in shapes)
+    np.testing.assert_allclose(vectors, np.tile(onnx_embedder.embed(TEXTS), (3, 1)), atol=1e-5)
+
+
+def test_batch_limits_must_be_positive():
+    for bad in ({"batch_size": 0}, {"batch_tokens": 0}):
+        with pytest.raises(ValueError, match="batch_size and batch_tokens"):
+            OnnxEmbedder("minilm", **bad)
 
 
 def test_int8_export_stays_close_to_the_torch_vectors(tmp_path, torch_vectors):

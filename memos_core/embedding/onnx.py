@@ -41,7 +41,7 @@ import shutil
 import threading
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -258,23 +258,31 @@ class OnnxEmbedder:
     Runtime. Same contract as :class:`memos_core.embedding.Embedder`; loaded lazily (the
     export, if not cached yet, runs on the first ``embed``); thread-safe.
 
-    Texts are tokenised once, sorted by word-piece count and embedded in batches of
-    ``batch_size``, each padded to its own longest text (``sort_by_length=False`` keeps the
-    input order: more padding, same vectors); rows come back in the input order.
+    Texts are tokenised once, sorted by word-piece count and embedded in batches, each padded
+    to its own longest text (``sort_by_length=False`` keeps the input order: more padding,
+    same vectors); rows come back in the input order. A batch holds at most ``batch_size``
+    texts and at most ``batch_tokens`` word pieces once padded, so long texts go in small
+    batches and short ones in large batches (on 2 cores, 1024 pieces embedded LoCoMo turns
+    and short sentences both at least as fast as any fixed batch size tried;
+    docs/benchmarks.md, eleventh pass).
     ``threads``: ONNX Runtime intra-op threads (default: its own choice, the core count).
     ``fuse``: use the transformer-fused graph (same vectors; opt-in, not measurably faster).
     """
 
-    def __init__(self, model: str = "minilm", *, batch_size: int = 16, quantize: bool = False,
-                 threads: int | None = None, cache_dir: str | os.PathLike[str] | None = None,
-                 sort_by_length: bool = True, optimization: str = "all",
-                 fuse: bool = False) -> None:
+    def __init__(self, model: str = "minilm", *, batch_size: int = 64, batch_tokens: int = 1024,
+                 quantize: bool = False, threads: int | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None, sort_by_length: bool = True,
+                 optimization: str = "all", fuse: bool = False) -> None:
+        if batch_size < 1 or batch_tokens < 1:
+            raise ValueError(f"batch_size and batch_tokens must be >= 1, got {batch_size} "
+                             f"and {batch_tokens}.")
         self._spec = model
         self.name = "all-MiniLM-L6-v2" if model == "minilm" else model
         self.dim = 384 if model == "minilm" else 0
         self.quantize = quantize
         self.backend = "onnx-int8" if quantize else "onnx"
         self._batch_size = batch_size
+        self._batch_tokens = batch_tokens
         self._threads = threads
         self._cache_dir = cache_dir
         self._sort = sort_by_length
@@ -340,12 +348,26 @@ class OnnxEmbedder:
     def _run(self, texts: list[str]) -> np.ndarray:
         return self._embed_ids(self._tokenize(texts), list(range(len(texts))))
 
+    def _batches(self, ids: list[list[int]], order: list[int]) -> Iterator[list[int]]:
+        """``order`` cut into consecutive batches of at most ``batch_size`` rows and at most
+        ``batch_tokens`` padded word pieces (a text longer than that goes alone)."""
+        rows: list[int] = []
+        width = 0
+        for i in order:
+            wider = max(width, len(ids[i]))
+            if rows and (len(rows) == self._batch_size or (len(rows) + 1) * wider > self._batch_tokens):
+                yield rows
+                rows, wider = [], len(ids[i])
+            rows.append(i)
+            width = wider
+        if rows:
+            yield rows
+
     def _embed_ids(self, ids: list[list[int]], order: list[int]) -> np.ndarray:
         """Vectors of ``ids`` (rows in input order), batched in ``order``; each batch is padded
         to its own longest sequence, so sorting by length keeps padding (wasted work) low."""
         out: np.ndarray | None = None
-        for start in range(0, len(order), self._batch_size):
-            rows = order[start:start + self._batch_size]
+        for rows in self._batches(ids, order):
             width = max(len(ids[i]) for i in rows)
             batch = np.zeros((len(rows), width), dtype=np.int64)
             mask = np.zeros((len(rows), width), dtype=np.int64)

@@ -17,7 +17,7 @@ from memos_core.embedding import (  # noqa: E402
     resolve_backend,
 )
 from memos_core.embedding.onnx import OnnxEmbedder, export_onnx  # noqa: E402
-from memos_core.errors import MemOSError  # noqa: E402
+from memos_core.errors import InvalidInputError, MemOSError  # noqa: E402
 
 #: Varied texts: short, long (past the 256 word-piece limit, so truncated), unicode, empty-ish.
 TEXTS = [
@@ -101,7 +101,7 @@ def test_batches_keep_to_the_row_and_word_piece_limits(onnx_embedder, monkeypatc
 
 def test_batch_limits_must_be_positive():
     for bad in ({"batch_size": 0}, {"batch_tokens": 0}):
-        with pytest.raises(ValueError, match="batch_size and batch_tokens"):
+        with pytest.raises(InvalidInputError, match="batch_size and batch_tokens"):
             OnnxEmbedder("minilm", **bad)
 
 

@@ -274,8 +274,10 @@ class OnnxEmbedder:
                  cache_dir: str | os.PathLike[str] | None = None, sort_by_length: bool = True,
                  optimization: str = "all", fuse: bool = False) -> None:
         if batch_size < 1 or batch_tokens < 1:
-            raise ValueError(f"batch_size and batch_tokens must be >= 1, got {batch_size} "
-                             f"and {batch_tokens}.")
+            from memos_core.errors import InvalidInputError
+
+            raise InvalidInputError(f"batch_size and batch_tokens must be >= 1, got {batch_size} "
+                                    f"and {batch_tokens}.")
         self._spec = model
         self.name = "all-MiniLM-L6-v2" if model == "minilm" else model
         self.dim = 384 if model == "minilm" else 0

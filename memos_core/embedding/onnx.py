@@ -350,27 +350,28 @@ class OnnxEmbedder:
     def _run(self, texts: list[str]) -> np.ndarray:
         return self._embed_ids(self._tokenize(texts), list(range(len(texts))))
 
-    def _batches(self, ids: list[list[int]], order: list[int]) -> Iterator[list[int]]:
+    def _batches(self, ids: list[list[int]], order: list[int]) -> Iterator[tuple[list[int], int]]:
         """``order`` cut into consecutive batches of at most ``batch_size`` rows and at most
-        ``batch_tokens`` padded word pieces (a text longer than that goes alone)."""
+        ``batch_tokens`` padded word pieces (a text longer than that goes alone); each with
+        its padded width, the longest of its texts."""
         rows: list[int] = []
         width = 0
         for i in order:
-            wider = max(width, len(ids[i]))
-            if rows and (len(rows) == self._batch_size or (len(rows) + 1) * wider > self._batch_tokens):
-                yield rows
-                rows, wider = [], len(ids[i])
+            n = len(ids[i])
+            if rows and (len(rows) == self._batch_size
+                         or (len(rows) + 1) * max(width, n) > self._batch_tokens):
+                yield rows, width
+                rows, width = [], 0
             rows.append(i)
-            width = wider
+            width = max(width, n)
         if rows:
-            yield rows
+            yield rows, width
 
     def _embed_ids(self, ids: list[list[int]], order: list[int]) -> np.ndarray:
         """Vectors of ``ids`` (rows in input order), batched in ``order``; each batch is padded
         to its own longest sequence, so sorting by length keeps padding (wasted work) low."""
         out: np.ndarray | None = None
-        for rows in self._batches(ids, order):
-            width = max(len(ids[i]) for i in rows)
+        for rows, width in self._batches(ids, order):
             batch = np.zeros((len(rows), width), dtype=np.int64)
             mask = np.zeros((len(rows), width), dtype=np.int64)
             for j, i in enumerate(rows):

@@ -115,26 +115,27 @@ def collect(data: Path, backend: str, depth: int) -> dict[str, Any]:
 
 def signal(name: str, conv: dict[str, Any], q: dict[str, Any]) -> np.ndarray:
     """One score per memory of the conversation."""
-    turn = conv["turn"] @ q["query"]
     if name == "rocchio":
         top = [i for i, _ in q["hits"][:3]]
         vec = q["query"] + conv["turn"][top].mean(axis=0)
         return np.asarray(conv["turn"] @ (vec / np.linalg.norm(vec)))
     best = np.full(len(conv["dia"]), -1.0)
     np.maximum.at(best, conv["owner"], conv["sentence"] @ q["query"])
-    return best + turn if name == "sentences+turn" else best
+    return best + conv["turn"] @ q["query"] if name == "sentences+turn" else best
 
 
-def replay(data: dict[str, Any], name: str | None, weight: float, rerank: int,
+def replay(data: dict[str, Any], signals: list[np.ndarray] | None, weight: float, rerank: int,
            extra: int) -> dict[str, dict[str, float]]:
+    """Recall with ``signals`` (one array per question, :func:`signal`) mixed in at
+    ``weight``; None replays the system alone."""
     rows: list[tuple[int, dict[str, float]]] = []
-    for q in data["questions"]:
+    for n, q in enumerate(data["questions"]):
         conv = data["convs"][q["user"]]
         ids = [i for i, _ in q["hits"][:rerank]]
-        system = [s for _, s in q["hits"][:rerank]]
-        ranked = ids
-        if name is not None and weight and ids:
-            values = signal(name, conv, q)
+        ranked = list(ids)
+        if signals is not None and weight and ids:
+            values = signals[n]
+            system = [s for _, s in q["hits"][:rerank]]
             for i in np.argsort(-values)[:extra]:
                 if int(i) not in ids:
                     ids.append(int(i))
@@ -164,8 +165,9 @@ def main() -> None:
     for name in args.signals.split(","):
         if name not in SIGNALS:
             raise SystemExit(f"unknown signal {name!r}: one of {', '.join(SIGNALS)}")
+        values = [signal(name, data["convs"][q["user"]], q) for q in data["questions"]]
         for w in weights:
-            tables[f"{name} {w}"] = replay(data, name, w, args.rerank, args.extra)
+            tables[f"{name} {w}"] = replay(data, values, w, args.rerank, args.extra)
     cats = list(CATEGORIES.values())
     print(markdown_machine(machine_info()))
     print(f"\n{len(data['convs'])} conversations, {data['memories']} memories split into "

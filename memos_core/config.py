@@ -195,11 +195,14 @@ class MemOSConfig(BaseModel):
         default="minilm",
         description="'minilm' (bundled all-MiniLM-L6-v2) or a sentence-transformers name/path.",
     )
-    embedder_backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
+    embedder_backend: Literal["auto", "onnx", "onnx+bf16", "bf16", "onnx-int8", "torch"] = Field(
         default="auto",
         description="'auto': ONNX Runtime when onnxruntime is importable (same vectors, "
-        "faster; exported once from the model's weights and cached), else torch; "
-        "$MEMOS_EMBEDDER_BACKEND overrides 'auto'. 'onnx' or 'torch' force one; "
+        "faster; exported once from the model's weights and cached), with calls of 4 or more "
+        "texts in torch with bf16 matrix products on a CPU with bf16 hardware ('onnx+bf16'; "
+        "same vectors up to rounding, cosine >= 0.9999), else torch; "
+        "$MEMOS_EMBEDDER_BACKEND overrides 'auto'. 'onnx', 'onnx+bf16', 'bf16' or 'torch' "
+        "force one; "
         "'onnx-int8' (opt-in) quantises the weight matrices per channel: about twice as "
         "fast, vectors close (mean cosine 0.99), not identical.",
     )

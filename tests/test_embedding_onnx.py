@@ -17,6 +17,7 @@ from memos_core.embedding import (  # noqa: E402
     resolve_backend,
 )
 from memos_core.embedding.onnx import OnnxEmbedder, export_onnx  # noqa: E402
+from memos_core.embedding.pieces import native_bf16  # noqa: E402
 from memos_core.errors import InvalidInputError, MemOSError  # noqa: E402
 
 #: Varied texts: short, long (past the 256 word-piece limit, so truncated), unicode, empty-ish.
@@ -148,9 +149,11 @@ def test_export_refuses_a_model_without_mean_pooling(tmp_path):
 
 def test_backend_choice(monkeypatch):
     monkeypatch.delenv("MEMOS_EMBEDDER_BACKEND", raising=False)
-    assert resolve_backend("auto") == "onnx"  # onnxruntime is importable here
+    # onnxruntime is importable here; bf16 joins in for bulk calls where the CPU has it
+    assert resolve_backend("auto") == ("onnx+bf16" if native_bf16() else "onnx")
     assert resolve_backend("torch") == "torch"
     assert resolve_backend("onnx-int8") == "onnx-int8"
+    assert resolve_backend("bf16") == "bf16"
     monkeypatch.setenv("MEMOS_EMBEDDER_BACKEND", "torch")
     assert resolve_backend("auto") == "torch"
     assert default_embedder().backend == "torch"
@@ -163,7 +166,7 @@ def test_memos_uses_onnx_by_default_and_config_can_force_torch(make_mos, monkeyp
     monkeypatch.delenv("MEMOS_EMBEDDER_BACKEND", raising=False)
     auto = make_mos("a")
     auto.add("I ride a green gravel bike.", user_id="u")
-    assert auto.stats(user_id="u")["embedder_backend"] == "onnx"
+    assert auto.stats(user_id="u")["embedder_backend"] == ("onnx+bf16" if native_bf16() else "onnx")
     forced = make_mos("t", embedder_backend="torch")
     assert forced.stats(user_id="u")["embedder_backend"] == "torch"
     a = auto.embedder.embed(["my bike"])[0]

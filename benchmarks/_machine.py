@@ -33,13 +33,17 @@ def machine_info() -> dict[str, Any]:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1)
     except (ValueError, OSError, AttributeError):
         pass
+    from memos_core.embedding.pieces import native_bf16
+
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb,
+            "bf16_hardware": native_bf16(),
             "platform": platform.platform(), "python": platform.python_version(), "versions": versions}
 
 
 def markdown_machine(info: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-    return (f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GiB, "
+    bf16 = {True: ", bf16 hardware", False: ", no bf16 hardware"}.get(info.get("bf16_hardware"), "")
+    return (f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GiB{bf16}, "
             f"{info['platform']}, Python {info['python']}\nversions: {versions}")
 
 

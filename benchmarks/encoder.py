@@ -1,11 +1,13 @@
-"""Embedder backends side by side: torch (sentence-transformers) against ONNX Runtime.
+"""Embedder backends side by side: torch (sentence-transformers), ONNX Runtime, bf16 torch.
 
 For each backend, in one process: milliseconds per query embedding (p50 / p95 over
 ``--queries`` short questions, one call each, no cache), document embedding throughput
 (texts/s on ``--docs`` texts in one call), and end-to-end ``MemOS.add_many`` ingest
 (memories/s, a fresh store per backend: embedding, BM25, Qdrant, vault, graph), plus the
 cosine of each backend's vectors to torch's on the same texts. The load average is printed on
-every row because the machine may be shared.
+every row because the machine may be shared. Backends (``--backends``): torch, onnx, bf16
+(torch with bf16 matrix products), onnx+bf16 (queries on ONNX, calls of 4 or more texts on
+bf16: the default where the CPU has bf16 hardware) and onnx-int8.
 
 Texts are LoCoMo turns ("[date] speaker: text", the format of benchmarks/locomo_retrieval.py)
 when ``--data`` names the LoCoMo JSON, else generated sentences (benchmarks/scale.py).
@@ -29,17 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info, markdown_machine  # noqa: E402
+from memos_core.embedding import new_embedder  # noqa: E402
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
-
-
-def make_embedder(backend: str) -> Any:
-    from memos_core.embedding import SentenceTransformerEmbedder
-    from memos_core.embedding.onnx import OnnxEmbedder
-
-    if backend == "torch":
-        return SentenceTransformerEmbedder("minilm")
-    return OnnxEmbedder("minilm", quantize=backend == "onnx-int8")
+BACKENDS = ("torch", "onnx", "bf16", "onnx+bf16", "onnx-int8")
 
 
 def texts_from(data: Path | None, n: int, rng: random.Random) -> list[str]:
@@ -63,7 +57,7 @@ def measure(backend: str, docs: list[str], queries: list[str], ingest_n: int,
             reference: np.ndarray | None) -> dict[str, Any]:
     from memos_core import MemOS, MemOSConfig
 
-    emb = make_embedder(backend)
+    emb = new_embedder("minilm", backend)
     t0 = time.perf_counter()
     emb.embed(["warm up"])
     load_s = time.perf_counter() - t0

@@ -3,7 +3,7 @@ knobs (batch size, length bucketing, threads, graph optimisation) change.
 
 Part 1 (``--stages``): the stages of one ``add_many`` over the same texts, each timed alone
 on a fresh store -- building and validating the cubes (entity extraction), tokenisation,
-the ONNX session (embedding proper), BM25 encoding, the index upsert, the vault commit and
+the model run (embedding proper: the ONNX session, or the bf16 side of onnx+bf16), BM25 encoding, the index upsert, the vault commit and
 the graph -- and then ``add_many`` end to end. The stage times are measured by wrapping the
 store's own methods (no copy of the write path), so they add up to the end-to-end time less
 Python glue.
@@ -11,8 +11,10 @@ Python glue.
 Part 2 (``--knobs``): embedding throughput (texts/s, embedding only) of the same texts for
 each setting, side by side in one run, with the load average after each row (the machine
 may be shared): batch limits (texts, padded word pieces), sorting by length on/off,
-intra-op threads, and the session's graph optimisation level. The fastest setting that keeps the vectors (cosine >= 0.999 to
-the default's) is what :class:`memos_core.embedding.onnx.OnnxEmbedder` uses by default.
+intra-op threads, and the session's graph optimisation level; a setting with
+``"backend": "bf16"`` (or ``"onnx+bf16"``, ``"onnx-int8"``) times that embedder instead. The
+fastest setting that keeps the vectors (cosine >= 0.999 to the default's) is what
+:class:`memos_core.embedding.onnx.OnnxEmbedder` uses by default.
 ``--knob-chunk 256`` embeds the texts in calls of 256, as the write path does (by default
 they go in one call, which sorts them all by length and so pads less).
 
@@ -58,17 +60,18 @@ def items_from(data: Path | None, n: int, rng: random.Random) -> list[dict[str, 
 def stages(items: list[dict[str, Any]], backend: str, batch_size: int,
            embedder_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """One timed add_many on a fresh store, its stages measured by wrapping their methods.
-    ``embedder_kwargs``: OnnxEmbedder keywords for an ONNX backend (None: the default one)."""
+    ``embedder_kwargs``: embedder keywords for a backend other than torch (None: its
+    defaults; see :func:`knob_embedder`). The model stages time the embedder that the write
+    path's calls reach: the bf16 side of onnx+bf16."""
     from memos_core import MemOS, MemOSConfig
     from memos_core.embedding import default_embedder
-    from memos_core.embedding.onnx import OnnxEmbedder
     from memos_core.ops import writes
 
     emb: Any = default_embedder("minilm", backend)
     if embedder_kwargs is not None and backend != "torch":
-        emb = OnnxEmbedder("minilm", quantize=backend == "onnx-int8", **embedder_kwargs)
-    emb.embed(["warm up"])
-    onnx = getattr(emb, "_inner", emb)
+        emb = knob_embedder({"backend": backend, **embedder_kwargs})
+    emb.embed(["warm up"] * 8)  # loads both sides of onnx+bf16
+    onnx = getattr(emb, "_bulk", None) or getattr(emb, "_inner", emb)
     spent: dict[str, float] = defaultdict(float)
     with tempfile.TemporaryDirectory() as tmp:
         mos = MemOS(Path(tmp) / "d", config=MemOSConfig(show_progress=False), embedder=emb)
@@ -87,7 +90,8 @@ def stages(items: list[dict[str, Any]], backend: str, batch_size: int,
             with contextlib.ExitStack() as stack:
                 if hasattr(onnx, "_tokenize"):
                     stack.enter_context(time_calls(onnx, "_tokenize", spent, "tokenise"))
-                    stack.enter_context(time_calls(onnx, "_infer", spent, "onnx session run"))
+                    stack.enter_context(time_calls(onnx, "_infer", spent,
+                                                   f"model run ({onnx.backend})"))
                 else:
                     stack.enter_context(time_calls(emb, "embed", spent, "embed (torch)"))
                 stack.enter_context(time_calls(store.bm25, "encode_documents", spent, "bm25 encode"))
@@ -107,17 +111,34 @@ def stages(items: list[dict[str, Any]], backend: str, batch_size: int,
             "load_avg": round(os.getloadavg()[0], 2)}
 
 
+def knob_embedder(setting: dict[str, Any]) -> Any:
+    """An embedder from a knob setting: OnnxEmbedder keywords, or with ``"backend": "bf16"``
+    Bf16Embedder keywords (``"onnx-int8"`` means ``quantize``; ``"onnx+bf16"`` the default
+    split, its bf16 side given the other keywords)."""
+    from memos_core.embedding import _SplitEmbedder
+    from memos_core.embedding.bf16 import Bf16Embedder
+    from memos_core.embedding.onnx import OnnxEmbedder
+
+    kw = dict(setting)
+    backend = kw.pop("backend", "onnx")
+    if backend == "bf16":
+        return Bf16Embedder("minilm", **kw)
+    if backend == "onnx+bf16":
+        return _SplitEmbedder(OnnxEmbedder("minilm"), Bf16Embedder("minilm", **kw))
+    if backend == "onnx-int8":
+        kw["quantize"] = True
+    return OnnxEmbedder("minilm", **kw)
+
+
 def knobs(texts: list[str], settings: list[dict[str, Any]], repeat: int,
           chunk: int | None = None) -> list[dict[str, Any]]:
-    """Embedding throughput of ``texts`` per OnnxEmbedder setting. The settings take turns
+    """Embedding throughput of ``texts`` per embedder setting (:func:`knob_embedder`). The settings take turns
     (round 1: A, B, C; round 2: A, B, C; ...) and each keeps its best round, so a burst of
     load from other jobs does not land on one setting only. ``chunk``: texts per ``embed``
     call (the write path embeds at most 256 at a time); None embeds them all in one call."""
-    from memos_core.embedding.onnx import OnnxEmbedder
-
     embedders = []
     for setting in settings:
-        emb = OnnxEmbedder("minilm", **setting)
+        emb = knob_embedder(setting)
         emb.embed(texts[:64])  # load (export on first use) and warm the session
         embedders.append(emb)
     best = [float("inf")] * len(settings)
@@ -178,12 +199,13 @@ def main() -> None:
     p.add_argument("--backends", default="onnx", help="embedders for the stage table")
     p.add_argument("--batch-size", type=int, default=256, help="add_many batch_size")
     p.add_argument("--stage-settings", default=None,
-                   help="JSON list of OnnxEmbedder keyword dicts for the stage table (one row "
+                   help="JSON list of embedder keyword dicts for the stage table (one row "
                         "per backend and setting); default: the backend's default embedder")
     p.add_argument("--stage-repeat", type=int, default=1,
                    help="rounds of the stage table (interleaved; each row keeps its fastest)")
     p.add_argument("--settings", default=None,
-                   help="JSON list of OnnxEmbedder keyword dicts for the knob table")
+                   help="JSON list of embedder keyword dicts for the knob table (OnnxEmbedder "
+                        "keywords; \"backend\": \"bf16\" etc. for another embedder)")
     p.add_argument("--knob-chunk", type=int, default=None,
                    help="texts per embed call in the knob table (the write path's is 256); "
                         "default: all in one call")
@@ -238,7 +260,7 @@ def main() -> None:
         calls = f"in calls of {args.knob_chunk}" if args.knob_chunk else "in one call"
         print(f"\nembedding only, {len(texts)} texts {calls}, best of {args.repeat} interleaved rounds "
               f"(load average at the end {os.getloadavg()[0]:.2f}):\n\n"
-              "| OnnxEmbedder setting | texts/s | min cosine to first row |\n|---|---|---|")
+              "| embedder setting | texts/s | min cosine to first row |\n|---|---|---|")
         for r in result["knobs"]:
             print(f"| {json.dumps(r['setting']) if r['setting'] else 'default'} | {r['texts_per_s']} "
                   f"| {r['min_cosine_to_first']} |")

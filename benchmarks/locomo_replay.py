@@ -38,8 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info, markdown_machine  # noqa: E402
+from memos_core.embedding import new_embedder  # noqa: E402
 from locomo_retrieval import (  # noqa: E402
-    CATEGORIES, aggregate, make_embedder, normalise_evidence, score, turns_of,
+    CATEGORIES, aggregate, normalise_evidence, score, turns_of,
 )
 
 SIGNALS = ("sentences", "sentences+turn", "rocchio")
@@ -76,7 +77,7 @@ def collect(data: Path, backend: str, depth: int) -> dict[str, Any]:
     questions: list[dict[str, Any]] = []
     skipped = 0
     with tempfile.TemporaryDirectory() as tmp, MemOS(
-        Path(tmp) / "d", embedder=make_embedder(backend), config=MemOSConfig(show_progress=False),
+        Path(tmp) / "d", embedder=new_embedder("minilm", backend), config=MemOSConfig(show_progress=False),
     ) as mos:
         for sample in samples:
             user = sample["sample_id"]
@@ -150,7 +151,7 @@ def replay(data: dict[str, Any], signals: list[np.ndarray] | None, weight: float
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="LoCoMo JSON")
-    p.add_argument("--backend", default="onnx", help="torch, onnx or onnx-int8")
+    p.add_argument("--backend", default="onnx", help="torch, onnx, onnx+bf16, bf16 or onnx-int8")
     p.add_argument("--depth", type=int, default=40, help="system hits kept per question")
     p.add_argument("--rerank", type=int, default=30, help="of which the replay re-orders")
     p.add_argument("--extra", type=int, default=10, help="signal's own top memories added")

@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info, markdown_machine, time_calls  # noqa: E402
+from memos_core.embedding import new_embedder  # noqa: E402
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (5, 10, 20)
@@ -105,16 +106,6 @@ def aggregate(rows: list[tuple[int, dict[str, float]]]) -> dict[str, dict[str, f
     return table
 
 
-def make_embedder(backend: str) -> Any:
-    """'torch', 'onnx' or 'onnx-int8' (the int8 variant of the ONNX export)."""
-    from memos_core.embedding import SentenceTransformerEmbedder
-    from memos_core.embedding.onnx import OnnxEmbedder
-
-    if backend == "torch":
-        return SentenceTransformerEmbedder("minilm")
-    return OnnxEmbedder("minilm", quantize=backend == "onnx-int8")
-
-
 class CachedReranker:
     """A reranker that remembers its (query, text) scores, so variants that differ only in
     ``reranker_weight`` score each pair once (their latency then excludes the model: the
@@ -181,7 +172,7 @@ def run(data_path: Path, limit_conversations: int | None, backend: str = "onnx",
         return stack
     ingested, ingest_s, skipped = 0, 0.0, 0
     with tempfile.TemporaryDirectory() as tmp, MemOS(
-        Path(tmp) / "d", embedder=make_embedder(backend),
+        Path(tmp) / "d", embedder=new_embedder("minilm", backend),
         config=MemOSConfig(show_progress=False, retrieval=RetrievalConfig(**(retrieval or {}))),
     ) as mos:
         mos.embedder.embed(["warm up"])
@@ -303,7 +294,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, required=True, help="LoCoMo JSON (locomo10.json format)")
     p.add_argument("--out", type=Path, help="write the JSON result here")
     p.add_argument("--conversations", type=int, default=None, help="only the first N")
-    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="onnx",
+    p.add_argument("--backend", choices=("torch", "onnx", "onnx+bf16", "bf16", "onnx-int8"), default="onnx",
                    help="embedder backend (same vectors; onnx-int8 is the quantised variant)")
     p.add_argument("--questions", type=int, default=None,
                    help="only the first N scored questions of each conversation (for slow variants)")

@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info, markdown_machine  # noqa: E402
+from memos_core.embedding import new_embedder  # noqa: E402
 
 NAMES = ["Ana", "Bruno", "Chen", "Dara", "Elif", "Farid", "Grace", "Hugo", "Ines", "Jonas",
          "Kemal", "Lena", "Mateo", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sami", "Tove"]
@@ -189,16 +190,6 @@ def time_queries(mos: Any, queries: int, users: int,
     return sorted(lat), sorted(emb), sorted(store)
 
 
-def make_embedder(backend: str) -> Any:
-    """'torch' (sentence-transformers), 'onnx' or 'onnx-int8' (ONNX Runtime), same model."""
-    from memos_core.embedding import SentenceTransformerEmbedder
-    from memos_core.embedding.onnx import OnnxEmbedder
-
-    if backend == "torch":
-        return SentenceTransformerEmbedder("minilm")
-    return OnnxEmbedder("minilm", quantize=backend == "onnx-int8")
-
-
 def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
         pool_size: int = 20_000, sigma: float = 0.02, backend: str = "onnx",
         query_backends: Sequence[str] = ("torch", "onnx"),
@@ -221,7 +212,7 @@ def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
     from memos_core.embedding import QueryCache
 
     rng = random.Random(seed)
-    real = make_embedder(backend)
+    real = new_embedder("minilm", backend)
     real.embed(["warm up"])
     pooled, pool_s = None, None
     reuse = store is not None and (store / "d").exists()
@@ -261,7 +252,7 @@ def run(n: int, users: int, queries: int, seed: int, vectors: str = "model",
         for qb in order:
             if qb != backend and rss_after is None:
                 rss_after = rss_mb()
-            qemb = real if qb == backend else make_embedder(qb)
+            qemb = real if qb == backend else new_embedder("minilm", qb)
             qemb.embed(["warm up"])
             mos.store.embedder = mos.retriever.embedder = qemb
             mos.retriever.query_vectors = QueryCache(qemb, 0)
@@ -370,7 +361,7 @@ def main() -> None:
     p.add_argument("--pool-size", type=int, default=20_000, help="pooled mode: pool vectors")
     p.add_argument("--pool-sigma", type=float, default=0.02,
                    help="pooled mode: gaussian noise per dimension before renormalising")
-    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="onnx",
+    p.add_argument("--backend", choices=("torch", "onnx", "onnx+bf16", "bf16", "onnx-int8"), default="onnx",
                    help="embedder for ingest (and the pool)")
     p.add_argument("--query-backends", default="torch,onnx",
                    help="comma-separated embedders to time the queries with, side by side")

@@ -17,20 +17,20 @@ torch; ``MEMOS_EMBEDDER_BACKEND`` (any name of :data:`BACKENDS`) forces one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from memos_core.embedding.pieces import quiet_loading as _quiet_loading
 from memos_core.errors import InvalidInputError
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "QueryCache", "default_embedder",
-           "resolve_backend", "BACKENDS", "BULK_FROM"]
+           "resolve_backend", "new_embedder", "BACKENDS", "BULK_FROM"]
 
 _log = logging.getLogger(__name__)
 
@@ -263,24 +263,6 @@ def _bf16_cls() -> type:
     return Bf16Embedder
 
 
-@contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """No "Loading weights" bar from transformers while the embedder loads (a fraction of a
-    second; the bar is noise in every first ``add``), unless ``MEMOS_PROGRESS=1``."""
-    if os.environ.get("MEMOS_PROGRESS") == "1":
-        yield
-        return
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-
-
 _DEFAULT: dict[tuple[str, str], Embedder] = {}
 _DEFAULT_LOCK = threading.Lock()
 
@@ -295,13 +277,22 @@ def default_embedder(spec: str = "minilm", backend: str = "auto") -> Embedder:
     with _DEFAULT_LOCK:
         key = (spec, chosen)
         if key not in _DEFAULT:
-            if chosen == "torch":
-                _DEFAULT[key] = SentenceTransformerEmbedder(spec)
-            elif chosen == "bf16":
-                _DEFAULT[key] = _bf16_cls()(spec)
-            else:
-                onnx = _onnx_cls()(spec, quantize=chosen == "onnx-int8")
-                small: Embedder = onnx if forced else _FallbackEmbedder(onnx, spec)
-                _DEFAULT[key] = (_SplitEmbedder(small, _bf16_cls()(spec)) if chosen == "onnx+bf16"
-                                 else small)
+            _DEFAULT[key] = new_embedder(spec, chosen, fallback=not forced)
         return _DEFAULT[key]
+
+
+def new_embedder(spec: str = "minilm", backend: str = "auto", *,
+                 fallback: bool = False) -> Embedder:
+    """A new (unshared) embedder for ``backend`` (see :func:`resolve_backend`).
+    ``fallback``: an ONNX side that cannot export or load falls back to torch (logged)
+    instead of raising ``ModelLoadError``; the bf16 side of ``"onnx+bf16"`` always falls back
+    to the ONNX side."""
+    chosen = resolve_backend(backend)
+    if chosen == "torch":
+        return SentenceTransformerEmbedder(spec)
+    if chosen == "bf16":
+        bf16: Embedder = _bf16_cls()(spec)
+        return bf16
+    onnx = _onnx_cls()(spec, quantize=chosen == "onnx-int8")
+    small: Embedder = _FallbackEmbedder(onnx, spec) if fallback else onnx
+    return _SplitEmbedder(small, _bf16_cls()(spec)) if chosen == "onnx+bf16" else small

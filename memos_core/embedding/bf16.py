@@ -24,7 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from memos_core.embedding.pieces import PieceBatchedEmbedder, check_mean_pooling, max_seq_length
+from memos_core.embedding.pieces import (
+    PieceBatchedEmbedder,
+    check_mean_pooling,
+    max_seq_length,
+    quiet_loading,
+)
 
 __all__ = ["Bf16Embedder"]
 
@@ -54,12 +59,10 @@ class Bf16Embedder(PieceBatchedEmbedder):
             import torch
             from transformers import AutoModel
 
-            from memos_core.embedding import _quiet_loading
-
             src = self._model_dir()
             check_mean_pooling(src, "the bf16 embedder")
             tok = self._open_tokenizer(src / "tokenizer.json", max_seq_length(src))
-            with _quiet_loading():
+            with quiet_loading():
                 model = AutoModel.from_pretrained(str(src), dtype=torch.float32)
             model.eval()
             for module in model.modules():  # autocast then has nothing to convert per call

@@ -10,7 +10,9 @@ to its own longest text. Rows come back in the input order.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import json
 import sys
 import threading
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PieceBatchedEmbedder", "native_bf16"]
+__all__ = ["PieceBatchedEmbedder", "native_bf16", "quiet_loading"]
 
 
 @functools.cache
@@ -42,6 +44,24 @@ def cpuinfo_has_bf16(path: Path) -> bool:
     except OSError:
         pass
     return False
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bar from transformers while the embedder loads (a fraction of a
+    second; the bar is noise in every first ``add``), unless ``MEMOS_PROGRESS=1``."""
+    if os.environ.get("MEMOS_PROGRESS") == "1":
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def max_seq_length(model_dir: Path) -> int:

@@ -8,6 +8,9 @@ times; the table shows the median and the range. Columns:
   default embedded index never needs it);
 * ``open``: ``MemOS(tmp, config=MemOSConfig(show_progress=False))``;
 * ``first add``: the first ``mos.add`` (loads the embedder: sentence-transformers, torch);
+* ``first add_many``: then the first ``mos.add_many`` of 8 memories (where the default
+  embedder is onnx+bf16 this loads its bf16 side, torch and the model's weights);
+* ``peak RSS``: the process's peak resident memory at the end (MiB);
 * ``stderr lines``: what the process printed on stderr with ``show_progress=False`` (progress
   bars, warnings); 0 is quiet.
 
@@ -34,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_info, markdown_machine  # noqa: E402
 
 CHILD = r"""
-import json, sys, tempfile, time
+import json, resource, sys, tempfile, time
 t0 = time.perf_counter()
 import memos_core
 t1 = time.perf_counter()
@@ -45,9 +48,13 @@ mos = MemOS(tempfile.mkdtemp(), config=MemOSConfig(show_progress=False))
 t3 = time.perf_counter()
 mos.add("Alice's bike is a green Brompton.", user_id="alice")
 t4 = time.perf_counter()
+mos.add_many([f"Note {i}: Alice rode her bike to the market." for i in range(8)], user_id="alice")
+t5 = time.perf_counter()
 mos.close()
 print(json.dumps({"import_ms": 1000 * (t1 - t0), "qdrant_client": qdrant,
-                  "open_ms": 1000 * (t3 - t2), "first_add_ms": 1000 * (t4 - t3)}))
+                  "open_ms": 1000 * (t3 - t2), "first_add_ms": 1000 * (t4 - t3),
+                  "first_add_many_ms": 1000 * (t5 - t4),
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
@@ -65,7 +72,7 @@ def measure(src: Path, runs: int) -> dict[str, object]:
                                  if line.strip()]))
     out: dict[str, object] = {"qdrant_client": rows[0]["qdrant_client"],
                               "stderr_lines": max(stderr_lines)}
-    for key in ("import_ms", "open_ms", "first_add_ms"):
+    for key in ("import_ms", "open_ms", "first_add_ms", "first_add_many_ms", "peak_rss_mib"):
         values = [float(r[key]) for r in rows]
         out[key] = (statistics.median(values), min(values), max(values))
     return out
@@ -88,13 +95,16 @@ def main() -> None:
     results = {label: measure(Path(path).resolve(), args.runs) for label, path in trees}
     print(markdown_machine(machine_info()))
     print()
-    print(f"{args.runs} fresh processes per tree; median (min-max), milliseconds")
+    print(f"{args.runs} fresh processes per tree; median (min-max), milliseconds unless named")
     print()
-    print("| tree | import memos_core | imports qdrant_client | MemOS open | first add | stderr lines |")
-    print("|---|---|---|---|---|---|")
+    print("| tree | import memos_core | imports qdrant_client | MemOS open | first add | "
+          "first add_many (8) | peak RSS MiB | stderr lines |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, r in results.items():
         print(f"| {label} | {_cell(r['import_ms'])} | {'yes' if r['qdrant_client'] else 'no'} | "
-              f"{_cell(r['open_ms'])} | {_cell(r['first_add_ms'])} | {r['stderr_lines']} |")
+              f"{_cell(r['open_ms'])} | {_cell(r['first_add_ms'])} | "
+              f"{_cell(r['first_add_many_ms'])} | {_cell(r['peak_rss_mib'])} | "
+              f"{r['stderr_lines']} |")
     if args.out:
         args.out.write_text(json.dumps({"machine": machine_info(), "runs": args.runs,
                                         "results": results}, indent=2))

@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 
 from memos_core.embedding import (  # noqa: E402
     BULK_FROM,
+    BULK_LOAD_AFTER,
     SentenceTransformerEmbedder,
     _SplitEmbedder,
     default_embedder,
@@ -79,7 +80,7 @@ class _Counting:
 def test_split_sends_small_calls_to_onnx_and_bulk_calls_to_bf16(bf16, torch_vectors):
     onnx = _Counting(OnnxEmbedder("minilm"), "onnx")
     bulk = _Counting(bf16, "bf16")
-    split = _SplitEmbedder(onnx, bulk)
+    split = _SplitEmbedder(onnx, bulk, load_after=0)
     assert split.backend == "onnx+bf16" and BULK_FROM > 1
     one = split.embed([TEXTS[2]])
     few = split.embed(TEXTS[:BULK_FROM - 1])
@@ -92,10 +93,26 @@ def test_split_sends_small_calls_to_onnx_and_bulk_calls_to_bf16(bf16, torch_vect
     assert np.sum(many * torch_vectors, axis=1).min() >= 0.9999
 
 
+def test_split_loads_bf16_once_bulk_calls_have_brought_enough_texts(bf16, monkeypatch):
+    """Without torch imported, the first ``load_after`` texts of bulk calls stay on ONNX (an
+    agent adding a few memories never pays torch's import); with torch imported, bf16 serves
+    the first bulk call."""
+    onnx = _Counting(OnnxEmbedder("minilm"), "onnx")
+    bulk = _Counting(bf16, "bf16")
+    split = _SplitEmbedder(onnx, bulk, load_after=10)
+    monkeypatch.setattr(split, "_torch_imported", lambda: False)
+    for size in (6, 1, 5, 4, 4):
+        split.embed(TEXTS[:size])
+    assert onnx.sizes == [6, 1, 5] and bulk.sizes == [4, 4]  # 6 + 5 = 11 >= 10 texts waited
+    eager = _SplitEmbedder(onnx, bulk, load_after=10**9)  # torch is imported in this process
+    eager.embed(TEXTS[:4])
+    assert bulk.sizes == [4, 4, 4]
+
+
 def test_split_falls_back_to_the_small_side_when_bf16_cannot_load(tmp_path, caplog):
     (tmp_path / "modules.json").write_text("not json")
     onnx = OnnxEmbedder("minilm")
-    split = _SplitEmbedder(onnx, Bf16Embedder(str(tmp_path)))
+    split = _SplitEmbedder(onnx, Bf16Embedder(str(tmp_path)), load_after=0)
     with caplog.at_level(logging.WARNING):
         vectors = split.embed(TEXTS[:6])
     assert vectors.shape == (6, 384) and split.backend == "onnx"
@@ -109,6 +126,7 @@ def test_forced_backends(monkeypatch):
     monkeypatch.setenv("MEMOS_EMBEDDER_BACKEND", "onnx+bf16")
     split = default_embedder()
     assert isinstance(split, _SplitEmbedder) and split.backend == "onnx+bf16"
+    assert split.load_after == BULK_LOAD_AFTER
 
 
 @pytest.mark.parametrize(("flags", "expected"), [

@@ -9,7 +9,8 @@ Backends that compute the same vectors (cosine >= 0.999 to each other): ``"torch
 weights, see :mod:`memos_core.embedding.onnx`) and ``"bf16"`` (torch with bf16 matrix
 products, see :mod:`memos_core.embedding.bf16`: faster only on CPUs with bf16 hardware).
 ``"onnx+bf16"`` embeds queries and small writes on ONNX and calls of at least
-:data:`BULK_FROM` texts on bf16. :func:`default_embedder` picks ``"onnx+bf16"`` on a CPU with
+:data:`BULK_FROM` texts on bf16, once a process has embedded :data:`BULK_LOAD_AFTER` texts in
+such calls or torch is already imported (loading torch costs seconds and memory). :func:`default_embedder` picks ``"onnx+bf16"`` on a CPU with
 bf16 hardware and ``"onnx"`` elsewhere when onnxruntime is importable (``backend="auto"``), else
 torch; ``MEMOS_EMBEDDER_BACKEND`` (any name of :data:`BACKENDS`) forces one.
 :class:`QueryCache` keeps the vectors of recent queries.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -30,7 +32,7 @@ from memos_core.embedding.pieces import quiet_loading as _quiet_loading
 from memos_core.errors import InvalidInputError
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "QueryCache", "default_embedder",
-           "resolve_backend", "new_embedder", "BACKENDS", "BULK_FROM"]
+           "resolve_backend", "new_embedder", "BACKENDS", "BULK_FROM", "BULK_LOAD_AFTER"]
 
 _log = logging.getLogger(__name__)
 
@@ -43,6 +45,13 @@ BACKENDS = ("auto", "onnx", "onnx+bf16", "bf16", "onnx-int8", "torch")
 #: On 2 Zen 4 cores ONNX was faster for one short sentence (4.4 against 6.5 ms) and bf16 from
 #: 4 sentences (11.2 against 12.1 ms) or 2 LoCoMo turns on (docs/benchmarks.md, twelfth pass).
 BULK_FROM = 4
+
+#: ``"onnx+bf16"`` loads its bf16 side once bulk calls have brought this many texts, or at
+#: once if torch is already imported. Importing torch and loading the model made the first
+#: bulk call of a fresh process 3.3 s slower and its peak memory 386 MiB larger; bf16 saved
+#: 2.2 ms per LoCoMo-length memory and 0.7 ms per short sentence in ``add_many``, so it pays
+#: back after roughly 1500 to 4500 texts (docs/benchmarks.md, twelfth pass).
+BULK_LOAD_AFTER = 2048
 
 
 @runtime_checkable
@@ -213,16 +222,25 @@ class _FallbackEmbedder:
 class _SplitEmbedder:
     """Small calls (queries, single writes) on one embedder, calls of at least ``bulk_from``
     texts on another: ONNX answers one query sooner, bf16 embeds many texts faster, and both
-    give the model's vectors. If the bulk embedder cannot load (``ModelLoadError``,
-    ``ImportError``, ``OSError``), every call goes to the small one from then on (logged
-    once)."""
+    give the model's vectors.
 
-    def __init__(self, small: Embedder, bulk: Embedder, bulk_from: int = BULK_FROM) -> None:
+    The bulk side is loaded only when it pays: at once if torch is already imported (then
+    only the weights load, a fraction of a second), else once bulk calls have brought
+    ``load_after`` texts (they go to the small side until then). If it cannot load
+    (``ModelLoadError``, ``ImportError``, ``OSError``), every call goes to the small one from
+    then on (logged once)."""
+
+    def __init__(self, small: Embedder, bulk: Embedder, bulk_from: int = BULK_FROM,
+                 load_after: int = BULK_LOAD_AFTER) -> None:
         self._small = small
         self._bulk: Embedder | None = bulk
         self.bulk_from = bulk_from
+        self.load_after = load_after
         self.name = small.name
         self.dim = small.dim
+        self._waited = 0  # texts of bulk calls embedded on the small side so far
+        self._engaged = False
+        self._lock = threading.Lock()
 
     @property
     def backend(self) -> str:
@@ -231,9 +249,26 @@ class _SplitEmbedder:
             return small
         return f"{small}+{getattr(self._bulk, 'backend', '?')}"
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    @staticmethod
+    def _torch_imported() -> bool:
+        return "torch" in sys.modules
+
+    def _bulk_for(self, n: int) -> Embedder | None:
+        """The bulk embedder if a call of ``n`` texts should go to it."""
         bulk = self._bulk
-        if bulk is not None and len(texts) >= self.bulk_from:
+        if bulk is None or n < self.bulk_from:
+            return None
+        if not self._engaged:
+            with self._lock:
+                if self._torch_imported() or self._waited >= self.load_after:
+                    self._engaged = True
+                else:
+                    self._waited += n
+        return bulk if self._engaged else None
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        bulk = self._bulk_for(len(texts))
+        if bulk is not None:
             from memos_core.runtime.errors import ModelLoadError
 
             try:

@@ -7,7 +7,8 @@ For each backend, in one process: milliseconds per query embedding (p50 / p95 ov
 cosine of each backend's vectors to torch's on the same texts. The load average is printed on
 every row because the machine may be shared. Backends (``--backends``): torch, onnx, bf16
 (torch with bf16 matrix products), onnx+bf16 (queries on ONNX, calls of 4 or more texts on
-bf16: the default where the CPU has bf16 hardware) and onnx-int8.
+bf16 from the first one, as when named; "auto" on a CPU with bf16 hardware first spends 10 s
+of bulk calls on ONNX) and onnx-int8.
 
 Texts are LoCoMo turns ("[date] speaker: text", the format of benchmarks/locomo_retrieval.py)
 when ``--data`` names the LoCoMo JSON, else generated sentences (benchmarks/scale.py).
@@ -58,8 +59,6 @@ def measure(backend: str, docs: list[str], queries: list[str], ingest_n: int,
     from memos_core import MemOS, MemOSConfig
 
     emb = new_embedder("minilm", backend)
-    if hasattr(emb, "load_after"):
-        emb.load_after = 0  # onnx+bf16 in its steady state: bf16 from the first bulk call
     t0 = time.perf_counter()
     emb.embed(["warm up"])
     emb.embed(["warm up"] * BULK_FROM)  # loads the bulk side of onnx+bf16 too

@@ -201,7 +201,7 @@ class MemOSConfig(BaseModel):
         "faster; exported once from the model's weights and cached), with calls of 4 or more "
         "texts in torch with bf16 matrix products on a CPU with bf16 hardware ('onnx+bf16'; "
         "same vectors up to rounding, cosine >= 0.9999; from the first such call if torch is "
-        "already imported, else after 2048 texts), else torch; "
+        "already imported, else once such calls have spent 10 s on ONNX), else torch; "
         "$MEMOS_EMBEDDER_BACKEND overrides 'auto'. 'onnx', 'onnx+bf16', 'bf16' or 'torch' "
         "force one; "
         "'onnx-int8' (opt-in) quantises the weight matrices per channel: about twice as "

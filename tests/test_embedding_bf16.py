@@ -13,15 +13,16 @@ pytest.importorskip("onnxruntime")
 
 from memos_core.embedding import (  # noqa: E402
     BULK_FROM,
-    BULK_LOAD_AFTER,
+    BULK_LOAD_AFTER_S,
     SentenceTransformerEmbedder,
     _SplitEmbedder,
     default_embedder,
+    new_embedder,
     resolve_backend,
 )
 from memos_core.embedding.bf16 import Bf16Embedder  # noqa: E402
 from memos_core.embedding.onnx import OnnxEmbedder  # noqa: E402
-from memos_core.embedding.pieces import cpuinfo_has_bf16  # noqa: E402
+from memos_core.embedding.pieces import cpuinfo_has_bf16, native_bf16  # noqa: E402
 from memos_core.errors import InvalidInputError, MemOSError  # noqa: E402
 
 from test_embedding_onnx import TEXTS  # noqa: E402  (tests/ is on sys.path)
@@ -80,7 +81,7 @@ class _Counting:
 def test_split_sends_small_calls_to_onnx_and_bulk_calls_to_bf16(bf16, torch_vectors):
     onnx = _Counting(OnnxEmbedder("minilm"), "onnx")
     bulk = _Counting(bf16, "bf16")
-    split = _SplitEmbedder(onnx, bulk, load_after=0)
+    split = _SplitEmbedder(onnx, bulk, load_after_s=0.0)
     assert split.backend == "onnx+bf16" and BULK_FROM > 1
     one = split.embed([TEXTS[2]])
     few = split.embed(TEXTS[:BULK_FROM - 1])
@@ -93,18 +94,20 @@ def test_split_sends_small_calls_to_onnx_and_bulk_calls_to_bf16(bf16, torch_vect
     assert np.sum(many * torch_vectors, axis=1).min() >= 0.9999
 
 
-def test_split_loads_bf16_once_bulk_calls_have_brought_enough_texts(bf16, monkeypatch):
-    """Without torch imported, the first ``load_after`` texts of bulk calls stay on ONNX (an
-    agent adding a few memories never pays torch's import); with torch imported, bf16 serves
-    the first bulk call."""
+def test_split_loads_bf16_once_bulk_calls_have_spent_enough_time_on_onnx(bf16, monkeypatch):
+    """Without torch imported, bulk calls stay on ONNX until they have spent ``load_after_s``
+    there (an agent adding a few memories never pays torch's import); small calls do not
+    count. With torch imported, bf16 serves the first bulk call."""
     onnx = _Counting(OnnxEmbedder("minilm"), "onnx")
     bulk = _Counting(bf16, "bf16")
-    split = _SplitEmbedder(onnx, bulk, load_after=10)
+    split = _SplitEmbedder(onnx, bulk, load_after_s=10.0)
     monkeypatch.setattr(split, "_torch_imported", lambda: False)
-    for size in (6, 1, 5, 4, 4):
+    ticks = iter(range(0, 1000, 3))  # each timed call "takes" 3 s
+    split._clock = lambda: float(next(ticks))
+    for size in (6, 1, 5, 4, 4, 4, 4):
         split.embed(TEXTS[:size])
-    assert onnx.sizes == [6, 1, 5] and bulk.sizes == [4, 4]  # 6 + 5 = 11 >= 10 texts waited
-    eager = _SplitEmbedder(onnx, bulk, load_after=10**9)  # torch is imported in this process
+    assert onnx.sizes == [6, 1, 5, 4, 4] and bulk.sizes == [4, 4]  # 4 bulk calls: 12 s >= 10
+    eager = _SplitEmbedder(onnx, bulk, load_after_s=1e9)  # torch is imported in this process
     eager.embed(TEXTS[:4])
     assert bulk.sizes == [4, 4, 4]
 
@@ -112,7 +115,7 @@ def test_split_loads_bf16_once_bulk_calls_have_brought_enough_texts(bf16, monkey
 def test_split_falls_back_to_the_small_side_when_bf16_cannot_load(tmp_path, caplog):
     (tmp_path / "modules.json").write_text("not json")
     onnx = OnnxEmbedder("minilm")
-    split = _SplitEmbedder(onnx, Bf16Embedder(str(tmp_path)), load_after=0)
+    split = _SplitEmbedder(onnx, Bf16Embedder(str(tmp_path)), load_after_s=0.0)
     with caplog.at_level(logging.WARNING):
         vectors = split.embed(TEXTS[:6])
     assert vectors.shape == (6, 384) and split.backend == "onnx"
@@ -126,7 +129,13 @@ def test_forced_backends(monkeypatch):
     monkeypatch.setenv("MEMOS_EMBEDDER_BACKEND", "onnx+bf16")
     split = default_embedder()
     assert isinstance(split, _SplitEmbedder) and split.backend == "onnx+bf16"
-    assert split.load_after == BULK_LOAD_AFTER
+    assert split.load_after_s == 0.0  # named: bf16 from the first bulk call
+    monkeypatch.delenv("MEMOS_EMBEDDER_BACKEND")
+    auto = new_embedder("minilm", "auto")
+    if native_bf16():  # chosen by "auto": bf16 waits until it pays
+        assert isinstance(auto, _SplitEmbedder) and auto.load_after_s == BULK_LOAD_AFTER_S
+    else:
+        assert not isinstance(auto, _SplitEmbedder)
 
 
 @pytest.mark.parametrize(("flags", "expected"), [

@@ -7,8 +7,8 @@ For each backend, in one process: milliseconds per query embedding (p50 / p95 ov
 cosine of each backend's vectors to torch's on the same texts. The load average is printed on
 every row because the machine may be shared. Backends (``--backends``): torch, onnx, bf16
 (torch with bf16 matrix products), onnx+bf16 (queries on ONNX, calls of 4 or more texts on
-bf16 from the first one, as when named; "auto" on a CPU with bf16 hardware first spends 10 s
-of bulk calls on ONNX) and onnx-int8.
+bf16 from the first one, as when named; "auto" on a CPU with bf16 hardware does so only once
+torch is imported) and onnx-int8.
 
 Texts are LoCoMo turns ("[date] speaker: text", the format of benchmarks/locomo_retrieval.py)
 when ``--data`` names the LoCoMo JSON, else generated sentences (benchmarks/scale.py).

@@ -63,8 +63,7 @@ def stages(items: list[dict[str, Any]], backend: str, batch_size: int,
     ``embedder_kwargs``: embedder keywords for a backend other than torch (None: its
     defaults; see :func:`knob_embedder`). The model stages time the embedder that the write
     path's calls reach: the bf16 side of onnx+bf16, loaded by the warm-up (named, not
-    "auto", onnx+bf16 uses bf16 from its first bulk call; "auto" first spends
-    ``BULK_LOAD_AFTER_S`` on ONNX, see benchmarks/start_time.py)."""
+    "auto", onnx+bf16 uses bf16 from its first bulk call)."""
     from memos_core import MemOS, MemOSConfig
     from memos_core.embedding import default_embedder
     from memos_core.ops import writes
@@ -126,8 +125,7 @@ def knob_embedder(setting: dict[str, Any]) -> Any:
     if backend == "bf16":
         return Bf16Embedder("minilm", **kw)
     if backend == "onnx+bf16":
-        return _SplitEmbedder(OnnxEmbedder("minilm"), Bf16Embedder("minilm", **kw),
-                              load_after_s=0.0)
+        return _SplitEmbedder(OnnxEmbedder("minilm"), Bf16Embedder("minilm", **kw))
     if backend == "onnx-int8":
         kw["quantize"] = True
     return OnnxEmbedder("minilm", **kw)

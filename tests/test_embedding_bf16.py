@@ -13,7 +13,6 @@ pytest.importorskip("onnxruntime")
 
 from memos_core.embedding import (  # noqa: E402
     BULK_FROM,
-    BULK_LOAD_AFTER_S,
     SentenceTransformerEmbedder,
     _SplitEmbedder,
     default_embedder,
@@ -81,7 +80,7 @@ class _Counting:
 def test_split_sends_small_calls_to_onnx_and_bulk_calls_to_bf16(bf16, torch_vectors):
     onnx = _Counting(OnnxEmbedder("minilm"), "onnx")
     bulk = _Counting(bf16, "bf16")
-    split = _SplitEmbedder(onnx, bulk, load_after_s=0.0)
+    split = _SplitEmbedder(onnx, bulk)
     assert split.backend == "onnx+bf16" and BULK_FROM > 1
     one = split.embed([TEXTS[2]])
     few = split.embed(TEXTS[:BULK_FROM - 1])
@@ -94,28 +93,26 @@ def test_split_sends_small_calls_to_onnx_and_bulk_calls_to_bf16(bf16, torch_vect
     assert np.sum(many * torch_vectors, axis=1).min() >= 0.9999
 
 
-def test_split_loads_bf16_once_bulk_calls_have_spent_enough_time_on_onnx(bf16, monkeypatch):
-    """Without torch imported, bulk calls stay on ONNX until they have spent ``load_after_s``
-    there (an agent adding a few memories never pays torch's import); small calls do not
-    count. With torch imported, bf16 serves the first bulk call."""
+def test_lazy_split_waits_for_torch(bf16, monkeypatch):
+    """Chosen by "auto", the bf16 side serves only once torch is imported by something else:
+    an agent that never loads torch never pays its import for embedding."""
     onnx = _Counting(OnnxEmbedder("minilm"), "onnx")
     bulk = _Counting(bf16, "bf16")
-    split = _SplitEmbedder(onnx, bulk, load_after_s=10.0)
-    monkeypatch.setattr(split, "_torch_imported", lambda: False)
-    ticks = iter(range(0, 1000, 3))  # each timed call "takes" 3 s
-    split._clock = lambda: float(next(ticks))
-    for size in (6, 1, 5, 4, 4, 4, 4):
-        split.embed(TEXTS[:size])
-    assert onnx.sizes == [6, 1, 5, 4, 4] and bulk.sizes == [4, 4]  # 4 bulk calls: 12 s >= 10
-    eager = _SplitEmbedder(onnx, bulk, load_after_s=1e9)  # torch is imported in this process
-    eager.embed(TEXTS[:4])
-    assert bulk.sizes == [4, 4, 4]
+    split = _SplitEmbedder(onnx, bulk, lazy=True)
+    imported = False
+    monkeypatch.setattr(split, "_torch_imported", lambda: imported)
+    split.embed(TEXTS[:6])
+    split.embed(TEXTS[:1])
+    imported = True
+    split.embed(TEXTS[:5])
+    split.embed(TEXTS[:1])
+    assert onnx.sizes == [6, 1, 1] and bulk.sizes == [5]
 
 
 def test_split_falls_back_to_the_small_side_when_bf16_cannot_load(tmp_path, caplog):
     (tmp_path / "modules.json").write_text("not json")
     onnx = OnnxEmbedder("minilm")
-    split = _SplitEmbedder(onnx, Bf16Embedder(str(tmp_path)), load_after_s=0.0)
+    split = _SplitEmbedder(onnx, Bf16Embedder(str(tmp_path)))
     with caplog.at_level(logging.WARNING):
         vectors = split.embed(TEXTS[:6])
     assert vectors.shape == (6, 384) and split.backend == "onnx"
@@ -129,11 +126,11 @@ def test_forced_backends(monkeypatch):
     monkeypatch.setenv("MEMOS_EMBEDDER_BACKEND", "onnx+bf16")
     split = default_embedder()
     assert isinstance(split, _SplitEmbedder) and split.backend == "onnx+bf16"
-    assert split.load_after_s == 0.0  # named: bf16 from the first bulk call
+    assert not split.lazy  # named: bf16 from the first bulk call
     monkeypatch.delenv("MEMOS_EMBEDDER_BACKEND")
     auto = new_embedder("minilm", "auto")
-    if native_bf16():  # chosen by "auto": bf16 waits until it pays
-        assert isinstance(auto, _SplitEmbedder) and auto.load_after_s == BULK_LOAD_AFTER_S
+    if native_bf16():  # chosen by "auto": bf16 waits for torch
+        assert isinstance(auto, _SplitEmbedder) and auto.lazy
     else:
         assert not isinstance(auto, _SplitEmbedder)
 

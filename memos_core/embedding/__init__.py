@@ -9,8 +9,8 @@ Backends that compute the same vectors (cosine >= 0.999 to each other): ``"torch
 weights, see :mod:`memos_core.embedding.onnx`) and ``"bf16"`` (torch with bf16 matrix
 products, see :mod:`memos_core.embedding.bf16`: faster only on CPUs with bf16 hardware).
 ``"onnx+bf16"`` embeds queries and small writes on ONNX and calls of at least
-:data:`BULK_FROM` texts on bf16, once such calls have spent :data:`BULK_LOAD_AFTER_S` seconds
-on ONNX or at once if torch is already imported (loading torch costs seconds and memory). :func:`default_embedder` picks ``"onnx+bf16"`` on a CPU with
+:data:`BULK_FROM` texts on bf16; chosen by ``"auto"``, only once torch is imported by
+something else (importing it for bf16 alone costs seconds and hundreds of MiB). :func:`default_embedder` picks ``"onnx+bf16"`` on a CPU with
 bf16 hardware and ``"onnx"`` elsewhere when onnxruntime is importable (``backend="auto"``), else
 torch; ``MEMOS_EMBEDDER_BACKEND`` (any name of :data:`BACKENDS`) forces one.
 :class:`QueryCache` keeps the vectors of recent queries.
@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -33,7 +32,7 @@ from memos_core.embedding.pieces import quiet_loading as _quiet_loading
 from memos_core.errors import InvalidInputError
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "QueryCache", "default_embedder",
-           "resolve_backend", "new_embedder", "BACKENDS", "BULK_FROM", "BULK_LOAD_AFTER_S"]
+           "resolve_backend", "new_embedder", "BACKENDS", "BULK_FROM"]
 
 _log = logging.getLogger(__name__)
 
@@ -47,15 +46,6 @@ BACKENDS = ("auto", "onnx", "onnx+bf16", "bf16", "onnx-int8", "torch")
 #: 4 sentences (11.2 against 12.1 ms) or 2 LoCoMo turns on (docs/benchmarks.md, twelfth pass).
 BULK_FROM = 4
 
-#: ``"auto"``'s onnx+bf16 loads its bf16 side once bulk calls have spent this many seconds on
-#: ONNX, or at once if torch is already imported. Importing torch and loading the model made
-#: the first bulk call of a fresh process 3.3 s slower and its peak memory 386 MiB larger;
-#: bf16 embeds about a third faster (1.45 times the rate), so 10 s of ONNX bulk work is what
-#: bf16 would have saved back that load in (the ski-rental rule: a job never pays more than
-#: the load beyond what it would have paid with the better choice made up front, and a
-#: process that adds a few memories at a time never loads torch; docs/benchmarks.md, twelfth
-#: pass). A forced ``"onnx+bf16"`` loads bf16 on its first bulk call.
-BULK_LOAD_AFTER_S = 10.0
 
 
 @runtime_checkable
@@ -228,23 +218,21 @@ class _SplitEmbedder:
     texts on another: ONNX answers one query sooner, bf16 embeds many texts faster, and both
     give the model's vectors.
 
-    The bulk side is loaded only when it pays: at once if torch is already imported (then
-    only the weights load, a fraction of a second), else once bulk calls have spent
-    ``load_after_s`` seconds on the small side (they go there until then). If it cannot load
-    (``ModelLoadError``, ``ImportError``, ``OSError``), every call goes to the small one from
-    then on (logged once)."""
+    ``lazy`` (how ``"auto"`` builds it): the bulk side serves only once torch is imported by
+    something else (the local chat model, an ONNX export); until then every call stays on
+    the small side. Importing torch for bf16 alone made a fresh process's first bulk call
+    3.3 s slower and its peak memory 386 MiB larger (docs/benchmarks.md, twelfth pass).
+    If the bulk side cannot load (``ModelLoadError``, ``ImportError``, ``OSError``), every
+    call goes to the small one from then on (logged once)."""
 
-    def __init__(self, small: Embedder, bulk: Embedder, bulk_from: int = BULK_FROM,
-                 load_after_s: float = BULK_LOAD_AFTER_S) -> None:
+    def __init__(self, small: Embedder, bulk: Embedder, bulk_from: int = BULK_FROM, *,
+                 lazy: bool = False) -> None:
         self._small = small
         self._bulk: Embedder | None = bulk
         self.bulk_from = bulk_from
-        self.load_after_s = load_after_s
+        self.lazy = lazy
         self.name = small.name
         self.dim = small.dim
-        self._waited_s = 0.0  # seconds bulk calls have spent on the small side so far
-        self._clock = time.perf_counter
-        self._engaged = False
         self._lock = threading.Lock()
 
     @property
@@ -258,25 +246,10 @@ class _SplitEmbedder:
     def _torch_imported() -> bool:
         return "torch" in sys.modules
 
-    def _bulk_for(self, n: int) -> Embedder | None:
-        """The bulk embedder if a call of ``n`` texts should go to it."""
-        bulk = self._bulk
-        if bulk is None or n < self.bulk_from:
-            return None
-        if not self._engaged and (self._torch_imported() or self._waited_s >= self.load_after_s):
-            self._engaged = True
-        return bulk if self._engaged else None
-
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        bulk = self._bulk_for(len(texts))
-        if bulk is None and len(texts) >= self.bulk_from and self._bulk is not None:
-            t0 = self._clock()
-            out = self._small.embed(texts)
-            with self._lock:
-                self._waited_s += self._clock() - t0
-            self.dim = self._small.dim
-            return out
-        if bulk is not None:
+        bulk = self._bulk
+        if (bulk is not None and len(texts) >= self.bulk_from
+                and (not self.lazy or self._torch_imported())):
             from memos_core.runtime.errors import ModelLoadError
 
             try:
@@ -284,11 +257,12 @@ class _SplitEmbedder:
                 self.dim = bulk.dim
                 return out
             except (ModelLoadError, ImportError, OSError) as exc:
-                if self._bulk is not None:
-                    _log.warning("bulk embedder %s unavailable (%s); embedding every call on %s",
-                                 getattr(bulk, "backend", "?"), exc,
-                                 getattr(self._small, "backend", "?"))
-                self._bulk = None
+                with self._lock:
+                    if self._bulk is not None:
+                        _log.warning("bulk embedder %s unavailable (%s); embedding every call "
+                                     "on %s", getattr(bulk, "backend", "?"), exc,
+                                     getattr(self._small, "backend", "?"))
+                    self._bulk = None
         out = self._small.embed(texts)
         self.dim = self._small.dim
         return out
@@ -329,10 +303,10 @@ def new_embedder(spec: str = "minilm", backend: str = "auto") -> Embedder:
     """A new (unshared) embedder for ``backend`` (see :func:`resolve_backend`).
 
     Chosen by ``"auto"``, an ONNX side that cannot export or load falls back to torch
-    (logged), and the bf16 side of ``"onnx+bf16"`` waits until it pays
-    (:data:`BULK_LOAD_AFTER_S`). Forced, ``"onnx"`` raises ``ModelLoadError`` instead and
-    ``"onnx+bf16"`` loads bf16 on its first bulk call. A bf16 side that cannot load always
-    falls back to the ONNX side (logged)."""
+    (logged), and the bf16 side of ``"onnx+bf16"`` serves only once torch is imported by
+    something else. Forced, ``"onnx"`` raises ``ModelLoadError`` instead and ``"onnx+bf16"``
+    loads bf16 on its first bulk call. A bf16 side that cannot load always falls back to the
+    ONNX side (logged)."""
     chosen = resolve_backend(backend)
     automatic = _automatic(backend)
     if chosen == "torch":
@@ -344,5 +318,4 @@ def new_embedder(spec: str = "minilm", backend: str = "auto") -> Embedder:
     small: Embedder = _FallbackEmbedder(onnx, spec) if automatic else onnx
     if chosen != "onnx+bf16":
         return small
-    return _SplitEmbedder(small, _bf16_cls()(spec),
-                          load_after_s=BULK_LOAD_AFTER_S if automatic else 0.0)
+    return _SplitEmbedder(small, _bf16_cls()(spec), lazy=automatic)

@@ -14,6 +14,9 @@ Texts are LoCoMo turns ("[date] speaker: text", the format of benchmarks/locomo_
 when ``--data`` names the LoCoMo JSON, else generated sentences (benchmarks/scale.py).
 
     python benchmarks/encoder.py --data ../shared/data/locomo/locomo_dev.json
+
+``--sizes 1,2,4,8`` adds the median ms per call of that many texts per backend (where the
+onnx+bf16 split should hand calls to bf16).
 """
 
 from __future__ import annotations
@@ -54,8 +57,23 @@ def pct(values: list[float], q: float) -> float:
     return round(values[min(int(len(values) * q), len(values) - 1)], 2)
 
 
+def small_calls(emb: Any, docs: list[str], sizes: list[int], calls: int = 40) -> dict[str, float]:
+    """Median ms per ``embed`` call of each size in ``sizes`` (``calls`` calls, other texts
+    each time): where onnx+bf16 should switch from ONNX to bf16."""
+    out = {}
+    for size in sizes:
+        times = []
+        for c in range(calls):
+            batch = [docs[(c * size + j) % len(docs)] for j in range(size)]
+            t0 = time.perf_counter()
+            emb.embed(batch)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[str(size)] = pct(times, 0.5)
+    return out
+
+
 def measure(backend: str, docs: list[str], queries: list[str], ingest_n: int,
-            reference: np.ndarray | None) -> dict[str, Any]:
+            reference: np.ndarray | None, sizes: list[int]) -> dict[str, Any]:
     from memos_core import MemOS, MemOSConfig
 
     emb = new_embedder("minilm", backend)
@@ -68,6 +86,7 @@ def measure(backend: str, docs: list[str], queries: list[str], ingest_n: int,
         t0 = time.perf_counter()
         emb.embed([q])
         lat.append((time.perf_counter() - t0) * 1000)
+    per_call = small_calls(emb, docs, sizes) if sizes else {}
     t0 = time.perf_counter()
     vectors = emb.embed(docs)
     docs_s = time.perf_counter() - t0
@@ -87,6 +106,7 @@ def measure(backend: str, docs: list[str], queries: list[str], ingest_n: int,
             "ingest_per_s": round(len(items) / ingest_s, 1),
             "min_cosine_to_torch": None if cos is None else round(float(cos.min()), 6),
             "mean_cosine_to_torch": None if cos is None else round(float(cos.mean()), 6),
+            "ms_per_call": per_call,
             "load_avg": round(os.getloadavg()[0], 2), "_vectors": vectors}
 
 
@@ -97,8 +117,11 @@ def main() -> None:
     p.add_argument("--ingest", type=int, default=2000, help="memories added per backend")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--backends", default=",".join(BACKENDS))
+    p.add_argument("--sizes", default="",
+                   help="comma-separated call sizes (texts) for a ms-per-call table, e.g. 1,2,4,8")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",") if x]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rng = random.Random(7)
     docs = texts_from(args.data, args.docs, rng)
@@ -107,7 +130,7 @@ def main() -> None:
     queries = [f"when did {rng.choice(NAMES)} {rng.choice(ACTIVITIES)}?" for _ in range(args.queries)]
     rows, reference = [], None
     for backend in args.backends.split(","):
-        row = measure(backend, docs, queries, args.ingest, reference)
+        row = measure(backend, docs, queries, args.ingest, reference, sizes)
         if backend == "torch":
             reference = row["_vectors"]
         row.pop("_vectors")
@@ -137,6 +160,13 @@ def main() -> None:
               f"| {r['ingest_per_s']} | {r['min_cosine_to_torch']} / {r['mean_cosine_to_torch']} "
               f"| {r['first_use_s']} "
               f"| {r['load_avg']} |")
+    if sizes:
+        print("\nms per embed call of N texts (median of 40 calls):\n")
+        print("| backend | " + " | ".join(f"N={n}" for n in sizes) + " |")
+        print("|---|" + "---|" * len(sizes))
+        for r in rows:
+            print(f"| {r['backend']} | " + " | ".join(str(r["ms_per_call"][str(n)]) for n in sizes)
+                  + " |")
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "machine": info}, indent=2))
 

@@ -42,8 +42,9 @@ _log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnx", "onnx+bf16", "bf16", "onnx-int8", "torch")
 
 #: ``"onnx+bf16"`` embeds a call of at least this many texts on bf16, a smaller one on ONNX.
-#: On 2 Zen 4 cores ONNX was faster for one short sentence (4.4 against 6.5 ms) and bf16 from
-#: 4 sentences (11.2 against 12.1 ms) or 2 LoCoMo turns on (docs/benchmarks.md, twelfth pass).
+#: On 2 Zen 4 cores (median ms per call, ONNX against bf16) one short sentence took 4.4
+#: against 6.3, three 9.7 against 9.5, four 12.1 against 11.0; LoCoMo turns were faster on
+#: bf16 from two (17.9 against 15.9; docs/benchmarks.md, twelfth pass).
 BULK_FROM = 4
 
 
@@ -221,7 +222,7 @@ class _SplitEmbedder:
     ``lazy`` (how ``"auto"`` builds it): the bulk side serves only once torch is imported by
     something else (the local chat model, an ONNX export); until then every call stays on
     the small side. Importing torch for bf16 alone made a fresh process's first bulk call
-    3.3 s slower and its peak memory 386 MiB larger (docs/benchmarks.md, twelfth pass).
+    3.4 s slower and its peak memory 387 MiB larger (docs/benchmarks.md, twelfth pass).
     If the bulk side cannot load (``ModelLoadError``, ``ImportError``, ``OSError``), every
     call goes to the small one from then on (logged once)."""
 

@@ -103,7 +103,9 @@ def test_lazy_split_waits_for_torch(bf16, monkeypatch):
     monkeypatch.setattr(split, "_torch_imported", lambda: imported)
     split.embed(TEXTS[:6])
     split.embed(TEXTS[:1])
+    assert split.backend == "onnx"  # what serves bulk calls now
     imported = True
+    assert split.backend == "onnx+bf16"
     split.embed(TEXTS[:5])
     split.embed(TEXTS[:1])
     assert onnx.sizes == [6, 1, 1] and bulk.sizes == [5]

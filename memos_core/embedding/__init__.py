@@ -10,9 +10,10 @@ weights, see :mod:`memos_core.embedding.onnx`) and ``"bf16"`` (torch with bf16 m
 products, see :mod:`memos_core.embedding.bf16`: faster only on CPUs with bf16 hardware).
 ``"onnx+bf16"`` embeds queries and small writes on ONNX and calls of at least
 :data:`BULK_FROM` texts on bf16; chosen by ``"auto"``, only once torch is imported by
-something else (importing it for bf16 alone costs seconds and hundreds of MiB). :func:`default_embedder` picks ``"onnx+bf16"`` on a CPU with
-bf16 hardware and ``"onnx"`` elsewhere when onnxruntime is importable (``backend="auto"``), else
-torch; ``MEMOS_EMBEDDER_BACKEND`` (any name of :data:`BACKENDS`) forces one.
+something else (importing it for bf16 alone costs seconds and hundreds of MiB).
+:func:`default_embedder` picks ``"onnx+bf16"`` on a CPU with bf16 hardware and ``"onnx"``
+elsewhere when onnxruntime is importable (``backend="auto"``), else torch;
+``MEMOS_EMBEDDER_BACKEND`` (any name of :data:`BACKENDS`) forces one.
 :class:`QueryCache` keeps the vectors of recent queries.
 """
 
@@ -46,7 +47,6 @@ BACKENDS = ("auto", "onnx", "onnx+bf16", "bf16", "onnx-int8", "torch")
 #: against 6.3, three 9.7 against 9.5, four 12.1 against 11.0; LoCoMo turns were faster on
 #: bf16 from two (17.9 against 15.9; docs/benchmarks.md, twelfth pass).
 BULK_FROM = 4
-
 
 
 @runtime_checkable
@@ -238,8 +238,10 @@ class _SplitEmbedder:
 
     @property
     def backend(self) -> str:
+        """What serves calls now: ``"onnx+bf16"``, or the small side's name while the bulk
+        side waits for torch or has failed to load."""
         small = str(getattr(self._small, "backend", "?"))
-        if self._bulk is None:
+        if self._bulk_ready() is None:
             return small
         return f"{small}+{getattr(self._bulk, 'backend', '?')}"
 
@@ -247,10 +249,14 @@ class _SplitEmbedder:
     def _torch_imported() -> bool:
         return "torch" in sys.modules
 
+    def _bulk_ready(self) -> Embedder | None:
+        if self._bulk is None or (self.lazy and not self._torch_imported()):
+            return None
+        return self._bulk
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        bulk = self._bulk
-        if (bulk is not None and len(texts) >= self.bulk_from
-                and (not self.lazy or self._torch_imported())):
+        bulk = self._bulk_ready()
+        if bulk is not None and len(texts) >= self.bulk_from:
             from memos_core.runtime.errors import ModelLoadError
 
             try:

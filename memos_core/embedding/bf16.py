@@ -9,9 +9,9 @@ test texts and on LoCoMo turns (docs/benchmarks.md, twelfth pass), against >= 0.
 any backend that claims the same vectors. A text's vector moves a little with the shape of
 its batch, as the kernels round differently (cosine >= 0.9999 between batchings).
 
-On a CPU with ``avx512_bf16`` (AMD Zen 4, Intel Cooper Lake) or AMX (Intel Sapphire Rapids
-and later) the products run at up to twice the fp32 rate; elsewhere torch emulates bf16 and
-this is slower than fp32, so :func:`memos_core.embedding.default_embedder` uses it only where
+On a CPU with ``avx512_bf16`` (AMD Zen 4, Intel Cooper Lake: up to twice the fp32 rate) or
+AMX (Intel Sapphire Rapids and later) the products run faster than in fp32; elsewhere torch
+emulates bf16 and this is slower than fp32, so :func:`memos_core.embedding.default_embedder` uses it only where
 :func:`memos_core.embedding.pieces.native_bf16` says the hardware has it, and only for bulk
 calls: one query is faster on ONNX Runtime.
 

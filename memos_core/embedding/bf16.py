@@ -11,9 +11,9 @@ its batch, as the kernels round differently (cosine >= 0.9999 between batchings)
 
 On a CPU with ``avx512_bf16`` (AMD Zen 4, Intel Cooper Lake: up to twice the fp32 rate) or
 AMX (Intel Sapphire Rapids and later) the products run faster than in fp32; elsewhere torch
-emulates bf16 and this is slower than fp32, so :func:`memos_core.embedding.default_embedder` uses it only where
-:func:`memos_core.embedding.pieces.native_bf16` says the hardware has it, and only for bulk
-calls: one query is faster on ONNX Runtime.
+emulates bf16 and this is slower than fp32, so :func:`memos_core.embedding.default_embedder`
+uses it only where :func:`memos_core.embedding.pieces.native_bf16` says the hardware has it,
+and only for bulk calls: one query is faster on ONNX Runtime.
 
 Tokenisation and batching are the ONNX embedder's (:mod:`memos_core.embedding.pieces`).
 """
@@ -28,6 +28,7 @@ from memos_core.embedding.pieces import (
     PieceBatchedEmbedder,
     check_mean_pooling,
     max_seq_length,
+    mean_pool,
     quiet_loading,
 )
 
@@ -81,8 +82,5 @@ class Bf16Embedder(PieceBatchedEmbedder):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 tokens = self._model(input_ids=input_ids, attention_mask=attention,
                                      token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
-            tokens = tokens.float()
-            weights = attention.unsqueeze(-1).to(tokens.dtype)
-            pooled = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-            vectors = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+            vectors = mean_pool(tokens.float(), attention)
         return np.asarray(vectors.numpy(), dtype=np.float32)

@@ -45,7 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from memos_core.embedding.pieces import PieceBatchedEmbedder, check_mean_pooling, max_seq_length
+from memos_core.embedding.pieces import (
+    PieceBatchedEmbedder,
+    check_mean_pooling,
+    max_seq_length,
+    mean_pool,
+)
 
 __all__ = ["OnnxEmbedder", "onnx_available", "export_onnx"]
 
@@ -90,11 +95,8 @@ def _export_into(model_dir: Path, out: Path, quantize: bool, fuse: bool = False)
                     token_type_ids: torch.Tensor) -> torch.Tensor:
             tokens = self.bert(input_ids=input_ids, attention_mask=attention_mask,
                                token_type_ids=token_type_ids).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
-            summed = (tokens * mask).sum(dim=1)
-            counts = mask.sum(dim=1).clamp(min=1e-9)
-            pooled = summed / counts
-            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+            vectors: torch.Tensor = mean_pool(tokens, attention_mask)
+            return vectors
 
     from transformers.utils import logging as hf_logging
 

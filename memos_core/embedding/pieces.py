@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import json
+import os
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PieceBatchedEmbedder", "native_bf16", "quiet_loading"]
+__all__ = ["PieceBatchedEmbedder", "mean_pool", "native_bf16", "quiet_loading"]
 
 
 @functools.cache
@@ -62,6 +62,17 @@ def quiet_loading() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def mean_pool(tokens: Any, attention_mask: Any) -> Any:
+    """Sentence vectors from a batch's token vectors (torch tensors): the mean over the tokens
+    the mask keeps, L2-normalised -- the sentence-transformers ``Pooling(mean) -> Normalize``
+    modules. The ONNX export traces it; the bf16 embedder calls it in fp32."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+    pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
 
 def max_seq_length(model_dir: Path) -> int:

@@ -36,8 +36,8 @@ def machine_info() -> dict[str, Any]:
     from memos_core.embedding.pieces import native_bf16
 
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb,
-            "bf16_hardware": native_bf16(),
-            "platform": platform.platform(), "python": platform.python_version(), "versions": versions}
+            "bf16_hardware": native_bf16(), "platform": platform.platform(),
+            "python": platform.python_version(), "versions": versions}
 
 
 def markdown_machine(info: dict[str, Any]) -> str:

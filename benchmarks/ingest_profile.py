@@ -3,8 +3,8 @@ knobs (batch size, length bucketing, threads, graph optimisation) change.
 
 Part 1 (``--stages``): the stages of one ``add_many`` over the same texts, each timed alone
 on a fresh store -- building and validating the cubes (entity extraction), tokenisation,
-the model run (embedding proper: the ONNX session, or the bf16 side of onnx+bf16), BM25 encoding, the index upsert, the vault commit and
-the graph -- and then ``add_many`` end to end. The stage times are measured by wrapping the
+the model run (embedding proper: the ONNX session, or the bf16 side of onnx+bf16), BM25
+encoding, the index upsert, the vault commit and the graph -- and then ``add_many`` end to end. The stage times are measured by wrapping the
 store's own methods (no copy of the write path), so they add up to the end-to-end time less
 Python glue.
 
@@ -65,13 +65,14 @@ def stages(items: list[dict[str, Any]], backend: str, batch_size: int,
     path's calls reach: the bf16 side of onnx+bf16, loaded by the warm-up (named, not
     "auto", onnx+bf16 uses bf16 from its first bulk call)."""
     from memos_core import MemOS, MemOSConfig
-    from memos_core.embedding import default_embedder
+    from memos_core.embedding import BULK_FROM, default_embedder
     from memos_core.ops import writes
 
     emb: Any = default_embedder("minilm", backend)
     if embedder_kwargs is not None and backend != "torch":
         emb = knob_embedder({"backend": backend, **embedder_kwargs})
-    emb.embed(["warm up"] * 8)  # loads both sides of onnx+bf16
+    emb.embed(["warm up"])
+    emb.embed(["warm up"] * BULK_FROM)  # loads the bulk side of onnx+bf16 too
     onnx = getattr(emb, "_bulk", None) or getattr(emb, "_inner", emb)
     spent: dict[str, float] = defaultdict(float)
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,10 +134,11 @@ def knob_embedder(setting: dict[str, Any]) -> Any:
 
 def knobs(texts: list[str], settings: list[dict[str, Any]], repeat: int,
           chunk: int | None = None) -> list[dict[str, Any]]:
-    """Embedding throughput of ``texts`` per embedder setting (:func:`knob_embedder`). The settings take turns
-    (round 1: A, B, C; round 2: A, B, C; ...) and each keeps its best round, so a burst of
-    load from other jobs does not land on one setting only. ``chunk``: texts per ``embed``
-    call (the write path embeds at most 256 at a time); None embeds them all in one call."""
+    """Embedding throughput of ``texts`` per embedder setting (:func:`knob_embedder`). The
+    settings take turns (round 1: A, B, C; round 2: A, B, C; ...) and each keeps its best
+    round, so a burst of load from other jobs does not land on one setting only. ``chunk``:
+    texts per ``embed`` call (the write path embeds at most 256 at a time); None embeds them
+    all in one call."""
     embedders = []
     for setting in settings:
         emb = knob_embedder(setting)

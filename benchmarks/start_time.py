@@ -50,8 +50,8 @@ mos = MemOS(tempfile.mkdtemp(), config=MemOSConfig(show_progress=False))
 t3 = time.perf_counter()
 mos.add("Alice's bike is a green Brompton.", user_id="alice")
 t4 = time.perf_counter()
-mos.add_many([f"Note {i}: Alice rode her bike to the market with {i % 7} friends." for i in range(N)],
-             user_id="alice")
+mos.add_many([f"Note {i}: Alice rode her bike to the market with {i % 7} friends."
+              for i in range(N)], user_id="alice")
 t5 = time.perf_counter()
 mos.close()
 print(json.dumps({"import_ms": 1000 * (t1 - t0), "qdrant_client": qdrant,
@@ -68,8 +68,8 @@ def measure(src: Path, runs: int, add_many: int = 8) -> dict[str, object]:
     rows = []
     stderr_lines = []
     for _ in range(runs):
-        done = subprocess.run([sys.executable, "-c", CHILD, str(add_many)], capture_output=True, text=True,
-                              env=env, cwd=src, timeout=600, check=True)
+        done = subprocess.run([sys.executable, "-c", CHILD, str(add_many)], capture_output=True,
+                              text=True, env=env, cwd=src, timeout=600, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         stderr_lines.append(len([line for line in done.stderr.replace("\r", "\n").splitlines()
                                  if line.strip()]))

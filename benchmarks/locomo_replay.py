@@ -19,6 +19,17 @@ the conversation's speakers left out, ``HybridRetriever.dense_text``):
 - ``sentences+turn``: that, plus the memory's own dense cosine.
 - ``rocchio``: the dense cosine to the query vector plus the mean vector of the system's
   first three hits (pseudo-relevance feedback on the dense side).
+- ``speaker-dense`` / ``speaker-sentences``: the dense cosine (of the turn, of its best
+  sentence) of the turns of the one speaker the question names, nothing for the other
+  turns; a question that names no speaker, or two, keeps the system's order. Its extra
+  candidates are that speaker's best turns, whether or not the system found them.
+- ``soft-words``: a memory scores, for each content word of the question (stop words and
+  the speakers' names left out), the best MiniLM cosine between that word alone and a word
+  of the memory's body (cosines below 0.4 count 0), summed over the question's words.
+  MiniLM's word-level knowledge ("kickboxing" near "martial") without the rest of the turn.
+
+Before the signals it prints the ceiling of re-ordering: recall if the system's top N were
+put in the best order (its evidence first), for N = 10, 20, 30 and ``--depth``.
 
     python benchmarks/locomo_replay.py --data ../shared/data/locomo/locomo_dev.json
 """
@@ -43,7 +54,11 @@ from locomo_retrieval import (  # noqa: E402
     CATEGORIES, aggregate, normalise_evidence, score, turns_of,
 )
 
-SIGNALS = ("sentences", "sentences+turn", "rocchio")
+SIGNALS = ("sentences", "sentences+turn", "rocchio", "speaker-dense", "speaker-sentences",
+           "soft-words")
+#: a word's cosine to a question word below this counts 0 in ``soft-words``
+SOFT_FLOOR = 0.4
+_WORD = re.compile(r"[a-z]+")
 _TURN = re.compile(r"^(?:\[[^\]]*\]\s*)?([^:]+):\s*(.*)$", re.S)
 _PHOTO = re.compile(r"\[shares a photo: ([^\]]*)\]")
 
@@ -60,6 +75,15 @@ def pieces(text: str) -> list[str]:
     return [f"{speaker}: {s}" if speaker else s for s in [*sentences, *captions]]
 
 
+def content_words(text: str, leave_out: set[str] = frozenset()) -> list[str]:
+    """Lower-cased words of three letters or more, stop words and ``leave_out`` dropped,
+    in order, each once."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return list(dict.fromkeys(w for w in _WORD.findall(text.lower()) if len(w) >= 3
+                              and w not in ENGLISH_STOP_WORDS and w not in leave_out))
+
+
 def normalised(values: list[float]) -> np.ndarray:
     x = np.asarray(values, dtype=float)
     span = x.max() - x.min()
@@ -71,6 +95,8 @@ def collect(data: Path, backend: str, depth: int) -> dict[str, Any]:
     index, score) and the vectors the signals need."""
     from memos_core import MemOS, MemOSConfig
     from memos_core.retrieval.filters import SEARCHABLE_STATES, build_filter
+    from memos_core.retrieval.rerank import named_speaker, speaker_of
+    from memos_core.retrieval.voice import body_of
 
     samples = json.loads(data.read_text())
     convs: dict[str, dict[str, Any]] = {}
@@ -90,9 +116,13 @@ def collect(data: Path, backend: str, depth: int) -> dict[str, Any]:
             dia = [c.metadata["dia_id"] for c in cubes]
             split = [pieces(c.text) for c in cubes]
             owner = np.array([i for i, p in enumerate(split) for _ in p])
+            speakers = [speaker_of(c.text) or "" for c in cubes]
+            names = {w for s in speakers for w in s.lower().split()}
             convs[user] = {
                 "dia": dia, "turn": mos.embedder.embed([c.text for c in cubes]),
                 "sentence": mos.embedder.embed([s for p in split for s in p]), "owner": owner,
+                "speaker": np.array(speakers), "names": names,
+                "words": [content_words(body_of(c.text)) for c in cubes],
             }
             flt = build_filter((user,), states=SEARCHABLE_STATES)
             for qa in sample["qa"]:
@@ -108,14 +138,37 @@ def collect(data: Path, backend: str, depth: int) -> dict[str, Any]:
                     "user": user, "category": qa["category"], "evidence": evidence,
                     "hits": [(row[h.id], h.score) for h in hits],
                     "query": mos.embedder.embed([mos.retriever.dense_text(q, flt)])[0],
+                    "named": named_speaker(q, set(speakers) - {""}),
+                    "words": content_words(q, names),
                 })
-    return {"convs": convs, "questions": questions, "skipped": skipped,
+        vocab = sorted({w for c in convs.values() for ws in c["words"] for w in ws}
+                       | {w for q in questions for w in q["words"]})
+        word_vectors = mos.embedder.embed(vocab)
+    return {"vocab": {w: i for i, w in enumerate(vocab)}, "word_vectors": word_vectors,"convs": convs, "questions": questions, "skipped": skipped,
             "memories": sum(len(c["dia"]) for c in convs.values()),
             "sentences": sum(len(c["owner"]) for c in convs.values())}
 
 
-def signal(name: str, conv: dict[str, Any], q: dict[str, Any]) -> np.ndarray:
-    """One score per memory of the conversation."""
+def signal(name: str, data: dict[str, Any], q: dict[str, Any]) -> np.ndarray | None:
+    """One score per memory of the question's conversation; None keeps the system's order."""
+    conv = data["convs"][q["user"]]
+    if name == "soft-words":
+        vocab, vectors = data["vocab"], data["word_vectors"]
+        if not q["words"]:
+            return None
+        sim = vectors[[vocab[w] for w in q["words"]]] @ vectors.T
+        sim[sim < SOFT_FLOOR] = 0.0
+        return np.array([sim[:, [vocab[w] for w in ws]].max(axis=1).sum() if ws else 0.0
+                         for ws in conv["words"]])
+    if name.startswith("speaker-"):
+        if q["named"] is None:
+            return None
+        if name == "speaker-dense":
+            values = conv["turn"] @ q["query"]
+        else:
+            values = np.full(len(conv["dia"]), -1.0)
+            np.maximum.at(values, conv["owner"], conv["sentence"] @ q["query"])
+        return np.where(conv["speaker"] == q["named"], values, -1.0)
     if name == "rocchio":
         top = [i for i, _ in q["hits"][:3]]
         vec = q["query"] + conv["turn"][top].mean(axis=0)
@@ -125,8 +178,21 @@ def signal(name: str, conv: dict[str, Any], q: dict[str, Any]) -> np.ndarray:
     return best + conv["turn"] @ q["query"] if name == "sentences+turn" else best
 
 
-def replay(data: dict[str, Any], signals: list[np.ndarray] | None, weight: float, rerank: int,
-           extra: int) -> dict[str, dict[str, float]]:
+def ceiling(data: dict[str, Any], top: int) -> dict[str, dict[str, float]]:
+    """Recall if the system's ``top`` hits were put in the best order (evidence first): what
+    any re-ordering of them can reach."""
+    rows: list[tuple[int, dict[str, float]]] = []
+    for q in data["questions"]:
+        dia = data["convs"][q["user"]]["dia"]
+        found = [dia[i] for i, _ in q["hits"][:top]]
+        wanted = set(q["evidence"])
+        ranked = [d for d in found if d in wanted] + [d for d in found if d not in wanted]
+        rows.append((q["category"], score(ranked, q["evidence"])))
+    return aggregate(rows)
+
+
+def replay(data: dict[str, Any], signals: list[np.ndarray | None] | None, weight: float,
+           rerank: int, extra: int) -> dict[str, dict[str, float]]:
     """Recall with ``signals`` (one array per question, :func:`signal`) mixed in at
     ``weight``; None replays the system alone."""
     rows: list[tuple[int, dict[str, float]]] = []
@@ -134,8 +200,8 @@ def replay(data: dict[str, Any], signals: list[np.ndarray] | None, weight: float
         conv = data["convs"][q["user"]]
         ids = [i for i, _ in q["hits"][:rerank]]
         ranked = list(ids)
-        if signals is not None and weight and ids:
-            values = signals[n]
+        values = None if signals is None else signals[n]
+        if values is not None and weight and ids:
             system = [s for _, s in q["hits"][:rerank]]
             for i in np.argsort(-values)[:extra]:
                 if int(i) not in ids:
@@ -163,17 +229,21 @@ def main() -> None:
     data = collect(args.data, args.backend, args.depth)
     weights = [float(w) for w in args.weights.split(",")]
     tables = {"system (replayed)": replay(data, None, 0.0, args.rerank, args.extra)}
+    for top in sorted({10, 20, 30, args.depth}):
+        tables[f"ceiling: top {top} in the best order"] = ceiling(data, top)
     for name in args.signals.split(","):
         if name not in SIGNALS:
             raise SystemExit(f"unknown signal {name!r}: one of {', '.join(SIGNALS)}")
-        values = [signal(name, data["convs"][q["user"]], q) for q in data["questions"]]
+        values = [signal(name, data, q) for q in data["questions"]]
         for w in weights:
             tables[f"{name} {w}"] = replay(data, values, w, args.rerank, args.extra)
     cats = list(CATEGORIES.values())
     print(markdown_machine(machine_info()))
     print(f"\n{len(data['convs'])} conversations, {data['memories']} memories split into "
           f"{data['sentences']} sentences and captions, {len(data['questions'])} questions scored "
-          f"({data['skipped']} without usable evidence); backend {args.backend}; the system's top "
+          f"({data['skipped']} without usable evidence), {len(data['vocab'])} distinct content "
+          f"words, {sum(q['named'] is not None for q in data['questions'])} questions name one "
+          f"speaker; backend {args.backend}; the system's top "
           f"{args.depth}, top {args.rerank} re-ordered, {args.extra} extra candidates per signal\n")
     print("| replay | r@5 | r@10 | r@20 | all@10 | MRR | " + " | ".join(f"{c} r@10" for c in cats)
           + " |\n|" + "---|" * (6 + len(cats)))

@@ -59,12 +59,23 @@ def test_bf16_rows_barely_depend_on_batching(bf16):
     assert np.sum(together[len(TEXTS):] * small, axis=1).min() >= 0.9999
 
 
+def test_fused_attention_gives_the_same_vectors(bf16, torch_vectors):
+    """The default plain-product ("eager") attention and transformers' fused kernel
+    ("sdpa") agree with each other and with the fp32 model."""
+    assert bf16.attention == "eager"
+    fused = Bf16Embedder("minilm", attention="sdpa").embed(TEXTS)
+    assert np.sum(fused * bf16.embed(TEXTS), axis=1).min() >= 0.9999
+    assert np.sum(fused * torch_vectors, axis=1).min() >= 0.9999
+
+
 def test_bf16_refuses_a_model_without_mean_pooling_and_bad_limits(tmp_path):
     (tmp_path / "modules.json").write_text('[{"type": "x.Transformer"}]')
     with pytest.raises(MemOSError, match="bf16 embedder.*torch backend"):
         Bf16Embedder(str(tmp_path)).embed(["x"])
     with pytest.raises(InvalidInputError, match="batch_size and batch_tokens"):
         Bf16Embedder("minilm", batch_tokens=0)
+    with pytest.raises(InvalidInputError, match="attention must be 'eager' or 'sdpa'"):
+        Bf16Embedder("minilm", attention="flash")
 
 
 class _Counting:

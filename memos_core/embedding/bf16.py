@@ -9,6 +9,11 @@ test texts and on LoCoMo turns (docs/benchmarks.md, twelfth pass), against >= 0.
 any backend that claims the same vectors. A text's vector moves a little with the shape of
 its batch, as the kernels round differently (cosine >= 0.9999 between batchings).
 
+Attention runs as plain batched matrix products and a softmax (transformers' "eager"
+attention), not the fused scaled-dot-product kernel: at MiniLM's short sequences the fused
+CPU kernel took 17.5% of a bulk call, and the plain products embed 5 to 8% faster
+(docs/benchmarks.md, thirteenth pass).
+
 On a CPU with ``avx512_bf16`` (AMD Zen 4, Intel Cooper Lake: up to twice the fp32 rate) or
 AMX (Intel Sapphire Rapids and later) the products run faster than in fp32; elsewhere torch
 emulates bf16 and this is slower than fp32, so :func:`memos_core.embedding.default_embedder`
@@ -31,6 +36,7 @@ from memos_core.embedding.pieces import (
     mean_pool,
     quiet_loading,
 )
+from memos_core.errors import InvalidInputError
 
 __all__ = ["Bf16Embedder"]
 
@@ -41,16 +47,25 @@ class Bf16Embedder(PieceBatchedEmbedder):
     :class:`memos_core.embedding.Embedder`; loaded lazily (about half a second, no export);
     thread-safe. Batching as :class:`memos_core.embedding.onnx.OnnxEmbedder`.
 
-    Raises (on the first ``embed``):
-        ModelLoadError: the model is not Transformer -> mean Pooling -> Normalize.
+    ``attention``: "eager" (plain batched products, faster here) or "sdpa" (transformers'
+    fused kernel); the vectors agree to cosine >= 0.9999.
+
+    Raises:
+        InvalidInputError: ``attention`` is neither.
+        ModelLoadError: (on the first ``embed``) the model is not Transformer -> mean
+            Pooling -> Normalize.
     """
 
     backend = "bf16"
 
     def __init__(self, model: str = "minilm", *, batch_size: int = 64, batch_tokens: int = 1024,
-                 sort_by_length: bool = True) -> None:
+                 sort_by_length: bool = True, attention: str = "eager") -> None:
         super().__init__(model, batch_size=batch_size, batch_tokens=batch_tokens,
                          sort_by_length=sort_by_length)
+        if attention not in ("eager", "sdpa"):
+            raise InvalidInputError(f"attention must be 'eager' or 'sdpa', got {attention!r}.")
+        #: transformers' attention: "eager" (batched products, the default) or "sdpa" (fused)
+        self.attention = attention
         self._model: Any = None  # the transformers model once loaded
 
     def _load(self) -> None:
@@ -64,7 +79,8 @@ class Bf16Embedder(PieceBatchedEmbedder):
             check_mean_pooling(src, "the bf16 embedder")
             tok = self._open_tokenizer(src / "tokenizer.json", max_seq_length(src))
             with quiet_loading():
-                model = AutoModel.from_pretrained(str(src), dtype=torch.float32)
+                model = AutoModel.from_pretrained(str(src), dtype=torch.float32,
+                                                  attn_implementation=self.attention)
             model.eval()
             for module in model.modules():  # autocast then has nothing to convert per call
                 if isinstance(module, torch.nn.Linear):

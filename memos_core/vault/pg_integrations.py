@@ -19,7 +19,7 @@ redactions stay sync only.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -592,7 +592,8 @@ class PgCheckpointsMixin(PgRunner):
         self._run_plain(CheckpointSQL.copy_thread(source, target))
 
     def cp_redact(self, contains: Sequence[bytes],
-                  rewrite: Callable[[Typed], Typed | None]) -> builtins.list[str]:
+                  rewrite: Callable[[Typed], Typed | None], *,
+                  skip_threads: Collection[str] = ()) -> builtins.list[str]:
         if not contains:
             return []
         threads: set[str] = set()
@@ -604,6 +605,8 @@ class PgCheckpointsMixin(PgRunner):
                     f"SELECT ctid, thread_id, {type_col}, {value_col} FROM {table} "
                     f"WHERE {value_col} IS NOT NULL AND ({match}) FOR UPDATE", needles).fetchall()
                 for ctid, thread, vtype, blob in rows:
+                    if thread in skip_threads:
+                        continue
                     old = (vtype, bytes(blob))
                     new = rewrite(old)
                     if new is None or tuple(new) == old:

@@ -8,7 +8,7 @@ the framework serialised them, ``(type, bytes)``; the vault never decodes them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from memos_core.vault.base import CheckpointRecord, Typed
@@ -181,7 +181,8 @@ class SQLiteCheckpointsMixin:
                 "WHERE thread_id=?", (target, source))
 
     def cp_redact(self, contains: Sequence[bytes],
-                  rewrite: Callable[[Typed], Typed | None]) -> list[str]:
+                  rewrite: Callable[[Typed], Typed | None], *,
+                  skip_threads: Collection[str] = ()) -> list[str]:
         if not contains:
             return []
         threads: set[str] = set()
@@ -193,6 +194,8 @@ class SQLiteCheckpointsMixin:
                     f"WHERE {value_col} IS NOT NULL AND ({match})",
                     [bytes(c) for c in contains]).fetchall()
                 for rowid, thread, vtype, blob in rows:
+                    if thread in skip_threads:
+                        continue
                     new = rewrite((vtype, blob))
                     if new is None or tuple(new) == (vtype, blob):
                         continue

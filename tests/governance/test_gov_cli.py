@@ -34,7 +34,8 @@ def _ids(out: str) -> set[str]:
 # (who, command, expected exit status, check of stdout/stderr); "{id}" is A's memory id.
 STEPS: list[tuple[str, tuple[str, ...], int, Callable[[str, str, str], bool]]] = [
     ("bob", ("get", "{id}"), 3, lambda out, err, mid: "denied" in err and "rule:" in err),
-    ("bob", ("history", "{id}"), 3, lambda out, err, mid: "belongs to 'alice'" in err),
+    ("bob", ("history", "{id}"), 3,
+     lambda out, err, mid: "belongs to another user" in err and "alice" not in err),
     ("bob", ("search", "heron lake"), 0, lambda out, err, mid: mid not in _ids(out)),
     ("bob", ("update", "{id}", "mine now"), 3, lambda out, err, mid: "may not change" in err),
     ("bob", ("forget", "{id}"), 3, lambda out, err, mid: "denied" in err),

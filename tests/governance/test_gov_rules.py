@@ -49,9 +49,9 @@ def test_permission_table(readers, writers, user, read, write, own) -> None:
 @pytest.mark.parametrize(
     "operation, action, message",
     [
-        (Operation.READ, None, "may not read .* belongs to 'alice' .*rule: owner or readers only"),
+        (Operation.READ, None, "may not read .* belongs to another user .*rule: owner or readers only"),
         (Operation.WRITE, None, "may not change .*rule: owner or writers only"),
-        (Operation.OWN, "forget", r"Only the owner \('alice'\) may forget .*rule: forget is owner-only"),
+        (Operation.OWN, "forget", r"Only the owner \(another user\) may forget .*rule: forget is owner-only"),
         (Operation.OWN, "share", r"rule: share is owner-only"),
     ],
 )
@@ -59,6 +59,18 @@ def test_denials_name_the_rule(operation, action, message) -> None:
     with pytest.raises(AccessDeniedError, match=message) as info:
         access.require(cube(), "bob", operation, action)
     assert isinstance(info.value, PermissionError)
+
+
+def test_only_a_reader_is_told_the_owner() -> None:
+    """A reader sees the owner in the memory itself, so a denial may name it; anyone else
+    learns nothing about whose memory an id is."""
+    with pytest.raises(AccessDeniedError, match=r"Only the owner \('alice'\) may forget"):
+        access.require(cube(readers=("bob",)), "bob", Operation.OWN, "forget")
+    with pytest.raises(AccessDeniedError, match="may not change .* belongs to 'alice'"):
+        access.require(cube(readers=("bob",)), "bob", Operation.WRITE)
+    with pytest.raises(AccessDeniedError) as denied:
+        access.require(cube(), "bob", Operation.WRITE)
+    assert "alice" not in str(denied.value)
 
 
 @pytest.mark.parametrize(

@@ -573,6 +573,9 @@ class VaultConformance:
             assert value[1] is not None
             return (value[0], value[1].replace(b"4711", b"[forgotten]"))
 
+        # a skipped thread (another user's conversation) keeps every byte
+        assert vault.cp_redact([b"4711"], rewrite, skip_threads={"t1"}) == []
+        assert vault.cp_blobs("t1", "", {"ch": "1"}) == {"ch": ("j", secret)}
         assert vault.cp_redact([b"4711"], rewrite) == ["t1"]
         record = vault.cp_get("t1", "", "c1")
         assert record is not None and b"4711" not in (record.checkpoint[1] or b"")

@@ -14,7 +14,11 @@ msgpack-based, never pickle) as ``(type, bytes)`` pairs; the core never decodes 
 Forgetting: ``MemOS.forget`` reaches the checkpoints: every checkpoint, channel value and
 pending write holding the forgotten memory is decoded, its messages redacted (the text
 becomes ``[forgotten]``; the messages stay, so the thread still loads and resumes) and
-re-encoded, in one vault transaction. While a checkpointer is open this is its forget hook
+re-encoded, in one vault transaction. Only the threads of the memory's owner and threads
+of no user are touched: a thread whose checkpoints name users (LangGraph copies
+``configurable["user_id"]`` into each checkpoint's metadata; the key is the checkpointer's
+``user_id_key``) and not the owner is another user's conversation, and one user's forget
+neither rewrites it nor reports it. While a checkpointer is open this is its forget hook
 (its ``serde``); otherwise :func:`redact_vault`, this package's vault redactor (entry point
 ``memos_core.vault_redactors``), does the same with the default serializer.
 
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,19 +101,25 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
     (one vault transaction per call). Thread-safe.
     """
 
-    def __init__(self, mos: MemOS, *, serde: SerializerProtocol | None = None) -> None:
+    def __init__(self, mos: MemOS, *, serde: SerializerProtocol | None = None,
+                 user_id_key: str = "user_id") -> None:
         """Use ``mos``'s vault (moving an old ``<data_dir>/checkpoints.sqlite3`` into it).
 
-        The checkpointer does not own ``mos``; :meth:`close` (or the context manager) ends
-        its forget hook.
+        ``user_id_key``: the ``configurable`` key that names a thread's user (as for
+        ``MemOSMiddleware``); a forget leaves threads that name other users alone. The
+        checkpointer does not own ``mos``; :meth:`close` (or the context manager) ends its
+        forget hook.
         """
         mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
         if not isinstance(mos, MemOS):
             raise InvalidInputError(
                 f"MemOSCheckpointer needs a memos_core.MemOS, got {type(mos).__name__}."
             )
+        if not isinstance(user_id_key, str) or not user_id_key:
+            raise InvalidInputError("user_id_key must be a non-empty string.")
         super().__init__(serde=serde)
         self.mos = mos
+        self.user_id_key = user_id_key
         self._store: ThreadCheckpoints = thread_checkpoints(mos)
         #: the native async storage (server mode), else None: async twins use a thread
         self._astore: AsyncThreadCheckpoints | None = async_checkpoints(self._store)
@@ -293,7 +303,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         """The forget hook: :func:`_redact_vault` with this checkpointer's ``serde``."""
         if self._closed:  # the vault redactor takes over (it runs after the hooks)
             return []
-        return _redact_vault(self._store, self.serde, memory)
+        return _redact_vault(self._store, self.serde, memory, self.user_id_key)
 
     # -- async twins: the same encoding and decoding, awaiting the async storage (native
     # in server mode, else a worker thread per storage call: memos_core.integration) ------
@@ -403,18 +413,34 @@ def redact_vault(vault: ThreadCheckpoints, memory: MemCube) -> list[DerivedForm]
     return _redact_vault(vault, maybe_add_typed_methods(MemOSCheckpointer.serde), memory)
 
 
+def _others_threads(metadata: Iterable[tuple[str, Typed]], serde: SerializerProtocol,
+                    owner: str, user_id_key: str) -> set[str]:
+    """The threads that are other users' conversations: some checkpoint's metadata names a
+    user (``user_id_key``) and none names ``owner``. ``metadata``: (thread, metadata) of
+    every checkpoint."""
+    users: dict[str, set[str]] = {}
+    for thread, typed in metadata:
+        named = serde.loads_typed(typed).get(user_id_key)
+        users.setdefault(thread, set())
+        if isinstance(named, str) and named:
+            users[thread].add(named)
+    return {thread for thread, named in users.items() if named and owner not in named}
+
+
 def _redact_vault(vault: ThreadCheckpoints, serde: SerializerProtocol,
-                  memory: MemCube) -> list[DerivedForm]:
-    """Redact ``memory`` in every stored value of every thread (one vault transaction); one
-    form per thread that held it."""
+                  memory: MemCube, user_id_key: str = "user_id") -> list[DerivedForm]:
+    """Redact ``memory`` in every stored value of the threads of its owner and of no user
+    (one vault transaction); one form per thread that held it."""
     redactor = MessageRedactor(memory)
+    others = _others_threads(((r.thread_id, r.metadata) for r in vault.cp_list()), serde,
+                             memory.user_id, user_id_key)
 
     def rewrite(typed: Typed) -> Typed | None:
         value = serde.loads_typed(typed)
         redacted = _redact(value, redactor)
         return None if redacted is value else serde.dumps_typed(redacted)
 
-    threads = vault.cp_redact(redactor.patterns(), rewrite)
+    threads = vault.cp_redact(redactor.patterns(), rewrite, skip_threads=others)
     return [DerivedForm(kind="conversation_log", id=f"{FORM}:{t}", action="redacted")
             for t in threads]
 
@@ -436,17 +462,25 @@ def redact_files(data_dir: Path, memory: MemCube) -> list[DerivedForm]:
 
 def _redact_db(db: sqlite3.Connection, path: Path, serde: SerializerProtocol,
                memory: MemCube) -> list[DerivedForm]:
-    """Redact ``memory`` in every stored value of every thread (one transaction), then
-    truncate the WAL; one form per thread that held it. ``db`` is in autocommit mode."""
+    """Redact ``memory`` in every stored value of the threads of its owner and of no user
+    (one transaction), then truncate the WAL; one form per thread that held it. ``db`` is
+    in autocommit mode."""
     redactor = MessageRedactor(memory)
     patterns = redactor.patterns()
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    others: set[str] = set()
+    if "checkpoints" in tables:
+        rows = db.execute("SELECT thread_id, metadata_type, metadata FROM checkpoints "
+                          "WHERE metadata IS NOT NULL").fetchall()
+        others = _others_threads(((t, (mt, m)) for t, mt, m in rows), serde, memory.user_id,
+                                 "user_id")
     threads: set[str] = set()
     db.execute("BEGIN IMMEDIATE")
     try:
         for table, type_col, value_col in _VALUE_COLUMNS:
             if table in tables:
-                threads |= _redact_column(db, serde, table, type_col, value_col, redactor, patterns)
+                threads |= _redact_column(db, serde, table, type_col, value_col, redactor,
+                                          patterns, others)
     except BaseException:
         db.execute("ROLLBACK")
         raise
@@ -458,9 +492,10 @@ def _redact_db(db: sqlite3.Connection, path: Path, serde: SerializerProtocol,
 
 
 def _redact_column(db: sqlite3.Connection, serde: SerializerProtocol, table: str, type_col: str,
-                   value_col: str, redactor: MessageRedactor,
-                   patterns: Sequence[bytes]) -> set[str]:
-    """Rewrite the rows of one column that hold the memory; the threads changed."""
+                   value_col: str, redactor: MessageRedactor, patterns: Sequence[bytes],
+                   skip: Collection[str] = ()) -> set[str]:
+    """Rewrite the rows of one column that hold the memory, outside the threads ``skip``
+    names; the threads changed."""
     if not patterns:
         return set()
     match = " OR ".join(f"instr({value_col}, ?) > 0" for _ in patterns)
@@ -470,6 +505,8 @@ def _redact_column(db: sqlite3.Connection, serde: SerializerProtocol, table: str
     ).fetchall()
     threads = set()
     for rowid, thread, vtype, blob in rows:
+        if thread in skip:
+            continue
         value = serde.loads_typed((vtype, blob))
         redacted = _redact(value, redactor)
         if redacted is value:

@@ -22,7 +22,7 @@ from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
 from lc_fakes import scripted, tool_call
-from memos_core import MemCube, MemOS
+from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.integration import DerivedForm
 
 from langchain_memos import MemOSCheckpointer, MemOSMiddleware, create_memory_tools
@@ -266,3 +266,105 @@ def test_forget_reaches_an_old_checkpoints_file_not_yet_moved(make_mos: Callable
         assert not (mos.data_dir / FILENAME).exists()
         messages = _agent(mos, saver, "Sure.").get_state(CONFIG).values["messages"]
         assert [m.content for m in messages][:2] == ["[forgotten]", "Noted."]
+
+
+def _thread(saver: MemOSCheckpointer, thread: str, user: str | None, *texts: str) -> None:
+    """A checkpoint of ``thread`` holding ``texts`` as human messages; ``user`` goes into
+    ``configurable["user_id"]``, which LangGraph copies into the checkpoint's metadata."""
+    configurable = {"thread_id": thread, "checkpoint_ns": ""}
+    if user is not None:
+        configurable["user_id"] = user
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"messages": [HumanMessage(t) for t in texts]}
+    checkpoint["channel_versions"] = {"messages": "1"}
+    saver.put({"configurable": configurable}, checkpoint, {}, {"messages": "1"})
+
+
+def _texts(saver: MemOSCheckpointer, thread: str) -> list[str]:
+    state = saver.get_tuple({"configurable": {"thread_id": thread}})
+    return [m.content for m in state.checkpoint["channel_values"]["messages"]]
+
+
+def test_forget_leaves_other_users_threads_alone(mos: MemOS) -> None:
+    """One user's forget must not rewrite, nor report, another user's conversation: a
+    memory with the same text as a message of Alice's thread, added and forgotten by
+    Mallory, leaves Alice's thread as it was. Alice's own forget redacts it; a thread that
+    names no user is redacted by anyone's forget (it is nobody's)."""
+    saver = MemOSCheckpointer(mos)
+    _thread(saver, "alice-t", "alice", SECRET, "thanks")
+    _thread(saver, "shared-t", None, SECRET)
+
+    planted = mos.add(SECRET, user_id="mallory")
+    receipt = mos.forget(planted.id, user_id="mallory")
+    assert [d.id for d in receipt.derived] == [f"{FORM}:shared-t"]
+    assert _texts(saver, "alice-t") == [SECRET, "thanks"]
+    assert _texts(saver, "shared-t") == ["[forgotten]"]
+
+    own = mos.add(SECRET, user_id="alice")
+    assert [d.id for d in mos.forget(own.id, user_id="alice").derived] == [f"{FORM}:alice-t"]
+    assert _texts(saver, "alice-t") == ["[forgotten]", "thanks"]
+    saver.close()
+    # the vault redactor (no checkpointer open) keeps to the same rule
+    _thread(saver := MemOSCheckpointer(mos), "bob-t", "bob", SECRET)
+    saver.close()
+    planted = mos.add(SECRET, user_id="mallory")
+    assert mos.forget(planted.id, user_id="mallory").derived == ()
+    with MemOSCheckpointer(mos) as saver:
+        assert _texts(saver, "bob-t") == [SECRET]
+
+
+def test_a_custom_user_id_key_names_the_threads_user(mos: MemOS) -> None:
+    saver = MemOSCheckpointer(mos, user_id_key="account")
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"messages": [HumanMessage(SECRET)]}
+    checkpoint["channel_versions"] = {"messages": "1"}
+    saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": "", "account": "alice"}},
+              checkpoint, {}, {"messages": "1"})
+    planted = mos.add(SECRET, user_id="mallory")
+    assert mos.forget(planted.id, user_id="mallory").derived == ()
+    assert _texts(saver, "t") == [SECRET]
+    saver.close()
+    with pytest.raises(InvalidInputError, match="user_id_key"):
+        MemOSCheckpointer(mos, user_id_key="")
+
+
+def test_a_short_memory_matches_only_whole_messages(mos: MemOS) -> None:
+    """A one-letter memory must not redact that letter in every conversation: a text
+    shorter than MIN_NEEDLE characters matches only a message that is exactly it."""
+    saver = MemOSCheckpointer(mos)
+    _thread(saver, "t", None, "Hello there, see you", "ok")
+    for text in ("e", "ok"):
+        mos.forget(mos.add(text, user_id="dana").id, user_id="dana")
+    assert _texts(saver, "t") == ["Hello there, see you", "[forgotten]"]
+    saver.close()
+
+
+def test_an_old_checkpoints_file_keeps_other_users_threads(make_mos: Callable[..., MemOS]) -> None:
+    """The legacy file redactor follows the same rule as the vault's."""
+    from test_lc_checkpoint import _LEGACY_SCHEMA
+
+    mos = make_mos()
+    with MemOSCheckpointer(mos) as saver:
+        _thread(saver, "alice-t", "alice", SECRET)
+        _thread(saver, "nobody-t", None, SECRET)
+    vault = mos.store.vault
+    legacy = sqlite3.connect(mos.data_dir / FILENAME)
+    legacy.executescript(_LEGACY_SCHEMA)
+    for r in vault.cp_list():
+        legacy.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?)",
+                       (r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
+                        r.run_id, *r.checkpoint, *r.metadata))
+    legacy.executemany("INSERT INTO blobs VALUES (?,?,?,?,?,?)",
+                       vault._db.execute("SELECT * FROM cp_blobs").fetchall())
+    legacy.commit()
+    for thread in ("alice-t", "nobody-t"):
+        vault.cp_delete_thread(thread)
+    legacy.close()
+    mos.close()
+    mos = make_mos()
+    planted = mos.add(SECRET, user_id="mallory")
+    assert [d.id for d in mos.forget(planted.id, user_id="mallory").derived] == [
+        f"{FILENAME}:nobody-t"]
+    with MemOSCheckpointer(mos) as saver:  # moved into the vault
+        assert _texts(saver, "alice-t") == [SECRET]
+        assert _texts(saver, "nobody-t") == ["[forgotten]"]

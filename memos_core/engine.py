@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from memos_core.cube import MemCube, utcnow
 from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.governance.sensitivity import allowance, withheld
 from memos_core.lifecycle import INDEXED
 from memos_core.scheduler.background import BackgroundScheduler
 from memos_core.scheduler.consolidation import ConsolidationConfig, consolidation_candidates
@@ -281,10 +282,15 @@ class MemoryEngine:
         return consolidation_candidates(records, config, now or utcnow())
 
     def _usage_records(self, user_id: str | None = None) -> dict[str, list[UsageRecord]]:
-        """Usage records of the live memories, by owner (all owners, or ``user_id``'s)."""
+        """Usage records of the live memories that may be trained, by owner (all owners, or
+        ``user_id``'s): a memory whose sensitivity tags the store's prompt allowance does not
+        cover is left out, as the parametric tier never trains it."""
         records: dict[str, list[UsageRecord]] = {}
+        allowed = allowance(self.store.config.allow_sensitive)
         for batch in self.executor.owned_cubes(user_id):
             for cube in batch:
+                if withheld(cube.governance.sensitivity, allowed):
+                    continue
                 records.setdefault(cube.user_id, []).append(
                     UsageRecord.from_cube(cube, token_count=1))
         return records

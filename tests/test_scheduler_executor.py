@@ -353,3 +353,20 @@ def test_sensitive_memories_enter_a_block_only_if_prompts_may_show_them(
     expected = {plain.id, pii.id} if in_block else {plain.id}
     assert block_members(mos) == [expected]  # 'secret' never: never_activate_sensitivity
     assert {c.id for c in engine_for(mos).executor.hot_memories("alice")} == expected
+
+
+def test_a_memory_past_its_ttl_leaves_the_hot_set(store: MemOS, monkeypatch) -> None:
+    """Search hides a memory once its TTL has run out; chat's hot block must too, without
+    waiting for the next scheduler run to expire it."""
+    from memos_core.scheduler.executor import is_hot_candidate
+
+    memory = store.add("Alice's locker code is 4471.", user_id="alice", ttl_seconds=60)
+    hit(store, memory)
+    store.schedule(config=EAGER)
+    executor = engine_for(store).executor
+    assert [c.id for c in executor.hot_memories("alice")] == [memory.id]
+    cube = store.get(memory.id, user_id="alice")
+    later = utcnow() + timedelta(seconds=61)
+    assert is_hot_candidate(cube, "alice") and not is_hot_candidate(cube, "alice", now=later)
+    monkeypatch.setattr(executor, "_clock", lambda: later)
+    assert executor.hot_memories("alice") == []

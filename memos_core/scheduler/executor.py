@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from memos_core.cube import MemCube, State, Tier, utcnow
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.governance.sensitivity import allowance, withheld
-from memos_core.lifecycle import INDEXED_STATES, SEARCHABLE
+from memos_core.lifecycle import INDEXED_STATES, SEARCHABLE, ttl_elapsed
 from memos_core.ops.writes import set_state
 from memos_core.scheduler.policy import (
     Plan,
@@ -82,14 +82,17 @@ def prompt_safe(cube: MemCube, allowed: frozenset[str]) -> bool:
     return not withheld(cube.governance.sensitivity, allowed)
 
 
-def is_hot_candidate(cube: MemCube, user_id: str, allowed: frozenset[str] = frozenset()) -> bool:
+def is_hot_candidate(cube: MemCube, user_id: str, allowed: frozenset[str] = frozenset(),
+                     now: datetime | None = None) -> bool:
     """Whether ``cube`` may be served from ``user_id``'s hot block right now: owned by that
-    user, generated/activated, not superseded, marked as being in the activation tier, and
-    :func:`prompt_safe` under ``allowed``."""
+    user, generated/activated, not superseded, its TTL not run out at ``now`` (default: the
+    current time; search hides it from then on, so chat must too), marked as being in the
+    activation tier, and :func:`prompt_safe` under ``allowed``."""
     return (
         cube.user_id == user_id
         and cube.state in SEARCHABLE
         and cube.valid_to is None
+        and not ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, now or utcnow())
         and cube.usage.tier is Tier.ACTIVATION
         and prompt_safe(cube, allowed)
     )
@@ -224,6 +227,7 @@ class SchedulerExecutor:
         memories for those marked ``tier == activation``); the cubes are re-read each call.
         """
         allowed = self._allowed()
+        now = self._clock()
         with self._state_lock:
             ids = self._hot.get(user_id)
         if ids is None:
@@ -231,12 +235,13 @@ class SchedulerExecutor:
                 c.id
                 for batch in self.owned_cubes(user_id)
                 for c in batch
-                if is_hot_candidate(c, user_id, allowed)
+                if is_hot_candidate(c, user_id, allowed, now)
             )
             with self._state_lock:
                 self._hot.setdefault(user_id, ids)
         cubes = self._store.vault.get_many(list(ids))
-        return block_order([c for c in cubes.values() if is_hot_candidate(c, user_id, allowed)])
+        return block_order([c for c in cubes.values()
+                            if is_hot_candidate(c, user_id, allowed, now)])
 
     def forget_hot_sets(self) -> None:
         """Drop the cached hot ids (they are re-read from the vault on next use)."""

@@ -311,3 +311,55 @@ def test_stale_adapters_are_retired_to_plaintext(store: tuple[MemOS, list[str]])
     assert all(mos.get(i, user_id="ada").usage.tier is Tier.PLAINTEXT for i in ids)
     actions = audit_actions(mos)
     assert actions.count("parametric:retire") == 2
+
+
+def _files_holding(root, needle: str) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and needle.encode() in p.read_bytes())
+
+
+def test_forget_leaves_no_text_in_the_adapter_records(store: tuple[MemOS, list[str]]) -> None:
+    """The manifest of a retired adapter kept the cloze prompt and answer of the forgotten
+    memory (its evaluation items); a forget now scrubs every text of the record, keeping ids
+    and recalled yes/no, also in an adapter retired earlier for another reason."""
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    tier.retire("v1", reason="stale")  # retired before the forget, its record still full
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)  # v2, active
+    secret = mos.get(ids[0], user_id="ada").text
+    answer = secret.rstrip(".").split()[-1]
+    assert _files_holding(mos.data_dir / "adapters", answer)  # the records hold it
+    mos.forget(ids[0], user_id="ada")
+    assert _files_holding(mos.data_dir, answer) == []
+    for version in ("v1", "v2"):
+        manifest = tier.store.manifest(version)
+        assert manifest.status == "retired"
+        assert {i.memory_id for i in manifest.evaluation.items} == set(ids)
+        assert all(i.prompt == i.answer == i.completion == "" for i in manifest.evaluation.items)
+        assert all(c.adapted == "" for c in manifest.evaluation.control_items)
+
+
+def test_sensitive_memories_are_never_trained(make_mos, tiny: LocalModel) -> None:
+    """Search hands out a memory tagged beyond the store's prompt allowance redacted, and
+    the KV tier keeps it out of its blocks; weights cannot redact, so training leaves it out
+    on every path (explicit ids and the policy's candidates)."""
+    mos = make_mos()
+    mos.attach_model(tiny)
+    plain = mos.add("Ada's dog is named Rex.", user_id="ada", type="fact").id
+    pii = mos.add("Ada's passport number is Xk99817.", user_id="ada", type="fact",
+                  sensitivity=["pii"]).id
+    secret = mos.add("Ada's bank pin is Zephyr4412.", user_id="ada", type="fact",
+                     sensitivity=["secret"]).id
+    result = mos.consolidate(user_id="ada", memory_ids=[plain, pii, secret], config=OPEN,
+                             progress=False)
+    assert [m.id for m in result.manifest.memories] == [plain]
+    assert _files_holding(mos.data_dir / "adapters", "Xk99817") == []
+    for _ in range(4):
+        mos.search("passport number bank pin dog", user_id="ada")
+    later = datetime.now(timezone.utc) + timedelta(seconds=5)
+    candidates = engine_for(mos).consolidation_candidates(
+        "ada", ConsolidationConfig(stable_after_s=0), now=later)
+    assert pii not in candidates and secret not in candidates
+    with pytest.raises(InvalidInputError):
+        mos.consolidate(user_id="ada", memory_ids=[pii], config=OPEN, progress=False)

@@ -116,6 +116,19 @@ class Evaluation(BaseModel):
         return frozenset(i.memory_id for i in self.items if i.question_recalled)
 
 
+def scrubbed(evaluation: Evaluation) -> Evaluation:
+    """``evaluation`` without any text: recall items keep their memory id and whether they
+    were recalled, controls whether they were kept (what a forget leaves of an adapter's
+    record: the texts may hold the forgotten memory)."""
+    return evaluation.model_copy(update={
+        "items": tuple(i.model_copy(update={"prompt": "", "answer": "", "completion": "",
+                                            "question": None, "question_completion": None})
+                       for i in evaluation.items),
+        "control_items": tuple(c.model_copy(update={"prompt": "", "base": "", "adapted": ""})
+                               for c in evaluation.control_items),
+    })
+
+
 class GateDecision(BaseModel):
     """Whether an adapter may be activated, and why (or why not)."""
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from memos_core.cube import MemCube, MemoryType, State, Tier
 from memos_core.errors import InvalidInputError
+from memos_core.governance.sensitivity import allowance, withheld
 from memos_core.results import DerivedForm
 from memos_core.tiers.parametric.config import ParametricConfig
 from memos_core.tiers.parametric.data import (
@@ -50,6 +51,7 @@ from memos_core.tiers.parametric.evaluation import (
     evaluate,
     gate,
     greedy_completion,
+    scrubbed,
 )
 from memos_core.tiers.parametric.store import (
     WEIGHTS,
@@ -148,12 +150,17 @@ class ParametricTier:
         return replay_examples(prompts, completions)
 
     def candidates(self, owner: str, memory_ids: Sequence[str] | None = None) -> list[MemCube]:
-        """The owner's consolidatable memories (all, or among ``memory_ids``), by id."""
+        """The owner's consolidatable memories (all, or among ``memory_ids``), by id. A
+        memory with a sensitivity tag the store's prompt allowance (``allow_sensitive``)
+        does not cover is never trained: search hands it out redacted, and weights cannot
+        redact what they learned."""
         if memory_ids is None:
             cubes = [c for batch in self.kernel.vault.iter_current() for c in batch]
         else:
             cubes = list(self.kernel.vault.get_many(list(memory_ids)).values())
-        return sorted((c for c in cubes if c.user_id == owner and consolidatable(c)),
+        allowed = allowance(getattr(self.kernel.config, "allow_sensitive", ()))
+        return sorted((c for c in cubes if c.user_id == owner and consolidatable(c)
+                       and not withheld(c.governance.sensitivity, allowed)),
                       key=lambda c: c.id)
 
     def consolidate(self, owner: str, memory_ids: Sequence[str] | None = None, *,
@@ -208,7 +215,7 @@ class ParametricTier:
             "train_s": round(report.seconds, 2)})
         gone = self._forgotten_since(manifest)
         if gone:  # forgotten while it trained: the forget's cascade did not see this adapter
-            self.retire(manifest.version, reason=f"memory {gone[0]} forgotten")
+            self.retire(manifest.version, reason=f"memory {gone[0]} forgotten", scrub=True)
             return ConsolidationResult(manifest=self.store.manifest(manifest.version),
                                        activated=False)
         activated = False
@@ -280,15 +287,22 @@ class ParametricTier:
             self._audit(owner, "rollback", None, {"from": current}, reason)
             return None
 
-    def retire(self, version: str, *, reason: str) -> AdapterManifest:
+    def retire(self, version: str, *, reason: str, scrub: bool = False) -> AdapterManifest:
         """Deactivate ``version`` if active, delete its weights, mark it retired. Its
-        memories return to plaintext (they never left the vault). Idempotent."""
+        memories return to plaintext (they never left the vault). Idempotent.
+
+        ``scrub`` (a forget): the manifest also loses every text its evaluation kept (the
+        cloze prompts and answers, the completions, the chat questions and answers, the
+        control answers), keeping ids, counts and recalled yes/no."""
         with self._lock:
             manifest = self.store.manifest(version)
             if self.store.active(manifest.owner) == version:
                 self.deactivate(manifest.owner, reason=reason)
             self.store.delete_weights(version)
-            manifest = manifest.model_copy(update={"status": "retired", "retired_reason": reason})
+            update: dict[str, Any] = {"status": "retired", "retired_reason": reason}
+            if scrub:
+                update["evaluation"] = scrubbed(manifest.evaluation)
+            manifest = manifest.model_copy(update=update)
             self.store.write_manifest(manifest)
             self._loaded = {k: m for k, m in self._loaded.items()
                             if not k.startswith(version + "@")}
@@ -330,10 +344,15 @@ class ParametricTier:
         retired = []
         with self._lock:
             for manifest in self.store.manifests():
-                if memory_id not in manifest.memory_ids or manifest.status == "retired":
+                if memory_id not in manifest.memory_ids:
+                    continue
+                if manifest.status == "retired":  # retired before: its record may hold the text
+                    clean = scrubbed(manifest.evaluation)
+                    if clean != manifest.evaluation:
+                        self.store.write_manifest(manifest.model_copy(update={"evaluation": clean}))
                     continue
                 was_live = manifest.status in ("active", "ready")
-                self.retire(manifest.version, reason=f"memory {memory_id} forgotten")
+                self.retire(manifest.version, reason=f"memory {memory_id} forgotten", scrub=True)
                 rest = tuple(sorted(manifest.memory_ids - {memory_id}))
                 if was_live and rest:
                     self.store.enqueue(RetrainRequest(

@@ -363,3 +363,20 @@ def test_sensitive_memories_are_never_trained(make_mos, tiny: LocalModel) -> Non
     assert pii not in candidates and secret not in candidates
     with pytest.raises(InvalidInputError):
         mos.consolidate(user_id="ada", memory_ids=[pii], config=OPEN, progress=False)
+
+
+def test_an_expired_memory_retires_its_adapter(store: tuple[MemOS, list[str]]) -> None:
+    """Search stops returning a memory whose TTL ran out (the scheduler moves it to
+    ``expired``); the adapter trained on it stops answering too, and a retrain of the rest
+    is queued. Archiving (the scheduler's tiering of cold memories) keeps the adapter."""
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    mos.set_state(ids[1], "archived", user_id="ada")
+    assert tier.store.active("ada") == "v1"
+    mos.set_state(ids[0], "expired", user_id="ada")
+    assert tier.store.active("ada") is None and tier.model_for("ada") is None
+    manifest = tier.store.manifest("v1")
+    assert manifest.status == "retired" and manifest.retired_reason == f"memory {ids[0]} expired"
+    [request] = tier.store.queue()
+    assert sorted(request.memory_ids) == sorted(ids[1:])

@@ -340,24 +340,31 @@ class ParametricTier:
 
     def retire_holding(self, memory_id: str) -> list[str]:
         """Retire every adapter (not yet retired) that holds ``memory_id`` and queue a retrain
-        of the rest of its memories; returns the retired versions. Idempotent."""
+        of the rest of its memories; returns the retired versions. Idempotent. For a forget:
+        the records of every adapter that held it, retired now or before, lose their texts."""
+        with self._lock:
+            for manifest in self.store.manifests():
+                if memory_id in manifest.memory_ids and manifest.status == "retired":
+                    clean = scrubbed(manifest.evaluation)  # its record may hold the text
+                    if clean != manifest.evaluation:
+                        self.store.write_manifest(manifest.model_copy(update={"evaluation": clean}))
+            return self._retire_unretired(memory_id, f"memory {memory_id} forgotten", scrub=True)
+
+    def _retire_unretired(self, memory_id: str, reason: str, *, scrub: bool) -> list[str]:
+        """Retire each adapter not yet retired that holds ``memory_id``; queue a retrain of
+        the rest of a live one's memories. Returns the versions retired."""
         retired = []
         with self._lock:
             for manifest in self.store.manifests():
-                if memory_id not in manifest.memory_ids:
-                    continue
-                if manifest.status == "retired":  # retired before: its record may hold the text
-                    clean = scrubbed(manifest.evaluation)
-                    if clean != manifest.evaluation:
-                        self.store.write_manifest(manifest.model_copy(update={"evaluation": clean}))
+                if memory_id not in manifest.memory_ids or manifest.status == "retired":
                     continue
                 was_live = manifest.status in ("active", "ready")
-                self.retire(manifest.version, reason=f"memory {memory_id} forgotten", scrub=True)
+                self.retire(manifest.version, reason=reason, scrub=scrub)
                 rest = tuple(sorted(manifest.memory_ids - {memory_id}))
                 if was_live and rest:
                     self.store.enqueue(RetrainRequest(
                         owner=manifest.owner, memory_ids=rest, replaces=manifest.version,
-                        reason=f"memory {memory_id} forgotten"))
+                        reason=reason))
                 retired.append(manifest.version)
         return retired
 
@@ -370,10 +377,16 @@ class ParametricTier:
                 if memory_id in m.memory_ids and m.retired_reason == reason]
 
     def on_change(self, cubes: Sequence[MemCube]) -> None:
-        """``mos.on_change`` listener: tombstones retire the adapters holding them."""
+        """``mos.on_change`` listener: tombstones retire the adapters holding them (their
+        records scrubbed), and so does a memory whose TTL ran out (search no longer returns
+        it, so its adapter must not answer with it; a retrain of the rest is queued). An
+        archived memory keeps its adapter: archiving is the scheduler's tiering of cold
+        memories, and their adapters age out by ``retire_stale``."""
         for cube in cubes:
             if cube.state is State.DELETED:
                 self.retire_holding(cube.id)
+            elif cube.state is State.EXPIRED:
+                self._retire_unretired(cube.id, f"memory {cube.id} expired", scrub=False)
 
     def run_queue(self, owner: str | None = None, *, progress: bool = True,
                   ) -> list[ConsolidationResult]:

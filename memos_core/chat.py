@@ -482,6 +482,17 @@ class MemoryChat:
             if block is None:
                 block = tier.get_or_build(hot)
                 prepared.block_built = True
+                if not self.engine.executor.still_hot(prepared.user_id, hot):
+                    # a memory of the block changed or was forgotten while it was built (the
+                    # forget's purge may have run before the file was written): drop it and
+                    # send what is hot now as text
+                    tier.drop(block.block_id)
+                    now = self.engine.executor.hot_memories(prepared.user_id)
+                    prepared.used = [u for u in prepared.used if u.tier is not Tier.ACTIVATION]
+                    prepared.used[:0] = [_used(c, Tier.ACTIVATION, None) for c in now]
+                    prepared.fallback = "the hot memories changed while their block was built"
+                    prepared.messages = tier.messages_for(now) + prepared.messages
+                    return
         except (MemOSError, ValueError) as exc:  # budget, unsupported cache type
             prepared.fallback = f"{type(exc).__name__}: {exc}"
             prepared.messages = tier.messages_for(hot) + prepared.messages

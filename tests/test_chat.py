@@ -139,6 +139,36 @@ def test_a_changed_member_is_rebuilt_on_the_chat_path(store: MemOS) -> None:
     assert used[alice[0].id] == 2
 
 
+def test_a_forget_while_the_block_is_built_leaves_no_block(store: MemOS, monkeypatch) -> None:
+    """A forget that lands after chat read the hot set and before it built the block: the
+    forget's purge found no file to delete, so the block built from the old hot set must not
+    be kept, used or written to disk; chat sends what is hot now as text."""
+    alice, _ = populate(store)
+    heat_all(store, alice)
+    store.schedule(config=EAGER)
+    engine = engine_for(store)
+    engine.tier.clear()  # so chat builds the block
+    executor = engine.executor
+    read = executor.hot_memories
+    calls = []
+
+    def racing(user_id: str) -> list[Any]:
+        cubes = read(user_id)
+        if not calls:  # a concurrent forget lands right after chat's first read
+            calls.append(store.forget(alice[0].id, user_id="alice"))
+        return cubes
+
+    monkeypatch.setattr(executor, "hot_memories", racing)
+    trace = store.chat(QUESTION, user_id="alice", max_new_tokens=2).trace
+
+    assert not trace.kv_prefix and "changed while their block was built" in trace.fallback
+    assert alice[0].id not in {m.id for m in trace.memories}
+    assert set(trace.from_activation) == {c.id for c in alice[1:]}
+    assert engine.tier.blocks() == []
+    secret = ALICE[0].rstrip(".").split()[-1]
+    assert not [p for p in store.data_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
 def test_history_goes_between_the_block_and_the_question(store: MemOS) -> None:
     alice, _ = populate(store)
     history = [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."}]

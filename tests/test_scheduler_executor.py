@@ -370,3 +370,29 @@ def test_a_memory_past_its_ttl_leaves_the_hot_set(store: MemOS, monkeypatch) -> 
     assert is_hot_candidate(cube, "alice") and not is_hot_candidate(cube, "alice", now=later)
     monkeypatch.setattr(executor, "_clock", lambda: later)
     assert executor.hot_memories("alice") == []
+
+
+def test_a_forget_while_the_scheduler_builds_leaves_no_block(store: MemOS, monkeypatch) -> None:
+    """The scheduler read the hot set, a forget landed (its purge found no block file), then
+    the block was built from the old set: it is dropped, not kept on disk."""
+    cat = store.add("Alice's cat is called Pastel.", user_id="alice")
+    job = store.add("Alice works as a nurse in Lisbon.", user_id="alice")
+    hit(store, cat, job)
+    store.schedule(config=EAGER)
+    executor = engine_for(store).executor
+    engine_for(store).tier.clear()
+    read = executor.hot_memories
+    forgotten: list[Any] = []
+
+    def racing(user_id: str) -> list[Any]:
+        cubes = read(user_id)
+        if not forgotten:
+            forgotten.append(store.forget(cat.id, user_id="alice"))
+        return cubes
+
+    monkeypatch.setattr(executor, "hot_memories", racing)
+    report = executor.run(config=EAGER)
+    alice = report.for_user("alice")
+    assert alice is not None and alice.block_id is None
+    assert engine_for(store).tier.blocks() == []
+    assert not [p for p in store.data_dir.rglob("*") if p.is_file() and b"Pastel" in p.read_bytes()]

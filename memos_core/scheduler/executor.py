@@ -243,6 +243,16 @@ class SchedulerExecutor:
         return block_order([c for c in cubes.values()
                             if is_hot_candidate(c, user_id, allowed, now)])
 
+    def still_hot(self, user_id: str, hot: Sequence[MemCube]) -> bool:
+        """Whether ``hot`` is still ``user_id``'s hot set, version for version, read under the
+        store's write lock. A forget holds that lock until its purge is done, so a KV block
+        built from ``hot`` and found current here was on disk before any later forget looks
+        for it; found stale, the block must be dropped (a forget may have purged before the
+        block was written)."""
+        with self._store.write_lock:
+            now = self.hot_memories(user_id)
+        return [(c.id, c.version) for c in now] == [(c.id, c.version) for c in hot]
+
     def forget_hot_sets(self) -> None:
         """Drop the cached hot ids (they are re-read from the vault on next use)."""
         with self._state_lock:
@@ -372,6 +382,9 @@ class SchedulerExecutor:
                 block = tier.get_or_build(hot, evict_first=[b for b in stale if b != keep])
             except (MemOSError, ValueError) as exc:  # budget, unsupported cache, boundary
                 return {"error": f"{type(exc).__name__}: {exc}"}
+            if built and not self.still_hot(owner, hot):  # changed while it was built
+                tier.drop(block.block_id)
+                return {"error": "the hot memories changed while their block was built"}
             result = {"block_id": block.block_id, "block_tokens": block.num_tokens,
                       "block_built": built}
             if built:

@@ -396,3 +396,26 @@ def test_a_forget_while_the_scheduler_builds_leaves_no_block(store: MemOS, monke
     assert alice is not None and alice.block_id is None
     assert engine_for(store).tier.blocks() == []
     assert not [p for p in store.data_dir.rglob("*") if p.is_file() and b"Pastel" in p.read_bytes()]
+
+
+def test_forget_deletes_temporary_kv_files_a_crashed_writer_left(store: MemOS) -> None:
+    """A KV file is written to a temporary name, then renamed; a crash between the two leaves
+    the temporary file, which holds the memories' text in its header and which no glob for
+    ``*.safetensors`` finds. A forget deletes such orphans; a temporary file this process is
+    writing now stays."""
+    import subprocess
+    import sys
+
+    cat = store.add("Alice's cat is called Pastel.", user_id="alice")
+    hit(store, cat)
+    store.schedule(config=EAGER)
+    [block] = kv_files(store)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    orphan = block.with_name(f".{block.name}.tmp-{dead}-0badc0de")
+    writing = block.with_name(f".{block.name}.tmp-{os.getpid()}-1badc0de")
+    orphan.write_bytes(block.read_bytes())
+    writing.write_bytes(b"being written")
+    receipt = store.forget(cat.id, user_id="alice")
+    assert orphan.name in {f.id for f in receipt.derived if f.kind == "kv_block"}
+    assert not orphan.exists() and not block.exists() and writing.exists()

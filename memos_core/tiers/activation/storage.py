@@ -191,14 +191,34 @@ def load_block(
     return KVBlock(block_id=metadata["block_id"], memories=recorded, prefix=prefix)
 
 
+def _writer_gone(path: Path) -> bool:
+    """Whether the process that wrote the temporary file ``path`` (``.<name>.tmp-<pid>-<hex>``,
+    see :func:`save_block`) no longer runs: a crash left it behind, and nobody will rename or
+    delete it. This process's own temporary files are being written now."""
+    try:
+        pid = int(path.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return True  # not a name save_block writes: nobody owns it
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def kv_files_holding(kv_dir: Path, memory_ids: Iterable[str]) -> list[Path]:
     """KV cache files under ``kv_dir`` whose header lists any of ``memory_ids`` (any
     version, any model). Unreadable files are listed too: a file we cannot read might hold
-    the memory, and the tier rebuilds what it needs."""
+    the memory, and the tier rebuilds what it needs. So are temporary files that a crashed
+    writer left behind (they may hold any memory's text, and nothing else removes them)."""
     ids = set(memory_ids)
     if not kv_dir.is_dir():
         return []
-    found = []
+    found = [path for path in sorted(kv_dir.glob(f".*{SUFFIX}.tmp-*")) if _writer_gone(path)]
     for path in sorted(kv_dir.glob(f"*{SUFFIX}")):
         try:
             members = header_memories(read_header(path))

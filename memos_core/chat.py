@@ -488,8 +488,12 @@ class MemoryChat:
                     # send what is hot now as text
                     tier.drop(block.block_id)
                     now = self.engine.executor.hot_memories(prepared.user_id)
-                    prepared.used = [u for u in prepared.used if u.tier is not Tier.ACTIVATION]
-                    prepared.used[:0] = [_used(c, Tier.ACTIVATION, None) for c in now]
+                    was = {(u.id, u.version): u for u in prepared.used
+                           if u.tier is Tier.ACTIVATION}
+                    prepared.used = [
+                        *(was.get((c.id, c.version)) or _used(c, Tier.ACTIVATION, None)
+                          for c in now),
+                        *(u for u in prepared.used if u.tier is not Tier.ACTIVATION)]
                     prepared.fallback = "the hot memories changed while their block was built"
                     prepared.messages = tier.messages_for(now) + prepared.messages
                     return

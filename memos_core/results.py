@@ -15,8 +15,9 @@ class SearchHit(BaseModel):
     """One search result: the memory, its fused score, and why it matched.
 
     ``score`` is the fused score after the second stage (higher is better; comparable within
-    one query, not across queries; see ``RetrievalConfig.fusion``). ``signals`` maps each signal that found the memory ("dense",
-    "bm25", "graph") to its raw score; ``ranks`` maps index signals to their 1-based rank.
+    one query, not across queries; see ``RetrievalConfig.fusion``). ``signals`` maps each
+    signal that found the memory ("dense", "bm25", "graph") to its raw score; ``ranks`` maps
+    index signals to their 1-based rank.
     """
 
     model_config = ConfigDict(frozen=True)

@@ -164,6 +164,7 @@ def test_a_forget_while_the_block_is_built_leaves_no_block(store: MemOS, monkeyp
     assert not trace.kv_prefix and "changed while their block was built" in trace.fallback
     assert alice[0].id not in {m.id for m in trace.memories}
     assert set(trace.from_activation) == {c.id for c in alice[1:]}
+    assert [m.id for m in trace.memories][:2] == [c.id for c in alice[1:]]  # block order
     assert engine.tier.blocks() == []
     secret = ALICE[0].rstrip(".").split()[-1]
     assert not [p for p in store.data_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]

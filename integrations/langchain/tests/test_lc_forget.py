@@ -234,25 +234,33 @@ def test_chat_message_history_lives_in_the_vault_and_forget_scrubs_it(mos: MemOS
     assert files_holding(mos.data_dir, MARKER) == []
 
 
-def test_forget_reaches_an_old_checkpoints_file_not_yet_moved(make_mos: Callable[..., MemOS]) -> None:
-    """A data directory from before the vault held checkpoints, reopened: until a
-    checkpointer moves its checkpoints.sqlite3 into the vault, the file redactor (entry point
-    ``memos_core.forget_hooks``) reaches it; the move then carries the redacted thread."""
+def _move_to_legacy_file(mos: MemOS, threads: list[str]) -> None:
+    """Move ``threads`` out of the vault into an old-style ``checkpoints.sqlite3``, as a
+    data directory from before the vault held checkpoints has them."""
     from test_lc_checkpoint import _LEGACY_SCHEMA
 
-    mos, memory = _closed_log(make_mos, restart=False)
     vault = mos.store.vault
     legacy = sqlite3.connect(mos.data_dir / FILENAME)
     legacy.executescript(_LEGACY_SCHEMA)
-    for r in vault.cp_list("t1"):
-        legacy.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?)",
-                       (r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
-                        r.run_id, *r.checkpoint, *r.metadata))
+    for r in vault.cp_list():
+        if r.thread_id in threads:
+            legacy.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?)",
+                           (r.thread_id, r.checkpoint_ns, r.checkpoint_id,
+                            r.parent_checkpoint_id, r.run_id, *r.checkpoint, *r.metadata))
     legacy.executemany("INSERT INTO blobs VALUES (?,?,?,?,?,?)",
                        vault._db.execute("SELECT * FROM cp_blobs").fetchall())
     legacy.commit()
     legacy.close()
-    vault.cp_delete_thread("t1")
+    for thread in threads:
+        vault.cp_delete_thread(thread)
+
+
+def test_forget_reaches_an_old_checkpoints_file_not_yet_moved(make_mos: Callable[..., MemOS]) -> None:
+    """A data directory from before the vault held checkpoints, reopened: until a
+    checkpointer moves its checkpoints.sqlite3 into the vault, the file redactor (entry point
+    ``memos_core.forget_hooks``) reaches it; the move then carries the redacted thread."""
+    mos, memory = _closed_log(make_mos, restart=False)
+    _move_to_legacy_file(mos, ["t1"])
     mos.close()
     mos = make_mos()
     assert FILENAME in files_holding(mos.data_dir, MARKER)
@@ -341,25 +349,11 @@ def test_a_short_memory_matches_only_whole_messages(mos: MemOS) -> None:
 
 def test_an_old_checkpoints_file_keeps_other_users_threads(make_mos: Callable[..., MemOS]) -> None:
     """The legacy file redactor follows the same rule as the vault's."""
-    from test_lc_checkpoint import _LEGACY_SCHEMA
-
     mos = make_mos()
     with MemOSCheckpointer(mos) as saver:
         _thread(saver, "alice-t", "alice", SECRET)
         _thread(saver, "nobody-t", None, SECRET)
-    vault = mos.store.vault
-    legacy = sqlite3.connect(mos.data_dir / FILENAME)
-    legacy.executescript(_LEGACY_SCHEMA)
-    for r in vault.cp_list():
-        legacy.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?)",
-                       (r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
-                        r.run_id, *r.checkpoint, *r.metadata))
-    legacy.executemany("INSERT INTO blobs VALUES (?,?,?,?,?,?)",
-                       vault._db.execute("SELECT * FROM cp_blobs").fetchall())
-    legacy.commit()
-    for thread in ("alice-t", "nobody-t"):
-        vault.cp_delete_thread(thread)
-    legacy.close()
+    _move_to_legacy_file(mos, ["alice-t", "nobody-t"])
     mos.close()
     mos = make_mos()
     planted = mos.add(SECRET, user_id="mallory")

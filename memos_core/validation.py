@@ -110,7 +110,28 @@ def check_strs(values: object, name: str) -> tuple[str, ...]:
     for v in out:
         if not isinstance(v, str) or not v:
             raise InvalidInputError(f"{name} must contain non-empty str values, got {v!r}.")
+        if "\x00" in v:
+            raise InvalidInputError(f"{name} must not contain NUL characters, got {v!r}.")
     return out
+
+
+def has_nul(value: object) -> bool:
+    """Whether a str anywhere in ``value`` (nested dicts' keys and values, lists, tuples)
+    holds a NUL character, which PostgreSQL's text and JSON types cannot store (server mode
+    would refuse what the embedded store accepts). Iterative: a hostile depth cannot exhaust
+    the stack."""
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
 
 
 #: Deepest nesting of dicts/lists accepted in metadata (SQLite's JSON functions stop at 1000).
@@ -166,6 +187,8 @@ def check_metadata(metadata: object) -> dict[str, Any]:
         )
     if not all(isinstance(key, str) for key in metadata):
         raise InvalidInputError("metadata keys must be str.")
+    if has_nul(metadata):
+        raise InvalidInputError("metadata must not contain NUL characters (in keys or values).")
     return dict(metadata)
 
 

@@ -56,6 +56,14 @@ def _bad_version_numbers(path):
     _fix_hashes(path)
 
 
+def _nul_in_tags(path):
+    """A NUL character in a tag: the embedded store would keep it, PostgreSQL cannot."""
+    rows = [json.loads(l) for l in (path / "memories.jsonl").read_text().splitlines()]
+    rows[0]["versions"][0]["tags"] = ["a\x00b"]
+    (path / "memories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _fix_hashes(path)
+
+
 def _dangling_edge(path):
     (path / "edges.jsonl").write_text(json.dumps(
         {"src": "00000000-0000-4000-8000-000000000001", "dst": "00000000-0000-4000-8000-000000000002",
@@ -89,6 +97,7 @@ def _fix_hashes(path):
         (_truncate, "truncated"),
         (_bad_line, "invalid memory"),
         (_bad_version_numbers, "numbered"),
+        (_nul_in_tags, "NUL character"),
         (_dangling_edge, "not in the bundle"),
         (_traversal, "exactly the files|path"),
         (_symlink, "not a regular file"),

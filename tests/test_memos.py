@@ -220,6 +220,11 @@ def test_second_open_of_a_data_dir_is_refused(mos, tmp_path):
         (lambda m: m.add("ok", user_id="u", occurred_at="yesterday"), InvalidInputError, "ISO"),
         (lambda m: m.add("ok", user_id="u", metadata={"x": object()}), InvalidInputError, "JSON"),
         (lambda m: m.add("ok", user_id="u", ttl_seconds=-1), InvalidInputError, "ttl"),
+        # PostgreSQL cannot store NUL in text or JSON: both modes refuse it up front
+        (lambda m: m.add("ok", user_id="u", tags=["a\x00b"]), InvalidInputError, "NUL"),
+        (lambda m: m.add("ok", user_id="u", metadata={"k\x00": 1}), InvalidInputError, "NUL"),
+        (lambda m: m.add("ok", user_id="u", metadata={"k": [{"x": "v\x00"}]}), InvalidInputError, "NUL"),
+        (lambda m: m.add("ok", user_id="u", session_id="s\x00"), InvalidInputError, "NUL"),
         (lambda m: m.add("ok", user_id="u", supersedes="missing"), MemoryNotFoundError, "UUID"),
         (lambda m: m.search("", user_id="u"), InvalidInputError, "query is empty"),
         (lambda m: m.search("q", user_id="u", k=0), InvalidInputError, "k must"),

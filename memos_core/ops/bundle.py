@@ -27,7 +27,7 @@ from memos_core.cube import MemCube, Namespace, State, utcnow
 from memos_core.errors import BundleError, InvalidInputError
 from memos_core.governance.sensitivity import history_sensitivity
 from memos_core.store import MemoryStore
-from memos_core.validation import check_id, check_text
+from memos_core.validation import check_id, check_text, has_nul
 from memos_core.vault import Actor, Edge, ListQuery, scrub
 
 FORMAT = "memos-bundle"
@@ -188,6 +188,9 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
                 check_text(cube.text)
             except InvalidInputError as exc:
                 raise BundleError(f"memories.jsonl line {n}: {exc}") from None
+            if has_nul(cube.model_dump(mode="json")):  # tags, metadata, ids, provenance, ...
+                raise BundleError(f"memories.jsonl line {n}: version {i} of {mid} holds a NUL "
+                                  "character (PostgreSQL cannot store one; the API refuses them too).")
     if forgotten:  # a tombstone carries no content, whatever the bundle says
         cubes = [_scrubbed(c) for c in cubes]
     owner = Namespace(user_id=user_id)

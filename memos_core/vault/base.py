@@ -13,15 +13,38 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from memos_core.cube import MemCube
+from memos_core.errors import InvalidInputError
+
+
+#: Longest ``reason`` an audit record keeps (the audit log is kept for good).
+MAX_REASON = 10_000
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Who performs a mutation, and why (written to the audit record)."""
+    """Who performs a mutation, and why (written to the audit record).
+
+    Raises :class:`~memos_core.errors.InvalidInputError` for a field that is not a str (the
+    ids) or None (agent and reason), holds a NUL character (no backend's audit log could
+    keep the same text: PostgreSQL refuses it), or a reason longer than :data:`MAX_REASON`.
+    """
 
     user_id: str
     agent_id: str | None = None
     reason: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("user_id", self.user_id), ("agent_id", self.agent_id),
+                            ("reason", self.reason)):
+            if value is None and name != "user_id":
+                continue
+            if not isinstance(value, str):
+                raise InvalidInputError(f"{name} must be a str, got {type(value).__name__}.")
+            if "\x00" in value:
+                raise InvalidInputError(f"{name} must not contain NUL characters.")
+        if self.reason is not None and len(self.reason) > MAX_REASON:
+            raise InvalidInputError(
+                f"reason is {len(self.reason)} characters; at most {MAX_REASON} are kept.")
 
 
 @dataclass(frozen=True)

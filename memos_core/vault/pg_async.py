@@ -51,7 +51,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from memos_core.cube import MemCube
-from memos_core.errors import ServerUnavailableError
+from memos_core.errors import InvalidInputError, ServerUnavailableError
 from memos_core.vault import pg_sql
 from memos_core.vault.base import CheckpointRecord, ItemKey, ListQuery, LogRow, Typed
 from memos_core.vault.pg_integrations import CheckpointSQL, KeyedSQL, Loaded, LogSQL
@@ -231,6 +231,9 @@ class AsyncPgVault:
         try:
             async with pool.connection() as conn:
                 yield conn
+        except psycopg.DataError as exc:  # e.g. a NUL character: nothing was written
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InvalidInputError(f"PostgreSQL refused a value: {first}") from exc
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise ServerUnavailableError(
                 f"Lost the connection to the PostgreSQL server at {self.where} "

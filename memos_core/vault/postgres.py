@@ -201,6 +201,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             with self._pool.connection() as conn:
                 yield conn
                 self._used[conn] = time.monotonic()
+        except self._psycopg.DataError as exc:  # e.g. a NUL character: nothing was written
+            raise InvalidInputError(f"PostgreSQL refused a value: {_first_line(exc)}") from exc
         except (self._psycopg.OperationalError, PoolTimeout) as exc:
             self._used.clear()  # the server may have restarted: check every connection again
             _drop_broken(self._pool)
@@ -681,3 +683,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
 #: what a process-wide hook receives after a commit: the change seqs it wrote
 CommitHook = Callable[[Sequence[int]], None]
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a driver error's message (the rest is context for a DBA)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

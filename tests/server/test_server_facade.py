@@ -275,3 +275,18 @@ def test_a_memory_its_writer_never_indexed_is_indexed_by_another_process(open_mo
     assert [h.id for h in other.search("where is the kayak?", user_id="alice", k=1)] == [kayak.id]
     other.catch_up()
     assert other.store.follower.repaired == 1  # a memory in the index is not indexed again
+
+
+def test_a_value_postgresql_cannot_store_is_bad_input(open_mos):
+    """A NUL character: the API refuses it before it reaches the vault, and a path that
+    hands one to the server anyway (here a LangGraph thread id) gets InvalidInputError, not
+    the driver's error; nothing is written."""
+    from memos_core.vault.base import CheckpointRecord
+
+    mos = open_mos()
+    with pytest.raises(InvalidInputError, match="NUL"):
+        mos.add("fine", user_id="u", tags=["a\x00"])
+    record = CheckpointRecord("t\x00", "", "c1", None, None, ("json", b"{}"), ("json", b"{}"))
+    with pytest.raises(InvalidInputError, match="PostgreSQL refused a value"):
+        mos.store.vault.cp_put(record, [])
+    assert mos.store.vault.cp_list() == [] and mos.list(user_id="u") == []

@@ -96,7 +96,9 @@ async def native_list(mos: Any, **kwargs: Any) -> Any:
     if view is None:
         return FALLBACK
     await acheck_open(mos, view)
-    return await view.list(mos._list_query(**kwargs))
+    from memos_core.memos import own_tombstones
+
+    return own_tombstones(await view.list(mos._list_query(**kwargs)), kwargs["user_id"])
 
 
 class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function

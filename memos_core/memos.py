@@ -307,7 +307,10 @@ class MemOS:
         if cube is None:
             raise MemoryNotFoundError(f"No memory with id {mid!r}.")
         access.require(cube, user_id, access.Operation.WRITE if write else access.Operation.READ)
-        if cube.state is State.DELETED and not allow_deleted:
+        # A tombstone's versions keep only sha256(text): its owner's proof of what was
+        # forgotten. To anyone else (a former reader) it would give a short secret back by
+        # brute force, so they learn only that the memory was forgotten.
+        if cube.state is State.DELETED and (not allow_deleted or cube.user_id != user_id):
             raise MemoryDeletedError(f"Memory {mid} was forgotten; only its tombstone remains.")
         return cube
 
@@ -637,11 +640,11 @@ class MemOS:
         unless ``states`` asks for ``deleted``. ``metadata`` keeps memories whose metadata has
         each given key equal to the given scalar value."""
         self._check_open()
-        return self.vault.list(self._list_query(
+        return own_tombstones(self.vault.list(self._list_query(
             user_id=user_id, agent_id=agent_id, session_id=session_id, types=types, tags=tags,
             states=states, occurred_after=occurred_after, occurred_before=occurred_before,
             include_superseded=include_superseded, metadata=metadata, limit=limit,
-            offset=offset, newest_first=newest_first))
+            offset=offset, newest_first=newest_first)), user_id)
 
     def _list_query(
         self, *, user_id: str, agent_id: str | None = None, session_id: str | None = None,
@@ -1122,3 +1125,10 @@ def resolve_memos(mos: object) -> Any:
             current = _shared[url] = MemOS(url)
             atexit.register(current.close)
         return current
+
+
+def own_tombstones(cubes: builtins.list[MemCube], user_id: str) -> builtins.list[MemCube]:
+    """``cubes`` without the tombstones of other users' memories: a former reader learns
+    nothing from a forgotten memory's tombstone (its text is the owner's sha256 proof; see
+    ``MemOS._loaded``)."""
+    return [c for c in cubes if c.state is not State.DELETED or c.user_id == user_id]

@@ -349,3 +349,27 @@ def test_valid_at_reads_what_was_believed_then(mos):
     then = [h.id for h in mos.search("where does alice live", user_id="alice", valid_at="2022-01-01")]
     now = [h.id for h in mos.search("where does alice live", user_id="alice", valid_at="2025-01-01")]
     assert then == [old.id] and now == [new.id]
+
+
+def test_a_forgotten_memorys_tombstone_is_its_owners_only(mos):
+    """A tombstone's versions keep sha256(text), the owner's proof of what was forgotten; a
+    former reader could brute-force a short secret from it, so they learn only that it was
+    forgotten, in get(version=), history and the async twins alike."""
+    import asyncio
+
+    pin = mos.add("My bank PIN is 4921.", user_id="alice")
+    mos.share(pin.id, with_user_id="bob", user_id="alice")
+    assert mos.history(pin.id, user_id="bob")[0].text == "My bank PIN is 4921."
+    mos.forget(pin.id, user_id="alice")
+    for call in (lambda: mos.get(pin.id, user_id="bob", version=1),
+                 lambda: mos.history(pin.id, user_id="bob"),
+                 lambda: mos.get(pin.id, user_id="bob"),
+                 lambda: asyncio.run(mos.ahistory(pin.id, user_id="bob")),
+                 lambda: asyncio.run(mos.aget(pin.id, user_id="bob", version=1))):
+        with pytest.raises(MemoryDeletedError, match="forgotten"):
+            call()
+    assert mos.list(user_id="bob", states=["deleted"]) == []  # nor listed to him
+    assert asyncio.run(mos.alist(user_id="bob", states=["deleted"])) == []
+    versions = mos.history(pin.id, user_id="alice")
+    assert versions[0].text.startswith("sha256:") and versions[-1].state.value == "deleted"
+    assert [c.id for c in mos.list(user_id="alice", states=["deleted"])] == [pin.id]

@@ -24,6 +24,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from memos_core.governance import access
+
 P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S")
@@ -96,9 +98,7 @@ async def native_list(mos: Any, **kwargs: Any) -> Any:
     if view is None:
         return FALLBACK
     await acheck_open(mos, view)
-    from memos_core.memos import own_tombstones
-
-    return own_tombstones(await view.list(mos._list_query(**kwargs)), kwargs["user_id"])
+    return access.own_tombstones(await view.list(mos._list_query(**kwargs)), kwargs["user_id"])
 
 
 class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function

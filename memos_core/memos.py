@@ -640,7 +640,7 @@ class MemOS:
         unless ``states`` asks for ``deleted``. ``metadata`` keeps memories whose metadata has
         each given key equal to the given scalar value."""
         self._check_open()
-        return own_tombstones(self.vault.list(self._list_query(
+        return access.own_tombstones(self.vault.list(self._list_query(
             user_id=user_id, agent_id=agent_id, session_id=session_id, types=types, tags=tags,
             states=states, occurred_after=occurred_after, occurred_before=occurred_before,
             include_superseded=include_superseded, metadata=metadata, limit=limit,
@@ -1125,10 +1125,3 @@ def resolve_memos(mos: object) -> Any:
             current = _shared[url] = MemOS(url)
             atexit.register(current.close)
         return current
-
-
-def own_tombstones(cubes: builtins.list[MemCube], user_id: str) -> builtins.list[MemCube]:
-    """``cubes`` without the tombstones of other users' memories: a former reader learns
-    nothing from a forgotten memory's tombstone (its text is the owner's sha256 proof; see
-    ``MemOS._loaded``)."""
-    return [c for c in cubes if c.state is not State.DELETED or c.user_id == user_id]

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from enum import Enum
 
-from memos_core.cube import Governance, MemCube
+from memos_core.cube import Governance, MemCube, State
 from memos_core.errors import AccessDeniedError, InvalidInputError
 from memos_core.vault.base import NamespaceGrant
 
@@ -168,3 +168,11 @@ def broader_grant(grants: Sequence[NamespaceGrant], target: NamespaceGrant) -> N
         if grant.grantee == target.grantee and contains(grant, target) and not contains(target, grant):
             return grant
     return None
+
+
+def own_tombstones(cubes: list[MemCube], user_id: str) -> list[MemCube]:
+    """``cubes`` without the tombstones of other users' memories: a forgotten memory's
+    versions keep only sha256(text), its owner's proof, from which a former reader could
+    brute-force a short secret; they learn nothing from it (``MemOS`` refuses them its
+    versions too)."""
+    return [c for c in cubes if c.state is not State.DELETED or c.user_id == user_id]

@@ -157,6 +157,11 @@ class LoopPool:
         self._drop_idle()
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a driver error's message (the rest is context for a DBA)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 @asynccontextmanager
 async def _transaction(conn: Any) -> AsyncIterator[None]:
     """A transaction as on the sync pool: the connection out of autocommit (the async pool's
@@ -232,8 +237,7 @@ class AsyncPgVault:
             async with pool.connection() as conn:
                 yield conn
         except psycopg.DataError as exc:  # e.g. a NUL character: nothing was written
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InvalidInputError(f"PostgreSQL refused a value: {first}") from exc
+            raise InvalidInputError(f"PostgreSQL refused a value: {first_line(exc)}") from exc
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise ServerUnavailableError(
                 f"Lost the connection to the PostgreSQL server at {self.where} "

@@ -48,7 +48,7 @@ from memos_core.errors import (
 from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, audit_hash, parse_head, verify_chain
 from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
 from memos_core.vault import pg_sql
-from memos_core.vault.pg_async import PgAsyncMixin
+from memos_core.vault.pg_async import PgAsyncMixin, first_line
 from memos_core.vault.pg_feed import FeedMixin, Tx
 from memos_core.vault.pg_graph import PgGraphMixin
 from memos_core.vault.pg_integrations import (
@@ -202,7 +202,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                 yield conn
                 self._used[conn] = time.monotonic()
         except self._psycopg.DataError as exc:  # e.g. a NUL character: nothing was written
-            raise InvalidInputError(f"PostgreSQL refused a value: {_first_line(exc)}") from exc
+            raise InvalidInputError(f"PostgreSQL refused a value: {first_line(exc)}") from exc
         except (self._psycopg.OperationalError, PoolTimeout) as exc:
             self._used.clear()  # the server may have restarted: check every connection again
             _drop_broken(self._pool)
@@ -683,8 +683,3 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
 #: what a process-wide hook receives after a commit: the change seqs it wrote
 CommitHook = Callable[[Sequence[int]], None]
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of a driver error's message (the rest is context for a DBA)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

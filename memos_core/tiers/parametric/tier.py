@@ -342,21 +342,21 @@ class ParametricTier:
         """Retire every adapter (not yet retired) that holds ``memory_id`` and queue a retrain
         of the rest of its memories; returns the retired versions. Idempotent. For a forget:
         the records of every adapter that held it, retired now or before, lose their texts."""
-        with self._lock:
-            for manifest in self.store.manifests():
-                if memory_id in manifest.memory_ids and manifest.status == "retired":
-                    clean = scrubbed(manifest.evaluation)  # its record may hold the text
-                    if clean != manifest.evaluation:
-                        self.store.write_manifest(manifest.model_copy(update={"evaluation": clean}))
-            return self._retire_unretired(memory_id, f"memory {memory_id} forgotten", scrub=True)
+        return self._retire_unretired(memory_id, f"memory {memory_id} forgotten", scrub=True)
 
     def _retire_unretired(self, memory_id: str, reason: str, *, scrub: bool) -> list[str]:
         """Retire each adapter not yet retired that holds ``memory_id``; queue a retrain of
-        the rest of a live one's memories. Returns the versions retired."""
+        the rest of a live one's memories. Returns the versions retired. ``scrub`` (a
+        forget): every record that held it loses its texts, also one retired before."""
         retired = []
         with self._lock:
             for manifest in self.store.manifests():
-                if memory_id not in manifest.memory_ids or manifest.status == "retired":
+                if memory_id not in manifest.memory_ids:
+                    continue
+                if manifest.status == "retired":
+                    clean = scrubbed(manifest.evaluation) if scrub else manifest.evaluation
+                    if clean != manifest.evaluation:  # its record may hold the text
+                        self.store.write_manifest(manifest.model_copy(update={"evaluation": clean}))
                     continue
                 was_live = manifest.status in ("active", "ready")
                 self.retire(manifest.version, reason=reason, scrub=scrub)

@@ -197,9 +197,9 @@ class MemCube(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     scrubbed: bool = Field(
         default=False,
-        description="True once forget removed this version's content: its text is then the "
-        "SHA-256 of the old text and its entities, tags, metadata, spans and sensitivity are "
-        "empty. Set only by the vault's scrub (an imported value is never trusted).",
+        description="True once forget removed this version's content: its text, entities, "
+        "tags, metadata, spans and sensitivity are then empty (no digest of the text is "
+        "kept). Set only by the vault's scrub (an imported value is never trusted).",
     )
 
     @property

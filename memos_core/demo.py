@@ -127,7 +127,7 @@ def _run(root: Path, use_model: bool) -> None:
     peanut = mos.search("allergic to peanuts", user_id="maya", k=1)[0].memory
     print(f"  forgetting: {peanut.text!r}")
     receipt = mos.forget(peanut.id, user_id="maya", reason="user asked")
-    print(f"  receipt: v{receipt.version}, sha256 {receipt.text_sha256[:16]}..., removed from "
+    print(f"  receipt: v{receipt.version}, sha256 {(receipt.text_sha256 or '')[:16]}..., removed from "
           f"{', '.join(receipt.removed_from)}")
     print(f"  search 'peanut' now: {[h.text for h in mos.search('peanut allergy', user_id='maya', k=2)]}")
 

@@ -83,7 +83,10 @@ class ForgetReceipt(BaseModel):
 
     memory_id: str
     version: int
-    text_sha256: str
+    text_sha256: str | None = Field(
+        description="SHA-256 (hex) of the forgotten text, handed to the caller once: the store "
+        "keeps no digest (one of a short secret gives the text back by hashing guesses). None "
+        "when the memory was already forgotten.")
     removed_from: tuple[str, ...]
     at: datetime
     derived: tuple[DerivedForm, ...] = ()

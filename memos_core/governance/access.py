@@ -171,8 +171,7 @@ def broader_grant(grants: Sequence[NamespaceGrant], target: NamespaceGrant) -> N
 
 
 def own_tombstones(cubes: list[MemCube], user_id: str) -> list[MemCube]:
-    """``cubes`` without the tombstones of other users' memories: a forgotten memory's
-    versions keep only sha256(text), its owner's proof, from which a former reader could
-    brute-force a short secret; they learn nothing from it (``MemOS`` refuses them its
-    versions too)."""
+    """``cubes`` without the tombstones of other users' memories: a former reader learns
+    nothing from when or that a memory was forgotten (``MemOS`` refuses them its versions
+    too). The versions hold no content, nor a digest of it, since schema 3 (6 on PostgreSQL)."""
     return [c for c in cubes if c.state is not State.DELETED or c.user_id == user_id]

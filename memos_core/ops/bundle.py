@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,6 @@ FORMAT = "memos-bundle"
 FORMAT_VERSION = 1
 FILES = ("memories.jsonl", "edges.jsonl")
 MAX_BUNDLE_FILE_BYTES = 2 * 1024**3
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
@@ -207,15 +205,8 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
 
 
 def _scrubbed(cube: MemCube) -> MemCube:
-    """A version of a forgotten memory from a bundle, with no content left: one the bundle
-    marks scrubbed keeps its text only if that is a SHA-256 digest (the tombstone's proof);
-    every other field that held content is emptied either way."""
-    if cube.scrubbed and _DIGEST.fullmatch(cube.text):
-        return cube.model_copy(update={
-            "entities": (), "tags": (), "metadata": {},
-            "provenance": cube.provenance.model_copy(update={"spans": ()}),
-            "governance": cube.governance.model_copy(update={"sensitivity": ()}),
-        })
+    """A version of a forgotten memory from a bundle, with no content left, whatever its
+    ``scrubbed`` flag says (a bundle from an older store may carry the text's digest)."""
     return scrub(cube.model_copy(update={"scrubbed": False}))
 
 

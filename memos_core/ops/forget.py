@@ -13,8 +13,9 @@ One forget, under the store's write lock:
    they were migrated into the vault) by their file redactors. The messages holding it
    read ``[forgotten]``. A hook or redactor that raises aborts the forget before anything
    below changed.
-1. **Vault**: the tombstone transaction scrubs the text of every version (it keeps a
-   SHA-256 of it), deletes usage counters and relations, audits. ``secure_delete`` zeroes
+1. **Vault**: the tombstone transaction scrubs the text of every version (keeping no
+   digest of it: the receipt hands its SHA-256 to the caller), deletes usage counters and
+   relations, audits. ``secure_delete`` zeroes
    the freed space; the facade then truncates the WAL (``vault.checkpoint()``), which
    otherwise keeps page images with the old text until they are overwritten.
 2. **Index**: the point (dense vector, BM25 vector, filter payload -- never text) is deleted.
@@ -40,6 +41,7 @@ whose package is not installed (so that no redactor is declared for it) is not r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -52,7 +54,7 @@ from memos_core.governance.forget_hooks import MessageRedactor, redact_log_messa
 from memos_core.ops.writes import write_version
 from memos_core.results import DerivedForm, ForgetReceipt
 from memos_core.store import MemoryStore
-from memos_core.vault import Actor, text_digest
+from memos_core.vault import Actor
 
 __all__ = ["FLAG_KEY", "LOG_FORM", "DerivedMode", "check_mode", "forget_one", "redact_logs"]
 
@@ -95,13 +97,12 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
         # Already forgotten: nothing is removed again, unless the tombstone still held
         # content (one imported from a bundle made elsewhere): then it is scrubbed now.
         repaired = store.vault.scrub_tombstone(cube.id)
-        return ForgetReceipt(memory_id=cube.id, version=cube.version,
-                             text_sha256=cube.text.removeprefix("sha256:"),
+        return ForgetReceipt(memory_id=cube.id, version=cube.version, text_sha256=None,
                              removed_from=("vault",) if repaired else (), at=cube.updated_at)
     if derived == "forget":
         check_cascade(store, cube, actor.user_id)
     forms = redact_logs(store, cube) if logs is None else list(logs)
-    digest = text_digest(cube.text)
+    digest = hashlib.sha256(cube.text.encode()).hexdigest()  # the receipt's; never stored
     finishers: list[Callable[[], list[DerivedForm]]] = [p(cube.id) for p in store.purgers]
     summaries = store.vault.derived_from(cube.id)  # before the tombstone drops the relations
     # the KV engine, if any, drops its blocks when it hears of the tombstone
@@ -112,7 +113,7 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
     forms += purged
     kinds = {form.kind for form in purged}
     return ForgetReceipt(
-        memory_id=cube.id, version=tomb.version, text_sha256=digest.removeprefix("sha256:"),
+        memory_id=cube.id, version=tomb.version, text_sha256=digest,
         removed_from=("vault", "index", "graph")
         + tuple(name for kind, name in _STORE_OF_KIND.items() if kind in kinds)
         + (("conversation_log",) if logged else ()),

@@ -15,10 +15,10 @@ from memos_core.vault.base import (
     Typed,
     Vault,
 )
-from memos_core.vault.sqlite import SQLiteVault, scrub, text_digest
+from memos_core.vault.sqlite import SQLiteVault, scrub
 
 __all__ = [
     "Actor", "AuditRecord", "CheckpointRecord", "ConversationLogs", "Edge", "ItemKey",
     "KeyedItems", "ListQuery", "LogRow", "NamespaceGrant", "SQLiteVault", "ThreadCheckpoints",
-    "Typed", "Vault", "scrub", "text_digest",
+    "Typed", "Vault", "scrub",
 ]

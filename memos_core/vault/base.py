@@ -404,7 +404,7 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
         """Several :meth:`put_version` calls as one transaction (all or none)."""
 
     def tombstone(self, memory_id: str, actor: Actor) -> MemCube:
-        """Forget a memory: scrub the text of every version (keeping a ``sha256:`` digest),
+        """Forget a memory: scrub every version (its text emptied, nothing derived kept),
         write a ``deleted`` version, drop its usage counters, relations and key bindings
         (:class:`KeyedItems`), audit ``forget``.
         Returns the tombstone; a tombstone again is returned unchanged (idempotent).

@@ -183,8 +183,17 @@ _V5 = [
     "DROP INDEX IF EXISTS memories_entities",
 ]
 
+#: a forgotten memory keeps nothing derived from its text: schemas before 6 kept
+#: ``sha256:<hex of the text>`` in its versions, from which a short secret can be recovered
+#: by hashing guesses (the old row images go at the next VACUUM; docs/scale_out.md)
+_V6 = [
+    f"""UPDATE {table} SET doc = jsonb_set(doc, '{{text}}', '""')
+        WHERE doc->>'scrubbed' = 'true' AND doc->>'text' <> ''"""
+    for table in ("versions", "memories")
+]
+
 #: migration number -> statements (applied in one transaction)
-MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
+MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sqlite3
 
@@ -11,23 +10,21 @@ from memos_core.cube import MemCube, State
 _LEGACY_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def text_digest(text: str) -> str:
-    """What a tombstone keeps of a forgotten text: its SHA-256, never the text."""
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
 def scrub(cube: MemCube) -> MemCube:
-    """A copy of ``cube`` that keeps no forgotten content: text -> its SHA-256; entities,
-    tags, metadata, spans and sensitivity tags cleared; ``scrubbed=True``.
+    """A copy of ``cube`` that keeps no forgotten content: text empty; entities, tags,
+    metadata, spans and sensitivity tags cleared; ``scrubbed=True``.
 
+    Nothing derived from the text is kept either: a digest of a short secret (a PIN, a
+    passport number) gives the text back to anyone who can guess candidates and hash them.
+    The forget receipt hands the caller the text's SHA-256 once; the store keeps none.
     Whether a version was scrubbed is read from its ``scrubbed`` flag, never guessed from its
-    text (a text may itself start with ``sha256:``). Idempotent on flagged versions.
+    text. Idempotent on flagged versions.
     """
     if cube.scrubbed:
         return cube
     return cube.model_copy(
         update={
-            "text": text_digest(cube.text),
+            "text": "",
             "entities": (),
             "tags": (),
             "metadata": {},
@@ -62,3 +59,21 @@ def migrate_scrub_flags(db: sqlite3.Connection) -> None:
             if current and current[0] == vid:
                 db.execute("UPDATE memories SET doc=?, tags='[]', entities='[]' WHERE id=?",
                            (fixed.model_dump_json(exclude={"usage"}), mid))
+
+
+def migrate_drop_digests(db: sqlite3.Connection) -> int:
+    """Schema 2 -> 3: empty the text of every scrubbed version and tombstone. Schema 2 kept
+    ``sha256:<hex of the text>`` there, from which a short secret can be recovered by
+    hashing guesses. Returns how many rows were rewritten (``secure_delete`` zeroes the old
+    bytes; the caller truncates the WAL)."""
+    count = 0
+    for table, key in (("versions", "id, version"), ("memories", "id")):
+        rows = db.execute(f"SELECT {key}, doc FROM {table} WHERE json_extract(doc, '$.scrubbed') "
+                          "AND json_extract(doc, '$.text') != ''").fetchall()
+        for *ids, doc in rows:
+            cube = MemCube.model_validate_json(doc).model_copy(update={"text": ""})
+            where = " AND ".join(f"{k.strip()}=?" for k in key.split(","))
+            db.execute(f"UPDATE {table} SET doc=? WHERE {where}",
+                       (cube.model_dump_json(exclude={"usage"}), *ids))
+            count += 1
+    return count

@@ -45,11 +45,11 @@ from memos_core.vault.sqlite_checkpoints import SQLiteCheckpointsMixin
 from memos_core.vault.sqlite_graph import SQLiteGraphMixin
 from memos_core.vault.sqlite_keyed import SQLiteKeyedMixin, drop_bindings
 from memos_core.vault.sqlite_log import SQLiteLogMixin
-from memos_core.vault.scrub import migrate_scrub_flags, scrub, text_digest
+from memos_core.vault.scrub import migrate_drop_digests, migrate_scrub_flags, scrub
 
-__all__ = ["GENESIS_HASH", "SCHEMA_VERSION", "SQLiteVault", "scrub", "text_digest"]
+__all__ = ["GENESIS_HASH", "SCHEMA_VERSION", "SQLiteVault", "scrub"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -228,15 +228,21 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             )
         if row is not None and int(row[0]) == SCHEMA_VERSION:
             return
+        dropped = 0
         with self._tx() as db:
-            if row is not None:  # schema 1: flag the versions its forget scrubbed
+            if row is not None and int(row[0]) < 2:  # schema 1: flag the versions its forget scrubbed
                 migrate_scrub_flags(db)
+            if row is not None:  # schemas 1 and 2 kept a digest of each forgotten text
+                dropped = migrate_drop_digests(db)
             # a new vault's head is the genesis; an upgraded one's is its current tail (the
             # chain before this point is trusted as found, as far as a cut tail goes)
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                        (AUDIT_HEAD, json.dumps(chain_tail(db))))
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))
+        if dropped:  # the WAL still holds the pages with the digests
+            with self._lock:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -437,8 +443,8 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
     def tombstone(self, memory_id: str, actor: Actor) -> MemCube:
         """Forget a memory: scrub its text from every version and write a tombstone version.
 
-        The tombstone keeps the id, namespace, version history shape and a hash of the text;
-        no copy of the text stays in the vault (SQLite's secure_delete zeroes freed pages).
+        The tombstone keeps the id, namespace and version history shape; nothing of the text
+        stays in the vault, not even a digest (SQLite's secure_delete zeroes freed pages).
         """
         with self._tx() as db:
             row = db.execute("SELECT doc FROM memories WHERE id=?", (memory_id,)).fetchone()

@@ -118,7 +118,7 @@ class VaultMachine(RuleBasedStateMachine):
         for mid in self.deleted:
             history = self.mos.history(mid, user_id=self.user)
             assert history[-1].state is State.DELETED
-            assert all(c.text.startswith("sha256:") and not c.entities for c in history)
+            assert all(c.text == "" and c.scrubbed and not c.entities for c in history)
 
     @invariant()
     def index_equals_vault(self) -> None:

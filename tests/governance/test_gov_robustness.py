@@ -5,6 +5,7 @@ the repair the design promises), and nothing stored is lost.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -116,7 +117,34 @@ def test_a_schema_1_vault_is_upgraded(tmp_path: Path) -> None:
         versions = mos.history(gone.id, user_id="alice")
         assert all(v.scrubbed for v in versions)
         assert "TOUCAN" not in "".join(v.model_dump_json() for v in versions)
-        assert versions[-1].text.startswith("sha256:")  # the old tombstone's digest is kept
+        assert all(v.text == "" for v in versions)  # schema 1's digests go too (schema 3)
+
+
+def test_a_schema_2_vault_loses_its_digests(tmp_path: Path) -> None:
+    """Schema 2 kept sha256(text) in a forgotten memory's versions; a short secret can be
+    recovered from it by hashing guesses. Opening the vault empties those texts, and no
+    file of the data directory holds the digest afterwards."""
+    data = tmp_path / "data"
+    with MemOS(data, config=_config()) as mos:
+        gone = mos.add("PIN 4921.", user_id="alice")
+        mos.forget(gone.id, user_id="alice")
+        kept = mos.add("sha256:" + "ab" * 32, user_id="alice")  # a live text of that form stays
+    digest = "sha256:" + hashlib.sha256(b"PIN 4921.").hexdigest()
+    db = sqlite3.connect(data / "vault.sqlite3")
+    db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    for table in ("versions", "memories"):
+        for key, doc in db.execute(f"SELECT rowid, doc FROM {table} WHERE id=?", (gone.id,)).fetchall():
+            db.execute(f"UPDATE {table} SET doc=? WHERE rowid=?",
+                       (json.dumps({**json.loads(doc), "text": digest}), key))
+    db.commit()
+    db.close()
+    assert any(digest.encode() in p.read_bytes() for p in data.rglob("*") if p.is_file())
+    with MemOS(data, config=_config()) as mos:
+        assert mos.vault.get_meta("schema_version") == "3"
+        assert [v.text for v in mos.history(gone.id, user_id="alice")] == ["", ""]
+        assert mos.get(kept.id, user_id="alice").text == kept.text
+        assert mos.vault.verify_audit() == (True, "audit chain intact")
+    assert not any(digest.encode() in p.read_bytes() for p in data.rglob("*") if p.is_file())
 
 
 # -- 5. errors from dependencies -------------------------------------------------------------

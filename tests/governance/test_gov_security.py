@@ -196,13 +196,15 @@ def test_imported_tombstones_carry_no_text_and_forget_reports_nothing_removed(
     mid = str(uuid.uuid4())
     version = json.loads(live.model_dump_json())
     v1 = {**version, "id": mid, "text": "Ivan's secret: HERON4455", "tags": ["t-HERON"]}
-    v2 = {**v1, "version": 2, "state": "deleted", "scrubbed": True}  # a lying flag
+    digest = "sha256:" + hashlib.sha256(b"Ivan's secret: HERON4455").hexdigest()
+    v2 = {**v1, "version": 2, "state": "deleted", "scrubbed": True, "text": digest}  # an old store's
     write_rows(bundle, rows(bundle) + [{"id": mid, "versions": [v1, v2]}])
     with MemOS(tmp_path / "other", config=_config()) as other:
         other.import_(bundle, user_id="ivan")
         versions = other.history(mid, user_id="ivan")
         assert all(v.scrubbed for v in versions)
         assert "HERON" not in "".join(v.model_dump_json() for v in versions)
+        assert [v.text for v in versions] == ["", ""]  # nor the older store's digest
         receipt = other.forget(mid, user_id="ivan")
         assert receipt.removed_from == () and receipt.derived == ()
 

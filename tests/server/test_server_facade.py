@@ -181,6 +181,35 @@ def test_schema_migrates_from_version_1(pg_url):
         vault.close()
 
 
+def test_schema_6_drops_the_digests_of_forgotten_texts(open_mos, pg_url):
+    """Before schema 6 a forgotten memory's versions kept sha256(text), from which a short
+    secret can be recovered by hashing guesses; migrating empties those texts."""
+    import hashlib
+
+    from memos_core.vault.postgres import PostgresVault
+
+    mos = open_mos()
+    gone = mos.add("PIN 4921.", user_id="alice")
+    mos.forget(gone.id, user_id="alice")
+    kept = mos.add("sha256:" + "ab" * 32, user_id="alice")  # a live text of that form stays
+    mos.close()
+    digest = "sha256:" + hashlib.sha256(b"PIN 4921.").hexdigest()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for table in ("versions", "memories"):
+            conn.execute(f"UPDATE {table} SET doc = jsonb_set(doc, '{{text}}', to_jsonb(%s::text)) "
+                         "WHERE id=%s", (digest, gone.id))
+        conn.execute("UPDATE meta SET value='5' WHERE key='schema_version'")
+    assert sorted(_tables_containing(pg_url, digest)) == ["public.memories", "public.versions"]
+    vault = PostgresVault(pg_url)
+    try:
+        assert vault.schema_found == 5
+        assert [v.text for v in vault.history(gone.id)] == ["", ""]
+        assert vault.get(kept.id).text == kept.text  # type: ignore[union-attr]
+    finally:
+        vault.close()
+    assert _tables_containing(pg_url, digest) == []
+
+
 def test_a_process_behind_a_pruned_feed_resynchronises(open_mos):
     a, b = open_mos(listen=False), open_mos(listen=False)
     early = a.add("The spare tyre is in the shed.", user_id="alice")

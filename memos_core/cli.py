@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--qdrant-url", default=None, help="Qdrant server URL (with --index qdrant)")
     common.add_argument("--index-url", default=None,
                         help="PostgreSQL URL of the index (with --index pgvector; --db implies it)")
+    common.add_argument("--embedder-backend", default=None,
+                        choices=["auto", "onnx", "onnx+bf16", "bf16", "onnx-int8", "torch"],
+                        help="how texts are embedded (default auto, or $MEMOS_EMBEDDER_BACKEND); "
+                        "onnx+bf16 embeds bulk adds and imports faster on a CPU with bf16 "
+                        "(same vectors up to rounding); see MemOSConfig.embedder_backend")
 
     p = argparse.ArgumentParser(prog="memos", description="A memory operating system for LLM agents.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -156,6 +161,8 @@ def _open(args: argparse.Namespace, user: str) -> Any:
         overrides["qdrant_url"] = args.qdrant_url
     if args.index_url:
         overrides["index_url"] = args.index_url
+    if args.embedder_backend:
+        overrides["embedder_backend"] = args.embedder_backend
     db = args.db or (os.environ.get("MEMOS_DB_URL") if args.data_dir is None else None)
     if db:
         if args.data_dir is not None:

@@ -47,6 +47,8 @@ def test_bulk_file_export_import_reindex_stats_audit(memos, tmp_path):
     assert json.loads(memos("reindex", "--json")[1]) == {"indexed": 5}
     stats = json.loads(memos("stats", "--json")[1])
     assert stats["vault"]["memories"] == 5 and stats["index"]["points"] == 5
+    named = json.loads(memos("stats", "--json", "--embedder-backend", "onnx")[1])
+    assert named["embedder_backend"] == "onnx"
     code, out, _ = memos("audit", "verify", "--json")
     assert code == 0 and json.loads(out)["ok"] is True
     records = json.loads(memos("audit", "--json")[1])

@@ -27,6 +27,13 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+#: A memory id's only form: a UUID, lower-case hex with hyphens. The index and every API call
+#: normalise ids to it, so a stored id in another spelling of the same UUID (upper case, no
+#: hyphens, braces) would share another memory's index point and be unreachable by its own
+#: id; MemCube refuses one (checked in pydantic's core, a fraction of a microsecond).
+CANONICAL_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
 def _require_aware(value: datetime | None, name: str) -> None:
     if value is not None and value.utcoffset() is None:
         raise InvalidInputError(
@@ -172,7 +179,7 @@ class MemCube(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    id: str = Field(default_factory=new_id)
+    id: str = Field(default_factory=new_id, pattern=CANONICAL_ID)
     namespace: Namespace
     text: str
     version: int = Field(default=1, ge=1)
@@ -193,7 +200,7 @@ class MemCube(BaseModel):
     valid_to: datetime | None = Field(
         default=None, description="Set when a newer memory supersedes this one."
     )
-    superseded_by: str | None = None
+    superseded_by: str | None = Field(default=None, pattern=CANONICAL_ID)
     metadata: dict[str, Any] = Field(default_factory=dict)
     scrubbed: bool = Field(
         default=False,

@@ -160,7 +160,10 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
     if not isinstance(mid, str) or not isinstance(versions, list) or not versions:
         raise BundleError(f"memories.jsonl line {n}: needs 'id' and a non-empty 'versions' list.")
     try:
-        check_id(mid)
+        if check_id(mid) != mid:  # another spelling of some memory's UUID: it would share
+            # that memory's index point (and hide it from its owner's search)
+            raise BundleError(f"memories.jsonl line {n}: memory id {mid[:80]!r} is not in "
+                              "canonical form (lower-case UUID with hyphens).")
         cubes = [MemCube.model_validate(v) for v in versions]
     except (ValidationError, KeyError, InvalidInputError) as exc:
         raise BundleError(f"memories.jsonl line {n}: invalid memory: {exc}".splitlines()[0]) from None

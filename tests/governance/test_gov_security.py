@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from memos_core import MemOS, MemOSConfig, State
 from memos_core.cli import main
@@ -222,6 +223,27 @@ def test_a_legacy_tombstone_with_text_is_scrubbed_by_forget(store: MemOS) -> Non
     assert store.forget(cube.id, user_id="olga").removed_from == ("vault",)
     assert "QUAIL2211" not in store.history(cube.id, user_id="olga")[0].text
     assert store.forget(cube.id, user_id="olga").removed_from == ()
+
+
+@pytest.mark.parametrize("spell", [str.upper, lambda i: i.replace("-", ""),
+                                   lambda i: "{" + i + "}", lambda i: "urn:uuid:" + i])
+def test_a_bundle_cannot_respell_another_users_id(store: MemOS, tmp_path: Path, spell: Any) -> None:
+    """Another spelling of Bob's memory id (same UUID) would have shared his index point, so
+    his search lost the memory for good (reindex too); the bundle is refused, and no path
+    writes a memory whose id is not canonical."""
+    bob = store.add("Bob keeps his passport in the blue drawer.", user_id="bob")
+    mine = store.add("Mallory's note.", user_id="mallory")
+    bundle = store.export(tmp_path / "b", user_id="mallory")
+    (row,) = rows(bundle)
+    forged = spell(bob.id)
+    write_rows(bundle, [{"id": forged, "versions": [{**v, "id": forged} for v in row["versions"]]}])
+    before = counts(store)
+    with pytest.raises(BundleError, match="canonical"):
+        store.import_(bundle, user_id="mallory")
+    assert counts(store) == before
+    assert [h.id for h in store.search("where is the passport", user_id="bob")] == [bob.id]
+    with pytest.raises(ValidationError):  # the class: no MemCube holds another spelling
+        mine.model_validate({**mine.model_dump(), "id": forged})
 
 
 def test_a_live_version_after_a_deleted_one_is_refused(store: MemOS, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""An exclusive lock on a data directory, held for the life of a MemOS instance.
+"""An exclusive lock on a data directory, held for the life of a MemOS instance, and the
+directory's creation (private to its owner).
 
 The embedded index and the vault's derived state assume one writer process. A second opener
 (another process, or a second MemOS on the same directory in this process) gets
@@ -7,16 +8,43 @@ The embedded index and the vault's derived state assume one writer process. A se
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
 
-from memos_core.errors import DataDirLockedError
+from memos_core.errors import DataDirLockedError, InvalidInputError
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
     import msvcrt
+
+
+_log = logging.getLogger("memos_core")
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) with mode 0700: a data directory, cache directory
+    or bundle holds every user's memories, sensitive ones too, and the files inside are
+    created with the process umask (often world-readable). A directory that already exists
+    is the caller's choice and keeps its mode; a log warning says when other users of this
+    machine can enter it."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)
+            return
+        except FileExistsError:  # made meanwhile by someone else: checked below
+            pass
+    if not path.is_dir():
+        raise InvalidInputError(f"{path} exists and is not a directory; give a directory for "
+                                "memos-core's files (it is created if missing).")
+    if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        _log.warning("%s can be read by other users of this machine (mode %o); memos-core "
+                     "keeps every memory there. chmod 700 it to keep them private.",
+                     path, stat.S_IMODE(path.stat().st_mode))
 
 
 class DataDirLock:

@@ -38,7 +38,7 @@ from memos_core.governance.forget_hooks import ForgetHook
 from memos_core.graph import GraphViews
 from memos_core.index.base import VectorIndex
 from memos_core.lifecycle import CHANGEABLE_STATES, SEARCHABLE_STATES, ttl_elapsed
-from memos_core.lock import DataDirLock
+from memos_core.lock import DataDirLock, make_private_dir
 from memos_core.messages import merge_message_item, message_item
 from memos_core.ops import bundle, share, writes
 from memos_core.ops import forget as forget_ops
@@ -126,7 +126,7 @@ class MemOS:
             self._open_server(str(data_dir), embedder, entity_extractor)
         else:
             self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.data_dir)
             self._lock: DataDirLock | None = DataDirLock(self.data_dir)
             self._lock.acquire()
             try:

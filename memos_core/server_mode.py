@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from memos_core.config import MemOSConfig
 from memos_core.errors import InvalidInputError, MemOSError, ServerUnavailableError
-from memos_core.lock import DataDirLock
+from memos_core.lock import DataDirLock, make_private_dir
 from memos_core.vault.postgres import PostgresVault, is_postgres_url, redact_url
 
 __all__ = ["ServerParts", "check_pgvector", "check_url", "is_postgres_url", "open_server"]
@@ -144,7 +144,7 @@ def open_server(url: str, config: MemOSConfig) -> ServerParts:
         lock: DataDirLock | None = None
         if config.cache_dir is not None:
             cache_dir = Path(config.cache_dir).expanduser()
-            cache_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dir(cache_dir)
             lock = DataDirLock(cache_dir)
             lock.acquire()  # one process per cache directory (its files are per process)
             temporary = False

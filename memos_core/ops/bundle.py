@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +43,33 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
 
     A memory that any version marks sensitive is left out -- with its whole history and its
     relations -- unless ``include_sensitive``; ``manifest["withheld_sensitive"]`` counts them.
+
+    The files are written into a new private directory (mode 0700) next to ``path``, which
+    is then renamed to ``path`` (an existing empty directory is replaced): nothing is
+    written through a link someone planted in ``path``, and other users cannot read the
+    bundle.
     """
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise InvalidInputError(f"Export target {path} exists and is not an empty directory.")
-    path.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
+    try:
+        count, withheld = _write_bundle(store, work, user_id, include_sensitive)
+        try:
+            os.rename(work, path)
+        except OSError as exc:
+            raise InvalidInputError(f"Could not create the bundle {path} ({exc.strerror}); "
+                                    "export to a path that does not exist yet.") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    store.vault.audit(Actor(user_id), "export", details={
+        "memories": count, "withheld_sensitive": withheld, "path": str(path)})
+    return path
+
+
+def _write_bundle(store: MemoryStore, path: Path, user_id: str,
+                  include_sensitive: bool) -> tuple[int, int]:
+    """The bundle's files in the new directory ``path``; (memories written, withheld)."""
     ids: set[str] = set()
     withheld = 0
     with open(path / "memories.jsonl", "w", encoding="utf-8") as out:
@@ -76,9 +101,7 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
         "files": files,
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    store.vault.audit(Actor(user_id), "export", details={
-        "memories": len(ids), "withheld_sensitive": withheld, "path": str(path)})
-    return path
+    return len(ids), withheld
 
 
 def _file_info(path: Path) -> dict[str, Any]:

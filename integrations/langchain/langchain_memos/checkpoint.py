@@ -15,10 +15,12 @@ Forgetting: ``MemOS.forget`` reaches the checkpoints: every checkpoint, channel 
 pending write holding the forgotten memory is decoded, its messages redacted (the text
 becomes ``[forgotten]``; the messages stay, so the thread still loads and resumes) and
 re-encoded, in one vault transaction. Only the threads of the memory's owner and threads
-of no user are touched: a thread whose checkpoints name users (LangGraph copies
-``configurable["user_id"]`` into each checkpoint's metadata; the key is the checkpointer's
-``user_id_key``) and not the owner is another user's conversation, and one user's forget
-neither rewrites it nor reports it. While a checkpointer is open this is its forget hook
+of no user are touched: a thread whose checkpoints name users and not the owner is another
+user's conversation, and one user's forget neither rewrites it nor reports it. A checkpoint
+names its run's user in its metadata under the checkpointer's ``user_id_key``: LangGraph
+copies ``configurable["user_id"]`` there, and the checkpointer adds the user of the run's
+context (``invoke(..., context=...)``, the way ``create_agent(context_schema=...)`` passes
+it), which LangGraph does not copy. While a checkpointer is open this is its forget hook
 (its ``serde``); otherwise :func:`redact_vault`, this package's vault redactor (entry point
 ``memos_core.vault_redactors``), does the same with the default serializer.
 
@@ -66,6 +68,13 @@ from memos_core.integration import (
     thread_checkpoints,
     truncate_wal,
 )
+
+from langchain_memos._shared import configurable, context_value
+
+try:  # where a run's config holds its Runtime (what langgraph.runtime.get_runtime reads)
+    from langgraph._internal._constants import CONFIG_KEY_RUNTIME as _RUNTIME_KEY
+except ImportError:  # pragma: no cover - another langgraph layout
+    _RUNTIME_KEY = "__pregel_runtime"
 
 #: The file earlier versions kept checkpoints in (moved into the vault on first open).
 FILENAME = CHECKPOINT_FILE
@@ -252,6 +261,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             typed = self.serde.dumps_typed(values[channel]) if channel in values else ("empty", None)
             blobs.append((channel, str(version), typed))
         full_metadata = get_serializable_checkpoint_metadata(config, metadata)
+        if self.user_id_key not in full_metadata:  # the user of the run's context, if any
+            user = context_value(_run_context(config), self.user_id_key)
+            if isinstance(user, str) and user:
+                full_metadata[self.user_id_key] = user
         run_id = full_metadata.get("run_id")
         record = CheckpointRecord(
             thread, ns, checkpoint["id"], get_checkpoint_id(config),
@@ -404,6 +417,14 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         if store is None:
             return await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
         await store.cp_copy_thread(str(source_thread_id), str(target_thread_id))
+
+
+def _run_context(config: RunnableConfig) -> Any:
+    """The context the graph was invoked with (``invoke(..., context=...)``), or None. The
+    loop hands the checkpointer its run's config, which holds the run's ``Runtime`` under
+    the key ``langgraph.runtime.get_runtime`` reads."""
+    runtime = configurable(config).get(_RUNTIME_KEY)
+    return getattr(runtime, "context", None)
 
 
 def redact_vault(vault: ThreadCheckpoints, memory: MemCube) -> list[DerivedForm]:

@@ -321,6 +321,37 @@ def test_forget_leaves_other_users_threads_alone(mos: MemOS) -> None:
         assert _texts(saver, "bob-t") == [SECRET]
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_user_given_as_the_runs_context_owns_its_thread(mos: MemOS, mode: str) -> None:
+    """create_agent(context_schema=...) passes the user as the run's context, which LangGraph
+    does not copy into checkpoint metadata: every thread looked like nobody's, so Alice's
+    forget rewrote Bob's thread and named it in her receipt. The checkpointer records the
+    context's user in each checkpoint's metadata."""
+    import asyncio
+    from dataclasses import dataclass
+
+    @dataclass
+    class User:
+        user_id: str
+
+    saver = MemOSCheckpointer(mos)
+    agent = create_agent(scripted("Noted.", "Noted."), context_schema=User, checkpointer=saver,
+                         middleware=[MemOSMiddleware(mos)])
+    for user in ("alice", "bob"):
+        args = ({"messages": [HumanMessage(SECRET)]}, {"configurable": {"thread_id": f"{user}-t"}})
+        if mode == "sync":
+            agent.invoke(*args, context=User(user))
+        else:
+            asyncio.run(agent.ainvoke(*args, context=User(user)))
+    assert saver.get_tuple({"configurable": {"thread_id": "bob-t"}}).metadata["user_id"] == "bob"
+    alices = next(c for c in mos.list(user_id="alice") if MARKER in c.text)
+    receipt = mos.forget(alices.id, user_id="alice")
+    assert [d.id for d in receipt.derived] == [f"{FORM}:alice-t"]
+    assert _texts(saver, "bob-t") == [SECRET, "Noted."]
+    assert _texts(saver, "alice-t") == ["[forgotten]", "Noted."]
+    saver.close()
+
+
 def test_a_custom_user_id_key_names_the_threads_user(mos: MemOS) -> None:
     saver = MemOSCheckpointer(mos, user_id_key="account")
     checkpoint = empty_checkpoint()

@@ -11,6 +11,7 @@ engine (``mos.engine``, :mod:`memos_core.engine`). Every public method has an as
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import threading
 import time
@@ -65,6 +66,8 @@ from memos_core.validation import (
 )
 from memos_core.vault import Actor, AuditRecord, ListQuery, NamespaceGrant, Vault
 from memos_core.vault.postgres import is_postgres_url
+
+logger = logging.getLogger("memos_core")
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -233,7 +236,7 @@ class MemOS:
         served from this process's derived state."""
         if self._closed:
             raise InvalidInputError("This MemOS is closed; open the data directory again.")
-        if self._server is not None:
+        if self._server is not None or self.store.lagging:
             self.store.sync()
 
     def catch_up(self) -> int:
@@ -269,7 +272,8 @@ class MemOS:
         """Call ``listener(cubes)`` after memories change: new memories, new versions (updates,
         state changes, supersessions, shares) and tombstones. It runs under the write lock,
         after the vault committed; the derived tiers (KV caches, adapters) use it to drop what
-        was built from an old version."""
+        was built from an old version. An exception it raises is logged, not raised (the
+        write is committed)."""
         self.store.on_change(listener)
 
     def on_close(self, callback: Callable[[], None]) -> None:
@@ -969,10 +973,15 @@ class MemOS:
     def adapters(self, *, user_id: str) -> builtins.list[AdapterManifest]:
         """``user_id``'s LoRA adapters, oldest first: each an ``AdapterManifest`` (memories
         and versions trained in, base model fingerprint, settings, evaluation, gate decision,
-        status ``active`` / ``ready`` / ``rejected`` / ``retired``)."""
+        status ``active`` / ``ready`` / ``rejected`` / ``retired``). An adapter whose manifest
+        cannot be read is left out (a log warning names it; the next forget deletes its
+        weights)."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
-        return [m for m in self.engine.parametric.store.manifests() if m.owner == user_id]
+        readable, unreadable = self.engine.parametric.store.readable_manifests()
+        for version in unreadable:
+            logger.warning("adapter %s: its manifest cannot be read; left out", version)
+        return [m for m in readable if m.owner == user_id]
 
     def activate_adapter(self, version: str, *, user_id: str,
                          reason: str = "requested") -> AdapterManifest:

@@ -42,12 +42,13 @@ whose package is not installed (so that no redactor is declared for it) is not r
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from memos_core.cube import MemCube, State
-from memos_core.errors import AccessDeniedError
+from memos_core.errors import AccessDeniedError, MemOSError
 from memos_core.governance import access
 from memos_core.governance.derived import FLAG_KEY, DerivedMode, check_mode
 from memos_core.governance.forget_hooks import MessageRedactor, redact_log_message
@@ -65,6 +66,8 @@ logger = logging.getLogger("memos_core.governance")
 
 #: receipt's ``removed_from`` entry of each derived-form kind a purger reports
 _STORE_OF_KIND = {"kv_block": "kv", "adapter": "adapters"}
+#: vault meta key: the forgotten memories whose derived files' purge failed (JSON list)
+PURGE_PENDING = "forget_purge_pending"
 
 
 def redact_logs(store: MemoryStore, cube: MemCube) -> list[DerivedForm]:
@@ -90,15 +93,21 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
 
     ``logs``: what :func:`redact_logs` already did for it (``forget_many`` runs every hook
     before the first tombstone); None runs the hooks here. Idempotent: forgetting a
-    tombstone again changes nothing and touches no derived form. The caller holds
+    tombstone again changes nothing and touches no derived form -- unless the purge of its
+    derived files failed (this raised :class:`MemOSError` saying so): then it is retried.
+    The caller holds
     ``store.write_lock`` and checkpoints the vault afterwards (also when this raises).
     """
     if cube.state is State.DELETED:
         # Already forgotten: nothing is removed again, unless the tombstone still held
-        # content (one imported from a bundle made elsewhere): then it is scrubbed now.
+        # content (one imported from a bundle made elsewhere): then it is scrubbed now; or
+        # the derived files' purge failed last time: then it runs again.
         repaired = store.vault.scrub_tombstone(cube.id)
+        again = (_purge(store, cube.id, [p(cube.id) for p in store.purgers])
+                 if cube.id in _pending(store) else [])
         return ForgetReceipt(memory_id=cube.id, version=cube.version, text_sha256=None,
-                             removed_from=("vault",) if repaired else (), at=cube.updated_at)
+                             removed_from=(("vault",) if repaired else ()) + _stores_of(again),
+                             at=cube.updated_at, derived=tuple(again))
     if derived == "forget":
         check_cascade(store, cube, actor.user_id)
     forms = redact_logs(store, cube) if logs is None else list(logs)
@@ -109,16 +118,49 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
     (tomb,) = store.write(lambda: [store.vault.tombstone(cube.id, actor)])
     logged = bool(forms)
     forms += _cascade(store, cube.id, summaries, actor, derived)
-    purged = [form for finish in finishers for form in finish()]
+    purged = _purge(store, cube.id, finishers)
     forms += purged
-    kinds = {form.kind for form in purged}
     return ForgetReceipt(
         memory_id=cube.id, version=tomb.version, text_sha256=digest,
-        removed_from=("vault", "index", "graph")
-        + tuple(name for kind, name in _STORE_OF_KIND.items() if kind in kinds)
+        removed_from=("vault", "index", "graph") + _stores_of(purged)
         + (("conversation_log",) if logged else ()),
         at=tomb.updated_at, derived=tuple(forms),
     )
+
+
+def _stores_of(purged: list[DerivedForm]) -> tuple[str, ...]:
+    kinds = {form.kind for form in purged}
+    return tuple(name for kind, name in _STORE_OF_KIND.items() if kind in kinds)
+
+
+def _pending(store: MemoryStore) -> set[str]:
+    """Forgotten memories whose derived files' purge failed (vault meta, JSON list)."""
+    return set(json.loads(store.vault.get_meta(PURGE_PENDING) or "[]"))
+
+
+def _purge(store: MemoryStore, memory_id: str,
+           finishers: list[Callable[[], list[DerivedForm]]]) -> list[DerivedForm]:
+    """Run every purger's second half (the KV files, the adapters); each runs whatever
+    another raised. If one failed, the memory is recorded as pending, so that forgetting it
+    again retries the purge, and :class:`MemOSError` says so; else the forms they touched."""
+    forms: list[DerivedForm] = []
+    failures: list[Exception] = []
+    for finish in finishers:
+        try:
+            forms += finish()
+        except Exception as exc:  # noqa: BLE001 - reported below, after the other purgers
+            failures.append(exc)
+    pending = _pending(store)
+    if failures:
+        store.vault.set_meta(PURGE_PENDING, json.dumps(sorted(pending | {memory_id})))
+        raise MemOSError(
+            f"Memory {memory_id} is forgotten in the vault, the index and the graph, but "
+            f"removing it from a derived file failed ({type(failures[0]).__name__}: "
+            f"{str(failures[0]).splitlines()[0] if str(failures[0]) else ''}). Fix the cause "
+            "and forget it again: that retries the purge.") from failures[0]
+    if memory_id in pending:
+        store.vault.set_meta(PURGE_PENDING, json.dumps(sorted(pending - {memory_id})))
+    return forms
 
 
 def check_cascade(store: MemoryStore, cube: MemCube, user_id: str) -> None:

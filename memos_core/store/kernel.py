@@ -33,6 +33,7 @@ from typing import Any, cast
 from memos_core.config import MemOSConfig
 from memos_core.cube import MemCube
 from memos_core.embedding import Embedder, default_embedder
+from memos_core.errors import MemOSError
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.governance import index_privacy
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
@@ -84,6 +85,9 @@ class MemoryStore:
         self._listeners: list[Listener] = []
         self._close_callbacks: list[Callable[[], None]] = []
         self._purgers: list[DerivedPurger] = []
+        #: embedded mode: committed memories whose index update failed (retried; see sync)
+        self._deferred: set[str] = set()
+        self._embedder_ready = False
         self.index: VectorIndex
         #: server mode: the vault has a change feed other processes write to; this process's
         #: derived state follows it (:mod:`memos_core.store.feed`)
@@ -195,6 +199,10 @@ class MemoryStore:
         hold it around several writes). If ``commit`` raises, nothing derived changes.
         """
         with self.write_lock:
+            if embed and not self._embedder_ready:
+                self._ready_embedder()  # a model that cannot load fails before anything is stored
+            if self._deferred:
+                self._retry_deferred()
             changed = list(commit())
             if self.follower is not None:
                 try:
@@ -206,10 +214,41 @@ class MemoryStore:
                                    "on the next call", exc_info=True)
                     self.follower.defer([c.id for c in changed])
             else:
-                self._derive(changed, embed)
+                try:
+                    self._derive(changed, embed)
+                except Exception:  # noqa: BLE001 - committed is acknowledged: index it later
+                    logger.warning("updating the index after a commit failed; it is retried "
+                                   "on the next call, and by the next open", exc_info=True)
+                    self._deferred.update(c.id for c in changed)
             self._graph_apply(changed, edges)
             self._notify(changed)
             return changed
+
+    def _ready_embedder(self) -> None:
+        """Load the embedding model now (the first write of a process), so that one which
+        cannot load raises before the vault commits anything."""
+        from memos_core.runtime.errors import ModelLoadError
+
+        try:
+            self.embedder.embed(["memos"])
+        except MemOSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any loader error, reported clearly
+            raise ModelLoadError(
+                f"The embedding model {getattr(self.embedder, 'name', '?')!r} could not be "
+                f"loaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+                "Nothing was stored. Check MemOSConfig.embedder / embedder_backend.") from exc
+        self._embedder_ready = True
+
+    def _retry_deferred(self) -> None:
+        """Embedded mode: index the committed memories a failed index update missed."""
+        ids, self._deferred = sorted(self._deferred), set()
+        try:
+            self.index_cubes(list(self.vault.get_many(ids).values()))
+        except Exception:  # noqa: BLE001 - still failing: kept for the next call
+            logger.warning("indexing %d memories after an earlier failure failed again",
+                           len(ids), exc_info=True)
+            self._deferred.update(ids)
 
     def _derive(self, cubes: Sequence[MemCube], embed: bool) -> None:
         if embed:
@@ -257,8 +296,20 @@ class MemoryStore:
     def sync(self) -> int:
         """Server mode: apply the changes other processes made since the last call to this
         process's derived state (graph, per-process index, KV blocks, adapters); returns how
-        many. One cheap query when nothing changed; a no-op for the embedded vault."""
-        return self.follower.sync() if self.follower is not None else 0
+        many. One cheap query when nothing changed. Embedded mode: index the memories whose
+        index update failed after their commit, if any; returns 0."""
+        if self.follower is not None:
+            return self.follower.sync()
+        if self._deferred:
+            with self.write_lock:
+                if self._deferred:
+                    self._retry_deferred()
+        return 0
+
+    @property
+    def lagging(self) -> bool:
+        """Embedded mode: some committed memories are not in the index yet (see :meth:`sync`)."""
+        return bool(self._deferred)
 
     def current_for_search(self, memory_ids: Sequence[str], since: float) -> dict[str, MemCube]:
         """``vault.get_many(memory_ids)`` for a search that began at ``since`` (monotonic
@@ -279,13 +330,19 @@ class MemoryStore:
 
     def _notify(self, cubes: Sequence[MemCube]) -> None:
         for listener in list(self._listeners):
-            listener(cubes)
+            try:
+                listener(cubes)
+            except Exception:  # noqa: BLE001 - the write is committed; the others still hear
+                logger.error("a change listener failed after a commit (%s)",
+                             getattr(listener, "__qualname__", listener), exc_info=True)
 
     # -- listeners and hooks -------------------------------------------------------------------
 
     def on_change(self, listener: Listener) -> None:
         """Call ``listener(cubes)`` after every write, under the write lock, after the vault
-        committed and the index and graph followed."""
+        committed and the index and graph followed. An exception it raises is logged, not
+        raised: the write is committed, and the other listeners still run (a forget's
+        purgers redo what the model tiers' listener could not)."""
         self._listeners.append(listener)
 
     def on_close(self, callback: Callable[[], None]) -> None:
@@ -374,7 +431,8 @@ class MemoryStore:
                 self.index.flush()
                 if self.follower is None:  # one process owns the vault: its index is clean
                     self.vault.set_meta("index_unoptimized", str(self._unoptimized))
-                    self.vault.set_meta("index_clean", "1")
+                    # unless a failed index update left memories out: the next open reconciles
+                    self.vault.set_meta("index_clean", "0" if self._deferred else "1")
             finally:
                 self.index.close()
                 self.vault.close()

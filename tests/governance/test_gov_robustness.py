@@ -150,6 +150,56 @@ def test_a_schema_2_vault_loses_its_digests(tmp_path: Path) -> None:
 # -- 5. errors from dependencies -------------------------------------------------------------
 
 
+def test_an_embedder_that_cannot_load_stores_nothing(tmp_path: Path) -> None:
+    """The model loads lazily, after the vault's commit: a bad embedder path raised a raw
+    FileNotFoundError from add although the memory was stored, and each retry stored
+    another copy. The model is now loaded before the first commit."""
+    from memos_core.runtime.errors import ModelLoadError
+
+    with MemOS(tmp_path / "d", config=_config(embedder=str(tmp_path / "no-such-model"),
+                                              embedder_backend="torch")) as mos:
+        for _ in range(2):
+            with pytest.raises(ModelLoadError, match="Nothing was stored"):
+                mos.add("Ada likes tea.", user_id="ada")
+        assert mos.list(user_id="ada") == []
+
+
+class _FailsOnce:
+    """The real embedder, failing on the calls it is told to (a dropped GPU, an OOM)."""
+
+    def __init__(self) -> None:
+        from memos_core.embedding import default_embedder
+
+        self.real = default_embedder()
+        self.name, self.dim, self.fail = self.real.name, self.real.dim, 0
+
+    def embed(self, texts: Any) -> Any:
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("embedder crashed")
+        return self.real.embed(texts)
+
+
+def test_an_index_update_that_fails_after_the_commit_is_retried(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The commit is acknowledged: add returns the memory (no error a caller would retry
+    into a duplicate), the failure is logged, and the index catches up on the next call --
+    or, if the store closes first, when it is opened again."""
+    flaky = _FailsOnce()
+    mos = MemOS(tmp_path / "d", config=_config(), embedder=flaky)
+    mos.add("Warm-up note.", user_id="ada")
+    flaky.fail = 1
+    tea = mos.add("Ada likes green tea.", user_id="ada")
+    assert "updating the index after a commit failed" in caplog.text
+    assert [h.id for h in mos.search("what does ada drink", user_id="ada", k=1)] == [tea.id]
+    flaky.fail = 1
+    cat = mos.add("Ada's cat is called Miso.", user_id="ada")
+    mos.close()  # before any retry: the index is not marked clean
+    with MemOS(tmp_path / "d", config=_config()) as again:  # so the next open reconciles
+        assert [h.id for h in again.search("ada's cat", user_id="ada", k=1)] == [cat.id]
+        assert len(again.list(user_id="ada")) == 3
+
+
 def _nested(depth: int) -> dict[str, Any]:
     value: dict[str, Any] = {}
     for _ in range(depth):

@@ -14,7 +14,7 @@ import torch
 from memos_core import MemOS
 from memos_core.cube import Tier
 from memos_core.engine import engine_for
-from memos_core.errors import AccessDeniedError, InvalidInputError
+from memos_core.errors import AccessDeniedError, CorruptDataError, InvalidInputError, MemOSError
 from memos_core.runtime import LocalModel
 from memos_core.scheduler import ConsolidationConfig
 from memos_core.tiers.activation import KVCacheTier
@@ -147,11 +147,61 @@ def test_forget_retires_the_adapter_and_queues_a_retrain(store: tuple[MemOS, lis
     assert "parametric:retire" in audit_actions(mos)
     again = mos.forget(ids[0], user_id="ada")
     assert not again.derived  # idempotent: a tombstone touches nothing
-
     [retrained] = tier.run_queue("ada", progress=False)
     assert tier.store.queue() == []
     assert sorted(m.id for m in retrained.manifest.memories) == sorted(ids[1:])
     assert retrained.manifest.version == "v2"
+
+
+def test_an_unreadable_manifest_neither_blocks_forget_nor_keeps_the_weights(
+        store: tuple[MemOS, list[str]]) -> None:
+    """A torn adapters/<v>/manifest.json made every forget raise a raw pydantic error after
+    the tombstone: the adapter holding the memory kept its weights and stayed active, and a
+    second forget was a no-op. Now: an unreadable manifest is a CorruptDataError where it is
+    read, other users' forgets work, and a forget deletes the weights of an adapter it
+    cannot rule out (without its manifest it cannot be loaded anyway)."""
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    (mos.data_dir / "adapters" / "v1" / "manifest.json").write_text('{"version": "v1", "own')
+    with pytest.raises(CorruptDataError, match="manifest.json"):
+        tier.store.manifest("v1")
+    assert mos.adapters(user_id="ada") == []  # left out, with a log warning
+    bob = mos.add("Bob's own note.", user_id="bob")
+    receipt = mos.forget(bob.id, user_id="bob")
+    assert [(f.kind, f.id) for f in receipt.derived] == [("adapter", "v1")]
+    assert not tier.store.has_weights("v1") and tier.store.active("ada") is None
+    assert mos.forget(ids[0], user_id="ada").removed_from == ("vault", "index", "graph")
+
+
+def test_a_failed_purge_is_retried_by_the_next_forget(store: tuple[MemOS, list[str]]) -> None:
+    """A purger that fails (a KV or adapter file that cannot be removed) used to leave the
+    memory's derived forms behind for good: the tombstone was written, so a second forget
+    did nothing. The first forget now says the purge failed, and the next one retries it."""
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    state = mos.data_dir / "adapters" / "state.json"
+    good = state.read_text()
+    state.write_text("not json")
+    with pytest.raises(MemOSError, match="forget it again"):
+        mos.forget(ids[0], user_id="ada")
+    assert mos.get(ids[0], user_id="ada", version=2).state.value == "deleted"
+    assert tier.store.has_weights("v1")  # the purge did not get there
+    state.write_text(good)
+    again = mos.forget(ids[0], user_id="ada")
+    assert [(f.kind, f.id, f.action) for f in again.derived] == [("adapter", "v1", "deleted")]
+    assert "adapters" in again.removed_from and not tier.store.has_weights("v1")
+    assert mos.forget(ids[0], user_id="ada").derived == ()  # done: nothing pending
+
+
+def test_a_directory_named_like_a_kv_block_is_not_purged(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    stray = mos.data_dir / "kv" / "stray.safetensors"
+    stray.mkdir(parents=True)
+    assert "kv" not in mos.forget(ids[0], user_id="ada").removed_from
+    assert stray.is_dir()
+
 
 
 def test_consolidation_picks_up_a_queued_retrain(store: tuple[MemOS, list[str]]) -> None:

@@ -218,8 +218,11 @@ def kv_files_holding(kv_dir: Path, memory_ids: Iterable[str]) -> list[Path]:
     ids = set(memory_ids)
     if not kv_dir.is_dir():
         return []
-    found = [path for path in sorted(kv_dir.glob(f".*{SUFFIX}.tmp-*")) if _writer_gone(path)]
+    found = [path for path in sorted(kv_dir.glob(f".*{SUFFIX}.tmp-*"))
+             if path.is_file() and _writer_gone(path)]
     for path in sorted(kv_dir.glob(f"*{SUFFIX}")):
+        if not path.is_file():  # a directory of that name is not a block
+            continue
         try:
             members = header_memories(read_header(path))
         except (KVCacheFormatError, OSError):

@@ -17,10 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memos_core.cube import utcnow
-from memos_core.errors import InvalidInputError
+from memos_core.errors import CorruptDataError, InvalidInputError
 from memos_core.tiers.parametric.evaluation import Evaluation, GateDecision
 from memos_core.tiers.parametric.trainer import TrainingReport
 
@@ -76,6 +76,32 @@ class RetrainRequest(BaseModel):
     requested_at: datetime = Field(default_factory=utcnow)
 
 
+def _read(file: Path, parse: Any, what: str) -> Any:
+    """``parse(text of file)``; a file that cannot be read or parsed is a
+    :class:`CorruptDataError` naming it (no traceback from json or pydantic)."""
+    try:
+        return parse(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, ValidationError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CorruptDataError(f"{file} is not a readable {what} ({first}). Restore it from a "
+                               "backup, or delete it (memos-core rebuilds what it can).") from None
+
+
+def _state_of(text: str) -> dict[str, Any]:
+    state = json.loads(text)
+    if not (isinstance(state, dict) and isinstance(state.get("active"), dict)
+            and isinstance(state.get("history"), dict)):
+        raise ValueError("needs 'active' and 'history' objects")
+    return state
+
+
+def _queue_of(text: str) -> list[RetrainRequest]:
+    rows = json.loads(text)
+    if not isinstance(rows, list):
+        raise ValueError("needs a list of retrain requests")
+    return [RetrainRequest.model_validate(r) for r in rows]
+
+
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
@@ -114,14 +140,32 @@ class AdapterStore:
 
         Raises:
             InvalidInputError: no such adapter.
+            CorruptDataError: its manifest cannot be read.
         """
         file = self.path(version) / MANIFEST
         if not file.is_file():
             raise InvalidInputError(f"no adapter {version!r} under {self.root}")
-        return AdapterManifest.model_validate_json(file.read_text(encoding="utf-8"))
+        manifest: AdapterManifest = _read(file, AdapterManifest.model_validate_json,
+                                          "adapter manifest")
+        return manifest
 
     def manifests(self) -> list[AdapterManifest]:
+        """Every adapter's manifest, oldest first.
+
+        Raises:
+            CorruptDataError: one cannot be read (:meth:`readable_manifests` skips it).
+        """
         return [self.manifest(v) for v in self.versions()]
+
+    def readable_manifests(self) -> tuple[list[AdapterManifest], list[str]]:
+        """The manifests that can be read, and the versions whose manifest cannot."""
+        found, corrupt = [], []
+        for version in self.versions():
+            try:
+                found.append(self.manifest(version))
+            except CorruptDataError:
+                corrupt.append(version)
+        return found, corrupt
 
     def save(self, peft_model: Any, manifest: AdapterManifest) -> Path:
         """Write the weights (safetensors) and the manifest; returns the adapter directory."""
@@ -157,7 +201,7 @@ class AdapterStore:
         file = self.root / "state.json"
         if not file.is_file():
             return {"active": {}, "history": {}}
-        state: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+        state: dict[str, Any] = _read(file, _state_of, "adapter state file")
         return state
 
     def active(self, owner: str) -> str | None:
@@ -196,8 +240,8 @@ class AdapterStore:
         with self._lock:
             if not file.is_file():
                 return []
-            return [RetrainRequest.model_validate(r)
-                    for r in json.loads(file.read_text(encoding="utf-8"))]
+            queue: list[RetrainRequest] = _read(file, _queue_of, "retrain queue")
+            return queue
 
     def enqueue(self, request: RetrainRequest) -> None:
         """Queue a retrain; one replacing the same owner's pending request supersedes it."""

@@ -344,13 +344,33 @@ class ParametricTier:
         the records of every adapter that held it, retired now or before, lose their texts."""
         return self._retire_unretired(memory_id, f"memory {memory_id} forgotten", scrub=True)
 
+    def _drop_unreadable(self) -> list[str]:
+        """Delete the weights of every adapter whose manifest cannot be read and deactivate
+        it; returns the versions whose weights went now. Which memories such an adapter
+        holds is unknown, so a forget cannot rule it out; and without a manifest it cannot
+        be loaded anyway, so nothing that works is lost."""
+        dropped = []
+        with self._lock:
+            _, corrupt = self.store.readable_manifests()
+            for version in corrupt:
+                for owner, active in self.store.active_all().items():
+                    if active == version:
+                        self.store.set_active(owner, None)
+                self._loaded = {k: m for k, m in self._loaded.items()
+                                if not k.startswith(version + "@")}
+                if self.store.delete_weights(version):
+                    logger.warning("adapter %s: its manifest cannot be read, so a forget "
+                                   "deleted its weights", version)
+                    dropped.append(version)
+        return dropped
+
     def _retire_unretired(self, memory_id: str, reason: str, *, scrub: bool) -> list[str]:
         """Retire each adapter not yet retired that holds ``memory_id``; queue a retrain of
         the rest of a live one's memories. Returns the versions retired. ``scrub`` (a
         forget): every record that held it loses its texts, also one retired before."""
         retired = []
         with self._lock:
-            for manifest in self.store.manifests():
+            for manifest in self.store.readable_manifests()[0]:
                 if memory_id not in manifest.memory_ids:
                     continue
                 if manifest.status == "retired":
@@ -370,11 +390,14 @@ class ParametricTier:
 
     def retired_for(self, memory_id: str) -> list[str]:
         """Retire what holds ``memory_id`` (if not done yet) and return every adapter version
-        retired because it was forgotten. Idempotent: a second call returns the same list."""
+        retired because it was forgotten, and those whose weights were deleted now because
+        their manifest cannot be read (:meth:`_drop_unreadable`). The forget purger's call.
+        Idempotent: a second call returns the same list (less the unreadable ones)."""
         self.retire_holding(memory_id)
+        dropped = self._drop_unreadable()  # it might hold the memory: its weights go
         reason = f"memory {memory_id} forgotten"
-        return [m.version for m in self.store.manifests()
-                if memory_id in m.memory_ids and m.retired_reason == reason]
+        return [m.version for m in self.store.readable_manifests()[0]
+                if memory_id in m.memory_ids and m.retired_reason == reason] + dropped
 
     def on_change(self, cubes: Sequence[MemCube]) -> None:
         """``mos.on_change`` listener: tombstones retire the adapters holding them (their

@@ -24,7 +24,10 @@ _DATE_PATTERNS = [
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?:\s?%)?(?!\w|[.,]\d)")
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,60})[\"”]")
 # A run of capitalised words (allowing "of"/"de"/"van" inside): "New York", "Bank of America".
-_NAME = re.compile(r"\b[A-Z][a-zA-Z'’-]+(?:\s+(?:of|de|van|von|the)?\s*[A-Z][a-zA-Z'’-]+)*")
+# The space after a connector is optional ("of\nAmerica" or "ofAmerica" still join), but there is
+# no optional space straight after the required one: "\s+\s*" splits a run of w spaces w ways, so a
+# capitalised word followed by a long run of spaces backtracked in O(w**2) (minutes for 80 KB).
+_NAME = re.compile(r"\b[A-Z][a-zA-Z'’-]+(?:\s+(?:(?:of|de|van|von|the)\s*)?[A-Z][a-zA-Z'’-]+)*")
 
 # Capitalised words that are not names when they stand alone.
 _STOP = frozenset(
@@ -58,12 +61,15 @@ class RuleEntityExtractor:
 
     def extract(self, text: str) -> list[str]:
         found: list[tuple[int, str]] = []
-        taken: list[tuple[int, int]] = []
+        # taken[i] is 1 once character i belongs to a kept match. Checking and marking a span
+        # costs its length, and one pattern's matches never overlap, so each pass is linear in
+        # the text (a list of spans scanned per match made 1 MB of "1 " take hours).
+        taken = bytearray(len(text))
 
         def add(start: int, end: int, value: str) -> None:
-            if any(s < end and start < e for s, e in taken):
+            if taken.find(1, start, end) != -1:
                 return  # inside a longer match (a date's number, a quoted name)
-            taken.append((start, end))
+            taken[start:end] = b"\x01" * (end - start)
             found.append((start, " ".join(value.lower().split())))
 
         for pattern in _DATE_PATTERNS:
@@ -73,10 +79,12 @@ class RuleEntityExtractor:
             add(m.start(1), m.end(1), m.group(1).strip())
         for m in _NAME.finditer(text):
             words = m.group(0).split()
-            while words and words[0].lower().strip("'’") in _STOP:
-                words.pop(0)  # "Hey Mel" -> "Mel"; inner connectors ("Bank of America") stay
-            while words and words[-1].lower().strip("'’") in _STOP:
-                words.pop()
+            first, last = 0, len(words)  # slice once: pop(0) per word is quadratic in the run
+            while first < last and words[first].lower().strip("'’") in _STOP:
+                first += 1  # "Hey Mel" -> "Mel"; inner connectors ("Bank of America") stay
+            while last > first and words[last - 1].lower().strip("'’") in _STOP:
+                last -= 1
+            words = words[first:last]
             if words:  # "Alice's" names Alice
                 words[-1] = re.sub(r"['’]s?$", "", words[-1])
             if words and not (len(words) == 1 and len(words[0]) < 2):

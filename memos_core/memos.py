@@ -53,7 +53,9 @@ from memos_core.retrieval.voice import body_of, own_voice
 from memos_core.store import MemoryStore
 from memos_core.validation import (
     check_datetime,
+    check_bool,
     check_enum,
+    check_enums,
     check_id,
     check_int,
     check_k,
@@ -62,6 +64,7 @@ from memos_core.validation import (
     check_name,
     check_path,
     check_strs,
+    check_tags,
     check_text,
 )
 from memos_core.vault import Actor, AuditRecord, ListQuery, NamespaceGrant, Vault
@@ -382,6 +385,10 @@ class MemOS:
         user_id = check_name(user_id, "user_id")
         batch_size = check_k(batch_size, "batch_size", 1_000_000)
         writes.check_item_keys(defaults, "add_many keyword")
+        if isinstance(items, (str, bytes, bytearray, Mapping)) or not isinstance(items, Iterable):
+            raise InvalidInputError(
+                f"items must be a list of texts or dicts with 'text', got {type(items).__name__} "
+                "(for one memory, use add).")
         cubes: builtins.list[MemCube] = []
         for i, item in enumerate(items):
             if isinstance(item, (str, bytes)):
@@ -429,7 +436,7 @@ class MemOS:
                 changes["text"] = check_text(text)
                 changes["entities"] = tuple(self.extractor.extract(changes["text"]))
             if tags is not None:
-                changes["tags"] = check_strs(tags, "tags")
+                changes["tags"] = check_tags(tags)
             if metadata is not None:
                 changes["metadata"] = check_metadata(metadata)
             if type is not None:
@@ -664,12 +671,15 @@ class MemOS:
         return ListQuery(
             user_ids=(user_id,), agent_id=check_name(agent_id, "agent_id", optional=True),
             session_id=check_name(session_id, "session_id", optional=True),
-            types=check_strs(types, "types") or None, tags=check_strs(tags, "tags") or None,
-            states=check_strs(states, "states") or CHANGEABLE_STATES,
+            types=check_enums(MemoryType, types, "types") or None,
+            tags=check_tags(tags) or None,
+            states=check_enums(State, states, "states") or CHANGEABLE_STATES,
             occurred_after=check_datetime(occurred_after, "occurred_after"),
             occurred_before=check_datetime(occurred_before, "occurred_before"),
-            include_superseded=include_superseded, limit=check_k(limit, "limit", 10_000),
-            offset=offset, newest_first=newest_first, metadata_equals=check_metadata_filter(metadata),
+            include_superseded=check_bool(include_superseded, "include_superseded"),
+            limit=check_k(limit, "limit", 10_000), offset=offset,
+            newest_first=check_bool(newest_first, "newest_first"),
+            metadata_equals=check_metadata_filter(metadata),
         )
 
     def search(
@@ -720,14 +730,16 @@ class MemOS:
         k = check_k(k)
         allowed = sensitivity_rules.allowance(
             self.config.allow_sensitive if allow_sensitive is None else allow_sensitive)
-        states = SEARCHABLE_STATES + (("archived",) if include_archived else ())
+        states = SEARCHABLE_STATES + (
+            ("archived",) if check_bool(include_archived, "include_archived") else ())
+        record_usage = check_bool(record_usage, "record_usage")
         when = check_datetime(valid_at, "valid_at")
-        include_superseded = include_superseded or when is not None
+        include_superseded = check_bool(include_superseded, "include_superseded") or when is not None
         flt = build_filter(
             (user_id,), agent_id=check_name(agent_id, "agent_id", optional=True),
             session_id=check_name(session_id, "session_id", optional=True),
-            types=check_strs(types, "types") or None,
-            tags=tuple(self.store.hide_tags(check_strs(tags, "tags"))) or None,
+            types=check_enums(MemoryType, types, "types") or None,
+            tags=tuple(self.store.hide_tags(check_tags(tags))) or None,
             states=states, occurred_after=check_datetime(occurred_after, "occurred_after"),
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded,

@@ -17,6 +17,21 @@ from memos_core.config import MAX_TEXT_BYTES
 from memos_core.errors import InvalidInputError, MemoryNotFoundError
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters (a bad value
+    may be megabytes long)."""
+    text = repr(value) if not isinstance(value, (str, bytes)) or len(value) <= 4 * limit \
+        else repr(value[:limit])
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+
+
+def check_bool(value: object, name: str) -> bool:
+    """A real bool: ``"false"`` or ``0`` would otherwise be read by their truthiness."""
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{name} must be True or False, got {shown(value)}.")
+    return value
+
+
 def check_text(text: object, name: str = "text") -> str:
     """A non-empty UTF-8 string of at most 1 MB (bytes are decoded as strict UTF-8)."""
     if isinstance(text, (bytes, bytearray)):
@@ -56,7 +71,7 @@ def check_name(value: object, name: str, *, optional: bool = False) -> str | Non
         return None
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError(
-            f"{name} must be a non-empty str, got {value!r}."
+            f"{name} must be a non-empty str, got {shown(value)}."
             + ("" if optional else f" Pass {name}=... on every call.")
         )
     if len(value) > 256 or "\x00" in value:
@@ -72,7 +87,7 @@ def check_id(memory_id: object) -> str:
         return str(uuid.UUID(memory_id))
     except ValueError:
         raise MemoryNotFoundError(
-            f"No memory with id {memory_id!r} (memory ids are UUIDs; see `list` or `search`)."
+            f"No memory with id {shown(memory_id)} (memory ids are UUIDs; see `list` or `search`)."
         ) from None
 
 
@@ -85,7 +100,7 @@ def check_datetime(value: object, name: str) -> datetime | None:
             value = datetime.fromisoformat(value)
         except ValueError:
             raise InvalidInputError(
-                f"{name}={value!r} is not an ISO 8601 date/time (e.g. 2024-05-07T13:00:00)."
+                f"{name}={shown(value)} is not an ISO 8601 date/time (e.g. 2024-05-07T13:00:00)."
             ) from None
     if not isinstance(value, datetime):
         raise InvalidInputError(f"{name} must be a datetime or ISO string, got {type(value).__name__}.")
@@ -94,7 +109,7 @@ def check_datetime(value: object, name: str) -> datetime | None:
 
 def check_k(k: object, name: str = "k", maximum: int = 1000) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= maximum:
-        raise InvalidInputError(f"{name} must be an int between 1 and {maximum}, got {k!r}.")
+        raise InvalidInputError(f"{name} must be an int between 1 and {maximum}, got {shown(k)}.")
     return k
 
 
@@ -108,11 +123,34 @@ def check_strs(values: object, name: str) -> tuple[str, ...]:
         raise InvalidInputError(f"{name} must be a list of str, got {type(values).__name__}.")
     out = tuple(values)
     for v in out:
-        if not isinstance(v, str) or not v:
-            raise InvalidInputError(f"{name} must contain non-empty str values, got {v!r}.")
+        if not isinstance(v, str) or not v.strip():
+            raise InvalidInputError(f"{name} must contain non-empty str values, got {shown(v)}.")
         if "\x00" in v:
-            raise InvalidInputError(f"{name} must not contain NUL characters, got {v!r}.")
+            raise InvalidInputError(f"{name} must not contain NUL characters, got {shown(v)}.")
     return out
+
+
+#: Most tags (or sensitivity tags) on one memory, and the longest one: tags are labels, and
+#: every version and every index payload carries them all.
+MAX_TAGS, MAX_TAG_CHARS = 256, 256
+
+
+def check_tags(values: object, name: str = "tags") -> tuple[str, ...]:
+    """:func:`check_strs`, at most :data:`MAX_TAGS` of at most :data:`MAX_TAG_CHARS`
+    characters each."""
+    out = check_strs(values, name)
+    if len(out) > MAX_TAGS:
+        raise InvalidInputError(f"{name} has {len(out):,} values; the limit is {MAX_TAGS}.")
+    for v in out:
+        if len(v) > MAX_TAG_CHARS:
+            raise InvalidInputError(f"{name} values must be at most {MAX_TAG_CHARS} characters, "
+                                    f"got one of {len(v):,}: {shown(v)}.")
+    return out
+
+
+def check_enums(cls: type, values: object, name: str) -> tuple[str, ...]:
+    """:func:`check_strs` whose every value is one of the str enum ``cls``'s values."""
+    return tuple(check_enum(cls, v, name).value for v in check_strs(values, name))
 
 
 def has_nul(value: object) -> bool:
@@ -215,7 +253,7 @@ def _ints_in_range(value: object) -> bool:
 def check_int(value: object, name: str, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
     """An int (not a bool) in ``[minimum, maximum]`` (by default SQLite's 64-bit range)."""
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise InvalidInputError(f"{name} must be an int between {minimum} and {maximum}, got {value!r}.")
+        raise InvalidInputError(f"{name} must be an int between {minimum} and {maximum}, got {shown(value)}.")
     return value
 
 
@@ -239,7 +277,7 @@ def check_enum(cls: type, value: object, name: str) -> Any:
         return cls(value)
     except ValueError:
         allowed = ", ".join(m.value for m in cls)  # type: ignore[attr-defined]
-        raise InvalidInputError(f"{name}={value!r} is not one of: {allowed}.") from None
+        raise InvalidInputError(f"{name}={shown(value)} is not one of: {allowed}.") from None
 
 
 def check_metadata_filter(metadata: object) -> dict[str, Any]:
@@ -250,7 +288,7 @@ def check_metadata_filter(metadata: object) -> dict[str, Any]:
         raise InvalidInputError(f"metadata filter must be a dict, got {type(metadata).__name__}.")
     for key, value in metadata.items():
         if not isinstance(key, str) or not key.replace("_", "").replace("-", "").isalnum():
-            raise InvalidInputError(f"metadata filter key {key!r} must be letters, digits, _ or -.")
+            raise InvalidInputError(f"metadata filter key {shown(key)} must be letters, digits, _ or -.")
         if not isinstance(value, (str, int, float, bool)):
             raise InvalidInputError(f"metadata filter value for {key!r} must be a scalar.")
         if isinstance(value, int) and not isinstance(value, bool) \
@@ -270,5 +308,5 @@ def check_path(value: object, name: str = "path") -> Path:
         raise InvalidInputError(f"{name} must be a path (str or PathLike), got {type(value).__name__}.")
     text = os.fspath(value)
     if not isinstance(text, str) or not text.strip() or "\x00" in text:
-        raise InvalidInputError(f"{name} must be a non-empty path without NUL characters, got {text!r}.")
+        raise InvalidInputError(f"{name} must be a non-empty path without NUL characters, got {shown(text)}.")
     return Path(text)

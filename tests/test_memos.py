@@ -241,12 +241,31 @@ def test_second_open_of_a_data_dir_is_refused(mos, tmp_path):
         (lambda m: m.list(user_id="u", session_id=["s"]), InvalidInputError, "session_id"),
         (lambda m: m.list(user_id="u", agent_id={"$ne": None}), InvalidInputError, "agent_id"),
         (lambda m: m.list(user_id="u", agent_id=7), InvalidInputError, "agent_id"),
+        # a reviewer's gaps: a str is not a list of items, enums are checked, flags are bools
+        (lambda m: m.add_many("hello", user_id="u"), InvalidInputError, "items must be a list"),
+        (lambda m: m.add_many({"text": "x"}, user_id="u"), InvalidInputError, "items must be a list"),
+        (lambda m: m.add_many(None, user_id="u"), InvalidInputError, "items must be a list"),
+        (lambda m: m.add_many(42, user_id="u"), InvalidInputError, "items must be a list"),
+        (lambda m: m.search("q", user_id="u", allow_sensitive=1), InvalidInputError, "allow_sensitive"),
+        (lambda m: m.search("q", user_id="u", allow_sensitive=True), InvalidInputError, "allow_sensitive"),
+        (lambda m: m.list(user_id="u", states=["archive"]), InvalidInputError, "states='archive'"),
+        (lambda m: m.list(user_id="u", types=["facts"]), InvalidInputError, "types='facts'"),
+        (lambda m: m.search("q", user_id="u", types="facts"), InvalidInputError, "types='facts'"),
+        (lambda m: m.search("q", user_id="u", include_archived="false"), InvalidInputError, "True or False"),
+        (lambda m: m.list(user_id="u", newest_first=1), InvalidInputError, "True or False"),
+        (lambda m: m.add("ok", user_id="u", agent_id="  "), InvalidInputError, "agent_id"),
+        (lambda m: m.add("ok", user_id="u", tags=[" "]), InvalidInputError, "tags"),
+        (lambda m: m.add("ok", user_id="u", tags=[str(i) for i in range(257)]), InvalidInputError, "limit is 256"),
+        (lambda m: m.add("ok", user_id="u", tags=["t" * 257]), InvalidInputError, "at most 256"),
+        (lambda m: m.add("ok", user_id="u", sensitivity=["s" * 3_000_000]), InvalidInputError, "at most 256"),
+        (lambda m: m.get("x" * 5_000_000, user_id="u"), MemoryNotFoundError, "UUID"),
     ],
 )
 def test_bad_input_is_refused_and_nothing_is_stored(mos, call, error, message):
     keep = mos.add("A memory that must survive bad input.", user_id="u")
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as caught:
         call(mos)
+    assert len(str(caught.value)) < 1000  # a bad value is not echoed whole
     assert [c.id for c in mos.list(user_id="u")] == [keep.id]
     assert mos.get(keep.id, user_id="u").version == 1
 

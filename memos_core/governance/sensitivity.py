@@ -26,7 +26,7 @@ text that a principal may read is copied out of the store by default:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from memos_core.cube import MemCube
 from memos_core.errors import InvalidInputError
@@ -44,6 +44,9 @@ def allowance(allow: Iterable[str] | str | None) -> frozenset[str]:
         return frozenset()
     if isinstance(allow, str):
         allow = (allow,)
+    if isinstance(allow, Mapping) or not isinstance(allow, Iterable):
+        raise InvalidInputError(f"allow_sensitive must be a list of sensitivity tags (or '*'), "
+                                f"got {type(allow).__name__}.")
     tags = tuple(allow)
     if not all(isinstance(t, str) and t for t in tags):
         raise InvalidInputError(

@@ -18,7 +18,7 @@ from memos_core.lifecycle import INDEXED_STATES
 from memos_core.memos import MemOS
 from memos_core.ops import keyed as keyed_ops
 from memos_core.ops import writes
-from memos_core.validation import check_metadata, check_name, check_strs, check_text
+from memos_core.validation import check_metadata, check_name, check_tags, check_text
 from memos_core.vault import Actor, ItemKey
 
 __all__ = ["aget_by_key", "aiter_by_prefix", "delete_by_key", "get_by_key", "iter_by_prefix",
@@ -51,7 +51,7 @@ def put_by_key(mos: MemOS, item: ItemKey, text: str, *, metadata: Mapping[str, A
     item = _item(item)
     text = check_text(text)
     meta = check_metadata(metadata)
-    tag_list = check_strs(tags, "tags")
+    tag_list = check_tags(tags)
     store = mos.store
     actor = Actor(item.user_id, check_name(agent_id, "agent_id", optional=True), reason)
 

@@ -34,7 +34,7 @@ from memos_core.validation import (
     check_metadata,
     check_name,
     check_positive_seconds,
-    check_strs,
+    check_tags,
     check_text,
 )
 from memos_core.vault import Actor, Edge
@@ -95,12 +95,12 @@ def new_cube(
         valid_from=occurred or utcnow(),  # true since the event, or since we were told
         origin=check_enum(Origin, origin or Origin.USER_INPUT, "origin"),
         type=check_enum(MemoryType, type or MemoryType.NOTE, "type"),
-        tags=check_strs(tags, "tags"),
+        tags=check_tags(tags),
         entities=tuple(extractor.extract(text)),
         provenance=provenance,
         governance=Governance(
             ttl_seconds=ttl_seconds, priority=priority,
-            sensitivity=check_strs(sensitivity, "sensitivity"),
+            sensitivity=check_tags(sensitivity, "sensitivity"),
         ),
         metadata=meta,
     )

@@ -24,6 +24,7 @@ from typing import Any
 
 from memos_core.config import default_data_dir
 from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.mcp_server.hosts import parse_http, url_host
 
 DEFAULT_PORT = 8765
 
@@ -57,19 +58,6 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
             p.add_argument("--label", default=None, help="a note, e.g. the client's name")
         if name == "revoke":
             p.add_argument("token_id")
-
-
-def parse_http(value: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``:PORT`` or ``PORT`` (host 127.0.0.1); ``[::1]:PORT`` for IPv6."""
-    host, _, port = value.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        number = int(port)
-    except ValueError:
-        raise InvalidInputError(f"--http needs HOST:PORT, got {value!r}.") from None
-    if not 0 <= number <= 65535:
-        raise InvalidInputError(f"--http port must be 0..65535, got {number}.")
-    return host, number
 
 
 def _server_url(args: argparse.Namespace) -> str | None:
@@ -147,9 +135,6 @@ def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namesp
             mcp_server.build_stdio_server(mos, user_id=user, **options).mcp.run("stdio")
         return
     host, port = parse_http(args.http)
-    if not mcp_server.is_loopback(host):
-        print(f"memos mcp: warning: serving on {host}, reachable from other machines; use "
-              "TLS in front of it (tokens travel in clear over plain HTTP).", file=sys.stderr)
     from memos_core.mcp_server.tokens import tokens_for
 
     with open_mos(args) as mos:
@@ -158,5 +143,11 @@ def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namesp
             print(f"memos mcp: warning: {tokens.where} has no active token; every request will "
                   "be refused until `memos mcp token add --user NAME`.", file=sys.stderr)
         server = mcp_server.build_http_server(mos, tokens=tokens, host=host, port=port, **options)
-        print(f"memos mcp: serving http://{host}:{port}/mcp", file=sys.stderr, flush=True)
-        mcp_server.serve_http(server, host, port)
+        sockets = mcp_server.bind_http(host, port)  # MemOSError if it cannot: exit status 1
+        bound = sockets[0].getsockname()[1]
+        if not mcp_server.is_loopback(host):
+            print(f"memos mcp: warning: serving on {host}, reachable from other machines; use "
+                  "TLS in front of it (tokens travel in clear over plain HTTP).", file=sys.stderr)
+        print(f"memos mcp: serving http://{url_host(host)}:{bound}/mcp",
+              file=sys.stderr, flush=True)
+        mcp_server.serve_http(server, host, port, sockets=sockets)

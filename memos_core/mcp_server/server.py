@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ from mcp.types import ToolAnnotations
 from pydantic import AnyHttpUrl, Field
 
 from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError, MemOSError
+from memos_core.mcp_server.hosts import check_host, url_host
 from memos_core.mcp_server.tokens import TokenStore
 from memos_core.mcp_server.tools import MemoryService
 from memos_core.validation import check_name
@@ -96,17 +98,22 @@ class MemoryServer:
                  allow_sensitive: Sequence[str] | str | None = None) -> None:
         if (user_id is None) == (tokens is None):
             raise InvalidInputError("give exactly one of user_id (stdio) and tokens (HTTP).")
-        self.service = MemoryService(mos, allow_sensitive=allow_sensitive)
         self.user_id = check_name(user_id, "user_id", optional=True)
+        check_host(host)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise InvalidInputError(f"port must be an int 0..65535, got {port!r}.")
+        self.service = MemoryService(mos, allow_sensitive=allow_sensitive)
         self.tokens = tokens
         auth: dict[str, Any] = {}
         if tokens is not None:
             # No OAuth server: tokens come from `memos mcp token add`; issuer_url is required
             # by the SDK's settings and names this server.
+            try:
+                issuer = AnyHttpUrl(f"http://{url_host(host)}:{port or 1}")
+            except ValueError:  # pydantic's ValidationError; check_host let few hosts through
+                raise InvalidInputError(f"host {host!r} is not usable in a URL.") from None
             auth = dict(token_verifier=TokenFileVerifier(tokens), auth=AuthSettings(
-                issuer_url=AnyHttpUrl(f"http://{_url_host(host)}:{port or 1}"),
-                resource_server_url=None,
-                required_scopes=["memos"]))
+                issuer_url=issuer, resource_server_url=None, required_scopes=["memos"]))
         self.mcp = FastMCP(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port,
                            log_level="WARNING", **auth)
         self._register_tools()
@@ -254,10 +261,6 @@ class MemoryServer:
             return str(await self._read("recall_prompt", question))
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
@@ -300,9 +303,63 @@ def _uvicorn(server: MemoryServer, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-def serve_http(server: MemoryServer, host: str, port: int) -> None:
-    """Serve ``server`` over streamable HTTP at ``http://host:port/mcp`` until interrupted."""
-    _uvicorn(server, host, port).run()
+def bind_http(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on ``host:port``, one per address ``host`` resolves to (as asyncio's
+    ``create_server``, which uvicorn uses, binds them; with ``port=0`` all on the port the
+    first one got), so that a host that does not resolve or a port in use is an error here,
+    before anything says "serving".
+
+    Raises:
+        MemOSError: the host does not resolve, or an address cannot be bound (in use, not
+            this machine's, a privileged port); nothing is left open.
+    """
+    where = f"{url_host(host)}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise MemOSError(f"cannot serve on {where}: the host {host!r} does not resolve "
+                         f"({exc}).") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            if port == 0 and sockets:  # every address on the same (first picked) port
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(2048)  # uvicorn's default backlog
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise MemOSError(f"cannot serve on {where}: {exc.strerror or exc}.") from None
+    return sockets
+
+
+def serve_http(server: MemoryServer, host: str, port: int,
+               sockets: list[socket.socket] | None = None) -> None:
+    """Serve ``server`` over streamable HTTP at ``http://host:port/mcp`` until interrupted,
+    on ``sockets`` if given (from :func:`bind_http`), else on sockets it binds.
+
+    Raises:
+        MemOSError: the server could not start (see :func:`bind_http`; or the app's startup
+            failed, which uvicorn has logged).
+    """
+    uv = _uvicorn(server, host, port)
+    if sockets is None:
+        sockets = bind_http(host, port)
+    try:
+        uv.run(sockets=sockets)
+    except SystemExit as exc:  # uvicorn's "startup failed" is status 3, which `memos` uses
+        if uv.started:         # for "denied": an error of its own instead
+            raise
+        raise MemOSError(f"the MCP HTTP server on {url_host(host)}:{port} did not start "
+                         f"(uvicorn exited with status {exc.code}; see its log above).") from None
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class HttpServerThread:
@@ -320,7 +377,7 @@ class HttpServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://{_url_host(self.host)}:{self.port}/mcp"
+        return f"http://{url_host(self.host)}:{self.port}/mcp"
 
     def start(self, timeout: float = 30.0) -> "HttpServerThread":
         """Start serving; returns once the port is bound. Raises ``RuntimeError`` if the

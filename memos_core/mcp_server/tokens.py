@@ -8,6 +8,9 @@ token). The token is shown once, by :meth:`TokenStore.add`.
 The file is JSON, written atomically (a temporary file, then ``os.replace``) with mode 0600;
 a file that others may read or write is refused. Each check re-reads the file when it changed
 on disk, so ``memos mcp token revoke`` takes effect on a running server at its next request.
+Every entry's fields are checked as it is read; a damaged file (hand-edited, a field of the
+wrong type) is refused as a whole with a :class:`CorruptDataError` saying what is wrong, so
+the server refuses every token (401) rather than fail on it.
 
 In server mode (``MemOS("postgresql://...")``) every MCP server process on the database must
 know the same tokens, and each process has only a local cache directory: there the tokens
@@ -22,6 +25,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -79,6 +83,78 @@ class TokenRecord:
         return self.revoked_at is None
 
 
+#: a record's fields: name -> required (what :class:`TokenRecord` takes)
+_FIELDS = {"id": True, "user_id": True, "sha256": True, "created_at": True, "label": False,
+           "revoked_at": False}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # tok_ + 12 hex digits, as _new_token makes them
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for messages (never the value itself)."""
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
+             dict: "object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _check_entry(entry: object) -> TokenRecord:
+    """A stored entry (a decoded JSON object) as a record, each field checked, so that a file
+    edited by hand or damaged cannot make a check fail with a ``TypeError``. Raises
+    ``ValueError`` saying which field is wrong."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"a JSON {_json_type(entry)}, not an object")
+    unknown = sorted(str(key)[:40] for key in entry if key not in _FIELDS)
+    missing = [key for key, required in _FIELDS.items() if required and key not in entry]
+    if unknown or missing:
+        raise ValueError("; ".join([f"unknown fields {unknown}"] * bool(unknown)
+                                   + [f"missing fields {missing}"] * bool(missing)))
+    for key, value in entry.items():
+        if value is None and not _FIELDS[key]:
+            continue  # label, revoked_at: null when absent
+        if not isinstance(value, str):
+            raise ValueError(f"{key} is a JSON {_json_type(value)}, not a string")
+    if not _TOKEN_ID.fullmatch(entry["id"]):
+        raise ValueError("id is not 1 to 64 letters, digits, '_' or '-'")
+    try:
+        check_name(entry["user_id"], "user_id", optional=True)
+    except InvalidInputError as exc:
+        raise ValueError(str(exc)) from None
+    if not _SHA256.fullmatch(entry["sha256"]):
+        raise ValueError("sha256 is not 64 lowercase hexadecimal digits")
+    for key in ("created_at", "revoked_at"):
+        if entry.get(key) is not None:
+            try:
+                datetime.fromisoformat(entry[key])
+            except ValueError:
+                raise ValueError(f"{key} is not an ISO 8601 date/time") from None
+    label = entry.get("label")
+    if label is not None and len(label) > 200:
+        raise ValueError("label is longer than 200 characters")
+    return TokenRecord(**entry)
+
+
+def _check_file(data: object) -> list[TokenRecord]:
+    """The records of a decoded token file. Raises ``ValueError`` naming the entry (by
+    position, and id when it has a usable one) and what is wrong with it."""
+    if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
+        raise ValueError('not a JSON object with a "tokens" array')
+    if data.get("format", _FORMAT) != _FORMAT:
+        raise ValueError(f"format is not {_FORMAT}")
+    records: list[TokenRecord] = []
+    for n, entry in enumerate(data["tokens"], 1):
+        token_id = entry.get("id") if isinstance(entry, dict) else None
+        where = (f"token {n} ({token_id})" if isinstance(token_id, str)
+                 and _TOKEN_ID.fullmatch(token_id) else f"token {n}")
+        try:
+            record = _check_entry(entry)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if any(r.id == record.id for r in records):
+            raise ValueError(f"{where}: another token has the same id")
+        records.append(record)
+    return records
+
+
 class TokenStore:
     """The token file of one server. Thread-safe; many processes may read it, writes are
     atomic (the last writer wins if two CLI calls race)."""
@@ -108,6 +184,8 @@ class TokenStore:
         except FileNotFoundError:
             self._records, self._stamp = [], None
             return self._records
+        except OSError as exc:
+            raise CorruptDataError(f"token file {self.path} is unreadable ({exc}).") from None
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise InvalidInputError(
                 f"token file {self.path} is readable or writable by others "
@@ -115,9 +193,8 @@ class TokenStore:
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
             try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                records = [TokenRecord(**r) for r in data["tokens"]]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+                records = _check_file(json.loads(self.path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, RecursionError) as exc:
                 raise CorruptDataError(
                     f"token file {self.path} is unreadable ({exc}); fix it or move it away and "
                     "add the tokens again.") from None
@@ -229,8 +306,8 @@ class VaultTokenStore(TokenStore):
     @staticmethod
     def _parse(value: str, key: str) -> TokenRecord:
         try:
-            return TokenRecord(**json.loads(value))
-        except (ValueError, TypeError) as exc:
+            return _check_entry(json.loads(value))
+        except (ValueError, TypeError, RecursionError) as exc:
             raise CorruptDataError(
                 f"the MCP token row {key!r} in the vault's meta table is unreadable ({exc}); "
                 "delete the row and add the token again.") from None

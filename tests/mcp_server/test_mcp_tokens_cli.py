@@ -14,7 +14,7 @@ import pytest
 from memos_core import CorruptDataError, InvalidInputError, MemoryNotFoundError
 from memos_core.cli import main
 from memos_core.mcp_server import TokenStore
-from memos_core.mcp_server.cli import parse_http
+from memos_core.mcp_server.hosts import parse_http
 
 
 def test_add_verify_revoke(tmp_path: Path) -> None:

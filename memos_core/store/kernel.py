@@ -143,7 +143,9 @@ class MemoryStore:
             self.config.retrieval,
         )
         self.retriever.texts = self.vault.texts
-        self._unoptimized = int(self.vault.get_meta("index_unoptimized") or 0)
+        unoptimized = self.vault.get_meta("index_unoptimized") or "0"
+        # a counter of points since the last optimize: a damaged value only starts it again
+        self._unoptimized = int(unoptimized) if unoptimized.isdigit() else 0
         if server:
             # many processes share the vault: "closed cleanly" means nothing here, and a
             # writer killed between commit and index update leaves the index behind

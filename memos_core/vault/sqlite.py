@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from memos_core.cube import MemCube, State, Usage, bump_heat, utcnow
 from memos_core.errors import (
     ConflictError,
@@ -156,10 +158,10 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                     f"The vault at {self.path} is locked by another connection ({exc}); close "
                     "the other program using it and retry."
                 ) from exc
-            raise CorruptDataError(
+            raise (self._storage_error(exc) or CorruptDataError(
                 f"The vault at {self.path} is not a readable SQLite database ({exc}). "
                 "Restore it from a backup or an export bundle (memos import)."
-            ) from exc
+            )) from exc
         except BaseException:
             if db is not None:
                 db.close()
@@ -244,21 +246,65 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             with self._lock:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def _damaged(self, what: str, exc: Exception) -> CorruptDataError:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return CorruptDataError(
+            f"The vault at {self.path} holds a damaged record: {what} ({first}). Restore the "
+            "vault from a backup or an export bundle (memos import).")
+
+    def _cube(self, doc: str, what: str) -> MemCube:
+        """A stored document as a MemCube; a damaged one is a :class:`CorruptDataError`
+        naming it (not a pydantic traceback)."""
+        try:
+            return MemCube.model_validate_json(doc)
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise self._damaged(what, exc) from None
+
+    def _storage_error(self, exc: sqlite3.DatabaseError) -> MemOSError | None:
+        """What SQLite's error means for the user: a damaged file (:class:`CorruptDataError`,
+        restore it), a full disk or an I/O failure (:class:`MemOSError`: the file may be
+        intact, do not restore it), or None for anything else (a bug, raised as is)."""
+        code = getattr(exc, "sqlite_errorname", "") or ""
+        if code in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or type(exc) is sqlite3.DatabaseError:
+            return CorruptDataError(
+                f"The vault at {self.path} is damaged ({exc}). Restore it from a backup or an "
+                "export bundle (memos import); the memories it can still read can be exported.")
+        if code == "SQLITE_FULL" or "disk is full" in str(exc):
+            return MemOSError(f"The disk holding {self.path} is full ({exc}); nothing was "
+                              "written. Free some space and retry: the vault is not damaged.")
+        if code.startswith(("SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")):
+            return MemOSError(f"The vault at {self.path} could not be read or written ({exc}). "
+                              "Check the disk and the file's permissions, then retry.")
+        return None
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction; commits on success, rolls back on any exception."""
+        """One IMMEDIATE transaction; commits on success, rolls back on any exception. A
+        damaged file, a full disk or an I/O failure is a :class:`MemOSError` that says so."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                translated = self._storage_error(exc)
+                if translated is None:
+                    raise
+                raise translated from exc
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                translated = self._storage_error(exc)
+                if translated is None:
+                    raise
+                raise translated from exc
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file and truncate the WAL to zero bytes.
@@ -548,10 +594,13 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         usage: dict[str, Usage] = {}
         for mid, count, last, heat, tier in self._by_ids(
                 "SELECT id, access_count, last_access, heat, tier FROM usage", [d[0] for d in docs]):
-            usage[mid] = Usage(access_count=count, last_access=_dt(last), heat=heat, tier=tier)
+            try:
+                usage[mid] = Usage(access_count=count, last_access=_dt(last), heat=heat, tier=tier)
+            except (ValidationError, ValueError, TypeError, OverflowError) as exc:
+                raise self._damaged(f"usage counters of memory {mid}", exc) from None
         out = []
         for mid, doc in docs:
-            cube = MemCube.model_validate_json(doc)
+            cube = self._cube(doc, f"memory {mid}")
             if mid in usage:
                 cube = cube.model_copy(update={"usage": usage[mid]})
             out.append(cube)
@@ -574,7 +623,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         rows = self._query(
             "SELECT doc FROM versions WHERE id=? AND version=?", (memory_id, version)
         )
-        return MemCube.model_validate_json(rows[0][0]) if rows else None
+        return self._cube(rows[0][0], f"version {version} of memory {memory_id}") if rows else None
 
     def get_as_of(self, memory_id: str, when: datetime) -> MemCube | None:
         """The version that was current at ``when`` (None if the memory did not exist yet)."""
@@ -582,13 +631,13 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             "SELECT doc FROM versions WHERE id=? AND recorded_at<=? ORDER BY version DESC LIMIT 1",
             (memory_id, when.timestamp()),
         )
-        return MemCube.model_validate_json(rows[0][0]) if rows else None
+        return self._cube(rows[0][0], f"a version of memory {memory_id}") if rows else None
 
     def history(self, memory_id: str) -> list[MemCube]:
         rows = self._query(
             "SELECT doc FROM versions WHERE id=? ORDER BY version", (memory_id,)
         )
-        return [MemCube.model_validate_json(r[0]) for r in rows]
+        return [self._cube(r[0], f"a version of memory {memory_id}") for r in rows]
 
     def _where(self, q: ListQuery) -> tuple[str, list[Any]]:
         clauses: list[str] = []

@@ -150,6 +150,39 @@ def test_a_schema_2_vault_loses_its_digests(tmp_path: Path) -> None:
 # -- 5. errors from dependencies -------------------------------------------------------------
 
 
+def test_a_damaged_record_or_page_is_a_corrupt_data_error(tmp_path: Path) -> None:
+    """A damaged row made list, search and export raise a raw pydantic error, a damaged
+    page mid-file a raw sqlite3.DatabaseError; both are CorruptDataError naming what is
+    damaged, and the other memories stay readable by id."""
+    data = tmp_path / "d"
+    with MemOS(data, config=_config()) as mos:
+        bad = mos.add("A note whose record gets damaged.", user_id="ada")
+        good = mos.add("A note that stays fine.", user_id="ada")
+    db = sqlite3.connect(data / "vault.sqlite3")
+    db.execute("UPDATE memories SET doc=substr(doc, 1, 40) WHERE id=?", (bad.id,))
+    db.execute("UPDATE meta SET value='x' WHERE key='index_unoptimized'")
+    db.commit()
+    db.close()
+    with MemOS(data, config=_config()) as mos:  # a damaged counter does not stop the open
+        with pytest.raises(CorruptDataError, match=f"memory {bad.id}"):
+            mos.list(user_id="ada")
+        assert mos.get(good.id, user_id="ada").text == good.text
+    db = sqlite3.connect(data / "vault.sqlite3")  # garbage over the versions table's root page
+    root, size = (db.execute("SELECT rootpage FROM sqlite_master WHERE name='versions'").fetchone()[0],
+                  db.execute("PRAGMA page_size").fetchone()[0])
+    db.close()
+    with open(data / "vault.sqlite3", "r+b") as fh:
+        fh.seek((root - 1) * size)
+        fh.write(b"\xa5" * size)
+    vault = SQLiteVault(data / "vault.sqlite3")
+    try:
+        with pytest.raises(CorruptDataError, match="damaged"):
+            vault.history(good.id)
+        assert vault.get(good.id).text == good.text  # type: ignore[union-attr]
+    finally:
+        vault.close()
+
+
 def test_an_embedder_that_cannot_load_stores_nothing(tmp_path: Path) -> None:
     """The model loads lazily, after the vault's commit: a bad embedder path raised a raw
     FileNotFoundError from add although the memory was stored, and each retry stored

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from memos_core.errors import InvalidInputError
 
 #: Largest memory text accepted, in bytes of UTF-8.
 MAX_TEXT_BYTES = 1_000_000
@@ -14,7 +16,7 @@ MAX_TEXT_BYTES = 1_000_000
 class RetrievalConfig(BaseModel):
     """How hybrid search gathers and fuses candidates."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt field is an error
 
     candidates: int = Field(default=50, ge=1, description="Candidates fetched per signal.")
     fusion: Literal["score", "rrf"] = Field(
@@ -171,7 +173,7 @@ class RetrievalConfig(BaseModel):
 class MemOSConfig(BaseModel):
     """Everything a MemOS instance needs; the defaults run embedded and offline."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt field is an error
 
     index: Literal["edge", "qdrant", "pgvector"] = Field(
         default="edge",
@@ -185,6 +187,15 @@ class MemOSConfig(BaseModel):
         "when index='pgvector'; its tables are named after `qdrant_collection`.",
     )
     qdrant_url: str | None = Field(default=None, description="Qdrant server or cluster URL.")
+
+    @field_validator("qdrant_url")
+    @classmethod
+    def _server_url(cls, value: str | None) -> str | None:
+        # without a scheme, qdrant-client takes the string as a local path: a typo would
+        # silently make a local index named like the server in the working directory
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"qdrant_url must start with http:// or https://, got {value[:80]!r}")
+        return value
     qdrant_collection: str = Field(
         default="memos", min_length=1,
         description="Collection on the Qdrant server. An index mirrors one vault: give each "
@@ -287,6 +298,8 @@ class MemOSConfig(BaseModel):
             "server": {"index": "qdrant"},
             "test": {"show_progress": False},
         }
+        if name not in presets:
+            raise InvalidInputError(f"unknown preset {name!r}: choose one of {sorted(presets)}")
         return cls.model_validate({**presets[name], **overrides})
 
 

@@ -394,3 +394,25 @@ def test_a_forgotten_memorys_tombstone_is_its_owners_only(mos):
     versions = mos.history(pin.id, user_id="alice")
     assert versions[0].text == "" and versions[-1].state.value == "deleted"
     assert [c.id for c in mos.list(user_id="alice", states=["deleted"])] == [pin.id]
+
+
+def test_config_mistakes_are_named() -> None:
+    """A misspelt field used to be dropped silently (qdrant_uri=...); a Qdrant URL without a
+    scheme made a local index named like the server in the working directory; an unknown
+    preset was a KeyError; an unreachable server a raw qdrant-client exception."""
+    from pydantic import ValidationError
+
+    from memos_core.errors import ServerUnavailableError
+    from memos_core.index.client import QdrantClientIndex
+    from memos_core.scheduler import ConsolidationConfig, SchedulerConfig
+    from memos_core.tiers.parametric import ParametricConfig
+
+    for cls in (MemOSConfig, ParametricConfig, SchedulerConfig, ConsolidationConfig):
+        with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+            cls(qdrant_uri="http://x")
+    with pytest.raises(ValidationError, match="http:// or https://"):
+        MemOSConfig(qdrant_url="localhost:6333")
+    with pytest.raises(InvalidInputError, match="unknown preset"):
+        MemOSConfig.preset("bogus")  # type: ignore[arg-type]
+    with pytest.raises(ServerUnavailableError, match="cannot be reached"):
+        QdrantClientIndex("http://127.0.0.1:9", 384)  # the discard port: nothing listens

@@ -18,8 +18,9 @@ from typing import Any
 from uuid import UUID
 
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from memos_core.errors import ServerUnavailableError
 from memos_core.index.base import IndexFilter, IndexLockedError, IndexPoint, ScoredId, SparseVec
 from memos_core.index.filters import (
     AnyOf,
@@ -138,7 +139,15 @@ class QdrantClientIndex:
             RLock() if self.local else contextlib.nullcontext()
         )
         with self._client_locked() as client:
-            self._ensure_collection(client)
+            try:
+                self._ensure_collection(client)
+            except ResponseHandlingException as exc:  # no answer from the server
+                if self._owns_client:
+                    client.close()
+                where = ("the client's server" if isinstance(client_or_url_or_path, QdrantClient)
+                         else fspath(client_or_url_or_path))
+                raise ServerUnavailableError(f"The Qdrant server at {where} cannot be reached "
+                                             f"({exc}). Start it, or check qdrant_url.") from exc
 
     def __repr__(self) -> str:
         return (

@@ -79,7 +79,7 @@ _SHARD_MARKERS = ("edge_config.json", "segments", "wal")
 class EdgeIndexConfig(BaseModel):
     """Tuning of the embedded index; the defaults suit memories up to a few 100k."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt field is an error
 
     hnsw_m: int = Field(default=16, ge=4, le=128, description="HNSW edges per node.")
     hnsw_ef_construct: int = Field(

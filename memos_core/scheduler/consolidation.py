@@ -28,7 +28,7 @@ from memos_core.scheduler.policy import UsageRecord
 class ConsolidationConfig(BaseModel):
     """Knobs of :func:`consolidation_candidates`."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt field is an error
 
     min_heat: float = Field(
         default=3.0, ge=0, description="Decayed heat needed (about three recent hits)."

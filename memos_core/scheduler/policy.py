@@ -93,7 +93,7 @@ class UsageRecord(BaseModel):
 class SchedulerConfig(BaseModel):
     """Knobs of the policy. Use :meth:`preset` for named settings."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt field is an error
 
     heat_half_life_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="Seconds for an unused memory's heat to halve."

@@ -12,11 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memos_core.errors import InvalidInputError
+
 
 class ParametricConfig(BaseModel):
     """Training, evaluation and gate knobs for one adapter."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt field is an error
 
     # -- LoRA -------------------------------------------------------------------------------
     lora_r: int = Field(default=8, ge=1, description="LoRA rank.")
@@ -139,5 +141,5 @@ class ParametricConfig(BaseModel):
                      "min_controls": 1},
         }
         if name not in presets:
-            raise ValueError(f"unknown preset {name!r}: choose one of {sorted(presets)}")
+            raise InvalidInputError(f"unknown preset {name!r}: choose one of {sorted(presets)}")
         return cls.model_validate({**presets[name], **overrides})

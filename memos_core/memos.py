@@ -781,10 +781,11 @@ class MemOS:
                     or _excluded(cube, skip_sources, skip_session):
                 continue
             shown, redacted = sensitivity_rules.for_prompt(cube, allowed)
+            if redacted:  # its scores would let a prompt test guesses of the hidden text
+                hits.append(SearchHit(memory=shown, score=0.0, redacted=redacted))
+                continue
             hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores, ranks=c.ranks,
-                                  # graph reasons name entities of the text ("shared entity X")
-                                  reasons=() if redacted else tuple(c.reasons),
-                                  redacted=redacted))
+                                  reasons=tuple(c.reasons)))
         if record_usage and hits:
             self.vault.record_usage([h.id for h in hits], utcnow(), self.config.heat_half_life_s)
         return hits

@@ -283,6 +283,20 @@ def test_a_redacted_hit_reveals_nothing(store: MemOS) -> None:
         assert hit.memory.tags == () and hit.reasons == ()
 
 
+def test_a_redacted_hit_carries_no_scores_to_test_guesses_against(store: MemOS) -> None:
+    """A reader shown '[redacted: pii]' saw dense 0.663 and bm25 #1 for the query '4821' and
+    dense 0.579 for '4822': a model could test guesses of the hidden text by its scores."""
+    pin = store.add("The alarm code is 4821.", user_id="alice", sensitivity=["pii"])
+    store.share(pin.id, with_user_id="bob", user_id="alice")
+    for guess in ("4821", "4822", "alarm code"):
+        (hit,) = [h for h in store.search(guess, user_id="bob", k=5) if h.id == pin.id]
+        assert hit.redacted == ("pii",) and hit.text == "[redacted: pii]"
+        assert (hit.score, hit.signals, hit.ranks, hit.reasons) == (0.0, {}, {}, ())
+        assert hit.explain() == "no signal"
+    (shown,) = store.search("4821", user_id="bob", k=5, allow_sensitive=["pii"])
+    assert shown.signals and shown.score > 0  # allowed: the usual account
+
+
 def test_the_cli_why_line_of_a_redacted_hit_names_no_entity(store: MemOS, tmp_path: Path) -> None:
     data = tmp_path / "cli"
     with MemOS(data, config=_config()) as mos:

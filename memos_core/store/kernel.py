@@ -55,6 +55,9 @@ DerivedPurger = Callable[[str], Callable[[], list[DerivedForm]]]
 Listener = Callable[[Sequence[MemCube]], None]
 logger = logging.getLogger("memos_core")
 
+#: Free disk space below which the embedded index is not opened (see MemoryStore._check_room).
+MIN_FREE_BYTES = 128 * 2**20
+
 
 class MemoryStore:
     """Vault + index + graph + embedder of one data directory, kept in step.
@@ -171,6 +174,8 @@ class MemoryStore:
                               dim=self.embedder.dim or 384, collection=self.config.qdrant_collection,
                               pool_size=self.config.pool_size)
 
+        if self.config.index == "edge" and self.config.qdrant_url is None:
+            self._check_room(path)
         try:
             return attempt()
         except IndexCorruptError as exc:
@@ -181,6 +186,20 @@ class MemoryStore:
             shutil.rmtree(path)
             self.vault.set_meta("index_clean", "0")
             return attempt()
+
+    def _check_room(self, path: Path) -> None:
+        """The embedded index maps its files into memory: on a disk with almost no room, a
+        page it touches can kill the process (SIGBUS) instead of raising. Refuse to open it
+        below :data:`MIN_FREE_BYTES` free."""
+        try:
+            free = shutil.disk_usage(path if path.exists() else self.data_dir).free
+        except OSError:
+            return
+        if free < MIN_FREE_BYTES:
+            raise MemOSError(
+                f"Only {free // 2**20} MiB are free on the disk holding {self.data_dir}; the "
+                f"embedded index needs at least {MIN_FREE_BYTES // 2**20} MiB to open safely. "
+                "Free some space and open the store again (nothing was changed).")
 
     def hide_tags(self, tags: Sequence[str]) -> list[str]:
         """``tags`` as the index and graph store them (keyed hashes), for a tag filter."""
@@ -378,10 +397,15 @@ class MemoryStore:
         Returns ``{"reindexed": n, "removed": m}``."""
         with self.write_lock:
             index_versions = self.index.versions()
-            wanted = {mid: v for mid, (v, state) in self.vault.current_versions().items()
-                      if state in INDEXED_STATES}
+            current = self.vault.current_versions()
+            wanted = {mid: v for mid, (v, state) in current.items() if state in INDEXED_STATES}
             stale = [mid for mid, v in wanted.items() if index_versions.get(mid) != v]
             extra = [mid for mid in index_versions if mid not in wanted]
+            unknown = sum(1 for mid in extra if mid not in current)
+            if unknown:  # the vault commits first: it lost memories (a damaged WAL, a restore)
+                logger.error("the index holds %d memories the vault at %s does not have; the "
+                             "vault lost them (a damaged or deleted WAL, an older backup). "
+                             "Their index points are removed now.", unknown, self.data_dir)
             if extra:
                 self.index.delete(extra)
             for start in range(0, len(stale), 256):

@@ -150,6 +150,41 @@ def test_a_schema_2_vault_loses_its_digests(tmp_path: Path) -> None:
 # -- 5. errors from dependencies -------------------------------------------------------------
 
 
+def test_a_nearly_full_disk_is_refused_before_the_index_maps_its_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 64 MB free the embedded index's memory-mapped files killed the process (SIGBUS)
+    at open; below the threshold the open is refused with a clear error instead."""
+    from memos_core.errors import MemOSError
+    from memos_core.store import kernel
+
+    with MemOS(tmp_path / "d", config=_config()) as mos:
+        kept = mos.add("Ada likes tea.", user_id="ada")
+    monkeypatch.setattr(kernel, "MIN_FREE_BYTES", 2**62)  # more than any disk has
+    with pytest.raises(MemOSError, match="MiB are free"):
+        MemOS(tmp_path / "d", config=_config())
+    monkeypatch.undo()
+    with MemOS(tmp_path / "d", config=_config()) as mos:  # nothing was changed
+        assert mos.get(kept.id, user_id="ada").text == kept.text
+
+
+def test_reconcile_says_when_the_vault_lost_memories_the_index_has(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged WAL can drop acknowledged writes; reconcile then deleted their index points,
+    the last trace, without a word. It still removes them, and logs an error saying so."""
+    with MemOS(tmp_path / "d", config=_config()) as mos:
+        lost = mos.add("A memory the vault will lose.", user_id="ada")
+        mos.add("A memory that stays.", user_id="ada")
+    db = sqlite3.connect(tmp_path / "d" / "vault.sqlite3")
+    for table in ("memories", "versions"):
+        db.execute(f"DELETE FROM {table} WHERE id=?", (lost.id,))
+    db.execute("UPDATE meta SET value='0' WHERE key='index_clean'")
+    db.commit()
+    db.close()
+    with MemOS(tmp_path / "d", config=_config()) as mos:
+        assert "the vault lost them" in caplog.text and "1 memories" in caplog.text
+        assert mos.index.count() == 1
+
+
 def test_a_damaged_record_or_page_is_a_corrupt_data_error(tmp_path: Path) -> None:
     """A damaged row made list, search and export raise a raw pydantic error, a damaged
     page mid-file a raw sqlite3.DatabaseError; both are CorruptDataError naming what is

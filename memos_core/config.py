@@ -304,7 +304,16 @@ class MemOSConfig(BaseModel):
 
 
 def default_data_dir() -> Path:
-    """``$MEMOS_DATA_DIR`` or ``~/.memos``."""
+    """``$MEMOS_DATA_DIR`` or ``~/.memos``.
+
+    Raises:
+        InvalidInputError: ``$MEMOS_DATA_DIR`` is set but empty (``Path("")`` would be the
+            working directory).
+    """
     import os
 
-    return Path(os.environ.get("MEMOS_DATA_DIR", Path.home() / ".memos"))
+    value = os.environ.get("MEMOS_DATA_DIR")
+    if value is not None and not value.strip():
+        raise InvalidInputError("MEMOS_DATA_DIR is set but empty: unset it (the default is "
+                                "~/.memos) or name a directory.")
+    return Path(value) if value is not None else Path.home() / ".memos"

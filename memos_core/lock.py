@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from memos_core.errors import DataDirLockedError, InvalidInputError
+from memos_core.errors import DataDirLockedError, InvalidInputError, MemOSError
 
 try:
     import fcntl
@@ -53,7 +53,13 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # a read-only disk, no permission, a directory named LOCK
+            raise MemOSError(
+                f"Cannot open the lock file {self.path} ({exc.strerror}): memos-core needs to "
+                "write in the data directory. Check its permissions and that the disk is "
+                "writable.") from None
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

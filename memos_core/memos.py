@@ -131,7 +131,8 @@ class MemOS:
         if is_postgres_url(data_dir):
             self._open_server(str(data_dir), embedder, entity_extractor)
         else:
-            self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+            self.data_dir = (check_path(data_dir, "data_dir") if data_dir is not None
+                             else check_path(default_data_dir(), "MEMOS_DATA_DIR"))
             make_private_dir(self.data_dir)
             self._lock: DataDirLock | None = DataDirLock(self.data_dir)
             self._lock.acquire()

@@ -81,3 +81,32 @@ def test_an_export_writes_nothing_through_a_link_planted_meanwhile(
         mos.export(target, user_id="ana")
     assert victim.read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("bad", ["", "  ", "a\x00b", 5, b"data"])
+def test_a_bad_data_directory_argument_is_named(bad: object) -> None:
+    with pytest.raises(InvalidInputError, match="data_dir"):
+        MemOS(bad)  # type: ignore[arg-type]
+
+
+def test_an_empty_memos_data_dir_is_not_the_working_directory(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MEMOS_DATA_DIR", "")
+    with pytest.raises(InvalidInputError, match="MEMOS_DATA_DIR is set but empty"):
+        MemOS()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
+    from memos_core.errors import MemOSError
+
+    (tmp_path / "d" / "LOCK").mkdir(parents=True)
+    with pytest.raises(MemOSError, match="Cannot open the lock file"):
+        MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+
+
+def test_an_export_under_a_file_is_a_clear_error(mos: MemOS, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InvalidInputError, match="Cannot create the bundle"):
+        mos.export(tmp_path / "afile" / "bundle", user_id="ana")

@@ -51,8 +51,11 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
     """
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise InvalidInputError(f"Export target {path} exists and is not an empty directory.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
+    except OSError as exc:  # a file on the way, no permission, a read-only disk
+        raise InvalidInputError(f"Cannot create the bundle {path} ({exc.strerror}).") from None
     try:
         count, withheld = _write_bundle(store, work, user_id, include_sensitive)
         try:

@@ -33,7 +33,7 @@ from typing import Any, cast
 from memos_core.config import MemOSConfig
 from memos_core.cube import MemCube
 from memos_core.embedding import Embedder, default_embedder
-from memos_core.errors import MemOSError
+from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.governance import index_privacy
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
@@ -176,16 +176,29 @@ class MemoryStore:
 
         if self.config.index == "edge" and self.config.qdrant_url is None:
             self._check_room(path)
+            if path.is_file():  # not an index: derived data, rebuilt from the vault
+                logger.warning("%s is a file, not an index; rebuilding the index from the "
+                               "vault", path)
+                path.unlink()
+                self.vault.set_meta("index_clean", "0")
         try:
-            return attempt()
-        except IndexCorruptError as exc:
-            if self.config.index != "edge" or self.config.qdrant_url is not None:
+            try:
+                return attempt()
+            except IndexCorruptError as exc:
+                if self.config.index != "edge" or self.config.qdrant_url is not None:
+                    raise
+                logger.warning("the index at %s is unreadable (%s); rebuilding it from the "
+                               "vault", path, exc)
+                shutil.rmtree(path)
+                self.vault.set_meta("index_clean", "0")
+                return attempt()
+        except ValueError as exc:
+            if isinstance(exc, MemOSError):
                 raise
-            logger.warning("the index at %s is unreadable (%s); rebuilding it from the vault",
-                           path, exc)
-            shutil.rmtree(path)
-            self.vault.set_meta("index_clean", "0")
-            return attempt()
+            # the index settings contradict each other (pgvector without a URL, a collection
+            # name the server refuses): the library's ValueError, as the facade's error
+            raise InvalidInputError(f"The index cannot be opened with these settings: {exc}"
+                                    ) from exc
 
     def _check_room(self, path: Path) -> None:
         """The embedded index maps its files into memory: on a disk with almost no room, a

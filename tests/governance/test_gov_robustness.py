@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import redirect_stderr
@@ -165,6 +166,17 @@ def test_a_nearly_full_disk_is_refused_before_the_index_maps_its_files(
     monkeypatch.undo()
     with MemOS(tmp_path / "d", config=_config()) as mos:  # nothing was changed
         assert mos.get(kept.id, user_id="ada").text == kept.text
+
+
+def test_index_settings_and_a_file_in_the_index_s_place(tmp_path: Path) -> None:
+    with MemOS(tmp_path / "d", config=_config()) as mos:
+        kept = mos.add("Ada likes tea.", user_id="ada")
+    with pytest.raises(InvalidInputError, match="needs url"):
+        MemOS(tmp_path / "d", config=_config(index="pgvector"))
+    shutil.rmtree(tmp_path / "d" / "index")
+    (tmp_path / "d" / "index").write_text("not an index")  # derived data: rebuilt
+    with MemOS(tmp_path / "d", config=_config()) as mos:
+        assert [h.id for h in mos.search("tea", user_id="ada")] == [kept.id]
 
 
 def test_reconcile_says_when_the_vault_lost_memories_the_index_has(

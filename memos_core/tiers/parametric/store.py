@@ -119,7 +119,7 @@ class AdapterStore:
     # -- versions and manifests -------------------------------------------------------------
 
     def path(self, version: str) -> Path:
-        if not version or "/" in version or version.startswith("."):
+        if not version or "/" in version or version.startswith(".") or len(version) > 64:
             raise InvalidInputError(f"not an adapter version: {version!r}")
         return self.root / version
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -69,12 +70,68 @@ def is_question(text: str) -> bool:
     return first in _QUESTION_OPENERS and not stripped.endswith((".", "!"))
 
 
+#: Words that make up small talk: a turn made of these alone ("thanks!", "ok, great",
+#: "hi there", "sounds good") says nothing worth a memory; see :func:`is_phatic`.
+_PHATIC_WORDS = frozenset(
+    "hi hello hey heya hiya howdy yo greetings morning afternoon evening night good bye "
+    "goodbye goodnight cya see you ya later soon thanks thank thx ty tysm cheers appreciate "
+    "appreciated much so very lot a again ok okay k kk okey alright right sure yes yeah yep yup "
+    "no nope nah fine great nice cool perfect awesome excellent wonderful lovely amazing "
+    "brilliant super neat sweet wow oh ah aha hmm hm um uh lol haha hehe np welcome you're "
+    "youre got it understood noted gotcha indeed absolutely exactly agreed sounds go ahead "
+    "please pls done will do that's thats all for now then well and too there".split()
+)
+#: The most words a small-talk turn has (longer turns of these words are still talk).
+_PHATIC_MAX_WORDS = 8
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
+
+#: A request to forget or delete what was remembered ("Forget that I'm allergic to
+#: peanuts.", "Please delete the memory about my address", "Don't remember that"): an
+#: optional courtesy opener, then forget / unlearn / stop remembering / don't remember /
+#: don't store, or delete / remove / erase / wipe / clear / drop followed by what names a
+#: memory (memory, remembered, what you know, stored, saved, note, fact, "that I ...").
+_FORGET_REQUEST = re.compile(
+    r"""^\W*(?:(?:please|pls|kindly|ok|okay|so|now|also|and|hey|actually|just)\b[\s,!.]*)*
+        (?:(?:can|could|would|will)\s+you\s+(?:please\s+)?
+          |i(?:\s+(?:want|need|would\s+like)|['\u2019]d\s+like)\s+you\s+to\s+
+          |you\s+(?:should|must|can|may|need\s+to|have\s+to)\s+)?
+        (?:(?:forget|unlearn|unremember)\b
+          |(?:stop|quit)\s+(?:remembering|storing|saving|recording)\b
+          |(?:don['\u2019]?t|do\s+not)\s+(?:remember|store|save|keep|record|memori[sz]e)\b
+          |(?:delete|remove|erase|wipe|clear|drop|purge|scrub)\b.*?
+            \b(?:memor(?:y|ies)|remember(?:ed|s)?|memori[sz]ed|(?:know|knew)\s+about|stored|saved
+               |records?|recorded|notes?|facts?|that\s+i\b|what\s+i\s+(?:said|told|wrote)
+               |everything|all\s+(?:of\s+)?(?:it|that|this))\b)""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def is_phatic(text: str) -> bool:
+    """Whether a chat turn is small talk only: no words at all (punctuation, emoji), or at
+    most a few words that are all greetings, thanks and acknowledgements ("hi", "thanks!",
+    "ok, sounds good", "Great, thank you so much!")."""
+    words = [w.lower().replace("\u2019", "'") for w in _WORD.findall(text)]
+    return len(words) <= _PHATIC_MAX_WORDS and all(w in _PHATIC_WORDS for w in words)
+
+
+def is_forget_request(text: str) -> bool:
+    """Whether a chat turn asks to forget or delete remembered things ("Forget that I'm
+    allergic to peanuts.", "Please delete the memory of my address"). Stored, such a turn
+    would restate the very fact it asks to drop."""
+    return _FORGET_REQUEST.match(text.strip()) is not None
+
+
 def worth_remembering(role: str, text: str, *, roles: Iterable[str] = ("user",),
                       questions: bool = False) -> bool:
     """The adapters' default for turning a chat turn into a searched memory: a turn with
     text, from one of ``roles`` (default the user's only: assistant turns restate or guess),
-    and not a question unless ``questions``. Everything stays in the conversation log."""
+    that is not small talk (:func:`is_phatic`: greetings, thanks, "ok"), not a request to
+    forget or delete memories (:func:`is_forget_request`: stored, it restates the fact to
+    drop), and not a question unless ``questions``. Everything stays in the conversation
+    log."""
     if role not in set(roles) or not text.strip():
+        return False
+    if is_phatic(text) or is_forget_request(text):
         return False
     return questions or not is_question(text)
 

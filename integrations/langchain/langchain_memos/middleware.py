@@ -4,10 +4,13 @@ Before every model call it searches MemOS for memories relevant to the latest us
 message and appends them to the system message of *that call* (``wrap_model_call``), so
 they reach the model but are never written into the thread state. After each agent turn
 (``after_agent``) it stores what the user *told* in the turn as episodic memories of the
-user, with the thread id as their session: by default user statements only -- questions
-and the assistant's answers stay in the conversation (the checkpointer's thread), out of
-searched memory, so asking again does not find the old question instead of the fact.
-Both hooks have sync and async versions, so ``invoke`` and ``ainvoke`` both work.
+user, with the thread id as their session: by default user statements only -- questions,
+small talk, requests to forget, turns in which the model used a memory tool and the
+assistant's answers stay in the conversation (the checkpointer's thread), out of searched
+memory, so asking again does not find the old question instead of the fact. A message is
+recorded once: replaying or forking a thread from an earlier checkpoint does not record
+it again. Both hooks have sync and async versions, so ``invoke`` and ``ainvoke`` both
+work.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from langchain.agents.middleware import AgentMiddleware, AgentState, ModelReques
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from memos_core import resolve_memos
-from memos_core import MemOS, SearchHit
-from memos_core.integration import asked_or_answered, worth_remembering
+from memos_core import MemCube, MemOS, SearchHit, State
+from memos_core.integration import FORGOTTEN, TOOL_NAMES, asked_or_answered, worth_remembering
 
 from langchain_memos._shared import (
     current_config,
@@ -35,6 +38,15 @@ from langchain_memos.tools import create_memory_tools
 Formatter = Callable[[Sequence[SearchHit]], str]
 
 DEFAULT_HEADING = "Relevant memories about the user, from earlier conversations (best first):"
+
+#: The memory tools that change memory (:func:`create_memory_tools`, LlamaIndex's
+#: ``memos_tools``): in a turn that calls one, the model stored, updated, forgot or
+#: compressed memories itself, so the turn is not recorded (a search does not count).
+MEMORY_TOOL_NAMES = frozenset(TOOL_NAMES) - {"search_memories"}
+#: Every lifecycle state: a message is recorded once, whatever became of its memory since.
+_ALL_STATES = tuple(s.value for s in State)
+#: Page size of the lookup of a thread's recorded memories.
+_PAGE = 1000
 
 
 def format_memories(hits: Sequence[SearchHit], heading: str = DEFAULT_HEADING) -> str:
@@ -55,14 +67,26 @@ class MemOSMiddleware(AgentMiddleware):
       ``config["configurable"][user_id_key]``, else the ``user_id`` given here; with none of
       them a model call raises ``MissingUserError``.
     * Recall: at most ``k`` memories, best first, found by MemOS hybrid search for the text
-      of the latest human message. Episodic memories of the current thread are left out
-      (they are already in the conversation). Nothing is injected when there is no human
-      message or no hit. The injected text is not saved in the thread state.
+      of the latest human message. Memories made from a message the model is sent anyway
+      (one of the call's messages, by id) are left out; those of the current thread whose
+      messages are gone from the conversation (trimmed, summarized) are recalled like any
+      other. Nothing is injected when there is no human message or no hit. The injected
+      text is not saved in the thread state.
     * Recording: after each turn, the turn's human message(s) and final AI answer (text
       only; tool calls and tool results are never recorded) are filtered by
       ``memos_core.messages.worth_remembering``: messages of ``remember_roles`` (default
-      ``("user",)``) that are not questions (unless ``remember_questions=True``) become
-      episodic memories. A turn with nothing left records nothing.
+      ``("user",)``) that are not small talk, not requests to forget and not questions
+      (unless ``remember_questions=True``) become episodic memories. A turn in which the
+      model changed memory with a tool (:data:`MEMORY_TOOL_NAMES`: it stored, updated,
+      forgot or compressed memories itself) records nothing, nor does a turn with nothing
+      left.
+    * Once per message: a message of the thread that is already the source of a memory of
+      the user (in any state, forgotten included), or whose text a current memory of the
+      thread holds, is not recorded again -- replaying or forking the thread from an
+      earlier checkpoint (``invoke(None, config)``) or invoking it with no new message
+      records nothing new. A message edited in place (same id, new text, e.g.
+      ``update_state`` before a fork) is recorded anew and supersedes the memory of its old
+      text.
     * Ranking: among recalled hits, questions and assistant turns recorded earlier (with
       wider settings, or by older versions) are placed after statements.
     * ``memory_tools=True`` also registers the tools of :func:`create_memory_tools`, so an
@@ -116,6 +140,9 @@ class MemOSMiddleware(AgentMiddleware):
         if bad:
             raise ValueError(f"remember_roles may hold 'user' and 'assistant', got {bad!r}.")
         self.remember_questions = bool(remember_questions)
+        # roles whose messages may be memories of the thread (the user's always: other
+        # components, or this one with other settings, may have recorded them)
+        self._recorded_roles = frozenset({"user", *self.remember_roles})
         self.formatter: Formatter = formatter or format_memories
         self.agent_id = agent_id
         self.tools = create_memory_tools(mos, user_id=user_id, user_id_key=user_id_key) if memory_tools else []
@@ -149,8 +176,11 @@ class MemOSMiddleware(AgentMiddleware):
                       if isinstance(m, HumanMessage) and message_text(m)), "")
         if not query:
             return []
-        thread = thread_id(config)
-        hits = self.mos.search(query, user_id=user, k=self.k, exclude_session=thread)
+        # what the call holds already: memories made from its messages (by id). A memory of
+        # this thread whose message was trimmed or summarized away is recalled again.
+        present = [str(m.id) for m in request.messages
+                   if m.id and role_of(m) in self._recorded_roles and message_text(m)]
+        hits = self.mos.search(query, user_id=user, k=self.k, exclude_sources=present)
         return sorted(hits, key=_asked_or_answered)  # stable: statements first, best first within
 
     def _inject(self, request: ModelRequest, hits: Sequence[SearchHit]) -> ModelRequest:
@@ -181,17 +211,83 @@ class MemOSMiddleware(AgentMiddleware):
         return None
 
     def _record(self, state: Mapping[str, Any], runtime: Runtime, config: Mapping[str, Any] | None) -> None:
-        messages = [m for m in _turn(state.get("messages") or [])
+        humans, answer, tools = _turn(state.get("messages") or [])
+        if tools & MEMORY_TOOL_NAMES:
+            return  # the model stored, updated or forgot memories itself in this turn
+        messages = [m for m in [*humans, *answer]
                     if worth_remembering(role_of(m), message_text(m), roles=self.remember_roles,
-                                         questions=self.remember_questions)]
+                                         questions=self.remember_questions)
+                    and FORGOTTEN not in message_text(m)]  # redacted by a forget
         if not messages:
             return
         user = self._user(getattr(runtime, "context", None), config)
-        self.mos.add(
-            [{"role": role_of(m), "content": message_text(m), "id": m.id} for m in messages],
-            user_id=user, agent_id=self.agent_id, session_id=thread_id(config),
-            metadata={"recorded_by": "langchain_memos.MemOSMiddleware"}, reason="agent turn",
-        )
+        session = thread_id(config)
+        new, edited = self._unrecorded(messages, user, session)
+        meta = {"recorded_by": "langchain_memos.MemOSMiddleware"}
+        if new:
+            self.mos.add(
+                [_as_item(m) for m in new], user_id=user, agent_id=self.agent_id,
+                session_id=session, metadata=meta, reason="agent turn",
+            )
+        for message, old in edited:
+            self.mos.add(
+                [_as_item(message)], user_id=user, agent_id=self.agent_id, session_id=session,
+                metadata=meta, supersedes=old.id, reason="agent turn (edited message)",
+            )
+
+    def _unrecorded(self, messages: Sequence[BaseMessage], user: str, session: str | None
+                    ) -> tuple[list[BaseMessage], list[tuple[BaseMessage, MemCube]]]:
+        """``messages`` not recorded in this thread yet, and those edited since their memory
+        was recorded (same id, other text) with the memory their new text supersedes.
+
+        Recorded already: a message that is the source of a memory of the thread (by id,
+        in any state -- a forgotten memory's message is not recorded again either), or one
+        whose text a current memory of the thread holds (a replay from the checkpoint of
+        the input applies the input again, under a new message id). The lookup reads the
+        thread's episodic memories (the vault's session filter). Without a thread (no
+        checkpointer) every call brings its own messages and nothing is looked up."""
+        if session is None:
+            return list(messages), []
+        ids = {str(m.id) for m in messages if m.id}
+        sources: dict[str, list[MemCube]] = {}
+        said: set[str] = set()
+        offset = 0
+        while True:
+            page = self.mos.list(user_id=user, session_id=session, types=["episode"],
+                                 states=_ALL_STATES, include_superseded=True,
+                                 limit=_PAGE, offset=offset)
+            for cube in page:
+                for source in ids.intersection(cube.provenance.source_message_ids):
+                    sources.setdefault(source, []).append(cube)
+                if cube.state is not State.DELETED and cube.superseded_by is None:
+                    said.add(cube.text)
+            if len(page) < _PAGE:
+                break
+            offset += _PAGE
+        new: list[BaseMessage] = []
+        edited: list[tuple[BaseMessage, MemCube]] = []
+        for message in messages:
+            text = _memory_text(message)
+            found = sources.get(str(message.id)) if message.id else None
+            if not found:
+                if text not in said:
+                    new.append(message)
+                    said.add(text)
+                continue
+            if any(c.state is State.DELETED for c in found):
+                continue  # forgotten: the user asked for it to go
+            current = [c for c in found if c.superseded_by is None]
+            if not current or any(self._made_from(c, text, user) for c in current):
+                continue
+            edited.append((message, current[-1]))
+        return new, edited
+
+    def _made_from(self, cube: MemCube, text: str, user: str) -> bool:
+        """Whether ``cube`` was recorded with ``text`` (its first version's text: an update
+        of the memory since does not make its message new)."""
+        if cube.text == text:
+            return True
+        return cube.version > 1 and bool(self.mos.history(cube.id, user_id=user)[0].text == text)
 
     def _user(self, context: Any, config: Mapping[str, Any] | None) -> str:
         return resolve_user_id(
@@ -205,18 +301,31 @@ def _asked_or_answered(hit: SearchHit) -> bool:
     return asked_or_answered(hit.memory)
 
 
-def _turn(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-    """The last turn's human message(s) and final AI answer, those with text."""
+def _turn(messages: Sequence[BaseMessage]) -> tuple[list[BaseMessage], list[BaseMessage], set[str]]:
+    """The last turn: its human message(s) with text, its final AI answer with text (a
+    list of at most one) and the names of the tools the model called in it."""
     start = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=None)
     if start is None:
-        return []
+        return [], [], set()
     first = start
     while first > 0 and isinstance(messages[first - 1], HumanMessage):
         first -= 1
     humans = [m for m in messages[first:start + 1] if message_text(m)]
+    after = messages[start + 1:]
+    tools = {str(call.get("name")) for m in after if isinstance(m, AIMessage) for call in m.tool_calls}
     answer = next(
-        (m for m in reversed(messages[start + 1:])
+        (m for m in reversed(after)
          if isinstance(m, AIMessage) and not m.tool_calls and message_text(m)),
         None,
     )
-    return humans + ([answer] if answer is not None else [])
+    return humans, [answer] if answer is not None else [], tools
+
+
+def _as_item(message: BaseMessage) -> dict[str, Any]:
+    """A message as ``MemOS.add`` takes it (its id becomes the memory's source)."""
+    return {"role": role_of(message), "content": message_text(message), "id": message.id}
+
+
+def _memory_text(message: BaseMessage) -> str:
+    """The text ``MemOS.add`` gives the memory of ``message`` ("role: content")."""
+    return f"{role_of(message)}: {message_text(message)}"

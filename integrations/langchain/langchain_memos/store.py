@@ -4,8 +4,9 @@ Pass it to ``create_agent(..., store=MemOSStore(mos, user_label=0))`` (or
 ``graph.compile(store=...)``); tools and middleware reach it as ``runtime.store``. Each item
 is one memory of the user its namespace names -- which label that is, the constructor says
 (``user_label``: a position or a function; or ``user_id`` for a single-user store) -- so
-what an agent puts in the store is also found by MemOS search, the retriever and the
-middleware, is versioned, audited and forgettable.
+what an agent puts in the store is versioned, audited and forgettable, and what it indexes
+(the default) is also found by MemOS search, the retriever and the middleware, which put it
+into model prompts. An item put with ``index=False`` is kept out of all of them.
 How an item maps to a memory is described in :mod:`langchain_memos._store_codec`.
 """
 
@@ -36,6 +37,7 @@ from memos_core import (
     MemCube,
     MemoryNotFoundError,
     MemOS,
+    State,
 )
 from memos_core.integration import (
     ItemKey,
@@ -65,6 +67,8 @@ _LIVE_STATES = ("generated", "activated", "archived")
 _MAX_K = 1000
 #: Marks a data directory whose items written before keys existed are bound to their keys.
 _MIGRATION = "langgraph-store"
+#: The memory text of an item that is not indexed: nothing of its value is searchable.
+NOT_INDEXED_TEXT = "(a store item that is not indexed for search)"
 
 
 class MemOSStore(BaseStore):
@@ -94,11 +98,16 @@ class MemOSStore(BaseStore):
     * Values must be JSON (dicts, lists, str, int, float, bool, None with str keys); they
       come back equal. Anything else raises ``InvalidInputError`` before anything is written.
     * ``index``: the memory text is built from the given fields (or ``index_fields`` of the
-      store, default the whole value as JSON). ``index=False`` items are stored and
-      returned by ``get`` and by searches without a query; a search with a query ranks the
-      indexed items by MemOS hybrid search (``score`` = fused RRF score, higher is better,
-      comparable within one query only) and appends non-indexed matches after them with
-      ``score=None``, as LangGraph's reference store does.
+      store, default the whole value as JSON). An indexed item is an ordinary searchable
+      memory: ``MemOS.search``, ``MemOSRetriever``, the memory tools and
+      ``MemOSMiddleware`` find it and put its text into prompts. A non-indexed item
+      (``index=False``, or index fields the value lacks) is not searchable: its memory
+      text is :data:`NOT_INDEXED_TEXT` and the memory is archived, which default
+      ``MemOS.search`` leaves out. Non-indexed items are stored and returned by ``get``,
+      by searches without a query and by ``list_namespaces`` as before; a search with a
+      query ranks the indexed items by MemOS hybrid search (``score`` = fused RRF score,
+      higher is better, comparable within one query only) and appends non-indexed matches
+      after them with ``score=None``, as LangGraph's reference store does.
     * Search without a query returns items in the order they were first put.
     * The memories are the store's: ``mos.update`` (or the ``update_memory`` tool) on one
       changes its text, not the item's value; the next ``put`` of the key rewrites both.
@@ -414,7 +423,13 @@ class MemOSStore(BaseStore):
 
     def _put(self, op: PutOp) -> None:
         """One put, atomic in the vault (``memos_core.integration.put_by_key``): correct
-        with other stores, threads or processes writing the same key."""
+        with other stores, threads or processes writing the same key.
+
+        A non-indexed item (``index=False``, or index fields the value does not have) is
+        kept out of search: its memory text is :data:`NOT_INDEXED_TEXT` (nothing of the
+        value is embedded or keyword-indexed) and the memory is archived, a state
+        ``MemOS.search`` -- and so the middleware, the retriever and the memory tools --
+        leaves out by default. The store's own search still lists it, unscored."""
         item = self._key(op.namespace, op.key)
         if op.value is None:
             delete_by_key(self.mos, item, agent_id=self.agent_id, reason="langgraph store delete")
@@ -423,15 +438,34 @@ class MemOSStore(BaseStore):
         index = codec.check_index(op.index, op.key)
         fields = None if index is False else (index if index is not None else self.index_fields)
         text, found = codec.render_text(value, fields)
+        indexed = index is not False and found
         metadata = {
             codec.META_NS: codec.ns_json(op.namespace),
             codec.META_KEY: op.key,
             codec.META_VALUE: value,
-            codec.META_INDEX: False if (index is False or not found) else index,
+            codec.META_INDEX: index if indexed else False,
         }
-        put_by_key(self.mos, item, text, metadata=metadata, tags=codec.namespace_tags(op.namespace),
-                   type=self.memory_type, sensitivity=self.sensitivity, agent_id=self.agent_id,
-                   reason="langgraph store put")
+        cube = put_by_key(self.mos, item, text if indexed else NOT_INDEXED_TEXT, metadata=metadata,
+                          tags=codec.namespace_tags(op.namespace), type=self.memory_type,
+                          sensitivity=self.sensitivity, agent_id=self.agent_id,
+                          reason="langgraph store put")
+        self._settle_state(cube, item.user_id, indexed)
+
+    def _settle_state(self, cube: MemCube, user_id: str, indexed: bool) -> None:
+        """Archive a non-indexed item's memory (out of default search); bring back one
+        that the store archived for that reason once it is put indexed again. A memory
+        archived otherwise (``mos.compress``, the scheduler) stays as it is."""
+        if not indexed:
+            if cube.state in (State.GENERATED, State.ACTIVATED):
+                self.mos.set_state(cube.id, State.ARCHIVED, user_id=user_id,
+                                   reason="langgraph store put: index=False, kept out of search")
+            return
+        if cube.state is not State.ARCHIVED or cube.version < 2:
+            return
+        before = self.mos.get(cube.id, user_id=user_id, version=cube.version - 1)
+        if not _indexed(before):
+            self.mos.set_state(cube.id, State.GENERATED, user_id=user_id,
+                               reason="langgraph store put: indexed again")
 
 
 def _namespaces_page(found: set[tuple[str, ...]], op: ListNamespacesOp) -> list[tuple[str, ...]]:

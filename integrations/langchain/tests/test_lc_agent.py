@@ -90,8 +90,11 @@ def test_cross_thread_recall_isolation_forgetting_and_restart(
     make_mos: Callable[..., MemOS], mode: str
 ) -> None:
     memory = Memory(make_mos("agent"))
-    # Thread 1: the model stores a fact with the memory tool and a preference in the store.
-    _turn(memory, mode, "alice", "t1", "I'm allergic to peanuts and I like window seats.",
+    # Thread 1: the user states a fact (recorded by the middleware); then the model stores
+    # it with the memory tool and a preference in the store (a memory-tool turn: the model
+    # handled memory itself, so the middleware records nothing of it).
+    _turn(memory, mode, "alice", "t1", "I'm allergic to peanuts.", "Noted.")
+    _turn(memory, mode, "alice", "t1", "Keep that in mind, and that I like window seats.",
           tool_call("store_memory", text="Alice is allergic to peanuts", memory_type="fact"),
           tool_call("save_preference", "call-2", topic="seat", preference="Alice prefers window seats"),
           "Got it, I'll remember both.")
@@ -113,9 +116,7 @@ def test_cross_thread_recall_isolation_forgetting_and_restart(
     # The user's statement was recorded as an episodic memory of its thread; the answer
     # stays in the thread (the checkpointer), out of searched memory.
     episodes = memory.mos.list(user_id="alice", session_id="t1", types=["episode"])
-    assert [c.text for c in episodes] == [
-        "user: I'm allergic to peanuts and I like window seats.",
-    ]
+    assert [c.text for c in episodes] == ["user: I'm allergic to peanuts."]
 
     # Forget it: the model calls forget_memory with the ids recall showed it (the fact and
     # the episode of thread 1 that mentions it). Gone from the next recall.
@@ -139,7 +140,7 @@ def test_cross_thread_recall_isolation_forgetting_and_restart(
     assert "Alice prefers window seats" in _system_prompt(model)
     # thread 1 resumes; its first message was the forgotten episode's source, so it is redacted
     assert [m.content for m in model.calls[0] if isinstance(m, HumanMessage)] == [
-        "[forgotten]", "Which seat do I like?",
+        "[forgotten]", "Keep that in mind, and that I like window seats.", "Which seat do I like?",
     ]
     memory.close()
 

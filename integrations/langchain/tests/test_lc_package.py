@@ -25,3 +25,23 @@ def test_import_loads_no_model_and_writes_nothing(tmp_path) -> None:  # noqa: AN
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_packages_are_typed() -> None:
+    """PEP 561: both packages ship a ``py.typed`` marker, declared as package data, so a
+    regular (non-editable) install is type-checked against their annotations."""
+    from pathlib import Path
+
+    import memos_core
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    for package, pyproject in [
+        (langchain_memos, Path(langchain_memos.__file__).parents[1] / "pyproject.toml"),
+        (memos_core, Path(memos_core.__file__).parents[1] / "pyproject.toml"),
+    ]:
+        name = package.__name__
+        assert (Path(package.__file__).parent / "py.typed").is_file(), name
+        data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"].get("package-data", {})
+        assert "py.typed" in data.get(name, []), f"{pyproject}: package-data of {name}"

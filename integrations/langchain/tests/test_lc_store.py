@@ -14,12 +14,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import HumanMessage
 from langgraph.store.base import GetOp, InvalidNamespaceError, ListNamespacesOp, MatchCondition, PutOp, SearchOp
 from langgraph.store.memory import InMemoryStore
+from lc_fakes import scripted
 from memos_core import InvalidInputError, MemOS
 
-from langchain_memos import MemOSStore
+from langchain_memos import MemOSMiddleware, MemOSRetriever, MemOSStore
 from langchain_memos._store_codec import prefix_tag
+from langchain_memos import store as store_module
 
 
 class ReferenceStore(InMemoryStore):
@@ -154,8 +158,10 @@ def test_query_search_is_memos_hybrid_search(mos: MemOS) -> None:
     mos.add("Alice's dog is called Rex", user_id="alice")  # a memory, not a store item
     query = "what pet does she have?"
     hits = store.search(("alice",), query=query, limit=10)
-    # The same search MemOS runs for the store: the user's items under the prefix tag.
-    same = mos.search(query, user_id="alice", k=10, tags=[prefix_tag(("alice",))], record_usage=False)
+    # The same search MemOS runs for the store: the user's items under the prefix tag
+    # (archived ones included: a non-indexed item's memory is archived, out of default search).
+    same = mos.search(query, user_id="alice", k=10, tags=[prefix_tag(("alice",))],
+                      include_archived=True, record_usage=False)
     ranked = [h.memory.metadata["lg_key"] for h in same if h.memory.metadata["lg_index"] is not False]
     assert [h.key for h in hits] == [*ranked, "hidden"]  # non-indexed items follow, unscored
     scores = [h.score for h in hits]
@@ -164,6 +170,72 @@ def test_query_search_is_memos_hybrid_search(mos: MemOS) -> None:
     assert [h.key for h in store.search(("alice",), query=query, limit=1)] == ranked[:1]
     assert store.search(("alice",), query=query, filter={"text": "Alice's cat is called Miso"})[0].key == "2"
     assert store.search(("bob",), query="piano") == []  # another user's namespace
+
+
+SECRET = {"card_last4": "4242", "billing_email": "alice@example.com", "api_token": "sk-live-123"}
+
+
+def test_non_indexed_items_stay_out_of_search_and_prompts(mos: MemOS) -> None:
+    store = MemOSStore(mos, user_label=0)
+    store.put(("alice", "settings"), "billing", SECRET, index=False)  # LangGraph: not for search
+    store.put(("alice", "notes"), "card", {"text": "Alice pays her bills with a Visa card"})
+
+    # the store itself shows the item exactly as before: get, search without a query,
+    # namespaces, and a query search after the ranked items, unscored
+    assert store.get(("alice", "settings"), "billing").value == SECRET
+    assert [(i.key, i.value) for i in store.search(("alice",))] == [
+        ("billing", SECRET), ("card", {"text": "Alice pays her bills with a Visa card"})]
+    assert store.list_namespaces(prefix=("alice",)) == [("alice", "notes"), ("alice", "settings")]
+    found = store.search(("alice",), query="billing card api token")
+    assert [(i.key, i.score is None) for i in found] == [("card", False), ("billing", True)]
+
+    # ... but nothing of it is searchable memory: not its text, not a hit
+    hits = mos.search("billing card api token sk-live-123", user_id="alice", k=10)
+    assert [h.memory.metadata["lg_key"] for h in hits] == ["card"]
+    docs = MemOSRetriever(mos, user_id="alice", k=10).invoke("billing api token")
+    assert [d.metadata["id"] for d in docs] == [hits[0].id]  # the indexed item only
+    [hidden] = mos.list(user_id="alice", tags=[prefix_tag(("alice", "settings"))])
+    assert "sk-live" not in hidden.text and hidden.text == store_module.NOT_INDEXED_TEXT
+
+    # an agent with the store and the middleware: the secret never reaches the prompt
+    model = scripted("Your Visa card.")
+    agent = create_agent(model, store=store, middleware=[MemOSMiddleware(mos)])
+    agent.invoke({"messages": [HumanMessage("Which card do I use for billing? And my api token?")]},
+                 {"configurable": {"user_id": "alice"}})
+    prompt = "\n".join(m.text for m in model.calls[0])
+    assert "Visa" in prompt and "sk-live" not in prompt and "4242" not in prompt
+
+
+def test_an_item_changes_between_indexed_and_not(mos: MemOS) -> None:
+    store = MemOSStore(mos, user_label=0)
+    ns = ("alice", "settings")
+
+    def searched() -> list[str]:
+        return [h.memory.metadata["lg_key"] for h in mos.search("Alice's billing card", user_id="alice")]
+
+    store.put(ns, "billing", {"text": "Alice's billing card is a Visa"})
+    assert searched() == ["billing"]
+    store.put(ns, "billing", SECRET, index=False)
+    assert searched() == [] and store.get(ns, "billing").value == SECRET
+    store.put(ns, "billing", SECRET, index=False)  # again: still one memory, still hidden
+    store.put(ns, "billing", {"text": "Alice's billing card is a Mastercard"})
+    assert searched() == ["billing"]
+    assert [h.value for h in store.search(ns, query="billing card")] == [
+        {"text": "Alice's billing card is a Mastercard"}]
+    assert len(mos.list(user_id="alice")) == 1
+
+    # index fields the value does not have: not indexed either (as in LangGraph's store)
+    by_text = MemOSStore(mos, user_label=0, index_fields=["text"])
+    by_text.put(ns, "pin", {"pin": "9876"})
+    assert "pin" not in searched() and by_text.get(ns, "pin").value == {"pin": "9876"}
+    assert all("9876" not in c.text for c in mos.list(user_id="alice"))
+
+    # a memory archived by something else (compress, the scheduler) is left as it is
+    store.put(ns, "plan", {"text": "Alice's billing plan is yearly"})
+    plan = next(c for c in mos.list(user_id="alice") if c.metadata["lg_key"] == "plan")
+    mos.set_state(plan.id, "archived", user_id="alice")
+    store.put(ns, "plan", {"text": "Alice's billing plan is monthly"})
+    assert mos.get(plan.id, user_id="alice").state.value == "archived"
 
 
 def test_index_fields_choose_the_searchable_text(mos: MemOS) -> None:

@@ -1,0 +1,91 @@
+"""``memos_core.messages.worth_remembering``: which chat turns the adapters (LangChain's
+``MemOSMiddleware``, LlamaIndex's ``MemOSMemory``) turn into searched memories.
+
+A stored turn is recalled into later prompts, so the rule keeps out what would only crowd
+the recall slots or undo a forget: questions (they match the same question asked again
+better than the fact that answers it), small talk ("thanks!", "hi", "ok"), and requests to
+forget (stored, "Forget that I'm allergic to peanuts" restates the fact it asks to drop).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from memos_core import messages
+from memos_core.integration import worth_remembering
+
+STATEMENTS = [
+    "I'm allergic to peanuts.",
+    "My sister lives in Oslo",
+    "Thanks, my name is Bob.",
+    "Hi, I am Bob and I live in Lyon.",
+    "No, I am vegetarian.",
+    "I forgot my password at work yesterday.",
+    "I always forget my keys.",
+    "Forgetting my keys is a habit of mine.",
+    "I deleted my Facebook account last year.",
+    "Remove the onions from my recipes, I hate onions.",
+    "Clear skies make me happy.",
+    "Let's forget about work and talk about my cat Miso.",
+    "Remember that I am vegetarian.",
+    "I want you to remember that I am vegetarian.",
+    "OK so I moved to Berlin in May.",
+]
+
+SMALL_TALK = [
+    "thanks!", "Thank you so much!", "thx", "hi", "Hello there", "hey!", "Good morning",
+    "ok", "OK.", "okay, sounds good", "Great, thanks!", "cool", "Perfect, thank you!",
+    "Go ahead.", "You\u2019re welcome", "got it", "yes please", "no", "bye, see you later!",
+    "\U0001F44D", "...", "lol",
+]
+
+FORGET_REQUESTS = [
+    "Forget that I'm allergic to peanuts.",
+    "forget it",
+    "Please forget my address.",
+    "OK, now forget my address.",
+    "Can you forget that I live in Paris.",
+    "I want you to forget my phone number",
+    "I\u2019d like you to forget where I work.",
+    "Delete the memory about my allergy.",
+    "Remove my phone number from your memory.",
+    "Please delete everything you know about me.",
+    "Erase what I said about my job.",
+    "Delete that I live in Paris.",
+    "Don't remember that.",
+    "Do not store my card number.",
+    "Stop remembering my birthday.",
+    "Unlearn my old address.",
+]
+
+
+@pytest.mark.parametrize("text", STATEMENTS)
+def test_statements_are_remembered(text: str) -> None:
+    assert worth_remembering("user", text)
+    assert not messages.is_phatic(text) and not messages.is_forget_request(text)
+
+
+@pytest.mark.parametrize("text", SMALL_TALK)
+def test_small_talk_is_not_remembered(text: str) -> None:
+    assert not worth_remembering("user", text)
+    assert not worth_remembering("user", text, questions=True)  # not even with questions on
+    assert not worth_remembering("assistant", text, roles=("user", "assistant"))
+    assert messages.is_phatic(text)
+
+
+@pytest.mark.parametrize("text", FORGET_REQUESTS)
+def test_requests_to_forget_are_not_remembered(text: str) -> None:
+    assert not worth_remembering("user", text)
+    assert not worth_remembering("user", text, questions=True)
+    assert messages.is_forget_request(text)
+
+
+def test_roles_questions_and_empty_text_keep_their_rules() -> None:
+    assert not worth_remembering("assistant", "I booked a window seat for you.")
+    assert worth_remembering("assistant", "I booked a window seat for you.", roles=("user", "assistant"))
+    assert not worth_remembering("user", "What bike do I have?")
+    assert worth_remembering("user", "What bike do I have?", questions=True)
+    assert not worth_remembering("user", "   ")
+    assert not worth_remembering("tool", "42", roles=("user", "assistant"))
+    # a long turn of friendly words is still a statement about something
+    assert worth_remembering("user", "Thanks so much, the Lyon trip with my sister was great!")

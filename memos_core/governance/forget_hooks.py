@@ -42,12 +42,13 @@ Messages are kept, so the conversation's structure (roles, tool-call pairs, ids)
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, cast
@@ -236,6 +237,19 @@ class MessageRedactor:
         needles = [n for n in (memory.text, content) if n and len(n.strip()) >= MIN_NEEDLE]
         # longest first, so that the text is replaced before the content inside it
         self._needles = sorted(set(needles), key=len, reverse=True)
+
+    def with_texts(self, texts: Iterable[str]) -> MessageRedactor:
+        """A redactor that also redacts ``texts``: the contents of the memory's source
+        messages, found by id, so that their copies without an id (a framework's input
+        before it numbered the message) lose them too."""
+        extra = [t for t in texts if t and t.strip()]
+        if not extra:
+            return self
+        other = copy.copy(self)
+        other._whole = self._whole | {t.strip() for t in extra}
+        other._needles = sorted({*self._needles, *(t for t in extra if len(t.strip()) >= MIN_NEEDLE)},
+                                key=len, reverse=True)
+        return other
 
     def is_source(self, message_id: object) -> bool:
         """True if ``message_id`` names a message the memory was made from."""

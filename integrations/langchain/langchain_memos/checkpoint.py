@@ -455,6 +455,7 @@ def _redact_vault(vault: ThreadCheckpoints, serde: SerializerProtocol,
     redactor = MessageRedactor(memory)
     others = _others_threads(((r.thread_id, r.metadata) for r in vault.cp_list()), serde,
                              memory.user_id, user_id_key)
+    redactor = redactor.with_texts(_source_texts(vault, serde, redactor, others))
 
     def rewrite(typed: Typed) -> Typed | None:
         value = serde.loads_typed(typed)
@@ -539,6 +540,39 @@ def _redact_column(db: sqlite3.Connection, serde: SerializerProtocol, table: str
         )
         threads.add(thread)
     return threads
+
+
+def _source_texts(vault: ThreadCheckpoints, serde: SerializerProtocol, redactor: MessageRedactor,
+                  others: set[str]) -> list[str]:
+    """The contents of the memory's source messages (by id) in the threads it may redact.
+    LangGraph keeps the run's input also as it came, before the messages reducer gave it an
+    id (the ``__start__`` channel and its write): that copy is found by its text. A memory
+    the model stored with a tool is a paraphrase of the message, so its own text is not."""
+    found: list[str] = []
+    if redactor.source_ids:
+        def visit(typed: Typed) -> None:
+            _collect_sources(serde.loads_typed(typed), redactor, found)
+            return None  # read only
+
+        vault.cp_redact(sorted(s.encode() for s in redactor.source_ids), visit,
+                        skip_threads=others)
+    return found
+
+
+def _collect_sources(value: Any, redactor: MessageRedactor, found: list[str]) -> None:
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _collect_sources(item, redactor, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_sources(item, redactor, found)
+    elif isinstance(value, Send):
+        _collect_sources(value.arg, redactor, found)
+    elif isinstance(value, BaseMessage) and redactor.is_source(value.id):
+        content = value.content
+        found.extend([content] if isinstance(content, str) else [
+            b["text"] if isinstance(b, dict) else b for b in content
+            if isinstance(b, str) or (isinstance(b, dict) and isinstance(b.get("text"), str))])
 
 
 def _redact(value: Any, redactor: MessageRedactor) -> Any:

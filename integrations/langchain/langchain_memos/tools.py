@@ -54,6 +54,17 @@ def _brief(cube: MemCube) -> dict[str, Any]:
     }
 
 
+def _asked_in(runtime: ToolRuntime[Any, Any] | None) -> str | None:
+    """The id of the latest human message of the graph's state (the message a tool call
+    answers), or None outside a graph."""
+    state = getattr(runtime, "state", None)
+    messages = state.get("messages") if isinstance(state, Mapping) else None
+    for message in reversed(messages or []):
+        if getattr(message, "type", None) == "human":
+            return str(message.id) if getattr(message, "id", None) else None
+    return None
+
+
 def _config(runtime: ToolRuntime[Any, Any] | None) -> Mapping[str, Any] | None:
     """The config of the call: the agent's (via the runtime) or that of ``tool.invoke``."""
     return getattr(runtime, "config", None) or current_config()
@@ -78,9 +89,12 @@ class _MemoryOps:
         tags: Annotated[list[str] | None, Field(description=_arg("store_memory", "tags"))] = None,
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
-        cube = self.mos.add(
-            text, user_id=self._user(runtime), session_id=thread_id(_config(runtime)),
-            type=memory_type, tags=tags or (), origin="extraction", reason="store_memory tool",
+        # the user's message the model stored it from is its source: forgetting the memory
+        # then blanks that message in the thread too, where a paraphrase would not match
+        (cube,) = self.mos.add_many(
+            [{"text": text, "message_id": _asked_in(runtime)}], user_id=self._user(runtime),
+            session_id=thread_id(_config(runtime)), type=memory_type, tags=tags or (),
+            origin="extraction", reason="store_memory tool",
         )
         return f"Stored memory {cube.id}.", _brief(cube)
 

@@ -101,8 +101,17 @@ def test_tool_call_arguments_and_pending_writes_are_redacted(mos: MemOS) -> None
     assert [w[2][0].content for w in state.pending_writes] == ["About to save: [forgotten]"]
     calls = [m for m in state.checkpoint["channel_values"]["messages"] if getattr(m, "tool_calls", None)]
     assert calls[0].tool_calls[0]["args"]["text"] == "[forgotten]"
-    # the user's own message was not the memory's source and does not contain its text
-    assert files_holding(mos.data_dir, "passport number is QX77130") == []
+    # the user's message the tool stored it from is its source: it is blanked too, though
+    # it does not quote the stored text (and the middleware recorded nothing of a turn in
+    # which the model stored a memory), so the number is in no file at all
+    human = state.checkpoint["channel_values"]["messages"][0]
+    assert human.type == "human" and human.content == "[forgotten]"
+    assert _memory_of_source(mos, human.id) == []
+    assert files_holding(mos.data_dir, "QX77130") == []
+
+
+def _memory_of_source(mos: MemOS, message_id: str) -> list[MemCube]:
+    return [c for c in mos.list(user_id="dana") if message_id in c.provenance.source_message_ids]
 
 
 def _closed_log(make_mos: Callable[..., MemOS], restart: bool) -> tuple[MemOS, MemCube]:

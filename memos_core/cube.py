@@ -7,7 +7,9 @@ the next version's value; the vault assigns ``version`` and ``updated_at``.
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -30,8 +32,19 @@ def new_id() -> str:
 #: A memory id's only form: a UUID, lower-case hex with hyphens. The index and every API call
 #: normalise ids to it, so a stored id in another spelling of the same UUID (upper case, no
 #: hyphens, braces) would share another memory's index point and be unreachable by its own
-#: id; MemCube refuses one (checked in pydantic's core, a fraction of a microsecond).
-CANONICAL_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+#: id. The vaults refuse to write one (:func:`require_canonical_ids`); reading is not
+#: checked, so a store written before this rule still opens.
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def require_canonical_ids(cubes: Iterable[MemCube]) -> None:
+    """Raise :class:`InvalidInputError` if a memory's id (or ``superseded_by``) is not a
+    canonical UUID string: every write path of the vaults calls this."""
+    for cube in cubes:
+        for value in (cube.id, cube.superseded_by):
+            if value is not None and not _CANONICAL_ID.fullmatch(value):
+                raise InvalidInputError(f"memory ids are canonical UUID strings (lower case, "
+                                        f"with hyphens), got {value[:80]!r}.")
 
 
 def _require_aware(value: datetime | None, name: str) -> None:
@@ -179,7 +192,7 @@ class MemCube(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    id: str = Field(default_factory=new_id, pattern=CANONICAL_ID)
+    id: str = Field(default_factory=new_id)
     namespace: Namespace
     text: str
     version: int = Field(default=1, ge=1)
@@ -200,7 +213,7 @@ class MemCube(BaseModel):
     valid_to: datetime | None = Field(
         default=None, description="Set when a newer memory supersedes this one."
     )
-    superseded_by: str | None = Field(default=None, pattern=CANONICAL_ID)
+    superseded_by: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     scrubbed: bool = Field(
         default=False,

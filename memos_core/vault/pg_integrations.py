@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from memos_core.cube import MemCube, utcnow
+from memos_core.cube import MemCube, require_canonical_ids, utcnow
 from memos_core.errors import ConflictError, InvalidInputError, MemoryNotFoundError
 from memos_core.vault.base import Actor, CheckpointRecord, ItemKey, LogRow, NamespaceGrant, Typed
 from memos_core.vault.pg_sql import Exec, Many, Program, Rows, one, run, with_usage
@@ -143,6 +143,7 @@ class PgKeyedMixin(PgRunner):
     def put_keyed(self, item: ItemKey, cube: MemCube, expected_version: int | None,
                   actor: Actor, action: str) -> None:
         """See :meth:`memos_core.vault.base.KeyedItems.put_keyed`."""
+        require_canonical_ids([cube])
         import psycopg
 
         key = _check_item(item)

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from memos_core.cube import MemCube, State, Usage, utcnow
+from memos_core.cube import MemCube, State, Usage, require_canonical_ids, utcnow
 from memos_core.errors import (
     ConflictError,
     InvalidInputError,
@@ -393,6 +393,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     def insert(self, cubes: Sequence[MemCube], actor: Actor, action: str = "add", *,
                replacements: Sequence[tuple[MemCube, int]] = (), edges: Sequence[Edge] = (),
                replacement_action: str = "supersede") -> None:
+        require_canonical_ids([*cubes, *(c for c, _ in replacements)])
         with self._tx() as tx:
             self._insert_cubes(tx, cubes, actor, action)
             for cube, expected in replacements:
@@ -418,6 +419,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
     def import_histories(self, histories: Sequence[Sequence[MemCube]], edges: Sequence[Edge],
                          actor: Actor) -> None:
+        require_canonical_ids(c for versions in histories for c in versions)
         with self._tx() as tx:
             seq = self._next_seq(tx)
             for versions in histories:

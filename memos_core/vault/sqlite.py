@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from memos_core.cube import MemCube, State, Usage, bump_heat, utcnow
+from memos_core.cube import MemCube, State, Usage, bump_heat, require_canonical_ids, utcnow
 from memos_core.errors import (
     ConflictError,
     CorruptDataError,
@@ -407,6 +407,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         """Store new memories in one transaction, with optional new versions of existing ones
         (``(cube, expected_version)``: a fact the new one supersedes, sources a summary
         archives) and relations."""
+        require_canonical_ids([*cubes, *(c for c, _ in replacements)])
         with self._tx() as db:
             self._insert(db, cubes, actor, action)
             for cube, expected in replacements:
@@ -440,6 +441,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
     def import_histories(self, histories: Sequence[Sequence[MemCube]], edges: Sequence[Edge],
                          actor: Actor) -> None:
         """Write whole version histories (from a bundle) and relations in one transaction."""
+        require_canonical_ids(c for versions in histories for c in versions)
         with self._tx() as db:
             row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM memories").fetchone()
             seq = int(row[0])

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from memos_core.cube import MemCube
+from memos_core.cube import MemCube, require_canonical_ids
 from memos_core.errors import ConflictError, InvalidInputError, MemoryNotFoundError
 from memos_core.vault.base import Actor, ItemKey
 
@@ -65,6 +65,7 @@ class SQLiteKeyedMixin:
     def put_keyed(self, item: ItemKey, cube: MemCube, expected_version: int | None,
                   actor: Actor, action: str) -> None:
         """See :meth:`memos_core.vault.base.KeyedItems.put_keyed`."""
+        require_canonical_ids([cube])
         key = _check_item(item)
         if cube.namespace.user_id != item.user_id:
             raise InvalidInputError(

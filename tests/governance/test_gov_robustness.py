@@ -197,6 +197,22 @@ def test_reconcile_says_when_the_vault_lost_memories_the_index_has(
         assert mos.index.count() == 1
 
 
+def test_a_store_holding_a_respelt_id_still_opens(tmp_path: Path) -> None:
+    """Such ids came in through a bundle bug (fixed): refusing them on read would have made
+    those stores unreadable, so only writes check them."""
+    with MemOS(tmp_path / "d", config=_config()) as mos:
+        old = mos.add("A memory imported before ids were checked.", user_id="ada")
+        mos.forget(mos.add("A forgotten one.", user_id="ada").id, user_id="ada")
+    db = sqlite3.connect(tmp_path / "d" / "vault.sqlite3")
+    for table in ("memories", "versions"):
+        db.execute(f"UPDATE {table} SET id=upper(id), doc=json_set(doc, '$.id', upper(id))")
+    db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")  # migrations run too
+    db.commit()
+    db.close()
+    with MemOS(tmp_path / "d", config=_config()) as mos:
+        assert [c.text for c in mos.list(user_id="ada")] == [old.text]
+
+
 def test_a_damaged_record_or_page_is_a_corrupt_data_error(tmp_path: Path) -> None:
     """A damaged row made list, search and export raise a raw pydantic error, a damaged
     page mid-file a raw sqlite3.DatabaseError; both are CorruptDataError naming what is

@@ -33,6 +33,7 @@ from memos_core.errors import (
     MemoryDeletedError,
     MemoryNotFoundError,
     MemOSError,
+    PurgePendingError,
     ServerUnavailableError,
     VersionNotFoundError,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "Namespace",
     "Origin",
     "Provenance",
+    "PurgePendingError",
     "RetrievalConfig",
     "SearchHit",
     "ServerUnavailableError",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memos_core.errors import InvalidInputError
+
+#: "localhost:6333", "qdrant.internal:6334/": a server address without its scheme.
+_HOST_PORT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*:[0-9]{1,5}/?")
 
 #: Largest memory text accepted, in bytes of UTF-8.
 MAX_TEXT_BYTES = 1_000_000
@@ -191,10 +195,12 @@ class MemOSConfig(BaseModel):
     @field_validator("qdrant_url")
     @classmethod
     def _server_url(cls, value: str | None) -> str | None:
-        # without a scheme, qdrant-client takes the string as a local path: a typo would
-        # silently make a local index named like the server in the working directory
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"qdrant_url must start with http:// or https://, got {value[:80]!r}")
+        # without a scheme, qdrant-client takes "host:port" as a local path: a typo would
+        # silently make a local index named like the server in the working directory (a
+        # path or ":memory:" is meant as one, and stays allowed)
+        if value is not None and _HOST_PORT.fullmatch(value):
+            raise ValueError(f"qdrant_url {value[:80]!r} looks like host:port; a server URL "
+                             "starts with http:// or https://")
         return value
     qdrant_collection: str = Field(
         default="memos", min_length=1,

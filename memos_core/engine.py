@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Protocol
 from memos_core.cube import MemCube, utcnow
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.governance.sensitivity import allowance, withheld
-from memos_core.lifecycle import INDEXED
 from memos_core.scheduler.background import BackgroundScheduler
 from memos_core.scheduler.consolidation import ConsolidationConfig, consolidation_candidates
 from memos_core.scheduler.executor import SchedulerExecutor
@@ -211,16 +210,9 @@ class MemoryEngine:
 
     def _reconcile_kv_dir(self) -> None:
         """Delete KV files built from memory versions that are no longer current."""
-        files = list(self._headers())
-        wanted = {mid for _, _, members in files for mid, _ in members}
-        current = self.store.vault.get_many(sorted(wanted)) if wanted else {}
-        for path, _, members in files:
-            for mid, version in members:
-                cube = current.get(mid)
-                if cube is None or cube.version != version or cube.state not in INDEXED:
-                    path.unlink(missing_ok=True)
-                    logger.info("dropped stale KV block %s (memory %s changed)", path.name, mid)
-                    break
+        for path in storage.stale_kv_files(self.kv_dir, self.store.vault):
+            path.unlink(missing_ok=True)
+            logger.info("dropped stale KV block %s (a memory in it changed)", path.name)
         self._scan_foreign()
 
     # ------------------------------------------------------------------ scheduling

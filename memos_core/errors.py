@@ -54,3 +54,10 @@ class ServerUnavailableError(MemOSError, ConnectionError):
 class ConflictError(MemOSError):
     """Stored state changed between a read and a write (another thread or process wrote a
     newer version, or bound the same key first); nothing was written. Read again and retry."""
+
+
+class PurgePendingError(MemOSError):
+    """A forget wrote the tombstone (the memory is gone from the vault, the index and the
+    graph), but a derived file (a KV block, an adapter) could not be removed. The memory is
+    recorded as pending: forgetting it again retries, and so does the next open."""
+

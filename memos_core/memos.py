@@ -29,6 +29,7 @@ from memos_core.errors import (
     InvalidInputError,
     MemoryDeletedError,
     MemoryNotFoundError,
+    PurgePendingError,
     VersionNotFoundError,
 )
 from memos_core.extraction import EntityExtractor
@@ -145,6 +146,27 @@ class MemOS:
         # every forget reaches the model tiers' files, whether or not an engine runs
         self.store.add_purger(self._kv_purger)
         self.store.add_purger(self._adapter_purger)
+        self._settle_derived_files()
+
+    def _settle_derived_files(self) -> None:
+        """Bring this directory's KV files and adapters in line with the vault before
+        anything is served: forgets, updates and expiries this process did not hear of (it
+        was closed or killed mid-purge; in server mode another process made them) leave no
+        block or adapter holding the old text. Purges that failed earlier are retried."""
+        try:
+            if self.store.purge_pending:
+                self.store.retry_purges()
+            from memos_core.tiers.activation.storage import stale_kv_files
+
+            for path in stale_kv_files(self.data_dir / "kv", self.vault):
+                path.unlink(missing_ok=True)
+            if (self.data_dir / "adapters").is_dir():
+                from memos_core.tiers.parametric.tier import ParametricTier
+
+                ParametricTier.without_model(self.store).settle()
+        except Exception:  # noqa: BLE001 - the store opens; the next forget retries
+            logger.warning("bringing the KV files and adapters in line with the vault failed",
+                           exc_info=True)
 
     def _open_server(self, url: str, embedder: Embedder | None,
                      extractor: EntityExtractor | None) -> None:
@@ -483,7 +505,7 @@ class MemOS:
 
     def forget(self, memory_id: str, *, user_id: str, agent_id: str | None = None,
                reason: str | None = None, derived: str = "flag") -> ForgetReceipt:
-        """Delete a memory everywhere; leaves a tombstone (id, versions, text hash). Idempotent.
+        """Delete a memory everywhere; leaves a tombstone (id, textless versions). Idempotent.
 
         Owner only. Removes the text from every version, the index point, the graph node,
         every KV cache file holding it and the messages of the conversation logs (open ones
@@ -540,11 +562,25 @@ class MemOS:
             # every conversation log first: a failing hook leaves all the memories untouched
             unique = {c.id: c for c in cubes}.values()
             logs = {c.id: forget_ops.redact_logs(self.store, c) for c in unique}
-            try:  # a memory may be flagged earlier in the loop (as a summary of another): reload
-                return [forget_ops.forget_one(self.store, self.vault.get(c.id) or c, actor, "flag",
-                                              logs.pop(c.id, [])) for c in cubes]
+            receipts: builtins.list[ForgetReceipt] = []
+            pending: builtins.list[PurgePendingError] = []
+            try:
+                for c in cubes:  # one may be flagged earlier in the loop (a summary of another)
+                    try:
+                        receipts.append(forget_ops.forget_one(
+                            self.store, self.vault.get(c.id) or c, actor, "flag",
+                            logs.pop(c.id, [])))
+                    except PurgePendingError as exc:  # tombstoned: the others still go
+                        pending.append(exc)
             finally:
                 self.vault.checkpoint()
+            if pending:
+                raise PurgePendingError(
+                    f"{len(pending)} of {len(cubes)} memories are forgotten in the vault, index "
+                    f"and graph, but a derived file of each could not be removed (first: "
+                    f"{pending[0]}); the rest were forgotten fully. Forget them again to retry."
+                ) from pending[0]
+            return receipts
 
     # -- sharing ------------------------------------------------------------------------------
 

@@ -410,8 +410,10 @@ def test_config_mistakes_are_named() -> None:
     for cls in (MemOSConfig, ParametricConfig, SchedulerConfig, ConsolidationConfig):
         with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
             cls(qdrant_uri="http://x")
-    with pytest.raises(ValidationError, match="http:// or https://"):
+    with pytest.raises(ValidationError, match="looks like host:port"):
         MemOSConfig(qdrant_url="localhost:6333")
+    assert MemOSConfig(qdrant_url=":memory:").qdrant_url == ":memory:"  # documented forms
+    assert MemOSConfig(qdrant_url="/tmp/q").qdrant_url == "/tmp/q"
     with pytest.raises(InvalidInputError, match="unknown preset"):
         MemOSConfig.preset("bogus")  # type: ignore[arg-type]
     with pytest.raises(ServerUnavailableError, match="cannot be reached"):

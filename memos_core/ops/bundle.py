@@ -248,6 +248,7 @@ def import_bundle(store: MemoryStore, path: Path, user_id: str) -> dict[str, int
     except UnicodeDecodeError:
         raise BundleError("A bundle file is not valid UTF-8.") from None
     histories = [_parse_history(row, n, user_id) for n, row in enumerate(rows, start=1)]
+    store.ready_embedder()
     ids = [h[0].id for h in histories]
     if len(set(ids)) != len(ids):
         raise BundleError("memories.jsonl lists the same memory id twice.")

@@ -42,13 +42,12 @@ whose package is not installed (so that no redactor is declared for it) is not r
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from memos_core.cube import MemCube, State
-from memos_core.errors import AccessDeniedError, MemOSError
+from memos_core.errors import AccessDeniedError, PurgePendingError
 from memos_core.governance import access
 from memos_core.governance.derived import FLAG_KEY, DerivedMode, check_mode
 from memos_core.governance.forget_hooks import MessageRedactor, redact_log_message
@@ -66,8 +65,6 @@ logger = logging.getLogger("memos_core.governance")
 
 #: receipt's ``removed_from`` entry of each derived-form kind a purger reports
 _STORE_OF_KIND = {"kv_block": "kv", "adapter": "adapters"}
-#: vault meta key: the forgotten memories whose derived files' purge failed (JSON list)
-PURGE_PENDING = "forget_purge_pending"
 
 
 def redact_logs(store: MemoryStore, cube: MemCube) -> list[DerivedForm]:
@@ -104,7 +101,7 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
         # the derived files' purge failed last time: then it runs again.
         repaired = store.vault.scrub_tombstone(cube.id)
         again = (_purge(store, cube.id, [p(cube.id) for p in store.purgers])
-                 if cube.id in _pending(store) else [])
+                 if cube.id in store.purge_pending else [])
         return ForgetReceipt(memory_id=cube.id, version=cube.version, text_sha256=None,
                              removed_from=(("vault",) if repaired else ()) + _stores_of(again),
                              at=cube.updated_at, derived=tuple(again))
@@ -116,13 +113,17 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
     summaries = store.vault.derived_from(cube.id)  # before the tombstone drops the relations
     # the KV engine, if any, drops its blocks when it hears of the tombstone
     (tomb,) = store.write(lambda: [store.vault.tombstone(cube.id, actor)])
+    # an index delete that failed is retried on the next call: not claimed done here
+    indexed = () if store.lagging and cube.id in store.deferred else ("index",)
     logged = bool(forms)
-    forms += _cascade(store, cube.id, summaries, actor, derived)
-    purged = _purge(store, cube.id, finishers)
+    try:
+        forms += _cascade(store, cube.id, summaries, actor, derived)
+    finally:  # this memory's own files are purged whatever became of its summaries
+        purged = _purge(store, cube.id, finishers)
     forms += purged
     return ForgetReceipt(
         memory_id=cube.id, version=tomb.version, text_sha256=digest,
-        removed_from=("vault", "index", "graph") + _stores_of(purged)
+        removed_from=("vault", *indexed, "graph") + _stores_of(purged)
         + (("conversation_log",) if logged else ()),
         at=tomb.updated_at, derived=tuple(forms),
     )
@@ -133,16 +134,12 @@ def _stores_of(purged: list[DerivedForm]) -> tuple[str, ...]:
     return tuple(name for kind, name in _STORE_OF_KIND.items() if kind in kinds)
 
 
-def _pending(store: MemoryStore) -> set[str]:
-    """Forgotten memories whose derived files' purge failed (vault meta, JSON list)."""
-    return set(json.loads(store.vault.get_meta(PURGE_PENDING) or "[]"))
-
-
 def _purge(store: MemoryStore, memory_id: str,
            finishers: list[Callable[[], list[DerivedForm]]]) -> list[DerivedForm]:
     """Run every purger's second half (the KV files, the adapters); each runs whatever
-    another raised. If one failed, the memory is recorded as pending, so that forgetting it
-    again retries the purge, and :class:`MemOSError` says so; else the forms they touched."""
+    another raised. If one failed, the memory is recorded as pending
+    (:meth:`MemoryStore.set_purge_pending`), so that forgetting it again retries the purge,
+    and :class:`PurgePendingError` says so; else the forms they touched."""
     forms: list[DerivedForm] = []
     failures: list[Exception] = []
     for finish in finishers:
@@ -150,16 +147,14 @@ def _purge(store: MemoryStore, memory_id: str,
             forms += finish()
         except Exception as exc:  # noqa: BLE001 - reported below, after the other purgers
             failures.append(exc)
-    pending = _pending(store)
     if failures:
-        store.vault.set_meta(PURGE_PENDING, json.dumps(sorted(pending | {memory_id})))
-        raise MemOSError(
+        store.set_purge_pending(memory_id, True)
+        raise PurgePendingError(
             f"Memory {memory_id} is forgotten in the vault, the index and the graph, but "
             f"removing it from a derived file failed ({type(failures[0]).__name__}: "
             f"{str(failures[0]).splitlines()[0] if str(failures[0]) else ''}). Fix the cause "
             "and forget it again: that retries the purge.") from failures[0]
-    if memory_id in pending:
-        store.vault.set_meta(PURGE_PENDING, json.dumps(sorted(pending - {memory_id})))
+    store.set_purge_pending(memory_id, False)
     return forms
 
 

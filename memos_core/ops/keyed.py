@@ -45,6 +45,7 @@ def put_keyed(store: MemoryStore, item: ItemKey, fresh: Callable[[], MemCube],
         ConflictError: the key kept changing under concurrent writers for
             :data:`ATTEMPTS` tries (nothing of this put was written).
     """
+    store.ready_embedder()
     for _ in range(ATTEMPTS):
         existing = store.vault.get_keyed(item)
         if existing is not None and existing.state not in INDEXED:

@@ -114,6 +114,7 @@ def add(store: MemoryStore, cubes: list[MemCube], actor: Actor,
     one replaces) the last one also carries its shares and the old one gets ``valid_to``
     and ``superseded_by`` in a new version of the same transaction.
     """
+    store.ready_embedder()
     with store.write_lock:
         cubes = inherit_grants(store.vault, cubes)
         edges: list[Edge] = []
@@ -145,6 +146,8 @@ def write_version(store: MemoryStore, cube: MemCube, changes: dict[str, Any], ac
     stored. Raises if another version was written since ``cube`` was read."""
     new = cube.model_copy(update={**changes, "version": cube.version + 1, "updated_at": utcnow()})
     new = MemCube.model_validate(new.model_dump())  # re-validate the changed fields
+    if new.text != cube.text:  # new text needs a vector: a model that cannot load stores nothing
+        store.ready_embedder()
 
     def commit() -> list[MemCube]:
         store.vault.put_version(new, cube.version, actor, action, details)
@@ -167,6 +170,7 @@ def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
     """Store ``summary`` (a new memory) as derived from ``sources`` and archive them, in one
     transaction; the summary carries every sensitivity tag of its sources and inherits its
     namespace's grants. Returns the summary as stored."""
+    store.ready_embedder()
     with store.write_lock:
         tags = sensitivity_rules.history_sensitivity(list(sources))  # a summary may repeat them
         summary = summary.model_copy(update={

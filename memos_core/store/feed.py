@@ -176,6 +176,9 @@ class ChangeFollower:
             self._repair_due()
         if self._closed:
             return 0
+        if self.store.purge_pending:  # local files a forget could not purge (rate-limited)
+            with self.store.write_lock:
+                self.store.retry_purges_due()
         if gated and self.shared_index and self._listener_quiet():
             self.head_skips += 1
             return 0
@@ -296,8 +299,9 @@ class ChangeFollower:
                     try:
                         purger(cube.id)()
                     except Exception:  # noqa: BLE001 - reported, the rest still follow
-                        logger.warning("purging local derived forms of %s failed", cube.id,
-                                       exc_info=True)
+                        logger.warning("purging local derived forms of %s failed; it is "
+                                       "retried", cube.id, exc_info=True)
+                        store.set_purge_pending(cube.id, True)
         if not self.shared_index:
             store.index_cubes(cubes)
         else:

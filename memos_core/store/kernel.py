@@ -23,9 +23,12 @@ of it is loaded from the vault when a search first needs it (:mod:`memos_core.gr
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -57,6 +60,11 @@ logger = logging.getLogger("memos_core")
 
 #: Free disk space below which the embedded index is not opened (see MemoryStore._check_room).
 MIN_FREE_BYTES = 128 * 2**20
+#: The file (in the data directory, or server mode's cache directory: the derived files are
+#: that process's) listing forgotten memories whose KV files or adapters could not be purged.
+PURGE_PENDING_FILE = "forget-pending.json"
+#: Seconds between the follower's retries of pending purges (a failing disk is not hammered).
+PURGE_RETRY_S = 60.0
 
 
 class MemoryStore:
@@ -91,6 +99,9 @@ class MemoryStore:
         #: embedded mode: committed memories whose index update failed (retried; see sync)
         self._deferred: set[str] = set()
         self._embedder_ready = False
+        self._pending_lock = threading.Lock()
+        self._pending = self._read_pending()
+        self._retried_at = 0.0
         self.index: VectorIndex
         #: server mode: the vault has a change feed other processes write to; this process's
         #: derived state follows it (:mod:`memos_core.store.feed`)
@@ -233,8 +244,6 @@ class MemoryStore:
         hold it around several writes). If ``commit`` raises, nothing derived changes.
         """
         with self.write_lock:
-            if embed and not self._embedder_ready:
-                self._ready_embedder()  # a model that cannot load fails before anything is stored
             if self._deferred:
                 self._retry_deferred()
             changed = list(commit())
@@ -258,11 +267,15 @@ class MemoryStore:
             self._notify(changed)
             return changed
 
-    def _ready_embedder(self) -> None:
-        """Load the embedding model now (the first write of a process), so that one which
-        cannot load raises before the vault commits anything."""
+    def ready_embedder(self) -> None:
+        """Load the embedding model now if it is not loaded yet. The operations that write
+        new text (add, update, compress, import, keyed puts) call it before their commit,
+        so a model that cannot load raises before anything is stored; a forget or a state
+        change needs no vector and does not."""
         from memos_core.runtime.errors import ModelLoadError
 
+        if self._embedder_ready:
+            return
         try:
             self.embedder.embed(["memos"])
         except MemOSError:
@@ -339,6 +352,64 @@ class MemoryStore:
                 if self._deferred:
                     self._retry_deferred()
         return 0
+
+    # -- purges of derived files that failed -------------------------------------------------
+
+    def _read_pending(self) -> set[str]:
+        try:
+            rows = json.loads((self.data_dir / PURGE_PENDING_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError) as exc:
+            logger.warning("%s cannot be read (%s); forget the memories it listed again",
+                           self.data_dir / PURGE_PENDING_FILE, exc)
+            return set()
+        return {r for r in rows if isinstance(r, str)} if isinstance(rows, list) else set()
+
+    @property
+    def purge_pending(self) -> frozenset[str]:
+        """Forgotten memories whose derived files (KV blocks, adapters) this process could
+        not purge yet; a forget of one retries, as do the open and the server-mode feed."""
+        return frozenset(self._pending)
+
+    def set_purge_pending(self, memory_id: str, pending: bool) -> None:
+        """Record (or clear) a failed purge, in :data:`PURGE_PENDING_FILE`."""
+        with self._pending_lock:
+            if (memory_id in self._pending) == pending:
+                return
+            (self._pending.add if pending else self._pending.discard)(memory_id)
+            path = self.data_dir / PURGE_PENDING_FILE
+            if not self._pending:
+                path.unlink(missing_ok=True)
+                return
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(sorted(self._pending)), encoding="utf-8")
+            os.replace(tmp, path)
+
+    def retry_purges(self) -> int:
+        """Run every purger again for each pending memory; returns how many stay pending
+        (each failure is logged)."""
+        self._retried_at = time.monotonic()
+        for memory_id in sorted(self._pending):
+            try:
+                for purger in self._purgers:
+                    purger(memory_id)()
+            except Exception:  # noqa: BLE001 - logged; it stays pending
+                logger.warning("purging the derived files of forgotten memory %s failed "
+                               "again", memory_id, exc_info=True)
+                continue
+            self.set_purge_pending(memory_id, False)
+        return len(self._pending)
+
+    def retry_purges_due(self) -> None:
+        """:meth:`retry_purges` if some are pending and the last try is old enough."""
+        if self._pending and time.monotonic() - self._retried_at >= PURGE_RETRY_S:
+            self.retry_purges()
+
+    @property
+    def deferred(self) -> frozenset[str]:
+        """Embedded mode: the committed memories whose index update failed (see :meth:`sync`)."""
+        return frozenset(self._deferred)
 
     @property
     def lagging(self) -> bool:

@@ -158,10 +158,13 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                     f"The vault at {self.path} is locked by another connection ({exc}); close "
                     "the other program using it and retry."
                 ) from exc
-            raise (self._storage_error(exc) or CorruptDataError(
+            translated = self._storage_error(exc)
+            if translated is not None and not isinstance(translated, CorruptDataError):
+                raise translated from exc  # a full disk, an I/O error: the file may be fine
+            raise CorruptDataError(
                 f"The vault at {self.path} is not a readable SQLite database ({exc}). "
                 "Restore it from a backup or an export bundle (memos import)."
-            )) from exc
+            ) from exc
         except BaseException:
             if db is not None:
                 db.close()

@@ -258,6 +258,12 @@ def test_an_embedder_that_cannot_load_stores_nothing(tmp_path: Path) -> None:
             with pytest.raises(ModelLoadError, match="Nothing was stored"):
                 mos.add("Ada likes tea.", user_id="ada")
         assert mos.list(user_id="ada") == []
+    with MemOS(tmp_path / "e", config=_config()) as mos:
+        kept = mos.add("Ada's PIN is 4921.", user_id="ada")
+    # a forget needs no vector: it works while the model cannot load (offline, files gone)
+    with MemOS(tmp_path / "e", config=_config(embedder=str(tmp_path / "no-such-model"),
+                                              embedder_backend="torch")) as mos:
+        assert mos.forget(kept.id, user_id="ada").removed_from == ("vault", "index", "graph")
 
 
 class _FailsOnce:
@@ -358,17 +364,21 @@ def test_a_locked_index_is_still_reported_as_locked(tmp_path: Path) -> None:
         first.close()
 
 
-def test_a_failed_open_closes_the_vault(tmp_path: Path) -> None:
+def test_a_failed_open_closes_the_vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from memos_core.store import MemoryStore
+
     data = tmp_path / "data"
     with MemOS(data, config=_config()) as mos:
         mos.add("A note.", user_id="u")
-    (data / "index").rename(data / "index.bak")
-    (data / "index").write_text("not a directory")  # the index cannot open: ValueError
-    with pytest.raises(ValueError):
+
+    def cannot_open(self: MemoryStore) -> Any:
+        raise OSError("the index cannot open")
+
+    monkeypatch.setattr(MemoryStore, "_open_index", cannot_open)
+    with pytest.raises(OSError):
         MemOS(data, config=_config())
     assert open_fds(data / "vault.sqlite3") == []
-    (data / "index").unlink()
-    (data / "index.bak").rename(data / "index")
+    monkeypatch.undo()
     with MemOS(data, config=_config()) as mos:  # the next open works, nothing was lost
         assert len(mos.list(user_id="u")) == 1
 

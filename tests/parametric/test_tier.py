@@ -14,7 +14,7 @@ import torch
 from memos_core import MemOS
 from memos_core.cube import Tier
 from memos_core.engine import engine_for
-from memos_core.errors import AccessDeniedError, CorruptDataError, InvalidInputError, MemOSError
+from memos_core.errors import AccessDeniedError, CorruptDataError, InvalidInputError, PurgePendingError
 from memos_core.runtime import LocalModel
 from memos_core.scheduler import ConsolidationConfig
 from memos_core.tiers.activation import KVCacheTier
@@ -171,6 +171,7 @@ def test_an_unreadable_manifest_neither_blocks_forget_nor_keeps_the_weights(
     receipt = mos.forget(bob.id, user_id="bob")
     assert [(f.kind, f.id) for f in receipt.derived] == [("adapter", "v1")]
     assert not tier.store.has_weights("v1") and tier.store.active("ada") is None
+    assert not (mos.data_dir / "adapters" / "v1").exists()  # its manifest may hold texts
     assert mos.forget(ids[0], user_id="ada").removed_from == ("vault", "index", "graph")
 
 
@@ -184,15 +185,22 @@ def test_a_failed_purge_is_retried_by_the_next_forget(store: tuple[MemOS, list[s
     state = mos.data_dir / "adapters" / "state.json"
     good = state.read_text()
     state.write_text("not json")
-    with pytest.raises(MemOSError, match="forget it again"):
-        mos.forget(ids[0], user_id="ada")
-    assert mos.get(ids[0], user_id="ada", version=2).state.value == "deleted"
+    note = next(c.id for c in mos.list(user_id="ada") if c.type.value == "note")
+    with pytest.raises(PurgePendingError, match="Forget them again"):
+        mos.forget_many([ids[0], note], user_id="ada")  # the note (in no adapter) still goes
+    assert [mos.get(i, user_id="ada", version=2).state.value for i in (ids[0], note)] == [
+        "deleted", "deleted"]
     assert tier.store.has_weights("v1")  # the purge did not get there
+    pending = mos.data_dir / "forget-pending.json"
+    assert json.loads(pending.read_text()) == [ids[0]]  # this process's files: kept here
+    with pytest.raises(PurgePendingError, match="forget it again"):
+        mos.forget(ids[0], user_id="ada")  # still failing: still pending
     state.write_text(good)
     again = mos.forget(ids[0], user_id="ada")
     assert [(f.kind, f.id, f.action) for f in again.derived] == [("adapter", "v1", "deleted")]
     assert "adapters" in again.removed_from and not tier.store.has_weights("v1")
     assert mos.forget(ids[0], user_id="ada").derived == ()  # done: nothing pending
+    assert not pending.exists()
 
 
 def test_a_directory_named_like_a_kv_block_is_not_purged(store: tuple[MemOS, list[str]]) -> None:

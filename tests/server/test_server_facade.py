@@ -288,6 +288,41 @@ def test_kv_blocks_of_another_process_follow_its_forget(open_mos, tmp_path):
     assert not any(secret.id in {m for m, _ in blk.memories} for blk in tier.blocks())
 
 
+def test_a_process_reopened_on_its_cache_dir_applies_forgets_it_missed(open_mos, tmp_path):
+    """b closes; a forgets and another memory expires; b opens again on the same cache dir.
+    Its follower starts at the feed head, so before the fix nothing told it: its KV file
+    kept the text and its adapter kept serving (found by an adversarial read)."""
+    pytest.importorskip("peft")
+    from transformers import LlamaConfig
+
+    from memos_core.runtime import LocalModel, default_tokenizer
+    from memos_core.tiers.parametric import ParametricConfig
+
+    tiny = LocalModel.from_config(LlamaConfig(
+        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    ), default_tokenizer(), seed=0)
+    cache = tmp_path / "b-cache"
+    a, b = open_mos(listen=False), open_mos(listen=False, cache_dir=cache)
+    facts = [a.add(t, user_id="ada", type="fact").id for t in (
+        "Zorvin's cat is named PASTEL9921.", "Mirela's favourite colour is teal.")]
+    b.catch_up()
+    b.attach_model(tiny)
+    b.engine.tier.get_or_build([b.get(i, user_id="ada") for i in facts])
+    b.consolidate(user_id="ada", memory_ids=facts, config=ParametricConfig.preset(
+        "test", min_recall=0.0, max_control_regressions=1000), progress=False)
+    assert b.adapters(user_id="ada")[0].status == "active"
+    b.close()
+    a.forget(facts[0], user_id="ada")
+
+    b = open_mos(listen=False, cache_dir=cache)  # no engine: the open itself settles the files
+    held = [p for p in cache.rglob("*") if p.is_file() and b"PASTEL9921" in p.read_bytes()]
+    assert held == []
+    (manifest,) = b.adapters(user_id="ada")
+    assert manifest.status == "retired" and facts[0] in manifest.retired_reason
+
+
 def test_a_memory_its_writer_never_indexed_is_indexed_by_another_process(open_mos):
     # A writer that dies between its vault commit and its index write (the multi-process test's
     # SIGKILL) left the memory out of the shared index until some process reopened. Here the

@@ -233,6 +233,30 @@ def kv_files_holding(kv_dir: Path, memory_ids: Iterable[str]) -> list[Path]:
     return found
 
 
+def stale_kv_files(kv_dir: Path, vault: Any) -> list[Path]:
+    """KV files under ``kv_dir`` built from a memory version that is not current and live in
+    ``vault`` any more (updated, forgotten, expired): what a process that did not hear of
+    the change (it was closed, or killed before its purge) must not serve. Unreadable files
+    are left to :func:`kv_files_holding` (a forget deletes them)."""
+    from memos_core.lifecycle import INDEXED
+
+    if not kv_dir.is_dir():
+        return []
+    headers = []
+    for path in sorted(kv_dir.glob(f"*{SUFFIX}")):
+        if not path.is_file():
+            continue
+        try:
+            headers.append((path, header_memories(read_header(path))))
+        except (KVCacheFormatError, OSError):
+            continue
+    wanted = sorted({mid for _, members in headers for mid, _ in members})
+    current = vault.get_many(wanted) if wanted else {}
+    return [path for path, members in headers
+            if any(mid not in current or current[mid].version != version
+                   or current[mid].state not in INDEXED for mid, version in members)]
+
+
 def kv_file_purger(kv_dir: Path) -> Callable[[str], Callable[[], list[DerivedForm]]]:
     """The store's derived-form purger for KV files (:data:`memos_core.store.DerivedPurger`):
     before a forget's tombstone it lists the files under ``kv_dir`` holding the memory

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memos_core.cube import utcnow
-from memos_core.errors import CorruptDataError, InvalidInputError
+from memos_core.errors import CorruptDataError, InvalidInputError, MemOSError
 from memos_core.tiers.parametric.evaluation import Evaluation, GateDecision
 from memos_core.tiers.parametric.trainer import TrainingReport
 
@@ -77,11 +77,19 @@ class RetrainRequest(BaseModel):
 
 
 def _read(file: Path, parse: Any, what: str) -> Any:
-    """``parse(text of file)``; a file that cannot be read or parsed is a
-    :class:`CorruptDataError` naming it (no traceback from json or pydantic)."""
+    """``parse(text of file)``; a file whose content cannot be parsed is a
+    :class:`CorruptDataError` naming it (no traceback from json or pydantic), one that cannot
+    be read (an I/O error, which may pass) a :class:`MemOSError`."""
     try:
-        return parse(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, ValidationError) as exc:
+        text = file.read_text(encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise CorruptDataError(f"{file} is not a readable {what} ({exc}). Restore it from a "
+                               "backup, or delete it (memos-core rebuilds what it can).") from None
+    except OSError as exc:
+        raise MemOSError(f"{file} could not be read ({exc.strerror}); retry.") from exc
+    try:
+        return parse(text)
+    except (ValueError, TypeError, KeyError, ValidationError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CorruptDataError(f"{file} is not a readable {what} ({first}). Restore it from a "
                                "backup, or delete it (memos-core rebuilds what it can).") from None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import shutil
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from memos_core.cube import MemCube, MemoryType, State, Tier
+from memos_core.cube import MemCube, MemoryType, State, Tier, utcnow
 from memos_core.errors import InvalidInputError
 from memos_core.governance.sensitivity import allowance, withheld
+from memos_core.lifecycle import ttl_elapsed
 from memos_core.results import DerivedForm
 from memos_core.tiers.parametric.config import ParametricConfig
 from memos_core.tiers.parametric.data import (
@@ -83,8 +85,10 @@ class ConsolidationResult(BaseModel):
 
 
 def consolidatable(cube: MemCube) -> bool:
-    """Live, current, a fact or preference, with a cloze form (see ``data.cloze``)."""
+    """Live (its TTL not run out), current, a fact or preference, with a cloze form (see
+    ``data.cloze``)."""
     return (cube.state in (State.GENERATED, State.ACTIVATED) and cube.valid_to is None
+            and not ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, utcnow())
             and cube.type in CONSOLIDATABLE and cloze(cube.text) is not None)
 
 
@@ -244,6 +248,11 @@ class ParametricTier:
                     f"adapter {version} is {manifest.status} and cannot be activated")
             if not self.store.has_weights(version):
                 raise InvalidInputError(f"adapter {version} has no weights on disk")
+            gone = self._forgotten_since(manifest)
+            if gone:  # a forget or expiry this process missed: it must not serve again
+                raise InvalidInputError(
+                    f"adapter {version} holds memory {gone[0]}, which was forgotten or "
+                    "expired; it cannot be activated (retrain without it)")
             base = self._base()
             if manifest.base_fingerprint != base.fingerprint.digest:
                 raise InvalidInputError(
@@ -345,10 +354,11 @@ class ParametricTier:
         return self._retire_unretired(memory_id, f"memory {memory_id} forgotten", scrub=True)
 
     def _drop_unreadable(self) -> list[str]:
-        """Delete the weights of every adapter whose manifest cannot be read and deactivate
-        it; returns the versions whose weights went now. Which memories such an adapter
-        holds is unknown, so a forget cannot rule it out; and without a manifest it cannot
-        be loaded anyway, so nothing that works is lost."""
+        """Delete every adapter whose manifest cannot be parsed (its directory: the weights,
+        and the manifest, which may hold memories' texts in its evaluation) and deactivate
+        it; returns the versions deleted. Which memories such an adapter holds is unknown,
+        so a forget cannot rule it out; and without a manifest it cannot be loaded anyway,
+        so nothing that works is lost."""
         dropped = []
         with self._lock:
             _, corrupt = self.store.readable_manifests()
@@ -358,9 +368,11 @@ class ParametricTier:
                         self.store.set_active(owner, None)
                 self._loaded = {k: m for k, m in self._loaded.items()
                                 if not k.startswith(version + "@")}
-                if self.store.delete_weights(version):
+                where = self.store.path(version)
+                if where.is_dir():
+                    shutil.rmtree(where)
                     logger.warning("adapter %s: its manifest cannot be read, so a forget "
-                                   "deleted its weights", version)
+                                   "deleted it", version)
                     dropped.append(version)
         return dropped
 
@@ -377,6 +389,10 @@ class ParametricTier:
                     clean = scrubbed(manifest.evaluation) if scrub else manifest.evaluation
                     if clean != manifest.evaluation:  # its record may hold the text
                         self.store.write_manifest(manifest.model_copy(update={"evaluation": clean}))
+                    # retired by another tier object (server mode's feed purger): the merged
+                    # model this one loaded must go too
+                    self._loaded = {k: m for k, m in self._loaded.items()
+                                    if not k.startswith(manifest.version + "@")}
                     continue
                 was_live = manifest.status in ("active", "ready")
                 self.retire(manifest.version, reason=reason, scrub=scrub)
@@ -398,6 +414,16 @@ class ParametricTier:
         reason = f"memory {memory_id} forgotten"
         return [m.version for m in self.store.readable_manifests()[0]
                 if memory_id in m.memory_ids and m.retired_reason == reason] + dropped
+
+    def settle(self) -> None:
+        """Catch up with forgets and expiries this process did not hear of (it was closed, or
+        killed between a tombstone and its purge; in server mode another process made
+        them): adapters holding a forgotten memory are retired and scrubbed, those holding
+        an expired one retired. Cheap when nothing changed (reads the manifests once)."""
+        readable, _ = self.store.readable_manifests()
+        ids = sorted({mid for manifest in readable for mid in manifest.memory_ids})
+        current = self.kernel.vault.get_many(ids) if ids else {}
+        self.on_change([c for c in current.values() if c.state in (State.DELETED, State.EXPIRED)])
 
     def on_change(self, cubes: Sequence[MemCube]) -> None:
         """``mos.on_change`` listener: tombstones retire the adapters holding them (their
@@ -460,10 +486,10 @@ class ParametricTier:
     # ------------------------------------------------------------------ helpers
 
     def _forgotten_since(self, manifest: AdapterManifest) -> list[str]:
-        """Ids in ``manifest`` that are tombstones (or gone) now."""
+        """Ids in ``manifest`` that are tombstones, expired (or gone) now."""
         current = self.kernel.vault.get_many([m.id for m in manifest.memories])
-        return sorted(m.id for m in manifest.memories
-                      if m.id not in current or current[m.id].state is State.DELETED)
+        return sorted(m.id for m in manifest.memories if m.id not in current
+                      or current[m.id].state in (State.DELETED, State.EXPIRED))
 
     def _set_status(self, version: str, status: str) -> AdapterManifest:
         manifest = self.store.manifest(version).model_copy(update={"status": status})

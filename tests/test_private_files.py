@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from memos_core import MemOS, MemOSConfig
-from memos_core.errors import InvalidInputError
+from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.ops import bundle
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
@@ -77,7 +77,7 @@ def test_an_export_writes_nothing_through_a_link_planted_meanwhile(
         return write(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(bundle, "_write_bundle", planting)
-    with pytest.raises(InvalidInputError, match="Could not create the bundle"):
+    with pytest.raises(MemOSError, match="Could not create the bundle"):
         mos.export(target, user_id="ana")
     assert victim.read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -99,8 +99,6 @@ def test_an_empty_memos_data_dir_is_not_the_working_directory(
 
 
 def test_a_lock_file_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
-    from memos_core.errors import MemOSError
-
     (tmp_path / "d" / "LOCK").mkdir(parents=True)
     with pytest.raises(MemOSError, match="Cannot open the lock file"):
         MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
@@ -108,5 +106,5 @@ def test_a_lock_file_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> N
 
 def test_an_export_under_a_file_is_a_clear_error(mos: MemOS, tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(InvalidInputError, match="Cannot create the bundle"):
+    with pytest.raises(MemOSError, match="Cannot create the bundle"):
         mos.export(tmp_path / "afile" / "bundle", user_id="ana")

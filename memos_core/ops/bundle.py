@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from memos_core.cube import MemCube, Namespace, State, utcnow
-from memos_core.errors import BundleError, InvalidInputError
+from memos_core.errors import BundleError, InvalidInputError, MemOSError
 from memos_core.governance.sensitivity import history_sensitivity
 from memos_core.store import MemoryStore
 from memos_core.validation import check_id, check_text, has_nul
@@ -55,14 +55,14 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
         path.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
     except OSError as exc:  # a file on the way, no permission, a read-only disk
-        raise InvalidInputError(f"Cannot create the bundle {path} ({exc.strerror}).") from None
+        raise MemOSError(f"Cannot create the bundle {path} ({exc.strerror}).") from None
     try:
         count, withheld = _write_bundle(store, work, user_id, include_sensitive)
         try:
             os.rename(work, path)
         except OSError as exc:
-            raise InvalidInputError(f"Could not create the bundle {path} ({exc.strerror}); "
-                                    "export to a path that does not exist yet.") from None
+            raise MemOSError(f"Could not create the bundle {path} ({exc.strerror}); export to "
+                             "a path that does not exist yet.") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     store.vault.audit(Actor(user_id), "export", details={

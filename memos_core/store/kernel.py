@@ -98,6 +98,7 @@ class MemoryStore:
         self._purgers: list[DerivedPurger] = []
         #: embedded mode: committed memories whose index update failed (retried; see sync)
         self._deferred: set[str] = set()
+        self._deferred_at = 0.0
         self._embedder_ready = False
         self._pending_lock = threading.Lock()
         self._pending = self._read_pending()
@@ -263,6 +264,7 @@ class MemoryStore:
                     logger.warning("updating the index after a commit failed; it is retried "
                                    "on the next call, and by the next open", exc_info=True)
                     self._deferred.update(c.id for c in changed)
+                    self._deferred_at = 0.0  # the next call tries again
             self._graph_apply(changed, edges)
             self._notify(changed)
             return changed
@@ -288,7 +290,12 @@ class MemoryStore:
         self._embedder_ready = True
 
     def _retry_deferred(self) -> None:
-        """Embedded mode: index the committed memories a failed index update missed."""
+        """Embedded mode: index the committed memories a failed index update missed (at most
+        once every :data:`PURGE_RETRY_S` / 6 seconds while it keeps failing: each try embeds
+        them all and logs)."""
+        if time.monotonic() - self._deferred_at < PURGE_RETRY_S / 6:
+            return
+        self._deferred_at = time.monotonic()
         ids, self._deferred = sorted(self._deferred), set()
         try:
             self.index_cubes(list(self.vault.get_many(ids).values()))

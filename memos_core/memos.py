@@ -1024,8 +1024,7 @@ class MemOS:
         """``user_id``'s LoRA adapters, oldest first: each an ``AdapterManifest`` (memories
         and versions trained in, base model fingerprint, settings, evaluation, gate decision,
         status ``active`` / ``ready`` / ``rejected`` / ``retired``). An adapter whose manifest
-        cannot be read is left out (a log warning names it; the next forget deletes its
-        weights)."""
+        cannot be read is left out (a log warning names it; the next forget deletes it)."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
         readable, unreadable = self.engine.parametric.store.readable_manifests()

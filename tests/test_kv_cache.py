@@ -344,3 +344,32 @@ def test_smollm2_answers_from_the_kv_prefix(smol: LocalModel) -> None:
     block = KVCacheTier(smol).get_or_build([("m", 1, "The user's name is Zorblax and the user lives in Paris.")])
     result = smol.generate(block.prefix, [{"role": "user", "content": "What is my name?"}], max_new_tokens=12)
     assert "Zorblax" in result.text and result.trace.used_kv_prefix
+
+
+def test_opening_a_store_settles_its_kv_files_without_importing_torch(
+        tiny: LocalModel, tmp_path: Path) -> None:
+    """Blocks of memory versions that are gone, unreadable files and a dead writer's
+    temporary file are deleted when a data directory opens (a process killed between a
+    tombstone and its purge left them); reading block headers no longer imports torch, a
+    second of every `memos list`."""
+    import os
+    import subprocess
+    import sys
+
+    from memos_core import MemOS, MemOSConfig
+
+    data = tmp_path / "data"
+    MemOS(data, config=MemOSConfig(show_progress=False)).close()
+    kv = data / "kv"
+    stale = save_block(make_block(tiny), kv)  # its memories are not in this vault
+    (kv / "garbage.safetensors").write_bytes(b"not a block")
+    orphan = kv / ".x.safetensors.tmp-999999999-abc"  # no process has that pid
+    orphan.write_bytes(b"ZEBRA4417 text of a memory")
+    script = ("import sys; from memos_core import MemOS, MemOSConfig; "
+              f"MemOS({str(data)!r}, config=MemOSConfig(show_progress=False)).close(); "
+              "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
+    assert out.stdout.strip() == "False"
+    assert not stale.exists() and not orphan.exists()
+    assert not (kv / "garbage.safetensors").exists()

@@ -77,8 +77,9 @@ def test_an_export_writes_nothing_through_a_link_planted_meanwhile(
         return write(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(bundle, "_write_bundle", planting)
-    with pytest.raises(MemOSError, match="Could not create the bundle"):
+    with pytest.raises(MemOSError, match="Could not create the bundle") as caught:
         mos.export(target, user_id="ana")
+    assert not isinstance(caught.value, InvalidInputError)  # an environment problem: CLI exit 1
     assert victim.read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -106,5 +107,6 @@ def test_a_lock_file_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> N
 
 def test_an_export_under_a_file_is_a_clear_error(mos: MemOS, tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(MemOSError, match="Cannot create the bundle"):
+    with pytest.raises(MemOSError, match="Cannot create the bundle") as caught:
         mos.export(tmp_path / "afile" / "bundle", user_id="ana")
+    assert not isinstance(caught.value, InvalidInputError)

@@ -242,13 +242,14 @@ class MessageRedactor:
         """A redactor that also redacts ``texts``: the contents of the memory's source
         messages, found by id, so that their copies without an id (a framework's input
         before it numbered the message) lose them too."""
-        extra = [t for t in texts if t and t.strip()]
+        # only texts long enough to say something: a short reply ("yes") would blank every
+        # message of that user that says the same
+        extra = [t for t in texts if t and len(t.strip()) >= MIN_NEEDLE]
         if not extra:
             return self
         other = copy.copy(self)
         other._whole = self._whole | {t.strip() for t in extra}
-        other._needles = sorted({*self._needles, *(t for t in extra if len(t.strip()) >= MIN_NEEDLE)},
-                                key=len, reverse=True)
+        other._needles = sorted({*self._needles, *extra}, key=len, reverse=True)
         return other
 
     def is_source(self, message_id: object) -> bool:

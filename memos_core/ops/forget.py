@@ -114,7 +114,7 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
     # the KV engine, if any, drops its blocks when it hears of the tombstone
     (tomb,) = store.write(lambda: [store.vault.tombstone(cube.id, actor)])
     # an index delete that failed is retried on the next call: not claimed done here
-    indexed = () if store.lagging and cube.id in store.deferred else ("index",)
+    indexed = () if cube.id in store.deferred else ("index",)
     logged = bool(forms)
     try:
         forms += _cascade(store, cube.id, summaries, actor, derived)
@@ -189,6 +189,7 @@ def _cascade(store: MemoryStore, source_id: str, summary_ids: list[str], actor: 
     summary the principal may not change is left as it is and reported ``"not_permitted"``.
     """
     forms: list[DerivedForm] = []
+    pending: list[PurgePendingError] = []
     cascade_actor = Actor(actor.user_id, actor.agent_id, f"source {source_id} forgotten")
     for sid in summary_ids:
         summary = store.vault.get(sid)
@@ -199,7 +200,12 @@ def _cascade(store: MemoryStore, source_id: str, summary_ids: list[str], actor: 
             forms.append(DerivedForm(kind="summary", id=sid, action="not_permitted"))
             continue
         if derived == "forget":
-            nested = forget_one(store, summary, cascade_actor, derived)
+            try:
+                nested = forget_one(store, summary, cascade_actor, derived)
+            except PurgePendingError as exc:  # tombstoned; the others must still go (the
+                pending.append(exc)             # relations that find them are gone now)
+                forms.append(DerivedForm(kind="summary", id=sid, action="forgotten"))
+                continue
             forms.append(DerivedForm(kind="summary", id=sid, action="forgotten"))
             forms.extend(nested.derived)
             continue
@@ -209,4 +215,6 @@ def _cascade(store: MemoryStore, source_id: str, summary_ids: list[str], actor: 
             write_version(store, summary, {"metadata": metadata}, cascade_actor,
                           "flag:source_forgotten", {"source": source_id})
         forms.append(DerivedForm(kind="summary", id=sid, action="flagged"))
+    if pending:
+        raise pending[0]
     return forms

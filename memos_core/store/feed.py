@@ -150,6 +150,12 @@ class ChangeFollower:
         with self._own_lock:
             self._deferred.update(memory_ids)
 
+    @property
+    def deferred(self) -> set[str]:
+        """This process's committed changes not in the index yet (see :meth:`defer`)."""
+        with self._own_lock:
+            return set(self._deferred)
+
     def _retry_deferred(self) -> None:
         with self._own_lock:
             ids, self._deferred = list(self._deferred), set()
@@ -274,7 +280,12 @@ class ChangeFollower:
             for cube in batch:
                 if cube.state.value == "deleted":
                     for purger in store.purgers:
-                        purger(cube.id)()
+                        try:
+                            purger(cube.id)()
+                        except Exception:  # noqa: BLE001 - as in _apply: recorded, retried
+                            logger.warning("purging local derived forms of %s failed; it is "
+                                           "retried", cube.id, exc_info=True)
+                            store.set_purge_pending(cube.id, True)
             store._notify(batch)
             seen += len(batch)
         with self._own_lock:

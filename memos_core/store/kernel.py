@@ -386,12 +386,15 @@ class MemoryStore:
                 return
             (self._pending.add if pending else self._pending.discard)(memory_id)
             path = self.data_dir / PURGE_PENDING_FILE
-            if not self._pending:
-                path.unlink(missing_ok=True)
-                return
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(sorted(self._pending)), encoding="utf-8")
-            os.replace(tmp, path)
+            try:
+                if not self._pending:
+                    path.unlink(missing_ok=True)
+                    return
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text(json.dumps(sorted(self._pending)), encoding="utf-8")
+                os.replace(tmp, path)
+            except OSError:  # kept in memory: this process still retries it
+                logger.warning("%s could not be written", path, exc_info=True)
 
     def retry_purges(self) -> int:
         """Run every purger again for each pending memory; returns how many stay pending
@@ -415,8 +418,10 @@ class MemoryStore:
 
     @property
     def deferred(self) -> frozenset[str]:
-        """Embedded mode: the committed memories whose index update failed (see :meth:`sync`)."""
-        return frozenset(self._deferred)
+        """The committed memories whose index update failed, to be retried (embedded mode:
+        see :meth:`sync`; server mode: the follower's)."""
+        following: set[str] = self.follower.deferred if self.follower is not None else set()
+        return frozenset(self._deferred | following)
 
     @property
     def lagging(self) -> bool:

@@ -151,6 +151,37 @@ def test_a_schema_2_vault_loses_its_digests(tmp_path: Path) -> None:
 # -- 5. errors from dependencies -------------------------------------------------------------
 
 
+def test_a_failed_purge_of_one_summary_does_not_stop_the_cascade(tmp_path: Path) -> None:
+    """forget(derived="forget") of a memory with two summaries: the first summary's files
+    cannot be removed. The second summary (which repeats the fact) is forgotten too, and the
+    source's own purge runs; the tombstone dropped the relations, so nothing could find the
+    second summary later."""
+    from memos_core import PurgePendingError
+
+    with MemOS(tmp_path / "d", config=_config()) as mos:
+        src = mos.add("Locker MARMOT9920 opens on Sundays.", user_id="ada")
+        one = mos.compress([src.id, mos.add("Note one.", user_id="ada").id],
+                           "Summary one: locker MARMOT9920.", user_id="ada")
+        two = mos.compress([src.id, mos.add("Note two.", user_id="ada").id],
+                           "Summary two: locker MARMOT9920, Sundays.", user_id="ada")
+        purged: list[str] = []
+
+        def stubborn(memory_id: str) -> Any:
+            def finish() -> list[Any]:
+                if memory_id == one.id:
+                    raise OSError("cannot remove a file")
+                purged.append(memory_id)
+                return []
+            return finish
+
+        mos.store.add_purger(stubborn)
+        with pytest.raises(PurgePendingError, match=one.id):
+            mos.forget(src.id, user_id="ada", derived="forget")
+        assert [mos.vault.get(i).state.value for i in (src.id, one.id, two.id)] == ["deleted"] * 3
+        assert sorted(purged) == sorted([src.id, two.id])
+        assert mos.store.purge_pending == {one.id}
+
+
 def test_a_nearly_full_disk_is_refused_before_the_index_maps_its_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With 64 MB free the embedded index's memory-mapped files killed the process (SIGBUS)

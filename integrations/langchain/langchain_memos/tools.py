@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -54,15 +55,23 @@ def _brief(cube: MemCube) -> dict[str, Any]:
     }
 
 
-def _asked_in(runtime: ToolRuntime[Any, Any] | None) -> str | None:
-    """The id of the latest human message of the graph's state (the message a tool call
-    answers), or None outside a graph."""
+def _asked_in(runtime: ToolRuntime[Any, Any] | None, text: str) -> str | None:
+    """The id of the latest human message of the graph's state that shares a word of four
+    or more letters or digits with ``text`` (the message the model stored it from: "yes"
+    after the fact is not), or None (outside a graph, or no such message)."""
     state = getattr(runtime, "state", None)
     messages = state.get("messages") if isinstance(state, Mapping) else None
+    words = set(_WORD.findall(text.lower()))
     for message in reversed(messages or []):
-        if getattr(message, "type", None) == "human":
-            return str(message.id) if getattr(message, "id", None) else None
+        if getattr(message, "type", None) != "human" or not getattr(message, "id", None):
+            continue
+        content = message.content if isinstance(message.content, str) else str(message.content)
+        if words & set(_WORD.findall(content.lower())):
+            return str(message.id)
     return None
+
+
+_WORD = re.compile(r"[^\W_]{4,}")
 
 
 def _config(runtime: ToolRuntime[Any, Any] | None) -> Mapping[str, Any] | None:
@@ -92,7 +101,7 @@ class _MemoryOps:
         # the user's message the model stored it from is its source: forgetting the memory
         # then blanks that message in the thread too, where a paraphrase would not match
         (cube,) = self.mos.add_many(
-            [{"text": text, "message_id": _asked_in(runtime)}], user_id=self._user(runtime),
+            [{"text": text, "message_id": _asked_in(runtime, text)}], user_id=self._user(runtime),
             session_id=thread_id(_config(runtime)), type=memory_type, tags=tags or (),
             origin="extraction", reason="store_memory tool",
         )

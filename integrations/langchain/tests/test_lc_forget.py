@@ -110,6 +110,25 @@ def test_tool_call_arguments_and_pending_writes_are_redacted(mos: MemOS) -> None
     assert files_holding(mos.data_dir, "QX77130") == []
 
 
+def test_a_stored_memory_s_source_is_the_message_it_came_from(mos: MemOS) -> None:
+    """The fact given first, then confirmed with "yes": the source is the fact's message, not
+    the latest one, and a "yes" of another thread is not redacted by the forget."""
+    saver = MemOSCheckpointer(mos)
+    fact = "Dana's passport number is QX77130"
+    agent = _agent(mos, saver, "Shall I remember it?",
+                   tool_call("store_memory", text=fact, memory_type="fact"), "Stored.", "ok")
+    agent.invoke({"messages": [HumanMessage("My passport number is QX77130.")]}, CONFIG)
+    agent.invoke({"messages": [HumanMessage("yes")]}, CONFIG)
+    other = {"configurable": {"thread_id": "t2"}}
+    agent.invoke({"messages": [HumanMessage("yes")]}, other)
+    stored = _memory_of(mos, fact)
+    first = saver.get_tuple(CONFIG).checkpoint["channel_values"]["messages"][0]
+    assert stored.provenance.source_message_ids == (first.id,)
+    mos.forget(stored.id, user_id="dana")
+    assert _texts(saver, "t2")[0] == "yes"
+    assert _texts(saver, "t1")[0] == "[forgotten]" and "yes" in _texts(saver, "t1")
+
+
 def _memory_of_source(mos: MemOS, message_id: str) -> list[MemCube]:
     return [c for c in mos.list(user_id="dana") if message_id in c.provenance.source_message_ids]
 

@@ -33,6 +33,8 @@ from memos_core.runtime.prefix import PrefixCache
 
 FORMAT = "memos-kv/1"
 SUFFIX = ".safetensors"
+#: The largest safetensors header read_header accepts (a damaged length must not read GBs).
+_MAX_HEADER = 100 * 2**20
 
 
 @dataclass(frozen=True)
@@ -113,12 +115,22 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
     Raises:
         KVCacheFormatError: not a readable memos KV file.
     """
-    from safetensors import safe_open
-
+    # the safetensors header, read directly (8-byte little-endian length, then JSON): safe_open
+    # would import torch, a second of a plain `memos list` that opens a directory with blocks
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as exc:  # OSError, or safetensors' SafetensorError (an Exception subclass)
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 2 <= size <= _MAX_HEADER:
+                raise ValueError(f"header length {size}")
+            header = json.loads(handle.read(size))
+            data = os.fstat(handle.fileno()).st_size - 8 - size
+        metadata = header.get("__metadata__") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError("__metadata__ is not an object")
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        if max(ends, default=0) != data:  # what safetensors checks: the tensors fill the file
+            raise ValueError("incomplete file: its tensors do not fill it")
+    except (OSError, ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
         raise KVCacheFormatError(f"cannot read KV cache file {path}: {exc}") from exc
     if metadata.get("format") != FORMAT:
         raise KVCacheFormatError(
@@ -236,12 +248,15 @@ def kv_files_holding(kv_dir: Path, memory_ids: Iterable[str]) -> list[Path]:
 def stale_kv_files(kv_dir: Path, vault: Any) -> list[Path]:
     """KV files under ``kv_dir`` built from a memory version that is not current and live in
     ``vault`` any more (updated, forgotten, expired): what a process that did not hear of
-    the change (it was closed, or killed before its purge) must not serve. Unreadable files
-    are left to :func:`kv_files_holding` (a forget deletes them)."""
+    the change (it was closed, or killed before its purge) must not serve. Also files that
+    cannot be read and temporary files whose writer is gone (either may hold any memory's
+    text; a block is rebuilt when it is needed)."""
     from memos_core.lifecycle import INDEXED
 
     if not kv_dir.is_dir():
         return []
+    stale = [path for path in sorted(kv_dir.glob(f".*{SUFFIX}.tmp-*"))
+             if path.is_file() and _writer_gone(path)]
     headers = []
     for path in sorted(kv_dir.glob(f"*{SUFFIX}")):
         if not path.is_file():
@@ -249,12 +264,12 @@ def stale_kv_files(kv_dir: Path, vault: Any) -> list[Path]:
         try:
             headers.append((path, header_memories(read_header(path))))
         except (KVCacheFormatError, OSError):
-            continue
+            stale.append(path)
     wanted = sorted({mid for _, members in headers for mid, _ in members})
     current = vault.get_many(wanted) if wanted else {}
-    return [path for path, members in headers
-            if any(mid not in current or current[mid].version != version
-                   or current[mid].state not in INDEXED for mid, version in members)]
+    return stale + [path for path, members in headers
+                    if any(mid not in current or current[mid].version != version
+                           or current[mid].state not in INDEXED for mid, version in members)]
 
 
 def kv_file_purger(kv_dir: Path) -> Callable[[str], Callable[[], list[DerivedForm]]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from memos_core.cli import main
 from memos_core.mcp_server import TokenStore, build_http_server
 from memos_core.mcp_server.hosts import parse_http
 from memos_core.mcp_server.tokens import VaultTokenStore
+from memos_core.testing.processes import interrupt
 
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -265,10 +265,5 @@ def test_cli_port_0_says_the_bound_port_once_listening(tmp_path: Path) -> None:
             assert client.post(f"http://127.0.0.1:{found.group(1)}/mcp", json=INITIALIZE,
                                headers=HEADERS).status_code == 401
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        interrupt(proc)
     assert proc.returncode in (0, 130)

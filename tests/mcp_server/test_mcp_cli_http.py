@@ -4,7 +4,6 @@ with ``memos mcp token add``, refused without it, served with it, stopped with S
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import httpx
 from mcp_helpers import http_session, payload, server_env
 
 from memos_core import MemOS, MemOSConfig
+from memos_core.testing.processes import interrupt
 
 
 def _free_port() -> int:
@@ -56,12 +56,7 @@ async def test_cli_http_server(tmp_path: Path) -> None:
             hits = payload(await session.call_tool("search", {"query": "instrument"}))["hits"]
         assert hits[0]["id"] == stored["stored"]["id"] and hits[0]["owner"] == "alice"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        interrupt(proc)
     assert proc.returncode in (0, 130), proc.stderr.read() if proc.stderr else ""
     with MemOS(data, config=MemOSConfig(show_progress=False)) as mos:  # released, intact
         assert mos.get(stored["stored"]["id"], user_id="alice").text == "Alice plays the oboe."

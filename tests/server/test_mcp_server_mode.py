@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from memos_core import MemOS, MemOSConfig, MemoryNotFoundError  # noqa: E402
 from memos_core.cli import main  # noqa: E402
 from memos_core.mcp_server import HttpServerThread, TokenStore, build_http_server  # noqa: E402
 from memos_core.mcp_server.tokens import VaultTokenStore, tokens_for  # noqa: E402
+from memos_core.testing.processes import interrupt
 
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {},
@@ -188,10 +188,5 @@ def test_cli_http_server_in_server_mode_takes_tokens_from_the_vault(two_hosts, p
         assert main(["mcp", "token", "revoke", record.id, "--db", pg_url]) == 0
         assert _initialize(url, early) == 401
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        interrupt(proc)
     assert proc.returncode in (0, 130), proc.stderr.read() if proc.stderr else ""

@@ -61,3 +61,8 @@ class PurgePendingError(MemOSError):
     graph), but a derived file (a KV block, an adapter) could not be removed. The memory is
     recorded as pending: forgetting it again retries, and so does the next open."""
 
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its class name when it has none (a
+    driver's or a parser's message goes on with context a user's error need not repeat)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

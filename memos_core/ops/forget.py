@@ -47,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from memos_core.cube import MemCube, State
-from memos_core.errors import AccessDeniedError, PurgePendingError
+from memos_core.errors import AccessDeniedError, PurgePendingError, first_line
 from memos_core.governance import access
 from memos_core.governance.derived import FLAG_KEY, DerivedMode, check_mode
 from memos_core.governance.forget_hooks import MessageRedactor, redact_log_message
@@ -152,7 +152,7 @@ def _purge(store: MemoryStore, memory_id: str,
         raise PurgePendingError(
             f"Memory {memory_id} is forgotten in the vault, the index and the graph, but "
             f"removing it from a derived file failed ({type(failures[0]).__name__}: "
-            f"{str(failures[0]).splitlines()[0] if str(failures[0]) else ''}). Fix the cause "
+            f"{first_line(failures[0])}). Fix the cause "
             "and forget it again: that retries the purge.") from failures[0]
     store.set_purge_pending(memory_id, False)
     return forms

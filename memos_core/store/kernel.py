@@ -36,7 +36,7 @@ from typing import Any, cast
 from memos_core.config import MemOSConfig
 from memos_core.cube import MemCube
 from memos_core.embedding import Embedder, default_embedder
-from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.errors import InvalidInputError, MemOSError, first_line
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.governance import index_privacy
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
@@ -285,7 +285,7 @@ class MemoryStore:
         except Exception as exc:  # noqa: BLE001 - any loader error, reported clearly
             raise ModelLoadError(
                 f"The embedding model {getattr(self.embedder, 'name', '?')!r} could not be "
-                f"loaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+                f"loaded ({type(exc).__name__}: {first_line(exc)}). "
                 "Nothing was stored. Check MemOSConfig.embedder / embedder_backend.") from exc
         self._embedder_ready = True
 

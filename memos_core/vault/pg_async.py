@@ -51,7 +51,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from memos_core.cube import MemCube
-from memos_core.errors import InvalidInputError, ServerUnavailableError
+from memos_core.errors import InvalidInputError, ServerUnavailableError, first_line
 from memos_core.vault import pg_sql
 from memos_core.vault.base import CheckpointRecord, ItemKey, ListQuery, LogRow, Typed
 from memos_core.vault.pg_integrations import CheckpointSQL, KeyedSQL, Loaded, LogSQL
@@ -155,11 +155,6 @@ class LoopPool:
         """Refuse new calls and close the idle connections (those in use: when returned)."""
         self.closed = True
         self._drop_idle()
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of a driver error's message (the rest is context for a DBA)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @asynccontextmanager

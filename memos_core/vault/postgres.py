@@ -44,11 +44,12 @@ from memos_core.errors import (
     MemoryNotFoundError,
     MemOSError,
     ServerUnavailableError,
+    first_line,
 )
 from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, audit_hash, parse_head, verify_chain
 from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
 from memos_core.vault import pg_sql
-from memos_core.vault.pg_async import PgAsyncMixin, first_line
+from memos_core.vault.pg_async import PgAsyncMixin
 from memos_core.vault.pg_feed import FeedMixin, Tx
 from memos_core.vault.pg_graph import PgGraphMixin
 from memos_core.vault.pg_integrations import (

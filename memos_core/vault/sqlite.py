@@ -31,6 +31,7 @@ from memos_core.errors import (
     MemoryDeletedError,
     MemoryNotFoundError,
     MemOSError,
+    first_line,
 )
 from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
 from memos_core.vault.audit_chain import (
@@ -250,9 +251,8 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _damaged(self, what: str, exc: Exception) -> CorruptDataError:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return CorruptDataError(
-            f"The vault at {self.path} holds a damaged record: {what} ({first}). Restore the "
+            f"The vault at {self.path} holds a damaged record: {what} ({first_line(exc)}). Restore the "
             "vault from a backup or an export bundle (memos import).")
 
     def _cube(self, doc: str, what: str) -> MemCube:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memos_core.cube import utcnow
-from memos_core.errors import CorruptDataError, InvalidInputError, MemOSError
+from memos_core.errors import CorruptDataError, InvalidInputError, MemOSError, first_line
 from memos_core.tiers.parametric.evaluation import Evaluation, GateDecision
 from memos_core.tiers.parametric.trainer import TrainingReport
 
@@ -90,8 +90,7 @@ def _read(file: Path, parse: Any, what: str) -> Any:
     try:
         return parse(text)
     except (ValueError, TypeError, KeyError, ValidationError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CorruptDataError(f"{file} is not a readable {what} ({first}). Restore it from a "
+        raise CorruptDataError(f"{file} is not a readable {what} ({first_line(exc)}). Restore it from a "
                                "backup, or delete it (memos-core rebuilds what it can).") from None
 
 

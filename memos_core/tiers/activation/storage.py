@@ -228,21 +228,27 @@ def kv_files_holding(kv_dir: Path, memory_ids: Iterable[str]) -> list[Path]:
     the memory, and the tier rebuilds what it needs. So are temporary files that a crashed
     writer left behind (they may hold any memory's text, and nothing else removes them)."""
     ids = set(memory_ids)
+    unknown, blocks = _scan(kv_dir)
+    return unknown + [path for path, members in blocks if any(mid in ids for mid, _ in members)]
+
+
+def _scan(kv_dir: Path) -> tuple[list[Path], list[tuple[Path, tuple[tuple[str, int], ...]]]]:
+    """The files under ``kv_dir`` that may hold any memory's text -- temporary files whose
+    writer is gone, blocks that cannot be read -- and the readable blocks with the
+    ``(id, version)`` pairs their headers list. A directory named like a block is neither."""
     if not kv_dir.is_dir():
-        return []
-    found = [path for path in sorted(kv_dir.glob(f".*{SUFFIX}.tmp-*"))
-             if path.is_file() and _writer_gone(path)]
+        return [], []
+    unknown = [path for path in sorted(kv_dir.glob(f".*{SUFFIX}.tmp-*"))
+               if path.is_file() and _writer_gone(path)]
+    blocks = []
     for path in sorted(kv_dir.glob(f"*{SUFFIX}")):
-        if not path.is_file():  # a directory of that name is not a block
+        if not path.is_file():
             continue
         try:
-            members = header_memories(read_header(path))
+            blocks.append((path, header_memories(read_header(path))))
         except (KVCacheFormatError, OSError):
-            found.append(path)
-            continue
-        if any(mid in ids for mid, _ in members):
-            found.append(path)
-    return found
+            unknown.append(path)
+    return unknown, blocks
 
 
 def stale_kv_files(kv_dir: Path, vault: Any) -> list[Path]:
@@ -253,23 +259,12 @@ def stale_kv_files(kv_dir: Path, vault: Any) -> list[Path]:
     text; a block is rebuilt when it is needed)."""
     from memos_core.lifecycle import INDEXED
 
-    if not kv_dir.is_dir():
-        return []
-    stale = [path for path in sorted(kv_dir.glob(f".*{SUFFIX}.tmp-*"))
-             if path.is_file() and _writer_gone(path)]
-    headers = []
-    for path in sorted(kv_dir.glob(f"*{SUFFIX}")):
-        if not path.is_file():
-            continue
-        try:
-            headers.append((path, header_memories(read_header(path))))
-        except (KVCacheFormatError, OSError):
-            stale.append(path)
-    wanted = sorted({mid for _, members in headers for mid, _ in members})
+    unknown, blocks = _scan(kv_dir)
+    wanted = sorted({mid for _, members in blocks for mid, _ in members})
     current = vault.get_many(wanted) if wanted else {}
-    return stale + [path for path, members in headers
-                    if any(mid not in current or current[mid].version != version
-                           or current[mid].state not in INDEXED for mid, version in members)]
+    return unknown + [path for path, members in blocks
+                      if any(mid not in current or current[mid].version != version
+                             or current[mid].state not in INDEXED for mid, version in members)]
 
 
 def kv_file_purger(kv_dir: Path) -> Callable[[str], Callable[[], list[DerivedForm]]]:

@@ -65,6 +65,9 @@ MIN_FREE_BYTES = 128 * 2**20
 PURGE_PENDING_FILE = "forget-pending.json"
 #: Seconds between the follower's retries of pending purges (a failing disk is not hammered).
 PURGE_RETRY_S = 60.0
+#: Seconds between retries of an index update that keeps failing (each embeds every memory
+#: still waiting and logs a traceback).
+INDEX_RETRY_S = 10.0
 
 
 class MemoryStore:
@@ -291,9 +294,8 @@ class MemoryStore:
 
     def _retry_deferred(self) -> None:
         """Embedded mode: index the committed memories a failed index update missed (at most
-        once every :data:`PURGE_RETRY_S` / 6 seconds while it keeps failing: each try embeds
-        them all and logs)."""
-        if time.monotonic() - self._deferred_at < PURGE_RETRY_S / 6:
+        once every :data:`INDEX_RETRY_S` seconds while it keeps failing)."""
+        if time.monotonic() - self._deferred_at < INDEX_RETRY_S:
             return
         self._deferred_at = time.monotonic()
         ids, self._deferred = sorted(self._deferred), set()

@@ -313,8 +313,7 @@ class ParametricTier:
                 update["evaluation"] = scrubbed(manifest.evaluation)
             manifest = manifest.model_copy(update=update)
             self.store.write_manifest(manifest)
-            self._loaded = {k: m for k, m in self._loaded.items()
-                            if not k.startswith(version + "@")}
+            self._unload(version)
         self._audit(manifest.owner, "retire", version, {}, reason)
         return manifest
 
@@ -366,8 +365,7 @@ class ParametricTier:
                 for owner, active in self.store.active_all().items():
                     if active == version:
                         self.store.set_active(owner, None)
-                self._loaded = {k: m for k, m in self._loaded.items()
-                                if not k.startswith(version + "@")}
+                self._unload(version)
                 where = self.store.path(version)
                 if where.is_dir():
                     shutil.rmtree(where)
@@ -391,8 +389,7 @@ class ParametricTier:
                         self.store.write_manifest(manifest.model_copy(update={"evaluation": clean}))
                     # retired by another tier object (server mode's feed purger): the merged
                     # model this one loaded must go too
-                    self._loaded = {k: m for k, m in self._loaded.items()
-                                    if not k.startswith(manifest.version + "@")}
+                    self._unload(manifest.version)
                     continue
                 was_live = manifest.status in ("active", "ready")
                 self.retire(manifest.version, reason=reason, scrub=scrub)
@@ -484,6 +481,10 @@ class ParametricTier:
             return self._loaded[tag]
 
     # ------------------------------------------------------------------ helpers
+
+    def _unload(self, version: str) -> None:
+        """Drop the merged model(s) of adapter ``version`` this tier holds in memory."""
+        self._loaded = {k: m for k, m in self._loaded.items() if not k.startswith(version + "@")}
 
     def _forgotten_since(self, manifest: AdapterManifest) -> list[str]:
         """Ids in ``manifest`` that are tombstones, expired (or gone) now."""

@@ -30,7 +30,7 @@ import secrets
 import stat
 import tempfile
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,11 +83,12 @@ class TokenRecord:
         return self.revoked_at is None
 
 
-#: a record's fields: name -> required (what :class:`TokenRecord` takes)
-_FIELDS = {"id": True, "user_id": True, "sha256": True, "created_at": True, "label": False,
-           "revoked_at": False}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # tok_ + 12 hex digits, as _new_token makes them
+
+
+#: a record's fields: name -> required (those of :class:`TokenRecord` without a default)
+_FIELDS = {f.name: f.default is MISSING for f in fields(TokenRecord)}
 
 
 def _json_type(value: object) -> str:

@@ -85,7 +85,6 @@ class ChangeFollower:
         self.cursor_at: float | None = self.vault.change_at(cursor) if cursor else None
         self.shared_index = shared_index
         self._own: set[int] = set()
-        self._deferred: set[str] = set()
         self.repair_after_s = repair_after_s
         #: memories other processes changed, to check in the shared index: id -> when seen
         self._unchecked: dict[str, float] = {}
@@ -144,28 +143,6 @@ class ChangeFollower:
     def close(self) -> None:
         self._closed = True
 
-    def defer(self, memory_ids: Sequence[str]) -> None:
-        """This process committed changes of ``memory_ids`` but could not update the index
-        (its connection dropped): index them on the next :meth:`sync`."""
-        with self._own_lock:
-            self._deferred.update(memory_ids)
-
-    @property
-    def deferred(self) -> set[str]:
-        """This process's committed changes not in the index yet (see :meth:`defer`)."""
-        with self._own_lock:
-            return set(self._deferred)
-
-    def _retry_deferred(self) -> None:
-        with self._own_lock:
-            ids, self._deferred = list(self._deferred), set()
-        try:
-            self.store.index_cubes(list(self.vault.get_many(ids).values()))
-        except BaseException:
-            with self._own_lock:
-                self._deferred.update(ids)
-            raise
-
     def sync(self, *, gated: bool = False) -> int:
         """Apply every change newer than the cursor; returns how many foreign changes were
         applied. Cheap when there is nothing new (one query).
@@ -175,9 +152,7 @@ class ChangeFollower:
         processes' adds through the feed). For calls whose results are checked against the
         vault anyway (search); a notification in flight at that moment is applied by the
         next call."""
-        if self._deferred:
-            with self.store.write_lock:
-                self._retry_deferred()
+        self.store.retry_index()  # this process's commits whose index update failed
         if self._unchecked:
             self._repair_due()
         if self._closed:

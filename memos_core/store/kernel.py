@@ -251,23 +251,16 @@ class MemoryStore:
             if self._deferred:
                 self._retry_deferred()
             changed = list(commit())
-            if self.follower is not None:
-                try:
-                    self._derive(changed, embed)
-                except Exception:  # noqa: BLE001 - committed is acknowledged: derive later
-                    # the server (or the index's) connection dropped after the vault's
-                    # commit: the follower re-derives these before the next call
-                    logger.warning("updating the index after a commit failed; it is retried "
-                                   "on the next call", exc_info=True)
-                    self.follower.defer([c.id for c in changed])
-            else:
-                try:
-                    self._derive(changed, embed)
-                except Exception:  # noqa: BLE001 - committed is acknowledged: index it later
-                    logger.warning("updating the index after a commit failed; it is retried "
-                                   "on the next call, and by the next open", exc_info=True)
-                    self._deferred.update(c.id for c in changed)
-                    self._deferred_at = 0.0  # the next call tries again
+            try:
+                self._derive(changed, embed)
+            except Exception:  # noqa: BLE001 - committed is acknowledged: index it later
+                # the index (or, in server mode, the server's connection) failed after the
+                # vault's commit: the next call retries, and in embedded mode so does the
+                # next open if the store closes first (the index is not marked clean)
+                logger.warning("updating the index after a commit failed; it is retried "
+                               "on the next call", exc_info=True)
+                self._deferred.update(c.id for c in changed)
+                self._deferred_at = 0.0  # the next call tries again
             self._graph_apply(changed, edges)
             self._notify(changed)
             return changed
@@ -292,9 +285,17 @@ class MemoryStore:
                 "Nothing was stored. Check MemOSConfig.embedder / embedder_backend.") from exc
         self._embedder_ready = True
 
+    def retry_index(self) -> None:
+        """Index the committed memories a failed index update missed, if any (every call
+        does this first; server mode's change feed too)."""
+        if self._deferred:
+            with self.write_lock:
+                if self._deferred:
+                    self._retry_deferred()
+
     def _retry_deferred(self) -> None:
-        """Embedded mode: index the committed memories a failed index update missed (at most
-        once every :data:`INDEX_RETRY_S` seconds while it keeps failing)."""
+        """:meth:`retry_index` under the write lock (at most once every
+        :data:`INDEX_RETRY_S` seconds while it keeps failing)."""
         if time.monotonic() - self._deferred_at < INDEX_RETRY_S:
             return
         self._deferred_at = time.monotonic()
@@ -352,14 +353,11 @@ class MemoryStore:
     def sync(self) -> int:
         """Server mode: apply the changes other processes made since the last call to this
         process's derived state (graph, per-process index, KV blocks, adapters); returns how
-        many. One cheap query when nothing changed. Embedded mode: index the memories whose
-        index update failed after their commit, if any; returns 0."""
+        many. One cheap query when nothing changed. Both modes first index the memories
+        whose index update failed after their commit, if any (embedded mode returns 0)."""
         if self.follower is not None:
             return self.follower.sync()
-        if self._deferred:
-            with self.write_lock:
-                if self._deferred:
-                    self._retry_deferred()
+        self.retry_index()
         return 0
 
     # -- purges of derived files that failed -------------------------------------------------
@@ -420,14 +418,12 @@ class MemoryStore:
 
     @property
     def deferred(self) -> frozenset[str]:
-        """The committed memories whose index update failed, to be retried (embedded mode:
-        see :meth:`sync`; server mode: the follower's)."""
-        following: set[str] = self.follower.deferred if self.follower is not None else set()
-        return frozenset(self._deferred | following)
+        """The committed memories whose index update failed, to be retried (:meth:`sync`)."""
+        return frozenset(self._deferred)
 
     @property
     def lagging(self) -> bool:
-        """Embedded mode: some committed memories are not in the index yet (see :meth:`sync`)."""
+        """Some committed memories are not in the index yet (see :meth:`sync`)."""
         return bool(self._deferred)
 
     def current_for_search(self, memory_ids: Sequence[str], since: float) -> dict[str, MemCube]:

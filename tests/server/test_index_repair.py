@@ -164,3 +164,28 @@ def test_a_point_put_back_after_a_forget_leaves_at_the_writers_next_catch_up(ope
     index, bm25 = writer.store.index, writer.store.bm25
     assert index.search_sparse(bm25.encode_query("kayak garage"), IndexFilter(), 5) == []
     assert writer.search("where is the kayak?", user_id="alice") == []
+
+
+def test_an_index_update_that_fails_after_the_commit_is_retried_by_the_writer(
+        open_mos, caplog: pytest.LogCaptureFixture):
+    """The writer's own failed index update (the index server dropped after the vault's
+    commit) is acknowledged, logged, and indexed again by the writer's next call -- the same
+    mechanism as in the embedded mode (MemoryStore.retry_index)."""
+    mos = open_mos(listen=False)
+    store = mos.store
+    real, fails = store.index.upsert, [1]
+
+    def drops_once(points):
+        if fails[0]:
+            fails[0] -= 1
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return real(points)
+
+    store.index.upsert = drops_once
+    kayak = mos.add("The kayak is in the boathouse by the lake.", user_id="alice")
+    assert "updating the index after a commit failed" in caplog.text
+    assert store.deferred == {kayak.id} and kayak.id not in store.index.versions()
+    hits = mos.search("where is the kayak?", user_id="alice", k=1)  # retried first
+    assert [h.id for h in hits] == [kayak.id]
+    assert store.deferred == frozenset()
+    assert store.index.versions_of([kayak.id]) == {kayak.id: kayak.version}

@@ -30,6 +30,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import AnyHttpUrl, Field
 
@@ -115,7 +116,8 @@ class MemoryServer:
             auth = dict(token_verifier=TokenFileVerifier(tokens), auth=AuthSettings(
                 issuer_url=issuer, resource_server_url=None, required_scopes=["memos"]))
         self.mcp = FastMCP(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port,
-                           log_level="WARNING", **auth)
+                           log_level="WARNING", transport_security=_rebinding_guard(host),
+                           **auth)
         self._register_tools()
         self._register_resources()
 
@@ -269,6 +271,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _rebinding_guard(host: str) -> TransportSecuritySettings | None:
+    """DNS-rebinding protection (Host and Origin headers checked) for every loopback host.
+    The SDK turns it on only for 127.0.0.1, localhost and ::1, so a server on 127.0.0.2 (or
+    any 127.x address) took requests naming any host -- a web page the user visits could
+    reach it through a rebound name (the bearer token still applies)."""
+    if not is_loopback(host):
+        return None  # a public address: no Host to pin (put TLS and a proxy in front)
+    names = ["127.0.0.1", "localhost", "[::1]", url_host(host)]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{name}:*" for name in dict.fromkeys(names)],
+        allowed_origins=[f"http://{name}:*" for name in dict.fromkeys(names)])
 
 
 def build_stdio_server(mos: MemOS, *, user_id: str, **options: Any) -> MemoryServer:

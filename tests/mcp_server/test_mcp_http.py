@@ -145,3 +145,30 @@ async def test_eight_concurrent_http_clients(http_server: HttpFixture) -> None:
         for memory_id in ids:
             assert http_server.mos.get(memory_id, user_id=user).namespace.user_id == user
     assert len(http_server.mos.list(user_id="alice")) == CLIENTS // 2 * ROUNDS
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2"])
+def test_a_loopback_server_refuses_other_hosts_and_origins(tmp_path: Any, host: str) -> None:
+    """DNS-rebinding protection on every loopback address, not only the three the SDK knows:
+    a request naming another Host (a rebound name) or coming from another web origin is
+    refused before the token is looked at."""
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.mcp_server import HttpServerThread, TokenStore, build_http_server
+
+    with MemOS(tmp_path / "data", config=MemOSConfig(show_progress=False)) as mos:
+        tokens = TokenStore.for_data_dir(tmp_path / "data")
+        token, _ = tokens.add("alice")
+        server = build_http_server(mos, tokens=tokens, host=host, port=0)
+        thread = HttpServerThread(server, host=host, port=0).start()
+        try:
+            auth = {**HEADERS, "Authorization": f"Bearer {token}"}
+            with httpx.Client(timeout=30) as client:
+                ok = client.post(thread.url, json=INITIALIZE, headers=auth)
+                rebound = client.post(thread.url, json=INITIALIZE, headers={
+                    **auth, "Host": f"attacker.example:{thread.port}"})
+                foreign = client.post(thread.url, json=INITIALIZE, headers={
+                    **auth, "Origin": "http://attacker.example"})
+        finally:
+            thread.stop()
+    assert ok.status_code == 200
+    assert rebound.status_code == 421 and foreign.status_code == 403

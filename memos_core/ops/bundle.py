@@ -15,9 +15,11 @@ and only then writes, in one vault transaction. A bad bundle changes nothing.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -117,7 +119,29 @@ def _file_info(path: Path) -> dict[str, Any]:
     return {"sha256": digest.hexdigest(), "bytes": size}
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _read_verified(target: Path, info: dict[str, Any]) -> bytes:
+    """The bytes of a bundle file, read once and checked against its manifest entry (the
+    import parses these bytes: a file swapped after the check is never read)."""
+    name = target.name
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        raise BundleError(f"Bundle file {name} is missing or not a regular file.") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise BundleError(f"Bundle file {name} is missing or not a regular file.")
+        data = f.read(info["bytes"] + 1)  # one byte more than declared shows a longer file
+    if len(data) != info["bytes"] or hashlib.sha256(data).hexdigest() != info["sha256"]:
+        shown = f"{len(data)}" if len(data) <= info["bytes"] else f"more than {info['bytes']}"
+        raise BundleError(
+            f"Bundle file {name} does not match its manifest ({shown} bytes, expected "
+            f"{info['bytes']}): it is truncated or was modified."
+        )
+    return data
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest and the bundle's files (their verified bytes, by name)."""
     if not path.is_dir():
         raise BundleError(f"{path} is not a bundle directory (expected a folder with manifest.json).")
     mfile = path / "manifest.json"
@@ -142,40 +166,35 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != set(FILES):
         raise BundleError(f"manifest.json must list exactly the files {list(FILES)}.")
+    contents: dict[str, bytes] = {}
     for name, info in files.items():
         if os.path.basename(name) != name or name in ("", ".", ".."):
             raise BundleError(f"manifest.json names a path, not a file name: {name!r}.")
         if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) \
                 or not isinstance(info.get("bytes"), int):
             raise BundleError(f"manifest.json entry for {name} needs 'sha256' and 'bytes'.")
-        target = path / name
-        if target.is_symlink() or not target.is_file():
-            raise BundleError(f"Bundle file {name} is missing or not a regular file.")
-        if info["bytes"] > MAX_BUNDLE_FILE_BYTES:
+        if not 0 <= info["bytes"] <= MAX_BUNDLE_FILE_BYTES:
             raise BundleError(f"Bundle file {name} is larger than the import limit.")
-        actual = _file_info(target)
-        if actual["bytes"] != info["bytes"] or actual["sha256"] != info["sha256"]:
-            raise BundleError(
-                f"Bundle file {name} does not match its manifest ({actual['bytes']} bytes, "
-                f"expected {info['bytes']}): it is truncated or was modified."
-            )
-    return manifest
+        contents[name] = _read_verified(path / name, info)
+    return manifest, contents
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
+def _jsonl(name: str, data: bytes) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file's ``data`` (lines as a text-mode file splits
+    them)."""
     rows = []
-    with open(path, encoding="utf-8", errors="strict") as f:
+    with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="strict") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise BundleError(f"{path.name} line {n} is not valid JSON: {exc}.") from None
+                raise BundleError(f"{name} line {n} is not valid JSON: {exc}.") from None
             except RecursionError:
-                raise BundleError(f"{path.name} line {n} is nested too deeply.") from None
+                raise BundleError(f"{name} line {n} is nested too deeply.") from None
             if not isinstance(row, dict):
-                raise BundleError(f"{path.name} line {n} is not a JSON object.")
+                raise BundleError(f"{name} line {n} is not a JSON object.")
             rows.append(row)
     return rows
 
@@ -241,10 +260,10 @@ def _scrubbed(cube: MemCube) -> MemCube:
 
 def import_bundle(store: MemoryStore, path: Path, user_id: str) -> dict[str, int]:
     """Validate the whole bundle, then write it in one transaction; see the module docstring."""
-    manifest = _read_manifest(path)
+    manifest, files = _read_manifest(path)
     try:
-        rows = _jsonl(path / "memories.jsonl")
-        edge_rows = _jsonl(path / "edges.jsonl")
+        rows = _jsonl("memories.jsonl", files.pop("memories.jsonl"))
+        edge_rows = _jsonl("edges.jsonl", files.pop("edges.jsonl"))
     except UnicodeDecodeError:
         raise BundleError("A bundle file is not valid UTF-8.") from None
     histories = [_parse_history(row, n, user_id) for n, row in enumerate(rows, start=1)]

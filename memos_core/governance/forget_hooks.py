@@ -45,6 +45,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import sqlite3
 import threading
 import weakref
@@ -233,10 +234,17 @@ class MessageRedactor:
         content = _message_content(memory)
         self._whole = {s.strip() for s in (memory.text, content) if s and s.strip()}
         # A short text ("ok", "e") only matches a whole message: as a substring it would
-        # redact words of every conversation, other users' included.
-        needles = [n for n in (memory.text, content) if n and len(n.strip()) >= MIN_NEEDLE]
+        # redact words of every conversation, other users' included. The lines of a
+        # multi-line text count on their own (a message of several blocks, joined by
+        # newlines in the memory, is stored one block per text).
+        lines = [line for t in (memory.text, content) if t and "\n" in t
+                 for line in t.splitlines()]
+        needles = [n for n in (memory.text, content, *lines)
+                   if n and len(n.strip()) >= MIN_NEEDLE]
         # longest first, so that the text is replaced before the content inside it
-        self._needles = sorted(set(needles), key=len, reverse=True)
+        self._needles = sorted({n.strip() for n in needles}, key=len, reverse=True)
+        # a memory tool's search result line, "[<id>] ...": whatever the text's length
+        self._result_line = re.compile(re.escape(f"[{memory.id}]") + r"[^\n]*")
 
     def with_texts(self, texts: Iterable[str]) -> MessageRedactor:
         """A redactor that also redacts ``texts``: the contents of the memory's source
@@ -257,12 +265,16 @@ class MessageRedactor:
         return message_id is not None and str(message_id) in self.source_ids
 
     def text(self, text: str) -> str:
-        """``text`` with the memory redacted (the same string when it holds none of it)."""
+        """``text`` with the memory redacted (the same string when it holds none of it): the
+        memory's text, content and long lines, and the rest of any line that starts with
+        its id in brackets (the memory tools' search results list hits as ``[<id>] text``)."""
         if text.strip() in self._whole:
             return FORGOTTEN
         for needle in self._needles:
             if needle in text:
                 text = text.replace(needle, FORGOTTEN)
+        if f"[{self.memory_id}]" in text:
+            text = self._result_line.sub(f"[{self.memory_id}] {FORGOTTEN}", text)
         return text
 
     def value(self, value: Any, other: Callable[[Any], Any] | None = None) -> Any:
@@ -288,7 +300,7 @@ class MessageRedactor:
         source message ids, and each text to redact as UTF-8 and JSON-escaped): a cheap
         filter (SQLite ``instr``) before rows are decoded."""
         found: set[bytes] = {s.encode() for s in self.source_ids}
-        for needle in {*self._whole, *self._needles}:
+        for needle in {*self._whole, *self._needles, f"[{self.memory_id}]"}:
             found.add(needle.encode())
             found.add(json.dumps(needle, ensure_ascii=False)[1:-1].encode())
             found.add(json.dumps(needle)[1:-1].encode())

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from memos_core.cube import MemCube, State
@@ -74,14 +75,35 @@ def redact_logs(store: MemoryStore, cube: MemCube) -> list[DerivedForm]:
     (nothing for a tombstone); the forms they touched."""
     if cube.state is State.DELETED:
         return []
-    redactor = MessageRedactor(cube)
-    changed = store.vault.log_redact(
-        [cube.user_id, ""], [p.decode() for p in redactor.patterns()],
-        sorted(redactor.source_ids),
-        lambda mid, message: redact_log_message(message, redactor, redactor.is_source(mid)))
-    forms = [DerivedForm(kind="conversation_log", id=f"{LOG_FORM}:{user}/{log}",
-                         action="redacted") for user, log in changed]
-    return forms + store.forget_hooks.run(cube, Path(store.data_dir), store.vault)
+    forms: dict[DerivedForm, None] = {}  # in order, once each
+    for version in _texts_of(store, cube):
+        redactor = MessageRedactor(version)
+        changed = store.vault.log_redact(
+            [cube.user_id, ""], [p.decode() for p in redactor.patterns()],
+            sorted(redactor.source_ids),
+            partial(_redact_message, redactor))
+        forms.update((DerivedForm(kind="conversation_log", id=f"{LOG_FORM}:{user}/{log}",
+                                  action="redacted"), None) for user, log in changed)
+        forms.update(dict.fromkeys(
+            store.forget_hooks.run(version, Path(store.data_dir), store.vault)))
+    return list(forms)
+
+
+def _redact_message(redactor: MessageRedactor, message_id: str, message: str) -> str | None:
+    return redact_log_message(message, redactor, redactor.is_source(message_id))
+
+
+def _texts_of(store: MemoryStore, cube: MemCube) -> list[MemCube]:
+    """``cube``, then each earlier version whose text or sources differ from every version
+    before it in this list: a conversation may still hold what the memory said before an
+    update (an agent's store_memory call, a search result), and forgetting it must reach
+    that too."""
+    kept = [cube]
+    for version in reversed(store.vault.history(cube.id)[:-1]):
+        if all(version.text != k.text or version.provenance.source_message_ids
+               != k.provenance.source_message_ids for k in kept):
+            kept.append(version)
+    return kept
 
 
 def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: DerivedMode,

@@ -55,6 +55,7 @@ from memos_core.integration.tools import (
     TOOL_SPECS,
     ToolArg,
     ToolSpec,
+    forget_reply,
     tool_spec,
 )
 from memos_core.messages import asked_or_answered, worth_remembering
@@ -93,6 +94,7 @@ __all__ = [
     "check_name",
     "delete_by_key",
     "for_prompt",
+    "forget_reply",
     "has_native_async",
     "get_by_key",
     "iter_by_prefix",

@@ -13,7 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-__all__ = ["MEMORY_KINDS", "TOOL_NAMES", "TOOL_SPECS", "ToolArg", "ToolSpec", "tool_spec"]
+from memos_core.results import ForgetReceipt
+
+__all__ = ["MEMORY_KINDS", "TOOL_NAMES", "TOOL_SPECS", "ToolArg", "ToolSpec", "forget_reply",
+           "tool_spec"]
 
 #: The memory types a model may choose for ``store_memory``.
 MEMORY_KINDS = ("fact", "preference", "episode", "task_prompt", "summary", "note")
@@ -117,3 +120,21 @@ def tool_spec(name: str) -> ToolSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"no memory tool {name!r}; known: {', '.join(TOOL_NAMES)}")
+
+
+def forget_reply(receipt: ForgetReceipt) -> str:
+    """What the ``forget_memory`` tool tells the model: the memory is forgotten, and which
+    summaries made from it were only flagged (their text is the summariser's and may repeat
+    the forgotten fact; the model can read them and update or forget them) or left alone
+    (another user's)."""
+    reply = f"Forgot memory {receipt.memory_id}."
+    flagged = [f.id for f in receipt.derived if f.kind == "summary" and f.action == "flagged"]
+    others = sum(f.kind == "summary" and f.action == "not_permitted" for f in receipt.derived)
+    if flagged:
+        reply += (" Summaries made from it keep their own text, which may repeat what was "
+                  f"forgotten: {', '.join(flagged)}. Check them with search_memories and "
+                  "update or forget them if they do.")
+    if others:
+        reply += (f" {others} summaries made from it belong to someone else and were left as "
+                  "they are.")
+    return reply

@@ -29,7 +29,7 @@ from langchain.tools import ToolRuntime
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from memos_core import resolve_memos
 from memos_core import MemCube, MemOS, MemOSError
-from memos_core.integration import TOOL_NAMES, TOOL_SPECS, tool_spec
+from memos_core.integration import TOOL_NAMES, TOOL_SPECS, forget_reply, tool_spec
 from pydantic import Field
 
 from langchain_memos._shared import MissingUserError, current_config, resolve_user_id, thread_id
@@ -139,7 +139,7 @@ class _MemoryOps:
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
         receipt = self.mos.forget(memory_id, user_id=self._user(runtime), reason="forget_memory tool")
-        return f"Forgot memory {receipt.memory_id}.", receipt.model_dump(mode="json")
+        return forget_reply(receipt), receipt.model_dump(mode="json")
 
     def compress(
         self,

@@ -63,6 +63,20 @@ def test_store_search_update_compress_forget(mos: MemOS, tools: dict[str, BaseTo
     assert _call(tools, "search_memories", query="tofu").content == "No memories found."
 
 
+def test_forget_tells_the_model_which_summaries_may_still_repeat_it(
+        mos: MemOS, tools: dict[str, BaseTool]) -> None:
+    pin = _call(tools, "store_memory", text="Alice's card PIN is 4821").artifact["id"]
+    chess = _call(tools, "store_memory", text="Alice plays chess on Sundays").artifact["id"]
+    summary = _call(tools, "compress_memories", memory_ids=[pin, chess],
+                    summary="Alice: card PIN 4821; chess on Sundays.").artifact["id"]
+    reply = _call(tools, "forget_memory", memory_id=pin).content
+    assert reply.startswith(f"Forgot memory {pin}.")
+    assert summary in reply and "update or forget them" in reply  # flagged, not forgotten
+    assert _call(tools, "forget_memory", memory_id=chess).content == f"Forgot memory {chess}." \
+        + f" Summaries made from it keep their own text, which may repeat what was forgotten: " \
+        + f"{summary}. Check them with search_memories and update or forget them if they do."
+
+
 async def test_async_tools(mos: MemOS, tools: dict[str, BaseTool]) -> None:
     stored = await _acall(tools, "store_memory", text="Alice plays chess on Sundays")
     found = await _acall(tools, "search_memories", query="weekend hobbies")

@@ -30,6 +30,22 @@ STATEMENTS = [
     "Remember that I am vegetarian.",
     "I want you to remember that I am vegetarian.",
     "OK so I moved to Berlin in May.",
+    "Remind me to call Jo on Friday.",
+    "Tell Jo I will be late.",
+    "I told you my locker code is 5512.",
+    "What I love most is hiking.",
+]
+
+RECALL_REQUESTS = [
+    "Remind me of my gym locker code.",
+    "Please remind me what my sister's name is.",
+    "Can you remind me about the dentist appointment.",
+    "Tell me what my locker code is.",
+    "tell me again where I parked",
+    "Show me my saved addresses.",
+    "Look up my passport number.",
+    "Do you remember where I parked.",
+    "What's my locker code.",
 ]
 
 SMALL_TALK = [
@@ -78,6 +94,15 @@ def test_requests_to_forget_are_not_remembered(text: str) -> None:
     assert not worth_remembering("user", text)
     assert not worth_remembering("user", text, questions=True)
     assert messages.is_forget_request(text)
+
+
+@pytest.mark.parametrize("text", RECALL_REQUESTS)
+def test_requests_to_be_told_are_questions(text: str) -> None:
+    """Stored, "Remind me of my gym locker code." outranked the fact that answers it the
+    next time it was asked (a LlamaIndex user's review): it asks, so it is a question."""
+    assert messages.is_question(text)
+    assert not worth_remembering("user", text)
+    assert worth_remembering("user", text, questions=True)
 
 
 def test_roles_questions_and_empty_text_keep_their_rules() -> None:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from memos_core.governance import sensitivity as sensitivity_rules
+from memos_core.integration.tools import forget_reply
 
 if TYPE_CHECKING:
     from memos_core.cube import MemCube
@@ -112,7 +113,8 @@ class MemoryService:
     async def forget(self, user: str, memory_id: str, *, reason: str | None = None
                      ) -> dict[str, Any]:
         receipt = await self.mos.aforget(memory_id, user_id=user, reason=reason or "mcp forget")
-        return {"forgotten": receipt.model_dump(mode="json")}
+        # the note says, in words, which summaries were only flagged (they may repeat it)
+        return {"forgotten": receipt.model_dump(mode="json"), "note": forget_reply(receipt)}
 
     async def compress(self, user: str, memory_ids: Sequence[str], summary: str
                        ) -> dict[str, Any]:

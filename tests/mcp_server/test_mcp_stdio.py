@@ -145,6 +145,8 @@ async def _store_and_forget(data: Path, text: str, tag: str) -> None:
         assert "not found" in error_text(await s.call_tool("get", {"memory_id": stored["id"]}))
         assert payload(await s.call_tool("search", {"query": "code word surprise party"}))[
             "hits"][0]["id"] == kept
+        forgotten = payload(await s.call_tool("forget", {"memory_id": kept}))
+        assert forgotten["note"] == f"Forgot memory {kept}."
 
 
 TEXT = "Zanzibar-quokka-7731 is the code word for the surprise party."

@@ -73,7 +73,7 @@ def test_forget_tells_the_model_which_summaries_may_still_repeat_it(
     assert reply.startswith(f"Forgot memory {pin}.")
     assert summary in reply and "update or forget them" in reply  # flagged, not forgotten
     assert _call(tools, "forget_memory", memory_id=chess).content == f"Forgot memory {chess}." \
-        + f" Summaries made from it keep their own text, which may repeat what was forgotten: " \
+        + " Summaries made from it keep their own text, which may repeat what was forgotten: " \
         + f"{summary}. Check them with search_memories and update or forget them if they do."
 
 

@@ -291,11 +291,14 @@ class MemoryEngine:
         self, user_id: str, memory_ids: Sequence[str] | None = None, *,
         config: ParametricConfig | None = None, candidates: ConsolidationConfig | None = None,
         activate: bool = True, background: bool = False, progress: bool = True,
+        reason: str = "consolidation requested",
     ) -> ConsolidationResult | Future[ConsolidationResult]:
         """Train, evaluate and gate an adapter on ``user_id``'s memories: ``memory_ids``, or
         the policy's candidates together with the user's queued retrain (taken off the queue).
-        With ``background=True`` it runs in a worker thread (one job
-        at a time, in order) and a ``Future`` comes back.
+        Memories with a tag in ``candidates.never_sensitivity`` (default ``"secret"``) are
+        never trained, whichever way they were chosen. With ``background=True`` it runs in a
+        worker thread (one job at a time, in order) and a ``Future`` comes back. ``reason``
+        goes into the audit record.
 
         Raises:
             InvalidInputError: no candidate (or no consolidatable memory among ``memory_ids``).
@@ -311,12 +314,13 @@ class MemoryEngine:
             raise InvalidInputError(
                 f"nothing to consolidate for {user_id!r}: no memory is hot, stable and a fact "
                 "or preference yet (pass memory_ids to choose them)")
-        self.store.vault.audit(Actor(user_id, "parametric", "consolidation requested"),
+        self.store.vault.audit(Actor(user_id, "parametric", reason),
                              "parametric:consolidate", details={"memories": len(ids)})
+        never = (candidates or ConsolidationConfig()).never_sensitivity
 
         def job() -> ConsolidationResult:
             return self.parametric.consolidate(user_id, ids, config=config, activate=activate,
-                                               progress=progress)
+                                               progress=progress, never=never)
 
         if not background:
             return job()
@@ -355,8 +359,9 @@ class MemoryEngine:
                 continue
             request = self.parametric.store.take(owner) if owner in queued else None
             ids = sorted(set(due) | set(request.memory_ids if request is not None else ()))
-            job = self.consolidate(owner, ids, config=config, background=True,
-                                   progress=progress)
+            job = self.consolidate(owner, ids, config=config, candidates=candidates,
+                                   background=True, progress=progress,
+                                   reason="consolidation due (consolidate_due)")
             self._pending[owner] = started[owner] = job  # type: ignore[assignment]
         return started
 

@@ -992,7 +992,9 @@ class MemOS:
                  config: SchedulerConfig | None = None) -> ScheduleReport:
         """Run the scheduler once now over every owner's memories (or ``user_id``'s):
         expire, archive, promote, demote, rebuild hot blocks; each step audited. ``config``:
-        a ``SchedulerConfig``. Returns a ``memos_core.scheduler.ScheduleReport``."""
+        a ``SchedulerConfig``. Returns a ``memos_core.scheduler.ScheduleReport``. Without
+        ``user_id`` it is a maintenance call for the operator, not for a user's request
+        (docs/governance.md)."""
         self._check_open()
         return self.engine.schedule(user_id=check_name(user_id, "user_id", optional=True),
                                     config=config)
@@ -1017,7 +1019,9 @@ class MemOS:
         """Start a background LoRA consolidation for every owner with at least
         ``candidates.min_candidates`` hot, stable facts/preferences (a ``ConsolidationConfig``)
         or a retrain queued by a forget; returns ``{owner: Future[ConsolidationResult]}``.
-        ``start_scheduler(consolidation=...)`` calls it after every run."""
+        ``start_scheduler(consolidation=...)`` calls it after every run. A maintenance call
+        for the operator, not for a user's request: it trains every owner's memories and its
+        results hold their adapters' manifests (docs/governance.md)."""
         return self.engine.consolidate_due(candidates, config=config, progress=progress)
 
     def adapters(self, *, user_id: str) -> builtins.list[AdapterManifest]:

@@ -33,6 +33,9 @@ from memos_core.errors import InvalidInputError
 
 #: The allowance that permits every sensitivity tag.
 ALL = "*"
+#: Sensitivity tags never trained into an adapter's weights, even when allowed (the default
+#: of ``ConsolidationConfig.never_sensitivity``; weights cannot be redacted).
+NEVER_IN_WEIGHTS = ("secret",)
 #: Metadata key a redacted memory carries: the tags that caused the redaction.
 REDACTED_KEY = "redacted_sensitivity"
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from memos_core.cube import MemoryType, State, Tier
 from memos_core.errors import InvalidInputError
+from memos_core.governance.sensitivity import NEVER_IN_WEIGHTS
 from memos_core.cube import decayed_heat
 from memos_core.scheduler.policy import UsageRecord
 
@@ -64,7 +65,7 @@ class ConsolidationConfig(BaseModel):
         "used for this long (rarely used); None: never for that reason.",
     )
     never_sensitivity: tuple[str, ...] = Field(
-        default=("secret",),
+        default=NEVER_IN_WEIGHTS,
         description="Memories with any of these sensitivity tags are never trained into "
         "weights (weights cannot be redacted).",
     )

@@ -20,6 +20,7 @@ from memos_core.scheduler import ConsolidationConfig
 from memos_core.tiers.activation import KVCacheTier
 from memos_core.tiers.parametric import AdapterManifest, ParametricConfig, train_lora
 from memos_core.tiers.parametric.data import memory_examples, replay_examples
+from memos_core.vault import Actor
 
 OPEN = ParametricConfig.preset("test", min_recall=0.0, max_control_regressions=1000)
 SHUT = ParametricConfig.preset("test", min_recall=1.0, max_control_regressions=0)
@@ -438,3 +439,57 @@ def test_an_expired_memory_retires_its_adapter(store: tuple[MemOS, list[str]]) -
     assert manifest.status == "retired" and manifest.retired_reason == f"memory {ids[0]} expired"
     [request] = tier.store.queue()
     assert sorted(request.memory_ids) == sorted(ids[1:])
+
+
+def test_an_adapter_holding_a_memory_past_its_ttl_stops_answering(
+        store: tuple[MemOS, list[str]]) -> None:
+    """Search drops a memory the moment its TTL runs out; the scheduler marks it expired
+    only at its next run. Until then its adapter must not answer either, nor be activated."""
+    mos, ids = store
+    result = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    assert mos.chat("Zorvin's cat?", user_id="ada", max_new_tokens=2).trace.adapter_version
+    cube = mos.get(ids[0], user_id="ada")
+    lapsed = cube.model_copy(update={"version": cube.version + 1, "governance":
+                                     cube.governance.model_copy(update={"ttl_seconds": 0.001})})
+    mos.vault.put_version(lapsed, cube.version, Actor("ada"), "ttl")  # the state stays live
+    answer = mos.chat("Zorvin's cat?", user_id="ada", max_new_tokens=2)
+    assert answer.trace.adapter_version is None and not answer.trace.from_parametric
+    mos.deactivate_adapter(user_id="ada")
+    with pytest.raises(InvalidInputError, match="expired"):
+        mos.activate_adapter(result.manifest.version, user_id="ada")
+
+
+def test_a_secret_memory_is_never_trained_even_when_named(make_mos, tiny: LocalModel) -> None:
+    """``never_sensitivity`` ("secret") holds for memories chosen by id too, with an
+    allowance that lets every tag into prompts."""
+    mos = make_mos(allow_sensitive=("*",))
+    mos.attach_model(tiny)
+    secret = mos.add("Ada's vault code is 90210.", user_id="ada", type="fact",
+                     sensitivity=["secret"]).id
+    pii = mos.add("Ada's passport is X99124.", user_id="ada", type="fact", sensitivity=["pii"]).id
+    result = mos.consolidate(user_id="ada", memory_ids=[secret, pii], config=OPEN,
+                             progress=False)
+    assert list(result.manifest.memory_ids) == [pii]
+    with pytest.raises(InvalidInputError, match="no consolidatable memory"):
+        mos.consolidate(user_id="ada", memory_ids=[secret], config=OPEN, progress=False)
+
+
+def test_an_adapter_is_not_served_beyond_the_allowance_it_was_trained_under(
+        make_mos, tiny: LocalModel) -> None:
+    """Trained on a pii memory while the store allowed pii, reopened without that
+    allowance: search redacts the memory, so the adapter must not answer with it."""
+    mos = make_mos(allow_sensitive=("pii",))
+    mos.attach_model(tiny)
+    pii = mos.add("Ada's passport number is X99124.", user_id="ada", type="fact",
+                  sensitivity=["pii"]).id
+    result = mos.consolidate(user_id="ada", memory_ids=[pii], config=OPEN, progress=False)
+    assert result.activated
+    data_dir = mos.data_dir
+    mos.close()
+    again = make_mos(data_dir.name)
+    again.attach_model(tiny)
+    answer = again.chat("Ada's passport number?", user_id="ada", max_new_tokens=2)
+    assert answer.trace.adapter_version is None and not answer.trace.from_parametric
+    again.deactivate_adapter(user_id="ada")
+    with pytest.raises(InvalidInputError, match="allow_sensitive"):
+        again.activate_adapter(result.manifest.version, user_id="ada")

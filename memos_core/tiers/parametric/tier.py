@@ -26,7 +26,7 @@ import logging
 import shutil
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from memos_core.cube import MemCube, MemoryType, State, Tier, utcnow
 from memos_core.errors import InvalidInputError
-from memos_core.governance.sensitivity import allowance, withheld
+from memos_core.governance.sensitivity import NEVER_IN_WEIGHTS, allowance, withheld
 from memos_core.lifecycle import ttl_elapsed
 from memos_core.results import DerivedForm
 from memos_core.tiers.parametric.config import ParametricConfig
@@ -153,31 +153,37 @@ class ParametricTier:
             base.model, base.tokenizer, p, config.replay_tokens)) for p in prompts]
         return replay_examples(prompts, completions)
 
-    def candidates(self, owner: str, memory_ids: Sequence[str] | None = None) -> list[MemCube]:
+    def candidates(self, owner: str, memory_ids: Sequence[str] | None = None, *,
+                   never: Iterable[str] = NEVER_IN_WEIGHTS) -> list[MemCube]:
         """The owner's consolidatable memories (all, or among ``memory_ids``), by id. A
         memory with a sensitivity tag the store's prompt allowance (``allow_sensitive``)
         does not cover is never trained: search hands it out redacted, and weights cannot
-        redact what they learned."""
+        redact what they learned; nor is one with a tag in ``never`` (the consolidation
+        policy's ``never_sensitivity``; by default ``"secret"``), even when allowed."""
         if memory_ids is None:
             cubes = [c for batch in self.kernel.vault.iter_current() for c in batch]
         else:
             cubes = list(self.kernel.vault.get_many(list(memory_ids)).values())
         allowed = allowance(getattr(self.kernel.config, "allow_sensitive", ()))
+        never = frozenset(never)
         return sorted((c for c in cubes if c.user_id == owner and consolidatable(c)
-                       and not withheld(c.governance.sensitivity, allowed)),
+                       and not withheld(c.governance.sensitivity, allowed)
+                       and not never.intersection(c.governance.sensitivity)),
                       key=lambda c: c.id)
 
     def consolidate(self, owner: str, memory_ids: Sequence[str] | None = None, *,
                     config: ParametricConfig | None = None, activate: bool = True,
-                    progress: bool = True) -> ConsolidationResult:
+                    progress: bool = True,
+                    never: Iterable[str] = NEVER_IN_WEIGHTS) -> ConsolidationResult:
         """Train, evaluate and gate an adapter on ``owner``'s memories (see
-        :meth:`candidates`); activate it if it passes and ``activate`` is True.
+        :meth:`candidates`, which ``never`` goes to); activate it if it passes and
+        ``activate`` is True.
 
         Raises:
             InvalidInputError: no consolidatable memory among those given.
         """
         config = config or self.config
-        cubes = self.candidates(owner, memory_ids)
+        cubes = self.candidates(owner, memory_ids, never=never)
         if not cubes:
             raise InvalidInputError(
                 f"no consolidatable memory for {owner!r}: only live facts and preferences of "
@@ -248,11 +254,12 @@ class ParametricTier:
                     f"adapter {version} is {manifest.status} and cannot be activated")
             if not self.store.has_weights(version):
                 raise InvalidInputError(f"adapter {version} has no weights on disk")
-            gone = self._forgotten_since(manifest)
-            if gone:  # a forget or expiry this process missed: it must not serve again
+            barred = self._unservable(manifest)
+            if barred:  # a forget or expiry this process missed, a narrower allowance
                 raise InvalidInputError(
-                    f"adapter {version} holds memory {gone[0]}, which was forgotten or "
-                    "expired; it cannot be activated (retrain without it)")
+                    f"adapter {version} holds memory {barred[0]}, which was forgotten, has "
+                    "expired, or has a sensitivity tag the store's allow_sensitive no longer "
+                    "covers; it cannot be activated (retrain without it)")
             base = self._base()
             if manifest.base_fingerprint != base.fingerprint.digest:
                 raise InvalidInputError(
@@ -453,12 +460,26 @@ class ParametricTier:
         version = self.store.active(owner)
         return self.store.manifest(version) if version is not None else None
 
-    def held(self, owner: str) -> frozenset[str]:
-        """Ids of ``owner``'s memories the active adapter holds at their current version
-        (an updated memory is no longer held: the adapter learned the old text) and answered
-        right when asked in a chat at evaluation; ``MemOS.chat`` leaves these out of the
-        prompt. The rest of its memories are still put in the prompt as plaintext."""
+    def serving(self, owner: str) -> AdapterManifest | None:
+        """``owner``'s active adapter if it may answer now: none of its memories is
+        forgotten, expired or past its TTL (the scheduler marks those expired only at its
+        next run, and search stops returning them at once), or has a sensitivity tag the
+        store's ``allow_sensitive`` no longer covers (the store was opened with a narrower
+        allowance than it was trained under). Otherwise None: a chat runs on the base
+        model with every memory in the prompt, until the adapter is retired or the
+        allowance covers it again."""
         manifest = self.active_manifest(owner)
+        if manifest is None or self._unservable(manifest):
+            return None
+        return manifest
+
+    def held(self, owner: str) -> frozenset[str]:
+        """Ids of ``owner``'s memories the serving adapter (:meth:`serving`) holds at their
+        current version (an updated memory is no longer held: the adapter learned the old
+        text) and answered right when asked in a chat at evaluation; ``MemOS.chat`` leaves
+        these out of the prompt. The rest of its memories are still put in the prompt as
+        plaintext."""
+        manifest = self.serving(owner)
         if manifest is None:
             return frozenset()
         answered = manifest.evaluation.answered_in_chat()
@@ -469,12 +490,13 @@ class ParametricTier:
                          and consolidatable(current[m.id]))
 
     def model_for(self, owner: str) -> LocalModel | None:
-        """The base model with ``owner``'s active adapter merged in (loaded once per
-        adapter), or None when the owner has no active adapter."""
+        """The base model with ``owner``'s serving adapter (:meth:`serving`) merged in
+        (loaded once per adapter), or None when the owner has none."""
         with self._lock:
-            version = self.store.active(owner)
-            if version is None:
+            manifest = self.serving(owner)
+            if manifest is None:
                 return None
+            version = manifest.version
             tag = adapter_tag(self.store, version)
             if tag not in self._loaded:
                 self._loaded[tag] = load_adapted(self._base(), self.store.path(version), tag)
@@ -491,6 +513,21 @@ class ParametricTier:
         current = self.kernel.vault.get_many([m.id for m in manifest.memories])
         return sorted(m.id for m in manifest.memories if m.id not in current
                       or current[m.id].state in (State.DELETED, State.EXPIRED))
+
+    def _unservable(self, manifest: AdapterManifest) -> list[str]:
+        """Ids in ``manifest`` that must not be answered from weights now: tombstones,
+        expired or gone, past their TTL, or with a sensitivity tag the store's
+        ``allow_sensitive`` does not cover."""
+        current = self.kernel.vault.get_many([m.id for m in manifest.memories])
+        allowed = allowance(getattr(self.kernel.config, "allow_sensitive", ()))
+        now = utcnow()
+
+        def barred(cube: MemCube | None) -> bool:
+            return (cube is None or cube.state in (State.DELETED, State.EXPIRED)
+                    or ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, now)
+                    or bool(withheld(cube.governance.sensitivity, allowed)))
+
+        return sorted(m.id for m in manifest.memories if barred(current.get(m.id)))
 
     def _set_status(self, version: str, status: str) -> AdapterManifest:
         manifest = self.store.manifest(version).model_copy(update={"status": status})

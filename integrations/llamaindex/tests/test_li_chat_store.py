@@ -150,6 +150,22 @@ async def test_async_store_positions_and_ids(async_store: MemOSAsyncChatStore) -
     assert texts(await store.get_messages("k", None)) == ["b"]
 
 
+async def test_set_messages_keeps_the_ids_of_messages_already_held(shared_mos, user: str) -> None:
+    """Memories name their source message by id: setting a history to messages it already
+    holds (each id used once) must not cut that link; new messages get new ids."""
+    queue = MemOSAsyncChatStore(mos=shared_mos, user_id=user)
+    active = MemOSChatStore(mos=shared_mos, user_id=user)  # the same log, its active view
+    await queue.add_messages("k", [msg("a"), msg("b"), msg("a")], ids=["i1", "i2", "i3"])
+    await queue.set_messages("k", [msg("b"), msg("a"), msg("new"), msg("a"), msg("a")])
+    ids = await queue.get_message_ids("k")
+    assert ids[:2] == ["i2", "i1"] and ids[3] == "i3"
+    assert len(set(ids)) == 5
+    active.set_messages("k", [msg("a"), msg("b")])
+    assert await queue.get_message_ids("k") == ["i1", "i2"]
+    await active.aset_messages("k", [msg("b")])
+    assert await queue.get_message_ids("k") == ["i2"]
+
+
 # -- what the references do not do ----------------------------------------------------------
 
 async def test_history_survives_restart(open_mos) -> None:

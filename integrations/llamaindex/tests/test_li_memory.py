@@ -13,8 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from llama_index.core.agent.workflow import ReActAgent
+from llama_index.core.base.llms.types import TextBlock
 from llama_index.core.chat_engine import CondensePlusContextChatEngine, SimpleChatEngine
 from llama_index.core.llms import ChatMessage, MockLLM
+from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 from memos_core import InvalidInputError, MemOS
 
@@ -120,6 +123,40 @@ def test_set_and_reset_touch_only_short_term_history(mos: MemOS) -> None:
     assert [c.text for c in mos.list(user_id="alice")] == ["user: I was born in Porto."]
 
 
+def test_set_keeps_the_link_from_a_memory_to_its_message(mos: MemOS) -> None:
+    """``set`` (what ``agent.run(chat_history=...)`` does) with messages the history already
+    holds keeps their ids, so a memory's source still names its message and forget blanks it."""
+    memory = memory_for(mos, "alice", "s1")
+    memory.put(ChatMessage(role="user", blocks=[TextBlock(text="My passport is X1234567."),
+                                                TextBlock(text="It expires in May 2031.")]))
+    memory.set([*memory.get_all(), ChatMessage(role="assistant", content="Noted.")])
+    ids = asyncio.run(memory.sql_store.get_message_ids("s1"))
+    [cube] = mos.list(user_id="alice")
+    assert cube.provenance.source_message_ids == (ids[0],)
+    mos.forget(cube.id, user_id="alice")
+    assert [[b.text for b in m.blocks] for m in memory.get_all()] == [
+        ["[forgotten]", "[forgotten]"], ["Noted."]]
+
+
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince211")
+@pytest.mark.filterwarnings("ignore:is_running called from within a step:DeprecationWarning")
+async def test_react_agent_sees_memories_with_insert_method_user(mos: MemOS) -> None:
+    """ReActAgent drops the first system message (it writes its own ReAct header), so it
+    needs the memories in the user message: ``insert_method="user"``, as the docs say."""
+    mos.add("Alice is allergic to peanuts.", user_id="alice", type="fact")
+    prompts: list[str] = []
+
+    def respond(messages: list[ChatMessage], **_: Any) -> ChatMessage:
+        prompts.append("\n".join(m.content or "" for m in messages))
+        return ChatMessage(role="assistant", content="Thought: I can answer.\nAnswer: ok")
+
+    agent = ReActAgent(tools=[], llm=MockFunctionCallingLLM(response_generator=respond))
+    memory = memory_for(mos, "alice", "s1", insert_method="user")
+    await agent.run(user_msg="What should I avoid eating?", memory=memory)
+    assert "Alice is allergic to peanuts." in prompts[0]
+
+
 def test_chat_history_argument_seeds_short_term_only(mos: MemOS) -> None:
     memory = memory_for(mos, "alice", "s1", chat_history=[ChatMessage(role="user", content="seed")])
     assert [m.content for m in memory.get_all()] == ["seed"]
@@ -135,6 +172,12 @@ def test_bad_message_changes_nothing(mos: MemOS) -> None:
         memory.put("just a string")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="must be a list of ChatMessage"):
         memory.set(ChatMessage(role="user", content="x"))  # type: ignore[arg-type]
+    unstorable = ChatMessage(role="user", content="My flight leaves at 7am.",
+                             additional_kwargs={"trace": object()})
+    with pytest.raises(InvalidInputError, match="cannot be stored"):
+        memory.put(unstorable)
+    with pytest.raises(InvalidInputError, match="cannot be stored"):
+        asyncio.run(memory.aput_messages([ChatMessage(role="user", content="ok"), unstorable]))
     assert [m.content for m in memory.get_all()] == ["kept"]
     assert [c.text for c in mos.list(user_id="alice")] == ["user: kept"]
 

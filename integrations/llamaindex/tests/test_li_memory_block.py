@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from llama_index.core.base.llms.types import TextBlock
 from llama_index.core.llms import ChatMessage
 from llama_index.core.memory import Memory
+from llama_index.core.storage.chat_store.base_db import MessageStatus
 from memos_core import InvalidInputError
 
 from llama_index.memory.memos import MemOSAsyncChatStore, MemOSMemoryBlock
@@ -23,12 +25,14 @@ TURNS = [
 ]
 
 
-def small_memory(mos, block: MemOSMemoryBlock, session_id: str) -> Memory:
-    """A Memory whose short-term queue flushes after a few turns."""
+def small_memory(mos, block: MemOSMemoryBlock, session_id: str,
+                 store_user: str | None = None) -> Memory:
+    """A Memory whose short-term queue flushes after a few turns; its chat store is the
+    block user's (or ``store_user``'s)."""
     return Memory.from_defaults(
         session_id=session_id, memory_blocks=[block], token_limit=60,
         chat_history_token_ratio=0.5, token_flush_size=20,
-        chat_store=MemOSAsyncChatStore(mos=mos, user_id=block.user_id),
+        chat_store=MemOSAsyncChatStore(mos=mos, user_id=store_user or block.user_id),
     )
 
 
@@ -49,6 +53,25 @@ async def test_flushed_messages_become_memories_and_are_recalled(mos) -> None:
     prompt = await later.aget(input="Can I eat peanut butter?")
     assert "<memos_memories>" in system_text(prompt)
     assert "allergic to peanuts" in system_text(prompt)
+
+
+@pytest.mark.parametrize("store_user", ["ada", "someone-else"])
+async def test_flushed_memories_name_their_source_messages(mos, store_user: str) -> None:
+    """With the block's user's MemOSAsyncChatStore, a memory made from a flushed message has
+    that message's id as its source (forget blanks it by id); with another store, none."""
+    memory = small_memory(mos, MemOSMemoryBlock(mos=mos, user_id="ada"), "s1", store_user)
+    store = memory.sql_store
+    two_blocks = ChatMessage(role="user", blocks=[TextBlock(text="My passport is X1234567."),
+                                                  TextBlock(text="It expires in May 2031.")])
+    await memory.aput_messages([two_blocks, *(ChatMessage(role=r, content=t) for r, t in TURNS)])
+    archived = await store.get_messages("s1", MessageStatus.ARCHIVED)
+    ids = dict(zip((m.blocks[0].text for m in archived),
+                   await store.get_message_ids("s1", MessageStatus.ARCHIVED)))
+    stored = mos.list(user_id="ada")
+    assert any("passport" in c.text for c in stored)
+    for cube in stored:
+        source = ids[cube.text.removeprefix("user: ").split("\n")[0]]
+        assert cube.provenance.source_message_ids == ((source,) if store_user == "ada" else ())
 
 
 def test_sync_memory_api_works_too(mos) -> None:

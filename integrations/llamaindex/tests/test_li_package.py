@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import llama_index.memory.memos as package
 
 PACKAGE_DIR = Path(package.__file__).parent
+README = Path(__file__).resolve().parents[1] / "README.md"
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -43,3 +48,13 @@ def test_import_is_light_and_has_no_side_effects(tmp_path: Path) -> None:
 def test_modules_stay_small() -> None:
     for path in PACKAGE_DIR.glob("*.py"):
         assert len(path.read_text().splitlines()) < 600, path.name
+
+
+def test_readme_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The package README's example (the repository's docs test covers only README.md and
+    docs/ at the top): run in a fresh directory, it recalls the fact in the next session."""
+    [code] = PYTHON_BLOCK.findall(README.read_text(encoding="utf-8"))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, str(README), "exec"), {"__name__": "readme_example"})  # noqa: S102
+    assert "genmaicha" in capsys.readouterr().out

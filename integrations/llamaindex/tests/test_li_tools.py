@@ -93,6 +93,33 @@ def test_compress(mos: MemOS, use_async: bool) -> None:
     assert summary_id in found and not any(i in found for i in ids)
 
 
+@pytest.mark.skipif(not hasattr(MemOS, "compress"), reason="memos-core has no MemOS.compress yet")
+def test_forget_reply_names_the_summaries_only_flagged(mos: MemOS) -> None:
+    tools = by_name(memos_tools(mos, user_id="alice"))
+    ids = [UUID.search(tools["store_memory"].call(text=t).content).group(0)
+           for t in ("Alice drinks tea at 8.", "Alice drinks tea at 16.")]
+    out = tools["compress_memories"].call(memory_ids=ids, summary="Alice drinks tea at 8 and 16.")
+    summary_id = UUID.search(out.content).group(0)
+
+    reply = tools["forget_memory"].call(memory_id=ids[0]).content
+
+    assert reply.startswith(f"Forgot memory {ids[0]}.") and summary_id in reply
+    # the summary keeps its text (flagged, not forgotten): the reply tells the model to check
+    assert mos.get(summary_id, user_id="alice").text == "Alice drinks tea at 8 and 16."
+
+
+@pytest.mark.parametrize(("k", "lines"), [(None, 3), (2, 2), ("2", 2), (10**6, 3)],
+                         ids=["default", "int", "numeric-str", "above-max_k"])
+def test_search_k_is_capped_at_max_k_and_may_come_as_a_str(
+        shared_mos: MemOS, user: str, k: object, lines: int) -> None:
+    """The model's ``k`` reaches the tool unvalidated (FunctionTool ignores the schema)."""
+    tools = by_name(memos_tools(shared_mos, user_id=user, max_k=3))
+    for hobby in ("chess", "rowing", "pottery", "birdwatching"):
+        tools["store_memory"].call(text=f"The user's hobby is {hobby}.")
+    found = tools["search_memories"].call(query="hobby", k=k).content
+    assert len(found.splitlines()) == lines
+
+
 TOOL_ERRORS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("store_memory", {"text": ""}, InvalidInputError, "text is empty"),
     ("store_memory", {"text": "x", "memory_type": "gossip"}, InvalidInputError,
@@ -100,6 +127,7 @@ TOOL_ERRORS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("store_memory", {"text": "x", "tags": [""]}, InvalidInputError, "tags must contain"),
     ("search_memories", {"query": "  "}, InvalidInputError, "query is empty"),
     ("search_memories", {"query": "x", "k": 0}, InvalidInputError, "k must be an int"),
+    ("search_memories", {"query": "x", "k": "two"}, InvalidInputError, "k must be a whole number"),
     ("update_memory", {"memory_id": "nope", "text": "x"}, MemoryNotFoundError, "No memory with id"),
     ("update_memory", {"memory_id": "00000000-0000-4000-8000-000000000000", "text": "x"},
      MemoryNotFoundError, "No memory with id"),

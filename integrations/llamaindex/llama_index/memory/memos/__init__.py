@@ -2,12 +2,16 @@
 
 Start with :class:`MemOSMemory`::
 
+    from llama_index.core.chat_engine import SimpleChatEngine
     from memos_core import MemOS
     from llama_index.memory.memos import MemOSMemory
 
-    mos = MemOS("./memdata")
-    memory = MemOSMemory.from_defaults(mos=mos, user_id="alice", session_id="s1")
-    engine = SimpleChatEngine.from_defaults(llm=llm, memory=memory)
+    with MemOS("./memdata") as mos:
+        memory = MemOSMemory.from_defaults(mos=mos, user_id="alice", session_id="s1")
+        engine = SimpleChatEngine.from_defaults(llm=your_llm, memory=memory)
+        engine.chat("My favourite tea is genmaicha.")
+
+The package's README.md has the same example, runnable as written.
 """
 
 from llama_index.memory.memos.chat_store import MemOSAsyncChatStore, MemOSChatStore

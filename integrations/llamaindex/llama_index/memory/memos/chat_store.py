@@ -44,7 +44,9 @@ from llama_index.memory.memos._convert import dump_message, load_message
 _ACTIVE = MessageStatus.ACTIVE.value
 
 
-def _rows(messages: Sequence[ChatMessage], ids: Sequence[str] | None) -> list[Row]:
+def history_rows(messages: Sequence[ChatMessage], ids: Sequence[str] | None) -> list[Row]:
+    """The log rows ``(id, JSON)`` of ``messages``; ``ids``: one per message (default: new
+    random ids). Raises :class:`InvalidInputError` for a message that cannot be stored."""
     if ids is None:
         ids = [uuid.uuid4().hex for _ in messages]
     elif (isinstance(ids, (str, bytes)) or len(ids) != len(messages)
@@ -54,6 +56,20 @@ def _rows(messages: Sequence[ChatMessage], ids: Sequence[str] | None) -> list[Ro
         )
     return [(mid, dump_message(m, f"messages[{i}]"))
             for i, (mid, m) in enumerate(zip(ids, messages))]
+
+
+def _keep_ids(old: Sequence[Row], rows: Sequence[Row]) -> list[Row]:
+    """``rows`` with each message that ``old`` holds too (the same JSON) under its old id, each
+    old id used once: setting a history to messages it already has (``Memory.set``, what
+    ``agent.run(chat_history=...)`` does) keeps the link from a memory to its source message."""
+    free: dict[str, list[str]] = {}
+    for mid, data in old:
+        free.setdefault(data, []).append(mid)
+    kept: list[Row] = []
+    for mid, data in rows:
+        same = free.get(data)
+        kept.append((same.pop(0) if same else mid, data))
+    return kept
 
 
 def _messages(rows: Sequence[Row]) -> list[ChatMessage]:
@@ -93,9 +109,12 @@ class MemOSChatStore(BaseChatStore):
         return self.user_id or ""
 
     def set_messages(self, key: str, messages: list[ChatMessage]) -> None:
-        """Replace the key's active messages with ``messages`` (in one transaction)."""
-        rows = _rows(check_chat_messages(messages), None)
-        self._log.replace(self._ns, check_key(key), rows, _ACTIVE, clear=_ACTIVE)
+        """Replace the key's active messages with ``messages`` (in one transaction); a message
+        equal to one it replaces keeps that one's id."""
+        rows = history_rows(check_chat_messages(messages), None)
+        key = check_key(key)
+        rows = _keep_ids(self._log.read(self._ns, key, _ACTIVE), rows)
+        self._log.replace(self._ns, key, rows, _ACTIVE, clear=_ACTIVE)
 
     def get_messages(self, key: str) -> list[ChatMessage]:
         """The key's active messages, oldest first ([] for an unknown key); new objects."""
@@ -103,7 +122,7 @@ class MemOSChatStore(BaseChatStore):
 
     def add_message(self, key: str, message: ChatMessage) -> None:
         """Append one message to the key's history."""
-        rows = _rows([check_chat_message(message, "message")], None)
+        rows = history_rows([check_chat_message(message, "message")], None)
         self._log.append(self._ns, check_key(key), rows, _ACTIVE)
 
     def delete_messages(self, key: str) -> list[ChatMessage] | None:
@@ -128,8 +147,10 @@ class MemOSChatStore(BaseChatStore):
 
     async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
         """Async :meth:`set_messages`."""
-        rows = _rows(check_chat_messages(messages), None)
-        await self._log.areplace(self._ns, check_key(key), rows, _ACTIVE, clear=_ACTIVE)
+        rows = history_rows(check_chat_messages(messages), None)
+        key = check_key(key)
+        rows = _keep_ids(await self._log.aread(self._ns, key, _ACTIVE), rows)
+        await self._log.areplace(self._ns, key, rows, _ACTIVE, clear=_ACTIVE)
 
     async def aget_messages(self, key: str) -> list[ChatMessage]:
         """Async :meth:`get_messages`."""
@@ -137,7 +158,7 @@ class MemOSChatStore(BaseChatStore):
 
     async def async_add_message(self, key: str, message: ChatMessage) -> None:
         """Async :meth:`add_message`."""
-        rows = _rows([check_chat_message(message, "message")], None)
+        rows = history_rows([check_chat_message(message, "message")], None)
         await self._log.aappend(self._ns, check_key(key), rows, _ACTIVE)
 
     async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
@@ -173,7 +194,7 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
 
     Beyond the interface: :meth:`add_messages` accepts ``ids=`` and
     :meth:`get_message_ids` returns them, so a caller can link a message to the memories
-    made from it.
+    made from it; :meth:`set_messages` keeps the id of every message the key already held.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -237,17 +258,20 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
     ) -> None:
         """Append messages in order, in one transaction. ``ids``: one id per message
         (default: new random ids)."""
-        rows = _rows(check_chat_messages(messages), ids)
+        rows = history_rows(check_chat_messages(messages), ids)
         args = (self._ns, check_key(key), rows, check_status(status, optional=False))
         await self._log.aappend(*args)
 
     async def set_messages(
         self, key: str, messages: list[ChatMessage], status: MessageStatus = MessageStatus.ACTIVE
     ) -> None:
-        """Replace all of the key's messages (any status) with ``messages`` of ``status``."""
-        rows = _rows(check_chat_messages(messages), None)
-        args = (self._ns, check_key(key), rows, check_status(status, optional=False))
-        await self._log.areplace(*args, None)
+        """Replace all of the key's messages (any status) with ``messages`` of ``status``; a
+        message equal to one it replaces keeps that one's id (so memories made from it still
+        name it as their source)."""
+        rows = history_rows(check_chat_messages(messages), None)
+        key, state = check_key(key), check_status(status, optional=False)
+        rows = _keep_ids(await self._log.aread(self._ns, key, None), rows)
+        await self._log.areplace(self._ns, key, rows, state, None)
 
     async def delete_message(self, key: str, idx: int) -> ChatMessage | None:
         """Delete the message at position ``idx`` among all the key's messages; returns it,

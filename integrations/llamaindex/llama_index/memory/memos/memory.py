@@ -28,7 +28,7 @@ from llama_index.memory.memos._checks import (
     check_roles,
 )
 from llama_index.memory.memos._convert import to_memos_messages
-from llama_index.memory.memos.chat_store import MemOSAsyncChatStore
+from llama_index.memory.memos.chat_store import MemOSAsyncChatStore, history_rows
 from llama_index.memory.memos.memory_block import EXCLUDE_SOURCES_KWARG, MemOSMemoryBlock
 
 
@@ -165,13 +165,16 @@ class MemOSMemory(Memory):
     async def aput_messages(self, messages: list[ChatMessage]) -> None:
         """Append messages to the history and store each one with text as a memory.
 
-        The memory is written first (it is validated more strictly); if it fails, the history
-        is unchanged. Then the short-term queue is flushed as ``Memory`` does.
+        Nothing is written unless the history can store every message (``additional_kwargs``
+        must be JSON-serialisable). Then the memory is written (it is validated more
+        strictly); if it fails, the history is unchanged. Then the short-term queue is
+        flushed as ``Memory`` does.
         """
         messages = check_chat_messages(messages)
         if not messages:
             return
         ids = [uuid.uuid4().hex for _ in messages]
+        history_rows(messages, ids)  # raises InvalidInputError before anything is written
         items = to_memos_messages(messages, self.remember_roles, ids,
                                   questions=self.remember_questions)
         if items:

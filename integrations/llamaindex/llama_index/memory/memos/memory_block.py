@@ -8,8 +8,9 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory.memory import BaseMemoryBlock
+from llama_index.core.storage.chat_store.base_db import MessageStatus
 from memos_core import MemOS
-from memos_core.integration import check_k, check_name
+from memos_core.integration import ConversationLog, check_k, check_name
 
 from llama_index.memory.memos._checks import (
     check_mos,
@@ -21,6 +22,7 @@ from llama_index.memory.memos._convert import (
     asked_or_answered,
     check_line_template,
     format_hits,
+    load_message,
     query_text,
     to_memos_messages,
 )
@@ -28,6 +30,7 @@ from llama_index.memory.memos._convert import (
 #: The ``block_kwargs`` key through which :class:`MemOSMemory` tells the block which chat
 #: message ids are already in the prompt, so memories made from them are not repeated.
 EXCLUDE_SOURCES_KWARG = "memos_exclude_message_ids"
+_ARCHIVED = MessageStatus.ARCHIVED.value
 
 
 class MemOSMemoryBlock(BaseMemoryBlock[str]):
@@ -48,10 +51,12 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
     the user's) that is not a question (unless ``remember_questions``), owned by ``user_id``
     and filed under the session ``Memory`` names (else ``session_id``); the rule is
     ``memos_core.messages.worth_remembering``. Messages without text (tool-call requests,
-    images) are skipped. Questions and answers stay in the chat history only: stored, a
-    question is the best match for the same question asked again and crowds out the fact.
-    Recalled questions and assistant turns (stored with wider settings) rank after
-    statements.
+    images) are skipped. When ``Memory`` keeps its history in a :class:`MemOSAsyncChatStore`
+    with this block's ``user_id``, each memory names the message it was made from, and
+    forgetting the memory blanks that message. Questions and answers stay in the chat
+    history only: stored, a question is the best match for the same question asked again
+    and crowds out the fact. Recalled questions and assistant turns (stored with wider
+    settings) rank after statements.
 
     Truncation (``atruncate``): drops the lowest-ranked lines first. With ``priority=0`` the
     block is never truncated.
@@ -136,9 +141,33 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
             session = session if isinstance(session, str) and session else self.session_id
             by_session.setdefault(session, []).append(message)
         for session, group in by_session.items():
-            items = to_memos_messages(group, self.remember_roles,
+            ids = await self._flushed_ids(session, group)
+            items = to_memos_messages(group, self.remember_roles, ids,
                                       questions=self.remember_questions)
             if items:
                 await self.mos.aadd(
                     items, user_id=self.user_id, agent_id=self.agent_id, session_id=session
                 )
+
+    async def _flushed_ids(
+        self, session: str | None, messages: list[ChatMessage]
+    ) -> list[str] | None:
+        """The chat-history ids of ``messages``, so that the memories made from them name
+        their source messages (a forget then blanks those by id); None where unknown.
+
+        ``Memory`` archives the messages it flushes just before it hands them over, so in a
+        :class:`MemOSAsyncChatStore` of this block's ``user_id`` they are the session's newest
+        archived messages. Anything else (another chat store or user namespace, an ``aput``
+        of other messages) does not match them by role and blocks: None.
+        """
+        if session is None:
+            return None
+        log, n = ConversationLog(self.mos), len(messages)
+        total = await log.acount(self.user_id, session, _ARCHIVED)
+        if total < n:
+            return None
+        rows = await log.aread(self.user_id, session, _ARCHIVED, n, total - n)
+        stored = [load_message(data) for _, data in rows]
+        if [(m.role, m.blocks) for m in stored] != [(m.role, m.blocks) for m in messages]:
+            return None
+        return [mid for mid, _ in rows]

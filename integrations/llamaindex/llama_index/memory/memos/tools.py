@@ -24,7 +24,7 @@ import warnings
 
 from llama_index.core.tools import FunctionTool
 from memos_core import InvalidInputError, MemOS, MemOSError
-from memos_core.integration import TOOL_NAMES, check_k, check_name, tool_spec
+from memos_core.integration import TOOL_NAMES, check_k, check_name, forget_reply, tool_spec
 
 from llama_index.memory.memos._checks import check_mos
 
@@ -70,6 +70,24 @@ def _memory_ids(memory_ids: object) -> list[str]:
     return list(memory_ids)
 
 
+def _search_k(k: object, max_k: int) -> int:
+    """The ``k`` the model asked for (default 5), capped at ``max_k``. ``FunctionTool`` hands
+    the model's arguments over as they came, not through the schema, so a whole number in a
+    str (``"2"``) counts too; anything else that is not an int is refused."""
+    if k is None:
+        k = 5
+    elif isinstance(k, str):
+        try:
+            k = int(k)
+        except ValueError:
+            raise InvalidInputError(
+                f"k must be a whole number of memories, such as 5; got {k!r}."
+            ) from None
+    if isinstance(k, int) and not isinstance(k, bool):
+        k = min(k, max_k)
+    return check_k(k)
+
+
 def _functions(
     mos: MemOS, user_id: str, agent_id: str | None, session_id: str | None, max_k: int
 ) -> dict[str, Callable[..., str]]:
@@ -92,9 +110,9 @@ def _functions(
 
         Args:
             query (str): What to look for, in natural language.
-            k (int): How many memories to return at most.
+            k (int): How many memories to return at most (capped at ``max_k``).
         """
-        hits = mos.search(query, user_id=user_id, k=min(check_k(5 if k is None else k), max_k))
+        hits = mos.search(query, user_id=user_id, k=_search_k(k, max_k))
         if not hits:
             return "No memories match."
         return "\n".join(f"[{h.id}] {h.text}" for h in hits)
@@ -110,13 +128,15 @@ def _functions(
         return f"Updated memory {cube.id} (version {cube.version})."
 
     def forget_memory(memory_id: str) -> str:
-        """Forget a memory for good (it is removed everywhere).
+        """Forget a memory for good: its text leaves every version, the index, the graph and
+        the chat history. Summaries made from it are flagged, not forgotten (their text may
+        still repeat it); the reply names them so that the model can check them.
 
         Args:
             memory_id (str): The id shown by search_memories.
         """
         receipt = mos.forget(memory_id, user_id=user_id, agent_id=agent_id)
-        return f"Forgot memory {receipt.memory_id}."
+        return forget_reply(receipt)
 
     def compress_memories(memory_ids: list[str], summary: str) -> str:
         """Replace several memories by one summary; the originals are archived.

@@ -152,7 +152,17 @@ class MemOS:
         """Bring this directory's KV files and adapters in line with the vault before
         anything is served: forgets, updates and expiries this process did not hear of (it
         was closed or killed mid-purge; in server mode another process made them) leave no
-        block or adapter holding the old text. Purges that failed earlier are retried."""
+        block or adapter holding the old text. Purges that failed earlier are retried, and
+        forgets that stopped before their cascade (a process killed after the tombstone)
+        flag the summaries made from the forgotten memory."""
+        try:
+            with self.store.write_lock:
+                finished = forget_ops.finish_unfinished(self.store)
+            if finished:
+                logger.warning("finished %d forgets that had stopped before flagging the "
+                               "summaries made from their memory", finished)
+        except Exception:  # noqa: BLE001 - the store opens; the next forget of it retries
+            logger.warning("finishing interrupted forgets failed", exc_info=True)
         try:
             if self.store.purge_pending:
                 self.store.retry_purges()
@@ -314,8 +324,9 @@ class MemOS:
         ``path``: the file the hook redacts; while the hook lives, that file's file redactor
         (an entry point, used when no adapter is open) does not run.
 
-        ``memory`` is the cube about to be forgotten, text intact; the hook removes the copies
-        it keeps and returns the :class:`~memos_core.results.DerivedForm` it touched (they go
+        ``memory`` is the cube about to be forgotten, text intact (a
+        ``MessageRedactor(memory)`` built in the hook also knows the texts of its earlier
+        versions); the hook removes the copies it keeps and returns the :class:`~memos_core.results.DerivedForm` it touched (they go
         into the receipt). It runs under the write lock, before the tombstone: if it raises,
         the forget raises and the memory is not forgotten. It must not call this ``MemOS``.
         A bound method is held weakly. Returns a function that unregisters the hook (call it

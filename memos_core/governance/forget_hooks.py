@@ -34,8 +34,10 @@ Logs redacted by earlier hooks stay redacted -- that removes only forgotten text
 What counts as carrying the memory (:class:`MessageRedactor`, pure): a message that is one
 of the memory's source messages (``provenance.source_message_ids``) has its text replaced by
 :data:`FORGOTTEN`; in every other message, each occurrence of the memory's text -- and, for a
-memory made from a chat message ("speaker: content"), of the content -- becomes
-:data:`FORGOTTEN`. A text or content shorter than :data:`MIN_NEEDLE` characters (``"ok"``)
+memory made from a chat message ("speaker: content"), of the content; and, while its forget
+runs, of what its earlier versions said (:func:`earlier_texts`) -- becomes
+:data:`FORGOTTEN`, and so does the rest of a line that starts with the memory's id in
+brackets (a memory tool's search result, ``[<id>] text``). A text or content shorter than :data:`MIN_NEEDLE` characters (``"ok"``)
 only matches a whole message text, so that it does not redact words inside other messages.
 Messages are kept, so the conversation's structure (roles, tool-call pairs, ids) stays valid.
 """
@@ -49,9 +51,12 @@ import re
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, cast
 
 from memos_core.cube import MemCube
@@ -231,20 +236,20 @@ class MessageRedactor:
     def __init__(self, memory: MemCube) -> None:
         self.memory_id = memory.id
         self.source_ids = frozenset(memory.provenance.source_message_ids)
-        content = _message_content(memory)
-        self._whole = {s.strip() for s in (memory.text, content) if s and s.strip()}
+        # its text now and, while its forget runs, what its earlier versions said
+        texts = [memory.text, *_EARLIER.get().get(memory.id, ())]
+        spoken = "role" in memory.metadata
+        found = [*texts, *(_content(t) for t in texts if spoken)]
+        self._whole = {t.strip() for t in found if t and t.strip()}
         # A short text ("ok", "e") only matches a whole message: as a substring it would
-        # redact words of every conversation, other users' included. The lines of a
-        # multi-line text count on their own (a message of several blocks, joined by
-        # newlines in the memory, is stored one block per text).
-        lines = [line for t in (memory.text, content) if t and "\n" in t
-                 for line in t.splitlines()]
-        needles = [n for n in (memory.text, content, *lines)
-                   if n and len(n.strip()) >= MIN_NEEDLE]
+        # redact words of every conversation, other users' included.
         # longest first, so that the text is replaced before the content inside it
-        self._needles = sorted({n.strip() for n in needles}, key=len, reverse=True)
-        # a memory tool's search result line, "[<id>] ...": whatever the text's length
-        self._result_line = re.compile(re.escape(f"[{memory.id}]") + r"[^\n]*")
+        self._needles = sorted({t for t in self._whole if len(t) >= MIN_NEEDLE},
+                               key=len, reverse=True)
+        # a memory tool's search result line ("[<id>] text", "3. [<id>] (fact, ...) text"):
+        # whatever the text's length
+        self._result_line = re.compile(
+            r"^([ \t]*(?:\d+\.[ \t]*)?)" + re.escape(f"[{memory.id}]") + r"[^\n]*", re.M)
 
     def with_texts(self, texts: Iterable[str]) -> MessageRedactor:
         """A redactor that also redacts ``texts``: the contents of the memory's source
@@ -266,15 +271,16 @@ class MessageRedactor:
 
     def text(self, text: str) -> str:
         """``text`` with the memory redacted (the same string when it holds none of it): the
-        memory's text, content and long lines, and the rest of any line that starts with
-        its id in brackets (the memory tools' search results list hits as ``[<id>] text``)."""
+        memory's texts and contents, and the rest of any line that starts with its id in
+        brackets (the memory tools' search results list hits as ``[<id>] text``)."""
         if text.strip() in self._whole:
             return FORGOTTEN
         for needle in self._needles:
             if needle in text:
                 text = text.replace(needle, FORGOTTEN)
         if f"[{self.memory_id}]" in text:
-            text = self._result_line.sub(f"[{self.memory_id}] {FORGOTTEN}", text)
+            text = self._result_line.sub(
+                lambda m: f"{m.group(1)}[{self.memory_id}] {FORGOTTEN}", text)
         return text
 
     def value(self, value: Any, other: Callable[[Any], Any] | None = None) -> Any:
@@ -346,12 +352,28 @@ def _redact_json(value: Any, redactor: MessageRedactor, source: bool, key: str |
     return value
 
 
-def _message_content(memory: MemCube) -> str | None:
-    """The content of the chat message a memory was made from ("speaker: content" -> content),
-    or None for a memory not made from a message."""
-    if "role" not in memory.metadata or ": " not in memory.text:
-        return None
-    return memory.text.split(": ", 1)[1]
+def _content(text: str) -> str | None:
+    """The content of a chat message's memory text ("speaker: content" -> content)."""
+    return text.split(": ", 1)[1] if ": " in text else None
+
+
+#: While a forget runs its redactors: memory id -> the texts its earlier versions held (see
+#: :func:`earlier_texts`).
+_EARLIER: ContextVar[Mapping[str, tuple[str, ...]]] = ContextVar(
+    "memos_forget_earlier", default=MappingProxyType({}))
+
+
+@contextmanager
+def earlier_texts(memory_id: str, texts: Sequence[str]) -> Iterator[None]:
+    """Within this block, every :class:`MessageRedactor` of ``memory_id`` also redacts
+    ``texts`` (what its earlier versions said: a conversation may still quote the memory as
+    it was before an update). ``forget`` sets it around the redaction of the logs, so the
+    hooks and redactors need no other argument and run once per memory."""
+    token = _EARLIER.set({**_EARLIER.get(), memory_id: tuple(texts)})
+    try:
+        yield
+    finally:
+        _EARLIER.reset(token)
 
 
 def truncate_wal(db: sqlite3.Connection, path: Path) -> None:

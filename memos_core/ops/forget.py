@@ -44,20 +44,20 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 from memos_core.cube import MemCube, State
 from memos_core.errors import AccessDeniedError, PurgePendingError, first_line
 from memos_core.governance import access
 from memos_core.governance.derived import FLAG_KEY, DerivedMode, check_mode
-from memos_core.governance.forget_hooks import MessageRedactor, redact_log_message
+from memos_core.governance.forget_hooks import MessageRedactor, earlier_texts, redact_log_message
 from memos_core.ops.writes import write_version
 from memos_core.results import DerivedForm, ForgetReceipt
 from memos_core.store import MemoryStore
 from memos_core.vault import Actor
 
-__all__ = ["FLAG_KEY", "LOG_FORM", "DerivedMode", "check_mode", "forget_one", "redact_logs"]
+__all__ = ["FLAG_KEY", "LOG_FORM", "DerivedMode", "check_mode", "finish_unfinished", "forget_one",
+           "redact_logs"]
 
 #: A receipt's id of a redacted conversation log: ``"conversation_log:<user>/<log id>"``.
 LOG_FORM = "conversation_log"
@@ -72,38 +72,21 @@ def redact_logs(store: MemoryStore, cube: MemCube) -> list[DerivedForm]:
     """Redact ``cube`` in the vault's conversation logs of its owner and of no user
     (:meth:`~memos_core.vault.base.ConversationLogs.log_redact`), then run the forget hooks,
     the file redactors of the data directory's legacy log files and the vault redactors
-    (nothing for a tombstone); the forms they touched."""
+    (nothing for a tombstone); the forms they touched. Each of them also redacts what the
+    memory said in its earlier versions (:func:`~memos_core.governance.forget_hooks.earlier_texts`):
+    a conversation may still quote it as it was before an update."""
     if cube.state is State.DELETED:
         return []
-    forms: dict[DerivedForm, None] = {}  # in order, once each
-    for version in _texts_of(store, cube):
-        redactor = MessageRedactor(version)
+    earlier = [v.text for v in store.vault.history(cube.id)[:-1] if v.text != cube.text]
+    with earlier_texts(cube.id, list(dict.fromkeys(earlier))):
+        redactor = MessageRedactor(cube)
         changed = store.vault.log_redact(
             [cube.user_id, ""], [p.decode() for p in redactor.patterns()],
             sorted(redactor.source_ids),
-            partial(_redact_message, redactor))
-        forms.update((DerivedForm(kind="conversation_log", id=f"{LOG_FORM}:{user}/{log}",
-                                  action="redacted"), None) for user, log in changed)
-        forms.update(dict.fromkeys(
-            store.forget_hooks.run(version, Path(store.data_dir), store.vault)))
-    return list(forms)
-
-
-def _redact_message(redactor: MessageRedactor, message_id: str, message: str) -> str | None:
-    return redact_log_message(message, redactor, redactor.is_source(message_id))
-
-
-def _texts_of(store: MemoryStore, cube: MemCube) -> list[MemCube]:
-    """``cube``, then each earlier version whose text or sources differ from every version
-    before it in this list: a conversation may still hold what the memory said before an
-    update (an agent's store_memory call, a search result), and forgetting it must reach
-    that too."""
-    kept = [cube]
-    for version in reversed(store.vault.history(cube.id)[:-1]):
-        if all(version.text != k.text or version.provenance.source_message_ids
-               != k.provenance.source_message_ids for k in kept):
-            kept.append(version)
-    return kept
+            lambda mid, message: redact_log_message(message, redactor, redactor.is_source(mid)))
+        forms = [DerivedForm(kind="conversation_log", id=f"{LOG_FORM}:{user}/{log}",
+                             action="redacted") for user, log in changed]
+        return forms + store.forget_hooks.run(cube, Path(store.data_dir), store.vault)
 
 
 def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: DerivedMode,
@@ -119,22 +102,29 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
     """
     if cube.state is State.DELETED:
         # Already forgotten: nothing is removed again, unless the tombstone still held
-        # content (one imported from a bundle made elsewhere): then it is scrubbed now; or
+        # content (one imported from a bundle made elsewhere): then it is scrubbed now; the
+        # forget stopped before its cascade (the process died): the cascade runs now; or
         # the derived files' purge failed last time: then it runs again.
+        if derived == "forget":
+            check_cascade(store, cube, actor.user_id)
         repaired = store.vault.scrub_tombstone(cube.id)
+        left = store.vault.derived_from(cube.id)
+        cascaded = _cascade(store, cube.id, left, actor, derived) if left else []
         again = (_purge(store, cube.id, [p(cube.id) for p in store.purgers])
                  if cube.id in store.purge_pending else [])
         return ForgetReceipt(memory_id=cube.id, version=cube.version, text_sha256=None,
                              removed_from=(("vault",) if repaired else ()) + _stores_of(again),
-                             at=cube.updated_at, derived=tuple(again))
+                             at=cube.updated_at, derived=tuple(cascaded + again))
     if derived == "forget":
         check_cascade(store, cube, actor.user_id)
     forms = redact_logs(store, cube) if logs is None else list(logs)
     digest = hashlib.sha256(cube.text.encode()).hexdigest()  # the receipt's; never stored
     finishers: list[Callable[[], list[DerivedForm]]] = [p(cube.id) for p in store.purgers]
-    summaries = store.vault.derived_from(cube.id)  # before the tombstone drops the relations
     # the KV engine, if any, drops its blocks when it hears of the tombstone
     (tomb,) = store.write(lambda: [store.vault.tombstone(cube.id, actor)])
+    # read once the tombstone is committed (it keeps these relations for the cascade): a
+    # summary another process made of it just before is among them, and none can come after
+    summaries = store.vault.derived_from(cube.id)
     # an index delete that failed is retried on the next call: not claimed done here
     indexed = () if cube.id in store.deferred else ("index",)
     logged = bool(forms)
@@ -237,6 +227,23 @@ def _cascade(store: MemoryStore, source_id: str, summary_ids: list[str], actor: 
             write_version(store, summary, {"metadata": metadata}, cascade_actor,
                           "flag:source_forgotten", {"source": source_id})
         forms.append(DerivedForm(kind="summary", id=sid, action="flagged"))
+    store.vault.drop_relations(source_id)  # every summary was dealt with
     if pending:
         raise pending[0]
     return forms
+
+
+def finish_unfinished(store: MemoryStore) -> int:
+    """Run the cascade of every forget that stopped between its tombstone and its cascade
+    (the process died; :meth:`~memos_core.vault.base.Vault.unfinished_forgets`): the
+    summaries made from the forgotten memory are flagged (the mode the forget asked for is
+    not known; forget a summary to drop it). Returns how many forgets were finished."""
+    done = 0
+    for memory_id in store.vault.unfinished_forgets():
+        tomb = store.vault.get(memory_id)
+        if tomb is None or tomb.state is not State.DELETED:
+            continue
+        actor = Actor(tomb.user_id, None, "an interrupted forget finished")
+        forget_one(store, tomb, actor, "flag")
+        done += 1
+    return done

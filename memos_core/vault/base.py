@@ -156,8 +156,10 @@ class KeyedItems(Protocol):
     """
 
     def put_keyed(self, item: ItemKey, cube: MemCube, expected_version: int | None,
-                  actor: Actor, action: str) -> None:
+                  actor: Actor, action: str, *,
+                  grants: Sequence[NamespaceGrant] | None = None) -> None:
         """Write ``cube`` under ``item`` in one transaction, with its audit record.
+        ``grants``: as for :meth:`Vault.insert`, for a new memory.
 
         ``expected_version=None``: ``cube`` is a new memory (version 1); it is inserted as
         :meth:`Vault.insert` would and bound to ``item``. Otherwise ``cube`` is the next
@@ -385,10 +387,15 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
 
     def insert(self, cubes: Sequence[MemCube], actor: Actor, action: str = "add", *,
                replacements: Sequence[tuple[MemCube, int]] = (), edges: Sequence[Edge] = (),
-               replacement_action: str = "supersede") -> None:
+               replacement_action: str = "supersede",
+               grants: Sequence[NamespaceGrant] | None = None) -> None:
         """Store new memories (version 1 each) with optional new versions of existing ones
         (``(new_version, expected_version)``, audited as ``replacement_action``) and
-        relations, in one transaction; one audit record per memory written."""
+        relations, in one transaction; one audit record per memory written. ``grants``: the
+        namespace grants of the memories' owners that the caller applied to them
+        (``ops.share.inherit_grants``); if the owners' grants differ when the transaction
+        runs (another process shared or revoked in between), :class:`NamespaceChangedError`
+        and nothing is written."""
 
     def import_histories(self, histories: Sequence[Sequence[MemCube]], edges: Sequence[Edge],
                          actor: Actor) -> None:
@@ -405,17 +412,27 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
 
     def tombstone(self, memory_id: str, actor: Actor) -> MemCube:
         """Forget a memory: scrub every version (its text emptied, nothing derived kept),
-        write a ``deleted`` version, drop its usage counters, relations and key bindings
-        (:class:`KeyedItems`), audit ``forget``.
+        write a ``deleted`` version, drop its usage counters, key bindings
+        (:class:`KeyedItems`) and relations -- but for its summaries' ``derived_from``
+        relations, which the forget's cascade reads once this commits and then drops
+        (:meth:`drop_relations`) -- and audit ``forget``.
         Returns the tombstone; a tombstone again is returned unchanged (idempotent).
 
         Raises:
             MemoryNotFoundError: unknown id.
         """
 
+    def drop_relations(self, memory_id: str) -> None:
+        """Delete every relation left to or from ``memory_id`` (a tombstone keeps its
+        summaries' ``derived_from`` relations until its forget's cascade has read them)."""
+
+    def unfinished_forgets(self) -> builtins.list[str]:
+        """Ids of the tombstones whose summaries' ``derived_from`` relations are still there:
+        forgets stopped between the tombstone and the cascade (a crash), to be finished."""
+
     def scrub_tombstone(self, memory_id: str) -> int:
         """Scrub every version of the forgotten memory ``memory_id`` that still holds content
-        (its ``scrubbed`` flag unset) and drop its relations and key bindings, in one
+        (its ``scrubbed`` flag unset) and drop what :meth:`tombstone` drops, in one
         transaction; returns how
         many versions were scrubbed (0 for a proper tombstone or a memory not forgotten)."""
 

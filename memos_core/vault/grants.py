@@ -7,10 +7,11 @@ agent / session (the whole namespace) is stored as ``''`` so the primary key sta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from memos_core.cube import MemCube, utcnow
+from memos_core.errors import NamespaceChangedError
 from memos_core.vault.base import Actor, NamespaceGrant
 
 
@@ -61,3 +62,28 @@ class SQLiteGrantsMixin:
 
 def _key(grant: NamespaceGrant) -> tuple[str, str, str, str]:
     return (grant.owner, grant.agent_id or "", grant.session_id or "", grant.grantee)
+
+
+def check_grants(db: Any, cubes: Sequence[MemCube], seen: Sequence[NamespaceGrant] | None
+                 ) -> None:
+    """In a write transaction (``db``, SQLite): refuse (:class:`NamespaceChangedError`) new
+    memories whose owners' grants are no longer ``seen`` (None: not checked)."""
+    if seen is None or not cubes:
+        return
+    owners = sorted({c.user_id for c in cubes})
+    require_grants(owners, seen, db.execute(
+        "SELECT owner, grantee, scope, agent_id, session_id FROM grants WHERE owner IN "
+        f"({','.join('?' * len(owners))})", owners).fetchall())
+
+
+def require_grants(owners: Iterable[str], seen: Sequence[NamespaceGrant],
+                   rows: Iterable[Sequence[Any]]) -> None:
+    """Raise :class:`NamespaceChangedError` unless ``rows`` (the grants of ``owners`` as the
+    transaction reads them: owner, grantee, scope, agent, session) are ``seen``: the grants
+    the caller applied to the new memories of ``owners``."""
+    owners = set(owners)
+    now = {NamespaceGrant(o, g, sc, a or None, se or None) for o, g, sc, a, se in rows}
+    if now != {g for g in seen if g.owner in owners}:
+        raise NamespaceChangedError(
+            f"The namespace grants of {', '.join(sorted(owners))} changed while these memories "
+            "were being stored (a share or revoke committed in between); nothing was stored.")

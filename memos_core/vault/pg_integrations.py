@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from memos_core.cube import MemCube, require_canonical_ids, utcnow
 from memos_core.errors import ConflictError, InvalidInputError, MemoryNotFoundError
 from memos_core.vault.base import Actor, CheckpointRecord, ItemKey, LogRow, NamespaceGrant, Typed
+from memos_core.vault.grants import require_grants
 from memos_core.vault.pg_sql import Exec, Many, Program, Rows, one, run, with_usage
 from memos_core.vault.sqlite_keyed import SEP, _check_item, ns_path
 from memos_core.vault.sqlite_log import STATUSES
@@ -71,6 +72,18 @@ class PgGrantsMixin:
             self._audit(tx, actor, "share_namespace" if add else "revoke_namespace", None, None,
                         {**details, "memories": len(changes)})
             tx.change(None, "grants", {"owner": actor.user_id})
+
+
+def check_grants(tx: Any, cubes: Sequence[MemCube], seen: Sequence[NamespaceGrant] | None
+                 ) -> None:
+    """In a write transaction: refuse (:class:`NamespaceChangedError`) new memories whose
+    owners' grants are no longer ``seen`` (None: the caller applied none; not checked)."""
+    if seen is None or not cubes:
+        return
+    owners = sorted({c.user_id for c in cubes})
+    require_grants(owners, seen, tx.conn.execute(
+        "SELECT owner, grantee, scope, agent_id, session_id FROM grants WHERE owner = ANY(%s)",
+        (owners,)))
 
 
 def _grant_key(grant: NamespaceGrant) -> tuple[str, str, str, str]:
@@ -141,7 +154,8 @@ class PgKeyedMixin(PgRunner):
     _put_version: Any
 
     def put_keyed(self, item: ItemKey, cube: MemCube, expected_version: int | None,
-                  actor: Actor, action: str) -> None:
+                  actor: Actor, action: str, *,
+                  grants: Sequence[NamespaceGrant] | None = None) -> None:
         """See :meth:`memos_core.vault.base.KeyedItems.put_keyed`."""
         require_canonical_ids([cube])
         import psycopg
@@ -159,6 +173,7 @@ class PgKeyedMixin(PgRunner):
                     raise ConflictError(
                         f"Key {item.key!r} in {item.namespace!r} is already bound to memory "
                         f"{row[0]}; read it and write its next version.")
+                check_grants(tx, [cube], grants)
                 self._insert_cubes(tx, [cube], actor, action)
                 try:
                     tx.conn.execute("INSERT INTO item_keys(user_id, ns_path, key, memory_id) "

@@ -47,13 +47,14 @@ from memos_core.errors import (
     first_line,
 )
 from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, audit_hash, parse_head, verify_chain
-from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
+from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant
 from memos_core.vault import pg_sql
 from memos_core.vault.pg_async import PgAsyncMixin
 from memos_core.vault.pg_feed import FeedMixin, Tx
 from memos_core.vault.pg_graph import PgGraphMixin
 from memos_core.vault.pg_integrations import (
     PgCheckpointsMixin,
+    check_grants,
     PgGrantsMixin,
     PgKeyedMixin,
     PgLogMixin,
@@ -393,9 +394,11 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
     def insert(self, cubes: Sequence[MemCube], actor: Actor, action: str = "add", *,
                replacements: Sequence[tuple[MemCube, int]] = (), edges: Sequence[Edge] = (),
-               replacement_action: str = "supersede") -> None:
+               replacement_action: str = "supersede",
+               grants: Sequence[NamespaceGrant] | None = None) -> None:
         require_canonical_ids([*cubes, *(c for c, _ in replacements)])
-        with self._tx() as tx:
+        with self._tx() as tx:  # under the write lock: the grants read here are current
+            check_grants(tx, cubes, grants)
             self._insert_cubes(tx, cubes, actor, action)
             for cube, expected in replacements:
                 self._put_version(tx, cube, expected, actor, replacement_action,
@@ -479,10 +482,24 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         return tomb
 
     def _drop_relations(self, tx: Tx, memory_id: str) -> None:
+        """A tombstone's key bindings, usage counters and relations go, but for the
+        ``derived_from`` relations of its summaries: the forget's cascade reads those after
+        the tombstone commits, then drops them (:meth:`drop_relations`)."""
         tx.conn.execute("DELETE FROM item_keys WHERE memory_id=%s", (memory_id,))
         tx.conn.execute("DELETE FROM usage WHERE id=%s", (memory_id,))
-        tx.conn.execute("DELETE FROM edges WHERE src=%s OR dst=%s", (memory_id, memory_id))
+        tx.conn.execute("DELETE FROM edges WHERE src=%s OR (dst=%s AND kind<>'derived_from')",
+                        (memory_id, memory_id))
         tx.change(memory_id, "forget", {})
+
+    def drop_relations(self, memory_id: str) -> None:
+        with self._tx() as tx:
+            tx.conn.execute("DELETE FROM edges WHERE src=%s OR dst=%s", (memory_id, memory_id))
+
+    def unfinished_forgets(self) -> builtins.list[str]:
+        rows = self._query(
+            "SELECT DISTINCT e.dst FROM edges e JOIN memories m ON m.id = e.dst "
+            "WHERE e.kind='derived_from' AND m.state=%s ORDER BY e.dst", (State.DELETED.value,))
+        return [r[0] for r in rows]
 
     def scrub_tombstone(self, memory_id: str) -> int:
         with self._tx() as tx:

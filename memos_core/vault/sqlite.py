@@ -33,7 +33,7 @@ from memos_core.errors import (
     MemOSError,
     first_line,
 )
-from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery
+from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant
 from memos_core.vault.audit_chain import (
     AUDIT_HEAD,
     GENESIS_HASH,
@@ -43,7 +43,7 @@ from memos_core.vault.audit_chain import (
     verify_chain,
 )
 from memos_core.vault import sqlite_checkpoints, sqlite_graph, sqlite_keyed, sqlite_log
-from memos_core.vault.grants import SQLiteGrantsMixin
+from memos_core.vault.grants import SQLiteGrantsMixin, check_grants
 from memos_core.vault.sqlite_checkpoints import SQLiteCheckpointsMixin
 from memos_core.vault.sqlite_graph import SQLiteGraphMixin
 from memos_core.vault.sqlite_keyed import SQLiteKeyedMixin, drop_bindings
@@ -406,12 +406,14 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
 
     def insert(self, cubes: Sequence[MemCube], actor: Actor, action: str = "add", *,
                replacements: Sequence[tuple[MemCube, int]] = (), edges: Sequence[Edge] = (),
-               replacement_action: str = "supersede") -> None:
+               replacement_action: str = "supersede",
+               grants: Sequence[NamespaceGrant] | None = None) -> None:
         """Store new memories in one transaction, with optional new versions of existing ones
         (``(cube, expected_version)``: a fact the new one supersedes, sources a summary
-        archives) and relations."""
+        archives) and relations; see :meth:`memos_core.vault.base.Vault.insert`."""
         require_canonical_ids([*cubes, *(c for c, _ in replacements)])
         with self._tx() as db:
+            check_grants(db, cubes, grants)
             self._insert(db, cubes, actor, action)
             for cube, expected in replacements:
                 self._put_version(db, cube, expected, actor, replacement_action, {"by": cubes[-1].id})
@@ -509,15 +511,32 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                 update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()}
             )
             self._put_version(db, tomb, cube.version, actor, "forget", {})
-            drop_bindings(db, memory_id)
-            db.execute("DELETE FROM usage WHERE id=?", (memory_id,))
-            db.execute("DELETE FROM edges WHERE src=? OR dst=?", (memory_id, memory_id))
+            self._drop_for_tombstone(db, memory_id)
             return tomb
+
+    def _drop_for_tombstone(self, db: sqlite3.Connection, memory_id: str) -> None:
+        """A tombstone's key bindings, usage counters and relations go, but for the
+        ``derived_from`` relations of its summaries: the forget's cascade reads those after
+        the tombstone commits, then drops them (:meth:`drop_relations`)."""
+        drop_bindings(db, memory_id)
+        db.execute("DELETE FROM usage WHERE id=?", (memory_id,))
+        db.execute("DELETE FROM edges WHERE src=? OR (dst=? AND kind<>'derived_from')",
+                   (memory_id, memory_id))
+
+    def drop_relations(self, memory_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM edges WHERE src=? OR dst=?", (memory_id, memory_id))
+
+    def unfinished_forgets(self) -> list[str]:
+        rows = self._query(
+            "SELECT DISTINCT e.dst FROM edges e JOIN memories m ON m.id = e.dst "
+            "WHERE e.kind='derived_from' AND m.state=? ORDER BY e.dst", (State.DELETED.value,))
+        return [r[0] for r in rows]
 
     def scrub_tombstone(self, memory_id: str) -> int:
         """Scrub every version of the forgotten memory ``memory_id`` that still holds content
-        (its ``scrubbed`` flag is not set) and drop its relations; returns how many versions
-        were scrubbed (0 for a proper tombstone, or for a memory that is not forgotten).
+        (its ``scrubbed`` flag is not set) and drop what :meth:`tombstone` drops; returns how
+        many versions were scrubbed (0 for a proper tombstone, or for a memory that is not forgotten).
 
         A repair for tombstones written by something other than :meth:`tombstone`."""
         with self._tx() as db:
@@ -530,9 +549,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             if not current.scrubbed:
                 db.execute("UPDATE memories SET doc=?, tags='[]', entities='[]' WHERE id=?",
                            (scrub(current).model_dump_json(exclude={"usage"}), memory_id))
-            drop_bindings(db, memory_id)
-            db.execute("DELETE FROM usage WHERE id=?", (memory_id,))
-            db.execute("DELETE FROM edges WHERE src=? OR dst=?", (memory_id, memory_id))
+            self._drop_for_tombstone(db, memory_id)
             return scrubbed
 
     def _scrub_versions(self, db: sqlite3.Connection, memory_id: str) -> int:

@@ -15,7 +15,8 @@ from typing import Any
 
 from memos_core.cube import MemCube, require_canonical_ids
 from memos_core.errors import ConflictError, InvalidInputError, MemoryNotFoundError
-from memos_core.vault.base import Actor, ItemKey
+from memos_core.vault.base import Actor, ItemKey, NamespaceGrant
+from memos_core.vault.grants import check_grants
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS item_keys (
@@ -63,7 +64,8 @@ class SQLiteKeyedMixin:
     _with_usage: Any
 
     def put_keyed(self, item: ItemKey, cube: MemCube, expected_version: int | None,
-                  actor: Actor, action: str) -> None:
+                  actor: Actor, action: str, *,
+                  grants: Sequence[NamespaceGrant] | None = None) -> None:
         """See :meth:`memos_core.vault.base.KeyedItems.put_keyed`."""
         require_canonical_ids([cube])
         key = _check_item(item)
@@ -79,6 +81,7 @@ class SQLiteKeyedMixin:
                     raise ConflictError(
                         f"Key {item.key!r} in {item.namespace!r} is already bound to memory "
                         f"{row[0]}; read it and write its next version.")
+                check_grants(db, [cube], grants)
                 self._insert(db, [cube], actor, action)
                 try:
                     db.execute("INSERT INTO item_keys(user_id, ns_path, key, memory_id) "

@@ -212,9 +212,9 @@ FROM_MESSAGE = MemCube.model_validate({
 SHORT = MemCube.model_validate({"namespace": {"user_id": "dana"}, "text": "user: ok",
                                 "metadata": {"role": "user"}})
 NOTE = MemCube.model_validate({"namespace": {"user_id": "dana"}, "text": "Dana likes teal"})
-BLOCKS = MemCube.model_validate({
+PARAGRAPHS = MemCube.model_validate({
     "namespace": {"user_id": "dana"}, "metadata": {"role": "user"},
-    "text": "user: My passport number is X1234567.\nIt expires in May 2031.\nOk.",
+    "text": "user: Hi!\nMy passport number is X1234567.\nThanks a lot for that!",
 })
 PIN = MemCube.model_validate({"id": "0b6f7c1e-2a4d-4e1b-9a51-3c2d8e7f6a10",
                               "namespace": {"user_id": "dana"}, "text": "PIN is 4821"})
@@ -229,16 +229,18 @@ PIN = MemCube.model_validate({"id": "0b6f7c1e-2a4d-4e1b-9a51-3c2d8e7f6a10",
     (SHORT, "ok", FORGOTTEN),                                                # whole text only
     (SHORT, "okay, thanks", "okay, thanks"),
     (NOTE, "I heard Dana likes teal.", f"I heard {FORGOTTEN}."),
-    # a message stored block by block: each long line of the memory on its own
-    (BLOCKS, "My passport number is X1234567.", FORGOTTEN),
-    (BLOCKS, "It expires in May 2031.", FORGOTTEN),
-    (BLOCKS, "Ok.", "Ok."),  # a short line is no needle
+    # the lines of a multi-line memory are not needles of their own: a common one
+    # ("Thanks a lot for that!") would blank other conversations
+    (PARAGRAPHS, "Thanks a lot for that! Now, what's 2+2?", "Thanks a lot for that! Now, what's 2+2?"),
+    (PARAGRAPHS, "Hi!\nMy passport number is X1234567.\nThanks a lot for that!", FORGOTTEN),
     # a memory tool's search result names the hit by id, whatever the text's length
     (PIN, f"[{PIN.id}] PIN is 4821\n[other] Dana likes chess",
      f"[{PIN.id}] {FORGOTTEN}\n[other] Dana likes chess"),
-    (PIN, f"1. [{PIN.id}] (fact, 2026-12-05) PIN is 4821",
-     f"1. [{PIN.id}] {FORGOTTEN}"),
+    (PIN, f"Found:\n  1. [{PIN.id}] (fact, 2026-12-05) PIN is 4821",
+     f"Found:\n  1. [{PIN.id}] {FORGOTTEN}"),
     (PIN, f"Forgot memory {PIN.id}.", f"Forgot memory {PIN.id}."),  # the id alone stays
+    (PIN, f"Saved as [{PIN.id}]; your dentist is on Tuesday.",  # only a line it starts
+     f"Saved as [{PIN.id}]; your dentist is on Tuesday."),
 ])
 def test_redactor_text(memory: MemCube, text: str, expected: str) -> None:
     assert MessageRedactor(memory).text(text) == expected
@@ -268,15 +270,24 @@ def test_redactor_source_ids_and_patterns() -> None:
 
 def test_every_version_of_the_memory_is_redacted(mos: MemOS) -> None:
     """A conversation may hold what the memory said before an update (the agent's
-    store_memory call): the hooks see each distinct text, and the receipt lists a log once."""
-    log = Log()
-    mos.on_forget(log.hook)
+    store_memory call): the hooks run once, and their redactors know every earlier text."""
+    redacted: list[str] = []
+
+    def hook(memory: MemCube) -> list[DerivedForm]:
+        redactor = MessageRedactor(memory)
+        redacted.extend(redactor.text(t) for t in (
+            "Saved: Alice's home address is 12 Elm Street, Springfield.",
+            "Saved: Alice's home address is 14 Oak Road, Springfield.",
+            "Bob's home address is 3 Birch Lane."))
+        return []
+
+    mos.on_forget(hook)
     cube = mos.add("Alice's home address is 12 Elm Street, Springfield.", user_id="alice")
     mos.update(cube.id, "Alice's home address is 14 Oak Road, Springfield.", user_id="alice")
     mos.share(cube.id, with_user_id="bob", user_id="alice")  # a new version, the same text
-    receipt = mos.forget(cube.id, user_id="alice")
-    assert [m.text for m in log.seen] == [
-        "Alice's home address is 14 Oak Road, Springfield.",
-        "Alice's home address is 12 Elm Street, Springfield."]
-    assert receipt.derived == (DerivedForm(kind="conversation_log", id=f"log:{cube.id}",
-                                           action="redacted"),)
+    mos.forget(cube.id, user_id="alice")
+    assert redacted == [f"Saved: {FORGOTTEN}", f"Saved: {FORGOTTEN}",
+                        "Bob's home address is 3 Birch Lane."]
+    now = cube.model_copy(update={"text": "Alice's home address is 14 Oak Road, Springfield."})
+    old = "Alice's home address is 12 Elm Street, Springfield."
+    assert MessageRedactor(now).text(old) == old  # earlier texts: only while the forget runs

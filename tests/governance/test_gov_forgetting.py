@@ -162,3 +162,31 @@ def test_bad_derived_mode_is_refused_before_anything_changes(store: MemOS, mode:
     with pytest.raises(InvalidInputError, match="derived must be 'flag'"):
         store.forget(cube.id, user_id="dana", derived=mode)
     assert store.get(cube.id, user_id="dana").state is State.GENERATED
+
+
+def test_a_forget_that_stopped_before_its_cascade_is_finished(tmp_path: Path) -> None:
+    """A process killed between the tombstone's commit and the cascade left the summary
+    holding the forgotten text with nothing pointing at it (the tombstone had dropped the
+    relations). The tombstone now keeps its summaries' relations until the cascade has run:
+    the next open flags them, and so does forgetting the memory again."""
+    from memos_core.vault import Actor
+
+    config = MemOSConfig(show_progress=False)
+    mos = MemOS(tmp_path / "data", config=config)
+    pin = mos.add("Alice's gym locker code is 9931-zulu.", user_id="alice")
+    chess = mos.add("Alice plays chess on Sundays.", user_id="alice")
+    summary = mos.compress([pin.id, chess.id], "Alice: locker 9931-zulu; chess Sundays.",
+                           user_id="alice")
+    # what a killed forget leaves: the tombstone committed, nothing after it
+    mos.store.write(lambda: [mos.vault.tombstone(pin.id, Actor("alice"))])
+    mos.store.write(lambda: [mos.vault.tombstone(chess.id, Actor("alice"))])
+    assert mos.vault.unfinished_forgets() == sorted([pin.id, chess.id])
+    receipt = mos.forget(chess.id, user_id="alice")  # forgetting it again finishes it
+    assert [(d.kind, d.id, d.action) for d in receipt.derived] == [
+        ("summary", summary.id, "flagged")]
+    mos.close()
+    with MemOS(tmp_path / "data", config=config) as again:  # and so does the next open
+        assert again.vault.unfinished_forgets() == []
+        flagged = again.get(summary.id, user_id="alice")
+        assert flagged.metadata[FLAG_KEY] == [chess.id, pin.id]
+        assert again.vault.edges() == []

@@ -23,7 +23,13 @@ from typing import Any
 import pytest
 
 from memos_core.cube import MemCube, Namespace, State, Tier, utcnow
-from memos_core.errors import ConflictError, InvalidInputError, MemoryNotFoundError, MemOSError
+from memos_core.errors import (
+    ConflictError,
+    InvalidInputError,
+    MemoryNotFoundError,
+    MemOSError,
+    NamespaceChangedError,
+)
 from memos_core.vault import (
     Actor,
     CheckpointRecord,
@@ -196,19 +202,42 @@ class VaultConformance:
 
     def test_tombstone_scrubs_every_version_and_is_idempotent(self, vault: Vault) -> None:
         c1 = cube("Alice's PIN is 4711.")
-        other = cube("unrelated")
-        vault.insert([c1, other], ALICE, edges=[Edge(other.id, c1.id, "derived_from")])
+        other, newer, older = cube("unrelated"), cube("newer"), cube("older")
+        vault.insert([c1, other, newer, older], ALICE, edges=[
+            Edge(other.id, c1.id, "derived_from"), Edge(newer.id, c1.id, "supersedes"),
+            Edge(c1.id, older.id, "supersedes")])
         vault.put_version(bump(c1, text="Alice's PIN is 4712."), 1, ALICE, "update")
         vault.record_usage([c1.id], utcnow(), 3600.0)
         tomb = vault.tombstone(c1.id, ALICE)
         assert tomb.state is State.DELETED and tomb.version == 3
         assert all(v.text == "" and v.scrubbed for v in vault.history(c1.id))  # no digest either
-        assert vault.edges() == []  # relations go with it
+        # relations go with it, but for its summaries': the cascade reads them, then drops them
+        assert vault.edges() == [Edge(other.id, c1.id, "derived_from")]
+        assert vault.derived_from(c1.id) == [other.id]
+        assert vault.unfinished_forgets() == [c1.id]
+        vault.drop_relations(c1.id)
+        assert vault.edges() == [] and vault.unfinished_forgets() == []
         assert vault.get(c1.id).usage.access_count == 0  # type: ignore[union-attr]
         again = vault.tombstone(c1.id, ALICE)
         assert again.version == 3 and len(vault.history(c1.id)) == 3
         vault.checkpoint()
         assert vault.verify_audit()[0]
+
+    def test_new_memories_with_stale_grants_are_refused(self, vault: Vault) -> None:
+        """Another process shared or revoked between a caller's read of the grants and its
+        insert: the insert's transaction sees it and refuses, writing nothing."""
+        grant = NamespaceGrant("alice", "bob", "read", None, "s1")
+        stale = cube("stale", session="s1")
+        with pytest.raises(NamespaceChangedError):  # it inherited a grant no longer there
+            vault.insert([stale], ALICE, grants=[grant])
+        vault.insert([stale], ALICE, grants=[])  # the grants it saw are the vault's: stored
+        vault.change_grants(add=[grant], actor=ALICE, action="share:read", details={})
+        assert vault.grants("alice") == [grant]
+        keyed = cube("keyed", session="s1")
+        with pytest.raises(NamespaceChangedError):
+            vault.put_keyed(ItemKey("alice", ("notes",), "k"), keyed, None, ALICE, "add",
+                            grants=[])
+        assert vault.get(keyed.id) is None
 
     def test_scrub_tombstone_repairs_only_tombstones(self, vault: Vault) -> None:
         live, gone = cube("still here"), cube("Alice's PIN is 4711.")

@@ -56,6 +56,12 @@ class ConflictError(MemOSError):
     newer version, or bound the same key first); nothing was written. Read again and retry."""
 
 
+class NamespaceChangedError(ConflictError):
+    """The namespace grants new memories inherited changed before their write's transaction
+    (another process shared or revoked in between); nothing was written. The operations
+    that store memories retry by themselves."""
+
+
 class PurgePendingError(MemOSError):
     """A forget wrote the tombstone (the memory is gone from the vault, the index and the
     graph), but a derived file (a KV block, an adapter) could not be removed. The memory is

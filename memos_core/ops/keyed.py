@@ -20,6 +20,7 @@ from memos_core.lifecycle import INDEXED
 from memos_core.ops.share import inherit_grants
 from memos_core.store import MemoryStore
 from memos_core.vault import Actor, ItemKey
+from memos_core.vault.base import NamespaceGrant
 
 __all__ = ["live_keyed", "put_keyed"]
 
@@ -51,8 +52,9 @@ def put_keyed(store: MemoryStore, item: ItemKey, fresh: Callable[[], MemCube],
         if existing is not None and existing.state not in INDEXED:
             store.vault.unbind_key(item, existing.id)
             continue
+        grants: list[NamespaceGrant] | None = None
         if existing is None:
-            cube = inherit_grants(store.vault, [fresh()])[0]
+            (cube,), grants = inherit_grants(store.vault, [fresh()])
             expected = None
             action = "add"
         else:
@@ -63,8 +65,9 @@ def put_keyed(store: MemoryStore, item: ItemKey, fresh: Callable[[], MemCube],
             action = "update"
 
         def commit(cube: MemCube = cube, expected: int | None = expected,
-                   action: str = action) -> list[MemCube]:
-            store.vault.put_keyed(item, cube, expected, actor, action)
+                   action: str = action,
+                   grants: list[NamespaceGrant] | None = grants) -> list[MemCube]:
+            store.vault.put_keyed(item, cube, expected, actor, action, grants=grants)
             return [cube]
 
         try:

@@ -16,33 +16,51 @@ are left alone, so repeating a grant writes nothing but its audit record.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from memos_core.cube import MemCube, utcnow
-from memos_core.errors import InvalidInputError
+from memos_core.errors import ConflictError, InvalidInputError, NamespaceChangedError
 from memos_core.governance.access import broader_grant, contains, covers, granted, revoked, with_grants
 from memos_core.lifecycle import CHANGEABLE_STATES
 from memos_core.results import ShareReceipt
 from memos_core.store import MemoryStore
 from memos_core.vault.base import Actor, ListQuery, NamespaceGrant, Vault
 
-__all__ = ["inherit_grants", "owned_in", "revoke_namespace", "set_access", "share_namespace"]
+__all__ = ["ATTEMPTS", "inherit_grants", "owned_in", "retrying", "revoke_namespace", "set_access",
+           "share_namespace"]
 
 _PAGE = 1000
+#: How many times a write computed from a namespace's grants or memories is tried while
+#: other processes keep changing them.
+ATTEMPTS = 5
+T = TypeVar("T")
 
 
-def inherit_grants(vault: Vault, cubes: Sequence[MemCube]) -> list[MemCube]:
-    """``cubes`` (new memories) with the namespace grants of their owners applied.
-
-    Call it under the store's write lock, just before the vault insert, so a memory stored
-    while a grant is being made either is covered by the grant's transaction or inherits it.
-    """
+def inherit_grants(vault: Vault, cubes: Sequence[MemCube]
+                   ) -> tuple[list[MemCube], list[NamespaceGrant]]:
+    """``cubes`` (new memories) with the namespace grants of their owners applied, and those
+    grants: pass them to the vault's insert (``grants=``), which refuses the memories with
+    :class:`NamespaceChangedError` if another process changed the grants in between, so a
+    memory is never stored with a grant just revoked (or without one just made); the
+    writes retry (:func:`retrying`)."""
     owners = {c.user_id for c in cubes}
     grants = [g for owner in sorted(owners) for g in vault.grants(owner)]
     if not grants:
-        return list(cubes)
-    return [with_grants(c, grants) for c in cubes]
+        return list(cubes), grants
+    return [with_grants(c, grants) for c in cubes], grants
+
+
+def retrying(attempt: Callable[[], T]) -> T:
+    """``attempt()``, again while it raises :class:`NamespaceChangedError` (another process
+    changed the namespace's grants or memories between its reads and its write), at most
+    :data:`ATTEMPTS` times."""
+    for _ in range(ATTEMPTS - 1):
+        try:
+            return attempt()
+        except NamespaceChangedError:
+            continue
+    return attempt()
 
 
 def owned_in(vault: Vault, grant: NamespaceGrant) -> Iterator[MemCube]:
@@ -81,15 +99,9 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
 def share_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> ShareReceipt:
     """Store ``grant`` and apply it to every memory it covers (see the module docstring)."""
     with store.write_lock:
-        changes = _changes(store.vault, grant, lambda gov: granted(gov, grant.grantee, grant.scope))
-
-        def commit() -> list[MemCube]:
-            store.vault.change_grants(add=[grant], changes=changes, actor=actor,
-                                      action=f"share:{grant.scope}", details=_details(grant))
-            return [cube for cube, _ in changes]
-
-        store.write(commit, embed=False)
-    return _receipt(grant, grant.scope, len(changes))
+        n = _change_grant(store, grant, lambda gov: granted(gov, grant.grantee, grant.scope),
+                          actor, f"share:{grant.scope}", add=[grant])
+    return _receipt(grant, grant.scope, n)
 
 
 def revoke_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> ShareReceipt:
@@ -110,15 +122,45 @@ def revoke_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) ->
                 "one; revoke that grant instead (rule: a revoke may not leave a covering grant)."
             )
         doomed = [g for g in existing if g.grantee == grant.grantee and contains(grant, g)]
-        changes = _changes(store.vault, grant, lambda gov: revoked(gov, grant.grantee))
+        n = _change_grant(store, grant, lambda gov: revoked(gov, grant.grantee), actor,
+                          "revoke", remove=doomed or [grant])
+    return _receipt(grant, "none", n)
 
-        def commit() -> list[MemCube]:
-            store.vault.change_grants(remove=doomed or [grant], changes=changes, actor=actor,
-                                      action="revoke", details=_details(grant))
-            return [cube for cube, _ in changes]
 
-        store.write(commit, embed=False)
-    return _receipt(grant, "none", len(changes))
+def _change_grant(store: MemoryStore, grant: NamespaceGrant, rule: Any, actor: Actor,
+                  action: str, *, add: Sequence[NamespaceGrant] = (),
+                  remove: Sequence[NamespaceGrant] = ()) -> int:
+    """Store the grant change with the new versions ``rule`` gives the memories of the
+    namespace, then apply ``rule`` once more to the namespace: another process may have
+    stored memories there between the listing and the commit, with the grants as they were
+    (a memory stored after the commit gets the new ones: the vault checks a new memory's
+    grants in its own transaction). Each pass lists again if a memory changed meanwhile
+    (:class:`ConflictError`). Returns how many memories changed."""
+    changed = 0
+    for grants_too in (True, False):  # the grant change, then the late memories
+        for attempt in range(ATTEMPTS):
+            changes = _changes(store.vault, grant, rule)
+            if not grants_too and not changes:
+                break
+
+            def commit(changes: list[tuple[MemCube, int]] = changes,
+                       late: bool = not grants_too) -> list[MemCube]:
+                # the second pass stores the same grants again (a no-op) so that its audit
+                # record names the same operation, marked late
+                store.vault.change_grants(
+                    add=add, remove=remove, changes=changes, actor=actor, action=action,
+                    details={**_details(grant), "late": True} if late else _details(grant))
+                return [cube for cube, _ in changes]
+
+            try:
+                store.write(commit, embed=False)
+            except ConflictError:
+                if attempt == ATTEMPTS - 1:
+                    raise
+                continue
+            changed += len(changes)
+            break
+    return changed
 
 
 def _changes(vault: Vault, grant: NamespaceGrant, rule: Any) -> list[tuple[MemCube, int]]:

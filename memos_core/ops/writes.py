@@ -25,7 +25,7 @@ from memos_core.errors import InvalidInputError
 from memos_core.extraction import EntityExtractor
 from memos_core.governance import access
 from memos_core.governance import sensitivity as sensitivity_rules
-from memos_core.ops.share import inherit_grants
+from memos_core.ops.share import inherit_grants, retrying
 from memos_core.store import MemoryStore
 from memos_core.validation import (
     check_datetime,
@@ -115,13 +115,14 @@ def add(store: MemoryStore, cubes: list[MemCube], actor: Actor,
     and ``superseded_by`` in a new version of the same transaction.
     """
     store.ready_embedder()
-    with store.write_lock:
-        cubes = inherit_grants(store.vault, cubes)
+
+    def attempt() -> list[MemCube]:
+        stored, grants = inherit_grants(store.vault, cubes)
         edges: list[Edge] = []
         replacements: list[tuple[MemCube, int]] = []
         if supersedes is not None:
-            cubes[-1] = access.carry_shares(cubes[-1], supersedes)
-            new = cubes[-1]
+            stored[-1] = access.carry_shares(stored[-1], supersedes)
+            new = stored[-1]
             now = utcnow()
             edges = [Edge(new.id, supersedes.id, "supersedes")]
             replaced = supersedes.model_copy(update={
@@ -130,14 +131,17 @@ def add(store: MemoryStore, cubes: list[MemCube], actor: Actor,
                 "superseded_by": new.id,
             })
             replacements = [(replaced, supersedes.version)]
-        stored = list(cubes)
 
         def commit() -> list[MemCube]:
-            store.vault.insert(stored, actor, replacements=replacements, edges=edges)
+            store.vault.insert(stored, actor, replacements=replacements, edges=edges,
+                               grants=grants)
             return [*stored, *(r for r, _ in replacements)]
 
         store.write(commit, edges=edges)
         return stored
+
+    with store.write_lock:
+        return retrying(attempt)
 
 
 def write_version(store: MemoryStore, cube: MemCube, changes: dict[str, Any], actor: Actor,
@@ -179,7 +183,6 @@ def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
             "provenance": summary.provenance.model_copy(
                 update={"derived_from": tuple(s.id for s in sources)}),
         })
-        summary = inherit_grants(store.vault, [summary])[0]
         now = utcnow()
         archived = [
             (s.model_copy(update={"state": State.ARCHIVED, "version": s.version + 1,
@@ -187,12 +190,16 @@ def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
             for s in sources
         ]
         edges = [Edge(summary.id, s.id, "derived_from") for s in sources]
-        stored = summary
 
-        def commit() -> list[MemCube]:
-            store.vault.insert([stored], actor, "compress", replacements=archived, edges=edges,
-                               replacement_action="archive")
-            return [stored, *(a for a, _ in archived)]
+        def attempt() -> MemCube:
+            (stored,), grants = inherit_grants(store.vault, [summary])
 
-        store.write(commit, edges=edges)
-        return stored
+            def commit() -> list[MemCube]:
+                store.vault.insert([stored], actor, "compress", replacements=archived,
+                                   edges=edges, replacement_action="archive", grants=grants)
+                return [stored, *(a for a, _ in archived)]
+
+            store.write(commit, edges=edges)
+            return stored
+
+        return retrying(attempt)

@@ -618,8 +618,9 @@ class PgVectorIndex:
                 self._df.clear()
             if len(self._total) > 10_000:
                 self._total.clear()
-            for term in missing:
-                self._df[corpus, term] = (now, counts.get(term, 0))
+            for term in missing:  # a term no point holds is not kept: counted again next
+                if counts.get(term):  # time (another process may have stored one since)
+                    self._df[corpus, term] = (now, counts[term])
             if counted_total and total is not None:
                 self._total[corpus] = (now, total)
         hits.sort(key=lambda h: (-h.score, h.id))

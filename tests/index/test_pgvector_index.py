@@ -155,6 +155,26 @@ def test_idf_follows_another_process_writes_after_the_ttl(pg_url):
         writer.close()
 
 
+def test_a_term_no_point_held_is_found_at_once_when_another_process_adds_it(pg_url):
+    """A search counted 0 points holding "kayak"; caching that 0 for idf_ttl_s dropped the
+    term from every query, so a memory with it stored by another process was not found by
+    its words for 5 s ("tell worker A, ask worker B"). Zero counts are not kept."""
+    reader = PgVectorIndex(pg_url, DIM)  # the default 5 s statistics
+    writer = PgVectorIndex(pg_url, DIM)
+    try:
+        writer.upsert([IndexPoint(str(uuid.UUID(int=1)), unit(1), ENC.encode_document("tea time"),
+                                  {"user_id": "u", "version": 1})])
+        assert reader.search_sparse(ENC.encode_query("kayak"), IndexFilter(), 5) == []
+        kayak = str(uuid.UUID(int=2))
+        writer.upsert([IndexPoint(kayak, unit(2), ENC.encode_document("the kayak is in the shed"),
+                                  {"user_id": "u", "version": 1})])
+        hits = reader.search_sparse(ENC.encode_query("kayak"), IndexFilter(), 5)
+        assert [h.id for h in hits] == [kayak]
+    finally:
+        reader.close()
+        writer.close()
+
+
 def test_an_index_from_before_the_postings_owners_gets_them_on_open(pg_url):
     """The postings' owner column (per-principal IDF counts read it) is added and filled from
     the points when an index made without it is opened; a changed owner moves its postings."""

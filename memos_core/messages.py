@@ -53,29 +53,34 @@ _QUESTION_OPENERS = frozenset(
 )
 
 
-#: A request to be told what is remembered, however it ends ("Remind me of my locker
-#: code.", "Tell me what my sister's name is.", "Do you remember where I parked."): an
-#: optional courtesy opener, then remind me of / about / what..., tell me what / where /
-#: about / my..., show me my / what..., look up / recall my..., do you remember / recall /
-#: know, what's / where's... ("Remind me to call Jo" is a task, and is not one).
+#: A one-sentence request to be told what is remembered, however it ends ("Remind me of my
+#: locker code.", "Tell me what my sister's name is.", "Do you remember where I parked."):
+#: an optional courtesy opener, then remind me of / about / what..., tell me what / where /
+#: about..., show me my / what..., look up / recall my..., do you remember / recall /
+#: know ("Remind me to call Jo" is a task, and is not one).
 _RECALL_REQUEST = re.compile(
     r"""^\W*(?:(?:please|pls|kindly|ok|okay|so|now|also|and|hey|actually|just)\b[\s,!.]*)*
         (?:(?:can|could|would|will)\s+you\s+(?:please\s+)?)?
         (?:remind\s+me\s+(?:again\s+)?(?:of|about|what|where|when|who|whom|whose|how|which)\b
-          |tell\s+me\s+(?:again\s+)?(?:what|where|when|who|whom|whose|how|which|about|my)\b
+          |tell\s+me\s+(?:again\s+)?(?:what|where|when|who|whom|whose|how|which
+                                        |about(?!\s+it\b))\b
           |show\s+me\s+(?:my|what|where|when|who|which)\b
           |(?:look\s+up|recall)\s+(?:my|what|where|when|who|which)\b
-          |(?:do|did)\s+you\s+(?:still\s+)?(?:remember|recall|know)\b
-          |(?:what|who|where|when|how|which)['\u2019]s\b)""",
+          |(?:do|did)\s+you\s+(?:still\s+)?(?:remember|recall|know)\b)""",
     re.IGNORECASE | re.VERBOSE,
 )
 
 
+#: Where one sentence ends and another begins ("Do you know what? I adopted a dog."): a
+#: request followed by a statement is a statement worth remembering.
+_SENTENCE_BREAK = re.compile(r"[.!?:;]\s+\S")
+
+
 def is_question(text: str) -> bool:
     """Whether a chat turn asks rather than tells: it ends with ``?``, it opens with a
-    question word (``what``, ``do``, ``can``...) and does not end like a statement, or it
-    asks to be told what is remembered, however it ends ("Remind me of my locker code.",
-    "Tell me what my sister's name is.").
+    question word (``what``, ``do``, ``can``...) and does not end like a statement, or it is
+    one sentence asking to be told what is remembered, however it ends ("Remind me of my
+    locker code.", "Tell me what my sister's name is.").
 
     Adapters keep such turns out of searched memory by default (they stay in the
     conversation log): a stored question is the closest match to the same question asked
@@ -84,7 +89,8 @@ def is_question(text: str) -> bool:
     stripped = text.strip()
     if not stripped:
         return False
-    if stripped.endswith("?") or _RECALL_REQUEST.match(stripped):
+    if stripped.endswith("?") or (_RECALL_REQUEST.match(stripped)
+                                  and not _SENTENCE_BREAK.search(stripped)):
         return True
     first = stripped.split(None, 1)[0].lower().strip(",.!:;\"'")
     return first in _QUESTION_OPENERS and not stripped.endswith((".", "!"))

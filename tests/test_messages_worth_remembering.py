@@ -34,6 +34,13 @@ STATEMENTS = [
     "Tell Jo I will be late.",
     "I told you my locker code is 5512.",
     "What I love most is hiking.",
+    "Do you know what? I finally adopted a dog named Rex.",
+    "Do you remember Jo? She moved to Lisbon last week.",
+    "What's more, my new phone number is 555-0199.",
+    "So what's new: I started at Acme as a data engineer today.",
+    "Tell me about it. My landlord raised the rent again.",
+    "Tell me about it, my commute to Acme is now two hours.",
+    "Tell me my flight is on time, it leaves at 7:05 from gate B12.",
 ]
 
 RECALL_REQUESTS = [
@@ -41,11 +48,11 @@ RECALL_REQUESTS = [
     "Please remind me what my sister's name is.",
     "Can you remind me about the dentist appointment.",
     "Tell me what my locker code is.",
+    "Tell me about my dentist appointment.",
     "tell me again where I parked",
     "Show me my saved addresses.",
     "Look up my passport number.",
     "Do you remember where I parked.",
-    "What's my locker code.",
 ]
 
 SMALL_TALK = [

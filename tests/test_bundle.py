@@ -80,6 +80,11 @@ def _symlink(path):
     os.symlink("/etc/passwd", path / "edges.jsonl")
 
 
+def _fifo(path):
+    (path / "edges.jsonl").unlink()
+    os.mkfifo(path / "edges.jsonl")  # opening it for reading would wait for a writer
+
+
 def _fix_hashes(path):
     from memos_core.ops.bundle import _file_info
 
@@ -101,6 +106,7 @@ def _fix_hashes(path):
         (_dangling_edge, "not in the bundle"),
         (_traversal, "exactly the files|path"),
         (_symlink, "not a regular file"),
+        (_fifo, "not a regular file"),
         (lambda p: (p / "memories.jsonl").write_bytes(b"\xff\xfe\x00garbage"), "truncated|UTF-8"),
     ],
 )

@@ -123,13 +123,15 @@ def _read_verified(target: Path, info: dict[str, Any]) -> bytes:
     """The bytes of a bundle file, read once and checked against its manifest entry (the
     import parses these bytes: a file swapped after the check is never read)."""
     name = target.name
-    try:
-        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:  # non-blocking: opening a named pipe would wait for a writer
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         raise BundleError(f"Bundle file {name} is missing or not a regular file.") from None
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise BundleError(f"Bundle file {name} is missing or not a regular file.")
+        os.set_blocking(fd, True)
         data = f.read(info["bytes"] + 1)  # one byte more than declared shows a longer file
     if len(data) != info["bytes"] or hashlib.sha256(data).hexdigest() != info["sha256"]:
         shown = f"{len(data)}" if len(data) <= info["bytes"] else f"more than {info['bytes']}"

@@ -66,8 +66,9 @@ PURGE_PENDING_FILE = "forget-pending.json"
 #: Seconds between the follower's retries of pending purges (a failing disk is not hammered).
 PURGE_RETRY_S = 60.0
 #: Seconds between retries of an index update that keeps failing (each embeds every memory
-#: still waiting and logs a traceback).
-INDEX_RETRY_S = 10.0
+#: still waiting and logs a traceback); short, so that search finds them soon after the
+#: index is back.
+INDEX_RETRY_S = 1.0
 
 
 class MemoryStore:

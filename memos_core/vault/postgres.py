@@ -425,6 +425,13 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                          actor: Actor) -> None:
         require_canonical_ids(c for versions in histories for c in versions)
         with self._tx() as tx:
+            ids = [versions[0].id for versions in histories if versions]
+            taken = tx.conn.execute("SELECT id FROM memories WHERE id = ANY(%s) LIMIT 1",
+                                    (ids,)).fetchone()
+            if taken is not None:
+                raise ConflictError(f"Memory {taken[0]} exists already (stored since the "
+                                    "import looked); nothing was imported. Import again: "
+                                    "memories that exist are skipped.")
             seq = self._next_seq(tx)
             for versions in histories:
                 seq += 1

@@ -448,6 +448,12 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         """Write whole version histories (from a bundle) and relations in one transaction."""
         require_canonical_ids(c for versions in histories for c in versions)
         with self._tx() as db:
+            for versions in histories:
+                if versions and db.execute("SELECT 1 FROM memories WHERE id=?",
+                                           (versions[0].id,)).fetchone():
+                    raise ConflictError(f"Memory {versions[0].id} exists already; nothing was "
+                                        "imported. Import again: memories that exist are "
+                                        "skipped.")
             row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM memories").fetchone()
             seq = int(row[0])
             for versions in histories:

@@ -184,6 +184,11 @@ class VaultConformance:
         assert [c.text for c in vault.history(v1.id)] == ["imported v1", "imported v2"]
         assert vault.get(v1.id).version == 2  # type: ignore[union-attr]
         assert vault.derived_from(v1.id) == [other.id]
+        # an id stored since the importer looked (another process): nothing is imported
+        fresh = cube("fresh")
+        with pytest.raises(ConflictError, match="exists already"):
+            vault.import_histories([[fresh], [other]], [], Actor("bob"))
+        assert vault.get(fresh.id) is None and vault.get(other.id).text == "other"  # type: ignore[union-attr]
 
     # -- tombstones ---------------------------------------------------------------------------
 

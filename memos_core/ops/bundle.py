@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from memos_core.cube import MemCube, Namespace, State, utcnow
 from memos_core.errors import BundleError, ConflictError, InvalidInputError, MemOSError
 from memos_core.governance.sensitivity import history_sensitivity
-from memos_core.ops.share import ATTEMPTS
+from memos_core.ops.share import retrying
 from memos_core.store import MemoryStore
 from memos_core.validation import check_id, check_text, has_nul
 from memos_core.vault import Actor, Edge, ListQuery, scrub
@@ -274,27 +274,23 @@ def import_bundle(store: MemoryStore, path: Path, user_id: str) -> dict[str, int
     ids = [h[0].id for h in histories]
     if len(set(ids)) != len(ids):
         raise BundleError("memories.jsonl lists the same memory id twice.")
+    def attempt() -> tuple[int, int]:
+        existing = store.vault.get_many(ids)
+        new = [h for h in histories if h[0].id not in existing]
+        edges = _check_edges(edge_rows, ids, new, existing, user_id)
+
+        def commit() -> list[MemCube]:
+            store.vault.import_histories(new, edges, Actor(user_id, reason=f"import {path.name}"))
+            return [h[-1] for h in new]
+
+        store.write(commit, edges=edges)
+        return len(new), len(edges)
+
     with store.write_lock:  # the ids' owners are read and written under one lock
-        for attempt in range(ATTEMPTS):
-            existing = store.vault.get_many(ids)
-            new = [h for h in histories if h[0].id not in existing]
-            edges = _check_edges(edge_rows, ids, new, existing, user_id)
-
-            def commit(new: list[list[MemCube]] = new, edges: list[Edge] = edges
-                       ) -> list[MemCube]:
-                store.vault.import_histories(new, edges,
-                                             Actor(user_id, reason=f"import {path.name}"))
-                return [h[-1] for h in new]
-
-            try:
-                store.write(commit, edges=edges)
-            except ConflictError:  # another process stored one of them meanwhile (server mode)
-                if attempt == ATTEMPTS - 1:
-                    raise
-                continue
-            break
-    return {"imported": len(new), "skipped": len(histories) - len(new),
-            "edges": len(edges), "declared": int(manifest.get("memories", len(ids)))}
+        # (another process may store one of them meanwhile: the vault refuses, and we look again)
+        imported, linked = retrying(attempt, on=ConflictError)
+    return {"imported": imported, "skipped": len(histories) - imported,
+            "edges": linked, "declared": int(manifest.get("memories", len(ids)))}
 
 
 def _check_edges(edge_rows: list[dict[str, Any]], ids: list[str], new: list[list[MemCube]],

@@ -17,6 +17,7 @@ are left alone, so repeating a grant writes nothing but its audit record.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from memos_core.cube import MemCube, utcnow
@@ -51,14 +52,14 @@ def inherit_grants(vault: Vault, cubes: Sequence[MemCube]
     return [with_grants(c, grants) for c in cubes], grants
 
 
-def retrying(attempt: Callable[[], T]) -> T:
-    """``attempt()``, again while it raises :class:`NamespaceChangedError` (another process
-    changed the namespace's grants or memories between its reads and its write), at most
-    :data:`ATTEMPTS` times."""
+def retrying(attempt: Callable[[], T],
+             on: type[ConflictError] = NamespaceChangedError) -> T:
+    """``attempt()``, again while it raises ``on`` (another process changed what it read
+    before its write), at most :data:`ATTEMPTS` times; each attempt reads again."""
     for _ in range(ATTEMPTS - 1):
         try:
             return attempt()
-        except NamespaceChangedError:
+        except on:
             continue
     return attempt()
 
@@ -136,31 +137,24 @@ def _change_grant(store: MemoryStore, grant: NamespaceGrant, rule: Any, actor: A
     (a memory stored after the commit gets the new ones: the vault checks a new memory's
     grants in its own transaction). Each pass lists again if a memory changed meanwhile
     (:class:`ConflictError`). Returns how many memories changed."""
-    changed = 0
-    for grants_too in (True, False):  # the grant change, then the late memories
-        for attempt in range(ATTEMPTS):
-            changes = _changes(store.vault, grant, rule)
-            if not grants_too and not changes:
-                break
+    def apply(late: bool) -> int:
+        changes = _changes(store.vault, grant, rule)
+        if late and not changes:
+            return 0
 
-            def commit(changes: list[tuple[MemCube, int]] = changes,
-                       late: bool = not grants_too) -> list[MemCube]:
-                # the second pass stores the same grants again (a no-op) so that its audit
-                # record names the same operation, marked late
-                store.vault.change_grants(
-                    add=add, remove=remove, changes=changes, actor=actor, action=action,
-                    details={**_details(grant), "late": True} if late else _details(grant))
-                return [cube for cube, _ in changes]
+        def commit() -> list[MemCube]:
+            # the second pass stores the same grants again (a no-op) so that its audit
+            # record names the same operation, marked late
+            store.vault.change_grants(
+                add=add, remove=remove, changes=changes, actor=actor, action=action,
+                details={**_details(grant), "late": True} if late else _details(grant))
+            return [cube for cube, _ in changes]
 
-            try:
-                store.write(commit, embed=False)
-            except ConflictError:
-                if attempt == ATTEMPTS - 1:
-                    raise
-                continue
-            changed += len(changes)
-            break
-    return changed
+        store.write(commit, embed=False)
+        return len(changes)
+
+    # the grant change, then the memories stored meanwhile with the grants as they were
+    return sum(retrying(partial(apply, late), on=ConflictError) for late in (False, True))
 
 
 def _changes(vault: Vault, grant: NamespaceGrant, rule: Any) -> list[tuple[MemCube, int]]:

@@ -121,7 +121,8 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
     digest = hashlib.sha256(cube.text.encode()).hexdigest()  # the receipt's; never stored
     finishers: list[Callable[[], list[DerivedForm]]] = [p(cube.id) for p in store.purgers]
     # the KV engine, if any, drops its blocks when it hears of the tombstone
-    (tomb,) = store.write(lambda: [store.vault.tombstone(cube.id, actor)])
+    # the audit record names the mode: a forget stopped before its cascade resumes with it
+    (tomb,) = store.write(lambda: [store.vault.tombstone(cube.id, actor, {"derived": derived})])
     # read once the tombstone is committed (it keeps these relations for the cascade): a
     # summary another process made of it just before is among them, and none can come after
     summaries = store.vault.derived_from(cube.id)
@@ -235,15 +236,21 @@ def _cascade(store: MemoryStore, source_id: str, summary_ids: list[str], actor: 
 
 def finish_unfinished(store: MemoryStore) -> int:
     """Run the cascade of every forget that stopped between its tombstone and its cascade
-    (the process died; :meth:`~memos_core.vault.base.Vault.unfinished_forgets`): the
-    summaries made from the forgotten memory are flagged (the mode the forget asked for is
-    not known; forget a summary to drop it). Returns how many forgets were finished."""
+    (the process died; :meth:`~memos_core.vault.base.Vault.unfinished_forgets`), in the mode
+    its tombstone's audit record names (``flag`` if none, or if ``forget`` would now reach a
+    summary of another user). Returns how many forgets were finished."""
     done = 0
     for memory_id in store.vault.unfinished_forgets():
         tomb = store.vault.get(memory_id)
         if tomb is None or tomb.state is not State.DELETED:
             continue
         actor = Actor(tomb.user_id, None, "an interrupted forget finished")
-        forget_one(store, tomb, actor, "flag")
+        records = store.vault.audit_log(memory_id=memory_id, action="forget", limit=1)
+        asked = records[-1].details.get("derived") if records else None
+        mode: DerivedMode = "forget" if asked == "forget" else "flag"
+        try:
+            forget_one(store, tomb, actor, mode)
+        except AccessDeniedError:  # a summary another user owns: flag them all instead
+            forget_one(store, tomb, actor, "flag")
         done += 1
     return done

@@ -410,12 +410,13 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
                      details: dict[str, Any] | None = None) -> None:
         """Several :meth:`put_version` calls as one transaction (all or none)."""
 
-    def tombstone(self, memory_id: str, actor: Actor) -> MemCube:
+    def tombstone(self, memory_id: str, actor: Actor,
+                  details: dict[str, Any] | None = None) -> MemCube:
         """Forget a memory: scrub every version (its text emptied, nothing derived kept),
         write a ``deleted`` version, drop its usage counters, key bindings
         (:class:`KeyedItems`) and relations -- but for its summaries' ``derived_from``
         relations, which the forget's cascade reads once this commits and then drops
-        (:meth:`drop_relations`) -- and audit ``forget``.
+        (:meth:`drop_relations`) -- and audit ``forget`` (with ``details``: no text).
         Returns the tombstone; a tombstone again is returned unchanged (idempotent).
 
         Raises:

@@ -471,7 +471,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         self._write_current(tx, cube, None)
         self._audit(tx, actor, action, cube.id, cube.version, details)
 
-    def tombstone(self, memory_id: str, actor: Actor) -> MemCube:
+    def tombstone(self, memory_id: str, actor: Actor,
+                  details: dict[str, Any] | None = None) -> MemCube:
         with self._tx() as tx:
             row = tx.conn.execute("SELECT doc::text FROM memories WHERE id=%s FOR UPDATE",
                                   (memory_id,)).fetchone()
@@ -483,7 +484,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             self._scrub_versions(tx, memory_id)
             tomb = scrub(cube).model_copy(
                 update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()})
-            self._put_version(tx, tomb, cube.version, actor, "forget", {})
+            self._put_version(tx, tomb, cube.version, actor, "forget", details or {})
             self._drop_relations(tx, memory_id)
         self._usage.drop(memory_id)
         return tomb

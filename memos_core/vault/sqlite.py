@@ -499,7 +499,8 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         self._write_current(db, cube, int(row[1]))
         self._audit(db, actor, action, cube.id, cube.version, details)
 
-    def tombstone(self, memory_id: str, actor: Actor) -> MemCube:
+    def tombstone(self, memory_id: str, actor: Actor,
+                  details: dict[str, Any] | None = None) -> MemCube:
         """Forget a memory: scrub its text from every version and write a tombstone version.
 
         The tombstone keeps the id, namespace and version history shape; nothing of the text
@@ -516,7 +517,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             tomb = scrub(cube).model_copy(
                 update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()}
             )
-            self._put_version(db, tomb, cube.version, actor, "forget", {})
+            self._put_version(db, tomb, cube.version, actor, "forget", details or {})
             self._drop_for_tombstone(db, memory_id)
             return tomb
 

@@ -180,7 +180,11 @@ def test_a_forget_that_stopped_before_its_cascade_is_finished(tmp_path: Path) ->
     # what a killed forget leaves: the tombstone committed, nothing after it
     mos.store.write(lambda: [mos.vault.tombstone(pin.id, Actor("alice"))])
     mos.store.write(lambda: [mos.vault.tombstone(chess.id, Actor("alice"))])
-    assert mos.vault.unfinished_forgets() == sorted([pin.id, chess.id])
+    # one asked for derived="forget" (its tombstone's audit record says so)
+    gym = mos.add("Alice's gym is FitLab on Rua Augusta.", user_id="alice")
+    gym_summary = mos.compress([gym.id], "Alice trains at FitLab.", user_id="alice")
+    mos.store.write(lambda: [mos.vault.tombstone(gym.id, Actor("alice"), {"derived": "forget"})])
+    assert mos.vault.unfinished_forgets() == sorted([pin.id, chess.id, gym.id])
     receipt = mos.forget(chess.id, user_id="alice")  # forgetting it again finishes it
     assert [(d.kind, d.id, d.action) for d in receipt.derived] == [
         ("summary", summary.id, "flagged")]
@@ -189,4 +193,5 @@ def test_a_forget_that_stopped_before_its_cascade_is_finished(tmp_path: Path) ->
         assert again.vault.unfinished_forgets() == []
         flagged = again.get(summary.id, user_id="alice")
         assert flagged.metadata[FLAG_KEY] == [chess.id, pin.id]
+        assert again.vault.get(gym_summary.id).state is State.DELETED  # type: ignore[union-attr]
         assert again.vault.edges() == []

@@ -17,7 +17,6 @@ are left alone, so repeating a grant writes nothing but its audit record.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 from typing import Any, TypeVar
 
 from memos_core.cube import MemCube, utcnow
@@ -132,29 +131,42 @@ def _change_grant(store: MemoryStore, grant: NamespaceGrant, rule: Any, actor: A
                   action: str, *, add: Sequence[NamespaceGrant] = (),
                   remove: Sequence[NamespaceGrant] = ()) -> int:
     """Store the grant change with the new versions ``rule`` gives the memories of the
-    namespace, then apply ``rule`` once more to the namespace: another process may have
-    stored memories there between the listing and the commit, with the grants as they were
-    (a memory stored after the commit gets the new ones: the vault checks a new memory's
-    grants in its own transaction). Each pass lists again if a memory changed meanwhile
-    (:class:`ConflictError`). Returns how many memories changed."""
-    def apply(late: bool) -> int:
+    namespace; then fix the memories another process stored there between the listing and
+    the commit, with the grants as they were (a memory stored after the commit gets the new
+    ones: the vault checks a new memory's grants in its own transaction). The second pass
+    changes no grant, and leaves a memory alone where the grantee's grants as they are now
+    (another process may have shared or revoked since) say otherwise. Each pass lists again
+    if a memory changed meanwhile (:class:`ConflictError`). Returns how many memories
+    changed."""
+    def first() -> int:
         changes = _changes(store.vault, grant, rule)
-        if late and not changes:
-            return 0
 
         def commit() -> list[MemCube]:
-            # the second pass stores the same grants again (a no-op) so that its audit
-            # record names the same operation, marked late
-            store.vault.change_grants(
-                add=add, remove=remove, changes=changes, actor=actor, action=action,
-                details={**_details(grant), "late": True} if late else _details(grant))
+            store.vault.change_grants(add=add, remove=remove, changes=changes, actor=actor,
+                                      action=action, details=_details(grant))
             return [cube for cube, _ in changes]
 
         store.write(commit, embed=False)
         return len(changes)
 
-    # the grant change, then the memories stored meanwhile with the grants as they were
-    return sum(retrying(partial(apply, late), on=ConflictError) for late in (False, True))
+    def late() -> int:
+        now = [g for g in store.vault.grants(grant.owner) if g.grantee == grant.grantee]
+        if bool(add) != any(g == grant for g in now):
+            return 0  # the grant was revoked (or shared) again since: that call's to settle
+        covered_now = set(now) - set(add)
+        changes = [(new, version) for new, version in _changes(store.vault, grant, rule)
+                   if not any(covers(g, new) for g in covered_now)]
+        if not changes:
+            return 0
+
+        def commit() -> list[MemCube]:
+            store.vault.put_versions(changes, actor, action, {**_details(grant), "late": True})
+            return [cube for cube, _ in changes]
+
+        store.write(commit, embed=False)
+        return len(changes)
+
+    return retrying(first, on=ConflictError) + retrying(late, on=ConflictError)
 
 
 def _changes(vault: Vault, grant: NamespaceGrant, rule: Any) -> list[tuple[MemCube, int]]:

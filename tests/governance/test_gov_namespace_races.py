@@ -77,3 +77,21 @@ def test_a_memory_stored_during_a_revoke_is_revoked_too(mos: MemOS) -> None:
     assert receipt.memories == 2  # the retry saw the late memory
     for memory_id in (first.id, *late):
         assert "bob" not in mos.vault.get(memory_id).governance.readers  # type: ignore[union-attr]
+
+
+def test_a_share_made_between_the_revokes_passes_stands(mos: MemOS) -> None:
+    """Another process shares session s1 with bob right after this revoke of the whole
+    namespace committed: the revoke's second pass (for memories stored meanwhile) must not
+    strip what that share gave, as if the share came after the revoke."""
+    mos.share_namespace(with_user_id="bob", user_id="alice")
+    trip = mos.add("Alice's trip starts on Monday.", user_id="alice", session_id="s1")
+    home = mos.add("Alice's home alarm code is 2231.", user_id="alice", session_id="s2")
+    _once(mos.vault, "change_grants", lambda _: mos.share_namespace(
+        with_user_id="bob", user_id="alice", session_id="s1"))
+    mos.revoke_namespace(with_user_id="bob", user_id="alice")
+    assert mos.vault.grants("alice") == [NamespaceGrant("alice", "bob", "read", None, "s1")]
+    assert mos.get(trip.id, user_id="bob").text == trip.text
+    with pytest.raises(AccessDeniedError):
+        mos.get(home.id, user_id="bob")
+    later = mos.add("Alice packed the tent.", user_id="alice", session_id="s1")
+    assert mos.get(later.id, user_id="bob").text == later.text

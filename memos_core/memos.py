@@ -157,10 +157,13 @@ class MemOS:
         flag the summaries made from the forgotten memory."""
         try:
             with self.store.write_lock:
-                finished = forget_ops.finish_unfinished(self.store)
-            if finished:
-                logger.warning("finished %d forgets that had stopped before flagging the "
-                               "summaries made from their memory", finished)
+                # server mode: a forget younger than a minute may still be running elsewhere
+                finished = forget_ops.finish_unfinished(
+                    self.store, min_age_s=60.0 if self._server is not None else 0.0)
+                if finished:
+                    self.vault.checkpoint()  # a forgotten summary's old pages leave the WAL
+                    logger.warning("finished %d forgets that had stopped before dealing with "
+                                   "the summaries made from their memory", finished)
         except Exception:  # noqa: BLE001 - the store opens; the next forget of it retries
             logger.warning("finishing interrupted forgets failed", exc_info=True)
         try:

@@ -49,7 +49,7 @@ def merge_message_item(base: dict[str, Any], item: dict[str, Any]) -> dict[str, 
 _QUESTION_OPENERS = frozenset(
     "what who whom whose where when why how which is are am was were do does did can could "
     "would should will shall may might have has had isn't aren't don't doesn't didn't "
-    "can't won't".split()
+    "can't won't what's who's where's when's why's how's".split()
 )
 
 
@@ -72,8 +72,18 @@ _RECALL_REQUEST = re.compile(
 
 
 #: Where one sentence ends and another begins ("Do you know what? I adopted a dog."): a
-#: request followed by a statement is a statement worth remembering.
-_SENTENCE_BREAK = re.compile(r"[.!?:;]\s+\S")
+#: request followed by a statement is a statement worth remembering. Not after a title or
+#: a common abbreviation ("Dr. Smith", "St. Mary's", "e.g. this").
+_SENTENCE_END = re.compile(
+    r"(?<![A-Z])(?<!\bDr)(?<!\bMr)(?<!\bMs)(?<!\bSt)(?<!\bJr)(?<!\bSr)(?<!\bMrs)(?<!\bvs)"
+    r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)[.!?:;]\s+")
+
+
+def _one_sentence(text: str) -> bool:
+    """Whether ``text`` says one thing: one sentence, perhaps followed by courtesy only
+    ("Tell me what my sister's name is. Thanks!")."""
+    _, *rest = _SENTENCE_END.split(text.strip())
+    return all(is_phatic(sentence) for sentence in rest)
 
 
 def is_question(text: str) -> bool:
@@ -89,8 +99,7 @@ def is_question(text: str) -> bool:
     stripped = text.strip()
     if not stripped:
         return False
-    if stripped.endswith("?") or (_RECALL_REQUEST.match(stripped)
-                                  and not _SENTENCE_BREAK.search(stripped)):
+    if stripped.endswith("?") or (_RECALL_REQUEST.match(stripped) and _one_sentence(stripped)):
         return True
     first = stripped.split(None, 1)[0].lower().strip(",.!:;\"'")
     return first in _QUESTION_OPENERS and not stripped.endswith((".", "!"))

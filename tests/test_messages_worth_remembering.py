@@ -53,6 +53,10 @@ RECALL_REQUESTS = [
     "Show me my saved addresses.",
     "Look up my passport number.",
     "Do you remember where I parked.",
+    "What's my locker code",
+    "Tell me what my sister's name is. Thanks!",
+    "Do you remember Dr. Smith's phone number.",
+    "Can you remind me what St. Mary's address is.",
 ]
 
 SMALL_TALK = [

@@ -77,6 +77,7 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
                   include_sensitive: bool) -> tuple[int, int]:
     """The bundle's files in the new directory ``path``; (memories written, withheld)."""
     ids: set[str] = set()
+    live: set[str] = set()
     withheld = 0
     with open(path / "memories.jsonl", "w", encoding="utf-8") as out:
         offset = 0
@@ -90,11 +91,13 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
                     withheld += 1
                     continue
                 ids.add(cube.id)
+                if cube.state is not State.DELETED:  # a tombstone joins no relation
+                    live.add(cube.id)
                 versions = [json.loads(v.model_dump_json()) for v in history]
                 out.write(json.dumps({"id": cube.id, "versions": versions}) + "\n")
     with open(path / "edges.jsonl", "w", encoding="utf-8") as out:
         for edge in store.vault.edges():
-            if edge.src in ids and edge.dst in ids:
+            if edge.src in live and edge.dst in live:
                 out.write(json.dumps({"src": edge.src, "dst": edge.dst, "kind": edge.kind}) + "\n")
     files = {name: _file_info(path / name) for name in FILES}
     manifest = {

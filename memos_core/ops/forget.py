@@ -44,13 +44,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
-from memos_core.cube import MemCube, State
-from memos_core.errors import AccessDeniedError, PurgePendingError, first_line
+from memos_core.cube import MemCube, State, utcnow
+from memos_core.errors import AccessDeniedError, ConflictError, PurgePendingError, first_line
 from memos_core.governance import access
 from memos_core.governance.derived import FLAG_KEY, DerivedMode, check_mode
 from memos_core.governance.forget_hooks import MessageRedactor, earlier_texts, redact_log_message
+from memos_core.ops.share import retrying
 from memos_core.ops.writes import write_version
 from memos_core.results import DerivedForm, ForgetReceipt
 from memos_core.store import MemoryStore
@@ -222,35 +225,53 @@ def _cascade(store: MemoryStore, source_id: str, summary_ids: list[str], actor: 
             forms.append(DerivedForm(kind="summary", id=sid, action="forgotten"))
             forms.extend(nested.derived)
             continue
-        sources = list(summary.metadata.get(FLAG_KEY, []))
-        if source_id not in sources:
-            metadata = {**summary.metadata, FLAG_KEY: [*sources, source_id]}
-            write_version(store, summary, {"metadata": metadata}, cascade_actor,
-                          "flag:source_forgotten", {"source": source_id})
-        forms.append(DerivedForm(kind="summary", id=sid, action="flagged"))
+        if retrying(partial(_flag, store, sid, source_id, cascade_actor), on=ConflictError):
+            forms.append(DerivedForm(kind="summary", id=sid, action="flagged"))
     store.vault.drop_relations(source_id)  # every summary was dealt with
     if pending:
         raise pending[0]
     return forms
 
 
-def finish_unfinished(store: MemoryStore) -> int:
+def _flag(store: MemoryStore, summary_id: str, source_id: str, actor: Actor) -> bool:
+    """Flag the summary (read now: another process may be finishing the same forget) as
+    made from the forgotten ``source_id``; False if it is gone meanwhile."""
+    summary = store.vault.get(summary_id)
+    if summary is None or summary.state is State.DELETED:
+        return False
+    sources = list(summary.metadata.get(FLAG_KEY, []))
+    if source_id not in sources:
+        metadata = {**summary.metadata, FLAG_KEY: [*sources, source_id]}
+        write_version(store, summary, {"metadata": metadata}, actor, "flag:source_forgotten",
+                      {"source": source_id})
+    return True
+
+
+def finish_unfinished(store: MemoryStore, min_age_s: float = 0.0) -> int:
     """Run the cascade of every forget that stopped between its tombstone and its cascade
     (the process died; :meth:`~memos_core.vault.base.Vault.unfinished_forgets`), in the mode
     its tombstone's audit record names (``flag`` if none, or if ``forget`` would now reach a
-    summary of another user). Returns how many forgets were finished."""
+    summary of another user). ``min_age_s``: leave tombstones younger than that (server
+    mode: another process may be running that cascade right now). A failure is logged and
+    the others still run. Returns how many forgets were finished."""
     done = 0
+    cutoff = utcnow() - timedelta(seconds=min_age_s)
     for memory_id in store.vault.unfinished_forgets():
         tomb = store.vault.get(memory_id)
-        if tomb is None or tomb.state is not State.DELETED:
+        if tomb is None or tomb.state is not State.DELETED or tomb.updated_at > cutoff:
             continue
         actor = Actor(tomb.user_id, None, "an interrupted forget finished")
         records = store.vault.audit_log(memory_id=memory_id, action="forget", limit=1)
         asked = records[-1].details.get("derived") if records else None
         mode: DerivedMode = "forget" if asked == "forget" else "flag"
         try:
-            forget_one(store, tomb, actor, mode)
-        except AccessDeniedError:  # a summary another user owns: flag them all instead
-            forget_one(store, tomb, actor, "flag")
+            try:
+                forget_one(store, tomb, actor, mode)
+            except AccessDeniedError:  # a summary another user owns: flag them all instead
+                forget_one(store, tomb, actor, "flag")
+        except Exception:  # noqa: BLE001 - logged; the next open or forget of it retries
+            logger.warning("finishing the interrupted forget of %s failed", memory_id,
+                           exc_info=True)
+            continue
         done += 1
     return done

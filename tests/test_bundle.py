@@ -148,3 +148,19 @@ def test_a_file_swapped_after_its_check_is_never_read(make_mos, exported, monkey
     other = make_mos("other")
     assert other.import_(path, user_id="alice")["imported"] == 2
     assert other.get(new.id, user_id="alice").text == "Alice moved to Porto in 2024."
+
+
+def test_an_export_during_an_unfinished_forget_imports(make_mos, mos, tmp_path):
+    """A tombstone keeps its summaries' relations until the forget's cascade ran; a bundle
+    made in between leaves them out (an importer refuses relations to a tombstone)."""
+    from memos_core.vault import Actor
+
+    a = mos.add("Alice's locker code is 4471.", user_id="alice")
+    b = mos.add("Alice parks on level 3.", user_id="alice")
+    summary = mos.compress([a.id, b.id], "Alice: locker 4471, level 3.", user_id="alice")
+    mos.store.write(lambda: [mos.vault.tombstone(a.id, Actor("alice"))])  # no cascade yet
+    bundle = mos.export(tmp_path / "bundle", user_id="alice")
+    result = make_mos("other").import_(bundle, user_id="alice")
+    assert result["imported"] == 3 and result["edges"] == 1
+    # the store itself keeps both relations until the cascade runs
+    assert {(e.src, e.dst) for e in mos.vault.edges()} == {(summary.id, a.id), (summary.id, b.id)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 from pathlib import Path
 
 from memos_core.errors import DataDirLockedError, InvalidInputError, MemOSError
@@ -51,6 +52,7 @@ class DataDirLock:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "LOCK"
         self._fd: int | None = None
+        self._release_lock = threading.Lock()
 
     def acquire(self) -> None:
         try:
@@ -86,11 +88,15 @@ class DataDirLock:
         self._fd = fd
 
     def release(self) -> None:
-        if self._fd is None:
+        """Unlock and close the lock file; idempotent, also from several threads at once
+        (the descriptor is taken once: closing it twice could close another file that got
+        its number meanwhile)."""
+        with self._release_lock:
+            fd, self._fd = self._fd, None
+        if fd is None:
             return
         try:
             if fcntl is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            os.close(self._fd)
-            self._fd = None
+            os.close(fd)

@@ -67,6 +67,7 @@ from memos_core.validation import (
     check_strs,
     check_tags,
     check_text,
+    check_config,
 )
 from memos_core.vault import Actor, AuditRecord, ListQuery, NamespaceGrant, Vault
 from memos_core.vault.postgres import is_postgres_url
@@ -126,6 +127,8 @@ class MemOS:
         self.database: str | None = None
         self._server: ServerParts | None = None
         self._closed = False
+        self._closing = False
+        self._close_lock = threading.RLock()
         self._engine: MemoryEngine | None = None
         self._chat_service: MemoryChat | None = None
         self._engine_lock = threading.Lock()
@@ -245,21 +248,30 @@ class MemOS:
 
     def close(self) -> None:
         """Stop the engine, flush the index, mark it clean and release the data directory.
-        Idempotent."""
-        if self._closed:
-            return
-        try:
-            self.store.close()  # its close callbacks stop the engine first
-        finally:
-            self._closed = True
-            self._engine = self._chat_service = None
-            if self._lock is not None:
-                self._lock.release()
-            if self._server is not None:
-                self._server.release()
+        Idempotent, also from several threads at once (the others wait for the first).
+        Calls still running in other threads may fail with the error of a closed file."""
+        with self._close_lock:  # re-entrant: a close callback that closes returns at once
+            if self._closed or self._closing:
+                return
+            self._closing = True
+            try:
+                self.store.close()  # its close callbacks stop the engine first
+            finally:
+                self._closed = True
+                self._engine = self._chat_service = None
+                if self._lock is not None:
+                    self._lock.release()
+                if self._server is not None:
+                    self._server.release()
 
     def __enter__(self) -> MemOS:
         return self
+
+    async def __aenter__(self) -> MemOS:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -872,6 +884,7 @@ class MemOS:
 
     def is_admin(self, user_id: str) -> bool:
         """True if ``user_id`` is one of ``config.admin_users`` (store-wide views)."""
+        self._check_open()
         return check_name(user_id, "user_id") in self.config.admin_users
 
     def stats(self, *, user_id: str) -> dict[str, Any]:
@@ -962,7 +975,7 @@ class MemOS:
             ModelLoadError: ``load=True`` and the default model cannot be loaded.
         """
         self._check_open()
-        model = self.engine.model if load else self.loaded_model()
+        model = self.engine.model if check_bool(load, "load") else self.loaded_model()
         if model is None:
             return ModelInfo(loaded=False)
         try:
@@ -1009,9 +1022,11 @@ class MemOS:
         a ``SchedulerConfig``. Returns a ``memos_core.scheduler.ScheduleReport``. Without
         ``user_id`` it is a maintenance call for the operator, not for a user's request
         (docs/governance.md)."""
+        from memos_core.scheduler import SchedulerConfig
+
         self._check_open()
         return self.engine.schedule(user_id=check_name(user_id, "user_id", optional=True),
-                                    config=config)
+                                    config=check_config(config, SchedulerConfig, "config"))
 
     def consolidate(self, *, user_id: str, memory_ids: Sequence[str] | None = None,
                     config: ParametricConfig | None = None, activate: bool = True,
@@ -1022,9 +1037,12 @@ class MemOS:
         it (recall, drift) and activate it if it passes the gate. ``config``: a
         ``ParametricConfig``. Returns a ``ConsolidationResult`` (a ``Future`` of one with
         ``background=True``). See memos_core.tiers.parametric."""
+        from memos_core.tiers.parametric import ParametricConfig
+
         self._check_open()
         return self.engine.consolidate(check_name(user_id, "user_id"), memory_ids,
-                                       config=config, activate=activate, background=background,
+                                       config=check_config(config, ParametricConfig, "config"),
+                                       activate=activate, background=background,
                                        progress=progress)
 
     def consolidate_due(self, candidates: ConsolidationConfig | None = None, *,
@@ -1036,7 +1054,13 @@ class MemOS:
         ``start_scheduler(consolidation=...)`` calls it after every run. A maintenance call
         for the operator, not for a user's request: it trains every owner's memories and its
         results hold their adapters' manifests (docs/governance.md)."""
-        return self.engine.consolidate_due(candidates, config=config, progress=progress)
+        from memos_core.scheduler import ConsolidationConfig
+        from memos_core.tiers.parametric import ParametricConfig
+
+        self._check_open()
+        return self.engine.consolidate_due(
+            check_config(candidates, ConsolidationConfig, "candidates"),
+            config=check_config(config, ParametricConfig, "config"), progress=progress)
 
     def adapters(self, *, user_id: str) -> builtins.list[AdapterManifest]:
         """``user_id``'s LoRA adapters, oldest first: each an ``AdapterManifest`` (memories
@@ -1107,8 +1131,14 @@ class MemOS:
         :meth:`close`. With ``consolidation`` (a ``ConsolidationConfig``), each run also
         starts due LoRA trainings (:meth:`consolidate_due`, with the ``ParametricConfig``
         ``parametric``). Returns its ``memos_core.scheduler.BackgroundScheduler``."""
-        return self.engine.start_scheduler(interval_s, config=config, consolidation=consolidation,
-                                           parametric=parametric)
+        from memos_core.scheduler import ConsolidationConfig, SchedulerConfig
+        from memos_core.tiers.parametric import ParametricConfig
+
+        self._check_open()
+        return self.engine.start_scheduler(
+            interval_s, config=check_config(config, SchedulerConfig, "config"),
+            consolidation=check_config(consolidation, ConsolidationConfig, "consolidation"),
+            parametric=check_config(parametric, ParametricConfig, "parametric"))
 
     # -- async twins (memos_core.aio): same arguments and results, run in a worker thread ----
 

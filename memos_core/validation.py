@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 from memos_core.config import MAX_TEXT_BYTES
 from memos_core.errors import InvalidInputError, MemoryNotFoundError
@@ -25,11 +25,23 @@ def shown(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
+T = TypeVar("T")
+
+
 def check_bool(value: object, name: str) -> bool:
     """A real bool: ``"false"`` or ``0`` would otherwise be read by their truthiness."""
     if not isinstance(value, bool):
         raise InvalidInputError(f"{name} must be True or False, got {shown(value)}.")
     return value
+
+
+def check_config(value: object, cls: type[T], name: str) -> T | None:
+    """``value`` if it is None or a ``cls`` (a settings object), else
+    :class:`InvalidInputError` naming the class to pass."""
+    if value is None or isinstance(value, cls):
+        return value
+    raise InvalidInputError(f"{name} must be a {cls.__name__} (or None), got "
+                            f"{type(value).__name__}.")
 
 
 def check_text(text: object, name: str = "text") -> str:

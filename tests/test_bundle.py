@@ -164,3 +164,26 @@ def test_an_export_during_an_unfinished_forget_imports(make_mos, mos, tmp_path):
     assert result["imported"] == 3 and result["edges"] == 1
     # the store itself keeps both relations until the cascade runs
     assert {(e.src, e.dst) for e in mos.vault.edges()} == {(summary.id, a.id), (summary.id, b.id)}
+
+
+def test_a_memory_forgotten_while_the_export_ran_is_not_in_the_bundle(mos, tmp_path, monkeypatch):
+    """Another thread forgets a memory while the bundle's files are being written: the
+    export writes them again before it publishes the bundle."""
+    from memos_core.ops import bundle
+
+    secret = mos.add("Alice's vault PIN is 99413.", user_id="alice")
+    mos.add("Alice likes tea.", user_id="alice")
+    real = bundle._write_bundle
+    calls = []
+
+    def write_then_forget(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if not calls:
+            mos.forget(secret.id, user_id="alice")  # the other thread, mid-export
+        calls.append(1)
+        return result
+
+    monkeypatch.setattr(bundle, "_write_bundle", write_then_forget)
+    path = mos.export(tmp_path / "bundle", user_id="alice")
+    assert len(calls) == 2
+    assert not any(b"99413" in p.read_bytes() for p in path.iterdir())

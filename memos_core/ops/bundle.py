@@ -60,12 +60,18 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
     except OSError as exc:  # a file on the way, no permission, a read-only disk
         raise MemOSError(f"Cannot create the bundle {path} ({exc.strerror}).") from None
     try:
-        count, withheld = _write_bundle(store, work, user_id, include_sensitive)
-        try:
-            os.rename(work, path)
-        except OSError as exc:
-            raise MemOSError(f"Could not create the bundle {path} ({exc.strerror}); export to "
-                             "a path that does not exist yet.") from None
+        count, withheld, live = _write_bundle(store, work, user_id, include_sensitive)
+        with store.write_lock:  # no forget of this process between the check and the rename
+            if any(c.state is State.DELETED for c in store.vault.get_many(sorted(live)).values()):
+                # forgotten while the files were written: write them again, without its text
+                shutil.rmtree(work)
+                work.mkdir(mode=0o700)
+                count, withheld, _ = _write_bundle(store, work, user_id, include_sensitive)
+            try:
+                os.rename(work, path)
+            except OSError as exc:
+                raise MemOSError(f"Could not create the bundle {path} ({exc.strerror}); export "
+                                 "to a path that does not exist yet.") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     store.vault.audit(Actor(user_id), "export", details={
@@ -74,8 +80,9 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
 
 
 def _write_bundle(store: MemoryStore, path: Path, user_id: str,
-                  include_sensitive: bool) -> tuple[int, int]:
-    """The bundle's files in the new directory ``path``; (memories written, withheld)."""
+                  include_sensitive: bool) -> tuple[int, int, set[str]]:
+    """The bundle's files in the new directory ``path``; (memories written, withheld, the
+    ids of the live ones written)."""
     ids: set[str] = set()
     live: set[str] = set()
     withheld = 0
@@ -110,7 +117,7 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
         "files": files,
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return len(ids), withheld
+    return len(ids), withheld, live
 
 
 def _file_info(path: Path) -> dict[str, Any]:

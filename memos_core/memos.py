@@ -53,8 +53,9 @@ from memos_core.retrieval.rerank import Reranker, rerank
 from memos_core.retrieval.voice import body_of, own_voice
 from memos_core.store import MemoryStore
 from memos_core.validation import (
-    check_datetime,
     check_bool,
+    check_config,
+    check_datetime,
     check_enum,
     check_enums,
     check_id,
@@ -67,7 +68,6 @@ from memos_core.validation import (
     check_strs,
     check_tags,
     check_text,
-    check_config,
 )
 from memos_core.vault import Actor, AuditRecord, ListQuery, NamespaceGrant, Vault
 from memos_core.vault.postgres import is_postgres_url

@@ -98,8 +98,9 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
 
     ``logs``: what :func:`redact_logs` already did for it (``forget_many`` runs every hook
     before the first tombstone); None runs the hooks here. Idempotent: forgetting a
-    tombstone again changes nothing and touches no derived form -- unless the purge of its
-    derived files failed (this raised :class:`MemOSError` saying so): then it is retried.
+    tombstone again changes nothing and touches no derived form -- unless its forget stopped
+    before the cascade (the summaries are dealt with now) or the purge of its derived files
+    failed (this raised :class:`PurgePendingError` saying so): then that is retried.
     The caller holds
     ``store.write_lock`` and checkpoints the vault afterwards (also when this raises).
     """
@@ -123,8 +124,8 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
     forms = redact_logs(store, cube) if logs is None else list(logs)
     digest = hashlib.sha256(cube.text.encode()).hexdigest()  # the receipt's; never stored
     finishers: list[Callable[[], list[DerivedForm]]] = [p(cube.id) for p in store.purgers]
-    # the KV engine, if any, drops its blocks when it hears of the tombstone
-    # the audit record names the mode: a forget stopped before its cascade resumes with it
+    # the KV engine, if any, drops its blocks when it hears of the tombstone; its audit
+    # record names the mode, in which a forget stopped before its cascade resumes
     (tomb,) = store.write(lambda: [store.vault.tombstone(cube.id, actor, {"derived": derived})])
     # read once the tombstone is committed (it keeps these relations for the cascade): a
     # summary another process made of it just before is among them, and none can come after

@@ -428,7 +428,9 @@ class MemOS:
         """Bulk ingest: each item a text or a dict of :meth:`add` keywords plus ``text``.
 
         Validates everything first; then stores in batches of ``batch_size`` (one vault
-        transaction each), with a progress bar. Returns the stored cubes in input order.
+        transaction each), with a progress bar. Returns the stored cubes in input order. If
+        another thread closes the store meanwhile, it stops between two batches and raises
+        ``InvalidInputError`` saying how many items were stored.
         """
         self._check_open()
         user_id = check_name(user_id, "user_id")
@@ -455,6 +457,11 @@ class MemOS:
         actor = Actor(user_id, defaults.get("agent_id"), defaults.get("reason"))
         stored: list[MemCube] = []
         for start in range(0, len(cubes), batch_size):
+            if self._closing:  # close() in another thread: stop between two transactions
+                bar.close()
+                raise InvalidInputError(
+                    f"This MemOS was closed during add_many: the first {len(stored)} of "
+                    f"{len(cubes)} items were stored (each batch whole), the rest were not.")
             batch = cubes[start:start + batch_size]
             stored.extend(writes.add(self.store, batch, actor))
             bar.update(len(batch))

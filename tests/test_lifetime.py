@@ -57,3 +57,26 @@ def test_settings_objects_and_flags_are_checked(mos: MemOS) -> None:
     mos.close()
     with pytest.raises(InvalidInputError, match="closed"):
         mos.is_admin("alice")
+
+
+def test_close_during_add_many_stops_between_batches_and_says_so(tmp_path: Path) -> None:
+    """close() from another thread while add_many runs: the batch being written completes,
+    the next is not started, and the caller learns how many items were stored (it got a raw
+    'closed database' error from the next batch)."""
+    mos = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+    closer: list[threading.Thread] = []
+
+    def close_after_the_first_batch(cubes: object) -> None:
+        if not closer:  # another thread closes now; it waits for this batch's write lock
+            closer.append(threading.Thread(target=mos.close))
+            closer[0].start()
+            while not mos._closing:
+                pass
+
+    mos.on_change(close_after_the_first_batch)
+    with pytest.raises(InvalidInputError, match="the first 8 of 40 items were stored"):
+        mos.add_many([f"note number {i}" for i in range(40)], user_id="alice", batch_size=8)
+    closer[0].join(30)
+    assert mos.closed
+    with MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False)) as again:
+        assert len(again.list(user_id="alice", limit=100)) == 8

@@ -479,11 +479,13 @@ class ParametricTier:
         text) and answered right when asked in a chat at evaluation; ``MemOS.chat`` leaves
         these out of the prompt. The rest of its memories are still put in the prompt as
         plaintext."""
-        manifest = self.serving(owner)
+        manifest = self.active_manifest(owner)
         if manifest is None:
             return frozenset()
-        answered = manifest.evaluation.answered_in_chat()
         current = self.kernel.vault.get_many([m.id for m in manifest.memories])
+        if self._unservable(manifest, current):  # not served: see serving()
+            return frozenset()
+        answered = manifest.evaluation.answered_in_chat()
         return frozenset(m.id for m in manifest.memories
                          if m.id in answered and m.id in current
                          and current[m.id].version == m.version
@@ -514,11 +516,14 @@ class ParametricTier:
         return sorted(m.id for m in manifest.memories if m.id not in current
                       or current[m.id].state in (State.DELETED, State.EXPIRED))
 
-    def _unservable(self, manifest: AdapterManifest) -> list[str]:
+    def _unservable(self, manifest: AdapterManifest,
+                    current: dict[str, MemCube] | None = None) -> list[str]:
         """Ids in ``manifest`` that must not be answered from weights now: tombstones,
         expired or gone, past their TTL, or with a sensitivity tag the store's
-        ``allow_sensitive`` does not cover."""
-        current = self.kernel.vault.get_many([m.id for m in manifest.memories])
+        ``allow_sensitive`` does not cover. ``current``: the vault's current versions of
+        its memories, if the caller has read them."""
+        if current is None:
+            current = self.kernel.vault.get_many([m.id for m in manifest.memories])
         allowed = allowance(getattr(self.kernel.config, "allow_sensitive", ()))
         now = utcnow()
 

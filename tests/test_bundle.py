@@ -171,7 +171,7 @@ def test_a_memory_forgotten_while_the_export_ran_is_not_in_the_bundle(mos, tmp_p
     export writes them again before it publishes the bundle."""
     from memos_core.ops import bundle
 
-    secret = mos.add("Alice's vault PIN is 99413.", user_id="alice")
+    secret = mos.add("Alice's vault word is zanzibar-quokka.", user_id="alice")
     mos.add("Alice likes tea.", user_id="alice")
     real = bundle._write_bundle
     calls = []
@@ -186,4 +186,4 @@ def test_a_memory_forgotten_while_the_export_ran_is_not_in_the_bundle(mos, tmp_p
     monkeypatch.setattr(bundle, "_write_bundle", write_then_forget)
     path = mos.export(tmp_path / "bundle", user_id="alice")
     assert len(calls) == 2
-    assert not any(b"99413" in p.read_bytes() for p in path.iterdir())
+    assert not any(b"zanzibar-quokka" in p.read_bytes() for p in path.iterdir())

@@ -127,7 +127,8 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
         @functools.wraps(self.method)
         async def call(*args: Any, **kwargs: Any) -> Any:
             if native is not None:
-                result = await native(obj, *args, **kwargs)
+                with obj._calls.task():  # close() waits for it (memos_core.calls)
+                    result = await native(obj, *args, **kwargs)
                 if result is not FALLBACK:
                     return result
             return await asyncio.to_thread(bound, *args, **kwargs)

@@ -11,6 +11,7 @@ engine (``mos.engine``, :mod:`memos_core.engine`). Every public method has an as
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
 import os
 import threading
@@ -18,9 +19,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from memos_core.aio import native_get, native_history, native_list, twin
+from memos_core.calls import CLOSED, RunningCalls
 from memos_core.config import MemOSConfig, default_data_dir
 from memos_core.cube import MemCube, MemoryType, Origin, State, utcnow
 from memos_core.embedding import Embedder
@@ -65,6 +67,7 @@ from memos_core.validation import (
     check_metadata_filter,
     check_name,
     check_path,
+    check_positive_seconds,
     check_strs,
     check_tags,
     check_text,
@@ -96,6 +99,20 @@ if TYPE_CHECKING:
     )
 
 Message = Mapping[str, Any]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def running(method: Callable[Concatenate[MemOS, P], R]) -> Callable[Concatenate[MemOS, P], R]:
+    """A public call of the facade: counted while it runs, so that ``close()`` waits for it
+    and refuses to start under it (:mod:`memos_core.calls`)."""
+
+    @functools.wraps(method)
+    def call(self: MemOS, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._calls.call():
+            return method(self, *args, **kwargs)
+
+    return call
 
 
 class MemOS:
@@ -127,7 +144,7 @@ class MemOS:
         self.database: str | None = None
         self._server: ServerParts | None = None
         self._closed = False
-        self._closing = False
+        self._calls = RunningCalls()  # close() waits for them
         self._close_lock = threading.RLock()
         self._engine: MemoryEngine | None = None
         self._chat_service: MemoryChat | None = None
@@ -246,14 +263,23 @@ class MemOS:
 
     # -- lifetime -----------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, timeout_s: float | None = 30.0) -> None:
         """Stop the engine, flush the index, mark it clean and release the data directory.
-        Idempotent, also from several threads at once (the others wait for the first).
-        Calls still running in other threads may fail with the error of a closed file."""
+        New calls from other threads raise the closed error from the start; calls already
+        running there are waited for, up to ``timeout_s`` seconds (None: however long; an
+        ``add_many`` stops at its next batch), then closed under (they may fail with a closed
+        file's error; a warning says how many). A ``chat(stream=True)`` call returns its
+        stream before it is read; close does not wait for the reading. Idempotent, also from several threads at once (the others
+        wait for the first)."""
+        wait_s = check_positive_seconds(timeout_s, "timeout_s")
         with self._close_lock:  # re-entrant: a close callback that closes returns at once
-            if self._closed or self._closing:
+            if self._closed or self._calls.closing:
                 return
-            self._closing = True
+            self._calls.begin_close()
+            left = self._calls.wait(wait_s)
+            if left:
+                logger.warning("close(): %d call(s) in other threads still running after "
+                               "%s s; closing under them", left, wait_s)
             try:
                 self.store.close()  # its close callbacks stop the engine first
             finally:
@@ -286,10 +312,11 @@ class MemOS:
         (one query when there are none), so nothing forgotten or revoked elsewhere is
         served from this process's derived state."""
         if self._closed:
-            raise InvalidInputError("This MemOS is closed; open the data directory again.")
+            raise InvalidInputError(CLOSED)
         if self._server is not None or self.store.lagging:
             self.store.sync()
 
+    @running
     def catch_up(self) -> int:
         """Server mode: apply other processes' changes to this process's graph, caches and
         per-process index now; returns how many (every call does this first anyway). 0 in
@@ -300,16 +327,19 @@ class MemOS:
 
     # -- derived state (the kernel's) ---------------------------------------------------------
 
+    @running
     def reconcile(self) -> dict[str, int]:
         """Make the index agree with the vault: add missing or stale points, drop extra ones."""
         self._check_open()
         return self.store.reconcile()
 
+    @running
     def reindex(self) -> dict[str, int]:
         """Rebuild the index and the graph from the vault (``memos reindex``)."""
         self._check_open()
         return self.store.reindex()
 
+    @running
     def optimize(self) -> None:
         """Build the index's search structures (HNSW graphs) over points added since the last
         call. Until then those points are searched by brute force, which is fine for a few
@@ -319,6 +349,7 @@ class MemOS:
         self._check_open()
         self.store.optimize()
 
+    @running
     def on_change(self, listener: Callable[[Sequence[MemCube]], None]) -> None:
         """Call ``listener(cubes)`` after memories change: new memories, new versions (updates,
         state changes, supersessions, shares) and tombstones. It runs under the write lock,
@@ -327,12 +358,14 @@ class MemOS:
         write is committed)."""
         self.store.on_change(listener)
 
+    @running
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` when :meth:`close` starts, before anything is flushed or
         released (newest first); derived tiers stop their background threads with it. A
         callback must not raise."""
         self.store.on_close(callback)
 
+    @running
     def on_forget(self, hook: ForgetHook, *, path: str | Path | None = None) -> Callable[[], None]:
         """Call ``hook(memory)`` in every :meth:`forget` (and :meth:`forget_many`), for a store
         outside the core that keeps copies of memories (a framework's conversation log).
@@ -372,6 +405,7 @@ class MemOS:
 
     # -- writes -------------------------------------------------------------------------------
 
+    @running
     def add(
         self,
         content: str | Sequence[Message],
@@ -421,6 +455,7 @@ class MemOS:
         cubes = writes.add(self.store, cubes, Actor(user_id, agent_id, reason), supersedes=old)
         return cubes[0] if isinstance(content, (str, bytes, bytearray)) else cubes
 
+    @running
     def add_many(
         self, /, items: Iterable[Mapping[str, Any] | str], *, user_id: str, batch_size: int = 256,
         **defaults: Any,
@@ -457,7 +492,7 @@ class MemOS:
         actor = Actor(user_id, defaults.get("agent_id"), defaults.get("reason"))
         stored: list[MemCube] = []
         for start in range(0, len(cubes), batch_size):
-            if self._closing:  # close() in another thread: stop between two transactions
+            if self._calls.closing:  # close() in another thread: stop between two transactions
                 bar.close()
                 raise InvalidInputError(
                     f"This MemOS was closed during add_many: the first {len(stored)} of "
@@ -469,6 +504,7 @@ class MemOS:
         self.store.maybe_optimize()
         return stored
 
+    @running
     def update(
         self,
         memory_id: str,
@@ -504,6 +540,7 @@ class MemOS:
             return writes.write_version(self.store, cube, changes, Actor(user_id, agent_id, reason),
                                         "update")
 
+    @running
     def set_state(self, memory_id: str, state: str | State, *, user_id: str,
                   reason: str | None = None) -> MemCube:
         """Move a memory along its lifecycle (e.g. archive it); a new version, audited."""
@@ -515,6 +552,7 @@ class MemOS:
             cube = self._load(memory_id, check_name(user_id, "user_id"), write=True)
             return writes.set_state(self.store, cube, target, Actor(user_id, None, reason))
 
+    @running
     def rollback(self, memory_id: str, version: int, *, user_id: str,
                  reason: str | None = None) -> MemCube:
         """Make a new version whose content equals ``version``'s (history is kept)."""
@@ -536,6 +574,7 @@ class MemOS:
             return writes.write_version(self.store, cube, changes, Actor(user_id, None, reason),
                                         "rollback", {"to_version": version})
 
+    @running
     def forget(self, memory_id: str, *, user_id: str, agent_id: str | None = None,
                reason: str | None = None, derived: str = "flag") -> ForgetReceipt:
         """Delete a memory everywhere; leaves a tombstone (id, textless versions). Idempotent.
@@ -558,6 +597,7 @@ class MemOS:
             finally:  # a failing hook of a cascaded summary comes after a tombstone
                 self.vault.checkpoint()
 
+    @running
     def compress(self, memory_ids: Sequence[str], summary: str, *, user_id: str,
                  agent_id: str | None = None, type: str | MemoryType = MemoryType.SUMMARY,
                  reason: str | None = None) -> MemCube:
@@ -581,6 +621,7 @@ class MemOS:
             )
             return writes.compress(self.store, sources, cube, Actor(user_id, agent_id, reason))
 
+    @running
     def forget_many(self, memory_ids: Sequence[str], *, user_id: str, agent_id: str | None = None,
                     reason: str | None = None) -> builtins.list[ForgetReceipt]:
         """:meth:`forget` each id; all ids are checked (exist, owned) before any is forgotten."""
@@ -617,11 +658,13 @@ class MemOS:
 
     # -- sharing ------------------------------------------------------------------------------
 
+    @running
     def share(self, memory_id: str, *, with_user_id: str, user_id: str, scope: str = "read",
               reason: str | None = None) -> MemCube:
         """Let another user read (``scope='read'``) or also change (``'write'``) a memory."""
         return self._set_access(memory_id, with_user_id, user_id, scope, True, reason)
 
+    @running
     def revoke(self, memory_id: str, *, with_user_id: str, user_id: str,
                reason: str | None = None) -> MemCube:
         """Withdraw every grant ``share`` gave ``with_user_id`` on this memory."""
@@ -639,6 +682,7 @@ class MemOS:
             return share.set_access(self.store, cube, other, scope, grant,
                                     Actor(user_id, None, reason))
 
+    @running
     def share_namespace(self, *, with_user_id: str, user_id: str, agent_id: str | None = None,
                         session_id: str | None = None, scope: str = "read",
                         reason: str | None = None) -> ShareReceipt:
@@ -650,6 +694,7 @@ class MemOS:
         grant = self._grant(with_user_id, user_id, agent_id, session_id, scope)
         return share.share_namespace(self.store, grant, Actor(grant.owner, None, reason))
 
+    @running
     def revoke_namespace(self, *, with_user_id: str, user_id: str, agent_id: str | None = None,
                          session_id: str | None = None, reason: str | None = None) -> ShareReceipt:
         """Withdraw the namespace grants ``with_user_id`` holds inside this namespace and
@@ -673,6 +718,7 @@ class MemOS:
 
     # -- reads --------------------------------------------------------------------------------
 
+    @running
     def get(self, memory_id: str, *, user_id: str, version: int | None = None,
             as_of: datetime | str | None = None) -> MemCube:
         """The current version, a given ``version``, or the version current ``as_of`` a time."""
@@ -703,12 +749,14 @@ class MemOS:
                                        else f"Memory {mid} did not exist at {when}.")
         return old
 
+    @running
     def history(self, memory_id: str, *, user_id: str) -> builtins.list[MemCube]:
         """Every version, oldest first (a forgotten memory's versions keep no text)."""
         self._check_open()
         cube = self._load(memory_id, check_name(user_id, "user_id"), allow_deleted=True)
         return self.vault.history(cube.id)
 
+    @running
     def list(
         self, *, user_id: str, agent_id: str | None = None, session_id: str | None = None,
         types: Sequence[str] | None = None, tags: Sequence[str] | None = None,
@@ -752,6 +800,7 @@ class MemOS:
             metadata_equals=check_metadata_filter(metadata),
         )
 
+    @running
     def search(
         self, query: str, *, user_id: str, k: int = 5, agent_id: str | None = None,
         session_id: str | None = None, types: Sequence[str] | None = None,
@@ -869,6 +918,7 @@ class MemOS:
 
     # -- bundles, stats, audit ----------------------------------------------------------------
 
+    @running
     def export(self, path: str | os.PathLike[str], *, user_id: str,
                include_sensitive: bool = False) -> Path:
         """Write ``user_id``'s own memories (every version) and relations as a bundle
@@ -880,6 +930,7 @@ class MemOS:
         return bundle.export_bundle(self.store, check_path(path), check_name(user_id, "user_id"),
                              include_sensitive=include_sensitive)
 
+    @running
     def import_(self, path: str | os.PathLike[str], *, user_id: str) -> dict[str, int]:
         """Import a bundle made by :meth:`export`; everything is validated before writing.
 
@@ -889,11 +940,13 @@ class MemOS:
         self._check_open()
         return bundle.import_bundle(self.store, check_path(path), check_name(user_id, "user_id"))
 
+    @running
     def is_admin(self, user_id: str) -> bool:
         """True if ``user_id`` is one of ``config.admin_users`` (store-wide views)."""
         self._check_open()
         return check_name(user_id, "user_id") in self.config.admin_users
 
+    @running
     def stats(self, *, user_id: str) -> dict[str, Any]:
         """Counts, as ``user_id`` may see them (``"scope"`` says which view).
 
@@ -925,6 +978,7 @@ class MemOS:
             "embedder_backend": getattr(self.embedder, "backend", None),
         }
 
+    @running
     def audit_log(self, *, user_id: str, memory_id: str | None = None,
                   action: str | None = None, limit: int = 100) -> builtins.list[AuditRecord]:
         """Audit records of ``user_id``'s own operations (or of one memory they may read),
@@ -938,6 +992,7 @@ class MemOS:
             return self.vault.audit_log(memory_id=check_id(memory_id), action=action, limit=limit)
         return self.vault.audit_log(user_id=user_id, action=action, limit=limit)
 
+    @running
     def verify_audit(self, *, user_id: str) -> tuple[bool, str]:
         """Check the audit log's hash chain and head record: (ok, message naming the first
         bad record). It reads every user's records, so only an admin principal
@@ -967,12 +1022,14 @@ class MemOS:
                 self._engine = MemoryEngine(self.store, self)
             return self._engine
 
+    @running
     def loaded_model(self) -> LocalModel | None:
         """The local model if one is loaded now, else None; never loads one (adapters use it
         to count tokens or read the context window)."""
         engine = self._engine
         return engine._model if engine is not None and not self._closed else None
 
+    @running
     def model_info(self, *, load: bool = False) -> ModelInfo:
         """Describe the local model: its id, context window and tokenizer. With
         ``load=False`` (the default) nothing is loaded: without a loaded model the answer is
@@ -993,11 +1050,13 @@ class MemOS:
         return ModelInfo(loaded=True, model_id=model.model_id, context_window=window,
                          tokenizer=model.tokenizer)
 
+    @running
     def attach_model(self, model: LocalModel) -> None:
         """Answer and build KV caches with ``model`` (a ``memos_core.runtime.LocalModel``)
         instead of the default SmolLM2-135M-Instruct, which otherwise loads on first use."""
         self.engine.attach_model(model)
 
+    @running
     def chat(self, query: str | None = None, *, user_id: str,
              history: Sequence[Message] | None = None, messages: Sequence[Any] | None = None,
              system: str | None = None, k: int = 5, max_new_tokens: int = 128,
@@ -1022,6 +1081,7 @@ class MemOS:
                 self._chat_service = MemoryChat(engine)
             return self._chat_service
 
+    @running
     def schedule(self, *, user_id: str | None = None,
                  config: SchedulerConfig | None = None) -> ScheduleReport:
         """Run the scheduler once now over every owner's memories (or ``user_id``'s):
@@ -1035,6 +1095,7 @@ class MemOS:
         return self.engine.schedule(user_id=check_name(user_id, "user_id", optional=True),
                                     config=check_config(config, SchedulerConfig, "config"))
 
+    @running
     def consolidate(self, *, user_id: str, memory_ids: Sequence[str] | None = None,
                     config: ParametricConfig | None = None, activate: bool = True,
                     background: bool = False, progress: bool = True,
@@ -1052,6 +1113,7 @@ class MemOS:
                                        activate=activate, background=background,
                                        progress=progress)
 
+    @running
     def consolidate_due(self, candidates: ConsolidationConfig | None = None, *,
                         config: ParametricConfig | None = None, progress: bool = True,
                         ) -> dict[str, Future[ConsolidationResult]]:
@@ -1069,6 +1131,7 @@ class MemOS:
             check_config(candidates, ConsolidationConfig, "candidates"),
             config=check_config(config, ParametricConfig, "config"), progress=progress)
 
+    @running
     def adapters(self, *, user_id: str) -> builtins.list[AdapterManifest]:
         """``user_id``'s LoRA adapters, oldest first: each an ``AdapterManifest`` (memories
         and versions trained in, base model fingerprint, settings, evaluation, gate decision,
@@ -1081,6 +1144,7 @@ class MemOS:
             logger.warning("adapter %s: its manifest cannot be read; left out", version)
         return [m for m in readable if m.owner == user_id]
 
+    @running
     def activate_adapter(self, version: str, *, user_id: str,
                          reason: str = "requested") -> AdapterManifest:
         """Serve adapter ``version`` in ``user_id``'s chats (replacing their active one);
@@ -1094,18 +1158,21 @@ class MemOS:
         tier = self._own_adapter(version, check_name(user_id, "user_id"))
         return tier.activate(version, reason=reason)
 
+    @running
     def deactivate_adapter(self, *, user_id: str, reason: str = "requested") -> str | None:
         """Stop serving ``user_id``'s adapter (its memories are answered from plaintext
         again); audited. Returns the version that was active, or None."""
         self._check_open()
         return self.engine.parametric.deactivate(check_name(user_id, "user_id"), reason=reason)
 
+    @running
     def rollback_adapter(self, *, user_id: str, reason: str = "requested") -> str | None:
         """Go back to ``user_id``'s previous usable adapter (or none); audited. Returns the
         version active now."""
         self._check_open()
         return self.engine.parametric.rollback(check_name(user_id, "user_id"), reason=reason)
 
+    @running
     def retire_adapter(self, version: str, *, user_id: str,
                        reason: str = "requested") -> AdapterManifest:
         """Parametric -> plaintext: deactivate ``version`` if active and delete its weights;
@@ -1131,6 +1198,7 @@ class MemOS:
                 "(rule: adapters are per owner)")
         return tier
 
+    @running
     def start_scheduler(self, interval_s: float = 300.0, *, config: SchedulerConfig | None = None,
                         consolidation: ConsolidationConfig | None = None,
                         parametric: ParametricConfig | None = None) -> BackgroundScheduler:

@@ -70,7 +70,7 @@ def test_close_during_add_many_stops_between_batches_and_says_so(tmp_path: Path)
         if not closer:  # another thread closes now; it waits for this batch's write lock
             closer.append(threading.Thread(target=mos.close))
             closer[0].start()
-            while not mos._closing:
+            while not mos._calls.closing:
                 pass
 
     mos.on_change(close_after_the_first_batch)
@@ -80,3 +80,86 @@ def test_close_during_add_many_stops_between_batches_and_says_so(tmp_path: Path)
     assert mos.closed
     with MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False)) as again:
         assert len(again.list(user_id="alice", limit=100)) == 8
+
+
+def _blocked_add(mos: MemOS, entered: threading.Event, release: threading.Event,
+                 result: list[object]) -> threading.Thread:
+    """A thread whose add() stays inside the call (in a change listener) until ``release``."""
+
+    def hold(cubes: object) -> None:
+        entered.set()
+        release.wait(30)
+
+    mos.on_change(hold)
+
+    def add() -> None:
+        try:
+            result.append(mos.add("The boiler was serviced in March.", user_id="alice"))
+        except Exception as exc:  # noqa: BLE001 - the test inspects what the call met
+            result.append(exc)
+
+    thread = threading.Thread(target=add)
+    thread.start()
+    assert entered.wait(30)
+    return thread
+
+
+def test_close_waits_for_calls_running_in_other_threads(tmp_path: Path) -> None:
+    """close() refuses new calls at once, lets the running one finish (it returned a raw
+    closed-file error before), then closes."""
+    mos = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+    entered, release, result = threading.Event(), threading.Event(), []
+    adder = _blocked_add(mos, entered, release, result)
+    closer = threading.Thread(target=mos.close)
+    closer.start()
+    while not mos._calls.closing:
+        pass
+    with pytest.raises(InvalidInputError, match="closed"):
+        mos.search("boiler", user_id="alice")  # a new call, while close() waits
+    assert not mos.closed  # still waiting for the add
+    release.set()
+    adder.join(30)
+    closer.join(30)
+    assert mos.closed and len(result) == 1 and not isinstance(result[0], Exception), result
+    with MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False)) as again:
+        assert [c.text for c in again.list(user_id="alice")] == ["The boiler was serviced in March."]
+
+
+def test_close_gives_up_waiting_after_its_timeout(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    mos = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+    entered, release, result = threading.Event(), threading.Event(), []
+    adder = _blocked_add(mos, entered, release, result)
+    threading.Timer(1.0, release.set).start()  # the add holds the write lock: the close's
+    with caplog.at_level("WARNING", logger="memos_core"):  # flush waits for it after all
+        mos.close(timeout_s=0.2)
+    assert mos.closed and "1 call(s) in other threads still running" in caplog.text
+    adder.join(30)
+    other = MemOS(tmp_path / "e")
+    with pytest.raises(InvalidInputError, match="timeout_s"):
+        other.close(timeout_s=0)
+    other.close()
+
+
+def test_close_from_inside_a_call_does_not_wait_for_itself(tmp_path: Path) -> None:
+    """A change listener that closes the store (its own add is running) closes at once."""
+    mos = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+    mos.on_change(lambda cubes: mos.close(timeout_s=None))  # None: it would wait forever
+    mos.add("The boiler was serviced in March.", user_id="alice")
+    assert mos.closed
+
+
+def test_running_calls_count_nested_calls_once_and_tasks_each() -> None:
+    from memos_core.calls import RunningCalls
+
+    calls = RunningCalls()
+    with calls.call(), calls.call():  # a public method calling another
+        assert calls._running == 1
+    with calls.task(), calls.task():  # two asyncio tasks on one thread
+        assert calls._running == 2
+    assert calls._running == 0 and calls.wait(0.01) == 0
+    calls.begin_close()
+    with calls.call():  # the closing thread itself may still call
+        assert calls._running == 1
+    with pytest.raises(InvalidInputError, match="closed"), calls.task():
+        pass

@@ -1,0 +1,89 @@
+"""The calls running on a :class:`~memos_core.memos.MemOS`, so that ``close()`` waits for them.
+
+Every public method of the facade runs inside :meth:`RunningCalls.call` (the ``@running``
+decorator in ``memos.py``). ``close()`` first refuses new calls (:meth:`RunningCalls.begin_close`),
+then waits until the calls other threads are running have returned (:meth:`RunningCalls.wait`)
+before it closes the files under them, so a call never meets a closed database halfway and
+fails with the driver's raw error. A call that starts once ``close()`` has begun raises the
+closed error at once, except one made by the closing thread itself (a close callback or a
+change listener calling back into the facade). A method calling another public method
+counts once (a per-thread depth); a native async twin (an asyncio task) counts through
+:meth:`RunningCalls.task`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from memos_core.errors import InvalidInputError
+
+__all__ = ["CLOSED", "RunningCalls"]
+
+#: The error every call on a closed (or closing) MemOS raises.
+CLOSED = "This MemOS is closed; open the data directory again."
+
+
+class RunningCalls:
+    """A count of the calls in flight, and the closing flag that stops new ones."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._closer: int | None = None  # the thread running close()
+        self._depth = threading.local()  # per thread: how deep in facade calls
+
+    @property
+    def closing(self) -> bool:
+        """True once ``close()`` has begun."""
+        return self._closer is not None
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """Count one call for its duration; raise the closed error if ``close()`` has begun
+        in another thread and this is not a call nested in a running one."""
+        depth: int = getattr(self._depth, "n", 0)
+        if depth == 0:
+            with self._changed:
+                if self._closer is not None and self._closer != threading.get_ident():
+                    raise InvalidInputError(CLOSED)
+                self._running += 1
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                with self._changed:
+                    self._running -= 1
+                    self._changed.notify_all()
+
+    @contextmanager
+    def task(self) -> Iterator[None]:
+        """:meth:`call` for an asyncio task (a native async twin): counted without the
+        per-thread depth, since tasks interleave on the event loop's one thread."""
+        with self._changed:
+            if self._closer is not None:
+                raise InvalidInputError(CLOSED)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
+    def begin_close(self) -> None:
+        """Refuse new calls from other threads from now on."""
+        with self._changed:
+            self._closer = threading.get_ident()
+
+    def wait(self, timeout_s: float | None) -> int:
+        """Wait up to ``timeout_s`` (None: however long) until no other call runs (the
+        caller's own, if it closes from inside a call, does not count); return how many
+        still run."""
+        own = 1 if getattr(self._depth, "n", 0) else 0
+        with self._changed:
+            self._changed.wait_for(lambda: self._running <= own, timeout_s)
+            return self._running - own

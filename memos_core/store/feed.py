@@ -12,8 +12,9 @@ it has not seen -- made by other processes -- are applied to what this process d
   (pgvector, a Qdrant server) was updated by the writer itself. A writer can die between its
   vault commit and its index write (SIGKILL, power loss): a memory another process committed is
   therefore checked in a shared index ``repair_after_s`` later (pgvector or Qdrant: one
-  request per batch) and indexed again from the vault if the index does not hold its current
-  version (a check that fails is kept and runs at the next sync). A memory forgotten or
+  request per batch) and indexed again from the vault if the index does not hold the version
+  seen then (a version committed since, whose writer may still be writing its points, waits
+  for its own check; a check that fails is kept and runs at the next sync). A memory forgotten or
   expired elsewhere leaves a shared index as soon as the change is applied: a process whose
   index write of an older version landed after the forgetting process's delete removes the
   point it put back when it applies the forget (after its own write, under its write lock);
@@ -86,8 +87,9 @@ class ChangeFollower:
         self.shared_index = shared_index
         self._own: set[int] = set()
         self.repair_after_s = repair_after_s
-        #: memories other processes changed, to check in the shared index: id -> when seen
-        self._unchecked: dict[str, float] = {}
+        #: memories other processes changed, to check in the shared index: id -> the
+        #: versions seen, oldest first, each with when it was seen (it was committed before)
+        self._unchecked: dict[str, list[tuple[float, int]]] = {}
         #: how many memories were indexed again because their writer had not (for tests, stats)
         self.repaired = 0
         self._own_lock = threading.Lock()
@@ -211,22 +213,32 @@ class ChangeFollower:
             return len(self._unchecked)
 
     def _repair_due(self) -> None:
-        """Index again the memories whose writer committed them but never indexed them.
+        """Index again the memories whose writer committed them but never indexed them:
+        those whose index point lacks a version seen at least :attr:`repair_after_s` ago.
 
         The due ids leave :attr:`_unchecked` only once their check (and repair) succeeded:
         if the index or the vault cannot be read (the server restarts), the error propagates
         and the same ids are checked again on the next :meth:`sync`."""
         due_before = time.monotonic() - self.repair_after_s
         with self._own_lock:
-            due = [i for i, seen in self._unchecked.items() if seen <= due_before]
+            # id -> the newest version seen at least repair_after_s ago: its writer had that
+            # long to write its index point
+            due = {i: max(v for t, v in seen if t <= due_before)
+                   for i, seen in self._unchecked.items() if seen[0][0] <= due_before}
         if not due:
             return
         with self.store.write_lock:
-            indexed = self.store.index.versions_of(due)
-            current = self.vault.get_many(due)
+            indexed = self.store.index.versions_of(list(due))
+            current = self.vault.get_many(list(due))
+            # A version newer than the due one may have been committed a moment ago, its
+            # writer still writing the index (a namespace share updates hundreds of points,
+            # one by one): it is judged at its own check, only the due version here (with
+            # repair_after_s 0 every committed version is due at once).
             stale = [cube for cube in current.values()
                      if (indexed.get(cube.id) != cube.version
-                         if cube.state.value in INDEXED_STATES else cube.id in indexed)]
+                         if cube.state.value in INDEXED_STATES else cube.id in indexed)
+                     and (cube.version <= due[cube.id] or self.repair_after_s <= 0
+                          or indexed.get(cube.id, due[cube.id]) < due[cube.id])]
             if stale:
                 logger.warning("indexing %d memories again: their writer committed them to the "
                                "vault but did not index them (it may have died)", len(stale))
@@ -236,7 +248,11 @@ class ChangeFollower:
             # _apply records meanwhile cannot be lost (it waits for this lock and adds it anew)
             with self._own_lock:
                 for memory_id in due:
-                    self._unchecked.pop(memory_id, None)
+                    later = [(t, v) for t, v in self._unchecked.get(memory_id, ()) if t > due_before]
+                    if later:
+                        self._unchecked[memory_id] = later
+                    else:
+                        self._unchecked.pop(memory_id, None)
 
     def _resync(self) -> int:
         """The feed no longer reaches back to the cursor (rows were pruned while this
@@ -303,6 +319,8 @@ class ChangeFollower:
                 seen = time.monotonic()
                 with self._own_lock:
                     for cube in cubes:
-                        self._unchecked.setdefault(cube.id, seen)
+                        versions = self._unchecked.setdefault(cube.id, [])
+                        if not versions or versions[-1][1] != cube.version:
+                            versions.append((seen, cube.version))
         store._graph_apply(cubes, edges)  # loaded views follow; unloaded ones read it at load
         store._notify(cubes)

@@ -76,6 +76,32 @@ def test_an_update_whose_index_write_was_lost_is_repaired(open_mos):
     assert [h.id for h in other.search("where is the kayak now?", user_id="alice", k=1)] == [kayak.id]
 
 
+def test_a_version_committed_a_moment_ago_is_not_judged_by_an_older_versions_check(open_mos):
+    """The check of a memory first seen repair_after_s ago compares the index with the
+    version seen then, not with one committed a moment ago whose writer is still writing
+    its index points (a namespace share updates hundreds, one by one): that one waits for
+    its own check. Before, every grant change racing an older check was 'repaired', with a
+    warning that its writer may have died (hundreds in a two-process run)."""
+    import time
+
+    writer, other = open_mos(), open_mos(index_repair_after_s=0.5, listen=False)
+    kayak = writer.add("The kayak is in the boathouse by the lake.", user_id="alice")
+    other.catch_up()
+    follower = other.store.follower
+    assert follower.unchecked == 1
+    time.sleep(0.6)  # v1's check is due
+    _dies_before_indexing(writer)  # v2 is committed; its writer has not indexed it *yet*
+    moved = writer.update(kayak.id, "The kayak is in the garage now.", user_id="alice")
+    other.catch_up()
+    assert follower.repaired == 0 and follower.unchecked == 1  # v1 was indexed: no repair
+    del writer.store.index_cubes  # the writer's index write lands
+    writer.store.index_cubes([moved])
+    time.sleep(0.6)
+    other.catch_up()
+    assert follower.repaired == 0 and follower.unchecked == 0
+    assert other.store.index.versions_of([kayak.id]) == {kayak.id: moved.version}
+
+
 def _point(i: int, version: int) -> IndexPoint:
     vec = [0.0] * 8
     vec[i % 8] = 1.0

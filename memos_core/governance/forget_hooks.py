@@ -246,6 +246,7 @@ class MessageRedactor:
         # longest first, so that the text is replaced before the content inside it
         self._needles = sorted({t for t in self._whole if len(t) >= MIN_NEEDLE},
                                key=len, reverse=True)
+        self._escaped = _escaped(self._needles)
         # a memory tool's search result line ("[<id>] text", "3. [<id>] (fact, ...) text"):
         # whatever the text's length
         self._result_line = re.compile(
@@ -263,6 +264,7 @@ class MessageRedactor:
         other = copy.copy(self)
         other._whole = self._whole | {t.strip() for t in extra}
         other._needles = sorted({*self._needles, *extra}, key=len, reverse=True)
+        other._escaped = _escaped(other._needles)
         return other
 
     def is_source(self, message_id: object) -> bool:
@@ -275,6 +277,10 @@ class MessageRedactor:
         brackets (the memory tools' search results list hits as ``[<id>] text``)."""
         if text.strip() in self._whole:
             return FORGOTTEN
+        if text.lstrip()[:1] in ("{", "[") and any(e in text for e in self._escaped):
+            nested = self._json_text(text)
+            if nested is not None:
+                return nested
         for needle in self._needles:
             if needle in text:
                 text = text.replace(needle, FORGOTTEN)
@@ -282,6 +288,18 @@ class MessageRedactor:
             text = self._result_line.sub(
                 lambda m: f"{m.group(1)}[{self.memory_id}] {FORGOTTEN}", text)
         return text
+
+    def _json_text(self, text: str) -> str | None:
+        """``text`` redacted as the JSON document it holds, written again (ASCII-escaped if
+        it was ASCII), or None if it is not JSON. A tool call's raw arguments, as
+        OpenAI-style messages keep them, are such a document: a quote or an accent in the
+        memory's text is escaped there, so the text is not found in the string as it stands."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        new = self.value(data)
+        return text if new is data else json.dumps(new, ensure_ascii=text.isascii())
 
     def value(self, value: Any, other: Callable[[Any], Any] | None = None) -> Any:
         """``value`` (str, or lists / tuples / dict values of them, nested) with every string
@@ -308,9 +326,19 @@ class MessageRedactor:
         found: set[bytes] = {s.encode() for s in self.source_ids}
         for needle in {*self._whole, *self._needles, f"[{self.memory_id}]"}:
             found.add(needle.encode())
-            found.add(json.dumps(needle, ensure_ascii=False)[1:-1].encode())
-            found.add(json.dumps(needle)[1:-1].encode())
+            for escaped in _escapes(needle):  # and JSON inside a JSON string, escaped twice
+                found.update(e.encode() for e in (escaped, *_escapes(escaped)))
         return sorted(found)
+
+
+def _escapes(text: str) -> tuple[str, str]:
+    """``text`` as the inside of a JSON string: ASCII-escaped, and as UTF-8."""
+    return json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def _escaped(needles: Iterable[str]) -> frozenset[str]:
+    """The needles as the inside of a JSON string, where that differs from the needle."""
+    return frozenset(e for n in needles for e in _escapes(n) if e != n)
 
 
 #: Keys whose string values are structure (roles, block types, ids), never redacted.

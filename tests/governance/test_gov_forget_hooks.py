@@ -291,3 +291,32 @@ def test_every_version_of_the_memory_is_redacted(mos: MemOS) -> None:
     now = cube.model_copy(update={"text": "Alice's home address is 14 Oak Road, Springfield."})
     old = "Alice's home address is 12 Elm Street, Springfield."
     assert MessageRedactor(now).text(old) == old  # earlier texts: only while the forget runs
+
+
+QUOTED = MemCube.model_validate({"namespace": {"user_id": "dana"},
+                                 "text": 'Zoë said "zebracorn" is the gate code'})
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_redactor_finds_the_text_inside_a_json_string(ensure_ascii: bool) -> None:
+    """A tool call's raw arguments (OpenAI-style messages keep them as a JSON string) escape
+    a quote or an accent of the memory's text: the document is read and written again."""
+    import json
+
+    redactor = MessageRedactor(QUOTED)
+    raw = json.dumps({"text": QUOTED.text, "who": "Zoë"}, ensure_ascii=ensure_ascii)
+    assert json.loads(redactor.text(raw)) == {"text": FORGOTTEN, "who": "Zoë"}
+    assert redactor.text(raw).isascii() == ensure_ascii  # written again as it was
+    untouched = json.dumps({"text": "Zoë likes chess"}, ensure_ascii=ensure_ascii)
+    assert redactor.text(untouched) == untouched
+    assert redactor.text("{not json " + raw) == "{not json " + raw  # not JSON: as it was
+    # a conversation-log row escapes the arguments once more: the cheap filter finds it,
+    # and the row is redacted
+    message = {"role": "assistant", "content": "Saving.", "additional_kwargs": {"tool_calls": [
+        {"id": "c1", "function": {"name": "store_memory", "arguments": raw}}]}}
+    row = json.dumps(message, ensure_ascii=False)
+    assert any(p in row.encode() for p in redactor.patterns() if b"zebracorn" in p)
+    redacted = forget_hooks.redact_log_message(row, redactor, source=False)
+    assert redacted is not None and "zebracorn" not in redacted
+    arguments = json.loads(redacted)["additional_kwargs"]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(arguments) == {"text": FORGOTTEN, "who": "Zoë"}

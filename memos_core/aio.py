@@ -71,11 +71,11 @@ async def native_get(mos: Any, memory_id: str, *, user_id: str, version: int | N
     older = version is not None or as_of is not None
     cube = mos._loaded(await view.get(mid), mid, user, allow_deleted=older)
     if not older:
-        return cube
+        return access.as_read_by(cube, user)
     number, when = mos._version_args(version, as_of)
     old = await (view.get_version(cube.id, number) if number is not None
                  else view.get_as_of(cube.id, when))
-    return mos._old_version(cube.id, old, number, when)
+    return access.as_read_by(mos._old_version(cube.id, old, number, when), user)
 
 
 async def native_history(mos: Any, memory_id: str, *, user_id: str) -> Any:
@@ -89,7 +89,7 @@ async def native_history(mos: Any, memory_id: str, *, user_id: str) -> Any:
     user = check_name(user_id, "user_id")
     mid = check_id(memory_id)
     cube = mos._loaded(await view.get(mid), mid, user, allow_deleted=True)
-    return await view.history(cube.id)
+    return access.read_by(await view.history(cube.id), user)
 
 
 async def native_list(mos: Any, **kwargs: Any) -> Any:
@@ -98,7 +98,9 @@ async def native_list(mos: Any, **kwargs: Any) -> Any:
     if view is None:
         return FALLBACK
     await acheck_open(mos, view)
-    return access.own_tombstones(await view.list(mos._list_query(**kwargs)), kwargs["user_id"])
+    user = kwargs["user_id"]
+    return access.read_by(access.own_tombstones(await view.list(mos._list_query(**kwargs)), user),
+                          user)
 
 
 class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function

@@ -396,9 +396,8 @@ class MemOS:
         if cube is None:
             raise MemoryNotFoundError(f"No memory with id {mid!r}.")
         access.require(cube, user_id, access.Operation.WRITE if write else access.Operation.READ)
-        # A tombstone's versions keep only sha256(text): its owner's proof of what was
-        # forgotten. To anyone else (a former reader) it would give a short secret back by
-        # brute force, so they learn only that the memory was forgotten.
+        # A tombstone's versions keep no text; its owner may list them, anyone else (a
+        # former reader) learns only that the memory was forgotten.
         if cube.state is State.DELETED and (not allow_deleted or cube.user_id != user_id):
             raise MemoryDeletedError(f"Memory {mid} was forgotten; only its tombstone remains.")
         return cube
@@ -723,14 +722,15 @@ class MemOS:
             as_of: datetime | str | None = None) -> MemCube:
         """The current version, a given ``version``, or the version current ``as_of`` a time."""
         self._check_open()
-        cube = self._load(memory_id, check_name(user_id, "user_id"),
+        user_id = check_name(user_id, "user_id")
+        cube = self._load(memory_id, user_id,
                           allow_deleted=version is not None or as_of is not None)
         if version is None and as_of is None:
-            return cube
+            return access.as_read_by(cube, user_id)
         number, when = self._version_args(version, as_of)
         old = (self.vault.get_version(cube.id, number) if number is not None
                else self.vault.get_as_of(cube.id, when))  # type: ignore[arg-type]
-        return self._old_version(cube.id, old, number, when)
+        return access.as_read_by(self._old_version(cube.id, old, number, when), user_id)
 
     @staticmethod
     def _version_args(version: int | None,
@@ -753,8 +753,9 @@ class MemOS:
     def history(self, memory_id: str, *, user_id: str) -> builtins.list[MemCube]:
         """Every version, oldest first (a forgotten memory's versions keep no text)."""
         self._check_open()
-        cube = self._load(memory_id, check_name(user_id, "user_id"), allow_deleted=True)
-        return self.vault.history(cube.id)
+        user_id = check_name(user_id, "user_id")
+        cube = self._load(memory_id, user_id, allow_deleted=True)
+        return access.read_by(self.vault.history(cube.id), user_id)
 
     @running
     def list(
@@ -769,11 +770,11 @@ class MemOS:
         unless ``states`` asks for ``deleted``. ``metadata`` keeps memories whose metadata has
         each given key equal to the given scalar value."""
         self._check_open()
-        return access.own_tombstones(self.vault.list(self._list_query(
+        return access.read_by(access.own_tombstones(self.vault.list(self._list_query(
             user_id=user_id, agent_id=agent_id, session_id=session_id, types=types, tags=tags,
             states=states, occurred_after=occurred_after, occurred_before=occurred_before,
             include_superseded=include_superseded, metadata=metadata, limit=limit,
-            offset=offset, newest_first=newest_first)), user_id)
+            offset=offset, newest_first=newest_first)), user_id), user_id)
 
     def _list_query(
         self, *, user_id: str, agent_id: str | None = None, session_id: str | None = None,
@@ -873,8 +874,27 @@ class MemOS:
         if skip_sources or skip_session is not None:
             depth = max(depth, min(k + len(skip_sources) + 2 * k, 1000))
         began = time.monotonic()
-        cands = self.retriever.retrieve(query, flt, depth)
-        cubes = self.store.current_for_search([c.id for c in cands], began)
+        now = utcnow()
+        cubes: dict[str, MemCube] = {}  # read once: the retriever asks first, for its evidence
+
+        def read(ids: Sequence[str]) -> None:
+            missing = [i for i in ids if i not in cubes]
+            if missing:
+                cubes.update(self.store.current_for_search(missing, began))
+
+        def shown_whole(cube: MemCube | None) -> bool:
+            # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
+            return cube is not None and cube.state.value in states \
+                and not ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, now) \
+                and access.permits(cube, user_id, access.Operation.READ)
+
+        def withheld(ids: Sequence[str]) -> set[str]:
+            read(ids)
+            return {i for i in ids if not shown_whole(cubes.get(i))
+                    or sensitivity_rules.for_prompt(cubes[i], allowed)[1]}
+
+        cands = self.retriever.retrieve(query, flt, depth, withheld=withheld)
+        read([c.id for c in cands])
         if second:
             texts = {i: c.text for i, c in cubes.items()}
             own_voice(query, cands, texts, rcfg.own_voice_weight)
@@ -887,19 +907,16 @@ class MemOS:
             if rcfg.mmr_lambda < 1:
                 cands = mmr(cands, self._mmr_similarity(cubes), rcfg.mmr_lambda,
                             depth=rcfg.rerank_depth)
-        now = utcnow()
         hits: builtins.list[SearchHit] = []
         for c in cands:
             if len(hits) == k:
                 break
             cube = cubes.get(c.id)
-            # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
-            if cube is None or cube.state.value not in states or ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, now) \
-                    or not access.permits(cube, user_id, access.Operation.READ) \
+            if cube is None or not shown_whole(cube) \
                     or (when is not None and not cube.is_valid_at(when)) \
                     or _excluded(cube, skip_sources, skip_session):
                 continue
-            shown, redacted = sensitivity_rules.for_prompt(cube, allowed)
+            shown, redacted = sensitivity_rules.for_prompt(access.as_read_by(cube, user_id), allowed)
             if redacted:  # its scores would let a prompt test guesses of the hidden text
                 hits.append(SearchHit(memory=shown, score=0.0, redacted=redacted))
                 continue
@@ -927,8 +944,15 @@ class MemOS:
         self._check_open()
         if not isinstance(include_sensitive, bool):
             raise InvalidInputError(f"include_sensitive must be a bool, got {include_sensitive!r}.")
-        return bundle.export_bundle(self.store, check_path(path), check_name(user_id, "user_id"),
-                             include_sensitive=include_sensitive)
+        target = check_path(path)
+        home = self.data_dir.resolve()
+        if target.resolve() == home or home in target.resolve().parents:
+            # a bundle is the user's copy, out of the store's reach: one inside the data
+            # directory would keep every forgotten memory's text in a file the store owns
+            raise InvalidInputError(
+                f"{target} is inside the data directory {self.data_dir}: export elsewhere.")
+        return bundle.export_bundle(self.store, target, check_name(user_id, "user_id"),
+                                    include_sensitive=include_sensitive)
 
     @running
     def import_(self, path: str | os.PathLike[str], *, user_id: str) -> dict[str, int]:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from memos_core import BundleError
+from memos_core import BundleError, InvalidInputError
 
 
 @pytest.fixture
@@ -126,6 +126,16 @@ def test_export_refuses_a_non_empty_target(mos, tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(ValueError, match="not an empty directory"):
         mos.export(tmp_path / "full", user_id="u")
+
+
+def test_export_refuses_a_target_inside_the_data_directory(mos):
+    """A bundle there would keep a forgotten memory's text in a file under the data
+    directory, which forget promises to leave clean."""
+    mos.add("The spare key is under the blue pot.", user_id="u")
+    for inside in (mos.data_dir / "exports" / "b1", mos.data_dir):
+        with pytest.raises(InvalidInputError, match="inside the data directory"):
+            mos.export(inside, user_id="u")
+    assert not (mos.data_dir / "exports").exists()
 
 
 def test_a_file_swapped_after_its_check_is_never_read(make_mos, exported, monkeypatch):

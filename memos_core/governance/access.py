@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from enum import Enum
 
-from memos_core.cube import Governance, MemCube, State
+from memos_core.cube import Governance, MemCube, State, Usage
 from memos_core.errors import AccessDeniedError, InvalidInputError
 from memos_core.vault.base import NamespaceGrant
 
@@ -158,6 +158,25 @@ def carry_shares(new: MemCube, old: MemCube) -> MemCube:
     return new if carried == gov else new.model_copy(update={"governance": carried})
 
 
+def shared_as_sources(new: MemCube, sources: Sequence[MemCube]) -> MemCube:
+    """``new``, made from ``sources`` (a ``compress`` summary), shared with whoever may read
+    every source (and changeable by whoever may change every one): it may repeat them all,
+    so nobody gains a text they could not read, and the owner of a source another user
+    compressed keeps the summary of her memory. Never narrows what ``new`` grants."""
+
+    def may(cube: MemCube, read: bool) -> set[str]:
+        gov = cube.governance
+        return {cube.user_id, *gov.writers, *(gov.readers if read else ())}
+
+    readers = set.intersection(*(may(s, True) for s in sources)) - {new.user_id}
+    writers = set.intersection(*(may(s, False) for s in sources)) - {new.user_id}
+    gov = new.governance
+    shared = gov.model_copy(update={
+        "readers": tuple(dict.fromkeys([*gov.readers, *sorted(readers | writers)])),
+        "writers": tuple(dict.fromkeys([*gov.writers, *sorted(writers)]))})
+    return new if shared == gov else new.model_copy(update={"governance": shared})
+
+
 def broader_grant(grants: Sequence[NamespaceGrant], target: NamespaceGrant) -> NamespaceGrant | None:
     """A grant to the same grantee over a strictly larger namespace than ``target``, if any.
 
@@ -168,6 +187,23 @@ def broader_grant(grants: Sequence[NamespaceGrant], target: NamespaceGrant) -> N
         if grant.grantee == target.grantee and contains(grant, target) and not contains(target, grant):
             return grant
     return None
+
+
+_NO_USAGE = Usage()
+
+
+def as_read_by(cube: MemCube, user_id: str) -> MemCube:
+    """``cube`` as ``user_id`` reads it: its usage counters (when and how often it was
+    retrieved, by anyone) are its owner's alone -- to a reader they would tell when the
+    owner last searched for it."""
+    if cube.user_id == user_id or cube.usage == _NO_USAGE:
+        return cube
+    return cube.model_copy(update={"usage": _NO_USAGE})
+
+
+def read_by(cubes: Iterable[MemCube], user_id: str) -> list[MemCube]:
+    """:func:`as_read_by` of each cube."""
+    return [as_read_by(c, user_id) for c in cubes]
 
 
 def own_tombstones(cubes: list[MemCube], user_id: str) -> list[MemCube]:

@@ -8,6 +8,7 @@ access (the facade did) and goes through the store's one write path
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from memos_core.cube import (
@@ -25,6 +26,7 @@ from memos_core.errors import InvalidInputError
 from memos_core.extraction import EntityExtractor
 from memos_core.governance import access
 from memos_core.governance import sensitivity as sensitivity_rules
+from memos_core.lifecycle import ttl_elapsed
 from memos_core.ops.share import inherit_grants, retrying
 from memos_core.store import MemoryStore
 from memos_core.validation import (
@@ -172,18 +174,35 @@ def set_state(store: MemoryStore, cube: MemCube, target: State, actor: Actor) ->
 def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
              actor: Actor) -> MemCube:
     """Store ``summary`` (a new memory) as derived from ``sources`` and archive them, in one
-    transaction; the summary carries every sensitivity tag of its sources and inherits its
-    namespace's grants. Returns the summary as stored."""
+    transaction. The summary may repeat any source, so it carries every sensitivity tag of
+    its sources, lives no longer than the first of them to expire, and is shared with
+    whoever may read every source (:func:`~memos_core.governance.access.shared_as_sources`);
+    it also inherits its namespace's grants. A source whose TTL has run out is refused
+    (:class:`~memos_core.errors.InvalidInputError`). Returns the summary as stored."""
+    now = utcnow()
+    ends = []
+    for source in sources:
+        if source.governance.ttl_seconds is not None:
+            if ttl_elapsed(source.created_at, source.governance.ttl_seconds, now):
+                raise InvalidInputError(
+                    f"memory {source.id} has expired (its TTL ran out): it cannot be "
+                    "compressed.")
+            ends.append(source.created_at + timedelta(seconds=source.governance.ttl_seconds))
     store.ready_embedder()
     with store.write_lock:
-        tags = sensitivity_rules.history_sensitivity(list(sources))  # a summary may repeat them
+        tags = sensitivity_rules.history_sensitivity(list(sources))
+        ttl = summary.governance.ttl_seconds
+        if ends:  # counted from the summary's creation
+            left = (min(ends) - summary.created_at).total_seconds()
+            ttl = left if ttl is None else min(ttl, left)
+        summary = access.shared_as_sources(summary, sources)
         summary = summary.model_copy(update={
             "governance": summary.governance.model_copy(update={
-                "sensitivity": tuple(dict.fromkeys([*summary.governance.sensitivity, *tags]))}),
+                "sensitivity": tuple(dict.fromkeys([*summary.governance.sensitivity, *tags])),
+                "ttl_seconds": ttl}),
             "provenance": summary.provenance.model_copy(
                 update={"derived_from": tuple(s.id for s in sources)}),
         })
-        now = utcnow()
         archived = [
             (s.model_copy(update={"state": State.ARCHIVED, "version": s.version + 1,
                                   "updated_at": now}), s.version)

@@ -150,16 +150,24 @@ class HybridRetriever:
         #: the reference time of relative query dates ("last week"); None: now
         self.now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
-    def retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
+    def retrieve(self, query: str, flt: IndexFilter, k: int, *,
+                 withheld: Withheld | None = None) -> list[Candidate]:
         """The top ``k`` candidates for ``query`` that pass ``flt``, best first. With
         ``decompose``, a conjunctive query is also searched as its sub-queries and the lists
-        are fused round-robin (:mod:`memos_core.retrieval.decompose`)."""
+        are fused round-robin (:mod:`memos_core.retrieval.decompose`).
+
+        ``withheld(ids)`` names the memories among ``ids`` the caller will not show as they
+        are (a TTL run out, a sensitivity tag the caller redacts, a state or right the index
+        has not caught up with): they may still be candidates, but none is evidence for
+        another -- no feedback terms, entity hops or graph seeds from them, so their text
+        cannot steer the ranking or name an entity in another hit's reasons."""
+        evidence = _Evidence(withheld)
         subs = sub_queries(query) if self.config.decompose else []
         if not subs:
-            return self._retrieve(query, flt, k)
-        ranked = [self._retrieve(query, flt, k)]
+            return self._retrieve(query, flt, k, evidence)
+        ranked = [self._retrieve(query, flt, k, evidence)]
         for sub in subs:
-            cands = self._retrieve(sub, flt, k)
+            cands = self._retrieve(sub, flt, k, evidence)
             if self.texts is not None and self.config.speaker_weight > 0:
                 # the second stage sees the whole query (two names: no speaker lift), so a
                 # sub-query naming one speaker gets its lift here
@@ -168,7 +176,8 @@ class HybridRetriever:
             ranked.append(cands)
         return _top(interleave(ranked).values(), k)
 
-    def _retrieve(self, query: str, flt: IndexFilter, k: int) -> list[Candidate]:
+    def _retrieve(self, query: str, flt: IndexFilter, k: int,
+                  evidence: _Evidence) -> list[Candidate]:
         cfg = self.config
         n = max(cfg.candidates, k)
         signals: dict[str, list[ScoredId]] = {}
@@ -199,7 +208,7 @@ class HybridRetriever:
         weights = {"dense": cfg.dense_weight, "bm25": cfg.sparse_weight}
         cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
         if cfg.prf_weight > 0 and sparse_query is not None and self.texts is not None and cands:
-            top = sorted(cands.values(), key=lambda c: (-c.score, c.id))[: cfg.prf_docs]
+            top = evidence.first(sorted(cands.values(), key=_rank_key), cfg.prf_docs)
             texts = self.texts([c.id for c in top])
             docs = [self.bm25.encode_document(texts[c.id]) for c in top if c.id in texts]
             expanded = feedback_query(sparse_query, docs, weight=cfg.prf_weight,
@@ -207,7 +216,7 @@ class HybridRetriever:
             signals["bm25"] = self.index.search_sparse(expanded, flt, n)
             cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
         if cfg.hop_weight > 0 and cands:
-            top = heapq.nsmallest(cfg.hop_docs, cands.values(), key=_rank_key)
+            top = evidence.first(sorted(cands.values(), key=_rank_key), cfg.hop_docs)
             if entities is None:
                 entities = self.extractor.extract(query)
             with self.graph_lock:
@@ -250,7 +259,7 @@ class HybridRetriever:
                         c.score *= 1 + cfg.temporal_weight
                         c.scores["time"] = 1.0
         if cfg.graph_weight > 0:
-            self._expand(query, cands, flt, entities=entities, keep=k)
+            self._expand(query, cands, flt, entities=entities, keep=k, evidence=evidence)
         return _top(cands.values(), k)
 
     def _term_count(self, entity: str) -> int:
@@ -291,14 +300,17 @@ class HybridRetriever:
         return without_terms(query, common)
 
     def _expand(self, query: str, cands: dict[str, Candidate], flt: IndexFilter, *,
-                entities: Sequence[str] | None = None, keep: int | None = None) -> None:
+                entities: Sequence[str] | None = None, keep: int | None = None,
+                evidence: _Evidence | None = None) -> None:
         """Add graph evidence: neighbours of the top fused hits and of the query's entities
         (``entities``: the query's, if already extracted). ``keep``: only the first ``keep``
         candidates will be read, so memories only the graph found and that cannot be among
-        them are left out of ``cands`` (None: every memory found is added)."""
+        them are left out of ``cands`` (None: every memory found is added). ``evidence``:
+        which candidates may seed (all, without it)."""
         cfg = self.config
         # the first graph_seeds by score, ties in candidate order (as a stable sort gives)
-        top = heapq.nsmallest(cfg.graph_seeds, cands.values(), key=_neg_score)
+        ranked = sorted(cands.values(), key=_neg_score)
+        top = (evidence or _Evidence(None)).first(ranked, cfg.graph_seeds)
         seeds = [(c.id, cfg.graph_weight * c.score) for c in top]
         best = top[0].score if top else 0.0
         entity_weight = cfg.entity_weight * best
@@ -328,6 +340,35 @@ class HybridRetriever:
             cand = cands[mid] = Candidate(mid, 0.0 - neg)  # 0.0 + score, as the others gain
             cand.scores["graph"] = -neg
             cand.reasons.extend(hits[mid][1][:3])
+
+
+#: ids -> those of them a search will not show as they are (see ``HybridRetriever.retrieve``)
+Withheld = Callable[[Sequence[str]], "set[str]"]
+
+
+class _Evidence:
+    """Which candidates may serve as evidence for others in one search: all but those
+    ``withheld`` names (asked lazily, once per id)."""
+
+    def __init__(self, withheld: Withheld | None) -> None:
+        self.withheld = withheld
+        self._hidden: dict[str, bool] = {}
+
+    def first(self, ranked: Sequence[Candidate], n: int) -> list[Candidate]:
+        """The first ``n`` of ``ranked`` that are not withheld."""
+        if self.withheld is None:
+            return list(ranked[:n])
+        found: list[Candidate] = []
+        start = 0
+        while len(found) < n and start < len(ranked):
+            batch = ranked[start:start + n - len(found)]
+            start += len(batch)
+            unknown = [c.id for c in batch if c.id not in self._hidden]
+            if unknown:
+                hidden = self.withheld(unknown)
+                self._hidden.update((i, i in hidden) for i in unknown)
+            found.extend(c for c in batch if not self._hidden[c.id])
+        return found
 
 
 def _rank_key(c: Candidate) -> tuple[float, str]:

@@ -331,3 +331,43 @@ def test_shares_survive_update_and_rollback(store, users, change) -> None:
         versions = [store.rollback(mem.id, v, user_id=alice) for v in (4, 1)]
     assert [v.governance.readers for v in versions] == [(bob,)] * len(versions)
     assert _bob_sees(store, versions[-1], bob, "Alice bike colour")
+
+
+def test_a_summary_is_shared_with_whoever_may_read_every_source(store, users) -> None:
+    """bob, a writer of alice's memory, compresses it: alice (its owner) and carol (its
+    reader) keep the summary of it (they lost it before: its grants were empty). A summary
+    that also repeats bob's private memory is shared with nobody: alice may not read that."""
+    alice, bob = users
+    carol = f"carol-{alice}"
+    source = store.add("Alice's Lisbon trip: flat on Rua Augusta.", user_id=alice)
+    store.share(source.id, with_user_id=bob, user_id=alice, scope="write")
+    store.share(source.id, with_user_id=carol, user_id=alice)
+    summary = store.compress([source.id], "Lisbon trip: Rua Augusta flat.", user_id=bob)
+    assert summary.user_id == bob
+    assert store.get(summary.id, user_id=alice).text == "Lisbon trip: Rua Augusta flat."
+    assert store.get(summary.id, user_id=carol).id == summary.id
+    assert store.update(summary.id, "Lisbon: flat on Rua Augusta.", user_id=alice).version == 2
+    with pytest.raises(AccessDeniedError):
+        store.update(summary.id, "x", user_id=carol)  # a reader of the source reads, no more
+    private = store.add("Bob's private note: flight at 7am.", user_id=bob)
+    other = store.add("Alice's Porto trip.", user_id=alice)
+    store.share(other.id, with_user_id=bob, user_id=alice, scope="write")
+    mixed = store.compress([other.id, private.id], "Porto trip, flight at 7am.", user_id=bob)
+    assert mixed.governance.readers == () and mixed.governance.writers == ()
+    with pytest.raises(AccessDeniedError):
+        store.get(mixed.id, user_id=alice)
+
+
+def test_a_summary_lives_no_longer_than_its_sources(store, users) -> None:
+    import time
+
+    alice, _ = users
+    brief = store.add("Alice's one-time code is 93017.", user_id=alice, ttl_seconds=60)
+    lasting = store.add("Alice banks with Nordbank.", user_id=alice)
+    summary = store.compress([brief.id, lasting.id], "Alice's Nordbank code 93017.", user_id=alice)
+    assert 0 < summary.governance.ttl_seconds <= 60  # from the summary's own creation
+    gone = store.add("Alice's door code is 4410.", user_id=alice, ttl_seconds=0.2)
+    time.sleep(0.3)
+    with pytest.raises(InvalidInputError, match="expired"):
+        store.compress([gone.id], "Alice's door code 4410.", user_id=alice)
+    assert store.get(gone.id, user_id=alice).state.value == "generated"  # untouched

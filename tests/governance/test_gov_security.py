@@ -116,11 +116,15 @@ def test_an_edge_to_a_forgotten_memory_is_refused(store: MemOS, tmp_path: Path) 
 
 
 def test_a_cascade_leaves_summaries_the_principal_may_not_change(store: MemOS) -> None:
-    """bob, a writer of alice's memory, compresses it into his own summary: alice's forget
-    must not write bob's summary (flag) and must refuse to forget it (derived='forget')."""
+    """bob, a writer of alice's memory, compresses it with a note of his own into his
+    summary (alice may not read the note, so she gets no right on the summary): alice's
+    forget must not write bob's summary (flag) and must refuse to forget it
+    (derived='forget')."""
     source = store.add("Alice's shared travel notes for Lisbon.", user_id="alice")
     store.share(source.id, with_user_id="bob", user_id="alice", scope="write")
-    summary = store.compress([source.id], "Bob's summary of the Lisbon notes.", user_id="bob")
+    note = store.add("Bob's own Lisbon note.", user_id="bob")
+    summary = store.compress([source.id, note.id], "Bob's summary of the Lisbon notes.",
+                             user_id="bob")
     with pytest.raises(AccessDeniedError, match="belongs to 'bob'"):
         store.forget(source.id, user_id="alice", derived="forget")
     assert store.get(source.id, user_id="alice", version=None).state is State.ARCHIVED  # untouched

@@ -62,3 +62,44 @@ def test_one_users_query_is_not_a_cache_hit_for_another(mos: MemOS) -> None:
     assert (cache.misses, cache.hits) == (misses + 1, 0)  # Bo's search embedded it again
     mos.search("when does the merger close", user_id="ann", record_usage=False)
     assert cache.hits == 1  # Ann's own repeat is still served from the cache
+
+
+def test_memories_a_search_withholds_are_no_evidence_for_other_hits(mos: MemOS) -> None:
+    """A memory past its TTL (not yet expired by the scheduler) or redacted for the caller
+    neither seeds the graph expansion nor feeds the entity hop: before, a visible hit was
+    credited 'shared entity zoltan kovacs', a name only the hidden text held, and ranked up."""
+    import time
+
+    mos.add("Alice secretly met Zoltan Kovacs at the harbour at midnight", user_id="ann",
+            ttl_seconds=0.5)
+    mos.add("Alice's test result came back from Dr Ingrid Halvorsen", user_id="ann",
+            sensitivity=["pii"])
+    mos.add("Zoltan Kovacs sells second-hand boats", user_id="ann")
+    mos.add("Ingrid Halvorsen runs a clinic downtown", user_id="ann")
+    mos.add_many([f"Filler note number {i} about groceries and weather" for i in range(4)],
+                 user_id="ann")
+    time.sleep(0.6)
+    for query in ("secret midnight meeting at the harbour", "medical test result"):
+        hits = mos.search(query, user_id="ann", k=5, record_usage=False)
+        assert hits and not any("midnight" in h.text for h in hits)
+        reasons = [r for h in hits for r in h.reasons]
+        assert not any("zoltan" in r or "halvorsen" in r for r in reasons), reasons
+
+
+def test_a_reader_does_not_see_when_the_owner_used_a_memory(mos: MemOS) -> None:
+    """Usage counters (access count, last access, heat) are the owner's: a reader who
+    polled them learned when the owner last searched for the memory."""
+    import asyncio
+
+    cube = mos.add("The Acme merger closes in May", user_id="ann")
+    mos.share(cube.id, with_user_id="bo", user_id="ann")
+    for _ in range(3):
+        mos.search("Acme merger", user_id="ann")
+    assert mos.get(cube.id, user_id="ann").usage.access_count == 3
+    seen = [mos.get(cube.id, user_id="bo"), mos.get(cube.id, user_id="bo", version=2),
+            *mos.history(cube.id, user_id="bo"), *mos.list(user_id="bo"),
+            *(h.memory for h in mos.search("Acme merger", user_id="bo", record_usage=False)),
+            asyncio.run(mos.aget(cube.id, user_id="bo")),
+            *asyncio.run(mos.alist(user_id="bo"))]
+    assert len(seen) == 8 and all(c.usage.access_count == 0 and c.usage.last_access is None
+                                  and c.usage.heat == 0 for c in seen)

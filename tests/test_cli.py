@@ -63,11 +63,12 @@ def test_bulk_file_export_import_reindex_stats_audit(memos, tmp_path):
         (("get", "nope"), 2, "No memory"),
         (("forget", "00000000-0000-4000-8000-000000000000"), 2, "No memory"),
         (("search", "x", "-k", "0"), 2, "k must"),
-        (("import", "/nonexistent/bundle"), 1, "not a bundle directory"),
+        (("import", "/nonexistent/bundle"), 2, "not a bundle directory"),
         (("add", "x", "--occurred-at", "soon"), 2, "ISO"),
     ],
 )
 def test_errors_exit_non_zero_with_a_message(memos, args, code, message):
+    memos("add", "a first memory, so that the data directory holds a store")
     got, _, err = memos(*args)
     assert got == code and message in err
 
@@ -90,3 +91,97 @@ def test_console_script_runs(tmp_path):
     exe = sys.executable.replace("python", "memos")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert "demo" in out and "search" in out
+
+
+def test_a_malformed_bundle_is_bad_input(memos, tmp_path):
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{not json")
+    code, _, err = memos("import", str(bundle))
+    assert code == 2 and "manifest.json is not valid JSON" in err
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_common_options_go_before_or_after_the_command(tmp_path, capsys, where):
+    common = ["--data-dir", str(tmp_path / "d"), "--user", "alice", "--json"]
+    assert main(["add", "Alice keeps bees.", *common]) == 0
+    capsys.readouterr()
+    argv = [*common, "search", "bees"] if where == "before" else ["search", "bees", *common]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)[0]["text"] == "Alice keeps bees."
+
+
+def test_the_option_after_the_command_wins(tmp_path, capsys):
+    assert main(["add", "mine", "--data-dir", str(tmp_path / "d"), "--user", "alice"]) == 0
+    capsys.readouterr()
+    argv = ["--user", "bob", "--data-dir", str(tmp_path / "d"), "list", "--user", "alice", "--json"]
+    assert main(argv) == 0
+    assert [c["text"] for c in json.loads(capsys.readouterr().out)] == ["mine"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "hello"], ["get", "00000000-0000-4000-8000-000000000000"], ["list"], ["stats"],
+    ["audit"], ["audit", "verify"], ["history", "x"], ["reindex"], ["schedule"],
+    ["forget", "x"], ["update", "x", "new text"], ["share", "x", "--with", "bob"],
+])
+@pytest.mark.parametrize("missing", ["typo-dir", "nonexistent/zz/dd", "empty"])
+def test_a_data_directory_without_a_store_is_refused_not_created(tmp_path, capsys, argv, missing):
+    where = tmp_path / missing
+    if missing == "empty":
+        where.mkdir()
+    code = main([*argv, "--data-dir", str(where), "--user", "alice"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"`memos {argv[0]}` needs an existing store" in err and str(where) in err
+    assert (where.exists(), list(where.iterdir()) if where.exists() else None) == (
+        (True, []) if missing == "empty" else (False, None))
+
+
+def test_the_default_data_directory_is_named_when_it_holds_no_store(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MEMOS_DATA_DIR", str(tmp_path / "unset"))
+    monkeypatch.delenv("MEMOS_DB_URL", raising=False)
+    assert main(["export", str(tmp_path / "bundle"), "--user", "alice"]) == 2
+    assert "($MEMOS_DATA_DIR) does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "unset").exists() and not (tmp_path / "bundle").exists()
+
+
+def test_writes_create_the_data_directory(tmp_path, capsys):
+    assert main(["add", "a note", "--data-dir", str(tmp_path / "new"), "--user", "alice"]) == 0
+    assert main(["share", "--with", "bob", "--data-dir", str(tmp_path / "ns"), "--user", "alice"]) == 0
+    assert (tmp_path / "new" / "vault.sqlite3").is_file() and (tmp_path / "ns" / "vault.sqlite3").is_file()
+
+
+def test_list_shows_memories_newest_first(memos, tmp_path):
+    for text in ("first", "second", "third"):
+        memos("add", text, "--session", "s")
+    code, out, _ = memos("list", "--json", "--limit", "2")
+    assert code == 0 and [c["text"] for c in json.loads(out)] == ["third", "second"]
+    assert memos("list")[1].splitlines()[0].endswith("[generated]  third")
+    assert memos("list", "--limit", "0")[0] == 2
+
+
+def test_share_of_one_memory_refuses_the_namespace_options(memos):
+    cube = json.loads(memos("add", "private", "--json")[1])
+    code, _, err = memos("share", cube["id"], "--with", "bob", "--agent", "helper")
+    assert code == 2 and "namespace form" in err
+    assert json.loads(memos("get", cube["id"], "--json")[1])["governance"]["readers"] == []
+
+
+@pytest.mark.parametrize("option", [["--db", "postgresql://u@localhost:1/x"], ["--json"],
+                                    ["--user", "bob"], ["--index", "qdrant"]])
+def test_demo_refuses_the_options_it_does_not_use(tmp_path, capsys, option):
+    assert main([*option, "demo", "--data-dir", str(tmp_path / "demo")]) == 2
+    assert "memos demo takes only --data-dir and --no-model" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_help_names_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("$MEMOS_DATA_DIR, else ~/.memos", "$MEMOS_USER, else your login name",
+                 "how many hits at most (default 5)", "only memories of this session"):
+        assert text in out
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = capsys.readouterr().out
+    assert "--no-model" in out and "--json" not in out and "--db" not in out

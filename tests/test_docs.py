@@ -198,3 +198,56 @@ def test_every_public_method_is_in_the_api_table_with_its_async_twin() -> None:
 
 def test_docs_test_runs_offline() -> None:
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+# ---------------------------------------------------------------- `memos` command lines
+
+
+def _memos_command_lines() -> list[tuple[str, str]]:
+    """``(where, command line)`` for every ``memos ...`` in the pages' shell blocks and in
+    their inline code spans that give options (a bare ``memos reindex`` names a command)."""
+    found = []
+    for b in ALL:
+        if b.language in ("bash", "sh", "shell", "console"):
+            for line in b.code.splitlines():
+                for part in re.split(r"&&|\|", line.split(" #", 1)[0]):
+                    if re.match(r"\s*(\S*/)?memos\s", part):
+                        found.append((b.name, part.strip()))
+    for page in PAGES:
+        for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1):
+            for span in re.findall(r"`(memos [^`]*--[^`]*)`", line):
+                if " / " not in span and "COMMAND" not in span:
+                    found.append((f"{page.relative_to(ROOT)}:{n}", span))
+    return found
+
+
+def _parses(argv: list[str]) -> bool:
+    import contextlib
+    import io
+
+    from memos_core.cli import _parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            _parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code == 0  # --help
+    return True
+
+
+@pytest.mark.parametrize("where, line", _memos_command_lines())
+def test_documented_command_lines_parse(where: str, line: str) -> None:
+    """Placeholders stand for values: ``<id>`` and ``...`` for an argument (or for the
+    command, after the options), ``[--opt V]`` for an optional group."""
+    import argparse
+    import shlex
+
+    from memos_core.cli import _parser
+
+    words = [w.strip("[]") for w in shlex.split(line)[1:]]
+    words = ["x" if w.startswith("<") else w for w in words]
+    commands = next(set(a.choices) for a in _parser()._actions
+                    if isinstance(a, argparse._SubParsersAction))
+    variants = [[w for w in words if w != "..."], ["x" if w == "..." else w for w in words]]
+    variants += [v + ["stats"] for v in variants if not commands & set(v)]
+    assert any(_parses(v) for v in variants), f"{where}: `{line}` does not parse"

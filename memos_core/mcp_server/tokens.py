@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memos_core.errors import CorruptDataError, InvalidInputError, MemoryNotFoundError
+from memos_core.lock import make_private_dir
 from memos_core.validation import check_name
 from memos_core.vault.base import Actor
 
@@ -223,7 +224,7 @@ class TokenStore:
     # -- writing ----------------------------------------------------------------------------
 
     def _write(self, records: builtins.list[TokenRecord]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)  # a new data directory is 0700, as MemOS makes it
         payload = json.dumps({"format": _FORMAT, "tokens": [asdict(r) for r in records]}, indent=2)
         fd, tmp = tempfile.mkstemp(prefix=".mcp-tokens-", dir=self.path.parent)  # mode 0600
         try:

@@ -54,6 +54,13 @@ def test_file_mode_and_corruption(tmp_path: Path) -> None:
         TokenStore(path).verify(token)
 
 
+def test_a_token_for_a_new_data_directory_makes_it_private(tmp_path: Path) -> None:
+    """`memos mcp token add` on a data directory that does not exist yet creates it 0700,
+    as MemOS does (it was 0755, and the next open warned)."""
+    assert main(["mcp", "token", "add", "--user", "alice", "--data-dir", str(tmp_path / "new")]) == 0
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+
+
 def test_token_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["--data-dir", str(tmp_path / "data")]
     assert main(["mcp", "token", "add", "--user", "alice", "--label", "desk", "--json", *base]) == 0

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "memos_core": FACADE,  # the package __init__: the public API
     "memos_core.memos": FACADE,
     "memos_core.aio": FACADE,
+    "memos_core.calls": FACADE,  # the calls running on a MemOS, which close() waits for
     "memos_core.cli": FACADE,
     "memos_core.demo": FACADE,
     "memos_core.mcp": FACADE,

@@ -174,8 +174,10 @@ def _store_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     sc.add_argument("--preset", choices=["default", "eager", "conservative"], default="default",
                     help="scheduler settings (default: default); without --user: every user")
 
-    au = sub.add_parser("audit", parents=[common], help="list the audit log, or 'verify' its chain")
-    au.add_argument("action", nargs="?", choices=["list", "verify"], default="list")
+    au = sub.add_parser("audit", parents=[common],
+                        help="list the audit log, 'verify' its chain, or show its 'head' (to "
+                        "anchor the chain elsewhere)")
+    au.add_argument("action", nargs="?", choices=["list", "verify", "head"], default="list")
     au.add_argument("--memory", default=None, help="only records of this memory")
     au.add_argument("--action", dest="only_action", default=None,
                     help="only this action (add, forget, share:read, ...)")
@@ -203,7 +205,7 @@ def _open(args: argparse.Namespace, user: str) -> Any:
     from memos_core.memos import MemOS
 
     overrides: dict[str, Any] = {}
-    if args.command == "stats" or (args.command == "audit" and args.action == "verify"):
+    if args.command == "stats" or (args.command == "audit" and args.action in ("verify", "head")):
         # whoever runs the command line reads the data directory's files directly, so the
         # store-wide views are theirs (MemOSConfig.admin_users)
         overrides["admin_users"] = (user,)
@@ -413,6 +415,10 @@ def _cmd_audit(args: argparse.Namespace, mos: Any, user: str) -> None:
         _emit(args, {"ok": ok, "message": message}, message)
         if not ok:
             raise SystemExit(1)
+        return
+    if args.action == "head":
+        head = mos.audit_head(user_id=user)
+        _emit(args, head, f"{head['count']} records; newest: seq {head['seq']} {head['hash']}")
         return
     records = mos.audit_log(user_id=user, memory_id=args.memory, action=args.only_action,
                             limit=args.limit)

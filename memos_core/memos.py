@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import json
 import logging
 import os
 import threading
@@ -28,6 +29,7 @@ from memos_core.cube import MemCube, MemoryType, Origin, State, utcnow
 from memos_core.embedding import Embedder
 from memos_core.errors import (
     AccessDeniedError,
+    CorruptDataError,
     InvalidInputError,
     MemoryDeletedError,
     MemoryNotFoundError,
@@ -1023,14 +1025,29 @@ class MemOS:
         (``config.admin_users``) may call it; anyone else gets :class:`AccessDeniedError`.
         What it detects: see docs/governance.md ("Audit")."""
         self._check_open()
-        user_id = check_name(user_id, "user_id")
-        if user_id not in self.config.admin_users:
-            raise AccessDeniedError(
-                f"User {user_id!r} may not verify the audit log: it holds every user's "
-                "operations (rule: admin only; admins are listed in MemOSConfig.admin_users). "
-                "Use audit_log(user_id=...) for your own records."
-            )
+        self._require_admin(user_id, "verify the audit log: it holds every user's operations")
         return self.vault.verify_audit()
+
+    @running
+    def audit_head(self, *, user_id: str) -> dict[str, Any]:
+        """The audit log's head record, ``{"count", "seq", "hash"}`` (its number of records,
+        the newest one's sequence number and hash). Copied somewhere the data directory's
+        writer cannot change, it anchors the chain: a rewrite that recomputes every hash
+        changes the hash of record ``seq`` (docs/governance.md, "Audit"). Admin only, as
+        :meth:`verify_audit` (it names the store's newest operation)."""
+        self._check_open()
+        self._require_admin(user_id, "read the audit head: it names every user's newest operation")
+        head = json.loads(self.vault.get_meta("audit_head") or "null")
+        if not isinstance(head, dict):
+            raise CorruptDataError("The audit head record is missing or unreadable: run "
+                                   "verify_audit and restore the vault from a backup.")
+        return {"count": head.get("count"), "seq": head.get("seq"), "hash": head.get("hash")}
+
+    def _require_admin(self, user_id: str, what: str) -> None:
+        if check_name(user_id, "user_id") not in self.config.admin_users:
+            raise AccessDeniedError(
+                f"User {user_id!r} may not {what} (rule: admin only; admins are listed in "
+                "MemOSConfig.admin_users). Use audit_log(user_id=...) for your own records.")
 
     # -- the local model: chat, scheduling, adapters (the instance's engine) ------------------
 
@@ -1263,6 +1280,7 @@ class MemOS:
     astats = twin(stats)
     aaudit_log = twin(audit_log)
     averify_audit = twin(verify_audit)
+    aaudit_head = twin(audit_head)
     areconcile = twin(reconcile)
     areindex = twin(reindex)
     aoptimize = twin(optimize)

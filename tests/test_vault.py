@@ -99,7 +99,8 @@ def test_audit_chain_verifies_and_detects_tampering(vault):
     vault.tombstone(c1.id, ALICE)
     log = vault.audit_log(memory_id=c1.id)
     assert [r.action for r in log] == ["add", "update", "forget"]
-    assert all(r.user_id == "alice" and r.reason == "test" for r in log)
+    # forget removed the reasons (they may repeat the memory); the chain still verifies
+    assert all(r.user_id == "alice" and r.reason is None for r in log)
     assert vault.verify_audit() == (True, "audit chain intact")
     with vault._tx() as db:
         db.execute("UPDATE audit SET action='nothing' WHERE seq=2")

@@ -18,8 +18,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from memos_core.cube import State, utcnow
 from memos_core.governance import sensitivity as sensitivity_rules
 from memos_core.integration.tools import forget_reply
+from memos_core.lifecycle import ttl_elapsed
 
 if TYPE_CHECKING:
     from memos_core.cube import MemCube
@@ -144,18 +146,43 @@ class MemoryService:
     # -- resources and prompt ---------------------------------------------------------------
 
     async def recent(self, user: str, limit: int = 20) -> dict[str, Any]:
-        """The principal's newest memories (their own and those shared with them)."""
-        cubes = await self.mos.alist(user_id=user, limit=limit, newest_first=True,
-                                     include_superseded=False)
-        return {"user": user, "memories": [self._shown(c) for c in cubes]}
+        """The principal's ``limit`` newest memories (their own and those shared with them),
+        leaving out those whose TTL has run out, as search does."""
+        now = utcnow()
+        live: list[MemCube] = []
+        page, offset = max(limit, 100), 0
+        while len(live) < limit:
+            cubes = await self.mos.alist(user_id=user, limit=page, offset=offset,
+                                         newest_first=True, include_superseded=False)
+            live += [c for c in cubes
+                     if not ttl_elapsed(c.created_at, c.governance.ttl_seconds, now)]
+            if len(cubes) < page:
+                break
+            offset += page
+        return {"user": user, "memories": [self._shown(c) for c in live[:limit]]}
 
     async def audit(self, user: str, memory_id: str, limit: int = 100) -> dict[str, Any]:
-        """The audit trail of one memory the principal may read, oldest first."""
+        """The audit trail of one memory the principal may read, oldest first.
+
+        A reason is free text and may repeat the memory, so it is shown only where the
+        memory's text would be: a memory that any of its versions marks with a sensitivity
+        tag this server does not allow gets ``[redacted: tag]`` for each reason (``redacted``
+        lists the tags), as :meth:`history` redacts its texts; a forgotten memory's reasons
+        are withheld (``[forgotten]``) -- forget removes them, but records written before
+        the vault committed to reasons keep theirs."""
         records = await asyncio.to_thread(self.mos.audit_log, user_id=user, memory_id=memory_id,
                                           limit=limit)
-        return {"memory_id": memory_id, "records": [
+        versions = await self.mos.ahistory(memory_id, user_id=user)  # after the access check
+        withheld = sensitivity_rules.withheld(sensitivity_rules.history_sensitivity(versions),
+                                              self.allowed)
+        forgotten = bool(versions) and versions[-1].state is State.DELETED
+        placeholder = ("[forgotten]" if forgotten else
+                       sensitivity_rules.redacted_text(withheld) if withheld else None)
+        return {"memory_id": memory_id, "redacted": list(withheld), "records": [
             {"seq": r.seq, "at": r.at.isoformat(), "user_id": r.user_id, "agent_id": r.agent_id,
-             "action": r.action, "version": r.version, "reason": r.reason} for r in records]}
+             "action": r.action, "version": r.version,
+             "reason": placeholder if placeholder and r.reason is not None else r.reason}
+            for r in records]}
 
     async def recall_prompt(self, user: str, question: str, k: int | None = None) -> str:
         """A user message that hands the model the memories relevant to ``question``."""

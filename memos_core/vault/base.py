@@ -49,6 +49,10 @@ class Actor:
 
 @dataclass(frozen=True)
 class AuditRecord:
+    """One audit record. ``reason`` is None when none was given, or when a forget removed it
+    (the record's memory, or the memory its operation wrote, was forgotten; see
+    :mod:`memos_core.vault.audit_chain`)."""
+
     seq: int
     at: datetime
     user_id: str
@@ -416,8 +420,11 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
         write a ``deleted`` version, drop its usage counters, key bindings
         (:class:`KeyedItems`) and relations -- but for its summaries' ``derived_from``
         relations, which the forget's cascade reads once this commits and then drops
-        (:meth:`drop_relations`) -- and audit ``forget`` (with ``details``: no text).
-        Returns the tombstone; a tombstone again is returned unchanged (idempotent).
+        (:meth:`drop_relations`) -- and audit ``forget`` (with ``details``: no text). The
+        reasons of the memory's audit records (the forget's own included) and of those its
+        writing operation made (``details['by']``) are removed, their commitments kept, so
+        the chain still verifies (:mod:`memos_core.vault.audit_chain`). Returns the
+        tombstone; a tombstone again is returned unchanged (idempotent).
 
         Raises:
             MemoryNotFoundError: unknown id.
@@ -433,9 +440,9 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
 
     def scrub_tombstone(self, memory_id: str) -> int:
         """Scrub every version of the forgotten memory ``memory_id`` that still holds content
-        (its ``scrubbed`` flag unset) and drop what :meth:`tombstone` drops, in one
-        transaction; returns how
-        many versions were scrubbed (0 for a proper tombstone or a memory not forgotten)."""
+        (its ``scrubbed`` flag unset), remove the reasons its audit records still hold, and
+        drop what :meth:`tombstone` drops, in one transaction; returns how many versions were
+        scrubbed (0 for a proper tombstone or a memory not forgotten)."""
 
     def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
         """Count a retrieval hit on each memory: access count +1, heat decayed to ``now``

@@ -17,16 +17,24 @@ Migrations:
    (:mod:`memos_core.vault.pg_integrations`).
 4. a GIN index on ``memories.entities``: entity degrees for the per-user graph views
    (:mod:`memos_core.vault.pg_graph`).
+5. that index dropped again.
+6. no digest of a forgotten text.
+7. audit records commit to their reason (``reason_salt``, ``reason_commit``, ``legacy_hash``;
+   an index on ``details->>'by'``): the records written before are converted and the reasons
+   of forgotten memories removed (:func:`memos_core.vault.audit_chain.upgrade_chain`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from memos_core.errors import MemOSError
-from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH
+from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, REASON_COLUMNS, upgrade_chain
+
+logger = logging.getLogger("memos_core")
 
 #: advisory lock keys (two int4 halves: 'memo', purpose)
 LOCK_CLASS = 0x6D656D6F
@@ -192,8 +200,37 @@ _V6 = [
     for table in ("versions", "memories")
 ]
 
-#: migration number -> statements (applied in one transaction)
-MIGRATIONS: dict[int, Sequence[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
+
+def _commit_reasons(conn: Any) -> None:
+    """Migration 7's conversion of the audit records written before it."""
+
+    def query(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
+
+    def execute(sql: str, params: Sequence[Any]) -> None:
+        conn.execute(sql.replace("?", "%s"), params)
+
+    _, problem = upgrade_chain(query, execute)
+    if problem is not None:
+        logger.warning("The audit log does not verify (%s): its records were left as they are, "
+                       "and forget cannot remove the reasons of those written before schema 7.",
+                       problem)
+
+
+#: an audit record commits to its reason instead of hashing it, so that forget can remove it
+_V7: list[str | Callable[[Any], None]] = [
+    # first, under the write lock: processes of an older memos-core may still be writing
+    # records (taken after the table's lock, it could deadlock with one of them)
+    f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, {WRITE_LOCK})",
+    *(f"ALTER TABLE audit ADD COLUMN IF NOT EXISTS {column} TEXT"
+      for column in REASON_COLUMNS),
+    "CREATE INDEX IF NOT EXISTS audit_by ON audit (((details::jsonb)->>'by'))",
+    _commit_reasons,
+]
+
+#: migration number -> statements, or functions of the connection (applied in one transaction)
+MIGRATIONS: dict[int, Sequence[str | Callable[[Any], None]]] = {
+    1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
@@ -224,7 +261,10 @@ def migrate(conn: Any, target: int = SCHEMA_VERSION, *, where: str = "the databa
         for number in range(found + 1, target + 1):
             with conn.transaction():
                 for statement in MIGRATIONS[number]:
-                    conn.execute(statement)
+                    if callable(statement):
+                        statement(conn)
+                    else:
+                        conn.execute(statement)
                 conn.execute(
                     "INSERT INTO meta(key, value) VALUES ('schema_version', %s) "
                     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (str(number),))

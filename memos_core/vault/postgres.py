@@ -46,7 +46,7 @@ from memos_core.errors import (
     ServerUnavailableError,
     first_line,
 )
-from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, audit_hash, parse_head, verify_chain
+from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, parse_head, seal, verify_chain
 from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant
 from memos_core.vault import pg_sql
 from memos_core.vault.pg_async import PgAsyncMixin
@@ -254,7 +254,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
     #: tables whose rows hold user text (or keys/labels) that a forget rewrites or deletes
     TEXT_TABLES = ("memories", "versions", "usage", "edges", "item_keys", "conversation_log",
-                   "cp_checkpoints", "cp_blobs", "cp_writes", "changes")
+                   "cp_checkpoints", "cp_blobs", "cp_writes", "changes", "audit")
 
     def vacuum(self, *, full: bool = False) -> list[str]:
         """``VACUUM`` (``full``: ``VACUUM FULL``, which rewrites each table into new files
@@ -355,17 +355,30 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                              "run verify_audit and restore the vault from a backup.")
         prev, seq = (head["hash"], int(head.get("seq", 0)) + 1) if head["count"] else (GENESIS_HASH, 1)
         at = utcnow().timestamp()
-        fields = {"at": at, "user_id": actor.user_id, "agent_id": actor.agent_id, "action": action,
-                  "memory_id": memory_id, "version": version, "reason": actor.reason,
-                  "details": details}
-        digest = audit_hash(prev, fields)
+        sealed = seal(prev, {"at": at, "user_id": actor.user_id, "agent_id": actor.agent_id,
+                             "action": action, "memory_id": memory_id, "version": version,
+                             "details": details}, actor.reason)
         tx.conn.execute(
             "INSERT INTO audit(seq, at, user_id, agent_id, action, memory_id, version, reason, "
-            "details, prev_hash, hash) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            "details, prev_hash, hash, reason_salt, reason_commit) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             (seq, at, actor.user_id, actor.agent_id, action, memory_id, version, actor.reason,
-             json.dumps(details, sort_keys=True, default=str), prev, digest))
+             json.dumps(details, sort_keys=True, default=str), prev, sealed.hash, sealed.salt,
+             sealed.commit))
         tx.conn.execute("UPDATE meta SET value=%s WHERE key=%s", (
-            json.dumps({"count": int(head["count"]) + 1, "seq": seq, "hash": digest}), AUDIT_HEAD))
+            json.dumps({"count": int(head["count"]) + 1, "seq": seq, "hash": sealed.hash}),
+            AUDIT_HEAD))
+
+    @staticmethod
+    def _scrub_reasons(tx: Tx, memory_id: str) -> None:
+        """Remove the reasons of the forgotten memory's audit records, its own and those its
+        writing operation made (``details['by']``), with their salts; the commitments stay,
+        so the chain still verifies (:mod:`memos_core.vault.audit_chain`). Records without
+        a commitment (older ones migration 7 could not convert) keep theirs: their hash
+        covers it."""
+        for where in ("memory_id=%s", "(details::jsonb)->>'by' = %s"):
+            tx.conn.execute("UPDATE audit SET reason=NULL, reason_salt=NULL "
+                            f"WHERE {where} AND reason_salt IS NOT NULL", (memory_id,))
 
     def audit(self, actor: Actor, action: str, memory_id: str | None = None,
               version: int | None = None, details: dict[str, Any] | None = None) -> None:
@@ -485,6 +498,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             tomb = scrub(cube).model_copy(
                 update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()})
             self._put_version(tx, tomb, cube.version, actor, "forget", details or {})
+            self._scrub_reasons(tx, memory_id)  # the forget's own reason too: it may repeat it
             self._drop_relations(tx, memory_id)
         self._usage.drop(memory_id)
         return tomb
@@ -521,6 +535,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                 tx.conn.execute(
                     "UPDATE memories SET doc=%s, tags='[]', entities='[]' WHERE id=%s",
                     (scrub(current).model_dump_json(exclude={"usage"}), memory_id))
+            self._scrub_reasons(tx, memory_id)
             self._drop_relations(tx, memory_id)
             return scrubbed
 

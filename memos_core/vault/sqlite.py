@@ -3,7 +3,8 @@
 Tables: ``memories`` (the current version of each memory, with the columns filters need),
 ``versions`` (every version ever written, as JSON), ``usage`` (counters, not versioned: a
 retrieval hit is not a change of the memory), ``edges`` (explicit relations) and ``audit``
-(append-only, hash-chained); the integration storage lives in the same file: ``item_keys``
+(append-only and hash-chained; forget removes the reasons of a forgotten memory's records,
+which the chain covers through a salted commitment: :mod:`~memos_core.vault.audit_chain`); the integration storage lives in the same file: ``item_keys``
 (:mod:`~memos_core.vault.sqlite_keyed`), ``conversation_log``
 (:mod:`~memos_core.vault.sqlite_log`) and ``cp_*`` (:mod:`~memos_core.vault.sqlite_checkpoints`). Every mutation runs in one transaction with its audit record,
 so a crash leaves either the whole change or none of it.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -37,9 +39,10 @@ from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, Namespace
 from memos_core.vault.audit_chain import (
     AUDIT_HEAD,
     GENESIS_HASH,
-    audit_hash,
     chain_tail,
     parse_head,
+    seal,
+    upgrade_sqlite,
     verify_chain,
 )
 from memos_core.vault import sqlite_checkpoints, sqlite_graph, sqlite_keyed, sqlite_log
@@ -52,7 +55,9 @@ from memos_core.vault.scrub import migrate_drop_digests, migrate_scrub_flags, sc
 
 __all__ = ["GENESIS_HASH", "SCHEMA_VERSION", "SQLiteVault", "scrub"]
 
-SCHEMA_VERSION = 3
+#: 2: the scrubbed flag and the audit head; 3: no digest of a forgotten text; 4: audit records
+#: commit to their reason (``reason_salt``, ``reason_commit``; :mod:`.audit_chain`)
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,9 +110,13 @@ CREATE TABLE IF NOT EXISTS audit (
     reason TEXT,
     details TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    reason_salt TEXT,
+    reason_commit TEXT,
+    legacy_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_memory ON audit(memory_id);
+CREATE INDEX IF NOT EXISTS audit_by ON audit(json_extract(details, '$.by'));
 CREATE TABLE IF NOT EXISTS grants (
     owner TEXT NOT NULL,
     agent_id TEXT NOT NULL,
@@ -120,6 +129,8 @@ CREATE TABLE IF NOT EXISTS grants (
 """
 
 _CUBE_COLUMNS = "doc"
+
+logger = logging.getLogger("memos_core")
 
 
 def _ts(dt: datetime | None) -> float | None:
@@ -234,19 +245,29 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             )
         if row is not None and int(row[0]) == SCHEMA_VERSION:
             return
-        dropped = 0
+        found = None if row is None else int(row[0])
+        rewritten, problem = 0, None
         with self._tx() as db:
-            if row is not None and int(row[0]) < 2:  # schema 1: flag the versions its forget scrubbed
+            if found is not None and found < 2:  # schema 1: flag the versions its forget scrubbed
                 migrate_scrub_flags(db)
-            if row is not None:  # schemas 1 and 2 kept a digest of each forgotten text
-                dropped = migrate_drop_digests(db)
-            # a new vault's head is the genesis; an upgraded one's is its current tail (the
-            # chain before this point is trusted as found, as far as a cut tail goes)
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                       (AUDIT_HEAD, json.dumps(chain_tail(db))))
+            if found is not None and found < 3:  # schemas 1 and 2 kept a digest of each forgotten text
+                rewritten = migrate_drop_digests(db)
+            if found is None or found < 2:
+                # a new vault's head is the genesis; one from before the head record gets its
+                # current tail (the chain before this point is trusted as found, as far as a
+                # cut tail goes); a later one keeps its head, which the upgrade checks
+                db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                           (AUDIT_HEAD, json.dumps(chain_tail(db))))
+            if found is not None:  # schema 3 -> 4: audit records commit to their reasons
+                converted, problem = upgrade_sqlite(db)
+                rewritten += converted
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))
-        if dropped:  # the WAL still holds the pages with the digests
+        if problem is not None:
+            logger.warning("The audit log of %s does not verify (%s): its records were left as "
+                           "they are, and forget cannot remove the reasons of those written "
+                           "before schema 4.", self.path, problem)
+        if rewritten:  # the WAL still holds the pages with the digests or the reasons
             with self._lock:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -381,22 +402,32 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         row = db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         prev = row[0] if row else GENESIS_HASH
         at = utcnow().timestamp()
-        fields = {
-            "at": at, "user_id": actor.user_id, "agent_id": actor.agent_id, "action": action,
-            "memory_id": memory_id, "version": version, "reason": actor.reason,
-            "details": details,
-        }
-        digest = audit_hash(prev, fields)
+        sealed = seal(prev, {"at": at, "user_id": actor.user_id, "agent_id": actor.agent_id,
+                             "action": action, "memory_id": memory_id, "version": version,
+                             "details": details}, actor.reason)
         cursor = db.execute(
             "INSERT INTO audit(at, user_id, agent_id, action, memory_id, version, reason, "
-            "details, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "details, prev_hash, hash, reason_salt, reason_commit) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (at, actor.user_id, actor.agent_id, action, memory_id, version, actor.reason,
-             json.dumps(details, sort_keys=True, default=str), prev, digest),
+             json.dumps(details, sort_keys=True, default=str), prev, sealed.hash, sealed.salt,
+             sealed.commit),
         )
         head = db.execute("SELECT value FROM meta WHERE key=?", (AUDIT_HEAD,)).fetchone()
         count = (parse_head(head[0]) or {}).get("count", 0) if head else 0
         db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (AUDIT_HEAD, json.dumps(
-            {"count": int(count) + 1, "seq": cursor.lastrowid, "hash": digest})))
+            {"count": int(count) + 1, "seq": cursor.lastrowid, "hash": sealed.hash})))
+
+    @staticmethod
+    def _scrub_reasons(db: sqlite3.Connection, memory_id: str) -> None:
+        """Remove the reasons of the forgotten memory's audit records -- its own and those its
+        writing operation made (``details['by']``: a fact it superseded, the sources a summary
+        archived) -- with their salts; the commitments stay, so the chain still verifies.
+        Records without a commitment (older ones the schema 4 upgrade could not convert) keep
+        theirs: their hash covers it."""
+        for where in ("memory_id=?", "json_extract(details, '$.by')=?"):
+            db.execute("UPDATE audit SET reason=NULL, reason_salt=NULL "
+                       f"WHERE {where} AND reason_salt IS NOT NULL", (memory_id,))
 
     def audit(self, actor: Actor, action: str, memory_id: str | None = None,
               version: int | None = None, details: dict[str, Any] | None = None) -> None:
@@ -518,6 +549,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                 update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()}
             )
             self._put_version(db, tomb, cube.version, actor, "forget", details or {})
+            self._scrub_reasons(db, memory_id)  # the forget's own reason too: it may repeat it
             self._drop_for_tombstone(db, memory_id)
             return tomb
 
@@ -556,6 +588,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             if not current.scrubbed:
                 db.execute("UPDATE memories SET doc=?, tags='[]', entities='[]' WHERE id=?",
                            (scrub(current).model_dump_json(exclude={"usage"}), memory_id))
+            self._scrub_reasons(db, memory_id)
             self._drop_for_tombstone(db, memory_id)
             return scrubbed
 

@@ -141,7 +141,7 @@ def test_a_schema_2_vault_loses_its_digests(tmp_path: Path) -> None:
     db.close()
     assert any(digest.encode() in p.read_bytes() for p in data.rglob("*") if p.is_file())
     with MemOS(data, config=_config()) as mos:
-        assert mos.vault.get_meta("schema_version") == "3"
+        assert mos.vault.get_meta("schema_version") == "4"
         assert [v.text for v in mos.history(gone.id, user_id="alice")] == ["", ""]
         assert mos.get(kept.id, user_id="alice").text == kept.text
         assert mos.vault.verify_audit() == (True, "audit chain intact")

@@ -244,6 +244,31 @@ class VaultConformance:
                             grants=[])
         assert vault.get(keyed.id) is None
 
+    def test_tombstone_removes_the_reasons_of_its_audit_records(self, vault: Vault) -> None:
+        """A reason is free text that may repeat the memory: forget removes it from every
+        record of the memory (the forget's own too) and from the records its writing
+        operation made (here the supersede record of the fact it replaced); the chain still
+        verifies, and every other record keeps its reason."""
+        told = Actor("alice", "agent-1", "user said: my PIN is 4711")
+        old, other = cube("Alice's PIN was 1234."), cube("unrelated")
+        vault.insert([old, other], ALICE)
+        new = cube("Alice's PIN is 4711.")
+        vault.insert([new], told, replacements=[(bump(old, valid_to=utcnow()), 1)])
+        vault.put_version(bump(new, text="Alice's PIN is 4711 still."), 1, told, "update")
+        assert [r.reason for r in vault.audit_log(memory_id=old.id)] == [
+            "conformance", "user said: my PIN is 4711"]
+        vault.tombstone(new.id, Actor("alice", None, "forget the PIN 4711"))
+        assert [(r.action, r.reason) for r in vault.audit_log(memory_id=new.id)] == [
+            ("add", None), ("update", None), ("forget", None)]
+        assert [(r.action, r.reason) for r in vault.audit_log(memory_id=old.id)] == [
+            ("add", "conformance"), ("supersede", None)]
+        assert [r.reason for r in vault.audit_log(memory_id=other.id)] == ["conformance"]
+        assert "4711" not in repr(vault.audit_log(limit=1000))
+        assert vault.verify_audit() == (True, "audit chain intact")
+        vault.tombstone(new.id, ALICE)  # again: nothing changes, the chain still verifies
+        assert vault.scrub_tombstone(new.id) == 0
+        assert vault.verify_audit() == (True, "audit chain intact")
+
     def test_scrub_tombstone_repairs_only_tombstones(self, vault: Vault) -> None:
         live, gone = cube("still here"), cube("Alice's PIN is 4711.")
         vault.insert([live, gone], ALICE)

@@ -14,8 +14,11 @@ public package (:mod:`memos_core`). Nothing else of the core is theirs to import
 * Tool specs shared by both tool sets (:mod:`.tools`): :data:`TOOL_SPECS`.
 * Rules an adapter applies as the core does: redaction of prompts (:func:`for_prompt`,
   :func:`allowance`, :func:`redacted_text`), of forgotten text (:class:`MessageRedactor`,
-  :data:`FORGOTTEN`), which messages are worth remembering, the chat split, argument
-  checks (:func:`check_name`, :func:`check_k`), and the forget receipt's
+  :data:`FORGOTTEN`), which messages are worth remembering (and what of a turn that asks
+  is: :func:`remembered_text`), the chat split, argument
+  checks (:func:`check_name`, :func:`check_k`; :func:`check_text`, :func:`check_metadata`
+  and :func:`check_tags`, the limits a write meets, for an adapter that must check a batch
+  before its first write), and the forget receipt's
   :class:`DerivedForm`.
 """
 
@@ -44,6 +47,7 @@ from memos_core.integration.keyed import (
     put_by_key,
 )
 from memos_core.integration.legacy import CHAT_FILE, CHECKPOINT_FILE
+from memos_core.integration.recording import remembered_text
 from memos_core.integration.logs import (
     ConversationLog,
     on_forget_checkpoints,
@@ -61,7 +65,7 @@ from memos_core.integration.tools import (
 from memos_core.messages import asked_or_answered, worth_remembering
 from memos_core.ops.forget import LOG_FORM
 from memos_core.results import DerivedForm, ModelInfo
-from memos_core.validation import check_k, check_name
+from memos_core.validation import check_k, check_metadata, check_name, check_tags, check_text
 from memos_core.vault import CheckpointRecord, ItemKey, LogRow, ThreadCheckpoints, Typed
 
 __all__ = [
@@ -91,7 +95,10 @@ __all__ = [
     "async_checkpoints",
     "asked_or_answered",
     "check_k",
+    "check_metadata",
     "check_name",
+    "check_tags",
+    "check_text",
     "delete_by_key",
     "for_prompt",
     "forget_reply",
@@ -104,6 +111,7 @@ __all__ = [
     "put_by_key",
     "redact_log_message",
     "redacted_text",
+    "remembered_text",
     "split_messages",
     "thread_checkpoints",
     "tool_spec",

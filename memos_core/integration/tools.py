@@ -83,7 +83,10 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
         "Search the user's long-term memory. Returns matching memories with their ids, best "
         "first. Search before answering questions about the user's past or preferences.",
         (ToolArg("query", str, "What to look for, in natural language.", required=True),
-         ToolArg("k", int | None, "How many memories to return.", ge=1, le=50)),
+         # no upper bound in the schema: each tool set caps k at its max_k, so a model
+         # asking for 100 gets the most the application allows, not a validation error
+         ToolArg("k", int | None, "How many memories to return (more than the tool's "
+                 "maximum returns that maximum).", ge=1)),
     ),
     ToolSpec(
         "update_memory",

@@ -13,6 +13,11 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from memos_core import InvalidInputError
 
+try:  # where a run's config holds its Runtime (what langgraph.runtime.get_runtime reads)
+    from langgraph._internal._constants import CONFIG_KEY_RUNTIME as _RUNTIME_KEY
+except ImportError:  # pragma: no cover - another langgraph layout
+    _RUNTIME_KEY = "__pregel_runtime"
+
 #: Roles the facade's episodic memories use for LangChain message types.
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
@@ -88,5 +93,21 @@ def role_of(message: BaseMessage) -> str:
 
 
 def message_text(message: BaseMessage) -> str:
-    """The plain text of a message: its text content blocks joined (may be empty)."""
-    return message.text.strip()
+    """The plain text of a message (may be empty): its text content blocks, each stripped,
+    joined by a space, as ``MemOS.add`` joins a message's blocks (LangChain's
+    ``message.text`` joins them with nothing: "...called RexHe is...")."""
+    content = message.content
+    if isinstance(content, str):
+        return content.strip()
+    parts = (block if isinstance(block, str) else block.get("text")
+             for block in content
+             if isinstance(block, str) or (isinstance(block, dict) and block.get("type") == "text"))
+    return " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
+
+
+def run_context(config: Mapping[str, Any] | None) -> Any:
+    """The context the running graph was invoked with (``invoke(..., context=...)``), or
+    None. A run's config holds its ``Runtime`` under the key ``langgraph.runtime.get_runtime``
+    reads, which nodes, models and the checkpointer all see."""
+    runtime = configurable(config).get(_RUNTIME_KEY)
+    return getattr(runtime, "context", None)

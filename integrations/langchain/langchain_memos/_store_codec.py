@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.store.base import InvalidNamespaceError, MatchCondition
 from langgraph.store.base.embed import get_text_at_path, tokenize_path
@@ -116,7 +116,7 @@ def _same_json(original: Any, decoded: Any) -> bool:
     return type(original) is type(decoded) and original == decoded
 
 
-def check_index(index: object, key: str) -> list[str] | bool | None:
+def check_index(index: object, key: str) -> list[str] | Literal[False] | None:
     """The ``index`` argument of a put: None, False, or a list of field paths."""
     if index is None or index is False:
         return index

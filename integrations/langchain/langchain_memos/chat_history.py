@@ -5,19 +5,38 @@ LangGraph persistence, still widely used). Each message is one episodic memory o
 in the given session: its text is ``"speaker: content"`` (so the conversation is searchable
 from any other component) and its metadata holds the serialised LangChain message, so the
 history returns exactly the messages that were added.
+
+Forgetting: a forgotten message leaves the history (its memory is a tombstone). A history is
+also a conversation log, so forgetting any memory of its user redacts the user's history
+messages that quote it (the rule of the checkpointer and the LlamaIndex chat store:
+``memos_core.integration.MessageRedactor``): the history's forget hook, registered once per
+``MemOS`` when a history is built on it, writes a new version of each such message, its text
+and its serialised message both redacted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, message_to_dict, messages_from_dict
 from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
-from memos_core.integration import check_name, has_native_async
+from memos_core.integration import (
+    FORGOTTEN,
+    DerivedForm,
+    MessageRedactor,
+    check_name,
+    has_native_async,
+    redact_log_message,
+)
 
 from langchain_memos._shared import message_text, role_of
 
@@ -25,6 +44,8 @@ from langchain_memos._shared import message_text, role_of
 #: session, e.g. turns recorded by the middleware; the history reads only its own).
 HISTORY_TAG = "lc.chat_history"
 META_MESSAGE = "lc_message"
+#: A receipt's id of a redacted chat history: ``"chat_history:<session id>"``.
+FORM = "chat_history"
 _LIVE_STATES = ("generated", "activated", "archived")
 _PAGE = 1000
 
@@ -33,12 +54,16 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
     """The messages of one session of one user, stored in MemOS.
 
     Contracts: ``messages`` returns the added messages in the order they were added, equal
-    to the originals (type, content, ids, tool calls, additional kwargs); a message that was
-    forgotten in MemOS is gone from the history. ``add_messages`` stores a batch in one
-    transaction; a message that cannot be stored (content that is not JSON-serialisable)
+    to the originals (type, content, ids, tool calls, additional kwargs) -- except that a
+    message whose memory was given new text since (``mos.update``, the ``update_memory``
+    tool, or a forget that redacted it) has that text as its content; a message that was
+    forgotten in MemOS is gone from the history. Only the user's own memories are its
+    messages (not memories other users shared with them). ``add_messages`` stores a batch in
+    one transaction; a message that cannot be stored (content that is not JSON-serialisable)
     raises ``InvalidInputError`` and stores nothing. ``clear`` forgets every message of the
-    session (tombstones stay in the audit log). ``aget_messages`` is native async in server mode; the
-    other async twins (writes: embedding, the memory write path) run in a worker thread.
+    session (``MemOS.forget_many``: every id is checked before any is forgotten; tombstones
+    stay in the audit log). ``aget_messages`` is native async in server mode; the other
+    async twins (writes: embedding, the memory write path) run in a worker thread.
     """
 
     def __init__(self, mos: MemOS, *, user_id: str, session_id: str, agent_id: str | None = None) -> None:
@@ -52,8 +77,9 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         self.user_id = check_name(user_id, "user_id")
         self.session_id = check_name(session_id, "session_id")
         self.agent_id = agent_id
+        _watch(mos)
 
-    def _page(self, offset: int) -> dict[str, object]:
+    def _page(self, offset: int) -> dict[str, Any]:
         """``MemOS.list`` arguments of one page of the history."""
         return {"user_id": self.user_id, "session_id": self.session_id, "tags": [HISTORY_TAG],
                 "states": _LIVE_STATES, "limit": _PAGE, "offset": offset}
@@ -61,23 +87,23 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
     def _cubes(self) -> list[MemCube]:
         cubes: list[MemCube] = []
         while True:
-            page = self.mos.list(**self._page(len(cubes)))  # type: ignore[arg-type]
+            page = self.mos.list(**self._page(len(cubes)))
             cubes.extend(page)
             if len(page) < _PAGE:
-                return [c for c in cubes if META_MESSAGE in c.metadata]
+                return _own_messages(cubes, self.user_id)
 
     async def _acubes(self) -> list[MemCube]:
         cubes: list[MemCube] = []
         while True:
-            page = await self.mos.alist(**self._page(len(cubes)))  # type: ignore[arg-type]
+            page = await self.mos.alist(**self._page(len(cubes)))
             cubes.extend(page)
             if len(page) < _PAGE:
-                return [c for c in cubes if META_MESSAGE in c.metadata]
+                return _own_messages(cubes, self.user_id)
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """Every message of the session, oldest first."""
-        return messages_from_dict([c.metadata[META_MESSAGE] for c in self._cubes()])
+        return [_message(c) for c in self._cubes()]
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append messages (one MemOS transaction for the whole batch)."""
@@ -91,7 +117,7 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
                     "BaseMessage; convert it (e.g. HumanMessage(content=...)) first."
                 )
             items.append({
-                "text": f"{message.name or role_of(message)}: {_render(message)}",
+                "text": _memory_text(message),
                 "role": role_of(message),
                 "message_id": message.id,
                 "metadata": {META_MESSAGE: message_to_dict(message)},
@@ -102,23 +128,54 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         )
 
     def clear(self) -> None:
-        """Forget every message of this session."""
-        for cube in self._cubes():
-            self.mos.forget(cube.id, user_id=self.user_id, agent_id=self.agent_id,
-                            reason="chat history cleared")
+        """Forget every message of this session (one ``MemOS.forget_many``)."""
+        ids = [c.id for c in self._cubes()]
+        if not ids:
+            return
+        with _forgetting(ids):  # they go: the forget hook need not redact them first
+            self.mos.forget_many(ids, user_id=self.user_id, agent_id=self.agent_id,
+                                 reason="chat history cleared")
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Async ``messages``: native reads in server mode (``MemOS.alist``), else a worker
         thread."""
         if not has_native_async(self.mos):
             return await asyncio.to_thread(lambda: self.messages)
-        return messages_from_dict([c.metadata[META_MESSAGE] for c in await self._acubes()])
+        return [_message(c) for c in await self._acubes()]
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         await asyncio.to_thread(self.add_messages, messages)
 
     async def aclear(self) -> None:
         await asyncio.to_thread(self.clear)
+
+
+def _own_messages(cubes: Sequence[MemCube], user_id: str) -> list[MemCube]:
+    """The history messages among ``cubes`` that are ``user_id``'s own: ``MemOS.list`` also
+    returns memories other users shared with them (a shared session is not their
+    conversation, and they may not forget it)."""
+    return [c for c in cubes if c.user_id == user_id and META_MESSAGE in c.metadata]
+
+
+def _message(cube: MemCube) -> BaseMessage:
+    """The LangChain message of a history memory: the one that was added, with the memory's
+    current text as its content when the memory was given new text since (a version after
+    the first whose text is not the added message's)."""
+    [message] = messages_from_dict([cube.metadata[META_MESSAGE]])
+    if cube.version == 1 or cube.text == _memory_text(message):
+        return message
+    speaker = f"{message.name or role_of(message)}: "
+    text = cube.text[len(speaker):] if cube.text.startswith(speaker) else cube.text
+    content = message.content
+    if isinstance(content, list):  # keep the blocks that are not text (images, files)
+        others = [b for b in content if isinstance(b, dict) and b.get("type") != "text"]
+        return message.model_copy(update={"content": [{"type": "text", "text": text}, *others]})
+    return message.model_copy(update={"content": text})
+
+
+def _memory_text(message: BaseMessage) -> str:
+    """The memory text of a history message: ``"speaker: content"``."""
+    return f"{message.name or role_of(message)}: {_render(message)}"
 
 
 def _render(message: BaseMessage) -> str:
@@ -130,3 +187,105 @@ def _render(message: BaseMessage) -> str:
             for c in message.tool_calls
         )
     return text or "(no text)"
+
+
+# -- forgetting: the histories of a forgotten memory's owner ---------------------------------
+
+#: Memories a ``clear`` is forgetting (the hook does not redact what is about to go).
+_CLEARING: ContextVar[frozenset[str]] = ContextVar("lc_history_clearing", default=frozenset())
+#: The MemOS instances whose forgets reach the chat histories (the hook's unregister function).
+_WATCHED: weakref.WeakKeyDictionary[MemOS, Callable[[], None]] = weakref.WeakKeyDictionary()
+_WATCH_LOCK = threading.Lock()
+
+
+@contextmanager
+def _forgetting(memory_ids: Sequence[str]) -> Iterator[None]:
+    token = _CLEARING.set(_CLEARING.get() | frozenset(memory_ids))
+    try:
+        yield
+    finally:
+        _CLEARING.reset(token)
+
+
+def _watch(mos: MemOS) -> None:
+    """Register the chat histories' forget hook on ``mos``, once (it lives as long as
+    ``mos``, whatever becomes of the history objects, which chains build per call)."""
+    with _WATCH_LOCK:
+        if mos in _WATCHED:
+            return
+        ref = weakref.ref(mos)
+
+        def hook(memory: MemCube) -> list[DerivedForm]:
+            live = ref()
+            return _redact_histories(live, memory) if live is not None else []
+
+        _WATCHED[mos] = mos.on_forget(hook)
+
+
+def _redact_histories(mos: MemOS, memory: MemCube) -> list[DerivedForm]:
+    """The forget hook: redact ``memory`` (its text, and what its earlier versions said) in
+    every chat-history message of its owner, each a new version of its memory written with
+    ``mos.update`` (text and serialised message redacted); one form per session changed.
+
+    It writes through the ``MemOS`` whose forget runs it, which a hook normally must not
+    do: this runs in the forget's thread, before its tombstone and outside any vault
+    transaction, and the store's write lock is re-entrant. A write that fails aborts the
+    forget (messages redacted before it stay redacted: that removes only forgotten text)."""
+    redactor = MessageRedactor(memory)
+    # what a message holding the memory contains (its texts, as written and JSON-escaped; the
+    # source message ids): a cheap filter before a message is decoded and redacted
+    patterns = [p.decode() for p in redactor.patterns()]
+    skip = _CLEARING.get() | {memory.id}
+    sessions: set[str] = set()
+    for cube in _histories(mos, memory.user_id):
+        if cube.id in skip:
+            continue
+        raw = json.dumps(cube.metadata[META_MESSAGE], ensure_ascii=False)
+        if not any(p in raw or p in cube.text for p in patterns):
+            continue
+        redacted = _redacted(cube, raw, redactor)
+        if redacted is None:
+            continue
+        text, data = redacted
+        mos.update(cube.id, text, user_id=memory.user_id,
+                   metadata={**cube.metadata, META_MESSAGE: data},
+                   reason=f"chat history: memory {memory.id} forgotten")
+        sessions.add(cube.session_id or "")
+    return [DerivedForm(kind="conversation_log", id=f"{FORM}:{s}", action="redacted")
+            for s in sorted(sessions)]
+
+
+def _histories(mos: MemOS, user_id: str) -> Iterator[MemCube]:
+    """Every chat-history message of ``user_id`` (all sessions), read a page at a time."""
+    offset = 0
+    while True:
+        page = mos.list(user_id=user_id, tags=[HISTORY_TAG], states=_LIVE_STATES,
+                        limit=_PAGE, offset=offset)
+        yield from _own_messages(page, user_id)
+        if len(page) < _PAGE:
+            return
+        offset += _PAGE
+
+
+def _redacted(cube: MemCube, raw: str, redactor: MessageRedactor
+              ) -> tuple[str, dict[str, Any]] | None:
+    """(text, serialised message) of a history message (``raw``: its serialised message as
+    JSON) with the memory redacted, or None when it holds none of it. The message the memory
+    was made from (by id) loses all its text; any other loses each occurrence of the
+    memory's text. A memory text that renders the message is rendered again from the
+    redacted message (tool-call arguments are JSON there); one given other text since is
+    redacted as it stands."""
+    data = cube.metadata[META_MESSAGE]
+    [message] = messages_from_dict([data])
+    source = redactor.is_source(message.id)
+    new = redact_log_message(raw, redactor, source)
+    redacted = json.loads(new) if new is not None else data
+    if cube.text == _memory_text(message):
+        text = _memory_text(messages_from_dict([redacted])[0])
+    elif source:
+        text = f"{message.name or role_of(message)}: {FORGOTTEN}"
+    else:
+        text = redactor.text(cube.text)
+    if new is None and text == cube.text:
+        return None
+    return text, redacted

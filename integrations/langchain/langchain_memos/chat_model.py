@@ -29,7 +29,13 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import RunnableConfig
 from pydantic import AliasChoices, ConfigDict, Field, field_validator
 
-from langchain_memos._shared import configurable, current_config, resolve_user_id
+from langchain_memos._shared import (
+    configurable,
+    context_value,
+    current_config,
+    resolve_user_id,
+    run_context,
+)
 from memos_core import InvalidInputError
 
 #: ``model`` (and ``ls_model_name``) until the local model is loaded.
@@ -75,9 +81,10 @@ class ChatMemOS(BaseChatModel):
 
     Args:
         mos: an open ``memos_core.MemOS`` (not owned: close it yourself).
-        user_id: whose memories answer. Else ``config["configurable"][user_id_key]`` of the
-            call (``invoke(..., config=...)``) or of the running LangGraph graph; else
-            ``MissingUserError``.
+        user_id: whose memories answer. Else the user of the call's LangGraph runtime
+            context (``graph.invoke(..., context=...)``, as ``create_agent(context_schema=...)``
+            passes it), else ``config["configurable"][user_id_key]`` of the call
+            (``invoke(..., config=...)``) or of the running graph; else ``MissingUserError``.
         k: memories retrieved per question.
         max_tokens: answer length bound (alias ``max_new_tokens``; greedy decoding).
         temperature: ``None`` or ``0`` (the local model decodes greedily; anything else is
@@ -157,10 +164,16 @@ class ChatMemOS(BaseChatModel):
 
     # ------------------------------------------------------------------ who asks
 
+    def _config_user(self, config: Mapping[str, Any] | None) -> Any:
+        """The user a call's config names: its graph run's context (``invoke(...,
+        context=...)``), else ``configurable``; None if neither does."""
+        user = context_value(run_context(config), self.user_id_key)
+        return user if user is not None else configurable(config).get(self.user_id_key)
+
     def _with_config_user(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Pass the call's ``configurable`` user on to ``_generate`` / ``_stream`` (LangChain
-        hands them ``**kwargs``, not the config)."""
-        user = configurable(config).get(self.user_id_key)
+        """Pass the call's user (:meth:`_config_user`) on to ``_generate`` / ``_stream``
+        (LangChain hands them ``**kwargs``, not the config)."""
+        user = self._config_user(config)
         if user is not None and _CONFIG_USER not in kwargs:
             kwargs = {**kwargs, _CONFIG_USER: user}
         return kwargs
@@ -187,11 +200,9 @@ class ChatMemOS(BaseChatModel):
             return resolve_user_id(component="ChatMemOS", key=self.user_id_key,
                                    default=self.user_id)
         passed = kwargs.get(_CONFIG_USER)
-        config = {"configurable": {self.user_id_key: passed}} if passed is not None else (
-            current_config()
-        )
-        return resolve_user_id(component="ChatMemOS", key=self.user_id_key, default=None,
-                               config=config)
+        if passed is None:  # called without a config: that of the running graph, if any
+            passed = self._config_user(current_config())
+        return resolve_user_id(component="ChatMemOS", key=self.user_id_key, default=passed)
 
     def _chat_args(self, messages: Sequence[BaseMessage], kwargs: Mapping[str, Any]
                    ) -> dict[str, Any]:

@@ -33,6 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,7 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_serializable_checkpoint_metadata,
 )
+from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_methods
 from langgraph.types import Interrupt, Send
 from memos_core import resolve_memos
@@ -69,17 +73,15 @@ from memos_core.integration import (
     truncate_wal,
 )
 
-from langchain_memos._shared import configurable, context_value
-
-try:  # where a run's config holds its Runtime (what langgraph.runtime.get_runtime reads)
-    from langgraph._internal._constants import CONFIG_KEY_RUNTIME as _RUNTIME_KEY
-except ImportError:  # pragma: no cover - another langgraph layout
-    _RUNTIME_KEY = "__pregel_runtime"
+from langchain_memos._shared import configurable, context_value, run_context
 
 #: The file earlier versions kept checkpoints in (moved into the vault on first open).
 FILENAME = CHECKPOINT_FILE
 #: A receipt's id of a redacted thread: ``"checkpoints:<thread id>"``.
 FORM = "checkpoints"
+#: How long after a forget the checkpoints and writes created before it are still redacted
+#: as they are stored (LangGraph stores them in the background; see ``MemOSCheckpointer._late``).
+LATE_WRITE_S = 60.0
 
 #: (table, type column, value column) of every serialised value that may hold messages.
 _VALUE_COLUMNS = (
@@ -133,6 +135,9 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         #: the native async storage (server mode), else None: async twins use a thread
         self._astore: AsyncThreadCheckpoints | None = async_checkpoints(self._store)
         self._closed = False
+        #: recent forgets: (time, checkpoint-id mark, owner, redactor); see _late
+        self._forgotten: deque[tuple[float, str, str, MessageRedactor]] = deque(maxlen=256)
+        self._forgotten_lock = threading.Lock()
         self._unhook = on_forget_checkpoints(mos, self._forget)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -255,16 +260,18 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         """``put``'s checkpoint record and channel-value blobs."""
         thread, ns = _thread_and_ns(config)
         stored = dict(checkpoint)
-        values = stored.pop("channel_values", {}) or {}
+        values: dict[str, Any] = stored.pop("channel_values", {}) or {}  # type: ignore[assignment]
+        full_metadata = get_serializable_checkpoint_metadata(config, metadata)
+        if self.user_id_key not in full_metadata:  # the user of the run's context, if any
+            user = context_value(run_context(config), self.user_id_key)
+            if isinstance(user, str) and user:
+                full_metadata[self.user_id_key] = user
+        for redactor in self._late(checkpoint["id"], full_metadata.get(self.user_id_key)):
+            values = {ch: _redact(v, redactor) for ch, v in values.items()}
         blobs: list[tuple[str, str, Typed]] = []
         for channel, version in new_versions.items():
             typed = self.serde.dumps_typed(values[channel]) if channel in values else ("empty", None)
             blobs.append((channel, str(version), typed))
-        full_metadata = get_serializable_checkpoint_metadata(config, metadata)
-        if self.user_id_key not in full_metadata:  # the user of the run's context, if any
-            user = context_value(_run_context(config), self.user_id_key)
-            if isinstance(user, str) and user:
-                full_metadata[self.user_id_key] = user
         run_id = full_metadata.get("run_id")
         record = CheckpointRecord(
             thread, ns, checkpoint["id"], get_checkpoint_id(config),
@@ -293,6 +300,9 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         checkpoint_id = get_checkpoint_id(config)
         if not checkpoint_id:
             raise InvalidInputError("put_writes needs config['configurable']['checkpoint_id'].")
+        late = self._late(checkpoint_id, _run_user(config, self.user_id_key))
+        for redactor in late:
+            writes = [(channel, _redact(value, redactor)) for channel, value in writes]
         items = [(WRITES_IDX_MAP.get(channel, position), channel, self.serde.dumps_typed(value))
                  for position, (channel, value) in enumerate(writes)]
         return thread, ns, checkpoint_id, task_id, task_path, items
@@ -313,10 +323,35 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
     # -- forgetting -----------------------------------------------------------------------
 
     def _forget(self, memory: MemCube) -> list[DerivedForm]:
-        """The forget hook: :func:`_redact_vault` with this checkpointer's ``serde``."""
+        """The forget hook: :func:`_redact_vault` with this checkpointer's ``serde``; then
+        the memory is also redacted, for :data:`LATE_WRITE_S` seconds, in the checkpoints
+        and writes created before the forget that reach :meth:`put` / :meth:`put_writes`
+        after it (:meth:`_late`)."""
         if self._closed:  # the vault redactor takes over (it runs after the hooks)
             return []
-        return _redact_vault(self._store, self.serde, memory, self.user_id_key)
+        forms = _redact_vault(self._store, self.serde, memory, self.user_id_key)
+        with self._forgotten_lock:
+            # a checkpoint id made now sorts after every checkpoint created before this forget
+            self._forgotten.append((time.monotonic(), str(uuid6()), memory.user_id,
+                                    MessageRedactor(memory)))
+        return forms
+
+    def _late(self, checkpoint_id: str, user: object) -> Sequence[MessageRedactor]:
+        """The redactors of the recent forgets that ``checkpoint_id`` (a checkpoint, or the
+        checkpoint a write belongs to) predates, for a run of ``user`` (None: of no user).
+
+        LangGraph's default durability ("async") stores a step's checkpoint and writes in
+        the background while the next step runs, so a ``forget_memory`` tool (or a forget
+        from another thread) can redact the stored thread before an older checkpoint of it
+        lands, text and all. Checkpoint ids are time-ordered: one created before the forget
+        sorts before the mark the forget took. The redactors are dropped after
+        :data:`LATE_WRITE_S` seconds (they hold the forgotten text in memory)."""
+        now = time.monotonic()
+        with self._forgotten_lock:
+            while self._forgotten and now - self._forgotten[0][0] > LATE_WRITE_S:
+                self._forgotten.popleft()
+            return [redactor for _, mark, owner, redactor in self._forgotten
+                    if checkpoint_id < mark and (user is None or user == owner)]
 
     # -- async twins: the same encoding and decoding, awaiting the async storage (native
     # in server mode, else a worker thread per storage call: memos_core.integration) ------
@@ -419,12 +454,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         await store.cp_copy_thread(str(source_thread_id), str(target_thread_id))
 
 
-def _run_context(config: RunnableConfig) -> Any:
-    """The context the graph was invoked with (``invoke(..., context=...)``), or None. The
-    loop hands the checkpointer its run's config, which holds the run's ``Runtime`` under
-    the key ``langgraph.runtime.get_runtime`` reads."""
-    runtime = configurable(config).get(_RUNTIME_KEY)
-    return getattr(runtime, "context", None)
+def _run_user(config: RunnableConfig, key: str) -> object:
+    """The user a run names: its context's, else ``configurable``'s (None: no user)."""
+    user = context_value(run_context(config), key)
+    return user if user is not None else configurable(config).get(key)
 
 
 def redact_vault(vault: ThreadCheckpoints, memory: MemCube) -> list[DerivedForm]:
@@ -573,6 +606,19 @@ def _collect_sources(value: Any, redactor: MessageRedactor, found: list[str]) ->
         found.extend([content] if isinstance(content, str) else [
             b["text"] if isinstance(b, dict) else b for b in content
             if isinstance(b, str) or (isinstance(b, dict) and isinstance(b.get("text"), str))])
+
+
+def redact_messages(messages: Iterable[BaseMessage], redactor: MessageRedactor
+                    ) -> list[BaseMessage]:
+    """Redacted copies, with the same ids, of the ``messages`` that hold the memory (the
+    checkpoints' rule), in order; messages without an id are left out (they cannot replace
+    their original in a graph's state)."""
+    redacted = []
+    for message in messages:
+        new = _redact_object(message, redactor) if message.id else message
+        if new is not message:
+            redacted.append(new)
+    return redacted
 
 
 def _redact(value: Any, redactor: MessageRedactor) -> Any:

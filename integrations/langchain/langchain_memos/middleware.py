@@ -7,7 +7,8 @@ they reach the model but are never written into the thread state. After each age
 user, with the thread id as their session: by default user statements only -- questions,
 small talk, requests to forget, turns in which the model used a memory tool and the
 assistant's answers stay in the conversation (the checkpointer's thread), out of searched
-memory, so asking again does not find the old question instead of the fact. A message is
+memory, so asking again does not find the old question instead of the fact (of a question
+that also tells something, what it tells is recorded). A message is
 recorded once: replaying or forking a thread from an earlier checkpoint does not record
 it again. Both hooks have sync and async versions, so ``invoke`` and ``ainvoke`` both
 work.
@@ -17,14 +18,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from memos_core import resolve_memos
 from memos_core import MemCube, MemOS, SearchHit, State
-from memos_core.integration import FORGOTTEN, TOOL_NAMES, asked_or_answered, worth_remembering
+from memos_core.integration import FORGOTTEN, TOOL_NAMES, asked_or_answered, remembered_text
 
 from langchain_memos._shared import (
     current_config,
@@ -74,9 +75,13 @@ class MemOSMiddleware(AgentMiddleware):
       text is not saved in the thread state.
     * Recording: after each turn, the turn's human message(s) and final AI answer (text
       only; tool calls and tool results are never recorded) are filtered by
-      ``memos_core.messages.worth_remembering``: messages of ``remember_roles`` (default
+      ``memos_core.integration.remembered_text``: messages of ``remember_roles`` (default
       ``("user",)``) that are not small talk, not requests to forget and not questions
-      (unless ``remember_questions=True``) become episodic memories. A turn in which the
+      (unless ``remember_questions=True``) become episodic memories; of a question that
+      also tells something ("My wife's name is Ana. Can you remind me of her
+      birthday?"), the sentences that tell do (its id is still the memory's source, so a
+      forget blanks the whole message in the thread). A memory shared with the user by
+      someone else is never taken for one of theirs. A turn in which the
       model changed memory with a tool (:data:`MEMORY_TOOL_NAMES`: it stored, updated,
       forgot or compressed memories itself) records nothing, nor does a turn with nothing
       left.
@@ -214,10 +219,7 @@ class MemOSMiddleware(AgentMiddleware):
         humans, answer, tools = _turn(state.get("messages") or [])
         if tools & MEMORY_TOOL_NAMES:
             return  # the model stored, updated or forgot memories itself in this turn
-        messages = [m for m in [*humans, *answer]
-                    if worth_remembering(role_of(m), message_text(m), roles=self.remember_roles,
-                                         questions=self.remember_questions)
-                    and FORGOTTEN not in message_text(m)]  # redacted by a forget
+        messages = [said for said in map(self._said, [*humans, *answer]) if said is not None]
         if not messages:
             return
         user = self._user(getattr(runtime, "context", None), config)
@@ -229,14 +231,24 @@ class MemOSMiddleware(AgentMiddleware):
                 [_as_item(m) for m in new], user_id=user, agent_id=self.agent_id,
                 session_id=session, metadata=meta, reason="agent turn",
             )
-        for message, old in edited:
+        for said, old in edited:
             self.mos.add(
-                [_as_item(message)], user_id=user, agent_id=self.agent_id, session_id=session,
+                [_as_item(said)], user_id=user, agent_id=self.agent_id, session_id=session,
                 metadata=meta, supersedes=old.id, reason="agent turn (edited message)",
             )
 
-    def _unrecorded(self, messages: Sequence[BaseMessage], user: str, session: str | None
-                    ) -> tuple[list[BaseMessage], list[tuple[BaseMessage, MemCube]]]:
+    def _said(self, message: BaseMessage) -> Said | None:
+        """What of ``message`` to record (``memos_core.integration.remembered_text``: the
+        whole message, or the statements of one that asks), or None."""
+        text = message_text(message)
+        if FORGOTTEN in text:  # redacted by a forget
+            return None
+        said = remembered_text(role_of(message), text, roles=self.remember_roles,
+                               questions=self.remember_questions)
+        return Said(message, said) if said else None
+
+    def _unrecorded(self, messages: Sequence[Said], user: str, session: str | None
+                    ) -> tuple[list[Said], list[tuple[Said, MemCube]]]:
         """``messages`` not recorded in this thread yet, and those edited since their memory
         was recorded (same id, other text) with the memory their new text supersedes.
 
@@ -248,7 +260,7 @@ class MemOSMiddleware(AgentMiddleware):
         checkpointer) every call brings its own messages and nothing is looked up."""
         if session is None:
             return list(messages), []
-        ids = {str(m.id) for m in messages if m.id}
+        ids = {str(m.message.id) for m in messages if m.message.id}
         sources: dict[str, list[MemCube]] = {}
         said: set[str] = set()
         offset = 0
@@ -257,6 +269,8 @@ class MemOSMiddleware(AgentMiddleware):
                                  states=_ALL_STATES, include_superseded=True,
                                  limit=_PAGE, offset=offset)
             for cube in page:
+                if cube.user_id != user:  # shared with the user: another's conversation
+                    continue
                 for source in ids.intersection(cube.provenance.source_message_ids):
                     sources.setdefault(source, []).append(cube)
                 if cube.state is not State.DELETED and cube.superseded_by is None:
@@ -264,11 +278,11 @@ class MemOSMiddleware(AgentMiddleware):
             if len(page) < _PAGE:
                 break
             offset += _PAGE
-        new: list[BaseMessage] = []
-        edited: list[tuple[BaseMessage, MemCube]] = []
+        new: list[Said] = []
+        edited: list[tuple[Said, MemCube]] = []
         for message in messages:
-            text = _memory_text(message)
-            found = sources.get(str(message.id)) if message.id else None
+            text = message.memory_text
+            found = sources.get(str(message.message.id)) if message.message.id else None
             if not found:
                 if text not in said:
                     new.append(message)
@@ -321,11 +335,19 @@ def _turn(messages: Sequence[BaseMessage]) -> tuple[list[BaseMessage], list[Base
     return humans, [answer] if answer is not None else [], tools
 
 
-def _as_item(message: BaseMessage) -> dict[str, Any]:
-    """A message as ``MemOS.add`` takes it (its id becomes the memory's source)."""
-    return {"role": role_of(message), "content": message_text(message), "id": message.id}
+class Said(NamedTuple):
+    """A message of the turn and what of it is recorded (all its text, or its statements)."""
+
+    message: BaseMessage
+    text: str
+
+    @property
+    def memory_text(self) -> str:
+        """The text ``MemOS.add`` gives its memory ("role: text")."""
+        return f"{role_of(self.message)}: {self.text}"
 
 
-def _memory_text(message: BaseMessage) -> str:
-    """The text ``MemOS.add`` gives the memory of ``message`` ("role: content")."""
-    return f"{role_of(message)}: {message_text(message)}"
+def _as_item(said: Said) -> dict[str, Any]:
+    """What of a message is recorded, as ``MemOS.add`` takes it (the message id becomes the
+    memory's source)."""
+    return {"role": role_of(said.message), "content": said.text, "id": said.message.id}

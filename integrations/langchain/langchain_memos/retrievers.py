@@ -18,13 +18,17 @@ from langchain_core.retrievers import BaseRetriever
 from memos_core import MemOS, SearchHit
 from pydantic import Field
 
+#: The most hits one ``MemOS.search`` returns; a larger per-call ``k`` is capped to it.
+MAX_K = 1000
+
 
 class MemOSRetriever(BaseRetriever):
     """Retrieve a user's memories: ``MemOSRetriever(mos, user_id="alice", k=4)`` (``mos``
     positional or keyword, as in the LlamaIndex package).
 
     Contracts: returns at most ``k`` documents, best first (``k`` may be overridden per
-    call: ``retriever.invoke(query, k=2)``); only memories ``user_id`` may read; superseded
+    call: ``retriever.invoke(query, k=2)``; a per-call ``k`` above :data:`MAX_K` is capped
+    to it, one below 1 raises ``InvalidInputError``); only memories ``user_id`` may read; superseded
     and archived memories are left out unless ``include_superseded`` / ``include_archived``.
     ``metadata["score"]`` is the fused rank score (higher is better, comparable within one
     query only). Every returned memory counts as an access in MemOS usage statistics.
@@ -33,7 +37,7 @@ class MemOSRetriever(BaseRetriever):
 
     mos: MemOS = Field(description="The memory system to search.")
     user_id: str = Field(description="The principal whose memories are searched.")
-    k: int = Field(default=4, ge=1, le=1000, description="Documents per query.")
+    k: int = Field(default=4, ge=1, le=MAX_K, description="Documents per query.")
     session_id: str | None = Field(default=None, description="Only this session's memories.")
     agent_id: str | None = Field(default=None, description="Only this agent's memories.")
     types: list[str] | None = Field(default=None, description="Only these memory types.")
@@ -49,6 +53,8 @@ class MemOSRetriever(BaseRetriever):
         super().__init__(**kwargs)
 
     def _search_kwargs(self, k: int | None) -> dict[str, Any]:
+        if isinstance(k, int) and not isinstance(k, bool):
+            k = min(k, MAX_K)  # more than the facade returns: as many as it can
         return {
             "user_id": self.user_id, "k": self.k if k is None else k,
             "session_id": self.session_id, "agent_id": self.agent_id, "types": self.types,

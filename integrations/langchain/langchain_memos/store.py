@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from langgraph.store.base import (
     BaseStore,
@@ -37,6 +37,7 @@ from memos_core import (
     MemCube,
     MemoryNotFoundError,
     MemOS,
+    MemoryType,
     State,
 )
 from memos_core.integration import (
@@ -44,7 +45,10 @@ from memos_core.integration import (
     aget_by_key,
     aiter_by_prefix,
     allowance,
+    check_metadata,
     check_name,
+    check_tags,
+    check_text,
     delete_by_key,
     for_prompt,
     get_by_key,
@@ -162,7 +166,8 @@ class MemOSStore(BaseStore):
 
         Raises:
             InvalidInputError: no MemOS; neither or both of ``user_label`` / ``user_id``; a
-                bad ``index`` config or ``index_fields``; bad sensitivity settings.
+                bad ``index`` config or ``index_fields``; an unknown ``memory_type``; a bad
+                ``agent_id``; bad sensitivity settings.
         """
         mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
         if not isinstance(mos, MemOS):
@@ -183,8 +188,11 @@ class MemOSStore(BaseStore):
         self.index_fields = codec.check_index(
             list(index_fields) if index_fields is not None else None, "<store default>"
         ) or None
+        if memory_type not in {t.value for t in MemoryType}:  # not at the first put of a batch
+            raise InvalidInputError(
+                f"memory_type must be one of {[t.value for t in MemoryType]}, got {memory_type!r}.")
         self.memory_type = memory_type
-        self.agent_id = agent_id
+        self.agent_id = check_name(agent_id, "agent_id", optional=True)
         self.sensitivity = (sensitivity,) if isinstance(sensitivity, str) else tuple(sensitivity)
         if not all(isinstance(t, str) and t for t in self.sensitivity):
             raise InvalidInputError(
@@ -232,11 +240,11 @@ class MemOSStore(BaseStore):
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         """Run ops in order; see the class docstring for the batch semantics.
 
-        Every op is validated before anything runs, so bad input writes nothing.
+        Every op is validated before anything runs -- every put rendered and checked
+        against the limits of the memory it writes -- so bad input writes nothing.
         """
-        ops = self._checked(ops)
+        ops, writes = self._checked(ops)
         results: list[Result] = []
-        puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
         for op in ops:
             if isinstance(op, GetOp):
                 cube = self._lookup(op.namespace, op.key)
@@ -246,19 +254,23 @@ class MemOSStore(BaseStore):
             elif isinstance(op, ListNamespacesOp):
                 results.append(self._list_namespaces(op))
             else:
-                puts[(op.namespace, op.key)] = op
                 results.append(None)
-        for op in puts.values():
-            self._put(op)
+        for write in writes:
+            self._write(write)
         return results
 
-    def _checked(self, ops: Iterable[Op]) -> list[Op]:
-        """Every op validated and naming its user, before anything runs."""
+    def _checked(self, ops: Iterable[Op]) -> tuple[list[Op], list[_Write]]:
+        """Every op validated and naming its user, before anything runs; and the writes of
+        the puts, the last one per (namespace, key), each checked as the core will check it
+        (:meth:`_prepared`)."""
         ops = list(ops)
+        writes: dict[tuple[tuple[str, ...], str], _Write] = {}
         for op in ops:
             _validate(op)
             self._check_user(op)
-        return ops
+            if isinstance(op, PutOp):
+                writes[(op.namespace, op.key)] = self._prepared(op)  # the last put of a key wins
+        return ops, list(writes.values())
 
     def _check_user(self, op: Op) -> None:
         """Every op names its user before anything runs."""
@@ -278,9 +290,8 @@ class MemOSStore(BaseStore):
         in one worker thread. The event loop never blocks."""
         if not has_native_async(self.mos):
             return await asyncio.to_thread(self.batch, list(ops))
-        ops = self._checked(ops)
+        ops, writes = self._checked(ops)
         results: list[Result] = []
-        puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
         for op in ops:
             if isinstance(op, GetOp):
                 cube = await aget_by_key(self.mos, self._key(op.namespace, op.key))
@@ -290,11 +301,14 @@ class MemOSStore(BaseStore):
             elif isinstance(op, ListNamespacesOp):
                 results.append(await self._alist_namespaces(op))
             else:
-                puts[(op.namespace, op.key)] = op
                 results.append(None)
-        if puts:
-            await asyncio.to_thread(lambda: [self._put(op) for op in puts.values()])
+        if writes:
+            await asyncio.to_thread(self._write_all, writes)
         return results
+
+    def _write_all(self, writes: Sequence[_Write]) -> None:
+        for write in writes:
+            self._write(write)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -380,7 +394,7 @@ class MemOSStore(BaseStore):
         user = self.user_of(op.namespace_prefix, prefix=True)
         while True:
             hits = self.mos.search(
-                op.query, user_id=user, k=k,
+                op.query or "", user_id=user, k=k,  # only called with a query
                 tags=[codec.prefix_tag(op.namespace_prefix)], include_archived=True,
                 allow_sensitive=self.allow_sensitive,
             )
@@ -421,9 +435,11 @@ class MemOSStore(BaseStore):
 
     # -- writes ---------------------------------------------------------------------------
 
-    def _put(self, op: PutOp) -> None:
-        """One put, atomic in the vault (``memos_core.integration.put_by_key``): correct
-        with other stores, threads or processes writing the same key.
+    def _prepared(self, op: PutOp) -> _Write:
+        """The write of a put (validated by :func:`_validate`): its memory's text, metadata
+        and tags, checked now against the limits ``put_by_key`` enforces (text size,
+        metadata depth, tag length), so that no put of a batch fails after another was
+        stored.
 
         A non-indexed item (``index=False``, or index fields the value does not have) is
         kept out of search: its memory text is :data:`NOT_INDEXED_TEXT` (nothing of the
@@ -432,11 +448,10 @@ class MemOSStore(BaseStore):
         leaves out by default. The store's own search still lists it, unscored."""
         item = self._key(op.namespace, op.key)
         if op.value is None:
-            delete_by_key(self.mos, item, agent_id=self.agent_id, reason="langgraph store delete")
-            return
+            return _Write(item, None, {}, (), False)
         value = codec.check_value(op.value, op.key)
         index = codec.check_index(op.index, op.key)
-        fields = None if index is False else (index if index is not None else self.index_fields)
+        fields = self.index_fields if index is None else (index or None)
         text, found = codec.render_text(value, fields)
         indexed = index is not False and found
         metadata = {
@@ -445,11 +460,25 @@ class MemOSStore(BaseStore):
             codec.META_VALUE: value,
             codec.META_INDEX: index if indexed else False,
         }
-        cube = put_by_key(self.mos, item, text if indexed else NOT_INDEXED_TEXT, metadata=metadata,
-                          tags=codec.namespace_tags(op.namespace), type=self.memory_type,
-                          sensitivity=self.sensitivity, agent_id=self.agent_id,
-                          reason="langgraph store put")
-        self._settle_state(cube, item.user_id, indexed)
+        try:
+            return _Write(item, check_text(text if indexed else NOT_INDEXED_TEXT),
+                          check_metadata(metadata), check_tags(codec.namespace_tags(op.namespace)),
+                          indexed)
+        except InvalidInputError as exc:
+            raise InvalidInputError(
+                f"Cannot store key {op.key!r} in namespace {op.namespace!r}: {exc}") from None
+
+    def _write(self, write: _Write) -> None:
+        """One put, atomic in the vault (``memos_core.integration.put_by_key``): correct
+        with other stores, threads or processes writing the same key."""
+        if write.text is None:
+            delete_by_key(self.mos, write.item, agent_id=self.agent_id,
+                          reason="langgraph store delete")
+            return
+        cube = put_by_key(self.mos, write.item, write.text, metadata=write.metadata,
+                          tags=write.tags, type=self.memory_type, sensitivity=self.sensitivity,
+                          agent_id=self.agent_id, reason="langgraph store put")
+        self._settle_state(cube, write.item.user_id, write.indexed)
 
     def _settle_state(self, cube: MemCube, user_id: str, indexed: bool) -> None:
         """Archive a non-indexed item's memory (out of default search); bring back one
@@ -466,6 +495,17 @@ class MemOSStore(BaseStore):
         if not _indexed(before):
             self.mos.set_state(cube.id, State.GENERATED, user_id=user_id,
                                reason="langgraph store put: indexed again")
+
+
+class _Write(NamedTuple):
+    """A put, checked and rendered before a batch writes anything (``text`` None: a
+    delete)."""
+
+    item: ItemKey
+    text: str | None
+    metadata: dict[str, Any]
+    tags: Sequence[str]
+    indexed: bool
 
 
 def _namespaces_page(found: set[tuple[str, ...]], op: ListNamespacesOp) -> list[tuple[str, ...]]:

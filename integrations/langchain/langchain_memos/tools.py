@@ -14,6 +14,14 @@ can refer to memories later) and a JSON-friendly artifact for the application. A
 error caused by the model's arguments (an unknown id, a memory of another user, empty
 text) comes back to the model as ``"<ErrorClass>: <message>"``, which it can act on (as in
 the LlamaIndex package); a missing user is a configuration error and raises.
+``search_memories`` caps ``k`` at ``max_k`` (as the LlamaIndex tools do).
+
+``forget_memory`` run by a LangGraph ``ToolNode`` (``create_agent``) also redacts the
+forgotten memory in the running graph's messages: ``MemOS.forget`` redacts the stored
+checkpoints, but the graph holds its state in memory and would write the text back with its
+next checkpoint (and send it to the model). So the tool answers with a ``Command`` whose
+``messages`` update is its ``ToolMessage`` plus a redacted copy of every state message that
+held the memory, with the same id (the ``add_messages`` reducer replaces messages by id).
 """
 
 from __future__ import annotations
@@ -26,13 +34,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from langchain.tools import ToolRuntime
+from langchain_core.messages import BaseMessage, ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from langgraph.types import Command
 from memos_core import resolve_memos
-from memos_core import MemCube, MemOS, MemOSError
-from memos_core.integration import TOOL_NAMES, TOOL_SPECS, forget_reply, tool_spec
+from memos_core import MemCube, MemOS, MemOSError, State
+from memos_core.integration import (
+    TOOL_NAMES,
+    TOOL_SPECS,
+    MessageRedactor,
+    forget_reply,
+    tool_spec,
+)
 from pydantic import Field
 
 from langchain_memos._shared import MissingUserError, current_config, resolve_user_id, thread_id
+from langchain_memos.checkpoint import redact_messages
 
 MemoryKind = Literal["fact", "preference", "episode", "task_prompt", "summary", "note"]
 __all__ = ["DEPRECATED_NAMES", "TOOL_NAMES", "create_memory_tools"]
@@ -40,7 +57,12 @@ __all__ = ["DEPRECATED_NAMES", "TOOL_NAMES", "create_memory_tools"]
 DEPRECATED_NAMES = {"search_memory": "search_memories"}
 
 Artifact = Any
-Result = tuple[str, Artifact]
+#: ``(content, artifact)``: content is the text for the model, or a ``Command`` that
+#: carries the ``ToolMessage`` (``forget_memory`` in a graph)
+Result = tuple[Any, Artifact]
+#: The default ``max_k``: the most memories ``search_memories`` returns, whatever ``k`` the
+#: model asks for (the LlamaIndex tools' default too).
+MAX_K = 20
 
 
 def _arg(tool: str, arg: str) -> str:
@@ -59,11 +81,9 @@ def _asked_in(runtime: ToolRuntime[Any, Any] | None, text: str) -> str | None:
     """The id of the latest human message of the graph's state that shares a word of four
     or more letters or digits with ``text`` (the message the model stored it from: "yes"
     after the fact is not), or None (outside a graph, or no such message)."""
-    state = getattr(runtime, "state", None)
-    messages = state.get("messages") if isinstance(state, Mapping) else None
     words = set(_WORD.findall(text.lower()))
-    for message in reversed(messages or []):
-        if getattr(message, "type", None) != "human" or not getattr(message, "id", None):
+    for message in reversed(_state_messages(runtime)):
+        if message.type != "human" or not message.id:
             continue
         content = message.content if isinstance(message.content, str) else str(message.content)
         if words & set(_WORD.findall(content.lower())):
@@ -74,6 +94,31 @@ def _asked_in(runtime: ToolRuntime[Any, Any] | None, text: str) -> str | None:
 _WORD = re.compile(r"[^\W_]{4,}")
 
 
+def _state_messages(runtime: ToolRuntime[Any, Any] | None) -> list[BaseMessage]:
+    """The messages of the running graph's state (empty outside a graph)."""
+    state = getattr(runtime, "state", None)
+    messages = state.get("messages") if isinstance(state, Mapping) else None
+    return [m for m in messages or [] if isinstance(m, BaseMessage)]
+
+
+def _redactor(mos: MemOS, memory_id: str, user_id: str) -> MessageRedactor | None:
+    """The redactor of the memory about to be forgotten, as ``MemOS.forget`` builds it for
+    the conversation logs (its text, and what its earlier versions said), or None when the
+    memory cannot be read (the forget then raises the error the model reads) or is forgotten
+    already."""
+    try:
+        versions = mos.history(memory_id, user_id=user_id)
+    except MemOSError:
+        return None
+    current = versions[-1]
+    if current.state is State.DELETED:
+        return None
+    earlier = [v.text for v in versions[:-1] if v.text and v.text != current.text]
+    # a memory made from a chat message ("speaker: content"): the contents too
+    contents = [t.split(": ", 1)[1] for t in earlier if "role" in current.metadata and ": " in t]
+    return MessageRedactor(current).with_texts([*earlier, *contents])
+
+
 def _config(runtime: ToolRuntime[Any, Any] | None) -> Mapping[str, Any] | None:
     """The config of the call: the agent's (via the runtime) or that of ``tool.invoke``."""
     return getattr(runtime, "config", None) or current_config()
@@ -82,8 +127,10 @@ def _config(runtime: ToolRuntime[Any, Any] | None) -> Mapping[str, Any] | None:
 class _MemoryOps:
     """The tools' bodies: resolve the user, call the facade, format the answer."""
 
-    def __init__(self, mos: MemOS, user_id: str | None, user_id_key: str, k: int) -> None:
-        self.mos, self.user_id, self.user_id_key, self.k = mos, user_id, user_id_key, k
+    def __init__(self, mos: MemOS, user_id: str | None, user_id_key: str, k: int,
+                 max_k: int) -> None:
+        self.mos, self.user_id, self.user_id_key = mos, user_id, user_id_key
+        self.k, self.max_k = k, max_k
 
     def _user(self, runtime: ToolRuntime[Any, Any] | None) -> str:
         return resolve_user_id(
@@ -110,10 +157,10 @@ class _MemoryOps:
     def search(
         self,
         query: Annotated[str, Field(description=_arg("search_memories", "query"))],
-        k: Annotated[int | None, Field(ge=1, le=50, description=_arg("search_memories", "k"))] = None,
+        k: Annotated[int | None, Field(ge=1, description=_arg("search_memories", "k"))] = None,
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
-        hits = self.mos.search(query, user_id=self._user(runtime), k=k or self.k)
+        hits = self.mos.search(query, user_id=self._user(runtime), k=min(k or self.k, self.max_k))
         if not hits:
             return "No memories found.", []
         lines = [
@@ -138,8 +185,20 @@ class _MemoryOps:
         memory_id: Annotated[str, Field(description=_arg("forget_memory", "memory_id"))],
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
-        receipt = self.mos.forget(memory_id, user_id=self._user(runtime), reason="forget_memory tool")
-        return forget_reply(receipt), receipt.model_dump(mode="json")
+        user = self._user(runtime)
+        messages = _state_messages(runtime)
+        # read before the forget: what the memory said (now and in earlier versions)
+        redactor = _redactor(self.mos, memory_id, user) if messages else None
+        receipt = self.mos.forget(memory_id, user_id=user, reason="forget_memory tool")
+        reply, artifact = forget_reply(receipt), receipt.model_dump(mode="json")
+        call_id = getattr(runtime, "tool_call_id", None)
+        if redactor is None or not call_id:
+            return reply, artifact
+        answer = ToolMessage(reply, artifact=artifact, tool_call_id=call_id, name="forget_memory")
+        # the graph's own copy of its messages: without this, its next checkpoint (and model
+        # call) would bring back what the forget just redacted in the stored checkpoints
+        update = [answer, *redact_messages(messages, redactor)]
+        return Command(update={"messages": update}), None
 
     def compress(
         self,
@@ -194,6 +253,7 @@ def create_memory_tools(
     user_id_key: str = "user_id",
     k: int = 5,
     include: Sequence[str] | None = None,
+    max_k: int = MAX_K,
 ) -> list[BaseTool]:
     """Memory tools for an agent: ``create_agent(model, tools=[*mine, *create_memory_tools(mos)])``.
 
@@ -202,8 +262,11 @@ def create_memory_tools(
         user_id: fallback user when neither the runtime context nor ``configurable`` has one
             (handy for a single-user app or calling the tools directly).
         user_id_key: the key of the user id in the runtime context / ``configurable``.
-        k: how many memories ``search_memories`` returns when the model does not say.
+        k: how many memories ``search_memories`` returns when the model does not say
+            (at most ``max_k``).
         include: names of the tools to create (default all, in :data:`TOOL_NAMES` order).
+        max_k: the most memories ``search_memories`` returns, whatever ``k`` the model asks
+            for (1 to 1000; as the LlamaIndex tools' ``max_k``).
 
     Each tool has a sync and an async implementation (the async one runs the facade call in
     a worker thread). Unknown names in ``include`` raise ``ValueError``.
@@ -220,10 +283,12 @@ def create_memory_tools(
     unknown = sorted(set(names) - set(TOOL_NAMES))
     if unknown:
         raise ValueError(f"Unknown memory tools {unknown}; choose from {list(TOOL_NAMES)}.")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 50:
-        raise ValueError(f"k must be an int between 1 and 50, got {k!r}.")
-    ops = _MemoryOps(mos, user_id, user_id_key, k)
-    bodies = {
+    if isinstance(max_k, bool) or not isinstance(max_k, int) or not 1 <= max_k <= 1000:
+        raise ValueError(f"max_k must be an int between 1 and 1000, got {max_k!r}.")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}.")
+    ops = _MemoryOps(mos, user_id, user_id_key, min(k, max_k), max_k)
+    bodies: dict[str, Callable[..., Result]] = {
         "store_memory": ops.store, "search_memories": ops.search, "update_memory": ops.update,
         "forget_memory": ops.forget, "compress_memories": ops.compress,
     }

@@ -113,6 +113,31 @@ def test_user_comes_from_the_running_graphs_config(store: Any) -> None:
     assert reply.response_metadata["user_id"] == "bob" and ids(reply) <= {c.id for c in bob}
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_user_comes_from_the_agents_runtime_context(store: Any, mode: str) -> None:
+    """create_agent(context_schema=...) passes the user as the run's context, as the
+    MissingUserError message tells users to: ChatMemOS reads it there too."""
+    import asyncio
+    from dataclasses import dataclass
+
+    from langchain.agents import create_agent
+
+    @dataclass
+    class User:
+        user_id: str
+
+    mos, _, bob = store
+    agent = create_agent(ChatMemOS(mos=mos, max_new_tokens=4), [], context_schema=User)
+    args = ({"messages": [HumanMessage(QUESTION)]},)
+    if mode == "sync":
+        out = agent.invoke(*args, context=User("bob"))
+    else:
+        out = asyncio.run(agent.ainvoke(*args, context=User("bob")))
+
+    reply = out["messages"][-1]
+    assert reply.response_metadata["user_id"] == "bob" and ids(reply) <= {c.id for c in bob}
+
+
 def test_history_reaches_the_model(store: Any) -> None:
     mos, _, _ = store
     model = ChatMemOS(mos=mos, user_id="alice", max_new_tokens=4)

@@ -421,3 +421,58 @@ def test_an_old_checkpoints_file_keeps_other_users_threads(make_mos: Callable[..
     with MemOSCheckpointer(mos) as saver:  # moved into the vault
         assert _texts(saver, "alice-t") == [SECRET]
         assert _texts(saver, "nobody-t") == ["[forgotten]"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_forget_memory_in_the_running_conversation_stays_forgotten(mos: MemOS, mode: str) -> None:
+    """The model forgets a memory with the tool in the thread that holds its message.
+    ``MemOS.forget`` redacts the stored checkpoints; the tool redacts the running graph's
+    own messages (a Command that replaces them by id), so the graph's next checkpoint does
+    not write the text back and the next model call is not sent it."""
+    import asyncio
+
+    saver = MemOSCheckpointer(mos)
+
+    def turn(text: str, *replies: AIMessage | str) -> Any:
+        model = scripted(*replies)
+        agent = create_agent(model, tools=create_memory_tools(mos, user_id="dana"),
+                             middleware=[MemOSMiddleware(mos, user_id="dana")], checkpointer=saver)
+        args = ({"messages": [HumanMessage(text)]}, CONFIG)
+        asyncio.run(agent.ainvoke(*args)) if mode == "async" else agent.invoke(*args)
+        return model
+
+    turn(SECRET, "Noted.")
+    memory = _memory_of(mos, f"user: {SECRET}")
+    turn("Please forget my locker code.", tool_call("forget_memory", memory_id=memory.id), "Done.")
+    model = turn("What should I pack for the gym?", "A towel.")
+
+    assert not any(MARKER in str(m.content) for m in model.calls[0])
+    messages = saver.get_tuple(CONFIG).checkpoint["channel_values"]["messages"]
+    assert messages[0].content == "[forgotten]"
+    [answer] = [m for m in messages if m.type == "tool"]
+    assert answer.content == f"Forgot memory {memory.id}."
+    assert answer.artifact["memory_id"] == memory.id and answer.name == "forget_memory"
+    saver.close()
+    assert files_holding(mos.data_dir, MARKER) == []
+
+
+def test_a_checkpoint_made_before_a_forget_and_stored_after_it_is_redacted(mos: MemOS) -> None:
+    """LangGraph stores a step's checkpoint and writes in the background (durability
+    "async") while the next step -- a forget_memory tool -- runs: one made before the forget
+    that lands after it is redacted on the way in. One made after it is the conversation
+    going on, and is kept."""
+    saver = MemOSCheckpointer(mos)
+    memory = mos.add(SECRET, user_id="dana")
+    early = empty_checkpoint()  # made before the forget...
+    early["channel_values"] = {"messages": [HumanMessage(SECRET, id="m1")]}
+    early["channel_versions"] = {"messages": "1"}
+    mos.forget(memory.id, user_id="dana")
+    config = saver.put({"configurable": {"thread_id": "late", "checkpoint_ns": ""}},  # ...stored after
+                       early, {}, {"messages": "1"})
+    saver.put_writes(config, [("messages", [AIMessage(f"You said: {SECRET}")])], "task-1")
+    state = saver.get_tuple(config)
+    assert state.checkpoint["channel_values"]["messages"][0].content == "[forgotten]"
+    assert state.pending_writes[0][2][0].content == "You said: [forgotten]"
+    _thread(saver, "later", "dana", SECRET)  # said again after the forget
+    assert _texts(saver, "later") == [SECRET]
+    saver.close()

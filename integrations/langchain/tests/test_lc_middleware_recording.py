@@ -248,3 +248,51 @@ async def test_async_agent_with_a_record_only_middleware(mos: MemOS) -> None:
     await agent.ainvoke({"messages": [HumanMessage(ALLERGY)]}, _config("t1"))
     await agent.ainvoke({"messages": []}, _config("t1"))
     assert _texts(mos) == [f"user: {ALLERGY}"]
+
+
+# ---------------------------------------------------------------- what a turn records
+
+
+@pytest.mark.parametrize(
+    ("said", "recorded"),
+    [
+        ("My wife's name is Ana. Can you remind me of her birthday?", ["user: My wife's name is Ana."]),
+        ("I moved to Lisbon last week. Can you suggest a gym?", ["user: I moved to Lisbon last week."]),
+        ("Hi! My sister is Jo. Where does she live? Remind me of her address.",
+         ["user: My sister is Jo."]),
+        ("I'm vegetarian, what should I cook tonight?", ["user: I'm vegetarian"]),
+        ("Since I live in Porto, which airport is closest?", []),  # a subordinate clause: left
+        ("What bike do I have?", []),
+        ("Remind me of my gym locker code.", []),
+        ("Forget that I'm vegan. What's my code?", []),
+        ("Do you know what? I adopted a dog. Thanks!", ["user: I adopted a dog."]),
+        ([{"type": "text", "text": "My dog is called Rex."}, {"type": "text", "text": "He is three."}],
+         ["user: My dog is called Rex. He is three."]),
+    ],
+    ids=["statement-question", "statement-request", "greeting-statement-questions",
+         "clause-question", "subordinate-clause", "question", "recall-request",
+         "forget-request", "question-then-statement", "text-blocks"],
+)
+def test_a_question_records_what_it_tells(mos: MemOS, said: Any, recorded: list[str]) -> None:
+    """What a turn tells is recorded, sentence by sentence: statements inside a question
+    too (the whole turn was left out as a question); the asking, small talk and requests
+    to forget or to be told are not. Text blocks are joined with a space ("Rex.He"
+    before)."""
+    agent = create_agent(_always("ok"), middleware=[MemOSMiddleware(mos)],
+                         checkpointer=MemOSCheckpointer(mos))
+    agent.invoke({"messages": [HumanMessage(said)]}, _config("t1"))
+    assert _texts(mos) == recorded
+    agent.invoke(None, _config("t1"))  # replayed: recorded once
+    assert _texts(mos) == recorded
+
+
+def test_memories_shared_with_the_user_are_not_taken_for_theirs(mos: MemOS) -> None:
+    """Bob says what Alice said in a session she shares with him: it is his statement and
+    is recorded (her memory, listed for him, made it look recorded already)."""
+    agent = create_agent(_always("ok"), middleware=[MemOSMiddleware(mos)],
+                         checkpointer=MemOSCheckpointer(mos))
+    agent.invoke({"messages": [HumanMessage(ALLERGY)]}, _config("group", "alice"))
+    mos.share_namespace(with_user_id="bob", user_id="alice", session_id="group", scope="read")
+    agent.invoke({"messages": [HumanMessage(ALLERGY)]}, _config("group", "bob"))
+    assert [(c.user_id, c.text) for c in mos.list(user_id="bob")] == [
+        ("alice", f"user: {ALLERGY}"), ("bob", f"user: {ALLERGY}")]

@@ -45,3 +45,21 @@ def test_packages_are_typed() -> None:
         assert (Path(package.__file__).parent / "py.typed").is_file(), name
         data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"].get("package-data", {})
         assert "py.typed" in data.get(name, []), f"{pyproject}: package-data of {name}"
+
+
+def test_the_package_has_a_readme() -> None:
+    """The distribution's long description: ``readme`` in pyproject.toml names a README
+    beside it, whose relative links resolve."""
+    import re
+    from pathlib import Path
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(langchain_memos.__file__).parents[1]
+    readme = tomllib.loads((root / "pyproject.toml").read_text())["project"]["readme"]
+    text = (root / readme).read_text()
+    assert "pip install" in text and "docs/langchain.md" in text
+    for link in re.findall(r"\]\(([^)#]+)\)", text):
+        assert (root / link).exists(), link

@@ -92,3 +92,12 @@ def test_mos_is_positional_or_keyword_as_in_llamaindex(shared_mos: MemOS) -> Non
     assert [d.id for d in positional] == [d.id for d in keyword] and len(positional) == 1
     with pytest.raises(TypeError, match="both"):
         MemOSRetriever(shared_mos, mos=shared_mos, user_id="alice")
+
+
+def test_a_per_call_k_above_the_maximum_is_capped(shared_mos: MemOS) -> None:
+    """A per-call ``k`` above what one search returns gets as many as it can (it raised);
+    one below 1 is still an error."""
+    retriever = MemOSRetriever(shared_mos, user_id="alice")
+    assert len(retriever.invoke("Alice", k=5000)) == len(FACTS)
+    with pytest.raises(InvalidInputError, match="k"):
+        retriever.invoke("Alice", k=0)

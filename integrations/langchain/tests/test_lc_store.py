@@ -293,6 +293,42 @@ def test_a_bad_op_in_a_batch_writes_nothing(mos: MemOS) -> None:
     assert store.get(("alice",), "good") is None
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        (PutOp(("alice", "notes"), "big", {"text": "word " * 250_000}), "1,000,000"),
+        (PutOp(("alice", "x" * 300), "k", {"text": "hi"}), "256 characters"),
+        (PutOp(("alice", "notes"), "deep", _nested(40)), "nested"),
+    ],
+    ids=["text over 1 MB", "namespace label over 256 characters", "value nested 40 deep"],
+)
+def test_a_put_over_the_cores_limits_fails_before_any_put_of_its_batch(
+        mos: MemOS, bad: PutOp, words: str, mode: str) -> None:
+    """The core's limits (text size, tag length, metadata depth) are checked for every put
+    before the first one is stored: a batch used to store its first put, then fail."""
+    store = MemOSStore(mos, user_label=0)
+    batch = [PutOp(("alice", "notes"), "first", {"text": "the first item"}), bad]
+    with pytest.raises(InvalidInputError, match=re.escape(words)):
+        asyncio.run(store.abatch(batch)) if mode == "async" else store.batch(batch)
+    assert store.get(("alice", "notes"), "first") is None
+    assert mos.list(user_id="alice") == []
+
+
+def test_constructor_checks_the_memory_type_and_agent(module_mos: MemOS) -> None:
+    with pytest.raises(InvalidInputError, match="memory_type"):
+        MemOSStore(module_mos, user_label=0, memory_type="gossip")
+    with pytest.raises(InvalidInputError, match="agent_id"):
+        MemOSStore(module_mos, user_label=0, agent_id="")
+
+
 def test_constructor_refuses_other_objects() -> None:
     with pytest.raises(InvalidInputError, match="MemOS"):
         MemOSStore("./data")  # type: ignore[arg-type]

@@ -134,3 +134,28 @@ def test_include_and_bad_arguments(module_mos: MemOS) -> None:
         create_memory_tools(module_mos, k=0)
     with pytest.raises(TypeError, match="MemOS"):
         create_memory_tools(None)  # type: ignore[arg-type]
+
+
+def test_forget_outside_a_graph_answers_as_before(mos: MemOS, tools: dict[str, BaseTool]) -> None:
+    """Called directly (no graph state to redact), forget_memory answers with its text."""
+    first = _call(tools, "store_memory", text="Alice plays chess").artifact["id"]
+    assert tools["forget_memory"].invoke({"memory_id": first}) == f"Forgot memory {first}."
+    second = _call(tools, "store_memory", text="Alice plays go").artifact["id"]
+    reply = _call(tools, "forget_memory", memory_id=second)
+    assert (reply.content, reply.artifact["memory_id"]) == (f"Forgot memory {second}.", second)
+
+
+def test_search_caps_k_at_max_k(mos: MemOS) -> None:
+    """A model asking for more memories than allowed gets the most allowed, not a
+    validation error (as the LlamaIndex tools do)."""
+    for n in range(4):
+        mos.add(f"Alice's hobby number {n} is chess variant {n}", user_id="alice")
+    tools = {t.name: t for t in create_memory_tools(mos, user_id="alice", max_k=3)}
+    reply = _call(tools, "search_memories", query="hobby", k=100)
+    assert reply.status == "success" and len(reply.artifact) == 3
+    default = {t.name: t for t in create_memory_tools(mos, user_id="alice")}
+    assert len(_call(default, "search_memories", query="hobby", k=500).artifact) == 4
+    with pytest.raises(ValueError, match="max_k"):
+        create_memory_tools(mos, max_k=0)
+    few = {t.name: t for t in create_memory_tools(mos, user_id="alice", k=10, max_k=2)}
+    assert len(_call(few, "search_memories", query="hobby").artifact) == 2

@@ -444,6 +444,16 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
         drop what :meth:`tombstone` drops, in one transaction; returns how many versions were
         scrubbed (0 for a proper tombstone or a memory not forgotten)."""
 
+    def redact_versions(self, memory_id: str, rewrite: Callable[[MemCube], MemCube | None], *,
+                        below: int) -> int:
+        """Rewrite in place, in one transaction, each version of ``memory_id`` numbered below
+        ``below`` for which ``rewrite`` returns a new cube (the same id and version number);
+        returns how many. For a forget's redaction of a memory that is a conversation's
+        message: the caller writes the redacted current version first (a new version, through
+        the store), then this takes the text out of the earlier ones, which history would
+        otherwise keep (``secure_delete``, and the forget's WAL truncation, leave no page
+        with it). Not audited apart: the new version's record says why."""
+
     def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
         """Count a retrieval hit on each memory: access count +1, heat decayed to ``now``
         then +1. Unknown ids are ignored."""

@@ -61,7 +61,7 @@ from memos_core.vault.pg_integrations import (
 )
 from memos_core.vault.pg_schema import SCHEMA_VERSION, migrate
 from memos_core.vault.pg_usage import Pending, PendingUsage, write_batch
-from memos_core.vault.scrub import scrub
+from memos_core.vault.scrub import rewrite_version, scrub
 
 __all__ = ["PostgresVault", "is_postgres_url", "redact_url"]
 
@@ -538,6 +538,15 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             self._scrub_reasons(tx, memory_id)
             self._drop_relations(tx, memory_id)
             return scrubbed
+
+    def redact_versions(self, memory_id: str, rewrite: Callable[[MemCube], MemCube | None], *,
+                        below: int) -> int:
+        with self._tx() as tx:
+            rows = tx.conn.execute(
+                "SELECT version, doc::text FROM versions WHERE id=%s AND version<%s",
+                (memory_id, below)).fetchall()
+            return sum(rewrite_version(tx.conn, "%s", memory_id, v, doc, rewrite)
+                       for v, doc in rows)
 
     def _scrub_versions(self, tx: Tx, memory_id: str) -> int:
         count = 0

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable
+from typing import Any
 
 from memos_core.cube import MemCube, State
+from memos_core.errors import InvalidInputError
 
 _LEGACY_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -77,3 +80,19 @@ def migrate_drop_digests(db: sqlite3.Connection) -> int:
                        (cube.model_dump_json(exclude={"usage"}), *ids))
             count += 1
     return count
+
+
+def rewrite_version(db: Any, mark: str, memory_id: str, version: int, doc: str,
+                     rewrite: Callable[[MemCube], MemCube | None]) -> bool:
+    """One step of ``redact_versions`` on a connection of either vault (``mark``: its
+    placeholder): the version rewritten in place if ``rewrite`` changes it."""
+    old = MemCube.model_validate_json(doc)
+    new = rewrite(old)
+    if new is None:
+        return False
+    if (new.id, new.version) != (memory_id, version):
+        raise InvalidInputError(f"a redacted version must keep its id and number, got "
+                                f"{new.id} v{new.version} for {memory_id} v{version}.")
+    db.execute(f"UPDATE versions SET doc={mark} WHERE id={mark} AND version={mark}",
+               (new.model_dump_json(exclude={"usage"}), memory_id, version))
+    return True

@@ -18,7 +18,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,7 +51,12 @@ from memos_core.vault.sqlite_checkpoints import SQLiteCheckpointsMixin
 from memos_core.vault.sqlite_graph import SQLiteGraphMixin
 from memos_core.vault.sqlite_keyed import SQLiteKeyedMixin, drop_bindings
 from memos_core.vault.sqlite_log import SQLiteLogMixin
-from memos_core.vault.scrub import migrate_drop_digests, migrate_scrub_flags, scrub
+from memos_core.vault.scrub import (
+    migrate_drop_digests,
+    migrate_scrub_flags,
+    rewrite_version,
+    scrub,
+)
 
 __all__ = ["GENESIS_HASH", "SCHEMA_VERSION", "SQLiteVault", "scrub"]
 
@@ -591,6 +596,13 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             self._scrub_reasons(db, memory_id)
             self._drop_for_tombstone(db, memory_id)
             return scrubbed
+
+    def redact_versions(self, memory_id: str, rewrite: Callable[[MemCube], MemCube | None], *,
+                        below: int) -> int:
+        with self._tx() as db:
+            rows = db.execute("SELECT version, doc FROM versions WHERE id=? AND version<?",
+                              (memory_id, below)).fetchall()
+            return sum(rewrite_version(db, "?", memory_id, v, doc, rewrite) for v, doc in rows)
 
     def _scrub_versions(self, db: sqlite3.Connection, memory_id: str) -> int:
         """Scrub the unscrubbed versions of ``memory_id`` in place; returns how many."""

@@ -269,6 +269,31 @@ class VaultConformance:
         assert vault.scrub_tombstone(new.id) == 0
         assert vault.verify_audit() == (True, "audit chain intact")
 
+    def test_redact_versions_rewrites_the_earlier_versions_in_place(self, vault: Vault) -> None:
+        """A forget redacting a message memory that quoted the forgotten text writes a new
+        version, then takes the text out of the earlier ones (history kept them)."""
+        said = cube("user: my locker code is 4471, remember it")
+        vault.insert([said], ALICE)
+        second = bump(said, text="user: my locker code is 4471, remember it!")
+        vault.put_version(second, 1, ALICE, "update")
+        vault.put_version(bump(second, text="user: [forgotten]"), 2, ALICE, "update")
+
+        def rewrite(old: MemCube) -> MemCube | None:
+            if "4471" not in old.text:
+                return None
+            return old.model_copy(update={"text": old.text.replace("4471", "[forgotten]")})
+
+        assert vault.redact_versions(said.id, rewrite, below=3) == 2
+        assert [v.text for v in vault.history(said.id)] == [
+            "user: my locker code is [forgotten], remember it",
+            "user: my locker code is [forgotten], remember it!", "user: [forgotten]"]
+        assert vault.redact_versions(said.id, rewrite, below=3) == 0  # nothing left to do
+        assert vault.verify_audit() == (True, "audit chain intact")
+        with pytest.raises(InvalidInputError, match="keep its id and number"):
+            vault.redact_versions(said.id, lambda old: old.model_copy(update={"version": 9}),
+                                  below=3)
+        assert vault.get_version(said.id, 1).text.endswith("[forgotten], remember it")
+
     def test_scrub_tombstone_repairs_only_tombstones(self, vault: Vault) -> None:
         live, gone = cube("still here"), cube("Alice's PIN is 4711.")
         vault.insert([live, gone], ALICE)

@@ -11,7 +11,8 @@ also a conversation log, so forgetting any memory of its user redacts the user's
 messages that quote it (the rule of the checkpointer and the LlamaIndex chat store:
 ``memos_core.integration.MessageRedactor``): the history's forget hook, registered once per
 ``MemOS`` when a history is built on it, writes a new version of each such message, its text
-and its serialised message both redacted.
+and its serialised message both redacted, and takes the text out of the message's earlier
+versions in place (``Vault.redact_versions``).
 """
 
 from __future__ import annotations
@@ -247,9 +248,12 @@ def _redact_histories(mos: MemOS, memory: MemCube) -> list[DerivedForm]:
         if redacted is None:
             continue
         text, data = redacted
-        mos.update(cube.id, text, user_id=memory.user_id,
-                   metadata={**cube.metadata, META_MESSAGE: data},
-                   reason=f"chat history: memory {memory.id} forgotten")
+        now = mos.update(cube.id, text, user_id=memory.user_id,
+                         metadata={**cube.metadata, META_MESSAGE: data},
+                         reason=f"chat history: memory {memory.id} forgotten")
+        # and out of the message's earlier versions, in place: history would keep the text
+        mos.vault.redact_versions(cube.id, lambda old: _redacted_version(old, redactor),
+                                  below=now.version)
         sessions.add(cube.session_id or "")
     return [DerivedForm(kind="conversation_log", id=f"{FORM}:{s}", action="redacted")
             for s in sorted(sessions)]
@@ -265,6 +269,20 @@ def _histories(mos: MemOS, user_id: str) -> Iterator[MemCube]:
         if len(page) < _PAGE:
             return
         offset += _PAGE
+
+
+def _redacted_version(old: MemCube, redactor: MessageRedactor) -> MemCube | None:
+    """An earlier version of a history message with the memory redacted (its entities go
+    too: they were read from the text), or None when it holds none of it."""
+    if META_MESSAGE not in old.metadata:
+        return None
+    redacted = _redacted(old, json.dumps(old.metadata[META_MESSAGE], ensure_ascii=False),
+                         redactor)
+    if redacted is None:
+        return None
+    text, data = redacted
+    return old.model_copy(update={"text": text, "entities": (),
+                                  "metadata": {**old.metadata, META_MESSAGE: data}})
 
 
 def _redacted(cube: MemCube, raw: str, redactor: MessageRedactor

@@ -153,9 +153,6 @@ def test_the_message_a_forgotten_memory_came_from_loses_all_its_text(mos: MemOS)
     assert not any(MARKER in h.text for h in mos.search("locker code", user_id="alice", k=10))
 
 
-@pytest.mark.xfail(strict=True, reason="the history's redaction is a new version of each "
-                   "message's memory; the first version keeps the text in the vault until "
-                   "the core can rewrite a memory's old versions")
 def test_forgotten_text_leaves_every_file_of_the_data_directory(
         make_mos: Callable[..., MemOS]) -> None:
     mos = make_mos("bytes")

@@ -50,6 +50,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -177,7 +178,7 @@ class ForgetHooks:
                     forms.extend(_checked(redact, redact(Path(data_dir), memory)))
         if vault is not None:
             covered_kinds = self.covered_kinds()
-            for entry in sorted(entry_points(group=VAULT_REDACTORS), key=lambda e: e.name):
+            for entry in sorted(_declared(VAULT_REDACTORS), key=lambda e: e.name):
                 holds = _VAULT_KINDS.get(entry.name)
                 if entry.name in covered_kinds or holds is None or not holds(vault):
                     continue
@@ -191,7 +192,7 @@ def file_redactors(data_dir: Path) -> list[tuple[Path, EntryPoint]]:
     sorted by file; nothing is imported. An entry point whose name is not a plain file name
     is skipped with a warning (it cannot name a file of the data directory)."""
     found = []
-    for entry in entry_points(group=FILE_REDACTORS):
+    for entry in _declared(FILE_REDACTORS):
         name = entry.name
         if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
             logger.warning("Ignoring forget redactor %s = %s: its name must be a file name in "
@@ -201,6 +202,23 @@ def file_redactors(data_dir: Path) -> list[tuple[Path, EntryPoint]]:
         if path.is_file():
             found.append((path, entry))
     return sorted(found, key=lambda item: (item[0].name, item[1].value))
+
+
+#: (group, lookup) -> (when read, entry points): reading the installed packages' metadata
+#: takes about 5 ms, and every forget asks twice
+_DECLARED: dict[tuple[str, object], tuple[float, tuple[EntryPoint, ...]]] = {}
+#: how long a reading serves (a package installed into a running process is seen after it)
+DECLARED_TTL_S = 60.0
+
+
+def _declared(group: str) -> tuple[EntryPoint, ...]:
+    """The entry points of ``group``, read at most once per :data:`DECLARED_TTL_S`."""
+    key = (group, entry_points)  # a test's stand-in for entry_points is read anew
+    now = time.monotonic()
+    cached = _DECLARED.get(key)
+    if cached is None or now - cached[0] > DECLARED_TTL_S:
+        cached = _DECLARED[key] = (now, tuple(entry_points(group=group)))
+    return cached[1]
 
 
 def _load(entry: EntryPoint, path: Path) -> FileRedactor:

@@ -130,6 +130,7 @@ _FORGET_REQUEST = re.compile(
         (?:(?:can|could|would|will)\s+you\s+(?:please\s+)?
           |i(?:\s+(?:want|need|would\s+like)|['\u2019]d\s+like)\s+you\s+to\s+
           |you\s+(?:should|must|can|may|need\s+to|have\s+to)\s+)?
+        (?:(?:go\s+ahead|find|look\s+(?:it\s+)?up|search(?:\s+for\s+it)?)\s+and\s+)?
         (?:(?:forget|unlearn|unremember)\b
           |(?:stop|quit)\s+(?:remembering|storing|saving|recording)\b
           |(?:don['\u2019]?t|do\s+not)\s+(?:remember|store|save|keep|record|memori[sz]e)\b

@@ -83,6 +83,8 @@ FORGET_REQUESTS = [
     "Do not store my card number.",
     "Stop remembering my birthday.",
     "Unlearn my old address.",
+    "Find and forget Alice's PIN.",
+    "Please go ahead and delete the memory of my old job.",
 ]
 
 

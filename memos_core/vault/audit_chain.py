@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from memos_core.cube import State
+from memos_core.errors import CorruptDataError
 
 GENESIS_HASH = "0" * 64
 #: meta key of the audit head: {"count", "seq", "hash"} of the newest record, rewritten in the
@@ -56,6 +57,17 @@ Execute = Callable[[str, Sequence[Any]], Any]
 def audit_hash(prev: str, fields: dict[str, Any]) -> str:
     body = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256((prev + body).encode()).hexdigest()
+
+
+def record_details(seq: int, raw: str) -> Any:
+    """An audit record's details, decoded; :class:`CorruptDataError` naming the record if
+    they are not JSON (a damaged or tampered row)."""
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        raise CorruptDataError(
+            f"Audit record {seq} is damaged: its details are not JSON. Run verify_audit "
+            "(memos audit verify) and restore the vault from a backup.") from None
 
 
 def reason_commitment(salt: str, reason: str | None) -> str:

@@ -224,7 +224,12 @@ _V7: list[str | Callable[[Any], None]] = [
     f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, {WRITE_LOCK})",
     *(f"ALTER TABLE audit ADD COLUMN IF NOT EXISTS {column} TEXT"
       for column in REASON_COLUMNS),
-    "CREATE INDEX IF NOT EXISTS audit_by ON audit (((details::jsonb)->>'by'))",
+    # details->>'by', NULL for details that are not JSON (a damaged record must not stop
+    # the migration: upgrade_chain leaves a chain that does not verify as it is)
+    """CREATE OR REPLACE FUNCTION memos_audit_by(details text) RETURNS text
+       LANGUAGE plpgsql IMMUTABLE AS $$
+       BEGIN RETURN (details::jsonb)->>'by'; EXCEPTION WHEN others THEN RETURN NULL; END $$""",
+    "CREATE INDEX IF NOT EXISTS audit_by ON audit (memos_audit_by(details))",
     _commit_reasons,
 ]
 

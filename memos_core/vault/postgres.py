@@ -46,7 +46,14 @@ from memos_core.errors import (
     ServerUnavailableError,
     first_line,
 )
-from memos_core.vault.audit_chain import AUDIT_HEAD, GENESIS_HASH, parse_head, seal, verify_chain
+from memos_core.vault.audit_chain import (
+    AUDIT_HEAD,
+    GENESIS_HASH,
+    parse_head,
+    record_details,
+    seal,
+    verify_chain,
+)
 from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant
 from memos_core.vault import pg_sql
 from memos_core.vault.pg_async import PgAsyncMixin
@@ -376,7 +383,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         so the chain still verifies (:mod:`memos_core.vault.audit_chain`). Records without
         a commitment (older ones migration 7 could not convert) keep theirs: their hash
         covers it."""
-        for where in ("memory_id=%s", "(details::jsonb)->>'by' = %s"):
+        for where in ("memory_id=%s", "memos_audit_by(details) = %s"):
             tx.conn.execute("UPDATE audit SET reason=NULL, reason_salt=NULL "
                             f"WHERE {where} AND reason_salt IS NOT NULL", (memory_id,))
 
@@ -724,7 +731,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             "SELECT seq, at, user_id, agent_id, action, memory_id, version, reason, details, "
             f"prev_hash, hash FROM audit{where} ORDER BY seq DESC LIMIT %s", [*params, limit])
         return [AuditRecord(r[0], datetime.fromtimestamp(r[1], timezone.utc), r[2], r[3], r[4],
-                            r[5], r[6], r[7], json.loads(r[8]), r[9], r[10])
+                            r[5], r[6], r[7], record_details(r[0], r[8]), r[9], r[10])
                 for r in reversed(rows)]
 
     def verify_audit(self) -> tuple[bool, str]:

@@ -41,6 +41,7 @@ from memos_core.vault.audit_chain import (
     GENESIS_HASH,
     chain_tail,
     parse_head,
+    record_details,
     seal,
     upgrade_sqlite,
     verify_chain,
@@ -121,7 +122,8 @@ CREATE TABLE IF NOT EXISTS audit (
     legacy_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_memory ON audit(memory_id);
-CREATE INDEX IF NOT EXISTS audit_by ON audit(json_extract(details, '$.by'));
+CREATE INDEX IF NOT EXISTS audit_by
+    ON audit(CASE WHEN json_valid(details) THEN json_extract(details, '$.by') END);
 CREATE TABLE IF NOT EXISTS grants (
     owner TEXT NOT NULL,
     agent_id TEXT NOT NULL,
@@ -430,7 +432,8 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         archived) -- with their salts; the commitments stay, so the chain still verifies.
         Records without a commitment (older ones the schema 4 upgrade could not convert) keep
         theirs: their hash covers it."""
-        for where in ("memory_id=?", "json_extract(details, '$.by')=?"):
+        for where in ("memory_id=?",  # the index's expression: damaged details read as NULL
+                      "CASE WHEN json_valid(details) THEN json_extract(details, '$.by') END=?"):
             db.execute("UPDATE audit SET reason=NULL, reason_salt=NULL "
                        f"WHERE {where} AND reason_salt IS NOT NULL", (memory_id,))
 
@@ -853,7 +856,8 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             [*params, limit],
         )
         return [
-            AuditRecord(r[0], datetime.fromtimestamp(r[1], timezone.utc), r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]),
+            AuditRecord(r[0], datetime.fromtimestamp(r[1], timezone.utc), r[2], r[3], r[4], r[5], r[6], r[7],
+                        record_details(r[0], r[8]),
                         r[9], r[10])
             for r in reversed(rows)
         ]

@@ -79,3 +79,29 @@ def test_the_audit_head_anchors_the_chain(tmp_path: Path, capsys) -> None:
             mos.audit_head(user_id="alice")
     assert main(["audit", "head", "--json", "--data-dir", str(data), "--user", "ops"]) == 0
     assert json.loads(capsys.readouterr().out) == head
+
+
+def test_a_damaged_audit_record_does_not_stop_the_store_opening(tmp_path: Path) -> None:
+    """An audit row whose details are not JSON (damaged or tampered): the store opens (the
+    index on details['by'] reads it as NULL; it failed the open before, as 'not a readable
+    SQLite database'), verify names the record, and reading it raises CorruptDataError."""
+    import sqlite3
+
+    import pytest
+
+    from memos_core import CorruptDataError
+
+    data = tmp_path / "data"
+    config = MemOSConfig(show_progress=False, admin_users=("root",))
+    with MemOS(data, config=config) as mos:
+        mos.add("The boiler was serviced in March.", user_id="alice")
+    db = sqlite3.connect(data / "vault.sqlite3")
+    db.execute("DROP INDEX audit_by")  # as a vault from before the index has none
+    db.execute("UPDATE audit SET details='{bad' WHERE seq=1")
+    db.commit()
+    db.close()
+    with MemOS(data, config=config) as mos:
+        ok, message = mos.verify_audit(user_id="root")
+        assert not ok and "audit record 1" in message
+        with pytest.raises(CorruptDataError, match="Audit record 1 is damaged"):
+            mos.audit_log(user_id="alice")

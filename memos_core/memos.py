@@ -538,8 +538,8 @@ class MemOS:
                 changes["occurred_at"] = check_datetime(occurred_at, "occurred_at")
             if not changes:
                 raise InvalidInputError("update needs at least one of text, tags, metadata, type, occurred_at.")
-            return writes.write_version(self.store, cube, changes, Actor(user_id, agent_id, reason),
-                                        "update")
+            return access.as_read_by(writes.write_version(
+                self.store, cube, changes, Actor(user_id, agent_id, reason), "update"), user_id)
 
     @running
     def set_state(self, memory_id: str, state: str | State, *, user_id: str,
@@ -549,9 +549,11 @@ class MemOS:
         target = check_enum(State, state, "state")
         if target is State.DELETED:
             raise InvalidInputError("Use forget() to delete a memory.")
+        user_id = check_name(user_id, "user_id")
         with self.store.write_lock:
-            cube = self._load(memory_id, check_name(user_id, "user_id"), write=True)
-            return writes.set_state(self.store, cube, target, Actor(user_id, None, reason))
+            cube = self._load(memory_id, user_id, write=True)
+            return access.as_read_by(
+                writes.set_state(self.store, cube, target, Actor(user_id, None, reason)), user_id)
 
     @running
     def rollback(self, memory_id: str, version: int, *, user_id: str,
@@ -572,8 +574,9 @@ class MemOS:
             # access is not content: rolling back neither restores a revoked grant nor drops one
             changes["governance"] = old.governance.model_copy(update={
                 "readers": cube.governance.readers, "writers": cube.governance.writers})
-            return writes.write_version(self.store, cube, changes, Actor(user_id, None, reason),
-                                        "rollback", {"to_version": version})
+            return access.as_read_by(writes.write_version(
+                self.store, cube, changes, Actor(user_id, None, reason), "rollback",
+                {"to_version": version}), user_id)
 
     @running
     def forget(self, memory_id: str, *, user_id: str, agent_id: str | None = None,

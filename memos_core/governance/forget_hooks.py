@@ -295,10 +295,14 @@ class MessageRedactor:
         brackets (the memory tools' search results list hits as ``[<id>] text``)."""
         if text.strip() in self._whole:
             return FORGOTTEN
-        if text.lstrip()[:1] in ("{", "[") and any(e in text for e in self._escaped):
-            nested = self._json_text(text)
+        if any(e in text for e in self._escaped):
+            nested = self._json_text(text) if text.lstrip()[:1] in ("{", "[") else None
             if nested is not None:
                 return nested
+            # JSON inside other text ("calling store_memory with {...}", JSON lines): the
+            # escaped needle is replaced where it stands (the placeholder is JSON-safe)
+            for escaped in sorted(self._escaped, key=len, reverse=True):
+                text = text.replace(escaped, FORGOTTEN)
         for needle in self._needles:
             if needle in text:
                 text = text.replace(needle, FORGOTTEN)

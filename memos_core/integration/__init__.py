@@ -26,6 +26,7 @@ from memos_core.chat import split_messages
 from memos_core.cube import utcnow
 from memos_core.governance.forget_hooks import (
     FORGOTTEN,
+    MIN_NEEDLE,
     MessageRedactor,
     open_log,
     redact_log_message,
@@ -75,6 +76,7 @@ __all__ = [
     "FORGOTTEN",
     "LOG_FORM",
     "MEMORY_KINDS",
+    "MIN_NEEDLE",
     "REDACTED_KEY",
     "TOOL_NAMES",
     "TOOL_SPECS",

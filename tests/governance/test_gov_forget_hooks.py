@@ -309,7 +309,10 @@ def test_redactor_finds_the_text_inside_a_json_string(ensure_ascii: bool) -> Non
     assert redactor.text(raw).isascii() == ensure_ascii  # written again as it was
     untouched = json.dumps({"text": "Zoë likes chess"}, ensure_ascii=ensure_ascii)
     assert redactor.text(untouched) == untouched
-    assert redactor.text("{not json " + raw) == "{not json " + raw  # not JSON: as it was
+    # JSON inside other text, or several documents: the escaped text where it stands
+    for mixed in ("calling store_memory with " + raw, raw + " (retry 2)", raw + "\n" + raw,
+                  "{not json " + raw):
+        assert "zebracorn" not in redactor.text(mixed), mixed
     # a conversation-log row escapes the arguments once more: the cheap filter finds it,
     # and the row is redacted
     message = {"role": "assistant", "content": "Saving.", "additional_kwargs": {"tool_calls": [

@@ -103,3 +103,16 @@ def test_a_reader_does_not_see_when_the_owner_used_a_memory(mos: MemOS) -> None:
             *asyncio.run(mos.alist(user_id="bo"))]
     assert len(seen) == 8 and all(c.usage.access_count == 0 and c.usage.last_access is None
                                   and c.usage.heat == 0 for c in seen)
+
+
+def test_a_writer_does_not_see_the_owners_usage_in_what_a_write_returns(mos: MemOS) -> None:
+    """update, set_state (also to the state it has: no version, no audit record) and
+    rollback return the memory: to a writer, without the owner's counters."""
+    cube = mos.add("The Acme merger closes in May", user_id="ann")
+    mos.share(cube.id, with_user_id="bo", user_id="ann", scope="write")
+    mos.search("Acme merger", user_id="ann")
+    returned = [mos.update(cube.id, "The Acme merger closes in June", user_id="bo"),
+                mos.set_state(cube.id, "generated", user_id="bo"),
+                mos.rollback(cube.id, 1, user_id="bo")]
+    assert all(c.usage.access_count == 0 and c.usage.last_access is None for c in returned)
+    assert mos.get(cube.id, user_id="ann").usage.access_count == 1

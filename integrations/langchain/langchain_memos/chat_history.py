@@ -32,6 +32,7 @@ from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.integration import (
     FORGOTTEN,
+    MIN_NEEDLE,
     DerivedForm,
     MessageRedactor,
     check_name,
@@ -232,11 +233,17 @@ def _redact_histories(mos: MemOS, memory: MemCube) -> list[DerivedForm]:
     do: this runs in the forget's thread, before its tombstone and outside any vault
     transaction, and the store's write lock is re-entrant. A write that fails aborts the
     forget (messages redacted before it stay redacted: that removes only forgotten text)."""
+    skip = _CLEARING.get() | {memory.id}
+    if memory.id in _CLEARING.get():
+        return []  # clear(): the session's own messages go, nothing else quoted them alone
+    if META_MESSAGE in memory.metadata and len(memory.text.split(": ", 1)[-1]) < MIN_NEEDLE:
+        # a short history message ("ok thanks") would match every message that says the same,
+        # in every session: the message itself goes, no other is a quote of it
+        return []
     redactor = MessageRedactor(memory)
     # what a message holding the memory contains (its texts, as written and JSON-escaped; the
     # source message ids): a cheap filter before a message is decoded and redacted
     patterns = [p.decode() for p in redactor.patterns()]
-    skip = _CLEARING.get() | {memory.id}
     sessions: set[str] = set()
     for cube in _histories(mos, memory.user_id):
         if cube.id in skip:

@@ -220,3 +220,24 @@ def test_clear_forgets_the_session_all_or_nothing(mos: MemOS) -> None:
     unhook()
     asyncio.run(history.aclear())
     assert history.messages == [] and mos.list(user_id="alice") == []
+
+
+def test_clearing_one_session_leaves_the_others_as_they_were(mos: MemOS) -> None:
+    """clear() forgets the session's messages; the history's forget hook must not take them
+    for quotes in the user's other sessions (an identical question or "ok thanks" there was
+    blanked), and forgetting a short message alone leaves the same words elsewhere."""
+    monday = MemOSChatMessageHistory(mos, user_id="alice", session_id="monday")
+    tuesday = MemOSChatMessageHistory(mos, user_id="alice", session_id="tuesday")
+    for history, weather in ((monday, "Sunny, 24C."), (tuesday, "Rainy, 15C.")):
+        history.add_messages([HumanMessage("What's the weather like in Lisbon?"),
+                              AIMessage(weather), HumanMessage("ok thanks")])
+    before = [m.content for m in tuesday.messages]
+    monday.clear()
+    assert monday.messages == [] and [m.content for m in tuesday.messages] == before
+    wednesday = MemOSChatMessageHistory(mos, user_id="alice", session_id="wednesday")
+    wednesday.add_messages([HumanMessage("ok thanks")])
+    [thanks] = [c for c in mos.list(user_id="alice", session_id="tuesday")
+                if c.text == "user: ok thanks"]
+    mos.forget(thanks.id, user_id="alice")
+    assert [m.content for m in tuesday.messages] == before[:2]
+    assert [m.content for m in wednesday.messages] == ["ok thanks"]

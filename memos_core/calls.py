@@ -74,6 +74,16 @@ class RunningCalls:
                 self._running -= 1
                 self._changed.notify_all()
 
+    @property
+    def in_call(self) -> bool:
+        """True in a thread that is running a call (a listener or hook inside it)."""
+        return bool(getattr(self._depth, "n", 0))
+
+    @property
+    def closing_here(self) -> bool:
+        """True in the thread running ``close()`` (a close callback)."""
+        return self._closer == threading.get_ident()
+
     def begin_close(self) -> None:
         """Refuse new calls from other threads from now on."""
         with self._changed:
@@ -83,7 +93,7 @@ class RunningCalls:
         """Wait up to ``timeout_s`` (None: however long) until no other call runs (the
         caller's own, if it closes from inside a call, does not count); return how many
         still run."""
-        own = 1 if getattr(self._depth, "n", 0) else 0
+        own = 1 if self.in_call else 0
         with self._changed:
             self._changed.wait_for(lambda: self._running <= own, timeout_s)
             return self._running - own

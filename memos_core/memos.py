@@ -147,7 +147,8 @@ class MemOS:
         self._server: ServerParts | None = None
         self._closed = False
         self._calls = RunningCalls()  # close() waits for them
-        self._close_lock = threading.RLock()
+        self._close_lock = threading.Lock()  # decides which close() is the first
+        self._closed_event = threading.Event()  # set when the first close() is done
         self._engine: MemoryEngine | None = None
         self._chat_service: MemoryChat | None = None
         self._engine_lock = threading.Lock()
@@ -271,26 +272,33 @@ class MemOS:
         running there are waited for, up to ``timeout_s`` seconds (None: however long; an
         ``add_many`` stops at its next batch), then closed under (they may fail with a closed
         file's error; a warning says how many). A ``chat(stream=True)`` call returns its
-        stream before it is read; close does not wait for the reading. Idempotent, also from several threads at once (the others
-        wait for the first)."""
+        stream before it is read; close does not wait for the reading. Idempotent, also from
+        several threads at once: the others wait for the first, except a call that closes
+        from inside a running call (a change listener), which returns at once, since the
+        first waits for that call."""
         wait_s = check_positive_seconds(timeout_s, "timeout_s")
-        with self._close_lock:  # re-entrant: a close callback that closes returns at once
-            if self._closed or self._calls.closing:
-                return
-            self._calls.begin_close()
+        with self._close_lock:
+            first = not (self._closed or self._calls.closing)
+            if first:
+                self._calls.begin_close()
+        if not first:
+            if not (self._calls.in_call or self._calls.closing_here):
+                self._closed_event.wait()
+            return
+        try:
             left = self._calls.wait(wait_s)
             if left:
                 logger.warning("close(): %d call(s) in other threads still running after "
                                "%s s; closing under them", left, wait_s)
-            try:
-                self.store.close()  # its close callbacks stop the engine first
-            finally:
-                self._closed = True
-                self._engine = self._chat_service = None
-                if self._lock is not None:
-                    self._lock.release()
-                if self._server is not None:
-                    self._server.release()
+            self.store.close()  # its close callbacks stop the engine first
+        finally:
+            self._closed = True
+            self._engine = self._chat_service = None
+            if self._lock is not None:
+                self._lock.release()
+            if self._server is not None:
+                self._server.release()
+            self._closed_event.set()
 
     def __enter__(self) -> MemOS:
         return self

@@ -163,3 +163,34 @@ def test_running_calls_count_nested_calls_once_and_tasks_each() -> None:
         assert calls._running == 1
     with pytest.raises(InvalidInputError, match="closed"), calls.task():
         pass
+
+
+def test_close_in_a_listener_while_another_thread_closes_does_not_deadlock(tmp_path: Path) -> None:
+    """Thread B's add runs a change listener that closes the store while thread A is already
+    closing and waiting for B's add: B's close returns at once (A waits for B's call), then
+    A closes. Both waited on each other before (A held the close lock while it waited)."""
+    import time
+
+    mos = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+    mos.add("warm up", user_id="alice")
+    started, result = threading.Event(), []
+
+    def listener(cubes: object) -> None:
+        started.set()
+        while not mos._calls.closing:  # A has begun closing
+            time.sleep(0.01)
+        mos.close()
+
+    mos.on_change(listener)
+
+    def add() -> None:
+        result.append(mos.add("The boiler was serviced in March.", user_id="alice"))
+
+    adder = threading.Thread(target=add, daemon=True)  # daemon: a deadlock fails, not hangs
+    adder.start()
+    assert started.wait(30)
+    closer = threading.Thread(target=mos.close, kwargs={"timeout_s": None}, daemon=True)
+    closer.start()
+    adder.join(30)
+    closer.join(30)
+    assert not adder.is_alive() and not closer.is_alive() and mos.closed and len(result) == 1

@@ -5,7 +5,8 @@ A search reads the change feed's head in the round trip of its index query. When
 is at or below this process's follower cursor, every change committed before the search
 began has been applied here (a changed memory leaves the cache before the cursor passes its
 change), so the memories the vault keeps decoded are current and the vault read is skipped
-(``PostgresVault.cached_reads`` counts those searches). Two ``MemOS`` objects on one
+(``PostgresVault.cached_reads`` counts those reads: a search reads the memories its second
+stages weigh as evidence first, then the other candidates, if any). Two ``MemOS`` objects on one
 database stand for two processes; a follower that has not caught up yet (its LISTEN wake-up
 still on the way) is a follower whose ``sync`` does nothing.
 """
@@ -124,7 +125,9 @@ def test_once_caught_up_the_cache_serves_again(open_mos):
     _search(mine, record_usage=False)  # reads what the cache lacks
     reads = mine.vault.cached_reads
     assert kayak.id in [h.id for h in _search(mine, record_usage=False)]
-    assert mine.vault.cached_reads == reads + 1
+    # served from the cache (once or twice: the memories the second stages weigh as
+    # evidence are read first, the other candidates after)
+    assert mine.vault.cached_reads > reads
 
 
 def test_usage_counters_served_from_the_cache_count_this_process_accesses(open_mos):

@@ -246,3 +246,70 @@ async def test_questions_stored_on_request_rank_below_statements(mos: MemOS) -> 
         input=BIKE_QUESTION)
     recalled = [line for line in prompt[0].content.splitlines() if line.startswith("- ")]
     assert recalled[0] == f"- user: {BIKE_FACT}", recalled
+
+
+# ---------------------------------------------------------------- what is recorded
+
+TOLD = [
+    ("I'm vegetarian, what should I cook tonight?", {}, "user: I'm vegetarian"),
+    ("My wife's name is Ana. Can you remind me of her birthday?", {},
+     "user: My wife's name is Ana."),
+    ("I moved to Porto last week. Which airport is closest?", {},
+     "user: I moved to Porto last week."),
+    ("I like teal.", {}, "user: I like teal."),
+    ("Which airport is closest?", {}, None),
+    ("Thanks!", {}, None),
+    ("I'm vegetarian, what should I cook tonight?", {"remember_questions": True},
+     "user: I'm vegetarian, what should I cook tonight?"),
+]
+
+
+@pytest.mark.parametrize(("said", "kwargs", "stored"), TOLD,
+                         ids=[f"{t[0][:24]}{'-questions' if t[1] else ''}" for t in TOLD])
+async def test_what_a_turn_tells_is_remembered(
+        mos: MemOS, said: str, kwargs: dict[str, Any], stored: str | None) -> None:
+    """Of a turn that asks, the sentences (or the clause about the speaker) that tell; the
+    message stays the memory's source, so forgetting it blanks the whole message."""
+    memory = memory_for(mos, "ed", "s1", **kwargs)
+    await memory.aput(ChatMessage(role="user", content=said))
+    cubes = mos.list(user_id="ed")
+    assert [c.text for c in cubes] == ([stored] if stored else [])
+    if stored is None:
+        return
+    assert cubes[0].provenance.source_message_ids == tuple(
+        await memory.sql_store.get_message_ids("s1"))
+    mos.forget(cubes[0].id, user_id="ed")
+    assert [m.content for m in await memory.aget_all()] == ["[forgotten]"]
+
+
+# ---------------------------------------------------------------- a changed memory
+
+def recalled(prompt: list[ChatMessage]) -> list[str]:
+    """The recall block's lines in what ``aget`` returned."""
+    return [line for m in prompt if m.role.value == "system"
+            for line in (m.content or "").splitlines() if line.startswith("- ")]
+
+
+async def test_a_memory_changed_since_its_message_is_recalled_in_the_same_session(
+        mos: MemOS) -> None:
+    """The history keeps what the user said; the memory made from it was corrected since
+    (by its owner, or by a user she lets write her memories): the recall block shows the
+    correction. A change that keeps the text (tags) keeps it out: the message says it."""
+    mos.share_namespace(with_user_id="bob", user_id="dana", scope="write")
+    memory = memory_for(mos, "dana", "s1")
+    await memory.aput(ChatMessage(role="user", content="My locker code is MARMOT9920."))
+    await memory.aput(ChatMessage(role="user", content="I ride a green Brompton bike."))
+    locker, bike = mos.list(user_id="dana")
+    mos.update(bike.id, tags=["bikes"], user_id="dana")
+    assert recalled(await memory.aget(input="What is my locker code?")) == []
+    assert recalled(await memory.aget(input="Which bike do I ride?")) == []
+
+    mos.update(locker.id, "user: My locker code is OTTER5531.", user_id="dana")
+    mos.update(bike.id, "user: I ride a red Brompton bike.", user_id="bob")
+
+    assert "- user: My locker code is OTTER5531." in recalled(
+        await memory.aget(input="What is my locker code?"))
+    assert "- user: I ride a red Brompton bike." in recalled(
+        await memory.aget(input="Which bike do I ride?"))
+    assert not any("MARMOT9920" in line or "green" in line for line in recalled(
+        await memory.aget(input="My locker code and my bike?")))

@@ -3,6 +3,7 @@ goes into the prompt, scopes, truncation, and construction errors."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from llama_index.core.memory import Memory
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 from memos_core import InvalidInputError
 
-from llama_index.memory.memos import MemOSAsyncChatStore, MemOSMemoryBlock
+from llama_index.memory.memos import MemOSAsyncChatStore, MemOSMemoryBlock, MemOSRetriever
 from llama_index.memory.memos.memory_block import EXCLUDE_SOURCES_KWARG
 
 TURNS = [
@@ -80,6 +81,57 @@ def test_sync_memory_api_works_too(mos) -> None:
         memory.put(ChatMessage(role=role, content=text))
     prompt = memory.get(input="Where do I live?")
     assert "Lisbon" in system_text(prompt)
+
+
+async def test_a_flush_with_a_message_memos_refuses_stores_the_others(
+        mos, caplog: pytest.LogCaptureFixture) -> None:
+    """``Memory`` archives the flushed messages before the block gets them: one that MemOS
+    refuses (a NUL character) is logged, without its text, and the others are stored."""
+    memory = small_memory(mos, MemOSMemoryBlock(mos=mos, user_id="ada"), "s1")
+    with caplog.at_level(logging.WARNING, logger="llama_index.memory.memos.memory_block"):
+        await memory.aput_messages([
+            ChatMessage(role="user", content="I like the colour teal."),
+            ChatMessage(role="user", content="I own a \x00 sailing boat called Wren."),
+            ChatMessage(role="user", content="I also keep two cats, both of them grey."),
+            ChatMessage(role="user", content="And my latest news is that I live in Porto now."),
+        ])
+    assert await memory.sql_store.count_messages("s1", MessageStatus.ARCHIVED) >= 2
+    assert "user: I like the colour teal." in {c.text for c in mos.list(user_id="ada")}
+    [record] = [r for r in caplog.records if r.name == "llama_index.memory.memos.memory_block"]
+    assert record.levelno == logging.WARNING and "not stored" in record.getMessage()
+    assert "Wren" not in record.getMessage() and "boat" not in record.getMessage()
+
+
+async def test_what_a_question_tells_is_stored(mos) -> None:
+    block = MemOSMemoryBlock(mos=mos, user_id="ada", session_id="s1")
+    await block.aput([ChatMessage(role="user", content="I'm vegetarian, what should I cook?"),
+                      ChatMessage(role="user", content="What should I cook?")])
+    assert [c.text for c in mos.list(user_id="ada")] == ["user: I'm vegetarian"]
+
+
+async def test_a_shared_memory_names_its_owner(mos) -> None:
+    """Another user's memories read as theirs in the prompt: a turn recorded by role names
+    its speaker, another memory says who shared it; ``{owner}`` is a template field."""
+    mos.add([{"role": "user", "content": "I'm allergic to peanuts.", "id": "m1"}],
+            user_id="alice")
+    mos.add("Allergic to shellfish as well.", user_id="alice")
+    mos.share_namespace(with_user_id="bob", user_id="alice")
+    query = [ChatMessage(role="user", content="Which allergies should I plan for?")]
+
+    bob = await MemOSMemoryBlock(mos=mos, user_id="bob").aget(query)
+    alice = await MemOSMemoryBlock(mos=mos, user_id="alice").aget(query)
+    owned = await MemOSMemoryBlock(mos=mos, user_id="bob",
+                                   line_template="- ({owner}) {text}").aget(query)
+
+    assert set(bob.splitlines()) == {"- alice: I'm allergic to peanuts.",
+                                     "- Allergic to shellfish as well. (shared by alice)"}
+    assert set(alice.splitlines()) == {"- user: I'm allergic to peanuts.",
+                                       "- Allergic to shellfish as well."}
+    assert "- (alice) alice: I'm allergic to peanuts." in owned.splitlines()
+    nodes = MemOSRetriever(mos, user_id="bob").retrieve("Which allergies should I plan for?")
+    assert {(n.node.text, n.node.metadata["owner"]) for n in nodes} == {
+        ("alice: I'm allergic to peanuts.", "alice"),
+        ("Allergic to shellfish as well. (shared by alice)", "alice")}
 
 
 async def test_only_remember_roles_are_stored(mos) -> None:

@@ -3,7 +3,8 @@
 - ``ChatMessage`` <-> the JSON text the chat history file keeps (a round trip that returns a
   fresh, equal object);
 - ``ChatMessage`` -> the message dicts ``MemOS.add`` takes (role, content, id);
-- a stored message -> the same with a forgotten memory redacted;
+- a stored message, or any value of a running agent's state -> the same with a forgotten
+  memory redacted;
 - ``SearchHit`` -> prompt lines and ``NodeWithScore``.
 """
 
@@ -14,14 +15,14 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
 from llama_index.core.schema import NodeWithScore, TextNode
-from memos_core import InvalidInputError, SearchHit
-from memos_core.integration import FORGOTTEN, MessageRedactor
-from memos_core.integration import asked_or_answered as _asked, worth_remembering
-from pydantic import ValidationError
+from memos_core import InvalidInputError, MemCube, SearchHit
+from memos_core.integration import FORGOTTEN, MessageRedactor, remembered_text
+from memos_core.integration import asked_or_answered as _asked
+from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 #: Fields a ``line_template`` may use, e.g. ``"- {text} ({created_at})"``.
-HIT_FIELDS = ("id", "text", "score", "type", "session_id", "created_at", "occurred_at")
+HIT_FIELDS = ("id", "text", "score", "type", "session_id", "created_at", "occurred_at", "owner")
 
 
 def message_text(message: ChatMessage) -> str:
@@ -76,19 +77,27 @@ def to_memos_messages(
     *,
     questions: bool = False,
 ) -> list[dict[str, Any]]:
-    """Messages -> ``MemOS.add`` message dicts: those ``worth_remembering`` (a role in
-    ``roles``, text, not a question unless ``questions``).
+    """Messages -> ``MemOS.add`` message dicts, one per message that tells something
+    (``memos_core.integration.remembered_text``: a role in ``roles``, text, not small talk
+    or a request to forget; of a question, the sentences that tell, unless ``questions``
+    keeps it whole).
 
-    Tool-call requests (no text) and images carry nothing the plaintext tier can hold, so
-    they are left out. ``ids`` (one per message) become the memories' source message ids.
+    The content is what it tells ("My wife's name is Ana." of "My wife's name is Ana. Can
+    you remind me of her birthday?"), and ``ids`` (one per message) become the memories'
+    source message ids, so a forget still blanks the whole message. Tool-call requests (no
+    text), images and messages a forget redacted carry nothing to keep, so they are left
+    out.
     """
     keep = tuple(roles)
     out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         text = message_text(message)
-        if not worth_remembering(message.role.value, text, roles=keep, questions=questions):
+        if FORGOTTEN in text:  # redacted by a forget: what is left must not come back
             continue
-        item: dict[str, Any] = {"role": message.role.value, "content": text}
+        said = remembered_text(message.role.value, text, roles=keep, questions=questions)
+        if not said:
+            continue
+        item: dict[str, Any] = {"role": message.role.value, "content": said}
         name = message.additional_kwargs.get("name")
         if isinstance(name, str) and name.strip():
             item["name"] = name
@@ -96,6 +105,24 @@ def to_memos_messages(
             item["id"] = ids[i]
         out.append(item)
     return out
+
+
+def redact_value(value: Any, redactor: MessageRedactor) -> Any:
+    """``value`` with a forgotten memory's text redacted wherever a string holds it: in str,
+    lists, tuples and dict values, and in the fields of pydantic models (messages, their
+    blocks, ReAct reasoning steps, tool results, an LLM client's tool-call objects), nested.
+    A changed model is copied (same class, private attributes kept, no validation); the
+    same object comes back when nothing changed. Other objects are kept as they are."""
+    return redactor.value(value, lambda v: _redact_model(v, redactor))
+
+
+def _redact_model(value: Any, redactor: MessageRedactor) -> Any:
+    if not isinstance(value, BaseModel):
+        return value
+    fields = {name: getattr(value, name) for name in type(value).model_fields}
+    changed = {name: v for name, old in fields.items()
+               if (v := redact_value(old, redactor)) is not old}
+    return value.model_copy(update=changed) if changed else value
 
 
 def asked_or_answered(hit: SearchHit) -> bool:
@@ -120,17 +147,34 @@ def query_text(messages: Sequence[ChatMessage] | None) -> str:
     return ""
 
 
-def hit_fields(hit: SearchHit) -> dict[str, Any]:
-    """The template fields of one hit (see :data:`HIT_FIELDS`)."""
+def shown_text(cube: MemCube, viewer: str | None) -> str:
+    """The memory's text as ``viewer``'s prompt shows it: as stored for the viewer's own
+    memories; for one another user shared, with that user named, so the model does not take
+    it for something the viewer said: a turn recorded by role ("user: I'm allergic to
+    peanuts.") reads "alice: I'm allergic to peanuts.", any other memory ends with
+    "(shared by alice)"."""
+    owner = cube.user_id
+    if viewer is None or owner == viewer:
+        return cube.text
+    role = cube.metadata.get("role")
+    if isinstance(role, str) and cube.text.startswith(f"{role}: "):
+        return f"{owner}: {cube.text[len(role) + 2:]}"
+    return f"{cube.text} (shared by {owner})"
+
+
+def hit_fields(hit: SearchHit, viewer: str | None = None) -> dict[str, Any]:
+    """The template fields of one hit (see :data:`HIT_FIELDS`) for ``viewer``'s prompt:
+    ``text`` is :func:`shown_text`, ``owner`` the user the memory belongs to."""
     cube = hit.memory
     return {
         "id": cube.id,
-        "text": cube.text,
+        "text": shown_text(cube, viewer),
         "score": hit.score,
         "type": cube.type.value,
         "session_id": cube.session_id or "",
         "created_at": cube.created_at.isoformat(timespec="seconds"),
         "occurred_at": cube.occurred_at.isoformat(timespec="seconds") if cube.occurred_at else "",
+        "owner": cube.user_id,
     }
 
 
@@ -151,17 +195,19 @@ def check_line_template(template: object) -> str:
     return template
 
 
-def format_hits(hits: Sequence[SearchHit], template: str) -> str:
-    """One line per hit, best first."""
-    return "\n".join(template.format(**hit_fields(hit)) for hit in hits)
+def format_hits(hits: Sequence[SearchHit], template: str, viewer: str | None = None) -> str:
+    """One line per hit, best first, as ``viewer``'s prompt shows them (:func:`hit_fields`)."""
+    return "\n".join(template.format(**hit_fields(hit, viewer)) for hit in hits)
 
 
-def hit_to_node(hit: SearchHit) -> NodeWithScore:
-    """A search hit as a retrieval node: the memory id as node id, its fields as metadata."""
-    fields = hit_fields(hit)
+def hit_to_node(hit: SearchHit, viewer: str | None = None) -> NodeWithScore:
+    """A search hit as a retrieval node for ``viewer``: the memory id as node id, the text
+    as :func:`shown_text` gives it, its fields as metadata."""
+    fields = hit_fields(hit, viewer)
     cube = hit.memory
     metadata: dict[str, Any] = {
         "memory_id": cube.id,
+        "owner": fields["owner"],
         "type": fields["type"],
         "session_id": fields["session_id"],
         "created_at": fields["created_at"],
@@ -172,7 +218,7 @@ def hit_to_node(hit: SearchHit) -> NodeWithScore:
     }
     node = TextNode(
         id_=cube.id,
-        text=cube.text,
+        text=fields["text"],
         metadata=metadata,
         # the model needs the text; the bookkeeping fields are for the caller
         excluded_llm_metadata_keys=list(metadata),

@@ -13,6 +13,11 @@ History is short-term conversation state; long-term memories are MemCubes in the
 objects on every read (``Memory`` edits the messages it reads; the stored ones never change).
 With ``user_id`` set, a store's keys live in that user's namespace: two users' ``"s1"`` are
 two histories, and ``get_keys`` lists only that user's keys.
+
+Messages other than the user's written in the 60 seconds after a forget of the store's user
+(any user's, for a store without one) are redacted as they are written: what an agent run
+held in memory when the forget came reaches the log without the forgotten text
+(:mod:`._forgets`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from llama_index.memory.memos._checks import (
     check_status,
 )
 from llama_index.memory.memos._convert import dump_message, load_message
+from llama_index.memory.memos._forgets import late_redacted, watch_forgets
 
 _ACTIVE = MessageStatus.ACTIVE.value
 
@@ -78,6 +84,7 @@ def _messages(rows: Sequence[Row]) -> list[ChatMessage]:
 
 def _init_fields(owner: str, mos: object, user_id: object) -> dict[str, Any]:
     mos = check_mos(mos, owner)
+    watch_forgets(mos)
     return {"mos": mos, "user_id": check_name(user_id, "user_id", optional=True)}
 
 
@@ -108,10 +115,14 @@ class MemOSChatStore(BaseChatStore):
     def _ns(self) -> str:
         return self.user_id or ""
 
+    def _late(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        """``messages`` with the store's user's recent forgets redacted (:mod:`._forgets`)."""
+        return late_redacted(self.mos, self.user_id, messages)
+
     def set_messages(self, key: str, messages: list[ChatMessage]) -> None:
         """Replace the key's active messages with ``messages`` (in one transaction); a message
         equal to one it replaces keeps that one's id."""
-        rows = history_rows(check_chat_messages(messages), None)
+        rows = history_rows(self._late(check_chat_messages(messages)), None)
         key = check_key(key)
         rows = _keep_ids(self._log.read(self._ns, key, _ACTIVE), rows)
         self._log.replace(self._ns, key, rows, _ACTIVE, clear=_ACTIVE)
@@ -122,7 +133,7 @@ class MemOSChatStore(BaseChatStore):
 
     def add_message(self, key: str, message: ChatMessage) -> None:
         """Append one message to the key's history."""
-        rows = history_rows([check_chat_message(message, "message")], None)
+        rows = history_rows(self._late([check_chat_message(message, "message")]), None)
         self._log.append(self._ns, check_key(key), rows, _ACTIVE)
 
     def delete_messages(self, key: str) -> list[ChatMessage] | None:
@@ -147,7 +158,7 @@ class MemOSChatStore(BaseChatStore):
 
     async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
         """Async :meth:`set_messages`."""
-        rows = history_rows(check_chat_messages(messages), None)
+        rows = history_rows(self._late(check_chat_messages(messages)), None)
         key = check_key(key)
         rows = _keep_ids(await self._log.aread(self._ns, key, _ACTIVE), rows)
         await self._log.areplace(self._ns, key, rows, _ACTIVE, clear=_ACTIVE)
@@ -158,7 +169,7 @@ class MemOSChatStore(BaseChatStore):
 
     async def async_add_message(self, key: str, message: ChatMessage) -> None:
         """Async :meth:`add_message`."""
-        rows = history_rows([check_chat_message(message, "message")], None)
+        rows = history_rows(self._late([check_chat_message(message, "message")]), None)
         await self._log.aappend(self._ns, check_key(key), rows, _ACTIVE)
 
     async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
@@ -215,6 +226,10 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
     def _ns(self) -> str:
         return self.user_id or ""
 
+    def _late(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        """``messages`` with the store's user's recent forgets redacted (:mod:`._forgets`)."""
+        return late_redacted(self.mos, self.user_id, messages)
+
     async def get_messages(
         self,
         key: str,
@@ -232,8 +247,14 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
         self, key: str, status: MessageStatus | None = MessageStatus.ACTIVE
     ) -> list[str]:
         """The ids of the key's messages of ``status``, in the order of :meth:`get_messages`."""
+        return [mid for mid, _ in await self._id_messages(key, status)]
+
+    async def _id_messages(
+        self, key: str, status: MessageStatus | None = MessageStatus.ACTIVE
+    ) -> list[tuple[str, ChatMessage]]:
+        """``(id, message)`` of the key's messages of ``status``, read at once."""
         args = (self._ns, check_key(key), check_status(status, optional=True))
-        return [mid for mid, _ in await self._log.aread(*args)]
+        return [(mid, load_message(data)) for mid, data in await self._log.aread(*args)]
 
     async def count_messages(
         self, key: str, status: MessageStatus | None = MessageStatus.ACTIVE
@@ -258,7 +279,7 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
     ) -> None:
         """Append messages in order, in one transaction. ``ids``: one id per message
         (default: new random ids)."""
-        rows = history_rows(check_chat_messages(messages), ids)
+        rows = history_rows(self._late(check_chat_messages(messages)), ids)
         args = (self._ns, check_key(key), rows, check_status(status, optional=False))
         await self._log.aappend(*args)
 
@@ -268,7 +289,7 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
         """Replace all of the key's messages (any status) with ``messages`` of ``status``; a
         message equal to one it replaces keeps that one's id (so memories made from it still
         name it as their source)."""
-        rows = history_rows(check_chat_messages(messages), None)
+        rows = history_rows(self._late(check_chat_messages(messages)), None)
         key, state = check_key(key), check_status(status, optional=False)
         rows = _keep_ids(await self._log.aread(self._ns, key, None), rows)
         await self._log.areplace(self._ns, key, rows, state, None)

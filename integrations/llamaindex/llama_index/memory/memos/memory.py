@@ -18,7 +18,7 @@ from llama_index.core.memory.memory import (
 )
 from llama_index.core.prompts import RichPromptTemplate
 from llama_index.core.storage.chat_store.base_db import MessageStatus
-from memos_core import InvalidInputError, MemOS
+from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.integration import check_k, check_name
 
 from llama_index.memory.memos._checks import (
@@ -27,7 +27,8 @@ from llama_index.memory.memos._checks import (
     check_mos,
     check_roles,
 )
-from llama_index.memory.memos._convert import to_memos_messages
+from llama_index.memory.memos._convert import message_text, to_memos_messages
+from llama_index.memory.memos._forgets import late_redacted
 from llama_index.memory.memos.chat_store import MemOSAsyncChatStore, history_rows
 from llama_index.memory.memos.memory_block import EXCLUDE_SOURCES_KWARG, MemOSMemoryBlock
 
@@ -45,15 +46,19 @@ class MemOSMemory(Memory):
       every session, into the prompt.
 
     Write-through: every message passed to ``put``/``put_messages`` (and their async twins)
-    with text and a role in ``remember_roles`` (default the user's) that is not a question
-    (unless ``remember_questions=True``) becomes a long-term memory at once, so a fact told
-    in a short session is recalled in the next one. Every message stays in the chat
-    history; questions and answers are kept out of searched memory because a stored
-    question is the best match for the same question asked again and would crowd out the
-    fact that answers it (rule: ``memos_core.messages.worth_remembering``). ``set`` and ``reset`` change only
-    the short-term history of this session; they never add or remove long-term memories
-    (use ``MemOS.forget`` or the forget tool for that). Memories made from messages still in
-    the short-term queue are not recalled again (they are in the prompt already).
+    with text and a role in ``remember_roles`` (default the user's) that tells something
+    becomes a long-term memory at once, so a fact told in a short session is recalled in
+    the next one; of a question, only the sentences that tell ("My wife's name is Ana. Can
+    you remind me of her birthday?" -> "My wife's name is Ana."), unless
+    ``remember_questions=True`` keeps it whole (rule:
+    ``memos_core.integration.remembered_text``). Every message stays in the chat history;
+    questions and answers are kept out of searched memory because a stored question is the
+    best match for the same question asked again and would crowd out the fact that answers
+    it. ``set`` and ``reset`` change only the short-term history of this session; they never
+    add or remove long-term memories (use ``MemOS.forget`` or the forget tool for that).
+    Memories made from messages still in the short-term queue are not recalled again (they
+    are in the prompt already), unless they were changed since (``MemOS.update``): the
+    prompt then shows the correction.
     """
 
     mos: MemOS = Field(exclude=True, description="The MemOS holding history and memories.")
@@ -154,16 +159,43 @@ class MemOSMemory(Memory):
 
         Accepts the extra keywords engines pass (e.g. ``initial_token_count``).
         """
-        in_prompt = await self._store.get_message_ids(self.session_id, MessageStatus.ACTIVE)
-        block_kwargs[EXCLUDE_SOURCES_KWARG] = in_prompt
+        in_prompt = await self._store._id_messages(self.session_id, MessageStatus.ACTIVE)
+        block_kwargs[EXCLUDE_SOURCES_KWARG] = await self._repeated_sources(
+            {mid: message_text(m) for mid, m in in_prompt})
         return await super().aget(input=input, **block_kwargs)
+
+    async def _repeated_sources(self, said: dict[str, str]) -> list[str]:
+        """The ids of the history's messages (``said``: id -> text) whose memories would only
+        repeat them in the recall block: all of them but those whose memory was changed
+        (``MemOS.update``) to say what the message does not.
+
+        The memories made from the history's messages are the user's newest of the session
+        (its insertion order; an update keeps a memory's place): they are read newest first,
+        a page at a time, up to the first one made from an older message."""
+        changed: set[str] = set()
+        page, offset = len(said) + 10, 0
+        while said:
+            cubes = await self.mos.alist(user_id=self.user_id, session_id=self.session_id,
+                                         newest_first=True, limit=page, offset=offset)
+            for cube in cubes:
+                if cube.user_id != self.user_id or not cube.provenance.source_message_ids:
+                    continue  # shared with the user; stored by a tool
+                sources = [s for s in cube.provenance.source_message_ids if s in said]
+                if not sources:  # made from an older message: the rest are older still
+                    return [mid for mid in said if mid not in changed]
+                if cube.version > 1 and not any(_holds(said[s], cube) for s in sources):
+                    changed.update(sources)
+            if len(cubes) < page:
+                break
+            offset += page
+        return [mid for mid in said if mid not in changed]
 
     async def aput(self, message: ChatMessage) -> None:
         """Append a message to the history and store it as a long-term memory."""
         await self.aput_messages([check_chat_message(message, "message")])
 
     async def aput_messages(self, messages: list[ChatMessage]) -> None:
-        """Append messages to the history and store each one with text as a memory.
+        """Append messages to the history and store what each one tells as a memory.
 
         Nothing is written unless the history can store every message (``additional_kwargs``
         must be JSON-serialisable). Then the memory is written (it is validated more
@@ -173,6 +205,9 @@ class MemOSMemory(Memory):
         messages = check_chat_messages(messages)
         if not messages:
             return
+        # what a run held when its user forgot a memory (its tool calls and results) comes
+        # without it (the store would redact the history, not the memories made here)
+        messages = late_redacted(self.mos, self.user_id, messages)
         ids = [uuid.uuid4().hex for _ in messages]
         history_rows(messages, ids)  # raises InvalidInputError before anything is written
         items = to_memos_messages(messages, self.remember_roles, ids,
@@ -187,3 +222,12 @@ class MemOSMemory(Memory):
     async def aset(self, messages: list[ChatMessage]) -> None:
         """Replace this session's short-term history (no long-term memory is written)."""
         await super().aset(check_chat_messages(messages))
+
+
+def _holds(text: str, cube: MemCube) -> bool:
+    """The message ``text`` still says what the memory says (the content of a memory made
+    from a chat turn, "speaker: content"), whitespace aside."""
+    content = cube.text
+    if "role" in cube.metadata and ": " in content:
+        content = content.split(": ", 1)[1]
+    return " ".join(content.split()) in " ".join(text.split())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +10,7 @@ from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory.memory import BaseMemoryBlock
 from llama_index.core.storage.chat_store.base_db import MessageStatus
-from memos_core import MemOS
+from memos_core import InvalidInputError, MemOS
 from memos_core.integration import ConversationLog, check_k, check_name
 
 from llama_index.memory.memos._checks import (
@@ -31,6 +32,7 @@ from llama_index.memory.memos._convert import (
 #: message ids are already in the prompt, so memories made from them are not repeated.
 EXCLUDE_SOURCES_KWARG = "memos_exclude_message_ids"
 _ARCHIVED = MessageStatus.ARCHIVED.value
+logger = logging.getLogger(__name__)
 
 
 class MemOSMemoryBlock(BaseMemoryBlock[str]):
@@ -42,16 +44,22 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
 
     Read (``aget``): searches MemOS for the latest user message (else the latest message with
     text) and returns up to ``k`` memories, best first, one ``line_template`` line each; ""
-    when nothing matches. Which memories: all of the user's (``search_scope="user"``), only
-    those written by ``agent_id`` (``"agent"``), or only ``session_id``'s (``"session"``).
-    Every recall counts as an access in MemOS (usage, heat).
+    when nothing matches. A memory another user shared names that user ("alice: I'm
+    allergic to peanuts." for a turn recorded as "user: ...", else "... (shared by
+    alice)"), so the model does not take it for the block's user's own. Which memories: all
+    of the user's (``search_scope="user"``), only those written by ``agent_id``
+    (``"agent"``), or only ``session_id``'s (``"session"``). Every recall counts as an
+    access in MemOS (usage, heat).
 
     Write (``aput``): the messages ``Memory`` flushes out of its short-term queue become
     episodic memories, one per message with text and a role in ``remember_roles`` (default
-    the user's) that is not a question (unless ``remember_questions``), owned by ``user_id``
-    and filed under the session ``Memory`` names (else ``session_id``); the rule is
-    ``memos_core.messages.worth_remembering``. Messages without text (tool-call requests,
-    images) are skipped. When ``Memory`` keeps its history in a :class:`MemOSAsyncChatStore`
+    the user's) that tells something, owned by ``user_id`` and filed under the session
+    ``Memory`` names (else ``session_id``): of a question, the sentences that tell (unless
+    ``remember_questions`` keeps it whole); the rule is
+    ``memos_core.integration.remembered_text``. Messages without text (tool-call requests,
+    images) are skipped. A message MemOS refuses (e.g. one holding a NUL character) is
+    left out with a warning in the log (``Memory`` has archived it already); the others
+    are stored. When ``Memory`` keeps its history in a :class:`MemOSAsyncChatStore`
     with this block's ``user_id``, each memory names the message it was made from, and
     forgetting the memory blanks that message. Questions and answers stay in the chat
     history only: stored, a question is the best match for the same question asked again
@@ -87,7 +95,7 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
     line_template: str = Field(
         default="- {text}",
         description="str.format template per memory; fields: id, text, score, type, "
-        "session_id, created_at, occurred_at.",
+        "session_id, created_at, occurred_at, owner.",
     )
 
     def __init__(self, *, mos: MemOS, user_id: str, **data: Any) -> None:
@@ -120,7 +128,7 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         hits = await self.mos.asearch(query, user_id=self.user_id, k=self.k,
                                       exclude_sources=list(exclude), **filters)
         hits = sorted(hits, key=asked_or_answered)
-        return format_hits(hits, self.line_template)
+        return format_hits(hits, self.line_template, self.user_id)
 
     async def atruncate(self, content: str, tokens_to_truncate: int) -> str | None:
         """Drop lines from the end (the least relevant) until about ``tokens_to_truncate``
@@ -145,9 +153,26 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
             items = to_memos_messages(group, self.remember_roles, ids,
                                       questions=self.remember_questions)
             if items:
-                await self.mos.aadd(
-                    items, user_id=self.user_id, agent_id=self.agent_id, session_id=session
-                )
+                await self._add(items, session)
+
+    async def _add(self, items: list[dict[str, Any]], session: str | None) -> None:
+        """Store ``items`` in one call; if MemOS refuses the batch (it checks every item
+        first), each on its own, so one bad message does not lose the others: ``Memory``
+        archived them already, and a flush is never handed over again. A refused one is
+        logged (its position and error class, never its text)."""
+        kwargs: dict[str, Any] = {"user_id": self.user_id, "agent_id": self.agent_id,
+                                  "session_id": session}
+        try:
+            await self.mos.aadd(items, **kwargs)
+        except InvalidInputError:
+            for i, item in enumerate(items):
+                try:
+                    await self.mos.aadd([item], **kwargs)
+                except InvalidInputError as exc:
+                    logger.warning(
+                        "MemOSMemoryBlock: flushed message %d of %d (id %s, session %r) was not "
+                        "stored as a memory: MemOS refused it (%s)", i + 1, len(items),
+                        item.get("id", "unknown"), session, type(exc).__name__)
 
     async def _flushed_ids(
         self, session: str | None, messages: list[ChatMessage]

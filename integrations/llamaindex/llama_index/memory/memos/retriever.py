@@ -23,10 +23,12 @@ class MemOSRetriever(BaseRetriever):
     ``CondensePlusContextChatEngine``).
 
     ``MemOSRetriever(mos, user_id="alice", k=5)``. Returns at most ``k`` nodes, best first;
-    a node's id is the memory id, its text the memory text, its score MemOS's fused score
-    (higher is better, comparable within one query only) and its metadata ``memory_id``,
-    ``type``, ``session_id``, ``created_at``, ``occurred_at``, ``tags``, ``version`` and
-    ``explain`` (which signals found it; hidden from the LLM and the embedder). An empty
+    a node's id is the memory id, its text the memory text (a memory another user shared
+    names that user: "alice: I'm allergic to peanuts.", or "... (shared by alice)"), its
+    score MemOS's fused score (higher is better, comparable within one query only) and its
+    metadata ``memory_id``, ``owner``, ``type``, ``session_id``, ``created_at``,
+    ``occurred_at``, ``tags``, ``version`` and ``explain`` (which signals found it; hidden
+    from the LLM and the embedder). An empty
     query returns no nodes. ``search_scope`` is ``'user'``, ``'agent'`` or ``'session'`` as
     in :class:`MemOSMemoryBlock`.
     """
@@ -61,10 +63,10 @@ class MemOSRetriever(BaseRetriever):
         if not query_bundle.query_str.strip():
             return []
         hits = self.mos.search(query_bundle.query_str, **self._search_kwargs())
-        return [hit_to_node(h) for h in hits]
+        return [hit_to_node(h, self.user_id) for h in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         if not query_bundle.query_str.strip():
             return []
         hits = await self.mos.asearch(query_bundle.query_str, **self._search_kwargs())
-        return [hit_to_node(h) for h in hits]
+        return [hit_to_node(h, self.user_id) for h in hits]

@@ -11,22 +11,36 @@ Tool names, descriptions and argument schemas are the core's shared specs
 memory_type, tags)``, ``search_memories(query, k)``, ``update_memory``,
 ``forget_memory``, ``compress_memories``). Each tool has a sync and an async function; the async one runs the sync one in a
 worker thread, so the event loop never blocks.
+
+``forget_memory`` run by an agent (``FunctionAgent``, ``ReActAgent``, ``AgentWorkflow``: they
+call the async function and hand it the workflow ``Context``, which is no argument of the
+model's) also redacts the forgotten memory in the run's own state -- the tool calls, tool
+results and reasoning it keeps in ``ctx.store`` (see :mod:`._forgets`): ``MemOS.forget``
+redacts the stored history, but the run would send its copies to the model again and write
+them back to memory when it ends.
 """
 
-from __future__ import annotations
+# no ``from __future__ import annotations``: FunctionTool finds the Context parameter by
+# comparing its annotation with the class, not with a string
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import warnings
-
 from llama_index.core.tools import FunctionTool
+from llama_index.core.workflow import Context
 from memos_core import InvalidInputError, MemOS, MemOSError
 from memos_core.integration import TOOL_NAMES, check_k, check_name, forget_reply, tool_spec
 
 from llama_index.memory.memos._checks import check_mos
+from llama_index.memory.memos._forgets import (
+    is_forgotten,
+    redact_run_state,
+    redactor_before_forget,
+    watch_forgets,
+)
 
 #: Every tool name :func:`memos_tools` knows, in the order it returns them: the core's
 #: shared tool specs (``memos_core.integration.TOOL_SPECS``), as in ``langchain_memos``.
@@ -54,10 +68,29 @@ def _model_facing(fn: Callable[..., str]) -> Callable[..., str]:
     return run
 
 
-def _async_twin(fn: Callable[..., str]) -> Callable[..., Any]:
+def _async_twin(fn: Callable[..., str]) -> Callable[..., Awaitable[str]]:
     @functools.wraps(fn)
     async def run(*args: Any, **kwargs: Any) -> str:
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+    return run
+
+
+def _forget_twin(mos: MemOS, user_id: str, forget: Callable[..., str]
+                 ) -> Callable[..., Awaitable[str]]:
+    """``forget_memory``'s async function: in an agent run (``ctx`` given), what the memory
+    says now and said before is read first, and after the forget the run's state loses it."""
+
+    @functools.wraps(forget)
+    async def run(memory_id: str, ctx: Context = None) -> str:  # type: ignore[assignment]
+        redactor = None
+        if ctx is not None:
+            redactor = await asyncio.to_thread(redactor_before_forget, mos, memory_id, user_id)
+        reply = await asyncio.to_thread(forget, memory_id)
+        if redactor is not None and await asyncio.to_thread(is_forgotten, mos, memory_id,
+                                                            user_id):
+            await redact_run_state(ctx, redactor)
+        return reply
 
     return run
 
@@ -127,13 +160,15 @@ def _functions(
         cube = mos.update(memory_id, text, user_id=user_id, agent_id=agent_id)
         return f"Updated memory {cube.id} (version {cube.version})."
 
-    def forget_memory(memory_id: str) -> str:
+    def forget_memory(memory_id: str, ctx: Context = None) -> str:  # type: ignore[assignment]
         """Forget a memory for good: its text leaves every version, the index, the graph and
         the chat history. Summaries made from it are flagged, not forgotten (their text may
         still repeat it); the reply names them so that the model can check them.
 
         Args:
             memory_id (str): The id shown by search_memories.
+            ctx (Context): The running agent's workflow context (from the agent, not the
+                model); only the async call uses it (:func:`_forget_twin`).
         """
         receipt = mos.forget(memory_id, user_id=user_id, agent_id=agent_id)
         return forget_reply(receipt)
@@ -210,12 +245,18 @@ def memos_tools(
                 "not have; leave 'compress_memories' out of include."
             )
         names = [n for n in TOOL_NAMES if n in include]
-    functions = _functions(mos, user, agent, session, max_k)
+    watch_forgets(mos)  # the chat stores then redact what a run writes after a forget
+    functions = {n: _model_facing(fn) for n, fn in _functions(mos, user, agent, session,
+                                                               max_k).items()}
+    twins = {n: _async_twin(fn) for n, fn in functions.items()}
+    twins["forget_memory"] = _forget_twin(mos, user, functions["forget_memory"])
     # name, description and argument schema: the core's shared specs
     return [
         FunctionTool.from_defaults(
-            fn=_model_facing(functions[n]), async_fn=_async_twin(_model_facing(functions[n])),
-            name=n, description=tool_spec(n).description, fn_schema=tool_spec(n).args_model(),
+            fn=functions[n], async_fn=twins[n], name=n, description=tool_spec(n).description,
+            fn_schema=tool_spec(n).args_model(),
+            # the agent passes its Context; a call outside a run gets None
+            partial_params={"ctx": None} if n == "forget_memory" else None,
         )
         for n in names
     ]

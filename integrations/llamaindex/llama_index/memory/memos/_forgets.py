@@ -1,0 +1,145 @@
+"""A forget that lands while an agent runs: the copies of the memory the run holds in memory.
+
+``MemOS.forget`` redacts the stored chat history (the core's conversation logs). A running
+LlamaIndex agent also holds the conversation in its workflow ``Context``: ``FunctionAgent``
+its tool calls and results (``ctx.store["scratchpad"]``), ``ReActAgent`` its reasoning
+(``"current_reasoning"``), both the run's tool results (``"current_tool_calls"``). The next
+model call of the run sends them, and the run's end writes them to memory, text and all.
+Two things keep a forgotten memory out of them:
+
+- the ``forget_memory`` tool, given the run's ``Context``, redacts those values right after
+  the forget (:func:`redact_run_state`, with the redactor :func:`redactor_before_forget`
+  built before it: the memory's text now and what its earlier versions said);
+- the chat stores redact the messages written in the :data:`LATE_WRITE_S` seconds after a
+  forget of their user (:func:`late_redacted`): what a run (or a forget from elsewhere)
+  left in memory reaches the log without the text. A user's own messages are left as they
+  are: written after the forget, they are new input (the user may tell it again).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.workflow import Context
+from memos_core import MemCube, MemOS, MemOSError, State
+from memos_core.integration import DerivedForm, MessageRedactor
+
+from llama_index.memory.memos._convert import redact_value
+
+#: How long after a forget the chat stores redact the messages written to the user's queues.
+LATE_WRITE_S = 60.0
+#: The keys of a running agent's ``ctx.store`` that hold the run's messages and tool calls
+#: (FunctionAgent's scratchpad, ReActAgent's reasoning, the tool results, the user's message).
+RUN_STATE_KEYS = ("scratchpad", "current_reasoning", "current_tool_calls", "user_msg_str")
+
+
+def redactor_before_forget(mos: MemOS, memory_id: str, user_id: str) -> MessageRedactor | None:
+    """The redactor of a memory about to be forgotten, as ``MemOS.forget`` builds it for the
+    conversation logs (its text, and what its earlier versions said, with the contents of
+    those that were chat turns), or None when the memory cannot be read (the forget then
+    raises the error the model reads) or is forgotten already."""
+    try:
+        versions = mos.history(memory_id, user_id=user_id)
+    except MemOSError:
+        return None
+    current = versions[-1]
+    if current.state is State.DELETED:
+        return None
+    earlier = [v.text for v in versions[:-1] if v.text and v.text != current.text]
+    # a memory made from a chat message ("speaker: content"): the contents too
+    contents = [t.split(": ", 1)[1] for t in earlier if "role" in current.metadata and ": " in t]
+    return MessageRedactor(current).with_texts([*earlier, *contents])
+
+
+def is_forgotten(mos: MemOS, memory_id: str, user_id: str) -> bool:
+    """Whether ``memory_id`` is forgotten now (a refused forget leaves the run's state as
+    it is: the memory is still there)."""
+    try:
+        return mos.history(memory_id, user_id=user_id)[-1].state is State.DELETED
+    except MemOSError:
+        return False
+
+
+async def redact_run_state(ctx: Context, redactor: MessageRedactor) -> None:
+    """Redact the memory in the values of :data:`RUN_STATE_KEYS` of a running workflow's
+    ``ctx.store`` (keys it does not have are skipped; a value is set again only if it
+    changed)."""
+    for key in RUN_STATE_KEYS:
+        value = await ctx.store.get(key, default=None)
+        redacted = redact_value(value, redactor)
+        if redacted is not value:
+            await ctx.store.set(key, redacted)
+
+
+class _RecentForgets:
+    """The redactors of one MemOS's forgets of the last :data:`LATE_WRITE_S` seconds, in
+    memory only (they hold the forgotten text), with the user whose memory it was."""
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[float, str, MessageRedactor]] = deque(maxlen=256)
+        self._lock = threading.Lock()
+
+    def _forgot(self, memory: MemCube) -> list[DerivedForm]:
+        """The forget hook: remember the redactor (it knows the earlier versions' texts while
+        the forget runs). The log itself the core redacts."""
+        redactor = MessageRedactor(memory)
+        with self._lock:
+            self._prune()
+            self._items.append((time.monotonic(), memory.user_id, redactor))
+        return []
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        while self._items and now - self._items[0][0] > LATE_WRITE_S:
+            self._items.popleft()
+
+    def redactors(self, user_id: str | None) -> list[MessageRedactor]:
+        """The recent forgets' redactors of ``user_id``'s memories (None: a store of no user,
+        which every user's forget reaches)."""
+        with self._lock:
+            self._prune()
+            return [r for _, owner, r in self._items if user_id is None or owner == user_id]
+
+
+_registry: weakref.WeakKeyDictionary[MemOS, _RecentForgets] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def watch_forgets(mos: MemOS) -> None:
+    """Start keeping ``mos``'s recent forgets (once per MemOS; the chat stores and the
+    memory tools call it when they are built, so that a later forget is seen)."""
+    with _registry_lock:
+        if mos in _registry:
+            return
+        watched = _RecentForgets()
+        try:
+            # the MemOS holds the bound method weakly: the registry keeps it alive as long
+            # as the MemOS lives
+            mos.on_forget(watched._forgot)
+        except MemOSError:  # closed: no forget to see
+            return
+        _registry[mos] = watched
+
+
+def late_redacted(mos: MemOS, user_id: str | None,
+                  messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """``messages`` about to be written to ``user_id``'s queues (None: a store of no user)
+    with the memories that user forgot in the last :data:`LATE_WRITE_S` seconds redacted;
+    user messages are kept as they are (new input). Unchanged messages are the same
+    objects."""
+    watched = _registry.get(mos)
+    redactors = watched.redactors(user_id) if watched is not None else []
+    if not redactors:
+        return list(messages)
+    out = []
+    for message in messages:
+        if message.role is not MessageRole.USER:
+            for redactor in redactors:
+                message = redact_value(message, redactor)
+        out.append(message)
+    return out

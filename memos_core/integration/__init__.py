@@ -61,6 +61,7 @@ from memos_core.integration.tools import (
     ToolArg,
     ToolSpec,
     forget_reply,
+    shown_text,
     tool_spec,
 )
 from memos_core.messages import asked_or_answered, worth_remembering
@@ -114,6 +115,7 @@ __all__ = [
     "redact_log_message",
     "redacted_text",
     "remembered_text",
+    "shown_text",
     "split_messages",
     "thread_checkpoints",
     "tool_spec",

@@ -13,10 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
+from memos_core.cube import MemCube
 from memos_core.results import ForgetReceipt
 
 __all__ = ["MEMORY_KINDS", "TOOL_NAMES", "TOOL_SPECS", "ToolArg", "ToolSpec", "forget_reply",
-           "tool_spec"]
+           "shown_text", "tool_spec"]
 
 #: The memory types a model may choose for ``store_memory``.
 MEMORY_KINDS = ("fact", "preference", "episode", "task_prompt", "summary", "note")
@@ -141,3 +142,18 @@ def forget_reply(receipt: ForgetReceipt) -> str:
         reply += (f" {others} summaries made from it belong to someone else and were left as "
                   "they are.")
     return reply
+
+
+def shown_text(cube: MemCube, viewer: str | None) -> str:
+    """A memory's text as ``viewer``'s prompt or tool output shows it: as stored for the
+    viewer's own memories; for one another user shared, with that user named, so the model
+    does not take it for something the viewer said: a turn recorded by role ("user: I'm
+    allergic to peanuts.") reads "alice: I'm allergic to peanuts.", any other memory ends
+    with "(shared by alice)"."""
+    owner = cube.user_id
+    if viewer is None or owner == viewer:
+        return cube.text
+    role = cube.metadata.get("role")
+    if isinstance(role, str) and cube.text.startswith(f"{role}: "):
+        return f"{owner}: {cube.text[len(role) + 2:]}"
+    return f"{cube.text} (shared by {owner})"

@@ -25,7 +25,13 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.runtime import Runtime
 from memos_core import resolve_memos
 from memos_core import MemCube, MemOS, SearchHit, State
-from memos_core.integration import FORGOTTEN, TOOL_NAMES, asked_or_answered, remembered_text
+from memos_core.integration import (
+    FORGOTTEN,
+    TOOL_NAMES,
+    asked_or_answered,
+    remembered_text,
+    shown_text,
+)
 
 from langchain_memos._shared import (
     current_config,
@@ -186,7 +192,9 @@ class MemOSMiddleware(AgentMiddleware):
         present = [str(m.id) for m in request.messages
                    if m.id and role_of(m) in self._recorded_roles and message_text(m)]
         hits = self.mos.search(query, user_id=user, k=self.k, exclude_sources=present)
-        return sorted(hits, key=_asked_or_answered)  # stable: statements first, best first within
+        # stable: statements first, best first within; a memory another user shared names
+        # its owner, so the model does not take it for something this user said
+        return [_shown_to(h, user) for h in sorted(hits, key=_asked_or_answered)]
 
     def _inject(self, request: ModelRequest, hits: Sequence[SearchHit]) -> ModelRequest:
         if not hits:
@@ -351,3 +359,11 @@ def _as_item(said: Said) -> dict[str, Any]:
     """What of a message is recorded, as ``MemOS.add`` takes it (the message id becomes the
     memory's source)."""
     return {"role": role_of(said.message), "content": said.text, "id": said.message.id}
+
+
+def _shown_to(hit: SearchHit, user: str) -> SearchHit:
+    """``hit`` with its memory's text as ``user``'s prompt shows it (``shown_text``)."""
+    text = shown_text(hit.memory, user)
+    if text == hit.memory.text:
+        return hit
+    return hit.model_copy(update={"memory": hit.memory.model_copy(update={"text": text})})

@@ -44,6 +44,7 @@ from memos_core.integration import (
     TOOL_SPECS,
     MessageRedactor,
     forget_reply,
+    shown_text,
     tool_spec,
 )
 from pydantic import Field
@@ -160,12 +161,13 @@ class _MemoryOps:
         k: Annotated[int | None, Field(ge=1, description=_arg("search_memories", "k"))] = None,
         runtime: ToolRuntime[Any, Any] = None,  # type: ignore[assignment]
     ) -> Result:
-        hits = self.mos.search(query, user_id=self._user(runtime), k=min(k or self.k, self.max_k))
+        user = self._user(runtime)
+        hits = self.mos.search(query, user_id=user, k=min(k or self.k, self.max_k))
         if not hits:
             return "No memories found.", []
         lines = [
-            f"{n}. [{h.id}] ({h.memory.type.value}, {h.memory.created_at.date().isoformat()}) {h.text}"
-            for n, h in enumerate(hits, start=1)
+            f"{n}. [{h.id}] ({h.memory.type.value}, {h.memory.created_at.date().isoformat()}) "
+            f"{shown_text(h.memory, user)}" for n, h in enumerate(hits, start=1)
         ]
         artifact = [{**_brief(h.memory), "score": h.score, "why": h.explain()} for h in hits]
         noun = "memory" if len(hits) == 1 else "memories"

@@ -159,3 +159,21 @@ def test_search_caps_k_at_max_k(mos: MemOS) -> None:
         create_memory_tools(mos, max_k=0)
     few = {t.name: t for t in create_memory_tools(mos, user_id="alice", k=10, max_k=2)}
     assert len(_call(few, "search_memories", query="hobby").artifact) == 2
+
+
+def test_a_shared_memory_names_its_owner(mos: MemOS) -> None:
+    """A memory another user shared reads as theirs in the tool's output and the
+    middleware's recall (the model took "user: I'm allergic to peanuts." for this user)."""
+    from langchain_memos.middleware import _shown_to
+
+    said = mos.add([{"role": "user", "content": "I'm allergic to peanuts."}], user_id="alice")[0]
+    note = mos.add("The spare key is under the blue pot.", user_id="alice")
+    mos.share_namespace(with_user_id="bob", user_id="alice")
+    tools = {t.name: t for t in create_memory_tools(mos, user_id="bob")}
+    reply = _call(tools, "search_memories", query="peanuts allergy", k=5)
+    assert "alice: I'm allergic to peanuts." in reply.content and "user: I'm" not in reply.content
+    reply = _call(tools, "search_memories", query="spare key", k=5)
+    assert "The spare key is under the blue pot. (shared by alice)" in reply.content
+    [hit] = [h for h in mos.search("peanuts", user_id="bob", k=5) if h.id == said.id]
+    assert _shown_to(hit, "bob").text == "alice: I'm allergic to peanuts."
+    assert _shown_to(hit, "alice") is hit and note.text == mos.get(note.id, user_id="bob").text

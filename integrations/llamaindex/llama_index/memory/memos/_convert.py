@@ -15,8 +15,8 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
 from llama_index.core.schema import NodeWithScore, TextNode
-from memos_core import InvalidInputError, MemCube, SearchHit
-from memos_core.integration import FORGOTTEN, MessageRedactor, remembered_text
+from memos_core import InvalidInputError, SearchHit
+from memos_core.integration import FORGOTTEN, MessageRedactor, remembered_text, shown_text
 from memos_core.integration import asked_or_answered as _asked
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -145,21 +145,6 @@ def query_text(messages: Sequence[ChatMessage] | None) -> str:
         if message_text(message).strip():
             return message_text(message)
     return ""
-
-
-def shown_text(cube: MemCube, viewer: str | None) -> str:
-    """The memory's text as ``viewer``'s prompt shows it: as stored for the viewer's own
-    memories; for one another user shared, with that user named, so the model does not take
-    it for something the viewer said: a turn recorded by role ("user: I'm allergic to
-    peanuts.") reads "alice: I'm allergic to peanuts.", any other memory ends with
-    "(shared by alice)"."""
-    owner = cube.user_id
-    if viewer is None or owner == viewer:
-        return cube.text
-    role = cube.metadata.get("role")
-    if isinstance(role, str) and cube.text.startswith(f"{role}: "):
-        return f"{owner}: {cube.text[len(role) + 2:]}"
-    return f"{cube.text} (shared by {owner})"
 
 
 def hit_fields(hit: SearchHit, viewer: str | None = None) -> dict[str, Any]:

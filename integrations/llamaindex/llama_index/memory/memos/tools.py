@@ -32,7 +32,14 @@ from typing import Any
 from llama_index.core.tools import FunctionTool
 from llama_index.core.workflow import Context
 from memos_core import InvalidInputError, MemOS, MemOSError
-from memos_core.integration import TOOL_NAMES, check_k, check_name, forget_reply, tool_spec
+from memos_core.integration import (
+    TOOL_NAMES,
+    check_k,
+    check_name,
+    forget_reply,
+    shown_text,
+    tool_spec,
+)
 
 from llama_index.memory.memos._checks import check_mos
 from llama_index.memory.memos._forgets import (
@@ -148,7 +155,7 @@ def _functions(
         hits = mos.search(query, user_id=user_id, k=_search_k(k, max_k))
         if not hits:
             return "No memories match."
-        return "\n".join(f"[{h.id}] {h.text}" for h in hits)
+        return "\n".join(f"[{h.id}] {shown_text(h.memory, user_id)}" for h in hits)
 
     def update_memory(memory_id: str, text: str) -> str:
         """Correct a stored memory; the old text stays in its history.

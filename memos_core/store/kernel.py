@@ -313,9 +313,21 @@ class MemoryStore:
             for start in range(0, len(cubes), 256):  # bounded embedding batches
                 self.index_cubes(cubes[start:start + 256])
             return
+        held: dict[str, int] = {}
+        versions_of = getattr(self.index, "versions_of", None)
+        if versions_of is not None:  # an index other processes write too (pgvector, Qdrant)
+            held = versions_of([c.id for c in cubes if c.state.value in INDEXED_STATES])
         for cube in cubes:
             if cube.state.value not in INDEXED_STATES:
                 self.index.delete([cube.id])
+                continue
+            point = held.get(cube.id)
+            if point is not None and point >= cube.version:
+                continue  # another process already indexed this version or a later one
+            if point is not None and point < cube.version - 1:
+                # a version between was never indexed (its writer died): the point may hold
+                # an older text, which a payload change would stamp as current
+                self.index_cubes([cube])
                 continue
             try:
                 self.index.set_payload(cube.id, {

@@ -102,6 +102,24 @@ def test_a_version_committed_a_moment_ago_is_not_judged_by_an_older_versions_che
     assert other.store.index.versions_of([kayak.id]) == {kayak.id: moved.version}
 
 
+def test_a_payload_change_after_a_lost_index_write_indexes_the_text_again(open_mos):
+    """A text update whose writer died before its index write, then a share by another
+    process: the share's payload change found the point at v1 and stamped v3 on it, the old
+    text's vectors and all, and the repair check then saw index and vault agree. The point
+    is now embedded again when it is more than one version behind."""
+    writer, other = open_mos(), open_mos(listen=False)
+    kayak = writer.add("The kayak is in the boathouse by the lake.", user_id="alice")
+    _dies_before_indexing(writer)
+    moved = writer.update(kayak.id, "The canoe replaced it; the kayak went to the garage.",
+                          user_id="alice")
+    other.catch_up()
+    shared = other.share(kayak.id, with_user_id="bob", user_id="alice")
+    assert shared.version == moved.version + 1
+    assert other.store.index.versions_of([kayak.id]) == {kayak.id: shared.version}
+    hits = other.search("canoe garage", user_id="bob", k=3)
+    assert hits and hits[0].id == kayak.id and "bm25" in hits[0].signals  # the new text's terms
+
+
 def _point(i: int, version: int) -> IndexPoint:
     vec = [0.0] * 8
     vec[i % 8] = 1.0

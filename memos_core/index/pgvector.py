@@ -393,7 +393,9 @@ class PgVectorIndex:
                     conn.execute(insert_terms, (terms, term_ids, weights, owners))
 
     def set_payload(self, id: str, payload: dict[str, Any]) -> None:
-        """Merge ``payload`` into point ``id``'s payload; ``KeyError`` if it does not exist."""
+        """Merge ``payload`` into point ``id``'s payload; ``KeyError`` if it does not exist.
+        A payload with a ``version`` changes nothing when the point already holds that
+        version or a later one."""
         pid = canonical_id(id)
         fields = check_payload(payload, partial=True)
         # an owner or readers change moves the point between principals' IDF corpora
@@ -405,9 +407,17 @@ class PgVectorIndex:
             else:
                 assignments = sql.SQL(", ").join(
                     sql.SQL("{c} = %s").format(c=sql.Identifier(k)) for k in fields)
+                # a payload carrying a version never moves the point back: another process
+                # may have written a later one since this process read it
+                newer = (sql.SQL(" AND version < %s") if "version" in fields else sql.SQL(""))
+                params = (*fields.values(), pid, *(
+                    (fields["version"],) if "version" in fields else ()))
                 found = conn.execute(
-                    sql.SQL("UPDATE {p} SET {a} WHERE id = %s RETURNING 1").format(
-                        p=self._points, a=assignments), (*fields.values(), pid)).fetchone()
+                    sql.SQL("UPDATE {p} SET {a} WHERE id = %s{n} RETURNING 1").format(
+                        p=self._points, a=assignments, n=newer), params).fetchone()
+                if found is None and "version" in fields:  # there, at that version or later
+                    found = conn.execute(sql.SQL("SELECT 1 FROM {p} WHERE id = %s").format(
+                        p=self._points), (pid,)).fetchone()
                 if found is not None and "user_id" in fields:  # the postings follow the owner
                     conn.execute(sql.SQL("UPDATE {t} SET owner = %s WHERE id = %s").format(
                         t=self._terms), (fields["user_id"], pid))

@@ -136,7 +136,9 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         self._astore: AsyncThreadCheckpoints | None = async_checkpoints(self._store)
         self._closed = False
         #: recent forgets: (time, checkpoint-id mark, owner, redactor); see _late
-        self._forgotten: deque[tuple[float, str, str, MessageRedactor]] = deque(maxlen=256)
+        # pruned by age only (in _late): a bound on the count would let a burst of other
+        # forgets push one out inside the window
+        self._forgotten: deque[tuple[float, str, str, MessageRedactor]] = deque()
         self._forgotten_lock = threading.Lock()
         self._unhook = on_forget_checkpoints(mos, self._forget)
 
@@ -331,10 +333,17 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             return []
         forms = _redact_vault(self._store, self.serde, memory, self.user_id_key)
         with self._forgotten_lock:
+            self._prune_forgotten()
             # a checkpoint id made now sorts after every checkpoint created before this forget
             self._forgotten.append((time.monotonic(), str(uuid6()), memory.user_id,
                                     MessageRedactor(memory)))
         return forms
+
+    def _prune_forgotten(self) -> None:
+        """Drop the forgets older than :data:`LATE_WRITE_S` (under ``_forgotten_lock``)."""
+        now = time.monotonic()
+        while self._forgotten and now - self._forgotten[0][0] > LATE_WRITE_S:
+            self._forgotten.popleft()
 
     def _late(self, checkpoint_id: str, user: object) -> Sequence[MessageRedactor]:
         """The redactors of the recent forgets that ``checkpoint_id`` (a checkpoint, or the
@@ -346,10 +355,8 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         lands, text and all. Checkpoint ids are time-ordered: one created before the forget
         sorts before the mark the forget took. The redactors are dropped after
         :data:`LATE_WRITE_S` seconds (they hold the forgotten text in memory)."""
-        now = time.monotonic()
         with self._forgotten_lock:
-            while self._forgotten and now - self._forgotten[0][0] > LATE_WRITE_S:
-                self._forgotten.popleft()
+            self._prune_forgotten()
             return [redactor for _, mark, owner, redactor in self._forgotten
                     if checkpoint_id < mark and (user is None or user == owner)]
 

@@ -172,3 +172,25 @@ async def test_messages_written_just_after_a_forget_are_redacted(
     monkeypatch.setattr(forgets, "LATE_WRITE_S", 0.0)  # the minute is over
     await queue.add_messages("k", late[1:2])
     assert [m.content for m in await queue.get_messages("k")][2] == f"Your code: {SECRET}."
+
+
+async def test_a_forget_never_redacts_a_messages_structure_nor_is_pushed_out(
+        mos: MemOS) -> None:
+    """Another user's memory whose whole text is "assistant" turned, for a store without a
+    user, every assistant message's role into "[forgotten]" (the key's history could not be
+    read again); and 256 forgets of another user pushed a forget out of the window."""
+    shared = MemOSAsyncChatStore(mos=mos)  # no user: every user's forget reaches it
+    await shared.add_messages("k", [ChatMessage(role="user", content="hi")])
+    role = mos.add("assistant", user_id="bob")
+    mos.forget(role.id, user_id="bob")
+    await shared.add_messages("k", [ChatMessage(role="assistant", content="At 3pm.")])
+    assert [(m.role.value, m.content) for m in await shared.get_messages("k")] == [
+        ("user", "hi"), ("assistant", "At 3pm.")]
+
+    queue = MemOSAsyncChatStore(mos=mos, user_id="dana")
+    [cube] = mos.add([{"role": "user", "content": SECRET, "id": "m1"}], user_id="dana")
+    mos.forget(cube.id, user_id="dana")
+    burst = mos.add_many([f"Bob's note {i}" for i in range(260)], user_id="bob")
+    mos.forget_many([c.id for c in burst], user_id="bob")
+    await queue.add_messages("q", [ChatMessage(role="assistant", content=f"Noted: {SECRET}.")])
+    assert [m.content for m in await queue.get_messages("q")] == ["Noted: [forgotten]."]

@@ -81,7 +81,9 @@ class _RecentForgets:
     memory only (they hold the forgotten text), with the user whose memory it was."""
 
     def __init__(self) -> None:
-        self._items: deque[tuple[float, str, MessageRedactor]] = deque(maxlen=256)
+        # pruned by age only: a bound on the count would let another user's burst of
+        # forgets push this user's out inside the window
+        self._items: deque[tuple[float, str, MessageRedactor]] = deque()
         self._lock = threading.Lock()
 
     def _forgot(self, memory: MemCube) -> list[DerivedForm]:

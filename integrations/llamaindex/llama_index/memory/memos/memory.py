@@ -33,6 +33,9 @@ from llama_index.memory.memos.chat_store import MemOSAsyncChatStore, history_row
 from llama_index.memory.memos.memory_block import EXCLUDE_SOURCES_KWARG, MemOSMemoryBlock
 
 
+#: How many pages of the session's episodes ``_repeated_sources`` reads at most.
+_SOURCE_PAGES = 5
+
 class MemOSMemory(Memory):
     """Chat memory for engines and agents: history and long-term memory in one data directory.
 
@@ -174,9 +177,15 @@ class MemOSMemory(Memory):
         a page at a time, up to the first one made from an older message."""
         changed: set[str] = set()
         page, offset = len(said) + 10, 0
-        while said:
+        # episodes only (what messages make), and a few pages at most: every model call
+        # runs this, and a session with many tool-stored memories would be read whole; a
+        # memory left unread is excluded, as one never changed is
+        for _ in range(_SOURCE_PAGES):
+            if not said:
+                break
             cubes = await self.mos.alist(user_id=self.user_id, session_id=self.session_id,
-                                         newest_first=True, limit=page, offset=offset)
+                                         types=["episode"], newest_first=True, limit=page,
+                                         offset=offset)
             for cube in cubes:
                 if cube.user_id != self.user_id or not cube.provenance.source_message_ids:
                     continue  # shared with the user; stored by a tool

@@ -61,6 +61,7 @@ from memos_core.integration.tools import (
     ToolArg,
     ToolSpec,
     forget_reply,
+    redactor_before_forget,
     shown_text,
     tool_spec,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "put_by_key",
     "redact_log_message",
     "redacted_text",
+    "redactor_before_forget",
     "remembered_text",
     "shown_text",
     "split_messages",

@@ -13,11 +13,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from memos_core.cube import MemCube
+from memos_core.cube import MemCube, State
+from memos_core.errors import MemOSError
+from memos_core.governance.forget_hooks import MessageRedactor
 from memos_core.results import ForgetReceipt
 
 __all__ = ["MEMORY_KINDS", "TOOL_NAMES", "TOOL_SPECS", "ToolArg", "ToolSpec", "forget_reply",
-           "shown_text", "tool_spec"]
+           "redactor_before_forget", "shown_text", "tool_spec"]
 
 #: The memory types a model may choose for ``store_memory``.
 MEMORY_KINDS = ("fact", "preference", "episode", "task_prompt", "summary", "note")
@@ -157,3 +159,22 @@ def shown_text(cube: MemCube, viewer: str | None) -> str:
     if isinstance(role, str) and cube.text.startswith(f"{role}: "):
         return f"{owner}: {cube.text[len(role) + 2:]}"
     return f"{cube.text} (shared by {owner})"
+
+
+def redactor_before_forget(mos: Any, memory_id: str, user_id: str) -> MessageRedactor | None:
+    """The redactor of a memory about to be forgotten, as ``MemOS.forget`` builds it for the
+    conversation logs (its text, and what its earlier versions said, with the contents of
+    those that were chat turns), or None when ``user_id`` cannot read the memory (the forget
+    then raises the error the model reads) or it is forgotten already. The memory tools
+    build it before the forget, to redact the copies a running agent holds."""
+    try:
+        versions = mos.history(memory_id, user_id=user_id)
+    except MemOSError:
+        return None
+    current = versions[-1]
+    if current.state is State.DELETED:
+        return None
+    earlier = [v.text for v in versions[:-1] if v.text and v.text != current.text]
+    # a memory made from a chat message ("speaker: content"): the contents too
+    contents = [t.split(": ", 1)[1] for t in earlier if "role" in current.metadata and ": " in t]
+    return MessageRedactor(current).with_texts([*earlier, *contents])

@@ -38,12 +38,12 @@ from langchain_core.messages import BaseMessage, ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from langgraph.types import Command
 from memos_core import resolve_memos
-from memos_core import MemCube, MemOS, MemOSError, State
+from memos_core import MemCube, MemOS, MemOSError
 from memos_core.integration import (
     TOOL_NAMES,
     TOOL_SPECS,
-    MessageRedactor,
     forget_reply,
+    redactor_before_forget,
     shown_text,
     tool_spec,
 )
@@ -100,24 +100,6 @@ def _state_messages(runtime: ToolRuntime[Any, Any] | None) -> list[BaseMessage]:
     state = getattr(runtime, "state", None)
     messages = state.get("messages") if isinstance(state, Mapping) else None
     return [m for m in messages or [] if isinstance(m, BaseMessage)]
-
-
-def _redactor(mos: MemOS, memory_id: str, user_id: str) -> MessageRedactor | None:
-    """The redactor of the memory about to be forgotten, as ``MemOS.forget`` builds it for
-    the conversation logs (its text, and what its earlier versions said), or None when the
-    memory cannot be read (the forget then raises the error the model reads) or is forgotten
-    already."""
-    try:
-        versions = mos.history(memory_id, user_id=user_id)
-    except MemOSError:
-        return None
-    current = versions[-1]
-    if current.state is State.DELETED:
-        return None
-    earlier = [v.text for v in versions[:-1] if v.text and v.text != current.text]
-    # a memory made from a chat message ("speaker: content"): the contents too
-    contents = [t.split(": ", 1)[1] for t in earlier if "role" in current.metadata and ": " in t]
-    return MessageRedactor(current).with_texts([*earlier, *contents])
 
 
 def _config(runtime: ToolRuntime[Any, Any] | None) -> Mapping[str, Any] | None:
@@ -190,7 +172,7 @@ class _MemoryOps:
         user = self._user(runtime)
         messages = _state_messages(runtime)
         # read before the forget: what the memory said (now and in earlier versions)
-        redactor = _redactor(self.mos, memory_id, user) if messages else None
+        redactor = redactor_before_forget(self.mos, memory_id, user) if messages else None
         receipt = self.mos.forget(memory_id, user_id=user, reason="forget_memory tool")
         reply, artifact = forget_reply(receipt), receipt.model_dump(mode="json")
         call_id = getattr(runtime, "tool_call_id", None)

@@ -8,7 +8,8 @@ model call of the run sends them, and the run's end writes them to memory, text 
 Two things keep a forgotten memory out of them:
 
 - the ``forget_memory`` tool, given the run's ``Context``, redacts those values right after
-  the forget (:func:`redact_run_state`, with the redactor :func:`redactor_before_forget`
+  the forget (:func:`redact_run_state`, with the redactor
+  ``memos_core.integration.redactor_before_forget``
   built before it: the memory's text now and what its earlier versions said);
 - the chat stores redact the messages written in the :data:`LATE_WRITE_S` seconds after a
   forget of their user (:func:`late_redacted`): what a run (or a forget from elsewhere)
@@ -36,24 +37,6 @@ LATE_WRITE_S = 60.0
 #: The keys of a running agent's ``ctx.store`` that hold the run's messages and tool calls
 #: (FunctionAgent's scratchpad, ReActAgent's reasoning, the tool results, the user's message).
 RUN_STATE_KEYS = ("scratchpad", "current_reasoning", "current_tool_calls", "user_msg_str")
-
-
-def redactor_before_forget(mos: MemOS, memory_id: str, user_id: str) -> MessageRedactor | None:
-    """The redactor of a memory about to be forgotten, as ``MemOS.forget`` builds it for the
-    conversation logs (its text, and what its earlier versions said, with the contents of
-    those that were chat turns), or None when the memory cannot be read (the forget then
-    raises the error the model reads) or is forgotten already."""
-    try:
-        versions = mos.history(memory_id, user_id=user_id)
-    except MemOSError:
-        return None
-    current = versions[-1]
-    if current.state is State.DELETED:
-        return None
-    earlier = [v.text for v in versions[:-1] if v.text and v.text != current.text]
-    # a memory made from a chat message ("speaker: content"): the contents too
-    contents = [t.split(": ", 1)[1] for t in earlier if "role" in current.metadata and ": " in t]
-    return MessageRedactor(current).with_texts([*earlier, *contents])
 
 
 def is_forgotten(mos: MemOS, memory_id: str, user_id: str) -> bool:

@@ -37,17 +37,13 @@ from memos_core.integration import (
     check_k,
     check_name,
     forget_reply,
+    redactor_before_forget,
     shown_text,
     tool_spec,
 )
 
 from llama_index.memory.memos._checks import check_mos
-from llama_index.memory.memos._forgets import (
-    is_forgotten,
-    redact_run_state,
-    redactor_before_forget,
-    watch_forgets,
-)
+from llama_index.memory.memos._forgets import is_forgotten, redact_run_state, watch_forgets
 
 #: Every tool name :func:`memos_tools` knows, in the order it returns them: the core's
 #: shared tool specs (``memos_core.integration.TOOL_SPECS``), as in ``langchain_memos``.

@@ -278,7 +278,9 @@ class MemOS:
         first waits for that call."""
         wait_s = check_positive_seconds(timeout_s, "timeout_s")
         with self._close_lock:
-            first = not (self._closed or self._calls.closing)
+            if self._closed:
+                return
+            first = not self._calls.closing
             if first:
                 self._calls.begin_close()
         if not first:

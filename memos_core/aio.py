@@ -98,9 +98,7 @@ async def native_list(mos: Any, **kwargs: Any) -> Any:
     if view is None:
         return FALLBACK
     await acheck_open(mos, view)
-    user = kwargs["user_id"]
-    return access.read_by(access.own_tombstones(await view.list(mos._list_query(**kwargs)), user),
-                          user)
+    return access.listed_by(await view.list(mos._list_query(**kwargs)), kwargs["user_id"])
 
 
 class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function

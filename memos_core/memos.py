@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import functools
-import json
 import logging
 import os
 import threading
@@ -75,6 +74,7 @@ from memos_core.validation import (
     check_text,
 )
 from memos_core.vault import Actor, AuditRecord, ListQuery, NamespaceGrant, Vault
+from memos_core.vault.audit_chain import AUDIT_HEAD, parse_head
 from memos_core.vault.postgres import is_postgres_url
 
 logger = logging.getLogger("memos_core")
@@ -785,11 +785,11 @@ class MemOS:
         unless ``states`` asks for ``deleted``. ``metadata`` keeps memories whose metadata has
         each given key equal to the given scalar value."""
         self._check_open()
-        return access.read_by(access.own_tombstones(self.vault.list(self._list_query(
+        return access.listed_by(self.vault.list(self._list_query(
             user_id=user_id, agent_id=agent_id, session_id=session_id, types=types, tags=tags,
             states=states, occurred_after=occurred_after, occurred_before=occurred_before,
             include_superseded=include_superseded, metadata=metadata, limit=limit,
-            offset=offset, newest_first=newest_first)), user_id), user_id)
+            offset=offset, newest_first=newest_first)), user_id)
 
     def _list_query(
         self, *, user_id: str, agent_id: str | None = None, session_id: str | None = None,
@@ -1050,11 +1050,11 @@ class MemOS:
         :meth:`verify_audit` (it names the store's newest operation)."""
         self._check_open()
         self._require_admin(user_id, "read the audit head: it names every user's newest operation")
-        head = json.loads(self.vault.get_meta("audit_head") or "null")
-        if not isinstance(head, dict):
+        head = parse_head(self.vault.get_meta(AUDIT_HEAD) or "")
+        if head is None:
             raise CorruptDataError("The audit head record is missing or unreadable: run "
                                    "verify_audit and restore the vault from a backup.")
-        return {"count": head.get("count"), "seq": head.get("seq"), "hash": head.get("hash")}
+        return {"count": head["count"], "seq": head.get("seq"), "hash": head["hash"]}
 
     def _require_admin(self, user_id: str, what: str) -> None:
         if check_name(user_id, "user_id") not in self.config.admin_users:

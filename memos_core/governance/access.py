@@ -206,8 +206,10 @@ def read_by(cubes: Iterable[MemCube], user_id: str) -> list[MemCube]:
     return [as_read_by(c, user_id) for c in cubes]
 
 
-def own_tombstones(cubes: list[MemCube], user_id: str) -> list[MemCube]:
-    """``cubes`` without the tombstones of other users' memories: a former reader learns
-    nothing from when or that a memory was forgotten (``MemOS`` refuses them its versions
-    too). The versions hold no content, nor a digest of it, since schema 3 (6 on PostgreSQL)."""
-    return [c for c in cubes if c.state is not State.DELETED or c.user_id == user_id]
+def listed_by(cubes: list[MemCube], user_id: str) -> list[MemCube]:
+    """``cubes`` as ``user_id`` may list them: without the tombstones of other users'
+    memories (a former reader learns nothing from when or that a memory was forgotten;
+    ``MemOS`` refuses them its versions too; the versions hold no content, nor a digest of
+    it, since schema 3, 6 on PostgreSQL), each as :func:`as_read_by` gives it."""
+    return [as_read_by(c, user_id) for c in cubes
+            if c.state is not State.DELETED or c.user_id == user_id]

@@ -301,7 +301,7 @@ class MessageRedactor:
                 return nested
             # JSON inside other text ("calling store_memory with {...}", JSON lines): the
             # escaped needle is replaced where it stands (the placeholder is JSON-safe)
-            for escaped in sorted(self._escaped, key=len, reverse=True):
+            for escaped in self._escaped:
                 text = text.replace(escaped, FORGOTTEN)
         for needle in self._needles:
             if needle in text:
@@ -313,7 +313,7 @@ class MessageRedactor:
 
     def _json_text(self, text: str) -> str | None:
         """``text`` redacted as the JSON document it holds, written again (ASCII-escaped if
-        it was ASCII), or None if it is not JSON. A tool call's raw arguments, as
+        it was ASCII), or None if it is not JSON or holds the memory in none of its values. A tool call's raw arguments, as
         OpenAI-style messages keep them, are such a document: a quote or an accent in the
         memory's text is escaped there, so the text is not found in the string as it stands."""
         try:
@@ -321,7 +321,7 @@ class MessageRedactor:
         except ValueError:
             return None
         new = self.value(data)
-        return text if new is data else json.dumps(new, ensure_ascii=text.isascii())
+        return None if new is data else json.dumps(new, ensure_ascii=text.isascii())
 
     def value(self, value: Any, other: Callable[[Any], Any] | None = None) -> Any:
         """``value`` (str, or lists / tuples / dict values of them, nested) with every string
@@ -358,9 +358,11 @@ def _escapes(text: str) -> tuple[str, str]:
     return json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]
 
 
-def _escaped(needles: Iterable[str]) -> frozenset[str]:
-    """The needles as the inside of a JSON string, where that differs from the needle."""
-    return frozenset(e for n in needles for e in _escapes(n) if e != n)
+def _escaped(needles: Iterable[str]) -> tuple[str, ...]:
+    """The needles as the inside of a JSON string, where that differs from the needle,
+    longest first (replaced before what they contain)."""
+    return tuple(sorted({e for n in needles for e in _escapes(n) if e != n}, key=len,
+                        reverse=True))
 
 
 #: Keys whose string values are structure (roles, block types, ids), never redacted.

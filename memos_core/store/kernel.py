@@ -314,9 +314,10 @@ class MemoryStore:
                 self.index_cubes(cubes[start:start + 256])
             return
         held: dict[str, int] = {}
-        versions_of = getattr(self.index, "versions_of", None)
-        if versions_of is not None:  # an index other processes write too (pgvector, Qdrant)
-            held = versions_of([c.id for c in cubes if c.state.value in INDEXED_STATES])
+        if self.follower is not None and self.follower.shared_index:
+            # an index other processes write too (pgvector, a Qdrant server)
+            held = cast(Any, self.index).versions_of(
+                [c.id for c in cubes if c.state.value in INDEXED_STATES])
         for cube in cubes:
             if cube.state.value not in INDEXED_STATES:
                 self.index.delete([cube.id])

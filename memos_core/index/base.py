@@ -97,9 +97,12 @@ class VectorIndex(Protocol):
     - ``upsert`` replaces a point with the same id (vectors and the whole payload); it
       checks every point first (UUID id, dense length ``dim`` with finite non-zero values,
       payload keys within ``PAYLOAD_KEYS`` with ``user_id`` and ``version`` present) and
-      raises ``ValueError`` before writing anything if one is bad.
+      raises ``ValueError`` before writing anything if one is bad. A point the index holds
+      at a later ``version`` is left as it is (processes sharing an index may write one
+      memory's versions in either order; reconcile deletes such points first).
     - ``set_payload`` merges the given keys into an existing point's payload; a missing id
-      raises ``KeyError`` (upsert the full point instead).
+      raises ``KeyError`` (upsert the full point instead). A payload with a ``version``
+      changes nothing when the point already holds that version or a later one.
     - ``delete`` of a missing id does not raise.
     - searches return at most ``limit`` results, best first (see ``ScoredId`` for score
       ranges), never a point that fails the filter; ``limit`` 0 returns ``[]``.

@@ -33,6 +33,7 @@ from memos_core.index.filters import (
     plan_filter,
 )
 from memos_core.index.points import (
+    batches_by_version,
     canonical_id,
     check_limit,
     check_payload,
@@ -69,6 +70,12 @@ def _condition(cond: Condition) -> Any:
     if isinstance(cond, Either):
         return models.Filter(should=[_condition(option) for option in cond.options])
     raise TypeError(f"unknown filter condition {cond!r}")
+
+
+def _not_after(version: int) -> models.Filter:
+    """Points whose payload ``version`` is at most ``version``."""
+    return models.Filter(must=[models.FieldCondition(key="version",
+                                                     range=models.Range(lte=version))])
 
 
 def client_filter(plan: FilterPlan) -> models.Filter | None:
@@ -209,23 +216,39 @@ class QdrantClientIndex:
 
     def upsert(self, points: Sequence[IndexPoint]) -> None:
         """Insert or replace points (see the protocol); all are checked before any write."""
-        structs = []
+        structs: list[tuple[int, models.PointStruct]] = []
         for pid, dense, sparse, payload in check_points(points, self.dim):
             vectors: dict[str, Any] = {DENSE: dense}
             if sparse.indices:
                 vectors[SPARSE] = models.SparseVector(
                     indices=list(sparse.indices), values=list(sparse.values)
                 )
-            structs.append(models.PointStruct(id=pid, vector=vectors, payload=payload))
+            structs.append((payload["version"],
+                            models.PointStruct(id=pid, vector=vectors, payload=payload)))
         with self._client_locked() as client:
-            for start in range(0, len(structs), _BATCH):
-                client.upsert(self.collection, structs[start : start + _BATCH], wait=True)
+            for version, batch in batches_by_version(structs, _BATCH):
+                # a point stored at a later version stays (processes sharing the
+                # collection may write one memory's versions in either order)
+                client.upsert(self.collection, batch, wait=True,
+                              update_filter=_not_after(version))
 
     def set_payload(self, id: str, payload: dict[str, Any]) -> None:
-        """Merge ``payload`` into point ``id``'s payload; ``KeyError`` if it does not exist."""
+        """Merge ``payload`` into point ``id``'s payload; ``KeyError`` if it does not exist.
+        A payload with a ``version`` changes nothing when the point already holds that
+        version or a later one (one conditional update on the server: processes sharing
+        the collection may write one memory's versions in either order)."""
         pid = canonical_id(id)
         fields = check_payload(payload, partial=True)
         with self._client_locked() as client:
+            if "version" in fields:
+                older = models.Filter(must=[models.HasIdCondition(has_id=[pid]),
+                                            _not_after(fields["version"] - 1)])
+                client.set_payload(self.collection, fields,
+                                   points=models.FilterSelector(filter=older), wait=True)
+                if not client.retrieve(self.collection, ids=[pid], with_payload=False,
+                                       with_vectors=False):
+                    raise KeyError(f"no point {pid} in the index; upsert it instead")
+                return
             try:
                 client.set_payload(self.collection, fields, points=[pid], wait=True)
             except KeyError:  # local mode

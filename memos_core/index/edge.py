@@ -61,6 +61,7 @@ from memos_core.index.filters import (
     plan_filter,
 )
 from memos_core.index.points import (
+    batches_by_version,
     canonical_id,
     check_limit,
     check_payload,
@@ -145,6 +146,11 @@ def _edge_config(dim: int, config: EdgeIndexConfig) -> qe.EdgeConfig:
         ),
         max_search_threads=config.max_search_threads,
     )
+
+
+def _not_after(version: int) -> qe.Filter:
+    """Points whose payload ``version`` is at most ``version``."""
+    return qe.Filter(must=[qe.FieldCondition("version", range=qe.RangeFloat(lte=version))])
 
 
 def _condition(cond: Condition) -> Any:
@@ -277,21 +283,31 @@ class EdgeIndex:
         earlier ones written (the caller's reconcile with the vault repairs that).
         """
         checked = check_points(points, self.dim)
-        batch = []
+        batch: list[tuple[int, qe.Point]] = []
         for pid, dense, sparse, payload in checked:
             vectors: dict[str, Any] = {DENSE: dense}
             if sparse.indices:
                 vectors[SPARSE] = qe.SparseVector(list(sparse.indices), list(sparse.values))
-            batch.append(qe.Point(pid, vectors, payload))
+            batch.append((payload["version"], qe.Point(pid, vectors, payload)))
         with self._shard_locked() as shard:
-            for start in range(0, len(batch), _BATCH):
-                shard.update(qe.UpdateOperation.upsert_points(batch[start : start + _BATCH]))
+            for version, part in batches_by_version(batch, _BATCH):
+                # a point stored at a later version stays, as on the shared backends
+                shard.update(qe.UpdateOperation.upsert_points(part, _not_after(version)))
 
     def set_payload(self, id: str, payload: dict[str, Any]) -> None:
-        """Merge ``payload`` into point ``id``'s payload; ``KeyError`` if it does not exist."""
+        """Merge ``payload`` into point ``id``'s payload; ``KeyError`` if it does not exist.
+        A payload with a ``version`` changes nothing when the point already holds that
+        version or a later one."""
         pid = canonical_id(id)
         fields = check_payload(payload, partial=True)
         with self._shard_locked() as shard:
+            if "version" in fields:  # one update: never moves the point back a version
+                older = qe.Filter(must=[qe.HasIdCondition({pid}),
+                                        _not_after(fields["version"] - 1)])
+                shard.update(qe.UpdateOperation.set_payload_by_filter(older, fields))
+                if not shard.retrieve([pid], with_payload=False, with_vector=False):
+                    raise KeyError(f"no point {pid} in the index; upsert it instead")
+                return
             try:
                 shard.update(qe.UpdateOperation.set_payload([pid], fields))
             except Exception as exc:

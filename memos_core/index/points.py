@@ -184,6 +184,17 @@ def check_points(
     return list(checked.values())
 
 
+def batches_by_version(items: Sequence[tuple[int, Any]], size: int) -> list[tuple[int, list[Any]]]:
+    """``(version, items)`` pairs of at most ``size`` items each, grouped by version (in
+    order of first appearance): an upsert is written one version at a time, each batch
+    conditional on the stored point not being at a later version."""
+    groups: dict[int, list[Any]] = {}
+    for version, item in items:
+        groups.setdefault(version, []).append(item)
+    return [(version, group[start:start + size])
+            for version, group in groups.items() for start in range(0, len(group), size)]
+
+
 def check_limit(limit: int) -> int:
     """``limit`` if it is a non-negative int; ``ValueError`` otherwise."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:

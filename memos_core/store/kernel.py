@@ -514,8 +514,16 @@ class MemoryStore:
                 logger.error("the index holds %d memories the vault at %s does not have; the "
                              "vault lost them (a damaged or deleted WAL, an older backup). "
                              "Their index points are removed now.", unknown, self.data_dir)
-            if extra:
-                self.index.delete(extra)
+            # points at versions the vault no longer has: an upsert never moves a point back
+            # a version, so they go first and are indexed again from the vault
+            ahead = [mid for mid in stale if index_versions.get(mid, 0) > wanted[mid]]
+            if ahead:
+                logger.error("the index holds %d memories at later versions than the vault at "
+                             "%s; the vault lost them (a damaged or deleted WAL, an older "
+                             "backup). They are indexed again from the vault now.", len(ahead),
+                             self.data_dir)
+            if extra or ahead:
+                self.index.delete(extra + ahead)
             for start in range(0, len(stale), 256):
                 self.index_cubes(list(self.vault.get_many(stale[start:start + 256]).values()))
             self.index.flush()

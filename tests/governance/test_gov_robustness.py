@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from memos_core.index.base import IndexFilter
 from memos_core import MemOS, MemOSConfig
 from memos_core.cli import main
 from memos_core.errors import CorruptDataError, InvalidInputError
@@ -226,6 +227,30 @@ def test_reconcile_says_when_the_vault_lost_memories_the_index_has(
     with MemOS(tmp_path / "d", config=_config()) as mos:
         assert "the vault lost them" in caplog.text and "1 memories" in caplog.text
         assert mos.index.count() == 1
+
+
+def test_reconcile_after_a_restored_vault_backup_reindexes_points_ahead_of_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A vault restored from an older backup leaves index points at versions it no longer
+    has. Reconcile saw them as stale but re-indexing them was refused (an upsert never moves
+    a point back a version), so search kept ranking on the newer, lost text."""
+    data = tmp_path / "d"
+    with MemOS(data, config=_config()) as mos:
+        boat = mos.add("Ada's boat is called Gaivota.", user_id="ada")
+    shutil.copy(data / "vault.sqlite3", tmp_path / "backup.sqlite3")
+    with MemOS(data, config=_config()) as mos:
+        mos.update(boat.id, "Ada's telescope is a Dobsonian.", user_id="ada")
+    shutil.copy(tmp_path / "backup.sqlite3", data / "vault.sqlite3")
+    with MemOS(data, config=_config()) as mos:
+        assert mos.reconcile()["reindexed"] == 1
+        assert "older backup" in caplog.text
+        assert mos.index.versions() == {boat.id: 1}
+        assert mos.reconcile() == {"reindexed": 0, "removed": 0}
+        ada = IndexFilter(user_ids=("ada",))
+        bm25 = mos.store.bm25
+        assert mos.index.search_sparse(bm25.encode_query("telescope Dobsonian"), ada, 3) == []
+        assert [h.id for h in mos.index.search_sparse(bm25.encode_query("Gaivota"), ada, 3)] \
+            == [boat.id]
 
 
 def test_a_store_holding_a_respelt_id_still_opens(tmp_path: Path) -> None:

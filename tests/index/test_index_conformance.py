@@ -390,6 +390,42 @@ def test_set_payload_merges_fields(loaded, payload, flt, visible):
     assert loaded.versions()[mid("a_tea")] == payload.get("version", 1)
 
 
+def test_a_payload_with_a_version_never_moves_the_point_back(loaded):
+    """Two processes change one memory's grants on a shared index: the later version's
+    payload lands first, and the earlier one's, arriving late, must not write its readers
+    over it (v3 -> v2 would give bob a memory revoked from him)."""
+    loaded.set_payload(mid("a_tea"), {"readers": ["bob"], "version": 3})
+    loaded.set_payload(mid("a_tea"), {"readers": ["bob", "carol"], "version": 2})  # late
+    loaded.set_payload(mid("a_tea"), {"readers": ["carol"], "version": 3})  # same version
+    assert loaded.versions()[mid("a_tea")] == 3
+    assert mid("a_tea") in everything(loaded, IndexFilter(user_ids=("bob",)))
+    assert mid("a_tea") not in everything(loaded, IndexFilter(user_ids=("carol",)))
+    loaded.set_payload(mid("a_tea"), {"readers": [], "version": 4})  # a later one applies
+    assert loaded.versions()[mid("a_tea")] == 4
+    assert mid("a_tea") not in everything(loaded, IndexFilter(user_ids=("bob",)))
+    with pytest.raises(KeyError, match="upsert"):
+        loaded.set_payload(mid("ghost"), {"readers": [], "version": 2})
+
+
+def test_an_upsert_never_moves_a_point_back_a_version(loaded):
+    """The same race for a whole point: a text update's index write arriving after a later
+    version's must leave the later text (and its vectors) in place; one batch mixing
+    versions applies each point on its own."""
+    tea, dog = (p for p in corpus_points() if p.id in (mid("a_tea"), mid("a_dog")))
+    later = IndexPoint(tea.id, unit(7), ENC.encode_document("Alice drinks oolong"),
+                       {**tea.payload, "version": 3})
+    loaded.upsert([later])
+    loaded.upsert([IndexPoint(tea.id, unit(6), ENC.encode_document("Alice drinks mate"),
+                              {**tea.payload, "version": 2}),
+                   IndexPoint(dog.id, unit(6), dog.sparse, {**dog.payload, "version": 2})])
+    assert loaded.versions()[mid("a_tea")] == 3 and loaded.versions()[mid("a_dog")] == 2
+    alice = IndexFilter(user_ids=("alice",))
+    assert [h.id for h in loaded.search_dense(unit(7), alice, 1)] == [mid("a_tea")]
+    assert mid("a_tea") not in {h.id for h in loaded.search_sparse(ENC.encode_query("mate"), alice, 5)}
+    loaded.upsert([later])  # the same version again replaces it (a repair re-embeds it)
+    assert loaded.versions()[mid("a_tea")] == 3
+
+
 def test_set_payload_of_a_missing_point_raises_key_error(loaded):
     with pytest.raises(KeyError, match="upsert"):
         loaded.set_payload(mid("ghost"), {"state": "archived"})

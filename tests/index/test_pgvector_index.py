@@ -210,24 +210,6 @@ def test_an_index_from_before_the_postings_owners_gets_them_on_open(pg_url):
         again.close()
 
 
-def test_a_payload_change_never_moves_a_point_back_a_version(pg_url):
-    """Two processes change one memory's grants: the later version's payload landed first,
-    and the earlier one's, arriving late, wrote its readers over it (v3 -> v2)."""
-    index = PgVectorIndex(pg_url, DIM, collection="late")
-    try:
-        pid = str(uuid.uuid4())
-        index.upsert([IndexPoint(pid, unit(1), ENC.encode_document("kayak"),
-                                 {"user_id": "ann", "version": 1})])
-        index.set_payload(pid, {"readers": ["bo", "cy"], "version": 3})
-        index.set_payload(pid, {"readers": ["bo"], "version": 2})  # late: changes nothing
-        assert index.versions_of([pid]) == {pid: 3}
-        assert [h.id for h in index.search_dense(unit(1), IndexFilter(user_ids=("cy",)), 3)] == [pid]
-        with pytest.raises(KeyError, match="upsert"):
-            index.set_payload(str(uuid.uuid4()), {"readers": [], "version": 2})
-    finally:
-        index.close()
-
-
 def test_reopen_keeps_points_and_refuses_another_dim(pg_url):
     first = PgVectorIndex(pg_url, DIM, collection="team_a")
     first.upsert([IndexPoint(str(uuid.uuid4()), unit(3), ENC.encode_document("kept"), {"user_id": "u", "version": 4})])

@@ -4,6 +4,7 @@ model_info(load=False) and the shared tool specs. Real MemOS on the embedded def
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from memos_core.integration import (
     ConversationLog,
     DerivedForm,
     ItemKey,
+    RecentForgets,
     delete_by_key,
     get_by_key,
     iter_by_prefix,
@@ -170,6 +172,29 @@ def test_an_old_chat_history_file_moves_into_the_vault(mos: MemOS) -> None:
 
 
 # -- search exclusions and model info --------------------------------------------------------------
+
+def test_recent_forgets_by_user_mark_and_age(mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What both adapters redact in late writes: a user's forgets (None: everyone's), those a
+    mark says came after an id, for the window only."""
+    ada = mos.add("Ada's locker code is 4417.", user_id="ada")
+    bob = mos.add("Bob's locker code is 9902.", user_id="bob")
+    recent = RecentForgets()
+    recent.add(ada, mark="m5")
+    recent.add(bob, mark="m7")
+    text = "You said: Ada's locker code is 4417. Bob's locker code is 9902."
+
+    def redacted(user: object, before: str | None = None) -> str:
+        return functools.reduce(lambda t, r: r.text(t), recent.redactors(user, before=before),
+                                text)
+
+    assert redacted("ada") == f"You said: {FORGOTTEN} Bob's locker code is 9902."
+    assert redacted(None) == f"You said: {FORGOTTEN} {FORGOTTEN}"
+    assert redacted(None, before="m6") == \
+        f"You said: Ada's locker code is 4417. {FORGOTTEN}"  # ada's mark m5 is older
+    assert redacted("carol") == text
+    monkeypatch.setattr(RecentForgets, "window_s", 0.0)
+    assert recent.redactors(None) == []
+
 
 def test_search_excludes_sources_and_the_current_session(mos: MemOS) -> None:
     mos.add([{"role": "user", "content": "I adopted a cat named Miso.", "id": "m-in-prompt"}],

@@ -11,6 +11,8 @@ public package (:mod:`memos_core`). Nothing else of the core is theirs to import
   :class:`AsyncThreadCheckpoints`, :func:`aget_by_key`, :func:`aiter_by_prefix` and the
   ``a``-methods of :class:`ConversationLog` -- native async in server mode, a worker thread
   otherwise.
+* Forgets applied for a while after they ran (:mod:`.forgets`): :class:`RecentForgets`
+  and its window :data:`LATE_WRITE_S` (what a running agent writes after a forget).
 * Tool specs shared by both tool sets (:mod:`.tools`): :data:`TOOL_SPECS`.
 * Rules an adapter applies as the core does: redaction of prompts (:func:`for_prompt`,
   :func:`allowance`, :func:`redacted_text`), of forgotten text (:class:`MessageRedactor`,
@@ -38,6 +40,7 @@ from memos_core.integration.async_storage import (
     async_checkpoints,
     has_native_async,
 )
+from memos_core.integration.forgets import LATE_WRITE_S, RecentForgets
 from memos_core.integration.keyed import (
     aget_by_key,
     aiter_by_prefix,
@@ -76,6 +79,7 @@ __all__ = [
     "CHAT_FILE",
     "CHECKPOINT_FILE",
     "FORGOTTEN",
+    "LATE_WRITE_S",
     "LOG_FORM",
     "MEMORY_KINDS",
     "MIN_NEEDLE",
@@ -89,6 +93,7 @@ __all__ = [
     "LogRow",
     "MessageRedactor",
     "ModelInfo",
+    "RecentForgets",
     "ThreadCheckpoints",
     "ToolArg",
     "ToolSpec",

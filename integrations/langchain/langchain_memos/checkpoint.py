@@ -33,9 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
-import time
-from collections import deque
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +61,7 @@ from memos_core.integration import (
     CheckpointRecord,
     DerivedForm,
     MessageRedactor,
+    RecentForgets,
     ThreadCheckpoints,
     Typed,
     async_checkpoints,
@@ -79,9 +77,6 @@ from langchain_memos._shared import configurable, context_value, run_context
 FILENAME = CHECKPOINT_FILE
 #: A receipt's id of a redacted thread: ``"checkpoints:<thread id>"``.
 FORM = "checkpoints"
-#: How long after a forget the checkpoints and writes created before it are still redacted
-#: as they are stored (LangGraph stores them in the background; see ``MemOSCheckpointer._late``).
-LATE_WRITE_S = 60.0
 
 #: (table, type column, value column) of every serialised value that may hold messages.
 _VALUE_COLUMNS = (
@@ -135,11 +130,8 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         #: the native async storage (server mode), else None: async twins use a thread
         self._astore: AsyncThreadCheckpoints | None = async_checkpoints(self._store)
         self._closed = False
-        #: recent forgets: (time, checkpoint-id mark, owner, redactor); see _late
-        # pruned by age only (in _late): a bound on the count would let a burst of other
-        # forgets push one out inside the window
-        self._forgotten: deque[tuple[float, str, str, MessageRedactor]] = deque()
-        self._forgotten_lock = threading.Lock()
+        #: recent forgets, each marked with a checkpoint id made at the forget; see _late
+        self._forgotten = RecentForgets()
         self._unhook = on_forget_checkpoints(mos, self._forget)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -326,24 +318,15 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
 
     def _forget(self, memory: MemCube) -> list[DerivedForm]:
         """The forget hook: :func:`_redact_vault` with this checkpointer's ``serde``; then
-        the memory is also redacted, for :data:`LATE_WRITE_S` seconds, in the checkpoints
-        and writes created before the forget that reach :meth:`put` / :meth:`put_writes`
-        after it (:meth:`_late`)."""
+        the memory is also redacted, for a minute (``memos_core.integration.LATE_WRITE_S``),
+        in the checkpoints and writes created before the forget that reach :meth:`put` /
+        :meth:`put_writes` after it (:meth:`_late`)."""
         if self._closed:  # the vault redactor takes over (it runs after the hooks)
             return []
         forms = _redact_vault(self._store, self.serde, memory, self.user_id_key)
-        with self._forgotten_lock:
-            self._prune_forgotten()
-            # a checkpoint id made now sorts after every checkpoint created before this forget
-            self._forgotten.append((time.monotonic(), str(uuid6()), memory.user_id,
-                                    MessageRedactor(memory)))
+        # a checkpoint id made now sorts after every checkpoint created before this forget
+        self._forgotten.add(memory, mark=str(uuid6()))
         return forms
-
-    def _prune_forgotten(self) -> None:
-        """Drop the forgets older than :data:`LATE_WRITE_S` (under ``_forgotten_lock``)."""
-        now = time.monotonic()
-        while self._forgotten and now - self._forgotten[0][0] > LATE_WRITE_S:
-            self._forgotten.popleft()
 
     def _late(self, checkpoint_id: str, user: object) -> Sequence[MessageRedactor]:
         """The redactors of the recent forgets that ``checkpoint_id`` (a checkpoint, or the
@@ -353,12 +336,9 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         the background while the next step runs, so a ``forget_memory`` tool (or a forget
         from another thread) can redact the stored thread before an older checkpoint of it
         lands, text and all. Checkpoint ids are time-ordered: one created before the forget
-        sorts before the mark the forget took. The redactors are dropped after
-        :data:`LATE_WRITE_S` seconds (they hold the forgotten text in memory)."""
-        with self._forgotten_lock:
-            self._prune_forgotten()
-            return [redactor for _, mark, owner, redactor in self._forgotten
-                    if checkpoint_id < mark and (user is None or user == owner)]
+        sorts before the mark the forget took. The redactors are dropped after a
+        minute (they hold the forgotten text in memory)."""
+        return self._forgotten.redactors(user, before=checkpoint_id)
 
     # -- async twins: the same encoding and decoding, awaiting the async storage (native
     # in server mode, else a worker thread per storage call: memos_core.integration) ------

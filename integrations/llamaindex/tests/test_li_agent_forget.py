@@ -22,8 +22,8 @@ from llama_index.core.base.llms.types import ToolCallBlock
 from llama_index.core.llms import ChatMessage
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from memos_core import MemOS
+from memos_core.integration import RecentForgets
 
-import llama_index.memory.memos._forgets as forgets
 from llama_index.memory.memos import MemOSAsyncChatStore, MemOSMemory, memos_tools
 
 from .test_li_forget import files_holding
@@ -169,7 +169,7 @@ async def test_messages_written_just_after_a_forget_are_redacted(
     assert [m.content for m in await dana.aget_all()] == [
         f"[{cube.id}] [forgotten]", "Your code: [forgotten].", SECRET]
     assert [m.content for m in await queue.get_messages("k")][1] == "Your code: [forgotten]."
-    monkeypatch.setattr(forgets, "LATE_WRITE_S", 0.0)  # the minute is over
+    monkeypatch.setattr(RecentForgets, "window_s", 0.0)  # the minute is over
     await queue.add_messages("k", late[1:2])
     assert [m.content for m in await queue.get_messages("k")][2] == f"Your code: {SECRET}."
 

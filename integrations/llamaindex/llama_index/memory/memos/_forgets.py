@@ -11,29 +11,25 @@ Two things keep a forgotten memory out of them:
   the forget (:func:`redact_run_state`, with the redactor
   ``memos_core.integration.redactor_before_forget``
   built before it: the memory's text now and what its earlier versions said);
-- the chat stores redact the messages written in the :data:`LATE_WRITE_S` seconds after a
-  forget of their user (:func:`late_redacted`): what a run (or a forget from elsewhere)
-  left in memory reaches the log without the text. A user's own messages are left as they
+- the chat stores redact the messages written in the minute after a forget of their user
+  (:func:`late_redacted`; ``memos_core.integration.LATE_WRITE_S``): what a run (or a
+  forget from elsewhere) left in memory reaches the log without the text. A user's own messages are left as they
   are: written after the forget, they are new input (the user may tell it again).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 import weakref
-from collections import deque
 from collections.abc import Sequence
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.workflow import Context
 from memos_core import MemCube, MemOS, MemOSError, State
-from memos_core.integration import DerivedForm, MessageRedactor
+from memos_core.integration import DerivedForm, MessageRedactor, RecentForgets
 
 from llama_index.memory.memos._convert import redact_value
 
-#: How long after a forget the chat stores redact the messages written to the user's queues.
-LATE_WRITE_S = 60.0
 #: The keys of a running agent's ``ctx.store`` that hold the run's messages and tool calls
 #: (FunctionAgent's scratchpad, ReActAgent's reasoning, the tool results, the user's message).
 RUN_STATE_KEYS = ("scratchpad", "current_reasoning", "current_tool_calls", "user_msg_str")
@@ -59,39 +55,17 @@ async def redact_run_state(ctx: Context, redactor: MessageRedactor) -> None:
             await ctx.store.set(key, redacted)
 
 
-class _RecentForgets:
-    """The redactors of one MemOS's forgets of the last :data:`LATE_WRITE_S` seconds, in
-    memory only (they hold the forgotten text), with the user whose memory it was."""
+class _Watched(RecentForgets):
+    """A MemOS's recent forgets, kept by its forget hook."""
 
-    def __init__(self) -> None:
-        # pruned by age only: a bound on the count would let another user's burst of
-        # forgets push this user's out inside the window
-        self._items: deque[tuple[float, str, MessageRedactor]] = deque()
-        self._lock = threading.Lock()
-
-    def _forgot(self, memory: MemCube) -> list[DerivedForm]:
+    def forgot(self, memory: MemCube) -> list[DerivedForm]:
         """The forget hook: remember the redactor (it knows the earlier versions' texts while
         the forget runs). The log itself the core redacts."""
-        redactor = MessageRedactor(memory)
-        with self._lock:
-            self._prune()
-            self._items.append((time.monotonic(), memory.user_id, redactor))
+        self.add(memory)
         return []
 
-    def _prune(self) -> None:
-        now = time.monotonic()
-        while self._items and now - self._items[0][0] > LATE_WRITE_S:
-            self._items.popleft()
 
-    def redactors(self, user_id: str | None) -> list[MessageRedactor]:
-        """The recent forgets' redactors of ``user_id``'s memories (None: a store of no user,
-        which every user's forget reaches)."""
-        with self._lock:
-            self._prune()
-            return [r for _, owner, r in self._items if user_id is None or owner == user_id]
-
-
-_registry: weakref.WeakKeyDictionary[MemOS, _RecentForgets] = weakref.WeakKeyDictionary()
+_registry: weakref.WeakKeyDictionary[MemOS, RecentForgets] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
 
 
@@ -101,11 +75,11 @@ def watch_forgets(mos: MemOS) -> None:
     with _registry_lock:
         if mos in _registry:
             return
-        watched = _RecentForgets()
+        watched = _Watched()
         try:
             # the MemOS holds the bound method weakly: the registry keeps it alive as long
             # as the MemOS lives
-            mos.on_forget(watched._forgot)
+            mos.on_forget(watched.forgot)
         except MemOSError:  # closed: no forget to see
             return
         _registry[mos] = watched
@@ -114,7 +88,7 @@ def watch_forgets(mos: MemOS) -> None:
 def late_redacted(mos: MemOS, user_id: str | None,
                   messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     """``messages`` about to be written to ``user_id``'s queues (None: a store of no user)
-    with the memories that user forgot in the last :data:`LATE_WRITE_S` seconds redacted;
+    with the memories that user forgot in the last minute redacted (``LATE_WRITE_S``);
     user messages are kept as they are (new input). Unchanged messages are the same
     objects."""
     watched = _registry.get(mos)

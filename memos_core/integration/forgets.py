@@ -1,0 +1,61 @@
+"""Forgets an adapter applies for a while after they ran: the late writes of a running agent.
+
+``MemOS.forget`` redacts what is stored. A running agent framework may still hold the
+memory in memory (LangGraph's next checkpoint, a LlamaIndex run's state) and store it
+after the forget, text and all. An adapter keeps the redactors of its ``MemOS``'s recent
+forgets in a :class:`RecentForgets` and applies them to what is written in the
+:data:`LATE_WRITE_S` seconds after each forget.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from memos_core.cube import MemCube
+from memos_core.governance.forget_hooks import MessageRedactor
+
+#: How long after a forget the adapters redact the memory in what is written.
+LATE_WRITE_S = 60.0
+
+
+class RecentForgets:
+    """The redactors of the forgets of the last :attr:`window_s` seconds, each with
+    the user whose memory it was and an optional mark (a string that sorts after the ids of
+    what was created before the forget, e.g. a time-ordered id made at the forget).
+
+    In memory only (the redactors hold the forgotten text), pruned by age only: a bound on
+    the count would let another user's burst of forgets push one out inside the window.
+    Thread-safe."""
+
+    #: seconds a forget is kept (:data:`LATE_WRITE_S`)
+    window_s: float = LATE_WRITE_S
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[float, str, str, MessageRedactor]] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, memory: MemCube, mark: str = "") -> MessageRedactor:
+        """Keep the redactor of ``memory`` (a forget hook's argument: it knows the earlier
+        versions' texts while the forget runs); returns it."""
+        redactor = MessageRedactor(memory)
+        with self._lock:
+            self._prune()
+            self._items.append((time.monotonic(), mark, memory.user_id, redactor))
+        return redactor
+
+    def _prune(self) -> None:  # under _lock
+        now = time.monotonic()
+        while self._items and now - self._items[0][0] > self.window_s:
+            self._items.popleft()
+
+    def redactors(self, user_id: object = None, *,
+                  before: str | None = None) -> list[MessageRedactor]:
+        """The redactors of ``user_id``'s recent forgets (None: every user's, for what
+        belongs to no user); with ``before``, only those whose mark sorts after it."""
+        with self._lock:
+            self._prune()
+            return [redactor for _, mark, owner, redactor in self._items
+                    if (user_id is None or owner == user_id)
+                    and (before is None or before < mark)]

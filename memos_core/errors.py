@@ -43,7 +43,12 @@ class BundleError(MemOSError, ValueError):
 
 
 class CorruptDataError(MemOSError, RuntimeError):
-    """Stored data failed an integrity check."""
+    """Stored data failed an integrity check. ``memory_id`` names the memory whose current
+    record is damaged when that is what failed (the rest of the store may still be read)."""
+
+    def __init__(self, message: str, *, memory_id: str | None = None) -> None:
+        super().__init__(message)
+        self.memory_id = memory_id
 
 
 class ServerUnavailableError(MemOSError, ConnectionError):

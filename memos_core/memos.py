@@ -481,7 +481,9 @@ class MemOS:
         self._check_open()
         user_id = check_name(user_id, "user_id")
         batch_size = check_k(batch_size, "batch_size", 1_000_000)
-        writes.check_item_keys(defaults, "add_many keyword")
+        writes.check_item_keys(defaults, "add_many keyword", call=True)
+        reason = defaults.pop("reason", None)
+        actor = Actor(user_id, defaults.get("agent_id"), reason)  # checked before any item
         if isinstance(items, (str, bytes, bytearray, Mapping)) or not isinstance(items, Iterable):
             raise InvalidInputError(
                 f"items must be a list of texts or dicts with 'text', got {type(items).__name__} "
@@ -500,7 +502,6 @@ class MemOS:
             writes.check_item_keys(fields, f"item {i}")
             cubes.append(writes.new_cube(self.extractor, **{"user_id": user_id, **defaults, **fields}))
         bar = progress(len(cubes), "add", self.config.show_progress)
-        actor = Actor(user_id, defaults.get("agent_id"), defaults.get("reason"))
         stored: list[MemCube] = []
         for start in range(0, len(cubes), batch_size):
             if self._calls.closing:  # close() in another thread: stop between two transactions
@@ -641,6 +642,8 @@ class MemOS:
         """:meth:`forget` each id; all ids are checked (exist, owned) before any is forgotten."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
+        if memory_ids is None:
+            raise InvalidInputError("memory_ids must be a list of memory ids, got None.")
         ids = check_strs(memory_ids, "memory_ids")
         actor = Actor(user_id, agent_id, reason)
         with self.store.write_lock:
@@ -693,6 +696,9 @@ class MemOS:
         with self.store.write_lock:
             cube = self._load(memory_id, user_id)
             access.require(cube, user_id, access.Operation.OWN, "share")
+            if grant and other == cube.user_id:  # (a revoke may clean up such a grant)
+                raise InvalidInputError(
+                    f"{other!r} owns memory {cube.id}; share it with another user.")
             return share.set_access(self.store, cube, other, scope, grant,
                                     Actor(user_id, None, reason))
 

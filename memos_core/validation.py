@@ -7,6 +7,7 @@ wrong and what is accepted. They run before anything is written.
 from __future__ import annotations
 
 import os
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -55,8 +56,9 @@ def check_text(text: object, name: str = "text") -> str:
             ) from None
     if not isinstance(text, str):
         raise InvalidInputError(f"{name} must be a str, got {type(text).__name__}.")
-    if not text.strip():
-        raise InvalidInputError(f"{name} is empty; a memory needs some text.")
+    if not _visible(text):
+        raise InvalidInputError(f"{name} is empty (or only spaces and invisible characters); "
+                                "a memory needs some text.")
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
@@ -73,6 +75,12 @@ def check_text(text: object, name: str = "text") -> str:
     return text
 
 
+def _visible(text: str) -> bool:
+    """Whether ``text`` has a character that is neither whitespace nor an invisible format
+    character (zero-width space, joiners, direction marks, BOM)."""
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
+
+
 @overload
 def check_name(value: object, name: str, *, optional: Literal[False] = False) -> str: ...
 @overload
@@ -86,8 +94,11 @@ def check_name(value: object, name: str, *, optional: bool = False) -> str | Non
             f"{name} must be a non-empty str, got {shown(value)}."
             + ("" if optional else f" Pass {name}=... on every call.")
         )
-    if len(value) > 256 or "\x00" in value:
-        raise InvalidInputError(f"{name} must be at most 256 characters without NUL.")
+    if len(value) > 256:
+        raise InvalidInputError(f"{name} must be at most 256 characters, got {len(value):,}.")
+    bad = bad_char(value)
+    if bad is not None:
+        raise InvalidInputError(f"{name} holds {bad}.")
     return value
 
 
@@ -137,8 +148,9 @@ def check_strs(values: object, name: str) -> tuple[str, ...]:
     for v in out:
         if not isinstance(v, str) or not v.strip():
             raise InvalidInputError(f"{name} must contain non-empty str values, got {shown(v)}.")
-        if "\x00" in v:
-            raise InvalidInputError(f"{name} must not contain NUL characters, got {shown(v)}.")
+        bad = bad_char(v)
+        if bad is not None:
+            raise InvalidInputError(f"a value of {name} holds {bad}.")
     return out
 
 
@@ -165,23 +177,38 @@ def check_enums(cls: type, values: object, name: str) -> tuple[str, ...]:
     return tuple(check_enum(cls, v, name).value for v in check_strs(values, name))
 
 
-def has_nul(value: object) -> bool:
-    """Whether a str anywhere in ``value`` (nested dicts' keys and values, lists, tuples)
-    holds a NUL character, which PostgreSQL's text and JSON types cannot store (server mode
-    would refuse what the embedded store accepts). Iterative: a hostile depth cannot exhaust
-    the stack."""
+def bad_char(text: str) -> str | None:
+    """What no store can keep in ``text``: ``"a NUL character"`` (PostgreSQL's text and JSON
+    types cannot store one; the embedded store refuses it too, so both accept the same) or
+    ``"an unpaired surrogate"`` (not UTF-8: a command-line argument holding a byte that is
+    not UTF-8 decodes to one); None when it has neither."""
+    if "\x00" in text:
+        return "a NUL character"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "an unpaired surrogate (text that is not valid UTF-8)"
+    return None
+
+
+def unstorable(value: object) -> str | None:
+    """:func:`bad_char` of the first str anywhere in ``value`` (nested dicts' keys and
+    values, lists, tuples) that has one; None when none has. Iterative: a hostile depth
+    cannot exhaust the stack."""
     stack: list[object] = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                return True
+            bad = bad_char(item)
+            if bad is not None:
+                return bad
         elif isinstance(item, Mapping):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
-    return False
+    return None
 
 
 #: Deepest nesting of dicts/lists accepted in metadata (SQLite's JSON functions stop at 1000).
@@ -237,8 +264,9 @@ def check_metadata(metadata: object) -> dict[str, Any]:
         )
     if not all(isinstance(key, str) for key in metadata):
         raise InvalidInputError("metadata keys must be str.")
-    if has_nul(metadata):
-        raise InvalidInputError("metadata must not contain NUL characters (in keys or values).")
+    bad = unstorable(metadata)
+    if bad is not None:
+        raise InvalidInputError(f"metadata holds {bad} (in a key or a value).")
     return dict(metadata)
 
 
@@ -311,6 +339,9 @@ def check_metadata_filter(metadata: object) -> dict[str, Any]:
             )
         if isinstance(value, float) and value != value:
             raise InvalidInputError(f"metadata filter value for {key!r} is NaN, which equals nothing.")
+        if isinstance(value, str) and bad_char(value) is not None:
+            raise InvalidInputError(f"metadata filter value for {key!r} holds {bad_char(value)}; "
+                                    "no stored value can equal it.")
     return dict(metadata)
 
 

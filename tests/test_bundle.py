@@ -64,6 +64,23 @@ def _nul_in_tags(path):
     _fix_hashes(path)
 
 
+def _first_version(change):
+    """A damage that edits the first memory's first version (``change(version)``)."""
+    def damage(path):
+        rows = [json.loads(l) for l in (path / "memories.jsonl").read_text().splitlines()]
+        change(rows[0]["versions"][0])
+        (path / "memories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        _fix_hashes(path)
+    return damage
+
+
+def _deep(depth):
+    value: dict = {}
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
 def _dangling_edge(path):
     (path / "edges.jsonl").write_text(json.dumps(
         {"src": "00000000-0000-4000-8000-000000000001", "dst": "00000000-0000-4000-8000-000000000002",
@@ -103,6 +120,15 @@ def _fix_hashes(path):
         (_bad_line, "invalid memory"),
         (_bad_version_numbers, "numbered"),
         (_nul_in_tags, "NUL character"),
+        # what add refuses, import refused too: metadata nested past what the vault's JSON
+        # reader reads back made a record no call could read, forget or reindex
+        (_first_version(lambda v: v.update(metadata=_deep(200))), "nested more than"),
+        (_first_version(lambda v: v.update(tags=["t\ud800"])), "unpaired surrogate"),
+        (_first_version(lambda v: v.update(tags=[f"t{i}" for i in range(5000)])), "limit is 256"),
+        (_first_version(lambda v: v["governance"].update(ttl_seconds=float("inf"))),
+         "ttl_seconds must be"),
+        (_first_version(lambda v: v["governance"].update(priority=2**70)), "priority must be"),
+        (_first_version(lambda v: v["namespace"].update(agent_id="")), "agent_id must be"),
         (_dangling_edge, "not in the bundle"),
         (_traversal, "exactly the files|path"),
         (_symlink, "not a regular file"),

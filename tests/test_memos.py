@@ -259,6 +259,30 @@ def test_second_open_of_a_data_dir_is_refused(mos, tmp_path):
         (lambda m: m.add("ok", user_id="u", tags=["t" * 257]), InvalidInputError, "at most 256"),
         (lambda m: m.add("ok", user_id="u", sensitivity=["s" * 3_000_000]), InvalidInputError, "at most 256"),
         (lambda m: m.get("x" * 5_000_000, user_id="u"), MemoryNotFoundError, "UUID"),
+        # a probe's finds: lone surrogates (a command line's non-UTF-8 byte) reached SQLite
+        # or pydantic in every str but the text; NUL in message ids and roles was stored and
+        # the user's own export then did not import; an item's reason was dropped
+        (lambda m: m.add("ok", user_id="u\ud800"), InvalidInputError, "unpaired surrogate"),
+        (lambda m: m.add("ok", user_id="u", agent_id="a\udcff"), InvalidInputError, "surrogate"),
+        (lambda m: m.add("ok", user_id="u", tags=["t\ud800"]), InvalidInputError, "surrogate"),
+        (lambda m: m.add("ok", user_id="u", sensitivity=["\ud800"]), InvalidInputError, "surrogate"),
+        (lambda m: m.add("ok", user_id="u", metadata={"\udc00": 1}), InvalidInputError, "surrogate"),
+        (lambda m: m.add("ok", user_id="u", metadata={"k": ["\ud800"]}), InvalidInputError, "surrogate"),
+        (lambda m: m.add("ok", user_id="u", reason="\ud800"), InvalidInputError, "surrogate"),
+        (lambda m: m.list(user_id="u", tags=["\ud800"]), InvalidInputError, "surrogate"),
+        (lambda m: m.list(user_id="u", metadata={"k": "\ud800"}), InvalidInputError, "surrogate"),
+        (lambda m: m.add([{"role": "user", "content": "x", "id": "a\x00b"}], user_id="u"),
+         InvalidInputError, "message_id"),
+        (lambda m: m.add_many([{"text": "x", "message_id": "a\x00b"}], user_id="u"),
+         InvalidInputError, "message_id"),
+        (lambda m: m.add_many([{"text": "x", "message_id": 5}], user_id="u"),
+         InvalidInputError, "message_id must be a non-empty str"),
+        (lambda m: m.add_many([{"text": "x", "role": "x\x00"}], user_id="u"), InvalidInputError, "role"),
+        (lambda m: m.add_many([{"text": "x", "reason": "GDPR 42"}], user_id="u"),
+         InvalidInputError, "reason=..."),
+        (lambda m: m.add_many(["x"], user_id="u", reason={"a": 1}), InvalidInputError, "reason must"),
+        (lambda m: m.add("\u200b\u200b\ufeff", user_id="u"), InvalidInputError, "invisible"),
+        (lambda m: m.forget_many(None, user_id="u"), InvalidInputError, "memory_ids"),
     ],
 )
 def test_bad_input_is_refused_and_nothing_is_stored(mos, call, error, message):
@@ -268,6 +292,16 @@ def test_bad_input_is_refused_and_nothing_is_stored(mos, call, error, message):
     assert len(str(caught.value)) < 1000  # a bad value is not echoed whole
     assert [c.id for c in mos.list(user_id="u")] == [keep.id]
     assert mos.get(keep.id, user_id="u").version == 1
+
+
+def test_add_many_records_the_call_s_reason_and_share_refuses_the_owner(mos):
+    cubes = mos.add_many(["Ada rows on Sundays.", "Ada's boat is blue."], user_id="ada",
+                         reason="import from the club's CRM")
+    assert {(r.memory_id, r.reason) for r in mos.audit_log(user_id="ada", action="add")} == {
+        (c.id, "import from the club's CRM") for c in cubes}
+    with pytest.raises(InvalidInputError, match="owns memory"):
+        mos.share(cubes[0].id, with_user_id="ada", user_id="ada")
+    assert mos.get(cubes[0].id, user_id="ada").governance.readers == ()
 
 
 def test_bulk_add_validates_everything_before_writing(mos):

@@ -58,7 +58,7 @@ def put_by_key(mos: MemOS, item: ItemKey, text: str, *, metadata: Mapping[str, A
     def fresh() -> MemCube:
         return writes.new_cube(store.extractor, text=text, user_id=item.user_id,
                                agent_id=actor.agent_id, metadata=meta, type=type, tags=tag_list,
-                               sensitivity=sensitivity, reason=reason)
+                               sensitivity=sensitivity)
 
     changes = {"text": text, "entities": tuple(store.extractor.extract(text)), "metadata": meta,
                "tags": tag_list}

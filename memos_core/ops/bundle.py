@@ -31,7 +31,16 @@ from memos_core.errors import BundleError, ConflictError, InvalidInputError, Mem
 from memos_core.governance.sensitivity import history_sensitivity
 from memos_core.ops.share import retrying
 from memos_core.store import MemoryStore
-from memos_core.validation import check_id, check_text, has_nul
+from memos_core.validation import (
+    check_id,
+    check_int,
+    check_metadata,
+    check_name,
+    check_positive_seconds,
+    check_tags,
+    check_text,
+    unstorable,
+)
 from memos_core.vault import Actor, Edge, ListQuery, scrub
 
 FORMAT = "memos-bundle"
@@ -244,12 +253,9 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
             )
         if not forgotten:
             try:
-                check_text(cube.text)
+                _check_fields(cube)
             except InvalidInputError as exc:
-                raise BundleError(f"memories.jsonl line {n}: {exc}") from None
-            if has_nul(cube.model_dump(mode="json")):  # tags, metadata, ids, provenance, ...
-                raise BundleError(f"memories.jsonl line {n}: version {i} of {mid} holds a NUL "
-                                  "character (PostgreSQL cannot store one; the API refuses them too).")
+                raise BundleError(f"memories.jsonl line {n}: version {i} of {mid}: {exc}") from None
     if forgotten:  # a tombstone carries no content, whatever the bundle says
         cubes = [_scrubbed(c) for c in cubes]
     owner = Namespace(user_id=user_id)
@@ -263,6 +269,25 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
         })
         for c in cubes
     ]
+
+
+def _check_fields(cube: MemCube) -> None:
+    """The checks a write through the API makes, for one version from a bundle: what
+    ``add`` would refuse must not reach the vault by import (metadata nested deeper than
+    the JSON reader reads back made a record no call could read or forget)."""
+    check_text(cube.text)
+    check_metadata(cube.metadata)
+    check_tags(cube.tags)
+    check_tags(cube.governance.sensitivity, "sensitivity")
+    check_name(cube.namespace.agent_id, "agent_id", optional=True)
+    check_name(cube.namespace.session_id, "session_id", optional=True)
+    check_positive_seconds(cube.governance.ttl_seconds, "ttl_seconds")
+    check_int(cube.governance.priority, "priority")
+    bad = unstorable(cube.model_dump(mode="json"))  # ids, provenance, entities, ...
+    if bad is not None:
+        raise InvalidInputError(f"a field holds {bad} (the API refuses them too)")
+    if cube.valid_to is not None and cube.valid_to < (cube.valid_from or cube.created_at):
+        raise InvalidInputError("valid_to is earlier than valid_from")
 
 
 def _scrubbed(cube: MemCube) -> MemCube:

@@ -44,17 +44,23 @@ from memos_core.vault import Actor, Edge
 __all__ = ["ITEM_KEYS", "add", "check_item_keys", "compress", "new_cube", "set_state",
            "write_version"]
 
-#: What an ``add_many`` item (or its keyword defaults) may set, besides ``text``: the
-#: parameters of :func:`new_cube` other than the principal.
+#: What an ``add_many`` item may set, besides ``text``: the parameters of :func:`new_cube`
+#: other than the principal. Its keyword defaults may also give the call's ``reason``.
 ITEM_KEYS = frozenset({
     "text", "agent_id", "session_id", "occurred_at", "metadata", "type", "tags", "origin",
-    "ttl_seconds", "priority", "sensitivity", "message_id", "role", "reason",
+    "ttl_seconds", "priority", "sensitivity", "message_id", "role",
 })
 
 
-def check_item_keys(fields: Mapping[str, Any], where: str) -> None:
-    """Refuse keys ``add_many`` does not know (a typo would otherwise be a TypeError)."""
-    unknown = sorted(str(k) for k in fields if k not in ITEM_KEYS)
+def check_item_keys(fields: Mapping[str, Any], where: str, *, call: bool = False) -> None:
+    """Refuse keys ``add_many`` does not know (a typo would otherwise be a TypeError);
+    ``call``: the call's keywords, which may also give ``reason``."""
+    if "reason" in fields and not call:
+        raise InvalidInputError(
+            f"{where} has a 'reason'; the reason is the call's (its audit records'): pass "
+            "add_many(..., reason=...) once for the batch, or add the item on its own."
+        )
+    unknown = sorted(str(k) for k in fields if k not in ITEM_KEYS and not (call and k == "reason"))
     if unknown:
         raise InvalidInputError(
             f"{where} has unknown keys {unknown}; allowed: {sorted(ITEM_KEYS)} "
@@ -66,8 +72,7 @@ def new_cube(
     extractor: EntityExtractor, *, text: Any, user_id: str, agent_id: Any = None,
     session_id: Any = None, occurred_at: Any = None, metadata: Any = None, type: Any = None,
     tags: Any = (), origin: Any = None, ttl_seconds: Any = None, priority: Any = 0,
-    sensitivity: Any = (), message_id: str | None = None, role: str | None = None,
-    reason: str | None = None,
+    sensitivity: Any = (), message_id: Any = None, role: Any = None,
 ) -> MemCube:
     """Validate the fields of a new memory and build it (version 1, entities extracted).
 
@@ -79,7 +84,8 @@ def new_cube(
     priority = check_int(priority, "priority")
     meta = check_metadata(metadata)
     if role is not None:
-        meta = {**meta, "role": role}
+        meta = {**meta, "role": check_name(role, "role")}
+    message_id = check_name(message_id or None, "message_id", optional=True)
     provenance = Provenance(
         source_message_ids=(message_id,) if message_id else (),
         spans=(Span(message_id=message_id, start=0, end=len(text)),) if message_id else (),

@@ -36,7 +36,7 @@ from typing import Any, cast
 from memos_core.config import MemOSConfig
 from memos_core.cube import MemCube
 from memos_core.embedding import Embedder, default_embedder
-from memos_core.errors import InvalidInputError, MemOSError, first_line
+from memos_core.errors import CorruptDataError, InvalidInputError, MemOSError, first_line
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.governance import index_privacy
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
@@ -302,7 +302,7 @@ class MemoryStore:
         self._deferred_at = time.monotonic()
         ids, self._deferred = sorted(self._deferred), set()
         try:
-            self.index_cubes(list(self.vault.get_many(ids).values()))
+            self.index_cubes(self._readable(ids))
         except Exception:  # noqa: BLE001 - still failing: kept for the next call
             logger.warning("indexing %d memories after an earlier failure failed again",
                            len(ids), exc_info=True)
@@ -525,10 +525,32 @@ class MemoryStore:
             if extra or ahead:
                 self.index.delete(extra + ahead)
             for start in range(0, len(stale), 256):
-                self.index_cubes(list(self.vault.get_many(stale[start:start + 256]).values()))
+                self.index_cubes(self._readable(stale[start:start + 256]))
             self.index.flush()
             self.maybe_optimize()
             return {"reindexed": len(stale), "removed": len(extra)}
+
+    def _readable(self, ids: Sequence[str]) -> list[MemCube]:
+        """The memories among ``ids`` the vault can read: one whose record is damaged is
+        left out (and logged, named) so that it stops neither the others from being indexed
+        nor the store from opening; reads of it still raise ``CorruptDataError``."""
+        try:
+            return list(self.vault.get_many(ids).values())
+        except CorruptDataError as exc:
+            if exc.memory_id is None:  # the file, not one record: nothing to go on with
+                raise
+        out = []
+        for mid in ids:
+            try:
+                cube = self.vault.get(mid)
+            except CorruptDataError as exc:
+                if exc.memory_id != mid:
+                    raise
+                logger.error("%s It is left out of the index until the vault is restored.", exc)
+                continue
+            if cube is not None:
+                out.append(cube)
+        return out
 
     def reindex(self) -> dict[str, int]:
         """Rebuild the index and the graph from the vault. Returns ``{"indexed": n}``."""
@@ -536,8 +558,11 @@ class MemoryStore:
             self.index.clear()
             bar = progress(self._indexed_count(), "reindex", self.config.show_progress)
             done = 0
-            for batch in self.vault.iter_current(256):
-                live = [c for c in batch if c.state.value in INDEXED_STATES]
+            live_ids = [mid for mid, (_, state) in self.vault.current_versions().items()
+                        if state in INDEXED_STATES]
+            for start in range(0, len(live_ids), 256):
+                live = [c for c in self._readable(live_ids[start:start + 256])
+                        if c.state.value in INDEXED_STATES]
                 self.index_cubes(live)
                 done += len(live)
                 bar.update(len(live))

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from memos_core.cube import MemCube
 from memos_core.errors import InvalidInputError
+from memos_core.validation import bad_char
 
 
 #: Longest ``reason`` an audit record keeps (the audit log is kept for good).
@@ -40,8 +41,9 @@ class Actor:
                 continue
             if not isinstance(value, str):
                 raise InvalidInputError(f"{name} must be a str, got {type(value).__name__}.")
-            if "\x00" in value:
-                raise InvalidInputError(f"{name} must not contain NUL characters.")
+            bad = bad_char(value)
+            if bad is not None:
+                raise InvalidInputError(f"{name} holds {bad}.")
         if self.reason is not None and len(self.reason) > MAX_REASON:
             raise InvalidInputError(
                 f"reason is {len(self.reason)} characters; at most {MAX_REASON} are kept.")
@@ -109,6 +111,11 @@ class ListQuery:
     newest_first: bool = False
     #: metadata key -> required value (str, int, float or bool), all must match
     metadata_equals: dict[str, Any] = field(default_factory=dict)
+    #: strings one of which the memory's stored record must hold as written (its text,
+    #: metadata, tags, ...; case-sensitive). A pre-filter for callers that then look at
+    #: what they get: only ASCII letters and digits are sure to appear in the record as
+    #: they are (other characters may be escaped there). ``()`` selects nothing.
+    contains_any: tuple[str, ...] | None = None
 
 
 #: A value serialised by its writer: ``(type name, bytes)``; the vault stores both as they

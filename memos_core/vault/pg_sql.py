@@ -431,6 +431,10 @@ def list_where(q: ListQuery) -> tuple[str, list[Any]]:
     for key, value in q.metadata_equals.items():
         clauses.append("doc->'metadata'->%s = %s::jsonb")
         params += [key, json.dumps(value)]
+    if q.contains_any is not None:
+        clauses.append("(" + (" OR ".join(["strpos(doc::text, %s) > 0"] * len(q.contains_any))
+                              or "FALSE") + ")")
+        params += list(q.contains_any)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

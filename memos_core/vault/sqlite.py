@@ -278,18 +278,19 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             with self._lock:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def _damaged(self, what: str, exc: Exception) -> CorruptDataError:
+    def _damaged(self, what: str, exc: Exception, memory_id: str | None = None
+                 ) -> CorruptDataError:
         return CorruptDataError(
             f"The vault at {self.path} holds a damaged record: {what} ({first_line(exc)}). Restore the "
-            "vault from a backup or an export bundle (memos import).")
+            "vault from a backup or an export bundle (memos import).", memory_id=memory_id)
 
-    def _cube(self, doc: str, what: str) -> MemCube:
+    def _cube(self, doc: str, what: str, memory_id: str | None = None) -> MemCube:
         """A stored document as a MemCube; a damaged one is a :class:`CorruptDataError`
-        naming it (not a pydantic traceback)."""
+        naming it (not a pydantic traceback), with ``memory_id`` for a current record."""
         try:
             return MemCube.model_validate_json(doc)
         except (ValidationError, ValueError, TypeError) as exc:
-            raise self._damaged(what, exc) from None
+            raise self._damaged(what, exc, memory_id) from None
 
     def _storage_error(self, exc: sqlite3.DatabaseError) -> MemOSError | None:
         """What SQLite's error means for the user: a damaged file (:class:`CorruptDataError`,
@@ -674,10 +675,10 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             try:
                 usage[mid] = Usage(access_count=count, last_access=_dt(last), heat=heat, tier=tier)
             except (ValidationError, ValueError, TypeError, OverflowError) as exc:
-                raise self._damaged(f"usage counters of memory {mid}", exc) from None
+                raise self._damaged(f"usage counters of memory {mid}", exc, mid) from None
         out = []
         for mid, doc in docs:
-            cube = self._cube(doc, f"memory {mid}")
+            cube = self._cube(doc, f"memory {mid}", mid)
             if mid in usage:
                 cube = cube.model_copy(update={"usage": usage[mid]})
             out.append(cube)
@@ -750,6 +751,10 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         for key, value in q.metadata_equals.items():
             clauses.append("json_extract(doc, ?) = ?")
             params += [f'$.metadata."{key}"', int(value) if isinstance(value, bool) else value]
+        if q.contains_any is not None:
+            clauses.append("(" + (" OR ".join(["instr(doc, ?) > 0"] * len(q.contains_any))
+                                  or "0") + ")")
+            params += list(q.contains_any)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def list(self, query: ListQuery) -> list[MemCube]:

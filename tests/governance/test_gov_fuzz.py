@@ -275,6 +275,26 @@ def test_cli_never_crashes_and_fails_cleanly(cli_home: tuple[Path, list[str]],
         assert vault_counts(home) == before, f"failed {argv!r} wrote to the store"
 
 
+@pytest.mark.parametrize("argv", [
+    ["add", "--user", "u\udcff", "hello"],
+    ["add", "--tag", "t\udcff", "hello"],
+    ["add", "--sensitivity", "p\udcff", "hello"],
+    ["add", "--agent", "a\udcff", "hello"],
+    ["search", "--tag", "t\udcff", "hello"],
+    ["list", "--session", "s\udcff"],
+])
+def test_a_non_utf8_argument_ends_in_a_message(cli_home: tuple[Path, list[str]],
+                                               capsys: pytest.CaptureFixture[str],
+                                               argv: list[str]) -> None:
+    """A byte that is not UTF-8 on the command line reaches Python as a lone surrogate; it
+    went on to SQLite or pydantic and ended in a traceback (exit 1)."""
+    home, _ = cli_home
+    before = vault_counts(home)
+    assert main([argv[0], "--data-dir", str(home), "--user", "fuzz", *argv[1:]]) == 2
+    assert "unpaired surrogate" in capsys.readouterr().err
+    assert vault_counts(home) == before
+
+
 @pytest.mark.parametrize("argv, code, message", [
     (["export", "\x00"], 2, "without NUL"),           # found by the fuzzer: a traceback before
     (["import", "\x00"], 2, "without NUL"),

@@ -302,6 +302,31 @@ def test_a_damaged_record_or_page_is_a_corrupt_data_error(tmp_path: Path) -> Non
         vault.close()
 
 
+def test_a_damaged_record_does_not_stop_the_store_opening_or_reindexing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An index rebuild (reconcile on open after an index loss, reindex) read every memory
+    and stopped at the first damaged record: the store could not be opened by anyone. It
+    now leaves that memory out of the index, names it in an error, and indexes the rest."""
+    data = tmp_path / "d"
+    with MemOS(data, config=_config()) as mos:
+        bad = mos.add("A note whose record gets damaged.", user_id="ada")
+        good = mos.add("A note that stays fine.", user_id="ada")
+        bobs = mos.add("Bob's note about kayaks.", user_id="bob")
+    db = sqlite3.connect(data / "vault.sqlite3")
+    db.execute("UPDATE memories SET doc=substr(doc, 1, 40) WHERE id=?", (bad.id,))
+    db.execute("UPDATE meta SET value='0' WHERE key='index_clean'")
+    db.commit()
+    db.close()
+    shutil.rmtree(data / "index")
+    with MemOS(data, config=_config()) as mos:
+        assert f"memory {bad.id}" in caplog.text and "left out of the index" in caplog.text
+        assert [h.id for h in mos.search("kayaks", user_id="bob")] == [bobs.id]
+        assert mos.reindex() == {"indexed": 2}
+        assert set(mos.index.versions()) == {good.id, bobs.id}
+        with pytest.raises(CorruptDataError, match=f"memory {bad.id}"):
+            mos.get(bad.id, user_id="ada")
+
+
 def test_an_embedder_that_cannot_load_stores_nothing(tmp_path: Path) -> None:
     """The model loads lazily, after the vault's commit: a bad embedder path raised a raw
     FileNotFoundError from add although the memory was stored, and each retry stored

@@ -58,7 +58,7 @@ DAMAGE: list[tuple[str, Edit, str]] = [
         "sha256", d["tokens"][1]["sha256"][:-1]), "sha256 is not 64 lowercase hex"),
     ("user-int", _set("user_id", 7), "user_id is a JSON number"),
     ("user-empty", _set("user_id", " "), "user_id must be a non-empty str"),
-    ("user-nul", _set("user_id", "bo\x00b"), "user_id must be at most 256 characters without NUL"),
+    ("user-nul", _set("user_id", "bo\x00b"), "user_id holds a NUL character"),
     ("id-list", _set("id", ["tok_1"]), "id is a JSON array"),
     ("id-newline", _set("id", "tok_1\nforged log line"), "id is not 1 to 64 letters"),
     ("created-at-bool", _set("created_at", True), "created_at is a JSON boolean"),

@@ -343,6 +343,22 @@ class VaultConformance:
         assert [c.id for c in vault.list(ListQuery(metadata_equals={"k": "x"}))] == [a.id]
         assert [c.id for c in vault.list(ListQuery(metadata_equals={"n": 1}))] == [b.id]
 
+    def test_list_by_strings_the_record_holds(self, vault: Vault) -> None:
+        a = cube("Zoë's locker code is 4417", metadata={"note": {"said": 'she said "B12"'}})
+        b = cube("plain note", tags=("Kayak9",))
+        vault.insert([a, b], ALICE)
+
+        def found(*needles: str) -> list[str]:
+            return [c.id for c in vault.list(ListQuery(contains_any=needles))]
+
+        assert found("locker") == [a.id]
+        assert found("B12") == [a.id]  # in metadata
+        assert found("Kayak9") == [b.id]  # in tags
+        assert found("4417", "plain") == [a.id, b.id]
+        assert found("LOCKER") == []  # case-sensitive
+        assert found() == []
+        assert found("4%1") == []  # a literal string, not a LIKE pattern
+
     def test_list_includes_memories_shared_with_the_user(self, vault: Vault) -> None:
         mine = cube("bob's note", user="bob")
         vault.insert([mine], Actor("bob"))

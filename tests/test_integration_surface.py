@@ -23,6 +23,7 @@ from memos_core.integration import (
     ConversationLog,
     DerivedForm,
     ItemKey,
+    MessageRedactor,
     RecentForgets,
     delete_by_key,
     get_by_key,
@@ -194,6 +195,18 @@ def test_recent_forgets_by_user_mark_and_age(mos: MemOS, monkeypatch: pytest.Mon
     assert redacted("carol") == text
     monkeypatch.setattr(RecentForgets, "window_s", 0.0)
     assert recent.redactors(None) == []
+
+
+def test_redactor_tokens_survive_any_json_escaping(mos: MemOS) -> None:
+    """What a forget hook asks the vault for (``owned_holding``): runs of ASCII letters and
+    digits, which no JSON escaping changes; none for a text without one."""
+    fact = mos.add('Zoë\'s "safe word" is Tromsø-1187', user_id="ada")
+    tokens = MessageRedactor(fact).tokens()
+    assert tokens is not None and "Troms" in tokens and max(fact.id.split("-"), key=len) in tokens
+    for escaped in (json.dumps(fact.text), json.dumps(json.dumps(fact.text)),
+                    json.dumps(fact.text, ensure_ascii=False)):
+        assert any(t in escaped for t in tokens)
+    assert MessageRedactor(mos.add("我家保险箱的密码是山川和大海", user_id="ada")).tokens() is None
 
 
 def test_search_excludes_sources_and_the_current_session(mos: MemOS) -> None:

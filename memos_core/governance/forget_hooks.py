@@ -353,6 +353,25 @@ class MessageRedactor:
         return sorted(found)
 
 
+    def tokens(self) -> tuple[str, ...] | None:
+        """Strings at least one of which any stored record holding the memory contains,
+        however that record's JSON escapes it: the longest run of ASCII letters and digits
+        of each text to redact, of the memory's id and of each source message id (escaping
+        never touches those characters). None when one of them has no such run: then
+        nothing can be pre-filtered."""
+        found = set()
+        for text in {*self._whole, *self.source_ids, self.memory_id}:
+            runs = _ALNUM.findall(text)
+            if not runs:
+                return None
+            found.add(max(runs, key=len))
+        return tuple(sorted(found))
+
+
+#: a run of ASCII letters and digits (see MessageRedactor.tokens)
+_ALNUM = re.compile(r"[A-Za-z0-9]+")
+
+
 def _escapes(text: str) -> tuple[str, str]:
     """``text`` as the inside of a JSON string: ASCII-escaped, and as UTF-8."""
     return json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]

@@ -12,7 +12,8 @@ public package (:mod:`memos_core`). Nothing else of the core is theirs to import
   ``a``-methods of :class:`ConversationLog` -- native async in server mode, a worker thread
   otherwise.
 * Forgets applied for a while after they ran (:mod:`.forgets`): :class:`RecentForgets`
-  and its window :data:`LATE_WRITE_S` (what a running agent writes after a forget).
+  and its window :data:`LATE_WRITE_S` (what a running agent writes after a forget); the
+  memories a forget must look at, pre-filtered in the vault (:func:`owned_holding`).
 * Tool specs shared by both tool sets (:mod:`.tools`): :data:`TOOL_SPECS`.
 * Rules an adapter applies as the core does: redaction of prompts (:func:`for_prompt`,
   :func:`allowance`, :func:`redacted_text`), of forgotten text (:class:`MessageRedactor`,
@@ -40,7 +41,7 @@ from memos_core.integration.async_storage import (
     async_checkpoints,
     has_native_async,
 )
-from memos_core.integration.forgets import LATE_WRITE_S, RecentForgets
+from memos_core.integration.forgets import LATE_WRITE_S, RecentForgets, owned_holding
 from memos_core.integration.keyed import (
     aget_by_key,
     aiter_by_prefix,
@@ -117,6 +118,7 @@ __all__ = [
     "migrate_keys",
     "on_forget_checkpoints",
     "open_log",
+    "owned_holding",
     "put_by_key",
     "redact_log_message",
     "redacted_text",

@@ -4,7 +4,8 @@
 memory in memory (LangGraph's next checkpoint, a LlamaIndex run's state) and store it
 after the forget, text and all. An adapter keeps the redactors of its ``MemOS``'s recent
 forgets in a :class:`RecentForgets` and applies them to what is written in the
-:data:`LATE_WRITE_S` seconds after each forget.
+:data:`LATE_WRITE_S` seconds after each forget. :func:`owned_holding` finds the stored
+memories a forget hook must redact without decoding all of a user's.
 """
 
 from __future__ import annotations
@@ -12,12 +13,20 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from memos_core.cube import MemCube
 from memos_core.governance.forget_hooks import MessageRedactor
+from memos_core.vault import ListQuery
+
+if TYPE_CHECKING:
+    from memos_core.memos import MemOS
 
 #: How long after a forget the adapters redact the memory in what is written.
 LATE_WRITE_S = 60.0
+#: memories read per vault query
+_PAGE = 1000
 
 
 class RecentForgets:
@@ -59,3 +68,21 @@ class RecentForgets:
             return [redactor for _, mark, owner, redactor in self._items
                     if (user_id is None or owner == user_id)
                     and (before is None or before < mark)]
+
+
+def owned_holding(mos: MemOS, user_id: str, redactor: MessageRedactor, *,
+                  tags: Sequence[str], states: Sequence[str]) -> list[MemCube]:
+    """The memories ``user_id`` owns, with one of ``tags`` and in one of ``states``, whose
+    stored record may hold what ``redactor`` redacts: the vault keeps only those holding
+    one of its :meth:`~MessageRedactor.tokens` (all of them when it has none), so a forget
+    does not decode every message of a long history. A superset: the caller checks each.
+    Read whole before the caller changes any (a redacted one may leave the selection)."""
+    tokens = redactor.tokens()
+    out: list[MemCube] = []
+    while True:
+        page = mos.vault.list(ListQuery(
+            user_ids=(user_id,), tags=tuple(tags), states=tuple(states),
+            contains_any=tokens, limit=_PAGE, offset=len(out)))
+        out.extend(page)
+        if len(page) < _PAGE:
+            return [c for c in out if c.user_id == user_id]  # not those shared with them

@@ -37,6 +37,7 @@ from memos_core.integration import (
     MessageRedactor,
     check_name,
     has_native_async,
+    owned_holding,
     redact_log_message,
 )
 
@@ -245,7 +246,8 @@ def _redact_histories(mos: MemOS, memory: MemCube) -> list[DerivedForm]:
     # source message ids): a cheap filter before a message is decoded and redacted
     patterns = [p.decode() for p in redactor.patterns()]
     sessions: set[str] = set()
-    for cube in _histories(mos, memory.user_id):
+    for cube in owned_holding(mos, memory.user_id, redactor, tags=[HISTORY_TAG],
+                              states=_LIVE_STATES):
         if cube.id in skip:
             continue
         raw = json.dumps(cube.metadata[META_MESSAGE], ensure_ascii=False)
@@ -264,18 +266,6 @@ def _redact_histories(mos: MemOS, memory: MemCube) -> list[DerivedForm]:
         sessions.add(cube.session_id or "")
     return [DerivedForm(kind="conversation_log", id=f"{FORM}:{s}", action="redacted")
             for s in sorted(sessions)]
-
-
-def _histories(mos: MemOS, user_id: str) -> Iterator[MemCube]:
-    """Every chat-history message of ``user_id`` (all sessions), read a page at a time."""
-    offset = 0
-    while True:
-        page = mos.list(user_id=user_id, tags=[HISTORY_TAG], states=_LIVE_STATES,
-                        limit=_PAGE, offset=offset)
-        yield from _own_messages(page, user_id)
-        if len(page) < _PAGE:
-            return
-        offset += _PAGE
 
 
 def _redacted_version(old: MemCube, redactor: MessageRedactor) -> MemCube | None:

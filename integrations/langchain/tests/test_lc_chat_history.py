@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -160,6 +161,38 @@ def test_forgotten_text_leaves_every_file_of_the_data_directory(
     mos.forget(fact_id, user_id="alice")
     mos.close()
     assert _files_holding(mos.data_dir, MARKER) == []
+
+
+def test_a_forget_finds_quotes_however_the_store_escapes_them(
+        make_mos: Callable[..., MemOS]) -> None:
+    """The forget hook asks the vault only for the messages that hold one of the memory's
+    runs of ASCII letters and digits (a long history is not decoded whole): a text with an
+    accent and quotes is escaped in the stored record, twice in a tool call's raw
+    arguments, and a text with no ASCII run is looked for in every message."""
+    mos = make_mos("escapes")
+    fact = mos.add('Zoë\'s "safe word" is Tromsø-1187', user_id="alice")
+    cjk = mos.add("我家保险箱的密码是山川和大海", user_id="alice")
+    raw = json.dumps({"text": fact.text})  # ASCII-escaped, as OpenAI-style messages keep it
+    history = MemOSChatMessageHistory(mos, user_id="alice", session_id="s")
+    history.add_messages([
+        HumanMessage(f"Remember: {fact.text}", id="h1"),
+        AIMessage("", id="a1", tool_calls=[{"name": "store_memory", "args": {"text": fact.text},
+                                             "id": "c1", "type": "tool_call"}],
+                  additional_kwargs={"tool_calls": [{"id": "c1", "type": "function", "function": {
+                      "name": "store_memory", "arguments": raw}}]}),
+        HumanMessage(f"还有:{cjk.text}", id="h2"),
+        HumanMessage("Unrelated chatter about kayaks", id="h3"),
+    ])
+    mos.forget(fact.id, user_id="alice")
+    mos.forget(cjk.id, user_id="alice")
+    messages = history.messages
+    assert [m.content for m in messages] == [
+        "Remember: [forgotten]", "", "还有:[forgotten]", "Unrelated chatter about kayaks"]
+    assert messages[1].tool_calls[0]["args"] == {"text": "[forgotten]"}
+    assert "1187" not in json.dumps(messages[1].additional_kwargs)
+    mos.close()
+    for needle in ("Tromsø-1187", "Troms\\u00f8-1187", "密码是山川"):
+        assert _files_holding(mos.data_dir, needle) == [], needle
 
 
 def test_a_memory_given_new_text_gives_its_message_that_text(mos: MemOS) -> None:

@@ -24,6 +24,7 @@ from memos_core.tiers.activation import (
     KVCacheTier,
     MemoryRef,
     block_messages,
+    block_path,
     load_block,
     read_header,
     save_block,
@@ -229,6 +230,20 @@ def test_block_is_built_once_and_reused(tiny: LocalModel) -> None:
     assert tier.get([mem(1, version=2), mem(2)]) is None  # so is every version
     assert tier.messages_for([mem(1), mem(2)]) == first.prefix.messages
     assert len(tier) == 1 and tier.usage() == (first.num_tokens, first.nbytes)
+
+
+def test_get_or_build_says_when_it_built(tiny: LocalModel, tmp_path: Path) -> None:
+    """``on_build`` hears of a build, never of a kept block: a caller learns from the call
+    itself that it wrote a block, also one dropped between its look and the call."""
+    tier = KVCacheTier(tiny, directory=tmp_path)
+    built: list[KVBlock] = []
+    first = tier.get_or_build([mem(1)], on_build=built.append)
+    assert built == [first]
+    assert tier.get_or_build([mem(1)], on_build=built.append) is first and built == [first]
+    assert first.block_id in tier
+    tier.invalidate("id1")  # what a forget does between the caller's look and its call
+    again = tier.get_or_build([mem(1)], on_build=built.append)
+    assert built == [first, again] and block_path(tmp_path, again.block_id).is_file()
 
 
 def test_invalidate_drops_every_block_with_the_memory(tiny: LocalModel, tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +30,7 @@ from memos_core.scheduler import (
     ScheduleReport,
     StepKind,
 )
+from memos_core.tiers import tempfiles
 
 # One hit is enough to promote (a hit's heat starts to decay at once, so stay below 1.0).
 EAGER = SchedulerConfig.preset("eager", min_heat_to_promote=0.9, demote_below_heat=0.5)
@@ -398,14 +401,41 @@ def test_a_forget_while_the_scheduler_builds_leaves_no_block(store: MemOS, monke
     assert not [p for p in store.data_dir.rglob("*") if p.is_file() and b"Pastel" in p.read_bytes()]
 
 
+def test_a_forget_dropping_a_kept_block_before_the_build_leaves_no_block(
+    store: MemOS, monkeypatch,
+) -> None:
+    """The owner's block was kept when the run looked at the tier; a forget of a member then
+    dropped it (its purge deleted the file) before ``get_or_build`` ran, which built it again
+    from the cubes read before the forget. The run must learn that it built the block, find
+    the hot set changed, and drop it: no file keeps the forgotten text."""
+    cat = store.add("Alice's cat is called Pastel.", user_id="alice")
+    job = store.add("Alice works as a nurse in Lisbon.", user_id="alice")
+    hit(store, cat, job)
+    store.schedule(config=EAGER)
+    tier = engine_for(store).tier
+    assert block_members(store) == [{cat.id, job.id}]
+    build = tier.get_or_build
+    forgotten: list[Any] = []
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        if not forgotten:  # the block is kept when the run decides; the forget lands now
+            forgotten.append(store.forget(cat.id, user_id="alice"))
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(tier, "get_or_build", racing)
+    alice = store.schedule(config=EAGER).for_user("alice")
+    assert forgotten and alice is not None and alice.block_id is None and alice.error
+    assert not [m for m in block_members(store) if cat.id in m]
+    assert not [p for p in store.data_dir.rglob("*") if p.is_file() and b"Pastel" in p.read_bytes()]
+
+
 def test_forget_deletes_temporary_kv_files_a_crashed_writer_left(store: MemOS) -> None:
     """A KV file is written to a temporary name, then renamed; a crash between the two leaves
     the temporary file, which holds the memories' text in its header and which no glob for
-    ``*.safetensors`` finds. A forget deletes such orphans; a temporary file this process is
-    writing now stays."""
-    import subprocess
-    import sys
-
+    ``*.safetensors`` finds. A forget deletes such orphans: one whose writer's pid runs no
+    more, and one named for this process's pid that this process is not writing (an earlier
+    process with the same pid crashed: a container's app often has the same pid each time).
+    A temporary file this process is writing now stays."""
     cat = store.add("Alice's cat is called Pastel.", user_id="alice")
     hit(store, cat)
     store.schedule(config=EAGER)
@@ -413,9 +443,43 @@ def test_forget_deletes_temporary_kv_files_a_crashed_writer_left(store: MemOS) -
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     orphan = block.with_name(f".{block.name}.tmp-{dead}-0badc0de")
+    same_pid = block.with_name(f".{block.name}.tmp-{os.getpid()}-2badc0de")
     writing = block.with_name(f".{block.name}.tmp-{os.getpid()}-1badc0de")
     orphan.write_bytes(block.read_bytes())
-    writing.write_bytes(b"being written")
-    receipt = store.forget(cat.id, user_id="alice")
-    assert orphan.name in {f.id for f in receipt.derived if f.kind == "kv_block"}
-    assert not orphan.exists() and not block.exists() and writing.exists()
+    same_pid.write_bytes(block.read_bytes())
+    with tempfiles.writing(writing):
+        writing.write_bytes(b"being written")
+        receipt = store.forget(cat.id, user_id="alice")
+        assert writing.exists()
+    assert {orphan.name, same_pid.name} <= {f.id for f in receipt.derived if f.kind == "kv_block"}
+    assert not orphan.exists() and not same_pid.exists() and not block.exists()
+
+
+def test_a_temporary_kv_file_whose_writers_pid_was_reused_is_deleted(store: MemOS) -> None:
+    """A process with the writer's pid runs, but it started after the temporary file last
+    changed, so it cannot be its writer (the pid was reused): the file is a crash's leftover,
+    and a forget deletes it. A file changed after that process started may be its own, half
+    written, and stays."""
+    if tempfiles.process_start_time(os.getpid()) is None:
+        pytest.skip("process start times need Linux's /proc")
+    cat = store.add("Alice's cat is called Pastel.", user_id="alice")
+    hit(store, cat)
+    store.schedule(config=EAGER)
+    [block] = kv_files(store)
+    stale = block.with_name(f".{block.name}.tmp-PID-3badc0de")
+    stale.write_bytes(block.read_bytes())
+    os.utime(stale, (stale.stat().st_atime, stale.stat().st_mtime - 3600))  # the crash was long ago
+    other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)  # the process that now has the pid
+    try:
+        assert tempfiles.process_start_time(other.pid) is not None
+        reused = stale.rename(stale.with_name(stale.name.replace("PID", str(other.pid))))
+        live = block.with_name(f".{block.name}.tmp-{other.pid}-4badc0de")
+        live.write_bytes(b"being written")
+        receipt = store.forget(cat.id, user_id="alice")
+        assert reused.name in {f.id for f in receipt.derived if f.kind == "kv_block"}
+        assert not reused.exists() and live.exists()
+    finally:
+        assert other.stdin is not None
+        other.stdin.close()
+        other.wait()

@@ -29,7 +29,10 @@ their own hot block, so a KV block never mixes two users' memories. For each own
 
 Correctness never depends on the executor racing well with writers: a block is addressed by
 its memories' ids *and versions*, so a block made from an old version is simply never found
-again by chat, and the change listener drops it.
+again by chat, and the change listener drops it. A block the run had to build (also one that
+was kept when the run looked, then dropped by a forget before the build) is checked against
+the hot set afterwards (:meth:`SchedulerExecutor.still_hot`) and dropped if a member changed
+meanwhile: the forget's purge may have run before the file was written.
 
 Audit records of promotion, demotion and blocks name the owner as user and
 :data:`SCHEDULER_AGENT` as agent.
@@ -62,7 +65,7 @@ from memos_core.vault import Actor, ListQuery
 
 if TYPE_CHECKING:
     from memos_core.store import MemoryStore
-    from memos_core.tiers.activation import KVCacheTier
+    from memos_core.tiers.activation import KVBlock, KVCacheTier
 
 #: Agent id written in the audit records of the scheduler's own actions.
 SCHEDULER_AGENT = "memos-scheduler"
@@ -377,11 +380,16 @@ class SchedulerExecutor:
         keep: str | None = None
         if hot:
             keep = tier.block_id_for(hot)
-            built = keep not in tier
+            # whether this call built the block comes from get_or_build itself: the block may
+            # be kept when we look and dropped by a forget before get_or_build runs, which then
+            # writes the forgotten text again from the cubes read above
+            fresh: list[KVBlock] = []
             try:
-                block = tier.get_or_build(hot, evict_first=[b for b in stale if b != keep])
+                block = tier.get_or_build(hot, evict_first=[b for b in stale if b != keep],
+                                          on_build=fresh.append)
             except (MemOSError, ValueError) as exc:  # budget, unsupported cache, boundary
                 return {"error": f"{type(exc).__name__}: {exc}"}
+            built = bool(fresh)
             if built and not self.still_hot(owner, hot):  # changed while it was built
                 tier.drop(block.block_id)
                 return {"error": "the hot memories changed while their block was built"}

@@ -361,15 +361,73 @@ def test_stale_adapters_are_retired_to_plaintext(store: tuple[MemOS, list[str]])
     assert tier.retire_stale("ada", now=now + timedelta(days=40), idle_s=86400) == "v1"
     assert "rarely used" in tier.store.manifest("v1").retired_reason
     mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
-    mos.update(ids[0], "Zorvin's cat is named Biscuit.", user_id="ada")
+    # new versions with the same text (re-tagged) keep the adapter serving (an update to
+    # another text retires it at once: test_an_update_to_another_text_retires_the_adapter),
+    # but are no longer current at the version it learned
+    mos.update(ids[0], tags=["pets"], user_id="ada")
+    assert tier.serving("ada") is not None
     assert tier.retire_stale("ada", now=now) is None  # 2 of 3 still current
-    mos.update(ids[1], "Mirela's favourite colour is amber.", user_id="ada")
+    mos.update(ids[1], tags=["colours"], user_id="ada")
     assert tier.retire_stale("ada", now=now) == "v2"
     assert "outdated: 2 of 3" in tier.store.manifest("v2").retired_reason
     assert tier.store.active("ada") is None and not tier.store.has_weights("v2")
     assert all(mos.get(i, user_id="ada").usage.tier is Tier.PLAINTEXT for i in ids)
     actions = audit_actions(mos)
     assert actions.count("parametric:retire") == 2
+
+
+def test_an_update_to_another_text_retires_the_adapter(store: tuple[MemOS, list[str]]) -> None:
+    """An update is often how a fact is taken back (a changed PIN): an adapter that learned
+    the old text must not keep answering with it. It is retired like one holding a forgotten
+    memory, and a retrain of its memories at their current text queued. A new version with
+    the same text (re-tagged) keeps it serving."""
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    mos.update(ids[0], tags=["pets"], user_id="ada")
+    assert tier.serving("ada") is not None
+    mos.update(ids[0], "Zorvin's cat is named Biscuit.", user_id="ada")
+    manifest = tier.store.manifest("v1")
+    assert manifest.status == "retired" and manifest.retired_reason == f"memory {ids[0]} updated"
+    assert tier.store.active("ada") is None and not tier.store.has_weights("v1")
+    answer = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=2)
+    assert answer.trace.adapter_version is None
+    [request] = tier.store.queue()
+    assert request.replaces == "v1" and sorted(request.memory_ids) == sorted(ids)
+    [retrained] = tier.run_queue("ada", progress=False)
+    learned = {m.id: m.version for m in retrained.manifest.memories}
+    assert learned[ids[0]] == mos.get(ids[0], user_id="ada").version
+    with pytest.raises(InvalidInputError, match="retired"):
+        mos.activate_adapter("v1", user_id="ada")
+
+
+def test_an_update_the_process_did_not_hear_of_stops_the_adapter(make_mos, tiny: LocalModel) -> None:
+    """An update made while no engine listened (here: a process without a model; in server
+    mode: another process) is caught up with: the adapter is not served meanwhile, and the
+    next open retires it."""
+    first = make_mos("first")
+    first.attach_model(tiny)
+    pin = first.add("Zorvin's door PIN is 4821.", user_id="ada", type="fact")
+    first.consolidate(user_id="ada", memory_ids=[pin.id], config=OPEN, progress=False)
+    where = first.data_dir
+    first.close()
+    unheard = MemOS(where)  # no model, no engine: nothing hears the update
+    try:
+        unheard.update(pin.id, "Zorvin's door PIN was changed.", user_id="ada")
+        unheard.attach_model(tiny)
+        tier = engine_for(unheard).parametric
+        assert tier.store.active("ada") == "v1"  # not retired yet ...
+        assert tier.serving("ada") is None and tier.model_for("ada") is None  # ... not served
+        with pytest.raises(InvalidInputError, match="updated"):
+            tier.activate("v1")
+    finally:
+        unheard.close()
+    reopened = MemOS(where)
+    try:
+        manifest = engine_for(reopened).parametric.store.manifest("v1")
+        assert manifest.status == "retired" and manifest.retired_reason == f"memory {pin.id} updated"
+    finally:
+        reopened.close()
 
 
 def _files_holding(root, needle: str) -> list[str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 from memos_core.errors import CorruptDataError
 from memos_core.results import DerivedForm
 from memos_core.runtime.prefix import PrefixCache
+from memos_core.tiers import tempfiles
 
 
 FORMAT = "memos-kv/1"
@@ -99,13 +99,12 @@ def save_block(block: KVBlock, directory: str | os.PathLike[str]) -> Path:
     }
     target = block_path(directory, block.block_id)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with tempfiles.writing(tempfiles.temp_path(target)) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
     return target
 
 
@@ -203,30 +202,12 @@ def load_block(
     return KVBlock(block_id=metadata["block_id"], memories=recorded, prefix=prefix)
 
 
-def _writer_gone(path: Path) -> bool:
-    """Whether the process that wrote the temporary file ``path`` (``.<name>.tmp-<pid>-<hex>``,
-    see :func:`save_block`) no longer runs: a crash left it behind, and nobody will rename or
-    delete it. This process's own temporary files are being written now."""
-    try:
-        pid = int(path.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
-    except (IndexError, ValueError):
-        return True  # not a name save_block writes: nobody owns it
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
-
-
 def kv_files_holding(kv_dir: Path, memory_ids: Iterable[str]) -> list[Path]:
     """KV cache files under ``kv_dir`` whose header lists any of ``memory_ids`` (any
     version, any model). Unreadable files are listed too: a file we cannot read might hold
     the memory, and the tier rebuilds what it needs. So are temporary files that a crashed
-    writer left behind (they may hold any memory's text, and nothing else removes them)."""
+    writer left behind (:func:`memos_core.tiers.tempfiles.writer_gone`; they may hold any
+    memory's text, and nothing else removes them)."""
     ids = set(memory_ids)
     unknown, blocks = _scan(kv_dir)
     return unknown + [path for path, members in blocks if any(mid in ids for mid, _ in members)]
@@ -239,7 +220,7 @@ def _scan(kv_dir: Path) -> tuple[list[Path], list[tuple[Path, tuple[tuple[str, i
     if not kv_dir.is_dir():
         return [], []
     unknown = [path for path in sorted(kv_dir.glob(f".*{SUFFIX}.tmp-*"))
-               if path.is_file() and _writer_gone(path)]
+               if path.is_file() and tempfiles.writer_gone(path)]
     blocks = []
     for path in sorted(kv_dir.glob(f"*{SUFFIX}")):
         if not path.is_file():

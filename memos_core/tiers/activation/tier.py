@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,12 +146,18 @@ class KVCacheTier:
         with self._lock:
             return self._resident(self._block_id(refs), refs)
 
-    def get_or_build(self, memories: Iterable[Any], *, evict_first: Sequence[str] = ()) -> KVBlock:
+    def get_or_build(self, memories: Iterable[Any], *, evict_first: Sequence[str] = (),
+                     on_build: Callable[[KVBlock], None] | None = None) -> KVBlock:
         """The block for these memories, computing its KV cache if it is not kept yet.
 
         ``memories``: :class:`MemoryRef`, ``(id, version, text)`` tuples or cubes, in the order
         they should appear. To make room, blocks in ``evict_first`` (block ids) go first, then
         the least recently used; the new block is persisted when the tier has a directory.
+        ``on_build`` is called with the block (kept and persisted by then) only when this call
+        built it, not when it was kept already: a caller that read ``memories`` before a
+        forget may only find out here that it wrote their text again, and must then check
+        them and drop the block (asking ``block_id in tier`` beforehand cannot tell, since a
+        forget may drop the block in between).
 
         Raises:
             InvalidInputError: no memories, or malformed ones.
@@ -183,6 +189,8 @@ class KVCacheTier:
             if self.directory is not None:
                 storage.save_block(block, self.directory)
             self._entries[bid] = _Entry(block.memories, block.num_tokens, block.nbytes, block)
+            if on_build is not None:
+                on_build(block)
             return block
 
     def _resident(self, bid: str, refs: Sequence[MemoryRef]) -> KVBlock | None:

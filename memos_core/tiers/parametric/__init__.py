@@ -4,6 +4,7 @@ gated by evaluation (recall and drift), versioned, and retired when a memory is 
 torch, transformers and peft load lazily, on the first training or adapter load.
 """
 
+from memos_core.tiers.parametric.adapted import load_adapted
 from memos_core.tiers.parametric.config import ParametricConfig
 from memos_core.tiers.parametric.data import CONTROL_PROMPTS, REPLAY_PROMPTS, Example, cloze
 from memos_core.tiers.parametric.evaluation import Evaluation, GateDecision, evaluate, gate
@@ -17,7 +18,6 @@ from memos_core.tiers.parametric.tier import (
     ConsolidationResult,
     ParametricTier,
     consolidatable,
-    load_adapted,
 )
 from memos_core.tiers.parametric.trainer import TrainingReport, train_lora
 

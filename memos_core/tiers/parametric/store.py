@@ -3,14 +3,19 @@
 activation history rollback walks back through); ``queue.json`` (retrains requested).
 
 Versions are ``v1``, ``v2``, ... in creation order, never reused. Writes go through a
-temporary file and ``os.replace`` so a crash leaves either the old or the new JSON. Weights
-are never pickled: peft writes ``adapter_model.safetensors``.
+temporary file and ``os.replace`` so a crash leaves either the old or the new JSON. A new
+adapter is written whole into a temporary directory (:func:`memos_core.tiers.tempfiles.temp_path`)
+and renamed to its version, so a version directory always has its manifest; what a crash
+leaves (a temporary directory whose writer is gone, a version directory without a manifest,
+e.g. from an interrupted delete) is listed by :meth:`AdapterStore.leftovers`. Weights are
+never pickled: peft writes ``adapter_model.safetensors``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 from datetime import datetime
@@ -21,11 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memos_core.cube import utcnow
 from memos_core.errors import CorruptDataError, InvalidInputError, MemOSError, first_line
+from memos_core.tiers import tempfiles
 from memos_core.tiers.parametric.evaluation import Evaluation, GateDecision
 from memos_core.tiers.parametric.trainer import TrainingReport
 
 MANIFEST = "manifest.json"
 WEIGHTS = "adapter_model.safetensors"
+#: The names :meth:`AdapterStore.next_version` gives.
+_VERSION = re.compile(r"v[0-9]+")
 Status = Literal["rejected", "ready", "active", "retired"]
 
 
@@ -131,16 +139,47 @@ class AdapterStore:
         return self.root / version
 
     def versions(self) -> list[str]:
-        """Versions with a manifest, oldest first."""
-        if not self.root.is_dir():
-            return []
-        found = [p.name for p in self.root.iterdir() if (p / MANIFEST).is_file()]
+        """Versions with a manifest, oldest first (not the temporary directories of
+        :meth:`save`, which are dot names)."""
+        found = [p.name for p in self._children()
+                 if not p.name.startswith(".") and (p / MANIFEST).is_file()]
         return sorted(found, key=lambda v: int(v[1:]) if v[1:].isdigit() else 0)
 
     def next_version(self) -> str:
+        """The version after every ``v<n>`` directory, with a manifest or not (a leftover's
+        number is not given again while it is on disk)."""
         with self._lock:
-            numbers = [int(v[1:]) for v in self.versions() if v[1:].isdigit()]
+            numbers = [int(p.name[1:]) for p in self._children() if _VERSION.fullmatch(p.name)]
             return f"v{max(numbers, default=0) + 1}"
+
+    def _children(self) -> list[Path]:
+        return sorted(self.root.iterdir()) if self.root.is_dir() else []
+
+    def leftovers(self) -> list[Path]:
+        """What crashes left in the adapters directory, to delete (any of it may hold
+        memories' text: weights, a manifest's evaluation): temporary directories of
+        :meth:`save` whose writer is gone (:func:`memos_core.tiers.tempfiles.writer_gone`),
+        and version directories (``v<n>``) without a ``manifest.json`` -- no writer makes
+        one (:meth:`save` renames a complete directory into place), so it is what an
+        interrupted delete, or a crash of a version before that rule, left. Unknown
+        versions hold unknown memories: a forget cannot rule them out."""
+        return [p for p in self._children() if p.is_dir() and (
+            (tempfiles.is_temp_name(p.name) and tempfiles.writer_gone(p))
+            or (_VERSION.fullmatch(p.name) is not None and not (p / MANIFEST).exists()))]
+
+    def discard(self, where: Path) -> bool:
+        """Delete the adapter directory ``where`` (a version, or a leftover) with everything
+        in it, first making a version no owner's active one; returns whether it was there."""
+        with self._lock:
+            if not where.name.startswith("."):  # a version: the state may name it
+                for owner, active in self.active_all().items():
+                    if active == where.name:
+                        self.set_active(owner, None)
+            try:
+                shutil.rmtree(where)
+            except FileNotFoundError:
+                return False
+            return True
 
     def manifest(self, version: str) -> AdapterManifest:
         """The manifest of ``version``.
@@ -174,13 +213,29 @@ class AdapterStore:
                 corrupt.append(version)
         return found, corrupt
 
-    def save(self, peft_model: Any, manifest: AdapterManifest) -> Path:
-        """Write the weights (safetensors) and the manifest; returns the adapter directory."""
+    def save(self, peft_model: Any | None, manifest: AdapterManifest) -> Path:
+        """Write a new adapter: the weights (safetensors; none when ``peft_model`` is None)
+        and the manifest, into a temporary directory renamed to the version at the end, so
+        a crash never leaves a version without its manifest. Returns the adapter directory.
+
+        Raises:
+            InvalidInputError: the version exists already.
+        """
         with self._lock:
             where = self.path(manifest.version)
-            where.mkdir(parents=True, exist_ok=True)
-            peft_model.save_pretrained(str(where), safe_serialization=True)
-            self.write_manifest(manifest)
+            if where.exists():
+                raise InvalidInputError(f"adapter {manifest.version} exists under {self.root}")
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfiles.writing(tempfiles.temp_path(where)) as staging:
+                try:
+                    staging.mkdir()
+                    if peft_model is not None:
+                        peft_model.save_pretrained(str(staging), safe_serialization=True)
+                    _write_json(staging / MANIFEST, manifest.model_dump(mode="json"))
+                    os.replace(staging, where)
+                finally:
+                    if staging.exists():
+                        shutil.rmtree(staging, ignore_errors=True)
             return where
 
     def write_manifest(self, manifest: AdapterManifest) -> None:

@@ -16,16 +16,16 @@ Lifecycle (each step audited with ``parametric:<action>``):
   deactivated, weights deleted, and a retrain without the memory queued
   (:meth:`run_queue` runs it). The engine calls it from ``mos.on_change`` for tombstones;
   the forget cascade calls it too, so it also works when no engine is running.
+* An expired memory retires its adapters the same way, and so does a memory updated to
+  another text (the weights would still answer with the old one: a changed PIN); the retrain
+  queued then takes the memory at its new text. :meth:`settle` catches up with what a
+  process did not hear of, and until then :meth:`serving` does not serve such an adapter.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import logging
-import shutil
 import threading
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from memos_core.errors import InvalidInputError
 from memos_core.governance.sensitivity import NEVER_IN_WEIGHTS, allowance, withheld
 from memos_core.lifecycle import ttl_elapsed
 from memos_core.results import DerivedForm
+from memos_core.tiers.parametric.adapted import adapter_tag, chat_form, load_adapted
 from memos_core.tiers.parametric.config import ParametricConfig
 from memos_core.tiers.parametric.data import (
     CONTROL_PROMPTS,
@@ -56,13 +57,12 @@ from memos_core.tiers.parametric.evaluation import (
     scrubbed,
 )
 from memos_core.tiers.parametric.store import (
-    WEIGHTS,
     AdapterManifest,
     AdapterStore,
     MemoryRef,
     RetrainRequest,
 )
-from memos_core.tiers.parametric.trainer import _PEFT_DEPRECATION, train_lora
+from memos_core.tiers.parametric.trainer import train_lora
 from memos_core.vault import Actor
 
 if TYPE_CHECKING:
@@ -90,13 +90,6 @@ def consolidatable(cube: MemCube) -> bool:
     return (cube.state in (State.GENERATED, State.ACTIVATED) and cube.valid_to is None
             and not ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, utcnow())
             and cube.type in CONSOLIDATABLE and cloze(cube.text) is not None)
-
-
-def adapter_tag(store: AdapterStore, version: str) -> str:
-    """The fingerprint's adapter field: version plus a hash of its weights, so two stores'
-    ``v1`` never share KV caches."""
-    digest = hashlib.sha256((store.path(version) / WEIGHTS).read_bytes()).hexdigest()
-    return f"{version}@{digest[:16]}"
 
 
 class ParametricTier:
@@ -214,11 +207,8 @@ class ParametricTier:
                 evaluation=evaluation, decision=decision,
                 status="ready" if decision.passed else "rejected",
             )
-            if decision.passed:
-                self.store.save(peft_model, manifest)
-            else:  # nothing will ever serve it: its weights never reach the disk
-                self.store.path(manifest.version).mkdir(parents=True, exist_ok=True)
-                self.store.write_manifest(manifest)
+            # a failed adapter: nothing will ever serve it, so its weights never reach the disk
+            self.store.save(peft_model if decision.passed else None, manifest)
         self._audit(owner, "train", manifest.version, {
             "memories": len(cubes), "recall": round(evaluation.recall, 4),
             "control_regressions": evaluation.control_regressions, "passed": decision.passed,
@@ -255,11 +245,12 @@ class ParametricTier:
             if not self.store.has_weights(version):
                 raise InvalidInputError(f"adapter {version} has no weights on disk")
             barred = self._unservable(manifest)
-            if barred:  # a forget or expiry this process missed, a narrower allowance
+            if barred:  # a change this process missed, a narrower allowance
                 raise InvalidInputError(
                     f"adapter {version} holds memory {barred[0]}, which was forgotten, has "
-                    "expired, or has a sensitivity tag the store's allow_sensitive no longer "
-                    "covers; it cannot be activated (retrain without it)")
+                    "expired, was updated to another text, or has a sensitivity tag the "
+                    "store's allow_sensitive no longer covers; it cannot be activated "
+                    "(retrain it)")
             base = self._base()
             if manifest.base_fingerprint != base.fingerprint.digest:
                 raise InvalidInputError(
@@ -295,7 +286,8 @@ class ParametricTier:
             earlier = [v for v in self.store.history(owner) if v != current]
             for version in reversed(earlier):
                 manifest = self.store.manifest(version)
-                if manifest.status == "ready" and self.store.has_weights(version):
+                if (manifest.status == "ready" and self.store.has_weights(version)
+                        and not self._unservable(manifest)):
                     self.activate(version, reason=f"rollback from {current}: {reason}")
                     self._audit(owner, "rollback", version, {"from": current}, reason)
                     return version
@@ -359,26 +351,33 @@ class ParametricTier:
         the records of every adapter that held it, retired now or before, lose their texts."""
         return self._retire_unretired(memory_id, f"memory {memory_id} forgotten", scrub=True)
 
+    def _drop_leftovers(self) -> list[str]:
+        """Delete what crashes left in the adapters directory (:meth:`AdapterStore.leftovers`:
+        a half-written adapter, a version directory without its manifest); returns the
+        directory names deleted. Which memories they hold is unknown, and nothing can load
+        them, so nothing that works is lost."""
+        with self._lock:
+            dropped = [where.name for where in self.store.leftovers() if self.store.discard(where)]
+            for name in dropped:
+                self._unload(name)
+                logger.warning("adapters: deleted %s, which a crash left without its manifest",
+                               name)
+        return dropped
+
     def _drop_unreadable(self) -> list[str]:
         """Delete every adapter whose manifest cannot be parsed (its directory: the weights,
         and the manifest, which may hold memories' texts in its evaluation) and deactivate
         it; returns the versions deleted. Which memories such an adapter holds is unknown,
         so a forget cannot rule it out; and without a manifest it cannot be loaded anyway,
         so nothing that works is lost."""
-        dropped = []
         with self._lock:
             _, corrupt = self.store.readable_manifests()
+            dropped = [v for v in corrupt if self.store.discard(self.store.path(v))]
             for version in corrupt:
-                for owner, active in self.store.active_all().items():
-                    if active == version:
-                        self.store.set_active(owner, None)
                 self._unload(version)
-                where = self.store.path(version)
-                if where.is_dir():
-                    shutil.rmtree(where)
-                    logger.warning("adapter %s: its manifest cannot be read, so a forget "
-                                   "deleted it", version)
-                    dropped.append(version)
+            for version in dropped:
+                logger.warning("adapter %s: its manifest cannot be read, so a forget deleted it",
+                               version)
         return dropped
 
     def _retire_unretired(self, memory_id: str, reason: str, *, scrub: bool) -> list[str]:
@@ -410,36 +409,75 @@ class ParametricTier:
 
     def retired_for(self, memory_id: str) -> list[str]:
         """Retire what holds ``memory_id`` (if not done yet) and return every adapter version
-        retired because it was forgotten, and those whose weights were deleted now because
-        their manifest cannot be read (:meth:`_drop_unreadable`). The forget purger's call.
-        Idempotent: a second call returns the same list (less the unreadable ones)."""
+        retired because it was forgotten, and those deleted now because their manifest cannot
+        be read (:meth:`_drop_unreadable`) or a crash left them without one
+        (:meth:`_drop_leftovers`; named by their directory). The forget purger's call.
+        Idempotent: a second call returns the same list (less those deleted)."""
         self.retire_holding(memory_id)
-        dropped = self._drop_unreadable()  # it might hold the memory: its weights go
+        # either might hold the memory: they go
+        dropped = self._drop_unreadable() + self._drop_leftovers()
         reason = f"memory {memory_id} forgotten"
         return [m.version for m in self.store.readable_manifests()[0]
                 if memory_id in m.memory_ids and m.retired_reason == reason] + dropped
 
     def settle(self) -> None:
-        """Catch up with forgets and expiries this process did not hear of (it was closed, or
-        killed between a tombstone and its purge; in server mode another process made
-        them): adapters holding a forgotten memory are retired and scrubbed, those holding
-        an expired one retired. Cheap when nothing changed (reads the manifests once)."""
+        """Catch up with forgets, expiries and updates this process did not hear of (it was
+        closed, or killed between a tombstone and its purge; in server mode another process
+        made them), and with crashes: what a crash left in the adapters directory is deleted
+        (:meth:`_drop_leftovers`), adapters holding a forgotten memory are retired and
+        scrubbed, those holding an expired one, or one updated to another text, retired.
+        Cheap when nothing changed (reads the manifests twice, and the vault's current
+        versions of their memories once)."""
+        self._drop_leftovers()
         readable, _ = self.store.readable_manifests()
         ids = sorted({mid for manifest in readable for mid in manifest.memory_ids})
         current = self.kernel.vault.get_many(ids) if ids else {}
-        self.on_change([c for c in current.values() if c.state in (State.DELETED, State.EXPIRED)])
+        gone = (State.DELETED, State.EXPIRED)
+        self.on_change([c for c in current.values() if c.state in gone])
+        self._retire_rewritten({i: c for i, c in current.items() if c.state not in gone})
 
     def on_change(self, cubes: Sequence[MemCube]) -> None:
         """``mos.on_change`` listener: tombstones retire the adapters holding them (their
         records scrubbed), and so does a memory whose TTL ran out (search no longer returns
-        it, so its adapter must not answer with it; a retrain of the rest is queued). An
-        archived memory keeps its adapter: archiving is the scheduler's tiering of cold
-        memories, and their adapters age out by ``retire_stale``."""
+        it, so its adapter must not answer with it; a retrain of the rest is queued). A
+        memory updated to another text retires the adapters that learned an earlier one
+        (:meth:`_retire_rewritten`). An archived memory keeps its adapter: archiving is the
+        scheduler's tiering of cold memories, and their adapters age out by
+        ``retire_stale``."""
         for cube in cubes:
             if cube.state is State.DELETED:
                 self.retire_holding(cube.id)
             elif cube.state is State.EXPIRED:
                 self._retire_unretired(cube.id, f"memory {cube.id} expired", scrub=False)
+        # a first version is in no adapter yet: an add reads no manifest
+        changed = {c.id: c for c in cubes if c.version > 1
+                   and c.state not in (State.DELETED, State.EXPIRED)}
+        if changed:
+            self._retire_rewritten(changed)
+
+    def _retire_rewritten(self, current: dict[str, MemCube]) -> list[str]:
+        """Retire each active or ready adapter that learned a memory in ``current`` (id ->
+        its current version) at a version with another text (:meth:`_rewritten`), and queue
+        a retrain of all its memories (the changed one at its new text); returns the
+        versions retired. An update is often how a fact is taken back (a changed PIN), and
+        chat must not keep answering with the old one from the weights. The record is not
+        scrubbed: the owner still reads the old text in the memory's history."""
+        retired = []
+        with self._lock:
+            for manifest in self.store.readable_manifests()[0]:
+                if manifest.status not in ("active", "ready"):
+                    continue
+                changed = [m.id for m in manifest.memories
+                           if m.id in current and self._rewritten(m, current[m.id])]
+                if not changed:
+                    continue
+                reason = f"memory {changed[0]} updated"
+                self.retire(manifest.version, reason=reason)
+                self.store.enqueue(RetrainRequest(
+                    owner=manifest.owner, memory_ids=tuple(sorted(manifest.memory_ids)),
+                    replaces=manifest.version, reason=reason))
+                retired.append(manifest.version)
+        return retired
 
     def run_queue(self, owner: str | None = None, *, progress: bool = True,
                   ) -> list[ConsolidationResult]:
@@ -463,11 +501,12 @@ class ParametricTier:
     def serving(self, owner: str) -> AdapterManifest | None:
         """``owner``'s active adapter if it may answer now: none of its memories is
         forgotten, expired or past its TTL (the scheduler marks those expired only at its
-        next run, and search stops returning them at once), or has a sensitivity tag the
-        store's ``allow_sensitive`` no longer covers (the store was opened with a narrower
-        allowance than it was trained under). Otherwise None: a chat runs on the base
-        model with every memory in the prompt, until the adapter is retired or the
-        allowance covers it again."""
+        next run, and search stops returning them at once), updated to another text since
+        it was trained (a process that did not hear of the update has not retired it yet),
+        or has a sensitivity tag the store's ``allow_sensitive`` no longer covers (the store
+        was opened with a narrower allowance than it was trained under). Otherwise None: a
+        chat runs on the base model with every memory in the prompt, until the adapter is
+        retired or the allowance covers it again."""
         manifest = self.active_manifest(owner)
         if manifest is None or self._unservable(manifest):
             return None
@@ -475,10 +514,10 @@ class ParametricTier:
 
     def held(self, owner: str) -> frozenset[str]:
         """Ids of ``owner``'s memories the serving adapter (:meth:`serving`) holds at their
-        current version (an updated memory is no longer held: the adapter learned the old
-        text) and answered right when asked in a chat at evaluation; ``MemOS.chat`` leaves
-        these out of the prompt. The rest of its memories are still put in the prompt as
-        plaintext."""
+        current version (a newer version with the same text -- re-tagged, say -- is not
+        held either; one with another text stops the adapter serving) and answered right
+        when asked in a chat at evaluation; ``MemOS.chat`` leaves these out of the prompt.
+        The rest of its memories are still put in the prompt as plaintext."""
         manifest = self.active_manifest(owner)
         if manifest is None:
             return frozenset()
@@ -519,20 +558,30 @@ class ParametricTier:
     def _unservable(self, manifest: AdapterManifest,
                     current: dict[str, MemCube] | None = None) -> list[str]:
         """Ids in ``manifest`` that must not be answered from weights now: tombstones,
-        expired or gone, past their TTL, or with a sensitivity tag the store's
-        ``allow_sensitive`` does not cover. ``current``: the vault's current versions of
-        its memories, if the caller has read them."""
+        expired or gone, past their TTL, updated to another text (:meth:`_rewritten`), or
+        with a sensitivity tag the store's ``allow_sensitive`` does not cover. ``current``:
+        the vault's current versions of its memories, if the caller has read them."""
         if current is None:
             current = self.kernel.vault.get_many([m.id for m in manifest.memories])
         allowed = allowance(getattr(self.kernel.config, "allow_sensitive", ()))
         now = utcnow()
 
-        def barred(cube: MemCube | None) -> bool:
+        def barred(ref: MemoryRef, cube: MemCube | None) -> bool:
             return (cube is None or cube.state in (State.DELETED, State.EXPIRED)
                     or ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, now)
-                    or bool(withheld(cube.governance.sensitivity, allowed)))
+                    or bool(withheld(cube.governance.sensitivity, allowed))
+                    or self._rewritten(ref, cube))
 
-        return sorted(m.id for m in manifest.memories if barred(current.get(m.id)))
+        return sorted(m.id for m in manifest.memories if barred(m, current.get(m.id)))
+
+    def _rewritten(self, ref: MemoryRef, cube: MemCube) -> bool:
+        """Whether ``cube``, the current version of memory ``ref.id``, has another text than
+        the version ``ref`` an adapter learned. A newer version with the same text (archived,
+        re-tagged) has not; a learned version the vault no longer has counts as rewritten."""
+        if cube.version == ref.version:
+            return False
+        learned = self.kernel.vault.get_version(ref.id, ref.version)
+        return learned is None or learned.text != cube.text
 
     def _set_status(self, version: str, status: str) -> AdapterManifest:
         manifest = self.store.manifest(version).model_copy(update={"status": status})
@@ -551,31 +600,6 @@ class ParametricTier:
                reason: str | None = None) -> None:
         self.kernel.vault.audit(Actor(owner, AGENT, reason), f"parametric:{action}",
                              details={"adapter": version, **details})
-
-
-def chat_form(model: LocalModel, question: str) -> tuple[str, str]:
-    """``(prompt, end)``: ``question`` as the user turn of a chat with the memory
-    instructions as system message (how ``MemOS.chat`` asks when no hot block is cached), up
-    to the assistant's turn, and the text that ends the assistant's turn."""
-    from memos_core.tiers.activation.compose import DEFAULT_INSTRUCTIONS
-
-    messages = [{"role": "system", "content": DEFAULT_INSTRUCTIONS},
-                {"role": "user", "content": question}]
-    return model.render(messages, add_generation_prompt=True), model.tokenizer.eos_token or ""
-
-
-def load_adapted(base: LocalModel, adapter_dir: Path, tag: str) -> LocalModel:
-    """A new :class:`LocalModel`: a copy of ``base`` with the adapter merged into its weights
-    and ``adapter_version=tag`` in its fingerprint. ``base`` is not modified."""
-    from peft import PeftModel
-
-    from memos_core.runtime import LocalModel
-
-    with warnings.catch_warnings():  # see trainer._PEFT_DEPRECATION
-        warnings.filterwarnings("ignore", message=_PEFT_DEPRECATION, category=FutureWarning)
-        wrapped = PeftModel.from_pretrained(copy.deepcopy(base.model), str(adapter_dir))
-    merged = wrapped.merge_and_unload()
-    return LocalModel(merged, base.tokenizer, model_id=base.model_id, adapter_version=tag)
 
 
 def adapter_purger(kernel: MemoryStore) -> Callable[[str], Callable[[], list[DerivedForm]]]:

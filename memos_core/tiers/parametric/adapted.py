@@ -1,0 +1,55 @@
+"""The adapted model: an adapter's weights merged into a copy of the base model, named in its
+fingerprint so no KV cache of the base model or of another adapter is ever reused for it,
+and the chat form adapters are evaluated and served in.
+
+torch and peft load lazily, on the first merge.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from memos_core.tiers.parametric.store import WEIGHTS, AdapterStore
+from memos_core.tiers.parametric.trainer import _PEFT_DEPRECATION
+
+if TYPE_CHECKING:
+    from memos_core.runtime import LocalModel
+
+
+def adapter_tag(store: AdapterStore, version: str) -> str:
+    """The fingerprint's adapter field: version plus a hash of its weights, so two stores'
+    ``v1`` never share KV caches."""
+    digest = hashlib.sha256((store.path(version) / WEIGHTS).read_bytes()).hexdigest()
+    return f"{version}@{digest[:16]}"
+
+
+def chat_form(model: LocalModel, question: str) -> tuple[str, str]:
+    """``(prompt, end)``: ``question`` as the user turn of a chat with the memory
+    instructions as system message (how ``MemOS.chat`` asks when no hot block is cached), up
+    to the assistant's turn, and the text that ends the assistant's turn."""
+    from memos_core.tiers.activation.compose import DEFAULT_INSTRUCTIONS
+
+    messages = [{"role": "system", "content": DEFAULT_INSTRUCTIONS},
+                {"role": "user", "content": question}]
+    return model.render(messages, add_generation_prompt=True), model.tokenizer.eos_token or ""
+
+
+def load_adapted(base: LocalModel, adapter_dir: Path, tag: str) -> LocalModel:
+    """A new :class:`LocalModel`: a copy of ``base`` with the adapter merged into its weights
+    and ``adapter_version=tag`` in its fingerprint. ``base`` is not modified."""
+    from peft import PeftModel
+
+    from memos_core.runtime import LocalModel
+
+    with warnings.catch_warnings():  # see trainer._PEFT_DEPRECATION
+        warnings.filterwarnings("ignore", message=_PEFT_DEPRECATION, category=FutureWarning)
+        wrapped = PeftModel.from_pretrained(copy.deepcopy(base.model), str(adapter_dir))
+    merged = wrapped.merge_and_unload()
+    return LocalModel(merged, base.tokenizer, model_id=base.model_id, adapter_version=tag)
+
+
+__all__ = ["adapter_tag", "chat_form", "load_adapted"]

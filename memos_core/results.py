@@ -58,7 +58,7 @@ class DerivedForm(BaseModel):
 
     ``kind``: ``"summary"`` (a memory compressed from it), ``"kv_block"`` (a KV cache file
     that held its text), ``"adapter"`` (a LoRA adapter trained on it; ``id`` is its
-    version) or ``"conversation_log"`` (a framework integration's stored conversation that
+    version, or the directory name of what a crash left, which may hold it) or ``"conversation_log"`` (a framework integration's stored conversation that
     held it; ``id`` is ``"<file>:<thread or key>"``). ``action``: ``"flagged"`` (a new
     version of the summary whose ``metadata["source_forgotten"]`` lists the forgotten
     sources), ``"forgotten"`` (the summary was forgotten too), ``"deleted"`` (the file was

@@ -480,8 +480,9 @@ class MemoryChat:
         try:
             block = tier.get(hot)
             if block is None:
-                block = tier.get_or_build(hot)
-                prepared.block_built = True
+                fresh: list[Any] = []  # another thread may have built it meanwhile
+                block = tier.get_or_build(hot, on_build=fresh.append)
+                prepared.block_built = bool(fresh)
                 if not self.engine.executor.still_hot(prepared.user_id, hot):
                     # a memory of the block changed or was forgotten while it was built (the
                     # forget's purge may have run before the file was written): drop it and

@@ -462,8 +462,14 @@ class MemOS:
             base["origin"] = origin or Origin.CONVERSATION
             base["type"] = type or MemoryType.EPISODE
         cubes = [writes.new_cube(self.extractor, **merge_message_item(base, item)) for item in items]
-        old = self._load(supersedes, user_id, write=True) if supersedes is not None else None
-        cubes = writes.add(self.store, cubes, Actor(user_id, agent_id, reason), supersedes=old)
+        actor = Actor(user_id, agent_id, reason)
+        if supersedes is None:
+            cubes = writes.add(self.store, cubes, actor)
+        else:  # read under the lock, as update does: another thread's change is no conflict
+            self.store.ready_embedder()  # (a first model load does not hold the lock)
+            with self.store.write_lock:
+                old = self._load(supersedes, user_id, write=True)
+                cubes = writes.add(self.store, cubes, actor, supersedes=old)
         return cubes[0] if isinstance(content, (str, bytes, bytearray)) else cubes
 
     @running

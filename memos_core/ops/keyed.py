@@ -74,7 +74,7 @@ def put_keyed(store: MemoryStore, item: ItemKey, fresh: Callable[[], MemCube],
             store.write(commit)
         except ConflictError:
             continue
-        return store.vault.get(cube.id) or cube
+        return store.as_written(cube)
     raise ConflictError(
         f"Key {item.key!r} in {item.namespace!r} kept changing under concurrent writers; "
         "nothing was written. Retry the put.")

@@ -93,7 +93,7 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
         return [new]
 
     store.write(commit, embed=False)
-    return store.vault.get(new.id) or new
+    return store.as_written(new)
 
 
 def share_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> ShareReceipt:

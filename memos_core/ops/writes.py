@@ -166,7 +166,7 @@ def write_version(store: MemoryStore, cube: MemCube, changes: dict[str, Any], ac
         return [new]
 
     store.write(commit)
-    return store.vault.get(new.id) or new
+    return store.as_written(new)
 
 
 def set_state(store: MemoryStore, cube: MemCube, target: State, actor: Actor) -> MemCube:

@@ -266,6 +266,17 @@ class MemoryStore:
             self._notify(changed)
             return changed
 
+    def as_written(self, cube: MemCube) -> MemCube:
+        """``cube``, a version this process has just committed, as the vault holds it (with
+        its usage counters). In server mode another process may have written a later
+        version since; that one is not what this call wrote, so the version itself is read
+        then (``cube`` if the vault no longer has it: a forget scrubbed it)."""
+        current = self.vault.get(cube.id)
+        if current is not None and current.version == cube.version:
+            return current
+        written = self.vault.get_version(cube.id, cube.version) or cube
+        return written.model_copy(update={"usage": (current or cube).usage})
+
     def ready_embedder(self) -> None:
         """Load the embedding model now if it is not loaded yet. The operations that write
         new text (add, update, compress, import, keyed puts) call it before their commit,

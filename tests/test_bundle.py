@@ -129,6 +129,7 @@ def _fix_hashes(path):
          "ttl_seconds must be"),
         (_first_version(lambda v: v["governance"].update(priority=2**70)), "priority must be"),
         (_first_version(lambda v: v["namespace"].update(agent_id="")), "agent_id must be"),
+        (_first_version(lambda v: v.update(valid_to="2031-01-01T00:00:00")), "no time zone"),
         (_dangling_edge, "not in the bundle"),
         (_traversal, "exactly the files|path"),
         (_symlink, "not a regular file"),

@@ -88,6 +88,25 @@ def client_filter(plan: FilterPlan) -> models.Filter | None:
     )
 
 
+#: The oldest Qdrant server whose writes can be conditional on the stored point (an upsert's
+#: ``update_filter``): processes sharing a collection write one memory's versions in any order.
+MIN_SERVER = (1, 16)
+
+
+def check_server_version(version: str) -> None:
+    """Raise ``ValueError`` for a Qdrant server older than :data:`MIN_SERVER` (a version
+    string it does not parse is let through: a development build)."""
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return
+    if found < MIN_SERVER:
+        raise ValueError(
+            f"The Qdrant server runs {version}; memos-core needs {MIN_SERVER[0]}.{MIN_SERVER[1]} "
+            "or later (its writes are conditional on the stored version). Upgrade the server, "
+            "or use the pgvector index.")
+
+
 def _make_client(target: str | PathLike[str]) -> QdrantClient:
     """A client for a URL, ``":memory:"`` or a local directory."""
     text = fspath(target)
@@ -178,6 +197,8 @@ class QdrantClientIndex:
     # -- collection ---------------------------------------------------------------------
 
     def _ensure_collection(self, client: QdrantClient) -> None:
+        if not self.local:
+            check_server_version(client.info().version)
         if not client.collection_exists(self.collection):
             self._create_collection(client)
             return

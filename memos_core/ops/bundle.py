@@ -286,6 +286,10 @@ def _check_fields(cube: MemCube) -> None:
     bad = unstorable(cube.model_dump(mode="json"))  # ids, provenance, entities, ...
     if bad is not None:
         raise InvalidInputError(f"a field holds {bad} (the API refuses them too)")
+    for name in ("created_at", "updated_at", "occurred_at", "valid_from", "valid_to"):
+        when = getattr(cube, name)
+        if when is not None and when.utcoffset() is None:  # compared with aware ones
+            raise InvalidInputError(f"{name} has no time zone (write it in UTC, with +00:00)")
     if cube.valid_to is not None and cube.valid_to < (cube.valid_from or cube.created_at):
         raise InvalidInputError("valid_to is earlier than valid_from")
 

@@ -834,3 +834,19 @@ def test_search_hybrid_sees_writes_and_fresh_statistics(index):
     after = search_hybrid(index, unit(8), sparse, flt, 4)
     assert after == (index.search_dense(unit(8), flt, 4), index.search_sparse(sparse, flt, 4))
     assert mid("c_more") in {h.id for h in after[1]} and before != after
+
+
+@pytest.mark.parametrize("version, ok", [
+    ("1.16.0", True), ("1.17.2", True), ("2.0.0", True), ("dev", True),
+    ("1.15.4", False), ("1.9.0", False),
+])
+def test_a_qdrant_server_too_old_for_conditional_writes_is_refused(version, ok):
+    """The versioned writes need Qdrant 1.16's conditional updates; an older server would
+    refuse every upsert (or ignore the condition), so open says so."""
+    from memos_core.index.client import check_server_version
+
+    if ok:
+        check_server_version(version)
+    else:
+        with pytest.raises(ValueError, match="needs 1.16 or later"):
+            check_server_version(version)

@@ -18,6 +18,7 @@ from memos_core.errors import AccessDeniedError, CorruptDataError, InvalidInputE
 from memos_core.runtime import LocalModel
 from memos_core.scheduler import ConsolidationConfig
 from memos_core.tiers.activation import KVCacheTier
+from memos_core.tiers.parametric.store import AdapterStore
 from memos_core.tiers.parametric import AdapterManifest, ParametricConfig, train_lora
 from memos_core.tiers.parametric.data import memory_examples, replay_examples
 from memos_core.vault import Actor
@@ -374,6 +375,19 @@ def test_stale_adapters_are_retired_to_plaintext(store: tuple[MemOS, list[str]])
     assert all(mos.get(i, user_id="ada").usage.tier is Tier.PLAINTEXT for i in ids)
     actions = audit_actions(mos)
     assert actions.count("parametric:retire") == 2
+
+
+def test_a_manifest_rewritten_elsewhere_is_read_again(store: tuple[MemOS, list[str]]) -> None:
+    """Manifests are parsed once per file as written (the listeners read them all on each
+    update); another store object (another process) rewriting one is seen at once."""
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    before = tier.store.manifest("v1")
+    assert tier.store.manifest("v1") is before  # not parsed again
+    other = AdapterStore(tier.store.root)
+    other.write_manifest(before.model_copy(update={"status": "retired", "retired_reason": "x"}))
+    assert tier.store.manifest("v1").status == "retired"
 
 
 def test_an_update_to_another_text_retires_the_adapter(store: tuple[MemOS, list[str]]) -> None:

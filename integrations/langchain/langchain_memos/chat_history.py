@@ -248,7 +248,7 @@ def _redact_histories(mos: MemOS, memory: MemCube) -> list[DerivedForm]:
     sessions: set[str] = set()
     for cube in owned_holding(mos, memory.user_id, redactor, tags=[HISTORY_TAG],
                               states=_LIVE_STATES):
-        if cube.id in skip:
+        if cube.id in skip or META_MESSAGE not in cube.metadata:  # tagged, not a message
             continue
         raw = json.dumps(cube.metadata[META_MESSAGE], ensure_ascii=False)
         if not any(p in raw or p in cube.text for p in patterns):

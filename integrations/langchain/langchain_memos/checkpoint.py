@@ -77,6 +77,9 @@ from langchain_memos._shared import configurable, context_value, run_context
 FILENAME = CHECKPOINT_FILE
 #: A receipt's id of a redacted thread: ``"checkpoints:<thread id>"``.
 FORM = "checkpoints"
+#: How long after a forget the checkpoints and writes created before it are still redacted
+#: as they are stored (kept here for code that read it from this module).
+LATE_WRITE_S = RecentForgets.window_s
 
 #: (table, type column, value column) of every serialised value that may hold messages.
 _VALUE_COLUMNS = (

@@ -195,6 +195,18 @@ def test_a_forget_finds_quotes_however_the_store_escapes_them(
         assert _files_holding(mos.data_dir, needle) == [], needle
 
 
+def test_a_memory_tagged_as_history_without_a_message_does_not_stop_a_forget(
+        mos: MemOS) -> None:
+    """A memory given the history's tag by hand (no serialised message in its metadata) made
+    every later forget of its owner fail with a KeyError (a reviewer found it)."""
+    history = MemOSChatMessageHistory(mos, user_id="alice", session_id="s")
+    fact = mos.add("The vault combination is 7731-Gamma", user_id="alice")
+    mos.add(f"note: {fact.text}", user_id="alice", tags=["lc.chat_history"], session_id="s")
+    history.add_messages([HumanMessage(f"Remember: {fact.text}", id="h1")])
+    mos.forget(fact.id, user_id="alice")
+    assert [m.content for m in history.messages] == ["Remember: [forgotten]"]
+
+
 def test_a_memory_given_new_text_gives_its_message_that_text(mos: MemOS) -> None:
     """``mos.update`` (e.g. the update_memory tool removing a phone number) reaches the
     history: a chain is fed the new text, not the message as it was added. Non-text blocks

@@ -130,6 +130,8 @@ class AdapterStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._lock = threading.RLock()
+        #: version -> (the manifest file's inode, size and mtime, its parsed manifest)
+        self._parsed: dict[str, tuple[tuple[int, int, int], AdapterManifest]] = {}
 
     # -- versions and manifests -------------------------------------------------------------
 
@@ -189,10 +191,21 @@ class AdapterStore:
             CorruptDataError: its manifest cannot be read.
         """
         file = self.path(version) / MANIFEST
-        if not file.is_file():
+        try:
+            stat = file.stat()
+        except OSError:
+            stat = None
+        if stat is None or not file.is_file():
             raise InvalidInputError(f"no adapter {version!r} under {self.root}")
+        # parsed once per file as written: the listeners read every manifest on each update
+        # (another process rewrites one with os.replace: a new inode, size or time)
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        cached = self._parsed.get(version)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         manifest: AdapterManifest = _read(file, AdapterManifest.model_validate_json,
                                           "adapter manifest")
+        self._parsed[version] = (key, manifest)
         return manifest
 
     def manifests(self) -> list[AdapterManifest]:

@@ -109,6 +109,8 @@ class ParametricTier:
         self._base = model
         self._lock = threading.RLock()
         self._loaded: dict[str, LocalModel] = {}  # adapter tag -> merged model
+        #: (memory id, version an adapter learned, current version) -> other text? (_rewritten)
+        self._rewritten_at: dict[tuple[str, int, int], bool] = {}
         # base model replay examples and control answers, per model and config
         self._answers: dict[str, tuple[list[Example], list[tuple[str, str]]]] = {}
 
@@ -580,8 +582,15 @@ class ParametricTier:
         re-tagged) has not; a learned version the vault no longer has counts as rewritten."""
         if cube.version == ref.version:
             return False
-        learned = self.kernel.vault.get_version(ref.id, ref.version)
-        return learned is None or learned.text != cube.text
+        key = (ref.id, ref.version, cube.version)  # versions never change: asked once
+        known = self._rewritten_at.get(key)
+        if known is None:
+            learned = self.kernel.vault.get_version(ref.id, ref.version)
+            known = learned is None or learned.text != cube.text
+            if len(self._rewritten_at) >= 10_000:
+                self._rewritten_at.clear()
+            self._rewritten_at[key] = known
+        return known
 
     def _set_status(self, version: str, status: str) -> AdapterManifest:
         manifest = self.store.manifest(version).model_copy(update={"status": status})

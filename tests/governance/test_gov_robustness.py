@@ -269,6 +269,16 @@ def test_a_store_holding_a_respelt_id_still_opens(tmp_path: Path) -> None:
         assert [c.text for c in mos.list(user_id="ada")] == [old.text]
 
 
+def _damage_record(data: Path, memory_id: str, **meta: str) -> None:
+    """Cut the vault's current record of ``memory_id`` short, and set ``meta`` keys."""
+    db = sqlite3.connect(data / "vault.sqlite3")
+    db.execute("UPDATE memories SET doc=substr(doc, 1, 40) WHERE id=?", (memory_id,))
+    for key, value in meta.items():
+        db.execute("UPDATE meta SET value=? WHERE key=?", (value, key))
+    db.commit()
+    db.close()
+
+
 def test_a_damaged_record_or_page_is_a_corrupt_data_error(tmp_path: Path) -> None:
     """A damaged row made list, search and export raise a raw pydantic error, a damaged
     page mid-file a raw sqlite3.DatabaseError; both are CorruptDataError naming what is
@@ -277,11 +287,7 @@ def test_a_damaged_record_or_page_is_a_corrupt_data_error(tmp_path: Path) -> Non
     with MemOS(data, config=_config()) as mos:
         bad = mos.add("A note whose record gets damaged.", user_id="ada")
         good = mos.add("A note that stays fine.", user_id="ada")
-    db = sqlite3.connect(data / "vault.sqlite3")
-    db.execute("UPDATE memories SET doc=substr(doc, 1, 40) WHERE id=?", (bad.id,))
-    db.execute("UPDATE meta SET value='x' WHERE key='index_unoptimized'")
-    db.commit()
-    db.close()
+    _damage_record(data, bad.id, index_unoptimized="x")
     with MemOS(data, config=_config()) as mos:  # a damaged counter does not stop the open
         with pytest.raises(CorruptDataError, match=f"memory {bad.id}"):
             mos.list(user_id="ada")
@@ -312,11 +318,7 @@ def test_a_damaged_record_does_not_stop_the_store_opening_or_reindexing(
         bad = mos.add("A note whose record gets damaged.", user_id="ada")
         good = mos.add("A note that stays fine.", user_id="ada")
         bobs = mos.add("Bob's note about kayaks.", user_id="bob")
-    db = sqlite3.connect(data / "vault.sqlite3")
-    db.execute("UPDATE memories SET doc=substr(doc, 1, 40) WHERE id=?", (bad.id,))
-    db.execute("UPDATE meta SET value='0' WHERE key='index_clean'")
-    db.commit()
-    db.close()
+    _damage_record(data, bad.id, index_clean="0")
     shutil.rmtree(data / "index")
     with MemOS(data, config=_config()) as mos:
         assert f"memory {bad.id}" in caplog.text and "left out of the index" in caplog.text

@@ -207,6 +207,8 @@ def test_redactor_tokens_survive_any_json_escaping(mos: MemOS) -> None:
                     json.dumps(fact.text, ensure_ascii=False)):
         assert any(t in escaped for t in tokens)
     assert MessageRedactor(mos.add("我家保险箱的密码是山川和大海", user_id="ada")).tokens() is None
+    gym = mos.add("I'm at the gym", user_id="ada")
+    assert "gym" in MessageRedactor(gym).tokens() and "the" not in MessageRedactor(gym).tokens()
 
 
 def test_search_excludes_sources_and_the_current_session(mos: MemOS) -> None:

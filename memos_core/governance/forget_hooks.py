@@ -364,12 +364,19 @@ class MessageRedactor:
             runs = _ALNUM.findall(text)
             if not runs:
                 return None
-            found.add(max(runs, key=len))
+            # any run is correct; a common word ("the") would select nearly every record
+            found.add(max(runs, key=lambda run: (run.lower() not in _COMMON, len(run))))
         return tuple(sorted(found))
 
 
 #: a run of ASCII letters and digits (see MessageRedactor.tokens)
 _ALNUM = re.compile(r"[A-Za-z0-9]+")
+#: English words too common to narrow a search (MessageRedactor.tokens takes another run)
+_COMMON = frozenset(
+    "a about after all also an and any are as at be been but by can could did do does for "
+    "from had has have he her him his how i if in into is it its just me my no not of on or "
+    "our out she so than that the their them then there they this to up us was we were what "
+    "when which who will with would you your user assistant".split())
 
 
 def _escapes(text: str) -> tuple[str, str]:

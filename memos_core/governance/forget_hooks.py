@@ -52,9 +52,10 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from enum import Enum
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import MappingProxyType
@@ -323,21 +324,27 @@ class MessageRedactor:
         new = self.value(data)
         return None if new is data else json.dumps(new, ensure_ascii=text.isascii())
 
-    def value(self, value: Any, other: Callable[[Any], Any] | None = None) -> Any:
+    def value(self, value: Any, other: Callable[[Any], Any] | None = None,
+              structure: Collection[str] = ()) -> Any:
         """``value`` (str, or lists / tuples / dict values of them, nested) with every string
-        redacted; the same object when nothing changed (so ``is`` tells). ``other`` redacts a
-        value of any other type (e.g. a framework's message class) and must likewise return
-        the same object when it changes nothing; without it such values are kept."""
+        redacted; the same object when nothing changed (so ``is`` tells). Never an enum
+        member (code, not text), nor a dict value under a key in ``structure`` (roles, ids:
+        a memory whose whole text is "assistant" must not rename a role). ``other`` redacts
+        a value of any other type (e.g. a framework's message class) and must likewise
+        return the same object when it changes nothing; without it such values are kept."""
+        if isinstance(value, Enum):
+            return value
         if isinstance(value, str):
             redacted = self.text(value)
             return value if redacted == value else redacted
         if type(value) in (list, tuple):  # subclasses (named tuples) go to `other`
-            items = [self.value(v, other) for v in value]
+            items = [self.value(v, other, structure) for v in value]
             if all(a is b for a, b in zip(items, value)):
                 return value
             return items if isinstance(value, list) else tuple(items)
         if type(value) is dict:
-            changed = {k: self.value(v, other) for k, v in value.items()}
+            changed = {k: v if k in structure else self.value(v, other, structure)
+                       for k, v in value.items()}
             return value if all(changed[k] is value[k] for k in value) else changed
         return value if other is None else other(value)
 

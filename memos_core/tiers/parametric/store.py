@@ -20,6 +20,7 @@ import shutil
 import threading
 from datetime import datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -192,14 +193,14 @@ class AdapterStore:
         """
         file = self.path(version) / MANIFEST
         try:
-            stat = file.stat()
+            info = file.stat()
         except OSError:
-            stat = None
-        if stat is None or not file.is_file():
+            info = None
+        if info is None or not S_ISREG(info.st_mode):
             raise InvalidInputError(f"no adapter {version!r} under {self.root}")
         # parsed once per file as written: the listeners read every manifest on each update
         # (another process rewrites one with os.replace: a new inode, size or time)
-        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        key = (info.st_ino, info.st_size, info.st_mtime_ns)
         cached = self._parsed.get(version)
         if cached is not None and cached[0] == key:
             return cached[1]

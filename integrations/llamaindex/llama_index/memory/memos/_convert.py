@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -116,33 +115,24 @@ _STRUCTURE = frozenset({"role", "type", "block_type", "id", "id_", "tool_id", "t
                         "tool_name", "name"})
 
 
-def redact_value(value: Any, redactor: MessageRedactor, key: str | None = None) -> Any:
+def redact_value(value: Any, redactor: MessageRedactor) -> Any:
     """``value`` with a forgotten memory's text redacted wherever a string holds it: in str,
     lists, tuples and dict values, and in the fields of pydantic models (messages, their
     blocks, ReAct reasoning steps, tool results, an LLM client's tool-call objects), nested;
     never in enums or under a structure field or key (:data:`_STRUCTURE`). A changed model
     is copied (same class, private attributes kept); the same object comes back when nothing
     changed. Other objects are kept as they are."""
-    if key in _STRUCTURE or isinstance(value, Enum):
+    return redactor.value(value, lambda v: _redact_model(v, redactor), _STRUCTURE)
+
+
+def _redact_model(value: Any, redactor: MessageRedactor) -> Any:
+    if not isinstance(value, BaseModel):
         return value
-    if isinstance(value, str):
-        new = redactor.text(value)
-        return value if new == value else new
-    if type(value) in (list, tuple):
-        items = [redact_value(v, redactor) for v in value]
-        if all(a is b for a, b in zip(items, value)):
-            return value
-        return items if isinstance(value, list) else tuple(items)
-    if type(value) is dict:
-        changed = {k: redact_value(v, redactor, k if isinstance(k, str) else None)
-                   for k, v in value.items()}
-        return value if all(changed[k] is value[k] for k in value) else changed
-    if isinstance(value, BaseModel):
-        fields = {name: getattr(value, name) for name in type(value).model_fields}
-        updates = {name: v for name, old in fields.items()
-                   if (v := redact_value(old, redactor, name)) is not old}
-        return value.model_copy(update=updates) if updates else value
-    return value
+    fields = {name: getattr(value, name) for name in type(value).model_fields
+              if name not in _STRUCTURE}
+    updates = {name: v for name, old in fields.items()
+               if (v := redact_value(old, redactor)) is not old}
+    return value.model_copy(update=updates) if updates else value
 
 
 def asked_or_answered(hit: SearchHit) -> bool:

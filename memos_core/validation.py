@@ -58,7 +58,7 @@ def check_text(text: object, name: str = "text") -> str:
         raise InvalidInputError(f"{name} must be a str, got {type(text).__name__}.")
     if not _visible(text):
         raise InvalidInputError(f"{name} is empty (or only spaces and invisible characters); "
-                                "a memory needs some text.")
+                                "give some text.")
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:

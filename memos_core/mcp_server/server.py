@@ -104,6 +104,7 @@ class MemoryServer:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidInputError(f"port must be an int 0..65535, got {port!r}.")
         self.service = MemoryService(mos, allow_sensitive=allow_sensitive)
+        _quiet_caller_errors(logging.getLogger("mcp.server.fastmcp.server"))
         self.tokens = tokens
         auth: dict[str, Any] = {}
         if tokens is not None:
@@ -149,7 +150,7 @@ class MemoryServer:
         try:
             return await getattr(self.service, op)(self.principal(), *args)
         except MemOSError as exc:
-            raise ValueError(describe(exc)) from None
+            raise CallerError(describe(exc)) from None
 
     def _register_tools(self) -> None:  # noqa: C901 - one small closure per tool
         tool = self.mcp.tool
@@ -296,6 +297,31 @@ def build_http_server(mos: MemOS, *, tokens: TokenStore, host: str = "127.0.0.1"
                       port: int = 8765, **options: Any) -> MemoryServer:
     """A streamable-HTTP server whose callers authenticate with tokens from ``tokens``."""
     return MemoryServer(mos, tokens=tokens, host=host, port=port, **options)
+
+
+class CallerError(ValueError):
+    """A resource read or prompt the caller got wrong (bad argument, no right, no such
+    memory): the SDK answers the client with its message."""
+
+
+class _CallerErrorsInOneLine(logging.Filter):
+    """FastMCP logs every failed prompt with a traceback; for a :class:`CallerError` (the
+    caller's mistake, already answered) keep one warning line without it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None and not isinstance(exc, CallerError):
+            exc = exc.__cause__ or exc.__context__
+        if exc is not None:
+            record.msg, record.args = f"{record.getMessage()}: {exc}", ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _quiet_caller_errors(log: logging.Logger) -> None:
+    if not any(isinstance(f, _CallerErrorsInOneLine) for f in log.filters):
+        log.addFilter(_CallerErrorsInOneLine())
 
 
 class _ClientHangUp(logging.Filter):

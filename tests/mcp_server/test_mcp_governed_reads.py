@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
+import pytest
+from mcp.shared.exceptions import McpError
 from mcp_helpers import HttpFixture, http_session
 
 from memos_core.mcp_server.tools import MemoryService
@@ -61,3 +64,22 @@ async def test_recent_leaves_out_memories_whose_ttl_ran_out(http_server: HttpFix
         assert [m["id"] for m in recent["memories"]] == [kept.id]
     # the limit is filled with live memories past the elapsed one
     assert [m["id"] for m in (await service.recent("bob", limit=1))["memories"]] == [kept.id]
+
+
+async def test_a_callers_bad_prompt_argument_is_one_warning_line_not_a_traceback(
+        http_server: HttpFixture, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mcp.server.fastmcp.server")
+    async with http_session(http_server.url, http_server.token["alice"]) as alice:
+        with pytest.raises(McpError, match="query is empty"):
+            await alice.get_prompt("recall", {"question": "  "})
+    records = [r for r in caplog.records if r.name == "mcp.server.fastmcp.server"
+               and "Error getting prompt" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in records] == [("WARNING", None)]
+    assert "query is empty" in records[0].getMessage()
+    # an error of the server itself keeps its traceback
+    log = logging.getLogger("mcp.server.fastmcp.server")
+    try:
+        raise KeyError("bug")
+    except KeyError:
+        log.exception("Error getting prompt recall")
+    assert caplog.records[-1].levelname == "ERROR" and caplog.records[-1].exc_info

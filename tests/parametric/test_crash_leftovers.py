@@ -128,3 +128,56 @@ def test_a_version_number_a_crash_left_is_not_given_again(tmp_path: Path) -> Non
     assert store.leftovers() == [tmp_path / "v1"]
     assert store.discard(tmp_path / "v1") and not store.discard(tmp_path / "v1")
     assert (tmp_path / "notes").is_dir()
+
+
+def test_json_files_a_crash_left_half_written_are_deleted_by_a_forget(
+    store: tuple[MemOS, list[str]],
+) -> None:
+    """The state, the queue and a rewritten manifest are written through temporary files of
+    the writer's own; a dead writer's (a manifest's may hold an evaluation's text) goes with
+    the next forget, this process's own while it writes stays, and a failed write leaves none."""
+    mos, ids = store
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    adapters = mos.data_dir / "adapters"
+    manifest = (adapters / "v1" / "manifest.json").read_bytes()
+    assert b"Pastel" in manifest
+    torn = adapters / "v1" / f".manifest.json.tmp-{dead_pid()}-0badc0de"
+    torn.write_bytes(manifest)
+    queue = adapters / f".queue.json.tmp-{dead_pid()}-1badc0de"
+    queue.write_text("[]")
+    live = adapters / f".state.json.tmp-{os.getpid()}-2badc0de"
+    with tempfiles.writing(live):
+        live.write_text("{}")
+        receipt = mos.forget(ids[0], user_id="ada")
+        assert live.is_file()
+    live.unlink()
+    assert queue.name in {f.id for f in receipt.derived}  # the torn manifest went with v1
+    assert not torn.exists() and not queue.exists()
+    assert files_holding(mos.data_dir, b"Pastel") == []
+
+    store_ = engine_for(mos).parametric.store
+    real_replace = os.replace
+
+    def refused(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    os.replace = refused  # type: ignore[assignment]
+    try:
+        with pytest.raises(OSError, match="disk full"):
+            store_.set_active("ada", None)
+    finally:
+        os.replace = real_replace
+    assert [p.name for p in adapters.iterdir() if tempfiles.is_temp_name(p.name)] == []
+
+
+def test_a_torn_json_file_in_a_kept_version_is_a_leftover(tmp_path: Path) -> None:
+    store = AdapterStore(tmp_path)
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "manifest.json").write_text("{}")
+    torn = tmp_path / "v1" / f".manifest.json.tmp-{dead_pid()}-0badc0de"
+    torn.write_text("{}")
+    live = tmp_path / "v1" / f".manifest.json.tmp-{os.getpid()}-1badc0de"
+    with tempfiles.writing(live):
+        live.write_text("{}")
+        assert store.leftovers() == [torn]
+    assert store.discard(torn) and not torn.exists() and (tmp_path / "v1").is_dir()

@@ -119,9 +119,16 @@ def _queue_of(text: str) -> list[RetrainRequest]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``path`` whole or not at all, through a temporary file of this process's own
+    (removed if the write fails; a crash's is found by :meth:`AdapterStore.leftovers`)."""
+    with tempfiles.writing(tempfiles.temp_path(path)) as tmp:
+        try:
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str),
+                           encoding="utf-8")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 class AdapterStore:
@@ -161,25 +168,34 @@ class AdapterStore:
     def leftovers(self) -> list[Path]:
         """What crashes left in the adapters directory, to delete (any of it may hold
         memories' text: weights, a manifest's evaluation): temporary directories of
-        :meth:`save` whose writer is gone (:func:`memos_core.tiers.tempfiles.writer_gone`),
+        :meth:`save` and temporary files of a JSON write (the state, the queue, a rewritten
+        manifest) whose writer is gone (:func:`memos_core.tiers.tempfiles.writer_gone`),
         and version directories (``v<n>``) without a ``manifest.json`` -- no writer makes
         one (:meth:`save` renames a complete directory into place), so it is what an
         interrupted delete, or a crash of a version before that rule, left. Unknown
         versions hold unknown memories: a forget cannot rule them out."""
-        return [p for p in self._children() if p.is_dir() and (
+        children = self._children()
+        inside = [p for v in children if v.is_dir() and _VERSION.fullmatch(v.name)
+                  for p in sorted(v.iterdir()) if p.is_file()]
+        return [p for p in children + inside if (
             (tempfiles.is_temp_name(p.name) and tempfiles.writer_gone(p))
-            or (_VERSION.fullmatch(p.name) is not None and not (p / MANIFEST).exists()))]
+            or (p.is_dir() and _VERSION.fullmatch(p.name) is not None
+                and not (p / MANIFEST).exists()))]
 
     def discard(self, where: Path) -> bool:
         """Delete the adapter directory ``where`` (a version, or a leftover) with everything
-        in it, first making a version no owner's active one; returns whether it was there."""
+        in it, or a leftover file, first making a version no owner's active one; returns
+        whether it was there."""
         with self._lock:
             if not where.name.startswith("."):  # a version: the state may name it
                 for owner, active in self.active_all().items():
                     if active == where.name:
                         self.set_active(owner, None)
             try:
-                shutil.rmtree(where)
+                if where.is_dir():
+                    shutil.rmtree(where)
+                else:
+                    where.unlink()
             except FileNotFoundError:
                 return False
             return True

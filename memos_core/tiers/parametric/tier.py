@@ -355,15 +355,15 @@ class ParametricTier:
 
     def _drop_leftovers(self) -> list[str]:
         """Delete what crashes left in the adapters directory (:meth:`AdapterStore.leftovers`:
-        a half-written adapter, a version directory without its manifest); returns the
-        directory names deleted. Which memories they hold is unknown, and nothing can load
+        a half-written adapter or JSON file, a version directory without its manifest);
+        returns their paths in the adapters directory. Which memories they hold is unknown, and nothing can load
         them, so nothing that works is lost."""
         with self._lock:
-            dropped = [where.name for where in self.store.leftovers() if self.store.discard(where)]
+            dropped = [where.relative_to(self.store.root).as_posix()
+                       for where in self.store.leftovers() if self.store.discard(where)]
             for name in dropped:
                 self._unload(name)
-                logger.warning("adapters: deleted %s, which a crash left without its manifest",
-                               name)
+                logger.warning("adapters: deleted %s, which a crash left", name)
         return dropped
 
     def _drop_unreadable(self) -> list[str]:

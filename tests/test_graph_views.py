@@ -99,8 +99,9 @@ def assert_same(views: GraphViews, vault: SQLiteVault, principals: list[tuple[st
             if session is not None:
                 turns_in_view = view.session_turns(want["user_id"], session)
                 assert turns_in_view == ref.session_turns(want["user_id"], session)
-        for name in NAMES:
+        for name in NAMES:  # kept up to date by each write since the last call
             assert view.entity_degree(name) == ref.entity_degree(name), name
+        assert view.readable_count() == len(mine), users
 
 
 class World:

@@ -197,3 +197,44 @@ def test_a_crash_while_creating_the_vault_leaves_no_truncated_file(tmp_path) -> 
     finally:
         vault.close()
     assert not [p.name for p in tmp_path.iterdir() if ".new-" in p.name]  # no temp file left
+
+
+def test_a_users_list_merges_own_and_shared_memories_in_order_without_reading_the_store(vault):
+    """A user's list is their own memories and those shared with them, in insertion order,
+    paged and counted across both; each part is read through an index (no SQLite ``SCAN
+    memories``: a page used to cost a read of every user's memories)."""
+    def shared(text: str, owner: str, *readers: str) -> MemCube:
+        made = cube(text, user=owner)
+        return made.model_copy(update={"governance": made.governance.model_copy(
+            update={"readers": readers})})
+
+    vault.insert([cube("a1"), shared("b1", "bob", "alice"), cube("c1", user="carol"),
+                  cube("a2"), shared("b2", "bob", "carol", "alice"), shared("b3", "bob", "dan"),
+                  cube("a3")], ALICE)
+    mine = ListQuery(user_ids=("alice",))
+    assert [c.text for c in vault.list(mine)] == ["a1", "b1", "a2", "b2", "a3"]
+    newest = ListQuery(user_ids=("alice",), newest_first=True, limit=2, offset=1)
+    assert [c.text for c in vault.list(newest)] == ["b2", "a2"]
+    assert vault.count(mine) == 5 and vault.count() == 7
+    both = ListQuery(user_ids=("alice", "carol"))  # b2 is shared with both: listed once
+    assert [c.text for c in vault.list(both)] == ["a1", "b1", "c1", "a2", "b2", "a3"]
+    assert vault.count(both) == 6
+    assert vault.user_stats("alice")["shared_with_me"] == 2
+
+    statements: list[str] = []
+    vault._db.set_trace_callback(statements.append)
+    try:
+        vault.list(mine)
+        vault.list(newest)
+        vault.count(mine)
+        vault.audit_log(user_id="alice", action="add")
+        vault.insert([cube("a4")], ALICE)
+    finally:
+        vault._db.set_trace_callback(None)
+    reads = [s for s in statements if s.lstrip().startswith("SELECT")]
+    assert sum("FROM memories" in s for s in reads) >= 4  # the lists, the count, MAX(seq)
+    for sql in reads:
+        plan = " | ".join(r[3] for r in vault._db.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "SCAN memories" not in plan, (sql, plan)
+        if "FROM audit WHERE" in sql:  # not the chain's head (the last row by seq)
+            assert "SCAN audit" not in plan, (sql, plan)

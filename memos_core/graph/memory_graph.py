@@ -100,7 +100,7 @@ class MemoryGraph:
             if moved:
                 relations = self._relations.get(n, {})
                 kept = [(self._ids[m], kind) for m, kind in relations.items()]
-                self.remove(mid)
+                self._remove(mid)
                 n = self._new_number(mid)
                 self._rows[n] = self._pack(row, seq)
                 self._link_turn(n)
@@ -130,6 +130,9 @@ class MemoryGraph:
 
     def remove(self, memory_id: str) -> None:
         """Drop a memory and every edge it had; rejoin its session neighbours."""
+        self._remove(memory_id)
+
+    def _remove(self, memory_id: str) -> None:
         n = self._num.pop(memory_id, None)
         if n is None:
             return

@@ -92,15 +92,28 @@ class GraphView(MemoryGraph):
         self.owners: set[str] = set()
 
     def upsert(self, row: dict[str, Any]) -> None:
-        self._readable_degrees.clear()
-        self._readable_count = None
+        self._recount(self._num.get(row["id"]), -1)
         super().upsert(row)
+        self._recount(self._num[row["id"]], +1)
         self.owners.add(row["user_id"])
 
     def remove(self, memory_id: str) -> None:
-        self._readable_degrees.clear()
-        self._readable_count = None
+        self._recount(self._num.get(memory_id), -1)
         super().remove(memory_id)
+
+    def _recount(self, n: int | None, sign: int) -> None:
+        """Add (``sign`` 1) or take away (-1) memory number ``n`` in the counts computed so
+        far, if its principals may read it: a write moves them by one (recounting the view
+        after every write made the next search cost a pass over the whole view)."""
+        p = self.principals
+        if n is None or p is None or not self._rows[n] or not _read_by(self._rows[n], p):
+            return
+        if self._readable_count is not None:
+            self._readable_count += sign
+        degrees = self._readable_degrees
+        for e in self._ents[n]:
+            if e in degrees:
+                degrees[e] += sign
 
     def readable_count(self) -> int:
         """How many of its memories its principals may read (the other users' turns it

@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS memories (
 );
 CREATE INDEX IF NOT EXISTS memories_user ON memories(user_id, seq);
 CREATE INDEX IF NOT EXISTS memories_session ON memories(user_id, session_id, seq);
+CREATE INDEX IF NOT EXISTS memories_seq ON memories(seq);
 CREATE TABLE IF NOT EXISTS versions (
     id TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -122,6 +123,8 @@ CREATE TABLE IF NOT EXISTS audit (
     legacy_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_memory ON audit(memory_id);
+CREATE INDEX IF NOT EXISTS audit_user ON audit(user_id, seq);
+CREATE INDEX IF NOT EXISTS audit_user_action ON audit(user_id, action, seq);
 CREATE INDEX IF NOT EXISTS audit_by
     ON audit(CASE WHEN json_valid(details) THEN json_extract(details, '$.by') END);
 CREATE TABLE IF NOT EXISTS grants (
@@ -717,16 +720,22 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         )
         return [self._cube(r[0], f"a version of memory {memory_id}") for r in rows]
 
-    def _where(self, q: ListQuery) -> tuple[str, list[Any]]:
+    def _where(self, q: ListQuery, readers: bool = False) -> tuple[str, list[Any]]:
+        """The ``WHERE`` clause (with its leading space) and parameters of the memories ``q``
+        selects; with ``q.user_ids``, of one part of them: those the users own, or (with
+        ``readers``) those shared with them by someone else (:meth:`_select` joins the two:
+        each part is read through its own index)."""
         clauses: list[str] = []
         params: list[Any] = []
         if q.user_ids is not None:
             marks = ",".join("?" * len(q.user_ids))
-            clauses.append(
-                f"(user_id IN ({marks}) OR EXISTS (SELECT 1 FROM json_each(readers) "
-                f"WHERE value IN ({marks})))"
-            )
-            params += list(q.user_ids) * 2
+            if readers:
+                clauses.append(f"id IN (SELECT id FROM memory_readers WHERE reader IN ({marks})) "
+                               f"AND user_id NOT IN ({marks})")
+                params += list(q.user_ids) * 2
+            else:
+                clauses.append(f"user_id IN ({marks})")
+                params += list(q.user_ids)
         for column, value in (("agent_id", q.agent_id), ("session_id", q.session_id)):
             if value is not None:
                 clauses.append(f"{column}=?")
@@ -757,18 +766,28 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             params += list(q.contains_any)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
+    def _select(self, q: ListQuery, columns: str) -> tuple[str, list[Any]]:
+        """``SELECT columns`` of the memories ``q`` selects (unordered). The memories users
+        own and those shared with them are two ``SELECT``s joined by ``UNION ALL``: one
+        ``OR`` of the two would read every memory of the store (no index serves it), and
+        ``ORDER BY seq`` then merges two index-ordered reads."""
+        where, params = self._where(q)
+        sql = f"SELECT {columns} FROM memories{where}"
+        if q.user_ids is None:
+            return sql, params
+        shared, more = self._where(q, readers=True)
+        return f"{sql} UNION ALL SELECT {columns} FROM memories{shared}", params + more
+
     def list(self, query: ListQuery) -> list[MemCube]:
-        where, params = self._where(query)
+        sql, params = self._select(query, "id, doc, seq")
         order = "DESC" if query.newest_first else "ASC"
-        rows = self._query(
-            f"SELECT id, doc FROM memories{where} ORDER BY seq {order} LIMIT ? OFFSET ?",
-            [*params, query.limit, query.offset],
-        )
-        return self._with_usage(rows)
+        rows = self._query(f"{sql} ORDER BY seq {order} LIMIT ? OFFSET ?",
+                           [*params, query.limit, query.offset])
+        return self._with_usage([(r[0], r[1]) for r in rows])
 
     def count(self, query: ListQuery | None = None) -> int:
-        where, params = self._where(query or ListQuery())
-        return int(self._query(f"SELECT COUNT(*) FROM memories{where}", params)[0][0])
+        sql, params = self._select(query or ListQuery(), "1")
+        return int(self._query(f"SELECT COUNT(*) FROM ({sql})", params)[0][0])
 
     def iter_current(self, batch_size: int = 1000) -> Iterator[builtins.list[MemCube]]:
         """Every memory (tombstones included), in insertion order, in batches."""
@@ -841,8 +860,8 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                 f"SELECT COUNT(*) FROM edges WHERE src IN ({own}) AND dst IN ({own})",
                 (user_id, user_id))[0][0],
             "shared_with_me": self._query(
-                "SELECT COUNT(*) FROM memories WHERE user_id<>? AND state<>'deleted' AND "
-                "EXISTS (SELECT 1 FROM json_each(readers) WHERE value=?)", (user_id, user_id))[0][0],
+                "SELECT COUNT(*) FROM memories WHERE user_id<>? AND state<>'deleted' AND id IN "
+                "(SELECT id FROM memory_readers WHERE reader=?)", (user_id, user_id))[0][0],
         }
 
     # -- audit -----------------------------------------------------------------------------

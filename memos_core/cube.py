@@ -197,7 +197,8 @@ class MemCube(BaseModel):
     text: str
     version: int = Field(default=1, ge=1)
     created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    #: a new memory's first version is recorded at its creation (``as_of=created_at`` reads it)
+    updated_at: datetime = Field(default_factory=lambda data: data["created_at"])
     occurred_at: datetime | None = Field(
         default=None, description="When the remembered event happened (not when it was stored)."
     )

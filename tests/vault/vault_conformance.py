@@ -315,6 +315,9 @@ class VaultConformance:
         assert vault.get_as_of(c1.id, between).text == "v1"  # type: ignore[union-attr]
         assert vault.get_as_of(c1.id, utcnow()).text == "v2"  # type: ignore[union-attr]
         assert vault.get_as_of(c1.id, c1.created_at - timedelta(days=1)) is None
+        # the first version is there as of the memory's creation (it was recorded a few
+        # microseconds later, when updated_at took its own clock reading)
+        assert vault.get_as_of(c1.id, c1.created_at).text == "v1"  # type: ignore[union-attr]
 
     def test_list_filters_order_and_paging(self, vault: Vault) -> None:
         cubes = [cube(f"note {i}", session="s1" if i % 2 else "s2", tags=("t",) if i < 3 else ())

@@ -12,6 +12,8 @@ import logging
 import os
 import stat
 import threading
+import warnings
+import weakref
 from pathlib import Path
 
 from memos_core.errors import DataDirLockedError, InvalidInputError, MemOSError
@@ -48,11 +50,32 @@ def make_private_dir(path: Path) -> None:
                      path, stat.S_IMODE(path.stat().st_mode))
 
 
+def _unlock(fd: int) -> None:
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _dropped(fd: int, path: Path) -> None:
+    """Run when a held lock is garbage-collected: its MemOS was dropped without ``close()``
+    (nothing else holds the lock, and everything that holds the store holds its MemOS, so
+    nothing can write there any more). Without this the descriptor stayed open and the
+    directory locked against every later open in this process."""
+    warnings.warn(f"A MemOS on {path.parent} was garbage-collected without close(); its data "
+                  "directory is released now, its index was not flushed (the next open "
+                  "checks it). Close it, or open it with `with MemOS(...)`.",
+                  ResourceWarning, stacklevel=2)
+    _unlock(fd)
+
+
 class DataDirLock:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "LOCK"
         self._fd: int | None = None
         self._release_lock = threading.Lock()
+        self._finalizer: weakref.finalize[[int, Path], DataDirLock] | None = None
 
     def acquire(self) -> None:
         try:
@@ -86,6 +109,8 @@ class DataDirLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
+        self._finalizer = weakref.finalize(self, _dropped, fd, self.path)
+        self._finalizer.atexit = False  # at exit the process's end releases it
 
     def release(self) -> None:
         """Unlock and close the lock file; idempotent, also from several threads at once
@@ -93,10 +118,8 @@ class DataDirLock:
         its number meanwhile)."""
         with self._release_lock:
             fd, self._fd = self._fd, None
+            if self._finalizer is not None:
+                self._finalizer.detach()
         if fd is None:
             return
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        _unlock(fd)

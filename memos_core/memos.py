@@ -1356,6 +1356,15 @@ _shared: dict[str, MemOS] = {}
 _shared_lock = threading.Lock()
 
 
+def _close_shared() -> None:
+    """At interpreter exit: close the shared server-mode stores still open (one exit hook
+    for all of them: one per opening kept every closed store alive until exit)."""
+    with _shared_lock:
+        stores = list(_shared.values())
+    for mos in stores:
+        mos.close()
+
+
 def resolve_memos(mos: object) -> Any:
     """What an adapter's ``mos=`` argument stands for: a :class:`MemOS` as given, or for a
     ``postgresql://`` URL (server mode) the process's shared ``MemOS`` on that database
@@ -1370,6 +1379,8 @@ def resolve_memos(mos: object) -> Any:
         if current is None or current.closed:
             import atexit
 
+            if not _shared:
+                atexit.unregister(_close_shared)  # registered once, however often reopened
+                atexit.register(_close_shared)
             current = _shared[url] = MemOS(url)
-            atexit.register(current.close)
         return current

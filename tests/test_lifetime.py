@@ -194,3 +194,37 @@ def test_close_in_a_listener_while_another_thread_closes_does_not_deadlock(tmp_p
     adder.join(30)
     closer.join(30)
     assert not adder.is_alive() and not closer.is_alive() and mos.closed and len(result) == 1
+
+
+def test_a_memos_dropped_without_close_releases_its_directory(tmp_path: Path) -> None:
+    """Its lock's descriptor used to stay open: the directory was locked for the rest of the
+    process (DataDirLockedError naming this very process) and one descriptor leaked per drop."""
+    import gc
+    import os
+    import warnings
+
+    where = tmp_path / "d"
+    config = MemOSConfig(show_progress=False)
+    fds = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for i in range(3):
+            dropped = MemOS(where, config=config)
+            dropped.add(f"Ines visited Porto on day {i}.", user_id="ada")
+            del dropped
+            gc.collect()
+            fds = fds or len(os.listdir("/proc/self/fd"))
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert [str(w.message).split(";")[0] for w in caught if w.category is ResourceWarning] \
+        == [f"A MemOS on {where} was garbage-collected without close()"] * 3
+    with MemOS(where, config=config) as mos:  # nothing written was lost; the index caught up
+        assert len(mos.list(user_id="ada")) == 3
+        hits = mos.search("When did Ines visit Porto?", user_id="ada", k=5)
+        assert sorted(h.memory.text for h in hits) == [
+            f"Ines visited Porto on day {i}." for i in range(3)]
+        kept = mos  # a MemOS that is closed is no lock holder: nothing is warned
+    del kept
+    with warnings.catch_warnings(record=True) as after:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    assert not [w for w in after if w.category is ResourceWarning]

@@ -128,6 +128,8 @@ class ForgetHooks:
         with self._lock:
             key = self._next
             self._next += 1
+            # a hook's owner collected without removing it (a checkpointer never closed)
+            self._hooks = [h for h in self._hooks if h[1]() is not None]
             self._hooks.append((key, ref, target))
 
         def remove() -> None:

@@ -323,3 +323,19 @@ def test_redactor_finds_the_text_inside_a_json_string(ensure_ascii: bool) -> Non
     assert redacted is not None and "zebracorn" not in redacted
     arguments = json.loads(redacted)["additional_kwargs"]["tool_calls"][0]["function"]["arguments"]
     assert json.loads(arguments) == {"text": FORGOTTEN, "who": "Zoë"}
+
+
+def test_hooks_of_collected_owners_do_not_pile_up() -> None:
+    """A bound-method hook goes with its object; its entry used to stay in the list for the
+    life of the store (one per checkpointer dropped without close)."""
+    class Log:
+        def hook(self, memory: object) -> list[object]:
+            return []
+
+    hooks = forget_hooks.ForgetHooks()
+    kept = Log()
+    hooks.add(kept.hook)
+    for _ in range(50):
+        hooks.add(Log().hook)
+        gc.collect()
+    assert len(hooks) == 1 and len(hooks._hooks) <= 2  # the live one, and the newest dead one

@@ -37,6 +37,20 @@ def test_resolve_memos_shares_one_instance_per_url(pg_url):
         first.close()
     assert resolve_memos(pg_url) is not first  # a closed one is replaced
     resolve_memos(pg_url).close()
+    # reopening leaves nothing behind: the closed instances are not kept alive (by one exit
+    # hook each, as they were) and the one exit hook closes what is still open
+    import gc
+    import weakref
+
+    from memos_core import memos as memos_module
+
+    closed = weakref.ref(first)
+    del first
+    gc.collect()
+    assert closed() is None
+    last = resolve_memos(pg_url)
+    memos_module._close_shared()
+    assert last.closed
 
 
 def test_adapters_accept_a_database_url(pg_url):

@@ -17,12 +17,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from memos_core.errors import InvalidInputError
+from memos_core.errors import CLOSED, InvalidInputError
 
 __all__ = ["CLOSED", "RunningCalls"]
 
-#: The error every call on a closed (or closing) MemOS raises.
-CLOSED = "This MemOS is closed; open the data directory again."
 
 
 class RunningCalls:

@@ -24,11 +24,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from memos_core.errors import CLOSED
 from memos_core.cube import MemCube, utcnow
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.governance.sensitivity import allowance, withheld
@@ -49,6 +51,9 @@ if TYPE_CHECKING:
     from memos_core.tiers.activation import KVCacheTier
 
 logger = logging.getLogger("memos_core.engine")
+
+#: How long close waits for a running background consolidation to reach its next step.
+_JOB_STOP_S = 60.0
 
 
 class SearchAPI(Protocol):
@@ -102,6 +107,7 @@ class MemoryEngine:
         self.executor = SchedulerExecutor(store, self.tier_if)
         self.parametric = ParametricTier(store, lambda: self.model)
         self._jobs: ThreadPoolExecutor | None = None  # consolidation jobs, one at a time
+        self._job_futures: list[Future[ConsolidationResult]] = []  # submitted, maybe running
         self._pending: dict[str, Future[ConsolidationResult]] = {}  # by owner
         self._reconcile_kv_dir()
         store.on_change(self._on_change)
@@ -327,7 +333,9 @@ class MemoryEngine:
         with self._lock:
             if self._jobs is None:
                 self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memos-lora")
-            return self._jobs.submit(job)
+            future = self._jobs.submit(job)
+            self._job_futures = [f for f in self._job_futures if not f.done()] + [future]
+            return future
 
     def consolidate_due(
         self, candidates: ConsolidationConfig | None = None, *,
@@ -369,7 +377,7 @@ class MemoryEngine:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise InvalidInputError("This MemOS is closed; open the data directory again.")
+            raise InvalidInputError(CLOSED)
 
     def close(self) -> None:
         """Stop the background scheduler and forget the model (idempotent). KV files stay."""
@@ -379,8 +387,13 @@ class MemoryEngine:
         if not self.stop_scheduler():
             logger.warning("the background scheduler did not stop within 60 s; it is a daemon "
                            "thread and its next store call fails on the closed store")
-        if self._jobs is not None:  # a running training finishes; queued ones are dropped
+        self.parametric.stop()  # a running training ends at its next step, saving nothing
+        if self._jobs is not None:  # queued ones are dropped
             self._jobs.shutdown(wait=False, cancel_futures=True)
+            running = [job for job in self._job_futures if not job.done()]
+            if futures.wait(running, timeout=_JOB_STOP_S).not_done:
+                logger.warning("a background consolidation did not stop within %s s; it saves "
+                               "nothing and its next store call fails", _JOB_STOP_S)
         with self._lock:
             self._tier = None
             self._model = None

@@ -7,6 +7,11 @@ KeyError for an unknown id, PermissionError for a denied call), so generic handl
 from __future__ import annotations
 
 
+#: The message of the error every call on a closed (or closing) MemOS raises.
+CLOSED = ("This MemOS is closed; open a new one on the same data directory or database URL "
+          "(MemOS(...)).")
+
+
 class MemOSError(Exception):
     """Base class of every memos-core error."""
 

@@ -251,6 +251,39 @@ def test_background_consolidation_returns_a_future(store: tuple[MemOS, list[str]
     assert result.manifest.version == "v1" and result.activated
 
 
+def test_close_stops_a_background_training_and_nothing_reaches_the_disk(
+    store: tuple[MemOS, list[str]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close() used to return while the training ran on, release the directory, and let the
+    job write its adapter into it (or fail on the closed vault with sqlite's error)."""
+    import threading
+
+    from memos_core.tiers.parametric import tier as tier_module
+
+    mos, ids = store
+    started = threading.Event()
+    real = tier_module.train_lora
+
+    def slow_start(*args: object, **kwargs: object) -> object:
+        started.set()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tier_module, "train_lora", slow_start)
+    long = OPEN.model_copy(update={"steps": 100_000})
+    future = mos.consolidate(user_id="ada", memory_ids=ids, config=long, background=True,
+                             progress=False)
+    assert started.wait(120)
+    mos.close()
+    assert future.done()
+    with pytest.raises(InvalidInputError, match="closed while an adapter was being trained"):
+        future.result()
+    assert not [t for t in threading.enumerate() if t.name.startswith("memos-lora")]
+    adapters = mos.data_dir / "adapters"
+    assert not adapters.exists() or not any(adapters.iterdir())
+    with MemOS(mos.data_dir) as again:  # the directory is free, and holds no adapter
+        assert again.adapters(user_id="ada") == []
+
+
 def test_chat_keeps_memories_the_adapter_cannot_answer_in_the_prompt(
     store: tuple[MemOS, list[str]],
 ) -> None:

@@ -189,13 +189,16 @@ def evaluate(
     controls: Sequence[tuple[str, str]],
     config: ParametricConfig,
     chat: Callable[[str], str] | None = None,
+    stop: Callable[[], None] = lambda: None,
 ) -> Evaluation:
     """Measure ``model`` (the adapted model) on ``memories`` (``(id, text)``) and
     ``controls`` (``(prompt, base answer)`` from :func:`base_control_answers`). Given
     ``chat`` (question -> chat-formatted prompt), each memory's question form is asked too
-    (``question_tokens`` tokens) and ``question_recalled`` set."""
+    (``question_tokens`` tokens) and ``question_recalled`` set. ``stop`` is called before
+    each memory and control and may raise to end it there."""
     items = []
     for memory_id, text in memories:
+        stop()
         form = cloze(text)
         if form is None:
             continue
@@ -212,6 +215,7 @@ def evaluate(
             question_recalled=None if said is None else answer_recalled(said, answer)))
     control_items = []
     for prompt, base in controls:
+        stop()
         out = tokenizer.decode(greedy_completion(model, tokenizer, prompt, config.control_tokens))
         kept = control_kept(base, out, config.control_words)
         control_items.append(ControlItem(prompt=prompt, base=base, adapted=out, kept=kept))

@@ -113,6 +113,18 @@ class ParametricTier:
         self._rewritten_at: dict[tuple[str, int, int], bool] = {}
         # base model replay examples and control answers, per model and config
         self._answers: dict[str, tuple[list[Example], list[tuple[str, str]]]] = {}
+        self._stopping = threading.Event()  # set by stop(): trainings end at their next step
+
+    def stop(self) -> None:
+        """Make every running and later :meth:`consolidate` end at its next step (training,
+        evaluation) with :class:`InvalidInputError`, saving nothing: the store is closing."""
+        self._stopping.set()
+
+    def _stop_if_closing(self) -> None:
+        if self._stopping.is_set():
+            raise InvalidInputError("The MemOS was closed while an adapter was being trained; "
+                                    "nothing was saved. Open the data directory again and "
+                                    "consolidate again.")
 
     @classmethod
     def without_model(cls, kernel: MemoryStore) -> ParametricTier:
@@ -177,6 +189,7 @@ class ParametricTier:
         Raises:
             InvalidInputError: no consolidatable memory among those given.
         """
+        self._stop_if_closing()
         config = config or self.config
         cubes = self.candidates(owner, memory_ids, never=never)
         if not cubes:
@@ -195,12 +208,14 @@ class ParametricTier:
             c.id, c.text, statement=config.train_statements,
             chat=chat if config.train_questions else None)]
         peft_model, report = train_lora(base.model, base.tokenizer, examples, replay, config,
-                                        progress=progress)
+                                        progress=progress, stop=self._stop_if_closing)
         evaluation = evaluate(peft_model, base.tokenizer, [(c.id, c.text) for c in cubes],
-                              controls, config, chat=lambda q: chat(q)[0])
+                              controls, config, chat=lambda q: chat(q)[0],
+                              stop=self._stop_if_closing)
         decision = gate(evaluation.recall, evaluation.control_regressions, config,
                         controls=evaluation.controls)
         with self._lock:
+            self._stop_if_closing()  # nothing reaches the disk of a closing store
             manifest = AdapterManifest(
                 version=self.store.next_version(), owner=owner, base_model_id=base.model_id,
                 base_fingerprint=base.fingerprint.digest,

@@ -20,7 +20,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -178,12 +178,14 @@ def train_lora(
     config: ParametricConfig,
     *,
     progress: bool = True,
+    stop: Callable[[], None] = lambda: None,
 ) -> tuple[Any, TrainingReport]:
     """Train a LoRA adapter on ``memory`` + ``replay``; returns ``(peft_model, report)``.
 
     ``base`` is a transformers causal LM and is not modified. The peft model comes back in
     eval mode. ``config.steps_for(len(memory))`` steps are taken. A tqdm bar on stderr shows
-    the steps and the loss unless ``progress`` is False.
+    the steps and the loss unless ``progress`` is False. ``stop`` is called before each step
+    and may raise to end the training there (the store is closing).
 
     Raises:
         ValueError: no memory examples, or none of ``config.target_modules`` in the model.
@@ -206,6 +208,7 @@ def train_lora(
     bar = tqdm(total=steps, desc="LoRA", unit="step", file=sys.stderr, disable=not progress)
     try:
         for _ in range(steps):
+            stop()
             mem_idx, rep_idx = next(batches)
             rows = [_encode(tokenizer, memory[i]) for i in mem_idx]
             rows += [_encode(tokenizer, replay[i]) for i in rep_idx]

@@ -22,6 +22,8 @@ Migrations:
 7. audit records commit to their reason (``reason_salt``, ``reason_commit``, ``legacy_hash``;
    an index on ``details->>'by'``): the records written before are converted and the reasons
    of forgotten memories removed (:func:`memos_core.vault.audit_chain.upgrade_chain`).
+8. an index on ``audit(user_id, action, seq)``: a user's records of one action, newest
+   first, without reading all of that user's records (or every record).
 """
 
 from __future__ import annotations
@@ -233,9 +235,14 @@ _V7: list[str | Callable[[Any], None]] = [
     _commit_reasons,
 ]
 
+#: ``audit_log(user_id=, action=)`` (``audit_user`` serves a user's records of every action)
+_V8 = [
+    "CREATE INDEX IF NOT EXISTS audit_user_action ON audit(user_id, action, seq)",
+]
+
 #: migration number -> statements, or functions of the connection (applied in one transaction)
 MIGRATIONS: dict[int, Sequence[str | Callable[[Any], None]]] = {
-    1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}
+    1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -35,8 +35,8 @@ from memos_core.vault.pg_usage import accessed
 
 __all__ = [
     "HEAD_AND_START_QUERY", "HEAD_QUERY", "CubeCache", "Exec", "Many", "Program", "Rows", "Step",
-    "arun", "change_head", "get", "get_many", "history", "list_memories", "lock_step", "one",
-    "run", "served", "with_usage",
+    "arun", "change_head", "get", "get_many", "history", "list_memories", "list_page",
+    "list_where", "lock_step", "one", "run", "served", "with_usage",
 ]
 
 T = TypeVar("T")
@@ -401,14 +401,10 @@ def _first_cube(rows: list[Row]) -> MemCube | None:
     return MemCube.model_validate_json(rows[0][0]) if rows else None
 
 
-def list_where(q: ListQuery) -> tuple[str, list[Any]]:
-    """The ``WHERE`` clause (with its leading space; "" for none) and parameters of the
-    memories a ``ListQuery`` selects."""
+def _filters(q: ListQuery) -> tuple[list[str], list[Any]]:
+    """The conditions (and their parameters) of a ``ListQuery`` other than its users."""
     clauses: list[str] = []
     params: list[Any] = []
-    if q.user_ids is not None:
-        clauses.append("(user_id = ANY(%s) OR readers ?| %s)")
-        params += [list(q.user_ids), list(q.user_ids)]
     for column, value in (("agent_id", q.agent_id), ("session_id", q.session_id)):
         if value is not None:
             clauses.append(f"{column} = %s")
@@ -435,15 +431,73 @@ def list_where(q: ListQuery) -> tuple[str, list[Any]]:
         clauses.append("(" + (" OR ".join(["strpos(doc::text, %s) > 0"] * len(q.contains_any))
                               or "FALSE") + ")")
         params += list(q.contains_any)
+    return clauses, params
+
+
+def list_where(q: ListQuery) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (with its leading space; "" for none) and parameters of the
+    memories a ``ListQuery`` selects (one condition: for a count; a page is read by
+    :func:`list_page`'s statement)."""
+    clauses, params = _filters(q)
+    if q.user_ids is not None:
+        clauses.insert(0, "(user_id = ANY(%s) OR readers ?| %s)")
+        params = [list(q.user_ids), list(q.user_ids), *params]
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+#: a page of a list for at most this many users reads each one's own memories through the
+#: ``(user_id, seq)`` index, already in order; for more, one read of all their memories is
+#: sorted (a statement of a branch per user would grow without bound)
+USER_BRANCHES = 16
+
+
+def list_page(q: ListQuery) -> tuple[str, list[Any]]:
+    """The statement (and its parameters) of the page ``q`` asks for: its ``(id, doc
+    text)`` rows in ``seq`` order.
+
+    With ``q.user_ids``, the memories those users own and those shared with them by someone
+    else are read apart and merged (``UNION ALL``): one ``OR`` of the two is served by no
+    index in ``seq`` order, so the planner either walked the whole ``seq`` index for the
+    user's rows (every memory of the store for a user with few) or sorted all of them.
+    Each part reads only the ``limit + offset`` first of its own, in order: a user's own
+    memories from the ``(user_id, seq)`` index (one branch per user), those shared with
+    them through the ``readers`` GIN index -- ordered by ``seq + 0``, which no index
+    serves, so that a prepared statement's generic plan (which cannot know how few they
+    are) does not walk the ``seq`` index to find them -- and without the users' own, so
+    that nothing comes twice (a memory shared with two of the users is one row). The page
+    is cut from the merged ``seq`` numbers, and only its rows' documents are read."""
+    order = "DESC" if q.newest_first else "ASC"
+    clauses, params = _filters(q)
+    if q.user_ids is None:
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        return (f"SELECT id, doc::text FROM memories{where} ORDER BY seq {order} "
+                "LIMIT %s OFFSET %s", [*params, q.limit, q.offset])
+    users = list(dict.fromkeys(q.user_ids))
+    rest = "".join(f" AND {c}" for c in clauses)
+    reach = q.limit + q.offset
+    parts: list[str] = []
+    values: list[Any] = []
+    if len(users) <= USER_BRANCHES:
+        for user in users:
+            parts.append(f"(SELECT seq FROM memories WHERE user_id = %s{rest} "
+                         f"ORDER BY seq {order} LIMIT %s)")
+            values += [user, *params, reach]
+    else:
+        parts.append(f"(SELECT seq FROM memories WHERE user_id = ANY(%s){rest} "
+                     f"ORDER BY seq + 0 {order} LIMIT %s)")
+        values += [users, *params, reach]
+    parts.append(f"(SELECT seq FROM memories WHERE readers ?| %s AND user_id <> ALL(%s){rest} "
+                 f"ORDER BY seq + 0 {order} LIMIT %s)")
+    values += [users, users, *params, reach]
+    return (f"SELECT m.id, m.doc::text FROM (SELECT seq FROM ({' UNION ALL '.join(parts)}) "
+            f"AS parts ORDER BY seq {order} LIMIT %s OFFSET %s) AS page "
+            f"JOIN memories m ON m.seq = page.seq ORDER BY page.seq {order}",
+            [*values, q.limit, q.offset])
+
+
 def list_memories(query: ListQuery, overlay: Overlay | None = None) -> Program[list[MemCube]]:
-    """The page ``query`` asks for."""
-    where, params = list_where(query)
-    order = "DESC" if query.newest_first else "ASC"
-    rows = yield Rows(f"SELECT id, doc::text FROM memories{where} ORDER BY seq {order} "
-                      "LIMIT %s OFFSET %s", [*params, query.limit, query.offset])
+    """The page ``query`` asks for (:func:`list_page`)."""
+    rows = yield Rows(*list_page(query))
     return (yield from with_usage(rows, overlay))
 
 

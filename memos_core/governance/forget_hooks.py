@@ -362,19 +362,20 @@ class MessageRedactor:
         return sorted(found)
 
 
-    def tokens(self) -> tuple[str, ...] | None:
-        """Strings at least one of which any stored record holding the memory contains,
-        however that record's JSON escapes it: the longest run of ASCII letters and digits
-        of each text to redact, of the memory's id and of each source message id (escaping
-        never touches those characters). None when one of them has no such run: then
-        nothing can be pre-filtered."""
+    def tokens(self) -> tuple[tuple[str, ...], ...] | None:
+        """Groups of strings, one per text to redact, per source message id and for the
+        memory's id: any stored record holding the memory holds every string of one group,
+        however that record's JSON escapes it (the runs of ASCII letters and digits of that
+        text, which escaping never touches; ``ListQuery.contains_any``). Common words are
+        left out of a group (they narrow nothing) unless the text has nothing else. None
+        when one text has no such run: then nothing can be pre-filtered."""
         found = set()
         for text in {*self._whole, *self.source_ids, self.memory_id}:
-            runs = _ALNUM.findall(text)
+            runs = set(_ALNUM.findall(text))
             if not runs:
                 return None
-            # any run is correct; a common word ("the") would select nearly every record
-            found.add(max(runs, key=lambda run: (run.lower() not in _COMMON, len(run))))
+            rare = {run for run in runs if run.lower() not in _COMMON}
+            found.add(tuple(sorted(rare or {max(runs, key=len)})))
         return tuple(sorted(found))
 
 

@@ -74,7 +74,8 @@ def owned_holding(mos: MemOS, user_id: str, redactor: MessageRedactor, *,
                   tags: Sequence[str], states: Sequence[str]) -> list[MemCube]:
     """The memories ``user_id`` owns, with one of ``tags`` and in one of ``states``, whose
     stored record may hold what ``redactor`` redacts: the vault keeps only those holding
-    one of its :meth:`~MessageRedactor.tokens` (all of them when it has none), so a forget
+    every string of one group of its :meth:`~MessageRedactor.tokens` (all of them when it
+    has none), so a forget
     does not decode every message of a long history. A superset: the caller checks each.
     Read whole before the caller changes any (a redacted one may leave the selection)."""
     tokens = redactor.tokens()

@@ -111,11 +111,12 @@ class ListQuery:
     newest_first: bool = False
     #: metadata key -> required value (str, int, float or bool), all must match
     metadata_equals: dict[str, Any] = field(default_factory=dict)
-    #: strings one of which the memory's stored record must hold as written (its text,
-    #: metadata, tags, ...; case-sensitive). A pre-filter for callers that then look at
-    #: what they get: only ASCII letters and digits are sure to appear in the record as
-    #: they are (other characters may be escaped there). ``()`` selects nothing.
-    contains_any: tuple[str, ...] | None = None
+    #: groups of strings: the memory's stored record (its text, metadata, tags, ...) must
+    #: hold every string of at least one group as written (case-sensitive). A pre-filter
+    #: for callers that then look at what they get: only ASCII letters and digits are sure
+    #: to appear in the record as they are (other characters may be escaped there). ``()``
+    #: selects nothing.
+    contains_any: tuple[tuple[str, ...], ...] | None = None
 
 
 #: A value serialised by its writer: ``(type name, bytes)``; the vault stores both as they

@@ -428,9 +428,10 @@ def _filters(q: ListQuery) -> tuple[list[str], list[Any]]:
         clauses.append("doc->'metadata'->%s = %s::jsonb")
         params += [key, json.dumps(value)]
     if q.contains_any is not None:
-        clauses.append("(" + (" OR ".join(["strpos(doc::text, %s) > 0"] * len(q.contains_any))
-                              or "FALSE") + ")")
-        params += list(q.contains_any)
+        groups = ["(" + " AND ".join(["strpos(doc::text, %s) > 0"] * len(g)) + ")"
+                  for g in q.contains_any if g]
+        clauses.append("(" + (" OR ".join(groups) or "FALSE") + ")")
+        params += [s for g in q.contains_any if g for s in g]
     return clauses, params
 
 

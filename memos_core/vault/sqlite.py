@@ -761,9 +761,10 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             clauses.append("json_extract(doc, ?) = ?")
             params += [f'$.metadata."{key}"', int(value) if isinstance(value, bool) else value]
         if q.contains_any is not None:
-            clauses.append("(" + (" OR ".join(["instr(doc, ?) > 0"] * len(q.contains_any))
-                                  or "0") + ")")
-            params += list(q.contains_any)
+            groups = ["(" + " AND ".join(["instr(doc, ?) > 0"] * len(g)) + ")"
+                      for g in q.contains_any if g]
+            clauses.append("(" + (" OR ".join(groups) or "0") + ")")
+            params += [s for g in q.contains_any if g for s in g]
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def _select(self, q: ListQuery, columns: str) -> tuple[str, list[Any]]:

@@ -101,11 +101,11 @@ def test_the_other_filters_hold_in_both_parts(vault, pg_url):
     assert _ids(vault, user_ids=("alice",), tags=("x",), states=live) == [a1.id, b1.id]
     assert _ids(vault, user_ids=("alice",), states=live, newest_first=True) == \
         [b2.id, a2.id, b1.id, a1.id]
-    assert _ids(vault, user_ids=("alice",), contains_any=("mango", "kiwi")) == [a2.id, b2.id]
+    assert _ids(vault, user_ids=("alice",), contains_any=(("mango",), ("kiwi",))) == [a2.id, b2.id]
     assert vault.count(ListQuery(user_ids=("alice",), states=live)) == 4
     # the same pages as the one statement of before (the OR of the two parts)
     for kw in ({}, {"tags": ("x",)}, {"states": live}, {"states": ("archived",)},
-               {"contains_any": ("mango", "kiwi")}, {"newest_first": True, "limit": 2, "offset": 1}):
+               {"contains_any": (("mango",), ("kiwi",))}, {"newest_first": True, "limit": 2, "offset": 1}):
         for users in (("alice",), ("bob",), ("alice", "bob"), ("carol",)):
             q = ListQuery(user_ids=users, **kw)
             assert [c.id for c in vault.list(q)] == _one_statement(pg_url, q), (users, kw)

@@ -351,16 +351,20 @@ class VaultConformance:
         b = cube("plain note", tags=("Kayak9",))
         vault.insert([a, b], ALICE)
 
-        def found(*needles: str) -> list[str]:
-            return [c.id for c in vault.list(ListQuery(contains_any=needles))]
+        def found(*needles: str | tuple[str, ...]) -> list[str]:
+            groups = tuple((n,) if isinstance(n, str) else n for n in needles)
+            return [c.id for c in vault.list(ListQuery(contains_any=groups))]
 
         assert found("locker") == [a.id]
         assert found("B12") == [a.id]  # in metadata
         assert found("Kayak9") == [b.id]  # in tags
         assert found("4417", "plain") == [a.id, b.id]
         assert found("LOCKER") == []  # case-sensitive
-        assert found() == []
+        assert found() == [] and found(()) == []
         assert found("4%1") == []  # a literal string, not a LIKE pattern
+        assert found(("locker", "4417")) == [a.id]  # every string of a group
+        assert found(("locker", "plain")) == []
+        assert found(("locker", "plain"), ("note", "Kayak9")) == [b.id]
 
     def test_list_includes_memories_shared_with_the_user(self, vault: Vault) -> None:
         mine = cube("bob's note", user="bob")

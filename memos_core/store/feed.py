@@ -48,7 +48,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 from memos_core.lifecycle import INDEXED_STATES
@@ -74,6 +75,9 @@ class ChangeFollower:
 
     #: how long a search may go without the head query while the listener is up and quiet
     head_check_s = 1.0
+    #: while the write lock is taken elsewhere, how often a wait for it checks whether the
+    #: follower closed (:meth:`_write_locked`)
+    lock_poll_s = 0.05
 
     def __init__(self, store: Any, cursor: int, *, shared_index: bool,
                  repair_after_s: float = 10.0) -> None:
@@ -143,7 +147,15 @@ class ChangeFollower:
         return conn is not None and conn is self._woken_on and not conn.closed
 
     def close(self) -> None:
+        """Stop following: no catch-up starts after this, and the listener thread is
+        stopped and waited for. Called by the store *before* it takes its write lock to
+        close; a wake-up under way that waits for that lock gives up (:meth:`_write_locked`:
+        the closing thread may hold it, closing from inside a write), so none runs against
+        the closed store."""
         self._closed = True
+        stop = getattr(self.vault, "stop_listening", None)
+        if stop is not None:
+            stop()
 
     def sync(self, *, gated: bool = False) -> int:
         """Apply every change newer than the cursor; returns how many foreign changes were
@@ -154,13 +166,21 @@ class ChangeFollower:
         processes' adds through the feed). For calls whose results are checked against the
         vault anyway (search); a notification in flight at that moment is applied by the
         next call."""
-        self.store.retry_index()  # this process's commits whose index update failed
+        if self._closed:  # (a listener's wake-up during close: the store is closing)
+            return 0
+        if self.store._deferred:  # this process's commits whose index update failed
+            with self._write_locked() as locked:
+                if not locked:
+                    return 0
+                self.store.retry_index()
         if self._unchecked:
             self._repair_due()
         if self._closed:
             return 0
         if self.store.purge_pending:  # local files a forget could not purge (rate-limited)
-            with self.store.write_lock:
+            with self._write_locked() as locked:
+                if not locked:
+                    return 0
                 self.store.retry_purges_due()
         if gated and self.shared_index and self._listener_quiet():
             self.head_skips += 1
@@ -171,7 +191,9 @@ class ChangeFollower:
         if head < self.cursor or not self._same_timeline(start):
             # the feed went back, or holds other changes where this process's cursor is (a
             # restore; a failover that lost commits, even if new ones came after them)
-            with self.store.write_lock:
+            with self._write_locked() as locked:
+                if not locked:
+                    return 0
                 done = self._resync()
         else:
             done = self._catch_up() if head > self.cursor else 0
@@ -186,8 +208,25 @@ class ChangeFollower:
             return True
         return bool(self.vault.change_at(self.cursor) == self.cursor_at)
 
+    @contextmanager
+    def _write_locked(self) -> Iterator[bool]:
+        """The store's write lock, held for the block if it yields True; False (not held)
+        once the follower is closed, also while waiting for the lock: the thread closing
+        the store may hold it while it waits for the listener thread (:meth:`close`)."""
+        lock = self.store.write_lock
+        while not lock.acquire(timeout=self.lock_poll_s):
+            if self._closed:
+                yield False
+                return
+        try:
+            yield not self._closed
+        finally:
+            lock.release()
+
     def _catch_up(self) -> int:
-        with self.store.write_lock:
+        with self._write_locked() as locked:
+            if not locked:
+                return 0
             done = 0
             while not self._closed:
                 changes = self.vault.changes_since(self.cursor, 5000, own=self._own_seqs)
@@ -227,7 +266,9 @@ class ChangeFollower:
                    for i, seen in self._unchecked.items() if seen[0][0] <= due_before}
         if not due:
             return
-        with self.store.write_lock:
+        with self._write_locked() as locked:
+            if not locked:
+                return
             indexed = self.store.index.versions_of(list(due))
             current = self.vault.get_many(list(due))
             # A version newer than the due one may have been committed a moment ago, its

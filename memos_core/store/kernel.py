@@ -603,6 +603,8 @@ class MemoryStore:
         for callback in reversed(self._close_callbacks):  # derived tiers stop first
             callback()
         if self.follower is not None:
+            # before the write lock: it stops the change-feed listener and waits for it, and
+            # a wake-up of the listener under way may be waiting for that lock
             self.follower.close()
         with self.write_lock:
             try:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import selectors
+import socket
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +72,9 @@ class FeedMixin:
         self._wake_hooks: list[Callable[[], None]] = []
         self._listener: threading.Thread | None = None
         self._stop_listening = threading.Event()
+        #: the listener's wake-up socket pair: :meth:`stop_listening` writes a byte to the
+        #: second, the listener waits on the first alongside its LISTEN connection
+        self._listen_wakeup: tuple[socket.socket, socket.socket] | None = None
         self._listen_conn: Any = None
         #: (when it was sent (monotonic), head, server start) of the newest head read
         #: alongside a search
@@ -195,7 +200,10 @@ class FeedMixin:
         also once after every (re)connection, since notifications sent while disconnected
         are lost. An optimisation only: correctness comes from :meth:`change_head`."""
         self._wake_hooks.append(wake)
-        if self._listener is None:
+        if self._listener is None and not self._stop_listening.is_set():
+            self._listen_wakeup = socket.socketpair()
+            for sock in self._listen_wakeup:
+                sock.setblocking(False)
             self._listener = threading.Thread(target=self._listen_loop, name="memos-pg-listen",
                                               daemon=True)
             self._listener.start()
@@ -203,16 +211,29 @@ class FeedMixin:
     def _listen_loop(self) -> None:
         import psycopg
 
+        assert self._listen_wakeup is not None
+        wakeup = self._listen_wakeup[0]
         backoff = 0.2
         while not self._stop_listening.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn, \
+                        selectors.DefaultSelector() as selector:
                     self._listen_conn = conn
                     conn.execute(f"LISTEN {CHANNEL}")
                     backoff = 0.2
-                    self._wake()
+                    selector.register(conn.fileno(), selectors.EVENT_READ)
+                    selector.register(wakeup, selectors.EVENT_READ)
+                    if not self._stop_listening.is_set():
+                        self._wake()
                     while not self._stop_listening.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        # the LISTEN connection or the stop signal (stop_listening); the
+                        # timeout only bounds a stop that sets the event without the signal
+                        ready = selector.select(timeout=1.0)
+                        if self._stop_listening.is_set():
+                            break
+                        if any(key.fileobj is not wakeup for key, _ in ready) \
+                                and list(conn.notifies(timeout=0)) \
+                                and not self._stop_listening.is_set():
                             self._wake()
             except Exception:  # noqa: BLE001 - the server went away: reconnect later
                 if self._stop_listening.wait(backoff):
@@ -228,7 +249,28 @@ class FeedMixin:
             except Exception:  # noqa: BLE001 - a wake-up is advisory
                 logger.warning("a change-feed wake-up failed", exc_info=True)
 
-    def _close_feed(self) -> None:
+    def stop_listening(self, timeout: float = 5.0) -> None:
+        """Stop the listener thread and wait (up to ``timeout`` seconds) for it to end: it
+        is woken at once, even while it waits for a notification, and wakes no one after
+        this (a wake-up already under way is waited for). Idempotent; the follower calls it
+        before its store takes the write lock to close (a wake-up may be waiting for that
+        lock)."""
         self._stop_listening.set()
-        if self._listener is not None:
-            self._listener.join(timeout=5)
+        if self._listen_wakeup is not None:
+            try:
+                self._listen_wakeup[1].send(b"x")
+            except OSError:  # already signalled (the buffer is full) or closed
+                pass
+        listener = self._listener
+        if listener is None or listener is threading.current_thread():
+            return  # (closed from a wake-up: the thread ends when that returns)
+        listener.join(timeout=timeout)
+        if listener.is_alive():
+            logger.warning("the change-feed listener thread did not stop within %s s", timeout)
+            return
+        wakeup, self._listen_wakeup = self._listen_wakeup, None
+        for sock in wakeup or ():
+            sock.close()
+
+    def _close_feed(self) -> None:
+        self.stop_listening()

@@ -1,4 +1,4 @@
-"""Per-call cost of everyday store operations as the store grows (embedded mode).
+"""Per-call cost of everyday store operations as the store grows (embedded or server mode).
 
 A store of N memories is filled for one user, or spread over many users (the measured user
 then owns N / users of them); then each operation is timed on it, median of ``--repeat``
@@ -12,6 +12,10 @@ vault's and the graph's, and a model would only add the same embedding time to e
 Search still runs dense + BM25 + graph expansion + fusion over real Qdrant (embedded).
 
     python benchmarks/store_ops.py --sizes 1000,20000 --users 1,50
+    python benchmarks/store_ops.py --server --sizes 1000,10000 --users 1,50
+
+``--server`` runs the same on server mode: a PostgreSQL the script starts
+(``LocalPostgres``, a database per row) and stops.
 
 To compare with an older commit, run it with that commit's ``memos_core`` first on the
 path (``git worktree add /tmp/old REV; PYTHONPATH=/tmp/old python benchmarks/store_ops.py``);
@@ -21,6 +25,7 @@ the table names the ``memos_core`` it imported.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -66,24 +71,31 @@ def sentence(rng: random.Random) -> str:
     return f"{a} {' '.join(rng.choices(WORDS, k=rng.randint(6, 14)))} with {b} on day {rng.randint(1, 10**6)}."
 
 
-def median_ms(call: Callable[[], Any], repeat: int) -> float:
+def median_ms(call: Callable[[], Any], repeat: int,
+              before: Callable[[], Any] = lambda: None) -> float:
+    """The median ms of ``call`` over ``repeat`` calls (after one untimed), each after an
+    untimed ``before``."""
+    before()
     call()  # warm
     times = []
     for _ in range(repeat):
+        before()
         t0 = time.perf_counter()
         call()
         times.append((time.perf_counter() - t0) * 1000)
     return round(statistics.median(times), 2)
 
 
-def run(size: int, users: int, repeat: int, seed: int) -> dict[str, Any]:
+def run(size: int, users: int, repeat: int, seed: int, server: Any = None) -> dict[str, Any]:
     from memos_core import MemOS, MemOSConfig
 
     rng = random.Random(seed)
     me = "u0"
     with tempfile.TemporaryDirectory(prefix="memos-ops-") as tmp:
         config = MemOSConfig(show_progress=False)
-        with MemOS(Path(tmp) / "data", embedder=SeededEmbedder(), config=config) as mos:
+        where = (server.create_database(f"ops_{size}_{users}") if server is not None
+                 else Path(tmp) / "data")
+        with MemOS(where, embedder=SeededEmbedder(), config=config) as mos:
             t0 = time.perf_counter()
             for start in range(0, size, 200):
                 owner = f"u{(start // 200) % users}"
@@ -93,11 +105,13 @@ def run(size: int, users: int, repeat: int, seed: int) -> dict[str, Any]:
             mos.search("warm up", user_id=me)  # the user's graph view is loaded
             own = mos.stats(user_id=me)["vault"]["memories"]
 
-            def search_after_add() -> None:
-                mos.add(sentence(rng), user_id=me, session_id="s1")
+            def search() -> None:
                 mos.search(sentence(rng), user_id=me, k=10)
 
-            add_ms = median_ms(lambda: mos.add(sentence(rng), user_id=me), repeat)
+            def add() -> None:
+                mos.add(sentence(rng), user_id=me, session_id="s1")
+
+            add_ms = median_ms(add, repeat)
             row = {
                 "memories": size, "users": users, "own": own, "fill_s": round(fill_s, 1),
                 "add": add_ms,
@@ -107,9 +121,8 @@ def run(size: int, users: int, repeat: int, seed: int) -> dict[str, Any]:
                 "stats": median_ms(lambda: mos.stats(user_id=me), repeat),
                 "audit_log(action)": median_ms(
                     lambda: mos.audit_log(user_id=me, action="forget"), repeat),
-                "search": median_ms(lambda: mos.search(sentence(rng), user_id=me, k=10), repeat),
-                # the add is timed above; this is the search's part of the pair
-                "search after add": round(median_ms(search_after_add, repeat) - add_ms, 2),
+                "search": median_ms(search, repeat),
+                "search after add": median_ms(search, repeat, before=add),
             }
     return row
 
@@ -124,16 +137,24 @@ def main() -> None:
     p.add_argument("--users", default="1,50", help="users the memories are spread over")
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--server", action="store_true", help="server mode (starts a PostgreSQL)")
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     os.environ.setdefault("MEMOS_PROGRESS", "0")
     import memos_core
 
-    rows = [run(int(n), int(u), a.repeat, a.seed)
-            for u in a.users.split(",") for n in a.sizes.split(",")]
+    with contextlib.ExitStack() as stack:
+        server = None
+        if a.server:
+            from memos_core.testing.postgres import LocalPostgres
+
+            server = stack.enter_context(LocalPostgres())
+        rows = [run(int(n), int(u), a.repeat, a.seed, server)
+                for u in a.users.split(",") for n in a.sizes.split(",")]
     print(markdown_machine(machine_info()))
-    print(f"memos_core from {Path(memos_core.__file__).parent}; load average "
-          f"{os.getloadavg()[0]:.1f}; median of {a.repeat} calls, ms")
+    print(f"{'server mode (PostgreSQL, loopback)' if a.server else 'embedded mode'}; memos_core "
+          f"from {Path(memos_core.__file__).parent}; load average {os.getloadavg()[0]:.1f}; "
+          f"median of {a.repeat} calls, ms")
     print()
     print("| memories | users | the user's | " + " | ".join(COLUMNS) + " |")
     print("|---|---|---|" + "---|" * len(COLUMNS))

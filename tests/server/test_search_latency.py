@@ -16,24 +16,10 @@ import time
 
 import psycopg
 import pytest
+from feed_helpers import listening, wait_until
 
 from memos_core import MemOS
 from memos_core.errors import MemoryDeletedError
-
-
-def _wait(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
-def _listening(mos: MemOS) -> bool:
-    """The listener is connected and its first wake-up (after LISTEN) has happened."""
-    follower = mos.store.follower
-    conn = mos.vault._listen_conn
-    return conn is not None and follower._woken_on is conn
 
 
 class HeadQueries:
@@ -57,12 +43,12 @@ class HeadQueries:
 
 def test_a_quiet_listener_lets_search_skip_the_head_query(open_mos):
     a, b = open_mos(), open_mos()
-    _wait(lambda: _listening(b))
+    wait_until(lambda: listening(b))
     kayak = a.add("The kayak is in the boathouse.", user_id="alice")
     heads = HeadQueries(b)
     try:
         b.search("where is the kayak", user_id="alice")  # a wake-up came since the last check
-        _wait(lambda: b.store.follower._checked is not None
+        wait_until(lambda: b.store.follower._checked is not None
               and b.store.follower._checked[0] == b.store.follower._wakes)
         before, skips = heads.count, b.store.follower.head_skips
         for _ in range(3):
@@ -76,7 +62,7 @@ def test_a_quiet_listener_lets_search_skip_the_head_query(open_mos):
         wakes = b.store.follower._wakes
         with b.store.write_lock:
             a.update(kayak.id, "The kayak is in the garage.", user_id="alice")
-            _wait(lambda: b.store.follower._wakes > wakes)
+            wait_until(lambda: b.store.follower._wakes > wakes)
             count = heads.count
             assert b.search("where is the kayak", user_id="alice")[0].memory.version == 2
             assert heads.count == count + 1
@@ -92,24 +78,24 @@ def test_a_quiet_listener_lets_search_skip_the_head_query(open_mos):
 
 def test_search_falls_back_to_the_head_query_when_the_listener_dies(open_mos, pg_url):
     a, b = open_mos(), open_mos()
-    _wait(lambda: _listening(b))
+    wait_until(lambda: listening(b))
     kayak = a.add("The kayak is in the boathouse.", user_id="alice")
     b.search("kayak", user_id="alice")
-    _wait(lambda: kayak.id in b.graph)
+    wait_until(lambda: kayak.id in b.graph)
 
     # the server ends the LISTEN connection: until the listener is back and has caught up,
     # every search runs the head query (notifications sent meanwhile are lost)
     old = b.vault._listen_conn
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (old.info.backend_pid,))
-    _wait(lambda: b.vault._listen_conn is not old)
+    wait_until(lambda: b.vault._listen_conn is not old)
     heads = HeadQueries(b)
     try:
-        if not _listening(b):
+        if not listening(b):
             skips = b.store.follower.head_skips
             b.search("kayak", user_id="alice")
             assert b.store.follower.head_skips == skips
-        _wait(lambda: _listening(b))  # reconnected: its first wake-up catches up
+        wait_until(lambda: listening(b))  # reconnected: its first wake-up catches up
 
         # the listener thread stops for good: every search queries the head, so another
         # process's forget is applied to b's derived state before b's search runs
@@ -130,11 +116,11 @@ def test_a_search_that_skipped_the_head_query_never_returns_a_forgotten_memory(o
     search skips the head query (its graph still holds the memory) and still does not return
     it, because every hit is checked on its current version."""
     a, b = open_mos(), open_mos()
-    _wait(lambda: _listening(b))
+    wait_until(lambda: listening(b))
     kayak = a.add("The kayak is in the boathouse.", user_id="alice")
     a.add("The paddles hang next to the kayak.", user_id="alice")
     assert kayak.id in [h.id for h in b.search("where is the kayak", user_id="alice")]
-    _wait(lambda: b.store.follower._checked is not None
+    wait_until(lambda: b.store.follower._checked is not None
           and b.store.follower._checked[0] == b.store.follower._wakes)
 
     release, held = threading.Event(), threading.Event()
@@ -156,7 +142,7 @@ def test_a_search_that_skipped_the_head_query_never_returns_a_forgotten_memory(o
     finally:
         b.vault._wake_hooks.remove(hold)
         release.set()
-    _wait(lambda: kayak.id not in b.graph)
+    wait_until(lambda: kayak.id not in b.graph)
     with pytest.raises(MemoryDeletedError):
         b.get(kayak.id, user_id="alice")
 
@@ -166,9 +152,9 @@ def test_search_with_a_per_process_index_keeps_the_head_query(open_mos):
     its searches never skip the head query."""
     a = open_mos(index="edge")
     b = open_mos(index="edge")
-    _wait(lambda: _listening(b))
+    wait_until(lambda: listening(b))
     b.search("anything", user_id="alice")
-    _wait(lambda: b.store.follower._checked is not None
+    wait_until(lambda: b.store.follower._checked is not None
           and b.store.follower._checked[0] == b.store.follower._wakes)
     kayak = a.add("The kayak is in the boathouse.", user_id="alice")
     skips = b.store.follower.head_skips

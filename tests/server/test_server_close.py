@@ -14,23 +14,10 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
+
+from feed_helpers import listening, wait_until
 
 from memos_core import MemOS, MemOSConfig
-
-
-def _wait(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
-def _listening(mos: MemOS) -> bool:
-    """The listener is connected and its first wake-up (after LISTEN) has happened."""
-    conn = mos.vault._listen_conn
-    return conn is not None and mos.store.follower._woken_on is conn
 
 
 def _listener_threads() -> set[threading.Thread]:
@@ -43,7 +30,7 @@ def test_close_stops_the_listener_thread(pg_url):
     mos = MemOS(pg_url, config=MemOSConfig(show_progress=False))
     listener = mos.vault._listener
     assert listener is not None and listener.is_alive()
-    _wait(lambda: _listening(mos))
+    wait_until(lambda: listening(mos))
     note = mos.add("The kayak is in the boathouse.", user_id="alice")
     mos.search("kayak", user_id="alice")
     mos.update(note.id, "The kayak is in the garage.", user_id="alice")
@@ -61,7 +48,7 @@ def _close_while_writing(pg_url: str, writer: MemOS, cycle: int,
     one of those commits arrives; the listener must be gone when close returns."""
     mos = MemOS(pg_url, config=MemOSConfig(show_progress=False))
     follower, listener = mos.store.follower, mos.vault._listener
-    _wait(lambda: _listening(mos))
+    wait_until(lambda: listening(mos))
     stop, written = threading.Event(), []
 
     def write() -> None:
@@ -72,9 +59,9 @@ def _close_while_writing(pg_url: str, writer: MemOS, cycle: int,
     thread.start()
     try:
         applied = follower.applied
-        _wait(lambda: follower.applied > applied)  # the listener is catching up
+        wait_until(lambda: follower.applied > applied)  # the listener is catching up
         count = len(written)
-        _wait(lambda: len(written) > count, timeout=30)  # close as its NOTIFY arrives
+        wait_until(lambda: len(written) > count, timeout=30)  # close as its NOTIFY arrives
         mos.close()
         # (checked before the writer stops: the listener must be gone when close returns)
         alive = listener.is_alive()
@@ -98,10 +85,10 @@ def test_close_while_another_process_writes_never_leaves_the_listener(open_mos, 
 
     # a listener still wakes its follower when another process writes
     reader = open_mos()
-    _wait(lambda: _listening(reader))
+    wait_until(lambda: listening(reader))
     applied = reader.store.follower.applied
     writer.add("one more note", user_id="bob")
-    _wait(lambda: reader.store.follower.applied > applied)
+    wait_until(lambda: reader.store.follower.applied > applied)
     listener = reader.vault._listener
     reader.close()
     assert not listener.is_alive()
@@ -126,7 +113,7 @@ def test_close_inside_a_write_while_the_listener_waits_for_the_write_lock(open_m
     writer = open_mos(listen=False)
     mos = MemOS(pg_url, config=MemOSConfig(show_progress=False))
     listener = mos.vault._listener
-    _wait(lambda: _listening(mos))
+    wait_until(lambda: listening(mos))
     seen: dict[str, bool] = {}
 
     def close_inside(cubes) -> None:
@@ -135,7 +122,7 @@ def test_close_inside_a_write_while_the_listener_waits_for_the_write_lock(open_m
         seen["armed"] = True
         writer.add("The paddles hang in the shed.", user_id="bob")  # another process commits
         # woken by that commit (or this write's own), the listener waits for the write lock
-        _wait(lambda: _in_catch_up(listener))
+        wait_until(lambda: _in_catch_up(listener))
         mos.close()
         # still inside the write, holding the write lock
         seen["alive"] = listener.is_alive()

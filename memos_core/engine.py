@@ -30,9 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from memos_core.errors import CLOSED
 from memos_core.cube import MemCube, utcnow
-from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.errors import CLOSED, InvalidInputError, MemOSError
 from memos_core.governance.sensitivity import allowance, withheld
 from memos_core.scheduler.background import BackgroundScheduler
 from memos_core.scheduler.consolidation import ConsolidationConfig, consolidation_candidates

@@ -255,3 +255,24 @@ def test_tool_specs_describe_every_argument() -> None:
     assert tool_spec("store_memory").args_model().model_json_schema()["required"] == ["text"]
     with pytest.raises(KeyError, match="known"):
         tool_spec("nope")
+
+
+def test_a_long_texts_token_group_is_its_longest_runs_and_a_forget_finds_its_quote(
+        mos: MemOS) -> None:
+    """A group holds a text's eight longest runs: a long memory (thousands of distinct
+    words) would otherwise be a statement of thousands of parameters."""
+    from langchain_core.messages import AIMessage
+
+    from langchain_memos import MemOSChatMessageHistory
+
+    words = [f"w{i:05d}" for i in range(5000)]
+    long = mos.add(" ".join(words) + " pneumonoultramicroscopic", user_id="ada")
+    tokens = MessageRedactor(long).tokens()
+    assert tokens is not None
+    group = next(g for g in tokens if "pneumonoultramicroscopic" in g)
+    assert len(group) == 8
+    history = MemOSChatMessageHistory(mos, user_id="ada", session_id="s")
+    history.add_messages([AIMessage(f"Noted: {long.text}"), AIMessage("w00001 alone")])
+    mos.forget(long.id, user_id="ada")
+    texts = [m.content for m in history.messages]
+    assert "w04999" not in texts[0] and texts[1] == "w00001 alone"

@@ -366,21 +366,25 @@ class MessageRedactor:
         """Groups of strings, one per text to redact, per source message id and for the
         memory's id: any stored record holding the memory holds every string of one group,
         however that record's JSON escapes it (the runs of ASCII letters and digits of that
-        text, which escaping never touches; ``ListQuery.contains_any``). Common words are
-        left out of a group (they narrow nothing) unless the text has nothing else. None
-        when one text has no such run: then nothing can be pre-filtered."""
+        text, which escaping never touches; ``ListQuery.contains_any``): its
+        :data:`_GROUP_RUNS` longest runs, common words left out (they narrow nothing) unless
+        the text has nothing else. None when one text has no such run: then nothing can be
+        pre-filtered."""
         found = set()
         for text in {*self._whole, *self.source_ids, self.memory_id}:
-            runs = set(_ALNUM.findall(text))
+            runs = sorted(set(_ALNUM.findall(text)), key=lambda run: (-len(run), run))
             if not runs:
                 return None
-            rare = {run for run in runs if run.lower() not in _COMMON}
-            found.add(tuple(sorted(rare or {max(runs, key=len)})))
+            rare = [run for run in runs if run.lower() not in _COMMON] or runs[:1]
+            found.add(tuple(sorted(rare[:_GROUP_RUNS])))
         return tuple(sorted(found))
 
 
 #: a run of ASCII letters and digits (see MessageRedactor.tokens)
 _ALNUM = re.compile(r"[A-Za-z0-9]+")
+#: most runs of one text a pre-filter asks for (any subset is correct: a long text's every
+#: word would make a statement of thousands of parameters)
+_GROUP_RUNS = 8
 #: English words too common to narrow a search (MessageRedactor.tokens takes another run)
 _COMMON = frozenset(
     "a about after all also an and any are as at be been but by can could did do does for "

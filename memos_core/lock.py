@@ -58,11 +58,16 @@ def _unlock(fd: int) -> None:
         os.close(fd)
 
 
-def _dropped(fd: int, path: Path) -> None:
+def _dropped(fd: int, path: Path, owner_pid: int) -> None:
     """Run when a held lock is garbage-collected: its MemOS was dropped without ``close()``
     (nothing else holds the lock, and everything that holds the store holds its MemOS, so
     nothing can write there any more). Without this the descriptor stayed open and the
-    directory locked against every later open in this process."""
+    directory locked against every later open in this process. In a forked child only the
+    child's copy of the descriptor is closed: unlocking would unlock the parent's lock (one
+    open file, shared)."""
+    if os.getpid() != owner_pid:
+        os.close(fd)
+        return
     warnings.warn(f"A MemOS on {path.parent} was garbage-collected without close(); its data "
                   "directory is released now, its index was not flushed (the next open "
                   "checks it). Close it, or open it with `with MemOS(...)`.",
@@ -75,7 +80,7 @@ class DataDirLock:
         self.path = data_dir / "LOCK"
         self._fd: int | None = None
         self._release_lock = threading.Lock()
-        self._finalizer: weakref.finalize[[int, Path], DataDirLock] | None = None
+        self._finalizer: weakref.finalize[[int, Path, int], DataDirLock] | None = None
 
     def acquire(self) -> None:
         try:
@@ -109,7 +114,7 @@ class DataDirLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
-        self._finalizer = weakref.finalize(self, _dropped, fd, self.path)
+        self._finalizer = weakref.finalize(self, _dropped, fd, self.path, os.getpid())
         self._finalizer.atexit = False  # at exit the process's end releases it
 
     def release(self) -> None:

@@ -228,3 +228,28 @@ def test_a_memos_dropped_without_close_releases_its_directory(tmp_path: Path) ->
         warnings.simplefilter("always", ResourceWarning)
         gc.collect()
     assert not [w for w in after if w.category is ResourceWarning]
+
+
+def test_a_forked_child_dropping_its_copy_leaves_the_parents_lock(tmp_path: Path) -> None:
+    """The child shares the lock's open file: unlocking it there (as a dropped MemOS's lock
+    does in its own process) would let another process open the parent's directory."""
+    import fcntl
+    import gc
+    import os
+
+    where = tmp_path / "d"
+    mos = MemOS(where, config=MemOSConfig(show_progress=False))
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: drop its copy, collect it, leave without cleanup
+            try:
+                del mos
+                gc.collect()
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        with open(where / "LOCK", "rb") as other:  # another open file: conflicts if locked
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        mos.close()

@@ -9,7 +9,9 @@ from datetime import timedelta
 import pytest
 
 from memos_core.cube import MemCube, Namespace, State, utcnow
-from memos_core.errors import CorruptDataError, MemoryDeletedError, MemoryNotFoundError, MemOSError
+from memos_core.errors import (
+    CorruptDataError, InvalidInputError, MemoryDeletedError, MemoryNotFoundError, MemOSError,
+)
 from memos_core.vault import Actor, Edge, ListQuery, SQLiteVault
 
 ALICE = Actor("alice", reason="test")
@@ -238,3 +240,9 @@ def test_a_users_list_merges_own_and_shared_memories_in_order_without_reading_th
         assert "SCAN memories" not in plan, (sql, plan)
         if "FROM audit WHERE" in sql:  # not the chain's head (the last row by seq)
             assert "SCAN audit" not in plan, (sql, plan)
+
+
+def test_contains_any_takes_groups_and_refuses_plain_strings():
+    with pytest.raises(InvalidInputError, match="groups of strings"):
+        ListQuery(contains_any=("locker",))  # type: ignore[arg-type]
+    assert ListQuery(contains_any=(("locker", "4417"),)).contains_any == (("locker", "4417"),)

@@ -118,6 +118,14 @@ class ListQuery:
     #: selects nothing.
     contains_any: tuple[tuple[str, ...], ...] | None = None
 
+    def __post_init__(self) -> None:
+        if self.contains_any is not None and any(
+                not isinstance(group, (tuple, list)) for group in self.contains_any):
+            raise InvalidInputError(
+                "ListQuery.contains_any takes groups of strings (a tuple of tuples: every "
+                "string of one group must be held), e.g. (('locker', '4417'),); got "
+                f"{self.contains_any!r}.")
+
 
 #: A value serialised by its writer: ``(type name, bytes)``; the vault stores both as they
 #: are and never decodes them (``bytes`` may be None, e.g. for an empty channel).

@@ -209,10 +209,16 @@ class FeedMixin:
             self._listener.start()
 
     def _listen_loop(self) -> None:
+        assert self._listen_wakeup is not None
+        try:
+            self._listen_until_stopped(self._listen_wakeup[0])
+        finally:  # also when a wake-up closed the store (stop_listening could not join)
+            for sock in self._listen_wakeup or ():
+                sock.close()
+
+    def _listen_until_stopped(self, wakeup: socket.socket) -> None:
         import psycopg
 
-        assert self._listen_wakeup is not None
-        wakeup = self._listen_wakeup[0]
         backoff = 0.2
         while not self._stop_listening.is_set():
             try:

@@ -198,9 +198,12 @@ class ParametricTier:
                 "three words or more are trained into an adapter"
             )
         base = self._base()
+        self._stop_if_closing()  # (loading the model is not interrupted)
         replay, controls = self._base_data(base, config)
+        self._stop_if_closing()
         if config.replay_neighbours:
             replay = replay + self._neighbours(base, cubes, config)
+            self._stop_if_closing()
         def chat(q: str) -> tuple[str, str]:
             return chat_form(base, q)
 

@@ -60,6 +60,18 @@ def writing(path: Path) -> Iterator[Path]:
             _writing.discard(path.name)
 
 
+@contextmanager
+def replacing(target: Path) -> Iterator[Path]:
+    """A temporary path beside ``target`` (:func:`temp_path`, marked :func:`writing`) for the
+    block to write; renamed over ``target`` when the block ends, removed if it raises."""
+    with writing(temp_path(target)) as tmp:
+        try:
+            yield tmp
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def writer_gone(path: Path) -> bool:
     """Whether the writer of the temporary path ``path`` is gone, so that it is a leftover
     to delete (the rules are in the module docstring)."""

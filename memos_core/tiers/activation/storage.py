@@ -99,12 +99,8 @@ def save_block(block: KVBlock, directory: str | os.PathLike[str]) -> Path:
     }
     target = block_path(directory, block.block_id)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfiles.writing(tempfiles.temp_path(target)) as tmp:
-        try:
-            save_file(tensors, str(tmp), metadata=metadata)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+    with tempfiles.replacing(target) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return target
 
 

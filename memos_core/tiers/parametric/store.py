@@ -121,14 +121,8 @@ def _queue_of(text: str) -> list[RetrainRequest]:
 def _write_json(path: Path, data: Any) -> None:
     """Write ``path`` whole or not at all, through a temporary file of this process's own
     (removed if the write fails; a crash's is found by :meth:`AdapterStore.leftovers`)."""
-    with tempfiles.writing(tempfiles.temp_path(path)) as tmp:
-        try:
-            tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str),
-                           encoding="utf-8")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+    with tempfiles.replacing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
 
 
 class AdapterStore:

@@ -28,6 +28,7 @@ from memos_core.cube import MemCube, MemoryType, Origin, State, utcnow
 from memos_core.embedding import Embedder
 from memos_core.errors import (
     AccessDeniedError,
+    ConflictError,
     CorruptDataError,
     InvalidInputError,
     MemoryDeletedError,
@@ -414,6 +415,15 @@ class MemOS:
             raise MemoryDeletedError(f"Memory {mid} was forgotten; only its tombstone remains.")
         return cube
 
+    def _rewrite(self, write: Callable[[], R]) -> R:
+        """``write()`` -- which reads what it changes, checks rights and writes new versions
+        -- under the store's write lock; again, reading afresh, while another process wrote one
+        of those memories between its read and its write (server mode; at most
+        :data:`~memos_core.ops.share.ATTEMPTS` times). So concurrent processes get what
+        threads of one get: each change applied to the version the other wrote."""
+        with self.store.write_lock:
+            return share.retrying(write, on=ConflictError)
+
     # -- writes -------------------------------------------------------------------------------
 
     @running
@@ -467,9 +477,8 @@ class MemOS:
             cubes = writes.add(self.store, cubes, actor)
         else:  # read under the lock, as update does: another thread's change is no conflict
             self.store.ready_embedder()  # (a first model load does not hold the lock)
-            with self.store.write_lock:
-                old = self._load(supersedes, user_id, write=True)
-                cubes = writes.add(self.store, cubes, actor, supersedes=old)
+            cubes = self._rewrite(lambda: writes.add(
+                self.store, cubes, actor, supersedes=self._load(supersedes, user_id, write=True)))
         return cubes[0] if isinstance(content, (str, bytes, bytearray)) else cubes
 
     @running
@@ -539,24 +548,24 @@ class MemOS:
         """Write a new version with the given fields changed; returns it. Old versions stay."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
-        with self.store.write_lock:
-            cube = self._load(memory_id, user_id, write=True)
-            changes: dict[str, Any] = {}
-            if text is not None:
-                changes["text"] = check_text(text)
-                changes["entities"] = tuple(self.extractor.extract(changes["text"]))
-            if tags is not None:
-                changes["tags"] = check_tags(tags)
-            if metadata is not None:
-                changes["metadata"] = check_metadata(metadata)
-            if type is not None:
-                changes["type"] = check_enum(MemoryType, type, "type")
-            if occurred_at is not None:
-                changes["occurred_at"] = check_datetime(occurred_at, "occurred_at")
-            if not changes:
-                raise InvalidInputError("update needs at least one of text, tags, metadata, type, occurred_at.")
-            return access.as_read_by(writes.write_version(
-                self.store, cube, changes, Actor(user_id, agent_id, reason), "update"), user_id)
+        changes: dict[str, Any] = {}
+        if text is not None:
+            changes["text"] = check_text(text)
+            changes["entities"] = tuple(self.extractor.extract(changes["text"]))
+        if tags is not None:
+            changes["tags"] = check_tags(tags)
+        if metadata is not None:
+            changes["metadata"] = check_metadata(metadata)
+        if type is not None:
+            changes["type"] = check_enum(MemoryType, type, "type")
+        if occurred_at is not None:
+            changes["occurred_at"] = check_datetime(occurred_at, "occurred_at")
+        if not changes:
+            raise InvalidInputError("update needs at least one of text, tags, metadata, type, occurred_at.")
+        actor = Actor(user_id, agent_id, reason)
+        return access.as_read_by(self._rewrite(lambda: writes.write_version(
+            self.store, self._load(memory_id, user_id, write=True), changes, actor, "update")),
+            user_id)
 
     @running
     def set_state(self, memory_id: str, state: str | State, *, user_id: str,
@@ -567,10 +576,9 @@ class MemOS:
         if target is State.DELETED:
             raise InvalidInputError("Use forget() to delete a memory.")
         user_id = check_name(user_id, "user_id")
-        with self.store.write_lock:
-            cube = self._load(memory_id, user_id, write=True)
-            return access.as_read_by(
-                writes.set_state(self.store, cube, target, Actor(user_id, None, reason)), user_id)
+        actor = Actor(user_id, None, reason)
+        return access.as_read_by(self._rewrite(lambda: writes.set_state(
+            self.store, self._load(memory_id, user_id, write=True), target, actor)), user_id)
 
     @running
     def rollback(self, memory_id: str, version: int, *, user_id: str,
@@ -578,9 +586,11 @@ class MemOS:
         """Make a new version whose content equals ``version``'s (history is kept)."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
-        with self.store.write_lock:
+        version = check_k(version, "version", 10**9)
+
+        def write() -> MemCube:
             cube = self._load(memory_id, user_id, write=True)
-            old = self.vault.get_version(cube.id, check_k(version, "version", 10**9))
+            old = self.vault.get_version(cube.id, version)
             if old is None:
                 raise VersionNotFoundError(
                     f"Memory {cube.id} has no version {version} (it has 1..{cube.version})."
@@ -591,9 +601,10 @@ class MemOS:
             # access is not content: rolling back neither restores a revoked grant nor drops one
             changes["governance"] = old.governance.model_copy(update={
                 "readers": cube.governance.readers, "writers": cube.governance.writers})
-            return access.as_read_by(writes.write_version(
-                self.store, cube, changes, Actor(user_id, None, reason), "rollback",
-                {"to_version": version}), user_id)
+            return writes.write_version(self.store, cube, changes, Actor(user_id, None, reason),
+                                        "rollback", {"to_version": version})
+
+        return access.as_read_by(self._rewrite(write), user_id)
 
     @running
     def forget(self, memory_id: str, *, user_id: str, agent_id: str | None = None,
@@ -631,7 +642,7 @@ class MemOS:
         ids = check_strs(memory_ids, "memory_ids")
         if not ids or len(set(ids)) != len(ids):
             raise InvalidInputError("memory_ids must be a non-empty list of distinct ids.")
-        with self.store.write_lock:
+        def write() -> MemCube:
             sources = [self._load(i, user_id, write=True) for i in ids]
             sessions = {s.session_id for s in sources}
             times = [s.occurred_at for s in sources if s.occurred_at is not None]
@@ -641,6 +652,8 @@ class MemOS:
                 occurred_at=max(times) if times else None, type=type, origin=Origin.CONSOLIDATION,
             )
             return writes.compress(self.store, sources, cube, Actor(user_id, agent_id, reason))
+
+        return self._rewrite(write)
 
     @running
     def forget_many(self, memory_ids: Sequence[str], *, user_id: str, agent_id: str | None = None,
@@ -699,7 +712,7 @@ class MemOS:
         user_id = check_name(user_id, "user_id")
         other = check_name(other, "with_user_id")
         scope = access.check_scope(scope)
-        with self.store.write_lock:
+        def write() -> MemCube:
             cube = self._load(memory_id, user_id)
             access.require(cube, user_id, access.Operation.OWN, "share")
             if grant and other == cube.user_id:  # (a revoke may clean up such a grant)
@@ -707,6 +720,8 @@ class MemOS:
                     f"{other!r} owns memory {cube.id}; share it with another user.")
             return share.set_access(self.store, cube, other, scope, grant,
                                     Actor(user_id, None, reason))
+
+        return self._rewrite(write)
 
     @running
     def share_namespace(self, *, with_user_id: str, user_id: str, agent_id: str | None = None,

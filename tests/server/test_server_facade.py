@@ -125,6 +125,80 @@ def test_stale_update_from_another_process_is_refused(open_mos):
     assert a.get(note.id, user_id="alice").text == "second"
 
 
+def _another_process_writes_first(vault, write) -> list[str]:
+    """Make ``write()`` (another instance's change) happen between this vault's next read
+    of a memory and its write of it: run it once, just before the first write reaches the
+    vault. Returns a list that records each write the vault was asked to make."""
+    calls: list[str] = []
+    for name in ("put_version", "insert"):
+        original = getattr(vault, name)
+
+        def interleaved(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            if len(calls) == 1:
+                write()
+            return _original(*args, **kwargs)
+
+        setattr(vault, name, interleaved)
+    return calls
+
+
+@pytest.mark.parametrize("op", ["update", "set_state", "rollback", "share", "revoke",
+                                "supersede", "compress"])
+def test_a_change_another_process_made_meanwhile_is_built_on_not_refused(open_mos, op):
+    """Two processes changing one memory: the second write finds a newer version than it
+    read (``ConflictError`` in the vault); the facade reads again and applies its change to
+    that version, as a second thread of one process would (it waits for the lock)."""
+    a, b = open_mos(), open_mos()
+    note = a.add("The kayak is in the boathouse.", user_id="alice", tags=["boat"])
+    a.update(note.id, tags=["boat", "v2"], user_id="alice")  # a version 2 to roll back to
+    other = a.add("The paddles hang in the shed.", user_id="alice")
+    calls = _another_process_writes_first(
+        b.vault, lambda: a.update(note.id, metadata={"by": "a"}, user_id="alice"))
+    if op == "update":
+        b.update(note.id, tags=["kept"], user_id="alice")
+    elif op == "set_state":
+        b.set_state(note.id, "archived", user_id="alice")
+    elif op == "rollback":
+        b.rollback(note.id, 1, user_id="alice")
+    elif op == "share":
+        b.share(note.id, with_user_id="bob", user_id="alice")
+    elif op == "revoke":
+        a.share(note.id, with_user_id="bob", user_id="alice")
+        b.revoke(note.id, with_user_id="bob", user_id="alice")
+    elif op == "supersede":
+        b.add("The kayak is at the lake now.", supersedes=note.id, user_id="alice")
+    else:
+        b.compress([note.id, other.id], "Boat gear: kayak, paddles.", user_id="alice")
+    assert len(calls) == 2  # refused once, then written on the other's version
+    now = a.get(note.id, user_id="alice")
+    assert now.version == (5 if op == "revoke" else 4)
+    assert now.metadata == ({} if op == "rollback" else {"by": "a"})  # a rollback restores v1
+    expected = {
+        "update": lambda: now.tags == ("kept",),
+        "set_state": lambda: now.state.value == "archived",
+        "rollback": lambda: now.tags == ("boat",),
+        "share": lambda: "bob" in now.governance.readers,
+        "revoke": lambda: "bob" not in now.governance.readers,
+        "supersede": lambda: now.superseded_by is not None,
+        "compress": lambda: now.state.value == "archived",
+    }[op]
+    assert expected(), now
+    assert a.verify_audit(user_id="root")[0]
+
+
+def test_a_retried_change_checks_rights_on_what_it_reads_again(open_mos):
+    """The second read is checked again: a grant revoked meanwhile refuses the write."""
+    a, b = open_mos(), open_mos()
+    note = a.add("The kayak is in the boathouse.", user_id="alice")
+    a.share(note.id, with_user_id="bob", user_id="alice", scope="write")
+    _another_process_writes_first(
+        b.vault, lambda: a.revoke(note.id, with_user_id="bob", user_id="alice"))
+    with pytest.raises(AccessDeniedError):
+        b.update(note.id, "Bob was here.", user_id="bob")
+    assert a.get(note.id, user_id="alice").text == "The kayak is in the boathouse."
+
+
 def test_server_mode_needs_no_data_directory_lock_but_locks_a_cache_dir(open_mos, tmp_path):
     first = open_mos(cache_dir=tmp_path / "cache-1")
     assert first.data_dir == tmp_path / "cache-1"

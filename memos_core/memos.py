@@ -872,7 +872,10 @@ class MemOS:
         What the caller's prompt already holds can be left out (the ``k`` hits are then
         filled from further down the ranking): ``exclude_sources`` -- memories made from
         one of these message ids (``provenance.source_message_ids``); ``exclude_session`` --
-        episodic memories recorded in this session (the conversation itself).
+        episodic memories recorded in this session (the conversation itself). So can what
+        the index does not know: a TTL run out (until a scheduler run expires the memory),
+        ``valid_at``. Where such memories ranked first leave fewer than ``k`` hits, the
+        search looks deeper (up to 2,000 candidates).
 
         Server mode: every hit is checked (state, rights) on its current version before it
         is returned -- read from the vault, or taken from the memories this process keeps
@@ -935,35 +938,50 @@ class MemOS:
             return {i for i in ids if not shown_whole(cubes.get(i))
                     or sensitivity_rules.for_prompt(cubes[i], allowed)[1]}
 
-        cands = self.retriever.retrieve(query, flt, depth, withheld=withheld)
-        read([c.id for c in cands])
-        if second:
-            texts = {i: c.text for i, c in cubes.items()}
-            own_voice(query, cands, texts, rcfg.own_voice_weight)
-            cands = rerank(query, cands, texts,
-                           question_weight=rcfg.question_weight, reranker=self.reranker,
-                           reranker_weight=rcfg.reranker_weight,
-                           speaker_weight=rcfg.speaker_weight, when_weight=rcfg.when_weight,
-                           session_cap=rcfg.session_cap,
-                           sessions={i: c.session_id for i, c in cubes.items()})
-            if rcfg.mmr_lambda < 1:
-                cands = mmr(cands, self._mmr_similarity(cubes), rcfg.mmr_lambda,
-                            depth=rcfg.rerank_depth)
-        hits: builtins.list[SearchHit] = []
-        for c in cands:
-            if len(hits) == k:
-                break
-            cube = cubes.get(c.id)
-            if cube is None or not shown_whole(cube) \
-                    or (when is not None and not cube.is_valid_at(when)) \
-                    or _excluded(cube, skip_sources, skip_session):
-                continue
-            shown, redacted = sensitivity_rules.for_prompt(access.as_read_by(cube, user_id), allowed)
-            if redacted:  # its scores would let a prompt test guesses of the hidden text
-                hits.append(SearchHit(memory=shown, score=0.0, redacted=redacted))
-                continue
-            hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores, ranks=c.ranks,
-                                  reasons=tuple(c.reasons)))
+        def ranked(depth: int) -> tuple[builtins.list[SearchHit], bool]:
+            """The first ``k`` hits among the top ``depth`` candidates; and whether the
+            index may hold more candidates (it filled ``depth``)."""
+            cands = self.retriever.retrieve(query, flt, depth, withheld=withheld)
+            more = len(cands) >= depth
+            read([c.id for c in cands])
+            if second:
+                texts = {i: c.text for i, c in cubes.items()}
+                own_voice(query, cands, texts, rcfg.own_voice_weight)
+                cands = rerank(query, cands, texts,
+                               question_weight=rcfg.question_weight, reranker=self.reranker,
+                               reranker_weight=rcfg.reranker_weight,
+                               speaker_weight=rcfg.speaker_weight, when_weight=rcfg.when_weight,
+                               session_cap=rcfg.session_cap,
+                               sessions={i: c.session_id for i, c in cubes.items()})
+                if rcfg.mmr_lambda < 1:
+                    cands = mmr(cands, self._mmr_similarity(cubes), rcfg.mmr_lambda,
+                                depth=rcfg.rerank_depth)
+            hits: builtins.list[SearchHit] = []
+            for c in cands:
+                if len(hits) == k:
+                    break
+                cube = cubes.get(c.id)
+                if cube is None or not shown_whole(cube) \
+                        or (when is not None and not cube.is_valid_at(when)) \
+                        or _excluded(cube, skip_sources, skip_session):
+                    continue
+                shown, redacted = sensitivity_rules.for_prompt(access.as_read_by(cube, user_id),
+                                                               allowed)
+                if redacted:  # its scores would let a prompt test guesses of the hidden text
+                    hits.append(SearchHit(memory=shown, score=0.0, redacted=redacted))
+                    continue
+                hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores,
+                                      ranks=c.ranks, reasons=tuple(c.reasons)))
+            return hits, more
+
+        # The index filters by owner, state and fields; a TTL run out (not yet expired by a
+        # scheduler run), ``valid_at``, an exclusion or a right the index lags are checked on
+        # the candidates. Where they leave fewer than ``k`` and the index has more, look
+        # deeper: many such memories ranked first must not hide the ones that count.
+        hits, more = ranked(depth)
+        while len(hits) < k and more and depth < _DEEPEST:
+            depth = min(depth * 4, _DEEPEST)
+            hits, more = ranked(depth)
         if record_usage and hits:
             self.vault.record_usage([h.id for h in hits], utcnow(), self.config.heat_half_life_s)
         return hits
@@ -1365,6 +1383,10 @@ def _excluded(cube: MemCube, sources: frozenset[str], session: str | None) -> bo
         return True
     return session is not None and cube.namespace.session_id == session \
         and cube.type is MemoryType.EPISODE
+
+
+#: how deep a search looks at most for ``k`` hits its checks leave (see :meth:`MemOS.search`)
+_DEEPEST = 2000
 
 
 _shared: dict[str, MemOS] = {}

@@ -70,3 +70,25 @@ def test_search_hides_a_memory_whose_ttl_ran_out_and_the_scheduler_expires_it(mo
     expired = mos.get(short.id, user_id="u")
     assert expired.state is State.EXPIRED
     assert mos.share(short.id, with_user_id="v", user_id="u").governance.readers == ("v",)
+
+
+def test_memories_left_out_by_ttl_or_valid_at_do_not_crowd_out_the_others(mos, monkeypatch) -> None:
+    """The index does not know that a TTL ran out (until a scheduler run expires the
+    memory) nor what ``valid_at`` asks: they are checked on the candidates. Forty such
+    memories ranked above the one that counts must not leave the search empty: it looks
+    deeper until it has ``k`` hits or the index has no more."""
+
+    live = mos.add("Alice's home address is 12 Rue de Rivoli, Paris.", user_id="u",
+                   occurred_at="2020-01-01T00:00:00Z")
+    brief = mos.add_many([
+        {"text": f"Alice's home address note {i}: she asked about addresses in city {i}.",
+         "ttl_seconds": 600, "occurred_at": "2024-06-01T00:00:00Z"} for i in range(40)],
+        user_id="u")
+    query = "What is Alice's home address?"
+    order = [h.id for h in mos.search(query, user_id="u", k=50, record_usage=False)]
+    assert order.index(live.id) >= 40  # every short-lived note ranks above it
+    # valid_at: the notes began to be valid in 2024, the address in 2020
+    assert [h.id for h in mos.search(query, user_id="u", k=5, valid_at="2021-01-01")] == [live.id]
+    later = brief[-1].created_at + timedelta(seconds=601)  # the notes' TTL has run out
+    monkeypatch.setattr("memos_core.memos.utcnow", lambda: later)
+    assert [h.id for h in mos.search(query, user_id="u", k=5)] == [live.id]

@@ -441,7 +441,7 @@ def list_where(q: ListQuery) -> tuple[str, list[Any]]:
     :func:`list_page`'s statement)."""
     clauses, params = _filters(q)
     if q.user_ids is not None:
-        clauses.insert(0, "(user_id = ANY(%s) OR readers ?| %s)")
+        clauses.insert(0, "(user_id = ANY(%s) OR (readers ?| %s AND state <> 'deleted'))")
         params = [list(q.user_ids), list(q.user_ids), *params]
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
@@ -487,8 +487,9 @@ def list_page(q: ListQuery) -> tuple[str, list[Any]]:
         parts.append(f"(SELECT seq FROM memories WHERE user_id = ANY(%s){rest} "
                      f"ORDER BY seq + 0 {order} LIMIT %s)")
         values += [users, *params, reach]
-    parts.append(f"(SELECT seq FROM memories WHERE readers ?| %s AND user_id <> ALL(%s){rest} "
-                 f"ORDER BY seq + 0 {order} LIMIT %s)")
+    # a forgotten memory is its owner's only (not even a gap in a reader's page)
+    parts.append(f"(SELECT seq FROM memories WHERE readers ?| %s AND user_id <> ALL(%s) "
+                 f"AND state <> 'deleted'{rest} ORDER BY seq + 0 {order} LIMIT %s)")
     values += [users, users, *params, reach]
     return (f"SELECT m.id, m.doc::text FROM (SELECT seq FROM ({' UNION ALL '.join(parts)}) "
             f"AS parts ORDER BY seq {order} LIMIT %s OFFSET %s) AS page "

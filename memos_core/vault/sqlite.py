@@ -729,9 +729,9 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         params: list[Any] = []
         if q.user_ids is not None:
             marks = ",".join("?" * len(q.user_ids))
-            if readers:
+            if readers:  # a forgotten memory is its owner's only (not even a gap in a page)
                 clauses.append(f"id IN (SELECT id FROM memory_readers WHERE reader IN ({marks})) "
-                               f"AND user_id NOT IN ({marks})")
+                               f"AND user_id NOT IN ({marks}) AND state <> 'deleted'")
                 params += list(q.user_ids) * 2
             else:
                 clauses.append(f"user_id IN ({marks})")

@@ -374,6 +374,24 @@ class VaultConformance:
         assert [c.id for c in vault.list(ListQuery(user_ids=("carol",)))] == [mine.id]
         assert vault.list(ListQuery(user_ids=("dave",))) == []
 
+    def test_a_forgotten_memory_is_listed_and_counted_for_its_owner_only(self, vault: Vault) -> None:
+        """Not even as a gap: a page of a former reader that asks for tombstones has no
+        slot where the forgotten memory was (a revoked one leaves none either)."""
+        own = [cube(f"carol {i}", user="carol") for i in range(3)]
+        gone = cube("bob's secret", user="bob")
+        vault.insert([own[0], gone, own[1]], Actor("carol"))
+        vault.put_version(bump(gone, governance=gone.governance.model_copy(
+            update={"readers": ("carol",)})), 1, Actor("bob"), "share:read")
+        vault.insert([own[2]], Actor("carol"))
+        vault.tombstone(gone.id, Actor("bob"))
+        states = ("generated", "deleted")
+        pages = [[c.id for c in vault.list(ListQuery(user_ids=("carol",), states=states,
+                                                      limit=1, offset=i))] for i in range(3)]
+        assert pages == [[c.id] for c in own]
+        assert vault.count(ListQuery(user_ids=("carol",), states=states)) == 3
+        owner = ListQuery(user_ids=("bob",), states=states)
+        assert [c.id for c in vault.list(owner)] == [gone.id] and vault.count(owner) == 1
+
     def test_iter_current_batches_in_insertion_order(self, vault: Vault) -> None:
         cubes = [cube(f"n{i}") for i in range(5)]
         for c in cubes:

@@ -622,7 +622,7 @@ class MemOS:
         user_id = check_name(user_id, "user_id")
         mode = check_mode(derived)
         with self.store.write_lock:
-            cube = self._load(memory_id, user_id, write=True, allow_deleted=True)
+            cube = self._load(memory_id, user_id, allow_deleted=True)
             access.require(cube, user_id, access.Operation.OWN, "forget")
             try:
                 return forget_ops.forget_one(self.store, cube, Actor(user_id, agent_id, reason), mode)
@@ -666,7 +666,7 @@ class MemOS:
         ids = check_strs(memory_ids, "memory_ids")
         actor = Actor(user_id, agent_id, reason)
         with self.store.write_lock:
-            cubes = [self._load(mid, user_id, write=True, allow_deleted=True) for mid in ids]
+            cubes = [self._load(mid, user_id, allow_deleted=True) for mid in ids]
             for cube in cubes:
                 access.require(cube, user_id, access.Operation.OWN, "forget")
             # every conversation log first: a failing hook leaves all the memories untouched

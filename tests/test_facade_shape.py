@@ -65,3 +65,20 @@ def test_the_engine_is_owned_by_the_instance(mos: MemOS) -> None:
     assert engine is mos.engine and engine_module.engine_for(mos) is engine
     assert engine.store is mos.store and not engine.model_loaded
     assert mos.loaded_model() is None  # asking never loads a model
+
+
+def test_every_error_the_api_reference_lists_is_importable_from_the_package() -> None:
+    """docs/api.md's table of errors names classes users catch: each is a top-level name."""
+    import re
+    from pathlib import Path
+
+    import memos_core
+    from memos_core import errors
+
+    listed = set(re.findall(r"^\| `(\w+Error)` \|",
+                            (Path(__file__).parents[1] / "docs" / "api.md").read_text(), re.M))
+    defined = {n for n, v in vars(errors).items()
+               if isinstance(v, type) and issubclass(v, errors.MemOSError)}
+    assert "ConflictError" in listed and listed <= defined
+    assert all(getattr(memos_core, n) is getattr(errors, n) for n in defined)
+    assert defined <= set(memos_core.__all__)

@@ -71,9 +71,11 @@ def require(cube: MemCube, user_id: str, operation: Operation, action: str | Non
             f"(rule: {verb} is owner-only)."
         )
     change = operation is Operation.WRITE
+    shared = ("was shared with them for reading only" if change and owner != "another user"
+              else f"was not shared with {user_id!r}")
     raise AccessDeniedError(
         f"User {user_id!r} may not {'change' if change else 'read'} memory {cube.id}: it "
-        f"belongs to {owner} and was not shared with {user_id!r} "
+        f"belongs to {owner} and {shared} "
         f"(rule: owner or {'writers' if change else 'readers'} only)."
     )
 

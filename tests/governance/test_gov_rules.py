@@ -73,6 +73,23 @@ def test_only_a_reader_is_told_the_owner() -> None:
     assert "alice" not in str(denied.value)
 
 
+def test_a_reader_who_asks_to_forget_or_change_is_told_the_rule_that_applies(mos) -> None:
+    """Forget is owner-only: a reader is told that, not the writers' rule (nor that the
+    memory "was not shared" with them); a change names the read-only share."""
+    note = mos.add("The kayak is in the boathouse.", user_id="alice")
+    mos.share(note.id, with_user_id="bob", user_id="alice")
+    for forget in (lambda: mos.forget(note.id, user_id="bob"),
+                   lambda: mos.forget_many([note.id], user_id="bob")):
+        with pytest.raises(AccessDeniedError, match=r"Only the owner \('alice'\) may forget"):
+            forget()
+    with pytest.raises(AccessDeniedError, match="shared with them for reading only") as denied:
+        mos.update(note.id, "Bob was here.", user_id="bob")
+    assert "not shared" not in str(denied.value)
+    with pytest.raises(AccessDeniedError, match="not shared with 'mallory'"):
+        mos.forget(note.id, user_id="mallory")
+    assert mos.get(note.id, user_id="alice").text == "The kayak is in the boathouse."
+
+
 @pytest.mark.parametrize(
     "start_r, start_w, op, scope, end_r, end_w",
     [

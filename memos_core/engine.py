@@ -36,7 +36,7 @@ from memos_core.governance.sensitivity import allowance, withheld
 from memos_core.scheduler.background import BackgroundScheduler
 from memos_core.scheduler.consolidation import ConsolidationConfig, consolidation_candidates
 from memos_core.scheduler.executor import SchedulerExecutor
-from memos_core.scheduler.policy import SchedulerConfig, UsageRecord
+from memos_core.scheduler.policy import SchedulerConfig, UsageRecord, with_half_life
 from memos_core.scheduler.report import ScheduleReport
 from memos_core.tiers.activation import storage
 from memos_core.tiers.activation.tier import KVBudget
@@ -274,7 +274,7 @@ class MemoryEngine:
                                  now: datetime | None = None) -> list[str]:
         """``user_id``'s memories the policy would consolidate at ``now`` (default: now): hot,
         stable, fact or preference, not parametric yet; see :func:`consolidation_candidates`."""
-        config = config or ConsolidationConfig(heat_half_life_s=self.store.config.heat_half_life_s)
+        config = with_half_life(config or ConsolidationConfig(), self.store.config.heat_half_life_s)
         records = self._usage_records(user_id).get(user_id, [])
         return consolidation_candidates(records, config, now or utcnow())
 
@@ -347,8 +347,8 @@ class MemoryEngine:
         (``retire_below_current``, ``retire_idle_s``) is retired: its memories go back to
         plaintext and may be candidates again."""
         self._check_open()
-        candidates = candidates or ConsolidationConfig(
-            heat_half_life_s=self.store.config.heat_half_life_s)
+        candidates = with_half_life(candidates or ConsolidationConfig(),
+                                    self.store.config.heat_half_life_s)
         queued = {r.owner for r in self.parametric.store.queue()}
         records = self._usage_records()
         now = utcnow()

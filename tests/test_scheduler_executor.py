@@ -483,3 +483,20 @@ def test_a_temporary_kv_file_whose_writers_pid_was_reused_is_deleted(store: MemO
         assert other.stdin is not None
         other.stdin.close()
         other.wait()
+
+
+def test_a_config_without_a_heat_half_life_takes_the_stores(make_mos, tiny, monkeypatch) -> None:
+    """Search bumps heat with ``MemOSConfig.heat_half_life_s``; a scheduler config passed
+    for other knobs (a preset) decays it with the same half-life, not its own default."""
+    from datetime import timedelta
+
+    mos = make_mos(heat_half_life_s=60.0)
+    mos.attach_model(tiny)
+    note = mos.add("Alice's favourite colour is teal.", user_id="alice")
+    hit(mos, note, times=3)
+    later = utcnow() + timedelta(hours=1)  # 60 half-lives of the store's: the heat is gone
+    monkeypatch.setattr(engine_for(mos).executor, "_clock", lambda: later)
+    assert mos.schedule(user_id="alice", config=EAGER).counts()["promote"] == 0
+    assert engine_for(mos).executor.config.heat_half_life_s == 60.0
+    week = SchedulerConfig.preset("eager", heat_half_life_s=7 * 24 * 3600.0)  # its own: kept
+    assert mos.schedule(user_id="alice", config=week).counts()["promote"] == 1

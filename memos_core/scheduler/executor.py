@@ -59,6 +59,7 @@ from memos_core.scheduler.policy import (
     UsageRecord,
     may_activate,
     plan_schedule,
+    with_half_life,
 )
 from memos_core.scheduler.report import ScheduleReport, StepOutcome, UserSchedule
 from memos_core.vault import Actor, ListQuery
@@ -114,8 +115,9 @@ class SchedulerExecutor:
             :mod:`memos_core.ops.writes`).
         tier: the :class:`KVCacheTier`, or a :data:`TierProvider` so the model loads only when
             a block must actually be built.
-        config: the policy's knobs; default ``SchedulerConfig`` with the store's heat
-            half-life (so the policy decays heat the way the vault bumps it).
+        config: the policy's knobs; default ``SchedulerConfig``. Heat half-life: the
+            store's (so the policy decays heat the way the vault bumps it) unless the config
+            sets its own; likewise for a config passed to a run.
         clock: returns "now" (an aware datetime); tests pass a fixed or advancing clock.
 
     Thread-safe: runs are serialised by a lock; :meth:`hot_memories` may be called at any time.
@@ -131,7 +133,7 @@ class SchedulerExecutor:
     ) -> None:
         self._store = store
         self._provider: TierProvider = tier if callable(tier) else (lambda _create: tier)
-        self.config = config or SchedulerConfig(heat_half_life_s=store.config.heat_half_life_s)
+        self.config = with_half_life(config or SchedulerConfig(), store.config.heat_half_life_s)
         self._clock = clock
         self._run_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -140,6 +142,13 @@ class SchedulerExecutor:
 
     # ------------------------------------------------------------------ reading
 
+
+    def configured(self, config: SchedulerConfig | None) -> SchedulerConfig:
+        """``config`` (default: this executor's) with the store's heat half-life unless it
+        sets its own (:func:`~memos_core.scheduler.policy.with_half_life`)."""
+        if config is None:
+            return self.config
+        return with_half_life(config, self._store.config.heat_half_life_s)
     def owned_cubes(self, user_id: str | None = None) -> Iterator[list[MemCube]]:
         """Live memories (generated, activated, archived) in batches, of one owner or of all.
 
@@ -189,7 +198,7 @@ class SchedulerExecutor:
         not activate (:func:`may_activate`), a superseded one, or one whose sensitivity the
         store's prompt allowance does not cover (search redacts it, so its text must not sit
         in a KV cache)."""
-        config = config or self.config
+        config = self.configured(config)
         allowed = self._allowed()
         records = []
         for cube in cubes:
@@ -209,7 +218,7 @@ class SchedulerExecutor:
     ) -> dict[str, Plan]:
         """The plan for each owner (all owners, or just ``user_id``); changes nothing."""
         now = now or self._clock()
-        config = config or self.config
+        config = self.configured(config)
         return {
             owner: plan_schedule(self.records(cubes, now, config), config, now)
             for owner, cubes in self._grouped(user_id).items()
@@ -284,7 +293,7 @@ class SchedulerExecutor:
         with self._run_lock:
             started = time.perf_counter()
             now = now or self._clock()
-            config = config or self.config
+            config = self.configured(config)
             users: list[UserSchedule] = []
             stopped = False
             for owner, cubes in sorted(self._grouped(user_id).items()):

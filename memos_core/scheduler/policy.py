@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -88,6 +88,18 @@ class UsageRecord(BaseModel):
             tier=cube.usage.tier,
             sensitivity=cube.governance.sensitivity,
         )
+
+
+HalfLifeConfig = TypeVar("HalfLifeConfig", bound=BaseModel)
+
+
+def with_half_life(config: HalfLifeConfig, half_life_s: float) -> HalfLifeConfig:
+    """``config`` (a scheduler or consolidation config) with the store's heat half-life
+    (``MemOSConfig.heat_half_life_s``, which search counts heat with) unless it sets its own:
+    a config made for other knobs must not judge heat on another clock."""
+    if "heat_half_life_s" in config.model_fields_set:
+        return config
+    return config.model_copy(update={"heat_half_life_s": half_life_s})
 
 
 class SchedulerConfig(BaseModel):

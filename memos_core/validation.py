@@ -21,8 +21,11 @@ from memos_core.errors import InvalidInputError, MemoryNotFoundError
 def shown(value: object, limit: int = 80) -> str:
     """``repr(value)`` for an error message, cut to about ``limit`` characters (a bad value
     may be megabytes long)."""
-    text = repr(value) if not isinstance(value, (str, bytes)) or len(value) <= 4 * limit \
-        else repr(value[:limit])
+    try:
+        text = repr(value) if not isinstance(value, (str, bytes)) or len(value) <= 4 * limit \
+            else repr(value[:limit])
+    except ValueError:  # an int of more digits than str() converts
+        return f"an {type(value).__name__} too large to show"
     return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
@@ -297,17 +300,20 @@ def check_int(value: object, name: str, minimum: int = INT64_MIN, maximum: int =
     return value
 
 
-def check_positive_seconds(value: object, name: str) -> float | None:
-    """None, or a finite number of seconds greater than zero."""
-    import math
+#: the longest duration a call takes (about 317 years): a TTL added to a date stays a date
+MAX_SECONDS = 10**10
 
+
+def check_positive_seconds(value: object, name: str) -> float | None:
+    """None, or a number of seconds greater than zero and at most :data:`MAX_SECONDS`."""
     if value is None:
         return None
+    # (NaN fails both comparisons; an int too large for a float compares as an int)
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
+            or not 0 < value <= MAX_SECONDS:
         raise InvalidInputError(
-            f"{name} must be a positive, finite number of seconds (or None), got {value!r}."
-        )
+            f"{name} must be a number of seconds above 0 and at most {MAX_SECONDS:,} (about "
+            f"317 years), or None; got {shown(value)}.")
     return float(value)
 
 

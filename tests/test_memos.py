@@ -222,6 +222,9 @@ def test_second_open_of_a_data_dir_is_refused(mos, tmp_path):
         (lambda m: m.add("ok", user_id="u", occurred_at="yesterday"), InvalidInputError, "ISO"),
         (lambda m: m.add("ok", user_id="u", metadata={"x": object()}), InvalidInputError, "JSON"),
         (lambda m: m.add("ok", user_id="u", ttl_seconds=-1), InvalidInputError, "ttl"),
+        (lambda m: m.add("ok", user_id="u", ttl_seconds=1e11), InvalidInputError, "at most"),
+        (lambda m: m.add("ok", user_id="u", ttl_seconds=10**400), InvalidInputError, "at most"),
+        (lambda m: m.add("ok", user_id="u", ttl_seconds=10**5000), InvalidInputError, "too large"),
         # PostgreSQL cannot store NUL in text or JSON: both modes refuse it up front
         (lambda m: m.add("ok", user_id="u", tags=["a\x00b"]), InvalidInputError, "NUL"),
         (lambda m: m.add("ok", user_id="u", metadata={"k\x00": 1}), InvalidInputError, "NUL"),
@@ -408,6 +411,21 @@ def test_compress_archives_sources_and_links_the_summary(mos):
     assert any("derived_from" in h.reasons for h in archived if h.id != summary.id)
     with pytest.raises(InvalidInputError):
         mos.compress([], "nothing", user_id="u")
+
+
+def test_compress_takes_a_ttl_stored_before_the_limit(mos):
+    """A store written before TTLs were capped may hold a longer one: compress counts it as
+    the longest a call takes instead of failing on date arithmetic."""
+    from memos_core.validation import MAX_SECONDS
+    from memos_core.vault import Actor
+
+    old = mos.add("The spare key is under the mat.", user_id="u")
+    vast = old.model_copy(update={"version": 2, "governance": old.governance.model_copy(
+        update={"ttl_seconds": 1e15})})
+    mos.vault.put_version(vast, 1, Actor("u"), "update")  # as an older memos-core stored it
+    other = mos.add("The mat is by the back door.", user_id="u")
+    summary = mos.compress([old.id, other.id], "The key is under the back-door mat.", user_id="u")
+    assert 0 < summary.governance.ttl_seconds <= MAX_SECONDS
 
 
 def test_list_by_metadata(mos):

@@ -33,6 +33,10 @@ def ts(*args: int) -> float:
     ("books I read last week", (ts(2024, 3, 8, 12), ts(2024, 3, 15, 12))),
     ("May I ask what bike I have?", None),  # the verb, not the month
     ("what bike do I have?", None),
+    ("What did we plan in 9999?", None),  # no date ends that year: no range, no error
+    ("What did we plan in December 9999?", None),
+    ("What did we plan in 0000?", None),
+    ("What did we plan in January 0000?", None),
 ])
 def test_parse_time_range(query, expected):
     assert parse_time_range(query, NOW) == expected

@@ -30,6 +30,7 @@ from memos_core.lifecycle import ttl_elapsed
 from memos_core.ops.share import inherit_grants, retrying
 from memos_core.store import MemoryStore
 from memos_core.validation import (
+    MAX_SECONDS,
     check_datetime,
     check_enum,
     check_int,
@@ -193,7 +194,9 @@ def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
                 raise InvalidInputError(
                     f"memory {source.id} has expired (its TTL ran out): it cannot be "
                     "compressed.")
-            ends.append(source.created_at + timedelta(seconds=source.governance.ttl_seconds))
+            # (a store may hold a TTL from before the limit: any longer is as good as it)
+            lifespan = min(source.governance.ttl_seconds, MAX_SECONDS)
+            ends.append(source.created_at + timedelta(seconds=lifespan))
     store.ready_embedder()
     with store.write_lock:
         tags = sensitivity_rules.history_sensitivity(list(sources))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import MAXYEAR, MINYEAR, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from memos_core.index.base import SparseVec
@@ -77,12 +77,16 @@ def parse_time_range(query: str, now: datetime) -> tuple[float, float] | None:
     if m and (m.group(1).lower() != "may" or m.group(2) or re.search(r"\bin may\b", text)):
         month = _MONTHS[m.group(1).lower()]
         year = int(m.group(2)) if m.group(2) else (now.year if month <= now.month else now.year - 1)
+        if not MINYEAR <= year < MAXYEAR:  # "in December 9999" ends in a year no date has
+            return None
         start = datetime(year, month, 1, tzinfo=timezone.utc)
         end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=timezone.utc)
         return start.timestamp(), end.timestamp()
     y = _YEAR_RE.search(query)
     if y:
         year = int(y.group(1))
+        if not MINYEAR <= year < MAXYEAR:
+            return None
         return (datetime(year, 1, 1, tzinfo=timezone.utc).timestamp(),
                 datetime(year + 1, 1, 1, tzinfo=timezone.utc).timestamp())
     for phrase, (n, unit) in _RELATIVE.items():

@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from memos_core.cube import MemCube, Tier
 from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.governance.access import shown_text
 from memos_core.runtime.errors import PrefixBoundaryError
 from memos_core.tiers.activation.compose import bullet
 from memos_core.validation import check_k, check_name, check_text
@@ -208,11 +209,14 @@ class AsyncChatStream:
         return self._stream.trace
 
 
-def user_turn(query: str, memories: Sequence[MemCube]) -> str:
-    """The last user message: retrieved plaintext memories (if any), then the question."""
+def user_turn(query: str, memories: Sequence[MemCube], viewer: str | None = None) -> str:
+    """The last user message: retrieved plaintext memories (if any), then the question. A
+    memory another user shared with ``viewer`` names its owner (:func:`shown_text`): the
+    model must not take it for something the viewer said."""
     if not memories:
         return query
-    lines = [PLAINTEXT_HEADER, *(bullet(m.text) for m in memories), "", QUESTION_LEAD + query]
+    lines = [PLAINTEXT_HEADER, *(bullet(shown_text(m, viewer)) for m in memories), "",
+             QUESTION_LEAD + query]
     return "\n".join(lines)
 
 
@@ -451,7 +455,7 @@ class MemoryChat:
         used += [_used(h.memory, Tier.PLAINTEXT, h.score) for h in plain]
         used += [_used(h.memory, Tier.PARAMETRIC, h.score) for h in hits if h.id in held]
         tier = self.engine.tier
-        question = [{"role": "user", "content": user_turn(query, [h.memory for h in plain])}]
+        question = [{"role": "user", "content": user_turn(query, [h.memory for h in plain], user_id)}]
         prepared = _Prepared(started=started, user_id=user_id, prefix=None,
                              messages=turns + question, used=used, model=adapted)
         if not hot:

@@ -236,6 +236,17 @@ def test_user_turn_lists_plaintext_then_the_question() -> None:
     assert turn == f"{PLAINTEXT_HEADER}\n- Alice likes tea.\n  Strong.\n\n{QUESTION_LEAD}Q?"
 
 
+def test_a_memory_shared_by_another_user_reaches_the_prompt_with_its_owner(store: MemOS) -> None:
+    """Chat's plaintext memories come from search, which returns what others shared: the
+    model reads whose it is, as in the adapters' recall (not a fact of the viewer's)."""
+    shared = store.add("I eat steak every day.", user_id="mallory")
+    store.share(shared.id, with_user_id="alice", user_id="mallory")
+    own = store.add("Alice is vegetarian.", user_id="alice")
+    turn = user_turn("What does Alice eat?", [own, shared], "alice")
+    assert "- Alice is vegetarian.\n" in turn
+    assert "- I eat steak every day. (shared by mallory)" in turn
+
+
 async def test_achat_and_async_stream(store: MemOS) -> None:
     alice, _ = populate(store)
     heat_all(store, alice)

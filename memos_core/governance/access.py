@@ -215,3 +215,18 @@ def listed_by(cubes: list[MemCube], user_id: str) -> list[MemCube]:
     it, since schema 3, 6 on PostgreSQL), each as :func:`as_read_by` gives it."""
     return [as_read_by(c, user_id) for c in cubes
             if c.state is not State.DELETED or c.user_id == user_id]
+
+
+def shown_text(cube: MemCube, viewer: str | None) -> str:
+    """A memory's text as ``viewer``'s prompt or tool output shows it: as stored for the
+    viewer's own memories; for one another user shared, with that user named, so the model
+    does not take it for something the viewer said: a turn recorded by role ("user: I'm
+    allergic to peanuts.") reads "alice: I'm allergic to peanuts.", any other memory ends
+    with "(shared by alice)"."""
+    if viewer is None or cube.user_id == viewer:
+        return cube.text
+    owner = cube.user_id
+    role = cube.metadata.get("role")
+    if isinstance(role, str) and cube.text.startswith(f"{role}: "):
+        return f"{owner}: {cube.text[len(role) + 2:]}"
+    return f"{cube.text} (shared by {owner})"

@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from memos_core.cube import MemCube, State
+from memos_core.cube import State
 from memos_core.errors import MemOSError
+from memos_core.governance.access import shown_text
 from memos_core.governance.forget_hooks import MessageRedactor
 from memos_core.results import ForgetReceipt
 
@@ -144,21 +145,6 @@ def forget_reply(receipt: ForgetReceipt) -> str:
         reply += (f" {others} summaries made from it belong to someone else and were left as "
                   "they are.")
     return reply
-
-
-def shown_text(cube: MemCube, viewer: str | None) -> str:
-    """A memory's text as ``viewer``'s prompt or tool output shows it: as stored for the
-    viewer's own memories; for one another user shared, with that user named, so the model
-    does not take it for something the viewer said: a turn recorded by role ("user: I'm
-    allergic to peanuts.") reads "alice: I'm allergic to peanuts.", any other memory ends
-    with "(shared by alice)"."""
-    owner = cube.user_id
-    if viewer is None or owner == viewer:
-        return cube.text
-    role = cube.metadata.get("role")
-    if isinstance(role, str) and cube.text.startswith(f"{role}: "):
-        return f"{owner}: {cube.text[len(role) + 2:]}"
-    return f"{cube.text} (shared by {owner})"
 
 
 def redactor_before_forget(mos: Any, memory_id: str, user_id: str) -> MessageRedactor | None:

@@ -703,7 +703,9 @@ class MemOS:
     @running
     def revoke(self, memory_id: str, *, with_user_id: str, user_id: str,
                reason: str | None = None) -> MemCube:
-        """Withdraw every grant ``share`` gave ``with_user_id`` on this memory."""
+        """Withdraw every grant ``share`` gave ``with_user_id`` on this memory, and on the
+        summaries made from it that its owner holds (``compress`` shared them as its
+        sources)."""
         return self._set_access(memory_id, with_user_id, user_id, "write", False, reason)
 
     def _set_access(self, memory_id: str, other: str, user_id: str, scope: str, grant: bool,

@@ -81,19 +81,50 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
                actor: Actor) -> MemCube:
     """Give ``other`` access ``scope`` to one memory (``grant``) or withdraw every grant
     ``other`` holds on it: a new version audited ``share:<scope>`` / ``revoke``, text
-    unchanged (the index point keeps its vectors). Returns it as stored."""
-    gov = cube.governance
-    new_gov = granted(gov, other, scope) if grant else revoked(gov, other)
+    unchanged (the index point keeps its vectors). Returns it as stored.
+
+    A revoke also withdraws ``other``'s grants on the summaries made from the memory (at
+    any depth) that the same owner holds -- ``compress`` shared them with whoever could
+    read every source, and they may repeat it -- in the same transaction, each audited
+    ``revoke``. A summary another user owns is theirs to share (it is left alone)."""
+    now = utcnow()
+
+    def changed(target: MemCube) -> tuple[MemCube, int]:
+        gov = target.governance
+        new_gov = granted(gov, other, scope) if grant else revoked(gov, other)
+        return target.model_copy(update={
+            "governance": new_gov, "version": target.version + 1, "updated_at": now}), \
+            target.version
+
+    changes = [changed(cube)]
+    if not grant:
+        changes += [changed(s) for s in summaries_shared_with(store.vault, cube, other)]
     action = f"share:{scope}" if grant else "revoke"
-    new = cube.model_copy(update={
-        "governance": new_gov, "version": cube.version + 1, "updated_at": utcnow()})
 
     def commit() -> list[MemCube]:
-        store.vault.put_version(new, cube.version, actor, action, {"with_user_id": other})
-        return [new]
+        store.vault.put_versions(changes, actor, action, {"with_user_id": other})
+        return [new for new, _ in changes]
 
     store.write(commit, embed=False)
-    return store.as_written(new)
+    return store.as_written(changes[0][0])
+
+
+def summaries_shared_with(vault: Vault, cube: MemCube, other: str) -> list[MemCube]:
+    """The summaries made from ``cube`` -- and from those, at any depth -- that ``cube``'s
+    owner owns and ``other`` may read."""
+    found: list[MemCube] = []
+    seen, todo = {cube.id}, [cube.id]
+    while todo:
+        for sid in vault.derived_from(todo.pop()):
+            summary = vault.get(sid) if sid not in seen else None
+            seen.add(sid)
+            if summary is None or summary.user_id != cube.user_id \
+                    or summary.state.value not in CHANGEABLE_STATES:
+                continue
+            todo.append(sid)
+            if other in summary.governance.readers or other in summary.governance.writers:
+                found.append(summary)
+    return found
 
 
 def share_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> ShareReceipt:

@@ -358,6 +358,36 @@ def test_a_summary_is_shared_with_whoever_may_read_every_source(store, users) ->
         store.get(mixed.id, user_id=alice)
 
 
+def test_revoking_a_source_revokes_the_owners_summaries_made_from_it(store, users) -> None:
+    """compress shared the summary with bob because he could read every source; once a
+    source is revoked, so are the summaries of it its owner holds (at any depth, in the
+    revoke's transaction); a summary another user made is theirs to share."""
+    alice, bob = users
+    carol = f"carol-{alice}"
+    salary = store.add("Alice's salary is 91,400 EUR.", user_id=alice)
+    bonus = store.add("Alice's bonus is 12,000 EUR.", user_id=alice)
+    for m in (salary, bonus):
+        store.share(m.id, with_user_id=bob, user_id=alice)
+        store.share(m.id, with_user_id=carol, user_id=alice, scope="write")
+    pay = store.compress([salary.id, bonus.id], "Alice earns 91,400 EUR + 12,000 EUR.",
+                         user_id=alice)
+    year = store.compress([pay.id], "Alice's pay this year: 103,400 EUR.", user_id=alice)
+    by_carol = store.compress([bonus.id], "Alice gets a 12,000 EUR bonus.", user_id=carol)
+    assert all(bob in c.governance.readers for c in (pay, year, by_carol))
+    revoked = store.revoke(salary.id, with_user_id=bob, user_id=alice)
+    assert revoked.id == salary.id and bob not in revoked.governance.readers
+    for gone in (salary, pay, year):
+        with pytest.raises(AccessDeniedError):
+            store.get(gone.id, user_id=bob)
+    assert pay.id not in {h.id for h in store.search(
+        "Alice salary", user_id=bob, include_archived=True, k=20)}
+    assert store.get(bonus.id, user_id=bob).id == bonus.id  # the other source stays shared
+    assert store.get(by_carol.id, user_id=bob).id == by_carol.id  # carol's, not alice's
+    assert store.get(pay.id, user_id=carol).id == pay.id  # carol's grants are untouched
+    log = [(r.memory_id, r.action) for r in store.audit_log(user_id=alice, limit=50)]
+    assert {(m.id, "revoke") for m in (salary, pay, year)} <= set(log)
+
+
 def test_a_summary_lives_no_longer_than_its_sources(store, users) -> None:
     import time
 

@@ -563,9 +563,14 @@ class MemOS:
         if not changes:
             raise InvalidInputError("update needs at least one of text, tags, metadata, type, occurred_at.")
         actor = Actor(user_id, agent_id, reason)
-        return access.as_read_by(self._rewrite(lambda: writes.write_version(
-            self.store, self._load(memory_id, user_id, write=True), changes, actor, "update")),
-            user_id)
+
+        def write() -> MemCube:
+            cube = self._load(memory_id, user_id, write=True)
+            if "occurred_at" in changes:  # true since the new time (or since we were told)
+                changes["valid_from"] = writes.valid_since(changes["occurred_at"], cube.created_at)
+            return writes.write_version(self.store, cube, changes, actor, "update")
+
+        return access.as_read_by(self._rewrite(write), user_id)
 
     @running
     def set_state(self, memory_id: str, state: str | State, *, user_id: str,
@@ -596,7 +601,7 @@ class MemOS:
                     f"Memory {cube.id} has no version {version} (it has 1..{cube.version})."
                 )
             fields = ("text", "type", "tags", "entities", "metadata", "occurred_at", "state",
-                      "valid_to", "superseded_by", "governance")
+                      "valid_from", "valid_to", "superseded_by", "governance")
             changes = {f: getattr(old, f) for f in fields}
             # access is not content: rolling back neither restores a revoked grant nor drops one
             changes["governance"] = old.governance.model_copy(update={

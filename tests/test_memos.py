@@ -477,6 +477,23 @@ def test_valid_at_reads_what_was_believed_then(mos):
     assert then == [old.id] and now == [new.id]
 
 
+def test_a_memory_is_valid_from_its_event_or_from_when_we_were_told(mos):
+    """valid_from follows occurred_at: a corrected date moves it (and a rollback takes it
+    back); a plan for a future date is known, and so valid, from when it was told."""
+    cat = mos.add("Alice adopted a cat named Pastel.", user_id="alice",
+                  occurred_at="2024-05-10T00:00:00Z")
+    fixed = mos.update(cat.id, occurred_at="2024-03-01T00:00:00Z", user_id="alice")
+    assert fixed.valid_from == fixed.occurred_at
+    assert [h.id for h in mos.search("Alice's cat", user_id="alice", valid_at="2024-04-01")] \
+        == [cat.id]
+    assert mos.rollback(cat.id, 1, user_id="alice").valid_from == cat.valid_from
+    plan = mos.add("Alice has a dentist appointment.", user_id="alice",
+                   occurred_at="2099-01-10T09:00:00Z")
+    assert plan.valid_from <= plan.created_at
+    assert plan.id in {h.id for h in mos.search("dentist appointment", user_id="alice",
+                                                valid_at=plan.created_at)}
+
+
 def test_a_forgotten_memorys_tombstone_is_its_owners_only(mos):
     """A former reader learns only that a memory was forgotten, in get(version=), history and
     the async twins alike; its owner sees the tombstone and its textless versions."""

@@ -8,7 +8,7 @@ access (the facade did) and goes through the store's one write path
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from memos_core.cube import (
@@ -69,6 +69,12 @@ def check_item_keys(fields: Mapping[str, Any], where: str, *, call: bool = False
         )
 
 
+def valid_since(occurred_at: datetime | None, told_at: datetime) -> datetime:
+    """When a memory starts to be true: at the event it records, or when we were told of it
+    if that came first (a plan for next week is known now) or it records no time."""
+    return told_at if occurred_at is None else min(occurred_at, told_at)
+
+
 def new_cube(
     extractor: EntityExtractor, *, text: Any, user_id: str, agent_id: Any = None,
     session_id: Any = None, occurred_at: Any = None, metadata: Any = None, type: Any = None,
@@ -101,7 +107,7 @@ def new_cube(
         ),
         text=text,
         occurred_at=occurred,
-        valid_from=occurred or utcnow(),  # true since the event, or since we were told
+        valid_from=valid_since(occurred, utcnow()),
         origin=check_enum(Origin, origin or Origin.USER_INPUT, "origin"),
         type=check_enum(MemoryType, type or MemoryType.NOTE, "type"),
         tags=check_tags(tags),

@@ -180,8 +180,11 @@ class MemoryServer:
             session_id: Annotated[str | None, Field(description="Only this conversation.")] = None,
             types: Annotated[list[MemoryKind] | None, Field(description="Only these kinds.")] = None,
             tags: Annotated[list[str] | None, Field(description="Only memories with these tags.")] = None,
-            occurred_after: Annotated[str | None, Field(description="ISO date/time.")] = None,
-            occurred_before: Annotated[str | None, Field(description="ISO date/time.")] = None,
+            occurred_after: Annotated[str | None, Field(
+                description="ISO date/time, inclusive; a date alone is its midnight UTC.")] = None,
+            occurred_before: Annotated[str | None, Field(
+                description="ISO date/time, inclusive; a date alone is its midnight UTC, so "
+                            "2024-06-01 takes in all of May 31.")] = None,
             include_archived: Annotated[bool, Field(description="Also archived memories.")] = False,
         ) -> dict[str, Any]:
             """Hybrid search of the current user's memories (and those shared with them), best

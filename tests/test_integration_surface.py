@@ -276,3 +276,23 @@ def test_a_long_texts_token_group_is_its_longest_runs_and_a_forget_finds_its_quo
     mos.forget(long.id, user_id="ada")
     texts = [m.content for m in history.messages]
     assert "w04999" not in texts[0] and texts[1] == "w00001 alone"
+
+
+@pytest.mark.parametrize(("text", "query"), [
+    ("ERR\x00 code 7", "ERR code 7"),
+    ("W\udcffren", "Wren"),
+    ("\x00\x00", None),
+    ("é" * 600_000, "é" * 500_000),  # 1.2 MB, cut at a character boundary to the limit
+    ("plain text", "plain text"),
+])
+def test_the_recall_query_is_what_memos_searches_for(text: str, query: str | None,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The adapters' recall is best effort: a message search would refuse (NUL, unpaired
+    surrogate, over the text limit) is searched for what is searchable of it; the log says
+    so, without the text."""
+    from memos_core.integration import recall_query
+
+    with caplog.at_level("WARNING"):
+        assert recall_query(text) == query
+    assert bool(caplog.records) == (text != "plain text")
+    assert not any("ERR" in r.getMessage() or "ren" in r.getMessage() for r in caplog.records)

@@ -52,7 +52,7 @@ from memos_core.integration.keyed import (
     put_by_key,
 )
 from memos_core.integration.legacy import CHAT_FILE, CHECKPOINT_FILE
-from memos_core.integration.recording import remembered_text
+from memos_core.integration.recording import recall_query, remembered_text
 from memos_core.integration.logs import (
     ConversationLog,
     on_forget_checkpoints,
@@ -123,6 +123,7 @@ __all__ = [
     "redact_log_message",
     "redacted_text",
     "redactor_before_forget",
+    "recall_query",
     "remembered_text",
     "shown_text",
     "split_messages",

@@ -1,23 +1,30 @@
-"""What of a chat turn the adapters record as a searched memory.
+"""What of a chat turn the adapters record as a searched memory, and search for.
 
 :func:`~memos_core.messages.worth_remembering` decides for a whole turn, and a turn that
 asks is left out whole. But a question often tells something first: "My wife's name is Ana.
 Can you remind me of her birthday?", "I'm vegetarian, what should I cook tonight?".
 :func:`remembered_text` keeps what a turn tells, sentence by sentence, and leaves the
-asking out.
+asking out. :func:`recall_query` is what a recall searches for: the adapters' recall is best
+effort, and a message the core would refuse as a query must not fail the turn.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
 # the sentence boundary of is_question's one-sentence rule (titles and abbreviations such as
 # "Dr." and "e.g." do not end a sentence); one rule for both
 from memos_core.messages import _SENTENCE_END, is_forget_request, is_phatic, is_question
+from memos_core.config import MAX_TEXT_BYTES
+from memos_core.errors import InvalidInputError
 from memos_core.messages import worth_remembering
+from memos_core.validation import check_text
 
-__all__ = ["remembered_text"]
+__all__ = ["recall_query", "remembered_text"]
+
+logger = logging.getLogger(__name__)
 
 #: Words a clause about the speaker opens with ("I'm vegetarian, what should I cook?").
 _FIRST_PERSON = frozenset(
@@ -94,3 +101,23 @@ def _told_before_question(sentence: str) -> str | None:
         more, sep, rest = rest.partition(", ")
         head = f"{head}, {more}"
     return None
+
+
+def recall_query(text: str) -> str | None:
+    """``text`` as a recall search takes it, or None when nothing of it is searchable.
+
+    A user message ``MemOS.search`` refuses as a query -- one holding a NUL character or an
+    unpaired surrogate (pasted from a binary file), or over the text limit
+    (:data:`~memos_core.config.MAX_TEXT_BYTES`, a pasted document) -- is searched without
+    those characters and cut to the limit at a character boundary, with a warning in the
+    log (never the text)."""
+    cleaned = text.replace("\x00", "")
+    cleaned = cleaned.encode("utf-8", "ignore")[:MAX_TEXT_BYTES].decode("utf-8", "ignore")
+    if cleaned != text:
+        logger.warning("recall: the message held NUL characters, unpaired surrogates or more "
+                       "than %s bytes, which MemOS does not search for; searching for the rest",
+                       f"{MAX_TEXT_BYTES:,}")
+    try:
+        return check_text(cleaned, "query")
+    except InvalidInputError:  # nothing visible left
+        return None

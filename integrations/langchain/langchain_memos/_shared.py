@@ -12,6 +12,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 from memos_core import InvalidInputError
+from memos_core.integration import check_text
 
 try:  # where a run's config holds its Runtime (what langgraph.runtime.get_runtime reads)
     from langgraph._internal._constants import CONFIG_KEY_RUNTIME as _RUNTIME_KEY
@@ -67,7 +68,12 @@ def resolve_user_id(
         f"{component} does not know the user. Pass it in the agent's runtime context "
         f"(create_agent(..., context_schema=...) and invoke(..., context={{{key!r}: 'alice'}})), "
         f"or in config={{'configurable': {{{key!r}: 'alice'}}}}, or construct the component "
-        f"with user_id='alice'."
+        f"with user_id='alice'. Replaying or forking from a checkpoint: the config of "
+        f"get_state_history / get_state / update_state names only the thread and checkpoint, "
+        f"so pass the user again: invoke(None, {{'configurable': "
+        f"{{**snapshot.config['configurable'], {key!r}: 'alice'}}}}) or "
+        f"invoke(None, snapshot.config, context={{{key!r}: 'alice'}}). The user is never "
+        f"read from stored checkpoints."
     )
 
 
@@ -111,3 +117,13 @@ def run_context(config: Mapping[str, Any] | None) -> Any:
     reads, which nodes, models and the checkpointer all see."""
     runtime = configurable(config).get(_RUNTIME_KEY)
     return getattr(runtime, "context", None)
+
+
+def storable(text: str) -> bool:
+    """Whether MemOS stores ``text`` as a memory's text (``check_text``: no NUL character
+    or unpaired surrogate, at most the size limit, something visible)."""
+    try:
+        check_text(text)
+    except InvalidInputError:
+        return False
+    return True

@@ -17,6 +17,7 @@ work.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -29,6 +30,7 @@ from memos_core.integration import (
     FORGOTTEN,
     TOOL_NAMES,
     asked_or_answered,
+    recall_query,
     remembered_text,
     shown_text,
 )
@@ -38,6 +40,7 @@ from langchain_memos._shared import (
     message_text,
     resolve_user_id,
     role_of,
+    storable,
     thread_id,
 )
 from langchain_memos.tools import create_memory_tools
@@ -54,6 +57,8 @@ MEMORY_TOOL_NAMES = frozenset(TOOL_NAMES) - {"search_memories"}
 _ALL_STATES = tuple(s.value for s in State)
 #: Page size of the lookup of a thread's recorded memories.
 _PAGE = 1000
+
+logger = logging.getLogger(__name__)
 
 
 def format_memories(hits: Sequence[SearchHit], heading: str = DEFAULT_HEADING) -> str:
@@ -78,7 +83,10 @@ class MemOSMiddleware(AgentMiddleware):
       (one of the call's messages, by id) are left out; those of the current thread whose
       messages are gone from the conversation (trimmed, summarized) are recalled like any
       other. Nothing is injected when there is no human message or no hit. The injected
-      text is not saved in the thread state.
+      text is not saved in the thread state. Recall is best effort: a message MemOS would
+      refuse as a query (a NUL character, an unpaired surrogate, over its 1 MB text limit)
+      is searched without those characters and cut to the limit, with a log warning; the
+      turn goes on either way.
     * Recording: after each turn, the turn's human message(s) and final AI answer (text
       only; tool calls and tool results are never recorded) are filtered by
       ``memos_core.integration.remembered_text``: messages of ``remember_roles`` (default
@@ -86,11 +94,12 @@ class MemOSMiddleware(AgentMiddleware):
       (unless ``remember_questions=True``) become episodic memories; of a question that
       also tells something ("My wife's name is Ana. Can you remind me of her
       birthday?"), the sentences that tell do (its id is still the memory's source, so a
-      forget blanks the whole message in the thread). A memory shared with the user by
-      someone else is never taken for one of theirs. A turn in which the
-      model changed memory with a tool (:data:`MEMORY_TOOL_NAMES`: it stored, updated,
-      forgot or compressed memories itself) records nothing, nor does a turn with nothing
-      left.
+      forget blanks the whole message in the thread). A message whose text MemOS does
+      not store (see recall) stays in the thread and is not recorded, with a log warning.
+      A memory shared with the user by someone else is never taken for one of theirs. A
+      turn in which the model changed memory with a tool (:data:`MEMORY_TOOL_NAMES`: it
+      stored, updated, forgot or compressed memories itself) records nothing, nor does a
+      turn with nothing left.
     * Once per message: a message of the thread that is already the source of a memory of
       the user (in any state, forgotten included), or whose text a current memory of the
       thread holds, is not recorded again -- replaying or forking the thread from an
@@ -183,9 +192,10 @@ class MemOSMiddleware(AgentMiddleware):
 
     def _recall(self, request: ModelRequest, config: Mapping[str, Any] | None) -> list[SearchHit]:
         user = self._user(getattr(request.runtime, "context", None), config)
-        query = next((message_text(m) for m in reversed(request.messages)
-                      if isinstance(m, HumanMessage) and message_text(m)), "")
-        if not query:
+        text = next((message_text(m) for m in reversed(request.messages)
+                     if isinstance(m, HumanMessage) and message_text(m)), "")
+        query = recall_query(text) if text else None
+        if query is None:
             return []
         # what the call holds already: memories made from its messages (by id). A memory of
         # this thread whose message was trimmed or summarized away is recalled again.
@@ -253,7 +263,15 @@ class MemOSMiddleware(AgentMiddleware):
             return None
         said = remembered_text(role_of(message), text, roles=self.remember_roles,
                                questions=self.remember_questions)
-        return Said(message, said) if said else None
+        if not said:
+            return None
+        if not storable(Said(message, said).memory_text):
+            # the message stays in the thread; only its memory is left out
+            logger.warning("MemOSMiddleware: message %s was not recorded as a memory: MemOS "
+                           "does not store its text (a NUL character, an unpaired surrogate "
+                           "or more than the size limit)", message.id or "without id")
+            return None
+        return Said(message, said)
 
     def _unrecorded(self, messages: Sequence[Said], user: str, session: str | None
                     ) -> tuple[list[Said], list[tuple[Said, MemCube]]]:

@@ -65,8 +65,6 @@ logger = logging.getLogger(__name__)
 #: How a namespace names its user: a label position, or a function of the namespace.
 UserLabel = int | Callable[[tuple[str, ...]], str | None]
 
-#: Memory states in which an item exists (a forgotten or expired memory is gone).
-_LIVE_STATES = ("generated", "activated", "archived")
 #: The facade answers at most this many hits per search.
 _MAX_K = 1000
 #: Marks a data directory whose items written before keys existed are bound to their keys.
@@ -95,6 +93,9 @@ class MemOSStore(BaseStore):
       A namespace (or search / ``list_namespaces`` prefix) that does not carry the user
       raises ``InvalidNamespaceError`` saying which label was expected, before anything is
       read or written.
+    * An item is a memory its user owns, bound in the vault to its key by a ``put``: a
+      memory another user shared with the user is never one of their items (nor is any
+      other memory that merely carries the store's tags or metadata), whatever it says.
     * ``put`` of a new key adds a memory; ``put`` of an existing key writes a new version
       of the same memory (``created_at`` is kept, history is readable with
       ``mos.history``); ``put(value=None)``/``delete`` forgets it (a tombstone stays in the
@@ -284,9 +285,9 @@ class MemOSStore(BaseStore):
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """Async ``batch``, with the same semantics and results. In server mode the reads
         by key -- ``GetOp``, searches without a query, ``ListNamespacesOp`` -- are native
-        async (``memos_core.integration.aget_by_key`` / ``aiter_by_prefix``,
-        ``MemOS.alist``); a search with a query (embedding, hybrid retrieval) and the puts
-        (memory writes) run in a worker thread. On the embedded vault the whole batch runs
+        async (``memos_core.integration.aget_by_key`` / ``aiter_by_prefix``); a search
+        with a query (embedding, hybrid retrieval) and the puts (memory writes) run in a
+        worker thread. On the embedded vault the whole batch runs
         in one worker thread. The event loop never blocks."""
         if not has_native_async(self.mos):
             return await asyncio.to_thread(self.batch, list(ops))
@@ -331,20 +332,12 @@ class MemOSStore(BaseStore):
             if codec.META_KEY in cube.metadata:
                 yield cube
 
-    def _page_args(self, op: SearchOp) -> dict[str, Any]:
-        """``MemOS.list`` arguments of a search without query or filter."""
-        return {"user_id": self.user_of(op.namespace_prefix, prefix=True),
-                "tags": [codec.prefix_tag(op.namespace_prefix)], "states": _LIVE_STATES,
-                "limit": min(op.limit, 10_000), "offset": op.offset}
-
     async def _asearch(self, op: SearchOp) -> list[SearchItem]:
         """Async :meth:`_search`: natively without a query, else in a worker thread."""
         if op.limit <= 0:
             return []
         if op.query:
             return await asyncio.to_thread(self._search, op)
-        if not op.filter:
-            return [self._shown(c, None) for c in await self.mos.alist(**self._page_args(op))]
         want = op.offset + op.limit
         matched = []
         async for cube in self._ascan(op.namespace_prefix):
@@ -365,8 +358,8 @@ class MemOSStore(BaseStore):
             return []
         want = op.offset + op.limit
         if not op.query:
-            if not op.filter:
-                return [self._shown(c, None) for c in self.mos.list(**self._page_args(op))]
+            # the vault's key bindings, not MemOS.list: that also lists memories other users
+            # shared with the user, which may carry the store's tags and metadata
             matched = []
             for cube in self._scan(op.namespace_prefix):
                 item = self._shown(cube, None)
@@ -403,12 +396,14 @@ class MemOSStore(BaseStore):
                 # a redacted hit has lost its metadata (the item's key and value): read the
                 # record for the key; the value shown stays the core's redaction
                 record = self._record(hit.id, user) if hit.redacted else hit.memory
-                if record is None or codec.META_KEY not in record.metadata or not _indexed(record):
+                if record is None or not _indexed(record) or not self._is_item(record, user):
                     continue
                 item = _search_item(record, hit.score, hit.redacted)
                 if codec.matches_filter(item.value, op.filter):
                     ranked.append(item)
-            if len(ranked) >= want or len(hits) < k or k >= _MAX_K:
+                    if len(ranked) >= want:
+                        return ranked
+            if len(hits) < k or k >= _MAX_K:
                 return ranked
             k = min(_MAX_K, k * 4)
 
@@ -421,6 +416,17 @@ class MemOSStore(BaseStore):
         """``cube``'s item as a search shows it: redacted where the core's rule says so."""
         _, withheld = for_prompt(cube, self._allowed())
         return _search_item(cube, score, withheld)
+
+    def _is_item(self, cube: MemCube, user: str) -> bool:
+        """Whether a memory ``MemOS.search`` found is an item of ``user``'s: one ``user``
+        owns that the vault binds to the key its metadata names. Tags and metadata alone
+        make no item: any memory may carry them, and search also finds the memories other
+        users shared with ``user``."""
+        if cube.user_id != user:
+            return False
+        key = _key_of(cube)
+        bound = get_by_key(self.mos, key) if key is not None else None
+        return bound is not None and bound.id == cube.id
 
     def _record(self, memory_id: str, user_id: str) -> MemCube | None:
         try:

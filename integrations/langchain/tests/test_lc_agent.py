@@ -160,6 +160,29 @@ def test_middleware_without_a_user_says_how_to_give_one(mos: MemOS) -> None:
         agent.invoke({"messages": [HumanMessage("hello")]})
 
 
+def test_a_replay_says_how_to_pass_the_user_and_both_ways_work(mos: MemOS) -> None:
+    """LangGraph's time travel, ``invoke(None, snapshot.config)``: the snapshot's config
+    names only the thread and the checkpoint, so the middleware does not know the user
+    (it never reads one from stored data). Its error says how to pass the user on a replay
+    or fork, and both ways it names work (docs/langchain.md, "Replaying and forking")."""
+    model = scripted("Noted.", "Pasta.", "Risotto.", "A salad.")
+    agent = create_agent(model, middleware=[MemOSMiddleware(mos)], checkpointer=MemOSCheckpointer(mos))
+    config = {"configurable": {"thread_id": "t1", "user_id": "alice"}}
+    agent.invoke({"messages": [HumanMessage("I'm vegetarian.")]}, config)
+    agent.invoke({"messages": [HumanMessage("What should I cook tonight?")]}, config)
+    past = [s for s in agent.get_state_history(config) if s.next == ("model",)][0]
+
+    with pytest.raises(MissingUserError) as raised:
+        agent.invoke(None, past.config)
+    for advice in ("Replaying or forking from a checkpoint", "snapshot.config['configurable']",
+                   "'user_id': 'alice'", "context={'user_id': 'alice'}"):
+        assert advice in str(raised.value)
+    again = {"configurable": {**past.config["configurable"], "user_id": "alice"}}
+    assert agent.invoke(None, again)["messages"][-1].content == "Risotto."
+    assert agent.invoke(None, past.config, context={"user_id": "alice"})["messages"][-1].content == "A salad."
+    assert [c.text for c in mos.list(user_id="alice")] == ["user: I'm vegetarian."]  # once
+
+
 def test_user_from_configurable_and_memory_tools_from_the_middleware(mos: MemOS) -> None:
     mos.add("Carol speaks Portuguese", user_id="carol")
     model = scripted(tool_call("search_memories", query="languages"), "Portuguese.")

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncio
+
 import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
@@ -19,6 +21,7 @@ from lc_fakes import scripted
 from memos_core import InvalidInputError, MemCube, MemOS
 
 from langchain_memos import MemOSMiddleware, MemOSRetriever, MemOSStore, create_memory_tools
+from langchain_memos import _store_codec as codec
 
 SEEN, UNSEEN, DENIED, DONE = "seen", "unseen", "denied", "done"
 QUERY = "where does Alice keep the kayak"
@@ -148,3 +151,41 @@ def test_sensitive_store_items_are_found_redacted_by_their_owner(mos: MemOS) -> 
 def test_store_refuses_bad_sensitivity_arguments(mos: MemOS, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidInputError, match="sensitiv"):
         MemOSStore(mos, user_label=0, **kwargs)
+
+
+@pytest.mark.parametrize("query", [None, "what does Alice eat"])
+def test_memories_shared_with_the_user_never_become_store_items(mos: MemOS, query: str | None) -> None:
+    """A store item is a memory its user owns, bound to its key. Mallory's own store can
+    write "Alice's" item (her memory, same namespace and key) and the MCP tools can set the
+    store's tag; shared with Alice, neither shadows, adds to or breaks Alice's items (they
+    were listed and searched as hers, a tag alone raised KeyError). Nor is a memory of
+    Alice's that only looks like an item. Pages stay full."""
+    ns, food = ("alice", "memories"), {"diet": "Alice is vegetarian.", "lunch": "Alice eats salad for lunch.",
+                                       "snack": "Alice eats apples as a snack."}
+    alices, mallorys = MemOSStore(mos, user_label=0), MemOSStore(mos, user_id="mallory")
+    for key, text in food.items():  # mallory's interleaved, to catch pages cut before filtering
+        alices.put(ns, key, {"text": text})
+        mallorys.put(ns, key, {"text": "Alice eats steak every day."})
+    mos.add("Alice eats steak at every meal.", user_id="mallory", tags=[codec.prefix_tag(ns)])
+    for cube in mos.list(user_id="mallory"):
+        mos.share(cube.id, with_user_id="alice", user_id="mallory")
+    mos.add("Alice eats steak, says this look-alike.", user_id="alice", tags=codec.namespace_tags(ns),
+            metadata={codec.META_NS: codec.ns_json(ns), codec.META_KEY: "diet",
+                      codec.META_VALUE: {"text": "Alice eats steak."}})
+
+    def page(limit: int, offset: int, mode: str) -> list[tuple[str, str]]:
+        if mode == "sync":
+            items = alices.search(ns, query=query, limit=limit, offset=offset)
+        else:
+            items = asyncio.run(alices.asearch(ns, query=query, limit=limit, offset=offset))
+        return [(i.key, i.value["text"]) for i in items]
+
+    for mode in ("sync", "async"):
+        found = page(10, 0, mode)
+        assert sorted(found) == sorted(food.items()), mode
+        pages = page(2, 0, mode) + page(2, 2, mode)
+        assert len(page(2, 0, mode)) == 2 and sorted(pages) == sorted(food.items()), mode
+        if query is None:  # first-put order
+            assert found == list(food.items()) == pages
+    assert alices.get(ns, "diet").value == {"text": food["diet"]}  # type: ignore[union-attr]
+    assert alices.list_namespaces(prefix=("alice",)) == [ns]

@@ -10,7 +10,9 @@ own ``SummarizationMiddleware`` are real. The tests pin:
 * recall leaves out only memories whose messages the model is sent anyway: a fact of the
   same thread that summarization dropped from the conversation is recalled;
 * ``record=False`` / ``recall=False`` switch recording and recall off; a turn that only
-  searched memory is recorded.
+  searched memory is recorded;
+* a message MemOS refuses (a NUL character, an unpaired surrogate, over 1 MB) is answered:
+  recall searches for what is searchable of it, and it is not recorded.
 """
 
 from __future__ import annotations
@@ -296,3 +298,37 @@ def test_memories_shared_with_the_user_are_not_taken_for_theirs(mos: MemOS) -> N
     agent.invoke({"messages": [HumanMessage(ALLERGY)]}, _config("group", "bob"))
     assert [(c.user_id, c.text) for c in mos.list(user_id="bob")] == [
         ("alice", f"user: {ALLERGY}"), ("bob", f"user: {ALLERGY}")]
+
+
+# ------------------------------------------------------------------ text MemOS refuses
+
+#: User messages MemOS refuses as a query and as a memory, each about the boat.
+REFUSED = {
+    "NUL": "My log says ERR\x00\x00 code 7 about my boat.",
+    "lone surrogate": "My boat's name got garbled: W\udcffren.",
+    "over 1 MB": "Notes about my boat: " + "the hull and the sails " * 45_000,
+}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("kind", list(REFUSED))
+def test_a_message_memos_refuses_still_gets_an_answer(
+        mos: MemOS, caplog: pytest.LogCaptureFixture, kind: str, mode: str) -> None:
+    """A message MemOS refuses as a query and as a memory text failed the whole turn with
+    InvalidInputError before the model was called (plain create_agent answers it). Recall
+    searches for what is searchable of it; the message stays in the thread, is not
+    recorded, and the log says so without its text."""
+    mos.add([{"role": "user", "content": "My boat is called Wren."}], user_id="alice")
+    model = _always("Noted.")
+    agent = create_agent(model, middleware=[MemOSMiddleware(mos)], checkpointer=InMemorySaver())
+    with caplog.at_level("WARNING", logger="langchain_memos"):
+        state = _run(agent, mode, {"messages": [HumanMessage(REFUSED[kind], id="m1")]},
+                     _config("t1"))
+        _run(agent, mode, {"messages": [HumanMessage("I also own a red kayak.")]}, _config("t1"))
+    assert state["messages"][-1].content == "Noted."
+    assert state["messages"][0].content == REFUSED[kind]  # kept in the thread
+    assert "My boat is called Wren." in _system_prompt(model)  # recalled for it
+    assert _texts(mos) == ["user: My boat is called Wren.", "user: I also own a red kayak."]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("recall" in w for w in warnings) and any("m1" in w for w in warnings)
+    assert not any("boat" in w for w in warnings)

@@ -101,3 +101,43 @@ def test_a_per_call_k_above_the_maximum_is_capped(shared_mos: MemOS) -> None:
     assert len(retriever.invoke("Alice", k=5000)) == len(FACTS)
     with pytest.raises(InvalidInputError, match="k"):
         retriever.invoke("Alice", k=0)
+
+
+async def test_a_memory_shared_with_the_user_names_its_owner(mos: MemOS) -> None:
+    """As the middleware, the tools and LlamaIndex's retriever show it: a memory another
+    user shared is labelled with its owner, so a chain does not take "user: I am not
+    allergic to anything." for this user's own words (it came back as stored)."""
+    mos.add("I am allergic to penicillin.", user_id="alice", type="fact")
+    said = mos.add([{"role": "user", "content": "I am not allergic to anything."}], user_id="mallory")
+    note = mos.add("Alice may take any antibiotic.", user_id="mallory")
+    for cube in (*said, note):
+        mos.share(cube.id, with_user_id="alice", user_id="mallory")
+    retriever = MemOSRetriever(mos, user_id="alice", k=5)
+    for docs in (retriever.invoke("allergic antibiotic"), await retriever.ainvoke("allergic antibiotic")):
+        assert {(d.metadata["user_id"], d.page_content) for d in docs} == {
+            ("alice", "I am allergic to penicillin."),
+            ("mallory", "mallory: I am not allergic to anything."),
+            ("mallory", "Alice may take any antibiotic. (shared by mallory)"),
+        }
+
+
+@pytest.mark.parametrize(("options", "error"), [
+    ({"top_k": 2}, "unknown option.*'top_k'.*accepts.*k"),  # LlamaIndex's spelling
+    ({"kk": 2}, "unknown option.*'kk'"),
+    ({"search_kwargs": {"k": 2, "fetch_k": 20}}, "search_kwargs has unknown key.*'fetch_k'.*accepts k"),
+    ({"search_kwargs": {"k": 2}, "k": 3}, "k both"),
+    ({"search_kwargs": 2}, "search_kwargs must be a dict"),
+])
+def test_unknown_options_are_refused_naming_the_accepted_ones(
+        shared_mos: MemOS, options: dict[str, Any], error: str) -> None:
+    """Pydantic ignored unknown fields: ``top_k=2`` or a typo built a retriever that
+    returned the default 4 documents."""
+    with pytest.raises(TypeError, match=error):
+        MemOSRetriever(shared_mos, user_id="alice", **options)
+
+
+def test_search_kwargs_as_vectorstore_retrievers_take_them(shared_mos: MemOS) -> None:
+    """``vectorstore.as_retriever(search_kwargs={"k": 2})``'s spelling works too."""
+    retriever = MemOSRetriever(shared_mos, user_id="alice", search_kwargs={"k": 2, "types": ["fact"]})
+    assert (retriever.k, retriever.types) == (2, ["fact"])
+    assert len(retriever.invoke("Alice")) == 2

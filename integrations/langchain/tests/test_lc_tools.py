@@ -117,7 +117,7 @@ def test_model_mistakes_come_back_as_messages(module_mos: MemOS, name: str,
 
 def test_other_users_memories_are_out_of_reach(mos: MemOS, tools: dict[str, BaseTool]) -> None:
     secret = mos.add("Bob's PIN is 1234", user_id="bob")
-    assert "may not change" in _call(tools, "forget_memory", memory_id=secret.id).content
+    assert "AccessDeniedError" in _call(tools, "forget_memory", memory_id=secret.id).content
     assert "may not change" in _call(tools, "update_memory", memory_id=secret.id, text="x").content
     assert _call(tools, "search_memories", query="PIN").content == "No memories found."
     assert mos.get(secret.id, user_id="bob").text == "Bob's PIN is 1234"

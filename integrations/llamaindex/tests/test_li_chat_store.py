@@ -192,6 +192,15 @@ def test_rich_messages_round_trip(sync_store: MemOSChatStore) -> None:
     assert store.get_messages("k") == [rich]
 
 
+def test_text_pasted_from_binary_round_trips(sync_store: MemOSChatStore) -> None:
+    """NUL characters and unpaired surrogates (not UTF-8: pydantic refused to write the
+    message, "cannot be stored") come back as they were put."""
+    odd = [ChatMessage(role="user", content="ERR\x00 in W\udcffren, café"),
+           ChatMessage(role="user", content="plain", additional_kwargs={"raw": "\ud800"})]
+    sync_store.set_messages("k", odd)
+    assert sync_store.get_messages("k") == odd
+
+
 def test_reads_return_copies(sync_store: MemOSChatStore) -> None:
     store = sync_store
     store.add_message("k", msg("original"))

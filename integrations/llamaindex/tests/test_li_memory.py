@@ -9,6 +9,7 @@ the echo.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -166,8 +167,6 @@ def test_chat_history_argument_seeds_short_term_only(mos: MemOS) -> None:
 def test_bad_message_changes_nothing(mos: MemOS) -> None:
     memory = memory_for(mos, "alice", "s1")
     memory.put(ChatMessage(role="user", content="kept"))
-    with pytest.raises(InvalidInputError, match="NUL"):
-        memory.put(ChatMessage(role="user", content="bad\x00byte"))
     with pytest.raises(InvalidInputError, match="must be a llama_index ChatMessage"):
         memory.put("just a string")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="must be a list of ChatMessage"):
@@ -313,3 +312,35 @@ async def test_a_memory_changed_since_its_message_is_recalled_in_the_same_sessio
         await memory.aget(input="Which bike do I ride?"))
     assert not any("MARMOT9920" in line or "green" in line for line in recalled(
         await memory.aget(input="My locker code and my bike?")))
+
+
+#: User messages MemOS refuses as a query and as a memory, each about the boat.
+REFUSED = {
+    "NUL": "My log says ERR\x00\x00 code 7 about my boat.",
+    "lone surrogate": "My boat's name got garbled: W\udcffren.",
+    "over 1 MB": "Notes about my boat: " + "the hull and the sails " * 45_000,
+}
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("kind", list(REFUSED))
+def test_a_message_memos_refuses_still_gets_an_answer(
+        mos: MemOS, caplog: pytest.LogCaptureFixture, kind: str, use_async: bool) -> None:
+    """A message MemOS refuses as a memory and as a query failed the whole turn with
+    InvalidInputError before the model was called (LlamaIndex's own Memory answers it): the
+    memory write came first and failed the put, and the recall search refused the query.
+    Now the message joins the history (an unpaired surrogate included: the history could
+    not write it either) without a memory, recall searches for what is searchable of it,
+    and the log says so without its text."""
+    mos.add([{"role": "user", "content": "My boat is called Wren."}], user_id="alice")
+    memory = memory_for(mos, "alice", "s1", token_limit=10**7)  # the 1 MB prompt keeps the block
+    with caplog.at_level(logging.WARNING, logger="llama_index.memory.memos"):
+        reply = ask(simple_engine(memory), REFUSED[kind], use_async)
+        ask(simple_engine(memory), "I also own a red kayak.", use_async)
+    assert "My boat is called Wren." in reply  # MockLLM echoes the recall block
+    assert [m.content for m in memory.get_all()][::2] == [REFUSED[kind], "I also own a red kayak."]
+    assert [c.text for c in mos.list(user_id="alice")] == [
+        "user: My boat is called Wren.", "user: I also own a red kayak."]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("recall" in w for w in warnings) and any("not stored" in w for w in warnings)
+    assert not any("boat" in w for w in warnings)

@@ -174,6 +174,19 @@ async def test_nothing_to_search_gives_empty_block(mos) -> None:
     assert await block.aget([ChatMessage(role="user", content="   ")]) == ""
 
 
+@pytest.mark.parametrize("text", ["ERR\x00 on my boat", "W\udcffren is my boat",
+                                  "my boat " + "and its sails " * 80_000])
+async def test_a_query_memos_refuses_still_recalls(mos, text: str) -> None:
+    """A latest message holding a NUL character, an unpaired surrogate or over 1 MB made
+    the whole ``Memory.get`` raise InvalidInputError (on LlamaIndex's own chat store, as
+    here); recall is best effort: it searches for what is searchable of it."""
+    mos.add([{"role": "user", "content": "My boat is called Wren."}], user_id="ada")
+    memory = Memory.from_defaults(session_id="s1", token_limit=10**7,
+                                  memory_blocks=[MemOSMemoryBlock(mos=mos, user_id="ada")])
+    await memory.aput(ChatMessage(role="user", content=text))
+    assert "My boat is called Wren." in system_text(await memory.aget())
+
+
 async def test_line_template_and_k(mos) -> None:
     for i in range(4):
         mos.add(f"coffee fact number {i}", user_id="ada", type="fact")

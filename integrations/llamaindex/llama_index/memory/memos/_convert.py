@@ -5,19 +5,25 @@
 - ``ChatMessage`` -> the message dicts ``MemOS.add`` takes (role, content, id);
 - a stored message, or any value of a running agent's state -> the same with a forgotten
   memory redacted;
+- the latest messages -> the recall query (:func:`query_text`);
 - ``SearchHit`` -> prompt lines and ``NodeWithScore``.
 """
 
 from __future__ import annotations
 
-
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
 from llama_index.core.schema import NodeWithScore, TextNode
 from memos_core import InvalidInputError, SearchHit
-from memos_core.integration import FORGOTTEN, MessageRedactor, remembered_text, shown_text
+from memos_core.integration import (
+    FORGOTTEN,
+    MessageRedactor,
+    remembered_text,
+    shown_text,
+)
 from memos_core.integration import asked_or_answered as _asked
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -32,12 +38,20 @@ def message_text(message: ChatMessage) -> str:
 
 
 def dump_message(message: ChatMessage, where: str) -> str:
-    """A message as JSON for the chat history file (all blocks and ``additional_kwargs``)."""
+    """A message as JSON for the chat history file (all blocks and ``additional_kwargs``).
+
+    Text with an unpaired surrogate (pasted from a binary file) is not UTF-8, which pydantic
+    refuses to write and no store keeps: such a message is written as ASCII JSON, its
+    surrogates as ``\\udcff`` escapes, and comes back as it was."""
     try:
         return message.model_dump_json()
     except (PydanticSerializationError, TypeError, ValueError) as exc:
+        error = exc
+    try:
+        return json.dumps(message.model_dump(mode="json"), ensure_ascii=True, allow_nan=False)
+    except (PydanticSerializationError, TypeError, ValueError):
         raise InvalidInputError(
-            f"{where} cannot be stored: {exc}. Keep additional_kwargs JSON-serialisable "
+            f"{where} cannot be stored: {error}. Keep additional_kwargs JSON-serialisable "
             "(str, numbers, lists, dicts)."
         ) from None
 
@@ -46,10 +60,13 @@ def load_message(data: str) -> ChatMessage:
     """The inverse of :func:`dump_message`; each call returns a new object."""
     try:
         return ChatMessage.model_validate_json(data)
-    except ValidationError as exc:  # only a hand-edited or foreign file gets here
-        raise InvalidInputError(
-            f"A stored chat message is not a valid ChatMessage: {exc}"
-        ) from None
+    except ValidationError as exc:
+        try:  # pydantic's parser refuses the escapes of unpaired surrogates; json takes them
+            return ChatMessage.model_validate(json.loads(data))
+        except (ValueError, ValidationError):  # only a hand-edited or foreign file gets here
+            raise InvalidInputError(
+                f"A stored chat message is not a valid ChatMessage: {exc}"
+            ) from None
 
 
 def redact_message(data: str, redactor: MessageRedactor, source: bool) -> str | None:

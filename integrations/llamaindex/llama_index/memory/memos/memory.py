@@ -30,7 +30,11 @@ from llama_index.memory.memos._checks import (
 from llama_index.memory.memos._convert import message_text, to_memos_messages
 from llama_index.memory.memos._forgets import late_redacted
 from llama_index.memory.memos.chat_store import MemOSAsyncChatStore, history_rows
-from llama_index.memory.memos.memory_block import EXCLUDE_SOURCES_KWARG, MemOSMemoryBlock
+from llama_index.memory.memos.memory_block import (
+    EXCLUDE_SOURCES_KWARG,
+    MemOSMemoryBlock,
+    add_memories,
+)
 
 
 #: How many pages of the session's episodes ``_repeated_sources`` reads at most.
@@ -54,7 +58,9 @@ class MemOSMemory(Memory):
     the next one; of a question, only the sentences that tell ("My wife's name is Ana. Can
     you remind me of her birthday?" -> "My wife's name is Ana."), unless
     ``remember_questions=True`` keeps it whole (rule:
-    ``memos_core.integration.remembered_text``). Every message stays in the chat history;
+    ``memos_core.integration.remembered_text``). A message MemOS does not store as a memory
+    (a NUL character, an unpaired surrogate, over its 1 MB text limit) is left out of
+    long-term memory with a log warning. Every message stays in the chat history;
     questions and answers are kept out of searched memory because a stored question is the
     best match for the same question asked again and would crowd out the fact that answers
     it. ``set`` and ``reset`` change only the short-term history of this session; they never
@@ -207,9 +213,10 @@ class MemOSMemory(Memory):
         """Append messages to the history and store what each one tells as a memory.
 
         Nothing is written unless the history can store every message (``additional_kwargs``
-        must be JSON-serialisable). Then the memory is written (it is validated more
-        strictly); if it fails, the history is unchanged. Then the short-term queue is
-        flushed as ``Memory`` does.
+        must be JSON-serialisable). Then the memories are written; a message MemOS does not
+        store as a memory (a NUL character, an unpaired surrogate, over its 1 MB text limit)
+        is left out of them with a log warning and still joins the history, as the others
+        do. Then the short-term queue is flushed as ``Memory`` does.
         """
         messages = check_chat_messages(messages)
         if not messages:
@@ -222,9 +229,8 @@ class MemOSMemory(Memory):
         items = to_memos_messages(messages, self.remember_roles, ids,
                                   questions=self.remember_questions)
         if items:
-            await self.mos.aadd(
-                items, user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id
-            )
+            await add_memories(self.mos, items, "MemOSMemory: message", user_id=self.user_id,
+                               agent_id=self.agent_id, session_id=self.session_id)
         await self._store.add_messages(self.session_id, messages, MessageStatus.ACTIVE, ids=ids)
         await self._manage_queue()
 

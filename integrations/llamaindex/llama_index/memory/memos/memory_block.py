@@ -11,7 +11,7 @@ from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory.memory import BaseMemoryBlock
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 from memos_core import InvalidInputError, MemOS
-from memos_core.integration import ConversationLog, check_k, check_name
+from memos_core.integration import ConversationLog, check_k, check_name, recall_query
 
 from llama_index.memory.memos._checks import (
     check_mos,
@@ -46,7 +46,10 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
     text) and returns up to ``k`` memories, best first, one ``line_template`` line each; ""
     when nothing matches. A memory another user shared names that user ("alice: I'm
     allergic to peanuts." for a turn recorded as "user: ...", else "... (shared by
-    alice)"), so the model does not take it for the block's user's own. Which memories: all
+    alice)"), so the model does not take it for the block's user's own. Recall is best
+    effort: a message MemOS would refuse as a query (a NUL character, an unpaired
+    surrogate, over its 1 MB text limit) is searched without those characters and cut to
+    the limit, with a log warning; the turn goes on either way. Which memories: all
     of the user's (``search_scope="user"``), only those written by ``agent_id``
     (``"agent"``), or only ``session_id``'s (``"session"``). Every recall counts as an
     access in MemOS (usage, heat).
@@ -120,8 +123,9 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         self, messages: list[ChatMessage] | None = None, **block_kwargs: Any
     ) -> str:
         """Memories relevant to the latest message, as lines; "" if none or no text."""
-        query = query_text(messages)
-        if not query.strip():
+        text = query_text(messages)
+        query = recall_query(text) if text.strip() else None
+        if query is None:
             return ""
         exclude: Sequence[str] = block_kwargs.get(EXCLUDE_SOURCES_KWARG) or ()
         filters = scope_filters(self.search_scope, self.agent_id, self.session_id)
@@ -153,26 +157,10 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
             items = to_memos_messages(group, self.remember_roles, ids,
                                       questions=self.remember_questions)
             if items:
-                await self._add(items, session)
-
-    async def _add(self, items: list[dict[str, Any]], session: str | None) -> None:
-        """Store ``items`` in one call; if MemOS refuses the batch (it checks every item
-        first), each on its own, so one bad message does not lose the others: ``Memory``
-        archived them already, and a flush is never handed over again. A refused one is
-        logged (its position and error class, never its text)."""
-        kwargs: dict[str, Any] = {"user_id": self.user_id, "agent_id": self.agent_id,
-                                  "session_id": session}
-        try:
-            await self.mos.aadd(items, **kwargs)
-        except InvalidInputError:
-            for i, item in enumerate(items):
-                try:
-                    await self.mos.aadd([item], **kwargs)
-                except InvalidInputError as exc:
-                    logger.warning(
-                        "MemOSMemoryBlock: flushed message %d of %d (id %s, session %r) was not "
-                        "stored as a memory: MemOS refused it (%s)", i + 1, len(items),
-                        item.get("id", "unknown"), session, type(exc).__name__)
+                # Memory archived them already, and a flush is never handed over again
+                await add_memories(self.mos, items, "MemOSMemoryBlock: flushed message",
+                                   user_id=self.user_id, agent_id=self.agent_id,
+                                   session_id=session)
 
     async def _flushed_ids(
         self, session: str | None, messages: list[ChatMessage]
@@ -196,3 +184,24 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         if [(m.role, m.blocks) for m in stored] != [(m.role, m.blocks) for m in messages]:
             return None
         return [mid for mid, _ in rows]
+
+
+async def add_memories(mos: MemOS, items: list[dict[str, Any]], what: str, *,
+                       user_id: str, agent_id: str | None, session_id: str | None) -> None:
+    """Store ``items`` (``MemOS.aadd`` message dicts) in one call; if MemOS refuses the
+    batch (it checks every item first), each on its own, so one message MemOS does not
+    store (a NUL character, an unpaired surrogate, over its size limit) does not lose the
+    others. A refused one is logged as ``what`` (its position, id and error class, never
+    its text)."""
+    kwargs: dict[str, Any] = {"user_id": user_id, "agent_id": agent_id, "session_id": session_id}
+    try:
+        await mos.aadd(items, **kwargs)
+    except InvalidInputError:
+        for i, item in enumerate(items):
+            try:
+                await mos.aadd([item], **kwargs)
+            except InvalidInputError as exc:
+                logger.warning(
+                    "%s %d of %d (id %s, session %r) was not stored as a memory: MemOS "
+                    "refused it (%s)", what, i + 1, len(items), item.get("id", "unknown"),
+                    session_id, type(exc).__name__)

@@ -425,7 +425,9 @@ def redact_log_message(message: str, redactor: MessageRedactor, source: bool) ->
         redacted = FORGOTTEN if source else redactor.text(message)
         return None if redacted == message else redacted
     new = _redact_json(data, redactor, source, None)
-    return None if new is data else json.dumps(new, ensure_ascii=False)
+    # written as it was: an ASCII document may escape what UTF-8 cannot hold (a lone
+    # surrogate pasted from a binary file), which the vault could not store unescaped
+    return None if new is data else json.dumps(new, ensure_ascii=message.isascii())
 
 
 def _redact_json(value: Any, redactor: MessageRedactor, source: bool, key: str | None) -> Any:

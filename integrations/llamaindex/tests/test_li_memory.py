@@ -344,3 +344,16 @@ def test_a_message_memos_refuses_still_gets_an_answer(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("recall" in w for w in warnings) and any("not stored" in w for w in warnings)
     assert not any("boat" in w for w in warnings)
+
+
+def test_a_forget_redacts_a_kept_message_that_utf8_cannot_hold(mos: MemOS) -> None:
+    """The history keeps a message with an unpaired surrogate (as escaped ASCII JSON); a
+    forget of a memory it quotes redacts it and writes it back escaped, as it was (written
+    unescaped, the vault refused it and the forget failed with the memory intact)."""
+    memory = memory_for(mos, "alice", "s1")
+    memory.put(ChatMessage(role="user", content="My PIN is 4711."))
+    memory.put(ChatMessage(role="user", content="Log dump: My PIN is 4711. garbled W\udcffren"))
+    (pin,) = [c for c in mos.list(user_id="alice") if "4711" in c.text]
+    mos.forget(pin.id, user_id="alice")
+    assert [m.content for m in memory.get_all()] == [
+        "[forgotten]", "Log dump: [forgotten] garbled W\udcffren"]

@@ -312,7 +312,7 @@ def check_positive_seconds(value: object, name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not 0 < value <= MAX_SECONDS:
         raise InvalidInputError(
-            f"{name} must be a number of seconds above 0 and at most {MAX_SECONDS:,} (about "
+            f"{name} must be a finite number of seconds above 0 and at most {MAX_SECONDS:,} (about "
             f"317 years), or None; got {shown(value)}.")
     return float(value)
 

@@ -203,6 +203,21 @@ def test_an_export_during_an_unfinished_forget_imports(make_mos, mos, tmp_path):
     assert {(e.src, e.dst) for e in mos.vault.edges()} == {(summary.id, a.id), (summary.id, b.id)}
 
 
+def test_a_ttl_an_older_version_took_imports(make_mos, mos, tmp_path):
+    """add() now takes TTLs up to 10^10 s; a store written before may hold a longer one, and
+    its owner's export must import (the TTL is kept; uses of it count it as the cap)."""
+    from memos_core.vault import Actor
+
+    old = mos.add("The spare key is under the mat.", user_id="u")
+    vast = old.model_copy(update={"version": 2, "governance": old.governance.model_copy(
+        update={"ttl_seconds": 1e12})})
+    mos.vault.put_version(vast, 1, Actor("u"), "update")  # as an older memos-core stored it
+    other = make_mos("other")
+    assert other.import_(mos.export(tmp_path / "bundle", user_id="u"), user_id="u")["imported"] == 1
+    assert other.get(old.id, user_id="u").governance.ttl_seconds == 1e12
+    assert [h.id for h in other.search("spare key", user_id="u")] == [old.id]
+
+
 def test_a_memory_forgotten_while_the_export_ran_is_not_in_the_bundle(mos, tmp_path, monkeypatch):
     """Another thread forgets a memory while the bundle's files are being written: the
     export writes them again before it publishes the bundle."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import stat
@@ -36,7 +37,6 @@ from memos_core.validation import (
     check_int,
     check_metadata,
     check_name,
-    check_positive_seconds,
     check_tags,
     check_text,
     unstorable,
@@ -281,7 +281,9 @@ def _check_fields(cube: MemCube) -> None:
     check_tags(cube.governance.sensitivity, "sensitivity")
     check_name(cube.namespace.agent_id, "agent_id", optional=True)
     check_name(cube.namespace.session_id, "session_id", optional=True)
-    check_positive_seconds(cube.governance.ttl_seconds, "ttl_seconds")
+    ttl = cube.governance.ttl_seconds  # any finite one: older versions took more than the
+    if ttl is not None and not 0 < ttl < math.inf:  # API's MAX_SECONDS, and uses cap it
+        raise InvalidInputError(f"ttl_seconds must be a finite number above 0, got {ttl!r}")
     check_int(cube.governance.priority, "priority")
     bad = unstorable(cube.model_dump(mode="json"))  # ids, provenance, entities, ...
     if bad is not None:

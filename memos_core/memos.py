@@ -566,8 +566,9 @@ class MemOS:
 
         def write() -> MemCube:
             cube = self._load(memory_id, user_id, write=True)
-            if "occurred_at" in changes:  # true since the new time (or since we were told)
-                changes["valid_from"] = writes.valid_since(changes["occurred_at"], cube.created_at)
+            if "occurred_at" in changes:  # true since the new time (or since we were told),
+                since = writes.valid_since(changes["occurred_at"], cube.created_at)  # up to
+                changes["valid_from"] = min(since, cube.valid_to or since)  # its end, if any
             return writes.write_version(self.store, cube, changes, actor, "update")
 
         return access.as_read_by(self._rewrite(write), user_id)

@@ -492,6 +492,23 @@ def test_a_memory_is_valid_from_its_event_or_from_when_we_were_told(mos):
     assert plan.valid_from <= plan.created_at
     assert plan.id in {h.id for h in mos.search("dentist appointment", user_id="alice",
                                                 valid_at=plan.created_at)}
+    # a plan that supersedes a fact ends it at the plan's time, not when it was told
+    london = mos.add("Alice lives in London.", user_id="alice", occurred_at="2020-01-01")
+    paris = mos.add("Alice will move to Paris.", user_id="alice", occurred_at="2099-06-01",
+                    supersedes=london.id)
+    assert mos.get(london.id, user_id="alice").valid_to == paris.occurred_at
+    # a corrected date past a superseded memory's end keeps its interval in order
+    moved = mos.update(london.id, occurred_at="2100-01-01", user_id="alice")
+    assert moved.valid_from <= moved.valid_to
+
+
+def test_an_export_after_corrected_dates_imports(make_mos, tmp_path):
+    mos = make_mos()
+    acme = mos.add("Bob works at Acme.", user_id="bob", occurred_at="2019-01-01")
+    mos.add("Bob works at Globex.", user_id="bob", occurred_at="2021-01-01", supersedes=acme.id)
+    mos.update(acme.id, occurred_at="2022-01-01", user_id="bob")
+    bundle = mos.export(tmp_path / "bundle", user_id="bob")
+    assert make_mos("other").import_(bundle, user_id="bob")["imported"] == 2
 
 
 def test_a_forgotten_memorys_tombstone_is_its_owners_only(mos):

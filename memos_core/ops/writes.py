@@ -142,7 +142,10 @@ def add(store: MemoryStore, cubes: list[MemCube], actor: Actor,
             edges = [Edge(new.id, supersedes.id, "supersedes")]
             replaced = supersedes.model_copy(update={
                 "version": supersedes.version + 1, "updated_at": now,
-                "valid_to": max(new.valid_from or now, supersedes.valid_from or now),
+                # the old one holds until the new one's time (a plan for next year ends it
+                # then, though the plan is known, and valid, now)
+                "valid_to": max(new.occurred_at or new.valid_from or now,
+                                supersedes.valid_from or now),
                 "superseded_by": new.id,
             })
             replacements = [(replaced, supersedes.version)]

@@ -867,7 +867,7 @@ class MemOS:
 
         Superseded and archived memories are left out unless asked for. Ranking: dense +
         BM25 fusion and graph expansion, then a second stage over the top
-        ``retrieval.rerank_depth`` texts (a memory that is only a question ranks below
+        ``retrieval.rerank_depth`` texts it may show (a memory that is only a question ranks below
         statements; turns of a speaker the query names are lifted, their first-person ones a
         little more; optional maximal marginal relevance; the optional ``reranker``). Each hit records the signals that found it. Every hit counts as an access (usage counters, heat) unless
         ``record_usage=False``. Search results are what goes into prompts, so a memory with
@@ -946,35 +946,38 @@ class MemOS:
             return {i for i in ids if not shown_whole(cubes.get(i))
                     or sensitivity_rules.for_prompt(cubes[i], allowed)[1]}
 
+        def eligible(cube: MemCube | None) -> bool:
+            return cube is not None and shown_whole(cube) \
+                and (when is None or cube.is_valid_at(when)) \
+                and not _excluded(cube, skip_sources, skip_session)
+
         def ranked(depth: int) -> tuple[builtins.list[SearchHit], bool]:
             """The first ``k`` hits among the top ``depth`` candidates; and whether the
-            index may hold more candidates (it filled ``depth``)."""
+            index may hold more candidates (it filled ``depth``). The second stage orders
+            the first ``rerank_depth`` candidates the checks leave (however deep the
+            search looked)."""
             cands = self.retriever.retrieve(query, flt, depth, withheld=withheld)
             more = len(cands) >= depth
             read([c.id for c in cands])
+            cands = [c for c in cands if eligible(cubes.get(c.id))]
             if second:
                 texts = {i: c.text for i, c in cubes.items()}
-                own_voice(query, cands, texts, rcfg.own_voice_weight)
-                cands = rerank(query, cands, texts,
-                               question_weight=rcfg.question_weight, reranker=self.reranker,
-                               reranker_weight=rcfg.reranker_weight,
-                               speaker_weight=rcfg.speaker_weight, when_weight=rcfg.when_weight,
-                               session_cap=rcfg.session_cap,
-                               sessions={i: c.session_id for i, c in cubes.items()})
+                top, rest = cands[:max(k, rcfg.rerank_depth)], cands[max(k, rcfg.rerank_depth):]
+                own_voice(query, top, texts, rcfg.own_voice_weight)
+                top = rerank(query, top, texts,
+                             question_weight=rcfg.question_weight, reranker=self.reranker,
+                             reranker_weight=rcfg.reranker_weight,
+                             speaker_weight=rcfg.speaker_weight, when_weight=rcfg.when_weight,
+                             session_cap=rcfg.session_cap,
+                             sessions={i: c.session_id for i, c in cubes.items()})
                 if rcfg.mmr_lambda < 1:
-                    cands = mmr(cands, self._mmr_similarity(cubes), rcfg.mmr_lambda,
-                                depth=rcfg.rerank_depth)
+                    top = mmr(top, self._mmr_similarity(cubes), rcfg.mmr_lambda,
+                              depth=rcfg.rerank_depth)
+                cands = top + rest
             hits: builtins.list[SearchHit] = []
-            for c in cands:
-                if len(hits) == k:
-                    break
-                cube = cubes.get(c.id)
-                if cube is None or not shown_whole(cube) \
-                        or (when is not None and not cube.is_valid_at(when)) \
-                        or _excluded(cube, skip_sources, skip_session):
-                    continue
-                shown, redacted = sensitivity_rules.for_prompt(access.as_read_by(cube, user_id),
-                                                               allowed)
+            for c in cands[:k]:
+                shown, redacted = sensitivity_rules.for_prompt(
+                    access.as_read_by(cubes[c.id], user_id), allowed)
                 if redacted:  # its scores would let a prompt test guesses of the hidden text
                     hits.append(SearchHit(memory=shown, score=0.0, redacted=redacted))
                     continue

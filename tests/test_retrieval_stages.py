@@ -93,6 +93,33 @@ def test_memos_takes_a_reranker_and_refuses_a_non_reranker(tmp_path):
         assert len(hits) == 2
 
 
+def test_a_search_that_looks_deeper_reranks_only_what_it_may_show(tmp_path):
+    """Where the checks on the candidates (here valid_at) leave too few hits, the search
+    looks deeper; the second stage, a reranker included, still orders only the first
+    rerank_depth candidates that pass them, never the thousands it looked through."""
+    from memos_core import MemOS, MemOSConfig
+
+    class Counting(OverlapReranker):
+        seen: list[int] = []
+
+        def score(self, query: str, texts: Sequence[str]) -> list[float]:
+            self.seen.append(len(texts))
+            return super().score(query, texts)
+
+    counting = Counting()
+    with MemOS(tmp_path / "deep", config=MemOSConfig(show_progress=False),
+               reranker=counting) as mos:
+        mos.add_many([{"text": f"Note {i} about the green gravel bike.",
+                       "occurred_at": "2024-01-01T00:00:00Z"} for i in range(150)], user_id="u")
+        old = mos.add("I rode a green gravel bike in 2019.", user_id="u",
+                      occurred_at="2019-05-01T00:00:00Z")
+        counting.seen.clear()
+        hits = mos.search("green gravel bike", user_id="u", k=3, valid_at="2020-01-01",
+                          record_usage=False)
+        assert [h.id for h in hits] == [old.id]  # found below the 150 newer notes
+        assert counting.seen and max(counting.seen) <= mos.config.retrieval.rerank_depth
+
+
 ITEMS = [
     {"text": "Ana adopted a dog named Pico.", "session_id": "s1",
      "occurred_at": datetime(2023, 5, 3, tzinfo=timezone.utc)},

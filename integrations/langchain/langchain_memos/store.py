@@ -385,6 +385,7 @@ class MemOSStore(BaseStore):
         """Indexed items matching the filter, best first, at least ``want`` if there are."""
         k = min(_MAX_K, max(want, 10) * (2 if op.filter else 1))
         user = self.user_of(op.namespace_prefix, prefix=True)
+        bound: dict[str, bool] = {}  # memory id -> an item (its key bound to it): read once
         while True:
             hits = self.mos.search(
                 op.query or "", user_id=user, k=k,  # only called with a query
@@ -393,13 +394,19 @@ class MemOSStore(BaseStore):
             )
             ranked = []
             for hit in hits:
+                if hit.memory.user_id != user:  # shared by another user: never an item
+                    continue
                 # a redacted hit has lost its metadata (the item's key and value): read the
                 # record for the key; the value shown stays the core's redaction
                 record = self._record(hit.id, user) if hit.redacted else hit.memory
-                if record is None or not _indexed(record) or not self._is_item(record, user):
+                if record is None or not _indexed(record) or _key_of(record) is None:
                     continue
                 item = _search_item(record, hit.score, hit.redacted)
-                if codec.matches_filter(item.value, op.filter):
+                if not codec.matches_filter(item.value, op.filter):
+                    continue
+                if hit.id not in bound:  # the vault's binding, last: one read per match
+                    bound[hit.id] = self._is_item(record, user)
+                if bound[hit.id]:
                     ranked.append(item)
                     if len(ranked) >= want:
                         return ranked

@@ -189,3 +189,21 @@ def test_memories_shared_with_the_user_never_become_store_items(mos: MemOS, quer
             assert found == list(food.items()) == pages
     assert alices.get(ns, "diet").value == {"text": food["diet"]}  # type: ignore[union-attr]
     assert alices.list_namespaces(prefix=("alice",)) == [ns]
+
+
+def test_a_query_search_reads_a_key_binding_only_for_items_that_match(mos: MemOS, monkeypatch) -> None:
+    """The binding check is one vault read per hit: it comes last (after the owner, the
+    key metadata and the filter) and once per memory however often the search widens."""
+    from langchain_memos import store as store_module
+
+    ns = ("alice", "memories")
+    alices = MemOSStore(mos, user_label=0)
+    for i in range(30):
+        alices.put(ns, f"k{i}", {"text": f"Alice note {i} about her kayak.", "n": i})
+    reads: list[object] = []
+    real = store_module.get_by_key
+    monkeypatch.setattr(store_module, "get_by_key", lambda *a: reads.append(a) or real(*a))
+    assert alices.search(ns, query="kayak", filter={"n": 1000}, limit=5) == []
+    assert reads == []  # nothing matched the filter: no binding read
+    found = alices.search(ns, query="kayak", filter={"n": 7}, limit=5)
+    assert [i.key for i in found] == ["k7"] and len(reads) == 1

@@ -31,6 +31,7 @@ class RunningCalls:
         self._running = 0
         self._closer: int | None = None  # the thread running close()
         self._depth = threading.local()  # per thread: how deep in facade calls
+        self._tasks: dict[int, int] = {}  # thread of an event loop -> its counted tasks
 
     @property
     def closing(self) -> bool:
@@ -61,15 +62,20 @@ class RunningCalls:
     def task(self) -> Iterator[None]:
         """:meth:`call` for an asyncio task (a native async twin): counted without the
         per-thread depth, since tasks interleave on the event loop's one thread."""
+        loop_thread = threading.get_ident()
         with self._changed:
             if self._closer is not None:
                 raise InvalidInputError(CLOSED)
             self._running += 1
+            self._tasks[loop_thread] = self._tasks.get(loop_thread, 0) + 1
         try:
             yield
         finally:
             with self._changed:
                 self._running -= 1
+                self._tasks[loop_thread] -= 1
+                if not self._tasks[loop_thread]:
+                    del self._tasks[loop_thread]
                 self._changed.notify_all()
 
     @property
@@ -88,10 +94,16 @@ class RunningCalls:
             self._closer = threading.get_ident()
 
     def wait(self, timeout_s: float | None) -> int:
-        """Wait up to ``timeout_s`` (None: however long) until no other call runs (the
-        caller's own, if it closes from inside a call, does not count); return how many
-        still run."""
-        own = 1 if self.in_call else 0
+        """Wait up to ``timeout_s`` (None: however long) until no other call runs; return
+        how many still run. Not waited for: the caller's own call, if it closes from inside
+        one, and the tasks of the event loop whose thread calls this (a sync ``close()`` in
+        async code: they cannot go on while it blocks their loop; ``await aclose()`` closes
+        from a worker thread and waits for them)."""
+        here = threading.get_ident()
+
+        def others() -> int:
+            return self._running - (1 if self.in_call else 0) - self._tasks.get(here, 0)
+
         with self._changed:
-            self._changed.wait_for(lambda: self._running <= own, timeout_s)
-            return self._running - own
+            self._changed.wait_for(lambda: others() <= 0, timeout_s)
+            return others()

@@ -272,7 +272,11 @@ class MemOS:
         New calls from other threads raise the closed error from the start; calls already
         running there are waited for, up to ``timeout_s`` seconds (None: however long; an
         ``add_many`` stops at its next batch), then closed under (they may fail with a closed
-        file's error; a warning says how many). A ``chat(stream=True)`` call returns its
+        file's error; a warning says how many). Called on an event loop's thread (leaving
+        ``with MemOS(...)`` in a coroutine), it does not wait for that loop's native async
+        calls, which cannot go on while it blocks the loop: they fail with the closed error
+        (``await aclose()`` closes from a worker thread and waits for them). A
+        ``chat(stream=True)`` call returns its
         stream before it is read; close does not wait for the reading. Idempotent, also from
         several threads at once: the others wait for the first, except a call that closes
         from inside a running call (a change listener), which returns at once, since the

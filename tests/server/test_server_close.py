@@ -137,3 +137,36 @@ def test_close_inside_a_write_while_the_listener_waits_for_the_write_lock(open_m
     assert seen["alive"] is False, "the listener outlived close()"
     assert seen["left"] is False
     listener.join(timeout=30)  # (the old behaviour: it ends once the write lock is free)
+
+
+async def test_a_sync_close_in_async_code_does_not_wait_for_its_own_loops_tasks(pg_url, caplog):
+    """Leaving ``with MemOS(url)`` in a coroutine closes on the event loop's thread: a
+    native async read of that loop still in flight cannot go on while close blocks the
+    loop, so close does not wait for it (it waited 30 s, or forever with timeout_s=None);
+    the read then fails with the closed error. ``await aclose()`` waits for it."""
+    import asyncio
+    import time
+
+    import pytest
+
+    from memos_core.errors import MemOSError
+
+    mos = MemOS(pg_url, config=MemOSConfig(show_progress=False))
+    note = mos.add("I like green tea.", user_id="alice")
+    await mos.aget(note.id, user_id="alice")  # the loop's pool is open
+    pending = asyncio.create_task(mos.alist(user_id="alice"))
+    await asyncio.sleep(0)  # it has started and waits on its socket
+    began = time.monotonic()
+    with caplog.at_level("WARNING", logger="memos_core"):
+        mos.close(timeout_s=None)
+    assert time.monotonic() - began < 10  # (no wait for the task; None would hang)
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]
+    with pytest.raises(MemOSError):
+        await pending
+
+    other = MemOS(pg_url, config=MemOSConfig(show_progress=False))
+    await other.aget(note.id, user_id="alice")
+    reading = asyncio.create_task(other.alist(user_id="alice"))
+    await asyncio.sleep(0)
+    await other.aclose()  # from a worker thread: the loop runs the read to its end
+    assert [c.id for c in await reading] == [note.id]

@@ -82,3 +82,13 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its class name when it has none (a
     driver's or a parser's message goes on with context a user's error need not repeat)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def pool_busy(where: str, exc: BaseException) -> ServerUnavailableError:
+    """The error of a call that found every pooled connection to PostgreSQL in use: the
+    server is fine, this process is not (say so, not "lost the connection")."""
+    return ServerUnavailableError(
+        f"No pooled connection to the PostgreSQL server at {where} came free in time "
+        f"({first_line(exc)}): this process runs more calls at once than its pool holds, or "
+        "some wait long (e.g. for the write lock while a large add_many commits). The call "
+        "was not made: retry, make fewer calls at once, or raise MemOSConfig.pool_size.")

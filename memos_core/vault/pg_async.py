@@ -51,7 +51,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from memos_core.cube import MemCube
-from memos_core.errors import InvalidInputError, ServerUnavailableError, first_line
+from memos_core.errors import InvalidInputError, ServerUnavailableError, first_line, pool_busy
 from memos_core.vault import pg_sql
 from memos_core.vault.base import CheckpointRecord, ItemKey, ListQuery, LogRow, Typed
 from memos_core.vault.pg_integrations import CheckpointSQL, KeyedSQL, Loaded, LogSQL
@@ -233,7 +233,9 @@ class AsyncPgVault:
                 yield conn
         except psycopg.DataError as exc:  # e.g. a NUL character: nothing was written
             raise InvalidInputError(f"PostgreSQL refused a value: {first_line(exc)}") from exc
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except PoolTimeout as exc:
+            raise pool_busy(self.where, exc) from exc
+        except psycopg.OperationalError as exc:
             raise ServerUnavailableError(
                 f"Lost the connection to the PostgreSQL server at {self.where} "
                 f"({str(exc).strip()}); the call was not acknowledged. Retry once the server "

@@ -45,6 +45,7 @@ from memos_core.errors import (
     MemOSError,
     ServerUnavailableError,
     first_line,
+    pool_busy,
 )
 from memos_core.vault.audit_chain import (
     AUDIT_HEAD,
@@ -212,7 +213,9 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                 self._used[conn] = time.monotonic()
         except self._psycopg.DataError as exc:  # e.g. a NUL character: nothing was written
             raise InvalidInputError(f"PostgreSQL refused a value: {first_line(exc)}") from exc
-        except (self._psycopg.OperationalError, PoolTimeout) as exc:
+        except PoolTimeout as exc:  # (an OperationalError too) the server is fine
+            raise pool_busy(self.where, exc) from exc
+        except self._psycopg.OperationalError as exc:
             self._used.clear()  # the server may have restarted: check every connection again
             _drop_broken(self._pool)
             raise ServerUnavailableError(

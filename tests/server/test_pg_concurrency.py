@@ -3,10 +3,13 @@ audit chain, a gapless change feed. The vault alone (no embedder), real processe
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 
+import pytest
+
 from memos_core.cube import MemCube, Namespace, utcnow
-from memos_core.errors import ConflictError
+from memos_core.errors import ConflictError, ServerUnavailableError
 from memos_core.vault import Actor
 from memos_core.vault.postgres import PostgresVault
 
@@ -57,5 +60,27 @@ def test_no_lost_update_and_one_chain_across_processes(pg_url):
         assert [c.seq for c in changes] == list(range(1, len(changes) + 1))  # gapless
         assert len(changes) == final.version  # one per version written
         print(f"\n{PROCESSES} processes x {INCREMENTS} increments: {sum(conflicts)} conflicts retried")
+    finally:
+        vault.close()
+
+
+def test_a_full_pool_is_not_reported_as_a_lost_server(pg_url):
+    """Every pooled connection in use: the error says so (the server is fine), sync and
+    async, instead of "Lost the connection to the PostgreSQL server"."""
+    vault = PostgresVault(pg_url, pool_size=1, connect_timeout=1)
+    view = vault.native_async()
+    try:
+        with vault._conn():  # the pool's one connection is taken
+            with pytest.raises(ServerUnavailableError, match="No pooled connection") as busy:
+                vault.get("0" * 32)
+        assert "Lost the connection" not in str(busy.value)
+
+        async def held() -> str:
+            async with view._conn():  # the loop's pool's one connection is taken
+                with pytest.raises(ServerUnavailableError, match="No pooled connection") as info:
+                    await view.get("0" * 32)
+            return str(info.value)
+
+        assert "Lost the connection" not in asyncio.run(held())
     finally:
         vault.close()

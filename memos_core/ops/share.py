@@ -155,7 +155,44 @@ def revoke_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) ->
         doomed = [g for g in existing if g.grantee == grant.grantee and contains(grant, g)]
         n = _change_grant(store, grant, lambda gov: revoked(gov, grant.grantee), actor,
                           "revoke", remove=doomed or [grant])
+        n += retrying(lambda: _revoke_summaries_outside(store, grant, actor), on=ConflictError)
     return _receipt(grant, "none", n)
+
+
+def _revoke_summaries_outside(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> int:
+    """After a namespace revoke: withdraw the grantee's access to the owner's summaries
+    outside the namespace made (at any depth) from a memory inside it -- ``compress``
+    shared them as its sources, e.g. a summary of two sessions when a session's grant is
+    revoked (as :func:`set_access` does for one memory). Returns how many changed."""
+    vault = store.vault
+    sources = [c.id for c in owned_in(vault, grant)]
+    seen: set[str] = set(sources)
+    found: list[MemCube] = []
+    while sources:
+        batch, sources = sources[:_PAGE], sources[_PAGE:]
+        made = [e.src for e in vault.graph_edges(batch)
+                if e.kind == "derived_from" and e.dst in batch and e.src not in seen]
+        seen.update(made)
+        for summary in vault.get_many(made).values():
+            if summary.user_id != grant.owner or summary.state.value not in CHANGEABLE_STATES:
+                continue
+            sources.append(summary.id)  # its own summaries hold the same text
+            gov = summary.governance
+            if grant.grantee in gov.readers or grant.grantee in gov.writers:
+                found.append(summary)
+    if not found:
+        return 0
+    now = utcnow()
+    changes = [(s.model_copy(update={"governance": revoked(s.governance, grant.grantee),
+                                     "version": s.version + 1, "updated_at": now}), s.version)
+               for s in found]
+
+    def commit() -> list[MemCube]:
+        vault.put_versions(changes, actor, "revoke", {**_details(grant), "derived": True})
+        return [new for new, _ in changes]
+
+    store.write(commit, embed=False)
+    return len(changes)
 
 
 def _change_grant(store: MemoryStore, grant: NamespaceGrant, rule: Any, actor: Actor,

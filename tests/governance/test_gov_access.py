@@ -388,6 +388,31 @@ def test_revoking_a_source_revokes_the_owners_summaries_made_from_it(store, user
     assert {(m.id, "revoke") for m in (salary, pay, year)} <= set(log)
 
 
+def test_revoking_a_namespace_revokes_the_summaries_made_from_it_outside_it(store, users) -> None:
+    """A summary of two sessions has no session: no session grant covers it, but compress
+    shared it with bob, who could read both. Revoking one session's grant revokes it too (at
+    any depth); a summary of the other session alone stays shared."""
+    alice, bob = users
+    pin = store.add("Alice's bank PIN is 4711.", user_id=alice, session_id="s1")
+    safe = store.add("Alice's safe code is 9090.", user_id=alice, session_id="s2")
+    for session in ("s1", "s2"):
+        store.share_namespace(with_user_id=bob, user_id=alice, session_id=session)
+    both = store.compress([pin.id, safe.id], "PIN 4711, safe 9090.", user_id=alice)
+    again = store.compress([both.id], "Alice's codes: 4711 and 9090.", user_id=alice)
+    only_s2 = store.add("Alice's locker is 12.", user_id=alice, session_id="s2")
+    locker = store.compress([only_s2.id], "Locker 12.", user_id=alice)
+    assert both.session_id is None and bob in both.governance.readers
+    receipt = store.revoke_namespace(with_user_id=bob, user_id=alice, session_id="s1")
+    assert receipt.memories == 3  # the source, the summary and the summary of the summary
+    for gone in (pin, both, again):
+        with pytest.raises(AccessDeniedError):
+            store.get(gone.id, user_id=bob)
+    found = {h.id for h in store.search("PIN safe code", user_id=bob, include_archived=True, k=20)}
+    assert not found & {pin.id, both.id, again.id}
+    assert store.get(locker.id, user_id=bob).id == locker.id
+    assert store.get(safe.id, user_id=bob).id == safe.id
+
+
 def test_a_summary_lives_no_longer_than_its_sources(store, users) -> None:
     import time
 

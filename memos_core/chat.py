@@ -39,6 +39,7 @@ text instead and ``trace.fallback`` says why; the answer is the same.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 PLAINTEXT_HEADER = "Here are some facts you remember:"
 QUESTION_LEAD = "Using these facts, answer: "
 _HISTORY_ROLES = frozenset({"user", "assistant"})
+_STREAM_DONE = object()  # what a model step gives once the stream is exhausted
 
 
 class UsedMemory(BaseModel):
@@ -185,20 +187,56 @@ class ChatStream:
 
 class AsyncChatStream:
     """``async for piece in stream``: a :class:`ChatStream` whose model steps run in a worker
-    thread, so the event loop never blocks on the model."""
+    thread, so the event loop never blocks on the model.
+
+    A read may be cancelled (``asyncio.wait_for(anext(stream), t)`` timing out, a cancelled
+    task) and the stream read on: the cancelled read's model step goes on in its thread and
+    the next read returns that step's piece, so no piece is lost or repeated and
+    ``"".join(pieces) == stream.answer.text`` still holds. At most one step runs at a time:
+    a consumer that stops early leaves at most that one step to finish, and the model is not
+    run further. Readers in several tasks at once each get a different piece. Single use;
+    ``answer`` and ``trace`` raise RuntimeError until the stream is exhausted.
+    """
 
     def __init__(self, stream: ChatStream) -> None:
         self._stream = stream
+        # the step whose piece no read has taken yet (its read was cancelled, or is waiting);
+        # a thread's future, not a loop's, so it keeps its piece whatever befalls the reader
+        self._step: concurrent.futures.Future[object] | None = None
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self
 
     async def __anext__(self) -> str:
-        done = object()
-        piece = await asyncio.to_thread(next, self._stream, done)
-        if piece is done:
+        while True:
+            step = self._step
+            if step is None or step.cancelled():
+                step = concurrent.futures.Future()
+                asyncio.get_running_loop().run_in_executor(None, self._advance, step)
+                self._step = step
+            try:  # shielded: cancelling this read must not cancel the step
+                piece = await asyncio.shield(asyncio.wrap_future(step))
+            except asyncio.CancelledError:
+                raise  # the step goes on; the next read takes its piece
+            except BaseException:
+                if self._step is step:  # the model's error is this read's, as from next()
+                    self._step = None
+                raise
+            if self._step is step:  # else a concurrent read took this piece: take the next
+                self._step = None
+                break
+        if piece is _STREAM_DONE:
             raise StopAsyncIteration
-        return piece  # type: ignore[return-value]
+        return cast(str, piece)
+
+    def _advance(self, step: concurrent.futures.Future[object]) -> None:
+        """One model step, in a worker thread; its piece (or error) goes to ``step``."""
+        if not step.set_running_or_notify_cancel():
+            return
+        try:
+            step.set_result(next(self._stream, _STREAM_DONE))
+        except BaseException as exc:  # the reader gets it, as from next()
+            step.set_exception(exc)
 
     @property
     def answer(self) -> ChatAnswer:

@@ -261,6 +261,28 @@ async def test_achat_and_async_stream(store: MemOS) -> None:
     assert answer.trace.kv_prefix and stream.trace.kv_prefix
 
 
+async def test_async_stream_read_on_after_a_timed_out_read(store: MemOS) -> None:
+    """A keep-alive loop: each read waits a moment for the next piece, and on timeout (a
+    ping) reads again. The timed-out read's model step goes on; the next read gets its piece:
+    no piece lost or repeated, and no "generator already executing"."""
+    populate(store)
+    answer = await store.achat(QUESTION, user_id="alice", max_new_tokens=12)
+    stream = await store.achat(QUESTION, user_id="alice", max_new_tokens=12, stream=True)
+
+    pieces: list[str] = []
+    with pytest.raises(asyncio.TimeoutError):  # far too short for a model step
+        pieces.append(await asyncio.wait_for(anext(stream), 1e-6))
+    for _ in range(3):  # more pings, whether or not the first step is done meanwhile
+        try:
+            pieces.append(await asyncio.wait_for(anext(stream), 1e-6))
+        except asyncio.TimeoutError:
+            pass
+    pieces += [piece async for piece in stream]
+
+    assert len(pieces) > 1
+    assert "".join(pieces) == stream.answer.text == answer.text
+
+
 # ---------------------------------------------------------------- SmolLM2 answers
 
 

@@ -2,6 +2,10 @@
 public package (:mod:`memos_core`). Nothing else of the core is theirs to import
 (``tests/test_layering.py`` checks it).
 
+Every storage call these functions and classes make is a call of the MemOS, as a facade
+method is (:mod:`.counted`): ``close()`` waits for the ones in flight, and after it they
+raise the facade's closed error, never the database driver's.
+
 * Keyed memories (:mod:`.keyed`): :class:`ItemKey`, :func:`put_by_key`,
   :func:`get_by_key`, :func:`delete_by_key`, :func:`iter_by_prefix`, :func:`migrate_keys`.
 * Conversation logs and thread checkpoints in the vault (:mod:`.logs`):

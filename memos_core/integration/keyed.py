@@ -3,7 +3,9 @@ LangGraph store): an indexed, unique ``(user, namespace, key) -> memory`` bindin
 vault (:class:`~memos_core.vault.base.KeyedItems`), written atomically.
 
 The principal is ``item.user_id``: a keyed memory belongs to the user its key names, and
-only that user reads or writes it through these functions.
+only that user reads or writes it through these functions. Each function's storage calls
+are calls of the MemOS (:mod:`memos_core.integration.counted`): ``close()`` waits for them,
+and once the MemOS is closed they raise its closed error.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from memos_core.cube import MemCube
-from memos_core.integration.async_storage import acheck_open, native_view
+from memos_core.integration.async_storage import native_view
+from memos_core.integration.counted import acounted, counted
 from memos_core.lifecycle import INDEXED_STATES
 from memos_core.memos import MemOS
 from memos_core.ops import keyed as keyed_ops
@@ -47,28 +50,28 @@ def put_by_key(mos: MemOS, item: ItemKey, text: str, *, metadata: Mapping[str, A
     Raises:
         InvalidInputError: a bad field. ConflictError: the key kept changing (retry).
     """
-    mos._check_open()
-    item = _item(item)
-    text = check_text(text)
-    meta = check_metadata(metadata)
-    tag_list = check_tags(tags)
-    store = mos.store
-    actor = Actor(item.user_id, check_name(agent_id, "agent_id", optional=True), reason)
+    with counted(mos):
+        item = _item(item)
+        text = check_text(text)
+        meta = check_metadata(metadata)
+        tag_list = check_tags(tags)
+        store = mos.store
+        actor = Actor(item.user_id, check_name(agent_id, "agent_id", optional=True), reason)
 
-    def fresh() -> MemCube:
-        return writes.new_cube(store.extractor, text=text, user_id=item.user_id,
-                               agent_id=actor.agent_id, metadata=meta, type=type, tags=tag_list,
-                               sensitivity=sensitivity)
+        def fresh() -> MemCube:
+            return writes.new_cube(store.extractor, text=text, user_id=item.user_id,
+                                   agent_id=actor.agent_id, metadata=meta, type=type, tags=tag_list,
+                                   sensitivity=sensitivity)
 
-    changes = {"text": text, "entities": tuple(store.extractor.extract(text)), "metadata": meta,
-               "tags": tag_list}
-    return keyed_ops.put_keyed(store, item, fresh, changes, actor)
+        changes = {"text": text, "entities": tuple(store.extractor.extract(text)), "metadata": meta,
+                   "tags": tag_list}
+        return keyed_ops.put_keyed(store, item, fresh, changes, actor)
 
 
 def get_by_key(mos: MemOS, item: ItemKey) -> MemCube | None:
     """The live memory (generated, activated or archived) ``item`` names, else None."""
-    mos._check_open()
-    return keyed_ops.live_keyed(mos.store, _item(item))
+    with counted(mos):
+        return keyed_ops.live_keyed(mos.store, _item(item))
 
 
 def delete_by_key(mos: MemOS, item: ItemKey, *, agent_id: str | None = None,
@@ -86,12 +89,9 @@ def iter_by_prefix(mos: MemOS, user_id: str, prefix: Sequence[str] = ()
                    ) -> Iterator[tuple[ItemKey, MemCube]]:
     """``(item, memory)`` for every live keyed memory of ``user_id`` whose namespace starts
     with the labels ``prefix``, in the order the keys were first bound (read in batches)."""
-    mos._check_open()
-    user = check_name(user_id, "user_id")
     offset = 0
     while True:
-        page = mos.store.vault.list_keyed(user, tuple(prefix), limit=_BATCH, offset=offset)
-        cubes = mos.store.vault.get_many([mid for _, mid in page])
+        page, cubes = _page(mos, user_id, prefix, offset)
         for item, mid in page:
             cube = cubes.get(mid)
             if cube is not None and cube.state.value in INDEXED_STATES:
@@ -101,13 +101,23 @@ def iter_by_prefix(mos: MemOS, user_id: str, prefix: Sequence[str] = ()
         offset += _BATCH
 
 
+def _page(mos: MemOS, user_id: str, prefix: Sequence[str], offset: int
+          ) -> tuple[list[tuple[ItemKey, str]], dict[str, MemCube]]:
+    """One page of :func:`iter_by_prefix`: the keys and their memories (one counted call;
+    the first catches up with other processes)."""
+    with counted(mos, catch_up=offset == 0):
+        user = check_name(user_id, "user_id")
+        page = mos.store.vault.list_keyed(user, tuple(prefix), limit=_BATCH, offset=offset)
+        return page, mos.store.vault.get_many([mid for _, mid in page])
+
+
 async def aget_by_key(mos: MemOS, item: ItemKey) -> MemCube | None:
     """Async :func:`get_by_key`: native in server mode, else in a worker thread."""
     view = native_view(mos.store.vault)
     if view is None:
         return await asyncio.to_thread(get_by_key, mos, item)
-    await acheck_open(mos, view)
-    cube: MemCube | None = await view.get_keyed(_item(item))
+    async with acounted(mos, view):
+        cube: MemCube | None = await view.get_keyed(_item(item))
     return cube if cube is not None and cube.state.value in INDEXED_STATES else None
 
 
@@ -115,22 +125,16 @@ async def aiter_by_prefix(mos: MemOS, user_id: str, prefix: Sequence[str] = ()
                           ) -> AsyncIterator[tuple[ItemKey, MemCube]]:
     """Async :func:`iter_by_prefix` (the same pairs in the same order): native in server
     mode, else each page read in a worker thread."""
-    vault = mos.store.vault
-    view = native_view(vault)
-    if view is None:
-        await asyncio.to_thread(mos._check_open)
-    else:
-        await acheck_open(mos, view)
-    user = check_name(user_id, "user_id")
+    view = native_view(mos.store.vault)
     offset = 0
     while True:
         if view is None:
-            page = await asyncio.to_thread(vault.list_keyed, user, tuple(prefix), limit=_BATCH,
-                                           offset=offset)
-            cubes = await asyncio.to_thread(vault.get_many, [mid for _, mid in page])
+            page, cubes = await asyncio.to_thread(_page, mos, user_id, prefix, offset)
         else:
-            page = await view.list_keyed(user, tuple(prefix), limit=_BATCH, offset=offset)
-            cubes = await view.get_many([mid for _, mid in page])
+            async with acounted(mos, view, catch_up=offset == 0):
+                user = check_name(user_id, "user_id")
+                page = await view.list_keyed(user, tuple(prefix), limit=_BATCH, offset=offset)
+                cubes = await view.get_many([mid for _, mid in page])
         for item, mid in page:
             cube = cubes.get(mid)
             if cube is not None and cube.state.value in INDEXED_STATES:
@@ -144,18 +148,18 @@ def migrate_keys(mos: MemOS, marker: str, key_of: Callable[[MemCube], ItemKey | 
     """Bind the memories written before keys existed, once per data directory and
     ``marker``: ``key_of(memory)`` names the key of each live memory (None: not keyed); the
     newest memory per key wins (as the old lookups read it). Returns how many were bound."""
-    mos._check_open()
-    vault = mos.store.vault
-    flag = f"keys_migrated:{marker}"
-    if vault.get_meta(flag) is not None:
-        return 0
-    newest: dict[ItemKey, str] = {}
-    for batch in vault.iter_current():
-        for cube in batch:
-            if cube.state.value in INDEXED_STATES:
-                item = key_of(cube)
-                if item is not None and item.user_id == cube.user_id:
-                    newest[item] = cube.id
-    bound = sum(1 for item, mid in newest.items() if vault.bind_key(item, mid))
-    vault.set_meta(flag, "1")
-    return bound
+    with counted(mos):
+        vault = mos.store.vault
+        flag = f"keys_migrated:{marker}"
+        if vault.get_meta(flag) is not None:
+            return 0
+        newest: dict[ItemKey, str] = {}
+        for batch in vault.iter_current():
+            for cube in batch:
+                if cube.state.value in INDEXED_STATES:
+                    item = key_of(cube)
+                    if item is not None and item.user_id == cube.user_id:
+                        newest[item] = cube.id
+        bound = sum(1 for item, mid in newest.items() if vault.bind_key(item, mid))
+        vault.set_meta(flag, "1")
+        return bound

@@ -19,13 +19,18 @@ thread otherwise. Files the adapters kept before
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 from memos_core.governance.forget_hooks import ForgetHook
-from memos_core.integration.async_storage import acheck_open, native_view
+from memos_core.integration.async_storage import native_view
+from memos_core.integration.checkpoints import CountedCheckpoints
+from memos_core.integration.counted import acounted, counted
 from memos_core.memos import MemOS
 from memos_core.vault import LogRow, ThreadCheckpoints, Vault
+
+T = TypeVar("T")
 
 __all__ = ["ConversationLog", "on_forget_checkpoints", "thread_checkpoints"]
 
@@ -36,126 +41,137 @@ class ConversationLog:
     Rows are ``(message_id, message JSON)``; ``status`` is ``"active"``, ``"archived"`` or
     None (every status). The methods are those of
     :class:`~memos_core.vault.base.ConversationLogs` without the redaction (the core's).
-    Callers validate their arguments (user ids, keys); each call is one transaction.
+    Callers validate their arguments (user ids, keys); each call is one transaction, and a
+    call of ``mos`` (:mod:`memos_core.integration.counted`): ``close()`` waits for it, and
+    once ``mos`` is closed it raises the facade's closed error.
     """
 
     def __init__(self, mos: MemOS) -> None:
         self._mos = mos
         from memos_core.integration.legacy import migrate_chat_file
 
-        migrate_chat_file(mos)
+        with counted(mos):
+            migrate_chat_file(mos)
 
-    def _v(self) -> Vault:
-        self._mos._check_open()
-        return self._mos.store.vault
+    def _run(self, call: Callable[[Vault], T]) -> T:
+        """``call(vault)``, counted (after the checks of ``MemOS._check_open``)."""
+        with counted(self._mos):
+            return call(self._mos.store.vault)
 
     def read(self, user_id: str, log_id: str, status: str | None, limit: int | None = None,
              offset: int | None = None) -> list[LogRow]:
         """Rows of ``status``, oldest first, paged."""
-        return list(self._v().log_read(user_id, log_id, status, limit, offset or 0))
+        return self._run(lambda v: list(v.log_read(user_id, log_id, status, limit, offset or 0)))
 
     def count(self, user_id: str, log_id: str, status: str | None) -> int:
-        return int(self._v().log_count(user_id, log_id, status))
+        return self._run(lambda v: int(v.log_count(user_id, log_id, status)))
 
     def keys(self, user_id: str) -> list[str]:
         """Log ids of ``user_id`` with at least one row, in order of their first row."""
-        return list(self._v().log_ids(user_id))
+        return self._run(lambda v: list(v.log_ids(user_id)))
 
     def append(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str) -> None:
-        self._v().log_append(user_id, log_id, rows, status)
+        self._run(lambda v: v.log_append(user_id, log_id, rows, status))
 
     def replace(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str,
                 clear: str | None) -> None:
-        self._v().log_replace(user_id, log_id, rows, status, clear)
+        self._run(lambda v: v.log_replace(user_id, log_id, rows, status, clear))
 
     def delete(self, user_id: str, log_id: str, status: str | None) -> list[LogRow]:
-        return list(self._v().log_delete(user_id, log_id, status))
+        return self._run(lambda v: list(v.log_delete(user_id, log_id, status)))
 
     def delete_at(self, user_id: str, log_id: str, idx: int, status: str | None) -> LogRow | None:
-        return self._v().log_delete_at(user_id, log_id, idx, status)
+        return self._run(lambda v: v.log_delete_at(user_id, log_id, idx, status))
 
     def take_oldest(self, user_id: str, log_id: str, n: int, *, archive: bool) -> list[LogRow]:
-        return list(self._v().log_take_oldest(user_id, log_id, n, archive=archive))
+        return self._run(lambda v: list(v.log_take_oldest(user_id, log_id, n, archive=archive)))
 
     # -- async twins: native in server mode, else the sync method in a worker thread ---------
 
-    async def _av(self) -> Any | None:
-        """The vault's native async view, after the checks of :meth:`_v`; None: use a thread."""
+    @asynccontextmanager
+    async def _av(self) -> AsyncIterator[Any | None]:
+        """The vault's native async view for one counted call (after the checks of
+        :meth:`_run`); None: use a thread (the sync method counts itself there)."""
         view = native_view(self._mos.store.vault)
-        if view is not None:
-            await acheck_open(self._mos, view)
-        return view
+        if view is None:
+            yield None
+            return
+        async with acounted(self._mos, view):
+            yield view
 
     async def aread(self, user_id: str, log_id: str, status: str | None, limit: int | None = None,
                     offset: int | None = None) -> list[LogRow]:
         """Async :meth:`read`."""
-        view = await self._av()
-        if view is None:
-            return await asyncio.to_thread(self.read, user_id, log_id, status, limit, offset)
-        return list(await view.log_read(user_id, log_id, status, limit, offset or 0))
+        async with self._av() as view:
+            if view is None:
+                return await asyncio.to_thread(self.read, user_id, log_id, status, limit, offset)
+            return list(await view.log_read(user_id, log_id, status, limit, offset or 0))
 
     async def acount(self, user_id: str, log_id: str, status: str | None) -> int:
         """Async :meth:`count`."""
-        view = await self._av()
-        if view is None:
-            return await asyncio.to_thread(self.count, user_id, log_id, status)
-        return int(await view.log_count(user_id, log_id, status))
+        async with self._av() as view:
+            if view is None:
+                return await asyncio.to_thread(self.count, user_id, log_id, status)
+            return int(await view.log_count(user_id, log_id, status))
 
     async def akeys(self, user_id: str) -> list[str]:
         """Async :meth:`keys`."""
-        view = await self._av()
-        if view is None:
-            return await asyncio.to_thread(self.keys, user_id)
-        return list(await view.log_ids(user_id))
+        async with self._av() as view:
+            if view is None:
+                return await asyncio.to_thread(self.keys, user_id)
+            return list(await view.log_ids(user_id))
 
     async def aappend(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str) -> None:
         """Async :meth:`append`."""
-        view = await self._av()
-        if view is None:
-            return await asyncio.to_thread(self.append, user_id, log_id, rows, status)
-        await view.log_append(user_id, log_id, rows, status)
+        async with self._av() as view:
+            if view is None:
+                return await asyncio.to_thread(self.append, user_id, log_id, rows, status)
+            await view.log_append(user_id, log_id, rows, status)
 
     async def areplace(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str,
                        clear: str | None) -> None:
         """Async :meth:`replace`."""
-        view = await self._av()
-        if view is None:
-            return await asyncio.to_thread(self.replace, user_id, log_id, rows, status, clear)
-        await view.log_replace(user_id, log_id, rows, status, clear)
+        async with self._av() as view:
+            if view is None:
+                return await asyncio.to_thread(self.replace, user_id, log_id, rows, status, clear)
+            await view.log_replace(user_id, log_id, rows, status, clear)
 
     async def adelete(self, user_id: str, log_id: str, status: str | None) -> list[LogRow]:
         """Async :meth:`delete`."""
-        view = await self._av()
-        if view is None:
-            return await asyncio.to_thread(self.delete, user_id, log_id, status)
-        return list(await view.log_delete(user_id, log_id, status))
+        async with self._av() as view:
+            if view is None:
+                return await asyncio.to_thread(self.delete, user_id, log_id, status)
+            return list(await view.log_delete(user_id, log_id, status))
 
     async def adelete_at(self, user_id: str, log_id: str, idx: int,
                          status: str | None) -> LogRow | None:
         """Async :meth:`delete_at`."""
-        view = await self._av()
-        if view is None:
-            return await asyncio.to_thread(self.delete_at, user_id, log_id, idx, status)
-        row: LogRow | None = await view.log_delete_at(user_id, log_id, idx, status)
-        return row
+        async with self._av() as view:
+            if view is None:
+                return await asyncio.to_thread(self.delete_at, user_id, log_id, idx, status)
+            row: LogRow | None = await view.log_delete_at(user_id, log_id, idx, status)
+            return row
 
     async def atake_oldest(self, user_id: str, log_id: str, n: int, *,
                            archive: bool) -> list[LogRow]:
         """Async :meth:`take_oldest`."""
-        view = await self._av()
-        if view is None:
-            return await asyncio.to_thread(self.take_oldest, user_id, log_id, n, archive=archive)
-        return list(await view.log_take_oldest(user_id, log_id, n, archive=archive))
+        async with self._av() as view:
+            if view is None:
+                return await asyncio.to_thread(self.take_oldest, user_id, log_id, n,
+                                               archive=archive)
+            return list(await view.log_take_oldest(user_id, log_id, n, archive=archive))
 
 
 def thread_checkpoints(mos: MemOS) -> ThreadCheckpoints:
     """The checkpoint storage of ``mos``'s vault (legacy ``checkpoints.sqlite3`` moved in
-    first)."""
-    mos._check_open()
+    first). Each of its calls is a call of ``mos`` (:mod:`memos_core.integration.counted`):
+    ``close()`` waits for it, and once ``mos`` is closed it raises the facade's closed
+    error; so are those of its native async view (:func:`~memos_core.integration.async_checkpoints`)."""
     from memos_core.integration.legacy import migrate_checkpoint_file
 
-    migrate_checkpoint_file(mos)
-    return mos.store.vault
+    with counted(mos):
+        migrate_checkpoint_file(mos)
+    return CountedCheckpoints(mos)
 
 
 def on_forget_checkpoints(mos: MemOS, hook: ForgetHook) -> Callable[[], None]:

@@ -150,3 +150,81 @@ def test_llamaindex_chat_store_is_shared_and_forget_redacts_it(two, pg_url):
         for table in ("conversation_log", "versions", "memories"):
             n = conn.execute(f"SELECT COUNT(*) FROM {table} x WHERE x::text LIKE '%%7319%%'").fetchone()[0]
             assert n == 0, table
+
+
+# -- the MemOS closed under the adapters: its closed error, not "Lost the connection" ------
+
+def _checkpointer_calls():  # noqa: ANN202 - name -> call(checkpointer, chat store, async store)
+    import asyncio
+
+    from langgraph.checkpoint.base import empty_checkpoint
+    from llama_index.core.llms import ChatMessage
+
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    hi = ChatMessage(role="user", content="hi")
+
+    async def alist(saver):  # noqa: ANN001, ANN202
+        return [t async for t in saver.alist(config)]
+
+    return {
+        "put": lambda cp, cs, acs: cp.put(config, empty_checkpoint(), {"step": 1}, {}),
+        "get_tuple": lambda cp, cs, acs: cp.get_tuple(config),
+        "list": lambda cp, cs, acs: list(cp.list(config)),
+        "aput": lambda cp, cs, acs: asyncio.run(
+            cp.aput(config, empty_checkpoint(), {"step": 1}, {})),
+        "aget_tuple": lambda cp, cs, acs: asyncio.run(cp.aget_tuple(config)),
+        "alist": lambda cp, cs, acs: asyncio.run(alist(cp)),
+        "chat store add_message": lambda cp, cs, acs: cs.add_message("k", hi),
+        "chat store aget_messages": lambda cp, cs, acs: asyncio.run(cs.aget_messages("k")),
+        "async chat store add_message": lambda cp, cs, acs: asyncio.run(acs.add_message("k", hi)),
+        "async chat store get_messages": lambda cp, cs, acs: asyncio.run(acs.get_messages("k")),
+    }
+
+
+@pytest.mark.parametrize("name", list(_checkpointer_calls()))
+def test_adapter_calls_after_close_raise_the_closed_error(open_mos, name):
+    pytest.importorskip("llama_index.memory.memos")
+    from langchain_memos import MemOSCheckpointer
+    from langgraph.checkpoint.base import empty_checkpoint
+    from llama_index.memory.memos import MemOSAsyncChatStore, MemOSChatStore
+
+    mos = open_mos()
+    saver = MemOSCheckpointer(mos)
+    saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}, empty_checkpoint(),
+              {"step": 0}, {})
+    stores = MemOSChatStore(mos=mos, user_id="alice"), MemOSAsyncChatStore(mos=mos, user_id="alice")
+    mos.close()
+    with pytest.raises(InvalidInputError, match="This MemOS is closed"):
+        _checkpointer_calls()[name](saver, *stores)
+
+
+async def test_native_checkpoint_write_in_flight_is_waited_for_by_aclose(open_mos, monkeypatch):
+    """A native ``aput`` held on its connection while ``aclose()`` starts: aclose waits for
+    it, and it lands."""
+    import asyncio
+
+    from langchain_memos import MemOSCheckpointer
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    mos = open_mos()
+    saver = MemOSCheckpointer(mos)
+    view = mos.store.vault.native_async()
+    original = view.cp_put
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        entered.set()
+        await release.wait()
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(view, "cp_put", held)
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    write = asyncio.create_task(saver.aput(config, empty_checkpoint(), {"step": 1}, {}))
+    await entered.wait()
+    closing = asyncio.create_task(mos.aclose())
+    await asyncio.wait({closing}, timeout=1.0)  # a close that did not wait is done by now
+    release.set()
+    await write  # landed: not "The vault ... is closed"
+    await closing
+    assert mos.closed
+    assert MemOSCheckpointer(open_mos()).get_tuple(config) is not None

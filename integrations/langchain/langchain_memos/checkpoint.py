@@ -152,6 +152,9 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         self.close()
 
     def _vault(self) -> ThreadCheckpoints:
+        """The checkpoint storage. Each of its calls (and of :meth:`_avault`'s) is a call of
+        ``self.mos`` (``memos_core.integration.thread_checkpoints``): ``mos.close()`` waits
+        for it, and once ``mos`` is closed it raises the MemOS's closed error."""
         if self._closed:
             raise InvalidInputError("This MemOSCheckpointer is closed; create a new one.")
         return self._store

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from operator import add
 from typing import Annotated, TypedDict
 
 import pytest
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.report import ProgressCallbacks
 from langgraph.graph import END, START, StateGraph
+from lc_close import close_during
 from memos_core import InvalidInputError, MemOS
 
 from langchain_memos import MemOSCheckpointer
@@ -158,3 +161,87 @@ def test_closed_and_wrong_constructor_argument(mos: MemOS, tmp_path) -> None:  #
         saver.get_tuple({"configurable": {"thread_id": "t"}})
     with pytest.raises(InvalidInputError, match="MemOS"):
         MemOSCheckpointer(str(tmp_path))  # type: ignore[arg-type]
+
+
+# -- the MemOS closed under the checkpointer: its closed error, never the driver's --------
+
+_CONFIG = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+
+
+def _put(saver: MemOSCheckpointer) -> object:
+    return saver.put(_CONFIG, empty_checkpoint(), {"step": 1}, {})
+
+
+async def _aput(saver: MemOSCheckpointer) -> object:
+    return await saver.aput(_CONFIG, empty_checkpoint(), {"step": 1}, {})
+
+
+async def _alist(saver: MemOSCheckpointer) -> object:
+    return [t async for t in saver.alist(_CONFIG)]
+
+
+_AFTER_CLOSE: dict[str, Callable[[MemOSCheckpointer], object]] = {
+    "put": _put,
+    "put_writes": lambda s: s.put_writes({"configurable": {**_CONFIG["configurable"],
+                                                           "checkpoint_id": "c"}},
+                                         [("ch", 1)], "task"),
+    "get_tuple": lambda s: s.get_tuple(_CONFIG),
+    "list": lambda s: list(s.list(_CONFIG)),
+    "list (every thread)": lambda s: list(s.list(None)),
+    "delete_thread": lambda s: s.delete_thread("t"),
+    "aput": lambda s: asyncio.run(_aput(s)),
+    "aget_tuple": lambda s: asyncio.run(s.aget_tuple(_CONFIG)),
+    "alist": lambda s: asyncio.run(_alist(s)),
+}
+
+
+@pytest.mark.parametrize("call", list(_AFTER_CLOSE.values()), ids=list(_AFTER_CLOSE))
+def test_calls_after_the_mos_closed_raise_its_closed_error(
+        make_mos: Callable[..., MemOS], call: Callable[[MemOSCheckpointer], object]) -> None:
+    """Not ``sqlite3.ProgrammingError: Cannot operate on a closed database``."""
+    mos = make_mos()
+    saver = MemOSCheckpointer(mos)
+    _put(saver)
+    mos.close()
+    with pytest.raises(InvalidInputError, match="This MemOS is closed"):
+        call(saver)
+
+
+@pytest.mark.parametrize("call", [_put, lambda s: asyncio.run(_aput(s))], ids=["put", "aput"])
+def test_close_waits_for_a_checkpoint_write_in_flight(
+        make_mos: Callable[..., MemOS], monkeypatch: pytest.MonkeyPatch,
+        call: Callable[[MemOSCheckpointer], object]) -> None:
+    mos = make_mos()
+    saver = MemOSCheckpointer(mos)
+    outcome = close_during(mos, monkeypatch, "cp_put", lambda: call(saver))
+    assert "error" not in outcome, outcome
+    reopened = make_mos()
+    assert MemOSCheckpointer(reopened).get_tuple(_CONFIG) is not None  # it landed
+
+
+async def test_writes_racing_aclose_land_or_raise_the_closed_error(
+        make_mos: Callable[..., MemOS]) -> None:
+    """Writers that keep writing until the MemOS is closed under them: each write lands or
+    raises the closed error."""
+    mos = make_mos()
+    saver = MemOSCheckpointer(mos)
+    landed = 0
+
+    async def writer(thread: int) -> BaseException | None:
+        nonlocal landed
+        config = {"configurable": {"thread_id": f"t{thread}", "checkpoint_ns": ""}}
+        for step in range(10_000):
+            try:
+                await saver.aput(config, empty_checkpoint(), {"step": step}, {})
+            except Exception as exc:  # noqa: BLE001 - checked below
+                return exc
+            landed += 1
+        return None
+
+    tasks = [asyncio.create_task(writer(i)) for i in range(8)]
+    while landed < 40:
+        await asyncio.sleep(0.001)
+    await mos.aclose()
+    errors = await asyncio.gather(*tasks)
+    assert all(isinstance(e, InvalidInputError) and "This MemOS is closed" in str(e)
+               for e in errors), {f"{type(e).__name__}: {str(e)[:60]}" for e in errors}

@@ -18,6 +18,7 @@ from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
 from langgraph.store.base import GetOp, InvalidNamespaceError, ListNamespacesOp, MatchCondition, PutOp, SearchOp
 from langgraph.store.memory import InMemoryStore
+from lc_close import close_during
 from lc_fakes import scripted
 from memos_core import InvalidInputError, MemOS
 
@@ -418,3 +419,48 @@ def test_single_user_store_and_langgraph_index_config(mos: MemOS) -> None:
         MemOSStore(mos, user_id="alice", index={"dims": 0})
     with pytest.raises(InvalidInputError, match="unknown keys"):
         MemOSStore(mos, user_id="alice", index={"field": ["text"]})
+
+
+# -- the MemOS closed under the store: its closed error, never the driver's ---------------
+
+_AFTER_CLOSE: dict[str, Callable[[MemOSStore], object]] = {
+    "get": lambda s: s.get(("alice", "notes"), "k"),
+    "put": lambda s: s.put(("alice", "notes"), "k", {"text": "Tea."}),
+    "search (listing)": lambda s: s.search(("alice",)),
+    "aget": lambda s: asyncio.run(s.aget(("alice", "notes"), "k")),
+    "aput": lambda s: asyncio.run(s.aput(("alice", "notes"), "k", {"text": "Tea."})),
+    "asearch (listing)": lambda s: asyncio.run(s.asearch(("alice",))),
+}
+
+
+@pytest.mark.parametrize("call", list(_AFTER_CLOSE.values()), ids=list(_AFTER_CLOSE))
+def test_calls_after_the_mos_closed_raise_its_closed_error(
+        make_mos: Callable[..., MemOS], call: Callable[[MemOSStore], object]) -> None:
+    mos = make_mos()
+    store = MemOSStore(mos, user_label=0)
+    store.put(("alice", "notes"), "k", {"text": "Coffee."})
+    mos.close()
+    with pytest.raises(InvalidInputError, match="This MemOS is closed"):
+        call(store)
+
+
+@pytest.mark.parametrize(("call", "vault_method"), [
+    (lambda s: s.get(("alice", "notes"), "k"), "get_keyed"),
+    (lambda s: asyncio.run(s.aget(("alice", "notes"), "k")), "get_keyed"),
+    (lambda s: s.search(("alice",)), "list_keyed"),
+    (lambda s: asyncio.run(s.asearch(("alice",))), "list_keyed"),
+], ids=["get", "aget", "search (listing)", "asearch (listing)"])
+def test_close_waits_for_a_read_in_flight(make_mos: Callable[..., MemOS],
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          call: Callable[[MemOSStore], Any],
+                                          vault_method: str) -> None:
+    """A write holds the store's write lock, which close takes too; a keyed read must be
+    waited for as a call."""
+    mos = make_mos()
+    store = MemOSStore(mos, user_label=0)
+    store.put(("alice", "notes"), "k", {"text": "Alice drinks tea."})
+    outcome = close_during(mos, monkeypatch, vault_method, lambda: call(store))
+    assert "error" not in outcome, outcome
+    found = outcome["result"]
+    item = found[0] if isinstance(found, list) else found
+    assert item is not None and item.value == {"text": "Alice drinks tea."}

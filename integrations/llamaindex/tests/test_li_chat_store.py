@@ -8,7 +8,9 @@ safety, and clear errors for bad input.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from llama_index.core.llms import ChatMessage
 from llama_index.core.storage.chat_store import SimpleChatStore
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 from llama_index.core.storage.chat_store.sql import SQLAlchemyChatStore
-from memos_core import InvalidInputError
+from memos_core import InvalidInputError, MemOS
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from llama_index.memory.memos import MemOSAsyncChatStore, MemOSChatStore
@@ -306,3 +308,114 @@ def test_store_construction_errors(shared_mos, cls: type, kwargs: dict[str, Any]
                                    match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         cls(**{"mos": shared_mos, **kwargs})
+
+
+# -- the MemOS closed under the stores: its closed error, never the driver's --------------
+
+_AFTER_CLOSE: dict[str, Callable[[MemOSChatStore, MemOSAsyncChatStore], object]] = {
+    "get_messages": lambda s, a: s.get_messages("k"),
+    "add_message": lambda s, a: s.add_message("k", msg("hi")),
+    "set_messages": lambda s, a: s.set_messages("k", [msg("hi")]),
+    "delete_messages": lambda s, a: s.delete_messages("k"),
+    "get_keys": lambda s, a: s.get_keys(),
+    "aget_messages": lambda s, a: asyncio.run(s.aget_messages("k")),
+    "async_add_message": lambda s, a: asyncio.run(s.async_add_message("k", msg("hi"))),
+    "async store get_messages": lambda s, a: asyncio.run(a.get_messages("k")),
+    "async store add_message": lambda s, a: asyncio.run(a.add_message("k", msg("hi"))),
+    "async store count_messages": lambda s, a: asyncio.run(a.count_messages("k")),
+    "async store archive_oldest_messages": lambda s, a: asyncio.run(
+        a.archive_oldest_messages("k", 1)),
+}
+
+
+@pytest.mark.parametrize("call", list(_AFTER_CLOSE.values()), ids=list(_AFTER_CLOSE))
+def test_calls_after_the_mos_closed_raise_its_closed_error(
+        open_mos: Callable[..., MemOS],
+        call: Callable[[MemOSChatStore, MemOSAsyncChatStore], object]) -> None:
+    """Not ``sqlite3.ProgrammingError: Cannot operate on a closed database``."""
+    mos = open_mos()
+    stores = MemOSChatStore(mos=mos, user_id="alice"), MemOSAsyncChatStore(mos=mos, user_id="alice")
+    stores[0].add_message("k", msg("hello"))
+    mos.close()
+    with pytest.raises(InvalidInputError, match="This MemOS is closed"):
+        call(*stores)
+
+
+def close_during(mos: MemOS, monkeypatch: pytest.MonkeyPatch, vault_method: str,
+                 call: Callable[[], object]) -> dict[str, object]:
+    """Run ``call()`` in a thread, hold it inside the vault's ``vault_method``, close ``mos``
+    in another thread, and let the call go on a second later (a close that did not wait for
+    it has closed the database by then); ``{"result": ...}`` or ``{"error": ...}``."""
+    vault = mos.store.vault
+    original = getattr(vault, vault_method)
+    entered, release = threading.Event(), threading.Event()
+
+    def held(*args: object, **kwargs: object) -> object:
+        entered.set()
+        release.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(vault, vault_method, held)
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test checks
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=run)
+    caller.start()
+    assert entered.wait(30)
+    closer = threading.Thread(target=mos.close)
+    closer.start()
+    closer.join(1.0)
+    release.set()
+    caller.join(30)
+    closer.join(60)
+    assert mos.closed and not closer.is_alive()
+    return outcome
+
+
+@pytest.mark.parametrize("call", [
+    lambda s, a: s.add_message("k", msg("landed")),
+    lambda s, a: asyncio.run(s.async_add_message("k", msg("landed"))),
+    lambda s, a: asyncio.run(a.add_message("k", msg("landed"))),
+], ids=["add_message", "async_add_message", "async store add_message"])
+def test_close_waits_for_a_write_in_flight(
+        open_mos: Callable[..., MemOS], monkeypatch: pytest.MonkeyPatch,
+        call: Callable[[MemOSChatStore, MemOSAsyncChatStore], object]) -> None:
+    mos = open_mos()
+    stores = MemOSChatStore(mos=mos, user_id="alice"), MemOSAsyncChatStore(mos=mos, user_id="alice")
+    outcome = close_during(mos, monkeypatch, "log_append", lambda: call(*stores))
+    assert "error" not in outcome, outcome
+    assert texts(MemOSChatStore(mos=open_mos(), user_id="alice").get_messages("k")) == ["landed"]
+
+
+async def test_writes_racing_aclose_land_or_raise_the_closed_error(
+        open_mos: Callable[..., MemOS]) -> None:
+    """Writers that keep writing until the MemOS is closed under them: each write lands or
+    raises the closed error, and every write that returned is there after a reopen."""
+    mos = open_mos()
+    store = MemOSAsyncChatStore(mos=mos, user_id="alice")
+    landed: dict[str, int] = {}
+
+    async def writer(key: str) -> BaseException | None:
+        for n in range(10_000):
+            try:
+                await store.add_message(key, msg(f"{key}-{n}"))
+            except Exception as exc:  # noqa: BLE001 - checked below
+                return exc
+            landed[key] = n + 1
+        return None
+
+    tasks = [asyncio.create_task(writer(f"k{i}")) for i in range(8)]
+    while sum(landed.values()) < 40:
+        await asyncio.sleep(0.001)
+    await mos.aclose()
+    errors = await asyncio.gather(*tasks)
+    assert all(isinstance(e, InvalidInputError) and "This MemOS is closed" in str(e)
+               for e in errors), {f"{type(e).__name__}: {str(e)[:60]}" for e in errors}
+    reopened = MemOSChatStore(mos=open_mos(), user_id="alice")
+    for key, n in landed.items():
+        assert len(reopened.get_messages(key)) >= n

@@ -12,7 +12,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.report import ProgressCallbacks
 from langgraph.graph import END, START, StateGraph
-from lc_close import close_during
+from memos_core.testing.closing import close_during
 from memos_core import InvalidInputError, MemOS
 
 from langchain_memos import MemOSCheckpointer

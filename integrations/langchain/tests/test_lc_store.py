@@ -18,7 +18,7 @@ from langchain.agents import create_agent
 from langchain_core.messages import HumanMessage
 from langgraph.store.base import GetOp, InvalidNamespaceError, ListNamespacesOp, MatchCondition, PutOp, SearchOp
 from langgraph.store.memory import InMemoryStore
-from lc_close import close_during
+from memos_core.testing.closing import close_during
 from lc_fakes import scripted
 from memos_core import InvalidInputError, MemOS
 

@@ -1,19 +1,19 @@
-"""A call held inside the vault while the MemOS closes: what close() must wait for."""
+"""A call held inside the vault while its MemOS closes: what ``close()`` must wait for (the
+adapters' tests of counted storage calls)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-
-import pytest
-from memos_core import MemOS
+from typing import Any
 
 
-def close_during(mos: MemOS, monkeypatch: pytest.MonkeyPatch, vault_method: str,
+def close_during(mos: Any, monkeypatch: Any, vault_method: str,
                  call: Callable[[], object]) -> dict[str, object]:
-    """Run ``call()`` in a thread, hold it inside the vault's ``vault_method``, close ``mos``
-    in another thread, and let the call go on a second later (a close that did not wait for
-    it has closed the database by then); ``{"result": ...}`` or ``{"error": ...}``."""
+    """Run ``call()`` in a thread, hold it inside ``mos``'s vault's ``vault_method`` (patched
+    with pytest's ``monkeypatch``), close ``mos`` in another thread, and let the call go on a
+    second later (a close that did not wait for it has closed the database by then); return
+    ``{"result": ...}`` or ``{"error": ...}``."""
     vault = mos.store.vault
     original = getattr(vault, vault_method)
     entered, release = threading.Event(), threading.Event()
@@ -34,12 +34,14 @@ def close_during(mos: MemOS, monkeypatch: pytest.MonkeyPatch, vault_method: str,
 
     caller = threading.Thread(target=run)
     caller.start()
-    assert entered.wait(30)
+    if not entered.wait(30):
+        raise AssertionError(f"the call never reached the vault's {vault_method}")
     closer = threading.Thread(target=mos.close)
     closer.start()
     closer.join(1.0)
     release.set()
     caller.join(30)
     closer.join(60)
-    assert mos.closed and not closer.is_alive()
+    if not mos.closed or closer.is_alive():
+        raise AssertionError("close() did not finish")
     return outcome

@@ -399,8 +399,9 @@ class MemOSStore(BaseStore):
                 # a redacted hit has lost its metadata (the item's key and value): read the
                 # record for the key; the value shown stays the core's redaction
                 record = self._record(hit.id, user) if hit.redacted else hit.memory
-                if record is None or not _indexed(record) or _key_of(record) is None:
-                    continue
+                if record is None or not _indexed(record) or _key_of(record) is None \
+                        or not isinstance(record.metadata.get(codec.META_VALUE), dict):
+                    continue  # not shaped as an item: any memory may carry the tags
                 item = _search_item(record, hit.score, hit.redacted)
                 if not codec.matches_filter(item.value, op.filter):
                     continue

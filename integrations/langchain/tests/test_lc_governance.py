@@ -207,3 +207,9 @@ def test_a_query_search_reads_a_key_binding_only_for_items_that_match(mos: MemOS
     assert reads == []  # nothing matched the filter: no binding read
     found = alices.search(ns, query="kayak", filter={"n": 7}, limit=5)
     assert [i.key for i in found] == ["k7"] and len(reads) == 1
+    for meta in ({}, {codec.META_VALUE: "not a dict"}):  # tagged memories that are no item
+        mos.add("Alice's kayak note, by hand.", user_id="alice", tags=codec.namespace_tags(ns),
+                metadata={codec.META_NS: codec.ns_json(ns), codec.META_KEY: "stray", **meta})
+    found = alices.search(ns, query="kayak note by hand", limit=40)
+    assert len(found) == 30 and "stray" not in {i.key for i in found}
+    assert alices.search(ns, query="kayak note by hand", filter={"n": 1000}) == []

@@ -172,6 +172,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             raise MemOSError(f"Could not set up the vault schema in {self.where}: {exc}") from exc
         #: connection -> when a call last used it successfully (see :meth:`_check`)
         self._used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._in_use = 0  # connections handed out by _conn now (the pool's stats also
+        self._in_use_lock = threading.Lock()  # count those it is trying to open)
         self._pool = ConnectionPool(
             url, min_size=1, max_size=max(1, pool_size), open=True, timeout=connect_timeout,
             check=self._check, kwargs={"autocommit": True}, name="memos-vault",
@@ -201,6 +203,12 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
         ConnectionPool.check_connection(conn)
 
+    def _pool_full(self) -> bool:
+        """Every connection of the pool is in use by this process's calls (a wait for one
+        that timed out is then this process's doing, not the server's)."""
+        with self._in_use_lock:
+            return self._in_use >= self._pool.max_size
+
     @contextmanager
     def _conn(self) -> Iterator[Any]:
         """A pooled connection in autocommit mode: each statement commits by itself; use
@@ -209,13 +217,19 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
         try:
             with self._pool.connection() as conn:
-                yield conn
-                self._used[conn] = time.monotonic()
+                with self._in_use_lock:
+                    self._in_use += 1
+                try:
+                    yield conn
+                    self._used[conn] = time.monotonic()
+                finally:
+                    with self._in_use_lock:
+                        self._in_use -= 1
         except self._psycopg.DataError as exc:  # e.g. a NUL character: nothing was written
             raise InvalidInputError(f"PostgreSQL refused a value: {first_line(exc)}") from exc
-        except PoolTimeout as exc:  # (an OperationalError too) the server is fine
-            raise pool_busy(self.where, exc) from exc
         except self._psycopg.OperationalError as exc:
+            if isinstance(exc, PoolTimeout) and self._pool_full():  # the server is fine
+                raise pool_busy(self.where, exc) from exc
             self._used.clear()  # the server may have restarted: check every connection again
             _drop_broken(self._pool)
             raise ServerUnavailableError(

@@ -84,3 +84,22 @@ def test_a_full_pool_is_not_reported_as_a_lost_server(pg_url):
         assert "Lost the connection" not in asyncio.run(held())
     finally:
         vault.close()
+
+
+def test_a_server_that_went_down_is_not_reported_as_a_full_pool():
+    """The pool's wait for a connection also times out while the server is down: that is
+    "Lost the connection", not advice to raise pool_size (none of its connections is in use
+    by this process)."""
+    from memos_core.testing.postgres import LocalPostgres
+    from memos_core.vault.base import ListQuery
+
+    with LocalPostgres() as server:
+        vault = PostgresVault(server.url, pool_size=2, connect_timeout=1)
+        try:
+            assert vault.list(ListQuery(user_ids=("u",))) == []
+            server.stop(mode="immediate")
+            for _ in range(3):  # the first meets the dead connection, the next wait for one
+                with pytest.raises(ServerUnavailableError, match="Lost the connection"):
+                    vault.list(ListQuery(user_ids=("u",)))
+        finally:
+            vault.close()

@@ -274,8 +274,10 @@ class MemOS:
         ``add_many`` stops at its next batch), then closed under (they may fail with a closed
         file's error; a warning says how many). Called on an event loop's thread (leaving
         ``with MemOS(...)`` in a coroutine), it does not wait for that loop's native async
-        calls, which cannot go on while it blocks the loop: they fail with the closed error
-        (``await aclose()`` closes from a worker thread and waits for them). A
+        calls, which cannot go on while it blocks the loop: one not started yet gets the
+        closed error, one waiting on the server a ``ServerUnavailableError`` ("the vault is
+        closed"), and a write that already holds its connection may still commit (``await
+        aclose()`` closes from a worker thread and waits for them all). A
         ``chat(stream=True)`` call returns its
         stream before it is read; close does not wait for the reading. Idempotent, also from
         several threads at once: the others wait for the first, except a call that closes

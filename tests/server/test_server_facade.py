@@ -130,7 +130,7 @@ def _another_process_writes_first(vault, write) -> list[str]:
     of a memory and its write of it: run it once, just before the first write reaches the
     vault. Returns a list that records each write the vault was asked to make."""
     calls: list[str] = []
-    for name in ("put_version", "insert"):
+    for name in ("put_version", "put_versions", "insert"):
         original = getattr(vault, name)
 
         def interleaved(*args, _original=original, _name=name, **kwargs):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         self._closed = False
         #: recent forgets, each marked with a checkpoint id made at the forget; see _late
         self._forgotten = RecentForgets()
+        #: held by a forget's pass over the stored threads and by each sync write from its
+        #: late redaction to its commit: a write that looked for recent forgets before a
+        #: forget began is stored before that forget's pass (which redacts it), never after
+        self._gate = threading.RLock()
         self._unhook = on_forget_checkpoints(mos, self._forget)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -246,8 +251,9 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
     ) -> RunnableConfig:
         """Store a checkpoint (and the channel values whose version is in ``new_versions``);
         returns the config that names it. Its parent is ``config``'s ``checkpoint_id``."""
-        record, blobs = self._encoded(config, checkpoint, metadata, new_versions)
-        self._vault().cp_put(record, blobs)
+        with self._gate:
+            record, blobs = self._encoded(config, checkpoint, metadata, new_versions)
+            self._vault().cp_put(record, blobs)
         return _config(record.thread_id, record.checkpoint_ns, record.checkpoint_id)
 
     def _encoded(
@@ -291,7 +297,8 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         Idempotent: a regular write already stored for (task, index) is kept; the special
         channels (error, interrupt, resume, scheduled) are replaced.
         """
-        self._vault().cp_put_writes(*self._encoded_writes(config, writes, task_id, task_path))
+        with self._gate:
+            self._vault().cp_put_writes(*self._encoded_writes(config, writes, task_id, task_path))
 
     def _encoded_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                         task_id: str, task_path: str) -> tuple[Any, ...]:
@@ -329,9 +336,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         :meth:`put_writes` after it (:meth:`_late`)."""
         if self._closed:  # the vault redactor takes over (it runs after the hooks)
             return []
-        forms = _redact_vault(self._store, self.serde, memory, self.user_id_key)
-        # a checkpoint id made now sorts after every checkpoint created before this forget
-        self._forgotten.add(memory, mark=str(uuid6()))
+        with self._gate:  # no sync write between its late redaction and its commit
+            forms = _redact_vault(self._store, self.serde, memory, self.user_id_key)
+            # a checkpoint id made now sorts after every checkpoint created before this forget
+            self._forgotten.add(memory, mark=str(uuid6()))
         return forms
 
     def _late(self, checkpoint_id: str, user: object) -> Sequence[MessageRedactor]:

@@ -385,6 +385,7 @@ def test_a_custom_user_id_key_names_the_threads_user(mos: MemOS) -> None:
     checkpoint = empty_checkpoint()
     checkpoint["channel_values"] = {"messages": [HumanMessage(SECRET)]}
     checkpoint["channel_versions"] = {"messages": "1"}
+    checkpoint["channel_versions"] = {"messages": "1"}
     saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": "", "account": "alice"}},
               checkpoint, {}, {"messages": "1"})
     planted = mos.add(SECRET, user_id="mallory")
@@ -476,3 +477,35 @@ def test_a_checkpoint_made_before_a_forget_and_stored_after_it_is_redacted(mos: 
     _thread(saver, "later", "dana", SECRET)  # said again after the forget
     assert _texts(saver, "later") == [SECRET]
     saver.close()
+
+
+def test_a_checkpoint_written_while_a_forget_begins_is_redacted(mos: MemOS) -> None:
+    """LangGraph stores a step's checkpoint in the background ("async" durability): its
+    write may look for recent forgets, then a forget redacts the stored thread, then the
+    write lands with the text. The forget's pass now waits for a write in flight, and
+    redacts it once stored."""
+    import threading
+    import time
+
+    saver = MemOSCheckpointer(mos)
+    memory = mos.add([{"role": "user", "content": SECRET}], user_id="dana")[0]
+    store = saver._store
+    real_put = store.cp_put
+    forgetting = threading.Thread(target=lambda: mos.forget(memory.id, user_id="dana"))
+
+    def put_while_a_forget_begins(*args: Any) -> None:
+        forgetting.start()
+        time.sleep(0.5)  # the forget runs its hooks meanwhile, unless it waits for this write
+        real_put(*args)
+
+    store.cp_put = put_while_a_forget_begins  # type: ignore[method-assign]
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"messages": [HumanMessage(SECRET)]}
+    checkpoint["channel_versions"] = {"messages": "1"}
+    saver.put(CONFIG, checkpoint, {"user_id": "dana"}, {"messages": "1"})
+    forgetting.join(60)
+    store.cp_put = real_put  # type: ignore[method-assign]
+    stored = saver.get_tuple(CONFIG).checkpoint["channel_values"]["messages"]
+    assert MARKER not in str(stored[0].content)
+    saver.close()
+    assert files_holding(mos.data_dir, MARKER) == []

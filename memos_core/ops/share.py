@@ -98,7 +98,8 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
 
     changes = [changed(cube)]
     if not grant:
-        changes += [changed(s) for s in summaries_shared_with(store.vault, cube, other)]
+        changes += [changed(s) for s in summaries_shared_with(
+            store.vault, [cube.id], cube.user_id, other)]
     action = f"share:{scope}" if grant else "revoke"
 
     def commit() -> list[MemCube]:
@@ -109,19 +110,21 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
     return store.as_written(changes[0][0])
 
 
-def summaries_shared_with(vault: Vault, cube: MemCube, other: str) -> list[MemCube]:
-    """The summaries made from ``cube`` -- and from those, at any depth -- that ``cube``'s
-    owner owns and ``other`` may read."""
+def summaries_shared_with(vault: Vault, ids: Sequence[str], owner: str,
+                          other: str) -> list[MemCube]:
+    """The summaries made from the memories ``ids`` -- and from those, at any depth -- that
+    ``owner`` owns and ``other`` may read (read by batches of relations)."""
     found: list[MemCube] = []
-    seen, todo = {cube.id}, [cube.id]
-    while todo:
-        for sid in vault.derived_from(todo.pop()):
-            summary = vault.get(sid) if sid not in seen else None
-            seen.add(sid)
-            if summary is None or summary.user_id != cube.user_id \
-                    or summary.state.value not in CHANGEABLE_STATES:
+    sources, seen = list(ids), set(ids)
+    while sources:
+        batch, sources = set(sources[:_PAGE]), sources[_PAGE:]
+        made = [e.src for e in vault.graph_edges(list(batch))
+                if e.kind == "derived_from" and e.dst in batch and e.src not in seen]
+        seen.update(made)
+        for summary in vault.get_many(made).values():
+            if summary.user_id != owner or summary.state.value not in CHANGEABLE_STATES:
                 continue
-            todo.append(sid)
+            sources.append(summary.id)  # its own summaries hold the same text
             if other in summary.governance.readers or other in summary.governance.writers:
                 found.append(summary)
     return found
@@ -165,21 +168,8 @@ def _revoke_summaries_outside(store: MemoryStore, grant: NamespaceGrant, actor: 
     shared them as its sources, e.g. a summary of two sessions when a session's grant is
     revoked (as :func:`set_access` does for one memory). Returns how many changed."""
     vault = store.vault
-    sources = [c.id for c in owned_in(vault, grant)]
-    seen: set[str] = set(sources)
-    found: list[MemCube] = []
-    while sources:
-        batch, sources = sources[:_PAGE], sources[_PAGE:]
-        made = [e.src for e in vault.graph_edges(batch)
-                if e.kind == "derived_from" and e.dst in batch and e.src not in seen]
-        seen.update(made)
-        for summary in vault.get_many(made).values():
-            if summary.user_id != grant.owner or summary.state.value not in CHANGEABLE_STATES:
-                continue
-            sources.append(summary.id)  # its own summaries hold the same text
-            gov = summary.governance
-            if grant.grantee in gov.readers or grant.grantee in gov.writers:
-                found.append(summary)
+    found = summaries_shared_with(vault, [c.id for c in owned_in(vault, grant)], grant.owner,
+                                  grant.grantee)
     if not found:
         return 0
     now = utcnow()

@@ -190,6 +190,60 @@ class ForgetHooks:
         return forms
 
 
+class ForgetPasses:
+    """A forget's passes over stored conversations (the core's log redaction and the hooks,
+    :func:`memos_core.ops.forget.redact_logs`) and the adapters' writes racing them.
+
+    An adapter's write looks for recent forgets (its late redaction), then commits. A forget
+    whose pass runs in between misses the write, and the write missed the forget: the text
+    lands after the forget. A sync write that may hold this lock across its commit does
+    (:meth:`excluding`); any other write reads :meth:`ended` before it looks, and after its
+    commit, if :meth:`overlapped` says a pass ran meanwhile, waits for the passes
+    (:meth:`wait`) and redacts again what the forgets that began since may have missed.
+    Thread-safe."""
+
+    def __init__(self) -> None:
+        self._running = threading.RLock()  # held by a pass
+        self._count = threading.Lock()
+        self._begun = 0
+        self._ended = 0
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """A forget's passes (re-entrant)."""
+        with self._running:
+            with self._count:
+                self._begun += 1
+            try:
+                yield
+            finally:
+                with self._count:
+                    self._ended += 1
+
+    @contextmanager
+    def excluding(self) -> Iterator[None]:
+        """No pass runs while this is held (the caller must not wait for a write lock of
+        the store inside: a pass runs under it)."""
+        with self._running:
+            yield
+
+    def ended(self) -> int:
+        """How many passes have ended: read before a write looks for recent forgets."""
+        with self._count:
+            return self._ended
+
+    def overlapped(self, ended: int) -> bool:
+        """Whether a pass ran since :meth:`ended` returned ``ended`` (one that had begun
+        then, or began since)."""
+        with self._count:
+            return self._begun != ended
+
+    def wait(self) -> None:
+        """Return once no pass runs (at once when none does)."""
+        with self._running:
+            pass
+
+
 def file_redactors(data_dir: Path) -> list[tuple[Path, EntryPoint]]:
     """(file, entry point) of every declared file redactor whose file exists in ``data_dir``,
     sorted by file; nothing is imported. An entry point whose name is not a plain file name
@@ -256,6 +310,7 @@ class MessageRedactor:
 
     def __init__(self, memory: MemCube) -> None:
         self.memory_id = memory.id
+        self.user_id = memory.user_id
         self.source_ids = frozenset(memory.provenance.source_message_ids)
         # its text now and, while its forget runs, what its earlier versions said
         texts = [memory.text, *_EARLIER.get().get(memory.id, ())]

@@ -16,7 +16,8 @@ raise the facade's closed error, never the database driver's.
   ``a``-methods of :class:`ConversationLog` -- native async in server mode, a worker thread
   otherwise.
 * Forgets applied for a while after they ran (:mod:`.forgets`): :class:`RecentForgets`
-  and its window :data:`LATE_WRITE_S` (what a running agent writes after a forget); the
+  and its window :data:`LATE_WRITE_S` (what a running agent writes after a forget),
+  :class:`LateWrite` (a write under way while a forget's pass ran); the
   memories a forget must look at, pre-filtered in the vault (:func:`owned_holding`).
 * Tool specs shared by both tool sets (:mod:`.tools`): :data:`TOOL_SPECS`.
 * Rules an adapter applies as the core does: redaction of prompts (:func:`for_prompt`,
@@ -45,7 +46,7 @@ from memos_core.integration.async_storage import (
     async_checkpoints,
     has_native_async,
 )
-from memos_core.integration.forgets import LATE_WRITE_S, RecentForgets, owned_holding
+from memos_core.integration.forgets import LATE_WRITE_S, LateWrite, RecentForgets, owned_holding
 from memos_core.integration.keyed import (
     aget_by_key,
     aiter_by_prefix,
@@ -98,6 +99,7 @@ __all__ = [
     "LogRow",
     "MessageRedactor",
     "ModelInfo",
+    "LateWrite",
     "RecentForgets",
     "ThreadCheckpoints",
     "ToolArg",

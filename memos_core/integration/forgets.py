@@ -4,12 +4,15 @@
 memory in memory (LangGraph's next checkpoint, a LlamaIndex run's state) and store it
 after the forget, text and all. An adapter keeps the redactors of its ``MemOS``'s recent
 forgets in a :class:`RecentForgets` and applies them to what is written in the
-:data:`LATE_WRITE_S` seconds after each forget. :func:`owned_holding` finds the stored
-memories a forget hook must redact without decoding all of a user's.
+:data:`LATE_WRITE_S` seconds after each forget. A write under way while a forget's pass
+over the stored conversations runs is caught by :class:`LateWrite` after its commit.
+:func:`owned_holding` finds the stored memories a forget hook must redact without decoding
+all of a user's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -42,7 +45,9 @@ class RecentForgets:
     window_s: float = LATE_WRITE_S
 
     def __init__(self) -> None:
-        self._items: deque[tuple[float, str, str, MessageRedactor]] = deque()
+        #: (added at, number, mark, owner, redactor)
+        self._items: deque[tuple[float, int, str, str, MessageRedactor]] = deque()
+        self._added = 0
         self._lock = threading.Lock()
 
     def add(self, memory: MemCube, mark: str = "") -> MessageRedactor:
@@ -51,23 +56,68 @@ class RecentForgets:
         redactor = MessageRedactor(memory)
         with self._lock:
             self._prune()
-            self._items.append((time.monotonic(), mark, memory.user_id, redactor))
+            self._added += 1
+            self._items.append((time.monotonic(), self._added, mark, memory.user_id, redactor))
         return redactor
+
+    @property
+    def added(self) -> int:
+        """How many forgets were ever added (``since=`` of :meth:`redactors`)."""
+        with self._lock:
+            return self._added
 
     def _prune(self) -> None:  # under _lock
         now = time.monotonic()
         while self._items and now - self._items[0][0] > self.window_s:
             self._items.popleft()
 
-    def redactors(self, user_id: object = None, *,
-                  before: str | None = None) -> list[MessageRedactor]:
+    def redactors(self, user_id: object = None, *, before: str | None = None,
+                  since: int = 0) -> list[MessageRedactor]:
         """The redactors of ``user_id``'s recent forgets (None: every user's, for what
-        belongs to no user); with ``before``, only those whose mark sorts after it."""
+        belongs to no user); with ``before``, only those whose mark sorts after it; only
+        those added after :attr:`added` was ``since``."""
         with self._lock:
             self._prune()
-            return [redactor for _, mark, owner, redactor in self._items
-                    if (user_id is None or owner == user_id)
+            return [redactor for _, number, mark, owner, redactor in self._items
+                    if number > since and (user_id is None or owner == user_id)
                     and (before is None or before < mark)]
+
+
+class LateWrite:
+    """One write of an adapter that applies ``forgets`` (its late redaction) and commits,
+    without holding :meth:`ForgetPasses.excluding
+    <memos_core.governance.forget_hooks.ForgetPasses.excluding>` across it (an async
+    write, or one whose storage call may wait for the store's write lock).
+
+    Made before the write looks at ``forgets``; after its commit, :meth:`missed` (or
+    :meth:`amissed`) returns the redactors of the forgets whose pass over the stored
+    conversations ran meanwhile and may have missed what it wrote. The caller redacts them
+    in what it wrote, as the pass would have. Nearly always there are none, at the cost of
+    two counter reads."""
+
+    def __init__(self, mos: MemOS, forgets: RecentForgets | None) -> None:
+        self._passes = mos.store.forget_passes
+        self._forgets = forgets
+        self._added = forgets.added if forgets is not None else 0
+        self._ended = self._passes.ended()
+
+    def missed(self, user_id: object = None, *,
+               before: str | None = None) -> list[MessageRedactor]:
+        """After the commit: waits for the passes running, then the redactors (of
+        ``user_id``'s forgets, ``before``: as :meth:`RecentForgets.redactors`) added since
+        this write began; [] at once when no pass ran."""
+        if self._forgets is None or not self._passes.overlapped(self._ended):
+            return []
+        self._passes.wait()  # the hooks (which keep the redactors) have run
+        return self._forgets.redactors(user_id, before=before, since=self._added)
+
+    async def amissed(self, user_id: object = None, *,
+                      before: str | None = None) -> list[MessageRedactor]:
+        """Async :meth:`missed` (the wait, if any, in a worker thread)."""
+        if self._forgets is None or not self._passes.overlapped(self._ended):
+            return []
+        await asyncio.to_thread(self._passes.wait)
+        return self._forgets.redactors(user_id, before=before, since=self._added)
 
 
 def owned_holding(mos: MemOS, user_id: str, redactor: MessageRedactor, *,

@@ -23,11 +23,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from memos_core.governance.forget_hooks import ForgetHook
+from memos_core.governance.forget_hooks import ForgetHook, MessageRedactor
 from memos_core.integration.async_storage import native_view
 from memos_core.integration.checkpoints import CountedCheckpoints
 from memos_core.integration.counted import acounted, counted
 from memos_core.memos import MemOS
+from memos_core.ops.forget import redact_conversation_logs
 from memos_core.vault import LogRow, ThreadCheckpoints, Vault
 
 T = TypeVar("T")
@@ -85,6 +86,25 @@ class ConversationLog:
 
     def take_oldest(self, user_id: str, log_id: str, n: int, *, archive: bool) -> list[LogRow]:
         return self._run(lambda v: list(v.log_take_oldest(user_id, log_id, n, archive=archive)))
+
+    def redact(self, redactors: Sequence[MessageRedactor]) -> None:
+        """Redact each redactor's memory in the logs of its owner and of no user, as its
+        forget's pass did, then clear the journal: for a write that pass may have missed
+        (:class:`~memos_core.integration.forgets.LateWrite`). Nothing when empty."""
+        if not redactors:
+            return
+
+        def redact(vault: Vault) -> None:
+            for redactor in redactors:
+                redact_conversation_logs(vault, redactor)
+            vault.checkpoint()
+
+        self._run(redact)
+
+    async def aredact(self, redactors: Sequence[MessageRedactor]) -> None:
+        """Async :meth:`redact` (in a worker thread: it runs only after a rare race)."""
+        if redactors:
+            await asyncio.to_thread(self.redact, redactors)
 
     # -- async twins: native in server mode, else the sync method in a worker thread ---------
 

@@ -57,10 +57,10 @@ from memos_core.ops.share import retrying
 from memos_core.ops.writes import write_version
 from memos_core.results import DerivedForm, ForgetReceipt
 from memos_core.store import MemoryStore
-from memos_core.vault import Actor
+from memos_core.vault import Actor, Vault
 
 __all__ = ["FLAG_KEY", "LOG_FORM", "DerivedMode", "check_mode", "finish_unfinished", "forget_one",
-           "redact_logs"]
+           "redact_conversation_logs", "redact_logs"]
 
 #: A receipt's id of a redacted conversation log: ``"conversation_log:<user>/<log id>"``.
 LOG_FORM = "conversation_log"
@@ -77,19 +77,27 @@ def redact_logs(store: MemoryStore, cube: MemCube) -> list[DerivedForm]:
     the file redactors of the data directory's legacy log files and the vault redactors
     (nothing for a tombstone); the forms they touched. Each of them also redacts what the
     memory said in its earlier versions (:func:`~memos_core.governance.forget_hooks.earlier_texts`):
-    a conversation may still quote it as it was before an update."""
+    a conversation may still quote it as it was before an update.
+
+    All of it is one pass of ``store.forget_passes``: an adapter's write racing it redacts
+    again after its commit (:class:`~memos_core.governance.forget_hooks.ForgetPasses`)."""
     if cube.state is State.DELETED:
         return []
     earlier = [v.text for v in store.vault.history(cube.id)[:-1] if v.text != cube.text]
-    with earlier_texts(cube.id, list(dict.fromkeys(earlier))):
-        redactor = MessageRedactor(cube)
-        changed = store.vault.log_redact(
-            [cube.user_id, ""], [p.decode() for p in redactor.patterns()],
-            sorted(redactor.source_ids),
-            lambda mid, message: redact_log_message(message, redactor, redactor.is_source(mid)))
-        forms = [DerivedForm(kind="conversation_log", id=f"{LOG_FORM}:{user}/{log}",
-                             action="redacted") for user, log in changed]
+    with earlier_texts(cube.id, list(dict.fromkeys(earlier))), store.forget_passes.running():
+        forms = redact_conversation_logs(store.vault, MessageRedactor(cube))
         return forms + store.forget_hooks.run(cube, Path(store.data_dir), store.vault)
+
+
+def redact_conversation_logs(vault: Vault, redactor: MessageRedactor) -> list[DerivedForm]:
+    """Redact the memory of ``redactor`` in the vault's conversation logs of its owner and of
+    no user; one form per log changed."""
+    changed = vault.log_redact(
+        [redactor.user_id, ""], [p.decode() for p in redactor.patterns()],
+        sorted(redactor.source_ids),
+        lambda mid, message: redact_log_message(message, redactor, redactor.is_source(mid)))
+    return [DerivedForm(kind="conversation_log", id=f"{LOG_FORM}:{user}/{log}",
+                        action="redacted") for user, log in changed]
 
 
 def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: DerivedMode,

@@ -39,7 +39,7 @@ from memos_core.embedding import Embedder, default_embedder
 from memos_core.errors import CorruptDataError, InvalidInputError, MemOSError, first_line
 from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.governance import index_privacy
-from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks
+from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks, ForgetPasses
 from memos_core.graph import GraphViews
 from memos_core.index.base import IndexPoint, VectorIndex
 from memos_core.index.sparse import encoder_for_store
@@ -97,6 +97,8 @@ class MemoryStore:
         self.write_lock = threading.RLock()
         self.graph_lock = threading.RLock()
         self.forget_hooks = ForgetHooks()
+        #: forgets' passes over stored conversations, which adapters' writes look out for
+        self.forget_passes = ForgetPasses()
         self._listeners: list[Listener] = []
         self._close_callbacks: list[Callable[[], None]] = []
         self._purgers: list[DerivedPurger] = []

@@ -228,3 +228,48 @@ async def test_native_checkpoint_write_in_flight_is_waited_for_by_aclose(open_mo
     await closing
     assert mos.closed
     assert MemOSCheckpointer(open_mos()).get_tuple(config) is not None
+
+
+@pytest.mark.parametrize("call", ["aput", "aput_writes"])
+async def test_a_native_checkpoint_written_while_a_forget_runs_is_redacted(open_mos, monkeypatch,
+                                                                             call):
+    """A native ``aput``/``aput_writes`` looks for recent forgets, then commits: a forget
+    whose pass ran in between (from another thread) missed it, and it landed with the
+    text. The write now notices the pass after its commit and redacts the stored threads
+    again."""
+    import asyncio
+    import threading
+
+    from langchain_core.messages import HumanMessage
+    from langchain_memos import MemOSCheckpointer
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    secret = "My locker code is MARMOT9920"
+    mos = open_mos()
+    saver = MemOSCheckpointer(mos)
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": "", "user_id": "dana"}}
+    written = saver.put(config, empty_checkpoint(), {"user_id": "dana"}, {})
+    [memory] = mos.add([{"role": "user", "content": secret}], user_id="dana")
+    view = mos.store.vault.native_async()
+    name = "cp_put" if call == "aput" else "cp_put_writes"
+    original = getattr(view, name)
+    forgetting = threading.Thread(target=lambda: mos.forget(memory.id, user_id="dana"))
+
+    async def while_a_forget_runs(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        forgetting.start()
+        await asyncio.to_thread(forgetting.join, 60)  # its pass runs before this write lands
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(view, name, while_a_forget_runs)
+    if call == "aput":
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"messages": [HumanMessage(secret)]}
+        checkpoint["channel_versions"] = {"messages": "1"}
+        written = await saver.aput(written, checkpoint, {"user_id": "dana"}, {"messages": "1"})
+    else:
+        await saver.aput_writes(written, [("messages", [HumanMessage(secret)])], "task")
+    monkeypatch.setattr(view, name, original)
+    stored = saver.get_tuple(written)
+    values = (stored.checkpoint["channel_values"].get("messages", []) if call == "aput"
+              else stored.pending_writes[0][2])
+    assert [m.content for m in values] == ["[forgotten]"]

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ from memos_core.integration import (
     FORGOTTEN,
     CheckpointRecord,
     DerivedForm,
+    LateWrite,
     MessageRedactor,
     RecentForgets,
     ThreadCheckpoints,
@@ -136,10 +136,11 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         self._closed = False
         #: recent forgets, each marked with a checkpoint id made at the forget; see _late
         self._forgotten = RecentForgets()
-        #: held by a forget's pass over the stored threads and by each sync write from its
-        #: late redaction to its commit: a write that looked for recent forgets before a
-        #: forget began is stored before that forget's pass (which redacts it), never after
-        self._gate = threading.RLock()
+        #: forgets' passes over the stored threads (this checkpointer's hook runs in them):
+        #: a sync write holds them off from its late redaction to its commit, so one that
+        #: looked for recent forgets before a forget began is stored before that forget's
+        #: pass, which redacts it; an async write redacts again after its commit instead
+        self._passes = mos.store.forget_passes
         self._unhook = on_forget_checkpoints(mos, self._forget)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -251,8 +252,8 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
     ) -> RunnableConfig:
         """Store a checkpoint (and the channel values whose version is in ``new_versions``);
         returns the config that names it. Its parent is ``config``'s ``checkpoint_id``."""
-        with self._gate:
-            record, blobs = self._encoded(config, checkpoint, metadata, new_versions)
+        with self._passes.excluding():
+            record, blobs, _ = self._encoded(config, checkpoint, metadata, new_versions)
             self._vault().cp_put(record, blobs)
         return _config(record.thread_id, record.checkpoint_ns, record.checkpoint_id)
 
@@ -262,8 +263,8 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         checkpoint: Checkpoint,
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
-    ) -> tuple[CheckpointRecord, list[tuple[str, str, Typed]]]:
-        """``put``'s checkpoint record and channel-value blobs."""
+    ) -> tuple[CheckpointRecord, list[tuple[str, str, Typed]], object]:
+        """``put``'s checkpoint record and channel-value blobs, and the run's user."""
         thread, ns = _thread_and_ns(config)
         stored = dict(checkpoint)
         values: dict[str, Any] = stored.pop("channel_values", {}) or {}  # type: ignore[assignment]
@@ -272,7 +273,8 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             user = context_value(run_context(config), self.user_id_key)
             if isinstance(user, str) and user:
                 full_metadata[self.user_id_key] = user
-        for redactor in self._late(checkpoint["id"], full_metadata.get(self.user_id_key)):
+        user = full_metadata.get(self.user_id_key)
+        for redactor in self._late(checkpoint["id"], user):
             values = {ch: _redact(v, redactor) for ch, v in values.items()}
         blobs: list[tuple[str, str, Typed]] = []
         for channel, version in new_versions.items():
@@ -283,7 +285,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             thread, ns, checkpoint["id"], get_checkpoint_id(config),
             str(run_id) if run_id is not None else None,
             self.serde.dumps_typed(stored), self.serde.dumps_typed(full_metadata))
-        return record, blobs
+        return record, blobs, user
 
     def put_writes(
         self,
@@ -297,7 +299,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         Idempotent: a regular write already stored for (task, index) is kept; the special
         channels (error, interrupt, resume, scheduled) are replaced.
         """
-        with self._gate:
+        with self._passes.excluding():
             self._vault().cp_put_writes(*self._encoded_writes(config, writes, task_id, task_path))
 
     def _encoded_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
@@ -336,11 +338,18 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         :meth:`put_writes` after it (:meth:`_late`)."""
         if self._closed:  # the vault redactor takes over (it runs after the hooks)
             return []
-        with self._gate:  # no sync write between its late redaction and its commit
-            forms = _redact_vault(self._store, self.serde, memory, self.user_id_key)
-            # a checkpoint id made now sorts after every checkpoint created before this forget
-            self._forgotten.add(memory, mark=str(uuid6()))
+        # (in a forget's pass: no sync write runs between its late redaction and its commit)
+        forms = _redact_vault(self._store, self.serde, memory, self.user_id_key)
+        # a checkpoint id made now sorts after every checkpoint created before this forget
+        self._forgotten.add(memory, mark=str(uuid6()))
         return forms
+
+    async def _aredact_missed(self, late: LateWrite, user: object, checkpoint_id: str) -> None:
+        """After an async write's commit: redact the stored threads again for each forget
+        whose pass ran meanwhile and may have missed it (:class:`LateWrite`)."""
+        for redactor in await late.amissed(user, before=checkpoint_id):
+            await asyncio.to_thread(_redact_threads, self._store, self.serde, redactor,
+                                    self.user_id_key)
 
     def _late(self, checkpoint_id: str, user: object) -> Sequence[MessageRedactor]:
         """The redactors of the recent forgets that ``checkpoint_id`` (a checkpoint, or the
@@ -416,8 +425,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         store = self._avault()
         if store is None:
             return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-        record, blobs = self._encoded(config, checkpoint, metadata, new_versions)
+        late = LateWrite(self.mos, self._forgotten)  # before its late redaction
+        record, blobs, user = self._encoded(config, checkpoint, metadata, new_versions)
         await store.cp_put(record, blobs)
+        await self._aredact_missed(late, user, record.checkpoint_id)
         return _config(record.thread_id, record.checkpoint_ns, record.checkpoint_id)
 
     async def aput_writes(
@@ -431,7 +442,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         store = self._avault()
         if store is None:
             return await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-        await store.cp_put_writes(*self._encoded_writes(config, writes, task_id, task_path))
+        late = LateWrite(self.mos, self._forgotten)  # before its late redaction
+        args = self._encoded_writes(config, writes, task_id, task_path)
+        await store.cp_put_writes(*args)
+        await self._aredact_missed(late, _run_user(config, self.user_id_key), args[2])
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Async :meth:`delete_thread`."""
@@ -486,9 +500,14 @@ def _redact_vault(vault: ThreadCheckpoints, serde: SerializerProtocol,
                   memory: MemCube, user_id_key: str = "user_id") -> list[DerivedForm]:
     """Redact ``memory`` in every stored value of the threads of its owner and of no user
     (one vault transaction); one form per thread that held it."""
-    redactor = MessageRedactor(memory)
+    return _redact_threads(vault, serde, MessageRedactor(memory), user_id_key)
+
+
+def _redact_threads(vault: ThreadCheckpoints, serde: SerializerProtocol,
+                    redactor: MessageRedactor, user_id_key: str) -> list[DerivedForm]:
+    """:func:`_redact_vault` with the memory's redactor."""
     others = _others_threads(((r.thread_id, r.metadata) for r in vault.cp_list()), serde,
-                             memory.user_id, user_id_key)
+                             redactor.user_id, user_id_key)
     redactor = redactor.with_texts(_source_texts(vault, serde, redactor, others))
 
     def rewrite(typed: Typed) -> Typed | None:

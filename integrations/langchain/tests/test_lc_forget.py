@@ -385,7 +385,6 @@ def test_a_custom_user_id_key_names_the_threads_user(mos: MemOS) -> None:
     checkpoint = empty_checkpoint()
     checkpoint["channel_values"] = {"messages": [HumanMessage(SECRET)]}
     checkpoint["channel_versions"] = {"messages": "1"}
-    checkpoint["channel_versions"] = {"messages": "1"}
     saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": "", "account": "alice"}},
               checkpoint, {}, {"messages": "1"})
     planted = mos.add(SECRET, user_id="mallory")

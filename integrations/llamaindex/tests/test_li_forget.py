@@ -238,3 +238,38 @@ def test_forget_reaches_an_old_history_file_not_yet_moved(mos: MemOS) -> None:
     store = MemOSChatStore(mos=mos, user_id="dana")  # moves the redacted file in
     assert not (mos.data_dir / FILENAME).exists()
     assert _texts(store.get_messages("s1")) == [("user", "[forgotten]"), ("assistant", "Noted.")]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_message_written_while_a_forget_begins_is_redacted(mos: MemOS, mode: str) -> None:
+    """A write looks for recent forgets, then commits: a forget whose pass over the stored
+    logs ran in between (and whose hook registered it after) missed the message, which
+    landed with the text. The write now notices the pass after its commit and redacts
+    what it may have missed, journal included."""
+    import asyncio
+    import threading
+    import time
+
+    [memory] = mos.add([{"role": "user", "content": SECRET}], user_id="dana")
+    vault = mos.store.vault
+    real_append = vault.log_append
+    forgetting = threading.Thread(target=lambda: mos.forget(memory.id, user_id="dana"))
+
+    def append_while_a_forget_runs(*args: object, **kwargs: object) -> None:
+        forgetting.start()
+        time.sleep(0.5)  # the forget's pass and hooks run meanwhile
+        real_append(*args, **kwargs)  # type: ignore[arg-type]
+
+    vault.log_append = append_while_a_forget_runs  # type: ignore[method-assign]
+    said = ChatMessage(role="assistant", content=f"Your code: {SECRET}.")
+    try:
+        if mode == "sync":
+            MemOSChatStore(mos=mos, user_id="dana").add_message("k", said)
+        else:
+            asyncio.run(MemOSAsyncChatStore(mos=mos, user_id="dana").add_messages("k", [said]))
+    finally:
+        forgetting.join(60)
+        vault.log_append = real_append  # type: ignore[method-assign]
+    stored = MemOSChatStore(mos=mos, user_id="dana").get_messages("k")
+    assert [m.content for m in stored] == ["Your code: [forgotten]."]
+    assert files_holding(mos.data_dir, MARKER) == []

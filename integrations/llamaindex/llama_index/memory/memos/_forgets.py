@@ -14,7 +14,9 @@ Two things keep a forgotten memory out of them:
 - the chat stores redact the messages written in the minute after a forget of their user
   (:func:`late_redacted`; ``memos_core.integration.LATE_WRITE_S``): what a run (or a
   forget from elsewhere) left in memory reaches the log without the text. A user's own messages are left as they
-  are: written after the forget, they are new input (the user may tell it again).
+  are: written after the forget, they are new input (the user may tell it again). A write
+  under way while the forget's pass over the logs ran is redacted again after its commit
+  (:func:`late_write`), as the pass would have redacted it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.workflow import Context
 from memos_core import MemCube, MemOS, MemOSError, State
-from memos_core.integration import DerivedForm, MessageRedactor, RecentForgets
+from memos_core.integration import DerivedForm, LateWrite, MessageRedactor, RecentForgets
 
 from llama_index.memory.memos._convert import redact_value
 
@@ -83,6 +85,12 @@ def watch_forgets(mos: MemOS) -> None:
         except MemOSError:  # closed: no forget to see
             return
         _registry[mos] = watched
+
+
+def late_write(mos: MemOS) -> LateWrite:
+    """Made before a write's :func:`late_redacted`: after its commit, ``missed(user_id)``
+    names the forgets whose pass over the logs ran meanwhile (and may have missed it)."""
+    return LateWrite(mos, _registry.get(mos))
 
 
 def late_redacted(mos: MemOS, user_id: str | None,

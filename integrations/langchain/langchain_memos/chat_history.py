@@ -12,7 +12,11 @@ messages that quote it (the rule of the checkpointer and the LlamaIndex chat sto
 ``memos_core.integration.MessageRedactor``): the history's forget hook, registered once per
 ``MemOS`` when a history is built on it, writes a new version of each such message, its text
 and its serialised message both redacted, and takes the text out of the message's earlier
-versions in place (``Vault.redact_versions``).
+versions in place (``Vault.redact_versions``). A chain that read the memory before the forget
+may add its turn after it: for a minute (``memos_core.integration.LATE_WRITE_S``) the
+messages added to the user's histories come without the text, except the user's own
+(``HumanMessage``: new input), and a batch written while the forget ran is redacted again
+right after (``memos_core.integration.LateWrite``).
 """
 
 from __future__ import annotations
@@ -27,14 +31,22 @@ from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import AIMessage, BaseMessage, message_to_dict, messages_from_dict
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    message_to_dict,
+    messages_from_dict,
+)
 from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.integration import (
     FORGOTTEN,
     MIN_NEEDLE,
     DerivedForm,
+    LateWrite,
     MessageRedactor,
+    RecentForgets,
     check_name,
     has_native_async,
     owned_holding,
@@ -112,6 +124,9 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         """Append messages (one MemOS transaction for the whole batch)."""
         if not messages:
             return
+        recent = _RECENT.get(self.mos)
+        late = LateWrite(self.mos, recent)  # before it looks at the recent forgets
+        redactors = recent.redactors(self.user_id) if recent is not None else []
         items = []
         for position, message in enumerate(messages):
             if not isinstance(message, BaseMessage):
@@ -119,6 +134,8 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
                     f"message {position} is a {type(message).__name__}, not a LangChain "
                     "BaseMessage; convert it (e.g. HumanMessage(content=...)) first."
                 )
+            if redactors and not isinstance(message, HumanMessage):
+                message = _late_redacted(message, redactors)
             items.append({
                 "text": _memory_text(message),
                 "role": role_of(message),
@@ -129,6 +146,8 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
             items, user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id,
             type="episode", origin="conversation", tags=[HISTORY_TAG],
         )
+        for redactor in late.missed(self.user_id):  # a forget ran while this was written
+            _redact_histories(self.mos, redactor)
 
     def clear(self) -> None:
         """Forget every message of this session (one ``MemOS.forget_many``)."""
@@ -198,6 +217,8 @@ def _render(message: BaseMessage) -> str:
 _CLEARING: ContextVar[frozenset[str]] = ContextVar("lc_history_clearing", default=frozenset())
 #: The MemOS instances whose forgets reach the chat histories (the hook's unregister function).
 _WATCHED: weakref.WeakKeyDictionary[MemOS, Callable[[], None]] = weakref.WeakKeyDictionary()
+#: Their recent forgets (kept by the hook), redacted in the messages added after them.
+_RECENT: weakref.WeakKeyDictionary[MemOS, RecentForgets] = weakref.WeakKeyDictionary()
 _WATCH_LOCK = threading.Lock()
 
 
@@ -217,36 +238,57 @@ def _watch(mos: MemOS) -> None:
         if mos in _WATCHED:
             return
         ref = weakref.ref(mos)
+        recent = RecentForgets()
 
         def hook(memory: MemCube) -> list[DerivedForm]:
             live = ref()
-            return _redact_histories(live, memory) if live is not None else []
+            if live is None or not _quotable(memory):
+                return []
+            forms = _redact_histories(live, MessageRedactor(memory))
+            recent.add(memory)  # for the messages a running chain adds after the forget
+            return forms
 
         _WATCHED[mos] = mos.on_forget(hook)
+        _RECENT[mos] = recent
 
 
-def _redact_histories(mos: MemOS, memory: MemCube) -> list[DerivedForm]:
-    """The forget hook: redact ``memory`` (its text, and what its earlier versions said) in
+def _quotable(memory: MemCube) -> bool:
+    """Whether other history messages may quote ``memory``: not when ``clear()`` forgets it
+    (the session's own messages go, nothing else quoted them alone), nor when it is a short
+    history message ("ok thanks"), which would match every message that says the same, in
+    every session: the message itself goes, no other is a quote of it."""
+    if memory.id in _CLEARING.get():
+        return False
+    return not (META_MESSAGE in memory.metadata
+                and len(memory.text.split(": ", 1)[-1]) < MIN_NEEDLE)
+
+
+def _late_redacted(message: BaseMessage, redactors: Sequence[MessageRedactor]) -> BaseMessage:
+    """``message`` with the memories of ``redactors`` redacted (the same object when it
+    holds none of them)."""
+    raw = json.dumps(message_to_dict(message), ensure_ascii=False)
+    new = raw
+    for redactor in redactors:
+        new = redact_log_message(new, redactor, redactor.is_source(message.id)) or new
+    return message if new == raw else messages_from_dict([json.loads(new)])[0]
+
+
+def _redact_histories(mos: MemOS, redactor: MessageRedactor) -> list[DerivedForm]:
+    """Redact the memory of ``redactor`` (its text, and what its earlier versions said) in
     every chat-history message of its owner, each a new version of its memory written with
     ``mos.update`` (text and serialised message redacted); one form per session changed.
 
-    It writes through the ``MemOS`` whose forget runs it, which a hook normally must not
-    do: this runs in the forget's thread, before its tombstone and outside any vault
-    transaction, and the store's write lock is re-entrant. A write that fails aborts the
-    forget (messages redacted before it stay redacted: that removes only forgotten text)."""
-    skip = _CLEARING.get() | {memory.id}
-    if memory.id in _CLEARING.get():
-        return []  # clear(): the session's own messages go, nothing else quoted them alone
-    if META_MESSAGE in memory.metadata and len(memory.text.split(": ", 1)[-1]) < MIN_NEEDLE:
-        # a short history message ("ok thanks") would match every message that says the same,
-        # in every session: the message itself goes, no other is a quote of it
-        return []
-    redactor = MessageRedactor(memory)
+    The forget hook, and after a write that the forget may have missed. The hook writes
+    through the ``MemOS`` whose forget runs it, which a hook normally must not do: this
+    runs in the forget's thread, before its tombstone and outside any vault transaction,
+    and the store's write lock is re-entrant. A write that fails aborts the forget
+    (messages redacted before it stay redacted: that removes only forgotten text)."""
+    skip = _CLEARING.get() | {redactor.memory_id}
     # what a message holding the memory contains (its texts, as written and JSON-escaped; the
     # source message ids): a cheap filter before a message is decoded and redacted
     patterns = [p.decode() for p in redactor.patterns()]
     sessions: set[str] = set()
-    for cube in owned_holding(mos, memory.user_id, redactor, tags=[HISTORY_TAG],
+    for cube in owned_holding(mos, redactor.user_id, redactor, tags=[HISTORY_TAG],
                               states=_LIVE_STATES):
         if cube.id in skip or META_MESSAGE not in cube.metadata:  # tagged, not a message
             continue
@@ -257,9 +299,9 @@ def _redact_histories(mos: MemOS, memory: MemCube) -> list[DerivedForm]:
         if redacted is None:
             continue
         text, data = redacted
-        now = mos.update(cube.id, text, user_id=memory.user_id,
+        now = mos.update(cube.id, text, user_id=redactor.user_id,
                          metadata={**cube.metadata, META_MESSAGE: data},
-                         reason=f"chat history: memory {memory.id} forgotten")
+                         reason=f"chat history: memory {redactor.memory_id} forgotten")
         # and out of the message's earlier versions, in place: history would keep the text
         mos.vault.redact_versions(cube.id, lambda old: _redacted_version(old, redactor),
                                   below=now.version)

@@ -286,3 +286,51 @@ def test_clearing_one_session_leaves_the_others_as_they_were(mos: MemOS) -> None
     mos.forget(thanks.id, user_id="alice")
     assert [m.content for m in tuesday.messages] == before[:2]
     assert [m.content for m in wednesday.messages] == ["ok thanks"]
+
+
+def test_messages_added_just_after_a_forget_are_redacted(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain that read a memory before its user forgot it adds its turn afterwards
+    (``RunnableWithMessageHistory`` writes the answer when the run ends): for a minute after
+    the forget, what the chain said (not the user's own message: new input) comes without
+    the text. Another user's forget leaves it alone; after the minute nothing is redacted."""
+    from memos_core.integration import RecentForgets
+
+    history = MemOSChatMessageHistory(mos, user_id="alice", session_id="s")
+    fact = mos.add(FACT, user_id="alice", type="fact")
+    mos.forget(mos.add(f"Bob's code is {MARKER}", user_id="bob").id, user_id="bob")
+    history.add_messages([AIMessage(f"Yours: {FACT}.")])
+    mos.forget(fact.id, user_id="alice")  # redacts that message
+    history.add_messages([HumanMessage(f"Is it {FACT}?"), AIMessage(f"Yes, {FACT}.")])
+    assert [m.content for m in history.messages] == [
+        "Yours: [forgotten].", f"Is it {FACT}?", "Yes, [forgotten]."]
+    found = [h.text for h in mos.search("Yes locker code", user_id="alice", k=10)]
+    assert "assistant: Yes, [forgotten]." in found
+    monkeypatch.setattr(RecentForgets, "window_s", 0.0)  # the minute is over
+    history.add_messages([AIMessage(f"Yes, {FACT}.")])
+    assert history.messages[-1].content == f"Yes, {FACT}."
+
+
+def test_messages_added_while_a_forget_runs_are_redacted(mos: MemOS) -> None:
+    """``add_messages`` looks for recent forgets, then writes: a forget that ran in between
+    missed the messages, and they missed it. They are redacted right after the write."""
+    import threading
+
+    history = MemOSChatMessageHistory(mos, user_id="alice", session_id="s")
+    fact = mos.add(FACT, user_id="alice", type="fact")
+    real_add_many = mos.add_many
+    forgetting = threading.Thread(target=lambda: mos.forget(fact.id, user_id="alice"))
+
+    def add_after_a_forget(*args: object, **kwargs: object) -> list[MemCube]:
+        forgetting.start()
+        forgetting.join(60)
+        return real_add_many(*args, **kwargs)  # type: ignore[arg-type]
+
+    mos.add_many = add_after_a_forget  # type: ignore[method-assign]
+    try:
+        history.add_messages([AIMessage(f"Yes, {FACT}.", id="a1")])
+    finally:
+        mos.add_many = real_add_many  # type: ignore[method-assign]
+    assert [m.content for m in history.messages] == ["Yes, [forgotten]."]
+    assert not any(MARKER in v.text for c in mos.list(user_id="alice", limit=10)
+                   for v in mos.history(c.id, user_id="alice"))

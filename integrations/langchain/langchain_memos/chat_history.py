@@ -252,6 +252,13 @@ def _watch(mos: MemOS) -> None:
         _RECENT[mos] = recent
 
 
+def recent_forgets(mos: MemOS) -> RecentForgets:
+    """The recent forgets of ``mos``'s users that a message may quote, kept by the chat
+    histories' forget hook (registered now if it was not yet)."""
+    _watch(mos)
+    return _RECENT[mos]
+
+
 def _quotable(memory: MemCube) -> bool:
     """Whether other history messages may quote ``memory``: not when ``clear()`` forgets it
     (the session's own messages go, nothing else quoted them alone), nor when it is a short

@@ -29,6 +29,8 @@ from memos_core import MemCube, MemOS, SearchHit, State
 from memos_core.integration import (
     FORGOTTEN,
     TOOL_NAMES,
+    LateWrite,
+    MessageRedactor,
     asked_or_answered,
     recall_query,
     remembered_text,
@@ -43,6 +45,7 @@ from langchain_memos._shared import (
     storable,
     thread_id,
 )
+from langchain_memos.chat_history import recent_forgets
 from langchain_memos.tools import create_memory_tools
 
 Formatter = Callable[[Sequence[SearchHit]], str]
@@ -96,7 +99,9 @@ class MemOSMiddleware(AgentMiddleware):
       birthday?"), the sentences that tell do (its id is still the memory's source, so a
       forget blanks the whole message in the thread). A message whose text MemOS does
       not store (see recall) stays in the thread and is not recorded, with a log warning.
-      A memory shared with the user by someone else is never taken for one of theirs. A
+      An answer that quotes a memory the user forgot in the last minute (the turn read it
+      before the forget) is not recorded; one recorded while that forget ran is forgotten
+      right after. A memory shared with the user by someone else is never taken for one of theirs. A
       turn in which the model changed memory with a tool (:data:`MEMORY_TOOL_NAMES`: it
       stored, updated, forgot or compressed memories itself) records nothing, nor does a
       turn with nothing left.
@@ -166,6 +171,9 @@ class MemOSMiddleware(AgentMiddleware):
         self.formatter: Formatter = formatter or format_memories
         self.agent_id = agent_id
         self.tools = create_memory_tools(mos, user_id=user_id, user_id_key=user_id_key) if memory_tools else []
+        #: recorded answers may quote a memory forgotten while the turn ran (the user's own
+        #: messages are new input)
+        self._forgets = recent_forgets(mos) if "assistant" in self.remember_roles else None
 
     # -- recall ---------------------------------------------------------------------------
 
@@ -234,6 +242,7 @@ class MemOSMiddleware(AgentMiddleware):
         return None
 
     def _record(self, state: Mapping[str, Any], runtime: Runtime, config: Mapping[str, Any] | None) -> None:
+        late = LateWrite(self.mos, self._forgets)  # before it looks at the recent forgets
         humans, answer, tools = _turn(state.get("messages") or [])
         if tools & MEMORY_TOOL_NAMES:
             return  # the model stored, updated or forgot memories itself in this turn
@@ -241,19 +250,29 @@ class MemOSMiddleware(AgentMiddleware):
         if not messages:
             return
         user = self._user(getattr(runtime, "context", None), config)
+        if self._forgets is not None:  # an answer quoting a memory forgotten meanwhile
+            forgotten = self._forgets.redactors(user)
+            messages = [m for m in messages if not _quotes(m, forgotten)]
         session = thread_id(config)
         new, edited = self._unrecorded(messages, user, session)
         meta = {"recorded_by": "langchain_memos.MemOSMiddleware"}
+        recorded: list[MemCube] = []
         if new:
-            self.mos.add(
+            recorded += self.mos.add(
                 [_as_item(m) for m in new], user_id=user, agent_id=self.agent_id,
                 session_id=session, metadata=meta, reason="agent turn",
             )
         for said, old in edited:
-            self.mos.add(
+            recorded += self.mos.add(
                 [_as_item(said)], user_id=user, agent_id=self.agent_id, session_id=session,
                 metadata=meta, supersedes=old.id, reason="agent turn (edited message)",
             )
+        missed = late.missed(user)  # a forget ran while this turn was recorded
+        for cube in recorded:
+            if cube.metadata.get("role") != "user" and any(
+                    r.text(cube.text) != cube.text for r in missed):
+                self.mos.forget(cube.id, user_id=user, agent_id=self.agent_id,
+                                reason="recorded answer quoted a memory forgotten meanwhile")
 
     def _said(self, message: BaseMessage) -> Said | None:
         """What of ``message`` to record (``memos_core.integration.remembered_text``: the
@@ -371,6 +390,13 @@ class Said(NamedTuple):
     def memory_text(self) -> str:
         """The text ``MemOS.add`` gives its memory ("role: text")."""
         return f"{role_of(self.message)}: {self.text}"
+
+
+def _quotes(said: Said, forgotten: Sequence[MessageRedactor]) -> bool:
+    """Whether ``said``, not the user's own message, quotes a forgotten memory."""
+    if role_of(said.message) == "user":
+        return False
+    return any(r.text(said.memory_text) != said.memory_text for r in forgotten)
 
 
 def _as_item(said: Said) -> dict[str, Any]:

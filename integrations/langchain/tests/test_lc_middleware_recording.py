@@ -332,3 +332,49 @@ def test_a_message_memos_refuses_still_gets_an_answer(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("recall" in w for w in warnings) and any("m1" in w for w in warnings)
     assert not any("boat" in w for w in warnings)
+
+
+# ---------------------------------------------------------------- forgets during a turn
+
+LOCKER = "Alice's locker code is MARMOT9920"
+
+
+def test_an_answer_quoting_a_memory_forgotten_during_the_turn_is_not_recorded(
+        mos: MemOS) -> None:
+    """With the assistant's answers recorded, a turn that read a memory before its user
+    forgot it (elsewhere) and quotes it in the answer, recorded after the forget, would
+    store the forgotten text as a new memory. For a minute after a forget such an answer
+    is not recorded; the user's own statements are (new input)."""
+    chatty = MemOSMiddleware(mos, remember_roles=("user", "assistant"), recall=False)
+    fact = mos.add(LOCKER, user_id="alice")
+    mos.forget(fact.id, user_id="alice")
+    agent = create_agent(scripted(f"You told me: {LOCKER}."), middleware=[chatty],
+                         checkpointer=InMemorySaver())
+    agent.invoke({"messages": [HumanMessage("I moved to a bigger locker.")]}, _config("t1"))
+    assert _texts(mos) == ["user: I moved to a bigger locker."]
+
+
+def test_an_answer_recorded_while_a_forget_runs_is_forgotten_too(mos: MemOS) -> None:
+    """The turn looks for recent forgets, then records: a forget that ran in between
+    missed the new memory. It is forgotten right after it is recorded."""
+    import threading
+
+    fact = mos.add(LOCKER, user_id="alice")
+    chatty = MemOSMiddleware(mos, remember_roles=("user", "assistant"), recall=False)
+    agent = create_agent(scripted(f"You told me: {LOCKER}."), middleware=[chatty],
+                         checkpointer=InMemorySaver())
+    real_add = mos.add
+    forgetting = threading.Thread(target=lambda: mos.forget(fact.id, user_id="alice"))
+
+    def add_after_a_forget(*args: Any, **kwargs: Any) -> Any:
+        forgetting.start()
+        forgetting.join(60)
+        return real_add(*args, **kwargs)
+
+    mos.add = add_after_a_forget  # type: ignore[method-assign]
+    try:
+        agent.invoke({"messages": [HumanMessage("I moved to a bigger locker.")]},
+                     _config("t1"))
+    finally:
+        mos.add = real_add  # type: ignore[method-assign]
+    assert _texts(mos) == ["user: I moved to a bigger locker."]

@@ -17,7 +17,7 @@ raise the facade's closed error, never the database driver's.
   otherwise.
 * Forgets applied for a while after they ran (:mod:`.forgets`): :class:`RecentForgets`
   and its window :data:`LATE_WRITE_S` (what a running agent writes after a forget),
-  :class:`LateWrite` (a write under way while a forget's pass ran); the
+  :class:`LateWrite` (a write under way while a forget's pass ran) and :func:`quoting`; the
   memories a forget must look at, pre-filtered in the vault (:func:`owned_holding`).
 * Tool specs shared by both tool sets (:mod:`.tools`): :data:`TOOL_SPECS`.
 * Rules an adapter applies as the core does: redaction of prompts (:func:`for_prompt`,
@@ -46,7 +46,13 @@ from memos_core.integration.async_storage import (
     async_checkpoints,
     has_native_async,
 )
-from memos_core.integration.forgets import LATE_WRITE_S, LateWrite, RecentForgets, owned_holding
+from memos_core.integration.forgets import (
+    LATE_WRITE_S,
+    LateWrite,
+    RecentForgets,
+    owned_holding,
+    quoting,
+)
 from memos_core.integration.keyed import (
     aget_by_key,
     aiter_by_prefix,
@@ -125,6 +131,7 @@ __all__ = [
     "on_forget_checkpoints",
     "open_log",
     "owned_holding",
+    "quoting",
     "put_by_key",
     "redact_log_message",
     "redacted_text",

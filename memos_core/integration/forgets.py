@@ -120,6 +120,16 @@ class LateWrite:
         return self._forgets.redactors(user_id, before=before, since=self._added)
 
 
+def quoting(memories: Sequence[MemCube],
+            redactors: Sequence[MessageRedactor]) -> list[MemCube]:
+    """The memories among ``memories`` made from a message that is not the user's own
+    (metadata ``role``) whose text holds a memory of ``redactors``: an adapter made them of
+    what a run held when that memory was forgotten (:meth:`LateWrite.missed`), and forgets
+    them. The user's own messages are new input: kept."""
+    return [m for m in memories if m.metadata.get("role") != "user"
+            and any(r.text(m.text) != m.text for r in redactors)]
+
+
 def owned_holding(mos: MemOS, user_id: str, redactor: MessageRedactor, *,
                   tags: Sequence[str], states: Sequence[str]) -> list[MemCube]:
     """The memories ``user_id`` owns, with one of ``tags`` and in one of ``states``, whose

@@ -32,6 +32,7 @@ from memos_core.integration import (
     LateWrite,
     MessageRedactor,
     asked_or_answered,
+    quoting,
     recall_query,
     remembered_text,
     shown_text,
@@ -267,12 +268,9 @@ class MemOSMiddleware(AgentMiddleware):
                 [_as_item(said)], user_id=user, agent_id=self.agent_id, session_id=session,
                 metadata=meta, supersedes=old.id, reason="agent turn (edited message)",
             )
-        missed = late.missed(user)  # a forget ran while this turn was recorded
-        for cube in recorded:
-            if cube.metadata.get("role") != "user" and any(
-                    r.text(cube.text) != cube.text for r in missed):
-                self.mos.forget(cube.id, user_id=user, agent_id=self.agent_id,
-                                reason="recorded answer quoted a memory forgotten meanwhile")
+        for cube in quoting(recorded, late.missed(user)):  # a forget ran meanwhile
+            self.mos.forget(cube.id, user_id=user, agent_id=self.agent_id,
+                            reason="recorded answer quoted a memory forgotten meanwhile")
 
     def _said(self, message: BaseMessage) -> Said | None:
         """What of ``message`` to record (``memos_core.integration.remembered_text``: the

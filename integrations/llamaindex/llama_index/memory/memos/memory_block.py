@@ -10,8 +10,15 @@ from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory.memory import BaseMemoryBlock
 from llama_index.core.storage.chat_store.base_db import MessageStatus
-from memos_core import InvalidInputError, MemOS
-from memos_core.integration import ConversationLog, check_k, check_name, recall_query
+from memos_core import InvalidInputError, MemCube, MemOS
+from memos_core.integration import (
+    ConversationLog,
+    LateWrite,
+    check_k,
+    check_name,
+    quoting,
+    recall_query,
+)
 
 from llama_index.memory.memos._checks import (
     check_mos,
@@ -27,6 +34,7 @@ from llama_index.memory.memos._convert import (
     query_text,
     to_memos_messages,
 )
+from llama_index.memory.memos._forgets import late_redacted, late_write, watch_forgets
 
 #: The ``block_kwargs`` key through which :class:`MemOSMemory` tells the block which chat
 #: message ids are already in the prompt, so memories made from them are not repeated.
@@ -116,6 +124,7 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
             "line_template": check_line_template(data.get("line_template", "- {text}")),
         }
         super().__init__(**{**data, **checked})
+        watch_forgets(self.mos)  # the forgets whose text a flush may still hold
 
     # -- read ---------------------------------------------------------------------------
 
@@ -146,7 +155,11 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
     # -- write --------------------------------------------------------------------------
 
     async def _aput(self, messages: list[ChatMessage]) -> None:
-        """Store flushed messages as memories, grouped by the session ``Memory`` gave them."""
+        """Store flushed messages as memories, grouped by the session ``Memory`` gave them;
+        what a run held when its user forgot a memory comes without it (as in the chat
+        stores: ``late_redacted``)."""
+        late = late_write(self.mos)
+        messages = late_redacted(self.mos, self.user_id, messages)
         by_session: dict[str | None, list[ChatMessage]] = {}
         for message in messages:
             session = message.additional_kwargs.get("session_id")
@@ -160,7 +173,7 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
                 # Memory archived them already, and a flush is never handed over again
                 await add_memories(self.mos, items, "MemOSMemoryBlock: flushed message",
                                    user_id=self.user_id, agent_id=self.agent_id,
-                                   session_id=session)
+                                   session_id=session, late=late)
 
     async def _flushed_ids(
         self, session: str | None, messages: list[ChatMessage]
@@ -187,21 +200,28 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
 
 
 async def add_memories(mos: MemOS, items: list[dict[str, Any]], what: str, *,
-                       user_id: str, agent_id: str | None, session_id: str | None) -> None:
+                       user_id: str, agent_id: str | None, session_id: str | None,
+                       late: LateWrite) -> None:
     """Store ``items`` (``MemOS.aadd`` message dicts) in one call; if MemOS refuses the
     batch (it checks every item first), each on its own, so one message MemOS does not
     store (a NUL character, an unpaired surrogate, over its size limit) does not lose the
     others. A refused one is logged as ``what`` (its position, id and error class, never
-    its text)."""
+    its text). ``late``: made before the messages were redacted of recent forgets
+    (``late_redacted``); a memory made while a forget ran that quotes its memory is
+    forgotten right after (``memos_core.integration.quoting``)."""
     kwargs: dict[str, Any] = {"user_id": user_id, "agent_id": agent_id, "session_id": session_id}
+    added: list[MemCube] = []
     try:
-        await mos.aadd(items, **kwargs)
+        added += await mos.aadd(items, **kwargs)
     except InvalidInputError:
         for i, item in enumerate(items):
             try:
-                await mos.aadd([item], **kwargs)
+                added += await mos.aadd([item], **kwargs)
             except InvalidInputError as exc:
                 logger.warning(
                     "%s %d of %d (id %s, session %r) was not stored as a memory: MemOS "
                     "refused it (%s)", what, i + 1, len(items), item.get("id", "unknown"),
                     session_id, type(exc).__name__)
+    for cube in quoting(added, await late.amissed(user_id)):
+        await mos.aforget(cube.id, user_id=user_id, agent_id=agent_id,
+                          reason=f"{what} quoted a memory forgotten meanwhile")

@@ -16,11 +16,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from memos_core.errors import CLOSED, InvalidInputError
 
 __all__ = ["CLOSED", "RunningCalls"]
 
+#: The ``RunningCalls`` (by id) whose counted task this context runs in: a worker thread it
+#: hands work to (``asyncio.to_thread`` copies the context) is inside that call too.
+_TASKS: ContextVar[frozenset[int]] = ContextVar("memos_counted_tasks", default=frozenset())
 
 
 class RunningCalls:
@@ -41,11 +45,13 @@ class RunningCalls:
     @contextmanager
     def call(self) -> Iterator[None]:
         """Count one call for its duration; raise the closed error if ``close()`` has begun
-        in another thread and this is not a call nested in a running one."""
+        in another thread and this is not a call nested in a running one (in this thread,
+        or in the counted task that handed this thread its work)."""
         depth: int = getattr(self._depth, "n", 0)
         if depth == 0:
             with self._changed:
-                if self._closer is not None and self._closer != threading.get_ident():
+                if self._closer is not None and self._closer != threading.get_ident() \
+                        and id(self) not in _TASKS.get():
                     raise InvalidInputError(CLOSED)
                 self._running += 1
         self._depth.n = depth + 1
@@ -61,16 +67,19 @@ class RunningCalls:
     @contextmanager
     def task(self) -> Iterator[None]:
         """:meth:`call` for an asyncio task (a native async twin): counted without the
-        per-thread depth, since tasks interleave on the event loop's one thread."""
+        per-thread depth, since tasks interleave on the event loop's one thread; one nested
+        in a counted task (its context) is not refused."""
         loop_thread = threading.get_ident()
         with self._changed:
-            if self._closer is not None:
+            if self._closer is not None and id(self) not in _TASKS.get():
                 raise InvalidInputError(CLOSED)
             self._running += 1
             self._tasks[loop_thread] = self._tasks.get(loop_thread, 0) + 1
+        token = _TASKS.set(_TASKS.get() | {id(self)})
         try:
             yield
         finally:
+            _TASKS.reset(token)
             with self._changed:
                 self._running -= 1
                 self._tasks[loop_thread] -= 1

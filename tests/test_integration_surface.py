@@ -197,6 +197,27 @@ def test_recent_forgets_by_user_mark_and_age(mos: MemOS, monkeypatch: pytest.Mon
     assert recent.redactors(None) == []
 
 
+def test_recent_forgets_are_kept_once_the_forgets_pass_succeeds(mos: MemOS) -> None:
+    """A hook keeps its forget at the end of the forget's pass, before a write waiting for
+    the pass goes on, and only if every hook succeeded; ``since`` names the newer ones."""
+    from memos_core.governance.forget_hooks import ForgetPasses
+
+    passes, recent = ForgetPasses(), RecentForgets()
+    ada = mos.add("Ada's locker code is 4417.", user_id="ada")
+    bob = mos.add("Bob's locker code is 9902.", user_id="bob")
+    with passes.running():
+        recent.add(ada, mark=lambda: "m9")
+        assert recent.added == 0  # not yet: a later hook may abort the forget
+    assert recent.added == 1 and passes.overlapped(0) and not passes.overlapped(1)
+    with pytest.raises(RuntimeError), passes.running():
+        recent.add(bob)
+        raise RuntimeError("a later hook failed")
+    assert recent.added == 1 and passes.ended() == 2
+    recent.add(bob)  # outside a pass: at once
+    assert [r.user_id for r in recent.redactors(None, since=1)] == ["bob"]
+    assert [r.user_id for r in recent.redactors(None, before="m5")] == ["ada"]
+
+
 def test_redactor_tokens_survive_any_json_escaping(mos: MemOS) -> None:
     """What a forget hook asks the vault for (``owned_holding``): for each text, its runs of
     ASCII letters and digits, which no JSON escaping changes, all of which a record holding

@@ -165,6 +165,36 @@ def test_running_calls_count_nested_calls_once_and_tasks_each() -> None:
         pass
 
 
+def test_work_a_counted_task_hands_to_a_thread_is_inside_its_call() -> None:
+    """A native async twin that hands part of its work to a worker thread (or starts a
+    nested task) once another thread began closing: that work is inside the running call,
+    which close() waits for, so it is not refused halfway; a new task is."""
+    import asyncio
+
+    from memos_core.calls import RunningCalls
+
+    calls = RunningCalls()
+
+    def in_thread() -> int:
+        with calls.call():
+            return calls._running
+
+    async def twin() -> int:
+        with calls.task():
+            closer = threading.Thread(target=calls.begin_close)
+            closer.start()
+            closer.join()
+            with calls.task():  # nested in this task's call
+                pass
+            return await asyncio.to_thread(in_thread)
+
+    assert asyncio.run(twin()) == 2  # the task and its worker thread's call
+    with pytest.raises(InvalidInputError, match="closed"), calls.task():
+        pass
+    with pytest.raises(InvalidInputError, match="closed"):
+        in_thread()  # in no counted task
+
+
 def test_close_in_a_listener_while_another_thread_closes_does_not_deadlock(tmp_path: Path) -> None:
     """Thread B's add runs a change listener that closes the store while thread A is already
     closing and waiting for B's add: B's close returns at once (A waits for B's call), then

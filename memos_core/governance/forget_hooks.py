@@ -190,6 +190,23 @@ class ForgetHooks:
         return forms
 
 
+#: The actions deferred to the end of the forget pass running in this thread (None: none runs).
+_AFTER_PASS: ContextVar[list[Callable[[], None]] | None] = ContextVar("forget_after_pass",
+                                                                     default=None)
+
+
+def after_pass(action: Callable[[], None]) -> None:
+    """Run ``action`` once the forget pass running in this thread has succeeded (every hook
+    ran without error), before a write waiting for the pass goes on; now if none runs. For a
+    hook that remembers the forget (an adapter's recent forgets): a forget a later hook
+    aborts is not remembered."""
+    deferred = _AFTER_PASS.get()
+    if deferred is None:
+        action()
+    else:
+        deferred.append(action)
+
+
 class ForgetPasses:
     """A forget's passes over stored conversations (the core's log redaction and the hooks,
     :func:`memos_core.ops.forget.redact_logs`) and the adapters' writes racing them.
@@ -210,13 +227,20 @@ class ForgetPasses:
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        """A forget's passes (re-entrant)."""
+        """A forget's passes (re-entrant). What its hooks deferred with :func:`after_pass`
+        runs when they all succeeded, before the pass counts as ended; dropped if one
+        raised (the forget is aborted)."""
         with self._running:
             with self._count:
                 self._begun += 1
+            deferred: list[Callable[[], None]] = []
+            token = _AFTER_PASS.set(deferred)
             try:
                 yield
+                for action in deferred:
+                    action()
             finally:
+                _AFTER_PASS.reset(token)
                 with self._count:
                     self._ended += 1
 

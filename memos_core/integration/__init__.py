@@ -17,7 +17,8 @@ raise the facade's closed error, never the database driver's.
   otherwise.
 * Forgets applied for a while after they ran (:mod:`.forgets`): :class:`RecentForgets`
   and its window :data:`LATE_WRITE_S` (what a running agent writes after a forget),
-  :class:`LateWrite` (a write under way while a forget's pass ran) and :func:`quoting`; the
+  :class:`LateWrite` (a write under way while a forget's pass ran; :func:`late_write`,
+  :func:`alate_write`) and :func:`quoting`; the
   memories a forget must look at, pre-filtered in the vault (:func:`owned_holding`).
 * Tool specs shared by both tool sets (:mod:`.tools`): :data:`TOOL_SPECS`.
 * Rules an adapter applies as the core does: redaction of prompts (:func:`for_prompt`,
@@ -50,6 +51,8 @@ from memos_core.integration.forgets import (
     LATE_WRITE_S,
     LateWrite,
     RecentForgets,
+    alate_write,
+    late_write,
     owned_holding,
     quoting,
 )
@@ -130,6 +133,8 @@ __all__ = [
     "migrate_keys",
     "on_forget_checkpoints",
     "open_log",
+    "alate_write",
+    "late_write",
     "owned_holding",
     "quoting",
     "put_by_key",

@@ -16,11 +16,13 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
 from memos_core.cube import MemCube
-from memos_core.governance.forget_hooks import MessageRedactor
+from memos_core.governance.forget_hooks import MessageRedactor, after_pass
+from memos_core.integration.counted import acounted, counted
 from memos_core.vault import ListQuery
 
 if TYPE_CHECKING:
@@ -50,14 +52,22 @@ class RecentForgets:
         self._added = 0
         self._lock = threading.Lock()
 
-    def add(self, memory: MemCube, mark: str = "") -> MessageRedactor:
+    def add(self, memory: MemCube, mark: str | Callable[[], str] = "") -> MessageRedactor:
         """Keep the redactor of ``memory`` (a forget hook's argument: it knows the earlier
-        versions' texts while the forget runs); returns it."""
+        versions' texts while the forget runs) once the forget's pass has succeeded
+        (:func:`~memos_core.governance.forget_hooks.after_pass`: a forget a later hook
+        aborts is not kept); returns it. ``mark``: a string, or a function that makes it
+        then."""
         redactor = MessageRedactor(memory)
-        with self._lock:
-            self._prune()
-            self._added += 1
-            self._items.append((time.monotonic(), self._added, mark, memory.user_id, redactor))
+
+        def keep() -> None:
+            with self._lock:
+                self._prune()
+                self._added += 1
+                self._items.append((time.monotonic(), self._added,
+                                    mark() if callable(mark) else mark, memory.user_id, redactor))
+
+        after_pass(keep)
         return redactor
 
     @property
@@ -89,7 +99,9 @@ class LateWrite:
     <memos_core.governance.forget_hooks.ForgetPasses.excluding>` across it (an async
     write, or one whose storage call may wait for the store's write lock).
 
-    Made before the write looks at ``forgets``; after its commit, :meth:`missed` (or
+    Made before the write looks at ``forgets`` (use :func:`late_write` /
+    :func:`alate_write`, which count the whole write as one call of the MemOS, so that
+    ``close()`` waits for its follow-up too); after its commit, :meth:`missed` (or
     :meth:`amissed`) returns the redactors of the forgets whose pass over the stored
     conversations ran meanwhile and may have missed what it wrote. The caller redacts them
     in what it wrote, as the pass would have. Nearly always there are none, at the cost of
@@ -118,6 +130,23 @@ class LateWrite:
             return []
         await asyncio.to_thread(self._passes.wait)
         return self._forgets.redactors(user_id, before=before, since=self._added)
+
+
+@contextmanager
+def late_write(mos: MemOS, forgets: RecentForgets | None) -> Iterator[LateWrite]:
+    """A :class:`LateWrite` over ``forgets``, the block counted as one call of ``mos``
+    (``close()`` waits for the write and its follow-up; the closed error if ``mos`` is
+    closed)."""
+    with counted(mos, catch_up=False):
+        yield LateWrite(mos, forgets)
+
+
+@asynccontextmanager
+async def alate_write(mos: MemOS, forgets: RecentForgets | None) -> AsyncIterator[LateWrite]:
+    """Async :func:`late_write` (the block counted as an asyncio task of ``mos``; the
+    worker threads it hands work to are inside that call)."""
+    async with acounted(mos, None, catch_up=False):
+        yield LateWrite(mos, forgets)
 
 
 def quoting(memories: Sequence[MemCube],

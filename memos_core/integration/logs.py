@@ -19,7 +19,7 @@ thread otherwise. Files the adapters kept before
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -87,24 +87,27 @@ class ConversationLog:
     def take_oldest(self, user_id: str, log_id: str, n: int, *, archive: bool) -> list[LogRow]:
         return self._run(lambda v: list(v.log_take_oldest(user_id, log_id, n, archive=archive)))
 
-    def redact(self, redactors: Sequence[MessageRedactor]) -> None:
-        """Redact each redactor's memory in the logs of its owner and of no user, as its
-        forget's pass did, then clear the journal: for a write that pass may have missed
-        (:class:`~memos_core.integration.forgets.LateWrite`). Nothing when empty."""
+    def redact(self, redactors: Sequence[MessageRedactor], message_ids: Collection[str]) -> None:
+        """Redact each redactor's memory in the messages ``message_ids`` (those a write
+        stored) as its forget's pass did in the logs, then clear the journal: for a write
+        that pass may have missed (:class:`~memos_core.integration.forgets.LateWrite`).
+        Nothing when ``redactors`` is empty."""
         if not redactors:
             return
+        ids = frozenset(message_ids)
 
         def redact(vault: Vault) -> None:
             for redactor in redactors:
-                redact_conversation_logs(vault, redactor)
+                redact_conversation_logs(vault, redactor, only=ids)
             vault.checkpoint()
 
         self._run(redact)
 
-    async def aredact(self, redactors: Sequence[MessageRedactor]) -> None:
+    async def aredact(self, redactors: Sequence[MessageRedactor],
+                      message_ids: Collection[str]) -> None:
         """Async :meth:`redact` (in a worker thread: it runs only after a rare race)."""
         if redactors:
-            await asyncio.to_thread(self.redact, redactors)
+            await asyncio.to_thread(self.redact, redactors, message_ids)
 
     # -- async twins: native in server mode, else the sync method in a worker thread ---------
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -89,13 +89,18 @@ def redact_logs(store: MemoryStore, cube: MemCube) -> list[DerivedForm]:
         return forms + store.forget_hooks.run(cube, Path(store.data_dir), store.vault)
 
 
-def redact_conversation_logs(vault: Vault, redactor: MessageRedactor) -> list[DerivedForm]:
+def redact_conversation_logs(vault: Vault, redactor: MessageRedactor,
+                             only: Collection[str] | None = None) -> list[DerivedForm]:
     """Redact the memory of ``redactor`` in the vault's conversation logs of its owner and of
-    no user; one form per log changed."""
-    changed = vault.log_redact(
-        [redactor.user_id, ""], [p.decode() for p in redactor.patterns()],
-        sorted(redactor.source_ids),
-        lambda mid, message: redact_log_message(message, redactor, redactor.is_source(mid)))
+    no user (``only``: in the messages with these ids only); one form per log changed."""
+
+    def redact(mid: str, message: str) -> str | None:
+        if only is not None and mid not in only:
+            return None
+        return redact_log_message(message, redactor, redactor.is_source(mid))
+
+    changed = vault.log_redact([redactor.user_id, ""], [p.decode() for p in redactor.patterns()],
+                               sorted(redactor.source_ids), redact)
     return [DerivedForm(kind="conversation_log", id=f"{LOG_FORM}:{user}/{log}",
                         action="redacted") for user, log in changed]
 

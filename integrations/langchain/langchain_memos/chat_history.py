@@ -48,6 +48,7 @@ from memos_core.integration import (
     MessageRedactor,
     RecentForgets,
     check_name,
+    late_write,
     has_native_async,
     owned_holding,
     redact_log_message,
@@ -125,8 +126,13 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         if not messages:
             return
         recent = _RECENT.get(self.mos)
-        late = LateWrite(self.mos, recent)  # before it looks at the recent forgets
-        redactors = recent.redactors(self.user_id) if recent is not None else []
+        with late_write(self.mos, recent) as late:  # before it looks at the recent forgets
+            self._add(messages, recent.redactors(self.user_id) if recent is not None else [],
+                      late)
+
+    def _add(self, messages: Sequence[BaseMessage], redactors: Sequence[MessageRedactor],
+             late: LateWrite) -> None:
+        """:meth:`add_messages`, with the user's recent forgets (``redactors``)."""
         items = []
         for position, message in enumerate(messages):
             if not isinstance(message, BaseMessage):
@@ -142,12 +148,15 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
                 "message_id": message.id,
                 "metadata": {META_MESSAGE: message_to_dict(message)},
             })
-        self.mos.add_many(
+        added = self.mos.add_many(
             items, user_id=self.user_id, agent_id=self.agent_id, session_id=self.session_id,
             type="episode", origin="conversation", tags=[HISTORY_TAG],
         )
-        for redactor in late.missed(self.user_id):  # a forget ran while this was written
-            _redact_histories(self.mos, redactor)
+        missed = late.missed(self.user_id)  # a forget ran while this was written
+        for redactor in missed:  # in what this wrote, as the forget's pass would have
+            _redact_histories(self.mos, redactor, added)
+        if missed:
+            self.mos.vault.checkpoint()  # and out of the journal, as after a forget
 
     def clear(self) -> None:
         """Forget every message of this session (one ``MemOS.forget_many``)."""
@@ -280,10 +289,12 @@ def _late_redacted(message: BaseMessage, redactors: Sequence[MessageRedactor]) -
     return message if new == raw else messages_from_dict([json.loads(new)])[0]
 
 
-def _redact_histories(mos: MemOS, redactor: MessageRedactor) -> list[DerivedForm]:
+def _redact_histories(mos: MemOS, redactor: MessageRedactor,
+                      written: Sequence[MemCube] | None = None) -> list[DerivedForm]:
     """Redact the memory of ``redactor`` (its text, and what its earlier versions said) in
-    every chat-history message of its owner, each a new version of its memory written with
-    ``mos.update`` (text and serialised message redacted); one form per session changed.
+    every chat-history message of its owner (``written``: in these only), each a new version
+    of its memory written with ``mos.update`` (text and serialised message redacted); one
+    form per session changed.
 
     The forget hook, and after a write that the forget may have missed. The hook writes
     through the ``MemOS`` whose forget runs it, which a hook normally must not do: this
@@ -295,8 +306,10 @@ def _redact_histories(mos: MemOS, redactor: MessageRedactor) -> list[DerivedForm
     # source message ids): a cheap filter before a message is decoded and redacted
     patterns = [p.decode() for p in redactor.patterns()]
     sessions: set[str] = set()
-    for cube in owned_holding(mos, redactor.user_id, redactor, tags=[HISTORY_TAG],
-                              states=_LIVE_STATES):
+    if written is None:
+        written = owned_holding(mos, redactor.user_id, redactor, tags=[HISTORY_TAG],
+                                states=_LIVE_STATES)
+    for cube in written:
         if cube.id in skip or META_MESSAGE not in cube.metadata:  # tagged, not a message
             continue
         raw = json.dumps(cube.metadata[META_MESSAGE], ensure_ascii=False)

@@ -65,6 +65,7 @@ from memos_core.integration import (
     RecentForgets,
     ThreadCheckpoints,
     Typed,
+    alate_write,
     async_checkpoints,
     on_forget_checkpoints,
     open_log,
@@ -340,16 +341,18 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             return []
         # (in a forget's pass: no sync write runs between its late redaction and its commit)
         forms = _redact_vault(self._store, self.serde, memory, self.user_id_key)
-        # a checkpoint id made now sorts after every checkpoint created before this forget
-        self._forgotten.add(memory, mark=str(uuid6()))
+        # a checkpoint id made when the pass ends sorts after every checkpoint created
+        # before this forget
+        self._forgotten.add(memory, mark=lambda: str(uuid6()))
         return forms
 
-    async def _aredact_missed(self, late: LateWrite, user: object, checkpoint_id: str) -> None:
-        """After an async write's commit: redact the stored threads again for each forget
-        whose pass ran meanwhile and may have missed it (:class:`LateWrite`)."""
+    async def _aredact_missed(self, late: LateWrite, user: object, thread_id: str,
+                              checkpoint_id: str) -> None:
+        """After an async write's commit: redact the thread it wrote to again for each
+        forget whose pass ran meanwhile and may have missed it (:class:`LateWrite`)."""
         for redactor in await late.amissed(user, before=checkpoint_id):
             await asyncio.to_thread(_redact_threads, self._store, self.serde, redactor,
-                                    self.user_id_key)
+                                    self.user_id_key, thread_id)
 
     def _late(self, checkpoint_id: str, user: object) -> Sequence[MessageRedactor]:
         """The redactors of the recent forgets that ``checkpoint_id`` (a checkpoint, or the
@@ -425,10 +428,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         store = self._avault()
         if store is None:
             return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-        late = LateWrite(self.mos, self._forgotten)  # before its late redaction
-        record, blobs, user = self._encoded(config, checkpoint, metadata, new_versions)
-        await store.cp_put(record, blobs)
-        await self._aredact_missed(late, user, record.checkpoint_id)
+        async with alate_write(self.mos, self._forgotten) as late:  # before its late redaction
+            record, blobs, user = self._encoded(config, checkpoint, metadata, new_versions)
+            await store.cp_put(record, blobs)
+            await self._aredact_missed(late, user, record.thread_id, record.checkpoint_id)
         return _config(record.thread_id, record.checkpoint_ns, record.checkpoint_id)
 
     async def aput_writes(
@@ -442,10 +445,11 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         store = self._avault()
         if store is None:
             return await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-        late = LateWrite(self.mos, self._forgotten)  # before its late redaction
-        args = self._encoded_writes(config, writes, task_id, task_path)
-        await store.cp_put_writes(*args)
-        await self._aredact_missed(late, _run_user(config, self.user_id_key), args[2])
+        async with alate_write(self.mos, self._forgotten) as late:  # before its late redaction
+            args = self._encoded_writes(config, writes, task_id, task_path)
+            await store.cp_put_writes(*args)
+            await self._aredact_missed(late, _run_user(config, self.user_id_key), args[0],
+                                       args[2])
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Async :meth:`delete_thread`."""
@@ -504,10 +508,14 @@ def _redact_vault(vault: ThreadCheckpoints, serde: SerializerProtocol,
 
 
 def _redact_threads(vault: ThreadCheckpoints, serde: SerializerProtocol,
-                    redactor: MessageRedactor, user_id_key: str) -> list[DerivedForm]:
-    """:func:`_redact_vault` with the memory's redactor."""
-    others = _others_threads(((r.thread_id, r.metadata) for r in vault.cp_list()), serde,
+                    redactor: MessageRedactor, user_id_key: str,
+                    only: str | None = None) -> list[DerivedForm]:
+    """:func:`_redact_vault` with the memory's redactor (``only``: in that thread only)."""
+    records = vault.cp_list()
+    others = _others_threads(((r.thread_id, r.metadata) for r in records), serde,
                              redactor.user_id, user_id_key)
+    if only is not None:
+        others |= {r.thread_id for r in records} - {only}
     redactor = redactor.with_texts(_source_texts(vault, serde, redactor, others))
 
     def rewrite(typed: Typed) -> Typed | None:

@@ -32,6 +32,7 @@ from memos_core.integration import (
     LateWrite,
     MessageRedactor,
     asked_or_answered,
+    late_write,
     quoting,
     recall_query,
     remembered_text,
@@ -243,7 +244,11 @@ class MemOSMiddleware(AgentMiddleware):
         return None
 
     def _record(self, state: Mapping[str, Any], runtime: Runtime, config: Mapping[str, Any] | None) -> None:
-        late = LateWrite(self.mos, self._forgets)  # before it looks at the recent forgets
+        with late_write(self.mos, self._forgets) as late:  # before it looks at recent forgets
+            self._record_turn(state, runtime, config, late)
+
+    def _record_turn(self, state: Mapping[str, Any], runtime: Runtime,
+                     config: Mapping[str, Any] | None, late: LateWrite) -> None:
         humans, answer, tools = _turn(state.get("messages") or [])
         if tools & MEMORY_TOOL_NAMES:
             return  # the model stored, updated or forgot memories itself in this turn

@@ -313,17 +313,22 @@ def test_messages_added_just_after_a_forget_are_redacted(
 
 def test_messages_added_while_a_forget_runs_are_redacted(mos: MemOS) -> None:
     """``add_messages`` looks for recent forgets, then writes: a forget that ran in between
-    missed the messages, and they missed it. They are redacted right after the write."""
+    missed the messages, and they missed it. They are redacted right after the write, in
+    no file either -- and only they: the user's own message telling it again in another
+    session after the forget is new input, kept."""
     import threading
 
     history = MemOSChatMessageHistory(mos, user_id="alice", session_id="s")
+    other = MemOSChatMessageHistory(mos, user_id="alice", session_id="s2")
     fact = mos.add(FACT, user_id="alice", type="fact")
     real_add_many = mos.add_many
     forgetting = threading.Thread(target=lambda: mos.forget(fact.id, user_id="alice"))
 
     def add_after_a_forget(*args: object, **kwargs: object) -> list[MemCube]:
-        forgetting.start()
-        forgetting.join(60)
+        if kwargs.get("session_id") == "s":
+            forgetting.start()
+            forgetting.join(60)
+            other.add_messages([HumanMessage(f"Again: {FACT}")])
         return real_add_many(*args, **kwargs)  # type: ignore[arg-type]
 
     mos.add_many = add_after_a_forget  # type: ignore[method-assign]
@@ -332,5 +337,24 @@ def test_messages_added_while_a_forget_runs_are_redacted(mos: MemOS) -> None:
     finally:
         mos.add_many = real_add_many  # type: ignore[method-assign]
     assert [m.content for m in history.messages] == ["Yes, [forgotten]."]
-    assert not any(MARKER in v.text for c in mos.list(user_id="alice", limit=10)
-                   for v in mos.history(c.id, user_id="alice"))
+    assert [m.content for m in other.messages] == [f"Again: {FACT}"]
+    said = [v.text for v in mos.history(history._cubes()[0].id, user_id="alice")]
+    assert not any(MARKER in t for t in said)
+    assert _files_holding(mos.data_dir, f"Yes, {FACT}") == []  # the journal neither
+
+
+def test_a_forget_that_fails_redacts_nothing_later(mos: MemOS) -> None:
+    """A forget a later hook aborts leaves the memory; messages added after it keep its
+    text (it was not forgotten)."""
+    history = MemOSChatMessageHistory(mos, user_id="alice", session_id="s")
+    fact = mos.add(FACT, user_id="alice", type="fact")
+
+    def failing(_: MemCube) -> list[DerivedForm]:
+        raise RuntimeError("a later redactor failed")
+
+    unhook = mos.on_forget(failing)
+    with pytest.raises(RuntimeError):
+        mos.forget(fact.id, user_id="alice")
+    unhook()
+    history.add_messages([AIMessage(f"Yes, {FACT}.")])
+    assert [m.content for m in history.messages] == [f"Yes, {FACT}."]

@@ -14,6 +14,7 @@ import gc
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llama_index.core.base.llms.types import TextBlock, ToolCallBlock
@@ -245,31 +246,81 @@ def test_a_message_written_while_a_forget_begins_is_redacted(mos: MemOS, mode: s
     """A write looks for recent forgets, then commits: a forget whose pass over the stored
     logs ran in between (and whose hook registered it after) missed the message, which
     landed with the text. The write now notices the pass after its commit and redacts
-    what it may have missed, journal included."""
+    what it wrote, journal included -- and only that: the user's own message telling it
+    again elsewhere after the forget is new input, kept."""
     import asyncio
     import threading
-    import time
 
     [memory] = mos.add([{"role": "user", "content": SECRET}], user_id="dana")
+    store = MemOSChatStore(mos=mos, user_id="dana")
+    logs_done, hooks_go = threading.Event(), threading.Event()
+
+    def later_hook(_: MemCube) -> list[DerivedForm]:  # runs after the log pass went by
+        logs_done.set()
+        hooks_go.wait(30)
+        return []
+
+    mos.on_forget(later_hook)
     vault = mos.store.vault
     real_append = vault.log_append
     forgetting = threading.Thread(target=lambda: mos.forget(memory.id, user_id="dana"))
 
-    def append_while_a_forget_runs(*args: object, **kwargs: object) -> None:
-        forgetting.start()
-        time.sleep(0.5)  # the forget's pass and hooks run meanwhile
-        real_append(*args, **kwargs)  # type: ignore[arg-type]
+    def append_while_a_forget_runs(user: str, log: str, *args: Any) -> None:
+        if log == "k":
+            forgetting.start()
+            logs_done.wait(30)  # the forget's pass over the logs went by
+            hooks_go.set()
+        real_append(user, log, *args)
+        if log == "k":
+            forgetting.join(30)
+            store.add_message("other", ChatMessage(role="user", content=SECRET))
 
     vault.log_append = append_while_a_forget_runs  # type: ignore[method-assign]
     said = ChatMessage(role="assistant", content=f"Your code: {SECRET}.")
     try:
         if mode == "sync":
-            MemOSChatStore(mos=mos, user_id="dana").add_message("k", said)
+            store.add_message("k", said)
         else:
             asyncio.run(MemOSAsyncChatStore(mos=mos, user_id="dana").add_messages("k", [said]))
     finally:
-        forgetting.join(60)
         vault.log_append = real_append  # type: ignore[method-assign]
-    stored = MemOSChatStore(mos=mos, user_id="dana").get_messages("k")
-    assert [m.content for m in stored] == ["Your code: [forgotten]."]
-    assert files_holding(mos.data_dir, MARKER) == []
+    assert [m.content for m in store.get_messages("k")] == ["Your code: [forgotten]."]
+    assert [m.content for m in store.get_messages("other")] == [SECRET]
+
+
+def test_a_close_waits_for_the_redaction_after_a_write(open_mos: Callable[..., MemOS]) -> None:
+    """``close()`` between a write's commit and its redaction used to refuse the
+    redaction: the forgotten text stayed in the log for good. The write and its redaction
+    are one call of the MemOS, which ``close()`` waits for."""
+    import threading
+    import time
+
+    mos = open_mos("closing")
+    [memory] = mos.add([{"role": "user", "content": SECRET}], user_id="dana")
+    in_hook, release = threading.Event(), threading.Event()
+
+    def slow_hook(_: MemCube) -> list[DerivedForm]:  # after the log pass went by
+        in_hook.set()
+        release.wait(30)
+        return []
+
+    mos.on_forget(slow_hook)
+    vault = mos.store.vault
+    real_append = vault.log_append
+    forgetting = threading.Thread(target=lambda: mos.forget(memory.id, user_id="dana"))
+    closing = threading.Thread(target=mos.close)
+
+    def append_while_a_forget_runs(*args: Any) -> None:
+        forgetting.start()
+        in_hook.wait(30)
+        real_append(*args)
+        closing.start()  # the write has committed; its redaction waits for the forget
+        time.sleep(0.3)
+        release.set()
+
+    vault.log_append = append_while_a_forget_runs  # type: ignore[method-assign]
+    MemOSChatStore(mos=mos, user_id="dana").add_message(
+        "k", ChatMessage(role="assistant", content=f"Your code: {SECRET}."))
+    forgetting.join(30)
+    closing.join(30)
+    assert mos.closed and files_holding(mos.data_dir, MARKER) == []

@@ -24,11 +24,14 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.workflow import Context
 from memos_core import MemCube, MemOS, MemOSError, State
 from memos_core.integration import DerivedForm, LateWrite, MessageRedactor, RecentForgets
+from memos_core.integration import alate_write as core_alate_write
+from memos_core.integration import late_write as core_late_write
 
 from llama_index.memory.memos._convert import redact_value
 
@@ -87,10 +90,16 @@ def watch_forgets(mos: MemOS) -> None:
         _registry[mos] = watched
 
 
-def late_write(mos: MemOS) -> LateWrite:
-    """Made before a write's :func:`late_redacted`: after its commit, ``missed(user_id)``
-    names the forgets whose pass over the logs ran meanwhile (and may have missed it)."""
-    return LateWrite(mos, _registry.get(mos))
+def late_write(mos: MemOS) -> AbstractContextManager[LateWrite]:
+    """Entered before a write's :func:`late_redacted`, left after its follow-up (one call of
+    ``mos``): after its commit, ``missed(user_id)`` names the forgets whose pass over the
+    logs ran meanwhile (and may have missed it)."""
+    return core_late_write(mos, _registry.get(mos))
+
+
+def alate_write(mos: MemOS) -> AbstractAsyncContextManager[LateWrite]:
+    """Async :func:`late_write`."""
+    return core_alate_write(mos, _registry.get(mos))
 
 
 def late_redacted(mos: MemOS, user_id: str | None,

@@ -45,7 +45,12 @@ from llama_index.memory.memos._checks import (
     check_status,
 )
 from llama_index.memory.memos._convert import dump_message, load_message
-from llama_index.memory.memos._forgets import late_redacted, late_write, watch_forgets
+from llama_index.memory.memos._forgets import (
+    alate_write,
+    late_redacted,
+    late_write,
+    watch_forgets,
+)
 
 _ACTIVE = MessageStatus.ACTIVE.value
 
@@ -76,6 +81,10 @@ def _keep_ids(old: Sequence[Row], rows: Sequence[Row]) -> list[Row]:
         same = free.get(data)
         kept.append((same.pop(0) if same else mid, data))
     return kept
+
+
+def _ids(rows: Sequence[Row]) -> list[str]:
+    return [mid for mid, _ in rows]
 
 
 def _messages(rows: Sequence[Row]) -> list[ChatMessage]:
@@ -122,12 +131,12 @@ class MemOSChatStore(BaseChatStore):
     def set_messages(self, key: str, messages: list[ChatMessage]) -> None:
         """Replace the key's active messages with ``messages`` (in one transaction); a message
         equal to one it replaces keeps that one's id."""
-        late = late_write(self.mos)
-        rows = history_rows(self._late(check_chat_messages(messages)), None)
-        key = check_key(key)
-        rows = _keep_ids(self._log.read(self._ns, key, _ACTIVE), rows)
-        self._log.replace(self._ns, key, rows, _ACTIVE, clear=_ACTIVE)
-        self._log.redact(late.missed(self.user_id))
+        with late_write(self.mos) as late:
+            rows = history_rows(self._late(check_chat_messages(messages)), None)
+            key = check_key(key)
+            rows = _keep_ids(self._log.read(self._ns, key, _ACTIVE), rows)
+            self._log.replace(self._ns, key, rows, _ACTIVE, clear=_ACTIVE)
+            self._log.redact(late.missed(self.user_id), _ids(rows))
 
     def get_messages(self, key: str) -> list[ChatMessage]:
         """The key's active messages, oldest first ([] for an unknown key); new objects."""
@@ -135,10 +144,10 @@ class MemOSChatStore(BaseChatStore):
 
     def add_message(self, key: str, message: ChatMessage) -> None:
         """Append one message to the key's history."""
-        late = late_write(self.mos)
-        rows = history_rows(self._late([check_chat_message(message, "message")]), None)
-        self._log.append(self._ns, check_key(key), rows, _ACTIVE)
-        self._log.redact(late.missed(self.user_id))
+        with late_write(self.mos) as late:
+            rows = history_rows(self._late([check_chat_message(message, "message")]), None)
+            self._log.append(self._ns, check_key(key), rows, _ACTIVE)
+            self._log.redact(late.missed(self.user_id), _ids(rows))
 
     def delete_messages(self, key: str) -> list[ChatMessage] | None:
         """Delete the key's active messages; returns them, or None if there were none."""
@@ -162,12 +171,12 @@ class MemOSChatStore(BaseChatStore):
 
     async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
         """Async :meth:`set_messages`."""
-        late = late_write(self.mos)
-        rows = history_rows(self._late(check_chat_messages(messages)), None)
-        key = check_key(key)
-        rows = _keep_ids(await self._log.aread(self._ns, key, _ACTIVE), rows)
-        await self._log.areplace(self._ns, key, rows, _ACTIVE, clear=_ACTIVE)
-        await self._log.aredact(await late.amissed(self.user_id))
+        async with alate_write(self.mos) as late:
+            rows = history_rows(self._late(check_chat_messages(messages)), None)
+            key = check_key(key)
+            rows = _keep_ids(await self._log.aread(self._ns, key, _ACTIVE), rows)
+            await self._log.areplace(self._ns, key, rows, _ACTIVE, clear=_ACTIVE)
+            await self._log.aredact(await late.amissed(self.user_id), _ids(rows))
 
     async def aget_messages(self, key: str) -> list[ChatMessage]:
         """Async :meth:`get_messages`."""
@@ -175,10 +184,10 @@ class MemOSChatStore(BaseChatStore):
 
     async def async_add_message(self, key: str, message: ChatMessage) -> None:
         """Async :meth:`add_message`."""
-        late = late_write(self.mos)
-        rows = history_rows(self._late([check_chat_message(message, "message")]), None)
-        await self._log.aappend(self._ns, check_key(key), rows, _ACTIVE)
-        await self._log.aredact(await late.amissed(self.user_id))
+        async with alate_write(self.mos) as late:
+            rows = history_rows(self._late([check_chat_message(message, "message")]), None)
+            await self._log.aappend(self._ns, check_key(key), rows, _ACTIVE)
+            await self._log.aredact(await late.amissed(self.user_id), _ids(rows))
 
     async def adelete_messages(self, key: str) -> list[ChatMessage] | None:
         """Async :meth:`delete_messages`."""
@@ -287,11 +296,11 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
     ) -> None:
         """Append messages in order, in one transaction. ``ids``: one id per message
         (default: new random ids)."""
-        late = late_write(self.mos)
-        rows = history_rows(self._late(check_chat_messages(messages)), ids)
-        args = (self._ns, check_key(key), rows, check_status(status, optional=False))
-        await self._log.aappend(*args)
-        await self._log.aredact(await late.amissed(self.user_id))
+        async with alate_write(self.mos) as late:
+            rows = history_rows(self._late(check_chat_messages(messages)), ids)
+            args = (self._ns, check_key(key), rows, check_status(status, optional=False))
+            await self._log.aappend(*args)
+            await self._log.aredact(await late.amissed(self.user_id), _ids(rows))
 
     async def set_messages(
         self, key: str, messages: list[ChatMessage], status: MessageStatus = MessageStatus.ACTIVE
@@ -299,12 +308,12 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
         """Replace all of the key's messages (any status) with ``messages`` of ``status``; a
         message equal to one it replaces keeps that one's id (so memories made from it still
         name it as their source)."""
-        late = late_write(self.mos)
-        rows = history_rows(self._late(check_chat_messages(messages)), None)
-        key, state = check_key(key), check_status(status, optional=False)
-        rows = _keep_ids(await self._log.aread(self._ns, key, None), rows)
-        await self._log.areplace(self._ns, key, rows, state, None)
-        await self._log.aredact(await late.amissed(self.user_id))
+        async with alate_write(self.mos) as late:
+            rows = history_rows(self._late(check_chat_messages(messages)), None)
+            key, state = check_key(key), check_status(status, optional=False)
+            rows = _keep_ids(await self._log.aread(self._ns, key, None), rows)
+            await self._log.areplace(self._ns, key, rows, state, None)
+            await self._log.aredact(await late.amissed(self.user_id), _ids(rows))
 
     async def delete_message(self, key: str, idx: int) -> ChatMessage | None:
         """Delete the message at position ``idx`` among all the key's messages; returns it,

@@ -28,7 +28,7 @@ from llama_index.memory.memos._checks import (
     check_roles,
 )
 from llama_index.memory.memos._convert import message_text, to_memos_messages
-from llama_index.memory.memos._forgets import late_redacted, late_write
+from llama_index.memory.memos._forgets import alate_write, late_redacted
 from llama_index.memory.memos.chat_store import MemOSAsyncChatStore, history_rows
 from llama_index.memory.memos.memory_block import (
     EXCLUDE_SOURCES_KWARG,
@@ -223,15 +223,16 @@ class MemOSMemory(Memory):
             return
         # what a run held when its user forgot a memory (its tool calls and results) comes
         # without it (the store would redact the history, not the memories made here)
-        late = late_write(self.mos)
-        messages = late_redacted(self.mos, self.user_id, messages)
-        ids = [uuid.uuid4().hex for _ in messages]
-        history_rows(messages, ids)  # raises InvalidInputError before anything is written
-        items = to_memos_messages(messages, self.remember_roles, ids,
-                                  questions=self.remember_questions)
-        if items:
-            await add_memories(self.mos, items, "MemOSMemory: message", user_id=self.user_id,
-                               agent_id=self.agent_id, session_id=self.session_id, late=late)
+        async with alate_write(self.mos) as late:
+            messages = late_redacted(self.mos, self.user_id, messages)
+            ids = [uuid.uuid4().hex for _ in messages]
+            history_rows(messages, ids)  # raises InvalidInputError before anything is written
+            items = to_memos_messages(messages, self.remember_roles, ids,
+                                      questions=self.remember_questions)
+            if items:
+                await add_memories(self.mos, items, "MemOSMemory: message",
+                                   user_id=self.user_id, agent_id=self.agent_id,
+                                   session_id=self.session_id, late=late)
         await self._store.add_messages(self.session_id, messages, MessageStatus.ACTIVE, ids=ids)
         await self._manage_queue()
 

@@ -34,7 +34,7 @@ from llama_index.memory.memos._convert import (
     query_text,
     to_memos_messages,
 )
-from llama_index.memory.memos._forgets import late_redacted, late_write, watch_forgets
+from llama_index.memory.memos._forgets import alate_write, late_redacted, watch_forgets
 
 #: The ``block_kwargs`` key through which :class:`MemOSMemory` tells the block which chat
 #: message ids are already in the prompt, so memories made from them are not repeated.
@@ -158,22 +158,22 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         """Store flushed messages as memories, grouped by the session ``Memory`` gave them;
         what a run held when its user forgot a memory comes without it (as in the chat
         stores: ``late_redacted``)."""
-        late = late_write(self.mos)
-        messages = late_redacted(self.mos, self.user_id, messages)
-        by_session: dict[str | None, list[ChatMessage]] = {}
-        for message in messages:
-            session = message.additional_kwargs.get("session_id")
-            session = session if isinstance(session, str) and session else self.session_id
-            by_session.setdefault(session, []).append(message)
-        for session, group in by_session.items():
-            ids = await self._flushed_ids(session, group)
-            items = to_memos_messages(group, self.remember_roles, ids,
-                                      questions=self.remember_questions)
-            if items:
-                # Memory archived them already, and a flush is never handed over again
-                await add_memories(self.mos, items, "MemOSMemoryBlock: flushed message",
-                                   user_id=self.user_id, agent_id=self.agent_id,
-                                   session_id=session, late=late)
+        async with alate_write(self.mos) as late:
+            messages = late_redacted(self.mos, self.user_id, messages)
+            by_session: dict[str | None, list[ChatMessage]] = {}
+            for message in messages:
+                session = message.additional_kwargs.get("session_id")
+                session = session if isinstance(session, str) and session else self.session_id
+                by_session.setdefault(session, []).append(message)
+            for session, group in by_session.items():
+                ids = await self._flushed_ids(session, group)
+                items = to_memos_messages(group, self.remember_roles, ids,
+                                          questions=self.remember_questions)
+                if items:
+                    # Memory archived them already, and a flush is never handed over again
+                    await add_memories(self.mos, items, "MemOSMemoryBlock: flushed message",
+                                       user_id=self.user_id, agent_id=self.agent_id,
+                                       session_id=session, late=late)
 
     async def _flushed_ids(
         self, session: str | None, messages: list[ChatMessage]

@@ -68,3 +68,25 @@ def test_common_entities_are_not_expanded():
     for i in range(5):
         g.upsert(row(f"m{i}", session=f"s{i}", entities=["everyone"]))
     assert g.expand([("m0", 1.0)], IndexFilter()) == {}
+
+
+def test_names_no_memory_mentions_any_more_are_dropped() -> None:
+    """A long-lived graph whose memories come and go, each naming new people, kept every
+    name it had ever seen (its tables grew per request while its memories stayed few).
+    An entity no memory names is dropped and its number reused, in a principal's view too
+    (whose cached degree of that number goes with it)."""
+    from memos_core.graph.views import GraphView
+
+    for graph in (MemoryGraph(), GraphView(frozenset({"u"}))):
+        graph.upsert(row("keep", entities=("Lisbon",)))
+        for i in range(200):
+            graph.upsert(row(f"m{i}", entities=(f"Person{i}", f"Town{i}", "Lisbon")))
+            assert graph.entity_degree(f"Person{i}") == 1
+            assert graph.entity_degree("Lisbon") == 2
+            graph.remove(f"m{i}")
+        assert len(graph._entity_names) <= 4  # Lisbon and the two names of one request
+        assert graph.entity_degree("Person0") == 0 and graph.entity_degree("Lisbon") == 1
+        graph.upsert(row("keep", entities=("Porto",)))  # a new version names another city
+        graph.upsert(row("other", entities=("Lisbon", "Porto")))
+        assert [graph.entity_degree(n) for n in ("Lisbon", "Porto")] == [1, 2]
+        assert graph.entities_of("other") == ["Lisbon", "Porto"]

@@ -77,8 +77,9 @@ class MemoryGraph:
         self._ents: list[tuple[int, ...]] = []  # number -> entity numbers
         self._free: list[int] = []              # numbers of removed memories, for reuse
         self._entity_num: dict[str, int] = {}
-        self._entity_names: list[str] = []
+        self._entity_names: list[str] = []      # number -> entity ("" when free)
         self._members: list[set[int]] = []      # entity number -> memory numbers
+        self._free_entities: list[int] = []     # numbers of entities no memory names, for reuse
         self._relations: dict[int, dict[int, str]] = {}  # explicit relations, both directions
         # (user_id, session_id) -> sorted [(occurred_at or -inf, seq, number)]
         self._sessions: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
@@ -121,9 +122,7 @@ class MemoryGraph:
         for entity in dict.fromkeys(row.get("entities", ())):
             e = self._entity_num.get(entity)
             if e is None:
-                e = self._entity_num[entity] = len(self._entity_names)
-                self._entity_names.append(sys.intern(entity))
-                self._members.append(set())
+                e = self._new_entity(entity)
             self._members[e].add(n)
             ents.append(e)
         self._ents[n] = tuple(ents)
@@ -186,10 +185,31 @@ class MemoryGraph:
                 _intern(get("state")), _freeze(get("occurred_at")),
                 _freeze(get("superseded")), _freeze(get("version")), _freeze(get("readers")))
 
+    def _new_entity(self, entity: str) -> int:
+        if self._free_entities:
+            e = self._free_entities.pop()
+            self._entity_names[e] = sys.intern(entity)
+        else:
+            e = len(self._entity_names)
+            self._entity_names.append(sys.intern(entity))
+            self._members.append(set())
+        self._entity_num[entity] = e
+        return e
+
     def _drop_mentions(self, n: int) -> None:
         for e in self._ents[n]:
-            self._members[e].discard(n)
+            members = self._members[e]
+            members.discard(n)
+            if not members:  # no memory names it any more: its number is reused
+                self._free_entity(e)
         self._ents[n] = ()
+
+    def _free_entity(self, e: int) -> None:
+        """Forget entity number ``e`` (no memory names it): a long-lived graph whose
+        memories come and go keeps only the names they mention now."""
+        del self._entity_num[self._entity_names[e]]
+        self._entity_names[e] = ""
+        self._free_entities.append(e)
 
     def _turn_key(self, n: int) -> tuple[float, int, int]:
         row = self._rows[n]

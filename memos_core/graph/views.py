@@ -101,6 +101,10 @@ class GraphView(MemoryGraph):
         self._recount(self._num.get(memory_id), -1)
         super().remove(memory_id)
 
+    def _free_entity(self, e: int) -> None:
+        super()._free_entity(e)
+        self._readable_degrees.pop(e, None)  # the number may name another entity next
+
     def _recount(self, n: int | None, sign: int) -> None:
         """Add (``sign`` 1) or take away (-1) memory number ``n`` in the counts computed so
         far, if its principals may read it: a write moves them by one (recounting the view

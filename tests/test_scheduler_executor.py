@@ -500,3 +500,23 @@ def test_a_config_without_a_heat_half_life_takes_the_stores(make_mos, tiny, monk
     assert engine_for(mos).executor.config.heat_half_life_s == 60.0
     week = SchedulerConfig.preset("eager", heat_half_life_s=7 * 24 * 3600.0)  # its own: kept
     assert mos.schedule(user_id="alice", config=week).counts()["promote"] == 1
+
+
+def test_token_counts_are_kept_for_the_current_versions_of_live_memories(store: MemOS) -> None:
+    """The scheduler counts a memory's tokens once per version. It kept every count it
+    ever made (each version's, and the forgotten memories'): a long-lived store that updates
+    hot memories grew by one entry per update and run. Now one per live memory."""
+    cubes = [store.add(f"Alice's note number {i} is about the garden.", user_id="alice")
+             for i in range(3)]
+    executor = engine_for(store).executor
+    for round_ in range(3):
+        hit(store, *cubes)
+        store.schedule(config=EAGER)
+        cubes = [store.update(c.id, f"{c.text} (round {round_})", user_id="alice")
+                 for c in cubes]
+    store.forget(cubes[0].id, user_id="alice")
+    hit(store, *cubes[1:])
+    store.schedule(config=EAGER)
+    assert len(executor._tokens) == 2
+    assert {mid: v for mid, (_, v, *_) in executor._tokens.items()} == {
+        c.id: c.version for c in cubes[1:]}

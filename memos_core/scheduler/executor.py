@@ -137,7 +137,8 @@ class SchedulerExecutor:
         self._clock = clock
         self._run_lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._tokens: dict[tuple[str, int, str], int] = {}  # (id, version, model) -> tokens
+        #: memory id -> (owner, version, model digest, tokens): one entry per live memory
+        self._tokens: dict[str, tuple[str, int, str, int]] = {}
         self._hot: dict[str, tuple[str, ...]] = {}  # owner -> ids last marked hot
 
     # ------------------------------------------------------------------ reading
@@ -181,14 +182,15 @@ class SchedulerExecutor:
         tier = self._provider(True)
         if tier is None:  # pragma: no cover - a provider must create when asked to
             raise MemOSError("the KV tier provider returned no tier; the model failed to load")
-        key = (cube.id, cube.version, tier.model.fingerprint.digest)
+        digest = tier.model.fingerprint.digest
         with self._state_lock:
-            cached = self._tokens.get(key)
-        if cached is None:
-            cached = tier.memory_tokens(cube.text)
-            with self._state_lock:
-                self._tokens[key] = cached
-        return cached
+            cached = self._tokens.get(cube.id)
+        if cached is not None and cached[1:3] == (cube.version, digest):
+            return cached[3]
+        tokens = tier.memory_tokens(cube.text)
+        with self._state_lock:  # replaces the count of an earlier version
+            self._tokens[cube.id] = (cube.user_id, cube.version, digest, tokens)
+        return tokens
 
     def records(
         self, cubes: Sequence[MemCube], now: datetime, config: SchedulerConfig | None = None
@@ -207,7 +209,18 @@ class SchedulerExecutor:
                     and may_activate(record, now, config)):
                 record = record.model_copy(update={"token_count": self._token_count(cube)})
             records.append(record)
+        self._forget_counts(cubes)
         return records
+
+    def _forget_counts(self, cubes: Sequence[MemCube]) -> None:
+        """Drop the token counts of the owners of ``cubes`` (all their live memories) kept
+        for memories not among them: forgotten, expired or archived since."""
+        owners, live = {c.user_id for c in cubes}, {c.id for c in cubes}
+        with self._state_lock:
+            gone = [mid for mid, (owner, *_) in self._tokens.items()
+                    if owner in owners and mid not in live]
+            for mid in gone:
+                del self._tokens[mid]
 
     def plan(
         self,

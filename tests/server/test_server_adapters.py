@@ -273,3 +273,43 @@ async def test_a_native_checkpoint_written_while_a_forget_runs_is_redacted(open_
     values = (stored.checkpoint["channel_values"].get("messages", []) if call == "aput"
               else stored.pending_writes[0][2])
     assert [m.content for m in values] == ["[forgotten]"]
+
+
+def test_every_adapter_takes_a_database_url(pg_url):
+    """scale_out.md: the adapters take a ``postgresql://`` URL wherever they take a MemOS
+    (the process's shared one). ``MemOSRetriever`` refused it (a pydantic error)."""
+    from langchain_memos import (
+        MemOSChatMessageHistory,
+        MemOSCheckpointer,
+        MemOSMiddleware,
+        MemOSRetriever,
+        MemOSStore,
+        create_memory_tools,
+    )
+    from llama_index.memory.memos import (
+        MemOSAsyncChatStore,
+        MemOSChatStore,
+        MemOSLLM,
+        MemOSMemory,
+        MemOSMemoryBlock,
+        memos_tools,
+    )
+    from llama_index.memory.memos import MemOSRetriever as LlamaRetriever
+
+    shared = resolve_memos(pg_url)
+    try:
+        built = [
+            MemOSRetriever(pg_url, user_id="alice"), MemOSRetriever(mos=pg_url, user_id="alice"),
+            MemOSChatMessageHistory(pg_url, user_id="alice", session_id="s"),
+            MemOSCheckpointer(pg_url), MemOSMiddleware(pg_url), MemOSStore(pg_url, user_label=0),
+            MemOSChatStore(mos=pg_url), MemOSAsyncChatStore(mos=pg_url),
+            MemOSMemory.from_defaults(mos=pg_url, user_id="alice", session_id="s"),
+            MemOSMemoryBlock(mos=pg_url, user_id="alice"), LlamaRetriever(pg_url, user_id="alice"),
+            MemOSLLM(mos=pg_url, user_id="alice"),
+        ]
+        assert all(adapter.mos is shared for adapter in built)
+        assert create_memory_tools(pg_url, user_id="alice") and memos_tools(pg_url, user_id="alice")
+        shared.add("The spare key is under the mat.", user_id="alice")
+        assert built[0].invoke("spare key")[0].page_content == "The spare key is under the mat."
+    finally:
+        shared.close()

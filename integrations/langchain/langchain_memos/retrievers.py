@@ -17,7 +17,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from memos_core import MemOS, SearchHit
+from memos_core import MemOS, SearchHit, resolve_memos
 from memos_core.integration import shown_text
 from pydantic import ConfigDict, Field
 
@@ -58,11 +58,13 @@ class MemOSRetriever(BaseRetriever):
     include_superseded: bool = Field(default=False, description="Also superseded memories.")
     include_archived: bool = Field(default=False, description="Also archived memories.")
 
-    def __init__(self, mos: MemOS | None = None, /, **kwargs: Any) -> None:
+    def __init__(self, mos: MemOS | str | None = None, /, **kwargs: Any) -> None:
         if mos is not None:
             if "mos" in kwargs:
                 raise TypeError("MemOSRetriever got mos both positionally and as mos=")
             kwargs["mos"] = mos
+        if "mos" in kwargs:  # a postgresql:// URL: the process's shared MemOS
+            kwargs["mos"] = resolve_memos(kwargs["mos"])
         super().__init__(**_options(kwargs))
 
     def _search_kwargs(self, k: int | None) -> dict[str, Any]:

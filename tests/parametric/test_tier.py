@@ -284,6 +284,45 @@ def test_close_stops_a_background_training_and_nothing_reaches_the_disk(
         assert again.adapters(user_id="ada") == []
 
 
+def test_close_stops_a_background_consolidation_while_it_generates(
+    store: tuple[MemOS, list[str]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before training, a consolidation generates the base model's replay and control
+    answers; close() waited for that to finish (30-60 s on SmolLM2, then a warning). It now
+    ends at the next token."""
+    import threading
+    import time
+
+    from memos_core import engine as engine_module
+    from memos_core.runtime import generation
+
+    mos, ids = store
+    real = generation.greedy_tokens
+    generating, closed = threading.Event(), threading.Event()
+    after_close: list[int] = []
+
+    def slow_tokens(*args: object, **kwargs: object) -> object:
+        for token in real(*args, **kwargs):  # type: ignore[arg-type]
+            generating.set()
+            if closed.is_set():
+                after_close.append(token)
+            time.sleep(0.05)
+            yield token
+
+    monkeypatch.setattr(generation, "greedy_tokens", slow_tokens)
+    monkeypatch.setattr(engine_module, "_JOB_STOP_S", 5.0)  # a job that ignores close: 5 s
+    long = OPEN.model_copy(update={"replay_tokens": 64, "control_tokens": 64})
+    future = mos.consolidate(user_id="ada", memory_ids=ids, config=long, background=True,
+                             progress=False)
+    assert generating.wait(120)
+    closed.set()
+    mos.close()
+    assert future.done()
+    with pytest.raises(InvalidInputError, match="closed while an adapter was being trained"):
+        future.result()
+    assert len(after_close) <= 1
+
+
 def test_chat_keeps_memories_the_adapter_cannot_answer_in_the_prompt(
     store: tuple[MemOS, list[str]],
 ) -> None:

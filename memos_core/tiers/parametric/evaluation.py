@@ -26,10 +26,12 @@ from memos_core.tiers.parametric.data import cloze, question
 _WORD = re.compile(r"[^\W_]+")
 
 
-def greedy_completion(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> list[int]:
+def greedy_completion(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int,
+                      stop: Callable[[], None] = lambda: None) -> list[int]:
     """Token ids greedily generated after the raw ``prompt`` (stops early at an end token).
 
     ``model`` is a transformers causal LM (base, merged, or peft-wrapped); it is not modified.
+    ``stop`` is called before each token (it raises to end the generation: a closing store).
     """
     import torch
     from transformers import DynamicCache
@@ -39,8 +41,12 @@ def greedy_completion(model: Any, tokenizer: Any, prompt: str, max_new_tokens: i
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     input_ids = torch.tensor([ids], device=model.device)  # (1, prompt_len)
     eos = frozenset(i for i in [tokenizer.eos_token_id] if i is not None)
-    out = list(greedy_tokens(model, input_ids, DynamicCache(config=model.config),
-                             max_new_tokens, eos))
+    out = []
+    stop()
+    for token in greedy_tokens(model, input_ids, DynamicCache(config=model.config),
+                               max_new_tokens, eos):
+        out.append(token)
+        stop()
     return [t for t in out if t not in eos]
 
 
@@ -169,13 +175,15 @@ def first_token_confidence(model: Any, tokenizer: Any, prompt: str) -> float:
 
 
 def base_control_answers(
-    model: Any, tokenizer: Any, prompts: Sequence[str], config: ParametricConfig
+    model: Any, tokenizer: Any, prompts: Sequence[str], config: ParametricConfig,
+    stop: Callable[[], None] = lambda: None,
 ) -> list[tuple[str, str]]:
     """``(prompt, answer)`` for the control prompts the base model answers with confidence
     (first token probability >= ``config.control_min_confidence``); the answer is its first
     ``control_tokens`` tokens, decoded."""
     return [
-        (p, tokenizer.decode(greedy_completion(model, tokenizer, p, config.control_tokens)))
+        (p, tokenizer.decode(greedy_completion(model, tokenizer, p, config.control_tokens,
+                                               stop)))
         for p in prompts
         if config.control_min_confidence <= 0
         or first_token_confidence(model, tokenizer, p) >= config.control_min_confidence
@@ -195,7 +203,7 @@ def evaluate(
     ``controls`` (``(prompt, base answer)`` from :func:`base_control_answers`). Given
     ``chat`` (question -> chat-formatted prompt), each memory's question form is asked too
     (``question_tokens`` tokens) and ``question_recalled`` set. ``stop`` is called before
-    each memory and control and may raise to end it there."""
+    each memory, control and generated token and may raise to end it there."""
     items = []
     for memory_id, text in memories:
         stop()
@@ -203,12 +211,13 @@ def evaluate(
         if form is None:
             continue
         prompt, answer = form
-        out = tokenizer.decode(greedy_completion(model, tokenizer, prompt, config.recall_tokens))
+        out = tokenizer.decode(greedy_completion(model, tokenizer, prompt, config.recall_tokens,
+                                                 stop))
         asked = said = None
         if chat is not None:
             asked = question(text) or prompt
             said = tokenizer.decode(greedy_completion(model, tokenizer, chat(asked),
-                                                      config.question_tokens))
+                                                      config.question_tokens, stop))
         items.append(RecallItem(
             memory_id=memory_id, prompt=prompt, answer=answer.strip(), completion=out,
             recalled=answer_recalled(out, answer), question=asked, question_completion=said,
@@ -216,7 +225,8 @@ def evaluate(
     control_items = []
     for prompt, base in controls:
         stop()
-        out = tokenizer.decode(greedy_completion(model, tokenizer, prompt, config.control_tokens))
+        out = tokenizer.decode(greedy_completion(model, tokenizer, prompt, config.control_tokens,
+                                                 stop))
         kept = control_kept(base, out, config.control_words)
         control_items.append(ControlItem(prompt=prompt, base=base, adapted=out, kept=kept))
     return Evaluation(

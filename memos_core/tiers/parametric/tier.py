@@ -144,10 +144,12 @@ class ParametricTier:
         cached per model and config)."""
         key = base.fingerprint.digest + config.model_dump_json()
         if key not in self._answers:
+            stop = self._stop_if_closing  # a close ends it at the next token
             replay = [base.tokenizer.decode(greedy_completion(base.model, base.tokenizer, p,
-                                                               config.replay_tokens))
+                                                               config.replay_tokens, stop))
                       for p in REPLAY_PROMPTS]
-            controls = base_control_answers(base.model, base.tokenizer, CONTROL_PROMPTS, config)
+            controls = base_control_answers(base.model, base.tokenizer, CONTROL_PROMPTS, config,
+                                            stop)
             self._answers[key] = (replay_examples(REPLAY_PROMPTS, replay), controls)
         return self._answers[key]
 
@@ -157,7 +159,8 @@ class ParametricTier:
         greedy completions of each (distinct) prompt."""
         prompts = sorted({p for c in cubes if (p := neighbour(c.text)) is not None})
         completions = [base.tokenizer.decode(greedy_completion(
-            base.model, base.tokenizer, p, config.replay_tokens)) for p in prompts]
+            base.model, base.tokenizer, p, config.replay_tokens, self._stop_if_closing))
+            for p in prompts]
         return replay_examples(prompts, completions)
 
     def candidates(self, owner: str, memory_ids: Sequence[str] | None = None, *,

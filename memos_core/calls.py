@@ -22,9 +22,10 @@ from memos_core.errors import CLOSED, InvalidInputError
 
 __all__ = ["CLOSED", "RunningCalls"]
 
-#: The ``RunningCalls`` (by id) whose counted task this context runs in: a worker thread it
-#: hands work to (``asyncio.to_thread`` copies the context) is inside that call too.
-_TASKS: ContextVar[frozenset[int]] = ContextVar("memos_counted_tasks", default=frozenset())
+#: Marks of the counted tasks this context runs in: a worker thread such a task hands work
+#: to (``asyncio.to_thread`` copies the context) is inside that call while it runs. A task
+#: created meanwhile inherits the marks, which stop counting once that call has returned.
+_TASKS: ContextVar[frozenset[object]] = ContextVar("memos_counted_tasks", default=frozenset())
 
 
 class RunningCalls:
@@ -36,6 +37,7 @@ class RunningCalls:
         self._closer: int | None = None  # the thread running close()
         self._depth = threading.local()  # per thread: how deep in facade calls
         self._tasks: dict[int, int] = {}  # thread of an event loop -> its counted tasks
+        self._marks: set[object] = set()  # marks of the counted tasks running (see _TASKS)
 
     @property
     def closing(self) -> bool:
@@ -51,7 +53,7 @@ class RunningCalls:
         if depth == 0:
             with self._changed:
                 if self._closer is not None and self._closer != threading.get_ident() \
-                        and id(self) not in _TASKS.get():
+                        and not self._inside_task():
                     raise InvalidInputError(CLOSED)
                 self._running += 1
         self._depth.n = depth + 1
@@ -71,21 +73,28 @@ class RunningCalls:
         in a counted task (its context) is not refused."""
         loop_thread = threading.get_ident()
         with self._changed:
-            if self._closer is not None and id(self) not in _TASKS.get():
+            if self._closer is not None and not self._inside_task():
                 raise InvalidInputError(CLOSED)
             self._running += 1
             self._tasks[loop_thread] = self._tasks.get(loop_thread, 0) + 1
-        token = _TASKS.set(_TASKS.get() | {id(self)})
+            mark = object()
+            self._marks.add(mark)
+        token = _TASKS.set(_TASKS.get() | {mark})
         try:
             yield
         finally:
             _TASKS.reset(token)
             with self._changed:
+                self._marks.discard(mark)
                 self._running -= 1
                 self._tasks[loop_thread] -= 1
                 if not self._tasks[loop_thread]:
                     del self._tasks[loop_thread]
                 self._changed.notify_all()
+
+    def _inside_task(self) -> bool:  # under _changed
+        """True in a context a running counted task of these calls handed work to."""
+        return not self._marks.isdisjoint(_TASKS.get())
 
     @property
     def in_call(self) -> bool:

@@ -179,16 +179,31 @@ def test_work_a_counted_task_hands_to_a_thread_is_inside_its_call() -> None:
         with calls.call():
             return calls._running
 
-    async def twin() -> int:
+    returned = asyncio.Event()
+
+    async def later() -> None:
+        await returned.wait()
+        with calls.task():  # a task started during the call, running after it returned
+            pass
+
+    async def twin() -> tuple[int, asyncio.Task[None]]:
         with calls.task():
             closer = threading.Thread(target=calls.begin_close)
             closer.start()
             closer.join()
             with calls.task():  # nested in this task's call
                 pass
-            return await asyncio.to_thread(in_thread)
+            outliving = asyncio.get_running_loop().create_task(later())
+            return await asyncio.to_thread(in_thread), outliving
 
-    assert asyncio.run(twin()) == 2  # the task and its worker thread's call
+    async def run() -> int:
+        running, outliving = await twin()
+        returned.set()
+        with pytest.raises(InvalidInputError, match="closed"):
+            await outliving
+        return running
+
+    assert asyncio.run(run()) == 2  # the task and its worker thread's call
     with pytest.raises(InvalidInputError, match="closed"), calls.task():
         pass
     with pytest.raises(InvalidInputError, match="closed"):

@@ -38,6 +38,7 @@ class RunningCalls:
         self._depth = threading.local()  # per thread: how deep in facade calls
         self._tasks: dict[int, int] = {}  # thread of an event loop -> its counted tasks
         self._marks: set[object] = set()  # marks of the counted tasks running (see _TASKS)
+        self._sealed = False  # close() stopped waiting: no mark lets a call in any more
 
     @property
     def closing(self) -> bool:
@@ -93,8 +94,10 @@ class RunningCalls:
                 self._changed.notify_all()
 
     def _inside_task(self) -> bool:  # under _changed
-        """True in a context a running counted task of these calls handed work to."""
-        return not self._marks.isdisjoint(_TASKS.get())
+        """True in a context a running counted task of these calls handed work to, until
+        ``close()`` stopped waiting (it does not wait for its own loop's tasks: work they
+        hand on after that would meet the store being closed)."""
+        return not self._sealed and not self._marks.isdisjoint(_TASKS.get())
 
     @property
     def in_call(self) -> bool:
@@ -116,7 +119,8 @@ class RunningCalls:
         how many still run. Not waited for: the caller's own call, if it closes from inside
         one, and the tasks of the event loop whose thread calls this (a sync ``close()`` in
         async code: they cannot go on while it blocks their loop; ``await aclose()`` closes
-        from a worker thread and waits for them)."""
+        from a worker thread and waits for them). From then on only the closing thread's
+        calls are let in."""
         here = threading.get_ident()
 
         def others() -> int:
@@ -124,4 +128,5 @@ class RunningCalls:
 
         with self._changed:
             self._changed.wait_for(lambda: others() <= 0, timeout_s)
+            self._sealed = True  # what starts from now on meets a closing store: refused
             return others()

@@ -633,7 +633,8 @@ class MemOS:
         self._check_open()
         user_id = check_name(user_id, "user_id")
         mode = check_mode(derived)
-        with self.store.write_lock:
+        # one pass (forget_passes): adapters' writes under way wait for its end
+        with self.store.write_lock, self.store.forget_passes.running():
             cube = self._load(memory_id, user_id, allow_deleted=True)
             access.require(cube, user_id, access.Operation.OWN, "forget")
             try:
@@ -677,7 +678,7 @@ class MemOS:
             raise InvalidInputError("memory_ids must be a list of memory ids, got None.")
         ids = check_strs(memory_ids, "memory_ids")
         actor = Actor(user_id, agent_id, reason)
-        with self.store.write_lock:
+        with self.store.write_lock, self.store.forget_passes.running():  # one pass
             cubes = [self._load(mid, user_id, allow_deleted=True) for mid in ids]
             for cube in cubes:
                 access.require(cube, user_id, access.Operation.OWN, "forget")

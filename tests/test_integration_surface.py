@@ -10,6 +10,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,25 +198,50 @@ def test_recent_forgets_by_user_mark_and_age(mos: MemOS, monkeypatch: pytest.Mon
     assert recent.redactors(None) == []
 
 
-def test_recent_forgets_are_kept_once_the_forgets_pass_succeeds(mos: MemOS) -> None:
-    """A hook keeps its forget at the end of the forget's pass, before a write waiting for
-    the pass goes on, and only if every hook succeeded; ``since`` names the newer ones."""
+def test_recent_forgets_are_kept_once_the_tombstone_is_committed(mos: MemOS) -> None:
+    """A hook keeps its forget when the memory's tombstone is committed, inside the pass
+    (before a write waiting for the pass goes on); a forget aborted after its hook ran (a
+    later hook, another memory of a ``forget_many``) is not kept; ``since`` names the
+    newer ones."""
     from memos_core.governance.forget_hooks import ForgetPasses
 
     passes, recent = ForgetPasses(), RecentForgets()
     ada = mos.add("Ada's locker code is 4417.", user_id="ada")
     bob = mos.add("Bob's locker code is 9902.", user_id="bob")
     with passes.running():
-        recent.add(ada, mark=lambda: "m9")
+        with passes.running():  # its log pass, part of the forget
+            recent.add(ada, mark=lambda: "m9")
         assert recent.added == 0  # not yet: a later hook may abort the forget
-    assert recent.added == 1 and passes.overlapped(0) and not passes.overlapped(1)
+        passes.forgotten(ada.id)
+        assert recent.added == 1
+    assert passes.overlapped(0) and not passes.overlapped(passes.ended())
     with pytest.raises(RuntimeError), passes.running():
         recent.add(bob)
         raise RuntimeError("a later hook failed")
-    assert recent.added == 1 and passes.ended() == 2
-    recent.add(bob)  # outside a pass: at once
+    assert recent.added == 1
+    recent.add(bob)  # outside a forget: at once
     assert [r.user_id for r in recent.redactors(None, since=1)] == ["bob"]
     assert [r.user_id for r in recent.redactors(None, before="m5")] == ["ada"]
+
+
+def test_a_forget_many_aborted_by_a_later_memory_keeps_no_forget(mos: MemOS) -> None:
+    """``forget_many`` runs every memory's hooks before the first tombstone: a hook failing
+    on the second memory leaves the first one live, and no adapter treats it as forgotten."""
+    recent = RecentForgets()
+    first = mos.add("Alice's locker code is 4711 at the gym.", user_id="alice")
+    second = mos.add("Alice parks on level three.", user_id="alice")
+
+    def hook(memory: object) -> list[Any]:
+        recent.add(memory)  # type: ignore[arg-type]
+        if memory.id == second.id:  # type: ignore[attr-defined]
+            raise RuntimeError("this store cannot redact right now")
+        return []
+
+    mos.on_forget(hook)
+    with pytest.raises(RuntimeError):
+        mos.forget_many([first.id, second.id], user_id="alice")
+    assert mos.get(first.id, user_id="alice").state.value == "generated"
+    assert recent.redactors("alice") == []
 
 
 def test_redactor_tokens_survive_any_json_escaping(mos: MemOS) -> None:

@@ -210,6 +210,30 @@ def test_work_a_counted_task_hands_to_a_thread_is_inside_its_call() -> None:
         in_thread()  # in no counted task
 
 
+def test_once_close_stopped_waiting_a_tasks_work_is_refused() -> None:
+    """close() on an event loop's thread does not wait for that loop's tasks; once it has
+    stopped waiting it closes the store: work such a task hands to a thread from then on
+    gets the closed error, not the database driver's."""
+    import asyncio
+
+    from memos_core.calls import RunningCalls
+
+    calls = RunningCalls()
+
+    def in_thread() -> None:
+        with calls.call():
+            pass
+
+    async def twin() -> None:
+        with calls.task():
+            calls.begin_close()  # a sync close() on this loop's thread ...
+            assert calls.wait(None) == 0  # ... does not wait for this task
+            with pytest.raises(InvalidInputError, match="closed"):
+                await asyncio.to_thread(in_thread)
+
+    asyncio.run(twin())
+
+
 def test_close_in_a_listener_while_another_thread_closes_does_not_deadlock(tmp_path: Path) -> None:
     """Thread B's add runs a change listener that closes the store while thread A is already
     closing and waiting for B's add: B's close returns at once (A waits for B's call), then

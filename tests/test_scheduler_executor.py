@@ -520,3 +520,6 @@ def test_token_counts_are_kept_for_the_current_versions_of_live_memories(store: 
     assert len(executor._tokens) == 2
     assert {mid: v for mid, (_, v, *_) in executor._tokens.items()} == {
         c.id: c.version for c in cubes[1:]}
+    store.forget_many([c.id for c in cubes[1:]], user_id="alice")  # alice has none left
+    store.schedule(config=EAGER)
+    assert executor._tokens == {}

@@ -190,21 +190,22 @@ class ForgetHooks:
         return forms
 
 
-#: The actions deferred to the end of the forget pass running in this thread (None: none runs).
-_AFTER_PASS: ContextVar[list[Callable[[], None]] | None] = ContextVar("forget_after_pass",
-                                                                     default=None)
+#: The actions deferred until a memory's tombstone is committed, by memory id, in the forget
+#: pass running in this thread (None: none runs).
+_AFTER_PASS: ContextVar[dict[str, list[Callable[[], None]]] | None] = ContextVar(
+    "forget_after_pass", default=None)
 
 
-def after_pass(action: Callable[[], None]) -> None:
-    """Run ``action`` once the forget pass running in this thread has succeeded (every hook
-    ran without error), before a write waiting for the pass goes on; now if none runs. For a
-    hook that remembers the forget (an adapter's recent forgets): a forget a later hook
-    aborts is not remembered."""
+def after_pass(memory_id: str, action: Callable[[], None]) -> None:
+    """Run ``action`` once the forget of ``memory_id`` running in this thread has committed
+    its tombstone (every hook ran without error, and no later one aborted the forget),
+    before a write waiting for the pass goes on; now if no forget runs. For a hook that
+    remembers the forget (an adapter's recent forgets): an aborted forget is not kept."""
     deferred = _AFTER_PASS.get()
     if deferred is None:
         action()
     else:
-        deferred.append(action)
+        deferred.setdefault(memory_id, []).append(action)
 
 
 class ForgetPasses:
@@ -227,22 +228,30 @@ class ForgetPasses:
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        """A forget's passes (re-entrant). What its hooks deferred with :func:`after_pass`
-        runs when they all succeeded, before the pass counts as ended; dropped if one
-        raised (the forget is aborted)."""
+        """A forget (or several, ``forget_many``): its passes over the stored conversations
+        and its tombstones. Re-entrant: a pass inside a running one is part of it. What the
+        hooks deferred with :func:`after_pass` runs when :meth:`forgotten` says the memory's
+        tombstone is committed; what is left when the outermost ends is dropped (a hook or
+        the tombstone failed: the memory was not forgotten)."""
         with self._running:
             with self._count:
                 self._begun += 1
-            deferred: list[Callable[[], None]] = []
-            token = _AFTER_PASS.set(deferred)
+            outer = _AFTER_PASS.get()
+            token = _AFTER_PASS.set({}) if outer is None else None
             try:
                 yield
-                for action in deferred:
-                    action()
             finally:
-                _AFTER_PASS.reset(token)
+                if token is not None:
+                    _AFTER_PASS.reset(token)
                 with self._count:
                     self._ended += 1
+
+    def forgotten(self, memory_id: str) -> None:
+        """The tombstone of ``memory_id`` is committed (in a running pass): run what the
+        hooks deferred for it."""
+        deferred = _AFTER_PASS.get()
+        for action in deferred.pop(memory_id, []) if deferred is not None else []:
+            action()
 
     @contextmanager
     def excluding(self) -> Iterator[None]:

@@ -54,9 +54,9 @@ class RecentForgets:
 
     def add(self, memory: MemCube, mark: str | Callable[[], str] = "") -> MessageRedactor:
         """Keep the redactor of ``memory`` (a forget hook's argument: it knows the earlier
-        versions' texts while the forget runs) once the forget's pass has succeeded
-        (:func:`~memos_core.governance.forget_hooks.after_pass`: a forget a later hook
-        aborts is not kept); returns it. ``mark``: a string, or a function that makes it
+        versions' texts while the forget runs) once its tombstone is committed
+        (:func:`~memos_core.governance.forget_hooks.after_pass`: a forget a later hook, or
+        a failed tombstone, aborts is not kept); returns it. ``mark``: a string, or a function that makes it
         then."""
         redactor = MessageRedactor(memory)
 
@@ -67,7 +67,7 @@ class RecentForgets:
                 self._items.append((time.monotonic(), self._added,
                                     mark() if callable(mark) else mark, memory.user_id, redactor))
 
-        after_pass(keep)
+        after_pass(memory.id, keep)
         return redactor
 
     @property

@@ -140,6 +140,7 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
     # the KV engine, if any, drops its blocks when it hears of the tombstone; its audit
     # record names the mode, in which a forget stopped before its cascade resumes
     (tomb,) = store.write(lambda: [store.vault.tombstone(cube.id, actor, {"derived": derived})])
+    store.forget_passes.forgotten(cube.id)  # the adapters keep the forget now
     # read once the tombstone is committed (it keeps these relations for the cascade): a
     # summary another process made of it just before is among them, and none can come after
     summaries = store.vault.derived_from(cube.id)

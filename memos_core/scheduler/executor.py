@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -212,6 +212,15 @@ class SchedulerExecutor:
         self._forget_counts(cubes)
         return records
 
+    def _forget_counts_of_others(self, owners: Collection[str], user_id: str | None) -> None:
+        """Drop the token counts of the owners (all, or ``user_id``) not among ``owners``:
+        they have no live memory left."""
+        with self._state_lock:
+            gone = [mid for mid, (owner, *_) in self._tokens.items()
+                    if owner not in owners and user_id in (None, owner)]
+            for mid in gone:
+                del self._tokens[mid]
+
     def _forget_counts(self, cubes: Sequence[MemCube]) -> None:
         """Drop the token counts of the owners of ``cubes`` (all their live memories) kept
         for memories not among them: forgotten, expired or archived since."""
@@ -309,7 +318,9 @@ class SchedulerExecutor:
             config = self.configured(config)
             users: list[UserSchedule] = []
             stopped = False
-            for owner, cubes in sorted(self._grouped(user_id).items()):
+            groups = self._grouped(user_id)
+            self._forget_counts_of_others(groups, user_id)
+            for owner, cubes in sorted(groups.items()):
                 if stop():
                     stopped = True
                     break

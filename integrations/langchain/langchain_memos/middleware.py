@@ -244,18 +244,18 @@ class MemOSMiddleware(AgentMiddleware):
         return None
 
     def _record(self, state: Mapping[str, Any], runtime: Runtime, config: Mapping[str, Any] | None) -> None:
-        with late_write(self.mos, self._forgets) as late:  # before it looks at recent forgets
-            self._record_turn(state, runtime, config, late)
-
-    def _record_turn(self, state: Mapping[str, Any], runtime: Runtime,
-                     config: Mapping[str, Any] | None, late: LateWrite) -> None:
         humans, answer, tools = _turn(state.get("messages") or [])
         if tools & MEMORY_TOOL_NAMES:
             return  # the model stored, updated or forgot memories itself in this turn
         messages = [said for said in map(self._said, [*humans, *answer]) if said is not None]
         if not messages:
             return
-        user = self._user(getattr(runtime, "context", None), config)
+        with late_write(self.mos, self._forgets) as late:  # before it looks at recent forgets
+            self._record_turn(messages, config, self._user(getattr(runtime, "context", None),
+                                                           config), late)
+
+    def _record_turn(self, messages: list[Said], config: Mapping[str, Any] | None, user: str,
+                     late: LateWrite) -> None:
         if self._forgets is not None:  # an answer quoting a memory forgotten meanwhile
             forgotten = self._forgets.redactors(user)
             messages = [m for m in messages if not _quotes(m, forgotten)]

@@ -378,3 +378,15 @@ def test_an_answer_recorded_while_a_forget_runs_is_forgotten_too(mos: MemOS) -> 
     finally:
         mos.add = real_add  # type: ignore[method-assign]
     assert _texts(mos) == ["user: I moved to a bigger locker."]
+
+
+def test_a_turn_with_nothing_to_record_does_not_touch_memos(make_mos: Any) -> None:
+    """A turn of questions only records nothing and reads nothing: after the MemOS is
+    closed it still ends as before (the recording step raised the closed error)."""
+    mos = make_mos("closed")
+    quiet = MemOSMiddleware(mos, recall=False)
+    agent = create_agent(scripted("I don't know."), middleware=[quiet],
+                         checkpointer=InMemorySaver())
+    mos.close()
+    out = agent.invoke({"messages": [HumanMessage("What is my locker code?")]}, _config("t1"))
+    assert out["messages"][-1].content == "I don't know."

@@ -28,12 +28,15 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import re
+import uuid
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from memos_core.cube import MemCube, State, Usage, require_canonical_ids, utcnow
@@ -117,6 +120,41 @@ def _inserted(tx: Tx) -> dict[str, tuple[str, MemCube, Usage]] | None:
     except Exception:  # noqa: BLE001 - keeping is an optimisation; the drop must happen
         logger.warning("could not keep the memories a write inserted", exc_info=True)
         return None
+
+
+
+#: a number in exponent form with a positive exponent (a float of 1e16 or more); may also
+#: match inside a string, which only costs the slow path of :func:`doc_json`
+_BIG_EXPONENT = re.compile(r"[0-9][eE]\+?[0-9]")
+
+
+def doc_json(cube: MemCube) -> str:
+    """The JSON of ``cube`` for a ``doc`` column. JSONB stores numbers as ``numeric`` and
+    prints ``1e+20`` back as the integer ``100000000000000000000``: a float that large is
+    written out in decimals with a fraction (``100000000000000000000.0``), which reads back
+    a float. (Key order, and the sign of ``-0.0``, JSONB does not keep: docs/scale_out.md.)"""
+    doc = cube.model_dump_json(exclude={"usage"})
+    if not _BIG_EXPONENT.search(doc):
+        return doc
+    numbers: dict[str, str] = {}
+    tag = uuid.uuid4().hex
+
+    def marked(value: Any) -> Any:
+        if isinstance(value, float) and "e+" in repr(value):
+            mark = f"{tag}:{len(numbers)}"
+            numbers[json.dumps(mark)] = format(Decimal(repr(value)), "f") + ".0"
+            return mark
+        if isinstance(value, dict):
+            return {k: marked(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [marked(v) for v in value]
+        return value
+
+    text = json.dumps(marked(cube.model_dump(mode="json", exclude={"usage"})),
+                      ensure_ascii=False, separators=(",", ":"))
+    for mark, number in numbers.items():
+        text = text.replace(mark, number)
+    return text
 
 
 class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckpointsMixin,
@@ -342,7 +380,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     # -- writes -------------------------------------------------------------------------------
 
     def _write_current(self, tx: Tx, cube: MemCube, seq: int | None) -> None:
-        doc = cube.model_dump_json(exclude={"usage"})
+        doc = doc_json(cube)
         row = (cube.id, seq, cube.namespace.user_id, cube.namespace.agent_id,
                cube.namespace.session_id, cube.version, cube.state.value, cube.type.value,
                json.dumps(list(cube.tags)), json.dumps(list(cube.governance.readers)),
@@ -558,7 +596,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             if not current.scrubbed:
                 tx.conn.execute(
                     "UPDATE memories SET doc=%s, tags='[]', entities='[]' WHERE id=%s",
-                    (scrub(current).model_dump_json(exclude={"usage"}), memory_id))
+                    (doc_json(scrub(current)), memory_id))
             self._scrub_reasons(tx, memory_id)
             self._drop_relations(tx, memory_id)
             return scrubbed
@@ -580,7 +618,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             if old.scrubbed:
                 continue
             tx.conn.execute("UPDATE versions SET doc=%s WHERE id=%s AND version=%s",
-                            (scrub(old).model_dump_json(exclude={"usage"}), memory_id, vid))
+                            (doc_json(scrub(old)), memory_id, vid))
             count += 1
         return count
 

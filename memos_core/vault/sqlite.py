@@ -758,8 +758,14 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         if not q.include_superseded:
             clauses.append("superseded = 0")
         for key, value in q.metadata_equals.items():
-            clauses.append("json_extract(doc, ?) = ?")
-            params += [f'$.metadata."{key}"', int(value) if isinstance(value, bool) else value]
+            path = f'$.metadata."{key}"'
+            if isinstance(value, bool):  # json_extract reads true as 1: compare the JSON type
+                clauses.append("json_type(doc, ?) = ?")
+                params += [path, "true" if value else "false"]
+            else:
+                clauses.append("json_extract(doc, ?) = ? AND json_type(doc, ?) NOT IN "
+                               "('true', 'false')")
+                params += [path, value, path]
         if q.contains_any is not None:
             groups = ["(" + " AND ".join(["instr(doc, ?) > 0"] * len(g)) + ")"
                       for g in q.contains_any if g]

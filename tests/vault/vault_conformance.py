@@ -346,6 +346,39 @@ class VaultConformance:
         assert [c.id for c in vault.list(ListQuery(metadata_equals={"k": "x"}))] == [a.id]
         assert [c.id for c in vault.list(ListQuery(metadata_equals={"n": 1}))] == [b.id]
 
+    def test_metadata_filters_keep_json_types_apart(self, vault: Vault) -> None:
+        """``true`` is not ``1`` and ``false`` is not ``0`` (SQLite's ``json_extract`` made
+        them equal); ``1`` and ``1.0`` are one number in both backends."""
+        flag, one, real, text = (cube("flag", metadata={"n": True}), cube("one", metadata={"n": 1}),
+                                 cube("real", metadata={"n": 1.0}), cube("text", metadata={"n": "1"}))
+        off, zero = cube("off", metadata={"n": False}), cube("zero", metadata={"n": 0})
+        vault.insert([flag, one, real, text, off, zero], ALICE)
+
+        def found(value: Any) -> set[str]:
+            return {c.text for c in vault.list(ListQuery(metadata_equals={"n": value}))}
+
+        assert found(True) == {"flag"} and found(False) == {"off"}
+        assert found(1) == found(1.0) == {"one", "real"} and found(0) == {"zero"}
+        assert found("1") == {"text"}
+        assert vault.count(ListQuery(metadata_equals={"n": True})) == 1
+
+    def test_metadata_numbers_read_back_as_written(self, vault: Vault) -> None:
+        """A float is read back a float, whatever its size, from every read (PostgreSQL's
+        JSONB wrote ``1e20`` back as the integer 100000000000000000000, which no longer
+        passed the metadata checks of an update or an import)."""
+        values = {"big": 1e20, "mid": 1.7e18, "small": 1.5e-7, "whole": 3.0, "int": 2**62,
+                  "nested": [1e300, {"x": -2.5e17}]}
+        a = cube("numbers", metadata=values)
+        vault.insert([a], ALICE)
+        vault.put_version(bump(a, text="numbers, again"), 1, ALICE, "update")
+        reads = [vault.get(a.id), vault.get_version(a.id, 1), *vault.history(a.id),
+                 *vault.list(ListQuery())]
+        for read in reads:
+            assert read is not None
+            assert read.metadata == values
+            assert [type(read.metadata[k]) for k in values] == [type(v) for v in values.values()]
+            assert type(read.metadata["nested"][0]) is float
+
     def test_list_by_strings_the_record_holds(self, vault: Vault) -> None:
         a = cube("Zoë's locker code is 4417", metadata={"note": {"said": 'she said "B12"'}})
         b = cube("plain note", tags=("Kayak9",))

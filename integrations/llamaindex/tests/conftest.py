@@ -8,7 +8,9 @@ and ``Settings.embed_model`` are set explicitly, or llama-index would reach for 
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import uuid
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,7 +18,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llama_index.core import Settings
@@ -69,3 +73,29 @@ def shared_mos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemOS]:
 def user() -> str:
     """A user id no other test uses."""
     return f"user-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def forgotten_before_aadd(mos: MemOS) -> Callable[[str, str], AbstractContextManager[None]]:
+    """``with forgotten_before_aadd(memory_id, user_id): ...``: the first ``mos.aadd`` in the
+    block first has ``mos.forget`` run to its end in another thread -- a forget between a
+    write's look at recent forgets and its commit."""
+
+    @contextmanager
+    def forgotten(memory_id: str, user_id: str) -> Iterator[None]:
+        forgetting = threading.Thread(target=lambda: mos.forget(memory_id, user_id=user_id))
+        real_aadd = mos.aadd
+
+        async def add_after_a_forget(*args: Any, **kwargs: Any) -> Any:
+            if not forgetting.is_alive() and forgetting.ident is None:
+                forgetting.start()
+                await asyncio.to_thread(forgetting.join, 60)
+            return await real_aadd(*args, **kwargs)
+
+        mos.aadd = add_after_a_forget  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            mos.aadd = real_aadd  # type: ignore[method-assign]
+
+    return forgotten

@@ -359,31 +359,19 @@ def test_a_forget_redacts_a_kept_message_that_utf8_cannot_hold(mos: MemOS) -> No
         "[forgotten]", "Log dump: [forgotten] garbled W\udcffren"]
 
 
-async def test_an_answer_put_while_a_forget_runs_leaves_no_memory_quoting_it(mos) -> None:
+async def test_an_answer_put_while_a_forget_runs_leaves_no_memory_quoting_it(
+        mos, forgotten_before_aadd) -> None:
     """``aput_messages`` looks for recent forgets, then makes memories of the messages: a
     forget that ran in between missed them. The memory quoting it is forgotten right after,
     and the history is redacted (the chat store's own re-check)."""
-    import threading
-
     locker = "Alice's locker code is MARMOT9920"
     memory = MemOSMemory.from_defaults(mos=mos, user_id="alice", session_id="s1",
                                        remember_roles=["user", "assistant"])
     fact = mos.add(locker, user_id="alice")
-    forgetting = threading.Thread(target=lambda: mos.forget(fact.id, user_id="alice"))
-    real_aadd = mos.aadd
-
-    async def add_after_a_forget(*args: Any, **kwargs: Any) -> Any:
-        forgetting.start()
-        await asyncio.to_thread(forgetting.join, 60)
-        return await real_aadd(*args, **kwargs)
-
-    mos.aadd = add_after_a_forget  # type: ignore[method-assign]
-    try:
+    with forgotten_before_aadd(fact.id, "alice"):
         await memory.aput_messages([
             ChatMessage(role="user", content="I moved to a bigger locker."),
             ChatMessage(role="assistant", content=f"You told me: {locker}.")])
-    finally:
-        mos.aadd = real_aadd  # type: ignore[method-assign]
     assert [c.text for c in mos.list(user_id="alice")] == ["user: I moved to a bigger locker."]
     assert [m.content for m in await memory.aget_all()] == [
         "I moved to a bigger locker.", "You told me: [forgotten]."]

@@ -255,26 +255,13 @@ async def test_a_flushed_answer_quoting_a_memory_just_forgotten_is_not_stored(mo
     assert [c.text for c in mos.list(user_id="ada")] == ["user: I moved to a bigger locker."]
 
 
-async def test_a_flushed_answer_stored_while_a_forget_runs_is_forgotten(mos) -> None:
+async def test_a_flushed_answer_stored_while_a_forget_runs_is_forgotten(
+        mos, forgotten_before_aadd) -> None:
     """The flush looks for recent forgets, then stores: a forget that ran in between missed
     the new memory, which is forgotten right after it is stored."""
-    import asyncio
-    import threading
-
     block = MemOSMemoryBlock(mos=mos, user_id="ada", remember_roles=["user", "assistant"])
     fact = mos.add(LOCKER, user_id="ada")
-    forgetting = threading.Thread(target=lambda: mos.forget(fact.id, user_id="ada"))
-    real_aadd = mos.aadd
-
-    async def add_after_a_forget(*args: Any, **kwargs: Any) -> Any:
-        forgetting.start()
-        await asyncio.to_thread(forgetting.join, 60)
-        return await real_aadd(*args, **kwargs)
-
-    mos.aadd = add_after_a_forget  # type: ignore[method-assign]
-    try:
+    with forgotten_before_aadd(fact.id, "ada"):
         await block.aput([ChatMessage(role="user", content="I moved to a bigger locker."),
                           ChatMessage(role="assistant", content=f"You told me: {LOCKER}.")])
-    finally:
-        mos.aadd = real_aadd  # type: ignore[method-assign]
     assert [c.text for c in mos.list(user_id="ada")] == ["user: I moved to a bigger locker."]

@@ -123,17 +123,28 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
             return self
         bound = getattr(obj, self.method.__name__)  # an override in a subclass wins
         native = self.native if getattr(bound, "__func__", None) is self.method else None
+        signature = inspect.signature(bound)
 
         @functools.wraps(self.method)
         async def call(*args: Any, **kwargs: Any) -> Any:
-            if native is not None:
+            if native is not None and _binds(signature, args, kwargs):
                 with obj._calls.task():  # close() waits for it (memos_core.calls)
                     result = await native(obj, *args, **kwargs)
                 if result is not FALLBACK:
                     return result
+            # (arguments the method does not take: its own TypeError, not the native one's)
             return await asyncio.to_thread(bound, *args, **kwargs)
 
         call.__name__ = call.__qualname__ = self.name or f"a{self.method.__name__}"
         call.__doc__ = self.__doc__
-        call.__signature__ = inspect.signature(bound)  # type: ignore[attr-defined]
+        call.__signature__ = signature  # type: ignore[attr-defined]
         return call
+
+
+def _binds(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the sync method takes these arguments."""
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True

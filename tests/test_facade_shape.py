@@ -82,3 +82,26 @@ def test_every_error_the_api_reference_lists_is_importable_from_the_package() ->
     assert "ConflictError" in listed and listed <= defined
     assert all(getattr(memos_core, n) is getattr(errors, n) for n in defined)
     assert defined <= set(memos_core.__all__)
+
+
+def test_a_twin_given_arguments_its_method_does_not_take_raises_the_methods_error(
+        mos: MemOS) -> None:
+    """``aget``/``alist``/``ahistory`` go through native helpers (server mode): a missing
+    argument or a typo raised a TypeError naming ``native_get()`` or ``_list_query()``."""
+    calls = [("get", (), {"user_id": "alice"}),
+             ("get", ("00000000-0000-4000-8000-000000000001",), {"user_id": "a", "versoin": 2}),
+             ("history", (), {"user_id": "alice"}),
+             ("list", ("alice",), {}),
+             ("list", (), {"user_id": "alice", "limt": 5})]
+
+    def error(call: object) -> str:
+        try:
+            call()  # type: ignore[operator]
+        except TypeError as exc:
+            return str(exc)
+        raise AssertionError("no TypeError")
+
+    for name, args, kwargs in calls:
+        sync = error(lambda: getattr(mos, name)(*args, **kwargs))
+        twin_error = error(lambda: asyncio.run(getattr(mos, f"a{name}")(*args, **kwargs)))
+        assert twin_error == sync and f"{name}()" in sync, (name, sync, twin_error)

@@ -313,3 +313,45 @@ def test_every_adapter_takes_a_database_url(pg_url):
         assert built[0].invoke("spare key")[0].page_content == "The spare key is under the mat."
     finally:
         shared.close()
+
+
+@pytest.mark.parametrize("mode", ["embedded", "server"])
+async def test_checkpointer_twins_report_a_bad_config_before_a_closed_store(
+        mode, pg_url, tmp_path):
+    """Every checkpointer method, sync or async, checks its config first and then whether
+    it (or its MemOS) is closed; the async twins and ``put_writes`` checked closed first."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from langchain_memos import MemOSCheckpointer
+
+    mos = MemOS(pg_url if mode == "server" else tmp_path / "d",
+                config=MemOSConfig(show_progress=False))
+    no_thread, no_id = {"configurable": {}}, {"configurable": {"thread_id": "t1"}}
+    checkpoint = empty_checkpoint()
+
+    async def errors(saver: MemOSCheckpointer) -> list[tuple[str, str]]:
+        pairs = [(lambda: saver.get_tuple(no_thread), lambda: saver.aget_tuple(no_thread)),
+                 (lambda: saver.put(no_thread, checkpoint, {}, {}),
+                  lambda: saver.aput(no_thread, checkpoint, {}, {})),
+                 (lambda: saver.put_writes(no_id, [("x", 1)], "task"),
+                  lambda: saver.aput_writes(no_id, [("x", 1)], "task"))]
+        out = []
+        for sync, twin in pairs:
+            with pytest.raises(InvalidInputError) as sync_error:
+                sync()
+            with pytest.raises(InvalidInputError) as twin_error:
+                await twin()
+            out.append((str(sync_error.value), str(twin_error.value)))
+        return out
+
+    closed = MemOSCheckpointer(mos)
+    closed.close()
+    other = MemOSCheckpointer(mos)
+    try:
+        for sync, twin in await errors(closed):
+            assert sync == twin and "closed" not in sync
+        await mos.aclose()
+        for sync, twin in await errors(other):
+            assert sync == twin and "closed" not in sync
+    finally:
+        mos.close()

@@ -301,15 +301,13 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         channels (error, interrupt, resume, scheduled) are replaced.
         """
         with self._passes.excluding():
-            self._vault().cp_put_writes(*self._encoded_writes(config, writes, task_id, task_path))
+            args = self._encoded_writes(config, writes, task_id, task_path)
+            self._vault().cp_put_writes(*args)
 
     def _encoded_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                         task_id: str, task_path: str) -> tuple[Any, ...]:
         """``cp_put_writes``'s arguments for ``put_writes``."""
-        thread, ns = _thread_and_ns(config)
-        checkpoint_id = get_checkpoint_id(config)
-        if not checkpoint_id:
-            raise InvalidInputError("put_writes needs config['configurable']['checkpoint_id'].")
+        thread, ns, checkpoint_id = _write_target(config)
         late = self._late(checkpoint_id, _run_user(config, self.user_id_key))
         for redactor in late:
             writes = [(channel, _redact(value, redactor)) for channel, value in writes]
@@ -371,10 +369,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Async :meth:`get_tuple`."""
+        thread, ns = _thread_and_ns(config)  # the config first, as get_tuple
         store = self._avault()
         if store is None:
             return await asyncio.to_thread(self.get_tuple, config)
-        thread, ns = _thread_and_ns(config)
         decoded: list[Checkpoint] = []
 
         def versions_of(record: CheckpointRecord) -> dict[str, str]:
@@ -398,6 +396,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         """Async :meth:`list`."""
+        query = _list_query(config, filter, before, limit)  # the config first, as list
         store = self._avault()
         if store is None:
             tuples = await asyncio.to_thread(
@@ -405,7 +404,6 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             for tup in tuples:
                 yield tup
             return
-        query = _list_query(config, filter, before, limit)
         if query is None:
             return
         count = 0
@@ -425,6 +423,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Async :meth:`put`."""
+        _thread_and_ns(config)  # the config first, as put
         store = self._avault()
         if store is None:
             return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
@@ -442,6 +441,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         task_path: str = "",
     ) -> None:
         """Async :meth:`put_writes`."""
+        _write_target(config)  # the config first, as put_writes
         store = self._avault()
         if store is None:
             return await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
@@ -708,6 +708,15 @@ def _thread_and_ns(config: RunnableConfig | None) -> tuple[str, str]:
             "config={'configurable': {'thread_id': '...'}}."
         )
     return str(thread), str(conf.get("checkpoint_ns") or "")
+
+
+def _write_target(config: RunnableConfig) -> tuple[str, str, str]:
+    """Thread, namespace and checkpoint id of ``put_writes``'s config."""
+    thread, ns = _thread_and_ns(config)
+    checkpoint_id = get_checkpoint_id(config)
+    if not checkpoint_id:
+        raise InvalidInputError("put_writes needs config['configurable']['checkpoint_id'].")
+    return thread, ns, checkpoint_id
 
 
 def _config(thread: str, ns: str, checkpoint_id: str) -> RunnableConfig:

@@ -176,7 +176,7 @@ class MemoryServer:
         @tool(annotations=_READ)
         async def search(
             query: Annotated[str, Field(description="What to look for, in natural language.")],
-            k: Annotated[int, Field(ge=1, le=50, description="How many memories.")] = 5,
+            k: Annotated[int, Field(ge=1, le=50, strict=True, description="How many memories.")] = 5,
             session_id: Annotated[str | None, Field(description="Only this conversation.")] = None,
             types: Annotated[list[MemoryKind] | None, Field(description="Only these kinds.")] = None,
             tags: Annotated[list[str] | None, Field(description="Only memories with these tags.")] = None,
@@ -185,7 +185,8 @@ class MemoryServer:
             occurred_before: Annotated[str | None, Field(
                 description="ISO date/time, inclusive; a date alone is its midnight UTC, so "
                             "2024-06-01 takes in all of May 31.")] = None,
-            include_archived: Annotated[bool, Field(description="Also archived memories.")] = False,
+            include_archived: Annotated[bool, Field(strict=True,
+                                                    description="Also archived memories.")] = False,
         ) -> dict[str, Any]:
             """Hybrid search of the current user's memories (and those shared with them), best
             first; each hit has its id, score and `why` (the signals that found it)."""
@@ -196,7 +197,7 @@ class MemoryServer:
 
         @tool(annotations=_READ)
         async def get(memory_id: MemoryId, version: Annotated[int | None, Field(
-                ge=1, description="An older version; default the current one.")] = None
+                ge=1, strict=True, description="An older version; default the current one.")] = None
                 ) -> dict[str, Any]:
             """Read one memory (or one of its versions)."""
             return await self._call("get", memory_id, version=version)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from memos_core.cube import State, utcnow
 from memos_core.governance import sensitivity as sensitivity_rules
+from memos_core.governance.access import shown_text
 from memos_core.integration.tools import forget_reply
 from memos_core.lifecycle import ttl_elapsed
 
@@ -88,12 +89,21 @@ class MemoryService:
                      tags: Sequence[str] | None = None, occurred_after: str | None = None,
                      occurred_before: str | None = None, include_archived: bool = False
                      ) -> dict[str, Any]:
-        hits = await self.mos.asearch(
+        hits = await self._hits(user, query, k=k, session_id=session_id, types=types, tags=tags,
+                                occurred_after=occurred_after, occurred_before=occurred_before,
+                                include_archived=include_archived)
+        return {"query": query, "hits": [hit_json(h) for h in hits]}
+
+    async def _hits(self, user: str, query: str, *, k: int | None = None,
+                    session_id: str | None = None, types: Sequence[str] | None = None,
+                    tags: Sequence[str] | None = None, occurred_after: str | None = None,
+                    occurred_before: str | None = None, include_archived: bool = False
+                    ) -> list[SearchHit]:
+        return await self.mos.asearch(
             query, user_id=user, k=k or self.default_k, session_id=session_id,
             types=types or None, tags=tags or None, occurred_after=occurred_after,
             occurred_before=occurred_before, include_archived=include_archived,
             allow_sensitive=self._allow_arg)
-        return {"query": query, "hits": [hit_json(h) for h in hits]}
 
     async def get(self, user: str, memory_id: str, *, version: int | None = None
                   ) -> dict[str, Any]:
@@ -186,8 +196,10 @@ class MemoryService:
 
     async def recall_prompt(self, user: str, question: str, k: int | None = None) -> str:
         """A user message that hands the model the memories relevant to ``question``."""
-        found = await self.search(user, question, k=k)
-        lines = [f"- [{h['id']}] {h['text']}  (why: {h['why']})" for h in found["hits"]]
+        hits = await self._hits(user, question, k=k)
+        # a memory another user shared names them, as in MemOS.chat's prompt
+        lines = [f"- [{h.memory.id}] {shown_text(h.memory, user)}  (why: {h.explain()})"
+                 for h in hits]
         memories = "\n".join(lines) or "- (no stored memory matches)"
         return ("Answer the question using what you remember about me. These memories were "
                 f"recalled for it, most relevant first:\n{memories}\n\nQuestion: {question}")

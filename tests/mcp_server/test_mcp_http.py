@@ -101,6 +101,9 @@ async def test_isolation_between_two_tokens(http_server: HttpFixture) -> None:
         payload(await alice.call_tool("share", {"memory_id": mine["id"], "with_user": "bob"}))
         assert payload(await bob.call_tool("get", {"memory_id": mine["id"]}))["memory"]["text"] \
             == "Alice's locker code is 2468."
+        # bob's recall prompt says whose it is: the model must not take it for bob's own
+        prompt = await bob.get_prompt("recall", {"question": "What is the locker code?"})
+        assert "Alice's locker code is 2468. (shared by alice)" in prompt.messages[0].content.text
         assert "denied" in error_text(await bob.call_tool("forget", {"memory_id": mine["id"]}))
         payload(await alice.call_tool("revoke", {"memory_id": mine["id"], "with_user": "bob"}))
         assert "denied" in error_text(await bob.call_tool("get", {"memory_id": mine["id"]}))
@@ -116,6 +119,21 @@ async def test_recall_across_http_sessions(http_server: HttpFixture) -> None:
     async with http_session(url, token) as second:
         hits = payload(await second.call_tool("search", {"query": "what is the cat called"}))
     assert hits["hits"][0]["id"] == stored["stored"]["id"]
+
+
+async def test_wrongly_typed_numbers_are_refused_as_the_facade_refuses_them(
+        http_server: HttpFixture) -> None:
+    """``get(version=true)`` read version 1, ``search(k=true)`` returned one hit and
+    ``k="2"`` two: the tools converted what ``MemOS`` refuses."""
+    url, token = http_server.url, http_server.token["alice"]
+    async with http_session(url, token) as session:
+        mid = payload(await session.call_tool("store", {"text": "Alice likes tea."}))["stored"]["id"]
+        for name, args in (("get", {"memory_id": mid, "version": True}),
+                           ("get", {"memory_id": mid, "version": "1"}),
+                           ("search", {"query": "tea", "k": True}),
+                           ("search", {"query": "tea", "k": "2"}),
+                           ("search", {"query": "tea", "include_archived": 1})):
+            assert "validation error" in error_text(await session.call_tool(name, args)), args
 
 
 CLIENTS, ROUNDS = 8, 3

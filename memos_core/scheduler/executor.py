@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -138,6 +138,7 @@ class SchedulerExecutor:
         self._run_lock = threading.Lock()
         self._state_lock = threading.Lock()
         #: memory id -> (owner, version, model digest, tokens): one entry per live memory
+        #: (each run drops the others: _drop_counts)
         self._tokens: dict[str, tuple[str, int, str, int]] = {}
         self._hot: dict[str, tuple[str, ...]] = {}  # owner -> ids last marked hot
 
@@ -209,25 +210,16 @@ class SchedulerExecutor:
                     and may_activate(record, now, config)):
                 record = record.model_copy(update={"token_count": self._token_count(cube)})
             records.append(record)
-        self._forget_counts(cubes)
         return records
 
-    def _forget_counts_of_others(self, owners: Collection[str], user_id: str | None) -> None:
-        """Drop the token counts of the owners (all, or ``user_id``) not among ``owners``:
-        they have no live memory left."""
+    def _drop_counts(self, groups: Mapping[str, Sequence[MemCube]], user_id: str | None) -> None:
+        """Keep token counts for live memories only: drop those of the owners a run covers
+        (all, or ``user_id``) for memories not among ``groups`` (forgotten, expired or
+        archived since, also every memory of an owner with none left)."""
+        live = {c.id for cubes in groups.values() for c in cubes}
         with self._state_lock:
             gone = [mid for mid, (owner, *_) in self._tokens.items()
-                    if owner not in owners and user_id in (None, owner)]
-            for mid in gone:
-                del self._tokens[mid]
-
-    def _forget_counts(self, cubes: Sequence[MemCube]) -> None:
-        """Drop the token counts of the owners of ``cubes`` (all their live memories) kept
-        for memories not among them: forgotten, expired or archived since."""
-        owners, live = {c.user_id for c in cubes}, {c.id for c in cubes}
-        with self._state_lock:
-            gone = [mid for mid, (owner, *_) in self._tokens.items()
-                    if owner in owners and mid not in live]
+                    if mid not in live and user_id in (None, owner)]
             for mid in gone:
                 del self._tokens[mid]
 
@@ -319,7 +311,7 @@ class SchedulerExecutor:
             users: list[UserSchedule] = []
             stopped = False
             groups = self._grouped(user_id)
-            self._forget_counts_of_others(groups, user_id)
+            self._drop_counts(groups, user_id)
             for owner, cubes in sorted(groups.items()):
                 if stop():
                     stopped = True

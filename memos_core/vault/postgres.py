@@ -29,9 +29,9 @@ import builtins
 import json
 import logging
 import re
-import uuid
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -120,7 +120,6 @@ def _inserted(tx: Tx) -> dict[str, tuple[str, MemCube, Usage]] | None:
     except Exception:  # noqa: BLE001 - keeping is an optimisation; the drop must happen
         logger.warning("could not keep the memories a write inserted", exc_info=True)
         return None
-
 
 
 #: a number in exponent form with a positive exponent (a float of 1e16 or more); may also

@@ -16,6 +16,8 @@ import logging
 import os
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -146,6 +148,8 @@ class MemOS:
         #: server mode: the database URL (password hidden); None for a data directory
         self.database: str | None = None
         self._server: ServerParts | None = None
+        #: server mode: closes the store if this facade is dropped unclosed
+        self._dropped: weakref.finalize[[MemoryStore, ServerParts], MemOS] | None = None
         self._closed = False
         self._calls = RunningCalls()  # close() waits for them
         self._close_lock = threading.Lock()  # decides which close() is the first
@@ -167,9 +171,10 @@ class MemOS:
             except BaseException:
                 self._lock.release()
                 raise
-        # every forget reaches the model tiers' files, whether or not an engine runs
-        self.store.add_purger(self._kv_purger)
-        self.store.add_purger(self._adapter_purger)
+        # every forget reaches the model tiers' files, whether or not an engine runs (plain
+        # functions, not bound methods: the store must not keep this facade alive)
+        self.store.add_purger(_kv_purger(self.data_dir / "kv"))
+        self.store.add_purger(_adapter_purger(self.store))
         self._settle_derived_files()
 
     def _settle_derived_files(self) -> None:
@@ -225,16 +230,8 @@ class MemOS:
             raise
         if self.config.listen and self.store.follower is not None:
             self.store.follower.start_listening()
-
-    def _kv_purger(self, memory_id: str) -> Callable[[], builtins.list[DerivedForm]]:
-        from memos_core.tiers.activation.storage import kv_file_purger
-
-        return kv_file_purger(self.data_dir / "kv")(memory_id)
-
-    def _adapter_purger(self, memory_id: str) -> Callable[[], builtins.list[DerivedForm]]:
-        from memos_core.tiers.parametric.tier import adapter_purger
-
-        return adapter_purger(self.store)(memory_id)
+        self._dropped = weakref.finalize(self, _close_dropped, self.store, parts)
+        self._dropped.atexit = False  # at exit the process's end closes the connections
 
     # -- the parts, for tools and tests (the kernel owns them) --------------------------------
 
@@ -303,6 +300,8 @@ class MemOS:
         finally:
             self._closed = True
             self._engine = self._chat_service = None
+            if self._dropped is not None:
+                self._dropped.detach()
             if self._lock is not None:
                 self._lock.release()
             if self._server is not None:
@@ -1136,7 +1135,9 @@ class MemOS:
             if self._engine is None:
                 from memos_core.engine import MemoryEngine
 
-                self._engine = MemoryEngine(self.store, self)
+                # a proxy: the engine is the store's listener, and the store must not keep
+                # this facade alive (a dropped one is closed: _close_dropped)
+                self._engine = MemoryEngine(self.store, weakref.proxy(self))
             return self._engine
 
     @running
@@ -1392,6 +1393,44 @@ class MemOS:
 
             return AsyncChatStream(cast(ChatStream, result))  # stream=True answers with one
         return result
+
+
+def _kv_purger(kv_dir: Path) -> Callable[[str], Callable[[], builtins.list[DerivedForm]]]:
+    """The store's purger of the KV files under ``kv_dir`` (the tier is imported on the
+    first forget, not at open)."""
+    def purger(memory_id: str) -> Callable[[], builtins.list[DerivedForm]]:
+        from memos_core.tiers.activation.storage import kv_file_purger
+
+        return kv_file_purger(kv_dir)(memory_id)
+    return purger
+
+
+def _adapter_purger(store: MemoryStore) -> Callable[[str], Callable[[], builtins.list[DerivedForm]]]:
+    """The store's purger of the adapters trained on a memory (imported on first use)."""
+    def purger(memory_id: str) -> Callable[[], builtins.list[DerivedForm]]:
+        from memos_core.tiers.parametric.tier import adapter_purger
+
+        return adapter_purger(store)(memory_id)
+    return purger
+
+
+def _close_dropped(store: MemoryStore, parts: ServerParts) -> None:
+    """Run when a server-mode :class:`MemOS` is garbage-collected without ``close()``: its
+    pools, listener and usage threads hold the store, not the facade, and would keep
+    connections and threads open until exit. They are closed in a thread of their own (the
+    collection runs in whatever thread it happens to, which must not wait for the store)."""
+    warnings.warn(f"A MemOS on {parts.vault.where} was garbage-collected without close(); "
+                  "its connections, threads and cache directory are released now. Close it, "
+                  "or open it with `with MemOS(...)`.", ResourceWarning, stacklevel=2)
+
+    def close() -> None:
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - nothing is lost: the vault is the server's
+            logger.warning("closing a dropped MemOS failed", exc_info=True)
+        finally:
+            parts.release()
+    threading.Thread(target=close, name="memos-close-dropped", daemon=True).start()
 
 
 def _excluded(cube: MemCube, sources: frozenset[str], session: str | None) -> bool:

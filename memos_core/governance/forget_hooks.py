@@ -386,12 +386,15 @@ class MessageRedactor:
         brackets (the memory tools' search results list hits as ``[<id>] text``)."""
         if text.strip() in self._whole:
             return FORGOTTEN
-        if any(e in text for e in self._escaped):
+        if any(e in text for e in self._escaped) or _OTHER_ESCAPE.search(text):
             nested = self._json_text(text) if text.lstrip()[:1] in ("{", "[") else None
             if nested is not None:
                 return nested
-            # JSON inside other text ("calling store_memory with {...}", JSON lines): the
-            # escaped needle is replaced where it stands (the placeholder is JSON-safe)
+            # JSON inside other text ("calling store_memory with {...}", JSON lines): each
+            # string literal holding the memory is redacted, however its encoder escaped
+            # it, and an escaped needle left (a literal cut short) where it stands (the
+            # placeholder is JSON-safe)
+            text = _JSON_STRING.sub(self._json_string, text)
             for escaped in self._escaped:
                 text = text.replace(escaped, FORGOTTEN)
         for needle in self._needles:
@@ -413,6 +416,18 @@ class MessageRedactor:
             return None
         new = self.value(data)
         return None if new is data else json.dumps(new, ensure_ascii=text.isascii())
+
+    def _json_string(self, match: re.Match[str]) -> str:
+        """A JSON string literal found in other text, redacted (written again as JSON)."""
+        literal = match.group(0)
+        if "\\" not in literal:
+            return literal  # the needle as it stands is replaced after
+        try:
+            decoded = json.loads(literal)
+        except ValueError:
+            return literal
+        new = self.text(decoded)
+        return literal if new == decoded else json.dumps(new, ensure_ascii=literal.isascii())
 
     def value(self, value: Any, other: Callable[[Any], Any] | None = None,
               structure: Collection[str] = ()) -> Any:
@@ -447,6 +462,11 @@ class MessageRedactor:
             found.add(needle.encode())
             for escaped in _escapes(needle):  # and JSON inside a JSON string, escaped twice
                 found.update(e.encode() for e in (escaped, *_escapes(escaped)))
+            # an encoder may escape more than these ("&" as \u0026, "'" as \u0027): its
+            # longest run of characters none escapes finds such a row too
+            run = max(_UNESCAPED_RUN.findall(needle), key=len, default="")
+            if len(run.strip()) >= _MIN_RUN:
+                found.add(run.encode())
         return sorted(found)
 
 
@@ -481,9 +501,28 @@ _COMMON = frozenset(
     "when which who will with would you your user assistant".split())
 
 
-def _escapes(text: str) -> tuple[str, str]:
-    """``text`` as the inside of a JSON string: ASCII-escaped, and as UTF-8."""
-    return json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]
+def _escapes(text: str) -> tuple[str, ...]:
+    r"""``text`` as the inside of a JSON string, as encoders write it: ASCII-escaped with
+    lower- and upper-case hex digits (.NET writes ``\u00E9``), as UTF-8, and each of these
+    with ``/`` escaped (PHP writes ``\/``)."""
+    ascii_escaped = json.dumps(text)[1:-1]
+    forms = {ascii_escaped, json.dumps(text, ensure_ascii=False)[1:-1],
+             _HEX_ESCAPE.sub(lambda m: "\\u" + m.group(1).upper(), ascii_escaped)}
+    return tuple(sorted(forms | {form.replace("/", "\\/") for form in forms}))
+
+
+#: a JSON escape that json.dumps never writes for the needles (any \uXXXX of an encoder
+#: that escapes more, or upper-case hex; an escaped "/"): MessageRedactor.text decodes the
+#: JSON around it
+_OTHER_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|/)")
+#: a JSON string literal inside other text
+_JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+#: a lower-case \uXXXX escape (json.dumps writes those)
+_HEX_ESCAPE = re.compile(r"\\u([0-9a-f]{4})")
+#: characters no JSON encoder escapes (MessageRedactor.patterns), and the shortest run of
+#: them that narrows a search enough
+_UNESCAPED_RUN = re.compile(r"[A-Za-z0-9 .,:;!?()_-]+")
+_MIN_RUN = 6
 
 
 def _escaped(needles: Iterable[str]) -> tuple[str, ...]:

@@ -325,6 +325,55 @@ def test_redactor_finds_the_text_inside_a_json_string(ensure_ascii: bool) -> Non
     assert json.loads(arguments) == {"text": FORGOTTEN, "who": "Zoë"}
 
 
+ENCODED = MemCube.model_validate({"namespace": {"user_id": "dana"},
+                                  "text": "Renée's PIN is 4821 at Banque Crédit & co/fr"})
+
+
+def _hex_upper(text: str) -> str:
+    import re
+
+    return re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), text)
+
+
+#: how encoders other than Python's json write the same arguments (all valid JSON)
+ENCODERS: dict[str, Callable[[str], str]] = {
+    "upper-case hex (.NET)": _hex_upper,
+    ".NET default (also ' and &)": lambda raw: _hex_upper(raw).replace(
+        "'", "\\u0027").replace("&", "\\u0026"),
+    "Go (& as \\u0026)": lambda raw: raw.replace("&", "\\u0026"),
+    "PHP (/ as \\/)": lambda raw: raw.replace("/", "\\/"),
+}
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("where", ["whole", "in prose", "escaped twice"])
+def test_redactor_reads_json_however_its_encoder_escaped_it(encoder: str, where: str) -> None:
+    """Python's json writes lower-case hex and escapes no "&" or "/"; a provider's SDK in
+    another language may (valid JSON all the same). A tool call's raw arguments so encoded
+    kept the forgotten text: neither the redaction nor the log's cheap filter knew those
+    forms (found for .NET's upper-case hex; Go's and PHP's escapes missed plain ASCII text)."""
+    import json
+
+    raw = ENCODERS[encoder](json.dumps({"text": ENCODED.text, "who": "Zoë"}))
+    assert raw != json.dumps({"text": ENCODED.text, "who": "Zoë"})
+    stored = {"whole": raw, "in prose": f"calling store_memory with {raw} now",
+              "escaped twice": json.dumps({"arguments": raw})}[where]
+    redactor = MessageRedactor(ENCODED)
+    redacted = redactor.text(stored)
+    assert "4821" not in redacted and "Banque" not in redacted, redacted
+    if where == "whole":
+        assert json.loads(redacted) == {"text": FORGOTTEN, "who": "Zoë"}
+    # the row the log keeps (escaped once more) passes the cheap filter and is redacted
+    message = {"role": "assistant", "content": "Saving.", "additional_kwargs": {"tool_calls": [
+        {"id": "c1", "function": {"name": "store_memory", "arguments": stored}}]}}
+    row = json.dumps(message, ensure_ascii=False)
+    assert any(p in row.encode() for p in redactor.patterns())
+    row = forget_hooks.redact_log_message(row, redactor, source=False)
+    assert row is not None and "4821" not in row and "Banque" not in row
+    untouched = ENCODERS[encoder](json.dumps({"text": "Renée likes chess / go & more"}))
+    assert redactor.text(untouched) == untouched
+
+
 def test_hooks_of_collected_owners_do_not_pile_up() -> None:
     """A bound-method hook goes with its object; its entry used to stay in the list for the
     life of the store (one per checkpointer dropped without close)."""

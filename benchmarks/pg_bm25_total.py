@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, markdown_server, server_versions  # noqa: E402
 
 from memos_core.index import IndexFilter, IndexPoint, PgVectorIndex  # noqa: E402
 from memos_core.index.filters import plan_filter  # noqa: E402
@@ -63,7 +63,9 @@ def main() -> None:
     enc = Bm25Encoder()
     rows = []
     with LocalPostgres() as server:
-        idx = PgVectorIndex(server.create_database("bm25_total"), 8)
+        url = server.create_database("bm25_total")
+        print(markdown_server(server_versions(url)))
+        idx = PgVectorIndex(url, 8)
         done = 0
         for n in sorted(args.n):
             t0 = time.perf_counter()

@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import StageTimer as _StageTimer  # noqa: E402
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, markdown_server, server_versions  # noqa: E402
 from locomo_retrieval import CATEGORIES, KS, normalise_evidence, score, turns_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,9 +207,11 @@ def main() -> None:
             embedder.embed([str(qa["question"]) for sample in samples for qa in sample["qa"]])
         stores: dict[str, Any] = {}
         server = None
+        server_side: dict[str, str] = {}
         if args.server:
             server = stack.enter_context(
                 versions["this checkout"]["memos_core.testing.postgres"].LocalPostgres())
+            server_side = server_versions(server.create_database("versions"))
         for i, (name, mods) in enumerate(versions.items()):
             use(mods)
             core = mods["memos_core"]
@@ -290,11 +292,14 @@ def main() -> None:
         "questions": asked, "searches_differing": mismatches,
         "load_avg_start": [round(x, 2) for x in load_start],
         "load_avg_end": [round(x, 2) for x in load_end], "machine": machine_info(),
+        "server_versions": server_side,
         "versions": {n: {"search_ms": ms_stats(lat[n]),
                          "stages_ms": {s: ms_stats([d.get(s, 0.0) for d in stages[n]])
                                        for s in stage_names},
                          "quality": aggregate(rows[n])["overall"]} for n in names}}
     print(markdown_machine(result["machine"]))
+    if server_side:
+        print(markdown_server(server_side))
     print(f"\nLoCoMo dev, {len(samples)} conversations, {asked} questions, k=20, "
           f"{result['mode']} stores, versions alternating per question, "
           + ("queries embedded while searching" if args.embed_queries else "query vectors computed beforehand")

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, markdown_server, server_versions  # noqa: E402
 from locomo_retrieval import CATEGORIES, turns_of  # noqa: E402
 from search_inprocess import SameVectors  # noqa: E402
-from server_mode import _versions  # noqa: E402
+from server_mode import EXTRA_VERSIONS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GAP_S = 0.004
@@ -194,16 +194,16 @@ def main() -> None:
                                 gap=True, reps=args.reps).items():
             rows[f"vault read statement, {label}, after a 4 ms sleep"] = r
         load_after = round(os.getloadavg()[0], 2)
-        result = {"machine": machine_info(), "server_versions": _versions(url),
+        result = {"machine": machine_info(),
+                  "server_versions": server_versions(url, EXTRA_VERSIONS),
                   "searches": len(questions), "dense_bm25_calls": len(hybrid_calls),
                   "vault_reads": len(reads),
                   "ids_per_read": round(statistics.fmean(len(r) for r in reads), 1),
                   "bm25_generic_plans_under_auto": int(generic),
                   "load_before": load_before, "load_after": load_after, "rows": rows}
         mos.close()
-    extra = ", ".join(f"{k} {v}" for k, v in result["server_versions"].items())
     print(markdown_machine(result["machine"]))
-    print(f"server side: {extra}")
+    print(markdown_server(result["server_versions"]))
     print(f"\n{result['searches']} LoCoMo dev searches (k=10) replayed: {result['dense_bm25_calls']} "
           f"dense+BM25 calls, {result['vault_reads']} vault reads of {result['ids_per_read']} ids "
           f"on average; load average {load_before} before, {load_after} after; generic plans of "

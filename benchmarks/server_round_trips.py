@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, markdown_server, server_versions  # noqa: E402
 from server_mode import load  # noqa: E402
 
 
@@ -44,6 +44,7 @@ def main() -> None:
     embedder = OnnxEmbedder("minilm")
     with LocalPostgres() as server, tempfile.TemporaryDirectory() as tmp:
         url = server.create_database("round_trips")
+        versions = server_versions(url)
         with MemOS(url, embedder=embedder, config=MemOSConfig(show_progress=False)) as mos:
             mos.add_many([t["item"] for t in data["turns"]], user_id=user)
             time.sleep(1.0)  # the LISTEN wake-ups of the ingest are over
@@ -64,6 +65,7 @@ def main() -> None:
     n = len(questions) - 5
     ready = sum(1 for line in lines if "\tB\t" in line and "ReadyForQuery" in line)
     print(markdown_machine(machine_info()))
+    print(markdown_server(versions))
     print(f"memos_core from {Path(memos_core.__file__).parent}; load average "
           f"{os.getloadavg()[0]:.2f}; {len(data['turns'])} memories of one conversation; "
           f"{n} searches, k={args.k}, record_usage={args.record_usage}; "

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, markdown_server, server_versions  # noqa: E402
 from server_mode import load  # noqa: E402
 
 
@@ -93,6 +93,7 @@ def main() -> None:
     load_start = os.getloadavg()
     with LocalPostgres() as server:
         url = server.create_database("forms")
+        versions = server_versions(url)
         with MemOS(url, embedder=embedder, config=MemOSConfig(
                 show_progress=False, retrieval=RetrievalConfig(hop_source="index"))) as mos:
             idx = mos.index
@@ -191,6 +192,7 @@ def main() -> None:
                             full_rows += sum(1 for r in rows if r[0] == "h") >= n
     load_end = os.getloadavg()
     print(markdown_machine(machine_info()))
+    print(markdown_server(versions))
     print(f"\n{len(users)} conversations, {len(searches)} searches replayed, {len(hop_pairs)} hops; "
           f"load average {[round(x, 2) for x in load_start]} at the start, "
           f"{[round(x, 2) for x in load_end]} at the end\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, markdown_server, server_versions  # noqa: E402
 from server_mode import load
 from memos_core import MemOS, MemOSConfig
 from memos_core.embedding.onnx import OnnxEmbedder
@@ -37,6 +37,7 @@ data = load(DATA, None, None)
 emb = OnnxEmbedder("minilm")
 with LocalPostgres() as server:
     url = server.create_database("explain")
+    print(markdown_server(server_versions(url)))
     with MemOS(url, embedder=emb, config=MemOSConfig(show_progress=False)) as mos:
         by_user = {}
         for t in data["turns"]:

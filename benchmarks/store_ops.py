@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine_info, markdown_machine  # noqa: E402
+from _machine import machine_info, markdown_machine, markdown_server, server_versions  # noqa: E402
 
 NAMES = ["Ana", "Bruno", "Chen", "Dara", "Elif", "Farid", "Grace", "Hugo", "Ines", "Jonas",
          "Porto", "Braga", "Lisbon", "Berlin", "Tokyo", "Nairobi"]
@@ -145,13 +145,17 @@ def main() -> None:
 
     with contextlib.ExitStack() as stack:
         server = None
+        versions: dict[str, str] = {}
         if a.server:
             from memos_core.testing.postgres import LocalPostgres
 
             server = stack.enter_context(LocalPostgres())
+            versions = server_versions(server.create_database("versions"))
         rows = [run(int(n), int(u), a.repeat, a.seed, server)
                 for u in a.users.split(",") for n in a.sizes.split(",")]
     print(markdown_machine(machine_info()))
+    if versions:
+        print(markdown_server(versions))
     print(f"{'server mode (PostgreSQL, loopback)' if a.server else 'embedded mode'}; memos_core "
           f"from {Path(memos_core.__file__).parent}; load average {os.getloadavg()[0]:.1f}; "
           f"median of {a.repeat} calls, ms")
@@ -162,7 +166,8 @@ def main() -> None:
         print(f"| {r['memories']} | {r['users']} | {r['own']} | "
               + " | ".join(str(r[c]) for c in COLUMNS) + " |")
     if a.out:
-        a.out.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=2))
+        a.out.write_text(json.dumps({"machine": machine_info(), "server_versions": versions,
+                                     "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

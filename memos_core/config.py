@@ -128,7 +128,7 @@ class RetrievalConfig(BaseModel):
         default=0.1, ge=0, le=1,
         description="The dense query leaves out the names that at least this share of the "
         "visible memories name (a conversation's speakers); BM25 and the second stage still "
-        "see them (0: off). LoCoMo dev: recall@10 +1.2 points, multi-hop +2.3 "
+        "see them (0: off). LoCoMo dev: recall@10 +1.3 points, multi-hop +2.6 "
         "(docs/benchmarks.md, issue 16 fourth pass).",
     )
     dense_dated_names: bool = Field(
@@ -251,8 +251,9 @@ class MemOSConfig(BaseModel):
         default=200_000, ge=1,
         description="The graph is held as per-user views, loaded from the vault when a search "
         "first needs one and evicted least recently used once the loaded views hold more "
-        "memories than this (about 180 MB: 100,000 memories in 100 views took 89 MB, "
-        "docs/benchmarks.md). A store with fewer memories never evicts; the view in use "
+        "memories than this (about 180 MB: 100,000 memories in 100 views took 89 MB in one "
+        "run of benchmarks/graph_memory.py whose output was not kept; docs/benchmarks.md, "
+        "'Per-user graph views'). A store with fewer memories never evicts; the view in use "
         "is never evicted.",
     )
 

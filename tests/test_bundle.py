@@ -239,3 +239,38 @@ def test_a_memory_forgotten_while_the_export_ran_is_not_in_the_bundle(mos, tmp_p
     path = mos.export(tmp_path / "bundle", user_id="alice")
     assert len(calls) == 2
     assert not any(b"zanzibar-quokka" in p.read_bytes() for p in path.iterdir())
+
+
+_KILLED_MID_EXPORT = """
+import os, signal, sys
+from memos_core import MemOS, MemOSConfig
+mos = MemOS(sys.argv[1], config=MemOSConfig(show_progress=False))
+print(mos.add("Alice's passport number is X99413.", user_id="alice").id, flush=True)
+mos.vault.edges = lambda: os.kill(os.getpid(), signal.SIGKILL)  # after memories.jsonl
+mos.export(sys.argv[2], user_id="alice")
+"""
+
+
+def test_an_export_killed_before_its_rename_leaves_no_copy_for_good(make_mos, tmp_path):
+    """An export writes into a hidden directory beside the target and renames it at the
+    end; a process killed in between left that directory, every memory's text in it, where
+    no forget reaches. The next export to the same path deletes it (its writer is gone)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data, out = tmp_path / "data", tmp_path / "exports"
+    child = subprocess.run([sys.executable, "-c", _KILLED_MID_EXPORT, str(data),
+                            str(out / "bundle")], capture_output=True, text=True, timeout=300)
+    assert child.returncode == -9, child.stderr
+    memory_id = child.stdout.split()[0]
+
+    def holding(needle: bytes) -> list[Path]:
+        return [p for p in out.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+    assert holding(b"X99413")  # the kill left the working directory
+    mos = make_mos()
+    mos.forget(memory_id, user_id="alice")
+    mos.export(out / "bundle", user_id="alice")
+    assert holding(b"X99413") == []
+    assert sorted(p.name for p in out.iterdir()) == ["bundle"]

@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "memos_core.chat": MODELS,
     "memos_core.runtime": MODELS,
     "memos_core.tiers": MODELS,
+    "memos_core.tiers.tempfiles": BASE,  # temporary paths and their leftovers (os only)
     "memos_core.scheduler": MODELS,  # the package exports the executor; policy is base
     "memos_core.ops": OPS,
     "memos_core.store": KERNEL,

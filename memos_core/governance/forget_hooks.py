@@ -621,4 +621,8 @@ def open_log(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=rw", uri=True,
                          isolation_level=None, timeout=5.0, check_same_thread=False)
     db.execute("PRAGMA secure_delete=ON")
+    wal = Path(f"{path}-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        # a redactor killed before its truncation left the old pages there
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return db

@@ -14,6 +14,7 @@ and only then writes, in one vault transaction. A bad bundle changes nothing.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -21,7 +22,6 @@ import math
 import os
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from memos_core.errors import BundleError, ConflictError, InvalidInputError, Mem
 from memos_core.governance.sensitivity import history_sensitivity
 from memos_core.ops.share import retrying
 from memos_core.store import MemoryStore
+from memos_core.tiers import tempfiles
 from memos_core.validation import (
     check_id,
     check_int,
@@ -59,15 +60,34 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
     The files are written into a new private directory (mode 0700) next to ``path``, which
     is then renamed to ``path`` (an existing empty directory is replaced): nothing is
     written through a link someone planted in ``path``, and other users cannot read the
-    bundle.
+    bundle. Its name carries this process's id (:func:`tempfiles.temp_path`): such a
+    directory that an export killed before its rename left there (every memory's text) is
+    deleted by the next export to ``path``.
     """
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise InvalidInputError(f"Export target {path} exists and is not an empty directory.")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
+        _remove_leftovers(path)
+        work = tempfiles.temp_path(path)
+        work.mkdir(mode=0o700)
     except OSError as exc:  # a file on the way, no permission, a read-only disk
         raise MemOSError(f"Cannot create the bundle {path} ({exc.strerror}).") from None
+    with tempfiles.writing(work):
+        _export_into(store, work, path, user_id, include_sensitive)
+    return path
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete the working directories of exports to ``path`` whose process is gone."""
+    for old in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        if old.is_dir() and not old.is_symlink() and tempfiles.writer_gone(old):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _export_into(store: MemoryStore, work: Path, path: Path, user_id: str,
+                 include_sensitive: bool) -> None:
+    """:func:`export_bundle`'s writing into ``work`` and rename to ``path``."""
     try:
         count, withheld, live = _write_bundle(store, work, user_id, include_sensitive)
         with store.write_lock:  # no forget of this process between the check and the rename
@@ -85,7 +105,6 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
         shutil.rmtree(work, ignore_errors=True)
     store.vault.audit(Actor(user_id), "export", details={
         "memories": count, "withheld_sensitive": withheld, "path": str(path)})
-    return path
 
 
 def _write_bundle(store: MemoryStore, path: Path, user_id: str,

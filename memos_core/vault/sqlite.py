@@ -172,6 +172,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             self._check_schema()
             self._fill_graph_tables()
             self._remove_stale_creations()
+            self._fold_leftover_wal()
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()  # a failed open must not keep the file open (or locked)
@@ -220,6 +221,17 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                 leftover.unlink(missing_ok=True)
             except (ValueError, PermissionError):
                 continue
+
+    def _fold_leftover_wal(self) -> None:
+        """Fold a WAL found at open into the file and truncate it. A clean close leaves it
+        empty; a process killed between a forget's tombstone and the truncation after it
+        left page images holding the forgotten text there, which nothing else removed
+        before the next forget or close."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:  # pragma: no cover - the data directory lock keeps other writers out
+                logger.warning("could not truncate the WAL of %s found at open", self.path)
 
     def _create(self) -> None:
         """Create a new vault file whole or not at all.

@@ -191,3 +191,54 @@ def test_a_second_process_gets_a_clear_lock_error(mos: MemOS) -> None:
     assert "already open" in proc.stdout and "one process at a time" in proc.stdout
     assert "Qdrant server" in proc.stdout and "scale_out.md" in proc.stdout
     assert mos.add("still writable", user_id="u").version == 1
+
+
+_KILLED_MID_FORGET = """
+import os, signal, sys
+from memos_core import MemOS, MemOSConfig
+mos = MemOS(sys.argv[1], config=MemOSConfig(show_progress=False))
+for i in range(20):
+    mos.add(f"filler note {i} about the garden", user_id="dana")
+memories = [mos.add(f"Dana's locker code is {code}", user_id="dana", tags=[f"tag-{code}"],
+                    metadata={"note": f"meta-{code}"}) for code in sys.argv[2:]]
+print(" ".join(m.id for m in memories), flush=True)
+# the step right after the tombstones: the kill lands between the commit and the truncation
+mos.vault.checkpoint = lambda: os.kill(os.getpid(), signal.SIGKILL)
+mos.forget_many([m.id for m in memories], user_id="dana") if len(memories) > 1 \\
+    else mos.forget(memories[0].id, user_id="dana")
+"""
+
+
+@pytest.mark.parametrize("codes", [["MARMOT9920"], ["OKAPI3141", "QUOKKA2718", "TAPIR1618"]])
+def test_a_kill_between_the_tombstone_and_the_wal_truncation_leaves_no_text(
+        tmp_path: Path, codes: list[str]) -> None:
+    """forget and forget_many commit the tombstones, then truncate the vault's WAL, which
+    still holds the pages with the text. A process killed in between left the text in
+    vault.sqlite3-wal while the reopened store ran (until the next forget or close): the
+    open now folds a WAL it finds into the file and truncates it."""
+    data = tmp_path / "data"
+    child = subprocess.run([sys.executable, "-c", _KILLED_MID_FORGET, str(data), *codes],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -9, child.stderr
+    ids = child.stdout.split()
+    markers = [m for code in codes for m in (code, f"tag-{code}", f"meta-{code}")]
+    assert _files_holding(data, markers)  # the kill left them on disk (the WAL)
+
+    mos = MemOS(data, config=MemOSConfig(show_progress=False))
+    try:
+        assert all(mos.vault.get(i).state is State.DELETED for i in ids)  # forgotten
+        assert _files_holding(data, markers) == {}  # and gone while the store runs
+        hits = mos.search("Dana's locker code", user_id="dana", k=50)
+        assert hits and not {h.memory.id for h in hits} & set(ids)
+    finally:
+        mos.close()
+
+
+def _files_holding(root: Path, needles: list[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            hits = [n for n in needles if n.encode() in path.read_bytes()]
+            if hits:
+                found[str(path.relative_to(root))] = hits
+    return found

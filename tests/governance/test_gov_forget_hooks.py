@@ -387,3 +387,29 @@ def test_hooks_of_collected_owners_do_not_pile_up() -> None:
     for _ in range(50):
         hooks.add(Log().hook)  # the Log dies at once (reference counting: no cycle)
     assert len(hooks) == 1 and len(hooks._hooks) <= 2  # the live one, and the newest dead one
+
+
+def test_a_log_file_opened_for_redaction_folds_a_wal_left_by_a_killed_writer(
+        tmp_path: Path) -> None:
+    """A file redactor killed between its redaction and its WAL truncation left the old
+    pages in the WAL; the next redactor to open the file truncates it, whatever it finds."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "chat_history.sqlite3"
+    code = ("import os, sqlite3, sys\n"
+            "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "db.execute('PRAGMA journal_mode=WAL')\n"
+            "db.execute('CREATE TABLE chat_messages (message TEXT)')\n"
+            "db.execute(\"INSERT INTO chat_messages VALUES ('my locker code is MARMOT9920')\")\n"
+            "os._exit(0)  # no close: the pages stay in the WAL\n")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
+    wal = Path(f"{path}-wal")
+    assert wal.stat().st_size > 0 and b"MARMOT9920" in wal.read_bytes()
+    db = forget_hooks.open_log(path)
+    try:
+        assert wal.stat().st_size == 0
+        assert db.execute("SELECT message FROM chat_messages").fetchall() == [
+            ("my locker code is MARMOT9920",)]  # folded into the file, nothing lost
+    finally:
+        db.close()

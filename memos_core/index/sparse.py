@@ -8,6 +8,8 @@ adding a document never changes the vectors already stored.
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -27,6 +29,13 @@ DEFAULT_AVG_LEN = 20.0
 #: (docs/benchmarks.md, issue 16 third pass).
 DEFAULT_K = 1.2
 DEFAULT_B = 0.3
+#: How text is prepared before it is tokenized (the ``"text"`` setting; stores made before
+#: it was recorded: 0): 1 puts text in Unicode NFC (a decomposed "Mu\u0308ller", as macOS
+#: file names and some PDFs write it, is "Müller") and splits runs of Chinese, Japanese and
+#: Korean characters, which the word tokenizer keeps whole (a sentence without spaces was one
+#: term, so no word in it matched), into overlapping character bigrams ("北京烤鸭" ->
+#: "北京 京烤 烤鸭"). Text with neither gives the same vectors as 0 (all of LoCoMo does).
+DEFAULT_TEXT = 1
 #: What stores made before the settings were recorded were encoded with.
 LEGACY_SETTINGS = {"avg_len": 20.0, "k": 1.2, "b": 0.75}
 #: The vault meta key that pins the settings a store's sparse vectors were made with.
@@ -35,7 +44,8 @@ SETTINGS_META = "bm25_settings"
 
 class Bm25Encoder:
     """Text -> BM25 sparse vectors: English, lowercased, accents folded, stopwords
-    removed, Snowball-stemmed ("Running dogs" and "run dog" share both terms).
+    removed, Snowball-stemmed ("Running dogs" and "run dog" share both terms); in Unicode
+    NFC, Chinese, Japanese and Korean as character bigrams (:data:`DEFAULT_TEXT`).
 
     Indices are stable 32-bit term hashes, so no vocabulary is stored. Documents and
     queries must be encoded by encoders with the same :attr:`fingerprint`; a different
@@ -43,10 +53,14 @@ class Bm25Encoder:
     """
 
     def __init__(
-        self, *, avg_len: float = DEFAULT_AVG_LEN, k: float = DEFAULT_K, b: float = DEFAULT_B
+        self, *, avg_len: float = DEFAULT_AVG_LEN, k: float = DEFAULT_K, b: float = DEFAULT_B,
+        text: int = DEFAULT_TEXT,
     ) -> None:
         """``k``: term-frequency saturation; ``b``: length normalisation in [0, 1];
-        ``avg_len``: expected document length in tokens. Raises ``ValueError`` if invalid."""
+        ``avg_len``: expected document length in tokens; ``text``: how text is prepared
+        (:data:`DEFAULT_TEXT`; 0: as given). Raises ``ValueError`` if invalid."""
+        if text not in (0, 1):
+            raise ValueError(f"text must be 0 or 1, got {text!r}")
         if not avg_len > 0:
             raise ValueError(f"avg_len must be > 0, got {avg_len!r}")
         if not 0.0 <= b <= 1.0:
@@ -54,6 +68,9 @@ class Bm25Encoder:
         if not k >= 0:
             raise ValueError(f"k must be >= 0, got {k!r}")
         self._settings = {"avg_len": float(avg_len), "k": float(k), "b": float(b)}
+        if text:  # (left out at 0: what stores made before the setting existed recorded)
+            self._settings["text"] = text
+        self._prepare = _prepare if text else _as_given
         config = qdrant_edge.Bm25Config(
             k=float(k),
             b=float(b),
@@ -66,7 +83,8 @@ class Bm25Encoder:
 
     @property
     def settings(self) -> dict[str, float]:
-        """``{"avg_len", "k", "b"}``: what :meth:`__init__` was given."""
+        """``{"avg_len", "k", "b"}`` and ``"text"`` unless 0: what :meth:`__init__` was
+        given."""
         return dict(self._settings)
 
     @property
@@ -81,11 +99,11 @@ class Bm25Encoder:
         Text with no indexable word (empty, only stopwords or punctuation) gives an empty
         vector, which no sparse search matches.
         """
-        return _to_sparse(self._model.embed_document(_check_text(text)))
+        return _to_sparse(self._model.embed_document(self._prepare(_check_text(text))))
 
     def encode_query(self, text: str) -> SparseVec:
         """The search vector of a query: weight 1.0 per distinct term."""
-        return _to_sparse(self._model.embed_query(_check_text(text)))
+        return _to_sparse(self._model.embed_query(self._prepare(_check_text(text))))
 
     def encode_documents(self, texts: Iterable[str]) -> list[SparseVec]:
         """:meth:`encode_document` for each text, in order."""
@@ -123,8 +141,8 @@ def encoder_for_store(vault: _MetaStore) -> Bm25Encoder:
     try:
         stored = json.loads(raw)
         return Bm25Encoder(avg_len=float(stored["avg_len"]), k=float(stored["k"]),
-                           b=float(stored["b"]))
-    except (ValueError, KeyError, TypeError) as exc:
+                           b=float(stored["b"]), text=stored.get("text", 0))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptDataError(f"the store's BM25 settings record {raw!r} is unreadable ({exc}); "
                          f"delete the vault meta key {SETTINGS_META!r} and run reindex()") from exc
 
@@ -132,6 +150,30 @@ def encoder_for_store(vault: _MetaStore) -> Bm25Encoder:
 def _check_text(text: str) -> str:
     if not isinstance(text, str):
         raise ValueError(f"BM25 encodes str, got {type(text).__name__}")
+    return text
+
+
+#: a run of two or more Chinese, Japanese or Korean characters: Hangul Jamo, kana, Hangul
+#: compatibility Jamo, CJK ideographs (and extension A), Hangul syllables, compatibility
+#: ideographs, half-width katakana, the supplementary ideograph planes
+_CJK_RUN = re.compile("[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf"
+                      "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f"
+                      "\U00020000-\U0003134f]{2,}")
+
+
+def _bigrams(match: re.Match[str]) -> str:
+    run = match.group(0)
+    return " " + " ".join(run[i:i + 2] for i in range(len(run) - 1)) + " "
+
+
+def _prepare(text: str) -> str:
+    """``text`` in NFC with its CJK runs as bigrams (``text`` 1; see :data:`DEFAULT_TEXT`)."""
+    if not text.isascii():
+        text = _CJK_RUN.sub(_bigrams, unicodedata.normalize("NFC", text))
+    return text
+
+
+def _as_given(text: str) -> str:
     return text
 
 

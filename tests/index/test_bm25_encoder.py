@@ -128,3 +128,73 @@ def test_an_unreadable_settings_record_is_a_clear_error(tmp_path):
         mos.store.vault.set_meta(SETTINGS_META, "{not json")
     with pytest.raises(CorruptDataError, match=SETTINGS_META):
         MemOS(tmp_path / "d", config=cfg)
+
+
+# -- text preparation ("text" 1): Unicode NFC, and Chinese / Japanese / Korean as bigrams
+
+def _shares(query: str, document: str, encoder: Bm25Encoder = ENC) -> float:
+    """Share of the query's terms the document has."""
+    q = set(encoder.encode_query(query).indices)
+    return len(q & set(encoder.encode_document(document).indices)) / len(q)
+
+
+@pytest.mark.parametrize("query,document", [
+    ("北京", "我喜欢在北京吃烤鸭和饺子"),
+    ("烤鸭", "我喜欢在北京吃烤鸭和饺子"),
+    ("東京", "東京でラーメンを食べた"),
+    ("ラーメン", "東京でラーメンを食べた"),
+    ("김치찌개", "김치찌개를 좋아해요"),
+])
+def test_a_word_inside_unspaced_cjk_text_is_a_keyword_match(query, document):
+    """The word tokenizer kept a run of CJK characters whole: a sentence was one term, so
+    none of its words matched it (the dense model, trained on English, gives little)."""
+    assert _shares(query, document) == 1.0
+    assert _shares(query, document, Bm25Encoder(text=0)) == 0.0  # as before
+
+
+def test_decomposed_and_composed_text_are_the_same_terms():
+    import unicodedata
+
+    composed = "Jürgen Müller wohnt in Köln"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert ENC.encode_document(decomposed) == ENC.encode_document(composed)
+    assert _shares("Müller Köln", decomposed) == 1.0
+    assert _shares("Müller Köln", decomposed, Bm25Encoder(text=0)) == 0.0  # split at marks
+
+
+def test_text_without_cjk_or_decomposed_letters_keeps_its_vectors():
+    """English (all of LoCoMo), accented text in NFC: the same vectors as before, so
+    recall there is unchanged and stores made before need no rebuild."""
+    legacy = Bm25Encoder(text=0)
+    for text in ("Running dogs chased 3 cats at 3pm on May 7, 2023!",
+                 "Zoë's café in Köln -- “quoted” — dashes", "Ünïcödé ß Straße İstanbul",
+                 "Привет, мир", ""):
+        assert ENC.encode_document(text) == legacy.encode_document(text), text
+        assert ENC.encode_query(text) == legacy.encode_query(text), text
+
+
+def test_a_store_keeps_the_text_preparation_it_was_made_with(tmp_path):
+    """New stores record ``text`` 1; one whose record lacks it (made before) keeps 0, so
+    its stored vectors and its queries never mix two preparations."""
+    import json
+
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.errors import CorruptDataError
+    from memos_core.index.sparse import SETTINGS_META
+
+    cfg = MemOSConfig(show_progress=False)
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        assert json.loads(mos.store.vault.get_meta(SETTINGS_META))["text"] == 1
+        mos.add("我喜欢在北京吃烤鸭和饺子", user_id="u")
+        mos.add("Ana rides a green gravel bike.", user_id="u")
+        hits = mos.search("烤鸭", user_id="u", record_usage=False)
+        assert hits[0].memory.text == "我喜欢在北京吃烤鸭和饺子" and "bm25" in hits[0].signals
+        mos.store.vault.set_meta(SETTINGS_META, json.dumps({"avg_len": 20.0, "k": 1.2, "b": 0.3}))
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        assert mos.store.bm25.settings == {"avg_len": 20.0, "k": 1.2, "b": 0.3}
+        mos.store.vault.set_meta(SETTINGS_META, json.dumps(
+            {"avg_len": 20.0, "k": 1.2, "b": 0.3, "text": 7}))
+    with pytest.raises(CorruptDataError, match=SETTINGS_META):
+        MemOS(tmp_path / "d", config=cfg)
+    with pytest.raises(ValueError, match="text must be 0 or 1"):
+        Bm25Encoder(text=2)

@@ -95,14 +95,40 @@ TEXTS = [
 ]
 
 
-@pytest.mark.parametrize("text", TEXTS)
+def _ascii_letters(text: str) -> bool:
+    """No letter outside ASCII: there the reference (names of A-Z only, "rules-v1") and
+    the extractor agree; names in other letters are rules-v2's (test below)."""
+    return all(c.isascii() or not c.isalpha() for c in text)
+
+
+@pytest.mark.parametrize("text", [t for t in TEXTS if _ascii_letters(t)])
 def test_same_entities_as_the_reference(text: str) -> None:
     for cap in (0, 1, 3, 32, 10_000):
         assert RuleEntityExtractor(max_entities=cap).extract(text) == reference_extract(text, cap)
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("Is Zoë allergic to anything?", ["zoë"]),  # rules-v1: "zo", as for Zoé
+    ("Zoé prefers window seats", ["zoé"]),
+    ("Señora Gómez and Señor Pérez", ["señora gómez", "señor pérez"]),  # v1: "se" twice
+    ("Björk Guðmundsdóttir met Antonín Dvořák", ["björk guðmundsdóttir", "antonín dvořák"]),
+    ("Jürgen Müller, Łukasz and Дмитрий Иванов", ["jürgen müller", "łukasz", "дмитрий иванов"]),
+    ("Unicode digits ١٢٣ and ४५ and ５ and Ωmega and Émile Zola and Straße and ß",
+     ["unicode", "١٢٣", "४५", "５", "ωmega", "émile zola", "straße"]),
+    ("我在北京见了 Tokyo 的朋友 on 7 May 2023", ["tokyo", "7 may 2023"]),  # CJK: no capitals
+    ("Maya² and Ann½ and Ⅻ Bob", ["maya", "ann", "bob"]),  # numbers are no letters
+    ('“Zoë” said “hi”.', ["zoë", "hi"]),
+])
+def test_names_in_any_script_with_capitals(text: str, expected: list[str]) -> None:
+    import unicodedata
+
+    extractor = RuleEntityExtractor()
+    assert extractor.extract(text) == expected
+    assert extractor.extract(unicodedata.normalize("NFD", text)) == expected  # the same name
+
+
 def test_same_entities_on_a_long_mixed_text() -> None:
-    text = " ".join(TEXTS) * 3
+    text = " ".join(t for t in TEXTS if _ascii_letters(t)) * 3
     assert RuleEntityExtractor(max_entities=10_000).extract(text) == reference_extract(text, 10_000)
 
 
@@ -114,6 +140,7 @@ def test_same_entities_on_locomo() -> None:
     texts += [str(qa["question"]) for sample in data for qa in sample["qa"]]
     assert texts
     extractor = RuleEntityExtractor(max_entities=10_000)
+    texts = [t for t in texts if _ascii_letters(t)]
     for text in texts:
         assert extractor.extract(text) == reference_extract(text, 10_000), text
     whole = "\n".join(texts[:400])
@@ -124,15 +151,34 @@ FRAGMENTS = [
     "1", "12", "2023", "3.5", "1,000", "%", " %", "May", "may", "Jan.", "sept", "March", "th", "st",
     ",", ".", " ", "  ", "\n", "\t", "\u00a0", '"', "“", "”", "'", "’", "'s", "-", "/", ":",
     "of", "the", "de", "van", "von", "The", "Bank", "America", "New", "York", "Hey", "Mel", "I",
-    "I'm", "Ab", "x", "2024-01-05", "7/4/21", "١٢", "É", "Zoë", "ß",
+    "I'm", "Ab", "x", "2024-01-05", "7/4/21", "١٢", "²", "½",
 ]
+#: letters outside ASCII, where names differ from the reference's by design (rules-v2)
+UNICODE_FRAGMENTS = ["É", "Zoë", "ß", "Łukasz", "Дмитрий", "é", "ǅ", "İ", "北京"]
+
+
+def _no_other_letters(text: str) -> str:
+    """``text`` with each letter outside ASCII made an "x" (the generated part)."""
+    return "".join(c if c.isascii() or not c.isalpha() else "x" for c in text)
 
 
 @settings(max_examples=400, deadline=None, derandomize=True, database=None)
-@given(st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=4)), max_size=60).map("".join),
+@given(st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=4).map(_no_other_letters)),
+                max_size=60).map("".join),
        st.sampled_from([1, 2, 5, 32]))
 def test_same_entities_on_generated_texts(text: str, cap: int) -> None:
     assert RuleEntityExtractor(max_entities=cap).extract(text) == reference_extract(text, cap)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.one_of(st.sampled_from(FRAGMENTS + UNICODE_FRAGMENTS), st.text(max_size=4)),
+                max_size=60).map("".join))
+def test_generated_texts_in_any_letters(text: str) -> None:
+    """Names in any script: composed and decomposed text say the same."""
+    import unicodedata
+
+    extractor = RuleEntityExtractor(max_entities=10_000)
+    assert extractor.extract(unicodedata.normalize("NFD", text)) == extractor.extract(text)
 
 
 def test_a_megabyte_of_adversarial_text_is_extracted() -> None:

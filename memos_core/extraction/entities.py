@@ -3,11 +3,19 @@
 Entities link memories in the graph (two memories that mention "Caroline" or "May 2023" are
 neighbours), so they are normalised to lower case. An LLM extractor can replace this one:
 anything with ``extract(text) -> list[str]`` and a ``name`` satisfies ``EntityExtractor``.
+
+Names are runs of capitalised words in any script with capitals (Latin, Greek, Cyrillic,
+...): "Zoë", "Jürgen Müller", "Łukasz", "Дмитрий". Scripts without capitals (Chinese,
+Japanese, Korean, Arabic, Hebrew, ...) give no names; their dates, numbers and quoted terms
+still count.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 _MONTHS = (
@@ -27,7 +35,32 @@ _QUOTED = re.compile(r"[\"“]([^\"”]{2,60})[\"”]")
 # The space after a connector is optional ("of\nAmerica" or "ofAmerica" still join), but there is
 # no optional space straight after the required one: "\s+\s*" splits a run of w spaces w ways, so a
 # capitalised word followed by a long run of spaces backtracked in O(w**2) (minutes for 80 KB).
-_NAME = re.compile(r"\b[A-Z][a-zA-Z'’-]+(?:\s+(?:(?:of|de|van|von|the)\s*)?[A-Z][a-zA-Z'’-]+)*")
+# A word is a capital of any script ("rules-v1" took A-Z only, so "Zoë" was "zo", "René" "ren"
+# and "Jürgen" nothing) and letters, apostrophes or hyphens.
+
+
+@functools.cache
+def _name_pattern() -> re.Pattern[str]:
+    """The name pattern (built on first use: listing the capitals takes tens of ms)."""
+    capital = _letters(lambda c: c.isalpha() and (c.isupper() or c.istitle()))
+    word = capital + "(?:" + _letters(str.isalpha)[:-1] + "'’-])+"
+    return re.compile(rf"\b{word}(?:\s+(?:(?:of|de|van|von|the)\s*)?{word})*")
+
+
+def _letters(kind: Callable[[str], bool]) -> str:
+    """A character class, as ranges, of the letters of the Basic Multilingual Plane (every
+    cased script people write names in) of one ``kind`` (``\\w`` would also take "²")."""
+    ranges: list[list[int]] = []
+    for code in range(0x10000):
+        if kind(chr(code)):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    return "[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
+                         for a, b in ranges) + "]"
+
+
 
 # Capitalised words that are not names when they stand alone.
 _STOP = frozenset(
@@ -54,12 +87,14 @@ class EntityExtractor(Protocol):
 class RuleEntityExtractor:
     """Names, dates, numbers and quoted terms, by regular expression. Fast; no model."""
 
-    name = "rules-v1"
+    name = "rules-v2"
 
     def __init__(self, *, max_entities: int = 32) -> None:
         self.max_entities = max_entities
 
     def extract(self, text: str) -> list[str]:
+        if not text.isascii():  # a decomposed "Zoë" is the composed one
+            text = unicodedata.normalize("NFC", text)
         found: list[tuple[int, str]] = []
         # taken[i] is 1 once character i belongs to a kept match. Checking and marking a span
         # costs its length, and one pattern's matches never overlap, so each pass is linear in
@@ -77,7 +112,7 @@ class RuleEntityExtractor:
                 add(m.start(), m.end(), m.group(0).replace(",", ""))
         for m in _QUOTED.finditer(text):
             add(m.start(1), m.end(1), m.group(1).strip())
-        for m in _NAME.finditer(text):
+        for m in _name_pattern().finditer(text):
             words = m.group(0).split()
             first, last = 0, len(words)  # slice once: pop(0) per word is quadratic in the run
             while first < last and words[first].lower().strip("'’") in _STOP:

@@ -327,14 +327,20 @@ def check_enum(cls: type, value: object, name: str) -> Any:
 
 
 def check_metadata_filter(metadata: object) -> dict[str, Any]:
-    """A {key: scalar} equality filter over metadata; keys are letters, digits, _ or -."""
+    """A {key: scalar} equality filter over top-level metadata keys: any str key that JSON
+    writes without an escape (no double quote, backslash or control character: SQLite's JSON
+    path compares the key as written, so such a key could match nothing)."""
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
         raise InvalidInputError(f"metadata filter must be a dict, got {type(metadata).__name__}.")
     for key, value in metadata.items():
-        if not isinstance(key, str) or not key.replace("_", "").replace("-", "").isalnum():
-            raise InvalidInputError(f"metadata filter key {shown(key)} must be letters, digits, _ or -.")
+        if not isinstance(key, str):
+            raise InvalidInputError(f"metadata filter key {shown(key)} must be a str.")
+        if any(c in '"\\' or c < " " for c in key) or bad_char(key) is not None:
+            raise InvalidInputError(
+                f"metadata filter key {shown(key)} holds a double quote, a backslash or a control "
+                "character; filter on keys without them (keep such keys out of metadata you filter on).")
         if not isinstance(value, (str, int, float, bool)):
             raise InvalidInputError(f"metadata filter value for {key!r} must be a scalar.")
         if isinstance(value, int) and not isinstance(value, bool) \

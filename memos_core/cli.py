@@ -8,8 +8,11 @@ output; these options go before or after the command (``memos --db URL search ..
 ``stats``, ``export`` ...) refuse a data directory that holds no store, so a mistyped path is
 not taken for an empty store; ``add``, ``import``, ``mcp`` and a namespace ``share`` or
 ``revoke`` create it.
-Exit status: 0 ok, 2 bad input (a malformed bundle included) or unknown id, 3 denied, 1 anything
-else.
+Input (``add -`` from stdin, ``add --file`` JSON lines) is read as UTF-8 whatever the locale;
+``--json`` writes datetimes in ISO 8601 (``Z`` for UTC) in every command.
+Exit status: 0 ok, 2 bad input (a malformed bundle and bytes that are not UTF-8 included) or
+unknown id, 3 denied, 1 anything else; a reader that stops early (``memos list | head -1``)
+ends the command quietly with 0.
 """
 
 from __future__ import annotations
@@ -232,8 +235,16 @@ def _cube_json(cube: Any) -> dict[str, Any]:
     return data
 
 
+def _json(data: Any) -> str:
+    """``data`` as indented JSON, datetimes as the cubes' own JSON writes them (ISO 8601,
+    ``Z`` for UTC): one form in every command's ``--json``, whatever the value came from."""
+    from pydantic_core import to_jsonable_python
+
+    return json.dumps(to_jsonable_python(data, fallback=str), indent=2)
+
+
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2, default=str) if args.json else text)
+    print(_json(data) if args.json else text)
 
 
 def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
@@ -244,20 +255,53 @@ def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
         return
     if args.text is None:
         raise InvalidInputError("memos add needs a TEXT argument, '-' for stdin, or --file FILE.")
-    text = sys.stdin.read() if args.text == "-" else args.text
+    text = _read_stdin() if args.text == "-" else args.text
     cube = mos.add(text, user_id=user, agent_id=args.agent, session_id=args.session,
                    type=args.type, tags=args.tag, occurred_at=args.occurred_at,
                    supersedes=args.supersedes, sensitivity=args.sensitivity)
     _emit(args, _cube_json(cube), f"{cube.id}  v{cube.version}  {cube.text[:70]}")
 
 
+def _read_stdin() -> str:
+    """Standard input as UTF-8 text whatever the locale says, newlines as a text-mode read
+    gives them (``\\r\\n`` and ``\\r`` become ``\\n``)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # replaced by a text stream (a caller of main() that redirected it)
+        return sys.stdin.read()
+    return _text_mode_newlines(_decode_utf8(buffer.read(), "standard input"))
+
+
+def _text_mode_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _decode_utf8(data: bytes, what: str) -> str:
+    """``data`` decoded as strict UTF-8; bytes that are not UTF-8 are bad input, named by
+    their offset (and line, where there is more than one)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        where = f"offset {exc.start}" + (f" (line {line})" if b"\n" in data.rstrip(b"\n") else "")
+        raise InvalidInputError(
+            f"{what} is not UTF-8: byte 0x{data[exc.start]:02x} at {where} ({exc.reason}); "
+            "convert it to UTF-8 first (iconv -f ENCODING -t UTF-8).") from None
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The items of a JSON-lines file: one object per line with ``text`` and any other key an
+    ``add_many`` item takes (:data:`memos_core.ops.writes.ITEM_KEYS`). Lines end where a
+    text-mode read ends them (``\\n``, ``\\r\\n``, ``\\r``), not at every separator
+    ``str.splitlines`` knows: JSON strings may hold U+2028 or U+0085 unescaped."""
+    from memos_core.ops.writes import check_item_keys
+
     path = check_path(path, "--file")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise InvalidInputError(f"cannot read {path}: {exc}") from None
     items = []
+    lines = _text_mode_newlines(_decode_utf8(data, str(path))).split("\n")
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -265,12 +309,11 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"{path} line {n} is not JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidInputError(f"{path} line {n} is nested too deeply.") from None
         if not isinstance(item, dict) or "text" not in item:
             raise InvalidInputError(f"{path} line {n} must be an object with a 'text' field.")
-        allowed = {"text", "session_id", "agent_id", "occurred_at", "type", "tags", "metadata"}
-        unknown = set(item) - allowed
-        if unknown:
-            raise InvalidInputError(f"{path} line {n} has unknown fields {sorted(unknown)}.")
+        check_item_keys(item, f"{path} line {n}")
         items.append(item)
     return items
 
@@ -375,7 +418,7 @@ def _run(args: argparse.Namespace) -> None:
             _emit(args, result, f"reindexed {result['indexed']} memories")
         elif args.command == "stats":
             stats = mos.stats(user_id=user)
-            _emit(args, stats, json.dumps(stats, indent=2, default=str))
+            _emit(args, stats, _json(stats))
         elif args.command == "audit":
             _cmd_audit(args, mos, user)
         elif args.command == "schedule":
@@ -431,6 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _run(args)
+        _flush_stdout()
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
     except AccessDeniedError as exc:
         print(f"memos: denied: {exc}", file=sys.stderr)
         return 3
@@ -445,6 +492,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # a command's own status (audit verify): main returns, not raises
         return exc.code if isinstance(exc.code, int) else 1
     return 0
+
+
+def _flush_stdout() -> None:
+    """Flush now, so that a reader that stopped early raises here, where :func:`main` ends
+    quietly, not at interpreter exit. A stdout already closed is left alone: the MCP SDK's
+    stdio transport closes it when ``memos mcp`` ends."""
+    if sys.stdout is not None and not sys.stdout.closed:
+        sys.stdout.flush()
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away (``memos list | head -1``): what it wanted it read, so
+    the command ends quietly with status 0, as ripgrep and fd do, rather than report an
+    error. The output still buffered goes to ``/dev/null`` so that Python's flush at exit
+    does not fail again (the recipe in the documentation of :mod:`signal`)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file descriptor (an in-process caller)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

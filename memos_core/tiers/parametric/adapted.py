@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from memos_core.tiers.parametric.store import WEIGHTS, AdapterStore
-from memos_core.tiers.parametric.trainer import _PEFT_DEPRECATION
+from memos_core.tiers.parametric.trainer import _PEFT_DEPRECATION, peft_missing
 
 if TYPE_CHECKING:
     from memos_core.runtime import LocalModel
@@ -40,8 +40,15 @@ def chat_form(model: LocalModel, question: str) -> tuple[str, str]:
 
 def load_adapted(base: LocalModel, adapter_dir: Path, tag: str) -> LocalModel:
     """A new :class:`LocalModel`: a copy of ``base`` with the adapter merged into its weights
-    and ``adapter_version=tag`` in its fingerprint. ``base`` is not modified."""
-    from peft import PeftModel
+    and ``adapter_version=tag`` in its fingerprint. ``base`` is not modified.
+
+    Raises:
+        ModelLoadError: peft is not installed (the ``[local-model]`` extra).
+    """
+    try:
+        from peft import PeftModel
+    except ImportError as exc:
+        raise peft_missing(exc) from None
 
     from memos_core.runtime import LocalModel
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memos_core.runtime.errors import ModelLoadError
 from memos_core.tiers.parametric.config import ParametricConfig
 from memos_core.tiers.parametric.data import Example
 
@@ -145,11 +146,26 @@ def _batches(n_memory: int, n_replay: int,
         yield [next(mem_iter) for _ in range(n_mem)], [next(replay_iter) for _ in range(n_rep)]
 
 
+def peft_missing(exc: ImportError) -> ModelLoadError:
+    """The error for a failed ``import peft``: peft comes with the ``[local-model]`` extra,
+    which a plain ``pip install memos-core`` leaves out."""
+    return ModelLoadError(f"LoRA adapters (the parametric tier) need peft ({exc}); install it "
+                          "with pip install 'memos-core[local-model]'.")
+
+
 def lora_model(base: Any, config: ParametricConfig) -> Any:
     """A peft LoRA wrapper around a deep copy of ``base`` (which stays untouched), with LoRA
-    weights on ``config.target_modules`` of the top ``config.layer_fraction`` of its layers."""
+    weights on ``config.target_modules`` of the top ``config.layer_fraction`` of its layers.
+
+    Raises:
+        ModelLoadError: peft is not installed (the ``[local-model]`` extra).
+    """
     import torch
-    from peft import LoraConfig, get_peft_model
+
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise peft_missing(exc) from None
 
     layers = base.config.get_text_config(decoder=True).num_hidden_layers
     top = max(1, round(layers * config.layer_fraction))

@@ -1,0 +1,102 @@
+"""What `memos add` reads: text from stdin and JSON lines from --file, as UTF-8 whatever the
+locale says, with every field `MemOS.add_many` takes; bad input is a clean error (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memos_core.cli import main
+from memos_core.ops.writes import ITEM_KEYS
+
+
+def _memos(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """The CLI in a child process with ``stdin`` piped in. ``PYTHONIOENCODING=utf-8`` makes
+    Python's stdin strict UTF-8, as a real ``en_US.UTF-8`` locale or macOS does (this
+    machine's ``C.UTF-8`` locale would hide a decoding error behind surrogate escapes)."""
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, "-m", "memos_core.cli", *args], input=stdin,
+                          capture_output=True, env=env, timeout=300)
+
+
+def test_stdin_is_read_as_utf8_and_bytes_that_are_not_are_refused(tmp_path: Path) -> None:
+    where = ["--data-dir", str(tmp_path / "d"), "--user", "alice"]
+    bad = _memos("add", "-", *where, stdin=b"caf\xe9 au lait\n")
+    err = bad.stderr.decode("utf-8", "replace")
+    assert bad.returncode == 2, err
+    assert "Traceback" not in err
+    assert "memos: error: standard input is not UTF-8: byte 0xe9 at offset 3" in err
+    good = _memos("add", "-", "--json", *where, stdin="café\r\nau lait\n".encode())
+    assert good.returncode == 0, good.stderr.decode("utf-8", "replace")
+    assert json.loads(good.stdout)["text"] == "café\nau lait\n"  # newlines as a text-mode read
+    listed = _memos("list", "--json", *where)
+    assert [c["text"] for c in json.loads(listed.stdout)] == ["café\nau lait\n"]
+
+
+@pytest.fixture
+def memos(tmp_path, capsys):
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([args[0], "--data-dir", str(tmp_path / "d"), "--user", "alice", *args[1:]])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_a_jsonl_file_takes_every_field_add_many_takes(memos, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    rows = [{"text": "Alice's passport number is X123.", "sensitivity": ["pii"], "ttl_seconds": 3600,
+             "priority": 2, "type": "fact", "tags": ["travel"], "role": "user", "origin": "import",
+             "message_id": "m-1", "session_id": "s", "agent_id": "helper", "metadata": {"k": 1},
+             "occurred_at": "2025-06-14T08:00:00Z"},
+            {"text": "A plain note."}]
+    assert set(rows[0]) == ITEM_KEYS  # every key an item may set, so a new one is tested here
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    code, out, err = memos("add", "--file", str(src), "--json")
+    assert code == 0, err
+    first = json.loads(memos("get", json.loads(out)["ids"][0], "--json")[1])
+    assert first["governance"]["sensitivity"] == ["pii"] and first["governance"]["priority"] == 2
+    assert first["governance"]["ttl_seconds"] == 3600 and first["metadata"] == {"k": 1, "role": "user"}
+    assert first["provenance"]["source_message_ids"] == ["m-1"] and first["origin"] == "import"
+    assert first["namespace"] == {"user_id": "alice", "agent_id": "helper", "session_id": "s"}
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"text": "x", "sensitivty": ["pii"]}', "line 2 has unknown keys ['sensitivty']"),
+    ('{"text": "x", "user_id": "bob"}', "line 2 has unknown keys ['user_id']"),
+    ('{"text": "x", "reason": "why"}', "line 2 has a 'reason'"),
+    ('{"text": "x", "priority": "high"}', "priority"),
+    ("[" * 100_000 + "]" * 100_000, "line 2 is nested too deeply"),
+])
+def test_bad_jsonl_fields_name_the_line_and_add_nothing(memos, tmp_path: Path, line, message) -> None:
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"text": "fine"}\n' + line + "\n", encoding="utf-8")
+    code, _, err = memos("add", "--file", str(src))
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err
+    assert json.loads(memos("list", "--json")[1]) == []
+
+
+def test_a_jsonl_file_that_is_not_utf8_names_the_byte_and_line(memos, tmp_path: Path) -> None:
+    src = tmp_path / "latin1.jsonl"
+    src.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    code, _, err = memos("add", "--file", str(src))
+    assert code == 2 and f"{src} is not UTF-8: byte 0xe9 at offset 28 (line 2)" in err, err
+
+
+def test_jsonl_lines_end_only_at_newlines(memos, tmp_path: Path) -> None:
+    """JSON may hold U+2028 or U+0085 unescaped in a string; str.splitlines would cut the
+    line there."""
+    src = tmp_path / "in.jsonl"
+    texts = ["one\u2028two", "three\x85four", "five"]
+    src.write_text("\r\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts),
+                   encoding="utf-8")
+    code, out, err = memos("add", "--file", str(src), "--json")
+    assert code == 0 and json.loads(out)["added"] == 3, err
+    assert sorted(c["text"] for c in json.loads(memos("list", "--json")[1])) == sorted(texts)

@@ -241,3 +241,14 @@ def test_the_demo_skips_the_model_steps_without_the_model_and_finishes(tmp_path,
     assert "skipped (the local model is not available): the default model file" in out
     assert "`memos demo --no-model` leaves out the local model steps" in out
     assert "demo finished in" in out
+
+
+def test_without_gguf_reading_the_model_file_names_the_extra(monkeypatch, tmp_path):
+    """transformers reads the GGUF file with the gguf package, which the [local-model]
+    extra brings: without it the error said only that the file could not be read."""
+    from memos_core.runtime.errors import ModelLoadError
+    from memos_core.runtime.loader import _convert_into, default_gguf_path
+
+    monkeypatch.setitem(sys.modules, "gguf", None)  # `import gguf` raises ImportError
+    with pytest.raises(ModelLoadError, match=r"gguf package is missing.*memos-core\[local-model\]"):
+        _convert_into(default_gguf_path(), tmp_path / "out")

@@ -134,7 +134,14 @@ def _convert_into(gguf: Path, out: Path) -> None:
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )
     except (OSError, ValueError, ImportError) as exc:
-        raise ModelLoadError(f"could not read GGUF file {gguf}: {exc}") from exc
+        try:
+            import gguf  # noqa: F401  (transformers reads the file with it)
+
+            hint = ""
+        except ImportError:
+            hint = " The gguf package is missing: install it with pip install " \
+                   "'memos-core[local-model]'."
+        raise ModelLoadError(f"could not read GGUF file {gguf}: {exc}.{hint}") from exc
     # A GGUF-loaded model refuses save_pretrained; rebuild a plain one from its config.
     config_dict = loaded.config.to_dict()
     config_dict.pop("quantization_config", None)

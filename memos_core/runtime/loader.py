@@ -17,6 +17,7 @@ Cache root, in order: the ``cache_dir`` argument, ``$MEMOS_CACHE_DIR``,
 
 from __future__ import annotations
 
+import importlib
 import hashlib
 import importlib.util
 import json
@@ -135,8 +136,7 @@ def _convert_into(gguf: Path, out: Path) -> None:
         )
     except (OSError, ValueError, ImportError) as exc:
         try:
-            import gguf  # noqa: F401  (transformers reads the file with it)
-
+            importlib.import_module("gguf")  # transformers reads the file with it
             hint = ""
         except ImportError:
             hint = " The gguf package is missing: install it with pip install " \

@@ -17,7 +17,6 @@ Cache root, in order: the ``cache_dir`` argument, ``$MEMOS_CACHE_DIR``,
 
 from __future__ import annotations
 
-import importlib
 import hashlib
 import importlib.util
 import json

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
@@ -78,6 +79,12 @@ def engine_for(mos: HasEngine) -> MemoryEngine:
     return mos.engine
 
 
+def _call_if_alive(method: weakref.WeakMethod[Callable[..., None]], *args: object) -> None:
+    bound = method()
+    if bound is not None:
+        bound(*args)
+
+
 class MemoryEngine:
     """Model, KV tier, scheduler and chat for one store; ``MemOS.engine`` makes it.
 
@@ -109,8 +116,12 @@ class MemoryEngine:
         self._job_futures: list[Future[ConsolidationResult]] = []  # submitted, maybe running
         self._pending: dict[str, Future[ConsolidationResult]] = {}  # by owner
         self._reconcile_kv_dir()
-        store.on_change(self._on_change)
-        store.on_close(self.close)
+        # weakly: the store must not keep the engine (and through it its MemOS) alive, so
+        # that a server-mode MemOS dropped unclosed is collected and closed (its threads
+        # hold the store); the MemOS holds its engine
+        on_change, close = weakref.WeakMethod(self._on_change), weakref.WeakMethod(self.close)
+        store.on_change(lambda cubes: _call_if_alive(on_change, cubes))
+        store.on_close(lambda: _call_if_alive(close))
 
     # ------------------------------------------------------------------ model and tier
 

@@ -171,6 +171,7 @@ class MemOS:
             except BaseException:
                 self._lock.release()
                 raise
+            self.store.keep_alive = self._lock
         # every forget reaches the model tiers' files, whether or not an engine runs (plain
         # functions, not bound methods: the store must not keep this facade alive)
         self.store.add_purger(_kv_purger(self.data_dir / "kv"))
@@ -1135,9 +1136,7 @@ class MemOS:
             if self._engine is None:
                 from memos_core.engine import MemoryEngine
 
-                # a proxy: the engine is the store's listener, and the store must not keep
-                # this facade alive (a dropped one is closed: _close_dropped)
-                self._engine = MemoryEngine(self.store, weakref.proxy(self))
+                self._engine = MemoryEngine(self.store, self)
             return self._engine
 
     @running

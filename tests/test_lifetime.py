@@ -299,6 +299,29 @@ def test_a_memos_dropped_without_close_releases_its_directory(tmp_path: Path) ->
     assert not [w for w in after if w.category is ResourceWarning]
 
 
+@pytest.mark.parametrize("part", ["engine", "store"])
+def test_a_part_kept_of_a_dropped_memos_keeps_the_directory_locked(tmp_path: Path,
+                                                                   part: str) -> None:
+    """The store no longer holds its MemOS (so a dropped server-mode one can be collected);
+    a caller that keeps only ``mos.engine`` or ``mos.store`` still keeps the directory
+    locked, and the engine's chat still searches through its MemOS."""
+    import gc
+
+    from memos_core import DataDirLockedError
+
+    config = MemOSConfig(show_progress=False)
+    mos = MemOS(tmp_path / "d", config=config)
+    mos.add("Ines visited Porto in May.", user_id="ada")
+    kept = getattr(mos, part)
+    del mos
+    gc.collect()
+    with pytest.raises(DataDirLockedError):
+        MemOS(tmp_path / "d", config=config)
+    if part == "engine":
+        assert [h.memory.text for h in kept.mos.search("Porto", user_id="ada")] == [
+            "Ines visited Porto in May."]
+
+
 def test_a_forked_child_dropping_its_copy_leaves_the_parents_lock(tmp_path: Path) -> None:
     """The child shares the lock's open file: unlocking it there (as a dropped MemOS's lock
     does in its own process) would let another process open the parent's directory."""

@@ -89,6 +89,9 @@ class MemoryStore:
                  extractor: EntityExtractor | None = None) -> None:
         self.data_dir = data_dir
         self.config = config
+        #: what must live as long as this store does (the data-directory lock its MemOS
+        #: took: a caller that keeps only ``mos.store`` keeps the directory locked)
+        self.keep_alive: object = None
         self.vault: Vault = vault if vault is not None else SQLiteVault(data_dir / "vault.sqlite3")
         self.embedder: Embedder = embedder or default_embedder(config.embedder,
                                                                 config.embedder_backend)

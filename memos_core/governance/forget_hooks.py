@@ -356,6 +356,7 @@ class MessageRedactor:
         self._needles = sorted({t for t in self._whole if len(t) >= MIN_NEEDLE},
                                key=len, reverse=True)
         self._escaped = _escaped(self._needles)
+        self._nested: MessageRedactor | None = None  # see _inner
         # a memory tool's search result line ("[<id>] text", "3. [<id>] (fact, ...) text"):
         # whatever the text's length
         self._result_line = re.compile(
@@ -374,6 +375,7 @@ class MessageRedactor:
         other._whole = self._whole | {t.strip() for t in extra}
         other._needles = sorted({*self._needles, *extra}, key=len, reverse=True)
         other._escaped = _escaped(other._needles)
+        other._nested = None
         return other
 
     def is_source(self, message_id: object) -> bool:
@@ -387,14 +389,15 @@ class MessageRedactor:
         if text.strip() in self._whole:
             return FORGOTTEN
         if any(e in text for e in self._escaped) or _OTHER_ESCAPE.search(text):
-            nested = self._json_text(text) if text.lstrip()[:1] in ("{", "[") else None
+            inner = self._inner()
+            nested = inner._json_text(text) if text.lstrip()[:1] in ("{", "[") else None
             if nested is not None:
                 return nested
             # JSON inside other text ("calling store_memory with {...}", JSON lines): each
             # string literal holding the memory is redacted, however its encoder escaped
             # it, and an escaped needle left (a literal cut short) where it stands (the
             # placeholder is JSON-safe)
-            text = _JSON_STRING.sub(self._json_string, text)
+            text = _JSON_STRING.sub(inner._json_string, text)
             for escaped in self._escaped:
                 text = text.replace(escaped, FORGOTTEN)
         for needle in self._needles:
@@ -404,6 +407,17 @@ class MessageRedactor:
             text = self._result_line.sub(
                 lambda m: f"{m.group(1)}[{self.memory_id}] {FORGOTTEN}", text)
         return text
+
+    def _inner(self) -> MessageRedactor:
+        """This redactor for the strings of JSON inside a message: a short text matches a
+        whole message only, never a value inside one (a forgotten "Paris" does not blank
+        ``"city": "Paris"`` in a tool's result)."""
+        if self._nested is None:
+            inner = copy.copy(self)
+            inner._whole = {t for t in self._whole if len(t) >= MIN_NEEDLE}
+            inner._nested = inner
+            self._nested = inner
+        return self._nested
 
     def _json_text(self, text: str) -> str | None:
         """``text`` redacted as the JSON document it holds, written again (ASCII-escaped if
@@ -420,8 +434,8 @@ class MessageRedactor:
     def _json_string(self, match: re.Match[str]) -> str:
         """A JSON string literal found in other text, redacted (written again as JSON)."""
         literal = match.group(0)
-        if "\\" not in literal:
-            return literal  # the needle as it stands is replaced after
+        if len(literal) < len(match.group(1)) + 2 or "\\" not in literal:
+            return literal  # cut short, or the needle as it stands is replaced after
         try:
             decoded = json.loads(literal)
         except ValueError:
@@ -462,11 +476,8 @@ class MessageRedactor:
             found.add(needle.encode())
             for escaped in _escapes(needle):  # and JSON inside a JSON string, escaped twice
                 found.update(e.encode() for e in (escaped, *_escapes(escaped)))
-            # an encoder may escape more than these ("&" as \u0026, "'" as \u0027): its
-            # longest run of characters none escapes finds such a row too
-            run = max(_UNESCAPED_RUN.findall(needle), key=len, default="")
-            if len(run.strip()) >= _MIN_RUN:
-                found.add(run.encode())
+        for needle in self._needles:
+            found.update(_unescaped_pieces(needle))
         return sorted(found)
 
 
@@ -515,14 +526,38 @@ def _escapes(text: str) -> tuple[str, ...]:
 #: that escapes more, or upper-case hex; an escaped "/"): MessageRedactor.text decodes the
 #: JSON around it
 _OTHER_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|/)")
-#: a JSON string literal inside other text
-_JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+#: a JSON string literal inside other text; its body (group 1) is matched atomically (a
+#: lookahead does not backtrack), so a literal cut short ends at its line's end in linear
+#: time (the closing quote is then missing)
+_JSON_STRING = re.compile(r'"(?=((?:[^"\\\n]|\\.)*))\1"?')
 #: a lower-case \uXXXX escape (json.dumps writes those)
 _HEX_ESCAPE = re.compile(r"\\u([0-9a-f]{4})")
-#: characters no JSON encoder escapes (MessageRedactor.patterns), and the shortest run of
-#: them that narrows a search enough
-_UNESCAPED_RUN = re.compile(r"[A-Za-z0-9 .,:;!?()_-]+")
-_MIN_RUN = 6
+#: characters some JSON encoder escapes (json.dumps: quote, backslash, controls, and all
+#: outside ASCII unless told not to; PHP: "/"; Go: "<>&"; .NET: also "'+`"; Gson: also
+#: "="), without and with those outside ASCII; and the shortest piece between them that
+#: narrows a search enough (:func:`_unescaped_pieces`)
+_ESCAPABLE = re.compile("[\"\\\\/<>&'+`=\x00-\x1f\x7f]")
+_ESCAPABLE_OR_OTHER = re.compile("[\"\\\\/<>&'+`=\x00-\x1f\x7f-\U0010ffff]")
+_MIN_PIECE = 4
+
+
+def _unescaped_pieces(needle: str) -> set[bytes]:
+    """Byte strings one of which a stored row holding ``needle`` contains, however a JSON
+    encoder escaped it, up to three times (MessageRedactor.patterns: an encoder may escape more
+    than json.dumps, and in either case of hex digits): its longest piece of ASCII that no
+    encoder escapes; failing that, its longest piece between such characters in each form
+    its letters outside ASCII can take (raw, lower- or upper-case hex); failing that (no
+    piece narrows anything), the empty string, which every row contains."""
+    plain = max(_ESCAPABLE_OR_OTHER.split(needle), key=len)
+    if len(plain.strip()) >= _MIN_PIECE:
+        return {plain.encode()}
+    piece = max(_ESCAPABLE.split(needle), key=len)
+    if len(piece.strip()) < _MIN_PIECE:
+        return {b""}
+    forms = {piece}
+    for _ in range(3):  # escaped up to three times (JSON in a JSON string in a log row)
+        forms |= {escaped for form in forms for escaped in _escapes(form)}
+    return {form.encode() for form in forms}
 
 
 def _escaped(needles: Iterable[str]) -> tuple[str, ...]:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memos_core import InvalidInputError, MemCube, MemOS, State
 from memos_core.errors import MemOSError
@@ -413,3 +415,71 @@ def test_a_log_file_opened_for_redaction_folds_a_wal_left_by_a_killed_writer(
             ("my locker code is MARMOT9920",)]  # folded into the file, nothing lost
     finally:
         db.close()
+
+
+def _encode_like(style: str, value: object) -> str:
+    """``value`` as JSON the way another language's encoder writes it."""
+    import json
+    import re
+
+    upper = lambda raw: re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), raw)  # noqa: E731
+    escape = lambda raw, chars: "".join(f"\\u{ord(c):04x}" if c in chars else c for c in raw)  # noqa: E731
+    ascii_raw, utf8_raw = json.dumps(value), json.dumps(value, ensure_ascii=False)
+    return {"python": ascii_raw, "python utf-8": utf8_raw,
+            ".NET": upper(escape(ascii_raw, "<>&'+`")),
+            "Go": escape(utf8_raw, "<>&"), "PHP": ascii_raw.replace("/", "\\/"),
+            "Gson": escape(utf8_raw, "<>&='")}[style]
+
+
+@given(text=st.text(alphabet=st.sampled_from(list("abcXYZ019 .:,-'\"&/<>=+`\\")
+                                              + list("éüßЖжΩλ北京密码😀")),
+                    min_size=forget_hooks.MIN_NEEDLE, max_size=40)
+       .filter(lambda t: len(t.strip()) >= forget_hooks.MIN_NEEDLE),
+       style=st.sampled_from(["python", "python utf-8", ".NET", "Go", "PHP", "Gson"]),
+       twice=st.booleans())
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+def test_a_row_the_redactor_changes_is_one_the_cheap_filter_selects(text, style, twice):
+    """patterns() narrows the rows a forget decodes (SQLite instr, PostgreSQL strpos): every
+    row holding the memory's text, however the tool-call JSON in it was encoded, must be
+    selected (.NET's upper-case hex with "'" or "&" escaped left rows with Cyrillic, CJK or
+    accented text unselected, so they kept the text), and then redacted."""
+    import json
+
+    memory = MemCube.model_validate({"namespace": {"user_id": "dana"}, "text": text})
+    redactor = MessageRedactor(memory)
+    arguments = _encode_like(style, {"text": text})
+    stored = json.dumps({"arguments": arguments}) if twice else arguments
+    row = json.dumps({"role": "tool", "content": stored}, ensure_ascii=False).encode()
+    assert any(pattern in row for pattern in redactor.patterns())
+    redacted = redactor.text(stored)
+    if twice:
+        redacted = json.loads(redacted)["arguments"]
+    value = json.loads(redacted)["text"]
+    assert FORGOTTEN in value and text.strip() not in value
+
+
+def test_a_short_memory_blanks_no_value_inside_json() -> None:
+    """A text shorter than MIN_NEEDLE matches a whole message only: a forgotten "Paris" left
+    a weather result alone unless the result held some escape, and then blanked its city."""
+    import json
+
+    redactor = MessageRedactor(MemCube.model_validate(
+        {"namespace": {"user_id": "dana"}, "text": "Paris"}))
+    for result in ({"city": "Paris", "temp_c": 21}, {"city": "Paris", "sky": "ensoleillé"}):
+        for stored in (json.dumps(result), f"weather tool returned {json.dumps(result)} ok"):
+            assert redactor.text(stored) == stored
+    assert redactor.text("Paris") == FORGOTTEN
+
+
+def test_json_cut_short_in_a_megabyte_message_is_scanned_in_linear_time() -> None:
+    """A tool result whose escaped JSON the framework cut short: every inner \\" began a
+    scan to the end of the line (quadratic: 130 s for 210 KB, about an hour for 1 MB under
+    the store's write lock). Not a timing assertion: a quadratic scan would not finish."""
+    import json
+
+    redactor = MessageRedactor(QUOTED)
+    inner = json.dumps({"items": [{"name": f"item {i}", "note": "café"} for i in range(20_000)]})
+    stored = 'result: "' + json.dumps(inner)[1:-1] + ' Zoë said \\"zebracorn\\" is the gate code'
+    assert len(stored) > 1_000_000
+    redacted = redactor.text(stored)
+    assert redacted.startswith('result: "') and len(redacted) > 1_000_000

@@ -274,3 +274,19 @@ def test_an_export_killed_before_its_rename_leaves_no_copy_for_good(make_mos, tm
     mos.export(out / "bundle", user_id="alice")
     assert holding(b"X99413") == []
     assert sorted(p.name for p in out.iterdir()) == ["bundle"]
+
+
+def test_an_export_leaves_a_users_own_lookalike_directories_alone(mos, tmp_path):
+    """Only names exactly as an export makes them are its leftovers: ".bundle.tmp-keep"
+    or ".bundle.tmp-2024-01-05" beside the target are the user's."""
+    import os
+
+    out = tmp_path / "exports"
+    mine = [out / ".bundle.tmp-keep", out / ".bundle.tmp-2024-01-05",
+            out / f".bundle.tmp-{os.getpid()}-notes"]
+    for folder in mine:
+        folder.mkdir(parents=True)
+        (folder / "notes.txt").write_text("my own notes")
+    mos.add("Ines visited Porto in May.", user_id="ada")
+    mos.export(out / "bundle", user_id="ada")
+    assert all((folder / "notes.txt").read_text() == "my own notes" for folder in mine)

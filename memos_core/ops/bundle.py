@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -66,22 +67,26 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
     """
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise InvalidInputError(f"Export target {path} exists and is not an empty directory.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_leftovers(path)
-        work = tempfiles.temp_path(path)
-        work.mkdir(mode=0o700)
-    except OSError as exc:  # a file on the way, no permission, a read-only disk
-        raise MemOSError(f"Cannot create the bundle {path} ({exc.strerror}).") from None
-    with tempfiles.writing(work):
+    work = tempfiles.temp_path(path)
+    with tempfiles.writing(work):  # before it exists: another export must not take it
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_leftovers(path)
+            work.mkdir(mode=0o700)
+        except OSError as exc:  # a file on the way, no permission, a read-only disk
+            raise MemOSError(f"Cannot create the bundle {path} ({exc.strerror}).") from None
         _export_into(store, work, path, user_id, include_sensitive)
     return path
 
 
 def _remove_leftovers(path: Path) -> None:
-    """Delete the working directories of exports to ``path`` whose process is gone."""
+    """Delete the working directories of exports to ``path`` whose process is gone: only
+    names exactly as :func:`tempfiles.temp_path` makes them (a user's own ``.bundle.tmp-x``
+    is not one), directories, not links."""
+    made = re.compile(re.escape(f".{path.name}.tmp-") + r"\d+-[0-9a-f]{8}")
     for old in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
-        if old.is_dir() and not old.is_symlink() and tempfiles.writer_gone(old):
+        if made.fullmatch(old.name) and old.is_dir() and not old.is_symlink() \
+                and tempfiles.writer_gone(old):
             shutil.rmtree(old, ignore_errors=True)
 
 

@@ -251,8 +251,8 @@ class MemOSConfig(BaseModel):
         default=200_000, ge=1,
         description="The graph is held as per-user views, loaded from the vault when a search "
         "first needs one and evicted least recently used once the loaded views hold more "
-        "memories than this (about 180 MB: 100,000 memories in 100 views took 89 MB in one "
-        "run of benchmarks/graph_memory.py whose output was not kept; docs/benchmarks.md, "
+        "memories than this (about 180 MB: 100,000 memories in 100 views took 89.4 MB, "
+        "benchmarks/results/graph_memory_views_2026-12-06.txt; docs/benchmarks.md, "
         "'Per-user graph views'). A store with fewer memories never evicts; the view in use "
         "is never evicted.",
     )

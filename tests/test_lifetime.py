@@ -315,11 +315,16 @@ def test_a_part_kept_of_a_dropped_memos_keeps_the_directory_locked(tmp_path: Pat
     kept = getattr(mos, part)
     del mos
     gc.collect()
-    with pytest.raises(DataDirLockedError):
-        MemOS(tmp_path / "d", config=config)
-    if part == "engine":
-        assert [h.memory.text for h in kept.mos.search("Porto", user_id="ada")] == [
-            "Ines visited Porto in May."]
+    try:
+        with pytest.raises(DataDirLockedError):
+            MemOS(tmp_path / "d", config=config)
+        if part == "engine":
+            assert [h.memory.text for h in kept.mos.search("Porto", user_id="ada")] == [
+                "Ines visited Porto in May."]
+    finally:  # closed here, not collected in a later test's forked child
+        (kept.mos if part == "engine" else kept).close()
+        del kept
+        gc.collect()
 
 
 def test_a_forked_child_dropping_its_copy_leaves_the_parents_lock(tmp_path: Path) -> None:

@@ -426,9 +426,9 @@ class MessageRedactor:
         memory's text is escaped there, so the text is not found in the string as it stands."""
         try:
             data = json.loads(text)
-        except ValueError:
-            return None
-        new = self.value(data)
+            new = self.value(data)
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than we recurse:
+            return None  # its string literals are redacted one by one instead
         return None if new is data else json.dumps(new, ensure_ascii=text.isascii())
 
     def _json_string(self, match: re.Match[str]) -> str:
@@ -534,30 +534,22 @@ _JSON_STRING = re.compile(r'"(?=((?:[^"\\\n]|\\.)*))\1"?')
 _HEX_ESCAPE = re.compile(r"\\u([0-9a-f]{4})")
 #: characters some JSON encoder escapes (json.dumps: quote, backslash, controls, and all
 #: outside ASCII unless told not to; PHP: "/"; Go: "<>&"; .NET: also "'+`"; Gson: also
-#: "="), without and with those outside ASCII; and the shortest piece between them that
-#: narrows a search enough (:func:`_unescaped_pieces`)
-_ESCAPABLE = re.compile("[\"\\\\/<>&'+`=\x00-\x1f\x7f]")
+#: "="), and the shortest piece between them that narrows a search enough
+#: (:func:`_unescaped_pieces`)
 _ESCAPABLE_OR_OTHER = re.compile("[\"\\\\/<>&'+`=\x00-\x1f\x7f-\U0010ffff]")
 _MIN_PIECE = 4
 
 
 def _unescaped_pieces(needle: str) -> set[bytes]:
     """Byte strings one of which a stored row holding ``needle`` contains, however a JSON
-    encoder escaped it, up to three times (MessageRedactor.patterns: an encoder may escape more
-    than json.dumps, and in either case of hex digits): its longest piece of ASCII that no
-    encoder escapes; failing that, its longest piece between such characters in each form
-    its letters outside ASCII can take (raw, lower- or upper-case hex); failing that (no
-    piece narrows anything), the empty string, which every row contains."""
+    encoder escaped it, and however often (MessageRedactor.patterns: an encoder may escape
+    more than json.dumps, in either case of hex digits, and some of the letters outside ASCII
+    but not others: .NET's relaxed encoder escapes emoji only): its longest piece of ASCII
+    that no encoder escapes, or, when it has none long enough to narrow anything (Cyrillic,
+    Chinese), the empty string, which every row contains (the forget then decodes all of its
+    owner's rows)."""
     plain = max(_ESCAPABLE_OR_OTHER.split(needle), key=len)
-    if len(plain.strip()) >= _MIN_PIECE:
-        return {plain.encode()}
-    piece = max(_ESCAPABLE.split(needle), key=len)
-    if len(piece.strip()) < _MIN_PIECE:
-        return {b""}
-    forms = {piece}
-    for _ in range(3):  # escaped up to three times (JSON in a JSON string in a log row)
-        forms |= {escaped for form in forms for escaped in _escapes(form)}
-    return {form.encode() for form in forms}
+    return {plain.encode()} if len(plain.strip()) >= _MIN_PIECE else {b""}
 
 
 def _escaped(needles: Iterable[str]) -> tuple[str, ...]:

@@ -428,14 +428,23 @@ def _encode_like(style: str, value: object) -> str:
     return {"python": ascii_raw, "python utf-8": utf8_raw,
             ".NET": upper(escape(ascii_raw, "<>&'+`")),
             "Go": escape(utf8_raw, "<>&"), "PHP": ascii_raw.replace("/", "\\/"),
-            "Gson": escape(utf8_raw, "<>&='")}[style]
+            "Gson": escape(utf8_raw, "<>&='"),
+            # some letters outside ASCII escaped, others not: .NET's relaxed encoder escapes
+            # only what is outside the BMP (as surrogate pairs), one limited to Basic Latin
+            # and Cyrillic escapes the rest
+            ".NET relaxed": upper(re.sub("[\U00010000-\U0010ffff]", lambda m: json.dumps(
+                m.group(0))[1:-1], utf8_raw)),
+            ".NET Cyrillic": upper("".join(c if ord(c) < 0x80 or 0x400 <= ord(c) < 0x500
+                                           else json.dumps(c)[1:-1] for c in utf8_raw)),
+            }[style]
 
 
 @given(text=st.text(alphabet=st.sampled_from(list("abcXYZ019 .:,-'\"&/<>=+`\\")
                                               + list("éüßЖжΩλ北京密码😀")),
                     min_size=forget_hooks.MIN_NEEDLE, max_size=40)
        .filter(lambda t: len(t.strip()) >= forget_hooks.MIN_NEEDLE),
-       style=st.sampled_from(["python", "python utf-8", ".NET", "Go", "PHP", "Gson"]),
+       style=st.sampled_from(["python", "python utf-8", ".NET", "Go", "PHP", "Gson",
+                              ".NET relaxed", ".NET Cyrillic"]),
        twice=st.booleans())
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 def test_a_row_the_redactor_changes_is_one_the_cheap_filter_selects(text, style, twice):
@@ -469,6 +478,16 @@ def test_a_short_memory_blanks_no_value_inside_json() -> None:
         for stored in (json.dumps(result), f"weather tool returned {json.dumps(result)} ok"):
             assert redactor.text(stored) == stored
     assert redactor.text("Paris") == FORGOTTEN
+
+
+def test_json_nested_deeper_than_python_recurses_does_not_stop_a_forget() -> None:
+    """A message that is JSON nested a thousand levels deep with an escape in it made the
+    redactor raise RecursionError, and with it every forget whose filter chose that row."""
+    deep = "[" * 2000 + '"caf\\u00e9"' + "]" * 2000
+    redactor = MessageRedactor(QUOTED)
+    assert redactor.text(deep) == deep
+    quoting = deep.replace('"caf\\u00e9"', '"Zo\\u00eb said \\"zebracorn\\" is the gate code"')
+    assert "zebracorn" not in redactor.text(quoting)
 
 
 def test_json_cut_short_in_a_megabyte_message_is_scanned_in_linear_time() -> None:

@@ -304,10 +304,6 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         with self._conn() as conn:
             return list(conn.execute(sql, params).fetchall())
 
-    def _sqlite_style(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """For :func:`verify_chain`, which writes ``?`` placeholders."""
-        return self._query(sql.replace("?", "%s"), params)
-
     def checkpoint(self) -> None:
         """After a forget: nothing to truncate here. PostgreSQL keeps the old row versions
         (dead tuples) until VACUUM and in its WAL and backups; docs/scale_out.md says how to
@@ -790,8 +786,16 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
 
     def verify_audit(self) -> tuple[bool, str]:
         """Recompute the hash chain and check it against the head record and the memories
-        (:func:`memos_core.vault.audit_chain.verify_chain`)."""
-        return verify_chain(self._sqlite_style)
+        (:func:`memos_core.vault.audit_chain.verify_chain`), all in one read-only snapshot:
+        read statement by statement, a commit of another process between the log and the
+        head record looked like a cut tail."""
+        with self._conn() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+            def query(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+                return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
+
+            return verify_chain(query)
 
 
 #: what a process-wide hook receives after a commit: the change seqs it wrote

@@ -907,5 +907,8 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
 
     def verify_audit(self) -> tuple[bool, str]:
         """Recompute the hash chain and check it against the head record and the memories;
-        returns (ok, message naming the first problem). See :mod:`memos_core.vault.audit_chain`."""
-        return verify_chain(self._query)
+        returns (ok, message naming the first problem). See :mod:`memos_core.vault.audit_chain`.
+        Writes wait meanwhile: one between the log and the head record looked like a cut
+        tail."""
+        with self._lock:
+            return verify_chain(self._query)

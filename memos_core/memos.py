@@ -185,11 +185,12 @@ class MemOS:
         block or adapter holding the old text. Purges that failed earlier are retried, and
         forgets that stopped before their cascade (a process killed after the tombstone)
         flag the summaries made from the forgotten memory."""
+        self._forgets_checked = time.monotonic()  # (server mode: again once a minute)
         try:
             with self.store.write_lock:
                 # server mode: a forget younger than a minute may still be running elsewhere
                 finished = forget_ops.finish_unfinished(
-                    self.store, min_age_s=60.0 if self._server is not None else 0.0)
+                    self.store, min_age_s=FORGET_RUNNING_S if self._server is not None else 0.0)
                 if finished:
                     self.vault.checkpoint()  # a forgotten summary's old pages leave the WAL
                     logger.warning("finished %d forgets that had stopped before dealing with "
@@ -334,6 +335,22 @@ class MemOS:
             raise InvalidInputError(CLOSED)
         if self._server is not None or self.store.lagging:
             self.store.sync()
+        self._finish_forgets_due()
+
+    def _finish_forgets_due(self) -> None:
+        """Server mode, at most once a minute: finish the forgets a process began and did not
+        finish (killed between the tombstone and the cascade: a summary may still hold the
+        text and be served everywhere). At open only, one restarted within the minute after
+        the kill never finished them."""
+        if self._server is None or time.monotonic() - self._forgets_checked < FORGET_RUNNING_S:
+            return
+        self._forgets_checked = time.monotonic()
+        try:
+            with self.store.write_lock:
+                if forget_ops.finish_unfinished(self.store, min_age_s=FORGET_RUNNING_S):
+                    self.vault.checkpoint()
+        except Exception:  # noqa: BLE001 - the next minute, open or forget of it retries
+            logger.warning("finishing interrupted forgets failed", exc_info=True)
 
     @running
     def catch_up(self) -> int:
@@ -905,6 +922,7 @@ class MemOS:
             self._check_open()
         else:
             self.store.follower.sync(gated=True)
+            self._finish_forgets_due()
         query = check_text(query, "query")
         user_id = check_name(user_id, "user_id")
         k = check_k(k)
@@ -1440,6 +1458,10 @@ def _excluded(cube: MemCube, sources: frozenset[str], session: str | None) -> bo
     return session is not None and cube.namespace.session_id == session \
         and cube.type is MemoryType.EPISODE
 
+
+#: server mode: how long a forget's cascade may still be running in another process (a
+#: younger unfinished forget is left to it), and how often a process looks for older ones
+FORGET_RUNNING_S = 60.0
 
 #: how deep a search looks at most for ``k`` hits its checks leave (see :meth:`MemOS.search`)
 _DEEPEST = 2000

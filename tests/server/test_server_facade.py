@@ -444,3 +444,28 @@ def test_two_processes_search_words_inside_cjk_text(open_mos):
     for query, memory in (("烤鸭", duck), ("北京", duck), ("Müller Köln", muller)):
         hits = reader.search(query, user_id="mei", record_usage=False)
         assert hits[0].memory.id == memory.id and "bm25" in hits[0].signals, query
+
+
+def test_a_running_process_finishes_a_forget_another_process_left(open_mos, monkeypatch):
+    """A forget killed between its tombstone and its cascade left the summary holding the
+    forgotten text, served to everyone it was shared with. Server mode finished it only at
+    an open more than a minute later: a worker restarted at once never did, and nothing
+    retried. Running processes now look once a minute (the minute is 0 here)."""
+    from memos_core import memos as memos_module
+    from memos_core.governance import FLAG_KEY
+    from memos_core.vault import Actor
+
+    killed, alive = open_mos(), open_mos()
+    pin = killed.add("Alice's door code is 4711-9932.", user_id="alice")
+    tea = killed.add("Alice likes green tea.", user_id="alice")
+    summary = killed.compress([pin.id, tea.id], "Alice: door code 4711-9932; green tea.",
+                              user_id="alice")
+    killed.share(summary.id, with_user_id="bob", user_id="alice")
+    # what the kill leaves: the tombstone committed, nothing after it
+    killed.store.write(lambda: [killed.vault.tombstone(pin.id, Actor("alice"))])
+    assert alive.vault.unfinished_forgets() == [pin.id]
+    assert "4711" in alive.get(summary.id, user_id="bob").text  # served meanwhile
+    monkeypatch.setattr(memos_module, "FORGET_RUNNING_S", 0.0)
+    alive.search("door code", user_id="bob")  # any call of a running process
+    assert alive.vault.unfinished_forgets() == []
+    assert alive.get(summary.id, user_id="alice").metadata[FLAG_KEY] == [pin.id]

@@ -346,6 +346,8 @@ class MemOS:
             return
         self._forgets_checked = time.monotonic()
         try:
+            if not self.vault.unfinished_forgets():  # (one query; no lock when none)
+                return
             with self.store.write_lock:
                 if forget_ops.finish_unfinished(self.store, min_age_s=FORGET_RUNNING_S):
                     self.vault.checkpoint()

@@ -54,6 +54,8 @@ async def acheck_open(mos: Any, view: Any) -> None:
     follower = getattr(mos.store, "follower", None)
     if follower is not None and await view.change_head() != follower.cursor:  # < : went back
         await asyncio.to_thread(mos.store.sync)
+    if mos._forgets_check_due():  # once a minute: forgets a killed process left unfinished
+        await asyncio.to_thread(mos._finish_forgets_due)
 
 
 async def native_get(mos: Any, memory_id: str, *, user_id: str, version: int | None = None,

@@ -337,12 +337,17 @@ class MemOS:
             self.store.sync()
         self._finish_forgets_due()
 
+    def _forgets_check_due(self) -> bool:
+        """Server mode: whether :meth:`_finish_forgets_due` would look now (a minute passed)."""
+        return self._server is not None \
+            and time.monotonic() - self._forgets_checked >= FORGET_RUNNING_S
+
     def _finish_forgets_due(self) -> None:
         """Server mode, at most once a minute: finish the forgets a process began and did not
         finish (killed between the tombstone and the cascade: a summary may still hold the
         text and be served everywhere). At open only, one restarted within the minute after
         the kill never finished them."""
-        if self._server is None or time.monotonic() - self._forgets_checked < FORGET_RUNNING_S:
+        if not self._forgets_check_due():
             return
         self._forgets_checked = time.monotonic()
         try:

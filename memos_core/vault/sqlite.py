@@ -908,7 +908,20 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
     def verify_audit(self) -> tuple[bool, str]:
         """Recompute the hash chain and check it against the head record and the memories;
         returns (ok, message naming the first problem). See :mod:`memos_core.vault.audit_chain`.
-        Writes wait meanwhile: one between the log and the head record looked like a cut
-        tail."""
-        with self._lock:
-            return verify_chain(self._query)
+        It reads one snapshot through a read-only connection of its own (WAL: nobody waits):
+        read statement by statement, a write between the log and the head record looked
+        like a cut tail."""
+        reader = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                 isolation_level=None, check_same_thread=False)
+        try:
+            reader.execute("BEGIN")  # the snapshot is taken at the first read
+
+            def query(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+                return list(reader.execute(sql, params).fetchall())
+
+            try:
+                return verify_chain(query)
+            finally:
+                reader.execute("COMMIT")
+        finally:
+            reader.close()

@@ -466,6 +466,8 @@ def test_a_running_process_finishes_a_forget_another_process_left(open_mos, monk
     assert alive.vault.unfinished_forgets() == [pin.id]
     assert "4711" in alive.get(summary.id, user_id="bob").text  # served meanwhile
     monkeypatch.setattr(memos_module, "FORGET_RUNNING_S", 0.0)
-    alive.search("door code", user_id="bob")  # any call of a running process
+    import asyncio
+
+    asyncio.run(alive.aget(tea.id, user_id="alice"))  # any call, a native async one too
     assert alive.vault.unfinished_forgets() == []
     assert alive.get(summary.id, user_id="alice").metadata[FLAG_KEY] == [pin.id]

@@ -98,3 +98,17 @@ def _url_with_db(url: str, dbname: str) -> str:
 
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+@pytest.fixture
+def memos(tmp_path, capsys):
+    """The ``memos`` command line in-process on ``tmp_path / "d"`` as alice: ``run(command,
+    *args) -> (exit status, stdout, stderr)``."""
+    from memos_core.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([args[0], "--data-dir", str(tmp_path / "d"), "--user", "alice", *args[1:]])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -13,16 +13,6 @@ import pytest
 from memos_core.cli import main
 
 
-@pytest.fixture
-def memos(tmp_path, capsys):
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main([args[0], "--data-dir", str(tmp_path / "d"), "--user", "alice", *args[1:]])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
 def test_add_search_get_history_forget(memos):
     code, out, _ = memos("add", "Alice keeps bees in her garden.", "--json", "--tag", "hobby")
     cube = json.loads(out)

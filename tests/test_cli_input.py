@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from memos_core.cli import main
 from memos_core.ops.writes import ITEM_KEYS
 
 
@@ -37,16 +36,6 @@ def test_stdin_is_read_as_utf8_and_bytes_that_are_not_are_refused(tmp_path: Path
     assert json.loads(good.stdout)["text"] == "café\nau lait\n"  # newlines as a text-mode read
     listed = _memos("list", "--json", *where)
     assert [c["text"] for c in json.loads(listed.stdout)] == ["café\nau lait\n"]
-
-
-@pytest.fixture
-def memos(tmp_path, capsys):
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main([args[0], "--data-dir", str(tmp_path / "d"), "--user", "alice", *args[1:]])
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 def test_a_jsonl_file_takes_every_field_add_many_takes(memos, tmp_path: Path) -> None:

@@ -185,18 +185,7 @@ class MemOS:
         block or adapter holding the old text. Purges that failed earlier are retried, and
         forgets that stopped before their cascade (a process killed after the tombstone)
         flag the summaries made from the forgotten memory."""
-        self._forgets_checked = time.monotonic()  # (server mode: again once a minute)
-        try:
-            with self.store.write_lock:
-                # server mode: a forget younger than a minute may still be running elsewhere
-                finished = forget_ops.finish_unfinished(
-                    self.store, min_age_s=FORGET_RUNNING_S if self._server is not None else 0.0)
-                if finished:
-                    self.vault.checkpoint()  # a forgotten summary's old pages leave the WAL
-                    logger.warning("finished %d forgets that had stopped before dealing with "
-                                   "the summaries made from their memory", finished)
-        except Exception:  # noqa: BLE001 - the store opens; the next forget of it retries
-            logger.warning("finishing interrupted forgets failed", exc_info=True)
+        self._finish_forgets()
         try:
             if self.store.purge_pending:
                 self.store.retry_purges()
@@ -343,20 +332,28 @@ class MemOS:
             and time.monotonic() - self._forgets_checked >= FORGET_RUNNING_S
 
     def _finish_forgets_due(self) -> None:
-        """Server mode, at most once a minute: finish the forgets a process began and did not
-        finish (killed between the tombstone and the cascade: a summary may still hold the
-        text and be served everywhere). At open only, one restarted within the minute after
-        the kill never finished them."""
-        if not self._forgets_check_due():
-            return
+        """Server mode, at most once a minute: :meth:`_finish_forgets` (at open only, a
+        process restarted within the minute after the kill never finished them)."""
+        if self._forgets_check_due():
+            self._finish_forgets()
+
+    def _finish_forgets(self) -> None:
+        """Finish the forgets that stopped before their cascade (a process killed after the
+        tombstone: a summary made from the memory may still hold its text, served to all
+        its readers): at open, and in server mode once a minute, where a forget younger than
+        :data:`FORGET_RUNNING_S` may still be running in its own process and is left to it."""
         self._forgets_checked = time.monotonic()
         try:
             if not self.vault.unfinished_forgets():  # (one query; no lock when none)
                 return
             with self.store.write_lock:
-                if forget_ops.finish_unfinished(self.store, min_age_s=FORGET_RUNNING_S):
-                    self.vault.checkpoint()
-        except Exception:  # noqa: BLE001 - the next minute, open or forget of it retries
+                finished = forget_ops.finish_unfinished(
+                    self.store, min_age_s=FORGET_RUNNING_S if self._server is not None else 0.0)
+                if finished:
+                    self.vault.checkpoint()  # a forgotten summary's old pages leave the WAL
+                    logger.warning("finished %d forgets that had stopped before dealing with "
+                                   "the summaries made from their memory", finished)
+        except Exception:  # noqa: BLE001 - the store opens; a later look or forget retries
             logger.warning("finishing interrupted forgets failed", exc_info=True)
 
     @running

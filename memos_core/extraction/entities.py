@@ -31,25 +31,26 @@ _DATE_PATTERNS = [
 ]
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?:\s?%)?(?!\w|[.,]\d)")
 _QUOTED = re.compile(r"[\"“]([^\"”]{2,60})[\"”]")
+
+
 # A run of capitalised words (allowing "of"/"de"/"van" inside): "New York", "Bank of America".
 # The space after a connector is optional ("of\nAmerica" or "ofAmerica" still join), but there is
 # no optional space straight after the required one: "\s+\s*" splits a run of w spaces w ways, so a
 # capitalised word followed by a long run of spaces backtracked in O(w**2) (minutes for 80 KB).
 # A word is a capital of any script ("rules-v1" took A-Z only, so "Zoë" was "zo", "René" "ren"
 # and "Jürgen" nothing) and letters, apostrophes or hyphens.
-
-
 @functools.cache
 def _name_pattern() -> re.Pattern[str]:
     """The name pattern (built on first use: listing the capitals takes tens of ms)."""
-    capital = _letters(lambda c: c.isalpha() and (c.isupper() or c.istitle()))
-    word = capital + "(?:" + _letters(str.isalpha)[:-1] + "'’-])+"
+    capitals = _letters(lambda c: c.isalpha() and (c.isupper() or c.istitle()))
+    word = f"[{capitals}][{_letters(str.isalpha)}'’-]+"
     return re.compile(rf"\b{word}(?:\s+(?:(?:of|de|van|von|the)\s*)?{word})*")
 
 
 def _letters(kind: Callable[[str], bool]) -> str:
-    """A character class, as ranges, of the letters of the Basic Multilingual Plane (every
-    cased script people write names in) of one ``kind`` (``\\w`` would also take "²")."""
+    """The inside of a character class, as ranges, of the letters of the Basic Multilingual
+    Plane (every cased script people write names in) of one ``kind`` (``\\w`` would also
+    take "²")."""
     ranges: list[list[int]] = []
     for code in range(0x10000):
         if kind(chr(code)):
@@ -57,9 +58,8 @@ def _letters(kind: Callable[[str], bool]) -> str:
                 ranges[-1][1] = code
             else:
                 ranges.append([code, code])
-    return "[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
-                         for a, b in ranges) + "]"
-
+    return "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
+                   for a, b in ranges)
 
 
 # Capitalised words that are not names when they stand alone.

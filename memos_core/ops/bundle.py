@@ -20,7 +20,6 @@ import io
 import json
 import math
 import os
-import re
 import shutil
 import stat
 from pathlib import Path
@@ -83,9 +82,8 @@ def _remove_leftovers(path: Path) -> None:
     """Delete the working directories of exports to ``path`` whose process is gone: only
     names exactly as :func:`tempfiles.temp_path` makes them (a user's own ``.bundle.tmp-x``
     is not one), directories, not links."""
-    made = re.compile(re.escape(f".{path.name}.tmp-") + r"\d+-[0-9a-f]{8}")
     for old in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
-        if made.fullmatch(old.name) and old.is_dir() and not old.is_symlink() \
+        if tempfiles.made_for(path, old) and old.is_dir() and not old.is_symlink() \
                 and tempfiles.writer_gone(old):
             shutil.rmtree(old, ignore_errors=True)
 

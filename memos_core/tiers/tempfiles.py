@@ -21,6 +21,7 @@ Elsewhere (no ``/proc``) a running process of that pid keeps the path: it may be
 from __future__ import annotations
 
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,13 @@ _writing: set[str] = set()  # names of the temporary paths this process is writi
 def temp_path(target: Path) -> Path:
     """A fresh temporary path beside ``target``, named for this process (see the module)."""
     return target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def made_for(target: Path, path: Path) -> bool:
+    """Whether ``path`` is named exactly as :func:`temp_path` names one beside ``target``
+    (a user's own ``.notes.tmp-keep`` is not)."""
+    pattern = re.escape(f".{target.name}.tmp-") + r"\d+-[0-9a-f]{8}"
+    return re.fullmatch(pattern, path.name) is not None
 
 
 def is_temp_name(name: str) -> bool:
@@ -115,4 +123,5 @@ def process_start_time(pid: int) -> float | None:
         return None
 
 
-__all__ = ["is_temp_name", "process_start_time", "temp_path", "writer_gone", "writing"]
+__all__ = ["is_temp_name", "made_for", "process_start_time", "temp_path", "writer_gone",
+           "writing"]

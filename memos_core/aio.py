@@ -3,8 +3,10 @@
 ``aadd = twin(add)`` in the class body makes ``await mos.aadd(...)``: it takes exactly the
 arguments of ``add`` and returns what ``add`` returns (the types come from the sync
 signature through :class:`typing.ParamSpec`, so a type checker sees them too), running the
-sync method in a worker thread (``asyncio.to_thread``) so the event loop never blocks on
-embedding, SQLite or the index. The facade is thread-safe, so many tasks may await at once.
+sync method in a worker thread (:func:`memos_core.calls.in_thread`) so the event loop never
+blocks on embedding, SQLite or the index. Cancelling the await stops the wait, not the call
+(a cancelled ``aforget`` still forgets, even one queued behind busy threads). The facade is
+thread-safe, so many tasks may await at once.
 ``tests/test_memos.py`` checks that every public method has its twin.
 
 A twin may also name a *native* implementation (``aget = twin(get, native=native_get)``):
@@ -18,12 +20,12 @@ stays on the thread path (the kernel's locks, index and change listeners are syn
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from memos_core.calls import in_thread
 from memos_core.governance import access
 
 P = ParamSpec("P")
@@ -53,9 +55,9 @@ async def acheck_open(mos: Any, view: Any) -> None:
         mos._check_open()  # raises the closed error
     follower = getattr(mos.store, "follower", None)
     if follower is not None and await view.change_head() != follower.cursor:  # < : went back
-        await asyncio.to_thread(mos.store.sync)
+        await in_thread(mos.store.sync)
     if mos._forgets_check_due():  # once a minute: forgets a killed process left unfinished
-        await asyncio.to_thread(mos._finish_forgets_due)
+        await in_thread(mos._finish_forgets_due)
 
 
 async def native_get(mos: Any, memory_id: str, *, user_id: str, version: int | None = None,
@@ -111,6 +113,9 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
         self.method = method
         self.native = native
         self.name = ""
+        # the bound method's signature per function (a subclass may override the method):
+        # inspect.signature costs about 0.1 ms, too much to pay on the event loop per lookup
+        self._signatures: dict[object, inspect.Signature] = {}
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -124,8 +129,13 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
         if obj is None:
             return self
         bound = getattr(obj, self.method.__name__)  # an override in a subclass wins
-        native = self.native if getattr(bound, "__func__", None) is self.method else None
-        signature = inspect.signature(bound)
+        func = getattr(bound, "__func__", None)
+        native = self.native if func is self.method else None
+        signature = self._signatures.get(func) if func is not None else None
+        if signature is None:
+            signature = inspect.signature(bound)
+            if func is not None:
+                self._signatures[func] = signature
 
         @functools.wraps(self.method)
         async def call(*args: Any, **kwargs: Any) -> Any:
@@ -135,7 +145,7 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
                 if result is not FALLBACK:
                     return result
             # (arguments the method does not take: its own TypeError, not the native one's)
-            return await asyncio.to_thread(bound, *args, **kwargs)
+            return await in_thread(bound, *args, **kwargs)
 
         call.__name__ = call.__qualname__ = self.name or f"a{self.method.__name__}"
         call.__doc__ = self.__doc__

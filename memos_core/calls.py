@@ -9,18 +9,55 @@ closed error at once, except one made by the closing thread itself (a close call
 change listener calling back into the facade). A method calling another public method
 counts once (a per-thread depth); a native async twin (an asyncio task) counts through
 :meth:`RunningCalls.task`.
+
+:func:`in_thread` is how async code hands a call to a worker thread (the async twins and the
+adapters' async methods): unlike ``asyncio.to_thread``, cancelling the wait never drops the
+call, even one still queued behind busy threads.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import ParamSpec, TypeVar
 
 from memos_core.errors import CLOSED, InvalidInputError
 
-__all__ = ["CLOSED", "RunningCalls"]
+__all__ = ["CLOSED", "RunningCalls", "in_thread"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+logger = logging.getLogger("memos_core")
+
+
+async def in_thread(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """``func(*args, **kwargs)`` in the running loop's default executor, awaited: what
+    ``asyncio.to_thread`` does (the context is copied), except that cancelling the wait
+    (``task.cancel()``, a timeout) stops the wait, not the call. ``asyncio.to_thread`` takes a
+    call that is still queued behind busy threads off the queue, so a cancelled ``aforget``
+    could silently never run. Once this coroutine has started, the call runs to its end; an
+    error it raises after its waiter went away is logged (``memos_core`` logger), since no one
+    else will see it. A task cancelled before it first runs never starts the call."""
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    job = loop.run_in_executor(None, functools.partial(context.run, func, *args, **kwargs))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(functools.partial(_log_unseen_error, func))
+        raise
+
+
+def _log_unseen_error(func: Callable[..., object], job: asyncio.Future[object]) -> None:
+    if not job.cancelled() and job.exception() is not None:
+        name = getattr(func, "__qualname__", repr(func))
+        logger.warning("%s, whose caller stopped waiting, failed: %r", name, job.exception())
 
 #: Marks of the counted tasks this context runs in: a worker thread such a task hands work
 #: to (``asyncio.to_thread`` copies the context) is inside that call while it runs. A task

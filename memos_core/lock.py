@@ -107,9 +107,9 @@ class DataDirLock:
                 + (f" (by process {holder})" if holder else "")
                 + ". A data directory serves one process at a time: close the other MemOS, or "
                 "serve every agent from that one process (MemOS is thread-safe; async twins "
-                "run in worker threads). To take the vector index off this machine, run a "
-                "Qdrant server and open the store with MemOSConfig(index='qdrant', "
-                "qdrant_url=...); the vault stays single-writer (see docs/scale_out.md)."
+                "run in worker threads). For several processes (web server workers, many "
+                "agents), open the server mode instead, MemOS('postgresql://...'): one "
+                "PostgreSQL shared by any number of processes (see docs/scale_out.md)."
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())

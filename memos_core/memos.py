@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from memos_core.aio import native_get, native_history, native_list, twin
-from memos_core.calls import CLOSED, RunningCalls
+from memos_core.calls import CLOSED, RunningCalls, in_thread
 from memos_core.config import MemOSConfig, default_data_dir
 from memos_core.cube import MemCube, MemoryType, Origin, State, utcnow
 from memos_core.embedding import Embedder
@@ -1403,12 +1403,10 @@ class MemOS:
                     kv_prefix: bool = True) -> Any:
         """Async twin of :meth:`chat`; with ``stream=True`` an ``AsyncChatStream``
         (``async for``) instead of a ``ChatStream``."""
-        import asyncio
-
-        result = await asyncio.to_thread(self.chat, query, user_id=user_id, history=history,
-                                         messages=messages, system=system, k=k,
-                                         max_new_tokens=max_new_tokens, stream=stream,
-                                         kv_prefix=kv_prefix)
+        result = await in_thread(self.chat, query, user_id=user_id, history=history,
+                                 messages=messages, system=system, k=k,
+                                 max_new_tokens=max_new_tokens, stream=stream,
+                                 kv_prefix=kv_prefix)
         if stream:
             from memos_core.chat import AsyncChatStream, ChatStream
 

@@ -201,7 +201,7 @@ def test_reindex_rebuilds_index_and_graph(mos):
 
 
 def test_second_open_of_a_data_dir_is_refused(mos, tmp_path):
-    with pytest.raises(DataDirLockedError, match="Qdrant server"):
+    with pytest.raises(DataDirLockedError, match=r"server mode instead, MemOS\(.postgresql:"):
         MemOS(tmp_path / "data")
 
 

@@ -20,6 +20,8 @@ raise the facade's closed error, never the database driver's.
   :class:`LateWrite` (a write under way while a forget's pass ran; :func:`late_write`,
   :func:`alate_write`) and :func:`quoting`; the
   memories a forget must look at, pre-filtered in the vault (:func:`owned_holding`).
+* Work handed to a worker thread from async code (:func:`in_thread`): cancelling the wait
+  never drops the call, as ``asyncio.to_thread`` does with one still queued.
 * Tool specs shared by both tool sets (:mod:`.tools`): :data:`TOOL_SPECS`.
 * Rules an adapter applies as the core does: redaction of prompts (:func:`for_prompt`,
   :func:`allowance`, :func:`redacted_text`), of forgotten text (:class:`MessageRedactor`,
@@ -31,6 +33,7 @@ raise the facade's closed error, never the database driver's.
   :class:`DerivedForm`.
 """
 
+from memos_core.calls import in_thread
 from memos_core.chat import split_messages
 from memos_core.cube import utcnow
 from memos_core.governance.forget_hooks import (
@@ -130,6 +133,7 @@ __all__ = [
     "forget_reply",
     "has_native_async",
     "get_by_key",
+    "in_thread",
     "iter_by_prefix",
     "late_write",
     "migrate_keys",

@@ -18,11 +18,11 @@ thread otherwise. Files the adapters kept before
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from memos_core.calls import in_thread
 from memos_core.governance.forget_hooks import ForgetHook, MessageRedactor
 from memos_core.integration.async_storage import native_view
 from memos_core.integration.checkpoints import CountedCheckpoints
@@ -107,7 +107,7 @@ class ConversationLog:
                       message_ids: Collection[str]) -> None:
         """Async :meth:`redact` (in a worker thread: it runs only after a rare race)."""
         if redactors:
-            await asyncio.to_thread(self.redact, redactors, message_ids)
+            await in_thread(self.redact, redactors, message_ids)
 
     # -- async twins: native in server mode, else the sync method in a worker thread ---------
 
@@ -127,28 +127,28 @@ class ConversationLog:
         """Async :meth:`read`."""
         async with self._av() as view:
             if view is None:
-                return await asyncio.to_thread(self.read, user_id, log_id, status, limit, offset)
+                return await in_thread(self.read, user_id, log_id, status, limit, offset)
             return list(await view.log_read(user_id, log_id, status, limit, offset or 0))
 
     async def acount(self, user_id: str, log_id: str, status: str | None) -> int:
         """Async :meth:`count`."""
         async with self._av() as view:
             if view is None:
-                return await asyncio.to_thread(self.count, user_id, log_id, status)
+                return await in_thread(self.count, user_id, log_id, status)
             return int(await view.log_count(user_id, log_id, status))
 
     async def akeys(self, user_id: str) -> list[str]:
         """Async :meth:`keys`."""
         async with self._av() as view:
             if view is None:
-                return await asyncio.to_thread(self.keys, user_id)
+                return await in_thread(self.keys, user_id)
             return list(await view.log_ids(user_id))
 
     async def aappend(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str) -> None:
         """Async :meth:`append`."""
         async with self._av() as view:
             if view is None:
-                return await asyncio.to_thread(self.append, user_id, log_id, rows, status)
+                return await in_thread(self.append, user_id, log_id, rows, status)
             await view.log_append(user_id, log_id, rows, status)
 
     async def areplace(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str,
@@ -156,14 +156,14 @@ class ConversationLog:
         """Async :meth:`replace`."""
         async with self._av() as view:
             if view is None:
-                return await asyncio.to_thread(self.replace, user_id, log_id, rows, status, clear)
+                return await in_thread(self.replace, user_id, log_id, rows, status, clear)
             await view.log_replace(user_id, log_id, rows, status, clear)
 
     async def adelete(self, user_id: str, log_id: str, status: str | None) -> list[LogRow]:
         """Async :meth:`delete`."""
         async with self._av() as view:
             if view is None:
-                return await asyncio.to_thread(self.delete, user_id, log_id, status)
+                return await in_thread(self.delete, user_id, log_id, status)
             return list(await view.log_delete(user_id, log_id, status))
 
     async def adelete_at(self, user_id: str, log_id: str, idx: int,
@@ -171,7 +171,7 @@ class ConversationLog:
         """Async :meth:`delete_at`."""
         async with self._av() as view:
             if view is None:
-                return await asyncio.to_thread(self.delete_at, user_id, log_id, idx, status)
+                return await in_thread(self.delete_at, user_id, log_id, idx, status)
             row: LogRow | None = await view.log_delete_at(user_id, log_id, idx, status)
             return row
 
@@ -180,7 +180,7 @@ class ConversationLog:
         """Async :meth:`take_oldest`."""
         async with self._av() as view:
             if view is None:
-                return await asyncio.to_thread(self.take_oldest, user_id, log_id, n,
+                return await in_thread(self.take_oldest, user_id, log_id, n,
                                                archive=archive)
             return list(await view.log_take_oldest(user_id, log_id, n, archive=archive))
 

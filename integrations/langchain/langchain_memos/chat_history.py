@@ -21,7 +21,6 @@ right after (``memos_core.integration.LateWrite``).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import weakref
@@ -41,6 +40,7 @@ from langchain_core.messages import (
 from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.integration import (
+    in_thread,
     FORGOTTEN,
     MIN_NEEDLE,
     DerivedForm,
@@ -171,14 +171,14 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         """Async ``messages``: native reads in server mode (``MemOS.alist``), else a worker
         thread."""
         if not has_native_async(self.mos):
-            return await asyncio.to_thread(lambda: self.messages)
+            return await in_thread(lambda: self.messages)
         return [_message(c) for c in await self._acubes()]
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
-        await asyncio.to_thread(self.add_messages, messages)
+        await in_thread(self.add_messages, messages)
 
     async def aclear(self) -> None:
-        await asyncio.to_thread(self.clear)
+        await in_thread(self.clear)
 
 
 def _own_messages(cubes: Sequence[MemCube], user_id: str) -> list[MemCube]:

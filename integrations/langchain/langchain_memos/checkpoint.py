@@ -31,7 +31,6 @@ checkpointer opened on one moves its rows into the vault and deletes the file. U
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -55,6 +54,7 @@ from langgraph.types import Interrupt, Send
 from memos_core import resolve_memos
 from memos_core import InvalidInputError, MemCube, MemOS
 from memos_core.integration import (
+    in_thread,
     CHECKPOINT_FILE,
     AsyncThreadCheckpoints,
     FORGOTTEN,
@@ -349,7 +349,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         """After an async write's commit: redact the thread it wrote to again for each
         forget whose pass ran meanwhile and may have missed it (:class:`LateWrite`)."""
         for redactor in await late.amissed(user, before=checkpoint_id):
-            await asyncio.to_thread(_redact_threads, self._store, self.serde, redactor,
+            await in_thread(_redact_threads, self._store, self.serde, redactor,
                                     self.user_id_key, thread_id)
 
     def _late(self, checkpoint_id: str, user: object) -> Sequence[MessageRedactor]:
@@ -372,7 +372,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         thread, ns = _thread_and_ns(config)  # the config first, as get_tuple
         store = self._avault()
         if store is None:
-            return await asyncio.to_thread(self.get_tuple, config)
+            return await in_thread(self.get_tuple, config)
         decoded: list[Checkpoint] = []
 
         def versions_of(record: CheckpointRecord) -> dict[str, str]:
@@ -399,7 +399,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         query = _list_query(config, filter, before, limit)  # the config first, as list
         store = self._avault()
         if store is None:
-            tuples = await asyncio.to_thread(
+            tuples = await in_thread(
                 lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
             for tup in tuples:
                 yield tup
@@ -426,7 +426,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         _thread_and_ns(config)  # the config first, as put
         store = self._avault()
         if store is None:
-            return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+            return await in_thread(self.put, config, checkpoint, metadata, new_versions)
         async with alate_write(self.mos, self._forgotten) as late:  # before its late redaction
             record, blobs, user = self._encoded(config, checkpoint, metadata, new_versions)
             await store.cp_put(record, blobs)
@@ -444,7 +444,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         _write_target(config)  # the config first, as put_writes
         store = self._avault()
         if store is None:
-            return await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+            return await in_thread(self.put_writes, config, writes, task_id, task_path)
         async with alate_write(self.mos, self._forgotten) as late:  # before its late redaction
             args = self._encoded_writes(config, writes, task_id, task_path)
             await store.cp_put_writes(*args)
@@ -455,21 +455,21 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         """Async :meth:`delete_thread`."""
         store = self._avault()
         if store is None:
-            return await asyncio.to_thread(self.delete_thread, thread_id)
+            return await in_thread(self.delete_thread, thread_id)
         await store.cp_delete_thread(str(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Async :meth:`delete_for_runs`."""
         store = self._avault()
         if store is None:
-            return await asyncio.to_thread(self.delete_for_runs, run_ids)
+            return await in_thread(self.delete_for_runs, run_ids)
         await store.cp_delete_runs([str(r) for r in run_ids])
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Async :meth:`copy_thread`."""
         store = self._avault()
         if store is None:
-            return await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+            return await in_thread(self.copy_thread, source_thread_id, target_thread_id)
         await store.cp_copy_thread(str(source_thread_id), str(target_thread_id))
 
 

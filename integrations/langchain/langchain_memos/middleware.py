@@ -16,7 +16,6 @@ work.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -27,6 +26,7 @@ from langgraph.runtime import Runtime
 from memos_core import resolve_memos
 from memos_core import MemCube, MemOS, SearchHit, State
 from memos_core.integration import (
+    in_thread,
     FORGOTTEN,
     TOOL_NAMES,
     LateWrite,
@@ -197,7 +197,7 @@ class MemOSMiddleware(AgentMiddleware):
         """Async ``wrap_model_call``; the search runs in a worker thread."""
         if not self.recall:
             return await handler(request)
-        hits = await asyncio.to_thread(self._recall, request, current_config())
+        hits = await in_thread(self._recall, request, current_config())
         return await handler(self._inject(request, hits))
 
     def _recall(self, request: ModelRequest, config: Mapping[str, Any] | None) -> list[SearchHit]:
@@ -240,7 +240,7 @@ class MemOSMiddleware(AgentMiddleware):
     async def aafter_agent(self, state: AgentState, runtime: Runtime) -> dict[str, Any] | None:
         """Async ``after_agent``; the write runs in a worker thread."""
         if self.record:
-            await asyncio.to_thread(self._record, state, runtime, current_config())
+            await in_thread(self._record, state, runtime, current_config())
         return None
 
     def _record(self, state: Mapping[str, Any], runtime: Runtime, config: Mapping[str, Any] | None) -> None:

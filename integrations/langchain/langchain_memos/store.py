@@ -12,7 +12,6 @@ How an item maps to a memory is described in :mod:`langchain_memos._store_codec`
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -41,6 +40,7 @@ from memos_core import (
     State,
 )
 from memos_core.integration import (
+    in_thread,
     ItemKey,
     aget_by_key,
     aiter_by_prefix,
@@ -290,7 +290,7 @@ class MemOSStore(BaseStore):
         worker thread. On the embedded vault the whole batch runs
         in one worker thread. The event loop never blocks."""
         if not has_native_async(self.mos):
-            return await asyncio.to_thread(self.batch, list(ops))
+            return await in_thread(self.batch, list(ops))
         ops, writes = self._checked(ops)
         results: list[Result] = []
         for op in ops:
@@ -304,7 +304,7 @@ class MemOSStore(BaseStore):
             else:
                 results.append(None)
         if writes:
-            await asyncio.to_thread(self._write_all, writes)
+            await in_thread(self._write_all, writes)
         return results
 
     def _write_all(self, writes: Sequence[_Write]) -> None:
@@ -337,7 +337,7 @@ class MemOSStore(BaseStore):
         if op.limit <= 0:
             return []
         if op.query:
-            return await asyncio.to_thread(self._search, op)
+            return await in_thread(self._search, op)
         want = op.offset + op.limit
         matched = []
         async for cube in self._ascan(op.namespace_prefix):

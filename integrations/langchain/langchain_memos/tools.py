@@ -26,7 +26,6 @@ held the memory, with the same id (the ``add_messages`` reducer replaces message
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 import warnings
@@ -40,6 +39,7 @@ from langgraph.types import Command
 from memos_core import resolve_memos
 from memos_core import MemCube, MemOS, MemOSError
 from memos_core.integration import (
+    in_thread,
     TOOL_NAMES,
     TOOL_SPECS,
     forget_reply,
@@ -221,7 +221,7 @@ def _as_tool_error(func: Callable[..., Result]) -> Callable[..., Result]:
 def _in_thread(func: Callable[..., Result]) -> Callable[..., Any]:
     @functools.wraps(func)
     async def run(*args: Any, **kwargs: Any) -> Result:
-        return await asyncio.to_thread(func, *args, **kwargs)
+        return await in_thread(func, *args, **kwargs)
 
     return run
 

@@ -177,3 +177,32 @@ def test_a_shared_memory_names_its_owner(mos: MemOS) -> None:
     [hit] = [h for h in mos.search("peanuts", user_id="bob", k=5) if h.id == said.id]
     assert _shown_to(hit, "bob").text == "alice: I'm allergic to peanuts."
     assert _shown_to(hit, "alice") is hit and note.text == mos.get(note.id, user_id="bob").text
+
+
+def test_a_cancelled_forget_tool_call_still_forgets(mos: MemOS, tools: dict[str, BaseTool]) -> None:
+    """An agent run cancelled (a timeout) while the tool's forget waits for a worker thread:
+    the forget still runs (asyncio.to_thread dropped a queued call, and the text stayed)."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from memos_core import MemoryDeletedError
+
+    memory_id = mos.add("Alice's locker code is 4471", user_id="alice").id
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        gate = threading.Event()
+        loop.run_in_executor(None, gate.wait)  # the only worker thread is busy
+        call = asyncio.ensure_future(_acall(tools, "forget_memory", memory_id=memory_id))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        gate.set()
+        await loop.run_in_executor(None, lambda: None)  # the queue has drained
+
+    asyncio.run(scenario())
+    with pytest.raises(MemoryDeletedError):
+        mos.get(memory_id, user_id="alice")

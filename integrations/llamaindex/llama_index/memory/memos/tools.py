@@ -23,7 +23,6 @@ them back to memory when it ends.
 # no ``from __future__ import annotations``: FunctionTool finds the Context parameter by
 # comparing its annotation with the class, not with a string
 
-import asyncio
 import functools
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,6 +32,7 @@ from llama_index.core.tools import FunctionTool
 from llama_index.core.workflow import Context
 from memos_core import InvalidInputError, MemOS, MemOSError
 from memos_core.integration import (
+    in_thread,
     TOOL_NAMES,
     check_k,
     check_name,
@@ -74,7 +74,7 @@ def _model_facing(fn: Callable[..., str]) -> Callable[..., str]:
 def _async_twin(fn: Callable[..., str]) -> Callable[..., Awaitable[str]]:
     @functools.wraps(fn)
     async def run(*args: Any, **kwargs: Any) -> str:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await in_thread(fn, *args, **kwargs)
 
     return run
 
@@ -88,9 +88,9 @@ def _forget_twin(mos: MemOS, user_id: str, forget: Callable[..., str]
     async def run(memory_id: str, ctx: Context = None) -> str:  # type: ignore[assignment]
         redactor = None
         if ctx is not None:
-            redactor = await asyncio.to_thread(redactor_before_forget, mos, memory_id, user_id)
-        reply = await asyncio.to_thread(forget, memory_id)
-        if redactor is not None and await asyncio.to_thread(is_forgotten, mos, memory_id,
+            redactor = await in_thread(redactor_before_forget, mos, memory_id, user_id)
+        reply = await in_thread(forget, memory_id)
+        if redactor is not None and await in_thread(is_forgotten, mos, memory_id,
                                                             user_id):
             await redact_run_state(ctx, redactor)
         return reply

@@ -1,0 +1,99 @@
+"""Cancelling an async call stops the wait, not the call (``memos_core.calls.in_thread``).
+
+``asyncio.to_thread`` takes a call that is still queued behind busy worker threads off the
+queue when its waiter is cancelled: a timed-out ``aforget`` then never ran and the text stayed.
+These tests fill the loop's executor (one thread, blocked) so the call is queued for certain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from memos_core import MemoryDeletedError, MemOS
+from memos_core.calls import in_thread
+
+
+def _block_the_executor() -> threading.Event:
+    """Give the running loop a one-thread default executor and keep that thread busy until
+    the returned event is set: whatever is handed to a thread now waits in the queue."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+    gate = threading.Event()
+    loop.run_in_executor(None, gate.wait)
+    return gate
+
+
+async def _cancel_while_queued(call: asyncio.Future[object] | asyncio.Task[object],
+                               gate: threading.Event) -> None:
+    await asyncio.sleep(0.05)  # the call has started and handed its work to the executor
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    gate.set()
+
+
+def test_a_cancelled_aforget_still_forgets_when_queued(mos: MemOS) -> None:
+    secret = mos.add("Dana's PIN is 7781", user_id="dana")
+
+    async def scenario() -> None:
+        gate = _block_the_executor()
+        forget = asyncio.ensure_future(mos.aforget(secret.id, user_id="dana"))
+        await _cancel_while_queued(forget, gate)
+        added = asyncio.ensure_future(mos.aadd("Dana moved to Lisbon", user_id="dana"))
+        gate = _block_the_executor()
+        await _cancel_while_queued(added, gate)
+        await in_thread(lambda: None)  # the queue has drained behind it
+
+    asyncio.run(scenario())
+    with pytest.raises(MemoryDeletedError):
+        mos.get(secret.id, user_id="dana")
+    assert [c.text for c in mos.list(user_id="dana")] == ["Dana moved to Lisbon"]
+
+
+def test_a_timed_out_twin_runs_to_its_end(mos: MemOS) -> None:
+    async def scenario() -> None:
+        gate = _block_the_executor()
+        threading.Timer(0.3, gate.set).start()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(mos.aadd_many([{"text": f"note {i}"} for i in range(5)],
+                                                 user_id="eve"), timeout=0.1)
+        await in_thread(lambda: None)
+
+    asyncio.run(scenario())
+    assert len(mos.list(user_id="eve")) == 5
+
+
+def test_an_error_after_the_waiter_left_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def fails() -> None:
+        raise ValueError("the disk is full")
+
+    async def scenario() -> None:
+        gate = _block_the_executor()
+        await _cancel_while_queued(asyncio.ensure_future(in_thread(fails)), gate)
+        await in_thread(lambda: None)
+        await asyncio.sleep(0)  # the done callback runs on the loop
+
+    with caplog.at_level(logging.WARNING, logger="memos_core"):
+        asyncio.run(scenario())
+    assert any("fails, whose caller stopped waiting, failed" in r.getMessage()
+               and "the disk is full" in r.getMessage() for r in caplog.records)
+
+
+def test_in_thread_returns_raises_and_keeps_the_context() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    async def scenario() -> tuple[str, str]:
+        var.set("caller's")
+        seen = await in_thread(var.get)
+        with pytest.raises(KeyError):
+            await in_thread({}.__getitem__, "x")
+        return seen, await in_thread(lambda a, *, b: a + b, "a", b="b")
+
+    assert asyncio.run(scenario()) == ("caller's", "ab")

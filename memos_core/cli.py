@@ -249,8 +249,14 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
     if args.file:
-        items = _read_jsonl(args.file)
-        cubes = mos.add_many(items, user_id=user, agent_id=args.agent)
+        lines, items = _read_jsonl(args.file)
+        try:
+            cubes = mos.add_many(items, user_id=user, agent_id=args.agent)
+        except InvalidInputError as exc:  # "item 3121: ..." -> the file's line
+            index = getattr(exc, "item", None)
+            if index is None or exc.__cause__ is None:
+                raise
+            raise InvalidInputError(f"{args.file} line {lines[index]}: {exc.__cause__}") from None
         _emit(args, {"added": len(cubes), "ids": [c.id for c in cubes]}, f"added {len(cubes)} memories")
         return
     if args.text is None:
@@ -288,9 +294,10 @@ def _decode_utf8(data: bytes, what: str) -> str:
             "convert it to UTF-8 first (iconv -f ENCODING -t UTF-8).") from None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The items of a JSON-lines file: one object per line with ``text`` and any other key an
-    ``add_many`` item takes (:data:`memos_core.ops.writes.ITEM_KEYS`). Lines end where a
+def _read_jsonl(path: Path) -> tuple[list[int], list[dict[str, Any]]]:
+    """The items of a JSON-lines file, and the line number of each: one object per line with
+    ``text`` and any other key an ``add_many`` item takes
+    (:data:`memos_core.ops.writes.ITEM_KEYS`). Lines end where a
     text-mode read ends them (``\\n``, ``\\r\\n``, ``\\r``), not at every separator
     ``str.splitlines`` knows: JSON strings may hold U+2028 or U+0085 unescaped."""
     from memos_core.ops.writes import check_item_keys
@@ -300,7 +307,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         data = path.read_bytes()
     except OSError as exc:
         raise InvalidInputError(f"cannot read {path}: {exc}") from None
-    items = []
+    items: list[dict[str, Any]] = []
+    numbers: list[int] = []
     lines = _text_mode_newlines(_decode_utf8(data, str(path))).split("\n")
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -315,7 +323,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             raise InvalidInputError(f"{path} line {n} must be an object with a 'text' field.")
         check_item_keys(item, f"{path} line {n}")
         items.append(item)
-    return items
+        numbers.append(n)
+    return numbers, items
 
 
 def _cmd_search(args: argparse.Namespace, mos: Any, user: str) -> None:

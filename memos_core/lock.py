@@ -8,6 +8,7 @@ The embedded index and the vault's derived state assume one writer process. A se
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import stat
@@ -75,6 +76,32 @@ def _dropped(fd: int, path: Path, owner_pid: int) -> None:
     _unlock(fd)
 
 
+def _try_lock(fd: int) -> bool:
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:  # pragma: no cover
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _locked_message(data_dir: Path, holder: str) -> str:
+    if holder == str(os.getpid()):
+        return (f"The data directory {data_dir} is already open in this process: another "
+                "MemOS on it is still open (a notebook cell run twice, say, keeps the first "
+                "one). Close that one first (mos.close()), open it with `with MemOS(...) as "
+                "mos:`, or keep using it: one MemOS per directory serves every thread and task.")
+    return (f"The data directory {data_dir} is already open"
+            + (f" (by process {holder})" if holder else "")
+            + ". A data directory serves one process at a time: close the other MemOS, or "
+            "serve every agent from that one process (MemOS is thread-safe; async twins run "
+            "in worker threads). For several processes (web server workers, many agents), "
+            "open the server mode instead, MemOS('postgresql://...'): one PostgreSQL shared "
+            "by any number of processes (see docs/scale_out.md).")
+
+
 class DataDirLock:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "LOCK"
@@ -90,27 +117,18 @@ class DataDirLock:
                 f"Cannot open the lock file {self.path} ({exc.strerror}): memos-core needs to "
                 "write in the data directory. Check its permissions and that the disk is "
                 "writable.") from None
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            else:  # pragma: no cover
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
+        if not _try_lock(fd):
             holder = ""
             try:
                 holder = os.read(fd, 64).decode(errors="replace").strip()
             except OSError:
                 pass
-            os.close(fd)
-            raise DataDirLockedError(
-                f"The data directory {self.path.parent} is already open"
-                + (f" (by process {holder})" if holder else "")
-                + ". A data directory serves one process at a time: close the other MemOS, or "
-                "serve every agent from that one process (MemOS is thread-safe; async twins "
-                "run in worker threads). For several processes (web server workers, many "
-                "agents), open the server mode instead, MemOS('postgresql://...'): one "
-                "PostgreSQL shared by any number of processes (see docs/scale_out.md)."
-            ) from None
+            ours = holder == str(os.getpid())
+            if ours:  # a MemOS dropped without close() but not yet collected (it is in a
+                gc.collect()  # reference cycle): collecting it releases the lock
+            if not (ours and _try_lock(fd)):
+                os.close(fd)
+                raise DataDirLockedError(_locked_message(self.path.parent, holder)) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd

@@ -18,7 +18,8 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
@@ -87,7 +88,7 @@ if TYPE_CHECKING:
 
     from memos_core.server_mode import ServerParts
 
-    from memos_core.chat import ChatAnswer, ChatStream, MemoryChat
+    from memos_core.chat import AsyncChatStream, ChatAnswer, ChatStream, MemoryChat
     from memos_core.engine import MemoryEngine
     from memos_core.runtime import LocalModel
     from memos_core.scheduler import (
@@ -526,6 +527,7 @@ class MemOS:
         writes.check_item_keys(defaults, "add_many keyword", call=True)
         reason = defaults.pop("reason", None)
         actor = Actor(user_id, defaults.get("agent_id"), reason)  # checked before any item
+        writes.new_cube(self.extractor, text="-", user_id=user_id, **defaults)  # so is the rest
         if isinstance(items, (str, bytes, bytearray, Mapping)) or not isinstance(items, Iterable):
             raise InvalidInputError(
                 f"items must be a list of texts or dicts with 'text', got {type(items).__name__} "
@@ -542,7 +544,9 @@ class MemOS:
             if "text" not in fields:
                 raise InvalidInputError(f"item {i} has no 'text'.")
             writes.check_item_keys(fields, f"item {i}")
-            cubes.append(writes.new_cube(self.extractor, **{"user_id": user_id, **defaults, **fields}))
+            with _naming("item", i):
+                cubes.append(writes.new_cube(self.extractor,
+                                             **{"user_id": user_id, **defaults, **fields}))
         bar = progress(len(cubes), "add", self.config.show_progress)
         stored: list[MemCube] = []
         for start in range(0, len(cubes), batch_size):
@@ -1400,7 +1404,7 @@ class MemOS:
                     history: Sequence[Message] | None = None,
                     messages: Sequence[Any] | None = None, system: str | None = None,
                     k: int = 5, max_new_tokens: int = 128, stream: bool = False,
-                    kv_prefix: bool = True) -> Any:
+                    kv_prefix: bool = True) -> ChatAnswer | AsyncChatStream:
         """Async twin of :meth:`chat`; with ``stream=True`` an ``AsyncChatStream``
         (``async for``) instead of a ``ChatStream``."""
         result = await in_thread(self.chat, query, user_id=user_id, history=history,
@@ -1411,7 +1415,20 @@ class MemOS:
             from memos_core.chat import AsyncChatStream, ChatStream
 
             return AsyncChatStream(cast(ChatStream, result))  # stream=True answers with one
-        return result
+        return cast("ChatAnswer", result)
+
+
+@contextmanager
+def _naming(what: str, index: int) -> Iterator[None]:
+    """An ``InvalidInputError`` raised inside names the item it is about ("item 3121: ..."),
+    keeps its index as ``exc.item`` and the plain message as its cause (the CLI names the
+    file's line instead)."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        error = type(exc)(f"{what} {index}: {exc}")
+        error.item = index  # type: ignore[attr-defined]
+        raise error from exc
 
 
 def _kv_purger(kv_dir: Path) -> Callable[[str], Callable[[], builtins.list[DerivedForm]]]:

@@ -89,3 +89,13 @@ def test_jsonl_lines_end_only_at_newlines(memos, tmp_path: Path) -> None:
     code, out, err = memos("add", "--file", str(src), "--json")
     assert code == 0 and json.loads(out)["added"] == 3, err
     assert sorted(c["text"] for c in json.loads(memos("list", "--json")[1])) == sorted(texts)
+
+
+def test_a_bad_value_in_a_jsonl_file_names_its_line(memos, tmp_path: Path) -> None:
+    """add_many names the item whose value it refuses; the CLI names the file's line (blank
+    lines counted), not the item's index, and stores nothing."""
+    src = tmp_path / "items.jsonl"
+    src.write_text('{"text": "fine"}\n\n{"text": "also fine"}\n{"text": "x", "ttl_seconds": -1}\n')
+    code, _, err = memos("add", "--file", str(src))
+    assert code == 2 and f"{src} line 4: ttl_seconds must be" in err, err
+    assert json.loads(memos("list", "--json")[1]) == []

@@ -201,8 +201,37 @@ def test_reindex_rebuilds_index_and_graph(mos):
 
 
 def test_second_open_of_a_data_dir_is_refused(mos, tmp_path):
-    with pytest.raises(DataDirLockedError, match=r"server mode instead, MemOS\(.postgresql:"):
+    """In this process: the message says so (a notebook cell run twice); from another
+    process: it points to server mode."""
+    with pytest.raises(DataDirLockedError, match="already open in this process.*mos.close"):
         MemOS(tmp_path / "data")
+    import subprocess
+    import sys
+
+    code = ("from memos_core import MemOS, DataDirLockedError\n"
+            f"try: MemOS({str(tmp_path / 'data')!r})\n"
+            "except DataDirLockedError as e: print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "(by process" in out and "MemOS('postgresql://...')" in out
+
+
+def test_a_dropped_memos_in_this_process_does_not_block_the_next_open(tmp_path):
+    """``mos = None`` (or re-running a cell after ``del mos``) left the directory locked until
+    the garbage collector happened to run: the open collects first."""
+    import gc
+
+    mos = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+    mos.add("kept across the reopen", user_id="u")
+    gc.disable()  # the collector must not run by chance between the drop and the open
+    try:
+        mos = None
+        with pytest.warns(ResourceWarning, match="garbage-collected without close"):
+            again = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+    finally:
+        gc.enable()
+    assert [c.text for c in again.list(user_id="u")] == ["kept across the reopen"]
+    again.close()
 
 
 @pytest.mark.parametrize(
@@ -559,3 +588,17 @@ def test_config_mistakes_are_named() -> None:
         MemOSConfig.preset("bogus")  # type: ignore[arg-type]
     with pytest.raises(ServerUnavailableError, match="cannot be reached"):
         QdrantClientIndex("http://127.0.0.1:9", 384)  # the discard port: nothing listens
+
+
+def test_a_refused_value_names_its_item(mos):
+    """In a batch of thousands, the error says which item is wrong (a bad keyword of the call
+    names none), and nothing is stored."""
+    items = [f"note {i}" for i in range(300)]
+    items[212] = {"text": "fine", "type": "fcat"}
+    with pytest.raises(InvalidInputError, match=r"^item 212: type='fcat' is not one of") as info:
+        mos.add_many(items, user_id="u")
+    assert info.value.item == 212
+    with pytest.raises(InvalidInputError, match=r"^ttl_seconds must be") as info:
+        mos.add_many(["a", "b"], user_id="u", ttl_seconds=-1)
+    assert not hasattr(info.value, "item")
+    assert mos.list(user_id="u") == []

@@ -24,7 +24,9 @@ Things about qdrant-edge-py 0.9 that shape this module:
   their segment is rebuilt, so scores drift a little after deletes (qdrant-client's local
   mode is exact). ``EdgeIndexConfig(exact_idf=True)`` pays ~1 ms per search for exact IDF.
 - **Python ``True`` in ``MatchValue``** is taken as the integer 1 and matches no bool
-  payload; ``numpy.bool_(True)`` matches. The superseded condition relies on that.
+  payload; ``numpy.bool_(True)`` matches, from numpy 2.3 on (before, it is an int as well,
+  and superseded memories came back in default searches). The superseded condition relies
+  on that: :func:`check_numpy` refuses an older numpy at import.
 """
 
 from __future__ import annotations
@@ -151,6 +153,19 @@ def _edge_config(dim: int, config: EdgeIndexConfig) -> qe.EdgeConfig:
 def _not_after(version: int) -> qe.Filter:
     """Points whose payload ``version`` is at most ``version``."""
     return qe.Filter(must=[qe.FieldCondition("version", range=qe.RangeFloat(lte=version))])
+
+
+def check_numpy(version: str) -> None:
+    """Raise ImportError for a numpy older than 2.3 (see the module doc: the superseded
+    filter would match nothing, silently)."""
+    if np.lib.NumpyVersion(version) < "2.3.0":
+        raise ImportError(
+            f"memos-core needs numpy >= 2.3 for its embedded index (found {version}): with an "
+            "older numpy its filters cannot tell superseded memories. Upgrade it: "
+            "pip install 'numpy>=2.3'.")
+
+
+check_numpy(np.__version__)
 
 
 def _condition(cond: Condition) -> Any:

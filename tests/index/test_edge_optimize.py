@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from memos_core.index import Bm25Encoder, EdgeIndex, IndexPoint
 
@@ -39,3 +40,14 @@ def test_repeated_optimize_does_not_pile_up_segments(tmp_path: Path) -> None:
         assert counts[-1] <= counts[0], counts  # without the flush: 3, 7, 11
     finally:
         index.close()
+
+
+def test_an_older_numpy_is_refused_at_import() -> None:
+    """Before numpy 2.3 ``numpy.bool_`` is an int to qdrant-edge, and the superseded filter
+    matched nothing: superseded memories came back in every default search."""
+    from memos_core.index.edge import check_numpy
+
+    with pytest.raises(ImportError, match=r"numpy >= 2.3 .*found 1.26.4"):
+        check_numpy("1.26.4")
+    check_numpy("2.3.0")
+    check_numpy("2.4.6")

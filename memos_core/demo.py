@@ -202,8 +202,9 @@ def _model_part(mos: Any) -> None:
 
 def _parametric_part(mos: Any, facts: list[str]) -> None:
     """The parametric tier: facts trained into a LoRA adapter, gated, then forgotten. The
-    question asked is one the adapter answered at evaluation (if any): chat leaves only those
-    out of the prompt."""
+    question asked is one the adapter answered at evaluation (if any); chat runs on the
+    adapted model with the retrieved facts still in the prompt (the default: no
+    ``leave_out_held``)."""
     _say("11. Consolidate facts into a LoRA adapter (parametric memory), gated by evaluation")
     more = ["Maya's favourite colour is teal.", "Maya's car is a Volvo.",
             "Maya's hometown is Tromso."]
@@ -215,7 +216,8 @@ def _parametric_part(mos: Any, facts: list[str]) -> None:
     m, ev = result.manifest, result.manifest.evaluation
     print(f"  adapter {m.version}: {m.training.steps} steps in {m.training.seconds:.0f}s; recall "
           f"{ev.recall_hits}/{ev.recall_total}, control regressions {ev.control_regressions}/"
-          f"{ev.controls}, answered in a chat {len(ev.answered_in_chat())}/{ev.recall_total}; "
+          f"{ev.controls}, answered in a chat {len(ev.answered_in_chat())}/{ev.recall_total}, "
+          f"answers lost with the facts in the prompt {ev.context_regressions}; "
           f"gate {'PASS' if m.decision.passed else 'REJECT'} -> {m.status}")
     answered = [i for i in ev.items if i.question_recalled]
     q = answered[0].question if answered else "What is Maya's favourite colour?"

@@ -41,7 +41,12 @@ from memos_core.scheduler.policy import SchedulerConfig, UsageRecord, with_half_
 from memos_core.scheduler.report import ScheduleReport
 from memos_core.tiers.activation import storage
 from memos_core.tiers.activation.tier import KVBudget
-from memos_core.tiers.parametric import ConsolidationResult, ParametricConfig, ParametricTier
+from memos_core.tiers.parametric import (
+    ConsolidationResult,
+    ParametricConfig,
+    ParametricTier,
+    RetrainRequest,
+)
 from memos_core.vault import Actor
 
 if TYPE_CHECKING:
@@ -307,14 +312,16 @@ class MemoryEngine:
         self, user_id: str, memory_ids: Sequence[str] | None = None, *,
         config: ParametricConfig | None = None, candidates: ConsolidationConfig | None = None,
         activate: bool = True, background: bool = False, progress: bool = True,
-        reason: str = "consolidation requested",
+        reason: str = "consolidation requested", retrain: RetrainRequest | None = None,
     ) -> ConsolidationResult | Future[ConsolidationResult]:
         """Train, evaluate and gate an adapter on ``user_id``'s memories: ``memory_ids``, or
         the policy's candidates together with the user's queued retrain (taken off the queue).
         Memories with a tag in ``candidates.never_sensitivity`` (default ``"secret"``) are
         never trained, whichever way they were chosen. With ``background=True`` it runs in a
         worker thread (one job at a time, in order) and a ``Future`` comes back. ``reason``
-        goes into the audit record.
+        goes into the audit record. A queued retrain this run answers (``retrain``, or the
+        one taken in when ``memory_ids`` is None) leaves the queue only once the run has
+        finished: one interrupted by a kill or a close runs again later.
 
         Raises:
             InvalidInputError: no candidate (or no consolidatable memory among ``memory_ids``).
@@ -323,9 +330,9 @@ class MemoryEngine:
         if memory_ids is not None:
             ids = list(memory_ids)
         else:  # the policy's candidates, plus a retrain a forget queued for this user
-            queued = self.parametric.store.take(user_id)
+            retrain = self.parametric.store.pending(user_id)
             ids = sorted(set(self.consolidation_candidates(user_id, candidates))
-                         | set(queued.memory_ids if queued is not None else ()))
+                         | set(retrain.memory_ids if retrain is not None else ()))
         if not ids:
             raise InvalidInputError(
                 f"nothing to consolidate for {user_id!r}: no memory is hot, stable and a fact "
@@ -335,8 +342,12 @@ class MemoryEngine:
         never = (candidates or ConsolidationConfig()).never_sensitivity
 
         def job() -> ConsolidationResult:
-            return self.parametric.consolidate(user_id, ids, config=config, activate=activate,
-                                               progress=progress, never=never)
+            result = self.parametric.consolidate(user_id, ids, config=config,
+                                                 activate=activate, progress=progress,
+                                                 never=never)
+            if retrain is not None:
+                self.parametric.store.done(retrain)
+            return result
 
         if not background:
             return job()
@@ -375,10 +386,15 @@ class MemoryEngine:
             due = consolidation_candidates(records.get(owner, []), candidates, now)
             if owner not in queued and len(due) < candidates.min_candidates:
                 continue
-            request = self.parametric.store.take(owner) if owner in queued else None
+            request = self.parametric.store.pending(owner) if owner in queued else None
+            if request is not None and not self.parametric.candidates(owner, request.memory_ids):
+                self.parametric.store.done(request)  # nothing of it is left to train
+                request = None
+                if len(due) < candidates.min_candidates:
+                    continue
             ids = sorted(set(due) | set(request.memory_ids if request is not None else ()))
             job = self.consolidate(owner, ids, config=config, candidates=candidates,
-                                   background=True, progress=progress,
+                                   background=True, progress=progress, retrain=request,
                                    reason="consolidation due (consolidate_due)")
             self._pending[owner] = started[owner] = job  # type: ignore[assignment]
         return started

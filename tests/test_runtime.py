@@ -149,6 +149,65 @@ def test_partial_or_stale_cache_is_rebuilt(
     assert json.loads((done.path / "memos_manifest.json").read_text())["source_size"] == 26
 
 
+def test_a_converted_file_cut_short_is_converted_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path
+) -> None:
+    """The manifest records each converted file's size: a truncated ``model.safetensors``
+    (a full disk, a copy cut short) no longer passes for a finished conversion."""
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    done = ensure_converted(fake_gguf, tmp_path / "cache")
+    (done.path / "model.safetensors").write_text("{")  # was "{}"
+    assert ensure_converted(fake_gguf, tmp_path / "cache") == done and len(calls) == 2
+    ensure_converted(fake_gguf, tmp_path / "cache", again=True)
+    assert len(calls) == 3
+
+
+def test_a_cached_conversion_that_does_not_load_is_converted_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path
+) -> None:
+    """Same sizes, unreadable content (scrambled bytes): loading fails, so the GGUF file is
+    converted once more and loaded from the new conversion."""
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    ensure_converted(fake_gguf, tmp_path / "cache")
+    loads: list[Path] = []
+
+    def load_dir(where: Path, *, model_id: str, dtype: str = "float32") -> Any:
+        loads.append(where)
+        if len(loads) == 1:
+            raise ModelLoadError("could not load a causal LM: SafetensorError")
+        return "loaded"
+
+    monkeypatch.setattr(LocalModel, "_load_dir", staticmethod(load_dir))
+    assert LocalModel.from_pretrained(fake_gguf, cache_dir=tmp_path / "cache") == "loaded"
+    assert len(calls) == 2 and len(loads) == 2
+
+
+def test_a_damaged_model_directory_is_a_clear_error(tiny: LocalModel, tmp_path: Path) -> None:
+    """A truncated weights file raised safetensors' own error, not ModelLoadError."""
+    tiny.model.save_pretrained(tmp_path / "m")
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match=r"could not load a causal LM from .*m: \w*Error"):
+        LocalModel.from_pretrained(tmp_path / "m")
+
+
+def test_new_weights_saved_in_place_change_the_fingerprint(tokenizer: Any, tmp_path: Path) -> None:
+    """KV caches are valid only for the exact weights: a directory model's id (and so its
+    fingerprint) covered only its path, config and tokenizer, so caches of the old weights
+    were served after a fine-tune was saved over them."""
+    LocalModel.from_config(tiny_config(), tokenizer, seed=0).model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    before = LocalModel.from_pretrained(tmp_path / "m")
+    assert before.model_id.startswith(f"{(tmp_path / 'm').resolve()}@weights:")
+    assert LocalModel.from_pretrained(tmp_path / "m").fingerprint == before.fingerprint
+    LocalModel.from_config(tiny_config(), tokenizer, seed=1).model.save_pretrained(tmp_path / "m")
+    after = LocalModel.from_pretrained(tmp_path / "m")
+    assert after.fingerprint.digest != before.fingerprint.digest
+
+
 def test_missing_gguf_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="GGUF file not found"):
         ensure_converted(tmp_path / "nope.gguf", tmp_path)

@@ -100,7 +100,18 @@ def _read_manifest(directory: Path) -> dict[str, object] | None:
         return None
     if not all((directory / name).is_file() for name in _REQUIRED_FILES):
         return None
+    sizes = data.get("files")  # (conversions before 2026-12-06 recorded no sizes)
+    if isinstance(sizes, dict) and any(_size(directory / name) != size
+                                       for name, size in sizes.items()):
+        return None  # a file cut short or replaced since the conversion: convert again
     return data
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def _model_id(gguf: Path, sha256: str) -> str:
@@ -199,12 +210,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 def ensure_converted(
-    gguf_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None
+    gguf_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
+    *, again: bool = False,
 ) -> ConvertedModel:
     """Return the transformers directory for a GGUF file, converting it first if needed.
 
-    Idempotent: a valid conversion is reused (a cheap size/mtime check against the source).
-    Safe against crashes and concurrent callers (see the module docstring).
+    Idempotent: a valid conversion is reused (a cheap size/mtime check against the source,
+    and each converted file's size against the one recorded). ``again``: convert even so
+    (the cached one could not be loaded). Safe against crashes and concurrent callers (see
+    the module docstring).
 
     Raises:
         ModelLoadError: the file is missing or cannot be read as a causal LM.
@@ -214,7 +228,7 @@ def ensure_converted(
         raise ModelLoadError(f"GGUF file not found: {gguf}")
     parent = cache_root(cache_dir) / "models"
     target = parent / gguf.stem
-    done = _cached_conversion(target, gguf)
+    done = None if again else _cached_conversion(target, gguf)
     if done is not None:
         return done
     parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +244,7 @@ def ensure_converted(
             "source_size": stat.st_size,
             "source_mtime_ns": stat.st_mtime_ns,
             "source_sha256": _file_sha256(gguf),
+            "files": {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()},
         }
         # Written last: a directory without a manifest is never taken for a finished one.
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")

@@ -13,6 +13,8 @@ prefilled. If a template or tokenizer merges tokens across that boundary,
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -31,6 +33,21 @@ from memos_core.runtime.generation import (
 )
 from memos_core.runtime.loader import default_gguf_path, ensure_converted
 from memos_core.runtime.prefix import Message, PrefixCache, layers_from_cache
+
+logger = logging.getLogger("memos_core")
+
+
+def _weights_stamp(directory: Path) -> str:
+    """``weights:<12 hex>`` over the name, size and modification time of each weights file in
+    ``directory``: part of a directory model's id (and so of its fingerprint), so new weights
+    saved in place never meet KV caches of the old ones. (The default GGUF model's id names
+    its file's SHA-256 instead.)"""
+    stamp = hashlib.sha256()
+    for f in sorted(directory.iterdir()) if directory.is_dir() else ():
+        if f.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf") and f.is_file():
+            info = f.stat()
+            stamp.update(f"{f.name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return f"weights:{stamp.hexdigest()[:12]}"
 
 if TYPE_CHECKING:
     import torch
@@ -104,9 +121,15 @@ class LocalModel:
         source = str(name_or_path)
         if source.endswith(".gguf"):
             converted = ensure_converted(source, cache_dir)
-            return cls._load_dir(converted.path, model_id=converted.model_id, dtype=dtype)
+            try:
+                return cls._load_dir(converted.path, model_id=converted.model_id, dtype=dtype)
+            except ModelLoadError as exc:  # the cached conversion is damaged: convert again
+                logger.warning("the converted model in %s could not be loaded (%s); "
+                               "converting %s again", converted.path, exc, Path(source).name)
+                converted = ensure_converted(source, cache_dir, again=True)
+                return cls._load_dir(converted.path, model_id=converted.model_id, dtype=dtype)
         path = Path(source).expanduser()
-        model_id = str(path.resolve()) if path.exists() else source
+        model_id = f"{path.resolve()}@{_weights_stamp(path)}" if path.exists() else source
         return cls._load_dir(path if path.exists() else source, model_id=model_id, dtype=dtype)
 
     @classmethod
@@ -119,10 +142,14 @@ class LocalModel:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(where))
             model = AutoModelForCausalLM.from_pretrained(str(where), dtype=getattr(torch, dtype))
-        except (OSError, ValueError) as exc:
+        except ImportError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged file raises the library's own
+            # errors (safetensors' SafetensorError, torch's RuntimeError on a size mismatch)
             raise ModelLoadError(
-                f"could not load a causal LM from {where!s}: {exc}. Offline, pass a local "
-                "directory or .gguf file, or LocalModel.default()"
+                f"could not load a causal LM from {where!s}: {type(exc).__name__}: {exc}. "
+                "Offline, pass a local directory or .gguf file, or LocalModel.default(); a "
+                "damaged model directory must be replaced"
             ) from exc
         return cls(model, tokenizer, model_id=model_id)
 

@@ -225,6 +225,52 @@ def test_consolidation_picks_up_a_queued_retrain(store: tuple[MemOS, list[str]])
     assert tier.store.queue() == [] and tier.store.active("ada") == "v2"
 
 
+@pytest.mark.parametrize("how", ["consolidate", "consolidate_due", "run_queue"])
+def test_an_interrupted_retrain_stays_queued(store: tuple[MemOS, list[str]],
+                                             monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A retrain was taken off the queue before it trained: one interrupted (a close, a kill)
+    was lost, and the adapter's other memories were never trained again."""
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    mos.forget(ids[1], user_id="ada")
+    [queued] = tier.store.queue()
+    train = tier.consolidate
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise InvalidInputError("This MemOS was closed while an adapter was being trained.")
+
+    monkeypatch.setattr(tier, "consolidate", interrupted)
+
+    def run() -> None:
+        if how == "consolidate":
+            mos.consolidate(user_id="ada", config=OPEN, progress=False)
+        elif how == "consolidate_due":
+            for job in engine_for(mos).consolidate_due(config=OPEN, progress=False).values():
+                job.result()
+        else:
+            tier.run_queue("ada", progress=False)
+
+    with pytest.raises(InvalidInputError, match="closed while"):
+        run()
+    assert tier.store.queue() == [queued]
+    monkeypatch.setattr(tier, "consolidate", train)
+    run()  # (run_queue trains with the tier's own settings: the tiny model fails the gate)
+    assert tier.store.queue() == [] and tier.store.manifest("v2").owner == "ada"
+
+
+def test_a_queued_retrain_whose_memories_are_gone_is_dropped(
+    store: tuple[MemOS, list[str]],
+) -> None:
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    mos.forget_many(ids, user_id="ada")
+    assert tier.store.queue()
+    assert engine_for(mos).consolidate_due(config=OPEN, progress=False) == {}
+    assert tier.store.queue() == []
+
+
 def test_forget_without_an_engine_still_retires(make_mos, tiny: LocalModel) -> None:
     mos = make_mos("first")
     mos.attach_model(tiny)
@@ -347,9 +393,26 @@ def _answered_everything(mos: MemOS, version: str) -> None:
         "evaluation": manifest.evaluation.model_copy(update={"items": items})}))
 
 
-def test_chat_answers_held_memories_parametrically(store: tuple[MemOS, list[str]]) -> None:
+def test_chat_keeps_held_memories_in_the_prompt_by_default(
+    store: tuple[MemOS, list[str]],
+) -> None:
+    """An adapter trained without ``leave_out_held`` only adds to the prompt: a memory it
+    answered at evaluation (asked with nothing else in the prompt) is still given as text, so
+    a related memory in the prompt cannot lead it astray (the demo's "Maya's hometown" was
+    answered "Porto" once left out)."""
     mos, ids = store
     mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    _answered_everything(mos, "v1")
+    answer = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=4)
+    assert answer.trace.adapter_version is not None and not answer.trace.from_parametric
+    assert set(answer.trace.from_plaintext) & set(ids)
+    assert engine_for(mos).parametric.held("ada") == frozenset()
+
+
+def test_chat_answers_held_memories_parametrically(store: tuple[MemOS, list[str]]) -> None:
+    mos, ids = store
+    mos.consolidate(user_id="ada", memory_ids=ids, progress=False,
+                    config=OPEN.model_copy(update={"leave_out_held": True}))
     _answered_everything(mos, "v1")
     answer = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=4)
     trace = answer.trace
@@ -637,3 +700,91 @@ def test_an_adapter_is_not_served_beyond_the_allowance_it_was_trained_under(
     again.deactivate_adapter(user_id="ada")
     with pytest.raises(InvalidInputError, match="allow_sensitive"):
         again.activate_adapter(result.manifest.version, user_id="ada")
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "garbage config", "deleted config"])
+def test_a_damaged_adapter_is_a_clear_error_and_can_be_retired(
+    store: tuple[MemOS, list[str]], damage: str,
+) -> None:
+    """A damaged adapter file raised the library's own error (SafetensorError,
+    JSONDecodeError, peft's ValueError) on every chat, saying nothing of what to do."""
+    mos, ids = store
+    version = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN,
+                              progress=False).manifest.version
+    where = engine_for(mos).parametric.store.path(version)
+    if damage == "truncated weights":
+        weights = where / "adapter_model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "garbage config":
+        (where / "adapter_config.json").write_text("{not json")
+    else:
+        (where / "adapter_config.json").unlink()
+    with pytest.raises(CorruptDataError, match=rf"adapter {version} of 'ada' in .*retire_adapter"):
+        mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=2)
+    mos.retire_adapter(version, user_id="ada")
+    answer = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=2)
+    assert answer.trace.adapter_version is None and set(answer.trace.from_plaintext) & set(ids)
+
+
+def test_an_adapter_that_loses_answers_in_context_is_rejected(
+    store: tuple[MemOS, list[str]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gate asks each memory's question with the memories in the prompt, base model
+    before training, adapted model after; the tiny model answers nothing, so the base model's
+    answers are set to right: every one the adapter then misses is a lost answer."""
+    from memos_core.tiers.parametric import tier as tier_module
+
+    asked: list[str] = []
+
+    def base_answers_all(model, tokenizer, memories, context, config, stop):  # noqa: ANN001, ANN202
+        asked.extend(context("What is Zorvin's cat named?") for _ in memories[:1])
+        return {memory_id: True for memory_id, _ in memories}
+
+    monkeypatch.setattr(tier_module, "in_context_answers", base_answers_all)
+    mos, ids = store
+    result = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    manifest = result.manifest
+    assert "Zorvin's cat is named Pastel." in asked[0]  # the memories are in the prompt
+    assert manifest.evaluation.context_regressions == len(manifest.evaluation.items) > 0
+    assert not result.activated and manifest.status == "rejected"
+    assert "answers lost with the memories in the prompt" in manifest.decision.reasons[-1]
+    off = OPEN.model_copy(update={"check_in_context": False})
+    again = mos.consolidate(user_id="ada", memory_ids=ids, config=off, progress=False)
+    assert again.activated and again.manifest.evaluation.context_regressions == 0
+
+
+def test_a_memory_forgotten_while_training_never_reaches_the_disk(
+    store: tuple[MemOS, list[str]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The adapter used to be saved (weights and a manifest holding the text) and retired
+    right after: a process killed in between left the forgotten text on disk until the next
+    open. Now only a retired record without texts is written, and a retrain of the rest is
+    queued, as a forget of a live adapter's memory does."""
+    from memos_core.tiers.parametric import tier as tier_module
+
+    mos, ids = store
+    real = tier_module.train_lora
+    saved: list[AdapterManifest] = []
+    tier = engine_for(mos).parametric
+    save = tier.store.save
+
+    def forget_meanwhile(*args: object, **kwargs: object) -> object:
+        mos.forget(ids[0], user_id="ada")  # returns before the training ends
+        return real(*args, **kwargs)
+
+    def recording_save(model: object, manifest: AdapterManifest) -> None:
+        saved.append(manifest)
+        save(model, manifest)
+
+    monkeypatch.setattr(tier_module, "train_lora", forget_meanwhile)
+    monkeypatch.setattr(tier.store, "save", recording_save)
+    result = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    assert not result.activated and result.manifest.status == "retired"
+    [manifest] = saved
+    assert manifest.status == "retired" and not tier.store.has_weights(manifest.version)
+    assert "Pastel" not in manifest.model_dump_json()  # "Zorvin's cat is named Pastel."
+    leftovers = [p for p in (mos.data_dir / "adapters").rglob("*") if p.is_file()
+                 and b"Pastel" in p.read_bytes()]
+    assert leftovers == []
+    [request] = tier.store.queue()
+    assert sorted(request.memory_ids) == sorted(ids[1:])

@@ -231,3 +231,31 @@ def test_gate_needs_enough_confident_controls() -> None:
     assert gate(1.0, 0, config, controls=20).passed
     decision = gate(1.0, 0, config, controls=19)
     assert not decision.passed and "only 19 confident control prompts" in decision.reasons[0]
+
+
+def test_gate_refuses_answers_lost_with_the_memories_in_the_prompt() -> None:
+    """The demo's adapter passed recall and drift, then answered its own facts wrong in a
+    chat that had them in the prompt (where the base model answered right)."""
+    config = ParametricConfig(min_controls=1)
+    assert gate(1.0, 0, config, controls=20, context_regressions=0).passed
+    decision = gate(1.0, 0, config, controls=20, context_regressions=2)
+    assert not decision.passed
+    assert "answers lost with the memories in the prompt 2 > 0" in decision.reasons[-1]
+    assert gate(1.0, 0, config.model_copy(update={"max_context_regressions": 2}),
+                context_regressions=2).passed
+
+
+def test_evaluate_counts_context_regressions_and_scrubbed_drops_their_text(tiny) -> None:  # noqa: ANN001
+    """A memory the base model answered right in context and the adapted one did not counts;
+    one the base model missed too does not. A forget's scrub leaves no answer text."""
+    from memos_core.tiers.parametric.evaluation import evaluate, scrubbed
+
+    config = ParametricConfig.preset("test")
+    memories = [("m1", "Zorvin's cat is named Pastel."), ("m2", "Mirela's car is a Volvo.")]
+    ev = evaluate(tiny.model, tiny.tokenizer, memories, [], config,
+                  context=lambda q: f"Facts: Zorvin's cat is named Pastel.\n{q}",
+                  base_in_context={"m1": True, "m2": False})
+    assert [i.base_context_recalled for i in ev.items] == [True, False]
+    assert all(i.context_completion is not None for i in ev.items)
+    assert ev.context_regressions == sum(i.context_recalled is False for i in ev.items[:1])
+    assert all(i.context_completion is None for i in scrubbed(ev).items)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,15 @@ def chat_form(model: LocalModel, question: str) -> tuple[str, str]:
     return model.render(messages, add_generation_prompt=True), model.tokenizer.eos_token or ""
 
 
+def in_context_form(model: LocalModel, memories: Sequence[object], question: str) -> str:
+    """``question`` asked in a chat whose system message holds ``memories`` (cubes), as
+    ``MemOS.chat`` sends a hot block as text: what the gate's in-context check asks."""
+    from memos_core.tiers.activation.compose import as_refs, block_messages
+
+    messages = [*block_messages(as_refs(memories)), {"role": "user", "content": question}]
+    return model.render(messages, add_generation_prompt=True)
+
+
 def load_adapted(base: LocalModel, adapter_dir: Path, tag: str) -> LocalModel:
     """A new :class:`LocalModel`: a copy of ``base`` with the adapter merged into its weights
     and ``adapter_version=tag`` in its fingerprint. ``base`` is not modified.
@@ -59,4 +69,4 @@ def load_adapted(base: LocalModel, adapter_dir: Path, tag: str) -> LocalModel:
     return LocalModel(merged, base.tokenizer, model_id=base.model_id, adapter_version=tag)
 
 
-__all__ = ["adapter_tag", "chat_form", "load_adapted"]
+__all__ = ["adapter_tag", "chat_form", "in_context_form", "load_adapted"]

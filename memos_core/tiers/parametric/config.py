@@ -114,6 +114,27 @@ class ParametricConfig(BaseModel):
     max_control_regressions: int = Field(
         default=1, ge=0, description="Most control prompts whose answer may change."
     )
+    check_in_context: bool = Field(
+        default=True,
+        description="Also ask each memory's question in a chat with the trained memories in "
+        "the prompt (as a chat gives them), with the base model before training and the "
+        "adapted one after: an adapter must not lose answers the prompt alone gives.",
+    )
+    max_context_regressions: int = Field(
+        default=0, ge=0,
+        description="Most memories the base model answers right with the memories in the "
+        "prompt and the adapted model does not (``check_in_context``).",
+    )
+    # -- answering ----------------------------------------------------------------------------
+    leave_out_held: bool = Field(
+        default=False,
+        description="Chat leaves out of the prompt the memories this adapter answered right "
+        "when asked in a chat at evaluation (fewer prompt tokens). Off by default: evaluation "
+        "asks each question with no other memory in the prompt, and a chat's prompt holds "
+        "others; a related one (\"Maya moved to Porto\" beside the left-out \"Maya's "
+        "hometown is Tromso\") can lead the adapted model to a wrong answer that the fact in "
+        "the prompt prevents. Off, the adapter only adds to the prompt's memories.",
+    )
 
     def steps_for(self, memory_examples: int) -> int:
         """The optimizer steps a run over ``memory_examples`` examples takes."""

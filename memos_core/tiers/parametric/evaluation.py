@@ -15,7 +15,7 @@ Two measurements, both greedy and on raw text (no chat template):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,6 +83,12 @@ class RecallItem(BaseModel):
     question_completion: str | None = Field(default=None, description="The chat answer.")
     question_recalled: bool | None = Field(
         default=None, description="The chat answer contains the answer (None: not asked).")
+    context_completion: str | None = Field(
+        default=None, description="The chat answer with the trained memories in the prompt.")
+    context_recalled: bool | None = Field(
+        default=None, description="That answer contains the answer (None: not asked).")
+    base_context_recalled: bool | None = Field(
+        default=None, description="The base model's answer to the same prompt contains it.")
 
 
 class ControlItem(BaseModel):
@@ -103,6 +109,10 @@ class Evaluation(BaseModel):
     recall_total: int = Field(ge=0)
     controls: int = Field(ge=0, description="Control prompts checked.")
     control_regressions: int = Field(ge=0, description="Controls whose answer changed.")
+    context_regressions: int = Field(
+        default=0, ge=0,
+        description="Memories the base model answered right in a chat with the memories in "
+        "the prompt and the adapted model did not (:func:`evaluate`'s ``context``).")
     items: tuple[RecallItem, ...] = ()
     control_items: tuple[ControlItem, ...] = ()
 
@@ -128,7 +138,8 @@ def scrubbed(evaluation: Evaluation) -> Evaluation:
     record: the texts may hold the forgotten memory)."""
     return evaluation.model_copy(update={
         "items": tuple(i.model_copy(update={"prompt": "", "answer": "", "completion": "",
-                                            "question": None, "question_completion": None})
+                                            "question": None, "question_completion": None,
+                                            "context_completion": None})
                        for i in evaluation.items),
         "control_items": tuple(c.model_copy(update={"prompt": "", "base": "", "adapted": ""})
                                for c in evaluation.control_items),
@@ -145,11 +156,13 @@ class GateDecision(BaseModel):
 
 
 def gate(recall: float, control_regressions: int, config: ParametricConfig,
-         controls: int | None = None) -> GateDecision:
+         controls: int | None = None, context_regressions: int = 0) -> GateDecision:
     """Pass iff ``recall >= config.min_recall``, ``control_regressions <=
-    config.max_control_regressions`` and (when ``controls`` is given) at least
-    ``config.min_controls`` controls were checked. Pure; ``recall`` in 0..1."""
+    config.max_control_regressions``, (when ``controls`` is given) at least
+    ``config.min_controls`` controls were checked, and ``context_regressions <=
+    config.max_context_regressions``. Pure; ``recall`` in 0..1."""
     reasons = []
+    context_ok = context_regressions <= config.max_context_regressions
     recall_ok = recall >= config.min_recall
     drift_ok = control_regressions <= config.max_control_regressions
     if controls is not None and controls < config.min_controls:
@@ -161,7 +174,11 @@ def gate(recall: float, control_regressions: int, config: ParametricConfig,
         f"control regressions {control_regressions} "
         f"{'<=' if drift_ok else '>'} {config.max_control_regressions}"
     )
-    return GateDecision(passed=recall_ok and drift_ok, reasons=tuple(reasons))
+    if context_regressions or not context_ok:
+        reasons.append(
+            f"answers lost with the memories in the prompt {context_regressions} "
+            f"{'<=' if context_ok else '>'} {config.max_context_regressions}")
+    return GateDecision(passed=recall_ok and drift_ok and context_ok, reasons=tuple(reasons))
 
 
 def first_token_confidence(model: Any, tokenizer: Any, prompt: str) -> float:
@@ -198,12 +215,18 @@ def evaluate(
     config: ParametricConfig,
     chat: Callable[[str], str] | None = None,
     stop: Callable[[], None] = lambda: None,
+    context: Callable[[str], str] | None = None,
+    base_in_context: Mapping[str, bool] | None = None,
 ) -> Evaluation:
     """Measure ``model`` (the adapted model) on ``memories`` (``(id, text)``) and
     ``controls`` (``(prompt, base answer)`` from :func:`base_control_answers`). Given
     ``chat`` (question -> chat-formatted prompt), each memory's question form is asked too
-    (``question_tokens`` tokens) and ``question_recalled`` set. ``stop`` is called before
-    each memory, control and generated token and may raise to end it there."""
+    (``question_tokens`` tokens) and ``question_recalled`` set. Given ``context`` (question
+    -> a chat prompt with the memories in it, as a chat would give them) and
+    ``base_in_context`` (memory id -> whether the base model answered that prompt right,
+    :func:`in_context_answers`), it is asked that way too: a memory the base model answered
+    and the adapted one did not is a context regression. ``stop`` is called before each
+    memory, control and generated token and may raise to end it there."""
     items = []
     for memory_id, text in memories:
         stop()
@@ -218,10 +241,18 @@ def evaluate(
             asked = question(text) or prompt
             said = tokenizer.decode(greedy_completion(model, tokenizer, chat(asked),
                                                       config.question_tokens, stop))
+        in_context = None
+        if context is not None:
+            in_context = tokenizer.decode(greedy_completion(
+                model, tokenizer, context(question(text) or prompt), config.question_tokens, stop))
         items.append(RecallItem(
             memory_id=memory_id, prompt=prompt, answer=answer.strip(), completion=out,
             recalled=answer_recalled(out, answer), question=asked, question_completion=said,
-            question_recalled=None if said is None else answer_recalled(said, answer)))
+            question_recalled=None if said is None else answer_recalled(said, answer),
+            context_completion=in_context,
+            context_recalled=None if in_context is None else answer_recalled(in_context, answer),
+            base_context_recalled=None if base_in_context is None
+            else base_in_context.get(memory_id)))
     control_items = []
     for prompt, base in controls:
         stop()
@@ -234,6 +265,27 @@ def evaluate(
         recall_total=len(items),
         controls=len(control_items),
         control_regressions=sum(not c.kept for c in control_items),
+        context_regressions=sum(bool(i.base_context_recalled) and i.context_recalled is False
+                                for i in items),
         items=tuple(items),
         control_items=tuple(control_items),
     )
+
+
+def in_context_answers(model: Any, tokenizer: Any, memories: Sequence[tuple[str, str]],
+                       context: Callable[[str], str], config: ParametricConfig,
+                       stop: Callable[[], None] = lambda: None) -> dict[str, bool]:
+    """Memory id -> whether ``model`` (the base model) answers the memory's question right
+    when asked with ``context`` (the memories in the prompt): what :func:`evaluate` compares
+    the adapted model with. Memories without a cloze form are left out, as there."""
+    answered = {}
+    for memory_id, text in memories:
+        stop()
+        form = cloze(text)
+        if form is None:
+            continue
+        prompt, answer = form
+        said = tokenizer.decode(greedy_completion(
+            model, tokenizer, context(question(text) or prompt), config.question_tokens, stop))
+        answered[memory_id] = answer_recalled(said, answer)
+    return answered

@@ -337,6 +337,21 @@ class AdapterStore:
             _write_json(self.root / "queue.json",
                         [r.model_dump(mode="json") for r in [*pending, request]])
 
+    def pending(self, owner: str) -> RetrainRequest | None:
+        """``owner``'s pending retrain, if any, left in the queue: a retrain takes it off with
+        :meth:`done` once it has finished, so one interrupted (a kill, a close) runs again."""
+        mine = [r for r in self.queue() if r.owner == owner]
+        return mine[-1] if mine else None
+
+    def done(self, request: RetrainRequest) -> None:
+        """Take ``request`` off the queue, unless a newer request of its owner replaced it
+        meanwhile (a forget during the retrain: that one still has to run)."""
+        with self._lock:
+            pending = self.queue()
+            if request in pending:
+                _write_json(self.root / "queue.json",
+                            [r.model_dump(mode="json") for r in pending if r != request])
+
     def take(self, owner: str) -> RetrainRequest | None:
         """Remove and return ``owner``'s pending retrain, if any."""
         with self._lock:

@@ -34,11 +34,17 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from memos_core.cube import MemCube, MemoryType, State, Tier, utcnow
-from memos_core.errors import InvalidInputError
+from memos_core.errors import CorruptDataError, InvalidInputError
 from memos_core.governance.sensitivity import NEVER_IN_WEIGHTS, allowance, withheld
 from memos_core.lifecycle import ttl_elapsed
 from memos_core.results import DerivedForm
-from memos_core.tiers.parametric.adapted import adapter_tag, chat_form, load_adapted
+from memos_core.runtime.errors import ModelLoadError
+from memos_core.tiers.parametric.adapted import (
+    adapter_tag,
+    chat_form,
+    in_context_form,
+    load_adapted,
+)
 from memos_core.tiers.parametric.config import ParametricConfig
 from memos_core.tiers.parametric.data import (
     CONTROL_PROMPTS,
@@ -54,6 +60,7 @@ from memos_core.tiers.parametric.evaluation import (
     evaluate,
     gate,
     greedy_completion,
+    in_context_answers,
     scrubbed,
 )
 from memos_core.tiers.parametric.store import (
@@ -210,16 +217,28 @@ class ParametricTier:
         def chat(q: str) -> tuple[str, str]:
             return chat_form(base, q)
 
+        def in_context(q: str) -> str:
+            return in_context_form(base, cubes, q)
+
+        memories = [(c.id, c.text) for c in cubes]
+        base_in_context = None
+        if config.check_in_context:
+            base_in_context = in_context_answers(base.model, base.tokenizer, memories,
+                                                 in_context, config, self._stop_if_closing)
+
         examples = [e for c in cubes for e in memory_examples(
             c.id, c.text, statement=config.train_statements,
             chat=chat if config.train_questions else None)]
         peft_model, report = train_lora(base.model, base.tokenizer, examples, replay, config,
                                         progress=progress, stop=self._stop_if_closing)
-        evaluation = evaluate(peft_model, base.tokenizer, [(c.id, c.text) for c in cubes],
+        evaluation = evaluate(peft_model, base.tokenizer, memories,
                               controls, config, chat=lambda q: chat(q)[0],
-                              stop=self._stop_if_closing)
+                              stop=self._stop_if_closing,
+                              context=in_context if config.check_in_context else None,
+                              base_in_context=base_in_context)
         decision = gate(evaluation.recall, evaluation.control_regressions, config,
-                        controls=evaluation.controls)
+                        controls=evaluation.controls,
+                        context_regressions=evaluation.context_regressions)
         with self._lock:
             self._stop_if_closing()  # nothing reaches the disk of a closing store
             manifest = AdapterManifest(
@@ -230,15 +249,26 @@ class ParametricTier:
                 evaluation=evaluation, decision=decision,
                 status="ready" if decision.passed else "rejected",
             )
+            # a memory forgotten while it trained (a forget's cascade, which takes this lock,
+            # did not see this adapter): only a retired record without texts is written
+            gone = self._forgotten_since(manifest)
+            if gone:
+                manifest = manifest.model_copy(update={
+                    "status": "retired", "retired_reason": f"memory {gone[0]} forgotten",
+                    "evaluation": scrubbed(evaluation)})
             # a failed adapter: nothing will ever serve it, so its weights never reach the disk
-            self.store.save(peft_model if decision.passed else None, manifest)
+            self.store.save(peft_model if decision.passed and not gone else None, manifest)
         self._audit(owner, "train", manifest.version, {
             "memories": len(cubes), "recall": round(evaluation.recall, 4),
-            "control_regressions": evaluation.control_regressions, "passed": decision.passed,
+            "control_regressions": evaluation.control_regressions,
+            "context_regressions": evaluation.context_regressions, "passed": decision.passed,
             "train_s": round(report.seconds, 2)})
-        gone = self._forgotten_since(manifest)
-        if gone:  # forgotten while it trained: the forget's cascade did not see this adapter
-            self.retire(manifest.version, reason=f"memory {gone[0]} forgotten", scrub=True)
+        if gone:
+            self._audit(owner, "retire", manifest.version, {}, manifest.retired_reason or "")
+            if decision.passed and (rest := tuple(sorted(manifest.memory_ids - set(gone)))):
+                self.store.enqueue(RetrainRequest(  # as a forget of a live adapter's memory
+                    owner=owner, memory_ids=rest, replaces=manifest.version,
+                    reason=f"memory {gone[0]} forgotten while it trained"))
             return ConsolidationResult(manifest=self.store.manifest(manifest.version),
                                        activated=False)
         activated = False
@@ -509,10 +539,12 @@ class ParametricTier:
         results = []
         owners = [r.owner for r in self.store.queue() if owner in (None, r.owner)]
         for who in owners:
-            request = self.store.take(who)
-            if request is None or not self.candidates(who, request.memory_ids):
+            request = self.store.pending(who)
+            if request is None:
                 continue
-            results.append(self.consolidate(who, request.memory_ids, progress=progress))
+            if self.candidates(who, request.memory_ids):
+                results.append(self.consolidate(who, request.memory_ids, progress=progress))
+            self.store.done(request)  # (only once it ran: an interrupted one runs again)
         return results
 
     # ------------------------------------------------------------------ serving
@@ -539,11 +571,12 @@ class ParametricTier:
         """Ids of ``owner``'s memories the serving adapter (:meth:`serving`) holds at their
         current version (a newer version with the same text -- re-tagged, say -- is not
         held either; one with another text stops the adapter serving) and answered right
-        when asked in a chat at evaluation; ``MemOS.chat`` leaves these out of the prompt.
-        The rest of its memories are still put in the prompt as plaintext."""
+        when asked in a chat at evaluation, if it was trained with ``leave_out_held``
+        (:class:`ParametricConfig`; else none); ``MemOS.chat`` leaves these out of the
+        prompt. The rest of its memories are still put in the prompt as plaintext."""
         manifest = self.active_manifest(owner)
-        if manifest is None:
-            return frozenset()
+        if manifest is None or not manifest.settings.get("leave_out_held", False):
+            return frozenset()  # (adapters trained before the setting existed: not left out)
         current = self.kernel.vault.get_many([m.id for m in manifest.memories])
         if self._unservable(manifest, current):  # not served: see serving()
             return frozenset()
@@ -561,9 +594,19 @@ class ParametricTier:
             if manifest is None:
                 return None
             version = manifest.version
-            tag = adapter_tag(self.store, version)
-            if tag not in self._loaded:
-                self._loaded[tag] = load_adapted(self._base(), self.store.path(version), tag)
+            try:
+                tag = adapter_tag(self.store, version)
+                if tag not in self._loaded:
+                    self._loaded[tag] = load_adapted(self._base(), self.store.path(version), tag)
+            except ModelLoadError:
+                raise  # peft missing, or the base model itself
+            except Exception as exc:  # noqa: BLE001 - a damaged file: the library's own error
+                raise CorruptDataError(
+                    f"adapter {version} of {owner!r} in {self.store.path(version)} cannot be "
+                    f"loaded ({type(exc).__name__}: {exc}). Its memories are all still in the "
+                    f"vault: retire it (mos.retire_adapter({version!r}, user_id={owner!r})) "
+                    "and chat answers from them on the base model; mos.consolidate trains a "
+                    "new one.") from exc
             return self._loaded[tag]
 
     # ------------------------------------------------------------------ helpers

@@ -817,7 +817,10 @@ class MemOS:
     @staticmethod
     def _version_args(version: int | None,
                       as_of: datetime | str | None) -> tuple[int | None, datetime | None]:
-        """``get``'s ``version`` (checked; it wins when both are given) or ``as_of`` (parsed)."""
+        """``get``'s ``version`` (checked) or ``as_of`` (parsed); not both."""
+        if version is not None and as_of is not None:
+            raise InvalidInputError(
+                f"give version or as_of, not both (got version={version!r}, as_of={as_of!r}).")
         if version is not None:
             return check_k(version, "version", 10**9), None
         return None, check_datetime(as_of, "as_of")

@@ -602,3 +602,12 @@ def test_a_refused_value_names_its_item(mos):
         mos.add_many(["a", "b"], user_id="u", ttl_seconds=-1)
     assert not hasattr(info.value, "item")
     assert mos.list(user_id="u") == []
+
+
+def test_get_takes_version_or_as_of_not_both(mos):
+    """Both given: as_of was ignored unchecked (version=1, as_of="not a date" answered v1)."""
+    cube = mos.add("Maya likes tea.", user_id="u")
+    for as_of in ("not a date at all", "2000-01-01", cube.created_at):
+        with pytest.raises(InvalidInputError, match="version or as_of, not both"):
+            mos.get(cube.id, user_id="u", version=1, as_of=as_of)
+    assert mos.get(cube.id, user_id="u", version=1).text == "Maya likes tea."

@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from memos_core.embedding.pieces import quiet_loading
 from memos_core.errors import InvalidInputError
 from memos_core.runtime.errors import ModelLoadError, PrefixBoundaryError
 from memos_core.runtime.fingerprint import ModelFingerprint, config_hash, tokenizer_hash
@@ -140,8 +141,10 @@ class LocalModel:
         if not hasattr(torch, dtype):
             raise InvalidInputError(f"unknown dtype {dtype!r}: use e.g. 'float32' or 'bfloat16'")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(where))
-            model = AutoModelForCausalLM.from_pretrained(str(where), dtype=getattr(torch, dtype))
+            with quiet_loading():  # (a second or less: the bar is noise in a first chat)
+                tokenizer = AutoTokenizer.from_pretrained(str(where))
+                model = AutoModelForCausalLM.from_pretrained(str(where),
+                                                             dtype=getattr(torch, dtype))
         except ImportError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged file raises the library's own

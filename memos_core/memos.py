@@ -317,6 +317,11 @@ class MemOS:
         """True after :meth:`close`; every call then raises."""
         return self._closed
 
+    def __repr__(self) -> str:
+        database = getattr(self, "database", None)
+        where = f"server mode {database}" if database else str(getattr(self, "data_dir", "?"))
+        return f"<MemOS {where}{' (closed)' if getattr(self, '_closed', False) else ''}>"
+
     def _check_open(self) -> None:
         """Raise if closed; in server mode, first catch up with other processes' changes
         (one query when there are none), so nothing forgotten or revoked elsewhere is

@@ -611,3 +611,10 @@ def test_get_takes_version_or_as_of_not_both(mos):
         with pytest.raises(InvalidInputError, match="version or as_of, not both"):
             mos.get(cube.id, user_id="u", version=1, as_of=as_of)
     assert mos.get(cube.id, user_id="u", version=1).text == "Maya likes tea."
+
+
+def test_repr_names_the_store_and_never_the_password(mos, tmp_path):
+    """A notebook cell ending in ``mos`` printed ``<memos_core.memos.MemOS at 0x...>``."""
+    assert repr(mos) == f"<MemOS {mos.data_dir}>"
+    mos.close()
+    assert repr(mos) == f"<MemOS {mos.data_dir} (closed)>"

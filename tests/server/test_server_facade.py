@@ -471,3 +471,15 @@ def test_a_running_process_finishes_a_forget_another_process_left(open_mos, monk
     asyncio.run(alive.aget(tea.id, user_id="alice"))  # any call, a native async one too
     assert alive.vault.unfinished_forgets() == []
     assert alive.get(summary.id, user_id="alice").metadata[FLAG_KEY] == [pin.id]
+
+
+def test_repr_names_the_database_without_its_password(pg_url):
+    """(The test server trusts loopback connections, so any password opens it.)"""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(pg_url)
+    user = parts.username or "postgres"
+    url = urlunsplit(parts._replace(netloc=f"{user}:s3cret-pw@{parts.hostname}:{parts.port}"))
+    with MemOS(url, config=MemOSConfig(show_progress=False)) as mos:
+        assert repr(mos).startswith("<MemOS server mode postgresql://")
+        assert "s3cret-pw" not in repr(mos)

@@ -50,6 +50,10 @@ def greedy_completion(model: Any, tokenizer: Any, prompt: str, max_new_tokens: i
     return [t for t in out if t not in eos]
 
 
+def _norm(text: str) -> str:
+    return " ".join(text.lower().replace(".", " ").replace(",", " ").split())
+
+
 def leading_words(text: str, n: int) -> str:
     """The first ``n`` words of ``text``, lowercased, a word being a run of letters and
     digits (``" Jupiter, but"`` -> ``"jupiter"``, ``" Tower's"`` -> ``"tower"`` for n=1)."""
@@ -62,13 +66,10 @@ def control_kept(base: str, adapted: str, n: int) -> bool:
 
 
 def answer_recalled(completion: str, answer: str) -> bool:
-    """True when ``answer``'s words appear in ``completion`` as whole words, in a row (case
-    and punctuation ignored; a word is a run of letters and digits): ``" Pastel's"`` recalls
-    "Pastel", ``" Pastelotvin"`` does not (substrings counted it before 2026-12-06)."""
-    wanted = _WORD.findall(answer.lower())
-    said = _WORD.findall(completion.lower())
-    n = len(wanted)
-    return bool(wanted) and any(said[i:i + n] == wanted for i in range(len(said) - n + 1))
+    """True when ``answer`` appears in ``completion`` (case, spacing, '.' and ',' ignored).
+    A substring: a completion running on into the next word (``" Pastelotvin"``) counts."""
+    wanted = _norm(answer)
+    return bool(wanted) and wanted in _norm(completion)
 
 
 class RecallItem(BaseModel):

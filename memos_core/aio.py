@@ -5,8 +5,10 @@ arguments of ``add`` and returns what ``add`` returns (the types come from the s
 signature through :class:`typing.ParamSpec`, so a type checker sees them too), running the
 sync method in a worker thread (:func:`memos_core.calls.in_thread`) so the event loop never
 blocks on embedding, SQLite or the index. Cancelling the await stops the wait, not the call
-(a cancelled ``aforget`` still forgets, even one queued behind busy threads). The facade is
-thread-safe, so many tasks may await at once.
+(a cancelled ``aforget`` still forgets, even one queued behind busy threads), except for a
+read (``twin(..., read=True)``: search, get, list, ...), which is dropped if it has not started
+yet, so a server's timed-out requests shed their work. The facade is thread-safe, so many
+tasks may await at once.
 ``tests/test_memos.py`` checks that every public method has its twin.
 
 A twin may also name a *native* implementation (``aget = twin(get, native=native_get)``):
@@ -20,6 +22,7 @@ stays on the thread path (the kernel's locks, index and change listeners are syn
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
@@ -109,9 +112,13 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
     """A descriptor: the async twin of the sync method ``method`` (see the module docstring)."""
 
     def __init__(self, method: Callable[Concatenate[S, P], R], *,
-                 native: Callable[..., Awaitable[Any]] | None = None) -> None:
+                 native: Callable[..., Awaitable[Any]] | None = None,
+                 read: bool = False) -> None:
         self.method = method
         self.native = native
+        # a read cancelled while queued is dropped (asyncio.to_thread), which sheds the work
+        # of callers that gave up; every other call runs to its end (in_thread)
+        self.read = read
         self.name = ""
         # the bound method's signature per function (a subclass may override the method):
         # inspect.signature costs about 0.1 ms, too much to pay on the event loop per lookup
@@ -145,6 +152,8 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
                 if result is not FALLBACK:
                     return result
             # (arguments the method does not take: its own TypeError, not the native one's)
+            if self.read:
+                return await asyncio.to_thread(bound, *args, **kwargs)
             return await in_thread(bound, *args, **kwargs)
 
         call.__name__ = call.__qualname__ = self.name or f"a{self.method.__name__}"

@@ -51,6 +51,14 @@ def make_private_dir(path: Path) -> None:
                      path, stat.S_IMODE(path.stat().st_mode))
 
 
+#: The lock files this process holds (their real paths): how an open tells "another MemOS of
+#: this process" from another process (a pid in the file can be another container's pid 1).
+#: A forked child holds none of its parent's locks.
+_HELD: set[str] = set()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_HELD.clear)
+
+
 def _unlock(fd: int) -> None:
     try:
         if fcntl is not None:
@@ -69,6 +77,7 @@ def _dropped(fd: int, path: Path, owner_pid: int) -> None:
     if os.getpid() != owner_pid:
         os.close(fd)
         return
+    _HELD.discard(os.path.realpath(path))
     warnings.warn(f"A MemOS on {path.parent} was garbage-collected without close(); its data "
                   "directory is released now, its index was not flushed (the next open "
                   "checks it). Close it, or open it with `with MemOS(...)`.",
@@ -87,8 +96,8 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-def _locked_message(data_dir: Path, holder: str) -> str:
-    if holder == str(os.getpid()):
+def _locked_message(data_dir: Path, holder: str, ours: bool) -> str:
+    if ours:
         return (f"The data directory {data_dir} is already open in this process: another "
                 "MemOS on it is still open (a notebook cell run twice, say, keeps the first "
                 "one). Close that one first (mos.close()), open it with `with MemOS(...) as "
@@ -123,15 +132,17 @@ class DataDirLock:
                 holder = os.read(fd, 64).decode(errors="replace").strip()
             except OSError:
                 pass
-            ours = holder == str(os.getpid())
+            ours = os.path.realpath(self.path) in _HELD
             if ours:  # a MemOS dropped without close() but not yet collected (it is in a
                 gc.collect()  # reference cycle): collecting it releases the lock
             if not (ours and _try_lock(fd)):
                 os.close(fd)
-                raise DataDirLockedError(_locked_message(self.path.parent, holder)) from None
+                raise DataDirLockedError(
+                    _locked_message(self.path.parent, holder, ours)) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
+        _HELD.add(os.path.realpath(self.path))
         self._finalizer = weakref.finalize(self, _dropped, fd, self.path, os.getpid())
         self._finalizer.atexit = False  # at exit the process's end releases it
 
@@ -145,4 +156,5 @@ class DataDirLock:
                 self._finalizer.detach()
         if fd is None:
             return
+        _HELD.discard(os.path.realpath(self.path))
         _unlock(fd)

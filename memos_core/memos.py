@@ -10,6 +10,8 @@ engine (``mos.engine``, :mod:`memos_core.engine`). Every public method has an as
 
 from __future__ import annotations
 
+import asyncio
+
 import builtins
 import functools
 import logging
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from memos_core.aio import native_get, native_history, native_list, twin
-from memos_core.calls import CLOSED, RunningCalls, in_thread
+from memos_core.calls import CLOSED, RunningCalls
 from memos_core.config import MemOSConfig, default_data_dir
 from memos_core.cube import MemCube, MemoryType, Origin, State, utcnow
 from memos_core.embedding import Embedder
@@ -1380,26 +1382,26 @@ class MemOS:
     arevoke = twin(revoke)
     ashare_namespace = twin(share_namespace)
     arevoke_namespace = twin(revoke_namespace)
-    aget = twin(get, native=native_get)  # server mode: native async reads (memos_core.aio)
-    ahistory = twin(history, native=native_history)
-    alist = twin(list, native=native_list)
-    asearch = twin(search)
+    aget = twin(get, native=native_get, read=True)  # server mode: native async reads (memos_core.aio)
+    ahistory = twin(history, native=native_history, read=True)
+    alist = twin(list, native=native_list, read=True)
+    asearch = twin(search, read=True)
     aexport = twin(export)
     aimport_ = twin(import_)
-    ais_admin = twin(is_admin)
-    astats = twin(stats)
-    aaudit_log = twin(audit_log)
-    averify_audit = twin(verify_audit)
-    aaudit_head = twin(audit_head)
+    ais_admin = twin(is_admin, read=True)
+    astats = twin(stats, read=True)
+    aaudit_log = twin(audit_log, read=True)
+    averify_audit = twin(verify_audit, read=True)
+    aaudit_head = twin(audit_head, read=True)
     areconcile = twin(reconcile)
     areindex = twin(reindex)
     aoptimize = twin(optimize)
     aattach_model = twin(attach_model)
-    amodel_info = twin(model_info)
+    amodel_info = twin(model_info, read=True)
     aschedule = twin(schedule)
     aconsolidate = twin(consolidate)
     aconsolidate_due = twin(consolidate_due)
-    aadapters = twin(adapters)
+    aadapters = twin(adapters, read=True)
     aactivate_adapter = twin(activate_adapter)
     adeactivate_adapter = twin(deactivate_adapter)
     arollback_adapter = twin(rollback_adapter)
@@ -1415,7 +1417,7 @@ class MemOS:
                     kv_prefix: bool = True) -> ChatAnswer | AsyncChatStream:
         """Async twin of :meth:`chat`; with ``stream=True`` an ``AsyncChatStream``
         (``async for``) instead of a ``ChatStream``."""
-        result = await in_thread(self.chat, query, user_id=user_id, history=history,
+        result = await asyncio.to_thread(self.chat, query, user_id=user_id, history=history,
                                  messages=messages, system=system, k=k,
                                  max_new_tokens=max_new_tokens, stream=stream,
                                  kv_prefix=kv_prefix)

@@ -97,3 +97,18 @@ def test_in_thread_returns_raises_and_keeps_the_context() -> None:
         return seen, await in_thread(lambda a, *, b: a + b, "a", b="b")
 
     assert asyncio.run(scenario()) == ("caller's", "ab")
+
+
+def test_a_read_cancelled_while_queued_is_dropped(mos: MemOS) -> None:
+    """Reads shed the work of callers that gave up (a server's timed-out requests): only
+    calls with an effect run to their end."""
+    ran: list[str] = []
+    mos.search = lambda *args, **kwargs: ran.append("search")  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        gate = _block_the_executor()
+        await _cancel_while_queued(asyncio.ensure_future(mos.asearch("x", user_id="u")), gate)
+        await in_thread(lambda: None)
+
+    asyncio.run(scenario())
+    assert ran == []

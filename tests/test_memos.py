@@ -618,3 +618,29 @@ def test_repr_names_the_store_and_never_the_password(mos, tmp_path):
     assert repr(mos) == f"<MemOS {mos.data_dir}>"
     mos.close()
     assert repr(mos) == f"<MemOS {mos.data_dir} (closed)>"
+
+
+def test_another_process_with_our_pid_number_is_another_process(tmp_path):
+    """Two containers sharing a volume can both be pid 1: the pid in the lock file does not
+    make its holder this process (it was told to close a MemOS it did not have)."""
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "d"
+    MemOS(data, config=MemOSConfig(show_progress=False)).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(data / 'LOCK')!r}, os.O_RDWR)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "os.ftruncate(fd, 0); os.write(fd, str(os.getppid()).encode())\n"
+         "print('ready', flush=True); time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(DataDirLockedError, match=rf"\(by process {os.getpid()}\).*postgresql"):
+            MemOS(data, config=MemOSConfig(show_progress=False))
+    finally:
+        holder.kill()
+        holder.wait()

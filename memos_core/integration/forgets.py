@@ -12,6 +12,8 @@ all of a user's.
 
 from __future__ import annotations
 
+import asyncio
+
 import threading
 import time
 from collections import deque
@@ -19,7 +21,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
-from memos_core.calls import in_thread
 from memos_core.cube import MemCube
 from memos_core.governance.forget_hooks import MessageRedactor, after_pass
 from memos_core.integration.counted import acounted, counted
@@ -128,7 +129,7 @@ class LateWrite:
         """Async :meth:`missed` (the wait, if any, in a worker thread)."""
         if self._forgets is None or not self._passes.overlapped(self._ended):
             return []
-        await in_thread(self._passes.wait)
+        await asyncio.to_thread(self._passes.wait)
         return self._forgets.redactors(user_id, before=before, since=self._added)
 
 

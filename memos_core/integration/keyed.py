@@ -10,10 +10,11 @@ and once the MemOS is closed they raise its closed error.
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from memos_core.calls import in_thread
 from memos_core.cube import MemCube
 from memos_core.integration.async_storage import native_view
 from memos_core.integration.counted import acounted, counted
@@ -115,7 +116,7 @@ async def aget_by_key(mos: MemOS, item: ItemKey) -> MemCube | None:
     """Async :func:`get_by_key`: native in server mode, else in a worker thread."""
     view = native_view(mos.store.vault)
     if view is None:
-        return await in_thread(get_by_key, mos, item)
+        return await asyncio.to_thread(get_by_key, mos, item)
     async with acounted(mos, view):
         cube: MemCube | None = await view.get_keyed(_item(item))
     return cube if cube is not None and cube.state.value in INDEXED_STATES else None
@@ -129,7 +130,7 @@ async def aiter_by_prefix(mos: MemOS, user_id: str, prefix: Sequence[str] = ()
     offset = 0
     while True:
         if view is None:
-            page, cubes = await in_thread(_page, mos, user_id, prefix, offset)
+            page, cubes = await asyncio.to_thread(_page, mos, user_id, prefix, offset)
         else:
             async with acounted(mos, view, catch_up=offset == 0):
                 user = check_name(user_id, "user_id")

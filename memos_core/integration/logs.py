@@ -18,6 +18,8 @@ thread otherwise. Files the adapters kept before
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -127,21 +129,21 @@ class ConversationLog:
         """Async :meth:`read`."""
         async with self._av() as view:
             if view is None:
-                return await in_thread(self.read, user_id, log_id, status, limit, offset)
+                return await asyncio.to_thread(self.read, user_id, log_id, status, limit, offset)
             return list(await view.log_read(user_id, log_id, status, limit, offset or 0))
 
     async def acount(self, user_id: str, log_id: str, status: str | None) -> int:
         """Async :meth:`count`."""
         async with self._av() as view:
             if view is None:
-                return await in_thread(self.count, user_id, log_id, status)
+                return await asyncio.to_thread(self.count, user_id, log_id, status)
             return int(await view.log_count(user_id, log_id, status))
 
     async def akeys(self, user_id: str) -> list[str]:
         """Async :meth:`keys`."""
         async with self._av() as view:
             if view is None:
-                return await in_thread(self.keys, user_id)
+                return await asyncio.to_thread(self.keys, user_id)
             return list(await view.log_ids(user_id))
 
     async def aappend(self, user_id: str, log_id: str, rows: Sequence[LogRow], status: str) -> None:

@@ -14,10 +14,11 @@ embedder, SQLite or the index, and concurrent clients are served in parallel.
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from memos_core.calls import in_thread
 from memos_core.cube import State, utcnow
 from memos_core.governance import sensitivity as sensitivity_rules
 from memos_core.governance.access import shown_text
@@ -180,7 +181,7 @@ class MemoryService:
         lists the tags), as :meth:`history` redacts its texts; a forgotten memory's reasons
         are withheld (``[forgotten]``) -- forget removes them, but records written before
         the vault committed to reasons keep theirs."""
-        records = await in_thread(self.mos.audit_log, user_id=user, memory_id=memory_id,
+        records = await asyncio.to_thread(self.mos.audit_log, user_id=user, memory_id=memory_id,
                                           limit=limit)
         versions = await self.mos.ahistory(memory_id, user_id=user)  # after the access check
         withheld = sensitivity_rules.withheld(sensitivity_rules.history_sensitivity(versions),

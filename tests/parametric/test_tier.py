@@ -788,3 +788,28 @@ def test_a_memory_forgotten_while_training_never_reaches_the_disk(
     assert leftovers == []
     [request] = tier.store.queue()
     assert sorted(request.memory_ids) == sorted(ids[1:])
+
+
+def test_a_retrain_queued_while_another_is_pending_keeps_both(
+    store: tuple[MemOS, list[str]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """v1 (three facts) is live; a consolidation of the first fact and a new one runs; the
+    first fact is forgotten meanwhile: the forget queues v1's other two, the run then queues
+    its own other one. The second request replaced the first, so v1's facts were never
+    retrained."""
+    from memos_core.tiers.parametric import tier as tier_module
+
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    more = mos.add("Oskar drives a red van.", user_id="ada", type="fact").id
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    real = tier_module.train_lora
+
+    def forget_meanwhile(*args: object, **kwargs: object) -> object:
+        mos.forget(ids[0], user_id="ada")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tier_module, "train_lora", forget_meanwhile)
+    mos.consolidate(user_id="ada", memory_ids=[ids[0], more], config=OPEN, progress=False)
+    [request] = tier.store.queue()
+    assert sorted(request.memory_ids) == sorted([ids[1], ids[2], more])

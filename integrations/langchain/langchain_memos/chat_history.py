@@ -21,6 +21,8 @@ right after (``memos_core.integration.LateWrite``).
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import threading
 import weakref
@@ -171,7 +173,7 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         """Async ``messages``: native reads in server mode (``MemOS.alist``), else a worker
         thread."""
         if not has_native_async(self.mos):
-            return await in_thread(lambda: self.messages)
+            return await asyncio.to_thread(lambda: self.messages)
         return [_message(c) for c in await self._acubes()]
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:

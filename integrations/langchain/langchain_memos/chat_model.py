@@ -13,6 +13,8 @@ a tool-calling ``create_agent``; use it for answering, or in chains.
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -36,7 +38,6 @@ from langchain_memos._shared import (
     run_context,
 )
 from memos_core import InvalidInputError
-from memos_core.integration import in_thread
 
 #: ``model`` (and ``ls_model_name``) until the local model is loaded.
 MODEL_NAME = "memos-local"
@@ -231,7 +232,7 @@ class ChatMemOS(BaseChatModel):
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None,
                          **kwargs: Any) -> ChatResult:
-        args = await in_thread(self._chat_args, messages, kwargs)
+        args = await asyncio.to_thread(self._chat_args, messages, kwargs)
         answer = await self.mos.achat(**args)
         return _result(answer.text, answer.trace, self._stops(stop))
 
@@ -254,7 +255,7 @@ class ChatMemOS(BaseChatModel):
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        args = await in_thread(self._chat_args, messages, kwargs)
+        args = await asyncio.to_thread(self._chat_args, messages, kwargs)
         stream = await self.mos.achat(stream=True, **args)
         cutter = _StopCutter(self._stops(stop))
         async for piece in stream:

@@ -31,6 +31,8 @@ checkpointer opened on one moves its rows into the vault and deletes the file. U
 
 from __future__ import annotations
 
+import asyncio
+
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -372,7 +374,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         thread, ns = _thread_and_ns(config)  # the config first, as get_tuple
         store = self._avault()
         if store is None:
-            return await in_thread(self.get_tuple, config)
+            return await asyncio.to_thread(self.get_tuple, config)
         decoded: list[Checkpoint] = []
 
         def versions_of(record: CheckpointRecord) -> dict[str, str]:
@@ -399,7 +401,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         query = _list_query(config, filter, before, limit)  # the config first, as list
         store = self._avault()
         if store is None:
-            tuples = await in_thread(
+            tuples = await asyncio.to_thread(
                 lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
             for tup in tuples:
                 yield tup

@@ -16,6 +16,8 @@ work.
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -197,7 +199,7 @@ class MemOSMiddleware(AgentMiddleware):
         """Async ``wrap_model_call``; the search runs in a worker thread."""
         if not self.recall:
             return await handler(request)
-        hits = await in_thread(self._recall, request, current_config())
+        hits = await asyncio.to_thread(self._recall, request, current_config())
         return await handler(self._inject(request, hits))
 
     def _recall(self, request: ModelRequest, config: Mapping[str, Any] | None) -> list[SearchHit]:

@@ -12,6 +12,8 @@ How an item maps to a memory is described in :mod:`langchain_memos._store_codec`
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -337,7 +339,7 @@ class MemOSStore(BaseStore):
         if op.limit <= 0:
             return []
         if op.query:
-            return await in_thread(self._search, op)
+            return await asyncio.to_thread(self._search, op)
         want = op.offset + op.limit
         matched = []
         async for cube in self._ascan(op.namespace_prefix):

@@ -330,12 +330,20 @@ class AdapterStore:
             return queue
 
     def enqueue(self, request: RetrainRequest) -> None:
-        """Queue a retrain; one replacing the same owner's pending request supersedes it."""
+        """Queue a retrain. An owner has one pending request: a new one takes in the memories
+        of the one pending (a forget during a retrain queues the rest of the adapter it
+        retired, and the retrain then queues what it trained: neither may drop the other's
+        memories; forgotten ones are left out when it runs)."""
         with self._lock:
             self.root.mkdir(parents=True, exist_ok=True)
-            pending = [r for r in self.queue() if r.owner != request.owner]
+            queue = self.queue()
+            mine = [r for r in queue if r.owner == request.owner]
+            if mine:
+                merged = sorted(set(request.memory_ids).union(*(r.memory_ids for r in mine)))
+                request = request.model_copy(update={"memory_ids": tuple(merged)})
             _write_json(self.root / "queue.json",
-                        [r.model_dump(mode="json") for r in [*pending, request]])
+                        [r.model_dump(mode="json")
+                         for r in [*(r for r in queue if r.owner != request.owner), request]])
 
     def pending(self, owner: str) -> RetrainRequest | None:
         """``owner``'s pending retrain, if any, left in the queue: a retrain takes it off with

@@ -23,6 +23,7 @@ them back to memory when it ends.
 # no ``from __future__ import annotations``: FunctionTool finds the Context parameter by
 # comparing its annotation with the class, not with a string
 
+import asyncio
 import functools
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -88,9 +89,9 @@ def _forget_twin(mos: MemOS, user_id: str, forget: Callable[..., str]
     async def run(memory_id: str, ctx: Context = None) -> str:  # type: ignore[assignment]
         redactor = None
         if ctx is not None:
-            redactor = await in_thread(redactor_before_forget, mos, memory_id, user_id)
+            redactor = await asyncio.to_thread(redactor_before_forget, mos, memory_id, user_id)
         reply = await in_thread(forget, memory_id)
-        if redactor is not None and await in_thread(is_forgotten, mos, memory_id,
+        if redactor is not None and await asyncio.to_thread(is_forgotten, mos, memory_id,
                                                             user_id):
             await redact_run_state(ctx, redactor)
         return reply

@@ -1,5 +1,6 @@
 """Parametric memory: stable memories consolidated into peft LoRA adapters on the local model,
-gated by evaluation (recall, drift, answers with the memories in the prompt), versioned, and retired when a memory is forgotten.
+gated by evaluation (recall, drift, answers with the memories in the prompt), versioned, and
+retired when a memory is forgotten.
 
 torch, transformers and peft load lazily, on the first training or adapter load.
 """

@@ -10,44 +10,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from memos_core import MemoryDeletedError, MemOS
 from memos_core.calls import in_thread
-
-
-def _block_the_executor() -> threading.Event:
-    """Give the running loop a one-thread default executor and keep that thread busy until
-    the returned event is set: whatever is handed to a thread now waits in the queue."""
-    loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
-    gate = threading.Event()
-    loop.run_in_executor(None, gate.wait)
-    return gate
-
-
-async def _cancel_while_queued(call: asyncio.Future[object] | asyncio.Task[object],
-                               gate: threading.Event) -> None:
-    await asyncio.sleep(0.05)  # the call has started and handed its work to the executor
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
-    gate.set()
+from memos_core.testing.executor import cancel_while_queued, drain_executor, hold_executor
 
 
 def test_a_cancelled_aforget_still_forgets_when_queued(mos: MemOS) -> None:
     secret = mos.add("Dana's PIN is 7781", user_id="dana")
 
     async def scenario() -> None:
-        gate = _block_the_executor()
+        gate = hold_executor()
         forget = asyncio.ensure_future(mos.aforget(secret.id, user_id="dana"))
-        await _cancel_while_queued(forget, gate)
+        await cancel_while_queued(forget, gate)
         added = asyncio.ensure_future(mos.aadd("Dana moved to Lisbon", user_id="dana"))
-        gate = _block_the_executor()
-        await _cancel_while_queued(added, gate)
-        await in_thread(lambda: None)  # the queue has drained behind it
+        gate = hold_executor()
+        await cancel_while_queued(added, gate)
 
     asyncio.run(scenario())
     with pytest.raises(MemoryDeletedError):
@@ -57,12 +37,12 @@ def test_a_cancelled_aforget_still_forgets_when_queued(mos: MemOS) -> None:
 
 def test_a_timed_out_twin_runs_to_its_end(mos: MemOS) -> None:
     async def scenario() -> None:
-        gate = _block_the_executor()
+        gate = hold_executor()
         threading.Timer(0.3, gate.set).start()
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(mos.aadd_many([{"text": f"note {i}"} for i in range(5)],
                                                  user_id="eve"), timeout=0.1)
-        await in_thread(lambda: None)
+        await drain_executor()
 
     asyncio.run(scenario())
     assert len(mos.list(user_id="eve")) == 5
@@ -73,9 +53,8 @@ def test_an_error_after_the_waiter_left_is_logged(caplog: pytest.LogCaptureFixtu
         raise ValueError("the disk is full")
 
     async def scenario() -> None:
-        gate = _block_the_executor()
-        await _cancel_while_queued(asyncio.ensure_future(in_thread(fails)), gate)
-        await in_thread(lambda: None)
+        gate = hold_executor()
+        await cancel_while_queued(asyncio.ensure_future(in_thread(fails)), gate)
         await asyncio.sleep(0)  # the done callback runs on the loop
 
     with caplog.at_level(logging.WARNING, logger="memos_core"):
@@ -106,9 +85,8 @@ def test_a_read_cancelled_while_queued_is_dropped(mos: MemOS) -> None:
     mos.search = lambda *args, **kwargs: ran.append("search")  # type: ignore[method-assign]
 
     async def scenario() -> None:
-        gate = _block_the_executor()
-        await _cancel_while_queued(asyncio.ensure_future(mos.asearch("x", user_id="u")), gate)
-        await in_thread(lambda: None)
+        gate = hold_executor()
+        await cancel_while_queued(asyncio.ensure_future(mos.asearch("x", user_id="u")), gate)
 
     asyncio.run(scenario())
     assert ran == []

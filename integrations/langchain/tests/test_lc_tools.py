@@ -183,25 +183,16 @@ def test_a_cancelled_forget_tool_call_still_forgets(mos: MemOS, tools: dict[str,
     """An agent run cancelled (a timeout) while the tool's forget waits for a worker thread:
     the forget still runs (asyncio.to_thread dropped a queued call, and the text stayed)."""
     import asyncio
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
 
     from memos_core import MemoryDeletedError
+    from memos_core.testing.executor import cancel_while_queued, hold_executor
 
     memory_id = mos.add("Alice's locker code is 4471", user_id="alice").id
 
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
-        gate = threading.Event()
-        loop.run_in_executor(None, gate.wait)  # the only worker thread is busy
+        gate = hold_executor()  # the only worker thread is busy
         call = asyncio.ensure_future(_acall(tools, "forget_memory", memory_id=memory_id))
-        await asyncio.sleep(0.05)
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-        gate.set()
-        await loop.run_in_executor(None, lambda: None)  # the queue has drained
+        await cancel_while_queued(call, gate)
 
     asyncio.run(scenario())
     with pytest.raises(MemoryDeletedError):

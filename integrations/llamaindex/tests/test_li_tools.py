@@ -250,26 +250,16 @@ async def test_agent_sees_tool_errors_as_results(mos: MemOS) -> None:
 def test_a_cancelled_forget_tool_call_still_forgets(mos: MemOS) -> None:
     """An agent run cancelled (a timeout) while the tool's forget waits for a worker thread:
     the forget still runs (asyncio.to_thread dropped a queued call, and the text stayed)."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
     from memos_core import MemoryDeletedError
+    from memos_core.testing.executor import cancel_while_queued, hold_executor
 
     memory_id = mos.add("Alice's locker code is 4471", user_id="alice").id
     forget = by_name(memos_tools(mos, user_id="alice"))["forget_memory"]
 
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
-        gate = threading.Event()
-        loop.run_in_executor(None, gate.wait)  # the only worker thread is busy
+        gate = hold_executor()  # the only worker thread is busy
         call = asyncio.ensure_future(forget.acall(memory_id=memory_id))
-        await asyncio.sleep(0.05)
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-        gate.set()
-        await loop.run_in_executor(None, lambda: None)  # the queue has drained
+        await cancel_while_queued(call, gate)
 
     asyncio.run(scenario())
     with pytest.raises(MemoryDeletedError):

@@ -15,7 +15,7 @@ Two measurements, both greedy and on raw text (no chat template):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -229,12 +229,7 @@ def evaluate(
     and the adapted one did not is a context regression. ``stop`` is called before each
     memory, control and generated token and may raise to end it there."""
     items = []
-    for memory_id, text in memories:
-        stop()
-        form = cloze(text)
-        if form is None:
-            continue
-        prompt, answer = form
+    for memory_id, text, prompt, answer in _cloze_forms(memories, stop):
         out = tokenizer.decode(greedy_completion(model, tokenizer, prompt, config.recall_tokens,
                                                  stop))
         asked = said = None
@@ -244,8 +239,7 @@ def evaluate(
                                                       config.question_tokens, stop))
         in_context = None
         if context is not None:
-            in_context = tokenizer.decode(greedy_completion(
-                model, tokenizer, context(question(text) or prompt), config.question_tokens, stop))
+            in_context = _asked_in_context(model, tokenizer, context, text, prompt, config, stop)
         items.append(RecallItem(
             memory_id=memory_id, prompt=prompt, answer=answer.strip(), completion=out,
             recalled=answer_recalled(out, answer), question=asked, question_completion=said,
@@ -280,13 +274,28 @@ def in_context_answers(model: Any, tokenizer: Any, memories: Sequence[tuple[str,
     when asked with ``context`` (the memories in the prompt): what :func:`evaluate` compares
     the adapted model with. Memories without a cloze form are left out, as there."""
     answered = {}
+    for memory_id, text, prompt, answer in _cloze_forms(memories, stop):
+        said = _asked_in_context(model, tokenizer, context, text, prompt, config, stop)
+        answered[memory_id] = answer_recalled(said, answer)
+    return answered
+
+
+def _cloze_forms(memories: Sequence[tuple[str, str]], stop: Callable[[], None],
+                 ) -> Iterator[tuple[str, str, str, str]]:
+    """``(id, text, cloze prompt, answer)`` of each memory that has a cloze form; ``stop()``
+    before each."""
     for memory_id, text in memories:
         stop()
         form = cloze(text)
-        if form is None:
-            continue
-        prompt, answer = form
-        said = tokenizer.decode(greedy_completion(
-            model, tokenizer, context(question(text) or prompt), config.question_tokens, stop))
-        answered[memory_id] = answer_recalled(said, answer)
-    return answered
+        if form is not None:
+            yield memory_id, text, *form
+
+
+def _asked_in_context(model: Any, tokenizer: Any, context: Callable[[str], str], text: str,
+                      cloze_prompt: str, config: ParametricConfig,
+                      stop: Callable[[], None]) -> str:
+    """``model``'s answer to the memory's question (its cloze prompt if it has none) asked
+    in ``context``: the same prompt for the base and the adapted model."""
+    asked = context(question(text) or cloze_prompt)
+    return str(tokenizer.decode(greedy_completion(model, tokenizer, asked,
+                                                  config.question_tokens, stop)))

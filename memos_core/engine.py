@@ -315,7 +315,7 @@ class MemoryEngine:
         reason: str = "consolidation requested", retrain: RetrainRequest | None = None,
     ) -> ConsolidationResult | Future[ConsolidationResult]:
         """Train, evaluate and gate an adapter on ``user_id``'s memories: ``memory_ids``, or
-        the policy's candidates together with the user's queued retrain (taken off the queue).
+        the policy's candidates together with the user's queued retrain.
         Memories with a tag in ``candidates.never_sensitivity`` (default ``"secret"``) are
         never trained, whichever way they were chosen. With ``background=True`` it runs in a
         worker thread (one job at a time, in order) and a ``Future`` comes back. ``reason``

@@ -11,7 +11,6 @@ engine (``mos.engine``, :mod:`memos_core.engine`). Every public method has an as
 from __future__ import annotations
 
 import asyncio
-
 import builtins
 import functools
 import logging
@@ -1382,7 +1381,8 @@ class MemOS:
     arevoke = twin(revoke)
     ashare_namespace = twin(share_namespace)
     arevoke_namespace = twin(revoke_namespace)
-    aget = twin(get, native=native_get, read=True)  # server mode: native async reads (memos_core.aio)
+    # server mode: native async reads (memos_core.aio)
+    aget = twin(get, native=native_get, read=True)
     ahistory = twin(history, native=native_history, read=True)
     alist = twin(list, native=native_list, read=True)
     asearch = twin(search, read=True)
@@ -1418,9 +1418,9 @@ class MemOS:
         """Async twin of :meth:`chat`; with ``stream=True`` an ``AsyncChatStream``
         (``async for``) instead of a ``ChatStream``."""
         result = await asyncio.to_thread(self.chat, query, user_id=user_id, history=history,
-                                 messages=messages, system=system, k=k,
-                                 max_new_tokens=max_new_tokens, stream=stream,
-                                 kv_prefix=kv_prefix)
+                                         messages=messages, system=system, k=k,
+                                         max_new_tokens=max_new_tokens, stream=stream,
+                                         kv_prefix=kv_prefix)
         if stream:
             from memos_core.chat import AsyncChatStream, ChatStream
 

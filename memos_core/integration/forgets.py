@@ -13,7 +13,6 @@ all of a user's.
 from __future__ import annotations
 
 import asyncio
-
 import threading
 import time
 from collections import deque

@@ -11,7 +11,6 @@ and once the MemOS is closed they raise its closed error.
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 

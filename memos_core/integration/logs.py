@@ -19,7 +19,6 @@ thread otherwise. Files the adapters kept before
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -183,7 +182,7 @@ class ConversationLog:
         async with self._av() as view:
             if view is None:
                 return await in_thread(self.take_oldest, user_id, log_id, n,
-                                               archive=archive)
+                                       archive=archive)
             return list(await view.log_take_oldest(user_id, log_id, n, archive=archive))
 
 

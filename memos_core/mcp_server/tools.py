@@ -15,7 +15,6 @@ embedder, SQLite or the index, and concurrent clients are served in parallel.
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 

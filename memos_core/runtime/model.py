@@ -50,6 +50,7 @@ def _weights_stamp(directory: Path) -> str:
             stamp.update(f"{f.name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     return f"weights:{stamp.hexdigest()[:12]}"
 
+
 if TYPE_CHECKING:
     import torch
 

@@ -22,7 +22,6 @@ right after (``memos_core.integration.LateWrite``).
 from __future__ import annotations
 
 import asyncio
-
 import json
 import threading
 import weakref

@@ -14,7 +14,6 @@ a tool-calling ``create_agent``; use it for answering, or in chains.
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 

@@ -32,7 +32,6 @@ checkpointer opened on one moves its rows into the vault and deletes the file. U
 from __future__ import annotations
 
 import asyncio
-
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -352,7 +351,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         forget whose pass ran meanwhile and may have missed it (:class:`LateWrite`)."""
         for redactor in await late.amissed(user, before=checkpoint_id):
             await in_thread(_redact_threads, self._store, self.serde, redactor,
-                                    self.user_id_key, thread_id)
+                            self.user_id_key, thread_id)
 
     def _late(self, checkpoint_id: str, user: object) -> Sequence[MessageRedactor]:
         """The redactors of the recent forgets that ``checkpoint_id`` (a checkpoint, or the

@@ -17,7 +17,6 @@ work.
 from __future__ import annotations
 
 import asyncio
-
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple

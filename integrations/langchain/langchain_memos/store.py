@@ -13,7 +13,6 @@ How an item maps to a memory is described in :mod:`langchain_memos._store_codec`
 from __future__ import annotations
 
 import asyncio
-
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence

@@ -360,13 +360,3 @@ class AdapterStore:
                 _write_json(self.root / "queue.json",
                             [r.model_dump(mode="json") for r in pending if r != request])
 
-    def take(self, owner: str) -> RetrainRequest | None:
-        """Remove and return ``owner``'s pending retrain, if any."""
-        with self._lock:
-            pending = self.queue()
-            mine = [r for r in pending if r.owner == owner]
-            if not mine:
-                return None
-            _write_json(self.root / "queue.json",
-                        [r.model_dump(mode="json") for r in pending if r.owner != owner])
-            return mine[-1]

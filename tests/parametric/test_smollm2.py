@@ -38,7 +38,8 @@ def test_smollm2_consolidation_end_to_end(make_mos, smol) -> None:
     assert ev.recall_total == len(FACTS) and ev.controls >= DEFAULT.min_controls
     assert len(manifest.training.losses) == DEFAULT.steps_for(len(FACTS))
     assert manifest.training.losses[-1] < manifest.training.losses[0]  # it does learn
-    expected = gate(ev.recall, ev.control_regressions, DEFAULT, controls=ev.controls)
+    expected = gate(ev.recall, ev.control_regressions, DEFAULT, controls=ev.controls,
+                    context_regressions=ev.context_regressions)
     assert manifest.decision == expected and result.activated is expected.passed
     tier = engine_for(mos).parametric
     assert (tier.store.active("ada") == manifest.version) is expected.passed

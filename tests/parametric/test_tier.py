@@ -813,3 +813,29 @@ def test_a_retrain_queued_while_another_is_pending_keeps_both(
     mos.consolidate(user_id="ada", memory_ids=[ids[0], more], config=OPEN, progress=False)
     [request] = tier.store.queue()
     assert sorted(request.memory_ids) == sorted([ids[1], ids[2], more])
+
+
+def test_the_same_memories_train_the_same_adapter_whatever_their_ids(make_mos, tiny) -> None:
+    """Ids are random (uuid4) and addition order varies; neither may change what is trained:
+    the order of the in-context prompt and of the training examples follows the text."""
+    from safetensors.torch import load_file
+
+    facts = ("Zorvin's cat is named Pastel.", "Mirela's favourite colour is teal.",
+             "Quenby lives in Tromso.", "Dastra's brother is called Olek.")
+    runs = []
+    for name, texts in (("one", facts), ("two", tuple(reversed(facts)))):
+        mos = make_mos(name)
+        mos.attach_model(tiny)
+        ids = [mos.add(text, user_id="ada", type="fact").id for text in texts]
+        manifest = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN,
+                                   progress=False).manifest
+        weights = load_file(mos.data_dir / "adapters" / manifest.version
+                            / "adapter_model.safetensors")
+        texts_by_id = dict(zip(ids, texts))
+        runs.append((manifest.training.losses, weights,
+                     [texts_by_id[m.id] for m in manifest.memories]))
+    (losses_a, weights_a, order_a), (losses_b, weights_b, order_b) = runs
+    assert order_a == order_b == sorted(facts)
+    assert losses_a == losses_b
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)

@@ -172,7 +172,10 @@ class ParametricTier:
 
     def candidates(self, owner: str, memory_ids: Sequence[str] | None = None, *,
                    never: Iterable[str] = NEVER_IN_WEIGHTS) -> list[MemCube]:
-        """The owner's consolidatable memories (all, or among ``memory_ids``), by id. A
+        """The owner's consolidatable memories (all, or among ``memory_ids``), in text order
+        (then id): a run's prompts and example order follow from the memories' content and
+        the config's seed, never from their random ids, so the same memories train the same
+        adapter. A
         memory with a sensitivity tag the store's prompt allowance (``allow_sensitive``)
         does not cover is never trained: search hands it out redacted, and weights cannot
         redact what they learned; nor is one with a tag in ``never`` (the consolidation
@@ -186,7 +189,7 @@ class ParametricTier:
         return sorted((c for c in cubes if c.user_id == owner and consolidatable(c)
                        and not withheld(c.governance.sensitivity, allowed)
                        and not never.intersection(c.governance.sensitivity)),
-                      key=lambda c: c.id)
+                      key=lambda c: (c.text, c.id))
 
     def consolidate(self, owner: str, memory_ids: Sequence[str] | None = None, *,
                     config: ParametricConfig | None = None, activate: bool = True,

@@ -313,6 +313,54 @@ def test_corrupt_file_on_disk_is_rebuilt_not_used(tiny: LocalModel, tmp_path: Pa
     assert counting.builds == 1 and rebuilt.prefix.token_ids == block.prefix.token_ids
 
 
+def scramble_tensor_bytes(path: Path) -> None:
+    """Overwrite bytes in the middle of a KV file's tensor data, header and size unchanged:
+    still a readable safetensors file, with wrong numbers in it (bit rot)."""
+    raw = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(raw[:8], "little")
+    middle = (start + len(raw)) // 2
+    raw[middle:middle + 64] = bytes(255 - b for b in raw[middle:middle + 64])
+    path.write_bytes(bytes(raw))
+
+
+def test_scrambled_tensors_fail_their_checksum(tiny: LocalModel, tmp_path: Path) -> None:
+    block = make_block(tiny)
+    path = save_block(block, tmp_path)
+    assert read_header(path)["checksum"].startswith("sha256:")
+    scramble_tensor_bytes(path)
+    read_header(path)  # the header still reads
+    with pytest.raises(KVCacheFormatError, match="checksum"):
+        load_block(path, fingerprint_digest=tiny.fingerprint.digest, memories=block.memories)
+
+
+def test_a_file_without_a_checksum_is_stale(tiny: LocalModel, tmp_path: Path) -> None:
+    """A file written before KV files carried a checksum is rebuilt, never trusted."""
+    from safetensors.torch import load_file, save_file
+
+    path = save_block(make_block(tiny), tmp_path)
+    header = read_header(path)
+    del header["checksum"]
+    save_file(load_file(str(path)), str(path), metadata=header)
+    assert load_block(path, fingerprint_digest=tiny.fingerprint.digest) is None
+
+
+def test_a_scrambled_file_on_disk_is_dropped_and_rebuilt(tiny: LocalModel, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    block = KVCacheTier(tiny, directory=tmp_path).get_or_build([mem(1)])
+    path = tmp_path / f"{block.block_id}.safetensors"
+    scramble_tensor_bytes(path)
+    counting = CountingModel(tiny)
+    reopened = KVCacheTier(counting, directory=tmp_path)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="memos_core.tiers.activation.tier"):
+        rebuilt = reopened.get_or_build([mem(1)])
+    assert counting.builds == 1 and "checksum" in caplog.text
+    assert rebuilt.prefix.token_ids == block.prefix.token_ids
+    again = load_block(path, fingerprint_digest=tiny.fingerprint.digest, memories=block.memories)
+    assert again is not None  # the file was written again, whole
+    for (k0, v0), (k1, v1) in zip(block.prefix.layers(), again.prefix.layers()):
+        assert torch.equal(k0, k1) and torch.equal(v0, v1)
+
+
 def test_memory_refs_accept_cubes_and_tuples(tiny: LocalModel) -> None:
     from memos_core.cube import MemCube, Namespace
 

@@ -19,6 +19,7 @@ Thread-safe: one lock serialises the tier's bookkeeping and builds.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -44,6 +45,7 @@ from memos_core.tiers.activation.compose import (
 if TYPE_CHECKING:
     from memos_core.runtime.model import LocalModel
 
+logger = logging.getLogger(__name__)
 
 class KVBudgetError(InvalidInputError):
     """A single block is larger than the whole budget; raise the budget or use fewer memories."""
@@ -215,7 +217,10 @@ class KVCacheTier:
                 fingerprint_digest=self._digest,
                 memories=expected,
             )
-        except (FileNotFoundError, storage.KVCacheFormatError):
+        except FileNotFoundError:
+            return None
+        except storage.KVCacheFormatError as exc:
+            logger.warning("%s; the block is dropped and built again when next used", exc)
             return None
         return block if block is not None and block.block_id == bid else None
 

@@ -702,7 +702,8 @@ def test_an_adapter_is_not_served_beyond_the_allowance_it_was_trained_under(
         again.activate_adapter(result.manifest.version, user_id="ada")
 
 
-@pytest.mark.parametrize("damage", ["truncated weights", "garbage config", "deleted config"])
+@pytest.mark.parametrize("damage", ["truncated weights", "scrambled weights", "garbage config",
+                                    "deleted config"])
 def test_a_damaged_adapter_is_a_clear_error_and_can_be_retired(
     store: tuple[MemOS, list[str]], damage: str,
 ) -> None:
@@ -715,6 +716,11 @@ def test_a_damaged_adapter_is_a_clear_error_and_can_be_retired(
     if damage == "truncated weights":
         weights = where / "adapter_model.safetensors"
         weights.write_bytes(weights.read_bytes()[:100])
+    elif damage == "scrambled weights":  # still a readable file: only the checksum tells
+        weights = where / "adapter_model.safetensors"
+        raw = bytearray(weights.read_bytes())
+        raw[-64:] = bytes(255 - b for b in raw[-64:])
+        weights.write_bytes(bytes(raw))
     elif damage == "garbage config":
         (where / "adapter_config.json").write_text("{not json")
     else:
@@ -724,6 +730,26 @@ def test_a_damaged_adapter_is_a_clear_error_and_can_be_retired(
     mos.retire_adapter(version, user_id="ada")
     answer = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=2)
     assert answer.trace.adapter_version is None and set(answer.trace.from_plaintext) & set(ids)
+
+
+def test_the_manifest_records_the_weights_checksum(store: tuple[MemOS, list[str]]) -> None:
+    """Saved with its weights' SHA-256, kept through status changes; an adapter saved before
+    manifests carried one still serves."""
+    mos, ids = store
+    version = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN,
+                              progress=False).manifest.version
+    tier = engine_for(mos).parametric
+    digest = tier.store.weights_sha256(version)
+    assert tier.store.manifest(version).weights_sha256 == digest
+    mos.deactivate_adapter(user_id="ada")
+    mos.activate_adapter(version, user_id="ada")
+    assert tier.store.manifest(version).weights_sha256 == digest
+    manifest_file = tier.store.path(version) / "manifest.json"
+    older = json.loads(manifest_file.read_text())
+    del older["weights_sha256"]
+    manifest_file.write_text(json.dumps(older))
+    answer = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=2)
+    assert answer.trace.adapter_version == f"{version}@{digest[:16]}"
 
 
 def test_an_adapter_that_loses_answers_in_context_is_rejected(

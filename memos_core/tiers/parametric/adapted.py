@@ -8,24 +8,21 @@ torch and peft load lazily, on the first merge.
 from __future__ import annotations
 
 import copy
-import hashlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memos_core.tiers.parametric.store import WEIGHTS, AdapterStore
 from memos_core.tiers.parametric.trainer import _PEFT_DEPRECATION, peft_missing
 
 if TYPE_CHECKING:
     from memos_core.runtime import LocalModel
 
 
-def adapter_tag(store: AdapterStore, version: str) -> str:
+def adapter_tag(version: str, weights_sha256: str) -> str:
     """The fingerprint's adapter field: version plus a hash of its weights, so two stores'
     ``v1`` never share KV caches."""
-    digest = hashlib.sha256((store.path(version) / WEIGHTS).read_bytes()).hexdigest()
-    return f"{version}@{digest[:16]}"
+    return f"{version}@{weights_sha256[:16]}"
 
 
 def chat_form(model: LocalModel, question: str) -> tuple[str, str]:

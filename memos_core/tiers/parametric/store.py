@@ -13,6 +13,7 @@ never pickled: peft writes ``adapter_model.safetensors``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -66,6 +67,9 @@ class AdapterManifest(BaseModel):
     decision: GateDecision
     status: Status = "ready"
     retired_reason: str | None = None
+    weights_sha256: str | None = Field(
+        default=None, description="SHA-256 of the weights file as saved; checked before each "
+        "load (None: no weights saved, or saved before adapters carried one).")
 
     @property
     def memory_ids(self) -> frozenset[str]:
@@ -116,6 +120,10 @@ def _queue_of(text: str) -> list[RetrainRequest]:
     if not isinstance(rows, list):
         raise ValueError("needs a list of retrain requests")
     return [RetrainRequest.model_validate(r) for r in rows]
+
+
+def _sha256(file: Path) -> str:
+    return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -255,6 +263,8 @@ class AdapterStore:
                     staging.mkdir()
                     if peft_model is not None:
                         peft_model.save_pretrained(str(staging), safe_serialization=True)
+                        manifest = manifest.model_copy(
+                            update={"weights_sha256": _sha256(staging / WEIGHTS)})
                     _write_json(staging / MANIFEST, manifest.model_dump(mode="json"))
                     os.replace(staging, where)
                 finally:
@@ -265,6 +275,14 @@ class AdapterStore:
     def write_manifest(self, manifest: AdapterManifest) -> None:
         with self._lock:
             _write_json(self.path(manifest.version) / MANIFEST, manifest.model_dump(mode="json"))
+
+    def weights_sha256(self, version: str) -> str:
+        """SHA-256 (hex) of the adapter's weights file as it is on disk now.
+
+        Raises:
+            FileNotFoundError: it has no weights file.
+        """
+        return _sha256(self.path(version) / WEIGHTS)
 
     def has_weights(self, version: str) -> bool:
         return (self.path(version) / WEIGHTS).is_file()

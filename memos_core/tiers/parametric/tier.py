@@ -598,7 +598,12 @@ class ParametricTier:
                 return None
             version = manifest.version
             try:
-                tag = adapter_tag(self.store, version)
+                digest = self.store.weights_sha256(version)
+                if manifest.weights_sha256 not in (None, digest):
+                    raise CorruptDataError(  # (wrapped below with what to do)
+                        "its weights file does not match the SHA-256 its manifest recorded "
+                        "when it was saved (damaged on disk)")
+                tag = adapter_tag(version, digest)
                 if tag not in self._loaded:
                     self._loaded[tag] = load_adapted(self._base(), self.store.path(version), tag)
             except ModelLoadError:

@@ -181,3 +181,46 @@ def test_a_torn_json_file_in_a_kept_version_is_a_leftover(tmp_path: Path) -> Non
         live.write_text("{}")
         assert store.leftovers() == [torn]
     assert store.discard(torn) and not torn.exists() and (tmp_path / "v1").is_dir()
+
+
+def reopened(make_mos, mos: MemOS) -> MemOS:
+    mos.close()
+    return make_mos("data")
+
+
+def test_a_kill_inside_activate_is_reconciled_at_open(store, make_mos) -> None:
+    """activate writes state.json (what chat serves by), then the manifest's status, then
+    each memory's tier; a kill after the first write left ``adapters()`` saying ``ready``
+    for the adapter chat served, and its memories plaintext (the scheduler could put them in
+    a KV block as well). Open brings both in line with state.json."""
+    from memos_core.cube import Tier
+
+    mos, ids = store
+    version = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, activate=False,
+                              progress=False).manifest.version
+    engine_for(mos).parametric.store.set_active("ada", version)  # the kill comes after this
+    mos = reopened(make_mos, mos)
+    assert [(m.version, m.status) for m in mos.adapters(user_id="ada")] == [(version, "active")]
+    assert {mos.get(i, user_id="ada").usage.tier for i in ids} == {Tier.PARAMETRIC}
+
+
+def test_a_kill_while_marking_memories_is_reconciled_at_open(store, make_mos) -> None:
+    from memos_core.cube import Tier
+
+    mos, ids = store
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    mos.vault.set_tier(ids[0], Tier.PLAINTEXT.value)  # not marked yet at the kill
+    mos = reopened(make_mos, mos)
+    assert {mos.get(i, user_id="ada").usage.tier for i in ids} == {Tier.PARAMETRIC}
+
+
+def test_a_kill_inside_deactivate_is_reconciled_at_open(store, make_mos) -> None:
+    from memos_core.cube import Tier
+
+    mos, ids = store
+    version = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN,
+                              progress=False).manifest.version
+    engine_for(mos).parametric.store.set_active("ada", None)  # the kill comes after this
+    mos = reopened(make_mos, mos)
+    assert [(m.version, m.status) for m in mos.adapters(user_id="ada")] == [(version, "ready")]
+    assert {mos.get(i, user_id="ada").usage.tier for i in ids} == {Tier.PLAINTEXT}

@@ -491,6 +491,32 @@ class ParametricTier:
         gone = (State.DELETED, State.EXPIRED)
         self.on_change([c for c in current.values() if c.state in gone])
         self._retire_rewritten({i: c for i, c in current.items() if c.state not in gone})
+        self._reconcile_serving()
+
+    def _reconcile_serving(self) -> None:
+        """Bring the manifests' status and the memories' tier in line with ``state.json``,
+        which chat serves by: a kill inside :meth:`activate` or :meth:`deactivate` (they
+        write the state, then the manifest, then each memory's tier) left ``adapters()``
+        saying ``ready`` for the adapter chat serves, or some of its memories marked
+        plaintext, which the scheduler may then promote to a KV block."""
+        with self._lock:
+            active = self.store.active_all()
+            readable, _ = self.store.readable_manifests()
+            served: set[str] = set()
+            for manifest in readable:
+                on = active.get(manifest.owner) == manifest.version
+                if on and manifest.status in ("ready", "active"):
+                    served |= manifest.memory_ids
+                    if manifest.status == "ready":
+                        self._set_status(manifest.version, "active")
+                elif manifest.status == "active":
+                    self._set_status(manifest.version, "ready")
+            ids = sorted({mid for manifest in readable for mid in manifest.memory_ids})
+            for memory_id, cube in (self.kernel.vault.get_many(ids) if ids else {}).items():
+                parametric = cube.usage.tier is Tier.PARAMETRIC
+                if cube.state is not State.DELETED and parametric != (memory_id in served):
+                    tier = Tier.PARAMETRIC if memory_id in served else Tier.PLAINTEXT
+                    self.kernel.vault.set_tier(memory_id, tier.value)
 
     def on_change(self, cubes: Sequence[MemCube]) -> None:
         """``mos.on_change`` listener: tombstones retire the adapters holding them (their

@@ -198,7 +198,7 @@ class MemOS:
             if (self.data_dir / "adapters").is_dir():
                 from memos_core.tiers.parametric.tier import ParametricTier
 
-                ParametricTier.without_model(self.store).settle()
+                ParametricTier.without_model(self.store).settle(marks=self._server is None)
         except Exception:  # noqa: BLE001 - the store opens; the next forget retries
             logger.warning("bringing the KV files and adapters in line with the vault failed",
                            exc_info=True)

@@ -397,6 +397,35 @@ def test_a_process_reopened_on_its_cache_dir_applies_forgets_it_missed(open_mos,
     assert manifest.status == "retired" and facts[0] in manifest.retired_reason
 
 
+def test_reopening_leaves_the_shared_tier_marks_of_another_process_s_adapter(open_mos, tmp_path):
+    """Adapters are per process (cache_dir), the tier marks are in the shared database. b
+    holds an adapter it does not serve on the facts a serves its own adapter on; b's reopen
+    reconciled the marks with b's state.json and marked a's served memories plaintext (due to
+    train again, free to be promoted to KV) -- found by a review of the reconcile at open."""
+    pytest.importorskip("peft")
+    from memos_core.cube import Tier
+    from memos_core.runtime import LocalModel
+    from memos_core.tiers.parametric import ParametricConfig
+
+    tiny, gate_open = LocalModel.tiny(seed=0), ParametricConfig.preset(
+        "test", min_recall=0.0, max_control_regressions=1000)
+    a = open_mos(listen=False, cache_dir=tmp_path / "a-cache")
+    b = open_mos(listen=False, cache_dir=tmp_path / "b-cache")
+    facts = [a.add(t, user_id="ada", type="fact").id for t in (
+        "Zorvin's cat is named Pastel.", "Mirela's favourite colour is teal.")]
+    b.catch_up()
+    a.attach_model(tiny)
+    b.attach_model(tiny)
+    b.consolidate(user_id="ada", memory_ids=facts, config=gate_open, activate=False,
+                  progress=False)
+    assert a.consolidate(user_id="ada", memory_ids=facts, config=gate_open,
+                         progress=False).activated
+    b.close()
+    b = open_mos(listen=False, cache_dir=tmp_path / "b-cache")
+    assert {b.get(i, user_id="ada").usage.tier for i in facts} == {Tier.PARAMETRIC}
+    assert [m.status for m in b.adapters(user_id="ada")] == ["ready"]
+
+
 def test_a_memory_its_writer_never_indexed_is_indexed_by_another_process(open_mos):
     # A writer that dies between its vault commit and its index write (the multi-process test's
     # SIGKILL) left the memory out of the shared index until some process reopened. Here the

@@ -476,14 +476,18 @@ class ParametricTier:
         return [m.version for m in self.store.readable_manifests()[0]
                 if memory_id in m.memory_ids and m.retired_reason == reason] + dropped
 
-    def settle(self) -> None:
+    def settle(self, *, marks: bool = True) -> None:
         """Catch up with forgets, expiries and updates this process did not hear of (it was
         closed, or killed between a tombstone and its purge; in server mode another process
         made them), and with crashes: what a crash left in the adapters directory is deleted
         (:meth:`_drop_leftovers`), adapters holding a forgotten memory are retired and
-        scrubbed, those holding an expired one, or one updated to another text, retired.
-        Cheap when nothing changed (reads the manifests twice, and the vault's current
-        versions of their memories once)."""
+        scrubbed, those holding an expired one, or one updated to another text, retired;
+        then the manifests' status, and with ``marks`` the memories' tiers, are brought in
+        line with ``state.json`` (:meth:`_reconcile_serving`). Server mode passes
+        ``marks=False``: the tier marks live in the shared database while each process has
+        its own adapters, so one process's state cannot say what another serves. Cheap when
+        nothing changed (reads the manifests three times, and the vault's current versions
+        of their memories twice)."""
         self._drop_leftovers()
         readable, _ = self.store.readable_manifests()
         ids = sorted({mid for manifest in readable for mid in manifest.memory_ids})
@@ -491,9 +495,9 @@ class ParametricTier:
         gone = (State.DELETED, State.EXPIRED)
         self.on_change([c for c in current.values() if c.state in gone])
         self._retire_rewritten({i: c for i, c in current.items() if c.state not in gone})
-        self._reconcile_serving()
+        self._reconcile_serving(marks=marks)
 
-    def _reconcile_serving(self) -> None:
+    def _reconcile_serving(self, *, marks: bool = True) -> None:
         """Bring the manifests' status and the memories' tier in line with ``state.json``,
         which chat serves by: a kill inside :meth:`activate` or :meth:`deactivate` (they
         write the state, then the manifest, then each memory's tier) left ``adapters()``
@@ -512,7 +516,9 @@ class ParametricTier:
                 elif manifest.status == "active":
                     self._set_status(manifest.version, "ready")
             ids = sorted({mid for manifest in readable for mid in manifest.memory_ids})
-            for memory_id, cube in (self.kernel.vault.get_many(ids) if ids else {}).items():
+            if not (marks and ids):
+                return
+            for memory_id, cube in self.kernel.vault.get_many(ids).items():
                 parametric = cube.usage.tier is Tier.PARAMETRIC
                 if cube.state is not State.DELETED and parametric != (memory_id in served):
                     tier = Tier.PARAMETRIC if memory_id in served else Tier.PLAINTEXT

@@ -18,7 +18,9 @@ default ``ParametricConfig`` (or the overrides given), then measures:
 * ``prompt_tokens_per_query``: tokens prefilled per question by ``MemOS.chat`` with the
   adapter and without it (plaintext top-5);
 * ``context_regressions``: the gate's in-context check (each question asked with the facts
-  in the prompt: answers the base model gave and the adapted model lost).
+  in the prompt: answers the base model gave and the adapted model lost);
+  ``base_right_in_context`` / ``adapted_right_in_context``: how many each answered right
+  that way.
 
     .venv/bin/python benchmarks/lora_consolidation.py --facts 20 --out results/lora_20.json
 """
@@ -136,6 +138,7 @@ def run(n: int, config: ParametricConfig) -> dict[str, Any]:
                                     "plaintext": round(plaintext_tokens, 1)},
         "context_regressions": ev.context_regressions,
         "base_right_in_context": sum(bool(i.base_context_recalled) for i in ev.items),
+        "adapted_right_in_context": sum(bool(i.context_recalled) for i in ev.items),
         "gate": gate(ev.recall, ev.control_regressions, config, controls=ev.controls,
                      context_regressions=ev.context_regressions).passed,
         "regressed": [c.prompt for c in ev.control_items if not c.kept],
@@ -187,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         print("regressed controls: " + "; ".join(row["regressed"]))
     if config.check_in_context:
         print(f"answers lost with the facts in the prompt (gate): {row['context_regressions']} "
-              f"of the {row['base_right_in_context']} the base model gave right that way")
+              f"of the {row['base_right_in_context']} the base model gave right that way; "
+              f"the adapted model answered {row['adapted_right_in_context']} of "
+              f"{row['facts']} right that way")
     print(f"total wall time {time.perf_counter() - started:.0f} s")
     if args.out is not None:
         row["machine"] = info

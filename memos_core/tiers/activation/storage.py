@@ -13,8 +13,8 @@ Loading contract: a file built by another model (fingerprint differs) or from ot
 versions than the caller expects is *stale* and :func:`load_block` returns ``None`` for it
 (the caller rebuilds); it is never used, and neither is one written before files carried a
 checksum. A file that cannot be read, whose contents contradict its metadata or whose tensors
-do not match their checksum (bit rot, a partial overwrite) raises :class:`KVCacheFormatError`. Writes are atomic (temporary
-file, then rename), so readers never see half a file.
+do not match their checksum (bit rot, a partial overwrite) raises :class:`KVCacheFormatError`.
+Writes are atomic (temporary file, then rename), so readers never see half a file.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 class KVBudgetError(InvalidInputError):
     """A single block is larger than the whole budget; raise the budget or use fewer memories."""
 

@@ -175,11 +175,11 @@ class ParametricTier:
         """The owner's consolidatable memories (all, or among ``memory_ids``), in text order
         (then id): a run's prompts and example order follow from the memories' content and
         the config's seed, never from their random ids, so the same memories train the same
-        adapter. A
-        memory with a sensitivity tag the store's prompt allowance (``allow_sensitive``)
-        does not cover is never trained: search hands it out redacted, and weights cannot
-        redact what they learned; nor is one with a tag in ``never`` (the consolidation
-        policy's ``never_sensitivity``; by default ``"secret"``), even when allowed."""
+        adapter. A memory with a sensitivity tag the store's prompt allowance
+        (``allow_sensitive``) does not cover is never trained: search hands it out redacted,
+        and weights cannot redact what they learned; nor is one with a tag in ``never`` (the
+        consolidation policy's ``never_sensitivity``; by default ``"secret"``), even when
+        allowed."""
         if memory_ids is None:
             cubes = [c for batch in self.kernel.vault.iter_current() for c in batch]
         else:

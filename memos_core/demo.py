@@ -214,11 +214,13 @@ def _parametric_part(mos: Any, facts: list[str]) -> None:
     ids = [c.id for c in mos.list(user_id="maya", limit=1000) if c.text in wanted]
     result = mos.consolidate(user_id="maya", memory_ids=ids)
     m, ev = result.manifest, result.manifest.evaluation
+    right = ev.context_right
+    in_context = f"answers lost with the facts in the prompt {ev.context_regressions}" + (
+        f" (right with them: adapted {right[1]}, base {right[0]})" if right else "")
     print(f"  adapter {m.version}: {m.training.steps} steps in {m.training.seconds:.0f}s; recall "
           f"{ev.recall_hits}/{ev.recall_total}, control regressions {ev.control_regressions}/"
           f"{ev.controls}, answered in a chat {len(ev.answered_in_chat())}/{ev.recall_total}, "
-          f"answers lost with the facts in the prompt {ev.context_regressions}; "
-          f"gate {'PASS' if m.decision.passed else 'REJECT'} -> {m.status}")
+          f"{in_context}; gate {'PASS' if m.decision.passed else 'REJECT'} -> {m.status}")
     answered = [i for i in ev.items if i.question_recalled]
     q = answered[0].question if answered else "What is Maya's favourite colour?"
     answer = mos.chat(q, user_id="maya", max_new_tokens=24)

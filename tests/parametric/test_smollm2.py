@@ -39,7 +39,7 @@ def test_smollm2_consolidation_end_to_end(make_mos, smol) -> None:
     assert len(manifest.training.losses) == DEFAULT.steps_for(len(FACTS))
     assert manifest.training.losses[-1] < manifest.training.losses[0]  # it does learn
     expected = gate(ev.recall, ev.control_regressions, DEFAULT, controls=ev.controls,
-                    context_regressions=ev.context_regressions)
+                    context_regressions=ev.context_regressions, context_right=ev.context_right)
     assert manifest.decision == expected and result.activated is expected.passed
     tier = engine_for(mos).parametric
     assert (tier.store.active("ada") == manifest.version) is expected.passed

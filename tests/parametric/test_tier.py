@@ -773,7 +773,11 @@ def test_an_adapter_that_loses_answers_in_context_is_rejected(
     assert "Zorvin's cat is named Pastel." in asked[0]  # the memories are in the prompt
     assert manifest.evaluation.context_regressions == len(manifest.evaluation.items) > 0
     assert not result.activated and manifest.status == "rejected"
-    assert "answers lost with the memories in the prompt" in manifest.decision.reasons[-1]
+    n = len(manifest.evaluation.items)
+    assert manifest.evaluation.context_right == (n, 0)
+    assert manifest.decision.reasons[-1] == (
+        f"answers lost with the memories in the prompt {n} > 0 "
+        f"(answered right with them: adapted 0, base {n})")
     off = OPEN.model_copy(update={"check_in_context": False})
     again = mos.consolidate(user_id="ada", memory_ids=ids, config=off, progress=False)
     assert again.activated and again.manifest.evaluation.context_regressions == 0

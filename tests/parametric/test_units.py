@@ -243,6 +243,11 @@ def test_gate_refuses_answers_lost_with_the_memories_in_the_prompt() -> None:
     assert "answers lost with the memories in the prompt 2 > 0" in decision.reasons[-1]
     assert gate(1.0, 0, config.model_copy(update={"max_context_regressions": 2}),
                 context_regressions=2).passed
+    # what was gained is said beside the loss (it does not change the verdict)
+    traded = gate(1.0, 0, config, controls=20, context_regressions=1, context_right=(6, 12))
+    assert not traded.passed and traded.reasons[-1] == (
+        "answers lost with the memories in the prompt 1 > 0 "
+        "(answered right with them: adapted 12, base 6)")
 
 
 def test_evaluate_counts_context_regressions_and_scrubbed_drops_their_text(tiny) -> None:  # noqa: ANN001

@@ -128,6 +128,17 @@ class Evaluation(BaseModel):
         asked = [i.question_recalled for i in self.items if i.question_recalled is not None]
         return sum(asked) / len(asked) if asked else None
 
+    @property
+    def context_right(self) -> tuple[int, int] | None:
+        """``(base model, adapted model)``: how many memories each answered right when asked
+        with the memories in the prompt (None: the in-context check did not run). Beside
+        ``context_regressions``, what was gained: the gate counts only the losses."""
+        asked = [i for i in self.items if i.context_recalled is not None]
+        if not asked:
+            return None
+        return (sum(bool(i.base_context_recalled) for i in asked),
+                sum(bool(i.context_recalled) for i in asked))
+
     def answered_in_chat(self) -> frozenset[str]:
         """Ids of the memories the adapter answered right when asked in a chat."""
         return frozenset(i.memory_id for i in self.items if i.question_recalled)
@@ -157,11 +168,15 @@ class GateDecision(BaseModel):
 
 
 def gate(recall: float, control_regressions: int, config: ParametricConfig,
-         controls: int | None = None, context_regressions: int = 0) -> GateDecision:
+         controls: int | None = None, context_regressions: int = 0,
+         context_right: tuple[int, int] | None = None) -> GateDecision:
     """Pass iff ``recall >= config.min_recall``, ``control_regressions <=
     config.max_control_regressions``, (when ``controls`` is given) at least
     ``config.min_controls`` controls were checked, and ``context_regressions <=
-    config.max_context_regressions``. Pure; ``recall`` in 0..1."""
+    config.max_context_regressions``. ``context_right`` (:attr:`Evaluation.context_right`)
+    only adds to the reasons what the adapter answered right in context against the base
+    model, for a user weighing a lost answer against gained ones. Pure; ``recall`` in
+    0..1."""
     reasons = []
     context_ok = context_regressions <= config.max_context_regressions
     recall_ok = recall >= config.min_recall
@@ -176,9 +191,11 @@ def gate(recall: float, control_regressions: int, config: ParametricConfig,
         f"{'<=' if drift_ok else '>'} {config.max_control_regressions}"
     )
     if context_regressions or not context_ok:
+        right = "" if context_right is None else (
+            f" (answered right with them: adapted {context_right[1]}, base {context_right[0]})")
         reasons.append(
             f"answers lost with the memories in the prompt {context_regressions} "
-            f"{'<=' if context_ok else '>'} {config.max_context_regressions}")
+            f"{'<=' if context_ok else '>'} {config.max_context_regressions}{right}")
     return GateDecision(passed=recall_ok and drift_ok and context_ok, reasons=tuple(reasons))
 
 

@@ -241,7 +241,8 @@ class ParametricTier:
                               base_in_context=base_in_context)
         decision = gate(evaluation.recall, evaluation.control_regressions, config,
                         controls=evaluation.controls,
-                        context_regressions=evaluation.context_regressions)
+                        context_regressions=evaluation.context_regressions,
+                        context_right=evaluation.context_right)
         with self._lock:
             self._stop_if_closing()  # nothing reaches the disk of a closing store
             manifest = AdapterManifest(

@@ -125,6 +125,7 @@ def run(n: int, config: ParametricConfig) -> dict[str, Any]:
         finally:
             mos.close()
     ev = manifest.evaluation
+    base_right, adapted_right = ev.context_right or (0, 0)
     return {
         "facts": n, "recall": round(ev.recall, 4), "controls": ev.controls,
         "control_regressions": ev.control_regressions,
@@ -137,8 +138,8 @@ def run(n: int, config: ParametricConfig) -> dict[str, Any]:
         "prompt_tokens_per_query": {"adapter": round(adapter_tokens, 1),
                                     "plaintext": round(plaintext_tokens, 1)},
         "context_regressions": ev.context_regressions,
-        "base_right_in_context": sum(bool(i.base_context_recalled) for i in ev.items),
-        "adapted_right_in_context": sum(bool(i.context_recalled) for i in ev.items),
+        "base_right_in_context": base_right,
+        "adapted_right_in_context": adapted_right,
         "gate": gate(ev.recall, ev.control_regressions, config, controls=ev.controls,
                      context_regressions=ev.context_regressions).passed,
         "regressed": [c.prompt for c in ev.control_items if not c.kept],

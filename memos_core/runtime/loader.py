@@ -83,7 +83,8 @@ class ConvertedModel:
     source_sha256: str
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -129,7 +130,7 @@ def _cached_conversion(target: Path, gguf: Path) -> ConvertedModel | None:
         return None
     if manifest.get("source_mtime_ns") != stat.st_mtime_ns:
         # Same size, new mtime (a reinstall?): trust the content hash, not the timestamp.
-        if _file_sha256(gguf) != sha:
+        if file_sha256(gguf) != sha:
             return None
     return ConvertedModel(path=target, model_id=_model_id(gguf, sha), source_sha256=sha)
 
@@ -243,7 +244,7 @@ def ensure_converted(
             "source": gguf.name,
             "source_size": stat.st_size,
             "source_mtime_ns": stat.st_mtime_ns,
-            "source_sha256": _file_sha256(gguf),
+            "source_sha256": file_sha256(gguf),
             "files": {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()},
         }
         # Written last: a directory without a manifest is never taken for a finished one.

@@ -13,7 +13,6 @@ never pickled: peft writes ``adapter_model.safetensors``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memos_core.cube import utcnow
 from memos_core.errors import CorruptDataError, InvalidInputError, MemOSError, first_line
+from memos_core.runtime.loader import file_sha256
 from memos_core.tiers import tempfiles
 from memos_core.tiers.parametric.evaluation import Evaluation, GateDecision
 from memos_core.tiers.parametric.trainer import TrainingReport
@@ -120,10 +120,6 @@ def _queue_of(text: str) -> list[RetrainRequest]:
     if not isinstance(rows, list):
         raise ValueError("needs a list of retrain requests")
     return [RetrainRequest.model_validate(r) for r in rows]
-
-
-def _sha256(file: Path) -> str:
-    return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -264,7 +260,7 @@ class AdapterStore:
                     if peft_model is not None:
                         peft_model.save_pretrained(str(staging), safe_serialization=True)
                         manifest = manifest.model_copy(
-                            update={"weights_sha256": _sha256(staging / WEIGHTS)})
+                            update={"weights_sha256": file_sha256(staging / WEIGHTS)})
                     _write_json(staging / MANIFEST, manifest.model_dump(mode="json"))
                     os.replace(staging, where)
                 finally:
@@ -282,7 +278,7 @@ class AdapterStore:
         Raises:
             FileNotFoundError: it has no weights file.
         """
-        return _sha256(self.path(version) / WEIGHTS)
+        return file_sha256(self.path(version) / WEIGHTS)
 
     def has_weights(self, version: str) -> bool:
         return (self.path(version) / WEIGHTS).is_file()

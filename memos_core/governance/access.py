@@ -160,23 +160,36 @@ def carry_shares(new: MemCube, old: MemCube) -> MemCube:
     return new if carried == gov else new.model_copy(update={"governance": carried})
 
 
+def who_may(cube: MemCube, read: bool = True) -> set[str]:
+    """Who may read (``read``) or change ``cube``: its owner and the users it names."""
+    gov = cube.governance
+    return {cube.user_id, *gov.writers, *(gov.readers if read else ())}
+
+
 def shared_as_sources(new: MemCube, sources: Sequence[MemCube]) -> MemCube:
     """``new``, made from ``sources`` (a ``compress`` summary), shared with whoever may read
     every source (and changeable by whoever may change every one): it may repeat them all,
     so nobody gains a text they could not read, and the owner of a source another user
     compressed keeps the summary of her memory. Never narrows what ``new`` grants."""
-
-    def may(cube: MemCube, read: bool) -> set[str]:
-        gov = cube.governance
-        return {cube.user_id, *gov.writers, *(gov.readers if read else ())}
-
-    readers = set.intersection(*(may(s, True) for s in sources)) - {new.user_id}
-    writers = set.intersection(*(may(s, False) for s in sources)) - {new.user_id}
+    readers = set.intersection(*(who_may(s, True) for s in sources)) - {new.user_id}
+    writers = set.intersection(*(who_may(s, False) for s in sources)) - {new.user_id}
     gov = new.governance
     shared = gov.model_copy(update={
         "readers": tuple(dict.fromkeys([*gov.readers, *sorted(readers | writers)])),
         "writers": tuple(dict.fromkeys([*gov.writers, *sorted(writers)]))})
     return new if shared == gov else new.model_copy(update={"governance": shared})
+
+
+def only_readers_of(new: MemCube, sources: Sequence[MemCube]) -> MemCube:
+    """``new`` (a summary of ``sources``) without any grant to a user who may not read every
+    source: a namespace grant of the summary's owner must not hand its grantees the text of
+    a memory that was never shared with them. Returns ``new`` itself if nothing changes."""
+    allowed = set.intersection(*(who_may(s, True) for s in sources))
+    gov = new.governance
+    kept = gov.model_copy(update={
+        "readers": tuple(r for r in gov.readers if r in allowed),
+        "writers": tuple(w for w in gov.writers if w in allowed)})
+    return new if kept == gov else new.model_copy(update={"governance": kept})
 
 
 def broader_grant(grants: Sequence[NamespaceGrant], target: NamespaceGrant) -> NamespaceGrant | None:

@@ -19,9 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from memos_core.cube import MemCube, utcnow
+from memos_core.cube import Governance, MemCube, utcnow
 from memos_core.errors import ConflictError, InvalidInputError, NamespaceChangedError
-from memos_core.governance.access import broader_grant, contains, covers, granted, revoked, with_grants
+from memos_core.governance.access import (
+    broader_grant, contains, covers, granted, revoked, who_may, with_grants,
+)
 from memos_core.lifecycle import CHANGEABLE_STATES
 from memos_core.results import ShareReceipt
 from memos_core.store import MemoryStore
@@ -86,7 +88,10 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
     A revoke also withdraws ``other``'s grants on the summaries made from the memory (at
     any depth) that the same owner holds -- ``compress`` shared them with whoever could
     read every source, and they may repeat it -- in the same transaction, each audited
-    ``revoke``. A summary another user owns is theirs to share (it is left alone)."""
+    ``revoke``; a ``read`` grant to a writer takes their write access to those summaries
+    the same way (``compress`` let whoever could change every source change them). A
+    summary another user owns is theirs to share (it is left alone), but the summaries
+    made from it are followed."""
     now = utcnow()
 
     def changed(target: MemCube) -> tuple[MemCube, int]:
@@ -97,9 +102,9 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
             target.version
 
     changes = [changed(cube)]
-    if not grant:
+    if not grant or scope == "read":
         changes += [changed(s) for s in summaries_shared_with(
-            store.vault, [cube.id], cube.user_id, other)]
+            store.vault, [cube.id], cube.user_id, other, writers_only=grant)]
     action = f"share:{scope}" if grant else "revoke"
 
     def commit() -> list[MemCube]:
@@ -110,10 +115,11 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
     return store.as_written(changes[0][0])
 
 
-def summaries_shared_with(vault: Vault, ids: Sequence[str], owner: str,
-                          other: str) -> list[MemCube]:
-    """The summaries made from the memories ``ids`` -- and from those, at any depth -- that
-    ``owner`` owns and ``other`` may read (read by batches of relations)."""
+def summaries_shared_with(vault: Vault, ids: Sequence[str], owner: str, other: str, *,
+                          writers_only: bool = False) -> list[MemCube]:
+    """The summaries made from the memories ``ids`` -- and from those, at any depth, through
+    summaries of any owner -- that ``owner`` owns, can still change, and ``other`` may read
+    (``writers_only``: change); read by batches of relations."""
     found: list[MemCube] = []
     sources, seen = list(ids), set(ids)
     while sources:
@@ -122,20 +128,53 @@ def summaries_shared_with(vault: Vault, ids: Sequence[str], owner: str,
                 if e.kind == "derived_from" and e.dst in batch and e.src not in seen]
         seen.update(made)
         for summary in vault.get_many(made).values():
+            sources.append(summary.id)  # its own summaries hold the same text
             if summary.user_id != owner or summary.state.value not in CHANGEABLE_STATES:
                 continue
-            sources.append(summary.id)  # its own summaries hold the same text
-            if other in summary.governance.readers or other in summary.governance.writers:
+            gov = summary.governance
+            if other in gov.writers or (not writers_only and other in gov.readers):
                 found.append(summary)
     return found
 
 
 def share_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> ShareReceipt:
-    """Store ``grant`` and apply it to every memory it covers (see the module docstring)."""
+    """Store ``grant`` and apply it to every memory it covers (see the module docstring),
+    except a summary made from a memory its grantee may not read (:func:`withheld`)."""
     with store.write_lock:
         n = _change_grant(store, grant, lambda gov: granted(gov, grant.grantee, grant.scope),
-                          actor, f"share:{grant.scope}", add=[grant])
+                          actor, f"share:{grant.scope}", add=[grant], skip=withheld)
+        if grant.scope == "read":  # a writer made a reader: also of the summaries outside
+            n += retrying(lambda: _summaries_outside(store, grant, actor), on=ConflictError)
     return _receipt(grant, grant.scope, n)
+
+
+def withheld(vault: Vault, grant: NamespaceGrant, cubes: Sequence[MemCube]) -> set[str]:
+    """The ids of the summaries among ``cubes`` (covered by ``grant``) that the grant must
+    not share: one made from a memory its grantee may not read -- and that the grant does
+    not share either -- may repeat it (a writer's summary of another user's memory, or the
+    owner's summary of a memory she revoked from the grantee alone). Others may share such
+    a summary one by one (``share``)."""
+    summaries = {c.id: c for c in cubes if c.provenance.derived_from}
+    if not summaries:
+        return set()
+    covered = {c.id: c for c in cubes}
+    wanted = {s for c in summaries.values() for s in c.provenance.derived_from} - set(covered)
+    outside = vault.get_many(sorted(wanted)) if wanted else {}
+    shared: dict[str, bool] = {}
+
+    def readable(cube: MemCube) -> bool:  # by the grantee once the grant is applied
+        if cube.id not in shared:
+            shared[cube.id] = False  # a cycle of relations shares nothing
+            shared[cube.id] = all(_source_readable(s) for s in cube.provenance.derived_from)
+        return shared[cube.id]
+
+    def _source_readable(source_id: str) -> bool:
+        if source_id in covered:
+            return readable(covered[source_id])
+        source = outside.get(source_id)
+        return source is not None and grant.grantee in who_may(source)
+
+    return {sid for sid, cube in summaries.items() if not readable(cube)}
 
 
 def revoke_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> ShareReceipt:
@@ -158,27 +197,34 @@ def revoke_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) ->
         doomed = [g for g in existing if g.grantee == grant.grantee and contains(grant, g)]
         n = _change_grant(store, grant, lambda gov: revoked(gov, grant.grantee), actor,
                           "revoke", remove=doomed or [grant])
-        n += retrying(lambda: _revoke_summaries_outside(store, grant, actor), on=ConflictError)
+        n += retrying(lambda: _summaries_outside(store, grant, actor), on=ConflictError)
     return _receipt(grant, "none", n)
 
 
-def _revoke_summaries_outside(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> int:
-    """After a namespace revoke: withdraw the grantee's access to the owner's summaries
-    outside the namespace made (at any depth) from a memory inside it -- ``compress``
-    shared them as its sources, e.g. a summary of two sessions when a session's grant is
-    revoked (as :func:`set_access` does for one memory). Returns how many changed."""
+def _summaries_outside(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> int:
+    """After a namespace revoke (or a ``read`` grant): withdraw the grantee's access (write
+    access) to the owner's summaries outside the namespace made (at any depth) from a
+    memory inside it -- ``compress`` shared them as its sources, e.g. a summary of two
+    sessions when a session's grant is revoked (as :func:`set_access` does for one memory).
+    Returns how many changed."""
     vault = store.vault
+    sharing = grant in vault.grants(grant.owner)  # else revoked
     found = summaries_shared_with(vault, [c.id for c in owned_in(vault, grant)], grant.owner,
-                                  grant.grantee)
+                                  grant.grantee, writers_only=sharing)
     if not found:
         return 0
     now = utcnow()
-    changes = [(s.model_copy(update={"governance": revoked(s.governance, grant.grantee),
+
+    def rule(gov: Governance) -> Governance:
+        return granted(gov, grant.grantee, "read") if sharing else revoked(gov, grant.grantee)
+
+    changes = [(s.model_copy(update={"governance": rule(s.governance),
                                      "version": s.version + 1, "updated_at": now}), s.version)
                for s in found]
+    action = "share:read" if sharing else "revoke"
 
     def commit() -> list[MemCube]:
-        vault.put_versions(changes, actor, "revoke", {**_details(grant), "derived": True})
+        vault.put_versions(changes, actor, action, {**_details(grant), "derived": True})
         return [new for new, _ in changes]
 
     store.write(commit, embed=False)
@@ -187,7 +233,9 @@ def _revoke_summaries_outside(store: MemoryStore, grant: NamespaceGrant, actor: 
 
 def _change_grant(store: MemoryStore, grant: NamespaceGrant, rule: Any, actor: Actor,
                   action: str, *, add: Sequence[NamespaceGrant] = (),
-                  remove: Sequence[NamespaceGrant] = ()) -> int:
+                  remove: Sequence[NamespaceGrant] = (),
+                  skip: Callable[[Vault, NamespaceGrant, Sequence[MemCube]], set[str]] | None = None,
+                  ) -> int:
     """Store the grant change with the new versions ``rule`` gives the memories of the
     namespace; then fix the memories another process stored there between the listing and
     the commit, with the grants as they were (a memory stored after the commit gets the new
@@ -197,7 +245,7 @@ def _change_grant(store: MemoryStore, grant: NamespaceGrant, rule: Any, actor: A
     if a memory changed meanwhile (:class:`ConflictError`). Returns how many memories
     changed."""
     def first() -> int:
-        changes = _changes(store.vault, grant, rule)
+        changes = _changes(store.vault, grant, rule, skip)
 
         def commit() -> list[MemCube]:
             store.vault.change_grants(add=add, remove=remove, changes=changes, actor=actor,
@@ -212,7 +260,7 @@ def _change_grant(store: MemoryStore, grant: NamespaceGrant, rule: Any, actor: A
         if bool(add) != any(g == grant for g in now):
             return 0  # the grant was revoked (or shared) again since: that call's to settle
         covered_now = set(now) - set(add)
-        changes = [(new, version) for new, version in _changes(store.vault, grant, rule)
+        changes = [(new, version) for new, version in _changes(store.vault, grant, rule, skip)
                    if not any(covers(g, new) for g in covered_now)]
         if not changes:
             return 0
@@ -227,11 +275,18 @@ def _change_grant(store: MemoryStore, grant: NamespaceGrant, rule: Any, actor: A
     return retrying(first, on=ConflictError) + retrying(late, on=ConflictError)
 
 
-def _changes(vault: Vault, grant: NamespaceGrant, rule: Any) -> list[tuple[MemCube, int]]:
-    """New versions for the covered memories whose governance ``rule`` changes."""
+def _changes(vault: Vault, grant: NamespaceGrant, rule: Any,
+             skip: Callable[[Vault, NamespaceGrant, Sequence[MemCube]], set[str]] | None,
+             ) -> list[tuple[MemCube, int]]:
+    """New versions for the covered memories whose governance ``rule`` changes, but those
+    ``skip`` names."""
     now = utcnow()
     out = []
-    for cube in owned_in(vault, grant):
+    cubes = list(owned_in(vault, grant))
+    left_out = skip(vault, grant, cubes) if skip is not None else set()
+    for cube in cubes:
+        if cube.id in left_out:
+            continue
         gov = rule(cube.governance)
         if gov != cube.governance:
             new = cube.model_copy(update={

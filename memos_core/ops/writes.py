@@ -193,7 +193,8 @@ def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
     transaction. The summary may repeat any source, so it carries every sensitivity tag of
     its sources, lives no longer than the first of them to expire, and is shared with
     whoever may read every source (:func:`~memos_core.governance.access.shared_as_sources`);
-    it also inherits its namespace's grants. A source whose TTL has run out is refused
+    it also inherits its namespace's grants, to the grantees who may read every source
+    (:func:`~memos_core.governance.access.only_readers_of`). A source whose TTL has run out is refused
     (:class:`~memos_core.errors.InvalidInputError`). Returns the summary as stored."""
     now = utcnow()
     ends = []
@@ -229,7 +230,8 @@ def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
         edges = [Edge(summary.id, s.id, "derived_from") for s in sources]
 
         def attempt() -> MemCube:
-            (stored,), grants = inherit_grants(store.vault, [summary])
+            (inherited,), grants = inherit_grants(store.vault, [summary])
+            stored = access.only_readers_of(inherited, sources)
 
             def commit() -> list[MemCube]:
                 store.vault.insert([stored], actor, "compress", replacements=archived,

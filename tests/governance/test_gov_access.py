@@ -413,6 +413,84 @@ def test_revoking_a_namespace_revokes_the_summaries_made_from_it_outside_it(stor
     assert store.get(safe.id, user_id=bob).id == safe.id
 
 
+def test_a_namespace_grant_never_hands_over_a_summary_of_an_unshared_memory(store, users) -> None:
+    """bob, a writer of alice's memory, shares his namespace with carol: his summary of
+    alice's memory repeats it, so carol gets it neither when the grant comes first nor when
+    it comes after; bob's own memories go to carol. Likewise alice's summary of a memory she
+    took back from a namespace grantee (revoke of one memory) is not shared by that grant."""
+    alice, bob = users
+    carol = f"carol-{alice}"
+    pin = store.add("Alice's bank PIN is 4821.", user_id=alice)
+    card = store.add("Alice's card PIN is 3390.", user_id=alice)
+    for mine in (pin, card):
+        store.share(mine.id, with_user_id=bob, user_id=alice, scope="write")
+    store.share_namespace(with_user_id=carol, user_id=bob)
+    before = store.compress([pin.id], "Alice's PIN: 4821.", user_id=bob)
+    own = store.add("Bob's gym is on Elm Street.", user_id=bob)
+    assert carol not in before.governance.readers and carol in own.governance.readers
+    store.revoke_namespace(with_user_id=carol, user_id=bob)
+    after = store.compress([card.id], "Alice's card PIN: 3390.", user_id=bob)
+    receipt = store.share_namespace(with_user_id=carol, user_id=bob)
+    for summary in (before, after):
+        with pytest.raises(AccessDeniedError):
+            store.get(summary.id, user_id=carol)
+        assert store.get(summary.id, user_id=alice).id == summary.id
+    assert store.get(own.id, user_id=carol).id == own.id
+    assert receipt.memories == 1  # bob's gym, not the summaries
+    assert not {h.id for h in store.search("Alice PIN", user_id=carol, include_archived=True,
+                                           k=20)} & {before.id, after.id}
+
+    house = store.add("Alice's house key is under the blue pot.", user_id=alice)
+    store.share_namespace(with_user_id=carol, user_id=alice)
+    store.revoke(house.id, with_user_id=carol, user_id=alice)
+    summary = store.compress([house.id], "Key: under the blue pot.", user_id=alice)
+    assert carol not in summary.governance.readers
+    store.share_namespace(with_user_id=carol, user_id=alice)  # again: shares the memory too
+    assert store.get(summary.id, user_id=carol).id == summary.id
+
+
+def test_a_revoke_reaches_the_owners_summaries_beyond_another_users_summary(store, users) -> None:
+    """alice summarises bob's summary of her memory; revoking carol from the memory also
+    revokes her from that summary two steps down, though the step between is bob's."""
+    alice, bob = users
+    carol = f"carol-{alice}"
+    code = store.add("Alice's locker code is 7731.", user_id=alice)
+    store.share(code.id, with_user_id=bob, user_id=alice, scope="write")
+    store.share(code.id, with_user_id=carol, user_id=alice)
+    by_bob = store.compress([code.id], "Locker code 7731.", user_id=bob)
+    by_alice = store.compress([by_bob.id], "Alice's locker: 7731.", user_id=alice)
+    assert carol in by_alice.governance.readers
+    store.revoke(code.id, with_user_id=carol, user_id=alice)
+    with pytest.raises(AccessDeniedError):
+        store.get(by_alice.id, user_id=carol)
+    assert store.get(by_bob.id, user_id=carol).id == by_bob.id  # bob's to share
+
+
+def test_a_read_grant_to_a_writer_takes_write_from_the_summaries_too(store, users) -> None:
+    """compress let bob change alice's summary because he could change its source; making
+    him a reader of the source (one memory, or a namespace) makes him a reader of it."""
+    alice, bob = users
+    trip = store.add("Alice flies to Oslo on 3 May.", user_id=alice, session_id="s1")
+    store.share(trip.id, with_user_id=bob, user_id=alice, scope="write")
+    summary = store.compress([trip.id], "Oslo, 3 May.", user_id=alice)
+    assert bob in summary.governance.writers
+    store.share(trip.id, with_user_id=bob, user_id=alice, scope="read")
+    with pytest.raises(AccessDeniedError):
+        store.update(summary.id, "Bob rewrote this.", user_id=bob)
+    assert store.get(summary.id, user_id=bob).text == "Oslo, 3 May."
+
+    hotel = store.add("Alice's hotel in Oslo is the Grand.", user_id=alice, session_id="s2")
+    taxi = store.add("Alice's taxi is booked for 9am.", user_id=alice, session_id="s3")
+    for session in ("s2", "s3"):
+        store.share_namespace(with_user_id=bob, user_id=alice, session_id=session, scope="write")
+    both = store.compress([hotel.id, taxi.id], "Grand hotel, taxi 9am.", user_id=alice)
+    assert both.session_id is None and bob in both.governance.writers  # outside s2
+    store.share_namespace(with_user_id=bob, user_id=alice, session_id="s2", scope="read")
+    with pytest.raises(AccessDeniedError):
+        store.update(both.id, "Bob rewrote this.", user_id=bob)
+    assert store.get(both.id, user_id=bob).id == both.id
+
+
 def test_a_summary_lives_no_longer_than_its_sources(store, users) -> None:
     import time
 

@@ -37,7 +37,9 @@ of the memory's source messages (``provenance.source_message_ids``) has its text
 memory made from a chat message ("speaker: content"), of the content; and, while its forget
 runs, of what its earlier versions said (:func:`earlier_texts`) -- becomes
 :data:`FORGOTTEN`, and so does the rest of a line that starts with the memory's id in
-brackets (a memory tool's search result, ``[<id>] text``). A text or content shorter than :data:`MIN_NEEDLE` characters (``"ok"``)
+brackets (a memory tool's search result, ``[<id>] text``); a dict that stands for the memory
+(a tool's result naming its id, the arguments of the call that stored it) also loses its
+``tags``, ``entities``, ``metadata``, ``sensitivity`` and ``why``. A text or content shorter than :data:`MIN_NEEDLE` characters (``"ok"``)
 only matches a whole message text, so that it does not redact words inside other messages.
 Messages are kept, so the conversation's structure (roles, tool-call pairs, ids) stays valid.
 """
@@ -464,8 +466,22 @@ class MessageRedactor:
         if type(value) is dict:
             changed = {k: v if k in structure else self.value(v, other, structure)
                        for k, v in value.items()}
+            if self._describes(value, changed):
+                changed.update({k: copy.copy(_EMPTIED[k]) for k in _DESCRIBING & changed.keys()
+                                if changed[k] != _EMPTIED[k]})
             return value if all(changed[k] is value[k] for k in value) else changed
         return value if other is None else other(value)
+
+    def _describes(self, old: dict[Any, Any], new: dict[Any, Any]) -> bool:
+        """True if the dict ``old`` (``new`` once redacted) stands for the memory: it names
+        it by id (a memory tool's result, ``{"id": ..., "tags": [...], "why": ...}``, or a
+        call about it, ``{"memory_id": ...}``) or its whole ``text`` is the memory's (the
+        arguments of the ``store_memory`` call that made it). Its tags, entities, metadata
+        and explanation describe the memory, so they go with its text."""
+        if self.memory_id in (old.get("id"), old.get("memory_id")):
+            return True
+        text = old.get("text")
+        return isinstance(text, str) and text != FORGOTTEN and new.get("text") == FORGOTTEN
 
     def patterns(self) -> list[bytes]:
         """Byte strings at least one of which a stored row holding the memory contains (its
@@ -499,6 +515,12 @@ class MessageRedactor:
         return tuple(sorted(found))
 
 
+#: the fields that describe a memory in a dict that stands for it (a tool's result or call,
+#: see MessageRedactor._describes), and what they become when it is forgotten: tags and the
+#: ranking's explanation ("graph (mentions ramos)") would tell what the memory said
+_EMPTIED: Mapping[str, Any] = MappingProxyType(
+    {"tags": [], "entities": [], "metadata": {}, "sensitivity": [], "why": FORGOTTEN})
+_DESCRIBING = frozenset(_EMPTIED)
 #: a run of ASCII letters and digits (see MessageRedactor.tokens)
 _ALNUM = re.compile(r"[A-Za-z0-9]+")
 #: most runs of one text a pre-filter asks for (any subset is correct: a long text's every

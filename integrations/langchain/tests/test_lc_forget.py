@@ -110,6 +110,37 @@ def test_tool_call_arguments_and_pending_writes_are_redacted(mos: MemOS) -> None
     assert files_holding(mos.data_dir, "QX77130") == []
 
 
+def test_the_tools_results_and_calls_lose_the_memory_s_tags_and_explanation(mos: MemOS) -> None:
+    """The memory tools' results name the memory with its tags and why it ranked ("graph
+    (mentions ...)"), and the model's store_memory call carries the tags it chose: a forget
+    empties those in the checkpoints, so no file keeps a tag; other memories' stay."""
+    saver = MemOSCheckpointer(mos)
+    fact, tag = "Dana sees Dr Okonkwo every Tuesday", "diagnosis-VOLE4417"
+    other = mos.add("Dana's gym is on Elm Street", user_id="dana", tags=["gym-ELM5512"])
+    agent = _agent(mos, saver, tool_call("store_memory", text=fact, tags=[tag]),
+                   tool_call("search_memories", query="Dr Okonkwo gym Elm Street"), "ok")
+    agent.invoke({"messages": [HumanMessage("Remember that I see Dr Okonkwo on Tuesdays")]},
+                 CONFIG)
+    before = saver.get_tuple(CONFIG).checkpoint["channel_values"]["messages"]
+    found = next(m for m in before if m.type == "tool" and isinstance(m.artifact, list))
+    assert {tag, "gym-ELM5512"} <= {t for hit in found.artifact for t in hit["tags"]}
+
+    memory = _memory_of(mos, fact)
+    mos.forget(memory.id, user_id="dana")
+    messages = saver.get_tuple(CONFIG).checkpoint["channel_values"]["messages"]
+    call = next(m for m in messages if m.type == "ai" and m.tool_calls).tool_calls[0]
+    assert call["args"] == {"text": "[forgotten]", "tags": []}
+    stored = next(m for m in messages if m.type == "tool" and isinstance(m.artifact, dict))
+    assert stored.artifact["id"] == memory.id and stored.artifact["tags"] == []
+    hits = {h["id"]: h for h in next(
+        m for m in messages if m.type == "tool" and isinstance(m.artifact, list)).artifact}
+    assert hits[memory.id]["tags"] == [] and hits[memory.id]["why"] == "[forgotten]"
+    assert hits[other.id]["tags"] == ["gym-ELM5512"] and hits[other.id]["why"] != "[forgotten]"
+    saver.close()
+    assert files_holding(mos.data_dir, "VOLE4417") == []
+    assert files_holding(mos.data_dir, "Okonkwo".lower()) == []
+
+
 def test_a_stored_memory_s_source_is_the_message_it_came_from(mos: MemOS) -> None:
     """The fact given first, then confirmed with "yes": the source is the fact's message, not
     the latest one, and a "yes" of another thread is not redacted by the forget."""

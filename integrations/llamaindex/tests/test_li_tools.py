@@ -120,6 +120,15 @@ def test_search_k_is_capped_at_max_k_and_may_come_as_a_str(
     assert len(found.splitlines()) == lines
 
 
+def test_a_null_memory_type_is_the_default_fact(shared_mos: MemOS, user: str) -> None:
+    """A model often sends null for an optional argument; FunctionTool passes it as it came."""
+    tools = by_name(memos_tools(shared_mos, user_id=user))
+    stored = tools["store_memory"].call(text="The user likes green tea.", memory_type=None,
+                                        tags=None).content
+    cube = shared_mos.get(UUID.search(stored).group(0), user_id=user)
+    assert (cube.type.value, cube.tags) == ("fact", ())
+
+
 TOOL_ERRORS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("store_memory", {"text": ""}, InvalidInputError, "text is empty"),
     ("store_memory", {"text": "x", "memory_type": "gossip"}, InvalidInputError,

@@ -138,8 +138,10 @@ def _functions(
             memory_type (str): One of fact, preference, episode, task_prompt, summary, note.
             tags (list[str]): Optional short labels for filtering.
         """
+        # FunctionTool hands a model's null over as it came: it means the default here, as
+        # it does for ``k`` (the core's default type would be "note")
         cube = mos.add(text, user_id=user_id, agent_id=agent_id, session_id=session_id,
-                       type=memory_type, tags=tags or ())
+                       type="fact" if memory_type is None else memory_type, tags=tags or ())
         return f"Stored memory {cube.id}."
 
     def search_memories(query: str, k: int | None = 5) -> str:

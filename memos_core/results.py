@@ -64,7 +64,8 @@ class DerivedForm(BaseModel):
     sources), ``"forgotten"`` (the summary was forgotten too), ``"deleted"`` (the file was
     removed; for an adapter: it was deactivated, its weights deleted and a retrain without
     the memory queued), ``"redacted"`` (the messages holding it now read ``[forgotten]``;
-    see :mod:`memos_core.governance.forget_hooks`) or ``"not_permitted"`` (a summary the
+    see :mod:`memos_core.governance.forget_hooks`; for an adapter retired before, for an
+    update or an expiry: its manifest's evaluation lost the memory's texts) or ``"not_permitted"`` (a summary the
     principal may not change -- another user's -- was left as it is).
     """
 

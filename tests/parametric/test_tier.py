@@ -155,6 +155,25 @@ def test_forget_retires_the_adapter_and_queues_a_retrain(store: tuple[MemOS, lis
     assert retrained.manifest.version == "v2"
 
 
+def test_forget_reports_an_adapter_retired_before_whose_manifest_it_scrubs(
+        store: tuple[MemOS, list[str]]) -> None:
+    """An update retires the adapter but its manifest's evaluation keeps the old text; the
+    forget then empties it, and its receipt says so (it listed no adapter)."""
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)
+    mos.update(ids[1], "Mirela's favourite colour is now amber.", user_id="ada")
+    manifest = tier.store.manifest("v1")
+    assert manifest.status == "retired" and "forgotten" not in manifest.retired_reason
+    where = mos.data_dir / "adapters" / "v1" / "manifest.json"
+    assert "Mirela" in where.read_text(encoding="utf-8")  # its evaluation's questions
+    receipt = mos.forget(ids[1], user_id="ada")
+    assert [(f.kind, f.id, f.action) for f in receipt.derived if f.kind == "adapter"] == [
+        ("adapter", "v1", "redacted")]
+    assert "adapters" in receipt.removed_from
+    assert "Mirela" not in where.read_text(encoding="utf-8")
+
+
 def test_an_unreadable_manifest_neither_blocks_forget_nor_keeps_the_weights(
         store: tuple[MemOS, list[str]]) -> None:
     """A torn adapters/<v>/manifest.json made every forget raise a raw pydantic error after

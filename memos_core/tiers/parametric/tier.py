@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -464,18 +464,23 @@ class ParametricTier:
                 retired.append(manifest.version)
         return retired
 
-    def retired_for(self, memory_id: str) -> list[str]:
-        """Retire what holds ``memory_id`` (if not done yet) and return every adapter version
-        retired because it was forgotten, and those deleted now because their manifest cannot
-        be read (:meth:`_drop_unreadable`) or a crash left them without one
-        (:meth:`_drop_leftovers`; named by their directory). The forget purger's call.
-        Idempotent: a second call returns the same list (less those deleted)."""
+    def retired_for(self, memory_id: str) -> list[tuple[str, Literal["deleted", "redacted"]]]:
+        """Retire what holds ``memory_id`` (if not done yet) and return ``(version,
+        action)`` for every adapter that held it: ``"deleted"`` for those retired because
+        it was forgotten, and those deleted now because their manifest cannot be read
+        (:meth:`_drop_unreadable`) or a crash left them without one (:meth:`_drop_leftovers`;
+        named by their directory); ``"redacted"`` for those retired before for another
+        reason (an update, an expiry), whose manifest has now lost the memory's texts. The
+        forget purger's call. Idempotent: a second call returns the same list (less those
+        deleted)."""
         self.retire_holding(memory_id)
         # either might hold the memory: they go
         dropped = self._drop_unreadable() + self._drop_leftovers()
         reason = f"memory {memory_id} forgotten"
-        return [m.version for m in self.store.readable_manifests()[0]
-                if memory_id in m.memory_ids and m.retired_reason == reason] + dropped
+        return [(m.version, "deleted" if m.retired_reason == reason else "redacted")
+                for m in self.store.readable_manifests()[0]
+                if memory_id in m.memory_ids and m.status == "retired"] + [
+            (version, "deleted") for version in dropped]
 
     def settle(self, *, marks: bool = True) -> None:
         """Catch up with forgets, expiries and updates this process did not hear of (it was
@@ -727,7 +732,7 @@ def adapter_purger(kernel: MemoryStore) -> Callable[[str], Callable[[], list[Der
             if not (Path(kernel.data_dir) / "adapters").is_dir():
                 return []
             versions = ParametricTier.without_model(kernel).retired_for(memory_id)
-            return [DerivedForm(kind="adapter", id=v, action="deleted") for v in versions]
+            return [DerivedForm(kind="adapter", id=v, action=action) for v, action in versions]
 
         return finish
 

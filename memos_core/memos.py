@@ -43,7 +43,7 @@ from memos_core.errors import (
 from memos_core.extraction import EntityExtractor
 from memos_core.governance import access
 from memos_core.governance import sensitivity as sensitivity_rules
-from memos_core.governance.derived import check_mode
+from memos_core.governance.derived import FLAG_KEY, check_mode
 from memos_core.governance.forget_hooks import ForgetHook
 from memos_core.graph import GraphViews
 from memos_core.index.base import VectorIndex
@@ -606,6 +606,8 @@ class MemOS:
             if "occurred_at" in changes:  # true since the new time (or since we were told),
                 since = writes.valid_since(changes["occurred_at"], cube.created_at)  # up to
                 changes["valid_from"] = min(since, cube.valid_to or since)  # its end, if any
+            if "text" in changes and FLAG_KEY in cube.metadata:  # re-derived: see forget
+                return writes.rederive(self.store, cube, changes, actor)
             return writes.write_version(self.store, cube, changes, actor, "update")
 
         return access.as_read_by(self._rewrite(write), user_id)
@@ -638,6 +640,11 @@ class MemOS:
                 raise VersionNotFoundError(
                     f"Memory {cube.id} has no version {version} (it has 1..{cube.version})."
                 )
+            if old.scrubbed:
+                raise InvalidInputError(
+                    f"Version {version} of memory {cube.id} was scrubbed (its text may have "
+                    "repeated a forgotten memory): it has nothing to roll back to; choose a "
+                    "later version.")
             fields = ("text", "type", "tags", "entities", "metadata", "occurred_at", "state",
                       "valid_from", "valid_to", "superseded_by", "governance")
             changes = {f: getattr(old, f) for f in fields}

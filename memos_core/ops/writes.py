@@ -25,6 +25,7 @@ from memos_core.cube import (
 from memos_core.errors import InvalidInputError
 from memos_core.extraction import EntityExtractor
 from memos_core.governance import access
+from memos_core.governance.derived import FLAG_KEY
 from memos_core.governance import sensitivity as sensitivity_rules
 from memos_core.lifecycle import ttl_elapsed
 from memos_core.ops.share import inherit_grants, retrying
@@ -40,7 +41,7 @@ from memos_core.validation import (
     check_tags,
     check_text,
 )
-from memos_core.vault import Actor, Edge
+from memos_core.vault import Actor, Edge, scrub
 
 __all__ = ["ITEM_KEYS", "add", "check_item_keys", "compress", "new_cube", "set_state",
            "write_version"]
@@ -177,6 +178,24 @@ def write_version(store: MemoryStore, cube: MemCube, changes: dict[str, Any], ac
 
     store.write(commit)
     return store.as_written(new)
+
+
+def rederive(store: MemoryStore, cube: MemCube, changes: dict[str, Any], actor: Actor) -> MemCube:
+    """Write a new text for ``cube``, a summary flagged because a memory it was made from was
+    forgotten (``metadata["source_forgotten"]``): the new version drops the flag (unless
+    ``changes`` sets the metadata), and every earlier version is scrubbed as a forget scrubs
+    them (:func:`~memos_core.vault.scrub`), since each may repeat the forgotten text; then
+    the journal is cleared. Audited ``update`` with ``details["rederived"]``: the forgotten
+    ids. A crash between the new version and the scrub leaves the earlier versions as they
+    were: forget the summary to be sure (``forget``)."""
+    forgotten = cube.metadata[FLAG_KEY]
+    if "metadata" not in changes:
+        changes = {**changes, "metadata": {k: v for k, v in cube.metadata.items() if k != FLAG_KEY}}
+    new = write_version(store, cube, changes, actor, "update", {"rederived": forgotten})
+    store.vault.redact_versions(cube.id, lambda old: None if old.scrubbed else scrub(old),
+                               below=new.version)
+    store.vault.checkpoint()
+    return new
 
 
 def set_state(store: MemoryStore, cube: MemCube, target: State, actor: Actor) -> MemCube:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from memos_core import MemOS, MemOSConfig, State
+from memos_core import InvalidInputError, MemOS, MemOSConfig, State
 from memos_core.cube import utcnow
 from memos_core.engine import engine_for
 from memos_core.governance import FLAG_KEY
@@ -137,6 +137,33 @@ def test_summaries_of_a_forgotten_memory_are_flagged_or_forgotten(
         assert "Tunis" not in store.history(outer.id, user_id="dana")[0].text
     actions = [r.action for r in store.audit_log(user_id="dana", memory_id=summary.id)]
     assert actions[-1] == ("flag:source_forgotten" if mode == "flag" else "forget")
+
+
+def test_re_deriving_a_flagged_summary_scrubs_its_earlier_versions(store: MemOS, tmp_path: Path) -> None:
+    """The forget flags the summary and says to re-derive it with update: then no version of
+    it keeps the forgotten text, for its owner, a reader or a rollback, nor any file."""
+    pin = store.add(SECRET, user_id="dana")
+    store.share(pin.id, with_user_id="erin", user_id="dana")
+    summary = store.compress([pin.id], SUMMARY, user_id="dana")
+    store.update(summary.id, SUMMARY + " (checked)", user_id="dana")
+    store.forget(pin.id, user_id="dana")
+    flagged = store.get(summary.id, user_id="dana")
+    assert flagged.metadata[FLAG_KEY] == [pin.id] and "ZEBRA4417QUOKKA" in flagged.text
+
+    new = store.update(summary.id, "Dana keeps a locker code.", user_id="dana")
+    assert FLAG_KEY not in new.metadata and new.version == flagged.version + 1
+    for user in ("dana", "erin"):
+        versions = store.history(summary.id, user_id=user)
+        assert [v.scrubbed for v in versions] == [True] * flagged.version + [False]
+        assert "ZEBRA4417QUOKKA" not in all_text(store, user, tmp_path)
+    with pytest.raises(InvalidInputError, match="was scrubbed"):
+        store.rollback(summary.id, 1, user_id="dana")
+    record = store.audit_log(user_id="dana", memory_id=summary.id)[-1]
+    assert record.action == "update" and record.details["rederived"] == [pin.id]
+    assert not files_holding(store.data_dir, MARKERS)
+    again = store.update(summary.id, "Dana keeps a locker code at work.", user_id="dana")
+    assert not store.history(summary.id, user_id="dana")[new.version - 1].scrubbed  # once
+    assert again.version == new.version + 1
 
 
 def test_forgetting_needs_no_running_kv_engine(tmp_path: Path, tiny_model: Any) -> None:

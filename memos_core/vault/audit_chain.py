@@ -38,6 +38,7 @@ from typing import Any, cast
 
 from memos_core.cube import State
 from memos_core.errors import CorruptDataError
+from memos_core.vault.sqlite_text import damaged_row, shown
 
 GENESIS_HASH = "0" * 64
 #: meta key of the audit head: {"count", "seq", "hash"} of the newest record, rewritten in the
@@ -186,6 +187,9 @@ def _verify(query: Query) -> tuple[bool, str]:
     for r in query(f"SELECT {COLUMNS} FROM audit ORDER BY seq"):
         if expected_seq is not None and r[0] != expected_seq:
             return False, f"audit record(s) before seq {r[0]} were deleted"
+        if damaged_row(r):  # read with surrogate escapes (SQLite: sqlite_text.lenient_rows)
+            return False, (f"audit record {r[0]} is unreadable: a stored text of it is not "
+                           "valid UTF-8 (a byte of it was damaged on disk)")
         fields = _fields(r)
         if fields is None or r[9] != prev or audit_hash(prev, fields) != r[10]:
             return False, f"audit record {r[0]} was altered or its predecessor removed"
@@ -223,7 +227,7 @@ def _verify(query: Query) -> tuple[bool, str]:
         "WHERE a.memory_id = m.id AND a.version = m.version) LIMIT 1"
     )
     if orphan:
-        return False, (f"memory {orphan[0][0]} v{orphan[0][1]} has no audit record: "
+        return False, (f"memory {shown(orphan[0][0])} v{orphan[0][1]} has no audit record: "
                        "records at the end of the log were deleted")
     return True, "audit chain intact"
 

@@ -52,6 +52,7 @@ from memos_core.vault.sqlite_checkpoints import SQLiteCheckpointsMixin
 from memos_core.vault.sqlite_graph import SQLiteGraphMixin
 from memos_core.vault.sqlite_keyed import SQLiteKeyedMixin, drop_bindings
 from memos_core.vault.sqlite_log import SQLiteLogMixin
+from memos_core.vault.sqlite_text import damaged, damaged_row, lenient_rows, shown, undecodable
 from memos_core.vault.scrub import (
     migrate_drop_digests,
     migrate_scrub_flags,
@@ -139,6 +140,7 @@ CREATE TABLE IF NOT EXISTS grants (
 """
 
 _CUBE_COLUMNS = "doc"
+_NOT_UTF8 = "not valid UTF-8: a byte of it was damaged on disk"
 
 logger = logging.getLogger("memos_core")
 
@@ -176,12 +178,14 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()  # a failed open must not keep the file open (or locked)
+            translated = self._storage_error(exc)
+            if translated is not None and undecodable(exc):
+                raise translated from None  # names the column; the driver's message quotes the text
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise MemOSError(
                     f"The vault at {self.path} is locked by another connection ({exc}); close "
                     "the other program using it and retry."
                 ) from exc
-            translated = self._storage_error(exc)
             if translated is not None and not isinstance(translated, CorruptDataError):
                 raise translated from exc  # a full disk, an I/O error: the file may be fine
             raise CorruptDataError(
@@ -293,15 +297,23 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             with self._lock:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def _damaged(self, what: str, exc: Exception, memory_id: str | None = None
+    def _damaged(self, what: str, problem: Exception | str, memory_id: str | None = None
                  ) -> CorruptDataError:
+        """The error for one damaged record: ``what`` names it, ``problem`` says what is
+        wrong (an exception's first line); never the record's text."""
+        if isinstance(problem, Exception):
+            problem = first_line(problem)
         return CorruptDataError(
-            f"The vault at {self.path} holds a damaged record: {what} ({first_line(exc)}). Restore the "
-            "vault from a backup or an export bundle (memos import).", memory_id=memory_id)
+            f"The vault at {self.path} holds a damaged record: {shown(what)} ({problem}). "
+            "Restore the vault from a backup or an export bundle (memos import).",
+            memory_id=memory_id)
 
     def _cube(self, doc: str, what: str, memory_id: str | None = None) -> MemCube:
         """A stored document as a MemCube; a damaged one is a :class:`CorruptDataError`
-        naming it (not a pydantic traceback), with ``memory_id`` for a current record."""
+        naming it (not a pydantic traceback), with ``memory_id`` for a current record. A
+        document read by a ``lenient`` :meth:`_query` may hold bytes that are not UTF-8."""
+        if damaged(doc):
+            raise self._damaged(what, f"its stored text is {_NOT_UTF8}", memory_id)
         try:
             return MemCube.model_validate_json(doc)
         except (ValidationError, ValueError, TypeError) as exc:
@@ -311,6 +323,12 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         """What SQLite's error means for the user: a damaged file (:class:`CorruptDataError`,
         restore it), a full disk or an I/O failure (:class:`MemOSError`: the file may be
         intact, do not restore it), or None for anything else (a bug, raised as is)."""
+        column = undecodable(exc)
+        if column is not None:  # the driver's message quotes the damaged text: not repeated
+            return CorruptDataError(
+                f"The vault at {self.path} holds a damaged record: a stored text (column "
+                f"{column!r}) is {_NOT_UTF8}. Restore the vault from a backup or an export bundle "
+                "(memos import).")
         code = getattr(exc, "sqlite_errorname", "") or ""
         if code in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or type(exc) is sqlite3.DatabaseError:
             return CorruptDataError(
@@ -341,17 +359,27 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                 translated = self._storage_error(exc)
                 if translated is None:
                     raise
-                raise translated from exc
+                raise translated from (None if undecodable(exc) else exc)
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _query(self, sql: str, params: Sequence[Any] = (), *,
+               lenient: bool = False) -> list[tuple[Any, ...]]:
+        """The rows of ``sql``. A stored text that is not valid UTF-8 (a damaged byte) is a
+        :class:`CorruptDataError` naming its column; with ``lenient`` the rows are read again
+        with such text decoded with surrogate escapes instead (:mod:`.sqlite_text`), for a
+        caller that checks them and names the damaged record (:meth:`_cube`)."""
         with self._lock:
             try:
-                return self._db.execute(sql, params).fetchall()
+                try:
+                    return self._db.execute(sql, params).fetchall()
+                except sqlite3.OperationalError as exc:
+                    if not (lenient and undecodable(exc)):
+                        raise
+                return lenient_rows(self._db, sql, params)
             except sqlite3.DatabaseError as exc:
                 translated = self._storage_error(exc)
                 if translated is None:
                     raise
-                raise translated from exc
+                raise translated from (None if undecodable(exc) else exc)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file and truncate the WAL to zero bytes.
@@ -671,22 +699,27 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
 
     # -- reads -----------------------------------------------------------------------------
 
-    def _by_ids(self, select: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    def _by_ids(self, select: str, ids: Sequence[str], *,
+                lenient: bool = False) -> list[tuple[Any, ...]]:
         """The rows of ``select`` (a ``SELECT ... FROM table`` with an ``id`` column) whose
-        id is among ``ids``, read 500 ids per statement (SQLite's parameter limit)."""
+        id is among ``ids``, read 500 ids per statement (SQLite's parameter limit);
+        ``lenient`` as in :meth:`_query`."""
         rows: list[tuple[Any, ...]] = []
         for start in range(0, len(ids), 500):
             chunk = list(ids[start:start + 500])
-            rows += self._query(f"{select} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            rows += self._query(f"{select} WHERE id IN ({','.join('?' * len(chunk))})", chunk,
+                                lenient=lenient)
         return rows
 
     def _with_usage(self, docs: list[tuple[str, str]]) -> list[MemCube]:
-        """Parse documents and attach their usage counters."""
+        """Parse documents (read ``lenient``: a damaged one is named by :meth:`_cube`) and
+        attach their usage counters."""
         if not docs:
             return []
         usage: dict[str, Usage] = {}
         for mid, count, last, heat, tier in self._by_ids(
-                "SELECT id, access_count, last_access, heat, tier FROM usage", [d[0] for d in docs]):
+                "SELECT id, access_count, last_access, heat, tier FROM usage",
+                [d[0] for d in docs], lenient=True):
             try:
                 usage[mid] = Usage(access_count=count, last_access=_dt(last), heat=heat, tier=tier)
             except (ValidationError, ValueError, TypeError, OverflowError) as exc:
@@ -700,21 +733,27 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         return out
 
     def get(self, memory_id: str) -> MemCube | None:
-        rows = self._query("SELECT id, doc FROM memories WHERE id=?", (memory_id,))
+        rows = self._query("SELECT id, doc FROM memories WHERE id=?", (memory_id,), lenient=True)
         cubes = self._with_usage(rows)
         return cubes[0] if cubes else None
 
     def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
-        rows = self._by_ids("SELECT id, doc FROM memories", list(dict.fromkeys(memory_ids)))
+        rows = self._by_ids("SELECT id, doc FROM memories", list(dict.fromkeys(memory_ids)),
+                            lenient=True)
         return {c.id: c for c in self._with_usage(rows)}
 
     def texts(self, memory_ids: Sequence[str]) -> dict[str, str]:
-        return dict(self._by_ids("SELECT id, json_extract(doc, '$.text') FROM memories",
-                                 list(dict.fromkeys(memory_ids))))
+        found: dict[str, str] = dict(self._by_ids(
+            "SELECT id, json_extract(doc, '$.text') FROM memories",
+            list(dict.fromkeys(memory_ids)), lenient=True))
+        for mid, text in found.items():
+            if damaged_row((mid, text)):
+                raise self._damaged(f"memory {mid}", f"its stored text is {_NOT_UTF8}", mid)
+        return found
 
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
         rows = self._query(
-            "SELECT doc FROM versions WHERE id=? AND version=?", (memory_id, version)
+            "SELECT doc FROM versions WHERE id=? AND version=?", (memory_id, version), lenient=True
         )
         return self._cube(rows[0][0], f"version {version} of memory {memory_id}") if rows else None
 
@@ -722,13 +761,13 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         """The version that was current at ``when`` (None if the memory did not exist yet)."""
         rows = self._query(
             "SELECT doc FROM versions WHERE id=? AND recorded_at<=? ORDER BY version DESC LIMIT 1",
-            (memory_id, when.timestamp()),
+            (memory_id, when.timestamp()), lenient=True,
         )
         return self._cube(rows[0][0], f"a version of memory {memory_id}") if rows else None
 
     def history(self, memory_id: str) -> list[MemCube]:
         rows = self._query(
-            "SELECT doc FROM versions WHERE id=? ORDER BY version", (memory_id,)
+            "SELECT doc FROM versions WHERE id=? ORDER BY version", (memory_id,), lenient=True
         )
         return [self._cube(r[0], f"a version of memory {memory_id}") for r in rows]
 
@@ -801,7 +840,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         sql, params = self._select(query, "id, doc, seq")
         order = "DESC" if query.newest_first else "ASC"
         rows = self._query(f"{sql} ORDER BY seq {order} LIMIT ? OFFSET ?",
-                           [*params, query.limit, query.offset])
+                           [*params, query.limit, query.offset], lenient=True)
         return self._with_usage([(r[0], r[1]) for r in rows])
 
     def count(self, query: ListQuery | None = None) -> int:
@@ -814,7 +853,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         while True:
             rows = self._query(
                 "SELECT seq, id, doc FROM memories WHERE seq > ? ORDER BY seq LIMIT ?",
-                (last, batch_size),
+                (last, batch_size), lenient=True,
             )
             if not rows:
                 return
@@ -896,8 +935,13 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         rows = self._query(
             f"SELECT seq, at, user_id, agent_id, action, memory_id, version, reason, details, "
             f"prev_hash, hash FROM audit{where} ORDER BY seq DESC LIMIT ?",
-            [*params, limit],
+            [*params, limit], lenient=True,
         )
+        for r in reversed(rows):  # the oldest damaged record, as verify_audit names it
+            if damaged_row(r):
+                raise CorruptDataError(
+                    f"Audit record {r[0]} is damaged: a stored text of it is {_NOT_UTF8}. Run "
+                    "verify_audit (memos audit verify) and restore the vault from a backup.")
         return [
             AuditRecord(r[0], datetime.fromtimestamp(r[1], timezone.utc), r[2], r[3], r[4], r[5], r[6], r[7],
                         record_details(r[0], r[8]),
@@ -917,11 +961,21 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             reader.execute("BEGIN")  # the snapshot is taken at the first read
 
             def query(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-                return list(reader.execute(sql, params).fetchall())
+                try:  # a damaged text is read as is: the chain check names its record
+                    return list(reader.execute(sql, params).fetchall())
+                except sqlite3.OperationalError as exc:
+                    if not undecodable(exc):
+                        raise
+                return lenient_rows(reader, sql, params)
 
             try:
                 return verify_chain(query)
             finally:
                 reader.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            translated = self._storage_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
         finally:
             reader.close()

@@ -100,7 +100,7 @@ class SQLiteKeyedMixin:
         """See :meth:`memos_core.vault.base.KeyedItems.get_keyed`."""
         rows = self._query(
             "SELECT m.id, m.doc FROM item_keys k JOIN memories m ON m.id = k.memory_id "
-            "WHERE k.user_id=? AND k.ns_path=? AND k.key=?", _check_item(item))
+            "WHERE k.user_id=? AND k.ns_path=? AND k.key=?", _check_item(item), lenient=True)
         cubes: list[MemCube] = self._with_usage(rows)
         return cubes[0] if cubes else None
 

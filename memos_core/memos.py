@@ -1005,7 +1005,9 @@ class MemOS:
             index may hold more candidates (it filled ``depth``). The second stage orders
             the first ``rerank_depth`` candidates the checks leave (however deep the
             search looked)."""
-            cands = self.retriever.retrieve(query, flt, depth, withheld=withheld)
+            # a damaged embedded index is rebuilt from the vault and searched again
+            cands = self.store.search_index(
+                lambda: self.retriever.retrieve(query, flt, depth, withheld=withheld))
             more = len(cands) >= depth
             read([c.id for c in cands])
             cands = [c for c in cands if eligible(cubes.get(c.id))]

@@ -27,10 +27,19 @@ Things about qdrant-edge-py 0.9 that shape this module:
   payload; ``numpy.bool_(True)`` matches, from numpy 2.3 on (before, it is an int as well,
   and superseded memories came back in default searches). The superseded condition relies
   on that: :func:`check_numpy` refuses an older numpy at import.
+- **Damaged files.** The engine reports damage in three ways: a bare ``Exception`` (a
+  vector chunk cut short: ``vector 0 is not readable``, ``... is out of bounds``, and after
+  a failed update ``Not recovered from previous error`` for every later one), a Rust panic
+  (a cut ``status.dat``), which pyo3 raises as ``pyo3_runtime.PanicException``, a
+  ``BaseException`` that ``except Exception`` lets through; and, for a garbled
+  ``mutable_id_tracker.mappings``, an abort of the whole process that nothing in-process can
+  catch. The first two become :class:`~memos_core.index.base.IndexCorruptError` here, at
+  open and in every call, so that the store rebuilds the index from the vault.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -77,6 +86,7 @@ SPARSE = "bm25"
 _BATCH = 1024  # points per update operation
 _SCROLL_PAGE = 4096
 _SHARD_MARKERS = ("edge_config.json", "segments", "wal")
+logger = logging.getLogger("memos_core")
 
 
 class EdgeIndexConfig(BaseModel):
@@ -191,8 +201,35 @@ def edge_filter(plan: FilterPlan) -> qe.Filter | None:
     )
 
 
-def _translate(exc: Exception, path: Path, dim: int) -> Exception:
-    """A readable exception for an engine error raised while opening ``path``."""
+#: Words of the engine's errors that mean its files are damaged (a truncated vector chunk
+#: fails reads with the first, writes with the second, and every later update with the third).
+_DAMAGE_WORDS = ("is not readable", "out of bounds", "Not recovered from previous error")
+
+
+def is_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Rust panic raised through pyo3 (``pyo3_runtime.PanicException``).
+
+    pyo3 creates that class on the first panic and registers no importable module for it,
+    so it is recognised by name. It derives from ``BaseException``: ``except Exception``
+    misses it, and catching ``BaseException`` must let KeyboardInterrupt/SystemExit by."""
+    kind = type(exc)
+    return kind.__name__ == "PanicException" and kind.__module__ == "pyo3_runtime"
+
+
+def _damage(exc: BaseException, path: Path) -> IndexCorruptError | None:
+    """The :class:`IndexCorruptError` for an engine error of a call on the open shard at
+    ``path`` that shows its files damaged; ``None`` for any other exception."""
+    if not (is_panic(exc) or (isinstance(exc, Exception) and not isinstance(exc, KeyError)
+                              and any(w in str(exc) for w in _DAMAGE_WORDS))):
+        return None
+    return IndexCorruptError(
+        f"the edge index at {path} is damaged ({type(exc).__name__}: {str(exc)[:300]}). It is "
+        "derived data: rebuild it from the vault (MemOS.reindex(), `memos reindex`; MemOS "
+        "does so itself when it meets the damage)")
+
+
+def _translate(exc: BaseException, path: Path, dim: int) -> Exception:
+    """A readable exception for an engine error (or panic) raised while opening ``path``."""
     text = str(exc)
     # the engine's messages name the path, which may itself contain "lock": look past it
     words = text.replace(str(path), "<path>")
@@ -268,8 +305,10 @@ class EdgeIndex:
                 shard = qe.EdgeShard.load(str(self.path), config)
             else:
                 shard = qe.EdgeShard.create(str(self.path), config)
-        except Exception as exc:  # the binding raises bare Exception
-            raise _translate(exc, self.path, self.dim) from exc
+        except BaseException as exc:  # a bare Exception, or a panic on damaged files
+            if isinstance(exc, Exception) or is_panic(exc):
+                raise _translate(exc, self.path, self.dim) from exc
+            raise
         try:
             existing = shard.info().payload_schema
             for field, schema in _payload_indexes().items():
@@ -277,17 +316,25 @@ class EdgeIndex:
                     shard.update(qe.UpdateOperation.create_field_index(field, schema))
         except BaseException as exc:
             shard.close()  # release the directory lock
-            if isinstance(exc, Exception):
+            if isinstance(exc, Exception) or is_panic(exc):
                 raise _translate(exc, self.path, self.dim) from exc
             raise
         return shard
 
     @contextmanager
     def _shard_locked(self) -> Iterator[qe.EdgeShard]:
+        """The open shard, under the lock; an engine error that shows its files damaged
+        leaves as :class:`IndexCorruptError` (see the module doc)."""
         with self._lock:
             if self._shard is None:
                 raise RuntimeError(f"{self!r} is closed; open a new EdgeIndex")
-            yield self._shard
+            try:
+                yield self._shard
+            except BaseException as exc:
+                damage = _damage(exc, self.path)
+                if damage is None:
+                    raise
+                raise damage from exc
 
     # -- writes -------------------------------------------------------------------------
 
@@ -340,12 +387,19 @@ class EdgeIndex:
                 shard.update(qe.UpdateOperation.delete_points(pids[start : start + _BATCH]))
 
     def clear(self) -> None:
-        """Remove every point: the shard directory is deleted and created anew."""
+        """Remove every point: the shard directory is deleted and created anew. Works on a
+        damaged shard too (that is how the store rebuilds one)."""
         with self._lock:
             if self._shard is None:
                 raise RuntimeError(f"{self!r} is closed; open a new EdgeIndex")
-            self._shard.close()
-            self._shard = None
+            shard, self._shard = self._shard, None
+            try:
+                shard.close()
+            except BaseException as exc:  # its files go anyway: what it could not close
+                if not (isinstance(exc, Exception) or is_panic(exc)):
+                    raise
+                logger.warning("closing the damaged edge index at %s failed (%s); deleting "
+                               "it anyway", self.path, exc)
             shutil.rmtree(self.path)
             self._shard = self._open()
 
@@ -451,5 +505,10 @@ class EdgeIndex:
             shard, self._shard = self._shard, None
             try:
                 shard.flush()
+            except BaseException as exc:
+                damage = _damage(exc, self.path)
+                if damage is None:
+                    raise
+                raise damage from exc
             finally:
                 shard.close()

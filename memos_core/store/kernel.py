@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from memos_core.config import MemOSConfig
 from memos_core.cube import MemCube
@@ -41,7 +41,7 @@ from memos_core.extraction import EntityExtractor, RuleEntityExtractor
 from memos_core.governance import index_privacy
 from memos_core.governance.forget_hooks import ForgetHook, ForgetHooks, ForgetPasses
 from memos_core.graph import GraphViews
-from memos_core.index.base import IndexPoint, VectorIndex
+from memos_core.index.base import IndexCorruptError, IndexFilter, IndexPoint, VectorIndex
 from memos_core.index.sparse import encoder_for_store
 from memos_core.lifecycle import INDEXED_STATES
 from memos_core.progress import progress
@@ -56,6 +56,7 @@ from memos_core.vault import Edge, ListQuery, SQLiteVault, Vault
 #: tombstone, removes what is left and returns the derived forms it removed.
 DerivedPurger = Callable[[str], Callable[[], list[DerivedForm]]]
 Listener = Callable[[Sequence[MemCube]], None]
+T = TypeVar("T")
 logger = logging.getLogger("memos_core")
 
 #: Free disk space below which the embedded index is not opened (see MemoryStore._check_room).
@@ -69,6 +70,12 @@ PURGE_RETRY_S = 60.0
 #: still waiting and logs a traceback); short, so that search finds them soon after the
 #: index is back.
 INDEX_RETRY_S = 1.0
+
+
+def _engine_error(exc: BaseException) -> str:
+    """The engine's own words under an index error (the index layer's adds advice)."""
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {first_line(cause)}"
 
 
 class MemoryStore:
@@ -112,6 +119,9 @@ class MemoryStore:
         self._pending_lock = threading.Lock()
         self._pending = self._read_pending()
         self._retried_at = 0.0
+        #: bumped by every rebuild of a damaged index; whether one was rebuilt since the open
+        self._index_generation = 0
+        self._rebuilt = False
         self.index: VectorIndex
         #: server mode: the vault has a change feed other processes write to; this process's
         #: derived state follows it (:mod:`memos_core.store.feed`)
@@ -170,22 +180,101 @@ class MemoryStore:
         unoptimized = self.vault.get_meta("index_unoptimized") or "0"
         # a counter of points since the last optimize: a damaged value only starts it again
         self._unoptimized = int(unoptimized) if unoptimized.isdigit() else 0
+        try:
+            self._catch_up(server)
+        except IndexCorruptError as exc:  # files the shard loaded but cannot read
+            self._rebuild_damaged(exc)
+            if not server:
+                self.vault.set_meta(index_privacy.FORMAT_META, index_privacy.FORMAT)
+        self._rebuilt = False  # a rebuild at open leaves the one a running store may do
+        if not server:
+            self.vault.set_meta("index_clean", "0")
+
+    def _catch_up(self, server: bool) -> None:
+        """Check that the opened index can be read, and bring it up to date with the vault."""
+        if self._rebuildable():
+            self._probe_index()
         if server:
             # many processes share the vault: "closed cleanly" means nothing here, and a
             # writer killed between commit and index update leaves the index behind
             self.reconcile()
-            return
-        if self.vault.get_meta(index_privacy.FORMAT_META) != index_privacy.FORMAT:
+        elif self.vault.get_meta(index_privacy.FORMAT_META) != index_privacy.FORMAT:
             self.reindex()  # an index from before tags were hashed holds them in clear: rebuild
             self.vault.set_meta(index_privacy.FORMAT_META, index_privacy.FORMAT)
         elif self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
             self.reconcile()
-        self.vault.set_meta("index_clean", "0")
+
+    def _probe_index(self) -> None:
+        """Read the embedded index's dense vectors: a vector file cut short is not noticed
+        when the shard loads, only when a search or write reads it. One search for one point
+        (a brute-force scan of the points not yet in an HNSW graph: milliseconds)."""
+        dim = getattr(self.index, "dim", None) or self.embedder.dim or 384
+        self.index.search_dense([1.0] + [0.0] * (dim - 1), IndexFilter(), 1)
+
+    def _rebuildable(self) -> bool:
+        """Whether the index is this process's embedded one (derived data it may rebuild)."""
+        return self.config.index == "edge" and self.config.qdrant_url is None
+
+    def _rebuild_damaged(self, exc: IndexCorruptError) -> None:
+        """Rebuild the embedded index from the vault after ``exc`` showed its files damaged
+        (a search or write found them unreadable). Once per open store: damage again means
+        something keeps damaging it, and every rebuild embeds every memory; then, and for an
+        index that is not this process's, :class:`CorruptDataError` saying what to do."""
+        if not self._rebuildable():
+            raise self._damaged(exc, "it is not this process's to rebuild") from exc
+        with self.write_lock:
+            if self._rebuilt:
+                raise self._damaged(exc, "it was rebuilt once already since the store "
+                                    "opened: check the disk") from exc
+            self._rebuilt = True
+            logger.warning("the index at %s is damaged (%s); rebuilding it from the vault",
+                           self.data_dir / "index", _engine_error(exc))
+            try:
+                self.reindex()
+            except Exception as again:  # noqa: BLE001 - said in the error, which chains it
+                raise self._damaged(exc, f"rebuilding it failed: {first_line(again)}") from again
+            self._deferred.clear()  # the vault holds them all: they are indexed now
+            self._index_generation += 1
+
+    def _damaged(self, exc: BaseException, why: str) -> CorruptDataError:
+        return CorruptDataError(
+            f"The search index of {self.data_dir} is damaged ({_engine_error(exc)}) and was not "
+            f"rebuilt ({why}). Nothing stored is lost: the vault holds every memory. Rebuild "
+            "the index from it with `memos reindex` or mos.reindex(), or close the store, "
+            "delete its index/ directory and open it again.")
+
+    def search_index(self, search: Callable[[], T]) -> T:
+        """``search()``, a read of the index; where it finds the embedded index damaged, the
+        index is rebuilt from the vault (:meth:`_rebuild_damaged`, under the write lock) and
+        ``search()`` runs again. Raises :class:`CorruptDataError` where that cannot be done."""
+        seen = self._index_generation
+        try:
+            return search()
+        except IndexCorruptError as exc:
+            with self.write_lock:
+                if self._index_generation == seen:  # not rebuilt by another thread meanwhile
+                    self._rebuild_damaged(exc)
+        try:
+            return search()
+        except IndexCorruptError as exc:
+            raise self._damaged(exc, "it is still damaged after a rebuild") from exc
+
+    def _repaired(self, exc: Exception) -> bool:
+        """Whether ``exc``, the failure of an index update under the write lock, showed the
+        index damaged and it was rebuilt from the vault (which holds the update's memories)."""
+        if not isinstance(exc, IndexCorruptError):
+            return False
+        try:
+            self._rebuild_damaged(exc)
+        except Exception:  # noqa: BLE001 - the caller defers the update; logged here
+            logger.error("the index is damaged and was not rebuilt", exc_info=True)
+            return False
+        return True
 
     def _open_index(self) -> VectorIndex:
         """Open the index; an embedded one whose files cannot be read is rebuilt from the
         vault (it is derived data): its directory is deleted and reconcile refills it."""
-        from memos_core.index import IndexCorruptError, open_index
+        from memos_core.index import open_index
 
         path = self.data_dir / "index"
 
@@ -259,14 +348,16 @@ class MemoryStore:
             changed = list(commit())
             try:
                 self._derive(changed, embed)
-            except Exception:  # noqa: BLE001 - committed is acknowledged: index it later
-                # the index (or, in server mode, the server's connection) failed after the
-                # vault's commit: the next call retries, and in embedded mode so does the
-                # next open if the store closes first (the index is not marked clean)
-                logger.warning("updating the index after a commit failed; it is retried "
-                               "on the next call", exc_info=True)
-                self._deferred.update(c.id for c in changed)
-                self._deferred_at = 0.0  # the next call tries again
+            except Exception as exc:  # noqa: BLE001 - committed is acknowledged: index it later
+                # a damaged embedded index is rebuilt from the vault, these memories with it;
+                # otherwise the index (or, in server mode, the server's connection) failed
+                # after the vault's commit: the next call retries, and in embedded mode so
+                # does the next open if the store closes first (the index is not marked clean)
+                if not self._repaired(exc):
+                    logger.warning("updating the index after a commit failed; it is retried "
+                                   "on the next call", exc_info=True)
+                    self._deferred.update(c.id for c in changed)
+                    self._deferred_at = 0.0  # the next call tries again
             self._graph_apply(changed, edges)
             self._notify(changed)
             return changed
@@ -319,7 +410,9 @@ class MemoryStore:
         ids, self._deferred = sorted(self._deferred), set()
         try:
             self.index_cubes(self._readable(ids))
-        except Exception:  # noqa: BLE001 - still failing: kept for the next call
+        except Exception as exc:  # noqa: BLE001 - still failing: kept for the next call
+            if self._repaired(exc):
+                return
             logger.warning("indexing %d memories after an earlier failure failed again",
                            len(ids), exc_info=True)
             self._deferred.update(ids)

@@ -1,0 +1,126 @@
+"""Damaged files of the embedded index: the store rebuilds the index from the vault.
+
+qdrant-edge reports damage as a bare ``Exception`` in a search or write (a vector chunk cut
+short loads fine), or as a Rust panic at load (``pyo3_runtime.PanicException``, a
+``BaseException`` that ``except Exception`` missed): both used to escape MemOS. Each test
+closes a real store, cuts a real shard file, and opens it again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from memos_core import MemOS, MemOSConfig
+from memos_core.cli import main
+from memos_core.errors import CorruptDataError
+from memos_core.index import EdgeIndex, IndexCorruptError, IndexFilter
+from memos_core.store import MemoryStore
+
+STATUS = "vector_storage-dense/vectors/status.dat"
+DELETED = "vector_storage-dense/deleted/status.dat"
+CHUNK = "vector_storage-dense/vectors/chunk_0.mmap"
+
+
+def _config() -> MemOSConfig:
+    return MemOSConfig(show_progress=False)
+
+
+def _store(data: Path) -> list[str]:
+    """Five memories of user u in a closed store at ``data``; their ids."""
+    with MemOS(data, config=_config()) as mos:
+        return [mos.add(f"note {i}: the zebra{i} eats grass", user_id="u").id for i in range(5)]
+
+
+def _cut(data: Path, rel: str, mode: str) -> None:
+    """Empty (``zero``) or halve (``half``) ``rel`` in every segment of the closed store."""
+    paths = [seg / rel for seg in (data / "index" / "segments").iterdir() if (seg / rel).exists()]
+    assert paths, rel
+    for path in paths:
+        os.truncate(path, 0 if mode == "zero" else path.stat().st_size // 2)
+
+
+def _finds_all(mos: MemOS, ids: list[str]) -> None:
+    for i, mid in enumerate(ids):
+        assert mos.search(f"zebra{i}", user_id="u", k=1)[0].id == mid
+    assert mos.index.count() == len(ids)
+
+
+@pytest.mark.parametrize(("rel", "mode"), [(STATUS, "zero"), (DELETED, "half"), (CHUNK, "zero")])
+def test_a_damaged_shard_is_rebuilt_when_the_store_opens(tmp_path: Path, rel: str,
+                                                         mode: str) -> None:
+    data = tmp_path / "data"
+    ids = _store(data)
+    _cut(data, rel, mode)
+    with pytest.raises(IndexCorruptError):  # the index layer names the damage, at load ...
+        with EdgeIndex(data / "index", 384) as index:  # ... or when a search reads it
+            index.search_dense([1.0] + [0.0] * 383, IndexFilter(), 1)
+    with MemOS(data, config=_config()) as mos:  # and the store rebuilds it from the vault
+        _finds_all(mos, ids)
+    with MemOS(data, config=_config()) as mos:  # the rebuilt index is kept
+        _finds_all(mos, ids)
+
+
+@pytest.mark.parametrize("rel", [STATUS, CHUNK])
+def test_memos_reindex_works_on_a_damaged_shard(tmp_path: Path, rel: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    ids = _store(data)
+    _cut(data, rel, "zero")
+    assert main(["reindex", "--data-dir", str(data), "--user", "u", "--json"]) == 0
+    assert '"indexed": 5' in capsys.readouterr().out
+    with MemOS(data, config=_config()) as mos:
+        _finds_all(mos, ids)
+
+
+@pytest.fixture
+def unprobed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Open without the check that reads the vectors: the damage is met by a running store
+    (as when a file is damaged after the open)."""
+    monkeypatch.setattr(MemoryStore, "_probe_index", lambda self: None)
+
+
+@pytest.mark.usefixtures("unprobed")
+def test_a_search_that_meets_a_damaged_chunk_rebuilds_the_index(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ids = _store(data)
+    _cut(data, CHUNK, "zero")
+    with MemOS(data, config=_config()) as mos:
+        assert mos.search("zebra3", user_id="u", k=1)[0].id == ids[3]
+        _finds_all(mos, ids)
+
+
+@pytest.mark.usefixtures("unprobed")
+def test_writes_that_meet_a_damaged_chunk_rebuild_the_index(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ids = _store(data)
+    _cut(data, CHUNK, "zero")
+    with MemOS(data, config=_config()) as mos:
+        new = mos.add("note 5: the zebra5 eats grass", user_id="u")
+        assert not mos.store.lagging  # indexed by the rebuild, not left for a retry
+        receipt = mos.forget(ids[0], user_id="u")
+        assert "index" in receipt.removed_from
+        ids = ids[1:] + [new.id]
+        for mid, i in zip(ids, range(1, 6)):
+            assert mos.search(f"zebra{i}", user_id="u", k=1)[0].id == mid
+        assert mos.index.count() == 5
+
+
+@pytest.mark.usefixtures("unprobed")
+def test_an_index_that_cannot_be_rebuilt_gets_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    ids = _store(data)
+    _cut(data, CHUNK, "zero")
+    with MemOS(data, config=_config()) as mos:
+        def fails(self: MemoryStore) -> dict[str, int]:
+            raise OSError("No space left on device")
+
+        monkeypatch.setattr(MemoryStore, "reindex", fails)
+        with pytest.raises(CorruptDataError, match=r"is damaged .*not rebuilt .*`memos reindex`"):
+            mos.search("zebra3", user_id="u")
+        monkeypatch.undo()
+        assert mos.reindex() == {"indexed": 5}  # what the error says to do works
+        _finds_all(mos, ids)

@@ -25,6 +25,7 @@ from typing import Any
 from memos_core.config import default_data_dir
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.mcp_server.hosts import parse_http, url_host
+from memos_core.mcp_server.limits import DEFAULT_MAX_SESSIONS_PER_TOKEN, DEFAULT_SESSION_IDLE_TIMEOUT
 
 DEFAULT_PORT = 8765
 
@@ -40,6 +41,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                    "server mode, --db, the vault keeps them for every host)")
     m.add_argument("--allow-sensitive", action="append", default=None, metavar="TAG",
                    help="return memories with this sensitivity tag unredacted ('*': all)")
+    m.add_argument("--max-sessions-per-token", type=int, default=None, metavar="N",
+                   help=f"--http: open sessions one token may hold (default "
+                   f"{DEFAULT_MAX_SESSIONS_PER_TOKEN}); one more is refused with 429")
+    m.add_argument("--session-idle-timeout", type=float, default=None, metavar="SECONDS",
+                   help=f"--http: close a session after this long without a request (default "
+                   f"{DEFAULT_SESSION_IDLE_TIMEOUT:g})")
     tsub = m.add_subparsers(dest="mcp_command")
     t = tsub.add_parser("token", help="manage the bearer tokens of the HTTP server")
     tt = t.add_subparsers(dest="token_command", required=True)
@@ -129,7 +136,13 @@ def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namesp
     except ImportError as exc:
         raise MemOSError(f"memos mcp needs the MCP SDK ({exc}); install it with "
                          "pip install 'memos-core[mcp]'.") from None
-    options = {"allow_sensitive": args.allow_sensitive}
+    options: dict[str, Any] = {"allow_sensitive": args.allow_sensitive}
+    limits = {"max_sessions_per_token": args.max_sessions_per_token,
+              "session_idle_timeout": args.session_idle_timeout}
+    if args.http is None and any(value is not None for value in limits.values()):
+        raise InvalidInputError("--max-sessions-per-token and --session-idle-timeout limit the "
+                                "HTTP server's sessions; give them with --http HOST:PORT.")
+    options.update({name: value for name, value in limits.items() if value is not None})
     if args.http is None:
         with open_mos(args) as mos:
             mcp_server.build_stdio_server(mos, user_id=user, **options).mcp.run("stdio")
@@ -145,7 +158,7 @@ def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namesp
         server = mcp_server.build_http_server(mos, tokens=tokens, host=host, port=port, **options)
         sockets = mcp_server.bind_http(host, port)  # MemOSError if it cannot: exit status 1
         bound = sockets[0].getsockname()[1]
-        if not mcp_server.is_loopback(host):
+        if not mcp_server.bound_to_loopback(sockets):
             print(f"memos mcp: warning: serving on {host}, reachable from other machines; use "
                   "TLS in front of it (tokens travel in clear over plain HTTP).", file=sys.stderr)
         print(f"memos mcp: serving http://{url_host(host)}:{bound}/mcp",

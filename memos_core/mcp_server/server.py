@@ -36,6 +36,12 @@ from pydantic import AnyHttpUrl, Field
 
 from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError, MemOSError
 from memos_core.mcp_server.hosts import check_host, url_host
+from memos_core.mcp_server.limits import (
+    DEFAULT_MAX_SESSIONS_PER_TOKEN,
+    DEFAULT_SESSION_IDLE_TIMEOUT,
+    check_session_limits,
+)
+from memos_core.mcp_server.sessions import install as install_session_cap
 from memos_core.mcp_server.tokens import TokenStore
 from memos_core.mcp_server.tools import MemoryService
 from memos_core.validation import check_name
@@ -96,13 +102,19 @@ class MemoryServer:
 
     def __init__(self, mos: MemOS, *, user_id: str | None = None,
                  tokens: TokenStore | None = None, host: str = "127.0.0.1", port: int = 8765,
-                 allow_sensitive: Sequence[str] | str | None = None) -> None:
+                 allow_sensitive: Sequence[str] | str | None = None,
+                 max_sessions_per_token: int = DEFAULT_MAX_SESSIONS_PER_TOKEN,
+                 session_idle_timeout: float | None = DEFAULT_SESSION_IDLE_TIMEOUT) -> None:
+        """``max_sessions_per_token`` and ``session_idle_timeout`` (seconds; ``None``: never)
+        bound the HTTP sessions one token holds open (see :mod:`.sessions`); stdio ignores
+        them."""
         if (user_id is None) == (tokens is None):
             raise InvalidInputError("give exactly one of user_id (stdio) and tokens (HTTP).")
         self.user_id = check_name(user_id, "user_id", optional=True)
         check_host(host)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidInputError(f"port must be an int 0..65535, got {port!r}.")
+        cap, idle = check_session_limits(max_sessions_per_token, session_idle_timeout)
         self.service = MemoryService(mos, allow_sensitive=allow_sensitive)
         _quiet_caller_errors(logging.getLogger("mcp.server.fastmcp.server"))
         self.tokens = tokens
@@ -116,11 +128,26 @@ class MemoryServer:
                 raise InvalidInputError(f"host {host!r} is not usable in a URL.") from None
             auth = dict(token_verifier=TokenFileVerifier(tokens), auth=AuthSettings(
                 issuer_url=issuer, resource_server_url=None, required_scopes=["memos"]))
+        guard = _rebinding_guard([host]) if is_loopback(host) else None
         self.mcp = FastMCP(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port,
-                           log_level="WARNING", transport_security=_rebinding_guard(host),
-                           **auth)
+                           log_level="WARNING", transport_security=guard,
+                           session_idle_timeout=idle, **auth)
+        if tokens is not None:
+            install_session_cap(self.mcp, cap)
         self._register_tools()
         self._register_resources()
+
+    def guard_for_bound(self, host: str, sockets: Sequence[socket.socket]) -> None:
+        """Turn DNS-rebinding protection on or off by where the server actually listens:
+        on when every socket is on a loopback address (with ``host``, the name it was bound
+        by, among the allowed hosts), off otherwise. A name is not enough to tell: any host
+        name may resolve to loopback only (``LOCALHOST``, an ``/etc/hosts`` alias)."""
+        names = [host, self.mcp.settings.host]
+        guard = (_rebinding_guard(names) if bound_to_loopback(sockets)
+                 else TransportSecuritySettings(enable_dns_rebinding_protection=False))
+        self.mcp.settings.transport_security = guard
+        if self.mcp._session_manager is not None:  # built already: new sessions read it there
+            self.mcp._session_manager.security_settings = guard
 
     def principal(self) -> str:
         """The user of the call being served: the stdio user, or the user of the bearer token
@@ -269,8 +296,9 @@ class MemoryServer:
 
 
 def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
+    """True for ``localhost`` (in any case) and loopback addresses (127.0.0.0/8, ::1), by the
+    name alone; :func:`bound_to_loopback` tells by the addresses a name was bound to."""
+    if host.lower().rstrip(".") == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -278,18 +306,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _rebinding_guard(host: str) -> TransportSecuritySettings | None:
-    """DNS-rebinding protection (Host and Origin headers checked) for every loopback host.
-    The SDK turns it on only for 127.0.0.1, localhost and ::1, so a server on 127.0.0.2 (or
-    any 127.x address) took requests naming any host -- a web page the user visits could
-    reach it through a rebound name (the bearer token still applies)."""
-    if not is_loopback(host):
-        return None  # a public address: no Host to pin (put TLS and a proxy in front)
-    names = ["127.0.0.1", "localhost", "[::1]", url_host(host)]
+def bound_to_loopback(sockets: Sequence[socket.socket]) -> bool:
+    """True when there are sockets and every one listens on a loopback address."""
+    return bool(sockets) and all(is_loopback(sock.getsockname()[0]) for sock in sockets)
+
+
+def _rebinding_guard(hosts: Sequence[str]) -> TransportSecuritySettings:
+    """DNS-rebinding protection (Host and Origin headers checked) for a loopback server,
+    allowing the usual loopback names and ``hosts`` (as given and in lower case: the SDK
+    compares them exactly). The SDK turns it on only for 127.0.0.1, localhost and ::1, so a
+    server on 127.0.0.2 (or any 127.x address, or a name that resolves to loopback) took
+    requests naming any host -- a web page the user visits could reach it through a rebound
+    name (the bearer token still applies)."""
+    names = ["127.0.0.1", "localhost", "[::1]"]
+    for host in hosts:
+        names += [url_host(host), url_host(host.lower())]
+    names = list(dict.fromkeys(names))
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{name}:*" for name in dict.fromkeys(names)],
-        allowed_origins=[f"http://{name}:*" for name in dict.fromkeys(names)])
+        allowed_hosts=[f"{name}:*" for name in names],
+        allowed_origins=[f"http://{name}:*" for name in names])
 
 
 def build_stdio_server(mos: MemOS, *, user_id: str, **options: Any) -> MemoryServer:
@@ -308,13 +344,24 @@ class CallerError(ValueError):
     memory): the SDK answers the client with its message."""
 
 
+# What the SDK raises (as ValueError) for a prompt request the caller got wrong, before any
+# code of ours runs: a required argument left out, a prompt name the server does not have.
+_SDK_CALLER_MISTAKES = ("Missing required arguments", "Unknown prompt: ")
+
+
+def _is_callers_mistake(exc: BaseException) -> bool:
+    return isinstance(exc, CallerError) or (
+        type(exc) is ValueError and str(exc).startswith(_SDK_CALLER_MISTAKES))
+
+
 class _CallerErrorsInOneLine(logging.Filter):
-    """FastMCP logs every failed prompt with a traceback; for a :class:`CallerError` (the
-    caller's mistake, already answered) keep one warning line without it."""
+    """FastMCP logs every failed prompt with a traceback; for the caller's mistake (a
+    :class:`CallerError`, or the SDK's own refusal of a missing argument or an unknown
+    prompt), already answered to the client, keep one warning line without it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        while exc is not None and not isinstance(exc, CallerError):
+        while exc is not None and not _is_callers_mistake(exc):
             exc = exc.__cause__ or exc.__context__
         if exc is not None:
             record.msg, record.args = f"{record.getMessage()}: {exc}", ()
@@ -393,9 +440,10 @@ def serve_http(server: MemoryServer, host: str, port: int,
         MemOSError: the server could not start (see :func:`bind_http`; or the app's startup
             failed, which uvicorn has logged).
     """
-    uv = _uvicorn(server, host, port)
     if sockets is None:
         sockets = bind_http(host, port)
+    server.guard_for_bound(host, sockets)
+    uv = _uvicorn(server, host, port)
     try:
         uv.run(sockets=sockets)
     except SystemExit as exc:  # uvicorn's "startup failed" is status 3, which `memos` uses
@@ -418,7 +466,9 @@ class HttpServerThread:
     def __init__(self, server: MemoryServer, host: str = "127.0.0.1", port: int = 0) -> None:
         self.server, self.host = server, host
         self._uv = _uvicorn(server, host, port)
-        self._thread = threading.Thread(target=self._uv.run, name="memos-mcp-http", daemon=True)
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=lambda: self._uv.run(sockets=self._sockets),
+                                        name="memos-mcp-http", daemon=True)
         self.port = port
 
     @property
@@ -426,8 +476,12 @@ class HttpServerThread:
         return f"http://{url_host(self.host)}:{self.port}/mcp"
 
     def start(self, timeout: float = 30.0) -> "HttpServerThread":
-        """Start serving; returns once the port is bound. Raises ``RuntimeError`` if the
-        server has not started within ``timeout`` seconds."""
+        """Bind and start serving; returns once the server runs. Raises ``MemOSError`` if the
+        address cannot be bound (see :func:`bind_http`), ``RuntimeError`` if the server has
+        not started within ``timeout`` seconds."""
+        self._sockets = bind_http(self.host, self.port)
+        self.server.guard_for_bound(self.host, self._sockets)
+        self.port = self._sockets[0].getsockname()[1]
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._uv.started:
@@ -435,7 +489,6 @@ class HttpServerThread:
                 self.stop()
                 raise RuntimeError(f"the MCP HTTP server did not start on {self.host}:{self.port}.")
             time.sleep(0.02)
-        self.port = self._uv.servers[0].sockets[0].getsockname()[1]
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -443,6 +496,8 @@ class HttpServerThread:
         self._uv.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout)
+        for sock in self._sockets:
+            sock.close()
 
     def __enter__(self) -> "HttpServerThread":
         return self.start()

@@ -60,3 +60,48 @@ async def test_cli_http_server(tmp_path: Path) -> None:
     assert proc.returncode in (0, 130), proc.stderr.read() if proc.stderr else ""
     with MemOS(data, config=MemOSConfig(show_progress=False)) as mos:  # released, intact
         assert mos.get(stored["stored"]["id"], user_id="alice").text == "Alice plays the oboe."
+
+
+def test_cli_on_a_loopback_name_guards_and_caps(tmp_path: Path) -> None:
+    """``--http LOCALHOST:PORT`` binds loopback: it used to get no DNS-rebinding guard and a
+    warning that it was reachable from other machines (only the exact name ``localhost``
+    counted). ``--max-sessions-per-token`` reaches the server."""
+    from memos_core.mcp_server import TokenStore
+
+    data = tmp_path / "data"
+    token, _ = TokenStore.for_data_dir(data).add("alice")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "memos_core.cli", "mcp", "--http",
+                             f"LOCALHOST:{port}", "--max-sessions-per-token", "1",
+                             "--data-dir", str(data)],
+                            env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw-test", "version": "0"}}}
+    try:
+        _wait_listening(port, proc)
+        url = f"http://127.0.0.1:{port}/mcp"
+        with httpx.Client(timeout=30) as client:
+            rebound = client.post(url, json=initialize,
+                                  headers={**headers, "Host": f"attacker.example:{port}"})
+            named = client.post(url, json=initialize,
+                                headers={**headers, "Host": f"LOCALHOST:{port}"})
+            second = client.post(url, json=initialize, headers=headers)
+    finally:
+        interrupt(proc)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert rebound.status_code == 421, err
+    assert named.status_code == 200 and second.status_code == 429, err
+    assert "reachable from other machines" not in err
+    assert f"serving http://LOCALHOST:{port}/mcp" in err
+
+
+def test_session_limits_need_http(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "memos_core.cli", "mcp", "--user", "alice",
+                             "--session-idle-timeout", "60", "--data-dir", str(tmp_path / "d")],
+                            env=server_env(), capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode != 0 and "give them with --http" in result.stderr, result.stderr

@@ -83,3 +83,21 @@ async def test_a_callers_bad_prompt_argument_is_one_warning_line_not_a_traceback
     except KeyError:
         log.exception("Error getting prompt recall")
     assert caplog.records[-1].levelname == "ERROR" and caplog.records[-1].exc_info
+
+
+@pytest.mark.parametrize(("name", "arguments", "refusal"), [
+    ("recall", {}, "Missing required arguments"), ("no_such_prompt", {}, "Unknown prompt")],
+    ids=["missing-argument", "unknown-prompt"])
+async def test_a_prompt_the_sdk_refuses_is_one_warning_line_not_a_traceback(
+        http_server: HttpFixture, caplog: pytest.LogCaptureFixture, name: str,
+        arguments: dict[str, str], refusal: str) -> None:
+    """The SDK refuses these itself (a ``ValueError``, before any code of ours runs); they
+    were logged as ERROR with a full traceback although the client got a clean answer."""
+    caplog.set_level(logging.INFO, logger="mcp.server.fastmcp.server")
+    async with http_session(http_server.url, http_server.token["alice"]) as alice:
+        with pytest.raises(McpError, match=refusal):
+            await alice.get_prompt(name, arguments)
+    records = [r for r in caplog.records if r.name == "mcp.server.fastmcp.server"
+               and "Error getting prompt" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in records] == [("WARNING", None)]
+    assert refusal in records[0].getMessage()

@@ -190,3 +190,36 @@ def test_a_loopback_server_refuses_other_hosts_and_origins(tmp_path: Any, host: 
             thread.stop()
     assert ok.status_code == 200
     assert rebound.status_code == 421 and foreign.status_code == 403
+
+
+def test_the_rebinding_guard_follows_the_addresses_bound_not_the_name(tmp_path: Any) -> None:
+    """A name that resolves to loopback only (``LOCALHOST``, an ``/etc/hosts`` alias) got no
+    guard: only the exact name ``localhost`` counted. Now the bound sockets decide, and the
+    name is an allowed Host, as given and in lower case."""
+    import socket
+
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.mcp_server import TokenStore, build_http_server
+    from memos_core.mcp_server.server import bind_http, bound_to_loopback
+
+    with MemOS(tmp_path / "data", config=MemOSConfig(show_progress=False)) as mos:
+        server = build_http_server(mos, tokens=TokenStore.for_data_dir(tmp_path / "data"),
+                                   host="My-Alias", port=0)
+        assert server.mcp.settings.transport_security is None  # by the name: not loopback
+        loopback = bind_http("127.0.0.1", 0)
+        try:
+            assert bound_to_loopback(loopback)
+            server.guard_for_bound("My-Alias", loopback)
+        finally:
+            for sock in loopback:
+                sock.close()
+        guard = server.mcp.settings.transport_security
+        assert guard is not None and guard.enable_dns_rebinding_protection
+        assert {"My-Alias:*", "my-alias:*", "127.0.0.1:*"} <= set(guard.allowed_hosts)
+        assert server.mcp.session_manager.security_settings is guard  # new sessions use it
+        with socket.socket() as everywhere:  # bound, never listening: nothing can connect
+            everywhere.bind(("0.0.0.0", 0))
+            assert not bound_to_loopback([everywhere])
+            server.guard_for_bound("My-Alias", [everywhere])
+        guard = server.mcp.settings.transport_security
+        assert guard is not None and not guard.enable_dns_rebinding_protection

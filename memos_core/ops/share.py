@@ -83,7 +83,8 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
                actor: Actor) -> MemCube:
     """Give ``other`` access ``scope`` to one memory (``grant``) or withdraw every grant
     ``other`` holds on it: a new version audited ``share:<scope>`` / ``revoke``, text
-    unchanged (the index point keeps its vectors). Returns it as stored.
+    unchanged (the index point keeps its vectors); nothing is written when its grants are
+    that way already. Returns it as stored.
 
     A revoke also withdraws ``other``'s grants on the summaries made from the memory (at
     any depth) that the same owner holds -- ``compress`` shared them with whoever could
@@ -94,17 +95,23 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
     made from it are followed."""
     now = utcnow()
 
-    def changed(target: MemCube) -> tuple[MemCube, int]:
+    def changed(target: MemCube) -> tuple[MemCube, int] | None:
         gov = target.governance
         new_gov = granted(gov, other, scope) if grant else revoked(gov, other)
+        if new_gov == gov:
+            return None
         return target.model_copy(update={
             "governance": new_gov, "version": target.version + 1, "updated_at": now}), \
             target.version
 
-    changes = [changed(cube)]
+    targets = [cube]
     if not grant or scope == "read":
-        changes += [changed(s) for s in summaries_shared_with(
-            store.vault, [cube.id], cube.user_id, other, writers_only=grant)]
+        targets += summaries_shared_with(store.vault, [cube.id], cube.user_id, other,
+                                         writers_only=grant)
+    # a grant as it stands already, or a revoke of a user without one, writes nothing
+    changes = [change for change in map(changed, targets) if change is not None]
+    if not changes:
+        return cube
     action = f"share:{scope}" if grant else "revoke"
 
     def commit() -> list[MemCube]:
@@ -112,7 +119,8 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
         return [new for new, _ in changes]
 
     store.write(commit, embed=False)
-    return store.as_written(changes[0][0])
+    first = store.as_written(changes[0][0])
+    return first if first.id == cube.id else cube
 
 
 def summaries_shared_with(vault: Vault, ids: Sequence[str], owner: str, other: str, *,

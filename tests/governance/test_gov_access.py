@@ -491,6 +491,21 @@ def test_a_read_grant_to_a_writer_takes_write_from_the_summaries_too(store, user
     assert store.get(both.id, user_id=bob).id == both.id
 
 
+def test_a_share_or_revoke_that_changes_nothing_writes_nothing(store, users) -> None:
+    """Revoking a user who holds no grant, or repeating a grant, wrote a new version and an
+    audit record each time."""
+    alice, bob = users
+    memory = store.add("Alice's spare key is with the neighbour.", user_id=alice)
+    assert store.revoke(memory.id, with_user_id=bob, user_id=alice).version == 1
+    assert store.share(memory.id, with_user_id=bob, user_id=alice).version == 2
+    assert store.share(memory.id, with_user_id=bob, user_id=alice).version == 2
+    assert store.share(memory.id, with_user_id=bob, user_id=alice, scope="write").version == 3
+    assert store.revoke(memory.id, with_user_id=bob, user_id=alice).version == 4
+    assert store.revoke(memory.id, with_user_id=bob, user_id=alice).version == 4
+    actions = [r.action for r in store.audit_log(user_id=alice, memory_id=memory.id)]
+    assert actions == ["add", "share:read", "share:write", "revoke"]
+
+
 def test_a_summary_lives_no_longer_than_its_sources(store, users) -> None:
     import time
 

@@ -53,15 +53,17 @@ class VaultMachine(RuleBasedStateMachine):
         self.versions: dict[str, int] = {}
         self.deleted: set[str] = set()
         self.archived: set[str] = set()
+        self.peer: dict[str, str | None] = {}  # the peer's grant on each memory
 
-    def _change(self, mid: str, call: Any) -> None:
-        """Run a change; a forgotten memory must refuse it and stay as it is."""
+    def _change(self, mid: str, call: Any, writes: bool = True) -> None:
+        """Run a change (``writes``: one that makes a new version); a forgotten memory must
+        refuse it and stay as it is."""
         if mid in self.deleted:
             with pytest.raises(MemoryDeletedError):
                 call()
             return
         call()
-        self.versions[mid] += 1
+        self.versions[mid] += writes
 
     @rule(target=memories, text=TEXT)
     def add(self, text: str) -> str:
@@ -76,11 +78,16 @@ class VaultMachine(RuleBasedStateMachine):
     @rule(mid=memories, scope=st.sampled_from(["read", "write"]))
     def share(self, mid: str, scope: str) -> None:
         self._change(mid, lambda: self.mos.share(mid, with_user_id="peer", user_id=self.user,
-                                                 scope=scope))
+                                                 scope=scope), self.peer.get(mid) != scope)
+        if mid not in self.deleted:
+            self.peer[mid] = scope
 
     @rule(mid=memories)
     def revoke(self, mid: str) -> None:
-        self._change(mid, lambda: self.mos.revoke(mid, with_user_id="peer", user_id=self.user))
+        self._change(mid, lambda: self.mos.revoke(mid, with_user_id="peer", user_id=self.user),
+                     self.peer.get(mid) is not None)
+        if mid not in self.deleted:
+            self.peer[mid] = None
 
     @rule(mid=memories)
     def archive_or_restore(self, mid: str) -> None:

@@ -16,10 +16,10 @@ are left alone, so repeating a grant writes nothing but its audit record.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 
-from memos_core.cube import Governance, MemCube, utcnow
+from memos_core.cube import MemCube, utcnow
 from memos_core.errors import ConflictError, InvalidInputError, NamespaceChangedError
 from memos_core.governance.access import (
     broader_grant, contains, covers, granted, revoked, who_may, with_grants,
@@ -149,10 +149,10 @@ def share_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> 
     """Store ``grant`` and apply it to every memory it covers (see the module docstring),
     except a summary made from a memory its grantee may not read (:func:`withheld`)."""
     with store.write_lock:
+        # a writer made a reader is made one of the owner's summaries outside it too
         n = _change_grant(store, grant, lambda gov: granted(gov, grant.grantee, grant.scope),
-                          actor, f"share:{grant.scope}", add=[grant], skip=withheld)
-        if grant.scope == "read":  # a writer made a reader: also of the summaries outside
-            n += retrying(lambda: _summaries_outside(store, grant, actor), on=ConflictError)
+                          actor, f"share:{grant.scope}", add=[grant], skip=withheld,
+                          outside=grant.scope == "read")
     return _receipt(grant, grant.scope, n)
 
 
@@ -204,48 +204,35 @@ def revoke_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) ->
             )
         doomed = [g for g in existing if g.grantee == grant.grantee and contains(grant, g)]
         n = _change_grant(store, grant, lambda gov: revoked(gov, grant.grantee), actor,
-                          "revoke", remove=doomed or [grant])
-        n += retrying(lambda: _summaries_outside(store, grant, actor), on=ConflictError)
+                          "revoke", remove=doomed or [grant], outside=True)
     return _receipt(grant, "none", n)
 
 
-def _summaries_outside(store: MemoryStore, grant: NamespaceGrant, actor: Actor) -> int:
-    """After a namespace revoke (or a ``read`` grant): withdraw the grantee's access (write
-    access) to the owner's summaries outside the namespace made (at any depth) from a
-    memory inside it -- ``compress`` shared them as its sources, e.g. a summary of two
-    sessions when a session's grant is revoked (as :func:`set_access` does for one memory).
-    Returns how many changed."""
-    vault = store.vault
-    sharing = grant in vault.grants(grant.owner)  # else revoked
+def _summaries_outside(vault: Vault, grant: NamespaceGrant, rule: Any, inside: Collection[str],
+                       *, writers_only: bool) -> list[tuple[MemCube, int]]:
+    """New versions (``rule`` applied) of the owner's summaries outside ``grant``'s namespace
+    that were made (at any depth) from a memory inside it and that its grantee may read --
+    may change, with ``writers_only`` (a ``read`` grant: a writer made a reader) -- leaving
+    out the memories
+    ``inside`` (changed with the namespace): ``compress`` shared them as their sources, e.g.
+    a summary of two sessions when a session's grant is revoked (as :func:`set_access` does
+    for one memory)."""
     found = summaries_shared_with(vault, [c.id for c in owned_in(vault, grant)], grant.owner,
-                                  grant.grantee, writers_only=sharing)
-    if not found:
-        return 0
+                                  grant.grantee, writers_only=writers_only)
     now = utcnow()
-
-    def rule(gov: Governance) -> Governance:
-        return granted(gov, grant.grantee, "read") if sharing else revoked(gov, grant.grantee)
-
-    changes = [(s.model_copy(update={"governance": rule(s.governance),
-                                     "version": s.version + 1, "updated_at": now}), s.version)
-               for s in found]
-    action = "share:read" if sharing else "revoke"
-
-    def commit() -> list[MemCube]:
-        vault.put_versions(changes, actor, action, {**_details(grant), "derived": True})
-        return [new for new, _ in changes]
-
-    store.write(commit, embed=False)
-    return len(changes)
+    return [(s.model_copy(update={"governance": rule(s.governance), "version": s.version + 1,
+                                  "updated_at": now}), s.version)
+            for s in found if s.id not in inside and rule(s.governance) != s.governance]
 
 
 def _change_grant(store: MemoryStore, grant: NamespaceGrant, rule: Any, actor: Actor,
                   action: str, *, add: Sequence[NamespaceGrant] = (),
                   remove: Sequence[NamespaceGrant] = (),
                   skip: Callable[[Vault, NamespaceGrant, Sequence[MemCube]], set[str]] | None = None,
-                  ) -> int:
+                  outside: bool = False) -> int:
     """Store the grant change with the new versions ``rule`` gives the memories of the
-    namespace; then fix the memories another process stored there between the listing and
+    namespace (with ``outside``, and the owner's summaries outside it made from them:
+    :func:`_summaries_outside`), in one transaction; then fix the memories another process stored there between the listing and
     the commit, with the grants as they were (a memory stored after the commit gets the new
     ones: the vault checks a new memory's grants in its own transaction). The second pass
     changes no grant, and leaves a memory alone where the grantee's grants as they are now
@@ -254,6 +241,9 @@ def _change_grant(store: MemoryStore, grant: NamespaceGrant, rule: Any, actor: A
     changed."""
     def first() -> int:
         changes = _changes(store.vault, grant, rule, skip)
+        if outside:
+            changes += _summaries_outside(store.vault, grant, rule,
+                                          {cube.id for cube, _ in changes}, writers_only=bool(add))
 
         def commit() -> list[MemCube]:
             store.vault.change_grants(add=add, remove=remove, changes=changes, actor=actor,

@@ -506,6 +506,30 @@ def test_a_share_or_revoke_that_changes_nothing_writes_nothing(store, users) -> 
     assert actions == ["add", "share:read", "share:write", "revoke"]
 
 
+def test_a_namespace_revoke_takes_the_summaries_outside_in_its_own_transaction(
+        store, users, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The summaries outside the namespace were changed in a second transaction: a process
+    killed between the two left the grantee reading them, and no other process finished it.
+    Now one write carries the grant, the namespace's memories and those summaries."""
+    alice, bob = users
+    hotel = store.add("Alice's hotel is the Grand.", user_id=alice, session_id="s1")
+    taxi = store.add("Alice's taxi is at 9am.", user_id=alice, session_id="s2")
+    for session in ("s1", "s2"):
+        store.share_namespace(with_user_id=bob, user_id=alice, session_id=session, scope="write")
+    both = store.compress([hotel.id, taxi.id], "Grand hotel, taxi 9am.", user_id=alice)
+    assert both.session_id is None and bob in both.governance.writers
+    writes = []
+    real = store.store.write
+    monkeypatch.setattr(store.store, "write", lambda *a, **kw: writes.append(1) or real(*a, **kw))
+    assert store.share_namespace(with_user_id=bob, user_id=alice, session_id="s1").memories == 2
+    assert len(writes) == 1 and bob not in store.get(both.id, user_id=alice).governance.writers
+    writes.clear()
+    assert store.revoke_namespace(with_user_id=bob, user_id=alice, session_id="s1").memories == 2
+    assert len(writes) == 1
+    with pytest.raises(AccessDeniedError):
+        store.get(both.id, user_id=bob)
+
+
 def test_a_summary_lives_no_longer_than_its_sources(store, users) -> None:
     import time
 

@@ -1,8 +1,9 @@
 """The ``memos`` command line: the Memory API for shells and scripts.
 
 Every command but ``demo`` takes ``--data-dir`` (default ``$MEMOS_DATA_DIR`` or ``~/.memos``)
--- or, for the server mode, ``--db postgresql://...`` (default ``$MEMOS_DB_URL``) -- and
-``--user`` (default ``$MEMOS_USER`` or your login name), and ``--json`` for machine-readable
+-- or, for the server mode, ``--db postgresql://...`` (default ``$MEMOS_DB_URL``; anything but
+a ``postgresql://`` URL is refused) -- and ``--user`` (default ``$MEMOS_USER`` or your login
+name; ``schedule`` with neither runs for every user), and ``--json`` for machine-readable
 output; these options go before or after the command (``memos --db URL search ...`` and
 ``memos search ... --db URL`` are the same). Commands that read (``search``, ``get``, ``list``,
 ``stats``, ``export`` ...) refuse a data directory that holds no store, so a mistyped path is
@@ -35,7 +36,7 @@ from memos_core.errors import (
     MemOSError,
 )
 from memos_core.mcp_server import cli as mcp_cli  # argparse only: the MCP SDK loads when serving
-from memos_core.validation import check_name, check_path
+from memos_core.validation import check_name, check_path, shown_path
 
 
 def _default_user() -> str:
@@ -115,7 +116,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _memory_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """``add``, ``search``, ``list``, ``get`` and ``history``."""
-    a = sub.add_parser("add", parents=[common], help="store a memory (text, '-' for stdin, or --file)")
+    a = sub.add_parser("add", parents=[common], help="store a memory (text, '-' for stdin, or --file)",
+                       epilog="With --file, --session, --type, --tag, --sensitivity and "
+                       "--occurred-at (and --agent) are the defaults of every line: a line's own "
+                       "field wins (its tags or sensitivity replace the option's, not add to "
+                       "them). TEXT and --supersedes are for one memory, not --file.")
     a.add_argument("text", nargs="?", help="memory text; '-' reads stdin")
     a.add_argument("--file", type=Path, help="JSONL file, one {'text': ..., ...} per line (bulk)")
     a.add_argument("--session", default=None, help="the session the memory belongs to")
@@ -160,7 +165,10 @@ def _store_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """``forget``, ``export``, ``import``, ``reindex``, ``stats``, ``schedule`` and ``audit``."""
     f = sub.add_parser("forget", parents=[common], help="delete a memory everywhere")
     f.add_argument("id")
-    f.add_argument("--reason", default=None, help="kept in the audit record")
+    f.add_argument("--reason", default=None,
+                   help="why, for the audit record while the forget runs: like the memory's "
+                   "other reasons it is then removed (a salted commitment stays so that `audit "
+                   "verify` still verifies; see docs/governance.md)")
 
     e = sub.add_parser("export", parents=[common], help="write your memories to a bundle directory")
     e.add_argument("path", type=Path)
@@ -173,9 +181,11 @@ def _store_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     sub.add_parser("stats", parents=[common], help="counts of memories, versions, index, graph")
 
     sc = sub.add_parser("schedule", parents=[common],
-                        help="run the scheduler once: expire, archive, promote/demote, KV blocks")
+                        help="run the scheduler once: expire, archive, promote/demote, KV blocks",
+                        epilog="It runs for --user, else $MEMOS_USER; with neither, for every "
+                        "user (not for your login name).")
     sc.add_argument("--preset", choices=["default", "eager", "conservative"], default="default",
-                    help="scheduler settings (default: default); without --user: every user")
+                    help="scheduler settings (default: default)")
 
     au = sub.add_parser("audit", parents=[common],
                         help="list the audit log, 'verify' its chain, or show its 'head' (to "
@@ -220,10 +230,8 @@ def _open(args: argparse.Namespace, user: str) -> Any:
         overrides["index_url"] = args.index_url
     if args.embedder_backend:
         overrides["embedder_backend"] = args.embedder_backend
-    db = args.db or (os.environ.get("MEMOS_DB_URL") if args.data_dir is None else None)
-    if db:
-        if args.data_dir is not None:
-            raise InvalidInputError("Give either --db (server mode) or --data-dir, not both.")
+    db = mcp_cli.server_url(args)
+    if db is not None:
         if args.cache_dir is not None:
             overrides["cache_dir"] = args.cache_dir
         return MemOS(db, config=MemOSConfig(**overrides))
@@ -244,19 +252,28 @@ def _json(data: Any) -> str:
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(_json(data) if args.json else text)
+    """Print ``data`` as JSON with ``--json``, else ``text``. A lone surrogate in ``text``
+    (a byte that is not UTF-8 in a name or a damaged stored row) is printed as its escape,
+    so a strict UTF-8 stdout does not fail after the command did its work; JSON escapes
+    it itself."""
+    print(_json(data) if args.json else text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
     if args.file:
+        _check_file_options(args)
         lines, items = _read_jsonl(args.file)
         try:
-            cubes = mos.add_many(items, user_id=user, agent_id=args.agent)
+            # the options are the call's defaults; a line's own field wins (add_many's rule)
+            cubes = mos.add_many(items, user_id=user, agent_id=args.agent,
+                                 session_id=args.session, type=args.type, tags=args.tag,
+                                 sensitivity=args.sensitivity, occurred_at=args.occurred_at)
         except InvalidInputError as exc:  # "item 3121: ..." -> the file's line
             index = getattr(exc, "item", None)
             if index is None or exc.__cause__ is None:
                 raise
-            raise InvalidInputError(f"{args.file} line {lines[index]}: {exc.__cause__}") from None
+            raise InvalidInputError(
+                f"{shown_path(args.file)} line {lines[index]}: {exc.__cause__}") from None
         _emit(args, {"added": len(cubes), "ids": [c.id for c in cubes]}, f"added {len(cubes)} memories")
         return
     if args.text is None:
@@ -266,6 +283,17 @@ def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
                    type=args.type, tags=args.tag, occurred_at=args.occurred_at,
                    supersedes=args.supersedes, sensitivity=args.sensitivity)
     _emit(args, _cube_json(cube), f"{cube.id}  v{cube.version}  {cube.text[:70]}")
+
+
+def _check_file_options(args: argparse.Namespace) -> None:
+    """Refuse what ``add --file`` cannot apply: a TEXT (which memory would it be?) and
+    ``--supersedes`` (one memory replaces one other), rather than drop them silently."""
+    given = [what for what, value in (("TEXT", args.text), ("--supersedes", args.supersedes))
+             if value is not None]
+    if given:
+        raise InvalidInputError(
+            f"memos add --file takes no {' or '.join(given)}: those are for one memory "
+            "(memos add TEXT --supersedes ID); put each text in the file, one JSON line each.")
 
 
 def _read_stdin() -> str:
@@ -303,25 +331,26 @@ def _read_jsonl(path: Path) -> tuple[list[int], list[dict[str, Any]]]:
     from memos_core.ops.writes import check_item_keys
 
     path = check_path(path, "--file")
+    name = shown_path(path)  # for messages
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc}") from None
+        raise InvalidInputError(f"cannot read {name}: {exc}") from None
     items: list[dict[str, Any]] = []
     numbers: list[int] = []
-    lines = _text_mode_newlines(_decode_utf8(data, str(path))).split("\n")
+    lines = _text_mode_newlines(_decode_utf8(data, name)).split("\n")
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{path} line {n} is not JSON: {exc}") from None
+            raise InvalidInputError(f"{name} line {n} is not JSON: {exc}") from None
         except RecursionError:
-            raise InvalidInputError(f"{path} line {n} is nested too deeply.") from None
+            raise InvalidInputError(f"{name} line {n} is nested too deeply.") from None
         if not isinstance(item, dict) or "text" not in item:
-            raise InvalidInputError(f"{path} line {n} must be an object with a 'text' field.")
-        check_item_keys(item, f"{path} line {n}")
+            raise InvalidInputError(f"{name} line {n} must be an object with a 'text' field.")
+        check_item_keys(item, f"{name} line {n}")
         items.append(item)
         numbers.append(n)
     return numbers, items
@@ -370,7 +399,7 @@ _CREATING = frozenset({"add", "import", "mcp"})
 def _check_store_exists(args: argparse.Namespace) -> None:
     if args.command in _CREATING or (args.command in ("share", "revoke") and args.id is None):
         return  # a namespace grant covers memories stored later
-    if args.db or (args.data_dir is None and os.environ.get("MEMOS_DB_URL")):
+    if mcp_cli.server_url(args) is not None:
         return  # server mode: the database says what exists
     data_dir = args.data_dir or default_data_dir()
     if not (data_dir / "vault.sqlite3").is_file():
@@ -378,7 +407,8 @@ def _check_store_exists(args: argparse.Namespace) -> None:
         source = ("--data-dir" if args.data_dir is not None
                   else "$MEMOS_DATA_DIR" if "MEMOS_DATA_DIR" in os.environ else "the default")
         raise InvalidInputError(
-            f"{data_dir} ({source}) {where}: `memos {args.command}` needs an existing store. "
+            f"{shown_path(data_dir)} ({source}) {where}: `memos {args.command}` needs an "
+            "existing store. "
             "Check the path, or store a memory first with `memos add` (which creates it).")
 
 
@@ -418,7 +448,7 @@ def _run(args: argparse.Namespace) -> None:
             _cmd_share(args, mos, user)
         elif args.command == "export":
             path = mos.export(args.path, user_id=user, include_sensitive=args.include_sensitive)
-            _emit(args, {"path": str(path)}, f"exported to {path}")
+            _emit(args, {"path": str(path)}, f"exported to {shown_path(path)}")
         elif args.command == "import":
             result = mos.import_(args.path, user_id=user)
             _emit(args, result, ", ".join(f"{k}: {v}" for k, v in result.items()))
@@ -434,7 +464,10 @@ def _run(args: argparse.Namespace) -> None:
             from memos_core.scheduler import SchedulerConfig
 
             config = SchedulerConfig.preset(args.preset, heat_half_life_s=mos.config.heat_half_life_s)
-            report = mos.schedule(user_id=args.user, config=config)
+            # one user when named (--user, else $MEMOS_USER, as every command takes them);
+            # with neither, every user: the login name is no choice of one
+            named = args.user is not None or "MEMOS_USER" in os.environ
+            report = mos.schedule(user_id=user if named else None, config=config)
             _emit(args, {**report.model_dump(mode="json"), "counts": report.counts()},
                   report.summary())
 
@@ -476,7 +509,8 @@ def _cmd_audit(args: argparse.Namespace, mos: Any, user: str) -> None:
                             limit=args.limit)
     _emit(args, [r.__dict__ for r in records], "\n".join(
         f"{r.seq:>6}  {r.at:%Y-%m-%d %H:%M:%S}  {r.user_id:<10} {r.action:<12} "
-        f"{r.memory_id or '-'} v{r.version or '-'}  {r.reason or ''}" for r in records))
+        f"{r.memory_id or '-'} v{r.version or '-'}  {r.reason or ''}" for r in records)
+        or "no audit records")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

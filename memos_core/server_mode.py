@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from memos_core.config import MemOSConfig
 from memos_core.errors import InvalidInputError, MemOSError, ServerUnavailableError
 from memos_core.lock import DataDirLock, make_private_dir
+from memos_core.validation import bad_char
 from memos_core.vault.postgres import PostgresVault, is_postgres_url, redact_url
 
 __all__ = ["ServerParts", "check_pgvector", "check_url", "is_postgres_url", "open_server"]
@@ -31,6 +32,10 @@ def check_url(url: str) -> str:
             f"Not a PostgreSQL URL: {redact_url(str(url))!r}. Server mode takes "
             "postgresql://user:password@host:port/database (a data directory path is the "
             "embedded mode).")
+    bad = bad_char(url)
+    if bad is not None:  # the driver could not encode it (a byte that is not UTF-8)
+        raise InvalidInputError(f"The PostgreSQL URL holds {bad}; write it in UTF-8 "
+                                "(percent-encode other bytes: %FF).")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -7,6 +7,7 @@ wrong and what is accepted. They run before anything is written.
 from __future__ import annotations
 
 import os
+import sys
 import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
@@ -20,13 +21,27 @@ from memos_core.errors import InvalidInputError, MemoryNotFoundError
 
 def shown(value: object, limit: int = 80) -> str:
     """``repr(value)`` for an error message, cut to about ``limit`` characters (a bad value
-    may be megabytes long)."""
+    may be megabytes long). A cut one ends with the length of the value itself (characters
+    of a str, bytes of a bytes, else of its ``repr``), not of the excerpt."""
     try:
         text = repr(value) if not isinstance(value, (str, bytes)) or len(value) <= 4 * limit \
             else repr(value[:limit])
     except ValueError:  # an int of more digits than str() converts
         return f"an {type(value).__name__} too large to show"
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+    if len(text) <= limit:
+        return text
+    size = (f"{len(value):,} characters" if isinstance(value, str)
+            else f"{len(value):,} bytes" if isinstance(value, bytes)
+            else f"{len(text):,} characters")
+    return text[:limit] + f"... ({size})"
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """``path`` fit to print or to keep in a record: a byte of its name that is not UTF-8
+    (which Python holds as a lone surrogate, ``\\udcff``) written as its escape, ``\\xff``,
+    so that a strict UTF-8 stream (stdout under ``en_US.UTF-8``, an audit record) takes it.
+    A valid name is returned as it is."""
+    return os.fsencode(path).decode(sys.getfilesystemencoding(), "backslashreplace")
 
 
 T = TypeVar("T")

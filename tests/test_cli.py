@@ -242,3 +242,113 @@ def test_without_gguf_reading_the_model_file_names_the_extra(monkeypatch, tmp_pa
     monkeypatch.setitem(sys.modules, "gguf", None)  # `import gguf` raises ImportError
     with pytest.raises(ModelLoadError, match=r"gguf package is missing.*memos-core\[local-model\]"):
         _convert_into(default_gguf_path(), tmp_path / "out")
+
+
+def test_add_file_takes_the_options_as_every_line_s_defaults(memos, tmp_path):
+    """--session, --type, --tag, --sensitivity and --occurred-at apply to each line that does
+    not set the field itself (they were dropped: a bulk import marked secret was searchable
+    unredacted); a line's own value wins, its tags and sensitivity replacing the option's."""
+    src = tmp_path / "pins.jsonl"
+    src.write_text(json.dumps({"text": "Bank PIN is 4321"}) + "\n" + json.dumps(
+        {"text": "A public note on banking.", "tags": ["own"], "sensitivity": [],
+         "session_id": "s2", "type": "note", "occurred_at": "2025-01-01T00:00:00Z"}) + "\n")
+    code, out, err = memos("add", "--file", str(src), "--json", "--sensitivity", "secret",
+                           "--session", "s1", "--tag", "bank", "--type", "fact",
+                           "--occurred-at", "2024-02-03T04:05:06Z")
+    assert code == 0, err
+    pin, note = (json.loads(memos("get", i, "--json")[1]) for i in json.loads(out)["ids"])
+    assert (pin["namespace"]["session_id"], pin["type"], pin["tags"], pin["governance"]["sensitivity"],
+            pin["occurred_at"]) == ("s1", "fact", ["bank"], ["secret"], "2024-02-03T04:05:06Z")
+    assert (note["namespace"]["session_id"], note["type"], note["tags"], note["governance"]["sensitivity"],
+            note["occurred_at"]) == ("s2", "note", ["own"], [], "2025-01-01T00:00:00Z")
+    hits = {h["id"]: h for h in json.loads(memos("search", "bank pin", "--json")[1])}
+    assert hits[pin["id"]]["text"] == "[redacted: secret]" and hits[pin["id"]]["redacted"] == ["secret"]
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["ignored text"], "TEXT"), (["--supersedes", "00000000-0000-4000-8000-000000000000"], "--supersedes"),
+    (["-", "--supersedes", "00000000-0000-4000-8000-000000000000"], "TEXT or --supersedes"),
+])
+def test_add_file_refuses_what_is_for_one_memory(memos, tmp_path, extra, named):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": "a line"}) + "\n")
+    code, out, err = memos("add", "--file", str(src), *extra)
+    assert (code, out) == (2, "") and f"memos add --file takes no {named}:" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert json.loads(memos("list", "--json")[1]) == []
+
+
+@pytest.mark.parametrize("value, message", [
+    ("host=db.internal dbname=memos user=app", "it has no scheme"),
+    ("typo", "it has no scheme"),
+    ("", "it has no scheme"),
+    ("postgresq://u@h/db", "its scheme is 'postgresq'"),
+    ("postgresql://u@127.0.0.1:1/db\udcff", "holds an unpaired surrogate"),
+])
+@pytest.mark.parametrize("source", ["--db", "$MEMOS_DB_URL"])
+@pytest.mark.parametrize("argv", [["list"], ["add", "shared team fact"], ["mcp", "token", "list"]])
+def test_a_db_that_is_not_a_postgresql_url_is_refused(tmp_path, capsys, monkeypatch, value, message,
+                                                      source, argv):
+    """It was taken for a data directory of that name, created and used: a libpq
+    'host=... dbname=...' string stored the team's memories in a local folder."""
+    if source == "$MEMOS_DB_URL" and not value:
+        pytest.skip("an empty $MEMOS_DB_URL is unset, as before")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MEMOS_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default data directory, if used
+    if source == "--db":
+        monkeypatch.delenv("MEMOS_DB_URL", raising=False)
+        code = main(["--db", value, "--user", "alice", *argv])
+    else:
+        monkeypatch.setenv("MEMOS_DB_URL", value)
+        code = main(["--user", "alice", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and f"memos: error: {source} " in err and message in err, err
+    if "surrogate" not in message:
+        assert f"{source} needs a postgresql:// URL" in err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
+
+
+def test_forget_help_says_the_reason_is_removed(memos, capsys):
+    """The forget removes its own reason with the memory's others (a salted commitment stays):
+    the help said it was "kept in the audit record"."""
+    with pytest.raises(SystemExit):
+        main(["forget", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "kept in the audit record" not in help_text
+    assert "it is then removed" in help_text and "commitment" in help_text
+    cube = json.loads(memos("add", "tmp note", "--json")[1])
+    assert memos("forget", cube["id"], "--reason", "ticket GDPR-123")[0] == 0
+    records = json.loads(memos("audit", "--json", "--memory", cube["id"])[1])
+    assert records and all(r["reason"] is None for r in records)
+
+
+@pytest.mark.parametrize("how, scheduled", [("--user", ["alice"]), ("$MEMOS_USER", ["alice"]),
+                                            ("neither", ["alice", "bob"])])
+def test_schedule_runs_for_the_named_user_else_every_user(tmp_path, capsys, monkeypatch, how, scheduled):
+    """$MEMOS_USER names the user as for every other command (schedule ran for every user)."""
+    where = ["--data-dir", str(tmp_path / "d")]
+    for user in ("alice", "bob"):
+        assert main(["add", f"{user} note", *where, "--user", user]) == 0
+    monkeypatch.delenv("MEMOS_USER", raising=False)
+    argv = ["schedule", "--json", *where]
+    if how == "--user":
+        argv += ["--user", "alice"]
+    elif how == "$MEMOS_USER":
+        monkeypatch.setenv("MEMOS_USER", "alice")
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert sorted(u["user_id"] for u in json.loads(capsys.readouterr().out)["users"]) == scheduled
+
+
+def test_a_cut_value_in_a_message_names_its_whole_length(memos):
+    memos("add", "x y")
+    code, _, err = memos("get", "t" * 100_000)
+    assert code == 2 and "... (100,000 characters)" in err, err
+    code, _, err = memos("add", "x y", "--tag", "t" * 100_000)
+    assert code == 2 and "got one of 100,000: 'ttt" in err and "... (100,000 characters)" in err, err
+
+
+def test_an_audit_list_that_finds_nothing_says_so(memos):
+    memos("add", "x y")
+    assert memos("audit", "--action", "nosuch") == (0, "no audit records\n", "")

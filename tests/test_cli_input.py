@@ -99,3 +99,37 @@ def test_a_bad_value_in_a_jsonl_file_names_its_line(memos, tmp_path: Path) -> No
     code, _, err = memos("add", "--file", str(src))
     assert code == 2 and f"{src} line 4: ttl_seconds must be" in err, err
     assert json.loads(memos("list", "--json")[1]) == []
+
+
+def test_a_path_that_is_not_utf8_is_printed_escaped_and_its_bundle_imports(tmp_path: Path) -> None:
+    """A name holding a byte that is not UTF-8 (Python holds it as a lone surrogate): `export`
+    wrote the bundle, then failed printing its path on a strict UTF-8 stdout (exit 1, a
+    traceback); `import` refused it, naming a "reason" the user never gave (the audit reason
+    was built from the name)."""
+    bundle = tmp_path / "bundle\udcff"  # b"bundle\xff" on disk
+    src = ["--data-dir", str(tmp_path / "src"), "--user", "alice"]
+    assert _memos("add", "hello there", *src).returncode == 0
+    out = _memos("export", str(bundle), *src)
+    assert (out.returncode, out.stderr) == (0, b""), out.stderr
+    assert out.stdout == f"exported to {tmp_path}/bundle\\xff\n".encode()
+    assert os.fsencode(bundle) in [os.fsencode(p) for p in tmp_path.iterdir()]
+    dst = ["--data-dir", str(tmp_path / "dst"), "--user", "alice"]
+    got = _memos("import", str(bundle), "--json", *dst)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["imported"] == 1
+    records = json.loads(_memos("audit", "--json", "--action", "import", *dst).stdout)
+    assert [r["reason"] for r in records] == ["import bundle\\xff"]
+
+
+def test_a_db_url_that_is_not_utf8_is_bad_input(tmp_path: Path) -> None:
+    """psycopg could not encode it: a UnicodeEncodeError traceback, exit 1."""
+    got = _memos("--db", "postgresql://u@127.0.0.1:1/db\udcff", "--user", "alice", "list")
+    err = got.stderr.decode("utf-8", "replace")
+    assert got.returncode == 2 and "Traceback" not in err, err
+    assert err == ("memos: error: --db holds an unpaired surrogate (text that is not valid "
+                   "UTF-8); write the URL in UTF-8 (percent-encode other bytes: %FF).\n")
+    from memos_core.errors import InvalidInputError
+    from memos_core.server_mode import check_url
+
+    with pytest.raises(InvalidInputError, match="holds an unpaired surrogate"):  # MemOS(url)
+        check_url("postgresql://u@127.0.0.1:1/db\udcff")

@@ -67,14 +67,41 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
             p.add_argument("token_id")
 
 
-def _server_url(args: argparse.Namespace) -> str | None:
-    """The server-mode URL the command names (``--db``, else ``$MEMOS_DB_URL`` when no
-    ``--data-dir`` is given), as ``memos`` resolves it for the other commands."""
+def server_url(args: argparse.Namespace) -> str | None:
+    """The server-mode URL the command names: ``--db``, else ``$MEMOS_DB_URL`` when no
+    ``--data-dir`` is given (an empty ``$MEMOS_DB_URL`` counts as unset); None for the
+    embedded mode. Every ``memos`` command resolves it here.
+
+    Raises:
+        InvalidInputError: both ``--db`` and ``--data-dir`` are given, or the URL is not a
+            ``postgresql://`` URL (a libpq ``host=... dbname=...`` string, a typo: it would
+            otherwise be taken for a data directory of that name and created), or it holds
+            a byte that is not UTF-8.
+    """
     data_dir = getattr(args, "data_dir", None)
-    url = getattr(args, "db", None) or (os.environ.get("MEMOS_DB_URL") if data_dir is None else None)
-    if url and data_dir is not None:
+    given = getattr(args, "db", None)
+    source = "--db" if given is not None else "$MEMOS_DB_URL"
+    url = given if given is not None else (
+        (os.environ.get("MEMOS_DB_URL") or None) if data_dir is None else None)
+    if url is None:
+        return None
+    if data_dir is not None:
         raise InvalidInputError("Give either --db (server mode) or --data-dir, not both.")
-    return url or None
+    from memos_core.validation import bad_char, shown
+    from memos_core.vault.postgres import is_postgres_url
+
+    bad = bad_char(url)
+    if bad is not None:
+        raise InvalidInputError(f"{source} holds {bad}; write the URL in UTF-8 "
+                                "(percent-encode other bytes: %FF).")
+    if not is_postgres_url(url):
+        scheme = url.split("://", 1)[0] if "://" in url else None
+        got = f"its scheme is {shown(scheme, 20)}" if scheme is not None else "it has no scheme"
+        raise InvalidInputError(
+            f"{source} needs a postgresql:// URL (postgresql://user:password@host:port/"
+            f"database); {got}. A libpq 'host=... dbname=...' string is written "
+            "postgresql://user@host/dbname; for a data directory use --data-dir.")
+    return url
 
 
 @contextmanager
@@ -83,7 +110,7 @@ def _tokens(args: argparse.Namespace) -> Iterator[Any]:
     the vault's (every MCP server on the database shares it); else the data directory's."""
     from memos_core.mcp_server.tokens import TokenStore, VaultTokenStore
 
-    url = _server_url(args)
+    url = server_url(args)
     if args.token_file is not None or not url:
         yield (TokenStore(args.token_file) if args.token_file is not None
                else TokenStore.for_data_dir(args.data_dir or default_data_dir()))

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from memos_core.errors import CorruptDataError, InvalidInputError, MemoryNotFoundError
 from memos_core.lock import make_private_dir
-from memos_core.validation import check_name
+from memos_core.validation import bad_char, check_name
 from memos_core.vault.base import Actor
 
 if TYPE_CHECKING:
@@ -57,13 +57,31 @@ def _new_token(user_id: str, label: str | None) -> tuple[str, TokenRecord]:
     user_id = check_name(user_id, "user_id")
     if label is not None and (not isinstance(label, str) or len(label) > 200):
         raise InvalidInputError("label must be a string of at most 200 characters.")
+    bad = bad_char(label) if label is not None else None
+    if bad is not None:  # a byte that is not UTF-8 in the argument: no output could print it
+        raise InvalidInputError(f"label holds {bad}; write it in UTF-8.")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     return token, TokenRecord(id="tok_" + secrets.token_hex(6), user_id=user_id,
                               sha256=_hash(token), created_at=_now(), label=label)
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """The time now in UTC as ``2025-06-14T08:00:00Z``: the form of every datetime the
+    ``memos`` command line writes with ``--json``."""
+    return _utc_z(datetime.now(timezone.utc))
+
+
+def _utc_z(when: datetime) -> str:
+    """``when`` (aware) in UTC to the second, ``Z`` for UTC."""
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _stored_time(value: str) -> str:
+    """A stored ``created_at`` / ``revoked_at`` in the form :func:`_now` writes: records
+    written before it (``+00:00``) read as ``Z``; one without a time zone is left as it is.
+    Raises ``ValueError`` for a value that is not ISO 8601."""
+    when = datetime.fromisoformat(value)
+    return value if when.tzinfo is None else _utc_z(when)
 
 
 @dataclass(frozen=True)
@@ -123,16 +141,17 @@ def _check_entry(entry: object) -> TokenRecord:
         raise ValueError(str(exc)) from None
     if not _SHA256.fullmatch(entry["sha256"]):
         raise ValueError("sha256 is not 64 lowercase hexadecimal digits")
+    times: dict[str, str] = {}
     for key in ("created_at", "revoked_at"):
         if entry.get(key) is not None:
             try:
-                datetime.fromisoformat(entry[key])
+                times[key] = _stored_time(entry[key])
             except ValueError:
                 raise ValueError(f"{key} is not an ISO 8601 date/time") from None
     label = entry.get("label")
     if label is not None and len(label) > 200:
         raise ValueError("label is longer than 200 characters")
-    return TokenRecord(**entry)
+    return TokenRecord(**{**entry, **times})
 
 
 def _check_file(data: object) -> list[TokenRecord]:

@@ -40,6 +40,7 @@ from memos_core.validation import (
     check_name,
     check_tags,
     check_text,
+    shown_path,
     unstorable,
 )
 from memos_core.vault import Actor, Edge, ListQuery, scrub
@@ -65,7 +66,7 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
     deleted by the next export to ``path``.
     """
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise InvalidInputError(f"Export target {path} exists and is not an empty directory.")
+        raise InvalidInputError(f"Export target {shown_path(path)} exists and is not an empty directory.")
     work = tempfiles.temp_path(path)
     with tempfiles.writing(work):  # before it exists: another export must not take it
         try:
@@ -73,7 +74,7 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
             _remove_leftovers(path)
             work.mkdir(mode=0o700)
         except OSError as exc:  # a file on the way, no permission, a read-only disk
-            raise MemOSError(f"Cannot create the bundle {path} ({exc.strerror}).") from None
+            raise MemOSError(f"Cannot create the bundle {shown_path(path)} ({exc.strerror}).") from None
         _export_into(store, work, path, user_id, include_sensitive)
     return path
 
@@ -102,7 +103,7 @@ def _export_into(store: MemoryStore, work: Path, path: Path, user_id: str,
             try:
                 os.rename(work, path)
             except OSError as exc:
-                raise MemOSError(f"Could not create the bundle {path} ({exc.strerror}); export "
+                raise MemOSError(f"Could not create the bundle {shown_path(path)} ({exc.strerror}); export "
                                  "to a path that does not exist yet.") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -187,10 +188,10 @@ def _read_verified(target: Path, info: dict[str, Any]) -> bytes:
 def _read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The manifest and the bundle's files (their verified bytes, by name)."""
     if not path.is_dir():
-        raise BundleError(f"{path} is not a bundle directory (expected a folder with manifest.json).")
+        raise BundleError(f"{shown_path(path)} is not a bundle directory (expected a folder with manifest.json).")
     mfile = path / "manifest.json"
     if not mfile.is_file() or mfile.is_symlink():
-        raise BundleError(f"{path} has no manifest.json; is it a bundle made by `memos export`?")
+        raise BundleError(f"{shown_path(path)} has no manifest.json; is it a bundle made by `memos export`?")
     try:
         manifest = json.loads(mfile.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -343,7 +344,9 @@ def import_bundle(store: MemoryStore, path: Path, user_id: str) -> dict[str, int
         edges = _check_edges(edge_rows, ids, new, existing, user_id)
 
         def commit() -> list[MemCube]:
-            store.vault.import_histories(new, edges, Actor(user_id, reason=f"import {path.name}"))
+            # a name that is not UTF-8 is kept escaped: the audit log stores only valid text
+            reason = f"import {shown_path(path.name)}"
+            store.vault.import_histories(new, edges, Actor(user_id, reason=reason))
             return [h[-1] for h in new]
 
         store.write(commit, edges=edges)

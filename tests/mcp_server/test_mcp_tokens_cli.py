@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,40 @@ def test_token_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert json.loads(capsys.readouterr().out)[0]["revoked_at"]
     assert main(["mcp", "token", "revoke", "tok_nope", *base]) == 2
     assert "token list" in capsys.readouterr().err
+
+
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def test_token_datetimes_end_with_z(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every --json datetime of the CLI is ISO 8601 with Z for UTC; the token commands wrote
+    +00:00. A file written before (+00:00) reads the same way."""
+    base = ["--data-dir", str(tmp_path / "data")]
+    assert main(["mcp", "token", "add", "--user", "alice", "--json", *base]) == 0
+    token_id = json.loads(capsys.readouterr().out)["id"]
+    assert main(["mcp", "token", "revoke", token_id, "--json", *base]) == 0
+    assert ISO_UTC.fullmatch(json.loads(capsys.readouterr().out)["revoked_at"])
+    assert main(["mcp", "token", "list", "--json", *base]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert ISO_UTC.fullmatch(row["created_at"]) and ISO_UTC.fullmatch(row["revoked_at"]), row
+    path = tmp_path / "data" / "mcp-tokens.json"
+    old = json.loads(path.read_text())
+    old["tokens"][0].update(created_at="2025-06-14T08:00:00+00:00", revoked_at="2025-06-14T10:00:00+02:00")
+    path.write_text(json.dumps(old))
+    assert main(["mcp", "token", "list", "--json", *base]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["created_at"], row["revoked_at"]) == ("2025-06-14T08:00:00Z", "2025-06-14T08:00:00Z")
+
+
+def test_a_label_that_is_not_utf8_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A byte that is not UTF-8 in --label (a lone surrogate) was stored, and every later
+    `token list` failed on a strict UTF-8 stdout."""
+    base = ["--data-dir", str(tmp_path / "data")]
+    assert main(["mcp", "token", "add", "--user", "alice", "--label", "laptop\udcff", *base]) == 2
+    assert "memos: error: label holds an unpaired surrogate" in capsys.readouterr().err
+    assert TokenStore.for_data_dir(tmp_path / "data").list() == []
+    with pytest.raises(InvalidInputError, match="label holds a NUL character"):
+        TokenStore(tmp_path / "t.json").add("alice", label="a\x00b")
 
 
 def test_options_given_before_token_are_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

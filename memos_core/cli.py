@@ -119,8 +119,8 @@ def _memory_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     a = sub.add_parser("add", parents=[common], help="store a memory (text, '-' for stdin, or --file)",
                        epilog="With --file, --session, --type, --tag, --sensitivity and "
                        "--occurred-at (and --agent) are the defaults of every line: a line's own "
-                       "field wins (its tags or sensitivity replace the option's, not add to "
-                       "them). TEXT and --supersedes are for one memory, not --file.")
+                       "field wins (its tags replace the option's), but a line's sensitivity adds "
+                       "to --sensitivity. TEXT and --supersedes are for one memory, not --file.")
     a.add_argument("text", nargs="?", help="memory text; '-' reads stdin")
     a.add_argument("--file", type=Path, help="JSONL file, one {'text': ..., ...} per line (bulk)")
     a.add_argument("--session", default=None, help="the session the memory belongs to")
@@ -263,8 +263,14 @@ def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
     if args.file:
         _check_file_options(args)
         lines, items = _read_jsonl(args.file)
+        if args.sensitivity:  # a mark the user gave the whole file is never dropped by a line
+            for item in items:
+                if isinstance(item.get("sensitivity"), list):
+                    item["sensitivity"] = list(dict.fromkeys([*args.sensitivity,
+                                                              *item["sensitivity"]]))
         try:
-            # the options are the call's defaults; a line's own field wins (add_many's rule)
+            # the options are the call's defaults; a line's own field wins (add_many's rule),
+            # but for sensitivity, which adds to the option's tags
             cubes = mos.add_many(items, user_id=user, agent_id=args.agent,
                                  session_id=args.session, type=args.type, tags=args.tag,
                                  sensitivity=args.sensitivity, occurred_at=args.occurred_at)

@@ -247,10 +247,11 @@ def test_without_gguf_reading_the_model_file_names_the_extra(monkeypatch, tmp_pa
 def test_add_file_takes_the_options_as_every_line_s_defaults(memos, tmp_path):
     """--session, --type, --tag, --sensitivity and --occurred-at apply to each line that does
     not set the field itself (they were dropped: a bulk import marked secret was searchable
-    unredacted); a line's own value wins, its tags and sensitivity replacing the option's."""
+    unredacted); a line's own value wins, its tags replacing the option's, while its
+    sensitivity adds to the option's (a mark given to the whole file is never dropped)."""
     src = tmp_path / "pins.jsonl"
     src.write_text(json.dumps({"text": "Bank PIN is 4321"}) + "\n" + json.dumps(
-        {"text": "A public note on banking.", "tags": ["own"], "sensitivity": [],
+        {"text": "A public note on banking.", "tags": ["own"], "sensitivity": ["pii"],
          "session_id": "s2", "type": "note", "occurred_at": "2025-01-01T00:00:00Z"}) + "\n")
     code, out, err = memos("add", "--file", str(src), "--json", "--sensitivity", "secret",
                            "--session", "s1", "--tag", "bank", "--type", "fact",
@@ -260,7 +261,8 @@ def test_add_file_takes_the_options_as_every_line_s_defaults(memos, tmp_path):
     assert (pin["namespace"]["session_id"], pin["type"], pin["tags"], pin["governance"]["sensitivity"],
             pin["occurred_at"]) == ("s1", "fact", ["bank"], ["secret"], "2024-02-03T04:05:06Z")
     assert (note["namespace"]["session_id"], note["type"], note["tags"], note["governance"]["sensitivity"],
-            note["occurred_at"]) == ("s2", "note", ["own"], [], "2025-01-01T00:00:00Z")
+            note["occurred_at"]) == ("s2", "note", ["own"], ["secret", "pii"],
+                                     "2025-01-01T00:00:00Z")
     hits = {h["id"]: h for h in json.loads(memos("search", "bank pin", "--json")[1])}
     assert hits[pin["id"]]["text"] == "[redacted: secret]" and hits[pin["id"]]["redacted"] == ["secret"]
 

@@ -49,6 +49,7 @@ from memos_core.results import DerivedForm
 from memos_core.retrieval.filters import graph_row, payload_of
 from memos_core.retrieval.hybrid import HybridRetriever
 from memos_core.store.feed import ChangeFollower
+from memos_core.store.index_guard import TRACKERS_META, tracker_digest
 from memos_core.vault import Edge, ListQuery, SQLiteVault, Vault
 
 #: ``purger(memory_id)`` runs inside a forget, before the tombstone (it may still read the
@@ -291,6 +292,11 @@ class MemoryStore:
                                "vault", path)
                 path.unlink()
                 self.vault.set_meta("index_clean", "0")
+            elif self._trackers_changed(path):  # the engine would abort reading them
+                logger.warning("the index at %s changed since the store closed (its id "
+                               "trackers differ); rebuilding it from the vault", path)
+                shutil.rmtree(path)
+                self.vault.set_meta("index_clean", "0")
         try:
             try:
                 return attempt()
@@ -309,6 +315,13 @@ class MemoryStore:
             # name the server refuses): the library's ValueError, as the facade's error
             raise InvalidInputError(f"The index cannot be opened with these settings: {exc}"
                                     ) from exc
+
+    def _trackers_changed(self, path: Path) -> bool:
+        """Whether the embedded index at ``path``, closed cleanly, has id trackers other than
+        those it was closed with (:mod:`memos_core.store.index_guard`)."""
+        recorded = self.vault.get_meta(TRACKERS_META)
+        return (bool(recorded) and self.vault.get_meta("index_clean") == "1" and path.is_dir()
+                and tracker_digest(path) != recorded)
 
     def _check_room(self, path: Path) -> None:
         """The embedded index maps its files into memory: on a disk with almost no room, a
@@ -712,5 +725,16 @@ class MemoryStore:
                     # unless a failed index update left memories out: the next open reconciles
                     self.vault.set_meta("index_clean", "0" if self._deferred else "1")
             finally:
-                self.index.close()
-                self.vault.close()
+                try:
+                    self.index.close()
+                    self._record_trackers()
+                finally:
+                    self.vault.close()
+
+    def _record_trackers(self) -> None:
+        """After a clean close of the embedded index: the digest of its id trackers, which
+        the next open compares (:mod:`memos_core.store.index_guard`); none after another."""
+        if self.follower is None and self._rebuildable():
+            clean = self.vault.get_meta("index_clean") == "1"
+            self.vault.set_meta(TRACKERS_META,
+                                tracker_digest(self.data_dir / "index") if clean else "")

@@ -124,3 +124,49 @@ def test_an_index_that_cannot_be_rebuilt_gets_a_clear_error(
         monkeypatch.undo()
         assert mos.reindex() == {"indexed": 5}  # what the error says to do works
         _finds_all(mos, ids)
+
+
+_REOPEN = """
+import sys
+from memos_core import MemOS, MemOSConfig
+with MemOS(sys.argv[1], config=MemOSConfig(show_progress=False)) as mos:
+    hits = [mos.search(f"zebra{i}", user_id="u", k=1)[0].id for i in range(5)]
+    print(",".join(hits), mos.index.count())
+"""
+
+
+def test_a_garbled_id_tracker_is_rebuilt_before_the_engine_reads_it(tmp_path: Path) -> None:
+    """A garbled mutable_id_tracker.mappings made the engine try to allocate tens of GB and
+    abort the whole process at open (no exception to catch): the store compares the trackers
+    with their digest from the clean close and rebuilds the index before loading it. The
+    reopen runs in a child process, which the abort would kill."""
+    import random
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    ids = _store(data)
+    trackers = list((data / "index").rglob("mutable_id_tracker.mappings"))
+    assert trackers
+    for path in trackers:  # these bytes made the engine abort (SIGABRT) before the guard
+        size, rng = path.stat().st_size, random.Random(1)
+        raw = bytearray(path.read_bytes())
+        for _ in range(4):
+            at = rng.randrange(0, max(1, min(size, 65536) - 64))
+            raw[at:at + 64] = rng.randbytes(64)
+        path.write_bytes(bytes(raw[:size]))
+    child = subprocess.run([sys.executable, "-c", _REOPEN, str(data)], capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "RUST_BACKTRACE": "0"})
+    assert child.returncode == 0, child.stdout + child.stderr[-3000:]
+    assert child.stdout.split() == [",".join(ids), "5"]
+    assert "changed since the store closed" in child.stderr
+
+
+def test_an_unchanged_index_is_not_rebuilt_at_open(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    data = tmp_path / "data"
+    ids = _store(data)
+    for _ in range(2):  # a read-only session leaves the trackers as they were
+        with MemOS(data, config=_config()) as mos:
+            _finds_all(mos, ids)
+    assert "rebuilding" not in caplog.text

@@ -43,11 +43,14 @@ class BackgroundScheduler:
         run_immediately: bool = True,
         after_run: Callable[[ScheduleReport], object] | None = None,
     ) -> None:
+        # a wait longer than the platform's limit (inf, 1e12) raised OverflowError in the
+        # thread after its first run, and background scheduling stopped without a word
         if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not (
-            interval_s > 0
+            0 < interval_s <= threading.TIMEOUT_MAX
         ):
             raise InvalidInputError(
-                f"interval_s must be a positive number of seconds, got {interval_s!r}"
+                f"interval_s must be a positive number of seconds up to "
+                f"{threading.TIMEOUT_MAX:.0f}, got {interval_s!r}"
             )
         self.executor = executor
         self.interval_s = float(interval_s)

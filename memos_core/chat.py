@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memos_core.config import MAX_TEXT_BYTES
 from memos_core.cube import MemCube, Tier
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.governance.access import shown_text
@@ -371,6 +372,11 @@ def check_history(history: Sequence[Mapping[str, Any]] | None) -> list[dict[str,
                 f"history[{index}]: role must be 'user' or 'assistant' and content a str "
                 f"(got role={role!r})"
             )
+        size = len(content.encode("utf-8", "surrogatepass"))
+        if size > MAX_TEXT_BYTES:
+            raise InvalidInputError(
+                f"history[{index}] is {size:,} bytes; a turn may be at most "
+                f"{MAX_TEXT_BYTES:,} bytes, like a query.")
         out.append({"role": str(role), "content": content})
     return out
 

@@ -1203,13 +1203,8 @@ class MemOS:
         model = self.engine.model if check_bool(load, "load") else self.loaded_model()
         if model is None:
             return ModelInfo(loaded=False)
-        try:
-            cfg = model.config.get_text_config(decoder=True)
-            window = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
-        except (AttributeError, TypeError, ValueError):
-            window = None
-        return ModelInfo(loaded=True, model_id=model.model_id, context_window=window,
-                         tokenizer=model.tokenizer)
+        return ModelInfo(loaded=True, model_id=model.model_id,
+                         context_window=model.context_window, tokenizer=model.tokenizer)
 
     @running
     def attach_model(self, model: LocalModel) -> None:

@@ -204,6 +204,11 @@ def test_a_block_over_budget_falls_back_to_text(make_mos, tiny: LocalModel) -> N
         ({"max_new_tokens": True}, "max_new_tokens"),
         ({"k": 0}, "k"),
         ({"user_id": ""}, "user_id"),
+        # longer than the 4096 positions of the tiny model: prefilled for minutes before
+        ({"max_new_tokens": 10**12}, "reads at once"),
+        ({"history": [{"role": "user", "content": "word " * 5000}]}, "reads at once"),
+        ({"system": "word " * 5000}, "reads at once"),
+        ({"history": [{"role": "user", "content": "x" * 1_000_001}]}, "history\\[0\\] is"),
     ],
 )
 def test_bad_arguments_raise(store: MemOS, kwargs: dict[str, Any], message: str) -> None:
@@ -217,6 +222,8 @@ def test_bad_query_and_closed_store(make_mos, tiny: LocalModel) -> None:
     mos.attach_model(tiny)
     with pytest.raises(InvalidInputError):
         mos.chat("", user_id="alice")
+    with pytest.raises(InvalidInputError, match="4,096 tokens"):
+        mos.chat("word " * 5000, user_id="alice")
     mos.close()
     with pytest.raises(InvalidInputError, match="closed"):
         mos.chat(QUESTION, user_id="alice")

@@ -228,6 +228,16 @@ class LocalModel:
         element = self.model.dtype.itemsize
         return int(2 * cfg.num_hidden_layers * kv_heads * head_dim * element)
 
+    @property
+    def context_window(self) -> int | None:
+        """How many tokens (prompt and answer together) the model reads at once: its
+        ``max_position_embeddings``, or None when its config does not say."""
+        try:
+            cfg = self.model.config.get_text_config(decoder=True)
+            return int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
+        except (AttributeError, TypeError, ValueError):
+            return None
+
     # ------------------------------------------------------------------ prompts
 
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool) -> str:
@@ -267,6 +277,18 @@ class LocalModel:
                 "prompt text instead"
             )
         return full[:n], full[n:]
+
+    def _check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Refuse a prompt that, with the tokens asked for, is longer than the context window:
+        the model would prefill it anyway (minutes on a CPU, or out of memory) and answer from
+        positions it was never trained on."""
+        window = self.context_window
+        if window is not None and prompt_tokens + max_new_tokens > window:
+            raise InvalidInputError(
+                f"the prompt is {prompt_tokens:,} tokens and max_new_tokens is "
+                f"{max_new_tokens:,}: together more than the {window:,} tokens {self.model_id} "
+                "reads at once. Shorten the query, history or system text, ask for fewer "
+                "memories (k) or fewer new tokens.")
 
     # ------------------------------------------------------------------ KV prefix
 
@@ -383,6 +405,7 @@ class LocalModel:
 
         started = time.perf_counter()
         prefix_ids, query = self.prompt_ids(prefix, messages)  # raises before anything runs
+        self._check_fits(len(prefix_ids) + len(query), max_new_tokens)
         cache = prefix.fork() if prefix is not None else DynamicCache(config=self.model.config)
         pieces = run_generation(
             model=self.model,

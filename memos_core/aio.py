@@ -113,9 +113,12 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
 
     def __init__(self, method: Callable[Concatenate[S, P], R], *,
                  native: Callable[..., Awaitable[Any]] | None = None,
-                 read: bool = False) -> None:
+                 read: bool = False, counted: bool = True) -> None:
         self.method = method
         self.native = native
+        # a call close() waits for from the moment it is queued for a thread (every twin
+        # but aclose: close() does not wait for itself)
+        self.counted = counted
         # a read cancelled while queued is dropped (asyncio.to_thread), which sheds the work
         # of callers that gave up; every other call runs to its end (in_thread)
         self.read = read
@@ -154,7 +157,10 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
             # (arguments the method does not take: its own TypeError, not the native one's)
             if self.read:
                 return await asyncio.to_thread(bound, *args, **kwargs)
-            return await in_thread(bound, *args, **kwargs)
+            if not self.counted:
+                return await in_thread(bound, *args, **kwargs)
+            # close() waits for it from now on, even while it is queued behind busy threads
+            return await in_thread(obj._calls.queued(bound), *args, **kwargs)
 
         call.__name__ = call.__qualname__ = self.name or f"a{self.method.__name__}"
         call.__doc__ = self.__doc__

@@ -8,7 +8,12 @@ fails with the driver's raw error. A call that starts once ``close()`` has begun
 closed error at once, except one made by the closing thread itself (a close callback or a
 change listener calling back into the facade). A method calling another public method
 counts once (a per-thread depth); a native async twin (an asyncio task) counts through
-:meth:`RunningCalls.task`.
+:meth:`RunningCalls.task`; a write twin counts from the moment it queues its work for a worker
+thread (:meth:`RunningCalls.queued`), so ``close()`` also waits for one still queued behind
+busy threads. ``close()`` called from inside a running call (a change listener, which runs
+under the store's write lock) cannot wait there: another thread's call may be waiting for
+that lock. It refuses new calls at once and hands the rest of the close to
+:meth:`RunningCalls.defer`, which runs it when this thread's outermost call returns.
 
 :func:`in_thread` is how async code hands a call to a worker thread (the async twins and the
 adapters' async methods): unlike ``asyncio.to_thread``, cancelling the wait never drops the
@@ -25,11 +30,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar, cast
 
 from memos_core.errors import CLOSED, InvalidInputError
 
-__all__ = ["CLOSED", "RunningCalls", "in_thread"]
+__all__ = ["CLOSED", "Queued", "RunningCalls", "in_thread"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,15 +48,28 @@ async def in_thread(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) 
     call that is still queued behind busy threads off the queue, so a cancelled ``aforget``
     could silently never run. Once this coroutine has started, the call runs to its end; an
     error it raises after its waiter went away is logged (``memos_core`` logger), since no one
-    else will see it. A task cancelled before it first runs never starts the call."""
+    else will see it. A task cancelled before it first runs never starts the call. A
+    :class:`Queued` ``func`` the executor refuses or cancels unrun stops being counted."""
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
-    job = loop.run_in_executor(None, functools.partial(context.run, func, *args, **kwargs))
+    try:
+        job = loop.run_in_executor(None, functools.partial(context.run, func, *args, **kwargs))
+    except BaseException:
+        if isinstance(func, Queued):
+            func.drop()
+        raise
+    if isinstance(func, Queued):
+        job.add_done_callback(functools.partial(_drop_if_cancelled, func))
     try:
         return await asyncio.shield(job)
     except asyncio.CancelledError:
         job.add_done_callback(functools.partial(_log_unseen_error, func))
         raise
+
+
+def _drop_if_cancelled(func: Queued, job: asyncio.Future[object]) -> None:
+    if job.cancelled():  # taken off the queue unrun (an executor shut down)
+        func.drop()
 
 
 def _log_unseen_error(func: Callable[..., object], job: asyncio.Future[object]) -> None:
@@ -76,6 +94,7 @@ class RunningCalls:
         self._tasks: dict[int, int] = {}  # thread of an event loop -> its counted tasks
         self._marks: set[object] = set()  # marks of the counted tasks running (see _TASKS)
         self._sealed = False  # close() stopped waiting: no mark lets a call in any more
+        self._deferred: Callable[[], None] | None = None  # the close a call runs as it returns
 
     @property
     def closing(self) -> bool:
@@ -100,9 +119,49 @@ class RunningCalls:
         finally:
             self._depth.n = depth
             if depth == 0:
-                with self._changed:
-                    self._running -= 1
-                    self._changed.notify_all()
+                self._returned()
+
+    def _returned(self) -> None:
+        """The end of a thread's outermost call: uncount it, then run the close that was
+        deferred to this moment (:meth:`defer`), if this thread deferred one."""
+        with self._changed:
+            self._running -= 1
+            self._changed.notify_all()
+            deferred = None
+            if self._deferred is not None and self._closer == threading.get_ident():
+                deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            deferred()
+
+    def queued(self, func: Callable[P, R]) -> Callable[P, R]:
+        """``func`` counted as a running call from now on, for a worker thread to run later
+        (:class:`Queued`): a write twin's work, still queued behind busy threads when
+        ``close()`` begins, is waited for like a running call. Once ``close()`` has begun,
+        ``func`` unchanged: it is refused or let in when it starts, as any call."""
+        with self._changed:
+            if self._closer is not None:
+                return func
+            self._running += 1
+        return cast(Callable[P, R], Queued(self, func))
+
+    def _start_queued(self) -> bool:
+        """A :class:`Queued` call starts in this thread: True if it now runs as this thread's
+        outermost call (counted since it was queued); False if its count was let go (its
+        ``close()`` stopped waiting, or this thread is already inside a call), and it must
+        be let in as a new call."""
+        with self._changed:
+            if self._sealed or self.in_call:
+                self._running -= 1
+                self._changed.notify_all()
+                return False
+        self._depth.n = 1
+        return True
+
+    def _drop_queued(self) -> None:
+        """A :class:`Queued` call that will never run: let its count go."""
+        with self._changed:
+            self._running -= 1
+            self._changed.notify_all()
 
     @contextmanager
     def task(self) -> Iterator[None]:
@@ -151,6 +210,14 @@ class RunningCalls:
         with self._changed:
             self._closer = threading.get_ident()
 
+    def defer(self, close: Callable[[], None]) -> None:
+        """Run ``close`` when the calling thread's outermost call returns: a ``close()`` from
+        inside a call (a change listener, under the store's write lock) must not wait there
+        for other threads' calls, which may be waiting for that lock. Call after
+        :meth:`begin_close`, in a thread that is :attr:`in_call`."""
+        with self._changed:
+            self._deferred = close
+
     def wait(self, timeout_s: float | None) -> int:
         """Wait up to ``timeout_s`` (None: however long) until no other call runs; return
         how many still run. Not waited for: the caller's own call, if it closes from inside
@@ -167,3 +234,37 @@ class RunningCalls:
             self._changed.wait_for(lambda: others() <= 0, timeout_s)
             self._sealed = True  # what starts from now on meets a closing store: refused
             return others()
+
+
+class Queued:
+    """A function counted as a running call of its :class:`RunningCalls` from the moment it
+    was queued for a worker thread (:meth:`RunningCalls.queued`) until it returns there.
+    Call it once in that thread, or :meth:`drop` it if it can no longer run (its executor
+    refused it); a drop once it has started does nothing."""
+
+    def __init__(self, calls: RunningCalls, func: Callable[..., object]) -> None:
+        functools.update_wrapper(self, func)  # its name, for the log of an unseen error
+        self._calls = calls
+        self._func = func
+        self._state = threading.Lock()
+        self._queued = True  # counted, neither started nor dropped yet
+
+    def _take(self) -> bool:
+        """True, once: the first of starting and dropping takes the count."""
+        with self._state:
+            queued, self._queued = self._queued, False
+            return queued
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        if not (self._take() and self._calls._start_queued()):
+            return self._func(*args, **kwargs)  # a new call: its own checks decide
+        try:
+            return self._func(*args, **kwargs)
+        finally:
+            self._calls._depth.n = 0
+            self._calls._returned()
+
+    def drop(self) -> None:
+        """It will never run: stop counting it (nothing if it has started)."""
+        if self._take():
+            self._calls._drop_queued()

@@ -260,9 +260,14 @@ class MemOS:
     def close(self, *, timeout_s: float | None = 30.0) -> None:
         """Stop the engine, flush the index, mark it clean and release the data directory.
         New calls from other threads raise the closed error from the start; calls already
-        running there are waited for, up to ``timeout_s`` seconds (None: however long; an
+        running there (an async write twin's from the moment it is queued for a worker
+        thread) are waited for, up to ``timeout_s`` seconds (None: however long; an
         ``add_many`` stops at its next batch), then closed under (they may fail with a closed
-        file's error; a warning says how many). Called on an event loop's thread (leaving
+        file's error; a warning says how many). Called from inside a running call (a change
+        listener: it runs under the write lock, which another thread's running call may be
+        waiting for), it refuses new calls at once and returns; the waiting and closing run
+        as that call returns, after the lock is released (:attr:`closed` is True from then
+        on; a failure there is logged, not raised). Called on an event loop's thread (leaving
         ``with MemOS(...)`` in a coroutine), it does not wait for that loop's native async
         calls, which cannot go on while it blocks the loop: one not started yet gets the
         closed error, one waiting on the server a ``ServerUnavailableError`` ("the vault is
@@ -271,8 +276,8 @@ class MemOS:
         ``chat(stream=True)`` call returns its
         stream before it is read; close does not wait for the reading. Idempotent, also from
         several threads at once: the others wait for the first, except a call that closes
-        from inside a running call (a change listener), which returns at once, since the
-        first waits for that call."""
+        from inside a running call, which returns at once, since the first waits for that
+        call."""
         wait_s = check_positive_seconds(timeout_s, "timeout_s")
         with self._close_lock:
             if self._closed:
@@ -284,6 +289,25 @@ class MemOS:
             if not (self._calls.in_call or self._calls.closing_here):
                 self._closed_event.wait()
             return
+        if self._calls.in_call:  # a listener, under the write lock another call may wait for
+            self._calls.defer(functools.partial(self._finish_deferred_close, wait_s))
+            return
+        self._finish_close(wait_s)
+
+    def _finish_deferred_close(self, wait_s: float | None) -> None:
+        """:meth:`_finish_close` for a ``close()`` made inside a call, run as that call
+        returns (:meth:`RunningCalls.defer`). A failure is logged, not raised: the call has
+        done its work (an add committed: raising would invite a retry that stores it twice)
+        and its ``close()`` has already returned."""
+        try:
+            self._finish_close(wait_s)
+        except Exception:  # noqa: BLE001 - see the docstring; the store is marked closed
+            logger.error("close(), called inside a call and finished as it returned, failed",
+                         exc_info=True)
+
+    def _finish_close(self, wait_s: float | None) -> None:
+        """The part of :meth:`close` after it refused new calls: wait for the running calls,
+        close the store, release the data directory."""
         try:
             left = self._calls.wait(wait_s)
             if left:
@@ -1411,7 +1435,7 @@ class MemOS:
     arollback_adapter = twin(rollback_adapter)
     aretire_adapter = twin(retire_adapter)
     astart_scheduler = twin(start_scheduler)
-    aclose = twin(close)
+    aclose = twin(close, counted=False)
     acatch_up = twin(catch_up)
 
     async def achat(self, query: str | None = None, *, user_id: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,112 @@ def test_close_from_inside_a_call_does_not_wait_for_itself(tmp_path: Path) -> No
     mos.on_change(lambda cubes: mos.close(timeout_s=None))  # None: it would wait forever
     mos.add("The boiler was serviced in March.", user_id="alice")
     assert mos.closed
+
+
+def test_close_in_a_listener_while_another_thread_waits_for_the_write_lock(
+        tmp_path: Path) -> None:
+    """A change listener closes the store (it runs under the write lock) while another
+    thread's add, already running, waits for that lock: close() cannot wait for that add
+    there (it waited for it while holding the lock it needs: a deadlock with timeout_s=None,
+    a 30 s stall and a raw sqlite3 error with the default). It refuses new calls at once and
+    finishes as the listener's own add returns, after the lock is released: the other add
+    completes, and the store reopens with both."""
+    import time
+
+    mos = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+    mos.add("warm up", user_id="ann")
+    waiting, result = threading.Event(), []
+    seen: dict[str, object] = {}  # what the listener saw (its own errors are only logged)
+
+    def listener(cubes: object) -> None:
+        if threading.current_thread().name == "closer":
+            waiting.wait(30)
+            time.sleep(0.2)  # the other add now waits for the write lock this thread holds
+            mos.close(timeout_s=None)
+            seen["closed"] = mos.closed  # not yet: it finishes as this add returns
+            newcomer = threading.Thread(  # a new call from another thread: refused at once
+                target=lambda: seen.update(new=_raised(lambda: mos.stats(user_id="ann"))))
+            newcomer.start()
+            newcomer.join(30)
+
+    mos.on_change(listener)
+
+    def other() -> None:
+        waiting.set()
+        result.append(_raised(lambda: mos.add("second note", user_id="bob")))
+
+    closer = threading.Thread(target=lambda: mos.add("first note", user_id="ann"),
+                              name="closer", daemon=True)  # daemon: a deadlock fails, not hangs
+    closer.start()
+    time.sleep(0.3)
+    adder = threading.Thread(target=other, daemon=True)
+    adder.start()
+    closer.join(30)
+    adder.join(30)
+    assert not closer.is_alive() and not adder.is_alive(), "close() in the listener deadlocked"
+    assert seen["closed"] is False and mos.closed
+    assert isinstance(seen["new"], InvalidInputError) and "closed" in str(seen["new"])
+    assert len(result) == 1 and not isinstance(result[0], BaseException), result
+    with MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False)) as again:
+        texts = {c.text for u in ("ann", "bob") for c in again.list(user_id=u)}
+    assert texts == {"warm up", "first note", "second note"}
+
+
+def _raised(call: Callable[[], object]) -> object:
+    """What ``call()`` returned, or the exception it raised."""
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - the test inspects what the call met
+        return exc
+
+
+def test_a_queued_write_twin_is_waited_for_by_a_sync_close(tmp_path: Path) -> None:
+    """An aforget that timed out while still queued behind busy worker threads runs to its
+    end (docs/api.md, async twins), also when a plain close() starts meanwhile: close()
+    counts it from the moment it was queued and waits for it. It was not counted before: it
+    met the closed error when it ran, and the text stayed stored."""
+    from memos_core import MemoryDeletedError
+    from memos_core.testing.executor import hold_executor
+
+    mos = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+    secret = mos.add("Dana's PIN is 7781", user_id="dana")
+
+    async def scenario() -> None:
+        gate = hold_executor()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(mos.aforget(secret.id, user_id="dana"), timeout=0.05)
+        closer = threading.Thread(target=mos.close)  # e.g. the app's shutdown
+        closer.start()
+        try:
+            while not mos._calls.closing:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+            assert not mos.closed  # waiting for the queued aforget
+        finally:
+            gate.set()  # (a failed assertion must not leave the executor blocked)
+        await asyncio.to_thread(closer.join, 30)
+
+    asyncio.run(scenario())
+    assert mos.closed
+    with MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False)) as again, \
+            pytest.raises(MemoryDeletedError):
+        again.get(secret.id, user_id="dana")
+
+
+def test_running_calls_count_a_queued_call_until_it_returns_or_is_dropped() -> None:
+    from memos_core.calls import Queued, RunningCalls
+
+    calls = RunningCalls()
+    job = calls.queued(lambda: calls._running)
+    assert isinstance(job, Queued) and calls._running == 1
+    assert job() == 1 and calls._running == 0  # counted once while it runs
+    dropped = calls.queued(lambda: None)
+    assert calls._running == 1
+    dropped.drop()  # type: ignore[attr-defined]
+    dropped.drop()  # type: ignore[attr-defined]
+    assert calls._running == 0
+    calls.begin_close()
+    assert not isinstance(calls.queued(len), Queued)  # refused or let in when it starts
 
 
 def test_running_calls_count_nested_calls_once_and_tasks_each() -> None:

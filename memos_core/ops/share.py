@@ -212,11 +212,10 @@ def _summaries_outside(vault: Vault, grant: NamespaceGrant, rule: Any, inside: C
                        *, writers_only: bool) -> list[tuple[MemCube, int]]:
     """New versions (``rule`` applied) of the owner's summaries outside ``grant``'s namespace
     that were made (at any depth) from a memory inside it and that its grantee may read --
-    may change, with ``writers_only`` (a ``read`` grant: a writer made a reader) -- leaving
-    out the memories
-    ``inside`` (changed with the namespace): ``compress`` shared them as their sources, e.g.
-    a summary of two sessions when a session's grant is revoked (as :func:`set_access` does
-    for one memory)."""
+    may change, with ``writers_only`` (a ``read`` grant: a writer made a reader) -- but not
+    of the memories ``inside`` (changed with the namespace). ``compress`` shared them as
+    their sources, e.g. a summary of two sessions when a session's grant is revoked (as
+    :func:`set_access` does for one memory)."""
     found = summaries_shared_with(vault, [c.id for c in owned_in(vault, grant)], grant.owner,
                                   grant.grantee, writers_only=writers_only)
     now = utcnow()

@@ -53,7 +53,7 @@ from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.governance.access import shown_text
 from memos_core.runtime.errors import PrefixBoundaryError
 from memos_core.tiers.activation.compose import bullet
-from memos_core.validation import check_k, check_name, check_text
+from memos_core.validation import check_bool, check_k, check_name, check_text
 
 if TYPE_CHECKING:
     from memos_core.engine import MemoryEngine
@@ -446,6 +446,8 @@ class MemoryChat:
             system = check_text(system, "system") if str(system).strip() else None
         user_id = str(check_name(user_id, "user_id"))
         k = check_k(k)
+        stream = check_bool(stream, "stream")  # "no" would stream by its truthiness
+        kv_prefix = check_bool(kv_prefix, "kv_prefix")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or (
             max_new_tokens < 1
         ):

@@ -204,6 +204,8 @@ def test_a_block_over_budget_falls_back_to_text(make_mos, tiny: LocalModel) -> N
         ({"max_new_tokens": True}, "max_new_tokens"),
         ({"k": 0}, "k"),
         ({"user_id": ""}, "user_id"),
+        ({"stream": "yes"}, "stream"),  # was read by its truthiness: a stream came back
+        ({"kv_prefix": "no"}, "kv_prefix"),
         # longer than the 4096 positions of the tiny model: prefilled for minutes before
         ({"max_new_tokens": 10**12}, "reads at once"),
         ({"history": [{"role": "user", "content": "word " * 5000}]}, "reads at once"),

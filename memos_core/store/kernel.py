@@ -285,7 +285,7 @@ class MemoryStore:
                               dim=self.embedder.dim or 384, collection=self.config.qdrant_collection,
                               pool_size=self.config.pool_size)
 
-        if self.config.index == "edge" and self.config.qdrant_url is None:
+        if self._rebuildable():
             self._check_room(path)
             if path.is_file():  # not an index: derived data, rebuilt from the vault
                 logger.warning("%s is a file, not an index; rebuilding the index from the "
@@ -301,7 +301,7 @@ class MemoryStore:
             try:
                 return attempt()
             except IndexCorruptError as exc:
-                if self.config.index != "edge" or self.config.qdrant_url is not None:
+                if not self._rebuildable():
                     raise
                 logger.warning("the index at %s is unreadable (%s); rebuilding it from the "
                                "vault", path, exc)

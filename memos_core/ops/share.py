@@ -17,9 +17,10 @@ are left alone, so repeating a grant writes nothing but its audit record.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
-from memos_core.cube import MemCube, utcnow
+from memos_core.cube import Governance, MemCube, utcnow
 from memos_core.errors import ConflictError, InvalidInputError, NamespaceChangedError
 from memos_core.governance.access import (
     broader_grant, contains, covers, granted, revoked, who_may, with_grants,
@@ -97,12 +98,8 @@ def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant:
 
     def changed(target: MemCube) -> tuple[MemCube, int] | None:
         gov = target.governance
-        new_gov = granted(gov, other, scope) if grant else revoked(gov, other)
-        if new_gov == gov:
-            return None
-        return target.model_copy(update={
-            "governance": new_gov, "version": target.version + 1, "updated_at": now}), \
-            target.version
+        return _regoverned(target, granted(gov, other, scope) if grant else revoked(gov, other),
+                           now)
 
     targets = [cube]
     if not grant or scope == "read":
@@ -219,9 +216,8 @@ def _summaries_outside(vault: Vault, grant: NamespaceGrant, rule: Any, inside: C
     found = summaries_shared_with(vault, [c.id for c in owned_in(vault, grant)], grant.owner,
                                   grant.grantee, writers_only=writers_only)
     now = utcnow()
-    return [(s.model_copy(update={"governance": rule(s.governance), "version": s.version + 1,
-                                  "updated_at": now}), s.version)
-            for s in found if s.id not in inside and rule(s.governance) != s.governance]
+    changes = (_regoverned(s, rule(s.governance), now) for s in found if s.id not in inside)
+    return [change for change in changes if change is not None]
 
 
 def _change_grant(store: MemoryStore, grant: NamespaceGrant, rule: Any, actor: Actor,
@@ -284,13 +280,19 @@ def _changes(vault: Vault, grant: NamespaceGrant, rule: Any,
     for cube in cubes:
         if cube.id in left_out:
             continue
-        gov = rule(cube.governance)
-        if gov != cube.governance:
-            new = cube.model_copy(update={
-                "governance": gov, "version": cube.version + 1, "updated_at": now,
-            })
-            out.append((new, cube.version))
+        change = _regoverned(cube, rule(cube.governance), now)
+        if change is not None:
+            out.append(change)
     return out
+
+
+def _regoverned(cube: MemCube, gov: Governance, now: datetime) -> tuple[MemCube, int] | None:
+    """The next version of ``cube`` with governance ``gov``, and the version it replaces;
+    None when ``gov`` is what it has already (nothing to write)."""
+    if gov == cube.governance:
+        return None
+    return cube.model_copy(update={"governance": gov, "version": cube.version + 1,
+                                   "updated_at": now}), cube.version
 
 
 def _details(grant: NamespaceGrant) -> dict[str, Any]:

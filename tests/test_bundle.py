@@ -74,6 +74,19 @@ def _first_version(change):
     return damage
 
 
+def _forgotten(change):
+    """The first memory of the bundle as a forgotten one (its last version a tombstone),
+    with ``change(version)`` applied to that tombstone."""
+    def damage(path):
+        rows = [json.loads(l) for l in (path / "memories.jsonl").read_text().splitlines()]
+        tombstone = rows[0]["versions"][-1]
+        tombstone["state"] = "deleted"
+        change(tombstone)
+        (path / "memories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        _fix_hashes(path)
+    return damage
+
+
 def _deep(depth):
     value: dict = {}
     for _ in range(depth):
@@ -130,6 +143,18 @@ def _fix_hashes(path):
         (_first_version(lambda v: v["governance"].update(priority=2**70)), "priority must be"),
         (_first_version(lambda v: v["namespace"].update(agent_id="")), "agent_id must be"),
         (_first_version(lambda v: v.update(valid_to="2031-01-01T00:00:00")), "no time zone"),
+        # only add sets the creation times: one in the future made compress overflow
+        (_first_version(lambda v: v.update(created_at="9999-12-01T00:00:00+00:00",
+                                           updated_at="9999-12-01T00:00:00+00:00")),
+         "in the future"),
+        (_first_version(lambda v: v.update(updated_at="2001-01-01T00:00:00+00:00")),
+         "earlier than created_at"),
+        # a tombstone keeps its namespace, times and governance: they are checked as well
+        (_forgotten(lambda v: v["namespace"].update(session_id="s\ud800")), "unpaired surrogate"),
+        (_forgotten(lambda v: v["namespace"].update(agent_id="a\x00b")), "NUL character"),
+        (_forgotten(lambda v: v["governance"].update(priority=2**70)), "priority must be"),
+        (_forgotten(lambda v: v.update(created_at="2031-01-01T00:00:00")), "no time zone"),
+        (lambda p: (p / "manifest.json").write_bytes(b" " * (2**20 + 1)), "larger than"),
         (_dangling_edge, "not in the bundle"),
         (_traversal, "exactly the files|path"),
         (_symlink, "not a regular file"),
@@ -290,3 +315,21 @@ def test_an_export_leaves_a_users_own_lookalike_directories_alone(mos, tmp_path)
     mos.add("Ines visited Porto in May.", user_id="ada")
     mos.export(out / "bundle", user_id="ada")
     assert all((folder / "notes.txt").read_text() == "my own notes" for folder in mine)
+
+
+def test_compress_counts_a_far_future_creation_in_seconds(mos):
+    """A store may hold a creation time near the end of the calendar (a bundle imported
+    before import refused them): the summary's TTL is still computed, not an OverflowError."""
+    from memos_core.vault import Actor
+
+    far = mos.add("Alice keeps bees.", user_id="alice", ttl_seconds=7200)
+    near = mos.add("Alice sells honey.", user_id="alice")
+    stored = mos.vault.get(far.id)
+    mos.vault.put_version(stored.model_copy(update={
+        "version": 2, "created_at": stored.created_at.replace(year=9999, month=12, day=31, hour=23)}),
+        1, Actor("alice"), "update")
+    summary = mos.compress([far.id, near.id], "Alice keeps bees and sells honey.",
+                           user_id="alice")
+    assert summary.governance.ttl_seconds is not None
+    # its end (an hour past the calendar's last) is about 8,000 years away
+    assert summary.governance.ttl_seconds > 3600 * 24 * 365 * 7000

@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import stat
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,10 @@ FORMAT = "memos-bundle"
 FORMAT_VERSION = 1
 FILES = ("memories.jsonl", "edges.jsonl")
 MAX_BUNDLE_FILE_BYTES = 2 * 1024**3
+#: an export's manifest is a few hundred bytes; a bigger one is not read into memory
+MAX_MANIFEST_BYTES = 1024**2
+#: how far a bundle's creation times may run ahead of this machine's clock
+_CLOCK_SKEW = timedelta(days=1)
 
 
 def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
@@ -162,9 +167,9 @@ def _file_info(path: Path) -> dict[str, Any]:
     return {"sha256": digest.hexdigest(), "bytes": size}
 
 
-def _read_verified(target: Path, info: dict[str, Any]) -> bytes:
-    """The bytes of a bundle file, read once and checked against its manifest entry (the
-    import parses these bytes: a file swapped after the check is never read)."""
+def _read_regular(target: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the regular file ``target`` (one more than ``limit``
+    shows a longer file), not through a link, without waiting on a named pipe."""
     name = target.name
     try:  # non-blocking: opening a named pipe would wait for a writer
         fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
@@ -175,7 +180,14 @@ def _read_verified(target: Path, info: dict[str, Any]) -> bytes:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise BundleError(f"Bundle file {name} is missing or not a regular file.")
         os.set_blocking(fd, True)
-        data = f.read(info["bytes"] + 1)  # one byte more than declared shows a longer file
+        return f.read(limit + 1)
+
+
+def _read_verified(target: Path, info: dict[str, Any]) -> bytes:
+    """The bytes of a bundle file, read once and checked against its manifest entry (the
+    import parses these bytes: a file swapped after the check is never read)."""
+    name = target.name
+    data = _read_regular(target, info["bytes"])
     if len(data) != info["bytes"] or hashlib.sha256(data).hexdigest() != info["sha256"]:
         shown = f"{len(data)}" if len(data) <= info["bytes"] else f"more than {info['bytes']}"
         raise BundleError(
@@ -192,8 +204,12 @@ def _read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     mfile = path / "manifest.json"
     if not mfile.is_file() or mfile.is_symlink():
         raise BundleError(f"{shown_path(path)} has no manifest.json; is it a bundle made by `memos export`?")
+    data = _read_regular(mfile, MAX_MANIFEST_BYTES)  # read whole, it is not a data file
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"manifest.json is larger than {MAX_MANIFEST_BYTES:,} bytes: it is not "
+                          "a bundle manifest.")
     try:
-        manifest = json.loads(mfile.read_text(encoding="utf-8"))
+        manifest = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"manifest.json is not valid JSON: {exc}.") from None
     except RecursionError:
@@ -274,13 +290,13 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
                 f"memories.jsonl line {n}: version {i} of {mid} is marked scrubbed but the "
                 "memory was not forgotten."
             )
-        if not forgotten:
-            try:
-                _check_fields(cube)
-            except InvalidInputError as exc:
-                raise BundleError(f"memories.jsonl line {n}: version {i} of {mid}: {exc}") from None
     if forgotten:  # a tombstone carries no content, whatever the bundle says
         cubes = [_scrubbed(c) for c in cubes]
+    for i, cube in enumerate(cubes, start=1):  # what is left of a tombstone is stored too
+        try:
+            _check_fields(cube)
+        except InvalidInputError as exc:
+            raise BundleError(f"memories.jsonl line {n}: version {i} of {mid}: {exc}") from None
     owner = Namespace(user_id=user_id)
     # Grants are local to the store that made them: an imported memory is shared with nobody
     # (a bundle must not be able to hand the importer's memories to the users it names).
@@ -297,8 +313,12 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
 def _check_fields(cube: MemCube) -> None:
     """The checks a write through the API makes, for one version from a bundle: what
     ``add`` would refuse must not reach the vault by import (metadata nested deeper than
-    the JSON reader reads back made a record no call could read or forget)."""
-    check_text(cube.text)
+    the JSON reader reads back made a record no call could read or forget). A scrubbed
+    version (a tombstone's) has no text to check; the rest of it is stored all the same.
+    Only ``add`` sets ``created_at`` and ``updated_at``: a bundle's may not lie in the
+    future (a TTL counted from the year 9999 has no end a datetime can hold)."""
+    if not cube.scrubbed:
+        check_text(cube.text)
     check_metadata(cube.metadata)
     check_tags(cube.tags)
     check_tags(cube.governance.sensitivity, "sensitivity")
@@ -317,6 +337,12 @@ def _check_fields(cube: MemCube) -> None:
             raise InvalidInputError(f"{name} has no time zone (write it in UTC, with +00:00)")
     if cube.valid_to is not None and cube.valid_to < (cube.valid_from or cube.created_at):
         raise InvalidInputError("valid_to is earlier than valid_from")
+    latest = utcnow() + _CLOCK_SKEW
+    for name in ("created_at", "updated_at"):
+        if getattr(cube, name) > latest:
+            raise InvalidInputError(f"{name} {getattr(cube, name).isoformat()} is in the future")
+    if cube.updated_at < cube.created_at:
+        raise InvalidInputError("updated_at is earlier than created_at")
 
 
 def _scrubbed(cube: MemCube) -> MemCube:

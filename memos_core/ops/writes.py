@@ -8,7 +8,7 @@ access (the facade did) and goes through the store's one write path
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from memos_core.cube import (
@@ -216,7 +216,7 @@ def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
     (:func:`~memos_core.governance.access.only_readers_of`). A source whose TTL has run out is refused
     (:class:`~memos_core.errors.InvalidInputError`). Returns the summary as stored."""
     now = utcnow()
-    ends = []
+    lifespans = []  # seconds from the summary's creation to each source's end
     for source in sources:
         if source.governance.ttl_seconds is not None:
             if ttl_elapsed(source.created_at, source.governance.ttl_seconds, now):
@@ -225,13 +225,14 @@ def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
                     "compressed.")
             # (a store may hold a TTL from before the limit: any longer is as good as it)
             lifespan = min(source.governance.ttl_seconds, MAX_SECONDS)
-            ends.append(source.created_at + timedelta(seconds=lifespan))
+            # in seconds, not as a datetime: an end past the year 9999 has no datetime
+            lifespans.append((source.created_at - summary.created_at).total_seconds() + lifespan)
     store.ready_embedder()
     with store.write_lock:
         tags = sensitivity_rules.history_sensitivity(list(sources))
         ttl = summary.governance.ttl_seconds
-        if ends:  # counted from the summary's creation
-            left = (min(ends) - summary.created_at).total_seconds()
+        if lifespans:  # counted from the summary's creation
+            left = min(lifespans)
             ttl = left if ttl is None else min(ttl, left)
         summary = access.shared_as_sources(summary, sources)
         summary = summary.model_copy(update={

@@ -697,12 +697,31 @@ class MemOS:
         mode = check_mode(derived)
         # one pass (forget_passes): adapters' writes under way wait for its end
         with self.store.write_lock, self.store.forget_passes.running():
-            cube = self._load(memory_id, user_id, allow_deleted=True)
-            access.require(cube, user_id, access.Operation.OWN, "forget")
+            cube, damaged = self._forgettable(memory_id, user_id)
             try:
-                return forget_ops.forget_one(self.store, cube, Actor(user_id, agent_id, reason), mode)
+                return forget_ops.forget_one(self.store, cube, Actor(user_id, agent_id, reason),
+                                             mode, damaged=damaged)
             finally:  # a failing hook of a cascaded summary comes after a tombstone
                 self.vault.checkpoint()
+
+    def _forgettable(self, memory_id: object, user_id: str) -> tuple[MemCube, str | None]:
+        """The memory ``user_id`` asks to forget, checked (exists, owned); and None, or for
+        a memory whose stored record is damaged, what became of its text: the cube is then
+        its stand-in (:meth:`~memos_core.vault.base.Vault.damaged_stand_in`), whose owner
+        comes from what the vault keeps beside the record, so that the owner can still
+        forget it."""
+        mid = check_id(memory_id)
+        damaged = None
+        try:
+            cube = self.vault.get(mid)
+        except CorruptDataError as exc:
+            found = self.vault.damaged_stand_in(mid) if exc.memory_id == mid else None
+            if found is None:
+                raise
+            cube, damaged = found
+        cube = self._loaded(cube, mid, user_id, allow_deleted=True)
+        access.require(cube, user_id, access.Operation.OWN, "forget")
+        return cube, damaged
 
     @running
     def compress(self, memory_ids: Sequence[str], summary: str, *, user_id: str,
@@ -741,9 +760,9 @@ class MemOS:
         ids = check_strs(memory_ids, "memory_ids")
         actor = Actor(user_id, agent_id, reason)
         with self.store.write_lock, self.store.forget_passes.running():  # one pass
-            cubes = [self._load(mid, user_id, allow_deleted=True) for mid in ids]
-            for cube in cubes:
-                access.require(cube, user_id, access.Operation.OWN, "forget")
+            found = [self._forgettable(mid, user_id) for mid in ids]
+            cubes = [cube for cube, _ in found]
+            damaged = {cube.id: why for cube, why in found if why is not None}
             # every conversation log first: a failing hook leaves all the memories untouched
             unique = {c.id: c for c in cubes}.values()
             logs = {c.id: forget_ops.redact_logs(self.store, c) for c in unique}
@@ -752,9 +771,12 @@ class MemOS:
             try:
                 for c in cubes:  # one may be flagged earlier in the loop (a summary of another)
                     try:
+                        # a damaged one's stand-in, the first time (an id may repeat)
+                        why = damaged.pop(c.id, None)
+                        current = c if why is not None else self.vault.get(c.id) or c
                         receipts.append(forget_ops.forget_one(
-                            self.store, self.vault.get(c.id) or c, actor, "flag",
-                            logs.pop(c.id, [])))
+                            self.store, current, actor, "flag", logs.pop(c.id, []),
+                            damaged=why))
                     except PurgePendingError as exc:  # tombstoned: the others still go
                         pending.append(exc)
             finally:
@@ -889,14 +911,16 @@ class MemOS:
         limit: int = 100, offset: int = 0, newest_first: bool = False,
     ) -> builtins.list[MemCube]:
         """Memories visible to ``user_id`` in insertion order (paged). Tombstones are excluded
-        unless ``states`` asks for ``deleted``. ``metadata`` keeps memories whose metadata has
+        unless ``states`` asks for ``deleted``. A memory whose stored record is damaged is left
+        out (its place in the page stays empty) and logged once: its owner can forget it. ``metadata`` keeps memories whose metadata has
         each given key equal to the given scalar value."""
         self._check_open()
         return access.listed_by(self.vault.list(self._list_query(
             user_id=user_id, agent_id=agent_id, session_id=session_id, types=types, tags=tags,
             states=states, occurred_after=occurred_after, occurred_before=occurred_before,
             include_superseded=include_superseded, metadata=metadata, limit=limit,
-            offset=offset, newest_first=newest_first)), user_id)
+            offset=offset, newest_first=newest_first), on_damaged=self.store.report_damaged),
+            user_id)
 
     def _list_query(
         self, *, user_id: str, agent_id: str | None = None, session_id: str | None = None,

@@ -87,10 +87,14 @@ class ForgetReceipt(BaseModel):
     text_sha256: str | None = Field(
         description="SHA-256 (hex) of the forgotten text, handed to the caller once: the store "
         "keeps no digest (one of a short secret gives the text back by hashing guesses). None "
-        "when the memory was already forgotten.")
+        "when the memory was already forgotten, or when its stored record was damaged.")
     removed_from: tuple[str, ...]
     at: datetime
     derived: tuple[DerivedForm, ...] = ()
+    notes: tuple[str, ...] = Field(
+        default=(), description="What the forget could not do as usual, e.g. for a memory "
+        "whose stored record was damaged: whether its text could be read, and so searched "
+        "for in conversation logs.")
 
 
 class ShareReceipt(BaseModel):

@@ -29,7 +29,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from memos_core.cube import MemCube, Namespace, State, utcnow
-from memos_core.errors import BundleError, ConflictError, InvalidInputError, MemOSError
+from memos_core.errors import (
+    BundleError,
+    ConflictError,
+    CorruptDataError,
+    InvalidInputError,
+    MemOSError,
+)
 from memos_core.governance.sensitivity import history_sensitivity
 from memos_core.ops.share import retrying
 from memos_core.store import MemoryStore
@@ -62,6 +68,10 @@ def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
 
     A memory that any version marks sensitive is left out -- with its whole history and its
     relations -- unless ``include_sensitive``; ``manifest["withheld_sensitive"]`` counts them.
+    A memory whose stored record is damaged (a version of it cannot be read) is left out
+    too, logged by the store (:meth:`MemoryStore.report_damaged`), and
+    ``manifest["damaged"]`` lists its id: its owner can forget it, or restore the vault
+    from a backup.
 
     The files are written into a new private directory (mode 0700) next to ``path``, which
     is then renamed to ``path`` (an existing empty directory is replaced): nothing is
@@ -98,13 +108,14 @@ def _export_into(store: MemoryStore, work: Path, path: Path, user_id: str,
                  include_sensitive: bool) -> None:
     """:func:`export_bundle`'s writing into ``work`` and rename to ``path``."""
     try:
-        count, withheld, live = _write_bundle(store, work, user_id, include_sensitive)
+        count, withheld, live, damaged = _write_bundle(store, work, user_id, include_sensitive)
         with store.write_lock:  # no forget of this process between the check and the rename
             if any(c.state is State.DELETED for c in store.vault.get_many(sorted(live)).values()):
                 # forgotten while the files were written: write them again, without its text
                 shutil.rmtree(work)
                 work.mkdir(mode=0o700)
-                count, withheld, _ = _write_bundle(store, work, user_id, include_sensitive)
+                count, withheld, _, damaged = _write_bundle(store, work, user_id,
+                                                            include_sensitive)
             try:
                 os.rename(work, path)
             except OSError as exc:
@@ -113,24 +124,42 @@ def _export_into(store: MemoryStore, work: Path, path: Path, user_id: str,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     store.vault.audit(Actor(user_id), "export", details={
-        "memories": count, "withheld_sensitive": withheld, "path": str(path)})
+        "memories": count, "withheld_sensitive": withheld, "damaged": len(damaged),
+        "path": str(path)})
 
 
 def _write_bundle(store: MemoryStore, path: Path, user_id: str,
-                  include_sensitive: bool) -> tuple[int, int, set[str]]:
+                  include_sensitive: bool) -> tuple[int, int, set[str], list[str]]:
     """The bundle's files in the new directory ``path``; (memories written, withheld, the
-    ids of the live ones written)."""
+    ids of the live ones written, the ids of the damaged ones left out)."""
     ids: set[str] = set()
     live: set[str] = set()
+    damaged: list[str] = []
     withheld = 0
+
+    def left_out(error: CorruptDataError) -> None:
+        store.report_damaged(error)
+        skipped.append(error)
+
     with open(path / "memories.jsonl", "w", encoding="utf-8") as out:
         offset = 0
-        while page := store.vault.list(ListQuery(user_ids=(user_id,), limit=500, offset=offset)):
-            offset += len(page)
+        while True:
+            skipped: list[CorruptDataError] = []
+            page = store.vault.list(ListQuery(user_ids=(user_id,), limit=500, offset=offset),
+                                    on_damaged=left_out)
+            if not page and not skipped:
+                break
+            offset += len(page) + len(skipped)  # a damaged memory takes its place in a page
+            damaged += [e.memory_id for e in skipped if e.memory_id and _owns(store, e, user_id)]
             for cube in page:
                 if cube.user_id != user_id:  # shared with the user, not owned: not theirs to export
                     continue
-                history = store.vault.history(cube.id)
+                try:
+                    history = store.vault.history(cube.id)
+                except CorruptDataError as exc:  # an older version is damaged
+                    store.report_damaged(CorruptDataError(str(exc), memory_id=cube.id))
+                    damaged.append(cube.id)
+                    continue
                 if not include_sensitive and history_sensitivity(history):
                     withheld += 1
                     continue
@@ -151,10 +180,18 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
         "user_id": user_id,
         "memories": len(ids),
         "withheld_sensitive": withheld,
+        "damaged": damaged,
         "files": files,
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return len(ids), withheld, live
+    return len(ids), withheld, live, damaged
+
+
+def _owns(store: MemoryStore, error: CorruptDataError, user_id: str) -> bool:
+    """Whether the damaged memory ``error`` names is ``user_id``'s (read from what the vault
+    keeps beside the damaged record), not one shared with them."""
+    found = store.vault.damaged_stand_in(error.memory_id or "")
+    return found is not None and found[0].user_id == user_id
 
 
 def _file_info(path: Path) -> dict[str, Any]:

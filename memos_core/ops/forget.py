@@ -49,7 +49,13 @@ from functools import partial
 from pathlib import Path
 
 from memos_core.cube import MemCube, State, utcnow
-from memos_core.errors import AccessDeniedError, ConflictError, PurgePendingError, first_line
+from memos_core.errors import (
+    AccessDeniedError,
+    ConflictError,
+    CorruptDataError,
+    PurgePendingError,
+    first_line,
+)
 from memos_core.governance import access
 from memos_core.governance.derived import FLAG_KEY, DerivedMode, check_mode
 from memos_core.governance.forget_hooks import MessageRedactor, earlier_texts, redact_log_message
@@ -83,7 +89,12 @@ def redact_logs(store: MemoryStore, cube: MemCube) -> list[DerivedForm]:
     again after its commit (:class:`~memos_core.governance.forget_hooks.ForgetPasses`)."""
     if cube.state is State.DELETED:
         return []
-    earlier = [v.text for v in store.vault.history(cube.id)[:-1] if v.text != cube.text]
+    try:
+        earlier = [v.text for v in store.vault.history(cube.id)[:-1] if v.text != cube.text]
+    except CorruptDataError as exc:  # the tombstone scrubs the damaged versions all the same
+        logger.warning("the earlier versions of memory %s cannot be read (%s): conversation "
+                       "logs are searched for its current text only", cube.id, first_line(exc))
+        earlier = []
     with earlier_texts(cube.id, list(dict.fromkeys(earlier))), store.forget_passes.running():
         forms = redact_conversation_logs(store.vault, MessageRedactor(cube))
         return forms + store.forget_hooks.run(cube, Path(store.data_dir), store.vault)
@@ -106,8 +117,13 @@ def redact_conversation_logs(vault: Vault, redactor: MessageRedactor,
 
 
 def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: DerivedMode,
-               logs: list[DerivedForm] | None = None) -> ForgetReceipt:
+               logs: list[DerivedForm] | None = None, *,
+               damaged: str | None = None) -> ForgetReceipt:
     """Forget ``cube`` (already access-checked) everywhere; see the module docstring.
+
+    ``damaged``: ``cube`` is the stand-in of a memory whose stored record is damaged
+    (:meth:`~memos_core.vault.base.Vault.damaged_stand_in`), and this says what became of
+    its text; it is logged and noted in the receipt, which gives no text digest.
 
     ``logs``: what :func:`redact_logs` already did for it (``forget_many`` runs every hook
     before the first tombstone); None runs the hooks here. Idempotent: forgetting a
@@ -134,8 +150,13 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
                              at=cube.updated_at, derived=tuple(cascaded + again))
     if derived == "forget":
         check_cascade(store, cube, actor.user_id)
+    notes: tuple[str, ...] = ()
+    if damaged is not None:
+        notes = (f"Memory {cube.id}: {damaged}.",)
+        logger.warning("forgetting memory %s: %s", cube.id, damaged)
     forms = redact_logs(store, cube) if logs is None else list(logs)
-    digest = hashlib.sha256(cube.text.encode()).hexdigest()  # the receipt's; never stored
+    # the receipt's; never stored (none of a stand-in's text: it may not be the memory's)
+    digest = None if damaged is not None else hashlib.sha256(cube.text.encode()).hexdigest()
     finishers: list[Callable[[], list[DerivedForm]]] = [p(cube.id) for p in store.purgers]
     # the KV engine, if any, drops its blocks when it hears of the tombstone; its audit
     # record names the mode, in which a forget stopped before its cascade resumes
@@ -156,7 +177,7 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
         memory_id=cube.id, version=tomb.version, text_sha256=digest,
         removed_from=("vault", *indexed, "graph") + _stores_of(purged)
         + (("conversation_log",) if logged else ()),
-        at=tomb.updated_at, derived=tuple(forms),
+        at=tomb.updated_at, derived=tuple(forms), notes=notes,
     )
 
 

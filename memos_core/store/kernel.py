@@ -119,6 +119,8 @@ class MemoryStore:
         self._embedder_ready = False
         self._pending_lock = threading.Lock()
         self._pending = self._read_pending()
+        #: damaged memories already logged by :meth:`report_damaged` (once per open store)
+        self._damaged_seen: set[str] = set()
         self._retried_at = 0.0
         #: bumped by every rebuild of a damaged index; whether one was rebuilt since the open
         self._index_generation = 0
@@ -177,7 +179,7 @@ class MemoryStore:
             self.index, self.embedder, self.bm25, self.graph, self.graph_lock, self.extractor,
             self.config.retrieval,
         )
-        self.retriever.texts = self.vault.texts
+        self.retriever.texts = lambda ids: self.vault.texts(ids, on_damaged=self.report_damaged)
         unoptimized = self.vault.get_meta("index_unoptimized") or "0"
         # a counter of points since the last optimize: a damaged value only starts it again
         self._unoptimized = int(unoptimized) if unoptimized.isdigit() else 0
@@ -577,7 +579,19 @@ class MemoryStore:
                 cubes = cast(Any, self.vault).cached_many(memory_ids)
                 if cubes is not None:
                     return cast(dict[str, MemCube], cubes)
-        return self.vault.get_many(memory_ids)
+        return self.vault.get_many(memory_ids, on_damaged=self.report_damaged)
+
+    def report_damaged(self, error: CorruptDataError) -> None:
+        """Log, once per open store, a memory whose damaged record a read that shows many
+        memories (list, search, export, indexing) leaves out: ``error`` names it and says
+        what to do (its owner forgets it, or the vault is restored from a backup). An
+        :data:`~memos_core.vault.OnDamaged` for those reads."""
+        key = error.memory_id or str(error)
+        with self._pending_lock:
+            if key in self._damaged_seen:
+                return
+            self._damaged_seen.add(key)
+        logger.error("%s", error)  # it names the memory and says what to do
 
     def _notify(self, cubes: Sequence[MemCube]) -> None:
         for listener in list(self._listeners):
@@ -654,25 +668,10 @@ class MemoryStore:
 
     def _readable(self, ids: Sequence[str]) -> list[MemCube]:
         """The memories among ``ids`` the vault can read: one whose record is damaged is
-        left out (and logged, named) so that it stops neither the others from being indexed
-        nor the store from opening; reads of it still raise ``CorruptDataError``."""
-        try:
-            return list(self.vault.get_many(ids).values())
-        except CorruptDataError as exc:
-            if exc.memory_id is None:  # the file, not one record: nothing to go on with
-                raise
-        out = []
-        for mid in ids:
-            try:
-                cube = self.vault.get(mid)
-            except CorruptDataError as exc:
-                if exc.memory_id != mid:
-                    raise
-                logger.error("%s It is left out of the index until the vault is restored.", exc)
-                continue
-            if cube is not None:
-                out.append(cube)
-        return out
+        left out (and logged, named: :meth:`report_damaged`) so that it stops neither the
+        others from being indexed nor the store from opening; reads of it still raise
+        ``CorruptDataError``."""
+        return list(self.vault.get_many(ids, on_damaged=self.report_damaged).values())
 
     def reindex(self) -> dict[str, int]:
         """Rebuild the index and the graph from the vault. Returns ``{"indexed": n}``."""

@@ -11,6 +11,7 @@ from memos_core.vault.base import (
     ListQuery,
     LogRow,
     NamespaceGrant,
+    OnDamaged,
     ThreadCheckpoints,
     Typed,
     Vault,
@@ -19,6 +20,6 @@ from memos_core.vault.sqlite import SQLiteVault, scrub
 
 __all__ = [
     "Actor", "AuditRecord", "CheckpointRecord", "ConversationLogs", "Edge", "ItemKey",
-    "KeyedItems", "ListQuery", "LogRow", "NamespaceGrant", "SQLiteVault", "ThreadCheckpoints",
+    "KeyedItems", "ListQuery", "LogRow", "NamespaceGrant", "OnDamaged", "SQLiteVault", "ThreadCheckpoints",
     "Typed", "Vault", "scrub",
 ]

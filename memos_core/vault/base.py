@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from memos_core.cube import MemCube
-from memos_core.errors import InvalidInputError
+from memos_core.errors import CorruptDataError, InvalidInputError
 from memos_core.validation import bad_char
 
 
@@ -126,6 +126,11 @@ class ListQuery:
                 "string of one group must be held), e.g. (('locker', '4417'),); got "
                 f"{self.contains_any!r}.")
 
+
+#: Told of each damaged memory a lenient read leaves out (``on_damaged`` of
+#: :meth:`Vault.list`, :meth:`Vault.get_many`, :meth:`Vault.texts`): the error naming it
+#: (``memory_id`` set), as a strict read would have raised it.
+OnDamaged = Callable[[CorruptDataError], None]
 
 #: A value serialised by its writer: ``(type name, bytes)``; the vault stores both as they
 #: are and never decodes them (``bytes`` may be None, e.g. for an empty channel).
@@ -502,14 +507,32 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
     def get(self, memory_id: str) -> MemCube | None:
         """The current version (with usage counters), tombstones included; None if unknown."""
 
-    def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
-        """``{id: current version}`` for the known ids among ``memory_ids``."""
+    def get_many(self, memory_ids: Sequence[str], *,
+                 on_damaged: OnDamaged | None = None) -> dict[str, MemCube]:
+        """``{id: current version}`` for the known ids among ``memory_ids``.
 
-    def texts(self, memory_ids: Sequence[str]) -> dict[str, str]:
+        A memory whose stored record is damaged raises
+        :class:`~memos_core.errors.CorruptDataError` naming it (``memory_id``), or with
+        ``on_damaged`` is passed to it and left out: for reads that show many memories
+        (list, search, export), never for one that changes what it reads (a cascade must not
+        skip a memory it should change). A backend whose records cannot be damaged that way
+        (PostgreSQL checks text and JSON on input) takes the argument and never calls it."""
+
+    def texts(self, memory_ids: Sequence[str], *,
+              on_damaged: OnDamaged | None = None) -> dict[str, str]:
         """``{id: text of the current version}`` for the known ids among ``memory_ids`` (a
         tombstone's is its tombstone text): what :meth:`get_many` gives as ``cube.text``,
         without decoding the memories or reading their usage counters (the ranking stages
-        read texts only)."""
+        read texts only). ``on_damaged`` as for :meth:`get_many`."""
+
+    def damaged_stand_in(self, memory_id: str) -> tuple[MemCube, str] | None:
+        """For a memory whose stored record is damaged, so that its owner can forget it: a
+        stand-in built from what the backend can still read of it (the owner, namespace,
+        version, state, type, tags and readers it keeps apart from the record; the text if
+        it can be read), and a sentence saying what became of its text (read whole, in part,
+        not at all). None for an unknown id, or where the backend keeps no damaged
+        records (PostgreSQL checks text and JSON on input). :meth:`tombstone` takes a damaged memory as
+        its stand-in and scrubs its damaged versions too."""
 
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
         """One stored version; None if the memory or the version does not exist."""
@@ -520,8 +543,11 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
     def history(self, memory_id: str) -> builtins.list[MemCube]:
         """Every version, oldest first (empty for an unknown id)."""
 
-    def list(self, query: ListQuery) -> builtins.list[MemCube]:
-        """Current versions matching ``query``, paged by ``limit``/``offset``."""
+    def list(self, query: ListQuery, *,
+             on_damaged: OnDamaged | None = None) -> builtins.list[MemCube]:
+        """Current versions matching ``query``, paged by ``limit``/``offset``;
+        ``on_damaged`` as for :meth:`get_many` (a memory left out still takes its place in
+        the page: ``offset`` counts it)."""
 
     def count(self, query: ListQuery | None = None) -> int:
         """How many memories match ``query`` (all of them, tombstones included, for None);

@@ -53,7 +53,14 @@ from typing import Any, TypeVar
 from memos_core.cube import MemCube
 from memos_core.errors import InvalidInputError, ServerUnavailableError, first_line, pool_busy
 from memos_core.vault import pg_sql
-from memos_core.vault.base import CheckpointRecord, ItemKey, ListQuery, LogRow, Typed
+from memos_core.vault.base import (
+    CheckpointRecord,
+    ItemKey,
+    ListQuery,
+    LogRow,
+    OnDamaged,
+    Typed,
+)
 from memos_core.vault.pg_integrations import CheckpointSQL, KeyedSQL, Loaded, LogSQL
 from memos_core.vault.pg_sql import Program, arun, lock_step
 
@@ -303,11 +310,13 @@ class AsyncPgVault:
         return await self._read_with_usage(lambda: pg_sql.get(memory_id, self._overlay, self._vault._cubes),
                                            lambda: self._vault.get(memory_id))
 
-    async def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
+    async def get_many(self, memory_ids: Sequence[str], *,
+                       on_damaged: OnDamaged | None = None) -> dict[str, MemCube]:
         return await self._read_with_usage(lambda: pg_sql.get_many(memory_ids, self._overlay, self._vault._cubes),
                                            lambda: self._vault.get_many(memory_ids))
 
-    async def list(self, query: ListQuery) -> builtins.list[MemCube]:
+    async def list(self, query: ListQuery, *,
+                   on_damaged: OnDamaged | None = None) -> builtins.list[MemCube]:
         return await self._read_with_usage(lambda: pg_sql.list_memories(query, self._overlay),
                                            lambda: self._vault.list(query))
 

@@ -58,7 +58,7 @@ from memos_core.vault.audit_chain import (
     seal,
     verify_chain,
 )
-from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant
+from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant, OnDamaged
 from memos_core.vault import pg_sql
 from memos_core.vault.pg_async import PgAsyncMixin
 from memos_core.vault.pg_feed import FeedMixin, Tx
@@ -658,7 +658,9 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         with self._usage.reading():
             return self._run(pg_sql.get(memory_id, self._usage.overlay, self._cubes))
 
-    def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
+    def get_many(self, memory_ids: Sequence[str], *,
+                 on_damaged: OnDamaged | None = None) -> dict[str, MemCube]:
+        # on_damaged is never called: PostgreSQL checks text and JSON on input
         with self._usage.reading():
             return self._run(pg_sql.get_many(memory_ids, self._usage.overlay, self._cubes))
 
@@ -687,12 +689,18 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         self.cached_reads += 1
         return cubes
 
-    def texts(self, memory_ids: Sequence[str]) -> dict[str, str]:
+    def texts(self, memory_ids: Sequence[str], *,
+              on_damaged: OnDamaged | None = None) -> dict[str, str]:
         ids = list(dict.fromkeys(memory_ids))
         if not ids:
             return {}
         return dict(self._query("SELECT id, doc->>'text' FROM memories WHERE id = ANY(%s)",
                                 (ids,)))
+
+    def damaged_stand_in(self, memory_id: str) -> tuple[MemCube, str] | None:
+        """None: PostgreSQL checks text and JSON on input, so no record is damaged the way
+        an embedded vault's can be (:meth:`memos_core.vault.base.Vault.damaged_stand_in`)."""
+        return None
 
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
         return self._run(pg_sql.get_version(memory_id, version))
@@ -703,7 +711,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     def history(self, memory_id: str) -> builtins.list[MemCube]:
         return self._run(pg_sql.history(memory_id))
 
-    def list(self, query: ListQuery) -> builtins.list[MemCube]:
+    def list(self, query: ListQuery, *,
+             on_damaged: OnDamaged | None = None) -> builtins.list[MemCube]:
         with self._usage.reading():
             return self._run(pg_sql.list_memories(query, self._usage.overlay))
 

@@ -35,7 +35,7 @@ from memos_core.errors import (
     MemOSError,
     first_line,
 )
-from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant
+from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant, OnDamaged
 from memos_core.vault.audit_chain import (
     AUDIT_HEAD,
     GENESIS_HASH,
@@ -52,6 +52,7 @@ from memos_core.vault.sqlite_checkpoints import SQLiteCheckpointsMixin
 from memos_core.vault.sqlite_graph import SQLiteGraphMixin
 from memos_core.vault.sqlite_keyed import SQLiteKeyedMixin, drop_bindings
 from memos_core.vault.sqlite_log import SQLiteLogMixin
+from memos_core.vault.damaged import COLUMNS, stand_in
 from memos_core.vault.sqlite_text import damaged, damaged_row, lenient_rows, shown, undecodable
 from memos_core.vault.scrub import (
     migrate_drop_digests,
@@ -140,6 +141,9 @@ CREATE TABLE IF NOT EXISTS grants (
 """
 
 _CUBE_COLUMNS = "doc"
+#: a memory's plain columns, its document and the copy of it in ``versions`` (a stand-in's)
+_STAND_IN_SQL = (f"SELECT {', '.join(f'm.{c}' for c in COLUMNS)}, m.doc, v.doc FROM memories m "
+                 "LEFT JOIN versions v ON v.id = m.id AND v.version = m.version WHERE m.id=?")
 _NOT_UTF8 = "not valid UTF-8: a byte of it was damaged on disk"
 
 logger = logging.getLogger("memos_core")
@@ -303,10 +307,14 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         wrong (an exception's first line); never the record's text."""
         if isinstance(problem, Exception):
             problem = first_line(problem)
+        advice = ("Restore the vault from a backup or an export bundle (memos import)"
+                  if memory_id is None else
+                  f"Its owner can forget it (memos forget {memory_id}), or restore the vault "
+                  "from a backup or an export bundle (memos import); it is left out of the "
+                  "index, lists, searches and exports meanwhile")
         return CorruptDataError(
             f"The vault at {self.path} holds a damaged record: {shown(what)} ({problem}). "
-            "Restore the vault from a backup or an export bundle (memos import).",
-            memory_id=memory_id)
+            f"{advice}.", memory_id=memory_id)
 
     def _cube(self, doc: str, what: str, memory_id: str | None = None) -> MemCube:
         """A stored document as a MemCube; a damaged one is a :class:`CorruptDataError`
@@ -333,7 +341,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         if code in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or type(exc) is sqlite3.DatabaseError:
             return CorruptDataError(
                 f"The vault at {self.path} is damaged ({exc}). Restore it from a backup or an "
-                "export bundle (memos import); the memories it can still read can be exported.")
+                "export bundle (memos import).")
         if code == "SQLITE_FULL" or "disk is full" in str(exc):
             return MemOSError(f"The disk holding {self.path} is full ({exc}); nothing was "
                               "written. Free some space and retry: the vault is not damaged.")
@@ -590,13 +598,18 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         stays in the vault, not even a digest (SQLite's secure_delete zeroes freed pages).
         """
         with self._tx() as db:
-            row = db.execute("SELECT doc FROM memories WHERE id=?", (memory_id,)).fetchone()
-            if row is None:
+            # read leniently: a damaged record (its owner forgets it) gets a stand-in from its
+            # columns, and each of its versions is scrubbed as well
+            rows = lenient_rows(db, _STAND_IN_SQL, (memory_id,))
+            if not rows:
                 raise MemoryNotFoundError(f"No memory with id {memory_id!r}.")
-            cube = MemCube.model_validate_json(row[0])
+            try:
+                cube = self._cube(rows[0][-2], f"memory {memory_id}", memory_id)
+            except CorruptDataError:
+                cube = self._stand_in(rows[0])[0]
             if cube.state is State.DELETED:
                 return cube
-            self._scrub_versions(db, memory_id)
+            self._scrub_versions(db, memory_id, cube)
             tomb = scrub(cube).model_copy(
                 update={"version": cube.version + 1, "state": State.DELETED, "updated_at": utcnow()}
             )
@@ -651,13 +664,20 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                               (memory_id, below)).fetchall()
             return sum(rewrite_version(db, "?", memory_id, v, doc, rewrite) for v, doc in rows)
 
-    def _scrub_versions(self, db: sqlite3.Connection, memory_id: str) -> int:
-        """Scrub the unscrubbed versions of ``memory_id`` in place; returns how many."""
+    def _scrub_versions(self, db: sqlite3.Connection, memory_id: str,
+                        current: MemCube | None = None) -> int:
+        """Scrub the unscrubbed versions of ``memory_id`` in place; returns how many. A
+        damaged version (not UTF-8, not a MemCube) is replaced by ``current`` scrubbed,
+        numbered as it was; without ``current`` it raises :class:`CorruptDataError`."""
         count = 0
-        for vid, vdoc in db.execute(
-                "SELECT version, doc FROM versions WHERE id=?", (memory_id,)
-            ).fetchall():
-                old = MemCube.model_validate_json(vdoc)
+        for vid, vdoc in lenient_rows(db, "SELECT version, doc FROM versions WHERE id=?",
+                                      (memory_id,)):
+                try:
+                    old = self._cube(vdoc, f"version {vid} of memory {memory_id}")
+                except CorruptDataError:
+                    if current is None:
+                        raise
+                    old = current.model_copy(update={"version": vid})
                 if old.scrubbed:
                     continue
                 db.execute(
@@ -711,22 +731,33 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                                 lenient=lenient)
         return rows
 
-    def _with_usage(self, docs: list[tuple[str, str]]) -> list[MemCube]:
+    def _with_usage(self, docs: list[tuple[str, str]],
+                    on_damaged: OnDamaged | None = None) -> list[MemCube]:
         """Parse documents (read ``lenient``: a damaged one is named by :meth:`_cube`) and
-        attach their usage counters."""
+        attach their usage counters. A damaged memory raises, or with ``on_damaged`` is
+        passed to it and left out."""
         if not docs:
             return []
         usage: dict[str, Usage] = {}
+        broken: dict[str, CorruptDataError] = {}
         for mid, count, last, heat, tier in self._by_ids(
                 "SELECT id, access_count, last_access, heat, tier FROM usage",
                 [d[0] for d in docs], lenient=True):
             try:
                 usage[mid] = Usage(access_count=count, last_access=_dt(last), heat=heat, tier=tier)
             except (ValidationError, ValueError, TypeError, OverflowError) as exc:
-                raise self._damaged(f"usage counters of memory {mid}", exc, mid) from None
+                broken[mid] = self._damaged(f"usage counters of memory {mid}", exc, mid)
         out = []
         for mid, doc in docs:
-            cube = self._cube(doc, f"memory {mid}", mid)
+            try:
+                if mid in broken:
+                    raise broken[mid]
+                cube = self._cube(doc, f"memory {mid}", mid)
+            except CorruptDataError as exc:
+                if on_damaged is None:
+                    raise exc from None
+                on_damaged(exc)
+                continue
             if mid in usage:
                 cube = cube.model_copy(update={"usage": usage[mid]})
             out.append(cube)
@@ -737,18 +768,37 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         cubes = self._with_usage(rows)
         return cubes[0] if cubes else None
 
-    def get_many(self, memory_ids: Sequence[str]) -> dict[str, MemCube]:
+    def get_many(self, memory_ids: Sequence[str], *,
+                 on_damaged: OnDamaged | None = None) -> dict[str, MemCube]:
         rows = self._by_ids("SELECT id, doc FROM memories", list(dict.fromkeys(memory_ids)),
                             lenient=True)
-        return {c.id: c for c in self._with_usage(rows)}
+        return {c.id: c for c in self._with_usage(rows, on_damaged)}
 
-    def texts(self, memory_ids: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = dict(self._by_ids(
-            "SELECT id, json_extract(doc, '$.text') FROM memories",
-            list(dict.fromkeys(memory_ids)), lenient=True))
-        for mid, text in found.items():
-            if damaged_row((mid, text)):
-                raise self._damaged(f"memory {mid}", f"its stored text is {_NOT_UTF8}", mid)
+    def texts(self, memory_ids: Sequence[str], *,
+              on_damaged: OnDamaged | None = None) -> dict[str, str]:
+        ids = list(dict.fromkeys(memory_ids))
+        try:
+            rows = self._by_ids("SELECT id, json_extract(doc, '$.text') FROM memories", ids,
+                                lenient=True)
+        except sqlite3.OperationalError as exc:
+            if "malformed JSON" not in str(exc):
+                raise
+            # a document cut short fails the whole statement: read again, checking each
+            rows = self._by_ids("SELECT id, CASE WHEN json_valid(doc) THEN "
+                                "json_extract(doc, '$.text') END FROM memories", ids,
+                                lenient=True)
+        found: dict[str, str] = {}
+        for mid, text in rows:
+            if isinstance(text, str) and not damaged_row((mid, text)):
+                found[mid] = text
+                continue
+            problem = (f"its stored text is {_NOT_UTF8}" if text is not None
+                       else "its stored document is not a memory record: JSON cut short "
+                            "or overwritten")
+            error = self._damaged(f"memory {mid}", problem, mid)
+            if on_damaged is None:
+                raise error
+            on_damaged(error)
         return found
 
     def get_version(self, memory_id: str, version: int) -> MemCube | None:
@@ -836,12 +886,26 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         shared, more = self._where(q, readers=True)
         return f"{sql} UNION ALL SELECT {columns} FROM memories{shared}", params + more
 
-    def list(self, query: ListQuery) -> list[MemCube]:
+    def list(self, query: ListQuery, *, on_damaged: OnDamaged | None = None) -> list[MemCube]:
         sql, params = self._select(query, "id, doc, seq")
         order = "DESC" if query.newest_first else "ASC"
         rows = self._query(f"{sql} ORDER BY seq {order} LIMIT ? OFFSET ?",
                            [*params, query.limit, query.offset], lenient=True)
-        return self._with_usage([(r[0], r[1]) for r in rows])
+        return self._with_usage([(r[0], r[1]) for r in rows], on_damaged)
+
+    def damaged_stand_in(self, memory_id: str) -> tuple[MemCube, str] | None:
+        """For a memory whose stored document is damaged: a stand-in built from its plain
+        columns and what of the document (or of its copy in ``versions``) can be read
+        (:func:`.damaged.stand_in`), with what became of its text; None for an unknown id."""
+        rows = self._query(_STAND_IN_SQL, (memory_id,), lenient=True)
+        return self._stand_in(rows[0]) if rows else None
+
+    def _stand_in(self, row: Sequence[Any]) -> tuple[MemCube, str]:
+        """:meth:`damaged_stand_in` of a row of :data:`_STAND_IN_SQL`."""
+        try:
+            return stand_in(dict(zip(COLUMNS, row)), row[-2], row[-1])
+        except (ValidationError, ValueError, TypeError, OverflowError) as exc:
+            raise self._damaged(f"columns of memory {row[0]}", exc) from None
 
     def count(self, query: ListQuery | None = None) -> int:
         sql, params = self._select(query or ListQuery(), "1")

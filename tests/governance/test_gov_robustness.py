@@ -280,7 +280,7 @@ def _damage_record(data: Path, memory_id: str, **meta: str) -> None:
 
 
 def test_a_damaged_record_or_page_is_a_corrupt_data_error(tmp_path: Path) -> None:
-    """A damaged row made list, search and export raise a raw pydantic error, a damaged
+    """A damaged row made get (and list, search and export) raise a raw pydantic error, a damaged
     page mid-file a raw sqlite3.DatabaseError; both are CorruptDataError naming what is
     damaged, and the other memories stay readable by id."""
     data = tmp_path / "d"
@@ -290,7 +290,8 @@ def test_a_damaged_record_or_page_is_a_corrupt_data_error(tmp_path: Path) -> Non
     _damage_record(data, bad.id, index_unoptimized="x")
     with MemOS(data, config=_config()) as mos:  # a damaged counter does not stop the open
         with pytest.raises(CorruptDataError, match=f"memory {bad.id}"):
-            mos.list(user_id="ada")
+            mos.get(bad.id, user_id="ada")
+        assert [c.id for c in mos.list(user_id="ada")] == [good.id]  # left out, not raised
         assert mos.get(good.id, user_id="ada").text == good.text
     db = sqlite3.connect(data / "vault.sqlite3")  # garbage over the versions table's root page
     root, size = (db.execute("SELECT rootpage FROM sqlite_master WHERE name='versions'").fetchone()[0],

@@ -205,6 +205,18 @@ class VaultConformance:
         assert "4711" not in got[gone.id]
         assert vault.texts([]) == {}
 
+    def test_lenient_reads_of_intact_memories_are_the_strict_reads(self, vault: Vault) -> None:
+        """``on_damaged`` (list, get_many, texts) changes nothing where no record is
+        damaged, and is never called; an unknown id gets no stand-in."""
+        a, b = cube("Alice rides a blue bicycle."), cube("Alice drinks green tea.")
+        vault.insert([a, b], ALICE)
+        told: list[Exception] = []
+        ids, q = [a.id, b.id, "unknown"], ListQuery(user_ids=("alice",))
+        assert vault.get_many(ids, on_damaged=told.append) == vault.get_many(ids)
+        assert vault.texts(ids, on_damaged=told.append) == vault.texts(ids)
+        assert vault.list(q, on_damaged=told.append) == vault.list(q)
+        assert told == [] and vault.damaged_stand_in("unknown") is None
+
     def test_tombstone_scrubs_every_version_and_is_idempotent(self, vault: Vault) -> None:
         c1 = cube("Alice's PIN is 4711.")
         other, newer, older = cube("unrelated"), cube("newer"), cube("older")

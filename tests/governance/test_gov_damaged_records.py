@@ -1,0 +1,152 @@
+"""One memory whose stored record is damaged (a byte that is not UTF-8, JSON cut short) no
+longer makes its owner's whole store unusable.
+
+Before, ``list``, ``search`` and ``export`` raised ``CorruptDataError`` for the one damaged
+record, so no other memory could be listed, searched or exported -- while the error advised
+restoring "from an export bundle" -- and ``forget`` of it raised too, so its bytes could
+never be erased. Now the reads that show many memories leave it out (logged once, named,
+with what to do; the export manifest lists it under ``damaged``), ``get`` of it still
+raises naming it, and its owner can forget it: the owner comes from the columns the vault
+keeps beside the record, and the forget leaves no byte of its text, tags or metadata in the
+vault or its WAL. Each test damages a real closed store with sqlite3 and opens it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+from test_gov_forgetting import files_holding  # tests/governance is on sys.path
+
+from memos_core import MemOS, MemOSConfig
+from memos_core.errors import AccessDeniedError, CorruptDataError, MemoryDeletedError
+from memos_core.vault.damaged import TEXT_PARTIAL, TEXT_UNREADABLE, TEXT_WHOLE
+
+TEXT = "the zebra crossed the river at dawn with Okonkwo"
+TAG = "tag-okapi-3391"
+SECRET = "MARMOT9920"  # a metadata value
+#: what must be in the files before the forget and in none after it
+NEEDLES = ("crossed the river", "Okonkwo", TAG, SECRET)
+
+#: SQL that damages one memory's document: ``{table}`` is ``memories`` or ``versions``
+DAMAGES = {
+    # one byte of the text is no longer UTF-8 (the rest of the record stays)
+    "not utf-8": "UPDATE {table} SET doc=CAST(replace(doc, 'zebra', X'FF') AS TEXT) WHERE id=?",
+    # the document is cut short: no text, tags or metadata left in it
+    "json cut short": "UPDATE {table} SET doc=substr(doc, 1, 40) WHERE id=?",
+}
+
+
+def _config() -> MemOSConfig:
+    return MemOSConfig(show_progress=False, admin_users=("root",))
+
+
+def _store(data: Path) -> tuple[str, str, str]:
+    """ana's memory that gets damaged, ana's other one, and bob's."""
+    with MemOS(data, config=_config()) as mos:
+        bad = mos.add(TEXT, user_id="ana", tags=[TAG], metadata={"locker": SECRET}).id
+        good = mos.add("Ana drinks green tea in the morning", user_id="ana").id
+        bobs = mos.add("Bob keeps his kayak in the garage", user_id="bob").id
+    return bad, good, bobs
+
+
+def _damage(data: Path, memory_id: str, how: str, tables: tuple[str, ...]) -> None:
+    """Damage the documents of ``memory_id`` in ``tables`` (secure_delete: no copy of the
+    old bytes is left beside the damaged one, as a byte damaged on disk leaves none)."""
+    db = sqlite3.connect(data / "vault.sqlite3")
+    try:
+        db.execute("PRAGMA secure_delete=ON")
+        for table in tables:
+            assert db.execute(DAMAGES[how].format(table=table), (memory_id,)).rowcount == 1
+        db.commit()
+    finally:
+        db.close()
+
+
+CASES = [("not utf-8", ("memories", "versions")), ("json cut short", ("memories", "versions")),
+         ("json cut short", ("memories",))]
+IDS = ["not-utf8", "json-cut-short", "json-cut-short-history-intact"]
+
+
+@pytest.mark.parametrize(("how", "tables"), CASES, ids=IDS)
+def test_list_search_and_export_leave_a_damaged_memory_out(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str,
+        tables: tuple[str, ...]) -> None:
+    data = tmp_path / "d"
+    bad, good, bobs = _store(data)
+    _damage(data, bad, how, tables)
+    with MemOS(data, config=_config()) as mos, caplog.at_level(logging.ERROR):
+        assert [c.id for c in mos.list(user_id="ana")] == [good]
+        assert [c.id for c in mos.list(user_id="ana", offset=1)] == [good]  # its slot stays
+        assert [h.id for h in mos.search("zebra river dawn", user_id="ana")] == [good]
+        assert [h.id for h in mos.search("green tea", user_id="ana", k=1)] == [good]
+        assert [h.id for h in mos.search("kayak garage", user_id="bob", k=1)] == [bobs]
+        bundle = mos.export(tmp_path / "bundle", user_id="ana")
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+        assert manifest["damaged"] == [bad] and manifest["memories"] == 1
+        lines = (bundle / "memories.jsonl").read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line)["id"] for line in lines] == [good]
+        bobs_bundle = mos.export(tmp_path / "bobs", user_id="bob")
+        assert json.loads((bobs_bundle / "manifest.json").read_text())["damaged"] == []
+        with pytest.raises(CorruptDataError, match=f"memory {bad}") as info:
+            mos.get(bad, user_id="ana")
+        assert info.value.memory_id == bad
+        assert "forget" in str(info.value)
+    named = [r for r in caplog.records if r.levelno == logging.ERROR and bad in r.getMessage()]
+    assert len(named) == 1, "logged once per open store, not on every read"
+    assert "forget" in named[0].getMessage() and "backup" in named[0].getMessage()
+
+
+@pytest.mark.parametrize(("how", "tables", "note"),
+                         [(*case, note) for case, note in
+                          zip(CASES, (TEXT_PARTIAL, TEXT_UNREADABLE, TEXT_WHOLE))], ids=IDS)
+def test_the_owner_forgets_a_damaged_memory_and_no_byte_of_it_is_left(
+        tmp_path: Path, how: str, tables: tuple[str, ...], note: str) -> None:
+    data = tmp_path / "d"
+    bad, good, _ = _store(data)
+    _damage(data, bad, how, tables)
+    assert files_holding(data, NEEDLES), "the premise: the files hold the memory before"
+    with MemOS(data, config=_config()) as mos:
+        for stranger in ("bob", "eve"):
+            with pytest.raises(AccessDeniedError):
+                mos.forget(bad, user_id=stranger)
+        receipt = mos.forget(bad, user_id="ana")
+        assert receipt.memory_id == bad and "vault" in receipt.removed_from
+        assert receipt.text_sha256 is None  # no digest of a text that may not be the memory's
+        assert receipt.notes == (f"Memory {bad}: {note}.",)
+        with pytest.raises(MemoryDeletedError):
+            mos.get(bad, user_id="ana")
+        assert all(not v.text for v in mos.history(bad, user_id="ana"))
+        assert [c.id for c in mos.list(user_id="ana")] == [good]
+        assert mos.forget(bad, user_id="ana").text_sha256 is None  # idempotent
+        assert mos.verify_audit(user_id="root")[0]
+    assert files_holding(data, NEEDLES) == {}
+
+
+def test_forget_many_takes_a_damaged_memory_with_the_others(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    bad, good, _ = _store(data)
+    _damage(data, bad, "not utf-8", ("memories", "versions"))
+    with MemOS(data, config=_config()) as mos:
+        with pytest.raises(AccessDeniedError):
+            mos.forget_many([good, bad], user_id="bob")
+        assert [c.id for c in mos.list(user_id="ana")] == [good]  # nothing was forgotten
+        receipts = mos.forget_many([bad, good, bad], user_id="ana")
+        assert [r.memory_id for r in receipts] == [bad, good, bad]
+        assert receipts[0].notes and not receipts[1].notes
+        assert receipts[1].text_sha256 is not None  # an intact memory: as before
+        assert mos.list(user_id="ana") == []
+    assert files_holding(data, NEEDLES) == {}
+
+
+def test_the_export_command_counts_the_damaged_memories(tmp_path: Path, memos) -> None:
+    data = tmp_path / "d"
+    with MemOS(data, config=_config()) as mos:
+        bad = mos.add(TEXT, user_id="alice").id
+        mos.add("Alice rides a blue bicycle", user_id="alice")
+    _damage(data, bad, "json cut short", ("memories",))
+    code, out, _ = memos("export", str(tmp_path / "bundle"))
+    assert code == 0 and "1 damaged memories left out" in out

@@ -456,8 +456,9 @@ def _run(args: argparse.Namespace) -> None:
             path = mos.export(args.path, user_id=user, include_sensitive=args.include_sensitive)
             damaged = json.loads((path / "manifest.json").read_text(encoding="utf-8"))["damaged"]
             _emit(args, {"path": str(path), "damaged": damaged}, f"exported to {shown_path(path)}"
-                  + (f"; {len(damaged)} damaged memories left out (see the log: forget them or "
-                     "restore the vault from a backup)" if damaged else ""))
+                  + (f"; {len(damaged)} damaged {'memory' if len(damaged) == 1 else 'memories'} left out "
+                     "(see the log: forget them or restore the vault from a backup)"
+                     if damaged else ""))
         elif args.command == "import":
             result = mos.import_(args.path, user_id=user)
             _emit(args, result, ", ".join(f"{k}: {v}" for k, v in result.items()))

@@ -911,9 +911,10 @@ class MemOS:
         limit: int = 100, offset: int = 0, newest_first: bool = False,
     ) -> builtins.list[MemCube]:
         """Memories visible to ``user_id`` in insertion order (paged). Tombstones are excluded
-        unless ``states`` asks for ``deleted``. A memory whose stored record is damaged is left
-        out (its place in the page stays empty) and logged once: its owner can forget it. ``metadata`` keeps memories whose metadata has
-        each given key equal to the given scalar value."""
+        unless ``states`` asks for ``deleted``. ``metadata`` keeps memories whose metadata has
+        each given key equal to the given scalar value. A memory whose stored record is
+        damaged is left out (its place in the page stays empty) and logged once: its owner
+        can forget it."""
         self._check_open()
         return access.listed_by(self.vault.list(self._list_query(
             user_id=user_id, agent_id=agent_id, session_id=session_id, types=types, tags=tags,

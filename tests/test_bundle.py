@@ -154,7 +154,7 @@ def _fix_hashes(path):
         (_forgotten(lambda v: v["namespace"].update(agent_id="a\x00b")), "NUL character"),
         (_forgotten(lambda v: v["governance"].update(priority=2**70)), "priority must be"),
         (_forgotten(lambda v: v.update(created_at="2031-01-01T00:00:00")), "no time zone"),
-        (lambda p: (p / "manifest.json").write_bytes(b" " * (2**20 + 1)), "larger than"),
+        (lambda p: (p / "manifest.json").write_bytes(b" " * (16 * 2**20 + 1)), "larger than"),
         (_dangling_edge, "not in the bundle"),
         (_traversal, "exactly the files|path"),
         (_symlink, "not a regular file"),

@@ -56,8 +56,9 @@ FORMAT = "memos-bundle"
 FORMAT_VERSION = 1
 FILES = ("memories.jsonl", "edges.jsonl")
 MAX_BUNDLE_FILE_BYTES = 2 * 1024**3
-#: an export's manifest is a few hundred bytes; a bigger one is not read into memory
-MAX_MANIFEST_BYTES = 1024**2
+#: an export's manifest is a few hundred bytes (and the ids of any damaged memories it left
+#: out); a bigger one is not read into memory
+MAX_MANIFEST_BYTES = 16 * 1024**2
 #: how far a bundle's creation times may run ahead of this machine's clock
 _CLOCK_SKEW = timedelta(days=1)
 
@@ -136,6 +137,7 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
     live: set[str] = set()
     damaged: list[str] = []
     withheld = 0
+    skipped: list[CorruptDataError] = []  # the damaged memories of the page being read
 
     def left_out(error: CorruptDataError) -> None:
         store.report_damaged(error)
@@ -144,7 +146,7 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
     with open(path / "memories.jsonl", "w", encoding="utf-8") as out:
         offset = 0
         while True:
-            skipped: list[CorruptDataError] = []
+            skipped.clear()
             page = store.vault.list(ListQuery(user_ids=(user_id,), limit=500, offset=offset),
                                     on_damaged=left_out)
             if not page and not skipped:

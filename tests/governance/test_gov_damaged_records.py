@@ -149,4 +149,4 @@ def test_the_export_command_counts_the_damaged_memories(tmp_path: Path, memos) -
         mos.add("Alice rides a blue bicycle", user_id="alice")
     _damage(data, bad, "json cut short", ("memories",))
     code, out, _ = memos("export", str(tmp_path / "bundle"))
-    assert code == 0 and "1 damaged memories left out" in out
+    assert code == 0 and "1 damaged memory left out" in out

@@ -34,6 +34,12 @@ cache belongs to the base model, so with an adapter it is sent as text
 If the cached path cannot be used (the block exceeds the KV budget, the model's cache type is
 unsupported, a chat template merges tokens across the prefix boundary) the block is sent as
 text instead and ``trace.fallback`` says why; the answer is the same.
+
+**Context window**: when the memories make the prompt (with ``max_new_tokens``) longer than
+the model reads at once, memories are left out until it fits -- retrieved plaintext ones
+lowest-ranked first, then hot ones (what stays of the hot block is sent as text) -- and
+``trace.left_out`` names them (:mod:`memos_core.chat_window`). Only a query, history and
+system text that do not fit with no memory at all are refused.
 """
 
 from __future__ import annotations
@@ -43,10 +49,12 @@ import concurrent.futures
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memos_core.chat_window import fit_memories
 from memos_core.config import MAX_TEXT_BYTES
 from memos_core.cube import MemCube, Tier
 from memos_core.errors import InvalidInputError, MemOSError
@@ -91,7 +99,11 @@ class ChatTrace(BaseModel):
     adapter_version: str | None = Field(
         default=None, description="The LoRA adapter the answer ran on (version@weights hash).")
     memories: tuple[UsedMemory, ...] = Field(
-        description="Hot block first, then plaintext, then parametric.")
+        description="Hot block first, then plaintext, then parametric: what the model saw.")
+    left_out: tuple[str, ...] = Field(
+        default=(), description="Ids of the memories chosen for the prompt but left out so it "
+        "fits the model's context window: retrieved plaintext ones lowest-ranked first, then "
+        "hot ones, in the order they were dropped.")
     kv_prefix: bool = Field(description="The answer ran on the hot block's cached KV prefix.")
     block_id: str | None = Field(default=None, description="The hot block, when one was used.")
     block_built: bool = Field(default=False, description="Its KV cache was computed by this call.")
@@ -124,7 +136,8 @@ class ChatTrace(BaseModel):
 
     def summary(self) -> str:
         """One line, e.g. ``"KV prefix 3 mem (212 tok) + 2 plaintext mem; prefilled 58 tok;
-        TTFT 190 ms (model 150 ms); 12 new tok (eos)"``."""
+        TTFT 190 ms (model 150 ms); 12 new tok (eos)"`` (with ``"; 2 mem left out for
+        length"`` after the plaintext count when memories were left out)."""
         hot, text = len(self.from_activation), len(self.from_plaintext)
         if self.kv_prefix:
             built = ", built" if self.block_built else ""
@@ -136,8 +149,9 @@ class ChatTrace(BaseModel):
             block = "no hot block"
         if self.adapter_version is not None:
             block += f" + adapter {self.adapter_version} ({len(self.from_parametric)} mem)"
+        left = f"; {len(self.left_out)} mem left out for length" if self.left_out else ""
         return (
-            f"{block} + {text} plaintext mem; prefilled {self.prefill_tokens} tok; "
+            f"{block} + {text} plaintext mem{left}; prefilled {self.prefill_tokens} tok; "
             f"TTFT {self.ttft_ms:.0f} ms (model {self.generation_ttft_ms:.0f} ms); "
             f"{self.new_tokens} new tok ({self.finish_reason})"
         )
@@ -387,13 +401,19 @@ class _Prepared:
 
     started: float
     user_id: str
+    query: str
+    turns: list[dict[str, str]]
+    system: str | None
     prefix: PrefixCache | None
     messages: list[dict[str, str]]
     used: list[UsedMemory]
+    plain: list[MemCube]  # the retrieved memories put in the user turn, best first
+    hot: list[MemCube]  # the hot block's memories, in block order
     model: LocalModel | None = None  # the adapted model, when the user has an active adapter
     block_id: str | None = None
     block_built: bool = False
     fallback: str | None = None
+    left_out: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -426,9 +446,15 @@ class MemoryChat:
         (its cached KV prefix starts with the default instructions), and ``trace.fallback``
         says so.
 
+        Memories that would make the prompt with ``max_new_tokens`` longer than the model's
+        context window are left out (plaintext lowest-ranked first, then hot ones; see
+        :mod:`memos_core.chat_window`); ``trace.left_out`` names them.
+
         Raises:
             InvalidInputError: bad query, messages, user, history, system, ``k`` or
-                ``max_new_tokens``; both ``query`` and ``messages`` or neither.
+                ``max_new_tokens``; both ``query`` and ``messages`` or neither; a query,
+                history and system text that with ``max_new_tokens`` do not fit the context
+                window even with no memory in the prompt.
             ModelLoadError: the local model cannot be loaded.
         """
         if messages is not None:
@@ -458,7 +484,7 @@ class MemoryChat:
         loaded = self.engine.model_loaded and self.engine.tier_if(False) is not None
         tier = self.engine.tier
         load_ms = 0.0 if loaded else 1000.0 * (time.perf_counter() - load_started)
-        prepared = self._prepare(query, user_id, turns, k, kv_prefix, system)
+        prepared = self._prepare(query, user_id, turns, k, kv_prefix, system, max_new_tokens)
         prepared.timings["model_load_ms"] = load_ms
         model = prepared.model or tier.model
         gen_started = time.perf_counter()
@@ -485,9 +511,15 @@ class MemoryChat:
 
     def _prepare(
         self, query: str, user_id: str, turns: list[dict[str, str]], k: int, kv_prefix: bool,
-        system: str | None = None,
+        system: str | None, max_new_tokens: int,
     ) -> _Prepared:
-        """Search, pick the hot block and the plaintext, compose the prompt."""
+        """Search, pick the hot block and the plaintext, compose the prompt, fit it into the
+        model's context window.
+
+        Raises:
+            InvalidInputError: the prompt does not fit the context window even with no
+                memory in it.
+        """
         started = time.perf_counter()
         hits = self.engine.mos.search(query, user_id=user_id, k=k)
         retrieved = time.perf_counter()
@@ -500,33 +532,69 @@ class MemoryChat:
         used = [_used(c, Tier.ACTIVATION, scores.get(c.id)) for c in hot]
         used += [_used(h.memory, Tier.PLAINTEXT, h.score) for h in plain]
         used += [_used(h.memory, Tier.PARAMETRIC, h.score) for h in hits if h.id in held]
-        tier = self.engine.tier
-        question = [{"role": "user", "content": user_turn(query, [h.memory for h in plain], user_id)}]
-        prepared = _Prepared(started=started, user_id=user_id, prefix=None,
-                             messages=turns + question, used=used, model=adapted)
-        if not hot:
-            turn = {"role": "system", "content": system_turn(system, tier.instructions)}
-            prepared.messages = [turn, *prepared.messages]
-        elif system is not None:  # the cached prefix opens with the default instructions
-            block = tier.messages_for(hot)
-            block[0] = {"role": "system", "content": system_turn(system, block[0]["content"])}
-            prepared.messages = block + prepared.messages
-            prepared.fallback = "caller system message: the hot block is sent as text"
-        elif adapted is not None:  # the stored KV caches are the base model's
-            prepared.messages = tier.messages_for(hot) + prepared.messages
-            prepared.fallback = "adapter active: the KV prefix belongs to the base model"
-        elif not kv_prefix:
-            prepared.messages = tier.messages_for(hot) + prepared.messages
+        prepared = _Prepared(started=started, user_id=user_id, query=query, turns=turns,
+                             system=system, prefix=None, messages=[], used=used,
+                             plain=[h.memory for h in plain], hot=hot, model=adapted)
+        if hot and system is None and adapted is None and kv_prefix:
+            self._attach_block(prepared)
         else:
-            self._attach_block(prepared, hot)
+            prepared.messages = self._messages(prepared, prepared.plain, hot)
+            if hot and system is not None:  # the cached prefix opens with the default text
+                prepared.fallback = "caller system message: the hot block is sent as text"
+            elif hot and adapted is not None:  # the stored KV caches are the base model's
+                prepared.fallback = "adapter active: the KV prefix belongs to the base model"
+        self._fit(prepared, adapted or self.engine.tier.model, max_new_tokens, scores)
         now = time.perf_counter()
         prepared.timings.update(retrieval_ms=1000.0 * (retrieved - started),
                                 prepare_ms=1000.0 * (now - retrieved))
         return prepared
 
-    def _attach_block(self, prepared: _Prepared, hot: list[MemCube]) -> None:
+    def _messages(self, prepared: _Prepared, plain: Sequence[MemCube],
+                  hot: Sequence[MemCube]) -> list[dict[str, str]]:
+        """The whole prompt with these memories, the hot block (if any) as text: the system
+        turn (caller's instructions, then the block or the default instructions), the
+        history, the user turn."""
+        tier = self.engine.tier
+        if hot:
+            opening = tier.messages_for(hot)
+            opening[0] = {"role": "system",
+                          "content": system_turn(prepared.system, opening[0]["content"])}
+        else:
+            opening = [{"role": "system",
+                        "content": system_turn(prepared.system, tier.instructions)}]
+        question = user_turn(prepared.query, plain, prepared.user_id)
+        return [*opening, *prepared.turns, {"role": "user", "content": question}]
+
+    def _fit(self, prepared: _Prepared, model: LocalModel, max_new_tokens: int,
+             scores: Mapping[str, float]) -> None:
+        """Leave memories out until the prompt fits the context window (see
+        :mod:`memos_core.chat_window`); a shortened hot block is sent as text."""
+        fitted = fit_memories(model, max_new_tokens, partial(self._messages, prepared),
+                              prepared.plain, prepared.hot, viewer=prepared.user_id,
+                              scores=scores)
+        if fitted is None:
+            return
+        left = set(fitted.left_out)
+        dropped_hot = len(fitted.hot) < len(prepared.hot)
+        if dropped_hot and prepared.prefix is not None:
+            kept = len(fitted.hot)
+            prepared.fallback = (
+                f"prompt over the context window: {len(prepared.hot) - kept} hot memories "
+                f"left out, {kept} sent as text")
+            prepared.prefix = prepared.block_id = None
+        prepared.plain, prepared.hot, prepared.left_out = fitted.plain, fitted.hot, fitted.left_out
+        prepared.used = [u for u in prepared.used
+                         if u.id not in left or u.tier is Tier.PARAMETRIC]
+        if prepared.prefix is not None:  # the cached block stays whole: only the turn changes
+            question = user_turn(prepared.query, fitted.plain, prepared.user_id)
+            prepared.messages = [*prepared.turns, {"role": "user", "content": question}]
+        else:
+            prepared.messages = self._messages(prepared, fitted.plain, fitted.hot)
+
+    def _attach_block(self, prepared: _Prepared) -> None:
         """Use the hot block's KV cache (building it if the tier lacks it), else its text."""
         tier = self.engine.tier
+        hot = prepared.hot
         try:
             block = tier.get(hot)
             if block is None:
@@ -546,13 +614,16 @@ class MemoryChat:
                           for c in now),
                         *(u for u in prepared.used if u.tier is not Tier.ACTIVATION)]
                     prepared.fallback = "the hot memories changed while their block was built"
-                    prepared.messages = tier.messages_for(now) + prepared.messages
+                    prepared.hot = now
+                    prepared.messages = self._messages(prepared, prepared.plain, now)
                     return
         except (MemOSError, ValueError) as exc:  # budget, unsupported cache type
             prepared.fallback = f"{type(exc).__name__}: {exc}"
-            prepared.messages = tier.messages_for(hot) + prepared.messages
+            prepared.messages = self._messages(prepared, prepared.plain, hot)
             return
         prepared.prefix, prepared.block_id = block.prefix, block.block_id
+        question = user_turn(prepared.query, prepared.plain, prepared.user_id)
+        prepared.messages = [*prepared.turns, {"role": "user", "content": question}]
 
     def _trace(self, prepared: _Prepared, result: GenerationResult, model_id: str,
                adapter_version: str | None = None) -> ChatTrace:
@@ -567,6 +638,7 @@ class MemoryChat:
             block_id=prepared.block_id if gen.used_kv_prefix else None,
             block_built=prepared.block_built,
             fallback=prepared.fallback,
+            left_out=prepared.left_out,
             prefix_tokens=gen.prefix_tokens,
             prefill_tokens=gen.prefill_tokens,
             new_tokens=gen.new_tokens,

@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "memos_core.integration": FACADE,  # the adapters' surface, over the facade
     "memos_core.engine": MODELS,
     "memos_core.chat": MODELS,
+    "memos_core.chat_prompt": MODELS,  # the prompt's text and the rule that reads a chat
     "memos_core.chat_window": MODELS,  # fitting chat's prompt into the context window
     "memos_core.runtime": MODELS,
     "memos_core.tiers": MODELS,

@@ -34,7 +34,7 @@ raise the facade's closed error, never the database driver's.
 """
 
 from memos_core.calls import in_thread
-from memos_core.chat import split_messages
+from memos_core.chat_prompt import split_messages
 from memos_core.cube import utcnow
 from memos_core.governance.forget_hooks import (
     FORGOTTEN,

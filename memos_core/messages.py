@@ -28,9 +28,9 @@ def message_item(message: Any, position: int) -> dict[str, Any]:
     content = check_text(content, f"message {position} content")
     speaker = get("name") or role
     item: dict[str, Any] = {"text": f"{speaker}: {content}", "role": role}
-    if get("id"):
+    if get("id") is not None:  # an empty or false one is refused by the id check, not dropped
         item["message_id"] = str(get("id"))
-    if get("occurred_at"):
+    if get("occurred_at") is not None:  # "" or 0 is refused by add's check, not dropped
         item["occurred_at"] = get("occurred_at")
     if get("metadata") is not None:
         item["metadata"] = get("metadata")

@@ -74,6 +74,21 @@ def _first_version(change):
     return damage
 
 
+def _later_version(change, first=None, both=None):
+    """``change(version)`` applied to the second version of the bundle's two-version memory
+    (after the fields ``both`` are set in both versions and ``first`` in the first)."""
+    def damage(path):
+        rows = [json.loads(l) for l in (path / "memories.jsonl").read_text().splitlines()]
+        row = next(r for r in rows if len(r["versions"]) == 2)
+        for version in row["versions"]:
+            version.update(both or {})
+        row["versions"][0].update(first or {})
+        change(row["versions"][1])
+        (path / "memories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        _fix_hashes(path)
+    return damage
+
+
 def _forgotten(change):
     """The first memory of the bundle as a forgotten one (its last version a tombstone),
     with ``change(version)`` applied to that tombstone."""
@@ -149,6 +164,13 @@ def _fix_hashes(path):
          "in the future"),
         (_first_version(lambda v: v.update(updated_at="2001-01-01T00:00:00+00:00")),
          "earlier than created_at"),
+        # versions out of time: get(as_of=...) gave version 2 before version 1 existed
+        (_later_version(lambda v: v.update(updated_at="2020-06-01T00:00:00+00:00"),
+                        first={"updated_at": "2024-06-01T00:00:00+00:00"},
+                        both={"created_at": "2019-01-01T00:00:00+00:00"}),
+         "written after version 1"),
+        (_later_version(lambda v: v.update(created_at="2020-01-01T00:00:00+00:00")),
+         "keep the created_at"),
         # a tombstone keeps its namespace, times and governance: they are checked as well
         (_forgotten(lambda v: v["namespace"].update(session_id="s\ud800")), "unpaired surrogate"),
         (_forgotten(lambda v: v["namespace"].update(agent_id="a\x00b")), "NUL character"),

@@ -249,6 +249,11 @@ def test_a_dropped_memos_in_this_process_does_not_block_the_next_open(tmp_path):
         (lambda m: m.add("ok", user_id=None), InvalidInputError, "user_id"),
         (lambda m: m.add("ok", user_id="u", type="nonsense"), InvalidInputError, "type"),
         (lambda m: m.add("ok", user_id="u", occurred_at="yesterday"), InvalidInputError, "ISO"),
+        # a message's own occurred_at as add's: an empty or zero one was dropped silently
+        (lambda m: m.add([{"role": "user", "content": "x", "occurred_at": ""}], user_id="u"),
+         InvalidInputError, "occurred_at"),
+        (lambda m: m.add([{"role": "user", "content": "x", "occurred_at": 0}], user_id="u"),
+         InvalidInputError, "occurred_at"),
         (lambda m: m.add("ok", user_id="u", metadata={"x": object()}), InvalidInputError, "JSON"),
         (lambda m: m.add("ok", user_id="u", ttl_seconds=-1), InvalidInputError, "ttl"),
         (lambda m: m.add("ok", user_id="u", ttl_seconds=1e11), InvalidInputError, "at most"),

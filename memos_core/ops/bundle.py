@@ -336,6 +336,12 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
             _check_fields(cube)
         except InvalidInputError as exc:
             raise BundleError(f"memories.jsonl line {n}: version {i} of {mid}: {exc}") from None
+        if i > 1 and not _follows(cubes[i - 2], cube):  # (times checked aware above)
+            raise BundleError(
+                f"memories.jsonl line {n}: version {i} of {mid} must keep the created_at of "
+                f"version 1 and be written after version {i - 1} (its updated_at is earlier): "
+                "as of a time, get would give a version before the memory existed."
+            )
     owner = Namespace(user_id=user_id)
     # Grants are local to the store that made them: an imported memory is shared with nobody
     # (a bundle must not be able to hand the importer's memories to the users it names).
@@ -347,6 +353,14 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
         })
         for c in cubes
     ]
+
+
+def _follows(earlier: MemCube, later: MemCube) -> bool:
+    """Whether ``later`` can be the version after ``earlier``: every version keeps the
+    memory's ``created_at`` (a TTL counts from it), and ``updated_at`` does not go back by
+    more than the clocks of two writing machines may disagree."""
+    return (later.created_at == earlier.created_at
+            and later.updated_at >= earlier.updated_at - _CLOCK_SKEW)
 
 
 def _check_fields(cube: MemCube) -> None:

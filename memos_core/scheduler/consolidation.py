@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from memos_core.cube import MemoryType, State, Tier
 from memos_core.errors import InvalidInputError
 from memos_core.governance.sensitivity import NEVER_IN_WEIGHTS
+from memos_core.lifecycle import ttl_elapsed
 from memos_core.cube import decayed_heat
 from memos_core.scheduler.policy import UsageRecord
 
@@ -76,7 +77,10 @@ def consolidation_candidates(
     *, include_parametric: bool = False,
 ) -> list[str]:
     """Ids of the memories to consolidate now, sorted; at most ``config.max_memories`` (the
-    hottest, ties by id). Pure and deterministic.
+    hottest, ties by id). Pure and deterministic. Only what the parametric tier would train
+    on counts: a memory whose TTL has run out or that a newer one superseded never does
+    (:func:`memos_core.tiers.parametric.tier.consolidatable`), so it must not make up
+    ``min_candidates`` and start a job that has nothing to learn.
 
     Raises:
         InvalidInputError: a naive ``now``.
@@ -88,6 +92,8 @@ def consolidation_candidates(
         if r.state not in (State.GENERATED, State.ACTIVATED) or r.type not in config.types:
             continue
         if r.tier is Tier.PARAMETRIC and not include_parametric:
+            continue
+        if r.superseded or ttl_elapsed(r.created_at, r.ttl_seconds, now):
             continue
         if set(r.sensitivity) & set(config.never_sensitivity):
             continue

@@ -61,6 +61,8 @@ class UsageRecord(BaseModel):
     token_count: int = Field(default=0, ge=0, description="Tokens the memory takes in a block.")
     tier: Tier = Field(default=Tier.PLAINTEXT, description="Tier it is served from now.")
     sensitivity: tuple[str, ...] = Field(default=(), description="Sensitivity tags.")
+    superseded: bool = Field(default=False, description="A newer memory replaced it (its "
+                             "valid_to is set): it is history, not current knowledge.")
 
     @field_validator("last_access", "created_at", "updated_at")
     @classmethod
@@ -87,6 +89,7 @@ class UsageRecord(BaseModel):
             token_count=token_count,
             tier=cube.usage.tier,
             sensitivity=cube.governance.sensitivity,
+            superseded=cube.valid_to is not None,
         )
 
 

@@ -136,6 +136,10 @@ def record(mid: str, **kw: object) -> UsageRecord:
         ({"tier": Tier.PARAMETRIC}, False),
         ({"tier": Tier.ACTIVATION}, True),
         ({"sensitivity": ("secret",)}, False),
+        # the tier never trains on these: they must not start a job that learns nothing
+        ({"superseded": True}, False),
+        ({"ttl_seconds": 29 * 24 * 3600.0}, False),  # created 30 days ago: run out
+        ({"ttl_seconds": 31 * 24 * 3600.0}, True),
     ],
 )
 def test_consolidation_candidates(changes: dict[str, object], chosen: bool) -> None:

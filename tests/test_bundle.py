@@ -293,7 +293,7 @@ import os, signal, sys
 from memos_core import MemOS, MemOSConfig
 mos = MemOS(sys.argv[1], config=MemOSConfig(show_progress=False))
 print(mos.add("Alice's passport number is X99413.", user_id="alice").id, flush=True)
-mos.vault.edges = lambda: os.kill(os.getpid(), signal.SIGKILL)  # after memories.jsonl
+mos.vault.graph_edges = lambda ids: os.kill(os.getpid(), signal.SIGKILL)  # after memories.jsonl
 mos.export(sys.argv[2], user_id="alice")
 """
 

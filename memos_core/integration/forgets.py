@@ -172,7 +172,7 @@ def owned_holding(mos: MemOS, user_id: str, redactor: MessageRedactor, *,
     while True:
         page = mos.vault.list(ListQuery(
             user_ids=(user_id,), tags=tuple(tags), states=tuple(states),
-            contains_any=tokens, limit=_PAGE, offset=len(out)))
+            contains_any=tokens, shared=False, limit=_PAGE, offset=len(out)))
         out.extend(page)
         if len(page) < _PAGE:
-            return [c for c in out if c.user_id == user_id]  # not those shared with them
+            return out

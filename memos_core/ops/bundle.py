@@ -147,15 +147,15 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
         offset = 0
         while True:
             skipped.clear()
-            page = store.vault.list(ListQuery(user_ids=(user_id,), limit=500, offset=offset),
-                                    on_damaged=left_out)
+            # only what the user owns: memories shared with them are not theirs to export
+            page = store.vault.list(
+                ListQuery(user_ids=(user_id,), shared=False, limit=500, offset=offset),
+                on_damaged=left_out)
             if not page and not skipped:
                 break
             offset += len(page) + len(skipped)  # a damaged memory takes its place in a page
-            damaged += [e.memory_id for e in skipped if e.memory_id and _owns(store, e, user_id)]
+            damaged += [e.memory_id for e in skipped if e.memory_id]
             for cube in page:
-                if cube.user_id != user_id:  # shared with the user, not owned: not theirs to export
-                    continue
                 try:
                     history = store.vault.history(cube.id)
                 except CorruptDataError as exc:  # an older version is damaged
@@ -171,7 +171,7 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
                 versions = [json.loads(v.model_dump_json()) for v in history]
                 out.write(json.dumps({"id": cube.id, "versions": versions}) + "\n")
     with open(path / "edges.jsonl", "w", encoding="utf-8") as out:
-        for edge in store.vault.edges():
+        for edge in store.vault.graph_edges(sorted(live)):  # those touching the user's
             if edge.src in live and edge.dst in live:
                 out.write(json.dumps({"src": edge.src, "dst": edge.dst, "kind": edge.kind}) + "\n")
     files = {name: _file_info(path / name) for name in FILES}
@@ -187,13 +187,6 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return len(ids), withheld, live, damaged
-
-
-def _owns(store: MemoryStore, error: CorruptDataError, user_id: str) -> bool:
-    """Whether the damaged memory ``error`` names is ``user_id``'s (read from what the vault
-    keeps beside the damaged record), not one shared with them."""
-    found = store.vault.damaged_stand_in(error.memory_id or "")
-    return found is not None and found[0].user_id == user_id
 
 
 def _file_info(path: Path) -> dict[str, Any]:

@@ -72,12 +72,12 @@ def owned_in(vault: Vault, grant: NamespaceGrant) -> Iterator[MemCube]:
     while True:
         page = vault.list(ListQuery(
             user_ids=(grant.owner,), agent_id=grant.agent_id, session_id=grant.session_id,
-            states=CHANGEABLE_STATES, limit=_PAGE, offset=offset,
+            states=CHANGEABLE_STATES, shared=False, limit=_PAGE, offset=offset,
         ))
         if not page:
             return
         offset += len(page)
-        yield from (c for c in page if covers(grant, c))  # list() also returns shared ones
+        yield from (c for c in page if covers(grant, c))
 
 
 def set_access(store: MemoryStore, cube: MemCube, other: str, scope: str, grant: bool,

@@ -163,13 +163,12 @@ class SchedulerExecutor:
             return
         offset = 0
         while True:
-            page = vault.list(
-                ListQuery(user_ids=(user_id,), states=INDEXED_STATES, limit=_PAGE, offset=offset)
-            )
+            page = vault.list(ListQuery(user_ids=(user_id,), states=INDEXED_STATES,
+                                        shared=False, limit=_PAGE, offset=offset))
             if not page:
                 return
             offset += len(page)
-            yield [c for c in page if c.user_id == user_id]
+            yield page
 
     def _grouped(self, user_id: str | None) -> dict[str, list[MemCube]]:
         groups: dict[str, list[MemCube]] = {}

@@ -117,6 +117,12 @@ class ListQuery:
     #: to appear in the record as they are (other characters may be escaped there). ``()``
     #: selects nothing.
     contains_any: tuple[tuple[str, ...], ...] | None = None
+    #: with ``user_ids``: also the memories others shared with those users (their
+    #: ``governance.readers`` name one of them; not forgotten ones). False selects only the
+    #: memories the users own -- for work on an owner's own memories (export, sharing a
+    #: namespace, the scheduler), which would otherwise read everything shared with them
+    #: only to drop it. Without ``user_ids`` it changes nothing.
+    shared: bool = True
 
     def __post_init__(self) -> None:
         if self.contains_any is not None and any(
@@ -368,8 +374,9 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
     * Usage counters (``record_usage``) and tier marks (``set_tier``) are not versions: they
       change no version number and write no audit record.
     * The audit log is append-only and hash-chained; :meth:`verify_audit` recomputes it.
-    * ``list`` with ``user_ids`` returns the memories those users own *or may read* (their
-      ``governance.readers`` name them).
+    * ``list`` and ``count`` with ``user_ids`` select the memories those users own *or may
+      read* (their ``governance.readers`` name them; a forgotten memory only its owner's);
+      with ``ListQuery.shared=False``, only those they own.
     * The integration storage -- keyed items (:class:`KeyedItems`), conversation logs
       (:class:`ConversationLogs`), thread checkpoints (:class:`ThreadCheckpoints`) -- is
       part of the vault, in the same database and transactions, so that it works unchanged

@@ -440,9 +440,12 @@ def list_where(q: ListQuery) -> tuple[str, list[Any]]:
     memories a ``ListQuery`` selects (one condition: for a count; a page is read by
     :func:`list_page`'s statement)."""
     clauses, params = _filters(q)
-    if q.user_ids is not None:
+    if q.user_ids is not None and q.shared:
         clauses.insert(0, "(user_id = ANY(%s) OR (readers ?| %s AND state <> 'deleted'))")
         params = [list(q.user_ids), list(q.user_ids), *params]
+    elif q.user_ids is not None:
+        clauses.insert(0, "user_id = ANY(%s)")
+        params = [list(q.user_ids), *params]
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -466,7 +469,8 @@ def list_page(q: ListQuery) -> tuple[str, list[Any]]:
     serves, so that a prepared statement's generic plan (which cannot know how few they
     are) does not walk the ``seq`` index to find them -- and without the users' own, so
     that nothing comes twice (a memory shared with two of the users is one row). The page
-    is cut from the merged ``seq`` numbers, and only its rows' documents are read."""
+    is cut from the merged ``seq`` numbers, and only its rows' documents are read. Without
+    ``q.shared`` the shared part is left out."""
     order = "DESC" if q.newest_first else "ASC"
     clauses, params = _filters(q)
     if q.user_ids is None:
@@ -478,7 +482,7 @@ def list_page(q: ListQuery) -> tuple[str, list[Any]]:
     reach = q.limit + q.offset
     parts: list[str] = []
     values: list[Any] = []
-    if len(users) <= USER_BRANCHES:
+    if 0 < len(users) <= USER_BRANCHES:
         for user in users:
             parts.append(f"(SELECT seq FROM memories WHERE user_id = %s{rest} "
                          f"ORDER BY seq {order} LIMIT %s)")
@@ -487,10 +491,10 @@ def list_page(q: ListQuery) -> tuple[str, list[Any]]:
         parts.append(f"(SELECT seq FROM memories WHERE user_id = ANY(%s){rest} "
                      f"ORDER BY seq + 0 {order} LIMIT %s)")
         values += [users, *params, reach]
-    # a forgotten memory is its owner's only (not even a gap in a reader's page)
-    parts.append(f"(SELECT seq FROM memories WHERE readers ?| %s AND user_id <> ALL(%s) "
-                 f"AND state <> 'deleted'{rest} ORDER BY seq + 0 {order} LIMIT %s)")
-    values += [users, users, *params, reach]
+    if q.shared:  # a forgotten memory is its owner's only (not even a gap in a reader's page)
+        parts.append(f"(SELECT seq FROM memories WHERE readers ?| %s AND user_id <> ALL(%s) "
+                     f"AND state <> 'deleted'{rest} ORDER BY seq + 0 {order} LIMIT %s)")
+        values += [users, users, *params, reach]
     return (f"SELECT m.id, m.doc::text FROM (SELECT seq FROM ({' UNION ALL '.join(parts)}) "
             f"AS parts ORDER BY seq {order} LIMIT %s OFFSET %s) AS page "
             f"JOIN memories m ON m.seq = page.seq ORDER BY page.seq {order}",

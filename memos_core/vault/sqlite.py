@@ -878,10 +878,12 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         """``SELECT columns`` of the memories ``q`` selects (unordered). The memories users
         own and those shared with them are two ``SELECT``s joined by ``UNION ALL``: one
         ``OR`` of the two would read every memory of the store (no index serves it), and
-        ``ORDER BY seq`` then merges two index-ordered reads."""
+        ``ORDER BY seq`` then merges two index-ordered reads. Without ``q.shared`` only the
+        first: the shared ones are not even read (sorting them would cost a reader of a big
+        shared namespace time on every page of their own)."""
         where, params = self._where(q)
         sql = f"SELECT {columns} FROM memories{where}"
-        if q.user_ids is None:
+        if q.user_ids is None or not q.shared:
             return sql, params
         shared, more = self._where(q, readers=True)
         return f"{sql} UNION ALL SELECT {columns} FROM memories{shared}", params + more

@@ -430,6 +430,36 @@ class VaultConformance:
         assert [c.id for c in vault.list(ListQuery(user_ids=("carol",)))] == [mine.id]
         assert vault.list(ListQuery(user_ids=("dave",))) == []
 
+    def test_list_without_shared_selects_only_owned_memories(self, vault: Vault) -> None:
+        """``shared=False``: the memories the users own, in order, paged, counted alike;
+        none of those shared with them (however many)."""
+        carol = [cube(f"carol {i}", user="carol") for i in range(3)]
+        bobs = [cube(f"bob {i}", user="bob") for i in range(4)]
+        vault.insert([bobs[0], carol[0], bobs[1], carol[1], bobs[2], carol[2], bobs[3]],
+                     Actor("carol"))
+        for b in bobs:
+            vault.put_version(bump(b, governance=b.governance.model_copy(
+                update={"readers": ("carol",)})), 1, Actor("bob"), "share:read")
+        own = [c.id for c in carol]
+
+        def ids(**kw: Any) -> list[str]:
+            return [c.id for c in vault.list(ListQuery(**kw))]
+
+        assert len(ids(user_ids=("carol",))) == 7  # shared ones too, by default
+        assert ids(user_ids=("carol",), shared=False) == own
+        assert ids(user_ids=("carol",), shared=False, newest_first=True) == own[::-1]
+        assert [ids(user_ids=("carol",), shared=False, limit=1, offset=i)
+                for i in range(4)] == [[own[0]], [own[1]], [own[2]], []]
+        assert vault.count(ListQuery(user_ids=("carol",))) == 7
+        assert vault.count(ListQuery(user_ids=("carol",), shared=False)) == 3
+        both = ListQuery(user_ids=("carol", "bob"), shared=False)
+        assert [c.id for c in vault.list(both)] == [c.id for c in vault.list(ListQuery())]
+        assert vault.count(both) == 7
+        assert ids(user_ids=("dave",), shared=False) == []
+        assert ids(user_ids=(), shared=False) == []
+        assert vault.count(ListQuery(user_ids=(), shared=False)) == 0
+        assert ids(shared=False) == ids()  # no users: every memory, as without it
+
     def test_a_forgotten_memory_is_listed_and_counted_for_its_owner_only(self, vault: Vault) -> None:
         """Not even as a gap: a page of a former reader that asks for tombstones has no
         slot where the forgotten memory was (a revoked one leaves none either)."""

@@ -766,17 +766,21 @@ class MemOS:
             # every conversation log first: a failing hook leaves all the memories untouched
             unique = {c.id: c for c in cubes}.values()
             logs = {c.id: forget_ops.redact_logs(self.store, c) for c in unique}
-            receipts: builtins.list[ForgetReceipt] = []
+            receipts: dict[int, ForgetReceipt] = {}
             pending: builtins.list[PurgePendingError] = []
+            # the damaged ones first: the cascade of another (flagging its summaries) cannot
+            # read a damaged summary, and one listed here is a tombstone by then
+            order = sorted(range(len(cubes)), key=lambda i: cubes[i].id not in damaged)
             try:
-                for c in cubes:  # one may be flagged earlier in the loop (a summary of another)
+                for i in order:  # one may be flagged earlier in the loop (a summary of another)
+                    c = cubes[i]
                     try:
                         # a damaged one's stand-in, the first time (an id may repeat)
                         why = damaged.pop(c.id, None)
                         current = c if why is not None else self.vault.get(c.id) or c
-                        receipts.append(forget_ops.forget_one(
+                        receipts[i] = forget_ops.forget_one(
                             self.store, current, actor, "flag", logs.pop(c.id, []),
-                            damaged=why))
+                            damaged=why)
                     except PurgePendingError as exc:  # tombstoned: the others still go
                         pending.append(exc)
             finally:
@@ -787,7 +791,7 @@ class MemOS:
                     f"and graph, but a derived file of each could not be removed (first: "
                     f"{pending[0]}); the rest were forgotten fully. Forget them again to retry."
                 ) from pending[0]
-            return receipts
+            return [receipts[i] for i in sorted(receipts)]  # in the order asked
 
     # -- sharing ------------------------------------------------------------------------------
 

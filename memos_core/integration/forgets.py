@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from memos_core.cube import MemCube
 from memos_core.governance.forget_hooks import MessageRedactor, after_pass
 from memos_core.integration.counted import acounted, counted
-from memos_core.vault import ListQuery
+from memos_core.vault import ListQuery, pages
 
 if TYPE_CHECKING:
     from memos_core.memos import MemOS
@@ -166,13 +166,9 @@ def owned_holding(mos: MemOS, user_id: str, redactor: MessageRedactor, *,
     every string of one group of its :meth:`~MessageRedactor.tokens` (all of them when it
     has none), so a forget
     does not decode every message of a long history. A superset: the caller checks each.
-    Read whole before the caller changes any (a redacted one may leave the selection)."""
-    tokens = redactor.tokens()
-    out: list[MemCube] = []
-    while True:
-        page = mos.vault.list(ListQuery(
-            user_ids=(user_id,), tags=tuple(tags), states=tuple(states),
-            contains_any=tokens, shared=False, limit=_PAGE, offset=len(out)))
-        out.extend(page)
-        if len(page) < _PAGE:
-            return out
+    Read whole before the caller changes any (a redacted one may leave the selection). A
+    damaged one cannot be read or redacted: it is left out, logged (its owner can forget it),
+    so that it does not stop the forget of another memory -- or its own."""
+    query = ListQuery(user_ids=(user_id,), tags=tuple(tags), states=tuple(states),
+                      contains_any=redactor.tokens(), shared=False)
+    return [c for page in pages(mos.vault, query, mos.store.report_damaged, _PAGE) for c in page]

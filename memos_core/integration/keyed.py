@@ -154,7 +154,7 @@ def migrate_keys(mos: MemOS, marker: str, key_of: Callable[[MemCube], ItemKey | 
         if vault.get_meta(flag) is not None:
             return 0
         newest: dict[ItemKey, str] = {}
-        for batch in vault.iter_current():
+        for batch in vault.iter_current(on_damaged=mos.store.report_damaged):
             for cube in batch:
                 if cube.state.value in INDEXED_STATES:
                     item = key_of(cube)

@@ -50,7 +50,7 @@ from memos_core.validation import (
     shown_path,
     unstorable,
 )
-from memos_core.vault import Actor, Edge, ListQuery, scrub
+from memos_core.vault import Actor, Edge, ListQuery, pages, scrub
 
 FORMAT = "memos-bundle"
 FORMAT_VERSION = 1
@@ -137,24 +137,15 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
     live: set[str] = set()
     damaged: list[str] = []
     withheld = 0
-    skipped: list[CorruptDataError] = []  # the damaged memories of the page being read
 
     def left_out(error: CorruptDataError) -> None:
         store.report_damaged(error)
-        skipped.append(error)
+        if error.memory_id:
+            damaged.append(error.memory_id)
 
     with open(path / "memories.jsonl", "w", encoding="utf-8") as out:
-        offset = 0
-        while True:
-            skipped.clear()
-            # only what the user owns: memories shared with them are not theirs to export
-            page = store.vault.list(
-                ListQuery(user_ids=(user_id,), shared=False, limit=500, offset=offset),
-                on_damaged=left_out)
-            if not page and not skipped:
-                break
-            offset += len(page) + len(skipped)  # a damaged memory takes its place in a page
-            damaged += [e.memory_id for e in skipped if e.memory_id]
+        # only what the user owns: memories shared with them are not theirs to export
+        for page in pages(store.vault, ListQuery(user_ids=(user_id,), shared=False), left_out):
             for cube in page:
                 try:
                     history = store.vault.history(cube.id)

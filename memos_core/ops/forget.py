@@ -244,7 +244,13 @@ def _cascade(store: MemoryStore, source_id: str, summary_ids: list[str], actor: 
     pending: list[PurgePendingError] = []
     cascade_actor = Actor(actor.user_id, actor.agent_id, f"source {source_id} forgotten")
     for sid in summary_ids:
-        summary = store.vault.get(sid)
+        try:
+            summary = store.vault.get(sid)
+        except CorruptDataError as exc:  # it cannot be flagged, nor skipped silently
+            raise CorruptDataError(
+                f"Memory {source_id} is forgotten, but its summary {sid} cannot be flagged: "
+                f"{exc} Once it is forgotten (by its owner), forget {source_id} again to "
+                "finish.", memory_id=sid) from None
         if summary is None or summary.state is State.DELETED:
             continue
         needed = access.Operation.OWN if derived == "forget" else access.Operation.WRITE

@@ -62,7 +62,7 @@ from memos_core.scheduler.policy import (
     with_half_life,
 )
 from memos_core.scheduler.report import ScheduleReport, StepOutcome, UserSchedule
-from memos_core.vault import Actor, ListQuery
+from memos_core.vault import Actor, ListQuery, pages
 
 if TYPE_CHECKING:
     from memos_core.store import MemoryStore
@@ -154,21 +154,17 @@ class SchedulerExecutor:
     def owned_cubes(self, user_id: str | None = None) -> Iterator[list[MemCube]]:
         """Live memories (generated, activated, archived) in batches, of one owner or of all.
 
-        Memories merely shared with ``user_id`` are not theirs and are left out.
+        Memories merely shared with ``user_id`` are not theirs and are left out, and so is a
+        damaged one (logged: the scheduler cannot change it, and it must not stop the pass
+        for every other memory).
         """
-        vault = self._store.vault
+        vault, damaged = self._store.vault, self._store.report_damaged
         if user_id is None:
-            for batch in vault.iter_current(_PAGE):
+            for batch in vault.iter_current(_PAGE, on_damaged=damaged):
                 yield [c for c in batch if c.state.value in INDEXED_STATES]
             return
-        offset = 0
-        while True:
-            page = vault.list(ListQuery(user_ids=(user_id,), states=INDEXED_STATES,
-                                        shared=False, limit=_PAGE, offset=offset))
-            if not page:
-                return
-            offset += len(page)
-            yield page
+        yield from pages(vault, ListQuery(user_ids=(user_id,), states=INDEXED_STATES,
+                                          shared=False), damaged, _PAGE)
 
     def _grouped(self, user_id: str | None) -> dict[str, list[MemCube]]:
         groups: dict[str, list[MemCube]] = {}

@@ -15,11 +15,12 @@ from memos_core.vault.base import (
     ThreadCheckpoints,
     Typed,
     Vault,
+    pages,
 )
 from memos_core.vault.sqlite import SQLiteVault, scrub
 
 __all__ = [
     "Actor", "AuditRecord", "CheckpointRecord", "ConversationLogs", "Edge", "ItemKey",
     "KeyedItems", "ListQuery", "LogRow", "NamespaceGrant", "OnDamaged", "SQLiteVault", "ThreadCheckpoints",
-    "Typed", "Vault", "scrub",
+    "Typed", "Vault", "pages", "scrub",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -560,9 +560,11 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
         """How many memories match ``query`` (all of them, tombstones included, for None);
         ``limit``/``offset`` are ignored."""
 
-    def iter_current(self, batch_size: int = 1000) -> Iterator[builtins.list[MemCube]]:
+    def iter_current(self, batch_size: int = 1000, *,
+                     on_damaged: OnDamaged | None = None) -> Iterator[builtins.list[MemCube]]:
         """Every memory's current version (tombstones included), in insertion order, in
-        batches of at most ``batch_size``."""
+        batches of at most ``batch_size``; ``on_damaged`` as for :meth:`get_many` (a batch
+        may then hold fewer)."""
 
     def current_versions(self) -> dict[str, tuple[int, str]]:
         """``{id: (version, state value)}`` for every memory (index reconciliation)."""
@@ -598,3 +600,28 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
 
     def verify_audit(self) -> tuple[bool, str]:
         """Recompute the hash chain: ``(ok, message naming the first bad record)``."""
+
+
+def pages(vault: Vault, query: ListQuery, on_damaged: OnDamaged | None = None,
+          page: int = 500) -> Iterator[builtins.list[MemCube]]:
+    """Every memory ``query`` selects (its ``limit`` and ``offset`` are ignored), in pages of
+    at most ``page``. With ``on_damaged`` a damaged memory is passed to it and left out, and
+    still counts for the next page's offset (a page that held only damaged memories does not
+    end the walk, nor does one short by a damaged memory read a memory twice)."""
+    offset = 0
+    while True:
+        skipped = 0
+
+        def left_out(error: CorruptDataError) -> None:
+            nonlocal skipped
+            if on_damaged is None:  # a strict read
+                raise error
+            skipped += 1
+            on_damaged(error)
+
+        found = vault.list(replace(query, limit=page, offset=offset), on_damaged=left_out)
+        if not found and not skipped:
+            return
+        offset += len(found) + skipped
+        if found:
+            yield found

@@ -720,7 +720,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         where, params = pg_sql.list_where(query or ListQuery())
         return int(self._query(f"SELECT COUNT(*) FROM memories{where}", params)[0][0])
 
-    def iter_current(self, batch_size: int = 1000) -> Iterator[builtins.list[MemCube]]:
+    def iter_current(self, batch_size: int = 1000, *,
+                     on_damaged: OnDamaged | None = None) -> Iterator[builtins.list[MemCube]]:
         last = 0
         while True:
             rows = self._query("SELECT seq, id, doc::text FROM memories WHERE seq > %s "

@@ -157,6 +157,14 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
 
 
+def _recorded(ts: Any, otherwise: datetime) -> datetime:
+    """A version row's ``recorded_at`` as a datetime; ``otherwise`` if it is damaged too."""
+    try:
+        return _dt(ts) or otherwise
+    except (TypeError, ValueError, OverflowError, OSError):
+        return otherwise
+
+
 class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteCheckpointsMixin,
                   SQLiteGraphMixin):
     """The embedded vault. Thread-safe: one connection, serialised by a lock."""
@@ -164,6 +172,8 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        #: memories whose damaged usage counters were logged (once per open vault)
+        self._bad_usage: set[str] = set()
         if self.path.is_file() and self.path.stat().st_size == 0:
             raise CorruptDataError(
                 f"The vault at {self.path} is an empty file (0 bytes): its memories were lost "
@@ -670,14 +680,17 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         damaged version (not UTF-8, not a MemCube) is replaced by ``current`` scrubbed,
         numbered as it was; without ``current`` it raises :class:`CorruptDataError`."""
         count = 0
-        for vid, vdoc in lenient_rows(db, "SELECT version, doc FROM versions WHERE id=?",
-                                      (memory_id,)):
+        for vid, vdoc, recorded in lenient_rows(
+                db, "SELECT version, doc, recorded_at FROM versions WHERE id=?", (memory_id,)):
                 try:
                     old = self._cube(vdoc, f"version {vid} of memory {memory_id}")
                 except CorruptDataError:
                     if current is None:
                         raise
-                    old = current.model_copy(update={"version": vid})
+                    # its own time: as of then, get gives this version (and an export of the
+                    # history keeps its versions in time order)
+                    old = current.model_copy(update={
+                        "version": vid, "updated_at": _recorded(recorded, current.updated_at)})
                 if old.scrubbed:
                     continue
                 db.execute(
@@ -735,23 +748,25 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                     on_damaged: OnDamaged | None = None) -> list[MemCube]:
         """Parse documents (read ``lenient``: a damaged one is named by :meth:`_cube`) and
         attach their usage counters. A damaged memory raises, or with ``on_damaged`` is
-        passed to it and left out."""
+        passed to it and left out. Damaged usage counters are not a damaged memory: they are
+        no version, only a count of hits, so the memory comes with fresh ones (logged once)."""
         if not docs:
             return []
         usage: dict[str, Usage] = {}
-        broken: dict[str, CorruptDataError] = {}
         for mid, count, last, heat, tier in self._by_ids(
                 "SELECT id, access_count, last_access, heat, tier FROM usage",
                 [d[0] for d in docs], lenient=True):
             try:
                 usage[mid] = Usage(access_count=count, last_access=_dt(last), heat=heat, tier=tier)
             except (ValidationError, ValueError, TypeError, OverflowError) as exc:
-                broken[mid] = self._damaged(f"usage counters of memory {mid}", exc, mid)
+                if mid not in self._bad_usage:
+                    self._bad_usage.add(mid)
+                    logger.warning("The usage counters of memory %s in %s are damaged (%s): it "
+                                   "is read with fresh counters; the memory itself is intact.",
+                                   mid, self.path, first_line(exc))
         out = []
         for mid, doc in docs:
             try:
-                if mid in broken:
-                    raise broken[mid]
                 cube = self._cube(doc, f"memory {mid}", mid)
             except CorruptDataError as exc:
                 if on_damaged is None:
@@ -913,7 +928,8 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         sql, params = self._select(query or ListQuery(), "1")
         return int(self._query(f"SELECT COUNT(*) FROM ({sql})", params)[0][0])
 
-    def iter_current(self, batch_size: int = 1000) -> Iterator[builtins.list[MemCube]]:
+    def iter_current(self, batch_size: int = 1000, *,
+                     on_damaged: OnDamaged | None = None) -> Iterator[builtins.list[MemCube]]:
         """Every memory (tombstones included), in insertion order, in batches."""
         last = 0
         while True:
@@ -924,7 +940,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             if not rows:
                 return
             last = rows[-1][0]
-            yield self._with_usage([(r[1], r[2]) for r in rows])
+            yield self._with_usage([(r[1], r[2]) for r in rows], on_damaged)
 
     def current_versions(self) -> dict[str, tuple[int, str]]:
         """{id: (version, state)} for every memory; reconciliation compares it with the index."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import sqlite3
 from pathlib import Path
 
@@ -150,3 +151,124 @@ def test_the_export_command_counts_the_damaged_memories(tmp_path: Path, memos) -
     _damage(data, bad, "json cut short", ("memories",))
     code, out, _ = memos("export", str(tmp_path / "bundle"))
     assert code == 0 and "1 damaged memory left out" in out
+
+
+def _forgettable_summary(data: Path) -> tuple[str, str]:
+    """ana's source memory and a summary of it (with another source), whose record gets
+    damaged."""
+    with MemOS(data, config=_config()) as mos:
+        source = mos.add("Ana likes figs", user_id="ana").id
+        other = mos.add("Ana likes plums", user_id="ana").id
+        summary = mos.compress([source, other], TEXT, user_id="ana").id
+    _damage(data, summary, "not utf-8", ("memories", "versions"))
+    return source, summary
+
+
+def test_forget_many_of_a_source_and_its_damaged_summary(tmp_path: Path) -> None:
+    """The source's cascade (flagging its summaries) cannot read the damaged summary: with
+    both listed, the summary goes first, whatever the order asked; receipts keep that order."""
+    data = tmp_path / "d"
+    source, summary = _forgettable_summary(data)
+    with MemOS(data, config=_config()) as mos:
+        receipts = mos.forget_many([source, summary], user_id="ana")
+        assert [r.memory_id for r in receipts] == [source, summary]
+        assert receipts[1].notes and not receipts[0].notes
+        assert mos.vault.get(source).state.value == "deleted"
+        assert mos.vault.get(summary).state.value == "deleted"
+        assert mos.vault.unfinished_forgets() == []
+    assert files_holding(data, NEEDLES) == {}
+
+
+def test_forget_of_a_source_whose_summary_is_damaged_says_what_to_do(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    source, summary = _forgettable_summary(data)
+    with MemOS(data, config=_config()) as mos:
+        with pytest.raises(CorruptDataError, match=f"forget {source} again") as info:
+            mos.forget(source, user_id="ana")
+        assert info.value.memory_id == summary
+        assert mos.vault.unfinished_forgets() == [source]  # the tombstone is there
+        mos.forget(summary, user_id="ana")
+        mos.forget(source, user_id="ana")  # finishes the cascade
+        assert mos.vault.unfinished_forgets() == []
+
+
+def test_a_damaged_older_version_keeps_its_time_when_scrubbed(tmp_path: Path) -> None:
+    """The forget replaces a damaged older version by the stand-in scrubbed: with that
+    version's own time, not the current one's (an export of the history must import, and
+    get(as_of=...) must not give a later version's shape for an earlier time)."""
+    data = tmp_path / "d"
+    with MemOS(data, config=_config()) as mos:
+        mid = mos.add(TEXT, user_id="ana").id
+        time.sleep(0.05)
+        mos.update(mid, user_id="ana", text="the zebra crossed again")
+        time.sleep(0.05)
+        mos.update(mid, user_id="ana", text="the zebra crossed a third time")
+        times = [v.updated_at for v in mos.history(mid, user_id="ana")]
+    db = sqlite3.connect(data / "vault.sqlite3")
+    db.execute("UPDATE versions SET doc=CAST(replace(doc, 'zebra', X'FF') AS TEXT) "
+               "WHERE id=? AND version=1", (mid,))
+    db.commit()
+    db.close()
+    with MemOS(data, config=_config()) as mos:
+        mos.forget(mid, user_id="ana")
+        history = mos.history(mid, user_id="ana")
+        assert [abs((v.updated_at - t).total_seconds()) < 0.001
+                for v, t in zip(history, times)] == [True, True, True]
+        bundle = mos.export(tmp_path / "bundle", user_id="ana")
+    with MemOS(tmp_path / "other", config=_config()) as other:
+        assert other.import_(bundle, user_id="ana")["imported"] == 1
+
+
+def test_the_scheduler_passes_over_a_damaged_memory(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """One damaged record stopped the scheduler's pass for its owner and, store-wide, for
+    every user (TTL expiry, promotion, demotion)."""
+    data = tmp_path / "d"
+    bad, good, _ = _store(data)
+    _damage(data, bad, "json cut short", ("memories",))
+    with MemOS(data, config=_config()) as mos, caplog.at_level(logging.ERROR):
+        expiring = mos.add("Ana parks on level 3 today", user_id="ana", ttl_seconds=0.001)
+        time.sleep(0.01)
+        mos.schedule(user_id="ana")
+        assert mos.vault.get(expiring.id).state.value != "generated"  # expired by the pass
+        mos.schedule()  # store-wide
+        assert good in [c.id for c in mos.list(user_id="ana")]
+    assert any(bad in r.getMessage() for r in caplog.records)
+
+
+def test_damaged_usage_counters_leave_the_memory_readable(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Usage counters are no version, only a count of hits: damaged ones made an intact
+    memory vanish from list, search and export, with the advice to forget it."""
+    data = tmp_path / "d"
+    bad, good, _ = _store(data)
+    db = sqlite3.connect(data / "vault.sqlite3")
+    assert db.execute("UPDATE usage SET tier='bogus' WHERE id=?", (bad,)).rowcount == 1
+    db.commit()
+    db.close()
+    with MemOS(data, config=_config()) as mos, caplog.at_level(logging.WARNING):
+        assert mos.get(bad, user_id="ana").text == TEXT
+        assert {c.id for c in mos.list(user_id="ana")} == {bad, good}
+        assert bad in [h.id for h in mos.search("zebra river dawn", user_id="ana")]
+        bundle = mos.export(tmp_path / "bundle", user_id="ana")
+        assert json.loads((bundle / "manifest.json").read_text())["damaged"] == []
+    assert len([r for r in caplog.records if bad in r.getMessage()]) == 1
+
+
+def test_a_forget_hook_reading_memories_passes_over_a_damaged_one(tmp_path: Path) -> None:
+    """``owned_holding`` (how the adapters' forget hooks find the messages holding a
+    forgotten text) read strictly, so a damaged message stopped the forget of any memory
+    whose text it might hold -- its own included."""
+    from memos_core.governance.forget_hooks import MessageRedactor
+    from memos_core.integration.forgets import owned_holding
+
+    data = tmp_path / "d"
+    bad, _, _ = _store(data)
+    with MemOS(data, config=_config()) as mos:
+        copy = mos.add(f"Quoting: {TEXT}", user_id="ana").id  # a copy of the text to redact
+    _damage(data, bad, "not utf-8", ("memories", "versions"))
+    with MemOS(data, config=_config()) as mos:
+        stand_in, _ = mos.vault.damaged_stand_in(bad)
+        held = owned_holding(mos, "ana", MessageRedactor(stand_in), tags=(),
+                             states=("generated",))
+        assert [c.id for c in held] == [copy]  # the damaged one itself is left out

@@ -181,7 +181,8 @@ class ParametricTier:
         consolidation policy's ``never_sensitivity``; by default ``"secret"``), even when
         allowed."""
         if memory_ids is None:
-            cubes = [c for batch in self.kernel.vault.iter_current() for c in batch]
+            cubes = [c for batch in self.kernel.vault.iter_current(
+                on_damaged=self.kernel.report_damaged) for c in batch]
         else:
             cubes = list(self.kernel.vault.get_many(list(memory_ids)).values())
         allowed = allowance(getattr(self.kernel.config, "allow_sensitive", ()))

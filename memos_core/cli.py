@@ -284,7 +284,8 @@ def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
         return
     if args.text is None:
         raise InvalidInputError("memos add needs a TEXT argument, '-' for stdin, or --file FILE.")
-    text = _read_stdin() if args.text == "-" else args.text
+    # one final newline ends the input (echo's, a file's), as `$(...)` drops it: not the memory's
+    text = _read_stdin().removesuffix("\n") if args.text == "-" else args.text
     cube = mos.add(text, user_id=user, agent_id=args.agent, session_id=args.session,
                    type=args.type, tags=args.tag, occurred_at=args.occurred_at,
                    supersedes=args.supersedes, sensitivity=args.sensitivity)

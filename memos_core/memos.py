@@ -141,7 +141,11 @@ class MemOS:
         entity_extractor: EntityExtractor | None = None,
         reranker: Reranker | None = None,
     ) -> None:
-        self.config = config or MemOSConfig()
+        if isinstance(config, (str, Mapping)):  # before anything is created on disk
+            raise InvalidInputError(
+                f"config must be a MemOSConfig, got {type(config).__name__}: pass "
+                "MemOSConfig(...) or MemOSConfig.preset(name), e.g. MemOSConfig.preset('test').")
+        self.config = check_config(config, MemOSConfig, "config") or MemOSConfig()
         if reranker is not None and not isinstance(reranker, Reranker):
             raise InvalidInputError(
                 f"reranker must have score(query, texts) -> scores, got {type(reranker).__name__}.")
@@ -564,17 +568,17 @@ class MemOS:
                 "(for one memory, use add).")
         cubes: builtins.list[MemCube] = []
         for i, item in enumerate(items):
-            if isinstance(item, (str, bytes)):
-                fields = {"text": item}
-            elif isinstance(item, Mapping):
-                fields = dict(item)
-            else:
-                raise InvalidInputError(
-                    f"item {i} must be a str or a dict with 'text', got {type(item).__name__}.")
-            if "text" not in fields:
-                raise InvalidInputError(f"item {i} has no 'text'.")
-            writes.check_item_keys(fields, f"item {i}")
-            with _naming("item", i):
+            with _naming("item", i):  # every refusal of an item names it (exc.item)
+                if isinstance(item, (str, bytes)):
+                    fields = {"text": item}
+                elif isinstance(item, Mapping):
+                    fields = dict(item)
+                else:
+                    raise InvalidInputError(
+                        f"it must be a str or a dict with 'text', got {type(item).__name__}.")
+                if "text" not in fields:
+                    raise InvalidInputError("it has no 'text'.")
+                writes.check_item_keys(fields, "it")
                 cubes.append(writes.new_cube(self.extractor,
                                              **{"user_id": user_id, **defaults, **fields}))
         bar = progress(len(cubes), "add", self.config.show_progress)
@@ -1317,10 +1321,35 @@ class MemOS:
         from memos_core.tiers.parametric import ParametricConfig
 
         self._check_open()
-        return self.engine.consolidate(check_name(user_id, "user_id"), memory_ids,
+        user_id = check_name(user_id, "user_id")
+        if memory_ids is not None:
+            memory_ids = self._trainable(memory_ids, user_id)
+        return self.engine.consolidate(user_id, memory_ids,
                                        config=check_config(config, ParametricConfig, "config"),
                                        activate=activate, background=background,
                                        progress=progress)
+
+    def _trainable(self, memory_ids: object, user_id: str) -> tuple[str, ...]:
+        """``memory_ids`` checked for :meth:`consolidate`: each exists, is ``user_id``'s own,
+        and may be trained into an adapter (else an error saying why): "exactly these"
+        must not train on fewer without a word."""
+        from memos_core.governance.sensitivity import allowance
+        from memos_core.scheduler import ConsolidationConfig
+        from memos_core.tiers.parametric.tier import untrainable
+
+        ids = check_strs(memory_ids, "memory_ids")
+        if not ids:
+            raise InvalidInputError("memory_ids is empty: name the memories to train, or "
+                                    "leave it out for the user's hot, stable ones.")
+        allowed = allowance(self.config.allow_sensitive)
+        for mid in ids:
+            cube = self._load(mid, user_id)
+            access.require(cube, user_id, access.Operation.OWN, "consolidate")
+            why = untrainable(cube, allowed, ConsolidationConfig().never_sensitivity)
+            if why is not None:
+                raise InvalidInputError(f"memory {cube.id} cannot be trained into an adapter: "
+                                        f"{why}.")
+        return tuple(dict.fromkeys(check_id(mid) for mid in ids))
 
     @running
     def consolidate_due(self, candidates: ConsolidationConfig | None = None, *,

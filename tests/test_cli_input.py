@@ -31,11 +31,14 @@ def test_stdin_is_read_as_utf8_and_bytes_that_are_not_are_refused(tmp_path: Path
     assert bad.returncode == 2, err
     assert "Traceback" not in err
     assert "memos: error: standard input is not UTF-8: byte 0xe9 at offset 3" in err
-    good = _memos("add", "-", "--json", *where, stdin="café\r\nau lait\n".encode())
+    good = _memos("add", "-", "--json", *where, stdin="café\r\nau lait\n\n".encode())
     assert good.returncode == 0, good.stderr.decode("utf-8", "replace")
-    assert json.loads(good.stdout)["text"] == "café\nau lait\n"  # newlines as a text-mode read
+    # newlines as a text-mode read; the one that ends the input (echo's) is not the memory's
+    assert json.loads(good.stdout)["text"] == "café\nau lait\n"
     listed = _memos("list", "--json", *where)
     assert [c["text"] for c in json.loads(listed.stdout)] == ["café\nau lait\n"]
+    echoed = _memos("add", "-", "--json", *where, stdin=b"Tiago lives in Coimbra\n")
+    assert json.loads(echoed.stdout)["text"] == "Tiago lives in Coimbra"
 
 
 def test_a_jsonl_file_takes_every_field_add_many_takes(memos, tmp_path: Path) -> None:

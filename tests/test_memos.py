@@ -603,6 +603,13 @@ def test_a_refused_value_names_its_item(mos):
     with pytest.raises(InvalidInputError, match=r"^item 212: type='fcat' is not one of") as info:
         mos.add_many(items, user_id="u")
     assert info.value.item == 212
+    # so does an item that is no item at all (the shape checks came before the naming)
+    for bad, message in [(5, "must be a str or a dict"), ({"txt": "x"}, "has no 'text'"),
+                         ({"text": "x", "bogus": 1}, r"has unknown keys \['bogus'\]")]:
+        items[212] = bad
+        with pytest.raises(InvalidInputError, match=rf"^item 212: it {message}") as info:
+            mos.add_many(items, user_id="u")
+        assert info.value.item == 212
     with pytest.raises(InvalidInputError, match=r"^ttl_seconds must be") as info:
         mos.add_many(["a", "b"], user_id="u", ttl_seconds=-1)
     assert not hasattr(info.value, "item")
@@ -649,3 +656,12 @@ def test_another_process_with_our_pid_number_is_another_process(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("config", ["test", {"show_progress": False}, 7])
+def test_a_config_that_is_no_memosconfig_is_refused_before_the_store_is_made(tmp_path, config):
+    """``MemOS(config="test")`` (the docs show ``MemOSConfig.preset("test")``) was an
+    AttributeError from deep inside the store, after its files were created."""
+    with pytest.raises(InvalidInputError, match="config must be a MemOSConfig"):
+        MemOS(tmp_path / "d", config=config)
+    assert not (tmp_path / "d").exists()

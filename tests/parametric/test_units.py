@@ -268,3 +268,29 @@ def test_evaluate_counts_context_regressions_and_scrubbed_drops_their_text(tiny)
     assert all(i.context_completion is not None for i in ev.items)
     assert ev.context_regressions == sum(i.context_recalled is False for i in ev.items[:1])
     assert all(i.context_completion is None for i in scrubbed(ev).items)
+
+
+def test_consolidate_named_memories_are_checked_before_training(mos) -> None:
+    """``consolidate(memory_ids=...)`` trains exactly those: an id it cannot use was dropped
+    without a word (an unknown one, another user's, a secret one), and with none left the
+    error gave the wrong reason. Each is refused, saying why, before any training."""
+    from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError
+
+    fact = mos.add("Ada's cat is called Pastel.", user_id="ada", type="fact").id
+    secret = mos.add("Ada's door code is 4821.", user_id="ada", type="fact",
+                     sensitivity=["secret"]).id
+    episode = mos.add("Ada went to the market this morning.", user_id="ada", type="episode").id
+    bobs = mos.add("Bob's cat is called Miso.", user_id="bob", type="fact").id
+    cases = [
+        (["00000000-0000-4000-8000-000000000000"], MemoryNotFoundError, "No memory"),
+        ([fact, "00000000-0000-4000-8000-000000000000"], MemoryNotFoundError, "No memory"),
+        (["garbage"], MemoryNotFoundError, "UUID"),
+        ([bobs], AccessDeniedError, ""),
+        ([fact, secret], InvalidInputError, r"sensitivity tags \['secret'\]"),
+        ([episode], InvalidInputError, "only live, current facts and preferences"),
+        ([], InvalidInputError, "memory_ids is empty"),
+    ]
+    for ids, error, message in cases:
+        with pytest.raises(error, match=message):
+            mos.consolidate(user_id="ada", memory_ids=ids)
+    assert mos.adapters(user_id="ada") == []  # nothing was trained

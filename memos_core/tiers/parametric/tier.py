@@ -99,6 +99,26 @@ def consolidatable(cube: MemCube) -> bool:
             and cube.type in CONSOLIDATABLE and cloze(cube.text) is not None)
 
 
+def untrainable(cube: MemCube, allowed: frozenset[str],
+                never: Iterable[str] = NEVER_IN_WEIGHTS) -> str | None:
+    """Why ``cube`` is never trained into an adapter, or None when it may be: it is not
+    :func:`consolidatable`; or it has a sensitivity tag the store's prompt allowance
+    (``allowed``) does not cover (search hands it out redacted, and weights cannot redact
+    what they learned) or one in ``never``."""
+    if not consolidatable(cube):
+        return (f"only live, current facts and preferences of three words or more are trained "
+                f"(it is a {cube.type.value}, {cube.state.value}"
+                f"{', superseded' if cube.valid_to is not None else ''})")
+    hidden = withheld(cube.governance.sensitivity, allowed)
+    if hidden:
+        return (f"its sensitivity tags {list(hidden)} are not in allow_sensitive: search hands "
+                "it out redacted, and weights cannot redact what they learned")
+    banned = sorted(set(never).intersection(cube.governance.sensitivity))
+    if banned:
+        return f"its sensitivity tags {banned} are never trained into weights"
+    return None
+
+
 class ParametricTier:
     """Adapters of one store on top of one base model (see the module docstring).
 
@@ -187,9 +207,8 @@ class ParametricTier:
             cubes = list(self.kernel.vault.get_many(list(memory_ids)).values())
         allowed = allowance(getattr(self.kernel.config, "allow_sensitive", ()))
         never = frozenset(never)
-        return sorted((c for c in cubes if c.user_id == owner and consolidatable(c)
-                       and not withheld(c.governance.sensitivity, allowed)
-                       and not never.intersection(c.governance.sensitivity)),
+        return sorted((c for c in cubes
+                       if c.user_id == owner and untrainable(c, allowed, never) is None),
                       key=lambda c: (c.text, c.id))
 
     def consolidate(self, owner: str, memory_ids: Sequence[str] | None = None, *,

@@ -1314,7 +1314,8 @@ class MemOS:
                     background: bool = False, progress: bool = True,
                     ) -> ConsolidationResult | Future[ConsolidationResult]:
         """Train ``user_id``'s stable, hot facts and preferences and any retrain a forget
-        queued (or exactly ``memory_ids``) into a LoRA adapter on the local model, evaluate
+        queued (or ``memory_ids``: those of them that may be trained) into a LoRA adapter on
+        the local model, evaluate
         it (recall, drift) and activate it if it passes the gate. ``config``: a
         ``ParametricConfig``. Returns a ``ConsolidationResult`` (a ``Future`` of one with
         ``background=True``). See memos_core.tiers.parametric."""
@@ -1330,9 +1331,11 @@ class MemOS:
                                        progress=progress)
 
     def _trainable(self, memory_ids: object, user_id: str) -> tuple[str, ...]:
-        """``memory_ids`` checked for :meth:`consolidate`: each exists, is ``user_id``'s own,
-        and may be trained into an adapter (else an error saying why): "exactly these"
-        must not train on fewer without a word."""
+        """``memory_ids`` checked for :meth:`consolidate`: each exists and is ``user_id``'s
+        own (a typo or another user's id is an error, not a memory left out), and at least
+        one may be trained into an adapter (else an error saying why each may not). Those
+        that may not (a sensitivity tag, not a live fact or preference) are left out by the
+        tier, and the manifest lists what was trained."""
         from memos_core.governance.sensitivity import allowance
         from memos_core.scheduler import ConsolidationConfig
         from memos_core.tiers.parametric.tier import untrainable
@@ -1342,13 +1345,17 @@ class MemOS:
             raise InvalidInputError("memory_ids is empty: name the memories to train, or "
                                     "leave it out for the user's hot, stable ones.")
         allowed = allowance(self.config.allow_sensitive)
+        never = ConsolidationConfig().never_sensitivity
+        reasons = []
         for mid in ids:
             cube = self._load(mid, user_id)
             access.require(cube, user_id, access.Operation.OWN, "consolidate")
-            why = untrainable(cube, allowed, ConsolidationConfig().never_sensitivity)
+            why = untrainable(cube, allowed, never)
             if why is not None:
-                raise InvalidInputError(f"memory {cube.id} cannot be trained into an adapter: "
-                                        f"{why}.")
+                reasons.append(f"memory {cube.id}: {why}")
+        if len(reasons) == len(ids):
+            raise InvalidInputError("none of memory_ids can be trained into an adapter: "
+                                    + "; ".join(reasons) + ".")
         return tuple(dict.fromkeys(check_id(mid) for mid in ids))
 
     @running

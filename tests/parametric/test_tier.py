@@ -73,7 +73,8 @@ def mos_model(mos: MemOS) -> LocalModel:
 def test_notes_are_not_consolidated(store: tuple[MemOS, list[str]]) -> None:
     mos, _ = store
     note = [c.id for c in mos.list(user_id="ada") if c.type.value == "note"]
-    with pytest.raises(InvalidInputError, match="no consolidatable memory"):
+    with pytest.raises(InvalidInputError, match="none of memory_ids can be trained into an "
+                       "adapter: .*only live, current facts and preferences"):
         mos.consolidate(user_id="ada", memory_ids=note, config=OPEN, progress=False)
     with pytest.raises(InvalidInputError, match="nothing to consolidate"):
         mos.consolidate(user_id="ada", config=OPEN, progress=False)  # nothing hot yet
@@ -696,7 +697,7 @@ def test_a_secret_memory_is_never_trained_even_when_named(make_mos, tiny: LocalM
     result = mos.consolidate(user_id="ada", memory_ids=[secret, pii], config=OPEN,
                              progress=False)
     assert list(result.manifest.memory_ids) == [pii]
-    with pytest.raises(InvalidInputError, match="no consolidatable memory"):
+    with pytest.raises(InvalidInputError, match=r"\['secret'\] are never trained"):
         mos.consolidate(user_id="ada", memory_ids=[secret], config=OPEN, progress=False)
 
 

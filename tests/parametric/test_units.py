@@ -271,9 +271,9 @@ def test_evaluate_counts_context_regressions_and_scrubbed_drops_their_text(tiny)
 
 
 def test_consolidate_named_memories_are_checked_before_training(mos) -> None:
-    """``consolidate(memory_ids=...)`` trains exactly those: an id it cannot use was dropped
-    without a word (an unknown one, another user's, a secret one), and with none left the
-    error gave the wrong reason. Each is refused, saying why, before any training."""
+    """``consolidate(memory_ids=...)``: an unknown id or another user's was dropped without
+    a word, and with no trainable memory left the error gave the wrong reason. Each is
+    refused, saying why, before any training."""
     from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError
 
     fact = mos.add("Ada's cat is called Pastel.", user_id="ada", type="fact").id
@@ -286,8 +286,8 @@ def test_consolidate_named_memories_are_checked_before_training(mos) -> None:
         ([fact, "00000000-0000-4000-8000-000000000000"], MemoryNotFoundError, "No memory"),
         (["garbage"], MemoryNotFoundError, "UUID"),
         ([bobs], AccessDeniedError, ""),
-        ([fact, secret], InvalidInputError, r"sensitivity tags \['secret'\]"),
-        ([episode], InvalidInputError, "only live, current facts and preferences"),
+        ([secret], InvalidInputError, r"none of memory_ids .*sensitivity tags \['secret'\]"),
+        ([episode, secret], InvalidInputError, "only live, current facts and preferences"),
         ([], InvalidInputError, "memory_ids is empty"),
     ]
     for ids, error, message in cases:

@@ -190,7 +190,9 @@ def _store_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     au = sub.add_parser("audit", parents=[common],
                         help="list the audit log, 'verify' its chain, or show its 'head' (to "
                         "anchor the chain elsewhere)")
-    au.add_argument("action", nargs="?", choices=["list", "verify", "head"], default="list")
+    au.add_argument("action", nargs="?", choices=["list", "verify", "head"], default="list",
+                    help="list: the records (default); verify: recompute the hash chain; "
+                    "head: the chain's last hash and count, to keep elsewhere")
     au.add_argument("--memory", default=None, help="only records of this memory")
     au.add_argument("--action", dest="only_action", default=None,
                     help="only this action (add, forget, share:read, ...)")

@@ -1315,10 +1315,9 @@ class MemOS:
                     ) -> ConsolidationResult | Future[ConsolidationResult]:
         """Train ``user_id``'s stable, hot facts and preferences and any retrain a forget
         queued (or ``memory_ids``: those of them that may be trained) into a LoRA adapter on
-        the local model, evaluate
-        it (recall, drift) and activate it if it passes the gate. ``config``: a
-        ``ParametricConfig``. Returns a ``ConsolidationResult`` (a ``Future`` of one with
-        ``background=True``). See memos_core.tiers.parametric."""
+        the local model, evaluate it (recall, drift) and activate it if it passes the gate.
+        ``config``: a ``ParametricConfig``. Returns a ``ConsolidationResult`` (a ``Future``
+        of one with ``background=True``). See memos_core.tiers.parametric."""
         from memos_core.tiers.parametric import ParametricConfig
 
         self._check_open()

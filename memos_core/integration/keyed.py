@@ -108,7 +108,8 @@ def _page(mos: MemOS, user_id: str, prefix: Sequence[str], offset: int
     with counted(mos, catch_up=offset == 0):
         user = check_name(user_id, "user_id")
         page = mos.store.vault.list_keyed(user, tuple(prefix), limit=_BATCH, offset=offset)
-        return page, mos.store.vault.get_many([mid for _, mid in page])
+        return page, mos.store.vault.get_many([mid for _, mid in page],
+                                              on_damaged=mos.store.report_damaged)
 
 
 async def aget_by_key(mos: MemOS, item: ItemKey) -> MemCube | None:

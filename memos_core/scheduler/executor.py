@@ -260,7 +260,8 @@ class SchedulerExecutor:
             )
             with self._state_lock:
                 self._hot.setdefault(user_id, ids)
-        cubes = self._store.vault.get_many(list(ids))
+        # a damaged one is left out (logged): chat must not fail for the user's others
+        cubes = self._store.vault.get_many(list(ids), on_damaged=self._store.report_damaged)
         return block_order([c for c in cubes.values()
                             if is_hot_candidate(c, user_id, allowed, now)])
 

@@ -23,6 +23,7 @@ import pytest
 from test_gov_forgetting import files_holding  # tests/governance is on sys.path
 
 from memos_core import MemOS, MemOSConfig
+from memos_core.cube import utcnow
 from memos_core.errors import AccessDeniedError, CorruptDataError, MemoryDeletedError
 from memos_core.vault.damaged import TEXT_PARTIAL, TEXT_UNREADABLE, TEXT_WHOLE
 
@@ -272,3 +273,48 @@ def test_a_forget_hook_reading_memories_passes_over_a_damaged_one(tmp_path: Path
         held = owned_holding(mos, "ana", MessageRedactor(stand_in), tags=(),
                              states=("generated",))
         assert [c.id for c in held] == [copy]  # the damaged one itself is left out
+
+
+def test_a_damaged_hot_memory_neither_stops_chat_nor_keeps_its_kv_block(tmp_path: Path) -> None:
+    """The hot block's memories were read strictly: one damaged hot memory made every chat
+    of its owner raise. And the scan at open that deletes stale KV files raised on it (logged;
+    the store opened), so its block -- a copy of its text -- stayed on disk."""
+    from memos_core.runtime import LocalModel
+    from memos_core.scheduler import SchedulerConfig
+    from memos_core.tiers.activation.storage import kv_files_holding
+
+    small = LocalModel.tiny(seed=0, max_position_embeddings=512)
+    eager = SchedulerConfig.preset("eager", min_heat_to_promote=0.9, demote_below_heat=0.5)
+    data = tmp_path / "d"
+    with MemOS(data, config=_config()) as mos:
+        mos.attach_model(small)
+        bad = mos.add(TEXT, user_id="ana", type="fact").id
+        good = mos.add("Ana's cat is called Pastel.", user_id="ana", type="fact").id
+        mos.vault.record_usage([bad, good], utcnow(), mos.config.heat_half_life_s)
+        mos.schedule(config=eager)
+        assert {c.id for c in mos.engine.executor.hot_memories("ana")} == {bad, good}
+        mos.chat("What is Ana's cat called?", user_id="ana", max_new_tokens=2)
+        assert kv_files_holding(data / "kv", [bad]), "the premise: a block holds it"
+        _damage(data, bad, "json cut short", ("memories",))  # on disk, while it is open
+        assert [c.id for c in mos.engine.executor.hot_memories("ana")] == [good]
+        answer = mos.chat("What is Ana's cat called?", user_id="ana", max_new_tokens=2)
+        assert bad not in {m.id for m in answer.trace.memories}
+    with MemOS(data, config=_config()) as mos:
+        assert kv_files_holding(data / "kv", [bad]) == []  # stale: deleted at open
+        mos.attach_model(small)
+        assert [c.id for c in mos.engine.executor.hot_memories("ana")] == [good]
+
+
+def test_a_damaged_keyed_memory_leaves_the_others_listed(tmp_path: Path) -> None:
+    """A listing by key prefix (the LangGraph store's search without a query) read its page's
+    memories strictly: one damaged item made the whole namespace unreadable."""
+    from memos_core.integration.keyed import iter_by_prefix, put_by_key
+    from memos_core.vault import ItemKey
+
+    data = tmp_path / "d"
+    with MemOS(data, config=_config()) as mos:
+        bad = put_by_key(mos, ItemKey("ana", ("prefs",), "a"), TEXT).id
+        good = put_by_key(mos, ItemKey("ana", ("prefs",), "b"), "Ana prefers tea").id
+    _damage(data, bad, "not utf-8", ("memories", "versions"))
+    with MemOS(data, config=_config()) as mos:
+        assert [c.id for _, c in iter_by_prefix(mos, "ana", ("prefs",))] == [good]

@@ -889,3 +889,26 @@ def test_the_same_memories_train_the_same_adapter_whatever_their_ids(make_mos, t
     assert losses_a == losses_b
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_a_damaged_trained_memory_stops_serving_and_blocks_no_forget(
+        store: tuple[MemOS, list[str]]) -> None:
+    """The adapter's checks read its memories strictly: one whose stored record was damaged
+    (on disk, while the store is open) made them raise -- so the forget of another of its
+    memories failed in its cascade. A damaged memory cannot be checked, so the adapter is not
+    served; it is not taken for changed or forgotten either (no retirement for damage)."""
+    import sqlite3
+
+    mos, ids = store
+    assert mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False).activated
+    tier = engine_for(mos).parametric
+    db = sqlite3.connect(mos.data_dir / "vault.sqlite3")
+    db.execute("UPDATE memories SET doc=substr(doc, 1, 40) WHERE id=?", (ids[0],))
+    db.commit()
+    db.close()
+    assert tier.serving("ada") is None  # not served while one of its memories is unreadable
+    assert tier.retire_stale("ada", now=datetime.now(timezone.utc), min_current=0.9) is None
+    assert tier.active_manifest("ada") is not None
+    receipt = mos.forget(ids[1], user_id="ada")  # its cascade retires the adapter
+    assert [(d.kind, d.action) for d in receipt.derived] == [("adapter", "deleted")]
+    assert tier.active_manifest("ada") is None

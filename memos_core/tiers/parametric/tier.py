@@ -403,10 +403,10 @@ class ParametricTier:
         manifest = self.active_manifest(owner)
         if manifest is None or not manifest.memories:
             return None
-        current = self.kernel.vault.get_many([m.id for m in manifest.memories])
+        current, damaged = self._current([m.id for m in manifest.memories])
         live = [current[m.id] for m in manifest.memories if m.id in current
                 and current[m.id].version == m.version and consolidatable(current[m.id])]
-        share = len(live) / len(manifest.memories)
+        share = (len(live) + len(damaged)) / len(manifest.memories)  # damage is no change
         reason = None
         if share < min_current:
             reason = (f"outdated: {len(manifest.memories) - len(live)} of "
@@ -517,7 +517,7 @@ class ParametricTier:
         self._drop_leftovers()
         readable, _ = self.store.readable_manifests()
         ids = sorted({mid for manifest in readable for mid in manifest.memory_ids})
-        current = self.kernel.vault.get_many(ids) if ids else {}
+        current = self._current(ids)[0] if ids else {}
         gone = (State.DELETED, State.EXPIRED)
         self.on_change([c for c in current.values() if c.state in gone])
         self._retire_rewritten({i: c for i, c in current.items() if c.state not in gone})
@@ -544,7 +544,7 @@ class ParametricTier:
             ids = sorted({mid for manifest in readable for mid in manifest.memory_ids})
             if not (marks and ids):
                 return
-            for memory_id, cube in self.kernel.vault.get_many(ids).items():
+            for memory_id, cube in self._current(ids)[0].items():
                 parametric = cube.usage.tier is Tier.PARAMETRIC
                 if cube.state is not State.DELETED and parametric != (memory_id in served):
                     tier = Tier.PARAMETRIC if memory_id in served else Tier.PLAINTEXT
@@ -638,7 +638,7 @@ class ParametricTier:
         manifest = self.active_manifest(owner)
         if manifest is None or not manifest.settings.get("leave_out_held", False):
             return frozenset()  # (adapters trained before the setting existed: not left out)
-        current = self.kernel.vault.get_many([m.id for m in manifest.memories])
+        current = self._current([m.id for m in manifest.memories])[0]
         if self._unservable(manifest, current):  # not served: see serving()
             return frozenset()
         answered = manifest.evaluation.answered_in_chat()
@@ -682,10 +682,24 @@ class ParametricTier:
         self._loaded = {k: m for k, m in self._loaded.items() if not k.startswith(version + "@")}
 
     def _forgotten_since(self, manifest: AdapterManifest) -> list[str]:
-        """Ids in ``manifest`` that are tombstones, expired (or gone) now."""
-        current = self.kernel.vault.get_many([m.id for m in manifest.memories])
-        return sorted(m.id for m in manifest.memories if m.id not in current
-                      or current[m.id].state in (State.DELETED, State.EXPIRED))
+        """Ids in ``manifest`` that are tombstones, expired (or gone) now; a damaged one is
+        none of these (its owner may forget it: then it is)."""
+        current, damaged = self._current([m.id for m in manifest.memories])
+        return sorted(m.id for m in manifest.memories if m.id not in damaged and (
+            m.id not in current or current[m.id].state in (State.DELETED, State.EXPIRED)))
+
+    def _current(self, ids: Sequence[str]) -> tuple[dict[str, MemCube], set[str]]:
+        """The vault's current versions of ``ids`` and the ids whose record is damaged (left
+        out and logged by the store): an adapter is not served with such a memory (it
+        cannot be checked), but the memory is not taken for changed or forgotten either."""
+        damaged: set[str] = set()
+
+        def left_out(error: CorruptDataError) -> None:
+            self.kernel.report_damaged(error)
+            if error.memory_id:
+                damaged.add(error.memory_id)
+
+        return self.kernel.vault.get_many(list(ids), on_damaged=left_out), damaged
 
     def _unservable(self, manifest: AdapterManifest,
                     current: dict[str, MemCube] | None = None) -> list[str]:
@@ -693,8 +707,8 @@ class ParametricTier:
         expired or gone, past their TTL, updated to another text (:meth:`_rewritten`), or
         with a sensitivity tag the store's ``allow_sensitive`` does not cover. ``current``:
         the vault's current versions of its memories, if the caller has read them."""
-        if current is None:
-            current = self.kernel.vault.get_many([m.id for m in manifest.memories])
+        if current is None:  # (a damaged memory is left out: barred)
+            current = self._current([m.id for m in manifest.memories])[0]
         allowed = allowance(getattr(self.kernel.config, "allow_sensitive", ()))
         now = utcnow()
 
@@ -729,7 +743,7 @@ class ParametricTier:
 
     def _mark(self, manifest: AdapterManifest, tier: Tier) -> None:
         """Record which tier serves the adapter's (still current) memories."""
-        current = self.kernel.vault.get_many([m.id for m in manifest.memories])
+        current = self._current([m.id for m in manifest.memories])[0]
         for ref in manifest.memories:
             cube = current.get(ref.id)
             if cube is not None and cube.state is not State.DELETED:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -124,4 +124,4 @@ class ModelInfo:
     loaded: bool
     model_id: str | None = None
     context_window: int | None = None
-    tokenizer: Any = None
+    tokenizer: Any = field(default=None, repr=False)  # (its repr is a page of vocabulary)

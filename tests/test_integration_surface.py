@@ -284,6 +284,7 @@ def test_model_info_loads_nothing(mos: MemOS) -> None:
     info = mos.model_info()
     assert info.loaded is False and info.model_id is None and info.context_window is None
     assert mos.loaded_model() is None
+    assert repr(info) == "ModelInfo(loaded=False, model_id=None, context_window=None)"
 
 
 async def test_model_info_twin(mos: MemOS) -> None:

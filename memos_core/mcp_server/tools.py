@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
+
+from pydantic_core import to_jsonable_python
 
 from memos_core.cube import State, utcnow
 from memos_core.governance import sensitivity as sensitivity_rules
@@ -30,14 +33,21 @@ if TYPE_CHECKING:
     from memos_core.results import SearchHit
 
 
+def when_json(when: datetime | None) -> str | None:
+    """A datetime as the cubes' own JSON and the command line write it (ISO 8601, ``Z`` for
+    UTC), so that every tool result -- a memory, an audit record, a forget receipt -- uses
+    one form."""
+    return None if when is None else str(to_jsonable_python(when))
+
+
 def memory_json(cube: MemCube, redacted: Sequence[str] = ()) -> dict[str, Any]:
     """The fields of a memory an agent needs (no embeddings, no internal provenance)."""
     return {
         "id": cube.id, "version": cube.version, "text": cube.text, "type": cube.type.value,
         "state": cube.state.value, "tags": list(cube.tags),
         "session_id": cube.namespace.session_id, "owner": cube.namespace.user_id,
-        "occurred_at": cube.occurred_at.isoformat() if cube.occurred_at else None,
-        "created_at": cube.created_at.isoformat(), "updated_at": cube.updated_at.isoformat(),
+        "occurred_at": when_json(cube.occurred_at),
+        "created_at": when_json(cube.created_at), "updated_at": when_json(cube.updated_at),
         "superseded_by": cube.superseded_by, "sensitivity": list(cube.governance.sensitivity),
         "redacted": list(redacted),
     }
@@ -189,7 +199,7 @@ class MemoryService:
         placeholder = ("[forgotten]" if forgotten else
                        sensitivity_rules.redacted_text(withheld) if withheld else None)
         return {"memory_id": memory_id, "redacted": list(withheld), "records": [
-            {"seq": r.seq, "at": r.at.isoformat(), "user_id": r.user_id, "agent_id": r.agent_id,
+            {"seq": r.seq, "at": when_json(r.at), "user_id": r.user_id, "agent_id": r.agent_id,
              "action": r.action, "version": r.version,
              "reason": placeholder if placeholder and r.reason is not None else r.reason}
             for r in records]}

@@ -142,6 +142,8 @@ async def _store_and_forget(data: Path, text: str, tag: str) -> None:
         receipt = payload(await s.call_tool("forget", {"memory_id": stored["id"],
                                                         "reason": "user asked"}))["forgotten"]
         assert receipt["memory_id"] == stored["id"] and "vault" in receipt["removed_from"]
+        # one form of time in every tool result, as the command line writes it
+        assert stored["created_at"].endswith("Z") and receipt["at"].endswith("Z")
         assert "not found" in error_text(await s.call_tool("get", {"memory_id": stored["id"]}))
         assert payload(await s.call_tool("search", {"query": "code word surprise party"}))[
             "hits"][0]["id"] == kept

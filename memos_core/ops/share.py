@@ -28,7 +28,7 @@ from memos_core.governance.access import (
 from memos_core.lifecycle import CHANGEABLE_STATES
 from memos_core.results import ShareReceipt
 from memos_core.store import MemoryStore
-from memos_core.vault.base import Actor, ListQuery, NamespaceGrant, Vault
+from memos_core.vault.base import Actor, ListQuery, NamespaceGrant, Vault, pages
 
 __all__ = ["ATTEMPTS", "inherit_grants", "owned_in", "retrying", "revoke_namespace", "set_access",
            "share_namespace"]
@@ -67,16 +67,11 @@ def retrying(attempt: Callable[[], T],
 
 
 def owned_in(vault: Vault, grant: NamespaceGrant) -> Iterator[MemCube]:
-    """Every memory ``grant`` covers that can still change (tombstones are final)."""
-    offset = 0
-    while True:
-        page = vault.list(ListQuery(
-            user_ids=(grant.owner,), agent_id=grant.agent_id, session_id=grant.session_id,
-            states=CHANGEABLE_STATES, shared=False, limit=_PAGE, offset=offset,
-        ))
-        if not page:
-            return
-        offset += len(page)
+    """Every memory ``grant`` covers that can still change (tombstones are final); read
+    strictly: a cascade must not skip a damaged memory."""
+    query = ListQuery(user_ids=(grant.owner,), agent_id=grant.agent_id,
+                      session_id=grant.session_id, states=CHANGEABLE_STATES, shared=False)
+    for page in pages(vault, query, page=_PAGE):
         yield from (c for c in page if covers(grant, c))
 
 

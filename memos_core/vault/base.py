@@ -607,19 +607,22 @@ def pages(vault: Vault, query: ListQuery, on_damaged: OnDamaged | None = None,
     """Every memory ``query`` selects (its ``limit`` and ``offset`` are ignored), in pages of
     at most ``page``. With ``on_damaged`` a damaged memory is passed to it and left out, and
     still counts for the next page's offset (a page that held only damaged memories does not
-    end the walk, nor does one short by a damaged memory read a memory twice)."""
+    end the walk, nor does one short by a damaged memory read a memory twice). Without it
+    the read is strict: a damaged memory raises, as ``vault.list`` does."""
+    skipped = 0
+
+    def left_out(error: CorruptDataError) -> None:
+        nonlocal skipped
+        skipped += 1
+        if on_damaged is not None:
+            on_damaged(error)
+
     offset = 0
     while True:
         skipped = 0
-
-        def left_out(error: CorruptDataError) -> None:
-            nonlocal skipped
-            if on_damaged is None:  # a strict read
-                raise error
-            skipped += 1
-            on_damaged(error)
-
-        found = vault.list(replace(query, limit=page, offset=offset), on_damaged=left_out)
+        window = replace(query, limit=page, offset=offset)
+        found = (vault.list(window) if on_damaged is None
+                 else vault.list(window, on_damaged=left_out))
         if not found and not skipped:
             return
         offset += len(found) + skipped

@@ -437,8 +437,14 @@ class MemoryChat:
         else:
             opening = [{"role": "system",
                         "content": system_turn(prepared.system, tier.instructions)}]
+        return [*opening, *self._after_block(prepared, plain)]
+
+    @staticmethod
+    def _after_block(prepared: _Prepared, plain: Sequence[MemCube]) -> list[dict[str, str]]:
+        """What follows the system turn (or the cached block): the history, then the user
+        turn with these plaintext memories."""
         question = user_turn(prepared.query, plain, prepared.user_id)
-        return [*opening, *prepared.turns, {"role": "user", "content": question}]
+        return [*prepared.turns, {"role": "user", "content": question}]
 
     def _fit(self, prepared: _Prepared, model: LocalModel, max_new_tokens: int,
              scores: Mapping[str, float]) -> None:
@@ -461,8 +467,7 @@ class MemoryChat:
         prepared.used = [u for u in prepared.used
                          if u.id not in left or u.tier is Tier.PARAMETRIC]
         if prepared.prefix is not None:  # the cached block stays whole: only the turn changes
-            question = user_turn(prepared.query, fitted.plain, prepared.user_id)
-            prepared.messages = [*prepared.turns, {"role": "user", "content": question}]
+            prepared.messages = self._after_block(prepared, fitted.plain)
         else:
             prepared.messages = self._messages(prepared, fitted.plain, fitted.hot)
 
@@ -497,8 +502,7 @@ class MemoryChat:
             prepared.messages = self._messages(prepared, prepared.plain, hot)
             return
         prepared.prefix, prepared.block_id = block.prefix, block.block_id
-        question = user_turn(prepared.query, prepared.plain, prepared.user_id)
-        prepared.messages = [*prepared.turns, {"role": "user", "content": question}]
+        prepared.messages = self._after_block(prepared, prepared.plain)
 
     def _trace(self, prepared: _Prepared, result: GenerationResult, model_id: str,
                adapter_version: str | None = None) -> ChatTrace:

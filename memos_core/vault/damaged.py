@@ -15,7 +15,6 @@ other read of the memory raises :class:`~memos_core.errors.CorruptDataError`.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,10 +43,6 @@ COLUMNS = ("id", "user_id", "agent_id", "session_id", "version", "state", "type"
 #: what a stand-in takes from a readable document (the columns give the rest)
 _KEPT = {"text", "provenance", "metadata", "entities", "origin", "governance", "valid_from",
          "valid_to", "superseded_by"}
-
-
-def _when(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -79,7 +74,8 @@ def _whole(text: str | None) -> dict[str, Any] | None:
 
 
 def stand_in(row: dict[str, Any], doc: str, copy: str | None = None) -> tuple[MemCube, str]:
-    """The memory of the columns ``row`` (the keys of :data:`COLUMNS`) and its damaged
+    """The memory of the columns ``row`` (the keys of :data:`COLUMNS`; its times as
+    datetimes) and its damaged
     document ``doc`` (read with ``surrogateescape``: :mod:`.sqlite_text`), or ``copy`` --
     the same version's document in the version history -- where that one is intact; and
     what became of its text (:data:`TEXT_WHOLE`, :data:`TEXT_PARTIAL`,
@@ -110,7 +106,7 @@ def stand_in(row: dict[str, Any], doc: str, copy: str | None = None) -> tuple[Me
         **cube.model_dump(),
         "id": row["id"], "version": row["version"], "state": row["state"],
         "type": row["type"], "tags": _strings(row["tags"]),
-        "occurred_at": _when(row["occurred_at"]), "created_at": _when(row["created_at"]),
-        "updated_at": _when(row["updated_at"]),
+        "occurred_at": row["occurred_at"], "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
         "governance": {**cube.governance.model_dump(), "readers": _strings(row["readers"])},
     }), why

@@ -920,7 +920,10 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
     def _stand_in(self, row: Sequence[Any]) -> tuple[MemCube, str]:
         """:meth:`damaged_stand_in` of a row of :data:`_STAND_IN_SQL`."""
         try:
-            return stand_in(dict(zip(COLUMNS, row)), row[-2], row[-1])
+            columns = dict(zip(COLUMNS, row))
+            for key in ("occurred_at", "created_at", "updated_at"):  # epoch seconds there
+                columns[key] = _dt(columns[key])
+            return stand_in(columns, row[-2], row[-1])
         except (ValidationError, ValueError, TypeError, OverflowError) as exc:
             raise self._damaged(f"columns of memory {row[0]}", exc) from None
 

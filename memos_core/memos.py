@@ -1345,17 +1345,17 @@ class MemOS:
                                     "leave it out for the user's hot, stable ones.")
         allowed = allowance(self.config.allow_sensitive)
         never = ConsolidationConfig().never_sensitivity
-        reasons = []
+        cubes = []
         for mid in ids:
             cube = self._load(mid, user_id)
             access.require(cube, user_id, access.Operation.OWN, "consolidate")
-            why = untrainable(cube, allowed, never)
-            if why is not None:
-                reasons.append(f"memory {cube.id}: {why}")
-        if len(reasons) == len(ids):
+            cubes.append(cube)
+        reasons = [f"memory {c.id}: {why}" for c in cubes
+                   if (why := untrainable(c, allowed, never)) is not None]
+        if len(reasons) == len(cubes):
             raise InvalidInputError("none of memory_ids can be trained into an adapter: "
                                     + "; ".join(reasons) + ".")
-        return tuple(dict.fromkeys(check_id(mid) for mid in ids))
+        return tuple(dict.fromkeys(c.id for c in cubes))  # the ids as stored (checked above)
 
     @running
     def consolidate_due(self, candidates: ConsolidationConfig | None = None, *,

@@ -1,5 +1,6 @@
 """Work on an owner's own memories reads only those: sharing or revoking their namespace,
-exporting, scheduling, the consolidation candidates and a forget hook's search
+exporting, scheduling, the consolidation candidates (the scheduler's, and the memories
+the parametric tier trains on) and a forget hook's search
 (``owned_holding``) never decode the memories others shared with them -- however many, they
 are not the owner's to change, export or schedule, and reading them made each of these cost
 time in proportion to everything shared with the user (a big shared namespace: seconds).
@@ -27,13 +28,13 @@ TAG = "chat"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MemOS, list[MemCube], set[str]]]:
-    """``me`` owns 3 memories; ``big`` shares its namespace of 200 with ``me``. All hold the
-    same words and tag, so that no filter but the owner tells them apart."""
+    """``me`` owns 3 memories; ``big`` shares its namespace of 200 with ``me``. All are facts
+    with the same words and tag, so that no filter but the owner tells them apart."""
     mos = MemOS(tmp_path_factory.mktemp("owner-reads"), config=MemOSConfig(show_progress=False))
     mine = mos.add_many([f"note about the blue kayak {i}" for i in range(3)], user_id=ME,
-                        tags=[TAG])
+                        tags=[TAG], type="fact")
     theirs = mos.add_many([f"note about the blue kayak {i}" for i in range(SHARED)],
-                          user_id=BIG, tags=[TAG])
+                          user_id=BIG, tags=[TAG], type="fact")
     mos.share_namespace(with_user_id=ME, user_id=BIG)
     assert len(mos.list(user_id=ME, limit=1000)) == len(mine) + SHARED  # they are shared
     yield mos, mine, {c.id for c in theirs}
@@ -76,6 +77,11 @@ def _candidates(mos: MemOS, mine: list[MemCube], tmp: Path) -> None:
     mos.engine.consolidation_candidates(ME)
 
 
+def _tier_candidates(mos: MemOS, mine: list[MemCube], tmp: Path) -> None:
+    found = mos.engine.parametric.candidates(ME)  # what consolidate(ME) trains on
+    assert {c.id for c in found} == {c.id for c in mine}
+
+
 def _forget_search(mos: MemOS, mine: list[MemCube], tmp: Path) -> None:
     found = owned_holding(mos, ME, MessageRedactor(mine[0]), tags=[TAG], states=["generated"])
     assert {c.id for c in found} == {c.id for c in mine}
@@ -84,6 +90,7 @@ def _forget_search(mos: MemOS, mine: list[MemCube], tmp: Path) -> None:
 OPS: dict[str, Callable[[MemOS, list[MemCube], Path], None]] = {
     "share_namespace": _share, "revoke_namespace": _revoke, "export": _export,
     "schedule": _schedule, "consolidation_candidates": _candidates,
+    "parametric_candidates": _tier_candidates,
     "owned_holding": _forget_search,
 }
 

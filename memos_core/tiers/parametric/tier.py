@@ -71,6 +71,7 @@ from memos_core.tiers.parametric.store import (
 )
 from memos_core.tiers.parametric.trainer import train_lora
 from memos_core.vault import Actor
+from memos_core.vault.base import ListQuery, pages
 
 if TYPE_CHECKING:
     from memos_core.store import MemoryStore
@@ -80,6 +81,8 @@ logger = logging.getLogger("memos_core.parametric")
 
 AGENT = "parametric"
 CONSOLIDATABLE = frozenset({MemoryType.FACT, MemoryType.PREFERENCE})
+_CONSOLIDATABLE_TYPES = tuple(sorted(t.value for t in CONSOLIDATABLE))
+_LIVE_STATES = (State.GENERATED.value, State.ACTIVATED.value)
 
 
 class ConsolidationResult(BaseModel):
@@ -200,9 +203,11 @@ class ParametricTier:
         and weights cannot redact what they learned; nor is one with a tag in ``never`` (the
         consolidation policy's ``never_sensitivity``; by default ``"secret"``), even when
         allowed."""
-        if memory_ids is None:
-            cubes = [c for batch in self.kernel.vault.iter_current(
-                on_damaged=self.kernel.report_damaged) for c in batch]
+        if memory_ids is None:  # the owner's own live memories only, not the whole store
+            query = ListQuery(user_ids=(owner,), shared=False, include_superseded=False,
+                              states=_LIVE_STATES, types=_CONSOLIDATABLE_TYPES)
+            cubes = [c for batch in pages(self.kernel.vault, query, self.kernel.report_damaged)
+                     for c in batch]
         else:
             cubes = list(self.kernel.vault.get_many(list(memory_ids)).values())
         allowed = allowance(getattr(self.kernel.config, "allow_sensitive", ()))

@@ -121,7 +121,11 @@ class MemOSStore(BaseStore):
     * Within one ``batch``, reads see the store as it was before the batch; puts are
       applied afterwards, the last put per (namespace, key) winning.
     * TTL is not supported (``supports_ttl = False``): ``put(..., ttl=...)`` raises
-      ``NotImplementedError``, because MemOS does not enforce memory expiry yet.
+      ``NotImplementedError``. LangGraph's TTL (minutes, refreshed when an item is read, the
+      item deleted when it runs out) has no counterpart in the core's ``ttl_seconds``
+      (counted from the memory's creation, never refreshed; an expired memory is hidden from
+      search and chat but kept until it is forgotten), and mapping one onto the other would
+      keep items LangGraph users expect gone.
     * Sensitivity: the memories the store creates carry its ``sensitivity`` tags. A search
       (with or without a query) is a prompt path: an item the core would redact in
       ``MemOS.search`` -- a tag not covered by ``allow_sensitive`` -- keeps its place but

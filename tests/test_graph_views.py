@@ -358,7 +358,7 @@ def test_a_vault_from_before_the_graph_tables_fills_them_on_open(tmp_path):
     vault.insert([c], Actor("bob"))
     with vault._tx() as db:  # what an older memos-core left: no side table, no flag
         db.execute("DROP TABLE memory_readers")
-        db.execute("DELETE FROM meta WHERE key='graph_tables'")
+        db.execute("DELETE FROM meta WHERE key IN ('graph_tables', 'readers_table')")
     vault.close()
     vault = SQLiteVault(path)
     try:

@@ -242,6 +242,157 @@ def test_a_users_list_merges_own_and_shared_memories_in_order_without_reading_th
             assert "SCAN audit" not in plan, (sql, plan)
 
 
+def _shared_with(owner: str, reader: str, n: int, start: int = 0) -> list[MemCube]:
+    return [cube(f"{owner} {i}", user=owner, governance={"readers": (reader,)})
+            for i in range(start, start + n)]
+
+
+def _page_steps(vault: SQLiteVault, query: ListQuery) -> int:
+    """SQLite virtual-machine steps (in hundreds) that ``vault.list(query)`` takes."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    vault._db.set_progress_handler(count, 100)
+    try:
+        vault.list(query)
+    finally:
+        vault._db.set_progress_handler(None, 100)
+    return steps[0]
+
+
+def test_a_page_of_a_users_list_walks_the_shared_memories_in_order_and_stops(vault):
+    """A page of "mine and shared with me" reads the shared memories through
+    ``memory_readers``' ``(reader, seq)`` key, in order, and stops after the page: its plan
+    sorts nothing (before, every memory shared with the user was read and sorted on every
+    page), and it takes about as many steps with 1,000 shared as with 20."""
+    vault.insert([cube(f"mine {i}") for i in range(30)], ALICE)
+    vault.insert(_shared_with("bob", "alice", 20), Actor("bob"))
+    pages = [ListQuery(user_ids=("alice",), limit=10, newest_first=newest, offset=offset)
+             for newest in (True, False) for offset in (0, 25)]
+    statements: list[str] = []
+    vault._db.set_trace_callback(statements.append)
+    try:
+        for query in pages:
+            vault.list(query)
+    finally:
+        vault._db.set_trace_callback(None)
+    reads = [s for s in statements if s.lstrip().startswith("SELECT") and "UNION ALL" in s]
+    assert len(reads) == len(pages)
+    for sql in reads:
+        plan = " | ".join(r[3] for r in vault._db.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "TEMP B-TREE" not in plan and "SCAN" not in plan, plan
+        assert "USING PRIMARY KEY (reader=?)" in plan, plan
+    few = [_page_steps(vault, q) for q in pages]
+    vault.insert(_shared_with("bob", "alice", 980, start=20), Actor("bob"))
+    many = [_page_steps(vault, q) for q in pages]
+    assert all(m <= 2 * f + 5 for f, m in zip(few, many)), (few, many)
+
+
+def _readers_rows(vault: SQLiteVault) -> set[tuple[str, int, str]]:
+    return set(vault._query("SELECT reader, seq, id FROM memory_readers"))
+
+
+def _expected_readers(vault: SQLiteVault) -> set[tuple[str, int, str]]:
+    return set(vault._query("SELECT DISTINCT j.value, m.seq, m.id FROM memories m, "
+                            "json_each(m.readers) j"))
+
+
+def test_the_readers_table_follows_every_write(vault):
+    """``memory_readers`` holds (reader, seq, id) of every reader of every memory after an
+    insert, a new version (``INSERT OR REPLACE``), an update of the readers or of ``seq``
+    and a delete (the triggers; the last ones no writer of the vault makes today)."""
+    shared = _shared_with("bob", "alice", 3)
+    vault.insert([cube("mine"), *shared], Actor("bob"))
+    assert _readers_rows(vault) == _expected_readers(vault) and len(_expected_readers(vault)) == 3
+    c = shared[1]
+    vault.put_version(next_version(c, governance=c.governance.model_copy(
+        update={"readers": ("carol", "dan", "carol")})), 1, Actor("bob"), "share:read")
+    assert ("alice", 3, c.id) not in _readers_rows(vault)
+    assert _readers_rows(vault) == _expected_readers(vault) and len(_expected_readers(vault)) == 4
+    with vault._tx() as db:
+        db.execute("UPDATE memories SET readers='[\"erin\"]' WHERE id=?", (shared[0].id,))
+        db.execute("UPDATE memories SET seq=99 WHERE id=?", (shared[2].id,))
+    assert ("erin", 2, shared[0].id) in _readers_rows(vault)
+    assert ("alice", 99, shared[2].id) in _readers_rows(vault)
+    assert _readers_rows(vault) == _expected_readers(vault)
+    with vault._tx() as db:
+        db.execute("DELETE FROM memories WHERE id=?", (c.id,))
+    assert _readers_rows(vault) == _expected_readers(vault) and len(_expected_readers(vault)) == 2
+    vault.tombstone(shared[2].id, Actor("bob"))
+    assert _readers_rows(vault) == _expected_readers(vault)
+
+
+#: ``memory_readers`` and its triggers as memos-core made them until 2026-12-07
+_OLD_READERS = """
+DROP TRIGGER memories_readers_insert; DROP TRIGGER memories_readers_update;
+DROP TRIGGER memories_readers_delete; DROP TABLE memory_readers;
+CREATE TABLE memory_readers (
+    reader TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (reader, id)
+) WITHOUT ROWID;
+CREATE INDEX memory_readers_id ON memory_readers(id);
+CREATE TRIGGER memories_readers_insert AFTER INSERT ON memories BEGIN
+    DELETE FROM memory_readers WHERE id = NEW.id;
+    INSERT OR IGNORE INTO memory_readers(reader, id) SELECT value, NEW.id FROM json_each(NEW.readers);
+END;
+CREATE TRIGGER memories_readers_update AFTER UPDATE OF id, readers ON memories BEGIN
+    DELETE FROM memory_readers WHERE id = OLD.id;
+    INSERT OR IGNORE INTO memory_readers(reader, id) SELECT value, NEW.id FROM json_each(NEW.readers);
+END;
+CREATE TRIGGER memories_readers_delete AFTER DELETE ON memories BEGIN
+    DELETE FROM memory_readers WHERE id = OLD.id;
+END;
+INSERT INTO memory_readers(reader, id) SELECT j.value, m.id FROM memories m, json_each(m.readers) j;
+INSERT INTO memory_readers VALUES ('ghost-reader-5150', 'ghost-memory');
+DELETE FROM meta WHERE key = 'readers_table';
+INSERT OR REPLACE INTO meta(key, value) VALUES ('graph_tables', '1');
+"""
+
+
+def test_a_vault_with_the_old_readers_table_gets_the_new_one_on_open(tmp_path):
+    """A vault whose ``memory_readers`` is ``(reader, id)`` (memos-core until 2026-12-07)
+    gets ``(reader, seq, id)`` and its triggers when opened, once: lists, counts and the
+    graph's shared reads are as before, later writes keep the table in step, and the old
+    table's pages are zeroed (``secure_delete``)."""
+    import sqlite3
+
+    path = tmp_path / "vault.sqlite3"
+    vault = SQLiteVault(path)
+    vault.insert([cube("mine 0"), *_shared_with("bob", "alice", 3), cube("mine 1")], ALICE)
+    mine = ListQuery(user_ids=("alice",), newest_first=True)
+    before = [c.id for c in vault.list(mine)]
+    vault.close()
+    with sqlite3.connect(path) as db:
+        db.executescript(_OLD_READERS)
+    db.close()
+    vault = SQLiteVault(path)
+    try:
+        columns = [r[1] for r in vault._query("PRAGMA table_info(memory_readers)")]
+        assert columns == ["reader", "seq", "id"] and vault.get_meta("readers_table") == "2"
+        assert vault.get_meta("graph_tables") == "1"  # an older memos-core leaves it alone
+        assert _readers_rows(vault) == _expected_readers(vault)  # the ghost row is gone
+        assert [c.id for c in vault.list(mine)] == before and vault.count(mine) == 5
+        assert [c.id for c in vault.list(ListQuery(user_ids=("alice",), limit=2, offset=1))] \
+            == before[::-1][1:3]
+        assert len(vault.graph_view_rows(["alice"], ("generated",))) == 5
+        assert vault.user_stats("alice")["shared_with_me"] == 3
+        later = _shared_with("carol", "alice", 1)
+        vault.insert(later, Actor("carol"))
+        assert [c.id for c in vault.list(mine)] == [later[0].id, *before]
+        assert _readers_rows(vault) == _expected_readers(vault)
+    finally:
+        vault.close()
+    assert b"ghost-reader-5150" not in path.read_bytes()
+    vault = SQLiteVault(path)  # once: a second open keeps the table as it is
+    try:
+        assert _readers_rows(vault) == _expected_readers(vault)
+        assert len(vault.list(mine)) == 6
+    finally:
+        vault.close()
+
+
 def test_contains_any_takes_groups_and_refuses_plain_strings():
     with pytest.raises(InvalidInputError, match="groups of strings"):
         ListQuery(contains_any=("locker",))  # type: ignore[arg-type]

@@ -49,7 +49,7 @@ from memos_core.vault.audit_chain import (
 from memos_core.vault import sqlite_checkpoints, sqlite_graph, sqlite_keyed, sqlite_log
 from memos_core.vault.grants import SQLiteGrantsMixin, check_grants
 from memos_core.vault.sqlite_checkpoints import SQLiteCheckpointsMixin
-from memos_core.vault.sqlite_graph import SQLiteGraphMixin
+from memos_core.vault.sqlite_graph import SQLiteGraphMixin, shared_select
 from memos_core.vault.sqlite_keyed import SQLiteKeyedMixin, drop_bindings
 from memos_core.vault.sqlite_log import SQLiteLogMixin
 from memos_core.vault.damaged import COLUMNS, stand_in
@@ -836,22 +836,11 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         )
         return [self._cube(r[0], f"a version of memory {memory_id}") for r in rows]
 
-    def _where(self, q: ListQuery, readers: bool = False) -> tuple[str, list[Any]]:
-        """The ``WHERE`` clause (with its leading space) and parameters of the memories ``q``
-        selects; with ``q.user_ids``, of one part of them: those the users own, or (with
-        ``readers``) those shared with them by someone else (:meth:`_select` joins the two:
-        each part is read through its own index)."""
+    def _where(self, q: ListQuery) -> tuple[list[str], list[Any]]:
+        """The conditions (to be joined by ``AND``, on unqualified ``memories`` columns) and
+        parameters of the filters of ``q`` other than its users (:meth:`_select` adds those)."""
         clauses: list[str] = []
         params: list[Any] = []
-        if q.user_ids is not None:
-            marks = ",".join("?" * len(q.user_ids))
-            if readers:  # a forgotten memory is its owner's only (not even a gap in a page)
-                clauses.append(f"id IN (SELECT id FROM memory_readers WHERE reader IN ({marks})) "
-                               f"AND user_id NOT IN ({marks}) AND state <> 'deleted'")
-                params += list(q.user_ids) * 2
-            else:
-                clauses.append(f"user_id IN ({marks})")
-                params += list(q.user_ids)
         for column, value in (("agent_id", q.agent_id), ("session_id", q.session_id)):
             if value is not None:
                 clauses.append(f"{column}=?")
@@ -887,24 +876,33 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                       for g in q.contains_any if g]
             clauses.append("(" + (" OR ".join(groups) or "0") + ")")
             params += [s for g in q.contains_any if g for s in g]
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+        return clauses, params
 
-    def _select(self, q: ListQuery, columns: str) -> tuple[str, list[Any]]:
-        """``SELECT columns`` of the memories ``q`` selects (unordered). The memories users
-        own and those shared with them are two ``SELECT``s joined by ``UNION ALL``: one
-        ``OR`` of the two would read every memory of the store (no index serves it), and
-        ``ORDER BY seq`` then merges two index-ordered reads. Without ``q.shared`` only the
-        first: the shared ones are not even read (sorting them would cost a reader of a big
-        shared namespace time on every page of their own)."""
-        where, params = self._where(q)
-        sql = f"SELECT {columns} FROM memories{where}"
-        if q.user_ids is None or not q.shared:
-            return sql, params
-        shared, more = self._where(q, readers=True)
-        return f"{sql} UNION ALL SELECT {columns} FROM memories{shared}", params + more
+    def _select(self, q: ListQuery, columns: Sequence[str]) -> tuple[str, list[Any]]:
+        """``SELECT`` of the ``memories`` ``columns`` (names) of the memories ``q`` selects
+        (unordered; with ``seq`` among them, ready for ``ORDER BY seq``). The memories users
+        own and those shared with them are ``SELECT``s joined by ``UNION ALL``: one ``OR`` of
+        the two would read every memory of the store (no index serves it), and ``ORDER BY
+        seq`` then merges index-ordered reads -- the shared ones' through ``memory_readers``'
+        ``(reader, seq)`` key (:func:`.sqlite_graph.shared_select`), so that a page stops
+        after its rows however many are shared with the users. Without ``q.shared`` only the
+        first: the shared ones are not even read."""
+        clauses, params = self._where(q)
+        own = ", ".join(f"m.{c}" for c in columns)
+        if q.user_ids is None:
+            where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+            return f"SELECT {own} FROM memories m{where}", params
+        users = list(dict.fromkeys(q.user_ids))
+        rest = "".join(f" AND {c}" for c in clauses)
+        marks = ",".join("?" * len(users))
+        sql = f"SELECT {own} FROM memories m WHERE m.user_id IN ({marks}){rest}"
+        if not q.shared or not users:
+            return sql, [*users, *params]
+        shared, more = shared_select(columns, users, rest, params)
+        return f"{sql} UNION ALL {shared}", [*users, *params, *more]
 
     def list(self, query: ListQuery, *, on_damaged: OnDamaged | None = None) -> list[MemCube]:
-        sql, params = self._select(query, "id, doc, seq")
+        sql, params = self._select(query, ("id", "doc", "seq"))
         order = "DESC" if query.newest_first else "ASC"
         rows = self._query(f"{sql} ORDER BY seq {order} LIMIT ? OFFSET ?",
                            [*params, query.limit, query.offset], lenient=True)
@@ -928,7 +926,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             raise self._damaged(f"columns of memory {row[0]}", exc) from None
 
     def count(self, query: ListQuery | None = None) -> int:
-        sql, params = self._select(query or ListQuery(), "1")
+        sql, params = self._select(query or ListQuery(), ("seq",))
         return int(self._query(f"SELECT COUNT(*) FROM ({sql})", params)[0][0])
 
     def iter_current(self, batch_size: int = 1000, *,

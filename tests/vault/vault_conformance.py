@@ -16,6 +16,7 @@ Nothing is mocked: each test drives the real backend through the protocol's meth
 
 from __future__ import annotations
 
+import random
 import time
 from datetime import timedelta
 from typing import Any
@@ -459,6 +460,53 @@ class VaultConformance:
         assert ids(user_ids=(), shared=False) == []
         assert vault.count(ListQuery(user_ids=(), shared=False)) == 0
         assert ids(shared=False) == ids()  # no users: every memory, as without it
+
+    def test_a_users_list_is_their_own_and_shared_memories_for_every_query(
+            self, vault: Vault) -> None:
+        """A list with ``user_ids`` holds, in insertion order (either way), paged and counted
+        alike: what the users own, and (``shared``) what others shared with one of them and
+        did not forget, once each -- under every filter, for one user, several (more than
+        the vaults' branch per user too) or none. The expected list is the vault's own list
+        without users, filtered here by owner and readers."""
+        rng = random.Random(11)
+        people = ("alice", "bob", "carol", "dave")
+        made = []
+        for i in range(60):
+            owner = rng.choice(people)
+            readers = tuple(p for p in people if p != owner and rng.random() < 0.35)
+            made.append(cube(f"m{i}", user=owner, session=rng.choice(("s1", "s2", None)),
+                             tags=("x",) if i % 3 == 0 else (), type=rng.choice(("fact", "note")),
+                             valid_to=utcnow() if i % 7 == 0 else None,
+                             governance={"readers": readers}))
+        for start in range(0, 60, 20):
+            vault.insert(made[start:start + 20], ALICE)
+        for c in made[5::6]:  # shared later: a new version keeps its place in the order
+            readers = tuple(p for p in people if p != c.namespace.user_id)[:2]
+            vault.put_version(bump(c, governance=c.governance.model_copy(
+                update={"readers": readers})), c.version, ALICE, "share:read")
+        for c in made[2::9]:
+            vault.tombstone(c.id, Actor(c.namespace.user_id))
+        filters: list[dict[str, Any]] = [
+            {}, {"session_id": "s1"}, {"tags": ("x",)}, {"types": ("fact",)},
+            {"states": ("generated", "deleted")}, {"include_superseded": False}]
+        groups = [("alice",), ("bob", "carol"), ("dave", "alice", "bob"), ("carol", "carol"),
+                  (), tuple(people) + tuple(f"nobody{i}" for i in range(16))]
+        for extra in filters:
+            every = vault.list(ListQuery(limit=1000, **extra))
+            for users in groups:
+                for shared in (True, False):
+                    expected = [c.id for c in every if c.namespace.user_id in users or (
+                        shared and set(c.governance.readers) & set(users)
+                        and c.state != State.DELETED)]
+                    for newest_first in (False, True):
+                        order = expected[::-1] if newest_first else expected
+                        for limit, offset in ((1000, 0), (3, 0), (4, 5), (7, 30)):
+                            q = ListQuery(user_ids=users, shared=shared, limit=limit,
+                                          offset=offset, newest_first=newest_first, **extra)
+                            got = [c.id for c in vault.list(q)]
+                            assert got == order[offset:offset + limit], (q, got)
+                    assert vault.count(ListQuery(user_ids=users, shared=shared, **extra)) == len(
+                        expected), (users, shared, extra)
 
     def test_a_forgotten_memory_is_listed_and_counted_for_its_owner_only(self, vault: Vault) -> None:
         """Not even as a gap: a page of a former reader that asks for tombstones has no

@@ -251,3 +251,31 @@ def test_documented_command_lines_parse(where: str, line: str) -> None:
     variants = [[w for w in words if w != "..."], ["x" if w == "..." else w for w in words]]
     variants += [v + ["stats"] for v in variants if not commands & set(v)]
     assert any(_parses(v) for v in variants), f"{where}: `{line}` does not parse"
+
+
+#: a results file named by its path, or by its dated name (``kv_ttft_2026-12-07.txt``)
+RESULTS_FILE = re.compile(r"benchmarks/results/[\w.-]+\.(?:txt|json|md)\b"
+                          r"|\b[\w.-]+_20\d\d-\d\d-\d\d[\w.-]*\.(?:txt|json|md)\b")
+SCRIPT = re.compile(r"\bbenchmarks/\w+\.py\b")
+
+
+def test_every_cited_results_file_and_benchmark_script_exists() -> None:
+    """The docs quote only numbers a script printed, each with the file holding that output:
+    a cited file that is not in ``benchmarks/results/`` (renamed, never committed) or a
+    script that is not in ``benchmarks/`` leaves a number without its source."""
+    pages = [*PAGES, *sorted((ROOT / "notebooks").glob("*.ipynb")),
+             *sorted((ROOT / "integrations").glob("*/README.md"))]
+    missing, seen = [], 0
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for match in RESULTS_FILE.finditer(text):
+            seen += 1
+            name = match.group(0).rsplit("/", 1)[-1]
+            if not (ROOT / "benchmarks" / "results" / name).is_file():
+                missing.append(f"{page.relative_to(ROOT)}: {match.group(0)}")
+        for match in SCRIPT.finditer(text):
+            seen += 1
+            if not (ROOT / match.group(0)).is_file():
+                missing.append(f"{page.relative_to(ROOT)}: {match.group(0)}")
+    assert seen > 50, "the patterns found almost no citation: they no longer match the docs"
+    assert missing == [], "cited but not in the repository:\n" + "\n".join(missing)

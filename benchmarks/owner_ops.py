@@ -11,7 +11,10 @@ Vectors come from a seeded hash of each text (``store_ops.SeededEmbedder``, no m
 operations read and write the vault, and a model would only add the same embedding time to
 both columns.
 
-    python benchmarks/owner_ops.py --own 50 --shared 5000
+    python benchmarks/owner_ops.py --own 50 --shared 5000 [--pg]
+
+``--pg``: server mode, each store a database of a PostgreSQL the script starts
+(``LocalPostgres``, loopback) and stops after.
 
 To compare with an older commit, run it with that commit's ``memos_core`` first on the path
 (``git worktree add /tmp/old REV; PYTHONPATH=/tmp/old python benchmarks/owner_ops.py``); the
@@ -57,16 +60,20 @@ def operations(mos: Any, tmp: Path) -> dict[str, Callable[[], Any]]:
     }
 
 
-def run(own: int, shared: int, repeat: int, seed: int, share: bool) -> dict[str, float]:
+def run(own: int, shared: int, repeat: int, seed: int, share: bool,
+        server: Any = None) -> dict[str, float]:
     """The operations' median ms on a new store, with or without big's namespace shared
-    with "me" (a store each: sharing and revoking adds versions that export then writes)."""
+    with "me" (a store each: sharing and revoking adds versions that export then writes);
+    with a ``server`` (``LocalPostgres``), in a new database of it."""
     from memos_core import MemOS, MemOSConfig
 
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="memos-owner-") as name:
         tmp = Path(name)
         config = MemOSConfig(show_progress=False)
-        with MemOS(tmp / "data", embedder=SeededEmbedder(), config=config) as mos:
+        where = tmp / "data" if server is None else server.create_database(
+            f"owner_ops_{'shared' if share else 'alone'}")
+        with MemOS(where, embedder=SeededEmbedder(), config=config) as mos:
             mos.add_many([sentence(rng) for _ in range(own)], user_id="me")
             for start in range(0, shared, 500):
                 mos.add_many([sentence(rng) for _ in range(min(500, shared - start))],
@@ -83,14 +90,26 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path)
+    p.add_argument("--pg", action="store_true",
+                   help="server mode: a PostgreSQL vault (a server the script starts)")
     a = p.parse_args()
     os.environ.setdefault("MEMOS_PROGRESS", "0")
     import memos_core
 
-    result = {"before": run(a.own, a.shared, a.repeat, a.seed, share=False),
-              "after": run(a.own, a.shared, a.repeat, a.seed, share=True)}
+    server = None
+    if a.pg:
+        from memos_core.testing.postgres import LocalPostgres
+
+        server = LocalPostgres().start()
+    try:
+        result = {"before": run(a.own, a.shared, a.repeat, a.seed, share=False, server=server),
+                  "after": run(a.own, a.shared, a.repeat, a.seed, share=True, server=server)}
+    finally:
+        if server is not None:
+            server.close()
+    mode = "server mode (PostgreSQL, loopback)" if a.pg else "embedded mode"
     print(markdown_machine(machine_info()))
-    print(f"embedded mode; memos_core from {Path(memos_core.__file__).parent}; load average "
+    print(f"{mode}; memos_core from {Path(memos_core.__file__).parent}; load average "
           f"{os.getloadavg()[0]:.1f}; 'me' owns {a.own}, 'big' shares {a.shared}; median of "
           f"{a.repeat} calls, ms")
     print()
@@ -99,7 +118,7 @@ def main() -> None:
     for name, ms in result["before"].items():
         print(f"| {name} | {ms} | {result['after'][name]} |")
     if a.out:
-        a.out.write_text(json.dumps({"machine": machine_info(), "own": a.own,
+        a.out.write_text(json.dumps({"machine": machine_info(), "mode": mode, "own": a.own,
                                      "shared": a.shared, **result}, indent=2))
 
 

@@ -24,6 +24,10 @@ Migrations:
    of forgotten memories removed (:func:`memos_core.vault.audit_chain.upgrade_chain`).
 8. an index on ``audit(user_id, action, seq)``: a user's records of one action, newest
    first, without reading all of that user's records (or every record).
+9. ``memory_readers(reader, seq, id)``: one row per reader a memory is shared with, keyed
+   ``(reader, seq, id)``, kept in step with ``memories`` by triggers and filled from it: a
+   page of a reader's list walks the memories shared with them in insertion order and stops
+   after the page (:func:`memos_core.vault.pg_sql.list_page`) instead of sorting all of them.
 """
 
 from __future__ import annotations
@@ -240,9 +244,60 @@ _V8 = [
     "CREATE INDEX IF NOT EXISTS audit_user_action ON audit(user_id, action, seq)",
 ]
 
+#: the trigger function that keeps ``memory_readers`` in step with ``memories``: a memory's
+#: rows go when it goes or its readers (or ``seq``, ``id``) change, and are made again from
+#: ``NEW.readers`` (a JSON array of user ids; a reader named twice is one row)
+READERS_FUNCTION = """CREATE OR REPLACE FUNCTION memos_memory_readers() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'TRUNCATE' THEN DELETE FROM memory_readers; RETURN NULL; END IF;
+        IF TG_OP <> 'INSERT' THEN DELETE FROM memory_readers WHERE id = OLD.id; END IF;
+        IF TG_OP <> 'DELETE' THEN
+            INSERT INTO memory_readers(reader, seq, id)
+                SELECT DISTINCT r, NEW.seq, NEW.id FROM jsonb_array_elements_text(NEW.readers) r;
+        END IF;
+        RETURN NULL;
+    END $$"""
+
+#: trigger name -> its event (an update fires only when the readers, ``seq`` or ``id`` of
+#: the row changed: a new version that keeps its readers leaves the table alone)
+READERS_TRIGGERS = {
+    "memories_readers_insert": "AFTER INSERT ON memories FOR EACH ROW",
+    "memories_readers_update": "AFTER UPDATE OF id, seq, readers ON memories FOR EACH ROW WHEN "
+                               "(OLD.readers IS DISTINCT FROM NEW.readers OR OLD.seq <> NEW.seq "
+                               "OR OLD.id <> NEW.id)",
+    "memories_readers_delete": "AFTER DELETE ON memories FOR EACH ROW",
+    "memories_readers_truncate": "AFTER TRUNCATE ON memories FOR EACH STATEMENT",
+}
+
+#: "the memories shared with this reader, in insertion order": a side table, because no index
+#: of ``memories`` can give that order (the GIN index on ``readers`` finds a reader's memories
+#: but in no order, so a page sorted every one of them; a btree cannot index array elements).
+#: It holds user ids, ``seq`` numbers and memory ids, no text. Every statement is idempotent
+#: (the table's rows are made again from ``memories``).
+_V9: list[str | Callable[[Any], None]] = [
+    # first, under the write lock: processes of an older memos-core may still be writing
+    # memories, which the fill below must see or the triggers catch
+    f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, {WRITE_LOCK})",
+    """CREATE TABLE IF NOT EXISTS memory_readers (
+        reader TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (reader, seq, id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS memory_readers_id ON memory_readers(id)",
+    READERS_FUNCTION,
+    *(f"DROP TRIGGER IF EXISTS {name} ON memories" for name in READERS_TRIGGERS),
+    *(f"CREATE TRIGGER {name} {event} EXECUTE FUNCTION memos_memory_readers()"
+      for name, event in READERS_TRIGGERS.items()),
+    "DELETE FROM memory_readers",
+    """INSERT INTO memory_readers(reader, seq, id)
+        SELECT DISTINCT r, m.seq, m.id FROM memories m, jsonb_array_elements_text(m.readers) r""",
+]
+
 #: migration number -> statements, or functions of the connection (applied in one transaction)
 MIGRATIONS: dict[int, Sequence[str | Callable[[Any], None]]] = {
-    1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8}
+    1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8, 9: _V9}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -450,8 +450,10 @@ def list_where(q: ListQuery) -> tuple[str, list[Any]]:
 
 
 #: a page of a list for at most this many users reads each one's own memories through the
-#: ``(user_id, seq)`` index, already in order; for more, one read of all their memories is
-#: sorted (a statement of a branch per user would grow without bound)
+#: ``(user_id, seq)`` index and those shared with each through ``memory_readers``' ``(reader,
+#: seq)`` key, already in order; for more, one read of all their memories (and one of all
+#: those shared with them) is sorted (a statement of a branch per user would grow without
+#: bound)
 USER_BRANCHES = 16
 
 
@@ -464,13 +466,17 @@ def list_page(q: ListQuery) -> tuple[str, list[Any]]:
     index in ``seq`` order, so the planner either walked the whole ``seq`` index for the
     user's rows (every memory of the store for a user with few) or sorted all of them.
     Each part reads only the ``limit + offset`` first of its own, in order: a user's own
-    memories from the ``(user_id, seq)`` index (one branch per user), those shared with
-    them through the ``readers`` GIN index -- ordered by ``seq + 0``, which no index
-    serves, so that a prepared statement's generic plan (which cannot know how few they
-    are) does not walk the ``seq`` index to find them -- and without the users' own, so
-    that nothing comes twice (a memory shared with two of the users is one row). The page
-    is cut from the merged ``seq`` numbers, and only its rows' documents are read. Without
-    ``q.shared`` the shared part is left out."""
+    memories from the ``(user_id, seq)`` index, those shared with them from the ``(reader,
+    seq)`` key of ``memory_readers`` (schema migration 9) joined to ``memories`` -- one
+    branch per user each, so that the walk stops after the page however many memories are
+    shared with the user -- and without the users' own, so that nothing comes twice; a memory
+    shared with two of the users is in both their branches and is one row of the merge
+    (``DISTINCT``). For more than :data:`USER_BRANCHES` users, each part is one read of
+    theirs (the shared one through the ``readers`` GIN index), sorted: ordered by ``seq +
+    0``, which no index serves, so that a prepared statement's generic plan (which cannot
+    know how few they are) does not walk the ``seq`` index to find them. The page is cut from
+    the merged ``seq`` numbers, and only its rows' documents are read. Without ``q.shared``
+    the shared part is left out."""
     order = "DESC" if q.newest_first else "ASC"
     clauses, params = _filters(q)
     if q.user_ids is None:
@@ -482,7 +488,8 @@ def list_page(q: ListQuery) -> tuple[str, list[Any]]:
     reach = q.limit + q.offset
     parts: list[str] = []
     values: list[Any] = []
-    if 0 < len(users) <= USER_BRANCHES:
+    branches = 0 < len(users) <= USER_BRANCHES
+    if branches:
         for user in users:
             parts.append(f"(SELECT seq FROM memories WHERE user_id = %s{rest} "
                          f"ORDER BY seq {order} LIMIT %s)")
@@ -491,14 +498,41 @@ def list_page(q: ListQuery) -> tuple[str, list[Any]]:
         parts.append(f"(SELECT seq FROM memories WHERE user_id = ANY(%s){rest} "
                      f"ORDER BY seq + 0 {order} LIMIT %s)")
         values += [users, *params, reach]
-    if q.shared:  # a forgotten memory is its owner's only (not even a gap in a reader's page)
-        parts.append(f"(SELECT seq FROM memories WHERE readers ?| %s AND user_id <> ALL(%s) "
-                     f"AND state <> 'deleted'{rest} ORDER BY seq + 0 {order} LIMIT %s)")
-        values += [users, users, *params, reach]
-    return (f"SELECT m.id, m.doc::text FROM (SELECT seq FROM ({' UNION ALL '.join(parts)}) "
-            f"AS parts ORDER BY seq {order} LIMIT %s OFFSET %s) AS page "
-            f"JOIN memories m ON m.seq = page.seq ORDER BY page.seq {order}",
+    if q.shared:
+        shared, more = _shared_parts(users, rest, params, order, reach, branches)
+        parts += shared
+        values += more
+    distinct = "DISTINCT " if q.shared and branches and len(users) > 1 else ""
+    return (f"SELECT m.id, m.doc::text FROM (SELECT {distinct}seq FROM "
+            f"({' UNION ALL '.join(parts)}) AS parts ORDER BY seq {order} LIMIT %s OFFSET %s) "
+            f"AS page JOIN memories m ON m.seq = page.seq ORDER BY page.seq {order}",
             [*values, q.limit, q.offset])
+
+
+def _shared_parts(users: list[str], rest: str, params: list[Any], order: str, reach: int,
+                  branches: bool) -> tuple[list[str], list[Any]]:
+    """:func:`list_page`'s parts (and their parameters) that read the ``seq`` of the first
+    ``reach`` memories shared with ``users`` by someone else that meet ``rest`` (conditions
+    on unqualified ``memories`` columns, each after `` AND ``, with ``params``), in
+    ``order``: with ``branches``, one walk of ``memory_readers``' ``(reader, seq)`` key per
+    user; without, one read of them all through the ``readers`` GIN index, sorted. A
+    forgotten memory is its owner's only (not even a gap in a reader's page)."""
+    if not branches:
+        return ([f"(SELECT seq FROM memories WHERE readers ?| %s AND user_id <> ALL(%s) "
+                 f"AND state <> 'deleted'{rest} ORDER BY seq + 0 {order} LIMIT %s)"],
+                [users, users, *params, reach])
+    parts: list[str] = []
+    values: list[Any] = []
+    # each row's memory is looked up by id in a LATERAL subquery that its LIMIT keeps apart
+    # (a plain join let a prepared statement's generic plan scan all of memories under the
+    # walk); memory_readers has none of the columns ``rest`` names
+    for user in users:
+        parts.append(f"(SELECT r.seq FROM memory_readers r CROSS JOIN LATERAL (SELECT 1 "
+                     f"FROM memories WHERE id = r.id AND user_id <> ALL(%s) "
+                     f"AND state <> 'deleted'{rest} LIMIT 1) AS s "
+                     f"WHERE r.reader = %s ORDER BY r.seq {order} LIMIT %s)")
+        values += [users, *params, user, reach]
+    return parts, values
 
 
 def list_memories(query: ListQuery, overlay: Overlay | None = None) -> Program[list[MemCube]]:

@@ -7,8 +7,9 @@ process can catch an abort, so the store checks the files before the engine read
 digest of every such file is recorded in the vault when the store closes cleanly (after the
 index is closed, so it is what the next open will read), and compared when it opens. A
 difference means the files changed outside the store: the index is rebuilt from the vault.
-After an unclean close there is no record to compare (the open reconciles the index with
-the vault anyway), so damage done then is not caught.
+Each open clears the record, so after an unclean close there is none to compare (the open
+reconciles the index with the vault anyway), and damage done then is not caught; nor is an
+index that a kill late in close left intact taken for a changed one.
 """
 
 from __future__ import annotations

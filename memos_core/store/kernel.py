@@ -192,6 +192,11 @@ class MemoryStore:
         self._rebuilt = False  # a rebuild at open leaves the one a running store may do
         if not server:
             self.vault.set_meta("index_clean", "0")
+            # the digest describes the index as the last close left it: once this store
+            # writes, it is out of date, and a kill late in close (index_clean set again,
+            # the new digest not yet) must not make the next open take the intact index
+            # for one changed behind its back and rebuild it
+            self.vault.set_meta(TRACKERS_META, "")
 
     def _catch_up(self, server: bool) -> None:
         """Check that the opened index can be read, and bring it up to date with the vault."""

@@ -162,6 +162,38 @@ def test_a_garbled_id_tracker_is_rebuilt_before_the_engine_reads_it(tmp_path: Pa
     assert "changed since the store closed" in child.stderr
 
 
+_KILLED_IN_CLOSE = """
+import os, signal, sys
+from memos_core import MemOS, MemOSConfig
+from memos_core.store.kernel import MemoryStore
+mos = MemOS(sys.argv[1], config=MemOSConfig(show_progress=False))
+mos.add("note 5: the zebra5 eats grass", user_id="u")
+# killed after close() flushed and closed the index and marked it clean, before it recorded
+# the id trackers' new digest
+MemoryStore._record_trackers = lambda self: os.kill(os.getpid(), signal.SIGKILL)
+mos.close()
+"""
+
+
+def test_a_kill_late_in_close_does_not_make_the_next_open_rebuild_the_index(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The digest of the last clean close stayed while a later session wrote: a kill after
+    that session's close marked the index clean, before it recorded the new digest, made
+    the next open take the intact index for one changed behind its back, delete it and
+    embed every memory again."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    ids = _store(data)
+    child = subprocess.run([sys.executable, "-c", _KILLED_IN_CLOSE, str(data)],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == -9, child.stdout + child.stderr[-3000:]
+    with MemOS(data, config=_config()) as mos:
+        _finds_all(mos, [*ids, mos.list(user_id="u", newest_first=True, limit=1)[0].id])
+    assert "rebuilding" not in caplog.text and "changed since" not in caplog.text
+
+
 def test_an_unchanged_index_is_not_rebuilt_at_open(tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "data"

@@ -36,7 +36,7 @@ from memos_core.errors import (
     MemOSError,
 )
 from memos_core.mcp_server import cli as mcp_cli  # argparse only: the MCP SDK loads when serving
-from memos_core.validation import check_name, check_path, shown_path
+from memos_core.validation import check_name, check_path, check_text, shown_path
 
 
 def _default_user() -> str:
@@ -261,10 +261,24 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(_json(data) if args.json else text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
-def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
+def _add_input(args: argparse.Namespace) -> str | tuple[list[int], list[dict[str, Any]]]:
+    """What ``memos add`` stores, read before the store is opened: the text (checked as
+    ``add`` checks it), or with ``--file`` the file's items and the line of each."""
     if args.file:
         _check_file_options(args)
-        lines, items = _read_jsonl(args.file)
+        return _read_jsonl(args.file)
+    if args.text is None:
+        raise InvalidInputError("memos add needs a TEXT argument, '-' for stdin, or --file FILE.")
+    # one final newline ends the input (echo's, a file's), as `$(...)` drops it: not the memory's
+    text = _read_stdin().removesuffix("\n") if args.text == "-" else args.text
+    check_text(text)
+    return text
+
+
+def _cmd_add(args: argparse.Namespace, mos: Any, user: str,
+             given: str | tuple[list[int], list[dict[str, Any]]]) -> None:
+    if not isinstance(given, str):
+        lines, items = given
         if args.sensitivity:  # a mark the user gave the whole file is never dropped by a line
             for item in items:
                 if isinstance(item.get("sensitivity"), list):
@@ -284,11 +298,7 @@ def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
                 f"{shown_path(args.file)} line {lines[index]}: {exc.__cause__}") from None
         _emit(args, {"added": len(cubes), "ids": [c.id for c in cubes]}, f"added {len(cubes)} memories")
         return
-    if args.text is None:
-        raise InvalidInputError("memos add needs a TEXT argument, '-' for stdin, or --file FILE.")
-    # one final newline ends the input (echo's, a file's), as `$(...)` drops it: not the memory's
-    text = _read_stdin().removesuffix("\n") if args.text == "-" else args.text
-    cube = mos.add(text, user_id=user, agent_id=args.agent, session_id=args.session,
+    cube = mos.add(given, user_id=user, agent_id=args.agent, session_id=args.session,
                    type=args.type, tags=args.tag, occurred_at=args.occurred_at,
                    supersedes=args.supersedes, sensitivity=args.sensitivity)
     _emit(args, _cube_json(cube), f"{cube.id}  v{cube.version}  {cube.text[:70]}")
@@ -360,6 +370,10 @@ def _read_jsonl(path: Path) -> tuple[list[int], list[dict[str, Any]]]:
         if not isinstance(item, dict) or "text" not in item:
             raise InvalidInputError(f"{name} line {n} must be an object with a 'text' field.")
         check_item_keys(item, f"{name} line {n}")
+        try:  # the commonest mistake, found before the store is opened (or made)
+            check_text(item["text"])
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{name} line {n}: {exc}") from None
         items.append(item)
         numbers.append(n)
     return numbers, items
@@ -430,9 +444,17 @@ def _run(args: argparse.Namespace) -> None:
         mcp_cli.run(args, user, lambda a: _open(a, user), _emit)
         return
     _check_store_exists(args)
+    # what a command that may create the store was given is read and checked first: a
+    # `memos add ""` or an import of a broken bundle must not leave a new, empty store behind
+    # (which the next command would take for the user's store)
+    given = _add_input(args) if args.command == "add" else None
+    if args.command == "import":
+        from memos_core.ops.bundle import read_manifest
+
+        read_manifest(check_path(args.path))
     with _open(args, user) as mos:
-        if args.command == "add":
-            _cmd_add(args, mos, user)
+        if given is not None:
+            _cmd_add(args, mos, user, given)
         elif args.command == "search":
             _cmd_search(args, mos, user)
         elif args.command == "list":

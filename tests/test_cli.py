@@ -70,7 +70,7 @@ def test_bad_jsonl_file_adds_nothing(memos, tmp_path):
     src.write_text('{"text": "ok"}\n{"txt": "typo"}\n')
     code, _, err = memos("add", "--file", str(src))
     assert code == 2 and "line 2" in err
-    assert json.loads(memos("stats", "--json")[1])["vault"]["memories"] == 0
+    assert not (tmp_path / "d").exists()  # the file is read before the store is made
 
 
 def test_denied_exit_code(memos, tmp_path, capsys):
@@ -140,6 +140,30 @@ def test_writes_create_the_data_directory(tmp_path, capsys):
     assert main(["add", "a note", "--data-dir", str(tmp_path / "new"), "--user", "alice"]) == 0
     assert main(["share", "--with", "bob", "--data-dir", str(tmp_path / "ns"), "--user", "alice"]) == 0
     assert (tmp_path / "new" / "vault.sqlite3").is_file() and (tmp_path / "ns" / "vault.sqlite3").is_file()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["add", ""], "text is empty"),
+    (["add", "--file", "{bad}"], "line 2: text is empty"),
+    (["import", "{missing}"], "is not a bundle directory"),
+    (["import", "{cut}"], "does not match its manifest"),
+])
+def test_a_failed_write_leaves_no_new_store_behind(tmp_path, capsys, argv, message):
+    """The input of a command that may create the store is read and checked before the store
+    is made: a failed first `add` or `import` used to leave an empty store, which every
+    later command then took for the user's store."""
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": " "}\n', encoding="utf-8")
+    assert main(["add", "a note", "--data-dir", str(tmp_path / "src"), "--user", "alice"]) == 0
+    assert main(["export", str(tmp_path / "cut"), "--data-dir", str(tmp_path / "src"),
+                 "--user", "alice"]) == 0
+    with (tmp_path / "cut" / "memories.jsonl").open("ab") as f:
+        f.write(b"\n")
+    capsys.readouterr()
+    paths = {"bad": tmp_path / "bad.jsonl", "missing": tmp_path / "nope", "cut": tmp_path / "cut"}
+    where = tmp_path / "new"
+    code = main([*(a.format(**paths) for a in argv), "--data-dir", str(where), "--user", "alice"])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not where.exists()
 
 
 def test_list_shows_memories_newest_first(memos, tmp_path):
@@ -277,7 +301,7 @@ def test_add_file_refuses_what_is_for_one_memory(memos, tmp_path, extra, named):
     code, out, err = memos("add", "--file", str(src), *extra)
     assert (code, out) == (2, "") and f"memos add --file takes no {named}:" in err, err
     assert len(err.strip().splitlines()) == 1
-    assert json.loads(memos("list", "--json")[1]) == []
+    assert not (tmp_path / "d").exists()  # refused before the store is made
 
 
 @pytest.mark.parametrize("value, message", [

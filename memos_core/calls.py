@@ -17,7 +17,9 @@ that lock. It refuses new calls at once and hands the rest of the close to
 
 :func:`in_thread` is how async code hands a call to a worker thread (the async twins and the
 adapters' async methods): unlike ``asyncio.to_thread``, cancelling the wait never drops the
-call, even one still queued behind busy threads.
+call, even one still queued behind busy threads. :func:`whole` does the same for async code
+made of several steps that must not be split (a write, then the redaction of what it wrote):
+cancelling its caller does not stop it halfway.
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ import contextvars
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from memos_core.errors import CLOSED, InvalidInputError
 
-__all__ = ["CLOSED", "Queued", "RunningCalls", "in_thread"]
+__all__ = ["CLOSED", "Queued", "RunningCalls", "in_thread", "whole"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -65,6 +67,42 @@ async def in_thread(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) 
     except asyncio.CancelledError:
         job.add_done_callback(functools.partial(_log_unseen_error, func))
         raise
+
+
+#: The tasks of :func:`whole` still running: the event loop keeps only weak references to
+#: tasks, and one whose caller was cancelled has no one else holding it.
+_UNITS: set[asyncio.Task[Any]] = set()
+
+
+def whole(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """``func`` (an async function) as one unit that cancelling its caller cannot split.
+
+    An adapter's async write commits in a worker thread (:func:`in_thread`, which runs to
+    its end), then, on the event loop, redacts in what it wrote the memories forgotten
+    meanwhile (:class:`~memos_core.integration.forgets.LateWrite`). A caller cancelled
+    between the two (``task.cancel()``, a timeout) used to leave the write committed and
+    the redaction never run: the forgotten text stayed on disk. Each call of the returned
+    function runs ``func`` as a task of its own (the context copied) and awaits it
+    shielded: as with :func:`in_thread`, cancelling the caller stops the wait, not the
+    unit, which runs to its end; an error it raises after its caller went away is logged
+    (``memos_core`` logger), since no one else will see it. ``close()`` waits for a unit
+    that counts itself as a call of the MemOS (an ``alate_write`` block does). A call
+    cancelled before it first runs never starts ``func``; only a cancel of the unit's own
+    task (the event loop shutting down with it still running: ``await mos.aclose()``
+    first) stops it halfway."""
+
+    @functools.wraps(func)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        unit = asyncio.get_running_loop().create_task(func(*args, **kwargs))
+        _UNITS.add(unit)
+        unit.add_done_callback(_UNITS.discard)
+        try:
+            return await asyncio.shield(unit)
+        except asyncio.CancelledError:
+            unit.add_done_callback(functools.partial(_log_unseen_error, func))
+            raise
+
+    return run
 
 
 def _drop_if_cancelled(func: Queued, job: asyncio.Future[object]) -> None:

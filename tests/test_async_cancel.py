@@ -1,4 +1,6 @@
-"""Cancelling an async call stops the wait, not the call (``memos_core.calls.in_thread``).
+"""Cancelling an async call stops the wait, not the call (``memos_core.calls.in_thread``);
+a :func:`~memos_core.calls.whole` unit (a write, then its late redaction) is not split by a
+cancel of its caller.
 
 ``asyncio.to_thread`` takes a call that is still queued behind busy worker threads off the
 queue when its waiter is cancelled: a timed-out ``aforget`` then never ran and the text stayed.
@@ -14,7 +16,7 @@ import threading
 import pytest
 
 from memos_core import MemoryDeletedError, MemOS
-from memos_core.calls import in_thread
+from memos_core.calls import in_thread, whole
 from memos_core.testing.executor import cancel_while_queued, drain_executor, hold_executor
 
 
@@ -90,3 +92,71 @@ def test_a_read_cancelled_while_queued_is_dropped(mos: MemOS) -> None:
 
     asyncio.run(scenario())
     assert ran == []
+
+
+async def _others() -> None:
+    """Wait for every other task of the loop (a :func:`whole` unit whose caller left)."""
+    await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))
+
+
+def test_a_whole_unit_runs_to_its_end_after_its_caller_is_cancelled() -> None:
+    """The caller's wait stops at once; the step after the cancel point (a write's late
+    redaction) still runs."""
+    steps: list[str] = []
+
+    @whole
+    async def write_then_redact(committed: asyncio.Event, go: asyncio.Event) -> str:
+        steps.append("write")
+        committed.set()
+        await go.wait()  # the cancel lands here
+        steps.append("redact")
+        return "done"
+
+    async def scenario() -> None:
+        committed, go = asyncio.Event(), asyncio.Event()
+        caller = asyncio.ensure_future(write_then_redact(committed, go))
+        await committed.wait()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert steps == ["write"]
+        go.set()
+        await _others()
+        assert steps == ["write", "redact"]
+        assert await write_then_redact(asyncio.Event(), go) == "done"  # not cancelled
+
+    asyncio.run(scenario())
+
+
+def test_a_whole_unit_keeps_the_context_raises_and_logs_an_unseen_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    @whole
+    async def fails(go: asyncio.Event) -> str:
+        await go.wait()
+        raise ValueError(f"the disk is full ({var.get()})")
+
+    async def scenario() -> None:
+        var.set("caller's")
+        go = asyncio.Event()
+        go.set()
+        with pytest.raises(ValueError, match="caller's"):
+            await fails(go)
+        go = asyncio.Event()
+        caller = asyncio.ensure_future(fails(go))
+        await asyncio.sleep(0)  # the unit is made
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        go.set()
+        with pytest.raises(ValueError):
+            await _others()
+        await asyncio.sleep(0)  # the done callback runs on the loop
+
+    with caplog.at_level(logging.WARNING, logger="memos_core"):
+        asyncio.run(scenario())
+    assert any("fails, whose caller stopped waiting, failed" in r.getMessage()
+               and "the disk is full" in r.getMessage() for r in caplog.records)

@@ -21,7 +21,9 @@ raise the facade's closed error, never the database driver's.
   :func:`alate_write`) and :func:`quoting`; the
   memories a forget must look at, pre-filtered in the vault (:func:`owned_holding`).
 * Work handed to a worker thread from async code (:func:`in_thread`): cancelling the wait
-  never drops the call, as ``asyncio.to_thread`` does with one still queued.
+  never drops the call, as ``asyncio.to_thread`` does with one still queued. Async steps
+  that must not be split (an :func:`alate_write` block: a write, then the redaction of
+  what it wrote) run as one unit that cancelling the caller does not stop (:func:`whole`).
 * Tool specs shared by both tool sets (:mod:`.tools`): :data:`TOOL_SPECS`.
 * Rules an adapter applies as the core does: redaction of prompts (:func:`for_prompt`,
   :func:`allowance`, :func:`redacted_text`), of forgotten text (:class:`MessageRedactor`,
@@ -33,7 +35,7 @@ raise the facade's closed error, never the database driver's.
   :class:`DerivedForm`.
 """
 
-from memos_core.calls import in_thread
+from memos_core.calls import in_thread, whole
 from memos_core.chat_prompt import split_messages
 from memos_core.cube import utcnow
 from memos_core.governance.forget_hooks import (
@@ -153,5 +155,6 @@ __all__ = [
     "tool_spec",
     "truncate_wal",
     "utcnow",
+    "whole",
     "worth_remembering",
 ]

@@ -144,7 +144,9 @@ def late_write(mos: MemOS, forgets: RecentForgets | None) -> Iterator[LateWrite]
 @asynccontextmanager
 async def alate_write(mos: MemOS, forgets: RecentForgets | None) -> AsyncIterator[LateWrite]:
     """Async :func:`late_write` (the block counted as an asyncio task of ``mos``; the
-    worker threads it hands work to are inside that call)."""
+    worker threads it hands work to are inside that call). Enter it in a function made
+    :func:`~memos_core.calls.whole`: a caller cancelled between the write's commit and its
+    follow-up would otherwise leave what the write stored unredacted."""
     async with acounted(mos, None, catch_up=False):
         yield LateWrite(mos, forgets)
 

@@ -230,13 +230,16 @@ async def test_native_checkpoint_write_in_flight_is_waited_for_by_aclose(open_mo
     assert MemOSCheckpointer(open_mos()).get_tuple(config) is not None
 
 
+@pytest.mark.parametrize("cancelled", [False, True], ids=["awaited", "cancelled"])
 @pytest.mark.parametrize("call", ["aput", "aput_writes"])
 async def test_a_native_checkpoint_written_while_a_forget_runs_is_redacted(open_mos, monkeypatch,
-                                                                             call):
+                                                                             call, cancelled):
     """A native ``aput``/``aput_writes`` looks for recent forgets, then commits: a forget
     whose pass ran in between (from another thread) missed it, and it landed with the
     text. The write now notices the pass after its commit and redacts the stored threads
-    again."""
+    again -- also when its caller is cancelled between the commit and that redaction
+    (which used to leave the text): the two are one unit, which runs to its end after its
+    caller stopped waiting."""
     import asyncio
     import threading
 
@@ -261,13 +264,37 @@ async def test_a_native_checkpoint_written_while_a_forget_runs_is_redacted(open_
         return await original(*args, **kwargs)
 
     monkeypatch.setattr(view, name, while_a_forget_runs)
+    passes = mos.store.forget_passes
+    real_wait = passes.wait
+    waiting, go = threading.Event(), threading.Event()
+
+    def held_wait() -> None:  # the follow-up, after the commit
+        waiting.set()
+        go.wait(30)
+        real_wait()
+
+    monkeypatch.setattr(passes, "wait", held_wait)
     if call == "aput":
         checkpoint = empty_checkpoint()
         checkpoint["channel_values"] = {"messages": [HumanMessage(secret)]}
         checkpoint["channel_versions"] = {"messages": "1"}
-        written = await saver.aput(written, checkpoint, {"user_id": "dana"}, {"messages": "1"})
+        write = saver.aput(written, checkpoint, {"user_id": "dana"}, {"messages": "1"})
     else:
-        await saver.aput_writes(written, [("messages", [HumanMessage(secret)])], "task")
+        write = saver.aput_writes(written, [("messages", [HumanMessage(secret)])], "task")
+    task = asyncio.ensure_future(write)
+    assert await asyncio.to_thread(waiting.wait, 30)
+    if cancelled:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task  # the caller stops waiting at once
+        go.set()
+        await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))  # the unit
+        newest = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+        written = newest.config if call == "aput" else written
+    else:
+        go.set()
+        result = await task
+        written = result if call == "aput" else written
     monkeypatch.setattr(view, name, original)
     stored = saver.get_tuple(written)
     values = (stored.checkpoint["channel_values"].get("messages", []) if call == "aput"

@@ -72,6 +72,7 @@ from memos_core.integration import (
     open_log,
     thread_checkpoints,
     truncate_wal,
+    whole,
 )
 
 from langchain_memos._shared import configurable, context_value, run_context
@@ -416,6 +417,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             if limit is not None and count >= limit:
                 return
 
+    @whole  # (server mode) the write and its late redaction: a cancel cannot split them
     async def aput(
         self,
         config: RunnableConfig,
@@ -434,6 +436,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             await self._aredact_missed(late, user, record.thread_id, record.checkpoint_id)
         return _config(record.thread_id, record.checkpoint_ns, record.checkpoint_id)
 
+    @whole  # (server mode) the write and its late redaction: a cancel cannot split them
     async def aput_writes(
         self,
         config: RunnableConfig,

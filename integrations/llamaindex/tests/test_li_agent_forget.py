@@ -147,6 +147,42 @@ async def test_forget_tool_outside_a_run_needs_no_context(mos: MemOS) -> None:
     assert second in (await tool.acall(memory_id=second)).content
 
 
+async def test_a_forget_tool_call_cancelled_midway_still_redacts_the_run_state(
+        mos: MemOS) -> None:
+    """``forget_memory`` in a run forgets in a worker thread, then redacts the run's state
+    on the loop. A call cancelled while the forget ran (a run cancelled, a tool timeout)
+    used to skip that redaction: the forget completed, and the run kept the text to send
+    and store again. The two are one unit now, which runs to its end after its caller
+    stopped waiting."""
+    import asyncio
+    import threading
+
+    from llama_index.core.workflow import Context
+
+    cube = mos.add(SECRET, user_id="dana")
+    tool = {t.metadata.name: t for t in memos_tools(mos, user_id="dana")}["forget_memory"]
+    ctx = Context(FunctionAgent(tools=[tool], llm=MockFunctionCallingLLM()))
+    await ctx.store.set("current_tool_calls", [f"[{cube.id}] {SECRET}"])
+    in_hook, release = threading.Event(), threading.Event()
+
+    def slow_hook(_: Any) -> list[Any]:  # the forget is under way
+        in_hook.set()
+        release.wait(30)
+        return []
+
+    mos.on_forget(slow_hook)
+    call = asyncio.ensure_future(tool.acall(memory_id=cube.id, ctx=ctx))
+    assert await asyncio.to_thread(in_hook.wait, 30)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call  # the caller stops waiting at once
+    release.set()
+    await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))  # the unit
+
+    assert await ctx.store.get("current_tool_calls") == [f"[{cube.id}] [forgotten]"]
+    assert files_holding(mos.data_dir, MARKER) == []
+
+
 async def test_messages_written_just_after_a_forget_are_redacted(
         mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a run held when the user's memory was forgotten elsewhere (no tool, no

@@ -27,6 +27,7 @@ from llama_index.memory.memos import (
     MemOSAsyncChatStore,
     MemOSChatStore,
     MemOSMemory,
+    MemOSMemoryBlock,
 )
 from llama_index.memory.memos._chat_log import FILENAME
 
@@ -324,3 +325,107 @@ def test_a_close_waits_for_the_redaction_after_a_write(open_mos: Callable[..., M
     forgetting.join(30)
     closing.join(30)
     assert mos.closed and files_holding(mos.data_dir, MARKER) == []
+
+
+# -- a caller cancelled between a write's commit and its late redaction ---------------------
+
+def _forget_first(monkeypatch: pytest.MonkeyPatch, obj: object, names: tuple[str, ...],
+                  forget: Callable[[], object]) -> None:
+    """The first call of ``obj``'s methods ``names`` first has ``forget`` run to its end in
+    another thread: a forget between a write's look at recent forgets and its commit. A
+    sync method is wrapped as such, an async one as such."""
+    import asyncio
+    import inspect
+    import threading
+
+    forgetting = threading.Thread(target=forget)
+
+    def start_once() -> bool:
+        if forgetting.ident is not None:
+            return False
+        forgetting.start()
+        return True
+
+    for name in names:
+        real = getattr(obj, name)
+        if inspect.iscoroutinefunction(real):
+            async def wrapped(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+                if start_once():
+                    await asyncio.to_thread(forgetting.join, 60)
+                return await _real(*args, **kwargs)
+        else:
+            def wrapped(*args: Any, _real: Any = real, **kwargs: Any) -> Any:  # type: ignore[misc]
+                if start_once():
+                    forgetting.join(60)
+                return _real(*args, **kwargs)
+        monkeypatch.setattr(obj, name, wrapped)
+
+
+async def _cancel_after_the_commit(mos: MemOS, monkeypatch: pytest.MonkeyPatch,
+                                   write: Any) -> None:
+    """Run the coroutine ``write`` and cancel it once it has committed, while its follow-up
+    waits for the forget's pass (``LateWrite.amissed``); then close ``mos`` (which waits
+    for what it runs)."""
+    import asyncio
+    import threading
+
+    passes = mos.store.forget_passes
+    real_wait = passes.wait
+    waiting, go = threading.Event(), threading.Event()
+
+    def held_wait() -> None:  # the follow-up, after the commit
+        waiting.set()
+        go.wait(30)
+        real_wait()
+
+    monkeypatch.setattr(passes, "wait", held_wait)
+    task = asyncio.ensure_future(write)
+    assert await asyncio.to_thread(waiting.wait, 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task  # the caller stops waiting at once
+    go.set()
+    await mos.aclose()
+
+
+_SAID = ChatMessage(role="assistant", content=f"Your code: {SECRET}.")
+_CANCELLED_WRITES: dict[str, Callable[[MemOS], Any]] = {
+    "MemOSChatStore.aset_messages":
+        lambda mos: MemOSChatStore(mos=mos, user_id="dana").aset_messages("k", [_SAID]),
+    "MemOSChatStore.async_add_message":
+        lambda mos: MemOSChatStore(mos=mos, user_id="dana").async_add_message("k", _SAID),
+    "MemOSAsyncChatStore.add_messages":
+        lambda mos: MemOSAsyncChatStore(mos=mos, user_id="dana").add_messages("k", [_SAID]),
+    "MemOSAsyncChatStore.set_messages":
+        lambda mos: MemOSAsyncChatStore(mos=mos, user_id="dana").set_messages("k", [_SAID]),
+    "MemOSMemoryBlock.aput":
+        lambda mos: MemOSMemoryBlock(mos=mos, user_id="dana", session_id="s1",
+                                     remember_roles=("assistant",)).aput([_SAID]),
+    "MemOSMemory.aput_messages":
+        lambda mos: MemOSMemory.from_defaults(
+            mos=mos, user_id="dana", session_id="s1",
+            remember_roles=("user", "assistant")).aput_messages([_SAID]),
+}
+
+
+@pytest.mark.parametrize("write", sorted(_CANCELLED_WRITES))
+async def test_a_write_cancelled_before_its_late_redaction_leaves_no_text(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch, write: str) -> None:
+    """A forget's pass ran between a write's look at recent forgets and its commit, so
+    the write stored the text, and redacts it after its commit (the chat stores) or
+    forgets the memory it made that quotes it (the memory block). Its caller cancelled
+    in between (a timeout, a cancelled agent run) used to stop that follow-up: the
+    forgotten text stayed on disk. The write and its follow-up are one unit now: the
+    caller still stops waiting at once, the unit runs to its end, and ``close()`` waits
+    for it."""
+    [memory] = mos.add([{"role": "user", "content": SECRET}], user_id="dana")
+    call = _CANCELLED_WRITES[write](mos)  # built first: the store watches for forgets
+    forget = lambda: mos.forget(memory.id, user_id="dana")  # noqa: E731
+    if write.startswith("MemOSMemory"):  # the commit: the memory made of the message
+        _forget_first(monkeypatch, mos, ("aadd",), forget)
+    else:  # the commit: the message in the log
+        _forget_first(monkeypatch, mos.store.vault, ("log_append", "log_replace"), forget)
+
+    await _cancel_after_the_commit(mos, monkeypatch, call)
+
+    assert files_holding(mos.data_dir, MARKER) == []

@@ -33,7 +33,7 @@ from llama_index.core.storage.chat_store.base_db import AsyncDBChatStore, Messag
 from memos_core import InvalidInputError, MemOS
 from memos_core.integration import ConversationLog
 from memos_core.integration import LogRow as Row
-from memos_core.integration import check_name
+from memos_core.integration import check_name, whole
 
 from llama_index.memory.memos._checks import (
     check_chat_message,
@@ -169,6 +169,7 @@ class MemOSChatStore(BaseChatStore):
 
     # -- async (BaseChatStore's defaults would block the loop): native in server mode ------
 
+    @whole  # the write and its late redaction: one unit a cancel cannot split
     async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
         """Async :meth:`set_messages`."""
         async with alate_write(self.mos) as late:
@@ -182,6 +183,7 @@ class MemOSChatStore(BaseChatStore):
         """Async :meth:`get_messages`."""
         return _messages(await self._log.aread(self._ns, check_key(key), _ACTIVE))
 
+    @whole  # the write and its late redaction: one unit a cancel cannot split
     async def async_add_message(self, key: str, message: ChatMessage) -> None:
         """Async :meth:`add_message`."""
         async with alate_write(self.mos) as late:
@@ -286,6 +288,7 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
         """Append one message with ``status``."""
         await self.add_messages(key, [check_chat_message(message, "message")], status)
 
+    @whole  # the write and its late redaction: one unit a cancel cannot split
     async def add_messages(
         self,
         key: str,
@@ -302,6 +305,7 @@ class MemOSAsyncChatStore(AsyncDBChatStore):
             await self._log.aappend(*args)
             await self._log.aredact(await late.amissed(self.user_id), _ids(rows))
 
+    @whole  # the write and its late redaction: one unit a cancel cannot split
     async def set_messages(
         self, key: str, messages: list[ChatMessage], status: MessageStatus = MessageStatus.ACTIVE
     ) -> None:

@@ -19,7 +19,7 @@ from llama_index.core.memory.memory import (
 from llama_index.core.prompts import RichPromptTemplate
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 from memos_core import InvalidInputError, MemCube, MemOS
-from memos_core.integration import check_k, check_name
+from memos_core.integration import check_k, check_name, whole
 
 from llama_index.memory.memos._checks import (
     check_chat_message,
@@ -221,8 +221,19 @@ class MemOSMemory(Memory):
         messages = check_chat_messages(messages)
         if not messages:
             return
-        # what a run held when its user forgot a memory (its tool calls and results) comes
-        # without it (the store would redact the history, not the memories made here)
+        messages, ids = await self._remember(messages)
+        await self._store.add_messages(self.session_id, messages, MessageStatus.ACTIVE, ids=ids)
+        await self._manage_queue()
+
+    @whole  # the writes and the forget of what quotes a forgotten memory: one unit
+    async def _remember(self, messages: list[ChatMessage]
+                        ) -> tuple[list[ChatMessage], list[str]]:
+        """Store what ``messages`` tell as memories; returns the messages as the history
+        gets them and their new ids. What a run held when its user forgot a memory (its tool
+        calls and results) comes without it (the store would redact the history, not the
+        memories made here); a memory made while a forget ran that quotes it is forgotten
+        right after, even when the caller is cancelled in between
+        (``memos_core.integration.whole``)."""
         async with alate_write(self.mos) as late:
             messages = late_redacted(self.mos, self.user_id, messages)
             ids = [uuid.uuid4().hex for _ in messages]
@@ -233,8 +244,7 @@ class MemOSMemory(Memory):
                 await add_memories(self.mos, items, "MemOSMemory: message",
                                    user_id=self.user_id, agent_id=self.agent_id,
                                    session_id=self.session_id, late=late)
-        await self._store.add_messages(self.session_id, messages, MessageStatus.ACTIVE, ids=ids)
-        await self._manage_queue()
+        return messages, ids
 
     async def aset(self, messages: list[ChatMessage]) -> None:
         """Replace this session's short-term history (no long-term memory is written)."""

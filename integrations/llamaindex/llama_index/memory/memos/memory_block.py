@@ -18,6 +18,7 @@ from memos_core.integration import (
     check_name,
     quoting,
     recall_query,
+    whole,
 )
 
 from llama_index.memory.memos._checks import (
@@ -154,10 +155,12 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
 
     # -- write --------------------------------------------------------------------------
 
+    @whole  # the writes and the forget of what quotes a forgotten memory: one unit
     async def _aput(self, messages: list[ChatMessage]) -> None:
         """Store flushed messages as memories, grouped by the session ``Memory`` gave them;
         what a run held when its user forgot a memory comes without it (as in the chat
-        stores: ``late_redacted``)."""
+        stores: ``late_redacted``). A cancelled caller does not split the writes from that
+        forget (``memos_core.integration.whole``)."""
         async with alate_write(self.mos) as late:
             messages = late_redacted(self.mos, self.user_id, messages)
             by_session: dict[str | None, list[ChatMessage]] = {}
@@ -208,7 +211,8 @@ async def add_memories(mos: MemOS, items: list[dict[str, Any]], what: str, *,
     others. A refused one is logged as ``what`` (its position, id and error class, never
     its text). ``late``: made before the messages were redacted of recent forgets
     (``late_redacted``); a memory made while a forget ran that quotes its memory is
-    forgotten right after (``memos_core.integration.quoting``)."""
+    forgotten right after (``memos_core.integration.quoting``). Call it in a function made
+    ``memos_core.integration.whole``, so that a cancelled caller cannot split the two."""
     kwargs: dict[str, Any] = {"user_id": user_id, "agent_id": agent_id, "session_id": session_id}
     added: list[MemCube] = []
     try:

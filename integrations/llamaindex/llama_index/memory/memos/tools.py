@@ -33,14 +33,16 @@ from llama_index.core.tools import FunctionTool
 from llama_index.core.workflow import Context
 from memos_core import InvalidInputError, MemOS, MemOSError
 from memos_core.integration import (
-    in_thread,
     TOOL_NAMES,
+    MessageRedactor,
     check_k,
     check_name,
     forget_reply,
+    in_thread,
     redactor_before_forget,
     shown_text,
     tool_spec,
+    whole,
 )
 
 from llama_index.memory.memos._checks import check_mos
@@ -83,18 +85,25 @@ def _async_twin(fn: Callable[..., str]) -> Callable[..., Awaitable[str]]:
 def _forget_twin(mos: MemOS, user_id: str, forget: Callable[..., str]
                  ) -> Callable[..., Awaitable[str]]:
     """``forget_memory``'s async function: in an agent run (``ctx`` given), what the memory
-    says now and said before is read first, and after the forget the run's state loses it."""
+    says now and said before is read first, and after the forget the run's state loses it
+    -- the forget and that redaction one unit a cancel of the tool call cannot split
+    (``memos_core.integration.whole``): cancelled in between, the run kept the text."""
+
+    @whole
+    async def forget_and_redact(memory_id: str, ctx: Context | None,
+                                redactor: MessageRedactor | None) -> str:
+        reply = await in_thread(forget, memory_id)
+        if ctx is not None and redactor is not None \
+                and await asyncio.to_thread(is_forgotten, mos, memory_id, user_id):
+            await redact_run_state(ctx, redactor)
+        return reply
 
     @functools.wraps(forget)
     async def run(memory_id: str, ctx: Context = None) -> str:  # type: ignore[assignment]
         redactor = None
         if ctx is not None:
             redactor = await asyncio.to_thread(redactor_before_forget, mos, memory_id, user_id)
-        reply = await in_thread(forget, memory_id)
-        if redactor is not None and await asyncio.to_thread(is_forgotten, mos, memory_id,
-                                                            user_id):
-            await redact_run_state(ctx, redactor)
-        return reply
+        return await forget_and_redact(memory_id, ctx, redactor)
 
     return run
 

@@ -285,7 +285,7 @@ def test_consolidate_named_memories_are_checked_before_training(mos) -> None:
         (["00000000-0000-4000-8000-000000000000"], MemoryNotFoundError, "No memory"),
         ([fact, "00000000-0000-4000-8000-000000000000"], MemoryNotFoundError, "No memory"),
         (["garbage"], MemoryNotFoundError, "UUID"),
-        ([bobs], AccessDeniedError, ""),
+        ([bobs], AccessDeniedError, "User 'ada' may not read memory"),
         ([secret], InvalidInputError, r"none of memory_ids .*sensitivity tags \['secret'\]"),
         ([episode, secret], InvalidInputError, "only live, current facts and preferences"),
         ([], InvalidInputError, "memory_ids is empty"),

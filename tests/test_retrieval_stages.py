@@ -15,7 +15,7 @@ from memos_core.errors import InvalidInputError
 from memos_core.index.base import SparseVec
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
 from memos_core.retrieval.hybrid import Candidate
-from memos_core.retrieval.rerank import Reranker, rerank
+from memos_core.retrieval.rerank import Reranker, named_speaker, rerank, speaker_of
 
 NOW = datetime(2024, 3, 15, 12, tzinfo=timezone.utc)
 
@@ -170,6 +170,24 @@ def test_speaker_normalisation():
     assert named_speaker("How many times did Melanie paint?", {"Tim", "Melanie"}) == "Melanie"
     assert named_speaker("How many times has it rained?", {"Tim", "Melanie"}) is None
     assert named_speaker("What did Timmy say?", {"Tim", "Melanie"}) == "Tim"  # a proper noun
+
+
+@pytest.mark.parametrize(("turn_form", "query_form"), [("NFC", "NFD"), ("NFD", "NFC"),
+                                                      ("NFD", "NFD")])
+def test_a_name_in_either_unicode_form_is_the_same_speaker(turn_form, query_form):
+    """In the decomposed form (NFD) an accent is a mark of its own, which a word pattern does
+    not match: "Zoë" was cut to "Zo" and lost the speaker's lift, in a turn or a query."""
+    from unicodedata import normalize
+
+    texts = {"z": normalize(turn_form, "[1 May 2023] Zoë: I bought hiking boots."),
+             "r": normalize(turn_form, "[2 May 2023] Rafaël: I walked the river trail.")}
+    assert speaker_of(texts["z"]) == "Zoë"  # composed, whatever form the turn is in
+    query = normalize(query_form, "What did Zoë buy for hiking?")
+    assert named_speaker(query, {"Zoë", "Rafaël"}) == "Zoë"
+    assert named_speaker(query, {normalize("NFD", "Zoë"), "Rafaël"}) == normalize("NFD", "Zoë")
+    ranked = rerank(query, [Candidate("r", 1.0), Candidate("z", 0.8)], texts,
+                    question_weight=1.0, speaker_weight=0.5)
+    assert [c.id for c in ranked] == ["z", "r"] and ranked[0].scores["speaker"] == 1.0
 
 
 def test_speaker_weight_ranks_the_named_speakers_turns_first():

@@ -24,6 +24,7 @@ Two steps, both on the candidates' texts (which the index does not hold):
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -38,6 +39,8 @@ _SENTENCE = re.compile(r"[^.!?]+[.!?]*")
 _FILLER_WORDS = 4
 _SPEAKER = re.compile(r"^\s*(?:\[[^\]]{0,80}\]\s*)?([^\W\d_][\w.'-]{0,30}(?: [^\W\d_][\w.'-]{0,30})?):\s")
 _WORD = re.compile(r"[^\W\d_][\w'-]*")
+#: characters of a turn that can hold its "[date] Name: " prefix (decomposed, a name takes more)
+_SPEAKER_REACH = 400
 _ASKS_WHEN = re.compile(
     r"\bwhen\b|\bwhat (?:year|month|date|day|time of year)\b|\bhow long ago\b"
     r"|\bwhich (?:year|month|day|week)\b|\bwhat time\b", re.IGNORECASE)
@@ -125,9 +128,17 @@ def cap_sessions(cands: Sequence[Candidate], session_of: Mapping[str, str | None
     return kept + moved
 
 
+def _composed(text: str) -> str:
+    """``text`` in Unicode's composed form (NFC): in the decomposed one (NFD, as some
+    keyboards and file systems write "Zoë") an accent is a mark of its own, which ``\\w``
+    does not match, so a name would end at its first accented letter."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
 def speaker_of(text: str) -> str | None:
-    """The speaker of a turn stored as "[date] Name: text" or "Name: text", else None."""
-    m = _SPEAKER.match(text)
+    """The speaker of a turn stored as "[date] Name: text" or "Name: text", else None (the
+    name in composed form, whichever form the turn was stored in)."""
+    m = _SPEAKER.match(_composed(text[:_SPEAKER_REACH]))
     return m.group(1) if m else None
 
 
@@ -136,12 +147,13 @@ def named_speaker(query: str, speakers: set[str]) -> str | None:
     Names match case-insensitively, a possessive "'s" dropped; a capitalised word and a name
     match when one begins the other ("Mel" names "Melanie"), but an ordinary word does not
     ("times" does not name "Tim")."""
-    found_words = [w.removesuffix("'s").removesuffix("’s") for w in _WORD.findall(query)]
+    found_words = [w.removesuffix("'s").removesuffix("’s")
+                   for w in _WORD.findall(_composed(query))]
     words = {w.lower() for w in found_words}
     proper = {w.lower() for w in found_words if w[0].isupper() and len(w) >= 3}
     found = set()
     for speaker in speakers:
-        name = speaker.lower()
+        name = _composed(speaker).lower()
         first = name.split()[0]
         if name in words or first in words or any(
                 first.startswith(w) or w.startswith(first) for w in proper):

@@ -251,10 +251,12 @@ class MemOSConfig(BaseModel):
         default=200_000, ge=1,
         description="The graph is held as per-user views, loaded from the vault when a search "
         "first needs one and evicted least recently used once the loaded views hold more "
-        "memories than this (about 180 MB: 100,000 memories in 100 views took 89.4 MB, "
-        "benchmarks/results/graph_memory_views_2026-12-06.txt; docs/benchmarks.md, "
-        "'Per-user graph views'). A store with fewer memories never evicts; the view in use "
-        "is never evicted.",
+        "memories than this, each view counted 3 more for its own structures (about 180 MB: "
+        "100,000 memories in 100 views took 89.4 MB, "
+        "benchmarks/results/graph_memory_views_2026-12-06.txt; the views alone measure at most "
+        "1.2 KB per unit, 239 MB at this default, benchmarks/results/"
+        "graph_view_cost_2026-12-07.txt; docs/benchmarks.md, 'Per-user graph views'). A store "
+        "with fewer memories never evicts; the view in use is never evicted.",
     )
 
     cache_dir: Path | None = Field(

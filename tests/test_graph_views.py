@@ -350,6 +350,28 @@ def test_the_bound_holds_under_many_users_and_evicted_views_reload(tmp_path):
         vault.close()
 
 
+def test_views_of_users_with_few_memories_count_their_own_structures(tmp_path):
+    """A view costs memory beyond its memories (benchmarks/graph_view_cost.py: a view of no
+    memory 1.9 KB, of one 4.7 KB, against 1.2 KB per memory of a large view). Counted as its
+    memories alone (at least 1), a service's new users, each searching before they store,
+    held four times the memory the bound was meant to allow."""
+    from memos_core.graph.views import VIEW_COST
+
+    vault = SQLiteVault(tmp_path / "vault.sqlite3")
+    try:
+        vault.insert([MemCube(namespace=Namespace(user_id="one"), text="x")], Actor("one"))
+        views = make_views(vault, max_memories=10 * (VIEW_COST + 1))
+        for i in range(100):  # users with no memory
+            assert len(views.view([f"new{i}"])) == 0
+        assert views.stats()["views"] == 10 * (VIEW_COST + 1) // VIEW_COST
+        assert views.loaded_memories() == 0  # what the views hold; the bound counts more
+        views.view(["one"])
+        assert views.loaded_memories() == 1 and views.stats()["loaded_memories"] == 1
+        assert views.stats()["views"] <= 10 * (VIEW_COST + 1) // VIEW_COST
+    finally:
+        vault.close()
+
+
 def test_a_vault_from_before_the_graph_tables_fills_them_on_open(tmp_path):
     path = tmp_path / "vault.sqlite3"
     vault = SQLiteVault(path)

@@ -20,8 +20,8 @@ That is everything a search with the filter ``user_ids=(principal,)`` can reach.
 without ``user_ids`` gets the whole graph as one view (degrees: the whole store's).
 
 :class:`GraphViews` keeps the loaded views in an LRU bounded by ``max_memories`` (the sum of
-the views' sizes; the view in use is never evicted, so one view larger than the bound is
-still served alone). Changes -- this process's writes and, in server mode, the change feed --
+the views' sizes, each its memories plus :data:`VIEW_COST` for the view's own structures; the
+view in use is never evicted, so one view larger than the bound is still served alone). Changes -- this process's writes and, in server mode, the change feed --
 are applied to the loaded views they concern and ignored for the others: an unloaded view
 reads the current state when it is next loaded. A change a view cannot apply exactly (a
 memory becomes readable whose session or relations the view does not hold) drops that view;
@@ -155,6 +155,14 @@ class GraphView(MemoryGraph):
                 or self.has_session(user_id, session_id))
 
 
+#: What a loaded view costs beyond its memories, in memories: its own lists, dicts and index
+#: entries. ``benchmarks/graph_view_cost.py`` measured 1,195 B per memory of a large view,
+#: 1,902 B per view of no memory and 4,730 B per view of one; with this cost every kind comes
+#: to 0.6-1.2 KB per unit of the bound. Counted as 1 before 2026-12-07, views of users with
+#: one memory held 946 MB at the default bound instead of 239 MB
+#: (``benchmarks/results/graph_view_cost_2026-12-07.txt``).
+VIEW_COST = 3
+
 class GraphViews:
     """The loaded graph views of one process (see the module docstring).
 
@@ -162,7 +170,8 @@ class GraphViews:
         source: the vault.
         lock: the store's graph lock (re-entrant); every method takes it.
         states: the states a memory has a graph node in.
-        max_memories: the LRU bound: most memories held by all loaded views together.
+        max_memories: the LRU bound: most memories held by all loaded views together, each
+            view counted :data:`VIEW_COST` memories more for its own structures.
         max_entity_degree: entities named by more memories are not expanded.
         prepare: applied to every row read from the vault before it joins a view (the store
             hides tags with it).
@@ -208,7 +217,7 @@ class GraphViews:
             with _collector_paused():
                 loaded = self._load(key)
             self._views[key] = loaded
-            self._sizes[key] = max(1, len(loaded))
+            self._sizes[key] = len(loaded) + VIEW_COST
             self._total += self._sizes[key]
             for user in key or ():
                 self._by_principal.setdefault(user, set()).add(key)
@@ -227,9 +236,10 @@ class GraphViews:
             return self.key(user_ids) in self._views
 
     def loaded_memories(self) -> int:
-        """How many memories the loaded views hold together (what the bound limits)."""
+        """How many memories the loaded views hold together (the bound limits these plus
+        :data:`VIEW_COST` per view)."""
         with self.lock:
-            return self._total
+            return self._total - VIEW_COST * len(self._views)
 
     def clear(self) -> None:
         """Drop every loaded view (after a rebuild: they reload)."""
@@ -285,7 +295,7 @@ class GraphViews:
     def _resize(self, key: ViewKey) -> None:
         view = self._views.get(key)
         if view is not None:
-            size = max(1, len(view))
+            size = len(view) + VIEW_COST
             self._total += size - self._sizes.get(key, 0)
             self._sizes[key] = size
 
@@ -370,7 +380,7 @@ class GraphViews:
         with self.lock:
             return {
                 "views": len(self._views),
-                "loaded_memories": self._total,
+                "loaded_memories": self._total - VIEW_COST * len(self._views),
                 "max_memories": self.max_memories,
                 "loads": self.loads,
                 "evictions": self.evictions,

@@ -208,6 +208,28 @@ def test_query_cache_is_lru(onnx_embedder):
     assert counting.calls == 6
 
 
+def test_the_query_cache_keeps_a_long_querys_digest_not_its_text():
+    """A query may be a megabyte (add and search take up to 1 MB): keyed by its text, 256
+    such queries kept 256 MB alive in a long-running process."""
+    class Counting:
+        dim, calls = 2, 0
+
+        def embed(self, texts):
+            self.calls += 1
+            return np.ones((len(texts), 2), dtype=np.float32)
+
+    counting = Counting()
+    cache = QueryCache(counting, size=4)
+    long_a, long_b = "a" * 200_000, "a" * 199_999 + "b"
+    vec = cache.get(long_a)
+    assert cache.get(long_a) is vec and counting.calls == 1  # found again by its digest
+    cache.get(long_b)
+    assert counting.calls == 2  # another text, another key
+    assert all(len(key[1]) <= 512 for key in cache._items)
+    cache.get("short query")
+    assert ("short query" in {key[1] for key in cache._items})  # short ones keyed as they are
+
+
 def test_auto_falls_back_to_torch_when_the_export_cannot_be_written(tmp_path, caplog):
     from memos_core.embedding import _FallbackEmbedder
 

@@ -19,6 +19,7 @@ elsewhere when onnxruntime is importable (``backend="auto"``), else torch;
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -117,13 +118,19 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+#: The longest query :class:`QueryCache` keys by its text; a longer one by its digest.
+KEYED_WHOLE = 512
+
+
 class QueryCache:
     """A small thread-safe LRU of query vectors: ``get(text)`` embeds only on a miss.
 
     Keyed by the exact query text and the searching principals (``scope``): one user's
     search never finds another user's query in the cache, so the time a search takes does
     not tell whether someone else asked the same thing. Vectors are read-only arrays shared
-    between callers. ``size=0`` disables it.
+    between callers. ``size=0`` disables it. A query longer than :data:`KEYED_WHOLE`
+    characters is keyed by a digest of it: the cache holds its vector, not the text (a query
+    may be a megabyte, of which the model reads the first few hundred word pieces).
     """
 
     def __init__(self, embedder: Embedder, size: int = 256) -> None:
@@ -131,13 +138,14 @@ class QueryCache:
         self.size = size
         self.hits = 0
         self.misses = 0
-        self._items: OrderedDict[tuple[Hashable, str], np.ndarray] = OrderedDict()
+        self._items: OrderedDict[tuple[Hashable, str | bytes], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, text: str, scope: Hashable = None) -> np.ndarray:
         """The vector of ``text`` (shape ``(dim,)``), from the cache when ``scope`` (the
         searching principals) embedded it before."""
-        key = (scope, text)
+        key = (scope, text if len(text) <= KEYED_WHOLE else hashlib.blake2b(
+            text.encode("utf-8", "surrogatepass"), digest_size=32).digest())
         with self._lock:
             cached = self._items.get(key)
             if cached is not None:

@@ -174,8 +174,9 @@ def test_text_without_cjk_or_decomposed_letters_keeps_its_vectors():
 
 
 def test_a_store_keeps_the_text_preparation_it_was_made_with(tmp_path):
-    """New stores record ``text`` 1; one whose record lacks it (made before) keeps 0, so
-    its stored vectors and its queries never mix two preparations."""
+    """New stores record ``text`` 2; one whose record says 1 keeps 1 and one whose record
+    lacks it (made before) keeps 0, so its stored vectors and its queries never mix two
+    preparations."""
     import json
 
     from memos_core import MemOS, MemOSConfig
@@ -184,7 +185,7 @@ def test_a_store_keeps_the_text_preparation_it_was_made_with(tmp_path):
 
     cfg = MemOSConfig(show_progress=False)
     with MemOS(tmp_path / "d", config=cfg) as mos:
-        assert json.loads(mos.store.vault.get_meta(SETTINGS_META))["text"] == 1
+        assert json.loads(mos.store.vault.get_meta(SETTINGS_META))["text"] == 2
         mos.add("我喜欢在北京吃烤鸭和饺子", user_id="u")
         mos.add("Ana rides a green gravel bike.", user_id="u")
         hits = mos.search("烤鸭", user_id="u", record_usage=False)
@@ -196,5 +197,116 @@ def test_a_store_keeps_the_text_preparation_it_was_made_with(tmp_path):
             {"avg_len": 20.0, "k": 1.2, "b": 0.3, "text": 7}))
     with pytest.raises(CorruptDataError, match=SETTINGS_META):
         MemOS(tmp_path / "d", config=cfg)
-    with pytest.raises(ValueError, match="text must be 0 or 1"):
-        Bm25Encoder(text=2)
+    with pytest.raises(ValueError, match="text must be one of"):
+        Bm25Encoder(text=3)
+
+
+def test_a_store_made_with_text_1_keeps_it_and_a_new_store_gets_2(tmp_path):
+    """A store made before ``text`` 2 (its record says 1) is opened with 1: its vectors
+    and its queries stay bigram-only and unfolded, as the memories it holds were encoded.
+    A new store records 2, where a one-character word and unaccented Greek match."""
+    import json
+
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.index.sparse import SETTINGS_META
+
+    cfg = MemOSConfig(show_progress=False)
+    cat, athens = "我养了一只猫", "Η Αθήνα είναι όμορφη"
+    with MemOS(tmp_path / "old", config=cfg) as mos:  # as the code before 2 recorded it
+        mos.store.vault.set_meta(SETTINGS_META, json.dumps(
+            {"avg_len": 20.0, "k": 1.2, "b": 0.3, "text": 1}))
+    with MemOS(tmp_path / "old", config=cfg) as mos:
+        assert mos.store.bm25.settings["text"] == 1
+        for text in (cat, athens, "我喜欢在北京吃烤鸭和饺子"):
+            mos.add(text, user_id="u")
+        hits = mos.search("烤鸭", user_id="u", record_usage=False)  # a bigram: as with 1
+        assert hits[0].memory.text == "我喜欢在北京吃烤鸭和饺子" and "bm25" in hits[0].signals
+        for query in ("猫", "ΑΘΗΝΑ"):
+            assert not any("bm25" in h.signals for h in mos.search(
+                query, user_id="u", record_usage=False)), query
+    with MemOS(tmp_path / "old", config=cfg) as mos:
+        assert json.loads(mos.store.vault.get_meta(SETTINGS_META))["text"] == 1
+    with MemOS(tmp_path / "new", config=cfg) as mos:
+        assert mos.store.bm25.settings["text"] == 2
+        for text in (cat, athens, "Ana rides a green gravel bike."):
+            mos.add(text, user_id="u")
+        for query, want in (("猫", cat), ("ΑΘΗΝΑ", athens), ("Αθηνα", athens)):
+            hits = mos.search(query, user_id="u", record_usage=False)
+            assert hits[0].memory.text == want and "bm25" in hits[0].signals, query
+
+
+# -- text preparation 2: Greek, Arabic and Hebrew accents folded; CJK characters as terms
+
+TEXT_1 = Bm25Encoder(text=1)
+
+
+@pytest.mark.parametrize("query,document", [
+    ("ΑΘΗΝΑ", "Η Αθήνα είναι όμορφη"),  # Greek capitals are written without tonos
+    ("Αθηνα", "Η Αθήνα είναι όμορφη"),
+    ("ΟΔΥΣΣΕΥΣ", "Ο Οδυσσεύς γύρισε σπίτι"),  # and a final sigma
+    ("καφε", "Πίνω καφέ κάθε πρωί"),
+    ("καφέ", "ΠΙΝΩ ΚΑΦΕ ΚΑΘΕ ΠΡΩΙ"),
+    ("ευρωπαικη", "Ευρωπαϊκή Ένωση"),  # dialytika and tonos
+    ("οδυσσευς", "Ὀδυσσεύς"),  # polytonic: breathing and accent
+    ("محمد", "مُحَمَّد يحب القهوة"),  # harakat
+    ("مُحَمَّد", "محمد يحب القهوة"),
+    ("احمد", "أحمد في البيت"),  # hamza on alef
+    ("שלום", "שָׁלוֹם לכולם"),  # niqqud
+    ("שָׁלוֹם", "שלום לכולם"),
+])
+def test_greek_arabic_and_hebrew_match_with_and_without_their_marks(query, document):
+    """The tokenizer folds Latin accents only: the capitals or unaccented spelling of a
+    Greek word, unvocalized Arabic or Hebrew never matched the marked one."""
+    assert _shares(query, document) == 1.0
+    assert _shares(query, document, TEXT_1) == 0.0  # as before
+
+
+@pytest.mark.parametrize("word,other", [
+    ("कुल", "कल"),  # a vowel sign (Mn) makes another word
+    ("दिल", "दल"),  # a vowel sign (Mc)
+    ("किताब", "कताब"),
+])
+def test_devanagari_vowel_signs_are_kept(word, other):
+    """Devanagari's marks are its vowels: a word matches itself, not the word without."""
+    assert _shares(word, f"मेरा {word} है") == 1.0
+    assert _shares(other, f"मेरा {word} है") == 0.0
+    assert _shares(word, f"मेरा {other} है") == 0.0
+
+
+@pytest.mark.parametrize("query,document", [
+    ("猫", "我养了一只猫"),
+    ("茶", "我每天早上喝茶"),
+    ("书", "她买了一本书"),
+    ("猫", "うちの猫は白い"),
+    ("本", "本を読みました"),
+    ("책", "나는 책을 읽었다"),  # a one-syllable noun with its particle
+    ("물", "물을 마셨다"),
+])
+def test_a_one_character_word_matches_inside_cjk_text(query, document):
+    """A CJK run was its bigrams only: a one-character word was no term of it."""
+    assert _shares(query, document) == 1.0
+    assert _shares(query, document, TEXT_1) == 0.0  # as before
+
+
+@pytest.mark.parametrize("query,document", [
+    ("北京", "我住在京都"),  # shares the character 京, not the word
+    ("서울", "서쪽으로 갔다"),
+    ("上海旅游", "我在海边"),
+])
+def test_a_query_of_several_cjk_characters_is_matched_by_its_bigrams_only(query, document):
+    """Documents keep their characters as terms, queries of two or more characters do
+    not: a query's characters would match every memory sharing one with it."""
+    assert _shares(query, document) == 0.0
+
+
+def test_text_2_changes_only_greek_arabic_hebrew_marks_and_cjk():
+    """English (all of LoCoMo: 5,350 turns, captions and questions of locomo_dev were
+    compared), Latin, Cyrillic, Devanagari, Thai: the vectors of ``text`` 1."""
+    for text in ("Running dogs chased 3 cats at 3pm on May 7, 2023!",
+                 "Caroline went to the LGBTQ support group on 7 May 2023.",
+                 "Melanie painted a lake sunrise last year; she loves pottery.",
+                 "Zoë's café in Köln -- “quoted” — dashes", "Ünïcödé ß Straße İstanbul",
+                 "Tôi thích phở bò ở Hà Nội", "Привет, мир, ёлка и чай",
+                 "नमस्ते, मेरा नाम किताब है", "สวัสดีครับ ผมชื่อดี", ""):
+        assert ENC.encode_document(text) == TEXT_1.encode_document(text), text
+        assert ENC.encode_query(text) == TEXT_1.encode_query(text), text

@@ -460,17 +460,21 @@ def test_a_value_postgresql_cannot_store_is_bad_input(open_mos):
 
 
 def test_two_processes_search_words_inside_cjk_text(open_mos):
-    """BM25's text preparation (NFC, CJK bigrams) is the store's, recorded in the vault:
-    a second process encodes its queries as the first encoded the documents."""
+    """BM25's text preparation (NFC, CJK bigrams and characters, Greek accents folded) is
+    the store's, recorded in the vault: a second process encodes its queries as the first
+    encoded the documents."""
     import unicodedata
 
     writer, reader = open_mos(), open_mos()
     duck = writer.add("我喜欢在北京吃烤鸭和饺子", user_id="mei")
     muller = writer.add(unicodedata.normalize("NFD", "Jürgen Müller wohnt in Köln"), user_id="mei")
+    cat = writer.add("我养了一只猫", user_id="mei")
+    athens = writer.add("Η Αθήνα είναι όμορφη", user_id="mei")
     writer.add("The green gravel bike is in the shed.", user_id="mei")
     assert reader.store.bm25.settings == writer.store.bm25.settings
-    assert reader.store.bm25.settings["text"] == 1
-    for query, memory in (("烤鸭", duck), ("北京", duck), ("Müller Köln", muller)):
+    assert reader.store.bm25.settings["text"] == 2
+    for query, memory in (("烤鸭", duck), ("北京", duck), ("Müller Köln", muller), ("猫", cat),
+                          ("ΑΘΗΝΑ", athens)):
         hits = reader.search(query, user_id="mei", record_usage=False)
         assert hits[0].memory.id == memory.id and "bm25" in hits[0].signals, query
 

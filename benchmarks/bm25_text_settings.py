@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import tempfile
 from pathlib import Path
 
 from memos_core import MemOS, MemOSConfig
 from memos_core.config import RetrievalConfig
 from memos_core.index import sparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info, markdown_machine  # noqa: E402
 
 DOCS = [
     "我养了一只猫", "他的狗很可爱", "我每天早上喝茶", "她买了一本书", "昨天下雨了",
@@ -90,6 +95,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, help="LoCoMo JSON (locomo10.json format)")
     args = p.parse_args()
+    print(markdown_machine(machine_info()))
+    print(f"load average {os.getloadavg()[0]:.1f}\n")
     if args.data:
         texts = locomo_texts(args.data)
         print(f"LoCoMo: {len(texts)} texts, {sum(not t.isascii() for t in texts)} not ASCII; "

@@ -444,14 +444,50 @@ def _run(args: argparse.Namespace) -> None:
         mcp_cli.run(args, user, lambda a: _open(a, user), _emit)
         return
     _check_store_exists(args)
-    # what a command that may create the store was given is read and checked first: a
-    # `memos add ""` or an import of a broken bundle must not leave a new, empty store behind
-    # (which the next command would take for the user's store)
+    # a failed first `add` or `import` must not leave a new, empty store behind, which the next
+    # command would take for the user's store: the text is checked before the store is made,
+    # and a store this command made is removed again if the command fails with it empty
     given = _add_input(args) if args.command == "add" else None
-    if args.command == "import":
-        from memos_core.ops.bundle import read_manifest
+    data_dir = args.data_dir or default_data_dir()
+    made = (args.command in ("add", "import") and mcp_cli.server_url(args) is None
+            and not data_dir.exists())
+    try:
+        _run_on_store(args, user, given)
+    except BaseException:
+        if made:
+            _remove_if_empty(data_dir)
+        raise
 
-        read_manifest(check_path(args.path))
+
+def _remove_if_empty(data_dir: Path) -> None:
+    """Remove ``data_dir``, the store a failed command made, if no memory is in it. Under the
+    data directory's lock: a process that opened the store meanwhile holds it, and the store
+    is left alone; one that opens it after finds no store and makes its own."""
+    import shutil
+    import sqlite3
+
+    from memos_core.lock import DataDirLock
+
+    lock = DataDirLock(data_dir)
+    try:
+        lock.acquire()
+    except MemOSError:
+        return
+    try:
+        db = sqlite3.connect(f"file:{data_dir / 'vault.sqlite3'}?mode=ro", uri=True)
+        try:
+            empty = db.execute("SELECT COUNT(*) FROM memories").fetchone()[0] == 0
+        finally:
+            db.close()
+        if empty:
+            shutil.rmtree(data_dir)
+    except (sqlite3.Error, OSError):
+        return  # not the store this command made as it made it: left as it is
+    finally:
+        lock.release()
+
+
+def _run_on_store(args: argparse.Namespace, user: str, given: Any) -> None:
     with _open(args, user) as mos:
         if given is not None:
             _cmd_add(args, mos, user, given)

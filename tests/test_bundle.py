@@ -219,7 +219,7 @@ def test_a_file_swapped_after_its_check_is_never_read(make_mos, exported, monkey
     from memos_core.ops import bundle
 
     path, _, new = exported
-    real = bundle.read_manifest
+    real = bundle._read_manifest
 
     def check_then_swap(where):
         checked = real(where)
@@ -228,7 +228,7 @@ def test_a_file_swapped_after_its_check_is_never_read(make_mos, exported, monkey
         (where / "memories.jsonl").write_text("\n".join(lines) + "\n")
         return checked
 
-    monkeypatch.setattr(bundle, "read_manifest", check_then_swap)
+    monkeypatch.setattr(bundle, "_read_manifest", check_then_swap)
     other = make_mos("other")
     assert other.import_(path, user_id="alice")["imported"] == 2
     assert other.get(new.id, user_id="alice").text == "Alice moved to Porto in 2024."

@@ -145,13 +145,16 @@ def test_writes_create_the_data_directory(tmp_path, capsys):
 @pytest.mark.parametrize(("argv", "message"), [
     (["add", ""], "text is empty"),
     (["add", "--file", "{bad}"], "line 2: text is empty"),
+    (["add", "a note", "--type", "bogus"], "type='bogus' is not one of"),
+    (["add", "a note", "--occurred-at", "not a date"], "occurred_at"),
+    (["add", "a note", "--supersedes", "00000000-0000-4000-8000-000000000000"], "No memory"),
     (["import", "{missing}"], "is not a bundle directory"),
     (["import", "{cut}"], "does not match its manifest"),
 ])
 def test_a_failed_write_leaves_no_new_store_behind(tmp_path, capsys, argv, message):
-    """The input of a command that may create the store is read and checked before the store
-    is made: a failed first `add` or `import` used to leave an empty store, which every
-    later command then took for the user's store."""
+    """A failed first `add` or `import` used to leave an empty store, which every later
+    command then took for the user's store: a text is checked before the store is made, and
+    a store the command made is removed when the command fails with no memory in it."""
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": " "}\n', encoding="utf-8")
     assert main(["add", "a note", "--data-dir", str(tmp_path / "src"), "--user", "alice"]) == 0
     assert main(["export", str(tmp_path / "cut"), "--data-dir", str(tmp_path / "src"),
@@ -164,6 +167,10 @@ def test_a_failed_write_leaves_no_new_store_behind(tmp_path, capsys, argv, messa
     code = main([*(a.format(**paths) for a in argv), "--data-dir", str(where), "--user", "alice"])
     assert code == 2 and message in capsys.readouterr().err
     assert not where.exists()
+    # a store that was there before the command is the user's, empty or not: it stays
+    assert main(["share", "--with", "bob", "--data-dir", str(where), "--user", "alice"]) == 0
+    code = main([*(a.format(**paths) for a in argv), "--data-dir", str(where), "--user", "alice"])
+    assert code == 2 and (where / "vault.sqlite3").is_file()
 
 
 def test_list_shows_memories_newest_first(memos, tmp_path):

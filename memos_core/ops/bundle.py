@@ -220,12 +220,8 @@ def _read_verified(target: Path, info: dict[str, Any]) -> bytes:
     return data
 
 
-def read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The manifest and the bundle's files (their verified bytes, by name).
-
-    Raises:
-        BundleError: not a bundle, or a file of it missing, cut short or changed.
-    """
+def _read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest and the bundle's files (their verified bytes, by name)."""
     if not path.is_dir():
         raise BundleError(f"{shown_path(path)} is not a bundle directory (expected a folder with manifest.json).")
     mfile = path / "manifest.json"
@@ -394,7 +390,7 @@ def _scrubbed(cube: MemCube) -> MemCube:
 
 def import_bundle(store: MemoryStore, path: Path, user_id: str) -> dict[str, int]:
     """Validate the whole bundle, then write it in one transaction; see the module docstring."""
-    manifest, files = read_manifest(path)
+    manifest, files = _read_manifest(path)
     try:
         rows = _jsonl("memories.jsonl", files.pop("memories.jsonl"))
         edge_rows = _jsonl("edges.jsonl", files.pop("edges.jsonl"))

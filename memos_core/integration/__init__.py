@@ -52,6 +52,7 @@ from memos_core.integration.async_storage import (
     async_checkpoints,
     has_native_async,
 )
+from memos_core.integration.counted import acounted
 from memos_core.integration.forgets import (
     LATE_WRITE_S,
     LateWrite,
@@ -119,6 +120,7 @@ __all__ = [
     "ToolArg",
     "ToolSpec",
     "Typed",
+    "acounted",
     "aget_by_key",
     "aiter_by_prefix",
     "alate_write",

@@ -147,13 +147,16 @@ async def test_forget_tool_outside_a_run_needs_no_context(mos: MemOS) -> None:
     assert second in (await tool.acall(memory_id=second)).content
 
 
+@pytest.mark.parametrize("then_close", [False, True])
 async def test_a_forget_tool_call_cancelled_midway_still_redacts_the_run_state(
-        mos: MemOS) -> None:
+        mos: MemOS, then_close: bool) -> None:
     """``forget_memory`` in a run forgets in a worker thread, then redacts the run's state
     on the loop. A call cancelled while the forget ran (a run cancelled, a tool timeout)
     used to skip that redaction: the forget completed, and the run kept the text to send
     and store again. The two are one unit now, which runs to its end after its caller
-    stopped waiting."""
+    stopped waiting -- also when the app closes the store then (``then_close``): close
+    waited for the forget only, and the unit's check that the memory was forgotten was
+    refused as a new call, so the redaction was skipped."""
     import asyncio
     import threading
 
@@ -176,8 +179,12 @@ async def test_a_forget_tool_call_cancelled_midway_still_redacts_the_run_state(
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call  # the caller stops waiting at once
+    closing = asyncio.ensure_future(mos.aclose()) if then_close else None
+    while then_close and not mos._calls.closing:  # close() has begun, and waits
+        await asyncio.sleep(0.01)
     release.set()
     await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))  # the unit
+    assert closing is None or mos.closed
 
     assert await ctx.store.get("current_tool_calls") == [f"[{cube.id}] [forgotten]"]
     assert files_holding(mos.data_dir, MARKER) == []

@@ -35,6 +35,7 @@ from memos_core import InvalidInputError, MemOS, MemOSError
 from memos_core.integration import (
     TOOL_NAMES,
     MessageRedactor,
+    acounted,
     check_k,
     check_name,
     forget_reply,
@@ -92,11 +93,14 @@ def _forget_twin(mos: MemOS, user_id: str, forget: Callable[..., str]
     @whole
     async def forget_and_redact(memory_id: str, ctx: Context | None,
                                 redactor: MessageRedactor | None) -> str:
-        reply = await in_thread(forget, memory_id)
-        if ctx is not None and redactor is not None \
-                and await asyncio.to_thread(is_forgotten, mos, memory_id, user_id):
-            await redact_run_state(ctx, redactor)
-        return reply
+        # a call of the MemOS for its whole length: close() waits for the redaction too, and
+        # the unit's own check that the memory is gone is not refused as a new call
+        async with acounted(mos, None, catch_up=False):
+            reply = await in_thread(forget, memory_id)
+            if ctx is not None and redactor is not None \
+                    and await asyncio.to_thread(is_forgotten, mos, memory_id, user_id):
+                await redact_run_state(ctx, redactor)
+            return reply
 
     @functools.wraps(forget)
     async def run(memory_id: str, ctx: Context = None) -> str:  # type: ignore[assignment]

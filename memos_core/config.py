@@ -256,7 +256,8 @@ class MemOSConfig(BaseModel):
         "benchmarks/results/graph_memory_views_2026-12-06.txt; the views alone measure at most "
         "1.2 KB per unit, 239 MB at this default, benchmarks/results/"
         "graph_view_cost_2026-12-07.txt; docs/benchmarks.md, 'Per-user graph views'). A store "
-        "with fewer memories never evicts; the view in use is never evicted.",
+        "whose views fit (its memories plus 3 per user searching) never evicts; the view in "
+        "use is never evicted.",
     )
 
     cache_dir: Path | None = Field(

@@ -42,6 +42,10 @@ brackets (a memory tool's search result, ``[<id>] text``); a dict that stands fo
 ``tags``, ``entities``, ``metadata``, ``sensitivity`` and ``why``. A text or content shorter than :data:`MIN_NEEDLE` characters (``"ok"``)
 only matches a whole message text, so that it does not redact words inside other messages.
 Messages are kept, so the conversation's structure (roles, tool-call pairs, ids) stays valid.
+Each text is also looked for as it reads the same (:func:`text_variants`): in its composed
+and decomposed Unicode forms (NFC, NFD: an "é" typed on macOS is "e" and a combining accent)
+and, when it has several lines, with CRLF or CR line ends -- in the pre-filters
+(:meth:`MessageRedactor.patterns`, :meth:`~MessageRedactor.tokens`) and where it is replaced.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ import re
 import sqlite3
 import threading
 import time
+import unicodedata
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -350,13 +355,15 @@ class MessageRedactor:
         # its text now and, while its forget runs, what its earlier versions said
         texts = [memory.text, *_EARLIER.get().get(memory.id, ())]
         spoken = "role" in memory.metadata
-        found = [*texts, *(_content(t) for t in texts if spoken)]
-        self._whole = {t.strip() for t in found if t and t.strip()}
+        found = {t.strip() for t in [*texts, *(_content(t) for t in texts if spoken)]
+                 if t and t.strip()}
+        # each in every spelling that reads the same (a log may hold it in another Unicode
+        # form, or with CRLF line ends)
+        self._whole = {v for t in found for v in text_variants(t)}
         # A short text ("ok", "e") only matches a whole message: as a substring it would
         # redact words of every conversation, other users' included.
         # longest first, so that the text is replaced before the content inside it
-        self._needles = sorted({t for t in self._whole if len(t) >= MIN_NEEDLE},
-                               key=len, reverse=True)
+        self._needles = sorted({v for v in self._whole if _long(v)}, key=len, reverse=True)
         self._escaped = _escaped(self._needles)
         self._nested: MessageRedactor | None = None  # see _inner
         # a memory tool's search result line ("[<id>] text", "3. [<id>] (fact, ...) text"):
@@ -370,12 +377,13 @@ class MessageRedactor:
         before it numbered the message) lose them too."""
         # only texts long enough to say something: a short reply ("yes") would blank every
         # message of that user that says the same
-        extra = [t for t in texts if t and len(t.strip()) >= MIN_NEEDLE]
+        extra = [t for t in texts if t and _long(t)]
         if not extra:
             return self
         other = copy.copy(self)
-        other._whole = self._whole | {t.strip() for t in extra}
-        other._needles = sorted({*self._needles, *extra}, key=len, reverse=True)
+        other._whole = self._whole | {v for t in extra for v in text_variants(t.strip())}
+        other._needles = sorted({*self._needles, *(v for t in extra for v in text_variants(t))},
+                                key=len, reverse=True)
         other._escaped = _escaped(other._needles)
         other._nested = None
         return other
@@ -416,7 +424,7 @@ class MessageRedactor:
         ``"city": "Paris"`` in a tool's result)."""
         if self._nested is None:
             inner = copy.copy(self)
-            inner._whole = {t for t in self._whole if len(t) >= MIN_NEEDLE}
+            inner._whole = {t for t in self._whole if _long(t)}
             inner._nested = inner
             self._nested = inner
         return self._nested
@@ -485,8 +493,9 @@ class MessageRedactor:
 
     def patterns(self) -> list[bytes]:
         """Byte strings at least one of which a stored row holding the memory contains (its
-        source message ids, and each text to redact as UTF-8 and JSON-escaped): a cheap
-        filter (SQLite ``instr``) before rows are decoded."""
+        source message ids, and each text to redact, in each of its :func:`text_variants`,
+        as UTF-8 and JSON-escaped): a cheap filter (SQLite ``instr``) before rows are
+        decoded."""
         found: set[bytes] = {s.encode() for s in self.source_ids}
         for needle in {*self._whole, *self._needles, f"[{self.memory_id}]"}:
             found.add(needle.encode())
@@ -501,7 +510,9 @@ class MessageRedactor:
         """Groups of strings, one per text to redact, per source message id and for the
         memory's id: any stored record holding the memory holds every string of one group,
         however that record's JSON escapes it (the runs of ASCII letters and digits of that
-        text, which escaping never touches; ``ListQuery.contains_any``): its
+        text, in each of its :func:`text_variants` -- the decomposed form has runs the
+        composed one lacks: "cafe" of a decomposed "café" -- which escaping never touches;
+        ``ListQuery.contains_any``): its
         :data:`_GROUP_RUNS` longest runs, common words left out (they narrow nothing) unless
         the text has nothing else. None when one text has no such run: then nothing can be
         pre-filtered."""
@@ -532,6 +543,35 @@ _COMMON = frozenset(
     "from had has have he her him his how i if in into is it its just me my no not of on or "
     "our out she so than that the their them then there they this to up us was we were what "
     "when which who will with would you your user assistant".split())
+
+
+def text_variants(text: str) -> tuple[str, ...]:
+    """``text`` and its spellings that read the same, longest first: its composed and
+    decomposed Unicode forms (NFC, NFD), and, for a text of several lines, each of them
+    with LF, CRLF and CR line ends. A copy of a memory in a conversation log may be in
+    either (macOS input is often NFD; a Windows client or an HTTP form sends CRLF), and the
+    project treats them as the same text elsewhere (BM25, entity extraction). Other
+    spellings (case, invisible characters, other spaces) are different text: not here."""
+    forms = {text}
+    for form in ("NFC", "NFD"):
+        normal = unicodedata.normalize(form, text)
+        forms.add(normal)
+        lines = _lf(normal)
+        if "\n" in lines:
+            forms.update((lines, lines.replace("\n", "\r\n"), lines.replace("\n", "\r")))
+    return tuple(sorted(forms, key=lambda t: (-len(t), t)))
+
+
+def _lf(text: str) -> str:
+    """``text`` with LF line ends (CRLF and CR become LF)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _long(text: str) -> bool:
+    """Whether ``text`` is long enough (:data:`MIN_NEEDLE`) to be redacted inside a longer
+    text: counted stripped, composed and with LF line ends, so that all its
+    :func:`text_variants` agree (an NFD copy of a short text is not a needle either)."""
+    return len(_lf(unicodedata.normalize("NFC", text)).strip()) >= MIN_NEEDLE
 
 
 def _escapes(text: str) -> tuple[str, ...]:

@@ -12,6 +12,10 @@ tested end to end in integrations/*/tests.
 from __future__ import annotations
 
 import gc
+import json
+import os
+import re
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from memos_core import InvalidInputError, MemCube, MemOS, State
 from memos_core.errors import MemOSError
 from memos_core.governance import forget_hooks
 from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor
+from memos_core.integration import ConversationLog
 from memos_core.results import DerivedForm
 
 
@@ -502,3 +507,87 @@ def test_json_cut_short_in_a_megabyte_message_is_scanned_in_linear_time() -> Non
     assert len(stored) > 1_000_000
     redacted = redactor.text(stored)
     assert redacted.startswith('result: "') and len(redacted) > 1_000_000
+
+
+# -- a copy that reads the same: another Unicode form, other line ends ----------------------
+
+def _nfd(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
+def _crlf(text: str) -> str:
+    return text.replace("\n", "\r\n")
+
+
+ACCENTED = "Zoë's café PIN is 4417 at Müller Straße"  # composed (NFC), as typed on Windows
+LINES = "Locker 12 at Gare du Nord.\nIts code is 8850, ask Zoë."
+
+
+def _files_holding(root: Path, needles: set[bytes]) -> list[str]:
+    """Files under ``root`` whose raw bytes hold one of ``needles``."""
+    return sorted(str((Path(d) / n).relative_to(root)) for d, _, names in os.walk(root)
+                  for n in names if any(x in (Path(d) / n).read_bytes() for x in needles))
+
+
+@pytest.mark.parametrize("memory, message, expected, marker", [
+    (ACCENTED, _nfd(ACCENTED), FORGOTTEN, "Müller Straße"),
+    (ACCENTED, f"user said: {_nfd(ACCENTED)} -- ok", f"user said: {FORGOTTEN} -- ok",
+     "Müller Straße"),
+    (LINES, _crlf(LINES), FORGOTTEN, "ask Zoë"),
+    (LINES, f"note:\r\n{_crlf(_nfd(LINES))}\r\nend", f"note:\r\n{FORGOTTEN}\r\nend",
+     "ask Zoë"),
+    (_nfd(ACCENTED), ACCENTED, FORGOTTEN, "Müller Straße"),  # stored decomposed (macOS)
+    # shorter than MIN_NEEDLE: a whole message only, which the cheap filter must select
+    ("Zoë: 4417", _nfd("Zoë: 4417"), FORGOTTEN, "Zoë: 4417"),
+], ids=["NFD whole", "NFD inside", "CRLF", "CRLF NFD inside", "NFC of NFD", "short NFD"])
+def test_a_copy_in_another_unicode_form_or_line_end_is_redacted(
+        make_mos: Callable[..., MemOS], memory: str, message: str, expected: str,
+        marker: str) -> None:
+    """A log's copy of the memory that reads the same but is another Unicode form (NFD: an
+    accent typed on macOS is a letter and a combining mark) or has CRLF line ends was
+    compared byte for byte and kept: the text stayed in vault.sqlite3 (and a short text's
+    copy was not even selected by the cheap filter)."""
+    mos = make_mos()
+    log = ConversationLog(mos)
+    log.append("dana", "chat", [
+        ("m1", json.dumps({"role": "user", "content": message}, ensure_ascii=False)),
+        ("m2", json.dumps({"role": "user", "content": message})),  # ASCII-escaped
+        ("m3", json.dumps({"role": "assistant", "content": "Noted, Zoë."}, ensure_ascii=False)),
+    ], "active")
+    # the marker in both forms, and the code (which the ASCII-escaped copy holds; with the
+    # words before it: four digits alone turn up in the audit chain's hex digests)
+    code = re.findall(r"[A-Za-z]*: [0-9]{4}|[A-Za-z]+ is [0-9]{4}", memory)
+    forms = {f.encode() for f in (unicodedata.normalize("NFC", marker), _nfd(marker), *code)}
+    assert len(forms) == 3 and _files_holding(mos.data_dir, forms)
+    fact = mos.add(memory, user_id="dana")
+
+    receipt = mos.forget(fact.id, user_id="dana")
+
+    assert receipt.derived == (DerivedForm(kind="conversation_log",
+                                           id="conversation_log:dana/chat", action="redacted"),)
+    assert [json.loads(m)["content"] for _, m in log.read("dana", "chat", None)] == [
+        expected, expected, "Noted, Zoë."]
+    assert _files_holding(mos.data_dir, forms) == []
+    mos.close()
+    assert _files_holding(mos.data_dir, forms) == []
+
+
+def test_text_variants() -> None:
+    text_variants = forget_hooks.text_variants
+    assert text_variants("Dana likes teal") == ("Dana likes teal",)
+    assert set(text_variants("café")) == {"café", _nfd("café")}
+    assert text_variants(_nfd("café")) == text_variants("café")
+    assert set(text_variants("a\r\nb")) == {"a\nb", "a\r\nb", "a\rb"}
+    assert len(text_variants("é\nè")) == 6  # each form with each line end
+    # other spellings are other text (the docs' limits): case, invisible characters
+    assert not {"CAFÉ", "caf\u200bé", "caf\u00a0é"} & set(text_variants("café"))
+
+
+def test_a_short_text_in_another_form_is_still_short() -> None:
+    """Whether a text is a needle does not depend on its form: 10 characters composed, 12
+    decomposed ("Zoë" and "café" in NFD) -- neither is redacted inside other words."""
+    memory = MemCube.model_validate({"namespace": {"user_id": "dana"}, "text": "Zoë's café"})
+    redactor = MessageRedactor(memory)
+    assert redactor.text(_nfd("Zoë's café")) == FORGOTTEN
+    for text in ("Zoë's café", _nfd("Zoë's café")):
+        assert redactor.text(f"at {text} today") == f"at {text} today"

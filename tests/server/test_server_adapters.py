@@ -152,6 +152,42 @@ def test_llamaindex_chat_store_is_shared_and_forget_redacts_it(two, pg_url):
             assert n == 0, table
 
 
+def test_forget_redacts_copies_in_the_other_unicode_form_on_postgres(two, pg_url):
+    """The PostgreSQL filters (strpos on the log, on the memories' documents) select a copy
+    in the other Unicode form too, and it is redacted: a chat store's message in NFD of a
+    memory stored NFC, a chat history's message in NFC of one stored NFD."""
+    import unicodedata
+
+    import psycopg
+    from langchain_core.messages import HumanMessage
+    from llama_index.core.llms import ChatMessage
+
+    from langchain_memos import MemOSChatMessageHistory
+    from llama_index.memory.memos import MemOSChatStore
+
+    a, b = two
+
+    def nfd(text: str) -> str:
+        return unicodedata.normalize("NFD", text)
+
+    logged = "Renée's locker at Göttingen station is 7319"  # composed (NFC), as typed here
+    said = "Zoë's bike lock at Bahnhof Zürich is 5582"
+    MemOSChatStore(mos=a, user_id="alice").add_message(
+        "chat-1", ChatMessage(role="user", content=f"note: {nfd(logged)}"))
+    MemOSChatMessageHistory(a, user_id="alice", session_id="s").add_messages(
+        [HumanMessage(f"note: {said}")])
+    # the history's hook is on `a`, the MemOS it was built on
+    for text in (logged, nfd(said)):
+        a.forget(b.add(text, user_id="alice").id, user_id="alice")
+    markers = ["locker at G", "lock at Bahnhof Z", "Renée", nfd("Renée"), "Zoë", nfd("Zoë")]
+    with psycopg.connect(pg_url) as conn:
+        for table in ("conversation_log", "versions", "memories"):
+            for marker in markers:
+                n = conn.execute(f"SELECT COUNT(*) FROM {table} x WHERE strpos(x::text, %s) > 0",
+                                 (marker,)).fetchone()[0]
+                assert n == 0, (table, marker)
+
+
 # -- the MemOS closed under the adapters: its closed error, not "Lost the connection" ------
 
 def _checkpointer_calls():  # noqa: ANN202 - name -> call(checkpointer, chat store, async store)

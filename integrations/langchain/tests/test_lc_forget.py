@@ -317,6 +317,35 @@ def test_tool_call_arguments_another_encoder_escaped_are_redacted(mos: MemOS) ->
         assert files_holding(mos.data_dir, marker) == [], marker
 
 
+@pytest.mark.parametrize("stored", ["NFC", "NFD"])
+def test_a_chat_history_copy_in_the_other_unicode_form_is_redacted(mos: MemOS, stored: str) -> None:
+    """The history holds the memory in the other Unicode form (NFD: an accent typed on macOS
+    is a letter and a combining mark; NFC: composed): compared byte for byte, it was kept --
+    and a decomposed memory's ASCII runs ("Rene" of a decomposed "Renée") are not in a composed
+    record, so the history's pre-filter did not even select it."""
+    import unicodedata
+
+    from langchain_memos import MemOSChatMessageHistory
+
+    secret = "Renée's bank PIN is 4821 at the Crédit du Nord in Göttingen"
+    other = "NFD" if stored == "NFC" else "NFC"
+    fact = mos.add(unicodedata.normalize(stored, secret), user_id="dana", type="fact")
+    copy = unicodedata.normalize(other, secret)
+    history = MemOSChatMessageHistory(mos, user_id="dana", session_id="chat")
+    history.add_messages([HumanMessage(f"Remember: {copy}"), AIMessage(copy), AIMessage("Noted.")])
+    markers = [unicodedata.normalize(form, text) for form in ("NFC", "NFD")
+               for text in ("Renée", "Göttingen")] + ["PIN is 4821"]
+    assert all(files_holding(mos.data_dir, marker) for marker in markers)
+
+    mos.forget(fact.id, user_id="dana")
+
+    assert [m.content for m in history.messages] == ["Remember: [forgotten]", "[forgotten]",
+                                                     "Noted."]
+    mos.close()
+    for marker in markers:
+        assert files_holding(mos.data_dir, marker) == [], marker
+
+
 def _move_to_legacy_file(mos: MemOS, threads: list[str]) -> None:
     """Move ``threads`` out of the vault into an old-style ``checkpoints.sqlite3``, as a
     data directory from before the vault held checkpoints has them."""

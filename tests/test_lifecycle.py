@@ -90,5 +90,5 @@ def test_memories_left_out_by_ttl_or_valid_at_do_not_crowd_out_the_others(mos, m
     # valid_at: the notes began to be valid in 2024, the address in 2020
     assert [h.id for h in mos.search(query, user_id="u", k=5, valid_at="2021-01-01")] == [live.id]
     later = brief[-1].created_at + timedelta(seconds=601)  # the notes' TTL has run out
-    monkeypatch.setattr("memos_core.memos.utcnow", lambda: later)
+    monkeypatch.setattr("memos_core.ops.search.utcnow", lambda: later)
     assert [h.id for h in mos.search(query, user_id="u", k=5)] == [live.id]

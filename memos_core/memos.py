@@ -612,6 +612,13 @@ class MemOS:
         """Write a new version with the given fields changed; returns it. Old versions stay."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
+        changes = self._update_changes(text, tags, metadata, type, occurred_at)
+        return self._updated(memory_id, user_id, changes, Actor(user_id, agent_id, reason))
+
+    def _update_changes(self, text: str | None, tags: Sequence[str] | None,
+                        metadata: Mapping[str, Any] | None, type: str | MemoryType | None,
+                        occurred_at: datetime | str | None) -> dict[str, Any]:
+        """The fields :meth:`update` changes, checked (entities read from a new text)."""
         changes: dict[str, Any] = {}
         if text is not None:
             changes["text"] = check_text(text)
@@ -626,7 +633,15 @@ class MemOS:
             changes["occurred_at"] = check_datetime(occurred_at, "occurred_at")
         if not changes:
             raise InvalidInputError("update needs at least one of text, tags, metadata, type, occurred_at.")
-        actor = Actor(user_id, agent_id, reason)
+        return changes
+
+    def _updated(self, memory_id: str, user_id: str, changes: dict[str, Any], actor: Actor,
+                 rewrite_earlier: Callable[[MemCube], MemCube | None] | None = None) -> MemCube:
+        """The write of :meth:`update` (``changes`` checked by :meth:`_update_changes`):
+        access checked, the new version written and its listeners notified; returned as
+        ``user_id`` reads it. ``rewrite_earlier``: the earlier versions rewritten in the same
+        vault transaction (:func:`memos_core.integration.update_redacting`); a re-derived
+        summary scrubs them all instead, which leaves nothing to rewrite."""
 
         def write() -> MemCube:
             cube = self._load(memory_id, user_id, write=True)
@@ -635,7 +650,8 @@ class MemOS:
                 changes["valid_from"] = min(since, cube.valid_to or since)  # its end, if any
             if "text" in changes and FLAG_KEY in cube.metadata:  # re-derived: see forget
                 return writes.rederive(self.store, cube, changes, actor)
-            return writes.write_version(self.store, cube, changes, actor, "update")
+            return writes.write_version(self.store, cube, changes, actor, "update",
+                                        rewrite_earlier=rewrite_earlier)
 
         return access.as_read_by(self._rewrite(write), user_id)
 

@@ -19,7 +19,9 @@ raise the facade's closed error, never the database driver's.
   and its window :data:`LATE_WRITE_S` (what a running agent writes after a forget),
   :class:`LateWrite` (a write under way while a forget's pass ran; :func:`late_write`,
   :func:`alate_write`) and :func:`quoting`; the
-  memories a forget must look at, pre-filtered in the vault (:func:`owned_holding`).
+  memories a forget must look at, pre-filtered in the vault (:func:`owned_holding`), and
+  the update that redacts one, its earlier versions in the same transaction
+  (:func:`update_redacting`).
 * Work handed to a worker thread from async code (:func:`in_thread`): cancelling the wait
   never drops the call, as ``asyncio.to_thread`` does with one still queued. Async steps
   that must not be split (an :func:`alate_write` block: a write, then the redaction of
@@ -61,6 +63,7 @@ from memos_core.integration.forgets import (
     late_write,
     owned_holding,
     quoting,
+    update_redacting,
 )
 from memos_core.integration.keyed import (
     aget_by_key,
@@ -156,6 +159,7 @@ __all__ = [
     "thread_checkpoints",
     "tool_spec",
     "truncate_wal",
+    "update_redacting",
     "utcnow",
     "whole",
     "worth_remembering",

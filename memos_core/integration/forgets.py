@@ -7,7 +7,8 @@ forgets in a :class:`RecentForgets` and applies them to what is written in the
 :data:`LATE_WRITE_S` seconds after each forget. A write under way while a forget's pass
 over the stored conversations runs is caught by :class:`LateWrite` after its commit.
 :func:`owned_holding` finds the stored memories a forget hook must redact without decoding
-all of a user's.
+all of a user's; :func:`update_redacting` redacts one, its earlier versions with it, in one
+transaction.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from memos_core.cube import MemCube
 from memos_core.governance.forget_hooks import MessageRedactor, after_pass
 from memos_core.integration.counted import acounted, counted
-from memos_core.vault import ListQuery, pages
+from memos_core.validation import check_name
+from memos_core.vault import Actor, ListQuery, pages
 
 if TYPE_CHECKING:
     from memos_core.memos import MemOS
@@ -174,3 +176,20 @@ def owned_holding(mos: MemOS, user_id: str, redactor: MessageRedactor, *,
     query = ListQuery(user_ids=(user_id,), tags=tuple(tags), states=tuple(states),
                       contains_any=redactor.tokens(), shared=False)
     return [c for page in pages(mos.vault, query, mos.store.report_damaged, _PAGE) for c in page]
+
+
+def update_redacting(mos: MemOS, memory_id: str, text: str, *, user_id: str,
+                     metadata: Mapping[str, Any] | None = None, reason: str | None = None,
+                     rewrite_earlier: Callable[[MemCube], MemCube | None]) -> MemCube:
+    """``mos.update(memory_id, text, user_id=..., metadata=..., reason=...)`` -- the same
+    checks, access and notifications -- that also rewrites in place, in the same vault
+    transaction, each earlier version of the memory for which ``rewrite_earlier`` returns a
+    new cube (the same id and version number): a forget hook's redaction of a stored
+    message, whose earlier versions history would keep. All or nothing: a crash or an error
+    (``rewrite_earlier`` raising included) leaves neither the new version nor any rewrite,
+    so a retried forget finds the message as it was. Returns the new version."""
+    with counted(mos):
+        user_id = check_name(user_id, "user_id")
+        changes = mos._update_changes(text, None, metadata, None, None)
+        return mos._updated(memory_id, user_id, changes, Actor(user_id, None, reason),
+                            rewrite_earlier)

@@ -7,7 +7,7 @@ access (the facade did) and goes through the store's one write path
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -164,16 +164,20 @@ def add(store: MemoryStore, cubes: list[MemCube], actor: Actor,
 
 
 def write_version(store: MemoryStore, cube: MemCube, changes: dict[str, Any], actor: Actor,
-                  action: str, details: dict[str, Any] | None = None) -> MemCube:
+                  action: str, details: dict[str, Any] | None = None, *,
+                  rewrite_earlier: Callable[[MemCube], MemCube | None] | None = None) -> MemCube:
     """Write the next version of ``cube`` with ``changes`` (re-validated); returns it as
-    stored. Raises if another version was written since ``cube`` was read."""
+    stored. Raises if another version was written since ``cube`` was read.
+    ``rewrite_earlier``: the earlier versions rewritten in place in the same vault
+    transaction (:meth:`~memos_core.vault.base.Vault.put_version`): all or nothing."""
     new = cube.model_copy(update={**changes, "version": cube.version + 1, "updated_at": utcnow()})
     new = MemCube.model_validate(new.model_dump())  # re-validate the changed fields
     if new.text != cube.text:  # new text needs a vector: a model that cannot load stores nothing
         store.ready_embedder()
 
     def commit() -> list[MemCube]:
-        store.vault.put_version(new, cube.version, actor, action, details)
+        store.vault.put_version(new, cube.version, actor, action, details,
+                                rewrite_earlier=rewrite_earlier)
         return [new]
 
     store.write(commit)
@@ -184,16 +188,14 @@ def rederive(store: MemoryStore, cube: MemCube, changes: dict[str, Any], actor: 
     """Write a new text for ``cube``, a summary flagged because a memory it was made from was
     forgotten (``metadata["source_forgotten"]``): the new version drops the flag (unless
     ``changes`` sets the metadata), and every earlier version is scrubbed as a forget scrubs
-    them (:func:`~memos_core.vault.scrub`), since each may repeat the forgotten text; then
-    the journal is cleared. Audited ``update`` with ``details["rederived"]``: the forgotten
-    ids. A crash between the new version and the scrub leaves the earlier versions as they
-    were: forget the summary to be sure (``forget``)."""
+    them (:func:`~memos_core.vault.scrub`), since each may repeat the forgotten text, in
+    the same vault transaction (a crash leaves both or neither); then the journal is
+    cleared. Audited ``update`` with ``details["rederived"]``: the forgotten ids."""
     forgotten = cube.metadata[FLAG_KEY]
     if "metadata" not in changes:
         changes = {**changes, "metadata": {k: v for k, v in cube.metadata.items() if k != FLAG_KEY}}
-    new = write_version(store, cube, changes, actor, "update", {"rederived": forgotten})
-    store.vault.redact_versions(cube.id, lambda old: None if old.scrubbed else scrub(old),
-                               below=new.version)
+    new = write_version(store, cube, changes, actor, "update", {"rederived": forgotten},
+                        rewrite_earlier=lambda old: None if old.scrubbed else scrub(old))
     store.vault.checkpoint()
     return new
 

@@ -435,8 +435,16 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
         versions 1..n) and their relations in one transaction, audited as ``import``."""
 
     def put_version(self, cube: MemCube, expected_version: int, actor: Actor, action: str,
-                    details: dict[str, Any] | None = None) -> None:
-        """Write ``cube`` as the next version of its memory (audited as ``action``)."""
+                    details: dict[str, Any] | None = None, *,
+                    rewrite_earlier: Callable[[MemCube], MemCube | None] | None = None) -> None:
+        """Write ``cube`` as the next version of its memory (audited as ``action``).
+
+        ``rewrite_earlier``: in the same transaction, rewrite in place each earlier version
+        (numbered below ``cube.version``) for which it returns a new cube, as
+        :meth:`redact_versions` does -- for a write whose old text must not stay in history
+        (a forget's redaction of a conversation message, a summary re-derived after a
+        source was forgotten). All or nothing: if it raises, neither the new version nor
+        any rewrite is stored, and a crash leaves either both or neither."""
 
     def put_versions(self, changes: Sequence[tuple[MemCube, int]], actor: Actor, action: str,
                      details: dict[str, Any] | None = None) -> None:
@@ -476,11 +484,11 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
                         below: int) -> int:
         """Rewrite in place, in one transaction, each version of ``memory_id`` numbered below
         ``below`` for which ``rewrite`` returns a new cube (the same id and version number);
-        returns how many. For a forget's redaction of a memory that is a conversation's
-        message: the caller writes the redacted current version first (a new version, through
-        the store), then this takes the text out of the earlier ones, which history would
-        otherwise keep (``secure_delete``, and the forget's WAL truncation, leave no page
-        with it). Not audited apart: the new version's record says why."""
+        returns how many. For text that history would otherwise keep (``secure_delete``, and
+        a forget's WAL truncation, leave no page with it). Not audited apart. A caller that
+        also writes a new version passes the rewrite to :meth:`put_version`
+        (``rewrite_earlier``) instead: one transaction, so no crash between the two can
+        leave the earlier versions unredacted."""
 
     def record_usage(self, memory_ids: Iterable[str], now: datetime, half_life_s: float) -> None:
         """Count a retrieval hit on each memory: access count +1, heat decayed to ``now``

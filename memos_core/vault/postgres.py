@@ -72,7 +72,7 @@ from memos_core.vault.pg_integrations import (
 )
 from memos_core.vault.pg_schema import SCHEMA_VERSION, migrate
 from memos_core.vault.pg_usage import Pending, PendingUsage, write_batch
-from memos_core.vault.scrub import rewrite_version, scrub
+from memos_core.vault.scrub import rewrite_below, scrub
 
 __all__ = ["PostgresVault", "is_postgres_url", "redact_url"]
 
@@ -516,9 +516,13 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             self._add_edges(tx, edges)
 
     def put_version(self, cube: MemCube, expected_version: int, actor: Actor, action: str,
-                    details: dict[str, Any] | None = None) -> None:
+                    details: dict[str, Any] | None = None, *,
+                    rewrite_earlier: Callable[[MemCube], MemCube | None] | None = None) -> None:
         with self._tx() as tx:
             self._put_version(tx, cube, expected_version, actor, action, details or {})
+            if rewrite_earlier is not None:
+                rewrite_below(tx.conn, "%s", cube.id, cube.version, rewrite_earlier,
+                              doc="doc::text")
 
     def put_versions(self, changes: Sequence[tuple[MemCube, int]], actor: Actor, action: str,
                      details: dict[str, Any] | None = None) -> None:
@@ -599,11 +603,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
     def redact_versions(self, memory_id: str, rewrite: Callable[[MemCube], MemCube | None], *,
                         below: int) -> int:
         with self._tx() as tx:
-            rows = tx.conn.execute(
-                "SELECT version, doc::text FROM versions WHERE id=%s AND version<%s",
-                (memory_id, below)).fetchall()
-            return sum(rewrite_version(tx.conn, "%s", memory_id, v, doc, rewrite)
-                       for v, doc in rows)
+            return rewrite_below(tx.conn, "%s", memory_id, below, rewrite, doc="doc::text")
 
     def _scrub_versions(self, tx: Tx, memory_id: str) -> int:
         count = 0

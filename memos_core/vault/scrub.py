@@ -82,10 +82,21 @@ def migrate_drop_digests(db: sqlite3.Connection) -> int:
     return count
 
 
+def rewrite_below(db: Any, mark: str, memory_id: str, below: int,
+                  rewrite: Callable[[MemCube], MemCube | None], *, doc: str = "doc") -> int:
+    """``redact_versions`` (and ``put_version``'s ``rewrite_earlier``) inside a transaction
+    of either vault (``mark``: its placeholder; ``doc``: the SQL that reads a version's
+    JSON): each version of ``memory_id`` below ``below`` rewritten in place where
+    ``rewrite`` changes it; returns how many."""
+    rows = db.execute(f"SELECT version, {doc} FROM versions WHERE id={mark} AND version<{mark}",
+                      (memory_id, below)).fetchall()
+    return sum(rewrite_version(db, mark, memory_id, v, d, rewrite) for v, d in rows)
+
+
 def rewrite_version(db: Any, mark: str, memory_id: str, version: int, doc: str,
-                     rewrite: Callable[[MemCube], MemCube | None]) -> bool:
-    """One step of ``redact_versions`` on a connection of either vault (``mark``: its
-    placeholder): the version rewritten in place if ``rewrite`` changes it."""
+                    rewrite: Callable[[MemCube], MemCube | None]) -> bool:
+    """One step of :func:`rewrite_below`: the version rewritten in place if ``rewrite``
+    changes it."""
     old = MemCube.model_validate_json(doc)
     new = rewrite(old)
     if new is None:

@@ -57,7 +57,7 @@ from memos_core.vault.sqlite_text import damaged, damaged_row, lenient_rows, sho
 from memos_core.vault.scrub import (
     migrate_drop_digests,
     migrate_scrub_flags,
-    rewrite_version,
+    rewrite_below,
     scrub,
 )
 
@@ -573,10 +573,14 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             )
 
     def put_version(self, cube: MemCube, expected_version: int, actor: Actor, action: str,
-                    details: dict[str, Any] | None = None) -> None:
-        """Write ``cube`` as the next version; raises if someone else wrote in between."""
+                    details: dict[str, Any] | None = None, *,
+                    rewrite_earlier: Callable[[MemCube], MemCube | None] | None = None) -> None:
+        """Write ``cube`` as the next version; raises if someone else wrote in between.
+        ``rewrite_earlier``: the earlier versions rewritten in the same transaction."""
         with self._tx() as db:
             self._put_version(db, cube, expected_version, actor, action, details or {})
+            if rewrite_earlier is not None:
+                rewrite_below(db, "?", cube.id, cube.version, rewrite_earlier)
 
     def put_versions(self, changes: Sequence[tuple[MemCube, int]], actor: Actor, action: str,
                      details: dict[str, Any] | None = None) -> None:
@@ -670,9 +674,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
     def redact_versions(self, memory_id: str, rewrite: Callable[[MemCube], MemCube | None], *,
                         below: int) -> int:
         with self._tx() as db:
-            rows = db.execute("SELECT version, doc FROM versions WHERE id=? AND version<?",
-                              (memory_id, below)).fetchall()
-            return sum(rewrite_version(db, "?", memory_id, v, doc, rewrite) for v, doc in rows)
+            return rewrite_below(db, "?", memory_id, below, rewrite)
 
     def _scrub_versions(self, db: sqlite3.Connection, memory_id: str,
                         current: MemCube | None = None) -> int:

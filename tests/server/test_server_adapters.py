@@ -418,3 +418,35 @@ async def test_checkpointer_twins_report_a_bad_config_before_a_closed_store(
             assert sync == twin and "closed" not in sync
     finally:
         mos.close()
+
+
+def test_a_forget_killed_in_the_chat_history_hook_leaves_no_text_once_retried(pg_url, tmp_path):
+    """Server mode: a process killed right after the history hook's commit of a redacted
+    message (integrations/langchain/tests/forget_crash_child.py) has redacted the message's
+    earlier version in the same transaction, so the retried forget leaves no live row
+    holding the text (the two commits it used to make left version 1 holding it for good)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import psycopg
+
+    from langchain_memos import MemOSChatMessageHistory
+
+    child = Path(__file__).parents[2] / "integrations/langchain/tests/forget_crash_child.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(child), pg_url, str(tmp_path / "ids.json")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == -9, done.stderr[-3000:]
+    ids = json.loads((tmp_path / "ids.json").read_text())
+    with MemOS(pg_url, config=MemOSConfig.preset("test")) as mos:
+        assert ["ZZPIN4711" in v.text for v in mos.history(ids["message"], user_id="alice")] == [
+            False, False]
+        MemOSChatMessageHistory(mos, user_id="alice", session_id="other")  # the hook, here too
+        mos.forget(ids["pin"], user_id="alice")
+    with psycopg.connect(pg_url) as conn:
+        for table in ("memories", "versions", "audit", "conversation_log", "changes"):
+            rows = conn.execute(f"SELECT * FROM {table}").fetchall()
+            assert not [r for r in rows if "ZZPIN4711" in str(r)], table

@@ -310,6 +310,47 @@ class VaultConformance:
                                   below=3)
         assert vault.get_version(said.id, 1).text.endswith("[forgotten], remember it")
 
+    def test_put_version_rewrites_the_earlier_versions_in_its_transaction(
+            self, vault: Vault) -> None:
+        """``rewrite_earlier``: the new version and the in-place rewrite of the earlier ones
+        are one transaction, so a retried forget never meets a message whose current
+        version is redacted and an earlier one is not."""
+        said = cube("user: my locker code is 4471, remember it")
+        vault.insert([said], ALICE)
+        second = bump(said, text="user: my locker code is 4471, remember it!")
+        vault.put_version(second, 1, ALICE, "update")
+        seen: list[int] = []
+
+        def rewrite(old: MemCube) -> MemCube | None:
+            seen.append(old.version)
+            if "4471" not in old.text:
+                return None
+            return old.model_copy(update={"text": old.text.replace("4471", "[forgotten]")})
+
+        def failing(old: MemCube) -> MemCube | None:
+            if old.version == 2:  # after version 1 was rewritten, if the order is 1, 2
+                raise MemOSError("the rewrite failed")
+            return rewrite(old)
+
+        records = len(vault.audit_log(said.id, limit=1000))
+        for bad, error in ((failing, MemOSError),
+                           (lambda old: old.model_copy(update={"version": 9}), InvalidInputError)):
+            with pytest.raises(error):
+                vault.put_version(bump(second, text="user: [forgotten]"), 2, ALICE, "update",
+                                  rewrite_earlier=bad)
+            # all or nothing: neither the new version, nor its audit record, nor a rewrite
+            assert vault.get(said.id).version == 2  # type: ignore[union-attr]
+            assert [v.text for v in vault.history(said.id)] == [said.text, second.text]
+            assert len(vault.audit_log(said.id, limit=1000)) == records
+        vault.put_version(bump(second, text="user: [forgotten]"), 2, ALICE, "update",
+                          rewrite_earlier=rewrite)
+        assert sorted(seen[-2:]) == [1, 2]  # the earlier versions only, not the new one
+        assert [v.text for v in vault.history(said.id)] == [
+            "user: my locker code is [forgotten], remember it",
+            "user: my locker code is [forgotten], remember it!", "user: [forgotten]"]
+        assert vault.get(said.id).version == 3  # type: ignore[union-attr]
+        assert vault.verify_audit() == (True, "audit chain intact")
+
     def test_scrub_tombstone_repairs_only_tombstones(self, vault: Vault) -> None:
         live, gone = cube("still here"), cube("Alice's PIN is 4711.")
         vault.insert([live, gone], ALICE)

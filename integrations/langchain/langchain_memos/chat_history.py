@@ -12,7 +12,9 @@ messages that quote it (the rule of the checkpointer and the LlamaIndex chat sto
 ``memos_core.integration.MessageRedactor``): the history's forget hook, registered once per
 ``MemOS`` when a history is built on it, writes a new version of each such message, its text
 and its serialised message both redacted, and takes the text out of the message's earlier
-versions in place (``Vault.redact_versions``). A chain that read the memory before the forget
+versions in place, in the same transaction (``memos_core.integration.update_redacting``: a
+crash leaves the message whole or redacted throughout, never its current version redacted
+and an earlier one not, which a retried forget would not find again). A chain that read the memory before the forget
 may add its turn after it: for a minute (``memos_core.integration.LATE_WRITE_S``) the
 messages added to the user's histories come without the text, except the user's own
 (``HumanMessage``: new input), and a batch written while the forget ran is redacted again
@@ -53,6 +55,7 @@ from memos_core.integration import (
     has_native_async,
     owned_holding,
     redact_log_message,
+    update_redacting,
 )
 
 from langchain_memos._shared import message_text, role_of
@@ -294,8 +297,9 @@ def _redact_histories(mos: MemOS, redactor: MessageRedactor,
                       written: Sequence[MemCube] | None = None) -> list[DerivedForm]:
     """Redact the memory of ``redactor`` (its text, and what its earlier versions said) in
     every chat-history message of its owner (``written``: in these only), each a new version
-    of its memory written with ``mos.update`` (text and serialised message redacted); one
-    form per session changed.
+    of its memory (text and serialised message redacted) written, with its earlier versions
+    redacted in place, in one transaction (``update_redacting``); one form per session
+    changed.
 
     The forget hook, and after a write that the forget may have missed. The hook writes
     through the ``MemOS`` whose forget runs it, which a hook normally must not do: this
@@ -320,12 +324,13 @@ def _redact_histories(mos: MemOS, redactor: MessageRedactor,
         if redacted is None:
             continue
         text, data = redacted
-        now = mos.update(cube.id, text, user_id=redactor.user_id,
+        # out of the message's earlier versions too, in place and in the same transaction:
+        # history would keep the text, and a crash between two commits would keep it for
+        # good (a retried forget no longer selects a message whose current version is redacted)
+        update_redacting(mos, cube.id, text, user_id=redactor.user_id,
                          metadata={**cube.metadata, META_MESSAGE: data},
-                         reason=f"chat history: memory {redactor.memory_id} forgotten")
-        # and out of the message's earlier versions, in place: history would keep the text
-        mos.vault.redact_versions(cube.id, lambda old: _redacted_version(old, redactor),
-                                  below=now.version)
+                         reason=f"chat history: memory {redactor.memory_id} forgotten",
+                         rewrite_earlier=lambda old: _redacted_version(old, redactor))
         sessions.add(cube.session_id or "")
     return [DerivedForm(kind="conversation_log", id=f"{FORM}:{s}", action="redacted")
             for s in sorted(sessions)]

@@ -474,7 +474,9 @@ def _remove_if_empty(data_dir: Path) -> None:
     except MemOSError:
         return
     try:
-        db = sqlite3.connect(f"file:{data_dir / 'vault.sqlite3'}?mode=ro", uri=True)
+        # read-only, by a URI whose path is percent-encoded (a '?' or '#' in a name)
+        db = sqlite3.connect((data_dir / "vault.sqlite3").resolve().as_uri() + "?mode=ro",
+                             uri=True)
         try:
             empty = db.execute("SELECT COUNT(*) FROM memories").fetchone()[0] == 0
         finally:

@@ -163,7 +163,7 @@ def test_a_failed_write_leaves_no_new_store_behind(tmp_path, capsys, argv, messa
         f.write(b"\n")
     capsys.readouterr()
     paths = {"bad": tmp_path / "bad.jsonl", "missing": tmp_path / "nope", "cut": tmp_path / "cut"}
-    where = tmp_path / "new"
+    where = tmp_path / "new?#1"  # a name a file: URI must escape
     code = main([*(a.format(**paths) for a in argv), "--data-dir", str(where), "--user", "alice"])
     assert code == 2 and message in capsys.readouterr().err
     assert not where.exists()

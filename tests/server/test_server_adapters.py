@@ -10,6 +10,7 @@ import pytest
 
 from memos_core import MemOS, MemOSConfig
 from memos_core.errors import InvalidInputError
+from memos_core.testing.late_writes import hold_after_commit
 from memos_core import resolve_memos
 
 langgraph_store = pytest.importorskip("langchain_memos")
@@ -300,16 +301,7 @@ async def test_a_native_checkpoint_written_while_a_forget_runs_is_redacted(open_
         return await original(*args, **kwargs)
 
     monkeypatch.setattr(view, name, while_a_forget_runs)
-    passes = mos.store.forget_passes
-    real_wait = passes.wait
-    waiting, go = threading.Event(), threading.Event()
-
-    def held_wait() -> None:  # the follow-up, after the commit
-        waiting.set()
-        go.wait(30)
-        real_wait()
-
-    monkeypatch.setattr(passes, "wait", held_wait)
+    waiting, go = hold_after_commit(mos, monkeypatch)
     if call == "aput":
         checkpoint = empty_checkpoint()
         checkpoint["channel_values"] = {"messages": [HumanMessage(secret)]}

@@ -367,18 +367,10 @@ async def _cancel_after_the_commit(mos: MemOS, monkeypatch: pytest.MonkeyPatch,
     waits for the forget's pass (``LateWrite.amissed``); then close ``mos`` (which waits
     for what it runs)."""
     import asyncio
-    import threading
 
-    passes = mos.store.forget_passes
-    real_wait = passes.wait
-    waiting, go = threading.Event(), threading.Event()
+    from memos_core.testing.late_writes import hold_after_commit
 
-    def held_wait() -> None:  # the follow-up, after the commit
-        waiting.set()
-        go.wait(30)
-        real_wait()
-
-    monkeypatch.setattr(passes, "wait", held_wait)
+    waiting, go = hold_after_commit(mos, monkeypatch)
     task = asyncio.ensure_future(write)
     assert await asyncio.to_thread(waiting.wait, 30)
     task.cancel()

@@ -380,7 +380,7 @@ class GraphViews:
         with self.lock:
             return {
                 "views": len(self._views),
-                "loaded_memories": self._total - VIEW_COST * len(self._views),
+                "loaded_memories": self.loaded_memories(),  # (the lock is re-entrant)
                 "max_memories": self.max_memories,
                 "loads": self.loads,
                 "evictions": self.evictions,

@@ -36,7 +36,7 @@ from memos_core.errors import (
     MemOSError,
 )
 from memos_core.mcp_server import cli as mcp_cli  # argparse only: the MCP SDK loads when serving
-from memos_core.validation import check_name, check_path, check_text, shown_path
+from memos_core.validation import check_name, check_path, shown_path
 
 
 def _default_user() -> str:
@@ -261,24 +261,10 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(_json(data) if args.json else text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
-def _add_input(args: argparse.Namespace) -> str | tuple[list[int], list[dict[str, Any]]]:
-    """What ``memos add`` stores, read before the store is opened: the text (checked as
-    ``add`` checks it), or with ``--file`` the file's items and the line of each."""
+def _cmd_add(args: argparse.Namespace, mos: Any, user: str) -> None:
     if args.file:
         _check_file_options(args)
-        return _read_jsonl(args.file)
-    if args.text is None:
-        raise InvalidInputError("memos add needs a TEXT argument, '-' for stdin, or --file FILE.")
-    # one final newline ends the input (echo's, a file's), as `$(...)` drops it: not the memory's
-    text = _read_stdin().removesuffix("\n") if args.text == "-" else args.text
-    check_text(text)
-    return text
-
-
-def _cmd_add(args: argparse.Namespace, mos: Any, user: str,
-             given: str | tuple[list[int], list[dict[str, Any]]]) -> None:
-    if not isinstance(given, str):
-        lines, items = given
+        lines, items = _read_jsonl(args.file)
         if args.sensitivity:  # a mark the user gave the whole file is never dropped by a line
             for item in items:
                 if isinstance(item.get("sensitivity"), list):
@@ -298,7 +284,11 @@ def _cmd_add(args: argparse.Namespace, mos: Any, user: str,
                 f"{shown_path(args.file)} line {lines[index]}: {exc.__cause__}") from None
         _emit(args, {"added": len(cubes), "ids": [c.id for c in cubes]}, f"added {len(cubes)} memories")
         return
-    cube = mos.add(given, user_id=user, agent_id=args.agent, session_id=args.session,
+    if args.text is None:
+        raise InvalidInputError("memos add needs a TEXT argument, '-' for stdin, or --file FILE.")
+    # one final newline ends the input (echo's, a file's), as `$(...)` drops it: not the memory's
+    text = _read_stdin().removesuffix("\n") if args.text == "-" else args.text
+    cube = mos.add(text, user_id=user, agent_id=args.agent, session_id=args.session,
                    type=args.type, tags=args.tag, occurred_at=args.occurred_at,
                    supersedes=args.supersedes, sensitivity=args.sensitivity)
     _emit(args, _cube_json(cube), f"{cube.id}  v{cube.version}  {cube.text[:70]}")
@@ -370,10 +360,6 @@ def _read_jsonl(path: Path) -> tuple[list[int], list[dict[str, Any]]]:
         if not isinstance(item, dict) or "text" not in item:
             raise InvalidInputError(f"{name} line {n} must be an object with a 'text' field.")
         check_item_keys(item, f"{name} line {n}")
-        try:  # the commonest mistake, found before the store is opened (or made)
-            check_text(item["text"])
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"{name} line {n}: {exc}") from None
         items.append(item)
         numbers.append(n)
     return numbers, items
@@ -445,14 +431,13 @@ def _run(args: argparse.Namespace) -> None:
         return
     _check_store_exists(args)
     # a failed first `add` or `import` must not leave a new, empty store behind, which the next
-    # command would take for the user's store: the text is checked before the store is made,
-    # and a store this command made is removed again if the command fails with it empty
-    given = _add_input(args) if args.command == "add" else None
+    # command would take for the user's store: a store this command made is removed again if
+    # the command fails with no memory in it
     data_dir = args.data_dir or default_data_dir()
     made = (args.command in ("add", "import") and mcp_cli.server_url(args) is None
             and not data_dir.exists())
     try:
-        _run_on_store(args, user, given)
+        _run_on_store(args, user)
     except BaseException:
         if made:
             _remove_if_empty(data_dir)
@@ -489,10 +474,10 @@ def _remove_if_empty(data_dir: Path) -> None:
         lock.release()
 
 
-def _run_on_store(args: argparse.Namespace, user: str, given: Any) -> None:
+def _run_on_store(args: argparse.Namespace, user: str) -> None:
     with _open(args, user) as mos:
-        if given is not None:
-            _cmd_add(args, mos, user, given)
+        if args.command == "add":
+            _cmd_add(args, mos, user)
         elif args.command == "search":
             _cmd_search(args, mos, user)
         elif args.command == "list":

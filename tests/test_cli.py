@@ -70,7 +70,7 @@ def test_bad_jsonl_file_adds_nothing(memos, tmp_path):
     src.write_text('{"text": "ok"}\n{"txt": "typo"}\n')
     code, _, err = memos("add", "--file", str(src))
     assert code == 2 and "line 2" in err
-    assert not (tmp_path / "d").exists()  # the file is read before the store is made
+    assert not (tmp_path / "d").exists()  # the store it made is removed again
 
 
 def test_denied_exit_code(memos, tmp_path, capsys):
@@ -153,8 +153,8 @@ def test_writes_create_the_data_directory(tmp_path, capsys):
 ])
 def test_a_failed_write_leaves_no_new_store_behind(tmp_path, capsys, argv, message):
     """A failed first `add` or `import` used to leave an empty store, which every later
-    command then took for the user's store: a text is checked before the store is made, and
-    a store the command made is removed when the command fails with no memory in it."""
+    command then took for the user's store: a store the command made is removed when the
+    command fails with no memory in it."""
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": " "}\n', encoding="utf-8")
     assert main(["add", "a note", "--data-dir", str(tmp_path / "src"), "--user", "alice"]) == 0
     assert main(["export", str(tmp_path / "cut"), "--data-dir", str(tmp_path / "src"),
@@ -308,7 +308,7 @@ def test_add_file_refuses_what_is_for_one_memory(memos, tmp_path, extra, named):
     code, out, err = memos("add", "--file", str(src), *extra)
     assert (code, out) == (2, "") and f"memos add --file takes no {named}:" in err, err
     assert len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "d").exists()  # refused before the store is made
+    assert not (tmp_path / "d").exists()  # the store it made is removed again
 
 
 @pytest.mark.parametrize("value, message", [

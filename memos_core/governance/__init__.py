@@ -4,8 +4,9 @@ Pure rules (no I/O, testable alone): :mod:`~memos_core.governance.access` (who m
 write, own; how grants change a memory's governance),
 :mod:`~memos_core.governance.sensitivity` (what is redacted from prompts and left out of
 exports) and :mod:`~memos_core.governance.derived` (how summaries of a forgotten memory are
-treated); :mod:`~memos_core.governance.forget_hooks` is the registry of conversation-log
-hooks. The operations that mutate -- sharing, forgetting, bundles -- are in
+treated) and :mod:`~memos_core.governance.redaction` (what a forgotten memory's copy in a
+chat message is, and what replaces it); :mod:`~memos_core.governance.forget_hooks` is the
+registry of conversation-log hooks. The operations that mutate -- sharing, forgetting, bundles -- are in
 :mod:`memos_core.ops` (they take the store). See docs/governance.md.
 """
 

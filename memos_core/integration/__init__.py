@@ -40,13 +40,12 @@ raise the facade's closed error, never the database driver's.
 from memos_core.calls import in_thread, whole
 from memos_core.chat_prompt import split_messages
 from memos_core.cube import utcnow
-from memos_core.governance.forget_hooks import (
+from memos_core.governance.forget_hooks import open_log, truncate_wal
+from memos_core.governance.redaction import (
     FORGOTTEN,
     MIN_NEEDLE,
     MessageRedactor,
-    open_log,
     redact_log_message,
-    truncate_wal,
 )
 from memos_core.governance.sensitivity import REDACTED_KEY, allowance, for_prompt, redacted_text
 from memos_core.integration.async_storage import (

@@ -22,7 +22,8 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from memos_core.cube import MemCube
-from memos_core.governance.forget_hooks import MessageRedactor, after_pass
+from memos_core.governance.forget_hooks import after_pass
+from memos_core.governance.redaction import MessageRedactor
 from memos_core.integration.counted import acounted, counted
 from memos_core.validation import check_name
 from memos_core.vault import Actor, ListQuery, pages

@@ -24,7 +24,8 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from memos_core.calls import in_thread
-from memos_core.governance.forget_hooks import ForgetHook, MessageRedactor
+from memos_core.governance.forget_hooks import ForgetHook
+from memos_core.governance.redaction import MessageRedactor
 from memos_core.integration.async_storage import native_view
 from memos_core.integration.checkpoints import CountedCheckpoints
 from memos_core.integration.counted import acounted, counted

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, create_model
 from memos_core.cube import State
 from memos_core.errors import MemOSError
 from memos_core.governance.access import shown_text
-from memos_core.governance.forget_hooks import MessageRedactor
+from memos_core.governance.redaction import MessageRedactor
 from memos_core.results import ForgetReceipt
 
 __all__ = ["MEMORY_KINDS", "TOOL_NAMES", "TOOL_SPECS", "ToolArg", "ToolSpec", "forget_reply",

@@ -58,7 +58,7 @@ from memos_core.errors import (
 )
 from memos_core.governance import access
 from memos_core.governance.derived import FLAG_KEY, DerivedMode, check_mode
-from memos_core.governance.forget_hooks import MessageRedactor, earlier_texts, redact_log_message
+from memos_core.governance.redaction import MessageRedactor, earlier_texts, redact_log_message
 from memos_core.ops.share import retrying
 from memos_core.ops.writes import write_version
 from memos_core.results import DerivedForm, ForgetReceipt
@@ -82,7 +82,7 @@ def redact_logs(store: MemoryStore, cube: MemCube) -> list[DerivedForm]:
     (:meth:`~memos_core.vault.base.ConversationLogs.log_redact`), then run the forget hooks,
     the file redactors of the data directory's legacy log files and the vault redactors
     (nothing for a tombstone); the forms they touched. Each of them also redacts what the
-    memory said in its earlier versions (:func:`~memos_core.governance.forget_hooks.earlier_texts`):
+    memory said in its earlier versions (:func:`~memos_core.governance.redaction.earlier_texts`):
     a conversation may still quote it as it was before an update.
 
     All of it is one pass of ``store.forget_passes``: an adapter's write racing it redacts

@@ -236,7 +236,7 @@ class ConversationLogs(Protocol):
     Each row is ``(message_id, message)`` with a status, ``"active"`` or ``"archived"``;
     rows keep the order in which they were appended (across statuses). Every method is one
     transaction; ``status=None`` means every status. A message is a JSON object as text; the
-    core redacts it on forget (:func:`memos_core.governance.forget_hooks.redact_log_message`:
+    core redacts it on forget (:func:`memos_core.governance.redaction.redact_log_message`:
     string values, and for the memory's source message every ``content``/``text`` string).
 
     Forget rule: ``MemOS.forget`` calls :meth:`log_redact` before the tombstone, on the

@@ -260,7 +260,7 @@ def test_a_forget_hook_reading_memories_passes_over_a_damaged_one(tmp_path: Path
     """``owned_holding`` (how the adapters' forget hooks find the messages holding a
     forgotten text) read strictly, so a damaged message stopped the forget of any memory
     whose text it might hold -- its own included."""
-    from memos_core.governance.forget_hooks import MessageRedactor
+    from memos_core.governance.redaction import MessageRedactor
     from memos_core.integration.forgets import owned_holding
 
     data = tmp_path / "d"

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 from memos_core import InvalidInputError, MemCube, MemOS, State
 from memos_core.errors import MemOSError
-from memos_core.governance import forget_hooks
-from memos_core.governance.forget_hooks import FORGOTTEN, MessageRedactor
+from memos_core.governance import forget_hooks, redaction
+from memos_core.governance.redaction import FORGOTTEN, MessageRedactor
 from memos_core.integration import ConversationLog
 from memos_core.results import DerivedForm
 
@@ -326,7 +326,7 @@ def test_redactor_finds_the_text_inside_a_json_string(ensure_ascii: bool) -> Non
         {"id": "c1", "function": {"name": "store_memory", "arguments": raw}}]}}
     row = json.dumps(message, ensure_ascii=False)
     assert any(p in row.encode() for p in redactor.patterns() if b"zebracorn" in p)
-    redacted = forget_hooks.redact_log_message(row, redactor, source=False)
+    redacted = redaction.redact_log_message(row, redactor, source=False)
     assert redacted is not None and "zebracorn" not in redacted
     arguments = json.loads(redacted)["additional_kwargs"]["tool_calls"][0]["function"]["arguments"]
     assert json.loads(arguments) == {"text": FORGOTTEN, "who": "Zoë"}
@@ -375,7 +375,7 @@ def test_redactor_reads_json_however_its_encoder_escaped_it(encoder: str, where:
         {"id": "c1", "function": {"name": "store_memory", "arguments": stored}}]}}
     row = json.dumps(message, ensure_ascii=False)
     assert any(p in row.encode() for p in redactor.patterns())
-    row = forget_hooks.redact_log_message(row, redactor, source=False)
+    row = redaction.redact_log_message(row, redactor, source=False)
     assert row is not None and "4821" not in row and "Banque" not in row
     untouched = ENCODERS[encoder](json.dumps({"text": "Renée likes chess / go & more"}))
     assert redactor.text(untouched) == untouched
@@ -446,8 +446,8 @@ def _encode_like(style: str, value: object) -> str:
 
 @given(text=st.text(alphabet=st.sampled_from(list("abcXYZ019 .:,-'\"&/<>=+`\\")
                                               + list("éüßЖжΩλ北京密码😀")),
-                    min_size=forget_hooks.MIN_NEEDLE, max_size=40)
-       .filter(lambda t: len(t.strip()) >= forget_hooks.MIN_NEEDLE),
+                    min_size=redaction.MIN_NEEDLE, max_size=40)
+       .filter(lambda t: len(t.strip()) >= redaction.MIN_NEEDLE),
        style=st.sampled_from(["python", "python utf-8", ".NET", "Go", "PHP", "Gson",
                               ".NET relaxed", ".NET Cyrillic"]),
        twice=st.booleans())
@@ -573,7 +573,7 @@ def test_a_copy_in_another_unicode_form_or_line_end_is_redacted(
 
 
 def test_text_variants() -> None:
-    text_variants = forget_hooks.text_variants
+    text_variants = redaction.text_variants
     assert text_variants("Dana likes teal") == ("Dana likes teal",)
     assert set(text_variants("café")) == {"café", _nfd("café")}
     assert text_variants(_nfd("café")) == text_variants("café")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from memos_core import MemCube, MemOS, MemOSConfig
-from memos_core.governance.forget_hooks import MessageRedactor
+from memos_core.governance.redaction import MessageRedactor
 from memos_core.integration import owned_holding
 
 ME, BIG, OTHER = "me", "big", "other"

@@ -432,22 +432,28 @@ def _run(args: argparse.Namespace) -> None:
     _check_store_exists(args)
     # a failed first `add` or `import` must not leave a new, empty store behind, which the next
     # command would take for the user's store: a store this command made is removed again if
-    # the command fails with no memory in it
+    # the command fails with no memory in it, and so are the parent directories it made
     data_dir = args.data_dir or default_data_dir()
     made = (args.command in ("add", "import") and mcp_cli.server_url(args) is None
             and not data_dir.exists())
+    parents_made = [p for p in data_dir.absolute().parents if not p.exists()] if made else []
     try:
         _run_on_store(args, user)
     except BaseException:
-        if made:
-            _remove_if_empty(data_dir)
+        if made and _remove_if_empty(data_dir):
+            for parent in parents_made:  # innermost first; one that is not empty stays
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
         raise
 
 
-def _remove_if_empty(data_dir: Path) -> None:
-    """Remove ``data_dir``, the store a failed command made, if no memory is in it. Under the
-    data directory's lock: a process that opened the store meanwhile holds it, and the store
-    is left alone; one that opens it after finds no store and makes its own."""
+def _remove_if_empty(data_dir: Path) -> bool:
+    """Remove ``data_dir``, the store a failed command made, if no memory is in it; returns
+    whether it was removed. Under the data directory's lock: a process that opened the store
+    meanwhile holds it, and the store is left alone; one that opens it after finds no store
+    and makes its own."""
     import shutil
     import sqlite3
 
@@ -457,7 +463,7 @@ def _remove_if_empty(data_dir: Path) -> None:
     try:
         lock.acquire()
     except MemOSError:
-        return
+        return False
     try:
         # read-only, by a URI whose path is percent-encoded (a '?' or '#' in a name)
         db = sqlite3.connect((data_dir / "vault.sqlite3").resolve().as_uri() + "?mode=ro",
@@ -468,8 +474,9 @@ def _remove_if_empty(data_dir: Path) -> None:
             db.close()
         if empty:
             shutil.rmtree(data_dir)
+        return empty
     except (sqlite3.Error, OSError):
-        return  # not the store this command made as it made it: left as it is
+        return False  # not the store this command made as it made it: left as it is
     finally:
         lock.release()
 

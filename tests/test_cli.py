@@ -4,9 +4,11 @@ the console script or a pipe matters)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -171,6 +173,19 @@ def test_a_failed_write_leaves_no_new_store_behind(tmp_path, capsys, argv, messa
     assert main(["share", "--with", "bob", "--data-dir", str(where), "--user", "alice"]) == 0
     code = main([*(a.format(**paths) for a in argv), "--data-dir", str(where), "--user", "alice"])
     assert code == 2 and (where / "vault.sqlite3").is_file()
+
+
+def test_a_failed_write_removes_the_parent_directories_it_made(tmp_path, capsys):
+    """The parents a failed first write made for its store go with it; those that were there
+    before stay."""
+    (tmp_path / "kept").mkdir()
+    where = tmp_path / "kept" / "a" / "b" / "store"
+    assert main(["add", "", "--data-dir", str(where), "--user", "alice"]) == 2
+    assert "text is empty" in capsys.readouterr().err
+    assert (tmp_path / "kept").is_dir() and list((tmp_path / "kept").iterdir()) == []
+    relative = Path(os.path.relpath(where, Path.cwd()))  # as a user types it
+    assert main(["add", "", "--data-dir", str(relative), "--user", "alice"]) == 2
+    assert list((tmp_path / "kept").iterdir()) == []
 
 
 def test_list_shows_memories_newest_first(memos, tmp_path):

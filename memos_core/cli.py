@@ -469,7 +469,7 @@ def _remove_if_empty(data_dir: Path) -> bool:
         db = sqlite3.connect((data_dir / "vault.sqlite3").resolve().as_uri() + "?mode=ro",
                              uri=True)
         try:
-            empty = db.execute("SELECT COUNT(*) FROM memories").fetchone()[0] == 0
+            empty: bool = db.execute("SELECT COUNT(*) FROM memories").fetchone()[0] == 0
         finally:
             db.close()
         if empty:

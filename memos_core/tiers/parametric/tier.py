@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -56,6 +56,8 @@ from memos_core.tiers.parametric.data import (
     replay_examples,
 )
 from memos_core.tiers.parametric.evaluation import (
+    Evaluation,
+    GateDecision,
     base_control_answers,
     evaluate,
     gate,
@@ -69,7 +71,7 @@ from memos_core.tiers.parametric.store import (
     MemoryRef,
     RetrainRequest,
 )
-from memos_core.tiers.parametric.trainer import train_lora
+from memos_core.tiers.parametric.trainer import TrainingReport, train_lora
 from memos_core.vault import Actor
 from memos_core.vault.base import ListQuery, pages
 
@@ -92,6 +94,17 @@ class ConsolidationResult(BaseModel):
 
     manifest: AdapterManifest
     activated: bool
+
+
+class _Training(NamedTuple):
+    """One training run of :meth:`ParametricTier.consolidate`, before anything is written."""
+
+    base_model_id: str
+    base_digest: str
+    peft_model: Any
+    report: TrainingReport
+    evaluation: Evaluation
+    decision: GateDecision
 
 
 def consolidatable(cube: MemCube) -> bool:
@@ -235,6 +248,25 @@ class ParametricTier:
                 f"no consolidatable memory for {owner!r}: only live facts and preferences of "
                 "three words or more are trained into an adapter"
             )
+        run = self._train(cubes, config, progress)
+        manifest, gone = self._record(owner, cubes, config, run)
+        if gone:
+            return self._retired_while_training(owner, manifest, gone, run.decision.passed)
+        activated = False
+        if run.decision.passed and activate:
+            try:
+                self.activate(manifest.version, reason="passed the gate after training")
+                activated = True
+            except InvalidInputError:  # retired by a forget between the check and now
+                logger.info("adapter %s was retired before it could be activated",
+                            manifest.version)
+        return ConsolidationResult(manifest=self.store.manifest(manifest.version),
+                                   activated=activated)
+
+    def _train(self, cubes: Sequence[MemCube], config: ParametricConfig,
+               progress: bool) -> _Training:
+        """Train an adapter on ``cubes`` over the base model, evaluate it and gate it (every
+        step stops early when the store closes)."""
         base = self._base()
         self._stop_if_closing()  # (loading the model is not interrupted)
         replay, controls = self._base_data(base, config)
@@ -242,6 +274,7 @@ class ParametricTier:
         if config.replay_neighbours:
             replay = replay + self._neighbours(base, cubes, config)
             self._stop_if_closing()
+
         def chat(q: str) -> tuple[str, str]:
             return chat_form(base, q)
 
@@ -268,13 +301,23 @@ class ParametricTier:
                         controls=evaluation.controls,
                         context_regressions=evaluation.context_regressions,
                         context_right=evaluation.context_right)
+        return _Training(base_model_id=base.model_id, base_digest=base.fingerprint.digest,
+                         peft_model=peft_model, report=report, evaluation=evaluation,
+                         decision=decision)
+
+    def _record(self, owner: str, cubes: Sequence[MemCube], config: ParametricConfig,
+                run: _Training) -> tuple[AdapterManifest, list[str]]:
+        """Write the trained adapter's manifest (and, if it passed the gate, its weights) and
+        audit the training; returns the manifest and the trained memories forgotten while it
+        trained (then only a retired record without texts was written)."""
+        decision, evaluation = run.decision, run.evaluation
         with self._lock:
             self._stop_if_closing()  # nothing reaches the disk of a closing store
             manifest = AdapterManifest(
-                version=self.store.next_version(), owner=owner, base_model_id=base.model_id,
-                base_fingerprint=base.fingerprint.digest,
+                version=self.store.next_version(), owner=owner, base_model_id=run.base_model_id,
+                base_fingerprint=run.base_digest,
                 memories=tuple(MemoryRef(id=c.id, version=c.version) for c in cubes),
-                settings=config.model_dump(mode="json"), training=report,
+                settings=config.model_dump(mode="json"), training=run.report,
                 evaluation=evaluation, decision=decision,
                 status="ready" if decision.passed else "rejected",
             )
@@ -286,30 +329,26 @@ class ParametricTier:
                     "status": "retired", "retired_reason": f"memory {gone[0]} forgotten",
                     "evaluation": scrubbed(evaluation)})
             # a failed adapter: nothing will ever serve it, so its weights never reach the disk
-            self.store.save(peft_model if decision.passed and not gone else None, manifest)
+            self.store.save(run.peft_model if decision.passed and not gone else None, manifest)
         self._audit(owner, "train", manifest.version, {
             "memories": len(cubes), "recall": round(evaluation.recall, 4),
             "control_regressions": evaluation.control_regressions,
             "context_regressions": evaluation.context_regressions, "passed": decision.passed,
-            "train_s": round(report.seconds, 2)})
-        if gone:
-            self._audit(owner, "retire", manifest.version, {}, manifest.retired_reason or "")
-            if decision.passed and (rest := tuple(sorted(manifest.memory_ids - set(gone)))):
-                self.store.enqueue(RetrainRequest(  # as a forget of a live adapter's memory
-                    owner=owner, memory_ids=rest, replaces=manifest.version,
-                    reason=f"memory {gone[0]} forgotten while it trained"))
-            return ConsolidationResult(manifest=self.store.manifest(manifest.version),
-                                       activated=False)
-        activated = False
-        if decision.passed and activate:
-            try:
-                self.activate(manifest.version, reason="passed the gate after training")
-                activated = True
-            except InvalidInputError:  # retired by a forget between the check and now
-                logger.info("adapter %s was retired before it could be activated",
-                            manifest.version)
+            "train_s": round(run.report.seconds, 2)})
+        return manifest, gone
+
+    def _retired_while_training(self, owner: str, manifest: AdapterManifest,
+                                gone: Sequence[str], passed: bool) -> ConsolidationResult:
+        """An adapter one of whose memories was forgotten while it trained: audited as
+        retired, and, if it had passed, its other memories queued for a new adapter (as a
+        forget of a live adapter's memory does)."""
+        self._audit(owner, "retire", manifest.version, {}, manifest.retired_reason or "")
+        if passed and (rest := tuple(sorted(manifest.memory_ids - set(gone)))):
+            self.store.enqueue(RetrainRequest(
+                owner=owner, memory_ids=rest, replaces=manifest.version,
+                reason=f"memory {gone[0]} forgotten while it trained"))
         return ConsolidationResult(manifest=self.store.manifest(manifest.version),
-                                   activated=activated)
+                                   activated=False)
 
     # ------------------------------------------------------------------ activation
 

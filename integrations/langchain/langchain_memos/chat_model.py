@@ -7,8 +7,13 @@ history. The answer's ``response_metadata`` says which memories were used and fr
 tier; ``usage_metadata`` counts prefix, prefilled and generated tokens.
 
 The model is the local one MemOS runs (SmolLM2-135M-Instruct unless ``mos.attach_model``
-gave another). It does not call tools: there is no ``bind_tools``, so this model cannot drive
-a tool-calling ``create_agent``; use it for answering, or in chains.
+gave another). It does not call tools: ``bind_tools`` raises, so this model cannot drive a
+tool-calling ``create_agent``; use it for answering, or in chains.
+
+It never uses a LangChain LLM cache (``cache=False``, fixed): an answer depends on the user
+and on that user's memories at the time of the call, neither of which is in a cache's key
+(the prompt and the model's parameters), so a cache would serve one user's answer to another
+and keep serving an answer made from a memory that was since forgotten.
 """
 
 from __future__ import annotations
@@ -17,16 +22,17 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
+from langchain_core.caches import BaseCache
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import LangSmithParams
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import AliasChoices, ConfigDict, Field, field_validator
 
 from langchain_memos._shared import (
@@ -36,7 +42,7 @@ from langchain_memos._shared import (
     resolve_user_id,
     run_context,
 )
-from memos_core import InvalidInputError
+from memos_core import InvalidInputError, MemOS, resolve_memos
 
 #: ``model`` (and ``ls_model_name``) until the local model is loaded.
 MODEL_NAME = "memos-local"
@@ -68,6 +74,35 @@ def _check_temperature(value: Any) -> float | None:
     return 0.0
 
 
+def _check_cache(value: Any) -> bool:
+    """Only ``False``: a LangChain LLM cache keys an answer on the prompt and the model's
+    parameters, but a ``ChatMemOS`` answer also depends on who asks and what that user's
+    memory holds at the time, so a cache (the global one, ``None``'s meaning in LangChain)
+    would answer one user with another's memories, or with a forgotten memory."""
+    if value is False:
+        return False
+    what = ("a BaseCache" if isinstance(value, BaseCache)
+            else "the global LLM cache (set_llm_cache)" if value in (True, None)
+            else repr(value))
+    raise InvalidInputError(
+        f"ChatMemOS: cache={value!r} is not supported: it would use {what}, whose key holds "
+        "the prompt but not the user or the user's memories, so one user could be served "
+        "another's answer, or an answer made from a memory since forgotten. ChatMemOS never "
+        "caches; leave cache unset (False).")
+
+
+def _check_mos(value: Any) -> MemOS:
+    """The ``MemOS`` that ``mos=`` stands for (a ``postgresql://`` URL: the process's shared
+    one, as for the other components); anything else is an ``InvalidInputError`` now rather
+    than an ``AttributeError`` at the first call."""
+    mos = resolve_memos(value)
+    if not isinstance(mos, MemOS):
+        raise InvalidInputError(
+            f"ChatMemOS needs a memos_core.MemOS (or a postgresql:// URL), got "
+            f"{type(value).__name__}. Open one with MemOS(data_dir) and pass it as mos=.")
+    return mos
+
+
 def _cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
     """``text`` up to the first stop sequence, and whether one was found."""
     if not stop:
@@ -96,14 +131,17 @@ class ChatMemOS(BaseChatModel):
         timeout, max_retries: accepted for the standard interface; a local model makes no
             network call, so neither has an effect.
         kv_prefix: serve the hot block from its cached KV prefix (``False``: as prompt text).
+        cache: always ``False``; ``True``, ``None`` (LangChain's "the global cache") or a
+            ``BaseCache`` raise ``InvalidInputError``: an answer depends on the user and
+            the user's current memories, which no LLM cache key holds.
 
     Input: system, human and ai messages, text only, ending with a human message (the
     question); read by ``memos_core.chat.split_messages``, the rule ``MemOSLLM`` also
     follows. System messages open the memory-aware system turn (with a hot block, the block
     is then sent as text: ``response_metadata["trace"]["fallback"]`` says so). AI messages
     that only carry tool calls are left out; tool messages are refused. ``stop`` sequences
-    cut the answer (streaming stops early). No ``bind_tools``: the 135M local model does not
-    call tools.
+    cut the answer (streaming stops early). No tool binding: the 135M local model does not
+    call tools (``bind_tools`` raises ``NotImplementedError`` saying what to use instead).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
@@ -120,6 +158,27 @@ class ChatMemOS(BaseChatModel):
     timeout: float | None = None
     max_retries: int | None = None
     kv_prefix: bool = True
+    # frozen: ``model.cache = ...`` after construction raises too (see _check_cache)
+    cache: BaseCache | bool | None = Field(default=False, exclude=True, frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        # checked before pydantic so that the caller gets InvalidInputError itself (a
+        # field validator's would come wrapped in a ValidationError)
+        if "mos" in data:
+            data["mos"] = _check_mos(data["mos"])
+        if "cache" in data:
+            _check_cache(data["cache"])
+        super().__init__(**data)
+
+    @field_validator("mos", mode="before")
+    @classmethod
+    def _a_memos(cls, value: Any) -> MemOS:
+        return _check_mos(value)
+
+    @field_validator("cache")
+    @classmethod
+    def _never_cached(cls, value: Any) -> bool:
+        return _check_cache(value)
 
     @field_validator("temperature")
     @classmethod
@@ -151,6 +210,14 @@ class ChatMemOS(BaseChatModel):
         if stops:
             params["ls_stop"] = stops
         return params
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None,
+                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """Not supported: the local model does not call tools."""
+        raise NotImplementedError(
+            "ChatMemOS does not call tools (the small local model has no tool calling); for "
+            "an agent, use a tool-calling chat model with MemOSMiddleware, MemOSStore or "
+            "create_memory_tools for its memory.")
 
     def _model_name(self) -> str:
         """The loaded local model's id, else ``model``."""
@@ -319,7 +386,9 @@ class _StopCutter:
         if found:
             self.stopped, self.buffer = True, ""
             return text
-        cut = len(self.buffer) - self.hold
+        # never negative: a buffer shorter than ``hold`` may all be the start of a stop
+        # sequence (a negative cut would emit its beginning)
+        cut = max(0, len(self.buffer) - self.hold)
         out, self.buffer = self.buffer[:cut], self.buffer[cut:]
         return out
 

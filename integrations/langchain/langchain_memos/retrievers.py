@@ -17,8 +17,8 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from memos_core import MemOS, SearchHit, resolve_memos
-from memos_core.integration import shown_text
+from memos_core import InvalidInputError, MemOS, SearchHit, resolve_memos
+from memos_core.integration import check_name, shown_text
 from pydantic import ConfigDict, Field
 
 #: The most hits one ``MemOS.search`` returns; a larger per-call ``k`` is capped to it.
@@ -65,7 +65,10 @@ class MemOSRetriever(BaseRetriever):
             kwargs["mos"] = mos
         if "mos" in kwargs:  # a postgresql:// URL: the process's shared MemOS
             kwargs["mos"] = resolve_memos(kwargs["mos"])
-        super().__init__(**_options(kwargs))
+        options = _options(kwargs)
+        if "user_id" in options:  # a missing one is pydantic's "Field required"
+            options["user_id"] = _check_user(options["user_id"])
+        super().__init__(**options)
 
     def _search_kwargs(self, k: int | None) -> dict[str, Any]:
         if isinstance(k, int) and not isinstance(k, bool):
@@ -88,6 +91,16 @@ class MemOSRetriever(BaseRetriever):
     ) -> list[Document]:
         hits = await self.mos.asearch(query, **self._search_kwargs(k))
         return [_document(h, self.user_id) for h in hits]
+
+
+def _check_user(user_id: object) -> str:
+    """``user_id`` as MemOS accepts it, checked now: an empty one ("") was accepted and
+    only failed at the first search, with a message about passing it "on every call"."""
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise InvalidInputError(
+            f"MemOSRetriever: user_id must be a non-empty str, got {user_id!r}; construct it "
+            "with the user whose memories it searches: MemOSRetriever(mos, user_id='alice').")
+    return check_name(user_id, "user_id")  # its length and characters, as MemOS checks them
 
 
 #: What ``search_kwargs`` may hold: the retriever's search options.

@@ -88,7 +88,8 @@ class MemOSStore(BaseStore):
         ``("memories", user_id)``, any position (negative counts from the end, for
         namespaces only -- a search prefix has no end);
       - ``user_label=fn``: ``fn(namespace_or_prefix)`` returns the user id, or None when it
-        cannot tell;
+        cannot tell (an ``IndexError`` / ``KeyError`` it raises, ``ns[1]`` of a shorter
+        prefix say, counts as None);
       - ``user_id="alice"``: a single-user store, namespaces are free-form.
 
       A namespace (or search / ``list_namespaces`` prefix) that does not carry the user
@@ -220,8 +221,12 @@ class MemOSStore(BaseStore):
             return self.user_id
         label = self.user_label
         if callable(label):
-            found = label(tuple(namespace))
-            where = "the user_label function returned no user id for it"
+            try:
+                found = label(tuple(namespace))
+                where = "the user_label function returned no user id for it"
+            except (IndexError, KeyError) as exc:  # ns[1] of a shorter prefix, say
+                found = None
+                where = f"the user_label function raised {type(exc).__name__}({exc}) for it"
         else:
             assert isinstance(label, int)
             if label < 0 and prefix:

@@ -11,7 +11,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: the machine is shared
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +22,11 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.caches import InMemoryCache
+from langchain_core.globals import get_llm_cache, set_llm_cache
+
 from langchain_memos import ChatMemOS, MissingUserError
+from langchain_memos.chat_model import _cut_at_stop, _StopCutter
 
 from memos_core import InvalidInputError, MemOS
 from memos_core.cube import utcnow
@@ -180,6 +184,32 @@ def test_stop_sequences_cut_invoke_and_stream_alike(store: Any) -> None:
     assert cut.response_metadata["finish_reason"] == "stop"
 
 
+@pytest.mark.parametrize(("pieces", "stop"), [
+    (["The", " name", " of", " Maya", "'s", " cat"], ["name of Maya"]),  # stop > text so far
+    (["The", " name", " of", " Maya", "'s", " cat"], ["Maya's cat is"]),  # never completes
+    (["ab", "cd", "ef"], ["bcdefgh", "cde"]),
+    (["a"], ["abcdef"]),
+    (["x", "y", "z"], None),
+])
+def test_stop_cutter_streams_what_invoke_would_cut(pieces: list[str], stop: list[str] | None) -> None:
+    """With a buffer shorter than the held-back length the cut went negative and let the
+    start of a stop sequence out, so the stream missed a stop that invoke honoured."""
+    cutter = _StopCutter(stop)
+    streamed = "".join(cutter.feed(p) for p in pieces)
+    streamed += "" if cutter.stopped else cutter.flush()
+    assert streamed == _cut_at_stop("".join(pieces), stop)[0]
+
+
+def test_a_stop_longer_than_the_first_chunks_cuts_the_stream_too(store: Any) -> None:
+    mos, _, _ = store
+    model = ChatMemOS(mos=mos, user_id="alice", max_new_tokens=8)
+    full = model.invoke(QUESTION).content
+    assert len(full) > 6
+    for stop in {full[1:n] for n in range(4, len(full))}:  # each starts with the 2nd character
+        streamed = "".join(c.content for c in model.stream(QUESTION, stop=[stop]))
+        assert streamed == full[: full.find(stop)], stop
+
+
 async def test_ainvoke_and_astream(store: Any) -> None:
     mos, alice, bob = store
     model = ChatMemOS(mos=mos, max_new_tokens=8)
@@ -194,6 +224,66 @@ async def test_ainvoke_and_astream(store: Any) -> None:
     for c in chunks[1:]:
         merged = merged + c
     assert ids(merged) == ids(answer)
+
+
+@pytest.fixture
+def llm_cache() -> Iterator[InMemoryCache]:
+    """LangChain's process-wide LLM cache on, as ``set_llm_cache`` turns it on."""
+    before = get_llm_cache()
+    cache = InMemoryCache()
+    set_llm_cache(cache)
+    yield cache
+    set_llm_cache(before)
+
+
+def test_the_global_llm_cache_never_serves_another_users_answer(store: Any, llm_cache: Any) -> None:
+    """The cache key held the prompt but not the user: Bob got Alice's cached answer."""
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    mos, alice, bob = store
+    as_alice = ChatMemOS(mos=mos, user_id="alice", max_new_tokens=4).invoke(QUESTION)
+    as_bob = ChatMemOS(mos=mos, user_id="bob", max_new_tokens=4).invoke(QUESTION)
+    assert as_alice.response_metadata["user_id"] == "alice" and alice[0].id in ids(as_alice)
+    assert as_bob.response_metadata["user_id"] == "bob" and ids(as_bob) <= {c.id for c in bob}
+
+    model = ChatMemOS(mos=mos, max_new_tokens=4)  # the user from the running graph's config
+
+    def answer(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState).add_node("answer", answer)
+    graph = graph.add_edge(START, "answer").add_edge("answer", END).compile()
+    for user, theirs in (("alice", alice), ("bob", bob)):
+        out = graph.invoke({"messages": [HumanMessage(QUESTION)]}, {"configurable": {"user_id": user}})
+        reply = out["messages"][-1]
+        assert reply.response_metadata["user_id"] == user and ids(reply) <= {c.id for c in theirs}
+
+
+def test_the_global_llm_cache_never_serves_a_forgotten_memory(store: Any, llm_cache: Any) -> None:
+    mos, alice, _ = store
+    model = ChatMemOS(mos=mos, user_id="alice", max_new_tokens=4)
+    assert alice[0].id in ids(model.invoke(QUESTION))
+
+    mos.forget(alice[0].id, user_id="alice")
+
+    assert alice[0].id not in ids(model.invoke(QUESTION))
+
+
+@pytest.mark.parametrize("cache", [True, None, InMemoryCache()])
+def test_an_llm_cache_is_refused(store: Any, cache: Any) -> None:
+    with pytest.raises(InvalidInputError, match="not supported.*not the user"):
+        ChatMemOS(mos=store[0], user_id="alice", cache=cache)
+    model = ChatMemOS(mos=store[0], user_id="alice", cache=False)
+    assert model.cache is False and ChatMemOS(mos=store[0], user_id="alice").cache is False
+    with pytest.raises(ValueError, match="frozen"):  # pydantic's ValidationError
+        model.cache = cache
+
+
+@pytest.mark.parametrize("mos", [None, "./memdata", 3])
+def test_a_wrong_mos_is_refused_at_construction(mos: Any) -> None:
+    """It was accepted, and the first call failed with an AttributeError."""
+    with pytest.raises(InvalidInputError, match="needs a memos_core.MemOS"):
+        ChatMemOS(mos=mos, user_id="alice")
 
 
 def test_missing_user_is_a_clear_error(store: Any) -> None:
@@ -235,7 +325,7 @@ def test_text_blocks_are_accepted_and_no_tool_binding(store: Any) -> None:
     answer = model.invoke([HumanMessage(content=[{"type": "text", "text": QUESTION}])])
     assert store[1][0].id in ids(answer)
     assert model._llm_type == "memos"
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError, match="does not call tools.*MemOSMiddleware"):
         model.bind_tools([])
 
 

@@ -86,6 +86,14 @@ def test_bad_input(shared_mos: MemOS) -> None:
         MemOSRetriever(mos=shared_mos, user_id="alice").invoke("  ")
 
 
+@pytest.mark.parametrize("user_id", ["", "   ", None, 5])
+def test_an_empty_or_missing_user_is_refused_at_construction(shared_mos: MemOS, user_id: Any) -> None:
+    """``user_id=""`` was accepted and failed only at the first search, with a message about
+    passing it "on every call"."""
+    with pytest.raises(InvalidInputError, match=r"MemOSRetriever: user_id must be a non-empty str.*user_id='alice'"):
+        MemOSRetriever(shared_mos, user_id=user_id)
+
+
 def test_mos_is_positional_or_keyword_as_in_llamaindex(shared_mos: MemOS) -> None:
     positional = MemOSRetriever(shared_mos, user_id="alice", k=1).invoke("Oslo")
     keyword = MemOSRetriever(mos=shared_mos, user_id="alice", k=1).invoke("Oslo")

@@ -403,6 +403,26 @@ def test_a_namespace_without_the_user_is_a_clear_error(mos: MemOS) -> None:
     assert mos.list(user_id="memories") == [] and mos.list(user_id="alice") == []
 
 
+@pytest.mark.parametrize(("user_label", "raised"), [
+    (lambda ns: ns[1], "IndexError"),                     # a prefix shorter than it reads
+    (lambda ns: {"users": ns[-1]}[ns[0]], "KeyError"),    # a layout it does not know
+])
+def test_a_user_label_function_that_cannot_read_a_namespace_is_a_namespace_error(
+        mos: MemOS, user_label: Callable[[tuple[str, ...]], str], raised: str) -> None:
+    """Its IndexError / KeyError escaped from search, list_namespaces and put."""
+    store = MemOSStore(mos, user_label=user_label)
+    calls: list[Callable[[], Any]] = [
+        lambda: store.search(("memories",), query="x"),
+        lambda: store.list_namespaces(prefix=("memories",)),
+        lambda: store.put(("memories",), "k", {"text": "whose?"}),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidNamespaceError,
+                           match=rf"\('memories',\) does not name a user: the user_label function raised {raised}"):
+            call()
+    assert mos.list(user_id="memories") == []
+
+
 def test_single_user_store_and_langgraph_index_config(mos: MemOS) -> None:
     store = MemOSStore(mos, user_id="alice",
                        index={"dims": 1536, "embed": "openai:text-embedding-3-small",

@@ -39,7 +39,7 @@ from memos_core.config import RetrievalConfig
 from memos_core.embedding import Embedder, QueryCache
 from memos_core.extraction import EntityExtractor
 from memos_core.graph import GraphViews
-from memos_core.index.base import IndexFilter, ScoredId, VectorIndex, search_hybrid
+from memos_core.index.base import IndexFilter, ScoredId, SparseVec, VectorIndex, search_hybrid
 from memos_core.retrieval.candidate import Candidate
 from memos_core.retrieval.decompose import interleave, lift_speaker, sub_queries
 from memos_core.retrieval.expansion import boost_sessions, feedback_query, parse_time_range
@@ -208,31 +208,12 @@ class HybridRetriever:
         weights = {"dense": cfg.dense_weight, "bm25": cfg.sparse_weight}
         cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
         if cfg.prf_weight > 0 and sparse_query is not None and self.texts is not None and cands:
-            top = evidence.first(sorted(cands.values(), key=_rank_key), cfg.prf_docs)
-            texts = self.texts([c.id for c in top])
-            docs = [self.bm25.encode_document(texts[c.id]) for c in top if c.id in texts]
-            expanded = feedback_query(sparse_query, docs, weight=cfg.prf_weight,
-                                      terms=cfg.prf_terms)
-            signals["bm25"] = self.index.search_sparse(expanded, flt, n)
+            signals["bm25"] = self._feedback(sparse_query, cands, flt, n, evidence)
             cands = fuse(signals, weights, cfg.rrf_k, cfg.fusion)
         if cfg.hop_weight > 0 and cands:
-            top = evidence.first(sorted(cands.values(), key=_rank_key), cfg.hop_docs)
             if entities is None:
                 entities = self.extractor.extract(query)
-            with self.graph_lock:
-                graph = self.graph.for_filter(flt)  # the principal's view (loaded on demand)
-                first = [graph.payload(c.id) or {} for c in top]
-                extra = hop_entities(first, entities,
-                                     graph.entity_degree, max_degree=cfg.hop_max_degree,
-                                     limit=cfg.hop_entities)
-                hop = entity_hop(graph, signals.get("bm25", []), extra, flt,
-                                 terms=self._term_count, n=n) if cfg.hop_source == "graph" else []
-            if cfg.hop_source == "index":
-                hop = index_hop(query, extra, bm25=self.bm25, index=self.index, flt=flt, n=n)
-            if hop:
-                signals["hop"] = hop
-                weights["hop"] = cfg.hop_weight
-                fuse_added(cands, signals, weights, cfg.rrf_k, cfg.fusion, "hop")
+            self._hop(query, entities, cands, signals, weights, flt, n, evidence)
         if cfg.list_speaker_weight > 0 and self.texts is not None and signals.get("dense") \
                 and asks_for_several(query):
             self._list_speaker(query, cands, signals, weights, self.texts)
@@ -246,21 +227,62 @@ class HybridRetriever:
                           sessions=cfg.session_count, per_session_hits=cfg.session_stage_hits,
                           new_candidate=Candidate, fuse_scores=score_fusion)
         if cfg.session_weight > 0 or cfg.temporal_weight > 0:
-            with self.graph_lock:
-                graph = self.graph.for_filter(flt)
-                payloads = {mid: graph.payload(mid) or {} for mid in cands}
-            boost_sessions(cands, lambda mid: payloads[mid].get("session_id"),
-                           cfg.session_weight, sessions=cfg.session_count)
-            span = parse_time_range(query, self.now()) if cfg.temporal_weight > 0 else None
-            if span is not None:
-                for c in cands.values():
-                    when = payloads[c.id].get("occurred_at")
-                    if when is not None and span[0] <= when < span[1]:
-                        c.score *= 1 + cfg.temporal_weight
-                        c.scores["time"] = 1.0
+            self._sessions_and_time(query, cands, flt)
         if cfg.graph_weight > 0:
             self._expand(query, cands, flt, entities=entities, keep=k, evidence=evidence)
         return _top(cands.values(), k)
+
+    def _feedback(self, sparse_query: SparseVec, cands: dict[str, Candidate],
+                  flt: IndexFilter, n: int, evidence: _Evidence) -> list[ScoredId]:
+        """The BM25 signal again, for the query expanded by the terms of the first hits
+        (pseudo-relevance feedback)."""
+        cfg = self.config
+        assert self.texts is not None  # (the caller checked)
+        top = evidence.first(sorted(cands.values(), key=_rank_key), cfg.prf_docs)
+        texts = self.texts([c.id for c in top])
+        docs = [self.bm25.encode_document(texts[c.id]) for c in top if c.id in texts]
+        expanded = feedback_query(sparse_query, docs, weight=cfg.prf_weight, terms=cfg.prf_terms)
+        return self.index.search_sparse(expanded, flt, n)
+
+    def _hop(self, query: str, entities: list[str], cands: dict[str, Candidate],
+             signals: dict[str, list[ScoredId]], weights: dict[str, float], flt: IndexFilter,
+             n: int, evidence: _Evidence) -> None:
+        """Add the "hop" signal: memories naming the entities the first hits name beside the
+        query's own (through the principal's graph view or the index)."""
+        cfg = self.config
+        top = evidence.first(sorted(cands.values(), key=_rank_key), cfg.hop_docs)
+        with self.graph_lock:
+            graph = self.graph.for_filter(flt)  # the principal's view (loaded on demand)
+            first = [graph.payload(c.id) or {} for c in top]
+            extra = hop_entities(first, entities,
+                                 graph.entity_degree, max_degree=cfg.hop_max_degree,
+                                 limit=cfg.hop_entities)
+            hop = entity_hop(graph, signals.get("bm25", []), extra, flt,
+                             terms=self._term_count, n=n) if cfg.hop_source == "graph" else []
+        if cfg.hop_source == "index":
+            hop = index_hop(query, extra, bm25=self.bm25, index=self.index, flt=flt, n=n)
+        if hop:
+            signals["hop"] = hop
+            weights["hop"] = cfg.hop_weight
+            fuse_added(cands, signals, weights, cfg.rrf_k, cfg.fusion, "hop")
+
+    def _sessions_and_time(self, query: str, cands: dict[str, Candidate],
+                           flt: IndexFilter) -> None:
+        """Lift candidates of the sessions most hits come from, and those that happened in
+        the time the query names ("last week", "in May")."""
+        cfg = self.config
+        with self.graph_lock:
+            graph = self.graph.for_filter(flt)
+            payloads = {mid: graph.payload(mid) or {} for mid in cands}
+        boost_sessions(cands, lambda mid: payloads[mid].get("session_id"),
+                       cfg.session_weight, sessions=cfg.session_count)
+        span = parse_time_range(query, self.now()) if cfg.temporal_weight > 0 else None
+        if span is not None:
+            for c in cands.values():
+                when = payloads[c.id].get("occurred_at")
+                if when is not None and span[0] <= when < span[1]:
+                    c.score *= 1 + cfg.temporal_weight
+                    c.scores["time"] = 1.0
 
     def _term_count(self, entity: str) -> int:
         """How many BM25 terms an entity's name has (at least 1)."""

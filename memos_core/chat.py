@@ -370,7 +370,9 @@ class MemoryChat:
         except PrefixBoundaryError as exc:  # raised before anything runs
             if prepared.prefix is None:
                 raise
-            prepared.messages = prepared.prefix.messages + prepared.messages
+            # the block as text from the memories as the store holds them, never from the
+            # prefix's messages: those may come from a file, and a file is derived, not trusted
+            prepared.messages = self._messages(prepared, prepared.plain, prepared.hot)
             prepared.prefix, prepared.fallback = None, f"{type(exc).__name__}"
             output = model.generate(None, prepared.messages, max_new_tokens=max_new_tokens,
                                     stream=stream)

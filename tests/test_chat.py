@@ -170,6 +170,34 @@ def test_a_forget_while_the_block_is_built_leaves_no_block(store: MemOS, monkeyp
     assert not [p for p in store.data_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
 
 
+def test_a_memory_text_damaged_in_a_kv_file_never_reaches_the_prompt(
+        make_mos, tiny: LocalModel, tmp_path) -> None:
+    """A KV file's ``messages`` (the hot memories' text) changed on disk, the header still
+    valid JSON: chat must not answer from that text (nor from the prefix computed for
+    another one); the file is dropped and the block rebuilt from the memories as stored."""
+    mos = make_mos("kv")
+    mos.attach_model(tiny)
+    alice, _ = populate(mos)
+    heat_all(mos, alice)
+    mos.schedule(config=EAGER)
+    mos.close()
+    [path] = (tmp_path / "kv" / "kv").glob("*.safetensors")
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = raw[8:8 + size].replace(b"Pastel", b"Rocket", 1)  # same length: still JSON
+    path.write_bytes(raw[:8] + header + raw[8 + size:])
+
+    again = make_mos("kv")
+    again.attach_model(tiny)
+    trace = again.chat(QUESTION, user_id="alice", max_new_tokens=2).trace
+
+    assert trace.kv_prefix and trace.block_built and trace.fallback is None
+    assert set(trace.from_activation) == {c.id for c in alice}
+    assert b"Rocket" not in path.read_bytes() and b"Pastel" in path.read_bytes()
+    again_trace = again.chat(QUESTION, user_id="alice", max_new_tokens=2).trace
+    assert again_trace.kv_prefix and not again_trace.block_built
+
+
 def test_history_goes_between_the_block_and_the_question(store: MemOS) -> None:
     alice, _ = populate(store)
     history = [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."}]

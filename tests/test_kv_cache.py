@@ -333,15 +333,52 @@ def test_scrambled_tensors_fail_their_checksum(tiny: LocalModel, tmp_path: Path)
         load_block(path, fingerprint_digest=tiny.fingerprint.digest, memories=block.memories)
 
 
-def test_a_file_without_a_checksum_is_stale(tiny: LocalModel, tmp_path: Path) -> None:
-    """A file written before KV files carried a checksum is rebuilt, never trusted."""
+@pytest.mark.parametrize("field", ["checksum", "metadata_checksum"])
+def test_a_file_without_a_checksum_is_stale(tiny: LocalModel, tmp_path: Path, field: str) -> None:
+    """A file written before KV files carried a checksum (of the tensors, later also of the
+    metadata) is rebuilt, never trusted."""
     from safetensors.torch import load_file, save_file
 
     path = save_block(make_block(tiny), tmp_path)
     header = read_header(path)
-    del header["checksum"]
+    del header[field]
     save_file(load_file(str(path)), str(path), metadata=header)
     assert load_block(path, fingerprint_digest=tiny.fingerprint.digest) is None
+
+
+def damage_header(path: Path, old: bytes, new: bytes) -> None:
+    """Replace ``old`` by ``new`` (same length) once in a KV file's header: it still parses."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = raw[8:8 + size]
+    assert len(old) == len(new) and old in header
+    path.write_bytes(raw[:8] + header.replace(old, new, 1) + raw[8 + size:])
+
+
+HEADER_DAMAGE = {  # what a flipped byte or two in a header can do and still be JSON
+    "dtype": (b'"dtype":"F32"', b'"dtype":"F16"', "does not match its data offsets"),
+    "shape": (b'"shape":[1,', b'"shape":[2,', "does not match its data offsets"),
+    "offsets": (b'"data_offsets":[0,', b'"data_offsets":[8,', "does not match its data"),
+    "text": (b"vegetarian", b"carnivores", "metadata"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(HEADER_DAMAGE))
+def test_a_damaged_header_that_still_parses_raises_clearly(tiny: LocalModel, tmp_path: Path,
+                                                           damage: str) -> None:
+    """A header damaged so that it is still valid JSON: a tensor's dtype, shape or offsets
+    no longer agree with its bytes (safetensors would raise its own ``SafetensorError``, a
+    plain ``Exception``), or a memory's text in ``messages`` changed (not covered by the
+    tensors' checksum): ``KVCacheFormatError``, never a block with the damaged text."""
+    old, new, message = HEADER_DAMAGE[damage]
+    block = make_block(tiny)
+    path = save_block(block, tmp_path)
+    damage_header(path, old, new)
+    with pytest.raises(KVCacheFormatError, match=message):
+        load_block(path, fingerprint_digest=tiny.fingerprint.digest, memories=block.memories)
+    if damage != "text":  # the layout is checked with the header alone (no torch)
+        with pytest.raises(KVCacheFormatError, match=message):
+            read_header(path)
 
 
 def test_a_scrambled_file_on_disk_is_dropped_and_rebuilt(tiny: LocalModel, tmp_path: Path,
@@ -359,6 +396,49 @@ def test_a_scrambled_file_on_disk_is_dropped_and_rebuilt(tiny: LocalModel, tmp_p
     assert again is not None  # the file was written again, whole
     for (k0, v0), (k1, v1) in zip(block.prefix.layers(), again.prefix.layers()):
         assert torch.equal(k0, k1) and torch.equal(v0, v1)
+
+
+@pytest.mark.parametrize("damage", ["dtype", "text"])
+def test_a_damaged_header_on_disk_is_dropped_and_rebuilt(
+        tiny: LocalModel, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    """Damaged after the tier registered the file: the load fails with a warning, the file
+    is deleted and the block built again from the memories (the docs' promise)."""
+    block = KVCacheTier(tiny, directory=tmp_path).get_or_build([mem(1)])
+    path = tmp_path / f"{block.block_id}.safetensors"
+    counting = CountingModel(tiny)
+    reopened = KVCacheTier(counting, directory=tmp_path)  # type: ignore[arg-type]
+    old = b'"dtype":"F32"' if damage == "dtype" else b"bicycles"
+    damage_header(path, old, b'"dtype":"F16"' if damage == "dtype" else b"unicycle")
+    with caplog.at_level("WARNING", logger="memos_core.tiers.activation.tier"):
+        rebuilt = reopened.get_or_build([mem(1)])
+    assert counting.builds == 1 and str(path) in caplog.text
+    assert rebuilt.prefix.messages == block.prefix.messages
+    again = load_block(path, fingerprint_digest=tiny.fingerprint.digest, memories=block.memories)
+    assert again is not None and again.prefix.messages == block.prefix.messages
+
+
+def test_a_file_holding_other_text_than_its_memories_is_not_used(
+        tiny: LocalModel, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Its checksums agree (written so), but its messages are not the memories' text as
+    composed now: the tier drops the file and builds the block from the memories."""
+    from safetensors.torch import load_file, save_file
+
+    from memos_core.tiers.activation.storage import metadata_checksum
+
+    block = KVCacheTier(tiny, directory=tmp_path).get_or_build([mem(1)])
+    path = tmp_path / f"{block.block_id}.safetensors"
+    header = read_header(path)
+    header["messages"] = header["messages"].replace("green bicycles", "red unicycles")
+    header["metadata_checksum"] = metadata_checksum(header)
+    save_file(load_file(str(path)), str(path), metadata=header)
+    assert load_block(path, fingerprint_digest=tiny.fingerprint.digest) is not None
+    counting = CountingModel(tiny)
+    reopened = KVCacheTier(counting, directory=tmp_path)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="memos_core.tiers.activation.tier"):
+        rebuilt = reopened.get_or_build([mem(1)])
+    assert counting.builds == 1 and "other text" in caplog.text
+    assert rebuilt.prefix.messages == block.prefix.messages
+    assert "red unicycles" not in path.read_bytes().decode("utf-8", "replace")
 
 
 def test_memory_refs_accept_cubes_and_tuples(tiny: LocalModel) -> None:

@@ -524,3 +524,60 @@ def test_token_counts_are_kept_for_the_current_versions_of_live_memories(store: 
     store.forget_many([c.id for c in cubes[1:]], user_id="alice")  # alice has none left
     store.schedule(config=EAGER)
     assert executor._tokens == {}
+
+
+def damage_dtype(path: Path) -> None:
+    """Change one tensor's dtype F32 -> F16 in a KV file's header: same length, still JSON,
+    but the tensor's bytes no longer match (safetensors' own error is a plain Exception)."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = raw[8:8 + size].replace(b'"dtype":"F32"', b'"dtype":"F16"', 1)
+    path.write_bytes(raw[:8] + header + raw[8 + size:])
+
+
+def test_a_damaged_kv_file_does_not_stop_chat_or_the_run(make_mos, tiny: LocalModel,
+                                                         tmp_path: Path) -> None:
+    """One user's KV file whose header still parses but lies about a tensor: it is dropped
+    and rebuilt, and the run schedules the owners after them."""
+    mos = make_mos("damaged")
+    mos.attach_model(tiny)
+    cat = mos.add("Alice's cat is called Pastel.", user_id="alice", type="fact")
+    dog = mos.add("Bob's dog is named Zorro.", user_id="bob", type="fact")
+    hit(mos, cat)
+    mos.schedule(config=EAGER)
+    mos.close()
+    [path] = kv_files(mos)
+    damage_dtype(path)
+
+    with MemOS(tmp_path / "damaged", config=MemOSConfig(show_progress=False)) as again:
+        again.attach_model(tiny)
+        answer = again.chat("Alice's cat?", user_id="alice", max_new_tokens=2)
+        assert answer.trace.kv_prefix and answer.trace.from_activation == (cat.id,)
+        hit(again, dog)
+        report = again.schedule(config=EAGER)
+        bob = report.for_user("bob")
+        assert bob is not None and bob.block_built and bob.error is None
+        assert again.get(dog.id, user_id="bob").usage.tier is Tier.ACTIVATION
+        assert len(kv_files(again)) == 2
+
+
+def test_an_unforeseen_error_building_one_owners_block_is_reported(
+        store: MemOS, caplog: pytest.LogCaptureFixture) -> None:
+    """An error no one foresaw building one owner's block (here the file cannot be written:
+    a directory stands where it goes) is that owner's ``error``, logged with its cause; the
+    owners after them are still scheduled."""
+    cat = store.add("Alice's cat is called Pastel.", user_id="alice", type="fact")
+    dog = store.add("Bob's dog is named Zorro.", user_id="bob", type="fact")
+    hit(store, cat, dog)
+    tier = engine_for(store).tier
+    (store.data_dir / "kv" / f"{tier.block_id_for([cat])}.safetensors").mkdir(parents=True)
+
+    with caplog.at_level("ERROR", logger="memos_core.scheduler.executor"):
+        report = store.schedule(config=EAGER)
+
+    alice, bob = report.for_user("alice"), report.for_user("bob")
+    assert alice is not None and alice.error is not None and "IsADirectoryError" in alice.error
+    assert "alice" in caplog.text
+    assert bob is not None and bob.block_built and bob.error is None
+    assert block_members(store) == [{dog.id}]
+    assert "block errors for alice" in report.summary()

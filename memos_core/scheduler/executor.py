@@ -40,6 +40,7 @@ Audit records of promotion, demotion and blocks name the owner as user and
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -67,6 +68,8 @@ from memos_core.vault import Actor, ListQuery, pages
 if TYPE_CHECKING:
     from memos_core.store import MemoryStore
     from memos_core.tiers.activation import KVBlock, KVCacheTier
+
+logger = logging.getLogger(__name__)
 
 #: Agent id written in the audit records of the scheduler's own actions.
 SCHEDULER_AGENT = "memos-scheduler"
@@ -291,8 +294,10 @@ class SchedulerExecutor:
         should_stop: Callable[[], bool] | None = None,
     ) -> ScheduleReport:
         """Plan and apply for every owner (or only ``user_id``'s memories); see the module
-        docstring. Errors of single steps or blocks are reported, not raised; ``should_stop``
-        is polled between steps and owners, and a stopped run reports ``stopped=True``.
+        docstring. Errors of single steps or blocks are reported, not raised (any error
+        building one owner's block is that owner's ``error``; the run goes on with the next
+        owner); ``should_stop`` is polled between steps and owners, and a stopped run reports
+        ``stopped=True``.
 
         Raises:
             InvalidInputError: a naive ``now``.
@@ -409,6 +414,12 @@ class SchedulerExecutor:
                 block = tier.get_or_build(hot, evict_first=[b for b in stale if b != keep],
                                           on_build=fresh.append)
             except (MemOSError, ValueError) as exc:  # budget, unsupported cache, boundary
+                return {"error": f"{type(exc).__name__}: {exc}"}
+            except Exception as exc:  # noqa: BLE001 - one owner's block must not stop the run
+                # an error no one foresaw (a disk error writing the file, a library's own
+                # exception): reported for this owner, logged with its cause, and the owners
+                # after them are still scheduled; chat sends this owner's block as text
+                logger.exception("building the hot block of %s failed", owner)
                 return {"error": f"{type(exc).__name__}: {exc}"}
             built = bool(fresh)
             if built and not self.still_hot(owner, hot):  # changed while it was built

@@ -6,14 +6,17 @@ File layout (``<block_id>.safetensors``):
   ``token_ids``: ``(tokens,)`` int64.
 * string metadata: ``format`` (``memos-kv/1``), ``block_id``, ``fingerprint`` (the model
   fingerprint digest), ``memories`` (JSON ``[[id, version], ...]`` in block order),
-  ``token_count``, ``messages`` (JSON chat messages of the prefix), ``created_at`` and
-  ``checksum`` (``sha256:`` over every tensor's name, dtype, shape and bytes).
+  ``token_count``, ``messages`` (JSON chat messages of the prefix), ``created_at``,
+  ``checksum`` (``sha256:`` over every tensor's name, dtype, shape and bytes) and
+  ``metadata_checksum`` (``sha256:`` over every other metadata field, ``checksum`` included).
 
 Loading contract: a file built by another model (fingerprint differs) or from other memory
 versions than the caller expects is *stale* and :func:`load_block` returns ``None`` for it
-(the caller rebuilds); it is never used, and neither is one written before files carried a
-checksum. A file that cannot be read, whose contents contradict its metadata or whose tensors
-do not match their checksum (bit rot, a partial overwrite) raises :class:`KVCacheFormatError`.
+(the caller rebuilds); it is never used, and neither is one written before files carried
+both checksums (the second came in a later release: such a file is rebuilt once). A file
+that cannot be read, whose header's shapes, dtypes and offsets disagree, whose contents
+contradict its metadata or whose tensors or metadata do not match their checksum (bit rot, a
+partial overwrite) raises :class:`KVCacheFormatError`.
 Writes are atomic (temporary file, then rename), so readers never see half a file.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -34,10 +38,16 @@ from memos_core.runtime.prefix import PrefixCache
 from memos_core.tiers import tempfiles
 
 
+logger = logging.getLogger(__name__)
+
 FORMAT = "memos-kv/1"
 SUFFIX = ".safetensors"
 #: The largest safetensors header read_header accepts (a damaged length must not read GBs).
 _MAX_HEADER = 100 * 2**20
+#: Bytes per element of each safetensors dtype (what a header's shapes and offsets must agree on).
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+                "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1,
+                "BOOL": 1}
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ def save_block(block: KVBlock, directory: str | os.PathLike[str]) -> Path:
         "created_at": datetime.now(timezone.utc).isoformat(),
         "checksum": checksum(tensors),
     }
+    metadata["metadata_checksum"] = metadata_checksum(metadata)
     target = block_path(directory, block.block_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfiles.replacing(target) as tmp:
@@ -121,6 +132,16 @@ def checksum(tensors: Mapping[str, Any]) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def metadata_checksum(metadata: Mapping[str, str]) -> str:
+    """``sha256:<hex>`` over every metadata field but this one (names and values, by name):
+    what a KV file records at save and :func:`load_block` checks. It covers ``messages`` --
+    the text the block was built from -- which the tensors' checksum does not, and the tensors'
+    checksum itself, so a header and tensors are checked as one."""
+    fields = {name: value for name, value in metadata.items() if name != "metadata_checksum"}
+    encoded = json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()
+    return f"sha256:{hashlib.sha256(encoded).hexdigest()}"
+
+
 def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
     """The string metadata of a KV file, without loading its tensors.
 
@@ -139,9 +160,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
         metadata = header.get("__metadata__") or {}
         if not isinstance(metadata, dict):
             raise ValueError("__metadata__ is not an object")
-        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
-        if max(ends, default=0) != data:  # what safetensors checks: the tensors fill the file
-            raise ValueError("incomplete file: its tensors do not fill it")
+        _check_layout({k: t for k, t in header.items() if k != "__metadata__"}, data)
     except (OSError, ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
         raise KVCacheFormatError(f"cannot read KV cache file {path}: {exc}") from exc
     if metadata.get("format") != FORMAT:
@@ -149,6 +168,42 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
             f"{path} is not a {FORMAT} file (format={metadata.get('format')!r}); delete it"
         )
     return dict(metadata)
+
+
+def _check_layout(tensors: Mapping[str, Any], data: int) -> None:
+    """Check what safetensors checks before it reads a tensor: each tensor's bytes (its
+    dtype's size times its shape) are exactly its data offsets, and the tensors lie end to
+    end from the start of the data to the end of the file (``data`` bytes).
+
+    A header damaged so that it still parses (a dtype changed to one of another size, a
+    shape or an offset changed) must fail here, where it is a :class:`KVCacheFormatError`,
+    and not in safetensors, whose error is a plain ``Exception``.
+
+    Raises:
+        ValueError: the layout is not that of a whole, consistent file.
+    """
+    spans = []
+    for name, tensor in tensors.items():
+        size = _DTYPE_BYTES.get(tensor["dtype"])
+        if size is None:
+            raise ValueError(f"tensor {name!r} has an unknown dtype {tensor['dtype']!r}")
+        begin, end = tensor["data_offsets"]
+        count = 1
+        for dim in tensor["shape"]:
+            if not isinstance(dim, int) or dim < 0:
+                raise ValueError(f"tensor {name!r} has a bad shape {tensor['shape']!r}")
+            count *= dim
+        if not isinstance(begin, int) or not isinstance(end, int) or end - begin != size * count:
+            raise ValueError(f"tensor {name!r}: {tensor['dtype']} x {tensor['shape']} does not "
+                             f"match its data offsets {[begin, end]}")
+        spans.append((begin, end, name))
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            raise ValueError(f"tensor {name!r} does not start where the one before it ends")
+        position = end
+    if position != data:
+        raise ValueError("incomplete file: its tensors do not fill it")
 
 
 def header_memories(metadata: dict[str, str]) -> tuple[tuple[str, int], ...]:
@@ -197,10 +252,19 @@ def load_block(
     recorded = header_memories(metadata)
     if memories is not None and recorded != tuple((str(i), int(v)) for i, v in memories):
         return None
-    if "checksum" not in metadata:  # written before files carried one: rebuilt, not trusted
-        return None
+    if "checksum" not in metadata or "metadata_checksum" not in metadata:
+        return None  # written before files carried both: rebuilt, not trusted
+    if metadata_checksum(metadata) != metadata["metadata_checksum"]:
+        raise KVCacheFormatError(
+            f"KV cache file {path} is inconsistent: its metadata (among it the memories' text) "
+            "does not match the checksum it was saved with (damaged on disk); delete it")
     try:
         tensors = _read_tensors(path)
+    except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError is a plain Exception
+        raise KVCacheFormatError(
+            f"cannot read the tensors of KV cache file {path}: {type(exc).__name__}: {exc}; "
+            "delete it") from exc
+    try:
         if checksum(tensors) != metadata["checksum"]:
             raise ValueError("its tensors do not match the checksum it was saved with "
                              "(damaged on disk)")
@@ -245,7 +309,9 @@ def _scan(kv_dir: Path) -> tuple[list[Path], list[tuple[Path, tuple[tuple[str, i
             continue
         try:
             blocks.append((path, header_memories(read_header(path))))
-        except (KVCacheFormatError, OSError):
+        except (KVCacheFormatError, OSError) as exc:
+            # every caller deletes what it finds here; a block is built again when needed
+            logger.warning("%s; the file is deleted and its block built again when needed", exc)
             unknown.append(path)
     return unknown, blocks
 

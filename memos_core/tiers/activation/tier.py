@@ -6,7 +6,9 @@ first time it is asked for and reused by every query after. Guarantees:
 
 * **Exact**: a block is addressed by the model fingerprint and its memories' ids, versions
   and text; a cached block is only ever returned for exactly those. Loading from disk checks
-  the fingerprint and the versions again (:func:`.storage.load_block`).
+  the fingerprint, the versions and both checksums (:func:`.storage.load_block`), and that
+  the file's messages are the memories' text as composed now; a file that fails is logged,
+  deleted and built again.
 * **Immutable**: a block's cache is never grown; generation works on ``prefix.fork()``.
 * **Invalidated**: :meth:`KVCacheTier.invalidate` drops every block (in memory and on disk)
   that contains a memory -- call it when a memory is updated, forgotten or expired.
@@ -202,22 +204,30 @@ class KVCacheTier:
         if entry is None:
             return None
         if entry.block is None:
-            entry.block = self._load(bid, tuple(ref.key for ref in refs))
+            entry.block = self._load(bid, refs)
             if entry.block is None:
                 self._drop(bid)
                 return None
         self._entries.move_to_end(bid)
         return entry.block
 
-    def _load(self, bid: str, expected: tuple[tuple[str, int], ...]) -> KVBlock | None:
+    def _load(self, bid: str, refs: Sequence[MemoryRef]) -> KVBlock | None:
+        """Block ``bid`` from its file if it holds exactly ``refs`` -- their versions and, in
+        its messages, their text as composed now -- else ``None`` (the caller drops the entry,
+        and with it the file). A damaged file is logged as a warning."""
         if self.directory is None:  # disk-only entries exist only with a directory
             return None
+        path = storage.block_path(self.directory, bid)
         try:
-            block = storage.load_block(
-                storage.block_path(self.directory, bid),
-                fingerprint_digest=self._digest,
-                memories=expected,
-            )
+            block = storage.load_block(path, fingerprint_digest=self._digest,
+                                       memories=tuple(ref.key for ref in refs))
+            if block is not None and block.prefix.messages != block_messages(
+                    refs, self.instructions):
+                # the id hashes the memories' text, so a file under it holding other text is
+                # damaged: its prefix must never answer, nor its text reach a prompt
+                raise storage.KVCacheFormatError(
+                    f"KV cache file {path} holds other text than the memories it was built "
+                    "from (damaged on disk)")
         except FileNotFoundError:
             return None
         except storage.KVCacheFormatError as exc:

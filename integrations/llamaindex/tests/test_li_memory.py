@@ -193,6 +193,7 @@ BAD_DEFAULTS: list[tuple[dict[str, Any], str]] = [
     ({"mos": "./data"}, "MemOSMemory needs mos=<memos_core.MemOS>, got str"),
     ({"user_id": ""}, "user_id must be a non-empty str"),
     ({"session_id": 42}, "session_id must be a non-empty str"),
+    ({"session_id": ""}, "session_id must be a non-empty str"),  # not a new random session
     ({"agent_id": ""}, "agent_id must be a non-empty str"),
     ({"k": 0}, "k must be an int between 1 and 1000"),
     ({"search_scope": "everyone"}, "search_scope must be one of"),
@@ -206,6 +207,18 @@ BAD_DEFAULTS: list[tuple[dict[str, Any], str]] = [
 def test_from_defaults_errors(shared_mos: MemOS, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         MemOSMemory.from_defaults(**{"mos": shared_mos, "user_id": "alice", **kwargs})
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_message_over_the_token_limit_does_not_break_the_chat(
+        shared_mos: MemOS, user: str, use_async: bool) -> None:
+    """A pasted text over ``token_limit`` with nothing recalled: ``Memory`` truncates the
+    empty recall block (it hands the block ``[]``); the chat goes on, every turn kept."""
+    memory = memory_for(shared_mos, user, "s1", token_limit=50)
+    engine = simple_engine(memory)
+    ask(engine, "Please summarise this report. " + "word " * 400, use_async)
+    ask(engine, "And in one line?", use_async)
+    assert [m.role.value for m in memory.get_all()] == ["user", "assistant"] * 2
 
 
 # ---------------------------------------------------------------- recall is not polluted

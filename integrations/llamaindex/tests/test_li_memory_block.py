@@ -3,13 +3,16 @@ goes into the prompt, scopes, truncation, and construction errors."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
-from llama_index.core.base.llms.types import TextBlock
-from llama_index.core.llms import ChatMessage
+from llama_index.core.base.llms.types import ImageBlock, TextBlock
+from llama_index.core.chat_engine import SimpleChatEngine
+from llama_index.core.llms import ChatMessage, MockLLM
 from llama_index.core.memory import Memory
+from llama_index.core.schema import QueryBundle
 from llama_index.core.storage.chat_store.base_db import MessageStatus
 from memos_core import InvalidInputError
 
@@ -211,6 +214,93 @@ async def test_atruncate_drops_least_relevant_lines_first(shared_mos) -> None:
     content = "- first, best\n- second\n- third, worst"
     assert await block.atruncate(content, 2) == "- first, best\n- second"
     assert await block.atruncate(content, 1000) is None
+
+
+LINES = "- first, best\n- second\n- third, worst"
+IMAGE = ImageBlock(url="https://example.com/tea.png")
+#: (content, tokens to truncate, expected): every shape llama-index's ``Memory`` can hand a
+#: block's ``atruncate`` -- ``[]`` for a block that recalled nothing (Memory's placeholder),
+#: text and content blocks, chat messages -- keeps its type and loses its end first.
+TRUNCATIONS: list[tuple[Any, int, Any]] = [
+    ([], 5, None),
+    ("", 5, None),
+    (LINES, 0, LINES),
+    ([TextBlock(text=LINES)], 2, [TextBlock(text="- first, best\n- second")]),
+    ([TextBlock(text="- a"), TextBlock(text="- b")], 1, [TextBlock(text="- a")]),
+    ([TextBlock(text=LINES)], 1000, None),
+    ([TextBlock(text="- a"), IMAGE], 1, [TextBlock(text="- a")]),
+    ([TextBlock(text="- a"), IMAGE], 300, None),
+    ([ChatMessage(role="user", content="first"), ChatMessage(role="user", content="second")],
+     1, [ChatMessage(role="user", content="first")]),
+    ([ChatMessage(role="user", content="only")], 1000, None),
+]
+
+
+@pytest.mark.parametrize(("content", "tokens", "expected"), TRUNCATIONS,
+                         ids=[f"{type(c[0]).__name__}-{i}" for i, c in enumerate(TRUNCATIONS)])
+async def test_atruncate_takes_every_content_shape(shared_mos, content: Any, tokens: int,
+                                                   expected: Any) -> None:
+    block = MemOSMemoryBlock(mos=shared_mos, user_id="ada")
+    assert await block.atruncate(content, tokens) == expected
+
+
+async def test_atruncate_refuses_what_is_no_block_content(shared_mos) -> None:
+    block = MemOSMemoryBlock(mos=shared_mos, user_id="ada")
+    with pytest.raises(InvalidInputError, match="atruncate takes the block's content"):
+        await block.atruncate(42, 5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_history_over_the_limit_with_nothing_recalled_still_reads(
+        mos, use_async: bool) -> None:
+    """The history alone is over ``token_limit`` and the block recalled nothing: ``Memory``
+    truncates the block anyway, handing it ``[]``; reads (and the chat) go on."""
+    memory = Memory.from_defaults(
+        session_id="s1", token_limit=50,
+        chat_store=MemOSAsyncChatStore(mos=mos, user_id="ada"),
+        memory_blocks=[MemOSMemoryBlock(mos=mos, user_id="ada")])
+    long = ChatMessage(role="user", content="Tell me about the weather in Paris today? " * 20)
+    memory.set([long])
+    got = asyncio.run(memory.aget()) if use_async else memory.get()
+    assert got == [long]
+    engine = SimpleChatEngine.from_defaults(llm=MockLLM(max_tokens=3), memory=memory)
+    reply = asyncio.run(engine.achat("And tomorrow?")) if use_async else engine.chat("And tomorrow?")
+    assert str(reply)
+    assert [m.role.value for m in memory.get_all()] == ["user", "user", "assistant"]
+
+
+BAD_CALLS: list[tuple[str, Any, str]] = [
+    ("aget", "tea", "messages must be a list of ChatMessage, got str"),
+    ("aget", ["tea"], r"messages\[0\] must be a llama_index ChatMessage, got str"),
+    ("aput", "I like tea.", "messages must be a list of ChatMessage, got str"),
+    ("aput", ["I like tea."], r"messages\[0\] must be a llama_index ChatMessage, got str"),
+    ("aput", None, "messages must be a list of ChatMessage, got NoneType"),
+]
+
+
+@pytest.mark.parametrize(("method", "messages", "match"), BAD_CALLS,
+                         ids=[f"{c[0]}-{c[2][:24]}" for c in BAD_CALLS])
+async def test_aget_and_aput_refuse_what_is_no_chat_message(
+        shared_mos, user: str, method: str, messages: Any, match: str) -> None:
+    block = MemOSMemoryBlock(mos=shared_mos, user_id=user, session_id="s1")
+    with pytest.raises(InvalidInputError, match=match):
+        await getattr(block, method)(messages)
+    with pytest.raises(InvalidInputError, match=match):  # as Memory calls it on a flush
+        if method == "aput":
+            await block.aput(messages, from_short_term_memory=True, session_id="s2")
+        else:
+            await block.aget(messages, session_id="s2")
+    assert shared_mos.list(user_id=user) == []
+
+
+@pytest.mark.parametrize("query", [None, 5, QueryBundle(query_str=None)],  # type: ignore[arg-type]
+                         ids=["None", "int", "bundle-of-None"])
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_retriever_refuses_a_query_that_is_no_text(shared_mos, query: Any,
+                                                   use_async: bool) -> None:
+    retriever = MemOSRetriever(shared_mos, user_id="ada")
+    with pytest.raises(InvalidInputError, match="MemOSRetriever needs the query as a str"):
+        asyncio.run(retriever.aretrieve(query)) if use_async else retriever.retrieve(query)
 
 
 def test_serialisation_leaves_out_mos(shared_mos) -> None:

@@ -101,7 +101,8 @@ class MemOSMemory(Memory):
         memory_blocks_template: RichPromptTemplate = DEFAULT_MEMORY_BLOCKS_TEMPLATE,
         insert_method: InsertMethod = InsertMethod.SYSTEM,
     ) -> MemOSMemory:
-        """A memory for ``user_id``'s session ``session_id`` (default: a new random one).
+        """A memory for ``user_id``'s session ``session_id`` (None: a new random one; an
+        empty or non-str id raises :class:`memos_core.InvalidInputError`).
 
         ``k`` and ``search_scope`` configure the recall block (see
         :class:`MemOSMemoryBlock`); ``memory_blocks`` are extra blocks placed after it. The
@@ -110,7 +111,9 @@ class MemOSMemory(Memory):
         """
         mos = check_mos(mos, "MemOSMemory")
         user_id = str(check_name(user_id, "user_id"))
-        session_id = str(check_name(session_id or uuid.uuid4().hex, "session_id"))
+        if session_id is None:  # only None: "" is a mistake to report, not a new session
+            session_id = uuid.uuid4().hex
+        session_id = str(check_name(session_id, "session_id"))
         agent_id = check_name(agent_id, "agent_id", optional=True)
         roles = check_roles(remember_roles)
         token_limit = check_k(token_limit, "token_limit", maximum=10**9)

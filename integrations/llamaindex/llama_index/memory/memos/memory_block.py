@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.base.llms.types import ChatMessage, TextBlock
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory.memory import BaseMemoryBlock
 from llama_index.core.storage.chat_store.base_db import MessageStatus
@@ -22,6 +22,7 @@ from memos_core.integration import (
 )
 
 from llama_index.memory.memos._checks import (
+    check_chat_messages,
     check_mos,
     check_roles,
     check_scope,
@@ -32,6 +33,7 @@ from llama_index.memory.memos._convert import (
     check_line_template,
     format_hits,
     load_message,
+    message_text,
     query_text,
     to_memos_messages,
 )
@@ -41,6 +43,8 @@ from llama_index.memory.memos._forgets import alate_write, late_redacted, watch_
 #: message ids are already in the prompt, so memories made from them are not repeated.
 EXCLUDE_SOURCES_KWARG = "memos_exclude_message_ids"
 _ARCHIVED = MessageStatus.ARCHIVED.value
+#: llama-index ``Memory``'s default token estimate of an image or audio block.
+_MEDIA_TOKENS = 256
 logger = logging.getLogger(__name__)
 
 
@@ -78,8 +82,12 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
     and crowds out the fact. Recalled questions and assistant turns (stored with wider
     settings) rank after statements.
 
-    Truncation (``atruncate``): drops the lowest-ranked lines first. With ``priority=0`` the
-    block is never truncated.
+    Truncation (``atruncate``): drops the lowest-ranked lines first; an empty block (nothing
+    recalled) has nothing to drop. With ``priority=0`` the block is never truncated.
+
+    ``aget`` takes None or a list of ``ChatMessage``, ``aput`` a list of ``ChatMessage``;
+    anything else raises :class:`memos_core.InvalidInputError` before anything is read or
+    written.
     """
 
     name: str = Field(default="memos_memories", description="Block name; the prompt tag.")
@@ -133,6 +141,8 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         self, messages: list[ChatMessage] | None = None, **block_kwargs: Any
     ) -> str:
         """Memories relevant to the latest message, as lines; "" if none or no text."""
+        if messages is not None:
+            messages = check_chat_messages(messages)
         text = query_text(messages)
         query = recall_query(text) if text.strip() else None
         if query is None:
@@ -144,16 +154,48 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         hits = sorted(hits, key=asked_or_answered)
         return format_hits(hits, self.line_template, self.user_id)
 
-    async def atruncate(self, content: str, tokens_to_truncate: int) -> str | None:
-        """Drop lines from the end (the least relevant) until about ``tokens_to_truncate``
-        tokens are gone (estimated at 4 characters per token); None when nothing is left."""
-        lines = content.split("\n")
+    async def atruncate(  # type: ignore[override]  # any shape Memory may hand over
+        self, content: str | Sequence[Any], tokens_to_truncate: int
+    ) -> str | list[Any] | None:
+        """Drop the end of ``content`` (the least relevant) until about ``tokens_to_truncate``
+        tokens are gone (estimated at 4 characters per token); None when nothing is left.
+
+        ``content`` is what ``aget`` returned (a str, one line per memory), or ``[]`` when it
+        returned nothing: ``Memory`` truncates every block with a priority when the history
+        alone is over its ``token_limit``, giving an empty block ``[]``. A list of content
+        blocks or chat messages (the other shapes a llama-index block may return) keeps its
+        type: text blocks lose lines, other items are dropped whole from the end.
+        """
+        if isinstance(content, str):
+            return _drop_last_lines(content, tokens_to_truncate) or None
+        if not isinstance(content, Sequence):
+            raise InvalidInputError(
+                f"MemOSMemoryBlock.atruncate takes the block's content (a str, or a list of "
+                f"content blocks or chat messages), got {type(content).__name__}."
+            )
+        if not content:
+            return None
+        texts = [item.text for item in content if isinstance(item, TextBlock)]
+        if len(texts) == len(content):  # text blocks only: cut by lines, as a str
+            text = _drop_last_lines("\n".join(texts), tokens_to_truncate)
+            return [TextBlock(text=text)] if text else None
+        items = list(content)
         budget = tokens_to_truncate * 4
-        while lines and budget > 0:
-            budget -= len(lines.pop()) + 1
-        return "\n".join(lines) or None
+        while items and budget > 0:
+            budget -= _item_chars(items.pop()) + 1
+        return items or None
 
     # -- write --------------------------------------------------------------------------
+
+    async def aput(
+        self,
+        messages: list[ChatMessage],
+        from_short_term_memory: bool = False,
+        session_id: str | None = None,
+    ) -> None:
+        """Store ``messages`` (see the class docstring); checked first, because llama-index
+        writes the session into each message before ``_aput`` sees them."""
+        await super().aput(check_chat_messages(messages), from_short_term_memory, session_id)
 
     @whole  # the writes and the forget of what quotes a forgotten memory: one unit
     async def _aput(self, messages: list[ChatMessage]) -> None:
@@ -200,6 +242,23 @@ class MemOSMemoryBlock(BaseMemoryBlock[str]):
         if [(m.role, m.blocks) for m in stored] != [(m.role, m.blocks) for m in messages]:
             return None
         return [mid for mid, _ in rows]
+
+
+def _drop_last_lines(text: str, tokens: int) -> str:
+    """``text`` less its last lines, about ``tokens`` tokens of them (4 characters each)."""
+    lines = text.split("\n")
+    budget = tokens * 4
+    while lines and budget > 0:
+        budget -= len(lines.pop()) + 1
+    return "\n".join(lines)
+
+
+def _item_chars(item: object) -> int:
+    """The size of one item of a block's list content, in characters (4 a token); an image,
+    audio or other media block counts as ``Memory`` estimates one by default (256 tokens)."""
+    if isinstance(item, ChatMessage):
+        return len(message_text(item))
+    return len(item.text) if isinstance(item, TextBlock) else _MEDIA_TOKENS * 4
 
 
 async def add_memories(mos: MemOS, items: list[dict[str, Any]], what: str, *,

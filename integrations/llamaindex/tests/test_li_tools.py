@@ -68,7 +68,7 @@ def test_user_comes_from_the_builder_not_the_model(mos: MemOS) -> None:
     memory_id = UUID.search(stored).group(0)
 
     assert "1234" not in bob["search_memories"].call(query="PIN").content
-    with pytest.raises(TypeError, match="user_id"):
+    with pytest.raises(InvalidInputError, match="search_memories has no argument 'user_id'"):
         bob["search_memories"].call(query="PIN", user_id="alice")
     with pytest.raises(AccessDeniedError, match="may not change"):
         bob["update_memory"].call(memory_id=memory_id, text="stolen")
@@ -158,6 +158,37 @@ def test_tool_errors_say_what_to_fix(shared_mos: MemOS, user: str, name: str,
         pytest.skip("memos-core has no MemOS.compress yet")
     with pytest.raises(error, match=match):
         tools[name].call(**kwargs)
+    assert shared_mos.list(user_id=user) == []
+
+
+#: (tool, arguments from the model, what the error says): a call that does not fit the
+#: tool's arguments gets the documented "<ErrorClass>: <what to fix>" text, not Python's
+#: TypeError about a local function.
+UNFIT_CALLS: list[tuple[str, dict[str, Any], str]] = [
+    ("search_memories", {"query": "x", "user_id": "bob"},
+     r"^InvalidInputError: search_memories has no argument 'user_id'; its arguments are "
+     r"query, k\. The user, agent and session are set by the application"),
+    ("forget_memory", {"memory_id": "x", "agent_id": "a"},
+     r"^InvalidInputError: forget_memory has no argument 'agent_id'; its arguments are "
+     r"memory_id\. The user"),
+    ("store_memory", {"text": "x", "importance": 3},
+     r"^InvalidInputError: store_memory has no argument 'importance'; its arguments are "
+     r"text, memory_type, tags\.$"),
+    ("update_memory", {"text": "x"},
+     r"^InvalidInputError: update_memory needs the argument 'memory_id'; its arguments are "
+     r"memory_id, text\.$"),
+]
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize(("name", "kwargs", "match"), UNFIT_CALLS,
+                         ids=[f"{c[0]}-{next(iter(c[1]))}" for c in UNFIT_CALLS])
+def test_a_call_that_does_not_fit_the_tool_says_what_to_fix(
+        shared_mos: MemOS, user: str, name: str, kwargs: dict[str, Any], match: str,
+        use_async: bool) -> None:
+    tools = by_name(memos_tools(shared_mos, user_id=user))
+    with pytest.raises(InvalidInputError, match=match):
+        call(tools[name], use_async, **kwargs)
     assert shared_mos.list(user_id=user) == []
 
 
@@ -253,7 +284,7 @@ async def test_agent_sees_tool_errors_as_results(mos: MemOS) -> None:
     assert "No memory with id 'xyz'" in reply
     reply, _ = await run_agent(mos, "alice", "s1", "Search as bob.",
                                [("search_memories", {"query": "x", "user_id": "bob"})])
-    assert "unexpected keyword argument 'user_id'" in reply
+    assert "InvalidInputError: search_memories has no argument 'user_id'" in reply
 
 
 def test_a_cancelled_forget_tool_call_still_forgets(mos: MemOS) -> None:

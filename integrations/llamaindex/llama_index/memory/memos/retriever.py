@@ -6,8 +6,8 @@ from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
-from llama_index.core.schema import NodeWithScore, QueryBundle
-from memos_core import MemOS
+from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType
+from memos_core import InvalidInputError, MemOS
 from memos_core.integration import check_k, check_name
 
 from llama_index.memory.memos._checks import (
@@ -29,7 +29,8 @@ class MemOSRetriever(BaseRetriever):
     metadata ``memory_id``, ``owner``, ``type``, ``session_id``, ``created_at``,
     ``occurred_at``, ``tags``, ``version`` and ``explain`` (which signals found it; hidden
     from the LLM and the embedder). An empty
-    query returns no nodes. ``search_scope`` is ``'user'``, ``'agent'`` or ``'session'`` as
+    query returns no nodes; a query that is neither a str nor a ``QueryBundle`` of one raises
+    :class:`memos_core.InvalidInputError`. ``search_scope`` is ``'user'``, ``'agent'`` or ``'session'`` as
     in :class:`MemOSMemoryBlock`.
     """
 
@@ -55,6 +56,14 @@ class MemOSRetriever(BaseRetriever):
         )
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
+    def retrieve(self, str_or_query_bundle: QueryType) -> list[NodeWithScore]:
+        """The best ``k`` memories for the query (see the class docstring)."""
+        return super().retrieve(_check_query(str_or_query_bundle))
+
+    async def aretrieve(self, str_or_query_bundle: QueryType) -> list[NodeWithScore]:
+        """The async twin of :meth:`retrieve`."""
+        return await super().aretrieve(_check_query(str_or_query_bundle))
+
     def _search_kwargs(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "k": self.k,
                 **scope_filters(self.search_scope, self.agent_id, self.session_id)}
@@ -70,3 +79,16 @@ class MemOSRetriever(BaseRetriever):
             return []
         hits = await self.mos.asearch(query_bundle.query_str, **self._search_kwargs())
         return [hit_to_node(h, self.user_id) for h in hits]
+
+
+def _check_query(query: object) -> QueryType:
+    """A query str or a ``QueryBundle`` of one; checked here, because llama-index would fail
+    on anything else with a pydantic error about its own event class."""
+    if isinstance(query, str) or (isinstance(query, QueryBundle)
+                                  and isinstance(query.query_str, str)):
+        return query
+    got = query.query_str if isinstance(query, QueryBundle) else query
+    raise InvalidInputError(
+        f"MemOSRetriever needs the query as a str (or a QueryBundle of one), got "
+        f"{type(got).__name__}; pass the text to search for, e.g. retrieve('tea')."
+    )

@@ -4,7 +4,9 @@
 (and agent and session) come from the caller that builds the tools, never from the model:
 no tool has a ``user_id`` parameter, and a call that passes one fails. A tool raises the
 facade's error (``InvalidInputError``, ``MemoryNotFoundError``, ``AccessDeniedError``)
-with the message ``"<ErrorClass>: <what to fix>"``; agents hand that message to the model
+with the message ``"<ErrorClass>: <what to fix>"`` -- a call whose arguments do not fit
+the tool (one it does not have, such as ``user_id``, or a required one missing) too, as an
+``InvalidInputError`` naming the tool's arguments; agents hand that message to the model
 as the tool result -- the same text LangChain's ``create_memory_tools`` gives its model.
 Tool names, descriptions and argument schemas are the core's shared specs
 (``memos_core.integration.TOOL_SPECS``), the same in both packages (``store_memory(text,
@@ -25,6 +27,7 @@ them back to memory when it ends.
 
 import asyncio
 import functools
+import inspect
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -58,12 +61,51 @@ DEPRECATED_NAMES = {"store": "store_memory", "search": "search_memories",
                     "compress": "compress_memories"}
 
 
+#: What the application sets when it builds the tools; a model may still try to pass them.
+_PRINCIPAL_ARGS = ("user_id", "agent_id", "session_id")
+
+
+def _check_arguments(fn: Callable[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> None:
+    """Refuse a call whose arguments do not fit ``fn`` with an ``InvalidInputError`` the
+    model can act on ("InvalidInputError: search_memories has no argument 'user_id'...")
+    rather than Python's ``TypeError`` about a local function. ``ctx`` (the agent's
+    workflow context) is no argument of the model's and is not offered to it."""
+    signature = inspect.signature(fn)
+    try:
+        signature.bind(*args, **kwargs)
+        return
+    except TypeError as exc:
+        reason = str(exc)
+    params = signature.parameters
+    name = fn.__name__
+    offered = ", ".join(p for p in params if p != "ctx")
+    unknown = [k for k in kwargs if k not in params]
+    filled = set(list(params)[:len(args)]) | set(kwargs)
+    missing = [p.name for p in params.values()
+               if p.default is p.empty and p.name not in filled]
+    if unknown:
+        problem = f"{name} has no argument {', '.join(map(repr, unknown))}"
+    elif missing:
+        problem = f"{name} needs the argument {', '.join(map(repr, missing))}"
+    else:
+        problem = f"{name} cannot take these arguments ({reason})"
+    hint = ""
+    if set(unknown) & set(_PRINCIPAL_ARGS):
+        hint = (" The user, agent and session are set by the application that built the "
+                "tools, not by the tool call; leave them out.")
+    raise InvalidInputError(
+        f"InvalidInputError: {problem}; its arguments are {offered}.{hint}")
+
+
 def _model_facing(fn: Callable[..., str]) -> Callable[..., str]:
     """A facade error keeps its class and gets the class name in its message, so the model
-    reads ``"MemoryNotFoundError: ..."`` as it does with the LangChain tools."""
+    reads ``"MemoryNotFoundError: ..."`` as it does with the LangChain tools; so does a call
+    whose arguments do not fit (:func:`_check_arguments`)."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> str:
+        _check_arguments(fn, args, kwargs)
         try:
             return fn(*args, **kwargs)
         except MemOSError as exc:
@@ -71,6 +113,18 @@ def _model_facing(fn: Callable[..., str]) -> Callable[..., str]:
             if str(exc).startswith(name):
                 raise
             raise type(exc)(f"{name}: {exc}") from exc
+
+    return run
+
+
+def _checked_twin(fn: Callable[..., Awaitable[str]]) -> Callable[..., Awaitable[str]]:
+    """An async tool function that refuses arguments which do not fit it as the sync one
+    does (:func:`_check_arguments`), before it starts anything."""
+
+    @functools.wraps(fn)
+    async def run(*args: Any, **kwargs: Any) -> str:
+        _check_arguments(fn, args, kwargs)
+        return await fn(*args, **kwargs)
 
     return run
 
@@ -269,6 +323,7 @@ def memos_tools(
                                                                max_k).items()}
     twins = {n: _async_twin(fn) for n, fn in functions.items()}
     twins["forget_memory"] = _forget_twin(mos, user, functions["forget_memory"])
+    twins = {n: _checked_twin(fn) for n, fn in twins.items()}
     # name, description and argument schema: the core's shared specs
     return [
         FunctionTool.from_defaults(

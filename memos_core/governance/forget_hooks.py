@@ -28,7 +28,11 @@ Declaring one, in the integration's ``pyproject.toml``::
 Order and failure: hooks and file redactors run before the tombstone, so one that raises
 aborts the forget with the memory unchanged in the vault, index and graph (the error reaches
 the caller, who may retry: redaction is idempotent); a file whose redactor cannot be loaded
-(its package is broken or was removed) aborts it too, with a ``MemOSError`` that says so.
+(its package is broken or was removed) aborts it too, with a ``MemOSError`` that says so;
+so does SQLite's error on a file a redactor reads (:func:`side_file_error`): a damaged or
+foreign file is a ``CorruptDataError`` naming it (move it away), a locked one a
+``MemOSError`` to retry. That is done here rather than in each redactor, so that every
+redactor (a third party's too) follows the same rule without error handling of its own.
 Logs redacted by earlier hooks stay redacted -- that removes only forgotten text.
 
 What counts as carrying the memory, and how it is replaced, is the rule of
@@ -50,9 +54,10 @@ from pathlib import Path
 from typing import cast
 
 from memos_core.cube import MemCube
-from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.errors import CorruptDataError, InvalidInputError, MemOSError, first_line
 from memos_core.results import DerivedForm
 from memos_core.vault.base import Vault
+from memos_core.vault.sqlite_text import undecodable
 
 logger = logging.getLogger("memos_core.governance")
 
@@ -144,8 +149,11 @@ class ForgetHooks:
         kind of integration storage the vault holds and no live hook covers; the forms they
         touched, in that order.
 
-        An exception from a hook or redactor propagates (the caller aborts the forget). One
-        that returns something other than a sequence of ``DerivedForm`` raises ``MemOSError``.
+        An exception from a hook or redactor propagates (the caller aborts the forget),
+        except SQLite's error on a file redactor's file, which :func:`side_file_error`
+        turns into a ``MemOSError`` naming the file (``CorruptDataError`` when it is damaged
+        or foreign). One that returns something other than a sequence of ``DerivedForm``
+        raises ``MemOSError``.
         """
         with self._lock:
             refs = [ref for _, ref, _ in self._hooks]
@@ -161,7 +169,14 @@ class ForgetHooks:
             for path, entry in file_redactors(data_dir):
                 if path.resolve() not in covered:
                     redact = _load(entry, path)
-                    forms.extend(_checked(redact, redact(Path(data_dir), memory)))
+                    try:
+                        touched = redact(Path(data_dir), memory)
+                    except sqlite3.Error as exc:  # the file, not the redactor: say which
+                        raise side_file_error(
+                            path, exc, "the memory could not be redacted in it and was not "
+                            "forgotten", "forget again (forgetting again is safe)",
+                        ) from (None if undecodable(exc) else exc)
+                    forms.extend(_checked(redact, touched))
         if vault is not None:
             covered_kinds = self.covered_kinds()
             for entry in sorted(_declared(VAULT_REDACTORS), key=lambda e: e.name):
@@ -318,6 +333,56 @@ def _checked(hook: object, touched: Sequence[DerivedForm] | None) -> list[Derive
             "of memos_core.results.DerivedForm."
         )
     return forms
+
+
+#: SQLite's result codes (``sqlite_errorname``, extended codes by prefix) for a file another
+#: connection holds: nothing is wrong with it, retry
+_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+#: ... for a file that is not the database its adapter wrote: damaged (CORRUPT, NOTADB,
+#: FORMAT) or foreign (ERROR: a table or column the adapter reads is not there; MISMATCH,
+#: CONSTRAINT: its column types or triggers are not the adapter's)
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_FORMAT", "SQLITE_ERROR",
+            "SQLITE_MISMATCH", "SQLITE_CONSTRAINT")
+
+
+def side_file_error(path: Path, exc: sqlite3.Error, failed: str, retry: str) -> MemOSError:
+    """What SQLite's error on an adapter's side file (``chat_history.sqlite3``,
+    ``checkpoints.sqlite3``) means for the user, naming the file: ``failed`` says what did
+    not happen, ``retry`` what to do once the cause is gone.
+
+    - damaged or foreign (not a database, a malformed page, text that is not UTF-8, tables
+      without the adapter's columns): :class:`CorruptDataError`, move the file away. It is
+      never read again once moved, so nothing in the store depends on it.
+    - held by another connection (locked, busy): a :class:`MemOSError` to retry; the file
+      is fine, so it is not called damaged.
+    - anything else (a full disk, an I/O error, no permission): a :class:`MemOSError` to
+      check the disk and retry.
+
+    The driver's message is quoted except for undecodable text, where it holds the text.
+    """
+    code = getattr(exc, "sqlite_errorname", None) or ""
+    column = undecodable(exc)
+    if code.startswith(_BUSY):
+        return MemOSError(
+            f"{path} is in use by another connection ({first_line(exc)}), so {failed}. "
+            f"Finish or close what holds it, then {retry}.")
+    if column is not None or code.startswith(_DAMAGED) or type(exc) is sqlite3.DatabaseError:
+        return damaged_side_file(path, first_line(exc) if column is None else
+                                 f"a stored text (column {column!r}) is not valid UTF-8",
+                                 failed, retry)
+    return MemOSError(
+        f"{path} could not be read or written ({first_line(exc)}), so {failed}. Check the "
+        f"disk and the file's permissions, then {retry}.")
+
+
+def damaged_side_file(path: Path, reason: str, failed: str, retry: str) -> CorruptDataError:
+    """The error for an adapter's side file that is damaged or foreign (``reason``: how it
+    showed): move it away (see :func:`side_file_error`)."""
+    return CorruptDataError(
+        f"{path} is damaged or is not the file memos-core expects there ({reason}), so "
+        f"{failed}. Move it out of the data directory (it is an old adapter file nothing "
+        "else reads; it may still hold conversation text, so delete it once you no longer "
+        f"need it), then {retry}.")
 
 
 def truncate_wal(db: sqlite3.Connection, path: Path) -> None:

@@ -242,6 +242,11 @@ class ConversationLogs(Protocol):
     Forget rule: ``MemOS.forget`` calls :meth:`log_redact` before the tombstone, on the
     logs of the memory's owner and on those of ``""``; rows deleted or rewritten leave no
     copy once :meth:`Vault.checkpoint` returns (SQLite: ``secure_delete`` + WAL truncation).
+    Delete rule: a call that deletes rows (``log_delete``, ``log_delete_at``, ``log_replace``,
+    ``log_take_oldest`` without ``archive``) leaves no copy of them when it returns, as after
+    a forget (SQLite truncates the WAL, or logs a warning while another connection holds it;
+    PostgreSQL keeps dead tuples and WAL until VACUUM and WAL expiry, as for a forget:
+    docs/scale_out.md).
     """
 
     def log_append(self, user_id: str, log_id: str, rows: Sequence[LogRow],

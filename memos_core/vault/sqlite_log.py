@@ -3,17 +3,28 @@
 Table ``conversation_log``: one row per message, in the order appended (``seq``), with its
 queue ``(user_id, log_id)``, message id, status (``active`` / ``archived``) and the message
 as JSON text. Every method is one transaction (``BEGIN IMMEDIATE`` for writes).
+
+A call that deletes messages (:meth:`~SQLiteLogMixin.log_delete`, ``log_delete_at``,
+``log_replace``, ``log_take_oldest`` without archiving) truncates the WAL after its commit,
+as a forget does: ``secure_delete`` zeroes the deleted text in the file, but the WAL keeps
+the pages written before (the text in them) until it is truncated (by a forget, or at
+close), which in a long-running process may be hours away. A chat-store delete is then gone from the disk when
+it returns. Deletes of messages are rare (a user clearing a conversation), so one checkpoint
+each costs little; appends and archiving, the common writes, do not pay it.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from memos_core.cube import utcnow
-from memos_core.errors import InvalidInputError
+from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.vault.base import LogRow
+
+logger = logging.getLogger("memos_core.vault")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversation_log (
@@ -45,6 +56,17 @@ class SQLiteLogMixin:
 
     _tx: Any
     _query: Any
+    checkpoint: Callable[[], None]
+
+    def _deleted(self, count: int) -> None:
+        """After a commit that deleted ``count`` messages: truncate the WAL (see the module
+        docstring). A reader holding the WAL only delays that, with a warning: the delete
+        is committed, and the next forget, checkpoint or close truncates it."""
+        if count:
+            try:
+                self.checkpoint()
+            except MemOSError as exc:
+                logger.warning("Deleted %d conversation messages, but %s", count, exc)
 
     @staticmethod
     def _log_insert(db: sqlite3.Connection, user_id: str, log_id: str, rows: Sequence[LogRow],
@@ -83,8 +105,10 @@ class SQLiteLogMixin:
                     clear: str | None) -> None:
         where, extra = _where(clear)
         with self._tx() as db:
-            db.execute(f"DELETE FROM conversation_log WHERE {where}", (user_id, log_id, *extra))
+            deleted = db.execute(f"DELETE FROM conversation_log WHERE {where}",
+                                 (user_id, log_id, *extra)).rowcount
             self._log_insert(db, user_id, log_id, rows, status)
+        self._deleted(deleted)
 
     def log_delete(self, user_id: str, log_id: str, status: str | None) -> list[LogRow]:
         where, extra = _where(status)
@@ -92,6 +116,7 @@ class SQLiteLogMixin:
             rows = db.execute(f"SELECT message_id, message FROM conversation_log WHERE {where} "
                               "ORDER BY seq", (user_id, log_id, *extra)).fetchall()
             db.execute(f"DELETE FROM conversation_log WHERE {where}", (user_id, log_id, *extra))
+        self._deleted(len(rows))
         return [(r[0], r[1]) for r in rows]
 
     def log_delete_at(self, user_id: str, log_id: str, idx: int,
@@ -107,6 +132,7 @@ class SQLiteLogMixin:
             row = db.execute("SELECT message_id, message FROM conversation_log WHERE seq = ?",
                              (seq,)).fetchone()
             db.execute("DELETE FROM conversation_log WHERE seq = ?", (seq,))
+        self._deleted(1)
         return (row[0], row[1])
 
     def log_take_oldest(self, user_id: str, log_id: str, n: int, *,
@@ -122,6 +148,8 @@ class SQLiteLogMixin:
                                seqs)
             else:
                 db.executemany("DELETE FROM conversation_log WHERE seq = ?", seqs)
+        if not archive:
+            self._deleted(len(rows))
         return [(r[1], r[2]) for r in rows]
 
     def log_redact(self, user_ids: Sequence[str], contains: Sequence[str],

@@ -15,8 +15,10 @@ import gc
 import json
 import os
 import re
+import sqlite3
 import unicodedata
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memos_core import InvalidInputError, MemCube, MemOS, State
-from memos_core.errors import MemOSError
+from memos_core.errors import CorruptDataError, MemOSError
 from memos_core.governance import forget_hooks, redaction
 from memos_core.governance.redaction import FORGOTTEN, MessageRedactor
 from memos_core.integration import ConversationLog
@@ -208,6 +210,89 @@ def test_a_failing_file_redactor_aborts_the_forget(
         mos.forget_many([cube.id], user_id="dana")
     assert mos.get(cube.id, user_id="dana").text == "Dana's PIN is 4921"
     assert not mos.audit_log(user_id="dana", memory_id=cube.id, action="forget")
+
+
+def _not_a_database(path: Path) -> None:
+    path.write_bytes(b"this is not sqlite" * 100)
+
+
+def _foreign_table(path: Path) -> None:  # another program's file with the same name
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE chat_messages (x TEXT)")
+        db.execute("INSERT INTO chat_messages VALUES ('hello')")
+        db.commit()
+
+
+def _text_not_utf8(path: Path) -> None:  # a damaged byte inside a stored message
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE chat_messages (seq INTEGER, message TEXT)")
+        db.execute("INSERT INTO chat_messages VALUES (1, CAST(? AS TEXT))",
+                   (b"PIN 4921 \xff MARMOT9920",))
+        db.commit()
+
+
+def _reading_redactor(data_dir: Path, memory: MemCube) -> list[DerivedForm]:
+    """A file redactor as the adapters write theirs: the old chat store's query, nothing
+    caught."""
+    db = forget_hooks.open_log(data_dir / "log.sqlite3")
+    try:
+        db.execute("SELECT seq, message FROM chat_messages").fetchall()
+        return []
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_not_a_database, "file is not a database"),
+    (_foreign_table, "no such column: seq"),
+    (_text_not_utf8, "column 'message'.* not valid UTF-8"),
+])
+def test_a_damaged_or_foreign_side_file_is_a_corrupt_data_error_naming_it(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch, damage: Callable[[Path], None],
+        reason: str) -> None:
+    """Not SQLite's raw error: the file, what is wrong, and what to do; the forget aborts
+    with the memory kept, and goes through once the file is moved away."""
+    monkeypatch.setattr(forget_hooks, "entry_points",
+                        lambda group: [Entry("log.sqlite3", lambda: _reading_redactor)])
+    path = mos.data_dir / "log.sqlite3"
+    damage(path)
+    cube = mos.add("Dana's PIN is 4921", user_id="dana")
+    for forget in (mos.forget, lambda mid, user_id: mos.forget_many([mid], user_id=user_id)):
+        with pytest.raises(CorruptDataError, match=reason) as caught:
+            forget(cube.id, user_id="dana")
+        message = str(caught.value)
+        assert str(path) in message and "MARMOT9920" not in message  # never the damaged text
+        assert "Move it out of the data directory" in message and "forget again" in message
+        assert mos.get(cube.id, user_id="dana").text == "Dana's PIN is 4921"
+    path.rename(mos.data_dir.parent / "moved-away.sqlite3")
+    assert mos.forget(cube.id, user_id="dana").memory_id == cube.id
+
+
+def test_a_locked_side_file_is_retryable_not_corrupt(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file another connection holds is fine: retry, do not move it away."""
+    def impatient(data_dir: Path, memory: MemCube) -> list[DerivedForm]:
+        with closing(sqlite3.connect(data_dir / "log.sqlite3", timeout=0)) as db:
+            db.execute("SELECT * FROM chat_messages").fetchall()
+        return []
+
+    monkeypatch.setattr(forget_hooks, "entry_points",
+                        lambda group: [Entry("log.sqlite3", lambda: impatient)])
+    path = mos.data_dir / "log.sqlite3"
+    _foreign_table(path)
+    cube = mos.add("Dana's PIN is 4921", user_id="dana")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(MemOSError, match="in use by another connection") as caught:
+            mos.forget(cube.id, user_id="dana")
+        assert not isinstance(caught.value, CorruptDataError)
+        assert str(path) in str(caught.value) and "forget again" in str(caught.value)
+        assert mos.get(cube.id, user_id="dana").text == "Dana's PIN is 4921"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert mos.forget(cube.id, user_id="dana").memory_id == cube.id
 
 
 # -- MessageRedactor: what in a stored message carries the memory --------------------------

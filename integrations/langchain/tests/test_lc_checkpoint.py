@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from operator import add
+from pathlib import Path
 from typing import Annotated, TypedDict
 
 import pytest
@@ -13,7 +14,7 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.report import ProgressCallbacks
 from langgraph.graph import END, START, StateGraph
 from memos_core.testing.closing import close_during
-from memos_core import InvalidInputError, MemOS
+from memos_core import CorruptDataError, InvalidInputError, MemOS
 
 from langchain_memos import MemOSCheckpointer
 from langchain_memos.checkpoint import FILENAME
@@ -114,6 +115,44 @@ def test_an_old_checkpoints_file_moves_into_the_vault(make_mos: Callable[..., Me
         assert not (mos.data_dir / FILENAME).exists()
         assert _graph(again).get_state(config).values == {"seen": ["in", "step1"]}
         assert len(vault.cp_list("old")) == len(records)
+
+
+def _foreign_checkpoints_file(path: Path) -> None:  # another program's checkpoints table
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE checkpoints (x TEXT)")
+        db.execute("INSERT INTO checkpoints VALUES ('hello')")
+        db.commit()
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda path: path.write_bytes(b"this is not sqlite" * 100), "file is not a database"),
+    (_foreign_checkpoints_file, "no such column"),
+])
+def test_a_damaged_old_checkpoints_file_is_named_not_a_raw_sqlite_error(
+        mos: MemOS, damage: Callable[[Path], None], reason: str) -> None:
+    """A checkpoints.sqlite3 that is damaged or not the old checkpointer's: forgetting
+    (its file redactor) and opening a checkpointer (the move) refuse with a
+    CorruptDataError naming the file and saying to move it away; nothing changes. Once it
+    is moved, both go through."""
+    path = mos.data_dir / FILENAME
+    fact = mos.add("Dana's passport number is QX77130", user_id="dana")
+    damage(path)
+    before = path.read_bytes()
+    for attempt in (lambda: mos.forget(fact.id, user_id="dana"),
+                    lambda: MemOSCheckpointer(mos)):
+        with pytest.raises(CorruptDataError, match=reason) as caught:
+            attempt()
+        assert str(path) in str(caught.value)
+        assert "Move it out of the data directory" in str(caught.value)
+    assert path.read_bytes() == before
+    assert mos.get(fact.id, user_id="dana").text == "Dana's passport number is QX77130"
+
+    path.rename(mos.data_dir.parent / "moved-away.sqlite3")
+    MemOSCheckpointer(mos).close()
+    assert mos.forget(fact.id, user_id="dana").memory_id == fact.id
 
 
 async def test_async_graph_and_thread_deletion(mos: MemOS) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -384,3 +385,31 @@ async def test_writes_racing_aclose_land_or_raise_the_closed_error(
     reopened = MemOSChatStore(mos=open_mos(), user_id="alice")
     for key, n in landed.items():
         assert len(reopened.get_messages(key)) >= n
+
+
+def _holding(root: Path, needle: str) -> list[str]:
+    return sorted(p.name for p in root.rglob("*") if p.is_file() and needle.encode() in
+                  p.read_bytes())
+
+
+@pytest.mark.parametrize("delete", [
+    lambda s, a: s.delete_messages("k"),
+    lambda s, a: s.delete_message("k", 0),
+    lambda s, a: s.delete_last_message("k"),
+    lambda s, a: s.set_messages("k", [msg("replacement")]),
+    lambda s, a: asyncio.run(a.delete_messages("k")),  # Memory.reset()
+    lambda s, a: asyncio.run(a.set_messages("k", [msg("replacement")])),  # Memory.set()
+], ids=["delete_messages", "delete_message", "delete_last_message", "set_messages",
+        "async delete_messages", "async set_messages"])
+def test_deleted_messages_leave_no_byte_on_disk(
+        open_mos: Callable[..., MemOS], delete: Callable[..., object]) -> None:
+    """A chat-store delete (and ``MemOSMemory.reset``) removes the text from every file of the
+    data directory when it returns -- the vault's WAL included -- not at close."""
+    mos = open_mos()
+    store = MemOSChatStore(mos=mos, user_id="alice")
+    astore = MemOSAsyncChatStore(mos=mos, user_id="alice")
+    store.add_message("k", msg("Your new password is ZQXPASS123.", "assistant"))
+    assert _holding(mos.data_dir, "ZQXPASS123")
+    delete(store, astore)
+    assert texts(store.get_messages("k")) in ([], ["replacement"])
+    assert _holding(mos.data_dir, "ZQXPASS123") == []

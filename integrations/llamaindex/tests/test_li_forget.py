@@ -242,6 +242,71 @@ def test_forget_reaches_an_old_history_file_not_yet_moved(mos: MemOS) -> None:
     assert _texts(store.get_messages("s1")) == [("user", "[forgotten]"), ("assistant", "Noted.")]
 
 
+def _foreign_chat_file(path: Path) -> None:  # another program's chat_messages table
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE chat_messages (x TEXT)")
+        db.execute("INSERT INTO chat_messages VALUES ('hello')")
+        db.commit()
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda path: path.write_bytes(b"this is not sqlite" * 100), "file is not a database"),
+    (_foreign_chat_file, "no such column"),
+])
+def test_a_damaged_old_history_file_is_named_not_a_raw_sqlite_error(
+        mos: MemOS, damage: Callable[[Path], None], reason: str) -> None:
+    """A chat_history.sqlite3 that is damaged or not the old chat store's: forgetting
+    refuses (the file may hold the text) and opening a chat store refuses to move it, both
+    with a CorruptDataError naming the file and saying to move it away; the memory, the
+    file and the vault are left as they were. Once it is moved, both go through."""
+    from memos_core import CorruptDataError
+
+    path = mos.data_dir / FILENAME
+    fact = mos.add("Dana's passport number is QX77130", user_id="dana")
+    damage(path)
+    before = path.read_bytes()
+    for attempt in (lambda: mos.forget(fact.id, user_id="dana"),
+                    lambda: MemOSChatStore(mos=mos, user_id="dana"),
+                    lambda: MemOSAsyncChatStore(mos=mos, user_id="dana")):
+        with pytest.raises(CorruptDataError, match=reason) as caught:
+            attempt()
+        assert str(path) in str(caught.value)
+        assert "Move it out of the data directory" in str(caught.value)
+    assert "forget again" in str(pytest.raises(CorruptDataError, mos.forget, fact.id,
+                                               user_id="dana").value)
+    assert path.read_bytes() == before
+    assert mos.get(fact.id, user_id="dana").text == "Dana's passport number is QX77130"
+
+    path.rename(mos.data_dir.parent / "moved-away.sqlite3")
+    assert MemOSChatStore(mos=mos, user_id="dana").get_keys() == []
+    assert mos.forget(fact.id, user_id="dana").memory_id == fact.id
+
+
+def test_an_old_history_file_with_rows_the_old_store_never_wrote_is_not_moved(
+        mos: MemOS) -> None:
+    """The old columns, but a status the vault does not know (or no text): refused whole
+    with a CorruptDataError naming the file, not half moved or an InvalidInputError."""
+    import sqlite3
+    from contextlib import closing
+
+    from memos_core import CorruptDataError
+
+    path = mos.data_dir / FILENAME
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE chat_messages (seq INTEGER PRIMARY KEY, user_id TEXT, "
+                   "key TEXT, message_id TEXT, status TEXT, message TEXT)")
+        db.execute("INSERT INTO chat_messages VALUES (1, 'dana', 'k', 'm1', 'active', '{}')")
+        db.execute("INSERT INTO chat_messages VALUES (2, 'dana', 'k', 'm2', 'pending', '{}')")
+        db.commit()
+    with pytest.raises(CorruptDataError, match="could not have written") as caught:
+        MemOSChatStore(mos=mos, user_id="dana")
+    assert str(path) in str(caught.value) and path.exists()
+    assert mos.store.vault.log_ids("dana") == []
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_message_written_while_a_forget_begins_is_redacted(mos: MemOS, mode: str) -> None:
     """A write looks for recent forgets, then commits: a forget whose pass over the stored

@@ -418,6 +418,19 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                 "Close other readers of the vault and call checkpoint() again."
             )
 
+    def _truncate_after_delete(self, count: int, what: str) -> None:
+        """After a commit that deleted ``count`` rows of ``what`` (conversation messages,
+        thread checkpoints): truncate the WAL, so that their text leaves the disk when the
+        delete returns (``secure_delete`` zeroed it in the file; the WAL keeps the pages
+        written before until it is truncated, at the next forget or close, maybe hours
+        away). A reader holding the WAL only delays that, with a warning: the delete is
+        committed."""
+        if count:
+            try:
+                self.checkpoint()
+            except MemOSError as exc:
+                logger.warning("Deleted %d %s, but %s", count, what, exc)
+
     def close(self) -> None:
         with self._lock:
             try:

@@ -68,10 +68,13 @@ def _record(row: Sequence[Any]) -> CheckpointRecord:
 
 
 class SQLiteCheckpointsMixin:
-    """Thread-checkpoint storage; uses the vault's ``_tx`` and ``_query``."""
+    """Thread-checkpoint storage; uses the vault's ``_tx`` and ``_query``. A delete (of a
+    thread, of runs) truncates the WAL after its commit, as a conversation-log delete does
+    (:mod:`memos_core.vault.sqlite_log`), so the deleted state leaves the disk at once."""
 
     _tx: Any
     _query: Any
+    _truncate_after_delete: Callable[[int, str], None]
 
     def cp_put(self, record: CheckpointRecord, blobs: Sequence[tuple[str, str, Typed]]) -> None:
         r = record
@@ -149,8 +152,10 @@ class SQLiteCheckpointsMixin:
 
     def cp_delete_thread(self, thread_id: str) -> None:
         with self._tx() as db:
-            for table in ("cp_checkpoints", "cp_blobs", "cp_writes"):
-                db.execute(f"DELETE FROM {table} WHERE thread_id=?", (thread_id,))
+            deleted = sum(db.execute(f"DELETE FROM {table} WHERE thread_id=?",
+                                     (thread_id,)).rowcount
+                          for table in ("cp_checkpoints", "cp_blobs", "cp_writes"))
+        self._truncate_after_delete(deleted, "checkpoint rows")
 
     def cp_delete_runs(self, run_ids: Sequence[str]) -> None:
         ids = [str(r) for r in run_ids]
@@ -158,12 +163,14 @@ class SQLiteCheckpointsMixin:
             return
         marks = ",".join("?" * len(ids))
         with self._tx() as db:
-            db.execute(
+            writes = db.execute(
                 "DELETE FROM cp_writes WHERE EXISTS (SELECT 1 FROM cp_checkpoints c WHERE "
                 f"c.run_id IN ({marks}) AND c.thread_id=cp_writes.thread_id AND "
                 "c.checkpoint_ns=cp_writes.checkpoint_ns AND "
-                "c.checkpoint_id=cp_writes.checkpoint_id)", ids)
-            db.execute(f"DELETE FROM cp_checkpoints WHERE run_id IN ({marks})", ids)
+                "c.checkpoint_id=cp_writes.checkpoint_id)", ids).rowcount
+            checkpoints = db.execute(
+                f"DELETE FROM cp_checkpoints WHERE run_id IN ({marks})", ids).rowcount
+        self._truncate_after_delete(writes + checkpoints, "checkpoint rows")
 
     def cp_copy_thread(self, source: str, target: str) -> None:
         with self._tx() as db:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from memos_core.cube import utcnow
-from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.errors import InvalidInputError
 from memos_core.vault.base import LogRow
 
 logger = logging.getLogger("memos_core.vault")
@@ -56,17 +56,12 @@ class SQLiteLogMixin:
 
     _tx: Any
     _query: Any
-    checkpoint: Callable[[], None]
+    _truncate_after_delete: Callable[[int, str], None]
 
     def _deleted(self, count: int) -> None:
         """After a commit that deleted ``count`` messages: truncate the WAL (see the module
-        docstring). A reader holding the WAL only delays that, with a warning: the delete
-        is committed, and the next forget, checkpoint or close truncates it."""
-        if count:
-            try:
-                self.checkpoint()
-            except MemOSError as exc:
-                logger.warning("Deleted %d conversation messages, but %s", count, exc)
+        docstring)."""
+        self._truncate_after_delete(count, "conversation messages")
 
     @staticmethod
     def _log_insert(db: sqlite3.Connection, user_id: str, log_id: str, rows: Sequence[LogRow],

@@ -54,6 +54,40 @@ def test_a_conversation_log_delete_leaves_no_copy_in_the_wal(
         vault.close()
 
 
+#: each way thread checkpoints are deleted, after thread "t1" (run "r1") got one holding
+#: SECRET, and whether it deletes the thread's channel values too (a run's stay: LangGraph's
+#: delete_for_runs deletes checkpoints and writes; other checkpoints may share the values)
+CHECKPOINT_DELETES: dict[str, tuple[Callable[[Vault], object], bool]] = {
+    "cp_delete_thread": (lambda v: v.cp_delete_thread("t1"), True),
+    "cp_delete_runs": (lambda v: v.cp_delete_runs(["r1"]), False),
+}
+
+
+@pytest.mark.parametrize(("delete", "blobs"), CHECKPOINT_DELETES.values(),
+                         ids=list(CHECKPOINT_DELETES))
+def test_a_checkpoint_delete_leaves_no_copy_in_the_wal(
+        tmp_path: Path, delete: Callable[[Vault], object], blobs: bool) -> None:
+    """A deleted thread's or run's checkpoint, its pending writes and (for a thread) its
+    channel values leave the disk when the call returns, as a conversation-log delete does."""
+    from memos_core.vault.base import CheckpointRecord
+
+    path = tmp_path / "vault.sqlite3"
+    wal = Path(f"{path}-wal")
+    vault = SQLiteVault(path)
+    try:
+        value = ("json", b'"Your password is ZQXPASS123."')
+        vault.cp_put(CheckpointRecord("t1", "", "001", None, "r1", value, ("json", b"{}")),
+                     [("messages", "1", value)] if blobs else [])
+        vault.cp_put_writes("t1", "", "001", "task", "", [(0, "messages", value)])
+        assert SECRET in wal.read_bytes()
+        delete(vault)
+        assert vault.cp_get("t1", "", "001") is None and vault.cp_writes("t1", "", "001") == []
+        for name in (path, wal):
+            assert not name.exists() or SECRET not in name.read_bytes(), name.name
+    finally:
+        vault.close()
+
+
 class TestPostgresVault(VaultConformance):
     @pytest.fixture
     def vault(self, pg_url: str) -> Iterator[Vault]:

@@ -412,7 +412,7 @@ def import_bundle(store: MemoryStore, path: Path, user_id: str) -> dict[str, int
             store.vault.import_histories(new, edges, Actor(user_id, reason=reason))
             return [h[-1] for h in new]
 
-        store.write(commit, edges=edges)
+        store.write(commit, edges=edges, progress_desc="import")
         return len(new), len(edges)
 
     with store.write_lock:  # the ids' owners are read and written under one lock

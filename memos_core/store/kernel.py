@@ -351,11 +351,12 @@ class MemoryStore:
     # -- the write path ------------------------------------------------------------------------
 
     def write(self, commit: Callable[[], Sequence[MemCube]], *, edges: Sequence[Edge] = (),
-              embed: bool = True) -> list[MemCube]:
+              embed: bool = True, progress_desc: str | None = None) -> list[MemCube]:
         """The one write path: ``commit()`` runs one vault transaction and returns the new
         current versions of the memories it changed (new memories, new versions,
         tombstones); then the index and the graph follow them and the listeners hear of
-        them. Returns those versions.
+        them. Returns those versions. ``progress_desc``: a bulk write (an import) shows a
+        progress bar of its embedding under that name (see :func:`memos_core.progress`).
 
         ``edges``: relations the transaction stored (they join the graph). ``embed=False``
         for a change of governance only (shares): the index points keep their vectors and
@@ -367,7 +368,7 @@ class MemoryStore:
                 self._retry_deferred()
             changed = list(commit())
             try:
-                self._derive(changed, embed)
+                self._derive(changed, embed, progress_desc)
             except Exception as exc:  # noqa: BLE001 - committed is acknowledged: index it later
                 # a damaged embedded index is rebuilt from the vault, these memories with it;
                 # otherwise the index (or, in server mode, the server's connection) failed
@@ -437,10 +438,15 @@ class MemoryStore:
                            len(ids), exc_info=True)
             self._deferred.update(ids)
 
-    def _derive(self, cubes: Sequence[MemCube], embed: bool) -> None:
+    def _derive(self, cubes: Sequence[MemCube], embed: bool,
+                progress_desc: str | None = None) -> None:
         if embed:
+            bar = progress(len(cubes), progress_desc or "", self.config.show_progress
+                           and progress_desc is not None)
             for start in range(0, len(cubes), 256):  # bounded embedding batches
                 self.index_cubes(cubes[start:start + 256])
+                bar.update(len(cubes[start:start + 256]))
+            bar.close()
             return
         held: dict[str, int] = {}
         if self.follower is not None and self.follower.shared_index:
@@ -665,8 +671,11 @@ class MemoryStore:
                              self.data_dir)
             if extra or ahead:
                 self.index.delete(extra + ahead)
+            bar = progress(len(stale), "reconcile", self.config.show_progress)
             for start in range(0, len(stale), 256):
                 self.index_cubes(self._readable(stale[start:start + 256]))
+                bar.update(len(stale[start:start + 256]))
+            bar.close()
             self.index.flush()
             self.maybe_optimize()
             return {"reindexed": len(stale), "removed": len(extra)}

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ __all__ = [  # the prompt's parts are :mod:`memos_core.chat_prompt`'s, named her
     "ChatTrace", "MemoryChat", "SplitMessages", "UsedMemory", "check_history",
     "split_messages", "system_turn", "user_turn"]
 
+logger = logging.getLogger("memos_core")
 _STREAM_DONE = object()  # what a model step gives once the stream is exhausted
 
 
@@ -499,7 +501,12 @@ class MemoryChat:
                     prepared.hot = now
                     prepared.messages = self._messages(prepared, prepared.plain, now)
                     return
-        except (MemOSError, ValueError) as exc:  # budget, unsupported cache type
+        except (MemOSError, ValueError, OSError) as exc:  # budget, unsupported cache type,
+            # the block's file could not be written (a full disk, no permission): the answer
+            # does not need the cache, so the block goes as text and the reason is traced
+            if isinstance(exc, OSError):
+                logger.warning("the KV cache of the hot block could not be built; it is sent "
+                               "as text", exc_info=True)
             prepared.fallback = f"{type(exc).__name__}: {exc}"
             prepared.messages = self._messages(prepared, prepared.plain, hot)
             return

@@ -436,7 +436,10 @@ def _run(args: argparse.Namespace) -> None:
     data_dir = args.data_dir or default_data_dir()
     made = (args.command in ("add", "import") and mcp_cli.server_url(args) is None
             and not data_dir.exists())
-    parents_made = [p for p in data_dir.absolute().parents if not p.exists()] if made else []
+    # (by their real paths: "typo/../mine/store" as written lists "typo/.." as missing while
+    # "typo" is, and removing "typo/.." once "typo" exists would remove "mine")
+    real = Path(os.path.realpath(data_dir))
+    parents_made = [p for p in real.parents if not p.exists()] if made else []
     try:
         _run_on_store(args, user)
     except BaseException:

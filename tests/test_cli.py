@@ -186,6 +186,11 @@ def test_a_failed_write_removes_the_parent_directories_it_made(tmp_path, capsys)
     relative = Path(os.path.relpath(where, Path.cwd()))  # as a user types it
     assert main(["add", "", "--data-dir", str(relative), "--user", "alice"]) == 2
     assert list((tmp_path / "kept").iterdir()) == []
+    # through "..": the empty directory the user made before stays
+    (tmp_path / "mine").mkdir()
+    assert main(["add", "", "--data-dir", str(tmp_path / "typo" / ".." / "mine" / "store"),
+                 "--user", "alice"]) == 2
+    assert (tmp_path / "mine").is_dir() and list((tmp_path / "mine").iterdir()) == []
 
 
 def test_list_shows_memories_newest_first(memos, tmp_path):

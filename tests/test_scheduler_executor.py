@@ -581,3 +581,7 @@ def test_an_unforeseen_error_building_one_owners_block_is_reported(
     assert bob is not None and bob.block_built and bob.error is None
     assert block_members(store) == [{dog.id}]
     assert "block errors for alice" in report.summary()
+    # chat builds the block itself, fails the same way, and sends it as text
+    answer = store.chat("Alice's cat?", user_id="alice", max_new_tokens=2)
+    assert not answer.trace.kv_prefix and "IsADirectoryError" in (answer.trace.fallback or "")
+    assert answer.trace.from_activation == (cat.id,)  # the hot block, as text

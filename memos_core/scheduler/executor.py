@@ -418,7 +418,8 @@ class SchedulerExecutor:
             except Exception as exc:  # noqa: BLE001 - one owner's block must not stop the run
                 # an error no one foresaw (a disk error writing the file, a library's own
                 # exception): reported for this owner, logged with its cause, and the owners
-                # after them are still scheduled; chat sends this owner's block as text
+                # after them are still scheduled (chat, building the block itself, sends it
+                # as text after a disk error; another error reaches the chat's caller)
                 logger.exception("building the hot block of %s failed", owner)
                 return {"error": f"{type(exc).__name__}: {exc}"}
             built = bool(fresh)

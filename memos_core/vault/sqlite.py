@@ -147,6 +147,8 @@ _STAND_IN_SQL = (f"SELECT {', '.join(f'm.{c}' for c in COLUMNS)}, m.doc, v.doc F
 _NOT_UTF8 = "not valid UTF-8: a byte of it was damaged on disk"
 
 logger = logging.getLogger("memos_core")
+#: How long a call waits for another connection's lock on the file before it fails.
+BUSY_TIMEOUT_MS = 5000
 
 
 def _ts(dt: datetime | None) -> float | None:
@@ -216,7 +218,8 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         """A connection with the vault's settings and its tables (created if missing)."""
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                             timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across process crashes
@@ -410,8 +413,20 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         Raises:
             MemOSError: the WAL could not be truncated (another connection reads it).
         """
+        self._checkpoint(wait=True)
+
+    def _checkpoint(self, *, wait: bool) -> None:
+        """:meth:`checkpoint`; with ``wait=False`` it does not wait for another connection's
+        reads to end (up to the connection's 5 s busy timeout, with every other call of
+        this vault held behind the lock meanwhile) but reports them at once."""
         with self._lock:
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not wait:
+                self._db.execute("PRAGMA busy_timeout=0")
+            try:
+                busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                if not wait:
+                    self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if busy:
             raise MemOSError(
                 f"Could not truncate the WAL of {self.path}: another connection is reading it. "
@@ -423,11 +438,12 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         thread checkpoints): truncate the WAL, so that their text leaves the disk when the
         delete returns (``secure_delete`` zeroed it in the file; the WAL keeps the pages
         written before until it is truncated, at the next forget or close, maybe hours
-        away). A reader holding the WAL only delays that, with a warning: the delete is
-        committed."""
+        away). Another connection reading the vault only delays that, with a warning: the
+        delete is committed, and this call does not wait for the reader (a delete is not
+        worth holding every other call of the vault for)."""
         if count:
             try:
-                self.checkpoint()
+                self._checkpoint(wait=False)
             except MemOSError as exc:
                 logger.warning("Deleted %d %s, but %s", count, what, exc)
 

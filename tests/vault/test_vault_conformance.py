@@ -54,6 +54,35 @@ def test_a_conversation_log_delete_leaves_no_copy_in_the_wal(
         vault.close()
 
 
+def test_a_delete_does_not_wait_for_another_connections_reader(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With another connection reading the file, the WAL truncation after a delete is tried
+    without waiting out the busy timeout (which would hold every call of the vault for 5 s):
+    the delete is committed, a warning says the truncation was put off, and the connection
+    keeps its busy timeout for the calls after."""
+    import sqlite3
+
+    path = tmp_path / "vault.sqlite3"
+    vault = SQLiteVault(path)
+    reader = sqlite3.connect(path, isolation_level=None)
+    statements: list[str] = []
+    try:
+        vault.log_append("alice", "s1", [("m1", '"Your password is ZQXPASS123."')], "active")
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM conversation_log").fetchone()  # holds the WAL
+        vault._db.set_trace_callback(statements.append)
+        vault.log_delete("alice", "s1", None)
+        vault._db.set_trace_callback(None)
+        assert vault.log_read("alice", "s1", None) == []
+        checkpoint = statements.index("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert statements[checkpoint - 1] == "PRAGMA busy_timeout=0"
+        assert vault._db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+        assert "Could not truncate the WAL" in caplog.text
+    finally:
+        reader.close()
+        vault.close()
+
+
 #: each way thread checkpoints are deleted, after thread "t1" (run "r1") got one holding
 #: SECRET, and whether it deletes the thread's channel values too (a run's stay: LangGraph's
 #: delete_for_runs deletes checkpoints and writes; other checkpoints may share the values)

@@ -294,6 +294,50 @@ class _Prepared:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One chat call's arguments, checked (see :func:`_check_request`)."""
+
+    query: str
+    turns: list[dict[str, str]]
+    system: str | None
+    user_id: str
+    k: int
+    stream: bool
+    kv_prefix: bool
+    max_new_tokens: int
+
+
+def _check_request(query: str | None, history: Sequence[Mapping[str, Any]] | None,
+                   messages: Sequence[Any] | None, system: str | None, user_id: str, k: int,
+                   stream: bool, kv_prefix: bool, max_new_tokens: int) -> _Request:
+    """The arguments of :meth:`MemoryChat.ask`, checked (its ``Raises`` but for the context
+    window and the model), ``messages`` split into query, history and system."""
+    if messages is not None:
+        if query is not None or history is not None or system is not None:
+            raise InvalidInputError(
+                "pass either messages=[...] or query (with history/system), not both")
+        split = split_messages(messages)
+        query, turns, system = split.query, split.history, split.system
+    elif query is None:
+        raise InvalidInputError("nothing to answer: pass a query or messages=[...]")
+    else:
+        turns = check_history(history)
+    query = check_text(query, "query")
+    if system is not None:
+        system = check_text(system, "system") if str(system).strip() else None
+    user_id = str(check_name(user_id, "user_id"))
+    k = check_k(k)
+    stream = check_bool(stream, "stream")  # "no" would stream by its truthiness
+    kv_prefix = check_bool(kv_prefix, "kv_prefix")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or (
+        max_new_tokens < 1
+    ):
+        raise InvalidInputError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    return _Request(query=query, turns=turns, system=system, user_id=user_id, k=k,
+                    stream=stream, kv_prefix=kv_prefix, max_new_tokens=max_new_tokens)
+
+
 class MemoryChat:
     """Chat with memory for one store; see the module docstring. Made by the engine."""
 
@@ -334,39 +378,34 @@ class MemoryChat:
                 window even with no memory in the prompt.
             ModelLoadError: the local model cannot be loaded.
         """
-        if messages is not None:
-            if query is not None or history is not None or system is not None:
-                raise InvalidInputError(
-                    "pass either messages=[...] or query (with history/system), not both")
-            split = split_messages(messages)
-            query, turns, system = split.query, split.history, split.system
-        elif query is None:
-            raise InvalidInputError("nothing to answer: pass a query or messages=[...]")
-        else:
-            turns = check_history(history)
-        query = check_text(query, "query")
-        if system is not None:
-            system = check_text(system, "system") if str(system).strip() else None
-        user_id = str(check_name(user_id, "user_id"))
-        k = check_k(k)
-        stream = check_bool(stream, "stream")  # "no" would stream by its truthiness
-        kv_prefix = check_bool(kv_prefix, "kv_prefix")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or (
-            max_new_tokens < 1
-        ):
-            raise InvalidInputError(
-                f"max_new_tokens must be a positive int, got {max_new_tokens!r}"
-            )
+        request = _check_request(query, history, messages, system, user_id, k, stream,
+                                 kv_prefix, max_new_tokens)
         load_started = time.perf_counter()
         loaded = self.engine.model_loaded and self.engine.tier_if(False) is not None
         tier = self.engine.tier
         load_ms = 0.0 if loaded else 1000.0 * (time.perf_counter() - load_started)
-        prepared = self._prepare(query, user_id, turns, k, kv_prefix, system, max_new_tokens)
+        prepared = self._prepare(request.query, request.user_id, request.turns, request.k,
+                                 request.kv_prefix, request.system, request.max_new_tokens)
         prepared.timings["model_load_ms"] = load_ms
         model = prepared.model or tier.model
         gen_started = time.perf_counter()
+        output = self._generate(model, prepared, request.max_new_tokens, request.stream)
+        prepared.timings["setup_ms"] = 1000.0 * (gen_started - prepared.started)
+
+        def finish(result: GenerationResult) -> ChatAnswer:
+            trace = self._trace(prepared, result, model.model_id, model.adapter_version)
+            return ChatAnswer(text=result.text, trace=trace)
+
+        if request.stream:
+            return ChatStream(cast("TextStream", output), finish)
+        return finish(cast("GenerationResult", output))
+
+    def _generate(self, model: Any, prepared: _Prepared, max_new_tokens: int,
+                  stream: bool) -> GenerationResult | TextStream:
+        """Run the model on the prepared prompt (from the hot block's KV prefix if there is
+        one); a prefix whose boundary does not fit the prompt is sent as text instead."""
         try:
-            output = model.generate(
+            return model.generate(  # type: ignore[no-any-return]
                 prepared.prefix, prepared.messages, max_new_tokens=max_new_tokens, stream=stream
             )
         except PrefixBoundaryError as exc:  # raised before anything runs
@@ -376,17 +415,8 @@ class MemoryChat:
             # prefix's messages: those may come from a file, and a file is derived, not trusted
             prepared.messages = self._messages(prepared, prepared.plain, prepared.hot)
             prepared.prefix, prepared.fallback = None, f"{type(exc).__name__}"
-            output = model.generate(None, prepared.messages, max_new_tokens=max_new_tokens,
-                                    stream=stream)
-        prepared.timings["setup_ms"] = 1000.0 * (gen_started - prepared.started)
-
-        def finish(result: GenerationResult) -> ChatAnswer:
-            trace = self._trace(prepared, result, model.model_id, model.adapter_version)
-            return ChatAnswer(text=result.text, trace=trace)
-
-        if stream:
-            return ChatStream(cast("TextStream", output), finish)
-        return finish(cast("GenerationResult", output))
+            return model.generate(  # type: ignore[no-any-return]
+                None, prepared.messages, max_new_tokens=max_new_tokens, stream=stream)
 
     def _prepare(
         self, query: str, user_id: str, turns: list[dict[str, str]], k: int, kv_prefix: bool,

@@ -6,12 +6,15 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from memos_core.errors import InvalidInputError
 
 #: "localhost:6333", "qdrant.internal:6334/": a server address without its scheme.
 _HOST_PORT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*:[0-9]{1,5}/?")
+
+#: "ftp://x", "htp:/host": a URL scheme (two letters or more: "C:/data" is a Windows path).
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/")
 
 #: Largest memory text accepted, in bytes of UTF-8.
 MAX_TEXT_BYTES = 1_000_000
@@ -20,7 +23,9 @@ MAX_TEXT_BYTES = 1_000_000
 class RetrievalConfig(BaseModel):
     """How hybrid search gathers and fuses candidates."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt field is an error
+    # a misspelt field is an error; so is an infinite or NaN number (a weight of inf made
+    # every score NaN, an rrf_k of inf every score 0)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     candidates: int = Field(default=50, ge=1, description="Candidates fetched per signal.")
     fusion: Literal["score", "rrf"] = Field(
@@ -177,7 +182,9 @@ class RetrievalConfig(BaseModel):
 class MemOSConfig(BaseModel):
     """Everything a MemOS instance needs; the defaults run embedded and offline."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt field is an error
+    # a misspelt field is an error; so is an infinite or NaN number (a weight of inf made
+    # every score NaN, an rrf_k of inf every score 0)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     index: Literal["edge", "qdrant", "pgvector"] = Field(
         default="edge",
@@ -195,10 +202,26 @@ class MemOSConfig(BaseModel):
     @field_validator("qdrant_url")
     @classmethod
     def _server_url(cls, value: str | None) -> str | None:
-        # without a scheme, qdrant-client takes "host:port" as a local path: a typo would
-        # silently make a local index named like the server in the working directory (a
+        # qdrant-client takes anything but an http(s):// URL as a local path: a typo
+        # ("localhost:6333", "htp://host:6333", "ftp://x") would silently make a local index
+        # named like the server in the working directory, and "" fails deep in the client (a
         # path or ":memory:" is meant as one, and stays allowed)
-        if value is not None and _HOST_PORT.fullmatch(value):
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("qdrant_url is empty: give a server URL (http://host:6333), a "
+                             "directory or ':memory:' for qdrant-client's local mode, or leave "
+                             "it None")
+        if value != value.strip():
+            raise ValueError(f"qdrant_url {value[:80]!r} has spaces around it; remove them")
+        scheme = _SCHEME.match(value)
+        if scheme is not None and scheme.group(1).lower() not in ("http", "https"):
+            raise ValueError(f"qdrant_url {value[:80]!r} has the scheme {scheme.group(1)!r}; a "
+                             "Qdrant server URL starts with http:// or https://")
+        if scheme is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"qdrant_url {value[:80]!r}: write the scheme in lower case "
+                             "(http:// or https://)")
+        if _HOST_PORT.fullmatch(value):
             raise ValueError(f"qdrant_url {value[:80]!r} looks like host:port; a server URL "
                              "starts with http:// or https://")
         return value
@@ -299,6 +322,25 @@ class MemOSConfig(BaseModel):
         "commits, so it catches up in the background (each call still checks the change "
         "feed's head first; False saves one connection per process).",
     )
+
+    @model_validator(mode="after")
+    def _urls_match_the_index(self) -> MemOSConfig:
+        # a URL the chosen index does not read was dropped silently (index_url with 'edge')
+        # or refused only at open (qdrant_url with 'edge'): both are refused here, naming
+        # both fields. index_url with the default index stays allowed: server mode (a
+        # postgresql:// URL for the data directory) makes that index 'pgvector' and uses it;
+        # an embedded store refuses it when it opens (MemOS).
+        if self.qdrant_url is not None and self.index != "qdrant":
+            raise ValueError(
+                f"qdrant_url is set but index is {self.index!r}: only index='qdrant' uses "
+                "qdrant_url. Set index='qdrant' (or use MemOSConfig.preset('server', "
+                "qdrant_url=...)), or drop qdrant_url.")
+        if (self.index_url is not None and self.index != "pgvector"
+                and "index" in self.model_fields_set):
+            raise ValueError(
+                f"index_url is set but index is {self.index!r}: only index='pgvector' uses "
+                "index_url. Set index='pgvector', or drop index_url.")
+        return self
 
     @classmethod
     def preset(cls, name: Literal["default", "server", "test"], **overrides: object) -> "MemOSConfig":

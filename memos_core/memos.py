@@ -73,6 +73,7 @@ from memos_core.validation import (
     check_name,
     check_path,
     check_positive_seconds,
+    check_protocol,
     check_strs,
     check_tags,
     check_text,
@@ -145,9 +146,18 @@ class MemOS:
                 f"config must be a MemOSConfig, got {type(config).__name__}: pass "
                 "MemOSConfig(...) or MemOSConfig.preset(name), e.g. MemOSConfig.preset('test').")
         self.config = check_config(config, MemOSConfig, "config") or MemOSConfig()
-        if reranker is not None and not isinstance(reranker, Reranker):
-            raise InvalidInputError(
-                f"reranker must have score(query, texts) -> scores, got {type(reranker).__name__}.")
+        # the objects are checked before anything is created on disk (a failed open leaves
+        # no new file), as the config is
+        check_protocol(embedder, Embedder, "embedder",
+                       "dim (int), name (str) and embed(texts) -> an array of shape "
+                       "(len(texts), dim)",
+                       " To choose an embedding model by name, use MemOSConfig(embedder=...)."
+                       if isinstance(embedder, str) else "")
+        check_protocol(entity_extractor, EntityExtractor, "entity_extractor",
+                       "name (str) and extract(text) -> list[str]",
+                       " Leave it None for the built-in rule-based extractor."
+                       if isinstance(entity_extractor, str) else "")
+        check_protocol(reranker, Reranker, "reranker", "score(query, texts) -> scores")
         #: Optional second-stage scorer of (query, text) pairs (e.g. a local cross-encoder).
         self.reranker = reranker
         #: server mode: the database URL (password hidden); None for a data directory
@@ -167,6 +177,12 @@ class MemOS:
         else:
             self.data_dir = (check_path(data_dir, "data_dir") if data_dir is not None
                              else check_path(default_data_dir(), "MEMOS_DATA_DIR"))
+            if self.config.index_url is not None and self.config.index != "pgvector":
+                # only server mode turns the default index into 'pgvector' (and reads it)
+                raise InvalidInputError(
+                    f"index_url is set but index is {self.config.index!r}: only "
+                    "index='pgvector' uses index_url. Set index='pgvector' to keep this data "
+                    "directory's index in PostgreSQL, or drop index_url.")
             make_private_dir(self.data_dir)
             self._lock: DataDirLock | None = DataDirLock(self.data_dir)
             self._lock.acquire()

@@ -63,6 +63,18 @@ def check_config(value: object, cls: type[T], name: str) -> T | None:
                             f"{type(value).__name__}.")
 
 
+def check_protocol(value: object, protocol: type, name: str, members: str, hint: str = "") -> None:
+    """Nothing if ``value`` is None or has what the runtime-checkable ``protocol`` needs, else
+    :class:`InvalidInputError` naming the argument, what was given and ``members``, the
+    protocol's attributes and methods as the message shows them (``hint``: what to do
+    instead). Checked when the object is passed, not when it is first used: an embedder
+    given as a model name failed deep in the store's open, an extractor at every write."""
+    if value is None or isinstance(value, protocol):
+        return
+    raise InvalidInputError(f"{name} must be an object with {members}, got "
+                            f"{type(value).__name__} {shown(value)}.{hint}")
+
+
 def check_text(text: object, name: str = "text") -> str:
     """A non-empty UTF-8 string of at most 1 MB (bytes are decoded as strict UTF-8)."""
     if isinstance(text, (bytes, bytearray)):

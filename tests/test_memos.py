@@ -587,12 +587,142 @@ def test_config_mistakes_are_named() -> None:
             cls(qdrant_uri="http://x")
     with pytest.raises(ValidationError, match="looks like host:port"):
         MemOSConfig(qdrant_url="localhost:6333")
-    assert MemOSConfig(qdrant_url=":memory:").qdrant_url == ":memory:"  # documented forms
-    assert MemOSConfig(qdrant_url="/tmp/q").qdrant_url == "/tmp/q"
+    for form in (":memory:", "/tmp/q", "http://localhost:6333", "https://q.example"):
+        assert MemOSConfig(index="qdrant", qdrant_url=form).qdrant_url == form  # documented
     with pytest.raises(InvalidInputError, match="unknown preset"):
         MemOSConfig.preset("bogus")  # type: ignore[arg-type]
     with pytest.raises(ServerUnavailableError, match="cannot be reached"):
         QdrantClientIndex("http://127.0.0.1:9", 384)  # the discard port: nothing listens
+
+
+def _settings_classes() -> list[type]:
+    from memos_core.config import RetrievalConfig
+    from memos_core.scheduler import ConsolidationConfig, SchedulerConfig
+    from memos_core.tiers.parametric import ParametricConfig
+
+    return [MemOSConfig, RetrievalConfig, SchedulerConfig, ConsolidationConfig, ParametricConfig]
+
+
+def _float_fields() -> list[tuple[type, str]]:
+    import typing
+
+    return [(cls, name) for cls in _settings_classes()
+            for name, field in cls.model_fields.items()
+            if field.annotation is float or float in typing.get_args(field.annotation)]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize(("cls", "field"), _float_fields(),
+                         ids=lambda v: v.__name__ if isinstance(v, type) else v)
+def test_every_float_setting_refuses_infinity_and_nan(cls, field, value) -> None:
+    """dense_weight=inf made every search score NaN, rrf_k=inf every score 0, and
+    heat_half_life_s / index_repair_after_s took inf: no float setting reads infinity as
+    a meaning ("never" is None where a limit can be off), so every one refuses it, naming
+    the field."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as caught:
+        cls(**{field: value})
+    assert [error["loc"] for error in caught.value.errors()] == [(field,)]
+
+
+def test_the_float_settings_found_include_the_reported_ones() -> None:
+    """The table above is made from the models' fields: a change of how they are declared
+    must not empty it."""
+    names = {f"{cls.__name__}.{field}" for cls, field in _float_fields()}
+    assert {"RetrievalConfig.dense_weight", "RetrievalConfig.rrf_k",
+            "MemOSConfig.heat_half_life_s", "MemOSConfig.index_repair_after_s",
+            "SchedulerConfig.archive_after_idle_s", "ParametricConfig.learning_rate"} <= names
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("ftp://x", "has the scheme 'ftp'"),
+    ("htp://host:6333", "has the scheme 'htp'"),
+    ("HTTP://host:6333", "lower case"),
+    ("", "qdrant_url is empty"),
+    ("  ", "qdrant_url is empty"),
+    (" http://host:6333", "spaces around it"),
+    ("localhost:6333", "looks like host:port"),
+])
+def test_a_qdrant_url_qdrant_client_would_take_for_a_path_is_refused(url, message) -> None:
+    """qdrant-client takes anything but an http(s):// URL for a local directory: "ftp://x"
+    made a folder "ftp:" in the working directory, "" a bare FileNotFoundError."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message) as caught:
+        MemOSConfig(index="qdrant", qdrant_url=url)
+    assert caught.value.errors()[0]["loc"] == ("qdrant_url",)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"qdrant_url": "http://localhost:6333"}, "qdrant_url is set but index is 'edge'"),
+    ({"index": "edge", "qdrant_url": "http://localhost:6333"},
+     "qdrant_url is set but index is 'edge'"),
+    ({"index": "pgvector", "qdrant_url": "http://localhost:6333"},
+     "qdrant_url is set but index is 'pgvector'"),
+    ({"index": "edge", "index_url": "postgresql://u@localhost:1/x"},
+     "index_url is set but index is 'edge'"),
+    ({"index": "qdrant", "index_url": "postgresql://u@localhost:1/x"},
+     "index_url is set but index is 'qdrant'"),
+])
+def test_a_url_the_index_does_not_use_is_refused(settings, message) -> None:
+    """index_url with index='edge' was dropped silently, while qdrant_url with it failed
+    only at open: both are refused when the settings are made, naming both fields."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        MemOSConfig(**settings)
+    with pytest.raises(ValidationError, match=message):
+        MemOSConfig.preset("test", **settings)
+
+
+def test_an_embedded_store_refuses_an_index_url_it_would_not_use(tmp_path) -> None:
+    """index_url with the default index is kept for server mode, which makes that index
+    'pgvector'; a data directory's store would drop it silently, so it refuses it, before
+    the directory is made."""
+    config = MemOSConfig(index_url="postgresql://u@localhost:1/x", show_progress=False)
+    with pytest.raises(InvalidInputError, match="index_url is set but index is 'edge'"):
+        MemOS(tmp_path / "store", config=config)
+    assert not (tmp_path / "store").exists()
+
+
+class _NoDim:
+    """An embedder without its ``dim``."""
+
+    name = "no-dim"
+
+    def embed(self, texts):
+        raise AssertionError("never called")
+
+
+@pytest.mark.parametrize(("argument", "value", "named"), [
+    ("embedder", "minilm", "got str 'minilm'. To choose an embedding model by name, use "
+     "MemOSConfig(embedder=...)"),
+    ("embedder", 384, "got int 384"),
+    ("embedder", _NoDim(), "got _NoDim"),
+    ("entity_extractor", "rules", "got str 'rules'. Leave it None"),
+    ("entity_extractor", object(), "got object"),
+    ("reranker", "cross-encoder", "got str 'cross-encoder'"),
+])
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_constructor_object_of_the_wrong_type_is_refused_before_disk(
+        tmp_path, argument, value, named, existing) -> None:
+    """MemOS(embedder="minilm") failed with AttributeError deep in the store's open, leaving
+    LOCK and vault.sqlite3 behind; MemOS(entity_extractor="rules") opened and then failed
+    every add and search. Each object argument is checked first: InvalidInputError naming
+    the argument, what was given and what it must have; no file is made."""
+    members = {"embedder": "dim (int), name (str) and embed(texts)",
+               "entity_extractor": "name (str) and extract(text) -> list[str]",
+               "reranker": "score(query, texts) -> scores"}
+    where = tmp_path / "store"
+    if existing:
+        where.mkdir()
+    with pytest.raises(InvalidInputError) as caught:
+        MemOS(where, config=MemOSConfig(show_progress=False), **{argument: value})
+    message = str(caught.value)
+    assert message.startswith(f"{argument} must be an object with {members[argument]}")
+    assert named in message
+    assert (list(where.iterdir()) == []) if existing else not where.exists()
 
 
 def test_a_refused_value_names_its_item(mos):

@@ -30,7 +30,8 @@ from memos_core.scheduler.policy import UsageRecord
 class ConsolidationConfig(BaseModel):
     """Knobs of :func:`consolidation_candidates`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt field is an error
+    # a misspelt field is an error; so is an infinite or NaN number (None says "never")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     min_heat: float = Field(
         default=3.0, ge=0, description="Decayed heat needed (about three recent hits)."

@@ -108,7 +108,8 @@ def with_half_life(config: HalfLifeConfig, half_life_s: float) -> HalfLifeConfig
 class SchedulerConfig(BaseModel):
     """Knobs of the policy. Use :meth:`preset` for named settings."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt field is an error
+    # a misspelt field is an error; so is an infinite or NaN number (None says "never")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     heat_half_life_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="Seconds for an unused memory's heat to halve."

@@ -18,7 +18,8 @@ from memos_core.errors import InvalidInputError
 class ParametricConfig(BaseModel):
     """Training, evaluation and gate knobs for one adapter."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")  # a misspelt field is an error
+    # a misspelt field is an error; so is an infinite or NaN number
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     # -- LoRA -------------------------------------------------------------------------------
     lora_r: int = Field(default=8, ge=1, description="LoRA rank.")

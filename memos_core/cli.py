@@ -233,11 +233,29 @@ def _open(args: argparse.Namespace, user: str) -> Any:
     if args.embedder_backend:
         overrides["embedder_backend"] = args.embedder_backend
     db = mcp_cli.server_url(args)
+    if db is not None and args.cache_dir is not None:
+        overrides["cache_dir"] = args.cache_dir
+    config = _config(overrides)
     if db is not None:
-        if args.cache_dir is not None:
-            overrides["cache_dir"] = args.cache_dir
-        return MemOS(db, config=MemOSConfig(**overrides))
-    return MemOS(args.data_dir or default_data_dir(), config=MemOSConfig(**overrides))
+        return MemOS(db, config=config)
+    return MemOS(args.data_dir or default_data_dir(), config=config)
+
+
+def _config(overrides: dict[str, Any]) -> MemOSConfig:
+    """The store's settings from the command's options; options the settings refuse
+    (``--qdrant-url ftp://x``, ``--index-url`` with ``--index edge``) are bad input, exit
+    status 2, not pydantic's traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return MemOSConfig(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            option = "-".join(str(part) for part in error["loc"]).replace("_", "-")
+            problems.append(f"--{option}: {message}" if option else message)
+        raise InvalidInputError(f"invalid options: {'; '.join(problems)}") from None
 
 
 def _cube_json(cube: Any) -> dict[str, Any]:

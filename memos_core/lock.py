@@ -36,7 +36,17 @@ def make_private_dir(path: Path) -> None:
     is the caller's choice and keeps its mode; a log warning says when other users of this
     machine can enter it."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            # a file where a parent directory should be: the OS names only the errno ("File
+            # exists"), which reads as a fault of the file system rather than of the path
+            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            if blocker is None:  # not a file in the way (removed meanwhile): as it is
+                raise
+            raise InvalidInputError(
+                f"{path} cannot be created: {blocker} is a file, not a directory. Give a "
+                "directory for memos-core's files (it is created if missing).") from None
         try:
             path.mkdir(mode=0o700)
             return

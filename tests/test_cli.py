@@ -175,6 +175,36 @@ def test_a_failed_write_leaves_no_new_store_behind(tmp_path, capsys, argv, messa
     assert code == 2 and (where / "vault.sqlite3").is_file()
 
 
+@pytest.mark.parametrize("below", ["sub", "sub/deeper"])
+def test_a_data_directory_below_a_file_is_bad_input(tmp_path, capsys, monkeypatch, below):
+    """$MEMOS_DATA_DIR under a regular file gave the OS's "[Errno 17] File exists" and exit
+    status 1, as if the file system had failed: it is bad input (2), naming the file."""
+    (tmp_path / "afile").write_text("not a directory")
+    monkeypatch.setenv("MEMOS_DATA_DIR", str(tmp_path / "afile" / below))
+    monkeypatch.delenv("MEMOS_DB_URL", raising=False)
+    assert main(["add", "a note", "--user", "alice"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'afile'} is a file, not a directory" in err and "Errno" not in err
+    assert (tmp_path / "afile").read_text() == "not a directory"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--qdrant-url", "ftp://x"], "--qdrant-url: qdrant_url 'ftp://x' has the scheme 'ftp'"),
+    (["--index", "qdrant", "--qdrant-url", "localhost:6333"], "looks like host:port"),
+    (["--qdrant-url", "http://localhost:6333"], "qdrant_url is set but index is 'edge'"),
+    (["--index", "edge", "--index-url", "postgresql://u@localhost:1/x"],
+     "index_url is set but index is 'edge'"),
+    (["--index-url", "postgresql://u@localhost:1/x"], "index_url is set but index is 'edge'"),
+])
+def test_index_options_the_settings_refuse_are_bad_input(tmp_path, capsys, options, message):
+    """A URL the index does not use, or a malformed one, was pydantic's traceback (status 1),
+    or dropped silently (--index-url with the embedded index): status 2, no store made."""
+    where = tmp_path / "store"
+    assert main(["add", "a note", *options, "--data-dir", str(where), "--user", "alice"]) == 2
+    assert message in capsys.readouterr().err
+    assert not where.exists()
+
+
 def test_a_failed_write_removes_the_parent_directories_it_made(tmp_path, capsys):
     """The parents a failed first write made for its store go with it; those that were there
     before stay."""

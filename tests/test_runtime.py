@@ -163,6 +163,57 @@ def test_a_converted_file_cut_short_is_converted_again(
     assert len(calls) == 3
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer_config.json"])
+def test_a_converted_file_changed_at_the_same_size_is_converted_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path, name: str
+) -> None:
+    """Sizes alone let damage that keeps a file's size through (``num_hidden_layers`` 30 ->
+    10 in config.json, 64 KiB of weights overwritten): it loaded and answered garbage. The
+    manifest records each file's SHA-256 and the load checks it."""
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    done = ensure_converted(fake_gguf, tmp_path / "cache")
+    (done.path / name).write_text("[]")  # was "{}"
+    assert ensure_converted(fake_gguf, tmp_path / "cache") == done and len(calls) == 2
+    assert (done.path / name).read_text() == "{}"
+    assert ensure_converted(fake_gguf, tmp_path / "cache") == done and len(calls) == 2
+
+
+def test_a_large_converted_file_is_hashed_when_its_mtime_changes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path
+) -> None:
+    """model.safetensors (538 MB, ~0.4 s of SHA-256) is hashed again only when its size or
+    modification time differs from the recorded ones; small files on every load."""
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    monkeypatch.setattr(loader, "_REHASH_ON_CHANGE_FROM", 2)  # every fake file is "large"
+    done = ensure_converted(fake_gguf, tmp_path / "cache")
+    weights = done.path / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+    weights.write_text("[]")
+    os.utime(weights, ns=(written, written))  # damage that kept the recorded mtime: trusted
+    assert ensure_converted(fake_gguf, tmp_path / "cache") == done and len(calls) == 1
+    os.utime(weights, ns=(written + 10**9, written + 10**9))
+    ensure_converted(fake_gguf, tmp_path / "cache")
+    assert len(calls) == 2 and weights.read_text() == "{}"
+
+
+def test_a_conversion_without_checksums_is_converted_again_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path
+) -> None:
+    """Conversions made before the manifest recorded checksums are redone once (a cache)."""
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    done = ensure_converted(fake_gguf, tmp_path / "cache")
+    manifest_path = done.path / "memos_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["sha256"], manifest["mtime_ns"]
+    manifest_path.write_text(json.dumps(manifest))
+    ensure_converted(fake_gguf, tmp_path / "cache")
+    ensure_converted(fake_gguf, tmp_path / "cache")
+    assert len(calls) == 2 and "sha256" in json.loads(manifest_path.read_text())
+
+
 def test_a_cached_conversion_that_does_not_load_is_converted_again(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path
 ) -> None:
@@ -332,6 +383,34 @@ def test_default_model_cache_is_plain_safetensors(smol: LocalModel) -> None:
     assert reloaded.fingerprint.config_hash == smol.fingerprint.config_hash
     assert reloaded.fingerprint.tokenizer_hash == smol.fingerprint.tokenizer_hash
     assert LocalModel.default().fingerprint.digest == smol.fingerprint.digest
+
+
+@pytest.mark.slow
+def test_default_model_converts_a_conversion_that_does_not_load_again(
+    smol: LocalModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``LocalModel.default()`` (what the engine uses) had no convert-again retry: a header
+    dtype changed in model.safetensors, its modification time kept (so the checksum of the
+    large file is not recomputed), raised ModelLoadError on every call, advising to call
+    ``LocalModel.default()``. Now it converts once more and loads."""
+    import shutil
+
+    cached = ensure_converted(default_gguf_path())
+    copy = tmp_path / "cache" / "models" / cached.path.name
+    shutil.copytree(cached.path, copy)  # (copy2: modification times kept)
+    weights = copy / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+    header = bytearray(weights.read_bytes()[:40_000])
+    at = header.find(b'"F32"')
+    header[at:at + 5] = b'"F16"'
+    with weights.open("r+b") as fh:
+        fh.write(header)
+    os.utime(weights, ns=(written, written))
+    with caplog.at_level("WARNING"):
+        model = LocalModel.default(cache_dir=tmp_path / "cache")
+    assert "could not be loaded" in caplog.text and "converting" in caplog.text
+    assert "Paris" in model.generate(None, USER_Q, max_new_tokens=12).text
+    assert model.fingerprint.digest == smol.fingerprint.digest
 
 
 @pytest.mark.slow

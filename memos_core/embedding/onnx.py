@@ -11,7 +11,15 @@ with the same rules as sentence-transformers: texts stripped, truncated to
 ``max_seq_length`` (256) word pieces, padded to the longest text of a batch.
 
 Export is atomic (a temporary sibling directory renamed into place, manifest written last),
-so a crash never leaves a half-written model. Later processes only load the cached file.
+so a crash never leaves a half-written model. Later processes only load the cached file,
+after checking it against the size and SHA-256 the manifest recorded for ``model.onnx`` and
+``tokenizer.json`` (hashed once per process while a file's size and modification time stay
+the same: about 0.06 s for the 90 MB graph, as long as hashing the source weights, which name
+the directory, already takes): a damaged export that still parses would give wrong vectors,
+and every add would store them. The word-piece limit is read from the source model, not from the manifest. An
+export that fails the check, or that ONNX Runtime or the tokenizer cannot load, is exported
+again, once; if that fails too, :class:`~memos_core.runtime.errors.ModelLoadError` (the
+``"auto"`` backend then uses torch).
 
 With ``fuse=True`` the exported graph is then rewritten by ONNX Runtime's transformer
 optimiser: attention, layer norms and GELU become fused kernels doing the same fp32
@@ -33,6 +41,7 @@ was cached as ``...-int8-...`` and is no longer read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -163,9 +172,11 @@ def _export_into(model_dir: Path, out: Path, quantize: bool, fuse: bool = False)
 
 def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fuse: bool = False,
                 cache_dir: str | os.PathLike[str] | None = None,
-                name: str = "all-MiniLM-L6-v2") -> Path:
+                name: str = "all-MiniLM-L6-v2", again: bool = False) -> Path:
     """The cached ONNX export of a sentence-transformers model directory, exporting it first
-    if needed (idempotent; safe against crashes and concurrent callers).
+    if needed (idempotent; safe against crashes and concurrent callers). A cached export whose
+    files differ from the sizes and SHA-256 its manifest recorded, or that recorded none (an
+    older export), is exported again; ``again``: export even so (the cached one did not load).
 
     Returns the directory holding ``model.onnx`` and ``tokenizer.json``.
 
@@ -174,7 +185,7 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fu
             export failed (e.g. ``torch``/``onnx`` missing).
     """
     from memos_core.runtime.errors import ModelLoadError
-    from memos_core.runtime.loader import cache_root
+    from memos_core.runtime.loader import cache_root, file_records
 
     src = Path(model_dir).expanduser().resolve()
     check_mean_pooling(src)
@@ -182,7 +193,7 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fu
     parent = cache_root(cache_dir) / "models"
     kind = f"int8-{_INT8_SCHEME}" if quantize else "fp32-fused" if fuse else "fp32"
     target = parent / f"onnx-{name}-{kind}-{sha[:16]}"
-    if _valid(target, sha):
+    if not again and _valid(target, sha):
         return target
     tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
@@ -203,12 +214,12 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fu
         manifest = {"format": _FORMAT, "source": str(src), "source_sha256": sha,
                     "quantized": quantize, "fused": fused, "opset": _OPSET,
                     **({"int8_scheme": _INT8_SCHEME} if quantize else {}),
-                    "max_seq_length": max_seq_length(src)}
+                    "max_seq_length": max_seq_length(src), **file_records(tmp)}
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         try:
             os.rename(tmp, target)
         except OSError:  # another process published first (or a stale one is in the way)
-            if not _valid(target, sha):
+            if again or not _valid(target, sha, quiet=True):
                 shutil.rmtree(target, ignore_errors=True)
                 os.rename(tmp, target)
         return target
@@ -217,14 +228,25 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fu
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _valid(directory: Path, sha: str) -> bool:
+def _valid(directory: Path, sha: str, *, quiet: bool = False) -> bool:
+    """Whether ``directory`` holds a finished export of the weights hashing to ``sha`` whose
+    files are as written (a damaged one is logged unless ``quiet``: it is exported again)."""
+    from memos_core.runtime.loader import files_problem
+
     try:
         manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (isinstance(manifest, dict) and manifest.get("format") == _FORMAT
-            and manifest.get("source_sha256") == sha
-            and (directory / "model.onnx").is_file() and (directory / "tokenizer.json").is_file())
+    if not (isinstance(manifest, dict) and manifest.get("format") == _FORMAT
+            and manifest.get("source_sha256") == sha):
+        return False
+    problem = files_problem(directory, manifest)
+    if problem is not None:
+        if not quiet:
+            _log.warning("the ONNX export in %s is not as exported: %s; exporting it again",
+                         directory, problem)
+        return False
+    return {"model.onnx", "tokenizer.json"} <= set(manifest["files"])
 
 
 class OnnxEmbedder(PieceBatchedEmbedder):
@@ -261,32 +283,60 @@ class OnnxEmbedder(PieceBatchedEmbedder):
         with self._lock:
             if self._tokenizer is not None:
                 return
-            import onnxruntime as ort
+            from memos_core.runtime.errors import ModelLoadError
 
             src = self._model_dir()
-            name = self.name.replace("/", "_")
-            directory = export_onnx(src, quantize=self.quantize, fuse=self.fuse,
-                                    cache_dir=self._cache_dir,
-                                    name=name)
-            manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
-            tok = self._open_tokenizer(directory / "tokenizer.json",
-                                       int(manifest.get("max_seq_length", 256)))
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = {
-                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            }[self._optimization]
-            if self._threads:
-                opts.intra_op_num_threads = self._threads
-            opts.inter_op_num_threads = 1
-            # Idle worker threads sleep instead of spinning: on a shared or small machine the
-            # spinning threads steal the cores the next query needs (p95 roughly halved).
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(str(directory / "model.onnx"), opts,
-                                                 providers=["CPUExecutionProvider"])
-            self._tokenizer = tok  # last: a set tokenizer means loaded
-            self.dim = int(self._run(["dimension probe"]).shape[1])
+            export = functools.partial(export_onnx, src, quantize=self.quantize, fuse=self.fuse,
+                                       cache_dir=self._cache_dir,
+                                       name=self.name.replace("/", "_"))
+            directory = export()
+            try:
+                self._open(directory, src)
+            except ModelLoadError as exc:  # passed the checksums, does not load: export again
+                _log.warning("the ONNX export in %s could not be loaded (%s); exporting it "
+                             "again", directory, exc)
+                self._open(export(again=True), src)
+
+    def _open(self, directory: Path, src: Path) -> None:
+        """Open the export in ``directory`` (of the model at ``src``) and probe it once.
+
+        Raises:
+            ModelLoadError: ONNX Runtime or the tokenizer could not load it, or it does not
+                run (onnxruntime raises plain ``Exception`` subclasses for a damaged graph).
+        """
+        from memos_core.runtime.errors import ModelLoadError
+
+        try:
+            self._start_session(directory, src)
+        except ImportError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's and tokenizers' own errors
+            self._session = self._tokenizer = None
+            raise ModelLoadError(
+                f"the ONNX export in {directory} does not load ({type(exc).__name__}: {exc}); "
+                "delete that directory to export it again, or use the torch backend "
+                "(MEMOS_EMBEDDER_BACKEND=torch)") from exc
+
+    def _start_session(self, directory: Path, src: Path) -> None:
+        import onnxruntime as ort
+
+        tok = self._open_tokenizer(directory / "tokenizer.json", max_seq_length(src))
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        }[self._optimization]
+        if self._threads:
+            opts.intra_op_num_threads = self._threads
+        opts.inter_op_num_threads = 1
+        # Idle worker threads sleep instead of spinning: on a shared or small machine the
+        # spinning threads steal the cores the next query needs (p95 roughly halved).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(str(directory / "model.onnx"), opts,
+                                             providers=["CPUExecutionProvider"])
+        self._tokenizer = tok  # last: a set tokenizer means loaded
+        self.dim = int(self._run(["dimension probe"]).shape[1])
 
     def _infer(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Sentence vectors of one padded batch (token type ids are all 0 for one text)."""

@@ -753,21 +753,20 @@ def test_a_damaged_adapter_is_a_clear_error_and_can_be_retired(
 
 
 def test_the_manifest_records_the_weights_checksum(store: tuple[MemOS, list[str]]) -> None:
-    """Saved with its weights' SHA-256, kept through status changes; an adapter saved before
-    manifests carried one still serves."""
+    """Saved with its weights' and config's SHA-256, kept (and sealed anew) through status
+    changes. (An adapter saved before manifests carried them: test_damaged_side_files.)"""
     mos, ids = store
     version = mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN,
                               progress=False).manifest.version
     tier = engine_for(mos).parametric
     digest = tier.store.weights_sha256(version)
+    config = tier.store.config_sha256(version)
     assert tier.store.manifest(version).weights_sha256 == digest
     mos.deactivate_adapter(user_id="ada")
     mos.activate_adapter(version, user_id="ada")
-    assert tier.store.manifest(version).weights_sha256 == digest
-    manifest_file = tier.store.path(version) / "manifest.json"
-    older = json.loads(manifest_file.read_text())
-    del older["weights_sha256"]
-    manifest_file.write_text(json.dumps(older))
+    manifest = tier.store.manifest(version)
+    assert (manifest.weights_sha256, manifest.config_sha256) == (digest, config)
+    assert manifest.status == "active" and manifest.manifest_sha256 is not None
     answer = mos.chat("What is Zorvin's cat named?", user_id="ada", max_new_tokens=2)
     assert answer.trace.adapter_version == f"{version}@{digest[:16]}"
 

@@ -9,10 +9,20 @@ and renamed to its version, so a version directory always has its manifest; what
 leaves (a temporary directory whose writer is gone, a version directory without a manifest,
 e.g. from an interrupted delete) is listed by :meth:`AdapterStore.leftovers`. Weights are
 never pickled: peft writes ``adapter_model.safetensors``.
+
+Every manifest is sealed: ``manifest_sha256`` is a SHA-256 over the canonical JSON of all its
+other fields (:func:`manifest_checksum`), checked on every read, so a manifest damaged or
+edited in place (another memory id, owner or base fingerprint: what a forget and serving go
+by) is a :class:`CorruptDataError`, like one that does not parse; ``weights_sha256`` and
+``config_sha256`` tie the adapter's two files to it. Manifests written before they carried
+the seal are sealed once, as found, when the store is opened (:meth:`AdapterStore.adopt`);
+from then on ``state.json`` says the store is sealed (``"sealed": true``) and a manifest
+without one is damaged too (see docs/parametric.md, "Damaged files").
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,6 +31,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 from stat import S_ISREG
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,6 +45,8 @@ from memos_core.tiers.parametric.trainer import TrainingReport
 
 MANIFEST = "manifest.json"
 WEIGHTS = "adapter_model.safetensors"
+#: peft's LoRA settings (rank, alpha, target modules): they scale the merged weights.
+CONFIG = "adapter_config.json"
 #: The names :meth:`AdapterStore.next_version` gives.
 _VERSION = re.compile(r"v[0-9]+")
 Status = Literal["rejected", "ready", "active", "retired"]
@@ -70,6 +83,13 @@ class AdapterManifest(BaseModel):
     weights_sha256: str | None = Field(
         default=None, description="SHA-256 of the weights file as saved; checked before each "
         "load (None: no weights saved, or saved before adapters carried one).")
+    config_sha256: str | None = Field(
+        default=None, description="SHA-256 of adapter_config.json as saved (its lora_alpha "
+        "scales the merged weights); checked with the weights (None: as weights_sha256).")
+    manifest_sha256: str | None = Field(
+        default=None, description="SHA-256 of the canonical JSON of every other field "
+        "(manifest_checksum), written with each manifest and checked on every read (None: "
+        "only in a manifest written before manifests carried one).")
 
     @property
     def memory_ids(self) -> frozenset[str]:
@@ -105,6 +125,40 @@ def _read(file: Path, parse: Any, what: str) -> Any:
     except (ValueError, TypeError, KeyError, ValidationError) as exc:
         raise CorruptDataError(f"{file} is not a readable {what} ({first_line(exc)}). Restore it from a "
                                "backup, or delete it (memos-core rebuilds what it can).") from None
+
+
+def manifest_checksum(fields: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) over the canonical JSON (keys sorted) of every field of a manifest but
+    ``manifest_sha256``, as it is on disk: what :meth:`AdapterStore.manifest` checks. Fields
+    a later release adds are covered once written; reading never normalises them first."""
+    rest = {name: value for name, value in fields.items() if name != "manifest_sha256"}
+    encoded = json.dumps(rest, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def _sealed(manifest: AdapterManifest) -> dict[str, Any]:
+    """The manifest as the JSON object to write, with its ``manifest_sha256``."""
+    fields = manifest.model_dump(mode="json")
+    fields["manifest_sha256"] = manifest_checksum(fields)
+    return fields
+
+
+def _manifest_of(text: str, store_sealed: Callable[[], bool]) -> AdapterManifest:
+    """Parse a manifest and check its seal. One without a seal is taken as written before
+    manifests carried one, unless ``store_sealed()`` says every manifest of the store has
+    been sealed (then the seal was lost: damage)."""
+    fields = json.loads(text)
+    if not isinstance(fields, dict):
+        raise ValueError("needs a JSON object")
+    recorded = fields.get("manifest_sha256")
+    if recorded is None:
+        if store_sealed():
+            raise ValueError("it has no manifest_sha256, which every manifest of this store "
+                             "carries (damaged or edited on disk)")
+    elif recorded != manifest_checksum(fields):
+        raise ValueError("its fields do not match the manifest_sha256 it was written with "
+                         "(damaged or edited on disk)")
+    return AdapterManifest.model_validate(fields)
 
 
 def _state_of(text: str) -> dict[str, Any]:
@@ -199,11 +253,11 @@ class AdapterStore:
             return True
 
     def manifest(self, version: str) -> AdapterManifest:
-        """The manifest of ``version``.
+        """The manifest of ``version``, its seal checked (see the module docstring).
 
         Raises:
             InvalidInputError: no such adapter.
-            CorruptDataError: its manifest cannot be read.
+            CorruptDataError: its manifest cannot be read, or does not match its seal.
         """
         file = self.path(version) / MANIFEST
         try:
@@ -218,7 +272,7 @@ class AdapterStore:
         cached = self._parsed.get(version)
         if cached is not None and cached[0] == key:
             return cached[1]
-        manifest: AdapterManifest = _read(file, AdapterManifest.model_validate_json,
+        manifest: AdapterManifest = _read(file, lambda text: _manifest_of(text, self.sealed),
                                           "adapter manifest")
         self._parsed[version] = (key, manifest)
         return manifest
@@ -243,8 +297,10 @@ class AdapterStore:
 
     def save(self, peft_model: Any | None, manifest: AdapterManifest) -> Path:
         """Write a new adapter: the weights (safetensors; none when ``peft_model`` is None)
-        and the manifest, into a temporary directory renamed to the version at the end, so
-        a crash never leaves a version without its manifest. Returns the adapter directory.
+        and peft's config, recorded by their SHA-256 in the manifest, and the sealed
+        manifest, into a temporary directory renamed to the version at the end, so a crash
+        never leaves a version without its manifest. The first adapter of a store marks it
+        sealed. Returns the adapter directory.
 
         Raises:
             InvalidInputError: the version exists already.
@@ -253,24 +309,59 @@ class AdapterStore:
             where = self.path(manifest.version)
             if where.exists():
                 raise InvalidInputError(f"adapter {manifest.version} exists under {self.root}")
+            first = not self.versions()
             self.root.mkdir(parents=True, exist_ok=True)
             with tempfiles.writing(tempfiles.temp_path(where)) as staging:
                 try:
                     staging.mkdir()
                     if peft_model is not None:
                         peft_model.save_pretrained(str(staging), safe_serialization=True)
-                        manifest = manifest.model_copy(
-                            update={"weights_sha256": file_sha256(staging / WEIGHTS)})
-                    _write_json(staging / MANIFEST, manifest.model_dump(mode="json"))
+                        manifest = manifest.model_copy(update={
+                            "weights_sha256": file_sha256(staging / WEIGHTS),
+                            "config_sha256": file_sha256(staging / CONFIG)})
+                    _write_json(staging / MANIFEST, _sealed(manifest))
                     os.replace(staging, where)
                 finally:
                     if staging.exists():
                         shutil.rmtree(staging, ignore_errors=True)
+            if first:  # no manifest without a seal here: none may lose it unnoticed
+                self.seal()
             return where
 
     def write_manifest(self, manifest: AdapterManifest) -> None:
+        """Write ``manifest`` (sealed anew: its ``manifest_sha256`` is recomputed)."""
         with self._lock:
-            _write_json(self.path(manifest.version) / MANIFEST, manifest.model_dump(mode="json"))
+            _write_json(self.path(manifest.version) / MANIFEST, _sealed(manifest))
+
+    def adopt(self) -> list[str]:
+        """Seal, as found, every readable manifest written before manifests carried a seal
+        (recording its weights' and config's SHA-256 where those files are there and it has
+        none), then mark the store sealed: from then on a manifest without a seal is
+        damaged. Returns the versions sealed. Idempotent; called when a store is opened.
+
+        Trust on first use: damage done before this runs goes unnoticed (as it did before);
+        retraining every adapter of an upgraded store instead would cost minutes per owner
+        for what was, until then, served."""
+        adopted: list[str] = []
+        with self._lock:
+            if not self.root.is_dir() or self.sealed():
+                return adopted
+            for version in self.versions():
+                try:
+                    manifest = self.manifest(version)
+                except CorruptDataError:
+                    continue  # (a forget deletes it)
+                if manifest.manifest_sha256 is not None:
+                    continue
+                update: dict[str, str] = {}
+                for field, name in (("weights_sha256", WEIGHTS), ("config_sha256", CONFIG)):
+                    file = self.path(version) / name
+                    if getattr(manifest, field) is None and file.is_file():
+                        update[field] = file_sha256(file)
+                self.write_manifest(manifest.model_copy(update=update))
+                adopted.append(version)
+            self.seal()
+        return adopted
 
     def weights_sha256(self, version: str) -> str:
         """SHA-256 (hex) of the adapter's weights file as it is on disk now.
@@ -279,6 +370,14 @@ class AdapterStore:
             FileNotFoundError: it has no weights file.
         """
         return file_sha256(self.path(version) / WEIGHTS)
+
+    def config_sha256(self, version: str) -> str:
+        """SHA-256 (hex) of the adapter's ``adapter_config.json`` as it is on disk now.
+
+        Raises:
+            FileNotFoundError: it has none.
+        """
+        return file_sha256(self.path(version) / CONFIG)
 
     def has_weights(self, version: str) -> bool:
         return (self.path(version) / WEIGHTS).is_file()
@@ -313,6 +412,20 @@ class AdapterStore:
     def active_all(self) -> dict[str, str]:
         with self._lock:
             return dict(self._state()["active"])
+
+    def sealed(self) -> bool:
+        """Whether every manifest of the store carries a seal (:meth:`adopt`, :meth:`save`)."""
+        with self._lock:
+            return self._state().get("sealed") is True
+
+    def seal(self) -> None:
+        """Record in ``state.json`` that every manifest of the store carries a seal."""
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            state = self._state()
+            if state.get("sealed") is not True:
+                state["sealed"] = True
+                _write_json(self.root / "state.json", state)
 
     def history(self, owner: str) -> list[str]:
         """Versions activated for ``owner``, oldest first (rollback walks back through it)."""

@@ -157,6 +157,8 @@ class ParametricTier:
         # base model replay examples and control answers, per model and config
         self._answers: dict[str, tuple[list[Example], list[tuple[str, str]]]] = {}
         self._stopping = threading.Event()  # set by stop(): trainings end at their next step
+        #: (adapter version, base model digest) not served on that base model, logged once
+        self._other_base: set[tuple[str, str]] = set()
 
     def stop(self) -> None:
         """Make every running and later :meth:`consolidate` end at its next step (training,
@@ -378,8 +380,10 @@ class ParametricTier:
                     f"adapter {version} was trained on another base model; retrain it")
             previous = self.store.active(manifest.owner)
             if previous is not None and previous != version:
-                self._set_status(previous, "ready")
-                self._mark(self.store.manifest(previous), Tier.PLAINTEXT)
+                before = self.store.manifest(previous)
+                if before.owner == manifest.owner:  # (else state.json was damaged: not theirs)
+                    self._set_status(previous, "ready")
+                    self._mark(before, Tier.PLAINTEXT)
             self.store.set_active(manifest.owner, version)
             manifest = self._set_status(version, "active")
             self._mark(manifest, Tier.PARAMETRIC)
@@ -388,14 +392,23 @@ class ParametricTier:
 
     def deactivate(self, owner: str, *, reason: str = "requested") -> str | None:
         """Stop serving ``owner``'s adapter; returns its version (None: none was active).
-        Its memories are marked plaintext again. Idempotent."""
+        Its memories are marked plaintext again. Idempotent. Where ``state.json`` names an
+        adapter that is not the owner's, or whose manifest is damaged or gone
+        (:meth:`active_manifest` refuses to serve it), only the entry is cleared: the way
+        out that error names; another owner's adapter is left as it is."""
         with self._lock:
             version = self.store.active(owner)
             if version is None:
                 return None
             self.store.set_active(owner, None)
-            manifest = self._set_status(version, "ready")
-            self._mark(manifest, Tier.PLAINTEXT)
+            try:
+                manifest = self.store.manifest(version)
+            except (CorruptDataError, InvalidInputError) as exc:
+                manifest = None
+                logger.warning("adapter %s: %s; cleared it from %r's state entry", version,
+                               exc, owner)
+            if manifest is not None and manifest.owner == owner:
+                self._mark(self._set_status(version, "ready"), Tier.PLAINTEXT)
         self._audit(owner, "deactivate", version, {}, reason)
         return version
 
@@ -406,8 +419,12 @@ class ParametricTier:
             current = self.store.active(owner)
             earlier = [v for v in self.store.history(owner) if v != current]
             for version in reversed(earlier):
-                manifest = self.store.manifest(version)
-                if (manifest.status == "ready" and self.store.has_weights(version)
+                try:
+                    manifest = self.store.manifest(version)
+                except (CorruptDataError, InvalidInputError):
+                    continue  # damaged or gone: it cannot be activated
+                if (manifest.owner == owner and manifest.status == "ready"
+                        and self.store.has_weights(version)
                         and not self._unservable(manifest)):
                     self.activate(version, reason=f"rollback from {current}: {reason}")
                     self._audit(owner, "rollback", version, {"from": current}, reason)
@@ -427,6 +444,9 @@ class ParametricTier:
             manifest = self.store.manifest(version)
             if self.store.active(manifest.owner) == version:
                 self.deactivate(manifest.owner, reason=reason)
+            for other, active in self.store.active_all().items():
+                if active == version:  # a damaged state.json named it for another owner
+                    self.store.set_active(other, None)
             self.store.delete_weights(version)
             update: dict[str, Any] = {"status": "retired", "retired_reason": reason}
             if scrub:
@@ -443,8 +463,13 @@ class ParametricTier:
         fewer than ``min_current`` of its memories are still live at the version trained in
         (outdated), or if ``idle_s`` is given and none of them was used for that long (rarely
         used). Its memories are served from plaintext again; nothing is lost. Returns the
-        retired version, or None."""
-        manifest = self.active_manifest(owner)
+        retired version, or None; also when the owner's entry or adapter is damaged (logged:
+        it is not served, and the owner's chats say what to do)."""
+        try:
+            manifest = self.active_manifest(owner)
+        except CorruptDataError as exc:  # (the scheduler goes on with the other owners)
+            logger.warning("not checked for staleness: %s", exc)
+            return None
         if manifest is None or not manifest.memories:
             return None
         current, damaged = self._current([m.id for m in manifest.memories])
@@ -552,13 +577,16 @@ class ParametricTier:
         made them), and with crashes: what a crash left in the adapters directory is deleted
         (:meth:`_drop_leftovers`), adapters holding a forgotten memory are retired and
         scrubbed, those holding an expired one, or one updated to another text, retired;
-        then the manifests' status, and with ``marks`` the memories' tiers, are brought in
-        line with ``state.json`` (:meth:`_reconcile_serving`). Server mode passes
+        manifests written before manifests carried a seal are sealed
+        (:meth:`AdapterStore.adopt`); then the manifests' status, and with ``marks`` the
+        memories' tiers, are brought in line with ``state.json`` (:meth:`_reconcile_serving`). Server mode passes
         ``marks=False``: the tier marks live in the shared database while each process has
         its own adapters, so one process's state cannot say what another serves. Cheap when
         nothing changed (reads the manifests three times, and the vault's current versions
         of their memories twice)."""
         self._drop_leftovers()
+        for version in self.store.adopt():  # manifests written before they carried a seal
+            logger.info("adapter %s: its manifest was sealed (manifest_sha256)", version)
         readable, _ = self.store.readable_manifests()
         ids = sorted({mid for manifest in readable for mid in manifest.memory_ids})
         current = self._current(ids)[0] if ids else {}
@@ -655,8 +683,34 @@ class ParametricTier:
     # ------------------------------------------------------------------ serving
 
     def active_manifest(self, owner: str) -> AdapterManifest | None:
+        """The manifest of the adapter ``state.json`` names as ``owner``'s active one, or
+        None. Every path that picks an adapter by owner (serving, :meth:`held`,
+        :meth:`model_for`, :meth:`retire_stale`) goes through here.
+
+        Raises:
+            CorruptDataError: the manifest is damaged, or is another owner's: ``state.json``
+                was damaged or edited, and weights trained on another user's memories must
+                never answer this one's chats.
+        """
         version = self.store.active(owner)
-        return self.store.manifest(version) if version is not None else None
+        if version is None:
+            return None
+        try:
+            manifest = self.store.manifest(version)
+        except CorruptDataError as exc:
+            raise CorruptDataError(
+                f"{exc} Adapter {version}, {owner!r}'s active one, is not served: "
+                f"mos.deactivate_adapter(user_id={owner!r}) stops looking for it (chats run "
+                "on the base model), and the next forget deletes it; its memories are all "
+                "still in the vault.") from None
+        if manifest.owner != owner:
+            raise CorruptDataError(
+                f"{self.store.root / 'state.json'} names adapter {version} as {owner!r}'s "
+                f"active adapter, but it is {manifest.owner!r}'s (damaged or edited on disk); "
+                f"it is not served. mos.deactivate_adapter(user_id={owner!r}) clears the "
+                f"entry (adapter {version} itself is left as it is), and {owner!r}'s chats "
+                "run on the base model.")
+        return manifest
 
     def serving(self, owner: str) -> AdapterManifest | None:
         """``owner``'s active adapter if it may answer now: none of its memories is
@@ -693,21 +747,40 @@ class ParametricTier:
 
     def model_for(self, owner: str) -> LocalModel | None:
         """The base model with ``owner``'s serving adapter (:meth:`serving`) merged in
-        (loaded once per adapter), or None when the owner has none."""
+        (loaded once per adapter), or None when the owner has none, or when it was trained
+        on another base model than the one attached (its manifest's ``base_fingerprint``:
+        :meth:`activate` refuses it the same way). Its weights and ``adapter_config.json``
+        are checked against the SHA-256 its manifest recorded on every call.
+
+        Raises:
+            CorruptDataError: the manifest or ``state.json`` (see :meth:`active_manifest`),
+                or an adapter file, is damaged.
+        """
         with self._lock:
             manifest = self.serving(owner)
             if manifest is None:
                 return None
             version = manifest.version
+            base = self._base()
+            if manifest.base_fingerprint != base.fingerprint.digest:
+                if (version, base.fingerprint.digest) not in self._other_base:  # once each
+                    self._other_base.add((version, base.fingerprint.digest))
+                    logger.warning("adapter %s of %r was trained on another base model than the "
+                                   "one attached: not served (retrain it)", version, owner)
+                return None
             try:
                 digest = self.store.weights_sha256(version)
                 if manifest.weights_sha256 not in (None, digest):
                     raise CorruptDataError(  # (wrapped below with what to do)
                         "its weights file does not match the SHA-256 its manifest recorded "
                         "when it was saved (damaged on disk)")
+                if manifest.config_sha256 not in (None, self.store.config_sha256(version)):
+                    raise CorruptDataError(
+                        "its adapter_config.json does not match the SHA-256 its manifest "
+                        "recorded when it was saved (damaged or edited on disk)")
                 tag = adapter_tag(version, digest)
                 if tag not in self._loaded:
-                    self._loaded[tag] = load_adapted(self._base(), self.store.path(version), tag)
+                    self._loaded[tag] = load_adapted(base, self.store.path(version), tag)
             except ModelLoadError:
                 raise  # peft missing, or the base model itself
             except Exception as exc:  # noqa: BLE001 - a damaged file: the library's own error

@@ -59,7 +59,9 @@ STAGES = (("query embedding", "query_vectors", "get"),
           # the vault read, or the cached hits that stand for it (the store's method, where
           # the checkout has one; the vault's read inside it counts for it)
           ("vault read", "store", "current_for_search"), ("vault read", "vault", "get_many"),
-          ("second stage", "memos_module", "rerank"))
+          # the second stage: in memos_core/ops/search.py since 2026-12-07, in the facade's
+          # module before (a version has one or the other)
+          ("second stage", "search_module", "rerank"), ("second stage", "memos_module", "rerank"))
 
 
 def _is_ours(name: str) -> bool:
@@ -108,6 +110,7 @@ class StageTimer(_StageTimer):
         super().__init__({"query_vectors": mos.retriever.query_vectors,
                           "retriever": mos.retriever, "vault": mos.vault, "store": mos.store,
                           "memos_module": mods["memos_core.memos"],
+                          "search_module": mods.get("memos_core.ops.search"),
                           "hybrid_module": mods["memos_core.retrieval.hybrid"],
                           "index_module": mods["memos_core.retrieval.hybrid"]}, STAGES)
 

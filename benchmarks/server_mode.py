@@ -335,7 +335,10 @@ STAGES = (("feed check", "follower", "sync"), ("query embedding", "query_vectors
           # the vault read, or the cached hits that stand for it (the store's method, where
           # the checkout has one; the vault's read inside it counts for it)
           ("vault read", "store", "current_for_search"), ("vault read", "vault", "get_many"),
-          ("second stage", "memos_module", "rerank"), ("record usage", "vault", "record_usage"))
+          # the second stage: in memos_core/ops/search.py since 2026-12-07, the facade's
+          # module before
+          ("second stage", "search_module", "rerank"), ("second stage", "memos_module", "rerank"),
+          ("record usage", "vault", "record_usage"))
 
 
 class StageTimer(_StageTimer):
@@ -343,10 +346,13 @@ class StageTimer(_StageTimer):
     ``_machine.StageTimer`` (the entity hop's BM25 search counts for the hop only)."""
 
     def __init__(self, mos: Any) -> None:
+        import sys
+
         import memos_core.memos as memos_module
         import memos_core.retrieval.hybrid as hybrid_module
 
         super().__init__({"follower": mos.store.follower,
+                          "search_module": sys.modules.get("memos_core.ops.search"),
                           "query_vectors": mos.retriever.query_vectors, "index": mos.index,
                           "retriever": mos.retriever, "vault": mos.vault, "store": mos.store,
                           "memos_module": memos_module, "hybrid_module": hybrid_module}, STAGES)

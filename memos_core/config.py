@@ -233,8 +233,19 @@ class MemOSConfig(BaseModel):
     )
     embedder: str = Field(
         default="minilm",
-        description="'minilm' (bundled all-MiniLM-L6-v2) or a sentence-transformers name/path.",
+        description="'minilm' (bundled all-MiniLM-L6-v2) or a sentence-transformers name/path. "
+        "Recorded per index when its vectors are made: an embedded store opened with another "
+        "model embeds every memory again; a server-mode index shared with other processes "
+        "refuses it.",
     )
+
+    @field_validator("embedder")
+    @classmethod
+    def _model_named(cls, value: str) -> str:
+        if not value.strip():  # an empty name would reach the loader as the working directory
+            raise ValueError("embedder is empty: give 'minilm' (the bundled default) or a "
+                             "sentence-transformers model name or path")
+        return value
     embedder_backend: Literal["auto", "onnx", "onnx+bf16", "bf16", "onnx-int8", "torch"] = Field(
         default="auto",
         description="'auto': ONNX Runtime when onnxruntime is importable (same vectors, "

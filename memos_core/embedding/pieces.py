@@ -84,6 +84,16 @@ def max_seq_length(model_dir: Path) -> int:
         return 256
 
 
+def _mean_pooling(pooling: dict[str, Any]) -> bool:
+    """Whether a ``1_Pooling/config.json`` asks for mean pooling alone: sentence-transformers
+    6 writes ``"pooling_mode": "mean"``, earlier versions a flag per mode."""
+    if "pooling_mode" in pooling:
+        return pooling.get("pooling_mode") == "mean"
+    return bool(pooling.get("pooling_mode_mean_tokens")) and not any(
+        pooling.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens",
+                                 "pooling_mode_mean_sqrt_len_tokens"))
+
+
 def check_mean_pooling(model_dir: Path, who: str = "the ONNX embedder") -> None:
     """Refuse a model whose sentence-transformers pipeline is not mean pooling + normalise.
 
@@ -100,9 +110,7 @@ def check_mean_pooling(model_dir: Path, who: str = "the ONNX embedder") -> None:
                              "needs one, or use the torch backend "
                              "(MEMOS_EMBEDDER_BACKEND=torch).") from exc
     kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
-    if kinds != ["Transformer", "Pooling", "Normalize"] or not pooling.get("pooling_mode_mean_tokens") \
-            or any(pooling.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens",
-                                            "pooling_mode_mean_sqrt_len_tokens")):
+    if kinds != ["Transformer", "Pooling", "Normalize"] or not _mean_pooling(pooling):
         raise ModelLoadError(
             f"{who} supports Transformer -> mean Pooling -> Normalize models; "
             f"{model_dir} has {kinds}. Use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).")
@@ -193,13 +201,13 @@ class PieceBatchedEmbedder:
             if out is None:  # the dimension is known once the model has run
                 out = np.empty((len(ids), vectors.shape[1]), dtype=np.float32)
             out[rows] = vectors
-        return out if out is not None else np.zeros((0, self.dim or 384), dtype=np.float32)
+        return out if out is not None else np.zeros((0, self.dim), dtype=np.float32)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self._tokenizer is None and (texts or not self.dim):
+            self._load()  # (also for no texts where the dimension is known only then)
         if not texts:
-            return np.zeros((0, self.dim or 384), dtype=np.float32)
-        if self._tokenizer is None:
-            self._load()
+            return np.zeros((0, self.dim), dtype=np.float32)
         ids = self._tokenize([str(t).strip() for t in texts])
         order = list(range(len(ids)))
         if self._sort:  # by word-piece count, longest first: batches of similar lengths

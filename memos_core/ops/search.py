@@ -77,7 +77,9 @@ class SearchRequest:
 def search(store: MemoryStore, request: SearchRequest, *,
            reranker: Reranker | None = None) -> list[SearchHit]:
     """The hits of ``request``, best first, at most ``request.k`` (the contract is
-    :meth:`memos_core.memos.MemOS.search`'s); ``reranker`` joins the second stage."""
+    :meth:`memos_core.memos.MemOS.search`'s); ``reranker`` joins the second stage. A model
+    that cannot load raises ``ModelLoadError``, as it does for a write."""
+    store.ready_embedder()
     return _Search(store, request, reranker).run()
 
 

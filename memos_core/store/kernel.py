@@ -48,6 +48,8 @@ from memos_core.progress import progress
 from memos_core.results import DerivedForm
 from memos_core.retrieval.filters import graph_row, payload_of
 from memos_core.retrieval.hybrid import HybridRetriever
+from memos_core.store import derived_record
+from memos_core.store.derived_record import CLEAN_FOR_META, MODEL_META
 from memos_core.store.feed import ChangeFollower
 from memos_core.store.index_guard import TRACKERS_META, tracker_digest
 from memos_core.vault import Edge, ListQuery, SQLiteVault, Vault
@@ -116,7 +118,10 @@ class MemoryStore:
         #: embedded mode: committed memories whose index update failed (retried; see sync)
         self._deferred: set[str] = set()
         self._deferred_at = 0.0
-        self._embedder_ready = False
+        #: the length of the embedder's vectors, once a text was embedded (ready_embedder)
+        self._embedder_dim = 0
+        #: the index's recorded model, where the open could not load the embedder's
+        self._unloaded_model: dict[str, Any] | None = None
         self._pending_lock = threading.Lock()
         self._pending = self._read_pending()
         #: damaged memories already logged by :meth:`report_damaged` (once per open store)
@@ -158,7 +163,15 @@ class MemoryStore:
             raise
 
     def _open_derived(self, server: bool = False) -> None:
-        self.index = self._open_index()
+        where = derived_record.index_identity(self.config, self.data_dir, server)
+        shared = server and self.config.index != "edge"  # other processes use this index too
+        model, rebuild = self._check_model(where, shared)
+        self.index = self._open_index(int(model["dim"]))
+        if shared:  # processes opening together: the first one's model is the index's
+            claimed = derived_record.read_model(self.vault.set_meta_default(  # type: ignore[attr-defined]
+                MODEL_META + where, json.dumps(model)))
+            if claimed is not None and claimed != model:
+                raise derived_record.model_changed_error(claimed, model, where)
         if server:  # processes opening together must agree on one tag key: first one wins
             import secrets
 
@@ -184,39 +197,107 @@ class MemoryStore:
         # a counter of points since the last optimize: a damaged value only starts it again
         self._unoptimized = int(unoptimized) if unoptimized.isdigit() else 0
         try:
-            self._catch_up(server)
+            self._catch_up(server, where, rebuild)
         except IndexCorruptError as exc:  # files the shard loaded but cannot read
             self._rebuild_damaged(exc)
             if not server:
                 self.vault.set_meta(index_privacy.FORMAT_META, index_privacy.FORMAT)
         self._rebuilt = False  # a rebuild at open leaves the one a running store may do
+        # the index is built with this model now (a rebuild has finished); a shared one's
+        # record is claimed above, and a per-process index in a temporary cache directory
+        # (server mode without cache_dir) is new at every open: a record of it would only
+        # pile up in the shared vault
+        if not shared and not (server and self.config.cache_dir is None):
+            self.vault.set_meta(MODEL_META + where, json.dumps(model))
         if not server:
             self.vault.set_meta("index_clean", "0")
+            self.vault.set_meta(CLEAN_FOR_META, where)
             # the digest describes the index as the last close left it: once this store
             # writes, it is out of date, and a kill late in close (index_clean set again,
             # the new digest not yet) must not make the next open take the intact index
             # for one changed behind its back and rebuild it
             self.vault.set_meta(TRACKERS_META, "")
 
-    def _catch_up(self, server: bool) -> None:
-        """Check that the opened index can be read, and bring it up to date with the vault."""
+    def _check_model(self, where: str, shared: bool) -> tuple[dict[str, Any], bool]:
+        """The identity of this store's embedding model (its model loaded first where its
+        dimension is not known without it), and whether the index ``where`` was built with
+        another one and must be rebuilt (:mod:`memos_core.store.derived_record`). An index of
+        this store's own is then deleted where it is a directory (a model of another
+        dimension could not open it); one ``shared`` with other processes is refused.
+
+        Raises:
+            ModelLoadError: the model cannot be loaded.
+            InvalidInputError: ``shared``, and built with another model.
+        """
+        recorded = derived_record.read_model(self.vault.get_meta(MODEL_META + where))
+        dim = self.embedder.dim or self._load_at_open(recorded)
+        if not dim and recorded is not None:  # the model cannot load: the index as it is
+            return recorded, False
+        model = derived_record.embedder_identity(self.embedder, dim)
+        path = self.data_dir / "index"
+        if recorded is None and self._rebuildable():  # the index's own dimension, if it has one
+            made_for = derived_record.edge_dim(path)
+            if made_for is not None and made_for != dim:
+                recorded = {"model": "(not recorded)", "dim": made_for}
+        if recorded is None or recorded == model:
+            return model, False  # a store from before the record adopts the current model
+        if shared:
+            raise derived_record.model_changed_error(recorded, model, where)
+        logger.warning("the index of %s was built with the embedding model %s; this store is "
+                       "opened with %s: every memory is embedded again from the vault",
+                       self.data_dir, derived_record.describe(recorded),
+                       derived_record.describe(model))
+        if self.config.qdrant_url is None and self.config.index != "pgvector" and path.is_dir():
+            shutil.rmtree(path)  # both local kinds keep their files here: neither is valid
+        self.vault.set_meta("index_clean", "0")
+        return model, True
+
+    def _load_at_open(self, recorded: dict[str, Any] | None) -> int:
+        """Load the embedding model to learn its dimension; returns it. Where it cannot load
+        and the index has a recorded model, returns 0: the store opens with its index as it
+        is, so that a forget (which needs no vector) still works while the model is missing
+        (offline, files gone); writes and searches raise ``ModelLoadError``
+        (:meth:`ready_embedder`) until it loads, and then only if it is the recorded model."""
+        from memos_core.runtime.errors import ModelLoadError
+
+        try:
+            return self.ready_embedder()
+        except ModelLoadError as exc:
+            if recorded is None:  # no index to open as it is: its dimension is not known
+                raise
+            logger.warning("%s; the store opens with its index as it is (built with %s): "
+                           "forgets work, writes and searches raise until the model loads",
+                           exc, derived_record.describe(recorded))
+            self._unloaded_model = recorded
+            return 0
+
+    def _catch_up(self, server: bool, where: str, rebuild: bool) -> None:
+        """Check that the opened index can be read, and bring it up to date with the vault:
+        rebuilt where ``rebuild`` (another embedding model) or its format is old, else
+        reconciled unless the index ``where`` itself was closed cleanly and in step."""
         if self._rebuildable():
             self._probe_index()
-        if server:
+        if rebuild:
+            self.reindex()
+            if not server:
+                self.vault.set_meta(index_privacy.FORMAT_META, index_privacy.FORMAT)
+        elif server:
             # many processes share the vault: "closed cleanly" means nothing here, and a
             # writer killed between commit and index update leaves the index behind
             self.reconcile()
         elif self.vault.get_meta(index_privacy.FORMAT_META) != index_privacy.FORMAT:
             self.reindex()  # an index from before tags were hashed holds them in clear: rebuild
             self.vault.set_meta(index_privacy.FORMAT_META, index_privacy.FORMAT)
-        elif self.vault.get_meta("index_clean") != "1" or self.index.count() != self._indexed_count():
+        elif (self.vault.get_meta("index_clean") != "1"
+              or self.vault.get_meta(CLEAN_FOR_META) != where  # another index closed clean
+              or self.index.count() != self._indexed_count()):
             self.reconcile()
 
     def _probe_index(self) -> None:
         """Read the embedded index's dense vectors: a vector file cut short is not noticed
         when the shard loads, only when a search or write reads it. One search for one point
         (a brute-force scan of the points not yet in an HNSW graph: milliseconds)."""
-        dim = getattr(self.index, "dim", None) or self.embedder.dim or 384
+        dim = int(getattr(self.index, "dim", 0) or self.embedder.dim or self.ready_embedder())
         self.index.search_dense([1.0] + [0.0] * (dim - 1), IndexFilter(), 1)
 
     def _rebuildable(self) -> bool:
@@ -279,9 +360,10 @@ class MemoryStore:
             return False
         return True
 
-    def _open_index(self) -> VectorIndex:
-        """Open the index; an embedded one whose files cannot be read is rebuilt from the
-        vault (it is derived data): its directory is deleted and reconcile refills it."""
+    def _open_index(self, dim: int) -> VectorIndex:
+        """Open the index for vectors of ``dim`` (the embedder's); an embedded one whose
+        files cannot be read is rebuilt from the vault (it is derived data): its directory
+        is deleted and reconcile refills it."""
         from memos_core.index import open_index
 
         path = self.data_dir / "index"
@@ -289,11 +371,12 @@ class MemoryStore:
         def attempt() -> VectorIndex:
             url = self.config.index_url if self.config.index == "pgvector" else self.config.qdrant_url
             return open_index(self.config.index, path=path, url=url,
-                              dim=self.embedder.dim or 384, collection=self.config.qdrant_collection,
+                              dim=dim, collection=self.config.qdrant_collection,
                               pool_size=self.config.pool_size)
 
         if self._rebuildable():
             self._check_room(path)
+            self._refuse_local_qdrant(path)
             if path.is_file():  # not an index: derived data, rebuilt from the vault
                 logger.warning("%s is a file, not an index; rebuilding the index from the "
                                "vault", path)
@@ -322,6 +405,21 @@ class MemoryStore:
             # name the server refuses): the library's ValueError, as the facade's error
             raise InvalidInputError(f"The index cannot be opened with these settings: {exc}"
                                     ) from exc
+
+    def _refuse_local_qdrant(self, path: Path) -> None:
+        """Refuse to open the embedded engine on ``path`` where Qdrant's local mode
+        (``index="qdrant"`` without a URL) made its index there first: the engine takes only
+        a directory of its own, and the user chooses which index the store keeps."""
+        from memos_core.index.edge import _SHARD_MARKERS
+
+        if (path.is_dir() and (path / "meta.json").is_file()
+                and not any((path / name).exists() for name in _SHARD_MARKERS)):
+            raise InvalidInputError(
+                f"{path} holds the index of Qdrant's local mode (this store was opened with "
+                'index="qdrant" before), not one of the embedded engine (index="edge"). Open '
+                'the store with index="qdrant", or, to move it to index="edge", close every '
+                f"process using it and delete {path}: the index is rebuilt from the vault, "
+                "which holds every memory.")
 
     def _trackers_changed(self, path: Path) -> bool:
         """Whether the embedded index at ``path``, closed cleanly, has id trackers other than
@@ -394,17 +492,20 @@ class MemoryStore:
         written = self.vault.get_version(cube.id, cube.version) or cube
         return written.model_copy(update={"usage": (current or cube).usage})
 
-    def ready_embedder(self) -> None:
-        """Load the embedding model now if it is not loaded yet. The operations that write
-        new text (add, update, compress, import, keyed puts) call it before their commit,
-        so a model that cannot load raises before anything is stored; a forget or a state
-        change needs no vector and does not."""
+    def ready_embedder(self) -> int:
+        """Load the embedding model now if it is not loaded yet; returns the length of its
+        vectors. The operations that write new text (add, update, compress, import, keyed
+        puts) and search call it first, so a model that cannot load raises
+        :class:`ModelLoadError` before anything is stored or searched; a forget or a state
+        change needs no vector and does not. The open calls it for a model whose dimension
+        is not known before it loads (the index is made for that dimension)."""
         from memos_core.runtime.errors import ModelLoadError
 
-        if self._embedder_ready:
-            return
+        if self._embedder_dim:
+            return self._embedder_dim
         try:
-            self.embedder.embed(["memos"])
+            vectors = self.embedder.embed(["memos"])
+            dim = len(vectors[0])
         except MemOSError:
             raise
         except Exception as exc:  # noqa: BLE001 - any loader error, reported clearly
@@ -412,7 +513,15 @@ class MemoryStore:
                 f"The embedding model {getattr(self.embedder, 'name', '?')!r} could not be "
                 f"loaded ({type(exc).__name__}: {first_line(exc)}). "
                 "Nothing was stored. Check MemOSConfig.embedder / embedder_backend.") from exc
-        self._embedder_ready = True
+        recorded = self._unloaded_model
+        if recorded is not None and derived_record.embedder_identity(self.embedder, dim) != recorded:
+            raise ModelLoadError(
+                f"The embedding model {getattr(self.embedder, 'name', '?')!r} loaded only "
+                "after the store opened, and its index was built with another one "
+                f"({derived_record.describe(recorded)}). Nothing was stored. Close the store "
+                "and open it again: every memory is then embedded with this model.")
+        self._embedder_dim = dim
+        return dim
 
     def retry_index(self) -> None:
         """Index the committed memories a failed index update missed, if any (every call

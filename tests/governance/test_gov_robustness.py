@@ -333,21 +333,25 @@ def test_a_damaged_record_does_not_stop_the_store_opening_or_reindexing(
 def test_an_embedder_that_cannot_load_stores_nothing(tmp_path: Path) -> None:
     """The model loads lazily, after the vault's commit: a bad embedder path raised a raw
     FileNotFoundError from add although the memory was stored, and each retry stored
-    another copy. The model is now loaded before the first commit."""
+    another copy. The model is now loaded before the first commit; a model other than the
+    bundled MiniLM is loaded when a new store opens (its index is made for its dimension)."""
     from memos_core.runtime.errors import ModelLoadError
 
+    for _ in range(2):
+        with pytest.raises(ModelLoadError, match="Nothing was stored"):
+            MemOS(tmp_path / "d", config=_config(embedder=str(tmp_path / "no-such-model"),
+                                                 embedder_backend="torch"))
+    with MemOS(tmp_path / "d", config=_config()) as mos:
+        assert mos.list(user_id="ada") == []
+        kept = mos.add("Ada's PIN is 4921.", user_id="ada")
+    # a forget needs no vector: it works while the model cannot load (offline, files gone);
+    # the store opens with the index it has, and writes still raise
     with MemOS(tmp_path / "d", config=_config(embedder=str(tmp_path / "no-such-model"),
                                               embedder_backend="torch")) as mos:
-        for _ in range(2):
-            with pytest.raises(ModelLoadError, match="Nothing was stored"):
-                mos.add("Ada likes tea.", user_id="ada")
-        assert mos.list(user_id="ada") == []
-    with MemOS(tmp_path / "e", config=_config()) as mos:
-        kept = mos.add("Ada's PIN is 4921.", user_id="ada")
-    # a forget needs no vector: it works while the model cannot load (offline, files gone)
-    with MemOS(tmp_path / "e", config=_config(embedder=str(tmp_path / "no-such-model"),
-                                              embedder_backend="torch")) as mos:
+        with pytest.raises(ModelLoadError, match="Nothing was stored"):
+            mos.add("Ada likes tea.", user_id="ada")
         assert mos.forget(kept.id, user_id="ada").removed_from == ("vault", "index", "graph")
+        assert mos.list(user_id="ada") == []
 
 
 class _FailsOnce:
@@ -459,7 +463,7 @@ def test_a_failed_open_closes_the_vault(tmp_path: Path, monkeypatch: pytest.Monk
     with MemOS(data, config=_config()) as mos:
         mos.add("A note.", user_id="u")
 
-    def cannot_open(self: MemoryStore) -> Any:
+    def cannot_open(self: MemoryStore, *args: Any) -> Any:
         raise OSError("the index cannot open")
 
     monkeypatch.setattr(MemoryStore, "_open_index", cannot_open)

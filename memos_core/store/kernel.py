@@ -499,10 +499,10 @@ class MemoryStore:
         :class:`ModelLoadError` before anything is stored or searched; a forget or a state
         change needs no vector and does not. The open calls it for a model whose dimension
         is not known before it loads (the index is made for that dimension)."""
+        if self._embedder_dim:  # (every search calls this: nothing before it)
+            return self._embedder_dim
         from memos_core.runtime.errors import ModelLoadError
 
-        if self._embedder_dim:
-            return self._embedder_dim
         try:
             vectors = self.embedder.embed(["memos"])
             dim = len(vectors[0])

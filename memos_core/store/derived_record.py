@@ -26,7 +26,6 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from memos_core.config import MemOSConfig
 from memos_core.errors import InvalidInputError
@@ -45,23 +44,17 @@ CLEAN_FOR_META = "index_clean_for"
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
 
-def _server(url: str) -> str:
-    """``url`` without its user, password and query (a key in the vault must not hold a
-    password)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 def index_identity(config: MemOSConfig, data_dir: Path, server: bool) -> str:
-    """A name for the index ``config`` opens: its kind, and its server and collection where
-    it has them. The embedded index is ``"edge"`` (in the data directory, which may move);
-    in server mode, where each process keeps its own, it is named by its directory."""
+    """A name for the index ``config`` opens: its kind, and its collection where it has one.
+    The embedded index is ``"edge"`` (in the data directory, which may move); in server
+    mode, where each process keeps its own, it is named by its directory. An index on a
+    server is not named by its URL: processes spell one server differently (``postgres:5432``
+    inside a compose network, ``localhost:5433`` from the host), and a name that differed
+    by spelling would let one of them write another model's vectors into the index."""
     if config.index == "pgvector":
-        return f"pgvector {_server(config.index_url or '')} {config.qdrant_collection}"
+        return f"pgvector {config.qdrant_collection}"
     if config.qdrant_url is not None:
-        return f"qdrant {_server(config.qdrant_url)} {config.qdrant_collection}"
+        return f"qdrant {config.qdrant_collection}"
     local = "edge" if config.index == "edge" else f"qdrant-local {config.qdrant_collection}"
     return f"{local} {(data_dir / 'index').resolve()}" if server else local
 

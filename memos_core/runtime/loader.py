@@ -126,6 +126,39 @@ def _sha256_once(path: Path, info: os.stat_result) -> str:
     return digest
 
 
+#: :func:`files_problem`'s answer for a cache written before caches recorded checksums
+NO_CHECKSUMS = "its manifest records no checksums (an older cache)"
+
+
+def older_cache_as_is(directory: Path, manifest: dict[str, object],
+                      required: tuple[str, ...]) -> bool:
+    """Whether an older cache ``directory`` (its manifest has no checksums: it would be
+    rebuilt once) may be used as it is because it cannot be rebuilt: the process cannot
+    write the cache directory (a read-only mount, an image's pre-filled cache run by another
+    user). Only as the older code checked it: its ``required`` files exist and have the
+    sizes its manifest records, if it records them. Logged once per directory."""
+    if files_problem(directory, manifest) != NO_CHECKSUMS:
+        return False
+    sizes = manifest.get("files")
+    names = sizes if isinstance(sizes, dict) and sizes else dict.fromkeys(required)
+    for name, size in names.items():
+        path = directory / str(name)
+        if not path.is_file() or (size is not None and path.stat().st_size != size):
+            return False
+    with _hashed_lock:
+        first = str(directory) not in _kept_as_is
+        _kept_as_is.add(str(directory))
+    if first:
+        _log.warning("%s was written before caches recorded checksums and cannot be written "
+                     "again here (read-only); it is used as it is. Set MEMOS_CACHE_DIR to a "
+                     "writable directory to have it checked", directory)
+    return True
+
+
+#: older caches used as they are (see :func:`older_cache_as_is`), logged once each
+_kept_as_is: set[str] = set()
+
+
 def file_records(directory: Path) -> dict[str, dict[str, object]]:
     """Manifest entries for the files of a finished cache ``directory``: ``files`` (name ->
     size), ``mtime_ns`` and ``sha256`` (name -> modification time, SHA-256), for
@@ -150,7 +183,7 @@ def files_problem(directory: Path, manifest: dict[str, object],
     sizes, mtimes, digests = (manifest.get(key) for key in ("files", "mtime_ns", "sha256"))
     if not (isinstance(sizes, dict) and isinstance(mtimes, dict) and isinstance(digests, dict)
             and sizes and set(sizes) == set(digests)):
-        return "its manifest records no checksums (an older cache)"
+        return NO_CHECKSUMS
     for name, size in sorted(sizes.items()):
         path = directory / name
         try:
@@ -203,6 +236,21 @@ def _cached_conversion(target: Path, gguf: Path) -> ConvertedModel | None:
         # Same size, new mtime (a reinstall?): trust the content hash, not the timestamp.
         if file_sha256(gguf) != sha:
             return None
+    return ConvertedModel(path=target, model_id=_model_id(gguf, sha), source_sha256=sha)
+
+
+def _older_conversion(target: Path, gguf: Path) -> ConvertedModel | None:
+    """The conversion at ``target`` written before caches recorded checksums, where it
+    cannot be converted again (:func:`older_cache_as_is`), else None."""
+    try:
+        data = json.loads((target / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(data, dict) and data.get("format") == _MANIFEST_FORMAT
+            and data.get("source_size") == gguf.stat().st_size
+            and older_cache_as_is(target, data, _REQUIRED_FILES)):
+        return None
+    sha = str(data.get("source_sha256", ""))
     return ConvertedModel(path=target, model_id=_model_id(gguf, sha), source_sha256=sha)
 
 
@@ -303,10 +351,18 @@ def ensure_converted(
     done = None if again else _cached_conversion(target, gguf)
     if done is not None:
         return done
-    parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(parent, gguf.stem)
     tmp = parent / f".{gguf.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(parent, gguf.stem)
+        tmp.mkdir()
+    except OSError as exc:
+        older = None if again else _older_conversion(target, gguf)
+        if older is not None:
+            return older
+        raise ModelLoadError(
+            f"cannot write the converted model under {parent} ({exc}); set MEMOS_CACHE_DIR "
+            "to a writable directory.") from exc
     try:
         _convert_into(gguf, tmp)
         stat = gguf.stat()

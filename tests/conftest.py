@@ -41,6 +41,24 @@ def make_mos(tmp_path):
 
 
 @pytest.fixture
+def read_only(monkeypatch):
+    """``read_only(path)``: creating a directory under ``path`` fails from then on, as on a
+    read-only mount (the tests run as root, for whom a directory's mode bits stop nothing)."""
+    from pathlib import Path
+
+    real = Path.mkdir
+    roots: list[Path] = []
+
+    def mkdir(self: Path, *args, **kwargs) -> None:
+        if any(self.is_relative_to(root) for root in roots) and not self.exists():
+            raise OSError(30, "Read-only file system", str(self))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    return roots.append
+
+
+@pytest.fixture
 def mos(make_mos) -> MemOS:
     return make_mos()
 

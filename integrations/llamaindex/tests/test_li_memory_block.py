@@ -186,8 +186,14 @@ async def test_a_query_memos_refuses_still_recalls(mos, text: str) -> None:
     mos.add([{"role": "user", "content": "My boat is called Wren."}], user_id="ada")
     memory = Memory.from_defaults(session_id="s1", token_limit=10**7,
                                   memory_blocks=[MemOSMemoryBlock(mos=mos, user_id="ada")])
-    await memory.aput(ChatMessage(role="user", content=text))
-    assert "My boat is called Wren." in system_text(await memory.aget())
+    try:
+        await memory.aput(ChatMessage(role="user", content=text))
+        assert "My boat is called Wren." in system_text(await memory.aget())
+    finally:
+        # LlamaIndex's store keeps an aiosqlite connection whose worker thread, closed only
+        # when collected after this test's event loop is gone, raised "Event loop is closed"
+        # in whichever later test was running (PytestUnhandledThreadExceptionWarning)
+        await memory.sql_store._async_engine.dispose()
 
 
 async def test_line_template_and_k(mos) -> None:

@@ -230,17 +230,26 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fu
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _manifest(directory: Path, sha: str) -> dict[str, Any] | None:
+    """The manifest of the export in ``directory`` if it is one of the weights hashing to
+    ``sha`` in this format, else None."""
+    try:
+        manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(manifest, dict) and manifest.get("format") == _FORMAT
+            and manifest.get("source_sha256") == sha):
+        return None
+    return manifest
+
+
 def _valid(directory: Path, sha: str, *, quiet: bool = False) -> bool:
     """Whether ``directory`` holds a finished export of the weights hashing to ``sha`` whose
     files are as written (a damaged one is logged unless ``quiet``: it is exported again)."""
     from memos_core.runtime.loader import files_problem
 
-    try:
-        manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not (isinstance(manifest, dict) and manifest.get("format") == _FORMAT
-            and manifest.get("source_sha256") == sha):
+    manifest = _manifest(directory, sha)
+    if manifest is None:
         return False
     problem = files_problem(directory, manifest)
     if problem is not None:
@@ -257,13 +266,9 @@ def _older_export(directory: Path, sha: str) -> bool:
     :func:`memos_core.runtime.loader.older_cache_as_is`); it is then used as it is."""
     from memos_core.runtime.loader import older_cache_as_is
 
-    try:
-        manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (isinstance(manifest, dict) and manifest.get("format") == _FORMAT
-            and manifest.get("source_sha256") == sha
-            and older_cache_as_is(directory, manifest, ("model.onnx", "tokenizer.json")))
+    manifest = _manifest(directory, sha)
+    return manifest is not None and older_cache_as_is(directory, manifest,
+                                                      ("model.onnx", "tokenizer.json"))
 
 
 class OnnxEmbedder(PieceBatchedEmbedder):

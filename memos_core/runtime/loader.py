@@ -200,14 +200,23 @@ def files_problem(directory: Path, manifest: dict[str, object],
     return None
 
 
-def _read_manifest(directory: Path) -> dict[str, object] | None:
-    """The manifest of a finished conversion whose files are as written, or None (then the
-    caller converts again; a damaged one is logged)."""
+def _manifest_of(directory: Path) -> dict[str, object] | None:
+    """The manifest a conversion at ``directory`` wrote, in this format, or None (none, or
+    unreadable); its files are not checked here."""
     try:
         data = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("format") != _MANIFEST_FORMAT:
+        return None
+    return data
+
+
+def _read_manifest(directory: Path) -> dict[str, object] | None:
+    """The manifest of a finished conversion whose files are as written, or None (then the
+    caller converts again; a damaged one is logged)."""
+    data = _manifest_of(directory)
+    if data is None:
         return None
     if not all((directory / name).is_file() for name in _REQUIRED_FILES):
         return None
@@ -242,12 +251,8 @@ def _cached_conversion(target: Path, gguf: Path) -> ConvertedModel | None:
 def _older_conversion(target: Path, gguf: Path) -> ConvertedModel | None:
     """The conversion at ``target`` written before caches recorded checksums, where it
     cannot be converted again (:func:`older_cache_as_is`), else None."""
-    try:
-        data = json.loads((target / _MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(data, dict) and data.get("format") == _MANIFEST_FORMAT
-            and data.get("source_size") == gguf.stat().st_size
+    data = _manifest_of(target)
+    if not (data is not None and data.get("source_size") == gguf.stat().st_size
             and older_cache_as_is(target, data, _REQUIRED_FILES)):
         return None
     sha = str(data.get("source_sha256", ""))

@@ -6,6 +6,7 @@ wrong and what is accepted. They run before anything is written.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import unicodedata
@@ -376,8 +377,9 @@ def check_metadata_filter(metadata: object) -> dict[str, Any]:
                 f"metadata filter value for {key!r} is outside [{INT64_MIN}, {INT64_MAX}]; "
                 "no stored integer can equal it."
             )
-        if isinstance(value, float) and value != value:
-            raise InvalidInputError(f"metadata filter value for {key!r} is NaN, which equals nothing.")
+        if isinstance(value, float) and not math.isfinite(value):  # add refuses them too
+            raise InvalidInputError(f"metadata filter value for {key!r} is {value}, which no "
+                                    "stored value can equal (metadata holds finite numbers only).")
         if isinstance(value, str) and bad_char(value) is not None:
             raise InvalidInputError(f"metadata filter value for {key!r} holds {bad_char(value)}; "
                                     "no stored value can equal it.")

@@ -406,7 +406,10 @@ def _nested(depth: int) -> dict[str, Any]:
     (lambda m: m.add("x", user_id="u", priority=2**64), "priority"),
     (lambda m: m.list(user_id="u", offset=2**63), "offset"),
     (lambda m: m.list(user_id="u", metadata={"n": 2**70}), "outside"),
-    (lambda m: m.list(user_id="u", metadata={"n": float("nan")}), "NaN"),
+    (lambda m: m.list(user_id="u", metadata={"n": float("nan")}), "nan, which no stored"),
+    # SQLite matched nothing and PostgreSQL refused the JSON: one clear error on both
+    (lambda m: m.list(user_id="u", metadata={"n": float("inf")}), "inf, which no stored"),
+    (lambda m: m.list(user_id="u", metadata={"n": float("-inf")}), "-inf, which no stored"),
     (lambda m: m.list(user_id="u", metadata={'a"b': "x"}), "double quote"),
     (lambda m: m.list(user_id="u", metadata={"a\\b": "x"}), "backslash"),
     (lambda m: m.list(user_id="u", metadata={"a\nb": "x"}), "control character"),

@@ -291,6 +291,43 @@ def test_a_page_of_a_users_list_walks_the_shared_memories_in_order_and_stops(vau
     assert all(m <= 2 * f + 5 for f, m in zip(few, many)), (few, many)
 
 
+def _stats_steps(vault: SQLiteVault, user_id: str) -> int:
+    """SQLite virtual-machine steps (in hundreds) that ``vault.user_stats(user_id)`` takes."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    vault._db.set_progress_handler(count, 100)
+    try:
+        vault.user_stats(user_id)
+    finally:
+        vault._db.set_progress_handler(None, 100)
+    return steps[0]
+
+
+def test_a_users_stats_grow_with_their_memories_not_with_their_square(vault):
+    """``user_stats`` counted the user's edges as ``src IN (own) AND dst IN (own)``, which
+    SQLite ran as a probe of every pair of the user's ids once any edge existed (one summary
+    made it take 1.1 s at 4,000 memories); it now takes about 4x the steps for 4x the
+    memories."""
+    def grow_to(n: int) -> None:
+        have = vault.user_stats("alice")["memories"]
+        vault.insert([cube(f"mine {i}") for i in range(have, n)], ALICE)
+
+    grow_to(300)
+    summary = cube("a summary")
+    vault.insert([summary], ALICE)
+    mine = vault.list(ListQuery(user_ids=("alice",), limit=300))
+    vault.add_edges([Edge(summary.id, c.id, "derived_from") for c in mine[:2]])
+    few = _stats_steps(vault, "alice")
+    grow_to(1200)
+    many = _stats_steps(vault, "alice")
+    assert vault.user_stats("alice")["edges"] == 2
+    assert many <= 6 * few, (few, many)
+
+
 def _readers_rows(vault: SQLiteVault) -> set[tuple[str, int, str]]:
     return set(vault._query("SELECT reader, seq, id FROM memory_readers"))
 

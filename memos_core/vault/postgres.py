@@ -771,7 +771,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         (versions, audits, edges, shared), = self._query(
             f"SELECT (SELECT COUNT(*) FROM versions WHERE id IN ({own})), "
             "(SELECT COUNT(*) FROM audit WHERE user_id=%s), "
-            f"(SELECT COUNT(*) FROM edges WHERE src IN ({own}) AND dst IN ({own})), "
+            "(SELECT COUNT(*) FROM edges e JOIN memories s ON s.id=e.src JOIN memories d "
+            "ON d.id=e.dst WHERE s.user_id=%s AND d.user_id=%s), "
             "(SELECT COUNT(*) FROM memories WHERE user_id<>%s AND state<>'deleted' AND readers ? %s)",
             (user_id, user_id, user_id, user_id, user_id, user_id))
         return {"memories": sum(by_state.values()), "by_state": by_state, "versions": versions,

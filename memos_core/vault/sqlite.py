@@ -1028,8 +1028,11 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                 f"SELECT COUNT(*) FROM versions WHERE id IN ({own})", (user_id,))[0][0],
             "audit_records": self._query(
                 "SELECT COUNT(*) FROM audit WHERE user_id=?", (user_id,))[0][0],
+            # a join, not ``src IN (own) AND dst IN (own)``: SQLite probed every pair of the
+            # user's ids once any edge existed (1.1 s at 4,000 memories and one summary)
             "edges": self._query(
-                f"SELECT COUNT(*) FROM edges WHERE src IN ({own}) AND dst IN ({own})",
+                "SELECT COUNT(*) FROM edges e JOIN memories s ON s.id=e.src "
+                "JOIN memories d ON d.id=e.dst WHERE s.user_id=? AND d.user_id=?",
                 (user_id, user_id))[0][0],
             "shared_with_me": self._query(
                 "SELECT COUNT(*) FROM memories WHERE user_id<>? AND state<>'deleted' AND id IN "

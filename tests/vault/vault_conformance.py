@@ -634,6 +634,15 @@ class VaultConformance:
         assert mine["audit_records"] == len(vault.audit_log(user_id="alice", limit=1000))
         assert vault.user_stats("nobody")["memories"] == 0
 
+    def test_user_stats_count_the_edges_between_the_users_own_memories(self, vault: Vault) -> None:
+        a1, a2, a3, b1 = cube("a1"), cube("a2"), cube("a3"), cube("b1", user="bob")
+        vault.insert([a1, a2, a3], ALICE)
+        vault.insert([b1], Actor("bob"))
+        vault.add_edges([Edge(a3.id, a1.id, "derived_from"), Edge(a3.id, a2.id, "derived_from"),
+                         Edge(a3.id, b1.id, "derived_from"), Edge(b1.id, a1.id, "supersedes")])
+        assert vault.user_stats("alice")["edges"] == 2
+        assert vault.user_stats("bob")["edges"] == 0
+
     # -- usage and tiers ----------------------------------------------------------------------
 
     def test_usage_and_tier_are_not_versions(self, vault: Vault) -> None:

@@ -585,3 +585,89 @@ def test_an_unforeseen_error_building_one_owners_block_is_reported(
     answer = store.chat("Alice's cat?", user_id="alice", max_new_tokens=2)
     assert not answer.trace.kv_prefix and "IsADirectoryError" in (answer.trace.fallback or "")
     assert answer.trace.from_activation == (cat.id,)  # the hot block, as text
+
+
+def write_between(monkeypatch, store: MemOS, memory_id: str, after_read: int,
+                  write: Any) -> list[str]:
+    """Make ``write`` land right after the executor's ``after_read``-th read of
+    ``memory_id`` -- 1: its check before taking the store's write lock; 2: its re-read under
+    that lock, just before it writes -- as another thread, or a scheduler in another
+    process, would. Returns the reads seen (the test checks the write happened)."""
+    vault = engine_for(store).executor._store.vault
+    read = vault.get
+    reads: list[str] = []
+
+    def get(mid: str) -> Any:
+        cube = read(mid)
+        if mid == memory_id:
+            reads.append(mid)
+            if len(reads) == after_read:
+                write()
+        return cube
+
+    monkeypatch.setattr(vault, "get", get)
+    return reads
+
+
+def _expire(store: MemOS, cube: Any) -> None:
+    store.set_state(cube.id, "expired", user_id="alice", reason="another scheduler")
+
+
+RACES = {
+    # another run expired it after the check: nothing left to write (was "done")
+    "expired-before-the-lock": ("expire", 1, _expire, "already expired", "state:expired"),
+    # another run expired it after the re-read, before the write: the write's version
+    # check fails (was "failed" with the ConflictError)
+    "expired-during-the-write": (
+        "expire", 2, _expire, "changed concurrently: already expired", "state:expired"),
+    "archived-during-the-write": (
+        "archive", 2, lambda s, c: s.set_state(c.id, "archived", user_id="alice"),
+        "changed concurrently: already archived", "state:archived"),
+    # a user changed it after the check: the plan decided on version 1 (was "done",
+    # expiring version 2 that no plan looked at)
+    "updated-before-the-lock": (
+        "expire", 1, lambda s, c: s.update(c.id, "Alice parks in B14 now.", user_id="alice"),
+        "now at version 2; decided on 1", "update"),
+    # another run promoted / demoted it after the check (was "done", audited twice)
+    "promoted-before-the-lock": (
+        "promote", 1, lambda s, c: s.vault.set_tier(c.id, "activation"),
+        "already in the activation tier", None),
+    "demoted-before-the-lock": (
+        "demote", 1, lambda s, c: s.vault.set_tier(c.id, "plaintext"),
+        "already in the plaintext tier", None),
+}
+
+
+@pytest.mark.parametrize("race", RACES)
+def test_a_step_another_writer_got_to_first_is_skipped(store: MemOS, monkeypatch,
+                                                       race: str) -> None:
+    """Two runs at once (two server-mode processes): the one that did not write a change
+    reports its step ``skipped`` with the reason, never ``done`` nor ``failed``, and the
+    change is written and audited once."""
+    kind, after_read, write, detail, action = RACES[race]
+    if kind == "expire":
+        cube = store.add("Alice parks in B12 this week.", user_id="alice", ttl_seconds=60)
+        run_at, config = utcnow() + timedelta(seconds=61), EAGER
+    elif kind == "archive":
+        cube = store.add("Alice bought a blue umbrella.", user_id="alice")
+        run_at = utcnow() + timedelta(minutes=5)
+        config = SchedulerConfig(archive_after_idle_s=60.0, archive_max_heat=0.25)
+    else:
+        cube = store.add("Alice's cat is called Pastel.", user_id="alice")
+        hit(store, cube)
+        run_at, config = utcnow(), EAGER
+        if kind == "demote":
+            store.schedule(config=EAGER)
+            run_at = utcnow() + timedelta(days=20)  # cooled down, not yet idle enough to archive
+    reads = write_between(monkeypatch, store, cube.id, after_read, lambda: write(store, cube))
+
+    report = engine_for(store).executor.run(now=run_at, config=config).for_user("alice")
+
+    assert report is not None and len(reads) >= after_read
+    steps = [s for s in report.steps if s.memory_id == cube.id]
+    assert [(s.kind.value, s.status, s.detail) for s in steps] == [(kind, "skipped", detail)]
+    audited = actions(store, "alice")
+    assert f"schedule:{kind}" not in audited
+    if action is not None:  # the other writer's change, once; no version by this run
+        assert audited.count(action) == 1
+        assert len(store.history(cube.id, user_id="alice")) == 2

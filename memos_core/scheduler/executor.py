@@ -21,8 +21,13 @@ their own hot block, so a KV block never mixes two users' memories. For each own
      write a new version (nor the ``activated`` lifecycle state): a new version would
      invalidate the very block being built.
 
-   A step whose memory changed since the plan was made (another version, forgotten) is
-   skipped, not forced.
+   A step whose memory changed since the plan was made (another version, forgotten, or
+   already where the step would put it: :func:`needless`, checked again under the store's
+   write lock) is skipped, not forced; so is one whose write lost a race with another thread
+   or process (a :class:`~memos_core.errors.ConflictError`: nothing was written). Two runs
+   at once (two processes in server mode) thus report each change ``done`` once, by the run
+   that wrote it. A promotion or demotion is not versioned, so two processes can still both
+   pass the check and both write the same tier (each then audits it).
 4. **Block**: the owner's hot memories (:meth:`SchedulerExecutor.hot_memories`) are composed
    into one block and its KV cache built or reused (``tier.get_or_build``); the owner's older
    blocks are dropped (audited as ``schedule:build`` / ``schedule:drop``).
@@ -48,7 +53,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from memos_core.cube import MemCube, State, Tier, utcnow
-from memos_core.errors import InvalidInputError, MemOSError
+from memos_core.errors import ConflictError, InvalidInputError, MemOSError
 from memos_core.governance.sensitivity import allowance, withheld
 from memos_core.lifecycle import INDEXED_STATES, SEARCHABLE, ttl_elapsed
 from memos_core.ops.writes import set_state
@@ -108,6 +113,35 @@ def is_hot_candidate(cube: MemCube, user_id: str, allowed: frozenset[str] = froz
 def block_order(cubes: Sequence[MemCube]) -> list[MemCube]:
     """Cubes in block order ``(created_at, id)``: the policy's activation-set order."""
     return sorted(cubes, key=lambda c: (c.created_at, c.id))
+
+
+#: What each step moves its memory to: a lifecycle state (a new version) or a tier.
+STEP_TARGET: Mapping[StepKind, State | Tier] = {
+    StepKind.EXPIRE: State.EXPIRED,
+    StepKind.ARCHIVE: State.ARCHIVED,
+    StepKind.DEMOTE: Tier.PLAINTEXT,
+    StepKind.PROMOTE: Tier.ACTIVATION,
+}
+
+
+def needless(step: PlanStep, current: MemCube | None) -> str | None:
+    """Why ``step`` must not write to its memory as it is now (``current``, None when
+    unknown), or None when it should. Its memory was forgotten; or it is already where the
+    step would put it (another thread or process applied the same step, or a user changed
+    it): writing would add a second ``expired`` version or ``schedule:promote`` record, or
+    report as done a write someone else made; or it is at another version than the plan
+    decided on (except for a demotion, which is right for any version: the policy demotes a
+    memory this same plan may have just expired or archived)."""
+    if current is None or current.state is State.DELETED:
+        return "forgotten since planned"
+    target = STEP_TARGET[step.kind]
+    if isinstance(target, State) and current.state is target:
+        return f"already {target.value}"
+    if isinstance(target, Tier) and current.usage.tier is target:
+        return f"already in the {target.value} tier"
+    if current.version != step.version and step.kind is not StepKind.DEMOTE:
+        return f"now at version {current.version}; decided on {step.version}"
+    return None
 
 
 class SchedulerExecutor:
@@ -359,39 +393,50 @@ class SchedulerExecutor:
     # ------------------------------------------------------------------ steps
 
     def _apply(self, step: PlanStep, owner: str) -> StepOutcome:
-        """Apply one step; never raises for a memory that changed, vanished or failed."""
-        vault = self._store.vault
-        current = vault.get(step.memory_id)
+        """Apply one step; never raises for a memory that changed, vanished or failed.
+
+        A step whose memory needs no write any more (:func:`needless`: forgotten, another
+        version, already in the step's target state or tier) is ``skipped``, checked again
+        under the store's write lock just before the write; one whose write lost a race with
+        another thread or process (:class:`~memos_core.errors.ConflictError`: nothing was
+        written) is ``skipped`` too. Only a write this step made is ``done``.
+        """
         def outcome(status: Literal["done", "skipped", "failed"],
                     detail: str | None = None) -> StepOutcome:
             return StepOutcome(kind=step.kind, memory_id=step.memory_id, version=step.version,
                                reason=step.reason, status=status, detail=detail)
 
-        if current is None or current.state is State.DELETED:
-            return outcome("skipped", "forgotten since planned")
-        if current.version != step.version and step.kind is not StepKind.DEMOTE:
-            detail = f"now at version {current.version}; decided on {step.version}"
-            return outcome("skipped", detail)
-        reason = f"scheduler: {step.reason}"
+        vault = self._store.vault
+        why = needless(step, vault.get(step.memory_id))
+        if why is not None:
+            return outcome("skipped", why)
         try:
-            if step.kind in (StepKind.EXPIRE, StepKind.ARCHIVE):
-                state = State.EXPIRED if step.kind is StepKind.EXPIRE else State.ARCHIVED
-                with self._store.write_lock:  # read and write the same version
-                    cube = vault.get(step.memory_id)
-                    if cube is None or cube.state is State.DELETED:
-                        return outcome("skipped", "forgotten since planned")
-                    set_state(self._store, cube, state, Actor(owner, None, reason))
-            else:
-                tier = Tier.ACTIVATION if step.kind is StepKind.PROMOTE else Tier.PLAINTEXT
-                vault.set_tier(step.memory_id, tier.value)
-                vault.audit(
-                    Actor(owner, SCHEDULER_AGENT, reason), f"schedule:{step.kind.value}",
-                    memory_id=step.memory_id, version=current.version,
-                    details={"heat": round(step.heat, 6), "tier": tier.value},
-                )
+            with self._store.write_lock:  # read and write the same version
+                current = vault.get(step.memory_id)
+                why = needless(step, current)
+                if why is not None or current is None:  # (needless names a vanished one)
+                    return outcome("skipped", why)
+                self._write_step(step, owner, current)
+        except ConflictError:  # another process wrote first: what the plan decided is moot
+            why = needless(step, vault.get(step.memory_id))
+            return outcome("skipped", f"changed concurrently: {why or 'another write came first'}")
         except MemOSError as exc:
             return outcome("failed", str(exc))
         return outcome("done")
+
+    def _write_step(self, step: PlanStep, owner: str, current: MemCube) -> None:
+        """The write of one step on ``current`` (its memory as read under the write lock)."""
+        reason = f"scheduler: {step.reason}"
+        target = STEP_TARGET[step.kind]
+        if isinstance(target, State):
+            set_state(self._store, current, target, Actor(owner, None, reason))
+            return
+        self._store.vault.set_tier(step.memory_id, target.value)
+        self._store.vault.audit(
+            Actor(owner, SCHEDULER_AGENT, reason), f"schedule:{step.kind.value}",
+            memory_id=step.memory_id, version=current.version,
+            details={"heat": round(step.heat, 6), "tier": target.value},
+        )
 
     def _sync_block(self, owner: str, owned_ids: set[str]) -> dict[str, Any]:
         """Build (or reuse) ``owner``'s hot block and drop the owner's other blocks."""
@@ -446,9 +491,11 @@ class SchedulerExecutor:
 
 __all__ = [
     "SCHEDULER_AGENT",
+    "STEP_TARGET",
     "SchedulerExecutor",
     "TierProvider",
     "block_order",
     "is_hot_candidate",
+    "needless",
     "prompt_safe",
 ]

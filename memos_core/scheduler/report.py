@@ -24,8 +24,10 @@ class StepOutcome(BaseModel):
     version: int = Field(description="The version the policy decided on.")
     reason: str = Field(description="The policy's reason (also written to the audit log).")
     status: Literal["done", "skipped", "failed"] = Field(
-        description="'done': applied and audited; 'skipped': the memory changed or vanished "
-        "since the plan was made (nothing written); 'failed': an error, see ``detail``."
+        description="'done': applied and audited by this run; 'skipped': the memory changed "
+        "or vanished since the plan was made, is already where the step would put it, or "
+        "another thread or process changed it concurrently (nothing written); 'failed': an "
+        "error, see ``detail``."
     )
     detail: str | None = Field(default=None, description="Why it was skipped or failed.")
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from memos_core.config import MemOSConfig, default_data_dir
+from memos_core.config import MemOSConfig, default_data_dir, path_argument
 from memos_core.errors import (
     AccessDeniedError,
     BundleError,
@@ -66,12 +66,12 @@ _CALLER_OPTIONS = ("user", "agent", "json")
 
 def _add_common(p: argparse.ArgumentParser, *, top: bool) -> None:
     none: Any = None if top else argparse.SUPPRESS
-    p.add_argument("--data-dir", type=Path, default=none,
+    p.add_argument("--data-dir", type=path_argument, default=none,
                    help="data directory (default $MEMOS_DATA_DIR, else ~/.memos)")
     p.add_argument("--db", default=none, metavar="URL",
                    help="server mode: postgresql://user:password@host:port/database "
                    "instead of a data directory (default $MEMOS_DB_URL)")
-    p.add_argument("--cache-dir", type=Path, default=none,
+    p.add_argument("--cache-dir", type=path_argument, default=none,
                    help="server mode: local directory for per-process files (KV caches, "
                    "adapters); default a temporary one")
     p.add_argument("--user", default=none,
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="a narrated walk through the whole system (takes only "
                        "--data-dir and --no-model)")
-    d.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+    d.add_argument("--data-dir", type=path_argument, default=argparse.SUPPRESS,
                    help="keep the demo's files here (default: a temporary directory, removed "
                    "at the end)")
     d.add_argument("--no-model", action="store_true", help="skip the local language model part")
@@ -122,7 +122,7 @@ def _memory_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                        "field wins (its tags replace the option's), but a line's sensitivity adds "
                        "to --sensitivity. TEXT and --supersedes are for one memory, not --file.")
     a.add_argument("text", nargs="?", help="memory text; '-' reads stdin")
-    a.add_argument("--file", type=Path, help="JSONL file, one {'text': ..., ...} per line (bulk)")
+    a.add_argument("--file", type=path_argument, help="JSONL file, one {'text': ..., ...} per line (bulk)")
     a.add_argument("--session", default=None, help="the session the memory belongs to")
     a.add_argument("--type", default=None, help="fact, preference, episode, note, ...")
     a.add_argument("--tag", action="append", default=[], help="tag (repeatable)")
@@ -171,11 +171,11 @@ def _store_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                    "verify` still verifies; see docs/governance.md)")
 
     e = sub.add_parser("export", parents=[common], help="write your memories to a bundle directory")
-    e.add_argument("path", type=Path)
+    e.add_argument("path", type=path_argument)
     e.add_argument("--include-sensitive", action="store_true",
                    help="also export memories with sensitivity tags (left out by default)")
     i = sub.add_parser("import", parents=[common], help="import a bundle directory")
-    i.add_argument("path", type=Path)
+    i.add_argument("path", type=path_argument)
 
     sub.add_parser("reindex", parents=[common], help="rebuild the index and graph from the vault")
     sub.add_parser("stats", parents=[common], help="counts of memories, versions, index, graph")

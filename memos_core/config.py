@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -366,17 +367,41 @@ class MemOSConfig(BaseModel):
         return cls.model_validate({**presets[name], **overrides})
 
 
+def user_path(value: str | os.PathLike[str]) -> Path:
+    """A path a user typed, with a leading ``~`` expanded, as the cache paths are: a ``~``
+    that no shell expanded (``--data-dir=~/mem``, ``ENV MEMOS_DATA_DIR=~/mem`` in a
+    Dockerfile, a quoted value) would otherwise name a directory called ``~`` in the
+    working directory.
+
+    Raises:
+        InvalidInputError: it starts with ``~name`` and this machine has no user ``name``.
+    """
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # ~name of no user here: a literal directory would be the trap above
+        raise InvalidInputError(f"{value}: this machine has no home directory for "
+                                f"{Path(value).parts[0]!r}; give the full path.") from None
+
+
+def path_argument(value: str) -> Path:
+    """:func:`user_path` as an ``argparse`` type: its error becomes the option's message."""
+    import argparse
+
+    try:
+        return user_path(value)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def default_data_dir() -> Path:
-    """``$MEMOS_DATA_DIR`` or ``~/.memos``.
+    """``$MEMOS_DATA_DIR`` (``~`` expanded) or ``~/.memos``.
 
     Raises:
         InvalidInputError: ``$MEMOS_DATA_DIR`` is set but empty (``Path("")`` would be the
             working directory).
     """
-    import os
-
     value = os.environ.get("MEMOS_DATA_DIR")
     if value is not None and not value.strip():
         raise InvalidInputError("MEMOS_DATA_DIR is set but empty: unset it (the default is "
                                 "~/.memos) or name a directory.")
-    return Path(value) if value is not None else Path.home() / ".memos"
+    return user_path(value) if value is not None else Path.home() / ".memos"

@@ -47,11 +47,15 @@ def make_private_dir(path: Path) -> None:
             raise InvalidInputError(
                 f"{path} cannot be created: {blocker} is a file, not a directory. Give a "
                 "directory for memos-core's files (it is created if missing).") from None
+        except OSError as exc:  # no permission, a read-only file system: the path's fault
+            raise _cannot_create(path, exc) from None
         try:
             path.mkdir(mode=0o700)
             return
         except FileExistsError:  # made meanwhile by someone else: checked below
             pass
+        except OSError as exc:
+            raise _cannot_create(path, exc) from None
     if not path.is_dir():
         raise InvalidInputError(f"{path} exists and is not a directory; give a directory for "
                                 "memos-core's files (it is created if missing).")
@@ -59,6 +63,13 @@ def make_private_dir(path: Path) -> None:
         _log.warning("%s can be read by other users of this machine (mode %o); memos-core "
                      "keeps every memory there. chmod 700 it to keep them private.",
                      path, stat.S_IMODE(path.stat().st_mode))
+
+
+def _cannot_create(path: Path, exc: OSError) -> MemOSError:
+    """The error for a directory the OS refused to create: Python's bare ``[Errno 13]
+    Permission denied: '...'`` named neither what the directory is for nor what to do."""
+    return MemOSError(f"{path} cannot be created ({exc.strerror or exc}): give a directory "
+                      "memos-core can write, or create it first with the rights it needs.")
 
 
 #: The lock files this process holds (their real paths): how an open tells "another MemOS of

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from memos_core.aio import native_get, native_history, native_list, twin
 from memos_core.calls import CLOSED, RunningCalls
-from memos_core.config import MemOSConfig, default_data_dir
+from memos_core.config import MemOSConfig, default_data_dir, user_path
 from memos_core.cube import MemCube, MemoryType, Origin, State
 from memos_core.embedding import Embedder
 from memos_core.errors import (
@@ -175,8 +175,8 @@ class MemOS:
         if is_postgres_url(data_dir):
             self._open_server(str(data_dir), embedder, entity_extractor)
         else:
-            self.data_dir = (check_path(data_dir, "data_dir") if data_dir is not None
-                             else check_path(default_data_dir(), "MEMOS_DATA_DIR"))
+            self.data_dir = user_path(check_path(data_dir, "data_dir") if data_dir is not None
+                                      else check_path(default_data_dir(), "MEMOS_DATA_DIR"))
             if self.config.index_url is not None and self.config.index != "pgvector":
                 # only server mode turns the default index into 'pgvector' (and reads it)
                 raise InvalidInputError(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from memos_core import MemOS
 from memos_core.cli import main
 
 
@@ -186,6 +187,45 @@ def test_a_data_directory_below_a_file_is_bad_input(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert f"{tmp_path / 'afile'} is a file, not a directory" in err and "Errno" not in err
     assert (tmp_path / "afile").read_text() == "not a directory"
+
+
+def test_a_tilde_no_shell_expanded_names_the_home_directory(tmp_path, capsys, monkeypatch):
+    """``MEMOS_DATA_DIR=~/mem`` (a Dockerfile's ENV, a quoted value) and ``--data-dir=~/mem``
+    made a directory called ``~`` in the working directory, which ``rm -rf ~`` would then
+    take for the home directory; the cache paths already expanded it."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("MEMOS_DB_URL", raising=False)
+    monkeypatch.setenv("MEMOS_DATA_DIR", "~/mem")
+    assert main(["add", "a note", "--user", "alice"]) == 0
+    assert main(["add", "a note", "--data-dir=~/other", "--user", "alice"]) == 0
+    assert (home / "mem" / "vault.sqlite3").is_file()
+    assert (home / "other" / "vault.sqlite3").is_file()
+    with MemOS("~/third") as mos:
+        assert mos.data_dir == home / "third"
+    assert list(cwd.iterdir()) == []
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["add", "a note", "--data-dir", "~no-such-user-here/mem", "--user", "alice"])
+    err = capsys.readouterr().err
+    assert "argument --data-dir: ~no-such-user-here/mem: this machine has no home" in err, err
+    assert list(cwd.iterdir()) == []
+
+
+def test_a_data_directory_the_os_refuses_to_create_is_named(tmp_path, capsys, monkeypatch,
+                                                             read_only):
+    """A data directory under a read-only mount (or without permission) was the OS's bare
+    "[Errno 30] Read-only file system: '...'"; the error now says what to do."""
+    read_only(tmp_path / "ro")
+    monkeypatch.delenv("MEMOS_DB_URL", raising=False)
+    for where in (tmp_path / "ro" / "d", tmp_path / "ro" / "deeper" / "d"):
+        assert main(["add", "a note", "--data-dir", str(where), "--user", "alice"]) == 1
+        err = capsys.readouterr().err
+        assert "cannot be created (Read-only file system): give a directory" in err, err
+        assert "Errno" not in err
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -19,10 +19,9 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from memos_core.config import default_data_dir
+from memos_core.config import default_data_dir, path_argument
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.mcp_server.hosts import parse_http, url_host
 from memos_core.mcp_server.limits import DEFAULT_MAX_SESSIONS_PER_TOKEN, DEFAULT_SESSION_IDLE_TIMEOUT
@@ -36,7 +35,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     m.add_argument("--http", metavar="HOST:PORT", default=None,
                    help=f"serve streamable HTTP (e.g. 127.0.0.1:{DEFAULT_PORT} or :{DEFAULT_PORT}; "
                    "loopback unless a host is named) instead of stdio")
-    m.add_argument("--token-file", type=Path, default=None,
+    m.add_argument("--token-file", type=path_argument, default=None,
                    help="bearer tokens for --http (default: <data-dir>/mcp-tokens.json; in "
                    "server mode, --db, the vault keeps them for every host)")
     m.add_argument("--allow-sensitive", action="append", default=None, metavar="TAG",
@@ -55,12 +54,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         p = tt.add_parser(name, help=what)
         # The options `memos mcp` already took may be given here too; SUPPRESS keeps a value
         # given before `token` (memos mcp --user X token add) instead of resetting it.
-        p.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="data directory")
+        p.add_argument("--data-dir", type=path_argument, default=argparse.SUPPRESS, help="data directory")
         p.add_argument("--db", default=argparse.SUPPRESS, metavar="URL",
                        help="server mode: the tokens live in this database's vault")
         p.add_argument("--user", default=argparse.SUPPRESS, help="the token's principal (user id)")
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
-        p.add_argument("--token-file", type=Path, default=argparse.SUPPRESS)
+        p.add_argument("--token-file", type=path_argument, default=argparse.SUPPRESS)
         if name == "add":
             p.add_argument("--label", default=None, help="a note, e.g. the client's name")
         if name == "revoke":

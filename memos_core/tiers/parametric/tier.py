@@ -71,7 +71,7 @@ from memos_core.tiers.parametric.store import (
     MemoryRef,
     RetrainRequest,
 )
-from memos_core.tiers.parametric.trainer import TrainingReport, train_lora
+from memos_core.tiers.parametric.trainer import TrainingReport, require_peft, train_lora
 from memos_core.vault import Actor
 from memos_core.vault.base import ListQuery, pages
 
@@ -250,6 +250,7 @@ class ParametricTier:
                 f"no consolidatable memory for {owner!r}: only live facts and preferences of "
                 "three words or more are trained into an adapter"
             )
+        require_peft()  # before the minutes of generation that precede training
         run = self._train(cubes, config, progress)
         manifest, gone = self._record(owner, cubes, config, run)
         if gone:

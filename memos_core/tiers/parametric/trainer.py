@@ -153,6 +153,15 @@ def peft_missing(exc: ImportError) -> ModelLoadError:
                           "with pip install 'memos-core[local-model]'.")
 
 
+def require_peft() -> None:
+    """Raise :func:`peft_missing`'s error now if peft cannot be imported: a consolidation
+    generates with the base model for a minute or more before it trains."""
+    try:
+        import peft  # noqa: F401
+    except ImportError as exc:
+        raise peft_missing(exc) from None
+
+
 def lora_model(base: Any, config: ParametricConfig) -> Any:
     """A peft LoRA wrapper around a deep copy of ``base`` (which stays untouched), with LoRA
     weights on ``config.target_modules`` of the top ``config.layer_fraction`` of its layers.

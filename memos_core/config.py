@@ -300,7 +300,8 @@ class MemOSConfig(BaseModel):
         description="Server mode (a postgresql:// URL instead of a data directory): the local "
         "directory for what stays per process -- KV-cache files, LoRA adapters, a per-process "
         "'edge' index. One process per cache directory (it is locked). None: a temporary "
-        "directory, removed at close (KV caches and adapters are then rebuilt by each "
+        "directory, removed at close, or, if the process is killed, by the next server-mode "
+        "open or forget on this host (KV caches and adapters are then rebuilt by each "
         "process). Ignored in the embedded mode, where they live in the data directory.",
     )
     pool_size: int = Field(

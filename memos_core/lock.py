@@ -4,6 +4,10 @@ directory's creation (private to its owner).
 The embedded index and the vault's derived state assume one writer process. A second opener
 (another process, or a second MemOS on the same directory in this process) gets
 :class:`DataDirLockedError` at once instead of corrupting anything.
+
+A server-mode process without ``MemOSConfig.cache_dir`` holds such a lock in its temporary
+cache directory (on :data:`TEMPORARY_LOCK`); the kernel frees it when the process dies,
+which is how :func:`remove_if_abandoned` tells a killed process's directory from a live one's.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
 import stat
 import threading
 import warnings
@@ -27,6 +32,11 @@ except ImportError:  # pragma: no cover - Windows
 
 
 _log = logging.getLogger("memos_core")
+
+#: The lock file of a server-mode process's temporary cache directory. Not ``LOCK``: a
+#: directory a user named as its cache directory (locked on ``LOCK``) is never removed as a
+#: dead process's temporary one, whatever its name.
+TEMPORARY_LOCK = "TEMPORARY.LOCK"
 
 
 def make_private_dir(path: Path) -> None:
@@ -133,8 +143,8 @@ def _locked_message(data_dir: Path, holder: str, ours: bool) -> str:
 
 
 class DataDirLock:
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "LOCK"
+    def __init__(self, data_dir: Path, name: str = "LOCK") -> None:
+        self.path = data_dir / name
         self._fd: int | None = None
         self._release_lock = threading.Lock()
         self._finalizer: weakref.finalize[[int, Path, int], DataDirLock] | None = None
@@ -160,6 +170,34 @@ class DataDirLock:
                 os.close(fd)
                 raise DataDirLockedError(
                     _locked_message(self.path.parent, holder, ours)) from None
+        self._hold(fd)
+
+    def acquire_new(self) -> None:
+        """Lock a lock file that does not exist yet, in a directory this process just made
+        (a server-mode temporary cache directory): it is created and locked under another
+        name and only then renamed into place, so :func:`remove_if_abandoned` never finds it
+        unlocked while its maker is alive (it would remove the directory, and take the lock
+        from under the maker's first try)."""
+        if fcntl is None:  # pragma: no cover - Windows renames no open file: a plain acquire
+            self.acquire()
+            return
+        new = self.path.with_name(f".{self.path.name}.new")
+        try:
+            fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise MemOSError(
+                f"Cannot create the lock file {new} ({exc.strerror}): memos-core needs to "
+                "write in its temporary directory. Check that the disk is writable, or give "
+                "MemOSConfig.cache_dir.") from None
+        if not _try_lock(fd):  # no one else can know the file: the kernel refused a lock
+            os.close(fd)
+            raise MemOSError(f"Cannot lock {new}: the file system refuses file locks. Give "
+                             "MemOSConfig.cache_dir on a local disk.")
+        os.replace(new, self.path)
+        self._hold(fd)
+
+    def _hold(self, fd: int) -> None:
+        """Keep ``fd``, whose lock this process has just taken, until :meth:`release`."""
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -179,3 +217,48 @@ class DataDirLock:
             return
         _HELD.discard(os.path.realpath(self.path))
         _unlock(fd)
+
+
+def remove_if_abandoned(directory: Path) -> bool:
+    """Remove ``directory`` if a process locked its :data:`TEMPORARY_LOCK` file and no longer
+    holds it: the process died without removing it (SIGKILL, the OOM killer). Returns True
+    if it was removed (by this call or by another remover at the same time).
+
+    The lock is tried, never waited for: a held one (a live process, in this process too)
+    leaves the directory alone, as does a directory without that file (an older version's,
+    a cache directory a user named, not memos-core's) and one whose lock file this user
+    cannot open (another user's). The lock file is removed last, so a removal that fails
+    half-way (an ``OSError``, raised) is found again by the next call."""
+    lock_path = directory / TEMPORARY_LOCK
+    if os.path.realpath(lock_path) in _HELD:  # ours (a lock per process, as on NFS, would
+        return False  # let this process take its own lock again)
+    try:
+        fd = os.open(lock_path, os.O_RDWR)  # never created here: none, not ours to judge
+    except OSError:  # missing (or removed meanwhile), another user's, not a file
+        return False
+    try:
+        if not _try_lock(fd):
+            return False  # its process is alive
+        try:
+            remove_lock_last(directory)
+        except FileNotFoundError:  # another remover took the lock first and finished
+            if directory.exists():
+                raise
+        return True
+    finally:
+        _unlock(fd)
+
+
+def remove_lock_last(directory: Path) -> None:
+    """Remove a temporary cache directory, its :data:`TEMPORARY_LOCK` file last: if this
+    stops half-way (an ``OSError``; the process is killed while closing), what is left keeps
+    the lock file, by which :func:`remove_if_abandoned` finds it."""
+    for child in list(os.scandir(directory)):
+        if child.name == TEMPORARY_LOCK:
+            continue
+        if child.is_dir(follow_symlinks=False):
+            shutil.rmtree(child.path)
+        else:
+            os.unlink(child.path)
+    (directory / TEMPORARY_LOCK).unlink(missing_ok=True)
+    os.rmdir(directory)

@@ -226,7 +226,7 @@ class MemOS:
                      extractor: EntityExtractor | None) -> None:
         """Server mode: the vault (and index) in PostgreSQL, shared by every process; local
         per-process files in ``config.cache_dir``; no data-directory lock."""
-        from memos_core.server_mode import open_server
+        from memos_core.server_mode import dead_cache_purger, open_server
         from memos_core.vault.postgres import redact_url
 
         parts = open_server(url, self.config)
@@ -240,6 +240,9 @@ class MemOS:
             parts.vault.close()
             parts.release()
             raise
+        # a killed process's temporary cache directory may hold a forgotten memory's text:
+        # every forget, this process's or one the change feed brings, removes those
+        self.store.add_purger(dead_cache_purger)
         if self.config.listen and self.store.follower is not None:
             self.store.follower.start_listening()
         self._dropped = weakref.finalize(self, _close_dropped, self.store, parts)

@@ -5,12 +5,22 @@ of processes on any number of hosts open at once; there is no data-directory loc
 per process lives in a local *cache directory* (``MemOSConfig.cache_dir``): KV-cache files,
 LoRA adapters, a per-process ``edge`` index if one is asked for. Each process's derived state
 follows the vault's change feed (:mod:`memos_core.store.feed`). Runbook: docs/scale_out.md.
+
+Without ``cache_dir`` a process gets a temporary directory (``memos-cache-*`` in the temp
+directory), removed at close. One whose process was killed (SIGKILL, the OOM killer) would
+keep the memory text of its KV files and adapters for good, out of reach of every later
+forget: so the process holds a lock in it while open (:meth:`DataDirLock.acquire_new`), and
+every server-mode open and every forget (this process's, or another's as the change feed
+brings it) removes the directories whose lock nobody holds (:func:`remove_dead_caches`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +28,24 @@ from urllib.parse import urlsplit
 
 from memos_core.config import MemOSConfig
 from memos_core.errors import InvalidInputError, MemOSError, ServerUnavailableError
-from memos_core.lock import DataDirLock, make_private_dir
+from memos_core.lock import (
+    TEMPORARY_LOCK,
+    DataDirLock,
+    make_private_dir,
+    remove_if_abandoned,
+    remove_lock_last,
+)
+from memos_core.results import DerivedForm
 from memos_core.validation import bad_char
 from memos_core.vault.postgres import PostgresVault, is_postgres_url, redact_url
 
-__all__ = ["ServerParts", "check_pgvector", "check_url", "is_postgres_url", "open_server"]
+__all__ = ["ServerParts", "check_pgvector", "check_url", "dead_cache_purger", "is_postgres_url",
+           "open_server", "remove_dead_caches"]
+
+#: The name of a temporary cache directory starts with it (in ``tempfile.gettempdir()``).
+TEMP_CACHE_PREFIX = "memos-cache-"
+
+logger = logging.getLogger("memos_core")
 
 
 def check_url(url: str) -> str:
@@ -98,14 +121,74 @@ class ServerParts:
     _closed: bool = field(default=False)
 
     def release(self) -> None:
-        """Release the cache directory (remove it if it was a temporary one)."""
+        """Release the cache directory (remove it if it was a temporary one: before its lock
+        is released, so that no other process's sweep removes it under this one)."""
         if self._closed:
             return
         self._closed = True
+        if self._temporary:
+            try:
+                remove_lock_last(self.cache_dir)
+            except OSError:  # what is left keeps its lock file: the next sweep removes it
+                if self.cache_dir.exists():  # (gone already: a temp cleaner, say, is fine)
+                    logger.warning("removing the temporary cache directory %s failed",
+                                   self.cache_dir, exc_info=True)
         if self._lock is not None:
             self._lock.release()
-        if self._temporary:
-            shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+def remove_dead_caches() -> list[Path]:
+    """Remove the temporary cache directories of server-mode processes that died open: a
+    ``memos-cache-*`` directory in ``tempfile.gettempdir()`` that this OS user owns and whose
+    ``TEMPORARY.LOCK`` no process holds (:func:`memos_core.lock.remove_if_abandoned`). Their
+    KV files and adapters may hold any memory's text, a forgotten one's too. Returns the
+    directories removed. A live process's directory (its lock is held), one without that
+    file (older versions kept no lock there; a ``cache_dir`` a user named; not memos-core's)
+    and another user's are left alone; nothing waits for a lock. One that cannot be removed
+    raises :class:`MemOSError` naming it, after the others were tried (its lock file stays:
+    the next call tries again).
+
+    Cheap when there is nothing to remove: one listing of the temp directory and one lock
+    try per live process's directory."""
+    removed: list[Path] = []
+    failed: list[tuple[Path, OSError]] = []
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:  # no temp directory to look in: no directory of ours there either
+        return removed
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for entry in entries:
+        if not entry.name.startswith(TEMP_CACHE_PREFIX):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or (
+                    uid is not None and entry.stat(follow_symlinks=False).st_uid != uid):
+                continue
+            if remove_if_abandoned(Path(entry.path)):
+                removed.append(Path(entry.path))
+        except OSError as exc:
+            failed.append((Path(entry.path), exc))
+    if removed:
+        logger.info("removed %d temporary cache directories of server-mode processes that "
+                    "died without closing: %s", len(removed), ", ".join(map(str, removed)))
+    if failed:
+        path, error = failed[0]
+        raise MemOSError(
+            f"Could not remove {path}, the temporary cache directory of a server-mode process "
+            f"that died without closing ({error.strerror or error}); its KV files and adapters "
+            "may hold the text of forgotten memories. Remove it (rm -r), or fix its "
+            "permissions: the next forget tries again.") from error
+    return removed
+
+
+def dead_cache_purger(memory_id: str) -> Callable[[], list[DerivedForm]]:
+    """The forget purger (:data:`memos_core.store.DerivedPurger`) of server mode: after the
+    tombstone, :func:`remove_dead_caches`. Which memories a dead process's files held is
+    unknown, so whichever is forgotten removes them all; the receipt lists none of them."""
+    def finish() -> list[DerivedForm]:
+        remove_dead_caches()
+        return []
+    return finish
 
 
 def _index_kinds() -> tuple[str, ...]:
@@ -154,10 +237,21 @@ def open_server(url: str, config: MemOSConfig) -> ServerParts:
             lock.acquire()  # one process per cache directory (its files are per process)
             temporary = False
         else:
-            cache_dir = Path(tempfile.mkdtemp(prefix="memos-cache-"))
+            cache_dir = Path(tempfile.mkdtemp(prefix=TEMP_CACHE_PREFIX))
             temporary = True
+            lock = DataDirLock(cache_dir, TEMPORARY_LOCK)
+            try:
+                lock.acquire_new()  # held while open: sweeps tell it from a dead one's
+            except BaseException:
+                shutil.rmtree(cache_dir, ignore_errors=True)
+                raise
     except BaseException:
         vault.close()
         raise
+    try:
+        remove_dead_caches()
+    except MemOSError:  # not this open's business; every forget tries again
+        logger.warning("removing the cache directories of dead processes failed",
+                       exc_info=True)
     return ServerParts(vault, config, cache_dir, lock, temporary)
 

@@ -13,7 +13,8 @@ Input (``add -`` from stdin, ``add --file`` JSON lines) is read as UTF-8 whateve
 ``--json`` writes datetimes in ISO 8601 (``Z`` for UTC) in every command.
 Exit status: 0 ok, 2 bad input (a malformed bundle and bytes that are not UTF-8 included) or
 unknown id, 3 denied, 1 anything else; a reader that stops early (``memos list | head -1``)
-ends the command quietly with 0.
+ends the command quietly with 0. Ctrl-C (130) and SIGTERM (143; how systemd, ``docker stop``
+and ``timeout`` stop a process) close the store before the command exits.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from memos_core.errors import (
     MemOSError,
 )
 from memos_core.mcp_server import cli as mcp_cli  # argparse only: the MCP SDK loads when serving
+from memos_core.signals import exit_on_sigterm
 from memos_core.validation import check_name, check_path, shown_path
 
 
@@ -602,7 +604,8 @@ def _cmd_audit(args: argparse.Namespace, mos: Any, user: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        _run(args)
+        with exit_on_sigterm():  # SIGTERM closes the store as Ctrl-C does: exit status 143
+            _run(args)
         _flush_stdout()
     except BrokenPipeError:
         _silence_stdout()

@@ -6,7 +6,7 @@ or streamable HTTP with bearer tokens. See docs/mcp.md.
 
 Importing this package does not import the ``mcp`` SDK; the names below that need it
 (``MemoryServer``, ``build_stdio_server``, ``build_http_server``, ``HttpServerThread``,
-``serve_http``) load it on first use.
+``serve_http``, ``serve_stdio``) load it on first use.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from memos_core.mcp_server.tokens import TokenRecord, TokenStore
 from memos_core.mcp_server.tools import MemoryService
 
 _SERVER_NAMES = ("HttpServerThread", "MemoryServer", "build_http_server", "build_stdio_server",
-                 "is_loopback", "serve_http")
+                 "is_loopback", "serve_http", "serve_stdio")
 
 __all__ = sorted(["MemoryService", "TokenRecord", "TokenStore", *_SERVER_NAMES])
 

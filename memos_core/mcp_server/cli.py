@@ -25,6 +25,7 @@ from memos_core.config import default_data_dir, path_argument
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.mcp_server.hosts import parse_http, url_host
 from memos_core.mcp_server.limits import DEFAULT_MAX_SESSIONS_PER_TOKEN, DEFAULT_SESSION_IDLE_TIMEOUT
+from memos_core.signals import exit_on_sigterm
 
 DEFAULT_PORT = 8765
 
@@ -153,7 +154,9 @@ def _token_action(args: argparse.Namespace, user: str, emit: Callable[..., None]
 
 def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namespace], Any],
         emit: Callable[..., None]) -> None:
-    """Run ``memos mcp ...``; ``open_mos(args)`` opens the store as the other commands do."""
+    """Run ``memos mcp ...``; ``open_mos(args)`` opens the store as the other commands do.
+    A server runs until stdin ends (stdio), Ctrl-C or SIGTERM; SIGTERM closes the store too
+    and raises ``SystemExit(143)`` (:func:`memos_core.signals.exit_on_sigterm`)."""
     if args.mcp_command == "token":
         _token_command(args, user, emit)
         return
@@ -170,13 +173,15 @@ def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namesp
                                 "HTTP server's sessions; give them with --http HOST:PORT.")
     options.update({name: value for name, value in limits.items() if value is not None})
     if args.http is None:
-        with open_mos(args) as mos:
-            mcp_server.build_stdio_server(mos, user_id=user, **options).mcp.run("stdio")
+        with exit_on_sigterm(), open_mos(args) as mos:
+            mcp_server.serve_stdio(mcp_server.build_stdio_server(mos, user_id=user, **options))
         return
     host, port = parse_http(args.http)
     from memos_core.mcp_server.tokens import tokens_for
 
-    with open_mos(args) as mos:
+    # uvicorn catches SIGTERM itself, shuts down, and raises it again to the handler it found:
+    # this one, so the store is closed here too
+    with exit_on_sigterm(), open_mos(args) as mos:
         tokens = tokens_for(mos, args.token_file)  # server mode: the vault's, shared
         if not any(r.active for r in tokens.list()):
             print(f"memos mcp: warning: {tokens.where} has no active token; every request will "

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -331,6 +331,23 @@ def _rebinding_guard(hosts: Sequence[str]) -> TransportSecuritySettings:
 def build_stdio_server(mos: MemOS, *, user_id: str, **options: Any) -> MemoryServer:
     """A server for one client over stdio, acting as ``user_id``."""
     return MemoryServer(mos, user_id=user_id, **options)
+
+
+def serve_stdio(server: MemoryServer, stdin: BinaryIO | None = None,
+                stdout: BinaryIO | None = None) -> None:
+    """Serve ``server`` to one client over ``stdin`` and ``stdout`` (binary; default the
+    process's) until stdin ends, on this project's line reader (see
+    :mod:`memos_core.mcp_server.stdio`: a line it cannot read is answered, never dropped)."""
+    import anyio
+
+    from memos_core.mcp_server.stdio import stdio_transport
+
+    async def serve() -> None:
+        lowlevel = server.mcp._mcp_server  # what FastMCP.run("stdio") runs, on our transport
+        async with stdio_transport(stdin, stdout) as (incoming, outgoing):
+            await lowlevel.run(incoming, outgoing, lowlevel.create_initialization_options())
+
+    anyio.run(serve)
 
 
 def build_http_server(mos: MemOS, *, tokens: TokenStore, host: str = "127.0.0.1",

@@ -1,0 +1,150 @@
+"""Stopping ``memos mcp`` with SIGTERM (how systemd, ``docker stop``, ``timeout`` and MCP
+clients stop a server) closes the store, over both transports, and exits with 143.
+
+Before, uvicorn caught SIGTERM, shut down and raised it again with Python's default handler
+in place, and the stdio server had no handler at all: the process died (-15) inside ``with
+MemOS(...)``, leaving the vault's write-ahead log, an index not marked clean and, in server
+mode, its temporary cache directory. Also: the stdio server answers every line it reads,
+one it cannot parse or a lone surrogate included, as the HTTP server does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp_helpers import http_session, payload, server_env
+
+from memos_core import MemOS, MemOSConfig
+from memos_core.mcp_server import TokenStore
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and select")
+CLI = [sys.executable, "-m", "memos_core.cli", "mcp"]
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+
+def assert_closed_cleanly(data: Path) -> None:
+    """What ``MemOS.close()`` leaves, and a kill does not: no write-ahead log, the index
+    marked clean (as tests/test_cli_sigterm.py checks it)."""
+    assert not (data / "vault.sqlite3-wal").exists()
+    db = sqlite3.connect((data / "vault.sqlite3").resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT value FROM meta WHERE key = 'index_clean'").fetchone() == ("1",)
+    finally:
+        db.close()
+
+
+def _stop(proc: subprocess.Popen[Any]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise AssertionError("memos mcp was still running 60 s after SIGTERM") from None
+
+
+async def test_sigterm_stops_the_http_server_and_closes_the_store(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    token, _ = TokenStore.for_data_dir(data).add("alice")
+    proc = subprocess.Popen([*CLI, "--http", "127.0.0.1:0", "--data-dir", str(data)],
+                            env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stderr.readline()  # type: ignore[union-attr]
+        found = re.search(r"serving (http://\S+/mcp)", line)
+        assert found, line + proc.stderr.read()  # type: ignore[union-attr]
+        async with http_session(found.group(1), token) as session:
+            stored = payload(await session.call_tool("store", {"text": "Alice plays the oboe."}))
+    finally:
+        code = _stop(proc)
+    assert code == 143, proc.stderr.read()  # type: ignore[union-attr]
+    assert_closed_cleanly(data)
+    with MemOS(data, config=MemOSConfig(show_progress=False)) as mos:
+        assert mos.get(stored["stored"]["id"], user_id="alice").text == "Alice plays the oboe."
+
+
+class RawStdio:
+    """``memos mcp`` over stdio as a client that writes JSON-RPC lines itself (bytes as
+    given: lone surrogate escapes, lines that are not JSON, bytes that are not UTF-8)."""
+
+    def __init__(self, data: Path) -> None:
+        self.proc = subprocess.Popen([*CLI, "--data-dir", str(data), "--user", "alice"],
+                                     env=server_env(), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.ask(json.dumps(INITIALIZE).encode())["id"] == 1
+        self.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
+
+    def send(self, line: bytes) -> None:
+        self.proc.stdin.write(line + b"\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+
+    def ask(self, line: bytes, timeout: float = 120) -> dict[str, Any]:
+        """Send ``line``; the next message the server writes (a client would wait forever
+        for an answer that never comes: here the test fails after ``timeout`` s)."""
+        self.send(line)
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert ready, f"no answer within {timeout} s to {line[:200]!r}"
+        answer: dict[str, Any] = json.loads(self.proc.stdout.readline())  # type: ignore[union-attr]
+        return answer
+
+    def call(self, request_id: int, tool: str, arguments: str | bytes) -> dict[str, Any]:
+        args = arguments.encode() if isinstance(arguments, str) else arguments
+        answer = self.ask(b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s",'
+                          b'"arguments":%s}}' % (request_id, tool.encode(), args))
+        assert answer["id"] == request_id, answer
+        return answer
+
+
+def test_sigterm_stops_the_stdio_server_and_closes_the_store(tmp_path: Path) -> None:
+    """Stdin stays open (the client has not hung up): the server must not wait for it."""
+    data = tmp_path / "data"
+    client = RawStdio(data)
+    try:
+        stored = client.call(2, "store", '{"text":"Alice plays the oboe."}')["result"]
+        assert not stored["isError"], stored
+    finally:
+        code = _stop(client.proc)
+    assert code == 143, client.proc.stderr.read()  # type: ignore[union-attr]
+    assert_closed_cleanly(data)
+
+
+BAD_STRINGS = [  # (arguments of a store call, words of the tool's error)
+    ('{"text":"bad \\ud800 text"}', "text contains unpaired surrogates"),
+    ('{"text":"ok","tags":["a\\udfff"]}', "tags holds an unpaired surrogate"),
+    (b'{"text":"bad \xff byte"}', "text contains unpaired surrogates"),  # not UTF-8
+]
+
+
+def test_the_stdio_server_answers_every_line(tmp_path: Path) -> None:
+    """Over stdio a lone surrogate used to be refused by the SDK's JSON parser before any
+    tool ran, and the request got no answer (only an "Internal Server Error" log message);
+    now each gets the tool's own error under its id, as over HTTP. A line that is not JSON
+    gets a parse error, one that is no JSON-RPC message an invalid-request error, and the
+    server goes on."""
+    client = RawStdio(tmp_path / "data")
+    try:
+        for n, (arguments, words) in enumerate(BAD_STRINGS, start=10):
+            result = client.call(n, "store", arguments)["result"]
+            assert result["isError"] and words in result["content"][0]["text"], result
+        junk = client.ask(b"{this is not json")
+        assert junk["id"] is None and junk["error"]["code"] == -32700, junk
+        invalid = client.ask(b'{"jsonrpc":"2.0","id":7,"method":5}')
+        assert invalid["id"] == 7 and invalid["error"]["code"] == -32600, invalid
+        stored = client.call(20, "store", '{"text":"Alice likes caf\\u00e9 au lait."}')["result"]
+        assert not stored["isError"], stored
+        hits = json.loads(client.call(21, "search", '{"query":"coffee"}')["result"]["content"][0]["text"])
+        assert [h["text"] for h in hits["hits"]] == ["Alice likes café au lait."]
+    finally:
+        client.proc.stdin.close()  # type: ignore[union-attr]
+        code = client.proc.wait(timeout=60)
+    assert code == 0, client.proc.stderr.read()  # type: ignore[union-attr]

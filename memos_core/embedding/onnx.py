@@ -11,7 +11,12 @@ with the same rules as sentence-transformers: texts stripped, truncated to
 ``max_seq_length`` (256) word pieces, padded to the longest text of a batch.
 
 Export is atomic (a temporary sibling directory renamed into place, manifest written last),
-so a crash never leaves a half-written model. Later processes only load the cached file,
+so a crash never leaves a half-written model; the temporary directory a killed process left
+is removed by the next export. Concurrent callers take the lock file
+``models/.<directory>.lock`` around "check, export, publish", as for the local model
+(:func:`memos_core.runtime.loader.fill_lock`): one process exports, the others wait for it
+and use its export, and an export already published is never replaced by another one
+(only one found unusable). Later processes only load the cached file,
 after checking it against the size and SHA-256 the manifest recorded for ``model.onnx`` and
 ``tokenizer.json`` (hashed once per process while a file's size and modification time stay
 the same: about 0.06 s for the 90 MB graph, as long as hashing the source weights, which name
@@ -50,7 +55,7 @@ import shutil
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,6 +65,9 @@ from memos_core.embedding.pieces import (
     max_seq_length,
     mean_pool,
 )
+
+if TYPE_CHECKING:
+    from memos_core.runtime.loader import Stamp
 
 __all__ = ["OnnxEmbedder", "onnx_available", "export_onnx"]
 
@@ -184,8 +192,12 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fu
         ModelLoadError: the model is not a mean-pooling sentence-transformers model, or the
             export failed (e.g. ``torch``/``onnx`` missing).
     """
-    from memos_core.runtime.errors import ModelLoadError
-    from memos_core.runtime.loader import cache_root, file_records
+    from memos_core.runtime.loader import (
+        cache_root,
+        fill_lock,
+        remove_stale_temporaries,
+        stamp,
+    )
 
     src = Path(model_dir).expanduser().resolve()
     check_mean_pooling(src)
@@ -193,41 +205,64 @@ def export_onnx(model_dir: str | os.PathLike[str], *, quantize: bool = False, fu
     parent = cache_root(cache_dir) / "models"
     kind = f"int8-{_INT8_SCHEME}" if quantize else "fp32-fused" if fuse else "fp32"
     target = parent / f"onnx-{name}-{kind}-{sha[:16]}"
+    judged = stamp(target)
     if not again and _valid(target, sha):
         return target
-    tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
     except OSError as exc:
-        if not again and _older_export(target, sha):
-            return target
-        raise ModelLoadError(
-            f"cannot write the ONNX export under {parent} ({exc}); set MEMOS_CACHE_DIR to a "
-            "writable directory or use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).") from exc
-    try:
+        return _unwritable(target, sha, again, exc)
+    with fill_lock(parent, target.name, "ONNX export"):
+        if stamp(target) != judged and _valid(target, sha):
+            return target  # another process exported it while this one waited
+        tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            fused = _export_into(src, tmp, quantize, fuse and not quantize)
-        except (ImportError, RuntimeError, OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"exporting {src} to ONNX failed ({type(exc).__name__}: {exc}); install the "
-                "export dependencies (pip install onnx onnxscript) or use the torch backend "
-                "(MEMOS_EMBEDDER_BACKEND=torch).") from exc
-        manifest = {"format": _FORMAT, "source": str(src), "source_sha256": sha,
-                    "quantized": quantize, "fused": fused, "opset": _OPSET,
-                    **({"int8_scheme": _INT8_SCHEME} if quantize else {}),
-                    "max_seq_length": max_seq_length(src), **file_records(tmp)}
-        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            remove_stale_temporaries(parent, target.name)  # what killed exports left
+            tmp.mkdir()
+        except OSError as exc:
+            return _unwritable(target, sha, again, exc)
         try:
-            os.rename(tmp, target)
-        except OSError:  # another process published first (or a stale one is in the way)
-            if again or not _valid(target, sha, quiet=True):
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(tmp, target)
+            _export_and_publish(src, tmp, target, sha, quantize, fuse, judged)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
         return target
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unwritable(target: Path, sha: str, again: bool, exc: OSError) -> Path:
+    """An older export at ``target`` usable as it is, where the cache cannot be written
+    (``exc``); else a ModelLoadError naming MEMOS_CACHE_DIR."""
+    from memos_core.runtime.errors import ModelLoadError
+
+    if not again and _older_export(target, sha):
+        return target
+    raise ModelLoadError(
+        f"cannot write the ONNX export under {target.parent} ({exc}); set MEMOS_CACHE_DIR to "
+        "a writable directory or use the torch backend (MEMOS_EMBEDDER_BACKEND=torch).") from exc
+
+
+def _export_and_publish(src: Path, tmp: Path, target: Path, sha: str, quantize: bool,
+                        fuse: bool, judged: Stamp | None) -> None:
+    """Export ``src`` into the temporary directory ``tmp``, manifest last, and publish it at
+    ``target`` (:func:`~memos_core.runtime.loader.publish_dir`: a valid export another
+    process published meanwhile is kept; ``judged`` is the one the caller found unusable)."""
+    from memos_core.runtime.errors import ModelLoadError
+    from memos_core.runtime.loader import file_records, publish_dir
+
+    try:
+        fused = _export_into(src, tmp, quantize, fuse and not quantize)
+    except (ImportError, RuntimeError, OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"exporting {src} to ONNX failed ({type(exc).__name__}: {exc}); install the "
+            "export dependencies (pip install onnx onnxscript) or use the torch backend "
+            "(MEMOS_EMBEDDER_BACKEND=torch).") from exc
+    manifest = {"format": _FORMAT, "source": str(src), "source_sha256": sha,
+                "quantized": quantize, "fused": fused, "opset": _OPSET,
+                **({"int8_scheme": _INT8_SCHEME} if quantize else {}),
+                "max_seq_length": max_seq_length(src), **file_records(tmp)}
+    (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if not publish_dir(tmp, target, judged, lambda: _valid(target, sha, quiet=True)):
+        _log.info("another process published the ONNX export %s meanwhile; using it", target)
 
 
 def _manifest(directory: Path, sha: str) -> dict[str, Any] | None:

@@ -9,7 +9,8 @@ loads read that directory in a fraction of a second.
 
 Conversion is atomic: everything is written to a temporary sibling directory whose manifest
 is written last, then renamed into place. A crash leaves at most a stray temporary
-directory (ignored, and cleaned up by the next conversion), never a half-written cache.
+directory (ignored, and removed by the next conversion once its process is gone), never a
+half-written cache.
 
 The manifest records each converted file's size, modification time and SHA-256
 (:func:`file_records`), and a load checks them (:func:`files_problem`): damage that keeps a
@@ -19,12 +20,22 @@ about 0.4 s of SHA-256 on a warm page cache against about 4 s for the load itsel
 its size or modification time differs from the recorded one, and then once per process. A
 conversion that fails the check is converted again.
 
-Cache root, in order: the ``cache_dir`` argument, ``$MEMOS_CACHE_DIR``,
-``$XDG_CACHE_HOME/memos``, ``~/.cache/memos``. Models go to ``<root>/models/<name>``.
+Concurrent callers (threads or processes) take an exclusive lock on ``<name>``'s lock file
+(``models/.<name>.lock``, :func:`fill_lock`) around "check the cache, convert, publish": one
+converts, the others wait for it (logged at INFO) and then load its conversion instead of
+converting again; a conversion already published is never replaced by another one (its
+process may be loading it), only one found unusable. Where the lock file cannot be written
+(a read-only cache) nothing can be converted there either, and the read-only handling
+applies (:func:`older_cache_as_is`).
+
+Cache root, in order: the ``cache_dir`` argument, ``$MEMOS_CACHE_DIR`` (set but empty or
+blank: an error), ``$XDG_CACHE_HOME/memos``, ``~/.cache/memos``. Models go to
+``<root>/models/<name>``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -33,9 +44,11 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from memos_core.errors import InvalidInputError
 from memos_core.runtime.errors import ModelLoadError
 
 #: Package that ships the default model's GGUF file, and the file's name inside it.
@@ -53,11 +66,20 @@ _log = logging.getLogger(__name__)
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The directory under which converted models are kept (see the module docstring)."""
+    """The directory under which converted models are kept (see the module docstring).
+
+    Raises:
+        InvalidInputError: ``$MEMOS_CACHE_DIR`` is set but empty or blank (``Path(" ")``
+            would be a directory named " " in the working directory), as for
+            ``$MEMOS_DATA_DIR``.
+    """
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     env = os.environ.get("MEMOS_CACHE_DIR")
-    if env:
+    if env is not None and not env.strip():
+        raise InvalidInputError("MEMOS_CACHE_DIR is set but empty: unset it (the default is "
+                                "$XDG_CACHE_HOME/memos or ~/.cache/memos) or name a directory.")
+    if env is not None:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg:
@@ -289,8 +311,51 @@ def _convert_into(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
 
 
-def _publish(tmp: Path, target: Path, gguf: Path) -> ConvertedModel:
-    """Atomically move a finished conversion into place, replacing a stale one."""
+#: identity of a published cache directory: its manifest's (device, inode, mtime, ctime)
+Stamp = tuple[int, int, int, int]
+
+
+def stamp(directory: Path) -> Stamp | None:
+    """Identity of the cache entry at ``directory`` (its manifest file), None when it has no
+    manifest. A new conversion or export published there has a new manifest file, so
+    another identity (an inode can be reused, but not with the same change time): how a
+    caller tells "the entry I judged unusable" from one another process published
+    meanwhile."""
+    try:
+        info = (directory / _MANIFEST).stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def fill_lock(parent: Path, name: str, what: str) -> contextlib.AbstractContextManager[bool]:
+    """The inter-process lock held around "check the cache entry ``parent/name``, build it,
+    publish it" (the lock file ``parent/.<name>.lock``): one process converts or exports,
+    the others wait for it (logged at INFO, naming ``what``) and then use its result. See
+    :func:`memos_core.lock.waiting_lock` (it yields False where the lock file cannot be
+    written: a read-only cache)."""
+    from memos_core.lock import waiting_lock
+
+    return waiting_lock(parent / f".{name}.lock",
+                        f"waiting for another process's {what} into {parent / name}")
+
+
+def publish_dir(tmp: Path, target: Path, judged: Stamp | None,
+                usable: Callable[[], bool]) -> bool:
+    """Atomically move the finished cache directory ``tmp`` to ``target``.
+
+    What is at ``target`` is replaced only if it is the entry the caller judged unusable
+    (its :func:`stamp` is ``judged``) or ``usable()`` says it is not valid: a valid entry
+    another process published meanwhile (one not holding the lock: an older version, a
+    read-only lock file) is kept, ``tmp`` is removed and False returned. Replacing it would
+    delete files that process is loading. True: ``tmp`` is now ``target``."""
+
+    def theirs() -> bool:
+        return stamp(target) not in (None, judged) and usable()
+
+    if theirs():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
     if target.exists():
         trash = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
         try:
@@ -302,19 +367,27 @@ def _publish(tmp: Path, target: Path, gguf: Path) -> ConvertedModel:
     try:
         os.rename(tmp, target)
     except OSError:
-        # Another process published first; use theirs if it is valid.
-        shutil.rmtree(tmp, ignore_errors=True)
-        done = _cached_conversion(target, gguf)
-        if done is None:
+        if not theirs():  # something else took the place meanwhile
             raise
-        return done
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    return True
+
+
+def _publish(tmp: Path, target: Path, gguf: Path, judged: Stamp | None) -> ConvertedModel:
+    """Move a finished conversion into place (:func:`publish_dir`) and return the one there."""
+    if not publish_dir(tmp, target, judged, lambda: _cached_conversion(target, gguf) is not None):
+        _log.info("another process published a conversion of %s into %s meanwhile; using it",
+                  gguf.name, target)
     done = _cached_conversion(target, gguf)
-    if done is None:  # pragma: no cover - we just wrote it
+    if done is None:  # pragma: no cover - we just wrote it, or checked theirs
         raise ModelLoadError(f"conversion at {target} failed its own check; delete it and retry")
     return done
 
 
-def _remove_stale_temporaries(parent: Path, name: str) -> None:
+def remove_stale_temporaries(parent: Path, name: str) -> None:
+    """Remove the temporary directories ``parent/.<name>.tmp-<pid>-<hex>`` that a killed
+    process left (its pid is gone); those of live processes are left alone."""
     for entry in parent.glob(f".{name}.tmp-*"):
         try:
             pid = int(entry.name.rsplit("-", 2)[-2])
@@ -353,21 +426,44 @@ def ensure_converted(
         raise ModelLoadError(f"GGUF file not found: {gguf}")
     parent = cache_root(cache_dir) / "models"
     target = parent / gguf.stem
+    judged = stamp(target)
     done = None if again else _cached_conversion(target, gguf)
     if done is not None:
         return done
-    tmp = parent / f".{gguf.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(parent, gguf.stem)
+    except OSError as exc:
+        return _unwritable(target, gguf, again, exc)
+    with fill_lock(parent, target.name, f"conversion of {gguf.name}"):
+        if stamp(target) != judged:  # another process converted while this one waited
+            done = _cached_conversion(target, gguf)
+            if done is not None:
+                return done
+        return _convert_locked(gguf, target, judged, again)
+
+
+def _unwritable(target: Path, gguf: Path, again: bool, exc: OSError) -> ConvertedModel:
+    """An older conversion at ``target`` usable as it is, where the cache cannot be written
+    (``exc``); else a ModelLoadError naming MEMOS_CACHE_DIR."""
+    older = None if again else _older_conversion(target, gguf)
+    if older is not None:
+        return older
+    raise ModelLoadError(
+        f"cannot write the converted model under {target.parent} ({exc}); set "
+        "MEMOS_CACHE_DIR to a writable directory.") from exc
+
+
+def _convert_locked(gguf: Path, target: Path, judged: Stamp | None,
+                    again: bool) -> ConvertedModel:
+    """Convert ``gguf`` into a temporary sibling of ``target`` and publish it there (under
+    :func:`fill_lock`, or without it where the lock file cannot be written)."""
+    parent = target.parent
+    tmp = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        remove_stale_temporaries(parent, target.name)
         tmp.mkdir()
     except OSError as exc:
-        older = None if again else _older_conversion(target, gguf)
-        if older is not None:
-            return older
-        raise ModelLoadError(
-            f"cannot write the converted model under {parent} ({exc}); set MEMOS_CACHE_DIR "
-            "to a writable directory.") from exc
+        return _unwritable(target, gguf, again, exc)
     try:
         _convert_into(gguf, tmp)
         stat = gguf.stat()
@@ -381,7 +477,7 @@ def ensure_converted(
         }
         # Written last: a directory without a manifest is never taken for a finished one.
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        return _publish(tmp, target, gguf)
+        return _publish(tmp, target, gguf, judged)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -530,7 +530,9 @@ class MemOS:
         Messages are dicts (or objects) with ``role``/``content`` and optionally ``name``,
         ``id`` and ``occurred_at``; each becomes one episodic memory "speaker: content" with
         the message id as provenance. ``supersedes`` names an older memory this one replaces:
-        the old one gets ``valid_to`` set and leaves default search, but stays readable.
+        the old one gets ``valid_to`` set and leaves default search, but stays readable. A
+        memory is superseded once: one superseded already is refused (``InvalidInputError``
+        naming its successor, the one to supersede instead; nothing is stored).
         """
         self._check_open()
         user_id = check_name(user_id, "user_id")
@@ -664,9 +666,8 @@ class MemOS:
 
         def write() -> MemCube:
             cube = self._load(memory_id, user_id, write=True)
-            if "occurred_at" in changes:  # true since the new time (or since we were told),
-                since = writes.valid_since(changes["occurred_at"], cube.created_at)  # up to
-                changes["valid_from"] = min(since, cube.valid_to or since)  # its end, if any
+            if "occurred_at" in changes:
+                changes["valid_from"] = writes.moved_valid_from(cube, changes["occurred_at"])
             if "text" in changes and FLAG_KEY in cube.metadata:  # re-derived: see forget
                 return writes.rederive(self.store, cube, changes, actor)
             return writes.write_version(self.store, cube, changes, actor, "update",
@@ -690,7 +691,20 @@ class MemOS:
     @running
     def rollback(self, memory_id: str, version: int, *, user_id: str,
                  reason: str | None = None) -> MemCube:
-        """Make a new version whose content equals ``version``'s (history is kept)."""
+        """Make a new version whose content equals ``version``'s (history is kept).
+
+        Content: text, type, tags, entities, metadata, occurred_at (``valid_from`` follows
+        it as in :meth:`update`) and governance other than grants (a rollback neither
+        restores a revoked grant nor drops one). The memory's lifecycle is kept as it is now
+        -- its state, ``valid_to`` and ``superseded_by`` -- so a superseded, archived or
+        expired memory stays so, and a summary flagged because a source was forgotten keeps
+        its flag (``metadata["source_forgotten"]``: the restored text may repeat that
+        source; re-derive it with :meth:`update`).
+
+        Raises:
+            VersionNotFoundError: no such version. InvalidInputError: that version was
+                scrubbed (nothing to roll back to).
+        """
         self._check_open()
         user_id = check_name(user_id, "user_id")
         version = check_k(version, "version", 10**9)
@@ -707,14 +721,9 @@ class MemOS:
                     f"Version {version} of memory {cube.id} was scrubbed (its text may have "
                     "repeated a forgotten memory): it has nothing to roll back to; choose a "
                     "later version.")
-            fields = ("text", "type", "tags", "entities", "metadata", "occurred_at", "state",
-                      "valid_from", "valid_to", "superseded_by", "governance")
-            changes = {f: getattr(old, f) for f in fields}
-            # access is not content: rolling back neither restores a revoked grant nor drops one
-            changes["governance"] = old.governance.model_copy(update={
-                "readers": cube.governance.readers, "writers": cube.governance.writers})
-            return writes.write_version(self.store, cube, changes, Actor(user_id, None, reason),
-                                        "rollback", {"to_version": version})
+            return writes.write_version(self.store, cube, writes.restored(cube, old),
+                                        Actor(user_id, None, reason), "rollback",
+                                        {"to_version": version})
 
         return access.as_read_by(self._rewrite(write), user_id)
 

@@ -58,6 +58,19 @@ def test_put_by_key_creates_then_versions_one_memory(mos: MemOS) -> None:
         put_by_key(mos, item, "")
 
 
+def test_a_put_keeps_the_forget_flag_as_every_new_version_does(mos: MemOS) -> None:
+    """``metadata["source_forgotten"]`` is the forget cascade's to set and a re-derivation's
+    to clear (see ops.writes.write_version): a put's metadata neither drops nor changes it."""
+    from memos_core.governance import FLAG_KEY
+
+    item = ItemKey("alice", ("alice", "notes"), "trip")
+    first = put_by_key(mos, item, "Alice's trip notes.", metadata={FLAG_KEY: ["gone"]})
+    assert put_by_key(mos, item, "Alice's trip notes, v2.", metadata={"v": 2}).metadata == {
+        "v": 2, FLAG_KEY: ["gone"]}
+    assert put_by_key(mos, item, "v3", metadata={FLAG_KEY: []}).metadata == {FLAG_KEY: ["gone"]}
+    assert mos.get(first.id, user_id="alice").version == 3
+
+
 def test_concurrent_puts_of_a_new_key_make_one_memory(mos: MemOS) -> None:
     item = ItemKey("alice", ("race",), "k")
     start = threading.Barrier(6)

@@ -370,10 +370,12 @@ def test_a_write_returns_the_version_it_wrote_not_a_later_one(mos, monkeypatch, 
 def test_add_superseding_a_memory_another_thread_changes_is_no_conflict(mos):
     """add(supersedes=X) read X before taking the store's lock, so another thread's update
     of X between the two made it a ConflictError (about 1 in 4 in a probe's race); update,
-    set_state and forget read under the lock and never conflict in one process."""
+    set_state and forget read under the lock and never conflict in one process. Each add
+    supersedes the newest memory of a chain (a memory is superseded once), which the other
+    thread keeps updating."""
     import threading
 
-    old = mos.add("Ines lives in Porto.", user_id="ada")
+    chain = [mos.add("Ines lives in Porto.", user_id="ada").id]
     errors: list[BaseException] = []
 
     def run(work):
@@ -383,16 +385,19 @@ def test_add_superseding_a_memory_another_thread_changes_is_no_conflict(mos):
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(lambda i: mos.add(
-                   f"Ines moved to Braga ({i}).", user_id="ada", supersedes=old.id),)),
+    threads = [threading.Thread(target=run, args=(lambda i: chain.append(mos.add(
+                   f"Ines moved to Braga ({i}).", user_id="ada", supersedes=chain[-1]).id),)),
                threading.Thread(target=run, args=(lambda i: mos.update(
-                   old.id, f"Ines lives in Porto ({i}).", user_id="ada"),))]
+                   chain[-1], f"Ines lives in Porto ({i}).", user_id="ada"),))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
-    assert mos.get(old.id, user_id="ada").version == 1 + 25 + 25  # each add: one more version
+    cubes = [mos.get(mid, user_id="ada") for mid in chain]
+    assert [c.superseded_by for c in cubes] == [*chain[1:], None]
+    # each memory's first version, one more for each superseded, one for each update
+    assert sum(c.version for c in cubes) == len(chain) + 25 + 25
 
 
 def test_bulk_add_validates_everything_before_writing(mos):
@@ -510,6 +515,92 @@ def test_valid_at_reads_what_was_believed_then(mos):
     then = [h.id for h in mos.search("where does alice live", user_id="alice", valid_at="2022-01-01")]
     now = [h.id for h in mos.search("where does alice live", user_id="alice", valid_at="2025-01-01")]
     assert then == [old.id] and now == [new.id]
+
+
+def test_a_superseded_memory_is_not_superseded_again(mos):
+    """Superseding it again moved its end into its successor's time (valid_at then said it
+    was believed alongside its successor) and left the successor's link dangling: refused,
+    naming the successor to supersede instead; nothing is written."""
+    old = mos.add("Erin's phone number is 555-0101.", user_id="erin", occurred_at="2020-01-01")
+    new = mos.add("Erin's phone number is 555-0202.", user_id="erin", occurred_at="2022-01-01",
+                  supersedes=old.id)
+    before = mos.history(old.id, user_id="erin")
+    with pytest.raises(InvalidInputError, match=f"superseded already, by {new.id}.*supersede {new.id} instead"):
+        mos.add("Erin's phone number is 555-0303.", user_id="erin", occurred_at="2024-01-01",
+                supersedes=old.id)
+    assert mos.history(old.id, user_id="erin") == before
+    assert [c.id for c in mos.list(user_id="erin")] == [old.id, new.id]
+    assert [h.id for h in mos.search("Erin phone number", user_id="erin",
+                                     valid_at="2023-01-01")] == [new.id]
+    newest = mos.add("Erin's phone number is 555-0303.", user_id="erin",
+                     occurred_at="2024-01-01", supersedes=new.id)  # what the message says
+    assert mos.get(new.id, user_id="erin").superseded_by == newest.id
+    assert mos.get(old.id, user_id="erin").valid_to == new.valid_from
+
+
+def test_two_threads_superseding_one_memory_one_is_refused(mos):
+    """Each reads the memory under the write lock: the second finds it superseded."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    old = mos.add("The team meets on Mondays.", user_id="u")
+    texts = ["The team meets on Tuesdays.", "The team meets on Fridays."]
+    barrier = Barrier(len(texts))
+
+    def supersede(text: str) -> MemCube | InvalidInputError:
+        barrier.wait()
+        try:
+            return mos.add(text, user_id="u", supersedes=old.id)
+        except InvalidInputError as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        outcomes = list(pool.map(supersede, texts))
+    won = [o for o in outcomes if isinstance(o, MemCube)]
+    refused = [o for o in outcomes if isinstance(o, InvalidInputError)]
+    assert len(won) == 1 and len(refused) == 1, outcomes
+    assert won[0].id in str(refused[0])
+    assert mos.get(old.id, user_id="u").superseded_by == won[0].id
+    assert mos.get(old.id, user_id="u").version == 2
+    assert [c.text for c in mos.list(user_id="u")] == [old.text, won[0].text]
+
+
+def _superseded(mos: MemOS, cube: MemCube) -> None:
+    mos.add("Lea's office is room 305.", user_id="lea", supersedes=cube.id)
+
+
+@pytest.mark.parametrize("end", [
+    _superseded,
+    lambda mos, cube: mos.set_state(cube.id, "archived", user_id="lea"),
+    lambda mos, cube: mos.set_state(cube.id, "expired", user_id="lea"),
+], ids=["superseded", "archived", "expired"])
+def test_a_rollback_restores_content_and_keeps_the_lifecycle(mos, end):
+    """Rolling back a superseded, archived or expired memory's text used to bring it back
+    to life (state generated, no valid_to, no superseded_by) with its successor's link
+    still in place: a rollback restores content only."""
+    cube = mos.add("Lea's office is room 101.", user_id="lea", tags=["office"])
+    mos.update(cube.id, "Lea's office is room 102.", user_id="lea", tags=["office", "fixed"])
+    mos.update(cube.id, "Lea's office is room 1O2.", user_id="lea")  # a bad edit
+    end(mos, cube)
+    ended = mos.get(cube.id, user_id="lea")
+    rolled = mos.rollback(cube.id, 2, user_id="lea")
+    assert (rolled.text, rolled.tags) == ("Lea's office is room 102.", ("office", "fixed"))
+    assert (rolled.state, rolled.valid_from, rolled.valid_to, rolled.superseded_by) == (
+        ended.state, ended.valid_from, ended.valid_to, ended.superseded_by)
+    assert cube.id not in [h.id for h in mos.search("Lea office room", user_id="lea")]
+
+
+def test_a_rollback_of_a_superseded_memorys_date_stays_within_its_interval(mos):
+    """valid_from follows the restored occurred_at as an update's does, up to valid_to."""
+    cube = mos.add("Bob works at Acme.", user_id="bob", occurred_at="2023-01-01")
+    mos.update(cube.id, occurred_at="2020-01-01", user_id="bob")
+    globex = mos.add("Bob works at Globex.", user_id="bob", occurred_at="2022-01-01",
+                     supersedes=cube.id)
+    rolled = mos.rollback(cube.id, 1, user_id="bob")
+    assert rolled.occurred_at == cube.occurred_at and rolled.superseded_by == globex.id
+    assert rolled.valid_from == rolled.valid_to == globex.valid_from
+    assert [h.id for h in mos.search("where does Bob work", user_id="bob",
+                                     valid_at="2021-01-01")] == []
 
 
 def test_a_memory_is_valid_from_its_event_or_from_when_we_were_told(mos):

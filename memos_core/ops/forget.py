@@ -285,7 +285,7 @@ def _flag(store: MemoryStore, summary_id: str, source_id: str, actor: Actor) -> 
     if source_id not in sources:
         metadata = {**summary.metadata, FLAG_KEY: [*sources, source_id]}
         write_version(store, summary, {"metadata": metadata}, actor, "flag:source_forgotten",
-                      {"source": source_id})
+                      {"source": source_id}, keep_flag=False)  # the one write that sets it
     return True
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from memos_core.cube import MemCube, utcnow
 from memos_core.errors import ConflictError
+from memos_core.governance.derived import with_flag_of
 from memos_core.lifecycle import INDEXED
 from memos_core.ops.share import inherit_grants
 from memos_core.store import MemoryStore
@@ -58,7 +59,10 @@ def put_keyed(store: MemoryStore, item: ItemKey, fresh: Callable[[], MemCube],
             expected = None
             action = "add"
         else:
-            cube = existing.model_copy(update={**changes, "version": existing.version + 1,
+            kept = dict(changes)
+            if "metadata" in kept:  # the forget flag stays, as in every new version
+                kept["metadata"] = with_flag_of(existing.metadata, kept["metadata"])  # (write_version)
+            cube = existing.model_copy(update={**kept, "version": existing.version + 1,
                                                "updated_at": utcnow()})
             cube = MemCube.model_validate(cube.model_dump())  # re-validate the changed fields
             expected = existing.version

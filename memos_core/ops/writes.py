@@ -24,7 +24,7 @@ from memos_core.cube import (
 )
 from memos_core.errors import InvalidInputError
 from memos_core.extraction import EntityExtractor
-from memos_core.governance import access
+from memos_core.governance import access, derived
 from memos_core.governance.derived import FLAG_KEY
 from memos_core.governance import sensitivity as sensitivity_rules
 from memos_core.lifecycle import ttl_elapsed
@@ -43,8 +43,8 @@ from memos_core.validation import (
 )
 from memos_core.vault import Actor, Edge, scrub
 
-__all__ = ["ITEM_KEYS", "add", "check_item_keys", "compress", "new_cube", "set_state",
-           "write_version"]
+__all__ = ["CONTENT_FIELDS", "ITEM_KEYS", "add", "check_item_keys", "check_supersedable",
+           "compress", "new_cube", "restored", "set_state", "write_version"]
 
 #: What an ``add_many`` item may set, besides ``text``: the parameters of :func:`new_cube`
 #: other than the principal. Its keyword defaults may also give the call's ``reason``.
@@ -74,6 +74,14 @@ def valid_since(occurred_at: datetime | None, told_at: datetime) -> datetime:
     """When a memory starts to be true: at the event it records, or when we were told of it
     if that came first (a plan for next week is known now) or it records no time."""
     return told_at if occurred_at is None else min(occurred_at, told_at)
+
+
+def moved_valid_from(cube: MemCube, occurred_at: datetime | None) -> datetime:
+    """``cube``'s ``valid_from`` once its ``occurred_at`` becomes ``occurred_at``: true since
+    then (or since we were told, :func:`valid_since`), up to its end if it has one (a
+    superseded memory's interval stays in order)."""
+    since = valid_since(occurred_at, cube.created_at)
+    return min(since, cube.valid_to or since)
 
 
 def new_cube(
@@ -127,9 +135,15 @@ def add(store: MemoryStore, cubes: list[MemCube], actor: Actor,
     """Insert new memories in one transaction; returns them as stored.
 
     They inherit their namespace's grants; with ``supersedes`` (an older memory the last
-    one replaces) the last one also carries its shares and the old one gets ``valid_to``
-    and ``superseded_by`` in a new version of the same transaction.
+    one replaces, as read under the write lock) the last one also carries its shares and
+    the old one gets ``valid_to`` and ``superseded_by`` in a new version of the same
+    transaction.
+
+    Raises:
+        InvalidInputError: ``supersedes`` is superseded already (nothing is written).
     """
+    if supersedes is not None:
+        check_supersedable(supersedes)
     store.ready_embedder()
 
     def attempt() -> list[MemCube]:
@@ -163,13 +177,53 @@ def add(store: MemoryStore, cubes: list[MemCube], actor: Actor,
         return retrying(attempt)
 
 
+#: What a rollback restores of an earlier version (governance too, less its grants); the
+#: rest -- the lifecycle (state, valid_to, superseded_by), identity, usage -- stays current.
+CONTENT_FIELDS = ("text", "type", "tags", "entities", "metadata", "occurred_at", "governance")
+
+
+def restored(cube: MemCube, old: MemCube) -> dict[str, Any]:
+    """The changes that roll ``cube`` (the current version) back to ``old``'s content.
+
+    Lifecycle is not content: a superseded memory rolled back stays superseded (its
+    successor's ``supersedes`` link stands), an archived or expired one stays so.
+    ``valid_from`` follows a restored ``occurred_at`` as an update of it moves it, up to the
+    current ``valid_to``. Access is not content either: the current grants are kept. The
+    forget flag is kept by :func:`write_version`."""
+    changes: dict[str, Any] = {f: getattr(old, f) for f in CONTENT_FIELDS}
+    changes["governance"] = old.governance.model_copy(update={
+        "readers": cube.governance.readers, "writers": cube.governance.writers})
+    if old.occurred_at != cube.occurred_at:
+        changes["valid_from"] = moved_valid_from(cube, old.occurred_at)
+    return changes
+
+
+def check_supersedable(cube: MemCube) -> None:
+    """Refuse to supersede ``cube`` if a newer memory superseded it already: its
+    ``valid_to`` is that one's start, and moving it later would say that ``cube`` was still
+    believed while its successor was (``search(valid_at=...)`` reads that interval), with
+    the successor's ``supersedes`` link still in place."""
+    if cube.superseded_by is not None:
+        raise InvalidInputError(
+            f"Memory {cube.id} was superseded already, by {cube.superseded_by}; a memory "
+            f"is superseded once (its end is its successor's start). Nothing was stored: to "
+            f"replace what is believed now, supersede {cube.superseded_by} instead.")
+
+
 def write_version(store: MemoryStore, cube: MemCube, changes: dict[str, Any], actor: Actor,
                   action: str, details: dict[str, Any] | None = None, *,
-                  rewrite_earlier: Callable[[MemCube], MemCube | None] | None = None) -> MemCube:
+                  rewrite_earlier: Callable[[MemCube], MemCube | None] | None = None,
+                  keep_flag: bool = True) -> MemCube:
     """Write the next version of ``cube`` with ``changes`` (re-validated); returns it as
     stored. Raises if another version was written since ``cube`` was read.
     ``rewrite_earlier``: the earlier versions rewritten in place in the same vault
-    transaction (:meth:`~memos_core.vault.base.Vault.put_version`): all or nothing."""
+    transaction (:meth:`~memos_core.vault.base.Vault.put_version`): all or nothing.
+    ``keep_flag``: the new version's ``metadata["source_forgotten"]`` is ``cube``'s, present
+    or absent, whatever ``changes`` says (:func:`~memos_core.governance.derived.with_flag_of`);
+    only the forget cascade, which sets it, and :func:`rederive`, which clears it, pass
+    False."""
+    if keep_flag and "metadata" in changes:
+        changes = {**changes, "metadata": derived.with_flag_of(cube.metadata, changes["metadata"])}
     new = cube.model_copy(update={**changes, "version": cube.version + 1, "updated_at": utcnow()})
     new = MemCube.model_validate(new.model_dump())  # re-validate the changed fields
     if new.text != cube.text:  # new text needs a vector: a model that cannot load stores nothing
@@ -186,16 +240,17 @@ def write_version(store: MemoryStore, cube: MemCube, changes: dict[str, Any], ac
 
 def rederive(store: MemoryStore, cube: MemCube, changes: dict[str, Any], actor: Actor) -> MemCube:
     """Write a new text for ``cube``, a summary flagged because a memory it was made from was
-    forgotten (``metadata["source_forgotten"]``): the new version drops the flag (unless
-    ``changes`` sets the metadata), and every earlier version is scrubbed as a forget scrubs
-    them (:func:`~memos_core.vault.scrub`), since each may repeat the forgotten text, in
-    the same vault transaction (a crash leaves both or neither); then the journal is
-    cleared. Audited ``update`` with ``details["rederived"]``: the forgotten ids."""
+    forgotten (``metadata["source_forgotten"]``): the new version drops the flag (the only
+    write that does; with the metadata ``changes`` sets, if any, else ``cube``'s), and every
+    earlier version is scrubbed as a forget scrubs them (:func:`~memos_core.vault.scrub`),
+    since each may repeat the forgotten text, in the same vault transaction (a crash leaves
+    both or neither); then the journal is cleared. Audited ``update`` with
+    ``details["rederived"]``: the forgotten ids."""
     forgotten = cube.metadata[FLAG_KEY]
-    if "metadata" not in changes:
-        changes = {**changes, "metadata": {k: v for k, v in cube.metadata.items() if k != FLAG_KEY}}
+    changes = {**changes, "metadata": derived.unflagged(changes.get("metadata", cube.metadata))}
     new = write_version(store, cube, changes, actor, "update", {"rederived": forgotten},
-                        rewrite_earlier=lambda old: None if old.scrubbed else scrub(old))
+                        rewrite_earlier=lambda old: None if old.scrubbed else scrub(old),
+                        keep_flag=False)
     store.vault.checkpoint()
     return new
 

@@ -166,6 +166,46 @@ def test_re_deriving_a_flagged_summary_scrubs_its_earlier_versions(store: MemOS,
     assert again.version == new.version + 1
 
 
+#: Writes of a new version of a flagged summary other than a re-derivation (new text), and
+#: the metadata, less the flag, each leaves.
+KEEPING_WRITES: dict[str, tuple[Any, dict[str, Any]]] = {
+    # its text from before the forget, which repeats it: the flag matters most here
+    "rollback": (lambda m, sid: m.rollback(sid, 1, user_id="dana"), {}),
+    "metadata": (lambda m, sid: m.update(sid, metadata={"checked": True}, user_id="dana"),
+                 {"checked": True}),
+    # the caller's copy of the flag neither clears nor changes it
+    "metadata clearing the flag": (lambda m, sid: m.update(
+        sid, metadata={FLAG_KEY: [], "checked": True}, user_id="dana"), {"checked": True}),
+    "metadata changing the flag": (lambda m, sid: m.update(
+        sid, metadata={FLAG_KEY: ["another-id"]}, user_id="dana"), {}),
+    "tags": (lambda m, sid: m.update(sid, tags=["travel"], user_id="dana"), {}),
+    "state": (lambda m, sid: m.set_state(sid, "archived", user_id="dana"), {}),
+    "share": (lambda m, sid: m.share(sid, with_user_id="erin", user_id="dana"), {}),
+}
+
+
+@pytest.mark.parametrize("write", list(KEEPING_WRITES))
+def test_a_flagged_summary_keeps_its_flag_until_re_derived(store: MemOS, write: str) -> None:
+    """Only a re-derivation (new text) clears the flag; any other new version keeps it, so
+    the next new text still scrubs every earlier version. A rollback or a metadata update
+    used to drop it: the later update was then a plain one, and the versions from before
+    kept the forgotten text in the vault."""
+    pin = store.add(SECRET, user_id="dana")
+    other = store.add(KEEP, user_id="dana")
+    summary = store.compress([pin.id, other.id], SUMMARY, user_id="dana")
+    store.forget(pin.id, user_id="dana")
+    call, rest = KEEPING_WRITES[write]
+
+    written = call(store, summary.id)
+    assert written.metadata == {**rest, FLAG_KEY: [pin.id]}
+    assert store.get(summary.id, user_id="dana").metadata[FLAG_KEY] == [pin.id]
+    new = store.update(summary.id, "Dana keeps a locker code.", user_id="dana")
+    assert new.metadata == rest  # the re-derivation drops the flag, and only it
+    history = store.history(summary.id, user_id="dana")
+    assert [v.scrubbed for v in history] == [True] * (new.version - 1) + [False]
+    assert not files_holding(store.data_dir, MARKERS)
+
+
 def test_forgetting_needs_no_running_kv_engine(tmp_path: Path, tiny_model: Any) -> None:
     """KV files made in an earlier session are deleted by the forget itself."""
     cfg = MemOSConfig(show_progress=False)

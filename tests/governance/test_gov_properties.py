@@ -100,9 +100,9 @@ class VaultMachine(RuleBasedStateMachine):
     def rollback(self, mid: str, data: st.DataObject) -> None:
         to = data.draw(st.integers(1, self.versions[mid]))
         self._change(mid, lambda: self.mos.rollback(mid, to, user_id=self.user))
-        if mid not in self.deleted:  # the rolled-back state may be archived or not
+        if mid not in self.deleted:  # content only: archived or not, it stays as it was
             state = self.mos.get(mid, user_id=self.user).state
-            self.archived = (self.archived | {mid}) if state is State.ARCHIVED else self.archived - {mid}
+            assert state is (State.ARCHIVED if mid in self.archived else State.GENERATED)
 
     @rule(mid=memories)
     def forget(self, mid: str) -> None:

@@ -187,6 +187,23 @@ def test_a_change_another_process_made_meanwhile_is_built_on_not_refused(open_mo
     assert a.verify_audit(user_id="root")[0]
 
 
+def test_a_supersede_another_process_made_meanwhile_refuses_the_second(open_mos):
+    """The retried add(supersedes=) checks the memory it reads again: superseded meanwhile
+    by another process, it is refused (naming that successor), not superseded twice."""
+    a, b = open_mos(), open_mos()
+    note = a.add("The kayak is in the boathouse.", user_id="alice")
+    winner: list[str] = []
+    calls = _another_process_writes_first(b.vault, lambda: winner.append(a.add(
+        "The kayak is at the lake.", supersedes=note.id, user_id="alice").id))
+    with pytest.raises(InvalidInputError, match="superseded already") as refused:
+        b.add("The kayak is at the club.", supersedes=note.id, user_id="alice")
+    assert len(calls) == 1 and winner  # refused by the vault once, then by the check
+    assert f"supersede {winner[0]} instead" in str(refused.value)
+    now = a.get(note.id, user_id="alice")
+    assert (now.version, now.superseded_by) == (2, winner[0])
+    assert "club" not in " ".join(c.text for c in a.list(user_id="alice"))
+
+
 def test_a_retried_change_checks_rights_on_what_it_reads_again(open_mos):
     """The second read is checked again: a grant revoked meanwhile refuses the write."""
     a, b = open_mos(), open_mos()

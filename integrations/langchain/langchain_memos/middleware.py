@@ -26,6 +26,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.runtime import Runtime
 from memos_core import resolve_memos
 from memos_core import MemCube, MemOS, SearchHit, State
+from memos_core.errors import InvalidInputError
 from memos_core.integration import (
     in_thread,
     FORGOTTEN,
@@ -270,10 +271,17 @@ class MemOSMiddleware(AgentMiddleware):
                 session_id=session, metadata=meta, reason="agent turn",
             )
         for said, old in edited:
-            recorded += self.mos.add(
-                [_as_item(said)], user_id=user, agent_id=self.agent_id, session_id=session,
-                metadata=meta, supersedes=old.id, reason="agent turn (edited message)",
-            )
+            try:
+                recorded += self.mos.add(
+                    [_as_item(said)], user_id=user, agent_id=self.agent_id,
+                    session_id=session, metadata=meta, supersedes=old.id,
+                    reason="agent turn (edited message)",
+                )
+            except InvalidInputError:
+                # superseded already: another run of this thread recorded the edit meanwhile
+                # (MemOS refuses to supersede a memory twice); anything else is the caller's
+                if self.mos.get(old.id, user_id=user).superseded_by is None:
+                    raise
         for cube in quoting(recorded, late.missed(user)):  # a forget ran meanwhile
             self.mos.forget(cube.id, user_id=user, agent_id=self.agent_id,
                             reason="recorded answer quoted a memory forgotten meanwhile")

@@ -106,6 +106,33 @@ def test_a_message_edited_before_a_fork_supersedes_its_memory(mos: MemOS) -> Non
         "user: I'm allergic to shellfish."]
 
 
+def test_an_edit_another_run_recorded_meanwhile_is_not_an_error(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of a thread that see the same edited message both supersede its memory;
+    MemOS refuses the second (a memory is superseded once), which the middleware raised out
+    of the agent's turn. The edit is recorded once and the turn goes on."""
+    agent = create_agent(_always("Noted."), middleware=[MemOSMiddleware(mos)],
+                         checkpointer=MemOSCheckpointer(mos))
+    agent.invoke({"messages": [HumanMessage(ALLERGY)]}, _config("t1"))
+    [old] = mos.list(user_id="alice")
+    first = agent.get_state(_config("t1")).values["messages"][0]
+    before_model = next(h for h in agent.get_state_history(_config("t1")) if h.next == ("model",))
+    forked = agent.update_state(before_model.config,
+                                {"messages": [HumanMessage("I'm allergic to shellfish.", id=first.id)]})
+    real_add = mos.add
+
+    def add_after_the_other_run(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("supersedes") == old.id:  # the other run records the edit first
+            real_add(*args, **kwargs)
+        return real_add(*args, **kwargs)
+
+    monkeypatch.setattr(mos, "add", add_after_the_other_run)
+    agent.invoke(None, _config("t1", **forked["configurable"]))
+    new = [c for c in mos.list(user_id="alice") if c.id != old.id]
+    assert [c.text for c in new] == ["user: I'm allergic to shellfish."]
+    assert mos.get(old.id, user_id="alice").superseded_by == new[0].id
+
+
 def test_a_forgotten_message_is_not_recorded_again_on_replay(mos: MemOS) -> None:
     agent = create_agent(_always("Noted."), middleware=[MemOSMiddleware(mos)],
                          checkpointer=MemOSCheckpointer(mos))

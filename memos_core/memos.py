@@ -889,8 +889,9 @@ class MemOS:
     def revoke_namespace(self, *, with_user_id: str, user_id: str, agent_id: str | None = None,
                          session_id: str | None = None, reason: str | None = None) -> ShareReceipt:
         """Withdraw the namespace grants ``with_user_id`` holds inside this namespace and
-        every per-memory grant on its memories. Raises ``InvalidInputError`` if a grant on a
-        larger namespace covers this one (revoke that one instead)."""
+        every per-memory grant on its memories. Raises ``InvalidInputError`` if another grant
+        of ``with_user_id`` overlaps this namespace and would outlive the revoke (a larger
+        one, or an agent's when a session is revoked): revoke that one first."""
         grant = self._grant(with_user_id, user_id, agent_id, session_id, "read")
         return share.revoke_namespace(self.store, grant, Actor(grant.owner, None, reason))
 
@@ -1145,15 +1146,24 @@ class MemOS:
     def audit_log(self, *, user_id: str, memory_id: str | None = None,
                   action: str | None = None, limit: int = 100) -> builtins.list[AuditRecord]:
         """Audit records of ``user_id``'s own operations (or of one memory they may read),
-        oldest first, the newest ``limit``; ``action`` keeps one kind (e.g. ``"forget"``)."""
+        oldest first, the newest ``limit``; ``action`` keeps one kind (e.g. ``"forget"``).
+        A memory's records as a reader gets them hold none of its owner's usage
+        (:func:`~memos_core.governance.access.audit_read_by`)."""
         self._check_open()
         user_id = check_name(user_id, "user_id")
         action = check_name(action, "action", optional=True)
         limit = check_k(limit, "limit", 10**6)
-        if memory_id is not None:
-            self._load(memory_id, user_id, allow_deleted=True)
-            return self.vault.audit_log(memory_id=check_id(memory_id), action=action, limit=limit)
-        return self.vault.audit_log(user_id=user_id, action=action, limit=limit)
+        if memory_id is None:
+            return self.vault.audit_log(user_id=user_id, action=action, limit=limit)
+        owner = self._load(memory_id, user_id, allow_deleted=True).user_id
+        mid = check_id(memory_id)
+        fetch = limit
+        while True:  # a reader's view leaves records out: read more until ``limit`` remain
+            records = self.vault.audit_log(memory_id=mid, action=action, limit=fetch)
+            shown = access.audit_read_by(records, owner, user_id)
+            if len(shown) >= limit or len(records) < fetch:
+                return shown[-limit:]
+            fetch *= 4
 
     @running
     def verify_audit(self, *, user_id: str) -> tuple[bool, str]:

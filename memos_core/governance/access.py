@@ -23,11 +23,12 @@ including memories written there after the grant.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from enum import Enum
 
 from memos_core.cube import Governance, MemCube, State, Usage
 from memos_core.errors import AccessDeniedError, InvalidInputError
-from memos_core.vault.base import NamespaceGrant
+from memos_core.vault.base import AuditRecord, NamespaceGrant
 
 #: Scopes a share can grant.
 SCOPES = ("read", "write")
@@ -192,14 +193,28 @@ def only_readers_of(new: MemCube, sources: Sequence[MemCube]) -> MemCube:
     return new if kept == gov else new.model_copy(update={"governance": kept})
 
 
-def broader_grant(grants: Sequence[NamespaceGrant], target: NamespaceGrant) -> NamespaceGrant | None:
-    """A grant to the same grantee over a strictly larger namespace than ``target``, if any.
+def overlaps(a: NamespaceGrant, b: NamespaceGrant) -> bool:
+    """True if some memory (written now or later) could lie in both namespaces: the same
+    owner, and neither names another agent nor another session than the other does."""
+    return (
+        a.owner == b.owner
+        and (a.agent_id is None or b.agent_id is None or a.agent_id == b.agent_id)
+        and (a.session_id is None or b.session_id is None or a.session_id == b.session_id)
+    )
 
-    Revoking a session while the grantee still holds the whole user namespace would be
-    undone by the next memory written there, so the facade refuses it and names this grant.
+
+def lingering_grant(grants: Sequence[NamespaceGrant],
+                    target: NamespaceGrant) -> NamespaceGrant | None:
+    """A grant to the same grantee that revoking ``target`` would keep (it is not inside
+    ``target``) but that overlaps it, if any: a grant on a larger namespace (the whole user
+    namespace, when a session is revoked) or on one that shares memories with it (an agent
+    when a session is revoked: the agent's memories in that session).
+
+    The next memory written where both meet would be shared with the grantee again by that
+    grant, undoing the revoke, so the facade refuses it and names this grant.
     """
     for grant in grants:
-        if grant.grantee == target.grantee and contains(grant, target) and not contains(target, grant):
+        if grant.grantee == target.grantee and overlaps(grant, target) and not contains(target, grant):
             return grant
     return None
 
@@ -214,6 +229,31 @@ def as_read_by(cube: MemCube, user_id: str) -> MemCube:
     if cube.user_id == user_id or cube.usage == _NO_USAGE:
         return cube
     return cube.model_copy(update={"usage": _NO_USAGE})
+
+
+#: how every reason the scheduler records starts (:mod:`memos_core.scheduler.executor`)
+SCHEDULER_REASON = "scheduler: "
+
+
+def audit_read_by(records: Iterable[AuditRecord], owner: str, user_id: str) -> list[AuditRecord]:
+    """The audit records of one of ``owner``'s memories as ``user_id`` reads them. The
+    owner gets them all. Anyone else gets no record of the owner's usage, which the
+    scheduler's records carry (as :func:`as_read_by` withholds the counters): its tier moves
+    (``schedule:*``: the memory became hot or cold) are left out, and its other records (a
+    state change to ``expired`` or ``archived``, whose reason names the heat and how long
+    the memory was idle) keep their action, time and version but show no reason and no
+    details. A record is the scheduler's by its action or by the start of its reason
+    (:data:`SCHEDULER_REASON`); another principal's reason that starts so is only hidden."""
+    if user_id == owner:
+        return list(records)
+    shown: list[AuditRecord] = []
+    for record in records:
+        if record.action.startswith("schedule:"):
+            continue
+        if (record.reason or "").startswith(SCHEDULER_REASON):
+            record = replace(record, reason=None, details={})
+        shown.append(record)
+    return shown
 
 
 def read_by(cubes: Iterable[MemCube], user_id: str) -> list[MemCube]:

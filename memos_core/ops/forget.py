@@ -59,6 +59,7 @@ from memos_core.errors import (
 from memos_core.governance import access
 from memos_core.governance.derived import FLAG_KEY, DerivedMode, check_mode
 from memos_core.governance.redaction import MessageRedactor, earlier_texts, redact_log_message
+from memos_core.lifecycle import INDEXED_STATES
 from memos_core.ops.share import retrying
 from memos_core.ops.writes import write_version
 from memos_core.results import DerivedForm, ForgetReceipt
@@ -165,8 +166,11 @@ def forget_one(store: MemoryStore, cube: MemCube, actor: Actor, derived: Derived
     # read once the tombstone is committed (it keeps these relations for the cascade): a
     # summary another process made of it just before is among them, and none can come after
     summaries = store.vault.derived_from(cube.id)
-    # an index delete that failed is retried on the next call: not claimed done here
-    indexed = () if cube.id in store.deferred else ("index",)
+    # an index delete that failed is retried on the next call: not claimed done here; a
+    # memory out of the indexed states (expired) left the index with the write that put it
+    # there, so this call removed nothing from it
+    held = cube.state.value in INDEXED_STATES
+    indexed = ("index",) if held and cube.id not in store.deferred else ()
     logged = bool(forms)
     try:
         forms += _cascade(store, cube.id, summaries, actor, derived)
@@ -234,15 +238,20 @@ def check_cascade(store: MemoryStore, cube: MemCube, user_id: str) -> None:
 
 def _cascade(store: MemoryStore, source_id: str, summary_ids: list[str], actor: Actor,
              derived: DerivedMode) -> list[DerivedForm]:
-    """Flag or forget the live summaries made from ``source_id``.
+    """Flag or forget the live summaries made from ``source_id``: with ``"flag"`` every one
+    at any depth (a summary of a summary may repeat the forgotten text too), each flagged
+    with ``source_id``; with ``"forget"`` the direct ones, each forget cascading on.
 
     Each summary is checked against the principal's rights, like a direct call: forgetting
     needs ``own`` (checked up front by :func:`check_cascade`), flagging needs ``write``; a
-    summary the principal may not change is left as it is and reported ``"not_permitted"``.
+    summary the principal may not change is left as it is and reported ``"not_permitted"``
+    (the summaries made from it are still flagged where the principal may).
     """
     forms: list[DerivedForm] = []
     pending: list[PurgePendingError] = []
     cascade_actor = Actor(actor.user_id, actor.agent_id, f"source {source_id} forgotten")
+    if derived == "flag":
+        summary_ids = _made_from(store, source_id, summary_ids)
     for sid in summary_ids:
         try:
             summary = store.vault.get(sid)
@@ -273,6 +282,19 @@ def _cascade(store: MemoryStore, source_id: str, summary_ids: list[str], actor: 
     if pending:
         raise pending[0]
     return forms
+
+
+def _made_from(store: MemoryStore, source_id: str, summary_ids: list[str]) -> list[str]:
+    """``summary_ids`` (the summaries made from ``source_id``) and every summary made from
+    one of them, at any depth, each once, nearest first (a cycle of relations ends)."""
+    found = list(dict.fromkeys(summary_ids))
+    seen = {source_id, *found}
+    for sid in found:  # grows while it is walked: breadth first
+        for deeper in store.vault.derived_from(sid):
+            if deeper not in seen:
+                seen.add(deeper)
+                found.append(deeper)
+    return found
 
 
 def _flag(store: MemoryStore, summary_id: str, source_id: str, actor: Actor) -> bool:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from memos_core.cube import Governance, MemCube, utcnow
 from memos_core.errors import ConflictError, InvalidInputError, NamespaceChangedError
 from memos_core.governance.access import (
-    broader_grant, contains, covers, granted, revoked, who_may, with_grants,
+    contains, covers, granted, lingering_grant, revoked, who_may, with_grants,
 )
 from memos_core.lifecycle import CHANGEABLE_STATES
 from memos_core.results import ShareReceipt
@@ -182,22 +182,34 @@ def revoke_namespace(store: MemoryStore, grant: NamespaceGrant, actor: Actor) ->
     grantee from every memory there (individual shares included).
 
     Raises:
-        InvalidInputError: the grantee holds a grant on a larger namespace that covers this
-            one (revoke that one instead: otherwise new memories here would be shared again).
+        InvalidInputError: the grantee holds a grant outside this namespace that overlaps it
+            (a larger one, or one meeting it: an agent's, when a session is revoked); revoke
+            that one first: otherwise new memories where they meet would be shared again.
     """
     with store.write_lock:
         existing = store.vault.grants(grant.owner)
-        broader = broader_grant(existing, grant)
-        if broader is not None:
-            raise InvalidInputError(
-                f"{grant.grantee!r} holds a grant on a larger namespace of {grant.owner!r} "
-                f"(agent={broader.agent_id!r}, session={broader.session_id!r}) that covers this "
-                "one; revoke that grant instead (rule: a revoke may not leave a covering grant)."
-            )
+        lingering = lingering_grant(existing, grant)
+        if lingering is not None:
+            raise InvalidInputError(_lingering_message(grant, lingering))
         doomed = [g for g in existing if g.grantee == grant.grantee and contains(grant, g)]
         n = _change_grant(store, grant, lambda gov: revoked(gov, grant.grantee), actor,
                           "revoke", remove=doomed or [grant], outside=True)
     return _receipt(grant, "none", n)
+
+
+def _lingering_message(grant: NamespaceGrant, lingering: NamespaceGrant) -> str:
+    """Why revoking ``grant`` is refused while its grantee holds ``lingering``."""
+    where = (f"namespace of {grant.owner!r} (agent={lingering.agent_id!r}, "
+             f"session={lingering.session_id!r})")
+    if contains(lingering, grant):
+        return (f"{grant.grantee!r} holds a grant on a larger {where} that covers this one; "
+                "revoke that grant instead (rule: a revoke may not leave a covering grant).")
+    agent = grant.agent_id or lingering.agent_id
+    session = grant.session_id or lingering.session_id
+    return (f"{grant.grantee!r} holds a grant on an overlapping {where}: new memories of "
+            f"agent={agent!r}, session={session!r} would be shared with {grant.grantee!r} "
+            "again by it. Revoke that grant first, or revoke a namespace that contains both "
+            "(rule: a revoke may not leave an overlapping grant).")
 
 
 def _summaries_outside(vault: Vault, grant: NamespaceGrant, rule: Any, inside: Collection[str],

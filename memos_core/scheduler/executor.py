@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from memos_core.cube import MemCube, State, Tier, utcnow
 from memos_core.errors import ConflictError, InvalidInputError, MemOSError
+from memos_core.governance.access import SCHEDULER_REASON
 from memos_core.governance.sensitivity import allowance, withheld
 from memos_core.lifecycle import INDEXED_STATES, SEARCHABLE, ttl_elapsed
 from memos_core.ops.writes import set_state
@@ -426,7 +427,7 @@ class SchedulerExecutor:
 
     def _write_step(self, step: PlanStep, owner: str, current: MemCube) -> None:
         """The write of one step on ``current`` (its memory as read under the write lock)."""
-        reason = f"scheduler: {step.reason}"
+        reason = f"{SCHEDULER_REASON}{step.reason}"
         target = STEP_TARGET[step.kind]
         if isinstance(target, State):
             set_state(self._store, current, target, Actor(owner, None, reason))

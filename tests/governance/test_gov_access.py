@@ -156,6 +156,22 @@ def test_revoking_a_session_inside_a_whole_namespace_grant_is_refused(store, use
     assert store.search("session note", user_id=bob) == []
 
 
+def test_revoking_a_session_an_agents_grant_overlaps_is_refused(store, users) -> None:
+    """bob's grant on the planner agent reaches the planner's memories in session trip: a
+    revoke of trip that kept it would be undone by the next planner memory in trip."""
+    alice, bob = users
+    note = store.add("Planner: trip note.", user_id=alice, agent_id="planner", session_id="trip")
+    store.share_namespace(with_user_id=bob, user_id=alice, agent_id="planner")
+    with pytest.raises(InvalidInputError, match=r"overlapping namespace .*agent='planner', "
+                       r"session=None.*agent='planner', session='trip'.*Revoke that grant first"):
+        store.revoke_namespace(with_user_id=bob, user_id=alice, session_id="trip")
+    assert store.get(note.id, user_id=bob).text == "Planner: trip note."  # nothing changed
+    store.revoke_namespace(with_user_id=bob, user_id=alice, agent_id="planner")
+    assert store.revoke_namespace(with_user_id=bob, user_id=alice, session_id="trip").memories == 0
+    later = store.add("Planner: trip note 2.", user_id=alice, agent_id="planner", session_id="trip")
+    assert later.governance.readers == () and store.vault.grants(alice) == []
+
+
 def test_index_payload_follows_a_namespace_share_without_reembedding(store, users) -> None:
     alice, bob = users
     cubes = store.add_many([f"Alice fact number {i} about kites" for i in range(5)], user_id=alice)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,14 +130,54 @@ def test_summaries_of_a_forgotten_memory_are_flagged_or_forgotten(
     assert now.state is summary_state
     if mode == "flag":
         assert now.metadata[FLAG_KEY] == [a.id] and now.text == summary.text
-        assert store.forget(b.id, user_id="dana").derived[0].action == "flagged"
+        # the summary of the summary may repeat the text too: flagged with the forgotten id
+        assert ("summary", outer.id, "flagged") in [(d.kind, d.id, d.action) for d in receipt.derived]
+        assert store.get(outer.id, user_id="dana").metadata[FLAG_KEY] == [a.id]
+        again = store.forget(b.id, user_id="dana").derived
+        assert [(d.id, d.action) for d in again] == [(summary.id, "flagged"), (outer.id, "flagged")]
         assert store.get(summary.id, user_id="dana").metadata[FLAG_KEY] == [a.id, b.id]
-        assert store.get(outer.id, user_id="dana").state is State.GENERATED  # one level only
+        outer_now = store.get(outer.id, user_id="dana")
+        assert outer_now.metadata[FLAG_KEY] == [a.id, b.id] and outer_now.state is State.GENERATED
     else:  # forgotten recursively: the summary of the summary goes too
         assert ("summary", outer.id, "forgotten") in [(d.kind, d.id, d.action) for d in receipt.derived]
         assert "Tunis" not in store.history(outer.id, user_id="dana")[0].text
     actions = [r.action for r in store.audit_log(user_id="dana", memory_id=summary.id)]
     assert actions[-1] == ("flag:source_forgotten" if mode == "flag" else "forget")
+
+
+def test_the_flag_reaches_every_depth_with_the_principals_write_right_on_each(
+        store: MemOS) -> None:
+    """dana may not change erin's summary of her memory and erin's own (it repeats it,
+    and erin's note, which dana may not read), but erin let dana change the summary of that
+    summary: it is flagged, the one between is reported ``not_permitted`` and left alone."""
+    fact = store.add("Dana's gate code is 9071.", user_id="dana")
+    store.share(fact.id, with_user_id="erin", user_id="dana", scope="write")
+    note = store.add("Erin visits on Fridays.", user_id="erin")
+    inner = store.compress([fact.id, note.id], "Gate 9071; Erin on Fridays.", user_id="erin")
+    outer = store.compress([inner.id], "Gate 9071.", user_id="erin")
+    store.share(outer.id, with_user_id="dana", user_id="erin", scope="write")
+
+    receipt = store.forget(fact.id, user_id="dana")
+
+    assert [(d.id, d.action) for d in receipt.derived] == [
+        (inner.id, "not_permitted"), (outer.id, "flagged")]
+    assert FLAG_KEY not in store.get(inner.id, user_id="erin").metadata
+    assert store.get(outer.id, user_id="erin").metadata[FLAG_KEY] == [fact.id]
+
+
+def test_a_receipt_claims_no_index_removal_for_an_expired_memory(store: MemOS) -> None:
+    """Expiring a memory took its point out of the index: forgetting it then removes
+    nothing from the index, and its receipt lists only what this call removed."""
+    live = store.add("Dana's bike lock is 5512.", user_id="dana")
+    gone = store.add("Dana's old bike lock was 4410.", user_id="dana", ttl_seconds=0.2)
+    time.sleep(0.3)
+    store.schedule(user_id="dana")
+    assert store.get(gone.id, user_id="dana").state is State.EXPIRED
+    assert store.index.count() == 1
+
+    assert store.forget(gone.id, user_id="dana").removed_from == ("vault", "graph")
+    assert store.forget(live.id, user_id="dana").removed_from == ("vault", "index", "graph")
+    assert store.index.count() == 0
 
 
 def test_re_deriving_a_flagged_summary_scrubs_its_earlier_versions(store: MemOS, tmp_path: Path) -> None:

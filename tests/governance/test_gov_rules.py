@@ -151,10 +151,23 @@ def test_new_memories_inherit_covering_grants_only() -> None:
         ([NamespaceGrant("alice", "carol")], NamespaceGrant("alice", "bob", session_id="s1"), False),
         ([NamespaceGrant("alice", "bob", agent_id="a")],
          NamespaceGrant("alice", "bob", agent_id="a", session_id="s"), True),
+        # overlapping, neither inside the other: the agent's memories in that session
+        ([NamespaceGrant("alice", "bob", agent_id="a")],
+         NamespaceGrant("alice", "bob", session_id="s"), True),
+        ([NamespaceGrant("alice", "bob", session_id="s")],
+         NamespaceGrant("alice", "bob", agent_id="a"), True),
+        ([NamespaceGrant("alice", "bob", agent_id="a", session_id="t")],
+         NamespaceGrant("alice", "bob", session_id="s"), False),  # another session: apart
+        ([NamespaceGrant("alice", "bob", agent_id="b")],
+         NamespaceGrant("alice", "bob", agent_id="a", session_id="s"), False),
+        ([NamespaceGrant("alice", "bob", agent_id="a", session_id="s")],
+         NamespaceGrant("alice", "bob", session_id="s"), False),  # inside: revoked with it
+        ([NamespaceGrant("alice", "carol", agent_id="a")],
+         NamespaceGrant("alice", "bob", session_id="s"), False),
     ],
 )
-def test_a_revoke_inside_a_larger_grant_is_detected(held, target, broader) -> None:
-    assert (access.broader_grant(held, target) is not None) is broader
+def test_a_revoke_a_kept_grant_would_undo_is_detected(held, target, broader) -> None:
+    assert (access.lingering_grant(held, target) is not None) is broader
 
 
 @pytest.mark.parametrize(

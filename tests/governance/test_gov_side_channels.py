@@ -116,3 +116,45 @@ def test_a_writer_does_not_see_the_owners_usage_in_what_a_write_returns(mos: Mem
                 mos.rollback(cube.id, 1, user_id="bo")]
     assert all(c.usage.access_count == 0 and c.usage.last_access is None for c in returned)
     assert mos.get(cube.id, user_id="ann").usage.access_count == 1
+
+
+def test_a_reader_gets_none_of_the_owners_usage_from_the_audit_log(tmp_path: Path,
+                                                                    tiny_model) -> None:
+    """The scheduler's records of a memory carry its owner's usage: a tier move says it
+    became hot (the owner searched for it), an archive's reason names its heat and how
+    long it lay idle. A reader or writer gets no tier move and the state change without its
+    reason; the owner gets them all."""
+    import time
+
+    from memos_core.scheduler import SchedulerConfig
+
+    mos = MemOS(tmp_path / "data", config=MemOSConfig(show_progress=False))
+    try:
+        mos.attach_model(tiny_model)
+        hot = mos.add("The Acme merger closes in May", user_id="ann")
+        cold = mos.add("Ann once visited Oslo", user_id="ann")
+        mos.share(hot.id, with_user_id="bo", user_id="ann")
+        mos.share(cold.id, with_user_id="bo", user_id="ann", scope="write")
+        for _ in range(2):
+            mos.search("Acme merger", user_id="ann", k=1)
+        time.sleep(0.6)
+        mos.schedule(config=SchedulerConfig(archive_after_idle_s=0.5))
+
+        own = {m.id: mos.audit_log(user_id="ann", memory_id=m.id) for m in (hot, cold)}
+        assert [r.action for r in own[hot.id]][-1] == "schedule:promote"
+        archived = own[cold.id][-1]
+        assert archived.action == "state:archived" and "heat" in (archived.reason or "")
+
+        seen = {m.id: mos.audit_log(user_id="bo", memory_id=m.id) for m in (hot, cold)}
+        assert [r.action for r in seen[hot.id]] == ["add", "share:read"]
+        assert [r.action for r in seen[cold.id]] == ["add", "share:write", "state:archived"]
+        shown = seen[cold.id][-1]
+        assert (shown.seq, shown.version, shown.reason, shown.details) == (
+            archived.seq, archived.version, None, {})
+        assert mos.audit_log(user_id="bo", memory_id=cold.id, action="schedule:promote") == []
+        # ``limit`` counts the records the reader gets, not the ones left out
+        assert [r.action for r in mos.audit_log(user_id="bo", memory_id=hot.id, limit=1)] == [
+            "share:read"]
+        assert not any("heat" in f"{r.reason} {r.details}" for rs in seen.values() for r in rs)
+    finally:
+        mos.close()

@@ -148,6 +148,8 @@ def test_ttl_expiry_leaves_search_and_drops_the_block(store: MemOS) -> None:
     expired = [r for r in store.audit_log(user_id="alice", memory_id=short.id)
                if r.action == "state:expired"]
     assert expired and expired[0].reason.startswith("scheduler: TTL")
+    # the component that acted, as docs/governance.md says of maintenance records
+    assert expired[0].agent_id == SCHEDULER_AGENT
 
 
 def test_cold_memories_are_archived_unless_protected(store: MemOS) -> None:

@@ -39,8 +39,8 @@ was kept when the run looked, then dropped by a forget before the build) is chec
 the hot set afterwards (:meth:`SchedulerExecutor.still_hot`) and dropped if a member changed
 meanwhile: the forget's purge may have run before the file was written.
 
-Audit records of promotion, demotion and blocks name the owner as user and
-:data:`SCHEDULER_AGENT` as agent.
+Audit records of expiry, archiving, promotion, demotion and blocks name the owner as user
+and :data:`SCHEDULER_AGENT` as agent.
 """
 
 from __future__ import annotations
@@ -430,7 +430,7 @@ class SchedulerExecutor:
         reason = f"{SCHEDULER_REASON}{step.reason}"
         target = STEP_TARGET[step.kind]
         if isinstance(target, State):
-            set_state(self._store, current, target, Actor(owner, None, reason))
+            set_state(self._store, current, target, Actor(owner, SCHEDULER_AGENT, reason))
             return
         self._store.vault.set_tier(step.memory_id, target.value)
         self._store.vault.audit(

@@ -4,7 +4,9 @@ nothing here goes through the MemOS facade."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -141,5 +143,39 @@ def test_reopening_reconciles_an_index_that_missed_a_write(tmp_path: Path,
     again = MemoryStore(tmp_path, config, embedder=embedder)
     try:
         assert again.index.versions() == {cube.id: 1}
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_an_update_interrupted_while_indexing_is_indexed_again(
+        tmp_path: Path, embedder: CountingEmbedder, interrupt: type[BaseException]) -> None:
+    """Ctrl-C, or a SIGTERM (which the CLIs turn into SystemExit(143)), while an update's new
+    text was embedded left the old vector in the index and the close marked it clean: an
+    update keeps the point count, all that an open checks of a clean index, so the memory
+    was found by its old text for good."""
+    config = MemOSConfig(show_progress=False)
+    first = MemoryStore(tmp_path, config, embedder=embedder)
+    (cube,) = writes.add(first, [new(first, "Alice drinks green tea every morning.")], ALICE)
+    heard: list[int] = []
+    first.on_change(lambda cubes: heard.extend(c.version for c in cubes))
+
+    def interrupted(texts: Sequence[str]) -> np.ndarray:
+        raise interrupt()
+
+    first.embedder.embed = interrupted  # type: ignore[method-assign]
+    with pytest.raises(interrupt):
+        writes.write_version(first, cube, {"text": "Alice rides a red motorcycle to work."},
+                             ALICE, "update")
+    assert cube.id in first.deferred and heard == [2]  # the listeners heard of it still
+    del first.embedder.embed
+    first.close()
+    with closing(sqlite3.connect(tmp_path / "vault.sqlite3")) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='index_clean'").fetchone() == ("0",)
+    again = MemoryStore(tmp_path, config, embedder=embedder)
+    try:
+        assert again.index.versions() == {cube.id: 2}
+        hits = again.retriever.retrieve("motorcycle", _filter_for("alice"), 1)
+        assert [h.id for h in hits] == [cube.id]
     finally:
         again.close()

@@ -475,11 +475,24 @@ class MemoryStore:
                 if not self._repaired(exc):
                     logger.warning("updating the index after a commit failed; it is retried "
                                    "on the next call", exc_info=True)
-                    self._deferred.update(c.id for c in changed)
-                    self._deferred_at = 0.0  # the next call tries again
+                    self._defer(changed)
+            except BaseException:
+                # interrupted after the commit (Ctrl-C; SIGTERM, which the CLIs turn into
+                # SystemExit): the index may hold the old versions. Deferred, so that a close
+                # does not mark it clean (an update keeps the point count, which is all an open
+                # checks of a clean index) and the next call or open indexes them again.
+                self._defer(changed)
+                self._graph_apply(changed, edges)
+                self._notify(changed)
+                raise
             self._graph_apply(changed, edges)
             self._notify(changed)
             return changed
+
+    def _defer(self, changed: Sequence[MemCube]) -> None:
+        """Leave ``changed`` (committed) for the next call or open to index."""
+        self._deferred.update(c.id for c in changed)
+        self._deferred_at = 0.0  # the next call tries again
 
     def as_written(self, cube: MemCube) -> MemCube:
         """``cube``, a version this process has just committed, as the vault holds it (with

@@ -538,6 +538,20 @@ def test_a_superseded_memory_is_not_superseded_again(mos):
     assert mos.get(old.id, user_id="erin").valid_to == new.valid_from
 
 
+def test_a_memory_whose_successor_was_forgotten_can_be_superseded_again(mos):
+    """Forgetting the successor left the memory superseded by a tombstone, which no one can
+    supersede: nothing could ever replace the memory again. A forgotten successor holds no
+    claim on its interval."""
+    old = mos.add("Alice lives in Leeds.", user_id="alice", occurred_at="2020-01-01")
+    wrong = mos.add("Alice lives in Hull.", user_id="alice", occurred_at="2022-01-01",
+                    supersedes=old.id)
+    mos.forget(wrong.id, user_id="alice")
+    right = mos.add("Alice lives in York.", user_id="alice", occurred_at="2023-01-01",
+                    supersedes=old.id)
+    assert mos.get(old.id, user_id="alice").superseded_by == right.id
+    assert [h.id for h in mos.search("where does Alice live", user_id="alice")] == [right.id]
+
+
 def test_two_threads_superseding_one_memory_one_is_refused(mos):
     """Each reads the memory under the write lock: the second finds it superseded."""
     from concurrent.futures import ThreadPoolExecutor

@@ -143,7 +143,7 @@ def add(store: MemoryStore, cubes: list[MemCube], actor: Actor,
         InvalidInputError: ``supersedes`` is superseded already (nothing is written).
     """
     if supersedes is not None:
-        check_supersedable(supersedes)
+        check_supersedable(store, supersedes)
     store.ready_embedder()
 
     def attempt() -> list[MemCube]:
@@ -198,12 +198,17 @@ def restored(cube: MemCube, old: MemCube) -> dict[str, Any]:
     return changes
 
 
-def check_supersedable(cube: MemCube) -> None:
+def check_supersedable(store: MemoryStore, cube: MemCube) -> None:
     """Refuse to supersede ``cube`` if a newer memory superseded it already: its
     ``valid_to`` is that one's start, and moving it later would say that ``cube`` was still
     believed while its successor was (``search(valid_at=...)`` reads that interval), with
-    the successor's ``supersedes`` link still in place."""
+    the successor's ``supersedes`` link still in place. A successor that was forgotten
+    since holds no claim (and its link is gone): ``cube`` may be superseded again, else
+    nothing could ever replace it."""
     if cube.superseded_by is not None:
+        successor = store.vault.get(cube.superseded_by)
+        if successor is None or successor.state is State.DELETED:
+            return
         raise InvalidInputError(
             f"Memory {cube.id} was superseded already, by {cube.superseded_by}; a memory "
             f"is superseded once (its end is its successor's start). Nothing was stored: to "

@@ -25,8 +25,7 @@ from langchain.agents.middleware import AgentMiddleware, AgentState, ModelReques
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from memos_core import resolve_memos
-from memos_core import MemCube, MemOS, SearchHit, State
-from memos_core.errors import InvalidInputError
+from memos_core import InvalidInputError, MemCube, MemOS, SearchHit, State
 from memos_core.integration import (
     in_thread,
     FORGOTTEN,

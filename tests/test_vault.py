@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -247,8 +248,8 @@ def _shared_with(owner: str, reader: str, n: int, start: int = 0) -> list[MemCub
             for i in range(start, start + n)]
 
 
-def _page_steps(vault: SQLiteVault, query: ListQuery) -> int:
-    """SQLite virtual-machine steps (in hundreds) that ``vault.list(query)`` takes."""
+def _steps(vault: SQLiteVault, call: Callable[[], object]) -> int:
+    """SQLite virtual-machine steps (in hundreds) that ``call()`` takes on ``vault``."""
     steps = [0]
 
     def count() -> int:
@@ -257,10 +258,15 @@ def _page_steps(vault: SQLiteVault, query: ListQuery) -> int:
 
     vault._db.set_progress_handler(count, 100)
     try:
-        vault.list(query)
+        call()
     finally:
         vault._db.set_progress_handler(None, 100)
     return steps[0]
+
+
+def _page_steps(vault: SQLiteVault, query: ListQuery) -> int:
+    """SQLite virtual-machine steps (in hundreds) that ``vault.list(query)`` takes."""
+    return _steps(vault, lambda: vault.list(query))
 
 
 def test_a_page_of_a_users_list_walks_the_shared_memories_in_order_and_stops(vault):
@@ -291,22 +297,6 @@ def test_a_page_of_a_users_list_walks_the_shared_memories_in_order_and_stops(vau
     assert all(m <= 2 * f + 5 for f, m in zip(few, many)), (few, many)
 
 
-def _stats_steps(vault: SQLiteVault, user_id: str) -> int:
-    """SQLite virtual-machine steps (in hundreds) that ``vault.user_stats(user_id)`` takes."""
-    steps = [0]
-
-    def count() -> int:
-        steps[0] += 1
-        return 0  # go on
-
-    vault._db.set_progress_handler(count, 100)
-    try:
-        vault.user_stats(user_id)
-    finally:
-        vault._db.set_progress_handler(None, 100)
-    return steps[0]
-
-
 def test_a_users_stats_grow_with_their_memories_not_with_their_square(vault):
     """``user_stats`` counted the user's edges as ``src IN (own) AND dst IN (own)``, which
     SQLite ran as a probe of every pair of the user's ids once any edge existed (one summary
@@ -321,9 +311,9 @@ def test_a_users_stats_grow_with_their_memories_not_with_their_square(vault):
     vault.insert([summary], ALICE)
     mine = vault.list(ListQuery(user_ids=("alice",), limit=300))
     vault.add_edges([Edge(summary.id, c.id, "derived_from") for c in mine[:2]])
-    few = _stats_steps(vault, "alice")
+    few = _steps(vault, lambda: vault.user_stats("alice"))
     grow_to(1200)
-    many = _stats_steps(vault, "alice")
+    many = _steps(vault, lambda: vault.user_stats("alice"))
     assert vault.user_stats("alice")["edges"] == 2
     assert many <= 6 * few, (few, many)
 

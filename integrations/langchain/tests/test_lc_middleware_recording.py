@@ -29,7 +29,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
 from lc_fakes import ScriptedChatModel, scripted, tool_call
-from memos_core import MemOS
+from memos_core import MemCube, MemOS
 
 from langchain_memos import MemOSCheckpointer, MemOSMiddleware
 
@@ -85,18 +85,25 @@ def test_replay_fork_and_empty_follow_up_record_nothing_again(mos: MemOS, mode: 
     assert _texts(mos) == [f"user: {ALLERGY}", "user: My cat is called Miso."]
 
 
-def test_a_message_edited_before_a_fork_supersedes_its_memory(mos: MemOS) -> None:
+def _edited_first_message(mos: MemOS) -> tuple[Any, MemCube, BaseMessage, dict[str, Any]]:
+    """An agent whose thread "t1" recorded ALLERGY, then had that message corrected the
+    LangGraph way (replaced, same id, in a fork from before the model call): the agent, the
+    memory of the old text, the first message and the fork's config, not run yet."""
     agent = create_agent(_always("Noted."), middleware=[MemOSMiddleware(mos)],
                          checkpointer=MemOSCheckpointer(mos))
     agent.invoke({"messages": [HumanMessage(ALLERGY)]}, _config("t1"))
     [old] = mos.list(user_id="alice")
     first = agent.get_state(_config("t1")).values["messages"][0]
     before_model = next(h for h in agent.get_state_history(_config("t1")) if h.next == ("model",))
-    # the LangGraph way to correct what was said: replace the message (same id), then fork
     forked = agent.update_state(before_model.config,
                                 {"messages": [HumanMessage("I'm allergic to shellfish.", id=first.id)]})
-    agent.invoke(None, _config("t1", **forked["configurable"]))
-    agent.invoke(None, _config("t1", **forked["configurable"]))  # and replay the fork
+    return agent, old, first, _config("t1", **forked["configurable"])
+
+
+def test_a_message_edited_before_a_fork_supersedes_its_memory(mos: MemOS) -> None:
+    agent, old, first, fork = _edited_first_message(mos)
+    agent.invoke(None, fork)
+    agent.invoke(None, fork)  # and replay the fork
 
     new = [c for c in mos.list(user_id="alice") if c.id != old.id]
     assert [c.text for c in new] == ["user: I'm allergic to shellfish."]
@@ -111,14 +118,7 @@ def test_an_edit_another_run_recorded_meanwhile_is_not_an_error(
     """Two runs of a thread that see the same edited message both supersede its memory;
     MemOS refuses the second (a memory is superseded once), which the middleware raised out
     of the agent's turn. The edit is recorded once and the turn goes on."""
-    agent = create_agent(_always("Noted."), middleware=[MemOSMiddleware(mos)],
-                         checkpointer=MemOSCheckpointer(mos))
-    agent.invoke({"messages": [HumanMessage(ALLERGY)]}, _config("t1"))
-    [old] = mos.list(user_id="alice")
-    first = agent.get_state(_config("t1")).values["messages"][0]
-    before_model = next(h for h in agent.get_state_history(_config("t1")) if h.next == ("model",))
-    forked = agent.update_state(before_model.config,
-                                {"messages": [HumanMessage("I'm allergic to shellfish.", id=first.id)]})
+    agent, old, _, fork = _edited_first_message(mos)
     real_add = mos.add
 
     def add_after_the_other_run(*args: Any, **kwargs: Any) -> Any:
@@ -127,7 +127,7 @@ def test_an_edit_another_run_recorded_meanwhile_is_not_an_error(
         return real_add(*args, **kwargs)
 
     monkeypatch.setattr(mos, "add", add_after_the_other_run)
-    agent.invoke(None, _config("t1", **forked["configurable"]))
+    agent.invoke(None, fork)
     new = [c for c in mos.list(user_id="alice") if c.id != old.id]
     assert [c.text for c in new] == ["user: I'm allergic to shellfish."]
     assert mos.get(old.id, user_id="alice").superseded_by == new[0].id

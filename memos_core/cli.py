@@ -14,7 +14,8 @@ Input (``add -`` from stdin, ``add --file`` JSON lines) is read as UTF-8 whateve
 Exit status: 0 ok, 2 bad input (a malformed bundle and bytes that are not UTF-8 included) or
 unknown id, 3 denied, 1 anything else; a reader that stops early (``memos list | head -1``)
 ends the command quietly with 0. Ctrl-C (130) and SIGTERM (143; how systemd, ``docker stop``
-and ``timeout`` stop a process) close the store before the command exits.
+and ``timeout`` stop a process) close the store before the command exits; a SIGTERM that
+comes while the store closes is ignored (:mod:`memos_core.signals`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from memos_core.errors import (
     MemOSError,
 )
 from memos_core.mcp_server import cli as mcp_cli  # argparse only: the MCP SDK loads when serving
-from memos_core.signals import exit_on_sigterm
+from memos_core.signals import exit_on_sigterm, uninterrupted_close
 from memos_core.validation import check_name, check_path, shown_path
 
 
@@ -505,7 +506,7 @@ def _remove_if_empty(data_dir: Path) -> bool:
 
 
 def _run_on_store(args: argparse.Namespace, user: str) -> None:
-    with _open(args, user) as mos:
+    with uninterrupted_close(_open(args, user)) as mos:  # a SIGTERM then: ignored
         if args.command == "add":
             _cmd_add(args, mos, user)
         elif args.command == "search":

@@ -7,6 +7,13 @@ it), and server mode's temporary cache directory is left behind. Inside
 :func:`exit_on_sigterm` a SIGTERM raises ``SystemExit(143)`` (128 + 15, the status a shell
 reports for a process SIGTERM ended) instead, so the stack unwinds through every ``with``
 and ``finally`` like a ``KeyboardInterrupt``.
+
+A close is never cut short: the store is opened with :func:`uninterrupted_close`, and from
+the moment its close begins -- after a first SIGTERM, or because the command is done (the
+MCP SDK's client closes the server's stdin, waits 2 s and then sends SIGTERM, which may
+come while a large index is still being written) -- every SIGTERM is ignored until the
+:func:`exit_on_sigterm` block ends. The process then exits as it would have without it.
+SIGKILL still ends it at once.
 """
 
 from __future__ import annotations
@@ -14,37 +21,68 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
+from typing import TypeVar
 
 SIGTERM_STATUS = 128 + signal.SIGTERM
+
+T = TypeVar("T")
+
+
+class _Handler:
+    """The SIGTERM handler of one :func:`exit_on_sigterm` block: the first SIGTERM raises
+    ``SystemExit(143)``; once one has, or once a close has begun (``closing``), it ignores
+    them."""
+
+    def __init__(self) -> None:
+        self.closing = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        raise SystemExit(SIGTERM_STATUS)
 
 
 @contextmanager
 def exit_on_sigterm() -> Iterator[None]:
     """Within the block, a SIGTERM raises ``SystemExit(143)`` in the main thread.
 
-    Only the first one does: one that comes while the stack unwinds is ignored, so that
-    closing the store is not cut short (SIGKILL still ends the process). The handler found
-    on entry is restored on exit. A server that handles SIGTERM itself (uvicorn) and
-    re-raises it once it has shut down hands it on to this handler. Outside the main thread,
-    where Python cannot set signal handlers, the block runs unchanged.
+    Only the first one does, and none once a close has begun (:func:`uninterrupted_close`):
+    one that comes while the stack unwinds or the store closes is ignored, so that closing
+    the store is not cut short (SIGKILL still ends the process). The handler found on entry
+    is restored on exit. A server that handles SIGTERM itself (uvicorn) and re-raises it
+    once it has shut down hands it on to this handler. Inside another ``exit_on_sigterm``
+    block (``memos mcp`` runs inside the ``memos`` command's) the block runs unchanged: the
+    outer one handles SIGTERM. Outside the main thread, where Python cannot set signal
+    handlers, the block runs unchanged too.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if (threading.current_thread() is not threading.main_thread()
+            or isinstance(signal.getsignal(signal.SIGTERM), _Handler)):
         yield
         return
-    stopping = False
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        raise SystemExit(SIGTERM_STATUS)
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, _Handler())
     try:
         yield
     finally:
         # None: a handler set outside Python, which cannot be put back; the default is
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def uninterrupted_close(resource: AbstractContextManager[T]) -> Iterator[T]:
+    """``with resource as value``, whose exit (closing the store) SIGTERM does not cut short.
+
+    When the block ends -- normally, by an exception, or by a first SIGTERM's
+    ``SystemExit(143)`` -- SIGTERM is ignored from before ``resource`` exits until the
+    enclosing :func:`exit_on_sigterm` block ends. Outside one (or outside the main thread),
+    the same as ``with resource``.
+    """
+    with resource as value:
+        try:
+            yield value
+        finally:
+            handler = signal.getsignal(signal.SIGTERM)
+            if isinstance(handler, _Handler):
+                handler.closing = True

@@ -19,7 +19,7 @@ import pytest
 
 from memos_core import MemOS, MemOSConfig
 from memos_core.cli import main
-from memos_core.signals import exit_on_sigterm
+from memos_core.signals import exit_on_sigterm, uninterrupted_close
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -88,3 +88,67 @@ def test_sigterm_during_a_command_closes_the_store(tmp_path: Path, monkeypatch: 
     assert_closed_cleanly(data)
     with MemOS(data, config=MemOSConfig(show_progress=False)) as mos:
         assert [c.id for c in mos.list(user_id="alice")] == [kept]
+
+
+def test_a_sigterm_while_a_resource_closes_is_ignored() -> None:
+    """``uninterrupted_close``: from the start of the close to the end of the
+    ``exit_on_sigterm`` block SIGTERM is ignored, whether the block ended normally or by a
+    first SIGTERM; outside the block the handler found on entry is back."""
+    class Resource:
+        closed = False
+
+        def __enter__(self) -> Resource:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # interrupted the close before
+            time.sleep(0.05)
+            self.closed = True
+
+    previous = signal.signal(signal.SIGTERM, _unhandled)
+    try:
+        with exit_on_sigterm(), uninterrupted_close(Resource()) as done:
+            pass
+        assert done.closed
+        with pytest.raises(SystemExit) as stopped:
+            with exit_on_sigterm(), uninterrupted_close(Resource()) as stopping:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)  # interrupted by the handler
+        assert stopped.value.code == 143 and stopping.closed
+        assert signal.getsignal(signal.SIGTERM) is _unhandled
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("command", ["list", "mcp"])
+def test_a_sigterm_while_the_store_closes_does_not_cut_the_close_short(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """The command is done and the store closing when a SIGTERM comes (the MCP SDK's client
+    closes the server's stdin, waits 2 s, then sends SIGTERM; a large index takes longer to
+    write; ``MemOS.close`` is wrapped here to send it at the start): it used to raise SystemExit(143) inside ``MemOS.close()``, leaving the index
+    not marked clean. Now the close finishes and the command exits as it would have."""
+    data = tmp_path / "d"
+    MemOS(data, config=MemOSConfig(show_progress=False)).close()
+    closes = []
+    close = MemOS.close
+
+    def close_signalled(self: MemOS) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs here
+        closes.append(self)
+        close(self)
+
+    monkeypatch.setattr(MemOS, "close", close_signalled)
+    stdin_r, stdin_w = os.pipe()
+    os.close(stdin_w)  # `memos mcp` over stdio: the client has gone
+    monkeypatch.setattr(sys, "stdin", open(stdin_r, "r", encoding="utf-8"))  # noqa: SIM115
+    monkeypatch.setattr(sys, "stdout", open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+    previous = signal.signal(signal.SIGTERM, _unhandled)
+    try:
+        code = main([command, "--data-dir", str(data), "--user", "alice"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.stdin.close()
+        sys.stdout.close()
+    assert code == 0 and len(closes) == 1
+    assert_closed_cleanly(data)

@@ -25,7 +25,7 @@ from memos_core.config import default_data_dir, path_argument
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.mcp_server.hosts import parse_http, url_host
 from memos_core.mcp_server.limits import DEFAULT_MAX_SESSIONS_PER_TOKEN, DEFAULT_SESSION_IDLE_TIMEOUT
-from memos_core.signals import exit_on_sigterm
+from memos_core.signals import exit_on_sigterm, uninterrupted_close
 
 DEFAULT_PORT = 8765
 
@@ -155,8 +155,12 @@ def _token_action(args: argparse.Namespace, user: str, emit: Callable[..., None]
 def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namespace], Any],
         emit: Callable[..., None]) -> None:
     """Run ``memos mcp ...``; ``open_mos(args)`` opens the store as the other commands do.
-    A server runs until stdin ends (stdio), Ctrl-C or SIGTERM; SIGTERM closes the store too
-    and raises ``SystemExit(143)`` (:func:`memos_core.signals.exit_on_sigterm`)."""
+
+    The stdio server runs until stdin ends (once the requests it read are answered, see
+    :mod:`memos_core.mcp_server.stdio`) or its client closes stdout; either server until
+    Ctrl-C or SIGTERM. SIGTERM closes the store too and raises ``SystemExit(143)``
+    (:func:`memos_core.signals.exit_on_sigterm`); once the store has begun to close, SIGTERM
+    is ignored until it is closed (:func:`memos_core.signals.uninterrupted_close`)."""
     if args.mcp_command == "token":
         _token_command(args, user, emit)
         return
@@ -173,7 +177,7 @@ def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namesp
                                 "HTTP server's sessions; give them with --http HOST:PORT.")
     options.update({name: value for name, value in limits.items() if value is not None})
     if args.http is None:
-        with exit_on_sigterm(), open_mos(args) as mos:
+        with exit_on_sigterm(), uninterrupted_close(open_mos(args)) as mos:
             mcp_server.serve_stdio(mcp_server.build_stdio_server(mos, user_id=user, **options))
         return
     host, port = parse_http(args.http)
@@ -181,7 +185,7 @@ def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namesp
 
     # uvicorn catches SIGTERM itself, shuts down, and raises it again to the handler it found:
     # this one, so the store is closed here too
-    with exit_on_sigterm(), open_mos(args) as mos:
+    with exit_on_sigterm(), uninterrupted_close(open_mos(args)) as mos:
         tokens = tokens_for(mos, args.token_file)  # server mode: the vault's, shared
         if not any(r.active for r in tokens.list()):
             print(f"memos mcp: warning: {tokens.where} has no active token; every request will "

@@ -11,36 +11,66 @@ read as the streamable-HTTP transport reads a request body:
   HTTP.
 * A line that is not JSON is answered with a JSON-RPC parse error (-32700, id null); JSON
   that is not a JSON-RPC message with an invalid-request error (-32600), under the message's
-  id where it has a usable one. The server goes on with the next line.
+  id where it has a usable one. A message with a method and an ``id`` that is neither a
+  string nor an integer (``null``, ``1.5``, ``true``) gets -32600 too (id null), rather than
+  being taken for a notification and left unanswered: JSON-RPC 2.0 keeps a null id for
+  responses. The server goes on with the next line.
 * Bytes that are not UTF-8 are kept as lone surrogates (``surrogateescape``), so a string
   holding one gets the same tool error, instead of being replaced by U+FFFD unseen.
 
-stdin is read in a daemon thread, so that stopping the server (the end of the event loop, a
-SIGTERM) never waits for a line that may never come.
+Stopping never waits on the client:
+
+* stdin is read in a daemon thread, so that stopping the server (the end of the event loop,
+  a SIGTERM) never waits for a line that may never come.
+* stdout is written by a daemon thread too, one message at a time from a queue (the server's
+  next message waits until the last one is written, so a client that does not read holds
+  the server back rather than filling memory). A write blocked on a client that does not
+  read stdout never keeps the process alive once the store is closed, as a thread of
+  anyio's pool would (the interpreter waits for those at exit).
+* A write that fails (the client closed its end of stdout) means the client is gone: the
+  server's input ends, and with it the server. So does any unexpected error in either
+  thread (it is logged): the server never runs on without a client.
+* At the end of stdin the server's input ends only once every request read has been
+  answered on stdout (at most :data:`ANSWER_WAIT` seconds; a SIGTERM or a failed write ends
+  the wait): the SDK's server cancels the requests still running when its input ends, and
+  a client that writes its requests and closes stdin (``memos mcp < requests.jsonl``) would
+  get no answer for work that was done.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import os
+import queue
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, BinaryIO
 
 import anyio
 from anyio.from_thread import BlockingPortal
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.message import SessionMessage
-from mcp.types import INVALID_REQUEST, PARSE_ERROR, JSONRPCMessage
+from mcp.types import (INVALID_REQUEST, PARSE_ERROR, JSONRPCError, JSONRPCMessage, JSONRPCRequest,
+                       JSONRPCResponse)
 from pydantic import ValidationError
 
 Incoming = MemoryObjectReceiveStream[SessionMessage | Exception]
 Outgoing = MemoryObjectSendStream[SessionMessage]
+RequestId = str | int
 
-# What ends the reader thread once the server no longer takes lines: the portal stopped
+ANSWER_WAIT = 30.0
+"""Seconds the end of stdin waits for the answers of the requests still running."""
+
+logger = logging.getLogger(__name__)
+
+# What ends a transport thread once the server no longer takes lines: the portal stopped
 # (RuntimeError) or cancelled the call, the server closed its end, stdin or stdout closed.
 _STOPPED = (RuntimeError, concurrent.futures.CancelledError, anyio.BrokenResourceError,
             anyio.ClosedResourceError, OSError, ValueError)
@@ -56,6 +86,11 @@ def parse_line(line: bytes) -> SessionMessage | dict[str, Any] | None:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, an int of 5,000 digits
         return error_response(None, PARSE_ERROR, f"Parse error: the line is not JSON ({exc}).")
+    if isinstance(data, dict) and "method" in data and "id" in data and not _is_id(data["id"]):
+        # the SDK would take it for a notification (its models allow extra fields): no answer
+        return error_response(None, INVALID_REQUEST,
+                              "Invalid request: a request's id must be a string or an integer "
+                              f"(null only in a response), not {_kind(data['id'])}.")
     try:
         return SessionMessage(JSONRPCMessage.model_validate(data))
     except ValidationError as exc:
@@ -66,36 +101,136 @@ def parse_line(line: bytes) -> SessionMessage | dict[str, Any] | None:
                               f"response ({where}: {first['msg']}).")
 
 
-def error_response(request_id: str | int | None, code: int, message: str) -> dict[str, Any]:
+def error_response(request_id: RequestId | None, code: int, message: str) -> dict[str, Any]:
     """A JSON-RPC error response; id null where the request's id is unknown (JSON-RPC 2.0)."""
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
-def _request_id(data: Any) -> str | int | None:
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words, for an error message."""
+    if value is None:
+        return "null"
+    return {bool: "a boolean", float: "a number with a fraction or exponent", list: "an array",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _request_id(data: Any) -> RequestId | None:
     """The id of a message the server could not read, if it has one a client can match."""
     found = data.get("id") if isinstance(data, dict) else None
-    return found if isinstance(found, (str, int)) and not isinstance(found, bool) else None
+    return found if _is_id(found) else None
 
 
 class LineWriter:
-    """stdout as the transport writes it: one JSON message a line, each written and flushed
-    whole under a lock (the reader thread answers the lines it cannot read, the event loop
-    everything else). UTF-8; a message holding a lone surrogate (an id echoed back) is
-    written with ``\\u`` escapes, still valid JSON."""
+    """stdout as the transport writes it: one JSON message a line, written whole. UTF-8; a
+    message holding a lone surrogate (an id echoed back) is written with ``\\u`` escapes,
+    still valid JSON. Written to the stream's file descriptor where it has one, unbuffered,
+    for the reason :func:`_lines` reads stdin so: a daemon thread blocked in a buffered
+    write would hold the lock that Python's shutdown takes to flush stdout."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
-        self._lock = threading.Lock()
+        try:
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file (io.BytesIO)
+            self._fd = None
+        else:
+            stream.flush()  # anything written through the stream before goes first
 
     def write(self, message: dict[str, Any]) -> None:
         text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
         try:
-            data = text.encode("utf-8")
+            data = text.encode("utf-8") + b"\n"
         except UnicodeEncodeError:
-            data = json.dumps(message, separators=(",", ":")).encode("ascii")
-        with self._lock:
-            self._stream.write(data + b"\n")
+            data = json.dumps(message, separators=(",", ":")).encode("ascii") + b"\n"
+        if self._fd is None:
+            self._stream.write(data)
             self._stream.flush()
+            return
+        view = memoryview(data)
+        while view:  # a write to a pipe may take part of the data (a signal, a full pipe)
+            view = view[os.write(self._fd, view):]
+
+
+class _Answers:
+    """The ids of the requests handed to the server whose answers are not written yet (a
+    count per id: a client may reuse one), so that the end of stdin can wait for them."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._open: Counter[RequestId] = Counter()
+        self._stopped = False
+
+    def expect(self, request_id: RequestId) -> None:
+        with self._changed:
+            self._open[request_id] += 1
+
+    def written(self, request_id: RequestId) -> None:
+        with self._changed:
+            if self._open[request_id] <= 1:
+                del self._open[request_id]
+            else:
+                self._open[request_id] -= 1
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        """No answer will be written any more (stdout failed, the transport stopped)."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every answer expected is written or :meth:`stop`; False if ``timeout``
+        seconds pass first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._stopped or not self._open, timeout)
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    message: dict[str, Any]
+    answers: RequestId | None = None  # the id of the request this message answers
+    done: Callable[[], None] | None = None  # called once it is written
+
+
+class _StdoutThread:
+    """The thread that writes stdout: a daemon, so that a write blocked on a client that does
+    not read never keeps the process alive. Messages are written in the order queued. When it
+    ends -- stdout failed (the client is gone), an unexpected error (logged), or
+    :meth:`close` -- ``on_end`` is called: it ends the server's input."""
+
+    def __init__(self, out: LineWriter, answers: _Answers, on_end: Callable[[], None]) -> None:
+        self._out, self._answers, self._on_end = out, answers, on_end
+        self._queue: queue.SimpleQueue[_Outgoing | None] = queue.SimpleQueue()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="memos-mcp-stdout", daemon=True).start()
+
+    def put(self, item: _Outgoing) -> None:
+        self._queue.put(item)
+
+    def close(self) -> None:
+        """Stop once what is queued is written."""
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        try:
+            while (item := self._queue.get()) is not None:
+                self._out.write(item.message)
+                if item.answers is not None:
+                    self._answers.written(item.answers)
+                if item.done is not None:
+                    item.done()
+        except _STOPPED:
+            pass  # the client closed stdout: nobody is left to answer
+        except Exception:
+            logger.exception("memos mcp: writing to stdout failed; the server stops.")
+        finally:
+            self._answers.stop()
+            self._on_end()
 
 
 def _lines(stdin: BinaryIO) -> Iterator[bytes]:
@@ -121,45 +256,81 @@ def _lines(stdin: BinaryIO) -> Iterator[bytes]:
         yield bytes(line)
 
 
+def _end_input(portal: BlockingPortal,
+               incoming: MemoryObjectSendStream[SessionMessage | Exception]) -> None:
+    """End the server's input (the server then stops), from a transport thread; nothing to do
+    once the transport has stopped."""
+    try:
+        portal.call(incoming.aclose)
+    except _STOPPED:
+        pass
+
+
 def _read_lines(stdin: BinaryIO, portal: BlockingPortal, incoming: MemoryObjectSendStream[
-        SessionMessage | Exception], out: LineWriter) -> None:
-    """The reader thread: each line's message to the server, each unreadable line's error
-    straight to stdout; at the end of stdin, the server's stream is closed (it then stops)."""
+        SessionMessage | Exception], stdout: _StdoutThread, answers: _Answers) -> None:
+    """The reader thread: each line's message to the server, each unreadable line's error to
+    stdout. At the end of stdin (or on any error) the server's input ends, at stdin's end
+    only once the requests read are answered (:data:`ANSWER_WAIT`)."""
     try:
         for line in _lines(stdin):
             parsed = parse_line(line)
             if isinstance(parsed, SessionMessage):
+                if isinstance(parsed.message.root, JSONRPCRequest):
+                    answers.expect(parsed.message.root.id)
                 portal.call(incoming.send, parsed)
             elif parsed is not None:
-                out.write(parsed)
-        portal.call(incoming.aclose)
+                stdout.put(_Outgoing(parsed))
+        answers.wait(ANSWER_WAIT)
     except _STOPPED:
-        return  # the server stopped: nobody is left to read for
+        pass  # the server stopped: nobody is left to read for
+    except Exception:
+        logger.exception("memos mcp: reading stdin failed; the server stops.")
+    finally:
+        _end_input(portal, incoming)
 
 
 async def _write_messages(outgoing: MemoryObjectReceiveStream[SessionMessage],
-                          out: LineWriter) -> None:
+                          stdout: _StdoutThread, portal: BlockingPortal) -> None:
+    """The server's messages to the stdout thread, each once the one before is written."""
     async with outgoing:
         async for message in outgoing:
-            data = message.message.model_dump(by_alias=True, mode="json", exclude_none=True)
-            await anyio.to_thread.run_sync(out.write, data)
+            root = message.message.root
+            written = anyio.Event()
+            stdout.put(_Outgoing(
+                root.model_dump(by_alias=True, mode="json", exclude_none=True),
+                answers=root.id if isinstance(root, (JSONRPCResponse, JSONRPCError)) else None,
+                done=partial(_set_from_thread, portal, written)))
+            await written.wait()
+
+
+def _set_from_thread(portal: BlockingPortal, event: anyio.Event) -> None:
+    try:
+        portal.call(event.set)
+    except _STOPPED:
+        pass  # the transport stopped: nobody waits
 
 
 @asynccontextmanager
 async def stdio_transport(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None
                           ) -> AsyncIterator[tuple[Incoming, Outgoing]]:
     """The streams an MCP ``Server.run`` takes, over ``stdin`` and ``stdout`` (binary;
-    default the process's). The incoming stream ends with stdin."""
-    out = LineWriter(stdout if stdout is not None else sys.stdout.buffer)
+    default the process's). The incoming stream ends with stdin, once the requests read are
+    answered, or when the client closes stdout."""
+    answers = _Answers()
     incoming_writer, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     outgoing, outgoing_reader = anyio.create_memory_object_stream[SessionMessage](0)
     async with BlockingPortal() as portal, anyio.create_task_group() as tasks:
-        tasks.start_soon(_write_messages, outgoing_reader, out)
+        writer = _StdoutThread(LineWriter(stdout if stdout is not None else sys.stdout.buffer),
+                               answers, lambda: _end_input(portal, incoming_writer))
+        writer.start()
+        tasks.start_soon(_write_messages, outgoing_reader, writer, portal)
         threading.Thread(target=_read_lines, name="memos-mcp-stdin", daemon=True,
                          args=(stdin if stdin is not None else sys.stdin.buffer, portal,
-                               incoming_writer, out)).start()
+                               incoming_writer, writer, answers)).start()
         try:
             yield incoming, outgoing
         finally:
+            answers.stop()  # a reader waiting for answers at the end of stdin waits no more
+            writer.close()
             tasks.cancel_scope.cancel()
             await portal.stop(cancel_remaining=True)  # a line the server no longer takes

@@ -5,7 +5,9 @@ Before, uvicorn caught SIGTERM, shut down and raised it again with Python's defa
 in place, and the stdio server had no handler at all: the process died (-15) inside ``with
 MemOS(...)``, leaving the vault's write-ahead log, an index not marked clean and, in server
 mode, its temporary cache directory. Also: the stdio server answers every line it reads,
-one it cannot parse or a lone surrogate included, as the HTTP server does.
+one it cannot parse or a lone surrogate included, as the HTTP server does; it answers the
+requests still running when stdin ends before it stops, stops when its client closes stdout,
+and stops on SIGTERM while an answer is blocked on a client that does not read.
 """
 
 from __future__ import annotations
@@ -144,6 +146,109 @@ def test_the_stdio_server_answers_every_line(tmp_path: Path) -> None:
         assert not stored["isError"], stored
         hits = json.loads(client.call(21, "search", '{"query":"coffee"}')["result"]["content"][0]["text"])
         assert [h["text"] for h in hits["hits"]] == ["Alice likes café au lait."]
+    finally:
+        client.proc.stdin.close()  # type: ignore[union-attr]
+        code = client.proc.wait(timeout=60)
+    assert code == 0, client.proc.stderr.read()  # type: ignore[union-attr]
+
+
+# -- stopping when the client goes away, or does not read ------------------------------------
+
+MISSING = "00000000-0000-4000-8000-000000000000"  # a well-formed memory id no store holds
+
+
+def _get_missing(request_id: int) -> dict[str, Any]:
+    """A request the server answers with a tool error, without loading the embedding model,
+    after a hop to a worker thread (MemOS.aget): in flight for a moment."""
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+            "params": {"name": "get", "arguments": {"memory_id": MISSING}}}
+
+
+def _lines(*messages: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(m).encode() + b"\n" for m in messages)
+
+
+def test_the_stdio_server_stops_when_the_client_leaves_after_an_unreadable_line(
+        tmp_path: Path) -> None:
+    """The client closes its end of stdout, then sends a line that is not JSON and closes
+    stdin. The reply to that line cannot be written (EPIPE): the reader thread used to die
+    on it without ending the server's input, and the server ran on, holding the data
+    directory, until killed."""
+    data = tmp_path / "data"
+    client = RawStdio(data)
+    client.proc.stdout.close()  # type: ignore[union-attr]
+    client.send(b"{this is not json")
+    client.proc.stdin.close()  # type: ignore[union-attr]
+    try:
+        code = client.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        client.proc.kill()
+        client.proc.wait(timeout=30)
+        raise AssertionError("memos mcp ran on 60 s after its client left") from None
+    assert code == 0, client.proc.stderr.read()  # type: ignore[union-attr]
+    assert_closed_cleanly(data)
+
+
+def test_sigterm_stops_the_stdio_server_whose_client_does_not_read(tmp_path: Path) -> None:
+    """The client sends requests and reads nothing: the answers fill the stdout pipe and a
+    write blocks. A SIGTERM must still end the process once the store is closed; the write
+    used to block in a thread of anyio's pool, which the interpreter waited for at exit."""
+    data = tmp_path / "data"
+    client = RawStdio(data)
+    client.send(_lines(*({"jsonrpc": "2.0", "id": n, "method": "tools/list"}
+                         for n in range(2, 80))).rstrip(b"\n"))
+    # (the answers, about 10 kB each, fill the pipe's 64 kB; wait until the server is blocked:
+    # it then reads no more requests, and stdin fills too, or the server has read them all)
+    deadline = 50
+    while deadline and _stdout_pending(client.proc) < 60_000:
+        select.select([], [], [], 0.1)
+        deadline -= 1
+    code = _stop(client.proc)
+    assert code == 143, client.proc.stderr.read()  # type: ignore[union-attr]
+    assert_closed_cleanly(data)
+
+
+def _stdout_pending(proc: subprocess.Popen[Any]) -> int:
+    """Bytes the server has written to its stdout pipe that the test has not read."""
+    import fcntl  # POSIX only, as this file is
+    import termios
+
+    buf = bytearray(4)
+    fcntl.ioctl(proc.stdout.fileno(), termios.FIONREAD, buf)  # type: ignore[union-attr]
+    return int.from_bytes(buf, sys.byteorder)
+
+
+def test_requests_in_flight_when_stdin_ends_are_answered(tmp_path: Path) -> None:
+    """``memos mcp < requests``: every request line is answered before the server stops.
+    The SDK's server cancels the handlers still running once its input ends, so the requests
+    in flight at the end of stdin used to be carried out (a store call stored) but never
+    answered."""
+    done = subprocess.run([*CLI, "--data-dir", str(tmp_path / "data"), "--user", "alice"],
+                          input=_lines(INITIALIZE, {"jsonrpc": "2.0",
+                                                    "method": "notifications/initialized"},
+                                       *(_get_missing(n) for n in range(2, 42))),
+                          env=server_env(), capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    answers = {a["id"]: a for a in map(json.loads, done.stdout.splitlines())}
+    assert sorted(answers) == list(range(1, 42)), f"unanswered: {set(range(1, 42)) - set(answers)}"
+    for n in range(2, 42):
+        result = answers[n]["result"]
+        assert result["isError"] and "not found" in result["content"][0]["text"].lower(), result
+
+
+@pytest.mark.parametrize("request_id", [None, 1.5, True, [1]], ids=repr)
+def test_a_request_whose_id_is_not_a_string_or_an_integer_is_answered(
+        tmp_path: Path, request_id: Any) -> None:
+    """JSON-RPC 2.0 keeps a null id for responses; the SDK took such a request for a
+    notification (extra fields allowed) and never answered it."""
+    client = RawStdio(tmp_path / "data")
+    try:
+        answer = client.ask(json.dumps({"jsonrpc": "2.0", "id": request_id,
+                                        "method": "ping"}).encode(), timeout=20)
+        assert answer["id"] is None and answer["error"]["code"] == -32600, answer
+        assert "id must be a string or an integer" in answer["error"]["message"], answer
+        assert client.ask(b'{"jsonrpc":"2.0","id":"next","method":"ping"}') == {
+            "jsonrpc": "2.0", "id": "next", "result": {}}
     finally:
         client.proc.stdin.close()  # type: ignore[union-attr]
         code = client.proc.wait(timeout=60)

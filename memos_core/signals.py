@@ -53,7 +53,10 @@ def exit_on_sigterm() -> Iterator[None]:
     one that comes while the stack unwinds or the store closes is ignored, so that closing
     the store is not cut short (SIGKILL still ends the process). The handler found on entry
     is restored on exit. A server that handles SIGTERM itself (uvicorn) and re-raises it
-    once it has shut down hands it on to this handler. Inside another ``exit_on_sigterm``
+    once it has shut down hands it on to this handler; the stdio MCP server takes it in its
+    event loop (a handler raising at an arbitrary point of an event loop can be swallowed by
+    library code: :func:`memos_core.mcp_server.server.serve_stdio`) and raises the same
+    ``SystemExit(143)`` once the loop has stopped. Inside another ``exit_on_sigterm``
     block (``memos mcp`` runs inside the ``memos`` command's) the block runs unchanged: the
     outer one handles SIGTERM. Outside the main thread, where Python cannot set signal
     handlers, the block runs unchanged too.

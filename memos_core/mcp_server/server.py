@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -44,6 +45,7 @@ from memos_core.mcp_server.limits import (
 from memos_core.mcp_server.sessions import install as install_session_cap
 from memos_core.mcp_server.tokens import TokenStore
 from memos_core.mcp_server.tools import MemoryService
+from memos_core.signals import SIGTERM_STATUS
 from memos_core.validation import check_name
 
 if TYPE_CHECKING:
@@ -337,17 +339,68 @@ def serve_stdio(server: MemoryServer, stdin: BinaryIO | None = None,
                 stdout: BinaryIO | None = None) -> None:
     """Serve ``server`` to one client over ``stdin`` and ``stdout`` (binary; default the
     process's) until stdin ends, on this project's line reader (see
-    :mod:`memos_core.mcp_server.stdio`: a line it cannot read is answered, never dropped)."""
+    :mod:`memos_core.mcp_server.stdio`: a line it cannot read is answered, never dropped).
+    A SIGTERM stops the server at a safe point of its event loop; this then raises
+    ``SystemExit(143)``, so the caller's ``with`` blocks close the store."""
     import anyio
 
     from memos_core.mcp_server.stdio import stdio_transport
 
-    async def serve() -> None:
-        lowlevel = server.mcp._mcp_server  # what FastMCP.run("stdio") runs, on our transport
-        async with stdio_transport(stdin, stdout) as (incoming, outgoing):
-            await lowlevel.run(incoming, outgoing, lowlevel.create_initialization_options())
+    stopped_by_sigterm = False
 
-    anyio.run(serve)
+    async def serve() -> None:
+        nonlocal stopped_by_sigterm
+        lowlevel = server.mcp._mcp_server  # what FastMCP.run("stdio") runs, on our transport
+        async with anyio.create_task_group() as tasks:
+
+            def on_sigterm() -> None:
+                nonlocal stopped_by_sigterm
+                stopped_by_sigterm = True
+                tasks.cancel_scope.cancel()
+
+            handled = _on_sigterm_in_loop(on_sigterm)
+            try:
+                async with stdio_transport(stdin, stdout) as (incoming, outgoing):
+                    await lowlevel.run(incoming, outgoing,
+                                       lowlevel.create_initialization_options())
+            finally:
+                if handled:
+                    _stop_handling_sigterm_in_loop()
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        anyio.run(serve)
+    finally:
+        # asyncio puts back SIG_DFL, not the handler it found (exit_on_sigterm's)
+        if previous is not None and signal.getsignal(signal.SIGTERM) is not previous:
+            signal.signal(signal.SIGTERM, previous)
+    if stopped_by_sigterm:
+        raise SystemExit(SIGTERM_STATUS)
+
+
+def _on_sigterm_in_loop(callback: Callable[[], None]) -> bool:
+    """Have the running asyncio loop call ``callback`` on SIGTERM; False where it cannot (not
+    the main thread, no asyncio loop).
+
+    A handler that raises ``SystemExit`` wherever the main thread happens to be (what
+    :func:`memos_core.signals.exit_on_sigterm` does in the CLIs' synchronous code) is not
+    safe inside an event loop: it fired once inside anyio's hand-off from a transport thread,
+    whose ``except BaseException`` swallowed it, and the server ran on, ignoring every later
+    SIGTERM. The loop's own signal handling runs the callback at a safe point instead (and
+    wakes the loop whichever thread the kernel gave the signal to)."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, callback)
+    except (RuntimeError, ValueError, NotImplementedError):
+        return False
+    return True
+
+
+def _stop_handling_sigterm_in_loop() -> None:
+    import asyncio
+
+    asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
 
 
 def build_http_server(mos: MemOS, *, tokens: TokenStore, host: str = "127.0.0.1",

@@ -213,3 +213,22 @@ def st_model(tmp_path_factory):
         return built[dim]
 
     return make
+
+
+@pytest.fixture
+def assert_closed_cleanly():  # noqa: ANN201 - Callable[[Path], None]
+    """``assert_closed_cleanly(data_dir)``: what ``MemOS.close()`` leaves and a kill does not:
+    no write-ahead log, the index marked clean (the directory free for the next process)."""
+    import sqlite3
+    from pathlib import Path
+
+    def check(data: Path) -> None:
+        assert not (data / "vault.sqlite3-wal").exists()
+        db = sqlite3.connect((data / "vault.sqlite3").resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'index_clean'").fetchone()
+            assert row == ("1",)
+        finally:
+            db.close()
+
+    return check

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -20,6 +20,9 @@ import pytest
 from memos_core import MemOS, MemOSConfig
 from memos_core.cli import main
 from memos_core.signals import exit_on_sigterm, uninterrupted_close
+
+#: the ``assert_closed_cleanly`` fixture (tests/conftest.py)
+Checker = Callable[[Path], None]
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -30,17 +33,6 @@ class _Unhandled(Exception):
 
 def _unhandled(signum: int, frame: FrameType | None) -> None:
     raise _Unhandled("SIGTERM reached the handler outside the command")
-
-
-def assert_closed_cleanly(data: Path) -> None:
-    """What ``MemOS.close()`` leaves, and a kill does not: no write-ahead log, the index
-    marked clean, the directory free for the next process."""
-    assert not (data / "vault.sqlite3-wal").exists()
-    db = sqlite3.connect((data / "vault.sqlite3").resolve().as_uri() + "?mode=ro", uri=True)
-    try:
-        assert db.execute("SELECT value FROM meta WHERE key = 'index_clean'").fetchone() == ("1",)
-    finally:
-        db.close()
 
 
 def test_sigterm_raises_system_exit_143_once_and_restores_the_handler() -> None:
@@ -63,7 +55,8 @@ def test_sigterm_raises_system_exit_143_once_and_restores_the_handler() -> None:
 
 
 def test_sigterm_during_a_command_closes_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   assert_closed_cleanly: Checker) -> None:
     """``memos add -`` holds the store open while it reads stdin; a SIGTERM then (sent to this
     process, as a service manager would) ends it with 143 and a closed store, nothing added."""
     data = tmp_path / "d"
@@ -122,7 +115,8 @@ def test_a_sigterm_while_a_resource_closes_is_ignored() -> None:
 
 @pytest.mark.parametrize("command", ["list", "mcp"])
 def test_a_sigterm_while_the_store_closes_does_not_cut_the_close_short(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str,
+        assert_closed_cleanly: Checker) -> None:
     """The command is done and the store closing when a SIGTERM comes (the MCP SDK's client
     closes the server's stdin, waits 2 s, then sends SIGTERM; a large index takes longer to
     write; ``MemOS.close`` is wrapped here to send it at the start): it used to raise SystemExit(143) inside ``MemOS.close()``, leaving the index

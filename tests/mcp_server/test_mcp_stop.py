@@ -16,9 +16,9 @@ import json
 import re
 import select
 import signal
-import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +28,13 @@ from mcp_helpers import http_session, payload, server_env
 from memos_core import MemOS, MemOSConfig
 from memos_core.mcp_server import TokenStore
 
+#: the ``assert_closed_cleanly`` fixture (tests/conftest.py)
+Checker = Callable[[Path], None]
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and select")
 CLI = [sys.executable, "-m", "memos_core.cli", "mcp"]
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
-
-
-def assert_closed_cleanly(data: Path) -> None:
-    """What ``MemOS.close()`` leaves, and a kill does not: no write-ahead log, the index
-    marked clean (as tests/test_cli_sigterm.py checks it)."""
-    assert not (data / "vault.sqlite3-wal").exists()
-    db = sqlite3.connect((data / "vault.sqlite3").resolve().as_uri() + "?mode=ro", uri=True)
-    try:
-        assert db.execute("SELECT value FROM meta WHERE key = 'index_clean'").fetchone() == ("1",)
-    finally:
-        db.close()
 
 
 def _stop(proc: subprocess.Popen[Any]) -> int:
@@ -55,7 +47,8 @@ def _stop(proc: subprocess.Popen[Any]) -> int:
         raise AssertionError("memos mcp was still running 60 s after SIGTERM") from None
 
 
-async def test_sigterm_stops_the_http_server_and_closes_the_store(tmp_path: Path) -> None:
+async def test_sigterm_stops_the_http_server_and_closes_the_store(
+        tmp_path: Path, assert_closed_cleanly: Checker) -> None:
     data = tmp_path / "data"
     token, _ = TokenStore.for_data_dir(data).add("alice")
     proc = subprocess.Popen([*CLI, "--http", "127.0.0.1:0", "--data-dir", str(data)],
@@ -107,7 +100,8 @@ class RawStdio:
         return answer
 
 
-def test_sigterm_stops_the_stdio_server_and_closes_the_store(tmp_path: Path) -> None:
+def test_sigterm_stops_the_stdio_server_and_closes_the_store(
+        tmp_path: Path, assert_closed_cleanly: Checker) -> None:
     """Stdin stays open (the client has not hung up): the server must not wait for it."""
     data = tmp_path / "data"
     client = RawStdio(data)
@@ -169,7 +163,7 @@ def _lines(*messages: dict[str, Any]) -> bytes:
 
 
 def test_the_stdio_server_stops_when_the_client_leaves_after_an_unreadable_line(
-        tmp_path: Path) -> None:
+        tmp_path: Path, assert_closed_cleanly: Checker) -> None:
     """The client closes its end of stdout, then sends a line that is not JSON and closes
     stdin. The reply to that line cannot be written (EPIPE): the reader thread used to die
     on it without ending the server's input, and the server ran on, holding the data
@@ -189,7 +183,8 @@ def test_the_stdio_server_stops_when_the_client_leaves_after_an_unreadable_line(
     assert_closed_cleanly(data)
 
 
-def test_sigterm_stops_the_stdio_server_whose_client_does_not_read(tmp_path: Path) -> None:
+def test_sigterm_stops_the_stdio_server_whose_client_does_not_read(
+        tmp_path: Path, assert_closed_cleanly: Checker) -> None:
     """The client sends requests and reads nothing: the answers fill the stdout pipe and a
     write blocks. A SIGTERM must still end the process once the store is closed; the write
     used to block in a thread of anyio's pool, which the interpreter waited for at exit."""

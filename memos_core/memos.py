@@ -532,7 +532,8 @@ class MemOS:
         the message id as provenance. ``supersedes`` names an older memory this one replaces:
         the old one gets ``valid_to`` set and leaves default search, but stays readable. A
         memory is superseded once: one superseded already is refused (``InvalidInputError``
-        naming its successor, the one to supersede instead; nothing is stored).
+        naming its successor, the one to supersede instead; nothing is stored), unless that
+        successor was forgotten.
         """
         self._check_open()
         user_id = check_name(user_id, "user_id")

@@ -140,7 +140,8 @@ def add(store: MemoryStore, cubes: list[MemCube], actor: Actor,
     transaction.
 
     Raises:
-        InvalidInputError: ``supersedes`` is superseded already (nothing is written).
+        InvalidInputError: ``supersedes`` is superseded already by a memory that was not
+            forgotten (nothing is written; :func:`check_supersedable`).
     """
     if supersedes is not None:
         check_supersedable(store, supersedes)

@@ -43,6 +43,7 @@ from langchain_memos._shared import (
     run_context,
 )
 from memos_core import InvalidInputError, MemOS, resolve_memos
+from memos_core.integration import check_name
 
 #: ``model`` (and ``ls_model_name``) until the local model is loaded.
 MODEL_NAME = "memos-local"
@@ -101,6 +102,19 @@ def _check_mos(value: Any) -> MemOS:
             f"ChatMemOS needs a memos_core.MemOS (or a postgresql:// URL), got "
             f"{type(value).__name__}. Open one with MemOS(data_dir) and pass it as mos=.")
     return mos
+
+
+def _check_user(value: Any) -> str | None:
+    """``user_id=`` checked now: an empty one ("") was accepted and failed only at the first
+    call. None: the user comes from each call (runtime context or config)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(
+            f"ChatMemOS: user_id must be a non-empty str or None (the user of each call's "
+            f"runtime context or config), got {value!r}; e.g. ChatMemOS(mos=mos, "
+            "user_id='alice').")
+    return check_name(value, "user_id")  # its length and characters, as MemOS checks them
 
 
 def _cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
@@ -168,6 +182,8 @@ class ChatMemOS(BaseChatModel):
             data["mos"] = _check_mos(data["mos"])
         if "cache" in data:
             _check_cache(data["cache"])
+        if "user_id" in data:
+            data["user_id"] = _check_user(data["user_id"])
         super().__init__(**data)
 
     @field_validator("mos", mode="before")

@@ -286,6 +286,18 @@ def test_a_wrong_mos_is_refused_at_construction(mos: Any) -> None:
         ChatMemOS(mos=mos, user_id="alice")
 
 
+@pytest.mark.parametrize("user_id", ["", "   ", 5, "a\x00b"])
+def test_an_empty_or_wrong_user_is_refused_at_construction(
+        make_mos: Callable[..., MemOS], user_id: Any) -> None:
+    """``user_id=""`` was accepted and failed only at the first call (None still means: the
+    user of each call)."""
+    mos = make_mos()
+    with pytest.raises(InvalidInputError, match="user_id"):
+        ChatMemOS(mos=mos, user_id=user_id)
+    assert ChatMemOS(mos=mos, user_id=None).user_id is None
+    assert ChatMemOS(mos=mos, user_id="alice").user_id == "alice"
+
+
 def test_missing_user_is_a_clear_error(store: Any) -> None:
     mos, _, _ = store
     model = ChatMemOS(mos=mos)

@@ -482,11 +482,10 @@ class MemoryStore:
                 # does not mark it clean (an update keeps the point count, which is all an open
                 # checks of a clean index) and the next call or open indexes them again.
                 self._defer(changed)
+                raise
+            finally:  # the graph and the listeners follow the commit, interrupted or not
                 self._graph_apply(changed, edges)
                 self._notify(changed)
-                raise
-            self._graph_apply(changed, edges)
-            self._notify(changed)
             return changed
 
     def _defer(self, changed: Sequence[MemCube]) -> None:

@@ -637,6 +637,15 @@ RACES = {
     "demoted-before-the-lock": (
         "demote", 1, lambda s, c: s.vault.set_tier(c.id, "plaintext"),
         "already in the plaintext tier", None),
+    # another process promoted / demoted it after the re-read under this process's lock
+    # (which does not span processes): the tier's compare-and-set fails (was "done", audited
+    # twice)
+    "promoted-during-the-write": (
+        "promote", 2, lambda s, c: s.vault.set_tier(c.id, "activation"),
+        "changed concurrently: already in the activation tier", None),
+    "demoted-during-the-write": (
+        "demote", 2, lambda s, c: s.vault.set_tier(c.id, "plaintext"),
+        "changed concurrently: already in the plaintext tier", None),
 }
 
 

@@ -26,8 +26,9 @@ their own hot block, so a KV block never mixes two users' memories. For each own
    write lock) is skipped, not forced; so is one whose write lost a race with another thread
    or process (a :class:`~memos_core.errors.ConflictError`: nothing was written). Two runs
    at once (two processes in server mode) thus report each change ``done`` once, by the run
-   that wrote it. A promotion or demotion is not versioned, so two processes can still both
-   pass the check and both write the same tier (each then audits it).
+   that wrote it. A promotion or demotion is not versioned: its write is a compare-and-set
+   on the tier read under the lock (``vault.set_tier(..., expected=)``), so of two processes
+   that both passed the check one writes and audits it, the other reports ``skipped``.
 4. **Block**: the owner's hot memories (:meth:`SchedulerExecutor.hot_memories`) are composed
    into one block and its KV cache built or reused (``tier.get_or_build``); the owner's older
    blocks are dropped (audited as ``schedule:build`` / ``schedule:drop``).
@@ -432,7 +433,9 @@ class SchedulerExecutor:
         if isinstance(target, State):
             set_state(self._store, current, target, Actor(owner, SCHEDULER_AGENT, reason))
             return
-        self._store.vault.set_tier(step.memory_id, target.value)
+        if not self._store.vault.set_tier(step.memory_id, target.value,
+                                          expected=current.usage.tier.value):
+            raise ConflictError(f"the tier of {step.memory_id} changed since it was read")
         self._store.vault.audit(
             Actor(owner, SCHEDULER_AGENT, reason), f"schedule:{step.kind.value}",
             memory_id=step.memory_id, version=current.version,

@@ -499,8 +499,12 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
         """Count a retrieval hit on each memory: access count +1, heat decayed to ``now``
         then +1. Unknown ids are ignored."""
 
-    def set_tier(self, memory_id: str, tier: str) -> None:
-        """Record which tier serves the memory (``plaintext``, ``activation``, ``parametric``)."""
+    def set_tier(self, memory_id: str, tier: str, *, expected: str | None = None) -> bool:
+        """Record which tier serves the memory (``plaintext``, ``activation``, ``parametric``);
+        with ``expected``, only while its tier is still that one (a compare-and-set in one
+        statement: of two processes' schedulers promoting the same memory, one writes).
+        Returns whether the tier was written (False: an unknown id, or another tier than
+        ``expected``)."""
 
     def add_edges(self, edges: Sequence[Edge]) -> None:
         """Store relations (idempotent: an existing relation is kept once)."""

@@ -636,10 +636,16 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         with self._conn() as conn:
             write_batch(conn, batch)
 
-    def set_tier(self, memory_id: str, tier: str) -> None:
+    def set_tier(self, memory_id: str, tier: str, *, expected: str | None = None) -> bool:
         with self._conn() as conn, conn.transaction():
-            conn.execute("UPDATE usage SET tier=%s WHERE id=%s", (tier, memory_id))
+            if expected is None:
+                cur = conn.execute("UPDATE usage SET tier=%s WHERE id=%s", (tier, memory_id))
+            else:
+                cur = conn.execute("UPDATE usage SET tier=%s WHERE id=%s AND tier=%s",
+                                   (tier, memory_id, expected))
+            written = cur.rowcount > 0
         self._cubes.stale_usage([memory_id])
+        return written
 
     def add_edges(self, edges: Sequence[Edge]) -> None:
         with self._tx() as tx:

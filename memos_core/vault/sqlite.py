@@ -750,9 +750,14 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                     (row[0] + 1, t, heat, mid),
                 )
 
-    def set_tier(self, memory_id: str, tier: str) -> None:
+    def set_tier(self, memory_id: str, tier: str, *, expected: str | None = None) -> bool:
         with self._tx() as db:
-            db.execute("UPDATE usage SET tier=? WHERE id=?", (tier, memory_id))
+            if expected is None:
+                cur = db.execute("UPDATE usage SET tier=? WHERE id=?", (tier, memory_id))
+            else:
+                cur = db.execute("UPDATE usage SET tier=? WHERE id=? AND tier=?",
+                                 (tier, memory_id, expected))
+            return cur.rowcount > 0
 
     def add_edges(self, edges: Sequence[Edge]) -> None:
         with self._tx() as db:

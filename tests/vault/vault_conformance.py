@@ -659,6 +659,20 @@ class VaultConformance:
         assert got.usage.tier is Tier.ACTIVATION
         assert len(vault.audit_log(limit=1000)) == records
 
+    def test_set_tier_with_expected_is_a_compare_and_set(self, vault: Vault) -> None:
+        c = cube("hot")
+        vault.insert([c], ALICE)
+        assert vault.set_tier(c.id, Tier.ACTIVATION.value, expected=Tier.PLAINTEXT.value)
+        # a second scheduler that read "plaintext" too: not written
+        assert not vault.set_tier(c.id, Tier.ACTIVATION.value, expected=Tier.PLAINTEXT.value)
+        assert not vault.set_tier(c.id, Tier.PARAMETRIC.value, expected=Tier.PLAINTEXT.value)
+        got = vault.get(c.id)
+        assert got is not None and got.usage.tier is Tier.ACTIVATION
+        assert not vault.set_tier("unknown", Tier.ACTIVATION.value)
+        assert vault.set_tier(c.id, Tier.PLAINTEXT.value)  # unconditional
+        got = vault.get(c.id)
+        assert got is not None and got.usage.tier is Tier.PLAINTEXT
+
     # -- audit --------------------------------------------------------------------------------
 
     def test_audit_log_filters_limits_and_verifies(self, vault: Vault) -> None:

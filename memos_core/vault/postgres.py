@@ -643,7 +643,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             else:
                 cur = conn.execute("UPDATE usage SET tier=%s WHERE id=%s AND tier=%s",
                                    (tier, memory_id, expected))
-            written = cur.rowcount > 0
+            written = bool(cur.rowcount > 0)
         self._cubes.stale_usage([memory_id])
         return written
 

@@ -71,6 +71,47 @@ def test_a_put_keeps_the_forget_flag_as_every_new_version_does(mos: MemOS) -> No
     assert mos.get(first.id, user_id="alice").version == 3
 
 
+def test_a_puts_state_is_chosen_from_the_version_it_replaces(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``put_by_key(state=)``: the state is written with the put (one version, audited as
+    the put), chosen again from the newer version when another put came in between."""
+    from memos_core.cube import State
+
+    item = ItemKey("alice", ("alice", "prefs"), "drink")
+    new = put_by_key(mos, item, "Alice drinks tea.", state=lambda current: State.ARCHIVED)
+    assert (new.version, new.state) == (1, State.ARCHIVED)
+    put_by_key(mos, item, "Alice drinks coffee.", state=lambda current: State.GENERATED)
+
+    vault = mos.store.vault
+    get_keyed = vault.get_keyed
+    raced: list[int] = []
+
+    def another_put_after_the_read(key: ItemKey) -> Any:
+        current = get_keyed(key)
+        if not raced:
+            raced.append(1)
+            put_by_key(mos, item, "Alice drinks water.")  # version 3: this put must retry
+        return current
+
+    monkeypatch.setattr(vault, "get_keyed", another_put_after_the_read)
+    seen: list[int] = []
+
+    def archived(current: Any) -> State:
+        seen.append(current.version)
+        return State.ARCHIVED
+
+    last = put_by_key(mos, item, "Alice drinks juice.", state=archived)
+    assert seen == [2, 3] and (last.version, last.state) == (4, State.ARCHIVED)
+    assert [v.state.value for v in mos.history(new.id, user_id="alice")] == [
+        "archived", "generated", "generated", "archived"]
+    assert [r.action for r in mos.audit_log(user_id="alice", memory_id=new.id)] == [
+        "add", "update", "update", "update"]
+
+    with pytest.raises(InvalidInputError, match="expired"):
+        put_by_key(mos, item, "gone?", state=lambda current: State.EXPIRED)
+    assert get_by_key(mos, item).version == 4  # type: ignore[union-attr]
+
+
 def test_concurrent_puts_of_a_new_key_make_one_memory(mos: MemOS) -> None:
     item = ItemKey("alice", ("race",), "k")
     start = threading.Barrier(6)

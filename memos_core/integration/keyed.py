@@ -20,6 +20,7 @@ from memos_core.integration.counted import acounted, counted
 from memos_core.lifecycle import INDEXED_STATES
 from memos_core.memos import MemOS
 from memos_core.ops import keyed as keyed_ops
+from memos_core.ops.keyed import StateOf
 from memos_core.ops import writes
 from memos_core.validation import check_metadata, check_name, check_tags, check_text
 from memos_core.vault import Actor, ItemKey
@@ -39,7 +40,8 @@ def _item(item: ItemKey) -> ItemKey:
 
 def put_by_key(mos: MemOS, item: ItemKey, text: str, *, metadata: Mapping[str, Any] | None = None,
                tags: Sequence[str] = (), type: str | None = None, sensitivity: Sequence[str] = (),
-               agent_id: str | None = None, reason: str | None = None) -> MemCube:
+               agent_id: str | None = None, reason: str | None = None,
+               state: StateOf | None = None) -> MemCube:
     """Store ``text`` under ``item``: a new memory (version 1, with ``type`` and
     ``sensitivity``) if the key names no live memory, else the next version of the one it
     names, with ``text``, ``metadata`` and ``tags`` replaced (type and sensitivity kept).
@@ -47,8 +49,16 @@ def put_by_key(mos: MemOS, item: ItemKey, text: str, *, metadata: Mapping[str, A
     concurrent puts of a new key make one memory and a second version. Returns the memory
     as stored.
 
+    ``state(current)``: the lifecycle state of the version written -- generated, activated
+    or archived; None keeps the state (a new memory: generated) -- chosen from the version
+    it replaces (``current``; None for a new memory). It is part of the put: one version,
+    one audit record (``add`` or ``update``), decided on the version the put's transaction
+    replaces (re-decided if a concurrent put makes it retry). Without it the state stays
+    as it is.
+
     Raises:
-        InvalidInputError: a bad field. ConflictError: the key kept changing (retry).
+        InvalidInputError: a bad field, or ``state`` chose expired or deleted (nothing was
+            written). ConflictError: the key kept changing (retry).
     """
     with counted(mos):
         item = _item(item)
@@ -65,7 +75,7 @@ def put_by_key(mos: MemOS, item: ItemKey, text: str, *, metadata: Mapping[str, A
 
         changes = {"text": text, "entities": tuple(store.extractor.extract(text)), "metadata": meta,
                    "tags": tag_list}
-        return keyed_ops.put_keyed(store, item, fresh, changes, actor)
+        return keyed_ops.put_keyed(store, item, fresh, changes, actor, state)
 
 
 def get_by_key(mos: MemOS, item: ItemKey) -> MemCube | None:

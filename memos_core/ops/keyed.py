@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from memos_core.cube import MemCube, utcnow
-from memos_core.errors import ConflictError
+from memos_core.cube import MemCube, State, utcnow
+from memos_core.errors import ConflictError, InvalidInputError
 from memos_core.governance.derived import with_flag_of
 from memos_core.lifecycle import INDEXED
 from memos_core.ops.share import inherit_grants
@@ -23,10 +23,14 @@ from memos_core.store import MemoryStore
 from memos_core.vault import Actor, ItemKey
 from memos_core.vault.base import NamespaceGrant
 
-__all__ = ["live_keyed", "put_keyed"]
+__all__ = ["StateOf", "live_keyed", "put_keyed"]
 
 #: How often a put re-reads and retries after a conflict before giving up.
 ATTEMPTS = 8
+
+#: A put's choice of the lifecycle state of the version it writes, from the version it
+#: replaces (None: the key names no memory yet); None keeps the state (a new memory: generated).
+StateOf = Callable[[MemCube | None], State | None]
 
 
 def live_keyed(store: MemoryStore, item: ItemKey) -> MemCube | None:
@@ -36,9 +40,14 @@ def live_keyed(store: MemoryStore, item: ItemKey) -> MemCube | None:
 
 
 def put_keyed(store: MemoryStore, item: ItemKey, fresh: Callable[[], MemCube],
-              changes: dict[str, Any], actor: Actor) -> MemCube:
+              changes: dict[str, Any], actor: Actor, state: StateOf | None = None) -> MemCube:
     """Write under ``item``: a new memory ``fresh()`` if the key is unbound, else the next
     version of the bound memory with ``changes``; returns it as stored.
+
+    ``state``: the lifecycle state of the version written, chosen from the version it
+    replaces on each try -- so it is decided on the version this put's transaction checks
+    (``expected_version``), never on one another writer put there since (that writer's
+    own choice decides for its version).
 
     A key bound to a memory that is no longer live (expired) is released first: that
     memory keeps its history, and the key names the new one.
@@ -54,12 +63,16 @@ def put_keyed(store: MemoryStore, item: ItemKey, fresh: Callable[[], MemCube],
             store.vault.unbind_key(item, existing.id)
             continue
         grants: list[NamespaceGrant] | None = None
+        target = _chosen_state(state, existing)
         if existing is None:
-            (cube,), grants = inherit_grants(store.vault, [fresh()])
+            new = fresh()
+            if target is not None:
+                new = new.model_copy(update={"state": target})
+            (cube,), grants = inherit_grants(store.vault, [new])
             expected = None
             action = "add"
         else:
-            kept = dict(changes)
+            kept = dict(changes) if target is None else {**changes, "state": target}
             if "metadata" in kept:  # the forget flag stays, as in every new version
                 kept["metadata"] = with_flag_of(existing.metadata, kept["metadata"])  # (write_version)
             cube = existing.model_copy(update={**kept, "version": existing.version + 1,
@@ -82,3 +95,14 @@ def put_keyed(store: MemoryStore, item: ItemKey, fresh: Callable[[], MemCube],
     raise ConflictError(
         f"Key {item.key!r} in {item.namespace!r} kept changing under concurrent writers; "
         "nothing was written. Retry the put.")
+
+
+def _chosen_state(state: StateOf | None, existing: MemCube | None) -> State | None:
+    """``state``'s choice for the version replacing ``existing``; only a live state (a put
+    neither expires nor deletes a memory)."""
+    target = None if state is None else state(existing)
+    if target is not None and target not in INDEXED:
+        raise InvalidInputError(
+            f"A keyed put cannot leave its memory {target.value!r}; choose generated, "
+            "activated or archived (expire or forget it with their own calls).")
+    return target

@@ -86,6 +86,39 @@ def test_langgraph_store_items_are_shared_between_processes(two):
     assert store_b.search(("bob",), query="coffee") == []
 
 
+@pytest.mark.parametrize("last_indexed", [True, False])
+def test_the_last_of_two_processes_puts_decides_if_an_item_is_searchable(
+        two, monkeypatch, last_indexed):
+    """Process A puts a key (one of indexed / not), process B puts it the other way right
+    after A's commit: the item is B's, searchable exactly if B indexed it (A's state is
+    part of A's version, not a later write that would land on B's)."""
+    from langchain_memos import MemOSStore
+    from langchain_memos import store as store_module
+
+    a, b = two
+    store_a, store_b = MemOSStore(a, user_label=0), MemOSStore(b, user_label=0)
+    ns, last_index = ("alice", "diet"), None if last_indexed else False
+    store_b.put(ns, "diet", {"text": "Alice eats fish"}, index=last_index)
+    put_by_key, raced = store_module.put_by_key, []
+
+    def then_process_b(*args, **kwargs):
+        stored = put_by_key(*args, **kwargs)
+        if not raced:
+            raced.append(True)
+            store_b.put(ns, "diet", {"text": "Alice is vegan now"}, index=last_index)
+        return stored
+
+    monkeypatch.setattr(store_module, "put_by_key", then_process_b)
+    store_a.put(ns, "diet", {"text": "a draft"}, index=False if last_indexed else None)
+    assert raced == [True]
+    a.catch_up()
+    for mos in (a, b):
+        [cube] = mos.list(user_id="alice")
+        found = [h.id for h in mos.search("Alice is vegan now", user_id="alice")]
+        assert (cube.version, cube.state.value, found) == (
+            (3, "generated", [cube.id]) if last_indexed else (3, "archived", []))
+
+
 async def test_langgraph_checkpointer_conformance_on_postgres(pg_url):
     from langgraph.checkpoint.conformance import checkpointer_test, validate
     from langgraph.checkpoint.conformance.report import ProgressCallbacks

@@ -494,31 +494,17 @@ class MemOSStore(BaseStore):
 
     def _write(self, write: _Write) -> None:
         """One put, atomic in the vault (``memos_core.integration.put_by_key``): correct
-        with other stores, threads or processes writing the same key."""
+        with other stores, threads or processes writing the same key. The memory's state
+        (:func:`_settled_state`) is part of the put, decided on the version it replaces:
+        of two puts of a key, the last one's item is searchable exactly if it is indexed."""
         if write.text is None:
             delete_by_key(self.mos, write.item, agent_id=self.agent_id,
                           reason="langgraph store delete")
             return
-        cube = put_by_key(self.mos, write.item, write.text, metadata=write.metadata,
-                          tags=write.tags, type=self.memory_type, sensitivity=self.sensitivity,
-                          agent_id=self.agent_id, reason="langgraph store put")
-        self._settle_state(cube, write.item.user_id, write.indexed)
-
-    def _settle_state(self, cube: MemCube, user_id: str, indexed: bool) -> None:
-        """Archive a non-indexed item's memory (out of default search); bring back one
-        that the store archived for that reason once it is put indexed again. A memory
-        archived otherwise (``mos.compress``, the scheduler) stays as it is."""
-        if not indexed:
-            if cube.state in (State.GENERATED, State.ACTIVATED):
-                self.mos.set_state(cube.id, State.ARCHIVED, user_id=user_id,
-                                   reason="langgraph store put: index=False, kept out of search")
-            return
-        if cube.state is not State.ARCHIVED or cube.version < 2:
-            return
-        before = self.mos.get(cube.id, user_id=user_id, version=cube.version - 1)
-        if not _indexed(before):
-            self.mos.set_state(cube.id, State.GENERATED, user_id=user_id,
-                               reason="langgraph store put: indexed again")
+        put_by_key(self.mos, write.item, write.text, metadata=write.metadata, tags=write.tags,
+                   type=self.memory_type, sensitivity=self.sensitivity, agent_id=self.agent_id,
+                   reason="langgraph store put",
+                   state=lambda current: _settled_state(current, write.indexed))
 
 
 class _Write(NamedTuple):
@@ -530,6 +516,18 @@ class _Write(NamedTuple):
     metadata: dict[str, Any]
     tags: Sequence[str]
     indexed: bool
+
+
+def _settled_state(current: MemCube | None, indexed: bool) -> State | None:
+    """The state of the version a put writes over ``current`` (None: keep it). A
+    non-indexed item's memory is archived (out of default search); one that the store
+    archived for that reason comes back once it is put indexed again. A memory archived
+    otherwise (``mos.compress``, the scheduler) stays as it is."""
+    if not indexed:
+        return State.ARCHIVED
+    if current is not None and current.state is State.ARCHIVED and not _indexed(current):
+        return State.GENERATED
+    return None
 
 
 def _namespaces_page(found: set[tuple[str, ...]], op: ListNamespacesOp) -> list[tuple[str, ...]]:

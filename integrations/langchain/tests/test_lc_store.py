@@ -239,6 +239,43 @@ def test_an_item_changes_between_indexed_and_not(mos: MemOS) -> None:
     assert mos.get(plan.id, user_id="alice").state.value == "archived"
 
 
+@pytest.mark.parametrize("last_indexed", [True, False])
+def test_the_last_put_of_a_key_decides_whether_it_is_searchable(
+        mos: MemOS, monkeypatch: pytest.MonkeyPatch, last_indexed: bool) -> None:
+    """Two stores (workers) put one key, one indexed and one not; the last put lands right
+    after the other one's commit. The item is what the last put wrote, searchable exactly
+    if that put indexed it: a put's state is part of its own version, not a later write on
+    whatever version is current by then (which was the last put's)."""
+    ns = ("alice", "diet")
+    first, last = MemOSStore(mos, user_label=0), MemOSStore(mos, user_label=0)
+    last_index = None if last_indexed else False
+    first_index = False if last_indexed else None
+    first.put(ns, "diet", {"text": "Alice eats fish"}, index=last_index)  # version 1
+    put_by_key = store_module.put_by_key
+    raced: list[bool] = []
+
+    def then_the_other_worker(*args: Any, **kwargs: Any) -> Any:
+        stored = put_by_key(*args, **kwargs)
+        if not raced:  # the first put has committed: the other worker puts now
+            raced.append(True)
+            last.put(ns, "diet", {"text": "Alice is vegan now"}, index=last_index)
+        return stored
+
+    monkeypatch.setattr(store_module, "put_by_key", then_the_other_worker)
+    first.put(ns, "diet", {"text": "a draft"}, index=first_index)  # version 2, then 3 (last)
+    assert raced == [True]
+
+    assert first.get(ns, "diet").value == {"text": "Alice is vegan now"}
+    [cube] = mos.list(user_id="alice")
+    found = [h.id for h in mos.search("Alice is vegan now", user_id="alice")]
+    assert (cube.state.value, found) == (
+        ("generated", [cube.id]) if last_indexed else ("archived", []))
+    # one version per put, with its state: no state-only versions
+    searchable, hidden = "generated", "archived"
+    states = [searchable, hidden, searchable] if last_indexed else [hidden, searchable, hidden]
+    assert [v.state.value for v in mos.history(cube.id, user_id="alice")] == states
+
+
 def test_index_fields_choose_the_searchable_text(mos: MemOS) -> None:
     store = MemOSStore(mos, user_label=0, index_fields=["summary"])
     store.put(("alice", "docs"), "d1", {"summary": "quarterly sales report", "body": "zebra"})

@@ -341,12 +341,21 @@ def serve_stdio(server: MemoryServer, stdin: BinaryIO | None = None,
     process's) until stdin ends, on this project's line reader (see
     :mod:`memos_core.mcp_server.stdio`: a line it cannot read is answered, never dropped).
     A SIGTERM stops the server at a safe point of its event loop; this then raises
-    ``SystemExit(143)``, so the caller's ``with`` blocks close the store."""
+    ``SystemExit(143)``, so the caller's ``with`` blocks close the store. From the moment the
+    server has stopped until this returns, SIGTERM is ignored (the caller's close follows).
+
+    Raises:
+        MemOSError: stdin or stdout is closed, or reading or writing them failed other than
+            by the client going away (a full disk, an I/O error); the message says which.
+    """
     import anyio
 
-    from memos_core.mcp_server.stdio import stdio_transport
+    from memos_core.mcp_server.stdio import standard_stream, stdio_transport
 
+    stdin = stdin if stdin is not None else standard_stream("stdin")
+    stdout = stdout if stdout is not None else standard_stream("stdout")
     stopped_by_sigterm = False
+    failures: list[str] = []
 
     async def serve() -> None:
         nonlocal stopped_by_sigterm
@@ -360,7 +369,8 @@ def serve_stdio(server: MemoryServer, stdin: BinaryIO | None = None,
 
             handled = _on_sigterm_in_loop(on_sigterm)
             try:
-                async with stdio_transport(stdin, stdout) as (incoming, outgoing):
+                async with stdio_transport(stdin, stdout, failures.append) as (incoming,
+                                                                             outgoing):
                     await lowlevel.run(incoming, outgoing,
                                        lowlevel.create_initialization_options())
             finally:
@@ -371,9 +381,12 @@ def serve_stdio(server: MemoryServer, stdin: BinaryIO | None = None,
     try:
         anyio.run(serve)
     finally:
-        # asyncio puts back SIG_DFL, not the handler it found (exit_on_sigterm's)
-        if previous is not None and signal.getsignal(signal.SIGTERM) is not previous:
-            signal.signal(signal.SIGTERM, previous)
+        # the SIG_IGN of the close (or asyncio's SIG_DFL) becomes exit_on_sigterm's handler
+        # again; None: a handler set outside Python, which cannot be put back; the default is
+        if signal.getsignal(signal.SIGTERM) is not previous:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    if failures:
+        raise MemOSError(failures[0])
     if stopped_by_sigterm:
         raise SystemExit(SIGTERM_STATUS)
 
@@ -398,9 +411,19 @@ def _on_sigterm_in_loop(callback: Callable[[], None]) -> bool:
 
 
 def _stop_handling_sigterm_in_loop() -> None:
+    """Take the loop's SIGTERM handler away once the server has stopped, and ignore SIGTERM
+    from then on: the caller puts its own handler back once the loop is gone.
+
+    Removing the handler puts back SIGTERM's default, which ends the process at once: a
+    SIGTERM in the few milliseconds before the loop was gone (an MCP client sends one 2 s
+    after closing stdin) killed the process with its store open. The server has stopped, so
+    what follows is the store's close, during which SIGTERM is ignored (docs/mcp.md). Right
+    after the removal, still a few microseconds of the default remain: Python has no call
+    that takes the loop's handler away and sets another in one step."""
     import asyncio
 
     asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def build_http_server(mos: MemOS, *, tokens: TokenStore, host: str = "127.0.0.1",

@@ -15,6 +15,11 @@ read as the streamable-HTTP transport reads a request body:
   string nor an integer (``null``, ``1.5``, ``true``) gets -32600 too (id null), rather than
   being taken for a notification and left unanswered: JSON-RPC 2.0 keeps a null id for
   responses. The server goes on with the next line.
+* A response with a null id (what JSON-RPC 2.0 has a client send for a server message it
+  could not parse: ``{"jsonrpc": "2.0", "id": null, "error": {...}}``) is logged at debug
+  level and dropped: no response is ever answered.
+* A UTF-8 byte order mark at the start of stdin (a ``requests.jsonl`` saved by Notepad) is
+  skipped.
 * Bytes that are not UTF-8 are kept as lone surrogates (``surrogateescape``), so a string
   holding one gets the same tool error, instead of being replaced by U+FFFD unseen.
 
@@ -27,9 +32,13 @@ Stopping never waits on the client:
   the server back rather than filling memory). A write blocked on a client that does not
   read stdout never keeps the process alive once the store is closed, as a thread of
   anyio's pool would (the interpreter waits for those at exit).
-* A write that fails (the client closed its end of stdout) means the client is gone: the
-  server's input ends, and with it the server. So does any unexpected error in either
-  thread (it is logged): the server never runs on without a client.
+* A write that fails with a broken pipe or a reset connection (the client closed its end
+  of stdout) means the client is gone: the server's input ends, and with it the server.
+* Any other failure to write stdout or read stdin (a full disk, an I/O error, a
+  non-blocking descriptor) ends the server the same way, and is reported: to the
+  ``on_failure`` callback of :func:`stdio_transport` (``memos mcp`` then exits with an
+  error), else in the log. The server never runs on without a way to answer, and never
+  stops unseen after work it could not answer.
 * At the end of stdin the server's input ends only once every request read has been
   answered on stdout (at most :data:`ANSWER_WAIT` seconds; a SIGTERM or a failed write ends
   the wait): the SDK's server cancels the requests still running when its input ends, and
@@ -61,19 +70,28 @@ from mcp.types import (INVALID_REQUEST, PARSE_ERROR, JSONRPCError, JSONRPCMessag
                        JSONRPCResponse)
 from pydantic import ValidationError
 
+from memos_core.errors import MemOSError
+
 Incoming = MemoryObjectReceiveStream[SessionMessage | Exception]
+IncomingWriter = MemoryObjectSendStream[SessionMessage | Exception]
 Outgoing = MemoryObjectSendStream[SessionMessage]
 RequestId = str | int
 
 ANSWER_WAIT = 30.0
 """Seconds the end of stdin waits for the answers of the requests still running."""
 
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark that Windows editors put at the start of a text file."""
+
 logger = logging.getLogger(__name__)
 
 # What ends a transport thread once the server no longer takes lines: the portal stopped
-# (RuntimeError) or cancelled the call, the server closed its end, stdin or stdout closed.
+# (RuntimeError) or cancelled the call, the server closed its end.
 _STOPPED = (RuntimeError, concurrent.futures.CancelledError, anyio.BrokenResourceError,
-            anyio.ClosedResourceError, OSError, ValueError)
+            anyio.ClosedResourceError)
+# How a read or write fails when the client has closed its end of the pipe (EPIPE) or socket:
+# the client is gone, which is no error. Any other OSError (ENOSPC, EIO, EAGAIN) is one.
+_CLIENT_GONE = (BrokenPipeError, ConnectionResetError)
 
 
 def parse_line(line: bytes) -> SessionMessage | dict[str, Any] | None:
@@ -86,6 +104,11 @@ def parse_line(line: bytes) -> SessionMessage | dict[str, Any] | None:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, an int of 5,000 digits
         return error_response(None, PARSE_ERROR, f"Parse error: the line is not JSON ({exc}).")
+    if _is_null_id_response(data):
+        # the SDK's response models take no null id: it would be answered -32600, and a
+        # response is never answered (a client could answer that answer in turn)
+        logger.debug("memos mcp: dropped a response with id null: %.200s", text)
+        return None
     if isinstance(data, dict) and "method" in data and "id" in data and not _is_id(data["id"]):
         # the SDK would take it for a notification (its models allow extra fields): no answer
         return error_response(None, INVALID_REQUEST,
@@ -104,6 +127,13 @@ def parse_line(line: bytes) -> SessionMessage | dict[str, Any] | None:
 def error_response(request_id: RequestId | None, code: int, message: str) -> dict[str, Any]:
     """A JSON-RPC error response; id null where the request's id is unknown (JSON-RPC 2.0)."""
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def _is_null_id_response(data: Any) -> bool:
+    """A response (no method; a result or an error) whose id is null: JSON-RPC 2.0 has a
+    client send one for a server message it could not parse."""
+    return (isinstance(data, dict) and "method" not in data and data.get("id", 0) is None
+            and ("result" in data or "error" in data))
 
 
 def _is_id(value: Any) -> bool:
@@ -199,11 +229,13 @@ class _Outgoing:
 class _StdoutThread:
     """The thread that writes stdout: a daemon, so that a write blocked on a client that does
     not read never keeps the process alive. Messages are written in the order queued. When it
-    ends -- stdout failed (the client is gone), an unexpected error (logged), or
-    :meth:`close` -- ``on_end`` is called: it ends the server's input."""
+    ends -- the client is gone (a broken pipe), a write failed otherwise (``on_failure``),
+    or :meth:`close` -- ``on_end`` is called: it ends the server's input."""
 
-    def __init__(self, out: LineWriter, answers: _Answers, on_end: Callable[[], None]) -> None:
+    def __init__(self, out: LineWriter, answers: _Answers, on_end: Callable[[], None],
+                 on_failure: Callable[[str], None]) -> None:
         self._out, self._answers, self._on_end = out, answers, on_end
+        self._on_failure = on_failure
         self._queue: queue.SimpleQueue[_Outgoing | None] = queue.SimpleQueue()
 
     def start(self) -> None:
@@ -224,10 +256,14 @@ class _StdoutThread:
                     self._answers.written(item.answers)
                 if item.done is not None:
                     item.done()
-        except _STOPPED:
+        except (*_STOPPED, *_CLIENT_GONE):
             pass  # the client closed stdout: nobody is left to answer
-        except Exception:
+        except OSError as exc:  # a full disk, an I/O error: the answers are lost
+            self._on_failure(f"writing to stdout failed ({exc}); the MCP server stopped, and "
+                             "requests it had read may have been carried out unanswered.")
+        except Exception as exc:
             logger.exception("memos mcp: writing to stdout failed; the server stops.")
+            self._on_failure(f"writing to stdout failed ({exc!r}); the MCP server stopped.")
         finally:
             self._answers.stop()
             self._on_end()
@@ -256,8 +292,7 @@ def _lines(stdin: BinaryIO) -> Iterator[bytes]:
         yield bytes(line)
 
 
-def _end_input(portal: BlockingPortal,
-               incoming: MemoryObjectSendStream[SessionMessage | Exception]) -> None:
+def _end_input(portal: BlockingPortal, incoming: IncomingWriter) -> None:
     """End the server's input (the server then stops), from a transport thread; nothing to do
     once the transport has stopped."""
     try:
@@ -266,14 +301,16 @@ def _end_input(portal: BlockingPortal,
         pass
 
 
-def _read_lines(stdin: BinaryIO, portal: BlockingPortal, incoming: MemoryObjectSendStream[
-        SessionMessage | Exception], stdout: _StdoutThread, answers: _Answers) -> None:
+def _read_lines(stdin: BinaryIO, portal: BlockingPortal, incoming: IncomingWriter,
+                stdout: _StdoutThread, answers: _Answers,
+                on_failure: Callable[[str], None]) -> None:
     """The reader thread: each line's message to the server, each unreadable line's error to
-    stdout. At the end of stdin (or on any error) the server's input ends, at stdin's end
-    only once the requests read are answered (:data:`ANSWER_WAIT`)."""
+    stdout. At the end of stdin (or on any error: one other than the client going away is
+    passed to ``on_failure``) the server's input ends, at stdin's end only once the requests
+    read are answered (:data:`ANSWER_WAIT`)."""
     try:
-        for line in _lines(stdin):
-            parsed = parse_line(line)
+        for number, line in enumerate(_lines(stdin)):
+            parsed = parse_line(line.removeprefix(BOM) if number == 0 else line)
             if isinstance(parsed, SessionMessage):
                 if isinstance(parsed.message.root, JSONRPCRequest):
                     answers.expect(parsed.message.root.id)
@@ -281,10 +318,13 @@ def _read_lines(stdin: BinaryIO, portal: BlockingPortal, incoming: MemoryObjectS
             elif parsed is not None:
                 stdout.put(_Outgoing(parsed))
         answers.wait(ANSWER_WAIT)
-    except _STOPPED:
-        pass  # the server stopped: nobody is left to read for
-    except Exception:
+    except (*_STOPPED, *_CLIENT_GONE):
+        pass  # the server stopped, or the client went away: nobody is left to read for
+    except OSError as exc:  # an I/O error, a non-blocking stdin
+        on_failure(f"reading stdin failed ({exc}); the MCP server stopped.")
+    except Exception as exc:
         logger.exception("memos mcp: reading stdin failed; the server stops.")
+        on_failure(f"reading stdin failed ({exc!r}); the MCP server stopped.")
     finally:
         _end_input(portal, incoming)
 
@@ -310,23 +350,43 @@ def _set_from_thread(portal: BlockingPortal, event: anyio.Event) -> None:
         pass  # the transport stopped: nobody waits
 
 
+def standard_stream(name: str) -> BinaryIO:
+    """The process's ``"stdin"`` or ``"stdout"``, binary.
+
+    Raises:
+        MemOSError: it is closed (``memos mcp <&-``: Python then has no ``sys.stdin``).
+    """
+    stream = getattr(sys, name)
+    if stream is None or getattr(stream, "buffer", None) is None:
+        raise MemOSError(f"{name} is closed: the stdio MCP server reads its client's requests "
+                         "from stdin and answers on stdout. Start it from an MCP client, or "
+                         "as `memos mcp < requests.jsonl > answers.jsonl`.")
+    buffer: BinaryIO = stream.buffer
+    return buffer
+
+
 @asynccontextmanager
-async def stdio_transport(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None
+async def stdio_transport(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None,
+                          on_failure: Callable[[str], None] | None = None
                           ) -> AsyncIterator[tuple[Incoming, Outgoing]]:
     """The streams an MCP ``Server.run`` takes, over ``stdin`` and ``stdout`` (binary;
-    default the process's). The incoming stream ends with stdin, once the requests read are
-    answered, or when the client closes stdout."""
+    default the process's, see :func:`standard_stream`). The incoming stream ends with
+    stdin, once the requests read are answered, when the client closes stdout, or when
+    reading or writing fails otherwise: then ``on_failure`` is called (from a transport
+    thread) with a message that says what failed; without it the message is logged."""
+    stdin = stdin if stdin is not None else standard_stream("stdin")
+    stdout = stdout if stdout is not None else standard_stream("stdout")
+    report = on_failure if on_failure is not None else partial(logger.error, "memos mcp: %s")
     answers = _Answers()
     incoming_writer, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     outgoing, outgoing_reader = anyio.create_memory_object_stream[SessionMessage](0)
     async with BlockingPortal() as portal, anyio.create_task_group() as tasks:
-        writer = _StdoutThread(LineWriter(stdout if stdout is not None else sys.stdout.buffer),
-                               answers, lambda: _end_input(portal, incoming_writer))
+        writer = _StdoutThread(LineWriter(stdout), answers,
+                               lambda: _end_input(portal, incoming_writer), report)
         writer.start()
         tasks.start_soon(_write_messages, outgoing_reader, writer, portal)
         threading.Thread(target=_read_lines, name="memos-mcp-stdin", daemon=True,
-                         args=(stdin if stdin is not None else sys.stdin.buffer, portal,
-                               incoming_writer, writer, answers)).start()
+                         args=(stdin, portal, incoming_writer, writer, answers, report)).start()
         try:
             yield incoming, outgoing
         finally:

@@ -248,3 +248,112 @@ def test_a_request_whose_id_is_not_a_string_or_an_integer_is_answered(
         client.proc.stdin.close()  # type: ignore[union-attr]
         code = client.proc.wait(timeout=60)
     assert code == 0, client.proc.stderr.read()  # type: ignore[union-attr]
+
+
+# -- failures that are not the client going away; responses; stdin as editors write it -------
+
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_failed_write_to_stdout_is_an_error(tmp_path: Path, assert_closed_cleanly: Checker) -> None:
+    """``memos mcp < requests.jsonl > /dev/full``: every write fails with ENOSPC. Such a
+    failure used to be taken for a client that closed stdout: the server stopped with status
+    0 and said nothing, although it had carried out requests. Now: one error line, status 1,
+    the store closed. (A client that closes stdout still ends the server with status 0:
+    test_the_stdio_server_stops_when_the_client_leaves_after_an_unreadable_line.)"""
+    data = tmp_path / "data"
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run([*CLI, "--data-dir", str(data), "--user", "alice"],
+                              input=_lines(INITIALIZE, INITIALIZED, _get_missing(2)),
+                              stdout=full, stderr=subprocess.PIPE, env=server_env(),
+                              timeout=120)
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    assert stderr.splitlines() == ["memos: error: writing to stdout failed ([Errno 28] No space "
+                                   "left on device); the MCP server stopped, and requests it "
+                                   "had read may have been carried out unanswered."], stderr
+    assert_closed_cleanly(data)
+
+
+# The SIGTERM an MCP client sends 2 s after closing stdin, landing right after the server has
+# stopped and taken the loop's SIGTERM handler away, before the loop is gone: in that window
+# asyncio had put back SIGTERM's default, which killed the process (-15) with its store open.
+_SIGTERM_AFTER_THE_LOOP_HANDLER = """
+import os, signal, sys
+from memos_core.cli import main
+from memos_core.mcp_server import server
+
+remove = server._stop_handling_sigterm_in_loop
+
+def remove_then_sigterm():
+    remove()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+server._stop_handling_sigterm_in_loop = remove_then_sigterm
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sigterm_as_the_stdio_server_stops_is_ignored(
+        tmp_path: Path, assert_closed_cleanly: Checker) -> None:
+    """Stdin ended, so the store's close follows, during which SIGTERM is ignored
+    (docs/mcp.md): the process exits as it would have, status 0, the store closed."""
+    data = tmp_path / "data"
+    done = subprocess.run([sys.executable, "-c", _SIGTERM_AFTER_THE_LOOP_HANDLER, "mcp",
+                           "--data-dir", str(data), "--user", "alice"],
+                          input=_lines(INITIALIZE, INITIALIZED, _get_missing(2)),
+                          capture_output=True, env=server_env(), timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == [1, 2]
+    assert_closed_cleanly(data)
+
+
+@pytest.mark.parametrize("response", [
+    {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}},
+    {"jsonrpc": "2.0", "id": None, "result": {}},
+], ids=["error", "result"])
+def test_a_response_with_a_null_id_gets_no_answer(tmp_path: Path, response: Any) -> None:
+    """JSON-RPC 2.0 has a client send an error with id null for a server message it could
+    not parse; the SDK's models refuse a null id, and the server answered it with -32600 (a
+    client may answer that in turn). Responses get no answer: the next line the server
+    writes is the answer to the ping that follows."""
+    client = RawStdio(tmp_path / "data")
+    try:
+        client.send(json.dumps(response).encode())
+        assert client.ask(b'{"jsonrpc":"2.0","id":"next","method":"ping"}') == {
+            "jsonrpc": "2.0", "id": "next", "result": {}}
+    finally:
+        client.proc.stdin.close()  # type: ignore[union-attr]
+        code = client.proc.wait(timeout=60)
+    assert code == 0, client.proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_a_byte_order_mark_at_the_start_of_stdin_is_skipped(tmp_path: Path) -> None:
+    """A requests.jsonl saved by Notepad starts with a UTF-8 BOM: the first line got a parse
+    error, and without its initialize the session failed."""
+    done = subprocess.run([*CLI, "--data-dir", str(tmp_path / "data"), "--user", "alice"],
+                          input=b"\xef\xbb\xbf" + _lines(INITIALIZE, INITIALIZED,
+                                                        {"jsonrpc": "2.0", "id": 2,
+                                                         "method": "ping"}),
+                          capture_output=True, env=server_env(), timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["id"] for a in answers] == [1, 2] and "result" in answers[0], answers
+
+
+@pytest.mark.parametrize("stream", ["stdin", "stdout"])
+def test_a_closed_stdin_or_stdout_is_one_clear_error(
+        tmp_path: Path, stream: str, assert_closed_cleanly: Checker) -> None:
+    """``memos mcp <&-`` (or ``>&-``): Python has no ``sys.stdin`` then, and the server died
+    with a traceback (AttributeError: 'NoneType' object has no attribute 'buffer')."""
+    data = tmp_path / "data"
+    close = "<&-" if stream == "stdin" else ">&-"
+    done = subprocess.run(["sh", "-c", f'exec "$@" {close}', "sh", *CLI, "--data-dir", str(data),
+                           "--user", "alice"], stdin=subprocess.DEVNULL, capture_output=True,
+                          env=server_env(), timeout=120)
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    assert stderr.startswith(f"memos: error: {stream} is closed: ") and len(
+        stderr.splitlines()) == 1, stderr
+    assert_closed_cleanly(data)

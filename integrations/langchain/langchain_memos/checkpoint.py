@@ -20,9 +20,19 @@ user's conversation, and one user's forget neither rewrites it nor reports it. A
 names its run's user in its metadata under the checkpointer's ``user_id_key``: LangGraph
 copies ``configurable["user_id"]`` there, and the checkpointer adds the user of the run's
 context (``invoke(..., context=...)``, the way ``create_agent(context_schema=...)`` passes
-it), which LangGraph does not copy. While a checkpointer is open this is its forget hook
-(its ``serde``); otherwise :func:`redact_vault`, this package's vault redactor (entry point
-``memos_core.vault_redactors``), does the same with the default serializer.
+it), which LangGraph does not copy; it also records that user under :data:`OWNER_KEY`,
+whatever its ``user_id_key`` (left out of the metadata read back). While a checkpointer is
+open this is its forget hook (its ``serde``); otherwise :func:`redact_vault`, this package's
+vault redactor (entry point ``memos_core.vault_redactors``), does the same with the default
+serializer, reading the user under :data:`OWNER_KEY` (else ``"user_id"``: checkpoints of
+earlier versions).
+
+A custom ``serde``: its checkpoints also store value-less owner marks (:data:`OWNER_MARK`),
+so a redactor that cannot decode them still tells whose thread it is. Such a thread that
+names the forgotten memory's owner makes the forget raise ``MemOSError`` naming it (the
+memory is not forgotten); one of other users, or of no user (logged), is left alone, so no
+other user's forget fails on it. A ``serde`` whose bytes do not show the text (compressed,
+encrypted) has every value of the threads searched decoded, as the byte filter cannot work.
 
 Data directories from earlier versions kept ``<data_dir>/checkpoints.sqlite3``; the first
 checkpointer opened on one moves its rows into the vault and deletes the file. Until then
@@ -32,12 +42,13 @@ checkpointer opened on one moves its rows into the vault and deletes the file. U
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -53,7 +64,7 @@ from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_methods
 from langgraph.types import Interrupt, Send
 from memos_core import resolve_memos
-from memos_core import InvalidInputError, MemCube, MemOS
+from memos_core import InvalidInputError, MemCube, MemOS, MemOSError
 from memos_core.integration import (
     in_thread,
     CHECKPOINT_FILE,
@@ -95,6 +106,21 @@ _VALUE_COLUMNS = (
 #: Message fields that may carry text (content; tool-call arguments; provider extras).
 _MESSAGE_FIELDS = ("content", "tool_calls", "invalid_tool_calls", "additional_kwargs", "artifact")
 
+#: The metadata key under which a checkpoint records its run's user, whatever the
+#: checkpointer's ``user_id_key``: the vault redactor, which does not know that key, reads
+#: it. LangGraph never copies a ``configurable`` key starting with ``__`` into metadata, so
+#: only the checkpointer writes it; it is left out of the metadata read back.
+OWNER_KEY = "__memos_user_id__"
+#: The channel of a thread's owner marks: with a custom ``serde``, each checkpoint of a user
+#: also stores two value-less blobs ``(OWNER_MARK, <user>)`` and ``(OWNER_MARK, ANY_USER)``,
+#: which a process without that ``serde`` (that cannot decode the metadata) reads to tell
+#: whose thread it is. LangGraph never loads them (no checkpoint lists the channel).
+OWNER_MARK = "__memos_user__"
+#: The owner mark's version that says "a checkpoint of the thread names a user".
+ANY_USER = ""
+
+logger = logging.getLogger(__name__)
+
 
 
 class MemOSCheckpointer(BaseCheckpointSaver[int]):
@@ -119,9 +145,11 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         """Use ``mos``'s vault (moving an old ``<data_dir>/checkpoints.sqlite3`` into it).
 
         ``user_id_key``: the ``configurable`` key that names a thread's user (as for
-        ``MemOSMiddleware``); a forget leaves threads that name other users alone. The
-        checkpointer does not own ``mos``; :meth:`close` (or the context manager) ends its
-        forget hook.
+        ``MemOSMiddleware``); a forget leaves threads that name other users alone (each
+        checkpoint also records the user under :data:`OWNER_KEY`, for forgets run where no
+        checkpointer is open). ``serde``: every process that forgets on this vault must open
+        its checkpointer with the same one (see the module's "Forgetting"). The checkpointer
+        does not own ``mos``; :meth:`close` (or the context manager) ends its forget hook.
         """
         mos = resolve_memos(mos)  # a postgresql:// URL: the process's shared MemOS
         if not isinstance(mos, MemOS):
@@ -133,6 +161,9 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         super().__init__(serde=serde)
         self.mos = mos
         self.user_id_key = user_id_key
+        #: whether puts store owner marks (OWNER_MARK): values the default serializer may
+        #: not decode
+        self._marks = serde is not None
         self._store: ThreadCheckpoints = thread_checkpoints(mos)
         #: the native async storage (server mode), else None: async twins use a thread
         self._astore: AsyncThreadCheckpoints | None = async_checkpoints(self._store)
@@ -239,7 +270,7 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         return CheckpointTuple(
             config=_config(thread, ns, checkpoint_id),
             checkpoint=checkpoint,
-            metadata=self.serde.loads_typed(record.metadata),
+            metadata=_without_owner(self.serde.loads_typed(record.metadata)),
             parent_config=_config(thread, ns, parent) if parent else None,
             pending_writes=[(t, ch, self.serde.loads_typed(v)) for t, ch, v in writes],
         )
@@ -277,12 +308,16 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
             if isinstance(user, str) and user:
                 full_metadata[self.user_id_key] = user
         user = full_metadata.get(self.user_id_key)
+        if isinstance(user, str) and user:  # for the vault redactor, which reads no other key
+            full_metadata[OWNER_KEY] = user
         for redactor in self._late(checkpoint["id"], user):
             values = {ch: _redact(v, redactor) for ch, v in values.items()}
         blobs: list[tuple[str, str, Typed]] = []
         for channel, version in new_versions.items():
             typed = self.serde.dumps_typed(values[channel]) if channel in values else ("empty", None)
             blobs.append((channel, str(version), typed))
+        if self._marks and isinstance(user, str) and user:
+            blobs += [(OWNER_MARK, user, ("empty", None)), (OWNER_MARK, ANY_USER, ("empty", None))]
         run_id = full_metadata.get("run_id")
         record = CheckpointRecord(
             thread, ns, checkpoint["id"], get_checkpoint_id(config),
@@ -486,28 +521,133 @@ def _run_user(config: RunnableConfig, key: str) -> object:
 def redact_vault(vault: ThreadCheckpoints, memory: MemCube) -> list[DerivedForm]:
     """The vault redactor (entry point ``memos_core.vault_redactors``, ``checkpoints``):
     :func:`_redact_vault` with the default serializer. ``MemOS.forget`` calls it only when
-    no open checkpointer of that ``MemOS`` registered its own hook."""
+    no open checkpointer of that ``MemOS`` registered its own hook. It knows no
+    checkpointer's ``user_id_key``: a checkpoint's user is the one recorded under
+    :data:`OWNER_KEY` (else under ``"user_id"``, as earlier versions left it)."""
     return _redact_vault(vault, maybe_add_typed_methods(MemOSCheckpointer.serde), memory)
 
 
-def _others_threads(metadata: Iterable[tuple[str, Typed]], serde: SerializerProtocol,
-                    owner: str, user_id_key: str) -> set[str]:
-    """The threads that are other users' conversations: some checkpoint's metadata names a
-    user (``user_id_key``) and none names ``owner``. ``metadata``: (thread, metadata) of
-    every checkpoint."""
-    users: dict[str, set[str]] = {}
-    for thread, typed in metadata:
-        named = serde.loads_typed(typed).get(user_id_key)
-        users.setdefault(thread, set())
+#: ``marks(thread, namespaces, user)``: whether the thread's owner marks (:data:`OWNER_MARK`)
+#: in one of ``namespaces`` name ``user`` (:data:`ANY_USER`: some user)
+Marks = Callable[[str, Collection[str], str], bool]
+
+
+def _vault_marks(vault: ThreadCheckpoints) -> Marks:
+    """The owner marks stored in ``vault``."""
+    def named(thread: str, namespaces: Collection[str], user: str) -> bool:
+        return any(vault.cp_blobs(thread, ns, {OWNER_MARK: user}) for ns in sorted(namespaces))
+    return named
+
+
+def _named_user(metadata: object, user_id_key: str) -> str | None:
+    """The user a checkpoint's decoded metadata names: under :data:`OWNER_KEY`, else under
+    ``user_id_key`` (checkpoints of earlier versions); None: no user."""
+    if not isinstance(metadata, dict):
+        return None
+    for key in (OWNER_KEY, user_id_key):
+        named = metadata.get(key)
         if isinstance(named, str) and named:
-            users[thread].add(named)
-    return {thread for thread, named in users.items() if named and owner not in named}
+            return named
+    return None
+
+
+def _without_owner(metadata: Any) -> Any:
+    """Decoded metadata as LangGraph gave it: without :data:`OWNER_KEY`."""
+    if isinstance(metadata, dict) and OWNER_KEY in metadata:
+        return {k: v for k, v in metadata.items() if k != OWNER_KEY}
+    return metadata
+
+
+def _others_threads(metadata: Iterable[tuple[str, str, Typed]], serde: SerializerProtocol,
+                    owner: str, user_id_key: str, marks: Marks | None = None) -> set[str]:
+    """The threads a forget of ``owner``'s memory leaves alone. ``metadata``: (thread,
+    namespace, metadata) of every checkpoint in scope.
+
+    - Another user's conversation: some checkpoint's metadata names a user
+      (:func:`_named_user`) and none names ``owner``.
+    - A thread with metadata ``serde`` cannot decode (written with another ``serde``) that
+      names no user, or others (its decoded checkpoints or its owner marks, ``marks``): its
+      values cannot be read, so nothing in it can be redacted, and another user's forget
+      must not fail on it. One that names no user may hold anyone's text: logged.
+
+    Raises:
+        MemOSError: a thread that names ``owner`` holds metadata ``serde`` cannot decode: the
+            memory may be in it and cannot be redacted, so the forget must not succeed.
+    """
+    users: dict[str, set[str]] = {}
+    unreadable: dict[str, tuple[str, set[str]]] = {}  # thread: (a type not decoded, namespaces)
+    for thread, ns, typed in metadata:
+        named = users.setdefault(thread, set())
+        try:
+            user = _named_user(serde.loads_typed(typed), user_id_key)
+        except Exception:  # another serde's type (NotImplementedError), or its bytes
+            unreadable.setdefault(thread, (typed[0], set()))[1].add(ns)
+            continue
+        if user is not None:
+            named.add(user)
+    others = {thread for thread, named in users.items() if named and owner not in named}
+    nobodys = []
+    for thread, (vtype, namespaces) in sorted(unreadable.items()):
+        if owner in users[thread] or (marks is not None and marks(thread, namespaces, owner)):
+            raise MemOSError(
+                f"Cannot redact the forgotten memory in LangGraph thread {thread!r} of user "
+                f"{owner!r}: its checkpoints were stored with a serde this process does not "
+                f"have (values of type {vtype!r}, which {type(serde).__name__} cannot "
+                "decode), so the memory was not forgotten. Forget it through a MemOS whose "
+                "MemOSCheckpointer is open with that serde (every process on a server must "
+                "use the same serde), or delete the thread (checkpointer.delete_thread("
+                f"{thread!r})), then forget again.")
+        others.add(thread)
+        if not users[thread] and not (marks is not None and marks(thread, namespaces, ANY_USER)):
+            nobodys.append(thread)
+    if nobodys:
+        logger.warning(
+            "Forget of a memory of %r: LangGraph threads %s name no user and were stored with "
+            "a serde this process does not have (%s cannot decode them); they were not "
+            "searched and may still hold the memory. Forget through a MemOSCheckpointer "
+            "open with that serde.", owner, ", ".join(map(repr, nobodys[:5]))
+            + (f" (and {len(nobodys) - 5} more)" if len(nobodys) > 5 else ""),
+            type(serde).__name__)
+    return others
+
+
+def _loads(serde: SerializerProtocol, typed: Typed) -> Any:
+    """A stored value a forget searches (its owner's or nobody's thread), decoded; a clear
+    error when ``serde`` cannot decode it (another ``serde`` wrote it)."""
+    try:
+        return serde.loads_typed(typed)
+    except Exception as exc:
+        raise MemOSError(
+            f"A stored LangGraph checkpoint value (type {typed[0]!r}) that may hold the "
+            f"forgotten memory cannot be decoded by {type(serde).__name__} ({exc}), so it "
+            "could not be redacted and the memory was not forgotten. It was stored with "
+            "another serde: "
+            "forget through a MemOS whose MemOSCheckpointer is open with that serde (every "
+            "process on a server must use the same serde), then forget again.") from exc
+
+
+def _plain(serde: SerializerProtocol) -> bool:
+    """Whether ``serde`` stores a message's text in its bytes, as the default serializer
+    does (the vault's byte filter finds it), rather than compressed or encrypted."""
+    probe = "MemOS plain text probe 7741"
+    try:
+        _, data = serde.dumps_typed([HumanMessage(probe)])
+    except Exception:
+        return False
+    return data is not None and probe.encode() in data
+
+
+def _needles(serde: SerializerProtocol, needles: Sequence[bytes]) -> list[bytes]:
+    """``cp_redact``'s filter: ``needles``, or, when ``serde``'s bytes do not show the
+    text, the empty needle that every value contains (each is decoded and searched)."""
+    return list(needles) if not needles or _plain(serde) else [b""]
 
 
 def _redact_vault(vault: ThreadCheckpoints, serde: SerializerProtocol,
                   memory: MemCube, user_id_key: str = "user_id") -> list[DerivedForm]:
     """Redact ``memory`` in every stored value of the threads of its owner and of no user
-    (one vault transaction); one form per thread that held it."""
+    (one vault transaction); one form per thread that held it. Threads ``serde`` cannot
+    read: :func:`_others_threads`."""
     return _redact_threads(vault, serde, MessageRedactor(memory), user_id_key)
 
 
@@ -516,18 +656,21 @@ def _redact_threads(vault: ThreadCheckpoints, serde: SerializerProtocol,
                     only: str | None = None) -> list[DerivedForm]:
     """:func:`_redact_vault` with the memory's redactor (``only``: in that thread only)."""
     records = vault.cp_list()
-    others = _others_threads(((r.thread_id, r.metadata) for r in records), serde,
-                             redactor.user_id, user_id_key)
+    others = _others_threads(
+        ((r.thread_id, r.checkpoint_ns, r.metadata) for r in records
+         if only is None or r.thread_id == only),
+        serde, redactor.user_id, user_id_key, _vault_marks(vault))
     if only is not None:
         others |= {r.thread_id for r in records} - {only}
     redactor = redactor.with_texts(_source_texts(vault, serde, redactor, others))
 
     def rewrite(typed: Typed) -> Typed | None:
-        value = serde.loads_typed(typed)
+        value = _loads(serde, typed)
         redacted = _redact(value, redactor)
         return None if redacted is value else serde.dumps_typed(redacted)
 
-    threads = vault.cp_redact(redactor.patterns(), rewrite, skip_threads=others)
+    threads = vault.cp_redact(_needles(serde, redactor.patterns()), rewrite,
+                              skip_threads=others)
     return [DerivedForm(kind="conversation_log", id=f"{FORM}:{t}", action="redacted")
             for t in threads]
 
@@ -557,10 +700,10 @@ def _redact_db(db: sqlite3.Connection, path: Path, serde: SerializerProtocol,
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     others: set[str] = set()
     if "checkpoints" in tables:
-        rows = db.execute("SELECT thread_id, metadata_type, metadata FROM checkpoints "
-                          "WHERE metadata IS NOT NULL").fetchall()
-        others = _others_threads(((t, (mt, m)) for t, mt, m in rows), serde, memory.user_id,
-                                 "user_id")
+        rows = db.execute("SELECT thread_id, checkpoint_ns, metadata_type, metadata "
+                          "FROM checkpoints WHERE metadata IS NOT NULL").fetchall()
+        others = _others_threads(((t, ns, (mt, m)) for t, ns, mt, m in rows), serde,
+                                 memory.user_id, "user_id")
     threads: set[str] = set()
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -594,7 +737,7 @@ def _redact_column(db: sqlite3.Connection, serde: SerializerProtocol, table: str
     for rowid, thread, vtype, blob in rows:
         if thread in skip:
             continue
-        value = serde.loads_typed((vtype, blob))
+        value = _loads(serde, (vtype, blob))
         redacted = _redact(value, redactor)
         if redacted is value:
             continue
@@ -616,11 +759,11 @@ def _source_texts(vault: ThreadCheckpoints, serde: SerializerProtocol, redactor:
     found: list[str] = []
     if redactor.source_ids:
         def visit(typed: Typed) -> None:
-            _collect_sources(serde.loads_typed(typed), redactor, found)
+            _collect_sources(_loads(serde, typed), redactor, found)
             return None  # read only
 
-        vault.cp_redact(sorted(s.encode() for s in redactor.source_ids), visit,
-                        skip_threads=others)
+        vault.cp_redact(_needles(serde, sorted(s.encode() for s in redactor.source_ids)),
+                        visit, skip_threads=others)
     return found
 
 

@@ -479,6 +479,116 @@ def test_a_custom_user_id_key_names_the_threads_user(mos: MemOS) -> None:
         MemOSCheckpointer(mos, user_id_key="")
 
 
+def _put(saver: MemOSCheckpointer, thread: str, configurable: dict[str, str], text: str) -> None:
+    """A checkpoint of ``thread`` holding ``text``; ``configurable`` names its user."""
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"messages": [HumanMessage(text, id=f"{thread}-m")]}
+    checkpoint["channel_versions"] = {"messages": "1"}
+    saver.put({"configurable": {"thread_id": thread, "checkpoint_ns": "", **configurable}},
+              checkpoint, {}, {"messages": "1"})
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["closed", "reopened"])
+def test_a_custom_user_id_key_keeps_other_users_threads_with_no_checkpointer_open(
+        make_mos: Callable[..., MemOS], restart: bool) -> None:
+    """The vault redactor (no checkpointer open: closed, another worker, the CLI) does not
+    know the checkpointer's ``user_id_key``. It read only ``"user_id"``, so a thread tagged
+    under another key was nobody's: Mallory's forget rewrote Alice's thread and named it in
+    her receipt. The checkpointer records the user under a key of its own too."""
+    mos = make_mos()
+    with MemOSCheckpointer(mos, user_id_key="uid") as saver:
+        _put(saver, "alice-t", {"uid": "alice"}, SECRET)
+        _put(saver, "nobody-t", {}, SECRET)
+        metadata = saver.get_tuple({"configurable": {"thread_id": "alice-t"}}).metadata
+        assert metadata["uid"] == "alice"  # and the checkpointer's own key is not shown:
+        assert not [key for key in metadata if key.startswith("__")]
+    if restart:
+        mos.close()
+        mos = make_mos()
+    planted = mos.add(SECRET, user_id="mallory")
+    assert [d.id for d in mos.forget(planted.id, user_id="mallory").derived] == [
+        f"{FORM}:nobody-t"]
+    alices = mos.add(SECRET, user_id="alice")
+    _put(MemOSCheckpointer(mos, user_id_key="uid"), "nobody-t", {}, SECRET)  # said again
+    assert [d.id for d in mos.forget(alices.id, user_id="alice").derived] == [
+        f"{FORM}:alice-t", f"{FORM}:nobody-t"]
+    with MemOSCheckpointer(mos, user_id_key="uid") as saver:
+        assert _texts(saver, "alice-t") == ["[forgotten]"]
+
+
+def test_checkpoints_of_earlier_versions_name_their_user_under_user_id(mos: MemOS) -> None:
+    """A checkpoint stored before the checkpointer recorded OWNER_KEY still names its user
+    under "user_id", and reads back as it was stored."""
+    from dataclasses import replace
+
+    with MemOSCheckpointer(mos) as saver:
+        _put(saver, "alice-t", {"user_id": "alice"}, SECRET)
+        store, serde = saver._store, saver.serde
+        [record] = store.cp_list("alice-t")
+        old = {"user_id": "alice", "source": "input", "step": 0}
+        store.cp_put(replace(record, metadata=serde.dumps_typed(old)), [])
+        assert saver.get_tuple({"configurable": {"thread_id": "alice-t"}}).metadata == old
+    planted = mos.add(SECRET, user_id="mallory")
+    assert mos.forget(planted.id, user_id="mallory").derived == ()
+    with MemOSCheckpointer(mos) as saver:
+        assert _texts(saver, "alice-t") == [SECRET]
+
+
+class _Zipped:
+    """A serde that compresses what LangGraph's default one writes (as one that encrypts
+    at rest would): its types are unknown to the default serializer."""
+
+    def __init__(self) -> None:
+        from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+        self._inner = JsonPlusSerializer()
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        import zlib
+
+        kind, data = self._inner.dumps_typed(obj)
+        return "z-" + kind, zlib.compress(data)
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        import zlib
+
+        kind, raw = data
+        if kind.startswith("z-"):
+            return self._inner.loads_typed((kind[2:], zlib.decompress(raw)))
+        return self._inner.loads_typed(data)
+
+
+def test_a_custom_serde_fails_only_its_users_forget_with_no_checkpointer_open(
+        mos: MemOS, caplog: pytest.LogCaptureFixture) -> None:
+    """The vault redactor decodes with the default serializer. A thread stored with another
+    serde made every forget (any user's) fail with LangGraph's NotImplementedError. Now
+    another user's forget succeeds; the owner's fails with a MemOSError naming the thread
+    (the memory is not forgotten: nothing could redact it there), and succeeds once a
+    checkpointer with that serde is open."""
+    from memos_core import MemOSError
+
+    saver = MemOSCheckpointer(mos, serde=_Zipped(), user_id_key="uid")
+    _put(saver, "alice-t", {"uid": "alice"}, SECRET)
+    _put(saver, "nobody-t", {}, "Carol likes tea.")
+    saver.close()
+
+    carols = mos.add("Carol prefers window seats.", user_id="carol")
+    with caplog.at_level("WARNING", logger="langchain_memos.checkpoint"):
+        assert mos.forget(carols.id, user_id="carol").derived == ()
+    assert "'nobody-t'" in caplog.text and "'alice-t'" not in caplog.text
+
+    alices = mos.add(SECRET, user_id="alice")
+    with pytest.raises(MemOSError, match="'alice-t'.*serde.*not forgotten"):
+        mos.forget(alices.id, user_id="alice")
+    assert mos.get(alices.id, user_id="alice").text == SECRET
+
+    with MemOSCheckpointer(mos, serde=_Zipped(), user_id_key="uid") as saver:
+        assert _texts(saver, "alice-t") == [SECRET]
+        receipt = mos.forget(alices.id, user_id="alice")
+        assert [d.id for d in receipt.derived] == [f"{FORM}:alice-t"]
+        assert _texts(saver, "alice-t") == ["[forgotten]"]
+
+
 def test_a_short_memory_matches_only_whole_messages(mos: MemOS) -> None:
     """A one-letter memory must not redact that letter in every conversation: a text
     shorter than MIN_NEEDLE characters matches only a message that is exactly it."""

@@ -14,6 +14,7 @@ which is how :func:`remove_if_abandoned` tells a killed process's directory from
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -90,14 +91,30 @@ def _cannot_create(path: Path, exc: OSError) -> MemOSError:
 #: this process" from another process (a pid in the file can be another container's pid 1).
 #: A forked child holds none of its parent's locks.
 _HELD: set[str] = set()
+#: Held from an open's look at :data:`_HELD` to its entry there: of two threads opening one
+#: directory at once, the second sees the first's entry (a lock per process, as on NFS, would
+#: let both lock the file).
+_ACQUIRING = threading.Lock()
+#: One thread lock per :func:`waiting_lock` file (by real path): the file lock excludes other
+#: processes, and threads of this one only where it is per open file (flock on a local disk,
+#: not the per-process locks of NFS).
+_WAITING: dict[str, threading.Lock] = {}
+_WAITING_GUARD = threading.Lock()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_HELD.clear)
+    os.register_at_fork(after_in_child=_WAITING.clear)  # the parent's threads are not here
+
+#: What a refused non-blocking lock raises when another holder has it; any other error is the
+#: file system refusing locks altogether (ENOLCK: NFS without its lock manager).
+_HELD_ERRNOS = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES})
 
 
 def _unlock(fd: int) -> None:
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:  # no lock to drop (the file system refused it): closing is what is left
+        pass
     finally:
         os.close(fd)
 
@@ -121,14 +138,26 @@ def _dropped(fd: int, path: Path, owner_pid: int) -> None:
 
 
 def _try_lock(fd: int) -> bool:
+    """Lock ``fd`` without waiting: True if locked now, False if another holder has it.
+    Raises ``OSError`` where the file system refuses locks (``ENOLCK``: an NFS mount without
+    its lock manager): that is no holder, and taking it for one named a process that does not
+    exist."""
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         else:  # pragma: no cover
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-    except OSError:
-        return False
+    except OSError as exc:
+        if fcntl is None or exc.errno in _HELD_ERRNOS:
+            return False
+        raise
     return True
+
+
+def _locks_refused(path: Path, exc: OSError, remedy: str) -> MemOSError:
+    return MemOSError(f"Cannot lock {path} ({exc.strerror or exc}): the file system refuses "
+                      "file locks (an NFS mount without its lock manager, say), and memos-core "
+                      f"locks it so that one process at a time writes there. {remedy}")
 
 
 @contextlib.contextmanager
@@ -136,30 +165,62 @@ def waiting_lock(path: Path, waiting: str) -> Iterator[bool]:
     """Hold an exclusive lock on the file ``path`` (created if missing, never removed: removing
     a lock file lets a waiter lock the old file while a newcomer locks a new one) for the
     ``with`` block, waiting as long as another holder keeps it (logged at INFO: ``waiting``,
-    then the path). The lock is per open file, so threads of one process exclude each other
-    too; a holder that dies releases it.
+    then the path). Threads of this process exclude each other by a thread lock per file
+    (the file lock is per process on some file systems, NFS's); a holder that dies releases
+    it.
 
-    Yields True when held; False, without locking, when the file can be neither created nor
-    opened (a read-only cache, another user's lock file): a caller that cannot write there
-    cannot fill the cache either, and goes on to its read-only handling.
+    Yields True when held; False, without the file lock (other threads of this process are
+    still excluded), when the file can be neither created nor opened (a read-only cache,
+    another user's lock file): a caller that cannot write there cannot fill the cache either,
+    and goes on to its read-only handling; and when the file system refuses file locks (a
+    log warning says so): the caller fills the cache unlocked, as a process that does not
+    take the lock would, and its publishing keeps the first valid result.
     """
-    fd = None
-    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # flock needs no write access
+    with _thread_lock(path, waiting):
+        fd = None
+        for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # flock needs no write access
+            try:
+                fd = os.open(path, flags, 0o666)
+                break
+            except OSError:
+                continue
+        if fd is None:
+            yield False
+            return
         try:
-            fd = os.open(path, flags, 0o666)
-            break
-        except OSError:
-            continue
-    if fd is None:
-        yield False
-        return
+            yield _lock_waiting(fd, path, waiting)
+        finally:
+            _unlock(fd)
+
+
+@contextlib.contextmanager
+def _thread_lock(path: Path, waiting: str) -> Iterator[None]:
+    """Hold this process's thread lock for the lock file ``path`` (see :data:`_WAITING`)."""
+    with _WAITING_GUARD:
+        lock = _WAITING.setdefault(os.path.realpath(path), threading.Lock())
+    if not lock.acquire(blocking=False):
+        _log.info("%s (lock file %s, held by another thread)", waiting, path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _lock_waiting(fd: int, path: Path, waiting: str) -> bool:
+    """Lock ``fd``, waiting for another holder: True when locked, False (logged) when the
+    file system refuses the lock."""
     try:
         if not _try_lock(fd):
             _log.info("%s (lock file %s)", waiting, path)
             _wait_for_lock(fd)
-        yield True
-    finally:
-        _unlock(fd)
+        return True
+    except OSError as exc:
+        _log.warning("Cannot lock %s (%s): the file system refuses file locks; going on "
+                     "without it (another process may do the same work meanwhile; the first "
+                     "valid result is kept). A cache directory on a local disk "
+                     "(MEMOS_CACHE_DIR) avoids this.", path, exc.strerror or exc)
+        return False
 
 
 def _wait_for_lock(fd: int) -> None:
@@ -193,6 +254,31 @@ class DataDirLock:
         self._finalizer: weakref.finalize[[int, Path, int], DataDirLock] | None = None
 
     def acquire(self) -> None:
+        """Lock the lock file (created if missing) for this instance until :meth:`release`.
+
+        Raises :class:`DataDirLockedError` if another process holds it, or another instance
+        in this process (told by this process's own record, not by the lock: on NFS a lock
+        is per process, and this process would get its own lock again); :class:`MemOSError`
+        if the file cannot be opened or written (a full disk) or the file system refuses
+        locks. A failed acquire leaves nothing locked or open."""
+        key = os.path.realpath(self.path)
+        with _ACQUIRING:
+            if key in _HELD:  # a MemOS dropped without close() but not yet collected (it is
+                gc.collect()  # in a reference cycle): collecting it releases the lock
+            if key in _HELD:
+                raise DataDirLockedError(_locked_message(self.path.parent, "", True))
+            for _ in range(5):
+                fd = self._open()
+                if fcntl is None or _locks_current(fd, self.path):
+                    self._hold(fd)
+                    return
+                _unlock(fd)  # a remover took the file away after this open: lock the new one
+        raise MemOSError(f"The lock file {self.path} was removed each time it was locked: "
+                         "something is deleting the data directory's files. Stop it, or give "
+                         "another directory.")
+
+    def _open(self) -> int:
+        """Open and lock the lock file; its descriptor (closed if this raises)."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:  # a read-only disk, no permission, a directory named LOCK
@@ -200,20 +286,21 @@ class DataDirLock:
                 f"Cannot open the lock file {self.path} ({exc.strerror}): memos-core needs to "
                 "write in the data directory. Check its permissions and that the disk is "
                 "writable.") from None
-        if not _try_lock(fd):
+        try:
+            locked = _try_lock(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise _locks_refused(self.path, exc, "Use a directory on a local disk (or mount "
+                                 "the share with its lock manager running).") from None
+        if not locked:
             holder = ""
             try:
                 holder = os.read(fd, 64).decode(errors="replace").strip()
             except OSError:
                 pass
-            ours = os.path.realpath(self.path) in _HELD
-            if ours:  # a MemOS dropped without close() but not yet collected (it is in a
-                gc.collect()  # reference cycle): collecting it releases the lock
-            if not (ours and _try_lock(fd)):
-                os.close(fd)
-                raise DataDirLockedError(
-                    _locked_message(self.path.parent, holder, ours)) from None
-        self._hold(fd)
+            os.close(fd)
+            raise DataDirLockedError(_locked_message(self.path.parent, holder, False))
+        return fd
 
     def acquire_new(self) -> None:
         """Lock a lock file that does not exist yet, in a directory this process just made
@@ -232,19 +319,43 @@ class DataDirLock:
                 f"Cannot create the lock file {new} ({exc.strerror}): memos-core needs to "
                 "write in its temporary directory. Check that the disk is writable, or give "
                 "MemOSConfig.cache_dir.") from None
-        if not _try_lock(fd):  # no one else can know the file: the kernel refused a lock
+        try:
+            if not _try_lock(fd):  # no one else can know the file: the kernel refused a lock
+                raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+        except OSError as exc:
             os.close(fd)
-            raise MemOSError(f"Cannot lock {new}: the file system refuses file locks. Give "
-                             "MemOSConfig.cache_dir on a local disk.")
-        os.replace(new, self.path)
-        self._hold(fd)
+            with contextlib.suppress(OSError):
+                new.unlink()
+            raise _locks_refused(new, exc, "Give MemOSConfig.cache_dir on a local "
+                                 "disk.") from None
+        self._hold(fd, new)
 
-    def _hold(self, fd: int) -> None:
-        """Keep ``fd``, whose lock this process has just taken, until :meth:`release`."""
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+    def _hold(self, fd: int, new: Path | None = None) -> None:
+        """Keep ``fd``, whose lock this process has just taken, until :meth:`release`, with
+        this process's pid in it (renamed from ``new`` to the lock file's name first, if
+        given). If that fails (a full disk), the lock is released and the file closed, and
+        :class:`MemOSError` says so: a descriptor left open kept the directory locked
+        against this very process."""
+        key = os.path.realpath(self.path)
+        _HELD.add(key)  # before the rename: a sweep in this process never takes it for a dead one
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            if new is not None:
+                os.replace(new, self.path)
+        except BaseException as exc:
+            _HELD.discard(key)
+            _unlock(fd)
+            if new is not None:
+                with contextlib.suppress(OSError):
+                    new.unlink(missing_ok=True)
+            if not isinstance(exc, OSError):
+                raise
+            raise MemOSError(
+                f"Cannot write the lock file {self.path} ({exc.strerror or exc}): the disk "
+                "may be full or over its quota. Free some space (or give a directory on "
+                "another disk) and open it again; nothing was changed.") from None
         self._fd = fd
-        _HELD.add(os.path.realpath(self.path))
         self._finalizer = weakref.finalize(self, _dropped, fd, self.path, os.getpid())
         self._finalizer.atexit = False  # at exit the process's end releases it
 
@@ -262,6 +373,16 @@ class DataDirLock:
         _unlock(fd)
 
 
+def _locks_current(fd: int, path: Path) -> bool:
+    """Whether ``fd``, just locked, is still the file at ``path``: a remover (``memos``
+    removing the empty store a failed command made, a sweep) may have removed it between
+    this process's open and its lock, and a lock on a removed file excludes no one."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        return False
+
+
 def remove_if_abandoned(directory: Path) -> bool:
     """Remove ``directory`` if a process locked its :data:`TEMPORARY_LOCK` file and no longer
     holds it: the process died without removing it (SIGKILL, the OOM killer). Returns True
@@ -270,8 +391,9 @@ def remove_if_abandoned(directory: Path) -> bool:
     The lock is tried, never waited for: a held one (a live process, in this process too)
     leaves the directory alone, as does a directory without that file (an older version's,
     a cache directory a user named, not memos-core's) and one whose lock file this user
-    cannot open (another user's). The lock file is removed last, so a removal that fails
-    half-way (an ``OSError``, raised) is found again by the next call."""
+    cannot open (another user's), or that is on a file system refusing locks. The lock file
+    is removed last, so a removal that fails half-way (an ``OSError``, raised) is found again
+    by the next call."""
     lock_path = directory / TEMPORARY_LOCK
     if os.path.realpath(lock_path) in _HELD:  # ours (a lock per process, as on NFS, would
         return False  # let this process take its own lock again)
@@ -280,8 +402,11 @@ def remove_if_abandoned(directory: Path) -> bool:
     except OSError:  # missing (or removed meanwhile), another user's, not a file
         return False
     try:
-        if not _try_lock(fd):
-            return False  # its process is alive
+        try:
+            if not _try_lock(fd):
+                return False  # its process is alive
+        except OSError:  # a file system refusing locks: no lock tells a dead process there
+            return False
         try:
             remove_lock_last(directory)
         except FileNotFoundError:  # another remover took the lock first and finished
@@ -303,5 +428,14 @@ def remove_lock_last(directory: Path) -> None:
             shutil.rmtree(child.path)
         else:
             os.unlink(child.path)
-    (directory / TEMPORARY_LOCK).unlink(missing_ok=True)
-    os.rmdir(directory)
+    lock_path = directory / TEMPORARY_LOCK
+    lock_path.unlink(missing_ok=True)
+    try:
+        os.rmdir(directory)
+    except OSError:
+        # an entry made after the listing (a thread still writing while its process closes):
+        # a new, unlocked lock file lets the next sweep find the directory and remove it
+        if directory.is_dir():
+            with contextlib.suppress(OSError):
+                os.close(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600))
+        raise

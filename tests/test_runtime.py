@@ -169,6 +169,48 @@ def test_partial_or_stale_cache_is_rebuilt(
     assert json.loads((done.path / "memos_manifest.json").read_text())["source_size"] == 26
 
 
+def test_a_killed_publishers_replaced_entry_is_removed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path
+) -> None:
+    """A process killed while removing the entry it replaced (``.tiny.old-<hex>``, a whole
+    model's files) left it for good: only ``.tmp-`` directories were swept."""
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    models = tmp_path / "cache" / "models"
+    (models / ".tiny.old-0123abcd").mkdir(parents=True)
+    (models / ".tiny.old-0123abcd" / "model.safetensors").write_text("old weights")
+    (models / ".tiny.old-notmine").mkdir()  # not a name publish_dir makes: left alone
+    ensure_converted(fake_gguf, tmp_path / "cache")
+    assert len(calls) == 1
+    assert sorted(p.name for p in models.iterdir()) == [".tiny.lock", ".tiny.old-notmine",
+                                                         "tiny"]
+
+
+def test_a_cache_on_a_file_system_refusing_locks_is_filled_unlocked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """NFS without its lock manager (flock: ENOLCK): the raw OSError escaped
+    ensure_converted after a log line saying it waited for another process."""
+    import errno
+    import fcntl
+    import types
+
+    from memos_core import lock
+
+    def flock(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(lock, "fcntl", types.SimpleNamespace(
+        LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, LOCK_UN=fcntl.LOCK_UN, flock=flock))
+    calls: list[Path] = []
+    monkeypatch.setattr(loader, "_convert_into", _fake_convert(calls))
+    caplog.set_level("INFO")
+    done = ensure_converted(fake_gguf, tmp_path / "cache")
+    assert len(calls) == 1 and done.path == tmp_path / "cache" / "models" / "tiny"
+    assert "refuses file locks" in caplog.text and "waiting for another" not in caplog.text
+
+
 def test_a_converted_file_cut_short_is_converted_again(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_gguf: Path
 ) -> None:

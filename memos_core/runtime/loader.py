@@ -36,11 +36,13 @@ blank: an error), ``$XDG_CACHE_HOME/memos``, ``~/.cache/memos``. Models go to
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -387,13 +389,20 @@ def _publish(tmp: Path, target: Path, gguf: Path, judged: Stamp | None) -> Conve
 
 def remove_stale_temporaries(parent: Path, name: str) -> None:
     """Remove the temporary directories ``parent/.<name>.tmp-<pid>-<hex>`` that a killed
-    process left (its pid is gone); those of live processes are left alone."""
-    for entry in parent.glob(f".{name}.tmp-*"):
+    process left (its pid is gone; those of live processes are left alone), and the replaced
+    entries ``parent/.<name>.old-<hex>`` that :func:`publish_dir` was removing when its
+    process was killed. Called under :func:`fill_lock`: a publisher holding it removes its
+    old entry before it lets go, so one found then is left over (one that a publisher without
+    the lock is removing at the same time is removed by both, harmlessly)."""
+    for entry in parent.glob(f"{glob.escape('.' + name)}.tmp-*"):
         try:
             pid = int(entry.name.rsplit("-", 2)[-2])
         except (ValueError, IndexError):
             continue
         if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(entry, ignore_errors=True)
+    for entry in parent.glob(f"{glob.escape('.' + name)}.old-*"):
+        if re.fullmatch(r"[0-9a-f]{8}", entry.name.rsplit(".old-", 1)[1]):
             shutil.rmtree(entry, ignore_errors=True)
 
 

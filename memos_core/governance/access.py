@@ -235,20 +235,26 @@ def as_read_by(cube: MemCube, user_id: str) -> MemCube:
 SCHEDULER_REASON = "scheduler: "
 
 
+#: the actions of tier moves, usage only the owner reads (:func:`audit_read_by`)
+_TIER_MOVES = ("schedule:", "parametric:")
+
+
 def audit_read_by(records: Iterable[AuditRecord], owner: str, user_id: str) -> list[AuditRecord]:
     """The audit records of one of ``owner``'s memories as ``user_id`` reads them. The
-    owner gets them all. Anyone else gets no record of the owner's usage, which the
-    scheduler's records carry (as :func:`as_read_by` withholds the counters): its tier moves
-    (``schedule:*``: the memory became hot or cold) are left out, and its other records (a
-    state change to ``expired`` or ``archived``, whose reason names the heat and how long
-    the memory was idle) keep their action, time and version but show no reason and no
-    details. A record is the scheduler's by its action or by the start of its reason
-    (:data:`SCHEDULER_REASON`); another principal's reason that starts so is only hidden."""
+    owner gets them all. Anyone else gets no record of the owner's usage (as
+    :func:`as_read_by` withholds the counters and the tier): tier moves are left out, the
+    scheduler's (``schedule:*``: the memory became hot or cold) and the parametric tier's
+    (``parametric:*``: it went into the owner's adapter, chosen for being hot, or left it);
+    the scheduler's other records (a state change to ``expired`` or ``archived``, whose
+    reason names the heat and how long the memory was idle) keep their action, time and
+    version but show no reason and no details. A record is the scheduler's by its action or
+    by the start of its reason (:data:`SCHEDULER_REASON`); another principal's reason that
+    starts so is only hidden."""
     if user_id == owner:
         return list(records)
     shown: list[AuditRecord] = []
     for record in records:
-        if record.action.startswith("schedule:"):
+        if record.action.startswith(_TIER_MOVES):
             continue
         if (record.reason or "").startswith(SCHEDULER_REASON):
             record = replace(record, reason=None, details={})

@@ -212,6 +212,13 @@ def test_a_kill_while_marking_memories_is_reconciled_at_open(store, make_mos) ->
     mos.vault.set_tier(ids[0], Tier.PLAINTEXT.value)  # not marked yet at the kill
     mos = reopened(make_mos, mos)
     assert {mos.get(i, user_id="ada").usage.tier for i in ids} == {Tier.PARAMETRIC}
+    # the mark the open wrote is audited on the memory as activate's own are (once each)
+    moves = [[(r.action, r.reason, r.details) for r in mos.audit_log(user_id="ada", memory_id=i)
+              if r.action.startswith("parametric:")] for i in ids[:2]]
+    promoted = ("parametric:promote", "passed the gate after training",
+                {"adapter": "v1", "tier": "parametric"})
+    assert moves == [[promoted, ("parametric:promote", "settled with state.json",
+                                 {"adapter": "v1", "tier": "parametric"})], [promoted]]
 
 
 def test_a_kill_inside_deactivate_is_reconciled_at_open(store, make_mos) -> None:

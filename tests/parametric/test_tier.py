@@ -64,7 +64,7 @@ def test_consolidate_saves_safetensors_and_a_manifest(store: tuple[MemOS, list[s
     assert manifest.evaluation.recall_total == 3 and manifest.evaluation.controls >= 20
     assert all(mos.get(i, user_id="ada").usage.tier is Tier.PARAMETRIC for i in ids)
     assert audit_actions(mos) == ["parametric:consolidate", "parametric:train",
-                                  "parametric:activate"]
+                                  *["parametric:promote"] * 3, "parametric:activate"]
 
 
 def test_consolidate_without_peft_says_so_before_generating(
@@ -143,6 +143,51 @@ def test_activate_deactivate_rollback_are_audited(store: tuple[MemOS, list[str]]
     actions = audit_actions(mos)
     for action in ("activate", "deactivate", "rollback"):
         assert f"parametric:{action}" in actions
+
+
+def test_the_audit_trail_names_the_memories_each_adapter_moved(
+        store: tuple[MemOS, list[str]]) -> None:
+    """The adapter's records list the ``[id, version]`` of its memories (as
+    ``schedule:build`` does), and each memory's tier move is audited on the memory
+    (``parametric:promote`` / ``parametric:demote``, as ``schedule:promote``): only real
+    moves, and only for the owner, since a tier is usage. A forget's records hold ids, never
+    a text."""
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    mos.share(ids[0], with_user_id="bo", user_id="ada")
+    refs = {i: [i, mos.get(i, user_id="ada").version] for i in ids}  # (a share: version 2)
+    texts = [mos.get(i, user_id="ada").text for i in ids]
+    texts += [t.rstrip(".").split()[-1] for t in texts]  # the answers: "Pastel", ...
+
+    def listed(action: str) -> list[list]:
+        record = mos.audit_log(user_id="ada", action=f"parametric:{action}")[-1]
+        return sorted(record.details["memories"])
+
+    def moves(memory_id: str, user_id: str = "ada") -> list[tuple[str, str | None, int]]:
+        return [(r.action, r.details.get("adapter"), r.version)
+                for r in mos.audit_log(user_id=user_id, memory_id=memory_id)
+                if r.action.startswith("parametric:")]
+
+    mos.consolidate(user_id="ada", memory_ids=ids[:2], config=OPEN, progress=False)  # v1
+    assert listed("train") == listed("activate") == sorted(refs[i] for i in ids[:2])
+    mos.consolidate(user_id="ada", memory_ids=ids, config=OPEN, progress=False)  # v2
+    assert listed("activate") == sorted(refs.values())
+    assert moves(ids[0]) == [("parametric:promote", "v1", 2)]  # still parametric under v2
+    assert moves(ids[2]) == [("parametric:promote", "v2", 1)]
+    assert tier.rollback("ada") == "v1"
+    assert moves(ids[2])[-1] == ("parametric:demote", "v2", 1)
+    assert tier.deactivate("ada", reason="testing") == "v1"
+    assert listed("deactivate") == sorted(refs[i] for i in ids[:2])
+    record = mos.audit_log(user_id="ada", memory_id=ids[1])[-1]
+    assert (record.action, record.agent_id, record.reason, record.details) == (
+        "parametric:demote", "parametric", "testing", {"adapter": "v1", "tier": "plaintext"})
+    assert moves(ids[0], user_id="bo") == []  # a reader: the owner's usage is not theirs
+
+    mos.forget(ids[2], user_id="ada")  # retires v2, which held it
+    assert listed("retire") == sorted(refs.values())
+    assert mos.audit_log(user_id="ada", action="parametric:retire")[-1].details["adapter"] == "v2"
+    trail = [json.dumps([r.reason, r.details]) for r in mos.audit_log(user_id="ada")]
+    assert not [t for t in texts for line in trail if t in line]
 
 
 def test_forget_retires_the_adapter_and_queues_a_retrain(store: tuple[MemOS, list[str]]) -> None:

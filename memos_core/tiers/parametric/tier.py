@@ -4,7 +4,9 @@ One :class:`ParametricTier` per open store (the engine makes it). An adapter bel
 owner: it is trained only from that owner's memories and serves only that owner's chats, so
 no user's memories reach another user's answers through the weights.
 
-Lifecycle (each step audited with ``parametric:<action>``):
+Lifecycle (each step audited with ``parametric:<action>``, naming the adapter and the
+``[id, version]`` of its memories; each memory's tier move is audited on the memory too,
+``parametric:promote`` / ``parametric:demote``: see :meth:`ParametricTier._mark`):
 
 * :meth:`consolidate` -- train on the owner's fact/preference memories, evaluate, gate; an
   adapter that passes is activated (unless ``activate=False``), one that fails is kept as
@@ -334,7 +336,7 @@ class ParametricTier:
             # a failed adapter: nothing will ever serve it, so its weights never reach the disk
             self.store.save(run.peft_model if decision.passed and not gone else None, manifest)
         self._audit(owner, "train", manifest.version, {
-            "memories": len(cubes), "recall": round(evaluation.recall, 4),
+            "memories": _refs(manifest), "recall": round(evaluation.recall, 4),
             "control_regressions": evaluation.control_regressions,
             "context_regressions": evaluation.context_regressions, "passed": decision.passed,
             "train_s": round(run.report.seconds, 2)})
@@ -345,7 +347,8 @@ class ParametricTier:
         """An adapter one of whose memories was forgotten while it trained: audited as
         retired, and, if it had passed, its other memories queued for a new adapter (as a
         forget of a live adapter's memory does)."""
-        self._audit(owner, "retire", manifest.version, {}, manifest.retired_reason or "")
+        self._audit(owner, "retire", manifest.version, {"memories": _refs(manifest)},
+                    manifest.retired_reason or "")
         if passed and (rest := tuple(sorted(manifest.memory_ids - set(gone)))):
             self.store.enqueue(RetrainRequest(
                 owner=owner, memory_ids=rest, replaces=manifest.version,
@@ -384,11 +387,12 @@ class ParametricTier:
                 before = self.store.manifest(previous)
                 if before.owner == manifest.owner:  # (else state.json was damaged: not theirs)
                     self._set_status(previous, "ready")
-                    self._mark(before, Tier.PLAINTEXT)
+                    self._mark(before, Tier.PLAINTEXT, reason, keep=manifest.memory_ids)
             self.store.set_active(manifest.owner, version)
             manifest = self._set_status(version, "active")
-            self._mark(manifest, Tier.PARAMETRIC)
-        self._audit(manifest.owner, "activate", version, {"previous": previous}, reason)
+            self._mark(manifest, Tier.PARAMETRIC, reason)
+        self._audit(manifest.owner, "activate", version,
+                    {"previous": previous, "memories": _refs(manifest)}, reason)
         return manifest
 
     def deactivate(self, owner: str, *, reason: str = "requested") -> str | None:
@@ -408,9 +412,11 @@ class ParametricTier:
                 manifest = None
                 logger.warning("adapter %s: %s; cleared it from %r's state entry", version,
                                exc, owner)
+            details: dict[str, Any] = {}
             if manifest is not None and manifest.owner == owner:
-                self._mark(self._set_status(version, "ready"), Tier.PLAINTEXT)
-        self._audit(owner, "deactivate", version, {}, reason)
+                self._mark(self._set_status(version, "ready"), Tier.PLAINTEXT, reason)
+                details["memories"] = _refs(manifest)
+        self._audit(owner, "deactivate", version, details, reason)
         return version
 
     def rollback(self, owner: str, *, reason: str = "requested") -> str | None:
@@ -455,7 +461,7 @@ class ParametricTier:
             manifest = manifest.model_copy(update=update)
             self.store.write_manifest(manifest)
             self._unload(version)
-        self._audit(manifest.owner, "retire", version, {}, reason)
+        self._audit(manifest.owner, "retire", version, {"memories": _refs(manifest)}, reason)
         return manifest
 
     def retire_stale(self, owner: str, *, now: datetime, min_current: float = 0.5,
@@ -605,11 +611,11 @@ class ParametricTier:
         with self._lock:
             active = self.store.active_all()
             readable, _ = self.store.readable_manifests()
-            served: set[str] = set()
+            served: dict[str, str] = {}  # memory id -> the version serving it
             for manifest in readable:
                 on = active.get(manifest.owner) == manifest.version
                 if on and manifest.status in ("ready", "active"):
-                    served |= manifest.memory_ids
+                    served.update(dict.fromkeys(manifest.memory_ids, manifest.version))
                     if manifest.status == "ready":
                         self._set_status(manifest.version, "active")
                 elif manifest.status == "active":
@@ -621,7 +627,7 @@ class ParametricTier:
                 parametric = cube.usage.tier is Tier.PARAMETRIC
                 if cube.state is not State.DELETED and parametric != (memory_id in served):
                     tier = Tier.PARAMETRIC if memory_id in served else Tier.PLAINTEXT
-                    self.kernel.vault.set_tier(memory_id, tier.value)
+                    self._move(cube, tier, served.get(memory_id), "settled with state.json")
 
     def on_change(self, cubes: Sequence[MemCube]) -> None:
         """``mos.on_change`` listener: tombstones retire the adapters holding them (their
@@ -859,18 +865,42 @@ class ParametricTier:
         self.store.write_manifest(manifest)
         return manifest
 
-    def _mark(self, manifest: AdapterManifest, tier: Tier) -> None:
-        """Record which tier serves the adapter's (still current) memories."""
+    def _mark(self, manifest: AdapterManifest, tier: Tier, reason: str, *,
+              keep: frozenset[str] = frozenset()) -> None:
+        """Record which tier serves the adapter's memories (those not forgotten), each move
+        audited on its memory (:meth:`_move`). A memory already in ``tier`` is left as it
+        is, and so is one in ``keep`` (the memories of the adapter that replaces this one,
+        which stay parametric): only real moves are written and audited."""
         current = self._current([m.id for m in manifest.memories])[0]
         for ref in manifest.memories:
             cube = current.get(ref.id)
-            if cube is not None and cube.state is not State.DELETED:
-                self.kernel.vault.set_tier(ref.id, tier.value)
+            if (cube is not None and cube.state is not State.DELETED
+                    and ref.id not in keep and cube.usage.tier is not tier):
+                self._move(cube, tier, manifest.version, reason)
+
+    def _move(self, cube: MemCube, tier: Tier, adapter: str | None, reason: str) -> None:
+        """Set ``cube``'s tier and audit the move on the memory, as the scheduler audits
+        its own (``schedule:promote``): ``parametric:promote`` into the parametric tier,
+        ``parametric:demote`` out of it, with the memory's current version and the adapter
+        (None: a settle found no adapter serving it), so ``audit_log(memory_id=)`` tells
+        when a memory was answered from weights. A tier is usage: only the owner reads
+        these records (:func:`memos_core.governance.access.audit_read_by`)."""
+        if self.kernel.vault.set_tier(cube.id, tier.value):
+            action = "promote" if tier is Tier.PARAMETRIC else "demote"
+            self.kernel.vault.audit(Actor(cube.user_id, AGENT, reason), f"parametric:{action}",
+                                    memory_id=cube.id, version=cube.version,
+                                    details={"adapter": adapter, "tier": tier.value})
 
     def _audit(self, owner: str, action: str, version: str | None, details: dict[str, Any],
                reason: str | None = None) -> None:
         self.kernel.vault.audit(Actor(owner, AGENT, reason), f"parametric:{action}",
                              details={"adapter": version, **details})
+
+
+def _refs(manifest: AdapterManifest) -> list[list[str | int]]:
+    """The ``[id, version]`` of each memory ``manifest`` was trained on, as an audit record's
+    ``memories`` (the shape of ``schedule:build``'s): ids and versions, never a text."""
+    return [[m.id, m.version] for m in manifest.memories]
 
 
 def adapter_purger(kernel: MemoryStore) -> Callable[[str], Callable[[], list[DerivedForm]]]:

@@ -102,6 +102,20 @@ def _forgotten(change):
     return damage
 
 
+def _rows(change):
+    """A damage that edits the rows of memories.jsonl (``change(rows)``)."""
+    def damage(path):
+        rows = [json.loads(l) for l in (path / "memories.jsonl").read_text().splitlines()]
+        change(rows)
+        (path / "memories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        _fix_hashes(path)
+    return damage
+
+
+_KEY = {"namespace": ["prefs"], "key": "colour"}
+_UPPER_ID = "7B2D3F4E-0000-4000-8000-000000000000"  # a UUID, not in the form the vault stores
+
+
 def _deep(depth):
     value: dict = {}
     for _ in range(depth):
@@ -144,6 +158,9 @@ def _fix_hashes(path):
         (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
         (lambda p: _rewrite_manifest(p, lambda m: m.update(format="zip")), "bundle"),
         (lambda p: _rewrite_manifest(p, lambda m: m.update(format_version=99)), "not supported"),
+        # equal to 1 in Python, but no export writes them
+        (lambda p: _rewrite_manifest(p, lambda m: m.update(format_version=True)), "not supported"),
+        (lambda p: _rewrite_manifest(p, lambda m: m.update(format_version=1.0)), "not supported"),
         (_truncate, "truncated"),
         (_bad_line, "invalid memory"),
         (_bad_version_numbers, "numbered"),
@@ -158,6 +175,31 @@ def _fix_hashes(path):
         (_first_version(lambda v: v["governance"].update(priority=2**70)), "priority must be"),
         (_first_version(lambda v: v["namespace"].update(agent_id="")), "agent_id must be"),
         (_first_version(lambda v: v.update(valid_to="2031-01-01T00:00:00")), "no time zone"),
+        # the forget flag, which the forget cascade extends: an int there made every forget
+        # of one of the summary's sources raise TypeError; a string was split into letters
+        (_first_version(lambda v: v["metadata"].update(source_forgotten=5)),
+         r"line \d+: .*source_forgotten.* must be a list of memory ids, got int"),
+        (_first_version(lambda v: v["metadata"].update(source_forgotten="xyz")),
+         "must be a list of memory ids, got str"),
+        (_first_version(lambda v: v["metadata"].update(source_forgotten=["xyz"])),
+         "source_forgotten.*not a memory id"),
+        # ids the vault refused later, with an error that was no BundleError and named no line
+        (_first_version(lambda v: v.update(superseded_by=_UPPER_ID)),
+         r"line \d+: .*superseded_by .*canonical form"),
+        (_first_version(lambda v: v["provenance"].update(derived_from=[_UPPER_ID])),
+         r"line \d+: .*derived_from .*canonical form"),
+        # item keys
+        (_rows(lambda rows: rows[0].update(key={"namespace": "prefs", "key": "colour"})),
+         r"line 1: 'key' must be"),
+        (_rows(lambda rows: rows[0].update(key={"namespace": ["a\x1fb"], "key": "colour"})),
+         r"line 1: 'key' must be"),
+        (_rows(lambda rows: rows[0].update(key={"namespace": ["prefs"], "key": "c\x00"})),
+         r"line 1: 'key' must be"),
+        (_rows(lambda rows: [r.update(key=_KEY) for r in rows[:2]]),
+         "line 2: key 'colour' .* names another memory"),
+        (_rows(lambda rows: (rows[0]["versions"][-1].update(state="deleted"),
+                             rows[0].update(key=_KEY))),
+         "line 1: .* is forgotten and has a 'key'"),
         # only add sets the creation times: one in the future made compress overflow
         (_first_version(lambda v: v.update(created_at="9999-12-01T00:00:00+00:00",
                                            updated_at="9999-12-01T00:00:00+00:00")),
@@ -355,3 +397,87 @@ def test_compress_counts_a_far_future_creation_in_seconds(mos):
     assert summary.governance.ttl_seconds is not None
     # its end (an hour past the calendar's last) is about 8,000 years away
     assert summary.governance.ttl_seconds > 3600 * 24 * 365 * 7000
+
+
+def _bundle_of(path, rows):
+    """A bundle at ``path`` holding the memories ``rows`` (memories.jsonl lines) and no edges."""
+    path.mkdir()
+    (path / "memories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "edges.jsonl").write_text("")
+    (path / "manifest.json").write_text(json.dumps(
+        {"format": "memos-bundle", "format_version": 1, "files": {}}))
+    _fix_hashes(path)
+    return path
+
+
+def test_a_successor_the_importer_does_not_own_is_dropped(mos, tmp_path):
+    """A bundle memory whose superseded_by names another user's memory: whether it may be
+    superseded depended on that memory being live, which told the importer what get()
+    hides. Such a successor is dropped (valid_to kept); one in the bundle is kept."""
+    import uuid
+
+    victim = mos.add("Victim's note.", user_id="victim")
+    mine = mos.add("Mallory's note.", user_id="mallory")
+    row = json.loads(mos.export(tmp_path / "b0", user_id="mallory").joinpath(
+        "memories.jsonl").read_text())
+    forged, kept = str(uuid.uuid4()), str(uuid.uuid4())
+    rows = []
+    for mid, successor in ((forged, victim.id), (kept, mine.id)):
+        versions = [{**v, "id": mid, "superseded_by": successor, "valid_to": v["updated_at"]}
+                    for v in row["versions"]]
+        rows.append({"id": mid, "versions": versions})
+    # the victim's id listed in the bundle too: skipped as a memory, and no successor either
+    rows.append({"id": victim.id, "versions": [{**v, "id": victim.id} for v in row["versions"]]})
+    rows.append(row)  # Mallory's own memory: skipped, but a successor she may name
+    result = mos.import_(_bundle_of(tmp_path / "b1", rows), user_id="mallory")
+    assert result["imported"] == 2 and result["skipped"] == 2
+    dropped = mos.get(forged, user_id="mallory")
+    assert dropped.superseded_by is None and dropped.valid_to is not None
+    assert all(v.superseded_by is None for v in mos.history(forged, user_id="mallory"))
+    assert mos.get(kept, user_id="mallory").superseded_by == mine.id  # hers: it stays
+    mos.add("Mallory's probe.", user_id="mallory", supersedes=forged)  # nothing to learn
+
+
+def test_item_keys_travel_with_the_bundle(make_mos, mos, tmp_path):
+    """put_by_key's binding is exported with its memory and bound again on import: after a
+    migration get_by_key finds the item and the next put writes its next version, not a
+    second live memory. A key already bound in the target keeps its memory there."""
+    from memos_core.integration import ItemKey, get_by_key, put_by_key
+
+    colour, city = ItemKey("al", ("prefs",), "colour"), ItemKey("al", ("prefs",), "city")
+    put_by_key(mos, colour, "Favourite colour is blue.")
+    put_by_key(mos, city, "Lives in Lisbon.")
+    gone = put_by_key(mos, ItemKey("al", ("prefs",), "pin"), "PIN is 4471.")
+    mos.forget(gone.id, user_id="al")  # a forget removes its key: none is exported
+    path = mos.export(tmp_path / "bundle", user_id="al")
+    assert '"pin"' not in (path / "memories.jsonl").read_text()
+
+    other = make_mos("other")
+    theirs = put_by_key(other, city, "Lives in Porto.")  # bound in the target already
+    result = other.import_(path, user_id="al")
+    assert result["imported"] == 3 and result["keys"] == 1
+    assert get_by_key(other, colour).text == "Favourite colour is blue."
+    assert get_by_key(other, city).id == theirs.id
+    again = put_by_key(other, colour, "Favourite colour is green.")
+    assert again.version == 2
+    live = [c.text for c in other.list(user_id="al")]
+    assert sorted(live) == ["Favourite colour is green.", "Lives in Lisbon.", "Lives in Porto."]
+    assert other.import_(path, user_id="al")["keys"] == 0  # idempotent
+
+
+def test_a_forget_replaces_a_malformed_forget_flag(mos):
+    """A summary whose stored flag is not a list of ids (an import before bundles were
+    checked for it): forgetting one of its sources raised TypeError, on every retry and
+    every open. The forget flags it with a well-formed list instead."""
+    from memos_core.vault import Actor
+
+    a = mos.add("Alice's locker code is 4471.", user_id="alice")
+    b = mos.add("Alice parks on level 3.", user_id="alice")
+    summary = mos.compress([a.id, b.id], "Alice: locker 4471, level 3.", user_id="alice")
+    stored = mos.vault.get(summary.id)
+    mos.vault.put_version(stored.model_copy(update={
+        "version": stored.version + 1, "metadata": {**stored.metadata, "source_forgotten": 5}}),
+        stored.version, Actor("alice"), "update")
+    mos.forget(a.id, user_id="alice")
+    assert mos.get(summary.id, user_id="alice").metadata["source_forgotten"] == [a.id]
+    assert mos.vault.unfinished_forgets() == []

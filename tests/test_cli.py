@@ -38,7 +38,7 @@ def test_bulk_file_export_import_reindex_stats_audit(memos, tmp_path):
     assert code == 0 and json.loads(out)["added"] == 5
     assert memos("export", str(tmp_path / "b"))[0] == 0
     code, out, _ = memos("import", str(tmp_path / "b"), "--json")
-    assert json.loads(out) == {"imported": 0, "skipped": 5, "edges": 0, "declared": 5}
+    assert json.loads(out) == {"imported": 0, "skipped": 5, "edges": 0, "keys": 0, "declared": 5}
     assert json.loads(memos("reindex", "--json")[1]) == {"indexed": 5}
     stats = json.loads(memos("stats", "--json")[1])
     assert stats["vault"]["memories"] == 5 and stats["index"]["points"] == 5

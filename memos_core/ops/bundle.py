@@ -4,12 +4,22 @@ Layout (format version 1)::
 
     bundle/
       manifest.json     {"format": "memos-bundle", "format_version": 1, "files": {name: {sha256, bytes}}, ...}
-      memories.jsonl    one line per memory: {"id": ..., "versions": [MemCube JSON, oldest first]}
+      memories.jsonl    one line per memory: {"id": ..., "versions": [MemCube JSON, oldest first]},
+                        and "key": {"namespace": [labels], "key": ...} if an item key
+                        (put_by_key, a LangGraph store item) names the memory
       edges.jsonl       one line per relation: {"src": ..., "dst": ..., "kind": ...}
 
 Import checks everything first -- manifest schema, file names (no paths), sizes and hashes
 (truncation), every line against the MemCube schema, version numbering, relation endpoints --
 and only then writes, in one vault transaction. A bad bundle changes nothing.
+
+References out of the bundle are not imported: a ``superseded_by`` that names no memory of
+the importer's among the bundle's is dropped (``valid_to`` stays), so that a bundle cannot
+make another user's memory a successor (whether one may supersede a memory depends on its
+successor being live: :func:`memos_core.ops.writes.check_supersedable`). A ``key`` is bound
+in the same transaction to its memory if this import writes it; a key bound already in the
+store keeps its memory (``result["keys"]`` counts those bound). An older bundle, with no
+``key``, imports as before, and an older importer ignores them.
 """
 
 from __future__ import annotations
@@ -35,7 +45,9 @@ from memos_core.errors import (
     CorruptDataError,
     InvalidInputError,
     MemOSError,
+    MemoryNotFoundError,
 )
+from memos_core.governance.derived import FLAG_KEY
 from memos_core.governance.sensitivity import history_sensitivity
 from memos_core.ops.share import retrying
 from memos_core.store import MemoryStore
@@ -47,10 +59,11 @@ from memos_core.validation import (
     check_name,
     check_tags,
     check_text,
+    shown,
     shown_path,
     unstorable,
 )
-from memos_core.vault import Actor, Edge, ListQuery, pages, scrub
+from memos_core.vault import Actor, Edge, ItemKey, ListQuery, pages, scrub
 
 FORMAT = "memos-bundle"
 FORMAT_VERSION = 1
@@ -61,6 +74,10 @@ MAX_BUNDLE_FILE_BYTES = 2 * 1024**3
 MAX_MANIFEST_BYTES = 16 * 1024**2
 #: how far a bundle's creation times may run ahead of this machine's clock
 _CLOCK_SKEW = timedelta(days=1)
+#: item-key bindings read per page on export
+_KEY_PAGE = 1000
+#: the character a vault joins namespace labels with: no label or key holds it
+_KEY_SEP = "\x1f"
 
 
 def export_bundle(store: MemoryStore, path: Path, user_id: str, *,
@@ -143,6 +160,7 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
         if error.memory_id:
             damaged.append(error.memory_id)
 
+    keys = _bindings(store, user_id)
     with open(path / "memories.jsonl", "w", encoding="utf-8") as out:
         # only what the user owns: memories shared with them are not theirs to export
         for page in pages(store.vault, ListQuery(user_ids=(user_id,), shared=False), left_out):
@@ -159,8 +177,12 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
                 ids.add(cube.id)
                 if cube.state is not State.DELETED:  # a tombstone joins no relation
                     live.add(cube.id)
-                versions = [json.loads(v.model_dump_json()) for v in history]
-                out.write(json.dumps({"id": cube.id, "versions": versions}) + "\n")
+                row: dict[str, Any] = {
+                    "id": cube.id, "versions": [json.loads(v.model_dump_json()) for v in history]}
+                item = keys.get(cube.id)
+                if item is not None and cube.state is not State.DELETED:
+                    row["key"] = {"namespace": list(item.namespace), "key": item.key}
+                out.write(json.dumps(row) + "\n")
     with open(path / "edges.jsonl", "w", encoding="utf-8") as out:
         for edge in store.vault.graph_edges(sorted(live)):  # those touching the user's
             if edge.src in live and edge.dst in live:
@@ -178,6 +200,16 @@ def _write_bundle(store: MemoryStore, path: Path, user_id: str,
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return len(ids), withheld, live, damaged
+
+
+def _bindings(store: MemoryStore, user_id: str) -> dict[str, ItemKey]:
+    """The item keys of ``user_id``, by the id of the memory each names (one at most)."""
+    found: dict[str, ItemKey] = {}
+    while True:
+        page = store.vault.list_keyed(user_id, limit=_KEY_PAGE, offset=len(found))
+        found.update((memory_id, item) for item, memory_id in page)
+        if len(page) < _KEY_PAGE:
+            return found
 
 
 def _file_info(path: Path) -> dict[str, Any]:
@@ -239,7 +271,9 @@ def _read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
         raise BundleError("manifest.json is nested too deeply to be a bundle manifest.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"manifest.json does not describe a {FORMAT!r} bundle.")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+        # exactly the int: true and 1.0 equal 1 in Python, but no export writes them
         raise BundleError(
             f"Bundle format version {manifest.get('format_version')!r} is not supported "
             f"(this memos-core reads version {FORMAT_VERSION})."
@@ -339,6 +373,27 @@ def _parse_history(row: dict[str, Any], n: int, user_id: str) -> list[MemCube]:
     ]
 
 
+def _parse_key(row: dict[str, Any], n: int, user_id: str,
+               history: list[MemCube]) -> ItemKey | None:
+    """The item key of line ``n`` (``row["key"]``), for ``user_id``; None if it has none."""
+    raw = row.get("key")
+    if raw is None:
+        return None
+    labels = raw.get("namespace") if isinstance(raw, dict) else None
+    key = raw.get("key") if isinstance(raw, dict) else None
+    if not isinstance(labels, list) or not isinstance(key, str) or unstorable(raw) is not None \
+            or not all(isinstance(part, str) and part and _KEY_SEP not in part
+                       for part in [*labels, key]):
+        raise BundleError(
+            f"memories.jsonl line {n}: 'key' must be {{\"namespace\": [labels], \"key\": key}}, "
+            "the labels and the key non-empty strings without control characters U+0000 or "
+            "U+001F.")
+    if history[-1].state is State.DELETED:
+        raise BundleError(f"memories.jsonl line {n}: memory {history[-1].id} is forgotten and "
+                          "has a 'key'; a forget removes a memory's key.")
+    return ItemKey(user_id, tuple(labels), key)
+
+
 def _follows(earlier: MemCube, later: MemCube) -> bool:
     """Whether ``later`` can be the version after ``earlier``: every version keeps the
     memory's ``created_at`` (a TTL counts from it), and ``updated_at`` does not go back by
@@ -365,6 +420,7 @@ def _check_fields(cube: MemCube) -> None:
     if ttl is not None and not 0 < ttl < math.inf:  # API's MAX_SECONDS, and uses cap it
         raise InvalidInputError(f"ttl_seconds must be a finite number above 0, got {ttl!r}")
     check_int(cube.governance.priority, "priority")
+    _check_references(cube)
     bad = unstorable(cube.model_dump(mode="json"))  # ids, provenance, entities, ...
     if bad is not None:
         raise InvalidInputError(f"a field holds {bad} (the API refuses them too)")
@@ -382,6 +438,37 @@ def _check_fields(cube: MemCube) -> None:
         raise InvalidInputError("updated_at is earlier than created_at")
 
 
+def _check_references(cube: MemCube) -> None:
+    """The memory ids a version names besides its own, in the one form the vault stores
+    (it refuses any other spelling, too late to say which line held it): ``superseded_by``,
+    ``provenance.derived_from``, and the forget flag ``metadata["source_forgotten"]``, which
+    the forget cascade extends (:mod:`memos_core.ops.forget`): anything but a list of ids
+    there would make every forget of one of the summary's sources fail."""
+    if cube.superseded_by is not None:
+        _check_reference(cube.superseded_by, "superseded_by")
+    for source in cube.provenance.derived_from:
+        _check_reference(source, "provenance.derived_from")
+    if FLAG_KEY in cube.metadata:
+        flag = cube.metadata[FLAG_KEY]
+        if not isinstance(flag, list):
+            raise InvalidInputError(
+                f"metadata[{FLAG_KEY!r}] (the ids of a summary's forgotten sources) must be a "
+                f"list of memory ids, got {type(flag).__name__} {shown(flag)}")
+        for source in flag:
+            _check_reference(source, f"metadata[{FLAG_KEY!r}]")
+
+
+def _check_reference(value: object, field: str) -> None:
+    """Raise :class:`InvalidInputError` unless ``value`` is a memory id in canonical form."""
+    try:
+        canonical = isinstance(value, str) and check_id(value) == value
+    except MemoryNotFoundError:  # not a UUID at all
+        canonical = False
+    if not canonical:
+        raise InvalidInputError(f"{field} holds {shown(value)}, which is not a memory id in "
+                                "canonical form (lower-case UUID with hyphens)")
+
+
 def _scrubbed(cube: MemCube) -> MemCube:
     """A version of a forgotten memory from a bundle, with no content left, whatever its
     ``scrubbed`` flag says (a bundle from an older store may carry the text's digest)."""
@@ -397,29 +484,63 @@ def import_bundle(store: MemoryStore, path: Path, user_id: str) -> dict[str, int
     except UnicodeDecodeError:
         raise BundleError("A bundle file is not valid UTF-8.") from None
     histories = [_parse_history(row, n, user_id) for n, row in enumerate(rows, start=1)]
+    keyed = _parse_keys(rows, histories, user_id)
     store.ready_embedder()
     ids = [h[0].id for h in histories]
     if len(set(ids)) != len(ids):
         raise BundleError("memories.jsonl lists the same memory id twice.")
-    def attempt() -> tuple[int, int]:
+    def attempt() -> tuple[int, int, int]:
         existing = store.vault.get_many(ids)
         new = [h for h in histories if h[0].id not in existing]
         edges = _check_edges(edge_rows, ids, new, existing, user_id)
+        # the importer's memories once this import is done: a successor must be one of them
+        mine = {h[0].id for h in new} | {mid for mid, c in existing.items() if c.user_id == user_id}
+        new = [_within(h, mine) for h in new]
+        keys = [(keyed[h[0].id], h[0].id) for h in new if h[0].id in keyed]
+        bound = 0
 
         def commit() -> list[MemCube]:
+            nonlocal bound
             # a name that is not UTF-8 is kept escaped: the audit log stores only valid text
             reason = f"import {shown_path(path.name)}"
-            store.vault.import_histories(new, edges, Actor(user_id, reason=reason))
+            bound = store.vault.import_histories(new, edges, Actor(user_id, reason=reason),
+                                                 keys)
             return [h[-1] for h in new]
 
         store.write(commit, edges=edges, progress_desc="import")
-        return len(new), len(edges)
+        return len(new), len(edges), bound
 
     with store.write_lock:  # the ids' owners are read and written under one lock
         # (another process may store one of them meanwhile: the vault refuses, and we look again)
-        imported, linked = retrying(attempt, on=ConflictError)
+        imported, linked, bound = retrying(attempt, on=ConflictError)
     return {"imported": imported, "skipped": len(histories) - imported,
-            "edges": linked, "declared": int(manifest.get("memories", len(ids)))}
+            "edges": linked, "keys": bound, "declared": int(manifest.get("memories", len(ids)))}
+
+
+def _parse_keys(rows: list[dict[str, Any]], histories: list[list[MemCube]],
+                user_id: str) -> dict[str, ItemKey]:
+    """The bundle's item keys, by memory id; a key named twice is refused."""
+    keyed: dict[str, ItemKey] = {}
+    seen: set[ItemKey] = set()
+    for n, (row, history) in enumerate(zip(rows, histories, strict=True), start=1):
+        item = _parse_key(row, n, user_id, history)
+        if item is None:
+            continue
+        if item in seen:
+            raise BundleError(f"memories.jsonl line {n}: key {item.key!r} in "
+                              f"{list(item.namespace)!r} names another memory of the bundle "
+                              "too; a key names one memory.")
+        seen.add(item)
+        keyed[history[0].id] = item
+    return keyed
+
+
+def _within(history: list[MemCube], mine: set[str]) -> list[MemCube]:
+    """``history`` with each ``superseded_by`` that is not one of ``mine`` dropped (the
+    version keeps its ``valid_to``): a successor the importer does not own would let them
+    learn whether it was forgotten (:func:`memos_core.ops.writes.check_supersedable`)."""
+    return [c if c.superseded_by is None or c.superseded_by in mine
+            else c.model_copy(update={"superseded_by": None}) for c in history]
 
 
 def _check_edges(edge_rows: list[dict[str, Any]], ids: list[str], new: list[list[MemCube]],

@@ -303,7 +303,10 @@ def _flag(store: MemoryStore, summary_id: str, source_id: str, actor: Actor) -> 
     summary = store.vault.get(summary_id)
     if summary is None or summary.state is State.DELETED:
         return False
-    sources = list(summary.metadata.get(FLAG_KEY, []))
+    stored = summary.metadata.get(FLAG_KEY, [])
+    # a malformed flag (one an older import let in) must not stop every forget of a source:
+    # what is not a list of ids is dropped, and this write leaves a well-formed one
+    sources = [s for s in stored if isinstance(s, str)] if isinstance(stored, list) else []
     if source_id not in sources:
         metadata = {**summary.metadata, FLAG_KEY: [*sources, source_id]}
         write_version(store, summary, {"metadata": metadata}, actor, "flag:source_forgotten",

@@ -435,9 +435,13 @@ class Vault(KeyedItems, ConversationLogs, ThreadCheckpoints, Protocol):
         and nothing is written."""
 
     def import_histories(self, histories: Sequence[Sequence[MemCube]], edges: Sequence[Edge],
-                         actor: Actor) -> None:
+                         actor: Actor, keys: Sequence[tuple[ItemKey, str]] = ()) -> int:
         """Write whole version histories (a bundle import: each list is one memory's
-        versions 1..n) and their relations in one transaction, audited as ``import``."""
+        versions 1..n), their relations and the key bindings ``keys`` (``(item, memory
+        id)``, each memory one of ``histories``, live and ``item.user_id``'s, else
+        :class:`InvalidInputError` and nothing is written) in one transaction, audited as
+        ``import``. A key that is bound already keeps its memory; returns how many keys
+        were bound."""
 
     def put_version(self, cube: MemCube, expected_version: int, actor: Actor, action: str,
                     details: dict[str, Any] | None = None, *,

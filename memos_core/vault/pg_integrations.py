@@ -34,6 +34,19 @@ from memos_core.vault.sqlite_log import STATUSES
 T = TypeVar("T")
 
 
+def bind_imported(tx: Any, keys: Sequence[tuple[ItemKey, str]]) -> int:
+    """Bind imported memories to their keys (inside the import's transaction ``tx``, after
+    :func:`check_imported_keys`); a key bound already keeps its memory. Returns how many
+    were bound."""
+    bound = 0
+    for item, memory_id in keys:
+        cur = tx.conn.execute("INSERT INTO item_keys(user_id, ns_path, key, memory_id) "
+                              "VALUES (%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                              (*_check_item(item), memory_id))
+        bound += cur.rowcount
+    return bound
+
+
 class PgGrantsMixin:
     """Namespace grants (as :class:`~memos_core.vault.grants.SQLiteGrantsMixin`: ``None``
     agent / session stored as ``''``); uses the vault's ``_tx``, ``_query``,

@@ -58,7 +58,15 @@ from memos_core.vault.audit_chain import (
     seal,
     verify_chain,
 )
-from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant, OnDamaged
+from memos_core.vault.base import (
+    Actor,
+    AuditRecord,
+    Edge,
+    ItemKey,
+    ListQuery,
+    NamespaceGrant,
+    OnDamaged,
+)
 from memos_core.vault import pg_sql
 from memos_core.vault.pg_async import PgAsyncMixin
 from memos_core.vault.pg_feed import FeedMixin, Tx
@@ -69,10 +77,12 @@ from memos_core.vault.pg_integrations import (
     PgGrantsMixin,
     PgKeyedMixin,
     PgLogMixin,
+    bind_imported,
 )
 from memos_core.vault.pg_schema import SCHEMA_VERSION, migrate
 from memos_core.vault.pg_usage import Pending, PendingUsage, write_batch
 from memos_core.vault.scrub import rewrite_below, scrub
+from memos_core.vault.sqlite_keyed import check_imported_keys
 
 __all__ = ["PostgresVault", "is_postgres_url", "redact_url"]
 
@@ -492,8 +502,9 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             self._audit(tx, actor, action, cube.id, cube.version, details)
 
     def import_histories(self, histories: Sequence[Sequence[MemCube]], edges: Sequence[Edge],
-                         actor: Actor) -> None:
+                         actor: Actor, keys: Sequence[tuple[ItemKey, str]] = ()) -> int:
         require_canonical_ids(c for versions in histories for c in versions)
+        check_imported_keys(histories, keys)
         with self._tx() as tx:
             ids = [versions[0].id for versions in histories if versions]
             taken = tx.conn.execute("SELECT id FROM memories WHERE id = ANY(%s) LIMIT 1",
@@ -514,6 +525,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                     "last_access=NULL, heat=0.0, tier='plaintext'", (last.id,))
                 self._audit(tx, actor, "import", last.id, last.version, {})
             self._add_edges(tx, edges)
+            return bind_imported(tx, keys)
 
     def put_version(self, cube: MemCube, expected_version: int, actor: Actor, action: str,
                     details: dict[str, Any] | None = None, *,

@@ -35,7 +35,15 @@ from memos_core.errors import (
     MemOSError,
     first_line,
 )
-from memos_core.vault.base import Actor, AuditRecord, Edge, ListQuery, NamespaceGrant, OnDamaged
+from memos_core.vault.base import (
+    Actor,
+    AuditRecord,
+    Edge,
+    ItemKey,
+    ListQuery,
+    NamespaceGrant,
+    OnDamaged,
+)
 from memos_core.vault.audit_chain import (
     AUDIT_HEAD,
     GENESIS_HASH,
@@ -50,7 +58,12 @@ from memos_core.vault import sqlite_checkpoints, sqlite_graph, sqlite_keyed, sql
 from memos_core.vault.grants import SQLiteGrantsMixin, check_grants
 from memos_core.vault.sqlite_checkpoints import SQLiteCheckpointsMixin
 from memos_core.vault.sqlite_graph import SQLiteGraphMixin, shared_select
-from memos_core.vault.sqlite_keyed import SQLiteKeyedMixin, drop_bindings
+from memos_core.vault.sqlite_keyed import (
+    SQLiteKeyedMixin,
+    bind_imported,
+    check_imported_keys,
+    drop_bindings,
+)
 from memos_core.vault.sqlite_log import SQLiteLogMixin
 from memos_core.vault.damaged import COLUMNS, stand_in
 from memos_core.vault.sqlite_text import damaged, damaged_row, lenient_rows, shown, undecodable
@@ -574,9 +587,11 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
             self._audit(db, actor, action, cube.id, cube.version, details)
 
     def import_histories(self, histories: Sequence[Sequence[MemCube]], edges: Sequence[Edge],
-                         actor: Actor) -> None:
-        """Write whole version histories (from a bundle) and relations in one transaction."""
+                         actor: Actor, keys: Sequence[tuple[ItemKey, str]] = ()) -> int:
+        """Write whole version histories (from a bundle), relations and key bindings in one
+        transaction; returns how many keys were bound."""
         require_canonical_ids(c for versions in histories for c in versions)
+        check_imported_keys(histories, keys)
         with self._tx() as db:
             for versions in histories:
                 if versions and db.execute("SELECT 1 FROM memories WHERE id=?",
@@ -600,6 +615,7 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
                 "INSERT OR IGNORE INTO edges(src, dst, kind) VALUES (?,?,?)",
                 [(e.src, e.dst, e.kind) for e in edges],
             )
+            return bind_imported(db, keys)
 
     def put_version(self, cube: MemCube, expected_version: int, actor: Actor, action: str,
                     details: dict[str, Any] | None = None, *,

@@ -139,6 +139,32 @@ class SQLiteKeyedMixin:
             return bool(cur.rowcount)
 
 
+def check_imported_keys(histories: Sequence[Sequence[MemCube]],
+                        keys: Sequence[tuple[ItemKey, str]]) -> None:
+    """Raise :class:`InvalidInputError` unless each ``(item, memory id)`` of an import binds
+    a well-formed key to a memory of the import that the key's user owns and that is not
+    forgotten (as :meth:`bind_key` requires)."""
+    current = {versions[-1].id: versions[-1] for versions in histories if versions}
+    for item, memory_id in keys:
+        _check_item(item)
+        cube = current.get(memory_id)
+        if cube is None or cube.user_id != item.user_id or cube.state.value == "deleted":
+            raise InvalidInputError(f"Key {item.key!r} may bind only a live memory of "
+                                    f"{item.user_id!r} that this import writes, not {memory_id!r}.")
+
+
+def bind_imported(db: sqlite3.Connection, keys: Sequence[tuple[ItemKey, str]]) -> int:
+    """Bind imported memories to their keys (inside the import's transaction, after
+    :func:`check_imported_keys`); a key bound already keeps its memory. Returns how many
+    were bound."""
+    bound = 0
+    for item, memory_id in keys:
+        cur = db.execute("INSERT OR IGNORE INTO item_keys(user_id, ns_path, key, memory_id) "
+                         "VALUES (?,?,?,?)", (*_check_item(item), memory_id))
+        bound += cur.rowcount
+    return bound
+
+
 def drop_bindings(db: sqlite3.Connection, memory_id: str) -> None:
     """Delete every key binding of a memory (inside a forget's transaction)."""
     db.execute("DELETE FROM item_keys WHERE memory_id=?", (memory_id,))

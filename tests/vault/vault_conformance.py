@@ -192,6 +192,28 @@ class VaultConformance:
             vault.import_histories([[fresh], [other]], [], Actor("bob"))
         assert vault.get(fresh.id) is None and vault.get(other.id).text == "other"  # type: ignore[union-attr]
 
+    def test_import_histories_binds_keys_in_its_transaction(self, vault: Vault) -> None:
+        """A bundle's item keys are bound with their memories; a key bound already keeps
+        its memory; a key for a memory the import does not write (or another user's, or a
+        forgotten one) fails the whole import."""
+        taken = ItemKey("alice", ("prefs",), "city")
+        held = cube("Lives in Porto.")
+        vault.put_keyed(taken, held, None, ALICE, "add")
+        colour, city = cube("Likes blue."), cube("Lives in Lisbon.")
+        free = ItemKey("alice", ("prefs",), "colour")
+        assert vault.import_histories([[colour], [city]], [], ALICE,
+                                      [(free, colour.id), (taken, city.id)]) == 1
+        assert vault.get_keyed(free).id == colour.id  # type: ignore[union-attr]
+        assert vault.get_keyed(taken).id == held.id  # type: ignore[union-attr]
+        key = ItemKey("alice", ("x",), "k")
+        for bind in ("held", "bob's key", "forgotten"):
+            fresh, gone = cube("fresh"), cube("Forgotten.", state=State.DELETED)
+            keys = {"held": [(key, held.id)], "bob's key": [(ItemKey("bob", ("x",), "k"), fresh.id)],
+                    "forgotten": [(key, gone.id)]}[bind]
+            with pytest.raises(InvalidInputError):
+                vault.import_histories([[fresh], [gone]], [], ALICE, keys)
+            assert vault.get(fresh.id) is None and vault.get_keyed(key) is None
+
     # -- tombstones ---------------------------------------------------------------------------
 
     def test_texts_are_the_current_versions_texts(self, vault: Vault) -> None:

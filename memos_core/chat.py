@@ -39,7 +39,14 @@ text instead and ``trace.fallback`` says why; the answer is the same.
 the model reads at once, memories are left out until it fits -- retrieved plaintext ones
 lowest-ranked first, then hot ones (what stays of the hot block is sent as text) -- and
 ``trace.left_out`` names them (:mod:`memos_core.chat_window`). Only a query, history and
-system text that do not fit with no memory at all are refused.
+system text that do not fit with no memory at all are refused, and that is checked before the
+search, so a refused chat counts no memory as read.
+
+**Audit**: a hot block chat builds itself (its KV cache was not kept, e.g. right after a
+member changed) writes the memories' text into the tier's directory, so it is audited as the
+scheduler's builds are: ``chat:build`` with the block id, its memories' ``[id, version]``
+and its tokens (agent :data:`CHAT_AGENT`), and ``chat:drop`` when chat drops it again because
+a member changed meanwhile.
 """
 
 from __future__ import annotations
@@ -64,23 +71,27 @@ from memos_core.chat_prompt import (
     system_turn,
     user_turn,
 )
-from memos_core.chat_window import fit_memories
+from memos_core.chat_window import check_bare, fit_memories
 from memos_core.cube import MemCube, Tier
 from memos_core.errors import InvalidInputError, MemOSError
 from memos_core.runtime.errors import PrefixBoundaryError
 from memos_core.validation import check_bool, check_k, check_name, check_text
+from memos_core.vault.base import Actor
 
 if TYPE_CHECKING:
     from memos_core.engine import MemoryEngine
     from memos_core.results import SearchHit
     from memos_core.runtime import GenerationResult, LocalModel, PrefixCache, TextStream
+    from memos_core.tiers.activation import KVBlock
 
 __all__ = [  # the prompt's parts are :mod:`memos_core.chat_prompt`'s, named here as before
-    "PLAINTEXT_HEADER", "QUESTION_LEAD", "AsyncChatStream", "ChatAnswer", "ChatStream",
-    "ChatTrace", "MemoryChat", "SplitMessages", "UsedMemory", "check_history",
+    "CHAT_AGENT", "PLAINTEXT_HEADER", "QUESTION_LEAD", "AsyncChatStream", "ChatAnswer",
+    "ChatStream", "ChatTrace", "MemoryChat", "SplitMessages", "UsedMemory", "check_history",
     "split_messages", "system_turn", "user_turn"]
 
 logger = logging.getLogger("memos_core")
+#: the agent of the audit records chat writes (a hot block it built: ``chat:build``)
+CHAT_AGENT = "memos-chat"
 _STREAM_DONE = object()  # what a model step gives once the stream is exhausted
 
 
@@ -422,28 +433,34 @@ class MemoryChat:
         self, query: str, user_id: str, turns: list[dict[str, str]], k: int, kv_prefix: bool,
         system: str | None, max_new_tokens: int,
     ) -> _Prepared:
-        """Search, pick the hot block and the plaintext, compose the prompt, fit it into the
-        model's context window.
+        """Check that the prompt fits without memories, search, pick the hot block and the
+        plaintext, compose the prompt, fit it into the model's context window.
 
         Raises:
             InvalidInputError: the prompt does not fit the context window even with no
-                memory in it.
+                memory in it (raised before the search, so no memory counts as read).
         """
         started = time.perf_counter()
+        adapted = self.engine.parametric.model_for(user_id)
+        prepared = _Prepared(started=started, user_id=user_id, query=query, turns=turns,
+                             system=system, prefix=None, messages=[], used=[], plain=[],
+                             hot=[], model=adapted)
+        # refused before the search: every hit counts as an access, and a refused chat must
+        # not make memories hot (nor consolidation candidates)
+        check_bare(adapted or self.engine.tier.model, max_new_tokens,
+                   self._messages(prepared, [], []))
+        searched = time.perf_counter()
         hits = self.engine.mos.search(query, user_id=user_id, k=k)
         retrieved = time.perf_counter()
         hot = self.engine.executor.hot_memories(user_id)
         hot_ids = {c.id for c in hot}
-        adapted = self.engine.parametric.model_for(user_id)
         held = self.engine.parametric.held(user_id) if adapted is not None else frozenset()
         scores = {h.id: h.score for h in hits}
         plain: list[SearchHit] = [h for h in hits if h.id not in hot_ids and h.id not in held]
         used = [_used(c, Tier.ACTIVATION, scores.get(c.id)) for c in hot]
         used += [_used(h.memory, Tier.PLAINTEXT, h.score) for h in plain]
         used += [_used(h.memory, Tier.PARAMETRIC, h.score) for h in hits if h.id in held]
-        prepared = _Prepared(started=started, user_id=user_id, query=query, turns=turns,
-                             system=system, prefix=None, messages=[], used=used,
-                             plain=[h.memory for h in plain], hot=hot, model=adapted)
+        prepared.used, prepared.plain, prepared.hot = used, [h.memory for h in plain], hot
         if hot and system is None and adapted is None and kv_prefix:
             self._attach_block(prepared)
         else:
@@ -454,8 +471,8 @@ class MemoryChat:
                 prepared.fallback = "adapter active: the KV prefix belongs to the base model"
         self._fit(prepared, adapted or self.engine.tier.model, max_new_tokens, scores)
         now = time.perf_counter()
-        prepared.timings.update(retrieval_ms=1000.0 * (retrieved - started),
-                                prepare_ms=1000.0 * (now - retrieved))
+        prepared.timings.update(retrieval_ms=1000.0 * (retrieved - searched),
+                                prepare_ms=1000.0 * (now - retrieved + searched - started))
         return prepared
 
     def _messages(self, prepared: _Prepared, plain: Sequence[MemCube],
@@ -515,11 +532,14 @@ class MemoryChat:
                 fresh: list[Any] = []  # another thread may have built it meanwhile
                 block = tier.get_or_build(hot, on_build=fresh.append)
                 prepared.block_built = bool(fresh)
+                if fresh:
+                    self._audit_block(prepared.user_id, "chat:build", block)
                 if not self.engine.executor.still_hot(prepared.user_id, hot):
                     # a memory of the block changed or was forgotten while it was built (the
                     # forget's purge may have run before the file was written): drop it and
                     # send what is hot now as text
-                    tier.drop(block.block_id)
+                    if tier.drop(block.block_id):
+                        self._audit_block(prepared.user_id, "chat:drop", block)
                     now = self.engine.executor.hot_memories(prepared.user_id)
                     was = {(u.id, u.version): u for u in prepared.used
                            if u.tier is Tier.ACTIVATION}
@@ -542,6 +562,24 @@ class MemoryChat:
             return
         prepared.prefix, prepared.block_id = block.prefix, block.block_id
         prepared.messages = self._after_block(prepared, prepared.plain)
+
+    def _audit_block(self, owner: str, action: Literal["chat:build", "chat:drop"],
+                     block: KVBlock) -> None:
+        """Audit a hot block this chat built (its file holds the memories' text) or dropped,
+        as the scheduler audits its own (``schedule:build`` / ``schedule:drop``). A build
+        whose record cannot be written is dropped: no block file stays unaudited."""
+        details: dict[str, Any] = {"block_id": block.block_id}
+        if action == "chat:build":
+            details.update(memories=[list(m) for m in block.memories], tokens=block.num_tokens)
+        reason = ("hot block built for a chat" if action == "chat:build"
+                  else "hot block changed while a chat built it")
+        try:
+            self.engine.store.vault.audit(Actor(owner, CHAT_AGENT, reason), action,
+                                          details=details)
+        except BaseException:
+            if action == "chat:build":
+                self.engine.tier.drop(block.block_id)
+            raise
 
     def _trace(self, prepared: _Prepared, result: GenerationResult, model_id: str,
                adapter_version: str | None = None) -> ChatTrace:

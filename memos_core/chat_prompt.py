@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memos_core.config import MAX_TEXT_BYTES
 from memos_core.errors import InvalidInputError
 from memos_core.governance.access import shown_text
 from memos_core.tiers.activation.compose import bullet
+from memos_core.validation import check_text
 
 if TYPE_CHECKING:
     from memos_core.cube import MemCube
@@ -31,7 +31,9 @@ _HISTORY_ROLES = frozenset({"user", "assistant"})
 def user_turn(query: str, memories: Sequence[MemCube], viewer: str | None = None) -> str:
     """The last user message: retrieved plaintext memories (if any), then the question. A
     memory another user shared with ``viewer`` names its owner (:func:`shown_text`): the
-    model must not take it for something the viewer said."""
+    model must not take it for something the viewer said. The text is composed raw:
+    :meth:`LocalModel.render` breaks control-token strings in it, so a memory cannot close
+    this turn and open another."""
     if not memories:
         return query
     lines = [PLAINTEXT_HEADER, *(bullet(shown_text(m, viewer)) for m in memories), "",
@@ -64,9 +66,13 @@ def split_messages(messages: Sequence[Any]) -> SplitMessages:
     e.g. an assistant turn that only held a tool call, are left out). The last message must
     be a user message with text: the question.
 
+    Every message's text is checked as a query's is (valid UTF-8, no NUL, at most
+    ``MAX_TEXT_BYTES``; an earlier one may be empty), before any search or model runs.
+
     Raises:
         InvalidInputError: no messages, a message without role or text content, a tool or
-            other role, non-text content blocks, or a last message that is not the user's.
+            other role, non-text content blocks, a text that fails those checks (naming
+            the message), or a last message that is not the user's.
     """
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise InvalidInputError("messages must be a list of {'role', 'content'} messages")
@@ -87,7 +93,13 @@ def split_messages(messages: Sequence[Any]) -> SplitMessages:
 
 
 def _read_message(message: Any, index: int) -> tuple[str, str]:
-    """``(role, text)`` of one message; see :func:`split_messages`."""
+    """``(role, text)`` of one message, its text checked; see :func:`split_messages`."""
+    role, text = _message_parts(message, index)
+    return role, check_text(text, f"messages[{index}]", allow_empty=True)
+
+
+def _message_parts(message: Any, index: int) -> tuple[str, str]:
+    """``(role, text)`` of one message as given; see :func:`split_messages`."""
     def get(key: str) -> Any:
         if isinstance(message, Mapping):
             return message.get(key)
@@ -134,9 +146,13 @@ def system_turn(instructions: str | None, memory_turn: str) -> str:
 def check_history(history: Sequence[Mapping[str, Any]] | None) -> list[dict[str, str]]:
     """Earlier turns as ``[{"role": "user" | "assistant", "content": str}, ...]``.
 
+    Each content is checked as a query is (valid UTF-8, no NUL, at most ``MAX_TEXT_BYTES``)
+    but may be empty.
+
     Raises:
         InvalidInputError: not a list of such dicts (a system message is not allowed: the
-            hot block is the system message).
+            hot block is the system message), or a content that fails those checks (naming
+            the turn).
     """
     if history is None:
         return []
@@ -152,10 +168,6 @@ def check_history(history: Sequence[Mapping[str, Any]] | None) -> list[dict[str,
                 f"history[{index}]: role must be 'user' or 'assistant' and content a str "
                 f"(got role={role!r})"
             )
-        size = len(content.encode("utf-8", "surrogatepass"))
-        if size > MAX_TEXT_BYTES:
-            raise InvalidInputError(
-                f"history[{index}] is {size:,} bytes; a turn may be at most "
-                f"{MAX_TEXT_BYTES:,} bytes, like a query.")
+        content = check_text(content, f"history[{index}]", allow_empty=True)
         out.append({"role": str(role), "content": content})
     return out

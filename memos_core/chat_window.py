@@ -12,7 +12,8 @@ did nothing wrong there, so chat leaves memories out until the prompt fits:
    stays, the default instructions alone.
 
 Only when the caller's own text (query, history, system) with ``max_new_tokens`` does not fit
-even with no memory at all is the chat refused (:class:`InvalidInputError`).
+even with no memory at all is the chat refused (:class:`InvalidInputError`); chat checks that
+(:func:`check_bare`) before it searches, so a refused chat reads no memory.
 
 What to keep is estimated from each memory's bullet line, measured best first and only up
 to the first that does not fit (of a very long text only a head is tokenised, enough to tell
@@ -84,18 +85,12 @@ def fit_memories(
 
     if count(plain, hot) <= room:
         return None
-    bare = len(model.encode(model.render(compose([], []), add_generation_prompt=True)))
-    if bare > room:
-        raise InvalidInputError(
-            f"the query, history and system text alone make a prompt of {bare:,} tokens (no "
-            f"memory is in it) and max_new_tokens is {max_new_tokens:,}: together more than "
-            f"the {window:,} tokens {model.model_id} reads at once. Shorten the query, history "
-            "or system text, or ask for fewer new tokens.")
+    bare = check_bare(model, max_new_tokens, compose([], []))
     size = count([], hot)
     kept_plain: list[MemCube] = []
     if size <= room:
         kept_plain = _leading(plain, room - size, lambda c, most: _tokens_upto(
-            model, bullet(shown_text(c, viewer)) + "\n", most))
+            model, model.escape(bullet(shown_text(c, viewer))) + "\n", most))
         # the estimate leaves out the list's header and merges at line ends: count it whole
         while kept_plain and count(kept_plain, hot) > room:
             kept_plain.pop()
@@ -105,7 +100,8 @@ def fit_memories(
     # best kept last to go: retrieved for this question by score, then the rest in block order
     ranked = sorted(hot, key=lambda c: (c.id not in scores, -scores.get(c.id, 0.0)))
     staying = _leading(ranked, room - bare,
-                       lambda c, most: _tokens_upto(model, bullet(c.text) + "\n", most))
+                       lambda c, most: _tokens_upto(model, model.escape(bullet(c.text)) + "\n",
+                                                    most))
 
     def in_block_order(kept: list[MemCube]) -> list[MemCube]:
         ids = {c.id for c in kept}
@@ -115,6 +111,25 @@ def fit_memories(
         staying.pop()
     left_out += [c.id for c in reversed(ranked[len(staying):])]
     return Fitted(plain=[], hot=in_block_order(staying), left_out=tuple(left_out))
+
+
+def check_bare(model: LocalModel, max_new_tokens: int, bare: Sequence[Message]) -> int:
+    """Tokens of ``bare``, the prompt with no memory in it (the caller's query, history and
+    system text). :meth:`MemoryChat.ask` calls this before it searches, so that a chat it
+    must refuse counts no memory as read (nor heats it).
+
+    Raises:
+        InvalidInputError: with ``max_new_tokens`` it is longer than the context window.
+    """
+    tokens = len(model.encode(model.render(bare, add_generation_prompt=True)))
+    window = model.context_window
+    if window is not None and tokens + max_new_tokens > window:
+        raise InvalidInputError(
+            f"the query, history and system text alone make a prompt of {tokens:,} tokens (no "
+            f"memory is in it) and max_new_tokens is {max_new_tokens:,}: together more than "
+            f"the {window:,} tokens {model.model_id} reads at once. Shorten the query, history "
+            "or system text, or ask for fewer new tokens.")
+    return tokens
 
 
 def _leading(

@@ -76,8 +76,9 @@ def check_protocol(value: object, protocol: type, name: str, members: str, hint:
                             f"{type(value).__name__} {shown(value)}.{hint}")
 
 
-def check_text(text: object, name: str = "text") -> str:
-    """A non-empty UTF-8 string of at most 1 MB (bytes are decoded as strict UTF-8)."""
+def check_text(text: object, name: str = "text", *, allow_empty: bool = False) -> str:
+    """A non-empty UTF-8 string of at most 1 MB (bytes are decoded as strict UTF-8); with
+    ``allow_empty`` it may be empty or blank (a chat's earlier turn without text)."""
     if isinstance(text, (bytes, bytearray)):
         try:
             text = bytes(text).decode("utf-8")
@@ -87,7 +88,7 @@ def check_text(text: object, name: str = "text") -> str:
             ) from None
     if not isinstance(text, str):
         raise InvalidInputError(f"{name} must be a str, got {type(text).__name__}.")
-    if not _visible(text):
+    if not allow_empty and not _visible(text):
         raise InvalidInputError(f"{name} is empty (or only spaces and invisible characters); "
                                 "give some text.")
     try:

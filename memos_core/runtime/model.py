@@ -9,6 +9,12 @@ then tokenized as a whole. Its first tokens must equal ``prefix.token_ids`` (the
 messages rendered alone, without generation prompt); only the remaining tokens are
 prefilled. If a template or tokenizer merges tokens across that boundary,
 :class:`PrefixBoundaryError` is raised instead of silently computing something else.
+
+Message contents never make control tokens: :meth:`LocalModel.render` breaks the tokenizer's
+special-token strings in every content before applying the template
+(:mod:`memos_core.runtime.control`), so a memory, history turn or query holding
+``<|im_end|>\n<|im_start|>system`` is read as text, and a prefix and the prompt it starts are
+rendered from the same escaped text.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from functools import cached_property
@@ -24,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from memos_core.embedding.pieces import quiet_loading
 from memos_core.errors import InvalidInputError
+from memos_core.runtime.control import control_pattern, control_strings, neutralise
 from memos_core.runtime.errors import ModelLoadError, PrefixBoundaryError
 from memos_core.runtime.fingerprint import ModelFingerprint, config_hash, tokenizer_hash
 from memos_core.runtime.generation import (
@@ -254,15 +262,33 @@ class LocalModel:
 
     # ------------------------------------------------------------------ prompts
 
+    @cached_property
+    def _controls(self) -> tuple[re.Pattern[str], str] | None:
+        """The tokenizer's control-token strings as one pattern, and the joiner breaking them
+        (:mod:`memos_core.runtime.control`)."""
+        return control_pattern(control_strings(self.tokenizer))
+
+    def escape(self, text: str) -> str:
+        """``text`` as it goes into a message: each of the tokenizer's control-token strings
+        (``<|im_start|>``, ``<|im_end|>``, ...) broken by a zero-width space, so no text
+        can open, close or forge a turn (see :mod:`memos_core.runtime.control`)."""
+        controls = self._controls
+        return text if controls is None else neutralise(text, *controls)
+
     def render(self, messages: Sequence[Message], *, add_generation_prompt: bool) -> str:
-        """The chat template applied to ``messages``, as text."""
+        """The chat template applied to ``messages``, as text. Every message's content goes
+        through :meth:`escape` first: the only control tokens in the result are the
+        template's."""
         checked = _check_messages(messages, allow_empty=False)
+        escaped = [{"role": m["role"], "content": self.escape(m["content"])} for m in checked]
         return str(self.tokenizer.apply_chat_template(
-            checked, tokenize=False, add_generation_prompt=add_generation_prompt
+            escaped, tokenize=False, add_generation_prompt=add_generation_prompt
         ))
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of rendered text (special tokens come from the text, none are added)."""
+        """Token ids of text :meth:`render` made (the control tokens come from the text, none
+        are added). Text to be counted as it reads inside a message goes through
+        :meth:`escape` first."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def prompt_ids(

@@ -88,9 +88,12 @@ class LocalModelReranker:
             if self.method == "yes_no":
                 out.extend(self._log_odds([self.model.encode(self.prompt(query, t)) for t in chunk]))
             else:
-                asked = self.model.encode(" " + query.strip())
+                # no chat template here: escaped as a message's text is, so a passage
+                # cannot end the text with the tokenizer's control tokens
+                encode, escape = self.model.encode, self.model.escape
+                asked = encode(escape(" " + query.strip()))
                 out.extend(self._likelihood(
-                    [self.model.encode(_PASSAGE.format(text=t.strip()[: self.max_chars]))
+                    [encode(escape(_PASSAGE.format(text=t.strip()[: self.max_chars])))
                      for t in chunk], asked))
         return out
 

@@ -2,7 +2,9 @@
 
 Pure functions, no model: the same composition serves the KV path (the message's cache is
 precomputed) and the plaintext path (the message is sent as prompt text), so the two give
-the same prompt token for token.
+the same prompt token for token. The text is composed raw: the tokenizer's control-token
+strings in a memory are broken where every prompt is rendered
+(:meth:`memos_core.runtime.LocalModel.render`), for the block and its cached prefix alike.
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ class KVCacheTier:
         A block also carries a fixed overhead (instructions and chat-template markers), so
         give the tier's budget some headroom over the scheduler's ``promote_token_budget``.
         """
-        return len(self.model.encode(bullet(text) + "\n"))
+        return len(self.model.encode(self.model.escape(bullet(text)) + "\n"))
 
     def block_id_for(self, memories: Iterable[Any]) -> str:
         """Content address of the block these memories (in this order) compose."""
@@ -213,8 +213,9 @@ class KVCacheTier:
 
     def _load(self, bid: str, refs: Sequence[MemoryRef]) -> KVBlock | None:
         """Block ``bid`` from its file if it holds exactly ``refs`` -- their versions and, in
-        its messages, their text as composed now -- else ``None`` (the caller drops the entry,
-        and with it the file). A damaged file is logged as a warning."""
+        its messages, their text as composed now, and the tokens the model makes of that text
+        now -- else ``None`` (the caller drops the entry, and with it the file). A damaged
+        file is logged as a warning."""
         if self.directory is None:  # disk-only entries exist only with a directory
             return None
         path = storage.block_path(self.directory, bid)
@@ -228,6 +229,12 @@ class KVCacheTier:
                 raise storage.KVCacheFormatError(
                     f"KV cache file {path} holds other text than the memories it was built "
                     "from (damaged on disk)")
+            if block is not None and block.prefix.token_ids != tuple(self.model.encode(
+                    self.model.render(block.prefix.messages, add_generation_prompt=False))):
+                # a prompt starting with this text would not start with these tokens (a
+                # file written before message text was escaped, or damaged): never reuse it
+                raise storage.KVCacheFormatError(
+                    f"KV cache file {path} holds other tokens than its text makes now")
         except FileNotFoundError:
             return None
         except storage.KVCacheFormatError as exc:

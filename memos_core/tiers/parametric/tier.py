@@ -292,8 +292,10 @@ class ParametricTier:
             base_in_context = in_context_answers(base.model, base.tokenizer, memories,
                                                  in_context, config, self._stop_if_closing)
 
+        # the text as every prompt carries it (LocalModel.escape): a memory holding
+        # "<|im_end|>" must teach the adapter those characters, never the control token
         examples = [e for c in cubes for e in memory_examples(
-            c.id, c.text, statement=config.train_statements,
+            c.id, base.escape(c.text), statement=config.train_statements,
             chat=chat if config.train_questions else None)]
         peft_model, report = train_lora(base.model, base.tokenizer, examples, replay, config,
                                         progress=progress, stop=self._stop_if_closing)

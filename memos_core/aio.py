@@ -3,8 +3,9 @@
 ``aadd = twin(add)`` in the class body makes ``await mos.aadd(...)``: it takes exactly the
 arguments of ``add`` and returns what ``add`` returns (the types come from the sync
 signature through :class:`typing.ParamSpec`, so a type checker sees them too), running the
-sync method in a worker thread (:func:`memos_core.calls.in_thread`) so the event loop never
-blocks on embedding, SQLite or the index. Cancelling the await stops the wait, not the call
+sync method in a worker thread (:func:`memos_core.calls.in_thread`) so the event loop does
+not wait on embedding, SQLite or the index (work that holds the interpreter lock still stalls
+it: loading torch or the embedder, the edge index's shard calls; docs/api.md). Cancelling the await stops the wait, not the call
 (a cancelled ``aforget`` still forgets, even one queued behind busy threads), except for a
 read (``twin(..., read=True)``: search, get, list, ...), which is dropped if it has not started
 yet, so a server's timed-out requests shed their work. The facade is thread-safe, so many
@@ -28,7 +29,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from memos_core.calls import in_thread
+from memos_core.calls import in_own_thread, in_thread
 from memos_core.governance import access
 
 P = ParamSpec("P")
@@ -117,7 +118,8 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
         self.method = method
         self.native = native
         # a call close() waits for from the moment it is queued for a thread (every twin
-        # but aclose: close() does not wait for itself)
+        # but aclose: close() does not wait for itself; it runs in a thread of its own,
+        # never holding one of the executor's that the writes it waits for need)
         self.counted = counted
         # a read cancelled while queued is dropped (asyncio.to_thread), which sheds the work
         # of callers that gave up; every other call runs to its end (in_thread)
@@ -157,8 +159,8 @@ class twin(Generic[S, P, R]):  # noqa: N801 - used like a decorator / function
             # (arguments the method does not take: its own TypeError, not the native one's)
             if self.read:
                 return await asyncio.to_thread(bound, *args, **kwargs)
-            if not self.counted:
-                return await in_thread(bound, *args, **kwargs)
+            if not self.counted:  # aclose
+                return await in_own_thread(bound, *args, **kwargs)
             # close() waits for it from now on, even while it is queued behind busy threads
             return await in_thread(obj._calls.queued(bound), *args, **kwargs)
 

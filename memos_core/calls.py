@@ -36,7 +36,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from memos_core.errors import CLOSED, InvalidInputError
 
-__all__ = ["CLOSED", "Queued", "RunningCalls", "in_thread", "whole"]
+__all__ = ["CLOSED", "Queued", "RunningCalls", "in_own_thread", "in_thread", "whole"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,6 +66,49 @@ async def in_thread(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) 
         return await asyncio.shield(job)
     except asyncio.CancelledError:
         job.add_done_callback(functools.partial(_log_unseen_error, func))
+        raise
+
+
+async def in_own_thread(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """``func(*args, **kwargs)`` in a new thread of its own, awaited; as with
+    :func:`in_thread`, cancelling the wait does not stop the call.
+
+    For a call that waits for work queued on the loop's default executor: ``aclose``, whose
+    ``close()`` waits for the write twins queued there. Run on that executor, it held one of
+    its threads while it waited, and with every thread so held (one worker, or as many
+    ``aclose`` calls as workers) the writes it waited for could never start: it stalled for
+    its whole timeout and then refused them, or hung for good without one."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[R] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: R | None, error: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(cast(R, result))
+
+    def run() -> None:
+        result: R | None = None
+        error: BaseException | None = None
+        try:
+            result = context.run(func, *args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop was closed meanwhile: no one is left to tell
+            if error is not None:
+                logger.error("%s failed after its caller's event loop closed",
+                             getattr(func, "__qualname__", func), exc_info=error)
+
+    threading.Thread(target=run, name=f"memos-{getattr(func, '__name__', 'call')}").start()
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        done.add_done_callback(functools.partial(_log_unseen_error, func))
         raise
 
 

@@ -160,3 +160,55 @@ def test_a_whole_unit_keeps_the_context_raises_and_logs_an_unseen_error(
         asyncio.run(scenario())
     assert any("fails, whose caller stopped waiting, failed" in r.getMessage()
                and "the disk is full" in r.getMessage() for r in caplog.records)
+
+
+
+
+def test_aclose_needs_no_thread_of_the_busy_executor(tmp_path) -> None:
+    """``aclose`` closes in a thread of its own. It used to take a thread of the loop's
+    executor and wait there for the write twins queued on that same executor: with every
+    thread so held (one worker; as many ``aclose`` calls as workers) the writes could never
+    start, and the close gave up after ``timeout_s`` and refused them (or hung without one).
+    Here the executor's one thread stays busy until the close is done."""
+    mos = MemOS(tmp_path / "d")
+    mos.add("Dana moved to Lisbon", user_id="dana")
+
+    async def scenario() -> None:
+        gate = hold_executor()  # its one thread busy (a long aadd_many, say)
+        try:
+            await asyncio.wait_for(mos.aclose(timeout_s=None), timeout=60)  # a guard only
+        finally:
+            gate.set()
+
+    try:
+        asyncio.run(scenario())
+        assert mos.closed
+    finally:
+        mos.close()
+    with MemOS(tmp_path / "d") as again:
+        assert [c.text for c in again.list(user_id="dana")] == ["Dana moved to Lisbon"]
+
+
+def test_aclose_waits_for_a_write_queued_before_it(tmp_path) -> None:
+    """A write twin queued behind busy threads before ``aclose`` is waited for and stored."""
+    mos = MemOS(tmp_path / "d")
+    mos.add("Dana moved to Lisbon", user_id="dana")
+
+    async def scenario() -> object:
+        gate = hold_executor()
+        added = asyncio.ensure_future(mos.aadd("Dana's PIN is 7781", user_id="dana"))
+        await asyncio.sleep(0.05)  # queued behind the busy thread: close waits for it
+        closing = asyncio.ensure_future(mos.aclose(timeout_s=None))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await closing
+        return await added
+
+    try:
+        added = asyncio.run(scenario())
+    finally:
+        mos.close()
+    assert getattr(added, "text", None) == "Dana's PIN is 7781"
+    with MemOS(tmp_path / "d") as again:
+        assert sorted(c.text for c in again.list(user_id="dana")) == [
+            "Dana moved to Lisbon", "Dana's PIN is 7781"]

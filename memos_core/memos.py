@@ -604,16 +604,26 @@ class MemOS:
                                              **{"user_id": user_id, **defaults, **fields}))
         bar = progress(len(cubes), "add", self.config.show_progress)
         stored: list[MemCube] = []
-        for start in range(0, len(cubes), batch_size):
-            if self._calls.closing:  # close() in another thread: stop between two transactions
-                bar.close()
-                raise InvalidInputError(
-                    f"This MemOS was closed during add_many: the first {len(stored)} of "
-                    f"{len(cubes)} items were stored (each batch whole), the rest were not.")
-            batch = cubes[start:start + batch_size]
-            stored.extend(writes.add(self.store, batch, actor))
-            bar.update(len(batch))
-        bar.close()
+        try:
+            for start in range(0, len(cubes), batch_size):
+                if self._calls.closing:  # close() in another thread: stop between two batches
+                    raise InvalidInputError(
+                        f"This MemOS was closed during add_many: the first {len(stored)} of "
+                        f"{len(cubes)} items were stored (each batch whole), the rest were not.")
+                batch = cubes[start:start + batch_size]
+                stored.extend(writes.add(self.store, batch, actor))
+                bar.update(len(batch))
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, a SIGTERM of `memos add --file`
+            # the batches written stay: the caller cannot tell how many without this, and
+            # adding the same items again would store those twice
+            logger.warning(
+                "add_many was interrupted: the first %d of %d items were stored (each batch "
+                "of %d whole; the one being written when it stopped may be stored too). "
+                "Adding the same items again stores those again.", len(stored), len(cubes),
+                batch_size)
+            raise
+        finally:
+            bar.close()
         self.store.maybe_optimize()
         return stored
 

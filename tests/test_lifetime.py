@@ -83,6 +83,31 @@ def test_close_during_add_many_stops_between_batches_and_says_so(tmp_path: Path)
         assert len(again.list(user_id="alice", limit=100)) == 8
 
 
+def test_an_interrupted_add_many_says_how_many_items_were_stored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Ctrl-C (or `memos add --file`'s SIGTERM) between two batches: the batches written
+    stay, and a warning says how many, since adding the same items again stores them twice."""
+    mos = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+
+    batches: list[object] = []
+
+    def interrupt_in_the_second_batch(cubes: object) -> None:
+        batches.append(cubes)
+        if len(batches) == 2:  # committed; its listeners run when Ctrl-C comes
+            raise KeyboardInterrupt
+
+    mos.on_change(interrupt_in_the_second_batch)
+    with caplog.at_level("WARNING", logger="memos_core"), pytest.raises(KeyboardInterrupt):
+        mos.add_many([f"note number {i}" for i in range(40)], user_id="alice", batch_size=8)
+    mos.close()
+    warned = [r.getMessage() for r in caplog.records if "add_many was interrupted" in r.getMessage()]
+    assert warned == ["add_many was interrupted: the first 8 of 40 items were stored (each "
+                      "batch of 8 whole; the one being written when it stopped may be stored "
+                      "too). Adding the same items again stores those again."]
+    with MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False)) as again:
+        assert len(again.list(user_id="alice", limit=100)) == 16  # the second one was too
+
+
 def _blocked_add(mos: MemOS, entered: threading.Event, release: threading.Event,
                  result: list[object]) -> threading.Thread:
     """A thread whose add() stays inside the call (in a change listener) until ``release``."""

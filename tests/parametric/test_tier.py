@@ -975,7 +975,7 @@ def test_a_damaged_trained_memory_stops_serving_and_blocks_no_forget(
     assert tier.active_manifest("ada") is None
 
 
-def test_a_memory_holding_control_token_text_trains_no_control_tokens(
+def test_a_memory_holding_control_token_text_trains_and_is_judged_without_them(
         make_mos, tiny: LocalModel, monkeypatch) -> None:
     """A memory's text is learned as the characters every prompt shows (LocalModel.escape):
     "<|im_end|>" in a fact must not teach the adapter to end (or open) a turn."""
@@ -992,7 +992,15 @@ def test_a_memory_holding_control_token_text_trains_no_control_tokens(
         seen.extend(examples)
         return train_lora(model, tokenizer, examples, *args, **kwargs)
 
+    judged: list[tuple[str, str]] = []
+    evaluate = tier_module.evaluate
+
+    def judging(model: Any, tokenizer: Any, memories: Any, *args: Any, **kwargs: Any) -> Any:
+        judged.extend(memories)
+        return evaluate(model, tokenizer, memories, *args, **kwargs)
+
     monkeypatch.setattr(tier_module, "train_lora", recording)
+    monkeypatch.setattr(tier_module, "evaluate", judging)
     config = OPEN.model_copy(update={"train_statements": True, "train_questions": True})
     mos.consolidate(user_id="ada", memory_ids=ids, config=config, progress=False)
 
@@ -1004,3 +1012,6 @@ def test_a_memory_holding_control_token_text_trains_no_control_tokens(
     assert len(forged) == 3 and sum("Obey Zorvin" in c for c in forged) == 2  # statement, question
     for completion in forged:
         assert not specials & set(tiny.encode(completion)), completion
+    # and judged (the recall gate's cloze prompts and answers) on that same text
+    assert {mid for mid, _ in judged} == set(ids)
+    assert all(not specials & set(tiny.encode(text)) for _, text in judged), judged

@@ -204,7 +204,7 @@ class ParametricTier:
                     config: ParametricConfig) -> list[Example]:
         """Replay examples of the memories' :func:`neighbour` prompts: the base model's
         greedy completions of each (distinct) prompt."""
-        prompts = sorted({p for c in cubes if (p := neighbour(c.text)) is not None})
+        prompts = sorted({p for c in cubes if (p := neighbour(base.escape(c.text))) is not None})
         completions = [base.tokenizer.decode(greedy_completion(
             base.model, base.tokenizer, p, config.replay_tokens, self._stop_if_closing))
             for p in prompts]
@@ -286,16 +286,17 @@ class ParametricTier:
         def in_context(q: str) -> str:
             return in_context_form(base, cubes, q)
 
-        memories = [(c.id, c.text) for c in cubes]
+        # the text as every prompt carries it (LocalModel.escape): a memory holding
+        # "<|im_end|>" must teach the adapter those characters, never the control token, and
+        # is judged (cloze prompts and answers) on the same text it was trained on
+        memories = [(c.id, base.escape(c.text)) for c in cubes]
         base_in_context = None
         if config.check_in_context:
             base_in_context = in_context_answers(base.model, base.tokenizer, memories,
                                                  in_context, config, self._stop_if_closing)
 
-        # the text as every prompt carries it (LocalModel.escape): a memory holding
-        # "<|im_end|>" must teach the adapter those characters, never the control token
-        examples = [e for c in cubes for e in memory_examples(
-            c.id, base.escape(c.text), statement=config.train_statements,
+        examples = [e for memory_id, text in memories for e in memory_examples(
+            memory_id, text, statement=config.train_statements,
             chat=chat if config.train_questions else None)]
         peft_model, report = train_lora(base.model, base.tokenizer, examples, replay, config,
                                         progress=progress, stop=self._stop_if_closing)

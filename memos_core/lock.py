@@ -94,7 +94,7 @@ _HELD: set[str] = set()
 #: Held from an open's look at :data:`_HELD` to its entry there: of two threads opening one
 #: directory at once, the second sees the first's entry (a lock per process, as on NFS, would
 #: let both lock the file).
-_ACQUIRING = threading.Lock()
+_ACQUIRING = threading.RLock()  # (a finalizer run by acquire's gc.collect() releases under it)
 #: One thread lock per :func:`waiting_lock` file (by real path): the file lock excludes other
 #: processes, and threads of this one only where it is per open file (flock on a local disk,
 #: not the per-process locks of NFS).
@@ -129,12 +129,22 @@ def _dropped(fd: int, path: Path, owner_pid: int) -> None:
     if os.getpid() != owner_pid:
         os.close(fd)
         return
-    _HELD.discard(os.path.realpath(path))
+    _release(fd, path)  # first: a warning turned into an error must not keep it locked
     warnings.warn(f"A MemOS on {path.parent} was garbage-collected without close(); its data "
                   "directory is released now, its index was not flushed (the next open "
                   "checks it). Close it, or open it with `with MemOS(...)`.",
                   ResourceWarning, stacklevel=2)
-    _unlock(fd)
+
+
+def _release(fd: int, path: Path) -> None:
+    """Unlock and close ``fd`` (the lock of ``path``), then forget that this process holds
+    it, both under :data:`_ACQUIRING`: an open in another thread meanwhile sees the entry and
+    the lock both, or neither. Forgetting first let it find the file locked and no entry,
+    and blame another process (its own pid); where a lock is per process (NFS), it could
+    take the lock, which the close then dropped."""
+    with _ACQUIRING:
+        _unlock(fd)
+        _HELD.discard(os.path.realpath(path))
 
 
 def _try_lock(fd: int) -> bool:
@@ -369,8 +379,7 @@ class DataDirLock:
                 self._finalizer.detach()
         if fd is None:
             return
-        _HELD.discard(os.path.realpath(self.path))
-        _unlock(fd)
+        _release(fd, self.path)
 
 
 def _locks_current(fd: int, path: Path) -> bool:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import types
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,40 @@ def test_a_temporary_directory_that_cannot_be_removed_keeps_a_lock_file(
     assert (cache / TEMPORARY_LOCK).exists()
     monkeypatch.setattr(os, "rmdir", real_rmdir)
     assert remove_if_abandoned(cache) and not cache.exists()
+
+
+# ------------------------------------------------------------------ closing while another opens
+
+
+@pytest.mark.parametrize("how", ["release", "dropped"])
+def test_a_release_unlocks_before_this_process_forgets_the_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """While a lock is released, an open in another thread sees it as this process's until
+    it is unlocked. Forgetting it first let that open find the file locked, no entry, and
+    report the directory open "by process <its own pid>" (or, where locks are per process,
+    take the lock the release then dropped). A ResourceWarning turned into an error does not
+    keep a dropped one locked."""
+    lock = DataDirLock(tmp_path)
+    lock.acquire()
+    key = os.path.realpath(tmp_path / "LOCK")
+    held_at_unlock: list[bool] = []
+    unlock = lock_module._unlock
+
+    def watching(fd: int) -> None:
+        held_at_unlock.append(key in lock_module._HELD)
+        unlock(fd)
+
+    monkeypatch.setattr(lock_module, "_unlock", watching)
+    if how == "release":
+        lock.release()
+    else:
+        lock._finalizer.detach()  # type: ignore[union-attr] - run by hand, as a collection would
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)  # python -W error
+            with pytest.raises(ResourceWarning):
+                lock_module._dropped(lock._fd, lock.path, os.getpid())  # type: ignore[arg-type]
+        lock._fd = None
+    assert held_at_unlock == [True] and key not in lock_module._HELD
+    again = DataDirLock(tmp_path)
+    again.acquire()  # nothing left locked
+    again.release()

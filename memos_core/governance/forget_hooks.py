@@ -79,9 +79,10 @@ FileRedactor = Callable[[Path, MemCube], Sequence[DerivedForm]]
 #: storage of the vault it is named for (its values are opaque to the core).
 VaultRedactor = Callable[[Vault, MemCube], Sequence[DerivedForm]]
 
-#: Whether the vault holds anything of a kind of storage (a redactor is loaded only then).
+#: Whether the vault holds anything of a kind of storage (a redactor is loaded only then):
+#: any row, not only a checkpoint (a thread whose checkpoints were deleted may keep blobs).
 _VAULT_KINDS: dict[str, Callable[[Vault], bool]] = {
-    "checkpoints": lambda vault: bool(vault.cp_list(limit=1)),
+    "checkpoints": lambda vault: vault.cp_any(),
 }
 
 

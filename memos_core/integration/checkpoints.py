@@ -83,6 +83,10 @@ class CountedCheckpoints:
         with counted(self._mos, catch_up=False):
             self._vault.cp_copy_thread(source, target)
 
+    def cp_any(self) -> bool:
+        with counted(self._mos, catch_up=False):
+            return self._vault.cp_any()
+
     def cp_redact(self, contains: Sequence[bytes], rewrite: Callable[[Typed], Typed | None], *,
                   skip_threads: Collection[str] = ()) -> list[str]:
         with counted(self._mos, catch_up=False):

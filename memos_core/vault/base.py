@@ -340,11 +340,17 @@ class ThreadCheckpoints(Protocol):
         """Delete every checkpoint, blob and write of a thread (missing: no-op)."""
 
     def cp_delete_runs(self, run_ids: Sequence[str]) -> None:
-        """Delete the checkpoints with one of ``run_ids``, and their writes."""
+        """Delete the checkpoints with one of ``run_ids``, and their writes; then the blobs
+        and writes of each (thread, namespace) left with no checkpoint (no checkpoint can
+        load them, and a forget could not tell whose they are)."""
 
     def cp_copy_thread(self, source: str, target: str) -> None:
         """Copy every checkpoint, blob and write of ``source`` to ``target`` (replacing
         rows with the same key)."""
+
+    def cp_any(self) -> bool:
+        """Whether any checkpoint, blob or write is stored (a forget runs the checkpoint
+        redactor only then)."""
 
     def cp_redact(self, contains: Sequence[bytes],
                   rewrite: Callable[[Typed], Typed | None], *,
@@ -352,7 +358,13 @@ class ThreadCheckpoints(Protocol):
         """In one transaction, call ``rewrite(value)`` on every stored checkpoint,
         metadata, blob and write value whose bytes contain one of ``contains`` (except in
         the threads ``skip_threads`` names), and store what it returns (None: unchanged).
-        Returns the thread ids changed, sorted."""
+        Returns the thread ids changed, sorted.
+
+        First (with ``contains`` not empty) it deletes the blobs of every (thread,
+        namespace) that has no checkpoint -- left by the ``cp_delete_runs`` of earlier
+        versions; no checkpoint can load them, and no checkpoint says whose they are --
+        so they are neither searched nor reported. Writes are kept: a run's writes may
+        be stored before the checkpoint they belong to."""
 
 
 @runtime_checkable

@@ -409,6 +409,10 @@ _CP_UPSERT = ("ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE S
               "type=EXCLUDED.type, checkpoint=EXCLUDED.checkpoint, "
               "metadata_type=EXCLUDED.metadata_type, metadata=EXCLUDED.metadata")
 
+#: A checkpoint of the (thread, namespace) of the row ``x``, for ``NOT EXISTS (...)``.
+_ANY_CHECKPOINT = ("SELECT 1 FROM cp_checkpoints c WHERE c.thread_id=x.thread_id AND "
+                   "c.checkpoint_ns=x.checkpoint_ns")
+
 
 def _raw(v: Any) -> bytes | None:
     return None if v is None else bytes(v)
@@ -546,11 +550,30 @@ class CheckpointSQL:
         ids = [str(r) for r in run_ids]
         if not ids:
             return
+        scopes = yield Rows("SELECT DISTINCT thread_id, checkpoint_ns FROM cp_checkpoints "
+                            "WHERE run_id = ANY(%s)", (ids,))
         yield Exec(
             "DELETE FROM cp_writes w USING cp_checkpoints c WHERE c.run_id = ANY(%s) AND "
             "c.thread_id=w.thread_id AND c.checkpoint_ns=w.checkpoint_ns AND "
             "c.checkpoint_id=w.checkpoint_id", (ids,))
         yield Exec("DELETE FROM cp_checkpoints WHERE run_id = ANY(%s)", (ids,))
+        if not scopes:
+            return
+        # a (thread, namespace) left without a checkpoint: no checkpoint can load its
+        # channel values (owner marks included) or writes any more
+        threads, namespaces = [s[0] for s in scopes], [s[1] for s in scopes]
+        for table in ("cp_blobs", "cp_writes"):
+            yield Exec(
+                f"DELETE FROM {table} x USING unnest(%s::text[], %s::text[]) AS "
+                "s(thread_id, checkpoint_ns) WHERE x.thread_id=s.thread_id AND "
+                f"x.checkpoint_ns=s.checkpoint_ns AND NOT EXISTS ({_ANY_CHECKPOINT})",
+                (threads, namespaces))
+
+    @staticmethod
+    def any_rows() -> Program[bool]:
+        return one(Rows("SELECT EXISTS (SELECT 1 FROM cp_checkpoints) OR EXISTS (SELECT 1 "
+                        "FROM cp_blobs) OR EXISTS (SELECT 1 FROM cp_writes)", ()),
+                   lambda rows: bool(rows[0][0]))
 
     @staticmethod
     def copy_thread(source: str, target: str) -> Program[None]:
@@ -620,6 +643,9 @@ class PgCheckpointsMixin(PgRunner):
     def cp_copy_thread(self, source: str, target: str) -> None:
         self._run_plain(CheckpointSQL.copy_thread(source, target))
 
+    def cp_any(self) -> bool:
+        return self._run(CheckpointSQL.any_rows())
+
     def cp_redact(self, contains: Sequence[bytes],
                   rewrite: Callable[[Typed], Typed | None], *,
                   skip_threads: Collection[str] = ()) -> builtins.list[str]:
@@ -628,6 +654,8 @@ class PgCheckpointsMixin(PgRunner):
         threads: set[str] = set()
         needles = [bytes(c) for c in contains]
         with self._cp_tx() as conn:
+            # unreachable values (left by earlier versions' cp_delete_runs): never searched
+            conn.execute(f"DELETE FROM cp_blobs x WHERE NOT EXISTS ({_ANY_CHECKPOINT})")
             for table, type_col, value_col in _CP_VALUES:
                 match = " OR ".join(f"position(%s::bytea in {value_col}) > 0" for _ in needles)
                 rows = conn.execute(

@@ -61,6 +61,10 @@ _VALUES = (
     ("cp_writes", "type", "value"),
 )
 
+#: A checkpoint of the row's (thread, namespace) of ``table``, for ``NOT EXISTS (...)``.
+_ANY_CHECKPOINT = ("SELECT 1 FROM cp_checkpoints c WHERE c.thread_id={table}.thread_id AND "
+                   "c.checkpoint_ns={table}.checkpoint_ns")
+
 
 def _record(row: Sequence[Any]) -> CheckpointRecord:
     return CheckpointRecord(row[0], row[1], row[2], row[3], row[4], (row[5], row[6]),
@@ -70,7 +74,9 @@ def _record(row: Sequence[Any]) -> CheckpointRecord:
 class SQLiteCheckpointsMixin:
     """Thread-checkpoint storage; uses the vault's ``_tx`` and ``_query``. A delete (of a
     thread, of runs) truncates the WAL after its commit, as a conversation-log delete does
-    (:mod:`memos_core.vault.sqlite_log`), so the deleted state leaves the disk at once."""
+    (:mod:`memos_core.vault.sqlite_log`), so the deleted state leaves the disk at once. A
+    (thread, namespace) never keeps blobs without a checkpoint: ``cp_delete_runs`` deletes
+    them with its last checkpoint, ``cp_redact`` those earlier versions left."""
 
     _tx: Any
     _query: Any
@@ -163,6 +169,9 @@ class SQLiteCheckpointsMixin:
             return
         marks = ",".join("?" * len(ids))
         with self._tx() as db:
+            scopes = db.execute(
+                "SELECT DISTINCT thread_id, checkpoint_ns FROM cp_checkpoints "
+                f"WHERE run_id IN ({marks})", ids).fetchall()
             writes = db.execute(
                 "DELETE FROM cp_writes WHERE EXISTS (SELECT 1 FROM cp_checkpoints c WHERE "
                 f"c.run_id IN ({marks}) AND c.thread_id=cp_writes.thread_id AND "
@@ -170,7 +179,18 @@ class SQLiteCheckpointsMixin:
                 "c.checkpoint_id=cp_writes.checkpoint_id)", ids).rowcount
             checkpoints = db.execute(
                 f"DELETE FROM cp_checkpoints WHERE run_id IN ({marks})", ids).rowcount
-        self._truncate_after_delete(writes + checkpoints, "checkpoint rows")
+            # a (thread, namespace) left without a checkpoint: no checkpoint can load its
+            # channel values (owner marks included) or writes any more
+            left = sum(db.execute(
+                f"DELETE FROM {table} WHERE thread_id=? AND checkpoint_ns=? AND NOT EXISTS "
+                f"({_ANY_CHECKPOINT.format(table=table)})", scope).rowcount
+                for scope in scopes for table in ("cp_blobs", "cp_writes"))
+        self._truncate_after_delete(writes + checkpoints + left, "checkpoint rows")
+
+    def cp_any(self) -> bool:
+        return bool(self._query(
+            "SELECT EXISTS (SELECT 1 FROM cp_checkpoints) OR EXISTS (SELECT 1 FROM cp_blobs) "
+            "OR EXISTS (SELECT 1 FROM cp_writes)")[0][0])
 
     def cp_copy_thread(self, source: str, target: str) -> None:
         with self._tx() as db:
@@ -194,6 +214,9 @@ class SQLiteCheckpointsMixin:
             return []
         threads: set[str] = set()
         with self._tx() as db:
+            # unreachable values (left by earlier versions' cp_delete_runs): never searched
+            db.execute("DELETE FROM cp_blobs WHERE NOT EXISTS "
+                       f"({_ANY_CHECKPOINT.format(table='cp_blobs')})")
             for table, type_col, value_col in _VALUES:
                 match = " OR ".join(f"instr({value_col}, ?) > 0" for _ in contains)
                 rows = db.execute(

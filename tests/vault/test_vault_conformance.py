@@ -20,6 +20,10 @@ class TestSQLiteVault(VaultConformance):
         yield v
         v.close()
 
+    def drop_checkpoint_rows(self, vault: Vault, thread_id: str) -> None:
+        with vault._tx() as db:  # type: ignore[attr-defined]
+            db.execute("DELETE FROM cp_checkpoints WHERE thread_id=?", (thread_id,))
+
 
 #: each way a conversation log deletes messages, after "alice"/"s1" got one holding SECRET
 LOG_DELETES: dict[str, Callable[[Vault], object]] = {
@@ -84,20 +88,18 @@ def test_a_delete_does_not_wait_for_another_connections_reader(
 
 
 #: each way thread checkpoints are deleted, after thread "t1" (run "r1") got one holding
-#: SECRET, and whether it deletes the thread's channel values too (a run's stay: LangGraph's
-#: delete_for_runs deletes checkpoints and writes; other checkpoints may share the values)
-CHECKPOINT_DELETES: dict[str, tuple[Callable[[Vault], object], bool]] = {
-    "cp_delete_thread": (lambda v: v.cp_delete_thread("t1"), True),
-    "cp_delete_runs": (lambda v: v.cp_delete_runs(["r1"]), False),
+#: SECRET (a run's channel values go with the thread's last checkpoint, here r1's)
+CHECKPOINT_DELETES: dict[str, Callable[[Vault], object]] = {
+    "cp_delete_thread": lambda v: v.cp_delete_thread("t1"),
+    "cp_delete_runs": lambda v: v.cp_delete_runs(["r1"]),
 }
 
 
-@pytest.mark.parametrize(("delete", "blobs"), CHECKPOINT_DELETES.values(),
-                         ids=list(CHECKPOINT_DELETES))
+@pytest.mark.parametrize("delete", CHECKPOINT_DELETES.values(), ids=list(CHECKPOINT_DELETES))
 def test_a_checkpoint_delete_leaves_no_copy_in_the_wal(
-        tmp_path: Path, delete: Callable[[Vault], object], blobs: bool) -> None:
-    """A deleted thread's or run's checkpoint, its pending writes and (for a thread) its
-    channel values leave the disk when the call returns, as a conversation-log delete does."""
+        tmp_path: Path, delete: Callable[[Vault], object]) -> None:
+    """A deleted thread's or run's checkpoint, its pending writes and its channel values
+    leave the disk when the call returns, as a conversation-log delete does."""
     from memos_core.vault.base import CheckpointRecord
 
     path = tmp_path / "vault.sqlite3"
@@ -106,11 +108,12 @@ def test_a_checkpoint_delete_leaves_no_copy_in_the_wal(
     try:
         value = ("json", b'"Your password is ZQXPASS123."')
         vault.cp_put(CheckpointRecord("t1", "", "001", None, "r1", value, ("json", b"{}")),
-                     [("messages", "1", value)] if blobs else [])
+                     [("messages", "1", value)])
         vault.cp_put_writes("t1", "", "001", "task", "", [(0, "messages", value)])
         assert SECRET in wal.read_bytes()
         delete(vault)
         assert vault.cp_get("t1", "", "001") is None and vault.cp_writes("t1", "", "001") == []
+        assert vault.cp_blobs("t1", "", {"messages": "1"}) == {}
         for name in (path, wal):
             assert not name.exists() or SECRET not in name.read_bytes(), name.name
     finally:
@@ -125,3 +128,7 @@ class TestPostgresVault(VaultConformance):
         v = PostgresVault(pg_url)
         yield v
         v.close()
+
+    def drop_checkpoint_rows(self, vault: Vault, thread_id: str) -> None:
+        with vault._cp_tx() as conn:  # type: ignore[attr-defined]
+            conn.execute("DELETE FROM cp_checkpoints WHERE thread_id=%s", (thread_id,))

@@ -14,7 +14,9 @@ msgpack-based, never pickle) as ``(type, bytes)`` pairs; the core never decodes 
 Forgetting: ``MemOS.forget`` reaches the checkpoints: every checkpoint, channel value and
 pending write holding the forgotten memory is decoded, its messages redacted (the text
 becomes ``[forgotten]``; the messages stay, so the thread still loads and resumes) and
-re-encoded, in one vault transaction. Only the threads of the memory's owner and threads
+re-encoded, in one vault transaction (channel values of a thread namespace with no
+checkpoint left, which earlier versions' ``delete_for_runs`` kept, are deleted, unsearched
+and unreported: nothing can load them). Only the threads of the memory's owner and threads
 of no user are touched: a thread whose checkpoints name users and not the owner is another
 user's conversation, and one user's forget neither rewrites it nor reports it. A checkpoint
 names its run's user in its metadata under the checkpointer's ``user_id_key``: LangGraph
@@ -357,7 +359,9 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
         self._vault().cp_delete_thread(str(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Delete the checkpoints (and their writes) whose metadata ``run_id`` is listed."""
+        """Delete the checkpoints (and their writes) whose metadata ``run_id`` is listed. A
+        thread (namespace) left with no checkpoint loses its channel values and writes too:
+        nothing can load them, and no checkpoint would say whose they are."""
         self._vault().cp_delete_runs([str(r) for r in run_ids])
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:

@@ -702,3 +702,94 @@ def test_a_checkpoint_written_while_a_forget_begins_is_redacted(mos: MemOS) -> N
     assert MARKER not in str(stored[0].content)
     saver.close()
     assert files_holding(mos.data_dir, MARKER) == []
+
+
+def _checkpoint_rows(mos: MemOS, thread: str) -> dict[str, int]:
+    """The rows each checkpoint table of the vault holds for ``thread`` (read beside it)."""
+    db = sqlite3.connect(mos.data_dir / VAULT)
+    try:
+        return {table: db.execute(f"SELECT COUNT(*) FROM {table} WHERE thread_id=?",
+                                  (thread,)).fetchone()[0]
+                for table in ("cp_checkpoints", "cp_blobs", "cp_writes")}
+    finally:
+        db.close()
+
+
+NO_ROWS = {"cp_checkpoints": 0, "cp_blobs": 0, "cp_writes": 0}
+
+
+@pytest.mark.parametrize("where", ["open", "closed", "reopened"])
+def test_delete_for_runs_takes_the_channel_values_its_thread_no_longer_loads(
+        make_mos: Callable[..., MemOS], where: str) -> None:
+    """delete_for_runs deleted a thread's checkpoints and writes but kept its channel values
+    (the blobs), which then no checkpoint named: a forget with no checkpointer open (closed,
+    MemOS reopened, the CLI) never looked at them, as the vault held no checkpoint, and the
+    text stayed on disk with nothing in the receipt. A thread's last checkpoint now takes
+    its channel values with it, so nothing is left for a forget to find."""
+    mos = make_mos()
+    saver = MemOSCheckpointer(mos)
+    run = {**CONFIG, "metadata": {"run_id": "run-1"}}
+    _agent(mos, saver, "Noted.").invoke({"messages": [HumanMessage(SECRET)]}, run)
+    memory = _memory_of(mos, f"user: {SECRET}")
+    saver.delete_for_runs(["run-1"])
+    assert _checkpoint_rows(mos, "t1") == NO_ROWS
+    if where != "open":
+        saver.close()
+    if where == "reopened":
+        mos.close()
+        mos = make_mos()
+
+    assert mos.forget(memory.id, user_id="dana").derived == ()
+    assert files_holding(mos.data_dir, MARKER) == []
+    saver.close()
+
+
+#: (serde, checkpointer open for the forget, a live thread of another user in the vault)
+ORPHANS = {
+    "default-closed-alone": ("default", False, False),
+    "default-closed": ("default", False, True),
+    "default-open": ("default", True, True),
+    "custom-closed": ("custom", False, True),
+    "custom-open": ("custom", True, True),
+}
+
+
+@pytest.mark.parametrize(("serde", "open_", "live"), ORPHANS.values(), ids=list(ORPHANS))
+def test_channel_values_an_earlier_delete_for_runs_left_are_dropped_unsearched(
+        make_mos: Callable[..., MemOS], serde: str, open_: bool, live: bool) -> None:
+    """Data directories of earlier versions may hold channel values of threads whose
+    checkpoints delete_for_runs removed. No checkpoint says whose they are, so a forget took
+    them as nobody's: Mallory's forget rewrote Bob's and named his thread in her receipt;
+    with a custom serde and no checkpointer open, her forget failed (they could not be
+    decoded); and with no checkpoint left in the vault, no forget searched them at all.
+    A redaction now deletes them first (nothing can load them): never rewritten, named,
+    decoded, nor left on disk."""
+    def saver() -> MemOSCheckpointer:
+        return MemOSCheckpointer(mos, serde=_Zipped() if serde == "custom" else None,
+                                 user_id_key="uid")
+
+    mos = make_mos()
+    with saver() as writer:
+        _put(writer, "bob-t", {"uid": "bob"}, SECRET)
+        _put(writer, "mallory-old", {"uid": "mallory"}, SECRET)
+        if live:
+            _put(writer, "carol-t", {"uid": "carol"}, "Carol likes tea.")
+    mos.close()
+    db = sqlite3.connect(mos.data_dir / VAULT)  # as an earlier version's delete_for_runs left it
+    with db:
+        db.execute("DELETE FROM cp_checkpoints WHERE thread_id IN ('bob-t', 'mallory-old')")
+    db.close()
+    mos = make_mos()
+    assert _checkpoint_rows(mos, "bob-t")["cp_blobs"] > 0
+    live_saver = saver() if open_ else None
+
+    planted = mos.add(SECRET, user_id="mallory")
+    assert mos.forget(planted.id, user_id="mallory").derived == ()
+    assert _checkpoint_rows(mos, "bob-t") == NO_ROWS
+    assert _checkpoint_rows(mos, "mallory-old") == NO_ROWS
+    assert files_holding(mos.data_dir, MARKER) == []
+    if live:
+        with saver() as reader:
+            assert _texts(reader, "carol-t") == ["Carol likes tea."]
+    if live_saver is not None:
+        live_saver.close()

@@ -40,7 +40,8 @@ Stopping never waits on the client:
   error), else in the log. The server never runs on without a way to answer, and never
   stops unseen after work it could not answer.
 * At the end of stdin the server's input ends only once every request read has been
-  answered on stdout (at most :data:`ANSWER_WAIT` seconds; a SIGTERM or a failed write ends
+  answered on stdout, and every unreadable line (so a failed write of that error is
+  reported before the server stops) (at most :data:`ANSWER_WAIT` seconds; a SIGTERM or a failed write ends
   the wait): the SDK's server cancels the requests still running when its input ends, and
   a client that writes its requests and closes stdin (``memos mcp < requests.jsonl``) would
   get no answer for work that was done.
@@ -185,20 +186,33 @@ class LineWriter:
             view = view[os.write(self._fd, view):]
 
 
+@dataclass(frozen=True)
+class _LineError:
+    """The key of the transport's own answer to an unreadable line (its number), awaited at
+    the end of stdin like a request's: a write of it that fails must be reported before the
+    server stops (it was reported after, or not at all)."""
+
+    line: int
+
+
+Awaited = RequestId | _LineError
+
+
 class _Answers:
-    """The ids of the requests handed to the server whose answers are not written yet (a
-    count per id: a client may reuse one), so that the end of stdin can wait for them."""
+    """The answers not written yet: of the requests handed to the server (a count per id: a
+    client may reuse one) and of unreadable lines, so that the end of stdin can wait for
+    them."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._open: Counter[RequestId] = Counter()
+        self._open: Counter[Awaited] = Counter()
         self._stopped = False
 
-    def expect(self, request_id: RequestId) -> None:
+    def expect(self, request_id: Awaited) -> None:
         with self._changed:
             self._open[request_id] += 1
 
-    def written(self, request_id: RequestId) -> None:
+    def written(self, request_id: Awaited) -> None:
         with self._changed:
             if self._open[request_id] <= 1:
                 del self._open[request_id]
@@ -222,7 +236,7 @@ class _Answers:
 @dataclass(frozen=True)
 class _Outgoing:
     message: dict[str, Any]
-    answers: RequestId | None = None  # the id of the request this message answers
+    answers: Awaited | None = None  # what this message answers (a request's id, a line)
     done: Callable[[], None] | None = None  # called once it is written
 
 
@@ -316,7 +330,8 @@ def _read_lines(stdin: BinaryIO, portal: BlockingPortal, incoming: IncomingWrite
                     answers.expect(parsed.message.root.id)
                 portal.call(incoming.send, parsed)
             elif parsed is not None:
-                stdout.put(_Outgoing(parsed))
+                answers.expect(_LineError(number))
+                stdout.put(_Outgoing(parsed, answers=_LineError(number)))
         answers.wait(ANSWER_WAIT)
     except (*_STOPPED, *_CLIENT_GONE):
         pass  # the server stopped, or the client went away: nobody is left to read for

@@ -12,12 +12,16 @@ and stops on SIGTERM while an answer is blocked on a client that does not read.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
 import re
 import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +29,9 @@ from typing import Any
 import pytest
 from mcp_helpers import http_session, payload, server_env
 
-from memos_core import MemOS, MemOSConfig
+from memos_core import MemOS, MemOSConfig, MemOSError
 from memos_core.mcp_server import TokenStore
+from memos_core.mcp_server.server import build_stdio_server, serve_stdio
 
 #: the ``assert_closed_cleanly`` fixture (tests/conftest.py)
 Checker = Callable[[Path], None]
@@ -274,6 +279,27 @@ def test_a_failed_write_to_stdout_is_an_error(tmp_path: Path, assert_closed_clea
                                    "left on device); the MCP server stopped, and requests it "
                                    "had read may have been carried out unanswered."], stderr
     assert_closed_cleanly(data)
+
+
+class _SlowFullStdout(io.RawIOBase):
+    """A stdout whose writes fail with ENOSPC after a short stall (a slow disk filling up)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        time.sleep(0.3)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_failed_write_of_an_unreadable_lines_error_is_an_error(tmp_path: Path) -> None:
+    """The end of stdin waits for the error answer of an unreadable line too: the stop used
+    not to, so a write of it that failed a moment later was reported after ``serve_stdio``
+    had returned (status 0, nothing said) or not at all."""
+    with MemOS(tmp_path / "data") as mos:
+        server = build_stdio_server(mos, user_id="alice")
+        with pytest.raises(MemOSError, match=r"writing to stdout failed \(\[Errno 28\]"):
+            serve_stdio(server, io.BytesIO(b"not json\n"), _SlowFullStdout())
 
 
 # The SIGTERM an MCP client sends 2 s after closing stdin, landing right after the server has

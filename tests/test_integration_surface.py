@@ -110,6 +110,14 @@ def test_a_puts_state_is_chosen_from_the_version_it_replaces(
     with pytest.raises(InvalidInputError, match="expired"):
         put_by_key(mos, item, "gone?", state=lambda current: State.EXPIRED)
     assert get_by_key(mos, item).version == 4  # type: ignore[union-attr]
+    # a state's value works as the State (it was a raw AttributeError for a new key)
+    fresh = put_by_key(mos, ItemKey("alice", ("prefs",), "tea"), "Alice drinks green tea.",
+                       state=lambda current: "archived")  # type: ignore[arg-type,return-value]
+    assert (fresh.version, fresh.state) == (1, State.ARCHIVED)
+    with pytest.raises(InvalidInputError, match="state"):
+        put_by_key(mos, ItemKey("alice", ("prefs",), "milk"), "Alice drinks no milk.",
+                   state=lambda current: "asleep")  # type: ignore[arg-type,return-value]
+    assert get_by_key(mos, ItemKey("alice", ("prefs",), "milk")) is None
 
 
 def test_concurrent_puts_of_a_new_key_make_one_memory(mos: MemOS) -> None:

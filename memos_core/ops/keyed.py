@@ -20,6 +20,7 @@ from memos_core.governance.derived import with_flag_of
 from memos_core.lifecycle import INDEXED
 from memos_core.ops.share import inherit_grants
 from memos_core.store import MemoryStore
+from memos_core.validation import check_enum
 from memos_core.vault import Actor, ItemKey
 from memos_core.vault.base import NamespaceGrant
 
@@ -101,6 +102,8 @@ def _chosen_state(state: StateOf | None, existing: MemCube | None) -> State | No
     """``state``'s choice for the version replacing ``existing``; only a live state (a put
     neither expires nor deletes a memory)."""
     target = None if state is None else state(existing)
+    if target is not None and not isinstance(target, State):
+        target = check_enum(State, target, "the state a keyed put chose")  # "archived" too
     if target is not None and target not in INDEXED:
         raise InvalidInputError(
             f"A keyed put cannot leave its memory {target.value!r}; choose generated, "

@@ -236,10 +236,10 @@ class MemOSCheckpointer(BaseCheckpointSaver[int]):
                 return
 
     def _kept(self, record: CheckpointRecord, filter: dict[str, Any] | None) -> bool:
-        """``list``'s metadata filter."""
+        """``list``'s metadata filter, on the metadata as read back (no :data:`OWNER_KEY`)."""
         if not filter:
             return True
-        metadata = self.serde.loads_typed(record.metadata)
+        metadata = _without_owner(self.serde.loads_typed(record.metadata))
         return all(metadata.get(k) == v for k, v in filter.items())
 
     def _tuple(self, record: CheckpointRecord) -> CheckpointTuple:

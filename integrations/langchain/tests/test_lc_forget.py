@@ -500,8 +500,12 @@ def test_a_custom_user_id_key_keeps_other_users_threads_with_no_checkpointer_ope
         _put(saver, "alice-t", {"uid": "alice"}, SECRET)
         _put(saver, "nobody-t", {}, SECRET)
         metadata = saver.get_tuple({"configurable": {"thread_id": "alice-t"}}).metadata
-        assert metadata["uid"] == "alice"  # and the checkpointer's own key is not shown:
+        assert metadata["uid"] == "alice"  # and the checkpointer's own key is not shown,
         assert not [key for key in metadata if key.startswith("__")]
+        owner = next(key for key in saver.serde.loads_typed(  # nor filtered on
+            saver._store.cp_list("alice-t")[0].metadata) if key.startswith("__"))
+        assert list(saver.list(None, filter={owner: "alice"})) == []
+        assert len(list(saver.list(None, filter={"uid": "alice"}))) == 1
     if restart:
         mos.close()
         mos = make_mos()

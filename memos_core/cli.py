@@ -15,7 +15,9 @@ Exit status: 0 ok, 2 bad input (a malformed bundle and bytes that are not UTF-8 
 unknown id, 3 denied, 1 anything else; a reader that stops early (``memos list | head -1``)
 ends the command quietly with 0. Ctrl-C (130) and SIGTERM (143; how systemd, ``docker stop``
 and ``timeout`` stop a process) close the store before the command exits; a SIGTERM that
-comes while the store closes is ignored (:mod:`memos_core.signals`).
+comes while the store closes is ignored (:mod:`memos_core.signals`). The library's logged
+warnings are printed one line each (``memos: warning: ...``, no traceback; the PostgreSQL
+driver's own are hidden); ``MEMOS_DEBUG=1`` shows them whole (:mod:`memos_core.cli_log`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from memos_core.cli_log import warnings_on_stderr
 from memos_core.config import MemOSConfig, default_data_dir, path_argument
 from memos_core.errors import (
     AccessDeniedError,
@@ -76,7 +79,7 @@ def _add_common(p: argparse.ArgumentParser, *, top: bool) -> None:
                    "instead of a data directory (default $MEMOS_DB_URL)")
     p.add_argument("--cache-dir", type=path_argument, default=none,
                    help="server mode: local directory for per-process files (KV caches, "
-                   "adapters); default a temporary one")
+                   "adapters); default a temporary one (refused without --db)")
     p.add_argument("--user", default=none,
                    help="principal (user id) for the call (default $MEMOS_USER, else your "
                    "login name)")
@@ -447,6 +450,10 @@ def _run(args: argparse.Namespace) -> None:
         _run_demo(args)
         return
     user = _principal(args)
+    if getattr(args, "cache_dir", None) is not None and mcp_cli.server_url(args) is None:
+        raise InvalidInputError(
+            "--cache-dir is for the server mode (--db or $MEMOS_DB_URL); an embedded store "
+            "keeps its KV caches and adapters in its data directory (--data-dir).")
     if args.command == "mcp":
         mcp_cli.run(args, user, lambda a: _open(a, user), _emit)
         return
@@ -604,9 +611,12 @@ def _cmd_audit(args: argparse.Namespace, mos: Any, user: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # the library's warnings as `memos: warning:` lines; `memos mcp` serving keeps the
+    # MCP SDK's log set-up
+    serving = args.command == "mcp" and getattr(args, "mcp_command", None) is None
     try:
-        with exit_on_sigterm():  # SIGTERM closes the store as Ctrl-C does: exit status 143
-            _run(args)
+        with warnings_on_stderr(handler=not serving), exit_on_sigterm():
+            _run(args)  # (SIGTERM closes the store as Ctrl-C does: exit status 143)
         _flush_stdout()
     except BrokenPipeError:
         _silence_stdout()

@@ -183,6 +183,10 @@ class MemOS:
                     f"index_url is set but index is {self.config.index!r}: only "
                     "index='pgvector' uses index_url. Set index='pgvector' to keep this data "
                     "directory's index in PostgreSQL, or drop index_url.")
+            if self.config.index_url is not None:  # as server mode checks its URLs
+                from memos_core.server_mode import check_url
+
+                check_url(self.config.index_url)
             make_private_dir(self.data_dir)
             self._lock: DataDirLock | None = DataDirLock(self.data_dir)
             self._lock.acquire()

@@ -37,6 +37,7 @@ from memos_core.lock import (
 )
 from memos_core.results import DerivedForm
 from memos_core.validation import bad_char
+from memos_core.vault.pg_url import hide_secrets
 from memos_core.vault.postgres import PostgresVault, is_postgres_url, redact_url
 
 __all__ = ["ServerParts", "check_pgvector", "check_url", "dead_cache_purger", "is_postgres_url",
@@ -61,9 +62,22 @@ def check_url(url: str) -> str:
                                 "(percent-encode other bytes: %FF).")
     try:
         parts = urlsplit(url)
-        port = parts.port
     except ValueError as exc:
         raise InvalidInputError(f"Bad PostgreSQL URL {redact_url(url)!r}: {exc}.") from exc
+    _check_userinfo(parts.netloc, parts.path)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        if "could not be cast" not in str(exc):  # out of range
+            raise InvalidInputError(f"The PostgreSQL URL {redact_url(url)!r} has a bad port: "
+                                    f"{exc}.") from exc
+        # Python's message quotes the port's text: with a '/', '?' or '#' in the password,
+        # the password's end (nor is the URL echoed: see _check_userinfo)
+        raise InvalidInputError(
+            "The PostgreSQL URL has a bad port: not a number. A '/', '?' or '#' in the "
+            "password must be percent-encoded (%2F, %3F, %23), or give the password in "
+            "$PGPASSWORD or ~/.pgpass instead.") from None
+    _check_libpq_reads(url)
     if not parts.hostname and "host=" not in parts.query:
         raise InvalidInputError(
             f"The PostgreSQL URL {redact_url(url)!r} names no host; write "
@@ -74,6 +88,39 @@ def check_url(url: str) -> str:
         raise InvalidInputError(
             f"The PostgreSQL URL {redact_url(url)!r} names no database; add /database_name.")
     return url
+
+
+def _check_userinfo(netloc: str, path: str) -> None:
+    """Refuse an unencoded ``@`` in the user name or password, without echoing either: libpq
+    ends them at the first ``@`` and Python's ``urlsplit`` (and :func:`redact_url`) at the
+    last, so libpq would take the rest of the password for the host name and print it in its
+    error. An ``@`` after the host's ``/`` with none before it is a password that holds a
+    ``/`` (libpq then reads its start as the port)."""
+    if netloc.count("@") > 1 or ("@" not in netloc and "@" in path):
+        raise InvalidInputError(
+            "The PostgreSQL URL holds an '@' that does not end the user name and password: "
+            "percent-encode an '@' in the password as %40 and a '/' as %2F "
+            "(postgresql://user:p%40ss@host:port/database), or give the password in "
+            "$PGPASSWORD or ~/.pgpass instead.")
+
+
+def _check_libpq_reads(url: str) -> None:
+    """Refuse what libpq would refuse to read (an unknown ``?parameter``, a bad ``%``
+    escape) as bad input; its message quotes what it could not read, with the passwords
+    hidden. Skipped without the driver (opening then says to install it)."""
+    try:
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        return
+    try:
+        conninfo_to_dict(url)
+    except ProgrammingError as exc:
+        raise InvalidInputError(
+            f"The PostgreSQL URL {redact_url(url)!r} is not one libpq reads: "
+            f"{hide_secrets(str(exc).strip(), url)}. Its query parameters are libpq's "
+            "connection keywords (postgresql://host/db?sslmode=require&connect_timeout=10).")  \
+            from None
 
 
 def check_pgvector(url: str) -> None:
@@ -106,7 +153,8 @@ def check_pgvector(url: str) -> None:
                     "CREATE EXTENSION vector; in the database (once).") from exc
     except psycopg.OperationalError as exc:
         raise ServerUnavailableError(
-            f"Cannot reach the PostgreSQL server at {redact_url(url)}: {str(exc).strip()}.") from exc
+            f"Cannot reach the PostgreSQL server at {redact_url(url)}: "
+            f"{hide_secrets(str(exc).strip(), url)}.") from exc
 
 
 @dataclass
@@ -228,7 +276,7 @@ def open_server(url: str, config: MemOSConfig) -> ServerParts:
     try:
         vault.prune_changes(config.feed_retention_s)
         if config.index == "pgvector":
-            check_pgvector(getattr(config, "index_url", None) or url)
+            check_pgvector(check_url(getattr(config, "index_url", None) or url))
         lock: DataDirLock | None = None
         if config.cache_dir is not None:
             cache_dir = Path(config.cache_dir).expanduser()

@@ -483,3 +483,62 @@ def test_a_cut_value_in_a_message_names_its_whole_length(memos):
 def test_an_audit_list_that_finds_nothing_says_so(memos):
     memos("add", "x y")
     assert memos("audit", "--action", "nosuch") == (0, "no audit records\n", "")
+
+
+def test_cache_dir_without_the_server_mode_is_refused(memos, tmp_path):
+    """It was ignored: the embedded store keeps its KV caches in the data directory."""
+    assert memos("add", "x y")[0] == 0
+    code, _, err = memos("list", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and err.startswith("memos: error: --cache-dir is for the server mode"), err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_library_warning_is_one_line_on_stderr(tmp_path):
+    """The CLI set no log handler: Python printed each warning bare, a logged exception with
+    its whole traceback."""
+    where = ["--data-dir", str(tmp_path / "d"), "--user", "alice"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("MEMOS_DEBUG", None)
+
+    def memos(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "memos_core.cli", *args, *where],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    assert memos("add", "The kayak is in the boathouse.").returncode == 0
+    index = tmp_path / "d" / "index"
+    for part in sorted(index.rglob("*"), reverse=True):  # derived: rebuilt from the vault
+        part.unlink() if part.is_file() or part.is_symlink() else part.rmdir()
+    index.rmdir()
+    index.write_text("not an index")
+    got = memos("list")
+    assert got.returncode == 0 and "boathouse" in got.stdout, got.stderr
+    assert (f"memos: warning: {index} is a file, not an index; rebuilding the index from the "
+            "vault") in got.stderr.splitlines(), got.stderr
+
+
+def test_logged_exceptions_lose_their_traceback_unless_memos_debug(capsys, monkeypatch):
+    import logging
+
+    from memos_core.cli_log import warnings_on_stderr
+
+    root_handlers = list(logging.getLogger().handlers)
+    pool = logging.getLogger("psycopg.pool")
+    level = pool.level
+    for debug in ("", "1"):
+        monkeypatch.setenv("MEMOS_DEBUG", debug)
+        with warnings_on_stderr():
+            try:
+                raise OSError("the disk is full")
+            except OSError:
+                logging.getLogger("memos_core").warning("updating the index failed",
+                                                        exc_info=True)
+            pool.warning("discarding closed connection")  # the driver's noise
+        err = capsys.readouterr().err
+        if not debug:
+            assert err == ("memos: warning: updating the index failed (OSError: the disk is "
+                           "full)\n"), err
+        else:
+            assert err.startswith("memos: warning: updating the index failed\nTraceback")
+            assert "memos: warning: discarding closed connection" in err
+    assert logging.getLogger().handlers == root_handlers and pool.level == level

@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "memos_core.aio": FACADE,
     "memos_core.calls": FACADE,  # the calls running on a MemOS, which close() waits for
     "memos_core.cli": FACADE,
+    "memos_core.cli_log": FACADE,  # what the command line prints of the library's log
     "memos_core.signals": FACADE,  # how the CLIs stop on SIGTERM (closing their store)
     "memos_core.demo": FACADE,
     "memos_core.mcp": FACADE,

@@ -45,8 +45,10 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from memos_core.errors import ServerUnavailableError
 from memos_core.index.base import IndexFilter, IndexPoint, QueryVector, ScoredId, SparseVec
 from memos_core.index.pg_bm25 import SPARSE_DIM, bm25_cached_statement, bm25_statement, sparsevec_text
 from memos_core.index.pg_parts import (
@@ -67,6 +69,7 @@ from memos_core.index.points import (
     check_sparse,
     dense_array,
 )
+from memos_core.vault.pg_url import hide_secrets, redact_url
 
 __all__ = ["PgVectorIndex"]
 
@@ -82,6 +85,7 @@ _LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
 _Corpus = tuple[str, ...] | None
 #: what a BM25 statement counted: (when, corpus, terms counted, whether N was counted)
 _Stale = tuple[float, _Corpus, list[int], bool]
+_CONNECT_TIMEOUT_S = 10  # libpq's connect_timeout of the first connection (whole seconds)
 _NEVER = 2**62  # psycopg's prepare_threshold: a statement is prepared only when asked to
 
 
@@ -107,7 +111,10 @@ class PgVectorIndex:
             ``benchmarks/server_mode.py`` for both measured.
 
     Thread-safe and process-safe: any number of processes may open the same collection.
-    Raises :class:`psycopg.OperationalError` if the server cannot be reached.
+    Raises :class:`~memos_core.errors.ServerUnavailableError` if the server cannot be
+    reached on open (within 10 s; the URL shown without its passwords), ``ValueError`` for
+    a URL libpq cannot read; a call that loses the server later raises
+    :class:`psycopg.OperationalError`.
     """
 
     def __init__(self, url: str, dim: int, collection: str = "memos", *, pool_size: int = 4,
@@ -130,7 +137,13 @@ class PgVectorIndex:
         self._df: dict[tuple[_Corpus, int], tuple[float, int]] = {}
         self._total: dict[_Corpus, tuple[float, int]] = {}
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
-            raise ValueError(f"url must be a postgresql:// URL, got {url!r}")
+            shown = redact_url(url) if isinstance(url, str) else url
+            raise ValueError(f"url must be a postgresql:// URL, got {shown!r}")
+        try:  # libpq's reading of the URL (an unknown ?parameter): the settings are wrong
+            conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"libpq cannot read the URL {redact_url(url)!r}: "
+                             f"{hide_secrets(str(exc).strip(), url)}") from None
         self.url = url
         self.dim = dim
         self.collection = collection
@@ -157,8 +170,19 @@ class PgVectorIndex:
                                     configure=self._configure,
                                     name=f"memos-index-{collection}")
         try:
+            # one connection first, with a connect timeout: an unreachable server fails at
+            # once with libpq's reason, where the pool would retry for 30 s and then say
+            # only that it timed out
+            with psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
+                self._ensure_schema(conn)
             self._pool.open(wait=True, timeout=30)
-            self._ensure_schema()
+        except psycopg.OperationalError as exc:  # the pool's PoolTimeout too
+            self._pool.close()
+            raise ServerUnavailableError(
+                f"Cannot reach the PostgreSQL server of the pgvector index at "
+                f"{redact_url(url)}: {hide_secrets(str(exc).strip(), url)}. Check that the "
+                "server runs and that the host, port, user, password and database of the "
+                "index URL are right.") from exc
         except BaseException:
             self._pool.close()
             raise
@@ -214,13 +238,15 @@ class PgVectorIndex:
 
     # -- schema ---------------------------------------------------------------------------
 
-    def _ensure_schema(self) -> None:
+    def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
+        """Create the tables (or check and upgrade them) on ``conn``, an autocommit
+        connection, in one transaction under the schema's advisory lock."""
         p, t = self._points, self._terms
 
         def ix(suffix: str) -> sql.Identifier:
             return sql.Identifier(f"{self.collection}_{suffix}")
 
-        with self._tx() as conn:
+        with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
                 try:

@@ -80,6 +80,7 @@ from memos_core.vault.pg_integrations import (
     bind_imported,
 )
 from memos_core.vault.pg_schema import SCHEMA_VERSION, migrate
+from memos_core.vault.pg_url import hide_secrets, redact_url
 from memos_core.vault.pg_usage import Pending, PendingUsage, write_batch
 from memos_core.vault.scrub import rewrite_below, scrub
 from memos_core.vault.sqlite_keyed import check_imported_keys
@@ -103,18 +104,6 @@ def is_postgres_url(value: object) -> bool:
     """True for a ``postgresql://`` (or ``postgres://``) URL: the server mode."""
     return isinstance(value, str) and value.split("://", 1)[0].lower() in ("postgresql", "postgres") \
         and "://" in value
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password (for messages and stats)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit((parts.scheme, netloc[0].split(":", 1)[0] + ":***@" + netloc[1],
-                       parts.path, parts.query, parts.fragment))
 
 
 def _ts(dt: datetime | None) -> float | None:
@@ -183,7 +172,8 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
             (:class:`~memos_core.vault.pg_sql.CubeCache`).
 
     Raises:
-        InvalidInputError: ``url`` is not a PostgreSQL URL.
+        InvalidInputError: ``url`` is not a PostgreSQL URL, or not one libpq reads (an
+            unknown query parameter).
         ServerUnavailableError: the server cannot be reached (says where and what to check).
         MemOSError: the schema is newer than this memos-core.
     """
@@ -192,7 +182,7 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
                  usage_flush_s: float = 0.2, cube_cache: int = 4096) -> None:
         if not is_postgres_url(url):
             raise InvalidInputError(
-                f"Not a PostgreSQL URL: {url!r}. Use postgresql://user:password@host:port/database.")
+                f"Not a PostgreSQL URL: {redact_url(str(url))!r}. Use postgresql://user:password@host:port/database.")
         if isinstance(usage_flush_s, bool) or not isinstance(usage_flush_s, (int, float)) \
                 or not usage_flush_s >= 0:
             raise InvalidInputError(f"usage_flush_s must be seconds >= 0, got {usage_flush_s!r}.")
@@ -206,12 +196,18 @@ class PostgresVault(FeedMixin, PgGrantsMixin, PgKeyedMixin, PgLogMixin, PgCheckp
         self.url = url
         self.where = redact_url(url)
         self._psycopg = psycopg
+        try:  # libpq's own reading of the URL (an unknown ?parameter): bad input
+            psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise InvalidInputError(f"The PostgreSQL URL {self.where!r} is not one libpq reads: "
+                                    f"{hide_secrets(str(exc).strip(), url)}.") from None
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(connect_timeout))) as conn:
                 self.schema_found = migrate(conn, where=self.where)
         except psycopg.OperationalError as exc:
             raise ServerUnavailableError(
-                f"Cannot reach the PostgreSQL server at {self.where}: {str(exc).strip()}. Check "
+                f"Cannot reach the PostgreSQL server at {self.where}: "
+                f"{hide_secrets(str(exc).strip(), url)}. Check "
                 "that the server runs, the host, port, user, password and database are right, "
                 "and that it accepts connections from this host (pg_hba.conf)."
             ) from exc

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -185,7 +186,10 @@ class MemOSConfig(BaseModel):
 
     # a misspelt field is an error; so is an infinite or NaN number (a weight of inf made
     # every score NaN, an rrf_k of inf every score 0)
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # a validation error quotes no input: index_url may hold a password (its own messages
+    # name what is wrong)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False,
+                              hide_input_in_errors=True)
 
     index: Literal["edge", "qdrant", "pgvector"] = Field(
         default="edge",
@@ -354,6 +358,15 @@ class MemOSConfig(BaseModel):
                 f"index_url is set but index is {self.index!r}: only index='pgvector' uses "
                 "index_url. Set index='pgvector', or drop index_url.")
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The fields ``repr`` shows, ``index_url`` with its password hidden (a config is
+        printed in logs and tracebacks)."""
+        from memos_core.vault.pg_url import redact_url  # (pure string functions)
+
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "index_url" and isinstance(value, str)
+                         else value)
 
     @classmethod
     def preset(cls, name: Literal["default", "server", "test"], **overrides: object) -> "MemOSConfig":

@@ -135,3 +135,16 @@ def test_an_embedded_store_opens_its_pgvector_index(tmp_path: Path, pg_url: str)
     with MemOS(tmp_path / "d", config=config) as mos:
         kayak = mos.add("The kayak is in the boathouse.", user_id="alice")
         assert mos.search("where is the kayak", user_id="alice")[0].id == kayak.id
+
+
+def test_a_config_shows_no_password_in_its_repr_or_its_errors() -> None:
+    """A config is printed in logs and tracebacks; pydantic quoted the whole input of a
+    refused one (index_url included) and repr showed index_url as given."""
+    url = f"postgresql://memos:{SECRET}@db.example/memos?sslpassword={SECRET}2"
+    config = MemOSConfig(index="pgvector", index_url=url)
+    assert config.index_url == url  # the value itself is kept
+    assert SECRET not in repr(config) and SECRET not in str(config)
+    with pytest.raises(ValueError) as refused:
+        MemOSConfig(index="edge", index_url=url)
+    assert "only index='pgvector' uses index_url" in str(refused.value)
+    assert SECRET not in str(refused.value)

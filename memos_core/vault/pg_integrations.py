@@ -413,6 +413,23 @@ _CP_UPSERT = ("ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE S
 _ANY_CHECKPOINT = ("SELECT 1 FROM cp_checkpoints c WHERE c.thread_id=x.thread_id AND "
                    "c.checkpoint_ns=x.checkpoint_ns")
 
+# Orphan sweeps (a blob or write of a (thread, namespace) with no checkpoint) delete with
+# ``NOT EXISTS (<a checkpoint>)``. Under READ COMMITTED, a row the sweep finds locked by a
+# transaction that then commits is re-checked with the statement's old snapshot: a
+# checkpoint that transaction inserted is not seen, and its blob (an upsert of a row that was
+# an orphan) would be deleted with the checkpoint committed. So a sweep first takes a table
+# lock on cp_checkpoints that conflicts with the ROW EXCLUSIVE lock of every write of it:
+# it waits for the transactions writing checkpoints to commit and keeps new ones out, and
+# its DELETE, a later statement, gets a snapshot that sees what they committed. Every
+# transaction that writes cp_checkpoints takes that lock before any row lock of the three
+# tables (put inserts its checkpoint before its blobs; the redaction locks the table
+# first), so a sweep holding the table lock never waits on a row lock of one of them.
+#: the orphan sweep of ``cp_redact`` (its own transaction; sweeps may run together)
+_CP_SWEEP_LOCK = "LOCK TABLE cp_checkpoints IN SHARE MODE"
+#: ``delete_runs``, which also deletes checkpoints: self-exclusive, or two of them holding
+#: SHARE would each wait on the other's ROW EXCLUSIVE
+_CP_DELETE_RUNS_LOCK = "LOCK TABLE cp_checkpoints IN SHARE ROW EXCLUSIVE MODE"
+
 
 def _raw(v: Any) -> bytes | None:
     return None if v is None else bytes(v)
@@ -438,7 +455,14 @@ class CheckpointSQL:
 
     @staticmethod
     def put(record: CheckpointRecord, blobs: Sequence[tuple[str, str, Typed]]) -> Program[None]:
+        """The checkpoint first, then its blobs: the first statement takes ``cp_checkpoints``'
+        table lock, which the orphan sweeps wait on (:data:`_CP_SWEEP_LOCK`), before any blob
+        row lock they could wait on (the other order deadlocks with them)."""
         r = record
+        yield Exec(f"INSERT INTO cp_checkpoints ({_CP_COLUMNS}) VALUES "
+                   f"(%s,%s,%s,%s,%s,%s,%s,%s,%s) {_CP_UPSERT}",
+                   (r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
+                    r.run_id, r.checkpoint[0], r.checkpoint[1], r.metadata[0], r.metadata[1]))
         rows = [(r.thread_id, r.checkpoint_ns, channel, version, value[0], value[1])
                 for channel, version, value in blobs]
         for start in range(0, len(rows), _BLOB_ROWS):  # one statement per chunk of rows
@@ -447,10 +471,6 @@ class CheckpointSQL:
                        " ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO UPDATE SET "
                        "type=EXCLUDED.type, value=EXCLUDED.value",
                        [v for row in chunk for v in row])
-        yield Exec(f"INSERT INTO cp_checkpoints ({_CP_COLUMNS}) VALUES "
-                   f"(%s,%s,%s,%s,%s,%s,%s,%s,%s) {_CP_UPSERT}",
-                   (r.thread_id, r.checkpoint_ns, r.checkpoint_id, r.parent_checkpoint_id,
-                    r.run_id, r.checkpoint[0], r.checkpoint[1], r.metadata[0], r.metadata[1]))
 
     @staticmethod
     def get(thread_id: str, checkpoint_ns: str,
@@ -550,6 +570,7 @@ class CheckpointSQL:
         ids = [str(r) for r in run_ids]
         if not ids:
             return
+        yield Exec(_CP_DELETE_RUNS_LOCK)  # before any statement: see _CP_SWEEP_LOCK
         scopes = yield Rows("SELECT DISTINCT thread_id, checkpoint_ns FROM cp_checkpoints "
                             "WHERE run_id = ANY(%s)", (ids,))
         yield Exec(
@@ -654,8 +675,14 @@ class PgCheckpointsMixin(PgRunner):
         threads: set[str] = set()
         needles = [bytes(c) for c in contains]
         with self._cp_tx() as conn:
-            # unreachable values (left by earlier versions' cp_delete_runs): never searched
+            # unreachable values (left by earlier versions' cp_delete_runs): never searched.
+            # A transaction of its own: its table lock holds every put only meanwhile.
+            conn.execute(_CP_SWEEP_LOCK)
             conn.execute(f"DELETE FROM cp_blobs x WHERE NOT EXISTS ({_ANY_CHECKPOINT})")
+        with self._cp_tx() as conn:
+            # the table lock before any row lock (see _CP_SWEEP_LOCK): the row locks of the
+            # checkpoints selected, then updated, would otherwise deadlock with delete_runs
+            conn.execute("LOCK TABLE cp_checkpoints IN ROW EXCLUSIVE MODE")
             for table, type_col, value_col in _CP_VALUES:
                 match = " OR ".join(f"position(%s::bytea in {value_col}) > 0" for _ in needles)
                 rows = conn.execute(

@@ -363,8 +363,9 @@ class ThreadCheckpoints(Protocol):
         First (with ``contains`` not empty) it deletes the blobs of every (thread,
         namespace) that has no checkpoint -- left by the ``cp_delete_runs`` of earlier
         versions; no checkpoint can load them, and no checkpoint says whose they are --
-        so they are neither searched nor reported. Writes are kept: a run's writes may
-        be stored before the checkpoint they belong to."""
+        so they are neither searched nor reported (a transaction of its own before the
+        rewriting one, on PostgreSQL, holding puts off only while it runs). Writes are
+        kept: a run's writes may be stored before the checkpoint they belong to."""
 
 
 @runtime_checkable

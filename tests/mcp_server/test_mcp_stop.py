@@ -236,6 +236,18 @@ def test_requests_in_flight_when_stdin_ends_are_answered(tmp_path: Path) -> None
         assert result["isError"] and "not found" in result["content"][0]["text"].lower(), result
 
 
+def _ping_then_end_stdin(client: RawStdio) -> None:
+    """The server still answers (the next line it writes is the ping's answer), and stops
+    with status 0 when stdin ends."""
+    try:
+        assert client.ask(b'{"jsonrpc":"2.0","id":"next","method":"ping"}') == {
+            "jsonrpc": "2.0", "id": "next", "result": {}}
+    finally:
+        client.proc.stdin.close()  # type: ignore[union-attr]
+        code = client.proc.wait(timeout=60)
+    assert code == 0, client.proc.stderr.read()  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("request_id", [None, 1.5, True, [1]], ids=repr)
 def test_a_request_whose_id_is_not_a_string_or_an_integer_is_answered(
         tmp_path: Path, request_id: Any) -> None:
@@ -247,12 +259,8 @@ def test_a_request_whose_id_is_not_a_string_or_an_integer_is_answered(
                                         "method": "ping"}).encode(), timeout=20)
         assert answer["id"] is None and answer["error"]["code"] == -32600, answer
         assert "id must be a string or an integer" in answer["error"]["message"], answer
-        assert client.ask(b'{"jsonrpc":"2.0","id":"next","method":"ping"}') == {
-            "jsonrpc": "2.0", "id": "next", "result": {}}
     finally:
-        client.proc.stdin.close()  # type: ignore[union-attr]
-        code = client.proc.wait(timeout=60)
-    assert code == 0, client.proc.stderr.read()  # type: ignore[union-attr]
+        _ping_then_end_stdin(client)
 
 
 # -- failures that are not the client going away; responses; stdin as editors write it -------
@@ -347,12 +355,8 @@ def test_a_response_with_a_null_id_gets_no_answer(tmp_path: Path, response: Any)
     client = RawStdio(tmp_path / "data")
     try:
         client.send(json.dumps(response).encode())
-        assert client.ask(b'{"jsonrpc":"2.0","id":"next","method":"ping"}') == {
-            "jsonrpc": "2.0", "id": "next", "result": {}}
     finally:
-        client.proc.stdin.close()  # type: ignore[union-attr]
-        code = client.proc.wait(timeout=60)
-    assert code == 0, client.proc.stderr.read()  # type: ignore[union-attr]
+        _ping_then_end_stdin(client)
 
 
 def test_a_byte_order_mark_at_the_start_of_stdin_is_skipped(tmp_path: Path) -> None:

@@ -676,9 +676,15 @@ class PgCheckpointsMixin(PgRunner):
         needles = [bytes(c) for c in contains]
         with self._cp_tx() as conn:
             # unreachable values (left by earlier versions' cp_delete_runs): never searched.
-            # A transaction of its own: its table lock holds every put only meanwhile.
-            conn.execute(_CP_SWEEP_LOCK)
-            conn.execute(f"DELETE FROM cp_blobs x WHERE NOT EXISTS ({_ANY_CHECKPOINT})")
+            # A transaction of its own: its table lock holds every put only meanwhile, and
+            # only when there are any (looked for first without the lock: puts commit a
+            # checkpoint with its blobs, so what this finds is what those versions left)
+            orphans = conn.execute(
+                f"SELECT EXISTS (SELECT 1 FROM cp_blobs x WHERE NOT EXISTS ({_ANY_CHECKPOINT}))"
+            ).fetchone()
+            if orphans is not None and orphans[0]:
+                conn.execute(_CP_SWEEP_LOCK)
+                conn.execute(f"DELETE FROM cp_blobs x WHERE NOT EXISTS ({_ANY_CHECKPOINT})")
         with self._cp_tx() as conn:
             # the table lock before any row lock (see _CP_SWEEP_LOCK): the row locks of the
             # checkpoints selected, then updated, would otherwise deadlock with delete_runs

@@ -181,3 +181,21 @@ def test_a_run_delete_during_a_redaction_waits_for_it(vault: PostgresVault, pg_u
     thread.join(30)
     assert not thread.is_alive() and out == [None], out
     assert vault.cp_list("t") == [] and vault.cp_blobs("t", "", {"messages": "1"}) == {}
+
+
+def test_a_redaction_with_no_orphan_to_sweep_does_not_hold_puts_off(
+        vault: PostgresVault, pg_url: str) -> None:
+    """The sweep's table lock holds every put off while it runs: it is taken only when an
+    orphan exists, so a forget on a store without one neither waits for puts in flight nor
+    stops new ones (it took the lock on every forget)."""
+    vault.cp_put(_record("cp0", "r0"), [("messages", "1", OLD)])  # a checkpoint: no orphan
+    a = psycopg.connect(pg_url)  # a put in flight, kept open while the redaction runs
+    try:
+        run(a, CheckpointSQL.put(_record("cp1", "r1"), [("messages", "2", NEW)]))
+        thread, out = _in_thread(lambda: vault.cp_redact([b"no such text"], lambda v: None))
+        thread.join(30)  # a guard: with the lock it waits until the put commits, below
+        assert not thread.is_alive() and out == [[]], out
+        a.commit()
+    finally:
+        a.close()
+    assert [r.checkpoint_id for r in vault.cp_list("t")] == ["cp1", "cp0"]

@@ -37,12 +37,17 @@ def new_id() -> str:
 _CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+def is_canonical_id(value: object) -> bool:
+    """Whether ``value`` is a memory id in its one stored form (see :data:`_CANONICAL_ID`)."""
+    return isinstance(value, str) and _CANONICAL_ID.fullmatch(value) is not None
+
+
 def require_canonical_ids(cubes: Iterable[MemCube]) -> None:
     """Raise :class:`InvalidInputError` if a memory's id (or ``superseded_by``) is not a
     canonical UUID string: every write path of the vaults calls this."""
     for cube in cubes:
         for value in (cube.id, cube.superseded_by):
-            if value is not None and not _CANONICAL_ID.fullmatch(value):
+            if value is not None and not is_canonical_id(value):
                 raise InvalidInputError(f"memory ids are canonical UUID strings (lower case, "
                                         f"with hyphens), got {value[:80]!r}.")
 

@@ -38,14 +38,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from memos_core.cube import MemCube, Namespace, State, utcnow
+from memos_core.cube import MemCube, Namespace, State, is_canonical_id, utcnow
 from memos_core.errors import (
     BundleError,
     ConflictError,
     CorruptDataError,
     InvalidInputError,
     MemOSError,
-    MemoryNotFoundError,
 )
 from memos_core.governance.derived import FLAG_KEY
 from memos_core.governance.sensitivity import history_sensitivity
@@ -460,11 +459,7 @@ def _check_references(cube: MemCube) -> None:
 
 def _check_reference(value: object, field: str) -> None:
     """Raise :class:`InvalidInputError` unless ``value`` is a memory id in canonical form."""
-    try:
-        canonical = isinstance(value, str) and check_id(value) == value
-    except MemoryNotFoundError:  # not a UUID at all
-        canonical = False
-    if not canonical:
+    if not is_canonical_id(value):
         raise InvalidInputError(f"{field} holds {shown(value)}, which is not a memory id in "
                                 "canonical form (lower-case UUID with hyphens)")
 

@@ -58,7 +58,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, BinaryIO
@@ -264,23 +264,34 @@ class _StdoutThread:
 
     def _run(self) -> None:
         try:
-            while (item := self._queue.get()) is not None:
-                self._out.write(item.message)
-                if item.answers is not None:
-                    self._answers.written(item.answers)
-                if item.done is not None:
-                    item.done()
-        except (*_STOPPED, *_CLIENT_GONE):
-            pass  # the client closed stdout: nobody is left to answer
-        except OSError as exc:  # a full disk, an I/O error: the answers are lost
-            self._on_failure(f"writing to stdout failed ({exc}); the MCP server stopped, and "
-                             "requests it had read may have been carried out unanswered.")
-        except Exception as exc:
-            logger.exception("memos mcp: writing to stdout failed; the server stops.")
-            self._on_failure(f"writing to stdout failed ({exc!r}); the MCP server stopped.")
+            # a failed write loses the answers of requests that may have been carried out
+            with _reported("writing to stdout", self._on_failure, lost=", and requests it "
+                           "had read may have been carried out unanswered"):
+                while (item := self._queue.get()) is not None:
+                    self._out.write(item.message)
+                    if item.answers is not None:
+                        self._answers.written(item.answers)
+                    if item.done is not None:
+                        item.done()
         finally:
             self._answers.stop()
             self._on_end()
+
+
+@contextmanager
+def _reported(doing: str, on_failure: Callable[[str], None], lost: str = "") -> Iterator[None]:
+    """End a transport thread's work quietly when the server stopped or the client went
+    away; any other failure is reported to ``on_failure`` (``"<doing> failed (...); the MCP
+    server stopped<lost>."``), and one that is not an ``OSError`` logged with its traceback."""
+    try:
+        yield
+    except (*_STOPPED, *_CLIENT_GONE):
+        pass  # nobody is left to read for or to answer
+    except OSError as exc:  # a full disk, an I/O error, a non-blocking descriptor
+        on_failure(f"{doing} failed ({exc}); the MCP server stopped{lost}.")
+    except Exception as exc:
+        logger.exception("memos mcp: %s failed; the server stops.", doing)
+        on_failure(f"{doing} failed ({exc!r}); the MCP server stopped.")
 
 
 def _lines(stdin: BinaryIO) -> Iterator[bytes]:
@@ -323,23 +334,18 @@ def _read_lines(stdin: BinaryIO, portal: BlockingPortal, incoming: IncomingWrite
     passed to ``on_failure``) the server's input ends, at stdin's end only once the requests
     read are answered (:data:`ANSWER_WAIT`)."""
     try:
-        for number, line in enumerate(_lines(stdin)):
-            parsed = parse_line(line.removeprefix(BOM) if number == 0 else line)
-            if isinstance(parsed, SessionMessage):
-                if isinstance(parsed.message.root, JSONRPCRequest):
-                    answers.expect(parsed.message.root.id)
-                portal.call(incoming.send, parsed)
-            elif parsed is not None:
-                answers.expect(_LineError(number))
-                stdout.put(_Outgoing(parsed, answers=_LineError(number)))
-        answers.wait(ANSWER_WAIT)
-    except (*_STOPPED, *_CLIENT_GONE):
-        pass  # the server stopped, or the client went away: nobody is left to read for
-    except OSError as exc:  # an I/O error, a non-blocking stdin
-        on_failure(f"reading stdin failed ({exc}); the MCP server stopped.")
-    except Exception as exc:
-        logger.exception("memos mcp: reading stdin failed; the server stops.")
-        on_failure(f"reading stdin failed ({exc!r}); the MCP server stopped.")
+        with _reported("reading stdin", on_failure):
+            for number, line in enumerate(_lines(stdin)):
+                parsed = parse_line(line.removeprefix(BOM) if number == 0 else line)
+                if isinstance(parsed, SessionMessage):
+                    if isinstance(parsed.message.root, JSONRPCRequest):
+                        answers.expect(parsed.message.root.id)
+                    portal.call(incoming.send, parsed)
+                elif parsed is not None:
+                    unreadable = _LineError(number)
+                    answers.expect(unreadable)
+                    stdout.put(_Outgoing(parsed, answers=unreadable))
+            answers.wait(ANSWER_WAIT)
     finally:
         _end_input(portal, incoming)
 

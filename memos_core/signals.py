@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 SIGTERM_STATUS = 128 + signal.SIGTERM
+#: what ``signal.getsignal`` returns
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 T = TypeVar("T")
 
@@ -69,7 +71,14 @@ def exit_on_sigterm() -> Iterator[None]:
     try:
         yield
     finally:
-        # None: a handler set outside Python, which cannot be put back; the default is
+        restore_sigterm(previous)
+
+
+def restore_sigterm(previous: Handler) -> None:
+    """Put back the SIGTERM handler ``previous`` (what ``signal.signal`` or
+    ``signal.getsignal`` returned); None, a handler set outside Python, cannot be put back:
+    the default is."""
+    if signal.getsignal(signal.SIGTERM) is not previous:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 

@@ -45,7 +45,7 @@ from memos_core.mcp_server.limits import (
 from memos_core.mcp_server.sessions import install as install_session_cap
 from memos_core.mcp_server.tokens import TokenStore
 from memos_core.mcp_server.tools import MemoryService
-from memos_core.signals import SIGTERM_STATUS
+from memos_core.signals import SIGTERM_STATUS, restore_sigterm
 from memos_core.validation import check_name
 
 if TYPE_CHECKING:
@@ -381,10 +381,8 @@ def serve_stdio(server: MemoryServer, stdin: BinaryIO | None = None,
     try:
         anyio.run(serve)
     finally:
-        # the SIG_IGN of the close (or asyncio's SIG_DFL) becomes exit_on_sigterm's handler
-        # again; None: a handler set outside Python, which cannot be put back; the default is
-        if signal.getsignal(signal.SIGTERM) is not previous:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        # the SIG_IGN of the close (or asyncio's SIG_DFL) becomes exit_on_sigterm's handler again
+        restore_sigterm(previous)
     if failures:
         raise MemOSError(failures[0])
     if stopped_by_sigterm:

@@ -608,23 +608,28 @@ class MemOS:
                                              **{"user_id": user_id, **defaults, **fields}))
         bar = progress(len(cubes), "add", self.config.show_progress)
         stored: list[MemCube] = []
+        writing: list[MemCube] = []  # the batch in writes.add
         try:
             for start in range(0, len(cubes), batch_size):
                 if self._calls.closing:  # close() in another thread: stop between two batches
                     raise InvalidInputError(
                         f"This MemOS was closed during add_many: the first {len(stored)} of "
                         f"{len(cubes)} items were stored (each batch whole), the rest were not.")
-                batch = cubes[start:start + batch_size]
-                stored.extend(writes.add(self.store, batch, actor))
-                bar.update(len(batch))
+                writing = cubes[start:start + batch_size]
+                stored.extend(writes.add(self.store, writing, actor))
+                bar.update(len(writing))
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, a SIGTERM of `memos add --file`
             # the batches written stay: the caller cannot tell how many without this, and
-            # adding the same items again would store those twice
+            # adding the same items again would store those twice. The interruption mostly
+            # comes after the batch's transaction committed (while its vectors are made):
+            # one batch is one transaction, so its first memory tells whether it is stored
+            unseen = bool(writing) and (not stored or stored[-1].id != writing[-1].id)
+            done = len(stored) + (len(writing) if unseen and self.store.vault.get(
+                writing[0].id) is not None else 0)
             logger.warning(
                 "add_many was interrupted: the first %d of %d items were stored (each batch "
-                "of %d whole; the one being written when it stopped may be stored too). "
-                "Adding the same items again stores those again.", len(stored), len(cubes),
-                batch_size)
+                "of %d whole). Adding the same items again stores those again.", done,
+                len(cubes), batch_size)
             raise
         finally:
             bar.close()

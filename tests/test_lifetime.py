@@ -101,11 +101,36 @@ def test_an_interrupted_add_many_says_how_many_items_were_stored(
         mos.add_many([f"note number {i}" for i in range(40)], user_id="alice", batch_size=8)
     mos.close()
     warned = [r.getMessage() for r in caplog.records if "add_many was interrupted" in r.getMessage()]
-    assert warned == ["add_many was interrupted: the first 8 of 40 items were stored (each "
-                      "batch of 8 whole; the one being written when it stopped may be stored "
-                      "too). Adding the same items again stores those again."]
+    # the second batch had committed when Ctrl-C came (as it mostly has: the interruption
+    # comes while its vectors are made), so it counts
+    assert warned == ["add_many was interrupted: the first 16 of 40 items were stored (each "
+                      "batch of 8 whole). Adding the same items again stores those again."]
     with MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False)) as again:
-        assert len(again.list(user_id="alice", limit=100)) == 16  # the second one was too
+        assert len(again.list(user_id="alice", limit=100)) == 16
+
+
+def test_an_add_many_interrupted_before_a_batch_commits_counts_only_the_batches_before(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Ctrl-C before the third batch's transaction: the warning's count is what is stored."""
+    mos = MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False))
+    ready = mos.store.ready_embedder
+    calls: list[None] = []
+
+    def interrupt_before_the_third_batch() -> None:  # writes.add calls it before its write
+        calls.append(None)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        ready()
+
+    mos.store.ready_embedder = interrupt_before_the_third_batch  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="memos_core"), pytest.raises(KeyboardInterrupt):
+        mos.add_many([f"note number {i}" for i in range(40)], user_id="alice", batch_size=8)
+    mos.close()
+    warned = [r.getMessage() for r in caplog.records if "add_many was interrupted" in r.getMessage()]
+    assert [w.split(" (")[0] for w in warned] == [
+        "add_many was interrupted: the first 16 of 40 items were stored"]
+    with MemOS(tmp_path / "d", config=MemOSConfig(show_progress=False)) as again:
+        assert len(again.list(user_id="alice", limit=100)) == 16
 
 
 def _blocked_add(mos: MemOS, entered: threading.Event, release: threading.Event,

@@ -18,6 +18,7 @@ from memos_core.runtime.generation import cache_kwargs
 from memos_core.runtime.model import tiny_config
 from memos_core.tiers.activation import (
     KVBlock,
+    KVBlockInfo,
     KVBudget,
     KVBudgetError,
     KVCacheFormatError,
@@ -273,8 +274,13 @@ def test_budget_takes_the_callers_eviction_order_first(tiny: LocalModel) -> None
     tier = KVCacheTier(tiny, budget=KVBudget(max_tokens=2 * one + 2))
     a = tier.get_or_build([mem(1)])
     b = tier.get_or_build([mem(2)])
-    tier.get_or_build([mem(3)], evict_first=["unknown", b.block_id])
+    evicted: list[KVBlockInfo] = []
+    tier.get_or_build([mem(3)], evict_first=["unknown", b.block_id], on_evict=evicted.append)
     assert a.block_id in tier and b.block_id not in tier
+    # what was evicted, with its memories: the caller audits it for their owner
+    assert [(i.block_id, i.memories) for i in evicted] == [(b.block_id, (("id2", 1),))]
+    tier.get_or_build([mem(3)], on_evict=evicted.append)  # kept: nothing evicted
+    assert len(evicted) == 1
     assert tier.evict_to_budget(order=[a.block_id], budget=KVBudget(max_tokens=one + 2)) == [a.block_id]
 
 

@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: the machine
 
 import pytest
 
-from memos_core import MemOS, MemOSConfig, Tier
+from memos_core import MemOS, MemOSConfig, State, Tier
 from memos_core.cli import main as cli_main
 from memos_core.cube import utcnow
 from memos_core.engine import engine_for
@@ -31,6 +31,7 @@ from memos_core.scheduler import (
     StepKind,
 )
 from memos_core.tiers import tempfiles
+from memos_core.tiers.activation import KVBudget
 
 # One hit is enough to promote (a hit's heat starts to decay at once, so stay below 1.0).
 EAGER = SchedulerConfig.preset("eager", min_heat_to_promote=0.9, demote_below_heat=0.5)
@@ -682,3 +683,81 @@ def test_a_step_another_writer_got_to_first_is_skipped(store: MemOS, monkeypatch
     if action is not None:  # the other writer's change, once; no version by this run
         assert audited.count(action) == 1
         assert len(store.history(cube.id, user_id="alice")) == 2
+
+
+def test_blocks_evicted_to_make_room_are_audited_and_reported(store: MemOS) -> None:
+    """Under a tight KV budget the owner's superseded block is evicted inside the build of
+    the new one, and another owner's block with it: both files (the memories' text) are
+    gone, so both are audited -- ``schedule:drop`` for the owner, ``schedule:evict`` in the
+    other owner's log -- and reported (before, neither was, and ``dropped_blocks`` said
+    nothing was dropped)."""
+    cat = store.add("Alice's cat is called Pastel.", user_id="alice")
+    dog = store.add("Bob's dog is called Rex.", user_id="bob")
+    hit(store, cat, dog)
+    first = store.schedule(config=EAGER)
+    old_alice = first.for_user("alice").block_id  # type: ignore[union-attr]
+    old_bob = first.for_user("bob").block_id  # type: ignore[union-attr]
+    tier = engine_for(store).tier
+    assert {b.block_id for b in tier.blocks()} == {old_alice, old_bob}
+    # room for one block only: Alice's next one evicts her old one and Bob's
+    tier.budget = KVBudget(max_tokens=max(b.tokens for b in tier.blocks()) + 20)
+    job = store.add("Alice works as a nurse in Lisbon.", user_id="alice")
+    hit(store, job)
+
+    alice = store.schedule(user_id="alice", config=EAGER).for_user("alice")
+
+    assert alice is not None and alice.block_built and alice.error is None
+    assert [b.block_id for b in tier.blocks()] == [alice.block_id]
+    assert [p.stem for p in kv_files(store)] == [alice.block_id]
+    assert alice.dropped_blocks == (old_alice,) and alice.evicted_blocks == (old_bob,)
+
+    def blocks(user: str, action: str) -> list[str]:
+        return [r.details["block_id"] for r in store.audit_log(user_id=user, action=action)
+                if r.agent_id == SCHEDULER_AGENT]
+
+    assert blocks("alice", "schedule:drop") == [old_alice]
+    assert blocks("bob", "schedule:evict") == [old_bob]
+    assert blocks("alice", "schedule:evict") == [] and blocks("bob", "schedule:drop") == []
+    assert store.vault.verify_audit()[0]
+
+
+@pytest.mark.parametrize("how", ["by-hand", "run-stopped"])
+def test_an_expired_hot_memory_is_demoted_by_the_next_run(store: MemOS, how: str) -> None:
+    """A hot memory that leaves the live states without its demotion -- expired by hand, or
+    by a run stopped between its expire and demote steps -- is demoted by the next run
+    (before, no run looked at it again: it kept ``tier == activation`` for good, and was
+    served from the hot block the moment it was restored, with no promotion after its
+    expiry). It is never served hot while expired."""
+    ttl = 60 if how == "run-stopped" else None
+    cat = store.add("Alice's cat is called Pastel.", user_id="alice", ttl_seconds=ttl)
+    hit(store, cat)
+    store.schedule(config=EAGER)
+    executor = engine_for(store).executor
+    assert [c.id for c in executor.hot_memories("alice")] == [cat.id]
+    if how == "by-hand":
+        store.set_state(cat.id, "expired", user_id="alice")
+        run_at = utcnow()
+    else:
+        run_at = utcnow() + timedelta(seconds=61)
+        stopped = executor.run(now=run_at, config=EAGER, should_stop=lambda: store.vault.get(
+            cat.id).state is State.EXPIRED)  # type: ignore[union-attr]
+        assert stopped.stopped and [s.kind for s in stopped.users[0].steps] == [StepKind.EXPIRE]
+    left = store.get(cat.id, user_id="alice")
+    assert left.state is State.EXPIRED and left.usage.tier is Tier.ACTIVATION
+    assert executor.hot_memories("alice") == []
+
+    alice = executor.run(now=run_at, config=EAGER).for_user("alice")
+
+    assert alice is not None and alice.memories == 1
+    assert [(s.kind, s.status, s.reason) for s in alice.steps] == [
+        (StepKind.DEMOTE, "done", "memory is expired")]
+    assert store.get(cat.id, user_id="alice").usage.tier is Tier.PLAINTEXT
+    assert actions(store, "alice")[-1] == "schedule:demote"
+    if how == "by-hand":  # restored: not hot until a run promotes it again, audited
+        store.set_state(cat.id, "generated", user_id="alice")
+        executor.forget_hot_sets()  # as a new process finds it
+        assert executor.hot_memories("alice") == []
+        again = executor.run(config=EAGER).for_user("alice")
+        assert again is not None and [(s.kind, s.status) for s in again.steps] == [
+            (StepKind.PROMOTE, "done")]
+        assert actions(store, "alice")[-2:] == ["schedule:promote", "schedule:build"]

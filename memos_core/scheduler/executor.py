@@ -3,10 +3,12 @@
 A run works owner by owner (``cube.namespace.user_id``): every owner gets their own plan and
 their own hot block, so a KV block never mixes two users' memories. For each owner:
 
-1. **Read** the owner's live memories (generated, activated, archived) with their usage
-   counters and make :class:`~memos_core.scheduler.policy.UsageRecord` s. A memory's size in a
-   block (``KVCacheTier.memory_tokens``) is only counted for memories the policy could put in
-   the block (:func:`~memos_core.scheduler.policy.may_activate`: hot enough, not expiring or
+1. **Read** the owner's live memories (generated, activated, archived) -- and expired ones
+   still marked ``tier == activation``, which the policy demotes
+   (:meth:`SchedulerExecutor.working_set`) -- with their usage counters and make
+   :class:`~memos_core.scheduler.policy.UsageRecord` s. A memory's size in a block
+   (``KVCacheTier.memory_tokens``) is only counted for memories the policy could put in the
+   block (:func:`~memos_core.scheduler.policy.may_activate`: hot enough, not expiring or
    archived, of an activated type, no barred sensitivity tag) that are also current and
    prompt-safe, so a run with no promotion candidate never loads the model or its tokenizer.
 2. **Plan** with :func:`~memos_core.scheduler.policy.plan_schedule`.
@@ -21,17 +23,22 @@ their own hot block, so a KV block never mixes two users' memories. For each own
      write a new version (nor the ``activated`` lifecycle state): a new version would
      invalidate the very block being built.
 
-   A step whose memory changed since the plan was made (another version, forgotten, or
-   already where the step would put it: :func:`needless`, checked again under the store's
-   write lock) is skipped, not forced; so is one whose write lost a race with another thread
-   or process (a :class:`~memos_core.errors.ConflictError`: nothing was written). Two runs
-   at once (two processes in server mode) thus report each change ``done`` once, by the run
-   that wrote it. A promotion or demotion is not versioned: its write is a compare-and-set
-   on the tier read under the lock (``vault.set_tier(..., expected=)``), so of two processes
-   that both passed the check one writes and audits it, the other reports ``skipped``.
+   A step whose memory changed since the plan was made (another version, forgotten,
+   already where the step would put it, or, for a promotion or demotion, served by an
+   adapter the parametric tier activated meanwhile: :func:`needless`, checked again under
+   the store's write lock) is skipped, not forced; so is one whose write lost a race with
+   another thread or process (a :class:`~memos_core.errors.ConflictError`: nothing was
+   written). Two runs at once (two processes in server mode) thus report each change
+   ``done`` once, by the run that wrote it. A promotion or demotion is not versioned: its
+   write is a compare-and-set on the tier read under the lock (``vault.set_tier(...,
+   expected=)``), so of two processes that both passed the check one writes and audits it,
+   the other reports ``skipped``; so does a run whose memory an adapter took in between
+   (the parametric tier's moves are compare-and-sets too).
 4. **Block**: the owner's hot memories (:meth:`SchedulerExecutor.hot_memories`) are composed
    into one block and its KV cache built or reused (``tier.get_or_build``); the owner's older
-   blocks are dropped (audited as ``schedule:build`` / ``schedule:drop``).
+   blocks are dropped (audited as ``schedule:build`` / ``schedule:drop``, also those the
+   build evicted to make room), and other owners' blocks it evicted are audited
+   ``schedule:evict`` in their owner's log.
 
 Correctness never depends on the executor racing well with writers: a block is addressed by
 its memories' ids *and versions*, so a block made from an old version is simply never found
@@ -57,7 +64,13 @@ from memos_core.cube import MemCube, State, Tier, utcnow
 from memos_core.errors import ConflictError, InvalidInputError, MemOSError
 from memos_core.governance.access import SCHEDULER_REASON
 from memos_core.governance.sensitivity import allowance, withheld
-from memos_core.lifecycle import INDEXED_STATES, SEARCHABLE, ttl_elapsed
+from memos_core.lifecycle import (
+    CHANGEABLE_STATES,
+    INDEXED,
+    INDEXED_STATES,
+    SEARCHABLE,
+    ttl_elapsed,
+)
 from memos_core.ops.writes import set_state
 from memos_core.scheduler.policy import (
     Plan,
@@ -74,7 +87,7 @@ from memos_core.vault import Actor, ListQuery, pages
 
 if TYPE_CHECKING:
     from memos_core.store import MemoryStore
-    from memos_core.tiers.activation import KVBlock, KVCacheTier
+    from memos_core.tiers.activation import KVBlock, KVBlockInfo, KVCacheTier
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +125,13 @@ def is_hot_candidate(cube: MemCube, user_id: str, allowed: frozenset[str] = froz
     )
 
 
+def in_working_set(cube: MemCube) -> bool:
+    """Whether the scheduler plans for ``cube``: a live memory (generated, activated,
+    archived), or an expired one still marked as in the activation tier (to demote it)."""
+    return cube.state in INDEXED or (cube.state is State.EXPIRED
+                                     and cube.usage.tier is Tier.ACTIVATION)
+
+
 def block_order(cubes: Sequence[MemCube]) -> list[MemCube]:
     """Cubes in block order ``(created_at, id)``: the policy's activation-set order."""
     return sorted(cubes, key=lambda c: (c.created_at, c.id))
@@ -131,9 +151,13 @@ def needless(step: PlanStep, current: MemCube | None) -> str | None:
     unknown), or None when it should. Its memory was forgotten; or it is already where the
     step would put it (another thread or process applied the same step, or a user changed
     it): writing would add a second ``expired`` version or ``schedule:promote`` record, or
-    report as done a write someone else made; or it is at another version than the plan
-    decided on (except for a demotion, which is right for any version: the policy demotes a
-    memory this same plan may have just expired or archived)."""
+    report as done a write someone else made; or, for a promotion or demotion, an adapter
+    serves it now (``tier == parametric``: the parametric tier activated one holding it
+    after the plan was made, and its tier is the parametric tier's to set -- overwriting it
+    would put the memory in a KV block and offer it to consolidation again while the adapter
+    answers with it); or it is at another version than the plan decided on (except for a
+    demotion, which is right for any version: the policy demotes a memory this same plan
+    may have just expired or archived)."""
     if current is None or current.state is State.DELETED:
         return "forgotten since planned"
     target = STEP_TARGET[step.kind]
@@ -141,6 +165,8 @@ def needless(step: PlanStep, current: MemCube | None) -> str | None:
         return f"already {target.value}"
     if isinstance(target, Tier) and current.usage.tier is target:
         return f"already in the {target.value} tier"
+    if isinstance(target, Tier) and current.usage.tier is Tier.PARAMETRIC:
+        return "served by an adapter (the parametric tier)"
     if current.version != step.version and step.kind is not StepKind.DEMOTE:
         return f"now at version {current.version}; decided on {step.version}"
     return None
@@ -197,17 +223,30 @@ class SchedulerExecutor:
         damaged one (logged: the scheduler cannot change it, and it must not stop the pass
         for every other memory).
         """
+        return self._owned(user_id, INDEXED_STATES, lambda c: c.state in INDEXED)
+
+    def working_set(self, user_id: str | None = None) -> Iterator[list[MemCube]]:
+        """What a run plans for, in batches: :meth:`owned_cubes`, and the owner's expired
+        memories still marked ``tier == activation`` (expired by hand, or by a run stopped
+        between its expire and demote steps), which the policy demotes. Left marked, such a
+        memory would be hot again the moment it is restored, with no ``schedule:promote``
+        record after its expiry."""
+        return self._owned(user_id, CHANGEABLE_STATES, in_working_set)
+
+    def _owned(self, user_id: str | None, states: tuple[str, ...],
+               keep: Callable[[MemCube], bool]) -> Iterator[list[MemCube]]:
         vault, damaged = self._store.vault, self._store.report_damaged
         if user_id is None:
             for batch in vault.iter_current(_PAGE, on_damaged=damaged):
-                yield [c for c in batch if c.state.value in INDEXED_STATES]
+                yield [c for c in batch if keep(c)]
             return
-        yield from pages(vault, ListQuery(user_ids=(user_id,), states=INDEXED_STATES,
-                                          shared=False), damaged, _PAGE)
+        for batch in pages(vault, ListQuery(user_ids=(user_id,), states=states, shared=False),
+                           damaged, _PAGE):
+            yield [c for c in batch if keep(c)]
 
     def _grouped(self, user_id: str | None) -> dict[str, list[MemCube]]:
         groups: dict[str, list[MemCube]] = {}
-        for batch in self.owned_cubes(user_id):
+        for batch in self.working_set(user_id):
             for cube in batch:
                 groups.setdefault(cube.user_id, []).append(cube)
         return groups
@@ -250,7 +289,7 @@ class SchedulerExecutor:
         """Keep token counts for live memories only: drop those of the owners a run covers
         (all, or ``user_id``) for memories not among ``groups`` (forgotten, expired or
         archived since, also every memory of an owner with none left)."""
-        live = {c.id for cubes in groups.values() for c in cubes}
+        live = {c.id for cubes in groups.values() for c in cubes if c.state in INDEXED}
         with self._state_lock:
             gone = [mid for mid, (owner, *_) in self._tokens.items()
                     if mid not in live and user_id in (None, owner)]
@@ -398,10 +437,11 @@ class SchedulerExecutor:
         """Apply one step; never raises for a memory that changed, vanished or failed.
 
         A step whose memory needs no write any more (:func:`needless`: forgotten, another
-        version, already in the step's target state or tier) is ``skipped``, checked again
-        under the store's write lock just before the write; one whose write lost a race with
-        another thread or process (:class:`~memos_core.errors.ConflictError`: nothing was
-        written) is ``skipped`` too. Only a write this step made is ``done``.
+        version, already in the step's target state or tier, served by an adapter) is
+        ``skipped``, checked again under the store's write lock just before the write; one
+        whose write lost a race with another thread or process
+        (:class:`~memos_core.errors.ConflictError`: nothing was written) is ``skipped`` too.
+        Only a write this step made is ``done``.
         """
         def outcome(status: Literal["done", "skipped", "failed"],
                     detail: str | None = None) -> StepOutcome:
@@ -443,7 +483,13 @@ class SchedulerExecutor:
         )
 
     def _sync_block(self, owner: str, owned_ids: set[str]) -> dict[str, Any]:
-        """Build (or reuse) ``owner``'s hot block and drop the owner's other blocks."""
+        """Build (or reuse) ``owner``'s hot block and drop the owner's other blocks.
+
+        Every block the run removes is audited and reported: the owner's older blocks
+        ``schedule:drop`` (``dropped_blocks``) -- also those the build evicted to make room
+        for the new one -- and other owners' blocks the build evicted ``schedule:evict``, in
+        their owner's log (``evicted_blocks``). A build that fails keeps the owner's older
+        blocks but those it evicted."""
         hot = self.hot_memories(owner)
         tier = self._provider(bool(hot))
         if tier is None:  # nothing hot and no model loaded: there is no block to keep
@@ -451,47 +497,78 @@ class SchedulerExecutor:
         stale = [
             b.block_id for b in tier.blocks() if any(mid in owned_ids for mid, _ in b.memories)
         ]
-        result: dict[str, Any] = {}
-        keep: str | None = None
-        if hot:
-            keep = tier.block_id_for(hot)
-            # whether this call built the block comes from get_or_build itself: the block may
-            # be kept when we look and dropped by a forget before get_or_build runs, which then
-            # writes the forgotten text again from the cubes read above
-            fresh: list[KVBlock] = []
-            try:
-                block = tier.get_or_build(hot, evict_first=[b for b in stale if b != keep],
-                                          on_build=fresh.append)
-            except (MemOSError, ValueError) as exc:  # budget, unsupported cache, boundary
-                return {"error": f"{type(exc).__name__}: {exc}"}
-            except Exception as exc:  # noqa: BLE001 - one owner's block must not stop the run
-                # an error no one foresaw (a disk error writing the file, a library's own
-                # exception): reported for this owner, logged with its cause, and the owners
-                # after them are still scheduled (chat, building the block itself, sends it
-                # as text after a disk error; another error reaches the chat's caller)
-                logger.exception("building the hot block of %s failed", owner)
-                return {"error": f"{type(exc).__name__}: {exc}"}
-            built = bool(fresh)
-            if built and not self.still_hot(owner, hot):  # changed while it was built
-                tier.drop(block.block_id)
-                return {"error": "the hot memories changed while their block was built"}
-            result = {"block_id": block.block_id, "block_tokens": block.num_tokens,
-                      "block_built": built}
-            if built:
-                self._audit_block(owner, "schedule:build", block.block_id,
-                                  {"memories": [list(m) for m in block.memories],
-                                   "tokens": block.num_tokens})
-        dropped = tuple(bid for bid in stale if bid != keep and tier.drop(bid))
+        keep = tier.block_id_for(hot) if hot else None
+        evicted: list[KVBlockInfo] = []
+        result = (self._build_block(owner, tier, hot, [b for b in stale if b != keep], evicted)
+                  if hot else {})
+        gone = {info.block_id for info in evicted}
+        dropped = tuple(bid for bid in stale if bid != keep and (
+            bid in gone or ("error" not in result and tier.drop(bid))))
         for bid in dropped:
             self._audit_block(owner, "schedule:drop", bid, {})
-        return {**result, "dropped_blocks": dropped}
+        others = [info for info in evicted if info.block_id not in stale]
+        for info in others:
+            self._audit_eviction(info)
+        return {**result, "dropped_blocks": dropped,
+                "evicted_blocks": tuple(info.block_id for info in others)}
+
+    def _build_block(self, owner: str, tier: KVCacheTier, hot: list[MemCube],
+                     evict_first: list[str], evicted: list[KVBlockInfo]) -> dict[str, Any]:
+        """Get or build the block of ``hot`` (audited ``schedule:build`` when built); what
+        it evicted to make room is appended to ``evicted``, also when it fails. Returns the
+        report's block fields, or ``{"error": ...}``."""
+        # whether this call built the block comes from get_or_build itself: the block may
+        # be kept when we look and dropped by a forget before get_or_build runs, which then
+        # writes the forgotten text again from the cubes read above
+        fresh: list[KVBlock] = []
+        try:
+            block = tier.get_or_build(hot, evict_first=evict_first, on_build=fresh.append,
+                                      on_evict=evicted.append)
+        except (MemOSError, ValueError) as exc:  # budget, unsupported cache, boundary
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - one owner's block must not stop the run
+            # an error no one foresaw (a disk error writing the file, a library's own
+            # exception): reported for this owner, logged with its cause, and the owners
+            # after them are still scheduled (chat, building the block itself, sends it
+            # as text after a disk error; another error reaches the chat's caller)
+            logger.exception("building the hot block of %s failed", owner)
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        built = bool(fresh)
+        if built and not self.still_hot(owner, hot):  # changed while it was built
+            tier.drop(block.block_id)
+            return {"error": "the hot memories changed while their block was built"}
+        if built:
+            self._audit_block(owner, "schedule:build", block.block_id,
+                              {"memories": [list(m) for m in block.memories],
+                               "tokens": block.num_tokens})
+        return {"block_id": block.block_id, "block_tokens": block.num_tokens,
+                "block_built": built}
+
+    def _audit_eviction(self, info: KVBlockInfo) -> None:
+        """Audit ``schedule:evict`` of another owner's block in that owner's log (a block
+        holds one owner's memories; its file, now deleted, held their text)."""
+        cubes = self._store.vault.get_many([mid for mid, _ in info.memories],
+                                           on_damaged=self._store.report_damaged)
+        owner = next((c.user_id for c in cubes.values()), None)
+        if owner is None:  # pragma: no cover - its memories' records are gone or damaged
+            logger.warning("KV block %s was evicted to make room; no owner of its memories "
+                           "could be read, so it is not audited", info.block_id)
+            return
+        self._audit_block(owner, "schedule:evict", info.block_id, {})
 
     def _audit_block(self, owner: str, action: str, block_id: str, details: dict[str, Any]) -> None:
-        reason = "hot block rebuilt" if action.endswith("build") else "hot block superseded"
         self._store.vault.audit(
-            Actor(owner, SCHEDULER_AGENT, reason), action, details={"block_id": block_id, **details}
+            Actor(owner, SCHEDULER_AGENT, _BLOCK_REASONS[action]), action,
+            details={"block_id": block_id, **details},
         )
 
+
+#: The reason of each block record of the scheduler's.
+_BLOCK_REASONS = {
+    "schedule:build": "hot block rebuilt",
+    "schedule:drop": "hot block superseded",
+    "schedule:evict": "evicted to make room within the KV budget for another hot block",
+}
 
 __all__ = [
     "SCHEDULER_AGENT",
@@ -499,6 +576,7 @@ __all__ = [
     "SchedulerExecutor",
     "TierProvider",
     "block_order",
+    "in_working_set",
     "is_hot_candidate",
     "needless",
     "prompt_safe",

@@ -38,7 +38,8 @@ class UserSchedule(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     user_id: str
-    memories: int = Field(ge=0, description="Live memories of this owner the policy looked at.")
+    memories: int = Field(ge=0, description="Memories of this owner the policy looked at: "
+                          "the live ones, and expired ones still marked hot (to demote them).")
     steps: tuple[StepOutcome, ...] = ()
     activation_set: tuple[str, ...] = Field(
         default=(), description="Memory ids of the owner's hot block, in block order."
@@ -48,7 +49,12 @@ class UserSchedule(BaseModel):
     block_tokens: int = Field(default=0, ge=0, description="Its prefix tokens (with overhead).")
     block_built: bool = Field(default=False, description="Its KV cache was computed in this run.")
     dropped_blocks: tuple[str, ...] = Field(
-        default=(), description="Older blocks of this owner dropped by the run."
+        default=(), description="Older blocks of this owner dropped by the run (also those "
+        "evicted to make room for its new block), each audited ``schedule:drop``."
+    )
+    evicted_blocks: tuple[str, ...] = Field(
+        default=(), description="Other owners' blocks evicted to make room for this owner's "
+        "new block within the KV budget, each audited ``schedule:evict`` for its owner."
     )
     error: str | None = Field(default=None, description="Why the block could not be built.")
 

@@ -19,7 +19,7 @@ from memos_core.cube import Tier
 from memos_core.engine import engine_for
 from memos_core.errors import AccessDeniedError, CorruptDataError, InvalidInputError, PurgePendingError
 from memos_core.runtime import LocalModel, ModelLoadError
-from memos_core.scheduler import ConsolidationConfig
+from memos_core.scheduler import ConsolidationConfig, SchedulerConfig
 from memos_core.tiers.activation import KVCacheTier
 from memos_core.tiers.parametric.store import AdapterStore
 from memos_core.tiers.parametric import AdapterManifest, ParametricConfig, train_lora
@@ -28,6 +28,8 @@ from memos_core.vault import Actor
 
 OPEN = ParametricConfig.preset("test", min_recall=0.0, max_control_regressions=1000)
 SHUT = ParametricConfig.preset("test", min_recall=1.0, max_control_regressions=0)
+# one hit is enough to promote (as in tests/test_scheduler_executor.py)
+EAGER = SchedulerConfig.preset("eager", min_heat_to_promote=0.9, demote_below_heat=0.5)
 
 
 def audit_actions(mos: MemOS) -> list[str]:
@@ -1015,3 +1017,80 @@ def test_a_memory_holding_control_token_text_trains_and_is_judged_without_them(
     # and judged (the recall gate's cloze prompts and answers) on that same text
     assert {mid for mid, _ in judged} == set(ids)
     assert all(not specials & set(tiny.encode(text)) for _, text in judged), judged
+
+
+@pytest.mark.parametrize("kind", ["promote", "demote"])
+def test_a_scheduler_step_leaves_a_memory_an_adapter_took_meanwhile(
+        store: tuple[MemOS, list[str]], monkeypatch, kind: str) -> None:
+    """The consolidation thread activates an adapter between a scheduler run's plan and its
+    steps: the memories it holds are parametric now, and the run's promotions (demotions)
+    of them are skipped. Before, they were overwritten to ``activation`` (``plaintext``):
+    the adapter answered with them while the vault said otherwise, they went into a KV
+    block, and consolidation offered them again."""
+    mos, ids = store
+    held = ids[:2]
+    tier, executor = engine_for(mos).parametric, engine_for(mos).executor
+    version = mos.consolidate(user_id="ada", memory_ids=held, config=OPEN, activate=False,
+                              progress=False).manifest.version
+    mos.vault.record_usage(held, datetime.now(timezone.utc), mos.config.heat_half_life_s)
+    run_at = datetime.now(timezone.utc)
+    if kind == "demote":
+        mos.schedule(config=EAGER)
+        assert all(mos.get(i, user_id="ada").usage.tier is Tier.ACTIVATION for i in held)
+        run_at += timedelta(days=20)  # cooled down, not yet idle enough to archive
+    apply, fired = executor._apply, []
+
+    def activate_first(step: Any, owner: str) -> Any:
+        if not fired:  # the adapter passed its gate and is activated at this instant
+            fired.append(tier.activate(version, reason="passed the gate"))
+        return apply(step, owner)
+
+    monkeypatch.setattr(executor, "_apply", activate_first)
+    report = executor.run(user_id="ada", now=run_at, config=EAGER).for_user("ada")
+
+    assert fired and report is not None
+    assert sorted((s.memory_id, s.kind.value, s.status, s.detail) for s in report.steps) == [
+        (i, kind, "skipped", "served by an adapter (the parametric tier)") for i in sorted(held)]
+    assert all(mos.get(i, user_id="ada").usage.tier is Tier.PARAMETRIC for i in held)
+    assert not any(mid in held for b in engine_for(mos).tier.blocks() for mid, _ in b.memories)
+    assert not set(held) & {c.id for c in executor.hot_memories("ada")}
+    loose = ConsolidationConfig(min_heat=0.0, stable_after_s=0)
+    assert not set(held) & set(engine_for(mos).consolidation_candidates("ada", loose))
+    for memory_id in held:
+        trail = [r.action for r in mos.audit_log(user_id="ada", memory_id=memory_id)]
+        assert f"schedule:{kind}" not in trail
+        assert trail[-1] == "parametric:promote"
+
+
+def test_the_parametric_tiers_moves_never_undo_a_tier_they_did_not_see(
+        store: tuple[MemOS, list[str]], monkeypatch) -> None:
+    """A tier move is a compare-and-set on the tier it read. Into the parametric tier it is
+    tried again when the scheduler promoted the memory in between (the adapter serves it,
+    whatever the scheduler wrote); out of it, a memory no longer parametric keeps its tier
+    (before, deactivating marked it plaintext and audited a ``parametric:demote`` of a
+    memory the scheduler had put in a KV block)."""
+    mos, ids = store
+    tier = engine_for(mos).parametric
+    version = mos.consolidate(user_id="ada", memory_ids=ids[:2], config=OPEN, activate=False,
+                              progress=False).manifest.version
+    current = tier._current
+
+    def promoted_after_the_read(wanted: Any) -> Any:
+        read = current(wanted)
+        if ids[0] in wanted and read[0][ids[0]].usage.tier is Tier.PLAINTEXT:
+            mos.vault.set_tier(ids[0], "activation", expected="plaintext")  # the scheduler
+        return read
+
+    monkeypatch.setattr(tier, "_current", promoted_after_the_read)
+    tier.activate(version)
+    monkeypatch.setattr(tier, "_current", current)
+    assert [mos.get(i, user_id="ada").usage.tier for i in ids[:2]] == [Tier.PARAMETRIC] * 2
+    assert [r.action for r in mos.audit_log(user_id="ada", memory_id=ids[0])
+            ].count("parametric:promote") == 1
+
+    mos.vault.set_tier(ids[0], "activation")  # another writer's, after the activation
+    tier.deactivate("ada", reason="testing")
+    assert mos.get(ids[0], user_id="ada").usage.tier is Tier.ACTIVATION
+    assert mos.get(ids[1], user_id="ada").usage.tier is Tier.PLAINTEXT
+    assert [r.action for r in mos.audit_log(user_id="ada", memory_id=ids[0])
+            if r.action.startswith("parametric:")] == ["parametric:promote"]

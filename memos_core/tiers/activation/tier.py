@@ -93,6 +93,11 @@ class _Entry:
     block: KVBlock | None  # None: on disk only, loaded on first use
 
 
+def _info(bid: str, entry: _Entry) -> KVBlockInfo:
+    return KVBlockInfo(block_id=bid, memories=entry.memories, tokens=entry.tokens,
+                       nbytes=entry.nbytes, resident=entry.block is not None)
+
+
 class KVCacheTier:
     """Keeps the KV caches of memory blocks for one model.
 
@@ -152,7 +157,8 @@ class KVCacheTier:
             return self._resident(self._block_id(refs), refs)
 
     def get_or_build(self, memories: Iterable[Any], *, evict_first: Sequence[str] = (),
-                     on_build: Callable[[KVBlock], None] | None = None) -> KVBlock:
+                     on_build: Callable[[KVBlock], None] | None = None,
+                     on_evict: Callable[[KVBlockInfo], None] | None = None) -> KVBlock:
         """The block for these memories, computing its KV cache if it is not kept yet.
 
         ``memories``: :class:`MemoryRef`, ``(id, version, text)`` tuples or cubes, in the order
@@ -162,7 +168,10 @@ class KVCacheTier:
         built it, not when it was kept already: a caller that read ``memories`` before a
         forget may only find out here that it wrote their text again, and must then check
         them and drop the block (asking ``block_id in tier`` beforehand cannot tell, since a
-        forget may drop the block in between).
+        forget may drop the block in between). ``on_evict`` is called with each block
+        evicted to make room (dropped, its file deleted, by then; also when the build then
+        fails), so a caller can tell its owner and audit it. Both are called under the
+        tier's lock: keep them short (``list.append``) and do the work after the call.
 
         Raises:
             InvalidInputError: no memories, or malformed ones.
@@ -185,7 +194,9 @@ class KVCacheTier:
                     f"a block of {len(refs)} memories takes {tokens} tokens ({nbytes} bytes), "
                     f"more than the whole KV budget {self.budget}; raise it or use fewer memories"
                 )
-            self._make_room(tokens, nbytes, evict_first)
+            for info in self._make_room(tokens, nbytes, evict_first):
+                if on_evict is not None:
+                    on_evict(info)
             block = KVBlock(
                 block_id=bid,
                 memories=tuple(ref.key for ref in refs),
@@ -281,23 +292,26 @@ class KVCacheTier:
         order, then the least recently used. Returns the evicted ids.
         """
         with self._lock:
-            return self._evict_until(budget or self.budget, 0, 0, order)
+            return [info.block_id
+                    for info in self._evict_until(budget or self.budget, 0, 0, order)]
 
-    def _make_room(self, tokens: int, nbytes: int, order: Sequence[str]) -> None:
-        self._evict_until(self.budget, tokens, nbytes, order)
+    def _make_room(self, tokens: int, nbytes: int, order: Sequence[str]) -> list[KVBlockInfo]:
+        return self._evict_until(self.budget, tokens, nbytes, order)
 
     def _evict_until(
         self, budget: KVBudget, extra_tokens: int, extra_bytes: int, order: Sequence[str]
-    ) -> list[str]:
-        evicted: list[str] = []
+    ) -> list[KVBlockInfo]:
+        """Evict (``order`` first, then least recently used) until the kept blocks plus
+        ``extra_*`` fit ``budget``; returns what was evicted, as it was listed before."""
+        evicted: list[KVBlockInfo] = []
         first = [bid for bid in dict.fromkeys(order) if bid in self._entries]
         candidates = first + [bid for bid in self._entries if bid not in set(first)]
         for bid in candidates:
             tokens, nbytes = self.usage()
             if budget.fits(tokens + extra_tokens, nbytes + extra_bytes):
                 break
+            evicted.append(_info(bid, self._entries[bid]))
             self._drop(bid)
-            evicted.append(bid)
         return evicted
 
     def _drop(self, bid: str) -> bool:
@@ -319,13 +333,7 @@ class KVCacheTier:
     def blocks(self) -> list[KVBlockInfo]:
         """Kept blocks, least recently used first."""
         with self._lock:
-            return [
-                KVBlockInfo(
-                    block_id=bid, memories=e.memories, tokens=e.tokens, nbytes=e.nbytes,
-                    resident=e.block is not None,
-                )
-                for bid, e in self._entries.items()
-            ]
+            return [_info(bid, e) for bid, e in self._entries.items()]
 
     def __contains__(self, block_id_: object) -> bool:
         return block_id_ in self._entries

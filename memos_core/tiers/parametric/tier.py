@@ -87,6 +87,9 @@ AGENT = "parametric"
 CONSOLIDATABLE = frozenset({MemoryType.FACT, MemoryType.PREFERENCE})
 _CONSOLIDATABLE_TYPES = tuple(sorted(t.value for t in CONSOLIDATABLE))
 _LIVE_STATES = (State.GENERATED.value, State.ACTIVATED.value)
+#: compare-and-set attempts of one tier move (:meth:`ParametricTier._move`): each failed one
+#: means another writer changed the tier in the instant between its read and its write
+_MOVE_TRIES = 3
 
 
 class ConsolidationResult(BaseModel):
@@ -873,7 +876,8 @@ class ParametricTier:
         """Record which tier serves the adapter's memories (those not forgotten), each move
         audited on its memory (:meth:`_move`). A memory already in ``tier`` is left as it
         is, and so is one in ``keep`` (the memories of the adapter that replaces this one,
-        which stay parametric): only real moves are written and audited."""
+        which stay parametric), and, moving out of the parametric tier, one that is not in
+        it: only real moves are written and audited."""
         current = self._current([m.id for m in manifest.memories])[0]
         for ref in manifest.memories:
             cube = current.get(ref.id)
@@ -887,12 +891,33 @@ class ParametricTier:
         ``parametric:demote`` out of it, with the memory's current version and the adapter
         (None: a settle found no adapter serving it), so ``audit_log(memory_id=)`` tells
         when a memory was answered from weights. A tier is usage: only the owner reads
-        these records (:func:`memos_core.governance.access.audit_read_by`)."""
-        if self.kernel.vault.set_tier(cube.id, tier.value):
-            action = "promote" if tier is Tier.PARAMETRIC else "demote"
-            self.kernel.vault.audit(Actor(cube.user_id, AGENT, reason), f"parametric:{action}",
-                                    memory_id=cube.id, version=cube.version,
-                                    details={"adapter": adapter, "tier": tier.value})
+        these records (:func:`memos_core.governance.access.audit_read_by`).
+
+        The write is a compare-and-set on the tier ``cube`` was read with
+        (``vault.set_tier(expected=)``), as the scheduler's are: the scheduler may promote or
+        demote the memory (plaintext <-> activation) between that read and this write, in
+        this process or another. Into the parametric tier the move is then tried again from
+        the tier read anew -- the adapter serves the memory whatever tier the scheduler gave
+        it, and from then on the scheduler leaves it alone
+        (:func:`memos_core.scheduler.executor.needless`). Out of the parametric tier only a
+        memory still in it moves: a tier someone else set since is theirs."""
+        current: MemCube | None = cube
+        for _ in range(_MOVE_TRIES):
+            if (current is None or current.state is State.DELETED
+                    or current.usage.tier is tier
+                    or Tier.PARAMETRIC not in (tier, current.usage.tier)):
+                return
+            if self.kernel.vault.set_tier(cube.id, tier.value,
+                                          expected=current.usage.tier.value):
+                action = "promote" if tier is Tier.PARAMETRIC else "demote"
+                self.kernel.vault.audit(
+                    Actor(cube.user_id, AGENT, reason), f"parametric:{action}",
+                    memory_id=cube.id, version=current.version,
+                    details={"adapter": adapter, "tier": tier.value})
+                return
+            current = self._current([cube.id])[0].get(cube.id)
+        logger.warning("the tier of memory %s kept changing while it was moved to %s; "
+                       "settle() marks it when the store is next opened", cube.id, tier.value)
 
     def _audit(self, owner: str, action: str, version: str | None, details: dict[str, Any],
                reason: str | None = None) -> None:

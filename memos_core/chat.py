@@ -45,8 +45,9 @@ search, so a refused chat counts no memory as read.
 **Audit**: a hot block chat builds itself (its KV cache was not kept, e.g. right after a
 member changed) writes the memories' text into the tier's directory, so it is audited as the
 scheduler's builds are: ``chat:build`` with the block id, its memories' ``[id, version]``
-and its tokens (agent :data:`CHAT_AGENT`), and ``chat:drop`` when chat drops it again because
-a member changed meanwhile.
+and its tokens (agent :data:`CHAT_AGENT`), ``chat:drop`` when chat drops it again because
+a member changed meanwhile, and ``chat:evict`` (in its owner's log) of each block the build
+evicted to make room within the KV budget.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ if TYPE_CHECKING:
     from memos_core.engine import MemoryEngine
     from memos_core.results import SearchHit
     from memos_core.runtime import GenerationResult, LocalModel, PrefixCache, TextStream
-    from memos_core.tiers.activation import KVBlock
+    from memos_core.tiers.activation import KVBlock, KVBlockInfo
 
 __all__ = [  # the prompt's parts are :mod:`memos_core.chat_prompt`'s, named here as before
     "CHAT_AGENT", "PLAINTEXT_HEADER", "QUESTION_LEAD", "AsyncChatStream", "ChatAnswer",
@@ -530,7 +531,13 @@ class MemoryChat:
             block = tier.get(hot)
             if block is None:
                 fresh: list[Any] = []  # another thread may have built it meanwhile
-                block = tier.get_or_build(hot, on_build=fresh.append)
+                evicted: list[KVBlockInfo] = []
+                try:
+                    block = tier.get_or_build(hot, on_build=fresh.append,
+                                              on_evict=evicted.append)
+                finally:  # their files are gone, built or not
+                    for info in evicted:
+                        self.engine.executor.audit_eviction(info, "chat:evict", CHAT_AGENT)
                 prepared.block_built = bool(fresh)
                 if fresh:
                     self._audit_block(prepared.user_id, "chat:build", block)

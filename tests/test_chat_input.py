@@ -222,3 +222,28 @@ def test_a_block_chat_builds_is_audited_like_the_schedulers(store: MemOS) -> Non
     assert not store.audit_log(user_id="bob", action="chat:build")  # the owner's own
     store.chat("What is the cat called?", user_id="alice", max_new_tokens=2)  # kept: no record
     assert len(store.audit_log(user_id="alice", action="chat:build")) == 1
+
+
+def test_a_block_chat_evicts_to_make_room_is_audited_in_its_owners_log(store: MemOS) -> None:
+    """Chat's own build evicts another owner's block under a tight budget: the file holding
+    Bob's memories' text is deleted, and Bob's log says so (``chat:evict``), as the
+    scheduler's evictions are audited (``schedule:evict``)."""
+    from memos_core.tiers.activation import KVBudget
+
+    cat = store.add("Alice's cat is called Pastel.", user_id="alice", type="fact")
+    dog = store.add("Bob's dog is called Rex.", user_id="bob", type="fact")
+    store.vault.record_usage([cat.id, dog.id], utcnow(), store.config.heat_half_life_s)
+    report = store.schedule(config=EAGER)
+    bob_block = report.for_user("bob").block_id  # type: ignore[union-attr]
+    tier = engine_for(store).tier
+    tier.budget = KVBudget(max_tokens=max(b.tokens for b in tier.blocks()) + 40)
+    store.update(cat.id, "Alice's cat is called Pastel Blue.", user_id="alice")
+
+    trace = store.chat("What is the cat called?", user_id="alice", max_new_tokens=2).trace
+
+    assert trace.kv_prefix and trace.block_built
+    assert bob_block not in {b.block_id for b in tier.blocks()}
+    [record] = store.audit_log(user_id="bob", action="chat:evict")
+    assert record.agent_id == CHAT_AGENT and record.details == {"block_id": bob_block}
+    assert not store.audit_log(user_id="alice", action="chat:evict")
+    assert store.vault.verify_audit()[0]

@@ -508,7 +508,7 @@ class SchedulerExecutor:
             self._audit_block(owner, "schedule:drop", bid, {})
         others = [info for info in evicted if info.block_id not in stale]
         for info in others:
-            self._audit_eviction(info)
+            self.audit_eviction(info)
         return {**result, "dropped_blocks": dropped,
                 "evicted_blocks": tuple(info.block_id for info in others)}
 
@@ -544,9 +544,11 @@ class SchedulerExecutor:
         return {"block_id": block.block_id, "block_tokens": block.num_tokens,
                 "block_built": built}
 
-    def _audit_eviction(self, info: KVBlockInfo) -> None:
-        """Audit ``schedule:evict`` of another owner's block in that owner's log (a block
-        holds one owner's memories; its file, now deleted, held their text)."""
+    def audit_eviction(self, info: KVBlockInfo, action: str = "schedule:evict",
+                       agent: str = SCHEDULER_AGENT) -> None:
+        """Audit ``action`` (``schedule:evict``; chat's builds: ``chat:evict``) of a block
+        evicted to make room, in its owner's log (a block holds one owner's memories; its
+        file, now deleted, held their text)."""
         cubes = self._store.vault.get_many([mid for mid, _ in info.memories],
                                            on_damaged=self._store.report_damaged)
         owner = next((c.user_id for c in cubes.values()), None)
@@ -554,7 +556,8 @@ class SchedulerExecutor:
             logger.warning("KV block %s was evicted to make room; no owner of its memories "
                            "could be read, so it is not audited", info.block_id)
             return
-        self._audit_block(owner, "schedule:evict", info.block_id, {})
+        self._store.vault.audit(Actor(owner, agent, _EVICTED), action,
+                                details={"block_id": info.block_id})
 
     def _audit_block(self, owner: str, action: str, block_id: str, details: dict[str, Any]) -> None:
         self._store.vault.audit(
@@ -563,11 +566,12 @@ class SchedulerExecutor:
         )
 
 
+#: The reason of an eviction record (``schedule:evict``, ``chat:evict``).
+_EVICTED = "evicted to make room within the KV budget for another hot block"
 #: The reason of each block record of the scheduler's.
 _BLOCK_REASONS = {
     "schedule:build": "hot block rebuilt",
     "schedule:drop": "hot block superseded",
-    "schedule:evict": "evicted to make room within the KV budget for another hot block",
 }
 
 __all__ = [

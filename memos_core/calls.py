@@ -13,7 +13,9 @@ thread (:meth:`RunningCalls.queued`), so ``close()`` also waits for one still qu
 busy threads. ``close()`` called from inside a running call (a change listener, which runs
 under the store's write lock) cannot wait there: another thread's call may be waiting for
 that lock. It refuses new calls at once and hands the rest of the close to
-:meth:`RunningCalls.defer`, which runs it when this thread's outermost call returns.
+:meth:`RunningCalls.defer`, which runs it when this thread's outermost call returns. A run of
+the background scheduler is such a call for this purpose (:meth:`RunningCalls.hosted`),
+though ``close()`` does not wait for it (it stops it).
 
 :func:`in_thread` is how async code hands a call to a worker thread (the async twins and the
 adapters' async methods): unlike ``asyncio.to_thread``, cancelling the wait never drops the
@@ -202,12 +204,34 @@ class RunningCalls:
             if depth == 0:
                 self._returned()
 
+    @contextmanager
+    def hosted(self) -> Iterator[None]:
+        """A run of the MemOS's own background thread (the scheduler's): not counted, as
+        ``close()`` does not wait for it but stops it (the engine stops the scheduler as the
+        store closes), yet this thread is :attr:`in_call` for its duration. A ``close()``
+        from a change listener the run's writes trigger (under the store's write lock) is
+        deferred until the run returns (:meth:`defer`), as from a call; calls the run makes
+        are nested in it."""
+        depth: int = getattr(self._depth, "n", 0)
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                self._run_deferred()
+
     def _returned(self) -> None:
         """The end of a thread's outermost call: uncount it, then run the close that was
         deferred to this moment (:meth:`defer`), if this thread deferred one."""
         with self._changed:
             self._running -= 1
             self._changed.notify_all()
+        self._run_deferred()
+
+    def _run_deferred(self) -> None:
+        """Run the close this thread deferred (:meth:`defer`), if it deferred one."""
+        with self._changed:
             deferred = None
             if self._deferred is not None and self._closer == threading.get_ident():
                 deferred, self._deferred = self._deferred, None

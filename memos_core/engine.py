@@ -21,19 +21,21 @@ KV files live in ``<data_dir>/kv``. Invalidation:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from memos_core.cube import MemCube, utcnow
 from memos_core.errors import CLOSED, InvalidInputError, MemOSError
-from memos_core.governance.sensitivity import allowance, withheld
+from memos_core.governance.sensitivity import allowance
 from memos_core.scheduler.background import BackgroundScheduler
 from memos_core.scheduler.consolidation import ConsolidationConfig, consolidation_candidates
 from memos_core.scheduler.executor import SchedulerExecutor
@@ -47,6 +49,7 @@ from memos_core.tiers.parametric import (
     ParametricTier,
     RetrainRequest,
 )
+from memos_core.tiers.parametric.tier import untrainable
 from memos_core.vault import Actor
 
 if TYPE_CHECKING:
@@ -90,6 +93,17 @@ def _call_if_alive(method: weakref.WeakMethod[Callable[..., None]], *args: objec
         bound(*args)
 
 
+def _weak_tier_provider(engine: MemoryEngine) -> Callable[[bool], KVCacheTier | None]:
+    """``engine.tier_if``, holding the engine weakly; once it is collected, no tier (a run
+    under way then fails at its next block, quietly: its scheduler has been stopped)."""
+    method = weakref.WeakMethod(engine.tier_if)
+
+    def provider(create: bool) -> KVCacheTier | None:
+        tier_if = method()
+        return tier_if(create) if tier_if is not None else None
+    return provider
+
+
 class MemoryEngine:
     """Model, KV tier, scheduler and chat for one store; ``MemOS.engine`` makes it.
 
@@ -98,14 +112,19 @@ class MemoryEngine:
         mos: the facade whose ``search`` chat answers from (access-checked, redacted).
         model: the local model; default ``LocalModel.default()`` (SmolLM2), loaded lazily.
         budget: bounds on the KV blocks kept (all users together); default ``KVBudget()``.
+        hosted: the context each background scheduler run runs in (the MemOS passes its
+            :meth:`~memos_core.calls.RunningCalls.hosted`, so that a ``close()`` from a change
+            listener the run triggers is deferred until the run returns, as from a call).
     """
 
     def __init__(
         self, store: MemoryStore, mos: SearchAPI, *, model: LocalModel | None = None,
         budget: KVBudget | None = None,
+        hosted: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.store = store
         self.mos = mos
+        self._hosted = hosted
         self.kv_dir: Path = Path(store.data_dir) / "kv"
         self.budget = budget or KVBudget()
         self._model = model
@@ -115,7 +134,9 @@ class MemoryEngine:
         self._foreign: dict[Path, frozenset[str]] = {}  # KV files no live tier manages
         self._background: BackgroundScheduler | None = None
         self._closed = False
-        self.executor = SchedulerExecutor(store, self.tier_if)
+        # weakly, as for the listeners below: the background scheduler's thread holds the
+        # executor, and a MemOS dropped unclosed must still be collected (it stops then)
+        self.executor = SchedulerExecutor(store, _weak_tier_provider(self))
         self.parametric = ParametricTier(store, lambda: self.model)
         self._jobs: ThreadPoolExecutor | None = None  # consolidation jobs, one at a time
         self._job_futures: list[Future[ConsolidationResult]] = []  # submitted, maybe running
@@ -254,7 +275,10 @@ class MemoryEngine:
         """Run the scheduler every ``interval_s`` seconds in a background thread, the first
         run right away; it stops on :meth:`stop_scheduler` or when the store closes. With
         ``consolidation``, each run is followed by :meth:`consolidate_due` (LoRA training of
-        owners with enough hot, stable facts, as background jobs, with ``parametric``).
+        owners with enough hot, stable facts, as background jobs, with ``parametric``); a job
+        that fails is logged and counted in the scheduler's ``errors``. The thread holds no
+        reference to this engine or its MemOS: one dropped without ``close()`` is collected,
+        and its scheduler stops then.
 
         Raises:
             InvalidInputError: one is already running, or a bad interval.
@@ -267,10 +291,16 @@ class MemoryEngine:
                 )
             after = None
             if consolidation is not None:
-                def after(_report: object) -> None:
-                    self.consolidate_due(consolidation, config=parametric)
-            self._background = BackgroundScheduler(self.executor, interval_s, config=config,
-                                                   after_run=after)
+                engine = weakref.ref(self)  # the thread must not keep the engine alive
+
+                def after(_report: object) -> Iterable[Future[ConsolidationResult]]:
+                    alive = engine()
+                    if alive is None:
+                        return ()
+                    return alive.consolidate_due(consolidation, config=parametric).values()
+            self._background = BackgroundScheduler(
+                self.executor, interval_s, config=config, after_run=after,
+                around_run=self._hosted, owner=self)
             return self._background.start()
 
     def stop_scheduler(self, timeout_s: float | None = 60.0) -> bool:
@@ -295,14 +325,17 @@ class MemoryEngine:
         return consolidation_candidates(records, config, now or utcnow())
 
     def _usage_records(self, user_id: str | None = None) -> dict[str, list[UsageRecord]]:
-        """Usage records of the live memories that may be trained, by owner (all owners, or
-        ``user_id``'s): a memory whose sensitivity tags the store's prompt allowance does not
-        cover is left out, as the parametric tier never trains it."""
+        """Usage records of the memories the parametric tier may train, by owner (all
+        owners, or ``user_id``'s): those its own rule (:func:`untrainable`) leaves out never
+        are records, so a record is a candidate only if the tier would train it. A record
+        carries no text, so the policy could not apply the cloze rule (three words or more)
+        itself: a short fact counted towards ``min_candidates`` and started a training that
+        failed, at every scheduler run. ``never_sensitivity`` is left to the policy."""
         records: dict[str, list[UsageRecord]] = {}
         allowed = allowance(self.store.config.allow_sensitive)
         for batch in self.executor.owned_cubes(user_id):
             for cube in batch:
-                if withheld(cube.governance.sensitivity, allowed):
+                if untrainable(cube, allowed, ()) is not None:
                     continue
                 records.setdefault(cube.user_id, []).append(
                     UsageRecord.from_cube(cube, token_count=1))
@@ -336,7 +369,7 @@ class MemoryEngine:
         if not ids:
             raise InvalidInputError(
                 f"nothing to consolidate for {user_id!r}: no memory is hot, stable and a fact "
-                "or preference yet (pass memory_ids to choose them)")
+                "or preference of three words or more yet (pass memory_ids to choose them)")
         self.store.vault.audit(Actor(user_id, "parametric", reason),
                              "parametric:consolidate", details={"memories": len(ids)})
         never = (candidates or ConsolidationConfig()).never_sensitivity
@@ -367,7 +400,9 @@ class MemoryEngine:
         of theirs pending; returns the started jobs by owner. Owners are taken in order and
         trained one at a time (one worker). First, an owner's active adapter that is stale
         (``retire_below_current``, ``retire_idle_s``) is retired: its memories go back to
-        plaintext and may be candidates again."""
+        plaintext and may be candidates again. A job that fails is logged (``memos_core.engine``
+        logger, a warning with its traceback), as no one may read its ``Future``; one stopped
+        by :meth:`close` is not."""
         self._check_open()
         candidates = with_half_life(candidates or ConsolidationConfig(),
                                     self.store.config.heat_half_life_s)
@@ -393,11 +428,20 @@ class MemoryEngine:
                 if len(due) < candidates.min_candidates:
                     continue
             ids = sorted(set(due) | set(request.memory_ids if request is not None else ()))
-            job = self.consolidate(owner, ids, config=config, candidates=candidates,
-                                   background=True, progress=progress, retrain=request,
-                                   reason="consolidation due (consolidate_due)")
-            self._pending[owner] = started[owner] = job  # type: ignore[assignment]
+            job = cast(Future[ConsolidationResult], self.consolidate(
+                owner, ids, config=config, candidates=candidates, background=True,
+                progress=progress, retrain=request, reason="consolidation due (consolidate_due)"))
+            job.add_done_callback(functools.partial(self._log_failed_job, owner))
+            self._pending[owner] = started[owner] = job
         return started
+
+    def _log_failed_job(self, owner: str, job: Future[ConsolidationResult]) -> None:
+        """Done-callback of the jobs :meth:`consolidate_due` starts: log a failure (a job
+        the closing store stopped is not one)."""
+        if job.cancelled() or job.exception() is None or self._closed:
+            return
+        logger.warning("the background consolidation of %r's memories failed: %s", owner,
+                       job.exception(), exc_info=job.exception())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -410,7 +454,10 @@ class MemoryEngine:
         if self._closed:
             return
         self._closed = True
-        if not self.stop_scheduler():
+        background = self._background
+        # closed from the scheduler's own run (a change listener): it ends as the run returns
+        own = background is not None and background.current
+        if not self.stop_scheduler() and not own:
             logger.warning("the background scheduler did not stop within 60 s; it is a daemon "
                            "thread and its next store call fails on the closed store")
         self.parametric.stop()  # a running training ends at its next step, saving nothing

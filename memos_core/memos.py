@@ -291,9 +291,10 @@ class MemOS:
         ``add_many`` stops at its next batch), then closed under (they may fail with a closed
         file's error; a warning says how many). Called from inside a running call (a change
         listener: it runs under the write lock, which another thread's running call may be
-        waiting for), it refuses new calls at once and returns; the waiting and closing run
-        as that call returns, after the lock is released (:attr:`closed` is True from then
-        on; a failure there is logged, not raised). Called on an event loop's thread (leaving
+        waiting for; a run of the background scheduler counts as a call here), it refuses new
+        calls at once and returns; the waiting and closing run as that call returns, after the
+        lock is released (:attr:`closed` is True from then on; a failure there is logged, not
+        raised). Called on an event loop's thread (leaving
         ``with MemOS(...)`` in a coroutine), it does not wait for that loop's native async
         calls, which cannot go on while it blocks the loop: one not started yet gets the
         closed error, one waiting on the server a ``ServerUnavailableError`` ("the vault is
@@ -1227,7 +1228,7 @@ class MemOS:
             if self._engine is None:
                 from memos_core.engine import MemoryEngine
 
-                self._engine = MemoryEngine(self.store, self)
+                self._engine = MemoryEngine(self.store, self, hosted=self._calls.hosted)
             return self._engine
 
     @running

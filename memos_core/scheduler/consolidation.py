@@ -7,7 +7,9 @@ A memory is a candidate when it is
 * **hot**: its heat, decayed to ``now``, is at least ``min_heat``;
 * **stable**: its current version is at least ``stable_after_s`` old (an often-edited
   memory would retire its adapter at every edit);
-* **not parametric already**, unless ``include_parametric`` (a retrain of the whole set).
+* **not parametric already**, unless ``include_parametric`` (a retrain of the whole set);
+* **trainable** at all: ``records`` hold only memories the parametric tier's rule accepts
+  (a record carries no text: the caller applies the cloze rule, see the function).
 
 The result is sorted by id, so equal inputs give equal candidates (and equal adapters).
 """
@@ -79,9 +81,11 @@ def consolidation_candidates(
 ) -> list[str]:
     """Ids of the memories to consolidate now, sorted; at most ``config.max_memories`` (the
     hottest, ties by id). Pure and deterministic. Only what the parametric tier would train
-    on counts: a memory whose TTL has run out or that a newer one superseded never does
-    (:func:`memos_core.tiers.parametric.tier.consolidatable`), so it must not make up
-    ``min_candidates`` and start a job that has nothing to learn.
+    on may count, or it makes up ``min_candidates`` and starts a job that has nothing to
+    learn: a memory whose TTL has run out or that a newer one superseded is left out here;
+    the rules that need the text (a cloze form: three words or more) or the store's prompt
+    allowance are the caller's, who passes ``records`` only of memories the tier's rule
+    accepts (:func:`memos_core.tiers.parametric.tier.untrainable`; the engine does).
 
     Raises:
         InvalidInputError: a naive ``now``.

@@ -73,3 +73,27 @@ def test_a_closed_one_is_not_closed_again_when_dropped(pg_url):
         gc.collect()
         assert ref() is None
     assert not [w for w in caught if "garbage-collected" in str(w.message)]
+
+
+def test_a_dropped_one_with_a_running_scheduler_is_collected_too(pg_url):
+    """The background scheduler's thread held the engine and through it the facade: a
+    dropped server-mode MemOS with a running scheduler was never collected, and its threads
+    and connections stayed until exit. Now the thread holds neither, and stops when the
+    engine is collected."""
+    threads_before = _memos_threads()
+
+    def open_and_drop() -> weakref.ref[MemOS]:
+        mos = MemOS(pg_url, config=MemOSConfig(show_progress=False))
+        mos.add("The spare key is under the blue pot.", user_id="alice")
+        background = mos.start_scheduler(0.05)
+        wait_until(lambda: background.runs >= 1, timeout=30)
+        return weakref.ref(mos)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ref = open_and_drop()
+        gc.collect()
+        assert ref() is None
+        wait_until(lambda: not (_memos_threads() - threads_before), timeout=30)
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)
+            and "garbage-collected without close()" in str(w.message)]

@@ -43,7 +43,7 @@ from memos_core.errors import (
 from memos_core.extraction import EntityExtractor
 from memos_core.governance import access
 from memos_core.governance import sensitivity as sensitivity_rules
-from memos_core.governance.derived import FLAG_KEY, check_mode
+from memos_core.governance.derived import check_mode, check_passed_back, flagged
 from memos_core.governance.forget_hooks import ForgetHook
 from memos_core.graph import GraphViews
 from memos_core.index.base import VectorIndex
@@ -77,6 +77,7 @@ from memos_core.validation import (
     check_strs,
     check_tags,
     check_text,
+    distinct_ids,
 )
 from memos_core.vault import Actor, AuditRecord, ListQuery, NamespaceGrant, Vault
 from memos_core.vault.audit_chain import AUDIT_HEAD, parse_head
@@ -668,7 +669,8 @@ class MemOS:
         if tags is not None:
             changes["tags"] = check_tags(tags)
         if metadata is not None:
-            changes["metadata"] = check_metadata(metadata)
+            # the forget flag may be passed back as stored (checked on the version read)
+            changes["metadata"] = check_metadata(metadata, reserved_ok=True)
         if type is not None:
             changes["type"] = check_enum(MemoryType, type, "type")
         if occurred_at is not None:
@@ -689,7 +691,9 @@ class MemOS:
             cube = self._load(memory_id, user_id, write=True)
             if "occurred_at" in changes:
                 changes["valid_from"] = writes.moved_valid_from(cube, changes["occurred_at"])
-            if "text" in changes and FLAG_KEY in cube.metadata:  # re-derived: see forget
+            if "metadata" in changes:
+                check_passed_back(cube.metadata, changes["metadata"])
+            if "text" in changes and flagged(cube.metadata):  # re-derived: see forget
                 return writes.rederive(self.store, cube, changes, actor)
             return writes.write_version(self.store, cube, changes, actor, "update",
                                         rewrite_earlier=rewrite_earlier)
@@ -798,12 +802,20 @@ class MemOS:
         """Replace several memories by one summary: the summary is stored (derived_from the
         sources, linked to them in the graph) and the sources are archived (out of default
         search, still readable and restorable). The summary carries every sensitivity tag
-        of its sources. One transaction; returns the summary."""
+        of its sources, their highest priority and lives no longer than the first of them
+        to expire. One transaction; returns the summary.
+
+        Raises:
+            InvalidInputError: ``memory_ids`` is empty or names a memory twice (in any
+                spelling of its id ``get`` takes: upper case, braces, ``urn:uuid:``).
+        """
         self._check_open()
         user_id = check_name(user_id, "user_id")
         ids = check_strs(memory_ids, "memory_ids")
-        if not ids or len(set(ids)) != len(ids):
+        if not ids:
             raise InvalidInputError("memory_ids must be a non-empty list of distinct ids.")
+        ids = distinct_ids(ids, "memory_ids")
+
         def write() -> MemCube:
             sources = [self._load(i, user_id, write=True) for i in ids]
             sessions = {s.session_id for s in sources}

@@ -146,6 +146,22 @@ def check_id(memory_id: object) -> str:
         ) from None
 
 
+def distinct_ids(values: Iterable[str], name: str) -> tuple[str, ...]:
+    """``values`` (memory ids) in canonical form (:func:`check_id`), refused with
+    :class:`InvalidInputError` where two name the same memory: :func:`check_id` takes every
+    spelling of a UUID (upper case, braces, ``urn:uuid:``, no hyphens), so a list meant to
+    name each memory once compares the memories, not the strings."""
+    seen: dict[str, str] = {}
+    for value in values:
+        mid = check_id(value)
+        if mid in seen:
+            raise InvalidInputError(
+                f"{name} must be distinct ids: it names memory {mid} twice (as "
+                f"{shown(seen[mid])} and {shown(value)}); list each memory once.")
+        seen[mid] = value
+    return tuple(seen)
+
+
 def check_datetime(value: object, name: str) -> datetime | None:
     """None, an aware/naive datetime (naive is taken as UTC), or an ISO 8601 string."""
     if value is None:
@@ -245,6 +261,14 @@ def unstorable(value: object) -> str | None:
 
 #: Deepest nesting of dicts/lists accepted in metadata (SQLite's JSON functions stop at 1000).
 MAX_METADATA_DEPTH = 32
+#: Most bytes a memory's metadata may take written as JSON (UTF-8), as much as its text:
+#: every new version -- a share, a revoke, a state change -- stores another copy of it.
+MAX_METADATA_BYTES = MAX_TEXT_BYTES
+#: Top-level metadata keys the library writes itself, refused in a caller's metadata.
+#: ``source_forgotten`` is the forget cascade's flag on a summary made from a forgotten
+#: memory (:data:`memos_core.governance.derived.FLAG_KEY`): the next new text of a memory
+#: carrying it scrubs every earlier version.
+RESERVED_METADATA_KEYS = frozenset({"source_forgotten"})
 #: Integers the store keeps exactly: SQLite's 64-bit signed range.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -271,9 +295,13 @@ def _metadata_depth_ok(value: object) -> bool:
     return True
 
 
-def check_metadata(metadata: object) -> dict[str, Any]:
+def check_metadata(metadata: object, *, reserved_ok: bool = False) -> dict[str, Any]:
     """A JSON-serialisable dict with str keys, nested at most :data:`MAX_METADATA_DEPTH`
-    deep, with integers in the 64-bit range."""
+    deep, with integers in the 64-bit range, of at most :data:`MAX_METADATA_BYTES` as JSON
+    (UTF-8), naming none of :data:`RESERVED_METADATA_KEYS` -- unless ``reserved_ok``, where
+    the caller checks them itself against what they stand for (an update, against the
+    version it follows: :func:`memos_core.governance.derived.check_passed_back`; a bundle's
+    version, by the bundle's rules)."""
     import json
 
     if metadata is None:
@@ -285,7 +313,7 @@ def check_metadata(metadata: object) -> dict[str, Any]:
             f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep; flatten it."
         )
     try:
-        json.dumps(metadata, allow_nan=False, default=_no_json)
+        written = json.dumps(metadata, allow_nan=False, default=_no_json, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata must be JSON-serialisable: {exc}.") from None
     except RecursionError:
@@ -299,7 +327,23 @@ def check_metadata(metadata: object) -> dict[str, Any]:
     bad = unstorable(metadata)
     if bad is not None:
         raise InvalidInputError(f"metadata holds {bad} (in a key or a value).")
+    size = len(written.encode("utf-8"))  # (no unpaired surrogate: unstorable looked)
+    if size > MAX_METADATA_BYTES:
+        raise InvalidInputError(
+            f"metadata is {size:,} bytes as JSON (UTF-8); the limit is {MAX_METADATA_BYTES:,}. "
+            "Every version of the memory keeps a copy: store large content as memories of "
+            "its own, or outside the store with a reference in the metadata.")
+    reserved = sorted(RESERVED_METADATA_KEYS & metadata.keys())
+    if reserved and not reserved_ok:
+        raise InvalidInputError(reserved_key(reserved[0]))
     return dict(metadata)
+
+
+def reserved_key(key: str) -> str:
+    """The message that refuses a caller's metadata naming the reserved ``key``."""
+    return (f"metadata key {key!r} is reserved: the library sets it (the forget cascade's "
+            "flag on a summary made from a forgotten memory; see docs/governance.md). Name "
+            "your key otherwise.")
 
 
 def _no_json(value: object) -> Any:

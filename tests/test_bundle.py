@@ -8,6 +8,7 @@ import os
 import pytest
 
 from memos_core import BundleError, InvalidInputError
+from memos_core.validation import MAX_METADATA_BYTES
 
 
 @pytest.fixture
@@ -169,6 +170,9 @@ def _fix_hashes(path):
         # reader reads back made a record no call could read, forget or reindex
         (_first_version(lambda v: v.update(metadata=_deep(200))), "nested more than"),
         (_first_version(lambda v: v.update(tags=["t\ud800"])), "unpaired surrogate"),
+        # every version of it is stored: add refuses metadata past the limit, import too
+        (_first_version(lambda v: v["metadata"].update(blob="x" * MAX_METADATA_BYTES)),
+         r"line \d+: version 1 of .*: metadata is [\d,]+ bytes as JSON .*the limit is"),
         (_first_version(lambda v: v.update(tags=[f"t{i}" for i in range(5000)])), "limit is 256"),
         (_first_version(lambda v: v["governance"].update(ttl_seconds=float("inf"))),
          "ttl_seconds must be"),

@@ -60,15 +60,44 @@ def test_put_by_key_creates_then_versions_one_memory(mos: MemOS) -> None:
 
 def test_a_put_keeps_the_forget_flag_as_every_new_version_does(mos: MemOS) -> None:
     """``metadata["source_forgotten"]`` is the forget cascade's to set and a re-derivation's
-    to clear (see ops.writes.write_version): a put's metadata neither drops nor changes it."""
+    to clear (see ops.writes.write_version): a put's metadata leaves it as it is, may pass
+    it back as stored (a read-modify-write), and may neither set, change nor clear it. A
+    put used to set it on a new memory, whose next text update then scrubbed its history."""
     from memos_core.governance import FLAG_KEY
 
     item = ItemKey("alice", ("alice", "notes"), "trip")
-    first = put_by_key(mos, item, "Alice's trip notes.", metadata={FLAG_KEY: ["gone"]})
-    assert put_by_key(mos, item, "Alice's trip notes, v2.", metadata={"v": 2}).metadata == {
-        "v": 2, FLAG_KEY: ["gone"]}
-    assert put_by_key(mos, item, "v3", metadata={FLAG_KEY: []}).metadata == {FLAG_KEY: ["gone"]}
-    assert mos.get(first.id, user_id="alice").version == 3
+    with pytest.raises(InvalidInputError, match="'source_forgotten' is reserved"):
+        put_by_key(mos, item, "Alice's trip notes.", metadata={FLAG_KEY: False})
+    assert get_by_key(mos, item) is None and mos.list(user_id="alice") == []
+
+    gone = mos.add("Alice's trip starts in Lyon.", user_id="alice")
+    kept = mos.add("Alice's trip ends in Nice.", user_id="alice")
+    summary = mos.compress([gone.id, kept.id], "Alice's trip: Lyon to Nice.", user_id="alice")
+    mos.forget(gone.id, user_id="alice")
+    mos.store.vault.bind_key(item, summary.id)
+    flagged = get_by_key(mos, item)
+    assert flagged is not None and flagged.metadata == {FLAG_KEY: [gone.id]}
+    assert put_by_key(mos, item, "Alice's trip, v2.", metadata={"v": 2}).metadata == {
+        "v": 2, FLAG_KEY: [gone.id]}
+    assert put_by_key(mos, item, "Alice's trip, v3.", metadata={
+        **get_by_key(mos, item).metadata, "v": 3}).metadata == {  # type: ignore[union-attr]
+        "v": 3, FLAG_KEY: [gone.id]}
+    for other in ([], [kept.id], None):
+        with pytest.raises(InvalidInputError, match="pass it back as it is"):
+            put_by_key(mos, item, "Alice's trip, v4.", metadata={FLAG_KEY: other})
+    assert mos.get(summary.id, user_id="alice").version == flagged.version + 2
+    assert mos.get(summary.id, user_id="alice").metadata == {"v": 3, FLAG_KEY: [gone.id]}
+
+
+def test_a_put_refuses_metadata_past_the_size_limit(mos: MemOS) -> None:
+    """Every version stores the metadata again: it is capped as ``add`` caps it."""
+    from memos_core.validation import MAX_METADATA_BYTES
+
+    item = ItemKey("alice", ("alice", "notes"), "big")
+    put_by_key(mos, item, "Alice's note.", metadata={"v": 1})
+    with pytest.raises(InvalidInputError, match=r"metadata is [\d,]+ bytes .* limit is"):
+        put_by_key(mos, item, "Alice's note, v2.", metadata={"blob": "x" * MAX_METADATA_BYTES})
+    assert get_by_key(mos, item).version == 1  # type: ignore[union-attr]
 
 
 def test_a_puts_state_is_chosen_from_the_version_it_replaces(

@@ -467,6 +467,53 @@ def test_compress_takes_a_ttl_stored_before_the_limit(mos):
     assert 0 < summary.governance.ttl_seconds <= MAX_SECONDS
 
 
+@pytest.mark.parametrize("spelling", [
+    str, str.upper, lambda i: "{" + i + "}", lambda i: "urn:uuid:" + i,
+    lambda i: i.replace("-", ""),
+], ids=["same", "upper", "braces", "urn", "no hyphens"])
+def test_compress_refuses_a_memory_named_twice_in_any_spelling(mos, spelling):
+    """``get`` and ``forget`` take every spelling of a UUID: compress compared the strings,
+    so two spellings of one id passed as distinct, and archiving that source twice failed
+    after five tries with a ConflictError saying it changed concurrently."""
+    a = mos.add("Alice keeps her spare key under the blue pot.", user_id="u")
+    b = mos.add("Alice's neighbour is Tom.", user_id="u")
+    with pytest.raises(InvalidInputError, match=f"names memory {a.id} twice"):
+        mos.compress([a.id, b.id, spelling(a.id)], "Spare key under the blue pot.", user_id="u")
+    assert [(c.id, c.version) for c in mos.list(user_id="u")] == [(a.id, 1), (b.id, 1)]
+    summary = mos.compress([spelling(a.id), b.id], "Spare key under the blue pot.", user_id="u")
+    assert summary.provenance.derived_from == (a.id, b.id)
+
+
+def test_the_mcp_compress_reply_names_the_sources_as_stored(mos):
+    """The MCP tool echoed the ids as given: a source named in another spelling of its UUID
+    was listed as archived under an id no memory has."""
+    from memos_core.mcp_server.tools import MemoryService
+
+    a = mos.add("Alice's bike is red.", user_id="u")
+    b = mos.add("Alice's bike has a basket.", user_id="u")
+    reply = asyncio.run(MemoryService(mos).compress("u", [a.id.upper(), b.id], "A red bike."))
+    assert reply["archived"] == [a.id, b.id]
+
+
+def test_compress_keeps_the_highest_priority_of_its_sources(mos):
+    """The summary got priority 0 whatever its sources had: with ``protect_priority`` the
+    scheduler archived the summary of protected memories (compress had archived them), and
+    the fact left default search."""
+    from memos_core.scheduler import SchedulerConfig
+
+    high = mos.add("Alice has a severe peanut allergy and carries an EpiPen.", user_id="u",
+                   priority=5)
+    low = mos.add("Alice is also allergic to shellfish.", user_id="u", priority=-2)
+    summary = mos.compress([high.id, low.id], "Alice's allergies: peanuts (EpiPen), shellfish.",
+                           user_id="u")
+    assert summary.governance.priority == 5
+    idle = SchedulerConfig(archive_after_idle_s=1e-6, min_heat_to_promote=1000,
+                           demote_below_heat=0)
+    mos.schedule(user_id="u", config=idle)
+    assert mos.get(summary.id, user_id="u").state is State.GENERATED
+    assert [h.id for h in mos.search("peanut allergy EpiPen", user_id="u")] == [summary.id]
+
+
 def test_list_by_metadata(mos):
     mos.add("first", user_id="u", metadata={"key": "a", "n": 1})
     mos.add("second", user_id="u", metadata={"key": "b", "n": 2})

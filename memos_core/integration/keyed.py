@@ -56,6 +56,9 @@ def put_by_key(mos: MemOS, item: ItemKey, text: str, *, metadata: Mapping[str, A
     replaces (re-decided if a concurrent put makes it retry). Without it the state stays
     as it is.
 
+    ``metadata`` may not name the reserved key ``source_forgotten`` (the forget cascade's
+    flag), except to pass back exactly what the memory it replaces holds there.
+
     Raises:
         InvalidInputError: a bad field, or ``state`` chose expired or deleted (nothing was
             written). ConflictError: the key kept changing (retry).
@@ -63,7 +66,9 @@ def put_by_key(mos: MemOS, item: ItemKey, text: str, *, metadata: Mapping[str, A
     with counted(mos):
         item = _item(item)
         text = check_text(text)
-        meta = check_metadata(metadata)
+        # the forget flag may be passed back as stored (checked on the version replaced);
+        # a new memory's metadata is checked again, where it may not name it
+        meta = check_metadata(metadata, reserved_ok=True)
         tag_list = check_tags(tags)
         store = mos.store
         actor = Actor(item.user_id, check_name(agent_id, "agent_id", optional=True), reason)

@@ -142,7 +142,8 @@ class MemoryService:
                        ) -> dict[str, Any]:
         cube = await self.mos.acompress(list(memory_ids), summary, user_id=user,
                                         reason="mcp compress")
-        return {"summary": self._shown(cube), "archived": list(memory_ids)}
+        # the sources as stored: an id may have been given in another spelling of its UUID
+        return {"summary": self._shown(cube), "archived": list(cube.provenance.derived_from)}
 
     async def history(self, user: str, memory_id: str) -> dict[str, Any]:
         versions = await self.mos.ahistory(memory_id, user_id=user)

@@ -410,7 +410,7 @@ def _check_fields(cube: MemCube) -> None:
     future (a TTL counted from the year 9999 has no end a datetime can hold)."""
     if not cube.scrubbed:
         check_text(cube.text)
-    check_metadata(cube.metadata)
+    check_metadata(cube.metadata, reserved_ok=True)  # the forget flag: _check_references
     check_tags(cube.tags)
     check_tags(cube.governance.sensitivity, "sensitivity")
     check_name(cube.namespace.agent_id, "agent_id", optional=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from memos_core.cube import MemCube, State, utcnow
 from memos_core.errors import ConflictError, InvalidInputError
-from memos_core.governance.derived import with_flag_of
+from memos_core.governance.derived import check_passed_back, with_flag_of
 from memos_core.lifecycle import INDEXED
 from memos_core.ops.share import inherit_grants
 from memos_core.store import MemoryStore
@@ -56,6 +56,9 @@ def put_keyed(store: MemoryStore, item: ItemKey, fresh: Callable[[], MemCube],
     Raises:
         ConflictError: the key kept changing under concurrent writers for
             :data:`ATTEMPTS` tries (nothing of this put was written).
+        InvalidInputError: ``changes["metadata"]`` names the forget flag otherwise than
+            the bound memory holds it (:func:`~memos_core.governance.derived.check_passed_back`),
+            or ``fresh()`` refused its fields.
     """
     store.ready_embedder()
     for _ in range(ATTEMPTS):
@@ -75,6 +78,7 @@ def put_keyed(store: MemoryStore, item: ItemKey, fresh: Callable[[], MemCube],
         else:
             kept = dict(changes) if target is None else {**changes, "state": target}
             if "metadata" in kept:  # the forget flag stays, as in every new version
+                check_passed_back(existing.metadata, kept["metadata"])  # (MemOS.update)
                 kept["metadata"] = with_flag_of(existing.metadata, kept["metadata"])  # (write_version)
             cube = existing.model_copy(update={**kept, "version": existing.version + 1,
                                                "updated_at": utcnow()})

@@ -273,7 +273,10 @@ def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
              actor: Actor) -> MemCube:
     """Store ``summary`` (a new memory) as derived from ``sources`` and archive them, in one
     transaction. The summary may repeat any source, so it carries every sensitivity tag of
-    its sources, lives no longer than the first of them to expire, and is shared with
+    its sources, lives no longer than the first of them to expire, is kept as long as the
+    most protected of them (their highest priority: the scheduler's ``protect_priority``
+    would otherwise archive the summary of protected memories, which compress archived
+    already, and the fact would leave default search), and is shared with
     whoever may read every source (:func:`~memos_core.governance.access.shared_as_sources`);
     it also inherits its namespace's grants, to the grantees who may read every source
     (:func:`~memos_core.governance.access.only_readers_of`). A source whose TTL has run out is refused
@@ -301,7 +304,8 @@ def compress(store: MemoryStore, sources: Sequence[MemCube], summary: MemCube,
         summary = summary.model_copy(update={
             "governance": summary.governance.model_copy(update={
                 "sensitivity": tuple(dict.fromkeys([*summary.governance.sensitivity, *tags])),
-                "ttl_seconds": ttl}),
+                "ttl_seconds": ttl,
+                "priority": max(s.governance.priority for s in sources)}),
             "provenance": summary.provenance.model_copy(
                 update={"derived_from": tuple(s.id for s in sources)}),
         })

@@ -23,6 +23,7 @@ from memos_core.cube import utcnow
 from memos_core.engine import engine_for
 from memos_core.governance import FLAG_KEY
 from memos_core.scheduler import SchedulerConfig
+from memos_core.validation import RESERVED_METADATA_KEYS
 
 EAGER = SchedulerConfig.preset("eager", min_heat_to_promote=0.9, demote_below_heat=0.5)
 SECRET = "The vault launch code is ZEBRA4417QUOKKA"
@@ -214,11 +215,10 @@ KEEPING_WRITES: dict[str, tuple[Any, dict[str, Any]]] = {
     "rollback": (lambda m, sid: m.rollback(sid, 1, user_id="dana"), {}),
     "metadata": (lambda m, sid: m.update(sid, metadata={"checked": True}, user_id="dana"),
                  {"checked": True}),
-    # the caller's copy of the flag neither clears nor changes it
-    "metadata clearing the flag": (lambda m, sid: m.update(
-        sid, metadata={FLAG_KEY: [], "checked": True}, user_id="dana"), {"checked": True}),
-    "metadata changing the flag": (lambda m, sid: m.update(
-        sid, metadata={FLAG_KEY: ["another-id"]}, user_id="dana"), {}),
+    # a read-modify-write passes the flag back as get gave it
+    "metadata passing the flag back": (lambda m, sid: m.update(
+        sid, metadata={**m.get(sid, user_id="dana").metadata, "checked": True}, user_id="dana"),
+        {"checked": True}),
     "tags": (lambda m, sid: m.update(sid, tags=["travel"], user_id="dana"), {}),
     "state": (lambda m, sid: m.set_state(sid, "archived", user_id="dana"), {}),
     "share": (lambda m, sid: m.share(sid, with_user_id="erin", user_id="dana"), {}),
@@ -245,6 +245,57 @@ def test_a_flagged_summary_keeps_its_flag_until_re_derived(store: MemOS, write: 
     history = store.history(summary.id, user_id="dana")
     assert [v.scrubbed for v in history] == [True] * (new.version - 1) + [False]
     assert not files_holding(store.data_dir, MARKERS)
+
+
+#: Updates naming the flag otherwise than as stored. They were taken and the flag quietly
+#: kept: the caller believed it cleared or changed.
+FLAG_CHANGING_UPDATES: dict[str, Any] = {
+    "clearing it": lambda m, sid, other: m.update(
+        sid, metadata={FLAG_KEY: [], "checked": True}, user_id="dana"),
+    "changing it": lambda m, sid, other: m.update(
+        sid, metadata={FLAG_KEY: [other]}, user_id="dana"),
+    "changing it with a new text": lambda m, sid, other: m.update(
+        sid, "Dana keeps a locker code.", metadata={FLAG_KEY: [other]}, user_id="dana"),
+    "naming it on a memory without it": lambda m, sid, other: m.update(
+        other, metadata={FLAG_KEY: [sid]}, user_id="dana"),
+}
+
+
+@pytest.mark.parametrize("write", list(FLAG_CHANGING_UPDATES))
+def test_a_caller_may_not_set_change_or_clear_the_flag(store: MemOS, write: str) -> None:
+    """``source_forgotten`` is reserved: an update may pass it back exactly as stored, and
+    any other value is refused with nothing written."""
+    assert FLAG_KEY in RESERVED_METADATA_KEYS  # what add and the other writes refuse
+    pin = store.add(SECRET, user_id="dana")
+    other = store.add(KEEP, user_id="dana")
+    summary = store.compress([pin.id, other.id], SUMMARY, user_id="dana")
+    store.forget(pin.id, user_id="dana")
+    before = {c.id: c for c in (store.get(summary.id, user_id="dana"),
+                                store.get(other.id, user_id="dana"))}
+
+    with pytest.raises(InvalidInputError, match="source_forgotten"):
+        FLAG_CHANGING_UPDATES[write](store, summary.id, other.id)
+    assert {i: store.get(i, user_id="dana") for i in before} == before
+
+
+def test_a_value_stored_under_the_key_before_it_was_reserved_is_no_flag(store: MemOS) -> None:
+    """An older version let a caller's metadata name ``source_forgotten``: any value there
+    made the memory pass for a flagged summary, and its next text update scrubbed every
+    earlier version (no rollback left). Only the cascade's shape, a list of memory ids, is
+    the flag; another value is kept by a text update and dropped by a metadata update."""
+    from memos_core.vault import Actor
+
+    first = store.add("Dana's diary, v1: went hiking.", user_id="dana", metadata={"app": "diary"})
+    legacy = first.model_copy(update={"version": 2, "metadata": {"app": "diary", FLAG_KEY: False}})
+    store.vault.put_version(legacy, 1, Actor("dana"), "update")  # as an older version stored it
+
+    new = store.update(first.id, "Dana's diary, v3: hiking and swimming.", user_id="dana")
+    assert new.metadata == legacy.metadata
+    assert not any(v.scrubbed for v in store.history(first.id, user_id="dana"))
+    assert "rederived" not in store.audit_log(user_id="dana", memory_id=first.id)[-1].details
+    passed_back = store.update(first.id, metadata={**new.metadata, "v": 4}, user_id="dana")
+    assert passed_back.metadata == {"app": "diary", "v": 4}
+    assert store.rollback(first.id, 1, user_id="dana").text == first.text
 
 
 def test_forgetting_needs_no_running_kv_engine(tmp_path: Path, tiny_model: Any) -> None:

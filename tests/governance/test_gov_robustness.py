@@ -24,6 +24,8 @@ from memos_core.cli import main
 from memos_core.errors import CorruptDataError, InvalidInputError
 from memos_core.index import IndexCorruptError, IndexLockedError
 from memos_core.index.edge import EdgeIndex
+from memos_core.integration import ItemKey, put_by_key
+from memos_core.validation import MAX_METADATA_BYTES
 from memos_core.vault import Actor, SQLiteVault
 
 
@@ -390,6 +392,16 @@ def test_an_index_update_that_fails_after_the_commit_is_retried(
         assert len(again.list(user_id="ada")) == 3
 
 
+def _sized(size: int, key: str = "k") -> dict[str, str]:
+    """Metadata of exactly ``size`` bytes as JSON (``{"k": "xx..."}``)."""
+    return {key: "x" * (size - len(json.dumps({key: ""})))}
+
+
+_HALF = MAX_METADATA_BYTES // 2 + 1
+_RESERVED = "metadata key 'source_forgotten' is reserved"
+_ITEM = ItemKey("u", ("u", "notes"), "n")
+
+
 def _nested(depth: int) -> dict[str, Any]:
     value: dict[str, Any] = {}
     for _ in range(depth):
@@ -401,6 +413,21 @@ def _nested(depth: int) -> dict[str, Any]:
     (lambda m: m.add("x", user_id="u", metadata=_nested(100_000)), "nested more than"),
     (lambda m: m.add("x", user_id="u", metadata=_nested(40)), "nested more than"),
     (lambda m: m.add("x", user_id="u", metadata={"n": 2**70}), "integer outside"),
+    # every version (a share, a revoke, a state change) stores the metadata again
+    (lambda m: m.add("x", user_id="u", metadata=_sized(MAX_METADATA_BYTES + 1)),
+     f"metadata is {MAX_METADATA_BYTES + 1:,} bytes as JSON .* the limit is"),
+    (lambda m: m.add_many([{"text": "a", "metadata": _sized(MAX_METADATA_BYTES + 1)}],
+                          user_id="u"), "item 0: metadata is"),
+    (lambda m: m.add([{"role": "user", "content": "hi", "metadata": _sized(_HALF)}],
+                     metadata=_sized(_HALF, "c"), user_id="u"), "the limit is"),  # merged
+    # the forget cascade's flag: a memory carrying one had its history scrubbed by its next
+    # text update, and a bundle exported with a caller's value was refused on import
+    (lambda m: m.add("x", user_id="u", metadata={"source_forgotten": False}), _RESERVED),
+    (lambda m: m.add_many([{"text": "a", "metadata": {"source_forgotten": []}}],
+                          user_id="u"), _RESERVED),
+    (lambda m: m.add_many(["a"], user_id="u", metadata={"source_forgotten": ["x"]}), _RESERVED),
+    (lambda m: m.add([{"role": "user", "content": "hi", "metadata": {"source_forgotten": 1}}],
+                     user_id="u"), _RESERVED),
     (lambda m: m.add("x", user_id="u", ttl_seconds=float("nan")), "finite"),
     (lambda m: m.add("x", user_id="u", ttl_seconds=float("inf")), "finite"),
     (lambda m: m.add("x", user_id="u", priority=2**64), "priority"),
@@ -425,6 +452,39 @@ def test_bad_input_gets_our_error_and_writes_nothing(store: MemOS, call: Any, ma
     with pytest.raises(InvalidInputError, match=match):
         call(store)
     assert store.vault.stats() == before
+
+
+def test_metadata_at_the_size_limit_is_kept(store: MemOS) -> None:
+    """The limit counts the JSON's UTF-8 bytes (an ``é`` is 2, not the 6 of ``\\u00e9``)."""
+    exact = _sized(MAX_METADATA_BYTES)
+    wide = {"k": "é" * ((MAX_METADATA_BYTES - 9) // 2)}
+    for metadata in (exact, wide):
+        cube = store.add("sized", user_id="u", metadata=metadata)
+        assert store.get(cube.id, user_id="u").metadata == metadata
+    before = store.vault.stats()
+    with pytest.raises(InvalidInputError, match="the limit is"):
+        store.update(cube.id, metadata=_sized(MAX_METADATA_BYTES + 1), user_id="u")
+    assert store.vault.stats() == before and store.get(cube.id, user_id="u").version == 1
+
+
+#: Writes of an existing memory (without the forget flag) whose metadata names it.
+FLAG_NAMING_UPDATES: dict[str, Any] = {
+    "update": lambda m, mid: m.update(mid, metadata={"source_forgotten": ["x"], "k": 1},
+                                      user_id="u"),
+    "update with text": lambda m, mid: m.update(mid, "y", metadata={"source_forgotten": False},
+                                                user_id="u"),
+    "keyed put": lambda m, mid: put_by_key(m, _ITEM, "y", metadata={"source_forgotten": False}),
+}
+
+
+@pytest.mark.parametrize("write", list(FLAG_NAMING_UPDATES))
+def test_an_update_naming_the_forget_flag_is_refused(store: MemOS, write: str) -> None:
+    """An update of a memory without the flag whose metadata named it was taken with the
+    key quietly dropped."""
+    cube = put_by_key(store, _ITEM, "x", metadata={"k": 0})
+    with pytest.raises(InvalidInputError, match=_RESERVED):
+        FLAG_NAMING_UPDATES[write](store, cube.id)
+    assert store.get(cube.id, user_id="u") == cube
 
 
 def test_metadata_at_the_depth_limit_is_kept(store: MemOS) -> None:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -104,6 +104,13 @@ def _weak_tier_provider(engine: MemoryEngine) -> Callable[[bool], KVCacheTier | 
     return provider
 
 
+#: Seconds before :meth:`MemoryEngine.consolidate_due` tries again the same memories of an
+#: owner whose training failed (doubled after each failure in a row, up to
+#: :data:`RETRY_AT_MOST_S`).
+RETRY_AFTER_S = 60.0
+RETRY_AT_MOST_S = 3600.0
+
+
 class MemoryEngine:
     """Model, KV tier, scheduler and chat for one store; ``MemOS.engine`` makes it.
 
@@ -141,6 +148,9 @@ class MemoryEngine:
         self._jobs: ThreadPoolExecutor | None = None  # consolidation jobs, one at a time
         self._job_futures: list[Future[ConsolidationResult]] = []  # submitted, maybe running
         self._pending: dict[str, Future[ConsolidationResult]] = {}  # by owner
+        # an owner whose last due consolidation failed: its memory ids, failures in a
+        # row, and when the same memories are tried again (:meth:`consolidate_due`)
+        self._failed: dict[str, tuple[tuple[str, ...], int, datetime]] = {}
         self._reconcile_kv_dir()
         # weakly: the store must not keep the engine (and through it its MemOS) alive, so
         # that a server-mode MemOS dropped unclosed is collected and closed (its threads
@@ -402,7 +412,11 @@ class MemoryEngine:
         (``retire_below_current``, ``retire_idle_s``) is retired: its memories go back to
         plaintext and may be candidates again. A job that fails is logged (``memos_core.engine``
         logger, a warning with its traceback), as no one may read its ``Future``; one stopped
-        by :meth:`close` is not."""
+        by :meth:`close` is not; the same memories of that owner are not tried again for a
+        while (:data:`RETRY_AFTER_S` after the first failure, twice as long after each next
+        one, at most :data:`RETRY_AT_MOST_S`), so a failure that lasts (a missing package, a
+        full disk) does not start a training and write an audit record at every scheduler
+        run; a change of the owner's candidates is tried at once."""
         self._check_open()
         candidates = with_half_life(candidates or ConsolidationConfig(),
                                     self.store.config.heat_half_life_s)
@@ -428,20 +442,34 @@ class MemoryEngine:
                 if len(due) < candidates.min_candidates:
                     continue
             ids = sorted(set(due) | set(request.memory_ids if request is not None else ()))
+            failed = self._failed.get(owner)
+            if failed is not None and failed[0] == tuple(ids) and now < failed[2]:
+                continue  # failed on these very memories a moment ago
             job = cast(Future[ConsolidationResult], self.consolidate(
                 owner, ids, config=config, candidates=candidates, background=True,
                 progress=progress, retrain=request, reason="consolidation due (consolidate_due)"))
-            job.add_done_callback(functools.partial(self._log_failed_job, owner))
+            job.add_done_callback(functools.partial(self._job_done, owner, tuple(ids)))
             self._pending[owner] = started[owner] = job
         return started
 
-    def _log_failed_job(self, owner: str, job: Future[ConsolidationResult]) -> None:
-        """Done-callback of the jobs :meth:`consolidate_due` starts: log a failure (a job
-        the closing store stopped is not one)."""
-        if job.cancelled() or job.exception() is None or self._closed:
+    def _job_done(self, owner: str, ids: tuple[str, ...],
+                  job: Future[ConsolidationResult]) -> None:
+        """Done-callback of the jobs :meth:`consolidate_due` starts: log a failure and hold
+        these memories back for a while (a job the closing store stopped is no failure)."""
+        if job.cancelled() or self._closed:
             return
-        logger.warning("the background consolidation of %r's memories failed: %s", owner,
-                       job.exception(), exc_info=job.exception())
+        error = job.exception()
+        if error is None:
+            self._failed.pop(owner, None)
+            return
+        last = self._failed.get(owner)
+        times = last[1] + 1 if last is not None and last[0] == ids else 1
+        wait_s = min(RETRY_AFTER_S * 2 ** (times - 1), RETRY_AT_MOST_S)
+        self._failed[owner] = (ids, times, utcnow() + timedelta(seconds=wait_s))
+        logger.warning("the background consolidation of %r's memories failed (%d time(s) in "
+                       "a row): %s; the same memories are tried again in %.0f s at the "
+                       "earliest, or at once when they change", owner, times, error, wait_s,
+                       exc_info=error)
 
     # ------------------------------------------------------------------ lifecycle
 

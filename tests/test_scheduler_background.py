@@ -139,3 +139,43 @@ def test_close_from_a_listener_of_a_scheduler_run_waits_for_the_run(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
     with open_store(tmp_path / "d") as again:
         assert len(again.list(user_id="u", states=["expired"])) == 2
+
+
+def test_a_failed_consolidation_is_not_retried_on_the_same_memories_at_once(
+        make_mos, monkeypatch, caplog) -> None:
+    """A failure that lasts (a missing package, a full disk) started a training, and wrote a
+    parametric:consolidate audit record, at every scheduler run. The same memories now wait
+    (doubling from engine.RETRY_AFTER_S); a change of the candidates is tried at once."""
+    from memos_core import engine as engine_module
+
+    mos = make_mos()
+    cat = mos.add("Alice's cat is called Pastel.", user_id="alice", type="fact").id
+    hit(mos, cat)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(mos.engine.parametric, "consolidate", fail)
+
+    def due_and_wait() -> dict[str, object]:
+        started = mos.consolidate_due(NOW)
+        for job in started.values():
+            wait_for(job.done)
+        return started
+
+    with caplog.at_level(logging.WARNING, logger="memos_core.engine"):
+        assert list(due_and_wait()) == ["alice"]
+        assert due_and_wait() == {} and due_and_wait() == {}  # held back
+        assert consolidations(mos, "alice") == 1
+        dog = mos.add("Alice's dog is called Rex.", user_id="alice", type="fact").id
+        hit(mos, dog)
+        assert list(due_and_wait()) == ["alice"]  # other candidates: tried at once
+        assert consolidations(mos, "alice") == 2
+        monkeypatch.setattr(engine_module, "RETRY_AFTER_S", 0.0)
+        assert due_and_wait() == {}  # waits the 60 s set at its failure
+        mos.engine._failed["alice"] = (*mos.engine._failed["alice"][:2], utcnow())
+        assert list(due_and_wait()) == ["alice"]  # its time has come
+    failures = [r.getMessage() for r in caplog.records if "consolidation" in r.getMessage()]
+    assert len(failures) == 3
+    assert "(1 time(s) in a row)" in failures[1] and "(2 time(s) in a row)" in failures[2]
+    assert "tried again in 60 s" in failures[1] and "tried again in 0 s" in failures[2]

@@ -125,36 +125,64 @@ def _check_libpq_reads(url: str) -> None:
 
 def check_pgvector(url: str) -> None:
     """Make sure the ``vector`` extension is usable in the database: create it if it is
-    available and not created yet; else raise :class:`MemOSError` saying what to do."""
+    available and not created yet; else raise :class:`MemOSError` saying what to do.
+
+    Safe to run from many processes at once on a fresh database (a fleet of workers
+    starting): the check and the creation are one transaction under the index schema's
+    advisory lock, so one process creates the extension and the others find it."""
     import psycopg
+
+    from memos_core.index.pgvector import SCHEMA_LOCK_KEY
 
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-            if conn.execute("SELECT 1 FROM pg_extension WHERE extname='vector'").fetchone():
+            if _has_vector(conn):  # the usual case: no lock, no transaction
                 return
-            available = conn.execute(
-                "SELECT 1 FROM pg_available_extensions WHERE name='vector'").fetchone()
-            version_row = conn.execute("SHOW server_version_num").fetchone()
-            version = version_row[0] if version_row else "0"
-            if not available:
-                major = int(version) // 10000
-                raise MemOSError(
-                    f"The PostgreSQL server at {redact_url(url)} has no pgvector extension, which "
-                    "the server-mode index needs. Install it on the server (e.g. apt install "
-                    f"postgresql-{major}-pgvector, or build it from github.com/pgvector/pgvector), "
-                    "then run CREATE EXTENSION vector; in the database. Or keep the index "
-                    "elsewhere: MemOSConfig(index='qdrant', qdrant_url=...).")
-            try:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            except psycopg.errors.InsufficientPrivilege as exc:
-                raise MemOSError(
-                    f"pgvector is installed on {redact_url(url)} but not enabled in this database, "
-                    "and this user may not enable it. Ask an administrator to run "
-                    "CREATE EXTENSION vector; in the database (once).") from exc
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+                if _has_vector(conn):  # another process created it while this one waited
+                    return
+                _create_vector(conn, url)
     except psycopg.OperationalError as exc:
         raise ServerUnavailableError(
             f"Cannot reach the PostgreSQL server at {redact_url(url)}: "
             f"{hide_secrets(str(exc).strip(), url)}.") from exc
+
+
+def _has_vector(conn: Any) -> bool:
+    """Whether the ``vector`` extension is created in ``conn``'s database."""
+    return conn.execute("SELECT 1 FROM pg_extension WHERE extname='vector'").fetchone() is not None
+
+
+def _create_vector(conn: Any, url: str) -> None:
+    """``CREATE EXTENSION vector`` in ``conn``'s open transaction, or :class:`MemOSError`
+    saying what to do if the server lacks pgvector or this user may not create it."""
+    import psycopg
+
+    available = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name='vector'").fetchone()
+    if not available:
+        version_row = conn.execute("SHOW server_version_num").fetchone()
+        major = int(version_row[0] if version_row else "0") // 10000
+        raise MemOSError(
+            f"The PostgreSQL server at {redact_url(url)} has no pgvector extension, which "
+            "the server-mode index needs. Install it on the server (e.g. apt install "
+            f"postgresql-{major}-pgvector, or build it from github.com/pgvector/pgvector), "
+            "then run CREATE EXTENSION vector; in the database. Or keep the index "
+            "elsewhere: MemOSConfig(index='qdrant', qdrant_url=...).")
+    # A savepoint: whoever does not take the lock (an older memos-core, an administrator)
+    # may still create it at the same moment, which this one then finds.
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject):
+        if not _has_vector(conn):
+            raise
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise MemOSError(
+            f"pgvector is installed on {redact_url(url)} but not enabled in this database, "
+            "and this user may not enable it. Ask an administrator to run "
+            "CREATE EXTENSION vector; in the database (once).") from exc
 
 
 @dataclass

@@ -71,7 +71,7 @@ from memos_core.index.points import (
 )
 from memos_core.vault.pg_url import hide_secrets, redact_url
 
-__all__ = ["PgVectorIndex"]
+__all__ = ["PgVectorIndex", "SCHEMA_LOCK_KEY"]
 
 _LIST_FIELDS = LIST_FIELDS  # text[] columns (GIN indexes; a filter on them is an overlap)
 _TEXT_FIELDS = ("user_id", "agent_id", "session_id", "type", "state")
@@ -80,7 +80,9 @@ _COLUMNS = ("user_id", "agent_id", "session_id", "type", "tags", "state", "occur
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _BATCH = 500  # points per INSERT statement
 _SPARSE_DIM = SPARSE_DIM  # sparsevec's largest dimension (term ids are folded into it)
-_LOCK_KEY = 0x6D656D6F73  # advisory lock for schema creation ("memos")
+#: advisory lock (transaction-scoped) around creating the extension and the index tables
+#: ("memos"): :func:`memos_core.server_mode.check_pgvector` takes it too
+SCHEMA_LOCK_KEY = 0x6D656D6F73
 #: an IDF corpus's key in the statistics cache: its principals, sorted (None: every point)
 _Corpus = tuple[str, ...] | None
 #: what a BM25 statement counted: (when, corpus, terms counted, whether N was counted)
@@ -247,7 +249,7 @@ class PgVectorIndex:
             return sql.Identifier(f"{self.collection}_{suffix}")
 
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
             if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is None:
                 try:
                     with conn.transaction():

@@ -17,7 +17,9 @@ it has not seen -- made by other processes -- are applied to what this process d
   for its own check; a check that fails is kept and runs at the next sync). A memory forgotten or
   expired elsewhere leaves a shared index as soon as the change is applied: a process whose
   index write of an older version landed after the forgetting process's delete removes the
-  point it put back when it applies the forget (after its own write, under its write lock);
+  point it put back when it applies the forget (after its own write, under its write lock),
+  or at its close if it applies none before (:meth:`ChangeFollower.finish`); and the check
+  of the version the forgetting process saw removes it too, whatever version it holds;
 * the **model tiers** through the store's change listeners (KV blocks and adapters built from
   an old version or a forgotten memory are dropped) and, for a forgotten memory, the
   derived-form purgers (KV files, adapters in the local cache directory).
@@ -94,7 +96,8 @@ class ChangeFollower:
         #: memories other processes changed, to check in the shared index: id -> the
         #: versions seen, oldest first, each with when it was seen (it was committed before)
         self._unchecked: dict[str, list[tuple[float, int]]] = {}
-        #: how many memories were indexed again because their writer had not (for tests, stats)
+        #: how many memories were indexed again because their writer had not, or whose point
+        #: a late index write had put back after a forget (for tests, stats)
         self.repaired = 0
         self._own_lock = threading.Lock()
         self._closed = False
@@ -156,6 +159,37 @@ class ChangeFollower:
         stop = getattr(self.vault, "stop_listening", None)
         if stop is not None:
             stop()
+
+    def finish(self) -> None:
+        """The follower's last step, run by the store's close under its write lock after
+        :meth:`close`: delete from the shared index the points of memories that another
+        process forgot or expired after this one committed changes the cursor has not passed.
+
+        This process's index write of such a change may have landed after the other
+        process's delete and put the point back; the catch-up that deletes it again
+        (:meth:`_apply`, after this process's own write) will not run once it has closed.
+        Nothing to do (no query) when every own change was passed: the catch-up ran after
+        the write. Best effort: a failure is logged, and the other processes' index checks
+        or the next open's reconcile remove such a point."""
+        if not self.shared_index or not self._own_seqs():
+            return
+        cursor = self.cursor
+        try:
+            while True:
+                changes = self.vault.changes_since(cursor, 5000, own=self._own_seqs)
+                if not changes or changes[0].seq > cursor + 1:
+                    return  # (pruned past the cursor: every open reconciles the index)
+                own = self._own_seqs()
+                ids = list(dict.fromkeys(c.memory_id for c in changes if c.seq not in own
+                                         and c.kind in _MEMORY_KINDS and c.memory_id))
+                gone = [cube.id for cube in self.vault.get_many(ids).values()
+                        if cube.state.value not in INDEXED_STATES]
+                if gone:
+                    self.store.index.delete(gone)
+                cursor = changes[-1].seq
+        except Exception:  # noqa: BLE001 - closing goes on; others remove the point
+            logger.warning("could not check, while closing, for index points a late index "
+                           "write put back after another process's forget", exc_info=True)
 
     def sync(self, *, gated: bool = False) -> int:
         """Apply every change newer than the cursor; returns how many foreign changes were
@@ -271,20 +305,31 @@ class ChangeFollower:
                 return
             indexed = self.store.index.versions_of(list(due))
             current = self.vault.get_many(list(due))
+            # A point of a memory that is not in an indexed state now (forgotten, expired)
+            # goes whatever its version: a process whose index write of an older version
+            # landed after the forget's delete put it back (its own catch-up drops it, but it
+            # may make none: listen=False, a process that exits). No point holds a version in
+            # such a state, so no writer of the current version is still writing one; a later
+            # version committed since this read is applied after it and has its own check.
+            gone = [cube.id for cube in current.values()
+                    if cube.state.value not in INDEXED_STATES and cube.id in indexed]
             # A version newer than the due one may have been committed a moment ago, its
             # writer still writing the index (a namespace share updates hundreds of points,
             # one by one): it is judged at its own check, only the due version here (with
             # repair_after_s 0 every committed version is due at once).
             stale = [cube for cube in current.values()
-                     if (indexed.get(cube.id) != cube.version
-                         if cube.state.value in INDEXED_STATES else cube.id in indexed)
+                     if cube.state.value in INDEXED_STATES and indexed.get(cube.id) != cube.version
                      and (cube.version <= due[cube.id] or self.repair_after_s <= 0
                           or indexed.get(cube.id, due[cube.id]) < due[cube.id])]
+            if gone:
+                logger.info("removing the index points of %d memories forgotten or expired by "
+                            "another process: a late index write had put them back", len(gone))
+                self.store.index.delete(gone)
             if stale:
                 logger.warning("indexing %d memories again: their writer committed them to the "
                                "vault but did not index them (it may have died)", len(stale))
                 self.store.index_cubes(stale)
-                self.repaired += len(stale)
+            self.repaired += len(gone) + len(stale)
             # checked: forget them. Under the write lock, so a change of one of them that
             # _apply records meanwhile cannot be lost (it waits for this lock and adds it anew)
             with self._own_lock:

@@ -853,6 +853,8 @@ class MemoryStore:
             self.follower.close()
         with self.write_lock:
             try:
+                if self.follower is not None:
+                    self.follower.finish()  # points its own late index writes put back
                 self.index.flush()
                 if self.follower is None:  # one process owns the vault: its index is clean
                     self.vault.set_meta("index_unoptimized", str(self._unoptimized))

@@ -186,6 +186,25 @@ def test_a_shared_qdrant_index_is_repaired_from_the_feed(open_mos, qdrant_local)
     assert other.store.follower.repaired == 1  # an agreeing point is not indexed again
 
 
+def _late_update(writer: MemOS, forgetter: MemOS, memory_id: str, how: str = "forget") -> None:
+    """``writer`` updates ``memory_id``; before its index write lands, ``forgetter`` (which
+    saw the update) forgets it (``how="expire"``: expires it), its index delete included;
+    then the late write puts the update's point back."""
+    held: list = []
+    index_cubes = writer.store.index_cubes
+    writer.store.index_cubes = held.extend  # the update commits; its index write waits
+    moved = writer.update(memory_id, "The kayak is in the garage now.", user_id="alice")
+    writer.store.index_cubes = index_cubes
+    forgetter.catch_up()  # the update is the newest version the forgetter sees
+    if how == "forget":
+        forgetter.forget(memory_id, user_id="alice")
+    else:
+        forgetter.set_state(memory_id, "expired", user_id="alice")
+    assert writer.store.index.versions_of([memory_id]) == {}
+    index_cubes(held)  # the late index write of the update
+    assert writer.store.index.versions_of([memory_id]) == {memory_id: moved.version}
+
+
 def test_a_point_put_back_after_a_forget_leaves_at_the_writers_next_catch_up(open_mos):
     """Process A commits an update, then process B forgets the memory (its tombstone and its
     index delete) before A's index write lands: A's late write puts the older version's point
@@ -193,21 +212,73 @@ def test_a_point_put_back_after_a_forget_leaves_at_the_writers_next_catch_up(ope
     for the repair check."""
     writer, forgetter = open_mos(index_repair_after_s=3600, listen=False), open_mos(listen=False)
     kayak = writer.add("The kayak is in the boathouse by the lake.", user_id="alice")
-    held: list = []
-    index_cubes = writer.store.index_cubes
-    writer.store.index_cubes = held.extend  # the update commits; its index write waits
-    writer.update(kayak.id, "The kayak is in the garage now.", user_id="alice")
-    writer.store.index_cubes = index_cubes
-    forgetter.catch_up()
-    forgetter.forget(kayak.id, user_id="alice")
-    assert writer.store.index.versions_of([kayak.id]) == {}
-    index_cubes(held)  # the late index write of the update
-    assert writer.store.index.versions_of([kayak.id]) == {kayak.id: kayak.version + 1}
+    _late_update(writer, forgetter, kayak.id)
     writer.catch_up()
     assert writer.store.index.versions_of([kayak.id]) == {}
     index, bm25 = writer.store.index, writer.store.bm25
     assert index.search_sparse(bm25.encode_query("kayak garage"), IndexFilter(), 5) == []
     assert writer.search("where is the kayak?", user_id="alice") == []
+
+
+@pytest.mark.parametrize("how", ["forget", "expire"])
+def test_a_point_put_back_after_a_forget_leaves_at_the_forgetters_check(open_mos, how):
+    """As above, but the late writer makes no further call (listen=False, idle or gone):
+    the forgetter's index check of the update it saw finds the tombstone, newer than that
+    update, and the point of the older version: it deletes the point, whatever its
+    version. Before, a tombstone newer than the checked version counted as 'judged at its
+    own check', which a process's own forget never gets, and the point stayed. An expiry
+    (a state without an index point, not final) the same."""
+    import time
+
+    writer = open_mos(index_repair_after_s=3600, listen=False)
+    forgetter = open_mos(index_repair_after_s=0.5, listen=False)
+    kayak = writer.add("The kayak is in the boathouse by the lake.", user_id="alice")
+    _late_update(writer, forgetter, kayak.id, how)
+    follower = forgetter.store.follower
+    assert follower.unchecked == 1
+    time.sleep(0.6)  # the update's check is due
+    forgetter.catch_up()
+    assert follower.unchecked == 0
+    index, bm25 = forgetter.store.index, forgetter.store.bm25
+    assert index.versions_of([kayak.id]) == {}
+    assert index.search_sparse(bm25.encode_query("kayak garage"), IndexFilter(), 5) == []
+
+
+@pytest.mark.parametrize("how", ["forget", "expire"])
+def test_a_point_put_back_after_a_forget_leaves_when_the_late_writer_closes(open_mos, how):
+    """The late writer closes right after its call (a CLI command, a worker shutting down;
+    listen=False, so no catch-up ran): its close reads the changes after its own and deletes
+    the point it put back of a memory forgotten meanwhile, before any other process's check."""
+    writer = open_mos(index_repair_after_s=3600, listen=False)
+    forgetter = open_mos(index_repair_after_s=3600, listen=False)
+    kayak = writer.add("The kayak is in the boathouse by the lake.", user_id="alice")
+    _late_update(writer, forgetter, kayak.id, how)
+    writer.close()
+    assert forgetter.store.index.versions_of([kayak.id]) == {}
+    assert forgetter.store.follower.repaired == 0  # the writer's close did it
+
+
+def test_an_update_whose_index_write_lands_after_a_revoke_keeps_the_revoke(open_mos):
+    """The symmetric case with a payload change: the revoke finds the point two versions
+    behind and embeds it again from the vault (the update's text, the new readers); the
+    update's late write of an older version is then refused by the index itself."""
+    writer, other = open_mos(listen=False), open_mos(index_repair_after_s=3600, listen=False)
+    kayak = writer.add("The kayak is in the boathouse by the lake.", user_id="alice")
+    writer.share(kayak.id, with_user_id="bob", user_id="alice")
+    held: list = []
+    index_cubes = writer.store.index_cubes
+    writer.store.index_cubes = held.extend
+    writer.update(kayak.id, "The kayak is in the garage now.", user_id="alice")
+    writer.store.index_cubes = index_cubes
+    other.catch_up()
+    revoked = other.revoke(kayak.id, with_user_id="bob", user_id="alice")
+    index_cubes(held)
+    index = other.store.index
+    assert index.versions_of([kayak.id]) == {kayak.id: revoked.version}
+    assert other.search("kayak garage", user_id="bob") == []
+    assert [h.id for h in other.search("kayak garage", user_id="alice", k=1)] == [kayak.id]
+    writer.close()
+    assert index.versions_of([kayak.id]) == {kayak.id: revoked.version}
 
 
 def test_an_index_update_that_fails_after_the_commit_is_retried_by_the_writer(

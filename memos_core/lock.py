@@ -171,8 +171,9 @@ def _locks_refused(path: Path, exc: OSError, remedy: str) -> MemOSError:
 
 
 @contextlib.contextmanager
-def waiting_lock(path: Path, waiting: str) -> Iterator[bool]:
-    """Hold an exclusive lock on the file ``path`` (created if missing, never removed: removing
+def waiting_lock(path: Path, waiting: str, mode: int = 0o666) -> Iterator[bool]:
+    """Hold an exclusive lock on the file ``path`` (created if missing, with ``mode`` less the
+    umask; never removed: removing
     a lock file lets a waiter lock the old file while a newcomer locks a new one) for the
     ``with`` block, waiting as long as another holder keeps it (logged at INFO: ``waiting``,
     then the path). Threads of this process exclude each other by a thread lock per file
@@ -190,7 +191,7 @@ def waiting_lock(path: Path, waiting: str) -> Iterator[bool]:
         fd = None
         for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # flock needs no write access
             try:
-                fd = os.open(path, flags, 0o666)
+                fd = os.open(path, flags, mode)
                 break
             except OSError:
                 continue

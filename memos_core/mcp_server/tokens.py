@@ -6,7 +6,10 @@ enough for a secret of that entropy (no salt or slow hash is needed: a guess is 
 token). The token is shown once, by :meth:`TokenStore.add`.
 
 The file is JSON, written atomically (a temporary file, then ``os.replace``) with mode 0600;
-a file that others may read or write is refused. Each check re-reads the file when it changed
+a file that others may read or write is refused. Each add and revoke reads, changes and
+writes the file under an exclusive lock on a file beside it (``.<name>.lock``, see
+:func:`memos_core.lock.waiting_lock`), so ``token add`` and ``token revoke`` run at once in
+several processes lose none of each other's changes. Each check re-reads the file when it changed
 on disk, so ``memos mcp token revoke`` takes effect on a running server at its next request.
 Every entry's fields are checked as it is read; a damaged file (hand-edited, a field of the
 wrong type) is refused as a whole with a :class:`CorruptDataError` saying what is wrong, so
@@ -21,6 +24,7 @@ hashed exactly as in the file). :func:`tokens_for` picks the store of a ``MemOS`
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import hmac
 import json
@@ -30,13 +34,14 @@ import secrets
 import stat
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memos_core.errors import CorruptDataError, InvalidInputError, MemoryNotFoundError
-from memos_core.lock import make_private_dir
+from memos_core.lock import make_private_dir, waiting_lock
 from memos_core.validation import bad_char, check_name
 from memos_core.vault.base import Actor
 
@@ -177,8 +182,9 @@ def _check_file(data: object) -> list[TokenRecord]:
 
 
 class TokenStore:
-    """The token file of one server. Thread-safe; many processes may read it, writes are
-    atomic (the last writer wins if two CLI calls race)."""
+    """The token file of one server. Thread-safe; many processes may read it, and many may
+    add and revoke tokens at once: each change is made under the file's lock (see
+    :meth:`_changing`), so none is lost."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -243,7 +249,7 @@ class TokenStore:
     # -- writing ----------------------------------------------------------------------------
 
     def _write(self, records: builtins.list[TokenRecord]) -> None:
-        make_private_dir(self.path.parent)  # a new data directory is 0700, as MemOS makes it
+        """Replace the file by ``records`` (the caller is in :meth:`_changing`)."""
         payload = json.dumps({"format": _FORMAT, "tokens": [asdict(r) for r in records]}, indent=2)
         fd, tmp = tempfile.mkstemp(prefix=".mcp-tokens-", dir=self.path.parent)  # mode 0600
         try:
@@ -258,12 +264,33 @@ class TokenStore:
             raise
         self._stamp = None  # re-read (and re-check the mode) next time
 
+    @property
+    def lock_path(self) -> Path:
+        """The lock file held around each change of the token file (``.<name>.lock`` beside
+        it; never removed)."""
+        return self.path.with_name(f".{self.path.name}.lock")
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[builtins.list[TokenRecord]]:
+        """The records as the file holds them now, to change and :meth:`_write` in the block,
+        under the lock of :attr:`lock_path`. Read-change-write under a thread lock alone let
+        two processes (``token revoke`` beside ``token add``) each write back what it read:
+        a revoke reported done was undone, an added token never stored. The file is re-read
+        inside the lock whatever its stamp says (two writes within one mtime tick may leave
+        the same size and time). Where the lock file cannot be made or the file system
+        refuses locks, :func:`waiting_lock` goes on without it (logged)."""
+        make_private_dir(self.path.parent)  # a new data directory is 0700, as MemOS makes it
+        with waiting_lock(self.lock_path, f"waiting for another change of the token file "
+                          f"{self.path}", mode=0o600), self._lock:
+            self._stamp = None
+            yield list(self._load())
+
     def add(self, user_id: str, *, label: str | None = None) -> tuple[str, TokenRecord]:
         """Make a new token for ``user_id``; returns ``(token, record)``. The token is not
         stored anywhere: show it to the user now."""
         token, record = _new_token(user_id, label)
-        with self._lock:
-            self._write([*self._load(), record])
+        with self._changing() as records:
+            self._write([*records, record])
         return token, record
 
     def revoke(self, token_id: str) -> TokenRecord:
@@ -272,8 +299,7 @@ class TokenStore:
         Raises:
             MemoryNotFoundError: no token has this id.
         """
-        with self._lock:
-            records = list(self._load())
+        with self._changing() as records:
             for i, record in enumerate(records):
                 if record.id == token_id:
                     if record.active:

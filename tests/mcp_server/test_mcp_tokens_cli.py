@@ -79,6 +79,61 @@ def test_token_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "token list" in capsys.readouterr().err
 
 
+# One process's share of a race on a token file: wait for the go file, then add tokens (argv
+# "add", a user, a count) or revoke ids (argv "revoke", ids...), printing each id done.
+_RACER = """
+import sys, time
+from pathlib import Path
+from memos_core.mcp_server import TokenStore
+path, go, action, *rest = sys.argv[1:]
+store = TokenStore(path)
+print("ready", flush=True)
+while not Path(go).exists():
+    time.sleep(0.005)
+if action == "add":
+    for _ in range(int(rest[1])):
+        print(store.add(rest[0])[1].id, flush=True)
+else:
+    for token_id in rest:
+        print(store.revoke(token_id).id, flush=True)
+"""
+
+
+def test_adds_and_revokes_in_several_processes_at_once_all_stick(tmp_path: Path) -> None:
+    """Processes adding and revoking tokens on one file at once (``memos mcp token revoke``
+    beside ``token add``): each read the file, changed it and wrote it back under a thread
+    lock only, so one overwrote another's change -- a revoke printed its revoked_at and the
+    file still held the token active (a running server accepted it); an added token was
+    printed and never stored. Each change now holds the file's lock and re-reads it."""
+    path, go = tmp_path / "data" / "mcp-tokens.json", tmp_path / "go"
+    store = TokenStore(path)
+    victims = dict(store.add("alice", label=f"stolen {i}") for i in range(8))
+    revoker = [sys.executable, "-c", _RACER, str(path), str(go), "revoke",
+               *(record.id for record in victims.values())]
+    adders = [[sys.executable, "-c", _RACER, str(path), str(go), "add", f"user{i}", "12"]
+              for i in range(4)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for cmd in [revoker, *adders]]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        go.touch()
+        outs = [proc.communicate(timeout=120)[0].split() for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [proc.returncode for proc in procs] == [0] * len(procs)
+    added = [token_id for out in outs[1:] for token_id in out]
+    assert len(added) == 4 * 12 and sorted(outs[0]) == sorted(r.id for r in victims.values())
+    on_disk = {record.id: record for record in TokenStore(path).list()}
+    assert [token_id for token_id in added if token_id not in on_disk] == []  # none lost
+    assert [r.id for r in victims.values() if on_disk[r.id].active] == []  # every revoke stuck
+    assert all(on_disk[token_id].active for token_id in added)
+    assert [t for t in victims if TokenStore(path).verify(t) is not None] == []
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert store.lock_path.exists() and store.lock_path.stat().st_mode & 0o777 == 0o600
+
+
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 

@@ -8,7 +8,9 @@ Built on the official SDK's ``FastMCP``. Who is calling never comes from the arg
   :class:`~memos_core.mcp_server.tokens.TokenStore` (a missing, unknown or revoked token gets
   401 before any MCP message is read) and each tool call acts as the token's user, read from
   the request that carried the call. A session opened with one token cannot be used with
-  another (the SDK binds sessions to the credential).
+  another (the SDK binds sessions to the credential). A token that cannot be checked (the
+  vault unreachable, in server mode) gets 503, not 401; each POST body is checked before the
+  SDK reads it (:mod:`memos_core.mcp_server.http_checks`).
 
 The server only needs a :class:`~memos_core.MemOS`, so it runs over whatever store the
 facade opens (the embedded data directory today).
@@ -35,7 +37,13 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import AnyHttpUrl, Field
 
-from memos_core.errors import AccessDeniedError, InvalidInputError, MemoryNotFoundError, MemOSError
+from memos_core.errors import (
+    AccessDeniedError,
+    InvalidInputError,
+    MemoryNotFoundError,
+    MemOSError,
+    ServerUnavailableError,
+)
 from memos_core.mcp_server.hosts import check_host, url_host
 from memos_core.mcp_server.limits import (
     DEFAULT_MAX_SESSIONS_PER_TOKEN,
@@ -43,13 +51,14 @@ from memos_core.mcp_server.limits import (
     check_session_limits,
 )
 from memos_core.mcp_server.sessions import install as install_session_cap
-from memos_core.mcp_server.tokens import TokenStore
+from memos_core.mcp_server.tokens import TokenRecord, TokenStore
 from memos_core.mcp_server.tools import MemoryService
 from memos_core.signals import SIGTERM_STATUS, restore_sigterm
 from memos_core.validation import check_name
 
 if TYPE_CHECKING:
     import uvicorn
+    from starlette.applications import Starlette
 
     from memos_core.memos import MemOS
 
@@ -69,15 +78,37 @@ _DESTROY = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentH
 
 
 class TokenFileVerifier:
-    """The SDK's ``TokenVerifier`` over a token file: an active token verifies to an
-    ``AccessToken`` whose ``subject`` is its user and ``client_id`` the token's id."""
+    """The SDK's ``TokenVerifier`` over a token store (a file, or the vault in server mode):
+    an active token verifies to an ``AccessToken`` whose ``subject`` is its user and
+    ``client_id`` the token's id.
+
+    The lookup runs in a worker thread (in server mode it is a query, and a lost connection
+    may wait for the pool's timeout: the event loop serves the other requests meanwhile). A
+    lookup that lost its connection (:class:`ServerUnavailableError`: the database dropped
+    the pool's connections, restarted or failed over) is tried once more, on a connection
+    the pool makes anew; if the vault still cannot be reached the request gets 503 with
+    ``Retry-After`` (:class:`~memos_core.mcp_server.http_checks.TokensUnreachable`), never
+    401, which tells a client that its valid token is bad."""
 
     def __init__(self, tokens: TokenStore) -> None:
         self.tokens = tokens
 
-    async def verify_token(self, token: str) -> AccessToken | None:
+    def _lookup(self, token: str) -> TokenRecord | None:
         try:
-            record = self.tokens.verify(token)
+            return self.tokens.verify(token)
+        except ServerUnavailableError:  # the pool drops the broken connections: once more
+            return self.tokens.verify(token)
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        import anyio
+
+        from memos_core.mcp_server.http_checks import TokensUnreachable
+
+        try:
+            record = await anyio.to_thread.run_sync(self._lookup, token)
+        except ServerUnavailableError as exc:
+            print(f"memos mcp: cannot check a token, answering 503: {exc}", file=sys.stderr)
+            raise TokensUnreachable(str(exc)) from None
         except MemOSError as exc:  # an unreadable token file refuses everyone, loudly
             print(f"memos mcp: {exc}", file=sys.stderr)
             return None
@@ -138,6 +169,16 @@ class MemoryServer:
             install_session_cap(self.mcp, cap)
         self._register_tools()
         self._register_resources()
+
+    def http_app(self) -> Starlette:
+        """The SDK's streamable-HTTP app with this project's checks in front of it
+        (:mod:`memos_core.mcp_server.http_checks`)."""
+        from memos_core.mcp_server import http_checks
+
+        settings = self.mcp.settings
+        return http_checks.install(self.mcp.streamable_http_app(),
+                                   path=settings.streamable_http_path,
+                                   max_body_size=settings.max_request_body_size)
 
     def guard_for_bound(self, host: str, sockets: Sequence[socket.socket]) -> None:
         """Turn DNS-rebinding protection on or off by where the server actually listens:
@@ -482,7 +523,7 @@ def _uvicorn(server: MemoryServer, host: str, port: int) -> uvicorn.Server:
     sdk_log = logging.getLogger("mcp.server.streamable_http")
     if not any(isinstance(f, _ClientHangUp) for f in sdk_log.filters):
         sdk_log.addFilter(_ClientHangUp())
-    config = uvicorn.Config(server.mcp.streamable_http_app(), host=host, port=port,
+    config = uvicorn.Config(server.http_app(), host=host, port=port,
                             log_level="warning", lifespan="on")
     return uvicorn.Server(config)
 

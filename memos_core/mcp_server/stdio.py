@@ -110,11 +110,9 @@ def parse_line(line: bytes) -> SessionMessage | dict[str, Any] | None:
         # response is never answered (a client could answer that answer in turn)
         logger.debug("memos mcp: dropped a response with id null: %.200s", text)
         return None
-    if isinstance(data, dict) and "method" in data and "id" in data and not _is_id(data["id"]):
-        # the SDK would take it for a notification (its models allow extra fields): no answer
-        return error_response(None, INVALID_REQUEST,
-                              "Invalid request: a request's id must be a string or an integer "
-                              f"(null only in a response), not {_kind(data['id'])}.")
+    bad_id = bad_id_answer(data)
+    if bad_id is not None:
+        return bad_id
     try:
         return SessionMessage(JSONRPCMessage.model_validate(data))
     except ValidationError as exc:
@@ -128,6 +126,19 @@ def parse_line(line: bytes) -> SessionMessage | dict[str, Any] | None:
 def error_response(request_id: RequestId | None, code: int, message: str) -> dict[str, Any]:
     """A JSON-RPC error response; id null where the request's id is unknown (JSON-RPC 2.0)."""
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def bad_id_answer(data: Any) -> dict[str, Any] | None:
+    """The invalid-request error (-32600, id null) for a decoded message with a method and
+    an ``id`` that is neither a string nor an integer (``null``, ``1.5``, ``true``); None for
+    any other. The SDK would take such a request for a notification (its models allow extra
+    fields) and never answer it. Shared with the HTTP transport's checks
+    (:mod:`memos_core.mcp_server.http_checks`)."""
+    if isinstance(data, dict) and "method" in data and "id" in data and not _is_id(data["id"]):
+        return error_response(None, INVALID_REQUEST,
+                              "Invalid request: a request's id must be a string or an integer "
+                              f"(null only in a response), not {_kind(data['id'])}.")
+    return None
 
 
 def _is_null_id_response(data: Any) -> bool:

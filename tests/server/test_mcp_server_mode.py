@@ -122,6 +122,68 @@ async def test_a_token_added_on_one_host_works_on_the_other_and_revoke_reaches_i
                 assert n == 0, f"a token is stored in clear in {table}"
 
 
+def _drop_connections(pg_url: str, admin_url: str | None = None) -> int:
+    """End every connection to the test's database (a restart, a failover); how many.
+    ``admin_url``: connect there instead (when the database takes no new connections)."""
+    dbname = psycopg.conninfo.conninfo_to_dict(pg_url)["dbname"]
+    with psycopg.connect(admin_url or pg_url, autocommit=True) as admin:
+        return admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            (dbname,)).fetchone()[0]
+
+
+def test_a_valid_token_is_accepted_right_after_the_connections_dropped(two_hosts, serve_b,
+                                                                      pg_url):
+    """After PostgreSQL dropped the server's connections, the next request with a valid
+    token got 401 invalid_token once (the lookup lost its connection, and any error
+    refused the token). The lookup is now tried once more, on a new connection."""
+    a, _ = two_hosts
+    token, _ = tokens_for(a).add("alice")
+    assert _initialize(serve_b, token) == 200
+    for _ in range(2):
+        assert _drop_connections(pg_url) > 0
+        assert _initialize(serve_b, token) == 200
+
+
+def test_tokens_that_cannot_be_checked_get_503_not_401(two_hosts, pg_url, pg_server):
+    """When the vault stays unreachable, a request gets 503 with Retry-After (retry later),
+    not 401 (which tells the client its token is bad); once the database is back, 200.
+    The server's tokens are read through a vault that waits 1 s for a connection."""
+    from memos_core.mcp_server.http_checks import RETRY_AFTER
+    from memos_core.vault.postgres import PostgresVault
+
+    a, b = two_hosts
+    token, _ = tokens_for(a).add("alice")
+    admin_url, dbname = pg_server[0], psycopg.conninfo.conninfo_to_dict(pg_url)["dbname"]
+    vault = PostgresVault(pg_url, pool_size=1, connect_timeout=1)
+    thread = HttpServerThread(build_http_server(b, tokens=VaultTokenStore(vault), port=0),
+                              port=0).start()
+    headers = {"Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    try:
+        assert _initialize(thread.url, token) == 200
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+        try:
+            _drop_connections(pg_url, admin_url)
+            with httpx.Client(timeout=60) as client:
+                refused = client.post(thread.url, json=INITIALIZE, headers=headers)
+        finally:
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == str(RETRY_AFTER)
+        assert refused.json()["error"] == "temporarily_unavailable"
+        deadline = time.monotonic() + 60  # the pool reconnects by itself, with a back-off
+        while (status := _initialize(thread.url, token)) == 503 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert status == 200
+    finally:
+        thread.stop()
+        vault.close()
+
+
 def test_token_commands_in_server_mode_reach_a_running_server(two_hosts, serve_b, pg_url,
                                                                capsys, tmp_path):
     # `memos --db URL mcp token add` on any host: the running MCP server on host B takes it

@@ -23,7 +23,7 @@ from typing import Any
 
 from memos_core.config import default_data_dir, path_argument
 from memos_core.errors import InvalidInputError, MemOSError
-from memos_core.mcp_server.hosts import parse_http, url_host
+from memos_core.mcp_server.hosts import check_host, parse_http, url_host
 from memos_core.mcp_server.limits import DEFAULT_MAX_SESSIONS_PER_TOKEN, DEFAULT_SESSION_IDLE_TIMEOUT
 from memos_core.signals import exit_on_sigterm, uninterrupted_close
 
@@ -47,6 +47,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     m.add_argument("--session-idle-timeout", type=float, default=None, metavar="SECONDS",
                    help=f"--http: close a session after this long without a request (default "
                    f"{DEFAULT_SESSION_IDLE_TIMEOUT:g})")
+    m.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
+                   help="--http on loopback: also accept requests whose Host header names NAME "
+                   "(with or without a port), e.g. the name a reverse proxy on this machine "
+                   "passes on; repeatable")
     tsub = m.add_subparsers(dest="mcp_command")
     t = tsub.add_parser("token", help="manage the bearer tokens of the HTTP server")
     tt = t.add_subparsers(dest="token_command", required=True)
@@ -175,7 +179,12 @@ def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namesp
     if args.http is None and any(value is not None for value in limits.values()):
         raise InvalidInputError("--max-sessions-per-token and --session-idle-timeout limit the "
                                 "HTTP server's sessions; give them with --http HOST:PORT.")
+    if args.http is None and args.allowed_host:
+        raise InvalidInputError("--allowed-host names a Host the HTTP server accepts; give it "
+                                "with --http HOST:PORT.")
     options.update({name: value for name, value in limits.items() if value is not None})
+    if args.allowed_host:  # checked before the store is opened
+        options["allowed_hosts"] = [check_host(name, "--allowed-host") for name in args.allowed_host]
     if args.http is None:
         with exit_on_sigterm(), uninterrupted_close(open_mos(args)) as mos:
             mcp_server.serve_stdio(mcp_server.build_stdio_server(mos, user_id=user, **options))

@@ -137,14 +137,20 @@ class MemoryServer:
                  tokens: TokenStore | None = None, host: str = "127.0.0.1", port: int = 8765,
                  allow_sensitive: Sequence[str] | str | None = None,
                  max_sessions_per_token: int = DEFAULT_MAX_SESSIONS_PER_TOKEN,
-                 session_idle_timeout: float | None = DEFAULT_SESSION_IDLE_TIMEOUT) -> None:
+                 session_idle_timeout: float | None = DEFAULT_SESSION_IDLE_TIMEOUT,
+                 allowed_hosts: Sequence[str] = ()) -> None:
         """``max_sessions_per_token`` and ``session_idle_timeout`` (seconds; ``None``: never)
-        bound the HTTP sessions one token holds open (see :mod:`.sessions`); stdio ignores
-        them."""
+        bound the HTTP sessions one token holds open (see :mod:`.sessions`);
+        ``allowed_hosts`` (host names or IP addresses) are more ``Host`` names a loopback
+        server accepts (see :meth:`guard_for_bound`): the names a proxy on this machine
+        passes on. stdio ignores them."""
         if (user_id is None) == (tokens is None):
             raise InvalidInputError("give exactly one of user_id (stdio) and tokens (HTTP).")
         self.user_id = check_name(user_id, "user_id", optional=True)
         check_host(host)
+        if isinstance(allowed_hosts, str):
+            raise InvalidInputError("allowed_hosts must be a list of host names, not a str.")
+        self.allowed_hosts = [check_host(name, "allowed host") for name in allowed_hosts]
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidInputError(f"port must be an int 0..65535, got {port!r}.")
         cap, idle = check_session_limits(max_sessions_per_token, session_idle_timeout)
@@ -161,7 +167,7 @@ class MemoryServer:
                 raise InvalidInputError(f"host {host!r} is not usable in a URL.") from None
             auth = dict(token_verifier=TokenFileVerifier(tokens), auth=AuthSettings(
                 issuer_url=issuer, resource_server_url=None, required_scopes=["memos"]))
-        guard = _rebinding_guard([host]) if is_loopback(host) else None
+        guard = _rebinding_guard([host, *self.allowed_hosts]) if is_loopback(host) else None
         self.mcp = FastMCP(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port,
                            log_level="WARNING", transport_security=guard,
                            session_idle_timeout=idle, **auth)
@@ -183,9 +189,10 @@ class MemoryServer:
     def guard_for_bound(self, host: str, sockets: Sequence[socket.socket]) -> None:
         """Turn DNS-rebinding protection on or off by where the server actually listens:
         on when every socket is on a loopback address (with ``host``, the name it was bound
-        by, among the allowed hosts), off otherwise. A name is not enough to tell: any host
-        name may resolve to loopback only (``LOCALHOST``, an ``/etc/hosts`` alias)."""
-        names = [host, self.mcp.settings.host]
+        by, and ``allowed_hosts`` among the allowed hosts), off otherwise. A name is not
+        enough to tell: any host name may resolve to loopback only (``LOCALHOST``, an
+        ``/etc/hosts`` alias)."""
+        names = [host, self.mcp.settings.host, *self.allowed_hosts]
         guard = (_rebinding_guard(names) if bound_to_loopback(sockets)
                  else TransportSecuritySettings(enable_dns_rebinding_protection=False))
         self.mcp.settings.transport_security = guard
@@ -360,15 +367,21 @@ def _rebinding_guard(hosts: Sequence[str]) -> TransportSecuritySettings:
     compares them exactly). The SDK turns it on only for 127.0.0.1, localhost and ::1, so a
     server on 127.0.0.2 (or any 127.x address, or a name that resolves to loopback) took
     requests naming any host -- a web page the user visits could reach it through a rebound
-    name (the bearer token still applies)."""
+    name (the bearer token still applies).
+
+    Each name is allowed with a port and without one (``Host: 127.0.0.1`` is what a client
+    sends to a server on port 80, and what a proxy on the default port passes on), and so
+    are its ``http://`` and ``https://`` origins: only ``NAME:*`` was, so such a server
+    refused every request with 421."""
     names = ["127.0.0.1", "localhost", "[::1]"]
     for host in hosts:
         names += [url_host(host), url_host(host.lower())]
     names = list(dict.fromkeys(names))
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{name}:*" for name in names],
-        allowed_origins=[f"http://{name}:*" for name in names])
+        allowed_hosts=[form for name in names for form in (name, f"{name}:*")],
+        allowed_origins=[f"{scheme}://{name}{port}" for name in names
+                         for scheme in ("http", "https") for port in ("", ":*")])
 
 
 def build_stdio_server(mos: MemOS, *, user_id: str, **options: Any) -> MemoryServer:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from mcp_helpers import http_session, payload, server_env
 
 from memos_core import MemOS, MemOSConfig
@@ -70,10 +71,11 @@ def test_cli_on_a_loopback_name_guards_and_caps(tmp_path: Path) -> None:
 
     data = tmp_path / "data"
     token, _ = TokenStore.for_data_dir(data).add("alice")
+    other, _ = TokenStore.for_data_dir(data).add("bob")
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "memos_core.cli", "mcp", "--http",
                              f"LOCALHOST:{port}", "--max-sessions-per-token", "1",
-                             "--data-dir", str(data)],
+                             "--allowed-host", "proxy.internal", "--data-dir", str(data)],
                             env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     headers = {"Accept": "application/json, text/event-stream",
@@ -90,18 +92,24 @@ def test_cli_on_a_loopback_name_guards_and_caps(tmp_path: Path) -> None:
             named = client.post(url, json=initialize,
                                 headers={**headers, "Host": f"LOCALHOST:{port}"})
             second = client.post(url, json=initialize, headers=headers)
+            proxied = client.post(url, json=initialize, headers={
+                **headers, "Authorization": f"Bearer {other}", "Host": "proxy.internal"})
     finally:
         interrupt(proc)
     err = proc.stderr.read() if proc.stderr else ""
     assert rebound.status_code == 421, err
     assert named.status_code == 200 and second.status_code == 429, err
+    assert proxied.status_code == 200, err  # --allowed-host, without a port
     assert "reachable from other machines" not in err
     assert f"serving http://LOCALHOST:{port}/mcp" in err
 
 
-def test_session_limits_need_http(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("option", "message"), [
+    (["--session-idle-timeout", "60"], "give them with --http"),
+    (["--allowed-host", "proxy.internal"], "give it with --http")], ids=["limits", "host"])
+def test_http_options_need_http(tmp_path: Path, option: list[str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "memos_core.cli", "mcp", "--user", "alice",
-                             "--session-idle-timeout", "60", "--data-dir", str(tmp_path / "d")],
+                             *option, "--data-dir", str(tmp_path / "d")],
                             env=server_env(), capture_output=True, text=True, timeout=120,
                             stdin=subprocess.DEVNULL)
-    assert result.returncode != 0 and "give them with --http" in result.stderr, result.stderr
+    assert result.returncode != 0 and message in result.stderr, result.stderr

@@ -192,6 +192,45 @@ def test_a_loopback_server_refuses_other_hosts_and_origins(tmp_path: Any, host: 
     assert rebound.status_code == 421 and foreign.status_code == 403
 
 
+def test_a_loopback_server_takes_a_host_without_a_port_and_the_allowed_hosts(tmp_path: Any
+                                                                             ) -> None:
+    """Only ``NAME:*`` Host patterns were allowed, so a Host header without a port (what a
+    client sends to a server on port 80, what a proxy on this machine passes on) got 421 on
+    every request, and no option allowed another name. Now each allowed name counts with or
+    without a port, with its http:// and https:// origins, and ``allowed_hosts`` adds
+    names; other hosts are still refused."""
+    from memos_core import InvalidInputError, MemOS, MemOSConfig
+    from memos_core.mcp_server import HttpServerThread, TokenStore, build_http_server
+
+    with MemOS(tmp_path / "data", config=MemOSConfig(show_progress=False)) as mos:
+        tokens = TokenStore.for_data_dir(tmp_path / "data")
+        token, _ = tokens.add("alice")
+        with pytest.raises(InvalidInputError, match="allowed host"):
+            build_http_server(mos, tokens=tokens, allowed_hosts=["bad host"])
+        server = build_http_server(mos, tokens=tokens, port=0,
+                                   allowed_hosts=["Memos.Proxy.Internal"])
+        thread = HttpServerThread(server, port=0).start()
+        auth = {**HEADERS, "Authorization": f"Bearer {token}"}
+        try:
+            with httpx.Client(timeout=30) as client:
+                def status(**headers: str) -> int:
+                    return client.post(thread.url, json=INITIALIZE,
+                                       headers={**auth, **headers}).status_code
+
+                accepted = [status(Host=host) for host in (
+                    "127.0.0.1", "localhost", "memos.proxy.internal", "Memos.Proxy.Internal",
+                    "memos.proxy.internal:443")]
+                origins = [status(Host="localhost", Origin=origin) for origin in (
+                    "http://localhost", "https://localhost", "https://memos.proxy.internal",
+                    "http://127.0.0.1:8080")]
+                refused = [status(Host="attacker.example"), status(Host="attacker.example:80"),
+                           status(Origin="https://attacker.example")]
+        finally:
+            thread.stop()
+    assert accepted == [200] * 5 and origins == [200] * 4
+    assert refused == [421, 421, 403]
+
+
 def test_the_rebinding_guard_follows_the_addresses_bound_not_the_name(tmp_path: Any) -> None:
     """A name that resolves to loopback only (``LOCALHOST``, an ``/etc/hosts`` alias) got no
     guard: only the exact name ``localhost`` counted. Now the bound sockets decide, and the

@@ -14,8 +14,8 @@ Input (``add -`` from stdin, ``add --file`` JSON lines) is read as UTF-8 whateve
 Exit status: 0 ok, 2 bad input (a malformed bundle and bytes that are not UTF-8 included) or
 unknown id, 3 denied, 1 anything else; a reader that stops early (``memos list | head -1``)
 ends the command quietly with 0. Ctrl-C (130) and SIGTERM (143; how systemd, ``docker stop``
-and ``timeout`` stop a process) close the store before the command exits; a SIGTERM that
-comes while the store closes is ignored (:mod:`memos_core.signals`). The library's logged
+and ``timeout`` stop a process) close the store before the command exits; a SIGTERM or
+Ctrl-C that comes while the store closes is ignored (:mod:`memos_core.signals`). The library's logged
 warnings are printed one line each (``memos: warning: ...``, no traceback; the PostgreSQL
 driver's own are hidden); ``MEMOS_DEBUG=1`` shows them whole (:mod:`memos_core.cli_log`).
 """

@@ -113,21 +113,53 @@ def test_a_sigterm_while_a_resource_closes_is_ignored() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_a_ctrl_c_while_a_resource_closes_is_held(capfd: pytest.CaptureFixture[str]) -> None:
+    """A second Ctrl-C while the store closed (the first one's KeyboardInterrupt unwinding)
+    raised another KeyboardInterrupt inside the close and cut it short. From the start of
+    the close to the end of the ``exit_on_sigterm`` block SIGINT is now held: one line says
+    to wait, the close finishes, the first KeyboardInterrupt goes on; then SIGINT's handler
+    is back."""
+    class Resource:
+        closed = False
+
+        def __enter__(self) -> Resource:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            for _ in range(2):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the handler runs here
+            self.closed = True
+
+    before = signal.getsignal(signal.SIGINT)
+    with exit_on_sigterm(), uninterrupted_close(Resource()) as done:
+        pass
+    assert done.closed and capfd.readouterr().err == "memos: closing the store, please wait\n"
+    with pytest.raises(KeyboardInterrupt):
+        with exit_on_sigterm(), uninterrupted_close(Resource()) as stopping:
+            os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C
+            time.sleep(30)  # interrupted by it
+    assert stopping.closed and capfd.readouterr().err.count("please wait") == 1
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 @pytest.mark.parametrize("command", ["list", "mcp"])
-def test_a_sigterm_while_the_store_closes_does_not_cut_the_close_short(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str,
+def test_a_signal_while_the_store_closes_does_not_cut_the_close_short(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, signum: int,
         assert_closed_cleanly: Checker) -> None:
     """The command is done and the store closing when a SIGTERM comes (the MCP SDK's client
     closes the server's stdin, waits 2 s, then sends SIGTERM; a large index takes longer to
     write; ``MemOS.close`` is wrapped here to send it at the start): it used to raise SystemExit(143) inside ``MemOS.close()``, leaving the index
-    not marked clean. Now the close finishes and the command exits as it would have."""
+    not marked clean. Now the close finishes and the command exits as it would have. The
+    same for a Ctrl-C (SIGINT), which raised KeyboardInterrupt there."""
     data = tmp_path / "d"
     MemOS(data, config=MemOSConfig(show_progress=False)).close()
     closes = []
     close = MemOS.close
 
     def close_signalled(self: MemOS) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         time.sleep(0.05)  # the handler runs here
         closes.append(self)
         close(self)

@@ -164,7 +164,7 @@ def run(args: argparse.Namespace, user: str, open_mos: Callable[[argparse.Namesp
     :mod:`memos_core.mcp_server.stdio`) or its client closes stdout; either server until
     Ctrl-C or SIGTERM. SIGTERM closes the store too and raises ``SystemExit(143)``
     (:func:`memos_core.signals.exit_on_sigterm`); once the store has begun to close, SIGTERM
-    is ignored until it is closed (:func:`memos_core.signals.uninterrupted_close`)."""
+    and Ctrl-C are ignored until it is closed (:func:`memos_core.signals.uninterrupted_close`)."""
     if args.mcp_command == "token":
         _token_command(args, user, emit)
         return

@@ -18,6 +18,8 @@ facade opens (the embedded data directory today).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import ipaddress
 import logging
 import signal
@@ -25,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -538,7 +540,43 @@ def _uvicorn(server: MemoryServer, host: str, port: int) -> uvicorn.Server:
         sdk_log.addFilter(_ClientHangUp())
     config = uvicorn.Config(server.http_app(), host=host, port=port,
                             log_level="warning", lifespan="on")
-    return uvicorn.Server(config)
+    return _signals_after_the_loop()(config)
+
+
+@functools.cache
+def _signals_after_the_loop() -> type[uvicorn.Server]:
+    """uvicorn's server, which hands the signal that stopped it on (:func:`serve_http`
+    raises it again) only once its event loop has ended, and only the first one.
+
+    uvicorn raised every signal it had caught again, still inside its loop, once it had shut
+    down: after a second Ctrl-C (which makes it stop waiting for open connections) asyncio's
+    own SIGINT handler got the second one there and raised ``KeyboardInterrupt`` in the
+    middle of the loop's shutdown, which printed a traceback of the cancelled lifespan task
+    and could reach the store's close (status 130, the index not marked clean).
+
+    After a second Ctrl-C uvicorn also skipped the app's lifespan shutdown (the SDK's
+    session manager), whose task the loop's end then cancelled, logging its traceback at
+    ERROR: here the app still shuts down, without waiting for open connections."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        stopped_by: list[int] = []
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets)
+            if self.force_exit:  # skipped by uvicorn then
+                await self.lifespan.shutdown()
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:  # before uvicorn's own exit, which raises what is left here
+                    self.stopped_by = self._captured_signals[:1]
+                    self._captured_signals.clear()
+
+    return Server
 
 
 def bind_http(host: str, port: int) -> list[socket.socket]:
@@ -599,6 +637,10 @@ def serve_http(server: MemoryServer, host: str, port: int,
     finally:
         for sock in sockets:
             sock.close()
+    # the signal that stopped it, to its handler here (outside the loop): Ctrl-C's
+    # KeyboardInterrupt, exit_on_sigterm's SystemExit(143); the store's close follows
+    for signum in getattr(uv, "stopped_by", ()):
+        signal.raise_signal(signum)
 
 
 class HttpServerThread:

@@ -73,6 +73,40 @@ async def test_sigterm_stops_the_http_server_and_closes_the_store(
         assert mos.get(stored["stored"]["id"], user_id="alice").text == "Alice plays the oboe."
 
 
+async def test_ctrl_c_twice_stops_the_http_server_without_a_traceback(
+        tmp_path: Path, assert_closed_cleanly: Checker) -> None:
+    """A second Ctrl-C right after the first (uvicorn then stops waiting for connections):
+    uvicorn raised both again inside its event loop, where asyncio's handler turned the
+    second into a KeyboardInterrupt in the middle of the loop's shutdown, and skipped the
+    app's shutdown, whose cancelled task it logged with a traceback. Now the process ends
+    with 130, no traceback, the store closed."""
+    data = tmp_path / "data"
+    token, _ = TokenStore.for_data_dir(data).add("alice")
+    proc = subprocess.Popen([*CLI, "--http", "127.0.0.1:0", "--data-dir", str(data)],
+                            env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stderr.readline()  # type: ignore[union-attr]
+        found = re.search(r"serving (http://\S+/mcp)", line)
+        assert found, line + proc.stderr.read()  # type: ignore[union-attr]
+        async with http_session(found.group(1), token) as session:
+            for n in range(5):
+                payload(await session.call_tool("store", {"text": f"Alice's note {n}."}))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)  # two signals sent at once may arrive as one
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+            raise AssertionError("memos mcp was still running 60 s after Ctrl-C") from None
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    assert code == 130 and "Traceback" not in err and "ERROR" not in err, err
+    assert_closed_cleanly(data)
+
+
 class RawStdio:
     """``memos mcp`` over stdio as a client that writes JSON-RPC lines itself (bytes as
     given: lone surrogate escapes, lines that are not JSON, bytes that are not UTF-8)."""

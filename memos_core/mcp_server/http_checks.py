@@ -60,6 +60,7 @@ RETRY_AFTER = 5
 """Seconds a client is told to wait (``Retry-After``) when tokens cannot be checked."""
 
 SESSION_HEADER = "mcp-session-id"
+JSON = "application/json"
 
 
 class TokensUnreachable(AuthenticationError):
@@ -106,8 +107,9 @@ def check_body(body: bytes) -> tuple[bytes, Any, dict[str, Any] | None]:
 class RequestChecks:
     """The ASGI middleware in front of the SDK's MCP endpoint (``path``): see the module.
 
-    Only POSTs to ``path`` that carry a valid token are read (others pass untouched); a body
-    over ``max_body_size`` bytes is handed on as it came, for the SDK to refuse (413).
+    Only JSON POSTs to ``path`` that carry a valid token are read (others pass untouched,
+    for the SDK's own answers: 401, 415); a body over ``max_body_size`` bytes is handed on
+    as it came, for the SDK to refuse (413).
     """
 
     def __init__(self, app: ASGIApp, *, path: str, max_body_size: int) -> None:
@@ -115,16 +117,18 @@ class RequestChecks:
         self._in_flight: set[tuple[str, str]] = set()  # (session id, request id as text)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else Headers()
         if (scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path
-                or not isinstance(scope.get("user"), AuthenticatedUser)):
+                or not isinstance(scope.get("user"), AuthenticatedUser)
+                or not headers.get("content-type", "").lower().startswith(JSON)):
             await self.app(scope, receive, send)
             return
-        body, rest = await self._read(scope, receive)
+        body, rest = await self._read(headers, receive)
         if body is None:  # too large, or the client went away: the SDK answers as it does
             await self.app(scope, rest, send)
             return
         body, request_id, answer = check_body(body)
-        session = Headers(scope=scope).get(SESSION_HEADER)
+        session = headers.get(SESSION_HEADER)
         key = (session, str(request_id)) if session is not None and request_id is not None \
             else None
         if answer is None and key is not None and key in self._in_flight:
@@ -142,12 +146,12 @@ class RequestChecks:
             if key is not None:
                 self._in_flight.discard(key)
 
-    async def _read(self, scope: Scope, receive: Receive
+    async def _read(self, headers: Headers, receive: Receive
                     ) -> tuple[bytes | None, Callable[[], Awaitable[Message]]]:
         """The whole body, and what receives the messages after it; or ``(None, a receive
         that replays what was read)`` when the body is over the limit or did not come
         whole (the SDK then reads and refuses it itself)."""
-        declared = Headers(scope=scope).get("content-length", "")
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_size:
             return None, receive
         body, read = bytearray(), []

@@ -52,18 +52,26 @@ def _stop(proc: subprocess.Popen[Any]) -> int:
         raise AssertionError("memos mcp was still running 60 s after SIGTERM") from None
 
 
+def _serve_http(data: Path) -> tuple[subprocess.Popen[str], str]:
+    """``memos mcp --http`` on a free loopback port, and the URL it serves."""
+    proc = subprocess.Popen([*CLI, "--http", "127.0.0.1:0", "--data-dir", str(data)],
+                            env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    line = proc.stderr.readline()  # type: ignore[union-attr]
+    found = re.search(r"serving (http://\S+/mcp)", line)
+    if not found:
+        proc.kill()
+        raise AssertionError(line + proc.stderr.read())  # type: ignore[union-attr]
+    return proc, found.group(1)
+
+
 async def test_sigterm_stops_the_http_server_and_closes_the_store(
         tmp_path: Path, assert_closed_cleanly: Checker) -> None:
     data = tmp_path / "data"
     token, _ = TokenStore.for_data_dir(data).add("alice")
-    proc = subprocess.Popen([*CLI, "--http", "127.0.0.1:0", "--data-dir", str(data)],
-                            env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc, url = _serve_http(data)
     try:
-        line = proc.stderr.readline()  # type: ignore[union-attr]
-        found = re.search(r"serving (http://\S+/mcp)", line)
-        assert found, line + proc.stderr.read()  # type: ignore[union-attr]
-        async with http_session(found.group(1), token) as session:
+        async with http_session(url, token) as session:
             stored = payload(await session.call_tool("store", {"text": "Alice plays the oboe."}))
     finally:
         code = _stop(proc)
@@ -82,14 +90,9 @@ async def test_ctrl_c_twice_stops_the_http_server_without_a_traceback(
     with 130, no traceback, the store closed."""
     data = tmp_path / "data"
     token, _ = TokenStore.for_data_dir(data).add("alice")
-    proc = subprocess.Popen([*CLI, "--http", "127.0.0.1:0", "--data-dir", str(data)],
-                            env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc, url = _serve_http(data)
     try:
-        line = proc.stderr.readline()  # type: ignore[union-attr]
-        found = re.search(r"serving (http://\S+/mcp)", line)
-        assert found, line + proc.stderr.read()  # type: ignore[union-attr]
-        async with http_session(found.group(1), token) as session:
+        async with http_session(url, token) as session:
             for n in range(5):
                 payload(await session.call_tool("store", {"text": f"Alice's note {n}."}))
     finally:

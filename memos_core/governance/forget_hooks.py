@@ -387,14 +387,23 @@ def damaged_side_file(path: Path, reason: str, failed: str, retry: str) -> Corru
 
 
 def truncate_wal(db: sqlite3.Connection, path: Path) -> None:
-    """Copy the WAL of ``db`` into its file and truncate the WAL to zero bytes, so page
-    images written before a redaction leave the disk. The connection should have
-    ``PRAGMA secure_delete=ON`` (freed space zeroed) and no open transaction.
+    """Rebuild the file of ``db`` (``VACUUM``), copy its WAL into it and truncate the WAL to
+    zero bytes, so no page image or stale row copy written before a redaction stays on
+    disk. The connection should have ``PRAGMA secure_delete=ON`` (freed space zeroed) and
+    no open transaction. ``secure_delete`` alone leaves the copies SQLite's rebalancing
+    makes of rows that moved (see :meth:`memos_core.vault.sqlite.SQLiteVault.checkpoint`).
 
     Raises:
         MemOSError: another connection is reading the file, so the WAL could not be
-            truncated; retry the forget when it is idle.
+            truncated, or the file could not be rebuilt; retry the forget when it is idle.
     """
+    try:
+        db.execute("VACUUM")
+    except sqlite3.OperationalError as exc:  # busy, or no room for the copy a rebuild makes
+        raise MemOSError(
+            f"Could not rebuild {path} after a redaction ({exc}): stale copies of redacted "
+            "rows may stay in the file until it is rebuilt. Free disk space or finish the "
+            "other writer, and forget again (forgetting again is safe).") from exc
     busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     if busy:
         raise MemOSError(

@@ -422,10 +422,10 @@ class SQLiteVault(SQLiteGrantsMixin, SQLiteKeyedMixin, SQLiteLogMixin, SQLiteChe
         ``secure_delete`` zeroes the space a deleted or shrunk row frees, but not every
         stale copy of a row: when SQLite rebalances a table's pages it moves live rows to
         a neighbouring page and rebuilds the page without zeroing the space they left, so
-        a row that moved once and is scrubbed later can keep an old copy there (measured by
-        a probe: 1 forget in about 7,000; 2 or 3 scrubbed rows in 100 in a plain SQLite
-        table whose rows change size). ``VACUUM`` writes every live row into fresh pages,
-        which leaves no such copy. After a forget, the WAL still holds the page images
+        a row that moved once and is scrubbed later can keep an old copy there (found by a
+        crash-consistency probe, rarely; ``tests/vault/test_vault_rebuild.py`` makes such
+        copies in a table whose rows change size). ``VACUUM`` writes every live row into
+        fresh pages, which leaves no such copy. After a forget, the WAL still holds the page images
         written before the tombstone (the original text among them) until they are
         checkpointed and overwritten; truncating removes them from disk at once.
 

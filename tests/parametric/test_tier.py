@@ -16,6 +16,7 @@ import torch
 
 from memos_core import MemOS
 from memos_core.cube import Tier
+from memos_core import engine as engine_module
 from memos_core.engine import engine_for
 from memos_core.errors import AccessDeniedError, CorruptDataError, InvalidInputError, PurgePendingError
 from memos_core.runtime import LocalModel, ModelLoadError
@@ -325,6 +326,9 @@ def test_an_interrupted_retrain_stays_queued(store: tuple[MemOS, list[str]],
         raise InvalidInputError("This MemOS was closed while an adapter was being trained.")
 
     monkeypatch.setattr(tier, "consolidate", interrupted)
+    # consolidate_due holds an owner's failed memories back (engine.RETRY_AFTER_S): none here,
+    # the second run is the retry this test is about
+    monkeypatch.setattr(engine_module, "RETRY_AFTER_S", 0.0)
 
     def run() -> None:
         if how == "consolidate":
